@@ -1,0 +1,19 @@
+// Package v1 is the weft/v1 resource schema: the kinds (Tenant, Host, VPC,
+// Subnet, Endpoint, SecurityPolicy, QoSClass), their defaults and validation,
+// strict YAML/JSON decoding, label selectors and the StatusError that every
+// API error is. It does no I/O: validation that needs other objects reads
+// them through the Lookup interface the controller provides.
+//
+// An object from a user goes through three steps:
+//
+//	objs, err := v1.DecodeDocuments(file) // or DecodeObject(body): strict, BadRequest on malformed input
+//	v1.Default(o)                         // apiVersion/kind, subnet gateway, QoS priority, canonical addresses
+//	err = v1.ValidateCreate(o, lookup)    // or ValidateUpdate(o, old, lookup): Invalid, with a cause per field
+//
+// Objects the store wrote are decoded with DecodeInto, which trusts its
+// input and is fast. Marshal and MarshalList write JSON or YAML that
+// DecodeDocuments reads back.
+//
+// Field paths in errors follow the JSON names: "metadata.name",
+// "spec.cidrs[1]", "metadata.labels[app]", "spec.ingress[0].ports[1].port".
+package v1

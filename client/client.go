@@ -1,0 +1,500 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+)
+
+// DefaultServer is the controller address used when none is configured.
+const DefaultServer = "http://127.0.0.1:7443"
+
+// DefaultTimeout bounds each request (other than Watch and Raw) unless
+// WithTimeout says otherwise.
+const DefaultTimeout = 30 * time.Second
+
+// APIPrefix is the path under which the weft/v1 API is served.
+const APIPrefix = "/apis/weft/v1"
+
+// maxErrorBody caps how much of an error response is read.
+const maxErrorBody = 1 << 20
+
+// Client talks to one weft controller. It is safe for concurrent use.
+// Close releases its idle connections.
+type Client struct {
+	base    string // scheme://host[:port][/prefix], no trailing slash
+	hc      *http.Client
+	timeout time.Duration
+}
+
+// Option modifies a Client built by New.
+type Option func(*config)
+
+type config struct {
+	httpClient *http.Client
+	timeout    time.Duration
+	maxIdle    int
+}
+
+// WithHTTPClient makes the Client use hc instead of its own pooled
+// http.Client. hc must not set http.Client.Timeout if Watch is used (a
+// watch is a long-lived response).
+func WithHTTPClient(hc *http.Client) Option { return func(c *config) { c.httpClient = hc } }
+
+// WithTimeout sets the per-request timeout of every call except Watch and
+// Raw (which are bounded by their context only). Zero or less disables it.
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithMaxIdleConnsPerHost sets how many idle keep-alive connections the
+// Client's own transport keeps (default 1024, enough for benchmarks that run
+// many concurrent requests). Ignored with WithHTTPClient.
+func WithMaxIdleConnsPerHost(n int) Option { return func(c *config) { c.maxIdle = n } }
+
+// New returns a Client for the controller at server, e.g.
+// "http://127.0.0.1:7443". A server without a scheme gets "http://".
+func New(server string, opts ...Option) (*Client, error) {
+	cfg := config{timeout: DefaultTimeout, maxIdle: 1024}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	base, err := normalizeServer(server)
+	if err != nil {
+		return nil, err
+	}
+	hc := cfg.httpClient
+	if hc == nil {
+		hc = &http.Client{Transport: newTransport(cfg.maxIdle)}
+	}
+	return &Client{base: base, hc: hc, timeout: cfg.timeout}, nil
+}
+
+// newTransport is a keep-alive transport with bounded connect times and no
+// overall response timeout (watches are long-lived; per-request timeouts come
+// from contexts).
+func newTransport(maxIdle int) *http.Transport {
+	if maxIdle <= 0 {
+		maxIdle = 1024
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          maxIdle,
+		MaxIdleConnsPerHost:   maxIdle,
+	}
+}
+
+func normalizeServer(server string) (string, error) {
+	s := strings.TrimSpace(server)
+	if s == "" {
+		return "", errors.New("client: empty server URL")
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("client: server URL %q: %w", server, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("client: server URL %q: scheme must be http or https", server)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("client: server URL %q: no host", server)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("client: server URL %q: must not have a query or fragment", server)
+	}
+	return strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
+}
+
+// Server returns the base URL the Client talks to.
+func (c *Client) Server() string { return c.base }
+
+// Close releases the Client's idle connections. It is idempotent; the
+// Client stays usable (new requests open new connections).
+func (c *Client) Close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// Create creates obj (POST) and returns the stored object, with the
+// controller-set metadata and status. A name that exists gives an
+// AlreadyExists *v1.StatusError.
+func (c *Client) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	k, ref, err := refOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	if k.Namespaced && ref.Tenant == "" {
+		return nil, fmt.Errorf("create %s: %w", ref, errNoTenant(k))
+	}
+	body, err := encode(obj, k)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", ref, err)
+	}
+	return c.objectCall(ctx, k, http.MethodPost, collectionPath(k, ref.Tenant), nil, body)
+}
+
+// Update replaces obj (PUT). If obj carries metadata.resourceVersion it must
+// match the stored one, else the result is a Conflict *v1.StatusError; an
+// empty resourceVersion means last write wins. Status in obj is ignored by
+// the controller.
+func (c *Client) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	k, ref, err := refOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	p, err := itemPath(k, ref.Tenant, ref.Name)
+	if err != nil {
+		return nil, fmt.Errorf("update %s: %w", ref, err)
+	}
+	body, err := encode(obj, k)
+	if err != nil {
+		return nil, fmt.Errorf("update %s: %w", ref, err)
+	}
+	return c.objectCall(ctx, k, http.MethodPut, p, nil, body)
+}
+
+// Get returns one object. kind is a kind, plural or short name ("Endpoint",
+// "endpoints", "ep"); tenant is ignored for cluster-scoped kinds and required
+// for the others.
+func (c *Client) Get(ctx context.Context, kind, tenant, name string) (apiv1.Object, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	p, err := itemPath(k, tenant, name)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}, err)
+	}
+	return c.objectCall(ctx, k, http.MethodGet, p, nil, nil)
+}
+
+// Delete deletes one object and returns it as it was. Deleting an object
+// others depend on gives a Conflict *v1.StatusError whose Dependents name
+// them.
+func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (apiv1.Object, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	p, err := itemPath(k, tenant, name)
+	if err != nil {
+		return nil, fmt.Errorf("delete %s: %w", apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}, err)
+	}
+	return c.objectCall(ctx, k, http.MethodDelete, p, nil, nil)
+}
+
+// List returns the objects of a kind and the resourceVersion of the list
+// (start a Watch from it to follow changes without missing any). tenant ""
+// with a tenant-scoped kind lists across all tenants. selector is a label
+// selector ("app=web,tier in (a,b)"); "" selects everything.
+func (c *Client) List(ctx context.Context, kind, tenant, selector string) ([]apiv1.Object, string, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, "", err
+	}
+	q := url.Values{}
+	if selector != "" {
+		q.Set("labelSelector", selector)
+	}
+	data, err := c.call(ctx, http.MethodGet, collectionPath(k, tenant), q, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	var list struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(data, &list); err != nil {
+		return nil, "", fmt.Errorf("list %s: decode response: %w", k.Plural, err)
+	}
+	out := make([]apiv1.Object, 0, len(list.Items))
+	for i, raw := range list.Items {
+		o, err := decodeObject(k, raw)
+		if err != nil {
+			return nil, "", fmt.Errorf("list %s: item %d: %w", k.Plural, i, err)
+		}
+		out = append(out, o)
+	}
+	return out, list.Metadata.ResourceVersion, nil
+}
+
+// Raw sends one request to path (e.g. "/healthz", "/metrics") on the
+// controller and returns the response whatever its status; the caller must
+// close its body. It is bounded by ctx only. Transport failures are reported
+// like those of the other methods.
+func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.transportError(ctx, ctx, method, path, err)
+	}
+	return resp, nil
+}
+
+// objectCall performs a request whose 2xx response body is one object of kind k.
+func (c *Client) objectCall(ctx context.Context, k apiv1.KindInfo, method, path string, q url.Values, body []byte) (apiv1.Object, error) {
+	data, err := c.call(ctx, method, path, q, body)
+	if err != nil {
+		return nil, err
+	}
+	o, err := decodeObject(k, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return o, nil
+}
+
+// call performs one bounded request and returns the body of a 2xx response;
+// any other status becomes a *apiv1.StatusError.
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, body []byte) ([]byte, error) {
+	rctx := ctx
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	resp, err := c.send(rctx, method, path, q, body)
+	if err != nil {
+		return nil, c.transportError(ctx, rctx, method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		_, _ = io.Copy(io.Discard, resp.Body) // keep the connection reusable
+		return nil, statusError(method, path, resp.StatusCode, data)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, c.transportError(ctx, rctx, method, path, fmt.Errorf("read response: %w", err))
+	}
+	return data, nil
+}
+
+// send builds and sends a request; it does not read the response.
+func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte) (*http.Response, error) {
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "weft-client")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.hc.Do(req)
+}
+
+// transportError explains a failure to get a response: the caller gave up
+// (ctx), the request timed out (rctx), or the controller is unreachable.
+func (c *Client) transportError(ctx, rctx context.Context, method, path string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s %s%s: %w", method, c.base, path, context.Cause(ctx))
+	case rctx.Err() != nil:
+		return fmt.Errorf("%s %s%s: the weft controller did not answer within %s: %w", method, c.base, path, c.timeout, context.DeadlineExceeded)
+	}
+	return &UnreachableError{Server: c.base, Err: err}
+}
+
+// UnreachableError reports that no response came from the controller.
+type UnreachableError struct {
+	Server string // base URL of the controller
+	Err    error  // the transport error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the weft controller at %s (is `weft controller` running? pick another with --server or WEFT_SERVER): %v", e.Server, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// statusError decodes a non-2xx response body into a StatusError; a body that
+// is not one (a proxy's HTML page, say) still gives a StatusError with the
+// HTTP status.
+func statusError(method, path string, code int, body []byte) *apiv1.StatusError {
+	var se apiv1.StatusError
+	if err := json.Unmarshal(body, &se); err == nil && se.Reason != "" && se.Message != "" {
+		if se.Code == 0 {
+			se.Code = code
+		}
+		return &se
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	if msg == "" {
+		msg = http.StatusText(code)
+	}
+	return &apiv1.StatusError{Code: code, Reason: reasonFor(code),
+		Message: fmt.Sprintf("%s %s: HTTP %d: %s", method, path, code, msg)}
+}
+
+func reasonFor(code int) string {
+	switch code {
+	case http.StatusBadRequest:
+		return apiv1.ReasonBadRequest
+	case http.StatusNotFound:
+		return apiv1.ReasonNotFound
+	case http.StatusConflict:
+		return apiv1.ReasonConflict
+	case http.StatusGone:
+		return apiv1.ReasonGone
+	case http.StatusUnprocessableEntity:
+		return apiv1.ReasonInvalid
+	case http.StatusRequestEntityTooLarge:
+		return apiv1.ReasonTooLarge
+	case http.StatusMethodNotAllowed:
+		return apiv1.ReasonMethodNotAllowed
+	case http.StatusUnsupportedMediaType:
+		return apiv1.ReasonUnsupportedMedia
+	case http.StatusServiceUnavailable:
+		return apiv1.ReasonUnavailable
+	case http.StatusGatewayTimeout:
+		return apiv1.ReasonTimeout
+	}
+	return apiv1.ReasonInternal
+}
+
+// ---- kinds, paths and encoding ----
+
+func lookupKind(kind string) (apiv1.KindInfo, error) {
+	k, ok := apiv1.LookupKind(kind)
+	if !ok {
+		return apiv1.KindInfo{}, fmt.Errorf("unknown kind %q", kind)
+	}
+	return k, nil
+}
+
+// kindOf finds the KindInfo of obj from its kind field or, if that is
+// empty, from its Go type.
+func kindOf(obj apiv1.Object) (apiv1.KindInfo, error) {
+	if obj == nil || reflect.ValueOf(obj).IsNil() {
+		return apiv1.KindInfo{}, errors.New("nil object")
+	}
+	if kind := obj.GetTypeMeta().Kind; kind != "" {
+		k, ok := apiv1.LookupKind(kind)
+		if !ok || k.Kind != kind {
+			return apiv1.KindInfo{}, fmt.Errorf("unknown kind %q", kind)
+		}
+		return k, nil
+	}
+	t := reflect.TypeOf(obj)
+	for _, k := range apiv1.Kinds() {
+		if reflect.TypeOf(k.New()) == t {
+			return k, nil
+		}
+	}
+	return apiv1.KindInfo{}, fmt.Errorf("object of type %T has no kind", obj)
+}
+
+func refOf(obj apiv1.Object) (apiv1.KindInfo, apiv1.Ref, error) {
+	k, err := kindOf(obj)
+	if err != nil {
+		return k, apiv1.Ref{}, err
+	}
+	ref := apiv1.RefOf(obj)
+	ref.Kind = k.Kind
+	if !k.Namespaced {
+		ref.Tenant = ""
+	}
+	if ref.Name == "" {
+		return k, ref, fmt.Errorf("%s: metadata.name is empty", strings.ToLower(k.Kind))
+	}
+	return k, ref, nil
+}
+
+func errNoTenant(k apiv1.KindInfo) error {
+	return fmt.Errorf("%s is tenant-scoped: a tenant is required", strings.ToLower(k.Kind))
+}
+
+func collectionPath(k apiv1.KindInfo, tenant string) string {
+	if k.Namespaced && tenant != "" {
+		return APIPrefix + "/tenants/" + url.PathEscape(tenant) + "/" + k.Plural
+	}
+	return APIPrefix + "/" + k.Plural
+}
+
+func itemPath(k apiv1.KindInfo, tenant, name string) (string, error) {
+	if name == "" {
+		return "", errors.New("empty name")
+	}
+	if k.Namespaced && tenant == "" {
+		return "", errNoTenant(k)
+	}
+	return collectionPath(k, tenant) + "/" + url.PathEscape(name), nil
+}
+
+// encode marshals obj as JSON with apiVersion and kind filled in.
+func encode(obj apiv1.Object, k apiv1.KindInfo) ([]byte, error) {
+	tm := obj.GetTypeMeta()
+	if tm.APIVersion == "" || tm.Kind == "" {
+		cp, err := clone(obj, k)
+		if err != nil {
+			return nil, err
+		}
+		*cp.GetTypeMeta() = apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: k.Kind}
+		obj = cp
+	}
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return data, nil
+}
+
+// decodeObject decodes a server response into an object of kind k. It is
+// lenient about unknown fields so that an older client keeps working with a
+// newer controller.
+func decodeObject(k apiv1.KindInfo, data []byte) (apiv1.Object, error) {
+	o := k.New()
+	if err := json.Unmarshal(data, o); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", k.Kind, err)
+	}
+	if o.GetTypeMeta().Kind == "" {
+		*o.GetTypeMeta() = apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: k.Kind}
+	}
+	return o, nil
+}
+
+// clone deep-copies obj through JSON.
+func clone(obj apiv1.Object, k apiv1.KindInfo) (apiv1.Object, error) {
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("copy %s: %w", k.Kind, err)
+	}
+	return decodeObject(k, data)
+}

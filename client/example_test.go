@@ -1,0 +1,50 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/internal/fakeapi"
+)
+
+// Apply is idempotent: applying the same objects twice changes nothing.
+func ExampleClient_Apply() {
+	// A fake controller stands in for `weft controller` in this example.
+	fake := fakeapi.New()
+	ts := httptest.NewServer(fake)
+	defer ts.Close()
+	defer fake.Close()
+
+	c, err := client.New(ts.URL) // e.g. "http://127.0.0.1:7443"
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	tenant := apiv1.MustKind(apiv1.KindTenant).New()
+	tenant.GetObjectMeta().Name = "acme"
+	vpc := &apiv1.VPC{
+		TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindVPC},
+		Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"},
+		Spec:     apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}},
+	}
+	for range 2 {
+		for _, o := range []apiv1.Object{tenant, vpc} {
+			result, _, err := c.Apply(context.Background(), o)
+			if err != nil {
+				fmt.Println(err)
+				return
+			}
+			fmt.Println(apiv1.RefOf(o), result)
+		}
+	}
+	// Output:
+	// tenant/acme created
+	// vpc/acme/main created
+	// tenant/acme unchanged
+	// vpc/acme/main unchanged
+}

@@ -1,0 +1,274 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/internal/fakeapi"
+)
+
+// next reads one event, failing the test if the stream closed.
+func next(t *testing.T, ch <-chan client.WatchEvent) client.WatchEvent {
+	t.Helper()
+	ev, ok := <-ch
+	if !ok {
+		t.Fatal("watch channel closed early")
+	}
+	return ev
+}
+
+func eventString(ev client.WatchEvent) string {
+	if ev.Type == client.Error {
+		return fmt.Sprintf("ERROR %s", apiv1.ReasonOf(ev.Err))
+	}
+	return fmt.Sprintf("%s %s %v", ev.Type, apiv1.RefOf(ev.Object), ev.Object.GetObjectMeta().Labels)
+}
+
+func TestWatch(t *testing.T) {
+	c, _ := newClient(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	mustCreate(t, c, tenant("acme"), tenant("beta"), vpc("acme", "a", nil, "10.0.0.0/16"))
+
+	events, err := c.Watch(ctx, "vpcs", "acme", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{eventString(next(t, events))} // the existing object, as ADDED
+
+	b := vpc("acme", "b", nil, "10.1.0.0/16")
+	mustCreate(t, c, vpc("beta", "other", nil, "10.0.0.0/16"), b) // beta is not watched
+	b.Metadata.Labels = map[string]string{"x": "1"}
+	if _, err := c.Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Delete(ctx, "vpc", "acme", "a"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		got = append(got, eventString(next(t, events)))
+	}
+	want := []string{
+		"ADDED vpc/acme/a map[]",
+		"ADDED vpc/acme/b map[]",
+		"MODIFIED vpc/acme/b map[x:1]",
+		"DELETED vpc/acme/a map[]",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+
+	cancel()
+	for ev := range events { // drains, then closes
+		t.Logf("event after cancel: %s", eventString(ev))
+	}
+}
+
+func TestWatchFromResourceVersion(t *testing.T) {
+	c, _ := newClient(t)
+	ctx := t.Context()
+	mustCreate(t, c, tenant("acme"), vpc("acme", "a", map[string]string{"app": "web"}, "10.0.0.0/16"))
+	_, rv, err := c.List(ctx, "vpc", "", "app=web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Changes after the list: one matches the selector, one does not.
+	mustCreate(t, c, vpc("acme", "b", map[string]string{"app": "db"}, "10.1.0.0/16"),
+		vpc("acme", "c", map[string]string{"app": "web"}, "10.2.0.0/16"))
+
+	events, err := c.Watch(ctx, "vpc", "", "app=web", rv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff("ADDED vpc/acme/c map[app:web]", eventString(next(t, events))); diff != "" {
+		t.Errorf("first event after the list (-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchErrors(t *testing.T) {
+	t.Run("gone", func(t *testing.T) {
+		c, fake := newClient(t)
+		mustCreate(t, c, tenant("acme"), tenant("beta"))
+		fake.Compact()
+		_, err := c.Watch(t.Context(), "tenants", "", "", "1")
+		if se := statusOf(t, err); se.Code != http.StatusGone || se.Reason != apiv1.ReasonGone {
+			t.Errorf("watch from a compacted revision: %+v, want 410 Gone", se)
+		}
+	})
+	t.Run("error event", func(t *testing.T) {
+		c, fake := newClient(t)
+		mustCreate(t, c, tenant("acme"))
+		events, err := c.Watch(t.Context(), "tenants", "", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		next(t, events) // ADDED acme
+		fake.BreakWatches(apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "store lost"))
+		ev := next(t, events)
+		if ev.Type != client.Error || ev.Object != nil || !strings.Contains(ev.Err.Error(), "store lost") || apiv1.ReasonOf(ev.Err) != apiv1.ReasonInternal {
+			t.Errorf("got %+v, want an ERROR event carrying the StatusError", ev)
+		}
+	})
+	t.Run("stream ends", func(t *testing.T) {
+		c, fake := newClient(t)
+		events, err := c.Watch(t.Context(), "tenants", "", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fake.Close() // ends every watch stream
+		for ev := range events {
+			t.Errorf("unexpected event %s", eventString(ev))
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintln(w, `{"type":"ADDED","object":{"apiVersion":"weft/v1","kind":"Tenant","metadata":{"name":"a"}}}`)
+			fmt.Fprintln(w, `{"type":"ADDED","object":`)
+		}))
+		defer ts.Close()
+		c, err := client.New(ts.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		events, err := c.Watch(t.Context(), "tenants", "", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for ev := range events {
+			got = append(got, ev.Type)
+		}
+		if diff := cmp.Diff([]string{client.Added, client.Error}, got); diff != "" {
+			t.Errorf("event types (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestApply(t *testing.T) {
+	c, fake := newClient(t)
+	ctx := t.Context()
+	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
+
+	// The subnet has no gateway: the controller defaults it, and a second
+	// apply of the same file must still be "unchanged".
+	sn := subnet("acme", "a", "main", "10.0.1.0/24")
+	steps := []struct {
+		name   string
+		edit   func()
+		want   string
+		writes int // PUT/POST requests the step may send
+	}{
+		{name: "create", edit: func() {}, want: client.Created, writes: 1},
+		{name: "same again", edit: func() {}, want: client.Unchanged, writes: 0},
+		{name: "explicit default", edit: func() { sn.Spec.Gateway = "10.0.1.1" }, want: client.Unchanged, writes: 0},
+		{name: "new label", edit: func() { sn.Metadata.Labels = map[string]string{"zone": "z1"} }, want: client.Configured, writes: 1},
+		{name: "label kept", edit: func() {}, want: client.Unchanged, writes: 0},
+		{name: "empty labels vs none", edit: func() { sn.Metadata.Labels = map[string]string{} }, want: client.Configured, writes: 1},
+		{name: "gone labels", edit: func() { sn.Metadata.Labels = nil }, want: client.Unchanged, writes: 0},
+	}
+	for _, st := range steps {
+		st.edit()
+		before := len(fake.Writes())
+		got, obj, err := c.Apply(ctx, sn)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got != st.want {
+			t.Errorf("%s: Apply = %q, want %q", st.name, got, st.want)
+		}
+		if n := len(fake.Writes()) - before; n != st.writes {
+			t.Errorf("%s: %d writes, want %d", st.name, n, st.writes)
+		}
+		if diff := cmp.Diff(sn.Metadata.Labels, obj.GetObjectMeta().Labels, cmpEmptyMaps); diff != "" {
+			t.Errorf("%s: stored labels (-want +got):\n%s", st.name, diff)
+		}
+	}
+	if sn.Metadata.ResourceVersion != "" || sn.Metadata.UID != "" {
+		t.Errorf("Apply modified its argument: %+v", sn.Metadata)
+	}
+}
+
+var cmpEmptyMaps = cmp.Comparer(func(a, b map[string]string) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	return cmp.Equal(a, b)
+})
+
+func TestApplyRetriesLostRace(t *testing.T) {
+	c, fake := newClient(t)
+	ctx := t.Context()
+	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
+
+	// Another writer changes the VPC between Apply's GET and its first PUT.
+	var raced atomic.Bool
+	fake.OnRequest(func(r *http.Request) {
+		if r.Method == http.MethodPut && raced.CompareAndSwap(false, true) {
+			other, _ := fake.Get("vpc", "acme", "main")
+			other.GetObjectMeta().Labels = map[string]string{"by": "other"}
+			fake.Put(other)
+		}
+	})
+	want := vpc("acme", "main", map[string]string{"by": "apply"}, "10.0.0.0/16")
+	result, obj, err := c.Apply(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if result != client.Configured || obj.GetObjectMeta().Labels["by"] != "apply" {
+		t.Errorf("Apply = %q %v, want configured with by=apply", result, obj.GetObjectMeta().Labels)
+	}
+	var puts int
+	for _, r := range fake.Writes() {
+		if strings.HasPrefix(r, "PUT ") {
+			puts++
+		}
+	}
+	if puts != 2 {
+		t.Errorf("%d PUTs, want 2 (one refused, one retried): %v", puts, fake.Writes())
+	}
+}
+
+func TestApplyDoesNotRetryPermanentConflict(t *testing.T) {
+	// A controller that refuses every update with a Conflict that is not a
+	// stale resourceVersion (the object does not change between attempts).
+	fake := fakeapi.New()
+	var puts atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			puts.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusConflict)
+			fmt.Fprint(w, `{"code":409,"reason":"Conflict","message":"address 10.0.1.5 is taken"}`)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	defer fake.Close()
+	c, err := client.New(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mustCreate(t, c, tenant("acme"))
+
+	tn := tenant("acme")
+	tn.Spec.Description = "changed"
+	_, _, err = c.Apply(t.Context(), tn)
+	if !apiv1.IsConflict(err) || !strings.Contains(err.Error(), "address 10.0.1.5 is taken") {
+		t.Errorf("Apply error = %v, want the controller's Conflict", err)
+	}
+	if n := puts.Load(); n != 1 {
+		t.Errorf("%d PUTs, want 1", n)
+	}
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftnet/weft/sim/bench"
+)
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench NAME",
+		Short: "Run a benchmark (churn)",
+		Long: `Run one of weft's benchmarks. Each starts the real parts it measures,
+prints progress once a second on stderr and a final report on stdout
+(-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
+	}
+	cmd.AddCommand(newBenchChurnCmd())
+	return cmd
+}
+
+func newBenchChurnCmd() *cobra.Command {
+	var (
+		cfg    bench.ChurnConfig
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "churn",
+		Short: "Endpoint create+delete throughput over HTTP, durable in etcd",
+		Long: `Start a controller with embedded etcd (unless --server is given), measure
+the raw batched-etcd put rate as a baseline, then let --concurrency workers
+create and delete endpoints over real HTTP for --duration. Every create and
+delete is acknowledged only after etcd committed it. Reports ops/s, p50/p99
+latency and the ratio to the etcd baseline measured in the same run.`,
+		Example: `  weft bench churn --duration 20s --concurrency 128
+  weft bench churn -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Progress = cmd.ErrOrStderr()
+			rep, err := bench.Churn(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+					fmt.Fprintf(w, "churn: %.0f endpoint ops/s (%d creates + %d deletes in %s, %d workers, %d errors)\n",
+						rep.OpsPerSec, rep.Creates, rep.Deletes, rep.Duration, rep.Concurrency, rep.Errors)
+					fmt.Fprintf(w, "  create p50 %.2f ms  p99 %.2f ms;  delete p50 %.2f ms  p99 %.2f ms\n",
+						rep.CreateP50Ms, rep.CreateP99Ms, rep.DeleteP50Ms, rep.DeleteP99Ms)
+					if rep.EtcdPutRate > 0 {
+						fmt.Fprintf(w, "  baseline: raw etcd %.0f puts/s in %d-op txns; ratio %.2f\n", rep.EtcdPutRate, rep.EtcdOpsInTxn, rep.Ratio)
+					}
+					fmt.Fprintf(w, "  goal: %.0f ops/s on %d CPUs\n", rep.GoalOpsSec, rep.CPUs)
+				}); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
+	f.IntVar(&cfg.Concurrency, "concurrency", 128, "client workers, each with its own connection")
+	f.IntVar(&cfg.Hosts, "hosts", 16, "hosts the endpoints are spread over")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
+	f.StringVar(&cfg.Server, "server", "", "benchmark a running controller at this URL instead (no etcd baseline)")
+	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
+	return cmd
+}
+
+// writeReport prints a benchmark report as JSON or as text.
+func writeReport(w io.Writer, format string, rep any, text func(io.Writer)) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		return enc.Encode(rep)
+	case "table", "":
+		text(w)
+		return nil
+	}
+	return fmt.Errorf("-o %q: want table or json", format)
+}

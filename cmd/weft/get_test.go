@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
+	"sigs.k8s.io/yaml"
+)
+
+func TestGetTable(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"tenants", []string{"get", "tenants"}, lines(
+			"NAME   AGE",
+			"acme   90m",
+			"beta   90m",
+		)},
+		{"hosts", []string{"get", "host"}, lines(
+			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   LAST-SEEN   VIEW",
+			"h1     192.0.2.11    10Gbit     Unknown    <never>     -",
+		)},
+		{"vpcs across tenants", []string{"get", "vpcs"}, lines(
+			"TENANT   NAME   CIDRS         VNI   AGE",
+			"acme     main   10.0.0.0/16   101   90m",
+			"beta     main   10.0.0.0/16   102   90m",
+		)},
+		{"vpcs in a tenant", []string{"get", "vpcs", "--tenant", "acme"}, lines(
+			"NAME   CIDRS         VNI   AGE",
+			"main   10.0.0.0/16   101   90m",
+		)},
+		{"all tenants wins over tenant", []string{"get", "vpcs", "--tenant", "acme", "--all-tenants"}, lines(
+			"TENANT   NAME   CIDRS         VNI   AGE",
+			"acme     main   10.0.0.0/16   101   90m",
+			"beta     main   10.0.0.0/16   102   90m",
+		)},
+		{"subnets", []string{"get", "sn", "--tenant", "acme"}, lines(
+			"NAME   VPC    CIDR          GATEWAY",
+			"a      main   10.0.1.0/24   10.0.1.1",
+		)},
+		{"endpoints", []string{"get", "ep"}, lines(
+			"TENANT   NAME    SUBNET   HOST   IP          MAC                 PHASE",
+			"acme     db-1    a        h1     10.0.1.50   02:00:0a:00:01:32   Pending",
+			"acme     web-1   a        h1     10.0.1.2    02:00:0a:00:01:02   Pending",
+		)},
+		{"endpoints by label", []string{"get", "endpoints", "-l", "app=web", "--all-tenants"}, lines(
+			"TENANT   NAME    SUBNET   HOST   IP         MAC                 PHASE",
+			"acme     web-1   a        h1     10.0.1.2   02:00:0a:00:01:02   Pending",
+		)},
+		{"policies", []string{"get", "policy", "--tenant", "acme"}, lines(
+			"NAME     SELECTOR   INGRESS   EGRESS",
+			"web-in   app=web    1         0",
+		)},
+		{"qos", []string{"get", "qos", "--tenant", "acme"}, lines(
+			"NAME   MIN     MAX     PRIO   DSCP",
+			"gold   1Gbit   5Gbit   4      46",
+		)},
+		{"one endpoint", []string{"get", "Endpoint", "web-1", "--tenant", "acme"}, lines(
+			"NAME    SUBNET   HOST   IP         MAC                 PHASE",
+			"web-1   a        h1     10.0.1.2   02:00:0a:00:01:02   Pending",
+		)},
+		{"one host, tenant ignored", []string{"get", "hosts", "h1", "--tenant", "acme"}, lines(
+			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   LAST-SEEN   VIEW",
+			"h1     192.0.2.11    10Gbit     Unknown    <never>     -",
+		)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkResult(t, h.run(tc.args...), 0, tc.want, "")
+		})
+	}
+}
+
+func TestGetEmpty(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	checkResult(t, h.run("get", "ep", "--tenant", "beta"), 0, "", "No endpoints found in tenant beta.\n")
+	checkResult(t, h.run("get", "ep", "--tenant", "beta", "-o", "json"), 0, lines(
+		`{`,
+		`  "apiVersion": "weft/v1",`,
+		`  "kind": "List",`,
+		`  "metadata": {`,
+		`    "resourceVersion": "10"`,
+		`  },`,
+		`  "items": []`,
+		`}`,
+	), "")
+}
+
+func TestGetJSONAndYAML(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+
+	// One object: the object itself, as the API returns it.
+	want, _ := h.fake.Get("vpc", "acme", "main")
+	for _, format := range []string{"json", "yaml"} {
+		t.Run("one "+format, func(t *testing.T) {
+			out := h.ok("get", "vpc", "main", "--tenant", "acme", "-o", format)
+			got := mustDecode(t, out)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("decoded output (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("one json exactly", func(t *testing.T) {
+		checkResult(t, h.run("get", "tenant", "beta", "-o", "json"), 0, lines(
+			`{`,
+			`  "apiVersion": "weft/v1",`,
+			`  "kind": "Tenant",`,
+			`  "metadata": {`,
+			`    "name": "beta",`,
+			`    "uid": "00000000-0000-4000-8000-000000000009",`,
+			`    "resourceVersion": "9",`,
+			`    "generation": 1,`,
+			`    "creationTimestamp": "2026-01-02T03:04:05Z"`,
+			`  },`,
+			`  "spec": {}`,
+			`}`,
+		), "")
+	})
+
+	// A list: a List object with the list's resourceVersion.
+	for _, format := range []string{"json", "yaml"} {
+		t.Run("list "+format, func(t *testing.T) {
+			out := h.ok("get", "vpcs", "-o", format)
+			data := []byte(out)
+			if format == "yaml" {
+				var err error
+				if data, err = yaml.YAMLToJSON(data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var list struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					ResourceVersion string `json:"resourceVersion"`
+				} `json:"metadata"`
+				Items []json.RawMessage `json:"items"`
+			}
+			if err := json.Unmarshal(data, &list); err != nil {
+				t.Fatal(err)
+			}
+			if list.Kind != "List" || list.Metadata.ResourceVersion != "10" || len(list.Items) != 2 {
+				t.Errorf("got kind %q resourceVersion %q with %d items, want a List at 10 with 2 items:\n%s",
+					list.Kind, list.Metadata.ResourceVersion, len(list.Items), out)
+			}
+			objs, err := apiv1.DecodeDocuments([]byte(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refs []string
+			for _, o := range objs {
+				refs = append(refs, apiv1.RefOf(o).String())
+			}
+			if diff := cmp.Diff([]string{"vpc/acme/main", "vpc/beta/main"}, refs); diff != "" {
+				t.Errorf("items (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestGetWatch(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		waits []string // output to await, in order: the first after the start, the rest after the change
+	}{
+		{
+			name: "table",
+			args: []string{"get", "vpcs", "-w"},
+			waits: []string{
+				"EVENT   TENANT   NAME   CIDRS         VNI   AGE\nADDED   acme     main   10.0.0.0/16   101   90m\nADDED   beta     main   10.0.0.0/16   102   90m\n",
+				"MODIFIED   acme     main   10.0.0.0/16   101   90m\n",
+			},
+		},
+		{
+			name: "json",
+			args: []string{"get", "vpc", "main", "-w", "-o", "json", "--tenant", "acme"},
+			waits: []string{
+				`{"type":"ADDED","object":{"apiVersion":"weft/v1","kind":"VPC","metadata":{"name":"main","tenant":"acme","labels":{"env":"prod"}`,
+				`{"type":"MODIFIED","object":{"apiVersion":"weft/v1","kind":"VPC","metadata":{"name":"main","tenant":"acme","labels":{"env":"dev"}`,
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			out, errOut := newSyncBuffer(), newSyncBuffer()
+			done := make(chan int)
+			go func() { done <- runEnv(ctx, tc.args, out, errOut, h.envWith("")) }()
+
+			if !out.waitFor(ctx, tc.waits[0]) {
+				t.Fatalf("initial output never came; got:\n%s%s", out, errOut)
+			}
+			// Change the VPC through the API.
+			c, err := client.New(h.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			o, err := c.Get(ctx, "vpc", "acme", "main")
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.GetObjectMeta().Labels = map[string]string{"env": "dev"}
+			if _, err := c.Update(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			if !out.waitFor(ctx, tc.waits[1]) {
+				t.Fatalf("change never printed; got:\n%s%s", out, errOut)
+			}
+			cancel() // like ^C: a watch ends successfully
+			if code := <-done; code != 0 || errOut.String() != "" {
+				t.Errorf("exit %d, stderr %q; want 0 and nothing", code, errOut.String())
+			}
+			if strings.Contains(out.String(), "beta") && tc.name == "json" {
+				t.Errorf("watch of one name printed others:\n%s", out)
+			}
+		})
+	}
+}

@@ -1,0 +1,362 @@
+// Command weft is the single binary of weft: the controller, the agent and
+// the operator CLI (apply, get, describe, delete) that talks to the
+// controller's REST API.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
+	"sigs.k8s.io/yaml"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the weft command line args and returns the exit code: 0 on
+// success, 1 on any error (printed to stderr as "error: ...").
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runEnv(ctx, args, stdout, stderr, env{getenv: os.Getenv, stdin: os.Stdin, now: time.Now})
+}
+
+// env is what the CLI takes from its process; tests supply their own.
+type env struct {
+	getenv func(string) string // WEFT_SERVER, WEFT_TENANT
+	stdin  io.Reader           // `-f -`
+	now    func() time.Time    // ages in tables
+}
+
+func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env) int {
+	a := &app{env: e, stdout: stdout, stderr: stderr}
+	defer a.close()
+	root := a.newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetIn(e.stdin)
+	if err := root.ExecuteContext(ctx); err != nil {
+		printError(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// app holds the global flags and the lazily made API client of one run.
+type app struct {
+	env            env
+	stdout, stderr io.Writer
+
+	server     string
+	tenant     string
+	allTenants bool
+
+	cl *client.Client
+}
+
+func (a *app) close() {
+	if a.cl != nil {
+		_ = a.cl.Close()
+	}
+}
+
+// client returns the API client for --server, making it on first use.
+func (a *app) client() (*client.Client, error) {
+	if a.cl == nil {
+		cl, err := client.New(a.server)
+		if err != nil {
+			return nil, usageErrorf("--server: %v", err)
+		}
+		a.cl = cl
+	}
+	return a.cl, nil
+}
+
+func (a *app) newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "weft",
+		Short: "weft: an SDN control plane for multi-tenant virtual networks",
+		Long: `weft runs the SDN control plane (controller, agent) and is the operator's CLI
+for its REST API.
+
+The CLI commands (apply, get, describe, delete) talk to the controller given by
+--server, or $WEFT_SERVER, or ` + client.DefaultServer + `. Objects of
+tenant-scoped kinds (vpc, subnet, endpoint, securitypolicy, qosclass) belong to
+a tenant: pick it with --tenant or $WEFT_TENANT; --all-tenants lists across
+tenants. Tenants and hosts are cluster-scoped.`,
+		Example: `  weft controller --data-dir /var/lib/weft
+  weft apply -f network.yaml
+  weft get vpcs --tenant acme
+  weft get endpoints --all-tenants -o yaml
+  weft describe vpc main --tenant acme
+  weft delete -f network.yaml`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{cmd: cmd.CommandPath(), err: err}
+	})
+	server := a.env.getenv("WEFT_SERVER")
+	if server == "" {
+		server = client.DefaultServer
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.server, "server", server, "URL of the weft controller's API (env WEFT_SERVER)")
+	pf.StringVar(&a.tenant, "tenant", a.env.getenv("WEFT_TENANT"), "tenant of tenant-scoped kinds (env WEFT_TENANT)")
+	pf.BoolVar(&a.allTenants, "all-tenants", false, "list tenant-scoped kinds across all tenants (overrides --tenant)")
+
+	root.AddCommand(
+		newControllerCmd(),
+		newBenchCmd(),
+		a.newApplyCmd(),
+		a.newGetCmd(),
+		a.newDescribeCmd(),
+		a.newDeleteCmd(),
+		a.newVersionCmd(),
+	)
+	return root
+}
+
+// ---- errors ----
+
+// usageError is a mistake in the command line; printError adds a pointer
+// to --help.
+type usageError struct {
+	cmd string // command path, e.g. "weft get"; may be empty
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, a ...any) error {
+	return &usageError{err: fmt.Errorf(format, a...)}
+}
+
+// printError writes err to w as "error: <message>", then the field causes
+// and dependents of an API error one per line. Joined errors print one
+// "error:" line each.
+func printError(w io.Writer, err error) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			printError(w, e)
+		}
+		return
+	}
+	msg := err.Error()
+	var se *apiv1.StatusError
+	if errors.As(err, &se) && strings.HasSuffix(msg, se.Error()) {
+		// Print the causes on their own lines rather than joined by "; ".
+		msg = strings.TrimSuffix(msg, se.Error()) + se.Message
+	} else {
+		se = nil
+	}
+	fmt.Fprintf(w, "error: %s\n", strings.ReplaceAll(msg, "\n", "\n  "))
+	if se != nil {
+		for _, c := range se.Causes {
+			fmt.Fprintf(w, "  %s: %s\n", c.Field, c.Message)
+		}
+		for _, d := range se.Dependents {
+			fmt.Fprintf(w, "  depended on by %s\n", d)
+		}
+	}
+	var ue *usageError
+	if errors.As(err, &ue) && ue.cmd != "" {
+		fmt.Fprintf(w, "Run '%s --help' for usage.\n", ue.cmd)
+	}
+}
+
+// ---- shared argument handling ----
+
+// lookupKind resolves a KIND argument (kind, plural or short name).
+func lookupKind(name string) (apiv1.KindInfo, error) {
+	if k, ok := apiv1.LookupKind(name); ok {
+		return k, nil
+	}
+	var known []string
+	for _, k := range apiv1.Kinds() {
+		known = append(known, k.Plural)
+	}
+	return apiv1.KindInfo{}, usageErrorf("unknown kind %q (known kinds: %s; singular and short names work too)", name, strings.Join(known, ", "))
+}
+
+// tenantFor returns the tenant to address one object of kind k by name:
+// "" for cluster-scoped kinds, else --tenant, which is then required.
+func (a *app) tenantFor(k apiv1.KindInfo) (string, error) {
+	if !k.Namespaced {
+		return "", nil
+	}
+	if a.tenant == "" {
+		return "", usageErrorf("%s is tenant-scoped: pass --tenant TENANT (or set WEFT_TENANT)", strings.ToLower(k.Kind))
+	}
+	return a.tenant, nil
+}
+
+// listTenant returns the tenant to list kind k in: "" means all tenants
+// (cluster-scoped kinds, --all-tenants, or no --tenant).
+func (a *app) listTenant(k apiv1.KindInfo) string {
+	if !k.Namespaced || a.allTenants {
+		return ""
+	}
+	return a.tenant
+}
+
+// args validators that report usage errors.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%s: want %s, got %d argument(s)", cmd.CommandPath(), what, len(args))}
+		}
+		return nil
+	}
+}
+
+func rangeArgs(lo, hi int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%s: want %s, got %d argument(s)", cmd.CommandPath(), what, len(args))}
+		}
+		return nil
+	}
+}
+
+// ---- version ----
+
+type versionInfo struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision,omitempty"`
+	Modified  bool   `json:"modified,omitempty"`
+	GoVersion string `json:"goVersion"`
+	Platform  string `json:"platform"`
+}
+
+func clientVersion() versionInfo {
+	v := versionInfo{Version: "(devel)", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				v.Revision = s.Value
+			case "vcs.modified":
+				v.Modified = s.Value == "true"
+			}
+		}
+	}
+	return v
+}
+
+func (a *app) newVersionCmd() *cobra.Command {
+	var (
+		clientOnly bool
+		output     string
+	)
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of weft and of the controller",
+		Long: `Print the version of this weft binary and, unless --client is given, the
+version the controller at --server reports (GET /version). An unreachable
+controller is an error.`,
+		Example: `  weft version
+  weft version --client
+  weft version -o json`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != formatTable && output != formatJSON && output != formatYAML {
+				return usageErrorf("-o %q: want text, json or yaml", output)
+			}
+			out := struct {
+				Client versionInfo     `json:"client"`
+				Server json.RawMessage `json:"server,omitempty"`
+			}{Client: clientVersion()}
+			var serverErr error
+			if !clientOnly {
+				out.Server, serverErr = a.serverVersion(cmd.Context())
+			}
+			switch output {
+			case formatJSON, formatYAML:
+				data, err := json.MarshalIndent(out, "", "  ")
+				if err != nil {
+					return fmt.Errorf("encode version: %w", err)
+				}
+				if output == formatYAML {
+					if data, err = yaml.JSONToYAML(data); err != nil {
+						return fmt.Errorf("encode version: %w", err)
+					}
+				}
+				_, _ = a.stdout.Write(ensureNewline(data))
+			default:
+				c := out.Client
+				rev := c.Revision
+				if c.Modified {
+					rev += "-dirty"
+				}
+				if rev != "" {
+					rev = ", " + rev
+				}
+				fmt.Fprintf(a.stdout, "Client: weft %s (%s, %s%s)\n", c.Version, c.GoVersion, c.Platform, rev)
+				if out.Server != nil {
+					var s struct {
+						Version string `json:"version"`
+					}
+					if json.Unmarshal(out.Server, &s) != nil || s.Version == "" {
+						s.Version = string(out.Server)
+					}
+					fmt.Fprintf(a.stdout, "Server: %s (%s)\n", s.Version, a.server)
+				}
+			}
+			return serverErr
+		},
+	}
+	cmd.Flags().BoolVar(&clientOnly, "client", false, "print only the client version; do not contact the controller")
+	cmd.Flags().StringVarP(&output, "output", "o", formatTable, "output format: text (table), json or yaml")
+	return cmd
+}
+
+// serverVersion fetches GET /version; a body that is not JSON is returned
+// as a JSON string.
+func (a *app) serverVersion(ctx context.Context) (json.RawMessage, error) {
+	cl, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := cl.Raw(ctx, http.MethodGet, "/version", nil)
+	if err != nil {
+		return nil, fmt.Errorf("server version: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("server version: read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("server version: GET %s/version: HTTP %d: %s", a.server, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	if json.Valid(body) {
+		return json.RawMessage(body), nil
+	}
+	s, _ := json.Marshal(strings.TrimSpace(string(body)))
+	return s, nil
+}

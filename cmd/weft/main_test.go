@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/cobra"
+	"github.com/weftnet/weft/internal/fakeapi"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// created is when the fake controller stamps every object; the CLI's clock
+// reads now, so every AGE is 90m.
+var (
+	created = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now     = created.Add(90 * time.Minute)
+)
+
+// harness runs the CLI against a fake controller.
+type harness struct {
+	t    *testing.T
+	fake *fakeapi.Server
+	url  string
+	env  map[string]string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	fake, url := fakeapi.Serve(t, fakeapi.WithClock(func() time.Time { return created }))
+	return &harness{t: t, fake: fake, url: url, env: map[string]string{"WEFT_SERVER": url}}
+}
+
+// result is what one CLI run printed and returned.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (h *harness) run(args ...string) result { return h.runIn(h.t.Context(), "", args...) }
+
+func (h *harness) runIn(ctx context.Context, stdin string, args ...string) result {
+	var out, errOut bytes.Buffer
+	code := runEnv(ctx, args, &out, &errOut, h.envWith(stdin))
+	return result{out.String(), errOut.String(), code}
+}
+
+func (h *harness) envWith(stdin string) env {
+	return env{
+		getenv: func(k string) string { return h.env[k] },
+		stdin:  strings.NewReader(stdin),
+		now:    func() time.Time { return now },
+	}
+}
+
+// ok runs args and fails the test unless they succeed; it returns stdout.
+func (h *harness) ok(args ...string) string {
+	h.t.Helper()
+	r := h.run(args...)
+	if r.code != 0 {
+		h.t.Fatalf("weft %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// seed applies the test network.
+func (h *harness) seed() {
+	h.t.Helper()
+	h.ok("apply", "-f", "testdata/network.yaml", "-f", "testdata/beta.json")
+}
+
+// lines joins lines with a trailing newline, for golden output.
+func lines(ls ...string) string { return strings.Join(ls, "\n") + "\n" }
+
+// checkResult compares a run with what is expected of it.
+func checkResult(t *testing.T, got result, wantCode int, wantStdout, wantStderr string) {
+	t.Helper()
+	if got.code != wantCode {
+		t.Errorf("exit code %d, want %d (stderr: %q)", got.code, wantCode, got.stderr)
+	}
+	if diff := cmp.Diff(wantStdout, got.stdout); diff != "" {
+		t.Errorf("stdout (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantStderr, got.stderr); diff != "" {
+		t.Errorf("stderr (-want +got):\n%s", diff)
+	}
+}
+
+func TestRunRealEntry(t *testing.T) {
+	// run() reads the process environment; --server overrides it.
+	h := newHarness(t)
+	var out, errOut bytes.Buffer
+	if code := run(t.Context(), []string{"--server", h.url, "get", "tenants", "-o", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), `"kind": "List"`) {
+		t.Errorf("stdout %q is not a List", out.String())
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.env["WEFT_TENANT"] = "beta"
+	checkResult(t, h.run("get", "vpc", "main"), 0, lines(
+		"NAME   CIDRS         VNI   AGE",
+		"main   10.0.0.0/16   102   90m",
+	), "")
+	// --server beats WEFT_SERVER.
+	h.env["WEFT_SERVER"] = "http://127.0.0.1:1"
+	if r := h.run("--server", h.url, "get", "tenants"); r.code != 0 {
+		t.Errorf("--server did not override WEFT_SERVER: %+v", r)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	h := newHarness(t)
+	r := h.run("--server", dead, "apply", "-f", "testdata/network.yaml")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: ") ||
+		!strings.Contains(r.stderr, "cannot reach the weft controller at "+dead) ||
+		!strings.Contains(r.stderr, "is `weft controller` running?") {
+		t.Errorf("got %+v, want exit 1 and an error naming %s", r, dead)
+	}
+	// It stops at the first object rather than repeating the error for every one.
+	if n := strings.Count(r.stderr, "cannot reach"); n != 1 {
+		t.Errorf("the error is printed %d times, want once:\n%s", n, r.stderr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // stderr
+	}{
+		{"unknown kind", []string{"get", "gadgets"},
+			"error: unknown kind \"gadgets\" (known kinds: tenants, hosts, qosclasses, vpcs, subnets, securitypolicies, endpoints; singular and short names work too)\n"},
+		{"get NAME without tenant", []string{"get", "ep", "web-1"},
+			"error: endpoint is tenant-scoped: pass --tenant TENANT (or set WEFT_TENANT)\n"},
+		{"describe without tenant", []string{"describe", "subnet", "a"},
+			"error: subnet is tenant-scoped: pass --tenant TENANT (or set WEFT_TENANT)\n"},
+		{"delete without tenant", []string{"delete", "vpc", "main"},
+			"error: vpc is tenant-scoped: pass --tenant TENANT (or set WEFT_TENANT)\n"},
+		{"all tenants with NAME", []string{"get", "vpc", "main", "--all-tenants"},
+			"error: --all-tenants cannot be used with a NAME: pass --tenant\n"},
+		{"bad output", []string{"get", "vpcs", "-o", "wide"},
+			"error: -o \"wide\": want table, json or yaml\n"},
+		{"bad selector", []string{"get", "vpcs", "-l", "a in ("},
+			"error: -l \"a in (\": parse label selector \"a in (\": want a value at offset 6\n"},
+		{"no kind", []string{"get"},
+			"error: weft get: want KIND [NAME], got 0 argument(s)\nRun 'weft get --help' for usage.\n"},
+		{"unknown flag", []string{"get", "vpcs", "--frobnicate"},
+			"error: unknown flag: --frobnicate\nRun 'weft get --help' for usage.\n"},
+		{"apply without -f", []string{"apply"},
+			"error: no input: give -f FILE, -f DIR or -f -\nRun 'weft apply --help' for usage.\n"},
+		{"delete both forms", []string{"delete", "vpc", "main", "-f", "x.yaml"},
+			"error: give either KIND NAME or -f, not both\nRun 'weft delete --help' for usage.\n"},
+		{"missing file", []string{"apply", "-f", "testdata/nope.yaml"},
+			"error: read testdata/nope.yaml: no such file or directory\n"},
+		{"not found", []string{"get", "ep", "nope", "--tenant", "acme"},
+			"error: endpoint/acme/nope not found\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.run(tc.args...)
+			if r.code != 1 {
+				t.Errorf("exit code %d, want 1", r.code)
+			}
+			if diff := cmp.Diff(tc.want, r.stderr); diff != "" {
+				t.Errorf("stderr (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	h := newHarness(t)
+	for _, cmd := range []string{"apply", "get", "describe", "delete", "version"} {
+		t.Run(cmd, func(t *testing.T) {
+			r := h.run(cmd, "--help")
+			if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "weft "+cmd) ||
+				!strings.Contains(r.stdout, "--server") {
+				t.Errorf("weft %s --help: exit %d, want usage with examples and global flags:\n%s%s", cmd, r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	r := h.run("--help")
+	for _, want := range []string{"controller", "bench", "apply", "get", "describe", "delete", "version", "WEFT_SERVER", "--all-tenants"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("weft --help does not mention %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	h := newHarness(t)
+	out := h.ok("version")
+	if !strings.HasPrefix(out, "Client: weft ") || !strings.Contains(out, "Server: fakeapi ("+h.url+")") {
+		t.Errorf("weft version:\n%s", out)
+	}
+	if out := h.ok("version", "--client", "--server", "http://127.0.0.1:1"); strings.Contains(out, "Server") {
+		t.Errorf("weft version --client contacted the server:\n%s", out)
+	}
+	if out := h.ok("version", "-o", "json"); !strings.Contains(out, `"server": {`) || !strings.Contains(out, `"goVersion"`) {
+		t.Errorf("weft version -o json:\n%s", out)
+	}
+	if r := h.run("version", "--server", "http://127.0.0.1:1"); r.code != 1 || !strings.Contains(r.stderr, "cannot reach") {
+		t.Errorf("weft version with no controller: %+v, want exit 1", r)
+	}
+}
+
+// TestSubcommandFlagsCoexist guards the root's persistent flags against
+// subcommands (weft bench, owned elsewhere) that define local flags with
+// the same names: cobra must let the local flag win, not panic.
+func TestSubcommandFlagsCoexist(t *testing.T) {
+	a := &app{env: env{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), now: time.Now}}
+	root := a.newRootCmd()
+	var server, output string
+	sub := &cobra.Command{Use: "sub", RunE: func(*cobra.Command, []string) error { return nil }}
+	sub.Flags().StringVar(&server, "server", "", "")
+	sub.Flags().StringVarP(&output, "output", "o", "table", "")
+	root.AddCommand(sub)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"sub", "--server", "x", "-o", "json"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if server != "x" || output != "json" {
+		t.Errorf("local flags got server=%q output=%q", server, output)
+	}
+}
+
+// syncBuffer is a concurrency-safe buffer whose content can be awaited.
+type syncBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{changed: make(chan struct{})} }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor blocks until the buffer contains s or ctx ends.
+func (b *syncBuffer) waitFor(ctx context.Context, s string) bool {
+	for {
+		b.mu.Lock()
+		found, ch := strings.Contains(b.buf.String(), s), b.changed
+		b.mu.Unlock()
+		if found {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

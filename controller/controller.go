@@ -1,0 +1,194 @@
+// Package controller assembles one weft controller replica: the etcd
+// store (embedded single node, or an external cluster), the registry that
+// validates, allocates and commits objects, and the REST API.
+//
+// The packages below it hold the parts: store (etcd, group commit, cache
+// and index), alloc (VNIs and addresses), registry (the write path) and
+// rest (the HTTP API).
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/rest"
+	"github.com/weftnet/weft/controller/store"
+)
+
+// Config configures a controller replica.
+type Config struct {
+	// DataDir holds the embedded etcd's data; ignored with EtcdEndpoints.
+	DataDir string
+	// EtcdEndpoints selects an external etcd cluster instead of the embedded one.
+	EtcdEndpoints []string
+	// APIListen is the REST API's address (default 127.0.0.1:7443; port 0 picks one).
+	APIListen string
+	// Logger receives structured logs (default: discard).
+	Logger *slog.Logger
+	// Version is reported by /version.
+	Version string
+}
+
+// Validate reports missing or conflicting settings.
+func (c *Config) Validate() error {
+	if c.DataDir == "" && len(c.EtcdEndpoints) == 0 {
+		return errors.New("controller: need a data dir for the embedded etcd or etcd endpoints")
+	}
+	return nil
+}
+
+// Controller is one running replica.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	reg      *prometheus.Registry
+	embedded *store.Embedded
+	cli      *clientv3.Client
+	store    *store.Store
+	registry *registry.Registry
+	http     *http.Server
+	ln       net.Listener
+
+	served    chan struct{} // closed when the API server stops
+	serveErr  error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New checks the configuration; Start brings the replica up.
+func New(cfg Config) (*Controller, error) {
+	if cfg.APIListen == "" {
+		cfg.APIListen = "127.0.0.1:7443"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With("subsystem", "controller"), served: make(chan struct{})}, nil
+}
+
+// Start starts etcd (if embedded), loads the store's cache, seeds the
+// allocators and begins serving the API. On error everything started is
+// stopped again.
+func (c *Controller) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	c.reg = prometheus.NewRegistry()
+	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	endpoints := c.cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		c.embedded, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: c.cfg.DataDir, Logger: c.cfg.Logger})
+		if err != nil {
+			return fmt.Errorf("start embedded etcd in %s: %w", c.cfg.DataDir, err)
+		}
+		c.cli, err = c.embedded.Client()
+	} else {
+		c.cli, err = clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	}
+	if err != nil {
+		return fmt.Errorf("connect to etcd: %w", err)
+	}
+	c.store, err = store.New(store.Config{Client: c.cli, Logger: c.cfg.Logger, Registerer: c.reg})
+	if err != nil {
+		return fmt.Errorf("new store: %w", err)
+	}
+	if err = c.store.Start(ctx); err != nil {
+		return fmt.Errorf("start store: %w", err)
+	}
+	c.registry, err = registry.New(registry.Config{Store: c.store, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new registry: %w", err)
+	}
+	if err = c.registry.Start(ctx); err != nil {
+		return fmt.Errorf("start registry: %w", err)
+	}
+	h, err := rest.NewHandler(rest.Config{
+		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.reg, Version: c.cfg.Version,
+	})
+	if err != nil {
+		return fmt.Errorf("new API handler: %w", err)
+	}
+	c.ln, err = net.Listen("tcp", c.cfg.APIListen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
+	}
+	c.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		c.serveErr = c.http.Serve(c.ln)
+		close(c.served)
+	}()
+	c.log.Info("controller started", "api", c.APIAddr(), "etcd", endpoints, "embedded", c.embedded != nil)
+	return nil
+}
+
+// APIAddr returns the address the API listens on.
+func (c *Controller) APIAddr() string {
+	if c.ln == nil {
+		return ""
+	}
+	return c.ln.Addr().String()
+}
+
+// Done is closed when the API server stops serving (after Close, or on its
+// own); Err then tells why.
+func (c *Controller) Done() <-chan struct{} { return c.served }
+
+// Err returns why the API server stopped; valid after Done is closed.
+func (c *Controller) Err() error { return c.serveErr }
+
+// Close stops serving and releases everything, in reverse order of Start.
+// It is idempotent.
+func (c *Controller) Close() error {
+	c.closeOnce.Do(func() {
+		var errs []error
+		if c.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := c.http.Shutdown(ctx); err != nil {
+				_ = c.http.Close()
+			}
+			cancel()
+			<-c.served
+		}
+		if c.registry != nil {
+			errs = append(errs, c.registry.Close())
+		}
+		if c.store != nil {
+			errs = append(errs, c.store.Close())
+		}
+		if c.cli != nil {
+			errs = append(errs, c.cli.Close())
+		}
+		if c.embedded != nil {
+			errs = append(errs, c.embedded.Close())
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// EtcdClient returns the replica's etcd client (for benchmarks and tools
+// that measure etcd itself); valid between Start and Close.
+func (c *Controller) EtcdClient() (*clientv3.Client, error) {
+	if c.cli == nil {
+		return nil, errors.New("controller: not started")
+	}
+	return c.cli, nil
+}

@@ -1,0 +1,48 @@
+package registry
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Key suffixes (below the store prefix) of the bookkeeping records that the
+// registry writes in the same transaction as the objects. They let etcd,
+// not the registry's memory, enforce uniqueness and referential integrity:
+// every create compares that its reservation does not exist yet, every
+// delete compares that no record under its dependents' prefix exists.
+
+// vniKey reserves one VNI for one VPC.
+func vniKey(vni uint32) string { return fmt.Sprintf("vni/%d", vni) }
+
+// ipamKey reserves one address of one subnet for one endpoint. Subnets of a
+// VPC do not overlap, so this makes addresses unique per VPC.
+func ipamKey(tenant, subnet string, ip netip.Addr) string {
+	return "ipam/" + tenant + "/" + subnet + "/" + ip.String()
+}
+
+// ipamPrefix covers every address reservation of a subnet.
+func ipamPrefix(tenant, subnet string) string { return "ipam/" + tenant + "/" + subnet + "/" }
+
+// subnetRefKey marks that a subnet belongs to a VPC.
+func subnetRefKey(tenant, vpc, subnet string) string {
+	return "refs/vpc/" + tenant + "/" + vpc + "/" + subnet
+}
+
+// subnetRefPrefix covers the subnets of a VPC.
+func subnetRefPrefix(tenant, vpc string) string { return "refs/vpc/" + tenant + "/" + vpc + "/" }
+
+// hostRefKey marks that an endpoint runs on a host.
+func hostRefKey(host, tenant, endpoint string) string {
+	return "refs/host/" + host + "/" + tenant + "/" + endpoint
+}
+
+// hostRefPrefix covers the endpoints on a host.
+func hostRefPrefix(host string) string { return "refs/host/" + host + "/" }
+
+// qosRefKey marks that an endpoint uses a QoS class.
+func qosRefKey(tenant, qos, endpoint string) string {
+	return "refs/qos/" + tenant + "/" + qos + "/" + endpoint
+}
+
+// qosRefPrefix covers the endpoints of a QoS class.
+func qosRefPrefix(tenant, qos string) string { return "refs/qos/" + tenant + "/" + qos + "/" }

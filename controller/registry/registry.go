@@ -1,0 +1,920 @@
+// Package registry is the controller's write path: it turns an API request
+// into one etcd transaction. For every create, update and delete it
+// defaults and validates the object against the store's index, allocates
+// what the object needs (a VNI for a VPC, an address for an endpoint) and
+// commits the object together with its reservation and reference records,
+// guarded by compares, so that etcd itself guarantees that no VNI or
+// address is handed out twice and that nothing is deleted while something
+// still refers to it — also across controller crashes and replicas.
+//
+// Reads (Get, List, Watch) are served from the store's watch-fed cache.
+// Every write waits until the cache has applied its revision before it
+// returns, so a client reads its own writes.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/alloc"
+	"github.com/weftnet/weft/controller/store"
+)
+
+// maxAttempts bounds how often one request retries a transaction that lost
+// a race (a stale cache, an address taken by another replica).
+const maxAttempts = 8
+
+// Config configures a Registry.
+type Config struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// VNIMin and VNIMax bound the VNIs handed to VPCs (default 4096..16777215).
+	VNIMin, VNIMax uint32
+	// BlockSize is the number of addresses in a per-host allocation block (default 16).
+	BlockSize int
+	// Now returns the time for creationTimestamp (default time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.VNIMin == 0 {
+		c.VNIMin = 4096
+	}
+	if c.VNIMax == 0 {
+		c.VNIMax = 1<<24 - 1
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = 16
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports a missing or inconsistent setting.
+func (c *Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("registry: Store is required")
+	}
+	if c.VNIMin == 0 || c.VNIMin > c.VNIMax || c.VNIMax > 1<<24-1 {
+		return fmt.Errorf("registry: VNI range %d..%d: want 1 <= min <= max <= 16777215", c.VNIMin, c.VNIMax)
+	}
+	return nil
+}
+
+// Registry validates, allocates and commits API objects.
+type Registry struct {
+	cfg   Config
+	st    *store.Store
+	log   *slog.Logger
+	vnis  *alloc.VNIs
+	pools *alloc.Pools
+
+	poolMu sync.Mutex // serialises pool creation
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// New returns a Registry; call Start before serving requests.
+func New(cfg Config) (*Registry, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	vnis, err := alloc.NewVNIs(cfg.VNIMin, cfg.VNIMax)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	return &Registry{
+		cfg:   cfg,
+		st:    cfg.Store,
+		log:   cfg.Logger.With("subsystem", "registry"),
+		vnis:  vnis,
+		pools: &alloc.Pools{},
+	}, nil
+}
+
+// Start seeds the allocators from the store (which must be started) and
+// follows the store's events so that allocations made by other replicas,
+// and releases of deleted objects, reach this replica's allocators.
+func (r *Registry) Start(ctx context.Context) error {
+	rev := r.st.Revision()
+	for _, o := range r.st.List(apiv1.KindVPC, "") {
+		r.observe(store.Event{Type: store.EventAdded, Object: o})
+	}
+	for _, o := range r.st.List(apiv1.KindSubnet, "") {
+		r.observe(store.Event{Type: store.EventAdded, Object: o})
+	}
+	for _, o := range r.st.List(apiv1.KindEndpoint, "") {
+		r.observe(store.Event{Type: store.EventAdded, Object: o})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	for _, kind := range []string{apiv1.KindVPC, apiv1.KindSubnet, apiv1.KindEndpoint} {
+		ch, err := r.st.Watch(ctx, kind, "", rev)
+		if err != nil {
+			cancel()
+			r.wg.Wait()
+			return fmt.Errorf("registry: watch %s: %w", kind, err)
+		}
+		r.wg.Add(1)
+		go r.follow(ctx, kind, ch)
+	}
+	return nil
+}
+
+// Close stops following the store. It is idempotent.
+func (r *Registry) Close() error {
+	r.closed.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		r.wg.Wait()
+	})
+	return nil
+}
+
+// follow applies store events to the allocators until ctx ends. A watch
+// that the store closes (a slow subscriber) is re-opened from the last
+// revision seen.
+func (r *Registry) follow(ctx context.Context, kind string, ch <-chan store.Event) {
+	defer r.wg.Done()
+	var last int64
+	for {
+		for ev := range ch {
+			r.observe(ev)
+			last = ev.Revision
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		for ctx.Err() == nil {
+			if ch, err = r.st.Watch(ctx, kind, "", last); err == nil {
+				break
+			}
+			r.log.Warn("re-watch failed; reseeding allocators", "kind", kind, "err", err)
+			last = r.st.Revision()
+			for _, o := range r.st.List(kind, "") {
+				r.observe(store.Event{Type: store.EventAdded, Object: o})
+			}
+		}
+	}
+}
+
+// observe keeps the allocators in step with the stored state. It is
+// idempotent: replaying an event changes nothing.
+func (r *Registry) observe(ev store.Event) {
+	switch o := ev.Object.(type) {
+	case *apiv1.VPC:
+		if o.Status.VNI == 0 {
+			return
+		}
+		if ev.Type == store.EventDeleted {
+			r.vnis.Release(o.Status.VNI)
+		} else {
+			_ = r.vnis.Reserve(o.Status.VNI) // ErrInUse: already known
+		}
+	case *apiv1.Subnet:
+		key := poolKey(o.Metadata.Tenant, o.Metadata.Name)
+		if ev.Type == store.EventDeleted {
+			r.pools.Remove(key)
+		} else if _, err := r.pool(o.Metadata.Tenant, o.Metadata.Name); err != nil {
+			r.log.Warn("cannot build address pool", "subnet", key, "err", err)
+		}
+	case *apiv1.Endpoint:
+		ip, err := netip.ParseAddr(o.Status.IP)
+		if err != nil {
+			return
+		}
+		p, err := r.pool(o.Metadata.Tenant, o.Spec.Subnet)
+		if err != nil {
+			return
+		}
+		if ev.Type == store.EventDeleted {
+			p.Release(ip)
+		} else {
+			_ = p.Reserve(ip, o.Spec.Host) // ErrInUse: already known
+		}
+	}
+}
+
+func poolKey(tenant, subnet string) string { return tenant + "/" + subnet }
+
+// pool returns the address pool of a subnet, building it from the cached
+// Subnet on first use.
+func (r *Registry) pool(tenant, subnet string) (*alloc.Pool, error) {
+	key := poolKey(tenant, subnet)
+	if p, ok := r.pools.Get(key); ok {
+		return p, nil
+	}
+	r.poolMu.Lock()
+	defer r.poolMu.Unlock()
+	if p, ok := r.pools.Get(key); ok {
+		return p, nil
+	}
+	o, ok := r.st.Get(apiv1.KindSubnet, tenant, subnet)
+	if !ok {
+		return nil, fmt.Errorf("subnet %s not found", key)
+	}
+	sn := o.(*apiv1.Subnet)
+	cidr, err := netip.ParsePrefix(sn.Spec.CIDR)
+	if err != nil {
+		return nil, fmt.Errorf("subnet %s cidr: %w", key, err)
+	}
+	gw, err := netip.ParseAddr(sn.Spec.Gateway)
+	if err != nil {
+		return nil, fmt.Errorf("subnet %s gateway: %w", key, err)
+	}
+	p, err := alloc.NewPool(cidr, gw, r.cfg.BlockSize)
+	if err != nil {
+		return nil, fmt.Errorf("subnet %s pool: %w", key, err)
+	}
+	r.pools.Add(key, p)
+	return p, nil
+}
+
+// ---- reads ----
+
+// Get returns one object from the cache.
+func (r *Registry) Get(_ context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+	o, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
+	if !ok {
+		return nil, apiv1.NewNotFound(ref)
+	}
+	return o, nil
+}
+
+// List returns the objects of a kind in a tenant ("" = all tenants) that
+// match sel, and the cache revision they were read at.
+func (r *Registry) List(_ context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64) {
+	rev := r.st.Revision()
+	all := r.st.List(kind, tenant)
+	if sel.Empty() {
+		return all, rev
+	}
+	out := make([]apiv1.Object, 0, len(all))
+	for _, o := range all {
+		if sel.Matches(o.GetObjectMeta().Labels) {
+			out = append(out, o)
+		}
+	}
+	return out, rev
+}
+
+// Watch streams changes of a kind in a tenant after fromRev.
+func (r *Registry) Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error) {
+	return r.st.Watch(ctx, kind, tenant, fromRev)
+}
+
+// Revision returns the revision the cache has applied.
+func (r *Registry) Revision() int64 { return r.st.Revision() }
+
+// ---- writes ----
+
+// attempt is one try at a write: the transaction and what to do with its outcome.
+type attempt struct {
+	txn store.Txn
+	// diagnose explains a failed transaction from its Else reads: a final
+	// error, or nil to retry (after the cache caught up).
+	diagnose func(res store.Result) error
+	// undo gives back in-memory allocations of a transaction that did not commit.
+	undo func()
+	// obj is the object that the transaction writes (nil for deletes).
+	obj apiv1.Object
+}
+
+// run plans and commits a write, retrying lost races. plan is called
+// afresh for every attempt so that it sees the cache at least at the
+// revision of the previous failure.
+func (r *Registry) run(ctx context.Context, plan func() (*attempt, error)) (*attempt, int64, error) {
+	for i := 0; i < maxAttempts; i++ {
+		a, err := plan()
+		if err != nil {
+			return nil, 0, err
+		}
+		res, err := r.st.Commit(ctx, a.txn)
+		if err != nil {
+			if a.undo != nil {
+				a.undo()
+			}
+			return nil, 0, storeError(err)
+		}
+		if res.Succeeded {
+			if err := r.st.WaitForRevision(ctx, res.Revision); err != nil {
+				// Committed and durable; only the read-your-writes wait failed.
+				return a, res.Revision, nil
+			}
+			return a, res.Revision, nil
+		}
+		if a.undo != nil {
+			a.undo()
+		}
+		if a.diagnose != nil {
+			if err := a.diagnose(res); err != nil {
+				return nil, 0, err
+			}
+		}
+		if err := r.st.WaitForRevision(ctx, res.Revision); err != nil {
+			return nil, 0, storeError(err)
+		}
+	}
+	return nil, 0, apiv1.NewConflict("gave up after %d attempts: the objects involved kept changing; retry", maxAttempts)
+}
+
+func storeError(err error) error {
+	var se *apiv1.StatusError
+	if errors.As(err, &se) {
+		return se
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return apiv1.NewStatus(http.StatusGatewayTimeout, apiv1.ReasonTimeout, "storage did not answer in time: %v", err)
+	}
+	return apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "storage unavailable: %v", err)
+}
+
+// Create stores a new object and returns it as stored.
+func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	ki, err := kindOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	apiv1.Default(obj)
+	meta := obj.GetObjectMeta()
+	meta.ResourceVersion = ""
+	meta.UID = newUID()
+	meta.Generation = 1
+	meta.CreationTimestamp = r.cfg.Now().UTC().Format(time.RFC3339)
+	clearStatus(obj)
+	ref := apiv1.RefOf(obj)
+	objKey := r.st.ObjectKey(ref)
+
+	a, rev, err := r.run(ctx, func() (*attempt, error) {
+		cacheRev := r.st.Revision()
+		if err := apiv1.ValidateCreate(obj, r.st); err != nil {
+			return nil, err
+		}
+		if _, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name); ok {
+			return nil, apiv1.NewAlreadyExists(ref)
+		}
+		a := &attempt{obj: obj}
+		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(objKey), "=", 0))
+		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
+		if ki.Namespaced {
+			a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", ref.Tenant))
+		}
+		alreadyExists := func(res store.Result) bool { return len(res.Else) > 0 && rangeCount(res.Else[0]) > 0 }
+		a.diagnose = func(res store.Result) error {
+			if alreadyExists(res) {
+				return apiv1.NewAlreadyExists(ref)
+			}
+			return nil
+		}
+		switch o := obj.(type) {
+		case *apiv1.VPC:
+			if err := r.planVPCCreate(a, o); err != nil {
+				return nil, err
+			}
+		case *apiv1.Subnet:
+			r.planSubnetCreate(a, o, cacheRev)
+		case *apiv1.Endpoint:
+			if err := r.planEndpointCreate(a, o, alreadyExists); err != nil {
+				return nil, err
+			}
+		}
+		val, err := encode(obj)
+		if err != nil {
+			return nil, err
+		}
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(objKey, val))
+		return a, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := a.obj
+	out.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+	r.log.Debug("created", "ref", ref.String(), "rev", rev)
+	return out, nil
+}
+
+// exists compares that an object exists.
+func (r *Registry) exists(kind, tenant, name string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(r.st.ObjectKey(apiv1.Ref{Kind: kind, Tenant: tenant, Name: name})), ">", 0)
+}
+
+// noneUnder compares that no key exists below a prefix.
+func (r *Registry) noneUnder(suffix string) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(r.st.Key(suffix)), "=", 0).WithPrefix()
+}
+
+func (r *Registry) planVPCCreate(a *attempt, o *apiv1.VPC) error {
+	vni, err := r.vnis.Allocate()
+	if err != nil {
+		return apiv1.NewStatus(http.StatusInsufficientStorage, apiv1.ReasonConflict, "no free VNI: %v", err)
+	}
+	o.Status.VNI = vni
+	k := r.st.Key(vniKey(vni))
+	a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(k, o.Metadata.Tenant+"/"+o.Metadata.Name))
+	a.txn.Else = append(a.txn.Else, clientv3.OpGet(k, clientv3.WithKeysOnly()))
+	// Releasing a VNI that another replica holds is harmless: the etcd
+	// reservation key, not this bitmap, decides; the watch marks it again.
+	a.undo = func() { r.vnis.Release(vni) }
+	return nil
+}
+
+func (r *Registry) planSubnetCreate(a *attempt, o *apiv1.Subnet, cacheRev int64) {
+	vpc, _ := r.st.Get(apiv1.KindVPC, o.Metadata.Tenant, o.Spec.VPC)
+	if v, ok := vpc.(*apiv1.VPC); ok {
+		o.Status.VNI = v.Status.VNI
+	}
+	t := o.Metadata.Tenant
+	a.txn.Compares = append(a.txn.Compares,
+		r.exists(apiv1.KindVPC, t, o.Spec.VPC),
+		// No subnet of this VPC was written after the revision that
+		// validation (overlap check) read: concurrent overlapping creates
+		// cannot both pass.
+		clientv3.Compare(clientv3.ModRevision(r.st.Key(subnetRefPrefix(t, o.Spec.VPC))), "<", cacheRev+1).WithPrefix(),
+	)
+	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(subnetRefKey(t, o.Spec.VPC, o.Metadata.Name)), ""))
+}
+
+func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExists func(store.Result) bool) error {
+	t, name := o.Metadata.Tenant, o.Metadata.Name
+	p, err := r.pool(t, o.Spec.Subnet)
+	if err != nil {
+		return apiv1.NewInvalid(apiv1.RefOf(o), []apiv1.FieldError{{Field: "spec.subnet", Message: err.Error()}})
+	}
+	var ip netip.Addr
+	static := o.Spec.IP != ""
+	if static {
+		ip, err = netip.ParseAddr(o.Spec.IP)
+		if err != nil {
+			return apiv1.NewInvalid(apiv1.RefOf(o), []apiv1.FieldError{{Field: "spec.ip", Message: err.Error()}})
+		}
+		// The etcd compare decides; the pool may still hold an address
+		// whose release event has not arrived yet.
+		reserved := p.Reserve(ip, o.Spec.Host) == nil
+		a.undo = func() {
+			if reserved {
+				p.Release(ip)
+			}
+		}
+	} else {
+		ip, err = p.Allocate(o.Spec.Host)
+		if err != nil {
+			return apiv1.NewStatus(http.StatusInsufficientStorage, apiv1.ReasonConflict, "subnet %s/%s has no free address: %v", t, o.Spec.Subnet, err)
+		}
+	}
+	ik := r.st.Key(ipamKey(t, o.Spec.Subnet, ip))
+	taken := false
+	if !static {
+		a.undo = func() {
+			if !taken {
+				p.Release(ip)
+			}
+		}
+	}
+	a.txn.Compares = append(a.txn.Compares,
+		r.exists(apiv1.KindSubnet, t, o.Spec.Subnet),
+		r.exists(apiv1.KindHost, "", o.Spec.Host),
+		clientv3.Compare(clientv3.CreateRevision(ik), "=", 0),
+	)
+	a.txn.Else = append(a.txn.Else, clientv3.OpGet(ik))
+	a.txn.Ops = append(a.txn.Ops,
+		clientv3.OpPut(ik, name),
+		clientv3.OpPut(r.st.Key(hostRefKey(o.Spec.Host, t, name)), ""),
+	)
+	if o.Spec.QoSClass != "" {
+		a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindQoSClass, t, o.Spec.QoSClass))
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(qosRefKey(t, o.Spec.QoSClass, name)), ""))
+	}
+	a.diagnose = func(res store.Result) error {
+		if alreadyExists(res) {
+			return apiv1.NewAlreadyExists(apiv1.RefOf(o))
+		}
+		if len(res.Else) > 1 {
+			if kvs := rangeKVs(res.Else[1]); len(kvs) > 0 {
+				if static {
+					return apiv1.NewConflict("address %s of subnet %s/%s is already taken by endpoint %q", ip, t, o.Spec.Subnet, string(kvs[0].Value))
+				}
+				taken = true // keep it marked used; try another
+			}
+		}
+		return nil
+	}
+	vni := uint32(0)
+	if sn, ok := r.st.Get(apiv1.KindSubnet, t, o.Spec.Subnet); ok {
+		vni = sn.(*apiv1.Subnet).Status.VNI
+	}
+	mac := o.Spec.MAC
+	if mac == "" {
+		mac = alloc.MAC(ip).String()
+	}
+	o.Status = apiv1.EndpointStatus{
+		IP: ip.String(), MAC: mac, Host: o.Spec.Host, Netns: o.Spec.Netns, VNI: vni, Phase: apiv1.PhasePending,
+	}
+	return nil
+}
+
+// Update replaces an object's labels and spec. The status is kept (it is
+// the controller's); a metadata.resourceVersion in obj must match.
+func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	if _, err := kindOf(obj); err != nil {
+		return nil, err
+	}
+	apiv1.Default(obj)
+	ref := apiv1.RefOf(obj)
+	objKey := r.st.ObjectKey(ref)
+	wantRV := obj.GetObjectMeta().ResourceVersion
+	if wantRV != "" {
+		rv, err := strconv.ParseInt(wantRV, 10, 64)
+		if err != nil || rv <= 0 {
+			return nil, apiv1.NewInvalid(ref, []apiv1.FieldError{{Field: "metadata.resourceVersion", Message: "must be a positive integer"}})
+		}
+		// A client may have read a newer revision than this replica's cache.
+		if err := r.st.WaitForRevision(ctx, rv); err != nil {
+			return nil, storeError(err)
+		}
+	}
+	var unchanged apiv1.Object
+	a, rev, err := r.run(ctx, func() (*attempt, error) {
+		oldObj, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
+		if !ok {
+			return nil, apiv1.NewNotFound(ref)
+		}
+		oldMeta := oldObj.GetObjectMeta()
+		if wantRV != "" && wantRV != oldMeta.ResourceVersion {
+			return nil, apiv1.NewConflict("%s has been modified (resourceVersion %s, yours %s): read it again and retry", ref, oldMeta.ResourceVersion, wantRV)
+		}
+		if err := apiv1.ValidateUpdate(obj, oldObj, r.st); err != nil {
+			return nil, err
+		}
+		next, err := merge(oldObj, obj)
+		if err != nil {
+			return nil, err
+		}
+		if next == nil {
+			unchanged = oldObj
+			return nil, errUnchanged
+		}
+		oldRev, _ := strconv.ParseInt(oldMeta.ResourceVersion, 10, 64)
+		a := &attempt{obj: next}
+		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(objKey), "=", oldRev))
+		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
+		a.diagnose = func(res store.Result) error {
+			if len(res.Else) > 0 && rangeCount(res.Else[0]) == 0 {
+				return apiv1.NewNotFound(ref)
+			}
+			if wantRV != "" {
+				return apiv1.NewConflict("%s has been modified since resourceVersion %s: read it again and retry", ref, wantRV)
+			}
+			return nil
+		}
+		switch n := next.(type) {
+		case *apiv1.Endpoint:
+			r.planEndpointUpdate(a, oldObj.(*apiv1.Endpoint), n)
+		case *apiv1.VPC:
+			if err := r.checkVPCShrink(n); err != nil {
+				return nil, err
+			}
+		}
+		val, err := encode(next)
+		if err != nil {
+			return nil, err
+		}
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(objKey, val))
+		return a, nil
+	})
+	if errors.Is(err, errUnchanged) {
+		return unchanged, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := a.obj
+	out.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+	return out, nil
+}
+
+var errUnchanged = errors.New("unchanged")
+
+// merge builds the next stored object from the old one and the requested
+// labels and spec; nil means nothing changes.
+func merge(oldObj, req apiv1.Object) (apiv1.Object, error) {
+	next, err := clone(oldObj)
+	if err != nil {
+		return nil, err
+	}
+	oldSpec, reqSpec := specOf(oldObj), specOf(req)
+	sameSpec := reflect.DeepEqual(oldSpec.Interface(), reqSpec.Interface())
+	sameLabels := labelsEqual(oldObj.GetObjectMeta().Labels, req.GetObjectMeta().Labels)
+	if sameSpec && sameLabels {
+		return nil, nil
+	}
+	specOf(next).Set(reqSpec)
+	m := next.GetObjectMeta()
+	m.Labels = req.GetObjectMeta().Labels
+	m.Generation++
+	m.ResourceVersion = ""
+	return next, nil
+}
+
+func labelsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// specOf returns the Spec field of an object.
+func specOf(o apiv1.Object) reflect.Value {
+	return reflect.ValueOf(o).Elem().FieldByName("Spec")
+}
+
+func (r *Registry) planEndpointUpdate(a *attempt, old, next *apiv1.Endpoint) {
+	t, name := next.Metadata.Tenant, next.Metadata.Name
+	if old.Spec.Host != next.Spec.Host {
+		// A migration: the endpoint now belongs to the new host.
+		a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindHost, "", next.Spec.Host))
+		a.txn.Ops = append(a.txn.Ops,
+			clientv3.OpDelete(r.st.Key(hostRefKey(old.Spec.Host, t, name))),
+			clientv3.OpPut(r.st.Key(hostRefKey(next.Spec.Host, t, name)), ""),
+		)
+		next.Status.Host = next.Spec.Host
+		next.Status.Phase = apiv1.PhasePending
+		next.Status.Netns = next.Spec.Netns
+	}
+	if old.Spec.QoSClass != next.Spec.QoSClass {
+		if old.Spec.QoSClass != "" {
+			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(qosRefKey(t, old.Spec.QoSClass, name))))
+		}
+		if next.Spec.QoSClass != "" {
+			a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindQoSClass, t, next.Spec.QoSClass))
+			a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(qosRefKey(t, next.Spec.QoSClass, name)), ""))
+		}
+	}
+	if next.Spec.MAC != "" {
+		next.Status.MAC = next.Spec.MAC
+	}
+}
+
+// checkVPCShrink refuses a CIDR change that would leave a subnet outside the VPC.
+func (r *Registry) checkVPCShrink(v *apiv1.VPC) error {
+	var prefixes []netip.Prefix
+	for _, c := range v.Spec.CIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			prefixes = append(prefixes, p)
+		}
+	}
+	var causes []apiv1.FieldError
+	for _, o := range r.subnetsOf(v.Metadata.Tenant, v.Metadata.Name) {
+		sn := o.(*apiv1.Subnet)
+		sp, err := netip.ParsePrefix(sn.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		inside := false
+		for _, p := range prefixes {
+			if p.Bits() <= sp.Bits() && p.Contains(sp.Addr()) {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			causes = append(causes, apiv1.FieldError{Field: "spec.cidrs", Message: fmt.Sprintf("subnet %q (%s) would no longer be inside the VPC", sn.Metadata.Name, sn.Spec.CIDR)})
+		}
+	}
+	if len(causes) > 0 {
+		return apiv1.NewInvalid(apiv1.RefOf(v), causes)
+	}
+	return nil
+}
+
+// Delete removes an object unless others still refer to it.
+func (r *Registry) Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+	ki, ok := apiv1.LookupKind(ref.Kind)
+	if !ok {
+		return nil, apiv1.NewBadRequest("unknown kind %q", ref.Kind)
+	}
+	ref.Kind = ki.Kind
+	objKey := r.st.ObjectKey(ref)
+	var deleted apiv1.Object
+	_, _, err := r.run(ctx, func() (*attempt, error) {
+		old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
+		if !ok {
+			return nil, apiv1.NewNotFound(ref)
+		}
+		deleted = old
+		if deps := r.dependents(old); len(deps) > 0 {
+			e := apiv1.NewConflict("%s is still in use by %d object(s); delete them first", ref, len(deps))
+			if len(deps) > 100 {
+				deps = append(deps[:100], fmt.Sprintf("... and %d more", len(deps)-100))
+			}
+			e.Dependents = deps
+			return nil, e
+		}
+		a := &attempt{}
+		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(objKey), ">", 0))
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(objKey))
+		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
+		a.diagnose = func(res store.Result) error {
+			if len(res.Else) > 0 && rangeCount(res.Else[0]) == 0 {
+				return apiv1.NewNotFound(ref)
+			}
+			return nil // a dependent appeared: re-plan reports it
+		}
+		r.planDelete(a, old)
+		return a, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return deleted, nil
+}
+
+// planDelete adds the compares that no dependent exists and the deletes of
+// the object's bookkeeping records.
+func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
+	m := old.GetObjectMeta()
+	t, name := m.Tenant, m.Name
+	switch o := old.(type) {
+	case *apiv1.Tenant:
+		for _, k := range apiv1.Kinds() {
+			if k.Namespaced {
+				a.txn.Compares = append(a.txn.Compares, r.noneUnder("v1/"+k.Plural+"/"+name+"/"))
+			}
+		}
+	case *apiv1.Host:
+		a.txn.Compares = append(a.txn.Compares, r.noneUnder(hostRefPrefix(name)))
+	case *apiv1.QoSClass:
+		a.txn.Compares = append(a.txn.Compares, r.noneUnder(qosRefPrefix(t, name)))
+	case *apiv1.VPC:
+		a.txn.Compares = append(a.txn.Compares, r.noneUnder(subnetRefPrefix(t, name)))
+		if o.Status.VNI != 0 {
+			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vniKey(o.Status.VNI))))
+		}
+	case *apiv1.Subnet:
+		a.txn.Compares = append(a.txn.Compares, r.noneUnder(ipamPrefix(t, name)))
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(subnetRefKey(t, o.Spec.VPC, name))))
+	case *apiv1.Endpoint:
+		if ip, err := netip.ParseAddr(o.Status.IP); err == nil {
+			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(ipamKey(t, o.Spec.Subnet, ip))))
+		}
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(hostRefKey(o.Spec.Host, t, name))))
+		if o.Spec.QoSClass != "" {
+			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(qosRefKey(t, o.Spec.QoSClass, name))))
+		}
+	}
+}
+
+// dependents lists the objects that block deleting o.
+func (r *Registry) dependents(o apiv1.Object) []string {
+	m := o.GetObjectMeta()
+	var deps []apiv1.Object
+	switch o.(type) {
+	case *apiv1.Tenant:
+		for _, k := range apiv1.Kinds() {
+			if k.Namespaced {
+				deps = append(deps, r.st.List(k.Kind, m.Name)...)
+			}
+		}
+	case *apiv1.Host:
+		deps = r.endpointsOnHost(m.Name)
+	case *apiv1.QoSClass:
+		for _, e := range r.st.List(apiv1.KindEndpoint, m.Tenant) {
+			if e.(*apiv1.Endpoint).Spec.QoSClass == m.Name {
+				deps = append(deps, e)
+			}
+		}
+	case *apiv1.VPC:
+		deps = r.subnetsOf(m.Tenant, m.Name)
+	case *apiv1.Subnet:
+		deps = r.endpointsOf(m.Tenant, m.Name)
+	}
+	out := make([]string, len(deps))
+	for i, d := range deps {
+		out[i] = apiv1.RefOf(d).String()
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ---- status ----
+
+// UpdateStatus replaces an object's status (the controller's and agents'
+// view of the world), leaving spec and labels alone.
+func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	if _, err := kindOf(obj); err != nil {
+		return nil, err
+	}
+	ref := apiv1.RefOf(obj)
+	objKey := r.st.ObjectKey(ref)
+	a, rev, err := r.run(ctx, func() (*attempt, error) {
+		old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
+		if !ok {
+			return nil, apiv1.NewNotFound(ref)
+		}
+		next, err := clone(old)
+		if err != nil {
+			return nil, err
+		}
+		st := reflect.ValueOf(next).Elem().FieldByName("Status")
+		if !st.IsValid() {
+			return nil, apiv1.NewBadRequest("%s has no status", ref.Kind)
+		}
+		st.Set(reflect.ValueOf(obj).Elem().FieldByName("Status"))
+		next.GetObjectMeta().ResourceVersion = ""
+		oldRev, _ := strconv.ParseInt(old.GetObjectMeta().ResourceVersion, 10, 64)
+		val, err := encode(next)
+		if err != nil {
+			return nil, err
+		}
+		a := &attempt{obj: next}
+		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(objKey), "=", oldRev))
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(objKey, val))
+		return a, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+	return a.obj, nil
+}
+
+// ---- helpers ----
+
+func kindOf(obj apiv1.Object) (apiv1.KindInfo, error) {
+	tm := obj.GetTypeMeta()
+	ki, ok := apiv1.LookupKind(tm.Kind)
+	if !ok || ki.Kind != tm.Kind {
+		return apiv1.KindInfo{}, apiv1.NewBadRequest("unknown kind %q", tm.Kind)
+	}
+	return ki, nil
+}
+
+// clearStatus drops a client-sent status: status is the controller's.
+func clearStatus(obj apiv1.Object) {
+	st := reflect.ValueOf(obj).Elem().FieldByName("Status")
+	if st.IsValid() {
+		st.Set(reflect.Zero(st.Type()))
+	}
+}
+
+// encode is the stored form: the object's JSON without resourceVersion
+// (which is etcd's mod revision).
+func encode(obj apiv1.Object) (string, error) {
+	m := obj.GetObjectMeta()
+	rv := m.ResourceVersion
+	m.ResourceVersion = ""
+	b, err := json.Marshal(obj)
+	m.ResourceVersion = rv
+	if err != nil {
+		return "", fmt.Errorf("encode %s: %w", apiv1.RefOf(obj), err)
+	}
+	return string(b), nil
+}
+
+// clone deep-copies an object (cached objects are shared and immutable).
+func clone(o apiv1.Object) (apiv1.Object, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("clone %s: %w", apiv1.RefOf(o), err)
+	}
+	return apiv1.DecodeInto(b, o.GetTypeMeta().Kind)
+}
+
+func newUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

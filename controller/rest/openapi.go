@@ -1,0 +1,125 @@
+package rest
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+)
+
+// openAPI builds the OpenAPI 3 document of the API from the Go types, so
+// that it cannot drift from what the server decodes.
+func openAPI(version string) []byte {
+	schemas := map[string]any{}
+	paths := map[string]any{}
+	errRef := map[string]any{"$ref": "#/components/schemas/Status"}
+	schemas["Status"] = schemaOf(reflect.TypeOf(apiv1.StatusError{}), schemas)
+	errResp := map[string]any{"description": "error", "content": map[string]any{"application/json": map[string]any{"schema": errRef}}}
+	for _, k := range apiv1.Kinds() {
+		t := reflect.TypeOf(k.New()).Elem()
+		schemas[k.Kind] = schemaOf(t, schemas)
+		ref := map[string]any{"$ref": "#/components/schemas/" + k.Kind}
+		one := map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": ref}}}
+		list := map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{
+			"type": "object", "properties": map[string]any{
+				"apiVersion": map[string]any{"type": "string"}, "kind": map[string]any{"type": "string"},
+				"metadata": map[string]any{"type": "object", "properties": map[string]any{"resourceVersion": map[string]any{"type": "string"}}},
+				"items":    map[string]any{"type": "array", "items": ref},
+			}}}}}
+		op := func(summary string, ok string, body bool, resp map[string]any, params ...map[string]any) map[string]any {
+			o := map[string]any{"summary": summary, "tags": []string{k.Kind},
+				"responses": map[string]any{ok: withDesc(resp, summary), "default": errResp}}
+			if body {
+				o["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+					"application/json": map[string]any{"schema": ref}, "application/yaml": map[string]any{"schema": ref}}}
+			}
+			if len(params) > 0 {
+				o["parameters"] = params
+			}
+			return o
+		}
+		sel := map[string]any{"name": "labelSelector", "in": "query", "schema": map[string]any{"type": "string"}}
+		watch := map[string]any{"name": "watch", "in": "query", "schema": map[string]any{"type": "boolean"}, "description": "stream newline-delimited JSON events"}
+		rv := map[string]any{"name": "resourceVersion", "in": "query", "schema": map[string]any{"type": "string"}, "description": "watch from this revision (410 if compacted)"}
+		coll, item := "/apis/weft/v1/"+k.Plural, "/apis/weft/v1/"+k.Plural+"/{name}"
+		if k.Namespaced {
+			paths[coll] = map[string]any{"get": op("list "+k.Plural+" of all tenants", "200", false, list, sel, watch, rv)}
+			coll, item = "/apis/weft/v1/tenants/{tenant}/"+k.Plural, "/apis/weft/v1/tenants/{tenant}/"+k.Plural+"/{name}"
+		}
+		paths[coll] = map[string]any{
+			"get":  op("list "+k.Plural, "200", false, list, sel, watch, rv),
+			"post": op("create a "+k.Kind, "201", true, one),
+		}
+		paths[item] = map[string]any{
+			"get":    op("read a "+k.Kind, "200", false, one),
+			"put":    op("replace a "+k.Kind+"'s labels and spec", "200", true, one),
+			"delete": op("delete a "+k.Kind, "200", false, one),
+		}
+	}
+	doc := map[string]any{
+		"openapi":    "3.0.3",
+		"info":       map[string]any{"title": "weft API", "version": version},
+		"paths":      paths,
+		"components": map[string]any{"schemas": schemas},
+	}
+	b, _ := json.MarshalIndent(doc, "", "  ")
+	return b
+}
+
+func withDesc(m map[string]any, d string) map[string]any {
+	out := map[string]any{"description": d}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// schemaOf describes a Go type as an OpenAPI schema, following json tags.
+func schemaOf(t reflect.Type, named map[string]any) map[string]any {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		return map[string]any{"type": "array", "items": schemaOf(t.Elem(), named)}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": schemaOf(t.Elem(), named)}
+	case reflect.Struct:
+		props := map[string]any{}
+		addFields(t, props, named)
+		return map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+	}
+	return map[string]any{}
+}
+
+func addFields(t reflect.Type, props map[string]any, named map[string]any) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && (name == "" || strings.Contains(opts, "inline")) {
+			addFields(f.Type, props, named)
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		props[name] = schemaOf(f.Type, named)
+	}
+}

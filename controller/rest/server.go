@@ -1,0 +1,496 @@
+// Package rest is the controller's northbound HTTP API under
+// /apis/weft/v1: create, get, list (label selectors), update, delete and
+// streamed watch of every kind, plus /healthz, /readyz, /metrics, /version
+// and an OpenAPI document at /openapi.json. Every error is a JSON
+// apiv1.StatusError with an HTTP status, a reason and field causes.
+//
+// Paths:
+//
+//	/apis/weft/v1/{plural}                            cluster-scoped kinds; list across tenants
+//	/apis/weft/v1/{plural}/{name}[/status]            cluster-scoped objects
+//	/apis/weft/v1/tenants/{tenant}/{plural}           tenant-scoped kinds
+//	/apis/weft/v1/tenants/{tenant}/{plural}/{name}[/status]
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/store"
+)
+
+// Backend is what the API serves: the controller's registry.
+type Backend interface {
+	Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
+	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
+	List(ctx context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64)
+	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
+}
+
+// Config configures the API handler.
+type Config struct {
+	Backend Backend
+	Logger  *slog.Logger
+	// Registerer receives the API metrics; Gatherer serves /metrics. Both may be nil.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// MaxBodyBytes caps request bodies (default 3 MiB); larger ones get 413.
+	MaxBodyBytes int64
+	// Ready reports whether the controller can serve (nil = ready).
+	Ready func() error
+	// Version is reported by /version.
+	Version string
+}
+
+// Validate reports a missing setting.
+func (c *Config) Validate() error {
+	if c.Backend == nil {
+		return errors.New("rest: Backend is required")
+	}
+	return nil
+}
+
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// NewHandler returns the API's http.Handler.
+func NewHandler(cfg Config) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 3 << 20
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{cfg: cfg, log: cfg.Logger.With("subsystem", "rest"), metrics: m}
+	mux := http.NewServeMux()
+	const base = "/apis/weft/v1/"
+	mux.HandleFunc("GET "+base+"{plural}", s.list)
+	mux.HandleFunc("POST "+base+"{plural}", s.create)
+	mux.HandleFunc("GET "+base+"{plural}/{name}", s.get)
+	mux.HandleFunc("PUT "+base+"{plural}/{name}", s.update)
+	mux.HandleFunc("DELETE "+base+"{plural}/{name}", s.delete)
+	mux.HandleFunc("PUT "+base+"{plural}/{name}/status", s.updateStatus)
+	mux.HandleFunc("GET "+base+"tenants/{tenant}/{plural}", s.list)
+	mux.HandleFunc("POST "+base+"tenants/{tenant}/{plural}", s.create)
+	mux.HandleFunc("GET "+base+"tenants/{tenant}/{plural}/{name}", s.get)
+	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}", s.update)
+	mux.HandleFunc("DELETE "+base+"tenants/{tenant}/{plural}/{name}", s.delete)
+	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}/status", s.updateStatus)
+	mux.HandleFunc("/apis/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "no such API path %s %s", r.Method, r.URL.Path))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": cfg.Version, "apiVersion": apiv1.APIVersion})
+	})
+	spec := openAPI(cfg.Version)
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(spec)
+	})
+	if cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return s.instrument(mux), nil
+}
+
+func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "not ready: %v", err))
+			return
+		}
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// target resolves the kind, tenant and name a request addresses.
+func target(r *http.Request) (apiv1.KindInfo, apiv1.Ref, error) {
+	plural := r.PathValue("plural")
+	ki, ok := apiv1.LookupKind(plural)
+	if !ok || ki.Plural != plural {
+		return ki, apiv1.Ref{}, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "unknown resource %q (known: %s)", plural, knownPlurals())
+	}
+	tenant := r.PathValue("tenant")
+	ref := apiv1.Ref{Kind: ki.Kind, Tenant: tenant, Name: r.PathValue("name")}
+	if tenant != "" && !ki.Namespaced {
+		return ki, ref, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "%s are cluster-scoped: use /apis/weft/v1/%s", ki.Plural, ki.Plural)
+	}
+	if tenant == "" && ki.Namespaced && ref.Name != "" {
+		return ki, ref, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "%s are tenant-scoped: use /apis/weft/v1/tenants/{tenant}/%s/%s", ki.Plural, ki.Plural, ref.Name)
+	}
+	return ki, ref, nil
+}
+
+func knownPlurals() string {
+	var p []string
+	for _, k := range apiv1.Kinds() {
+		p = append(p, k.Plural)
+	}
+	return strings.Join(p, ", ")
+}
+
+// readObject decodes a request body (JSON or YAML, one object, strict) and
+// checks it against the path.
+func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, ref apiv1.Ref) (apiv1.Object, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, apiv1.NewStatus(http.StatusRequestEntityTooLarge, apiv1.ReasonTooLarge, "request body larger than %d bytes", mbe.Limit)
+		}
+		return nil, apiv1.NewBadRequest("read request body: %v", err)
+	}
+	obj, err := apiv1.DecodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	tm := obj.GetTypeMeta()
+	if tm.Kind != ki.Kind {
+		return nil, apiv1.NewBadRequest("body has kind %q but the path is for %s", tm.Kind, ki.Kind)
+	}
+	m := obj.GetObjectMeta()
+	if ki.Namespaced {
+		if m.Tenant == "" {
+			m.Tenant = ref.Tenant
+		}
+		if m.Tenant != ref.Tenant {
+			return nil, apiv1.NewBadRequest("metadata.tenant %q does not match the path's tenant %q", m.Tenant, ref.Tenant)
+		}
+	}
+	if ref.Name != "" && m.Name != ref.Name {
+		return nil, apiv1.NewBadRequest("metadata.name %q does not match the path's name %q", m.Name, ref.Name)
+	}
+	return obj, nil
+}
+
+func (s *server) create(w http.ResponseWriter, r *http.Request) {
+	ki, ref, err := target(r)
+	if err == nil && ki.Namespaced && ref.Tenant == "" {
+		err = apiv1.NewStatus(http.StatusMethodNotAllowed, apiv1.ReasonMethodNotAllowed, "%s are tenant-scoped: POST to /apis/weft/v1/tenants/{tenant}/%s", ki.Plural, ki.Plural)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, err := s.readObject(w, r, ki, ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.cfg.Backend.Create(r.Context(), obj)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (s *server) get(w http.ResponseWriter, r *http.Request) {
+	_, ref, err := target(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.cfg.Backend.Get(r.Context(), ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) update(w http.ResponseWriter, r *http.Request) {
+	s.put(w, r, s.cfg.Backend.Update)
+}
+
+func (s *server) updateStatus(w http.ResponseWriter, r *http.Request) {
+	s.put(w, r, s.cfg.Backend.UpdateStatus)
+}
+
+func (s *server) put(w http.ResponseWriter, r *http.Request, do func(context.Context, apiv1.Object) (apiv1.Object, error)) {
+	ki, ref, err := target(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, err := s.readObject(w, r, ki, ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := do(r.Context(), obj)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) delete(w http.ResponseWriter, r *http.Request) {
+	_, ref, err := target(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.cfg.Backend.Delete(r.Context(), ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listObject is the body of a list response.
+type listObject struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   listMeta       `json:"metadata"`
+	Items      []apiv1.Object `json:"items"`
+}
+
+type listMeta struct {
+	ResourceVersion string `json:"resourceVersion"`
+}
+
+func (s *server) list(w http.ResponseWriter, r *http.Request) {
+	ki, ref, err := target(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	sel, err := apiv1.ParseSelector(q.Get("labelSelector"))
+	if err != nil {
+		writeError(w, apiv1.NewBadRequest("labelSelector: %v", err))
+		return
+	}
+	if wv := q.Get("watch"); wv == "true" || wv == "1" {
+		s.watch(w, r, ki, ref.Tenant, sel, q.Get("resourceVersion"))
+		return
+	}
+	items, rev := s.cfg.Backend.List(r.Context(), ki.Kind, ref.Tenant, sel)
+	if items == nil {
+		items = []apiv1.Object{}
+	}
+	writeJSON(w, http.StatusOK, listObject{
+		APIVersion: apiv1.APIVersion, Kind: "List",
+		Metadata: listMeta{ResourceVersion: strconv.FormatInt(rev, 10)}, Items: items,
+	})
+}
+
+// watchEvent is one line of a watch stream.
+type watchEvent struct {
+	Type   string `json:"type"`
+	Object any    `json:"object"`
+}
+
+// watch streams newline-delimited JSON events. Without a resourceVersion it
+// starts with an ADDED event for every current object.
+func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, tenant string, sel apiv1.LabelSelector, rvParam string) {
+	ctx := r.Context()
+	var from int64
+	var initial []apiv1.Object
+	if rvParam != "" && rvParam != "0" {
+		rv, err := strconv.ParseInt(rvParam, 10, 64)
+		if err != nil || rv < 0 {
+			writeError(w, apiv1.NewBadRequest("resourceVersion %q: want a non-negative integer", rvParam))
+			return
+		}
+		from = rv
+	} else {
+		initial, from = s.cfg.Backend.List(ctx, ki.Kind, tenant, sel)
+	}
+	ch, err := s.cfg.Backend.Watch(ctx, ki.Kind, tenant, from)
+	if err != nil {
+		if errors.Is(err, store.ErrCompacted) {
+			writeError(w, apiv1.NewStatus(http.StatusGone, apiv1.ReasonGone, "resourceVersion %d is too old (compacted): list again and watch from the list's resourceVersion", from))
+			return
+		}
+		writeError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "watch: %v", err))
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(ev watchEvent) bool {
+		if err := enc.Encode(ev); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	for _, o := range initial {
+		if !send(watchEvent{Type: store.EventAdded, Object: o}) {
+			return
+		}
+	}
+	if flusher != nil {
+		flusher.Flush()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-ch:
+			if !ok {
+				if ctx.Err() == nil {
+					send(watchEvent{Type: "ERROR", Object: apiv1.NewStatus(http.StatusGone, apiv1.ReasonGone, "watch closed by the server (too slow or restarting): list again and re-watch")})
+				}
+				return
+			}
+			if !sel.Empty() && !sel.Matches(ev.Object.GetObjectMeta().Labels) {
+				continue
+			}
+			if !send(watchEvent{Type: ev.Type, Object: ev.Object}) {
+				return
+			}
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "encode response: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeError answers with a StatusError; other errors become 500s.
+func writeError(w http.ResponseWriter, err error) {
+	var se *apiv1.StatusError
+	if !errors.As(err, &se) {
+		se = apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "%v", err)
+	}
+	b, _ := json.Marshal(se)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(se.Code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// ---- metrics ----
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	inflight prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_api_requests_total", Help: "API requests by method, resource and HTTP status code.",
+		}, []string{"method", "resource", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weft_api_request_seconds", Help: "API request latency (watches excluded).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"method", "resource"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_api_requests_in_flight", Help: "API requests being served, watches included.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.latency, m.inflight} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("rest: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		s.metrics.inflight.Inc()
+		next.ServeHTTP(rec, r)
+		s.metrics.inflight.Dec()
+		if rec.code == 0 {
+			rec.code = http.StatusOK
+		}
+		res := resourceOf(r.URL.Path)
+		s.metrics.requests.WithLabelValues(r.Method, res, strconv.Itoa(rec.code)).Inc()
+		if r.URL.Query().Get("watch") == "" {
+			s.metrics.latency.WithLabelValues(r.Method, res).Observe(time.Since(start).Seconds())
+		}
+		if rec.code >= 500 {
+			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", rec.code)
+		}
+	})
+}
+
+// resourceOf returns the plural a path addresses, or the path for other
+// endpoints, keeping metric label cardinality bounded.
+func resourceOf(path string) string {
+	rest, ok := strings.CutPrefix(path, "/apis/weft/v1/")
+	if !ok {
+		switch path {
+		case "/healthz", "/readyz", "/metrics", "/version", "/openapi.json":
+			return path
+		}
+		return "other"
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) >= 3 && parts[0] == "tenants" {
+		parts = parts[2:]
+	}
+	if ki, ok := apiv1.LookupKind(parts[0]); ok {
+		return ki.Plural
+	}
+	return "unknown"
+}

@@ -1,0 +1,30 @@
+// Package store keeps weft's desired state in etcd and serves it from
+// memory.
+//
+// Objects (the weft/v1 kinds) are stored as JSON under
+// <prefix>v1/<plural>/<tenant>/<name>, or <prefix>v1/<plural>/<name> for
+// cluster-scoped kinds; metadata.resourceVersion is not stored but is the
+// key's ModRevision. Other keys (address and VNI allocations) live under
+// Store.Key(suffix).
+//
+// Writes: the layer above builds each write as a Txn of compares and
+// put/delete ops and calls Commit. Concurrent Commits are grouped into one
+// etcd txn holding one nested txn per caller (group commit), so hundreds of
+// small writes cost one round trip and one fsync; each nested txn succeeds
+// or fails on its own, and Txns writing the same key commit in arrival
+// order. Commit returns once etcd has made the batch durable.
+//
+// Reads: one etcd watch feeds a cache of typed objects with secondary
+// indexes (endpoints by host, by subnet and by label; subnets by VPC).
+// Cached objects are shared by every reader and must never be modified:
+// copy one before changing it. Revision and WaitForRevision give
+// read-your-writes after a Commit. When the watch falls behind etcd's
+// compaction the cache lists again and publishes the difference.
+//
+// Watch streams events to subscribers (REST watches, the compiler) from a
+// ring of recent events, or from etcd for older revisions; a subscriber too
+// slow to keep up is closed rather than allowed to stall the cache.
+//
+// StartEmbedded runs a single-member etcd inside the process for
+// deployments without an external cluster.
+package store

@@ -1,0 +1,262 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+)
+
+func TestWatchReplaysFromRevision(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ringSize int
+	}{
+		{"from the ring", 0},
+		{"from etcd", 2}, // the ring has lost the revisions asked for
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t, envOpts{cfg: func(c *Config) { c.RingSize = tc.ringSize }})
+			s := env.s
+			epRef := func(name string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: name} }
+			put(t, s, endpoint("acme", "e1", "h1", "a", nil))
+			from := put(t, s, endpoint("acme", "e2", "h1", "a", nil))
+			r3 := put(t, s, endpoint("acme", "e3", "h1", "a", nil))
+			put(t, s, endpoint("other", "e1", "h1", "a", nil)) // other tenant
+			put(t, s, host("h1", "192.0.2.1"))                  // other kind
+			r4 := put(t, s, endpoint("acme", "e2", "h2", "a", nil))
+			r5 := del(t, s, epRef("e3"))
+			r6 := del(t, s, epRef("e1"))
+			waitRev(t, s, r6)
+
+			ctx, cancel := context.WithCancel(testCtx(t))
+			defer cancel()
+			ch, err := s.Watch(ctx, "ep", "acme", from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []ev{
+				{EventAdded, "endpoint/acme/e3", r3},
+				{EventModified, "endpoint/acme/e2", r4},
+				{EventDeleted, "endpoint/acme/e3", r5},
+				{EventDeleted, "endpoint/acme/e1", r6},
+			}
+			got := recv(t, ch, len(want))
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("replay (-want +got):\n%s", diff)
+			}
+			// Live events follow with nothing in between.
+			r7 := put(t, s, endpoint("acme", "e7", "h1", "a", nil))
+			if diff := cmp.Diff([]ev{{EventAdded, "endpoint/acme/e7", r7}}, recv(t, ch, 1)); diff != "" {
+				t.Errorf("live (-want +got):\n%s", diff)
+			}
+			cancel()
+			for range ch { // closes when ctx ends
+			}
+		})
+	}
+}
+
+func TestWatchEventCarriesOldObject(t *testing.T) {
+	env := newEnv(t, envOpts{})
+	s := env.s
+	ch, err := s.Watch(testCtx(t), "Endpoint", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, endpoint("acme", "e1", "h1", "a", nil))
+	put(t, s, endpoint("acme", "e1", "h2", "a", nil))
+	var hosts []string
+	for range 2 {
+		e := <-ch
+		hosts = append(hosts, e.Object.(*apiv1.Endpoint).Spec.Host)
+		if e.Old != nil {
+			hosts = append(hosts, "old:"+e.Old.(*apiv1.Endpoint).Spec.Host)
+		}
+	}
+	if diff := cmp.Diff([]string{"h1", "h2", "old:h1"}, hosts); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchCompactedRevision(t *testing.T) {
+	env := newEnv(t, envOpts{cfg: func(c *Config) { c.RingSize = 2 }})
+	s := env.s
+	first := put(t, s, host("h0", "192.0.2.1"))
+	var last int64
+	for i := range 5 {
+		last = put(t, s, host(fmt.Sprintf("h%d", i+1), "192.0.2.1"))
+	}
+	waitRev(t, s, last)
+	if _, err := env.cli.Compact(testCtx(t), last, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Watch(testCtx(t), "Host", "", first)
+	if !errors.Is(err, ErrCompacted) {
+		t.Fatalf("Watch from a compacted revision: %v, want ErrCompacted", err)
+	}
+	// The ring still serves what it holds, compaction or not.
+	ch, err := s.Watch(testCtx(t), "Host", "", last-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]ev{{EventAdded, "host/h5", last}}, recv(t, ch, 1)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestRelistAfterCompaction(t *testing.T) {
+	var (
+		watches int32
+		held    = make(chan int64)
+		release = make(chan struct{})
+	)
+	hooks := testHooks{beforeWatch: func(rev int64) {
+		if atomic.AddInt32(&watches, 1) == 2 { // the rewatch after breakWatch
+			held <- rev
+			<-release
+		}
+	}}
+	env := newEnv(t, envOpts{hooks: hooks})
+	s, cli := env.s, env.cli
+	for _, n := range []string{"x1", "x2", "x3", "x6"} {
+		put(t, s, host(n, "192.0.2.1"))
+	}
+	waitRev(t, s, put(t, s, host("x0", "192.0.2.1")))
+	ch, err := s.Watch(testCtx(t), "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The watch breaks; while it is down, objects change and etcd compacts
+	// the history the store missed.
+	waitFor(t, "first watch", func() bool { return atomic.LoadInt32(&watches) == 1 })
+	s.breakWatch()
+	from := <-held
+	hostRef := func(n string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindHost, Name: n} }
+	put(t, s, host("x1", "192.0.2.11"))
+	del(t, s, hostRef("x2"))
+	put(t, s, host("x4", "192.0.2.4"))
+	put(t, s, host("x5", "192.0.2.5"))
+	del(t, s, hostRef("x5"))
+	put(t, s, host("x3", "192.0.2.31"))
+	put(t, s, host("x3", "192.0.2.32"))
+	del(t, s, hostRef("x6"))
+	last := put(t, s, host("x6", "192.0.2.6"))
+	if _, err := cli.Compact(testCtx(t), last, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if s.Revision() != from {
+		t.Fatalf("cache moved to %d while its watch was down at %d", s.Revision(), from)
+	}
+	close(release)
+
+	waitRev(t, s, last)
+	want := []ev{ // the difference, in key order, at the relist revision
+		{EventModified, "host/x1", last},
+		{EventModified, "host/x3", last},
+		{EventAdded, "host/x4", last},
+		{EventDeleted, "host/x6", last}, // deleted and created again: a new object
+		{EventAdded, "host/x6", last},
+		{EventDeleted, "host/x2", last},
+	}
+	if diff := cmp.Diff(want, recv(t, ch, len(want))); diff != "" {
+		t.Errorf("relist events (-want +got):\n%s", diff)
+	}
+	if got := s.Stats().Relists; got != 1 {
+		t.Errorf("relists %d, want 1", got)
+	}
+
+	// The cache equals etcd.
+	resp, err := cli.Get(testCtx(t), s.Key("v1/hosts/"), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inEtcd, inCache []string
+	for _, kv := range resp.Kvs {
+		inEtcd = append(inEtcd, fmt.Sprintf("%s@%d", kv.Key, kv.ModRevision))
+	}
+	for _, o := range s.List("Host", "") {
+		inCache = append(inCache, fmt.Sprintf("%s@%s", s.ObjectKey(apiv1.RefOf(o)), o.GetObjectMeta().ResourceVersion))
+	}
+	if diff := cmp.Diff(inEtcd, inCache); diff != "" {
+		t.Errorf("cache vs etcd (-etcd +cache):\n%s", diff)
+	}
+
+	// And the watch runs again: the next change arrives once, normally.
+	r := put(t, s, host("x7", "192.0.2.7"))
+	if diff := cmp.Diff([]ev{{EventAdded, "host/x7", r}}, recv(t, ch, 1)); diff != "" {
+		t.Errorf("after relist (-want +got):\n%s", diff)
+	}
+}
+
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	env := newEnv(t, envOpts{cfg: func(c *Config) { c.SubscriberBacklog = 4 }})
+	s := env.s
+	slow, err := s.Watch(testCtx(t), "Host", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	var revs []int64
+	for i := range n {
+		revs = append(revs, put(t, s, host(fmt.Sprintf("h%03d", i), "192.0.2.1")))
+	}
+	// The cache kept going although nobody read.
+	waitRev(t, s, revs[n-1])
+	if got := len(s.List("Host", "")); got != n {
+		t.Fatalf("cache holds %d hosts, want %d", got, n)
+	}
+	var got []int64
+	for e := range slow { // must end: the channel was closed
+		got = append(got, e.Revision)
+	}
+	if len(got) == 0 || len(got) >= n {
+		t.Fatalf("slow subscriber got %d events before its channel closed", len(got))
+	}
+	if diff := cmp.Diff(revs[:len(got)], got); diff != "" {
+		t.Errorf("events before close are not the first ones (-want +got):\n%s", diff)
+	}
+	if d := s.Stats().DroppedWatchers; d != 1 {
+		t.Errorf("dropped watchers %d, want 1", d)
+	}
+	// Watching again from the last revision received loses nothing.
+	again, err := s.Watch(testCtx(t), "Host", "", got[len(got)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := recv(t, again, n-len(got))
+	if rest[0].Rev != revs[len(got)] || rest[len(rest)-1].Rev != revs[n-1] {
+		t.Errorf("re-watch delivered %v .. %v, want %d .. %d", rest[0], rest[len(rest)-1], revs[len(got)], revs[n-1])
+	}
+}
+
+func TestCloseEndsEverything(t *testing.T) {
+	env := newEnv(t, envOpts{})
+	s := env.s
+	ch, err := s.Watch(context.Background(), "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for range ch {
+	}
+	if _, err := s.Commit(testCtx(t), Txn{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Commit after Close: %v", err)
+	}
+	if _, err := s.Watch(testCtx(t), "", "", 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("Watch after Close: %v", err)
+	}
+	if err := s.WaitForRevision(testCtx(t), s.Revision()+1); !errors.Is(err, ErrClosed) {
+		t.Errorf("WaitForRevision after Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
