@@ -249,8 +249,8 @@ func TestErrors(t *testing.T) {
 			wantCode: 422, wantReason: apiv1.ReasonInvalid, wantFields: []string{"spec.cidrs[1]"},
 		},
 		{
-			name: "unknown tenant",
-			call: func() error { _, err := c.Create(ctx, vpc("nope", "x", nil, "10.0.0.0/16")); return err },
+			name:     "unknown tenant",
+			call:     func() error { _, err := c.Create(ctx, vpc("nope", "x", nil, "10.0.0.0/16")); return err },
 			wantCode: 422, wantReason: apiv1.ReasonInvalid, wantFields: []string{"metadata.tenant"},
 		},
 		{

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -95,6 +96,9 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 
 	endpoints := c.cfg.EtcdEndpoints
 	if len(endpoints) == 0 {
+		if err = os.MkdirAll(c.cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
 		c.embedded, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: c.cfg.DataDir, Logger: c.cfg.Logger})
 		if err != nil {
 			return fmt.Errorf("start embedded etcd in %s: %w", c.cfg.DataDir, err)

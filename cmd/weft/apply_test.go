@@ -71,7 +71,7 @@ func TestApplyMalformedAppliesNothing(t *testing.T) {
 	h := newHarness(t)
 	// A good file first, then one whose second document is malformed.
 	r := h.run("apply", "-f", "testdata/beta.json", "-f", "testdata/malformed.yaml")
-	checkResult(t, r, 1, "", "error: testdata/malformed.yaml: document 2 (line 5): spec.cidrz: unknown field\n")
+	checkResult(t, r, 1, "", "error: testdata/malformed.yaml: document 2 (line 5): unknown field \"spec.cidrz\"\n")
 	if w := h.fake.Writes(); len(w) != 0 {
 		t.Errorf("a malformed input still wrote: %v", w)
 	}

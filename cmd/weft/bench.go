@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,8 +27,9 @@ prints progress once a second on stderr and a final report on stdout
 
 func newBenchChurnCmd() *cobra.Command {
 	var (
-		cfg    bench.ChurnConfig
-		output string
+		cfg        bench.ChurnConfig
+		output     string
+		cpuProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "churn",
@@ -41,6 +44,11 @@ latency and the ratio to the etcd baseline measured in the same run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Progress = cmd.ErrOrStderr()
+			stop, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer stop()
 			rep, err := bench.Churn(cmd.Context(), cfg)
 			if rep != nil {
 				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
@@ -66,7 +74,25 @@ latency and the ratio to the etcd baseline measured in the same run.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
 	f.StringVar(&cfg.Server, "server", "", "benchmark a running controller at this URL instead (no etcd baseline)")
 	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (controller and clients) to this file")
 	return cmd
+}
+
+// startCPUProfile starts a CPU profile into path ("" = none) and returns
+// the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // writeReport prints a benchmark report as JSON or as text.

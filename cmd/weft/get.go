@@ -62,7 +62,7 @@ interrupted.`,
 			}
 			if selector != "" {
 				if _, err := apiv1.ParseSelector(selector); err != nil {
-					return usageErrorf("-l %q: %v", selector, err)
+					return usageErrorf("-l: %v", err)
 				}
 			}
 			q := getQuery{kind: k, format: output, selector: selector}
@@ -155,16 +155,49 @@ func (a *app) get(ctx context.Context, cl *client.Client, q getQuery) error {
 
 // watch prints the current objects and then every change until ctx ends
 // (exit 0) or the controller ends the stream or reports an error (exit 1).
+// The current objects come from a List, so that the table's columns can be
+// sized to them, and the watch starts at the list's resourceVersion, so that
+// no change is missed or repeated.
 func (a *app) watch(ctx context.Context, cl *client.Client, q getQuery) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events, err := cl.Watch(ctx, q.kind.Kind, q.tenant, q.selector, "")
+	objs, rv, err := cl.List(ctx, q.kind.Kind, q.tenant, q.selector)
+	if err != nil {
+		return err
+	}
+	var current []client.WatchEvent
+	for _, o := range objs {
+		if q.name == "" || o.GetObjectMeta().Name == q.name {
+			current = append(current, client.WatchEvent{Type: client.Added, Object: o})
+		}
+	}
+	events, err := cl.Watch(ctx, q.kind.Kind, q.tenant, q.selector, rv)
 	if err != nil {
 		return err
 	}
 	table := &streamTable{w: a.stdout}
+	row := func(ev client.WatchEvent) []string {
+		return append([]string{ev.Type}, tableRow(q.kind, ev.Object, q.showTenant, a.env.now())...)
+	}
+	print := func(ev client.WatchEvent) error {
+		if q.format == formatTable {
+			return table.row(row(ev))
+		}
+		return a.writeEvent(ev, q.format)
+	}
 	if q.format == formatTable {
-		if err := table.row(append([]string{"EVENT"}, tableHeaders(q.kind, q.showTenant)...)); err != nil {
+		header := append([]string{"EVENT"}, tableHeaders(q.kind, q.showTenant)...)
+		table.size(header)
+		table.size([]string{client.Modified}) // the widest event type
+		for _, ev := range current {
+			table.size(row(ev))
+		}
+		if err := table.row(header); err != nil {
+			return err
+		}
+	}
+	for _, ev := range current {
+		if err := print(ev); err != nil {
 			return err
 		}
 	}
@@ -175,14 +208,7 @@ func (a *app) watch(ctx context.Context, cl *client.Client, q getQuery) error {
 		if q.name != "" && ev.Object.GetObjectMeta().Name != q.name {
 			continue
 		}
-		var err error
-		switch q.format {
-		case formatTable:
-			err = table.row(append([]string{ev.Type}, tableRow(q.kind, ev.Object, q.showTenant, a.env.now())...))
-		default:
-			err = a.writeEvent(ev, q.format)
-		}
-		if err != nil {
+		if err := print(ev); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -117,8 +118,8 @@ func TestGetJSONAndYAML(t *testing.T) {
 			`  "kind": "Tenant",`,
 			`  "metadata": {`,
 			`    "name": "beta",`,
-			`    "uid": "00000000-0000-4000-8000-000000000009",`,
-			`    "resourceVersion": "9",`,
+			`    "uid": "00000000-0000-4000-8000-000000000002",`,
+			`    "resourceVersion": "2",`,
 			`    "generation": 1,`,
 			`    "creationTimestamp": "2026-01-02T03:04:05Z"`,
 			`  },`,
@@ -177,8 +178,12 @@ func TestGetWatch(t *testing.T) {
 			name: "table",
 			args: []string{"get", "vpcs", "-w"},
 			waits: []string{
-				"EVENT   TENANT   NAME   CIDRS         VNI   AGE\nADDED   acme     main   10.0.0.0/16   101   90m\nADDED   beta     main   10.0.0.0/16   102   90m\n",
-				"MODIFIED   acme     main   10.0.0.0/16   101   90m\n",
+				lines(
+					"EVENT      TENANT   NAME   CIDRS         VNI   AGE",
+					"ADDED      acme     main   10.0.0.0/16   101   90m",
+					"ADDED      beta     main   10.0.0.0/16   102   90m",
+				),
+				"\nMODIFIED   acme     main   10.0.0.0/16   101   90m\n",
 			},
 		},
 		{
@@ -193,7 +198,8 @@ func TestGetWatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()
-			ctx, cancel := context.WithCancel(t.Context())
+			// The deadline only turns a broken watch into a failure instead of a hang.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			out, errOut := newSyncBuffer(), newSyncBuffer()
 			done := make(chan int)
@@ -218,6 +224,9 @@ func TestGetWatch(t *testing.T) {
 			}
 			if !out.waitFor(ctx, tc.waits[1]) {
 				t.Fatalf("change never printed; got:\n%s%s", out, errOut)
+			}
+			if !strings.HasPrefix(out.String(), tc.waits[0]) {
+				t.Errorf("output does not start with the current objects:\n%s", out)
 			}
 			cancel() // like ^C: a watch ends successfully
 			if code := <-done; code != 0 || errOut.String() != "" {

@@ -161,7 +161,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad output", []string{"get", "vpcs", "-o", "wide"},
 			"error: -o \"wide\": want table, json or yaml\n"},
 		{"bad selector", []string{"get", "vpcs", "-l", "a in ("},
-			"error: -l \"a in (\": parse label selector \"a in (\": want a value at offset 6\n"},
+			"error: -l: parse label selector \"a in (\": want ')' to close the values of \"a\"\n"},
 		{"no kind", []string{"get"},
 			"error: weft get: want KIND [NAME], got 0 argument(s)\nRun 'weft get --help' for usage.\n"},
 		{"unknown flag", []string{"get", "vpcs", "--frobnicate"},

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -112,20 +110,27 @@ func writeTable(w io.Writer, headers []string, rows [][]string) error {
 }
 
 // streamTable prints rows one at a time (for watches), padding each column to
-// the widest cell seen so far so that rows stay aligned as long as cells do
-// not grow.
+// the widest cell sized or printed so far, so that rows stay aligned unless a
+// later cell is wider than every earlier one.
 type streamTable struct {
 	w      io.Writer
 	widths []int
 }
 
-func (t *streamTable) row(cells []string) error {
+// size widens the columns to fit cells without printing them.
+func (t *streamTable) size(cells []string) {
 	for len(t.widths) < len(cells) {
 		t.widths = append(t.widths, 0)
 	}
-	var b strings.Builder
 	for i, c := range cells {
 		t.widths[i] = max(t.widths[i], len(c))
+	}
+}
+
+func (t *streamTable) row(cells []string) error {
+	t.size(cells)
+	var b strings.Builder
+	for i, c := range cells {
 		b.WriteString(c)
 		if i < len(cells)-1 {
 			b.WriteString(strings.Repeat(" ", t.widths[i]-len(c)+3))
@@ -138,18 +143,16 @@ func (t *streamTable) row(cells []string) error {
 
 // marshalObject renders one object as indented JSON or as YAML, ending in a newline.
 func marshalObject(o apiv1.Object, format string) ([]byte, error) {
-	data, err := apiv1.Marshal(o, format)
+	data, err := apiv1.Marshal(o, format) // indented JSON, or YAML
 	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", apiv1.RefOf(o), err)
-	}
-	if format == formatJSON {
-		return indentJSON(data)
+		return nil, err
 	}
 	return ensureNewline(data), nil
 }
 
-// listObject is the List object of `get -o json|yaml` without a NAME, the
-// same shape the REST API returns.
+// listObject is the List object of `get -o json|yaml` without a NAME: the
+// shape the REST API returns, with the list's resourceVersion (unlike
+// apiv1.MarshalList, which writes YAML as one document per object).
 type listObject struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -182,15 +185,6 @@ func marshalList(objs []apiv1.Object, resourceVersion, format string) ([]byte, e
 	return ensureNewline(data), nil
 }
 
-func indentJSON(data []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, bytes.TrimSpace(data), "", "  "); err != nil {
-		return nil, fmt.Errorf("indent JSON: %w", err)
-	}
-	buf.WriteByte('\n')
-	return buf.Bytes(), nil
-}
-
 func ensureNewline(b []byte) []byte {
 	if len(b) > 0 && b[len(b)-1] != '\n' {
 		b = append(b, '\n')
@@ -198,36 +192,13 @@ func ensureNewline(b []byte) []byte {
 	return b
 }
 
-// formatSelector writes a LabelSelector in the syntax -l accepts:
-// "app=web,tier in (a,b),!legacy". An empty selector selects everything.
+// formatSelector writes a LabelSelector in the syntax -l accepts; the empty
+// selector, which selects every endpoint of the tenant, is "<all>".
 func formatSelector(sel apiv1.LabelSelector) string {
-	var parts []string
-	keys := make([]string, 0, len(sel.MatchLabels))
-	for k := range sel.MatchLabels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		parts = append(parts, k+"="+sel.MatchLabels[k])
-	}
-	for _, r := range sel.MatchExpressions {
-		switch r.Operator {
-		case apiv1.OpIn:
-			parts = append(parts, r.Key+" in ("+strings.Join(r.Values, ",")+")")
-		case apiv1.OpNotIn:
-			parts = append(parts, r.Key+" notin ("+strings.Join(r.Values, ",")+")")
-		case apiv1.OpExists:
-			parts = append(parts, r.Key)
-		case apiv1.OpDoesNotExist:
-			parts = append(parts, "!"+r.Key)
-		default:
-			parts = append(parts, r.Key+" "+r.Operator+" ("+strings.Join(r.Values, ",")+")")
-		}
-	}
-	if len(parts) == 0 {
+	if sel.Empty() {
 		return "<all>"
 	}
-	return strings.Join(parts, ",")
+	return sel.String()
 }
 
 // formatLabels writes labels sorted by key as k=v pairs.
