@@ -149,3 +149,11 @@ func (v *VNIs) Used() int {
 
 // Range returns the first and last VNI of the range.
 func (v *VNIs) Range() (min, max uint32) { return v.min, v.max }
+
+// IDs allocates small integer identifiers other than VNIs from the same
+// kind of bitmap; the controller uses one for host IDs (the UDP channel's
+// compact host identifier), within 1..MaxVNI.
+type IDs = VNIs
+
+// NewIDs returns an allocator for the IDs min..max inclusive (1..MaxVNI).
+func NewIDs(min, max uint32) (*IDs, error) { return NewVNIs(min, max) }

@@ -46,3 +46,6 @@ func qosRefKey(tenant, qos, endpoint string) string {
 
 // qosRefPrefix covers the endpoints of a QoS class.
 func qosRefPrefix(tenant, qos string) string { return "refs/qos/" + tenant + "/" + qos + "/" }
+
+// hostIDKey reserves one host ID for one Host.
+func hostIDKey(id uint32) string { return fmt.Sprintf("hostid/%d", id) }

@@ -82,11 +82,12 @@ func (c *Config) Validate() error {
 
 // Registry validates, allocates and commits API objects.
 type Registry struct {
-	cfg   Config
-	st    *store.Store
-	log   *slog.Logger
-	vnis  *alloc.VNIs
-	pools *alloc.Pools
+	cfg     Config
+	st      *store.Store
+	log     *slog.Logger
+	vnis    *alloc.VNIs
+	hostIDs *alloc.IDs
+	pools   *alloc.Pools
 
 	poolMu sync.Mutex // serialises pool creation
 
@@ -105,12 +106,17 @@ func New(cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	hostIDs, err := alloc.NewIDs(1, alloc.MaxVNI)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
 	return &Registry{
-		cfg:   cfg,
-		st:    cfg.Store,
-		log:   cfg.Logger.With("subsystem", "registry"),
-		vnis:  vnis,
-		pools: &alloc.Pools{},
+		cfg:     cfg,
+		st:      cfg.Store,
+		log:     cfg.Logger.With("subsystem", "registry"),
+		vnis:    vnis,
+		hostIDs: hostIDs,
+		pools:   &alloc.Pools{},
 	}, nil
 }
 
@@ -119,6 +125,9 @@ func New(cfg Config) (*Registry, error) {
 // and releases of deleted objects, reach this replica's allocators.
 func (r *Registry) Start(ctx context.Context) error {
 	rev := r.st.Revision()
+	for _, o := range r.st.List(apiv1.KindHost, "") {
+		r.observe(store.Event{Type: store.EventAdded, Object: o})
+	}
 	for _, o := range r.st.List(apiv1.KindVPC, "") {
 		r.observe(store.Event{Type: store.EventAdded, Object: o})
 	}
@@ -130,7 +139,7 @@ func (r *Registry) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	for _, kind := range []string{apiv1.KindVPC, apiv1.KindSubnet, apiv1.KindEndpoint} {
+	for _, kind := range []string{apiv1.KindHost, apiv1.KindVPC, apiv1.KindSubnet, apiv1.KindEndpoint} {
 		ch, err := r.st.Watch(ctx, kind, "", rev)
 		if err != nil {
 			cancel()
@@ -186,6 +195,15 @@ func (r *Registry) follow(ctx context.Context, kind string, ch <-chan store.Even
 // idempotent: replaying an event changes nothing.
 func (r *Registry) observe(ev store.Event) {
 	switch o := ev.Object.(type) {
+	case *apiv1.Host:
+		if o.Status.HostID == 0 {
+			return
+		}
+		if ev.Type == store.EventDeleted {
+			r.hostIDs.Release(o.Status.HostID)
+		} else {
+			_ = r.hostIDs.Reserve(o.Status.HostID)
+		}
 	case *apiv1.VPC:
 		if o.Status.VNI == 0 {
 			return
@@ -391,6 +409,10 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 			return nil
 		}
 		switch o := obj.(type) {
+		case *apiv1.Host:
+			if err := r.planHostCreate(a, o); err != nil {
+				return nil, err
+			}
 		case *apiv1.VPC:
 			if err := r.planVPCCreate(a, o); err != nil {
 				return nil, err
@@ -441,6 +463,19 @@ func (r *Registry) planVPCCreate(a *attempt, o *apiv1.VPC) error {
 	// Releasing a VNI that another replica holds is harmless: the etcd
 	// reservation key, not this bitmap, decides; the watch marks it again.
 	a.undo = func() { r.vnis.Release(vni) }
+	return nil
+}
+
+func (r *Registry) planHostCreate(a *attempt, o *apiv1.Host) error {
+	id, err := r.hostIDs.Allocate()
+	if err != nil {
+		return apiv1.NewStatus(http.StatusInsufficientStorage, apiv1.ReasonConflict, "no free host ID: %v", err)
+	}
+	o.Status.HostID = id
+	k := r.st.Key(hostIDKey(id))
+	a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(k, o.Metadata.Name))
+	a.undo = func() { r.hostIDs.Release(id) }
 	return nil
 }
 
@@ -773,6 +808,9 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 		}
 	case *apiv1.Host:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(hostRefPrefix(name)))
+		if o.Status.HostID != 0 {
+			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(hostIDKey(o.Status.HostID))))
+		}
 	case *apiv1.QoSClass:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(qosRefPrefix(t, name)))
 	case *apiv1.VPC:
@@ -850,6 +888,7 @@ func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Ob
 			return nil, apiv1.NewBadRequest("%s has no status", ref.Kind)
 		}
 		st.Set(reflect.ValueOf(obj).Elem().FieldByName("Status"))
+		keepAllocations(next, old)
 		next.GetObjectMeta().ResourceVersion = ""
 		oldRev, _ := strconv.ParseInt(old.GetObjectMeta().ResourceVersion, 10, 64)
 		val, err := encode(next)
@@ -866,6 +905,23 @@ func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Ob
 	}
 	a.obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
 	return a.obj, nil
+}
+
+// keepAllocations restores the status fields that the registry allocated
+// (host ID, VNI, address, MAC, placement): a status writer such as an agent
+// or the liveness tracker reports observations and cannot change them.
+func keepAllocations(next, old apiv1.Object) {
+	switch n := next.(type) {
+	case *apiv1.Host:
+		n.Status.HostID = old.(*apiv1.Host).Status.HostID
+	case *apiv1.VPC:
+		n.Status.VNI = old.(*apiv1.VPC).Status.VNI
+	case *apiv1.Subnet:
+		n.Status.VNI = old.(*apiv1.Subnet).Status.VNI
+	case *apiv1.Endpoint:
+		o := old.(*apiv1.Endpoint).Status
+		n.Status.IP, n.Status.MAC, n.Status.VNI, n.Status.Host = o.IP, o.MAC, o.VNI, o.Host
+	}
 }
 
 // ---- helpers ----

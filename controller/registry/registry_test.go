@@ -99,6 +99,11 @@ func TestCreateAllocatesAndFillsStatus(t *testing.T) {
 	ctx := context.Background()
 	a, _ := r.Get(ctx, apiv1.Ref{Kind: apiv1.KindVPC, Tenant: "acme", Name: "main"})
 	g, _ := r.Get(ctx, apiv1.Ref{Kind: apiv1.KindVPC, Tenant: "globex", Name: "main"})
+	h1, _ := r.Get(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"})
+	h2, _ := r.Get(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h2"})
+	if id1, id2 := h1.(*apiv1.Host).Status.HostID, h2.(*apiv1.Host).Status.HostID; id1 == 0 || id2 == 0 || id1 == id2 {
+		t.Errorf("host IDs h1=%d h2=%d: want distinct, non-zero", id1, id2)
+	}
 	av, gv := a.(*apiv1.VPC).Status.VNI, g.(*apiv1.VPC).Status.VNI
 	if av == 0 || gv == 0 || av == gv {
 		t.Fatalf("VNIs acme=%d globex=%d: want distinct, non-zero", av, gv)
@@ -245,13 +250,14 @@ func TestUpdateAndMigrate(t *testing.T) {
 	st2 := *ep
 	st2.Status.Phase = apiv1.PhaseReady
 	st2.Status.Netns = "/var/run/netns/x"
-	st2.Spec.Host = "h1" // ignored by UpdateStatus
+	st2.Spec.Host = "h1"        // ignored by UpdateStatus
+	st2.Status.IP = "10.0.1.99" // allocated: kept
 	upd, err := r.UpdateStatus(ctx, &st2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := upd.(*apiv1.Endpoint); e.Status.Phase != apiv1.PhaseReady || e.Spec.Host != "h2" {
-		t.Errorf("UpdateStatus: phase %q host %q", e.Status.Phase, e.Spec.Host)
+	if e := upd.(*apiv1.Endpoint); e.Status.Phase != apiv1.PhaseReady || e.Spec.Host != "h2" || e.Status.IP != ip {
+		t.Errorf("UpdateStatus: phase %q host %q ip %q", e.Status.Phase, e.Spec.Host, e.Status.IP)
 	}
 	// Delete frees the address for reuse and the subnet can then go.
 	if _, err := r.Delete(ctx, apiv1.RefOf(ep)); err != nil {

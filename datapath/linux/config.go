@@ -1,0 +1,75 @@
+package linux
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+)
+
+// Config configures a Driver. HostName is required; the rest has defaults.
+type Config struct {
+	// HostName is the host's name. Desired.Host.Name must match it. It is
+	// part of every namespace name the driver makes.
+	HostName string
+	// Prefix starts every namespace name the driver makes (default "wft").
+	// Tests use their testnet prefix so that cleanup finds everything.
+	Prefix string
+	// HostNetns is the path of the host's network namespace, which holds the
+	// underlay device and the VXLAN UDP sockets; "" means the process's own
+	// (/proc/self/ns/net).
+	HostNetns string
+	// NetnsDir holds named namespaces (default /var/run/netns, as `ip netns`).
+	NetnsDir string
+	// Logger receives the driver's logs (default: discarded).
+	Logger *slog.Logger
+	// MissBuffer is the capacity of the Misses channel (default 1024).
+	MissBuffer int
+	// EndpointResync bounds how long Set trusts its cache for the inside of
+	// an unchanged endpoint's namespace (address, routes, neighbour). Zero
+	// means Set re-reads every endpoint namespace every time (drift inside
+	// them is always repaired). Objects in the VPC namespaces are re-read on
+	// every Set regardless.
+	EndpointResync time.Duration
+}
+
+// DefaultNetnsDir is where `ip netns` pins named namespaces.
+const DefaultNetnsDir = "/var/run/netns"
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = "wft"
+	}
+	if c.NetnsDir == "" {
+		c.NetnsDir = DefaultNetnsDir
+	}
+	if c.HostNetns == "" {
+		c.HostNetns = "/proc/self/ns/net"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.MissBuffer <= 0 {
+		c.MissBuffer = 1024
+	}
+	return c
+}
+
+// Validate checks c (after defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if err := checkName("host name", c.HostName); err != nil {
+		return fmt.Errorf("linux datapath config: %w", err)
+	}
+	if err := checkName("prefix", c.Prefix); err != nil {
+		return fmt.Errorf("linux datapath config: %w", err)
+	}
+	if !filepath.IsAbs(c.NetnsDir) || !filepath.IsAbs(c.HostNetns) {
+		return fmt.Errorf("linux datapath config: NetnsDir %q and HostNetns %q must be absolute", c.NetnsDir, c.HostNetns)
+	}
+	if c.EndpointResync < 0 {
+		return fmt.Errorf("linux datapath config: negative EndpointResync %v", c.EndpointResync)
+	}
+	return nil
+}

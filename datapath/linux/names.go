@@ -1,0 +1,136 @@
+package linux
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// What the driver owns is marked so that a restarted driver adopts and
+// repairs it, and prunes only its own orphans:
+//
+//   - namespaces: "<prefix>-<host>-v<vni>" (VPC router) and
+//     "<prefix>-<host>-e<hash>" (an endpoint namespace the driver made);
+//     named namespaces are global on a machine, so the host name is part of
+//     the mark (several test hosts share one machine);
+//   - links, inside those namespaces: "wftx<vni>" (VXLAN) and
+//     "wfte<hash>" (the VPC side of an endpoint's veth, alias "weft:<id>");
+//   - routes: protocol RouteProtocol.
+const (
+	// LinkPrefix starts the name of every link the driver creates.
+	LinkPrefix = "wft"
+	// RouteProtocol marks the driver's routes (rtm_protocol; unassigned in
+	// /etc/iproute2/rt_protos).
+	RouteProtocol = netlink.RouteProtocol(87)
+	// VXLANPort is the IANA VXLAN UDP port.
+	VXLANPort = 4789
+	// AliasPrefix starts the alias of an endpoint's VPC-side veth; the
+	// endpoint ID follows.
+	AliasPrefix = "weft:"
+
+	vxlanLinkPrefix = LinkPrefix + "x"
+	vethLinkPrefix  = LinkPrefix + "e"
+	vethHashLen     = 11 // "wfte" + 11 = 15 = IFNAMSIZ-1
+	epNSHashLen     = 16
+)
+
+var gatewayMAC = [6]byte{0x02, 0x77, 0x66, 0x74, 0x67, 0x77}
+
+// GatewayMAC is the MAC of the distributed gateway (02:77:66:74:67:77, the
+// same on every host): the VPC side of every endpoint veth has it, and every
+// endpoint has a permanent neighbour entry gateway IP -> GatewayMAC, so
+// endpoints never ARP.
+func GatewayMAC() net.HardwareAddr { m := gatewayMAC; return m[:] }
+
+// VTEPMAC is the MAC of a host's VXLAN devices, derived from its underlay
+// address (02:77:a:b:c:d for IPv4). A sender resolves a remote endpoint IP
+// to the VTEPMAC of its host, and the FDB maps that MAC to the host's
+// underlay address; the receiving VXLAN device sees its own MAC as
+// destination and routes the packet in its VPC namespace.
+func VTEPMAC(underlay netip.Addr) net.HardwareAddr {
+	if underlay.Is4() {
+		b := underlay.As4()
+		return net.HardwareAddr{0x02, 0x77, b[0], b[1], b[2], b[3]}
+	}
+	s := sha256.Sum256(underlay.AsSlice())
+	return net.HardwareAddr{0x02, 0x76, s[0], s[1], s[2], s[3]}
+}
+
+var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func hashID(id string, n int) string {
+	s := sha256.Sum256([]byte(id))
+	return b32.EncodeToString(s[:])[:n]
+}
+
+func vxlanName(vni uint32) string { return vxlanLinkPrefix + strconv.FormatUint(uint64(vni), 10) }
+
+// VethName is the name of the VPC-side veth of endpoint id.
+func VethName(id string) string { return vethLinkPrefix + hashID(id, vethHashLen) }
+
+// names builds and parses the driver's namespace names.
+type names struct {
+	base string // "<prefix>-<host>-"
+}
+
+func newNames(prefix, host string) names { return names{base: prefix + "-" + host + "-"} }
+
+func (n names) vpc(vni uint32) string { return n.base + "v" + strconv.FormatUint(uint64(vni), 10) }
+
+func (n names) endpoint(id string) string { return n.base + "e" + hashID(id, epNSHashLen) }
+
+// parse reports whether name is one of ours: a VPC namespace (vni != 0) or
+// an endpoint namespace (ep true).
+func (n names) parse(name string) (vni uint32, ep bool) {
+	rest, ok := strings.CutPrefix(name, n.base)
+	if !ok || len(rest) < 2 {
+		return 0, false
+	}
+	switch rest[0] {
+	case 'v':
+		v, err := strconv.ParseUint(rest[1:], 10, 32)
+		if err != nil || v == 0 || strconv.FormatUint(v, 10) != rest[1:] {
+			return 0, false
+		}
+		return uint32(v), false
+	case 'e':
+		if len(rest) != 1+epNSHashLen {
+			return 0, false
+		}
+		if _, err := b32.DecodeString(rest[1:]); err != nil {
+			return 0, false
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+func vniOfVxlan(name string) (uint32, bool) {
+	s, ok := strings.CutPrefix(name, vxlanLinkPrefix)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	return uint32(v), err == nil
+}
+
+func aliasOf(id string) string { return AliasPrefix + id }
+
+func checkName(what, s string) error {
+	if s == "" || len(s) > 64 {
+		return fmt.Errorf("%s %q: want 1..64 characters", what, s)
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || (i > 0 && (r == '-' || r == '_' || r == '.'))
+		if !ok {
+			return fmt.Errorf("%s %q: only letters, digits and (not first) '-', '_', '.'", what, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package linux
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// createNamedNS makes a network namespace pinned at dir/name (like
+// `ip netns add`). The namespace starts with a down loopback only.
+func createNamedNS(dir, name string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create netns %s: %w", name, err)
+	}
+	path := filepath.Join(dir, name)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create netns %s: %w", name, err)
+	}
+	f.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread leaves the process's namespace and is never unlocked:
+		// the runtime destroys it when this goroutine returns.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind mount: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return fmt.Errorf("create netns %s: %w", name, err)
+	}
+	return nil
+}
+
+// deleteNamedNS unpins dir/name; a missing one is not an error.
+func deleteNamedNS(dir, name string) error {
+	path := filepath.Join(dir, name)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete netns %s: unmount: %w", name, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete netns %s: %w", name, err)
+	}
+	return nil
+}
+
+// inNS runs fn on a thread that has entered the namespace ns, then moves the
+// thread back (or lets the runtime destroy it if that fails).
+func inNS(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// sysctl is one /proc/sys/net setting of a namespace.
+type sysctl struct{ key, value string }
+
+// readSysctls returns the current values of keys inside ns.
+func readSysctls(ns netns.NsHandle, keys []sysctl) ([]string, error) {
+	vals := make([]string, len(keys))
+	err := inNS(ns, func() error {
+		for i, k := range keys {
+			b, err := os.ReadFile("/proc/sys/" + k.key)
+			if err != nil {
+				return fmt.Errorf("read sysctl %s: %w", k.key, err)
+			}
+			vals[i] = strings.TrimSpace(string(b))
+		}
+		return nil
+	})
+	return vals, err
+}
+
+// writeSysctls writes every setting inside ns, in order.
+func writeSysctls(ns netns.NsHandle, keys []sysctl) error {
+	return inNS(ns, func() error {
+		for _, k := range keys {
+			if err := os.WriteFile("/proc/sys/"+k.key, []byte(k.value), 0o644); err != nil {
+				return fmt.Errorf("write sysctl %s=%s: %w", k.key, k.value, err)
+			}
+		}
+		return nil
+	})
+}
+
+// sameFile reports whether the namespace pinned at path is the one held by fd.
+func sameFile(path string, fd netns.NsHandle) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(path, &a) != nil || unix.Fstat(int(fd), &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// isNetns reports whether path is a pinned network namespace.
+func isNetns(path string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(path, &fs) == nil && fs.Type == unix.NSFS_MAGIC
+}

@@ -1,0 +1,410 @@
+package linux
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/datapath"
+)
+
+var nativeEndian = binary.NativeEndian
+
+// Set implements datapath.Driver. It reads the kernel state of every VPC
+// namespace (links, routes, addresses, neighbours, FDB), and of every
+// endpoint namespace unless Config.EndpointResync allows trusting the cache,
+// and writes only what differs.
+func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
+	n, err := desired.Normalize()
+	if err != nil {
+		return fmt.Errorf("linux set: %w", err)
+	}
+	if err := d.check(n); err != nil {
+		return fmt.Errorf("linux set: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return datapath.ErrClosed
+	}
+	start := time.Now()
+	before := d.ops.counts()
+
+	mtu := n.Host.MTU
+	if mtu == 0 {
+		l, err := d.host.LinkByName(n.Host.UnderlayDev)
+		if err != nil {
+			return fmt.Errorf("linux set: underlay device %q: %w", n.Host.UnderlayDev, err)
+		}
+		mtu = l.Attrs().MTU
+	}
+	d.smu.Lock()
+	d.underlay = n.Host.UnderlayIP
+	d.smu.Unlock()
+	hc := hostCfg{underlay: n.Host.UnderlayIP, mtu: mtu - datapath.VXLANOverhead}
+
+	onDisk, epNS, err := d.listOwned()
+	if err != nil {
+		return fmt.Errorf("linux set: %w", err)
+	}
+	var errs []error
+
+	// 1. VPCs that are no longer wanted.
+	for vni := range d.vpcs {
+		onDisk[vni] = d.names.vpc(vni)
+	}
+	for vni := range onDisk {
+		if n.VPC(vni) == nil {
+			errs = append(errs, d.removeVPC(vni))
+		}
+	}
+
+	// 2. Each wanted VPC: the namespace and its VXLAN device, then the
+	// endpoints that left it (before any is created elsewhere, so an
+	// endpoint that changes VPC frees its interface name first).
+	byVNI := map[uint32][]*datapath.Endpoint{}
+	for i := range n.Endpoints {
+		e := &n.Endpoints[i]
+		byVNI[e.VNI] = append(byVNI[e.VNI], e)
+	}
+	type pass struct {
+		vs   *vpcNS
+		scan *vpcScan
+		v    datapath.VPC
+	}
+	var passes []pass
+	for _, v := range n.VPCs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("linux set: %w", err)
+		}
+		vs, scan, err := d.ensureVPC(v, hc)
+		if err != nil {
+			errs = append(errs, err)
+			d.smu.Lock()
+			for _, e := range byVNI[v.VNI] {
+				delete(d.eps, e.ID)
+			}
+			d.smu.Unlock()
+			continue
+		}
+		errs = append(errs, d.removeStaleEndpoints(vs, scan, byVNI[v.VNI]))
+		passes = append(passes, pass{vs, scan, v})
+	}
+	// Forget endpoints that are gone everywhere.
+	wantEP := map[string]bool{}
+	for _, e := range n.Endpoints {
+		wantEP[e.ID] = true
+	}
+	d.smu.Lock()
+	for id := range d.eps {
+		if !wantEP[id] {
+			delete(d.eps, id)
+		}
+	}
+	d.smu.Unlock()
+
+	// 3. Endpoints, then the routes and neighbours of each VPC namespace.
+	for _, p := range passes {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("linux set: %w", err)
+		}
+		errs = append(errs, d.convergeVPC(ctx, p.vs, p.scan, p.v, byVNI[p.v.VNI], hc))
+	}
+
+	// 4. Endpoint namespaces the driver made and no longer needs.
+	ownNS := map[string]bool{}
+	for _, e := range n.Endpoints {
+		if e.Netns == "" {
+			ownNS[d.names.endpoint(e.ID)] = true
+		}
+	}
+	for name := range epNS {
+		if !ownNS[name] {
+			errs = append(errs, d.ops.write(opNetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
+		}
+	}
+
+	err = errors.Join(errs...)
+	if c := d.ops.counts().Sub(before); len(c) > 0 || err != nil {
+		d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "writes", c.String(), "took", time.Since(start), "err", err)
+	}
+	if err != nil {
+		return fmt.Errorf("linux set: %w", err)
+	}
+	return nil
+}
+
+// check rejects what this driver cannot program yet.
+func (d *Driver) check(n *datapath.Desired) error {
+	var errs []error
+	if n.Host.Name != d.cfg.HostName {
+		errs = append(errs, fmt.Errorf("%w: host %q, but the driver runs for %q", datapath.ErrInvalid, n.Host.Name, d.cfg.HostName))
+	}
+	if !n.Host.UnderlayIP.Is4() {
+		errs = append(errs, fmt.Errorf("%w: underlay %s: only IPv4 is supported", datapath.ErrInvalid, n.Host.UnderlayIP))
+	}
+	if n.Host.MTU == 0 && n.Host.UnderlayDev == "" {
+		errs = append(errs, fmt.Errorf("%w: host %q: neither MTU nor underlay device", datapath.ErrInvalid, n.Host.Name))
+	}
+	for _, v := range n.VPCs {
+		for _, s := range v.Subnets {
+			if !s.CIDR.Addr().Is4() {
+				errs = append(errs, fmt.Errorf("%w: vpc %d subnet %q: only IPv4 is supported", datapath.ErrInvalid, v.VNI, s.Name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type hostCfg struct {
+	underlay netip.Addr
+	mtu      int // overlay MTU
+}
+
+// vpcScan is the kernel state of a VPC namespace read at the start of a Set.
+type vpcScan struct {
+	links   map[string]netlink.Link
+	routes  []netlink.Route // protocol RouteProtocol, main table
+	loAddrs []netlink.Addr
+	neighs  []netlink.Neigh // IPv4, every link
+	fdb     []netlink.Neigh // of the VXLAN device, only withFDB
+}
+
+// scan reads the VPC namespace. Set does not need the FDB here: the remotes
+// are re-read under the fast-path lock (see convergeRemotes).
+func (vs *vpcNS) scan(withFDB bool) (*vpcScan, error) {
+	s := &vpcScan{links: map[string]netlink.Link{}}
+	links, err := dump("links", vs.h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		s.links[l.Attrs().Name] = l
+	}
+	s.routes, err = dump("routes", func() ([]netlink.Route, error) {
+		return vs.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if lo := s.links["lo"]; lo != nil {
+		if s.loAddrs, err = dump("addresses", func() ([]netlink.Addr, error) { return vs.h.AddrList(lo, netlink.FAMILY_V4) }); err != nil {
+			return nil, err
+		}
+	}
+	if s.neighs, err = dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(0, netlink.FAMILY_V4) }); err != nil {
+		return nil, err
+	}
+	if vx := s.links[vxlanName(vs.vni)]; vx != nil && withFDB {
+		if s.fdb, err = dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vx.Attrs().Index, unix.AF_BRIDGE) }); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// ensureVPC makes sure the VPC namespace exists with a correct, up VXLAN
+// device and an up loopback, and returns its scan.
+func (d *Driver) ensureVPC(v datapath.VPC, hc hostCfg) (*vpcNS, *vpcScan, error) {
+	vs := d.vpcs[v.VNI]
+	if vs != nil && !sameFile(vs.path, vs.ns) {
+		// Someone deleted (or replaced) the namespace behind our back.
+		d.log.Warn("vpc namespace replaced, re-creating", "vni", v.VNI)
+		d.dropDetached(vs)
+		vs = nil
+	}
+	if vs == nil {
+		var err error
+		if vs, err = d.openVPC(v.VNI, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	if vs.listenDied.Load() {
+		d.log.Warn("restarting miss listener", "vni", v.VNI)
+		vs.stopListener()
+		if err := d.startListener(vs); err != nil {
+			return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+		}
+	}
+	scan, err := vs.scan(false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+	}
+	if lo := scan.links["lo"]; lo != nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(lo) }); err != nil {
+			return nil, nil, fmt.Errorf("vpc %d: set lo up: %w", v.VNI, err)
+		}
+	}
+	if err := d.ensureVXLAN(vs, scan, hc); err != nil {
+		return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+	}
+	return vs, scan, nil
+}
+
+// dropDetached forgets a VPC namespace whose pin was removed by someone
+// else, deleting its devices first so that its VNI is free again.
+func (d *Driver) dropDetached(vs *vpcNS) {
+	if links, err := dump("links", vs.h.LinkList); err == nil {
+		for _, l := range links {
+			if l.Attrs().Name != "lo" {
+				_ = d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) })
+			}
+		}
+	}
+	d.smu.Lock()
+	delete(d.vpcs, vs.vni)
+	d.smu.Unlock()
+	vs.close()
+}
+
+func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
+	name := vxlanName(vs.vni)
+	mac := VTEPMAC(hc.underlay)
+	cur, _ := scan.links[name].(*netlink.Vxlan)
+	if l := scan.links[name]; l != nil && (cur == nil || !vxlanImmutableOK(cur, vs.vni, hc.underlay)) {
+		d.log.Warn("vxlan device has wrong settings, re-creating", "vni", vs.vni)
+		if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
+			return fmt.Errorf("delete vxlan: %w", err)
+		}
+		delete(scan.links, name)
+		scan.neighs, scan.fdb = dropLink(scan.neighs, l.Attrs().Index), nil
+		cur = nil
+	}
+	if cur == nil {
+		vx := &netlink.Vxlan{
+			LinkAttrs: netlink.LinkAttrs{Name: name, MTU: hc.mtu, HardwareAddr: mac, Namespace: netlink.NsFd(vs.ns)},
+			VxlanId:   int(vs.vni),
+			SrcAddr:   hc.underlay.AsSlice(),
+			Port:      VXLANPort,
+			Learning:  false,
+		}
+		// Created through the host namespace's socket, so its UDP socket
+		// lives there (on the underlay), and placed in the VPC namespace.
+		if err := d.ops.write(opLinkAdd, func() error { return d.host.LinkAdd(vx) }); err != nil {
+			return fmt.Errorf("add vxlan %s: %w", name, err)
+		}
+		l, err := vs.h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("find new vxlan %s: %w", name, err)
+		}
+		if err := d.convergeSysctls(vs.ns, vxlanSysctls(vs.vni), true); err != nil {
+			return err
+		}
+		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(l) }); err != nil {
+			return fmt.Errorf("set %s up: %w", name, err)
+		}
+		vs.vxIndex.Store(int32(l.Attrs().Index))
+		scan.links[name] = l
+		// A new device has no neighbours or FDB: learned remotes are gone.
+		d.smu.Lock()
+		vs.remotes, vs.fdb, vs.vxChecked = map[netip.Addr]*remote{}, map[netip.Addr]int{}, true
+		d.smu.Unlock()
+		return nil
+	}
+	vs.vxIndex.Store(int32(cur.Index))
+	if !vs.vxChecked {
+		if err := d.convergeSysctls(vs.ns, vxlanSysctls(vs.vni), false); err != nil {
+			return err
+		}
+		vs.vxChecked = true
+	}
+	if cur.MTU != hc.mtu {
+		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetMTU(cur, hc.mtu) }); err != nil {
+			return fmt.Errorf("set %s mtu: %w", name, err)
+		}
+	}
+	if !bytes.Equal(cur.HardwareAddr, mac) {
+		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetHardwareAddr(cur, mac) }); err != nil {
+			return fmt.Errorf("set %s mac: %w", name, err)
+		}
+	}
+	if cur.Flags&net.FlagUp == 0 {
+		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(cur) }); err != nil {
+			return fmt.Errorf("set %s up: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func vxlanImmutableOK(vx *netlink.Vxlan, vni uint32, underlay netip.Addr) bool {
+	groupOK := len(vx.Group) == 0 || vx.Group.IsUnspecified()
+	return vx.VxlanId == int(vni) && ipAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
+		!vx.Learning && !vx.FlowBased && groupOK
+}
+
+// removeStaleEndpoints deletes the veths of endpoints that are no longer
+// wanted in this VPC (the peer in the endpoint namespace goes with it).
+func (d *Driver) removeStaleEndpoints(vs *vpcNS, scan *vpcScan, eps []*datapath.Endpoint) error {
+	want := map[string]bool{}
+	for _, e := range eps {
+		want[VethName(e.ID)] = true
+	}
+	var errs []error
+	for name, l := range scan.links {
+		if !strings.HasPrefix(name, vethLinkPrefix) || want[name] {
+			continue
+		}
+		if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
+			errs = append(errs, fmt.Errorf("vpc %d: delete endpoint veth %s (%s): %w", vs.vni, name, l.Attrs().Alias, err))
+			continue
+		}
+		d.log.Info("endpoint removed", "vni", vs.vni, "veth", name, "alias", l.Attrs().Alias)
+		delete(scan.links, name)
+		scan.neighs = dropLink(scan.neighs, l.Attrs().Index)
+		scan.routes = dropRoutes(scan.routes, l.Attrs().Index)
+	}
+	return errors.Join(errs...)
+}
+
+// convergeVPC programs the endpoints of one VPC, then its gateway addresses,
+// routes, neighbours and learned remotes.
+func (d *Driver) convergeVPC(ctx context.Context, vs *vpcNS, scan *vpcScan, v datapath.VPC, eps []*datapath.Endpoint, hc hostCfg) error {
+	var errs []error
+	vx := scan.links[vxlanName(vs.vni)]
+	routes := make([]netlink.Route, 0, len(v.Subnets)+len(eps))
+	neighs := make([]netlink.Neigh, 0, len(eps))
+	for _, s := range v.Subnets {
+		routes = append(routes, linkRoute(s.CIDR, vx.Attrs().Index))
+	}
+	for _, e := range eps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		link, err := d.ensureEndpoint(vs, scan, e, hc)
+		if err != nil {
+			d.smu.Lock()
+			delete(d.eps, e.ID)
+			d.smu.Unlock()
+			errs = append(errs, fmt.Errorf("endpoint %q: %w", e.ID, err))
+			continue
+		}
+		idx := link.Attrs().Index
+		routes = append(routes, linkRoute(netip.PrefixFrom(e.IP, 32), idx))
+		neighs = append(neighs, netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: e.IP.AsSlice(), HardwareAddr: e.MAC})
+	}
+
+	gws := make([]netip.Prefix, 0, len(v.Subnets))
+	for _, s := range v.Subnets {
+		gws = append(gws, netip.PrefixFrom(s.Gateway, 32))
+	}
+	errs = append(errs, d.convergeAddrs(vs.h, scan.links["lo"], scan.loAddrs, gws, 0, true))
+	errs = append(errs, d.convergeRoutes(vs.h, scan.routes, routes))
+	errs = append(errs, d.convergePermanentNeighs(vs.h, scan.neighs, neighs, func(n netlink.Neigh) bool {
+		return n.LinkIndex != vx.Attrs().Index
+	}))
+	errs = append(errs, d.convergeRemotes(vs, vx.Attrs().Index))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("vpc %d: %w", vs.vni, err)
+	}
+	return nil
+}

@@ -1,0 +1,16 @@
+// Package sim is an in-memory datapath.Driver for scale runs and for tests
+// of the layers above the data plane.
+//
+// A Driver keeps the normalized desired state, the learned remotes and a
+// count of every add/update/del per object kind. It starts no goroutines
+// and allocates its maps and its Misses channel lazily, so one process can
+// host 100,000 of them (see BenchmarkMemory for bytes per driver). Resolve
+// decides a packet's fate the way the linux driver's per-VPC router does,
+// including the on-demand learn path: an unknown destination inside the VPC
+// emits a Miss; once Learn'd, it forwards to the remote host.
+//
+//	d := sim.New(sim.Config{})
+//	_ = d.Set(ctx, desired)
+//	dec, _ := d.Resolve("acme/web-1", netip.MustParseAddr("10.0.1.20"))
+//	// dec.Verdict == sim.VerdictMiss and d.Misses() yields {VNI, 10.0.1.20}
+package sim

@@ -1,0 +1,190 @@
+package datapath
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// MaxVNI is the largest 24-bit VXLAN network identifier.
+const MaxVNI = 1<<24 - 1
+
+// Normalize returns a deep copy of d with defaults filled in (subnet
+// gateways, endpoint Gateway/Prefix/IfName) and slices in canonical order
+// (VPCs by VNI, subnets by CIDR, endpoints by ID), or an error wrapping
+// ErrInvalid that lists every problem. Drivers program the copy, so a caller
+// may reuse d after Set returns.
+func (d *Desired) Normalize() (*Desired, error) {
+	if d == nil {
+		return nil, fmt.Errorf("%w: nil desired state", ErrInvalid)
+	}
+	n := &Desired{Host: d.Host}
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+
+	h := d.Host
+	if h.Name == "" {
+		bad("host: empty name")
+	}
+	if !h.UnderlayIP.IsValid() {
+		bad("host %q: no underlay IP", h.Name)
+	}
+	if h.MTU < 0 || (h.MTU > 0 && h.MTU-VXLANOverhead < 576) {
+		bad("host %q: underlay MTU %d leaves less than 576 for the overlay", h.Name, h.MTU)
+	}
+
+	type subnetKey struct {
+		vni  uint32
+		name string
+	}
+	subnets := map[subnetKey]Subnet{}
+	for _, v := range d.VPCs {
+		nv := VPC{Tenant: v.Tenant, Name: v.Name, VNI: v.VNI}
+		if v.VNI == 0 || v.VNI > MaxVNI {
+			bad("vpc %s/%s: VNI %d out of range 1..%d", v.Tenant, v.Name, v.VNI, MaxVNI)
+		}
+		for _, s := range v.Subnets {
+			if s.Name == "" {
+				bad("vpc %d: subnet with empty name", v.VNI)
+			}
+			if !s.CIDR.IsValid() || s.CIDR != s.CIDR.Masked() {
+				bad("vpc %d subnet %q: CIDR %s is not a network prefix", v.VNI, s.Name, s.CIDR)
+				continue
+			}
+			if !s.Gateway.IsValid() {
+				s.Gateway = s.CIDR.Addr().Next()
+			}
+			if !s.CIDR.Contains(s.Gateway) || s.Gateway == s.CIDR.Addr() {
+				bad("vpc %d subnet %q: gateway %s not a host address of %s", v.VNI, s.Name, s.Gateway, s.CIDR)
+			}
+			k := subnetKey{v.VNI, s.Name}
+			if _, dup := subnets[k]; dup {
+				bad("vpc %d: duplicate subnet %q", v.VNI, s.Name)
+			}
+			for _, o := range nv.Subnets {
+				if o.CIDR.Overlaps(s.CIDR) {
+					bad("vpc %d: subnet %q (%s) overlaps subnet %q (%s)", v.VNI, s.Name, s.CIDR, o.Name, o.CIDR)
+				}
+			}
+			subnets[k] = s
+			nv.Subnets = append(nv.Subnets, s)
+		}
+		slices.SortFunc(nv.Subnets, func(a, b Subnet) int { return ComparePrefix(a.CIDR, b.CIDR) })
+		n.VPCs = append(n.VPCs, nv)
+	}
+	slices.SortFunc(n.VPCs, func(a, b VPC) int { return cmp.Compare(a.VNI, b.VNI) })
+	for i := 1; i < len(n.VPCs); i++ {
+		if n.VPCs[i].VNI == n.VPCs[i-1].VNI {
+			bad("duplicate VNI %d", n.VPCs[i].VNI)
+		}
+	}
+
+	type ipKey struct {
+		vni uint32
+		ip  netip.Addr
+	}
+	ips := map[ipKey]string{}
+	attach := map[string]string{} // netns+ifname -> endpoint ID
+	for _, e := range d.Endpoints {
+		ne := e
+		ne.MAC = slices.Clone(e.MAC)
+		if e.ID == "" {
+			bad("endpoint with empty ID (ip %s)", e.IP)
+		}
+		if ne.IfName == "" {
+			ne.IfName = DefaultIfName
+		}
+		if err := checkIfName(ne.IfName); err != nil {
+			bad("endpoint %q: %v", e.ID, err)
+		}
+		if e.Netns != "" && !filepath.IsAbs(e.Netns) {
+			bad("endpoint %q: netns %q is not an absolute path", e.ID, e.Netns)
+		}
+		if len(e.MAC) != 6 || e.MAC[0]&1 != 0 || bytes.Equal(e.MAC, make(net.HardwareAddr, 6)) {
+			bad("endpoint %q: MAC %q is not a unicast Ethernet address", e.ID, e.MAC)
+		}
+		s, ok := subnets[subnetKey{e.VNI, e.Subnet}]
+		if !ok {
+			bad("endpoint %q: no subnet %q in VNI %d", e.ID, e.Subnet, e.VNI)
+		} else {
+			if !ne.Prefix.IsValid() {
+				ne.Prefix = s.CIDR
+			}
+			if !ne.Gateway.IsValid() {
+				ne.Gateway = s.Gateway
+			}
+			if ne.Prefix != s.CIDR {
+				bad("endpoint %q: prefix %s differs from subnet %q (%s)", e.ID, ne.Prefix, s.Name, s.CIDR)
+			}
+			if ne.Gateway != s.Gateway {
+				bad("endpoint %q: gateway %s differs from subnet %q (%s)", e.ID, ne.Gateway, s.Name, s.Gateway)
+			}
+			if !e.IP.IsValid() || !s.CIDR.Contains(e.IP) || e.IP == s.CIDR.Addr() || e.IP == s.Gateway {
+				bad("endpoint %q: IP %s is not a host address of %s other than the gateway", e.ID, e.IP, s.CIDR)
+			}
+		}
+		if e.IP.IsValid() {
+			k := ipKey{e.VNI, e.IP}
+			if other, dup := ips[k]; dup {
+				bad("endpoint %q: IP %s in VNI %d already used by %q", e.ID, e.IP, e.VNI, other)
+			}
+			ips[k] = e.ID
+		}
+		if e.Netns != "" {
+			k := e.Netns + "\x00" + ne.IfName
+			if other, dup := attach[k]; dup {
+				bad("endpoint %q: %s in %s already used by %q", e.ID, ne.IfName, e.Netns, other)
+			}
+			attach[k] = e.ID
+		}
+		n.Endpoints = append(n.Endpoints, ne)
+	}
+	slices.SortFunc(n.Endpoints, func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	for i := 1; i < len(n.Endpoints); i++ {
+		if n.Endpoints[i].ID == n.Endpoints[i-1].ID {
+			bad("duplicate endpoint %q", n.Endpoints[i].ID)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return n, nil
+}
+
+func checkIfName(name string) error {
+	if len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
+		return fmt.Errorf("invalid interface name %q", name)
+	}
+	return nil
+}
+
+// Validate checks a remote as received from the controller.
+func (r Remote) Validate() error {
+	switch {
+	case r.VNI == 0 || r.VNI > MaxVNI:
+		return fmt.Errorf("%w: remote %s: VNI %d out of range", ErrInvalid, r.IP, r.VNI)
+	case !r.IP.IsValid():
+		return fmt.Errorf("%w: remote in VNI %d: no IP", ErrInvalid, r.VNI)
+	case !r.HostUnderlay.IsValid():
+		return fmt.Errorf("%w: remote %d/%s: no host underlay address", ErrInvalid, r.VNI, r.IP)
+	}
+	return nil
+}
+
+// VPC returns the VPC with the given VNI, or nil.
+func (d *Desired) VPC(vni uint32) *VPC {
+	for i := range d.VPCs {
+		if d.VPCs[i].VNI == vni {
+			return &d.VPCs[i]
+		}
+	}
+	return nil
+}

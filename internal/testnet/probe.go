@@ -1,0 +1,150 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// Ping sends exactly one ICMP echo request from inside the namespace at
+// nsPath to dst and waits for the matching reply until ctx is done. It
+// returns the round-trip time. It never retransmits, so a lost first packet
+// shows up as an error.
+func Ping(ctx context.Context, nsPath string, dst netip.Addr) (time.Duration, error) {
+	if !dst.Is4() {
+		return 0, fmt.Errorf("ping %s: only IPv4", dst)
+	}
+	var c *icmp.PacketConn
+	if err := Do(nsPath, func() error {
+		var err error
+		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("ping %s: %w", dst, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
+	defer stop()
+
+	id, seq := rand.IntN(1<<16), 1
+	payload := []byte("weft-testnet-probe")
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: payload}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return 0, fmt.Errorf("ping %s: %w", dst, err)
+	}
+	start := time.Now()
+	if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return 0, fmt.Errorf("ping %s: send: %w", dst, err)
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("ping %s: no reply: %w", dst, ctx.Err())
+			}
+			return 0, fmt.Errorf("ping %s: receive: %w", dst, err)
+		}
+		rtt := time.Since(start)
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil {
+			continue
+		}
+		echo, ok := m.Body.(*icmp.Echo)
+		if m.Type != ipv4.ICMPTypeEchoReply || !ok || echo.ID != id || echo.Seq != seq {
+			continue
+		}
+		if a, ok := from.(*net.IPAddr); !ok || !a.IP.Equal(dst.AsSlice()) {
+			continue
+		}
+		return rtt, nil
+	}
+}
+
+// ListenTCP listens on addr ("ip:port") inside the namespace at nsPath.
+func ListenTCP(nsPath, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := Do(nsPath, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s in %s: %w", addr, nsPath, err)
+	}
+	return l, nil
+}
+
+// DialTCP connects from inside the namespace at nsPath to addr ("ip:port").
+func DialTCP(ctx context.Context, nsPath, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := Do(nsPath, func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s from %s: %w", addr, nsPath, err)
+	}
+	return c, nil
+}
+
+// ServeHello accepts connections on l and writes hello to each, then closes
+// it, until l is closed. The returned function closes l and waits for the
+// server to stop.
+func ServeHello(l net.Listener, hello string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Write([]byte(hello))
+			c.Close()
+		}
+	}()
+	return func() {
+		l.Close()
+		<-done
+	}
+}
+
+// Hello dials addr from the namespace at nsPath and returns what the server
+// wrote before closing (see ServeHello).
+func Hello(ctx context.Context, nsPath, addr string) (string, error) {
+	c, err := DialTCP(ctx, nsPath, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	var b []byte
+	buf := make([]byte, 256)
+	for {
+		n, err := c.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil {
+			if len(b) > 0 {
+				return string(b), nil
+			}
+			return "", fmt.Errorf("read from %s: %w", addr, err)
+		}
+	}
+}
