@@ -1,0 +1,308 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/agent/learn"
+	"github.com/weftnet/weft/agent/state"
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/wire"
+)
+
+// Agent is one host's agent. Build it with New, run it with Start, stop it
+// with Close.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	driver   datapath.Driver
+	key      wire.Key // cfg.Key prepared for sealing datagrams
+	verifier *wire.Verifier
+	seq      *wire.Sequence
+	counters counters
+
+	hostID    atomic.Uint32
+	connected atomic.Bool
+	version   atomic.Uint64 // mirror of view.Version for lock-free reads
+
+	// setMu serializes programming: Driver.Set, adopting a view, persisting.
+	// Lock order: setMu, then mu, then learnMu.
+	setMu sync.Mutex
+
+	mu        sync.Mutex // guards the fields below
+	view      *state.View
+	desired   *datapath.Desired // translated from view (nil before any view)
+	applied   uint64            // version of the view last programmed without error
+	persisted uint64            // version of the view on disk
+	setErr    error             // error of the last Set (nil after a success)
+	replicas  []string          // controller replicas, from Config then Welcome
+	reports   []EndpointReport  // latest endpoint reports, for the reporter loop
+
+	learnMu sync.Mutex
+	cache   *learn.Cache
+
+	reconcileKick chan struct{}
+	reportKick    chan struct{}
+	learnWake     chan struct{}
+
+	udp    *net.UDPConn
+	udpDst netip.AddrPort
+
+	lifeMu     sync.Mutex
+	started    bool
+	closed     bool
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	startTime  time.Time
+	collectors []prometheus.Collector
+}
+
+// New validates cfg and returns an agent that is not started.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	cfg.Key = slices.Clone(cfg.Key)
+	cfg.StreamAddrs = slices.Clone(cfg.StreamAddrs)
+	key, err := wire.NewKey(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	cache, err := learn.New(learn.Config{
+		TTL: cfg.LearnTTL, NegativeTTL: cfg.NegativeTTL, RetryTimeout: cfg.LookupTimeout, MaxTries: cfg.LookupTries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{
+		cfg:           cfg,
+		log:           cfg.Logger.With("subsystem", "agent", "host", cfg.Host),
+		driver:        cfg.Driver,
+		key:           key,
+		seq:           wire.NewSequence(time.Now()),
+		view:          state.New(cfg.Host),
+		replicas:      cfg.StreamAddrs,
+		cache:         cache,
+		reconcileKick: make(chan struct{}, 1),
+		reportKick:    make(chan struct{}, 1),
+		learnWake:     make(chan struct{}, 1),
+	}
+	a.verifier, err = wire.NewVerifier(wire.VerifierConfig{
+		Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
+			// Controller → host datagrams carry the receiving host's ID:
+			// only ours is accepted.
+			if id == 0 || id != a.hostID.Load() {
+				return nil, false
+			}
+			return a.cfg.Key, true
+		}),
+		Accept: wire.ToAgent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if cfg.Registerer != nil {
+		if err := a.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// Start loads the persisted view and programs it (so that a restarted agent
+// forwards even if no controller answers), binds the UDP socket and starts
+// the agent's loops: config stream, heartbeats, learning, reconciler and
+// reporter. The agent runs until ctx is done or Close is called. Start
+// fails only for local problems (the UDP socket); a controller that cannot
+// be reached is retried in the background.
+func (a *Agent) Start(ctx context.Context) (err error) {
+	a.lifeMu.Lock()
+	defer a.lifeMu.Unlock()
+	switch {
+	case a.closed:
+		return errors.New("agent: start after close")
+	case a.started:
+		return errors.New("agent: already started")
+	}
+	a.startTime = time.Now()
+
+	dst, err := net.ResolveUDPAddr("udp", a.cfg.UDPAddr)
+	if err != nil {
+		return fmt.Errorf("agent: resolve controller UDP address %q: %w", a.cfg.UDPAddr, err)
+	}
+	a.udpDst = dst.AddrPort()
+	network := "udp4"
+	if a.udpDst.Addr().Is6() && !a.udpDst.Addr().Is4In6() {
+		network = "udp6"
+	}
+	var laddr *net.UDPAddr
+	if a.cfg.UDPListen != "" {
+		if laddr, err = net.ResolveUDPAddr(network, a.cfg.UDPListen); err != nil {
+			return fmt.Errorf("agent: resolve UDP listen address %q: %w", a.cfg.UDPListen, err)
+		}
+	}
+	a.udp, err = net.ListenUDP(network, laddr)
+	if err != nil {
+		return fmt.Errorf("agent: bind UDP socket: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			a.udp.Close()
+		}
+	}()
+
+	a.loadPersisted(ctx)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	a.cancel = cancel
+	a.started = true
+	misses := a.driver.Misses()
+	a.wg.Go(func() { <-runCtx.Done(); a.udp.Close() })
+	a.wg.Go(func() { a.streamLoop(runCtx) })
+	a.wg.Go(func() { a.udpLoop(runCtx) })
+	a.wg.Go(func() { a.heartbeatLoop(runCtx) })
+	a.wg.Go(func() { a.learnLoop(runCtx, misses) })
+	a.wg.Go(func() { a.reconcileLoop(runCtx) })
+	if a.cfg.Reporter != nil {
+		a.wg.Go(func() { a.reportLoop(runCtx) })
+	}
+	a.log.Info("agent started", "controllers", a.cfg.StreamAddrs, "udp", a.udpDst.String(), "local_udp", a.udp.LocalAddr().String(),
+		"view_version", a.version.Load())
+	return nil
+}
+
+// loadPersisted adopts and programs the view saved in StateDir, if any.
+func (a *Agent) loadPersisted(ctx context.Context) {
+	if a.cfg.StateDir == "" {
+		return
+	}
+	v, err := state.Load(a.cfg.StateDir)
+	switch {
+	case errors.Is(err, state.ErrNoView):
+		a.log.Info("no persisted view, waiting for the controller", "state_dir", a.cfg.StateDir)
+		return
+	case err != nil:
+		a.log.Error("persisted view unreadable, starting empty", "state_dir", a.cfg.StateDir, "err", err)
+		return
+	case v.Host != a.cfg.Host:
+		a.log.Error("persisted view belongs to another host, starting empty", "state_dir", a.cfg.StateDir, "view_host", v.Host)
+		return
+	}
+	d, err := translate(v, &a.cfg)
+	if err != nil {
+		a.log.Error("persisted view invalid, starting empty", "version", v.Version, "err", err)
+		return
+	}
+	if v.HostID != 0 {
+		a.hostID.Store(v.HostID)
+	}
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	setErr := a.set(ctx, d)
+	a.adopt(v, d, setErr)
+	a.mu.Lock()
+	a.persisted = v.Version
+	a.mu.Unlock()
+	if setErr != nil {
+		a.log.Error("programming the persisted view failed; the reconciler retries", "version", v.Version, "err", setErr)
+		kick(a.reconcileKick)
+		return
+	}
+	a.log.Info("programmed the persisted view (headless until a controller answers)", "version", v.Version,
+		"endpoints", len(d.Endpoints), "vpcs", len(d.VPCs))
+}
+
+// Close stops every loop and waits for them. The data plane stays
+// programmed (headless forwarding); the driver is not closed. Close is
+// idempotent.
+func (a *Agent) Close() error {
+	a.lifeMu.Lock()
+	defer a.lifeMu.Unlock()
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	if a.started {
+		a.cancel()
+		a.wg.Wait()
+	}
+	for _, c := range a.collectors {
+		a.cfg.Registerer.Unregister(c)
+	}
+	a.connected.Store(false)
+	a.log.Info("agent stopped", "view_version", a.version.Load())
+	return nil
+}
+
+// ViewVersion returns the version of the view the agent holds (0: none).
+func (a *Agent) ViewVersion() uint64 { return a.version.Load() }
+
+// AppliedVersion returns the version of the view last programmed into the
+// data plane without error.
+func (a *Agent) AppliedVersion() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applied
+}
+
+// Connected reports whether a config stream is up (welcomed).
+func (a *Agent) Connected() bool { return a.connected.Load() }
+
+// HostID returns the host's UDP-channel ID (0 until a Welcome or the
+// persisted view gives it).
+func (a *Agent) HostID() uint32 { return a.hostID.Load() }
+
+// Replicas returns the controller replicas the agent knows, in its
+// connection order.
+func (a *Agent) Replicas() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return rendezvousOrder(a.cfg.Host, a.replicas)
+}
+
+// LocalUDPAddr returns the address of the agent's UDP socket (after Start).
+func (a *Agent) LocalUDPAddr() net.Addr {
+	a.lifeMu.Lock()
+	defer a.lifeMu.Unlock()
+	if a.udp == nil {
+		return nil
+	}
+	return a.udp.LocalAddr()
+}
+
+// Stats returns a snapshot of the agent's counters.
+func (a *Agent) Stats() Stats { return a.counters.snapshot() }
+
+// kick wakes a loop waiting on ch without blocking.
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits for d or ctx; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/agent/backoff"
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/wire"
+)
+
+// Defaults of the Config fields.
+const (
+	DefaultHeartbeatInterval = time.Second
+	DefaultReconcileInterval = 30 * time.Second
+	DefaultLearnTTL          = 60 * time.Second
+	DefaultNegativeTTL       = 2 * time.Second
+	DefaultLookupBatchDelay  = time.Millisecond
+	DefaultLookupTimeout     = 50 * time.Millisecond
+	DefaultLookupTries       = 3
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultHandshakeTimeout  = 15 * time.Second
+	DefaultBackoffMin        = time.Second
+	DefaultBackoffMax        = 30 * time.Second
+)
+
+// Config configures an Agent. Host, StreamAddrs, UDPAddr, Key and Driver
+// are required; zero values of the other fields take the defaults above.
+type Config struct {
+	// Host is the host's name (its Host object's name).
+	Host string
+	// StreamAddrs are the config-stream addresses (host:port) of the
+	// controller replicas. The agent tries them in rendezvous-hash order
+	// of Host (so hosts spread over replicas and each host sticks to one);
+	// the list a Welcome carries replaces it.
+	StreamAddrs []string
+	// UDPAddr is the controller's UDP address (host:port) for heartbeats
+	// and lookups.
+	UDPAddr string
+	// UDPListen is the local UDP address to bind (default: any address,
+	// an ephemeral port). The controller answers lookups and sends
+	// invalidations to the address heartbeats come from.
+	UDPListen string
+	// Key is the host's raw key, wire.KeySize bytes: it signs the Hello
+	// and authenticates every datagram in both directions.
+	Key []byte
+	// Driver programs the data plane. The agent does not close it: the
+	// caller closes it after Close (or keeps it, to forward headless).
+	Driver datapath.Driver
+	// UnderlayIP is the host's underlay address; the view's Host resource
+	// overrides it. It is also what Reporter.Register registers.
+	UnderlayIP netip.Addr
+	// UnderlayDev is the interface holding the underlay address
+	// (datapath.HostConfig.UnderlayDev).
+	UnderlayDev string
+	// MTU is the underlay MTU (datapath.HostConfig.MTU; 0: the driver's
+	// default).
+	MTU int
+	// StateDir holds the persisted view ("" disables persistence, and with
+	// it the headless restart).
+	StateDir string
+	// AgentVersion is reported in the Hello.
+	AgentVersion string
+	// Logger receives the agent's logs (default: discarded).
+	Logger *slog.Logger
+	// Registerer, if set, gets the agent's Prometheus metrics. One agent
+	// per Registerer: the metric names carry no host label.
+	Registerer prometheus.Registerer
+	// HeartbeatInterval is the period of UDP heartbeats (default 1 s).
+	HeartbeatInterval time.Duration
+	// ReconcileInterval is the period of the level-based re-Set that
+	// repairs drift (default 30 s).
+	ReconcileInterval time.Duration
+	// LearnTTL bounds how long a learned remote location is kept without
+	// being looked up again (default 60 s); the backstop for a lost
+	// invalidation.
+	LearnTTL time.Duration
+	// NegativeTTL is how long a "no such endpoint" answer is cached
+	// (default 2 s).
+	NegativeTTL time.Duration
+	// LookupBatchDelay is how long a miss waits for others to share its
+	// LookupRequest (default 1 ms).
+	LookupBatchDelay time.Duration
+	// LookupTimeout is how long a lookup waits for its answer before it is
+	// sent again (default 50 ms).
+	LookupTimeout time.Duration
+	// LookupTries is how many times a lookup is sent before it is given up
+	// (default 3).
+	LookupTries int
+	// DialTimeout bounds a config-stream connect (default 5 s).
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds Hello → Welcome (default 15 s).
+	HandshakeTimeout time.Duration
+	// Backoff is the reconnect backoff (default 1 s to 30 s, full jitter)
+	// and the retry backoff of a failed Set or report.
+	Backoff backoff.Policy
+	// Reporter, if set, registers the Host and reports endpoint status to
+	// the controller's API.
+	Reporter Reporter
+}
+
+// Reporter tells the controller's API about the host and its endpoints.
+// Calls may block on the network; the agent calls them from its own
+// goroutine with a bounded context and retries with backoff, unless the
+// error wraps ErrRejected.
+type Reporter interface {
+	// Register creates the Host object if none exists yet (an existing one
+	// is success).
+	Register(ctx context.Context, host, underlayIP string) error
+	// ReportEndpoints records the status of local endpoints. The agent
+	// reports an endpoint only when its report changed.
+	ReportEndpoints(ctx context.Context, reports []EndpointReport) error
+}
+
+// Endpoint phases in an EndpointReport.
+const (
+	PhaseReady  = "Ready"
+	PhaseFailed = "Failed"
+)
+
+// EndpointReport is the agent's part of an endpoint's status.
+type EndpointReport struct {
+	// ID is "tenant/name".
+	ID string
+	// Netns is the path of the endpoint's network namespace (status.netns).
+	Netns string
+	// Phase is PhaseReady or PhaseFailed.
+	Phase string
+	// Message explains PhaseFailed.
+	Message string
+}
+
+// Sentinel errors.
+var (
+	// ErrRejected marks a Reporter error that retrying cannot fix (the API
+	// refused the request as invalid); the agent logs it and moves on.
+	ErrRejected = errors.New("agent: rejected by the controller")
+	// ErrInvalidView marks a view the agent refuses (a resource that does
+	// not parse, or a desired state the data plane cannot take). The delta
+	// that carried it is Nacked and the view stays as it was.
+	ErrInvalidView = errors.New("agent: invalid view")
+	// ErrRefused is returned when a controller refuses the agent in its
+	// Welcome.
+	ErrRefused = errors.New("agent: refused by the controller")
+)
+
+// withDefaults returns c with every zero optional field set.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	set(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	set(&c.ReconcileInterval, DefaultReconcileInterval)
+	set(&c.LearnTTL, DefaultLearnTTL)
+	set(&c.NegativeTTL, DefaultNegativeTTL)
+	set(&c.LookupBatchDelay, DefaultLookupBatchDelay)
+	set(&c.LookupTimeout, DefaultLookupTimeout)
+	set(&c.DialTimeout, DefaultDialTimeout)
+	set(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	if c.LookupTries == 0 {
+		c.LookupTries = DefaultLookupTries
+	}
+	if c.Backoff.IsZero() {
+		c.Backoff = backoff.Policy{Min: DefaultBackoffMin, Max: DefaultBackoffMax}
+	}
+	return c
+}
+
+// Validate checks the configuration (with defaults applied).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Host == "" {
+		bad("Host is required")
+	}
+	if len(c.StreamAddrs) == 0 {
+		bad("StreamAddrs: at least one controller address is required")
+	}
+	for _, a := range c.StreamAddrs {
+		if a == "" {
+			bad("StreamAddrs: empty address")
+		}
+	}
+	if c.UDPAddr == "" {
+		bad("UDPAddr is required")
+	}
+	if len(c.Key) != wire.KeySize {
+		bad("Key is %d bytes, want %d", len(c.Key), wire.KeySize)
+	}
+	if c.Driver == nil {
+		bad("Driver is required")
+	}
+	if c.UnderlayIP.IsValid() && c.UnderlayIP.Zone() != "" {
+		bad("UnderlayIP %s: zones are not allowed", c.UnderlayIP)
+	}
+	if c.MTU < 0 {
+		bad("MTU %d is negative", c.MTU)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HeartbeatInterval", c.HeartbeatInterval}, {"ReconcileInterval", c.ReconcileInterval},
+		{"LearnTTL", c.LearnTTL}, {"NegativeTTL", c.NegativeTTL}, {"LookupBatchDelay", c.LookupBatchDelay},
+		{"LookupTimeout", c.LookupTimeout}, {"DialTimeout", c.DialTimeout}, {"HandshakeTimeout", c.HandshakeTimeout},
+	} {
+		if d.v < 0 {
+			bad("%s %v is negative", d.name, d.v)
+		}
+	}
+	if c.LookupTries < 0 {
+		bad("LookupTries %d is negative", c.LookupTries)
+	}
+	if err := c.Backoff.Validate(); err != nil {
+		bad("Backoff: %v", err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("agent config: %w", errors.Join(errs...))
+	}
+	return nil
+}

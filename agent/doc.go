@@ -1,0 +1,68 @@
+// Package agent is weft's per-host agent: it holds its host's view (the
+// resources the controller compiled for it), drives the data plane to it
+// through a datapath.Driver, learns remote endpoint locations on demand,
+// and keeps forwarding when the controller is gone.
+//
+// # Lifecycle
+//
+// New validates a Config; Start loads the view persisted in StateDir and
+// programs it before it returns (a restarted agent forwards without a
+// controller: headless restart), binds the UDP socket and starts the loops
+// below; Close stops them and waits. Neither Close nor a lost controller
+// touches the data plane: forwarding goes on from the last state.
+//
+// # The loops
+//
+// Config stream (stream.go). One TCP session at a time with a controller
+// replica, chosen by rendezvous hashing of the host name over the replica
+// addresses (the next in that order on failure; the list a Welcome carries
+// replaces the configured one). The agent opens with a Hello signed with
+// the host key, carrying the view version it holds, and the controller
+// answers with Deltas. A delta is applied only if its FromVersion is the
+// version held (a Snapshot replaces the view; the frames of a multi-frame
+// delta are applied together at the last one), else it is Nacked and the
+// controller sends a snapshot. Applying a delta means: build the new view,
+// translate it strictly to a datapath.Desired (any resource that does not
+// parse fails the whole delta: Nack with the error, view unchanged), call
+// Driver.Set, then persist the view (one JSON file, written atomically)
+// and Ack{ToVersion}. A Set that fails is Nacked with its error; the view
+// is kept as the desired state and the reconciler retries it. Between
+// sessions the agent waits a full-jitter exponential backoff (also before
+// the first one), so that 100,000 agents restarted by a power restore, or
+// cut off by a controller failure, come back spread over time rather than
+// in one wave.
+//
+// Heartbeats (udp.go). Every HeartbeatInterval a Heartbeat datagram, sealed
+// with the host key and a strictly increasing sequence number, carries
+// the view version applied, the endpoint count and health flags (Ready,
+// Degraded after a failed Set, Headless without a config stream). It is
+// sent from its own goroutine and never waits. Nothing is sent before the
+// host has an ID (from a Welcome or the persisted view).
+//
+// Learning (learner.go, package learn). The driver reports misses: a local
+// endpoint sends to an address of its VPC that is neither local nor
+// learned. A miss the cache cannot answer queues a lookup; lookups that
+// queue within LookupBatchDelay share one LookupRequest (up to
+// wire.MaxLookupBatch queries), a lookup unanswered after LookupTimeout is
+// sent again, up to LookupTries times. A found answer is installed with
+// Driver.Learn and cached with its epoch for min(LearnTTL, its TTL); a
+// not-found answer is cached for NegativeTTL, during which misses for the
+// address send nothing. An Invalidate from the controller (UDP, its tag
+// verified with the host key and its sequence number against a replay
+// window; or on the config stream) newer than the cached epoch moves the
+// location (Learn) or removes it (Forget); forged, replayed and stale ones
+// are counted and dropped. When a location's TTL runs out it is forgotten:
+// the backstop for a lost invalidation.
+//
+// Reconciler (program.go). Level-based: every ReconcileInterval the whole
+// desired state is Set again, which repairs drift (a route or link someone
+// deleted); after a failed Set it retries with backoff instead.
+//
+// Reporter (report.go). If Config.Reporter is set (package restreport
+// implements it over the REST API), the agent registers its Host if none
+// exists yet, and after each Set reports every local endpoint whose
+// status (network namespace, Ready or Failed) changed.
+//
+// Counters are available as Stats and, with Config.Registerer, as
+// Prometheus metrics (weft_agent_*).
+package agent

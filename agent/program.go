@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/weftnet/weft/agent/state"
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/wire"
+)
+
+// set programs d. The caller holds setMu.
+func (a *Agent) set(ctx context.Context, d *datapath.Desired) error {
+	if err := a.driver.Set(ctx, d); err != nil {
+		a.counters.setErrors.Add(1)
+		return fmt.Errorf("program datapath: %w", err)
+	}
+	return nil
+}
+
+// adopt makes v (translated to d) the agent's view; setErr is the result of
+// programming it. The caller holds setMu.
+func (a *Agent) adopt(v *state.View, d *datapath.Desired, setErr error) {
+	a.mu.Lock()
+	old := a.desired
+	a.view, a.desired, a.setErr = v, d, setErr
+	if setErr == nil {
+		a.applied = v.Version
+	}
+	a.mu.Unlock()
+	a.version.Store(v.Version)
+	if old != nil && !sameVNIs(old, d) {
+		keep := make(map[uint32]bool, len(d.VPCs))
+		for _, vp := range d.VPCs {
+			keep[vp.VNI] = true
+		}
+		a.learnMu.Lock()
+		// The driver drops the remotes of VPCs it stops carrying.
+		a.cache.Retain(func(vni uint32) bool { return keep[vni] })
+		a.learnMu.Unlock()
+	}
+	a.publishReports(d, setErr)
+}
+
+func sameVNIs(a, b *datapath.Desired) bool {
+	if len(a.VPCs) != len(b.VPCs) {
+		return false
+	}
+	for i := range a.VPCs {
+		if a.VPCs[i].VNI != b.VPCs[i].VNI { // normalized: sorted by VNI
+			return false
+		}
+	}
+	return true
+}
+
+// persist saves v in StateDir. The caller holds setMu.
+func (a *Agent) persist(v *state.View) {
+	if a.cfg.StateDir == "" {
+		return
+	}
+	if err := v.Save(a.cfg.StateDir); err != nil {
+		a.counters.persistErrs.Add(1)
+		a.log.Error("persist view failed", "version", v.Version, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.persisted = v.Version
+	a.mu.Unlock()
+}
+
+// applyDelta applies the frames of one delta (one frame, or several with
+// More set on all but the last) and returns the answer for the controller:
+// Ack{ToVersion} if the view was adopted and programmed, Nack otherwise.
+func (a *Agent) applyDelta(ctx context.Context, frames []*wire.Delta) wire.Message {
+	first := frames[0]
+	to := first.ToVersion
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	a.mu.Lock()
+	cur := a.view
+	a.mu.Unlock()
+	if !first.Snapshot && first.FromVersion != cur.Version {
+		a.log.Info("delta does not start at the version held, asking for a snapshot",
+			"from", first.FromVersion, "to", to, "held", cur.Version)
+		return a.nack(to, fmt.Sprintf("delta from version %d but the agent holds version %d", first.FromVersion, cur.Version))
+	}
+	next, err := cur.Apply(frames...)
+	if err != nil {
+		return a.nack(to, err.Error())
+	}
+	next = next.WithHostID(a.hostID.Load())
+	d, err := translate(next, &a.cfg)
+	if err != nil {
+		a.log.Warn("refusing an invalid view", "version", to, "err", err)
+		return a.nack(to, err.Error())
+	}
+	setErr := a.set(ctx, d)
+	a.adopt(next, d, setErr)
+	if setErr != nil {
+		a.log.Error("programming the view failed; the reconciler retries", "version", to, "err", setErr)
+		kick(a.reconcileKick)
+		return a.nack(to, setErr.Error())
+	}
+	a.persist(next)
+	a.counters.acks.Add(1)
+	a.log.Debug("view applied", "version", to, "snapshot", first.Snapshot, "frames", len(frames),
+		"endpoints", len(d.Endpoints), "vpcs", len(d.VPCs))
+	return &wire.Ack{Version: to}
+}
+
+func (a *Agent) nack(version uint64, msg string) *wire.Nack {
+	a.counters.nacks.Add(1)
+	return &wire.Nack{Version: version, Error: msg}
+}
+
+// reconcileLoop re-Sets the desired state every ReconcileInterval, and
+// after a failed Set retries with backoff.
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	attempt := 0
+	t := time.NewTimer(a.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.reconcileKick:
+			// A Set failed elsewhere: retry soon.
+			t.Reset(a.cfg.Backoff.Delay(attempt, nil))
+			continue
+		case <-t.C:
+		}
+		if err := a.reconcile(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			attempt = min(attempt+1, 62)
+			d := a.cfg.Backoff.Delay(attempt, nil)
+			a.log.Warn("reconcile failed, retrying", "err", err, "attempt", attempt, "in", d)
+			t.Reset(d)
+			continue
+		}
+		attempt = 0
+		t.Reset(a.cfg.ReconcileInterval)
+	}
+}
+
+// reconcile programs the current desired state again.
+func (a *Agent) reconcile(ctx context.Context) error {
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	a.mu.Lock()
+	v, d, failing := a.view, a.desired, a.setErr != nil
+	a.mu.Unlock()
+	if d == nil {
+		return nil
+	}
+	a.counters.reconciles.Add(1)
+	counter, _ := a.driver.(datapath.Counter)
+	var before datapath.Counts
+	if counter != nil {
+		before = counter.Counts()
+	}
+	err := a.set(ctx, d)
+	if counter != nil && err == nil {
+		if writes := counter.Counts().Sub(before); len(writes) > 0 {
+			a.counters.repairs.Add(1)
+			a.log.Info("reconcile repaired drift", "version", v.Version, "writes", writes.String())
+		}
+	}
+	a.mu.Lock()
+	a.setErr = err
+	persist := false
+	if err == nil {
+		a.applied = v.Version
+		persist = a.persisted != v.Version
+	}
+	a.mu.Unlock()
+	if persist {
+		a.persist(v)
+	}
+	// Endpoint status may have changed (a retry attached what had failed);
+	// only changes reach the Reporter.
+	a.publishReports(d, err)
+	if err == nil && failing {
+		a.log.Info("datapath programmed after retry", "version", v.Version)
+	}
+	return err
+}

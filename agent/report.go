@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/weftnet/weft/datapath"
+)
+
+// reportTimeout bounds one Register or ReportEndpoints call.
+const reportTimeout = 30 * time.Second
+
+// publishReports computes the status of every local endpoint of d after a
+// Set whose result was setErr and hands it to the reporter loop.
+func (a *Agent) publishReports(d *datapath.Desired, setErr error) {
+	if a.cfg.Reporter == nil {
+		return
+	}
+	reports := make([]EndpointReport, 0, len(d.Endpoints))
+	for _, e := range d.Endpoints {
+		st, ok := a.driver.Status(e.ID)
+		switch {
+		case ok:
+			reports = append(reports, EndpointReport{ID: e.ID, Netns: st.Netns, Phase: PhaseReady})
+		case setErr != nil:
+			reports = append(reports, EndpointReport{ID: e.ID, Phase: PhaseFailed, Message: setErr.Error()})
+		default:
+			reports = append(reports, EndpointReport{ID: e.ID, Phase: PhaseFailed, Message: "not programmed by the datapath"})
+		}
+	}
+	a.mu.Lock()
+	if !slices.Equal(a.reports, reports) {
+		a.reports = reports
+		kick(a.reportKick)
+	}
+	a.mu.Unlock()
+}
+
+// reportLoop registers the host (until it succeeds) and then reports each
+// endpoint's status whenever it changes, retrying failures with backoff.
+func (a *Agent) reportLoop(ctx context.Context) {
+	registered := false
+	sent := map[string]EndpointReport{}
+	attempt := 0
+	for {
+		failed := false
+		if !registered {
+			underlay := ""
+			if a.cfg.UnderlayIP.IsValid() {
+				underlay = a.cfg.UnderlayIP.String()
+			}
+			rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+			err := a.cfg.Reporter.Register(rctx, a.cfg.Host, underlay)
+			cancel()
+			switch {
+			case err == nil:
+				registered = true
+				a.log.Info("host registered", "underlay_ip", underlay)
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, ErrRejected):
+				registered = true // retrying cannot help; report endpoints anyway
+				a.counters.reportErr.Add(1)
+				a.log.Error("host registration refused", "err", err)
+			default:
+				failed = true
+				a.counters.reportErr.Add(1)
+				a.log.Warn("host registration failed, retrying", "err", err)
+			}
+		}
+		if registered {
+			a.mu.Lock()
+			cur := a.reports
+			a.mu.Unlock()
+			var changed []EndpointReport
+			keep := make(map[string]bool, len(cur))
+			for _, r := range cur {
+				keep[r.ID] = true
+				if sent[r.ID] != r {
+					changed = append(changed, r)
+				}
+			}
+			for id := range sent {
+				if !keep[id] {
+					delete(sent, id)
+				}
+			}
+			if len(changed) > 0 {
+				rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+				err := a.cfg.Reporter.ReportEndpoints(rctx, changed)
+				cancel()
+				switch {
+				case ctx.Err() != nil:
+					return
+				case err == nil || errors.Is(err, ErrRejected):
+					if err != nil {
+						a.counters.reportErr.Add(1)
+						a.log.Error("endpoint status refused", "err", err)
+					}
+					for _, r := range changed {
+						sent[r.ID] = r
+					}
+				default:
+					failed = true
+					a.counters.reportErr.Add(1)
+					a.log.Warn("report endpoint status failed, retrying", "endpoints", len(changed), "err", err)
+				}
+			}
+		}
+		if failed {
+			// Wait out the backoff even if reports change meanwhile (the
+			// kick stays pending; the retry sends the latest reports).
+			attempt = min(attempt+1, 62)
+			if !sleep(ctx, a.cfg.Backoff.Delay(attempt, nil)) {
+				return
+			}
+			continue
+		}
+		attempt = 0
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.reportKick:
+		}
+	}
+}

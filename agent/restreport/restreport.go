@@ -1,0 +1,145 @@
+package restreport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/weftnet/weft/agent"
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
+)
+
+// Reporter is an agent.Reporter over a REST client.
+type Reporter struct {
+	c *client.Client
+}
+
+var _ agent.Reporter = (*Reporter)(nil)
+
+// New returns a Reporter that uses c. The caller closes c.
+func New(c *client.Client) *Reporter { return &Reporter{c: c} }
+
+// Register creates the Host host with spec.underlayIP underlayIP unless a
+// Host of that name exists (an operator may have created it with more
+// fields, which are left alone). Errors that retrying cannot fix wrap
+// agent.ErrRejected.
+func (r *Reporter) Register(ctx context.Context, host, underlayIP string) error {
+	_, err := r.c.Get(ctx, apiv1.KindHost, "", host)
+	switch {
+	case err == nil:
+		return nil
+	case !apiv1.IsNotFound(err):
+		return classify(fmt.Errorf("register host %q: look it up: %w", host, err))
+	}
+	h := &apiv1.Host{
+		TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindHost},
+		Metadata: apiv1.ObjectMeta{Name: host},
+		Spec:     apiv1.HostSpec{UnderlayIP: underlayIP},
+	}
+	if _, err := r.c.Create(ctx, h); err != nil && !apiv1.IsAlreadyExists(err) {
+		return classify(fmt.Errorf("register host %q: %w", host, err))
+	}
+	return nil
+}
+
+// ReportEndpoints writes each report into its endpoint's status. An
+// endpoint that no longer exists is skipped; a status that already says
+// the same is not written again. It tries every report and returns the
+// joined errors; the error wraps agent.ErrRejected only if every failure
+// does.
+func (r *Reporter) ReportEndpoints(ctx context.Context, reports []agent.EndpointReport) error {
+	var errs []error
+	retryable := false
+	for _, rep := range reports {
+		if err := r.report(ctx, rep); err != nil {
+			err = classify(err)
+			retryable = retryable || !errors.Is(err, agent.ErrRejected)
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	err := errors.Join(errs...)
+	if !retryable {
+		return err // every member wraps ErrRejected, so the join does too
+	}
+	return fmt.Errorf("report endpoint status: %w", stripRejected{err})
+}
+
+func (r *Reporter) report(ctx context.Context, rep agent.EndpointReport) error {
+	tenant, name, ok := strings.Cut(rep.ID, "/")
+	if !ok || tenant == "" || name == "" {
+		return fmt.Errorf("report endpoint %q: %w: ID is not tenant/name", rep.ID, agent.ErrRejected)
+	}
+	obj, err := r.c.Get(ctx, apiv1.KindEndpoint, tenant, name)
+	if apiv1.IsNotFound(err) {
+		return nil // deleted meanwhile: nothing to report
+	}
+	if err != nil {
+		return fmt.Errorf("report endpoint %s: get it: %w", rep.ID, err)
+	}
+	ep, ok := obj.(*apiv1.Endpoint)
+	if !ok {
+		return fmt.Errorf("report endpoint %s: got a %T", rep.ID, obj)
+	}
+	if ep.Status.Netns == rep.Netns && ep.Status.Phase == rep.Phase && ep.Status.Message == rep.Message {
+		return nil
+	}
+	ep.Status.Netns, ep.Status.Phase, ep.Status.Message = rep.Netns, rep.Phase, rep.Message
+	body, err := json.Marshal(ep)
+	if err != nil {
+		return fmt.Errorf("report endpoint %s: encode: %w", rep.ID, err)
+	}
+	path := client.APIPrefix + "/tenants/" + url.PathEscape(tenant) + "/endpoints/" + url.PathEscape(name) + "/status"
+	resp, err := r.c.Raw(ctx, http.MethodPut, path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("report endpoint %s: %w", rep.ID, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return nil
+	case resp.StatusCode == http.StatusNotFound:
+		return nil // deleted between the GET and the PUT
+	}
+	se := &apiv1.StatusError{}
+	if json.Unmarshal(data, se) != nil || se.Reason == "" {
+		se = &apiv1.StatusError{Code: resp.StatusCode, Reason: apiv1.ReasonInternal,
+			Message: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))}
+	}
+	if se.Code == 0 {
+		se.Code = resp.StatusCode
+	}
+	return fmt.Errorf("report endpoint %s: PUT %s: %w", rep.ID, path, se)
+}
+
+// classify wraps agent.ErrRejected around errors that retrying cannot fix:
+// a 4xx answer other than a conflict, a timeout or a rate limit.
+func classify(err error) error {
+	var se *apiv1.StatusError
+	if !errors.As(err, &se) || errors.Is(err, agent.ErrRejected) {
+		return err
+	}
+	switch {
+	case se.Code == http.StatusConflict, se.Code == http.StatusRequestTimeout, se.Code == http.StatusTooManyRequests:
+		return err
+	case se.Code >= 400 && se.Code <= 499:
+		return fmt.Errorf("%w: %w", agent.ErrRejected, err)
+	}
+	return err
+}
+
+// stripRejected hides agent.ErrRejected inside a join that also holds
+// retryable errors, so that the whole is retried.
+type stripRejected struct{ err error }
+
+func (s stripRejected) Error() string { return s.err.Error() }

@@ -1,0 +1,232 @@
+package state
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/weftnet/weft/wire"
+)
+
+// FileName is the name of the view file in the state directory.
+const FileName = "view.json"
+
+// formatVersion is the version of the file format.
+const formatVersion = 1
+
+// ErrNoView is returned by Load when the directory holds no view.
+var ErrNoView = errors.New("state: no persisted view")
+
+// View is the view of one host at one version. Treat it as immutable: Apply
+// returns a new View and never changes its receiver.
+type View struct {
+	// Host is the host's name.
+	Host string
+	// HostID is the host's number on the UDP channel (0 if unknown).
+	HostID uint32
+	// Version is the view version, as numbered by the controller (0: none).
+	Version uint64
+	// resources by key.
+	resources map[wire.ResourceKey]wire.Resource
+}
+
+// New returns an empty view (version 0) of a host.
+func New(host string) *View {
+	return &View{Host: host, resources: map[wire.ResourceKey]wire.Resource{}}
+}
+
+// Len returns the number of resources.
+func (v *View) Len() int { return len(v.resources) }
+
+// Get returns the resource with key k.
+func (v *View) Get(k wire.ResourceKey) (wire.Resource, bool) {
+	r, ok := v.resources[k]
+	return r, ok
+}
+
+// Resources returns the resources sorted by type, then ID.
+func (v *View) Resources() []wire.Resource {
+	out := slices.Collect(maps.Values(v.resources))
+	slices.SortFunc(out, func(a, b wire.Resource) int {
+		return cmp.Or(cmp.Compare(a.Key.Type, b.Key.Type), cmp.Compare(a.Key.ID, b.Key.ID))
+	})
+	return out
+}
+
+// WithHostID returns v with HostID set (v itself if it already has it).
+func (v *View) WithHostID(id uint32) *View {
+	if v.HostID == id {
+		return v
+	}
+	n := *v
+	n.HostID = id
+	return &n
+}
+
+// Apply returns the view that results from applying the frames of one
+// delta, in order. The frames are the parts of a multi-frame delta (all but
+// the last with More set) and carry the same versions. If the first frame is
+// a Snapshot the result holds only the resources of the frames; otherwise
+// each frame's Deletes, then its Upserts, are applied to a copy of v. The
+// result has the frames' ToVersion. Apply does not check FromVersion against
+// v.Version: that is the caller's protocol decision.
+func (v *View) Apply(frames ...*wire.Delta) (*View, error) {
+	if len(frames) == 0 {
+		return nil, errors.New("state: apply: no frames")
+	}
+	first := frames[0]
+	for i, f := range frames {
+		if f.FromVersion != first.FromVersion || f.ToVersion != first.ToVersion || f.Snapshot != first.Snapshot {
+			return nil, fmt.Errorf("state: apply: frame %d is delta %d→%d (snapshot %v), frame 0 is %d→%d (snapshot %v)",
+				i, f.FromVersion, f.ToVersion, f.Snapshot, first.FromVersion, first.ToVersion, first.Snapshot)
+		}
+		if f.More != (i < len(frames)-1) {
+			return nil, fmt.Errorf("state: apply: delta %d→%d: frame %d of %d has More=%v", f.FromVersion, f.ToVersion, i, len(frames), f.More)
+		}
+	}
+	n := &View{Host: v.Host, HostID: v.HostID, Version: first.ToVersion}
+	if first.Snapshot {
+		n.resources = map[wire.ResourceKey]wire.Resource{}
+	} else {
+		n.resources = maps.Clone(v.resources)
+		if n.resources == nil {
+			n.resources = map[wire.ResourceKey]wire.Resource{}
+		}
+	}
+	for _, f := range frames {
+		for _, k := range f.Deletes {
+			delete(n.resources, k)
+		}
+		for _, r := range f.Upserts {
+			if r.Key.Type == "" || r.Key.ID == "" {
+				return nil, fmt.Errorf("state: apply delta to version %d: resource %q has an empty type or id", f.ToVersion, r.Key)
+			}
+			n.resources[r.Key] = r
+		}
+	}
+	return n, nil
+}
+
+// file is the on-disk form of a View.
+type file struct {
+	Format    int             `json:"format"`
+	Host      string          `json:"host"`
+	HostID    uint32          `json:"hostID,omitempty"`
+	Version   uint64          `json:"version"`
+	Resources []wire.Resource `json:"resources"`
+}
+
+// Marshal returns the view's file form.
+func (v *View) Marshal() ([]byte, error) {
+	res := v.Resources()
+	if res == nil {
+		res = []wire.Resource{}
+	}
+	b, err := json.Marshal(file{Format: formatVersion, Host: v.Host, HostID: v.HostID, Version: v.Version, Resources: res})
+	if err != nil {
+		return nil, fmt.Errorf("state: encode view of %q at version %d: %w", v.Host, v.Version, err)
+	}
+	return b, nil
+}
+
+// Unmarshal parses a view file.
+func Unmarshal(b []byte) (*View, error) {
+	var f file
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("state: decode view: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("state: decode view: trailing data after the view")
+	}
+	if f.Format != formatVersion {
+		return nil, fmt.Errorf("state: decode view: format %d, want %d", f.Format, formatVersion)
+	}
+	if f.Host == "" {
+		return nil, errors.New("state: decode view: empty host")
+	}
+	v := New(f.Host)
+	v.HostID, v.Version = f.HostID, f.Version
+	for i, r := range f.Resources {
+		if r.Key.Type == "" || r.Key.ID == "" {
+			return nil, fmt.Errorf("state: decode view: resource %d: empty type or id", i)
+		}
+		if _, dup := v.resources[r.Key]; dup {
+			return nil, fmt.Errorf("state: decode view: duplicate resource %s", r.Key)
+		}
+		v.resources[r.Key] = r
+	}
+	return v, nil
+}
+
+// Save writes the view to dir/FileName atomically, creating dir (0700) if
+// needed.
+func (v *View) Save(dir string) (err error) {
+	b, err := v.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state: save view: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, FileName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("state: save view: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(b); err != nil {
+		return fmt.Errorf("state: save view: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("state: save view: fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("state: save view: close %s: %w", tmp.Name(), err)
+	}
+	path := filepath.Join(dir, FileName)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("state: save view: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("state: save view: fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Load reads the view saved in dir. It returns ErrNoView if there is none.
+func Load(dir string) (*View, error) {
+	path := filepath.Join(dir, FileName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoView
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: load view: %w", err)
+	}
+	v, err := Unmarshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("state: load %s: %w", path, err)
+	}
+	return v, nil
+}

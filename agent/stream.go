@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/weftnet/weft/wire"
+)
+
+// writeTimeout bounds writing one Ack or Nack.
+const writeTimeout = 10 * time.Second
+
+// errReplicaRemoved ends a session whose replica left the replica list.
+var errReplicaRemoved = errors.New("agent: the controller replica left the replica list")
+
+// streamLoop keeps a config stream up. Before every round it waits a
+// full-jitter backoff delay (the first one too: after a power restore every
+// agent starts at once), then tries the replicas in rendezvous order until
+// one welcomes it. The backoff grows with every round that ends without a
+// session lasting Backoff.Max, and starts over after one that did.
+func (a *Agent) streamLoop(ctx context.Context) {
+	attempt := 0
+	for {
+		d := a.cfg.Backoff.Delay(attempt, nil)
+		if attempt > 0 {
+			a.log.Debug("config stream: reconnecting", "attempt", attempt, "in", d)
+		}
+		if !sleep(ctx, d) {
+			return
+		}
+		stable := false
+		for _, addr := range a.Replicas() {
+			start := time.Now()
+			welcomed, err := a.session(ctx, addr)
+			if ctx.Err() != nil {
+				return
+			}
+			if welcomed {
+				lasted := time.Since(start)
+				stable = lasted >= a.cfg.Backoff.Max
+				a.log.Warn("config stream lost; forwarding headless from the cached view", "addr", addr, "lasted", lasted, "err", err)
+				break
+			}
+			a.log.Warn("config stream: connect failed, trying the next replica", "addr", addr, "err", err)
+		}
+		if stable {
+			attempt = 0
+		} else {
+			attempt = min(attempt+1, 62)
+		}
+	}
+}
+
+// session runs one config stream with the replica at addr until it fails
+// or ctx is done. welcomed reports whether the controller accepted the
+// agent.
+func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err error) {
+	dialer := net.Dialer{
+		Timeout: a.cfg.DialTimeout,
+		// Notice a controller that vanished without closing (power loss)
+		// within about 20 s.
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3},
+	}
+	nc, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false, fmt.Errorf("dial config stream %s: %w", addr, err)
+	}
+	conn := wire.NewConn(nc, 0)
+	defer conn.Close()
+
+	w, err := a.handshake(ctx, conn)
+	if err != nil {
+		return false, fmt.Errorf("config stream %s: %w", addr, err)
+	}
+	if w.Error != "" {
+		return false, fmt.Errorf("config stream %s: %w: %s", addr, ErrRefused, w.Error)
+	}
+	a.welcome(w, addr)
+	a.counters.connects.Add(1)
+	a.connected.Store(true)
+	defer a.connected.Store(false)
+	a.log.Info("config stream up", "addr", addr, "host_id", a.hostID.Load(), "held_version", a.version.Load(), "snapshot", w.Snapshot)
+
+	var frames []*wire.Delta // the frames of a multi-frame delta so far
+	for {
+		m, err := conn.ReadMessage(ctx)
+		if errors.Is(err, wire.ErrUnknownType) {
+			continue // a newer controller's message: skipped
+		}
+		if err != nil {
+			return true, fmt.Errorf("read config stream from %s: %w", addr, err)
+		}
+		var reply wire.Message
+		switch m := m.(type) {
+		case *wire.Welcome:
+			if !a.welcome(m, addr) {
+				return true, errReplicaRemoved
+			}
+		case *wire.Delta:
+			if len(frames) > 0 && !sameDelta(frames[0], m) {
+				// A new delta began before the previous one's last frame.
+				a.log.Warn("incomplete multi-frame delta", "to", frames[0].ToVersion, "frames", len(frames))
+				if err := a.reply(ctx, conn, a.nack(frames[0].ToVersion, "incomplete multi-frame delta")); err != nil {
+					return true, err
+				}
+				frames = nil
+			}
+			frames = append(frames, m)
+			if m.More {
+				continue
+			}
+			reply = a.applyDelta(ctx, frames)
+			frames = nil
+		case *wire.Invalidate:
+			a.invalidate(ctx, m)
+		default:
+			a.log.Warn("unexpected config stream message ignored", "addr", addr, "type", m.FrameType())
+		}
+		if reply != nil {
+			if err := a.reply(ctx, conn, reply); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+// handshake sends a signed Hello with the version held and reads the Welcome.
+func (a *Agent) handshake(ctx context.Context, conn *wire.Conn) (*wire.Welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
+	defer cancel()
+	nonce, err := wire.NewNonce()
+	if err != nil {
+		return nil, err
+	}
+	h := &wire.Hello{
+		Host: a.cfg.Host, HostID: a.hostID.Load(), AgentVersion: a.cfg.AgentVersion,
+		ViewVersion: a.version.Load(), Nonce: nonce, Time: time.Now().Unix(),
+	}
+	if err := wire.SignHello(h, a.cfg.Key); err != nil {
+		return nil, err
+	}
+	if err := conn.WriteMessage(ctx, h); err != nil {
+		return nil, fmt.Errorf("send hello: %w", err)
+	}
+	m, err := conn.ReadMessage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read welcome: %w", err)
+	}
+	w, ok := m.(*wire.Welcome)
+	if !ok {
+		return nil, fmt.Errorf("read welcome: got %v: %w", m.FrameType(), wire.ErrMalformed)
+	}
+	return w, nil
+}
+
+// welcome takes the host ID and replica list of a Welcome. It reports
+// whether addr is still one of the replicas.
+func (a *Agent) welcome(w *wire.Welcome, addr string) bool {
+	if w.HostID != 0 && a.hostID.Swap(w.HostID) != w.HostID {
+		a.log.Info("host ID assigned", "host_id", w.HostID)
+	}
+	if len(w.Replicas) == 0 {
+		return true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Equal(a.replicas, w.Replicas) {
+		a.replicas = slices.Clone(w.Replicas)
+		a.log.Info("controller replicas updated", "replicas", w.Replicas, "version", w.ReplicasVersion)
+	}
+	return slices.Contains(a.replicas, addr)
+}
+
+func sameDelta(a, b *wire.Delta) bool {
+	return a.FromVersion == b.FromVersion && a.ToVersion == b.ToVersion && a.Snapshot == b.Snapshot
+}
+
+func (a *Agent) reply(ctx context.Context, conn *wire.Conn, m wire.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	if err := conn.WriteMessage(ctx, m); err != nil {
+		return fmt.Errorf("answer the controller: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package hostkey
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+func TestDerive(t *testing.T) {
+	s1, s2 := bytes.Repeat([]byte{1}, SecretSize), bytes.Repeat([]byte{2}, SecretSize)
+	a, b := Derive(s1, "h1"), Derive(s1, "h1")
+	if !bytes.Equal(a, b) || len(a) != SecretSize {
+		t.Fatalf("Derive not deterministic or wrong size: %x %x", a, b)
+	}
+	for _, other := range [][]byte{Derive(s1, "h2"), Derive(s2, "h1"), Derive(s1, "h1\x00")} {
+		if bytes.Equal(a, other) {
+			t.Errorf("distinct inputs give the same key %x", a)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "k")
+	if err := WriteFile(path, a); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadFile(path)
+	if err != nil || !bytes.Equal(got, a) {
+		t.Errorf("key file round trip: %x %v", got, err)
+	}
+	for _, bad := range []string{"zz", "abcd", ""} {
+		if _, err := ParseHex(bad); err == nil {
+			t.Errorf("ParseHex(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSecretAndKeyring(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	cli, err := emb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	s1, err := LoadOrCreateSecret(ctx, cli, "/weft/secrets/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := LoadOrCreateSecret(ctx, cli, "/weft/secrets/cluster")
+	if err != nil || !bytes.Equal(s1, s2) {
+		t.Fatalf("second load gave another secret (%v)", err)
+	}
+	st, err := store.New(store.Config{Client: cli})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reg, err := registry.New(registry.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	kr := NewKeyring(s1, st, nil)
+	if err := kr.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer kr.Close()
+	out, err := reg.Create(ctx, &apiv1.Host{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindHost},
+		Metadata: apiv1.ObjectMeta{Name: "h1"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := out.(*apiv1.Host).Status.HostID
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if key, ok := kr.ByID(id); ok {
+			if !bytes.Equal(key, Derive(s1, "h1")) {
+				t.Fatalf("ByID key differs from Derive")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keyring never learned host ID %d", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, ok := kr.HostID("h1"); !ok || got != id {
+		t.Errorf("HostID(h1) = %d %v, want %d", got, ok, id)
+	}
+	if _, err := reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline = time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := kr.ByID(id); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keyring kept the key of a deleted host")
+		}
+	}
+}

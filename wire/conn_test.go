@@ -1,0 +1,263 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// loopbackPair returns both ends of a loopback TCP connection.
+func loopbackPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	accepted := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		accepted <- result{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-accepted
+	if r.err != nil {
+		client.Close()
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() {
+		client.Close()
+		r.c.Close()
+	})
+	return client, r.c
+}
+
+func TestConnSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, s := loopbackPair(t)
+	agent, ctrl := NewConn(c, 0), NewConn(s, 4096)
+	now := time.Unix(1_700_000_000, 0)
+	msgs := sampleMessages()
+
+	// The controller: verify the Hello, welcome, send a delta and an
+	// invalidate from two goroutines, then read the Ack.
+	var wg sync.WaitGroup
+	ctrlErr := make(chan error, 1)
+	wg.Go(func() {
+		ctrlErr <- func() error {
+			m, err := ctrl.ReadMessage(ctx)
+			if err != nil {
+				return fmt.Errorf("read hello: %w", err)
+			}
+			h, ok := m.(*Hello)
+			if !ok {
+				return fmt.Errorf("got %T, want *Hello", m)
+			}
+			if err := VerifyHello(h, rawKey(h.HostID), now, time.Minute); err != nil {
+				return err
+			}
+			ctrl.SetMaxFrame(0)
+			if err := ctrl.WriteMessage(ctx, &Welcome{HostID: h.HostID, Snapshot: true}); err != nil {
+				return err
+			}
+			var wwg sync.WaitGroup
+			errs := make(chan error, 2)
+			wwg.Go(func() { errs <- ctrl.WriteMessage(ctx, msgs["delta"]) })
+			wwg.Go(func() { errs <- ctrl.WriteMessage(ctx, msgs["invalidate"]) })
+			wwg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					return err
+				}
+			}
+			m, err = ctrl.ReadMessage(ctx)
+			if err != nil {
+				return fmt.Errorf("read ack: %w", err)
+			}
+			if d := cmp.Diff(msgs["ack"], m); d != "" {
+				return fmt.Errorf("ack (-want +got):\n%s", d)
+			}
+			return nil
+		}()
+	})
+
+	hello := signedHello(t, now)
+	if err := agent.WriteMessage(ctx, hello); err != nil {
+		t.Fatal(err)
+	}
+	var got []Message
+	for range 3 {
+		m, err := agent.ReadMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	if err := agent.WriteMessage(ctx, msgs["ack"]); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := <-ctrlErr; err != nil {
+		t.Fatalf("controller: %v", err)
+	}
+	// The delta and the invalidate race; order them by frame type.
+	sort.Slice(got[1:], func(i, j int) bool { return got[1+i].FrameType() < got[1+j].FrameType() })
+	want := []Message{&Welcome{HostID: 1, Snapshot: true}, msgs["delta"], msgs["invalidate"]}
+	if d := cmp.Diff(want, got, cmpOpts); d != "" {
+		t.Errorf("agent received (-want +got):\n%s", d)
+	}
+
+	// The agent closes: the controller sees a clean end of stream.
+	agent.Close()
+	if _, err := ctrl.ReadMessage(ctx); err != io.EOF {
+		t.Errorf("after close: err = %v, want io.EOF", err)
+	}
+}
+
+func TestConnContext(t *testing.T) {
+	tests := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"cancelled while blocked", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(20*time.Millisecond, cancel)
+			return ctx, cancel
+		}, context.Canceled},
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 20*time.Millisecond)
+		}, context.DeadlineExceeded},
+		{"already cancelled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			ca, cb := NewConn(a, 0), NewConn(b, 0)
+			ctx, cancel := tt.ctx()
+			_, err := ca.ReadMessage(ctx)
+			cancel()
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("ReadMessage err = %v, want %v", err, tt.want)
+			}
+			// No byte was consumed: the next read, without a deadline,
+			// must work (the cancelled one left no deadline behind).
+			bg := context.Background()
+			done := make(chan error, 1)
+			go func() { done <- cb.WriteMessage(bg, &Ack{Version: 5}) }()
+			m, err := ca.ReadMessage(bg)
+			if err != nil {
+				t.Fatalf("read after the cancelled one: %v", err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(&Ack{Version: 5}, m); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestConnWriteBlockedCancelled(t *testing.T) {
+	a, b := net.Pipe() // unbuffered: a write blocks until read
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if err := NewConn(a, 0).WriteMessage(ctx, &Ack{Version: 1}); !errors.Is(err, context.Canceled) {
+		t.Errorf("WriteMessage err = %v, want context.Canceled", err)
+	}
+}
+
+func TestConnFrameErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tests := []struct {
+		name     string
+		raw      func() []byte // written by the peer
+		maxFrame int
+		want     error
+		next     bool // the stream is still in step afterwards
+	}{
+		{"unknown frame type is skippable", func() []byte {
+			b, _ := AppendFrame(nil, FrameType(42), []byte(`{}`), 0)
+			return b
+		}, 0, ErrUnknownType, true},
+		{"invalid body", func() []byte {
+			b, _ := AppendFrame(nil, FrameAck, []byte(`nope`), 0)
+			return b
+		}, 0, ErrMalformed, false},
+		{"oversized frame", func() []byte {
+			b, _ := AppendFrame(nil, FrameNack, []byte(strings.Repeat("x", 200)), 0)
+			return b
+		}, 100, ErrTooLarge, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, s := loopbackPair(t)
+			raw := append(tt.raw(), mustAppendMessage(t, &Ack{Version: 9})...)
+			if _, err := c.Write(raw); err != nil {
+				t.Fatal(err)
+			}
+			conn := NewConn(s, tt.maxFrame)
+			if _, err := conn.ReadMessage(ctx); !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if !tt.next {
+				return
+			}
+			m, err := conn.ReadMessage(ctx)
+			if err != nil {
+				t.Fatalf("next message: %v", err)
+			}
+			if d := cmp.Diff(&Ack{Version: 9}, m); d != "" {
+				t.Errorf("next message (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestConnWriteTooLarge(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	// Nothing reads b: a write that reached the pipe would block forever.
+	err := NewConn(a, 64).WriteMessage(context.Background(), &Nack{Error: strings.Repeat("x", 100)})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Errorf("err = %v, want ErrTooLarge", err)
+	}
+}
+
+func mustAppendMessage(t *testing.T, m Message) []byte {
+	t.Helper()
+	b, err := AppendMessage(nil, m, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,258 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Message is a config stream message: *Hello, *Welcome, *Delta, *Ack,
+// *Nack or *Invalidate. Bodies use the v1 body codec, encoding/json of
+// these structs; the config stream carries no per-packet hot path, so
+// readability and easy evolution (unknown fields are ignored) win over
+// speed here.
+type Message interface {
+	FrameType() FrameType
+	// Validate checks the structural rules of the message; it is applied
+	// before encoding and after decoding.
+	Validate() error
+}
+
+// Compile-time checks that every message type is a Message.
+var (
+	_ Message = (*Hello)(nil)
+	_ Message = (*Welcome)(nil)
+	_ Message = (*Delta)(nil)
+	_ Message = (*Ack)(nil)
+	_ Message = (*Nack)(nil)
+	_ Message = (*Invalidate)(nil)
+)
+
+// Hello opens a config stream (agent → controller). It is authenticated
+// with the host key by SignHello and checked by VerifyHello.
+type Hello struct {
+	Host         string `json:"host"`
+	HostID       uint32 `json:"hostID"`
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// ViewVersion is the version of the view the agent holds, 0 for none;
+	// the controller answers with the deltas since then, or a snapshot.
+	ViewVersion uint64 `json:"viewVersion"`
+	// Nonce is fresh random bytes (NewNonce), MinNonceLen to MaxNonceLen.
+	Nonce []byte `json:"nonce"`
+	// Time is the agent's clock when it sent the Hello, Unix seconds.
+	Time int64 `json:"time"`
+	// MAC is HMAC-SHA256 over all the fields above (see SignHello).
+	MAC []byte `json:"mac"`
+}
+
+// FrameType implements Message.
+func (*Hello) FrameType() FrameType { return FrameHello }
+
+// Validate implements Message.
+func (m *Hello) Validate() error {
+	if m.Host == "" {
+		return fmt.Errorf("wire: hello: empty host: %w", ErrMalformed)
+	}
+	return nil
+}
+
+// Welcome answers a Hello (controller → agent). The controller may send
+// another Welcome later on the same stream to update the replica list; the
+// agent then takes Replicas and ReplicasVersion and ignores the rest.
+type Welcome struct {
+	HostID uint32 `json:"hostID"`
+	// Epoch identifies the controller incarnation (as in HeartbeatAck).
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Replicas lists the controller replicas' agent addresses.
+	Replicas        []string `json:"replicas,omitempty"`
+	ReplicasVersion uint64   `json:"replicasVersion,omitempty"`
+	// Snapshot is set when the controller cannot send deltas from the
+	// agent's ViewVersion: a full snapshot follows.
+	Snapshot bool `json:"snapshot,omitempty"`
+	// Error, when set, refuses the agent; the controller then closes the
+	// stream.
+	Error string `json:"error,omitempty"`
+}
+
+// FrameType implements Message.
+func (*Welcome) FrameType() FrameType { return FrameWelcome }
+
+// Validate implements Message.
+func (*Welcome) Validate() error { return nil }
+
+// ResourceKey names one resource of a host's view. Type is a resource type
+// such as "endpoint", "subnet", "vpc", "policy", "qos", "route"; the view
+// compiler defines the set, the stream carries any.
+type ResourceKey struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+func (k ResourceKey) String() string { return k.Type + "/" + k.ID }
+
+// Resource is one resource of a host's view; Data is its JSON encoding,
+// defined by the view compiler.
+type Resource struct {
+	Key  ResourceKey     `json:"key"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Delta moves an agent's view from FromVersion to ToVersion (controller →
+// agent). The agent applies a delta only if FromVersion is the version it
+// holds, and answers Ack{ToVersion} or Nack. A Snapshot replaces the whole
+// view with Upserts (Deletes is empty). A delta or snapshot too large for
+// one frame is split into frames with the same versions, all but the last
+// with More set; the agent applies them together when the last arrives.
+type Delta struct {
+	FromVersion uint64        `json:"fromVersion"`
+	ToVersion   uint64        `json:"toVersion"`
+	Snapshot    bool          `json:"snapshot,omitempty"`
+	More        bool          `json:"more,omitempty"`
+	Upserts     []Resource    `json:"upserts,omitempty"`
+	Deletes     []ResourceKey `json:"deletes,omitempty"`
+}
+
+// FrameType implements Message.
+func (*Delta) FrameType() FrameType { return FrameDelta }
+
+// Validate implements Message.
+func (m *Delta) Validate() error {
+	if m.ToVersion < m.FromVersion {
+		return fmt.Errorf("wire: delta from version %d back to %d: %w", m.FromVersion, m.ToVersion, ErrMalformed)
+	}
+	if m.Snapshot && len(m.Deletes) > 0 {
+		return fmt.Errorf("wire: snapshot to version %d has %d deletes: %w", m.ToVersion, len(m.Deletes), ErrMalformed)
+	}
+	for i := range m.Upserts {
+		if err := m.Upserts[i].Key.validate(); err != nil {
+			return fmt.Errorf("wire: delta to version %d: upsert %d: %w", m.ToVersion, i, err)
+		}
+	}
+	for i := range m.Deletes {
+		if err := m.Deletes[i].validate(); err != nil {
+			return fmt.Errorf("wire: delta to version %d: delete %d: %w", m.ToVersion, i, err)
+		}
+	}
+	return nil
+}
+
+func (k ResourceKey) validate() error {
+	if k.Type == "" || k.ID == "" {
+		return fmt.Errorf("resource key %q: empty type or id: %w", k.String(), ErrMalformed)
+	}
+	return nil
+}
+
+// Ack says the agent applied the view up to Version (agent → controller).
+type Ack struct {
+	Version uint64 `json:"version"`
+}
+
+// FrameType implements Message.
+func (*Ack) FrameType() FrameType { return FrameAck }
+
+// Validate implements Message.
+func (*Ack) Validate() error { return nil }
+
+// Nack says the agent could not apply the delta to Version (agent →
+// controller); the controller answers with a snapshot.
+type Nack struct {
+	Version uint64 `json:"version"`
+	Error   string `json:"error"`
+}
+
+// FrameType implements Message.
+func (*Nack) FrameType() FrameType { return FrameNack }
+
+// Validate implements Message.
+func (*Nack) Validate() error { return nil }
+
+// FrameType implements Message: an Invalidate may also travel on the
+// config stream, as JSON.
+func (*Invalidate) FrameType() FrameType { return FrameInvalidate }
+
+// Validate implements Message.
+func (m *Invalidate) Validate() error {
+	if err := checkVNIAddr(m.VNI, m.IP); err != nil {
+		return fmt.Errorf("wire: invalidate vni %d ip %v: %w", m.VNI, m.IP, err)
+	}
+	if err := checkOptAddr(m.Location.HostIP); err != nil {
+		return fmt.Errorf("wire: invalidate vni %d ip %v: location %v: %w", m.VNI, m.IP, m.Location.HostIP, err)
+	}
+	return nil
+}
+
+// NewMessage returns an empty message of a frame type, or nil.
+func NewMessage(t FrameType) Message {
+	switch t {
+	case FrameHello:
+		return &Hello{}
+	case FrameWelcome:
+		return &Welcome{}
+	case FrameDelta:
+		return &Delta{}
+	case FrameAck:
+		return &Ack{}
+	case FrameNack:
+		return &Nack{}
+	case FrameInvalidate:
+		return &Invalidate{}
+	}
+	return nil
+}
+
+// AppendMessage validates m and appends it to dst as one frame, failing
+// with ErrTooLarge if the frame would exceed maxFrame (DefaultMaxFrame if
+// maxFrame <= 0). On error dst is returned with its original length.
+func AppendMessage(dst []byte, m Message, maxFrame int) ([]byte, error) {
+	if maxFrame <= 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	t := m.FrameType()
+	if err := m.Validate(); err != nil {
+		return dst, fmt.Errorf("wire: encode %v: %w", t, err)
+	}
+	start := len(dst)
+	w := appendWriter{b: append(dst, 0, 0, 0, 0, byte(t))}
+	enc := json.NewEncoder(&w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return dst[:start], fmt.Errorf("wire: encode %v: %w", t, err)
+	}
+	b := bytes.TrimSuffix(w.b, []byte("\n"))
+	n := len(b) - start - 4 // type byte plus body
+	if n > maxFrame {
+		return b[:start], fmt.Errorf("wire: encode %v: frame of %d bytes exceeds %d: %w", t, n, maxFrame, ErrTooLarge)
+	}
+	binary.BigEndian.PutUint32(b[start:], uint32(n))
+	return b, nil
+}
+
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// DecodeMessage decodes the body of a frame of type t and validates it.
+// An unknown type fails with ErrUnknownType, a body that is not valid JSON
+// for the type or breaks its rules with ErrMalformed.
+func DecodeMessage(t FrameType, body []byte) (Message, error) {
+	m := NewMessage(t)
+	if m == nil {
+		return nil, fmt.Errorf("wire: decode %v: %w", t, ErrUnknownType)
+	}
+	if err := json.Unmarshal(body, m); err != nil {
+		return nil, fmt.Errorf("wire: decode %v: %w: %w", t, ErrMalformed, err)
+	}
+	if err := m.Validate(); err != nil {
+		if !errors.Is(err, ErrMalformed) {
+			err = fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		return nil, fmt.Errorf("wire: decode %v: %w", t, err)
+	}
+	return m, nil
+}
