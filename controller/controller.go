@@ -35,6 +35,14 @@ type Config struct {
 	EtcdEndpoints []string
 	// APIListen is the REST API's address (default 127.0.0.1:7443; port 0 picks one).
 	APIListen string
+	// AgentListen is the southbound address: the config stream on TCP and
+	// heartbeats and lookups on UDP, both on this host:port (default
+	// 127.0.0.1:7444; port 0 picks a free TCP port and uses the same
+	// number for UDP). "off" disables the southbound (API-only replica).
+	AgentListen string
+	// AdvertiseAgent is the southbound address agents are told to use
+	// (default: the address AgentListen bound).
+	AdvertiseAgent string
 	// Logger receives structured logs (default: discard).
 	Logger *slog.Logger
 	// Version is reported by /version.
@@ -61,6 +69,7 @@ type Controller struct {
 	registry *registry.Registry
 	http     *http.Server
 	ln       net.Listener
+	south    *southbound
 
 	served    chan struct{} // closed when the API server stops
 	serveErr  error
@@ -72,6 +81,9 @@ type Controller struct {
 func New(cfg Config) (*Controller, error) {
 	if cfg.APIListen == "" {
 		cfg.APIListen = "127.0.0.1:7443"
+	}
+	if cfg.AgentListen == "" {
+		cfg.AgentListen = "127.0.0.1:7444"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -124,6 +136,15 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.registry.Start(ctx); err != nil {
 		return fmt.Errorf("start registry: %w", err)
 	}
+	if c.cfg.AgentListen != "off" {
+		c.south, err = startSouthbound(ctx, southboundConfig{
+			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent,
+			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg,
+		})
+		if err != nil {
+			return err
+		}
+	}
 	h, err := rest.NewHandler(rest.Config{
 		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.reg, Version: c.cfg.Version,
 	})
@@ -139,7 +160,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		c.serveErr = c.http.Serve(c.ln)
 		close(c.served)
 	}()
-	c.log.Info("controller started", "api", c.APIAddr(), "etcd", endpoints, "embedded", c.embedded != nil)
+	c.log.Info("controller started", "api", c.APIAddr(), "agents", c.AgentAddr(), "etcd", endpoints, "embedded", c.embedded != nil)
 	return nil
 }
 
@@ -171,6 +192,9 @@ func (c *Controller) Close() error {
 			cancel()
 			<-c.served
 		}
+		if c.south != nil {
+			errs = append(errs, c.south.Close())
+		}
 		if c.registry != nil {
 			errs = append(errs, c.registry.Close())
 		}
@@ -186,6 +210,24 @@ func (c *Controller) Close() error {
 		c.closeErr = errors.Join(errs...)
 	})
 	return c.closeErr
+}
+
+// AgentAddr returns the southbound address agents connect to (TCP stream;
+// UDP on the same port), or "" when the southbound is off.
+func (c *Controller) AgentAddr() string {
+	if c.south == nil {
+		return ""
+	}
+	return c.south.addr
+}
+
+// ClusterSecret returns the secret that host keys are derived from (see
+// package hostkey); tools that provision hosts (demo, sim) need it.
+func (c *Controller) ClusterSecret() []byte {
+	if c.south == nil {
+		return nil
+	}
+	return append([]byte(nil), c.south.secret...)
 }
 
 // EtcdClient returns the replica's etcd client (for benchmarks and tools

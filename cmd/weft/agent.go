@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,30 +23,28 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/restreport"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/wire"
 )
 
-// defaultAgentUDPPort is the controller's UDP port (heartbeats, lookups)
-// assumed when --udp is not given: on the host of the first --controller.
-const defaultAgentUDPPort = 7445
-
 // agentOptions are the flags of `weft agent`.
 type agentOptions struct {
-	controllers   string
-	host          string
-	underlayIP    string
-	underlayDev   string
-	datapath      string
-	udp           string
-	keyFile       string
-	api           string
-	stateDir      string
-	logLevel      string
-	metricsListen string
-	netnsPrefix   string
+	controllers    string
+	host           string
+	underlayIP     string
+	underlayDev    string
+	datapath       string
+	udp            string
+	keyFile        string
+	clusterKeyFile string
+	api            string
+	stateDir       string
+	logLevel       string
+	metricsListen  string
+	netnsPrefix    string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -58,11 +55,11 @@ func newAgentCmd() *cobra.Command {
 		Long: `Run the weft agent of one host.
 
 The agent connects to a controller replica's config stream (--controller),
-authenticates with the host's key (--key-file: 32 random bytes, hex), receives
+authenticates with the host's key (--key-file, from 'weft host-key'), receives
 the host's view (its endpoints, their VPCs, policies, QoS) and programs the
 data plane (--datapath linux, or sim: in memory, for tests). It heartbeats
-and looks up remote endpoints on demand over UDP (--udp; default: the host of
-the first --controller, port ` + strconv.Itoa(defaultAgentUDPPort) + `).
+and looks up remote endpoints on demand over UDP (--udp; default: the same
+host:port as the first --controller).
 
 The last applied view is kept in --state-dir: an agent restarted while the
 controller is unreachable programs it at once and keeps forwarding
@@ -86,8 +83,9 @@ yet, and reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.underlayIP, "underlay-ip", "", "this host's underlay address (registered with --api; the controller's Host record wins)")
 	f.StringVar(&o.underlayDev, "underlay-dev", "", "interface holding the underlay address (default: found from --underlay-ip)")
 	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux or sim")
-	f.StringVar(&o.udp, "udp", "", fmt.Sprintf("controller UDP address for heartbeats and lookups (default: host of the first --controller, port %d)", defaultAgentUDPPort))
-	f.StringVar(&o.keyFile, "key-file", "", "file holding the host's key, 64 hex digits (required)")
+	f.StringVar(&o.udp, "udp", "", "controller UDP address for heartbeats and lookups (default: the first --controller address; the controller serves UDP on the same port)")
+	f.StringVar(&o.keyFile, "key-file", "", "file holding the host's key, 64 hex digits (from `weft host-key`)")
+	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "lab/demo alternative to --key-file: the controller's cluster key (DATA-DIR/cluster.key); the host key is derived from it")
 	f.StringVar(&o.api, "api", "", "URL of the controller's REST API, to register the Host and report endpoint status (optional)")
 	f.StringVar(&o.stateDir, "state-dir", "", "directory of the persisted view (default /var/lib/weft/agent-HOST)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -180,19 +178,29 @@ func (o *agentOptions) config() (agent.Config, error) {
 	}
 	cfg.UDPAddr = o.udp
 	if cfg.UDPAddr == "" {
-		h, _, _ := net.SplitHostPort(cfg.StreamAddrs[0])
-		cfg.UDPAddr = net.JoinHostPort(h, strconv.Itoa(defaultAgentUDPPort))
+		// The controller serves UDP on the same host:port as the stream.
+		cfg.UDPAddr = cfg.StreamAddrs[0]
 	} else if _, _, err := net.SplitHostPort(cfg.UDPAddr); err != nil {
 		return cfg, usageErrorf("--udp %q: want host:port: %v", cfg.UDPAddr, err)
 	}
-	if o.keyFile == "" {
-		return cfg, usageErrorf("--key-file is required")
+	switch {
+	case o.keyFile != "" && o.clusterKeyFile != "":
+		return cfg, usageErrorf("give --key-file or --cluster-key-file, not both")
+	case o.keyFile != "":
+		key, err := readKeyFile(o.keyFile)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Key = key
+	case o.clusterKeyFile != "":
+		secret, err := hostkey.ReadFile(o.clusterKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--cluster-key-file: %w", err)
+		}
+		cfg.Key = hostkey.Derive(secret, o.host)
+	default:
+		return cfg, usageErrorf("--key-file (or, for a lab, --cluster-key-file) is required")
 	}
-	key, err := readKeyFile(o.keyFile)
-	if err != nil {
-		return cfg, err
-	}
-	cfg.Key = key
 	if o.underlayIP != "" {
 		ip, err := netip.ParseAddr(o.underlayIP)
 		if err != nil || ip.Zone() != "" {

@@ -78,7 +78,7 @@ func TestAgentCmdUsage(t *testing.T) {
 	}{
 		{"no controller", without("--controller"), "--controller is required"},
 		{"no host", without("--host"), "--host is required"},
-		{"no key", without("--key-file"), "--key-file is required"},
+		{"no key", without("--key-file"), "--key-file (or, for a lab, --cluster-key-file) is required"},
 		{"controller without port", append(without("--controller"), "--controller", "10.0.0.1"), "want host:port"},
 		{"bad key", append(without("--key-file"), "--key-file", bad), "want 64 hex digits"},
 		{"missing key file", append(without("--key-file"), "--key-file", bad+".nope"), "no such file"},
@@ -107,8 +107,8 @@ func TestAgentCmdConfig(t *testing.T) {
 	if got := strings.Join(cfg.StreamAddrs, ","); got != "10.0.0.1:7444,10.0.0.2:7444" {
 		t.Errorf("StreamAddrs = %s", got)
 	}
-	if cfg.UDPAddr != "10.0.0.1:7445" {
-		t.Errorf("default UDPAddr = %s, want 10.0.0.1:7445", cfg.UDPAddr)
+	if cfg.UDPAddr != "10.0.0.1:7444" {
+		t.Errorf("default UDPAddr = %s, want 10.0.0.1:7444", cfg.UDPAddr)
 	}
 	if cfg.StateDir != "/var/lib/weft/agent-h1" {
 		t.Errorf("default StateDir = %s", cfg.StateDir)

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/controller"
+	"github.com/weftnet/weft/controller/hostkey"
 )
 
 func newControllerCmd() *cobra.Command {
@@ -17,6 +19,7 @@ func newControllerCmd() *cobra.Command {
 		etcd        string
 		apiListen   string
 		agentListen string
+		advertise   string
 		logLevel    string
 	)
 	cmd := &cobra.Command{
@@ -27,6 +30,11 @@ func newControllerCmd() *cobra.Command {
 The controller holds the desired state of every tenant's virtual networks in
 etcd and serves the declarative API under /apis/weft/v1 (used by 'weft apply',
 'weft get', ...), plus /healthz, /readyz, /metrics and /openapi.json.
+
+Agents connect to --agent-listen: a TCP config stream that carries each
+host's compiled view as versioned deltas, and UDP (same port) for heartbeats
+and on-demand lookups. Host keys are derived from the cluster key, written to
+DATA-DIR/cluster.key; 'weft host-key NAME' prints a host's key.
 
 By default it runs a single-node etcd embedded in --data-dir (durable: every
 acknowledged write is fsynced). With --etcd-endpoints it uses an external etcd
@@ -46,11 +54,9 @@ cluster instead, and several replicas can share it.`,
 			if etcd != "" {
 				endpoints = strings.Split(etcd, ",")
 			}
-			if agentListen != "" {
-				log.Warn("--agent-listen is accepted but the southbound server is not built yet; agents cannot connect", "addr", agentListen)
-			}
 			c, err := controller.New(controller.Config{
-				DataDir: dataDir, EtcdEndpoints: endpoints, APIListen: apiListen, Logger: log, Version: clientVersion().Version,
+				DataDir: dataDir, EtcdEndpoints: endpoints, APIListen: apiListen, AgentListen: agentListen,
+				AdvertiseAgent: advertise, Logger: log, Version: clientVersion().Version,
 			})
 			if err != nil {
 				return err
@@ -59,7 +65,13 @@ cluster instead, and several replicas can share it.`,
 			if err := c.Start(ctx); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "weft controller serving the API on http://%s (Ctrl-C to stop)\n", c.APIAddr())
+			if secret := c.ClusterSecret(); secret != nil && dataDir != "" {
+				// Local tools (weft host-key, weft demo, lab agents) derive host keys from it.
+				if err := hostkey.WriteFile(filepath.Join(dataDir, "cluster.key"), secret); err != nil {
+					log.Warn("cannot write the cluster key file", "err", err)
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "weft controller serving the API on http://%s and agents on %s (Ctrl-C to stop)\n", c.APIAddr(), c.AgentAddr())
 			select {
 			case <-ctx.Done():
 			case <-c.Done():
@@ -75,7 +87,8 @@ cluster instead, and several replicas can share it.`,
 	f.StringVar(&dataDir, "data-dir", "weft-data", "directory of the embedded etcd's data (ignored with --etcd-endpoints)")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
 	f.StringVar(&apiListen, "api-listen", "127.0.0.1:7443", "address of the REST API")
-	f.StringVar(&agentListen, "agent-listen", "", "address of the southbound server for agents (not built yet)")
+	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7444", "southbound address for agents: config stream on TCP, heartbeats and lookups on UDP, same port (\"off\" disables it)")
+	f.StringVar(&advertise, "advertise-agent", "", "southbound address told to agents (default: the bound --agent-listen address)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
@@ -90,4 +103,28 @@ func newLogger(w interface{ Write([]byte) (int, error) }, level string) (*slog.L
 		w = os.Stderr
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func newHostKeyCmd() *cobra.Command {
+	var clusterKeyFile string
+	cmd := &cobra.Command{
+		Use:   "host-key NAME",
+		Short: "Print the key of a host (for its agent's --key-file)",
+		Long: `Print the per-host key of host NAME, 64 hex digits, derived from the
+cluster key that 'weft controller' keeps in etcd and writes to
+DATA-DIR/cluster.key. Install it on the host (mode 0600) and pass it to
+'weft agent --key-file'.`,
+		Example: `  weft host-key h1 --cluster-key-file weft-data/cluster.key > /etc/weft/h1.key`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			secret, err := hostkey.ReadFile(clusterKeyFile)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%x\n", hostkey.Derive(secret, args[0]))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&clusterKeyFile, "cluster-key-file", "weft-data/cluster.key", "the controller's cluster key file")
+	return cmd
 }

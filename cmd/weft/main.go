@@ -125,6 +125,8 @@ tenants. Tenants and hosts are cluster-scoped.`,
 
 	root.AddCommand(
 		newControllerCmd(),
+		newAgentCmd(),
+		newHostKeyCmd(),
 		newBenchCmd(),
 		a.newApplyCmd(),
 		a.newGetCmd(),

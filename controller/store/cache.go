@@ -61,8 +61,8 @@ type cache struct {
 	revCh  chan struct{} // closed and replaced when rev advances
 	byKind []*kindCache  // by kindDesc.idx
 
-	epByHost   map[string]map[tn]*apiv1.Endpoint  // spec.host → endpoints
-	epBySubnet map[tn]map[string]*apiv1.Endpoint  // (tenant, spec.subnet) → name → endpoint
+	epByHost   map[string]map[tn]*apiv1.Endpoint // spec.host → endpoints
+	epBySubnet map[tn]map[string]*apiv1.Endpoint // (tenant, spec.subnet) → name → endpoint
 	epByLabel  map[labelKey]map[string]*apiv1.Endpoint
 	snByVPC    map[tn]map[string]*apiv1.Subnet // (tenant, spec.vpc) → name → subnet
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,10 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 		} else {
 			cfg.ClientURL = "http://127.0.0.1:0"
 		}
+	}
+	// etcd wants its directory private; an existing one is left as it is.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -217,6 +222,9 @@ func freeLoopbackURL(scheme string) (*url.URL, error) {
 
 func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
 
+// maxLoggedValue is the longest string value forwarded from etcd's logs.
+const maxLoggedValue = 256
+
 // zapLogger returns a zap logger that forwards warnings and worse to l,
 // at debug level while quiet is set.
 func zapLogger(l *slog.Logger, quiet *atomic.Bool) *zap.Logger {
@@ -245,10 +253,19 @@ func (c *slogCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.C
 	return ce
 }
 
+// benignWarnings are warnings etcd gives for the embedded configuration
+// on purpose (one port for gRPC and HTTP, large requests, no auth tokens):
+// logged at debug level.
+var benignWarnings = map[string]bool{
+	"Running http and grpc server on single port. This is not recommended for production.": true,
+	"exceeded recommended request limit":                                                   true,
+	"simple token is not cryptographically signed":                                         true,
+}
+
 func (c *slogCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 	lvl := slog.LevelWarn
 	switch {
-	case c.quiet.Load():
+	case c.quiet.Load() || benignWarnings[ent.Message]:
 		lvl = slog.LevelDebug
 	case ent.Level >= zapcore.ErrorLevel:
 		lvl = slog.LevelError
@@ -269,6 +286,10 @@ func zapAttrs(fields []zapcore.Field) []any {
 	}
 	attrs := make([]any, 0, 2*len(enc.Fields))
 	for k, v := range enc.Fields {
+		// Slow-request warnings quote whole requests: a batch is megabytes.
+		if s, ok := v.(string); ok && len(s) > maxLoggedValue {
+			v = s[:maxLoggedValue] + fmt.Sprintf("... (%d bytes)", len(s))
+		}
 		attrs = append(attrs, k, v)
 	}
 	return attrs

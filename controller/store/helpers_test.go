@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -95,7 +96,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	ctx := testCtx(t)
 	if o.dir == "" {
-		o.dir = t.TempDir()
+		o.dir = filepath.Join(t.TempDir(), "etcd")
 	}
 	e, err := StartEmbedded(ctx, EmbedConfig{Dir: o.dir, Logger: testLogger()})
 	if err != nil {

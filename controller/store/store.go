@@ -125,6 +125,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// The cache serves validation's lookups.
+var _ apiv1.Lookup = (*Store)(nil)
+
 // Store is weft's desired state in etcd with an in-memory, watch-fed cache.
 // See the package documentation.
 type Store struct {
@@ -138,9 +141,9 @@ type Store struct {
 	batcher *batcher
 
 	// ctx lives from Start to Close; every goroutine stops when it ends.
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 	starting atomic.Bool // Start was called
 	started  atomic.Bool // Start succeeded
 	closing  sync.Once
@@ -218,7 +221,7 @@ func (s *Store) Start(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.wg.Add(1 + s.cfg.MaxInFlight)
-	go s.syncLoop(rev)
+	go s.syncLoop()
 	for range s.cfg.MaxInFlight {
 		go s.batchWorker()
 	}
@@ -325,15 +328,11 @@ func EncodeObject(o apiv1.Object) ([]byte, error) {
 // decodeObject decodes a stored value of kind k found at tenant/name and
 // sets its resourceVersion to modRev.
 func decodeObject(k *kindDesc, tenant, name string, value []byte, modRev int64) (apiv1.Object, error) {
-	// TODO(api): switch to apiv1.DecodeInto once it exists; it does this.
-	o := k.info.New()
-	if err := json.Unmarshal(value, o); err != nil {
+	o, err := apiv1.DecodeInto(value, k.info.Kind)
+	if err != nil {
 		return nil, fmt.Errorf("decode %s/%s/%s: %w", k.info.Plural, tenant, name, err)
 	}
-	tm, m := o.GetTypeMeta(), o.GetObjectMeta()
-	if tm.Kind != k.info.Kind {
-		return nil, fmt.Errorf("decode %s/%s/%s: kind %q stored under %s", k.info.Plural, tenant, name, tm.Kind, k.info.Plural)
-	}
+	m := o.GetObjectMeta()
 	if m.Name != name || m.Tenant != tenant {
 		return nil, fmt.Errorf("decode %s/%s/%s: metadata names %q/%q", k.info.Plural, tenant, name, m.Tenant, m.Name)
 	}

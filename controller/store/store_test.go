@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -157,7 +159,8 @@ func TestWaitForRevisionOutsidePrefix(t *testing.T) {
 }
 
 func TestCommitConcurrent(t *testing.T) {
-	env := newEnv(t, envOpts{})
+	reg := prometheus.NewRegistry()
+	env := newEnv(t, envOpts{cfg: func(c *Config) { c.Registerer = reg }})
 	s := env.s
 	const workers, txns = 64, 5000
 	ctx := testCtx(t)
@@ -205,15 +208,50 @@ func TestCommitConcurrent(t *testing.T) {
 	if st.Txns != txns || st.MaxBatch < 2 || st.Batches >= txns {
 		t.Errorf("no group commit: %+v", st)
 	}
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		switch {
+		case m.GetHistogram() != nil:
+			counts[mf.GetName()] = m.GetHistogram().GetSampleCount()
+		case m.GetCounter() != nil:
+			counts[mf.GetName()] = uint64(m.GetCounter().GetValue())
+		default:
+			counts[mf.GetName()] = uint64(min(m.GetGauge().GetValue(), 1)) // revision > 0
+		}
+	}
+	if n := counts["weft_store_watch_lag_seconds"]; n == 0 {
+		t.Errorf("no watch lag samples")
+	}
+	counts["weft_store_watch_lag_seconds"] = 1 // how many depends on timing
+	want := map[string]uint64{
+		"weft_store_commit_seconds":         txns,
+		"weft_store_batch_size":             uint64(st.Batches),
+		"weft_store_etcd_txn_seconds":       uint64(st.Batches),
+		"weft_store_cache_revision":         1,
+		"weft_store_watch_lag_seconds":      1,
+		"weft_store_relists_total":          0,
+		"weft_store_watchers_dropped_total": 0,
+		"weft_store_decode_errors_total":    0,
+	}
+	if diff := cmp.Diff(want, counts); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
 }
 
 // holdFirstBatch returns hooks that stop the first batch until release is
-// closed, and the sizes of all batches sent.
-func holdFirstBatch() (hooks testHooks, release chan struct{}, sizes func() []int) {
-	release = make(chan struct{})
+// called (idempotent), and the sizes of all batches sent.
+func holdFirstBatch() (hooks testHooks, release func(), sizes func() []int) {
+	gate := make(chan struct{})
 	var (
-		mu  sync.Mutex
-		got []int
+		once sync.Once
+		mu   sync.Mutex
+		got  []int
 	)
 	hooks.beforeSend = func(n int) {
 		mu.Lock()
@@ -221,10 +259,10 @@ func holdFirstBatch() (hooks testHooks, release chan struct{}, sizes func() []in
 		first := len(got) == 1
 		mu.Unlock()
 		if first {
-			<-release
+			<-gate
 		}
 	}
-	return hooks, release, func() []int {
+	return hooks, func() { once.Do(func() { close(gate) }) }, func() []int {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]int(nil), got...)
@@ -236,15 +274,22 @@ type commitResult struct {
 	err error
 }
 
-// commitAsync starts a Commit and waits until it is queued.
+// commitAsync starts a Commit.
 func commitAsync(t *testing.T, s *Store, txn Txn) <-chan commitResult {
-	t.Helper()
-	n := s.batcher.queued()
+	ctx := testCtx(t)
 	ch := make(chan commitResult, 1)
 	go func() {
-		res, err := s.Commit(testCtx(t), txn)
+		res, err := s.Commit(ctx, txn)
 		ch <- commitResult{res, err}
 	}()
+	return ch
+}
+
+// commitQueued starts a Commit and waits until it is queued behind a held batch.
+func commitQueued(t *testing.T, s *Store, txn Txn) <-chan commitResult {
+	t.Helper()
+	n := s.batcher.queued()
+	ch := commitAsync(t, s, txn)
 	waitFor(t, "commit queued", func() bool { return s.batcher.queued() > n })
 	return ch
 }
@@ -252,23 +297,24 @@ func commitAsync(t *testing.T, s *Store, txn Txn) <-chan commitResult {
 func TestNestedFailureIsolation(t *testing.T) {
 	hooks, release, sizes := holdFirstBatch()
 	env := newEnv(t, envOpts{hooks: hooks, cfg: func(c *Config) { c.MaxInFlight = 1 }})
+	t.Cleanup(release) // before Close, also on failure
 	s := env.s
 	if _, err := env.cli.Put(testCtx(t), s.Key("t/b"), "x"); err != nil {
 		t.Fatal(err)
 	}
 	blocker := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(s.Key("t/blocker"), "1")}})
 	waitFor(t, "first batch sent", func() bool { return len(sizes()) == 1 })
-	a := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(s.Key("t/a"), "1")}})
-	b := commitAsync(t, s, Txn{
+	a := commitQueued(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(s.Key("t/a"), "1")}})
+	b := commitQueued(t, s, Txn{
 		Compares: []clientv3.Cmp{clientv3.Compare(clientv3.Value(s.Key("t/b")), "=", "nope")},
 		Ops:      []clientv3.Op{clientv3.OpPut(s.Key("t/b"), "2")},
 		Else:     []clientv3.Op{clientv3.OpGet(s.Key("t/b"))},
 	})
-	c := commitAsync(t, s, Txn{
+	c := commitQueued(t, s, Txn{
 		Compares: []clientv3.Cmp{clientv3.Compare(clientv3.Value(s.Key("t/b")), "=", "x")},
 		Ops:      []clientv3.Op{clientv3.OpPut(s.Key("t/c"), "1")},
 	})
-	close(release)
+	release()
 	for _, r := range []<-chan commitResult{blocker, a, c} {
 		if got := <-r; got.err != nil || !got.res.Succeeded {
 			t.Errorf("commit: %v %+v", got.err, got.res)
@@ -300,15 +346,16 @@ func TestNestedFailureIsolation(t *testing.T) {
 func TestSameKeyTxnsCommitInOrder(t *testing.T) {
 	hooks, release, sizes := holdFirstBatch()
 	env := newEnv(t, envOpts{hooks: hooks, cfg: func(c *Config) { c.MaxInFlight = 1 }})
+	t.Cleanup(release) // before Close, also on failure
 	s := env.s
 	k, j := s.Key("t/k"), s.Key("t/j")
 	blocker := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(s.Key("t/blocker"), "1")}})
 	waitFor(t, "first batch sent", func() bool { return len(sizes()) == 1 })
-	first := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(k, "v1")}})
-	second := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(k, "v2"), clientv3.OpPut(j, "x")}})
-	third := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(j, "y")}})
-	other := commitAsync(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(s.Key("t/other"), "1")}})
-	close(release)
+	first := commitQueued(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(k, "v1")}})
+	second := commitQueued(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(k, "v2"), clientv3.OpPut(j, "x")}})
+	third := commitQueued(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(j, "y")}})
+	other := commitQueued(t, s, Txn{Ops: []clientv3.Op{clientv3.OpPut(s.Key("t/other"), "1")}})
+	release()
 	var res []Result
 	for _, r := range []<-chan commitResult{blocker, first, second, third, other} {
 		got := <-r
@@ -584,7 +631,7 @@ func refs(objs []apiv1.Object) []string {
 }
 
 func TestRestartKeepsData(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "etcd")
 	func() {
 		env := newEnv(t, envOpts{dir: dir})
 		waitRev(t, env.s, put(t, env.s, host("h1", "192.0.2.1")))
@@ -600,7 +647,7 @@ func TestRestartKeepsData(t *testing.T) {
 }
 
 func TestKill9KeepsCommittedData(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "etcd")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
 	cmd.Stderr = os.Stderr
@@ -650,5 +697,25 @@ func TestMeasurePutRate(t *testing.T) {
 	}
 	if resp.Count != 0 {
 		t.Errorf("%d keys left behind", resp.Count)
+	}
+}
+
+func TestUndecodableValueIsDropped(t *testing.T) {
+	env := newEnv(t, envOpts{})
+	s := env.s
+	put(t, s, host("h1", "192.0.2.1"))
+	key := s.ObjectKey(apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"})
+	for i, value := range []string{"{not json", `{"apiVersion":"weft/v1","kind":"VPC","metadata":{"name":"h1"}}`, mustEncode(host("h2", "192.0.2.2"))} {
+		resp, err := env.cli.Put(testCtx(t), key, value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitRev(t, s, resp.Header.Revision)
+		if _, ok := s.Get("Host", "", "h1"); ok {
+			t.Errorf("value %d: undecodable h1 still served", i)
+		}
+	}
+	if got := s.Stats().DecodeErrors; got != 3 {
+		t.Errorf("decode errors %d, want 3", got)
 	}
 }

@@ -80,27 +80,27 @@ func (s *Store) decodeChange(kv *mvccpb.KeyValue, deleted bool) (change, bool) {
 	return ch, true
 }
 
-// syncLoop keeps the cache current from fromRev on: it watches the
-// prefix, rewatches when the watch breaks and relists when etcd compacted
-// the revisions it missed.
-func (s *Store) syncLoop(fromRev int64) {
+// syncLoop keeps the cache current: it watches the prefix from the cache
+// revision, watches again when the watch breaks and relists when etcd has
+// compacted revisions the cache has not seen.
+func (s *Store) syncLoop() {
 	defer s.wg.Done()
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	relist := false
 	for {
 		if relist {
-			if err := s.relist(); err != nil {
-				if s.ctx.Err() != nil {
-					return
-				}
-				s.log.Warn("store relist failed", "err", err, "retry_in", backoff)
-			} else {
+			err := s.relist()
+			if err == nil {
 				relist = false
 				continue
 			}
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("store relist failed", "err", err, "retry_in", backoff)
 		} else {
-			got, err := s.watchOnce(fromRev)
+			got, err := s.watchOnce(s.Revision())
 			if s.ctx.Err() != nil {
 				return
 			}
@@ -120,7 +120,6 @@ func (s *Store) syncLoop(fromRev int64) {
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
-		fromRev = s.Revision()
 	}
 }
 
@@ -156,14 +155,14 @@ func (s *Store) watchOnce(fromRev int64) (got bool, err error) {
 		select {
 		case resp, ok := <-wch:
 			if !ok {
-				return got, fmt.Errorf("watch %s from revision %d: channel closed: %w", s.prefix, fromRev+1, cmpErr(wctx.Err(), errors.New("no reason given")))
+				return got, fmt.Errorf("watch %s (started at revision %d): channel closed: %w", s.prefix, fromRev+1, cmpErr(wctx.Err(), errors.New("no reason given")))
 			}
 			got = true
 			if resp.CompactRevision != 0 {
-				return got, fmt.Errorf("watch %s from revision %d: compacted at %d: %w", s.prefix, fromRev+1, resp.CompactRevision, ErrCompacted)
+				return got, fmt.Errorf("watch %s (started at revision %d): compacted at %d: %w", s.prefix, fromRev+1, resp.CompactRevision, ErrCompacted)
 			}
 			if err := resp.Err(); err != nil {
-				return got, fmt.Errorf("watch %s from revision %d: %w", s.prefix, fromRev+1, err)
+				return got, fmt.Errorf("watch %s (started at revision %d): %w", s.prefix, fromRev+1, err)
 			}
 			if resp.IsProgressNotify() {
 				s.cache.progress(resp.Header.Revision)

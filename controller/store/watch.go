@@ -91,6 +91,7 @@ func (s *Store) Watch(ctx context.Context, kind, tenant string, fromRev int64) (
 		if from >= c.ring.start {
 			sub.after = from
 			sub.queue = append(early, c.ring.since(from, sub.matches)...)
+			sub.undelivered.Store(int64(len(sub.queue)))
 			sub.wake <- struct{}{} // deliver the replay first
 			c.subs[sub] = struct{}{}
 			s.wg.Add(1) // under c.mu: Close marks the cache closed before it waits
@@ -101,7 +102,7 @@ func (s *Store) Watch(ctx context.Context, kind, tenant string, fromRev int64) (
 		c.mu.Unlock()
 		// The ring lost (from, target]: read it from etcd, then retry with
 		// the ring (which may have moved on meanwhile).
-		evs, err := s.history(ctx, k, tenant, from, target)
+		evs, err := s.history(ctx, sub, from, target)
 		if err != nil {
 			return nil, err
 		}
@@ -119,15 +120,15 @@ func kindName(k *kindDesc) string {
 	return k.info.Plural
 }
 
-// history returns the events of kind k and tenant in (from, to] read from
-// an etcd watch.
-func (s *Store) history(ctx context.Context, k *kindDesc, tenant string, from, to int64) ([]Event, error) {
+// history returns sub's events in (from, to] read from an etcd watch.
+func (s *Store) history(ctx context.Context, sub *subscriber, from, to int64) ([]Event, error) {
+	k := sub.kind
 	// A stream of its own, so that progress requests reach this watch only.
 	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx,
 		"weft-store-history", strconv.FormatInt(time.Now().UnixNano(), 36)))
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
-	prefix := s.kindPrefix(k, tenant)
+	prefix := s.kindPrefix(k, sub.tenant)
 	wch := s.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(from+1),
 		clientv3.WithPrevKV(), clientv3.WithCreatedNotify())
 	tick := time.NewTicker(progressDelay)
@@ -152,7 +153,7 @@ func (s *Store) history(ctx context.Context, k *kindDesc, tenant string, from, t
 				if ev.Kv.ModRevision > to {
 					return evs, nil
 				}
-				if e, ok := s.historyEvent(ev); ok {
+				if e, ok := s.historyEvent(ev); ok && sub.wants(&e) {
 					evs = append(evs, e)
 				}
 			}
@@ -224,26 +225,31 @@ type subscriber struct {
 
 	mu    sync.Mutex
 	queue []Event
+	// undelivered counts the events queued or taken by serve but not yet
+	// received from out.
+	undelivered atomic.Int64
 	// gone is set when the subscriber fell too far behind; it receives no
 	// more events and its channel closes at the next revision boundary.
 	gone atomic.Bool
 }
 
+// matches reports whether sub gets ev from the cache.
 func (sub *subscriber) matches(ev *Event) bool {
-	if ev.Revision <= sub.after {
-		return false
-	}
-	if sub.kind == nil {
-		return true
-	}
-	if ev.Object.GetTypeMeta().Kind != sub.kind.info.Kind {
+	return ev.Revision > sub.after && sub.wants(ev)
+}
+
+// wants reports whether ev is of sub's kind and tenant.
+func (sub *subscriber) wants(ev *Event) bool {
+	if sub.kind != nil && ev.Object.GetTypeMeta().Kind != sub.kind.info.Kind {
 		return false
 	}
 	return sub.tenant == "" || ev.Object.GetObjectMeta().Tenant == sub.tenant
 }
 
-// offer queues the matching events; called with the cache lock held.
-// evs holds whole revisions, so a subscriber never gets part of one.
+// offer queues the matching events; called with the cache lock held, with
+// events in revision order. A subscriber gets whole revisions: when the
+// next one would take it past its backlog it is dropped instead. One
+// revision larger than the backlog is let through when nothing is pending.
 func (sub *subscriber) offer(evs []Event) {
 	if sub.gone.Load() {
 		return
@@ -258,12 +264,20 @@ func (sub *subscriber) offer(evs []Event) {
 		return
 	}
 	sub.mu.Lock()
-	if len(sub.queue) > 0 && len(sub.queue)+len(mine) > sub.backlog {
-		sub.queue = nil
-		sub.gone.Store(true)
-		sub.dropped.Inc()
-	} else {
-		sub.queue = append(sub.queue, mine...)
+	for len(mine) > 0 {
+		n := 1
+		for n < len(mine) && mine[n].Revision == mine[0].Revision {
+			n++
+		}
+		if u := sub.undelivered.Load(); u > 0 && u+int64(n) > int64(sub.backlog) {
+			sub.queue = nil
+			sub.gone.Store(true)
+			sub.dropped.Inc()
+			break
+		}
+		sub.queue = append(sub.queue, mine[:n]...)
+		sub.undelivered.Add(int64(n))
+		mine = mine[n:]
 	}
 	sub.mu.Unlock()
 	select {
@@ -297,6 +311,7 @@ func (s *Store) serve(ctx context.Context, sub *subscriber) {
 		for i, ev := range batch {
 			select {
 			case sub.out <- ev:
+				sub.undelivered.Add(-1)
 			case <-ctx.Done():
 				return
 			case <-s.ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestWatchReplaysFromRevision(t *testing.T) {
 			from := put(t, s, endpoint("acme", "e2", "h1", "a", nil))
 			r3 := put(t, s, endpoint("acme", "e3", "h1", "a", nil))
 			put(t, s, endpoint("other", "e1", "h1", "a", nil)) // other tenant
-			put(t, s, host("h1", "192.0.2.1"))                  // other kind
+			put(t, s, host("h1", "192.0.2.1"))                 // other kind
 			r4 := put(t, s, endpoint("acme", "e2", "h2", "a", nil))
 			r5 := del(t, s, epRef("e3"))
 			r6 := del(t, s, epRef("e1"))
@@ -37,27 +38,38 @@ func TestWatchReplaysFromRevision(t *testing.T) {
 
 			ctx, cancel := context.WithCancel(testCtx(t))
 			defer cancel()
-			ch, err := s.Watch(ctx, "ep", "acme", from)
-			if err != nil {
-				t.Fatal(err)
-			}
 			want := []ev{
 				{EventAdded, "endpoint/acme/e3", r3},
 				{EventModified, "endpoint/acme/e2", r4},
 				{EventDeleted, "endpoint/acme/e3", r5},
 				{EventDeleted, "endpoint/acme/e1", r6},
 			}
-			got := recv(t, ch, len(want))
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("replay (-want +got):\n%s", diff)
+			// The tenant's endpoints, and everything of the tenant (which
+			// leaves out the cluster-scoped host).
+			var chs []<-chan Event
+			for _, kind := range []string{"ep", ""} {
+				ch, err := s.Watch(ctx, kind, "acme", from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				chs = append(chs, ch)
+			}
+			for i, ch := range chs {
+				if diff := cmp.Diff(want, recv(t, ch, len(want))); diff != "" {
+					t.Errorf("watch %d replay (-want +got):\n%s", i, diff)
+				}
 			}
 			// Live events follow with nothing in between.
 			r7 := put(t, s, endpoint("acme", "e7", "h1", "a", nil))
-			if diff := cmp.Diff([]ev{{EventAdded, "endpoint/acme/e7", r7}}, recv(t, ch, 1)); diff != "" {
-				t.Errorf("live (-want +got):\n%s", diff)
+			for i, ch := range chs {
+				if diff := cmp.Diff([]ev{{EventAdded, "endpoint/acme/e7", r7}}, recv(t, ch, 1)); diff != "" {
+					t.Errorf("watch %d live (-want +got):\n%s", i, diff)
+				}
 			}
 			cancel()
-			for range ch { // closes when ctx ends
+			for _, ch := range chs {
+				for range ch { // closes when ctx ends
+				}
 			}
 		})
 	}
@@ -111,88 +123,108 @@ func TestWatchCompactedRevision(t *testing.T) {
 	}
 }
 
-func TestRelistAfterCompaction(t *testing.T) {
-	var (
-		watches int32
-		held    = make(chan int64)
-		release = make(chan struct{})
-	)
-	hooks := testHooks{beforeWatch: func(rev int64) {
-		if atomic.AddInt32(&watches, 1) == 2 { // the rewatch after breakWatch
-			held <- rev
-			<-release
-		}
-	}}
-	env := newEnv(t, envOpts{hooks: hooks})
-	s, cli := env.s, env.cli
-	for _, n := range []string{"x1", "x2", "x3", "x6"} {
-		put(t, s, host(n, "192.0.2.1"))
-	}
-	waitRev(t, s, put(t, s, host("x0", "192.0.2.1")))
-	ch, err := s.Watch(testCtx(t), "", "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+// TestWatchBreak breaks the cache's etcd watch and changes objects while
+// it is down; with compaction the cache must relist, without it resume.
+// Either way subscribers see every change once and the cache equals etcd.
+func TestWatchBreak(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		compact bool
+	}{
+		{"resume", false},
+		{"compacted, relist", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				watches int32
+				held    = make(chan int64, 1)
+				release = make(chan struct{})
+				once    sync.Once
+			)
+			hooks := testHooks{beforeWatch: func(rev int64) {
+				if atomic.AddInt32(&watches, 1) == 2 { // the rewatch after breakWatch
+					held <- rev
+					<-release
+				}
+			}}
+			env := newEnv(t, envOpts{hooks: hooks})
+			t.Cleanup(func() { once.Do(func() { close(release) }) }) // before Close, also on failure
+			s, cli := env.s, env.cli
+			for _, n := range []string{"x1", "x2", "x3", "x6"} {
+				put(t, s, host(n, "192.0.2.1"))
+			}
+			waitRev(t, s, put(t, s, host("x0", "192.0.2.1")))
+			ch, err := s.Watch(testCtx(t), "", "", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
 
-	// The watch breaks; while it is down, objects change and etcd compacts
-	// the history the store missed.
-	waitFor(t, "first watch", func() bool { return atomic.LoadInt32(&watches) == 1 })
-	s.breakWatch()
-	from := <-held
-	hostRef := func(n string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindHost, Name: n} }
-	put(t, s, host("x1", "192.0.2.11"))
-	del(t, s, hostRef("x2"))
-	put(t, s, host("x4", "192.0.2.4"))
-	put(t, s, host("x5", "192.0.2.5"))
-	del(t, s, hostRef("x5"))
-	put(t, s, host("x3", "192.0.2.31"))
-	put(t, s, host("x3", "192.0.2.32"))
-	del(t, s, hostRef("x6"))
-	last := put(t, s, host("x6", "192.0.2.6"))
-	if _, err := cli.Compact(testCtx(t), last, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
-	if s.Revision() != from {
-		t.Fatalf("cache moved to %d while its watch was down at %d", s.Revision(), from)
-	}
-	close(release)
+			waitFor(t, "first watch", func() bool { return atomic.LoadInt32(&watches) == 1 })
+			s.breakWatch()
+			from := <-held
+			hostRef := func(n string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindHost, Name: n} }
+			history := []ev{
+				{EventModified, "host/x1", put(t, s, host("x1", "192.0.2.11"))},
+				{EventDeleted, "host/x2", del(t, s, hostRef("x2"))},
+				{EventAdded, "host/x4", put(t, s, host("x4", "192.0.2.4"))},
+				{EventAdded, "host/x5", put(t, s, host("x5", "192.0.2.5"))},
+				{EventDeleted, "host/x5", del(t, s, hostRef("x5"))},
+				{EventModified, "host/x3", put(t, s, host("x3", "192.0.2.31"))},
+				{EventModified, "host/x3", put(t, s, host("x3", "192.0.2.32"))},
+				{EventDeleted, "host/x6", del(t, s, hostRef("x6"))},
+				{EventAdded, "host/x6", put(t, s, host("x6", "192.0.2.6"))},
+			}
+			last := history[len(history)-1].Rev
+			want, wantRelists := history, int64(0)
+			if tc.compact {
+				if _, err := cli.Compact(testCtx(t), last, clientv3.WithCompactPhysical()); err != nil {
+					t.Fatal(err)
+				}
+				// The difference, in key order, at the relist revision.
+				want, wantRelists = []ev{
+					{EventModified, "host/x1", last},
+					{EventModified, "host/x3", last},
+					{EventAdded, "host/x4", last},
+					{EventDeleted, "host/x6", last}, // deleted and created again: a new object
+					{EventAdded, "host/x6", last},
+					{EventDeleted, "host/x2", last},
+				}, 1
+			}
+			if s.Revision() != from {
+				t.Fatalf("cache moved to %d while its watch was down at %d", s.Revision(), from)
+			}
+			once.Do(func() { close(release) })
 
-	waitRev(t, s, last)
-	want := []ev{ // the difference, in key order, at the relist revision
-		{EventModified, "host/x1", last},
-		{EventModified, "host/x3", last},
-		{EventAdded, "host/x4", last},
-		{EventDeleted, "host/x6", last}, // deleted and created again: a new object
-		{EventAdded, "host/x6", last},
-		{EventDeleted, "host/x2", last},
-	}
-	if diff := cmp.Diff(want, recv(t, ch, len(want))); diff != "" {
-		t.Errorf("relist events (-want +got):\n%s", diff)
-	}
-	if got := s.Stats().Relists; got != 1 {
-		t.Errorf("relists %d, want 1", got)
-	}
+			if diff := cmp.Diff(want, recv(t, ch, len(want))); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			waitRev(t, s, last)
 
-	// The cache equals etcd.
-	resp, err := cli.Get(testCtx(t), s.Key("v1/hosts/"), clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var inEtcd, inCache []string
-	for _, kv := range resp.Kvs {
-		inEtcd = append(inEtcd, fmt.Sprintf("%s@%d", kv.Key, kv.ModRevision))
-	}
-	for _, o := range s.List("Host", "") {
-		inCache = append(inCache, fmt.Sprintf("%s@%s", s.ObjectKey(apiv1.RefOf(o)), o.GetObjectMeta().ResourceVersion))
-	}
-	if diff := cmp.Diff(inEtcd, inCache); diff != "" {
-		t.Errorf("cache vs etcd (-etcd +cache):\n%s", diff)
-	}
+			// The cache equals etcd.
+			resp, err := cli.Get(testCtx(t), s.Key("v1/hosts/"), clientv3.WithPrefix())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inEtcd, inCache []string
+			for _, kv := range resp.Kvs {
+				inEtcd = append(inEtcd, fmt.Sprintf("%s@%d", kv.Key, kv.ModRevision))
+			}
+			for _, o := range s.List("Host", "") {
+				inCache = append(inCache, fmt.Sprintf("%s@%s", s.ObjectKey(apiv1.RefOf(o)), o.GetObjectMeta().ResourceVersion))
+			}
+			if diff := cmp.Diff(inEtcd, inCache); diff != "" {
+				t.Errorf("cache vs etcd (-etcd +cache):\n%s", diff)
+			}
 
-	// And the watch runs again: the next change arrives once, normally.
-	r := put(t, s, host("x7", "192.0.2.7"))
-	if diff := cmp.Diff([]ev{{EventAdded, "host/x7", r}}, recv(t, ch, 1)); diff != "" {
-		t.Errorf("after relist (-want +got):\n%s", diff)
+			// The watch runs again: the next change arrives once, normally.
+			r := put(t, s, host("x7", "192.0.2.7"))
+			if diff := cmp.Diff([]ev{{EventAdded, "host/x7", r}}, recv(t, ch, 1)); diff != "" {
+				t.Errorf("afterwards (-want +got):\n%s", diff)
+			}
+			if got := s.Stats().Relists; got != wantRelists {
+				t.Errorf("relists %d, want %d", got, wantRelists)
+			}
+		})
 	}
 }
 

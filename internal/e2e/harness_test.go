@@ -52,19 +52,27 @@ func freePort(t *testing.T) string {
 
 // controllerProc is a `weft controller` subprocess.
 type controllerProc struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	addr    string
-	dataDir string
-	stderr  *bytes.Buffer
-	done    chan struct{}
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string
+	// agentAddr is the southbound address (TCP stream and UDP).
+	agentAddr string
+	dataDir   string
+	stderr    *bytes.Buffer
+	done      chan struct{}
 }
 
 // startController runs `weft controller` on dataDir and waits until /readyz answers.
 func startController(t *testing.T, dataDir, addr string) *controllerProc {
 	t.Helper()
-	p := &controllerProc{t: t, addr: addr, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), "controller", "--data-dir", dataDir, "--api-listen", addr, "--log-level", "warn")
+	return startControllerWithAgents(t, dataDir, addr, "127.0.0.1:0")
+}
+
+// startControllerWithAgents also sets the southbound address.
+func startControllerWithAgents(t *testing.T, dataDir, addr, agentAddr string) *controllerProc {
+	t.Helper()
+	p := &controllerProc{t: t, addr: addr, agentAddr: agentAddr, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binary(t), "controller", "--data-dir", dataDir, "--api-listen", addr, "--agent-listen", p.agentAddr, "--log-level", "warn")
 	p.cmd.Stderr = &lockedWriter{w: p.stderr}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -1,0 +1,236 @@
+package compile
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/store"
+)
+
+// Scale of the benchmark world: 100 tenants with 10 VPCs each.
+const (
+	benchHosts     = 10_000
+	benchVPCs      = 1_000
+	benchEndpoints = 100_000
+	benchTenants   = 100
+)
+
+// benchStore starts a store holding the benchmark world, written directly
+// as objects (with the status the registry would have allocated), so that
+// setting up 110,000 objects takes seconds.
+func benchStore(b *testing.B) *store.Store {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { emb.Close() })
+	cli, err := emb.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cli.Close() })
+	st, err := store.New(store.Config{Client: cli, MaxBatchOps: 512})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+
+	objs := make(chan apiv1.Object, 1024)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(objs)
+		for _, o := range benchWorld() {
+			select {
+			case objs <- o:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var last int64
+	revs := make(chan int64, 8)
+	for range 8 {
+		g.Go(func() error {
+			var t store.Txn
+			flush := func() error {
+				if len(t.Ops) == 0 {
+					return nil
+				}
+				res, err := st.Commit(gctx, t)
+				if err != nil {
+					return err
+				}
+				revs <- res.Revision
+				t = store.Txn{}
+				return nil
+			}
+			for o := range objs {
+				val, err := store.EncodeObject(o)
+				if err != nil {
+					return err
+				}
+				t.Ops = append(t.Ops, clientv3.OpPut(st.ObjectKey(apiv1.RefOf(o)), string(val)))
+				if len(t.Ops) == 512 {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			return flush()
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		for r := range revs {
+			last = max(last, r)
+		}
+		close(done)
+	}()
+	err = g.Wait()
+	close(revs)
+	<-done
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.WaitForRevision(ctx, last); err != nil {
+		b.Fatal(err)
+	}
+	return st
+}
+
+// benchWorld returns the objects in creation order. Endpoint i lives on
+// host i/10 and in VPC i%1000: every host holds 10 endpoints in 10 VPCs,
+// every VPC spans 100 hosts. Each tenant has a policy selecting app=web
+// (half its endpoints) and a QoS class used by a quarter of them.
+func benchWorld() []apiv1.Object {
+	var out []apiv1.Object
+	for t := range benchTenants {
+		tname := fmt.Sprintf("t%03d", t)
+		out = append(out, tenant(tname))
+		q := qos(tname, "gold", "1Gbit", "2Gbit", 46)
+		p := 4
+		q.Spec.Priority = &p
+		out = append(out, q, policy(tname, "web", map[string]string{"app": "web"}))
+	}
+	for h := range benchHosts {
+		hh := host(fmt.Sprintf("h%05d", h), fmt.Sprintf("10.%d.%d.%d", 200+h>>16, h>>8&255, h&255))
+		hh.Spec.Capacity = "25Gbit"
+		out = append(out, hh)
+	}
+	for v := range benchVPCs {
+		tname := fmt.Sprintf("t%03d", v%benchTenants)
+		vp := vpc(tname, fmt.Sprintf("v%04d", v), "10.0.0.0/16")
+		vp.Status.VNI = uint32(4096 + v)
+		sn := subnet(tname, fmt.Sprintf("v%04d-a", v), vp.Metadata.Name, "10.0.0.0/20")
+		sn.Spec.Gateway = "10.0.0.1"
+		sn.Status.VNI = vp.Status.VNI
+		out = append(out, vp, sn)
+	}
+	for i := range benchEndpoints {
+		v := i % benchVPCs
+		tname := fmt.Sprintf("t%03d", v%benchTenants)
+		app := "web"
+		if i%2 == 1 {
+			app = "db"
+		}
+		n := i / benchVPCs // index inside the VPC
+		ep := endpoint(tname, fmt.Sprintf("ep%06d", i), fmt.Sprintf("v%04d-a", v), fmt.Sprintf("h%05d", i/10), "app", app)
+		if i%4 == 0 {
+			ep.Spec.QoSClass = "gold"
+		}
+		ep.Status = apiv1.EndpointStatus{IP: fmt.Sprintf("10.0.%d.%d", (n+2)>>8, (n+2)&255),
+			MAC: fmt.Sprintf("0a:58:0a:00:%02x:%02x", (n+2)>>8, (n+2)&255), Host: ep.Spec.Host,
+			VNI: uint32(4096 + v), Phase: apiv1.PhaseReady}
+		out = append(out, ep)
+	}
+	return out
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkCompile measures, on 10,000 hosts / 100,000 endpoints / 1,000
+// VPCs: compiling every view (Start), the heap the views hold, one host's
+// recompute+diff, and a snapshot Delta.
+func BenchmarkCompile(b *testing.B) {
+	st := benchStore(b)
+	for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
+		b.Run(fmt.Sprintf("start-all-views/workers=%d", workers), func(b *testing.B) {
+			benchStart(b, st, workers)
+		})
+	}
+	c, err := New(Config{Store: st})
+
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.compileAll(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	close(c.ready) // compiled without the follow goroutine: recompute is called directly below
+	b.Run("recompute-one-host", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			c.recompute(fmt.Sprintf("h%05d", i%benchHosts))
+			i++
+		}
+	})
+	b.Run("delta-snapshot", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, err := c.Delta(fmt.Sprintf("h%05d", i%benchHosts), 0); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}
+
+// benchStart measures Start: compiling every view with workers builds in parallel.
+func benchStart(b *testing.B, st *store.Store, workers int) {
+	for b.Loop() {
+		before := heapInUse()
+		c, err := New(Config{Store: st})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.workers = workers
+		if err := c.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		held := heapInUse() - before
+		views, res := 0, 0
+		c.mu.RLock()
+		for _, hv := range c.hosts {
+			views++
+			n, _ := hv.stats()
+			res += n
+		}
+		c.mu.RUnlock()
+		b.ReportMetric(float64(held)/(1<<20), "MiB-held")
+		b.ReportMetric(float64(views), "views")
+		b.ReportMetric(float64(res), "resources")
+		c.Close()
+		runtime.KeepAlive(c)
+		b.StartTimer()
+	}
+}

@@ -1,0 +1,166 @@
+package compile
+
+import (
+	"slices"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/view"
+	"github.com/weftnet/weft/wire"
+)
+
+// tn names a tenant's object (a VPC, a QoS class).
+type tn struct{ tenant, name string }
+
+// deps are the objects a host's view was built from, beyond its Host and
+// its endpoints: the reverse indexes map them back to the host.
+type deps struct {
+	vpcs    []tn
+	tenants []string
+	qos     []tn
+}
+
+// build computes the resources of host's view from the store's cache. It
+// only reads shared state, so several builds may run at once.
+func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
+	out := map[wire.ResourceKey][]byte{}
+	var d deps
+	if o, ok := c.st.Get(apiv1.KindHost, "", host); ok {
+		h := o.(*apiv1.Host)
+		capBps, err := h.Spec.Capacity.BitsPerSecond()
+		if err != nil {
+			c.log.Warn("host capacity unparsable, using 0", "host", host, "capacity", h.Spec.Capacity, "err", err)
+		}
+		c.put(out, &view.Host{Name: host, HostID: h.Status.HostID, UnderlayIP: h.Spec.UnderlayIP, CapacityBps: capBps})
+	}
+	eps := c.st.EndpointsByHost(host)
+	local := map[string][]*apiv1.Endpoint{} // tenant → its endpoints here, sorted by name
+	for _, ep := range eps {
+		t := ep.Metadata.Tenant
+		if !slices.Contains(d.tenants, t) {
+			d.tenants = append(d.tenants, t)
+		}
+		local[t] = append(local[t], ep)
+		if q := ep.Spec.QoSClass; q != "" && !slices.Contains(d.qos, tn{t, q}) {
+			d.qos = append(d.qos, tn{t, q})
+		}
+		o, ok := c.st.Get(apiv1.KindSubnet, t, ep.Spec.Subnet)
+		if !ok {
+			// Not programmable yet; the subnet's creation precedes any
+			// endpoint in it, so its event will arrive.
+			c.log.Debug("endpoint without subnet skipped", "host", host, "tenant", t, "endpoint", ep.Metadata.Name, "subnet", ep.Spec.Subnet)
+			continue
+		}
+		sn := o.(*apiv1.Subnet)
+		vk := tn{t, sn.Spec.VPC}
+		if !slices.Contains(d.vpcs, vk) {
+			d.vpcs = append(d.vpcs, vk)
+		}
+		o, ok = c.st.Get(apiv1.KindVPC, t, sn.Spec.VPC)
+		if !ok {
+			c.log.Debug("endpoint without vpc skipped", "host", host, "tenant", t, "endpoint", ep.Metadata.Name, "vpc", sn.Spec.VPC)
+			continue
+		}
+		vpc := o.(*apiv1.VPC)
+		if r, ok := c.vpcResource(vk, vpc); ok {
+			out[r.Key] = r.Data
+		}
+		vni := vpc.Status.VNI
+		if vni == 0 {
+			vni = ep.Status.VNI
+		}
+		c.put(out, &view.Endpoint{
+			Tenant:   t,
+			Name:     ep.Metadata.Name,
+			UID:      ep.Metadata.UID,
+			VPC:      vpc.Metadata.Name,
+			VNI:      vni,
+			Subnet:   sn.Metadata.Name,
+			CIDR:     sn.Spec.CIDR,
+			Gateway:  sn.Spec.Gateway,
+			IP:       ep.Status.IP,
+			MAC:      ep.Status.MAC,
+			Netns:    ep.Spec.Netns,
+			QoSClass: ep.Spec.QoSClass,
+			Labels:   ep.Metadata.Labels,
+		})
+	}
+	for _, t := range d.tenants {
+		for _, o := range c.st.List(apiv1.KindSecurityPolicy, t) {
+			p := o.(*apiv1.SecurityPolicy)
+			var applies []string
+			for _, ep := range local[t] {
+				if p.Spec.Selector.Matches(ep.Metadata.Labels) {
+					applies = append(applies, view.ID(t, ep.Metadata.Name))
+				}
+			}
+			if len(applies) > 0 {
+				c.put(out, &view.Policy{Tenant: t, Name: p.Metadata.Name, Spec: p.Spec, Applies: applies})
+			}
+		}
+	}
+	for _, q := range d.qos {
+		o, ok := c.st.Get(apiv1.KindQoSClass, q.tenant, q.name)
+		if !ok {
+			continue
+		}
+		c.put(out, c.qosView(o.(*apiv1.QoSClass)))
+	}
+	return out, d
+}
+
+func (c *Compiler) qosView(q *apiv1.QoSClass) *view.QoS {
+	v := &view.QoS{Tenant: q.Metadata.Tenant, Name: q.Metadata.Name, Priority: apiv1.DefaultPriority, DSCP: q.Spec.DSCP}
+	var err error
+	if v.MinRateBps, err = q.Spec.MinRate.BitsPerSecond(); err != nil {
+		c.log.Warn("qos minRate unparsable, using 0", "tenant", v.Tenant, "qos", v.Name, "err", err)
+	}
+	if v.MaxRateBps, err = q.Spec.MaxRate.BitsPerSecond(); err != nil {
+		c.log.Warn("qos maxRate unparsable, using 0", "tenant", v.Tenant, "qos", v.Name, "err", err)
+	}
+	if q.Spec.Priority != nil {
+		v.Priority = *q.Spec.Priority
+	}
+	return v
+}
+
+// vpcResource returns the encoded view.VPC of a VPC with all its subnets.
+// Encodings are cached until the VPC or one of its subnets changes, so that
+// every host's view shares one copy of the bytes.
+func (c *Compiler) vpcResource(k tn, vpc *apiv1.VPC) (wire.Resource, bool) {
+	c.vpcMu.Lock()
+	r, ok := c.vpcCache[k]
+	c.vpcMu.Unlock()
+	if ok {
+		return r, true
+	}
+	v := &view.VPC{Tenant: k.tenant, Name: k.name, VNI: vpc.Status.VNI, CIDRs: vpc.Spec.CIDRs, Subnets: []view.Subnet{}}
+	for _, sn := range c.st.SubnetsByVPC(k.tenant, k.name) {
+		v.Subnets = append(v.Subnets, view.Subnet{Name: sn.Metadata.Name, CIDR: sn.Spec.CIDR, Gateway: sn.Spec.Gateway})
+	}
+	r, err := view.Encode(v)
+	if err != nil { // cannot happen: view structs always encode
+		c.log.Error("encode vpc view", "tenant", k.tenant, "vpc", k.name, "err", err)
+		return wire.Resource{}, false
+	}
+	c.vpcMu.Lock()
+	c.vpcCache[k] = r
+	c.vpcMu.Unlock()
+	return r, true
+}
+
+// forgetVPC drops a VPC's cached encoding after it or a subnet changed.
+func (c *Compiler) forgetVPC(k tn) {
+	c.vpcMu.Lock()
+	delete(c.vpcCache, k)
+	c.vpcMu.Unlock()
+}
+
+// put encodes a view resource into out.
+func (c *Compiler) put(out map[wire.ResourceKey][]byte, v any) {
+	r, err := view.Encode(v)
+	if err != nil { // cannot happen: view structs always encode
+		c.log.Error("encode view resource", "err", err)
+		return
+	}
+	out[r.Key] = r.Data
+}

@@ -1,0 +1,347 @@
+package compile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/wire"
+)
+
+// Errors of the compiler.
+var (
+	// ErrNotStarted is returned by Delta before Start has compiled every
+	// view: an empty snapshot would wipe the agent's configuration.
+	ErrNotStarted = errors.New("compile: not started")
+	// ErrClosed is returned by calls on a closed Compiler.
+	ErrClosed = errors.New("compile: closed")
+)
+
+// DefaultTombstoneHorizon is the default Config.TombstoneHorizon.
+const DefaultTombstoneHorizon = 4096
+
+// maxBatch bounds the store events coalesced into one recompute pass.
+const maxBatch = 10_000
+
+// Config configures a Compiler.
+type Config struct {
+	// Store is the started store whose cache the views are compiled from (required).
+	Store *store.Store
+	// Logger (default: discard).
+	Logger *slog.Logger
+	// Registerer receives the compiler's metrics; nil means not registered.
+	Registerer prometheus.Registerer
+	// TombstoneHorizon is how many versions of a host's view keep the
+	// tombstones of deleted resources, and the most tombstones a view
+	// keeps (default DefaultTombstoneHorizon). An agent further behind
+	// gets a snapshot.
+	TombstoneHorizon int
+	// Epoch identifies this compiler incarnation in the high bits of every
+	// version, 1..MaxEpoch; 0 picks a random one. A caller that can obtain
+	// a unique value (an etcd counter) should pass it.
+	Epoch uint32
+}
+
+// Validate reports a missing or impossible setting.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("Store is required"))
+	}
+	if c.TombstoneHorizon < 0 {
+		errs = append(errs, fmt.Errorf("TombstoneHorizon %d is negative", c.TombstoneHorizon))
+	}
+	if c.Epoch > MaxEpoch {
+		errs = append(errs, fmt.Errorf("Epoch %d above %d", c.Epoch, MaxEpoch))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("compile config: %w", err)
+	}
+	return nil
+}
+
+// Compiler compiles the desired state into one view per host and keeps the
+// views current, incrementally. See the package documentation.
+type Compiler struct {
+	cfg   Config
+	st    *store.Store
+	log   *slog.Logger
+	m     *metrics
+	epoch uint32
+	clock atomic.Uint64 // last version counter handed out
+
+	mu    sync.RWMutex
+	hosts map[string]*hostView
+
+	// Owned by the compile goroutine (and by Start before it runs).
+	deps        map[string]deps
+	vpcHosts    map[tn]map[string]struct{}
+	tenantHosts map[string]map[string]struct{}
+	qosHosts    map[tn]map[string]struct{}
+
+	// vpcCache holds encoded VPC resources, shared by every view.
+	vpcMu    sync.Mutex
+	vpcCache map[tn]wire.Resource
+	// workers is the number of parallel builds of compileAll.
+	workers int
+
+	revMu sync.Mutex
+	rev   int64         // store revision of the last event applied
+	revCh chan struct{} // closed and replaced when rev advances
+
+	ready    chan struct{} // closed once Start compiled every view
+	starting atomic.Bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	lifeMu   sync.Mutex // orders Start's goroutine launch against Close
+	closed   bool
+	closing  sync.Once
+
+	// onRecompute, if set (tests), is called after every host recompute.
+	onRecompute func(host string)
+}
+
+// New returns a Compiler; call Start to compile the views.
+func New(cfg Config) (*Compiler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TombstoneHorizon == 0 {
+		cfg.TombstoneHorizon = DefaultTombstoneHorizon
+	}
+	epoch := cfg.Epoch
+	if epoch == 0 {
+		var err error
+		if epoch, err = randomEpoch(); err != nil {
+			return nil, err
+		}
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c := &Compiler{
+		cfg:         cfg,
+		st:          cfg.Store,
+		log:         cfg.Logger.With("subsystem", "compile"),
+		m:           m,
+		epoch:       epoch,
+		hosts:       map[string]*hostView{},
+		deps:        map[string]deps{},
+		vpcHosts:    map[tn]map[string]struct{}{},
+		tenantHosts: map[string]map[string]struct{}{},
+		qosHosts:    map[tn]map[string]struct{}{},
+		vpcCache:    map[tn]wire.Resource{},
+		workers:     runtime.GOMAXPROCS(0),
+		revCh:       make(chan struct{}),
+		ready:       make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// Start compiles every host's view from the store's cache, then follows
+// the store's events in a goroutine until Close. ctx bounds only the
+// initial compile.
+func (c *Compiler) Start(ctx context.Context) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	if !c.starting.CompareAndSwap(false, true) {
+		return errors.New("compile: Start called twice")
+	}
+	rev := c.st.Revision()
+	start := time.Now()
+	if err := c.compileAll(ctx); err != nil {
+		return fmt.Errorf("compile: initial compile: %w", err)
+	}
+	ch, err := c.st.Watch(c.ctx, "", "", rev)
+	if err != nil {
+		return fmt.Errorf("compile: watch store from revision %d: %w", rev, err)
+	}
+	c.setRev(rev)
+	c.log.Info("views compiled", "views", c.viewCount(), "revision", rev, "took", time.Since(start))
+
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	c.wg.Add(1)
+	go c.run(ch, rev)
+	close(c.ready)
+	return nil
+}
+
+// Close stops following the store and waits for the compile goroutine.
+// It is idempotent.
+func (c *Compiler) Close() error {
+	c.closing.Do(func() {
+		c.lifeMu.Lock()
+		c.closed = true
+		c.lifeMu.Unlock()
+		c.cancel()
+		c.wg.Wait()
+	})
+	return nil
+}
+
+// Ready is closed once Start has compiled every view; until then Delta
+// fails with ErrNotStarted.
+func (c *Compiler) Ready() <-chan struct{} { return c.ready }
+
+// Epoch returns the incarnation epoch carried in the high bits of every
+// version this compiler hands out (wire.Welcome.Epoch).
+func (c *Compiler) Epoch() uint64 { return uint64(c.epoch) }
+
+// Delta returns what moves an agent holding version from of host's view to
+// the current version: every resource changed after from and every delete
+// after from, coalesced into one delta however many changes there were. It
+// is a snapshot (Snapshot set, FromVersion 0, every resource, no deletes)
+// when from is 0, from another incarnation, newer than the current version,
+// or older than the tombstones kept. If from is current the delta is empty
+// (FromVersion == ToVersion). Upserts and Deletes are sorted by key; the
+// resources' Data is shared and must not be modified.
+func (c *Compiler) Delta(host string, from uint64) (wire.Delta, error) {
+	select {
+	case <-c.ready:
+	default:
+		return wire.Delta{}, ErrNotStarted
+	}
+	return c.viewFor(host).delta(from, c.epoch), nil
+}
+
+// Version returns the current version of host's view.
+func (c *Compiler) Version(host string) uint64 { return c.viewFor(host).version() }
+
+// Subscribe returns a channel that receives a value (non-blocking, buffer
+// of one) whenever host's view changes, and a func that cancels the
+// subscription. The host need not exist yet.
+func (c *Compiler) Subscribe(host string) (notify <-chan struct{}, cancel func()) {
+	ch := make(chan struct{}, 1)
+	hv := c.viewFor(host, func(hv *hostView) { hv.subs[ch] = struct{}{} })
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			hv.mu.Lock()
+			delete(hv.subs, ch)
+			hv.mu.Unlock()
+			c.maybeRemove(host, hv)
+		})
+	}
+}
+
+// viewFor returns host's view, creating an empty one if needed; with is
+// run under the view's lock while the view cannot be removed.
+func (c *Compiler) viewFor(host string, with ...func(*hostView)) *hostView {
+	c.mu.RLock()
+	hv := c.hosts[host]
+	if hv != nil && len(with) > 0 {
+		hv.mu.Lock()
+		for _, f := range with {
+			f(hv)
+		}
+		hv.mu.Unlock()
+	}
+	c.mu.RUnlock()
+	if hv != nil {
+		return hv
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hv = c.viewLocked(host)
+	hv.mu.Lock()
+	for _, f := range with {
+		f(hv)
+	}
+	hv.mu.Unlock()
+	return hv
+}
+
+// viewLocked returns host's view, creating it; c.mu must be held for writing.
+func (c *Compiler) viewLocked(host string) *hostView {
+	hv := c.hosts[host]
+	if hv == nil {
+		// A new view starts at the current clock: no agent of this
+		// incarnation holds a later version of an earlier view of this host.
+		hv = newHostView(makeVersion(c.epoch, c.clock.Load()))
+		c.hosts[host] = hv
+		c.m.views.Inc()
+	}
+	return hv
+}
+
+// maybeRemove forgets host's view if it is empty and nobody subscribes.
+// A view made again later starts above every version of this one.
+func (c *Compiler) maybeRemove(host string, hv *hostView) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hv.mu.Lock()
+	defer hv.mu.Unlock()
+	if c.hosts[host] == hv && len(hv.res) == 0 && len(hv.subs) == 0 {
+		delete(c.hosts, host)
+		c.m.views.Dec()
+	}
+}
+
+func (c *Compiler) viewCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.hosts)
+}
+
+func (c *Compiler) nextVersion() uint64 { return makeVersion(c.epoch, c.clock.Add(1)) }
+
+// Revision returns the store revision of the last event the compiler has
+// applied to the views.
+func (c *Compiler) Revision() int64 {
+	c.revMu.Lock()
+	defer c.revMu.Unlock()
+	return c.rev
+}
+
+// WaitForRevision blocks until the compiler has applied an event at
+// revision rev or later (e.g. the resourceVersion of an object just
+// written), ctx ends or the compiler closes. rev must be the revision of a
+// write of an object: other writes produce no event the compiler sees.
+// With group commit one revision may hold several objects; only the
+// revision of a write made alone is a precise barrier.
+func (c *Compiler) WaitForRevision(ctx context.Context, rev int64) error {
+	for {
+		c.revMu.Lock()
+		cur, ch := c.rev, c.revCh
+		c.revMu.Unlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("compile: wait for revision %d (at %d): %w", rev, cur, ctx.Err())
+		case <-c.ctx.Done():
+			return fmt.Errorf("compile: wait for revision %d: %w", rev, ErrClosed)
+		}
+	}
+}
+
+func (c *Compiler) setRev(rev int64) {
+	c.revMu.Lock()
+	defer c.revMu.Unlock()
+	if rev > c.rev {
+		c.rev = rev
+		close(c.revCh)
+		c.revCh = make(chan struct{})
+	}
+}

@@ -1,0 +1,245 @@
+package compile
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/view"
+	"github.com/weftnet/weft/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// etcd's embedded server and client keep a few process-wide goroutines.
+		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+	)
+}
+
+// env is embedded etcd, a store, a registry and a compiler.
+type env struct {
+	t   *testing.T
+	st  *store.Store
+	reg *registry.Registry
+	c   *Compiler
+
+	mu         sync.Mutex
+	recomputes map[string]int
+}
+
+type envOpts struct {
+	compile func(*Config)
+	store   func(*store.Config)
+	// beforeStart runs with the world created but the compiler not started.
+	beforeStart func(*env)
+	// onRecompute runs on the compile goroutine after each recompute.
+	onRecompute func(host string)
+}
+
+// newEnv starts everything but the compiler, runs setup, then starts the
+// compiler (so that setup objects are compiled by Start).
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emb.Close() })
+	cli, err := emb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	scfg := store.Config{Client: cli}
+	if o.store != nil {
+		o.store(&scfg)
+	}
+	st, err := store.New(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg, err := registry.New(registry.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	e := &env{t: t, st: st, reg: reg, recomputes: map[string]int{}}
+	if o.beforeStart != nil {
+		o.beforeStart(e)
+	}
+	ccfg := Config{Store: st}
+	if o.compile != nil {
+		o.compile(&ccfg)
+	}
+	c, err := New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.onRecompute = func(h string) {
+		e.mu.Lock()
+		e.recomputes[h]++
+		e.mu.Unlock()
+		if o.onRecompute != nil {
+			o.onRecompute(h)
+		}
+	}
+	e.c = c
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return e
+}
+
+// takeRecomputes returns and resets the recompute counts.
+func (e *env) takeRecomputes() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := maps.Clone(e.recomputes)
+	clear(e.recomputes)
+	return out
+}
+
+// do runs one write and, if the compiler runs, waits until it is compiled.
+// Writes are sequential, so the store's revision after the write (the
+// registry returns once the cache has applied it) is the write's own.
+// (Delete returns the deleted object with its old resourceVersion.)
+func (e *env) do(write func(ctx context.Context) (apiv1.Object, error)) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := write(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	if e.c != nil {
+		if err := e.c.WaitForRevision(ctx, e.st.Revision()); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) create(objs ...apiv1.Object) {
+	e.t.Helper()
+	for _, o := range objs {
+		e.do(func(ctx context.Context) (apiv1.Object, error) { return e.reg.Create(ctx, o) })
+	}
+}
+
+func (e *env) update(o apiv1.Object) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (apiv1.Object, error) { return e.reg.Update(ctx, o) })
+}
+
+func (e *env) delete(kind, tenant, name string) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (apiv1.Object, error) {
+		return e.reg.Delete(ctx, apiv1.Ref{Kind: kind, Tenant: tenant, Name: name})
+	})
+}
+
+// get returns a copy of a stored object, for updates.
+func get[T apiv1.Object](e *env, kind, tenant, name string) T {
+	e.t.Helper()
+	o, ok := e.st.Get(kind, tenant, name)
+	if !ok {
+		e.t.Fatalf("%s %s/%s not found", kind, tenant, name)
+	}
+	b, err := store.EncodeObject(o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cp, err := apiv1.DecodeInto(b, kind)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cp.(T)
+}
+
+// snapshot returns host's whole view, decoded, by key.
+func (e *env) snapshot(host string) map[wire.ResourceKey]any {
+	e.t.Helper()
+	d, err := e.c.Delta(host, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if !d.Snapshot {
+		e.t.Fatalf("Delta(%s, 0) is not a snapshot", host)
+	}
+	return decodeAll(e.t, d.Upserts)
+}
+
+func decodeAll(t *testing.T, rs []wire.Resource) map[wire.ResourceKey]any {
+	t.Helper()
+	out := map[wire.ResourceKey]any{}
+	for _, r := range rs {
+		v, err := view.Decode(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[r.Key] = v
+	}
+	return out
+}
+
+// ---- objects ----
+
+func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
+
+func tenant(name string) *apiv1.Tenant {
+	return &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: name}}
+}
+
+func host(name, ip string) *apiv1.Host {
+	return &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: name}, Spec: apiv1.HostSpec{UnderlayIP: ip}}
+}
+
+func vpc(t, name string, cidrs ...string) *apiv1.VPC {
+	return &apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t}, Spec: apiv1.VPCSpec{CIDRs: cidrs}}
+}
+
+func subnet(t, name, vpc, cidr string) *apiv1.Subnet {
+	return &apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t}, Spec: apiv1.SubnetSpec{VPC: vpc, CIDR: cidr}}
+}
+
+func endpoint(t, name, sn, h string, labels ...string) *apiv1.Endpoint {
+	ep := &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},
+		Spec: apiv1.EndpointSpec{Subnet: sn, Host: h}}
+	for i := 0; i+1 < len(labels); i += 2 {
+		if ep.Metadata.Labels == nil {
+			ep.Metadata.Labels = map[string]string{}
+		}
+		ep.Metadata.Labels[labels[i]] = labels[i+1]
+	}
+	return ep
+}
+
+func policy(t, name string, match map[string]string) *apiv1.SecurityPolicy {
+	return &apiv1.SecurityPolicy{TypeMeta: tm(apiv1.KindSecurityPolicy), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},
+		Spec: apiv1.SecurityPolicySpec{
+			Selector: apiv1.LabelSelector{MatchLabels: match},
+			Ingress:  []apiv1.PolicyRule{{Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 80}}}},
+		}}
+}
+
+func qos(t, name string, minRate, maxRate apiv1.Bandwidth, dscp int) *apiv1.QoSClass {
+	return &apiv1.QoSClass{TypeMeta: tm(apiv1.KindQoSClass), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},
+		Spec: apiv1.QoSClassSpec{MinRate: minRate, MaxRate: maxRate, DSCP: dscp}}
+}

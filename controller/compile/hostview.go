@@ -1,0 +1,183 @@
+package compile
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"slices"
+	"sync"
+
+	"github.com/weftnet/weft/wire"
+)
+
+// resource is one resource of a host's view: its encoded JSON and the
+// version at which it last changed. data is shared and never modified.
+type resource struct {
+	data []byte
+	ver  uint64
+}
+
+// tombstone records that key was deleted at version ver, the seq-th change
+// of its view.
+type tombstone struct {
+	key wire.ResourceKey
+	ver uint64
+	seq uint64
+}
+
+// hostView is the compiled view of one host. The compile goroutine writes
+// it; stream sessions read deltas from it. Memory is O(resources +
+// tombstones kept), whatever the agents have acknowledged.
+type hostView struct {
+	mu   sync.Mutex
+	res  map[wire.ResourceKey]*resource
+	tomb map[wire.ResourceKey]uint64 // live tombstones: key → delete version
+	// tombQ holds tombstones in delete order for pruning; an entry whose key
+	// was re-created (or deleted again) since is stale and skipped.
+	tombQ []tombstone
+	ver   uint64 // current version
+	seq   uint64 // number of changes so far (the horizon counts these)
+	// floor: a delta from a version below it could miss a pruned tombstone
+	// (or predates this view), so it is answered with a snapshot.
+	floor uint64
+	subs  map[chan struct{}]struct{}
+}
+
+func newHostView(ver uint64) *hostView {
+	return &hostView{
+		res:   map[wire.ResourceKey]*resource{},
+		tomb:  map[wire.ResourceKey]uint64{},
+		ver:   ver,
+		floor: ver,
+		subs:  map[chan struct{}]struct{}{},
+	}
+}
+
+// applyResult says what an apply changed.
+type applyResult struct {
+	changed          bool
+	upserts, deletes int
+	sizeDelta        int // change in the number of resources
+}
+
+// apply makes the view equal to next (key → encoded resource). Resources
+// whose bytes are unchanged keep their version; if anything changed, the
+// view moves to the version nextVersion returns (called at most once),
+// tombstones beyond the horizon are pruned and subscribers are poked.
+func (hv *hostView) apply(next map[wire.ResourceKey][]byte, nextVersion func() uint64, horizon int) applyResult {
+	hv.mu.Lock()
+	defer hv.mu.Unlock()
+	var r applyResult
+	var v uint64
+	bump := func() {
+		if v == 0 {
+			v = nextVersion()
+		}
+	}
+	for k, data := range next {
+		old := hv.res[k]
+		if old != nil && bytes.Equal(old.data, data) {
+			continue
+		}
+		bump()
+		r.upserts++
+		if old == nil {
+			hv.res[k] = &resource{data: data, ver: v}
+			delete(hv.tomb, k)
+			r.sizeDelta++
+			continue
+		}
+		old.data, old.ver = data, v
+	}
+	for k := range hv.res {
+		if _, ok := next[k]; ok {
+			continue
+		}
+		bump()
+		r.deletes++
+		r.sizeDelta--
+		delete(hv.res, k)
+		hv.tomb[k] = v
+		hv.tombQ = append(hv.tombQ, tombstone{key: k, ver: v, seq: hv.seq + 1})
+	}
+	if v == 0 {
+		return r
+	}
+	r.changed = true
+	hv.ver = v
+	hv.seq++
+	hv.prune(horizon)
+	for ch := range hv.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	return r
+}
+
+// prune drops tombstones older than horizon changes of the view and keeps
+// at most horizon of them; the floor rises to the newest one dropped.
+func (hv *hostView) prune(horizon int) {
+	h := uint64(horizon)
+	i := 0
+	for ; i < len(hv.tombQ); i++ {
+		t := hv.tombQ[i]
+		if t.seq+h > hv.seq && len(hv.tombQ)-i <= horizon {
+			break
+		}
+		if hv.tomb[t.key] == t.ver {
+			delete(hv.tomb, t.key)
+			hv.floor = max(hv.floor, t.ver)
+		}
+	}
+	if i == len(hv.tombQ) {
+		hv.tombQ = nil
+	} else if i > 0 {
+		hv.tombQ = hv.tombQ[i:]
+	}
+}
+
+// delta returns the changes after from, or a snapshot (see Compiler.Delta).
+func (hv *hostView) delta(from uint64, epoch uint32) wire.Delta {
+	hv.mu.Lock()
+	defer hv.mu.Unlock()
+	snapshot := from == 0 || EpochOf(from) != epoch || from > hv.ver || from < hv.floor
+	d := wire.Delta{FromVersion: from, ToVersion: hv.ver, Snapshot: snapshot}
+	if snapshot {
+		d.FromVersion = 0
+		d.Upserts = make([]wire.Resource, 0, len(hv.res))
+	}
+	for k, r := range hv.res {
+		if snapshot || r.ver > from {
+			d.Upserts = append(d.Upserts, wire.Resource{Key: k, Data: json.RawMessage(r.data)})
+		}
+	}
+	if !snapshot {
+		for k, v := range hv.tomb {
+			if v > from {
+				d.Deletes = append(d.Deletes, k)
+			}
+		}
+	}
+	slices.SortFunc(d.Upserts, func(a, b wire.Resource) int { return compareKeys(a.Key, b.Key) })
+	slices.SortFunc(d.Deletes, compareKeys)
+	return d
+}
+
+func compareKeys(a, b wire.ResourceKey) int {
+	return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.ID, b.ID))
+}
+
+func (hv *hostView) version() uint64 {
+	hv.mu.Lock()
+	defer hv.mu.Unlock()
+	return hv.ver
+}
+
+// stats returns the number of resources and live tombstones.
+func (hv *hostView) stats() (resources, tombstones int) {
+	hv.mu.Lock()
+	defer hv.mu.Unlock()
+	return len(hv.res), len(hv.tomb)
+}

@@ -1,0 +1,184 @@
+package compile
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/wire"
+)
+
+const testEpoch = 7
+
+// clockView is a hostView with its own version clock.
+type clockView struct {
+	hv    *hostView
+	clock uint64
+}
+
+func newClockView() *clockView { return &clockView{hv: newHostView(makeVersion(testEpoch, 0))} }
+
+// set makes the view hold exactly res (key ID → data) and returns its version.
+func (cv *clockView) set(horizon int, res map[string]string) uint64 {
+	next := map[wire.ResourceKey][]byte{}
+	for id, data := range res {
+		next[wire.ResourceKey{Type: "t", ID: id}] = []byte(data)
+	}
+	cv.hv.apply(next, func() uint64 { cv.clock++; return makeVersion(testEpoch, cv.clock) }, horizon)
+	return cv.hv.version()
+}
+
+func ids(d wire.Delta) (up, del []string) {
+	for _, r := range d.Upserts {
+		up = append(up, r.Key.ID+"="+string(r.Data))
+	}
+	for _, k := range d.Deletes {
+		del = append(del, k.ID)
+	}
+	return up, del
+}
+
+func TestHostViewVersions(t *testing.T) {
+	cv := newClockView()
+	v1 := cv.set(10, map[string]string{"a": "1", "b": "1"})
+	if v2 := cv.set(10, map[string]string{"a": "1", "b": "1"}); v2 != v1 {
+		t.Fatalf("unchanged bytes moved the version from %d to %d", v1, v2)
+	}
+	v2 := cv.set(10, map[string]string{"a": "1", "b": "2", "c": "1"})
+	v3 := cv.set(10, map[string]string{"a": "1", "c": "1"})
+	v4 := cv.set(10, map[string]string{"a": "1", "c": "1", "b": "3"}) // b comes back: no tombstone for it
+	tests := []struct {
+		name         string
+		from         uint64
+		wantSnapshot bool
+		wantUp       []string
+		wantDel      []string
+	}{
+		{"from v1", v1, false, []string{"b=3", "c=1"}, nil},
+		{"from v2", v2, false, []string{"b=3"}, nil},
+		{"from v3", v3, false, []string{"b=3"}, nil},
+		{"from v4", v4, false, nil, nil},
+		{"from 0", 0, true, []string{"a=1", "b=3", "c=1"}, nil},
+		{"from the future", v4 + 1, true, []string{"a=1", "b=3", "c=1"}, nil},
+		{"from another epoch", makeVersion(testEpoch+1, 2), true, []string{"a=1", "b=3", "c=1"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := cv.hv.delta(tt.from, testEpoch)
+			if d.Snapshot != tt.wantSnapshot || d.ToVersion != v4 {
+				t.Fatalf("snapshot %v to %d, want %v to %d", d.Snapshot, d.ToVersion, tt.wantSnapshot, v4)
+			}
+			up, del := ids(d)
+			if diff := cmp.Diff(tt.wantUp, up); diff != "" {
+				t.Errorf("upserts (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantDel, del); diff != "" {
+				t.Errorf("deletes (-want +got):\n%s", diff)
+			}
+		})
+	}
+	cv.set(10, map[string]string{"a": "1"})
+	_, del := ids(cv.hv.delta(v4, testEpoch))
+	if diff := cmp.Diff([]string{"b", "c"}, del); diff != "" {
+		t.Errorf("deletes after v4 (-want +got):\n%s", diff)
+	}
+}
+
+func TestHostViewHorizon(t *testing.T) {
+	tests := []struct {
+		name    string
+		horizon int
+		// steps: each is the full resource set of one version.
+		steps []map[string]string
+		// fromStep: the step whose version the agent holds; want a snapshot?
+		fromStep     int
+		wantSnapshot bool
+		wantTombs    int
+	}{
+		{"within the horizon", 3, []map[string]string{
+			{"a": "1", "b": "1", "c": "1"}, {"b": "1", "c": "1"}, {"c": "1"}, {"c": "2"},
+		}, 0, false, 2},
+		{"beyond the horizon", 2, []map[string]string{
+			{"a": "1", "b": "1", "c": "1"}, {"b": "1", "c": "1"}, {"c": "1"}, {"c": "2"},
+		}, 0, true, 1},
+		{"beyond the horizon, held after the pruned delete", 2, []map[string]string{
+			{"a": "1", "b": "1", "c": "1"}, {"b": "1", "c": "1"}, {"c": "1"}, {"c": "2"},
+		}, 1, false, 1},
+		{"too many tombstones at once", 2, []map[string]string{
+			{"a": "1", "b": "1", "c": "1", "d": "1"}, {},
+		}, 0, true, 2},
+		{"no deletes: any old version gets a delta", 1, []map[string]string{
+			{"a": "1"}, {"a": "2"}, {"a": "3"}, {"a": "4"},
+		}, 0, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cv := newClockView()
+			var vers []uint64
+			for _, s := range tt.steps {
+				vers = append(vers, cv.set(tt.horizon, s))
+			}
+			d := cv.hv.delta(vers[tt.fromStep], testEpoch)
+			if d.Snapshot != tt.wantSnapshot {
+				t.Errorf("Snapshot = %v, want %v", d.Snapshot, tt.wantSnapshot)
+			}
+			if _, n := cv.hv.stats(); n != tt.wantTombs {
+				t.Errorf("%d tombstones kept, want %d", n, tt.wantTombs)
+			}
+			if len(cv.hv.tombQ) > tt.horizon {
+				t.Errorf("tombstone queue holds %d, more than the horizon %d", len(cv.hv.tombQ), tt.horizon)
+			}
+		})
+	}
+}
+
+func TestHostViewPokes(t *testing.T) {
+	cv := newClockView()
+	ch := make(chan struct{}, 1)
+	cv.hv.subs[ch] = struct{}{}
+	cv.set(4, map[string]string{"a": "1"})
+	cv.set(4, map[string]string{"a": "2"}) // the slot is full: must not block
+	<-ch
+	cv.set(4, map[string]string{"a": "2"}) // no change, no poke
+	select {
+	case <-ch:
+		t.Error("poked without a change")
+	default:
+	}
+}
+
+func TestDeltaBeforeStart(t *testing.T) {
+	c, err := New(Config{Store: new(store.Store), Epoch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Delta("h1", 0); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("Delta before Start: %v, want ErrNotStarted", err)
+	}
+	if got := EpochOf(c.Version("h1")); got != 3 {
+		t.Errorf("version epoch %d, want 3", got)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"ok", Config{Store: new(store.Store)}, true},
+		{"no store", Config{}, false},
+		{"negative horizon", Config{Store: new(store.Store), TombstoneHorizon: -1}, false},
+		{"epoch too large", Config{Store: new(store.Store), Epoch: MaxEpoch + 1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}

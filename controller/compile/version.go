@@ -1,0 +1,34 @@
+package compile
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+)
+
+// A view version is epoch<<counterBits | counter. The epoch identifies the
+// compiler incarnation; the counter is one clock shared by every host of
+// that incarnation (see the package documentation).
+const (
+	counterBits = 44
+	counterMask = 1<<counterBits - 1
+	// MaxEpoch is the largest incarnation epoch (20 bits).
+	MaxEpoch = 1<<(64-counterBits) - 1
+)
+
+// makeVersion builds a version from an epoch and a counter value.
+func makeVersion(epoch uint32, n uint64) uint64 {
+	return uint64(epoch)<<counterBits | n&counterMask
+}
+
+// EpochOf returns the incarnation epoch a version was made in.
+func EpochOf(version uint64) uint32 { return uint32(version >> counterBits) }
+
+// randomEpoch picks a random epoch in [1, MaxEpoch].
+func randomEpoch() (uint32, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("compile: random epoch: %w", err)
+	}
+	return binary.BigEndian.Uint32(b[:])%MaxEpoch + 1, nil
+}

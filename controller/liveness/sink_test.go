@@ -1,0 +1,205 @@
+package liveness
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/store"
+)
+
+// newRegistry starts embedded etcd, a store and a registry in a temp dir.
+func newRegistry(t *testing.T) (*registry.Registry, *store.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emb.Close() })
+	cli, err := emb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	st, err := store.New(store.Config{Client: cli})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r, err := registry.New(registry.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, st
+}
+
+func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
+
+func mustCreate(t *testing.T, r *registry.Registry, objs ...apiv1.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if _, err := r.Create(context.Background(), o); err != nil {
+			t.Fatalf("create %s: %v", apiv1.RefOf(o), err)
+		}
+	}
+}
+
+// setStatus reads an object from the store, lets f change its status and
+// writes it back.
+func setStatus[T apiv1.Object](t *testing.T, r *registry.Registry, st *store.Store, ref apiv1.Ref, f func(T)) {
+	t.Helper()
+	o, ok := st.Get(ref.Kind, ref.Tenant, ref.Name)
+	if !ok {
+		t.Fatalf("%s not found", ref)
+	}
+	cp, err := apiv1.DecodeInto(mustJSON(t, o), ref.Kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(cp.(T))
+	if _, err := r.UpdateStatus(context.Background(), cp); err != nil {
+		t.Fatalf("update status of %s: %v", ref, err)
+	}
+}
+
+// endpointPhases returns "name phase message" for every endpoint of tenant acme.
+func endpointPhases(st *store.Store) map[string]string {
+	out := map[string]string{}
+	for _, o := range st.List(apiv1.KindEndpoint, "acme") {
+		ep := o.(*apiv1.Endpoint)
+		out[ep.Metadata.Name] = ep.Status.Phase + " " + ep.Status.Message
+	}
+	return out
+}
+
+func hostStatus(t *testing.T, st *store.Store, name string) apiv1.HostStatus {
+	t.Helper()
+	o, ok := st.Get(apiv1.KindHost, "", name)
+	if !ok {
+		t.Fatalf("host %s not found", name)
+	}
+	return o.(*apiv1.Host).Status
+}
+
+// TestRegistrySink drives a table on a fake clock whose sink is a
+// RegistrySink on a real registry: host h1 dies and returns, h2 stays.
+func TestRegistrySink(t *testing.T) {
+	r, st := newRegistry(t)
+	ctx := context.Background()
+	mustCreate(t, r,
+		&apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: "acme"}},
+		&apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: "h1"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.1"}},
+		&apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: "h2"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.2"}},
+		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
+		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}},
+	)
+	for i, h := range []string{"h1", "h2"} {
+		// The registry does not allocate host IDs yet: set them by hand.
+		setStatus(t, r, st, apiv1.Ref{Kind: apiv1.KindHost, Name: h}, func(o *apiv1.Host) { o.Status.HostID = uint32(i + 1) })
+	}
+	// On h1: ready-1, ready-2 (Ready), pending (Pending), failed (Failed),
+	// lost-other (Lost for another reason). On h2: other.
+	phases := map[string]string{"ready-1": apiv1.PhaseReady, "ready-2": apiv1.PhaseReady, "pending": apiv1.PhasePending,
+		"failed": apiv1.PhaseFailed, "lost-other": apiv1.PhaseLost, "other": apiv1.PhaseReady}
+	for name, phase := range phases {
+		host := "h1"
+		if name == "other" {
+			host = "h2"
+		}
+		mustCreate(t, r, &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: name, Tenant: "acme"},
+			Spec: apiv1.EndpointSpec{Subnet: "a", Host: host}})
+		setStatus(t, r, st, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: name}, func(o *apiv1.Endpoint) {
+			o.Status.Phase = phase
+			if phase == apiv1.PhaseLost {
+				o.Status.Message = "evicted"
+			}
+		})
+	}
+
+	sink, err := NewRegistrySink(RegistrySinkConfig{Store: st, Registry: r, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now int64 = int64(time.Second)
+	tab, err := New(Config{Capacity: 16, Sink: sink, Now: func() int64 { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tab.Close()
+	sweep := func(at time.Duration, beats ...uint32) {
+		t.Helper()
+		now = int64(at)
+		for _, id := range beats {
+			tab.Observe(id, now, 1, 0)
+		}
+		tab.Sweep(now)
+		if err := tab.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweep(time.Second, 1, 2, 9) // host ID 9 has no Host: skipped
+	for _, h := range []string{"h1", "h2"} {
+		if got := hostStatus(t, st, h); got.Liveness != apiv1.LivenessAlive || got.LastSeen == "" {
+			t.Errorf("%s status after heartbeat: %+v", h, got)
+		}
+	}
+	sweep(2*time.Second, 2)
+	sweep(3*time.Second, 2)
+	sweep(4*time.Second, 2) // h1 silent for 3 s: Dead
+	if got := hostStatus(t, st, "h1"); got.Liveness != apiv1.LivenessDead || got.HostID != 1 ||
+		got.LastSeen != tab.Time(int64(time.Second)).UTC().Format(time.RFC3339Nano) {
+		t.Errorf("h1 status after its death: %+v", got)
+	}
+	dead := DeadMessage("h1")
+	want := map[string]string{
+		"ready-1": "Lost " + dead, "ready-2": "Lost " + dead, "pending": "Lost " + dead,
+		"failed": "Failed ", "lost-other": "Lost evicted", "other": "Ready ",
+	}
+	if diff := cmp.Diff(want, endpointPhases(st)); diff != "" {
+		t.Errorf("endpoints after h1 died (-want +got):\n%s", diff)
+	}
+
+	sweep(5*time.Second, 1, 2) // h1 is back
+	if got := hostStatus(t, st, "h1"); got.Liveness != apiv1.LivenessAlive {
+		t.Errorf("h1 liveness after return: %q", got.Liveness)
+	}
+	want = map[string]string{
+		"ready-1": "Ready ", "ready-2": "Ready ", "pending": "Ready ",
+		"failed": "Failed ", "lost-other": "Lost evicted", "other": "Ready ",
+	}
+	if diff := cmp.Diff(want, endpointPhases(st)); diff != "" {
+		t.Errorf("endpoints after h1 returned (-want +got):\n%s", diff)
+	}
+	if got := hostStatus(t, st, "h2"); got.Liveness != apiv1.LivenessAlive {
+		t.Errorf("h2 liveness: %q", got.Liveness)
+	}
+}
+
+func TestRegistrySinkConfig(t *testing.T) {
+	if _, err := NewRegistrySink(RegistrySinkConfig{}); err == nil {
+		t.Error("no store and registry: no error")
+	}
+}
+
+func mustJSON(t *testing.T, o apiv1.Object) []byte {
+	t.Helper()
+	b, err := store.EncodeObject(o)
+	if err != nil {
+		t.Fatal(fmt.Errorf("encode: %w", err))
+	}
+	return b
+}

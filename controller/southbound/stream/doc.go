@@ -1,0 +1,46 @@
+// Package stream is the controller's side of the TCP config stream: it
+// authenticates agents and keeps each one's copy of its host view current
+// with versioned deltas from package compile.
+//
+// # Handshake
+//
+// An agent opens with a Hello within HandshakeTimeout. The server checks it
+// with the host's key (wire.VerifyHello: MAC, then clock skew) and refuses
+// a Hello whose nonce it has already accepted within the skew (a replay).
+// A refused agent gets a Welcome with Error and the connection closes;
+// weft_stream_handshake_failures_total counts refusals by reason
+// (unknown_host, auth, stale, replay, malformed, protocol, timeout,
+// read_error). An accepted agent gets a Welcome with its host ID, the
+// compiler's epoch, the replica list and Snapshot set when its ViewVersion
+// cannot be resumed. A second connection for the same host replaces the
+// first, which is closed.
+//
+// # One delta in flight
+//
+// The session then loops: it asks the compiler for Delta(host, held), the
+// coalesced changes since the version the agent holds, sends it (split into
+// frames under MaxFrame, More set on all but the last) and waits for the
+// agent's Ack or Nack before computing the next one. When nothing is
+// pending it waits on the compiler's Subscribe channel. This window of one
+// is the backpressure: while an agent is slow, its changes accumulate in
+// the compiler's view (whose size is bounded by the view, not by the number
+// of changes) and reach it as one delta when it answers; the server never
+// queues deltas, so a slow agent costs a session, not memory, and an agent
+// that stops reading blocks only its own session's write, which AckTimeout
+// bounds. Each session runs in its own goroutines, so one stalled stream
+// never delays another.
+//
+// An Ack advances the held version and is reported to StatusSink.Acked.
+// A Nack is reported to StatusSink.Nacked and answered with a snapshot, at
+// once for the first Nack and after a backoff (100ms doubling to 30s) for
+// further Nacks without an Ack between, so that an agent that cannot apply
+// any view does not keep the controller in a tight loop. No answer within
+// AckTimeout closes the session: the agent reconnects and resumes from the
+// version it holds, receiving only what changed since.
+//
+// # Status
+//
+// RegistrySink is the StatusSink that writes Host.status (viewVersion,
+// lastError, agentVersion) through the registry, coalesced to at most one
+// write per host per interval and only when something changed.
+package stream

@@ -1,0 +1,288 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/controller/compile"
+	"github.com/weftnet/weft/wire"
+)
+
+// Defaults of Config.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultAckTimeout       = 30 * time.Second
+	DefaultClockSkew        = 30 * time.Second
+	// helloMaxFrame bounds frames read before the Hello is verified.
+	helloMaxFrame = 4 << 10
+)
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("stream: server closed")
+
+// KeyFunc returns a host's raw key (wire.KeySize bytes), as wire.VerifyHello
+// takes it, or false if the host is unknown.
+type KeyFunc func(host string) (key []byte, ok bool)
+
+// StatusSink learns what agents hold. Calls are made from session
+// goroutines and must not block for long.
+type StatusSink interface {
+	// Connected: host's agent (agentVersion) completed a handshake.
+	Connected(host, agentVersion string)
+	// Acked: host applied its view up to version.
+	Acked(host string, version uint64)
+	// Nacked: host failed to apply the delta to version.
+	Nacked(host string, version uint64, err string)
+	// Disconnected: host's session ended and no newer one replaced it.
+	Disconnected(host string)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Compiler provides the views (required).
+	Compiler *compile.Compiler
+	// Keys authenticates Hellos (required).
+	Keys KeyFunc
+	// HostID, if set, gives the host ID sent in the Welcome; otherwise the
+	// (authenticated) ID of the Hello is echoed.
+	HostID func(host string) (uint32, bool)
+	// Status, if set, learns connects, acks, nacks and disconnects.
+	Status StatusSink
+	// Logger (default: discard).
+	Logger *slog.Logger
+	// Registerer receives the server's metrics; nil means not registered.
+	Registerer prometheus.Registerer
+	// MaxFrame bounds frames after the handshake (default wire.DefaultMaxFrame).
+	MaxFrame int
+	// HandshakeTimeout bounds the wait for a Hello (default DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// AckTimeout bounds writing a delta and waiting for its Ack or Nack
+	// (default DefaultAckTimeout); when it passes the session is closed and
+	// the agent reconnects.
+	AckTimeout time.Duration
+	// ClockSkew is the largest accepted difference between a Hello's time
+	// and the server's clock (default DefaultClockSkew).
+	ClockSkew time.Duration
+	// Replicas, if set, lists the controller replicas' agent addresses for
+	// the Welcome.
+	Replicas func() []string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Validate reports a missing or impossible setting.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Compiler == nil {
+		errs = append(errs, errors.New("Compiler is required"))
+	}
+	if c.Keys == nil {
+		errs = append(errs, errors.New("Keys is required"))
+	}
+	if c.MaxFrame < 0 || c.HandshakeTimeout < 0 || c.AckTimeout < 0 || c.ClockSkew < 0 {
+		errs = append(errs, errors.New("MaxFrame and timeouts must not be negative"))
+	}
+	if c.MaxFrame > 0 && c.MaxFrame < helloMaxFrame {
+		errs = append(errs, fmt.Errorf("MaxFrame %d below %d", c.MaxFrame, helloMaxFrame))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stream config: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxFrame == 0 {
+		c.MaxFrame = wire.DefaultMaxFrame
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.ClockSkew == 0 {
+		c.ClockSkew = DefaultClockSkew
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Status == nil {
+		c.Status = nopSink{}
+	}
+}
+
+// Server serves the config stream to agents. See the package documentation.
+type Server struct {
+	cfg    Config
+	c      *compile.Compiler
+	log    *slog.Logger
+	m      *metrics
+	nonces *nonceCache
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	sessions  map[string]*session // by host: the current session
+	listeners map[net.Listener]struct{}
+	closed    bool
+	closeOnce sync.Once
+}
+
+// New returns a Server; call Serve to accept agents.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		c:         cfg.Compiler,
+		log:       cfg.Logger.With("subsystem", "stream"),
+		m:         m,
+		nonces:    newNonceCache(cfg.ClockSkew),
+		sessions:  map[string]*session{},
+		listeners: map[net.Listener]struct{}{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Serve accepts agent connections on l until ctx ends or Close is called
+// (then it returns nil, or ErrServerClosed if the server was already
+// closed); it closes l. It may be called for several listeners.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+
+	backoff := time.Duration(0)
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || s.ctx.Err() != nil {
+				return nil
+			}
+			if !isTemporary(err) {
+				return fmt.Errorf("stream: accept on %s: %w", l.Addr(), err)
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed, retrying", "addr", l.Addr().String(), "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-s.ctx.Done():
+				t.Stop()
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.handle(nc)
+	}
+}
+
+// Close stops accepting, closes every session and waits for every
+// goroutine of the server. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel() // first: Serve then takes the listener's error for a shutdown
+		s.mu.Lock()
+		s.closed = true
+		for l := range s.listeners {
+			l.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Sessions returns the number of hosts with an established session.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// register makes sess the host's session, closing the one it replaces.
+func (s *Server) register(sess *session) {
+	s.mu.Lock()
+	old := s.sessions[sess.host]
+	s.sessions[sess.host] = sess
+	s.mu.Unlock()
+	if old != nil {
+		old.end(reasonReplaced)
+	} else {
+		s.m.sessions.Inc()
+	}
+}
+
+// unregister removes sess if it is still the host's session and reports
+// whether it was.
+func (s *Server) unregister(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[sess.host] != sess {
+		return false
+	}
+	delete(s.sessions, sess.host)
+	s.m.sessions.Dec()
+	return true
+}
+
+// isTemporary reports accept errors worth retrying (EMFILE, ENFILE,
+// ECONNABORTED...), which net reports as Temporary.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// nopSink is the StatusSink used when none is configured.
+type nopSink struct{}
+
+func (nopSink) Connected(string, string)      {}
+func (nopSink) Acked(string, uint64)          {}
+func (nopSink) Nacked(string, uint64, string) {}
+func (nopSink) Disconnected(string)           {}

@@ -1,0 +1,330 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/weftnet/weft/wire"
+)
+
+// Reasons a session ends (the reason label of weft_stream_session_ends_total).
+const (
+	reasonReplaced   = "replaced"    // a newer connection of the same host
+	reasonAckTimeout = "ack_timeout" // no Ack or Nack in time
+	reasonWrite      = "write_error" // includes a write that timed out: a stalled agent
+	reasonRead       = "read_error"  // includes the agent hanging up
+	reasonProtocol   = "protocol"    // an unexpected message
+	reasonShutdown   = "shutdown"
+	reasonCompile    = "compile_error"
+)
+
+// session is one host's established stream.
+type session struct {
+	host   string
+	cancel context.CancelFunc
+	once   sync.Once
+	reason string // the first reason given to end
+}
+
+// end records why the session ends (the first reason wins) and stops it.
+func (s *session) end(reason string) string {
+	s.once.Do(func() { s.reason = reason })
+	s.cancel()
+	return s.reason
+}
+
+// handle runs one connection: handshake, then the session.
+func (s *Server) handle(nc net.Conn) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	// NewConn's limit also bounds writes (SetMaxFrame changes only reads):
+	// reads stay small until the Hello is verified.
+	wc := wire.NewConn(nc, s.cfg.MaxFrame)
+	wc.SetMaxFrame(helloMaxFrame)
+	defer wc.Close()
+	// Closing the connection unblocks the reader goroutine too.
+	defer context.AfterFunc(ctx, func() { wc.Close() })()
+
+	h, err := s.handshake(ctx, wc)
+	if err != nil {
+		s.log.Debug("handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+		return
+	}
+	sess := &session{host: h.Host, cancel: cancel}
+	s.register(sess)
+	s.log.Debug("agent connected", "host", h.Host, "agentVersion", h.AgentVersion, "viewVersion", h.ViewVersion,
+		"remote", nc.RemoteAddr().String())
+	reason, err := s.serve(ctx, wc, h)
+	if ctx.Err() != nil && s.ctx.Err() != nil {
+		reason = reasonShutdown
+	}
+	reason = sess.end(reason)
+	s.m.ends.WithLabelValues(reason).Inc()
+	if s.unregister(sess) {
+		s.cfg.Status.Disconnected(h.Host)
+	}
+	s.log.Debug("agent session ended", "host", h.Host, "reason", reason, "err", err)
+}
+
+// handshake reads and verifies the Hello. A refused agent gets a Welcome
+// with Error before the connection closes.
+func (s *Server) handshake(ctx context.Context, wc *wire.Conn) (*wire.Hello, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	m, err := wc.ReadMessage(ctx)
+	if err != nil {
+		reason := "read_error"
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			reason = "timeout"
+		case errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrMalformed), errors.Is(err, wire.ErrUnknownType):
+			reason = "malformed"
+		}
+		s.m.refused.WithLabelValues(reason).Inc()
+		return nil, fmt.Errorf("read hello: %w", err)
+	}
+	h, ok := m.(*wire.Hello)
+	if !ok {
+		return nil, s.refuse(ctx, wc, "protocol", fmt.Sprintf("want a Hello first, got %v", m.FrameType()))
+	}
+	key, ok := s.cfg.Keys(h.Host)
+	if !ok {
+		return nil, s.refuse(ctx, wc, "unknown_host", fmt.Sprintf("unknown host %q", h.Host))
+	}
+	now := s.cfg.Now()
+	if err := wire.VerifyHello(h, key, now, s.cfg.ClockSkew); err != nil {
+		switch {
+		case errors.Is(err, wire.ErrAuth):
+			return nil, s.refuse(ctx, wc, "auth", "authentication failed")
+		case errors.Is(err, wire.ErrStale):
+			return nil, s.refuse(ctx, wc, "stale", fmt.Sprintf("hello time %s is more than %v from the controller's clock %s",
+				time.Unix(h.Time, 0).UTC().Format(time.RFC3339), s.cfg.ClockSkew, now.UTC().Format(time.RFC3339)))
+		default:
+			return nil, s.refuse(ctx, wc, "malformed", err.Error())
+		}
+	}
+	if !s.nonces.add(h.Host, h.Nonce, h.Time, now) {
+		return nil, s.refuse(ctx, wc, "replay", "replayed hello")
+	}
+	return h, nil
+}
+
+// refuse counts a refused handshake and tells the agent why.
+func (s *Server) refuse(ctx context.Context, wc *wire.Conn, reason, msg string) error {
+	s.m.refused.WithLabelValues(reason).Inc()
+	if err := wc.WriteMessage(ctx, &wire.Welcome{Error: msg}); err != nil {
+		return fmt.Errorf("refuse agent (%s): %w", msg, err)
+	}
+	return fmt.Errorf("agent refused: %s", msg)
+}
+
+// readResult is one message (or the error that ended reading).
+type readResult struct {
+	m   wire.Message
+	err error
+}
+
+// read forwards the agent's messages until an error or ctx ends.
+func (s *Server) read(ctx context.Context, wc *wire.Conn, out chan<- readResult) {
+	defer s.wg.Done()
+	for {
+		m, err := wc.ReadMessage(ctx)
+		if errors.Is(err, wire.ErrUnknownType) {
+			continue // a complete frame of a newer protocol: skipped
+		}
+		select {
+		case out <- readResult{m, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serve runs an authenticated session: Welcome, then one delta at a time,
+// each answered by an Ack or Nack before the next is computed. It returns
+// why the session ended.
+func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello) (string, error) {
+	host := h.Host
+	notify, unsubscribe := s.c.Subscribe(host)
+	defer unsubscribe()
+	select {
+	case <-s.c.Ready():
+	case <-ctx.Done():
+		return reasonShutdown, ctx.Err()
+	}
+	s.cfg.Status.Connected(host, h.AgentVersion)
+
+	first, err := s.c.Delta(host, h.ViewVersion)
+	if err != nil {
+		return reasonCompile, err
+	}
+	w := &wire.Welcome{HostID: h.HostID, Epoch: s.c.Epoch(), Snapshot: first.Snapshot}
+	if s.cfg.HostID != nil {
+		if id, ok := s.cfg.HostID(host); ok {
+			w.HostID = id
+		}
+	}
+	if s.cfg.Replicas != nil {
+		w.Replicas = s.cfg.Replicas()
+	}
+	if err := s.write(ctx, wc, w); err != nil {
+		return reasonWrite, err
+	}
+	wc.SetMaxFrame(s.cfg.MaxFrame)
+	msgs := make(chan readResult)
+	s.wg.Add(1)
+	go s.read(ctx, wc, msgs)
+
+	var (
+		held  = h.ViewVersion // the version the agent holds
+		nacks int             // Nacks since the last Ack: answer with a snapshot
+		next  = &first
+	)
+	for {
+		var d wire.Delta
+		switch {
+		case next != nil:
+			d, next = *next, nil
+		case nacks > 0:
+			if err := s.nackBackoff(ctx, nacks); err != nil {
+				return reasonShutdown, err
+			}
+			d, err = s.c.Delta(host, 0)
+		default:
+			d, err = s.c.Delta(host, held)
+		}
+		if err != nil {
+			return reasonCompile, err
+		}
+		if !d.Snapshot && d.ToVersion == held {
+			// Nothing to send: wait for a change (or an unsolicited Nack).
+			select {
+			case <-notify:
+				continue
+			case r := <-msgs:
+				if r.err != nil {
+					return reasonRead, r.err
+				}
+				if n, ok := r.m.(*wire.Nack); ok {
+					s.nacked(host, n)
+					nacks++
+					continue
+				}
+				if a, ok := r.m.(*wire.Ack); ok && a.Version == held {
+					continue // a repeated Ack: harmless
+				}
+				return reasonProtocol, fmt.Errorf("unexpected %v while no delta is outstanding", r.m.FrameType())
+			case <-ctx.Done():
+				return reasonShutdown, ctx.Err()
+			}
+		}
+		if err := s.send(ctx, wc, d); err != nil {
+			return reasonWrite, err
+		}
+		// Window of one: nothing more is sent until the agent answers.
+		// Changes meanwhile coalesce into the next delta.
+		m, reason, err := s.awaitAnswer(ctx, msgs)
+		if err != nil {
+			return reason, err
+		}
+		switch m := m.(type) {
+		case *wire.Ack:
+			if m.Version != d.ToVersion {
+				return reasonProtocol, fmt.Errorf("ack of version %d, want %d", m.Version, d.ToVersion)
+			}
+			held, nacks = d.ToVersion, 0
+			s.m.acks.Inc()
+			s.cfg.Status.Acked(host, held)
+		case *wire.Nack:
+			s.nacked(host, m)
+			nacks++
+		}
+	}
+}
+
+// Backoff between snapshots an agent keeps refusing.
+const (
+	minNackBackoff = 100 * time.Millisecond
+	maxNackBackoff = 30 * time.Second
+)
+
+// nackBackoff delays the snapshot that answers the n-th Nack in a row: not
+// at all for the first, then 100ms doubling up to 30s, so that an agent
+// that cannot apply any view does not keep the controller encoding
+// snapshots in a tight loop.
+func (s *Server) nackBackoff(ctx context.Context, n int) error {
+	if n <= 1 {
+		return nil
+	}
+	d := maxNackBackoff
+	if n-2 < 20 {
+		d = min(minNackBackoff<<(n-2), maxNackBackoff)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// awaitAnswer waits AckTimeout for the Ack or Nack of the delta in flight.
+func (s *Server) awaitAnswer(ctx context.Context, msgs <-chan readResult) (wire.Message, string, error) {
+	t := time.NewTimer(s.cfg.AckTimeout)
+	defer t.Stop()
+	select {
+	case r := <-msgs:
+		if r.err != nil {
+			return nil, reasonRead, r.err
+		}
+		switch r.m.(type) {
+		case *wire.Ack, *wire.Nack:
+			return r.m, "", nil
+		}
+		return nil, reasonProtocol, fmt.Errorf("unexpected %v while a delta is outstanding", r.m.FrameType())
+	case <-t.C:
+		return nil, reasonAckTimeout, fmt.Errorf("no ack within %v", s.cfg.AckTimeout)
+	case <-ctx.Done():
+		return nil, reasonShutdown, ctx.Err()
+	}
+}
+
+func (s *Server) nacked(host string, n *wire.Nack) {
+	s.m.nacks.Inc()
+	s.log.Info("agent refused its view", "host", host, "version", n.Version, "err", n.Error)
+	s.cfg.Status.Nacked(host, n.Version, n.Error)
+}
+
+// send writes d, split into frames that fit MaxFrame, within AckTimeout.
+func (s *Server) send(ctx context.Context, wc *wire.Conn, d wire.Delta) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
+	defer cancel()
+	kind := "delta"
+	if d.Snapshot {
+		kind = "snapshot"
+	}
+	s.m.deltas.WithLabelValues(kind).Inc()
+	s.m.resources.Observe(float64(len(d.Upserts) + len(d.Deletes)))
+	for _, f := range split(d, s.cfg.MaxFrame) {
+		if err := wc.WriteMessage(ctx, &f); err != nil {
+			return fmt.Errorf("send %s %d→%d: %w", kind, d.FromVersion, d.ToVersion, err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) write(ctx context.Context, wc *wire.Conn, m wire.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
+	defer cancel()
+	return wc.WriteMessage(ctx, m)
+}

@@ -1,0 +1,313 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/registry"
+)
+
+// Defaults of RegistrySinkConfig.
+const (
+	DefaultSinkInterval = time.Second
+	DefaultSinkWorkers  = 32
+	// finalFlushTimeout bounds the flush Close makes.
+	finalFlushTimeout = 5 * time.Second
+)
+
+// StatusWriter reads and writes Host status; *registry.Registry is one.
+type StatusWriter interface {
+	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
+	UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+}
+
+var (
+	_ StatusWriter = (*registry.Registry)(nil)
+	_ StatusSink   = (*RegistrySink)(nil)
+)
+
+// RegistrySinkConfig configures a RegistrySink.
+type RegistrySinkConfig struct {
+	// Registry writes the Host status (required).
+	Registry StatusWriter
+	// Interval between flushes (default DefaultSinkInterval): a host's
+	// status is written at most once per interval, and only if it changed.
+	Interval time.Duration
+	// Workers is the number of status writes in flight during a flush
+	// (default DefaultSinkWorkers); the store groups them into few etcd txns.
+	Workers int
+	// Logger (default: discard).
+	Logger *slog.Logger
+	// Registerer receives the sink's metrics; nil means not registered.
+	Registerer prometheus.Registerer
+}
+
+// RegistrySink is a StatusSink that writes Host.status.viewVersion,
+// lastError (set on Nack, cleared on Ack) and agentVersion through the
+// registry, coalesced: the calls only update a pending record in memory,
+// and a background flusher writes each changed host at most once per
+// Interval. However often 100,000 agents ack, the etcd write rate is at
+// most the hosts whose status changed per interval, and never more than the
+// workers can commit: a flush that runs long delays the next one.
+type RegistrySink struct {
+	cfg RegistrySinkConfig
+	reg StatusWriter
+	log *slog.Logger
+
+	writes, errs, skipped prometheus.Counter
+	pendingGauge          prometheus.Gauge
+
+	mu      sync.Mutex
+	pending map[string]*statusUpdate
+
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started bool
+	closing sync.Once
+}
+
+// statusUpdate is what is known about a host since its last write.
+type statusUpdate struct {
+	setAgent     bool
+	agentVersion string
+	setView      bool
+	viewVersion  uint64
+	setError     bool
+	lastError    string
+}
+
+// under returns newer with the fields it does not set taken from u: an
+// older update lies under a newer one.
+func (u *statusUpdate) under(newer *statusUpdate) *statusUpdate {
+	out := *newer
+	if !out.setAgent && u.setAgent {
+		out.setAgent, out.agentVersion = true, u.agentVersion
+	}
+	if !out.setView && u.setView {
+		out.setView, out.viewVersion = true, u.viewVersion
+	}
+	if !out.setError && u.setError {
+		out.setError, out.lastError = true, u.lastError
+	}
+	return &out
+}
+
+// NewRegistrySink returns a sink; Start begins flushing.
+func NewRegistrySink(cfg RegistrySinkConfig) (*RegistrySink, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("stream: registry sink: Registry is required")
+	}
+	if cfg.Interval < 0 || cfg.Workers < 0 {
+		return nil, errors.New("stream: registry sink: Interval and Workers must not be negative")
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultSinkInterval
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = DefaultSinkWorkers
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &RegistrySink{
+		cfg: cfg,
+		reg: cfg.Registry,
+		log: cfg.Logger.With("subsystem", "stream-status"),
+		writes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_stream_status_writes_total", Help: "Host status writes made for agent acks, nacks and connects."}),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_stream_status_write_errors_total", Help: "Host status writes that failed (retried at the next flush)."}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_stream_status_unchanged_total", Help: "Pending host statuses not written because nothing changed."}),
+		pendingGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_stream_status_pending", Help: "Hosts whose status waits for the next flush."}),
+		pending: map[string]*statusUpdate{},
+		done:    make(chan struct{}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.writes, s.errs, s.skipped, s.pendingGauge} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("stream: registry sink: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Start begins flushing every Interval until Close.
+func (s *RegistrySink) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("stream: registry sink started twice")
+	}
+	s.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go s.loop(ctx)
+	return nil
+}
+
+// Close stops the flusher, then flushes what is pending one last time
+// (bounded by a few seconds). It is idempotent.
+func (s *RegistrySink) Close() error {
+	s.closing.Do(func() {
+		s.mu.Lock()
+		started := s.started
+		s.started = true // no Start after Close
+		s.mu.Unlock()
+		if started && s.cancel != nil {
+			s.cancel()
+			<-s.done
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
+		defer cancel()
+		s.flush(ctx)
+	})
+	return nil
+}
+
+func (s *RegistrySink) loop(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.flush(ctx)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Connected implements StatusSink.
+func (s *RegistrySink) Connected(host, agentVersion string) {
+	s.update(host, &statusUpdate{setAgent: true, agentVersion: agentVersion})
+}
+
+// Acked implements StatusSink: viewVersion is set and lastError cleared.
+func (s *RegistrySink) Acked(host string, version uint64) {
+	s.update(host, &statusUpdate{setView: true, viewVersion: version, setError: true})
+}
+
+// Nacked implements StatusSink: lastError is set.
+func (s *RegistrySink) Nacked(host string, _ uint64, err string) {
+	if err == "" {
+		err = "agent refused the view without a reason"
+	}
+	s.update(host, &statusUpdate{setError: true, lastError: err})
+}
+
+// Disconnected implements StatusSink. Liveness, not this sink, reports
+// hosts that went away.
+func (s *RegistrySink) Disconnected(string) {}
+
+func (s *RegistrySink) update(host string, u *statusUpdate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.pending[host]; old != nil {
+		u = old.under(u)
+	}
+	s.pending[host] = u
+	s.pendingGauge.Set(float64(len(s.pending)))
+}
+
+// flush writes every pending host whose stored status differs.
+func (s *RegistrySink) flush(ctx context.Context) {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = map[string]*statusUpdate{}
+	s.pendingGauge.Set(0)
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	type job struct {
+		host string
+		u    *statusUpdate
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for range min(s.cfg.Workers, len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := s.write(ctx, j.host, j.u); err != nil {
+					s.errs.Inc()
+					s.log.Warn("write host status", "host", j.host, "err", err)
+					s.requeue(j.host, j.u)
+				}
+			}
+		}()
+	}
+	for h, u := range batch {
+		jobs <- job{h, u}
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+// requeue puts back an update that failed to be written, under any newer one.
+func (s *RegistrySink) requeue(host string, u *statusUpdate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if newer := s.pending[host]; newer != nil {
+		u = u.under(newer)
+	}
+	s.pending[host] = u
+	s.pendingGauge.Set(float64(len(s.pending)))
+}
+
+// write applies u to host's stored status, if that changes anything. A host
+// that does not exist (an agent connected before its Host was created) is
+// skipped.
+func (s *RegistrySink) write(ctx context.Context, host string, u *statusUpdate) error {
+	o, err := s.reg.Get(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: host})
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("read host %s: %w", host, err)
+	}
+	h, ok := o.(*apiv1.Host)
+	if !ok {
+		return fmt.Errorf("read host %s: got a %T", host, o)
+	}
+	st := h.Status // a copy: the cached object is shared
+	if u.setAgent {
+		st.AgentVersion = u.agentVersion
+	}
+	if u.setView {
+		st.ViewVersion = u.viewVersion
+	}
+	if u.setError {
+		st.LastError = u.lastError
+	}
+	if st == h.Status {
+		s.skipped.Inc()
+		return nil
+	}
+	next := &apiv1.Host{TypeMeta: h.TypeMeta, Metadata: apiv1.ObjectMeta{Name: host}, Status: st}
+	if _, err := s.reg.UpdateStatus(ctx, next); err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("update status of host %s: %w", host, err)
+	}
+	s.writes.Inc()
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var se *apiv1.StatusError
+	return errors.As(err, &se) && se.Reason == apiv1.ReasonNotFound
+}

@@ -1,0 +1,90 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+)
+
+// fakeHosts is a StatusWriter over an in-memory set of hosts that records
+// every write.
+type fakeHosts struct {
+	hosts  map[string]apiv1.HostStatus
+	writes []string
+	fail   int // fail this many writes
+}
+
+func (f *fakeHosts) Get(_ context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+	st, ok := f.hosts[ref.Name]
+	if !ok {
+		return nil, &apiv1.StatusError{Code: 404, Reason: apiv1.ReasonNotFound, Message: "not found"}
+	}
+	return &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: ref.Name}, Status: st}, nil
+}
+
+func (f *fakeHosts) UpdateStatus(_ context.Context, o apiv1.Object) (apiv1.Object, error) {
+	if f.fail > 0 {
+		f.fail--
+		return nil, errors.New("etcd unavailable")
+	}
+	h := o.(*apiv1.Host)
+	f.hosts[h.Metadata.Name] = h.Status
+	f.writes = append(f.writes, fmt.Sprintf("%s view=%d err=%q agent=%q", h.Metadata.Name, h.Status.ViewVersion, h.Status.LastError, h.Status.AgentVersion))
+	return h, nil
+}
+
+func TestRegistrySinkCoalesces(t *testing.T) {
+	f := &fakeHosts{hosts: map[string]apiv1.HostStatus{"h1": {Liveness: apiv1.LivenessAlive}, "h2": {}}}
+	s, err := NewRegistrySink(RegistrySinkConfig{Registry: f, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	steps := []struct {
+		name       string
+		do         func()
+		failWrites int
+		want       []string
+	}{
+		{"a thousand acks are one write", func() {
+			s.Connected("h1", "agent/1")
+			for v := uint64(1); v <= 1000; v++ {
+				s.Acked("h1", v)
+			}
+		}, 0, []string{`h1 view=1000 err="" agent="agent/1"`}},
+		{"nothing pending, nothing written", func() {}, 0, nil},
+		{"an unchanged status is not written", func() { s.Acked("h1", 1000) }, 0, nil},
+		{"nack sets lastError", func() { s.Nacked("h2", 7, "boom") }, 0, []string{`h2 view=0 err="boom" agent=""`}},
+		{"nack then ack in one interval clears it", func() {
+			s.Nacked("h2", 8, "again")
+			s.Acked("h2", 8)
+		}, 0, []string{`h2 view=8 err="" agent=""`}},
+		{"ack then nack keeps both", func() {
+			s.Acked("h1", 1001)
+			s.Nacked("h1", 1002, "bad")
+		}, 0, []string{`h1 view=1001 err="bad" agent="agent/1"`}},
+		{"unknown host is skipped", func() { s.Acked("ghost", 1) }, 0, nil},
+		{"a failed write is retried at the next flush", func() { s.Acked("h2", 9) }, 1, nil},
+		{"retry, merged under a newer update", func() { s.Connected("h2", "agent/2") }, 0, []string{`h2 view=9 err="" agent="agent/2"`}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.do()
+			f.fail = st.failWrites
+			f.writes = nil
+			s.flush(ctx)
+			if diff := cmp.Diff(st.want, f.writes); diff != "" {
+				t.Errorf("writes (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if got := f.hosts["h1"].Liveness; got != apiv1.LivenessAlive {
+		t.Errorf("liveness %q: the sink must leave other status fields alone", got)
+	}
+}

@@ -1,0 +1,575 @@
+package udp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/wire"
+)
+
+// Source is the part of the store the Locator reads; *store.Store
+// implements it. Returned objects are shared and never modified.
+type Source interface {
+	ListSelector(kind, tenant string, match func(labels map[string]string) bool) ([]apiv1.Object, int64)
+	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
+	Get(kind, tenant, name string) (apiv1.Object, bool)
+	EndpointsByHost(host string) []*apiv1.Endpoint
+}
+
+// Defaults of LocatorConfig.
+const (
+	DefaultTTL            = 60 * time.Second
+	DefaultNegativeTTL    = 5 * time.Second
+	DefaultExpireInterval = 10 * time.Second
+)
+
+// LocatorConfig configures a Locator. Zero values select the defaults.
+type LocatorConfig struct {
+	// Store is followed for Endpoint and Host events. Required.
+	Store Source
+	// TTL is how long an agent may cache a found location, and how long
+	// the Locator remembers that it asked (default DefaultTTL).
+	TTL time.Duration
+	// NegativeTTL is the same for a not-found answer (default
+	// DefaultNegativeTTL).
+	NegativeTTL time.Duration
+	// ExpireInterval is the period at which expired interests are dropped
+	// (default DefaultExpireInterval).
+	ExpireInterval time.Duration
+	// Now is the monotonic clock in ns (default: time since NewLocator).
+	Now func() int64
+	// Logger (default: discard).
+	Logger *slog.Logger
+	// Registerer receives the Locator's metrics; nil means not registered.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports an impossible setting.
+func (c LocatorConfig) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("Store is required"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"TTL", c.TTL}, {"NegativeTTL", c.NegativeTTL}, {"ExpireInterval", c.ExpireInterval}} {
+		if d.v < 0 || d.v > 65535*time.Second {
+			errs = append(errs, fmt.Errorf("%s %v out of range 0..65535s", d.name, d.v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("udp locator config: %w", err)
+	}
+	return nil
+}
+
+func (c *LocatorConfig) setDefaults() {
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = DefaultNegativeTTL
+	}
+	if c.ExpireInterval == 0 {
+		c.ExpireInterval = DefaultExpireInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Locator answers "where does (VNI, IP) live" from an index that follows
+// the store, remembers who asked, and invalidates their answers when the
+// endpoint moves or goes away. See the package documentation.
+type Locator struct {
+	cfg              LocatorConfig
+	log              *slog.Logger
+	src              Source
+	now              func() int64
+	ttl, negTTL      int64 // ns
+	ttlSec, negTTLSc uint16
+
+	index    [indexShards]indexShard
+	interest interestTable
+	// rev is the store revision the index reflects: the epoch of negative
+	// answers.
+	rev atomic.Int64
+	// notify sends invalidations; set by the Server while it runs.
+	notify atomic.Pointer[notifier]
+
+	// Owned by the follow goroutine (and Start, before it runs).
+	eps   map[epRef]epState
+	hosts map[string]hostState
+	buf   []uint32
+
+	m locatorMetrics
+
+	lifeMu  sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// notifier delivers an Invalidate to hosts.
+type notifier struct {
+	send func(hostIDs []uint32, inv *wire.Invalidate)
+}
+
+type epRef struct{ tenant, name string }
+
+type epState struct {
+	key locKey
+	loc wire.Location
+	rv  int64
+}
+
+type hostState struct {
+	ip netip.Addr
+	rv int64
+}
+
+// location is an index entry.
+type location struct {
+	loc   wire.Location
+	epoch uint64
+}
+
+const indexShards = 64
+
+type indexShard struct {
+	mu sync.RWMutex
+	m  map[locKey]location
+	_  [32]byte // RWMutex (24) + map (8) + 32: a shard per cache line
+}
+
+type locatorMetrics struct {
+	endpoints, interests prometheus.Gauge
+}
+
+// NewLocator returns a Locator; Start loads it.
+func NewLocator(cfg LocatorConfig) (*Locator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	l := &Locator{
+		cfg:      cfg,
+		log:      cfg.Logger.With("subsystem", "udp-locator"),
+		src:      cfg.Store,
+		now:      cfg.Now,
+		ttl:      int64(cfg.TTL),
+		negTTL:   int64(cfg.NegativeTTL),
+		ttlSec:   uint16(max(cfg.TTL/time.Second, 1)),
+		negTTLSc: uint16(max(cfg.NegativeTTL/time.Second, 1)),
+		eps:      map[epRef]epState{},
+		hosts:    map[string]hostState{},
+		m: locatorMetrics{
+			endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "weft_locator_endpoints", Help: "Endpoint addresses the locator can answer for."}),
+			interests: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "weft_locator_interests", Help: "(address, host) pairs to invalidate on a change, at the last expiry."}),
+		},
+	}
+	for i := range l.index {
+		l.index[i].m = map[locKey]location{}
+	}
+	if l.now == nil {
+		base := time.Now()
+		l.now = func() int64 { return int64(time.Since(base)) }
+	}
+	if r := cfg.Registerer; r != nil {
+		for _, c := range []prometheus.Collector{l.m.endpoints, l.m.interests} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("udp locator: register metrics: %w", err)
+			}
+		}
+	}
+	return l, nil
+}
+
+// Start loads the index from the store and follows its events until
+// Close. The store must be started.
+func (l *Locator) Start(ctx context.Context) error {
+	l.lifeMu.Lock()
+	defer l.lifeMu.Unlock()
+	switch {
+	case l.closed:
+		return errors.New("udp locator: closed")
+	case l.started:
+		return errors.New("udp locator: Start called twice")
+	}
+	l.resync()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ch, err := l.src.Watch(runCtx, "", "", l.rev.Load())
+	if err != nil {
+		cancel()
+		return fmt.Errorf("udp locator: watch store: %w", err)
+	}
+	l.started, l.cancel = true, cancel
+	l.wg.Add(1)
+	go l.run(runCtx, ch)
+	return nil
+}
+
+// Close stops following the store. It is idempotent.
+func (l *Locator) Close() error {
+	l.lifeMu.Lock()
+	l.closed = true
+	cancel := l.cancel
+	l.lifeMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	l.wg.Wait()
+	return nil
+}
+
+func (l *Locator) run(ctx context.Context, ch <-chan store.Event) {
+	defer l.wg.Done()
+	tick := time.NewTicker(l.cfg.ExpireInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			l.m.interests.Set(float64(l.interest.expire(l.now())))
+		case ev, ok := <-ch:
+			if !ok {
+				if ch = l.rewatch(ctx); ch == nil {
+					return
+				}
+				continue
+			}
+			l.apply(ev)
+		}
+	}
+}
+
+// rewatch re-opens the store watch after it closed (this subscriber fell
+// behind, or the store is closing), relisting if the store compacted the
+// revisions in between. It returns nil when ctx ends.
+func (l *Locator) rewatch(ctx context.Context) <-chan store.Event {
+	for {
+		ch, err := l.src.Watch(ctx, "", "", l.rev.Load())
+		if err == nil {
+			return ch
+		}
+		if errors.Is(err, store.ErrCompacted) {
+			l.log.Warn("store watch compacted: relisting", "revision", l.rev.Load())
+			l.resync()
+			continue
+		}
+		l.log.Warn("re-open store watch", "revision", l.rev.Load(), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// resync makes the index equal to a fresh list of hosts and endpoints.
+func (l *Locator) resync() {
+	hosts, hrev := l.src.ListSelector(apiv1.KindHost, "", nil)
+	eps, erev := l.src.ListSelector(apiv1.KindEndpoint, "", nil)
+	seenHosts := make(map[string]bool, len(hosts))
+	for _, o := range hosts {
+		h := o.(*apiv1.Host)
+		seenHosts[h.Metadata.Name] = true
+		l.applyHost(h)
+	}
+	for name := range l.hosts {
+		if !seenHosts[name] {
+			delete(l.hosts, name)
+		}
+	}
+	seen := make(map[epRef]bool, len(eps))
+	for _, o := range eps {
+		ep := o.(*apiv1.Endpoint)
+		seen[epRef{ep.Metadata.Tenant, ep.Metadata.Name}] = true
+		l.updateEndpoint(ep, 0)
+	}
+	for ref, st := range l.eps {
+		if !seen[ref] {
+			l.remove(ref, st, uint64(erev))
+		}
+	}
+	// Events after the older list are replayed; applying them again is a
+	// no-op (they carry revisions the index already has).
+	l.rev.Store(min(hrev, erev))
+	l.m.endpoints.Set(float64(len(l.eps)))
+}
+
+// apply applies one store event.
+func (l *Locator) apply(ev store.Event) {
+	switch o := ev.Object.(type) {
+	case *apiv1.Endpoint:
+		ref := epRef{o.Metadata.Tenant, o.Metadata.Name}
+		if ev.Type == store.EventDeleted {
+			if st, ok := l.eps[ref]; ok && st.rv < ev.Revision {
+				l.remove(ref, st, uint64(ev.Revision))
+			}
+		} else {
+			l.updateEndpoint(o, 0)
+		}
+		l.m.endpoints.Set(float64(len(l.eps)))
+	case *apiv1.Host:
+		if ev.Type == store.EventDeleted {
+			if st, ok := l.hosts[o.Metadata.Name]; ok && st.rv < ev.Revision {
+				delete(l.hosts, o.Metadata.Name)
+				l.rehome(o.Metadata.Name, ev.Revision)
+			}
+		} else {
+			l.applyHost(o)
+		}
+	}
+	if ev.Revision > l.rev.Load() {
+		l.rev.Store(ev.Revision)
+	}
+}
+
+func resourceVersion(o apiv1.Object) int64 {
+	rv, _ := strconv.ParseInt(o.GetObjectMeta().ResourceVersion, 10, 64)
+	return rv
+}
+
+// applyHost records a host's underlay address; if it changed, the
+// endpoints on the host moved.
+func (l *Locator) applyHost(h *apiv1.Host) {
+	rv := resourceVersion(h)
+	old, had := l.hosts[h.Metadata.Name]
+	if had && rv <= old.rv {
+		return
+	}
+	ip := parseHostIP(h.Spec.UnderlayIP)
+	l.hosts[h.Metadata.Name] = hostState{ip: ip, rv: rv}
+	if had && old.ip != ip {
+		l.rehome(h.Metadata.Name, rv)
+	}
+}
+
+func parseHostIP(s string) netip.Addr {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ip.Unmap().WithZone("")
+}
+
+// rehome re-resolves the endpoints on a host whose address changed; their
+// new epoch is at least rev.
+func (l *Locator) rehome(host string, rev int64) {
+	for _, ep := range l.src.EndpointsByHost(host) {
+		l.updateEndpoint(ep, rev)
+	}
+}
+
+// updateEndpoint indexes an endpoint's current location. minEpoch, when
+// set, forces a re-evaluation and bounds the new epoch from below (a host
+// address change moves the endpoint without changing it).
+func (l *Locator) updateEndpoint(ep *apiv1.Endpoint, minEpoch int64) {
+	ref := epRef{ep.Metadata.Tenant, ep.Metadata.Name}
+	rv := resourceVersion(ep)
+	old, had := l.eps[ref]
+	if had && (rv < old.rv || rv == old.rv && minEpoch == 0) {
+		return // replayed
+	}
+	epoch := uint64(max(rv, minEpoch))
+	key, loc, ok := l.resolve(ep)
+	switch {
+	case !ok:
+		if had {
+			l.remove(ref, old, epoch)
+		}
+		return
+	case had && old.key == key && old.loc == loc:
+		old.rv = rv // a change that does not move it
+		l.eps[ref] = old
+		return
+	case had && old.key != key:
+		l.remove(ref, old, epoch)
+	}
+	// Index first, then collect the interest: a concurrent Lookup that
+	// registers after the collection reads the new location.
+	sh := l.indexShard(key)
+	sh.mu.Lock()
+	sh.m[key] = location{loc: loc, epoch: epoch}
+	sh.mu.Unlock()
+	l.eps[ref] = epState{key: key, loc: loc, rv: rv}
+
+	now := l.now()
+	l.buf = l.interest.take(l.buf[:0], key, now)
+	if len(l.buf) == 0 {
+		return
+	}
+	inv := wire.Invalidate{VNI: key.vni, IP: key.ip, Epoch: epoch, HasLocation: true, Location: loc}
+	l.send(l.buf, &inv)
+	// The new location is an answer the hosts may cache: keep following it.
+	for _, h := range l.buf {
+		l.interest.add(key, h, now+l.ttl)
+	}
+}
+
+// remove drops an endpoint from the index and tells the hosts that asked
+// about it that it is gone.
+func (l *Locator) remove(ref epRef, st epState, epoch uint64) {
+	sh := l.indexShard(st.key)
+	sh.mu.Lock()
+	delete(sh.m, st.key)
+	sh.mu.Unlock()
+	delete(l.eps, ref)
+	l.buf = l.interest.take(l.buf[:0], st.key, l.now())
+	if len(l.buf) > 0 {
+		inv := wire.Invalidate{VNI: st.key.vni, IP: st.key.ip, Epoch: epoch}
+		l.send(l.buf, &inv)
+	}
+}
+
+func (l *Locator) send(hosts []uint32, inv *wire.Invalidate) {
+	if n := l.notify.Load(); n != nil {
+		n.send(hosts, inv)
+	}
+}
+
+// resolve returns an endpoint's key and location, false if it has no
+// address, VNI or host address yet.
+func (l *Locator) resolve(ep *apiv1.Endpoint) (locKey, wire.Location, bool) {
+	ipStr := ep.Status.IP
+	if ipStr == "" {
+		ipStr = ep.Spec.IP
+	}
+	ip, err := netip.ParseAddr(ipStr)
+	if err != nil {
+		return locKey{}, wire.Location{}, false
+	}
+	vni := ep.Status.VNI
+	if vni == 0 {
+		vni = l.subnetVNI(ep.Metadata.Tenant, ep.Spec.Subnet)
+	}
+	if vni == 0 || vni > wire.MaxVNI {
+		return locKey{}, wire.Location{}, false
+	}
+	hs, ok := l.hosts[ep.Spec.Host]
+	if !ok {
+		if o, found := l.src.Get(apiv1.KindHost, "", ep.Spec.Host); found {
+			h := o.(*apiv1.Host)
+			hs = hostState{ip: parseHostIP(h.Spec.UnderlayIP), rv: resourceVersion(h)}
+			l.hosts[ep.Spec.Host] = hs
+		}
+	}
+	if !hs.ip.IsValid() {
+		return locKey{}, wire.Location{}, false
+	}
+	loc := wire.Location{HostIP: hs.ip}
+	if hw, err := net.ParseMAC(ep.Status.MAC); err == nil && len(hw) == len(loc.MAC) {
+		copy(loc.MAC[:], hw)
+	}
+	return locKey{vni: vni, ip: ip.Unmap().WithZone("")}, loc, true
+}
+
+// subnetVNI returns the VNI of a subnet's VPC, or 0.
+func (l *Locator) subnetVNI(tenant, subnet string) uint32 {
+	o, ok := l.src.Get(apiv1.KindSubnet, tenant, subnet)
+	if !ok {
+		return 0
+	}
+	sn := o.(*apiv1.Subnet)
+	if sn.Status.VNI != 0 {
+		return sn.Status.VNI
+	}
+	if v, ok := l.src.Get(apiv1.KindVPC, tenant, sn.Spec.VPC); ok {
+		return v.(*apiv1.VPC).Status.VNI
+	}
+	return 0
+}
+
+func (l *Locator) indexShard(k locKey) *indexShard {
+	return &l.index[k.hash()%indexShards]
+}
+
+func (l *Locator) read(k locKey) (location, bool) {
+	sh := l.indexShard(k)
+	sh.mu.RLock()
+	v, ok := sh.m[k]
+	sh.mu.RUnlock()
+	return v, ok
+}
+
+// Lookup answers one query from a host and records the host's interest in
+// the address until the answer expires. It does not allocate once the
+// host's interest is known.
+func (l *Locator) Lookup(hostID uint32, q wire.LookupQuery) wire.LookupAnswer {
+	return l.lookup(hostID, &q, l.now())
+}
+
+func (l *Locator) lookup(hostID uint32, q *wire.LookupQuery, now int64) wire.LookupAnswer {
+	k := locKey{vni: q.VNI, ip: q.IP.Unmap().WithZone("")}
+	// Register the interest before the answer is final: either the update
+	// that changes the answer sees the interest and invalidates it, or this
+	// lookup reads the changed answer.
+	v, found := l.read(k)
+	ttl := l.negTTL
+	if found {
+		ttl = l.ttl
+	}
+	l.interest.add(k, hostID, now+ttl)
+	if v2, found2 := l.read(k); found2 != found || v2 != v {
+		v, found = v2, found2 // changed meanwhile
+		if found {
+			l.interest.add(k, hostID, now+l.ttl)
+		}
+	}
+	a := wire.LookupAnswer{RequestID: q.RequestID, VNI: q.VNI, IP: q.IP}
+	if found {
+		a.Found, a.Location, a.Epoch, a.TTL = true, v.loc, v.epoch, l.ttlSec
+	} else {
+		a.Epoch, a.TTL = uint64(l.rev.Load()), l.negTTLSc
+	}
+	return a
+}
+
+// Interested returns the hosts whose answer about (vni, ip) has not
+// expired yet: those an Invalidate would go to.
+func (l *Locator) Interested(vni uint32, ip netip.Addr) []uint32 {
+	return l.interest.hosts(locKey{vni: vni, ip: ip.Unmap().WithZone("")}, l.now())
+}
+
+// Len returns the number of addresses in the index.
+func (l *Locator) Len() int {
+	n := 0
+	for i := range l.index {
+		sh := &l.index[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// Revision returns the store revision the index reflects.
+func (l *Locator) Revision() int64 { return l.rev.Load() }
+
+// attach makes send the Locator's way to deliver invalidations; detach
+// (nil) stops them.
+func (l *Locator) attach(send func(hostIDs []uint32, inv *wire.Invalidate)) bool {
+	if send == nil {
+		l.notify.Store(nil)
+		return true
+	}
+	return l.notify.CompareAndSwap(nil, &notifier{send: send})
+}

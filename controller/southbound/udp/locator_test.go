@@ -1,0 +1,344 @@
+package udp
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/wire"
+)
+
+var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+
+// fakeSource is an in-memory Source whose events the test emits.
+type fakeSource struct {
+	mu   sync.Mutex
+	objs map[apiv1.Ref]apiv1.Object
+	rev  int64
+	subs []chan store.Event
+}
+
+func (f *fakeSource) ListSelector(kind, tenant string, _ func(map[string]string) bool) ([]apiv1.Object, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []apiv1.Object
+	for r, o := range f.objs {
+		if r.Kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out, f.rev
+}
+
+func (f *fakeSource) Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan store.Event, 100)
+	f.subs = append(f.subs, ch)
+	return ch, nil
+}
+
+func (f *fakeSource) Get(kind, tenant, name string) (apiv1.Object, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	o, ok := f.objs[apiv1.Ref{Kind: kind, Tenant: tenant, Name: name}]
+	return o, ok
+}
+
+func (f *fakeSource) EndpointsByHost(host string) []*apiv1.Endpoint {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*apiv1.Endpoint
+	for _, o := range f.objs {
+		if ep, ok := o.(*apiv1.Endpoint); ok && ep.Spec.Host == host {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// put stores o at the next revision and emits the event.
+func (f *fakeSource) put(o apiv1.Object) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.objs == nil {
+		f.objs = map[apiv1.Ref]apiv1.Object{}
+	}
+	f.rev++
+	o.GetObjectMeta().ResourceVersion = strconv.FormatInt(f.rev, 10)
+	ref := apiv1.RefOf(o)
+	typ := store.EventAdded
+	if _, ok := f.objs[ref]; ok {
+		typ = store.EventModified
+	}
+	f.objs[ref] = o
+	for _, ch := range f.subs {
+		ch <- store.Event{Type: typ, Object: o, Revision: f.rev}
+	}
+}
+
+// closeWatches closes every watch channel, as the store does with a slow
+// subscriber.
+func (f *fakeSource) closeWatches() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ch := range f.subs {
+		close(ch)
+	}
+	f.subs = nil
+}
+
+func startLocator(t *testing.T, src Source) *Locator {
+	t.Helper()
+	l, err := NewLocator(LocatorConfig{Store: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func fakeEndpoint(name, host, ip, mac string, vni uint32) *apiv1.Endpoint {
+	ep := endpointObj(name, "a", host)
+	ep.Status = apiv1.EndpointStatus{IP: ip, MAC: mac, Host: host, VNI: vni}
+	return ep
+}
+
+// TestLookupOverUDP asks a batch over a real socket: found, not found,
+// and the same address in another VNI.
+func TestLookupOverUDP(t *testing.T) {
+	r, st := newRegistry(t)
+	create(t, r, &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: "acme"}},
+		hostObj("h1", "192.0.2.1"), hostObj("h2", "192.0.2.2"),
+		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
+		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
+	web := create(t, r, endpointObj("web", "a", "h1"))[0].(*apiv1.Endpoint)
+	loc := startLocator(t, st)
+	srv := startServer(t, Config{Keys: newKeyring(2), Locator: loc, Sockets: 1})
+	a := newAgent(t, 2, srv.LocalAddr())
+
+	ip, vni := netip.MustParseAddr(web.Status.IP), web.Status.VNI
+	rv, _ := strconv.ParseUint(web.Metadata.ResourceVersion, 10, 64)
+	hw, _ := net.ParseMAC(web.Status.MAC)
+	got := a.lookup(
+		wire.LookupQuery{RequestID: 1, VNI: vni, IP: ip},
+		wire.LookupQuery{RequestID: 2, VNI: vni, IP: netip.MustParseAddr("10.0.1.99")},
+		wire.LookupQuery{RequestID: 3, VNI: vni + 1, IP: ip},
+	)
+	negEpoch := uint64(loc.Revision())
+	want := []wire.LookupAnswer{
+		{RequestID: 1, VNI: vni, IP: ip, Found: true, Epoch: rv, TTL: 60,
+			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr(hw)}},
+		{RequestID: 2, VNI: vni, IP: netip.MustParseAddr("10.0.1.99"), Epoch: negEpoch, TTL: 5},
+		{RequestID: 3, VNI: vni + 1, IP: ip, Epoch: negEpoch, TTL: 5},
+	}
+	if diff := cmp.Diff(want, got, addrCmp); diff != "" {
+		t.Errorf("answers (-want +got):\n%s", diff)
+	}
+	if st := srv.Stats(); st.Found != 1 || st.NotFound != 2 || st.Lookups != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+// invalidation is what a test expects an agent to receive.
+func invalidation(t *testing.T, a *agent) wire.Invalidate {
+	t.Helper()
+	_, m := a.recv()
+	inv, ok := m.(*wire.Invalidate)
+	if !ok {
+		t.Fatalf("host %d: got %T, want an Invalidate", a.id, m)
+	}
+	return *inv
+}
+
+// TestMigrationInvalidatesExactlyInterested: hosts 1-3 ask where vm is,
+// 4 and 5 do not; vm moves from h1 to h2 through the registry; exactly
+// 1-3 receive an Invalidate with the new location.
+func TestMigrationInvalidatesExactlyInterested(t *testing.T) {
+	r, st := newRegistry(t)
+	create(t, r, &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: "acme"}})
+	for i := 1; i <= 5; i++ {
+		create(t, r, hostObj("h"+strconv.Itoa(i), "192.0.2."+strconv.Itoa(i)))
+	}
+	create(t, r,
+		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
+		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
+	objs := create(t, r, endpointObj("vm", "a", "h1"), endpointObj("marker", "a", "h5"))
+	vm, marker := objs[0].(*apiv1.Endpoint), objs[1].(*apiv1.Endpoint)
+	loc := startLocator(t, st)
+	srv := startServer(t, Config{Keys: newKeyring(1, 2, 3, 4, 5), Locator: loc, Sockets: 2})
+
+	vmQ := wire.LookupQuery{RequestID: 1, VNI: vm.Status.VNI, IP: netip.MustParseAddr(vm.Status.IP)}
+	markerQ := wire.LookupQuery{RequestID: 2, VNI: marker.Status.VNI, IP: netip.MustParseAddr(marker.Status.IP)}
+	agents := make([]*agent, 6)
+	var oldEpoch uint64
+	for id := 1; id <= 5; id++ {
+		a := newAgent(t, uint32(id), srv.LocalAddr())
+		agents[id] = a
+		a.heartbeat(1) // every host is known, with an address
+		if id <= 3 {
+			ans := a.lookup(vmQ, markerQ)
+			if !ans[0].Found || ans[0].Location.HostIP != netip.MustParseAddr("192.0.2.1") {
+				t.Fatalf("host %d: vm answer %+v", id, ans[0])
+			}
+			oldEpoch = ans[0].Epoch
+		} else {
+			a.lookup(markerQ)
+		}
+	}
+	if got := loc.Interested(vmQ.VNI, vmQ.IP); !slices.Equal(sorted(got), []uint32{1, 2, 3}) {
+		t.Fatalf("interested in vm before the move: %v", got)
+	}
+
+	moved := *vm
+	moved.Spec.Host = "h2"
+	out, err := r.Update(context.Background(), &moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newEpoch, _ := strconv.ParseUint(out.GetObjectMeta().ResourceVersion, 10, 64)
+	wantMoved := wire.Invalidate{VNI: vmQ.VNI, IP: vmQ.IP, Epoch: newEpoch, HasLocation: true,
+		Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.2"), MAC: mustMAC(t, vm.Status.MAC)}}
+	for id := 1; id <= 3; id++ {
+		if diff := cmp.Diff(wantMoved, invalidation(t, agents[id]), addrCmp); diff != "" {
+			t.Errorf("host %d: invalidate (-want +got):\n%s", id, diff)
+		}
+	}
+	if newEpoch <= oldEpoch {
+		t.Errorf("epoch %d after the move, %d before", newEpoch, oldEpoch)
+	}
+	// The new location is an answer: hosts 1-3 stay interested.
+	if got := loc.Interested(vmQ.VNI, vmQ.IP); !slices.Equal(sorted(got), []uint32{1, 2, 3}) {
+		t.Errorf("interested in vm after the move: %v", got)
+	}
+
+	// Barrier: deleting marker notifies all five hosts. Datagrams to one
+	// host arrive in order, so a vm invalidation sent to 4 or 5 would be
+	// read before this one.
+	delRev := st.Revision()
+	if _, err := r.Delete(context.Background(), apiv1.RefOf(marker)); err != nil {
+		t.Fatal(err)
+	}
+	for id := 1; id <= 5; id++ {
+		got := invalidation(t, agents[id])
+		if got.IP != markerQ.IP || got.HasLocation || got.Epoch <= uint64(delRev) {
+			t.Errorf("host %d: got %+v, want marker %s gone after revision %d", id, got, markerQ.IP, delRev)
+		}
+	}
+	if got := loc.Interested(markerQ.VNI, markerQ.IP); len(got) != 0 {
+		t.Errorf("interest in the deleted marker: %v", got)
+	}
+	waitFor(t, "8 invalidations counted", func() bool { return srv.Stats().Invalidations == 8 })
+}
+
+func sorted(ids []uint32) []uint32 {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	return ids
+}
+
+func mustMAC(t *testing.T, s string) wire.MACAddr {
+	t.Helper()
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		t.Fatalf("MAC %q: %v", s, err)
+	}
+	return wire.MACAddr(hw)
+}
+
+// TestLocatorEvents drives the Locator from a fake store: creation after a
+// negative answer, a host's address change, a watch re-opened after the
+// store closed it.
+func TestLocatorEvents(t *testing.T) {
+	src := &fakeSource{}
+	src.put(hostObj("h1", "192.0.2.1"))
+	src.put(hostObj("h2", "192.0.2.2"))
+	loc := startLocator(t, src)
+	srv := startServer(t, Config{Keys: newKeyring(7), Locator: loc, Sockets: 1})
+	a := newAgent(t, 7, srv.LocalAddr())
+	q := wire.LookupQuery{RequestID: 9, VNI: 100, IP: netip.MustParseAddr("10.0.0.5")}
+	if ans := a.lookup(q); ans[0].Found || ans[0].TTL != 5 {
+		t.Fatalf("before creation: %+v", ans[0])
+	}
+
+	t.Run("created after a negative answer", func(t *testing.T) {
+		src.put(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100))
+		got := invalidation(t, a)
+		want := wire.Invalidate{VNI: 100, IP: q.IP, Epoch: 3, HasLocation: true,
+			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr{2, 0, 0, 0, 0, 5}}}
+		if diff := cmp.Diff(want, got, addrCmp); diff != "" {
+			t.Errorf("invalidate (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a change that does not move it is silent", func(t *testing.T) {
+		ep := fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100)
+		ep.Status.Phase = apiv1.PhaseReady
+		src.put(ep)
+		waitFor(t, "the locator to apply revision 4", func() bool { return loc.Revision() >= 4 })
+		if ans := a.lookup(q); !ans[0].Found || ans[0].Epoch != 3 {
+			t.Errorf("after a status change: %+v, want epoch 3", ans[0])
+		}
+	})
+	t.Run("host address change moves its endpoints", func(t *testing.T) {
+		src.put(hostObj("h1", "192.0.2.11"))
+		got := invalidation(t, a)
+		if got.Epoch != 5 || got.Location.HostIP != netip.MustParseAddr("192.0.2.11") {
+			t.Errorf("invalidate: %+v, want epoch 5 at 192.0.2.11", got)
+		}
+	})
+	t.Run("watch re-opened after the store closed it", func(t *testing.T) {
+		src.closeWatches()
+		waitFor(t, "a new watch", func() bool {
+			src.mu.Lock()
+			defer src.mu.Unlock()
+			return len(src.subs) == 1
+		})
+		src.put(fakeEndpoint("e", "h2", "10.0.0.5", "02:00:00:00:00:05", 100))
+		got := invalidation(t, a)
+		if got.Epoch != 6 || got.Location.HostIP != netip.MustParseAddr("192.0.2.2") {
+			t.Errorf("invalidate: %+v, want epoch 6 at 192.0.2.2", got)
+		}
+	})
+}
+
+func TestInterestTable(t *testing.T) {
+	var it interestTable
+	k := locKey{vni: 1, ip: netip.MustParseAddr("10.0.0.1")}
+	for id := uint32(0); id < 100; id++ { // grows past indexAbove
+		it.add(k, id, int64(id)+1000)
+	}
+	it.add(k, 5, 2000) // extends
+	it.add(k, 6, 10)   // never shortens
+	if got := len(it.hosts(k, 1049)); got != 51 {
+		t.Errorf("interested at 1049: %d, want 50 unexpired + host 5", got)
+	}
+	if n := it.expire(1049); n != 51 {
+		t.Errorf("after expiry: %d remain, want 51", n)
+	}
+	it.add(k, 3, 5000) // expired, then back: found through the rebuilt index
+	got := sorted(it.take(nil, k, 1060))
+	want := []uint32{3, 5}
+	for id := uint32(61); id < 100; id++ {
+		want = append(want, id)
+	}
+	if diff := cmp.Diff(sorted(want), got); diff != "" {
+		t.Errorf("take (-want +got):\n%s", diff)
+	}
+	if got := it.hosts(k, 0); len(got) != 0 {
+		t.Errorf("after take: %v", got)
+	}
+	if n := it.expire(0); n != 0 {
+		t.Errorf("after take: %d interests remain", n)
+	}
+}
