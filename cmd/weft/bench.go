@@ -21,7 +21,92 @@ func newBenchCmd() *cobra.Command {
 prints progress once a second on stderr and a final report on stdout
 (-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
 	}
-	cmd.AddCommand(newBenchChurnCmd())
+	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd())
+	return cmd
+}
+
+func newBenchHeartbeatsCmd() *cobra.Command {
+	var (
+		cfg    bench.HeartbeatsConfig
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "heartbeats",
+		Short: "UDP heartbeat ingest vs. a raw UDP sink, and CPU at 100k hosts x 1 Hz",
+		Long: `Measure the controller's heartbeat ingest (HMAC verify, replay window,
+liveness table) against a raw UDP sink that only reads and counts, with the
+same senders (a child process) in the same run; then the CPU the ingest uses
+when every one of --hosts heartbeats at --rate; then how long a host that
+stops takes to be declared Dead.`,
+		Example: `  weft bench heartbeats
+  weft bench heartbeats --hosts 100000 --duration 5s --rounds 3 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Progress = cmd.ErrOrStderr()
+			rep, err := bench.Heartbeats(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+					fmt.Fprintf(w, "heartbeats: sink %.0f/s, ingest %.0f/s, ratio %.2f (goal %.2f); %.2f µs CPU per heartbeat\n",
+						rep.SinkRate, rep.IngestRate, rep.IngestRatio, rep.GoalIngestRatio, rep.IngestCPUMicros)
+					fmt.Fprintf(w, "  nominal %d hosts: %.0f heartbeats/s on %.3f cores (goal <= %.2f)\n", rep.Hosts, rep.NominalRate, rep.Cores, rep.GoalCores)
+					fmt.Fprintf(w, "  dead host detected %.2f s after its last heartbeat (goal <= %.0f s)\n", rep.DeadDetectSecs, rep.GoalDeadDetectSecs)
+				}); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Hosts, "hosts", 100000, "simulated hosts")
+	f.Float64Var(&cfg.Rate, "rate", 1, "heartbeats per host per second in the nominal phase")
+	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured phase")
+	f.IntVar(&cfg.Rounds, "rounds", 3, "sink + ingest rounds (medians are reported)")
+	f.IntVar(&cfg.Senders, "senders", 2, "sender goroutines")
+	f.BoolVar(&cfg.InProcess, "in-process", false, "run the senders in this process instead of a child")
+	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
+	return cmd
+}
+
+func newBenchLookupCmd() *cobra.Command {
+	var (
+		cfg    bench.LookupConfig
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "lookup",
+		Short: "On-demand location lookups over UDP: rate and p50/p99 latency",
+		Long: `Send signed lookup requests (VNI + IP -> host, MAC, identity, epoch) from
+--clients hosts at --rate per second, open loop, to the controller's UDP
+server and its locator index of --endpoints endpoints; report the rate
+answered and the latency percentiles.`,
+		Example: `  weft bench lookup --rate 200000
+  weft bench lookup --rate 100000 --batch 16 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Progress = cmd.ErrOrStderr()
+			rep, err := bench.Lookup(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+					fmt.Fprintf(w, "lookup: %.0f answered/s of %d/s target (%d sent, %d lost, batch %d, %d clients, %s)\n",
+						rep.Rate, rep.TargetRate, rep.Sent, rep.Lost, rep.Batch, rep.Clients, rep.ClientMode)
+					fmt.Fprintf(w, "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms (goal p99 <= %.1f ms at %d/s)\n",
+						rep.P50Ms, rep.P99Ms, rep.P999Ms, rep.MaxMs, rep.GoalP99Ms, rep.GoalRate)
+				}); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Rate, "rate", 200000, "target lookups per second")
+	f.IntVar(&cfg.Batch, "batch", 1, "queries per datagram (1..16)")
+	f.IntVar(&cfg.Clients, "clients", 1000, "hosts asking")
+	f.IntVar(&cfg.Endpoints, "endpoints", 100000, "endpoints in the index")
+	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the run")
+	f.BoolVar(&cfg.InProcess, "in-process", false, "run the clients in this process instead of a child")
+	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }
 

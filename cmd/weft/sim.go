@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftnet/weft/sim"
+)
+
+// newSimCmd is `weft sim`: a controller and N simulated agents speaking
+// the real protocol over loopback.
+func newSimCmd() *cobra.Command {
+	var (
+		cfg        sim.RunConfig
+		output     string
+		inProcess  bool
+		childDebug bool
+	)
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Run a scale simulation: a controller and N simulated hosts over loopback",
+		Long: `Bulk-load --endpoints endpoints in --vpcs VPCs on --hosts hosts into an
+embedded etcd, start --replicas controller replicas on it, then start one
+real agent per host (own TCP stream, own UDP socket, host key and host ID,
+sim datapath) in --procs child processes, all at once. Progress goes to
+stderr every second; the final report (time from the agents' start to all
+programmed, heartbeat loss, lookups answered, each replica's RSS and CPU
+seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
+		Example: `  weft sim --hosts 1000 --endpoints 10000 --vpcs 100
+  weft sim --hosts 50000 --endpoints 500000 --vpcs 5000 --lookups 20000 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Progress = cmd.ErrOrStderr()
+			if !inProcess {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("sim: find the weft binary for child processes: %w", err)
+				}
+				cfg.Exec = exe
+			}
+			if childDebug {
+				cfg.ChildLog, cfg.Debug = cmd.ErrOrStderr(), true
+			} else {
+				cfg.ChildLog = cmd.ErrOrStderr() // warnings and errors only
+			}
+			rep, err := sim.Run(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) { printSimReport(w, rep) }); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Hosts, "hosts", 1000, "simulated hosts (one agent each)")
+	f.IntVar(&cfg.Endpoints, "endpoints", 10000, "endpoints, spread over hosts and VPCs")
+	f.IntVar(&cfg.VPCs, "vpcs", 100, "VPCs (100 per tenant)")
+	f.IntVar(&cfg.Replicas, "replicas", 0, fmt.Sprintf("controller replicas (default: one per %d hosts)", sim.MaxAgentsPerReplica))
+	f.IntVar(&cfg.Procs, "procs", 0, fmt.Sprintf("agent child processes (default: one per %d hosts)", sim.MaxAgentsPerProc))
+	f.IntVar(&cfg.Writers, "writers", 512, "concurrent writers of the bulk load")
+	f.IntVar(&cfg.LookupRate, "lookups", 0, "packets per second to random addresses (UDP lookups) during --hold")
+	f.DurationVar(&cfg.Hold, "hold", 5*time.Second, "keep running after all are programmed, to measure heartbeats and lookups")
+	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "give up waiting for all agents to be programmed after this")
+	f.DurationVar(&cfg.BackoffMin, "backoff", 0, "cap of each agent's random delay before its first connect (default: the agent's, 1s)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one, removed at the end)")
+	f.StringVar(&cfg.CPUProfileDir, "cpuprofile-dir", "", "write a CPU profile of each controller replica (controller-N.pprof) into this directory")
+	f.BoolVar(&inProcess, "in-process", false, "run everything in this process (small runs only: 20,000 open files)")
+	f.BoolVar(&childDebug, "debug", false, "show the children's info logs")
+	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
+	return cmd
+}
+
+// newSimChildCmd is the hidden subcommand a simulation re-executes weft
+// with to run a controller replica or a group of agents in a child
+// process (see package sim).
+func newSimChildCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    sim.ChildCommand,
+		Short:  "Run a child of weft sim (internal)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return sim.RunChild(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+}
+
+func printSimReport(w io.Writer, r *sim.Report) {
+	fmt.Fprintf(w, "sim: %d hosts, %d endpoints, %d VPCs; %d controller replica(s), %d agent process(es)\n",
+		r.Hosts, r.Endpoints, r.VPCs, r.Replicas, r.AgentProcs)
+	fmt.Fprintf(w, "  setup (bulk load)        %.3f s\n", r.SetupSeconds)
+	fmt.Fprintf(w, "  replicas started         %.3f s\n", r.ReplicaStartSeconds)
+	fmt.Fprintf(w, "  all programmed           %.3f s after the agents started (%d/%d programmed, %d connected)\n",
+		r.ProgrammedSeconds, r.Programmed, r.Hosts, r.Connected)
+	fmt.Fprintf(w, "  heartbeats (%.1f s hold) %d sent, %d processed, loss %.4f\n", r.HoldSeconds, r.HeartbeatsSent, r.HeartbeatsProcessed, r.HeartbeatLoss)
+	fmt.Fprintf(w, "  lookups                  %d queries; answered %d found + %d not found; %d answers applied\n",
+		r.LookupQueries, r.LookupsFound, r.LookupsNotFound, r.AgentAnswersApplied)
+	fmt.Fprintln(w, "  replica  pid      RSS MiB  CPU s")
+	for _, u := range r.Controllers {
+		note := ""
+		if u.InProcess {
+			note = "  (in-process: includes the harness and agents)"
+		}
+		fmt.Fprintf(w, "  %-7d  %-7d  %7.0f  %6.1f%s\n", u.Index, u.PID, float64(u.RSSBytes)/(1<<20), u.CPUSeconds, note)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "  error: %s\n", r.Error)
+	}
+}
