@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/weftnet/weft/sim/bench"
 )
@@ -21,7 +22,8 @@ func newBenchCmd() *cobra.Command {
 prints progress once a second on stderr and a final report on stdout
 (-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
 	}
-	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd())
+	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd(),
+		newBenchColdstartCmd(), newBenchProgramCmd(), newBenchMigrateCmd())
 	return cmd
 }
 
@@ -191,4 +193,133 @@ func writeReport(w io.Writer, format string, rep any, text func(io.Writer)) erro
 		return nil
 	}
 	return fmt.Errorf("-o %q: want table or json", format)
+}
+
+// simFlags registers the flags every simulation benchmark shares.
+func simFlags(f *pflag.FlagSet, c *bench.SimConfig, hosts, endpoints, vpcs int) {
+	f.IntVar(&c.Hosts, "hosts", hosts, "simulated hosts (agents)")
+	f.IntVar(&c.Endpoints, "endpoints", endpoints, "endpoints spread over the hosts")
+	f.IntVar(&c.VPCs, "vpcs", vpcs, "VPCs")
+	f.IntVar(&c.Replicas, "replicas", 0, "controller replicas (default: from --hosts)")
+	f.IntVar(&c.Procs, "procs", 0, "agent processes (default: from --hosts)")
+	f.StringVar(&c.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
+	f.StringVar(&c.CPUProfileDir, "cpuprofile-dir", "", "write a CPU profile of every replica here")
+	f.DurationVar(&c.Timeout, "timeout", 10*time.Minute, "bound on the wait for all agents to be programmed")
+}
+
+// simExec fills in the binary that runs the simulation's child processes.
+func simExec(c *bench.SimConfig, progress io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the weft binary for child processes: %w", err)
+	}
+	c.Exec, c.Progress = exe, progress
+	return nil
+}
+
+func newBenchColdstartCmd() *cobra.Command {
+	var (
+		cfg    bench.ColdstartConfig
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "coldstart",
+		Short: "All simulated hosts connect at once after a power loss: time until all are programmed",
+		Long: `Load the state (--hosts, --endpoints, --vpcs) into etcd, start the controller
+replicas, then start every simulated agent at once (sim datapath, real
+protocol over loopback, child processes under the open-file limit) and
+measure the time until every agent has applied its view, and the replicas'
+RSS and CPU.`,
+		Example: `  weft bench coldstart --hosts 10000 --endpoints 100000 --vpcs 1000`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			rep, err := bench.Coldstart(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+					fmt.Fprintf(w, "coldstart: %d hosts, %d endpoints, %d VPCs, %d replicas, %d agent procs: %d/%d programmed in %.3f s (goal %.0f s)\n",
+						rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
+					fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
+						rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
+					for _, c := range rep.Controllers {
+						b, _ := json.Marshal(c)
+						fmt.Fprintf(w, "  replica %s\n", b)
+					}
+				}); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "report format: table or json")
+	return cmd
+}
+
+func newBenchProgramCmd() *cobra.Command {
+	var (
+		cfg    bench.ProgramConfig
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:     "program",
+		Short:   "API write -> target agent has programmed it, with many hosts connected: p50/p99",
+		Example: `  weft bench program --hosts 10000 --writes 300`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			rep, err := bench.Program(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+					fmt.Fprintf(w, "program: %d hosts, %d writes, %d applied, %d lost: p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms); API p50 %.3f ms p99 %.3f ms; load %s\n",
+						rep.Hosts, rep.Writes, rep.Applied, rep.Lost, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms, rep.APIP50Ms, rep.APIP99Ms, rep.LoadAvg)
+				}); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
+	cmd.Flags().IntVar(&cfg.Writes, "writes", 200, "endpoints created one at a time")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "report format: table or json")
+	return cmd
+}
+
+func newBenchMigrateCmd() *cobra.Command {
+	var (
+		cfg    bench.MigrateConfig
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:     "migrate",
+		Short:   "Move endpoints that other hosts looked up: time until every interested host has the new location",
+		Example: `  weft bench migrate --hosts 10000 --moves 200 --interested 10`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			rep, err := bench.Migrate(cmd.Context(), cfg)
+			if rep != nil {
+				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+					fmt.Fprintf(w, "migrate: %d hosts, %d moves x %d interested (%d registered, %d unanswered, %d incomplete): p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms)\n",
+						rep.Hosts, rep.Moves, rep.Interested, rep.Registered, rep.Unanswered, rep.Incomplete, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms)
+				}); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
+	cmd.Flags().IntVar(&cfg.Moves, "moves", 100, "endpoints moved one at a time")
+	cmd.Flags().IntVar(&cfg.Interested, "interested", 10, "hosts that look up each moved endpoint first")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "report format: table or json")
+	return cmd
 }

@@ -27,8 +27,8 @@ func TestGetTable(t *testing.T) {
 			"beta   90m",
 		)},
 		{"hosts", []string{"get", "host"}, lines(
-			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   LAST-SEEN   VIEW",
-			"h1     192.0.2.11    10Gbit     Unknown    <never>     -",
+			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   SINCE     VIEW",
+			"h1     192.0.2.11    10Gbit     Unknown    <never>   -",
 		)},
 		{"vpcs across tenants", []string{"get", "vpcs"}, lines(
 			"TENANT   NAME   CIDRS         VNI   AGE",
@@ -70,8 +70,8 @@ func TestGetTable(t *testing.T) {
 			"web-1   a        h1     10.0.1.2   02:00:0a:00:01:02   Pending",
 		)},
 		{"one host, tenant ignored", []string{"get", "hosts", "h1", "--tenant", "acme"}, lines(
-			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   LAST-SEEN   VIEW",
-			"h1     192.0.2.11    10Gbit     Unknown    <never>     -",
+			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   SINCE     VIEW",
+			"h1     192.0.2.11    10Gbit     Unknown    <never>   -",
 		)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -39,7 +39,7 @@ func tableHeaders(k apiv1.KindInfo, showTenant bool) []string {
 	case apiv1.KindTenant:
 		h = []string{"NAME", "AGE"}
 	case apiv1.KindHost:
-		h = []string{"NAME", "UNDERLAY-IP", "CAPACITY", "LIVENESS", "LAST-SEEN", "VIEW"}
+		h = []string{"NAME", "UNDERLAY-IP", "CAPACITY", "LIVENESS", "SINCE", "VIEW"}
 	case apiv1.KindVPC:
 		h = []string{"NAME", "CIDRS", "VNI", "AGE"}
 	case apiv1.KindSubnet:

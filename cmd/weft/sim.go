@@ -44,8 +44,6 @@ seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
 			}
 			if childDebug {
 				cfg.ChildLog, cfg.Debug = cmd.ErrOrStderr(), true
-			} else {
-				cfg.ChildLog = cmd.ErrOrStderr() // warnings and errors only
 			}
 			rep, err := sim.Run(cmd.Context(), cfg)
 			if rep != nil {
@@ -70,7 +68,7 @@ seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one, removed at the end)")
 	f.StringVar(&cfg.CPUProfileDir, "cpuprofile-dir", "", "write a CPU profile of each controller replica (controller-N.pprof) into this directory")
 	f.BoolVar(&inProcess, "in-process", false, "run everything in this process (small runs only: 20,000 open files)")
-	f.BoolVar(&childDebug, "debug", false, "show the children's info logs")
+	f.BoolVar(&childDebug, "debug", false, "show the controller replicas' and agents' logs (info and above)")
 	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }

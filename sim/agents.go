@@ -1,0 +1,375 @@
+package sim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/backoff"
+	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/datapath"
+	simdp "github.com/weftnet/weft/datapath/sim"
+)
+
+// AgentsPerSourceAddr is how many agents bind their UDP sockets on one
+// loopback source address (127.1.X.1).
+const AgentsPerSourceAddr = 10_000
+
+// startWorkers is the number of goroutines that start a child's agents.
+const startWorkers = 256
+
+// agentsSpec tells a child which agents to run.
+type agentsSpec struct {
+	Layout Layout `json:"layout"`
+	// First and Count select hosts First..First+Count-1.
+	First int `json:"first"`
+	Count int `json:"count"`
+	// Secret is the cluster secret the host keys derive from.
+	Secret []byte `json:"secret"`
+	// Replicas are the southbound addresses of every replica.
+	Replicas          []string      `json:"replicas"`
+	HeartbeatInterval time.Duration `json:"heartbeatInterval,omitempty"`
+	// BackoffMin is the agents' first reconnect backoff cap (0: the agent's default).
+	BackoffMin time.Duration `json:"backoffMin,omitempty"`
+	// WatchPrefix: endpoints whose name starts with it are reported
+	// ("applied") when they first reach their host's driver.
+	WatchPrefix string `json:"watchPrefix,omitempty"`
+	// WatchLearn reports every Learn and Forget ("learned", "forgot").
+	WatchLearn bool `json:"watchLearn,omitempty"`
+	// CPUProfile, if set, is where a child process writes a CPU profile.
+	CPUProfile string `json:"cpuProfile,omitempty"`
+}
+
+// SourceAddr returns the loopback address host i's agent binds its UDP
+// socket on.
+func SourceAddr(i int) netip.Addr {
+	n := i / AgentsPerSourceAddr
+	return netip.AddrFrom4([4]byte{127, 1 + byte(n>>8), byte(n), 1})
+}
+
+// ReplicaFor returns the replica (one of addrs) the agent of host streams
+// to first: the highest rendezvous score SHA-256(host + "\x00" + addr),
+// ties to the smaller address, as package agent orders them.
+func ReplicaFor(host string, addrs []string) string {
+	best, bestScore := "", uint64(0)
+	for _, a := range addrs {
+		h := sha256.New()
+		h.Write([]byte(host))
+		h.Write([]byte{0})
+		h.Write([]byte(a))
+		var sum [sha256.Size]byte
+		s := binary.BigEndian.Uint64(h.Sum(sum[:0]))
+		if best == "" || s > bestScore || s == bestScore && a < best {
+			best, bestScore = a, s
+		}
+	}
+	return best
+}
+
+// simDriver is the sim driver with what the harness observes: when a Set
+// installed how many endpoints, watched endpoints appearing, learns.
+type simDriver struct {
+	*simdp.Driver
+	host   int
+	em     *emitter
+	prefix string
+	learn  bool
+
+	nEP   atomic.Int64
+	setAt atomic.Int64 // unix ns of the last successful Set
+	local atomic.Pointer[localEP]
+
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// localEP is one local endpoint and its subnet, the source of lookups.
+type localEP struct {
+	ID   string
+	CIDR netip.Prefix
+}
+
+func (d *simDriver) Set(ctx context.Context, desired *datapath.Desired) error {
+	if err := d.Driver.Set(ctx, desired); err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	d.nEP.Store(int64(len(desired.Endpoints)))
+	d.setAt.Store(now)
+	if len(desired.Endpoints) > 0 && d.local.Load() == nil {
+		e := desired.Endpoints[0]
+		for _, v := range desired.VPCs {
+			if v.VNI == e.VNI && len(v.Subnets) > 0 {
+				d.local.Store(&localEP{ID: e.ID, CIDR: v.Subnets[0].CIDR})
+			}
+		}
+	}
+	if d.prefix != "" {
+		d.mu.Lock()
+		for i := range desired.Endpoints {
+			id := desired.Endpoints[i].ID
+			_, name, _ := strings.Cut(id, "/")
+			if strings.HasPrefix(name, d.prefix) && !d.seen[id] {
+				if d.seen == nil {
+					d.seen = map[string]bool{}
+				}
+				d.seen[id] = true
+				d.em.emit(&message{T: "applied", Host: d.host, ID: id, At: now})
+			}
+		}
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+func (d *simDriver) Learn(ctx context.Context, rs []datapath.Remote) error {
+	err := d.Driver.Learn(ctx, rs)
+	if d.learn {
+		now := time.Now().UnixNano()
+		for _, r := range rs {
+			d.em.emit(&message{T: "learned", Host: d.host, VNI: r.VNI, IP: r.IP.String(), Underlay: r.HostUnderlay.String(), At: now})
+		}
+	}
+	return err
+}
+
+func (d *simDriver) Forget(ctx context.Context, keys []datapath.RemoteKey) error {
+	err := d.Driver.Forget(ctx, keys)
+	if d.learn {
+		now := time.Now().UnixNano()
+		for _, k := range keys {
+			d.em.emit(&message{T: "forgot", Host: d.host, VNI: k.VNI, IP: k.IP.String(), At: now})
+		}
+	}
+	return err
+}
+
+// runAgents builds spec.Count agents, reports "ready", starts them all on
+// the command "start" and reports counters every second until ctx ends.
+// Commands: "start"; "resolve HOST SRC-ID DST-IP" (a packet from a local
+// endpoint, through the driver: a miss becomes a lookup); "lookups N" (N
+// packets from random programmed agents to random addresses of their
+// subnet).
+func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emitter, logger *slog.Logger) (err error) {
+	l := spec.Layout
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if spec.CPUProfile != "" {
+		stop, err := startProfile(spec.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	drivers := make([]*simDriver, spec.Count)
+	agents := make([]*agent.Agent, spec.Count)
+	expected := make([]int64, spec.Count)
+	var bo backoff.Policy
+	if spec.BackoffMin > 0 {
+		bo = backoff.Policy{Min: spec.BackoffMin, Max: max(spec.BackoffMin, agent.DefaultBackoffMax)}
+	}
+	for i := range spec.Count {
+		h := spec.First + i
+		name := HostName(h)
+		d := &simDriver{Driver: simdp.New(simdp.Config{MissBuffer: 64}), host: h, em: em, prefix: spec.WatchPrefix, learn: spec.WatchLearn}
+		a, err := agent.New(agent.Config{
+			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
+			UDPListen: netip.AddrPortFrom(SourceAddr(h), 0).String(),
+			Key:       hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
+			HeartbeatInterval: spec.HeartbeatInterval, Backoff: bo, Logger: logger,
+		})
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", name, err)
+		}
+		drivers[i], agents[i], expected[i] = d, a, int64(l.HostEndpoints(h))
+	}
+	isStarted := make([]bool, spec.Count)
+	defer func() {
+		// Close every started agent, 64 at a time.
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 64)
+		for i, a := range agents {
+			if !isStarted[i] {
+				continue
+			}
+			sem <- struct{}{}
+			wg.Go(func() { _ = a.Close(); <-sem })
+		}
+		wg.Wait()
+		for _, d := range drivers {
+			_ = d.Close()
+		}
+	}()
+	em.emit(&message{T: "ready", Agents: spec.Count})
+
+	// Wait for "start".
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c, ok := <-cmds:
+			if !ok {
+				return nil
+			}
+			waiting = c != "start"
+		}
+	}
+	// Start them from many goroutines: once thousands of agents run, one
+	// starting loop would get a tiny share of the scheduler.
+	startedAt := time.Now().UnixNano()
+	var (
+		next     atomic.Int64
+		startErr error
+		errOnce  sync.Once
+		wg       sync.WaitGroup
+	)
+	for range min(startWorkers, spec.Count) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= spec.Count {
+					return
+				}
+				if err := agents[i].Start(ctx); err != nil {
+					errOnce.Do(func() { startErr = fmt.Errorf("start agent %s: %w", HostName(spec.First+i), err) })
+					return
+				}
+				isStarted[i] = true
+			}
+		})
+	}
+	wg.Wait()
+	if startErr != nil {
+		return startErr
+	}
+	em.emit(&message{T: "started", StartedAt: startedAt, At: time.Now().UnixNano()})
+
+	programmedAt := make([]int64, spec.Count)
+	var programmed int
+	var lastProgrammed int64
+	check := func() {
+		for i, a := range agents {
+			if programmedAt[i] != 0 || !a.Connected() {
+				continue
+			}
+			d := drivers[i]
+			v := a.ViewVersion()
+			if v == 0 || a.AppliedVersion() != v || d.nEP.Load() != expected[i] {
+				continue
+			}
+			programmedAt[i] = d.setAt.Load()
+			lastProgrammed = max(lastProgrammed, programmedAt[i])
+			programmed++
+		}
+	}
+	report := func(seq string) {
+		m := message{T: "stats", Seq: seq, Agents: spec.Count, Programmed: programmed, StartedAt: startedAt, LastProgrammedAt: lastProgrammed}
+		for _, a := range agents {
+			if a.Connected() {
+				m.Connected++
+			}
+			s := a.Stats()
+			m.HeartbeatsSent += s.HeartbeatsSent
+			m.HeartbeatAcks += s.HeartbeatAcks
+			m.LookupQueries += s.LookupQueries
+			m.AnswersFound += s.AnswersFound
+			m.AnswersMissing += s.AnswersMissing
+			m.Invalidations += s.Invalidations
+		}
+		em.emit(&m)
+	}
+	rng := rand.New(rand.NewPCG(uint64(startedAt), uint64(spec.First)))
+	checkT := time.NewTicker(20 * time.Millisecond)
+	defer checkT.Stop()
+	reportT := time.NewTicker(time.Second)
+	defer reportT.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-checkT.C:
+			if programmed < spec.Count {
+				check()
+			}
+		case <-reportT.C:
+			report("")
+		case c, ok := <-cmds:
+			if !ok {
+				return nil
+			}
+			if seq, ok := strings.CutPrefix(c, "report "); ok {
+				check()
+				report(seq)
+				continue
+			}
+			if err := agentsCommand(c, spec, drivers, rng); err != nil {
+				em.emit(&message{T: "error", Err: err.Error()})
+			}
+		}
+	}
+}
+
+// agentsCommand runs one command line of the parent.
+func agentsCommand(c string, spec agentsSpec, drivers []*simDriver, rng *rand.Rand) error {
+	f := strings.Fields(c)
+	switch {
+	case len(f) == 4 && f[0] == "resolve":
+		h, err := strconv.Atoi(f[1])
+		if err != nil || h < spec.First || h >= spec.First+spec.Count {
+			return fmt.Errorf("resolve: host %q is not in this child", f[1])
+		}
+		dst, err := netip.ParseAddr(f[3])
+		if err != nil {
+			return fmt.Errorf("resolve: %w", err)
+		}
+		if _, err := drivers[h-spec.First].Resolve(f[2], dst); err != nil {
+			return fmt.Errorf("resolve on %s: %w", HostName(h), err)
+		}
+		return nil
+	case len(f) == 2 && f[0] == "lookups":
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
+			return fmt.Errorf("lookups: %w", err)
+		}
+		for range n {
+			d := drivers[rng.IntN(len(drivers))]
+			e := d.local.Load()
+			if e == nil {
+				continue
+			}
+			dst := randomAddr(e.CIDR, rng)
+			if _, err := d.Resolve(e.ID, dst); err != nil && !errors.Is(err, simdp.ErrUnknownEndpoint) {
+				return fmt.Errorf("lookups on %s: %w", HostName(d.host), err)
+			}
+		}
+		return nil
+	case c == "start":
+		return nil
+	}
+	return fmt.Errorf("unknown command %q", c)
+}
+
+// randomAddr returns a random address inside an IPv4 prefix.
+func randomAddr(p netip.Prefix, rng *rand.Rand) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := 32 - p.Bits()
+	if !p.Addr().Is4() || host <= 1 {
+		return p.Addr()
+	}
+	base := binary.BigEndian.Uint32(a[:])
+	off := 1 + rng.Uint32N(uint32(1)<<host-2)
+	binary.BigEndian.PutUint32(a[:], base+off)
+	return netip.AddrFrom4(a)
+}

@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDatapathSmoke runs every phase of the data plane benchmark at a tiny
+// size, so that CI exercises it. It checks that the run works and that the
+// figures are consistent, not how fast anything is.
+func TestDatapathSmoke(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the datapath benchmark creates network namespaces, veths and VXLAN devices")
+	}
+	off := false
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	rep, err := Datapath(ctx, DatapathConfig{
+		Rounds: 1, Warmup: 50 * time.Millisecond, Duration: 200 * time.Millisecond, Tunings: &off,
+		UnderlayMTUs: []int{1500}, Attach: 3, Peers: 3, Resync: 4, ResyncVPCs: 2, PingInterval: 5 * time.Millisecond,
+		Progress: t.Output(),
+	})
+	if err != nil {
+		t.Fatalf("Datapath: %v", err)
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	t.Logf("report:\n%s", b)
+
+	if rep.Tput == nil || len(rep.Tput.Final) != 1 {
+		t.Fatalf("throughput: %+v, want one final result", rep.Tput)
+	}
+	f := rep.Tput.Final[0]
+	if f.VethGbps <= 0 || f.OverlayGbps <= 0 || f.OverlayMTU != 1450 {
+		t.Errorf("throughput final = %+v, want both paths carrying data with an overlay MTU of 1450", f)
+	}
+	if a := rep.Attach; a == nil || a.Endpoints != 3 || len(a.Successive) != 2 || a.Successive[0].PerSec <= 0 || a.BatchPerSec <= 0 || a.BatchWrites.Total() == 0 {
+		t.Errorf("attach = %+v", a)
+	}
+	if fp := rep.First; fp == nil || fp.Lost != 0 || fp.P50Ms <= 0 || fp.Misses < 3 {
+		t.Errorf("first packet = %+v, want 3 peers answered, none lost", fp)
+	}
+	if rs := rep.Resync; rs == nil || rs.Writes.Total() != 0 || rs.PingSent == 0 || rs.PingLost != 0 {
+		t.Errorf("resync = %+v, want no writes and no lost ping", rs)
+	}
+	names, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range names {
+		if strings.HasPrefix(e.Name(), "wftt") && strings.Contains(e.Name(), "-") && ownedByThisProcess(e.Name()) {
+			t.Errorf("namespace %s left behind", e.Name())
+		}
+	}
+}
+
+func ownedByThisProcess(name string) bool {
+	return strings.HasPrefix(name, "wftt"+itoa(os.Getpid())+"r")
+}
+
+func itoa(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
+}
+
+// TestDatapathPrint runs the full benchmark when DP_PRINT is set (see
+// envDatapathConfig for the knobs) and prints the report.
+func TestDatapathPrint(t *testing.T) {
+	if os.Getenv("DP_PRINT") == "" {
+		t.Skip("set DP_PRINT=1 to run the full datapath benchmark")
+	}
+	cfg := DatapathConfig{Rounds: envInt("DP_ROUNDS", 0), Attach: envInt("DP_ATTACH", 0), Peers: envInt("DP_PEERS", 0),
+		Resync: envInt("DP_RESYNC", 0), ResyncVPCs: envInt("DP_RESYNC_VPCS", 0), Tool: os.Getenv("DP_TOOL"),
+		PinCPUs: os.Getenv("DP_PIN") != "", Progress: os.Stdout}
+	if v := envInt("DP_SECS_MS", 0); v > 0 {
+		cfg.Duration = time.Duration(v) * time.Millisecond
+	}
+	if p := os.Getenv("DP_PHASES"); p != "" {
+		cfg.Phases = strings.Split(p, ",")
+	}
+	if os.Getenv("DP_NO_TUNING") != "" {
+		off := false
+		cfg.Tunings = &off
+	}
+	if m := os.Getenv("DP_MTUS"); m != "" {
+		for _, f := range strings.Split(m, ",") {
+			var v int
+			_ = json.Unmarshal([]byte(f), &v)
+			cfg.UnderlayMTUs = append(cfg.UnderlayMTUs, v)
+		}
+	}
+	if f := os.Getenv("DP_CPUPROFILE"); f != "" {
+		w, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(w); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rep, err := Datapath(t.Context(), cfg)
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if f := os.Getenv("DP_OUT"); f != "" {
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("%s\nerr: %v", b, err)
+	if err != nil {
+		t.Error(err)
+	}
+}

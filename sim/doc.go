@@ -1,0 +1,37 @@
+// Package sim runs weft at scale on one machine: a controller (one or more
+// replicas sharing one etcd) and N simulated hosts, each a real agent
+// (package agent) with its own TCP config stream, its own UDP socket, host
+// key and host ID, speaking the real southbound protocol over loopback to a
+// datapath/sim driver.
+//
+// # Processes
+//
+// A process may hold at most 20,000 open files, and an agent holds two (its
+// stream and its UDP socket), so a large run spreads over processes: with
+// Config.Exec set, every controller replica and every group of agents runs
+// in a child process (the weft binary re-executed with the hidden
+// subcommand ChildCommand, which calls RunChild). Replica 0 serves the
+// embedded etcd from the run's data dir; the others share it through its
+// client URL. Each agent streams to the replica its rendezvous hash picks
+// among all replicas and sends its datagrams to that same replica, from
+// its own UDP socket bound on one of several 127.1.x.1 source addresses
+// (10,000 agents per address, well under the ~28,000 ephemeral ports of
+// one). Without Exec everything runs in this process (small runs, tests).
+//
+// Children talk to the parent over pipes: the parent writes a JSON header
+// and then command lines on the child's stdin; the child answers with JSON
+// lines on its stdout (readiness, per-second counters, events). A child
+// stops when its stdin closes, so nothing outlives the parent.
+//
+// # A run
+//
+// Setup bulk-loads the state before any agent starts: tenants, VPCs (one
+// subnet each), hosts and endpoints are created through the registry (the
+// controller's validating, allocating write path) by many concurrent
+// writers against the embedded etcd; then the replicas start on it. Layout
+// fixes where everything goes: endpoint e is on host e mod N, in VPC
+// (e + e/N) mod K, so each host's endpoints spread over VPCs and each
+// VPC's over hosts. An agent counts as programmed when its stream is up,
+// the view it holds is applied to its driver and that view holds exactly
+// the endpoints Layout puts on its host.
+package sim

@@ -1,0 +1,76 @@
+package sim
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Layout is the deterministic shape of a run's state: which host and VPC
+// every endpoint belongs to. The parent and every child compute it alike.
+type Layout struct {
+	Hosts, Endpoints, VPCs int
+}
+
+// VPCsPerTenant is how many VPCs share one tenant.
+const VPCsPerTenant = 100
+
+// Tenants returns the number of tenants.
+func (l Layout) Tenants() int { return (l.VPCs + VPCsPerTenant - 1) / VPCsPerTenant }
+
+// HostName returns the name of host i.
+func HostName(i int) string { return fmt.Sprintf("h%d", i) }
+
+// HostUnderlay returns the underlay address of host i (100.64.0.0/10).
+func HostUnderlay(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(100), byte(64 + (i>>16)&63), byte(i >> 8), byte(i)})
+}
+
+// TenantName returns the name of tenant t.
+func TenantName(t int) string { return fmt.Sprintf("t%d", t) }
+
+// VPC returns the tenant, name and CIDR of VPC k. The VPCs of one tenant
+// have disjoint /16s; tenants reuse the same ranges (overlap is allowed
+// between tenants).
+func (l Layout) VPC(k int) (tenant, name, cidr string) {
+	j := k % VPCsPerTenant
+	return TenantName(k / VPCsPerTenant), fmt.Sprintf("v%d", k), fmt.Sprintf("10.%d.0.0/16", j)
+}
+
+// SubnetName is the name of the single subnet of every VPC.
+func SubnetName(k int) string { return fmt.Sprintf("s%d", k) }
+
+// EndpointHost returns the host of endpoint e.
+func (l Layout) EndpointHost(e int) int { return e % l.Hosts }
+
+// EndpointVPC returns the VPC of endpoint e.
+func (l Layout) EndpointVPC(e int) int { return (e + e/l.Hosts) % l.VPCs }
+
+// EndpointName returns the name of endpoint e (its tenant is its VPC's).
+func EndpointName(e int) string { return fmt.Sprintf("e%d", e) }
+
+// EndpointID returns the datapath ID ("tenant/name") of endpoint e.
+func (l Layout) EndpointID(e int) string {
+	t, _, _ := l.VPC(l.EndpointVPC(e))
+	return t + "/" + EndpointName(e)
+}
+
+// HostEndpoints returns how many endpoints Layout puts on host h.
+func (l Layout) HostEndpoints(h int) int {
+	if h >= l.Endpoints {
+		return 0
+	}
+	return (l.Endpoints - h + l.Hosts - 1) / l.Hosts
+}
+
+// Validate checks the sizes.
+func (l Layout) Validate() error {
+	switch {
+	case l.Hosts < 1 || l.Hosts > 1<<22:
+		return fmt.Errorf("sim: %d hosts: want 1..%d", l.Hosts, 1<<22)
+	case l.VPCs < 1 || l.VPCs > 1<<20:
+		return fmt.Errorf("sim: %d VPCs: want 1..%d", l.VPCs, 1<<20)
+	case l.Endpoints < 0:
+		return fmt.Errorf("sim: %d endpoints: must not be negative", l.Endpoints)
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/store"
+)
+
+// loadConfig configures a bulk load.
+type loadConfig struct {
+	Dir      string
+	Layout   Layout
+	Writers  int
+	Progress func(format string, a ...any)
+	Logger   *slog.Logger
+}
+
+// loadResult is what a bulk load made.
+type loadResult struct {
+	Secret   []byte
+	Duration time.Duration
+	Objects  int
+}
+
+// load starts the embedded etcd on cfg.Dir, creates every object of the
+// layout through the registry with cfg.Writers concurrent writers (the
+// store groups their transactions), makes the cluster secret and stops
+// etcd again, so that the controller replicas start on the loaded state.
+func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
+	start := time.Now()
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: cfg.Dir, Logger: cfg.Logger})
+	if err != nil {
+		return res, fmt.Errorf("sim load: start etcd in %s: %w", cfg.Dir, err)
+	}
+	defer func() { err = errors.Join(err, emb.Close()) }()
+	cli, err := emb.Client()
+	if err != nil {
+		return res, fmt.Errorf("sim load: etcd client: %w", err)
+	}
+	defer func() { err = errors.Join(err, cli.Close()) }()
+	st, err := store.New(store.Config{Client: cli, Logger: cfg.Logger})
+	if err != nil {
+		return res, fmt.Errorf("sim load: %w", err)
+	}
+	if err := st.Start(ctx); err != nil {
+		return res, fmt.Errorf("sim load: start store: %w", err)
+	}
+	defer func() { err = errors.Join(err, st.Close()) }()
+	reg, err := registry.New(registry.Config{Store: st, Logger: cfg.Logger})
+	if err != nil {
+		return res, fmt.Errorf("sim load: %w", err)
+	}
+	if err := reg.Start(ctx); err != nil {
+		return res, fmt.Errorf("sim load: start registry: %w", err)
+	}
+	defer func() { err = errors.Join(err, reg.Close()) }()
+	res.Secret, err = hostkey.LoadOrCreateSecret(ctx, cli, st.Key("secrets/cluster"))
+	if err != nil {
+		return res, fmt.Errorf("sim load: %w", err)
+	}
+
+	l := cfg.Layout
+	tm := func(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
+	phases := []struct {
+		name string
+		n    int
+		obj  func(i int) apiv1.Object
+	}{
+		{"tenants", l.Tenants(), func(i int) apiv1.Object {
+			return &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: TenantName(i)}}
+		}},
+		{"vpcs", l.VPCs, func(k int) apiv1.Object {
+			t, name, cidr := l.VPC(k)
+			return &apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t}, Spec: apiv1.VPCSpec{CIDRs: []string{cidr}}}
+		}},
+		{"subnets", l.VPCs, func(k int) apiv1.Object {
+			t, name, cidr := l.VPC(k)
+			return &apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: SubnetName(k), Tenant: t},
+				Spec: apiv1.SubnetSpec{VPC: name, CIDR: cidr}}
+		}},
+		{"hosts", l.Hosts, func(i int) apiv1.Object {
+			return &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: HostName(i)},
+				Spec: apiv1.HostSpec{UnderlayIP: HostUnderlay(i).String()}}
+		}},
+		{"endpoints", l.Endpoints, func(e int) apiv1.Object {
+			k := l.EndpointVPC(e)
+			t, _, _ := l.VPC(k)
+			return &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: EndpointName(e), Tenant: t},
+				Spec: apiv1.EndpointSpec{Subnet: SubnetName(k), Host: HostName(l.EndpointHost(e))}}
+		}},
+	}
+	for _, ph := range phases {
+		t0 := time.Now()
+		if err := createAll(ctx, reg, ph.n, cfg.Writers, ph.obj, func(done int) {
+			cfg.Progress("setup: %s %d/%d (%.0f/s)", ph.name, done, ph.n, float64(done)/time.Since(t0).Seconds())
+		}); err != nil {
+			return res, fmt.Errorf("sim load %s: %w", ph.name, err)
+		}
+		res.Objects += ph.n
+		cfg.Progress("setup: %d %s in %s", ph.n, ph.name, time.Since(t0).Round(time.Millisecond))
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// createAll creates objects 0..n-1 with writers concurrent writers; an
+// object that already exists counts as created. tick gets the count once a
+// second.
+func createAll(ctx context.Context, reg *registry.Registry, n, writers int, obj func(int) apiv1.Object, tick func(int)) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	for range min(writers, n) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				o := obj(i)
+				if _, err := reg.Create(ctx, o); err != nil {
+					var se *apiv1.StatusError
+					if !errors.As(err, &se) || se.Reason != apiv1.ReasonAlreadyExists {
+						cancel(fmt.Errorf("create %s: %w", apiv1.RefOf(o), err))
+						return
+					}
+				}
+				done.Add(1)
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var tw sync.WaitGroup
+	tw.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				tick(int(done.Load()))
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	tw.Wait()
+	return context.Cause(ctx)
+}
+
+// discardProgress is a progress function that prints nothing.
+func discardProgress(string, ...any) {}
+
+// progressTo returns a progress function printing lines to w (nil: none).
+func progressTo(w io.Writer) func(string, ...any) {
+	if w == nil {
+		return discardProgress
+	}
+	var mu sync.Mutex
+	return func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, format+"\n", a...)
+	}
+}

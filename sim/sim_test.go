@@ -1,0 +1,98 @@
+package sim
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// etcd's embedded server and client keep a few process-wide goroutines.
+		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+func TestLayout(t *testing.T) {
+	tests := []struct {
+		name string
+		l    Layout
+	}{
+		{"more hosts than endpoints", Layout{Hosts: 10, Endpoints: 7, VPCs: 3}},
+		{"uneven", Layout{Hosts: 7, Endpoints: 100, VPCs: 5}},
+		{"one vpc", Layout{Hosts: 3, Endpoints: 9, VPCs: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			perHost := make([]int, tt.l.Hosts)
+			vpcs := map[int]bool{}
+			for e := range tt.l.Endpoints {
+				perHost[tt.l.EndpointHost(e)]++
+				vpcs[tt.l.EndpointVPC(e)] = true
+			}
+			want := make([]int, tt.l.Hosts)
+			for h := range want {
+				want[h] = tt.l.HostEndpoints(h)
+			}
+			if d := cmp.Diff(want, perHost); d != "" {
+				t.Errorf("endpoints per host (-HostEndpoints +counted):\n%s", d)
+			}
+			if n := min(tt.l.VPCs, tt.l.Endpoints); len(vpcs) != n {
+				t.Errorf("endpoints use %d VPCs, want %d", len(vpcs), n)
+			}
+		})
+	}
+}
+
+func TestReplicaFor(t *testing.T) {
+	addrs := []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
+	count := map[string]int{}
+	for i := range 3000 {
+		count[ReplicaFor(HostName(i), addrs)]++
+	}
+	for _, a := range addrs {
+		if count[a] < 800 {
+			t.Errorf("replica %s got %d of 3000 hosts, want about 1000", a, count[a])
+		}
+	}
+}
+
+func TestProc(t *testing.T) {
+	u, err := readProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.RSS <= 0 {
+		t.Errorf("RSS %d, want > 0", u.RSS)
+	}
+}
+
+// TestRunSmall runs a whole small simulation in this process.
+func TestRunSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, RunConfig{
+		Config: Config{Hosts: 20, Endpoints: 100, VPCs: 4, BackoffMin: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond},
+		Hold:   time.Second, LookupRate: 50,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v (report %+v)", err, rep)
+	}
+	if rep.Programmed != 20 || rep.Connected != 20 {
+		t.Errorf("programmed %d, connected %d of 20", rep.Programmed, rep.Connected)
+	}
+	if rep.HeartbeatsProcessed == 0 {
+		t.Error("no heartbeat was processed")
+	}
+	if rep.LookupsFound+rep.LookupsNotFound == 0 || rep.AgentAnswersApplied == 0 {
+		t.Error("no lookup was answered")
+	}
+	if len(rep.Controllers) != 1 || rep.Controllers[0].RSSBytes == 0 {
+		t.Errorf("controllers %+v, want one with an RSS", rep.Controllers)
+	}
+}
