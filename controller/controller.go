@@ -122,7 +122,14 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("connect to etcd: %w", err)
 	}
-	c.store, err = store.New(store.Config{Client: c.cli, Logger: c.cfg.Logger, Registerer: c.reg})
+	scfg := store.Config{Client: c.cli, Logger: c.cfg.Logger, Registerer: c.reg}
+	if c.embedded != nil {
+		// The embedded server accepts far larger transactions than a stock
+		// etcd (store.EmbeddedMaxTxnOps): let group commit use them.
+		scfg.MaxBatchOps = 1024
+		scfg.MaxBatchBytes = 8 << 20
+	}
+	c.store, err = store.New(scfg)
 	if err != nil {
 		return fmt.Errorf("new store: %w", err)
 	}

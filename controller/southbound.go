@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	apiv1 "github.com/weftnet/weft/api/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/controller/compile"
@@ -127,6 +128,14 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	}
 	if err = sb.table.Start(ctx); err != nil {
 		return nil, err
+	}
+	// Every known host is expected to heartbeat: one that died while no
+	// controller ran is then reported Dead instead of staying as it was.
+	now := sb.table.Now()
+	for _, o := range cfg.Store.List(apiv1.KindHost, "") {
+		if id := o.(*apiv1.Host).Status.HostID; id != 0 {
+			sb.table.Track(id, now)
+		}
 	}
 	sb.locator, err = udp.NewLocator(udp.LocatorConfig{Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer})
 	if err != nil {

@@ -29,11 +29,11 @@
 //	Unknown → Alive     a heartbeat arrived
 //	Unknown → Dead      tracked (Track) but silent for DeadAfter
 //	Alive   → Suspect   no heartbeat for SuspectAfter (1.5 s)
-//	any     → Dead      no heartbeat for DeadAfter (2.75 s)
+//	any     → Dead      no heartbeat for DeadAfter (2.5 s)
 //	Suspect, Dead → Alive on a new heartbeat
 //
-// so a host that stops is Dead at most DeadAfter + SweepInterval = 3 s
-// after its last heartbeat.
+// so a host that stops is Dead at most DeadAfter + SweepInterval = 2.75 s
+// after its last heartbeat (the goal is 3 s).
 //
 // Flap damping: every drop out of Alive counts in the host's flap window
 // (FlapWindow, 1 minute). A host that dropped more than MaxFlaps (3) times

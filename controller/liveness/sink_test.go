@@ -107,10 +107,18 @@ func TestRegistrySink(t *testing.T) {
 		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
 		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}},
 	)
+	// The registry allocates host IDs; a registry that does not gets them set by hand.
+	ids := map[string]uint32{}
 	for i, h := range []string{"h1", "h2"} {
-		// The registry does not allocate host IDs yet: set them by hand.
+		if id := hostStatus(t, st, h).HostID; id != 0 {
+			ids[h] = id
+			continue
+		}
 		setStatus(t, r, st, apiv1.Ref{Kind: apiv1.KindHost, Name: h}, func(o *apiv1.Host) { o.Status.HostID = uint32(i + 1) })
+		ids[h] = uint32(i + 1)
 	}
+	h1, h2 := ids["h1"], ids["h2"]
+	unknown := max(h1, h2) + 1 // no Host has it
 	// On h1: ready-1, ready-2 (Ready), pending (Pending), failed (Failed),
 	// lost-other (Lost for another reason). On h2: other.
 	phases := map[string]string{"ready-1": apiv1.PhaseReady, "ready-2": apiv1.PhaseReady, "pending": apiv1.PhasePending,
@@ -135,7 +143,7 @@ func TestRegistrySink(t *testing.T) {
 		t.Fatal(err)
 	}
 	var now int64 = int64(time.Second)
-	tab, err := New(Config{Capacity: 16, Sink: sink, Now: func() int64 { return now }})
+	tab, err := New(Config{Capacity: int(unknown) + 1, Sink: sink, Now: func() int64 { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,16 +159,16 @@ func TestRegistrySink(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sweep(time.Second, 1, 2, 9) // host ID 9 has no Host: skipped
+	sweep(time.Second, h1, h2, unknown) // a host ID without a Host is skipped
 	for _, h := range []string{"h1", "h2"} {
 		if got := hostStatus(t, st, h); got.Liveness != apiv1.LivenessAlive || got.LastSeen == "" {
 			t.Errorf("%s status after heartbeat: %+v", h, got)
 		}
 	}
-	sweep(2*time.Second, 2)
-	sweep(3*time.Second, 2)
-	sweep(4*time.Second, 2) // h1 silent for 3 s: Dead
-	if got := hostStatus(t, st, "h1"); got.Liveness != apiv1.LivenessDead || got.HostID != 1 ||
+	sweep(2*time.Second, h2)
+	sweep(3*time.Second, h2)
+	sweep(4*time.Second, h2) // h1 silent for 3 s: Dead
+	if got := hostStatus(t, st, "h1"); got.Liveness != apiv1.LivenessDead || got.HostID != h1 ||
 		got.LastSeen != tab.Time(int64(time.Second)).UTC().Format(time.RFC3339Nano) {
 		t.Errorf("h1 status after its death: %+v", got)
 	}
@@ -173,7 +181,7 @@ func TestRegistrySink(t *testing.T) {
 		t.Errorf("endpoints after h1 died (-want +got):\n%s", diff)
 	}
 
-	sweep(5*time.Second, 1, 2) // h1 is back
+	sweep(5*time.Second, h1, h2) // h1 is back
 	if got := hostStatus(t, st, "h1"); got.Liveness != apiv1.LivenessAlive {
 		t.Errorf("h1 liveness after return: %q", got.Liveness)
 	}

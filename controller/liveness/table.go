@@ -44,12 +44,12 @@ func (s State) String() string {
 
 // Defaults of Config. With heartbeats every second, a host is suspect after
 // one missed heartbeat (plus half a second of jitter) and dead after two,
-// detected at most DefaultDeadAfter + DefaultSweepInterval = 3 s after its
-// last heartbeat.
+// detected at most DefaultDeadAfter + DefaultSweepInterval = 2.75 s after
+// its last heartbeat: within the 3 s goal with room for a late sweep.
 const (
 	DefaultCapacity      = 1 << 20
 	DefaultSuspectAfter  = 1500 * time.Millisecond
-	DefaultDeadAfter     = 2750 * time.Millisecond
+	DefaultDeadAfter     = 2500 * time.Millisecond
 	DefaultSweepInterval = 250 * time.Millisecond
 	DefaultFlushInterval = 500 * time.Millisecond
 	DefaultFlapWindow    = time.Minute

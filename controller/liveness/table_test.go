@@ -94,10 +94,11 @@ func concat(lists ...[]time.Duration) []time.Duration {
 
 func TestStateMachine(t *testing.T) {
 	flappy := func(times int) []time.Duration {
-		// Alive 2 s, silent 2 s (Suspect, not Dead), repeated.
+		// Heartbeats at 0 and 1 s, then silent for 2 s (Suspect, not
+		// Dead), repeated every 3 s.
 		var out []time.Duration
 		for i := 0; i < times; i++ {
-			base := time.Duration(i) * 4 * time.Second
+			base := time.Duration(i) * 3 * time.Second
 			out = append(out, beats(base, base+2*time.Second, time.Second)...)
 		}
 		return out
@@ -121,7 +122,7 @@ func TestStateMachine(t *testing.T) {
 			name:       "silent host is suspect then dead within 3s",
 			heartbeats: []time.Duration{0},
 			end:        10 * time.Second,
-			want:       []string{"t=0s 1 Unknown->Alive", "t=1.75s 1 Alive->Suspect", "t=3s 1 Suspect->Dead"},
+			want:       []string{"t=0s 1 Unknown->Alive", "t=1.75s 1 Alive->Suspect", "t=2.75s 1 Suspect->Dead"},
 			wantState:  Dead,
 		},
 		{
@@ -135,7 +136,7 @@ func TestStateMachine(t *testing.T) {
 			name:       "dead host comes back",
 			heartbeats: concat([]time.Duration{0}, beats(5*time.Second, 7*time.Second, time.Second)),
 			end:        7 * time.Second,
-			want: []string{"t=0s 1 Unknown->Alive", "t=1.75s 1 Alive->Suspect", "t=3s 1 Suspect->Dead",
+			want: []string{"t=0s 1 Unknown->Alive", "t=1.75s 1 Alive->Suspect", "t=2.75s 1 Suspect->Dead",
 				"t=5s 1 Dead->Alive"},
 			wantState: Alive,
 		},
@@ -143,7 +144,7 @@ func TestStateMachine(t *testing.T) {
 			name:      "tracked host never heard from is dead",
 			track:     true,
 			end:       5 * time.Second,
-			want:      []string{"t=3s 1 Unknown->Dead"},
+			want:      []string{"t=2.75s 1 Unknown->Dead"},
 			wantState: Dead,
 		},
 		{
@@ -154,43 +155,43 @@ func TestStateMachine(t *testing.T) {
 		{
 			name:       "flapping host is held suspect, then alive after the hold-down",
 			cfg:        Config{MaxFlaps: 3, HoldDown: 5 * time.Second},
-			heartbeats: concat(flappy(4), beats(16*time.Second, 30*time.Second, time.Second)),
+			heartbeats: concat(flappy(4), beats(12*time.Second, 30*time.Second, time.Second)),
 			end:        30 * time.Second,
 			want: []string{
 				"t=0s 1 Unknown->Alive",
-				"t=2.75s 1 Alive->Suspect", "t=4s 1 Suspect->Alive", // flap 1
-				"t=6.75s 1 Alive->Suspect", "t=8s 1 Suspect->Alive", // flap 2
-				"t=10.75s 1 Alive->Suspect", "t=12s 1 Suspect->Alive", // flap 3
-				"t=14.75s 1 Alive->Suspect", // flap 4: held from 16 s to 21 s
-				"t=21s 1 Suspect->Alive",
+				"t=2.75s 1 Alive->Suspect", "t=3s 1 Suspect->Alive", // flap 1
+				"t=5.75s 1 Alive->Suspect", "t=6s 1 Suspect->Alive", // flap 2
+				"t=8.75s 1 Alive->Suspect", "t=9s 1 Suspect->Alive", // flap 3
+				"t=11.75s 1 Alive->Suspect", // flap 4: held from 12 s to 17 s
+				"t=17s 1 Suspect->Alive",
 			},
 			wantState: Alive,
 		},
 		{
 			name:       "flaps spread beyond the window are not damped",
-			cfg:        Config{MaxFlaps: 3, FlapWindow: 10 * time.Second},
-			heartbeats: concat(flappy(4), beats(16*time.Second, 20*time.Second, time.Second)),
+			cfg:        Config{MaxFlaps: 3, FlapWindow: 8 * time.Second},
+			heartbeats: concat(flappy(4), beats(12*time.Second, 20*time.Second, time.Second)),
 			end:        20 * time.Second,
 			want: []string{
 				"t=0s 1 Unknown->Alive",
-				"t=2.75s 1 Alive->Suspect", "t=4s 1 Suspect->Alive",
-				"t=6.75s 1 Alive->Suspect", "t=8s 1 Suspect->Alive",
-				"t=10.75s 1 Alive->Suspect", "t=12s 1 Suspect->Alive",
-				"t=14.75s 1 Alive->Suspect", "t=16s 1 Suspect->Alive",
+				"t=2.75s 1 Alive->Suspect", "t=3s 1 Suspect->Alive",
+				"t=5.75s 1 Alive->Suspect", "t=6s 1 Suspect->Alive",
+				"t=8.75s 1 Alive->Suspect", "t=9s 1 Suspect->Alive",
+				"t=11.75s 1 Alive->Suspect", "t=12s 1 Suspect->Alive", // a new window began
 			},
 			wantState: Alive,
 		},
 		{
 			name: "held host that dies is dead, and held again when it returns",
 			cfg:  Config{MaxFlaps: 1, HoldDown: 3 * time.Second},
-			heartbeats: concat(beats(0, 2*time.Second, time.Second), beats(4*time.Second, 6*time.Second, time.Second),
+			heartbeats: concat(beats(0, 2*time.Second, time.Second), beats(3*time.Second, 5*time.Second, time.Second),
 				beats(10*time.Second, 20*time.Second, time.Second)),
 			end: 20 * time.Second,
 			want: []string{
 				"t=0s 1 Unknown->Alive",
-				"t=2.75s 1 Alive->Suspect", "t=4s 1 Suspect->Alive", // flap 1
-				"t=6.75s 1 Alive->Suspect", // flap 2, and silent
-				"t=8s 1 Suspect->Dead",
+				"t=2.75s 1 Alive->Suspect", "t=3s 1 Suspect->Alive", // flap 1
+				"t=5.75s 1 Alive->Suspect", // flap 2, and silent
+				"t=6.75s 1 Suspect->Dead",
 				"t=10s 1 Dead->Suspect", // back, still flapping: held
 				"t=13s 1 Suspect->Alive",
 			},

@@ -48,7 +48,8 @@ type Event struct {
 // wrapping ErrCompacted.
 //
 // The channel closes when ctx ends, when the Store closes, or when the
-// subscriber falls more than Config.SubscriberBacklog events behind. The
+// subscriber falls more than Config.SubscriberBacklog events behind (a
+// replay counts too: a watch from far back must be read promptly). The
 // last received Revision is then complete: watching again from it loses
 // and duplicates nothing.
 func (s *Store) Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan Event, error) {

@@ -781,7 +781,11 @@ func iperf3Stream(ctx context.Context, from, to string, dst netip.AddrPort, cfg 
 	var out []byte
 	var err error
 	for attempt := range 20 { // the server needs a moment to listen
-		out, err = testnet.Exec(ctx, from, "iperf3", cargs...)
+		err = testnet.Do(from, func() error {
+			var err error
+			out, err = exec.CommandContext(ctx, "iperf3", cargs...).Output()
+			return err
+		})
 		if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "connect") {
 			break
 		}
@@ -811,6 +815,9 @@ func iperf3Stream(ctx context.Context, from, to string, dst netip.AddrPort, cfg 
 		return testnet.StreamResult{}, fmt.Errorf("iperf3 output: %w", err)
 	}
 	e := j.End
+	if e.Recv.Bytes == 0 || e.Recv.Seconds == 0 {
+		return testnet.StreamResult{}, fmt.Errorf("iperf3 reported no data received: %.300s", out)
+	}
 	el := time.Duration(e.Recv.Seconds * float64(time.Second))
 	return testnet.StreamResult{Bytes: uint64(e.Recv.Bytes), Elapsed: el, Retransmits: e.Sent.Retransmits,
 		SenderCPU:   time.Duration(e.CPU.Host / 100 * float64(el)),

@@ -47,10 +47,12 @@
 // to exactly the hosts whose interest has not expired — with the new
 // location, or without one for a deletion — and forgets their interest;
 // an Invalidate with a location is itself an answer, so those hosts are
-// remembered again for TTL. The interest is registered before the answer
-// is read, and a move is indexed before the interest is collected, so a
-// lookup racing a move either reads the new location or is invalidated.
-// Memory is bounded by the lookups of the last TTL.
+// remembered again for TTL. A lookup reads the index, registers the
+// interest, and reads again only if the index shard changed meanwhile; a
+// move is indexed before the interest is collected. So a lookup racing a
+// move either answers with the new location or is invalidated.
+// Memory is bounded by the lookups of the last TTL. Index entries hold no
+// pointers, so the garbage collector does not scan the index.
 //
 // Metrics: weft_udp_received_total, weft_udp_accepted_total{type},
 // weft_udp_rejected_total{reason}, weft_udp_lookup_queries_total{result},

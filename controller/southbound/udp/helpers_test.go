@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -257,10 +255,4 @@ func hostObj(name, ip string) *apiv1.Host {
 func endpointObj(name, subnet, host string) *apiv1.Endpoint {
 	return &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: name, Tenant: "acme"},
 		Spec: apiv1.EndpointSpec{Subnet: subnet, Host: host}}
-}
-
-// errTimeout is what a read that found nothing returns.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
 }

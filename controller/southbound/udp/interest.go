@@ -4,18 +4,26 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
+	"time"
 )
 
-// locKey identifies an endpoint address in a virtual network. IPv4
-// addresses are kept unmapped.
+// locKey identifies an endpoint address in a virtual network: the VNI and
+// the 16-byte form of the unmapped address (an IPv4 address and its
+// IPv4-mapped IPv6 form are the same endpoint). It holds no pointers.
 type locKey struct {
+	ip  [16]byte
 	vni uint32
-	ip  netip.Addr
 }
 
+func newLocKey(vni uint32, ip netip.Addr) locKey {
+	return locKey{ip: ip.Unmap().As16(), vni: vni}
+}
+
+// addr returns the key's address (IPv4 for a mapped one).
+func (k locKey) addr() netip.Addr { return netip.AddrFrom16(k.ip).Unmap() }
+
 func (k locKey) hash() uint32 {
-	a := k.ip.As16()
-	h := binary.BigEndian.Uint32(a[12:]) ^ binary.BigEndian.Uint32(a[8:]) ^ k.vni*0x9e3779b1
+	h := binary.BigEndian.Uint32(k.ip[12:]) ^ binary.BigEndian.Uint32(k.ip[8:]) ^ k.vni*0x9e3779b1
 	h ^= h >> 16
 	h *= 0x85ebca6b
 	h ^= h >> 13
@@ -24,31 +32,30 @@ func (k locKey) hash() uint32 {
 
 const interestShards = 64
 
+// interestGrain rounds expiries up, so that the repeated lookups of one
+// host within a grain do not rewrite its entry.
+const interestGrain = int64(time.Second)
+
 // interestTable records which hosts asked about which addresses, until
 // the answer they got expires. Safe for concurrent use.
 type interestTable struct {
 	shards [interestShards]interestShard
 }
 
+// interestKey is one host's interest in one address.
+type interestKey struct {
+	k    locKey
+	host uint32
+}
+
 type interestShard struct {
 	mu sync.Mutex
-	m  map[locKey]*hostSet
+	// exp holds every (address, host) interest and its expiry: one map
+	// access for the common lookup of a host that asked before.
+	exp map[interestKey]int64
+	// hosts lists, per address, the hosts that have an entry in exp.
+	hosts map[locKey][]uint32
 }
-
-// hostSet is the hosts interested in one address: a slice scanned
-// linearly while small, indexed by a map once it grows.
-type hostSet struct {
-	hosts []hostInterest
-	index map[uint32]int // hostID → position in hosts; nil while small
-}
-
-type hostInterest struct {
-	hostID  uint32
-	expires int64 // monotonic ns
-}
-
-// indexAbove is the set size at which a hostSet starts indexing.
-const indexAbove = 32
 
 func (t *interestTable) shard(k locKey) *interestShard {
 	return &t.shards[k.hash()%interestShards]
@@ -56,68 +63,24 @@ func (t *interestTable) shard(k locKey) *interestShard {
 
 // add records (or extends) hostID's interest in k until expires.
 func (t *interestTable) add(k locKey, hostID uint32, expires int64) {
+	expires += interestGrain - 1
+	expires -= expires % interestGrain
+	ik := interestKey{k, hostID}
 	sh := t.shard(k)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.m == nil {
-		sh.m = make(map[locKey]*hostSet)
+	if sh.exp == nil {
+		sh.exp = make(map[interestKey]int64)
+		sh.hosts = make(map[locKey][]uint32)
 	}
-	s := sh.m[k]
-	if s == nil {
-		s = &hostSet{}
-		sh.m[k] = s
-	}
-	s.add(hostID, expires)
-}
-
-func (s *hostSet) add(hostID uint32, expires int64) {
-	if s.index != nil {
-		if i, ok := s.index[hostID]; ok {
-			s.hosts[i].expires = max(s.hosts[i].expires, expires)
-			return
-		}
-	} else {
-		for i := range s.hosts {
-			if s.hosts[i].hostID == hostID {
-				s.hosts[i].expires = max(s.hosts[i].expires, expires)
-				return
-			}
-		}
-	}
-	s.hosts = append(s.hosts, hostInterest{hostID, expires})
+	old, ok := sh.exp[ik]
 	switch {
-	case s.index != nil:
-		s.index[hostID] = len(s.hosts) - 1
-	case len(s.hosts) > indexAbove:
-		s.reindex()
+	case !ok:
+		sh.exp[ik] = expires
+		sh.hosts[k] = append(sh.hosts[k], hostID)
+	case expires > old:
+		sh.exp[ik] = expires
 	}
-}
-
-func (s *hostSet) reindex() {
-	if len(s.hosts) <= indexAbove {
-		s.index = nil
-		return
-	}
-	s.index = make(map[uint32]int, len(s.hosts))
-	for i, h := range s.hosts {
-		s.index[h.hostID] = i
-	}
-}
-
-// prune drops the expired interests and reports whether any remain.
-func (s *hostSet) prune(now int64) bool {
-	kept := s.hosts[:0]
-	for _, h := range s.hosts {
-		if h.expires > now {
-			kept = append(kept, h)
-		}
-	}
-	if len(kept) != len(s.hosts) {
-		clear(s.hosts[len(kept):])
-		s.hosts = kept
-		s.reindex()
-	}
-	return len(s.hosts) > 0
+	sh.mu.Unlock()
 }
 
 // take removes the interest in k and appends the hosts whose interest had
@@ -125,16 +88,18 @@ func (s *hostSet) prune(now int64) bool {
 func (t *interestTable) take(dst []uint32, k locKey, now int64) []uint32 {
 	sh := t.shard(k)
 	sh.mu.Lock()
-	s := sh.m[k]
-	delete(sh.m, k)
-	sh.mu.Unlock()
-	if s == nil {
+	defer sh.mu.Unlock()
+	hosts, ok := sh.hosts[k]
+	if !ok {
 		return dst
 	}
-	for _, h := range s.hosts {
-		if h.expires > now {
-			dst = append(dst, h.hostID)
+	delete(sh.hosts, k)
+	for _, h := range hosts {
+		ik := interestKey{k, h}
+		if sh.exp[ik] > now {
+			dst = append(dst, h)
 		}
+		delete(sh.exp, ik)
 	}
 	return dst
 }
@@ -146,11 +111,9 @@ func (t *interestTable) hosts(k locKey, now int64) []uint32 {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	var out []uint32
-	if s := sh.m[k]; s != nil {
-		for _, h := range s.hosts {
-			if h.expires > now {
-				out = append(out, h.hostID)
-			}
+	for _, h := range sh.hosts[k] {
+		if sh.exp[interestKey{k, h}] > now {
+			out = append(out, h)
 		}
 	}
 	return out
@@ -163,12 +126,24 @@ func (t *interestTable) expire(now int64) int {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for k, s := range sh.m {
-			if !s.prune(now) {
-				delete(sh.m, k)
-				continue
+		for k, hosts := range sh.hosts {
+			kept := hosts[:0]
+			for _, h := range hosts {
+				ik := interestKey{k, h}
+				if sh.exp[ik] > now {
+					kept = append(kept, h)
+				} else {
+					delete(sh.exp, ik)
+				}
 			}
-			n += len(s.hosts)
+			switch {
+			case len(kept) == 0:
+				delete(sh.hosts, k)
+			case len(kept) < len(hosts):
+				clear(hosts[len(kept):])
+				sh.hosts[k] = kept
+			}
+			n += len(kept)
 		}
 		sh.mu.Unlock()
 	}

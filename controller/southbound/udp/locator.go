@@ -142,10 +142,21 @@ type hostState struct {
 	rv int64
 }
 
-// location is an index entry.
+// location is an index entry. It holds no pointers, so the garbage
+// collector never scans the index.
 type location struct {
-	loc   wire.Location
-	epoch uint64
+	hostIP   [16]byte // unmapped
+	mac      wire.MACAddr
+	identity uint32
+	epoch    uint64
+}
+
+func newLocation(loc wire.Location, epoch uint64) location {
+	return location{hostIP: loc.HostIP.As16(), mac: loc.MAC, identity: loc.Identity, epoch: epoch}
+}
+
+func (l *location) wire() wire.Location {
+	return wire.Location{HostIP: netip.AddrFrom16(l.hostIP).Unmap(), MAC: l.mac, Identity: l.identity}
 }
 
 const indexShards = 64
@@ -153,7 +164,10 @@ const indexShards = 64
 type indexShard struct {
 	mu sync.RWMutex
 	m  map[locKey]location
-	_  [32]byte // RWMutex (24) + map (8) + 32: a shard per cache line
+	// version counts the writes, so that a lookup can tell whether the
+	// entry it read may have changed.
+	version atomic.Uint64
+	_       [24]byte // RWMutex (24) + map (8) + version (8) + 24: a shard per cache line
 }
 
 type locatorMetrics struct {
@@ -408,7 +422,8 @@ func (l *Locator) updateEndpoint(ep *apiv1.Endpoint, minEpoch int64) {
 	// registers after the collection reads the new location.
 	sh := l.indexShard(key)
 	sh.mu.Lock()
-	sh.m[key] = location{loc: loc, epoch: epoch}
+	sh.m[key] = newLocation(loc, epoch)
+	sh.version.Add(1)
 	sh.mu.Unlock()
 	l.eps[ref] = epState{key: key, loc: loc, rv: rv}
 
@@ -417,7 +432,7 @@ func (l *Locator) updateEndpoint(ep *apiv1.Endpoint, minEpoch int64) {
 	if len(l.buf) == 0 {
 		return
 	}
-	inv := wire.Invalidate{VNI: key.vni, IP: key.ip, Epoch: epoch, HasLocation: true, Location: loc}
+	inv := wire.Invalidate{VNI: key.vni, IP: key.addr(), Epoch: epoch, HasLocation: true, Location: loc}
 	l.send(l.buf, &inv)
 	// The new location is an answer the hosts may cache: keep following it.
 	for _, h := range l.buf {
@@ -431,11 +446,12 @@ func (l *Locator) remove(ref epRef, st epState, epoch uint64) {
 	sh := l.indexShard(st.key)
 	sh.mu.Lock()
 	delete(sh.m, st.key)
+	sh.version.Add(1)
 	sh.mu.Unlock()
 	delete(l.eps, ref)
 	l.buf = l.interest.take(l.buf[:0], st.key, l.now())
 	if len(l.buf) > 0 {
-		inv := wire.Invalidate{VNI: st.key.vni, IP: st.key.ip, Epoch: epoch}
+		inv := wire.Invalidate{VNI: st.key.vni, IP: st.key.addr(), Epoch: epoch}
 		l.send(l.buf, &inv)
 	}
 }
@@ -479,7 +495,7 @@ func (l *Locator) resolve(ep *apiv1.Endpoint) (locKey, wire.Location, bool) {
 	if hw, err := net.ParseMAC(ep.Status.MAC); err == nil && len(hw) == len(loc.MAC) {
 		copy(loc.MAC[:], hw)
 	}
-	return locKey{vni: vni, ip: ip.Unmap().WithZone("")}, loc, true
+	return newLocKey(vni, ip), loc, true
 }
 
 // subnetVNI returns the VNI of a subnet's VPC, or 0.
@@ -502,12 +518,13 @@ func (l *Locator) indexShard(k locKey) *indexShard {
 	return &l.index[k.hash()%indexShards]
 }
 
-func (l *Locator) read(k locKey) (location, bool) {
-	sh := l.indexShard(k)
+// read returns the index entry of k and the version of its shard.
+func (l *Locator) read(sh *indexShard, k locKey) (location, bool, uint64) {
 	sh.mu.RLock()
 	v, ok := sh.m[k]
+	ver := sh.version.Load()
 	sh.mu.RUnlock()
-	return v, ok
+	return v, ok, ver
 }
 
 // Lookup answers one query from a host and records the host's interest in
@@ -518,25 +535,28 @@ func (l *Locator) Lookup(hostID uint32, q wire.LookupQuery) wire.LookupAnswer {
 }
 
 func (l *Locator) lookup(hostID uint32, q *wire.LookupQuery, now int64) wire.LookupAnswer {
-	k := locKey{vni: q.VNI, ip: q.IP.Unmap().WithZone("")}
-	// Register the interest before the answer is final: either the update
-	// that changes the answer sees the interest and invalidates it, or this
-	// lookup reads the changed answer.
-	v, found := l.read(k)
+	k := newLocKey(q.VNI, q.IP)
+	sh := l.indexShard(k)
+	v, found, ver := l.read(sh, k)
 	ttl := l.negTTL
 	if found {
 		ttl = l.ttl
 	}
+	// The interest is registered before the answer is final: either the
+	// update that changes the answer sees the interest and invalidates
+	// it, or it bumped the shard's version before, and the entry is read
+	// again.
 	l.interest.add(k, hostID, now+ttl)
-	if v2, found2 := l.read(k); found2 != found || v2 != v {
-		v, found = v2, found2 // changed meanwhile
-		if found {
+	if sh.version.Load() != ver {
+		var found2 bool
+		if v, found2, _ = l.read(sh, k); found2 && !found {
 			l.interest.add(k, hostID, now+l.ttl)
 		}
+		found = found2
 	}
 	a := wire.LookupAnswer{RequestID: q.RequestID, VNI: q.VNI, IP: q.IP}
 	if found {
-		a.Found, a.Location, a.Epoch, a.TTL = true, v.loc, v.epoch, l.ttlSec
+		a.Found, a.Location, a.Epoch, a.TTL = true, v.wire(), v.epoch, l.ttlSec
 	} else {
 		a.Epoch, a.TTL = uint64(l.rev.Load()), l.negTTLSc
 	}
@@ -546,7 +566,7 @@ func (l *Locator) lookup(hostID uint32, q *wire.LookupQuery, now int64) wire.Loo
 // Interested returns the hosts whose answer about (vni, ip) has not
 // expired yet: those an Invalidate would go to.
 func (l *Locator) Interested(vni uint32, ip netip.Addr) []uint32 {
-	return l.interest.hosts(locKey{vni: vni, ip: ip.Unmap().WithZone("")}, l.now())
+	return l.interest.hosts(newLocKey(vni, ip), l.now())
 }
 
 // Len returns the number of addresses in the index.

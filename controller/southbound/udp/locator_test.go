@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -314,22 +315,26 @@ func TestLocatorEvents(t *testing.T) {
 
 func TestInterestTable(t *testing.T) {
 	var it interestTable
-	k := locKey{vni: 1, ip: netip.MustParseAddr("10.0.0.1")}
-	for id := uint32(0); id < 100; id++ { // grows past indexAbove
-		it.add(k, id, int64(id)+1000)
+	sec := int64(time.Second)
+	k := newLocKey(1, netip.MustParseAddr("10.0.0.1"))
+	if k != newLocKey(1, netip.MustParseAddr("::ffff:10.0.0.1")) {
+		t.Error("an IPv4 address and its mapped form are different keys")
 	}
-	it.add(k, 5, 2000) // extends
-	it.add(k, 6, 10)   // never shortens
-	if got := len(it.hosts(k, 1049)); got != 51 {
-		t.Errorf("interested at 1049: %d, want 50 unexpired + host 5", got)
+	for id := uint32(0); id < 100; id++ {
+		it.add(k, id, int64(id)*sec+sec/2) // expires at id+1 s (rounded up)
 	}
-	if n := it.expire(1049); n != 51 {
+	it.add(k, 5, 200*sec) // extends
+	it.add(k, 6, 0)       // never shortens
+	if got := len(it.hosts(k, 50*sec)); got != 51 {
+		t.Errorf("interested at 50s: %d, want 50 unexpired + host 5", got)
+	}
+	if n := it.expire(50 * sec); n != 51 {
 		t.Errorf("after expiry: %d remain, want 51", n)
 	}
-	it.add(k, 3, 5000) // expired, then back: found through the rebuilt index
-	got := sorted(it.take(nil, k, 1060))
+	it.add(k, 3, 500*sec) // expired, then back
+	got := sorted(it.take(nil, k, 60*sec))
 	want := []uint32{3, 5}
-	for id := uint32(61); id < 100; id++ {
+	for id := uint32(60); id < 100; id++ {
 		want = append(want, id)
 	}
 	if diff := cmp.Diff(sorted(want), got); diff != "" {
