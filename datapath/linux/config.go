@@ -32,6 +32,11 @@ type Config struct {
 	// them is always repaired). Objects in the VPC namespaces are re-read on
 	// every Set regardless.
 	EndpointResync time.Duration
+	// Untuned leaves out the driver's throughput tunings (today: early
+	// demux off in the router namespaces; see "Tuning" in the package
+	// documentation), for benchmarks that measure what they bring. The
+	// overlay MTU follows the underlay either way.
+	Untuned bool
 }
 
 // DefaultNetnsDir is where `ip netns` pins named namespaces.

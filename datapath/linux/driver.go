@@ -161,12 +161,22 @@ func (d *Driver) listOwned() (vpcs map[uint32]string, eps map[string]bool, err e
 
 func (d *Driver) nsPath(name string) string { return filepath.Join(d.cfg.NetnsDir, name) }
 
-// VPC namespace settings; conf/default ones come before any device exists.
-var vpcSysctls = []sysctl{
-	{"net/ipv4/ip_forward", "1"},
-	{"net/ipv4/conf/all/rp_filter", "1"}, // strict: an endpoint cannot spoof another's address
-	{"net/ipv4/conf/all/send_redirects", "0"},
-	{"net/ipv4/conf/default/send_redirects", "0"},
+// vpcSysctls are the VPC namespace settings; conf/default ones come before
+// any device exists.
+func (d *Driver) vpcSysctls() []sysctl {
+	s := []sysctl{
+		{"net/ipv4/ip_forward", "1"},
+		{"net/ipv4/conf/all/rp_filter", "1"}, // strict: an endpoint cannot spoof another's address
+		{"net/ipv4/conf/all/send_redirects", "0"},
+		{"net/ipv4/conf/default/send_redirects", "0"},
+	}
+	if !d.cfg.Untuned {
+		// The router namespace only forwards: early demux would look up a
+		// local socket for every packet before routing it, and never find
+		// one (see "Tuning" in the package documentation).
+		s = append(s, sysctl{"net/ipv4/ip_early_demux", "0"})
+	}
+	return s
 }
 
 // vxlanSysctls make the kernel hold packets to an unresolved remote and ask
@@ -207,7 +217,7 @@ func (d *Driver) openVPC(vni uint32, create bool) (*vpcNS, error) {
 			vs.close()
 		}
 	}()
-	if err := d.convergeSysctls(vs.ns, vpcSysctls, created); err != nil {
+	if err := d.convergeSysctls(vs.ns, d.vpcSysctls(), created); err != nil {
 		return nil, fmt.Errorf("vpc %d: %w", vni, err)
 	}
 	if !created {

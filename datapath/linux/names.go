@@ -83,6 +83,10 @@ func newNames(prefix, host string) names { return names{base: prefix + "-" + hos
 
 func (n names) vpc(vni uint32) string { return n.base + "v" + strconv.FormatUint(uint64(vni), 10) }
 
+// VPCNetnsName is the name of the router namespace of VPC vni on host, as
+// a driver with Config.Prefix prefix names it (in Config.NetnsDir).
+func VPCNetnsName(prefix, host string, vni uint32) string { return newNames(prefix, host).vpc(vni) }
+
 func (n names) endpoint(id string) string { return n.base + "e" + hashID(id, epNSHashLen) }
 
 // parse reports whether name is one of ours: a VPC namespace (vni != 0) or

@@ -8,14 +8,25 @@
 //	err := h.Do(func() error { /* runs on a thread inside h's namespace */ return nil })
 //	rtt, err := testnet.Ping(ctx, n.Host(1).Path, n.Host(2).UnderlayIP)
 //
+// The bridge plays a physical switch: br_netfilter's iptables hooks, which
+// the kernel runs on bridged frames once that module is loaded, are turned
+// off in the underlay namespace (Options.BridgeNetfilter keeps them).
+// Options.Direct joins exactly two hosts by one veth pair instead, the
+// cheapest stand-in for a wire. Options.MTU sets the underlay MTU (e.g.
+// 9000, as data centres run).
+//
 // Every namespace is named "<prefix>-...", where the default prefix
 // "wftt<pid>r<random>" is unique per run. A driver under test is told to use
 // the same prefix, so the cleanup New registers deletes everything by name
 // even when the test failed, and Sweep (called by New) removes what a
-// crashed run left behind once its process is gone.
+// crashed run left behind once its process is gone. Build is New for
+// programs that are not tests (the data plane benchmark): the caller closes
+// the Net.
 //
-// Probes (Ping, DialTCP, ListenTCP, Hello) open their sockets inside a
-// namespace on a locked OS thread and then use them from any goroutine; Exec
-// runs a program inside one. Tests using this package need root and skip
-// otherwise.
+// Probes (Ping, DialTCP, ListenTCP, Hello, StartPinger) open their sockets
+// inside a namespace on a locked OS thread and then use them from any
+// goroutine; Exec runs a program inside one. Stream measures a bulk TCP
+// transfer between two namespaces with blocking sockets on locked threads
+// (iperf3-like), and AddVethPair makes the plain veth pair such transfers
+// are compared with. Tests using this package need root and skip otherwise.
 package testnet

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -147,4 +149,130 @@ func Hello(ctx context.Context, nsPath, addr string) (string, error) {
 			return "", fmt.Errorf("read from %s: %w", addr, err)
 		}
 	}
+}
+
+// PingStats is what a Pinger saw.
+type PingStats struct {
+	Sent, Received int
+	// Lost lists the sequence numbers of requests that got no reply.
+	Lost   []int
+	MaxRTT time.Duration
+}
+
+// Pinger sends one ICMP echo request every interval from inside a
+// namespace and matches the replies, to check that traffic flows without a
+// gap while something changes.
+type Pinger struct {
+	conn     *icmp.PacketConn
+	dst      *net.IPAddr
+	id       int
+	interval time.Duration
+
+	mu    sync.Mutex
+	sent  map[int]time.Time
+	rtts  map[int]time.Duration
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	sendE error
+}
+
+// StartPinger starts pinging dst from the namespace at nsPath every
+// interval until Stop.
+func StartPinger(nsPath string, dst netip.Addr, interval time.Duration) (*Pinger, error) {
+	if !dst.Is4() {
+		return nil, fmt.Errorf("pinger %s: only IPv4", dst)
+	}
+	p := &Pinger{dst: &net.IPAddr{IP: dst.AsSlice()}, id: rand.IntN(1 << 16), interval: interval,
+		sent: map[int]time.Time{}, rtts: map[int]time.Duration{}, stop: make(chan struct{})}
+	if err := Do(nsPath, func() error {
+		var err error
+		p.conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("pinger %s: %w", dst, err)
+	}
+	p.wg.Add(2)
+	go p.send()
+	go p.receive()
+	return p, nil
+}
+
+func (p *Pinger) send() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for seq := 1; ; seq++ {
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: p.id, Seq: seq & 0xffff, Data: []byte("weft-testnet-pinger")}}
+		b, err := msg.Marshal(nil)
+		if err == nil {
+			p.mu.Lock()
+			p.sent[seq&0xffff] = time.Now()
+			p.mu.Unlock()
+			_, err = p.conn.WriteTo(b, p.dst)
+		}
+		if err != nil {
+			p.mu.Lock()
+			p.sendE = err
+			p.mu.Unlock()
+		}
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Pinger) receive() {
+	defer p.wg.Done()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := p.conn.ReadFrom(buf)
+		if err != nil {
+			return // closed by Stop
+		}
+		now := time.Now()
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		echo, ok := m.Body.(*icmp.Echo)
+		if !ok || echo.ID != p.id {
+			continue
+		}
+		if a, ok := from.(*net.IPAddr); !ok || !a.IP.Equal(p.dst.IP) {
+			continue
+		}
+		p.mu.Lock()
+		if t0, ok := p.sent[echo.Seq]; ok {
+			if _, dup := p.rtts[echo.Seq]; !dup {
+				p.rtts[echo.Seq] = now.Sub(t0)
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Stop stops sending, waits grace for the last replies, and reports. An
+// error says that sending failed at some point (the stats still count).
+func (p *Pinger) Stop(grace time.Duration) (PingStats, error) {
+	close(p.stop)
+	time.Sleep(grace)
+	p.conn.Close()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := PingStats{Sent: len(p.sent), Received: len(p.rtts)}
+	for seq := range p.sent {
+		if rtt, ok := p.rtts[seq]; !ok {
+			st.Lost = append(st.Lost, seq)
+		} else if rtt > st.MaxRTT {
+			st.MaxRTT = rtt
+		}
+	}
+	slices.Sort(st.Lost)
+	if p.sendE != nil {
+		return st, fmt.Errorf("pinger %s: send: %w", p.dst, p.sendE)
+	}
+	return st, nil
 }

@@ -33,6 +33,16 @@ type Options struct {
 	MTU int
 	// Dir holds the named namespaces (default DefaultDir).
 	Dir string
+	// Direct joins the hosts by one veth pair instead of through the
+	// underlay bridge (no underlay namespace): the cheapest stand-in for a
+	// wire. Only with exactly 2 hosts.
+	Direct bool
+	// BridgeNetfilter leaves br_netfilter's hooks on the underlay bridge
+	// (the kernel's default once that module is loaded: every bridged frame
+	// goes through iptables). By default they are turned off in the
+	// underlay namespace: the bridge plays a physical switch, which costs
+	// the hosts nothing.
+	BridgeNetfilter bool
 }
 
 // Net is a data centre made of network namespaces: an underlay namespace
@@ -86,21 +96,7 @@ func DefaultPrefix() string {
 func New(t testing.TB, o Options) *Net {
 	t.Helper()
 	RequireRoot(t)
-	if o.Hosts <= 0 {
-		o.Hosts = 1
-	}
-	if o.Prefix == "" {
-		o.Prefix = DefaultPrefix()
-	}
-	if !o.Underlay.IsValid() {
-		o.Underlay = netip.MustParsePrefix("192.0.2.0/24")
-	}
-	if o.MTU == 0 {
-		o.MTU = 1500
-	}
-	if o.Dir == "" {
-		o.Dir = DefaultDir
-	}
+	o.setDefaults()
 	if removed, err := Sweep(o.Dir); err != nil {
 		t.Logf("testnet: sweep: %v", err)
 	} else if len(removed) > 0 {
@@ -118,7 +114,43 @@ func New(t testing.TB, o Options) *Net {
 	return n
 }
 
+// Build is New for programs that are not tests (benchmarks, demos): it
+// needs root, does not sweep, and leaves cleanup to the caller, who must call
+// Close (also when Build fails: it returns a Net to close with the error).
+func Build(o Options) (*Net, error) {
+	o.setDefaults()
+	n := &Net{prefix: o.Prefix, dir: o.Dir}
+	if os.Geteuid() != 0 {
+		return n, errors.New("testnet: needs root (creates network namespaces)")
+	}
+	if err := n.build(o); err != nil {
+		return n, fmt.Errorf("testnet: %w", err)
+	}
+	return n, nil
+}
+
+func (o *Options) setDefaults() {
+	if o.Hosts <= 0 {
+		o.Hosts = 1
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix()
+	}
+	if !o.Underlay.IsValid() {
+		o.Underlay = netip.MustParsePrefix("192.0.2.0/24")
+	}
+	if o.MTU == 0 {
+		o.MTU = 1500
+	}
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+}
+
 func (n *Net) build(o Options) error {
+	if o.Direct {
+		return n.buildDirect(o)
+	}
 	ulPath, err := CreateNamed(n.dir, n.prefix+"-"+UnderlayNetns)
 	if err != nil {
 		return err
@@ -135,28 +167,89 @@ func (n *Net) build(o Options) error {
 	if err := setUp(ul, "lo", "br0"); err != nil {
 		return err
 	}
-	for i := range o.Hosts {
-		ip := o.Underlay.Addr()
-		for range 11 + i {
-			ip = ip.Next()
-		}
-		if !o.Underlay.Contains(ip) {
-			return fmt.Errorf("underlay %s too small for %d hosts", o.Underlay, o.Hosts)
-		}
-		h := &Host{
-			Name:           fmt.Sprintf("h%d", i),
-			UnderlayIP:     ip,
-			UnderlayPrefix: netip.PrefixFrom(ip, o.Underlay.Bits()),
-			UnderlayDev:    "ul0",
-			MTU:            o.MTU,
-		}
-		h.Netns = n.prefix + "-" + h.Name
-		if h.Path, err = CreateNamed(n.dir, h.Netns); err != nil {
+	if !o.BridgeNetfilter {
+		if err := bridgeNetfilterOff(ulPath); err != nil {
 			return err
 		}
-		n.hosts = append(n.hosts, h)
+	}
+	for i := range o.Hosts {
+		h, err := n.addHost(o, i)
+		if err != nil {
+			return err
+		}
 		if err := n.attach(ul, h); err != nil {
 			return fmt.Errorf("attach host %s: %w", h.Name, err)
+		}
+	}
+	return nil
+}
+
+// addHost makes the namespace of host i.
+func (n *Net) addHost(o Options, i int) (*Host, error) {
+	ip := o.Underlay.Addr()
+	for range 11 + i {
+		ip = ip.Next()
+	}
+	if !o.Underlay.Contains(ip) {
+		return nil, fmt.Errorf("underlay %s too small for %d hosts", o.Underlay, o.Hosts)
+	}
+	h := &Host{
+		Name:           fmt.Sprintf("h%d", i),
+		UnderlayIP:     ip,
+		UnderlayPrefix: netip.PrefixFrom(ip, o.Underlay.Bits()),
+		UnderlayDev:    "ul0",
+		MTU:            o.MTU,
+	}
+	h.Netns = n.prefix + "-" + h.Name
+	var err error
+	if h.Path, err = CreateNamed(n.dir, h.Netns); err != nil {
+		return nil, err
+	}
+	n.hosts = append(n.hosts, h)
+	return h, nil
+}
+
+// buildDirect joins two hosts by one veth pair, ul0 to ul0.
+func (n *Net) buildDirect(o Options) error {
+	if o.Hosts != 2 {
+		return fmt.Errorf("a direct underlay joins exactly 2 hosts, not %d", o.Hosts)
+	}
+	var hs [2]*Host
+	for i := range hs {
+		var err error
+		if hs[i], err = n.addHost(o, i); err != nil {
+			return err
+		}
+	}
+	h0, err := handleAt(hs[0].Path)
+	if err != nil {
+		return err
+	}
+	defer h0.Close()
+	h1, err := handleAt(hs[1].Path)
+	if err != nil {
+		return err
+	}
+	defer h1.Close()
+	fd, err := netns.GetFromPath(hs[1].Path)
+	if err != nil {
+		return err
+	}
+	defer fd.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hs[0].UnderlayDev, MTU: o.MTU},
+		PeerName: hs[1].UnderlayDev, PeerMTU: uint32(o.MTU), PeerNamespace: netlink.NsFd(fd)}
+	if err := h0.LinkAdd(veth); err != nil {
+		return fmt.Errorf("add direct underlay veth: %w", err)
+	}
+	for i, hh := range []*netlink.Handle{h0, h1} {
+		if err := hostUnderlay(hh, hs[i]); err != nil {
+			return fmt.Errorf("host %s: %w", hs[i].Name, err)
+		}
+	}
+	// Run pending linkwatch work for both ends (see AddVethPair).
+	for i, hh := range []*netlink.Handle{h0, h1} {
+		if _, err := hh.LinkByName(hs[i].UnderlayDev); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -188,6 +281,18 @@ func (n *Net) attach(ul *netlink.Handle, h *Host) error {
 		return err
 	}
 	defer hh.Close()
+	if err := hostUnderlay(hh, h); err != nil {
+		return err
+	}
+	// The bridge port went up before its peer: run the linkwatch work that
+	// activates its queue now (see AddVethPair).
+	_, err = ul.LinkByName(h.Name)
+	return err
+}
+
+// hostUnderlay gives the host's underlay device its address and brings it
+// and loopback up.
+func hostUnderlay(hh *netlink.Handle, h *Host) error {
 	dev, err := hh.LinkByName(h.UnderlayDev)
 	if err != nil {
 		return err
@@ -326,4 +431,19 @@ func alive(pid int) bool {
 	}
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// bridgeNetfilterOff turns off br_netfilter's iptables hooks in the
+// namespace at path. The settings are per namespace and exist only while the
+// module is loaded; without it there is nothing to turn off.
+func bridgeNetfilterOff(path string) error {
+	return Do(path, func() error {
+		for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+			err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-"+k, []byte("0"), 0o644)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("turn off bridge-nf-call-%s: %w", k, err)
+			}
+		}
+		return nil
+	})
 }

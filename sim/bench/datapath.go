@@ -37,15 +37,15 @@ type DatapathConfig struct {
 	// (host to host) and one over the overlay, each round starting with
 	// another of them, each for Warmup + Duration (defaults 7 rounds,
 	// 200ms + 1s). The machine is shared: short interleaved rounds expose
-	// the three paths to the same background load. Tunings measures every step of the tuning table
-	// (default true when nil); otherwise only the final configuration is
-	// measured, once per underlay MTU.
+	// the three paths to the same background load.
 	Rounds           int
 	Warmup, Duration time.Duration
-	// UnderlayMTUs of the test net's underlay measured with the final
-	// configuration (default 1500 and 9000). The tuning table uses the first.
+	// UnderlayMTUs of the test net measured with the final configuration
+	// (default 1500 and 9000); the tuning table uses the first.
 	UnderlayMTUs []int
-	Tunings      *bool
+	// Tunings measures every step of the tuning table before the final
+	// configuration (default true when nil).
+	Tunings *bool
 	// WriteSize of the sender's writes (default 128 KiB).
 	WriteSize int
 	// Tool is "go" (default: a blocking-socket sender and receiver of this
@@ -56,6 +56,12 @@ type DatapathConfig struct {
 	// PinCPUs pins the sender to CPU 0 and the receiver to CPU 1 (default:
 	// the scheduler places them).
 	PinCPUs bool
+	// CongestionControl is set as net.ipv4.tcp_congestion_control in the
+	// sending and receiving namespaces of every path (default: what new
+	// namespaces get, the kernel's default; only algorithms listed in
+	// tcp_allowed_congestion_control may be set outside the initial
+	// namespace).
+	CongestionControl string
 
 	// Attach is the number of endpoints attached on one host, one more per
 	// Set and then all in one Set (default 200).
@@ -140,8 +146,8 @@ func (c *DatapathConfig) validate() error {
 			c.Rounds, c.Attach, c.Peers, c.Resync, c.ResyncVPCs)
 	case c.Attach > 60000 || c.Resync > 60000 || c.Peers > 60000:
 		return errors.New("datapath: at most 60,000 endpoints per phase")
-	case c.ResyncVPCs > c.Resync:
-		return fmt.Errorf("datapath: %d VPCs for %d endpoints", c.ResyncVPCs, c.Resync)
+	case c.ResyncVPCs > c.Resync || c.ResyncVPCs > 1000:
+		return fmt.Errorf("datapath: %d VPCs for %d endpoints: want at most one VPC per endpoint and 1,000 VPCs", c.ResyncVPCs, c.Resync)
 	case c.Tool != "go" && c.Tool != "iperf3" && c.Tool != "auto":
 		return fmt.Errorf("datapath: Tool %q: want go, iperf3 or auto", c.Tool)
 	case c.Duration < 100*time.Millisecond || c.Warmup < 0:
@@ -186,11 +192,13 @@ type DatapathEcho struct {
 	Tunings      bool     `json:"tunings"`
 	WriteSize    int      `json:"writeSize"`
 	PinCPUs      bool     `json:"pinCPUs"`
-	Attach       int      `json:"attach"`
-	Peers        int      `json:"peers"`
-	Resync       int      `json:"resync"`
-	ResyncVPCs   int      `json:"resyncVPCs"`
-	PingInterval string   `json:"pingInterval"`
+	// CongestionControl is the TCP congestion control the streams used.
+	CongestionControl string `json:"congestionControl"`
+	Attach            int    `json:"attach"`
+	Peers             int    `json:"peers"`
+	Resync            int    `json:"resync"`
+	ResyncVPCs        int    `json:"resyncVPCs"`
+	PingInterval      string `json:"pingInterval"`
 }
 
 // DatapathEnv describes the machine the run was on.
@@ -373,9 +381,15 @@ func Datapath(ctx context.Context, cfg DatapathConfig) (*DatapathReport, error) 
 	rep := &DatapathReport{Bench: "datapath",
 		Config: DatapathEcho{Phases: cfg.Phases, Rounds: cfg.Rounds, Warmup: cfg.Warmup.String(), Duration: cfg.Duration.String(),
 			UnderlayMTUs: cfg.UnderlayMTUs, Tunings: *cfg.Tunings, WriteSize: cfg.WriteSize, PinCPUs: cfg.PinCPUs,
-			Attach: cfg.Attach, Peers: cfg.Peers, Resync: cfg.Resync, ResyncVPCs: cfg.ResyncVPCs, PingInterval: cfg.PingInterval.String()},
+			CongestionControl: cfg.CongestionControl,
+			Attach:            cfg.Attach, Peers: cfg.Peers, Resync: cfg.Resync, ResyncVPCs: cfg.ResyncVPCs, PingInterval: cfg.PingInterval.String()},
 		Env:   DatapathEnv{Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg()},
 		Goals: DatapathGoals{OverlayRatio: GoalOverlayRatio, FirstPacketMs: GoalFirstPacketMs, ResyncMs: GoalResyncMs, ResyncLost: goalResyncLostPacket},
+	}
+	if rep.Config.CongestionControl == "" {
+		// New namespaces start with the initial namespace's algorithm.
+		b, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+		rep.Config.CongestionControl = strings.TrimSpace(string(b)) + " (kernel default)"
 	}
 	if removed, err := testnet.Sweep(cfg.NetnsDir); err != nil {
 		cfg.Logger.Warn("sweep of crashed runs failed", "err", err)
@@ -413,7 +427,8 @@ func Datapath(ctx context.Context, cfg DatapathConfig) (*DatapathReport, error) 
 type dpRun struct {
 	cfg    *DatapathConfig
 	prefix string
-	nets   int // test nets made so far
+	nets   int  // test nets made so far
+	iperf3 bool // the throughput streams run iperf3
 	status *statusLine
 }
 
@@ -447,9 +462,10 @@ func hostOf(h *testnet.Host) datapath.HostConfig {
 	return datapath.HostConfig{Name: h.Name, UnderlayIP: h.UnderlayIP, UnderlayDev: h.UnderlayDev}
 }
 
-// benchEndpoint is endpoint i of a VPC whose subnet is 10.<net>.0.0/16.
+// benchEndpoint is endpoint i (< 60,240) of a VPC whose subnet is
+// 10.<net>.0.0/16: 10.<net>.<i/240>.<10+i%240>.
 func benchEndpoint(id string, vni uint32, netByte byte, i int) datapath.Endpoint {
-	ip := netip.AddrFrom4([4]byte{10, netByte, byte(i / 250), byte(10 + i%250)})
+	ip := netip.AddrFrom4([4]byte{10, netByte, byte(i / 240), byte(10 + i%240)})
 	b := ip.As4()
 	return datapath.Endpoint{ID: id, VNI: vni, Subnet: "s", IP: ip,
 		MAC: net.HardwareAddr{0x02, 0x00, byte(vni), b[1], b[2], b[3]}}
@@ -478,16 +494,16 @@ type tputSetup struct {
 }
 
 func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
-	tool := r.cfg.Tool
-	if tool != "go" {
-		if _, err := exec.LookPath("iperf3"); err != nil {
-			tool = "go"
-		} else {
-			tool = "iperf3"
-		}
+	r.iperf3 = false
+	if r.cfg.Tool != "go" {
+		_, err := exec.LookPath("iperf3")
+		r.iperf3 = err == nil
 	}
-	part := &ThroughputPart{Tool: tool}
-	if r.cfg.Tool == "iperf3" && tool == "go" {
+	part := &ThroughputPart{Tool: "go"}
+	switch {
+	case r.iperf3:
+		part.Tool = "iperf3"
+	case r.cfg.Tool == "iperf3":
 		part.Tool = "go (iperf3 not found)"
 	}
 	steps := tuningSteps(r.cfg.UnderlayMTUs[0])
@@ -629,6 +645,15 @@ func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error
 			return nil, err
 		}
 	}
+	if cc := r.cfg.CongestionControl; cc != "" {
+		for _, ns := range []string{o.eps[0].Netns, o.eps[1].Netns, o.veth.APath, o.veth.BPath, n.Host(0).Path, n.Host(1).Path} {
+			if err := testnet.Do(ns, func() error {
+				return os.WriteFile("/proc/sys/net/ipv4/tcp_congestion_control", []byte(cc), 0o644)
+			}); err != nil {
+				return nil, fmt.Errorf("congestion control %q: %w", cc, err)
+			}
+		}
+	}
 	// Every path answers before anything is measured.
 	h0, h1 := n.Host(0), n.Host(1)
 	for _, p := range []struct {
@@ -743,16 +768,11 @@ func (r *dpRun) stream(ctx context.Context, from, to string, dst netip.AddrPort)
 	if r.cfg.PinCPUs && runtime.NumCPU() > 1 {
 		sc, rc = 0, 1
 	}
-	if r.cfg.Tool == "go" || !iperf3Available() {
+	if !r.iperf3 {
 		return testnet.Stream(ctx, testnet.StreamOptions{From: from, To: to, Addr: dst, Warmup: r.cfg.Warmup,
 			Duration: r.cfg.Duration, WriteSize: r.cfg.WriteSize, SenderCPU: sc, ReceiverCPU: rc})
 	}
 	return iperf3Stream(ctx, from, to, dst, r.cfg, sc, rc)
-}
-
-func iperf3Available() bool {
-	_, err := exec.LookPath("iperf3")
-	return err == nil
 }
 
 // iperf3Stream runs one iperf3 client/server pair (server in to, client in
@@ -968,7 +988,7 @@ func (r *dpRun) firstPacket(ctx context.Context) (*FirstPacket, error) {
 	src := benchEndpoint("bench/src", vpc.VNI, 2, 0)
 	peers := make([]datapath.Endpoint, r.cfg.Peers)
 	for i := range peers {
-		peers[i] = benchEndpoint(fmt.Sprintf("bench/p%d", i), vpc.VNI, 2, 250+i)
+		peers[i] = benchEndpoint(fmt.Sprintf("bench/p%d", i), vpc.VNI, 2, 1+i)
 	}
 	ans := &missAnswerer{table: map[datapath.RemoteKey]datapath.Remote{}}
 	ans.table[datapath.RemoteKey{VNI: vpc.VNI, IP: src.IP}] = datapath.Remote{VNI: vpc.VNI, IP: src.IP, MAC: src.MAC, HostUnderlay: n.Host(0).UnderlayIP, Epoch: 1}
@@ -1061,7 +1081,7 @@ func (r *dpRun) resync(ctx context.Context) (*ResyncPart, error) {
 	}
 	// The ping target is endpoint 0 (VPC 1000); its peer lives on h1.
 	target := want.Endpoints[0]
-	peer := benchEndpoint("bench/peer", target.VNI, byte(10), 249)
+	peer := benchEndpoint("bench/peer", target.VNI, byte(10), r.cfg.Resync) // above every local index
 	d0, err := r.newDriver(ctx, n, h0, linux.Config{})
 	if err != nil {
 		return nil, err

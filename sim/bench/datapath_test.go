@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,24 +49,50 @@ func TestDatapathSmoke(t *testing.T) {
 	if rs := rep.Resync; rs == nil || rs.Writes.Total() != 0 || rs.PingSent == 0 || rs.PingLost != 0 {
 		t.Errorf("resync = %+v, want no writes and no lost ping", rs)
 	}
+	leftOver(t)
+}
+
+// TestDatapathCancelCleansUp cancels a run in the middle of its first
+// phase: it must return the cancellation and leave no namespace behind.
+func TestDatapathCancelCleansUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the datapath benchmark creates network namespaces, veths and VXLAN devices")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	off := false
+	// The first progress line comes while streams run: cancel there.
+	w := writerFunc(func(p []byte) (int, error) {
+		cancel()
+		return len(p), nil
+	})
+	_, err := Datapath(ctx, DatapathConfig{Phases: []string{PhaseThroughput}, Rounds: 50, Tunings: &off, Progress: w})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Datapath after cancel: %v, want context.Canceled", err)
+	}
+	leftOver(t)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// leftOver fails the test for every namespace of this process's runs.
+func leftOver(t *testing.T) {
+	t.Helper()
 	names, err := os.ReadDir("/var/run/netns")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range names {
-		if strings.HasPrefix(e.Name(), "wftt") && strings.Contains(e.Name(), "-") && ownedByThisProcess(e.Name()) {
+		if ownedByThisProcess(e.Name()) {
 			t.Errorf("namespace %s left behind", e.Name())
 		}
 	}
 }
 
 func ownedByThisProcess(name string) bool {
-	return strings.HasPrefix(name, "wftt"+itoa(os.Getpid())+"r")
-}
-
-func itoa(i int) string {
-	b, _ := json.Marshal(i)
-	return string(b)
+	return strings.HasPrefix(name, "wftt"+strconv.Itoa(os.Getpid())+"r")
 }
 
 // TestDatapathPrint runs the full benchmark when DP_PRINT is set (see
@@ -75,7 +103,7 @@ func TestDatapathPrint(t *testing.T) {
 	}
 	cfg := DatapathConfig{Rounds: envInt("DP_ROUNDS", 0), Attach: envInt("DP_ATTACH", 0), Peers: envInt("DP_PEERS", 0),
 		Resync: envInt("DP_RESYNC", 0), ResyncVPCs: envInt("DP_RESYNC_VPCS", 0), Tool: os.Getenv("DP_TOOL"),
-		PinCPUs: os.Getenv("DP_PIN") != "", Progress: os.Stdout}
+		PinCPUs: os.Getenv("DP_PIN") != "", CongestionControl: os.Getenv("DP_CC"), Progress: os.Stdout}
 	if v := envInt("DP_SECS_MS", 0); v > 0 {
 		cfg.Duration = time.Duration(v) * time.Millisecond
 	}
