@@ -84,14 +84,20 @@ const (
 
 // pending is one Txn waiting for its batch.
 type pending struct {
-	txn     Txn
-	keys    []string // keys written
-	barrier bool     // writes a key range: committed alone, in order
-	size    int      // estimated request bytes
-	state   pendingState
-	done    chan struct{}
-	res     Result
-	err     error
+	txn  Txn
+	keys []string // keys written
+	// reads and readRanges are what the Txn's compares read. etcd evaluates
+	// every compare of a batch before it applies any op, so a Txn must not
+	// share a batch with one that writes what it compares (read-write
+	// conflict): it would not see that write.
+	reads      []string
+	readRanges []keyRange
+	barrier    bool // writes a key range: committed alone, in order
+	size       int  // estimated request bytes
+	state      pendingState
+	done       chan struct{}
+	res        Result
+	err        error
 }
 
 // batcher queues Txns and forms batches; batchWorkers send them.
@@ -132,8 +138,63 @@ func (b *batcher) newPending(t Txn) (*pending, error) {
 	p.collect(t.Else)
 	for _, c := range t.Compares {
 		p.size += len(c.KeyBytes()) + len(c.RangeEnd) + 16
+		if len(c.RangeEnd) == 0 {
+			p.reads = append(p.reads, string(c.KeyBytes()))
+		} else {
+			p.readRanges = append(p.readRanges, keyRange{start: string(c.KeyBytes()), end: string(c.RangeEnd)})
+		}
 	}
 	return p, nil
+}
+
+// keyRange is [start, end) in etcd's sense: end "\x00" means every key >= start.
+type keyRange struct{ start, end string }
+
+func (r keyRange) contains(k string) bool {
+	return k >= r.start && (r.end == "\x00" || k < r.end)
+}
+
+// batchReads is what the compares of a forming batch read.
+type batchReads struct {
+	keys   map[string]struct{}
+	ranges []keyRange
+}
+
+func (br *batchReads) add(p *pending) {
+	if len(p.reads) > 0 {
+		br.keys = addAll(br.keys, p.reads)
+	}
+	br.ranges = append(br.ranges, p.readRanges...)
+}
+
+// writesRead reports whether any of keys is read by the batch's compares.
+func (br *batchReads) writesRead(keys []string) bool {
+	if hitsAny(keys, br.keys) {
+		return true
+	}
+	for _, r := range br.ranges {
+		for _, k := range keys {
+			if r.contains(k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// readsWritten reports whether p's compares read a key the batch writes.
+func readsWritten(p *pending, written map[string]struct{}) bool {
+	if hitsAny(p.reads, written) {
+		return true
+	}
+	for _, r := range p.readRanges {
+		for k := range written {
+			if r.contains(k) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // collect adds the writes of ops (recursively) to p.
@@ -235,6 +296,7 @@ func (b *batcher) form() []*pending {
 	var (
 		batch         []*pending
 		inBatch, skip map[string]struct{}
+		reads         batchReads
 		size          int
 		rest          []*pending
 		i             int
@@ -254,13 +316,14 @@ func (b *batcher) form() []*pending {
 			}
 			break
 		}
-		if hitsAny(p.keys, inBatch, skip, b.inflightKeys) {
+		if hitsAny(p.keys, inBatch, skip, b.inflightKeys) || reads.writesRead(p.keys) || readsWritten(p, inBatch) {
 			skip = addAll(skip, p.keys)
 			rest = append(rest, p)
 			continue
 		}
 		batch = append(batch, p)
 		inBatch = addAll(inBatch, p.keys)
+		reads.add(p)
 		size += p.size
 	}
 	b.queue = append(rest, b.queue[i:]...)

@@ -390,6 +390,14 @@ func TestFormBatch(t *testing.T) {
 		b.barrier = true
 		return b
 	}
+	reader := func(name string, reads []string, ranges [][2]string, keys ...string) *pending {
+		r := p(name, keys...)
+		r.reads = reads
+		for _, rg := range ranges {
+			r.readRanges = append(r.readRanges, keyRange{start: rg[0], end: rg[1]})
+		}
+		return r
+	}
 	cancelledP := func(name string, keys ...string) *pending {
 		c := p(name, keys...)
 		c.state = cancelled
@@ -433,6 +441,23 @@ func TestFormBatch(t *testing.T) {
 			wantBatch: []string{"a"}, wantQueue: []string{"b", "c"}},
 		{name: "nothing while a barrier is in flight", queue: []*pending{p("a", "1")}, barrierIn: true,
 			wantQueue: []string{"a"}},
+		// etcd evaluates all compares of a batch before any write: a Txn
+		// must not share a batch with a write to what it compares.
+		{name: "compare of a key written earlier in the batch waits",
+			queue:     []*pending{p("a", "k1"), reader("b", []string{"k1"}, nil, "k2"), p("c", "k3")},
+			wantBatch: []string{"a", "c"}, wantQueue: []string{"b"}},
+		{name: "write of a key compared earlier in the batch waits",
+			queue:     []*pending{reader("a", []string{"k1"}, nil, "k2"), p("b", "k1"), p("c", "k3")},
+			wantBatch: []string{"a", "c"}, wantQueue: []string{"b"}},
+		{name: "write inside a compared prefix waits",
+			queue:     []*pending{reader("a", nil, [][2]string{{"pre/", "pre0"}}, "x"), p("b", "pre/s2"), p("c", "other")},
+			wantBatch: []string{"a", "c"}, wantQueue: []string{"b"}},
+		{name: "prefix compare over a key written earlier waits",
+			queue:     []*pending{p("a", "pre/s1"), reader("b", nil, [][2]string{{"pre/", "pre0"}}, "y")},
+			wantBatch: []string{"a"}, wantQueue: []string{"b"}},
+		{name: "shared reads do not conflict",
+			queue:     []*pending{reader("a", []string{"subnet"}, nil, "e1"), reader("b", []string{"subnet"}, nil, "e2")},
+			wantBatch: []string{"a", "b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBatcher(stdcmp.Or(tc.maxOps, 128), stdcmp.Or(tc.maxBytes, 1<<20))

@@ -71,7 +71,7 @@
 // both miss, comes back in about 0.2-0.3 ms; TestConnectivityMatrix logs
 // the first-packet round trips of every pair. The data plane benchmark
 // (sim/bench Datapath, 100 never-seen peers, request and reply both held)
-// measured p50 0.097-0.104 ms, p99 0.78-1.03 ms, max 0.95-4.3 ms over
+// measured p50 0.085-0.090 ms, p99 0.42-0.58 ms, max 0.60-0.70 ms over
 // three runs on a quiet machine, none lost.
 //
 // # What the driver owns
@@ -128,17 +128,17 @@
 //     goroutine.
 //
 // And from the data plane benchmark (sim/bench Datapath; three runs on a
-// quiet machine, load average 1.7-5):
+// quiet machine, load average 0.6-3.7):
 //
 //   - 200 endpoints attached one Set at a time, each Set with one endpoint
-//     more: 26-41 endpoints/s, p50 23.5-28.8 ms per Set, growing with the
-//     number of endpoints (the last Set 39.7-55.1 ms) because every Set
-//     re-reads every endpoint namespace; with EndpointResync = 1m: 179-220
-//     endpoints/s, p50 3.8-5.0 ms, p99 11.0-12.8 ms;
-//   - 200 endpoints in one Set: 422-508 ms (394-474 endpoints/s), 10 writes
+//     more: 39-46 endpoints/s, p50 21.4-26.2 ms per Set, growing with the
+//     number of endpoints (the last Set 43.7-44.5 ms) because every Set
+//     re-reads every endpoint namespace; with EndpointResync = 1m: 245-253
+//     endpoints/s, p50 3.3-3.5 ms, p99 8.1-10.6 ms;
+//   - 200 endpoints in one Set: 396-422 ms (474-504 endpoints/s), 10 writes
 //     each;
-//   - a restarted driver over 1,000 endpoints in 10 VPCs: New 5-8 ms + Set
-//     248-283 ms, no write, and a ping every 10 ms across the restart lost
+//   - a restarted driver over 1,000 endpoints in 10 VPCs: New 5-7 ms + Set
+//     207-237 ms, no write, and a ping every 10 ms across the restart lost
 //     nothing.
 //
 // Learn, Forget and Status take only a short lock, so a long Set (deleting
@@ -150,13 +150,15 @@
 // datapath`): one TCP stream from an endpoint on one test host to an
 // endpoint on the other, against the same sender and receiver over a plain
 // veth pair between two namespaces and over the bare underlay (host to
-// host), in interleaved rounds. What the driver does, and why:
+// host), in interleaved rounds; figures are medians of three runs on a
+// quiet machine (an earlier series of three agreed within 0.02). What the
+// driver does, and why:
 //
 //   - MTU from the underlay: every overlay link gets the underlay MTU minus
 //     VXLAN's 50 bytes, so nothing is fragmented and a jumbo underlay (9000,
 //     as data centres run) gives endpoints 8950. It is the largest gain
-//     measured: overlay/veth 0.706 -> 0.794 (median of three runs; overlay
-//     14.4 -> 16.3 Gbit/s) on the test net.
+//     measured: overlay/veth 0.723 -> 0.794 (overlay 13.25 -> 15.33
+//     Gbit/s) on the test net.
 //   - GSO end to end, no segmentation anywhere: the endpoint's TCP hands 64
 //     KB TSO packets to its veth (veths take TSO and every UDP-tunnel GSO
 //     type), the router forwards them whole, the VXLAN device encapsulates
@@ -175,21 +177,29 @@
 //   - The router namespace does not early-demux (ip_early_demux=0): it only
 //     forwards, and early demux would look a socket up for every packet
 //     before routing it. Config.Untuned leaves the kernel's default, for
-//     the benchmark's table; the gain is within noise (0.699 -> 0.706).
+//     the benchmark's table. Its gain is below what the benchmark can
+//     resolve here (0.711 -> 0.711; 0.699 -> 0.706 in the earlier series);
+//     it is kept because it costs nothing.
 //
-// Tried and not kept: strict rp_filter costs a FIB lookup per packet, but
-// turning it off bought nothing measurable (0.699) and would let endpoints
-// spoof addresses; veth GRO (NAPI mode) never applies to TCP from a local
-// socket (veth_skb_is_eligible_for_gro); RPS on the router's veth moves the
-// forwarding to another CPU only when the flow hash picks one, so single
-// streams got faster or slower by chance; BIG TCP (gso_ipv4_max_size above
-// 64 KB) cannot be carried by a UDP tunnel packet, so such packets are
-// segmented to the MTU in software on the way out.
+// Tried and not kept (the first in the benchmark's table, the others in a
+// shell replica of this layout): strict rp_filter costs a FIB lookup per
+// packet, but turning it off bought nothing measurable (0.689 against
+// 0.711) and would let endpoints spoof addresses; veth GRO (NAPI mode)
+// takes TCP packets only from a veth without TSO, or with an XDP program
+// (veth_skb_is_eligible_for_gro), so turning it on changed nothing
+// measurable and giving up TSO for it would cost far more; RPS on the router's veth moves the forwarding to
+// another CPU only when the flow hash picks one, so single streams got
+// faster or slower by chance (rounds from 0.50 to 0.99); BIG TCP
+// (gso_ipv4_max_size above 64 KB, which VXLAN accepts only when bound to
+// the underlay device) makes packets a UDP datagram cannot carry, so they
+// are segmented to the MTU in software before the wire (on the test net by
+// the bridge, on the sender's CPU).
 //
 // What limits it (the goal is 90% of the veth pair): with BBR, the
-// default congestion control here, one stream reaches overlay/veth 0.715
-// (underlay MTU 1500) and 0.787 (9000), and neither CPU is saturated
-// (20-28% idle, the busiest CPU 74-89% busy): BBR's pacing and window
+// default congestion control here, one stream reaches overlay/veth 0.723
+// (underlay MTU 1500) and 0.794 (9000), and neither CPU is saturated
+// (18-29% of CPU time idle, the busiest CPU 74-85% busy, in the runs
+// where nothing else ran): BBR's pacing and window
 // follow the path's delay, and every packet crosses more softirq queues
 // than on the veth pair (endpoint veth, underlay veth, bridge, veth, GRO
 // cell, endpoint veth, and two IP forwards each way). With reno (one run)
@@ -197,6 +207,7 @@
 // softirq 54% of all CPU time) and the ratio is worse, 0.43/0.48 (overlay
 // 21.7/30.2 against veth 48.7/62.7 Gbit/s), because the veth pair's one
 // hop is so cheap.
+//
 // Most of the overlay's cost is the tunnel itself, not the endpoint hops:
 // in a shell replica of this layout (iperf3, six interleaved rounds, MTU
 // 1500) router-to-router over VXLAN, with no endpoint veth and no
@@ -207,7 +218,9 @@
 // belongs to the ebpf driver, and it would bypass the router's rp_filter
 // and the netfilter hooks that policies will use. The test net's wire
 // costs too: joined directly by one veth pair instead of veth, bridge and
-// veth, the hosts reach 0.735.
+// veth, the hosts reach 0.727. The test bridge's br_netfilter hooks (on
+// once the module is loaded) cost too: turning them off took 0.683 to
+// 0.711, and the test net now does (internal/testnet).
 //
 // Not done yet: IPv6 overlay and underlay, security identity in the packet
 // (VXLAN GBP), policies and QoS.
