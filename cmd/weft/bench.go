@@ -45,18 +45,13 @@ stops takes to be declared Dead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Progress = cmd.ErrOrStderr()
-			rep, err := bench.Heartbeats(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.HeartbeatsReport, error) { return bench.Heartbeats(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.HeartbeatsReport) {
 					fmt.Fprintf(w, "heartbeats: sink %.0f/s, ingest %.0f/s, ratio %.2f (goal %.2f); %.2f µs CPU per heartbeat\n",
 						rep.SinkRate, rep.IngestRate, rep.IngestRatio, rep.GoalIngestRatio, rep.IngestCPUMicros)
 					fmt.Fprintf(w, "  nominal %d hosts: %.0f heartbeats/s on %.3f cores (goal <= %.2f)\n", rep.Hosts, rep.NominalRate, rep.Cores, rep.GoalCores)
 					fmt.Fprintf(w, "  dead host detected %.2f s after its last heartbeat (goal <= %.0f s)\n", rep.DeadDetectSecs, rep.GoalDeadDetectSecs)
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	f := cmd.Flags()
@@ -87,18 +82,13 @@ answered and the latency percentiles.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Progress = cmd.ErrOrStderr()
-			rep, err := bench.Lookup(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.LookupReport, error) { return bench.Lookup(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.LookupReport) {
 					fmt.Fprintf(w, "lookup: %.0f answered/s of %d/s target (%d sent, %d lost, batch %d, %d clients, %s)\n",
 						rep.Rate, rep.TargetRate, rep.Sent, rep.Lost, rep.Batch, rep.Clients, rep.ClientMode)
 					fmt.Fprintf(w, "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms (goal p99 <= %.1f ms at %d/s)\n",
 						rep.P50Ms, rep.P99Ms, rep.P999Ms, rep.MaxMs, rep.GoalP99Ms, rep.GoalRate)
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	f := cmd.Flags()
@@ -136,9 +126,8 @@ latency and the ratio to the etcd baseline measured in the same run.`,
 				return err
 			}
 			defer stop()
-			rep, err := bench.Churn(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.ChurnReport, error) { return bench.Churn(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.ChurnReport) {
 					fmt.Fprintf(w, "churn: %.0f endpoint ops/s (%d creates + %d deletes in %s, %d workers, %d errors)\n",
 						rep.OpsPerSec, rep.Creates, rep.Deletes, rep.Duration, rep.Concurrency, rep.Errors)
 					fmt.Fprintf(w, "  create p50 %.2f ms  p99 %.2f ms;  delete p50 %.2f ms  p99 %.2f ms\n",
@@ -147,11 +136,7 @@ latency and the ratio to the etcd baseline measured in the same run.`,
 						fmt.Fprintf(w, "  baseline: raw etcd %.0f puts/s in %d-op txns; ratio %.2f\n", rep.EtcdPutRate, rep.EtcdOpsInTxn, rep.Ratio)
 					}
 					fmt.Fprintf(w, "  goal: %.0f ops/s on %d CPUs\n", rep.GoalOpsSec, rep.CPUs)
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	f := cmd.Flags()
@@ -236,9 +221,8 @@ RSS and CPU.`,
 			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
-			rep, err := bench.Coldstart(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.ColdstartReport, error) { return bench.Coldstart(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.ColdstartReport) {
 					fmt.Fprintf(w, "coldstart: %d hosts, %d endpoints, %d VPCs, %d replicas, %d agent procs: %d/%d programmed in %.3f s (goal %.0f s)\n",
 						rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
 					fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
@@ -247,11 +231,7 @@ RSS and CPU.`,
 						b, _ := json.Marshal(c)
 						fmt.Fprintf(w, "  replica %s\n", b)
 					}
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
@@ -273,16 +253,11 @@ func newBenchProgramCmd() *cobra.Command {
 			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
-			rep, err := bench.Program(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.ProgramReport, error) { return bench.Program(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.ProgramReport) {
 					fmt.Fprintf(w, "program: %d hosts, %d writes, %d applied, %d lost: p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms); API p50 %.3f ms p99 %.3f ms; load %s\n",
 						rep.Hosts, rep.Writes, rep.Applied, rep.Lost, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms, rep.APIP50Ms, rep.APIP99Ms, rep.LoadAvg)
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
@@ -305,16 +280,11 @@ func newBenchMigrateCmd() *cobra.Command {
 			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
-			rep, err := bench.Migrate(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.MigrateReport, error) { return bench.Migrate(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.MigrateReport) {
 					fmt.Fprintf(w, "migrate: %d hosts, %d moves x %d interested (%d registered, %d unanswered, %d incomplete): p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms)\n",
 						rep.Hosts, rep.Moves, rep.Interested, rep.Registered, rep.Unanswered, rep.Incomplete, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms)
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
@@ -344,16 +314,11 @@ Needs root; removes every namespace it made.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Progress = cmd.ErrOrStderr()
-			rep, err := bench.Datapath(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) {
+			return report(cmd, output, func() (*bench.DatapathReport, error) { return bench.Datapath(cmd.Context(), cfg) },
+				func(w io.Writer, rep *bench.DatapathReport) {
 					b, _ := json.MarshalIndent(rep, "", "  ")
 					fmt.Fprintf(w, "%s\n", b)
-				}); werr != nil {
-					return werr
-				}
-			}
-			return err
+				})
 		},
 	}
 	f := cmd.Flags()
@@ -361,4 +326,16 @@ Needs root; removes every namespace it made.`,
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
 	f.StringVarP(&output, "output", "o", "table", "report format: table (indented JSON) or json")
 	return cmd
+}
+
+// report runs a benchmark and prints its report (also when it failed
+// part-way and returned one) as JSON or as text.
+func report[R any](cmd *cobra.Command, output string, run func() (*R, error), text func(io.Writer, *R)) error {
+	rep, err := run()
+	if rep != nil {
+		if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) { text(w, rep) }); werr != nil {
+			return werr
+		}
+	}
+	return err
 }
