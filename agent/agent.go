@@ -56,7 +56,7 @@ type Agent struct {
 	learnWake     chan struct{}
 
 	udp    *net.UDPConn
-	udpDst netip.AddrPort
+	udpDst atomic.Pointer[netip.AddrPort] // the controller's UDP address
 
 	lifeMu     sync.Mutex
 	started    bool
@@ -141,9 +141,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("agent: resolve controller UDP address %q: %w", a.cfg.UDPAddr, err)
 	}
-	a.udpDst = dst.AddrPort()
+	dstAP := dst.AddrPort()
+	a.setUDPTarget(dstAP)
 	network := "udp4"
-	if a.udpDst.Addr().Is6() && !a.udpDst.Addr().Is4In6() {
+	if dstAP.Addr().Is6() && !dstAP.Addr().Is4In6() {
 		network = "udp6"
 	}
 	var laddr *net.UDPAddr
@@ -177,7 +178,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Reporter != nil {
 		a.wg.Go(func() { a.reportLoop(runCtx) })
 	}
-	a.log.Info("agent started", "controllers", a.cfg.StreamAddrs, "udp", a.udpDst.String(), "local_udp", a.udp.LocalAddr().String(),
+	a.log.Info("agent started", "controllers", a.cfg.StreamAddrs, "udp", a.udpTarget().String(), "local_udp", a.udp.LocalAddr().String(),
 		"view_version", a.version.Load())
 	return nil
 }
@@ -306,3 +307,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// udpTarget returns where heartbeats and lookups go.
+func (a *Agent) udpTarget() netip.AddrPort { return *a.udpDst.Load() }
+
+// setUDPTarget changes where heartbeats and lookups go.
+func (a *Agent) setUDPTarget(ap netip.AddrPort) { a.udpDst.Store(&ap) }

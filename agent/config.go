@@ -44,6 +44,11 @@ type Config struct {
 	// UDPAddr is the controller's UDP address (host:port) for heartbeats
 	// and lookups.
 	UDPAddr string
+	// UDPFollowsStream sends heartbeats and lookups to the replica the
+	// config stream is connected to (same host:port; a controller serves
+	// both there) once connected, instead of UDPAddr, which is then used
+	// only until the first connection.
+	UDPFollowsStream bool
 	// UDPListen is the local UDP address to bind (default: any address,
 	// an ephemeral port). The controller answers lookups and sends
 	// invalidations to the address heartbeats come from.

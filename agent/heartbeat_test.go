@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -165,4 +167,33 @@ func TestReporterFailedSet(t *testing.T) {
 	if diff := cmp.Diff(want, reps[0]); diff != "" {
 		t.Errorf("report (-want +got):\n%s", diff)
 	}
+}
+
+// TestUDPFollowsStream: with UDPFollowsStream, heartbeats go to the UDP
+// port of the replica whose config stream the agent is connected to, not
+// to the configured UDPAddr.
+func TestUDPFollowsStream(t *testing.T) {
+	var onStreamPort *fakeUDP
+	h := newHarness(t, func(c *Config) {
+		c.HeartbeatInterval = 5 * time.Millisecond
+		c.UDPFollowsStream = true
+		_, port, err := net.SplitHostPort(c.StreamAddrs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(port)
+		onStreamPort = newFakeUDPOn(t, testKey(t.Name()), testHostID, n)
+	})
+	h.connect(t)
+	d := next(t, onStreamPort.heartbeats, "heartbeat on the stream's port")
+	if d.hdr.HostID != testHostID {
+		t.Fatalf("heartbeat from host ID %d, want %d", d.hdr.HostID, testHostID)
+	}
+	// Once connected, nothing more goes to the configured address.
+	for len(h.udp.heartbeats) > 0 {
+		<-h.udp.heartbeats
+	}
+	next(t, onStreamPort.heartbeats, "second heartbeat on the stream's port")
+	next(t, onStreamPort.heartbeats, "third heartbeat on the stream's port")
+	none(t, h.udp.heartbeats, "heartbeat to the configured UDPAddr after connecting")
 }

@@ -120,7 +120,7 @@ func (a *Agent) flushLookups(buf []byte, now time.Time) []byte {
 			continue
 		}
 		buf = pkt
-		if _, err := a.udp.WriteToUDPAddrPort(pkt, a.udpDst); err != nil {
+		if _, err := a.udp.WriteToUDPAddrPort(pkt, a.udpTarget()); err != nil {
 			a.log.Debug("send lookup request", "err", err)
 			continue
 		}

@@ -224,7 +224,13 @@ type fakeUDP struct {
 
 func newFakeUDP(t *testing.T, raw []byte, hostID uint32) *fakeUDP {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return newFakeUDPOn(t, raw, hostID, 0)
+}
+
+// newFakeUDPOn is newFakeUDP on a given port of 127.0.0.1 (0: any).
+func newFakeUDPOn(t *testing.T, raw []byte, hostID uint32, port int) *fakeUDP {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,14 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 	if w.Error != "" {
 		return false, fmt.Errorf("config stream %s: %w: %s", addr, ErrRefused, w.Error)
 	}
+	if a.cfg.UDPFollowsStream {
+		// The replica serves UDP on the stream's host:port: heartbeats and
+		// lookups go where the view comes from, also after a failover.
+		// Set before welcome() hands out the host ID that heartbeats wait for.
+		if ua, err := net.ResolveUDPAddr("udp", addr); err == nil {
+			a.setUDPTarget(ua.AddrPort())
+		}
+	}
 	a.welcome(w, addr)
 	a.counters.connects.Add(1)
 	a.connected.Store(true)

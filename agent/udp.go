@@ -105,7 +105,7 @@ func (a *Agent) sendHeartbeat(buf []byte, hb *wire.Heartbeat) []byte {
 		a.log.Error("seal heartbeat", "err", err)
 		return buf
 	}
-	if _, err := a.udp.WriteToUDPAddrPort(pkt, a.udpDst); err != nil {
+	if _, err := a.udp.WriteToUDPAddrPort(pkt, a.udpTarget()); err != nil {
 		a.log.Debug("send heartbeat", "err", err)
 		return pkt
 	}

@@ -178,8 +178,10 @@ func (o *agentOptions) config() (agent.Config, error) {
 	}
 	cfg.UDPAddr = o.udp
 	if cfg.UDPAddr == "" {
-		// The controller serves UDP on the same host:port as the stream.
+		// The controller serves UDP on the same host:port as the stream:
+		// follow whichever replica the stream is connected to.
 		cfg.UDPAddr = cfg.StreamAddrs[0]
+		cfg.UDPFollowsStream = true
 	} else if _, _, err := net.SplitHostPort(cfg.UDPAddr); err != nil {
 		return cfg, usageErrorf("--udp %q: want host:port: %v", cfg.UDPAddr, err)
 	}
