@@ -12,6 +12,7 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/view"
 	"github.com/weftnet/weft/wire"
 )
@@ -51,36 +52,8 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emb.Close() })
-	cli, err := emb.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	scfg := store.Config{Client: cli}
-	if o.store != nil {
-		o.store(&scfg)
-	}
-	st, err := store.New(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg, err := registry.New(registry.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close() })
+	etcd := etcdtest.Start(t, etcdtest.Options{Store: o.store})
+	st, reg := etcd.Store, etcd.Registry
 	e := &env{t: t, st: st, reg: reg, recomputes: map[string]int{}}
 	if o.beforeStart != nil {
 		o.beforeStart(e)

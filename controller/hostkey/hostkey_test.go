@@ -10,8 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
-	"github.com/weftnet/weft/controller/registry"
-	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/etcdtest"
 )
 
 func TestMain(m *testing.M) {
@@ -50,16 +49,8 @@ func TestDerive(t *testing.T) {
 func TestSecretAndKeyring(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
-	cli, err := emb.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	env := etcdtest.Start(t)
+	cli, st, reg := env.Client, env.Store, env.Registry
 	s1, err := LoadOrCreateSecret(ctx, cli, "/weft/secrets/cluster")
 	if err != nil {
 		t.Fatal(err)
@@ -68,22 +59,6 @@ func TestSecretAndKeyring(t *testing.T) {
 	if err != nil || !bytes.Equal(s1, s2) {
 		t.Fatalf("second load gave another secret (%v)", err)
 	}
-	st, err := store.New(store.Config{Client: cli})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	reg, err := registry.New(registry.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
 	kr := NewKeyring(s1, st, nil)
 	if err := kr.Start(ctx); err != nil {
 		t.Fatal(err)

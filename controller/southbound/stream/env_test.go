@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/controller/compile"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -66,32 +67,8 @@ func newSenv(t *testing.T, o senvOpts) *senv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emb.Close() })
-	cli, err := emb.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	st, err := store.New(store.Config{Client: cli})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg, err := registry.New(registry.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close() })
+	etcd := etcdtest.Start(t)
+	st, reg := etcd.Store, etcd.Registry
 	c, err := compile.New(compile.Config{Store: st})
 	if err != nil {
 		t.Fatal(err)

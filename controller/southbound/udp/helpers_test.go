@@ -16,6 +16,7 @@ import (
 	"github.com/weftnet/weft/controller/liveness"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -202,35 +203,8 @@ func fakeTable(t *testing.T, now *int64) *liveness.Table {
 
 func newRegistry(t *testing.T) (*registry.Registry, *store.Store) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emb.Close() })
-	cli, err := emb.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	st, err := store.New(store.Config{Client: cli})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	r, err := registry.New(registry.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r, st
+	env := etcdtest.Start(t)
+	return env.Registry, env.Store
 }
 
 func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
