@@ -10,8 +10,12 @@ import (
 	"time"
 )
 
-// connReadBuffer is the size of a Conn's read buffer.
-const connReadBuffer = 64 << 10
+// connReadBuffer is the size of a Conn's read buffer. A controller holds one
+// Conn per agent, so this is paid 100,000 times: 8 KiB holds an Ack, a Hello
+// or a small delta in one read, and larger frames are read through it.
+// (64 KiB cost ~66 KiB of heap per connection in the stream comparison
+// benchmark, sim/bench/streamcmp.go.)
+const connReadBuffer = 8 << 10
 
 // Conn carries config stream messages over a stream connection. One
 // goroutine may read while others write: reads are serialized by one lock,

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +49,14 @@ type StreamCompareConfig struct {
 	DialConcurrency int
 	// Timeout bounds each transport's run (default 5m).
 	Timeout time.Duration
+	// AgentsInChild runs the agents in a child process (AgentCommand), so
+	// that the memory, goroutine and CPU figures are the server's alone and
+	// N may go up to ~19,000 (one fd per connection in each process).
+	AgentsInChild bool
+	// AgentCommand builds the child's command; it must run
+	// StreamCompareAgents with the spec it is given (as JSON) and exit when
+	// its stdin closes. Required with AgentsInChild.
+	AgentCommand func(ctx context.Context, spec []byte) *exec.Cmd
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -66,6 +76,9 @@ type StreamCompareReport struct {
 type StreamResult struct {
 	Transport string
 	N, K      int
+	// AgentsInChild: the agents ran in a child process, so memory,
+	// goroutines and CPU are the server side's alone.
+	AgentsInChild bool
 	// OpenTime is the time to open all N connections (for lean: TCP dial
 	// + Hello/Welcome; for grpc: NewClient + NewStream + Hello/Welcome).
 	OpenTime time.Duration
@@ -82,8 +95,10 @@ type StreamResult struct {
 	// Totals behind the per-connection figures, bytes.
 	HeapIdle, RSSIdle, HeapActive, RSSActive int64
 	// GoroutinesPerConn is (goroutines when all are open - baseline) / N,
-	// both ends.
-	GoroutinesPerConn float64
+	// both ends; ServerGoroutinesPerConn and ClientGoroutinesPerConn split
+	// it by pprof label (goroutines inherit the label of their creator).
+	GoroutinesPerConn                                float64
+	ServerGoroutinesPerConn, ClientGoroutinesPerConn float64
 	// CPU (user + system, this process, both ends) per delivered and acked
 	// delta, snapshot included, and for the whole delivery phase.
 	CPUPerDelta time.Duration
@@ -99,8 +114,12 @@ type StreamResult struct {
 // String formats the report as a table.
 func (r *StreamCompareReport) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "stream compare: N=%d agents, K=%d small deltas each, snapshot %d B, delta %d B (JSON bodies); both ends in one process\n",
-		r.N, r.K, r.SnapshotBytes, r.DeltaBytes)
+	where := "agents in this process: memory, goroutines, CPU = server + clients"
+	if len(r.Results) > 0 && r.Results[0].AgentsInChild {
+		where = "agents in a child process: memory, goroutines, CPU = server side only"
+	}
+	fmt.Fprintf(&b, "stream compare: N=%d agents, K=%d small deltas each, snapshot %d B, delta %d B (JSON bodies); %s\n",
+		r.N, r.K, r.SnapshotBytes, r.DeltaBytes, where)
 	fmt.Fprintf(&b, "%-5s %9s %9s %9s %10s %10s %10s %10s %7s %9s %9s %9s %9s %9s %9s\n",
 		"tr", "open", "snapAll", "deltas", "heap/c", "rss/c", "heap/c*", "rss/c*", "gor/c", "cpu/dlt", "cpuOpen", "rttP50", "rttP99", "snapP50", "snapP99")
 	for _, s := range r.Results {
@@ -111,7 +130,10 @@ func (r *StreamCompareReport) String() string {
 			s.RTTP50.Round(10*time.Microsecond), s.RTTP99.Round(10*time.Microsecond),
 			s.SnapshotRTTP50.Round(10*time.Microsecond), s.SnapshotRTTP99.Round(10*time.Microsecond))
 	}
-	b.WriteString("(heap/c, rss/c: idle after open; * after the deltas; per connection = both ends)\n")
+	b.WriteString("(heap/c, rss/c: idle after open; * after the deltas; per connection)\n")
+	for _, s := range r.Results {
+		fmt.Fprintf(&b, "%s goroutines per connection: server %.2f, client %.2f\n", s.Transport, s.ServerGoroutinesPerConn, s.ClientGoroutinesPerConn)
+	}
 	for _, s := range r.Results {
 		fmt.Fprintf(&b, "%s totals: heap idle %.1f MiB, rss idle %.1f MiB, heap active %.1f MiB, rss active %.1f MiB, cpu delivery %s\n",
 			s.Transport, mib(s.HeapIdle), mib(s.RSSIdle), mib(s.HeapActive), mib(s.RSSActive), rd(s.CPUTotal))
@@ -206,6 +228,8 @@ type scTransport interface {
 	dial(ctx context.Context, id int) (scClientStream, error)
 	// stop stops the server and waits for its goroutines.
 	stop()
+	// addr is the server's address.
+	addr() string
 }
 
 type scServerStream interface {
@@ -219,8 +243,8 @@ type scClientStream interface {
 	close() error
 }
 
-// scSession is the server's state for one agent: the run's shared
-// schedule, one slot per delta round.
+// scState is the run's shared state: the sessions, the round
+// schedule (one slot per delta round) and the round trips.
 type scState struct {
 	n, k    int
 	snap    *wire.Delta
@@ -291,7 +315,7 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
 	defer cancel()
 	log := cfg.Logger.With("transport", name)
-	res := &StreamResult{Transport: name, N: cfg.N, K: cfg.K}
+	res := &StreamResult{Transport: name, N: cfg.N, K: cfg.K, AgentsInChild: cfg.AgentsInChild}
 	st := &scState{n: cfg.N, k: cfg.K, snap: snap, deltas: deltas,
 		rounds: make([]chan struct{}, cfg.K+1), acked: make([]atomic.Int64, cfg.K+1),
 		done: make([]chan struct{}, cfg.K+1), rtt: make([]time.Duration, cfg.N*(cfg.K+1))}
@@ -309,10 +333,14 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	// Sessions run until runCtx ends; cancel it before stopping.
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	if err := t.start(func(sctx context.Context, s scServerStream) error {
-		return st.serve(scMerge(sctx, runCtx), s)
-	}); err != nil {
-		return nil, fmt.Errorf("start server: %w", err)
+	var startErr error
+	pprof.Do(ctx, pprof.Labels(scLabel, "server"), func(context.Context) {
+		startErr = t.start(func(sctx context.Context, s scServerStream) error {
+			return st.serve(scMerge(sctx, runCtx), s)
+		})
+	})
+	if startErr != nil {
+		return nil, fmt.Errorf("start server: %w", startErr)
 	}
 	var agents sync.WaitGroup
 	clients := make([]scClientStream, cfg.N)
@@ -361,38 +389,57 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	// Open.
 	cpu0 := scCPU()
 	t0 := time.Now()
-	{
-		sem := make(chan struct{}, cfg.DialConcurrency)
-		var wg sync.WaitGroup
-		var firstErr error
-		var mu sync.Mutex
-		for i := range cfg.N {
-			sem <- struct{}{}
-			mu.Lock()
-			stop := firstErr != nil
-			mu.Unlock()
-			if stop {
-				<-sem
-				break
-			}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				c, err := t.dial(ctx, i)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("dial agent %d: %w", i, err)
-					}
-					mu.Unlock()
-					return
-				}
-				clients[i] = c
-				dialed.Add(1)
-			})
+	if cfg.AgentsInChild {
+		if cfg.AgentCommand == nil {
+			return nil, errors.New("AgentsInChild without AgentCommand")
 		}
-		wg.Wait()
-		if firstErr != nil {
-			return nil, firstErr
+		spec, err := json.Marshal(scAgentSpec{Transport: name, Addr: t.addr(), N: cfg.N, DialConcurrency: cfg.DialConcurrency})
+		if err != nil {
+			return nil, fmt.Errorf("encode agent spec: %w", err)
+		}
+		cmd := cfg.AgentCommand(ctx, spec)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, fmt.Errorf("agent child stdin: %w", err)
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start agent child: %w", err)
+		}
+		childDone := make(chan error, 1)
+		go func() { childDone <- cmd.Wait() }()
+		defer func() {
+			stdin.Close()
+			var err error
+			select {
+			case err = <-childDone:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill() //nolint:errcheck // best effort; Wait reports
+				err = <-childDone
+			}
+			if err != nil {
+				log.Warn("agent child", "err", err)
+			}
+		}()
+		// The server registers a session once it read the Hello and sent
+		// the Welcome.
+		for st.opened.Load() < int64(cfg.N) {
+			select {
+			case err := <-childDone:
+				childDone <- err
+				return nil, fmt.Errorf("agent child exited early with %d of %d open: %v", st.opened.Load(), cfg.N, err)
+			case <-ctx.Done():
+				return nil, fmt.Errorf("open: %d of %d: %w", st.opened.Load(), cfg.N, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+		}
+		dialed.Store(st.opened.Load())
+	} else {
+		var openErr error
+		pprof.Do(ctx, pprof.Labels(scLabel, "client"), func(context.Context) {
+			openErr = scDialAll(ctx, t, clients, cfg.DialConcurrency, &dialed)
+		})
+		if openErr != nil {
+			return nil, openErr
 		}
 	}
 	// Every client got its Welcome, so its session is registered.
@@ -401,12 +448,22 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	if o := st.opened.Load(); o != int64(cfg.N) {
 		return nil, fmt.Errorf("%d sessions opened, want %d", o, cfg.N)
 	}
-	for _, c := range clients {
-		agents.Go(func() { scAgent(runCtx, c) })
+	if !cfg.AgentsInChild {
+		pprof.Do(ctx, pprof.Labels(scLabel, "client"), func(context.Context) {
+			for _, c := range clients {
+				agents.Go(func() { scAgent(runCtx, c) })
+			}
+		})
 	}
 	// Let the agent goroutines block in their reads before measuring.
 	time.Sleep(200 * time.Millisecond)
 	res.GoroutinesPerConn = float64(runtime.NumGoroutine()-gor0) / float64(cfg.N)
+	srvG, cliG, err := scGoroutinesBySide()
+	if err != nil {
+		return nil, err
+	}
+	res.ServerGoroutinesPerConn = float64(srvG) / float64(cfg.N)
+	res.ClientGoroutinesPerConn = float64(cliG) / float64(cfg.N)
 	heap1, rss1, err := scMem()
 	if err != nil {
 		return nil, err
@@ -461,6 +518,121 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	return res, nil
 }
 
+// scDialAll opens len(clients) agent streams, conc at a time.
+func scDialAll(ctx context.Context, t scTransport, clients []scClientStream, conc int, dialed *atomic.Int64) error {
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	var firstErr error
+	var mu sync.Mutex
+	for i := range clients {
+		sem <- struct{}{}
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop {
+			<-sem
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c, err := t.dial(ctx, i)
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("dial agent %d: %w", i, err)
+				}
+				mu.Unlock()
+				return
+			}
+			clients[i] = c
+			dialed.Add(1)
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// scAgentSpec tells an agent child what to open.
+type scAgentSpec struct {
+	Transport       string `json:"transport"`
+	Addr            string `json:"addr"`
+	N               int    `json:"n"`
+	DialConcurrency int    `json:"dialConcurrency"`
+}
+
+// StreamCompareAgents is the agent child of StreamCompare (see
+// StreamCompareConfig.AgentCommand): it opens the agents spec describes,
+// acks every delta, and returns when stop is closed or ctx is done.
+func StreamCompareAgents(ctx context.Context, spec []byte, stop <-chan struct{}) error {
+	var sp scAgentSpec
+	if err := json.Unmarshal(spec, &sp); err != nil {
+		return fmt.Errorf("stream compare agents: decode spec: %w", err)
+	}
+	var t scTransport
+	switch sp.Transport {
+	case TransportLean:
+		t = &scLean{addrStr: sp.Addr}
+	case TransportGRPC:
+		t = &scGRPC{addrStr: sp.Addr}
+	default:
+		return fmt.Errorf("stream compare agents: unknown transport %q", sp.Transport)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	clients := make([]scClientStream, sp.N)
+	var dialed atomic.Int64
+	var agents sync.WaitGroup
+	defer func() {
+		cancel()
+		for _, c := range clients {
+			if c != nil {
+				c.close()
+			}
+		}
+		agents.Wait()
+	}()
+	if err := scDialAll(ctx, t, clients, max(sp.DialConcurrency, 1), &dialed); err != nil {
+		return fmt.Errorf("stream compare agents: %w", err)
+	}
+	for _, c := range clients {
+		agents.Go(func() { scAgent(ctx, c) })
+	}
+	select {
+	case <-stop:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// scLabel is the pprof label key that tells the server's goroutines from
+// the clients'.
+const scLabel = "weft_streamcmp"
+
+// scGoroutinesBySide counts the goroutines labelled server and client.
+func scGoroutinesBySide() (server, client int, err error) {
+	var b bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		return 0, 0, fmt.Errorf("goroutine profile: %w", err)
+	}
+	n := 0
+	for line := range strings.Lines(b.String()) {
+		line = strings.TrimSpace(line)
+		if c, _, ok := strings.Cut(line, " @ "); ok {
+			n, _ = strconv.Atoi(c)
+			continue
+		}
+		if strings.HasPrefix(line, "# labels:") {
+			switch {
+			case strings.Contains(line, `"`+scLabel+`":"server"`):
+				server += n
+			case strings.Contains(line, `"`+scLabel+`":"client"`):
+				client += n
+			}
+		}
+	}
+	return server, client, nil
+}
+
 // scMerge returns a context done when either a or b is.
 func scMerge(a, b context.Context) context.Context {
 	ctx, cancel := context.WithCancel(a)
@@ -512,12 +684,13 @@ func scCPU() time.Duration {
 // ---- lean: wire.Conn over TCP ----
 
 type scLean struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[*wire.Conn]struct{}
-	wg    sync.WaitGroup
-	ctx   context.Context
-	stopF context.CancelFunc
+	addrStr string
+	ln      net.Listener
+	mu      sync.Mutex
+	conns   map[*wire.Conn]struct{}
+	wg      sync.WaitGroup
+	ctx     context.Context
+	stopF   context.CancelFunc
 }
 
 func (l *scLean) start(serve func(ctx context.Context, s scServerStream) error) error {
@@ -526,6 +699,7 @@ func (l *scLean) start(serve func(ctx context.Context, s scServerStream) error) 
 		return fmt.Errorf("listen: %w", err)
 	}
 	l.ln = ln
+	l.addrStr = ln.Addr().String()
 	l.conns = make(map[*wire.Conn]struct{})
 	l.ctx, l.stopF = context.WithCancel(context.Background())
 	l.wg.Go(func() {
@@ -570,7 +744,7 @@ func (l *scLean) start(serve func(ctx context.Context, s scServerStream) error) 
 
 func (l *scLean) dial(ctx context.Context, id int) (scClientStream, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", l.ln.Addr().String())
+	nc, err := d.DialContext(ctx, "tcp", l.addrStr)
 	if err != nil {
 		return nil, err
 	}
@@ -590,6 +764,8 @@ func (l *scLean) dial(ctx context.Context, id int) (scClientStream, error) {
 	}
 	return scLeanStream{c}, nil
 }
+
+func (l *scLean) addr() string { return l.addrStr }
 
 func (l *scLean) stop() {
 	if l.ln == nil {
@@ -684,9 +860,10 @@ var scServiceDesc = grpc.ServiceDesc{
 }
 
 type scGRPC struct {
-	ln  net.Listener
-	srv *grpc.Server
-	wg  sync.WaitGroup
+	addrStr string
+	ln      net.Listener
+	srv     *grpc.Server
+	wg      sync.WaitGroup
 }
 
 func (g *scGRPC) start(serve func(ctx context.Context, s scServerStream) error) error {
@@ -695,6 +872,7 @@ func (g *scGRPC) start(serve func(ctx context.Context, s scServerStream) error) 
 		return fmt.Errorf("listen: %w", err)
 	}
 	g.ln = ln
+	g.addrStr = ln.Addr().String()
 	g.srv = grpc.NewServer(grpc.ForceServerCodec(scJSONCodec{}), grpc.WaitForHandlers(true))
 	g.srv.RegisterService(&scServiceDesc, &scGRPCService{serve: serve})
 	g.wg.Go(func() { g.srv.Serve(ln) }) //nolint:errcheck // ends with Stop
@@ -702,7 +880,7 @@ func (g *scGRPC) start(serve func(ctx context.Context, s scServerStream) error) 
 }
 
 func (g *scGRPC) dial(ctx context.Context, id int) (scClientStream, error) {
-	cc, err := grpc.NewClient("passthrough:///"+g.ln.Addr().String(),
+	cc, err := grpc.NewClient("passthrough:///"+g.addrStr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(scJSONCodec{})))
 	if err != nil {
@@ -727,6 +905,8 @@ func (g *scGRPC) dial(ctx context.Context, id int) (scClientStream, error) {
 	}
 	return c, nil
 }
+
+func (g *scGRPC) addr() string { return g.addrStr }
 
 func (g *scGRPC) stop() {
 	if g.srv == nil {
