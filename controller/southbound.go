@@ -129,12 +129,16 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.table.Start(ctx); err != nil {
 		return nil, err
 	}
-	// Every known host is expected to heartbeat: one that died while no
-	// controller ran is then reported Dead instead of staying as it was.
-	now := sb.table.Now()
-	for _, o := range cfg.Store.List(apiv1.KindHost, "") {
-		if id := o.(*apiv1.Host).Status.HostID; id != 0 {
-			sb.table.Track(id, now)
+	// A lone replica expects every known host to heartbeat to it: one that
+	// died while no controller ran is then reported Dead instead of staying
+	// as it was. With several replicas each host heartbeats to one of them,
+	// so a replica tracks only the hosts it hears from.
+	if m := sb.members.Members(); len(m) == 1 && m[0] == advertise {
+		now := sb.table.Now()
+		for _, o := range cfg.Store.List(apiv1.KindHost, "") {
+			if id := o.(*apiv1.Host).Status.HostID; id != 0 {
+				sb.table.Track(id, now)
+			}
 		}
 	}
 	sb.locator, err = udp.NewLocator(udp.LocatorConfig{Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer})
