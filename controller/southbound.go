@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -161,16 +160,6 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		return nil, fmt.Errorf("udp on port %s: %w", port, err)
 	}
 	return sb, nil
-}
-
-// UDPPort returns the UDP port of the southbound (the same number as the TCP port).
-func (sb *southbound) UDPPort() int {
-	if sb.udp == nil {
-		return 0
-	}
-	_, p, _ := net.SplitHostPort(sb.udp.LocalAddr().String())
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 // Close stops everything in reverse order; idempotent.

@@ -174,35 +174,15 @@ func decodeAll(t *testing.T, rs []wire.Resource) map[wire.ResourceKey]any {
 
 // ---- objects ----
 
-func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
-
-func tenant(name string) *apiv1.Tenant {
-	return &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: name}}
-}
-
-func host(name, ip string) *apiv1.Host {
-	return &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: name}, Spec: apiv1.HostSpec{UnderlayIP: ip}}
-}
-
-func vpc(t, name string, cidrs ...string) *apiv1.VPC {
-	return &apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t}, Spec: apiv1.VPCSpec{CIDRs: cidrs}}
-}
-
-func subnet(t, name, vpc, cidr string) *apiv1.Subnet {
-	return &apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t}, Spec: apiv1.SubnetSpec{VPC: vpc, CIDR: cidr}}
-}
-
-func endpoint(t, name, sn, h string, labels ...string) *apiv1.Endpoint {
-	ep := &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},
-		Spec: apiv1.EndpointSpec{Subnet: sn, Host: h}}
-	for i := 0; i+1 < len(labels); i += 2 {
-		if ep.Metadata.Labels == nil {
-			ep.Metadata.Labels = map[string]string{}
-		}
-		ep.Metadata.Labels[labels[i]] = labels[i+1]
-	}
-	return ep
-}
+// Object builders shared with the other controller packages' tests.
+var (
+	tm       = etcdtest.TypeMeta
+	tenant   = etcdtest.Tenant
+	host     = etcdtest.Host
+	vpc      = etcdtest.VPC
+	subnet   = etcdtest.Subnet
+	endpoint = etcdtest.Endpoint
+)
 
 func policy(t, name string, match map[string]string) *apiv1.SecurityPolicy {
 	return &apiv1.SecurityPolicy{TypeMeta: tm(apiv1.KindSecurityPolicy), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},

@@ -339,10 +339,10 @@ func (r *Registry) run(ctx context.Context, plan func() (*attempt, error)) (*att
 			return nil, 0, storeError(err)
 		}
 		if res.Succeeded {
-			if err := r.st.WaitForRevision(ctx, res.Revision); err != nil {
-				// Committed and durable; only the read-your-writes wait failed.
-				return a, res.Revision, nil
-			}
+			// Committed and durable. Wait until the cache shows it, so the
+			// caller reads its own write; if that wait fails (ctx ended) the
+			// write still stands, so it is reported as done.
+			_ = r.st.WaitForRevision(ctx, res.Revision)
 			return a, res.Revision, nil
 		}
 		if a.undo != nil {
@@ -630,10 +630,6 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		switch n := next.(type) {
 		case *apiv1.Endpoint:
 			r.planEndpointUpdate(a, oldObj.(*apiv1.Endpoint), n)
-		case *apiv1.VPC:
-			if err := r.checkVPCShrink(n); err != nil {
-				return nil, err
-			}
 		}
 		val, err := encode(next)
 		if err != nil {
@@ -718,38 +714,6 @@ func (r *Registry) planEndpointUpdate(a *attempt, old, next *apiv1.Endpoint) {
 	if next.Spec.MAC != "" {
 		next.Status.MAC = next.Spec.MAC
 	}
-}
-
-// checkVPCShrink refuses a CIDR change that would leave a subnet outside the VPC.
-func (r *Registry) checkVPCShrink(v *apiv1.VPC) error {
-	var prefixes []netip.Prefix
-	for _, c := range v.Spec.CIDRs {
-		if p, err := netip.ParsePrefix(c); err == nil {
-			prefixes = append(prefixes, p)
-		}
-	}
-	var causes []apiv1.FieldError
-	for _, o := range r.subnetsOf(v.Metadata.Tenant, v.Metadata.Name) {
-		sn := o.(*apiv1.Subnet)
-		sp, err := netip.ParsePrefix(sn.Spec.CIDR)
-		if err != nil {
-			continue
-		}
-		inside := false
-		for _, p := range prefixes {
-			if p.Bits() <= sp.Bits() && p.Contains(sp.Addr()) {
-				inside = true
-				break
-			}
-		}
-		if !inside {
-			causes = append(causes, apiv1.FieldError{Field: "spec.cidrs", Message: fmt.Sprintf("subnet %q (%s) would no longer be inside the VPC", sn.Metadata.Name, sn.Spec.CIDR)})
-		}
-	}
-	if len(causes) > 0 {
-		return apiv1.NewInvalid(apiv1.RefOf(v), causes)
-	}
-	return nil
 }
 
 // Delete removes an object unless others still refer to it.
