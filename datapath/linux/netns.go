@@ -4,60 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/netnsfile"
 )
 
-// createNamedNS makes a network namespace pinned at dir/name (like
-// `ip netns add`). The namespace starts with a down loopback only.
+// createNamedNS makes a network namespace pinned at dir/name.
 func createNamedNS(dir, name string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create netns %s: %w", name, err)
-	}
-	path := filepath.Join(dir, name)
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return fmt.Errorf("create netns %s: %w", name, err)
-	}
-	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread leaves the process's namespace and is never unlocked:
-		// the runtime destroys it when this goroutine returns.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
-			return
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		os.Remove(path)
-		return fmt.Errorf("create netns %s: %w", name, err)
-	}
-	return nil
+	_, err := netnsfile.Create(dir, name)
+	return err
 }
 
 // deleteNamedNS unpins dir/name; a missing one is not an error.
-func deleteNamedNS(dir, name string) error {
-	path := filepath.Join(dir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete netns %s: unmount: %w", name, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete netns %s: %w", name, err)
-	}
-	return nil
-}
+func deleteNamedNS(dir, name string) error { return netnsfile.Delete(dir, name) }
 
 // inNS runs fn on a thread that has entered the namespace ns, then moves the
 // thread back (or lets the runtime destroy it if that fails).

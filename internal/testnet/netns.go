@@ -4,64 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/netnsfile"
 )
 
 // DefaultDir is where named network namespaces live (as with `ip netns`).
 const DefaultDir = "/var/run/netns"
 
-// CreateNamed makes a new network namespace and pins it at dir/name. The
-// namespace starts with only a down loopback.
-func CreateNamed(dir, name string) (path string, err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create netns %s: %w", name, err)
-	}
-	path = filepath.Join(dir, name)
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return "", fmt.Errorf("create netns %s: %w", name, err)
-	}
-	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		// This thread leaves the process's namespace and is never unlocked,
-		// so the runtime destroys it when the goroutine returns.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
-			return
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("create netns %s: %w", name, err)
-	}
-	return path, nil
-}
+// CreateNamed makes a network namespace pinned at dir/name and returns its
+// path (see package netnsfile).
+func CreateNamed(dir, name string) (string, error) { return netnsfile.Create(dir, name) }
 
-// DeleteNamed unpins dir/name. The kernel destroys the namespace, and every
-// interface in it, once nothing else holds it. A missing name is not an error.
-func DeleteNamed(dir, name string) error {
-	path := filepath.Join(dir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("delete netns %s: unmount: %w", name, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete netns %s: %w", name, err)
-	}
-	return nil
-}
+// DeleteNamed unpins dir/name; a missing name is not an error.
+func DeleteNamed(dir, name string) error { return netnsfile.Delete(dir, name) }
 
 // Do runs fn on an OS thread that has entered the network namespace at
 // path, then moves the thread back. Sockets fn opens stay in that namespace
