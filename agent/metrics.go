@@ -33,6 +33,7 @@ type Stats struct {
 	StreamConnects uint64 // sessions welcomed by a controller
 	Acks           uint64
 	Nacks          uint64
+	HashMismatches uint64 // deltas refused because the view hash did not match
 	SetErrors      uint64 // failed Driver.Set calls
 	Reconciles     uint64 // periodic or retry re-Sets
 	Repairs        uint64 // re-Sets that wrote to the data plane (drift repaired)
@@ -47,7 +48,7 @@ type counters struct {
 	answersFound, answersMissing, answersIgnored           atomic.Uint64
 	invalidations, invalidStale, invalidIgnored, expiries  atomic.Uint64
 	rejected, heartbeats, heartbeatAcks                    atomic.Uint64
-	connects, acks, nacks                                  atomic.Uint64
+	connects, acks, nacks, hashMismatches                  atomic.Uint64
 	setErrors, reconciles, repairs, persistErrs, reportErr atomic.Uint64
 }
 
@@ -61,7 +62,8 @@ func (c *counters) snapshot() Stats {
 		Expiries:          c.expiries.Load(),
 		DatagramsRejected: c.rejected.Load(), HeartbeatsSent: c.heartbeats.Load(), HeartbeatAcks: c.heartbeatAcks.Load(),
 		StreamConnects: c.connects.Load(), Acks: c.acks.Load(), Nacks: c.nacks.Load(),
-		SetErrors: c.setErrors.Load(), Reconciles: c.reconciles.Load(), Repairs: c.repairs.Load(),
+		HashMismatches: c.hashMismatches.Load(),
+		SetErrors:      c.setErrors.Load(), Reconciles: c.reconciles.Load(), Repairs: c.repairs.Load(),
 		PersistErrors: c.persistErrs.Load(), ReportErrors: c.reportErr.Load(),
 	}
 }
@@ -103,6 +105,7 @@ func (a *Agent) register(reg prometheus.Registerer) error {
 		counter("stream_connects_total", "Config-stream sessions welcomed by a controller.", &c.connects, nil),
 		counter("deltas_total", deltasHelp, &c.acks, result("ack")),
 		counter("deltas_total", deltasHelp, &c.nacks, result("nack")),
+		counter("view_hash_mismatches_total", "Deltas refused because the view did not match the controller's hash afterwards.", &c.hashMismatches, nil),
 		counter("set_errors_total", "Failed Driver.Set calls.", &c.setErrors, nil),
 		counter("reconciles_total", "Periodic or retry re-Sets of the desired state.", &c.reconciles, nil),
 		counter("repairs_total", "Re-Sets that had to write to the data plane (drift repaired).", &c.repairs, nil),

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -89,6 +90,14 @@ func (a *Agent) applyDelta(ctx context.Context, frames []*wire.Delta) wire.Messa
 	next, err := cur.Apply(frames...)
 	if err != nil {
 		return a.nack(to, err.Error())
+	}
+	if want := frames[len(frames)-1].ViewHash; len(want) > 0 && !bytes.Equal(next.Hash(), want) {
+		// The view diverged from the controller's: refuse it and keep
+		// the one held; the Nack brings a snapshot.
+		a.counters.hashMismatches.Add(1)
+		a.log.Warn("view hash mismatch after a delta, asking for a snapshot",
+			"from", first.FromVersion, "to", to, "snapshot", first.Snapshot)
+		return a.nack(to, fmt.Sprintf("view hash mismatch after delta %d→%d", first.FromVersion, to))
 	}
 	next = next.WithHostID(a.hostID.Load())
 	d, err := translate(next, &a.cfg)

@@ -144,9 +144,17 @@ func (a *Agent) handshake(ctx context.Context, conn *wire.Conn) (*wire.Welcome, 
 	if err != nil {
 		return nil, err
 	}
+	a.mu.Lock()
+	held := a.view
+	a.mu.Unlock()
 	h := &wire.Hello{
 		Host: a.cfg.Host, HostID: a.hostID.Load(), AgentVersion: a.cfg.AgentVersion,
-		ViewVersion: a.version.Load(), Nonce: nonce, Time: time.Now().Unix(),
+		Nonce: nonce, Time: time.Now().Unix(),
+	}
+	if held != nil && held.Version != 0 {
+		// The hash lets a replica without history back to this version
+		// confirm that the agent is current instead of sending a snapshot.
+		h.ViewVersion, h.ViewHash = held.Version, held.Hash()
 	}
 	if err := wire.SignHello(h, a.cfg.Key); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -338,5 +339,37 @@ func TestReplicaFailover(t *testing.T) {
 	s2 := later.accept(t)
 	if s2.hello.Host != host {
 		t.Errorf("hello at the new replica from %q", s2.hello.Host)
+	}
+}
+
+// TestViewHash: a delta carries the hash of the view it leads to; the
+// agent refuses one after which its view does not match (and keeps the
+// view it holds), and says in its next Hello what its view hashes to.
+func TestViewHash(t *testing.T) {
+	h := newHarness(t)
+	s := h.connect(t)
+	base := baseSnapshot(t, 1).Upserts
+	db := epRes(t, "acme", "db", 100, 20)
+	good := wire.ViewHash(append(slices.Clone(base), db))
+	bad := slices.Clone(good)
+	bad[0] ^= 1
+	runSteps(t, h, s, []step{
+		{
+			frames: []*wire.Delta{{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{db}, ViewHash: bad}},
+			answer: "nack 2", errHas: "view hash mismatch",
+			state: state_(epLine("acme/web", 10)), version: 1, persisted: 1,
+		},
+		{
+			frames: []*wire.Delta{{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{db}, ViewHash: good}},
+			answer: "ack 2", state: state_(epLine("acme/web", 10), epLine("acme/db", 20)), version: 2, persisted: 2,
+		},
+	})
+	if got := h.agent.Stats().HashMismatches; got != 1 {
+		t.Errorf("HashMismatches = %d, want 1", got)
+	}
+	s.conn.Close()
+	s2 := h.stream.accept(t)
+	if s2.hello.ViewVersion != 2 || !bytes.Equal(s2.hello.ViewHash, good) {
+		t.Errorf("hello after reconnect: version %d hash %x, want 2 and %x", s2.hello.ViewVersion, s2.hello.ViewHash, good)
 	}
 }

@@ -71,7 +71,16 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.keys.Start(ctx); err != nil {
 		return nil, err
 	}
-	sb.compiler, err = compile.New(compile.Config{Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer})
+	// Every replica of one etcd cluster numbers views alike: the epoch
+	// comes from the cluster ID, the rest of a version is a revision.
+	probe, err := cfg.Client.Get(ctx, cfg.Store.Key("secrets/cluster"), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, fmt.Errorf("read the etcd cluster ID: %w", err)
+	}
+	sb.compiler, err = compile.New(compile.Config{
+		Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer,
+		Epoch: compile.EpochFromClusterID(probe.Header.ClusterId),
+	})
 	if err != nil {
 		return nil, err
 	}

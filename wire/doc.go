@@ -156,6 +156,15 @@
 // same versions, all but the last with More set. Unknown JSON fields are
 // ignored, so fields can be added without a new codec version.
 //
+// View versions are epoch<<44 | etcd revision, the epoch derived from the
+// etcd cluster ID: every controller replica of one cluster numbers a view
+// the same way, so an agent that moves to another replica resumes with a
+// delta. The Hello carries a hash of the agent's resources (ViewHash) and
+// each Delta the hash of the whole view it leads to: a replica without
+// history back to the agent's version that finds the same hash answers with
+// an empty delta, and an agent whose view does not match after applying a
+// delta answers with a Nack, which brings a snapshot.
+//
 // The Hello MAC is HMAC-SHA256(host key, input) over:
 //
 //	"weft-hello-v1\x00" (14 bytes)
@@ -163,6 +172,7 @@
 //	4     HostID
 //	4     length of AgentVersion, then AgentVersion
 //	8     ViewVersion
+//	4     length of ViewHash (0 or 16), then ViewHash
 //	4     length of Nonce (16 to 64), then Nonce
 //	8     Time, Unix seconds (two's complement)
 //

@@ -79,6 +79,7 @@ func helloMAC(h *Hello, key []byte) []byte {
 	writeUint(m, uint64(h.HostID), 4)
 	writeBytes(m, []byte(h.AgentVersion))
 	writeUint(m, h.ViewVersion, 8)
+	writeBytes(m, h.ViewHash)
 	writeBytes(m, h.Nonce)
 	writeUint(m, uint64(h.Time), 8)
 	return m.Sum(nil)

@@ -11,7 +11,7 @@ import (
 
 func signedHello(t testing.TB, now time.Time) *Hello {
 	t.Helper()
-	h := &Hello{Host: "h1", HostID: 1, AgentVersion: "v1", ViewVersion: 9,
+	h := &Hello{Host: "h1", HostID: 1, AgentVersion: "v1", ViewVersion: 9, ViewHash: bytes.Repeat([]byte{5}, ViewHashSize),
 		Nonce: bytes.Repeat([]byte{7}, MinNonceLen), Time: now.Unix()}
 	if err := SignHello(h, rawKey(1)); err != nil {
 		t.Fatal(err)
@@ -42,6 +42,8 @@ func TestVerifyHello(t *testing.T) {
 		{"host id changed", func(h *Hello) { h.HostID = 2 }, rawKey(1), now, ErrAuth},
 		{"agent version changed", func(h *Hello) { h.AgentVersion = "v2" }, rawKey(1), now, ErrAuth},
 		{"view version changed", func(h *Hello) { h.ViewVersion = 0 }, rawKey(1), now, ErrAuth},
+		{"view hash changed", func(h *Hello) { h.ViewHash[0] ^= 1 }, rawKey(1), now, ErrAuth},
+		{"view hash dropped", func(h *Hello) { h.ViewHash = nil }, rawKey(1), now, ErrAuth},
 		{"nonce changed", func(h *Hello) { h.Nonce[3] ^= 1 }, rawKey(1), now, ErrAuth},
 		{"time changed (stale MAC beats fresh time)", func(h *Hello) { h.Time++ }, rawKey(1), now, ErrAuth},
 		{"fields shifted", func(h *Hello) { h.Host, h.AgentVersion = "h1v", "1" }, rawKey(1), now, ErrAuth},
@@ -67,6 +69,8 @@ func TestHelloMACInput(t *testing.T) {
 	in = append(in, 0, 0, 0, 1)
 	in = append(in, 0, 0, 0, 2, 'v', '1')
 	in = append(in, 0, 0, 0, 0, 0, 0, 0, 9)
+	in = append(in, 0, 0, 0, ViewHashSize)
+	in = append(in, h.ViewHash...)
 	in = append(in, 0, 0, 0, MinNonceLen)
 	in = append(in, h.Nonce...)
 	in = append(in, 0, 0, 0, 0, 0x65, 0x53, 0xf1, 0x00) // 1_700_000_000

@@ -39,6 +39,12 @@ type Hello struct {
 	// ViewVersion is the version of the view the agent holds, 0 for none;
 	// the controller answers with the deltas since then, or a snapshot.
 	ViewVersion uint64 `json:"viewVersion"`
+	// ViewHash is ViewHash of the resources the agent holds (empty when it
+	// holds none). A controller replica that has no history back to
+	// ViewVersion (it compiled the view after that version was made, e.g.
+	// after a failover or a restart) but finds the same hash answers with
+	// an empty delta instead of a snapshot.
+	ViewHash []byte `json:"viewHash,omitempty"`
 	// Nonce is fresh random bytes (NewNonce), MinNonceLen to MaxNonceLen.
 	Nonce []byte `json:"nonce"`
 	// Time is the agent's clock when it sent the Hello, Unix seconds.
@@ -54,6 +60,9 @@ func (*Hello) FrameType() FrameType { return FrameHello }
 func (m *Hello) Validate() error {
 	if m.Host == "" {
 		return fmt.Errorf("wire: hello: empty host: %w", ErrMalformed)
+	}
+	if n := len(m.ViewHash); n != 0 && n != ViewHashSize {
+		return fmt.Errorf("wire: hello from %q: view hash of %d bytes, want %d: %w", m.Host, n, ViewHashSize, ErrMalformed)
 	}
 	return nil
 }
@@ -112,6 +121,11 @@ type Delta struct {
 	More        bool          `json:"more,omitempty"`
 	Upserts     []Resource    `json:"upserts,omitempty"`
 	Deletes     []ResourceKey `json:"deletes,omitempty"`
+	// ViewHash, if set, is ViewHash of the whole view at ToVersion: the
+	// agent checks it after applying the delta and answers a mismatch with
+	// a Nack (then gets a snapshot), so a view that diverged from the
+	// controller's heals instead of drifting.
+	ViewHash []byte `json:"viewHash,omitempty"`
 }
 
 // FrameType implements Message.
@@ -121,6 +135,9 @@ func (*Delta) FrameType() FrameType { return FrameDelta }
 func (m *Delta) Validate() error {
 	if m.ToVersion < m.FromVersion {
 		return fmt.Errorf("wire: delta from version %d back to %d: %w", m.FromVersion, m.ToVersion, ErrMalformed)
+	}
+	if n := len(m.ViewHash); n != 0 && n != ViewHashSize {
+		return fmt.Errorf("wire: delta to version %d: view hash of %d bytes, want %d: %w", m.ToVersion, n, ViewHashSize, ErrMalformed)
 	}
 	if m.Snapshot && len(m.Deletes) > 0 {
 		return fmt.Errorf("wire: snapshot to version %d has %d deletes: %w", m.ToVersion, len(m.Deletes), ErrMalformed)

@@ -73,6 +73,8 @@ func TestAppendMessageErrors(t *testing.T) {
 		want     error
 	}{
 		{"hello without host", &Hello{}, 0, ErrMalformed},
+		{"hello with a short view hash", &Hello{Host: "h", ViewHash: []byte{1, 2}}, 0, ErrMalformed},
+		{"delta with a long view hash", &Delta{ToVersion: 1, ViewHash: make([]byte, ViewHashSize+1)}, 0, ErrMalformed},
 		{"delta going back", &Delta{FromVersion: 5, ToVersion: 4}, 0, ErrMalformed},
 		{"snapshot with deletes", &Delta{ToVersion: 1, Snapshot: true, Deletes: []ResourceKey{{Type: "a", ID: "b"}}}, 0, ErrMalformed},
 		{"resource without id", &Delta{ToVersion: 1, Upserts: []Resource{{Key: ResourceKey{Type: "endpoint"}}}}, 0, ErrMalformed},

@@ -35,12 +35,21 @@ type View struct {
 	Version uint64
 	// resources by key.
 	resources map[wire.ResourceKey]wire.Resource
+	// hash is wire.ViewHash of the resources.
+	hash []byte
 }
+
+// emptyHash is the hash of a view without resources.
+var emptyHash = wire.ViewHash(nil)
 
 // New returns an empty view (version 0) of a host.
 func New(host string) *View {
-	return &View{Host: host, resources: map[wire.ResourceKey]wire.Resource{}}
+	return &View{Host: host, resources: map[wire.ResourceKey]wire.Resource{}, hash: emptyHash}
 }
+
+// Hash returns wire.ViewHash of the view's resources; the caller must not
+// modify it.
+func (v *View) Hash() []byte { return v.hash }
 
 // Len returns the number of resources.
 func (v *View) Len() int { return len(v.resources) }
@@ -111,6 +120,7 @@ func (v *View) Apply(frames ...*wire.Delta) (*View, error) {
 			n.resources[r.Key] = r
 		}
 	}
+	n.hash = wire.ViewHash(slices.Collect(maps.Values(n.resources)))
 	return n, nil
 }
 
@@ -163,6 +173,7 @@ func Unmarshal(b []byte) (*View, error) {
 		}
 		v.resources[r.Key] = r
 	}
+	v.hash = wire.ViewHash(f.Resources)
 	return v, nil
 }
 

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -125,6 +126,9 @@ func TestSaveLoad(t *testing.T) {
 	if diff := cmp.Diff(dump(v), dump(got)); diff != "" {
 		t.Errorf("loaded view (-saved +loaded):\n%s", diff)
 	}
+	if !bytes.Equal(got.Hash(), v.Hash()) {
+		t.Errorf("loaded view hash %x, saved %x", got.Hash(), v.Hash())
+	}
 	// Save again over the old file: no temporary file stays behind.
 	next, err := got.Apply(&wire.Delta{FromVersion: 12, ToVersion: 13, Deletes: []wire.ResourceKey{key("vpc", "acme/main")}})
 	if err != nil {
@@ -172,5 +176,35 @@ func TestLoadRejectsBadFiles(t *testing.T) {
 				t.Fatalf("Load = %v, %v; want a decode error", v, err)
 			}
 		})
+	}
+}
+
+// TestHash checks that a view's hash is the hash of its resources, as the
+// controller computes it, however the view was reached.
+func TestHash(t *testing.T) {
+	a, b := res("endpoint", "acme/a", `{"ip":"10.0.0.2"}`), res("vpc", "acme/main", `{"vni":1}`)
+	if got, want := New("h1").Hash(), wire.ViewHash(nil); !bytes.Equal(got, want) {
+		t.Errorf("empty view hash %x, want %x", got, want)
+	}
+	snap, err := New("h1").Apply(&wire.Delta{ToVersion: 3, Snapshot: true, Upserts: []wire.Resource{b, a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := snap.Hash(), wire.ViewHash([]wire.Resource{a, b}); !bytes.Equal(got, want) {
+		t.Errorf("snapshot hash %x, want %x", got, want)
+	}
+	// The same set reached by deltas hashes the same.
+	v, err := New("h1").Apply(&wire.Delta{ToVersion: 1, Snapshot: true, Upserts: []wire.Resource{res("qos", "acme/q", `{}`), a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err = v.Apply(&wire.Delta{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{b}, Deletes: []wire.ResourceKey{key("qos", "acme/q")}}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v.Hash(), snap.Hash()) {
+		t.Errorf("hash after deltas %x, after snapshot %x", v.Hash(), snap.Hash())
+	}
+	if bytes.Equal(v.WithHostID(9).Hash(), New("h1").Hash()) || !bytes.Equal(v.WithHostID(9).Hash(), v.Hash()) {
+		t.Error("WithHostID changed the hash")
 	}
 }

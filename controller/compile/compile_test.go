@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -181,11 +182,11 @@ func TestIncremental(t *testing.T) {
 			q.Spec.DSCP = 10
 			e.update(q)
 		}, map[string]int{"h1": 1}, []string{"h1"}},
-		{"host label (not in the view)", func() {
+		{"host label (not in the view): no recompute", func() {
 			h := get[*apiv1.Host](e, apiv1.KindHost, "", "h4")
 			h.Metadata.Labels = map[string]string{"rack": "r1"}
 			e.update(h)
-		}, map[string]int{"h4": 1}, nil},
+		}, map[string]int{}, nil},
 		{"tenant change touches nothing", func() {
 			tn := get[*apiv1.Tenant](e, apiv1.KindTenant, "", "acme")
 			tn.Spec.Description = "x"
@@ -527,4 +528,151 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("metric %s not found", name)
 	return 0
+}
+
+// hashOf returns wire.ViewHash of a view held as key → data.
+func hashOf(view map[wire.ResourceKey]string) []byte {
+	var rs []wire.Resource
+	for k, d := range view {
+		rs = append(rs, wire.Resource{Key: k, Data: []byte(d)})
+	}
+	return wire.ViewHash(rs)
+}
+
+// startReplica starts a second compiler on e's store with the same epoch,
+// as another controller replica following the same etcd.
+func startReplica(t *testing.T, e *env, cfg Config) *Compiler {
+	t.Helper()
+	cfg.Store, cfg.Epoch = e.st, uint32(e.c.Epoch())
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestResumeOnAnotherReplica: an agent that moves from one replica to
+// another (same etcd, same epoch) resumes from the version it holds.
+func TestResumeOnAnotherReplica(t *testing.T) {
+	e := newEnv(t, envOpts{beforeStart: world})
+	a := e.c
+	d, err := a.Delta("h1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, ver := applyDelta(t, nil, d), d.ToVersion
+	if !bytes.Equal(d.ViewHash, hashOf(held)) {
+		t.Fatalf("snapshot ViewHash %x, want the hash of what it holds %x", d.ViewHash, hashOf(held))
+	}
+
+	// B compiles h1 now, long after A made the version the agent holds:
+	// no history back to it, but the same content.
+	b := startReplica(t, e, Config{})
+	d, err = b.Resume(context.Background(), "h1", ver, hashOf(held))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Snapshot || d.FromVersion != ver || len(d.Upserts)+len(d.Deletes) != 0 {
+		t.Fatalf("unchanged view on another replica: %d→%d snapshot=%v, %d upserts, want an empty delta from %d",
+			d.FromVersion, d.ToVersion, d.Snapshot, len(d.Upserts), ver)
+	}
+
+	// The view changes while B follows it: B sends exactly the changes,
+	// although A made the version the agent holds.
+	ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-1")
+	ep.Metadata.Labels["v"] = "2"
+	e.update(ep)
+	e.delete(apiv1.KindEndpoint, "acme", "db-1")
+	if err := b.WaitForRevision(context.Background(), e.st.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if va, vb := a.Version("h1"), b.Version("h1"); va != vb {
+		t.Errorf("replicas number the same view differently: %d and %d", va, vb)
+	}
+	d, err = b.Resume(context.Background(), "h1", ver, hashOf(held))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, del := keysOf(d)
+	if d.Snapshot || !slices.Contains(up, "endpoint/acme/web-1") || !slices.Equal(del, []string{"endpoint/acme/db-1"}) {
+		t.Fatalf("changed view on another replica: snapshot=%v upserts %v deletes %v, want a delta with web-1 and the delete of db-1", d.Snapshot, up, del)
+	}
+	now := applyDelta(t, held, d)
+	snap, err := b.Delta("h1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(applyDelta(t, nil, snap), now); diff != "" {
+		t.Errorf("held + delta from B (-B's view +agent's):\n%s", diff)
+	}
+	if !bytes.Equal(d.ViewHash, hashOf(now)) {
+		t.Errorf("delta ViewHash %x, want the hash of the view it leads to %x", d.ViewHash, hashOf(now))
+	}
+
+	// A third replica compiles h1 only after the change: it has no history
+	// back to the agent's version and the content differs: a snapshot.
+	c := startReplica(t, e, Config{})
+	d, err = c.Resume(context.Background(), "h1", ver, hashOf(held))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Snapshot {
+		t.Errorf("stale view, no history: got a delta %d→%d, want a snapshot", d.FromVersion, d.ToVersion)
+	}
+}
+
+// TestViewsLinger: a replica holds the views its agents use; one nobody
+// used for Linger is dropped with its index entries, and compiled again on
+// the next use.
+func TestViewsLinger(t *testing.T) {
+	e := newEnv(t, envOpts{beforeStart: world, compile: func(c *Config) { c.Linger = 200 * time.Millisecond }})
+	_, cancel := e.c.Subscribe("h1")
+	d, err := e.c.Delta("h2", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := applyDelta(t, nil, d)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.c.viewCount() > 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.c.mu.RLock()
+	_, h1 := e.c.hosts["h1"]
+	_, h2 := e.c.hosts["h2"]
+	e.c.mu.RUnlock()
+	if !h1 || h2 {
+		t.Fatalf("views held: h1 %v h2 %v, want h1 (subscribed) only", h1, h2)
+	}
+	e.takeRecomputes()
+	e.create(endpoint("globex", "late", "a", "h2"))
+	if got := e.takeRecomputes(); got["h2"] != 0 {
+		t.Errorf("h2 recomputed %d times after its view was dropped, want 0", got["h2"])
+	}
+	// Next use compiles it again; its history starts there, so the old
+	// version with a stale hash gets a snapshot with the new endpoint.
+	d, err = e.c.Resume(context.Background(), "h2", d.ToVersion, hashOf(held))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := keysOf(d)
+	if !d.Snapshot || !slices.Contains(up, "endpoint/globex/late") {
+		t.Errorf("after the drop: snapshot=%v upserts %v, want a snapshot with endpoint/globex/late", d.Snapshot, up)
+	}
+	cancel()
+	has := func(h string) bool {
+		e.c.mu.RLock()
+		defer e.c.mu.RUnlock()
+		_, ok := e.c.hosts[h]
+		return ok
+	}
+	for deadline = time.Now().Add(10 * time.Second); has("h1") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if has("h1") {
+		t.Error("h1's view kept after its subscriber left and Linger passed")
+	}
 }

@@ -31,6 +31,10 @@ const DefaultTombstoneHorizon = 4096
 // maxBatch bounds the store events coalesced into one recompute pass.
 const maxBatch = 10_000
 
+// adoptBatch bounds the views compiled together on first use (they are
+// built in parallel).
+const adoptBatch = 4096
+
 // Config configures a Compiler.
 type Config struct {
 	// Store is the started store whose cache the views are compiled from (required).
@@ -44,11 +48,20 @@ type Config struct {
 	// keeps (default DefaultTombstoneHorizon). An agent further behind
 	// gets a snapshot.
 	TombstoneHorizon int
-	// Epoch identifies this compiler incarnation in the high bits of every
-	// version, 1..MaxEpoch; 0 picks a random one. A caller that can obtain
-	// a unique value (an etcd counter) should pass it.
+	// Epoch goes in the high bits of every version, 1..MaxEpoch. Every
+	// replica following the same etcd cluster must use the same one
+	// (EpochFromClusterID) so that their versions, which are etcd
+	// revisions, compare. 0 picks a random one (a compiler alone).
 	Epoch uint32
+	// Linger is how long a view nobody subscribes to is kept after its last
+	// use (default DefaultLinger): an agent that reconnects within it
+	// resumes with a true delta; later, with an empty delta if its view
+	// hash still matches, else a snapshot.
+	Linger time.Duration
 }
+
+// DefaultLinger is the default Config.Linger.
+const DefaultLinger = 2 * time.Minute
 
 // Validate reports a missing or impossible setting.
 func (c *Config) Validate() error {
@@ -58,6 +71,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TombstoneHorizon < 0 {
 		errs = append(errs, fmt.Errorf("TombstoneHorizon %d is negative", c.TombstoneHorizon))
+	}
+	if c.Linger < 0 {
+		errs = append(errs, fmt.Errorf("Linger %v is negative", c.Linger))
 	}
 	if c.Epoch > MaxEpoch {
 		errs = append(errs, fmt.Errorf("Epoch %d above %d", c.Epoch, MaxEpoch))
@@ -76,10 +92,11 @@ type Compiler struct {
 	log   *slog.Logger
 	m     *metrics
 	epoch uint32
-	clock atomic.Uint64 // last version counter handed out
 
 	mu    sync.RWMutex
-	hosts map[string]*hostView
+	hosts map[string]*hostView // compiled views, and views waiting to be
+	// adopt receives hosts whose views must be compiled (compile goroutine).
+	adopt chan string
 
 	// Owned by the compile goroutine (and by Start before it runs).
 	deps        map[string]deps
@@ -121,6 +138,9 @@ func New(cfg Config) (*Compiler, error) {
 	if cfg.TombstoneHorizon == 0 {
 		cfg.TombstoneHorizon = DefaultTombstoneHorizon
 	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
 	epoch := cfg.Epoch
 	if epoch == 0 {
 		var err error
@@ -139,6 +159,7 @@ func New(cfg Config) (*Compiler, error) {
 		m:           m,
 		epoch:       epoch,
 		hosts:       map[string]*hostView{},
+		adopt:       make(chan string, adoptBatch),
 		deps:        map[string]deps{},
 		vpcHosts:    map[tn]map[string]struct{}{},
 		tenantHosts: map[string]map[string]struct{}{},
@@ -152,9 +173,10 @@ func New(cfg Config) (*Compiler, error) {
 	return c, nil
 }
 
-// Start compiles every host's view from the store's cache, then follows
-// the store's events in a goroutine until Close. ctx bounds only the
-// initial compile.
+// Start records the store revision the views will be compiled at, then
+// follows the store's events in a goroutine until Close. Views are
+// compiled when first asked for (see the package documentation). ctx is
+// not used after Start returns.
 func (c *Compiler) Start(ctx context.Context) error {
 	if c.ctx.Err() != nil {
 		return ErrClosed
@@ -163,16 +185,12 @@ func (c *Compiler) Start(ctx context.Context) error {
 		return errors.New("compile: Start called twice")
 	}
 	rev := c.st.Revision()
-	start := time.Now()
-	if err := c.compileAll(ctx); err != nil {
-		return fmt.Errorf("compile: initial compile: %w", err)
-	}
 	ch, err := c.st.Watch(c.ctx, "", "", rev)
 	if err != nil {
 		return fmt.Errorf("compile: watch store from revision %d: %w", rev, err)
 	}
 	c.setRev(rev)
-	c.log.Info("views compiled", "views", c.viewCount(), "revision", rev, "took", time.Since(start))
+	c.log.Info("compiler following the store", "revision", rev, "epoch", c.epoch)
 
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
@@ -182,7 +200,7 @@ func (c *Compiler) Start(ctx context.Context) error {
 	c.wg.Add(1)
 	go c.run(ch, rev)
 	close(c.ready)
-	return nil
+	return ctx.Err()
 }
 
 // Close stops following the store and waits for the compile goroutine.
@@ -198,53 +216,153 @@ func (c *Compiler) Close() error {
 	return nil
 }
 
-// Ready is closed once Start has compiled every view; until then Delta
-// fails with ErrNotStarted.
+// Ready is closed once Start has run; until then Delta fails with
+// ErrNotStarted.
 func (c *Compiler) Ready() <-chan struct{} { return c.ready }
 
-// Epoch returns the incarnation epoch carried in the high bits of every
-// version this compiler hands out (wire.Welcome.Epoch).
+// Epoch returns the epoch carried in the high bits of every version this
+// compiler hands out (wire.Welcome.Epoch).
 func (c *Compiler) Epoch() uint64 { return uint64(c.epoch) }
 
 // Delta returns what moves an agent holding version from of host's view to
 // the current version: every resource changed after from and every delete
 // after from, coalesced into one delta however many changes there were. It
 // is a snapshot (Snapshot set, FromVersion 0, every resource, no deletes)
-// when from is 0, from another incarnation, newer than the current version,
-// or older than the tombstones kept. If from is current the delta is empty
+// when from is 0, from another epoch, from the future, or older than the
+// history the view keeps. If from is current the delta is empty
 // (FromVersion == ToVersion). Upserts and Deletes are sorted by key; the
-// resources' Data is shared and must not be modified.
+// resources' Data is shared and must not be modified. ViewHash is the hash
+// of the whole view at ToVersion. The first call for a host compiles its
+// view.
 func (c *Compiler) Delta(host string, from uint64) (wire.Delta, error) {
+	return c.Resume(context.Background(), host, from, nil)
+}
+
+// resumeWait bounds how long Resume waits for this compiler to catch up
+// with the revision of a version another replica made.
+const resumeWait = 2 * time.Second
+
+// Resume is Delta for an agent that connects holding version from, whose
+// resources hash to hash (wire.ViewHash; nil if unknown). A version made by
+// another replica at a revision this compiler has not applied yet is
+// waited for (a short while). When the view has no history back to from
+// but the hashes match, the answer is an empty delta to the current
+// version instead of a snapshot; when from is newer than the view's last
+// change and the hashes differ, a snapshot.
+func (c *Compiler) Resume(ctx context.Context, host string, from uint64, hash []byte) (wire.Delta, error) {
 	select {
 	case <-c.ready:
 	default:
 		return wire.Delta{}, ErrNotStarted
 	}
-	return c.viewFor(host).delta(from, c.epoch), nil
+	if EpochOf(from) == c.epoch && int64(from&counterMask) > c.Revision() {
+		wctx, cancel := context.WithTimeout(ctx, resumeWait)
+		_ = c.WaitForRevision(wctx, int64(from&counterMask)) // still behind: a snapshot
+		cancel()
+	}
+	hv, err := c.compiled(ctx, host)
+	if err != nil {
+		return wire.Delta{}, err
+	}
+	return hv.delta(from, hash, c.epoch, makeVersion(c.epoch, uint64(c.Revision()))), nil
 }
 
-// Version returns the current version of host's view.
-func (c *Compiler) Version(host string) uint64 { return c.viewFor(host).version() }
+// Version returns the current version of host's view, compiling it first
+// if needed (0 if the compiler is closed meanwhile).
+func (c *Compiler) Version(host string) uint64 {
+	select {
+	case <-c.ready:
+	default:
+		return c.viewFor(host).version()
+	}
+	hv, err := c.compiled(context.Background(), host)
+	if err != nil {
+		return 0
+	}
+	return hv.version()
+}
 
 // Subscribe returns a channel that receives a value (non-blocking, buffer
 // of one) whenever host's view changes, and a func that cancels the
-// subscription. The host need not exist yet.
+// subscription. The host need not exist yet. A view is kept while someone
+// subscribes to it, and for Config.Linger after.
 func (c *Compiler) Subscribe(host string) (notify <-chan struct{}, cancel func()) {
 	ch := make(chan struct{}, 1)
-	hv := c.viewFor(host, func(hv *hostView) { hv.subs[ch] = struct{}{} })
+	ask := false
+	hv := c.viewFor(host, func(hv *hostView) {
+		hv.subs[ch] = struct{}{}
+		hv.idleSince = time.Time{}
+		if !hv.requested {
+			hv.requested, ask = true, true
+		}
+	})
+	if ask {
+		// Compile the view now if the queue has room; else the next
+		// Delta or Version asks again.
+		select {
+		case c.adopt <- host:
+		default:
+			c.unask(hv)
+		}
+	}
 	var once sync.Once
 	return ch, func() {
 		once.Do(func() {
 			hv.mu.Lock()
 			delete(hv.subs, ch)
+			if len(hv.subs) == 0 {
+				hv.idleSince = time.Now()
+			}
 			hv.mu.Unlock()
-			c.maybeRemove(host, hv)
 		})
 	}
 }
 
-// viewFor returns host's view, creating an empty one if needed; with is
-// run under the view's lock while the view cannot be removed.
+// compiled returns host's view once the compile goroutine has built it.
+func (c *Compiler) compiled(ctx context.Context, host string) (*hostView, error) {
+	ask := false
+	hv := c.viewFor(host, func(hv *hostView) {
+		if !hv.requested {
+			hv.requested, ask = true, true
+		}
+		if len(hv.subs) == 0 {
+			hv.idleSince = time.Now()
+		}
+	})
+	select {
+	case <-hv.built:
+		return hv, nil
+	default:
+	}
+	if ask {
+		select {
+		case c.adopt <- host:
+		case <-ctx.Done():
+			c.unask(hv)
+			return nil, fmt.Errorf("compile: view of %s: %w", host, ctx.Err())
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+	select {
+	case <-hv.built:
+		return hv, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("compile: view of %s: %w", host, ctx.Err())
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// unask lets the next caller request hv's compilation again.
+func (c *Compiler) unask(hv *hostView) {
+	hv.mu.Lock()
+	hv.requested = false
+	hv.mu.Unlock()
+}
+
+// viewFor returns host's view, creating an uncompiled one if needed; with
+// is run under the view's lock while the view cannot be removed.
 func (c *Compiler) viewFor(host string, with ...func(*hostView)) *hostView {
 	c.mu.RLock()
 	hv := c.hosts[host]
@@ -261,7 +379,12 @@ func (c *Compiler) viewFor(host string, with ...func(*hostView)) *hostView {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	hv = c.viewLocked(host)
+	hv = c.hosts[host]
+	if hv == nil {
+		hv = newHostView(makeVersion(c.epoch, 0))
+		c.hosts[host] = hv
+		c.m.views.Inc()
+	}
 	hv.mu.Lock()
 	for _, f := range with {
 		f(hv)
@@ -270,39 +393,11 @@ func (c *Compiler) viewFor(host string, with ...func(*hostView)) *hostView {
 	return hv
 }
 
-// viewLocked returns host's view, creating it; c.mu must be held for writing.
-func (c *Compiler) viewLocked(host string) *hostView {
-	hv := c.hosts[host]
-	if hv == nil {
-		// A new view starts at the current clock: no agent of this
-		// incarnation holds a later version of an earlier view of this host.
-		hv = newHostView(makeVersion(c.epoch, c.clock.Load()))
-		c.hosts[host] = hv
-		c.m.views.Inc()
-	}
-	return hv
-}
-
-// maybeRemove forgets host's view if it is empty and nobody subscribes.
-// A view made again later starts above every version of this one.
-func (c *Compiler) maybeRemove(host string, hv *hostView) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	hv.mu.Lock()
-	defer hv.mu.Unlock()
-	if c.hosts[host] == hv && len(hv.res) == 0 && len(hv.subs) == 0 {
-		delete(c.hosts, host)
-		c.m.views.Dec()
-	}
-}
-
 func (c *Compiler) viewCount() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.hosts)
 }
-
-func (c *Compiler) nextVersion() uint64 { return makeVersion(c.epoch, c.clock.Add(1)) }
 
 // Revision returns the store revision of the last event the compiler has
 // applied to the views.

@@ -79,6 +79,14 @@ func newEnv(t *testing.T, o envOpts) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	// Compile the views of the hosts that exist, as their agents
+	// connecting would; recomputes count from here.
+	for _, o := range st.List(apiv1.KindHost, "") {
+		if c.Version(o.GetObjectMeta().Name) == 0 {
+			t.Fatal("compiler closed")
+		}
+	}
+	e.takeRecomputes()
 	return e
 }
 

@@ -14,14 +14,24 @@ import (
 
 // run applies store events until Close: it coalesces the events waiting
 // (up to maxBatch) into a set of touched hosts and recomputes each once.
+// Between batches it compiles the views asked for and drops the views that
+// lingered unused.
 func (c *Compiler) run(ch <-chan store.Event, rev int64) {
 	defer c.wg.Done()
+	sweep := time.NewTicker(max(c.cfg.Linger/4, 10*time.Millisecond))
+	defer sweep.Stop()
 	dirty := map[string]struct{}{}
 	for {
 		var ev store.Event
 		ok := false
 		select {
 		case ev, ok = <-ch:
+		case h := <-c.adopt:
+			c.adoptViews(h, rev)
+			continue
+		case now := <-sweep.C:
+			c.sweep(now)
+			continue
 		case <-c.ctx.Done():
 			return
 		}
@@ -32,7 +42,7 @@ func (c *Compiler) run(ch <-chan store.Event, rev int64) {
 				break
 			}
 		}
-		c.recomputeSet(dirty)
+		c.recomputeSet(dirty, rev)
 		c.setRev(rev)
 		if !ok {
 			// The store closed the channel: Close, or this subscriber fell
@@ -41,6 +51,62 @@ func (c *Compiler) run(ch <-chan store.Event, rev int64) {
 				return
 			}
 		}
+	}
+}
+
+// adoptViews compiles the view of first and of every other host waiting
+// to be compiled (up to adoptBatch), in parallel, at revision rev: every
+// event up to rev has been applied, so later events find these hosts in
+// the reverse indexes.
+func (c *Compiler) adoptViews(first string, rev int64) {
+	hosts := []string{first}
+	for len(hosts) < adoptBatch {
+		select {
+		case h := <-c.adopt:
+			hosts = append(hosts, h)
+			continue
+		default:
+		}
+		break
+	}
+	ver := makeVersion(c.epoch, uint64(rev))
+	views := make([]*hostView, 0, len(hosts))
+	c.mu.RLock()
+	todo := hosts[:0]
+	for _, h := range hosts {
+		if hv := c.hosts[h]; hv != nil && !hv.isBuilt() {
+			todo = append(todo, h)
+			views = append(views, hv)
+		}
+	}
+	c.mu.RUnlock()
+	for _, hv := range views {
+		hv.start(ver)
+	}
+	c.buildAll(c.ctx, todo, ver)
+	for _, hv := range views {
+		close(hv.built)
+	}
+}
+
+// sweep drops the views nobody subscribed to or asked for within
+// Config.Linger, and their entries in the reverse indexes.
+func (c *Compiler) sweep(now time.Time) {
+	var gone []string
+	c.mu.Lock()
+	for h, hv := range c.hosts {
+		hv.mu.Lock()
+		if hv.isBuilt() && len(hv.subs) == 0 && !hv.idleSince.IsZero() && now.Sub(hv.idleSince) >= c.cfg.Linger {
+			delete(c.hosts, h)
+			gone = append(gone, h)
+			c.m.views.Dec()
+			c.m.resources.Sub(float64(len(hv.res)))
+		}
+		hv.mu.Unlock()
+	}
+	c.mu.Unlock()
+	for _, h := range gone {
+		c.setDeps(h, deps{})
 	}
 }
 
@@ -78,7 +144,7 @@ func (c *Compiler) rewatch(rev int64) (<-chan store.Event, int64) {
 			c.vpcMu.Lock()
 			c.vpcCache = map[tn]wire.Resource{}
 			c.vpcMu.Unlock()
-			if err := c.compileAll(c.ctx); err != nil {
+			if err := c.compileAll(c.ctx, makeVersion(c.epoch, uint64(rev))); err != nil {
 				return nil, rev
 			}
 			c.setRev(rev)
@@ -96,28 +162,33 @@ func (c *Compiler) rewatch(rev int64) (<-chan store.Event, int64) {
 	}
 }
 
-// compileAll recomputes every host that has a Host object, an endpoint or
-// a view. Views are built in parallel (the store's cache is safe for
-// concurrent readers) and applied one by one.
-func (c *Compiler) compileAll(ctx context.Context) error {
-	set := map[string]struct{}{}
-	for _, o := range c.st.List(apiv1.KindHost, "") {
-		set[o.GetObjectMeta().Name] = struct{}{}
-	}
-	for _, o := range c.st.List(apiv1.KindEndpoint, "") {
-		if h := o.(*apiv1.Endpoint).Spec.Host; h != "" {
-			set[h] = struct{}{}
+// compileAll recomputes every compiled view at ver, after the store's
+// history was lost.
+func (c *Compiler) compileAll(ctx context.Context, ver uint64) error {
+	var hosts []string
+	c.mu.RLock()
+	for h, hv := range c.hosts {
+		if hv.isBuilt() {
+			hosts = append(hosts, h)
 		}
 	}
-	c.mu.RLock()
-	for h := range c.hosts {
-		set[h] = struct{}{}
-	}
 	c.mu.RUnlock()
-	for h := range c.deps {
-		set[h] = struct{}{}
-	}
+	c.buildAll(ctx, hosts, ver)
+	return ctx.Err()
+}
 
+// buildAll builds the views of hosts in parallel (the store's cache is safe
+// for concurrent readers) and applies them one by one at version ver;
+// compile goroutine only.
+func (c *Compiler) buildAll(ctx context.Context, hosts []string, ver uint64) {
+	if len(hosts) <= 4 || c.workers <= 1 {
+		for _, h := range hosts {
+			start := time.Now()
+			next, d := c.build(h)
+			c.finish(h, next, d, ver, start)
+		}
+		return
+	}
 	type built struct {
 		host  string
 		next  map[wire.ResourceKey][]byte
@@ -127,7 +198,7 @@ func (c *Compiler) compileAll(ctx context.Context) error {
 	jobs := make(chan string)
 	results := make(chan built, 256)
 	var wg sync.WaitGroup
-	for range max(1, c.workers) {
+	for range c.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -142,7 +213,7 @@ func (c *Compiler) compileAll(ctx context.Context) error {
 		defer close(results)
 		defer wg.Wait()
 		defer close(jobs)
-		for h := range set {
+		for _, h := range hosts {
 			select {
 			case jobs <- h:
 			case <-ctx.Done():
@@ -151,9 +222,8 @@ func (c *Compiler) compileAll(ctx context.Context) error {
 		}
 	}()
 	for r := range results {
-		c.finish(r.host, r.next, r.deps, r.start)
+		c.finish(r.host, r.next, r.deps, ver, r.start)
 	}
-	return ctx.Err()
 }
 
 // mark adds the hosts whose views an event may change to dirty.
@@ -193,29 +263,46 @@ func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 	case *apiv1.QoSClass:
 		addAll(c.qosHosts[tn{t, o.Metadata.Name}])
 	case *apiv1.Host:
+		if old, ok := ev.Old.(*apiv1.Host); ok && ev.Type == store.EventModified && sameHostView(old, o) {
+			return // a status write (liveness, acks): nothing a view holds
+		}
 		add(o.Metadata.Name)
 	}
 }
 
-// recomputeSet recomputes every host in dirty and empties it.
-func (c *Compiler) recomputeSet(dirty map[string]struct{}) {
+// sameHostView reports whether two states of a Host give the same
+// view.Host (see build).
+func sameHostView(a, b *apiv1.Host) bool {
+	return a.Spec.UnderlayIP == b.Spec.UnderlayIP && a.Spec.Capacity == b.Spec.Capacity && a.Status.HostID == b.Status.HostID
+}
+
+// recomputeSet recomputes, at revision rev, every compiled view of a host
+// in dirty, and empties dirty. Hosts without a compiled view are skipped:
+// a view compiled later reads the cache then.
+func (c *Compiler) recomputeSet(dirty map[string]struct{}, rev int64) {
+	hosts := make([]string, 0, len(dirty))
+	c.mu.RLock()
 	for h := range dirty {
-		c.recompute(h)
+		if hv := c.hosts[h]; hv != nil && hv.isBuilt() {
+			hosts = append(hosts, h)
+		}
 		delete(dirty, h)
 	}
+	c.mu.RUnlock()
+	c.buildAll(c.ctx, hosts, makeVersion(c.epoch, uint64(rev)))
 }
 
-// recompute rebuilds host's view from the store and applies the difference.
-func (c *Compiler) recompute(host string) {
-	start := time.Now()
-	next, d := c.build(host)
-	c.finish(host, next, d, start)
-}
-
-// finish applies a built view and its dependencies; compile goroutine only.
-func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps, start time.Time) {
+// finish applies a built view at version ver and records its
+// dependencies; compile goroutine only.
+func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps, ver uint64, start time.Time) {
+	c.mu.RLock()
+	hv := c.hosts[host]
+	c.mu.RUnlock()
+	if hv == nil {
+		return // dropped meanwhile (only the compile goroutine drops)
+	}
 	c.setDeps(host, d)
-	if r := c.applyView(host, next); r.changed {
+	if r := hv.apply(next, func() uint64 { return ver }, c.cfg.TombstoneHorizon); r.changed {
 		c.m.changes.Inc()
 		c.m.resources.Add(float64(r.sizeDelta))
 	}
@@ -224,28 +311,6 @@ func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps,
 	if c.onRecompute != nil {
 		c.onRecompute(host)
 	}
-}
-
-// applyView applies next to host's view. The view is looked up and
-// changed under c.mu so that maybeRemove cannot orphan it in between. A host
-// with nothing to hold gets no view unless someone asked for one.
-func (c *Compiler) applyView(host string, next map[wire.ResourceKey][]byte) applyResult {
-	c.mu.RLock()
-	if hv := c.hosts[host]; hv != nil {
-		r := hv.apply(next, c.nextVersion, c.cfg.TombstoneHorizon)
-		c.mu.RUnlock()
-		if len(next) == 0 {
-			c.maybeRemove(host, hv)
-		}
-		return r
-	}
-	c.mu.RUnlock()
-	if len(next) == 0 {
-		return applyResult{}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.viewLocked(host).apply(next, c.nextVersion, c.cfg.TombstoneHorizon)
 }
 
 // setDeps records what host's view was built from in the reverse indexes.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/weftnet/weft/wire"
 )
@@ -41,6 +42,16 @@ type hostView struct {
 	// (or predates this view), so it is answered with a snapshot.
 	floor uint64
 	subs  map[chan struct{}]struct{}
+	// hash caches wire.ViewHash of res; nil when stale.
+	hash []byte
+
+	// built is closed once the compile goroutine has compiled the view;
+	// requested is set once somebody asked it to.
+	built     chan struct{}
+	requested bool
+	// idleSince is when the view was last used with nobody subscribed
+	// (zero while somebody is): it is dropped Config.Linger after.
+	idleSince time.Time
 }
 
 func newHostView(ver uint64) *hostView {
@@ -50,6 +61,26 @@ func newHostView(ver uint64) *hostView {
 		ver:   ver,
 		floor: ver,
 		subs:  map[chan struct{}]struct{}{},
+		built: make(chan struct{}),
+	}
+}
+
+// start sets the version of a view about to be compiled for the first
+// time: nobody holds a version of it from this compiler, so its history
+// starts there.
+func (hv *hostView) start(ver uint64) {
+	hv.mu.Lock()
+	defer hv.mu.Unlock()
+	hv.ver, hv.floor = ver, ver
+}
+
+// isBuilt reports whether the view has been compiled.
+func (hv *hostView) isBuilt() bool {
+	select {
+	case <-hv.built:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -105,6 +136,7 @@ func (hv *hostView) apply(next map[wire.ResourceKey][]byte, nextVersion func() u
 	}
 	r.changed = true
 	hv.ver = v
+	hv.hash = nil
 	hv.seq++
 	hv.prune(horizon)
 	for ch := range hv.subs {
@@ -138,12 +170,37 @@ func (hv *hostView) prune(horizon int) {
 	}
 }
 
-// delta returns the changes after from, or a snapshot (see Compiler.Delta).
-func (hv *hostView) delta(from uint64, epoch uint32) wire.Delta {
+// delta returns the changes after from, an empty delta, or a snapshot
+// (see Compiler.Resume). agentHash is the hash of what the agent holds
+// (nil: unknown); applied is the version of the compiler's last applied
+// revision.
+func (hv *hostView) delta(from uint64, agentHash []byte, epoch uint32, applied uint64) wire.Delta {
 	hv.mu.Lock()
 	defer hv.mu.Unlock()
-	snapshot := from == 0 || EpochOf(from) != epoch || from > hv.ver || from < hv.floor
+	snapshot := false
+	switch {
+	case from == 0 || EpochOf(from) != epoch || from > max(applied, hv.ver):
+		snapshot = true // nothing, another cluster, or the future
+	case agentHash != nil && bytes.Equal(agentHash, hv.hashLocked()):
+		// The agent holds exactly this view, whatever history we have:
+		// nothing to send but, if it is behind, the current version.
+		return wire.Delta{FromVersion: from, ToVersion: max(from, hv.ver)}
+	case from > hv.ver:
+		// The agent's version is newer than this view's last change: it
+		// came from another replica that applied the same revisions. Its
+		// content is this one unless its hash says otherwise.
+		if agentHash != nil {
+			snapshot = true
+		} else {
+			return wire.Delta{FromVersion: from, ToVersion: from}
+		}
+	case from < hv.floor:
+		snapshot = true // history pruned, or the view is younger than from
+	}
 	d := wire.Delta{FromVersion: from, ToVersion: hv.ver, Snapshot: snapshot}
+	if from == hv.ver && !snapshot {
+		return d
+	}
 	if snapshot {
 		d.FromVersion = 0
 		d.Upserts = make([]wire.Resource, 0, len(hv.res))
@@ -162,7 +219,20 @@ func (hv *hostView) delta(from uint64, epoch uint32) wire.Delta {
 	}
 	slices.SortFunc(d.Upserts, func(a, b wire.Resource) int { return compareKeys(a.Key, b.Key) })
 	slices.SortFunc(d.Deletes, compareKeys)
+	d.ViewHash = hv.hashLocked()
 	return d
+}
+
+// hashLocked returns wire.ViewHash of the view's resources; hv.mu is held.
+func (hv *hostView) hashLocked() []byte {
+	if hv.hash == nil {
+		rs := make([]wire.Resource, 0, len(hv.res))
+		for k, r := range hv.res {
+			rs = append(rs, wire.Resource{Key: k, Data: r.data})
+		}
+		hv.hash = wire.ViewHash(rs)
+	}
+	return hv.hash
 }
 
 func compareKeys(a, b wire.ResourceKey) int {

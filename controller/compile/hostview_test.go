@@ -66,7 +66,7 @@ func TestHostViewVersions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := cv.hv.delta(tt.from, testEpoch)
+			d := cv.hv.delta(tt.from, nil, testEpoch, v4)
 			if d.Snapshot != tt.wantSnapshot || d.ToVersion != v4 {
 				t.Fatalf("snapshot %v to %d, want %v to %d", d.Snapshot, d.ToVersion, tt.wantSnapshot, v4)
 			}
@@ -80,7 +80,7 @@ func TestHostViewVersions(t *testing.T) {
 		})
 	}
 	cv.set(10, map[string]string{"a": "1"})
-	_, del := ids(cv.hv.delta(v4, testEpoch))
+	_, del := ids(cv.hv.delta(v4, nil, testEpoch, v4))
 	if diff := cmp.Diff([]string{"b", "c"}, del); diff != "" {
 		t.Errorf("deletes after v4 (-want +got):\n%s", diff)
 	}
@@ -120,7 +120,7 @@ func TestHostViewHorizon(t *testing.T) {
 			for _, s := range tt.steps {
 				vers = append(vers, cv.set(tt.horizon, s))
 			}
-			d := cv.hv.delta(vers[tt.fromStep], testEpoch)
+			d := cv.hv.delta(vers[tt.fromStep], nil, testEpoch, vers[len(vers)-1])
 			if d.Snapshot != tt.wantSnapshot {
 				t.Errorf("Snapshot = %v, want %v", d.Snapshot, tt.wantSnapshot)
 			}
@@ -129,6 +129,70 @@ func TestHostViewHorizon(t *testing.T) {
 			}
 			if len(cv.hv.tombQ) > tt.horizon {
 				t.Errorf("tombstone queue holds %d, more than the horizon %d", len(cv.hv.tombQ), tt.horizon)
+			}
+		})
+	}
+}
+
+// TestHostViewResume covers an agent that connects to a replica holding
+// a version the view may have no history for (another replica's, or from
+// before this view was compiled): its view hash decides.
+func TestHostViewResume(t *testing.T) {
+	hashOf := func(res map[string]string) []byte {
+		var rs []wire.Resource
+		for id, data := range res {
+			rs = append(rs, wire.Resource{Key: wire.ResourceKey{Type: "t", ID: id}, Data: []byte(data)})
+		}
+		return wire.ViewHash(rs)
+	}
+	cur := map[string]string{"a": "1", "b": "2"}
+	// A view compiled at revision 100 (its floor), changed at 120.
+	hv := newHostView(makeVersion(testEpoch, 0))
+	hv.start(makeVersion(testEpoch, 100))
+	next := func(res map[string]string) map[wire.ResourceKey][]byte {
+		m := map[wire.ResourceKey][]byte{}
+		for id, data := range res {
+			m[wire.ResourceKey{Type: "t", ID: id}] = []byte(data)
+		}
+		return m
+	}
+	hv.apply(next(map[string]string{"a": "1"}), func() uint64 { return makeVersion(testEpoch, 100) }, 10)
+	hv.apply(next(cur), func() uint64 { return makeVersion(testEpoch, 120) }, 10)
+	v := func(rev uint64) uint64 { return makeVersion(testEpoch, rev) }
+	applied := v(150)
+	tests := []struct {
+		name         string
+		from         uint64
+		hash         []byte
+		wantSnapshot bool
+		wantFrom     uint64
+		wantTo       uint64
+		wantUp       []string
+	}{
+		{"before the floor, same content", v(50), hashOf(cur), false, v(50), v(120), nil},
+		{"before the floor, other content", v(50), hashOf(map[string]string{"a": "0"}), true, 0, v(120), []string{"a=1", "b=2"}},
+		{"before the floor, hash unknown", v(50), nil, true, 0, v(120), []string{"a=1", "b=2"}},
+		{"within history, behind", v(110), hashOf(map[string]string{"a": "1"}), false, v(110), v(120), []string{"b=2"}},
+		{"within history, hash unknown", v(110), nil, false, v(110), v(120), []string{"b=2"}},
+		{"current", v(120), hashOf(cur), false, v(120), v(120), nil},
+		{"after the last change, same content", v(140), hashOf(cur), false, v(140), v(140), nil},
+		{"after the last change, hash unknown", v(140), nil, false, v(140), v(140), nil},
+		{"after the last change, other content", v(140), hashOf(map[string]string{"c": "9"}), true, 0, v(120), []string{"a=1", "b=2"}},
+		{"beyond the revision applied", v(151), hashOf(cur), true, 0, v(120), []string{"a=1", "b=2"}},
+		{"another cluster", makeVersion(testEpoch+1, 120), hashOf(cur), true, 0, v(120), []string{"a=1", "b=2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := hv.delta(tt.from, tt.hash, testEpoch, applied)
+			if d.Snapshot != tt.wantSnapshot || d.FromVersion != tt.wantFrom || d.ToVersion != tt.wantTo {
+				t.Errorf("delta %d→%d snapshot %v, want %d→%d snapshot %v", d.FromVersion, d.ToVersion, d.Snapshot, tt.wantFrom, tt.wantTo, tt.wantSnapshot)
+			}
+			up, del := ids(d)
+			if diff := cmp.Diff(tt.wantUp, up); diff != "" || len(del) > 0 {
+				t.Errorf("upserts (-want +got):\n%s deletes %v", diff, del)
+			}
+			if len(d.Upserts) > 0 && string(d.ViewHash) != string(hashOf(cur)) {
+				t.Errorf("ViewHash %x, want the hash of the whole view %x", d.ViewHash, hashOf(cur))
 			}
 		})
 	}

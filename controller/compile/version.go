@@ -6,9 +6,9 @@ import (
 	"fmt"
 )
 
-// A view version is epoch<<counterBits | counter. The epoch identifies the
-// compiler incarnation; the counter is one clock shared by every host of
-// that incarnation (see the package documentation).
+// A view version is epoch<<counterBits | etcd revision. The epoch names the
+// etcd cluster (EpochFromClusterID), so that every replica following it
+// numbers views alike (see the package documentation).
 const (
 	counterBits = 44
 	counterMask = 1<<counterBits - 1
@@ -23,6 +23,12 @@ func makeVersion(epoch uint32, n uint64) uint64 {
 
 // EpochOf returns the incarnation epoch a version was made in.
 func EpochOf(version uint64) uint32 { return uint32(version >> counterBits) }
+
+// EpochFromClusterID maps an etcd cluster ID to an epoch in [1, MaxEpoch].
+// Every replica of one cluster gets the same epoch; a cluster restored from
+// a backup (a new cluster ID, revisions that may repeat) gets another one,
+// so agents holding versions of the old one get snapshots.
+func EpochFromClusterID(id uint64) uint32 { return uint32(id%MaxEpoch) + 1 }
 
 // randomEpoch picks a random epoch in [1, MaxEpoch].
 func randomEpoch() (uint32, error) {

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -368,6 +369,7 @@ func (a *agent) next() (wire.Delta, error) {
 		d.Upserts = append(d.Upserts, f.Upserts...)
 		d.Deletes = append(d.Deletes, f.Deletes...)
 		if !f.More {
+			d.ViewHash = f.ViewHash
 			return d, nil
 		}
 	}
@@ -399,6 +401,19 @@ func (a *agent) apply(d wire.Delta) {
 		a.view[r.Key] = string(r.Data)
 	}
 	a.version = d.ToVersion
+	if d.ViewHash == nil {
+		if len(d.Upserts)+len(d.Deletes) > 0 {
+			a.t.Errorf("%s: delta to %d with changes but no view hash", a.host, d.ToVersion)
+		}
+		return
+	}
+	var rs []wire.Resource
+	for k, data := range a.view {
+		rs = append(rs, wire.Resource{Key: k, Data: []byte(data)})
+	}
+	if got := wire.ViewHash(rs); !bytes.Equal(got, d.ViewHash) {
+		a.t.Errorf("%s: view at %d hashes to %x, the delta says %x", a.host, d.ToVersion, got, d.ViewHash)
+	}
 }
 
 func (a *agent) ack() { a.t.Helper(); send(a.t, a.wc, &wire.Ack{Version: a.version}) }

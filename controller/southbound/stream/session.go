@@ -162,7 +162,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello) (strin
 	}
 	s.cfg.Status.Connected(host, h.AgentVersion)
 
-	first, err := s.c.Delta(host, h.ViewVersion)
+	first, err := s.c.Resume(ctx, host, h.ViewVersion, h.ViewHash)
 	if err != nil {
 		return reasonCompile, err
 	}

@@ -6,7 +6,8 @@ import "github.com/weftnet/weft/wire"
 // bound the bytes each part adds, so that a split frame stays under the
 // limit without encoding it twice.
 const (
-	// frameOverhead covers the frame header, the versions and flags.
+	// frameOverhead covers the frame header, the versions, flags and
+	// the view hash.
 	frameOverhead = 256
 	// entryOverhead covers `{"key":{"type":"","id":""},"data":},` and the
 	// like around each resource or deleted key.
@@ -14,7 +15,8 @@ const (
 )
 
 // split cuts d into deltas whose frames fit maxFrame: the same versions and
-// Snapshot flag, More set on all but the last. A delta with no resources
+// Snapshot flag, More set on all but the last, which carries the view
+// hash. A delta with no resources
 // (an empty snapshot) is one frame. A single resource too large for a
 // frame goes alone, and its write fails with wire.ErrTooLarge.
 func split(d wire.Delta, maxFrame int) []wire.Delta {
@@ -39,6 +41,6 @@ func split(d wire.Delta, maxFrame int) []wire.Delta {
 		flush(len(k.Type) + len(k.ID) + entryOverhead)
 		cur.Deletes = append(cur.Deletes, k)
 	}
-	cur.More = false
+	cur.More, cur.ViewHash = false, d.ViewHash
 	return append(out, cur)
 }

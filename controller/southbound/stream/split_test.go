@@ -37,7 +37,7 @@ func TestSplit(t *testing.T) {
 		{"empty snapshot is one frame", wire.Delta{ToVersion: 5, Snapshot: true}, 1},
 		{"small delta is one frame", wire.Delta{FromVersion: 3, ToVersion: 5, Upserts: resources(3, 100), Deletes: deletes(2)}, 1},
 		{"large snapshot", wire.Delta{ToVersion: 9, Snapshot: true, Upserts: resources(100, 500)}, 0},
-		{"large delta with deletes", wire.Delta{FromVersion: 2, ToVersion: 9, Upserts: resources(40, 500), Deletes: deletes(500)}, 0},
+		{"large delta with deletes", wire.Delta{FromVersion: 2, ToVersion: 9, Upserts: resources(40, 500), Deletes: deletes(500), ViewHash: make([]byte, wire.ViewHashSize)}, 0},
 		{"one resource larger than a frame goes alone", wire.Delta{ToVersion: 9, Snapshot: true, Upserts: resources(1, maxFrame)}, 1},
 	}
 	for _, tt := range tests {
@@ -62,6 +62,10 @@ func TestSplit(t *testing.T) {
 				}
 				joined.Upserts = append(joined.Upserts, f.Upserts...)
 				joined.Deletes = append(joined.Deletes, f.Deletes...)
+				if f.More && f.ViewHash != nil {
+					t.Errorf("frame %d of %d carries the view hash; only the last does", i, len(frames))
+				}
+				joined.ViewHash = f.ViewHash
 			}
 			if diff := cmp.Diff(tt.d, joined); diff != "" {
 				t.Errorf("frames joined (-want +got):\n%s", diff)

@@ -1,0 +1,166 @@
+package controller_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/backoff"
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/controller"
+	"github.com/weftnet/weft/controller/hostkey"
+	simdp "github.com/weftnet/weft/datapath/sim"
+	"github.com/weftnet/weft/internal/etcdtest"
+	"github.com/weftnet/weft/sim"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func startReplica(t *testing.T, cfg controller.Config) *controller.Controller {
+	t.Helper()
+	cfg.APIListen, cfg.AgentListen = "127.0.0.1:0", "127.0.0.1:0"
+	c, err := controller.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// counter reads a counter of a replica's /metrics (0 if absent).
+func counter(t *testing.T, c *controller.Controller, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + c.APIAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s", what)
+		}
+	}
+}
+
+// TestFailoverResumesFromVersion: two replicas share one etcd; an agent
+// streams from the one its host name ranks first. That replica stops: the
+// agent moves to the other, which numbers views the same way (etcd
+// revisions) and, finding the agent's view hash current, sends an empty
+// delta — no snapshot — and then ordinary deltas.
+func TestFailoverResumesFromVersion(t *testing.T) {
+	a := startReplica(t, controller.Config{DataDir: t.TempDir()})
+	cli, err := a.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints()})
+	replicas := []string{a.AgentAddr(), b.AgentAddr()}
+	host := ""
+	for i := range 1000 {
+		if h := fmt.Sprintf("h%d", i); sim.ReplicaFor(h, replicas) == b.AgentAddr() {
+			host = h
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	api, err := client.New("http://" + a.APIAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	for _, o := range []apiv1.Object{
+		etcdtest.Tenant("acme"), etcdtest.Host(host, "192.0.2.10"), etcdtest.VPC("acme", "main", "10.0.0.0/16"),
+		etcdtest.Subnet("acme", "a", "main", "10.0.1.0/24"),
+		etcdtest.Endpoint("acme", "web-1", "a", host), etcdtest.Endpoint("acme", "web-2", "a", host),
+	} {
+		if _, err := api.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drv := simdp.New(simdp.Config{})
+	ag, err := agent.New(agent.Config{
+		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
+		Key: hostkey.Derive(a.ClusterSecret(), host), Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
+		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ag.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	waitFor(t, "view from replica B", func() bool { return ag.AppliedVersion() != 0 })
+	held := ag.AppliedVersion()
+	const snapshots = `weft_stream_deltas_total{type="snapshot"}`
+	if n := counter(t, b, snapshots); n != 1 {
+		t.Fatalf("replica B sent %v snapshots, want 1 (the first view)", n)
+	}
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "session on replica A", func() bool { return ag.Connected() && ag.Stats().StreamConnects == 2 })
+	if n := counter(t, a, snapshots); n != 0 {
+		t.Errorf("replica A sent %v snapshots to an agent holding a current view, want 0", n)
+	}
+	if got := ag.AppliedVersion(); got < held {
+		t.Errorf("version went back from %d to %d", held, got)
+	}
+
+	ep, err := api.Get(ctx, apiv1.KindEndpoint, "acme", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep.GetObjectMeta().Labels = map[string]string{"moved": "no"}
+	if _, err := api.Update(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	before := ag.AppliedVersion()
+	waitFor(t, "the change applied through replica A", func() bool { return ag.AppliedVersion() > before })
+	if n := counter(t, a, snapshots); n != 0 {
+		t.Errorf("replica A answered a change with %v snapshots, want deltas only", n)
+	}
+	if s := ag.Stats(); s.Nacks != 0 || s.HashMismatches != 0 {
+		t.Errorf("agent nacked %d deltas (%d hash mismatches), want none", s.Nacks, s.HashMismatches)
+	}
+}
