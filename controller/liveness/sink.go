@@ -45,9 +45,9 @@ type HostSource interface {
 	EndpointsByHost(host string) []*apiv1.Endpoint
 }
 
-// StatusWriter writes an object's status; *registry.Registry implements it.
+// StatusWriter changes an object's status; *registry.Registry implements it.
 type StatusWriter interface {
-	UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error)
 }
 
 // DefaultSinkConcurrency is the default number of status writes a
@@ -138,11 +138,13 @@ func (s *RegistrySink) Transitions(ctx context.Context, ts []Transition) error {
 	_ = g.Wait()
 
 	var eps []*apiv1.Endpoint
+	to := map[string]State{} // host → its last transition in ts
 	for i, t := range ts {
 		h := hosts[i]
 		if h == nil || (t.To != Dead && t.To != Alive) {
 			continue
 		}
+		to[h.Metadata.Name] = t.To
 		for _, ep := range s.st.EndpointsByHost(h.Metadata.Name) {
 			if next := endpointPhase(ep, h.Metadata.Name, t.To); next != nil {
 				eps = append(eps, next)
@@ -151,7 +153,21 @@ func (s *RegistrySink) Transitions(ctx context.Context, ts []Transition) error {
 	}
 	for _, ep := range eps {
 		g.Go(func() error {
-			if _, err := s.reg.UpdateStatus(ctx, ep); err != nil && apiv1.ReasonOf(err) != apiv1.ReasonNotFound {
+			_, err := s.reg.PatchStatus(ctx, apiv1.RefOf(ep), func(next apiv1.Object) bool {
+				// Decided again on the stored state: the agent may have
+				// reported the endpoint meanwhile.
+				cur, ok := next.(*apiv1.Endpoint)
+				if !ok {
+					return false
+				}
+				want := endpointPhase(cur, ep.Spec.Host, to[ep.Spec.Host])
+				if want == nil {
+					return false
+				}
+				cur.Status.Phase, cur.Status.Message = want.Status.Phase, want.Status.Message
+				return true
+			})
+			if err != nil && apiv1.ReasonOf(err) != apiv1.ReasonNotFound {
 				fail(fmt.Errorf("set endpoint %s/%s phase %s: %w", ep.Metadata.Tenant, ep.Metadata.Name, ep.Status.Phase, err))
 			}
 			return nil
@@ -178,12 +194,19 @@ func endpointPhase(ep *apiv1.Endpoint, host string, to State) *apiv1.Endpoint {
 }
 
 func (s *RegistrySink) writeHost(ctx context.Context, h *apiv1.Host, t Transition) error {
-	next := *h // shallow: only Status is replaced
-	next.Status.Liveness = t.To.String()
-	if !t.LastSeen.IsZero() {
-		next.Status.LastSeen = t.LastSeen.UTC().Format(time.RFC3339Nano)
-	}
-	if _, err := s.reg.UpdateStatus(ctx, &next); err != nil {
+	_, err := s.reg.PatchStatus(ctx, apiv1.RefOf(h), func(next apiv1.Object) bool {
+		cur, ok := next.(*apiv1.Host)
+		if !ok {
+			return false
+		}
+		// Only the liveness fields: the config stream writes the others.
+		cur.Status.Liveness = t.To.String()
+		if !t.LastSeen.IsZero() {
+			cur.Status.LastSeen = t.LastSeen.UTC().Format(time.RFC3339Nano)
+		}
+		return true
+	})
+	if err != nil {
 		if apiv1.ReasonOf(err) == apiv1.ReasonNotFound {
 			return nil // deleted meanwhile
 		}

@@ -39,6 +39,9 @@ import (
 // a race (a stale cache, an address taken by another replica).
 const maxAttempts = 8
 
+// statusAttempts is maxAttempts for status patches.
+const statusAttempts = 64
+
 // Config configures a Registry.
 type Config struct {
 	Store  *store.Store
@@ -320,16 +323,26 @@ type attempt struct {
 	undo func()
 	// obj is the object that the transaction writes (nil for deletes).
 	obj apiv1.Object
+	// noop: nothing to write; run returns obj without a transaction.
+	noop bool
 }
 
 // run plans and commits a write, retrying lost races. plan is called
 // afresh for every attempt so that it sees the cache at least at the
 // revision of the previous failure.
 func (r *Registry) run(ctx context.Context, plan func() (*attempt, error)) (*attempt, int64, error) {
-	for i := 0; i < maxAttempts; i++ {
+	return r.runN(ctx, maxAttempts, plan)
+}
+
+// runN is run with at most n attempts.
+func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error)) (*attempt, int64, error) {
+	for i := 0; i < n; i++ {
 		a, err := plan()
 		if err != nil {
 			return nil, 0, err
+		}
+		if a.noop {
+			return a, 0, nil
 		}
 		res, err := r.st.Commit(ctx, a.txn)
 		if err != nil {
@@ -357,7 +370,7 @@ func (r *Registry) run(ctx context.Context, plan func() (*attempt, error)) (*att
 			return nil, 0, storeError(err)
 		}
 	}
-	return nil, 0, apiv1.NewConflict("gave up after %d attempts: the objects involved kept changing; retry", maxAttempts)
+	return nil, 0, apiv1.NewConflict("gave up after %d attempts: the objects involved kept changing; retry", n)
 }
 
 func storeError(err error) error {
@@ -831,27 +844,54 @@ func (r *Registry) dependents(o apiv1.Object) []string {
 // ---- status ----
 
 // UpdateStatus replaces an object's status (the controller's and agents'
-// view of the world), leaving spec and labels alone.
+// view of the world), leaving spec and labels alone. Writers that own only
+// some status fields use PatchStatus, which cannot overwrite the others.
 func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
 	if _, err := kindOf(obj); err != nil {
 		return nil, err
 	}
-	ref := apiv1.RefOf(obj)
+	status := reflect.ValueOf(obj).Elem().FieldByName("Status")
+	return r.PatchStatus(ctx, apiv1.RefOf(obj), func(next apiv1.Object) bool {
+		reflect.ValueOf(next).Elem().FieldByName("Status").Set(status)
+		return true
+	})
+}
+
+// PatchStatus changes an object's status with patch, applied to a copy of
+// the stored object as it is when the write is attempted (again if a
+// concurrent write wins): a writer changes only the fields it owns and
+// keeps everyone else's. patch must replace, not modify in place, any map
+// or slice of the status (the copy shares them with the cache) and returns
+// false when nothing needs writing; PatchStatus then returns the stored
+// object unchanged. Spec, metadata and allocated status fields are kept.
+func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error) {
+	if _, ok := apiv1.LookupKind(ref.Kind); !ok {
+		return nil, apiv1.NewBadRequest("unknown kind %q", ref.Kind)
+	}
 	objKey := r.st.ObjectKey(ref)
-	a, rev, err := r.run(ctx, func() (*attempt, error) {
+	// Status writers of one object (liveness, the config stream, agents)
+	// often race; a patch is cheap to plan again.
+	a, rev, err := r.runN(ctx, statusAttempts, func() (*attempt, error) {
 		old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
 			return nil, apiv1.NewNotFound(ref)
 		}
-		next, err := clone(old)
-		if err != nil {
-			return nil, err
+		// Shallow copies: patch sees the whole object, but only its
+		// status is taken, onto a copy whose spec and metadata are old's.
+		shallow := func() reflect.Value {
+			v := reflect.New(reflect.TypeOf(old).Elem())
+			v.Elem().Set(reflect.ValueOf(old).Elem())
+			return v
 		}
-		st := reflect.ValueOf(next).Elem().FieldByName("Status")
-		if !st.IsValid() {
+		patched, v := shallow(), shallow()
+		if !v.Elem().FieldByName("Status").IsValid() {
 			return nil, apiv1.NewBadRequest("%s has no status", ref.Kind)
 		}
-		st.Set(reflect.ValueOf(obj).Elem().FieldByName("Status"))
+		if !patch(patched.Interface().(apiv1.Object)) {
+			return &attempt{obj: old, noop: true}, nil
+		}
+		v.Elem().FieldByName("Status").Set(patched.Elem().FieldByName("Status"))
+		next := v.Interface().(apiv1.Object)
 		keepAllocations(next, old)
 		next.GetObjectMeta().ResourceVersion = ""
 		oldRev, _ := strconv.ParseInt(old.GetObjectMeta().ResourceVersion, 10, 64)
@@ -866,6 +906,9 @@ func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Ob
 	})
 	if err != nil {
 		return nil, err
+	}
+	if a.noop {
+		return a.obj, nil
 	}
 	a.obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
 	return a.obj, nil

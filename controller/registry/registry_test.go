@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	"golang.org/x/sync/errgroup"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
@@ -373,5 +374,70 @@ func TestConcurrentOverlappingSubnets(t *testing.T) {
 	sort.Strings(names)
 	if len(names) != 11 {
 		t.Errorf("subnets %v: want a + 10", names)
+	}
+}
+
+// TestPatchStatusKeepsOtherWriters: two writers that own different status
+// fields of one Host (liveness; the acknowledged view version) patch it
+// concurrently; neither overwrites the other's field, a patch that changes
+// nothing writes nothing, and allocated fields and the spec stay.
+func TestPatchStatusKeepsOtherWriters(t *testing.T) {
+	r, _ := newRegistry(t)
+	base(t, r)
+	ctx := context.Background()
+	ref := apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}
+	orig, err := r.Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var g errgroup.Group
+	g.Go(func() error {
+		for i := range n {
+			_, err := r.PatchStatus(ctx, ref, func(o apiv1.Object) bool {
+				o.(*apiv1.Host).Status.Liveness = fmt.Sprint("L", i)
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for i := range n {
+			_, err := r.PatchStatus(ctx, ref, func(o apiv1.Object) bool {
+				h := o.(*apiv1.Host)
+				h.Status.ViewVersion = uint64(i + 1)
+				h.Status.HostID = 999 // allocated: kept
+				h.Spec.UnderlayIP = "203.0.113.1"
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, was := got.(*apiv1.Host), orig.(*apiv1.Host)
+	if h.Status.Liveness != fmt.Sprint("L", n-1) || h.Status.ViewVersion != n {
+		t.Errorf("status liveness %q view %d, want L%d and %d: a writer overwrote the other", h.Status.Liveness, h.Status.ViewVersion, n-1, n)
+	}
+	if h.Status.HostID != was.Status.HostID || h.Spec.UnderlayIP != was.Spec.UnderlayIP {
+		t.Errorf("host ID %d underlay %s, want the allocated %d and the spec's %s", h.Status.HostID, h.Spec.UnderlayIP, was.Status.HostID, was.Spec.UnderlayIP)
+	}
+	same, err := r.PatchStatus(ctx, ref, func(apiv1.Object) bool { return false })
+	if err != nil || same.GetObjectMeta().ResourceVersion != h.Metadata.ResourceVersion {
+		t.Errorf("no-op patch: rv %s err %v, want unchanged %s", same.GetObjectMeta().ResourceVersion, err, h.Metadata.ResourceVersion)
+	}
+	if _, err := r.PatchStatus(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "nope"}, func(apiv1.Object) bool { return true }); apiv1.ReasonOf(err) != apiv1.ReasonNotFound {
+		t.Errorf("patch of a missing host: %v, want NotFound", err)
 	}
 }

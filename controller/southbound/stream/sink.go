@@ -22,10 +22,9 @@ const (
 	finalFlushTimeout = 5 * time.Second
 )
 
-// StatusWriter reads and writes Host status; *registry.Registry is one.
+// StatusWriter changes Host status; *registry.Registry is one.
 type StatusWriter interface {
-	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
-	UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error)
 }
 
 var (
@@ -267,43 +266,42 @@ func (s *RegistrySink) requeue(host string, u *statusUpdate) {
 	s.pendingGauge.Set(float64(len(s.pending)))
 }
 
-// write applies u to host's stored status, if that changes anything. A host
-// that does not exist (an agent connected before its Host was created) is
-// skipped.
+// write applies u to host's stored status, if that changes anything. Only
+// the fields the sink owns are written: a concurrent liveness write is
+// kept. A host that does not exist (an agent connected before its Host
+// was created) is skipped.
 func (s *RegistrySink) write(ctx context.Context, host string, u *statusUpdate) error {
-	o, err := s.reg.Get(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: host})
-	if err != nil {
-		if isNotFound(err) {
-			return nil
+	changed := false
+	_, err := s.reg.PatchStatus(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: host}, func(next apiv1.Object) bool {
+		h, ok := next.(*apiv1.Host)
+		if !ok {
+			return false
 		}
-		return fmt.Errorf("read host %s: %w", host, err)
-	}
-	h, ok := o.(*apiv1.Host)
-	if !ok {
-		return fmt.Errorf("read host %s: got a %T", host, o)
-	}
-	st := h.Status // a copy: the cached object is shared
-	if u.setAgent {
-		st.AgentVersion = u.agentVersion
-	}
-	if u.setView {
-		st.ViewVersion = u.viewVersion
-	}
-	if u.setError {
-		st.LastError = u.lastError
-	}
-	if st == h.Status {
-		s.skipped.Inc()
-		return nil
-	}
-	next := &apiv1.Host{TypeMeta: h.TypeMeta, Metadata: apiv1.ObjectMeta{Name: host}, Status: st}
-	if _, err := s.reg.UpdateStatus(ctx, next); err != nil {
+		st := h.Status
+		if u.setAgent {
+			st.AgentVersion = u.agentVersion
+		}
+		if u.setView {
+			st.ViewVersion = u.viewVersion
+		}
+		if u.setError {
+			st.LastError = u.lastError
+		}
+		changed = st != h.Status
+		h.Status = st
+		return changed
+	})
+	if err != nil {
 		if isNotFound(err) {
 			return nil
 		}
 		return fmt.Errorf("update status of host %s: %w", host, err)
 	}
-	s.writes.Inc()
+	if changed {
+		s.writes.Inc()
+	} else {
+		s.skipped.Inc()
+	}
 	return nil
 }
 

@@ -19,20 +19,19 @@ type fakeHosts struct {
 	fail   int // fail this many writes
 }
 
-func (f *fakeHosts) Get(_ context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+func (f *fakeHosts) PatchStatus(_ context.Context, ref apiv1.Ref, patch func(apiv1.Object) bool) (apiv1.Object, error) {
 	st, ok := f.hosts[ref.Name]
 	if !ok {
 		return nil, &apiv1.StatusError{Code: 404, Reason: apiv1.ReasonNotFound, Message: "not found"}
 	}
-	return &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: ref.Name}, Status: st}, nil
-}
-
-func (f *fakeHosts) UpdateStatus(_ context.Context, o apiv1.Object) (apiv1.Object, error) {
+	h := &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: ref.Name}, Status: st}
+	if !patch(h) {
+		return h, nil
+	}
 	if f.fail > 0 {
 		f.fail--
 		return nil, errors.New("etcd unavailable")
 	}
-	h := o.(*apiv1.Host)
 	f.hosts[h.Metadata.Name] = h.Status
 	f.writes = append(f.writes, fmt.Sprintf("%s view=%d err=%q agent=%q", h.Metadata.Name, h.Status.ViewVersion, h.Status.LastError, h.Status.AgentVersion))
 	return h, nil
