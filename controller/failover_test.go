@@ -152,10 +152,10 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep.GetObjectMeta().Labels = map[string]string{"moved": "no"}
+	before := ag.AppliedVersion()
 	if _, err := api.Update(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
-	before := ag.AppliedVersion()
 	waitFor(t, "the change applied through replica A", func() bool { return ag.AppliedVersion() > before })
 	if n := counter(t, a, snapshots); n != 0 {
 		t.Errorf("replica A answered a change with %v snapshots, want deltas only", n)

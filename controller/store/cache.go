@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"sync"
 	"time"
@@ -13,18 +14,26 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 )
 
-// entry is one cached object.
+// entry is one cached object. Its tenant and name are those of meta, the
+// object's metadata (not of the etcd key, which is not kept).
 type entry struct {
-	tenant, name      string
 	obj               apiv1.Object
+	meta              *apiv1.ObjectMeta
 	createRev, modRev int64
+	next              *entry // in entryMap, of the same hash
 }
 
+func newEntry(obj apiv1.Object, createRev, modRev int64) *entry {
+	return &entry{obj: obj, meta: obj.GetObjectMeta(), createRev: createRev, modRev: modRev}
+}
+
+func (e *entry) key() tn { return tn{e.meta.Tenant, e.meta.Name} }
+
 func lessEntry(a, b *entry) bool {
-	if a.tenant != b.tenant {
-		return a.tenant < b.tenant
+	if a.meta.Tenant != b.meta.Tenant {
+		return a.meta.Tenant < b.meta.Tenant
 	}
-	return a.name < b.name
+	return a.meta.Name < b.meta.Name
 }
 
 // tn is a (tenant, name) pair: an object of a known kind, or an index key
@@ -36,9 +45,78 @@ type labelKey struct{ tenant, key, value string }
 
 // kindCache holds the objects of one kind, by name and in tenant/name order.
 type kindCache struct {
-	items map[tn]*entry
+	items entryMap
 	order *btree.BTreeG[*entry]
 }
+
+// entryMap finds entries by (tenant, name). It is keyed by a hash of the
+// pair rather than the pair (a 16-byte slot instead of 40, for a million
+// endpoints); entries whose hashes are equal chain on entry.next.
+type entryMap struct {
+	seed maphash.Seed
+	m    map[uint64]*entry
+	n    int
+}
+
+func newEntryMap() entryMap { return entryMap{seed: maphash.MakeSeed(), m: map[uint64]*entry{}} }
+
+func (em *entryMap) hash(k tn) uint64 { return maphash.Comparable(em.seed, k) }
+
+func (em *entryMap) get(k tn) *entry { return em.getHashed(em.hash(k), k) }
+
+// put adds e or replaces the entry of the same key.
+func (em *entryMap) put(e *entry) { em.putHashed(em.hash(e.key()), e) }
+
+// del removes the entry of key k, if any.
+func (em *entryMap) del(k tn) { em.delHashed(em.hash(k), k) }
+
+func (em *entryMap) getHashed(h uint64, k tn) *entry {
+	for e := em.m[h]; e != nil; e = e.next {
+		if e.meta.Name == k.name && e.meta.Tenant == k.tenant {
+			return e
+		}
+	}
+	return nil
+}
+
+func (em *entryMap) putHashed(h uint64, e *entry) {
+	var prev *entry
+	for cur := em.m[h]; cur != nil; prev, cur = cur, cur.next {
+		if cur.meta.Name == e.meta.Name && cur.meta.Tenant == e.meta.Tenant {
+			e.next = cur.next
+			em.link(h, prev, e)
+			return
+		}
+	}
+	e.next = em.m[h]
+	em.m[h] = e
+	em.n++
+}
+
+func (em *entryMap) delHashed(h uint64, k tn) {
+	var prev *entry
+	for cur := em.m[h]; cur != nil; prev, cur = cur, cur.next {
+		if cur.meta.Name == k.name && cur.meta.Tenant == k.tenant {
+			em.link(h, prev, cur.next)
+			em.n--
+			return
+		}
+	}
+}
+
+// link makes next follow prev (nil: head of h's chain).
+func (em *entryMap) link(h uint64, prev, next *entry) {
+	switch {
+	case prev != nil:
+		prev.next = next
+	case next != nil:
+		em.m[h] = next
+	default:
+		delete(em.m, h)
+	}
+}
+
+func (em *entryMap) len() int { return em.n }
 
 // change is one decoded etcd event or listed key; obj is nil for a delete.
 type change struct {
@@ -61,10 +139,12 @@ type cache struct {
 	revCh  chan struct{} // closed and replaced when rev advances
 	byKind []*kindCache  // by kindDesc.idx
 
-	epByHost   map[string]map[tn]*apiv1.Endpoint // spec.host → endpoints
-	epBySubnet map[tn]map[string]*apiv1.Endpoint // (tenant, spec.subnet) → name → endpoint
-	epByLabel  map[labelKey]map[string]*apiv1.Endpoint
-	snByVPC    map[tn]map[string]*apiv1.Subnet // (tenant, spec.vpc) → name → subnet
+	// Indexes: sets of cached objects. Their keys share the objects' strings.
+	epByHost   map[string]set[*apiv1.Endpoint] // spec.host → endpoints
+	epBySubnet map[tn]set[*apiv1.Endpoint]     // (tenant, spec.subnet) → endpoints
+	epByLabel  map[labelKey]set[*apiv1.Endpoint]
+	snByVPC    map[tn]set[*apiv1.Subnet] // (tenant, spec.vpc) → subnets
+	intern     *interner
 
 	ring   ring
 	subs   map[*subscriber]struct{}
@@ -76,15 +156,16 @@ func newCache(kinds kindTable, ringSize int, m *metrics) *cache {
 		metrics:    m,
 		kinds:      kinds.all,
 		revCh:      make(chan struct{}),
-		epByHost:   map[string]map[tn]*apiv1.Endpoint{},
-		epBySubnet: map[tn]map[string]*apiv1.Endpoint{},
-		epByLabel:  map[labelKey]map[string]*apiv1.Endpoint{},
-		snByVPC:    map[tn]map[string]*apiv1.Subnet{},
+		epByHost:   map[string]set[*apiv1.Endpoint]{},
+		epBySubnet: map[tn]set[*apiv1.Endpoint]{},
+		epByLabel:  map[labelKey]set[*apiv1.Endpoint]{},
+		snByVPC:    map[tn]set[*apiv1.Subnet]{},
+		intern:     newInterner(),
 		ring:       ring{buf: make([]Event, ringSize)},
 		subs:       map[*subscriber]struct{}{},
 	}
 	for range kinds.all {
-		c.byKind = append(c.byKind, &kindCache{items: map[tn]*entry{}, order: btree.NewG(32, lessEntry)})
+		c.byKind = append(c.byKind, &kindCache{items: newEntryMap(), order: btree.NewG(32, lessEntry)})
 	}
 	return c
 }
@@ -127,7 +208,7 @@ func (c *cache) replace(snap []change, rev int64) int {
 	var evs []Event
 	for _, ch := range snap {
 		listed[ch.kind.idx][tn{ch.tenant, ch.name}] = struct{}{}
-		if old := c.byKind[ch.kind.idx].items[tn{ch.tenant, ch.name}]; old != nil && old.createRev != ch.createRev {
+		if old := c.byKind[ch.kind.idx].items.get(tn{ch.tenant, ch.name}); old != nil && old.createRev != ch.createRev {
 			// Deleted and created again while we were not watching.
 			ev, _ := c.applyOne(change{kind: ch.kind, tenant: ch.tenant, name: ch.name, rev: rev}, rev)
 			evs = append(evs, ev)
@@ -139,13 +220,13 @@ func (c *cache) replace(snap []change, rev int64) int {
 	for _, k := range c.kinds {
 		var gone []*entry
 		c.byKind[k.idx].order.Ascend(func(e *entry) bool {
-			if _, ok := listed[k.idx][tn{e.tenant, e.name}]; !ok {
+			if _, ok := listed[k.idx][e.key()]; !ok {
 				gone = append(gone, e)
 			}
 			return true
 		})
 		for _, e := range gone {
-			ev, _ := c.applyOne(change{kind: k, tenant: e.tenant, name: e.name, rev: rev}, rev)
+			ev, _ := c.applyOne(change{kind: k, tenant: e.meta.Tenant, name: e.meta.Name, rev: rev}, rev)
 			evs = append(evs, ev)
 		}
 	}
@@ -158,28 +239,28 @@ func (c *cache) replace(snap []change, rev int64) int {
 func (c *cache) applyOne(ch change, evRev int64) (Event, bool) {
 	kc := c.byKind[ch.kind.idx]
 	key := tn{ch.tenant, ch.name}
-	old := kc.items[key]
+	old := kc.items.get(key)
 	if ch.obj == nil {
 		if old == nil {
 			return Event{}, false
 		}
 		c.unindex(old)
-		delete(kc.items, key)
+		kc.items.del(key)
 		kc.order.Delete(old)
 		return Event{Type: EventDeleted, Object: old.obj, Old: old.obj, Revision: evRev}, true
 	}
 	if old != nil && old.modRev >= ch.rev {
 		return Event{}, false // seen already
 	}
-	e := &entry{tenant: ch.tenant, name: ch.name, obj: ch.obj, createRev: ch.createRev, modRev: ch.rev}
+	e := newEntry(ch.obj, ch.createRev, ch.rev)
 	ev := Event{Type: EventAdded, Object: e.obj, Revision: evRev}
 	if old != nil {
 		c.unindex(old)
 		ev.Type, ev.Old = EventModified, old.obj
 	}
-	kc.items[key] = e
-	kc.order.ReplaceOrInsert(e)
 	c.index(e)
+	kc.items.put(e)
+	kc.order.ReplaceOrInsert(e)
 	return ev, true
 }
 
@@ -195,48 +276,58 @@ func (c *cache) advance(rev int64) {
 	c.metrics.applied(rev)
 }
 
+// index adds a new entry to the indexes, first making its object share
+// repeated values with the other cached objects (before anyone reads it).
 func (c *cache) index(e *entry) {
 	switch o := e.obj.(type) {
 	case *apiv1.Endpoint:
+		c.intern.endpoint(o)
+		t := o.Metadata.Tenant
 		if o.Spec.Host != "" {
-			addTo(c.epByHost, o.Spec.Host, tn{e.tenant, e.name}, o)
+			addTo(c.epByHost, o.Spec.Host, o)
 		}
-		addTo(c.epBySubnet, tn{e.tenant, o.Spec.Subnet}, e.name, o)
+		addTo(c.epBySubnet, tn{t, o.Spec.Subnet}, o)
 		for k, v := range o.Metadata.Labels {
-			addTo(c.epByLabel, labelKey{e.tenant, k, v}, e.name, o)
+			addTo(c.epByLabel, labelKey{t, k, v}, o)
 		}
 	case *apiv1.Subnet:
-		addTo(c.snByVPC, tn{e.tenant, o.Spec.VPC}, e.name, o)
+		addTo(c.snByVPC, tn{o.Metadata.Tenant, o.Spec.VPC}, o)
 	}
 }
 
+// unindex removes an entry from the indexes.
 func (c *cache) unindex(e *entry) {
 	switch o := e.obj.(type) {
 	case *apiv1.Endpoint:
+		t := o.Metadata.Tenant
 		if o.Spec.Host != "" {
-			delFrom(c.epByHost, o.Spec.Host, tn{e.tenant, e.name})
+			delFrom(c.epByHost, o.Spec.Host, o)
 		}
-		delFrom(c.epBySubnet, tn{e.tenant, o.Spec.Subnet}, e.name)
+		delFrom(c.epBySubnet, tn{t, o.Spec.Subnet}, o)
 		for k, v := range o.Metadata.Labels {
-			delFrom(c.epByLabel, labelKey{e.tenant, k, v}, e.name)
+			delFrom(c.epByLabel, labelKey{t, k, v}, o)
 		}
+		c.intern.releaseEndpoint(o)
 	case *apiv1.Subnet:
-		delFrom(c.snByVPC, tn{e.tenant, o.Spec.VPC}, e.name)
+		delFrom(c.snByVPC, tn{o.Metadata.Tenant, o.Spec.VPC}, o)
 	}
 }
 
-func addTo[K, K2 comparable, V any](m map[K]map[K2]V, k K, k2 K2, v V) {
+// set is an index bucket: a set of cached objects.
+type set[V comparable] = map[V]struct{}
+
+func addTo[K, V comparable](m map[K]set[V], k K, v V) {
 	inner := m[k]
 	if inner == nil {
-		inner = map[K2]V{}
+		inner = set[V]{}
 		m[k] = inner
 	}
-	inner[k2] = v
+	inner[v] = struct{}{}
 }
 
-func delFrom[K, K2 comparable, V any](m map[K]map[K2]V, k K, k2 K2) {
+func delFrom[K, V comparable](m map[K]set[V], k K, v V) {
 	inner := m[k]
-	delete(inner, k2)
+	delete(inner, v)
 	if len(inner) == 0 {
 		delete(m, k)
 	}
@@ -257,7 +348,7 @@ func (s *Store) Get(kind, tenant, name string) (apiv1.Object, bool) {
 	}
 	c := s.cache
 	c.mu.RLock()
-	e := c.byKind[k.idx].items[tn{tenant, name}]
+	e := c.byKind[k.idx].items.get(tn{tenant, name})
 	c.mu.RUnlock()
 	if e == nil {
 		return nil, false
@@ -294,8 +385,8 @@ func (s *Store) ListSelector(kind, tenant string, match func(labels map[string]s
 		return true
 	}
 	if k.info.Namespaced && tenant != "" {
-		order.AscendGreaterOrEqual(&entry{tenant: tenant}, func(e *entry) bool {
-			return e.tenant == tenant && visit(e)
+		order.AscendGreaterOrEqual(&entry{meta: &apiv1.ObjectMeta{Tenant: tenant}}, func(e *entry) bool {
+			return e.meta.Tenant == tenant && visit(e)
 		})
 	} else {
 		objs = make([]apiv1.Object, 0, order.Len())
@@ -309,11 +400,7 @@ func (s *Store) ListSelector(kind, tenant string, match func(labels map[string]s
 func (s *Store) EndpointsByHost(host string) []*apiv1.Endpoint {
 	c := s.cache
 	c.mu.RLock()
-	inner := c.epByHost[host]
-	eps := make([]*apiv1.Endpoint, 0, len(inner))
-	for _, ep := range inner {
-		eps = append(eps, ep)
-	}
+	eps := members(c.epByHost[host])
 	c.mu.RUnlock()
 	slices.SortFunc(eps, func(a, b *apiv1.Endpoint) int {
 		return cmp.Or(cmp.Compare(a.Metadata.Tenant, b.Metadata.Tenant), cmp.Compare(a.Metadata.Name, b.Metadata.Name))
@@ -325,8 +412,9 @@ func (s *Store) EndpointsByHost(host string) []*apiv1.Endpoint {
 func (s *Store) EndpointsBySubnet(tenant, subnet string) []*apiv1.Endpoint {
 	c := s.cache
 	c.mu.RLock()
-	eps := sortedValues(c.epBySubnet[tn{tenant, subnet}])
+	eps := members(c.epBySubnet[tn{tenant, subnet}])
 	c.mu.RUnlock()
+	sortByName(eps)
 	return eps
 }
 
@@ -334,8 +422,9 @@ func (s *Store) EndpointsBySubnet(tenant, subnet string) []*apiv1.Endpoint {
 func (s *Store) EndpointsByLabel(tenant, key, value string) []*apiv1.Endpoint {
 	c := s.cache
 	c.mu.RLock()
-	eps := sortedValues(c.epByLabel[labelKey{tenant, key, value}])
+	eps := members(c.epByLabel[labelKey{tenant, key, value}])
 	c.mu.RUnlock()
+	sortByName(eps)
 	return eps
 }
 
@@ -343,23 +432,26 @@ func (s *Store) EndpointsByLabel(tenant, key, value string) []*apiv1.Endpoint {
 func (s *Store) SubnetsByVPC(tenant, vpc string) []*apiv1.Subnet {
 	c := s.cache
 	c.mu.RLock()
-	sns := sortedValues(c.snByVPC[tn{tenant, vpc}])
+	sns := members(c.snByVPC[tn{tenant, vpc}])
 	c.mu.RUnlock()
+	sortByName(sns)
 	return sns
 }
 
-// sortedValues returns the values of a name-keyed index bucket sorted by name.
-func sortedValues[V any](m map[string]V) []V {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	vs := make([]V, len(names))
-	for i, n := range names {
-		vs[i] = m[n]
+// members returns the objects of an index bucket, in no order.
+func members[V comparable](s set[V]) []V {
+	vs := make([]V, 0, len(s))
+	for v := range s {
+		vs = append(vs, v)
 	}
 	return vs
+}
+
+// sortByName sorts objects of one tenant by name.
+func sortByName[V apiv1.Object](vs []V) {
+	slices.SortFunc(vs, func(a, b V) int {
+		return cmp.Compare(a.GetObjectMeta().Name, b.GetObjectMeta().Name)
+	})
 }
 
 // Revision returns the etcd revision the cache has applied.

@@ -337,6 +337,7 @@ func decodeObject(k *kindDesc, tenant, name string, value []byte, modRev int64) 
 		return nil, fmt.Errorf("decode %s/%s/%s: metadata names %q/%q", k.info.Plural, tenant, name, m.Tenant, m.Name)
 	}
 	m.ResourceVersion = strconv.FormatInt(modRev, 10)
+	compactObject(o, k.info.Kind)
 	return o, nil
 }
 

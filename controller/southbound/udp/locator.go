@@ -131,9 +131,10 @@ type notifier struct {
 
 type epRef struct{ tenant, name string }
 
+// epState is where an indexed endpoint is in the index; its location is
+// the index entry's (kept once: the Locator holds an entry per endpoint).
 type epState struct {
 	key locKey
-	loc wire.Location
 	rv  int64
 }
 
@@ -411,7 +412,7 @@ func (l *Locator) updateEndpoint(ep *apiv1.Endpoint, minEpoch int64) {
 			l.remove(ref, old, epoch)
 		}
 		return
-	case had && old.key == key && old.loc == loc:
+	case had && old.key == key && l.indexed(key) == loc:
 		old.rv = rv // a change that does not move it
 		l.eps[ref] = old
 		return
@@ -425,7 +426,7 @@ func (l *Locator) updateEndpoint(ep *apiv1.Endpoint, minEpoch int64) {
 	sh.m[key] = newLocation(loc, epoch)
 	sh.version.Add(1)
 	sh.mu.Unlock()
-	l.eps[ref] = epState{key: key, loc: loc, rv: rv}
+	l.eps[ref] = epState{key: key, rv: rv}
 
 	now := l.now()
 	l.buf = l.interest.take(l.buf[:0], key, now)
@@ -516,6 +517,12 @@ func (l *Locator) subnetVNI(tenant, subnet string) uint32 {
 
 func (l *Locator) indexShard(k locKey) *indexShard {
 	return &l.index[k.hash()%indexShards]
+}
+
+// indexed returns the location indexed at k (zero if none).
+func (l *Locator) indexed(k locKey) wire.Location {
+	v, _, _ := l.read(l.indexShard(k), k)
+	return v.wire()
 }
 
 // read returns the index entry of k and the version of its shard.
