@@ -27,7 +27,6 @@ type Agent struct {
 	log      *slog.Logger
 	driver   datapath.Driver
 	key      wire.Key // cfg.Key prepared for sealing datagrams
-	verifier *wire.Verifier
 	seq      *wire.Sequence
 	counters counters
 
@@ -48,20 +47,31 @@ type Agent struct {
 	replicas  []string          // controller replicas, from Config then Welcome
 	reports   []EndpointReport  // latest endpoint reports, for the reporter loop
 
-	learnMu sync.Mutex
-	cache   *learn.Cache
+	learnMu    sync.Mutex
+	cache      *learn.Cache
+	flushAt    time.Time // when queued lookups leave (zero: none queued); learnMu
+	sweepAt    time.Time // when the cache is swept next (zero: not scheduled); learnMu
+	sweepEvery time.Duration
+	learnTimer *funcTimer // fires at the earliest of flushAt, sweepAt, the next retry
 
-	reconcileKick chan struct{}
-	reportKick    chan struct{}
-	learnWake     chan struct{}
+	// reconcileKick asks for a retry of a failed Set soon; it fires the
+	// reconciler every ReconcileInterval otherwise.
+	reconcileKick *funcTimer
+	reconAttempt  atomic.Int64 // reconcile failures in a row
+	reportKick    signal
 
-	udp    *net.UDPConn
-	udpDst atomic.Pointer[netip.AddrPort] // the controller's UDP address
+	mux     *UDPMux                        // the UDP socket: Config.UDPMux or a private one
+	ownMux  bool                           // the mux is private: Close closes it
+	hbEntry *hbEntry                       // in mux's heartbeat schedule; mux.hbMu
+	joined  bool                           // a member of mux; mux.mu
+	udpDst  atomic.Pointer[netip.AddrPort] // the controller's UDP address
 
 	lifeMu     sync.Mutex
 	started    bool
 	closed     bool
+	runCtx     context.Context // of the loops and timers, set by Start
 	cancel     context.CancelFunc
+	stopOnce   sync.Once
 	wg         sync.WaitGroup
 	startTime  time.Time
 	collectors []prometheus.Collector
@@ -86,32 +96,23 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{
-		cfg:           cfg,
-		log:           cfg.Logger.With("subsystem", "agent", "host", cfg.Host),
-		driver:        cfg.Driver,
-		key:           key,
-		seq:           wire.NewSequence(time.Now()),
-		view:          state.New(cfg.Host),
-		replicas:      cfg.StreamAddrs,
-		cache:         cache,
-		reconcileKick: make(chan struct{}, 1),
-		reportKick:    make(chan struct{}, 1),
-		learnWake:     make(chan struct{}, 1),
+		cfg:        cfg,
+		log:        cfg.Logger.With("subsystem", "agent", "host", cfg.Host),
+		driver:     cfg.Driver,
+		key:        key,
+		seq:        wire.NewSequence(time.Now()),
+		view:       state.New(cfg.Host),
+		replicas:   cfg.StreamAddrs,
+		cache:      cache,
+		sweepEvery: min(max(cfg.LearnTTL/8, 10*time.Millisecond), time.Second),
 	}
-	a.verifier, err = wire.NewVerifier(wire.VerifierConfig{
-		Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
-			// Controller → host datagrams carry the receiving host's ID:
-			// only ours is accepted.
-			if id == 0 || id != a.hostID.Load() {
-				return nil, false
-			}
-			return a.cfg.Key, true
-		}),
-		Accept: wire.ToAgent,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+	if cfg.Reporter != nil {
+		a.reportKick = make(signal, 1)
 	}
+	a.learnTimer = &funcTimer{f: a.learnTick, wg: &a.wg}
+	a.reconcileKick = &funcTimer{f: a.reconcileTick, wg: &a.wg, kickDelay: func() time.Duration {
+		return a.cfg.Backoff.Delay(int(a.reconAttempt.Load()), nil)
+	}}
 	if cfg.Registerer != nil {
 		if err := a.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
@@ -143,44 +144,89 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	dstAP := dst.AddrPort()
 	a.setUDPTarget(dstAP)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
+	if a.mux = a.cfg.UDPMux; a.mux == nil {
+		if a.mux, err = a.privateMux(runCtx, dstAP); err != nil {
+			return err
+		}
+		a.ownMux = true
+		defer func() {
+			if err != nil {
+				a.mux.Close()
+			}
+		}()
+	}
+
+	a.loadPersisted(ctx)
+
+	a.runCtx, a.cancel = runCtx, cancel
+	a.started = true
+	a.mux.join(a)
+	a.startLearning(runCtx)
+	a.reconcileKick.reset(a.cfg.ReconcileInterval)
+	context.AfterFunc(runCtx, a.shutdown)
+	a.wg.Go(func() { a.streamLoop(runCtx) })
+	if a.cfg.Reporter != nil {
+		a.wg.Go(func() { a.reportLoop(runCtx) })
+	}
+	if a.log.Enabled(ctx, slog.LevelInfo) {
+		a.log.Info("agent started", "controllers", a.cfg.StreamAddrs, "udp", a.udpTarget().String(),
+			"local_udp", a.mux.LocalAddr().String(), "view_version", a.version.Load())
+	}
+	return nil
+}
+
+// privateMux binds the agent's own UDP socket, for datagrams to dst, and
+// runs a mux of one member on it.
+func (a *Agent) privateMux(ctx context.Context, dst netip.AddrPort) (*UDPMux, error) {
 	network := "udp4"
-	if dstAP.Addr().Is6() && !dstAP.Addr().Is4In6() {
+	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
 		network = "udp6"
 	}
 	var laddr *net.UDPAddr
 	if a.cfg.UDPListen != "" {
+		var err error
 		if laddr, err = net.ResolveUDPAddr(network, a.cfg.UDPListen); err != nil {
-			return fmt.Errorf("agent: resolve UDP listen address %q: %w", a.cfg.UDPListen, err)
+			return nil, fmt.Errorf("agent: resolve UDP listen address %q: %w", a.cfg.UDPListen, err)
 		}
 	}
-	a.udp, err = net.ListenUDP(network, laddr)
+	conn, err := net.ListenUDP(network, laddr)
 	if err != nil {
-		return fmt.Errorf("agent: bind UDP socket: %w", err)
+		return nil, fmt.Errorf("agent: bind UDP socket: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			a.udp.Close()
+	// One member: no batching, heartbeats exactly on time.
+	m, err := newUDPMux(UDPMuxConfig{MaxHeartbeatBatch: 1, Logger: a.log})
+	if err == nil {
+		m.owner = a
+		err = m.start(ctx, conn)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// shutdown stops what runs outside the agent's goroutines: the timers, the
+// membership of the mux (a private mux is closed), the driver's miss
+// callback. It runs once, when the run context ends; Close waits for it.
+func (a *Agent) shutdown() {
+	a.stopOnce.Do(func() {
+		a.learnTimer.stop()
+		a.reconcileKick.stop()
+		if n, ok := a.driver.(missNotifier); ok {
+			n.NotifyMisses(nil)
 		}
-	}()
-
-	a.loadPersisted(ctx)
-
-	runCtx, cancel := context.WithCancel(ctx)
-	a.cancel = cancel
-	a.started = true
-	misses := a.driver.Misses()
-	a.wg.Go(func() { <-runCtx.Done(); a.udp.Close() })
-	a.wg.Go(func() { a.streamLoop(runCtx) })
-	a.wg.Go(func() { a.udpLoop(runCtx) })
-	a.wg.Go(func() { a.heartbeatLoop(runCtx) })
-	a.wg.Go(func() { a.learnLoop(runCtx, misses) })
-	a.wg.Go(func() { a.reconcileLoop(runCtx) })
-	if a.cfg.Reporter != nil {
-		a.wg.Go(func() { a.reportLoop(runCtx) })
-	}
-	a.log.Info("agent started", "controllers", a.cfg.StreamAddrs, "udp", a.udpTarget().String(), "local_udp", a.udp.LocalAddr().String(),
-		"view_version", a.version.Load())
-	return nil
+		a.mux.leave(a)
+		if a.ownMux {
+			a.mux.Close()
+		}
+	})
 }
 
 // loadPersisted adopts and programs the view saved in StateDir, if any.
@@ -206,7 +252,7 @@ func (a *Agent) loadPersisted(ctx context.Context) {
 		return
 	}
 	if v.HostID != 0 {
-		a.hostID.Store(v.HostID)
+		a.hostID.Store(v.HostID) // before Start joins the mux
 	}
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
@@ -236,6 +282,7 @@ func (a *Agent) Close() error {
 	a.closed = true
 	if a.started {
 		a.cancel()
+		a.shutdown()
 		a.wg.Wait()
 	}
 	for _, c := range a.collectors {
@@ -276,22 +323,14 @@ func (a *Agent) Replicas() []string {
 func (a *Agent) LocalUDPAddr() net.Addr {
 	a.lifeMu.Lock()
 	defer a.lifeMu.Unlock()
-	if a.udp == nil {
+	if a.mux == nil {
 		return nil
 	}
-	return a.udp.LocalAddr()
+	return a.mux.LocalAddr()
 }
 
 // Stats returns a snapshot of the agent's counters.
 func (a *Agent) Stats() Stats { return a.counters.snapshot() }
-
-// kick wakes a loop waiting on ch without blocking.
-func kick(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
 
 // sleep waits for d or ctx; it reports whether d elapsed.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -310,6 +349,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // udpTarget returns where heartbeats and lookups go.
 func (a *Agent) udpTarget() netip.AddrPort { return *a.udpDst.Load() }
+
+// setHostID records the host's UDP-channel ID; it reports whether it
+// changed.
+func (a *Agent) setHostID(id uint32) bool {
+	old := a.hostID.Swap(id)
+	if old == id {
+		return false
+	}
+	if a.mux != nil { // set by Start before any loop runs
+		a.mux.setID(a, old, id)
+	}
+	return true
+}
 
 // setUDPTarget changes where heartbeats and lookups go.
 func (a *Agent) setUDPTarget(ap netip.AddrPort) { a.udpDst.Store(&ap) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
@@ -25,7 +26,18 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 	}}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	for _, r := range v.Resources() {
+	resources := v.Resources()
+	var nVPCs, nEPs int
+	for _, r := range resources {
+		switch r.Key.Type {
+		case view.TypeVPC:
+			nVPCs++
+		case view.TypeEndpoint:
+			nEPs++
+		}
+	}
+	d.VPCs, d.Endpoints = make([]datapath.VPC, 0, nVPCs), make([]datapath.Endpoint, 0, nEPs)
+	for _, r := range resources {
 		switch r.Key.Type {
 		case view.TypeHost, view.TypeVPC, view.TypeEndpoint, view.TypePolicy, view.TypeQoS:
 		default:
@@ -55,7 +67,7 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 				bad("%s: resource holds VPC %q", r.Key, id)
 				continue
 			}
-			vpc := datapath.VPC{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI}
+			vpc := datapath.VPC{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI, Subnets: make([]datapath.Subnet, 0, len(o.Subnets))}
 			for _, s := range o.Subnets {
 				cidr, err := parsePrefix(s.CIDR)
 				if err != nil {
@@ -99,6 +111,9 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w at version %d: %w", ErrInvalidView, v.Version, err)
 	}
+	// The agent keeps this until the next view: exactly sized, it costs
+	// about a third less than the slices Normalize grew by appending.
+	n.VPCs, n.Endpoints = slices.Clone(n.VPCs), slices.Clone(n.Endpoints)
 	return n, nil
 }
 

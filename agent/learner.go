@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/weftnet/weft/agent/learn"
@@ -10,71 +11,121 @@ import (
 	"github.com/weftnet/weft/wire"
 )
 
-// learnLoop turns data-plane misses into lookups. A miss not answered by
-// the cache queues a lookup; queued lookups leave in one LookupRequest when
-// MaxLookupBatch of them are queued or LookupBatchDelay after the first,
-// and are sent again after LookupTimeout until LookupTries. The loop also
-// sweeps the cache, forgetting locations whose TTL ran out. It sleeps on a
-// single timer set to the earliest of these deadlines, so an idle agent
-// costs no wake-ups beyond its sweeps.
-func (a *Agent) learnLoop(ctx context.Context, misses <-chan datapath.Miss) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	sweepEvery := min(max(a.cfg.LearnTTL/8, 10*time.Millisecond), time.Second)
-	var flushAt, sweepAt time.Time
-	buf := make([]byte, 0, wire.MaxDatagramSize)
-	for {
-		// Arm the timer for the earliest deadline.
-		a.learnMu.Lock()
-		retryAt, retrying := a.cache.NextRetry()
-		cached := a.cache.Len() > 0
-		a.learnMu.Unlock()
-		if cached && sweepAt.IsZero() {
-			sweepAt = time.Now().Add(sweepEvery)
-		}
-		next := flushAt
-		for _, t := range []time.Time{sweepAt, retryAt} {
-			if !t.IsZero() && (next.IsZero() || t.Before(next)) {
-				next = t
-			}
-		}
-		if next.IsZero() {
-			timer.Stop()
-		} else {
-			timer.Reset(time.Until(next))
-		}
+// missNotifier is a driver that can hand each miss to a function, on the
+// goroutine that met it, instead of sending it on Misses (datapath/sim
+// does): then no goroutine of the agent waits on the channel. f nil stops
+// the calls.
+type missNotifier interface {
+	NotifyMisses(f func(datapath.Miss))
+}
 
-		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-misses:
-			if !ok {
-				misses = nil // the driver closed
-				continue
+// startLearning turns data-plane misses into lookups, from the driver's
+// callback or from a goroutine reading Misses.
+func (a *Agent) startLearning(ctx context.Context) {
+	if n, ok := a.driver.(missNotifier); ok {
+		n.NotifyMisses(a.onMiss)
+		return
+	}
+	misses := a.driver.Misses()
+	a.wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-misses:
+				if !ok {
+					return // the driver closed
+				}
+				a.onMiss(m)
 			}
-			queued := a.miss(ctx, m)
-			switch {
-			case queued >= wire.MaxLookupBatch:
-				buf = a.flushLookups(buf, time.Now())
-				flushAt = time.Time{}
-			case queued > 0 && flushAt.IsZero():
-				flushAt = time.Now().Add(a.cfg.LookupBatchDelay)
-			}
-		case <-a.learnWake:
-		case <-timer.C:
-			now := time.Now()
-			if !flushAt.IsZero() && !now.Before(flushAt) || retrying && !now.Before(retryAt) {
-				buf = a.flushLookups(buf, now)
-				flushAt = time.Time{}
-			}
-			if !sweepAt.IsZero() && !now.Before(sweepAt) {
-				a.sweep(ctx, now)
-				sweepAt = time.Time{}
-			}
+		}
+	})
+}
+
+// onMiss handles a miss: one not answered by the cache queues a lookup;
+// queued lookups leave in one LookupRequest when MaxLookupBatch of them are
+// queued or LookupBatchDelay after the first, and are sent again after
+// LookupTimeout until LookupTries. The learn timer fires at the earliest
+// of these deadlines and of the cache's next sweep (which forgets
+// locations whose TTL ran out), so an idle agent costs no wake-ups beyond
+// its sweeps, and no goroutine.
+func (a *Agent) onMiss(m datapath.Miss) {
+	ctx := a.runCtx
+	if ctx.Err() != nil {
+		return
+	}
+	queued := a.miss(ctx, m)
+	now := time.Now()
+	switch {
+	case queued >= wire.MaxLookupBatch:
+		a.learnMu.Lock()
+		a.flushAt = time.Time{}
+		a.learnMu.Unlock()
+		a.flushLookups(now)
+	case queued > 0:
+		a.learnMu.Lock()
+		if a.flushAt.IsZero() {
+			a.flushAt = now.Add(a.cfg.LookupBatchDelay)
+		}
+		a.learnMu.Unlock()
+	}
+	a.armLearn()
+}
+
+// learnTick runs when the learn timer fires: it sends the lookups due and
+// sweeps the cache if its time came.
+func (a *Agent) learnTick() {
+	now := time.Now()
+	a.learnMu.Lock()
+	retryAt, retrying := a.cache.NextRetry()
+	flush := !a.flushAt.IsZero() && !now.Before(a.flushAt) || retrying && !now.Before(retryAt)
+	sweep := !a.sweepAt.IsZero() && !now.Before(a.sweepAt)
+	if flush {
+		a.flushAt = time.Time{}
+	}
+	if sweep {
+		a.sweepAt = time.Time{}
+	}
+	a.learnMu.Unlock()
+	if flush {
+		a.flushLookups(now)
+	}
+	if sweep {
+		a.sweep(a.runCtx, now)
+	}
+	a.armLearn()
+}
+
+// armLearn sets the learn timer to the earliest deadline: queued lookups
+// leaving, a retry, the cache's sweep. With none it is left as it is (a
+// tick with nothing due does nothing).
+func (a *Agent) armLearn() {
+	a.learnMu.Lock()
+	defer a.learnMu.Unlock() // reset under learnMu: the latest state wins
+	retryAt, retrying := a.cache.NextRetry()
+	if a.cache.Len() > 0 && a.sweepAt.IsZero() {
+		a.sweepAt = time.Now().Add(a.sweepEvery)
+	}
+	next := a.flushAt
+	for _, t := range []time.Time{a.sweepAt, retryAt} {
+		if t.IsZero() || t.Equal(retryAt) && !retrying {
+			continue
+		}
+		if next.IsZero() || t.Before(next) {
+			next = t
 		}
 	}
+	if !next.IsZero() {
+		a.learnTimer.reset(time.Until(next))
+	}
 }
+
+// lookupBufs are datagram buffers for lookup requests, shared by the agents
+// of a process.
+var lookupBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, wire.MaxDatagramSize)
+	return &b
+}}
 
 // miss handles one miss and returns the number of lookups queued.
 func (a *Agent) miss(ctx context.Context, m datapath.Miss) int {
@@ -94,21 +145,24 @@ func (a *Agent) miss(ctx context.Context, m datapath.Miss) int {
 
 // flushLookups sends every due query, in LookupRequests of up to
 // MaxLookupBatch queries.
-func (a *Agent) flushLookups(buf []byte, now time.Time) []byte {
+func (a *Agent) flushLookups(now time.Time) {
 	a.learnMu.Lock()
 	qs, retries, gaveUp := a.cache.Due(now)
 	a.learnMu.Unlock()
 	a.counters.lookupRetries.Add(uint64(retries))
 	a.counters.giveUps.Add(uint64(gaveUp))
 	if len(qs) == 0 {
-		return buf
+		return
 	}
 	id := a.hostID.Load()
 	if id == 0 {
 		// Not numbered yet: the queries time out and are retried, by which
 		// time a Welcome may have given the host its ID.
-		return buf
+		return
 	}
+	bp := lookupBufs.Get().(*[]byte)
+	defer lookupBufs.Put(bp)
+	buf := *bp
 	var req wire.LookupRequest
 	for len(qs) > 0 {
 		n := min(len(qs), wire.MaxLookupBatch)
@@ -120,14 +174,14 @@ func (a *Agent) flushLookups(buf []byte, now time.Time) []byte {
 			continue
 		}
 		buf = pkt
-		if _, err := a.udp.WriteToUDPAddrPort(pkt, a.udpTarget()); err != nil {
+		if err := a.mux.send(pkt, a.udpTarget()); err != nil {
 			a.log.Debug("send lookup request", "err", err)
 			continue
 		}
 		a.counters.lookupRequests.Add(1)
 		a.counters.lookupQueries.Add(uint64(n))
 	}
-	return buf
+	*bp = buf[:0]
 }
 
 // sweep forgets the locations whose TTL ran out.
@@ -161,7 +215,7 @@ func (a *Agent) answer(ctx context.Context, reply *wire.LookupReply) {
 		a.perform(ctx, act)
 	}
 	a.learnMu.Unlock()
-	kick(a.learnWake) // the retry and sweep deadlines changed
+	a.armLearn() // the retry and sweep deadlines changed
 }
 
 // invalidate applies a controller invalidation (UDP, authenticated, or from
@@ -179,7 +233,7 @@ func (a *Agent) invalidate(ctx context.Context, inv *wire.Invalidate) {
 	}
 	a.perform(ctx, act)
 	a.learnMu.Unlock()
-	kick(a.learnWake)
+	a.armLearn()
 }
 
 // perform carries out a cache action on the driver. The caller holds

@@ -238,8 +238,16 @@ func newFakeUDPOn(t *testing.T, raw []byte, hostID uint32, port int) *fakeUDP {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFakeUDPKeys(t, conn, key, map[uint32][]byte{hostID: raw})
+}
+
+// newFakeUDPKeys is a fake controller on conn that knows the hosts of keys;
+// key is the one sealTo callers usually use.
+func newFakeUDPKeys(t *testing.T, conn *net.UDPConn, key wire.Key, keys map[uint32][]byte) *fakeUDP {
+	t.Helper()
 	v, err := wire.NewVerifier(wire.VerifierConfig{Accept: wire.ToController, Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
-		return raw, id == hostID
+		raw, ok := keys[id]
+		return raw, ok
 	})})
 	if err != nil {
 		t.Fatal(err)

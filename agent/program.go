@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
@@ -124,35 +123,26 @@ func (a *Agent) nack(version uint64, msg string) *wire.Nack {
 	return &wire.Nack{Version: version, Error: msg}
 }
 
-// reconcileLoop re-Sets the desired state every ReconcileInterval, and
-// after a failed Set retries with backoff.
-func (a *Agent) reconcileLoop(ctx context.Context) {
-	attempt := 0
-	t := time.NewTimer(a.cfg.ReconcileInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.reconcileKick:
-			// A Set failed elsewhere: retry soon.
-			t.Reset(a.cfg.Backoff.Delay(attempt, nil))
-			continue
-		case <-t.C:
-		}
-		if err := a.reconcile(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			attempt = min(attempt+1, 62)
-			d := a.cfg.Backoff.Delay(attempt, nil)
-			a.log.Warn("reconcile failed, retrying", "err", err, "attempt", attempt, "in", d)
-			t.Reset(d)
-			continue
-		}
-		attempt = 0
-		t.Reset(a.cfg.ReconcileInterval)
+// reconcileTick runs when the reconcile timer (reconcileKick) fires: it
+// re-Sets the desired state, and sets the timer to ReconcileInterval, or
+// after a failure to a backoff delay growing with each failure in a row. A
+// kick (a Set failed elsewhere) sets it to the current backoff delay.
+func (a *Agent) reconcileTick() {
+	ctx := a.runCtx
+	err := a.reconcile(ctx)
+	if ctx.Err() != nil {
+		return
 	}
+	if err != nil {
+		attempt := min(a.reconAttempt.Add(1), 62)
+		a.reconAttempt.Store(attempt)
+		d := a.cfg.Backoff.Delay(int(attempt), nil)
+		a.log.Warn("reconcile failed, retrying", "err", err, "attempt", attempt, "in", d)
+		a.reconcileKick.reset(d)
+		return
+	}
+	a.reconAttempt.Store(0)
+	a.reconcileKick.reset(a.cfg.ReconcileInterval)
 }
 
 // reconcile programs the current desired state again.

@@ -176,7 +176,7 @@ func (a *Agent) handshake(ctx context.Context, conn *wire.Conn) (*wire.Welcome, 
 // welcome takes the host ID and replica list of a Welcome. It reports
 // whether addr is still one of the replicas.
 func (a *Agent) welcome(w *wire.Welcome, addr string) bool {
-	if w.HostID != 0 && a.hostID.Swap(w.HostID) != w.HostID {
+	if w.HostID != 0 && a.setHostID(w.HostID) {
 		a.log.Info("host ID assigned", "host_id", w.HostID)
 	}
 	if len(w.Replicas) == 0 {

@@ -1,92 +1,64 @@
 package agent
 
 import (
-	"context"
-	"errors"
-	"net"
 	"time"
 
 	"github.com/weftnet/weft/wire"
 )
 
-// udpLoop reads the datagrams the controller sends to the agent: lookup
-// replies, invalidations and heartbeat acks. Each is authenticated with the
-// host key and checked against the replay window before it is decoded;
-// anything else is counted and dropped.
-func (a *Agent) udpLoop(ctx context.Context) {
-	buf := make([]byte, wire.MaxDatagramSize+1)
-	var (
-		reply wire.LookupReply
-		inv   wire.Invalidate
-		ack   wire.HeartbeatAck
-	)
-	for {
-		n, _, err := a.udp.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			a.log.Warn("read UDP", "err", err)
-			if !sleep(ctx, 10*time.Millisecond) {
-				return
-			}
-			continue
-		}
-		hdr, body, err := a.verifier.Open(buf[:n])
-		if err != nil {
+// datagramScratch holds the decoded bodies of datagrams, reused by the
+// goroutine that reads them.
+type datagramScratch struct {
+	reply wire.LookupReply
+	inv   wire.Invalidate
+	ack   wire.HeartbeatAck
+}
+
+// handleDatagram takes an authentic datagram for this host, read by the
+// mux (authenticated with the host key and checked against the replay
+// window): a lookup reply, an invalidation or a heartbeat ack. A body that
+// does not decode is counted and dropped.
+func (a *Agent) handleDatagram(hdr wire.Header, body []byte, sc *datagramScratch) {
+	ctx := a.runCtx
+	switch hdr.Type {
+	case wire.TypeLookupReply:
+		if err := sc.reply.UnmarshalBinary(body); err != nil {
 			a.counters.rejected.Add(1)
-			a.log.Debug("datagram rejected", "err", err)
-			continue
-		}
-		switch hdr.Type {
-		case wire.TypeLookupReply:
-			if err := reply.UnmarshalBinary(body); err != nil {
-				a.counters.rejected.Add(1)
-				continue
-			}
-			a.answer(ctx, &reply)
-		case wire.TypeInvalidate:
-			if err := inv.UnmarshalBinary(body); err != nil {
-				a.counters.rejected.Add(1)
-				continue
-			}
-			a.invalidate(ctx, &inv)
-		case wire.TypeHeartbeatAck:
-			if err := ack.UnmarshalBinary(body); err != nil {
-				a.counters.rejected.Add(1)
-				continue
-			}
-			a.counters.heartbeatAcks.Add(1)
-		}
-	}
-}
-
-// heartbeatLoop sends a heartbeat every HeartbeatInterval, starting at once.
-// A send never waits: a full socket buffer drops the heartbeat.
-func (a *Agent) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(a.cfg.HeartbeatInterval)
-	defer t.Stop()
-	var (
-		buf = make([]byte, 0, wire.MaxDatagramSize)
-		hb  wire.Heartbeat
-	)
-	for {
-		buf = a.sendHeartbeat(buf, &hb)
-		select {
-		case <-ctx.Done():
 			return
-		case <-t.C:
 		}
+		a.answer(ctx, &sc.reply)
+	case wire.TypeInvalidate:
+		if err := sc.inv.UnmarshalBinary(body); err != nil {
+			a.counters.rejected.Add(1)
+			return
+		}
+		a.invalidate(ctx, &sc.inv)
+	case wire.TypeHeartbeatAck:
+		if err := sc.ack.UnmarshalBinary(body); err != nil {
+			a.counters.rejected.Add(1)
+			return
+		}
+		a.counters.heartbeatAcks.Add(1)
 	}
 }
 
-func (a *Agent) sendHeartbeat(buf []byte, hb *wire.Heartbeat) []byte {
+// rejectDatagram counts a datagram for this host that failed
+// authentication or the replay check.
+func (a *Agent) rejectDatagram(err error) {
+	a.counters.rejected.Add(1)
+	a.log.Debug("datagram rejected", "err", err)
+}
+
+// appendHeartbeat appends the host's heartbeat, sealed, to buf. It reports
+// false (and appends nothing) before the controller numbered the host.
+// The mux sends it, every HeartbeatInterval, to udpTarget.
+func (a *Agent) appendHeartbeat(buf []byte) ([]byte, bool) {
 	id := a.hostID.Load()
 	if id == 0 {
-		return buf // the controller has not numbered this host yet
+		return buf, false
 	}
 	a.mu.Lock()
-	*hb = wire.Heartbeat{ViewVersion: a.applied, UptimeSeconds: uint32(time.Since(a.startTime) / time.Second)}
+	hb := wire.Heartbeat{ViewVersion: a.applied, UptimeSeconds: uint32(time.Since(a.startTime) / time.Second)}
 	if a.desired != nil {
 		hb.EndpointCount = uint32(len(a.desired.Endpoints))
 	}
@@ -100,15 +72,10 @@ func (a *Agent) sendHeartbeat(buf []byte, hb *wire.Heartbeat) []byte {
 	if !a.connected.Load() {
 		hb.Health |= wire.HealthHeadless
 	}
-	pkt, err := wire.Seal(buf[:0], wire.Header{HostID: id, Seq: a.seq.Next()}, hb, &a.key)
+	pkt, err := wire.Seal(buf, wire.Header{HostID: id, Seq: a.seq.Next()}, &hb, &a.key)
 	if err != nil {
 		a.log.Error("seal heartbeat", "err", err)
-		return buf
+		return buf, false
 	}
-	if _, err := a.udp.WriteToUDPAddrPort(pkt, a.udpTarget()); err != nil {
-		a.log.Debug("send heartbeat", "err", err)
-		return pkt
-	}
-	a.counters.heartbeats.Add(1)
-	return pkt
+	return pkt, true
 }

@@ -29,6 +29,12 @@ const AgentsPerSourceAddr = 10_000
 // startWorkers is the number of goroutines that start a child's agents.
 const startWorkers = 256
 
+// AgentsPerSocket is how many agents of a child share one UDP socket (an
+// agent.UDPMux, bound on the SourceAddr of its first host): their datagrams
+// leave from one address, their heartbeats in batches, and the replies are
+// told apart by host ID.
+const AgentsPerSocket = 4096
+
 // agentsSpec tells a child which agents to run.
 type agentsSpec struct {
 	Layout Layout `json:"layout"`
@@ -49,10 +55,16 @@ type agentsSpec struct {
 	WatchLearn bool `json:"watchLearn,omitempty"`
 	// CPUProfile, if set, is where a child process writes a CPU profile.
 	CPUProfile string `json:"cpuProfile,omitempty"`
+	// HeapProfile, if set, is where a child process writes a heap profile
+	// (and, next to it with ".memstats" appended, its runtime memory
+	// statistics) after each "report" command (the last one a run sends
+	// ends its hold), overwriting the previous one.
+	HeapProfile string `json:"heapProfile,omitempty"`
 }
 
-// SourceAddr returns the loopback address host i's agent binds its UDP
-// socket on.
+// SourceAddr returns the loopback source address of host i (AgentsPerSourceAddr
+// hosts per address): the UDP socket a group of AgentsPerSocket agents
+// shares is bound on its first host's.
 func SourceAddr(i int) netip.Addr {
 	n := i / AgentsPerSourceAddr
 	return netip.AddrFrom4([4]byte{127, 1 + byte(n>>8), byte(n), 1})
@@ -180,14 +192,37 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 	if spec.BackoffMin > 0 {
 		bo = backoff.Policy{Min: spec.BackoffMin, Max: max(spec.BackoffMin, agent.DefaultBackoffMax)}
 	}
+	// The sockets, one per AgentsPerSocket agents, started now and closed
+	// after the agents.
+	var muxes []*agent.UDPMux
+	defer func() {
+		for _, m := range muxes {
+			_ = m.Close()
+		}
+	}()
+	for i := 0; i < spec.Count; i += AgentsPerSocket {
+		m, err := agent.NewUDPMux(agent.UDPMuxConfig{
+			Listen: netip.AddrPortFrom(SourceAddr(spec.First+i), 0).String(), Logger: logger,
+		})
+		if err == nil {
+			err = m.Start(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("UDP socket of agents %d..: %w", spec.First+i, err)
+		}
+		muxes = append(muxes, m)
+	}
 	for i := range spec.Count {
 		h := spec.First + i
 		name := HostName(h)
-		d := &simDriver{Driver: simdp.New(simdp.Config{MissBuffer: 64}), host: h, em: em, prefix: spec.WatchPrefix, learn: spec.WatchLearn}
+		// The agent takes misses from the driver's callback (no channel),
+		// and Sets only what its translation normalized: the driver keeps
+		// the agent's desired state rather than a copy.
+		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true}), host: h, em: em, prefix: spec.WatchPrefix, learn: spec.WatchLearn}
 		a, err := agent.New(agent.Config{
 			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
-			UDPListen: netip.AddrPortFrom(SourceAddr(h), 0).String(),
-			Key:       hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
+			UDPMux: muxes[i/AgentsPerSocket],
+			Key:    hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
 			HeartbeatInterval: spec.HeartbeatInterval, Backoff: bo, Logger: logger,
 		})
 		if err != nil {
@@ -312,6 +347,11 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			if seq, ok := strings.CutPrefix(c, "report "); ok {
 				check()
 				report(seq)
+				if spec.HeapProfile != "" {
+					if err := writeHeapProfile(spec.HeapProfile, spec.Count); err != nil {
+						em.emit(&message{T: "error", Err: err.Error()})
+					}
+				}
 				continue
 			}
 			if err := agentsCommand(c, spec, drivers, rng); err != nil {

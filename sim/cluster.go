@@ -27,7 +27,9 @@ type Config struct {
 	// Exec is the weft binary whose hidden subcommand ChildCommand runs
 	// replicas and agents in child processes; "" runs everything in this
 	// process (small runs and tests: one process holds at most 20,000
-	// files, two per agent plus one per agent connection on the controller).
+	// files, one per agent, its stream, plus one per agent connection on
+	// the controller; the agents' UDP sockets are shared, AgentsPerSocket
+	// agents each).
 	Exec string
 	// DataDir holds the embedded etcd (default: a temporary directory,
 	// removed at Close).
@@ -44,8 +46,10 @@ type Config struct {
 	// for (Events).
 	WatchPrefix string
 	WatchLearn  bool
-	// CPUProfileDir, if set, gets a CPU profile of every replica child
-	// process (controller-N.pprof).
+	// CPUProfileDir, if set, gets a CPU profile of every child process
+	// (controller-N.pprof, agents-N.pprof) and, of every agents child, a
+	// heap profile and memory statistics taken at its last counter snapshot
+	// (agents-N.heap.pprof, agents-N.heap.pprof.memstats).
 	CPUProfileDir string
 	// Progress receives progress lines (nil: none).
 	Progress io.Writer
@@ -59,7 +63,7 @@ type Config struct {
 
 // Limits that size the default process counts.
 const (
-	MaxAgentsPerProc    = 8_000
+	MaxAgentsPerProc    = 16_000
 	MaxAgentsPerReplica = 17_000
 )
 
@@ -98,10 +102,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("sim: %d replicas, %d procs: want at least 1 each", c.Replicas, c.Procs)
 	case c.Exec == "" && (c.Replicas > 1 || c.Procs > 1):
 		return errors.New("sim: several replicas or agent processes need Exec (a weft binary)")
-	case c.Exec == "" && c.Hosts > 6_000:
+	case c.Exec == "" && c.Hosts > 9_000:
 		return fmt.Errorf("sim: %d hosts in one process would exceed its 20,000 open files: set Exec", c.Hosts)
-	case c.Exec != "" && (c.Hosts+c.Procs-1)/c.Procs > 9_500:
-		return fmt.Errorf("sim: %d hosts over %d processes: more than 9,500 agents (19,000 files) in one", c.Hosts, c.Procs)
+	case c.Exec != "" && (c.Hosts+c.Procs-1)/c.Procs > 18_500:
+		return fmt.Errorf("sim: %d hosts over %d processes: more than 18,500 agents (18,500 streams) in one", c.Hosts, c.Procs)
 	case c.Exec != "" && (c.Hosts+c.Replicas-1)/c.Replicas > 18_500:
 		return fmt.Errorf("sim: %d hosts over %d replicas: more than 18,500 agent connections on one (20,000 files)", c.Hosts, c.Replicas)
 	}
@@ -319,6 +323,7 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 			WatchPrefix: c.cfg.WatchPrefix, WatchLearn: c.cfg.WatchLearn}
 		if c.cfg.CPUProfileDir != "" && c.cfg.Exec != "" {
 			spec.CPUProfile = filepath.Join(c.cfg.CPUProfileDir, fmt.Sprintf("agents-%d.pprof", len(c.groups)))
+			spec.HeapProfile = filepath.Join(c.cfg.CPUProfileDir, fmt.Sprintf("agents-%d.heap.pprof", len(c.groups)))
 		}
 		ch, err := startChild(ctx, fmt.Sprintf("agents %d..%d", first, first+n-1), c.cfg.Exec,
 			childHeader{Role: roleAgents, Agents: &spec, Debug: c.cfg.Debug}, c.cfg.ChildLog)

@@ -1,22 +1,26 @@
 // Package sim runs weft at scale on one machine: a controller (one or more
 // replicas sharing one etcd) and N simulated hosts, each a real agent
-// (package agent) with its own TCP config stream, its own UDP socket, host
-// key and host ID, speaking the real southbound protocol over loopback to a
-// datapath/sim driver.
+// (package agent) with its own TCP config stream, host key and host ID,
+// speaking the real southbound protocol over loopback to a datapath/sim
+// driver. The agents of a process share UDP sockets (agent.UDPMux,
+// AgentsPerSocket agents each): every agent still seals its datagrams with
+// its own key, ID and sequence numbers, the controller answers to the
+// address they come from, and the mux hands each answer to the agent whose
+// host ID it carries.
 //
 // # Processes
 //
-// A process may hold at most 20,000 open files, and an agent holds two (its
-// stream and its UDP socket), so a large run spreads over processes: with
+// A process may hold at most 20,000 open files, and an agent holds one (its
+// stream), so a large run spreads over processes: with
 // Config.Exec set, every controller replica and every group of agents runs
 // in a child process (the weft binary re-executed with the hidden
 // subcommand ChildCommand, which calls RunChild). Replica 0 serves the
 // embedded etcd from the run's data dir; the others share it through its
 // client URL. Each agent streams to the replica its rendezvous hash picks
 // among all replicas and sends its datagrams to that same replica, from
-// its own UDP socket bound on one of several 127.1.x.1 source addresses
-// (10,000 agents per address, well under the ~28,000 ephemeral ports of
-// one). Without Exec everything runs in this process (small runs, tests).
+// its group's UDP socket bound on one of several 127.1.x.1 source addresses
+// (10,000 agents per address). Without Exec everything runs in this process
+// (small runs, tests).
 //
 // Children talk to the parent over pipes: the parent writes a JSON header
 // and then command lines on the child's stdin; the child answers with JSON

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/pprof"
+	"strings"
 
 	"github.com/weftnet/weft/controller"
 )
@@ -80,4 +82,58 @@ func startProfile(path string) (func(), error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// writeHeapProfile writes a heap profile of this process to path and its
+// runtime memory statistics, per agent of the n it runs, to path +
+// ".memstats" (the numbers that decide an agent's memory cost: heap in use,
+// goroutine stacks, goroutines).
+func writeHeapProfile(path string, n int) error {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	goroutines := runtime.NumGoroutine()
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	runtime.GC() // the profile shows the heap as of the last GC
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	err = pprof.WriteHeapProfile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("heap profile %s: %w", path, err)
+	}
+	n = max(n, 1)
+	per := func(v uint64) string { return fmt.Sprintf("%d (%d/agent)", v, v/uint64(n)) }
+	var b strings.Builder
+	fmt.Fprintf(&b, "agents %d\ngoroutines %d (%.2f/agent)\n", n, goroutines, float64(goroutines)/float64(n))
+	for _, kv := range []struct {
+		k string
+		v uint64
+	}{
+		{"Sys", ms.Sys}, {"HeapSys", ms.HeapSys}, {"HeapInuse", ms.HeapInuse}, {"HeapAlloc", ms.HeapAlloc},
+		{"HeapIdle", ms.HeapIdle}, {"HeapReleased", ms.HeapReleased}, {"StackInuse", ms.StackInuse},
+		{"StackSys", ms.StackSys}, {"MSpanInuse", ms.MSpanInuse}, {"GCSys", ms.GCSys}, {"OtherSys", ms.OtherSys},
+		{"NumGC", uint64(ms.NumGC)}, {"Mallocs", ms.Mallocs}, {"TotalAlloc", ms.TotalAlloc},
+		{"HeapAlloc after a GC", after.HeapAlloc}, {"StackInuse after a GC", after.StackInuse},
+	} {
+		fmt.Fprintf(&b, "%s %s\n", kv.k, per(kv.v))
+	}
+	if st, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
+				var kb uint64
+				if _, err := fmt.Sscanf(strings.Fields(l)[1], "%d", &kb); err == nil {
+					fmt.Fprintf(&b, "%s %s\n", strings.TrimSuffix(strings.Fields(l)[0], ":"), per(kb<<10))
+				}
+			}
+		}
+	}
+	if err := os.WriteFile(path+".memstats", []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return nil
 }

@@ -71,20 +71,20 @@ func (d *Driver) Resolve(src string, dst netip.Addr) (Decision, error) {
 		d.mu.Unlock()
 		return Decision{}, datapath.ErrClosed
 	}
-	e := d.eps[src]
+	e := d.endpoint(src)
 	if e == nil {
 		d.mu.Unlock()
 		return Decision{}, fmt.Errorf("resolve from %q: %w", src, ErrUnknownEndpoint)
 	}
 	vni := e.VNI
 	k := datapath.RemoteKey{VNI: vni, IP: dst}
-	if to := d.byIP[k]; to != nil {
+	if to := d.endpointAt(k); to != nil {
 		d.mu.Unlock()
 		return Decision{Verdict: VerdictLocal, VNI: vni, Endpoint: to.ID, Identity: to.Identity}, nil
 	}
-	v := d.vpcs[vni]
+	v := d.vpc(vni)
 	inside := false
-	for _, s := range v.v.Subnets {
+	for _, s := range v.Subnets {
 		if s.Gateway == dst {
 			d.mu.Unlock()
 			return Decision{Verdict: VerdictGateway, VNI: vni}, nil

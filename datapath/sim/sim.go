@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,32 +18,43 @@ import (
 type Config struct {
 	// OnMiss, if set, receives every miss synchronously from Resolve instead
 	// of the Misses channel. A harness hosting many drivers uses it to avoid a
-	// goroutine per driver. It must not call back into the driver.
+	// goroutine per driver. It is called without the driver's lock held, so
+	// it may call back into the driver. NotifyMisses replaces it.
 	OnMiss func(datapath.Miss)
 	// MissBuffer is the capacity of the Misses channel (default 16). The
 	// channel is allocated on the first call to Misses.
 	MissBuffer int
+	// Normalized promises that every Desired given to Set is one that
+	// Desired.Normalize returned (validated and in normal form, as an
+	// agent's translation is) and that the caller never modifies it
+	// afterwards. Set then keeps it as the programmed state instead of
+	// validating and copying it again: a simulator of many hosts saves a
+	// copy of every host's state and half the work of each Set. A Desired
+	// that is visibly not normal (unsorted) is still normalized.
+	Normalized bool
 }
 
 // Driver is an in-memory datapath.Driver. It starts no goroutines.
 type Driver struct {
-	onMiss    func(datapath.Miss)
-	missBuf   int
-	missDrops atomic.Uint64
+	normalized bool
+	missBuf    int
+	missDrops  atomic.Uint64
 
-	mu      sync.Mutex
-	closed  bool
-	misses  chan datapath.Miss
-	host    datapath.HostConfig
-	vpcs    map[uint32]*vpc
-	eps     map[string]*datapath.Endpoint
-	byIP    map[datapath.RemoteKey]*datapath.Endpoint
+	mu     sync.Mutex
+	onMiss func(datapath.Miss)
+	closed bool
+	misses chan datapath.Miss
+	host   datapath.HostConfig
+	// The programmed state: what the last Set normalized, in exactly
+	// sized slices (a simulator holds a driver per host, most with a
+	// handful of endpoints, where maps would cost several times as much).
+	vpcs []datapath.VPC      // sorted by VNI
+	eps  []datapath.Endpoint // sorted by ID
+	// byIP indexes eps by VNI and IP; built by the first Resolve after a
+	// Set (nil: not built).
+	byIP    map[datapath.RemoteKey]int
 	remotes map[datapath.RemoteKey]*datapath.Remote
 	counts  [numKinds][numVerbs]uint64
-}
-
-type vpc struct {
-	v datapath.VPC
 }
 
 type kind uint8
@@ -80,7 +92,7 @@ func New(cfg Config) *Driver {
 	if cfg.MissBuffer <= 0 {
 		cfg.MissBuffer = 16
 	}
-	return &Driver{onMiss: cfg.OnMiss, missBuf: cfg.MissBuffer}
+	return &Driver{onMiss: cfg.OnMiss, missBuf: cfg.MissBuffer, normalized: cfg.Normalized}
 }
 
 func (d *Driver) count(k kind, v verb) { d.counts[k][v]++ }
@@ -90,9 +102,22 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim set: %w", err)
 	}
-	n, err := desired.Normalize()
-	if err != nil {
-		return fmt.Errorf("sim set: %w", err)
+	d.mu.Lock()
+	if !d.closed && d.programmed(desired) {
+		// The state programmed, already validated and in normal form: a
+		// no-op (an agent's periodic re-Set), at no allocation.
+		d.mu.Unlock()
+		return nil
+	}
+	d.mu.Unlock()
+	n := desired
+	if !d.normalized || !sorted(desired) {
+		var err error
+		if n, err = desired.Normalize(); err != nil {
+			return fmt.Errorf("sim set: %w", err)
+		}
+		// Kept until the next Set: exactly sized.
+		n.VPCs, n.Endpoints = slices.Clone(n.VPCs), slices.Clone(n.Endpoints)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -108,78 +133,128 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		d.host = n.Host
 	}
 
-	// VPCs and their subnets.
-	want := make(map[uint32]bool, len(n.VPCs))
-	for _, v := range n.VPCs {
-		want[v.VNI] = true
-		cur := d.vpcs[v.VNI]
-		if cur == nil {
-			if d.vpcs == nil {
-				d.vpcs = map[uint32]*vpc{}
+	// VPCs and their subnets: both lists are sorted by VNI.
+	old := d.vpcs
+	for i, j := 0, 0; i < len(old) || j < len(n.VPCs); {
+		switch {
+		case j == len(n.VPCs) || i < len(old) && old[i].VNI < n.VPCs[j].VNI:
+			for range old[i].Subnets {
+				d.count(kindSubnet, verbDel)
 			}
-			d.vpcs[v.VNI] = &vpc{v: v}
+			d.count(kindVPC, verbDel)
+			d.dropRemotes(old[i].VNI)
+			i++
+		case i == len(old) || n.VPCs[j].VNI < old[i].VNI:
 			d.count(kindVPC, verbAdd)
-			for range v.Subnets {
+			for range n.VPCs[j].Subnets {
 				d.count(kindSubnet, verbAdd)
 			}
-			continue
-		}
-		if cur.v.Tenant != v.Tenant || cur.v.Name != v.Name {
-			d.count(kindVPC, verbUpdate)
-		}
-		d.diffSubnets(cur.v.Subnets, v.Subnets)
-		cur.v = v
-	}
-	for vni, cur := range d.vpcs {
-		if want[vni] {
-			continue
-		}
-		for range cur.v.Subnets {
-			d.count(kindSubnet, verbDel)
-		}
-		d.count(kindVPC, verbDel)
-		delete(d.vpcs, vni)
-		for k := range d.remotes {
-			if k.VNI == vni {
-				delete(d.remotes, k)
-				d.count(kindRemote, verbDel)
-			}
-		}
-	}
-
-	// Endpoints.
-	wantEP := make(map[string]bool, len(n.Endpoints))
-	for i := range n.Endpoints {
-		e := &n.Endpoints[i]
-		wantEP[e.ID] = true
-		cur := d.eps[e.ID]
-		switch {
-		case cur == nil:
-			d.count(kindEndpoint, verbAdd)
-		case !sameEndpoint(cur, e):
-			d.count(kindEndpoint, verbUpdate)
-			delete(d.byIP, datapath.RemoteKey{VNI: cur.VNI, IP: cur.IP})
+			j++
 		default:
-			continue
+			if old[i].Tenant != n.VPCs[j].Tenant || old[i].Name != n.VPCs[j].Name {
+				d.count(kindVPC, verbUpdate)
+			}
+			d.diffSubnets(old[i].Subnets, n.VPCs[j].Subnets)
+			i++
+			j++
 		}
-		if d.eps == nil {
-			d.eps = map[string]*datapath.Endpoint{}
-			d.byIP = map[datapath.RemoteKey]*datapath.Endpoint{}
-		}
-		d.eps[e.ID] = e
 	}
-	for id := range d.eps {
-		if !wantEP[id] {
+	d.vpcs = n.VPCs
+
+	// Endpoints: both lists are sorted by ID.
+	oldEPs := d.eps
+	for i, j := 0, 0; i < len(oldEPs) || j < len(n.Endpoints); {
+		switch {
+		case j == len(n.Endpoints) || i < len(oldEPs) && oldEPs[i].ID < n.Endpoints[j].ID:
 			d.count(kindEndpoint, verbDel)
-			delete(d.eps, id)
+			i++
+		case i == len(oldEPs) || n.Endpoints[j].ID < oldEPs[i].ID:
+			d.count(kindEndpoint, verbAdd)
+			j++
+		default:
+			if !sameEndpoint(&oldEPs[i], &n.Endpoints[j]) {
+				d.count(kindEndpoint, verbUpdate)
+			}
+			i++
+			j++
 		}
 	}
-	// Rebuild the IP index from scratch: endpoints may swap addresses in one Set.
-	clear(d.byIP)
-	for _, e := range d.eps {
-		d.byIP[datapath.RemoteKey{VNI: e.VNI, IP: e.IP}] = e
-	}
+	d.eps = n.Endpoints
+	d.byIP = nil // endpoints may swap addresses in one Set: rebuilt when needed
 	return nil
+}
+
+// sorted reports whether desired's VPCs and endpoints are in the order
+// Normalize puts them in.
+func sorted(desired *datapath.Desired) bool {
+	return slices.IsSortedFunc(desired.VPCs, func(a, b datapath.VPC) int { return cmp.Compare(a.VNI, b.VNI) }) &&
+		slices.IsSortedFunc(desired.Endpoints, func(a, b datapath.Endpoint) int { return strings.Compare(a.ID, b.ID) })
+}
+
+// programmed reports whether desired is exactly the programmed state. The
+// caller holds mu.
+func (d *Driver) programmed(desired *datapath.Desired) bool {
+	if desired.Host != d.host || d.host == (datapath.HostConfig{}) ||
+		len(desired.VPCs) != len(d.vpcs) || len(desired.Endpoints) != len(d.eps) {
+		return false
+	}
+	for i := range d.vpcs {
+		a, b := &desired.VPCs[i], &d.vpcs[i]
+		if a.Tenant != b.Tenant || a.Name != b.Name || a.VNI != b.VNI || !slices.Equal(a.Subnets, b.Subnets) {
+			return false
+		}
+	}
+	for i := range d.eps {
+		if !sameEndpoint(&desired.Endpoints[i], &d.eps[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// dropRemotes forgets the learned remotes of a VPC no longer carried.
+func (d *Driver) dropRemotes(vni uint32) {
+	for k := range d.remotes {
+		if k.VNI == vni {
+			delete(d.remotes, k)
+			d.count(kindRemote, verbDel)
+		}
+	}
+}
+
+// vpc returns the programmed VPC of a VNI (nil: none). The caller holds mu.
+func (d *Driver) vpc(vni uint32) *datapath.VPC {
+	i, ok := slices.BinarySearchFunc(d.vpcs, vni, func(v datapath.VPC, vni uint32) int { return cmp.Compare(v.VNI, vni) })
+	if !ok {
+		return nil
+	}
+	return &d.vpcs[i]
+}
+
+// endpoint returns the programmed endpoint of an ID (nil: none). The caller
+// holds mu.
+func (d *Driver) endpoint(id string) *datapath.Endpoint {
+	i, ok := slices.BinarySearchFunc(d.eps, id, func(e datapath.Endpoint, id string) int { return strings.Compare(e.ID, id) })
+	if !ok {
+		return nil
+	}
+	return &d.eps[i]
+}
+
+// endpointAt returns the local endpoint holding an address (nil: none). The
+// caller holds mu.
+func (d *Driver) endpointAt(k datapath.RemoteKey) *datapath.Endpoint {
+	if d.byIP == nil {
+		d.byIP = make(map[datapath.RemoteKey]int, len(d.eps))
+		for i := range d.eps {
+			d.byIP[datapath.RemoteKey{VNI: d.eps[i].VNI, IP: d.eps[i].IP}] = i
+		}
+	}
+	i, ok := d.byIP[k]
+	if !ok {
+		return nil
+	}
+	return &d.eps[i]
 }
 
 func (d *Driver) diffSubnets(old, cur []datapath.Subnet) {
@@ -221,7 +296,7 @@ func (d *Driver) Learn(ctx context.Context, rs []datapath.Remote) error {
 			errs = append(errs, fmt.Errorf("sim learn: %w", err))
 			continue
 		}
-		if d.vpcs[r.VNI] == nil {
+		if d.vpc(r.VNI) == nil {
 			errs = append(errs, fmt.Errorf("sim learn %d/%s: %w", r.VNI, r.IP, datapath.ErrUnknownVNI))
 			continue
 		}
@@ -283,6 +358,16 @@ func (d *Driver) Misses() <-chan datapath.Miss {
 	return d.misses
 }
 
+// NotifyMisses makes Resolve hand every miss to f, on its caller's
+// goroutine, instead of sending it on the Misses channel (f nil: the
+// channel again). An agent uses it so that no goroutine of its own waits on
+// the channel.
+func (d *Driver) NotifyMisses(f func(datapath.Miss)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onMiss = f
+}
+
 // MissDrops is the number of misses dropped because the Misses channel was
 // full or had never been asked for.
 func (d *Driver) MissDrops() uint64 { return d.missDrops.Load() }
@@ -292,7 +377,7 @@ func (d *Driver) MissDrops() uint64 { return d.missDrops.Load() }
 func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e := d.eps[id]
+	e := d.endpoint(id)
 	if e == nil || d.closed {
 		return datapath.EndpointStatus{}, false
 	}
@@ -339,8 +424,8 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	defer d.mu.Unlock()
 	var s datapath.Snapshot
 	for _, v := range d.vpcs {
-		sv := datapath.SnapshotVPC{VNI: v.v.VNI}
-		for _, sn := range v.v.Subnets {
+		sv := datapath.SnapshotVPC{VNI: v.VNI}
+		for _, sn := range v.Subnets {
 			sv.CIDRs = append(sv.CIDRs, sn.CIDR)
 			sv.Gateways = append(sv.Gateways, sn.Gateway)
 		}
@@ -366,9 +451,9 @@ func (d *Driver) State() string {
 		lines = append(lines, fmt.Sprintf("host %s underlay=%s dev=%s mtu=%d", h.Name, h.UnderlayIP, h.UnderlayDev, h.MTU))
 	}
 	for _, v := range d.vpcs {
-		lines = append(lines, fmt.Sprintf("vpc %d %s/%s", v.v.VNI, v.v.Tenant, v.v.Name))
-		for _, s := range v.v.Subnets {
-			lines = append(lines, fmt.Sprintf("vpc %d subnet %s %s gw=%s", v.v.VNI, s.Name, s.CIDR, s.Gateway))
+		lines = append(lines, fmt.Sprintf("vpc %d %s/%s", v.VNI, v.Tenant, v.Name))
+		for _, s := range v.Subnets {
+			lines = append(lines, fmt.Sprintf("vpc %d subnet %s %s gw=%s", v.VNI, s.Name, s.CIDR, s.Gateway))
 		}
 	}
 	for _, e := range d.eps {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -293,5 +294,76 @@ func BenchmarkResolveLearned(b *testing.B) {
 		if dec, err := d.Resolve(src, dst); err != nil || dec.Verdict != sim.VerdictRemote {
 			b.Fatal(dec, err)
 		}
+	}
+}
+
+// TestComparedFields: Set's no-op check (and the endpoint diff) compare
+// these types field by field; a new field must be compared too.
+func TestComparedFields(t *testing.T) {
+	for _, c := range []struct {
+		v    any
+		want int
+	}{{datapath.Desired{}, 3}, {datapath.VPC{}, 4}, {datapath.Endpoint{}, 10}} {
+		if n := reflect.TypeOf(c.v).NumField(); n != c.want {
+			t.Errorf("%T has %d fields, the sim driver compares %d: update Driver.programmed and sameEndpoint", c.v, n, c.want)
+		}
+	}
+}
+
+// TestSetSameStateNoop: a Set of the state programmed changes nothing, and
+// a Set of a changed one still does.
+func TestSetSameStateNoop(t *testing.T) {
+	d := sim.New(sim.Config{})
+	defer d.Close()
+	ctx := t.Context()
+	want, err := desired().Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Counts()
+	if err := d.Set(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, d.Counts()); diff != "" {
+		t.Errorf("a Set of the same state wrote (-before +after):\n%s", diff)
+	}
+	changed := desired()
+	changed.Endpoints[0].Identity = 6
+	if err := d.Set(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Counts()["endpoint/update"]; got != 1 {
+		t.Errorf("endpoint/update = %d after a changed Set, want 1", got)
+	}
+}
+
+// TestNormalized: a driver told its input is normalized ends in the same
+// state as one that normalizes it, also when the input is not sorted.
+func TestNormalized(t *testing.T) {
+	ctx := t.Context()
+	norm, err := desired().Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, in := range map[string]*datapath.Desired{"normalized": norm, "unsorted": desired()} {
+		t.Run(name, func(t *testing.T) {
+			plain, trusting := sim.New(sim.Config{}), sim.New(sim.Config{Normalized: true})
+			defer plain.Close()
+			defer trusting.Close()
+			for _, d := range []*sim.Driver{plain, trusting} {
+				if err := d.Set(ctx, in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if diff := cmp.Diff(plain.State(), trusting.State()); diff != "" {
+				t.Errorf("state (-normalizing +trusting):\n%s", diff)
+			}
+			if diff := cmp.Diff(plain.Counts(), trusting.Counts()); diff != "" {
+				t.Errorf("counts (-normalizing +trusting):\n%s", diff)
+			}
+		})
 	}
 }

@@ -23,7 +23,7 @@ type SimConfig struct {
 	Replicas, Procs int
 	// Exec is the weft binary that runs replicas and agents in child
 	// processes (its hidden subcommand sim.ChildCommand); "" runs them all
-	// in this process, which caps Hosts at about 6,000 (20,000 open files).
+	// in this process, which caps Hosts at about 9,000 (20,000 open files).
 	Exec string
 	// DataDir for the embedded etcd (default: a temporary directory).
 	DataDir string
