@@ -49,6 +49,11 @@ type Config struct {
 	// both there) once connected, instead of UDPAddr, which is then used
 	// only until the first connection.
 	UDPFollowsStream bool
+	// StreamSource, if set, is the local address the config stream is
+	// dialled from (default: the kernel's choice). The port is picked at
+	// connect time (IP_BIND_ADDRESS_NO_PORT), so every source address
+	// has its own ephemeral ports towards each controller replica.
+	StreamSource netip.Addr
 	// UDPListen is the local UDP address to bind (default: any address,
 	// an ephemeral port). The controller answers lookups and sends
 	// invalidations to the address heartbeats come from.

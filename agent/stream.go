@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/wire"
 )
@@ -64,6 +68,10 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		// Notice a controller that vanished without closing (power loss)
 		// within about 20 s.
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3},
+	}
+	if a.cfg.StreamSource.IsValid() {
+		dialer.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.cfg.StreamSource, 0))
+		dialer.Control = bindAddressNoPort
 	}
 	nc, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -200,6 +208,24 @@ func (a *Agent) reply(ctx context.Context, conn *wire.Conn, m wire.Message) erro
 	defer cancel()
 	if err := conn.WriteMessage(ctx, m); err != nil {
 		return fmt.Errorf("answer the controller: %w", err)
+	}
+	return nil
+}
+
+// bindAddressNoPort sets IP_BIND_ADDRESS_NO_PORT on a socket about to be
+// bound to a source address with port 0: the port is then chosen at
+// connect time among those free for that destination, instead of at bind
+// time among those free for any (which runs out after ~28,000 connections
+// from one address, and gets slow well before).
+func bindAddressNoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set IP_BIND_ADDRESS_NO_PORT: %w", serr)
 	}
 	return nil
 }

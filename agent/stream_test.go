@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -371,5 +372,19 @@ func TestViewHash(t *testing.T) {
 	s2 := h.stream.accept(t)
 	if s2.hello.ViewVersion != 2 || !bytes.Equal(s2.hello.ViewHash, good) {
 		t.Errorf("hello after reconnect: version %d hash %x, want 2 and %x", s2.hello.ViewVersion, s2.hello.ViewHash, good)
+	}
+}
+
+// TestStreamSource: the config stream is dialled from StreamSource.
+func TestStreamSource(t *testing.T) {
+	src := netip.MustParseAddr("127.0.0.7")
+	h := newHarness(t, func(c *Config) { c.StreamSource = src })
+	s := h.connect(t)
+	got, err := netip.ParseAddrPort(s.conn.RemoteAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Addr() != src {
+		t.Errorf("stream dialled from %v, want %v", got.Addr(), src)
 	}
 }

@@ -164,3 +164,19 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 		t.Errorf("agent nacked %d deltas (%d hash mismatches), want none", s.Nacks, s.HashMismatches)
 	}
 }
+
+// TestAgentPortTaken: a second controller on the agent port of a running
+// one fails to start instead of sharing the port (SO_REUSEPORT).
+func TestAgentPortTaken(t *testing.T) {
+	a := startReplica(t, controller.Config{DataDir: t.TempDir()})
+	c, err := controller.New(controller.Config{DataDir: t.TempDir(), APIListen: "127.0.0.1:0", AgentListen: a.AgentAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("second controller on %s: %v, want address already in use", a.AgentAddr(), err)
+	}
+}

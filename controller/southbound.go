@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/controller/compile"
 	"github.com/weftnet/weft/controller/hostkey"
@@ -42,7 +44,7 @@ type southbound struct {
 	compiler *compile.Compiler
 	sink     *stream.RegistrySink
 	stream   *stream.Server
-	ln       net.Listener
+	lns      []net.Listener // config stream, one port (SO_REUSEPORT)
 	table    *liveness.Table
 	locator  *udp.Locator
 	udp      *udp.Server
@@ -57,9 +59,10 @@ type southbound struct {
 // error it closes what it started.
 func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound, err error) {
 	sb = &southbound{serveDone: make(chan struct{})}
+	started := sb // a failing return sets sb to nil before this runs
 	defer func() {
 		if err != nil {
-			_ = sb.Close()
+			_ = started.Close()
 			sb = nil
 		}
 	}()
@@ -94,11 +97,11 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.sink.Start(); err != nil {
 		return nil, err
 	}
-	sb.ln, err = net.Listen("tcp", cfg.Listen)
+	sb.lns, err = listenStream(ctx, cfg.Listen, streamListeners)
 	if err != nil {
-		return nil, fmt.Errorf("listen for agents on %s: %w", cfg.Listen, err)
+		return nil, err
 	}
-	sb.addr = sb.ln.Addr().String()
+	sb.addr = sb.lns[0].Addr().String()
 	advertise := cfg.Advertise
 	if advertise == "" {
 		advertise = sb.addr
@@ -121,9 +124,13 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err != nil {
 		return nil, err
 	}
+	var serving sync.WaitGroup
+	for _, ln := range sb.lns {
+		serving.Go(func() { _ = sb.stream.Serve(context.Background(), ln) })
+	}
 	go func() {
 		defer close(sb.serveDone)
-		_ = sb.stream.Serve(context.Background(), sb.ln)
+		serving.Wait()
 	}()
 
 	livenessSink, err := liveness.NewRegistrySink(liveness.RegistrySinkConfig{Store: cfg.Store, Registry: cfg.Registry, Logger: cfg.Logger})
@@ -186,8 +193,10 @@ func (sb *southbound) Close() error {
 		if sb.stream != nil {
 			errs = append(errs, sb.stream.Close())
 			<-sb.serveDone
-		} else if sb.ln != nil {
-			errs = append(errs, sb.ln.Close())
+		} else {
+			for _, ln := range sb.lns {
+				errs = append(errs, ln.Close())
+			}
 		}
 		closeIf(sb.members, sb.members != nil)
 		closeIf(sb.sink, sb.sink != nil)
@@ -201,4 +210,48 @@ func (sb *southbound) Close() error {
 		sb.closeErr = errors.Join(errs...)
 	})
 	return sb.closeErr
+}
+
+// streamListeners is how many listening sockets share the config stream's
+// port. Each has its own accept queue (net.core.somaxconn, 4096 here), so
+// a power restore, when every agent connects within a second or two, does
+// not overflow one queue: dropped SYNs are retried by the agents' kernels
+// only after 1 s, then 3 s.
+const streamListeners = 8
+
+// listenStream opens n TCP listeners on addr with SO_REUSEPORT; the kernel
+// spreads incoming connections over them.
+func listenStream(ctx context.Context, addr string, n int) ([]net.Listener, error) {
+	// SO_REUSEPORT would let a second controller started by mistake on the
+	// same port share it silently: a plain bind first fails if anybody
+	// holds the port (and picks it when addr says port 0).
+	probe, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for agents on %s: %w", addr, err)
+	}
+	addr = probe.Addr().String()
+	if err := probe.Close(); err != nil {
+		return nil, fmt.Errorf("listen for agents on %s: %w", addr, err)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	var lns []net.Listener
+	for i := range n {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen for agents on %s (socket %d of %d): %w", addr, i+1, n, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,9 @@ type agentsSpec struct {
 	WatchLearn bool `json:"watchLearn,omitempty"`
 	// CPUProfile, if set, is where a child process writes a CPU profile.
 	CPUProfile string `json:"cpuProfile,omitempty"`
+	// MemoryLimit, if set, is the Go runtime's soft memory limit of the
+	// child process (see replicaSpec.MemoryLimit).
+	MemoryLimit int64 `json:"memoryLimit,omitempty"`
 	// HeapProfile, if set, is where a child process writes a heap profile
 	// (and, next to it with ".memstats" appended, its runtime memory
 	// statistics) after each "report" command (the last one a run sends
@@ -63,8 +67,9 @@ type agentsSpec struct {
 }
 
 // SourceAddr returns the loopback source address of host i (AgentsPerSourceAddr
-// hosts per address): the UDP socket a group of AgentsPerSocket agents
-// shares is bound on its first host's.
+// hosts per address): host i dials its config stream from it, and the UDP
+// socket a group of AgentsPerSocket agents shares is bound on its first
+// host's.
 func SourceAddr(i int) netip.Addr {
 	n := i / AgentsPerSourceAddr
 	return netip.AddrFrom4([4]byte{127, 1 + byte(n>>8), byte(n), 1})
@@ -178,6 +183,9 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 	if err := l.Validate(); err != nil {
 		return err
 	}
+	if spec.MemoryLimit > 0 {
+		debug.SetMemoryLimit(spec.MemoryLimit)
+	}
 	if spec.CPUProfile != "" {
 		stop, err := startProfile(spec.CPUProfile)
 		if err != nil {
@@ -222,7 +230,11 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		a, err := agent.New(agent.Config{
 			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
 			UDPMux: muxes[i/AgentsPerSocket],
-			Key:    hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
+			// Spread over 127.0.0.0/8: one source address has ~28,000
+			// ephemeral ports, and connect() slows down long before
+			// they run out.
+			StreamSource: SourceAddr(h),
+			Key:          hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
 			HeartbeatInterval: spec.HeartbeatInterval, Backoff: bo, Logger: logger,
 		})
 		if err != nil {
@@ -413,3 +425,8 @@ func randomAddr(p netip.Prefix, rng *rand.Rand) netip.Addr {
 	binary.BigEndian.PutUint32(a[:], base+off)
 	return netip.AddrFrom4(a)
 }
+
+// agentsMemoryLimit is the soft memory limit of an agent process: twice
+// times its agents' live heap (~31 KB each with their config streams),
+// plus 128 MiB.
+func agentsMemoryLimit(agents int) int64 { return (int64(agents)*31_000 + 128<<20) * 2 }

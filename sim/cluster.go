@@ -213,7 +213,8 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	// Replica 0 first (it serves etcd), then the others together.
 	t0 := time.Now()
 	startReplica := func(i int) (*child, error) {
-		spec := replicaSpec{Index: i, InProcess: cfg.Exec == ""}
+		spec := replicaSpec{Index: i, InProcess: cfg.Exec == "",
+			MemoryLimit: memoryLimit(i, cfg.Hosts, cfg.Endpoints, cfg.Replicas)}
 		if i == 0 {
 			spec.DataDir = dir
 		} else {
@@ -321,6 +322,9 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 		spec := agentsSpec{Layout: c.layout, First: first, Count: n, Secret: c.secret, Replicas: addrs,
 			HeartbeatInterval: c.cfg.HeartbeatInterval, BackoffMin: c.cfg.BackoffMin,
 			WatchPrefix: c.cfg.WatchPrefix, WatchLearn: c.cfg.WatchLearn}
+		if c.cfg.Exec != "" {
+			spec.MemoryLimit = agentsMemoryLimit(n)
+		}
 		if c.cfg.CPUProfileDir != "" && c.cfg.Exec != "" {
 			spec.CPUProfile = filepath.Join(c.cfg.CPUProfileDir, fmt.Sprintf("agents-%d.pprof", len(c.groups)))
 			spec.HeapProfile = filepath.Join(c.cfg.CPUProfileDir, fmt.Sprintf("agents-%d.heap.pprof", len(c.groups)))
