@@ -16,7 +16,7 @@ import (
 )
 
 // loopbackPair returns both ends of a loopback TCP connection.
-func loopbackPair(t *testing.T) (client, server net.Conn) {
+func loopbackPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -260,4 +260,89 @@ func mustAppendMessage(t *testing.T, m Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestConnContextReuse covers the registration a Conn keeps for a context
+// passed to ReadMessage again and again: it still unblocks a read when the
+// context is cancelled, a context cancelled between reads leaves no
+// deadline behind for the next one, and Close drops it.
+func TestConnContextReuse(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	ca, cb := NewConn(a, 0), NewConn(b, 0)
+	bg := context.Background()
+	send := func(v uint64) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- cb.WriteMessage(bg, &Ack{Version: v}) }()
+		return done
+	}
+	read := func(ctx context.Context, want uint64) {
+		t.Helper()
+		done := send(want)
+		m, err := ca.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("read %d: %v", want, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(&Ack{Version: want}, m); d != "" {
+			t.Fatalf("(-want +got):\n%s", d)
+		}
+	}
+
+	// Cancelled while blocked, on the third read with the same context
+	// (the registration is kept since the second).
+	ctx, cancel := context.WithCancel(bg)
+	read(ctx, 1)
+	read(ctx, 2)
+	if ca.rwait.done == nil {
+		t.Errorf("no registration kept for a context used twice in a row")
+	}
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if _, err := ca.ReadMessage(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read cancelled while blocked: err = %v, want context.Canceled", err)
+	}
+	read(bg, 3)
+
+	// Cancelled between reads: the callback moves the deadline to the
+	// past, the next read with another context must not see it.
+	ctx, cancel = context.WithCancel(bg)
+	read(ctx, 4)
+	read(ctx, 5)
+	cancel()
+	time.Sleep(10 * time.Millisecond) // let the callback run
+	if _, err := ca.ReadMessage(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read with a cancelled context: err = %v, want context.Canceled", err)
+	}
+	dctx, dcancel := context.WithTimeout(bg, time.Minute)
+	read(dctx, 6)
+	dcancel()
+	read(bg, 7)
+
+	// A deadline that passes on a kept registration.
+	dctx, dcancel = context.WithTimeout(bg, 300*time.Millisecond)
+	defer dcancel()
+	read(dctx, 8)
+	read(dctx, 9)
+	if _, err := ca.ReadMessage(dctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read past the deadline: err = %v, want context.DeadlineExceeded", err)
+	}
+
+	// Close drops the registration of a long-lived context.
+	ctx, cancel = context.WithCancel(bg)
+	defer cancel()
+	read(ctx, 10)
+	read(ctx, 11)
+	ca.Close()
+	if ca.rwait.done != nil {
+		t.Errorf("registration kept after Close")
+	}
+	if _, err := ca.ReadMessage(ctx); err == nil {
+		t.Errorf("read after Close: no error")
+	}
+	if ca.rwait.done != nil {
+		t.Errorf("read after Close registered the context")
+	}
 }

@@ -160,6 +160,17 @@ func generatedSeeds(t *testing.T) map[string][][]any {
 	for i := range 4 {
 		add("FuzzHello", randBytes(10+20*i), rng.Uint32(), rng.Uint64(), int64(rng.Uint64()), uint8(i*3))
 	}
+	for range 4 {
+		m := src(900).message()
+		if _, ok := m.(*Delta); !ok {
+			m = &Ack{Version: rng.Uint64()}
+		}
+		b, err := AppendMessage(nil, m, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add("FuzzFastDecode", b[FrameHeaderLen:])
+	}
 	return seeds
 }
 

@@ -72,16 +72,32 @@ func AppendFrame(dst []byte, t FrameType, body []byte, maxFrame int) ([]byte, er
 // FrameReader reads frames from a stream. It never allocates more than
 // about twice the bytes actually received, whatever length a frame
 // announces. Not safe for concurrent use.
+//
+// It does its own buffering, sized for a connection that is idle most of
+// the time: a small fixed buffer (frameSmall bytes) receives the next
+// header, and with it a small frame (an Ack, a Welcome) whole, so that one
+// read gets it; a larger body is read into a buffer taken from a pool
+// shared by all readers and writers and given back as soon as the frame is
+// done with. Between frames a reader holds no body buffer, so r need not
+// be (and should not be) buffered.
 type FrameReader struct {
 	r   io.Reader
 	max int
-	hdr [FrameHeaderLen]byte
-	buf []byte
+	// small holds bytes read ahead of the frames returned: unread bytes
+	// are small[sr:sw].
+	small  [frameSmall]byte
+	sr, sw int
+	// body is the pooled buffer of the last frame returned, if it did not
+	// fit in small; nil otherwise.
+	body *[]byte
 }
 
+// frameSmall is the size of a FrameReader's own buffer: a header and the
+// body of an Ack, a Nack, a Welcome or an Invalidate.
+const frameSmall = 256
+
 // NewFrameReader reads frames of at most maxFrame bytes (type byte plus
-// body; DefaultMaxFrame if maxFrame <= 0) from r, which should be
-// buffered.
+// body; DefaultMaxFrame if maxFrame <= 0) from r.
 func NewFrameReader(r io.Reader, maxFrame int) *FrameReader {
 	fr := &FrameReader{r: r}
 	fr.SetMaxFrame(maxFrame)
@@ -103,54 +119,112 @@ func (fr *FrameReader) SetMaxFrame(maxFrame int) {
 // (before reading or allocating the body), a zero length with ErrMalformed.
 // Frame types are not interpreted here.
 func (fr *FrameReader) Next() (FrameType, []byte, error) {
-	if cap(fr.buf) > frameRetain {
-		fr.buf = nil
-	}
-	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+	fr.release()
+	if err := fr.fillHeader(); err != nil {
 		switch {
-		case errors.Is(err, io.EOF):
+		case errors.Is(err, io.EOF) && fr.sw == fr.sr:
 			return 0, nil, io.EOF
-		case errors.Is(err, io.ErrUnexpectedEOF):
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 			return 0, nil, fmt.Errorf("wire: read frame header: %w", ErrShort)
 		}
 		return 0, nil, fmt.Errorf("wire: read frame header: %w", err)
 	}
-	n := binary.BigEndian.Uint32(fr.hdr[:4])
-	t := FrameType(fr.hdr[4])
+	hdr := fr.small[fr.sr : fr.sr+FrameHeaderLen]
+	n := binary.BigEndian.Uint32(hdr)
+	t := FrameType(hdr[4])
+	fr.sr += FrameHeaderLen
 	switch {
 	case n == 0:
 		return 0, nil, fmt.Errorf("wire: frame length 0: %w", ErrMalformed)
 	case uint64(n) > uint64(fr.max):
 		return 0, nil, fmt.Errorf("wire: %v frame of %d bytes exceeds %d: %w", t, n, fr.max, ErrTooLarge)
 	}
-	body, err := fr.readBody(int(n) - 1)
+	need := int(n) - 1
+	if fr.sw-fr.sr >= need {
+		// The whole body is in small. It stays there until the next call
+		// reads into small.
+		body := fr.small[fr.sr : fr.sr+need : fr.sr+need]
+		fr.consume(need)
+		return t, body, nil
+	}
+	body, err := fr.readBody(need)
 	if err != nil {
 		return 0, nil, fmt.Errorf("wire: read %v frame body of %d bytes: %w", t, n-1, err)
 	}
 	return t, body, nil
 }
 
-// readBody reads exactly need bytes, growing the buffer only as bytes
-// arrive.
+// release gives the body buffer of the last frame back to the pool: the
+// body returned by Next is no longer valid.
+func (fr *FrameReader) release() {
+	if fr.body != nil {
+		putBuf(fr.body)
+		fr.body = nil
+	}
+}
+
+func (fr *FrameReader) consume(n int) {
+	fr.sr += n
+	if fr.sr == fr.sw {
+		fr.sr, fr.sw = 0, 0
+	}
+}
+
+// fillHeader reads until small holds a frame header. A read that returns
+// bytes and an error keeps the bytes; the error is returned only if the
+// header is still incomplete (as io.ReadFull does). Like bufio, it gives
+// up with io.ErrNoProgress on a reader that keeps returning nothing.
+func (fr *FrameReader) fillHeader() error {
+	empty := 0
+	for fr.sw-fr.sr < FrameHeaderLen {
+		if fr.sr > 0 {
+			fr.sw = copy(fr.small[:], fr.small[fr.sr:fr.sw])
+			fr.sr = 0
+		}
+		m, err := fr.r.Read(fr.small[fr.sw:])
+		fr.sw += m
+		switch {
+		case fr.sw-fr.sr >= FrameHeaderLen:
+			return nil
+		case err != nil:
+			return err
+		case m == 0:
+			if empty++; empty >= 100 {
+				return io.ErrNoProgress
+			}
+		}
+	}
+	return nil
+}
+
+// readBody reads a body of need bytes, starting with those already in
+// small, into a pooled buffer that grows only as bytes arrive.
 func (fr *FrameReader) readBody(need int) ([]byte, error) {
-	buf := fr.buf[:0]
+	bp := getBuf(min(need, frameChunk))
+	buf := append((*bp)[:0], fr.small[fr.sr:fr.sw]...)
+	fr.sr, fr.sw = 0, 0
 	for len(buf) < need {
 		if len(buf) == cap(buf) {
-			c := min(need, max(2*cap(buf), frameChunk))
-			nb := make([]byte, len(buf), c)
-			copy(nb, buf)
-			buf = nb
+			// Grow: the bytes so far have arrived, so doubling stays
+			// within about twice what was received.
+			nbp := getBuf(min(need, max(2*cap(buf), frameChunk)))
+			nb := append((*nbp)[:0], buf...)
+			*bp = buf[:0]
+			putBuf(bp)
+			bp, buf = nbp, nb
 		}
 		m, err := io.ReadFull(fr.r, buf[len(buf):min(need, cap(buf))])
 		buf = buf[:len(buf)+m]
 		if err != nil {
-			fr.buf = buf
+			*bp = buf[:0]
+			putBuf(bp)
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return nil, ErrShort
 			}
 			return nil, err
 		}
 	}
-	fr.buf = buf
+	*bp = buf[:0]
+	fr.body = bp
 	return buf, nil
 }

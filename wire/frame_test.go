@@ -150,7 +150,27 @@ func TestFrameReaderDropsLargeBuffers(t *testing.T) {
 	if _, _, err := fr.Next(); err != nil {
 		t.Fatal(err)
 	}
-	if cap(fr.buf) > frameRetain {
-		t.Errorf("after a small frame the reader keeps a %d-byte buffer, want at most %d", cap(fr.buf), frameRetain)
+	if fr.body != nil {
+		t.Errorf("after a small frame the reader keeps a %d-byte body buffer, want none", cap(*fr.body))
+	}
+}
+
+func TestBufPool(t *testing.T) {
+	for _, n := range []int{0, 1, 511, 512, 513, 5000, frameChunk, frameRetain, frameRetain + 1, 3 << 20} {
+		p := getBuf(n)
+		if len(*p) != 0 || cap(*p) < n {
+			t.Errorf("getBuf(%d): len %d cap %d", n, len(*p), cap(*p))
+		}
+		if n > frameRetain && cap(*p) != n {
+			t.Errorf("getBuf(%d): cap %d, want exactly %d for an unpooled size", n, cap(*p), n)
+		}
+		*p = append(*p, 1)
+		putBuf(p)
+	}
+	// A buffer that grew to a size between classes serves the class below.
+	b := make([]byte, 0, 3000)
+	putBuf(&b)
+	if p := getBuf(2048); cap(*p) < 2048 || len(*p) != 0 {
+		t.Errorf("getBuf(2048) after putting 3000: len %d cap %d", len(*p), cap(*p))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 	"unicode/utf8"
 
@@ -439,9 +440,15 @@ func FuzzFrameReader(f *testing.F) {
 			limit = DefaultMaxFrame
 		}
 		fr := NewFrameReader(bytes.NewReader(data), int(maxFrame))
+		// The same stream a byte per read: the same frames and end.
+		slow := NewFrameReader(iotest.OneByteReader(bytes.NewReader(data)), int(maxFrame))
 		var again []byte
 		for {
 			ft, body, err := fr.Next()
+			sft, sbody, serr := slow.Next()
+			if ft != sft || !bytes.Equal(body, sbody) || (err == nil) != (serr == nil) || err != nil && !errors.Is(serr, errors.Unwrap(err)) && serr != err {
+				t.Fatalf("one byte per read: %v %q %v, want %v %q %v", sft, sbody, serr, ft, body, err)
+			}
 			if err != nil {
 				if err != io.EOF && !errors.Is(err, ErrShort) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrMalformed) {
 					t.Fatalf("Next: unexpected error %v", err)
@@ -621,6 +628,76 @@ func FuzzHello(f *testing.F) {
 		}
 		if !utf8.ValidString(h.Host) {
 			t.Fatalf("generator produced invalid UTF-8")
+		}
+	})
+}
+
+// fastDecodeSeeds are bodies at the edges of the fast decoder's plain form.
+var fastDecodeSeeds = []string{
+	`{"fromVersion":1,"toVersion":2,"snapshot":true,"more":false,"upserts":[{"key":{"type":"a","id":"b"},"data":{"x":[1,-2.5e+3,"\u00e9\n",true,false,null]}}],"deletes":[{"type":"c","id":"d"}],"viewHash":"AAECAwQFBgcICQoLDA0ODw=="}`,
+	` { "toVersion" : 18446744073709551615 , "upserts" : [ ] , "deletes" : [ ] , "viewHash" : "" } `,
+	`{"toVersion":18446744073709551616}`,
+	`{"toVersion":1,"ToVersion":2}`,
+	`{"toVersion":1,"toVersion":2}`,
+	`{"toVersion":01}`,
+	`{"toVersion":1.0}`,
+	`{"toVersion":1e2}`,
+	`{"toVersion":-0}`,
+	`{"toVersion":null}`,
+	`{"snapshot":truex}`,
+	`{"upserts":[{"key":{"type":"a","id":"b"}},{"key":{"type":"a","id":"c"},"data":null}]}`,
+	`{"upserts":[{"key":{"type":"a","id":"b"}}],"upserts":[{"key":{"id":"c"}}]}`,
+	`{"upserts":null}`,
+	`{"upserts":[{"key":{"type":"\u0061","id":"b"}}]}`,
+	`{"upserts":[{"key":{"type":"é","id":"b\xff"}}]}`,
+	`{"upserts":[{"KEY":{"type":"a","id":"b"}}]}`,
+	`{"ſnapshot":true}`,
+	`{"unknown":{"a":[1,{"b":"\\"}],"c":"\ud800"},"version":3}`,
+	`{"viewHash":"AA=A"}`,
+	`{"viewHash":[1,2]}`,
+	`{"data":"x"}`,
+	`{"toVersion":1}x`,
+	`null`,
+	`{"version":42}`,
+	`{"Version":42}`,
+	`[{"version":42}]`,
+	`{"version":"42"}`,
+}
+
+// FuzzFastDecode checks the one-pass decoder of Delta and Ack bodies
+// against json.Unmarshal: whenever it decodes a body, json.Unmarshal
+// decodes it without error to exactly the same value.
+func FuzzFastDecode(f *testing.F) {
+	for _, m := range []Message{sampleMessages()["delta"], sampleMessages()["ack"], snapshotDelta(f)} {
+		b, err := AppendMessage(nil, m, 0)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b[FrameHeaderLen:])
+	}
+	for _, s := range fastDecodeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var wantD, gotD Delta
+		errD := json.Unmarshal(body, &wantD)
+		if fastDecodeDelta(body, &gotD) {
+			if errD != nil {
+				t.Fatalf("fast decoder took %q as a Delta, json.Unmarshal fails: %v", body, errD)
+			}
+			if d := cmp.Diff(wantD, gotD); d != "" {
+				t.Fatalf("Delta from %q (-json.Unmarshal +fast):\n%s", body, d)
+			}
+		}
+		var wantA, gotA Ack
+		errA := json.Unmarshal(body, &wantA)
+		if fastDecodeAck(body, &gotA) {
+			if errA != nil {
+				t.Fatalf("fast decoder took %q as an Ack, json.Unmarshal fails: %v", body, errA)
+			}
+			if wantA != gotA {
+				t.Fatalf("Ack from %q: json.Unmarshal %+v, fast %+v", body, wantA, gotA)
+			}
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Message is a config stream message: *Hello, *Welcome, *Delta, *Ack,
@@ -232,13 +233,16 @@ func AppendMessage(dst []byte, m Message, maxFrame int) ([]byte, error) {
 		return dst, fmt.Errorf("wire: encode %v: %w", t, err)
 	}
 	start := len(dst)
-	w := appendWriter{b: append(dst, 0, 0, 0, 0, byte(t))}
-	enc := json.NewEncoder(&w)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(m); err != nil {
+	e := encoderPool.Get().(*frameEncoder)
+	e.w.b = append(dst, 0, 0, 0, 0, byte(t))
+	err := e.enc.Encode(m)
+	b := e.w.b
+	e.w.b = nil
+	encoderPool.Put(e)
+	if err != nil {
 		return dst[:start], fmt.Errorf("wire: encode %v: %w", t, err)
 	}
-	b := bytes.TrimSuffix(w.b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\n"))
 	n := len(b) - start - 4 // type byte plus body
 	if n > maxFrame {
 		return b[:start], fmt.Errorf("wire: encode %v: frame of %d bytes exceeds %d: %w", t, n, maxFrame, ErrTooLarge)
@@ -246,6 +250,39 @@ func AppendMessage(dst []byte, m Message, maxFrame int) ([]byte, error) {
 	binary.BigEndian.PutUint32(b[start:], uint32(n))
 	return b, nil
 }
+
+// unmarshal is json.Unmarshal into a new message, with a one-pass fast
+// path for the frames a session carries most (see fastjson.go).
+func unmarshal(body []byte, m Message) error {
+	switch m := m.(type) {
+	case *Delta:
+		if fastDecodeDelta(body, m) {
+			return nil
+		}
+		*m = Delta{}
+	case *Ack:
+		if fastDecodeAck(body, m) {
+			return nil
+		}
+		*m = Ack{}
+	}
+	return json.Unmarshal(body, m)
+}
+
+// frameEncoder is a json.Encoder (without HTML escaping) that appends to
+// a slice. Encoders are pooled: an Encoder keeps no state between values
+// but a write error, and appendWriter never fails.
+type frameEncoder struct {
+	w   appendWriter
+	enc *json.Encoder
+}
+
+var encoderPool = sync.Pool{New: func() any {
+	e := &frameEncoder{}
+	e.enc = json.NewEncoder(&e.w)
+	e.enc.SetEscapeHTML(false)
+	return e
+}}
 
 type appendWriter struct{ b []byte }
 
@@ -262,7 +299,7 @@ func DecodeMessage(t FrameType, body []byte) (Message, error) {
 	if m == nil {
 		return nil, fmt.Errorf("wire: decode %v: %w", t, ErrUnknownType)
 	}
-	if err := json.Unmarshal(body, m); err != nil {
+	if err := unmarshal(body, m); err != nil {
 		return nil, fmt.Errorf("wire: decode %v: %w: %w", t, ErrMalformed, err)
 	}
 	if err := m.Validate(); err != nil {

@@ -157,3 +157,25 @@ func TestMessageJSONNames(t *testing.T) {
 		})
 	}
 }
+
+// TestFastDecodeTakesPlainBodies: the bodies AppendMessage writes for a
+// session's frames take the one-pass decoder (FuzzFastDecode checks that
+// it agrees with json.Unmarshal; this checks that it is used).
+func TestFastDecodeTakesPlainBodies(t *testing.T) {
+	msgs := sampleMessages()
+	for name, m := range map[string]Message{"delta": msgs["delta"], "snapshot": snapshotDelta(t), "ack": msgs["ack"], "empty delta": &Delta{}} {
+		t.Run(name, func(t *testing.T) {
+			b := mustAppendMessage(t, m)[FrameHeaderLen:]
+			var ok bool
+			switch m.(type) {
+			case *Delta:
+				ok = fastDecodeDelta(b, &Delta{})
+			case *Ack:
+				ok = fastDecodeAck(b, &Ack{})
+			}
+			if !ok {
+				t.Errorf("the fast decoder gave up on %s", b)
+			}
+		})
+	}
+}
