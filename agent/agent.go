@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/agent/learn"
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/rendezvous"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -316,7 +317,7 @@ func (a *Agent) HostID() uint32 { return a.hostID.Load() }
 func (a *Agent) Replicas() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return rendezvousOrder(a.cfg.Host, a.replicas)
+	return rendezvous.Order(a.cfg.Host, a.replicas)
 }
 
 // LocalUDPAddr returns the address of the agent's UDP socket (after Start).

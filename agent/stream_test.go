@@ -14,6 +14,7 @@ import (
 
 	"github.com/weftnet/weft/agent/backoff"
 	"github.com/weftnet/weft/agent/state"
+	"github.com/weftnet/weft/rendezvous"
 	"github.com/weftnet/weft/view"
 	"github.com/weftnet/weft/wire"
 )
@@ -310,7 +311,7 @@ func TestReplicaFailover(t *testing.T) {
 	host := ""
 	for i := range 1000 {
 		name := fmt.Sprintf("host-%d", i)
-		if o := rendezvousOrder(name, addrs); o[2] == good.addr() {
+		if o := rendezvous.Order(name, addrs); o[2] == good.addr() {
 			host = name
 			break
 		}
@@ -332,7 +333,7 @@ func TestReplicaFailover(t *testing.T) {
 	if refusals.Load() == 0 {
 		t.Errorf("the agent reached the replica ranked last without trying the one that refuses it")
 	}
-	want := rendezvousOrder(host, []string{good.addr(), later.addr()})
+	want := rendezvous.Order(host, []string{good.addr(), later.addr()})
 	waitFor(t, "the Welcome's replica list", func() bool { return slices.Equal(want, a.Replicas()) })
 	// The good replica goes away: the agent moves to the other one it
 	// learned from the Welcome.

@@ -180,3 +180,80 @@ func TestAgentPortTaken(t *testing.T) {
 		t.Errorf("second controller on %s: %v, want address already in use", a.AgentAddr(), err)
 	}
 }
+
+// TestLivenessOfAnotherReplicasHost: replica A starts alone on a state
+// with hosts, so it expects their heartbeats; replica B joins and a host's
+// agent streams (and heartbeats) to B. A must write nothing about that
+// host: B speaks for it.
+func TestLivenessOfAnotherReplicasHost(t *testing.T) {
+	dir := t.TempDir()
+	first := startReplica(t, controller.Config{DataDir: dir})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	api, err := client.New("http://" + first.APIAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for i := range 40 {
+		hosts = append(hosts, fmt.Sprintf("h%d", i))
+		if _, err := api.Create(ctx, etcdtest.Host(hosts[i], "192.0.2.10")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api.Close()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a := startReplica(t, controller.Config{DataDir: dir}) // alone: expects every host
+	cli, err := a.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints()})
+	if api, err = client.New("http://" + b.APIAddr()); err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	replicas := []string{a.AgentAddr(), b.AgentAddr()}
+	host := ""
+	for _, h := range hosts {
+		if sim.ReplicaFor(h, replicas) == b.AgentAddr() {
+			host = h
+			break
+		}
+	}
+	if host == "" {
+		t.Fatal("no host ranks replica B first")
+	}
+	ag, err := agent.New(agent.Config{
+		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
+		Key: hostkey.Derive(a.ClusterSecret(), host), Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
+		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}, HeartbeatInterval: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ag.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	status := func() (apiv1.HostStatus, string) {
+		o, err := api.Get(ctx, apiv1.KindHost, "", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*apiv1.Host).Status, o.GetObjectMeta().ResourceVersion
+	}
+	waitFor(t, "the host Alive on replica B", func() bool {
+		st, _ := status()
+		return st.Liveness == apiv1.LivenessAlive && st.Replica == b.AgentAddr() && st.ViewVersion != 0
+	})
+	_, rv := status()
+	// A silent host is Suspect after 1.5 s and Dead after 2.5 s: wait for
+	// twice that. Nobody may write the host meanwhile.
+	time.Sleep(5 * time.Second)
+	if st, now := status(); now != rv || st.Liveness != apiv1.LivenessAlive {
+		t.Errorf("host %s written while its agent ran on B: resourceVersion %s -> %s, liveness %q", host, rv, now, st.Liveness)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,7 @@ import (
 	"github.com/weftnet/weft/controller/southbound/stream"
 	"github.com/weftnet/weft/controller/southbound/udp"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/rendezvous"
 )
 
 type southboundConfig struct {
@@ -49,6 +52,11 @@ type southbound struct {
 	locator  *udp.Locator
 	udp      *udp.Server
 	members  *replicas.Membership
+	// advertise is this replica's southbound address, as agents and the
+	// other replicas know it.
+	advertise string
+	// tracking is set once the liveness table tracks hosts.
+	tracking atomic.Bool
 
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -90,13 +98,6 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.compiler.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start compiler: %w", err)
 	}
-	sb.sink, err = stream.NewRegistrySink(stream.RegistrySinkConfig{Registry: cfg.Registry, Logger: cfg.Logger, Registerer: cfg.Registerer})
-	if err != nil {
-		return nil, err
-	}
-	if err = sb.sink.Start(); err != nil {
-		return nil, err
-	}
 	sb.lns, err = listenStream(ctx, cfg.Listen, streamListeners)
 	if err != nil {
 		return nil, err
@@ -106,7 +107,24 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if advertise == "" {
 		advertise = sb.addr
 	}
-	sb.members, err = replicas.New(replicas.Config{Client: cfg.Client, Prefix: cfg.Store.Key("replicas/"), Self: advertise, Logger: cfg.Logger})
+	sb.advertise = advertise
+	sb.sink, err = stream.NewRegistrySink(stream.RegistrySinkConfig{
+		Registry: cfg.Registry, Replica: advertise, Logger: cfg.Logger, Registerer: cfg.Registerer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err = sb.sink.Start(); err != nil {
+		return nil, err
+	}
+	sb.members, err = replicas.New(replicas.Config{
+		Client: cfg.Client, Prefix: cfg.Store.Key("replicas/"), Self: advertise, Logger: cfg.Logger,
+		OnChange: func([]string) {
+			if sb.tracking.Load() {
+				sb.trackHosts(cfg.Store)
+			}
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +151,11 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		serving.Wait()
 	}()
 
-	livenessSink, err := liveness.NewRegistrySink(liveness.RegistrySinkConfig{Store: cfg.Store, Registry: cfg.Registry, Logger: cfg.Logger})
+	livenessSink, err := liveness.NewRegistrySink(liveness.RegistrySinkConfig{
+		Store: cfg.Store, Registry: cfg.Registry, Logger: cfg.Logger,
+		SpeaksFor: sb.speaksFor,
+		Forget:    func(id uint32) { sb.table.Forget(id) },
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -144,18 +166,11 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.table.Start(ctx); err != nil {
 		return nil, err
 	}
-	// A lone replica expects every known host to heartbeat to it: one that
-	// died while no controller ran is then reported Dead instead of staying
-	// as it was. With several replicas each host heartbeats to one of them,
-	// so a replica tracks only the hosts it hears from.
-	if m := sb.members.Members(); len(m) == 1 && m[0] == advertise {
-		now := sb.table.Now()
-		for _, o := range cfg.Store.List(apiv1.KindHost, "") {
-			if id := o.(*apiv1.Host).Status.HostID; id != 0 {
-				sb.table.Track(id, now)
-			}
-		}
-	}
+	// Expect a heartbeat from every host this replica speaks for, so that
+	// one that died while no controller ran is reported Dead instead of
+	// staying as it was; again whenever the replica set changes.
+	sb.trackHosts(cfg.Store)
+	sb.tracking.Store(true)
 	sb.locator, err = udp.NewLocator(udp.LocatorConfig{Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer})
 	if err != nil {
 		return nil, err
@@ -254,4 +269,38 @@ func listenStream(ctx context.Context, addr string, n int) ([]net.Listener, erro
 		lns = append(lns, ln)
 	}
 	return lns, nil
+}
+
+// speaksFor reports whether this replica reports h's liveness when it
+// stops hearing from it: if h's agent last connected here; else, if the
+// replica it connected to is no longer a member (or none), if this replica
+// comes first in h's rendezvous order over the members, where h's agent
+// goes first too.
+func (sb *southbound) speaksFor(h *apiv1.Host) bool {
+	r := h.Status.Replica
+	if r == sb.advertise {
+		return true
+	}
+	members := sb.members.Members()
+	if r != "" && slices.Contains(members, r) {
+		return false
+	}
+	return rendezvous.Top(h.Metadata.Name, members) == sb.advertise
+}
+
+// trackHosts declares to the liveness table every known host this replica
+// speaks for, and drops the others it does not hear from: when a replica
+// joins, the hosts that now rank it first leave the others.
+func (sb *southbound) trackHosts(st *store.Store) {
+	now := sb.table.Now()
+	for _, o := range st.List(apiv1.KindHost, "") {
+		h := o.(*apiv1.Host)
+		switch id := h.Status.HostID; {
+		case id == 0:
+		case sb.speaksFor(h):
+			sb.table.Track(id, now)
+		case sb.table.State(id) != liveness.Alive:
+			sb.table.Forget(id)
+		}
+	}
 }

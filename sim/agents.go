@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/datapath"
 	simdp "github.com/weftnet/weft/datapath/sim"
+	"github.com/weftnet/weft/rendezvous"
 )
 
 // AgentsPerSourceAddr is how many agents bind their UDP sockets on one
@@ -76,23 +76,8 @@ func SourceAddr(i int) netip.Addr {
 }
 
 // ReplicaFor returns the replica (one of addrs) the agent of host streams
-// to first: the highest rendezvous score SHA-256(host + "\x00" + addr),
-// ties to the smaller address, as package agent orders them.
-func ReplicaFor(host string, addrs []string) string {
-	best, bestScore := "", uint64(0)
-	for _, a := range addrs {
-		h := sha256.New()
-		h.Write([]byte(host))
-		h.Write([]byte{0})
-		h.Write([]byte(a))
-		var sum [sha256.Size]byte
-		s := binary.BigEndian.Uint64(h.Sum(sum[:0]))
-		if best == "" || s > bestScore || s == bestScore && a < best {
-			best, bestScore = a, s
-		}
-	}
-	return best
-}
+// to first (rendezvous.Top, as package agent orders them).
+func ReplicaFor(host string, addrs []string) string { return rendezvous.Top(host, addrs) }
 
 // simDriver is the sim driver with what the harness observes: when a Set
 // installed how many endpoints, watched endpoints appearing, learns.

@@ -104,6 +104,10 @@ type HostStatus struct {
 	ViewVersion uint64 `json:"viewVersion,omitempty"`
 	// LastError is the agent's error from its last NACK, empty after an ACK.
 	LastError string `json:"lastError,omitempty"`
+	// Replica is the southbound address of the controller replica the
+	// host's agent last connected to: that replica speaks for the host's
+	// liveness while it is a member.
+	Replica string `json:"replica,omitempty"`
 }
 
 // ---- VPC ----

@@ -63,6 +63,17 @@ type RegistrySinkConfig struct {
 	// Concurrency bounds the status writes in flight (default
 	// DefaultSinkConcurrency).
 	Concurrency int
+	// SpeaksFor, if set, reports whether this replica speaks for a host's
+	// liveness when it stops hearing from it: with several replicas, each
+	// host heartbeats to one of them, and the others must not report it
+	// Suspect or Dead. A transition to Suspect or Dead of a host it does
+	// not speak for is not written, and the host is handed to Forget.
+	// Transitions to Alive are always written: its heartbeats arrive here.
+	SpeaksFor func(h *apiv1.Host) bool
+	// Forget drops a host this replica does not speak for from the
+	// liveness table (Table.Forget); it tracks it again when it hears
+	// from it.
+	Forget func(hostID uint32)
 	// Logger (default: discard).
 	Logger *slog.Logger
 }
@@ -75,10 +86,12 @@ type RegistrySinkConfig struct {
 // and survives a controller restart; an endpoint already Lost or Failed
 // for another reason is left alone.
 type RegistrySink struct {
-	st    HostSource
-	reg   StatusWriter
-	limit int
-	log   *slog.Logger
+	st        HostSource
+	reg       StatusWriter
+	limit     int
+	log       *slog.Logger
+	speaksFor func(h *apiv1.Host) bool
+	forget    func(hostID uint32)
 
 	mu   sync.Mutex
 	byID map[uint32]string // host ID → Host name, rebuilt on a miss
@@ -99,7 +112,7 @@ func NewRegistrySink(cfg RegistrySinkConfig) (*RegistrySink, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &RegistrySink{st: cfg.Store, reg: cfg.Registry, limit: cfg.Concurrency,
-		log: cfg.Logger.With("subsystem", "liveness-sink")}, nil
+		log: cfg.Logger.With("subsystem", "liveness-sink"), speaksFor: cfg.SpeaksFor, forget: cfg.Forget}, nil
 }
 
 // DeadMessage is the endpoint status message of an endpoint marked Lost
@@ -111,6 +124,15 @@ func DeadMessage(host string) string { return "host " + host + " is dead" }
 // Hosts that no longer exist are skipped.
 func (s *RegistrySink) Transitions(ctx context.Context, ts []Transition) error {
 	hosts := s.resolve(ts)
+	for i, t := range ts {
+		if h := hosts[i]; h != nil && (t.To == Suspect || t.To == Dead) && s.speaksFor != nil && !s.speaksFor(h) {
+			s.log.Debug("host served by another replica: not reported", "host", h.Metadata.Name, "to", t.To, "replica", h.Status.Replica)
+			hosts[i] = nil
+			if s.forget != nil {
+				s.forget(t.HostID)
+			}
+		}
+	}
 	var (
 		errMu sync.Mutex
 		errs  []error
@@ -125,8 +147,7 @@ func (s *RegistrySink) Transitions(ctx context.Context, ts []Transition) error {
 	for i, t := range ts {
 		h := hosts[i]
 		if h == nil {
-			s.log.Debug("liveness transition of an unknown host ID", "hostID", t.HostID, "to", t.To)
-			continue
+			continue // unknown host ID, or served by another replica
 		}
 		g.Go(func() error {
 			if err := s.writeHost(ctx, h, t); err != nil {

@@ -185,3 +185,65 @@ func mustJSON(t *testing.T, o apiv1.Object) []byte {
 	}
 	return b
 }
+
+// TestRegistrySinkSpeaksFor: with several replicas, a replica that stops
+// hearing from a host another replica serves neither reports it Suspect
+// nor Dead, and forgets it; it still reports the hosts it speaks for, and
+// any host's heartbeats (Alive).
+func TestRegistrySinkSpeaksFor(t *testing.T) {
+	r, st := newRegistry(t)
+	ctx := context.Background()
+	mustCreate(t, r,
+		&apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: "mine"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.1"}},
+		&apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: "theirs"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.2"}},
+	)
+	mine, theirs := hostStatus(t, st, "mine").HostID, hostStatus(t, st, "theirs").HostID
+	var forgotten []uint32
+	var tab *Table
+	sink, err := NewRegistrySink(RegistrySinkConfig{Store: st, Registry: r,
+		SpeaksFor: func(h *apiv1.Host) bool { return h.Metadata.Name == "mine" },
+		Forget: func(id uint32) {
+			forgotten = append(forgotten, id)
+			tab.Forget(id)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now int64 = int64(time.Second)
+	tab, err = New(Config{Capacity: int(max(mine, theirs)) + 1, Sink: sink, Now: func() int64 { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tab.Close()
+	sweep := func(at time.Duration, beats ...uint32) {
+		t.Helper()
+		now = int64(at)
+		for _, id := range beats {
+			tab.Observe(id, now, 1, 0)
+		}
+		tab.Sweep(now)
+		if err := tab.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweep(time.Second, mine, theirs)
+	if got := hostStatus(t, st, "theirs").Liveness; got != apiv1.LivenessAlive {
+		t.Errorf("theirs after heartbeats here: %q, want Alive", got)
+	}
+	for s := 2; s <= 5; s++ {
+		sweep(time.Duration(s) * time.Second) // both silent
+	}
+	if got := hostStatus(t, st, "mine").Liveness; got != apiv1.LivenessDead {
+		t.Errorf("mine after 4 s of silence: %q, want Dead", got)
+	}
+	if got := hostStatus(t, st, "theirs").Liveness; got != apiv1.LivenessAlive {
+		t.Errorf("theirs after 4 s of silence here: %q, want Alive (another replica speaks for it)", got)
+	}
+	if len(forgotten) != 1 || forgotten[0] != theirs {
+		t.Errorf("forgotten %v, want [%d]", forgotten, theirs)
+	}
+	if s := tab.State(theirs); s != Unknown {
+		t.Errorf("theirs in the table: %v, want Unknown (forgotten)", s)
+	}
+}

@@ -30,8 +30,11 @@ type Config struct {
 	// Self is this replica's agent-facing address ("" = follow only).
 	Self string
 	// TTL of the lease (default DefaultTTL).
-	TTL    time.Duration
-	Logger *slog.Logger
+	TTL time.Duration
+	// OnChange, if set, is called with the new member list whenever it
+	// changes after Start (from the goroutine following the others).
+	OnChange func(members []string)
+	Logger   *slog.Logger
 }
 
 // Membership registers this replica and follows the others.
@@ -118,6 +121,9 @@ func (m *Membership) Start(ctx context.Context) error {
 				}
 			}
 			m.publish(set)
+			if m.cfg.OnChange != nil {
+				m.cfg.OnChange(m.Members())
+			}
 		}
 	}()
 	return nil

@@ -36,6 +36,9 @@ var (
 type RegistrySinkConfig struct {
 	// Registry writes the Host status (required).
 	Registry StatusWriter
+	// Replica is this replica's southbound address, written as
+	// Host.status.replica when an agent connects (empty: not written).
+	Replica string
 	// Interval between flushes (default DefaultSinkInterval): a host's
 	// status is written at most once per interval, and only if it changed.
 	Interval time.Duration
@@ -80,6 +83,8 @@ type statusUpdate struct {
 	viewVersion  uint64
 	setError     bool
 	lastError    string
+	setReplica   bool
+	replica      string
 }
 
 // under returns newer with the fields it does not set taken from u: an
@@ -94,6 +99,9 @@ func (u *statusUpdate) under(newer *statusUpdate) *statusUpdate {
 	}
 	if !out.setError && u.setError {
 		out.setError, out.lastError = true, u.lastError
+	}
+	if !out.setReplica && u.setReplica {
+		out.setReplica, out.replica = true, u.replica
 	}
 	return &out
 }
@@ -187,9 +195,14 @@ func (s *RegistrySink) loop(ctx context.Context) {
 	}
 }
 
-// Connected implements StatusSink.
+// Connected implements StatusSink: agentVersion is set, and Config.Replica
+// as the replica the host streams from.
 func (s *RegistrySink) Connected(host, agentVersion string) {
-	s.update(host, &statusUpdate{setAgent: true, agentVersion: agentVersion})
+	u := &statusUpdate{setAgent: true, agentVersion: agentVersion}
+	if s.cfg.Replica != "" {
+		u.setReplica, u.replica = true, s.cfg.Replica
+	}
+	s.update(host, u)
 }
 
 // Acked implements StatusSink: viewVersion is set and lastError cleared.
@@ -286,6 +299,9 @@ func (s *RegistrySink) write(ctx context.Context, host string, u *statusUpdate) 
 		}
 		if u.setError {
 			st.LastError = u.lastError
+		}
+		if u.setReplica {
+			st.Replica = u.replica
 		}
 		changed = st != h.Status
 		h.Status = st

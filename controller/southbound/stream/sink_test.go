@@ -87,3 +87,25 @@ func TestRegistrySinkCoalesces(t *testing.T) {
 		t.Errorf("liveness %q: the sink must leave other status fields alone", got)
 	}
 }
+
+// TestRegistrySinkReplica: a connect records the replica the host streams
+// from; acks leave it alone.
+func TestRegistrySinkReplica(t *testing.T) {
+	f := &fakeHosts{hosts: map[string]apiv1.HostStatus{"h1": {Replica: "10.0.0.9:7444"}}}
+	s, err := NewRegistrySink(RegistrySinkConfig{Registry: f, Workers: 1, Replica: "10.0.0.1:7444"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	s.Acked("h1", 3)
+	s.flush(ctx)
+	if got := f.hosts["h1"].Replica; got != "10.0.0.9:7444" {
+		t.Errorf("after an ack: replica %q, want the previous one kept", got)
+	}
+	s.Connected("h1", "agent/1")
+	s.flush(ctx)
+	if got := f.hosts["h1"].Replica; got != "10.0.0.1:7444" {
+		t.Errorf("after a connect: replica %q, want 10.0.0.1:7444", got)
+	}
+}
