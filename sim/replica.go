@@ -147,16 +147,17 @@ func writeHeapProfile(path string, n int) error {
 	return nil
 }
 
-// memoryLimit is the soft memory limit of a replica child: 1.5 times an
+// memoryLimit is the soft memory limit of a replica child: 1.25 times an
 // estimate of its live heap (BenchmarkReplicaRSS and BenchmarkCompile
 // measured ~1 KB per cached endpoint and ~8.4 KB per compiled view; a
-// config-stream session costs about 30 KB), plus the embedded etcd's index
-// and caches for replica 0, and a fixed 256 MiB.
+// config-stream session, its goroutines and status about 17 KB), plus the
+// embedded etcd for replica 0 (~1.85 KB per endpoint: its RSS at 1,000,000
+// endpoints was 1.83 GiB above the others'), and a fixed 192 MiB.
 func memoryLimit(index, hosts, endpoints, replicas int) int64 {
 	perReplica := int64(hosts+replicas-1) / int64(max(replicas, 1))
-	live := int64(endpoints)*1024 + perReplica*(8600+30_000) + 256<<20
+	live := int64(endpoints)*1000 + perReplica*(8600+17_000) + 192<<20
 	if index == 0 {
-		live += int64(endpoints) * 1024
+		live += int64(endpoints) * 1900
 	}
-	return live * 3 / 2
+	return live * 5 / 4
 }

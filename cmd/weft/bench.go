@@ -188,7 +188,7 @@ func simFlags(f *pflag.FlagSet, c *bench.SimConfig, hosts, endpoints, vpcs int) 
 	f.IntVar(&c.Replicas, "replicas", 0, "controller replicas (default: from --hosts)")
 	f.IntVar(&c.Procs, "procs", 0, "agent processes (default: from --hosts)")
 	f.StringVar(&c.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
-	f.StringVar(&c.CPUProfileDir, "cpuprofile-dir", "", "write a CPU profile of every replica here")
+	f.StringVar(&c.CPUProfileDir, "cpuprofile-dir", "", "write CPU profiles of every replica and agent process, and the agent processes' heap profiles, here")
 	f.DurationVar(&c.Timeout, "timeout", 10*time.Minute, "bound on the wait for all agents to be programmed")
 }
 
@@ -198,7 +198,8 @@ func simExec(c *bench.SimConfig, progress io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("find the weft binary for child processes: %w", err)
 	}
-	c.Exec, c.Progress = exe, progress
+	// The children's warnings and errors go with the progress lines.
+	c.Exec, c.Progress, c.ChildLog = exe, progress, progress
 	return nil
 }
 

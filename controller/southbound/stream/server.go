@@ -20,6 +20,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultAckTimeout       = 30 * time.Second
 	DefaultClockSkew        = 30 * time.Second
+	DefaultMaxHandshakes    = 1024
 	// helloMaxFrame bounds frames read before the Hello is verified.
 	helloMaxFrame = 4 << 10
 )
@@ -75,6 +76,13 @@ type Config struct {
 	Replicas func() []string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// MaxHandshakes bounds the connections between accept and the agent's
+	// first acknowledged view, over all listeners (default
+	// DefaultMaxHandshakes). When agents arrive faster than views can be
+	// compiled and sent (a power restore), the others wait in the kernel's
+	// accept queue instead of each holding a file, a goroutine and half-done
+	// work: the controller degrades into a queue, not a collapse.
+	MaxHandshakes int
 }
 
 // Validate reports a missing or impossible setting.
@@ -111,6 +119,9 @@ func (c *Config) setDefaults() {
 	if c.AckTimeout == 0 {
 		c.AckTimeout = DefaultAckTimeout
 	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
 	if c.ClockSkew == 0 {
 		c.ClockSkew = DefaultClockSkew
 	}
@@ -133,6 +144,9 @@ type Server struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// admit holds a token per connection not yet past its first
+	// acknowledged view (Config.MaxHandshakes).
+	admit chan struct{}
 
 	mu        sync.Mutex
 	sessions  map[string]*session // by host: the current session
@@ -159,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 		nonces:    newNonceCache(cfg.ClockSkew),
 		sessions:  map[string]*session{},
 		listeners: map[net.Listener]struct{}{},
+		admit:     make(chan struct{}, cfg.MaxHandshakes),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -187,8 +202,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 	backoff := time.Duration(0)
 	for {
+		select {
+		case s.admit <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		case <-s.ctx.Done():
+			return nil
+		}
 		nc, err := l.Accept()
 		if err != nil {
+			<-s.admit
 			if ctx.Err() != nil || s.ctx.Err() != nil {
 				return nil
 			}
@@ -215,11 +238,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
+			<-s.admit
 			return nil
 		}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.handle(nc)
+		go s.handle(nc, sync.OnceFunc(func() { <-s.admit }))
 	}
 }
 

@@ -476,3 +476,55 @@ func TestViewResourcesDecode(t *testing.T) {
 		t.Errorf("resource types (-want +got):\n%s", diff)
 	}
 }
+
+// TestAdmission: with MaxHandshakes 1, a second agent gets no Welcome until
+// the first has acknowledged its view; an agent that gave up while it
+// waited in the accept queue costs no compile and no session.
+func TestAdmission(t *testing.T) {
+	rec := newRecSink()
+	e := newSenv(t, senvOpts{cfg: func(c *Config) { c.MaxHandshakes = 1; c.Status = rec }})
+	e.base(2)
+	first := e.connect("h1", 0, nil) // holds the only token until it acks
+	d := first.mustNext()
+
+	// h3 connects, says Hello and hangs up before being admitted.
+	nc3, wc3 := e.dialRaw()
+	send(t, wc3, signedHello(t, "h3", keyOf("h3"), 0, time.Now()))
+	nc3.Close()
+	// h2 connects and waits.
+	nc2, wc2 := e.dialRaw()
+	send(t, wc2, signedHello(t, "h2", keyOf("h2"), 0, time.Now()))
+	got := make(chan wire.Message, 1)
+	go func() {
+		m, _ := recv(t, wc2)
+		got <- m
+	}()
+	select {
+	case m := <-got:
+		t.Fatalf("second agent answered (%T) while the first had not acknowledged its view", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.version = d.ToVersion
+	first.ack()
+	select {
+	case m := <-got:
+		if w, ok := m.(*wire.Welcome); !ok || w.Error != "" {
+			t.Fatalf("second agent got %#v, want a Welcome", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second agent not welcomed after the first acknowledged its view")
+	}
+	nc2.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.counter("weft_stream_handshake_failures_total", "abandoned") != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.counter("weft_stream_handshake_failures_total", "abandoned"); n != 1 {
+		t.Errorf("abandoned handshakes counted %v, want 1 (h3)", n)
+	}
+	for _, ev := range rec.take() {
+		if strings.Contains(ev, "h3") {
+			t.Errorf("status event %q for the agent that hung up", ev)
+		}
+	}
+}

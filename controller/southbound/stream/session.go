@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/wire"
 )
@@ -38,8 +41,9 @@ func (s *session) end(reason string) string {
 }
 
 // handle runs one connection: handshake, then the session.
-func (s *Server) handle(nc net.Conn) {
+func (s *Server) handle(nc net.Conn, admitted func()) {
 	defer s.wg.Done()
+	defer admitted()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	// NewConn's limit also bounds writes (SetMaxFrame changes only reads):
@@ -55,11 +59,17 @@ func (s *Server) handle(nc net.Conn) {
 		s.log.Debug("handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 		return
 	}
+	if peerClosed(nc) {
+		// It waited in the accept queue past the agent's patience: the
+		// agent gave up and will try again; compiling for it is waste.
+		s.m.refused.WithLabelValues("abandoned").Inc()
+		return
+	}
 	sess := &session{host: h.Host, cancel: cancel}
 	s.register(sess)
 	s.log.Debug("agent connected", "host", h.Host, "agentVersion", h.AgentVersion, "viewVersion", h.ViewVersion,
 		"remote", nc.RemoteAddr().String())
-	reason, err := s.serve(ctx, wc, h)
+	reason, err := s.serve(ctx, wc, h, admitted)
 	if ctx.Err() != nil && s.ctx.Err() != nil {
 		reason = reasonShutdown
 	}
@@ -151,7 +161,7 @@ func (s *Server) read(ctx context.Context, wc *wire.Conn, out chan<- readResult)
 // serve runs an authenticated session: Welcome, then one delta at a time,
 // each answered by an Ack or Nack before the next is computed. It returns
 // why the session ended.
-func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello) (string, error) {
+func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitted func()) (string, error) {
 	host := h.Host
 	notify, unsubscribe := s.c.Subscribe(host)
 	defer unsubscribe()
@@ -241,6 +251,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello) (strin
 				return reasonProtocol, fmt.Errorf("ack of version %d, want %d", m.Version, d.ToVersion)
 			}
 			held, nacks = d.ToVersion, 0
+			admitted() // the agent holds its view: let the next one in
 			s.m.acks.Inc()
 			s.cfg.Status.Acked(host, held)
 		case *wire.Nack:
@@ -328,3 +339,26 @@ func (s *Server) write(ctx context.Context, wc *wire.Conn, m wire.Message) error
 	defer cancel()
 	return wc.WriteMessage(ctx, m)
 }
+
+// peerClosed reports whether the other end of nc has already closed it
+// (TCP state CLOSE_WAIT), as an agent that gave up waiting for its
+// Welcome has.
+func peerClosed(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	_ = raw.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		closed = err == nil && info.State == tcpCloseWait
+	})
+	return closed
+}
+
+// tcpCloseWait is Linux's TCP_CLOSE_WAIT state (include/net/tcp_states.h).
+const tcpCloseWait = 8
