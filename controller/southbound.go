@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -168,7 +169,8 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	}
 	// Expect a heartbeat from every host this replica speaks for, so that
 	// one that died while no controller ran is reported Dead instead of
-	// staying as it was; again whenever the replica set changes.
+	// staying as it was; again whenever the replica set changes. Each gets
+	// trackGrace first to reconnect.
 	sb.trackHosts(cfg.Store)
 	sb.tracking.Store(true)
 	sb.locator, err = udp.NewLocator(udp.LocatorConfig{Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer})
@@ -288,11 +290,22 @@ func (sb *southbound) speaksFor(h *apiv1.Host) bool {
 	return rendezvous.Top(h.Metadata.Name, members) == sb.advertise
 }
 
+// trackGrace is how long a host that a replica starts to track (at start,
+// or when the replica set changes) has to reach it before its silence
+// counts: agents reconnect with a random backoff of up to 30 s
+// (agent.DefaultBackoffMax). Without it, a controller restart, or a
+// replica that takes a while to load a million endpoints, declares every
+// host Dead and rewrites all their endpoints (Lost) before the agents are
+// back.
+const trackGrace = 45 * time.Second
+
 // trackHosts declares to the liveness table every known host this replica
 // speaks for, and drops the others it does not hear from: when a replica
 // joins, the hosts that now rank it first leave the others.
 func (sb *southbound) trackHosts(st *store.Store) {
-	now := sb.table.Now()
+	// Tracking starts trackGrace ahead: a host counts as silent only from
+	// then on.
+	now := sb.table.Now() + int64(trackGrace)
 	for _, o := range st.List(apiv1.KindHost, "") {
 		h := o.(*apiv1.Host)
 		switch id := h.Status.HostID; {

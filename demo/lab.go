@@ -119,9 +119,11 @@ func NewLab(cfg LabConfig) (l *Lab, err error) {
 		return nil, err
 	}
 	l = &Lab{cfg: cfg, log: cfg.Logger.With("subsystem", "demo/lab")}
+	started := l // a failing return sets l to nil before this runs
 	defer func() {
 		if err != nil {
-			_ = l.Close()
+			_ = started.Close()
+			l = nil
 		}
 	}()
 	if l.ulPath, err = testnet.CreateNamed(cfg.NetnsDir, cfg.Prefix+"-ul"); err != nil {

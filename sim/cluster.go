@@ -188,9 +188,10 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	c = &Cluster{cfg: cfg, layout: Layout{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs},
 		log: cfg.Logger.With("subsystem", "sim"), prog: progressTo(cfg.Progress), events: make(chan Event, 1<<16)}
+	started := c // a failing return sets c to nil before this runs
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, c.Close())
+			err = errors.Join(err, started.Close())
 			c = nil
 		}
 	}()
