@@ -27,6 +27,9 @@ import (
 // loopback source address (127.1.X.1).
 const AgentsPerSourceAddr = 10_000
 
+// simHandshakeTimeout is the simulated agents' Hello → Welcome bound.
+const simHandshakeTimeout = time.Minute
+
 // startWorkers is the number of goroutines that start a child's agents.
 const startWorkers = 256
 
@@ -219,7 +222,11 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			// ephemeral ports, and connect() slows down long before
 			// they run out.
 			StreamSource: SourceAddr(h),
-			Key:          hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
+			// A real agent has its host's CPU to itself; these share two
+			// cores with 100,000 others and the replicas, and one that
+			// gives up after the default 15 s only queues again.
+			HandshakeTimeout: simHandshakeTimeout,
+			Key:              hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
 			HeartbeatInterval: spec.HeartbeatInterval, Backoff: bo, Logger: logger,
 		})
 		if err != nil {

@@ -55,7 +55,9 @@ type Config struct {
 	Progress io.Writer
 	// ChildLog receives the children's logs, warnings and errors (default:
 	// discarded; the last 8 KiB of a child process's stderr are kept for
-	// the error if it fails); Debug raises their level to info.
+	// the error if it fails); Debug raises their level to info. Agent
+	// processes write to it only with Debug: 100,000 agents retrying under
+	// overload write hundreds of megabytes of warnings.
 	ChildLog io.Writer
 	Debug    bool
 	Logger   *slog.Logger
@@ -330,8 +332,12 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 			spec.CPUProfile = filepath.Join(c.cfg.CPUProfileDir, fmt.Sprintf("agents-%d.pprof", len(c.groups)))
 			spec.HeapProfile = filepath.Join(c.cfg.CPUProfileDir, fmt.Sprintf("agents-%d.heap.pprof", len(c.groups)))
 		}
+		agentLog := io.Discard
+		if c.cfg.Debug {
+			agentLog = c.cfg.ChildLog
+		}
 		ch, err := startChild(ctx, fmt.Sprintf("agents %d..%d", first, first+n-1), c.cfg.Exec,
-			childHeader{Role: roleAgents, Agents: &spec, Debug: c.cfg.Debug}, c.cfg.ChildLog)
+			childHeader{Role: roleAgents, Agents: &spec, Debug: c.cfg.Debug}, agentLog)
 		if err != nil {
 			return time.Time{}, err
 		}
