@@ -138,7 +138,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		HostID:   sb.keys.HostID,
 		Status:   sb.sink,
 		Logger:   cfg.Logger, Registerer: cfg.Registerer,
-		Replicas: sb.members.Members,
+		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
 	})
 	if err != nil {
 		return nil, err
@@ -316,4 +316,15 @@ func (sb *southbound) trackHosts(st *store.Store) {
 			sb.table.Forget(id)
 		}
 	}
+}
+
+// sessionLimit is the most config-stream sessions a replica takes: its
+// open-file limit less 1,024 files for etcd, the listeners, UDP and the API
+// (0, no limit, if the limit is unknown or small).
+func sessionLimit() int {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur <= 4096 || r.Cur > 1<<30 {
+		return 0
+	}
+	return int(r.Cur) - 1024
 }

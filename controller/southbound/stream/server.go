@@ -76,6 +76,12 @@ type Config struct {
 	Replicas func() []string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// MaxSessions, if positive, bounds the established sessions: an agent
+	// beyond it (not replacing its own session) is refused with "replica
+	// full" and tries the next replica. The controller sets it below the
+	// process's open-file limit, which agents failing over to this replica
+	// under overload would otherwise exhaust.
+	MaxSessions int
 	// MaxHandshakes bounds the connections between accept and the agent's
 	// first acknowledged view, over all listeners (default
 	// DefaultMaxHandshakes). When agents arrive faster than views can be
@@ -270,10 +276,16 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
-// register makes sess the host's session, closing the one it replaces.
-func (s *Server) register(sess *session) {
+// register makes sess its host's session, ending the previous one; it
+// reports false, registering nothing, when MaxSessions are established
+// and sess replaces none of them.
+func (s *Server) register(sess *session) bool {
 	s.mu.Lock()
 	old := s.sessions[sess.host]
+	if old == nil && s.cfg.MaxSessions > 0 && len(s.sessions) >= s.cfg.MaxSessions {
+		s.mu.Unlock()
+		return false
+	}
 	s.sessions[sess.host] = sess
 	s.mu.Unlock()
 	if old != nil {
@@ -281,6 +293,7 @@ func (s *Server) register(sess *session) {
 	} else {
 		s.m.sessions.Inc()
 	}
+	return true
 }
 
 // unregister removes sess if it is still the host's session and reports

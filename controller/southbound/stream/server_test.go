@@ -528,3 +528,27 @@ func TestAdmission(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxSessions: a replica with MaxSessions established refuses a new
+// agent ("replica full"), but lets a connected agent replace its session.
+func TestMaxSessions(t *testing.T) {
+	e := newSenv(t, senvOpts{cfg: func(c *Config) { c.MaxSessions = 1 }})
+	e.base(1)
+	first := e.connect("h1", 0, nil)
+	first.mustNext()
+	first.ack()
+	_, wc := e.dialRaw()
+	send(t, wc, signedHello(t, "h2", keyOf("h2"), 0, time.Now()))
+	m, err := recv(t, wc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, ok := m.(*wire.Welcome); !ok || !strings.Contains(w.Error, "replica full") {
+		t.Fatalf("agent beyond MaxSessions got %#v, want a Welcome refusing it (replica full)", m)
+	}
+	if n := e.counter("weft_stream_handshake_failures_total", "full"); n != 1 {
+		t.Errorf("refusals counted %v, want 1", n)
+	}
+	again := e.connect("h1", 0, nil) // replaces h1's own session
+	again.mustNext()
+}

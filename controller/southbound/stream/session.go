@@ -66,7 +66,10 @@ func (s *Server) handle(nc net.Conn, admitted func()) {
 		return
 	}
 	sess := &session{host: h.Host, cancel: cancel}
-	s.register(sess)
+	if !s.register(sess) {
+		_ = s.refuse(ctx, wc, "full", fmt.Sprintf("replica full: %d agents connected", s.cfg.MaxSessions))
+		return
+	}
 	s.log.Debug("agent connected", "host", h.Host, "agentVersion", h.AgentVersion, "viewVersion", h.ViewVersion,
 		"remote", nc.RemoteAddr().String())
 	reason, err := s.serve(ctx, wc, h, admitted)
