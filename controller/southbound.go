@@ -132,6 +132,15 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.members.Start(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.Registerer != nil {
+		lost := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_replicas_leases_lost_total",
+			Help: "Times this replica lost its membership lease (etcd unreachable or overloaded past the TTL) and registered again.",
+		}, func() float64 { return float64(sb.members.LeasesLost()) })
+		if err = cfg.Registerer.Register(lost); err != nil {
+			return nil, fmt.Errorf("register replica metrics: %w", err)
+		}
+	}
 	sb.stream, err = stream.New(stream.Config{
 		Compiler: sb.compiler,
 		Keys:     func(host string) ([]byte, bool) { return sb.keys.ByName(host), true },

@@ -73,7 +73,8 @@ func (m *Hello) Validate() error {
 // agent then takes Replicas and ReplicasVersion and ignores the rest.
 type Welcome struct {
 	HostID uint32 `json:"hostID"`
-	// Epoch identifies the controller incarnation (as in HeartbeatAck).
+	// Epoch is the epoch of the view versions (the high bits of every
+	// version: the etcd cluster that numbers them).
 	Epoch uint64 `json:"epoch,omitempty"`
 	// Replicas lists the controller replicas' agent addresses.
 	Replicas        []string `json:"replicas,omitempty"`

@@ -12,7 +12,7 @@ import (
 const (
 	counterBits = 44
 	counterMask = 1<<counterBits - 1
-	// MaxEpoch is the largest incarnation epoch (20 bits).
+	// MaxEpoch is the largest epoch (20 bits).
 	MaxEpoch = 1<<(64-counterBits) - 1
 )
 
@@ -21,7 +21,7 @@ func makeVersion(epoch uint32, n uint64) uint64 {
 	return uint64(epoch)<<counterBits | n&counterMask
 }
 
-// EpochOf returns the incarnation epoch a version was made in.
+// EpochOf returns the epoch of a version (the etcd cluster it numbers).
 func EpochOf(version uint64) uint32 { return uint32(version >> counterBits) }
 
 // EpochFromClusterID maps an etcd cluster ID to an epoch in [1, MaxEpoch].

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,8 +40,9 @@ type Config struct {
 
 // Membership registers this replica and follows the others.
 type Membership struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	lost atomic.Uint64
 
 	mu      sync.RWMutex
 	members []string
@@ -71,31 +73,13 @@ func (m *Membership) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	if m.cfg.Self != "" {
-		lease, err := cli.Grant(ctx, int64(m.cfg.TTL/time.Second))
+		ka, err := m.register(ctx, runCtx)
 		if err != nil {
 			cancel()
-			return fmt.Errorf("replicas: grant lease: %w", err)
-		}
-		if _, err := cli.Put(ctx, m.cfg.Prefix+m.cfg.Self, "", clientv3.WithLease(lease.ID)); err != nil {
-			cancel()
-			return fmt.Errorf("replicas: register %s: %w", m.cfg.Self, err)
-		}
-		ka, err := cli.KeepAlive(runCtx, lease.ID)
-		if err != nil {
-			cancel()
-			return fmt.Errorf("replicas: keep lease alive: %w", err)
+			return err
 		}
 		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			for range ka {
-			}
-			// The channel closes when runCtx ends or the lease is lost;
-			// a lost lease ends this replica's membership until restart.
-			if runCtx.Err() == nil {
-				m.log.Error("replica lease lost: agents will not be sent here", "self", m.cfg.Self)
-			}
-		}()
+		go m.keepRegistered(runCtx, ka)
 	}
 	resp, err := cli.Get(ctx, m.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
@@ -166,3 +150,62 @@ func (m *Membership) Close() error {
 	})
 	return nil
 }
+
+// register puts Self under a new lease and keeps the lease alive until
+// runCtx ends; the returned channel closes when the lease is lost.
+func (m *Membership) register(ctx, runCtx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	cli := m.cfg.Client
+	lease, err := cli.Grant(ctx, int64(m.cfg.TTL/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("replicas: grant lease: %w", err)
+	}
+	if _, err := cli.Put(ctx, m.cfg.Prefix+m.cfg.Self, "", clientv3.WithLease(lease.ID)); err != nil {
+		return nil, fmt.Errorf("replicas: register %s: %w", m.cfg.Self, err)
+	}
+	ka, err := cli.KeepAlive(runCtx, lease.ID)
+	if err != nil {
+		return nil, fmt.Errorf("replicas: keep lease alive: %w", err)
+	}
+	return ka, nil
+}
+
+// keepRegistered drains the lease's keep-alive answers; when the lease is
+// lost (etcd overloaded or unreachable for longer than the TTL, the lease
+// revoked) it registers again, with backoff, until runCtx ends: a replica
+// that still serves must not stay out of the list agents choose from.
+func (m *Membership) keepRegistered(runCtx context.Context, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	defer m.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		for range ka {
+		}
+		if runCtx.Err() != nil {
+			return
+		}
+		m.log.Warn("replica lease lost; registering again", "self", m.cfg.Self)
+		m.lost.Add(1)
+		for {
+			ctx, cancel := context.WithTimeout(runCtx, m.cfg.TTL)
+			next, err := m.register(ctx, runCtx)
+			cancel()
+			if err == nil {
+				ka, backoff = next, 100*time.Millisecond
+				m.log.Info("replica registered again", "self", m.cfg.Self)
+				break
+			}
+			m.log.Warn("replica registration failed, retrying", "self", m.cfg.Self, "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-runCtx.Done():
+				t.Stop()
+				return
+			}
+			backoff = min(2*backoff, m.cfg.TTL)
+		}
+	}
+}
+
+// LeasesLost returns how often this replica lost its lease and registered
+// again.
+func (m *Membership) LeasesLost() uint64 { return m.lost.Load() }
