@@ -433,12 +433,13 @@ func (l *Locator) updateEndpoint(ep *apiv1.Endpoint, minEpoch int64) {
 	if len(l.buf) == 0 {
 		return
 	}
-	inv := wire.Invalidate{VNI: key.vni, IP: key.addr(), Epoch: epoch, HasLocation: true, Location: loc}
-	l.send(l.buf, &inv)
-	// The new location is an answer the hosts may cache: keep following it.
+	// The new location is an answer the hosts may cache: keep following
+	// it, from before they receive it.
 	for _, h := range l.buf {
 		l.interest.add(key, h, now+l.ttl)
 	}
+	inv := wire.Invalidate{VNI: key.vni, IP: key.addr(), Epoch: epoch, HasLocation: true, Location: loc}
+	l.send(l.buf, &inv)
 }
 
 // remove drops an endpoint from the index and tells the hosts that asked

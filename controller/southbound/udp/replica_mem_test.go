@@ -20,6 +20,7 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/scaleobjects"
 )
 
 // replicaEtcdEnv makes TestReplicaMemoryChild act as a controller replica
@@ -158,41 +159,7 @@ func replicaLoad(b *testing.B, cli *clientv3.Client, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hosts, vpcs := max(n/10, 1), max(n/100, 1)
-	meta := func(tenant, name string, i int) apiv1.ObjectMeta {
-		return apiv1.ObjectMeta{Name: name, Tenant: tenant, Generation: 1,
-			UID:               fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", i*2654435761&0xffffffff, i&0xffff, i&0xfff, (i>>12)&0xfff, uint64(i)*0x9e3779b97f4a7c15&0xffffffffffff),
-			CreationTimestamp: "2025-06-01T12:00:00Z"}
-	}
-	tenantOf := func(k int) string { return "t" + strconv.Itoa(k/100) }
-	var objs []apiv1.Object
-	for t := range (vpcs + 99) / 100 {
-		objs = append(objs, &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: meta("", "t"+strconv.Itoa(t), t)})
-	}
-	for k := range vpcs {
-		cidr := fmt.Sprintf("10.%d.0.0/16", k%100)
-		vpc := &apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: meta(tenantOf(k), "v"+strconv.Itoa(k), k), Spec: apiv1.VPCSpec{CIDRs: []string{cidr}}}
-		vpc.Status.VNI = uint32(1000 + k)
-		sn := &apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: meta(tenantOf(k), "s"+strconv.Itoa(k), k),
-			Spec: apiv1.SubnetSpec{VPC: vpc.Metadata.Name, CIDR: cidr}}
-		sn.Status.VNI = uint32(1000 + k)
-		objs = append(objs, vpc, sn)
-	}
-	for i := range hosts {
-		objs = append(objs, &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: meta("", "h"+strconv.Itoa(i), i),
-			Spec: apiv1.HostSpec{UnderlayIP: fmt.Sprintf("100.%d.%d.%d", 64+(i>>16)&63, byte(i>>8), byte(i))}})
-	}
-	tiers := []string{"frontend", "backend", "db"}
-	for e := range n {
-		h, k, j := e%hosts, (e+e/hosts)%vpcs, e/vpcs
-		ep := &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: meta(tenantOf(k), "e"+strconv.Itoa(e), e),
-			Spec: apiv1.EndpointSpec{Subnet: "s" + strconv.Itoa(k), Host: "h" + strconv.Itoa(h)}}
-		ep.Metadata.Labels = map[string]string{"app": "app-" + strconv.Itoa(e%50), "tier": tiers[e%3]}
-		ep.Status = apiv1.EndpointStatus{Host: ep.Spec.Host, Phase: apiv1.PhaseReady, VNI: uint32(1000 + k),
-			IP:  fmt.Sprintf("10.%d.%d.%d", k%100, byte(j>>8), byte(j)),
-			MAC: fmt.Sprintf("02:00:0a:%02x:%02x:%02x", k%100, byte(j>>8), byte(j))}
-		objs = append(objs, ep)
-	}
+	objs := scaleobjects.Objects(n, false)
 	const perTxn, writers = 128, 4
 	var wg sync.WaitGroup
 	next := make(chan []apiv1.Object)
