@@ -444,25 +444,7 @@ func (d *fastDecoder) skip(depth int) bool {
 			}
 		}
 	case '[':
-		d.i++
-		if d.next() == ']' {
-			d.i++
-			return true
-		}
-		for {
-			if !d.skip(depth + 1) {
-				return false
-			}
-			switch d.next() {
-			case ',':
-				d.i++
-			case ']':
-				d.i++
-				return true
-			default:
-				return false
-			}
-		}
+		return d.array(func() {}, func() bool { return d.skip(depth + 1) })
 	case '"':
 		return d.skipString()
 	case 't':
