@@ -57,7 +57,8 @@ type agentsSpec struct {
 	WatchPrefix string `json:"watchPrefix,omitempty"`
 	// WatchLearn reports every Learn and Forget ("learned", "forgot").
 	WatchLearn bool `json:"watchLearn,omitempty"`
-	// CPUProfile, if set, is where a child process writes a CPU profile.
+	// CPUProfile, if set, is where a child process writes a CPU profile,
+	// from "start" to "profile-stop" (or its end).
 	CPUProfile string `json:"cpuProfile,omitempty"`
 	// MemoryLimit, if set, is the Go runtime's soft memory limit of the
 	// child process (see replicaSpec.MemoryLimit).
@@ -174,13 +175,9 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 	if spec.MemoryLimit > 0 {
 		debug.SetMemoryLimit(spec.MemoryLimit)
 	}
-	if spec.CPUProfile != "" {
-		stop, err := startProfile(spec.CPUProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
+	// The CPU profile runs from "start" to "profile-stop" (or the end).
+	var prof profileWindow
+	defer prof.stop()
 	drivers := make([]*simDriver, spec.Count)
 	agents := make([]*agent.Agent, spec.Count)
 	expected := make([]int64, spec.Count)
@@ -263,6 +260,11 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 				return nil
 			}
 			waiting = c != "start"
+		}
+	}
+	if spec.CPUProfile != "" {
+		if err := prof.start(spec.CPUProfile); err != nil {
+			return err
 		}
 	}
 	// Start them from many goroutines: once thousands of agents run, one
@@ -352,10 +354,14 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 				check()
 				report(seq)
 				if spec.HeapProfile != "" {
-					if err := writeHeapProfile(spec.HeapProfile, spec.Count); err != nil {
+					if err := writeHeapProfile(spec.HeapProfile, spec.Count, "agent"); err != nil {
 						em.emit(&message{T: "error", Err: err.Error()})
 					}
 				}
+				continue
+			}
+			if c == "profile-stop" {
+				prof.stop()
 				continue
 			}
 			if err := agentsCommand(c, spec, drivers, rng); err != nil {

@@ -47,7 +47,8 @@ type Config struct {
 	WatchPrefix string
 	WatchLearn  bool
 	// CPUProfileDir, if set, gets a CPU profile of every child process
-	// (controller-N.pprof, agents-N.pprof) and, of every agents child, a
+	// (controller-N.pprof, agents-N.pprof) from the agents' start until
+	// Close, and, of every agents child, a
 	// heap profile and memory statistics taken at its last counter snapshot
 	// (agents-N.heap.pprof, agents-N.heap.pprof.memstats).
 	CPUProfileDir string
@@ -215,9 +216,12 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 
 	// Replica 0 first (it serves etcd), then the others together.
 	t0 := time.Now()
+	hr := headroom(cfg.Hosts, cfg.Endpoints, cfg.Replicas, cfg.Procs, memAvailable())
+	c.prog("setup: replicas' memory limits at %.2f× their live estimates", hr)
 	startReplica := func(i int) (*child, error) {
 		spec := replicaSpec{Index: i, InProcess: cfg.Exec == "",
-			MemoryLimit: memoryLimit(i, cfg.Hosts, cfg.Endpoints, cfg.Replicas)}
+			MemoryLimit: memoryLimit(i, cfg.Hosts, cfg.Endpoints, cfg.Replicas, hr),
+			Hosts:       (cfg.Hosts + cfg.Replicas - 1) / max(cfg.Replicas, 1)}
 		if i == 0 {
 			spec.DataDir = dir
 		} else {
@@ -357,6 +361,13 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 		g.mu.Unlock()
 		if lastErr != "" {
 			return time.Time{}, fmt.Errorf("sim: %s: %s", g.c.name, lastErr)
+		}
+	}
+	if c.cfg.CPUProfileDir != "" {
+		for _, rc := range c.repChild {
+			if err := rc.send("profile-start"); err != nil {
+				return time.Time{}, err
+			}
 		}
 	}
 	c.agentsStart = time.Now()
@@ -619,6 +630,16 @@ type ReplicaUsage struct {
 func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
 		var errs []error
+		if c.cfg.CPUProfileDir != "" {
+			// End the profiles before anything stops: a teardown is
+			// not what they are for.
+			for _, ch := range c.repChild {
+				_ = ch.send("profile-stop")
+			}
+			for _, g := range c.groups {
+				_ = g.c.send("profile-stop")
+			}
+		}
 		// Agents first, all at once, then the replicas (the last one owns etcd).
 		var wg sync.WaitGroup
 		var mu sync.Mutex

@@ -96,3 +96,32 @@ func TestRunSmall(t *testing.T) {
 		t.Errorf("controllers %+v, want one with an RSS", rep.Controllers)
 	}
 }
+
+func TestHeadroom(t *testing.T) {
+	live := int64(0)
+	for i := range 3 {
+		live += replicaLive(i, 50_000, 500_000, 3)
+	}
+	agents := 4 * agentsMemoryLimit(12_500)
+	mid := agents + memoryReserve + live*6/5 // exactly 1.2× the live estimates
+	for _, tc := range []struct {
+		name      string
+		available int64
+		want      float64
+	}{
+		{"plenty", 64 << 30, maxHeadroom},
+		{"unknown", 0, minHeadroom},
+		{"less than the agents need", agents, minHeadroom},
+		{"in between", mid, 1.2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := headroom(50_000, 500_000, 3, 4, tc.available)
+			if got < tc.want-0.001 || got > tc.want+0.001 {
+				t.Errorf("headroom(available %d) = %.4f, want %.4f", tc.available, got, tc.want)
+			}
+		})
+	}
+	if memAvailable() <= 0 {
+		t.Error("memAvailable() found no MemAvailable in /proc/meminfo")
+	}
+}

@@ -52,8 +52,9 @@ type RegistrySinkConfig struct {
 }
 
 // RegistrySink is a StatusSink that writes Host.status.viewVersion,
-// lastError (set on Nack, cleared on Ack) and agentVersion through the
-// registry, coalesced: the calls only update a pending record in memory,
+// lastError (set on Nack, cleared on Ack), agentVersion and replica, and the
+// liveness and lastSeen that the liveness tracker queues (QueueLiveness),
+// through the registry, coalesced: the calls only update a pending record in memory,
 // and a background flusher writes each changed host at most once per
 // Interval. However often 100,000 agents ack, the etcd write rate is at
 // most the hosts whose status changed per interval, and never more than the
@@ -85,6 +86,9 @@ type statusUpdate struct {
 	lastError    string
 	setReplica   bool
 	replica      string
+	setLiveness  bool
+	liveness     string
+	lastSeen     time.Time // zero: leave the stored lastSeen
 }
 
 // under returns newer with the fields it does not set taken from u: an
@@ -102,6 +106,12 @@ func (u *statusUpdate) under(newer *statusUpdate) *statusUpdate {
 	}
 	if !out.setReplica && u.setReplica {
 		out.setReplica, out.replica = true, u.replica
+	}
+	if !out.setLiveness && u.setLiveness {
+		out.setLiveness, out.liveness = true, u.liveness
+	}
+	if out.lastSeen.IsZero() || u.lastSeen.After(out.lastSeen) {
+		out.lastSeen = u.lastSeen // never move lastSeen back
 	}
 	return &out
 }
@@ -218,6 +228,14 @@ func (s *RegistrySink) Nacked(host string, _ uint64, err string) {
 	s.update(host, &statusUpdate{setError: true, lastError: err})
 }
 
+// QueueLiveness implements liveness.HostStatusQueue: a host's liveness
+// (and lastSeen, unless zero) is written with the host's next status
+// write, so that a host coming back costs one etcd write, not one per
+// status writer.
+func (s *RegistrySink) QueueLiveness(host, liveness string, lastSeen time.Time) {
+	s.update(host, &statusUpdate{setLiveness: true, liveness: liveness, lastSeen: lastSeen})
+}
+
 // Disconnected implements StatusSink. Liveness, not this sink, reports
 // hosts that went away.
 func (s *RegistrySink) Disconnected(string) {}
@@ -302,6 +320,16 @@ func (s *RegistrySink) write(ctx context.Context, host string, u *statusUpdate) 
 		}
 		if u.setReplica {
 			st.Replica = u.replica
+		}
+		if u.setLiveness {
+			st.Liveness = u.liveness
+		}
+		if !u.lastSeen.IsZero() {
+			// Never back: a retried update may be older than what
+			// another replica wrote meanwhile.
+			if old, err := time.Parse(time.RFC3339Nano, st.LastSeen); err != nil || u.lastSeen.After(old) {
+				st.LastSeen = u.lastSeen.UTC().Format(time.RFC3339Nano)
+			}
 		}
 		changed = st != h.Status
 		h.Status = st

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -107,5 +108,50 @@ func TestRegistrySinkReplica(t *testing.T) {
 	s.flush(ctx)
 	if got := f.hosts["h1"].Replica; got != "10.0.0.1:7444" {
 		t.Errorf("after a connect: replica %q, want 10.0.0.1:7444", got)
+	}
+}
+
+// TestRegistrySinkLiveness: liveness queued by the liveness sink goes out
+// in the same write as the stream's fields, and lastSeen never moves back.
+func TestRegistrySinkLiveness(t *testing.T) {
+	f := &fakeHosts{hosts: map[string]apiv1.HostStatus{"h1": {}}}
+	s, err := NewRegistrySink(RegistrySinkConfig{Registry: f, Workers: 1, Replica: "10.0.0.1:7444"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+
+	s.Connected("h1", "agent/1")
+	s.QueueLiveness("h1", apiv1.LivenessAlive, t0)
+	s.Acked("h1", 5)
+	s.flush(ctx)
+	want := apiv1.HostStatus{AgentVersion: "agent/1", Replica: "10.0.0.1:7444", ViewVersion: 5,
+		Liveness: apiv1.LivenessAlive, LastSeen: t0.Format(time.RFC3339Nano)}
+	if diff := cmp.Diff(want, f.hosts["h1"]); diff != "" {
+		t.Errorf("status after connect+alive+ack (-want +got):\n%s", diff)
+	}
+	if len(f.writes) != 1 {
+		t.Errorf("%d writes, want 1: %q", len(f.writes), f.writes)
+	}
+
+	// Suspect with a zero lastSeen keeps the stored lastSeen; an older
+	// lastSeen (a retried update) does not overwrite a newer one.
+	s.QueueLiveness("h1", apiv1.LivenessSuspect, time.Time{})
+	s.flush(ctx)
+	s.QueueLiveness("h1", apiv1.LivenessDead, t0.Add(-time.Minute))
+	s.flush(ctx)
+	if got := f.hosts["h1"]; got.Liveness != apiv1.LivenessDead || got.LastSeen != t0.Format(time.RFC3339Nano) {
+		t.Errorf("liveness %q lastSeen %q, want Dead and %s kept", got.Liveness, got.LastSeen, t0.Format(time.RFC3339Nano))
+	}
+
+	// Two transitions in one interval: the newest state and lastSeen win.
+	s.QueueLiveness("h1", apiv1.LivenessAlive, t0.Add(time.Minute))
+	s.QueueLiveness("h1", apiv1.LivenessSuspect, time.Time{})
+	f.writes = nil
+	s.flush(ctx)
+	if got := f.hosts["h1"]; got.Liveness != apiv1.LivenessSuspect || got.LastSeen != t0.Add(time.Minute).Format(time.RFC3339Nano) || len(f.writes) != 1 {
+		t.Errorf("liveness %q lastSeen %q (%d writes), want Suspect, %s, 1 write", got.Liveness, got.LastSeen, len(f.writes), t0.Add(time.Minute).Format(time.RFC3339Nano))
 	}
 }
