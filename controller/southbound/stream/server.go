@@ -82,12 +82,16 @@ type Config struct {
 	// process's open-file limit, which agents failing over to this replica
 	// under overload would otherwise exhaust.
 	MaxSessions int
-	// MaxHandshakes bounds the connections between accept and the agent's
-	// first acknowledged view, over all listeners (default
+	// MaxHandshakes bounds the connections between accept and the moment
+	// their first view is written, over all listeners (default
 	// DefaultMaxHandshakes). When agents arrive faster than views can be
 	// compiled and sent (a power restore), the others wait in the kernel's
 	// accept queue instead of each holding a file, a goroutine and half-done
-	// work: the controller degrades into a queue, not a collapse.
+	// work: the controller degrades into a queue, not a collapse. The
+	// token is not held while the agent applies its view: a slow agent
+	// costs the replica nothing more then, and holding the door for it made
+	// the agents queued behind it wait past the Hello's freshness window
+	// (refused as stale) in a 100,000-host cold start.
 	MaxHandshakes int
 }
 
@@ -150,8 +154,8 @@ type Server struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// admit holds a token per connection not yet past its first
-	// acknowledged view (Config.MaxHandshakes).
+	// admit holds a token per connection whose first view is not yet
+	// written (Config.MaxHandshakes).
 	admit chan struct{}
 
 	mu        sync.Mutex

@@ -483,9 +483,11 @@ func TestViewResourcesDecode(t *testing.T) {
 func TestAdmission(t *testing.T) {
 	rec := newRecSink()
 	e := newSenv(t, senvOpts{cfg: func(c *Config) { c.MaxHandshakes = 1; c.Status = rec }})
-	e.base(2)
-	first := e.connect("h1", 0, nil) // holds the only token until it acks
-	d := first.mustNext()
+	e.base(3)
+	// h1 connects and says nothing yet: it holds the only token.
+	nc1, wc1 := e.dialRaw()
+	defer nc1.Close()
+	time.Sleep(100 * time.Millisecond) // accepted before the others dial
 
 	// h3 connects, says Hello and hangs up before being admitted.
 	nc3, wc3 := e.dialRaw()
@@ -493,6 +495,7 @@ func TestAdmission(t *testing.T) {
 	nc3.Close()
 	// h2 connects and waits.
 	nc2, wc2 := e.dialRaw()
+	defer nc2.Close()
 	send(t, wc2, signedHello(t, "h2", keyOf("h2"), 0, time.Now()))
 	got := make(chan wire.Message, 1)
 	go func() {
@@ -501,20 +504,25 @@ func TestAdmission(t *testing.T) {
 	}()
 	select {
 	case m := <-got:
-		t.Fatalf("second agent answered (%T) while the first had not acknowledged its view", m)
+		t.Fatalf("second agent answered (%T) while the first held the only handshake", m)
 	case <-time.After(300 * time.Millisecond):
 	}
-	first.version = d.ToVersion
-	first.ack()
+	// h1 says Hello and gets its view; it never acknowledges it. Its
+	// token is released once the view is written: h2 gets in.
+	send(t, wc1, signedHello(t, "h1", keyOf("h1"), 0, time.Now()))
+	if m, err := recv(t, wc1); err != nil {
+		t.Fatalf("first agent: %v", err)
+	} else if w, ok := m.(*wire.Welcome); !ok || w.Error != "" {
+		t.Fatalf("first agent got %#v, want a Welcome", m)
+	}
 	select {
 	case m := <-got:
 		if w, ok := m.(*wire.Welcome); !ok || w.Error != "" {
 			t.Fatalf("second agent got %#v, want a Welcome", m)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("second agent not welcomed after the first acknowledged its view")
+		t.Fatal("second agent not welcomed after the first's view was written")
 	}
-	nc2.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for e.counter("weft_stream_handshake_failures_total", "abandoned") != 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

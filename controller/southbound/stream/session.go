@@ -242,6 +242,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 		if err := s.send(ctx, wc, d); err != nil {
 			return reasonWrite, err
 		}
+		admitted() // its first view is on the way: let the next one in
 		// Window of one: nothing more is sent until the agent answers.
 		// Changes meanwhile coalesce into the next delta.
 		m, reason, err := s.awaitAnswer(ctx, msgs)
@@ -254,7 +255,6 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 				return reasonProtocol, fmt.Errorf("ack of version %d, want %d", m.Version, d.ToVersion)
 			}
 			held, nacks = d.ToVersion, 0
-			admitted() // the agent holds its view: let the next one in
 			s.m.acks.Inc()
 			s.cfg.Status.Acked(host, held)
 		case *wire.Nack:
