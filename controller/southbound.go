@@ -165,6 +165,11 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		Store: cfg.Store, Registry: cfg.Registry, Logger: cfg.Logger,
 		SpeaksFor: sb.speaksFor,
 		Forget:    func(id uint32) { sb.table.Forget(id) },
+		// Liveness goes out with the stream's status fields: one write
+		// per host coming back, not one per writer. (The table closes
+		// before the sink, so its last flush is written.)
+		Hosts:      sb.sink,
+		Registerer: cfg.Registerer,
 	})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,6 +214,10 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	c.secret, c.SetupDuration = res.Secret, res.Duration
 	c.prog("setup: %d objects loaded in %s", res.Objects, res.Duration.Round(time.Millisecond))
+	// The load cached every object in this process; give that memory back
+	// now, before the replicas and agents need it (the runtime would return
+	// it only gradually).
+	debug.FreeOSMemory()
 
 	// Replica 0 first (it serves etcd), then the others together.
 	t0 := time.Now()

@@ -46,10 +46,32 @@
 // The sweeper queues each change as a Transition; every FlushInterval
 // (500 ms) a separate goroutine hands the queued ones, coalesced per host,
 // to the Sink, so a slow Sink never delays detection. A failing batch is
-// handed again at the next flush (up to SinkAttempts times). RegistrySink
-// is the Sink that writes Host.status.liveness and lastSeen through the
-// registry and marks the endpoints of a dead host Lost.
+// handed again at the next flush (up to SinkAttempts times). A BatchSink
+// is called at every flush, with the state counts and even without
+// transitions. RegistrySink is the BatchSink that writes
+// Host.status.liveness and lastSeen through the registry (or queues them
+// to a HostStatusQueue that merges them with the host's other status
+// fields) and marks the endpoints of a dead host Lost.
+//
+// # Mass disruption
+//
+// When a large share of the hosts stop being Alive at once (by default
+// 55% of the hosts Alive, Suspect or Dead, if there are at least 50), the
+// likely cause is the controller, the network or the power, not the hosts
+// (Kubernetes' node lifecycle controller reasons the same way). While such
+// a disruption lasts, RegistrySink still writes hosts Dead, but marks no
+// endpoint Lost, and does not write the drops from Alive to Suspect that
+// come and go by the thousand when every agent is late. It ends when the
+// share has stayed below the threshold for 10 s; the endpoints of the
+// hosts still dead are marked then. Outside a disruption, endpoints are
+// marked at most 500 per second (1,000 at once), so that a disruption
+// ending, or a large failure below the threshold, does not load etcd with
+// one storm of writes. See RegistrySinkConfig.
 //
 // Metrics: weft_liveness_hosts{state}, weft_liveness_transitions_total{to},
-// weft_liveness_sweep_duration_seconds, weft_liveness_sink_errors_total.
+// weft_liveness_sweep_duration_seconds, weft_liveness_sink_errors_total;
+// RegistrySink's: weft_liveness_disrupted,
+// weft_liveness_endpoint_markings_deferred_total{reason},
+// weft_liveness_endpoint_markings_pending,
+// weft_liveness_suspect_writes_skipped_total.
 package liveness

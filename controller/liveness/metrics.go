@@ -58,3 +58,45 @@ func (m *metrics) sweep(c StateCounts, ts []Transition, d time.Duration) {
 	}
 	m.sweepSecs.Observe(d.Seconds())
 }
+
+// sinkMetrics are a RegistrySink's Prometheus metrics.
+type sinkMetrics struct {
+	disrupted          prometheus.Gauge
+	deferred           *prometheus.CounterVec
+	deferredDisruption prometheus.Counter
+	deferredRate       prometheus.Counter
+	marksPending       prometheus.Gauge
+	suspectSkipped     prometheus.Counter
+}
+
+func newSinkMetrics(reg prometheus.Registerer) (*sinkMetrics, error) {
+	m := &sinkMetrics{
+		disrupted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_liveness_disrupted",
+			Help: "1 during a mass disruption (a large share of the hosts not Alive at once), when endpoints of dead hosts are not marked Lost; else 0.",
+		}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_liveness_endpoint_markings_deferred_total",
+			Help: "Dead hosts whose endpoints were not marked Lost when they died, by reason (disruption, rate); they are marked later if still dead.",
+		}, []string{"reason"}),
+		marksPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_liveness_endpoint_markings_pending",
+			Help: "Dead hosts whose endpoints are still to be marked Lost.",
+		}),
+		suspectSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_liveness_suspect_writes_skipped_total",
+			Help: "Host drops from Alive to Suspect not written because of a mass disruption.",
+		}),
+	}
+	m.deferredDisruption = m.deferred.WithLabelValues("disruption")
+	m.deferredRate = m.deferred.WithLabelValues("rate")
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.disrupted, m.deferred, m.marksPending, m.suspectSkipped} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -3,10 +3,13 @@ package liveness
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/registry"
@@ -246,4 +249,138 @@ func TestRegistrySinkSpeaksFor(t *testing.T) {
 	if s := tab.State(theirs); s != Unknown {
 		t.Errorf("theirs in the table: %v, want Unknown (forgotten)", s)
 	}
+}
+
+// TestRegistrySinkDisruption, on a real registry with the default guard:
+// a single dead host among 60 has its endpoint marked Lost; 36 more going
+// silent at once (62%) are written Dead (never Suspect) but none of their
+// endpoints is marked; when 31 are back and the disruption is over, the
+// endpoints of the 6 still dead are marked, and an endpoint Lost for
+// another reason keeps its message.
+func TestRegistrySinkDisruption(t *testing.T) {
+	r, st := newRegistry(t)
+	ctx := context.Background()
+	mustCreate(t, r,
+		&apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: "acme"}},
+		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
+		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.0.0/20"}},
+	)
+	const n = 60
+	name := func(i int) string { return fmt.Sprintf("n%02d", i) }
+	ids := make([]uint32, n)
+	for i := range n {
+		mustCreate(t, r,
+			&apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: name(i)}, Spec: apiv1.HostSpec{UnderlayIP: fmt.Sprintf("192.0.2.%d", i+1)}},
+			&apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: name(i), Tenant: "acme"}, Spec: apiv1.EndpointSpec{Subnet: "a", Host: name(i)}},
+		)
+		setStatus(t, r, st, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: name(i)}, func(o *apiv1.Endpoint) { o.Status.Phase = apiv1.PhaseReady })
+		if ids[i] = hostStatus(t, st, name(i)).HostID; ids[i] == 0 {
+			t.Fatalf("host %s has no host ID", name(i))
+		}
+	}
+	// n31 also has an endpoint Lost for another reason.
+	mustCreate(t, r, &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: "evicted", Tenant: "acme"}, Spec: apiv1.EndpointSpec{Subnet: "a", Host: name(31)}})
+	setStatus(t, r, st, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "evicted"}, func(o *apiv1.Endpoint) {
+		o.Status.Phase, o.Status.Message = apiv1.PhaseLost, "evicted"
+	})
+
+	prom := prometheus.NewRegistry()
+	sink, err := NewRegistrySink(RegistrySinkConfig{Store: st, Registry: r, Registerer: prom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now time.Duration
+	tab, err := New(Config{Capacity: int(slices.Max(ids)) + 1, Sink: sink, Now: func() int64 { return int64(now) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tab.Close()
+	// run sweeps every 250 ms until until, the hosts but silent[from, to]
+	// heartbeating, and flushes every 500 ms.
+	run := func(until time.Duration, from, to int) {
+		t.Helper()
+		for now < until {
+			now += 250 * time.Millisecond
+			for i, id := range ids {
+				if i < from || i > to {
+					tab.Observe(id, int64(now), 1, 0)
+				}
+			}
+			tab.Sweep(int64(now))
+			if now%(500*time.Millisecond) == 0 {
+				if err := tab.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// check compares the stored liveness and endpoint phase of every host,
+	// as runs "n00-n05 Dead Lost", and the disrupted gauge.
+	check := func(step string, wantDisrupted float64, want ...string) {
+		t.Helper()
+		var got []string
+		for i := range n {
+			hs := hostStatus(t, st, name(i))
+			o, _ := st.Get(apiv1.KindEndpoint, "acme", name(i))
+			ep := o.(*apiv1.Endpoint)
+			phase := ep.Status.Phase
+			if phase == apiv1.PhaseLost && ep.Status.Message != DeadMessage(name(i)) {
+				phase += "(" + ep.Status.Message + ")"
+			}
+			line := hs.Liveness + " " + phase
+			if k := len(got); k > 0 && strings.HasSuffix(got[k-1], " "+line) {
+				first, _, _ := strings.Cut(got[k-1], " ")
+				first, _, _ = strings.Cut(first, "-")
+				got[k-1] = first + "-" + name(i) + " " + line
+				continue
+			}
+			got = append(got, name(i)+" "+line)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: hosts and endpoints (-want +got):\n%s", step, diff)
+		}
+		if got := gathered(t, prom, "weft_liveness_disrupted"); got != wantDisrupted {
+			t.Errorf("%s: weft_liveness_disrupted %v, want %v", step, got, wantDisrupted)
+		}
+	}
+	run(2*time.Second, -1, -1)
+	check("all alive", 0, "n00-n59 Alive Ready")
+	run(6*time.Second, 0, 0)
+	check("n00 dead alone", 0, "n00 Dead Lost", "n01-n59 Alive Ready")
+	run(8*time.Second, 0, 36) // Suspect at 7.75 s, flushed at 8 s
+	check("37 suspect", 1, "n00 Dead Lost", "n01-n59 Alive Ready")
+	run(10*time.Second, 0, 36) // Dead at 8.75 s
+	check("37 dead", 1, "n00 Dead Lost", "n01-n36 Dead Ready", "n37-n59 Alive Ready")
+	// n00-n30 back (n00's endpoint, marked before, returns to Ready at
+	// once); 6/60 not alive, so the disruption ends after the 10 s hold.
+	run(12*time.Second, 31, 36)
+	check("31 back", 1, "n00-n30 Alive Ready", "n31-n36 Dead Ready", "n37-n59 Alive Ready")
+	run(21*time.Second, 31, 36)
+	check("disruption over", 0, "n00-n30 Alive Ready", "n31-n36 Dead Lost", "n37-n59 Alive Ready")
+	o, _ := st.Get(apiv1.KindEndpoint, "acme", "evicted")
+	if ep := o.(*apiv1.Endpoint); ep.Status.Phase != apiv1.PhaseLost || ep.Status.Message != "evicted" {
+		t.Errorf("endpoint lost for another reason: %s %q, want Lost \"evicted\"", ep.Status.Phase, ep.Status.Message)
+	}
+	if got := gathered(t, prom, "weft_liveness_endpoint_markings_deferred_total"); got != 36 {
+		t.Errorf("weft_liveness_endpoint_markings_deferred_total %v, want 36", got)
+	}
+}
+
+// gathered returns the sum of a metric family's values in reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }

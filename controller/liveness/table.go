@@ -559,10 +559,13 @@ func (t *Table) requeue(ps []*pendingTransition) (dropped int) {
 
 // Flush hands the pending transitions, sorted by host ID, to the Sink. A
 // failed batch is queued again for the next flush (up to SinkAttempts
-// times). The flusher calls it every FlushInterval.
+// times). A BatchSink is called at every flush, with or without
+// transitions; another Sink only when there are some. The flusher calls it
+// every FlushInterval.
 func (t *Table) Flush(ctx context.Context) error {
+	bs, isBatchSink := t.cfg.Sink.(BatchSink)
 	t.pendMu.Lock()
-	if len(t.pending) == 0 {
+	if len(t.pending) == 0 && !isBatchSink {
 		t.pendMu.Unlock()
 		return nil
 	}
@@ -581,11 +584,19 @@ func (t *Table) Flush(ctx context.Context) error {
 		ts[i] = p.Transition
 		p.attempts++
 	}
-	err := t.cfg.Sink.Transitions(ctx, ts)
+	var err error
+	if isBatchSink {
+		err = bs.Batch(ctx, Batch{Transitions: ts, At: t.Time(t.now()), Counts: t.Counts(), State: t.State})
+	} else {
+		err = t.cfg.Sink.Transitions(ctx, ts)
+	}
 	if err == nil {
 		return nil
 	}
 	t.m.sinkErrors.Inc()
+	if len(ts) == 0 {
+		return fmt.Errorf("liveness: sink: %w", err)
+	}
 	dropped := t.requeue(batch)
 	if dropped > 0 {
 		return fmt.Errorf("liveness: hand %d transitions to sink (%d given up after %d attempts): %w", len(ts), dropped, t.cfg.SinkAttempts, err)
