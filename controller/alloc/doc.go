@@ -34,6 +34,13 @@
 // any order. An allocator that disagrees with etcd costs at worst a failed
 // compare and a retry, never a duplicate.
 //
+// A replica need not hold the Pool of a subnet it never allocates in. The
+// controller's registry builds a Pool on first use from a snapshot of the
+// subnet's endpoints at one store revision S, with Reserve, and then
+// applies only the watch events after S: Reserve and Release are not
+// idempotent across address reuse (replaying the release of an address
+// that has since been allocated again would free it).
+//
 // # VNIs
 //
 // VNIs is a bitmap over the range with a next-fit cursor: each allocation

@@ -90,13 +90,21 @@ type Registry struct {
 	log     *slog.Logger
 	vnis    *alloc.VNIs
 	hostIDs *alloc.IDs
-	pools   *alloc.Pools
-
-	poolMu sync.Mutex // serialises pool creation
+	// pools holds the address pools of the subnets that this replica has
+	// allocated in; see pools.go.
+	pools subnetPools
+	hooks testHooks
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed sync.Once
+}
+
+// testHooks let tests act at points of interest; all nil outside tests.
+type testHooks struct {
+	// poolSnapshot runs when buildPool has read a subnet's endpoints at
+	// revision rev, before it registers the pool.
+	poolSnapshot func(rev int64)
 }
 
 // New returns a Registry; call Start before serving requests.
@@ -119,26 +127,19 @@ func New(cfg Config) (*Registry, error) {
 		log:     cfg.Logger.With("subsystem", "registry"),
 		vnis:    vnis,
 		hostIDs: hostIDs,
-		pools:   &alloc.Pools{},
 	}, nil
 }
 
-// Start seeds the allocators from the store (which must be started) and
-// follows the store's events so that allocations made by other replicas,
-// and releases of deleted objects, reach this replica's allocators.
+// Start seeds the VNI and host ID allocators from the store (which must be
+// started) and follows the store's events so that allocations made by
+// other replicas, and releases of deleted objects, reach this replica's
+// allocators. Address pools are built on first use (see pools.go).
 func (r *Registry) Start(ctx context.Context) error {
 	rev := r.st.Revision()
-	for _, o := range r.st.List(apiv1.KindHost, "") {
-		r.observe(store.Event{Type: store.EventAdded, Object: o})
-	}
-	for _, o := range r.st.List(apiv1.KindVPC, "") {
-		r.observe(store.Event{Type: store.EventAdded, Object: o})
-	}
-	for _, o := range r.st.List(apiv1.KindSubnet, "") {
-		r.observe(store.Event{Type: store.EventAdded, Object: o})
-	}
-	for _, o := range r.st.List(apiv1.KindEndpoint, "") {
-		r.observe(store.Event{Type: store.EventAdded, Object: o})
+	for _, kind := range []string{apiv1.KindHost, apiv1.KindVPC} {
+		for _, o := range r.st.List(kind, "") {
+			r.observe(store.Event{Type: store.EventAdded, Object: o, Revision: rev})
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -168,7 +169,8 @@ func (r *Registry) Close() error {
 
 // follow applies store events to the allocators until ctx ends. A watch
 // that the store closes (a slow subscriber) is re-opened from the last
-// revision seen.
+// revision seen; if that fails (the history is gone), the allocators of
+// the kind are reseeded and the watch resumes from the reseed's revision.
 func (r *Registry) follow(ctx context.Context, kind string, ch <-chan store.Event) {
 	defer r.wg.Done()
 	var last int64
@@ -185,17 +187,38 @@ func (r *Registry) follow(ctx context.Context, kind string, ch <-chan store.Even
 			if ch, err = r.st.Watch(ctx, kind, "", last); err == nil {
 				break
 			}
-			r.log.Warn("re-watch failed; reseeding allocators", "kind", kind, "err", err)
-			last = r.st.Revision()
-			for _, o := range r.st.List(kind, "") {
-				r.observe(store.Event{Type: store.EventAdded, Object: o})
+			if errors.Is(err, store.ErrClosed) {
+				r.log.Warn("store closed; no longer following", "kind", kind)
+				return
 			}
+			r.log.Warn("re-watch failed; reseeding allocators", "kind", kind, "err", err)
+			last = r.reseed(kind)
 		}
 	}
 }
 
-// observe keeps the allocators in step with the stored state. It is
-// idempotent: replaying an event changes nothing.
+// reseed brings the allocators of a kind in line with the cache after
+// events may have been missed, and returns the revision to watch from.
+func (r *Registry) reseed(kind string) int64 {
+	switch kind {
+	case apiv1.KindEndpoint:
+		// Deletes may have been missed: rebuild the pools on next use.
+		return r.resetPools()
+	case apiv1.KindSubnet:
+		rev := r.st.Revision()
+		r.prunePools()
+		return rev
+	}
+	rev := r.st.Revision()
+	for _, o := range r.st.List(kind, "") {
+		r.observe(store.Event{Type: store.EventAdded, Object: o, Revision: rev})
+	}
+	return rev
+}
+
+// observe keeps the allocators in step with the stored state. Replaying a
+// host or VPC event changes nothing; endpoint events change only pools
+// older than the event (see observeEndpoint).
 func (r *Registry) observe(ev store.Event) {
 	switch o := ev.Object.(type) {
 	case *apiv1.Host:
@@ -217,62 +240,12 @@ func (r *Registry) observe(ev store.Event) {
 			_ = r.vnis.Reserve(o.Status.VNI) // ErrInUse: already known
 		}
 	case *apiv1.Subnet:
-		key := poolKey(o.Metadata.Tenant, o.Metadata.Name)
 		if ev.Type == store.EventDeleted {
-			r.pools.Remove(key)
-		} else if _, err := r.pool(o.Metadata.Tenant, o.Metadata.Name); err != nil {
-			r.log.Warn("cannot build address pool", "subnet", key, "err", err)
+			r.pools.forget(subnetKey{o.Metadata.Tenant, o.Metadata.Name}, ev.Revision)
 		}
 	case *apiv1.Endpoint:
-		ip, err := netip.ParseAddr(o.Status.IP)
-		if err != nil {
-			return
-		}
-		p, err := r.pool(o.Metadata.Tenant, o.Spec.Subnet)
-		if err != nil {
-			return
-		}
-		if ev.Type == store.EventDeleted {
-			p.Release(ip)
-		} else {
-			_ = p.Reserve(ip, o.Spec.Host) // ErrInUse: already known
-		}
+		r.observeEndpoint(ev, o)
 	}
-}
-
-func poolKey(tenant, subnet string) string { return tenant + "/" + subnet }
-
-// pool returns the address pool of a subnet, building it from the cached
-// Subnet on first use.
-func (r *Registry) pool(tenant, subnet string) (*alloc.Pool, error) {
-	key := poolKey(tenant, subnet)
-	if p, ok := r.pools.Get(key); ok {
-		return p, nil
-	}
-	r.poolMu.Lock()
-	defer r.poolMu.Unlock()
-	if p, ok := r.pools.Get(key); ok {
-		return p, nil
-	}
-	o, ok := r.st.Get(apiv1.KindSubnet, tenant, subnet)
-	if !ok {
-		return nil, fmt.Errorf("subnet %s not found", key)
-	}
-	sn := o.(*apiv1.Subnet)
-	cidr, err := netip.ParsePrefix(sn.Spec.CIDR)
-	if err != nil {
-		return nil, fmt.Errorf("subnet %s cidr: %w", key, err)
-	}
-	gw, err := netip.ParseAddr(sn.Spec.Gateway)
-	if err != nil {
-		return nil, fmt.Errorf("subnet %s gateway: %w", key, err)
-	}
-	p, err := alloc.NewPool(cidr, gw, r.cfg.BlockSize)
-	if err != nil {
-		return nil, fmt.Errorf("subnet %s pool: %w", key, err)
-	}
-	r.pools.Add(key, p)
-	return p, nil
 }
 
 // ---- reads ----
@@ -358,13 +331,17 @@ func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error
 			_ = r.st.WaitForRevision(ctx, res.Revision)
 			return a, res.Revision, nil
 		}
+		// Diagnose before undoing: the diagnosis tells undo what to keep
+		// (an address that another replica holds stays marked used).
+		var final error
+		if a.diagnose != nil {
+			final = a.diagnose(res)
+		}
 		if a.undo != nil {
 			a.undo()
 		}
-		if a.diagnose != nil {
-			if err := a.diagnose(res); err != nil {
-				return nil, 0, err
-			}
+		if final != nil {
+			return nil, 0, final
 		}
 		if err := r.st.WaitForRevision(ctx, res.Revision); err != nil {
 			return nil, 0, storeError(err)
@@ -511,10 +488,16 @@ func (r *Registry) planSubnetCreate(a *attempt, o *apiv1.Subnet, cacheRev int64)
 func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExists func(store.Result) bool) error {
 	t, name := o.Metadata.Tenant, o.Metadata.Name
 	p, err := r.pool(t, o.Spec.Subnet)
+	if errors.Is(err, errSubnetChanging) {
+		return apiv1.NewConflict("%v; retry", err)
+	}
 	if err != nil {
 		return apiv1.NewInvalid(apiv1.RefOf(o), []apiv1.FieldError{{Field: "spec.subnet", Message: err.Error()}})
 	}
 	var ip netip.Addr
+	// taken is set by diagnose when another endpoint holds ip in etcd: undo
+	// then keeps it marked used, which is the truth.
+	taken := false
 	static := o.Spec.IP != ""
 	if static {
 		ip, err = netip.ParseAddr(o.Spec.IP)
@@ -525,7 +508,7 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 		// whose release event has not arrived yet.
 		reserved := p.Reserve(ip, o.Spec.Host) == nil
 		a.undo = func() {
-			if reserved {
+			if reserved && !taken {
 				p.Release(ip)
 			}
 		}
@@ -534,16 +517,13 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 		if err != nil {
 			return apiv1.NewStatus(http.StatusInsufficientStorage, apiv1.ReasonConflict, "subnet %s/%s has no free address: %v", t, o.Spec.Subnet, err)
 		}
-	}
-	ik := r.st.Key(ipamKey(t, o.Spec.Subnet, ip))
-	taken := false
-	if !static {
 		a.undo = func() {
 			if !taken {
 				p.Release(ip)
 			}
 		}
 	}
+	ik := r.st.Key(ipamKey(t, o.Spec.Subnet, ip))
 	a.txn.Compares = append(a.txn.Compares,
 		r.exists(apiv1.KindSubnet, t, o.Spec.Subnet),
 		r.exists(apiv1.KindHost, "", o.Spec.Host),
@@ -559,18 +539,19 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 		a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(qosRefKey(t, o.Spec.QoSClass, name)), ""))
 	}
 	a.diagnose = func(res store.Result) error {
+		var holder []byte
+		if len(res.Else) > 1 {
+			if kvs := rangeKVs(res.Else[1]); len(kvs) > 0 {
+				taken, holder = true, kvs[0].Value // keep it marked used
+			}
+		}
 		if alreadyExists(res) {
 			return apiv1.NewAlreadyExists(apiv1.RefOf(o))
 		}
-		if len(res.Else) > 1 {
-			if kvs := rangeKVs(res.Else[1]); len(kvs) > 0 {
-				if static {
-					return apiv1.NewConflict("address %s of subnet %s/%s is already taken by endpoint %q", ip, t, o.Spec.Subnet, string(kvs[0].Value))
-				}
-				taken = true // keep it marked used; try another
-			}
+		if taken && static {
+			return apiv1.NewConflict("address %s of subnet %s/%s is already taken by endpoint %q", ip, t, o.Spec.Subnet, string(holder))
 		}
-		return nil
+		return nil // taken: try another address
 	}
 	vni := uint32(0)
 	if sn, ok := r.st.Get(apiv1.KindSubnet, t, o.Spec.Subnet); ok {

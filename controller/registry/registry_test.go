@@ -29,35 +29,56 @@ func TestMain(m *testing.M) {
 // newRegistry starts embedded etcd, a store and a registry in a temp dir.
 func newRegistry(t *testing.T) (*Registry, *store.Store) {
 	t.Helper()
+	st := startStore(t, startEtcd(t))
+	return startRegistry(t, st), st
+}
+
+// startEtcd starts embedded etcd in a temp dir.
+func startEtcd(tb testing.TB) *store.Embedded {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: t.TempDir()})
+	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: tb.TempDir()})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { emb.Close() })
+	tb.Cleanup(func() { emb.Close() })
+	return emb
+}
+
+// startStore starts a Store on an etcd client of its own, as a replica has.
+func startStore(tb testing.TB, emb *store.Embedded) *store.Store {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	cli, err := emb.Client()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { cli.Close() })
+	tb.Cleanup(func() { cli.Close() })
 	st, err := store.New(store.Config{Client: cli})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := st.Start(ctx); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+// startRegistry starts a Registry on st.
+func startRegistry(tb testing.TB, st *store.Store) *Registry {
+	tb.Helper()
 	r, err := New(Config{Store: st})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
+	if err := r.Start(context.Background()); err != nil {
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
-	return r, st
+	tb.Cleanup(func() { r.Close() })
+	return r
 }
 
 func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
