@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
@@ -21,29 +22,19 @@ import (
 // (so a bad one is refused) but not yet programmed: Desired has no fields
 // for them yet.
 func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
-	d := &datapath.Desired{Host: datapath.HostConfig{
-		Name: cfg.Host, UnderlayIP: cfg.UnderlayIP, UnderlayDev: cfg.UnderlayDev, MTU: cfg.MTU,
-	}}
+	sc := translations.Get().(*translation)
+	defer sc.release()
+	d := &sc.in
+	d.Host = datapath.HostConfig{Name: cfg.Host, UnderlayIP: cfg.UnderlayIP, UnderlayDev: cfg.UnderlayDev, MTU: cfg.MTU}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	resources := v.Resources()
-	var nVPCs, nEPs int
-	for _, r := range resources {
-		switch r.Key.Type {
-		case view.TypeVPC:
-			nVPCs++
-		case view.TypeEndpoint:
-			nEPs++
-		}
-	}
-	d.VPCs, d.Endpoints = make([]datapath.VPC, 0, nVPCs), make([]datapath.Endpoint, 0, nEPs)
-	for _, r := range resources {
+	for r := range v.All() {
 		switch r.Key.Type {
 		case view.TypeHost, view.TypeVPC, view.TypeEndpoint, view.TypePolicy, view.TypeQoS:
 		default:
 			continue
 		}
-		obj, err := view.Decode(r)
+		obj, err := sc.dec.Decode(r)
 		if err != nil {
 			bad("%w", err)
 			continue
@@ -67,7 +58,7 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 				bad("%s: resource holds VPC %q", r.Key, id)
 				continue
 			}
-			vpc := datapath.VPC{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI, Subnets: make([]datapath.Subnet, 0, len(o.Subnets))}
+			first := len(sc.subnets)
 			for _, s := range o.Subnets {
 				cidr, err := parsePrefix(s.CIDR)
 				if err != nil {
@@ -79,9 +70,10 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 					bad("%s: subnet %q: gateway: %w", r.Key, s.Name, err)
 					continue
 				}
-				vpc.Subnets = append(vpc.Subnets, datapath.Subnet{Name: s.Name, CIDR: cidr, Gateway: gw})
+				sc.subnets = append(sc.subnets, datapath.Subnet{Name: s.Name, CIDR: cidr, Gateway: gw})
 			}
-			d.VPCs = append(d.VPCs, vpc)
+			d.VPCs = append(d.VPCs, datapath.VPC{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI,
+				Subnets: sc.subnets[first:len(sc.subnets):len(sc.subnets)]})
 		case *view.Endpoint:
 			id := view.ID(o.Tenant, o.Name)
 			if r.Key.ID != id {
@@ -113,8 +105,37 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 	}
 	// The agent keeps this until the next view: exactly sized, it costs
 	// about a third less than the slices Normalize grew by appending.
-	n.VPCs, n.Endpoints = slices.Clone(n.VPCs), slices.Clone(n.Endpoints)
+	if cap(n.VPCs) != len(n.VPCs) {
+		n.VPCs = slices.Clone(n.VPCs)
+	}
+	if cap(n.Endpoints) != len(n.Endpoints) {
+		n.Endpoints = slices.Clone(n.Endpoints)
+	}
 	return n, nil
+}
+
+// translation is the scratch memory of one translate: the view's
+// resources are decoded into it and turned into a Desired that Normalize
+// copies. It is lent from translations, so that agents translating views
+// at once (a cold start) share a few instead of allocating one per view,
+// and agents at rest hold none.
+type translation struct {
+	dec     view.Decoder
+	in      datapath.Desired  // Normalize's input
+	subnets []datapath.Subnet // of in.VPCs
+}
+
+var translations = sync.Pool{New: func() any { return new(translation) }}
+
+// release clears the references the scratch memory holds and returns it
+// to translations.
+func (sc *translation) release() {
+	clear(sc.in.VPCs)
+	clear(sc.in.Endpoints)
+	clear(sc.subnets)
+	sc.in = datapath.Desired{VPCs: sc.in.VPCs[:0], Endpoints: sc.in.Endpoints[:0]}
+	sc.subnets = sc.subnets[:0]
+	translations.Put(sc)
 }
 
 func endpoint(id string, o *view.Endpoint) (datapath.Endpoint, error) {

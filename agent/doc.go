@@ -41,7 +41,9 @@
 // number, carries the view version applied, the endpoint count and health
 // flags (Ready, Degraded after a failed Set, Headless without a config
 // stream). The mux's heartbeat goroutine sends it (a shared mux batches the
-// heartbeats of its members falling due together into one sendmmsg). Nothing is sent before the
+// heartbeats of its members falling due together into one sendmmsg, those
+// to one controller address as one UDP-segmented send where the kernel
+// offers it: the same datagrams, a fraction of the kernel's work). Nothing is sent before the
 // host has an ID (from a Welcome or the persisted view).
 //
 // Learning (learner.go, package learn). The driver reports misses: a local

@@ -49,16 +49,17 @@ func (a *Agent) rejectDatagram(err error) {
 	a.log.Debug("datagram rejected", "err", err)
 }
 
-// appendHeartbeat appends the host's heartbeat, sealed, to buf. It reports
-// false (and appends nothing) before the controller numbered the host.
-// The mux sends it, every HeartbeatInterval, to udpTarget.
-func (a *Agent) appendHeartbeat(buf []byte) ([]byte, bool) {
+// appendHeartbeat appends the host's heartbeat, sealed, to buf, built in
+// hb (the caller's long-lived scratch: a body passed to wire.Seal escapes).
+// It reports false (and appends nothing) before the controller numbered
+// the host. The mux sends it, every HeartbeatInterval, to udpTarget.
+func (a *Agent) appendHeartbeat(buf []byte, hb *wire.Heartbeat) ([]byte, bool) {
 	id := a.hostID.Load()
 	if id == 0 {
 		return buf, false
 	}
 	a.mu.Lock()
-	hb := wire.Heartbeat{ViewVersion: a.applied, UptimeSeconds: uint32(time.Since(a.startTime) / time.Second)}
+	*hb = wire.Heartbeat{ViewVersion: a.applied, UptimeSeconds: uint32(time.Since(a.startTime) / time.Second)}
 	if a.desired != nil {
 		hb.EndpointCount = uint32(len(a.desired.Endpoints))
 	}
@@ -72,7 +73,7 @@ func (a *Agent) appendHeartbeat(buf []byte) ([]byte, bool) {
 	if !a.connected.Load() {
 		hb.Health |= wire.HealthHeadless
 	}
-	pkt, err := wire.Seal(buf, wire.Header{HostID: id, Seq: a.seq.Next()}, &hb, &a.key)
+	pkt, err := wire.Seal(buf, wire.Header{HostID: id, Seq: a.seq.Next()}, hb, &a.key)
 	if err != nil {
 		a.log.Error("seal heartbeat", "err", err)
 		return buf, false

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +46,10 @@ type UDPMuxConfig struct {
 // loops that serve it: a reader, which authenticates each datagram with the
 // key of the host its header names and hands it to that host's agent, and
 // a heartbeat scheduler, which sends every member's heartbeats on time,
-// those falling due within HeartbeatBatchWindow of each other in one batch.
+// those falling due within HeartbeatBatchWindow of each other in one batch:
+// one sendmmsg, in which the heartbeats to one address are one message
+// segmented by the kernel (UDP GSO, gso.go) where it offers it. The
+// schedule is a timing wheel (hbwheel.go): O(1) per heartbeat.
 //
 // A real agent has no use for it: without Config.UDPMux an agent binds its
 // own socket (a private mux of one member). A process that simulates many
@@ -68,6 +71,10 @@ type UDPMux struct {
 
 	conn     *net.UDPConn
 	batchOut *ipv4.PacketConn // sendmmsg; nil if the socket is not IPv4
+	// gso: a batch's heartbeats to one address leave as one segmented
+	// datagram (gso.go). Set by start; then only the heartbeat loop
+	// uses it, and turns it off if the kernel refuses a send.
+	gso bool
 
 	// mu guards byID. The reader holds it (read) while an agent handles a
 	// datagram, so an agent that leaves gets no datagram afterwards.
@@ -77,7 +84,7 @@ type UDPMux struct {
 
 	// hbMu guards the heartbeat schedule.
 	hbMu   sync.Mutex
-	hb     hbHeap
+	hb     *hbWheel
 	hbWake signal
 	// batchMu is held while a batch of heartbeats is built and sent, so an
 	// agent that leaves sends no heartbeat afterwards.
@@ -115,7 +122,15 @@ func NewUDPMux(cfg UDPMuxConfig) (*UDPMux, error) {
 
 // newUDPMux returns a mux for a valid cfg, defaults applied.
 func newUDPMux(cfg UDPMuxConfig) (*UDPMux, error) {
-	m := &UDPMux{cfg: cfg, log: cfg.Logger, byID: map[uint32]*Agent{}, hbWake: make(signal, 1)}
+	// The wheel's slots are a batch window wide (a mux without batching,
+	// private to one agent, takes the default: the slots only index the
+	// schedule, the window decides what leaves early).
+	tick := cfg.HeartbeatBatchWindow
+	if tick <= 0 {
+		tick = DefaultHeartbeatBatchWindow
+	}
+	m := &UDPMux{cfg: cfg, log: cfg.Logger, byID: map[uint32]*Agent{}, hbWake: make(signal, 1),
+		hb: newHBWheel(time.Now(), tick)}
 	var err error
 	m.verifier, err = wire.NewVerifier(wire.VerifierConfig{
 		// Controller → host datagrams carry the receiving host's ID: only
@@ -173,6 +188,7 @@ func (m *UDPMux) start(ctx context.Context, conn *net.UDPConn) error {
 	m.conn = conn
 	if ap := conn.LocalAddr().(*net.UDPAddr).AddrPort(); ap.Addr().Unmap().Is4() && m.cfg.MaxHeartbeatBatch > 1 {
 		m.batchOut = ipv4.NewPacketConn(conn)
+		m.gso = gsoSupported(conn)
 	}
 	ctx, m.cancel = context.WithCancel(ctx)
 	m.started = true
@@ -230,13 +246,14 @@ func (m *UDPMux) join(a *Agent) {
 	if id := a.hostID.Load(); id != 0 {
 		m.setID(a, 0, id)
 	}
-	due := time.Now()
-	if m.owner == nil {
-		due = due.Add(rand.N(a.cfg.HeartbeatInterval))
-	}
+	iv := a.cfg.HeartbeatInterval
 	m.hbMu.Lock()
-	a.hbEntry = &hbEntry{a: a, due: due}
-	heap.Push(&m.hb, a.hbEntry)
+	due := m.hb.now()
+	if m.owner == nil {
+		due += int64(rand.N(iv))
+	}
+	a.hbEntry = &hbEntry{a: a, iv: int64(iv)}
+	m.hb.push(a.hbEntry, due)
 	m.hbMu.Unlock()
 	kick(m.hbWake)
 }
@@ -245,9 +262,8 @@ func (m *UDPMux) join(a *Agent) {
 // heartbeat.
 func (m *UDPMux) leave(a *Agent) {
 	m.hbMu.Lock()
-	if e := a.hbEntry; e != nil && e.i >= 0 {
-		heap.Remove(&m.hb, e.i)
-		e.i = -1
+	if e := a.hbEntry; e != nil {
+		e.dead = true // dropped from the schedule when its slot comes
 	}
 	a.hbEntry = nil
 	m.hbMu.Unlock()
@@ -335,8 +351,8 @@ func (m *UDPMux) heartbeatLoop(ctx context.Context) {
 	for {
 		m.hbMu.Lock()
 		var wait time.Duration = -1
-		if len(m.hb) > 0 {
-			wait = max0(time.Until(m.hb[0].due))
+		if due, ok := m.hb.next(); ok {
+			wait = max0(time.Until(m.hb.at(due)))
 		}
 		m.hbMu.Unlock()
 		if wait < 0 {
@@ -364,7 +380,8 @@ func max0(d time.Duration) time.Duration {
 
 // hbBatch is the heartbeat scheduler's reusable buffers.
 type hbBatch struct {
-	due     []*Agent // members whose heartbeat is due
+	due     []hbBeat // members whose heartbeat is due
+	hb      wire.Heartbeat
 	bufs    [][]byte
 	pkts    [][]byte
 	to      []netip.AddrPort
@@ -373,10 +390,22 @@ type hbBatch struct {
 	msgs  []ipv4.Message
 	addrs []net.UDPAddr
 	ips   [][4]byte
+	// GSO: the packets grouped by destination and size, and each group's
+	// control message
+	groups []hbGroup
+	oob    [][]byte
+}
+
+// hbGroup is the heartbeats of a batch that leave in one segmented send.
+type hbGroup struct {
+	to   netip.AddrPort
+	size int   // of each datagram
+	pkts []int // indexes in hbBatch.pkts
+	buf  []byte
 }
 
 func newHBBatch(n int, mmsg bool) *hbBatch {
-	b := &hbBatch{due: make([]*Agent, 0, n), bufs: make([][]byte, n), pkts: make([][]byte, 0, n),
+	b := &hbBatch{due: make([]hbBeat, 0, n), bufs: make([][]byte, n), pkts: make([][]byte, 0, n),
 		to: make([]netip.AddrPort, 0, n), senders: make([]*Agent, 0, n)}
 	for i := range b.bufs {
 		b.bufs[i] = make([]byte, 0, wire.MaxDatagramSize)
@@ -388,6 +417,8 @@ func newHBBatch(n int, mmsg bool) *hbBatch {
 		for i := range b.msgs {
 			b.msgs[i].Buffers = make([][]byte, 1)
 		}
+		b.groups = make([]hbGroup, n)
+		b.oob = make([][]byte, n)
 	}
 	return b
 }
@@ -397,29 +428,27 @@ func (m *UDPMux) sendDue(b *hbBatch) {
 	m.batchMu.Lock()
 	defer m.batchMu.Unlock()
 	for {
-		now := time.Now()
-		horizon := now.Add(m.cfg.HeartbeatBatchWindow)
-		b.due = b.due[:0]
 		m.hbMu.Lock()
-		for len(m.hb) > 0 && len(b.due) < cap(b.due) && !m.hb[0].due.After(horizon) {
-			e := m.hb[0]
-			b.due = append(b.due, e.a)
+		now := m.hb.now()
+		b.due = m.hb.popDue(now+int64(m.cfg.HeartbeatBatchWindow), cap(b.due), b.due[:0])
+		for _, x := range b.due {
 			// Keep the member's phase; skip the beats missed while late
 			// (as a time.Ticker does).
-			iv := e.a.cfg.HeartbeatInterval
-			e.due = e.due.Add(iv)
-			if e.due.Before(now) {
-				e.due = now.Add(iv - now.Sub(e.due)%iv)
+			iv := x.e.iv
+			due := x.due + iv
+			if due < now {
+				due = now + iv - (now-due)%iv
 			}
-			heap.Fix(&m.hb, 0)
+			m.hb.push(x.e, due)
 		}
 		m.hbMu.Unlock()
 		if len(b.due) == 0 {
 			return
 		}
 		b.pkts, b.to, b.senders = b.pkts[:0], b.to[:0], b.senders[:0]
-		for _, a := range b.due {
-			if pkt, ok := a.appendHeartbeat(b.bufs[len(b.pkts)][:0]); ok {
+		for _, x := range b.due {
+			a := x.e.a
+			if pkt, ok := a.appendHeartbeat(b.bufs[len(b.pkts)][:0], &b.hb); ok {
 				b.pkts = append(b.pkts, pkt)
 				b.to = append(b.to, a.udpTarget())
 				b.senders = append(b.senders, a)
@@ -444,15 +473,20 @@ func (m *UDPMux) write(b *hbBatch) {
 		}
 		return
 	}
+	if m.gso && m.writeGSO(b) {
+		return
+	}
 	msgs := b.msgs[:len(b.pkts)]
 	for i, pkt := range b.pkts {
 		b.ips[i] = b.to[i].Addr().Unmap().As4()
 		b.addrs[i] = net.UDPAddr{IP: b.ips[i][:], Port: int(b.to[i].Port())}
 		msgs[i].Buffers[0] = pkt
+		msgs[i].OOB = nil
 		msgs[i].Addr = &b.addrs[i]
 	}
 	for i := 0; i < len(msgs); {
 		n, err := m.batchOut.WriteBatch(msgs[i:], 0)
+		n = max(n, 0) // -1 when the first message fails
 		for _, a := range b.senders[i : i+n] {
 			a.counters.heartbeats.Add(1)
 		}
@@ -464,25 +498,79 @@ func (m *UDPMux) write(b *hbBatch) {
 	}
 }
 
-// hbEntry is a member in the heartbeat schedule.
-type hbEntry struct {
-	a   *Agent
-	due time.Time
-	i   int
+// writeGSO sends the batch's packets in one sendmmsg, those to one address
+// (of one size) in one segmented message, and reports true. If the kernel
+// refuses segmentation, it turns GSO off, leaves in b the packets not yet
+// sent and reports false: write sends them one by one.
+func (m *UDPMux) writeGSO(b *hbBatch) bool {
+	ng := 0
+	for i, pkt := range b.pkts {
+		g := -1
+		for j := range ng {
+			if gr := &b.groups[j]; gr.to == b.to[i] && gr.size == len(pkt) &&
+				len(gr.pkts) < gsoMaxSegments && len(gr.buf)+len(pkt) <= gsoMaxBytes {
+				g = j
+				break
+			}
+		}
+		if g < 0 {
+			g, ng = ng, ng+1
+			gr := &b.groups[g]
+			gr.to, gr.size, gr.pkts, gr.buf = b.to[i], len(pkt), gr.pkts[:0], gr.buf[:0]
+		}
+		gr := &b.groups[g]
+		gr.pkts = append(gr.pkts, i)
+		gr.buf = append(gr.buf, pkt...)
+	}
+	msgs := b.msgs[:ng]
+	for j := range msgs {
+		gr := &b.groups[j]
+		b.ips[j] = gr.to.Addr().Unmap().As4()
+		b.addrs[j] = net.UDPAddr{IP: b.ips[j][:], Port: int(gr.to.Port())}
+		msgs[j].Buffers[0] = gr.buf
+		msgs[j].Addr = &b.addrs[j]
+		msgs[j].OOB = nil
+		if len(gr.pkts) > 1 {
+			b.oob[j] = gsoControl(b.oob[j], uint16(gr.size))
+			msgs[j].OOB = b.oob[j]
+		}
+	}
+	for j := 0; j < len(msgs); {
+		n, err := m.batchOut.WriteBatch(msgs[j:], 0)
+		n = max(n, 0) // -1 when the first message fails
+		for _, gr := range b.groups[j : j+n] {
+			for _, i := range gr.pkts {
+				b.senders[i].counters.heartbeats.Add(1)
+			}
+		}
+		j += n
+		if err == nil && n > 0 {
+			continue
+		}
+		if j == len(msgs) {
+			break
+		}
+		if msgs[j].OOB != nil && gsoRefused(err) {
+			m.gso = false
+			m.log.Info("UDP segmentation offload refused; heartbeats are sent without it", "err", err)
+			b.keep(b.groups[j:ng])
+			return false
+		}
+		m.log.Debug("send heartbeats", "err", err, "batch", len(b.pkts))
+		j++ // drop the datagrams that failed
+	}
+	return true
 }
 
-// hbHeap orders members by their next heartbeat.
-type hbHeap []*hbEntry
-
-func (h hbHeap) Len() int           { return len(h) }
-func (h hbHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h hbHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].i = i; h[j].i = j }
-func (h *hbHeap) Push(x any)        { e := x.(*hbEntry); e.i = len(*h); *h = append(*h, e) }
-func (h *hbHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.i = -1
-	return e
+// keep reduces the batch's packets to those of groups, in their order.
+func (b *hbBatch) keep(groups []hbGroup) {
+	var idx []int
+	for _, gr := range groups {
+		idx = append(idx, gr.pkts...)
+	}
+	slices.Sort(idx)
+	for k, i := range idx {
+		b.pkts[k], b.to[k], b.senders[k] = b.pkts[i], b.to[i], b.senders[i]
+	}
+	b.pkts, b.to, b.senders = b.pkts[:len(idx)], b.to[:len(idx)], b.senders[:len(idx)]
 }

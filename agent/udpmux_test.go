@@ -1,10 +1,15 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/agent/backoff"
 	"github.com/weftnet/weft/datapath"
@@ -129,5 +134,94 @@ func TestMissesChannel(t *testing.T) {
 	h.learned(t)
 	if st := h.agent.Stats(); st.LookupRequests != 1 || st.AnswersFound != 1 {
 		t.Errorf("stats %+v: want 1 lookup request, 1 answer found", st)
+	}
+}
+
+// TestUDPMuxGSO: a batch of heartbeats to two addresses, of two sizes,
+// reaches each address as the very datagrams it would without
+// segmentation offload, each counted once on its sender; and a kernel that
+// refuses the offload (a socket without UDP checksums refuses it with
+// EINVAL) turns it off, the datagrams leaving one by one instead.
+func TestUDPMuxGSO(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(map[bool]string{false: "segmented", true: "refused"}[refuse], func(t *testing.T) {
+			mux, err := NewUDPMux(UDPMuxConfig{Listen: "127.0.0.1:0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := mux.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			defer mux.Close()
+			if !mux.gso {
+				t.Skip("the kernel has no UDP segmentation offload")
+			}
+			if refuse {
+				rc, err := mux.conn.SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var serr error
+				if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) }); err != nil || serr != nil {
+					t.Fatal(err, serr)
+				}
+			}
+			var sinks [2]*net.UDPConn
+			for i := range sinks {
+				if sinks[i], err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+					t.Fatal(err)
+				}
+				defer sinks[i].Close()
+			}
+			// Sink 0 gets one datagram (alone in its group), sink 1 six of
+			// 52 bytes and one of 60; every datagram names its sender.
+			b := newHBBatch(8, true)
+			senders := make([]*Agent, 8)
+			want := [2][]string{}
+			for i := range senders {
+				senders[i] = &Agent{}
+				sink, size := 1, 52
+				switch i {
+				case 0:
+					sink = 0
+				case 7:
+					size = 60
+				}
+				pkt := make([]byte, size)
+				pkt[0] = byte(i)
+				b.pkts = append(b.pkts, pkt)
+				b.to = append(b.to, netip.MustParseAddrPort(sinks[sink].LocalAddr().String()))
+				b.senders = append(b.senders, senders[i])
+				want[sink] = append(want[sink], fmt.Sprintf("%d:%d", i, size))
+			}
+			mux.write(b)
+
+			for s, sink := range sinks {
+				var got []string
+				buf := make([]byte, 2000)
+				for len(got) < len(want[s]) {
+					if err := sink.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+						t.Fatal(err)
+					}
+					n, err := sink.Read(buf)
+					if err != nil {
+						t.Fatalf("sink %d: %v after %q", s, err, got)
+					}
+					got = append(got, fmt.Sprintf("%d:%d", buf[0], n))
+				}
+				slices.Sort(got)
+				if diff := cmp.Diff(want[s], got); diff != "" {
+					t.Errorf("datagrams at sink %d (-want +got):\n%s", s, diff)
+				}
+			}
+			for i, a := range senders {
+				if n := a.counters.heartbeats.Load(); n != 1 {
+					t.Errorf("sender %d: %d heartbeats counted, want 1", i, n)
+				}
+			}
+			if mux.gso == refuse {
+				t.Errorf("GSO on after the batch: %v, want %v", mux.gso, !refuse)
+			}
+		})
 	}
 }

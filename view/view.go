@@ -5,6 +5,12 @@
 // local endpoints, the VPCs (with all their subnets) those endpoints are
 // in, and the security policies and QoS classes that apply to them — never
 // every remote endpoint; remote locations are learned on demand.
+//
+// Encode turns a resource into its wire.Resource (encoding/json); Decode,
+// and a Decoder that reuses its memory from one resource to the next,
+// turn it back. Both read the JSON that Encode writes in one pass without
+// reflection, and leave anything else to encoding/json: the result, or
+// the error, is always json.Unmarshal's (FuzzDecode checks this).
 package view
 
 import (
@@ -119,27 +125,4 @@ func Encode(v any) (wire.Resource, error) {
 		return wire.Resource{}, fmt.Errorf("view: encode %s: %w", k, err)
 	}
 	return wire.Resource{Key: k, Data: b}, nil
-}
-
-// Decode turns a wire.Resource back into *Host, *VPC, *Endpoint, *Policy or *QoS.
-func Decode(r wire.Resource) (any, error) {
-	var v any
-	switch r.Key.Type {
-	case TypeHost:
-		v = &Host{}
-	case TypeVPC:
-		v = &VPC{}
-	case TypeEndpoint:
-		v = &Endpoint{}
-	case TypePolicy:
-		v = &Policy{}
-	case TypeQoS:
-		v = &QoS{}
-	default:
-		return nil, fmt.Errorf("view: unknown resource type %q", r.Key.Type)
-	}
-	if err := json.Unmarshal(r.Data, v); err != nil {
-		return nil, fmt.Errorf("view: decode %s: %w", r.Key, err)
-	}
-	return v, nil
 }

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,8 +33,11 @@ type View struct {
 	HostID uint32
 	// Version is the view version, as numbered by the controller (0: none).
 	Version uint64
-	// resources by key.
-	resources map[wire.ResourceKey]wire.Resource
+	// resources sorted by key (compareKeys), one per key. A sorted slice
+	// costs a third of a map's memory, is the order the controller sends
+	// and the view hash needs, and views are small: a lookup is a binary
+	// search.
+	resources []wire.Resource
 	// hash is wire.ViewHash of the resources.
 	hash []byte
 }
@@ -44,8 +47,15 @@ var emptyHash = wire.ViewHash(nil)
 
 // New returns an empty view (version 0) of a host.
 func New(host string) *View {
-	return &View{Host: host, resources: map[wire.ResourceKey]wire.Resource{}, hash: emptyHash}
+	return &View{Host: host, hash: emptyHash}
 }
+
+// compareKeys orders resources by type, then ID.
+func compareKeys(a, b wire.ResourceKey) int {
+	return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.ID, b.ID))
+}
+
+func compareResources(a, b wire.Resource) int { return compareKeys(a.Key, b.Key) }
 
 // Hash returns wire.ViewHash of the view's resources; the caller must not
 // modify it.
@@ -56,17 +66,26 @@ func (v *View) Len() int { return len(v.resources) }
 
 // Get returns the resource with key k.
 func (v *View) Get(k wire.ResourceKey) (wire.Resource, bool) {
-	r, ok := v.resources[k]
-	return r, ok
+	i, ok := slices.BinarySearchFunc(v.resources, k, func(r wire.Resource, k wire.ResourceKey) int { return compareKeys(r.Key, k) })
+	if !ok {
+		return wire.Resource{}, false
+	}
+	return v.resources[i], true
 }
 
 // Resources returns the resources sorted by type, then ID.
-func (v *View) Resources() []wire.Resource {
-	out := slices.Collect(maps.Values(v.resources))
-	slices.SortFunc(out, func(a, b wire.Resource) int {
-		return cmp.Or(cmp.Compare(a.Key.Type, b.Key.Type), cmp.Compare(a.Key.ID, b.Key.ID))
-	})
-	return out
+func (v *View) Resources() []wire.Resource { return slices.Clone(v.resources) }
+
+// All returns an iterator over the resources, sorted by type, then ID,
+// without copying them. The caller must not modify their Data.
+func (v *View) All() iter.Seq[wire.Resource] {
+	return func(yield func(wire.Resource) bool) {
+		for _, r := range v.resources {
+			if !yield(r) {
+				return
+			}
+		}
+	}
 }
 
 // WithHostID returns v with HostID set (v itself if it already has it).
@@ -91,6 +110,7 @@ func (v *View) Apply(frames ...*wire.Delta) (*View, error) {
 		return nil, errors.New("state: apply: no frames")
 	}
 	first := frames[0]
+	nops := 0
 	for i, f := range frames {
 		if f.FromVersion != first.FromVersion || f.ToVersion != first.ToVersion || f.Snapshot != first.Snapshot {
 			return nil, fmt.Errorf("state: apply: frame %d is delta %d→%d (snapshot %v), frame 0 is %d→%d (snapshot %v)",
@@ -100,28 +120,88 @@ func (v *View) Apply(frames ...*wire.Delta) (*View, error) {
 			return nil, fmt.Errorf("state: apply: delta %d→%d: frame %d of %d has More=%v", f.FromVersion, f.ToVersion, i, len(frames), f.More)
 		}
 	}
-	n := &View{Host: v.Host, HostID: v.HostID, Version: first.ToVersion}
-	if first.Snapshot {
-		n.resources = map[wire.ResourceKey]wire.Resource{}
-	} else {
-		n.resources = maps.Clone(v.resources)
-		if n.resources == nil {
-			n.resources = map[wire.ResourceKey]wire.Resource{}
-		}
-	}
 	for _, f := range frames {
-		for _, k := range f.Deletes {
-			delete(n.resources, k)
-		}
 		for _, r := range f.Upserts {
 			if r.Key.Type == "" || r.Key.ID == "" {
 				return nil, fmt.Errorf("state: apply delta to version %d: resource %q has an empty type or id", f.ToVersion, r.Key)
 			}
-			n.resources[r.Key] = r
+		}
+		nops += len(f.Deletes) + len(f.Upserts)
+	}
+	n := &View{Host: v.Host, HostID: v.HostID, Version: first.ToVersion}
+	var base []wire.Resource
+	if !first.Snapshot {
+		base = v.resources
+	}
+	if first.Snapshot && len(frames) == 1 && len(first.Deletes) == 0 && isStrictlySorted(first.Upserts) {
+		// What a controller sends: one frame, sorted, no key twice.
+		n.resources = slices.Clone(first.Upserts)
+	} else {
+		n.resources = merge(base, changes(frames, nops))
+	}
+	n.hash = wire.ViewHash(n.resources) // sorted already: the sort moves nothing
+	return n, nil
+}
+
+func isStrictlySorted(rs []wire.Resource) bool {
+	for i := 1; i < len(rs); i++ {
+		if compareKeys(rs[i-1].Key, rs[i].Key) >= 0 {
+			return false
 		}
 	}
-	n.hash = wire.ViewHash(slices.Collect(maps.Values(n.resources)))
-	return n, nil
+	return true
+}
+
+// change is one word of a delta on one key: an upsert (r) or a delete,
+// the seq-th of the delta.
+type change struct {
+	r   wire.Resource
+	del bool
+	seq int
+}
+
+// changes returns the net effect of the frames (each frame's Deletes,
+// then its Upserts, in order) sorted by key, one change per key.
+func changes(frames []*wire.Delta, n int) []change {
+	cs := make([]change, 0, n)
+	for _, f := range frames {
+		for _, k := range f.Deletes {
+			cs = append(cs, change{r: wire.Resource{Key: k}, del: true, seq: len(cs)})
+		}
+		for _, r := range f.Upserts {
+			cs = append(cs, change{r: r, seq: len(cs)})
+		}
+	}
+	// Of several changes to one key, the last in delta order wins.
+	slices.SortFunc(cs, func(a, b change) int { return cmp.Or(compareKeys(a.r.Key, b.r.Key), cmp.Compare(a.seq, b.seq)) })
+	out := cs[:0]
+	for i, c := range cs {
+		if i+1 < len(cs) && cs[i+1].r.Key == c.r.Key {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// merge applies sorted changes to sorted resources and returns the result
+// in a new slice.
+func merge(base []wire.Resource, cs []change) []wire.Resource {
+	out := make([]wire.Resource, 0, len(base)+len(cs))
+	i := 0
+	for _, c := range cs {
+		for i < len(base) && compareKeys(base[i].Key, c.r.Key) < 0 {
+			out = append(out, base[i])
+			i++
+		}
+		if i < len(base) && base[i].Key == c.r.Key {
+			i++ // replaced or deleted
+		}
+		if !c.del {
+			out = append(out, c.r)
+		}
+	}
+	return append(out, base[i:]...)
 }
 
 // file is the on-disk form of a View.
@@ -135,7 +215,7 @@ type file struct {
 
 // Marshal returns the view's file form.
 func (v *View) Marshal() ([]byte, error) {
-	res := v.Resources()
+	res := v.resources
 	if res == nil {
 		res = []wire.Resource{}
 	}
@@ -164,16 +244,21 @@ func Unmarshal(b []byte) (*View, error) {
 	}
 	v := New(f.Host)
 	v.HostID, v.Version = f.HostID, f.Version
+	seen := make(map[wire.ResourceKey]bool, len(f.Resources))
 	for i, r := range f.Resources {
 		if r.Key.Type == "" || r.Key.ID == "" {
 			return nil, fmt.Errorf("state: decode view: resource %d: empty type or id", i)
 		}
-		if _, dup := v.resources[r.Key]; dup {
+		if seen[r.Key] {
 			return nil, fmt.Errorf("state: decode view: duplicate resource %s", r.Key)
 		}
-		v.resources[r.Key] = r
+		seen[r.Key] = true
 	}
-	v.hash = wire.ViewHash(f.Resources)
+	slices.SortFunc(f.Resources, compareResources) // Marshal wrote them sorted
+	if len(f.Resources) > 0 {
+		v.resources = f.Resources
+	}
+	v.hash = wire.ViewHash(v.resources)
 	return v, nil
 }
 

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/weftnet/weft/wire"
 )
@@ -206,5 +210,64 @@ func TestHash(t *testing.T) {
 	}
 	if bytes.Equal(v.WithHostID(9).Hash(), New("h1").Hash()) || !bytes.Equal(v.WithHostID(9).Hash(), v.Hash()) {
 		t.Error("WithHostID changed the hash")
+	}
+}
+
+// TestApplyLikeAMap replays random deltas and snapshots, single- and
+// multi-frame, against a map that applies each frame's Deletes, then its
+// Upserts, in order: the view holds what the map holds, sorted, with the
+// map's hash, and Apply never changes its receiver.
+func TestApplyLikeAMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	keys := []wire.ResourceKey{key("endpoint", "a/1"), key("endpoint", "a/2"), key("endpoint", "b/1"),
+		key("host", "h1"), key("qos", "a/q"), key("vpc", "a/main"), key("vpc", "b/main")}
+	randKey := func() wire.ResourceKey { return keys[rng.IntN(len(keys))] }
+	v, want := New("h1"), map[wire.ResourceKey]wire.Resource{}
+	for step := range 2000 {
+		snapshot := rng.IntN(5) == 0
+		frames := make([]*wire.Delta, 1+rng.IntN(3))
+		next := maps.Clone(want)
+		if snapshot {
+			next = map[wire.ResourceKey]wire.Resource{}
+		}
+		for i := range frames {
+			f := &wire.Delta{FromVersion: v.Version, ToVersion: v.Version + 1, Snapshot: snapshot, More: i < len(frames)-1}
+			for range rng.IntN(3) {
+				k := randKey()
+				f.Deletes = append(f.Deletes, k)
+				delete(next, k)
+			}
+			for range rng.IntN(5) {
+				r := wire.Resource{Key: randKey(), Data: json.RawMessage(itoa(uint64(step)))}
+				f.Upserts = append(f.Upserts, r)
+				next[r.Key] = r
+			}
+			frames[i] = f
+		}
+		before := dump(v)
+		got, err := v.Apply(frames...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(before, dump(v)); diff != "" {
+			t.Fatalf("step %d: Apply changed its receiver (-before +after):\n%s", step, diff)
+		}
+		wantRes := slices.SortedFunc(maps.Values(next), compareResources)
+		if diff := cmp.Diff(wantRes, got.Resources(), cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("step %d: resources after %d frames (snapshot %v) (-map +view):\n%s", step, len(frames), snapshot, diff)
+		}
+		if !bytes.Equal(got.Hash(), wire.ViewHash(wantRes)) {
+			t.Fatalf("step %d: hash %x, want %x", step, got.Hash(), wire.ViewHash(wantRes))
+		}
+		for _, k := range keys {
+			r, ok := got.Get(k)
+			if w, wok := next[k]; ok != wok || !bytes.Equal(r.Data, w.Data) {
+				t.Fatalf("step %d: Get(%s) = %s, %v; want %s, %v", step, k, r.Data, ok, w.Data, wok)
+			}
+		}
+		if got.Len() != len(next) {
+			t.Fatalf("step %d: Len %d, want %d", step, got.Len(), len(next))
+		}
+		v, want = got, next
 	}
 }

@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/agent/state"
+	"github.com/weftnet/weft/datapath/sim"
+	"github.com/weftnet/weft/view"
+	"github.com/weftnet/weft/wire"
+)
+
+// benchView describes the snapshot of one simulated host.
+type benchView struct {
+	name   string
+	vpcs   int  // VPCs the endpoints are spread over
+	labels bool // endpoints carry a UID and two labels (internal/scaleobjects)
+}
+
+// benchViews are the shapes of the benchmarks: 10 endpoints over 3 VPCs
+// with labels, and the shape of `weft bench coldstart` (sim/layout.go: 10
+// endpoints of one host are in 10 VPCs, no labels).
+var benchViews = []benchView{{"3vpcs-labels", 3, true}, {"coldstart", 10, false}}
+
+// snapshot returns the snapshot the controller sends host h1 of shape bv,
+// encoded as the controller encodes it (view.Encode).
+func (bv benchView) snapshot(tb testing.TB) *wire.Delta {
+	res := []wire.Resource{mustRes(tb, &view.Host{Name: testHost, HostID: testHostID, UnderlayIP: "100.64.0.1"})}
+	for k := range bv.vpcs {
+		cidr := fmt.Sprintf("10.%d.0.0/16", k)
+		res = append(res, mustRes(tb, &view.VPC{Tenant: "t0", Name: fmt.Sprintf("v%d", k), VNI: uint32(1000 + k),
+			CIDRs: []string{cidr}, Subnets: []view.Subnet{{Name: fmt.Sprintf("s%d", k), CIDR: cidr, Gateway: fmt.Sprintf("10.%d.0.1", k)}}}))
+	}
+	tiers := []string{"frontend", "backend", "db"}
+	for e := range 10 {
+		k := e % bv.vpcs
+		j := 50000 + e*7
+		ep := &view.Endpoint{Tenant: "t0", Name: fmt.Sprintf("e%d", 50000*e+1), VPC: fmt.Sprintf("v%d", k),
+			VNI: uint32(1000 + k), Subnet: fmt.Sprintf("s%d", k), CIDR: fmt.Sprintf("10.%d.0.0/16", k),
+			Gateway: fmt.Sprintf("10.%d.0.1", k), IP: fmt.Sprintf("10.%d.%d.%d", k, byte(j>>8), byte(j)),
+			MAC: fmt.Sprintf("02:00:0a:%02x:%02x:%02x", k, byte(j>>8), byte(j))}
+		if bv.labels {
+			ep.UID = fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", e*2654435761&0xffffffff, e, e, e, e*0x9e3779b9)
+			ep.Labels = map[string]string{"app": fmt.Sprintf("app-%d", e%50), "tier": tiers[e%3]}
+		}
+		res = append(res, mustRes(tb, ep))
+	}
+	// Sorted by key, as the controller sends them.
+	slices.SortFunc(res, func(a, b wire.Resource) int {
+		return cmp.Or(cmp.Compare(a.Key.Type, b.Key.Type), cmp.Compare(a.Key.ID, b.Key.ID))
+	})
+	return &wire.Delta{ToVersion: 1, Snapshot: true, Upserts: res}
+}
+
+func benchConfig() *Config {
+	return &Config{Host: testHost, UnderlayIP: netip.MustParseAddr("100.64.0.1")}
+}
+
+// BenchmarkTranslate is the translation of a host's view into the
+// datapath's desired state (decoding every resource and normalizing).
+func BenchmarkTranslate(b *testing.B) {
+	for _, bv := range benchViews {
+		b.Run(bv.name, func(b *testing.B) {
+			v, err := state.New(testHost).Apply(bv.snapshot(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := benchConfig()
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			for b.Loop() {
+				if _, err := translate(v, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkApplySnapshot is what an agent does with its first snapshot
+// once the frame is decoded: build the view, translate it, program the sim
+// driver (as `weft sim` configures it).
+func BenchmarkApplySnapshot(b *testing.B) {
+	for _, bv := range benchViews {
+		b.Run(bv.name, func(b *testing.B) {
+			delta := bv.snapshot(b)
+			cfg := benchConfig()
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			for b.Loop() {
+				v, err := state.New(testHost).Apply(delta)
+				if err != nil {
+					b.Fatal(err)
+				}
+				d, err := translate(v, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := sim.New(sim.Config{Normalized: true}).Set(b.Context(), d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHeartbeats runs a shared UDP mux of 4096 agents (sim's
+// AgentsPerSocket) heartbeating every 100 ms to a socket that nobody reads,
+// and reports the process CPU time per heartbeat (cpu-ns/hb): scheduling,
+// building, sealing and sending. One op is one heartbeat; ns/op is wall
+// time and only says that the mux keeps up.
+func BenchmarkHeartbeats(b *testing.B) {
+	const members, interval = 4096, 100 * time.Millisecond
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	_ = sink.SetReadBuffer(1 << 16) // full at once: the kernel drops the rest
+	to := netip.MustParseAddrPort(sink.LocalAddr().String())
+
+	mux, err := NewUDPMux(UDPMuxConfig{Listen: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := mux.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	defer mux.Close()
+	agents := make([]*Agent, members)
+	for i := range agents {
+		name := fmt.Sprintf("h%d", i)
+		a, err := New(Config{Host: name, StreamAddrs: []string{"127.0.0.1:1"}, UDPAddr: to.String(), UDPMux: mux,
+			Key: testKey(name), Driver: sim.New(sim.Config{}), HeartbeatInterval: interval})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a.mux, a.startTime = mux, time.Now()
+		a.setUDPTarget(to)
+		a.hostID.Store(uint32(i + 1))
+		agents[i] = a
+	}
+	sent := func() (n uint64) {
+		for _, a := range agents {
+			n += a.counters.heartbeats.Load()
+		}
+		return n
+	}
+	for _, a := range agents {
+		mux.join(a)
+	}
+	defer func() {
+		for _, a := range agents {
+			mux.leave(a)
+		}
+	}()
+	time.Sleep(2 * interval) // every member past its first, random, phase
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, n0 := cpuTime(b), sent()
+	for sent()-n0 < uint64(b.N) {
+		time.Sleep(interval / 10)
+	}
+	cpu, n := cpuTime(b)-cpu0, sent()-n0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/hb")
+}
+
+// reportCPU starts measuring the process CPU time; the function it returns
+// reports it per op (cpu-ns/op), which unlike ns/op does not count the
+// time other processes of a shared machine hold the CPU. It includes the
+// garbage collector's work.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime(b)
+	return func() { b.ReportMetric(float64((cpuTime(b)-start).Nanoseconds())/float64(b.N), "cpu-ns/op") }
+}
+
+// cpuTime returns the CPU time (user and system) the process used so far.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
