@@ -190,6 +190,13 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.CPUProfileDir != "" {
+		// The children create their profiles there: a missing directory
+		// would fail each of them (an agents child before it is ready).
+		if err := os.MkdirAll(cfg.CPUProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("sim: profile dir: %w", err)
+		}
+	}
 	c = &Cluster{cfg: cfg, layout: Layout{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs},
 		log: cfg.Logger.With("subsystem", "sim"), prog: progressTo(cfg.Progress), events: make(chan Event, 1<<16)}
 	started := c // a failing return sets c to nil before this runs
@@ -551,10 +558,14 @@ func (c *Cluster) WaitProgrammed(ctx context.Context, timeout time.Duration) (ti
 		if s.Programmed == c.cfg.Hosts {
 			return s.LastProgrammed.Sub(c.agentsStart), nil
 		}
+		children := append([]*child(nil), c.repChild...)
 		for _, g := range c.groups {
+			children = append(children, g.c)
+		}
+		for _, ch := range children {
 			select {
-			case <-g.c.done:
-				return 0, fmt.Errorf("sim: %s ended: %w", g.c.name, g.c.err)
+			case <-ch.done:
+				return 0, fmt.Errorf("sim: %s ended: %w", ch.name, ch.err)
 			default:
 			}
 		}
