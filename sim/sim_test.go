@@ -102,7 +102,7 @@ func TestHeadroom(t *testing.T) {
 	for i := range 3 {
 		live += replicaLive(i, 50_000, 500_000, 3)
 	}
-	agents := int64(50_000)*agentBytes + 4*128<<20
+	agents := int64(50_000)*(agentBytes+kernelBytesPerHost) + 4*128<<20
 	mid := agents + memoryReserve + live*6/5 // exactly 1.2× the live estimates
 	for _, tc := range []struct {
 		name      string
