@@ -25,9 +25,16 @@ func (d *Desired) Normalize() (*Desired, error) {
 		return nil, fmt.Errorf("%w: nil desired state", ErrInvalid)
 	}
 	n := &Desired{Host: d.Host}
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	var errs invalidErrs
+	bad := errs.add
+	// Sized up front: an agent normalizes every view it applies, and a
+	// simulated host's share of a cold start was mostly these slices
+	// growing. Empty stays nil.
+	if len(d.VPCs) > 0 {
+		n.VPCs = make([]VPC, 0, len(d.VPCs))
+	}
+	if len(d.Endpoints) > 0 {
+		n.Endpoints = make([]Endpoint, 0, len(d.Endpoints))
 	}
 
 	h := d.Host
@@ -45,9 +52,16 @@ func (d *Desired) Normalize() (*Desired, error) {
 		vni  uint32
 		name string
 	}
-	subnets := map[subnetKey]Subnet{}
+	nsub := 0
+	for _, v := range d.VPCs {
+		nsub += len(v.Subnets)
+	}
+	subnets := make(map[subnetKey]Subnet, nsub)
 	for _, v := range d.VPCs {
 		nv := VPC{Tenant: v.Tenant, Name: v.Name, VNI: v.VNI}
+		if len(v.Subnets) > 0 {
+			nv.Subnets = make([]Subnet, 0, len(v.Subnets))
+		}
 		if v.VNI == 0 || v.VNI > MaxVNI {
 			bad("vpc %s/%s: VNI %d out of range 1..%d", v.Tenant, v.Name, v.VNI, MaxVNI)
 		}
@@ -91,8 +105,8 @@ func (d *Desired) Normalize() (*Desired, error) {
 		vni uint32
 		ip  netip.Addr
 	}
-	ips := map[ipKey]string{}
-	attach := map[string]string{} // netns+ifname -> endpoint ID
+	ips := make(map[ipKey]string, len(d.Endpoints))
+	var attach map[string]string // netns+ifname -> endpoint ID
 	for _, e := range d.Endpoints {
 		ne := e
 		ne.MAC = slices.Clone(e.MAC)
@@ -143,6 +157,9 @@ func (d *Desired) Normalize() (*Desired, error) {
 			if other, dup := attach[k]; dup {
 				bad("endpoint %q: %s in %s already used by %q", e.ID, ne.IfName, e.Netns, other)
 			}
+			if attach == nil {
+				attach = map[string]string{}
+			}
 			attach[k] = e.ID
 		}
 		n.Endpoints = append(n.Endpoints, ne)
@@ -157,6 +174,18 @@ func (d *Desired) Normalize() (*Desired, error) {
 		return nil, errors.Join(errs...)
 	}
 	return n, nil
+}
+
+// invalidErrs collects the ErrInvalid errors of a Normalize.
+type invalidErrs []error
+
+// add records an ErrInvalid error. Not inlined: Normalize calls it from
+// many places, and inlined each call's arguments took stack space, which
+// grew the stack of every goroutine that normalizes.
+//
+//go:noinline
+func (e *invalidErrs) add(format string, args ...any) {
+	*e = append(*e, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
 }
 
 func checkIfName(name string) error {
