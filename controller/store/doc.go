@@ -16,10 +16,14 @@
 //
 // Reads: one etcd watch feeds a cache of typed objects with secondary
 // indexes (endpoints by host, by subnet and by label; subnets by VPC).
-// Cached objects are shared by every reader and must never be modified:
-// copy one before changing it. Revision and WaitForRevision give
-// read-your-writes after a Commit. When the watch falls behind etcd's
-// compaction the cache lists again and publishes the difference.
+// Objects read from the cache are shared by every reader and must never
+// be modified: copy one before changing it. Endpoints, a million and more,
+// are cached in a compact form rather than as objects, and every read of
+// one (Get, List, the indexes, Watch events) builds a new *apiv1.Endpoint,
+// equal to what was stored; other kinds are returned as cached. Revision
+// and WaitForRevision give read-your-writes after a Commit. When the watch
+// falls behind etcd's compaction the cache lists again and publishes the
+// difference.
 //
 // Watch streams events to subscribers (REST watches, the compiler) from a
 // ring of recent events, or from etcd for older revisions; a subscriber too

@@ -3,159 +3,185 @@ package store
 import (
 	"hash/maphash"
 	"maps"
-	"unsafe"
+	"strings"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 )
 
-// The cache holds every object of the cluster, a million endpoints and
-// more, so an endpoint's footprint is kept small (see BenchmarkCacheMemory):
-//   - strings that many endpoints repeat (tenant, subnet, host, phase) and
-//     label sets are shared among the cached objects, through reference
-//     counts kept by the interner as objects enter and leave the cache, so
-//     that a value no longer used is forgotten;
-//   - the strings unique to an endpoint that nobody keeps on their own
-//     (uid, resourceVersion, timestamp, MAC …) share one allocation
-//     (packStrings), which lives as long as the object.
-// Cached objects are immutable, so sharing is invisible to readers.
+// The values that many cached endpoints repeat (tenant, subnet, host, QoS
+// class, label keys and values, label sets) are kept once and referred to
+// by small integer IDs, so that an endpoint record holds no pointer to
+// them. IDs are reference counted by the records that use them: a value no
+// longer used is forgotten and its ID reused. The tables are used with the
+// cache's lock held (for writing, to acquire or release).
 
-// interner shares equal strings and label maps among cached objects. It
-// is used with the cache's write lock held.
-type interner struct {
-	strs   map[string]internedString
-	seed   maphash.Seed
-	labels map[uint64]*labelSet // by labelsHash; collisions chain on next
+// strTable interns strings as IDs. ID 0 is the empty string, never counted.
+type strTable struct {
+	ids  map[string]uint32
+	strs []string // by ID
+	refs []int32  // by ID
+	free []uint32 // IDs to reuse
 }
 
-type internedString struct {
-	s    string
-	refs int
+func newStrTable() strTable {
+	return strTable{ids: map[string]uint32{}, strs: []string{""}, refs: []int32{0}}
 }
 
-// labelSet is a shared label map.
-type labelSet struct {
-	m    map[string]string
-	refs int
-	next *labelSet
-}
-
-func newInterner() *interner {
-	return &interner{strs: map[string]internedString{}, seed: maphash.MakeSeed(), labels: map[uint64]*labelSet{}}
-}
-
-// str returns the shared copy of s and counts a reference to it.
-func (in *interner) str(s string) string {
+// acquire returns the ID of s and counts a reference to it.
+func (t *strTable) acquire(s string) uint32 {
 	if s == "" {
-		return ""
+		return 0
 	}
-	is, ok := in.strs[s]
+	id, ok := t.ids[s]
 	if !ok {
-		is.s = s
+		s = strings.Clone(s) // not a piece of a larger string it would keep
+		if n := len(t.free); n > 0 {
+			id, t.free = t.free[n-1], t.free[:n-1]
+			t.strs[id] = s
+		} else {
+			id = uint32(len(t.strs))
+			t.strs = append(t.strs, s)
+			t.refs = append(t.refs, 0)
+		}
+		t.ids[s] = id
 	}
-	is.refs++
-	in.strs[is.s] = is
-	return is.s
+	t.refs[id]++
+	return id
 }
 
-// dropStr forgets one reference to s, taken by str.
-func (in *interner) dropStr(s string) {
-	if s == "" {
+// release forgets one reference to id, taken by acquire.
+func (t *strTable) release(id uint32) {
+	if id == 0 {
 		return
 	}
-	is, ok := in.strs[s]
-	switch {
-	case !ok:
-	case is.refs <= 1:
-		delete(in.strs, s)
-	default:
-		is.refs--
-		in.strs[s] = is
+	if t.refs[id]--; t.refs[id] > 0 {
+		return
 	}
+	delete(t.ids, t.strs[id])
+	t.strs[id] = ""
+	t.free = append(t.free, id)
+}
+
+// str returns the string of id.
+func (t *strTable) str(id uint32) string { return t.strs[id] }
+
+// lookup returns the ID of s, if s is interned.
+func (t *strTable) lookup(s string) (uint32, bool) {
+	if s == "" {
+		return 0, true
+	}
+	id, ok := t.ids[s]
+	return id, ok
+}
+
+// len returns the number of strings interned.
+func (t *strTable) len() int { return len(t.ids) }
+
+// labelTable interns label sets as IDs. ID 0 is no labels, never counted.
+type labelTable struct {
+	seed   maphash.Seed
+	byHash map[uint64]uint32 // labelsHash → first set; collisions chain on labelSet.next
+	sets   []labelSet        // by ID
+	free   []uint32
+}
+
+// labelSet is one interned label set.
+type labelSet struct {
+	// m is handed to every reader of an endpoint with these labels: it
+	// must never be modified.
+	m map[string]string
+	// pairs are the interned keys and values: the label index keys.
+	pairs []labelPair
+	hash  uint64
+	refs  int32
+	next  uint32 // the next set of the same hash, 0 if none
+}
+
+// labelPair is an interned key=value.
+type labelPair struct{ key, value uint32 }
+
+func newLabelTable() labelTable {
+	return labelTable{seed: maphash.MakeSeed(), byHash: map[uint64]uint32{}, sets: make([]labelSet, 1)}
 }
 
 // labelsHash does not depend on the map's iteration order.
-func (in *interner) labelsHash(m map[string]string) uint64 {
+func (t *labelTable) labelsHash(m map[string]string) uint64 {
 	var h uint64
 	for k, v := range m {
-		h += maphash.String(in.seed, k) ^ maphash.String(in.seed, v)*0x9e3779b97f4a7c15
+		h += maphash.String(t.seed, k) ^ maphash.String(t.seed, v)*0x9e3779b97f4a7c15
 	}
 	return h
 }
 
-// labelMap returns the shared map equal to m and counts a reference to it.
-// A new set's keys and values are interned as strings.
-func (in *interner) labelMap(m map[string]string) map[string]string {
+// acquire returns the ID of the set equal to m and counts a reference to
+// it; a new set's keys and values are interned in strs.
+func (t *labelTable) acquire(m map[string]string, strs *strTable) uint32 {
 	if len(m) == 0 {
-		return m
+		return 0
 	}
-	h := in.labelsHash(m)
-	for ls := in.labels[h]; ls != nil; ls = ls.next {
-		if maps.Equal(ls.m, m) {
+	h := t.labelsHash(m)
+	for id := t.byHash[h]; id != 0; id = t.sets[id].next {
+		if ls := &t.sets[id]; maps.Equal(ls.m, m) {
 			ls.refs++
-			return ls.m
+			return id
 		}
 	}
-	shared := make(map[string]string, len(m))
+	ls := labelSet{m: make(map[string]string, len(m)), hash: h, refs: 1, next: t.byHash[h]}
 	for k, v := range m {
-		shared[in.str(k)] = in.str(v)
+		p := labelPair{strs.acquire(k), strs.acquire(v)}
+		ls.m[strs.str(p.key)] = strs.str(p.value)
+		ls.pairs = append(ls.pairs, p)
 	}
-	in.labels[h] = &labelSet{m: shared, refs: 1, next: in.labels[h]}
-	return shared
+	var id uint32
+	if n := len(t.free); n > 0 {
+		id, t.free = t.free[n-1], t.free[:n-1]
+		t.sets[id] = ls
+	} else {
+		id = uint32(len(t.sets))
+		t.sets = append(t.sets, ls)
+	}
+	t.byHash[h] = id
+	return id
 }
 
-// dropLabelMap forgets one reference to a map returned by labelMap.
-func (in *interner) dropLabelMap(m map[string]string) {
-	if len(m) == 0 {
+// release forgets one reference to id, taken by acquire.
+func (t *labelTable) release(id uint32, strs *strTable) {
+	if id == 0 {
 		return
 	}
-	h := in.labelsHash(m)
-	var prev *labelSet
-	for ls := in.labels[h]; ls != nil; prev, ls = ls, ls.next {
-		if !maps.Equal(ls.m, m) { // equal sets share one map: this is m
-			continue
-		}
-		if ls.refs--; ls.refs > 0 {
-			return
-		}
-		switch {
-		case prev != nil:
-			prev.next = ls.next
-		case ls.next != nil:
-			in.labels[h] = ls.next
-		default:
-			delete(in.labels, h)
-		}
-		for k, v := range ls.m {
-			in.dropStr(k)
-			in.dropStr(v)
-		}
+	ls := &t.sets[id]
+	if ls.refs--; ls.refs > 0 {
 		return
 	}
+	if head := t.byHash[ls.hash]; head == id {
+		if ls.next == 0 {
+			delete(t.byHash, ls.hash)
+		} else {
+			t.byHash[ls.hash] = ls.next
+		}
+	} else {
+		prev := head
+		for t.sets[prev].next != id {
+			prev = t.sets[prev].next
+		}
+		t.sets[prev].next = ls.next
+	}
+	for _, p := range ls.pairs {
+		strs.release(p.key)
+		strs.release(p.value)
+	}
+	*ls = labelSet{}
+	t.free = append(t.free, id)
 }
 
-// endpoint makes ep share its repeated strings and its labels; release
-// undoes it when ep leaves the cache.
-func (in *interner) endpoint(ep *apiv1.Endpoint) {
-	m := &ep.Metadata
-	m.Tenant = in.str(m.Tenant)
-	m.Labels = in.labelMap(m.Labels)
-	ep.Spec.Subnet = in.str(ep.Spec.Subnet)
-	ep.Spec.Host = in.str(ep.Spec.Host)
-	ep.Spec.QoSClass = in.str(ep.Spec.QoSClass)
-	ep.Status.Host = in.str(ep.Status.Host)
-}
+// get returns the set of id.
+func (t *labelTable) get(id uint32) *labelSet { return &t.sets[id] }
 
-func (in *interner) releaseEndpoint(ep *apiv1.Endpoint) {
-	in.dropStr(ep.Metadata.Tenant)
-	in.dropLabelMap(ep.Metadata.Labels)
-	in.dropStr(ep.Spec.Subnet)
-	in.dropStr(ep.Spec.Host)
-	in.dropStr(ep.Spec.QoSClass)
-	in.dropStr(ep.Status.Host)
-}
+// len returns the number of label sets interned.
+func (t *labelTable) len() int { return len(t.sets) - 1 - len(t.free) }
 
 // constString returns the constant equal to s, if there is one: strings
-// with few possible values need no counting.
+// with few possible values need not be kept once per object.
 func constString(s string, consts ...string) string {
 	for _, c := range consts {
 		if s == c {
@@ -165,44 +191,11 @@ func constString(s string, consts ...string) string {
 	return s
 }
 
-// packStrings makes the strings *ps, unique to one object, share one
-// allocation, which therefore lives exactly as long as the object.
-func packStrings(ps ...*string) {
-	n := 0
-	for _, p := range ps {
-		n += len(*p)
-	}
-	if n == 0 {
-		return
-	}
-	buf := make([]byte, 0, n)
-	for _, p := range ps {
-		buf = append(buf, *p...)
-	}
-	all := unsafe.String(unsafe.SliceData(buf), len(buf))
-	off := 0
-	for _, p := range ps {
-		l := len(*p)
-		*p = all[off : off+l]
-		off += l
-	}
-}
-
 // compactObject reduces a freshly decoded object's footprint without
-// changing its value: constant strings become the constants, and an
-// endpoint's own strings share one allocation.
+// changing its value: constant strings become the constants. (Endpoints
+// are not kept as decoded: see epRecord.)
 func compactObject(o apiv1.Object, kind string) {
 	tm := o.GetTypeMeta()
 	tm.APIVersion = constString(tm.APIVersion, apiv1.APIVersion)
 	tm.Kind = constString(tm.Kind, kind)
-	ep, ok := o.(*apiv1.Endpoint)
-	if !ok {
-		return
-	}
-	ep.Status.Phase = constString(ep.Status.Phase, apiv1.PhasePending, apiv1.PhaseReady, apiv1.PhaseFailed, apiv1.PhaseLost)
-	// Not the name nor the addresses: readers keep those, as map keys
-	// for instance, and one of them would keep all of an old version's.
-	m := &ep.Metadata
-	packStrings(&m.UID, &m.ResourceVersion, &m.CreationTimestamp,
-		&ep.Spec.MAC, &ep.Spec.Netns, &ep.Status.MAC, &ep.Status.Netns, &ep.Status.Message)
 }

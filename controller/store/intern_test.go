@@ -3,6 +3,7 @@ package store
 import (
 	"reflect"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -104,11 +105,23 @@ func TestCacheSharesAndForgets(t *testing.T) {
 		delChange(t, s, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "e" + strconv.Itoa(i)}, next())
 	}
 	c := s.cache
-	if len(c.intern.strs) != 0 || len(c.intern.labels) != 0 {
-		t.Errorf("interner keeps %d strings, %d label sets after every endpoint went: %v", len(c.intern.strs), len(c.intern.labels), c.intern.strs)
+	eps := c.eps
+	if len(eps.byHost)+len(eps.bySubnet)+len(eps.byLabel)+len(eps.byTenant)+eps.byKey.len() != 0 || c.len() != 0 {
+		t.Errorf("indexes not empty: %d hosts, %d subnets, %d labels, %d tenants, %d keys, %d objects",
+			len(eps.byHost), len(eps.bySubnet), len(eps.byLabel), len(eps.byTenant), eps.byKey.len(), c.len())
 	}
-	if len(c.epByHost)+len(c.epBySubnet)+len(c.epByLabel) != 0 || c.len() != 0 {
-		t.Errorf("indexes not empty: %d hosts, %d subnets, %d labels, %d objects", len(c.epByHost), len(c.epBySubnet), len(c.epByLabel), c.len())
+	// The ring's events still hold the old records, and so their values.
+	if eps.strs.len() == 0 || eps.labels.len() == 0 {
+		t.Errorf("values of the ring's events forgotten: %d strings, %d label sets", eps.strs.len(), eps.labels.len())
+	}
+	if got := c.eps.endpoint(c.ring.at(c.ring.n - 1).obj.(*epRecord)); got.Metadata.Name != "e3" || got.Spec.Host != "h1" {
+		t.Errorf("last event's endpoint = %+v", got)
+	}
+	for i := range len(c.ring.buf) { // push them out
+		putChange(t, s, host("h"+strconv.Itoa(i), "192.0.2.1"), next())
+	}
+	if eps.strs.len() != 0 || eps.labels.len() != 0 {
+		t.Errorf("%d strings, %d label sets interned after every endpoint went: %v", eps.strs.len(), eps.labels.len(), eps.strs.ids)
 	}
 }
 
@@ -151,4 +164,93 @@ func TestEntryMapChains(t *testing.T) {
 	if len(em.m) != 0 {
 		t.Errorf("map keeps %d chains", len(em.m))
 	}
+}
+
+// TestPrepareDiscard checks that the records of a list that is not
+// applied (a failed list) and of changes seen already leave nothing
+// interned.
+func TestPrepareDiscard(t *testing.T) {
+	s := newTestCache(t)
+	c := s.cache
+	chs, rev := scaleChanges(t, s.kinds, 200)
+	c.prepare(chs)
+	if c.eps.strs.len() == 0 || c.eps.labels.len() == 0 {
+		t.Fatal("prepare interned nothing")
+	}
+	for _, ch := range chs {
+		if _, ok := ch.obj.(*apiv1.Endpoint); ok || (ch.kind == c.epKind) != (ch.rec != nil) {
+			t.Fatalf("change %s/%s not prepared: obj %T, rec %v", ch.tenant, ch.name, ch.obj, ch.rec != nil)
+		}
+	}
+	c.discard(chs)
+	if n, m := c.eps.strs.len(), c.eps.labels.len(); n != 0 || m != 0 {
+		t.Errorf("%d strings, %d label sets interned after discard", n, m)
+	}
+
+	// Loaded twice, the second time at older revisions: seen already.
+	chs, rev = scaleChanges(t, s.kinds, 200)
+	c.load(chs, rev)
+	before := c.eps.strs.len()
+	old, _ := scaleChanges(t, s.kinds, 200)
+	for i := range old {
+		old[i].rev = 1
+	}
+	c.prepare(old)
+	c.apply(old, rev)
+	if got := c.eps.strs.len(); got != before {
+		t.Errorf("%d strings interned, want %d", got, before)
+	}
+}
+
+// TestCacheConcurrentReads reads endpoints while they change, for the race
+// detector; the cache holds enough endpoints for a list of all to be
+// built without the lock.
+func TestCacheConcurrentReads(t *testing.T) {
+	s := newTestCache(t)
+	chs, rev := scaleChanges(t, s.kinds, buildLockedMax+100)
+	s.cache.load(chs, rev)
+	all := s.List(apiv1.KindEndpoint, "")
+	if len(all) <= buildLockedMax {
+		t.Fatalf("%d endpoints listed, want more than %d", len(all), buildLockedMax)
+	}
+	for _, o := range all {
+		m := o.GetObjectMeta()
+		got, _ := s.Get(apiv1.KindEndpoint, m.Tenant, m.Name)
+		if diff := cmp.Diff(got, o); diff != "" {
+			t.Fatalf("listed %s (-got +listed):\n%s", apiv1.RefOf(o), diff)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, ep := range s.EndpointsByHost("h1") {
+					_ = ep.Status.IP + ep.Metadata.Labels["app"]
+				}
+				s.EndpointsBySubnet("acme", "sn")
+				s.EndpointsByLabel("acme", "app", "web")
+				s.List(apiv1.KindEndpoint, "")
+				s.Get(apiv1.KindEndpoint, "acme", "e1")
+			}
+		})
+	}
+	for i := range 500 {
+		rev++
+		name := "e" + strconv.Itoa(i%20)
+		if i%7 == 6 {
+			delChange(t, s, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: name}, rev)
+			continue
+		}
+		ep := endpoint("acme", name, "h"+strconv.Itoa(i%3), "sn", map[string]string{"app": []string{"web", "db"}[i%2]})
+		ep.Status.IP = "10.0.0." + strconv.Itoa(i%250)
+		putChange(t, s, ep, rev)
+	}
+	close(stop)
+	wg.Wait()
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"sync"
@@ -33,7 +34,9 @@ const memEndpointsEnv = "WEFT_MEM_ENDPOINTS"
 // through its watch, so that its event ring is full too. The retained heap
 // is the difference made by closing the Store (after forced GCs), so the
 // embedded etcd's own heap is not counted; B/endpoint counts everything
-// the Store keeps (hosts and subnets included), divided by N.
+// the Store keeps (hosts and subnets included), divided by N; scanB/endpoint
+// is the part of it the GC must scan for pointers, objs/endpoint the heap
+// objects.
 func BenchmarkCacheMemory(b *testing.B) {
 	n := 100_000
 	if v := os.Getenv(memEndpointsEnv); v != "" {
@@ -52,7 +55,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 				if mode == "list" {
 					objs = memLoad(b, e.cli, n, false)
 				}
-				base := heapAfterGC()
+				base := heapAfterGC().bytes
 				s = memStore(b, e)
 				if mode == "watch" {
 					objs = memLoad(b, e.cli, n, true)
@@ -67,9 +70,11 @@ func BenchmarkCacheMemory(b *testing.B) {
 				s.Close()
 				s.cli.Close()
 				s = nil
-				freed := held - heapAfterGC()
-				b.ReportMetric(float64(freed)/float64(n), "B/endpoint")
-				b.ReportMetric(float64(held-base)/float64(n), "B/endpoint-grown")
+				after := heapAfterGC()
+				b.ReportMetric(float64(held.bytes-after.bytes)/float64(n), "B/endpoint")
+				b.ReportMetric(float64(held.bytes-base)/float64(n), "B/endpoint-grown")
+				b.ReportMetric(float64(held.scan-after.scan)/float64(n), "scanB/endpoint")
+				b.ReportMetric(float64(held.objects-after.objects)/float64(n), "objs/endpoint")
 				b.ReportMetric(float64(objects), "objects")
 				runtime.KeepAlive(objs)
 			}
@@ -90,12 +95,21 @@ func writeHeapProfile(b *testing.B, path string) {
 	}
 }
 
-func heapAfterGC() int64 {
+// heapStats describes the live heap.
+type heapStats struct {
+	bytes   int64 // allocated
+	scan    int64 // scannable: what the GC's mark phase reads
+	objects int64
+}
+
+func heapAfterGC() heapStats {
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
+	samples := []rtmetrics.Sample{{Name: "/gc/scan/heap:bytes"}}
+	rtmetrics.Read(samples)
+	return heapStats{bytes: int64(ms.HeapAlloc), scan: int64(samples[0].Value.Uint64()), objects: int64(ms.HeapObjects)}
 }
 
 // memStore starts a Store on a client of its own, as a replica has.
@@ -175,9 +189,11 @@ func memLoad(b *testing.B, cli *clientv3.Client, n int, update bool) []apiv1.Obj
 func (c *cache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	n := 0
+	n := c.eps.len()
 	for _, kc := range c.byKind {
-		n += kc.items.len()
+		if kc != nil {
+			n += kc.items.len()
+		}
 	}
 	return n
 }

@@ -16,6 +16,7 @@ import (
 const listPageSize = 5000
 
 // list reads every object under the prefix at one revision, page by page.
+// The changes it returns are prepared (see cache.prepare).
 func (s *Store) list(ctx context.Context) ([]change, int64, error) {
 	for attempt := 1; ; attempt++ {
 		snap, rev, err := s.listOnce(ctx)
@@ -41,16 +42,21 @@ func (s *Store) listOnce(ctx context.Context) ([]change, int64, error) {
 		}
 		resp, err := s.cli.Get(ctx, key, opts...)
 		if err != nil {
+			s.cache.discard(snap)
 			return nil, 0, fmt.Errorf("list %sv1/ at revision %d: %w", s.prefix, rev, err)
 		}
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
+		page := len(snap)
 		for _, kv := range resp.Kvs {
 			if ch, ok := s.decodeChange(kv, false); ok {
 				snap = append(snap, ch)
 			}
 		}
+		// Endpoints become records page by page: a million decoded
+		// objects would take several times the memory of the cache.
+		s.cache.prepare(snap[page:])
 		if !resp.More || len(resp.Kvs) == 0 {
 			return snap, rev, nil
 		}

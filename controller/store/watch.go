@@ -91,7 +91,7 @@ func (s *Store) Watch(ctx context.Context, kind, tenant string, fromRev int64) (
 		}
 		if from >= c.ring.start {
 			sub.after = from
-			sub.queue = append(early, c.ring.since(from, sub.matches)...)
+			sub.queue = append(early, c.replay(from, sub)...)
 			sub.undelivered.Store(int64(len(sub.queue)))
 			sub.wake <- struct{}{} // deliver the replay first
 			c.subs[sub] = struct{}{}
@@ -241,10 +241,15 @@ func (sub *subscriber) matches(ev *Event) bool {
 
 // wants reports whether ev is of sub's kind and tenant.
 func (sub *subscriber) wants(ev *Event) bool {
-	if sub.kind != nil && ev.Object.GetTypeMeta().Kind != sub.kind.info.Kind {
+	return sub.wantsOf(ev.Object.GetTypeMeta().Kind, ev.Object.GetObjectMeta().Tenant)
+}
+
+// wantsOf reports whether sub gets the events of an object of kind and tenant.
+func (sub *subscriber) wantsOf(kind, tenant string) bool {
+	if sub.kind != nil && kind != sub.kind.info.Kind {
 		return false
 	}
-	return sub.tenant == "" || ev.Object.GetObjectMeta().Tenant == sub.tenant
+	return sub.tenant == "" || tenant == sub.tenant
 }
 
 // offer queues the matching events; called with the cache lock held, with
@@ -328,16 +333,44 @@ func (s *Store) serve(ctx context.Context, sub *subscriber) {
 	}
 }
 
-// publish appends events to the ring and offers them to every subscriber.
-// c.mu must be held for writing.
-func (c *cache) publish(evs []Event) {
+// publish appends events to the ring, which takes over their references,
+// and offers them to every subscriber. c.mu must be held for writing.
+func (c *cache) publish(evs []ringEvent) {
 	if len(evs) == 0 {
 		return
 	}
-	c.ring.append(evs)
-	for sub := range c.subs {
-		sub.offer(evs)
+	if len(c.subs) > 0 {
+		// Built once for every subscriber, if one wants it.
+		out := make([]Event, 0, len(evs))
+		for i := range evs {
+			kind, tenant := c.kindTenant(&evs[i])
+			for sub := range c.subs {
+				if sub.wantsOf(kind, tenant) {
+					out = append(out, c.event(&evs[i]))
+					break
+				}
+			}
+		}
+		for sub := range c.subs {
+			sub.offer(out)
+		}
 	}
+	for i := range evs {
+		evs[i].decoded = nil
+	}
+	c.ring.append(evs, c.release)
+}
+
+// replay returns the events of the ring after revision from that sub
+// wants. c.mu must be held.
+func (c *cache) replay(from int64, sub *subscriber) []Event {
+	var evs []Event
+	c.ring.since(from, func(ev *ringEvent) {
+		if sub.wantsOf(c.kindTenant(ev)) {
+			evs = append(evs, c.event(ev))
+		}
+	})
+	return evs
 }
 
 // closeSubscribers marks the cache closed; serve goroutines end on the
@@ -351,39 +384,40 @@ func (c *cache) closeSubscribers() {
 // ring holds the most recent events in revision order. Every event after
 // revision start is in it.
 type ring struct {
-	buf   []Event
+	buf   []ringEvent
 	head  int // oldest
 	n     int
 	start int64
 }
 
-func (r *ring) at(i int) *Event { return &r.buf[(r.head+i)%len(r.buf)] }
+func (r *ring) at(i int) *ringEvent { return &r.buf[(r.head+i)%len(r.buf)] }
 
-func (r *ring) append(evs []Event) {
-	for _, ev := range evs {
+// append adds evs; release is called with each event that leaves the ring.
+func (r *ring) append(evs []ringEvent, release func(*ringEvent)) {
+	for i := range evs {
+		ev := &evs[i]
 		if len(r.buf) == 0 {
-			r.start = ev.Revision
+			r.start = ev.rev
+			release(ev)
 			continue
 		}
 		if r.n < len(r.buf) {
-			*r.at(r.n) = ev
+			*r.at(r.n) = *ev
 			r.n++
 			continue
 		}
-		r.start = r.buf[r.head].Revision
-		r.buf[r.head] = ev
+		oldest := &r.buf[r.head]
+		r.start = oldest.rev
+		release(oldest)
+		*oldest = *ev
 		r.head = (r.head + 1) % len(r.buf)
 	}
 }
 
-// since returns the events after rev that match.
-func (r *ring) since(rev int64, match func(*Event) bool) []Event {
-	i := sort.Search(r.n, func(i int) bool { return r.at(i).Revision > rev })
-	var evs []Event
+// since calls visit with the events after rev, in order.
+func (r *ring) since(rev int64, visit func(*ringEvent)) {
+	i := sort.Search(r.n, func(i int) bool { return r.at(i).rev > rev })
 	for ; i < r.n; i++ {
-		if ev := r.at(i); match(ev) {
-			evs = append(evs, *ev)
-		}
+		visit(r.at(i))
 	}
-	return evs
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -126,106 +127,143 @@ func TestWatchCompactedRevision(t *testing.T) {
 // TestWatchBreak breaks the cache's etcd watch and changes objects while
 // it is down; with compaction the cache must relist, without it resume.
 // Either way subscribers see every change once and the cache equals etcd.
+// Hosts are cached as objects, endpoints as records: both are tried.
 func TestWatchBreak(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		compact bool
-	}{
-		{"resume", false},
-		{"compacted, relist", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var (
-				watches int32
-				held    = make(chan int64, 1)
-				release = make(chan struct{})
-				once    sync.Once
-			)
-			hooks := testHooks{beforeWatch: func(rev int64) {
-				if atomic.AddInt32(&watches, 1) == 2 { // the rewatch after breakWatch
-					held <- rev
-					<-release
-				}
-			}}
-			env := newEnv(t, envOpts{hooks: hooks})
-			t.Cleanup(func() { once.Do(func() { close(release) }) }) // before Close, also on failure
-			s, cli := env.s, env.cli
-			for _, n := range []string{"x1", "x2", "x3", "x6"} {
-				put(t, s, host(n, "192.0.2.1"))
-			}
-			waitRev(t, s, put(t, s, host("x0", "192.0.2.1")))
-			ch, err := s.Watch(testCtx(t), "", "", 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-
-			waitFor(t, "first watch", func() bool { return atomic.LoadInt32(&watches) == 1 })
-			s.breakWatch()
-			from := <-held
-			hostRef := func(n string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindHost, Name: n} }
-			history := []ev{
-				{EventModified, "host/x1", put(t, s, host("x1", "192.0.2.11"))},
-				{EventDeleted, "host/x2", del(t, s, hostRef("x2"))},
-				{EventAdded, "host/x4", put(t, s, host("x4", "192.0.2.4"))},
-				{EventAdded, "host/x5", put(t, s, host("x5", "192.0.2.5"))},
-				{EventDeleted, "host/x5", del(t, s, hostRef("x5"))},
-				{EventModified, "host/x3", put(t, s, host("x3", "192.0.2.31"))},
-				{EventModified, "host/x3", put(t, s, host("x3", "192.0.2.32"))},
-				{EventDeleted, "host/x6", del(t, s, hostRef("x6"))},
-				{EventAdded, "host/x6", put(t, s, host("x6", "192.0.2.6"))},
-			}
-			last := history[len(history)-1].Rev
-			want, wantRelists := history, int64(0)
-			if tc.compact {
-				if _, err := cli.Compact(testCtx(t), last, clientv3.WithCompactPhysical()); err != nil {
-					t.Fatal(err)
-				}
-				// The difference, in key order, at the relist revision.
-				want, wantRelists = []ev{
-					{EventModified, "host/x1", last},
-					{EventModified, "host/x3", last},
-					{EventAdded, "host/x4", last},
-					{EventDeleted, "host/x6", last}, // deleted and created again: a new object
-					{EventAdded, "host/x6", last},
-					{EventDeleted, "host/x2", last},
-				}, 1
-			}
-			if s.Revision() != from {
-				t.Fatalf("cache moved to %d while its watch was down at %d", s.Revision(), from)
-			}
-			once.Do(func() { close(release) })
-
-			if diff := cmp.Diff(want, recv(t, ch, len(want))); diff != "" {
-				t.Errorf("events (-want +got):\n%s", diff)
-			}
-			waitRev(t, s, last)
-
-			// The cache equals etcd.
-			resp, err := cli.Get(testCtx(t), s.Key("v1/hosts/"), clientv3.WithPrefix())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var inEtcd, inCache []string
-			for _, kv := range resp.Kvs {
-				inEtcd = append(inEtcd, fmt.Sprintf("%s@%d", kv.Key, kv.ModRevision))
-			}
-			for _, o := range s.List("Host", "") {
-				inCache = append(inCache, fmt.Sprintf("%s@%s", s.ObjectKey(apiv1.RefOf(o)), o.GetObjectMeta().ResourceVersion))
-			}
-			if diff := cmp.Diff(inEtcd, inCache); diff != "" {
-				t.Errorf("cache vs etcd (-etcd +cache):\n%s", diff)
-			}
-
-			// The watch runs again: the next change arrives once, normally.
-			r := put(t, s, host("x7", "192.0.2.7"))
-			if diff := cmp.Diff([]ev{{EventAdded, "host/x7", r}}, recv(t, ch, 1)); diff != "" {
-				t.Errorf("afterwards (-want +got):\n%s", diff)
-			}
-			if got := s.Stats().Relists; got != wantRelists {
-				t.Errorf("relists %d, want %d", got, wantRelists)
-			}
-		})
+	type kindCase struct {
+		plural string
+		obj    func(name, ip string) apiv1.Object
+		ref    func(name string) apiv1.Ref
 	}
+	for _, kc := range []kindCase{
+		{"hosts", func(n, ip string) apiv1.Object { return host(n, ip) },
+			func(n string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindHost, Name: n} }},
+		{"endpoints", func(n, ip string) apiv1.Object {
+			ep := endpoint("acme", n, "h"+ip[len("192.0.2."):], "sn", map[string]string{"ip": ip})
+			ep.Status.IP = ip
+			return ep
+		}, func(n string) apiv1.Ref { return apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: n} }},
+	} {
+		for _, tc := range []struct {
+			name    string
+			compact bool
+		}{
+			{"resume", false},
+			{"compacted, relist", true},
+		} {
+			t.Run(kc.plural+"/"+tc.name, func(t *testing.T) { testWatchBreak(t, kc.plural, kc.obj, kc.ref, tc.compact) })
+		}
+	}
+}
+
+func testWatchBreak(t *testing.T, plural string, obj func(name, ip string) apiv1.Object, ref func(string) apiv1.Ref, compact bool) {
+	var (
+		watches int32
+		held    = make(chan int64, 1)
+		release = make(chan struct{})
+		once    sync.Once
+	)
+	hooks := testHooks{beforeWatch: func(rev int64) {
+		if atomic.AddInt32(&watches, 1) == 2 { // the rewatch after breakWatch
+			held <- rev
+			<-release
+		}
+	}}
+	env := newEnv(t, envOpts{hooks: hooks})
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before Close, also on failure
+	s, cli := env.s, env.cli
+	for _, n := range []string{"x1", "x2", "x3", "x6"} {
+		put(t, s, obj(n, "192.0.2.1"))
+	}
+	waitRev(t, s, put(t, s, obj("x0", "192.0.2.1")))
+	ch, err := s.Watch(testCtx(t), "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, "first watch", func() bool { return atomic.LoadInt32(&watches) == 1 })
+	s.breakWatch()
+	from := <-held
+	name := func(n string) string { return ref(n).String() }
+	history := []ev{
+		{EventModified, name("x1"), put(t, s, obj("x1", "192.0.2.11"))},
+		{EventDeleted, name("x2"), del(t, s, ref("x2"))},
+		{EventAdded, name("x4"), put(t, s, obj("x4", "192.0.2.4"))},
+		{EventAdded, name("x5"), put(t, s, obj("x5", "192.0.2.5"))},
+		{EventDeleted, name("x5"), del(t, s, ref("x5"))},
+		{EventModified, name("x3"), put(t, s, obj("x3", "192.0.2.31"))},
+		{EventModified, name("x3"), put(t, s, obj("x3", "192.0.2.32"))},
+		{EventDeleted, name("x6"), del(t, s, ref("x6"))},
+		{EventAdded, name("x6"), put(t, s, obj("x6", "192.0.2.6"))},
+	}
+	last := history[len(history)-1].Rev
+	want, wantRelists := history, int64(0)
+	if compact {
+		if _, err := cli.Compact(testCtx(t), last, clientv3.WithCompactPhysical()); err != nil {
+			t.Fatal(err)
+		}
+		// The difference, in key order, at the relist revision.
+		want, wantRelists = []ev{
+			{EventModified, name("x1"), last},
+			{EventModified, name("x3"), last},
+			{EventAdded, name("x4"), last},
+			{EventDeleted, name("x6"), last}, // deleted and created again: a new object
+			{EventAdded, name("x6"), last},
+			{EventDeleted, name("x2"), last},
+		}, 1
+	}
+	if s.Revision() != from {
+		t.Fatalf("cache moved to %d while its watch was down at %d", s.Revision(), from)
+	}
+	once.Do(func() { close(release) })
+
+	if diff := cmp.Diff(want, recv(t, ch, len(want))); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	waitRev(t, s, last)
+
+	// The cache equals etcd.
+	resp, err := cli.Get(testCtx(t), s.Key("v1/"+plural+"/"), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inEtcd, inCache []string
+	for _, kv := range resp.Kvs {
+		inEtcd = append(inEtcd, fmt.Sprintf("%s@%d", kv.Key, kv.ModRevision))
+	}
+	for _, o := range s.List(plural, "") {
+		inCache = append(inCache, fmt.Sprintf("%s@%s", s.ObjectKey(apiv1.RefOf(o)), o.GetObjectMeta().ResourceVersion))
+		stored, err := decodeObject(s.kinds.mustLookup(plural), o.GetObjectMeta().Tenant, o.GetObjectMeta().Name,
+			[]byte(mustEncode(o)), mustRev(t, o))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(stored, o); diff != "" {
+			t.Errorf("cached %s (-stored +cached):\n%s", apiv1.RefOf(o), diff)
+		}
+	}
+	if diff := cmp.Diff(inEtcd, inCache); diff != "" {
+		t.Errorf("cache vs etcd (-etcd +cache):\n%s", diff)
+	}
+
+	// The watch runs again: the next change arrives once, normally.
+	r := put(t, s, obj("x7", "192.0.2.7"))
+	if diff := cmp.Diff([]ev{{EventAdded, name("x7"), r}}, recv(t, ch, 1)); diff != "" {
+		t.Errorf("afterwards (-want +got):\n%s", diff)
+	}
+	if got := s.Stats().Relists; got != wantRelists {
+		t.Errorf("relists %d, want %d", got, wantRelists)
+	}
+
+}
+
+// mustRev returns the resourceVersion of o.
+func mustRev(t *testing.T, o apiv1.Object) int64 {
+	t.Helper()
+	rev, err := strconv.ParseInt(o.GetObjectMeta().ResourceVersion, 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %v", apiv1.RefOf(o), err)
+	}
+	return rev
 }
 
 func TestSlowSubscriberIsDropped(t *testing.T) {
