@@ -118,19 +118,20 @@ func (dec *Decoder) Decode(r wire.Resource) (any, error) {
 var hostFields = []string{"name", "hostID", "underlayIP", "capacityBps"}
 
 func fastHost(b []byte, h *Host) bool {
-	d := fastDecoder{b: b}
-	return d.document(func(key []byte) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
 		switch string(key) {
 		case "name":
-			return d.once(0) && d.string(&h.Name)
+			return d.Once(0) && d.String(&h.Name)
 		case "hostID":
-			return d.once(1) && d.uint32(&h.HostID)
+			return d.Once(1) && d.Uint32(&h.HostID)
 		case "underlayIP":
-			return d.once(2) && d.string(&h.UnderlayIP)
+			return d.Once(2) && d.String(&h.UnderlayIP)
 		case "capacityBps":
-			return d.once(3) && d.uint64(&h.CapacityBps)
+			return d.Once(3) && d.Uint64(&h.CapacityBps)
 		}
-		return d.unknownField(key, hostFields)
+		return d.UnknownField(key, hostFields)
 	})
 }
 
@@ -140,17 +141,18 @@ var (
 )
 
 func fastVPC(b []byte, v *VPC, sc *scratch) bool {
-	d := fastDecoder{b: b}
-	return d.document(func(key []byte) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
 		switch string(key) {
 		case "tenant":
-			return d.once(0) && d.string(&v.Tenant)
+			return d.Once(0) && d.String(&v.Tenant)
 		case "name":
-			return d.once(1) && d.string(&v.Name)
+			return d.Once(1) && d.String(&v.Name)
 		case "vni":
-			return d.once(2) && d.uint32(&v.VNI)
+			return d.Once(2) && d.Uint32(&v.VNI)
 		case "cidrs":
-			if !d.once(3) {
+			if !d.Once(3) {
 				return false
 			}
 			if sc == nil {
@@ -160,7 +162,7 @@ func fastVPC(b []byte, v *VPC, sc *scratch) bool {
 			v.CIDRs = sc.cidrs
 			return ok
 		case "subnets":
-			if !d.once(4) {
+			if !d.Once(4) {
 				return false
 			}
 			if sc == nil {
@@ -170,7 +172,7 @@ func fastVPC(b []byte, v *VPC, sc *scratch) bool {
 			v.Subnets = sc.subnets
 			return ok
 		}
-		return d.unknownField(key, vpcFields)
+		return d.UnknownField(key, vpcFields)
 	})
 }
 
@@ -181,19 +183,19 @@ func (d *fastDecoder) subnets(v *[]Subnet) bool {
 	if s == nil {
 		s = []Subnet{}
 	}
-	ok := d.array(func() bool {
+	ok := d.Array(func() bool {
 		s = append(s, Subnet{})
 		sn := &s[len(s)-1]
-		return d.object(func(key []byte) bool {
+		return d.Object(func(key []byte) bool {
 			switch string(key) {
 			case "name":
-				return d.once(0) && d.string(&sn.Name)
+				return d.Once(0) && d.String(&sn.Name)
 			case "cidr":
-				return d.once(1) && d.string(&sn.CIDR)
+				return d.Once(1) && d.String(&sn.CIDR)
 			case "gateway":
-				return d.once(2) && d.string(&sn.Gateway)
+				return d.Once(2) && d.String(&sn.Gateway)
 			}
-			return d.unknownField(key, subnetFields)
+			return d.UnknownField(key, subnetFields)
 		})
 	})
 	*v = s
@@ -204,35 +206,36 @@ var endpointFields = []string{"tenant", "name", "uid", "vpc", "vni", "subnet", "
 	"netns", "qosClass", "labels", "identity"}
 
 func fastEndpoint(b []byte, e *Endpoint, sc *scratch) bool {
-	d := fastDecoder{b: b}
-	return d.document(func(key []byte) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
 		switch string(key) {
 		case "tenant":
-			return d.once(0) && d.string(&e.Tenant)
+			return d.Once(0) && d.String(&e.Tenant)
 		case "name":
-			return d.once(1) && d.string(&e.Name)
+			return d.Once(1) && d.String(&e.Name)
 		case "uid":
-			return d.once(2) && d.string(&e.UID)
+			return d.Once(2) && d.String(&e.UID)
 		case "vpc":
-			return d.once(3) && d.string(&e.VPC)
+			return d.Once(3) && d.String(&e.VPC)
 		case "vni":
-			return d.once(4) && d.uint32(&e.VNI)
+			return d.Once(4) && d.Uint32(&e.VNI)
 		case "subnet":
-			return d.once(5) && d.string(&e.Subnet)
+			return d.Once(5) && d.String(&e.Subnet)
 		case "cidr":
-			return d.once(6) && d.string(&e.CIDR)
+			return d.Once(6) && d.String(&e.CIDR)
 		case "gateway":
-			return d.once(7) && d.string(&e.Gateway)
+			return d.Once(7) && d.String(&e.Gateway)
 		case "ip":
-			return d.once(8) && d.string(&e.IP)
+			return d.Once(8) && d.String(&e.IP)
 		case "mac":
-			return d.once(9) && d.string(&e.MAC)
+			return d.Once(9) && d.String(&e.MAC)
 		case "netns":
-			return d.once(10) && d.string(&e.Netns)
+			return d.Once(10) && d.String(&e.Netns)
 		case "qosClass":
-			return d.once(11) && d.string(&e.QoSClass)
+			return d.Once(11) && d.String(&e.QoSClass)
 		case "labels":
-			if !d.once(12) {
+			if !d.Once(12) {
 				return false
 			}
 			var m map[string]string
@@ -249,31 +252,32 @@ func fastEndpoint(b []byte, e *Endpoint, sc *scratch) bool {
 			e.Labels = m
 			return d.labels(m)
 		case "identity":
-			return d.once(13) && d.uint32(&e.Identity)
+			return d.Once(13) && d.Uint32(&e.Identity)
 		}
-		return d.unknownField(key, endpointFields)
+		return d.UnknownField(key, endpointFields)
 	})
 }
 
 var qosFields = []string{"tenant", "name", "minRateBps", "maxRateBps", "priority", "dscp"}
 
 func fastQoS(b []byte, q *QoS) bool {
-	d := fastDecoder{b: b}
-	return d.document(func(key []byte) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
 		switch string(key) {
 		case "tenant":
-			return d.once(0) && d.string(&q.Tenant)
+			return d.Once(0) && d.String(&q.Tenant)
 		case "name":
-			return d.once(1) && d.string(&q.Name)
+			return d.Once(1) && d.String(&q.Name)
 		case "minRateBps":
-			return d.once(2) && d.uint64(&q.MinRateBps)
+			return d.Once(2) && d.Uint64(&q.MinRateBps)
 		case "maxRateBps":
-			return d.once(3) && d.uint64(&q.MaxRateBps)
+			return d.Once(3) && d.Uint64(&q.MaxRateBps)
 		case "priority":
-			return d.once(4) && d.int(&q.Priority)
+			return d.Once(4) && d.Int(&q.Priority)
 		case "dscp":
-			return d.once(5) && d.int(&q.DSCP)
+			return d.Once(5) && d.Int(&q.DSCP)
 		}
-		return d.unknownField(key, qosFields)
+		return d.UnknownField(key, qosFields)
 	})
 }

@@ -3,7 +3,8 @@ package wire
 import (
 	"encoding/base64"
 	"encoding/json"
-	"unicode/utf8"
+
+	"github.com/weftnet/weft/internal/jsonscan"
 )
 
 // A one-pass decoder for the bodies of the frames that a session carries
@@ -20,30 +21,32 @@ import (
 // a repeated field, a number that is not a plain unsigned integer,
 // non-ASCII in a field name, invalid JSON) it gives up, and the body is
 // decoded by json.Unmarshal, so the result, and the error, are exactly
-// json.Unmarshal's for every input (FuzzFastDecode checks this).
+// json.Unmarshal's for every input (FuzzFastDecode checks this). The
+// scanning is jsonscan's; this file adds the types of a Delta.
 
 // fastDecodeDelta decodes b into m, which must be zero. It reports false
 // if json.Unmarshal must decode b instead (m is then to be discarded).
 func fastDecodeDelta(b []byte, m *Delta) bool {
-	d := fastDecoder{b: b}
-	return d.document(func(key []byte) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
 		switch string(key) {
 		case "fromVersion":
-			return d.once(0) && d.uint(&m.FromVersion)
+			return d.Once(0) && d.Uint64(&m.FromVersion)
 		case "toVersion":
-			return d.once(1) && d.uint(&m.ToVersion)
+			return d.Once(1) && d.Uint64(&m.ToVersion)
 		case "snapshot":
-			return d.once(2) && d.bool(&m.Snapshot)
+			return d.Once(2) && d.Bool(&m.Snapshot)
 		case "more":
-			return d.once(3) && d.bool(&m.More)
+			return d.Once(3) && d.Bool(&m.More)
 		case "upserts":
-			return d.once(4) && d.resources(&m.Upserts)
+			return d.Once(4) && d.resources(&m.Upserts)
 		case "deletes":
-			return d.once(5) && d.keys(&m.Deletes)
+			return d.Once(5) && d.keys(&m.Deletes)
 		case "viewHash":
-			return d.once(6) && d.base64(&m.ViewHash)
+			return d.Once(6) && d.base64(&m.ViewHash)
 		}
-		return d.unknownField(key, deltaFields)
+		return d.UnknownField(key, deltaFields)
 	})
 }
 
@@ -52,252 +55,29 @@ var deltaFields = []string{"fromVersion", "toVersion", "snapshot", "more", "upse
 // fastDecodeAck decodes b into m, which must be zero, or reports false
 // (see fastDecodeDelta).
 func fastDecodeAck(b []byte, m *Ack) bool {
-	d := fastDecoder{b: b}
-	return d.document(func(key []byte) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
 		if string(key) == "version" {
-			return d.once(0) && d.uint(&m.Version)
+			return d.Once(0) && d.Uint64(&m.Version)
 		}
-		return d.unknownField(key, ackFields)
+		return d.UnknownField(key, ackFields)
 	})
 }
 
 var ackFields = []string{"version"}
 
-// fastDecoder reads b from position i. Its methods return false when the
-// input leaves the plain form (see above).
+// fastDecoder is a jsonscan.Scanner with the types of a Delta.
 type fastDecoder struct {
-	b []byte
-	i int
-	// seen is the set of fields already decoded in the object being read
-	// (bit n: the field passed to once(n)).
-	seen uint32
+	jsonscan.Scanner
 	// lastType is the last resource type decoded: the next one with the
 	// same bytes shares its string.
 	lastType string
 }
 
-// document decodes b as one object, each field by field, followed by
-// nothing but whitespace.
-func (d *fastDecoder) document(field func(key []byte) bool) bool {
-	if !d.object(field) {
-		return false
-	}
-	d.space()
-	return d.i == len(d.b)
-}
-
-func (d *fastDecoder) space() {
-	for d.i < len(d.b) {
-		switch d.b[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
-}
-
-// next skips whitespace and returns the next byte (0 at the end).
-func (d *fastDecoder) next() byte {
-	d.space()
-	if d.i < len(d.b) {
-		return d.b[d.i]
-	}
-	return 0
-}
-
-// object decodes an object, calling field for each member with the
-// decoder positioned at the value; field must consume the value.
-func (d *fastDecoder) object(field func(key []byte) bool) bool {
-	if d.next() != '{' {
-		return false
-	}
-	d.i++
-	outer := d.seen // the fields seen in the enclosing object
-	d.seen = 0
-	if d.next() == '}' {
-		d.i++
-		d.seen = outer
-		return true
-	}
-	for {
-		if d.next() != '"' {
-			return false
-		}
-		key, ok := d.fieldName()
-		if !ok || d.next() != ':' {
-			return false
-		}
-		d.i++
-		if !field(key) {
-			return false
-		}
-		switch d.next() {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			d.seen = outer
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// once marks field n as seen; a repeated field is left to json.Unmarshal
-// (which merges it into the first).
-func (d *fastDecoder) once(n uint) bool {
-	if d.seen&(1<<n) != 0 {
-		return false
-	}
-	d.seen |= 1 << n
-	return true
-}
-
-// fieldName reads a quoted field name of printable ASCII without escapes.
-func (d *fastDecoder) fieldName() ([]byte, bool) {
-	start := d.i + 1
-	for j := start; j < len(d.b); j++ {
-		switch c := d.b[j]; {
-		case c == '"':
-			d.i = j + 1
-			return d.b[start:j], true
-		case c < 0x20 || c >= 0x80 || c == '\\':
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-// unknownField skips the value of a field that is not one of known; a
-// name that matches one of them but for case (json.Unmarshal would decode
-// it into that field) gives up.
-func (d *fastDecoder) unknownField(key []byte, known []string) bool {
-	for _, k := range known {
-		if equalFoldASCII(key, k) {
-			return false
-		}
-	}
-	_, ok := d.value()
-	return ok
-}
-
-func equalFoldASCII(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// uint reads a plain unsigned integer (what strconv.ParseUint accepts of
-// a JSON number).
-func (d *fastDecoder) uint(v *uint64) bool {
-	d.space()
-	start := d.i
-	var n uint64
-	for d.i < len(d.b) {
-		c := d.b[d.i]
-		if c < '0' || c > '9' {
-			break
-		}
-		if n > (1<<64-1)/10 || n*10 > 1<<64-1-uint64(c-'0') {
-			return false // overflow
-		}
-		n = n*10 + uint64(c-'0')
-		d.i++
-	}
-	switch {
-	case d.i == start:
-		return false
-	case d.b[start] == '0' && d.i-start > 1:
-		return false // a leading zero: invalid JSON
-	case d.i < len(d.b) && (d.b[d.i] == '.' || d.b[d.i] == 'e' || d.b[d.i] == 'E'):
-		return false // a fraction or exponent
-	}
-	*v = n
-	return true
-}
-
-func (d *fastDecoder) bool(v *bool) bool {
-	d.space()
-	switch {
-	case d.literal("true"):
-		*v = true
-	case d.literal("false"):
-		*v = false
-	default:
-		return false
-	}
-	return true
-}
-
-// literal consumes lit if the input continues with it (and not with more
-// letters: "truex" is invalid JSON).
-func (d *fastDecoder) literal(lit string) bool {
-	end := d.i + len(lit)
-	if end > len(d.b) || string(d.b[d.i:end]) != lit {
-		return false
-	}
-	if end < len(d.b) {
-		if c := d.b[end]; 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			return false
-		}
-	}
-	d.i = end
-	return true
-}
-
-// rawString reads a quoted string without escapes or control characters
-// and returns its bytes, which must be valid UTF-8 (json.Unmarshal would
-// replace invalid bytes).
-func (d *fastDecoder) rawString() ([]byte, bool) {
-	if d.next() != '"' {
-		return nil, false
-	}
-	start := d.i + 1
-	ascii := true
-	for j := start; j < len(d.b); j++ {
-		switch c := d.b[j]; {
-		case c == '"':
-			s := d.b[start:j]
-			if !ascii && !utf8.Valid(s) {
-				return nil, false
-			}
-			d.i = j + 1
-			return s, true
-		case c < 0x20 || c == '\\':
-			return nil, false
-		case c >= 0x80:
-			ascii = false
-		}
-	}
-	return nil, false
-}
-
-func (d *fastDecoder) string(v *string) bool {
-	s, ok := d.rawString()
-	if ok {
-		*v = string(s)
-	}
-	return ok
-}
-
 // base64 decodes a []byte field as json.Unmarshal does.
 func (d *fastDecoder) base64(v *[]byte) bool {
-	s, ok := d.rawString()
+	s, ok := d.RawString()
 	if !ok {
 		return false
 	}
@@ -310,78 +90,61 @@ func (d *fastDecoder) base64(v *[]byte) bool {
 	return true
 }
 
-// array decodes an array, calling elem for each element with the decoder
-// positioned at it. An empty array gives empty, not nil (as
-// json.Unmarshal).
-func (d *fastDecoder) array(empty func(), elem func() bool) bool {
-	if d.next() != '[' {
-		return false
-	}
-	d.i++
-	if d.next() == ']' {
-		d.i++
-		empty()
-		return true
-	}
-	for {
-		if !elem() {
-			return false
-		}
-		switch d.next() {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
-
+// resources decodes an array of resources into *v, which must be nil; an
+// empty array gives empty, not nil (as json.Unmarshal).
 func (d *fastDecoder) resources(v *[]Resource) bool {
-	return d.array(func() { *v = []Resource{} }, func() bool {
+	ok := d.Array(func() bool {
 		var r Resource
-		ok := d.object(func(key []byte) bool {
+		ok := d.Object(func(key []byte) bool {
 			switch string(key) {
 			case "key":
-				return d.once(0) && d.key(&r.Key)
+				return d.Once(0) && d.key(&r.Key)
 			case "data":
-				if !d.once(1) {
+				if !d.Once(1) {
 					return false
 				}
-				raw, ok := d.value()
+				raw, ok := d.Value()
 				if ok {
 					r.Data = json.RawMessage(append([]byte(nil), raw...))
 				}
 				return ok
 			}
-			return d.unknownField(key, resourceFields)
+			return d.UnknownField(key, resourceFields)
 		})
 		*v = append(*v, r)
 		return ok
 	})
+	if ok && *v == nil {
+		*v = []Resource{}
+	}
+	return ok
 }
 
 var resourceFields = []string{"key", "data"}
 
+// keys decodes an array of keys into *v, which must be nil (see
+// resources).
 func (d *fastDecoder) keys(v *[]ResourceKey) bool {
-	return d.array(func() { *v = []ResourceKey{} }, func() bool {
+	ok := d.Array(func() bool {
 		var k ResourceKey
 		ok := d.key(&k)
 		*v = append(*v, k)
 		return ok
 	})
+	if ok && *v == nil {
+		*v = []ResourceKey{}
+	}
+	return ok
 }
 
 func (d *fastDecoder) key(k *ResourceKey) bool {
-	return d.object(func(key []byte) bool {
+	return d.Object(func(key []byte) bool {
 		switch string(key) {
 		case "type":
-			if !d.once(0) {
+			if !d.Once(0) {
 				return false
 			}
-			s, ok := d.rawString()
+			s, ok := d.RawString()
 			if !ok {
 				return false
 			}
@@ -391,148 +154,10 @@ func (d *fastDecoder) key(k *ResourceKey) bool {
 			k.Type = d.lastType
 			return true
 		case "id":
-			return d.once(1) && d.string(&k.ID)
+			return d.Once(1) && d.String(&k.ID)
 		}
-		return d.unknownField(key, keyFields)
+		return d.UnknownField(key, keyFields)
 	})
 }
 
 var keyFields = []string{"type", "id"}
-
-// fastMaxDepth bounds the nesting of a value skipped (json.Unmarshal
-// allows 10,000 levels; deeper values are left to it).
-const fastMaxDepth = 1000
-
-// value skips one JSON value of any kind, checking that it is valid, and
-// returns its bytes.
-func (d *fastDecoder) value() ([]byte, bool) {
-	d.space()
-	start := d.i
-	if !d.skip(0) {
-		return nil, false
-	}
-	return d.b[start:d.i], true
-}
-
-func (d *fastDecoder) skip(depth int) bool {
-	if depth > fastMaxDepth {
-		return false
-	}
-	switch d.next() {
-	case '{':
-		d.i++
-		if d.next() == '}' {
-			d.i++
-			return true
-		}
-		for {
-			if d.next() != '"' || !d.skipString() || d.next() != ':' {
-				return false
-			}
-			d.i++
-			if !d.skip(depth + 1) {
-				return false
-			}
-			switch d.next() {
-			case ',':
-				d.i++
-			case '}':
-				d.i++
-				return true
-			default:
-				return false
-			}
-		}
-	case '[':
-		return d.array(func() {}, func() bool { return d.skip(depth + 1) })
-	case '"':
-		return d.skipString()
-	case 't':
-		return d.literal("true")
-	case 'f':
-		return d.literal("false")
-	case 'n':
-		return d.literal("null")
-	}
-	return d.skipNumber()
-}
-
-// skipString skips a valid JSON string (escapes allowed; any byte from
-// 0x20 up, as json's scanner, which does not check UTF-8).
-func (d *fastDecoder) skipString() bool {
-	j := d.i + 1
-	for j < len(d.b) {
-		c := d.b[j]
-		switch {
-		case c == '"':
-			d.i = j + 1
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			if j+1 >= len(d.b) {
-				return false
-			}
-			switch d.b[j+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				j += 2
-			case 'u':
-				if j+6 > len(d.b) {
-					return false
-				}
-				for _, h := range d.b[j+2 : j+6] {
-					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
-						return false
-					}
-				}
-				j += 6
-			default:
-				return false
-			}
-		default:
-			j++
-		}
-	}
-	return false
-}
-
-// skipNumber skips a JSON number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (d *fastDecoder) skipNumber() bool {
-	b, j := d.b, d.i
-	if j < len(b) && b[j] == '-' {
-		j++
-	}
-	switch {
-	case j < len(b) && b[j] == '0':
-		j++
-	case j < len(b) && '1' <= b[j] && b[j] <= '9':
-		for j < len(b) && '0' <= b[j] && b[j] <= '9' {
-			j++
-		}
-	default:
-		return false
-	}
-	if j < len(b) && b[j] == '.' {
-		j++
-		if j >= len(b) || b[j] < '0' || b[j] > '9' {
-			return false
-		}
-		for j < len(b) && '0' <= b[j] && b[j] <= '9' {
-			j++
-		}
-	}
-	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
-		j++
-		if j < len(b) && (b[j] == '+' || b[j] == '-') {
-			j++
-		}
-		if j >= len(b) || b[j] < '0' || b[j] > '9' {
-			return false
-		}
-		for j < len(b) && '0' <= b[j] && b[j] <= '9' {
-			j++
-		}
-	}
-	d.i = j
-	return true
-}
