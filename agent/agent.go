@@ -33,7 +33,10 @@ type Agent struct {
 
 	hostID    atomic.Uint32
 	connected atomic.Bool
-	version   atomic.Uint64 // mirror of view.Version for lock-free reads
+	// lastStreamErr is the error text that ended the latest config-stream
+	// session or attempt (LastStreamError).
+	lastStreamErr atomic.Value
+	version       atomic.Uint64 // mirror of view.Version for lock-free reads
 
 	// setMu serializes programming: Driver.Set, adopting a view, persisting.
 	// Lock order: setMu, then mu, then learnMu.

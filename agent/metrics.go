@@ -31,14 +31,19 @@ type Stats struct {
 	HeartbeatAcks     uint64
 	// Config stream and programming.
 	StreamConnects uint64 // sessions welcomed by a controller
-	Acks           uint64
-	Nacks          uint64
-	HashMismatches uint64 // deltas refused because the view hash did not match
-	SetErrors      uint64 // failed Driver.Set calls
-	Reconciles     uint64 // periodic or retry re-Sets
-	Repairs        uint64 // re-Sets that wrote to the data plane (drift repaired)
-	PersistErrors  uint64
-	ReportErrors   uint64 // failed Register or ReportEndpoints calls
+	// StreamLost counts welcomed sessions that ended (read, write or
+	// protocol errors; a replica leaving the list), StreamFailed attempts
+	// that never got a Welcome (dial, handshake timeout, refusal), and
+	// StreamRefused those of them a controller refused (stale, auth, full).
+	StreamLost, StreamFailed, StreamRefused uint64
+	Acks                                    uint64
+	Nacks                                   uint64
+	HashMismatches                          uint64 // deltas refused because the view hash did not match
+	SetErrors                               uint64 // failed Driver.Set calls
+	Reconciles                              uint64 // periodic or retry re-Sets
+	Repairs                                 uint64 // re-Sets that wrote to the data plane (drift repaired)
+	PersistErrors                           uint64
+	ReportErrors                            uint64 // failed Register or ReportEndpoints calls
 }
 
 // counters are the live counters behind Stats.
@@ -49,6 +54,7 @@ type counters struct {
 	invalidations, invalidStale, invalidIgnored, expiries  atomic.Uint64
 	rejected, heartbeats, heartbeatAcks                    atomic.Uint64
 	connects, acks, nacks, hashMismatches                  atomic.Uint64
+	streamLost, streamFailed, streamRefused                atomic.Uint64
 	setErrors, reconciles, repairs, persistErrs, reportErr atomic.Uint64
 }
 
@@ -62,6 +68,7 @@ func (c *counters) snapshot() Stats {
 		Expiries:          c.expiries.Load(),
 		DatagramsRejected: c.rejected.Load(), HeartbeatsSent: c.heartbeats.Load(), HeartbeatAcks: c.heartbeatAcks.Load(),
 		StreamConnects: c.connects.Load(), Acks: c.acks.Load(), Nacks: c.nacks.Load(),
+		StreamLost: c.streamLost.Load(), StreamFailed: c.streamFailed.Load(), StreamRefused: c.streamRefused.Load(),
 		HashMismatches: c.hashMismatches.Load(),
 		SetErrors:      c.setErrors.Load(), Reconciles: c.reconciles.Load(), Repairs: c.repairs.Load(),
 		PersistErrors: c.persistErrs.Load(), ReportErrors: c.reportErr.Load(),
@@ -103,6 +110,9 @@ func (a *Agent) register(reg prometheus.Registerer) error {
 		counter("heartbeats_sent_total", "Heartbeats sent.", &c.heartbeats, nil),
 		counter("heartbeat_acks_total", "Heartbeat acknowledgements received.", &c.heartbeatAcks, nil),
 		counter("stream_connects_total", "Config-stream sessions welcomed by a controller.", &c.connects, nil),
+		counter("stream_lost_total", "Welcomed config-stream sessions that ended.", &c.streamLost, nil),
+		counter("stream_failed_total", "Config-stream attempts that got no Welcome (dial, handshake, refusal).", &c.streamFailed, nil),
+		counter("stream_refused_total", "Config-stream attempts a controller refused.", &c.streamRefused, nil),
 		counter("deltas_total", deltasHelp, &c.acks, result("ack")),
 		counter("deltas_total", deltasHelp, &c.nacks, result("nack")),
 		counter("view_hash_mismatches_total", "Deltas refused because the view did not match the controller's hash afterwards.", &c.hashMismatches, nil),

@@ -43,6 +43,7 @@ func (a *Agent) streamLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			a.noteStreamEnd(welcomed, err)
 			if welcomed {
 				lasted := time.Since(start)
 				stable = lasted >= a.cfg.Backoff.Max
@@ -57,6 +58,32 @@ func (a *Agent) streamLoop(ctx context.Context) {
 			attempt = min(attempt+1, 62)
 		}
 	}
+}
+
+// noteStreamEnd counts a session's end and keeps its error for
+// LastStreamError.
+func (a *Agent) noteStreamEnd(welcomed bool, err error) {
+	switch {
+	case welcomed:
+		a.counters.streamLost.Add(1)
+	case errors.Is(err, ErrRefused):
+		a.counters.streamRefused.Add(1)
+		a.counters.streamFailed.Add(1)
+	default:
+		a.counters.streamFailed.Add(1)
+	}
+	if err != nil {
+		a.lastStreamErr.Store(err.Error())
+	}
+}
+
+// LastStreamError returns the error that ended the latest config-stream
+// session or attempt ("" if none did).
+func (a *Agent) LastStreamError() string {
+	if s, ok := a.lastStreamErr.Load().(string); ok {
+		return s
+	}
+	return ""
 }
 
 // session runs one config stream with the replica at addr until it fails

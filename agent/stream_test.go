@@ -286,6 +286,12 @@ func TestReconnectResumes(t *testing.T) {
 	if got := h.agent.Stats().StreamConnects; got != 2 {
 		t.Errorf("StreamConnects = %d, want 2", got)
 	}
+	if st := h.agent.Stats(); st.StreamLost != 1 || st.StreamFailed != 0 {
+		t.Errorf("StreamLost %d StreamFailed %d, want 1 and 0 (one welcomed session dropped)", st.StreamLost, st.StreamFailed)
+	}
+	if e := h.agent.LastStreamError(); e == "" {
+		t.Error("LastStreamError empty after a dropped session")
+	}
 }
 
 // TestReplicaFailover: replicas are tried in rendezvous order; one that
@@ -329,6 +335,9 @@ func TestReplicaFailover(t *testing.T) {
 	s := good.accept(t)
 	if s.hello.Host != host {
 		t.Fatalf("hello from %q, want %q", s.hello.Host, host)
+	}
+	if st := a.Stats(); refusals.Load() > 0 && (st.StreamRefused == 0 || st.StreamFailed < st.StreamRefused) {
+		t.Errorf("StreamRefused %d StreamFailed %d after %d refusals", st.StreamRefused, st.StreamFailed, refusals.Load())
 	}
 	if refusals.Load() == 0 {
 		t.Errorf("the agent reached the replica ranked last without trying the one that refuses it")

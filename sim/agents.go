@@ -268,7 +268,9 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		}
 	}
 	// Start them from many goroutines: once thousands of agents run, one
-	// starting loop would get a tiny share of the scheduler.
+	// starting loop would get a tiny share of the scheduler. The counters
+	// are reported meanwhile: at 100,000 agents a process takes ~14 s to
+	// start its share, and its first agents are programmed long before.
 	startedAt := time.Now().UnixNano()
 	var (
 		next     atomic.Int64
@@ -276,6 +278,9 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		errOnce  sync.Once
 		wg       sync.WaitGroup
 	)
+	// Before the deferred close of the started agents (LIFO): isStarted
+	// is complete once the starters are done.
+	defer wg.Wait()
 	for range min(startWorkers, spec.Count) {
 		wg.Go(func() {
 			for {
@@ -291,11 +296,8 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			}
 		})
 	}
-	wg.Wait()
-	if startErr != nil {
-		return startErr
-	}
-	em.emit(&message{T: "started", StartedAt: startedAt, At: time.Now().UnixNano()})
+	startDone := make(chan struct{})
+	go func() { wg.Wait(); close(startDone) }()
 
 	programmedAt := make([]int64, spec.Count)
 	var programmed int
@@ -328,6 +330,16 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			m.AnswersFound += s.AnswersFound
 			m.AnswersMissing += s.AnswersMissing
 			m.Invalidations += s.Invalidations
+			m.StreamLost += s.StreamLost
+			m.StreamFailed += s.StreamFailed
+			m.StreamRefused += s.StreamRefused
+		}
+		// A sample: the latest error of the first agent that has one.
+		for _, a := range agents {
+			if e := a.LastStreamError(); e != "" {
+				m.LastStreamErr = e
+				break
+			}
 		}
 		em.emit(&m)
 	}
@@ -340,6 +352,12 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-startDone:
+			startDone = nil
+			if startErr != nil {
+				return startErr
+			}
+			em.emit(&message{T: "started", StartedAt: startedAt, At: time.Now().UnixNano()})
 		case <-checkT.C:
 			if programmed < spec.Count {
 				check()

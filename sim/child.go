@@ -46,16 +46,21 @@ type message struct {
 	Etcd  []string `json:"etcd,omitempty"`
 
 	// stats (agents); Seq echoes the command "report SEQ"
-	Seq              string `json:"seq,omitempty"`
-	Agents           int    `json:"agents,omitempty"`
-	Connected        int    `json:"connected,omitempty"`
-	Programmed       int    `json:"programmed,omitempty"`
-	HeartbeatsSent   uint64 `json:"hbSent,omitempty"`
-	HeartbeatAcks    uint64 `json:"hbAcks,omitempty"`
-	LookupQueries    uint64 `json:"lookupQueries,omitempty"`
-	AnswersFound     uint64 `json:"answersFound,omitempty"`
-	AnswersMissing   uint64 `json:"answersMissing,omitempty"`
-	Invalidations    uint64 `json:"invalidations,omitempty"`
+	Seq            string `json:"seq,omitempty"`
+	Agents         int    `json:"agents,omitempty"`
+	Connected      int    `json:"connected,omitempty"`
+	Programmed     int    `json:"programmed,omitempty"`
+	HeartbeatsSent uint64 `json:"hbSent,omitempty"`
+	HeartbeatAcks  uint64 `json:"hbAcks,omitempty"`
+	LookupQueries  uint64 `json:"lookupQueries,omitempty"`
+	AnswersFound   uint64 `json:"answersFound,omitempty"`
+	AnswersMissing uint64 `json:"answersMissing,omitempty"`
+	Invalidations  uint64 `json:"invalidations,omitempty"`
+	StreamLost     uint64 `json:"streamLost,omitempty"`
+	StreamFailed   uint64 `json:"streamFailed,omitempty"`
+	StreamRefused  uint64 `json:"streamRefused,omitempty"`
+	// LastStreamErr is one agent's latest config-stream error (a sample).
+	LastStreamErr    string `json:"lastStreamErr,omitempty"`
 	StartedAt        int64  `json:"startedAt,omitempty"`        // unix ns: the agents were started
 	LastProgrammedAt int64  `json:"lastProgrammedAt,omitempty"` // unix ns: the latest first-programmed time
 

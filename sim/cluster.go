@@ -445,6 +445,13 @@ type Stats struct {
 	AnswersFound   uint64 `json:"answersFound"`
 	AnswersMissing uint64 `json:"answersMissing"`
 	Invalidations  uint64 `json:"invalidations"`
+	// StreamLost, StreamFailed and StreamRefused sum the agents' config
+	// stream ends (agent.Stats); LastStreamError is one group's sample of
+	// the latest error.
+	StreamLost      uint64 `json:"streamLost"`
+	StreamFailed    uint64 `json:"streamFailed"`
+	StreamRefused   uint64 `json:"streamRefused"`
+	LastStreamError string `json:"lastStreamError,omitempty"`
 	// LastProgrammed is when the last agent programmed so far was
 	// programmed (zero before any).
 	LastProgrammed time.Time `json:"-"`
@@ -480,6 +487,12 @@ func (c *Cluster) Stats() Stats {
 		s.AnswersFound += m.AnswersFound
 		s.AnswersMissing += m.AnswersMissing
 		s.Invalidations += m.Invalidations
+		s.StreamLost += m.StreamLost
+		s.StreamFailed += m.StreamFailed
+		s.StreamRefused += m.StreamRefused
+		if m.LastStreamErr != "" {
+			s.LastStreamError = m.LastStreamErr
+		}
 		last = max(last, m.LastProgrammedAt)
 	}
 	if last > 0 {
@@ -590,9 +603,12 @@ func (c *Cluster) progressLine(s Stats) {
 		}
 		fmt.Fprintf(&b, " agents %.0fMiB/%.1fs", float64(rss)/(1<<20), cpu.Seconds())
 	}
-	c.prog("%6.1fs connected %d/%d programmed %d heartbeats %d lookups %d answered %d |%s",
+	c.prog("%6.1fs connected %d/%d programmed %d heartbeats %d lookups %d answered %d streams lost %d failed %d (refused %d) |%s",
 		time.Since(c.agentsStart).Seconds(), s.Connected, s.Agents, s.Programmed, s.HeartbeatsSent,
-		s.LookupQueries, s.AnswersFound+s.AnswersMissing, b.String())
+		s.LookupQueries, s.AnswersFound+s.AnswersMissing, s.StreamLost, s.StreamFailed, s.StreamRefused, b.String())
+	if s.StreamLost+s.StreamFailed > 0 && s.LastStreamError != "" {
+		c.prog("         latest stream error (sample): %s", s.LastStreamError)
+	}
 }
 
 // Resolve makes the agent of host send a packet from its local endpoint
