@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -16,10 +15,6 @@ import (
 	"github.com/weftnet/weft/internal/scaleobjects"
 )
 
-// memEndpointsEnv sets the number of endpoints of BenchmarkRegistryMemory
-// (default 100,000; keep it ≤ 200,000 on shared machines).
-const memEndpointsEnv = "WEFT_MEM_ENDPOINTS"
-
 // BenchmarkRegistryMemory measures the live heap that a Registry keeps for
 // a replica that serves no writes, in the sim's shape scaled to N
 // endpoints (N/100 subnets, N/10 hosts, one endpoint per host per subnet;
@@ -32,13 +27,7 @@ const memEndpointsEnv = "WEFT_MEM_ENDPOINTS"
 //
 //	WEFT_MEM_ENDPOINTS=100000 go test -run XXX -bench RegistryMemory -benchtime 1x ./controller/registry/
 func BenchmarkRegistryMemory(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv(memEndpointsEnv); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 100 {
-			b.Fatalf("%s=%q: want a number ≥ 100", memEndpointsEnv, v)
-		}
-	}
+	n := scaleobjects.Endpoints(b, 100_000)
 	b.Run("endpoints="+strconv.Itoa(n), func(b *testing.B) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	rtmetrics "runtime/metrics"
 	"runtime/pprof"
-	"strconv"
 	"sync"
 	"testing"
 
@@ -16,10 +15,6 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/internal/scaleobjects"
 )
-
-// memEndpointsEnv sets the number of endpoints of BenchmarkCacheMemory
-// (default 100,000; keep it ≤ 200,000 on shared machines).
-const memEndpointsEnv = "WEFT_MEM_ENDPOINTS"
 
 // BenchmarkCacheMemory measures the live heap a Store's cache keeps per
 // endpoint, in the sim's shape scaled to N endpoints: N/10 hosts, N/100
@@ -38,13 +33,7 @@ const memEndpointsEnv = "WEFT_MEM_ENDPOINTS"
 // is the part of it the GC must scan for pointers, objs/endpoint the heap
 // objects.
 func BenchmarkCacheMemory(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv(memEndpointsEnv); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 100 {
-			b.Fatalf("%s=%q: want a number ≥ 100", memEndpointsEnv, v)
-		}
-	}
+	n := scaleobjects.Endpoints(b, 100_000)
 	for _, mode := range []string{"list", "watch"} {
 		b.Run(fmt.Sprintf("mode=%s/endpoints=%d", mode, n), func(b *testing.B) {
 			e := newEnv(b, envOpts{})

@@ -5,7 +5,9 @@ package scaleobjects
 
 import (
 	"fmt"
+	"os"
 	"strconv"
+	"testing"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 )
@@ -61,4 +63,22 @@ func Objects(n int, pending bool) []apiv1.Object {
 		objs = append(objs, ep)
 	}
 	return objs
+}
+
+// EndpointsEnv names the environment variable that sets the number of
+// endpoints of the memory benchmarks built on Objects.
+const EndpointsEnv = "WEFT_MEM_ENDPOINTS"
+
+// Endpoints returns the endpoint count a memory benchmark runs with:
+// EndpointsEnv if set (at least 100; tb fails otherwise), else def.
+func Endpoints(tb testing.TB, def int) int {
+	v := os.Getenv(EndpointsEnv)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 100 {
+		tb.Fatalf("%s=%q: want a number ≥ 100", EndpointsEnv, v)
+	}
+	return n
 }

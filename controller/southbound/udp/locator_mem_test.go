@@ -2,12 +2,12 @@ package udp
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
 	"testing"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/scaleobjects"
 )
 
 // BenchmarkLocatorMemory measures the live heap the Locator's own index
@@ -17,13 +17,7 @@ import (
 //
 //	go test -run XXX -bench LocatorMemory -benchtime 1x ./controller/southbound/udp/
 func BenchmarkLocatorMemory(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv("WEFT_MEM_ENDPOINTS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 100 {
-			b.Fatalf("WEFT_MEM_ENDPOINTS=%q: want a number ≥ 100", v)
-		}
-	}
+	n := scaleobjects.Endpoints(b, 100_000)
 	hosts, vnis := n/10, n/100
 	src := &fakeSource{}
 	for i := range hosts {

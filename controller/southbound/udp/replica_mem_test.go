@@ -40,13 +40,7 @@ const replicaEtcdEnv = "WEFT_REPLICA_MEM_ETCD"
 // RSS-after-FreeOSMemory-B/endpoint the same once debug.FreeOSMemory
 // returned the cold start's garbage, live-B/endpoint the live heap.
 func BenchmarkReplicaRSS(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv("WEFT_MEM_ENDPOINTS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 100 {
-			b.Fatalf("WEFT_MEM_ENDPOINTS=%q: want a number ≥ 100", v)
-		}
-	}
+	n := scaleobjects.Endpoints(b, 100_000)
 	settings := "100/off,50/off,200/off,100/150MiB,100/200MiB,off/200MiB"
 	if v := os.Getenv("WEFT_MEM_GC"); v != "" {
 		settings = v
