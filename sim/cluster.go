@@ -131,9 +131,12 @@ type Replica struct {
 type Cluster struct {
 	cfg    Config
 	layout Layout
-	log    *slog.Logger
-	prog   func(string, ...any)
-	tmpDir string
+	// restoreBacklog puts netdev_max_backlog back (raiseBacklog); nil
+	// before setup.
+	restoreBacklog func()
+	log            *slog.Logger
+	prog           func(string, ...any)
+	tmpDir         string
 
 	secret   []byte
 	replicas []Replica
@@ -228,6 +231,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 
 	// Replica 0 first (it serves etcd), then the others together.
 	t0 := time.Now()
+	c.restoreBacklog = raiseBacklog(cfg.Hosts, c.prog)
 	hr := headroom(cfg.Hosts, cfg.Endpoints, cfg.Replicas, cfg.Procs, memAvailable())
 	c.prog("setup: replicas' memory limits at %.2f× their live estimates", hr)
 	startReplica := func(i int) (*child, error) {
@@ -690,6 +694,9 @@ func (c *Cluster) Close() error {
 			stop(c.repChild[i])
 		}
 		c.wg.Wait()
+		if c.restoreBacklog != nil {
+			c.restoreBacklog()
+		}
 		if c.tmpDir != "" {
 			errs = append(errs, os.RemoveAll(c.tmpDir))
 		}

@@ -125,3 +125,18 @@ func TestHeadroom(t *testing.T) {
 		t.Error("memAvailable() found no MemAvailable in /proc/meminfo")
 	}
 }
+
+func TestWantBacklog(t *testing.T) {
+	for _, tc := range []struct {
+		hosts, current, want int
+	}{
+		{10_000, 1000, 0},      // small runs leave the host alone
+		{100_000, 1000, 65536}, // the default overflowed at 100k agents
+		{100_000, 65536, 0},    // already enough
+		{50_000, 200000, 0},    // never lowered
+	} {
+		if got := wantBacklog(tc.hosts, tc.current); got != tc.want {
+			t.Errorf("wantBacklog(%d, %d) = %d, want %d", tc.hosts, tc.current, got, tc.want)
+		}
+	}
+}
