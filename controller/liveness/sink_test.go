@@ -125,17 +125,7 @@ func TestRegistrySink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tab.Close()
-	sweep := func(at time.Duration, beats ...uint32) {
-		t.Helper()
-		now = int64(at)
-		for _, id := range beats {
-			tab.Observe(id, now, 1, 0)
-		}
-		tab.Sweep(now)
-		if err := tab.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sweep := sweeper(ctx, t, tab, &now)
 	sweep(time.Second, h1, h2, unknown) // a host ID without a Host is skipped
 	for _, h := range []string{"h1", "h2"} {
 		if got := hostStatus(t, st, h); got.Liveness != apiv1.LivenessAlive || got.LastSeen == "" {
@@ -219,17 +209,7 @@ func TestRegistrySinkSpeaksFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tab.Close()
-	sweep := func(at time.Duration, beats ...uint32) {
-		t.Helper()
-		now = int64(at)
-		for _, id := range beats {
-			tab.Observe(id, now, 1, 0)
-		}
-		tab.Sweep(now)
-		if err := tab.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sweep := sweeper(ctx, t, tab, &now)
 	sweep(time.Second, mine, theirs)
 	if got := hostStatus(t, st, "theirs").Liveness; got != apiv1.LivenessAlive {
 		t.Errorf("theirs after heartbeats here: %q, want Alive", got)
@@ -383,4 +363,20 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// sweeper returns a step of a test on tab with a fake clock *now: at time
+// at, the hosts beats heartbeat, then tab sweeps and flushes to its sink.
+func sweeper(ctx context.Context, t *testing.T, tab *Table, now *int64) func(at time.Duration, beats ...uint32) {
+	return func(at time.Duration, beats ...uint32) {
+		t.Helper()
+		*now = int64(at)
+		for _, id := range beats {
+			tab.Observe(id, *now, 1, 0)
+		}
+		tab.Sweep(*now)
+		if err := tab.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -87,14 +87,7 @@ func (t *epTable) put(r *epRecord) (old *epRecord) {
 		t.reindex(s, old, r)
 		return old
 	}
-	var s uint32
-	if n := len(t.free); n > 0 {
-		s, t.free = t.free[n-1], t.free[:n-1]
-		t.recs[s] = r
-	} else {
-		s = uint32(len(t.recs))
-		t.recs = append(t.recs, r)
-	}
+	s, _ := takeSlot(&t.recs, &t.free, r)
 	t.n++
 	t.byKey.insert(t.hash(k), s)
 	tree := t.byTenant[r.tenant]

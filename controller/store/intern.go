@@ -35,12 +35,8 @@ func (t *strTable) acquire(s string) uint32 {
 	id, ok := t.ids[s]
 	if !ok {
 		s = strings.Clone(s) // not a piece of a larger string it would keep
-		if n := len(t.free); n > 0 {
-			id, t.free = t.free[n-1], t.free[:n-1]
-			t.strs[id] = s
-		} else {
-			id = uint32(len(t.strs))
-			t.strs = append(t.strs, s)
+		var grown bool
+		if id, grown = takeSlot(&t.strs, &t.free, s); grown {
 			t.refs = append(t.refs, 0)
 		}
 		t.ids[s] = id
@@ -132,14 +128,7 @@ func (t *labelTable) acquire(m map[string]string, strs *strTable) uint32 {
 		ls.m[strs.str(p.key)] = strs.str(p.value)
 		ls.pairs = append(ls.pairs, p)
 	}
-	var id uint32
-	if n := len(t.free); n > 0 {
-		id, t.free = t.free[n-1], t.free[:n-1]
-		t.sets[id] = ls
-	} else {
-		id = uint32(len(t.sets))
-		t.sets = append(t.sets, ls)
-	}
+	id, _ := takeSlot(&t.sets, &t.free, ls)
 	t.byHash[h] = id
 	return id
 }
@@ -198,4 +187,17 @@ func compactObject(o apiv1.Object, kind string) {
 	tm := o.GetTypeMeta()
 	tm.APIVersion = constString(tm.APIVersion, apiv1.APIVersion)
 	tm.Kind = constString(tm.Kind, kind)
+}
+
+// takeSlot stores v in *items at an index taken from *free, or appended
+// if there is none (grown), and returns the index: the slot allocation of
+// the ID tables and the endpoint table, whose freed indexes are reused.
+func takeSlot[T any](items *[]T, free *[]uint32, v T) (id uint32, grown bool) {
+	if n := len(*free); n > 0 {
+		id, *free = (*free)[n-1], (*free)[:n-1]
+		(*items)[id] = v
+		return id, false
+	}
+	*items = append(*items, v)
+	return uint32(len(*items) - 1), true
 }
