@@ -75,8 +75,6 @@ type Desired struct {
 	Host      HostConfig
 	VPCs      []VPC
 	Endpoints []Endpoint
-	// Future: security policies and QoS classes are added here as new
-	// fields; a zero value keeps today's behaviour.
 }
 
 // HostConfig describes the host the driver runs on.
@@ -90,6 +88,11 @@ type HostConfig struct {
 	// MTU is the underlay MTU; 0 means the MTU of UnderlayDev (linux) or
 	// 1500 (sim). Overlay interfaces get MTU-VXLANOverhead.
 	MTU int
+	// CapacityBps is the underlay uplink's bandwidth in bit/s; guaranteed
+	// minimum rates (QoS.MinRateBps, VPCQoS.MinRateBps) are shares of it.
+	// 0 means unknown: no minimum is guaranteed and the uplink is not
+	// shaped.
+	CapacityBps uint64
 }
 
 // VPC is a tenant network carried by one VNI.
@@ -98,6 +101,8 @@ type VPC struct {
 	Name    string
 	VNI     uint32
 	Subnets []Subnet
+	// QoS is the VPC's aggregate on this host (nil: none).
+	QoS *VPCQoS
 }
 
 // Subnet is an address range of a VPC with its (distributed) gateway.
@@ -129,8 +134,14 @@ type Endpoint struct {
 	Netns string
 	// IfName is the interface name inside the namespace; "" means DefaultIfName.
 	IfName string
-	// Identity is the endpoint's security identity (for label-based policy).
+	// Identity is the endpoint's security identity (for label-based
+	// policy), 0..MaxIdentity; the driver stamps it on the endpoint's
+	// packets.
 	Identity uint32
+	// Policy is the endpoint's security policy (nil: allow everything).
+	Policy *EndpointPolicy
+	// QoS is the endpoint's quality of service (nil: best effort).
+	QoS *QoS
 }
 
 // EndpointStatus says how a local endpoint is attached.
@@ -142,6 +153,10 @@ type EndpointStatus struct {
 	// HostIfName is the host side of the attachment (the linux driver: a veth
 	// in the VPC's router namespace).
 	HostIfName string
+	// PolicyErr and QoSErr say why the endpoint's policy or QoS of the
+	// last Set is not programmed; both are empty once the data plane
+	// enforces them (or when the endpoint has none).
+	PolicyErr, QoSErr string
 }
 
 // Remote is the location of an endpoint on another host, as answered by the
