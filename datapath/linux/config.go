@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/weftnet/weft/internal/netnsfile"
 )
 
 // Config configures a Driver. HostName is required; the rest has defaults.
@@ -39,15 +41,12 @@ type Config struct {
 	Untuned bool
 }
 
-// DefaultNetnsDir is where `ip netns` pins named namespaces.
-const DefaultNetnsDir = "/var/run/netns"
-
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
 		c.Prefix = "wft"
 	}
 	if c.NetnsDir == "" {
-		c.NetnsDir = DefaultNetnsDir
+		c.NetnsDir = netnsfile.DefaultDir
 	}
 	if c.HostNetns == "" {
 		c.HostNetns = "/proc/self/ns/net"

@@ -1,10 +1,8 @@
 package linux
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netns"
@@ -22,42 +20,13 @@ func createNamedNS(dir, name string) error {
 // deleteNamedNS unpins dir/name; a missing one is not an error.
 func deleteNamedNS(dir, name string) error { return netnsfile.Delete(dir, name) }
 
-// inNS runs fn on a thread that has entered the namespace ns, then moves the
-// thread back (or lets the runtime destroy it if that fails).
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 // sysctl is one /proc/sys/net setting of a namespace.
 type sysctl struct{ key, value string }
 
 // readSysctls returns the current values of keys inside ns.
 func readSysctls(ns netns.NsHandle, keys []sysctl) ([]string, error) {
 	vals := make([]string, len(keys))
-	err := inNS(ns, func() error {
+	err := netnsfile.DoFd(int(ns), func() error {
 		for i, k := range keys {
 			b, err := os.ReadFile("/proc/sys/" + k.key)
 			if err != nil {
@@ -72,7 +41,7 @@ func readSysctls(ns netns.NsHandle, keys []sysctl) ([]string, error) {
 
 // writeSysctls writes every setting inside ns, in order.
 func writeSysctls(ns netns.NsHandle, keys []sysctl) error {
-	return inNS(ns, func() error {
+	return netnsfile.DoFd(int(ns), func() error {
 		for _, k := range keys {
 			if err := os.WriteFile("/proc/sys/"+k.key, []byte(k.value), 0o644); err != nil {
 				return fmt.Errorf("write sysctl %s=%s: %w", k.key, k.value, err)

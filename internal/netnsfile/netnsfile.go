@@ -1,7 +1,9 @@
-// Package netnsfile creates and removes named network namespaces pinned
-// as files in a directory (like `ip netns add/del`, which use
-// /var/run/netns), without shelling out. The linux datapath, the test
-// network and the demo all pin their namespaces this way.
+// Package netnsfile creates, enters and deletes network namespaces named
+// by files: namespaces pinned in a directory (like `ip netns add/del`,
+// which use /var/run/netns) and any other namespace file
+// (/proc/PID/ns/net, an open descriptor). It shells out to nothing. The
+// linux datapath, the test network and the demo all make and enter their
+// namespaces here.
 package netnsfile
 
 import (
@@ -13,6 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// DefaultDir is where named network namespaces live (as with `ip netns`).
+const DefaultDir = "/var/run/netns"
 
 // Create makes a new network namespace and pins it at dir/name. The
 // namespace starts with only a down loopback.
@@ -60,4 +65,50 @@ func Delete(dir, name string) error {
 		return fmt.Errorf("delete netns %s: %w", name, err)
 	}
 	return nil
+}
+
+// Do runs fn on an OS thread that has entered the network namespace at
+// path, then moves the thread back. Sockets fn opens stay in that
+// namespace and may be used from any goroutine afterwards; a process fn
+// starts (exec.Cmd.Start) runs in it. fn runs on another goroutine: in a
+// test it must not call t.Fatal. fn's error is returned as it is.
+func Do(path string, fn func() error) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	return do(fd, " "+path, fn)
+}
+
+// DoFd is Do for a namespace held open as the descriptor fd.
+func DoFd(fd int, fn func() error) error { return do(fd, "", fn) }
+
+// do is Do; name (" <path>" or "") goes into its own errors.
+func do(fd int, name string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns%s: %w", name, err)
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns%s: %w", name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			// Stay locked: the runtime destroys the thread with the goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("leave netns%s: %w", name, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }
