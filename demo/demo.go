@@ -24,6 +24,7 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
 )
 
@@ -102,7 +103,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer unlock()
 	// We hold the lock, so anything with our prefix is a crashed run's.
-	if err := Sweep(testnet.DefaultDir, cfg.Prefix); err != nil {
+	if err := testnet.Remove(netnsfile.DefaultDir, cfg.Prefix); err != nil {
 		return fmt.Errorf("remove the leftovers of an earlier demo: %w", err)
 	}
 
@@ -140,7 +141,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			errs = append(errs, ctl.Close())
 		}
 		// In case the lab was half-made.
-		errs = append(errs, Sweep(testnet.DefaultDir, cfg.Prefix))
+		errs = append(errs, testnet.Remove(netnsfile.DefaultDir, cfg.Prefix))
 		logFile.Close()
 		errs = append(errs, os.RemoveAll(dir))
 		if e := errors.Join(errs...); e != nil {
@@ -158,7 +159,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	step("building a data centre of network namespaces: underlay bridge %s-ul, hosts %s-h1..h%d (underlay 192.0.2.0/24, controller link %s-ctl on %s)",
 		cfg.Prefix, cfg.Prefix, cfg.Hosts, cfg.Prefix, control)
-	lab, err = NewLab(LabConfig{Prefix: cfg.Prefix, Hosts: cfg.Hosts, Control: control, RootLink: true, Logger: log})
+	lab, err = NewLab(LabConfig{Net: testnet.Options{Prefix: cfg.Prefix, Hosts: cfg.Hosts, Control: control, RootLink: true}, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -185,7 +186,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer cl.Close()
 
-	objs, err := exampleFor(lab)
+	objs, err := exampleFor(lab.Hosts())
 	if err != nil {
 		return err
 	}
@@ -299,21 +300,24 @@ next:
 	return netip.Prefix{}, fmt.Errorf("the machine already routes %s: no free documentation subnet for the demo's controller link", strings.Join(candidates, " and "))
 }
 
-// exampleFor returns the example's objects adapted to the lab: one Host
-// per lab host (h1..h3 as in the example, more numbered on), and endpoints
-// of hosts the lab lacks moved onto the others.
-func exampleFor(lab *Lab) ([]apiv1.Object, error) {
+// exampleFor returns the example's objects adapted to the lab's hosts: one
+// Host per lab host (h1..h3 as in the example, more numbered on), and
+// endpoints of hosts the lab lacks moved onto the others.
+func exampleFor(hosts []*testnet.Host) ([]apiv1.Object, error) {
 	objs, err := apiv1.DecodeDocuments(example)
 	if err != nil {
 		return nil, fmt.Errorf("decode the example: %w", err)
 	}
-	hosts := lab.Hosts()
+	lab := map[string]bool{}
+	for _, h := range hosts {
+		lab[h.Name] = true
+	}
 	var out []apiv1.Object
 	for _, o := range objs {
-		if h, ok := o.(*apiv1.Host); ok && lab.Host(h.Metadata.Name) == nil {
+		if h, ok := o.(*apiv1.Host); ok && !lab[h.Metadata.Name] {
 			continue
 		}
-		if e, ok := o.(*apiv1.Endpoint); ok && lab.Host(e.Spec.Host) == nil {
+		if e, ok := o.(*apiv1.Endpoint); ok && !lab[e.Spec.Host] {
 			var i int
 			fmt.Sscanf(e.Spec.Host, "h%d", &i)
 			e.Spec.Host = hosts[(max(i, 1)-1)%len(hosts)].Name

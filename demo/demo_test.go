@@ -3,8 +3,11 @@ package demo
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +17,10 @@ import (
 	"go.uber.org/goleak"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/lifecycle"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -45,10 +51,9 @@ func TestExampleFor(t *testing.T) {
 			map[string]string{"acme/web-1": "h1", "acme/web-2": "h2", "acme/db-1": "h3", "globex/etl-1": "h1", "globex/etl-2": "h3", "globex/wh-1": "h2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := LabConfig{Prefix: "x", Hosts: tc.hosts}.withDefaults()
-			lab := &Lab{cfg: cfg}
+			var lab []*testnet.Host
 			for i := 1; i <= tc.hosts; i++ {
-				lab.hosts = append(lab.hosts, &Host{Name: "h" + string(rune('0'+i)), UnderlayIP: nth(cfg.Underlay, 10+i)})
+				lab = append(lab, &testnet.Host{Name: fmt.Sprintf("h%d", i), UnderlayIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})})
 			}
 			objs, err := exampleFor(lab)
 			if err != nil {
@@ -74,70 +79,10 @@ func TestExampleFor(t *testing.T) {
 	}
 }
 
-func TestLabConfigValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  LabConfig
-		want string // substring of the error; "" for none
-	}{
-		{"defaults", LabConfig{Prefix: "wftdemo", RootLink: true}, ""},
-		{"no prefix", LabConfig{}, "prefix"},
-		{"prefix too long for the root link", LabConfig{Prefix: "wftt123456r0a0b", RootLink: true}, "too long"},
-		{"long prefix without root link", LabConfig{Prefix: "wftt123456r0a0b"}, ""},
-		{"overlapping subnets", LabConfig{Prefix: "x", Control: netip.MustParsePrefix("192.0.2.0/25")}, "distinct"},
-		{"too many hosts", LabConfig{Prefix: "x", Hosts: 201}, "at most"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate()
-			got := ""
-			if err != nil {
-				got = err.Error()
-			}
-			if (tc.want == "") != (err == nil) || !strings.Contains(got, tc.want) {
-				t.Errorf("Validate() = %v, want error containing %q", err, tc.want)
-			}
-		})
-	}
-}
-
-// TestLabBuildAndClose builds a lab without a root link: the hosts reach
-// each other on the underlay and the controller address on the control
-// subnet, and Close removes every namespace.
-func TestLabBuildAndClose(t *testing.T) {
-	testnet.RequireRoot(t)
-	prefix := testnet.DefaultPrefix()
-	lab, err := NewLab(LabConfig{Prefix: prefix, Hosts: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
-	names, err := lab.Namespaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{prefix + "-h1", prefix + "-h2", prefix + "-ul"}, names); diff != "" {
-		t.Errorf("namespaces (-want +got):\n%s", diff)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h1, h2 := lab.Host("h1"), lab.Host("h2")
-	for _, dst := range []netip.Addr{h2.UnderlayIP, lab.ControllerIP(), h2.ControlIP} {
-		if _, err := testnet.Ping(ctx, h1.Path, dst); err != nil {
-			t.Errorf("h1 -> %s: %v", dst, err)
-		}
-	}
-	if err := lab.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if left, _ := lab.Namespaces(); len(left) > 0 {
-		t.Errorf("left after Close: %v", left)
-	}
-}
-
 // TestRunCleansUpAfterFailure makes the demo fail half-way (the agent
 // binary does not exist) and checks that nothing it made is left.
 func TestRunCleansUpAfterFailure(t *testing.T) {
-	testnet.RequireRoot(t)
+	nettest.RequireRoot(t)
 	const prefix = "wftdfail"
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -149,10 +94,50 @@ func TestRunCleansUpAfterFailure(t *testing.T) {
 	if !strings.Contains(out.String(), "cleaning up") {
 		t.Errorf("no cleanup announced:\n%s", out.String())
 	}
-	if left, _ := listPrefix(testnet.DefaultDir, prefix+"-"); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(netnsfile.DefaultDir, prefix+"-*")); len(left) > 0 {
 		t.Errorf("namespaces left: %v", left)
 	}
 	if _, err := netlink.LinkByName(prefix + "-ctl"); err == nil {
 		t.Errorf("link %s-ctl left", prefix)
+	}
+}
+
+// TestLabClose starts a stand-in agent (a script that sleeps) on a lab
+// without a root link: Close stops it and removes every namespace, a second
+// Close is a no-op, and StartAgent after Close fails.
+func TestLabClose(t *testing.T) {
+	nettest.RequireRoot(t)
+	bin := filepath.Join(t.TempDir(), "agent.sh")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lab, err := NewLab(LabConfig{Net: testnet.Options{Prefix: testnet.DefaultPrefix(), Hosts: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	if diff := cmp.Diff([]string{"h1", "h2"}, []string{lab.Host(0).Name, lab.Host(1).Name}); diff != "" {
+		t.Errorf("host names (-want +got):\n%s", diff)
+	}
+	a, err := lab.StartAgent(lab.HostByName("h1"), AgentConfig{Binary: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Done():
+	default:
+		t.Error("agent still running after Close")
+	}
+	if left, _ := lab.Names(); len(left) > 0 {
+		t.Errorf("left after Close: %v", left)
+	}
+	if err := lab.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := lab.StartAgent(lab.HostByName("h2"), AgentConfig{Binary: bin}); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("StartAgent after Close: %v, want lifecycle.ErrClosed", err)
 	}
 }

@@ -1,7 +1,7 @@
 // Package demo is weft's lab: a small data centre made of network
-// namespaces on one Linux machine, with a real `weft agent --datapath
-// linux` process in every host namespace, and the `weft demo` flow built
-// on it (Run).
+// namespaces on one Linux machine (a testnet.Net), with a real `weft agent
+// --datapath linux` process in every host namespace, and the `weft demo`
+// flow built on it (Run).
 //
 // # The lab
 //
@@ -20,7 +20,7 @@
 // default, TEST-NET-3 if the machine already routes that) on the same
 // bridge, so that the lab never adds an address of a subnet the machine
 // itself uses: many machines, this one included, use TEST-NET-1 for real.
-// Without a root link (LabConfig.RootLink false; the tests) the control
+// Without a root link (Options.RootLink false; the tests) the control
 // address sits on br0 inside the underlay namespace and a controller is run
 // there, so nothing at all is added to the root namespace.
 //

@@ -10,6 +10,7 @@ import (
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 func benchState(h *testnet.Host, endpoints int) *datapath.Desired {
@@ -33,7 +34,7 @@ func BenchmarkSetUnchanged(b *testing.B) {
 	for _, n := range []int{10, 50} {
 		for _, resync := range []time.Duration{0, time.Minute} {
 			b.Run(fmt.Sprintf("endpoints=%d/resync=%v", n, resync), func(b *testing.B) {
-				tn := testnet.New(b, testnet.Options{})
+				tn := nettest.New(b, testnet.Options{})
 				h := tn.Host(0)
 				d := startDriver(b, tn, h, func(c *linux.Config) { c.EndpointResync = resync })
 				st := benchState(h, n)
@@ -55,7 +56,7 @@ func BenchmarkSetUnchanged(b *testing.B) {
 // BenchmarkEndpointAddRemove adds one endpoint (with a namespace the driver
 // makes) to a host with 10 and removes it again: two Sets.
 func BenchmarkEndpointAddRemove(b *testing.B) {
-	tn := testnet.New(b, testnet.Options{})
+	tn := nettest.New(b, testnet.Options{})
 	h := tn.Host(0)
 	d := startDriver(b, tn, h, func(c *linux.Config) { c.EndpointResync = time.Minute })
 	without := benchState(h, 10)
@@ -77,7 +78,7 @@ func BenchmarkEndpointAddRemove(b *testing.B) {
 
 // BenchmarkVPCAddRemove adds a VPC with one endpoint and removes it.
 func BenchmarkVPCAddRemove(b *testing.B) {
-	tn := testnet.New(b, testnet.Options{})
+	tn := nettest.New(b, testnet.Options{})
 	h := tn.Host(0)
 	d := startDriver(b, tn, h)
 	empty := &datapath.Desired{Host: hostConfig(h)}
@@ -100,7 +101,7 @@ func BenchmarkVPCAddRemove(b *testing.B) {
 // host until the (in-process) controller answers its miss, and the reply on
 // the receiver's host likewise.
 func BenchmarkFirstPacket(b *testing.B) {
-	tn := testnet.New(b, testnet.Options{Hosts: 2})
+	tn := nettest.New(b, testnet.Options{Hosts: 2})
 	ctx, cancel := context.WithCancel(b.Context())
 	ctl := newController(b)
 	var ds []*linux.Driver

@@ -18,7 +18,9 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // firstPacketBudget is how long the reply to a single probe may take: the
@@ -43,7 +45,7 @@ type dc struct {
 }
 
 func newDC(t *testing.T, hosts int, vpcs []datapath.VPC) *dc {
-	n := testnet.New(t, testnet.Options{Hosts: hosts})
+	n := nettest.New(t, testnet.Options{Hosts: hosts})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	c := &dc{t: t, net: n, ctl: newController(t), vpcs: vpcs, eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}, ctx: ctx, cancel: cancel}
 	for _, h := range n.Hosts() {
@@ -277,7 +279,7 @@ func TestVXLANSocketInHostNamespace(t *testing.T) {
 	const port = ":12B5" // 4789 in /proc/thread-self/net/udp
 	udp := func(path string) string {
 		var b []byte
-		if err := testnet.Do(path, func() error {
+		if err := netnsfile.Do(path, func() error {
 			var err error
 			b, err = os.ReadFile("/proc/thread-self/net/udp")
 			return err
@@ -397,7 +399,7 @@ func TestDriftRepair(t *testing.T) {
 	}
 
 	t.Run("VPC namespace unpinned", func(t *testing.T) {
-		if err := testnet.DeleteNamed(c.net.Dir(), c.net.Prefix()+"-h1-v100"); err != nil {
+		if err := netnsfile.Delete(c.net.Dir(), c.net.Prefix()+"-h1-v100"); err != nil {
 			t.Fatal(err)
 		}
 		writes := c.setAll()
@@ -537,7 +539,7 @@ func TestTeardown(t *testing.T) {
 // namespace is trusted (not re-read) until the interval passes; drift in the
 // VPC namespace is still repaired on every Set.
 func TestEndpointResyncCache(t *testing.T) {
-	n := testnet.New(t, testnet.Options{Hosts: 1})
+	n := nettest.New(t, testnet.Options{Hosts: 1})
 	h := n.Host(0)
 	d := startDriver(t, n, h, func(c *linux.Config) { c.EndpointResync = time.Hour })
 	a := netip.MustParseAddr("10.0.1.10")
@@ -586,7 +588,7 @@ func TestEndpointResyncCache(t *testing.T) {
 // TestGivenNetns attaches an endpoint to a namespace someone else made (as a
 // container runtime would, through CNI) and detaches it again.
 func TestGivenNetns(t *testing.T) {
-	n := testnet.New(t, testnet.Options{Hosts: 1})
+	n := nettest.New(t, testnet.Options{Hosts: 1})
 	h := n.Host(0)
 	d := startDriver(t, n, h)
 	ctr, err := n.AddNetns("ctr1")

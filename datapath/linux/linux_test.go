@@ -15,6 +15,7 @@ import (
 	"github.com/weftnet/weft/datapath/conformance"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -69,9 +70,9 @@ func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.
 }
 
 func TestConformance(t *testing.T) {
-	testnet.RequireRoot(t)
+	nettest.RequireRoot(t)
 	conformance.Run(t, func(t *testing.T) (datapath.Driver, datapath.HostConfig) {
-		n := testnet.New(t, testnet.Options{Hosts: 1})
+		n := nettest.New(t, testnet.Options{Hosts: 1})
 		h := n.Host(0)
 		return startDriver(t, n, h), hostConfig(h)
 	}, prober{})

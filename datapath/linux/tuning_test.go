@@ -8,7 +8,9 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // TestRouterTuning checks the router namespace's throughput settings: on by
@@ -24,7 +26,7 @@ func TestRouterTuning(t *testing.T) {
 		{name: "untuned", untuned: true, want: "1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := testnet.New(t, testnet.Options{})
+			n := nettest.New(t, testnet.Options{})
 			h := n.Host(0)
 			d := startDriver(t, n, h, func(c *linux.Config) { c.Untuned = tc.untuned })
 			st := &datapath.Desired{Host: hostConfig(h), VPCs: twoTenants()[:1]}
@@ -55,7 +57,7 @@ func TestRouterTuning(t *testing.T) {
 func readSysctl(t *testing.T, nsPath, key string) string {
 	t.Helper()
 	var v string
-	if err := testnet.Do(nsPath, func() error {
+	if err := netnsfile.Do(nsPath, func() error {
 		b, err := os.ReadFile("/proc/sys/" + key)
 		v = strings.TrimSpace(string(b))
 		return err
@@ -67,7 +69,7 @@ func readSysctl(t *testing.T, nsPath, key string) string {
 
 func writeSysctl(t *testing.T, nsPath, key, value string) {
 	t.Helper()
-	if err := testnet.Do(nsPath, func() error { return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644) }); err != nil {
+	if err := netnsfile.Do(nsPath, func() error { return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644) }); err != nil {
 		t.Fatal(err)
 	}
 }

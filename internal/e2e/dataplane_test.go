@@ -30,7 +30,9 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/demo"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // The data-plane tests run the real chain: a `weft controller` process and
@@ -112,7 +114,7 @@ func startIn(t *testing.T, nsPath string, args ...string) *nsProc {
 	p.cmd = exec.Command(binary(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := demo.StartIn(nsPath, p.cmd); err != nil {
+	if err := netnsfile.Do(nsPath, p.cmd.Start); err != nil {
 		t.Fatalf("start %v: %v", args, err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
@@ -122,12 +124,12 @@ func startIn(t *testing.T, nsPath string, args ...string) *nsProc {
 
 func newDPEnv(t *testing.T) *dpEnv {
 	t.Helper()
-	testnet.RequireRoot(t)
-	if removed, err := testnet.Sweep(testnet.DefaultDir); err == nil && len(removed) > 0 {
+	nettest.RequireRoot(t)
+	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
 	}
 	prefix := testnet.DefaultPrefix()
-	lab, err := demo.NewLab(demo.LabConfig{Prefix: prefix, Hosts: 3})
+	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: 3}})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
@@ -138,7 +140,7 @@ func newDPEnv(t *testing.T) *dpEnv {
 		if err := lab.Close(); err != nil {
 			t.Errorf("lab cleanup: %v", err)
 		}
-		if left, _ := lab.Namespaces(); len(left) > 0 {
+		if left, _ := lab.Names(); len(left) > 0 {
 			t.Errorf("namespaces left after cleanup: %v", left)
 		}
 		if t.Failed() {
@@ -153,7 +155,7 @@ func newDPEnv(t *testing.T) *dpEnv {
 	ul := lab.UnderlayPath()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		err := testnet.Do(ul, func() error {
+		err := netnsfile.Do(ul, func() error {
 			var d net.Dialer
 			var err error
 			c, err = d.DialContext(ctx, network, addr)
@@ -228,7 +230,7 @@ func (e *dpEnv) startAgent(host string) *demo.Agent {
 	if e.logs[host] == nil {
 		e.logs[host] = &lockedWriter{w: &bytes.Buffer{}}
 	}
-	a, err := e.lab.StartAgent(e.lab.Host(host), demo.AgentConfig{
+	a, err := e.lab.StartAgent(e.lab.HostByName(host), demo.AgentConfig{
 		Binary: binary(t), Controller: net.JoinHostPort(e.ctlIP, "7444"), API: e.apiURL(),
 		ClusterKeyFile: filepath.Join(e.dataDir, "cluster.key"), StateDir: e.states[host], Log: e.logs[host],
 	})
@@ -246,7 +248,7 @@ func (e *dpEnv) weft(args ...string) (string, int) {
 	cmd := exec.Command(binary(e.t), args...)
 	cmd.Env = append(os.Environ(), "WEFT_SERVER="+e.apiURL())
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := demo.StartIn(e.lab.UnderlayPath(), cmd); err != nil {
+	if err := netnsfile.Do(e.lab.UnderlayPath(), cmd.Start); err != nil {
 		e.t.Fatalf("weft %v: %v", args, err)
 	}
 	err := cmd.Wait()
@@ -476,7 +478,7 @@ type pinger struct {
 func startPinger(t *testing.T, nsPath string, dst netip.Addr, interval time.Duration) *pinger {
 	t.Helper()
 	p := &pinger{dst: dst, id: rand.IntN(1 << 16), interval: interval, got: map[int]bool{}, stopc: make(chan struct{})}
-	if err := testnet.Do(nsPath, func() error {
+	if err := netnsfile.Do(nsPath, func() error {
 		var err error
 		p.conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
 		return err
@@ -603,8 +605,8 @@ func testMigration(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	}
 	// When does h1's VPC router send to h2? Its neighbour entry for
 	// 10.0.2.10 maps the address to the VTEP MAC of the host it is on.
-	vpcNS := filepath.Join(testnet.DefaultDir, fmt.Sprintf("%s-h1-v%d", e.lab.Prefix(), src.Status.VNI))
-	newMAC := linux.VTEPMAC(e.lab.Host("h2").UnderlayIP).String()
+	vpcNS := filepath.Join(netnsfile.DefaultDir, fmt.Sprintf("%s-h1-v%d", e.lab.Prefix(), src.Status.VNI))
+	newMAC := linux.VTEPMAC(e.lab.HostByName("h2").UnderlayIP).String()
 	switched := make(chan time.Duration, 1)
 	watchCtx, stopWatch := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stopWatch()
@@ -687,7 +689,7 @@ func neighMAC(nsPath, dev, ip string) (string, error) {
 // of its agent (by inode) and the links in them (by ifindex).
 func nsState(t *testing.T, e *dpEnv, host string) map[string]string {
 	t.Helper()
-	names, err := e.lab.Namespaces()
+	names, err := e.lab.Names()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -696,7 +698,7 @@ func nsState(t *testing.T, e *dpEnv, host string) map[string]string {
 		if !strings.HasPrefix(name, e.lab.Prefix()+"-"+host+"-") {
 			continue
 		}
-		path := filepath.Join(testnet.DefaultDir, name)
+		path := filepath.Join(netnsfile.DefaultDir, name)
 		var st syscall.Stat_t
 		if err := syscall.Stat(path, &st); err != nil {
 			t.Fatal(err)
@@ -825,7 +827,7 @@ func testDeleteEverything(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint
 		t.Fatalf("delete -f: exit %d: %s", code, out)
 	}
 	agentNS := func() ([]string, string) {
-		names, err := e.lab.Namespaces()
+		names, err := e.lab.Names()
 		var ours []string
 		for _, n := range names {
 			if strings.Count(strings.TrimPrefix(n, e.lab.Prefix()+"-"), "-") > 0 {
@@ -922,7 +924,7 @@ func leftovers(t *testing.T, path string) []string {
 // this test's weft binary as agent, on ports of its own: every check
 // passes and nothing is left behind.
 func TestDemoNoWait(t *testing.T) {
-	testnet.RequireRoot(t)
+	nettest.RequireRoot(t)
 	prefix := "wftdtest" // fixed: a run sweeps what a killed one left
 	var out lockedWriter
 	out.w = &bytes.Buffer{}
@@ -941,7 +943,7 @@ func TestDemoNoWait(t *testing.T) {
 	if strings.Contains(out.String(), "FAIL") {
 		t.Errorf("a demo check failed")
 	}
-	left, err := os.ReadDir(testnet.DefaultDir)
+	left, err := os.ReadDir(netnsfile.DefaultDir)
 	if err != nil {
 		t.Fatal(err)
 	}

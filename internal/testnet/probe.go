@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+
+	"github.com/weftnet/weft/internal/netnsfile"
 )
 
 // Ping sends exactly one ICMP echo request from inside the namespace at
@@ -24,7 +26,7 @@ func Ping(ctx context.Context, nsPath string, dst netip.Addr) (time.Duration, er
 		return 0, fmt.Errorf("ping %s: only IPv4", dst)
 	}
 	var c *icmp.PacketConn
-	if err := Do(nsPath, func() error {
+	if err := netnsfile.Do(nsPath, func() error {
 		var err error
 		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
 		return err
@@ -74,7 +76,7 @@ func Ping(ctx context.Context, nsPath string, dst netip.Addr) (time.Duration, er
 // ListenTCP listens on addr ("ip:port") inside the namespace at nsPath.
 func ListenTCP(nsPath, addr string) (net.Listener, error) {
 	var l net.Listener
-	err := Do(nsPath, func() error {
+	err := netnsfile.Do(nsPath, func() error {
 		var err error
 		l, err = net.Listen("tcp", addr)
 		return err
@@ -88,7 +90,7 @@ func ListenTCP(nsPath, addr string) (net.Listener, error) {
 // DialTCP connects from inside the namespace at nsPath to addr ("ip:port").
 func DialTCP(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := Do(nsPath, func() error {
+	err := netnsfile.Do(nsPath, func() error {
 		var d net.Dialer
 		var err error
 		c, err = d.DialContext(ctx, "tcp", addr)
@@ -184,7 +186,7 @@ func StartPinger(nsPath string, dst netip.Addr, interval time.Duration) (*Pinger
 	}
 	p := &Pinger{dst: &net.IPAddr{IP: dst.AsSlice()}, id: rand.IntN(1 << 16), interval: interval,
 		sent: map[int]time.Time{}, rtts: map[int]time.Duration{}, stop: make(chan struct{})}
-	if err := Do(nsPath, func() error {
+	if err := netnsfile.Do(nsPath, func() error {
 		var err error
 		p.conn, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
 		return err

@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"runtime"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/netnsfile"
 )
 
 // VethPair is two namespaces "<prefix>-<name>a" and "<prefix>-<name>b"
@@ -34,48 +32,8 @@ func (n *Net) AddVethPair(name string, a, b netip.Prefix, mtu int) (*VethPair, e
 	if p.BPath, err = n.AddNetns(name + "b"); err != nil {
 		return nil, err
 	}
-	ha, err := handleAt(p.APath)
-	if err != nil {
-		return nil, err
-	}
-	defer ha.Close()
-	hb, err := handleAt(p.BPath)
-	if err != nil {
-		return nil, err
-	}
-	defer hb.Close()
-	fb, err := netns.GetFromPath(p.BPath)
-	if err != nil {
-		return nil, err
-	}
-	defer fb.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: mtu}, PeerName: "eth0", PeerNamespace: netlink.NsFd(fb)}
-	if err := ha.LinkAdd(veth); err != nil {
+	if err := join(p.APath, p.BPath, "eth0", mtu, a, b); err != nil {
 		return nil, fmt.Errorf("veth pair %s: %w", name, err)
-	}
-	for _, s := range []struct {
-		h *netlink.Handle
-		p netip.Prefix
-	}{{ha, a}, {hb, b}} {
-		l, err := s.h.LinkByName("eth0")
-		if err != nil {
-			return nil, fmt.Errorf("veth pair %s: %w", name, err)
-		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: s.p.Addr().AsSlice(), Mask: net.CIDRMask(s.p.Bits(), s.p.Addr().BitLen())}}
-		if err := s.h.AddrAdd(l, addr); err != nil {
-			return nil, fmt.Errorf("veth pair %s: address %s: %w", name, s.p, err)
-		}
-		if err := setUp(s.h, "lo", "eth0"); err != nil {
-			return nil, fmt.Errorf("veth pair %s: %w", name, err)
-		}
-	}
-	// A veth end that went up before its peer drops what it sends until
-	// the kernel's linkwatch work activates its queue; an RTM_GETLINK runs
-	// that work now (see datapath/linux).
-	for _, h := range []*netlink.Handle{ha, hb} {
-		if _, err := h.LinkByName("eth0"); err != nil {
-			return nil, fmt.Errorf("veth pair %s: %w", name, err)
-		}
 	}
 	return p, nil
 }
@@ -303,34 +261,25 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// onThread runs fn on a locked OS thread inside the namespace at path,
-// pinned to cpu unless it is negative. The thread is never returned to the
-// runtime's pool (its namespace and affinity stay changed), so the runtime
-// ends it when fn returns.
+// onThread runs fn on an OS thread inside the namespace at path, pinned
+// to cpu unless it is negative (the thread's affinity is restored after).
 func onThread(path string, cpu int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
+	return netnsfile.Do(path, func() error {
+		if cpu < 0 {
+			return fn()
 		}
-		err = unix.Setns(fd, unix.CLONE_NEWNET)
-		unix.Close(fd)
-		if err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
+		var old, set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &old); err != nil {
+			return fmt.Errorf("pin to cpu %d: %w", cpu, err)
 		}
-		if cpu >= 0 {
-			var set unix.CPUSet
-			set.Set(cpu)
-			if err := unix.SchedSetaffinity(0, &set); err != nil {
-				errc <- fmt.Errorf("pin to cpu %d: %w", cpu, err)
-				return
-			}
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pin to cpu %d: %w", cpu, err)
 		}
-		errc <- fn()
-	}()
-	return <-errc
+		ferr := fn()
+		if err := unix.SchedSetaffinity(0, &old); err != nil {
+			return errors.Join(ferr, fmt.Errorf("unpin from cpu %d: %w", cpu, err))
+		}
+		return ferr
+	})
 }

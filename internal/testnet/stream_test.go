@@ -12,11 +12,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 func TestDirect(t *testing.T) {
-	n := testnet.New(t, testnet.Options{Hosts: 2, Direct: true, MTU: 9000})
+	n := nettest.New(t, testnet.Options{Hosts: 2, Direct: true, MTU: 9000})
 	names, err := n.Names()
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +48,7 @@ func TestDirect(t *testing.T) {
 }
 
 func TestDirectNeedsTwoHosts(t *testing.T) {
-	testnet.RequireRoot(t)
+	nettest.RequireRoot(t)
 	n, err := testnet.Build(testnet.Options{Hosts: 3, Direct: true})
 	defer func() {
 		if err := n.Close(); err != nil {
@@ -62,7 +64,7 @@ func TestDirectNeedsTwoHosts(t *testing.T) {
 }
 
 func TestBridgeNetfilter(t *testing.T) {
-	testnet.RequireRoot(t)
+	nettest.RequireRoot(t)
 	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
 		t.Skip("br_netfilter is not loaded: nothing to turn off")
 	}
@@ -75,10 +77,10 @@ func TestBridgeNetfilter(t *testing.T) {
 		{name: "kept on request", keep: true, want: "1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := testnet.New(t, testnet.Options{BridgeNetfilter: tc.keep})
-			ul := n.Dir() + "/" + n.Prefix() + "-" + testnet.UnderlayNetns
+			n := nettest.New(t, testnet.Options{BridgeNetfilter: tc.keep})
+			ul := n.UnderlayPath()
 			var got string
-			if err := testnet.Do(ul, func() error {
+			if err := netnsfile.Do(ul, func() error {
 				b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
 				got = strings.TrimSpace(string(b))
 				return err
@@ -93,7 +95,7 @@ func TestBridgeNetfilter(t *testing.T) {
 }
 
 func TestStream(t *testing.T) {
-	n := testnet.New(t, testnet.Options{})
+	n := nettest.New(t, testnet.Options{})
 	pair, err := n.AddVethPair("vp", netip.MustParsePrefix("10.255.0.1/24"), netip.MustParsePrefix("10.255.0.2/24"), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -103,14 +105,16 @@ func TestStream(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		dst     netip.AddrPort
+		cpu     int // SenderCPU and ReceiverCPU
 		wantErr bool
 	}{
-		{name: "over the pair", dst: netip.MustParseAddrPort("10.255.0.2:5201")},
-		{name: "no route", dst: netip.MustParseAddrPort("10.254.0.2:5201"), wantErr: true},
+		{name: "over the pair", dst: netip.MustParseAddrPort("10.255.0.2:5201"), cpu: -1},
+		{name: "pinned to cpu 0", dst: netip.MustParseAddrPort("10.255.0.2:5203"), cpu: 0},
+		{name: "no route", dst: netip.MustParseAddrPort("10.254.0.2:5201"), cpu: -1, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := testnet.Stream(ctx, testnet.StreamOptions{From: pair.APath, To: pair.BPath, Addr: tc.dst,
-				Warmup: 20 * time.Millisecond, Duration: 100 * time.Millisecond, SenderCPU: -1, ReceiverCPU: -1})
+				Warmup: 20 * time.Millisecond, Duration: 100 * time.Millisecond, SenderCPU: tc.cpu, ReceiverCPU: tc.cpu})
 			if tc.wantErr {
 				if err == nil {
 					t.Errorf("Stream to %s = %+v, want an error", tc.dst, res)
@@ -137,7 +141,7 @@ func TestStream(t *testing.T) {
 }
 
 func TestPinger(t *testing.T) {
-	n := testnet.New(t, testnet.Options{})
+	n := nettest.New(t, testnet.Options{})
 	pair, err := n.AddVethPair("vp", netip.MustParsePrefix("10.255.0.1/24"), netip.MustParsePrefix("10.255.0.2/24"), 0)
 	if err != nil {
 		t.Fatal(err)

@@ -2,26 +2,30 @@ package testnet_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/weftnet/weft/internal/lifecycle"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestUnderlay(t *testing.T) {
-	n := testnet.New(t, testnet.Options{Hosts: 3})
+	n := nettest.New(t, testnet.Options{Hosts: 3})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 
@@ -79,42 +83,85 @@ func TestUnderlay(t *testing.T) {
 	}
 }
 
-func TestDoEntersAndRestores(t *testing.T) {
-	n := testnet.New(t, testnet.Options{})
-	self, err := os.Readlink("/proc/thread-self/ns/net")
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    testnet.Options
+		want string // substring of the error; "" for none
+	}{
+		{"defaults", testnet.Options{}, ""},
+		{"control and root link", testnet.Options{Prefix: "wftdemo", Hosts: 200, Control: netip.MustParsePrefix("198.51.100.0/24"), RootLink: true}, ""},
+		{"prefix with a slash", testnet.Options{Prefix: "a/b"}, "prefix"},
+		{"prefix too long for the root link", testnet.Options{Prefix: "wftt123456r0a0b", Control: netip.MustParsePrefix("198.51.100.0/24"), RootLink: true}, "too long"},
+		{"long prefix without root link", testnet.Options{Prefix: "wftt123456r0a0b", Control: netip.MustParsePrefix("198.51.100.0/24")}, ""},
+		{"root link without control", testnet.Options{RootLink: true}, "control subnet"},
+		{"overlapping subnets", testnet.Options{Control: netip.MustParsePrefix("192.0.2.0/25")}, "overlap"},
+		{"too many hosts", testnet.Options{Hosts: 245}, "too small"},
+		{"control too small", testnet.Options{Hosts: 10, Control: netip.MustParsePrefix("198.51.100.0/28")}, "too small"},
+		{"direct with 3 hosts", testnet.Options{Hosts: 3, Direct: true}, "exactly 2"},
+		{"direct with control", testnet.Options{Hosts: 2, Direct: true, Control: netip.MustParsePrefix("198.51.100.0/24")}, "control"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.o.Validate()
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if (tc.want == "") != (err == nil) || !strings.Contains(got, tc.want) {
+				t.Errorf("Validate() = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestControl builds a net with a control subnet on the underlay bridge
+// and hosts numbered from 1: the hosts reach each other on the underlay,
+// the controller's address and each other's control address, and Close
+// removes every namespace.
+func TestControl(t *testing.T) {
+	n := nettest.New(t, testnet.Options{Hosts: 2, FirstHost: 1, Control: netip.MustParsePrefix("198.51.100.0/24")})
+	names, err := n.Names()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var inside string
-	if err := n.Host(0).Do(func() error {
-		var err error
-		inside, err = os.Readlink("/proc/thread-self/ns/net")
-		return err
-	}); err != nil {
+	p := n.Prefix()
+	if diff := cmp.Diff([]string{p + "-h1", p + "-h2", p + "-ul"}, names); diff != "" {
+		t.Errorf("namespaces (-want +got):\n%s", diff)
+	}
+	h1, h2 := n.HostByName("h1"), n.HostByName("h2")
+	if h1 == nil || h2 == nil || n.HostByName("h0") != nil {
+		t.Fatalf("HostByName h1, h2, h0 = %v, %v, %v", h1, h2, n.HostByName("h0"))
+	}
+	want := map[string]string{"h1": "192.0.2.11 198.51.100.11", "h2": "192.0.2.12 198.51.100.12", "controller": "198.51.100.1"}
+	got := map[string]string{"h1": h1.UnderlayIP.String() + " " + h1.ControlIP.String(), "h2": h2.UnderlayIP.String() + " " + h2.ControlIP.String(),
+		"controller": n.ControllerIP().String()}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("addresses (-want +got):\n%s", diff)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, dst := range []netip.Addr{h2.UnderlayIP, n.ControllerIP(), h2.ControlIP} {
+		t.Run("h1->"+dst.String(), func(t *testing.T) {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if _, err := testnet.Ping(pctx, h1.Path, dst); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	hostNS, err := os.Stat(n.Host(0).Path)
-	if err != nil {
-		t.Fatal(err)
+	if left, _ := n.Names(); len(left) > 0 {
+		t.Errorf("left after Close: %v", left)
 	}
-	if inside == self {
-		t.Errorf("Do ran in the caller's namespace %s", self)
-	}
-	if want := fmt.Sprintf("net:[%d]", inode(hostNS)); inside != want {
-		t.Errorf("Do ran in %s, want %s", inside, want)
-	}
-	// A program run with Exec sees the host's interfaces.
-	out, err := testnet.Exec(t.Context(), n.Host(0).Path, "cat", "/proc/net/dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(out), "ul0:") {
-		t.Errorf("Exec output has no ul0:\n%s", out)
+	if _, err := n.AddNetns("late"); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("AddNetns after Close: %v, want lifecycle.ErrClosed", err)
 	}
 }
 
 func TestAddNetns(t *testing.T) {
-	n := testnet.New(t, testnet.Options{})
+	n := nettest.New(t, testnet.Options{})
 	path, err := n.AddNetns("c1")
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +176,7 @@ func TestAddNetns(t *testing.T) {
 }
 
 func TestSweep(t *testing.T) {
-	testnet.RequireRoot(t)
+	nettest.RequireRoot(t)
 	// A private directory: test processes running in parallel sweep the
 	// default one.
 	dir := t.TempDir()
@@ -138,10 +185,10 @@ func TestSweep(t *testing.T) {
 	live := fmt.Sprintf("wftt%dr0000-h0", os.Getpid())
 	other := "wftexample-h0" // not a test prefix: never swept
 	for _, name := range []string{dead, live, other} {
-		if _, err := testnet.CreateNamed(dir, name); err != nil {
+		if _, err := netnsfile.Create(dir, name); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = testnet.DeleteNamed(dir, name) })
+		t.Cleanup(func() { _ = netnsfile.Delete(dir, name) })
 	}
 	removed, err := testnet.Sweep(dir)
 	if err != nil {
@@ -156,5 +203,3 @@ func TestSweep(t *testing.T) {
 		}
 	}
 }
-
-func inode(fi os.FileInfo) uint64 { return fi.Sys().(*syscall.Stat_t).Ino }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
 )
 
@@ -125,7 +126,7 @@ func (c *DatapathConfig) setDefaults() {
 		c.Tool = "go"
 	}
 	if c.NetnsDir == "" {
-		c.NetnsDir = testnet.DefaultDir
+		c.NetnsDir = netnsfile.DefaultDir
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -575,7 +576,7 @@ func tuningSteps(mtu int) []tputStep {
 func rpFilterOff(_ context.Context, o *overlayPair) error {
 	for _, h := range o.net.Hosts() {
 		path := filepath.Join(o.net.Dir(), linux.VPCNetnsName(o.net.Prefix(), h.Name, 100))
-		if err := testnet.Do(path, func() error {
+		if err := netnsfile.Do(path, func() error {
 			return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("0"), 0o644)
 		}); err != nil {
 			return fmt.Errorf("rp_filter off on %s: %w", h.Name, err)
@@ -647,7 +648,7 @@ func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error
 	}
 	if cc := r.cfg.CongestionControl; cc != "" {
 		for _, ns := range []string{o.eps[0].Netns, o.eps[1].Netns, o.veth.APath, o.veth.BPath, n.Host(0).Path, n.Host(1).Path} {
-			if err := testnet.Do(ns, func() error {
+			if err := netnsfile.Do(ns, func() error {
 				return os.WriteFile("/proc/sys/net/ipv4/tcp_congestion_control", []byte(cc), 0o644)
 			}); err != nil {
 				return nil, fmt.Errorf("congestion control %q: %w", cc, err)
@@ -784,7 +785,7 @@ func iperf3Stream(ctx context.Context, from, to string, dst netip.AddrPort, cfg 
 		sargs = append(sargs, "-A", strconv.Itoa(rc))
 	}
 	srv := exec.CommandContext(ctx, "iperf3", sargs...)
-	if err := testnet.Do(to, srv.Start); err != nil {
+	if err := netnsfile.Do(to, srv.Start); err != nil {
 		return testnet.StreamResult{}, fmt.Errorf("iperf3 server: %w", err)
 	}
 	defer func() {
@@ -801,7 +802,7 @@ func iperf3Stream(ctx context.Context, from, to string, dst netip.AddrPort, cfg 
 	var out []byte
 	var err error
 	for attempt := range 20 { // the server needs a moment to listen
-		err = testnet.Do(from, func() error {
+		err = netnsfile.Do(from, func() error {
 			var err error
 			out, err = exec.CommandContext(ctx, "iperf3", cargs...).Output()
 			return err
