@@ -1,6 +1,7 @@
 // Package scaleobjects generates the API objects of a large simulated data
 // centre, shaped like the ones `weft sim` loads, for memory and scale
 // benchmarks of packages that cannot import sim (the store, the locator).
+// Only tests import it (Endpoints takes a testing.TB).
 package scaleobjects
 
 import (
