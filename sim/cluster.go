@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // Config configures a simulation.
@@ -127,10 +129,12 @@ type Replica struct {
 	InProcess bool `json:"inProcess,omitempty"`
 }
 
-// Cluster is a running simulation: replicas and (after StartAgents) agents.
+// Cluster is a simulation: replicas (after Start) and agents (after
+// StartAgents). New → Start(ctx) → StartAgents(ctx) → Close.
 type Cluster struct {
 	cfg    Config
 	layout Layout
+	life   lifecycle.Group
 	// restoreBacklog puts netdev_max_backlog back (raiseBacklog); nil
 	// before setup.
 	restoreBacklog func()
@@ -141,10 +145,9 @@ type Cluster struct {
 	secret   []byte
 	replicas []Replica
 	etcd     []string
-	repChild []*child // the replicas' children, in order
+	repChild []*Child // the replicas' children, in order
 	groups   []*agentGroup
 	events   chan Event
-	wg       sync.WaitGroup
 
 	// SetupDuration is the bulk load; ReplicaStartDuration the replicas' start.
 	SetupDuration        time.Duration
@@ -152,14 +155,11 @@ type Cluster struct {
 	agentsStart          time.Time
 	snapMu               sync.Mutex // serializes Snapshot
 	seq                  int
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 // agentGroup is one agents child and its latest counters.
 type agentGroup struct {
-	c         *child
+	c         *Child
 	first, n  int
 	mu        sync.Mutex
 	stats     message
@@ -186,33 +186,35 @@ type Event struct {
 	At time.Time
 }
 
-// Start bulk-loads the state and starts the replicas. On error everything
-// started is stopped.
-func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
+// New checks cfg and returns a cluster to Start.
+func New(cfg Config) (*Cluster, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	return &Cluster{cfg: cfg, layout: Layout{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs},
+		log: cfg.Logger.With("subsystem", "sim"), prog: progressTo(cfg.Progress), events: make(chan Event, 1<<16)}, nil
+}
+
+// Start bulk-loads the state and starts the replicas; ctx bounds the
+// start. Close stops what it started, also after it failed.
+func (c *Cluster) Start(ctx context.Context) error {
+	if _, err := c.life.Start(); err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	cfg := c.cfg
 	if cfg.CPUProfileDir != "" {
 		// The children create their profiles there: a missing directory
 		// would fail each of them (an agents child before it is ready).
 		if err := os.MkdirAll(cfg.CPUProfileDir, 0o755); err != nil {
-			return nil, fmt.Errorf("sim: profile dir: %w", err)
+			return fmt.Errorf("sim: profile dir: %w", err)
 		}
 	}
-	c = &Cluster{cfg: cfg, layout: Layout{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs},
-		log: cfg.Logger.With("subsystem", "sim"), prog: progressTo(cfg.Progress), events: make(chan Event, 1<<16)}
-	started := c // a failing return sets c to nil before this runs
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, started.Close())
-			c = nil
-		}
-	}()
 	dir := cfg.DataDir
 	if dir == "" {
+		var err error
 		if c.tmpDir, err = os.MkdirTemp("", "weft-sim-"); err != nil {
-			return nil, fmt.Errorf("sim: temp dir: %w", err)
+			return fmt.Errorf("sim: temp dir: %w", err)
 		}
 		dir = filepath.Join(c.tmpDir, "etcd")
 	}
@@ -220,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		c.layout.Tenants(), cfg.VPCs, cfg.Hosts, cfg.Endpoints, dir, cfg.Writers)
 	res, err := load(ctx, loadConfig{Dir: dir, Layout: c.layout, Writers: cfg.Writers, Progress: c.prog, Logger: cfg.Logger})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.secret, c.SetupDuration = res.Secret, res.Duration
 	c.prog("setup: %d objects loaded in %s", res.Objects, res.Duration.Round(time.Millisecond))
@@ -234,7 +236,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	c.restoreBacklog = raiseBacklog(cfg.Hosts, c.prog)
 	hr := headroom(cfg.Hosts, cfg.Endpoints, cfg.Replicas, cfg.Procs, memAvailable())
 	c.prog("setup: replicas' memory limits at %.2f× their live estimates", hr)
-	startReplica := func(i int) (*child, error) {
+	startReplica := func(i int) (*Child, error) {
 		spec := replicaSpec{Index: i, InProcess: cfg.Exec == "",
 			MemoryLimit: memoryLimit(i, cfg.Hosts, cfg.Endpoints, cfg.Replicas, hr),
 			Hosts:       (cfg.Hosts + cfg.Replicas - 1) / max(cfg.Replicas, 1)}
@@ -246,15 +248,20 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		if cfg.CPUProfileDir != "" {
 			spec.CPUProfile = filepath.Join(cfg.CPUProfileDir, fmt.Sprintf("controller-%d.pprof", i))
 		}
-		ch, err := startChild(ctx, fmt.Sprintf("replica %d", i), cfg.Exec, childHeader{Role: roleReplica, Replica: &spec, Debug: cfg.Debug}, cfg.ChildLog)
+		ch, err := StartChild(ctx, ChildConfig{Name: fmt.Sprintf("replica %d", i), Exe: cfg.Exec,
+			Role: roleReplica, Spec: spec, Debug: cfg.Debug, Log: cfg.ChildLog})
 		if err != nil {
 			return nil, err
 		}
 		c.repChild = append(c.repChild, ch)
 		return ch, nil
 	}
-	ready := func(i int, ch *child) error {
-		m, err := c.await(ctx, ch, "ready", 10*time.Minute)
+	ready := func(i int, ch *Child) error {
+		cm, err := ch.Await(ctx, "ready", 10*time.Minute)
+		var m message
+		if err == nil {
+			err = cm.Decode(&m)
+		}
 		if err != nil {
 			return fmt.Errorf("sim: replica %d: %w", i, err)
 		}
@@ -262,8 +269,8 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 			c.etcd = m.Etcd
 		}
 		c.replicas = append(c.replicas, Replica{Index: i, PID: m.PID, API: m.API, Agent: m.Agent, InProcess: cfg.Exec == ""})
-		c.wg.Go(func() {
-			for range ch.msgs {
+		c.life.Go(func(context.Context) {
+			for range ch.Messages() {
 			}
 		})
 		c.prog("setup: replica %d up (pid %d, api %s, agents %s) after %s", i, m.PID, m.API, m.Agent, time.Since(t0).Round(time.Millisecond))
@@ -271,51 +278,26 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	ch0, err := startReplica(0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := ready(0, ch0); err != nil {
-		return nil, err
+		return err
 	}
-	var rest []*child
+	var rest []*Child
 	for i := 1; i < cfg.Replicas; i++ {
 		ch, err := startReplica(i)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rest = append(rest, ch)
 	}
 	for i, ch := range rest {
 		if err := ready(i+1, ch); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	c.ReplicaStartDuration = time.Since(t0)
-	return c, nil
-}
-
-// await waits for a message of type t from ch; an "error" message or the
-// end of the child fails it.
-func (c *Cluster) await(ctx context.Context, ch *child, t string, timeout time.Duration) (message, error) {
-	tm := time.NewTimer(timeout)
-	defer tm.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return message{}, ctx.Err()
-		case <-tm.C:
-			return message{}, fmt.Errorf("no %q from %s within %s", t, ch.name, timeout)
-		case m, ok := <-ch.msgs:
-			switch {
-			case !ok:
-				<-ch.done
-				return message{}, fmt.Errorf("%s ended before %q: %w", ch.name, t, ch.err)
-			case m.T == t:
-				return m, nil
-			case m.T == "error":
-				return message{}, fmt.Errorf("%s: %s", ch.name, m.Err)
-			}
-		}
-	}
+	return nil
 }
 
 // Replicas returns the controller replicas.
@@ -356,14 +338,14 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 		if c.cfg.Debug {
 			agentLog = c.cfg.ChildLog
 		}
-		ch, err := startChild(ctx, fmt.Sprintf("agents %d..%d", first, first+n-1), c.cfg.Exec,
-			childHeader{Role: roleAgents, Agents: &spec, Debug: c.cfg.Debug}, agentLog)
+		ch, err := StartChild(ctx, ChildConfig{Name: fmt.Sprintf("agents %d..%d", first, first+n-1), Exe: c.cfg.Exec,
+			Role: roleAgents, Spec: spec, Debug: c.cfg.Debug, Log: agentLog})
 		if err != nil {
 			return time.Time{}, err
 		}
 		g := &agentGroup{c: ch, first: first, n: n, ready: make(chan struct{}), seqs: make(chan string, 16)}
 		c.groups = append(c.groups, g)
-		c.wg.Go(func() { c.follow(g) })
+		c.life.Go(func(context.Context) { c.follow(g) })
 	}
 	c.prog("agents: building %d agents in %d group(s)", c.cfg.Hosts, len(c.groups))
 	for _, g := range c.groups {
@@ -376,19 +358,19 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 		lastErr := g.lastErr
 		g.mu.Unlock()
 		if lastErr != "" {
-			return time.Time{}, fmt.Errorf("sim: %s: %s", g.c.name, lastErr)
+			return time.Time{}, fmt.Errorf("sim: %s: %s", g.c.Name(), lastErr)
 		}
 	}
 	if c.cfg.CPUProfileDir != "" {
 		for _, rc := range c.repChild {
-			if err := rc.send("profile-start"); err != nil {
+			if err := rc.Send("profile-start"); err != nil {
 				return time.Time{}, err
 			}
 		}
 	}
 	c.agentsStart = time.Now()
 	for _, g := range c.groups {
-		if err := g.c.send("start"); err != nil {
+		if err := g.c.Send("start"); err != nil {
 			return time.Time{}, err
 		}
 	}
@@ -404,7 +386,11 @@ func (c *Cluster) follow(g *agentGroup) {
 		g.mu.Unlock()
 		close(g.ready)
 	})
-	for m := range g.c.msgs {
+	for cm := range g.c.Messages() {
+		var m message
+		if cm.Decode(&m) != nil {
+			continue
+		}
 		switch m.T {
 		case "ready":
 			g.readyOnce.Do(func() { close(g.ready) })
@@ -412,7 +398,7 @@ func (c *Cluster) follow(g *agentGroup) {
 			g.mu.Lock()
 			g.startTook = time.Duration(m.At - m.StartedAt)
 			g.mu.Unlock()
-			c.prog("agents: %s started its %d agents in %s", g.c.name, g.n, time.Duration(m.At-m.StartedAt).Round(time.Millisecond))
+			c.prog("agents: %s started its %d agents in %s", g.c.Name(), g.n, time.Duration(m.At-m.StartedAt).Round(time.Millisecond))
 		case "stats":
 			g.mu.Lock()
 			g.stats = m
@@ -427,7 +413,7 @@ func (c *Cluster) follow(g *agentGroup) {
 			g.mu.Lock()
 			g.lastErr = m.Err
 			g.mu.Unlock()
-			c.log.Warn("agents child error", "child", g.c.name, "err", m.Err)
+			c.log.Warn("agents child error", "child", g.c.Name(), "err", m.Err)
 		case "applied", "learned", "forgot":
 			ev := Event{Kind: m.T, Host: m.Host, ID: m.ID, VNI: m.VNI, IP: m.IP, Underlay: m.Underlay, At: time.Unix(0, m.At)}
 			select {
@@ -526,7 +512,7 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 	c.seq++
 	seq := strconv.Itoa(c.seq)
 	for _, g := range c.groups {
-		if err := g.c.send("report " + seq); err != nil {
+		if err := g.c.Send("report " + seq); err != nil {
 			return s, err
 		}
 	}
@@ -538,7 +524,7 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 			case <-ctx.Done():
 				return s, ctx.Err()
 			case <-tm.C:
-				return s, fmt.Errorf("sim: no counters from %s", g.c.name)
+				return s, fmt.Errorf("sim: no counters from %s", g.c.Name())
 			case got = <-g.seqs:
 			}
 		}
@@ -575,14 +561,14 @@ func (c *Cluster) WaitProgrammed(ctx context.Context, timeout time.Duration) (ti
 		if s.Programmed == c.cfg.Hosts {
 			return s.LastProgrammed.Sub(c.agentsStart), nil
 		}
-		children := append([]*child(nil), c.repChild...)
+		children := append([]*Child(nil), c.repChild...)
 		for _, g := range c.groups {
 			children = append(children, g.c)
 		}
 		for _, ch := range children {
 			select {
-			case <-ch.done:
-				return 0, fmt.Errorf("sim: %s ended: %w", ch.name, ch.err)
+			case <-ch.Done():
+				return 0, fmt.Errorf("sim: %s ended: %w", ch.Name(), ch.Err())
 			default:
 			}
 		}
@@ -602,7 +588,7 @@ func (c *Cluster) progressLine(s Stats) {
 		var rss int64
 		var cpu time.Duration
 		for _, g := range c.groups {
-			u, _ := readProc(g.c.pid)
+			u, _ := readProc(g.c.PID())
 			rss, cpu = rss+u.RSS, cpu+u.CPU
 		}
 		fmt.Fprintf(&b, " agents %.0fMiB/%.1fs", float64(rss)/(1<<20), cpu.Seconds())
@@ -620,7 +606,7 @@ func (c *Cluster) progressLine(s Stats) {
 func (c *Cluster) Resolve(host int, src, dst string) error {
 	for _, g := range c.groups {
 		if host >= g.first && host < g.first+g.n {
-			return g.c.send("resolve " + strconv.Itoa(host) + " " + src + " " + dst)
+			return g.c.Send("resolve " + strconv.Itoa(host) + " " + src + " " + dst)
 		}
 	}
 	return fmt.Errorf("sim: no host %d", host)
@@ -631,7 +617,7 @@ func (c *Cluster) Resolve(host int, src, dst string) error {
 func (c *Cluster) Lookups(n int) error {
 	per := (n + len(c.groups) - 1) / max(1, len(c.groups))
 	for _, g := range c.groups {
-		if err := g.c.send("lookups " + strconv.Itoa(per)); err != nil {
+		if err := g.c.Send("lookups " + strconv.Itoa(per)); err != nil {
 			return err
 		}
 	}
@@ -661,46 +647,41 @@ type ReplicaUsage struct {
 	Err        string  `json:"error,omitempty"`
 }
 
-// Close stops every child (agents first, then replicas) and removes the
-// temporary data dir. It is idempotent.
+// Close stops every child (agents first, then replicas), puts the
+// backlog setting back and removes the temporary data dir. It is
+// idempotent.
 func (c *Cluster) Close() error {
-	c.closeOnce.Do(func() {
-		var errs []error
-		if c.cfg.CPUProfileDir != "" {
-			// End the profiles before anything stops: a teardown is
-			// not what they are for.
-			for _, ch := range c.repChild {
-				_ = ch.send("profile-stop")
-			}
-			for _, g := range c.groups {
-				_ = g.c.send("profile-stop")
-			}
-		}
-		// Agents first, all at once, then the replicas (the last one owns etcd).
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		stop := func(ch *child) {
-			if err := ch.stop(30 * time.Second); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}
-		for _, g := range c.groups {
-			wg.Go(func() { stop(g.c) })
-		}
-		wg.Wait()
-		for i := len(c.repChild) - 1; i >= 0; i-- {
-			stop(c.repChild[i])
-		}
-		c.wg.Wait()
+	return c.life.Close(c.stopChildren, func() error {
 		if c.restoreBacklog != nil {
 			c.restoreBacklog()
 		}
 		if c.tmpDir != "" {
-			errs = append(errs, os.RemoveAll(c.tmpDir))
+			return os.RemoveAll(c.tmpDir)
 		}
-		c.closeErr = errors.Join(errs...)
+		return nil
 	})
-	return c.closeErr
+}
+
+func (c *Cluster) stopChildren() error {
+	if c.cfg.CPUProfileDir != "" {
+		// End the profiles before anything stops: a teardown is not what
+		// they are for.
+		for _, ch := range c.repChild {
+			_ = ch.Send("profile-stop")
+		}
+		for _, g := range c.groups {
+			_ = g.c.Send("profile-stop")
+		}
+	}
+	// Agents first, all at once, then the replicas (the last one owns etcd).
+	errs := make([]error, len(c.groups), len(c.groups)+len(c.repChild))
+	var wg sync.WaitGroup
+	for i, g := range c.groups {
+		wg.Go(func() { errs[i] = g.c.Close() })
+	}
+	wg.Wait()
+	for i := len(c.repChild) - 1; i >= 0; i-- {
+		errs = append(errs, c.repChild[i].Close())
+	}
+	return errors.Join(errs...)
 }

@@ -22,10 +22,21 @@
 // (10,000 agents per address). Without Exec everything runs in this process
 // (small runs, tests).
 //
-// Children talk to the parent over pipes: the parent writes a JSON header
-// and then command lines on the child's stdin; the child answers with JSON
-// lines on its stdout (readiness, per-second counters, events). A child
-// stops when its stdin closes, so nothing outlives the parent.
+// # Child processes
+//
+// Every child process weft starts (a replica or a group of agents of a
+// simulation, and the load generators of the benchmarks in sim/bench)
+// speaks one protocol. The parent runs the binary with the hidden
+// subcommand ChildCommand (the weft binary, or a test binary whose TestMain
+// calls RunChild when it sees that argument) and writes a JSON header,
+// {"role": ROLE, "debug": BOOL, "spec": {...}}, then command lines on the
+// child's stdin. The child (RunChild) runs the role, the simulation's own
+// or one of the ChildRoles it was given, answers with JSON lines on its
+// stdout, each with a type "t" ("ready", "stats", ..., "error" with "err"),
+// and logs to its stderr. A child stops when its stdin closes (and is
+// killed if its parent dies), so nothing outlives the parent. StartChild
+// starts one, in a process or in this one over pipes, and Child is the
+// parent's end.
 //
 // # A run
 //

@@ -76,7 +76,7 @@ func Run(ctx context.Context, cfg RunConfig) (rep *Report, err error) {
 	if cfg.Hold == 0 {
 		cfg.Hold = 5 * time.Second
 	}
-	c, err := Start(ctx, cfg.Config)
+	c, err := New(cfg.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +85,9 @@ func Run(ctx context.Context, cfg RunConfig) (rep *Report, err error) {
 			err = cerr
 		}
 	}()
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
 	rep = &Report{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs, Replicas: c.cfg.Replicas, AgentProcs: c.cfg.Procs,
 		SetupSeconds: c.SetupDuration.Seconds(), ReplicaStartSeconds: c.ReplicaStartDuration.Seconds()}
 	var before *Snapshot

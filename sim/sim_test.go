@@ -2,15 +2,29 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 func TestMain(m *testing.M) {
+	// TestChild re-executes this binary as a child process.
+	if len(os.Args) > 1 && os.Args[1] == ChildCommand {
+		if err := RunChild(context.Background(), os.Stdin, os.Stdout, os.Stderr, testRoles()); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m,
 		// etcd's embedded server and client keep a few process-wide goroutines.
 		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/logutil.(*MergeLogger).outputLoop"),
@@ -138,5 +152,92 @@ func TestWantBacklog(t *testing.T) {
 		if got := wantBacklog(tc.hosts, tc.current); got != tc.want {
 			t.Errorf("wantBacklog(%d, %d) = %d, want %d", tc.hosts, tc.current, got, tc.want)
 		}
+	}
+}
+
+// testRoles are the child roles of TestChild: "echo" answers every
+// command line with its spec's prefix, "fail" fails at once.
+func testRoles() ChildRoles {
+	type line struct {
+		T    string `json:"t"`
+		Line string `json:"line,omitempty"`
+	}
+	return ChildRoles{
+		"echo": func(ctx context.Context, c ChildIO) error {
+			var prefix string
+			if err := json.Unmarshal(c.Spec, &prefix); err != nil {
+				return err
+			}
+			c.Emit(line{T: "ready"})
+			for cmd := range c.Cmds {
+				c.Emit(line{T: "echo", Line: prefix + cmd})
+			}
+			return nil
+		},
+		"fail": func(context.Context, ChildIO) error { return errors.New("no luck") },
+	}
+}
+
+func TestChild(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, exe string }{{"in-process", ""}, {"process", exe}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := func(role string) *Child {
+				ch, err := StartChild(ctx, ChildConfig{Name: role, Exe: tc.exe, Role: role, Spec: "got ", Roles: testRoles()})
+				if err != nil {
+					t.Fatalf("StartChild(%s): %v", role, err)
+				}
+				return ch
+			}
+			ch := start("echo")
+			if _, err := ch.Await(ctx, "ready", 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := ch.Send("hello"); err != nil {
+				t.Fatal(err)
+			}
+			m, err := ch.Await(ctx, "echo", 20*time.Second)
+			var got struct{ Line string }
+			if err == nil {
+				err = m.Decode(&got)
+			}
+			if err != nil || got.Line != "got hello" {
+				t.Errorf("echo = %q, %v; want %q", got.Line, err, "got hello")
+			}
+			for i := range 2 { // Close is idempotent
+				if err := ch.Close(); err != nil {
+					t.Errorf("Close #%d: %v", i+1, err)
+				}
+			}
+
+			ch = start("fail")
+			if _, err := ch.Await(ctx, "ready", 20*time.Second); err == nil || !strings.Contains(err.Error(), "no luck") {
+				t.Errorf("Await of a failing child = %v, want its error", err)
+			}
+			if err := ch.Close(); err == nil || !strings.Contains(err.Error(), "no luck") {
+				t.Errorf("Close of a failing child = %v, want its error", err)
+			}
+		})
+	}
+}
+
+func TestClusterLifecycle(t *testing.T) {
+	c, err := New(Config{Hosts: 2, Endpoints: 2, VPCs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close without Start: %v", err)
+	}
+	if err := c.Start(context.Background()); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("Start after Close = %v, want lifecycle.ErrClosed", err)
+	}
+	if _, err := New(Config{Hosts: 0, VPCs: 1}); err == nil {
+		t.Error("New accepted 0 hosts")
 	}
 }

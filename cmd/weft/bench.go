@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/weftnet/weft/sim/bench"
 )
@@ -28,11 +28,8 @@ prints progress once a second on stderr and a final report on stdout
 }
 
 func newBenchHeartbeatsCmd() *cobra.Command {
-	var (
-		cfg    bench.HeartbeatsConfig
-		output string
-	)
-	cmd := &cobra.Command{
+	var cfg bench.HeartbeatsConfig
+	cmd := reportCmd(&cobra.Command{
 		Use:   "heartbeats",
 		Short: "UDP heartbeat ingest vs. a raw UDP sink, and CPU at 100k hosts x 1 Hz",
 		Long: `Measure the controller's heartbeat ingest (HMAC verify, replay window,
@@ -42,18 +39,15 @@ when every one of --hosts heartbeats at --rate; then how long a host that
 stops takes to be declared Dead.`,
 		Example: `  weft bench heartbeats
   weft bench heartbeats --hosts 100000 --duration 5s --rounds 3 -o json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Progress = cmd.ErrOrStderr()
-			return report(cmd, output, func() (*bench.HeartbeatsReport, error) { return bench.Heartbeats(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.HeartbeatsReport) {
-					fmt.Fprintf(w, "heartbeats: sink %.0f/s, ingest %.0f/s, ratio %.2f (goal %.2f); %.2f µs CPU per heartbeat\n",
-						rep.SinkRate, rep.IngestRate, rep.IngestRatio, rep.GoalIngestRatio, rep.IngestCPUMicros)
-					fmt.Fprintf(w, "  nominal %d hosts: %.0f heartbeats/s on %.3f cores (goal <= %.2f)\n", rep.Hosts, rep.NominalRate, rep.Cores, rep.GoalCores)
-					fmt.Fprintf(w, "  dead host detected %.2f s after its last heartbeat (goal <= %.0f s)\n", rep.DeadDetectSecs, rep.GoalDeadDetectSecs)
-				})
-		},
-	}
+	}, func(cmd *cobra.Command) (*bench.HeartbeatsReport, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		return bench.Heartbeats(cmd.Context(), cfg)
+	}, func(w io.Writer, rep *bench.HeartbeatsReport) {
+		fmt.Fprintf(w, "heartbeats: sink %.0f/s, ingest %.0f/s, ratio %.2f (goal %.2f); %.2f µs CPU per heartbeat\n",
+			rep.SinkRate, rep.IngestRate, rep.IngestRatio, rep.GoalIngestRatio, rep.IngestCPUMicros)
+		fmt.Fprintf(w, "  nominal %d hosts: %.0f heartbeats/s on %.3f cores (goal <= %.2f)\n", rep.Hosts, rep.NominalRate, rep.Cores, rep.GoalCores)
+		fmt.Fprintf(w, "  dead host detected %.2f s after its last heartbeat (goal <= %.0f s)\n", rep.DeadDetectSecs, rep.GoalDeadDetectSecs)
+	})
 	f := cmd.Flags()
 	f.IntVar(&cfg.Hosts, "hosts", 100000, "simulated hosts")
 	f.Float64Var(&cfg.Rate, "rate", 1, "heartbeats per host per second in the nominal phase")
@@ -61,16 +55,12 @@ stops takes to be declared Dead.`,
 	f.IntVar(&cfg.Rounds, "rounds", 3, "sink + ingest rounds (medians are reported)")
 	f.IntVar(&cfg.Senders, "senders", 2, "sender goroutines")
 	f.BoolVar(&cfg.InProcess, "in-process", false, "run the senders in this process instead of a child")
-	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }
 
 func newBenchLookupCmd() *cobra.Command {
-	var (
-		cfg    bench.LookupConfig
-		output string
-	)
-	cmd := &cobra.Command{
+	var cfg bench.LookupConfig
+	cmd := reportCmd(&cobra.Command{
 		Use:   "lookup",
 		Short: "On-demand location lookups over UDP: rate and p50/p99 latency",
 		Long: `Send signed lookup requests (VNI + IP -> host, MAC, identity, epoch) from
@@ -79,18 +69,15 @@ server and its locator index of --endpoints endpoints; report the rate
 answered and the latency percentiles.`,
 		Example: `  weft bench lookup --rate 200000
   weft bench lookup --rate 100000 --batch 16 -o json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Progress = cmd.ErrOrStderr()
-			return report(cmd, output, func() (*bench.LookupReport, error) { return bench.Lookup(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.LookupReport) {
-					fmt.Fprintf(w, "lookup: %.0f answered/s of %d/s target (%d sent, %d lost, batch %d, %d clients, %s)\n",
-						rep.Rate, rep.TargetRate, rep.Sent, rep.Lost, rep.Batch, rep.Clients, rep.ClientMode)
-					fmt.Fprintf(w, "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms (goal p99 <= %.1f ms at %d/s)\n",
-						rep.P50Ms, rep.P99Ms, rep.P999Ms, rep.MaxMs, rep.GoalP99Ms, rep.GoalRate)
-				})
-		},
-	}
+	}, func(cmd *cobra.Command) (*bench.LookupReport, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		return bench.Lookup(cmd.Context(), cfg)
+	}, func(w io.Writer, rep *bench.LookupReport) {
+		fmt.Fprintf(w, "lookup: %.0f answered/s of %d/s target (%d sent, %d lost, batch %d, %d clients, %s)\n",
+			rep.Rate, rep.TargetRate, rep.Sent, rep.Lost, rep.Batch, rep.Clients, rep.ClientMode)
+		fmt.Fprintf(w, "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms (goal p99 <= %.1f ms at %d/s)\n",
+			rep.P50Ms, rep.P99Ms, rep.P999Ms, rep.MaxMs, rep.GoalP99Ms, rep.GoalRate)
+	})
 	f := cmd.Flags()
 	f.IntVar(&cfg.Rate, "rate", 200000, "target lookups per second")
 	f.IntVar(&cfg.Batch, "batch", 1, "queries per datagram (1..16)")
@@ -98,17 +85,15 @@ answered and the latency percentiles.`,
 	f.IntVar(&cfg.Endpoints, "endpoints", 100000, "endpoints in the index")
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of the run")
 	f.BoolVar(&cfg.InProcess, "in-process", false, "run the clients in this process instead of a child")
-	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }
 
 func newBenchChurnCmd() *cobra.Command {
 	var (
 		cfg        bench.ChurnConfig
-		output     string
 		cpuProfile string
 	)
-	cmd := &cobra.Command{
+	cmd := reportCmd(&cobra.Command{
 		Use:   "churn",
 		Short: "Endpoint create+delete throughput over HTTP, durable in etcd",
 		Long: `Start a controller with embedded etcd (unless --server is given), measure
@@ -118,34 +103,30 @@ delete is acknowledged only after etcd committed it. Reports ops/s, p50/p99
 latency and the ratio to the etcd baseline measured in the same run.`,
 		Example: `  weft bench churn --duration 20s --concurrency 128
   weft bench churn -o json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Progress = cmd.ErrOrStderr()
-			stop, err := startCPUProfile(cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer stop()
-			return report(cmd, output, func() (*bench.ChurnReport, error) { return bench.Churn(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.ChurnReport) {
-					fmt.Fprintf(w, "churn: %.0f endpoint ops/s (%d creates + %d deletes in %s, %d workers, %d errors)\n",
-						rep.OpsPerSec, rep.Creates, rep.Deletes, rep.Duration, rep.Concurrency, rep.Errors)
-					fmt.Fprintf(w, "  create p50 %.2f ms  p99 %.2f ms;  delete p50 %.2f ms  p99 %.2f ms\n",
-						rep.CreateP50Ms, rep.CreateP99Ms, rep.DeleteP50Ms, rep.DeleteP99Ms)
-					if rep.EtcdPutRate > 0 {
-						fmt.Fprintf(w, "  baseline: raw etcd %.0f puts/s in %d-op txns; ratio %.2f\n", rep.EtcdPutRate, rep.EtcdOpsInTxn, rep.Ratio)
-					}
-					fmt.Fprintf(w, "  goal: %.0f ops/s on %d CPUs\n", rep.GoalOpsSec, rep.CPUs)
-				})
-		},
-	}
+	}, func(cmd *cobra.Command) (*bench.ChurnReport, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		stop, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		return bench.Churn(cmd.Context(), cfg)
+	}, func(w io.Writer, rep *bench.ChurnReport) {
+		fmt.Fprintf(w, "churn: %.0f endpoint ops/s (%d creates + %d deletes in %s, %d workers, %d errors)\n",
+			rep.OpsPerSec, rep.Creates, rep.Deletes, rep.Duration, rep.Concurrency, rep.Errors)
+		fmt.Fprintf(w, "  create p50 %.2f ms  p99 %.2f ms;  delete p50 %.2f ms  p99 %.2f ms\n",
+			rep.CreateP50Ms, rep.CreateP99Ms, rep.DeleteP50Ms, rep.DeleteP99Ms)
+		if rep.EtcdPutRate > 0 {
+			fmt.Fprintf(w, "  baseline: raw etcd %.0f puts/s in %d-op txns; ratio %.2f\n", rep.EtcdPutRate, rep.EtcdOpsInTxn, rep.Ratio)
+		}
+		fmt.Fprintf(w, "  goal: %.0f ops/s on %d CPUs\n", rep.GoalOpsSec, rep.CPUs)
+	})
 	f := cmd.Flags()
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
 	f.IntVar(&cfg.Concurrency, "concurrency", 128, "client workers, each with its own connection")
 	f.IntVar(&cfg.Hosts, "hosts", 16, "hosts the endpoints are spread over")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
 	f.StringVar(&cfg.Server, "server", "", "benchmark a running controller at this URL instead (no etcd baseline)")
-	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (controller and clients) to this file")
 	return cmd
 }
@@ -167,48 +148,33 @@ func startCPUProfile(path string) (func(), error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-// writeReport prints a benchmark report as JSON or as text.
-func writeReport(w io.Writer, format string, rep any, text func(io.Writer)) error {
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		return enc.Encode(rep)
-	case "table", "":
-		text(w)
-		return nil
-	}
-	return fmt.Errorf("-o %q: want table or json", format)
-}
-
-// simFlags registers the flags every simulation benchmark shares.
-func simFlags(f *pflag.FlagSet, c *bench.SimConfig, hosts, endpoints, vpcs int) {
-	f.IntVar(&c.Hosts, "hosts", hosts, "simulated hosts (agents)")
-	f.IntVar(&c.Endpoints, "endpoints", endpoints, "endpoints spread over the hosts")
-	f.IntVar(&c.VPCs, "vpcs", vpcs, "VPCs")
+// simBenchCmd completes cmd, a simulation benchmark: the flags every one
+// has, its child processes run by this binary, and its report (reportCmd).
+func simBenchCmd[R any](cmd *cobra.Command, c *bench.SimConfig, run func(context.Context) (*R, error), text func(io.Writer, *R)) *cobra.Command {
+	reportCmd(cmd, func(cmd *cobra.Command) (*R, error) {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the weft binary for child processes: %w", err)
+		}
+		// The children's warnings and errors go with the progress lines.
+		c.Exec, c.Progress, c.ChildLog = exe, cmd.ErrOrStderr(), cmd.ErrOrStderr()
+		return run(cmd.Context())
+	}, text)
+	f := cmd.Flags()
+	f.IntVar(&c.Hosts, "hosts", 10000, "simulated hosts (agents)")
+	f.IntVar(&c.Endpoints, "endpoints", 100000, "endpoints spread over the hosts")
+	f.IntVar(&c.VPCs, "vpcs", 1000, "VPCs")
 	f.IntVar(&c.Replicas, "replicas", 0, "controller replicas (default: from --hosts)")
 	f.IntVar(&c.Procs, "procs", 0, "agent processes (default: from --hosts)")
 	f.StringVar(&c.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
 	f.StringVar(&c.CPUProfileDir, "cpuprofile-dir", "", "write CPU profiles of every replica and agent process, and the agent processes' heap profiles, here")
 	f.DurationVar(&c.Timeout, "timeout", 10*time.Minute, "bound on the wait for all agents to be programmed")
-}
-
-// simExec fills in the binary that runs the simulation's child processes.
-func simExec(c *bench.SimConfig, progress io.Writer) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find the weft binary for child processes: %w", err)
-	}
-	// The children's warnings and errors go with the progress lines.
-	c.Exec, c.Progress, c.ChildLog = exe, progress, progress
-	return nil
+	return cmd
 }
 
 func newBenchColdstartCmd() *cobra.Command {
-	var (
-		cfg    bench.ColdstartConfig
-		output string
-	)
-	cmd := &cobra.Command{
+	var cfg bench.ColdstartConfig
+	cmd := simBenchCmd(&cobra.Command{
 		Use:   "coldstart",
 		Short: "All simulated hosts connect at once after a power loss: time until all are programmed",
 		Long: `Load the state (--hosts, --endpoints, --vpcs) into etcd, start the controller
@@ -217,90 +183,57 @@ protocol over loopback, child processes under the open-file limit) and
 measure the time until every agent has applied its view, and the replicas'
 RSS and CPU.`,
 		Example: `  weft bench coldstart --hosts 10000 --endpoints 100000 --vpcs 1000`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
-				return err
-			}
-			return report(cmd, output, func() (*bench.ColdstartReport, error) { return bench.Coldstart(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.ColdstartReport) {
-					fmt.Fprintf(w, "coldstart: %d hosts, %d endpoints, %d VPCs, %d replicas, %d agent procs: %d/%d programmed in %.3f s (goal %.0f s)\n",
-						rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
-					fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
-						rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
-					for _, c := range rep.Controllers {
-						b, _ := json.Marshal(c)
-						fmt.Fprintf(w, "  replica %s\n", b)
-					}
-				})
-		},
-	}
-	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "report format: table or json")
+	}, &cfg.SimConfig, func(ctx context.Context) (*bench.ColdstartReport, error) {
+		return bench.Coldstart(ctx, cfg)
+	}, func(w io.Writer, rep *bench.ColdstartReport) {
+		fmt.Fprintf(w, "coldstart: %d hosts, %d endpoints, %d VPCs, %d replicas, %d agent procs: %d/%d programmed in %.3f s (goal %.0f s)\n",
+			rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
+		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
+			rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
+		for _, c := range rep.Controllers {
+			b, _ := json.Marshal(c)
+			fmt.Fprintf(w, "  replica %s\n", b)
+		}
+	})
 	return cmd
 }
 
 func newBenchProgramCmd() *cobra.Command {
-	var (
-		cfg    bench.ProgramConfig
-		output string
-	)
-	cmd := &cobra.Command{
+	var cfg bench.ProgramConfig
+	cmd := simBenchCmd(&cobra.Command{
 		Use:     "program",
 		Short:   "API write -> target agent has programmed it, with many hosts connected: p50/p99",
 		Example: `  weft bench program --hosts 10000 --writes 300`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
-				return err
-			}
-			return report(cmd, output, func() (*bench.ProgramReport, error) { return bench.Program(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.ProgramReport) {
-					fmt.Fprintf(w, "program: %d hosts, %d writes, %d applied, %d lost: p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms); API p50 %.3f ms p99 %.3f ms; load %s\n",
-						rep.Hosts, rep.Writes, rep.Applied, rep.Lost, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms, rep.APIP50Ms, rep.APIP99Ms, rep.LoadAvg)
-				})
-		},
-	}
-	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
+	}, &cfg.SimConfig, func(ctx context.Context) (*bench.ProgramReport, error) {
+		return bench.Program(ctx, cfg)
+	}, func(w io.Writer, rep *bench.ProgramReport) {
+		fmt.Fprintf(w, "program: %d hosts, %d writes, %d applied, %d lost: p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms); API p50 %.3f ms p99 %.3f ms; load %s\n",
+			rep.Hosts, rep.Writes, rep.Applied, rep.Lost, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms, rep.APIP50Ms, rep.APIP99Ms, rep.LoadAvg)
+	})
 	cmd.Flags().IntVar(&cfg.Writes, "writes", 200, "endpoints created one at a time")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }
 
 func newBenchMigrateCmd() *cobra.Command {
-	var (
-		cfg    bench.MigrateConfig
-		output string
-	)
-	cmd := &cobra.Command{
+	var cfg bench.MigrateConfig
+	cmd := simBenchCmd(&cobra.Command{
 		Use:     "migrate",
 		Short:   "Move endpoints that other hosts looked up: time until every interested host has the new location",
 		Example: `  weft bench migrate --hosts 10000 --moves 200 --interested 10`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := simExec(&cfg.SimConfig, cmd.ErrOrStderr()); err != nil {
-				return err
-			}
-			return report(cmd, output, func() (*bench.MigrateReport, error) { return bench.Migrate(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.MigrateReport) {
-					fmt.Fprintf(w, "migrate: %d hosts, %d moves x %d interested (%d registered, %d unanswered, %d incomplete): p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms)\n",
-						rep.Hosts, rep.Moves, rep.Interested, rep.Registered, rep.Unanswered, rep.Incomplete, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms)
-				})
-		},
-	}
-	simFlags(cmd.Flags(), &cfg.SimConfig, 10000, 100000, 1000)
+	}, &cfg.SimConfig, func(ctx context.Context) (*bench.MigrateReport, error) {
+		return bench.Migrate(ctx, cfg)
+	}, func(w io.Writer, rep *bench.MigrateReport) {
+		fmt.Fprintf(w, "migrate: %d hosts, %d moves x %d interested (%d registered, %d unanswered, %d incomplete): p50 %.3f ms, p99 %.3f ms, max %.3f ms (goal p99 <= %.0f ms)\n",
+			rep.Hosts, rep.Moves, rep.Interested, rep.Registered, rep.Unanswered, rep.Incomplete, rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.GoalP99Ms)
+	})
 	cmd.Flags().IntVar(&cfg.Moves, "moves", 100, "endpoints moved one at a time")
 	cmd.Flags().IntVar(&cfg.Interested, "interested", 10, "hosts that look up each moved endpoint first")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }
 
 func newBenchDatapathCmd() *cobra.Command {
-	var (
-		cfg    bench.DatapathConfig
-		output string
-	)
-	cmd := &cobra.Command{
+	var cfg bench.DatapathConfig
+	cmd := reportCmd(&cobra.Command{
 		Use:   "datapath",
 		Short: "Real data plane (root): overlay vs veth throughput, attach rate, first packet, resync",
 		Long: `Build two hosts in network namespaces with the linux driver (no controller:
@@ -312,31 +245,48 @@ peer, and a driver restart's resync of 1,000 endpoints with a ping running.
 Needs root; removes every namespace it made.`,
 		Example: `  sudo weft bench datapath
   sudo weft bench datapath --rounds 3 -o json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Progress = cmd.ErrOrStderr()
-			return report(cmd, output, func() (*bench.DatapathReport, error) { return bench.Datapath(cmd.Context(), cfg) },
-				func(w io.Writer, rep *bench.DatapathReport) {
-					b, _ := json.MarshalIndent(rep, "", "  ")
-					fmt.Fprintf(w, "%s\n", b)
-				})
-		},
-	}
+	}, func(cmd *cobra.Command) (*bench.DatapathReport, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		return bench.Datapath(cmd.Context(), cfg)
+	}, nil)
 	f := cmd.Flags()
 	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved throughput rounds (default 7)")
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
-	f.StringVarP(&output, "output", "o", "table", "report format: table (indented JSON) or json")
 	return cmd
 }
 
-// report runs a benchmark and prints its report (also when it failed
-// part-way and returned one) as JSON or as text.
-func report[R any](cmd *cobra.Command, output string, run func() (*R, error), text func(io.Writer, *R)) error {
-	rep, err := run()
-	if rep != nil {
-		if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) { text(w, rep) }); werr != nil {
-			return werr
+// reportCmd completes cmd, a command that runs a benchmark or a
+// simulation: it adds -o and runs run, then prints the report run returns
+// (also one of a run that failed part-way) as one JSON object or, with -o
+// table, with text (nil: indented JSON).
+func reportCmd[R any](cmd *cobra.Command, run func(*cobra.Command) (*R, error), text func(io.Writer, *R)) *cobra.Command {
+	var output string
+	usage := "report format: table or json"
+	if text == nil {
+		usage = "report format: table (indented JSON) or json"
+		text = func(w io.Writer, rep *R) {
+			b, _ := json.MarshalIndent(rep, "", "  ")
+			fmt.Fprintf(w, "%s\n", b)
 		}
 	}
-	return err
+	cmd.Flags().StringVarP(&output, "output", "o", "table", usage)
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if output != "table" && output != "json" && output != "" {
+			return fmt.Errorf("-o %q: want table or json", output)
+		}
+		rep, err := run(cmd)
+		if rep == nil {
+			return err
+		}
+		if output == "json" {
+			if werr := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); werr != nil {
+				return werr
+			}
+		} else {
+			text(cmd.OutOrStdout(), rep)
+		}
+		return err
+	}
+	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/sim"
+	"github.com/weftnet/weft/sim/bench"
 )
 
 // newSimCmd is `weft sim`: a controller and N simulated agents speaking
@@ -16,11 +17,10 @@ import (
 func newSimCmd() *cobra.Command {
 	var (
 		cfg        sim.RunConfig
-		output     string
 		inProcess  bool
 		childDebug bool
 	)
-	cmd := &cobra.Command{
+	cmd := reportCmd(&cobra.Command{
 		Use:   "sim",
 		Short: "Run a scale simulation: a controller and N simulated hosts over loopback",
 		Long: `Bulk-load --endpoints endpoints in --vpcs VPCs on --hosts hosts into an
@@ -32,28 +32,20 @@ programmed, heartbeat loss, lookups answered, each replica's RSS and CPU
 seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
 		Example: `  weft sim --hosts 1000 --endpoints 10000 --vpcs 100
   weft sim --hosts 50000 --endpoints 500000 --vpcs 5000 --lookups 20000 -o json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Progress = cmd.ErrOrStderr()
-			if !inProcess {
-				exe, err := os.Executable()
-				if err != nil {
-					return fmt.Errorf("sim: find the weft binary for child processes: %w", err)
-				}
-				cfg.Exec = exe
+	}, func(cmd *cobra.Command) (*sim.Report, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		if !inProcess {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("sim: find the weft binary for child processes: %w", err)
 			}
-			if childDebug {
-				cfg.ChildLog, cfg.Debug = cmd.ErrOrStderr(), true
-			}
-			rep, err := sim.Run(cmd.Context(), cfg)
-			if rep != nil {
-				if werr := writeReport(cmd.OutOrStdout(), output, rep, func(w io.Writer) { printSimReport(w, rep) }); werr != nil {
-					return werr
-				}
-			}
-			return err
-		},
-	}
+			cfg.Exec = exe
+		}
+		if childDebug {
+			cfg.ChildLog, cfg.Debug = cmd.ErrOrStderr(), true
+		}
+		return sim.Run(cmd.Context(), cfg)
+	}, printSimReport)
 	f := cmd.Flags()
 	f.IntVar(&cfg.Hosts, "hosts", 1000, "simulated hosts (one agent each)")
 	f.IntVar(&cfg.Endpoints, "endpoints", 10000, "endpoints, spread over hosts and VPCs")
@@ -69,21 +61,20 @@ seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
 	f.StringVar(&cfg.CPUProfileDir, "cpuprofile-dir", "", "write a CPU profile of each controller replica (controller-N.pprof) into this directory")
 	f.BoolVar(&inProcess, "in-process", false, "run everything in this process (small runs only: 20,000 open files)")
 	f.BoolVar(&childDebug, "debug", false, "show the controller replicas' and agents' logs (info and above)")
-	f.StringVarP(&output, "output", "o", "table", "report format: table or json")
 	return cmd
 }
 
-// newSimChildCmd is the hidden subcommand a simulation re-executes weft
-// with to run a controller replica or a group of agents in a child
-// process (see package sim).
+// newSimChildCmd is the hidden subcommand weft re-executes itself with to
+// run a child process: a controller replica or a group of agents of a
+// simulation, or a benchmark's load generator (see package sim).
 func newSimChildCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:    sim.ChildCommand,
-		Short:  "Run a child of weft sim (internal)",
+		Short:  "Run a child process of weft sim or weft bench (internal)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sim.RunChild(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return sim.RunChild(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), bench.ChildRoles())
 		},
 	}
 }

@@ -1,7 +1,3 @@
-// Package bench holds the harnesses behind `weft bench NAME`: each starts
-// the real parts it measures (a controller with embedded etcd, real HTTP),
-// measures a baseline in the same run where one exists, prints progress
-// while it runs and returns a report that BENCHMARKS.md quotes.
 package bench
 
 import (
@@ -12,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,24 +62,12 @@ type ChurnReport struct {
 }
 
 func (c *ChurnConfig) setDefaults() {
-	if c.Duration == 0 {
-		c.Duration = 10 * time.Second
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 128
-	}
-	if c.Hosts == 0 {
-		c.Hosts = 16
-	}
-	if c.BaselineOpsPerTxn == 0 {
-		c.BaselineOpsPerTxn = 50
-	}
-	if c.BaselineConcurrency == 0 {
-		c.BaselineConcurrency = 8
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	setDefault(&c.Duration, 10*time.Second)
+	setDefault(&c.Concurrency, 128)
+	setDefault(&c.Hosts, 16)
+	setDefault(&c.BaselineOpsPerTxn, 50)
+	setDefault(&c.BaselineConcurrency, 8)
+	setDefault(&c.Logger, slog.New(slog.DiscardHandler))
 }
 
 // Churn measures durable endpoint create+delete throughput over real HTTP.
@@ -92,11 +75,7 @@ func (c *ChurnConfig) setDefaults() {
 // acknowledged create and delete has been committed (fsynced) by etcd.
 func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 	cfg.setDefaults()
-	progress := func(format string, a ...any) {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, format+"\n", a...)
-		}
-	}
+	progress := progressTo(cfg.Progress)
 	rep := &ChurnReport{Bench: "churn", Concurrency: cfg.Concurrency, GoalOpsSec: 20000, CPUs: runtime.NumCPU()}
 	server := cfg.Server
 	if server == "" {
@@ -228,15 +207,6 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 }
 
 type latencies struct{ create, delete []time.Duration }
-
-func percentileMs(d []time.Duration, p float64) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	i := int(float64(len(d)-1) * p / 100)
-	return float64(d[i].Microseconds()) / 1000
-}
 
 // churnSetup applies the tenant, VPC, subnet and hosts the run needs.
 func churnSetup(ctx context.Context, cl *client.Client, hosts int) error {

@@ -1,33 +1,24 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
 	"runtime"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
 
 	"github.com/weftnet/weft/controller/liveness"
 	"github.com/weftnet/weft/controller/southbound/udp"
+	"github.com/weftnet/weft/sim"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -51,9 +42,8 @@ type HeartbeatsConfig struct {
 	// (defaults: udp.Config's).
 	Sockets, ReadBatch int
 	// InProcess runs the senders as goroutines of this process (their own
-	// threads' CPU time is then subtracted) instead of in a child process.
-	// A child re-executes this binary, whose main must call RunChild; if it
-	// does not, the benchmark falls back to in-process senders.
+	// threads' CPU time is then subtracted) instead of in a child process
+	// (this binary's hidden sim.ChildCommand, which must run ChildRoles).
 	InProcess bool
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
@@ -61,27 +51,13 @@ type HeartbeatsConfig struct {
 }
 
 func (c *HeartbeatsConfig) setDefaults() {
-	if c.Hosts == 0 {
-		c.Hosts = 100_000
-	}
-	if c.Rate == 0 {
-		c.Rate = 1
-	}
-	if c.Senders == 0 {
-		c.Senders = 2
-	}
-	if c.SocketsPerSender == 0 {
-		c.SocketsPerSender = 8
-	}
-	if c.Duration == 0 {
-		c.Duration = 5 * time.Second
-	}
-	if c.Rounds == 0 {
-		c.Rounds = 3
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	setDefault(&c.Hosts, 100_000)
+	setDefault(&c.Rate, 1)
+	setDefault(&c.Senders, 2)
+	setDefault(&c.SocketsPerSender, 8)
+	setDefault(&c.Duration, 5*time.Second)
+	setDefault(&c.Rounds, 3)
+	setDefault(&c.Logger, slog.New(slog.DiscardHandler))
 }
 
 func (c *HeartbeatsConfig) validate() error {
@@ -160,18 +136,6 @@ type HeartbeatsRound struct {
 	Ratio       float64 `json:"ratio"`
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // Heartbeats measures heartbeat ingest: capacity against a raw UDP sink
 // with the same senders and socket setup, the CPU used at the nominal
 // rate, and dead-host detection. See HeartbeatsConfig.
@@ -180,11 +144,7 @@ func Heartbeats(ctx context.Context, cfg HeartbeatsConfig) (*HeartbeatsReport, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	progress := func(format string, a ...any) {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, format+"\n", a...)
-		}
-	}
+	progress := progressTo(cfg.Progress)
 	seed := make([]byte, 16)
 	if _, err := rand.Read(seed); err != nil {
 		return nil, fmt.Errorf("heartbeats: seed: %w", err)
@@ -205,7 +165,7 @@ func Heartbeats(ctx context.Context, cfg HeartbeatsConfig) (*HeartbeatsReport, e
 		rep.SenderMode = "in-process"
 	}
 	spec := senderSpec{
-		Role: roleHeartbeatSenders, Hosts: cfg.Hosts, Seed: seed, Senders: cfg.Senders,
+		LockThreads: cfg.InProcess, Hosts: cfg.Hosts, Seed: seed, Senders: cfg.Senders,
 		SocketsPerSender: cfg.SocketsPerSender, Duration: cfg.Duration,
 		Pool: min(heartbeatPoolMax, max(10_000, int(heartbeatPoolPerSec*cfg.Duration.Seconds()))),
 	}
@@ -221,7 +181,10 @@ func Heartbeats(ctx context.Context, cfg HeartbeatsConfig) (*HeartbeatsReport, e
 		return nil, fmt.Errorf("heartbeats: start sink: %w", err)
 	}
 	defer sink.Close()
-	rep.Sockets, rep.ReadBatch = socketsOf(cfg), readBatchOf(cfg)
+	rep.Sockets, rep.ReadBatch = serverSockets(cfg.Sockets), cfg.ReadBatch
+	if rep.ReadBatch == 0 {
+		rep.ReadBatch = udp.DefaultReadBatch
+	}
 
 	stopHost := uint32(1)
 	dead := make(chan liveness.Transition, 1)
@@ -263,14 +226,14 @@ func Heartbeats(ctx context.Context, cfg HeartbeatsConfig) (*HeartbeatsReport, e
 	var sinkRates, ingestRates, ratios, perDatagram []float64
 	for round := 1; round <= cfg.Rounds; round++ {
 		spec.Target = sink.LocalAddr().String()
-		res, err := runSenders(ctx, &cfg, spec, &rep.SenderMode, func() uint64 { return sink.Stats().Received }, progress, "sink")
+		res, err := runSenders(ctx, cfg.InProcess, spec, func() uint64 { return sink.Stats().Received }, progress, "sink")
 		if err != nil {
 			return nil, err
 		}
 		settle(ctx, func() uint64 { return sink.Stats().Received })
 		r := HeartbeatsRound{SinkSent: res.sent, SinkRate: res.rate, SinkCores: res.cores}
 		spec.Target = srv.LocalAddr().String()
-		res, err = runSenders(ctx, &cfg, spec, &rep.SenderMode, func() uint64 { return srv.Stats().Heartbeats }, progress, "ingest")
+		res, err = runSenders(ctx, cfg.InProcess, spec, func() uint64 { return srv.Stats().Heartbeats }, progress, "ingest")
 		if err != nil {
 			return nil, err
 		}
@@ -299,7 +262,7 @@ func Heartbeats(ctx context.Context, cfg HeartbeatsConfig) (*HeartbeatsReport, e
 	progress("nominal: %d hosts × %.3g Hz for %s; host %d stops after %s", cfg.Hosts, cfg.Rate, nominal.Duration, stopHost, nominal.StopAfter)
 	now := time.Now()
 	armedAt.Store(&now)
-	res, err := runSenders(ctx, &cfg, nominal, &rep.SenderMode, func() uint64 { return srv.Stats().Heartbeats }, progress, "nominal")
+	res, err := runSenders(ctx, cfg.InProcess, nominal, func() uint64 { return srv.Stats().Heartbeats }, progress, "nominal")
 	if err != nil {
 		return nil, err
 	}
@@ -340,45 +303,10 @@ func settle(ctx context.Context, count func() uint64) {
 	}
 }
 
-func socketsOf(cfg HeartbeatsConfig) int {
-	if cfg.Sockets > 0 {
-		return cfg.Sockets
-	}
-	return runtime.GOMAXPROCS(0)
-}
+// ---- senders: a child (process or in-process) ----
 
-func readBatchOf(cfg HeartbeatsConfig) int {
-	if cfg.ReadBatch > 0 {
-		return cfg.ReadBatch
-	}
-	return udp.DefaultReadBatch
-}
-
-// hostKeys derives host i's raw key (index i; index 0 unused).
-func hostKeys(seed []byte, hosts int) [][]byte {
-	keys := make([][]byte, hosts+1)
-	buf := make([]byte, len(seed)+4)
-	copy(buf, seed)
-	for id := 1; id <= hosts; id++ {
-		binary.BigEndian.PutUint32(buf[len(seed):], uint32(id))
-		k := sha256.Sum256(buf)
-		keys[id] = k[:]
-	}
-	return keys
-}
-
-// ---- senders: in a child process or in-process ----
-
-// ChildEnv is the environment variable that makes a re-executed binary
-// run a benchmark's load generator (RunChild) instead of its main.
-const ChildEnv = "WEFT_BENCH_CHILD"
-
-const roleHeartbeatSenders = "heartbeat-senders"
-
-// senderSpec tells the senders what to do; a child gets it as JSON in
-// ChildEnv.
+// senderSpec tells the senders (role heartbeat-senders) what to do.
 type senderSpec struct {
-	Role             string        `json:"role"`
 	Target           string        `json:"target"`
 	Hosts            int           `json:"hosts"`
 	Seed             []byte        `json:"seed"`
@@ -389,72 +317,11 @@ type senderSpec struct {
 	Pool             int           `json:"pool"` // pre-built datagrams for a blast
 	StopHost         uint32        `json:"stopHost,omitempty"`
 	StopAfter        time.Duration `json:"stopAfter,omitempty"`
+	// LockThreads runs every sender goroutine on its own OS thread and
+	// reports those threads' CPU time (in-process senders, whose CPU the
+	// parent subtracts from its own).
+	LockThreads bool `json:"lockThreads,omitempty"`
 }
-
-// RunChild runs a benchmark's load generator if this process was started
-// as one (ChildEnv is set), and reports whether it was. A binary that runs
-// benchmarks calls it first thing in main (and a test binary in TestMain)
-// and exits when it returns true:
-//
-//	if ok, err := bench.RunChild(ctx); ok {
-//		if err != nil { fmt.Fprintln(os.Stderr, err); os.Exit(1) }
-//		os.Exit(0)
-//	}
-//
-// The child writes its progress to stdout, one line per event.
-func RunChild(ctx context.Context) (bool, error) {
-	env := os.Getenv(ChildEnv)
-	if env == "" {
-		return false, nil
-	}
-	var role struct {
-		Role string `json:"role"`
-	}
-	if err := json.Unmarshal([]byte(env), &role); err != nil {
-		return true, fmt.Errorf("bench child: decode %s: %w", ChildEnv, err)
-	}
-	out := &lineWriter{w: os.Stdout}
-	switch role.Role {
-	case roleHeartbeatSenders:
-		var spec senderSpec
-		if err := json.Unmarshal([]byte(env), &spec); err != nil {
-			return true, fmt.Errorf("bench child: decode %s: %w", ChildEnv, err)
-		}
-		_, err := sendHeartbeats(ctx, spec, out.event, false)
-		return true, err
-	case roleLookupClients:
-		var spec lookupSpec
-		if err := json.Unmarshal([]byte(env), &spec); err != nil {
-			return true, fmt.Errorf("bench child: decode %s: %w", ChildEnv, err)
-		}
-		return true, lookupChild(ctx, spec, out)
-	}
-	return true, fmt.Errorf("bench child: unknown role %q", role.Role)
-}
-
-// lineWriter writes events as lines, from any goroutine.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lineWriter) event(name string, v uint64) { l.line(name, strconv.FormatUint(v, 10)) }
-
-func (l *lineWriter) line(name, payload string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, "%s%s %s\n", childLinePrefix, name, payload)
-}
-
-// Child events, one per line after childLinePrefix: "ready 0" (pools
-// built, sockets open), then for heartbeat senders "start 0" (sending),
-// "stopped HOSTID", "done SENT".
-const (
-	evReady   = "ready"
-	evStart   = "start"
-	evStopped = "stopped"
-	evDone    = "done"
-)
 
 // phaseResult is what the parent measured during one sender run.
 type phaseResult struct {
@@ -465,72 +332,38 @@ type phaseResult struct {
 	stoppedAt time.Time
 }
 
-// runSenders runs one sender phase (in a child process unless cfg says or
-// finds otherwise) and measures count() over it.
-func runSenders(ctx context.Context, cfg *HeartbeatsConfig, spec senderSpec, mode *string, count func() uint64,
+// runSenders runs one sender phase, in a child process unless inProcess,
+// and measures count() over it.
+func runSenders(ctx context.Context, inProcess bool, spec senderSpec, count func() uint64,
 	progress func(string, ...any), phase string) (*phaseResult, error) {
-	events := make(chan senderEvent, 16)
-	var (
-		wait      func() error
-		senderCPU func() time.Duration
-	)
-	if *mode == "process" {
-		w, err := startChild(ctx, spec, func(name, payload string) {
-			if ev, ok := heartbeatEvent(name, payload); ok {
-				events <- ev
-			}
-		})
-		if err == nil {
-			wait = w
-		} else if errors.Is(err, errNoChildHook) {
-			progress("%s: the binary does not run bench children (main must call bench.RunChild): senders run in-process", phase)
-			*mode = "in-process"
-		} else {
-			return nil, err
-		}
+	ch, err := startChild(ctx, "heartbeat senders", roleHeartbeatSenders, spec, inProcess)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeats: %s phase: %w", phase, err)
 	}
-	if *mode == "in-process" {
-		var cpu atomic.Int64
-		done := make(chan error, 1)
-		go func() {
-			emit := func(name string, v uint64) { events <- senderEvent{name: name, v: v, at: time.Now()} }
-			threads, err := sendHeartbeats(ctx, spec, emit, true)
-			cpu.Store(int64(threads))
-			done <- err
-		}()
-		wait = func() error { return <-done }
-		senderCPU = func() time.Duration { return time.Duration(cpu.Load()) }
-	}
-	res, err := measure(ctx, spec, events, count, progress, phase)
-	werr := wait()
-	if err == nil {
-		err = werr
+	res, err := measure(ctx, spec, ch, count, progress, phase)
+	if cerr := ch.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("heartbeats: %s phase: %w", phase, err)
 	}
-	if senderCPU != nil && res.cores > 0 {
+	if res.senderCPU > 0 && res.cores > 0 {
 		// In-process: the senders' threads measured their own CPU over the
 		// same window (approximately: from start to done).
-		res.cores = max(0, res.cores-senderCPU().Seconds()/res.windowSecs)
+		res.cores = max(0, res.cores-res.senderCPU.Seconds()/res.windowSecs)
 	}
 	return &res.phaseResult, nil
-}
-
-type senderEvent struct {
-	name string
-	v    uint64
-	at   time.Time
 }
 
 type measured struct {
 	phaseResult
 	windowSecs float64
+	senderCPU  time.Duration
 }
 
-// measure follows the sender events: the count between "start" and
+// measure follows the senders' lines: the count between "start" and
 // "done" gives the rate; CPU is measured from a warm-up after "start".
-func measure(ctx context.Context, spec senderSpec, events <-chan senderEvent, count func() uint64,
+func measure(ctx context.Context, spec senderSpec, ch *sim.Child, count func() uint64,
 	progress func(string, ...any), phase string) (measured, error) {
 	var (
 		res                 measured
@@ -550,28 +383,30 @@ func measure(ctx context.Context, spec senderSpec, events <-chan senderEvent, co
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()
-		case ev, ok := <-events:
-			if !ok {
-				return res, errors.New("senders ended before they were done")
+		case cm, open := <-ch.Messages():
+			now := time.Now()
+			m, err := childLine(ch, cm, open)
+			if err != nil {
+				return res, err
 			}
-			switch ev.name {
-			case evStart:
-				start, startCount = ev.at, count()
+			switch m.T {
+			case "start":
+				start, startCount = now, count()
 				lastTick, lastCount, lastCPU = start, startCount, processCPU()
 				measuring = true
 				warmTimer = time.After(warmup)
-			case evStopped:
-				res.stoppedAt = ev.at
-			case evDone:
-				end, n := ev.at, count()
-				res.sent = ev.v
+			case "stopped":
+				res.stoppedAt = now
+			case "done":
+				n := count()
+				res.sent, res.senderCPU = m.N, m.CPU
 				res.counted = n - startCount
-				res.windowSecs = end.Sub(start).Seconds()
+				res.windowSecs = now.Sub(start).Seconds()
 				if res.windowSecs > 0 {
 					res.rate = float64(res.counted) / res.windowSecs
 				}
-				if warmedUp && end.After(warm) {
-					res.cores = (processCPU() - warmCPU).Seconds() / end.Sub(warm).Seconds()
+				if warmedUp && now.After(warm) {
+					res.cores = (processCPU() - warmCPU).Seconds() / now.Sub(warm).Seconds()
 				}
 				return res, nil
 			}
@@ -590,119 +425,27 @@ func measure(ctx context.Context, spec senderSpec, events <-chan senderEvent, co
 	}
 }
 
-// processCPU returns this process's user + system CPU time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+// sendHeartbeats is the role heartbeat-senders: it runs the senders of one
+// phase (senderSpec) and writes "ready" (pools built, sockets open),
+// "start" (sending), "stopped" (StopHost skipped) and "done" (with the
+// datagrams sent).
+func sendHeartbeats(ctx context.Context, c sim.ChildIO) error {
+	var spec senderSpec
+	if err := json.Unmarshal(c.Spec, &spec); err != nil {
+		return fmt.Errorf("heartbeat senders: %w", err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-var errNoChildHook = errors.New("bench child: the binary does not call bench.RunChild")
-
-// startChild re-executes this binary as a sender and forwards its events.
-// It returns once the child said "ready", with a function that waits for
-// its exit.
-func startChild(ctx context.Context, spec any, onLine func(name, payload string)) (func() error, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("bench child: %w", err)
-	}
-	js, err := json.Marshal(spec)
-	if err != nil {
-		return nil, fmt.Errorf("bench child: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(os.Environ(), ChildEnv+"="+string(js))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("bench child: %w", err)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench child: start %s: %w", exe, err)
-	}
-	lines := bufio.NewScanner(out)
-	lines.Buffer(make([]byte, 64<<10), 16<<20)
-	ready := make(chan bool, 1)
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		sawReady := false
-		for lines.Scan() {
-			name, payload, ok := parseChildLine(lines.Text())
-			switch {
-			case !ok:
-				// Not ours: a binary that ignored ChildEnv.
-			case name == evReady && !sawReady:
-				sawReady = true
-				ready <- true
-			case sawReady:
-				onLine(name, payload)
-			}
-		}
-		if !sawReady {
-			ready <- false
-		}
-	}()
-	if !<-ready {
-		<-readDone
-		werr := cmd.Wait()
-		if werr == nil {
-			return nil, errNoChildHook
-		}
-		return nil, fmt.Errorf("bench child: %w: %s", werr, strings.TrimSpace(stderr.String()))
-	}
-	return func() error {
-		<-readDone
-		if err := cmd.Wait(); err != nil {
-			return fmt.Errorf("bench child: %w: %s", err, strings.TrimSpace(stderr.String()))
-		}
-		return nil
-	}, nil
-}
-
-// childLinePrefix starts every line a child writes for its parent.
-const childLinePrefix = "weft-bench "
-
-func parseChildLine(line string) (name, payload string, ok bool) {
-	rest, ok := strings.CutPrefix(line, childLinePrefix)
-	if !ok {
-		return "", "", false
-	}
-	name, payload, _ = strings.Cut(rest, " ")
-	return name, payload, name != ""
-}
-
-// heartbeatEvent turns a sender child's line into an event.
-func heartbeatEvent(name, payload string) (senderEvent, bool) {
-	switch name {
-	case evStart, evStopped, evDone:
-	default:
-		return senderEvent{}, false
-	}
-	v, err := strconv.ParseUint(payload, 10, 64)
-	return senderEvent{name: name, v: v, at: time.Now()}, err == nil
-}
-
-// sendHeartbeats runs the senders of one phase and reports events through
-// emit. With lockThreads, every sender goroutine runs on its own OS
-// thread and the sum of those threads' CPU time is returned.
-func sendHeartbeats(ctx context.Context, spec senderSpec, emit func(string, uint64), lockThreads bool) (time.Duration, error) {
 	keys := hostKeys(spec.Seed, spec.Hosts)
 	prepared := make([]wire.Key, len(keys))
 	for id := 1; id < len(keys); id++ {
 		k, err := wire.NewKey(keys[id])
 		if err != nil {
-			return 0, err
+			return err
 		}
 		prepared[id] = k
 	}
 	target, err := net.ResolveUDPAddr("udp", spec.Target)
 	if err != nil {
-		return 0, fmt.Errorf("senders: target: %w", err)
+		return fmt.Errorf("senders: target: %w", err)
 	}
 	senders := make([]*hbSender, spec.Senders)
 	defer func() {
@@ -717,17 +460,13 @@ func sendHeartbeats(ctx context.Context, spec senderSpec, emit func(string, uint
 	for i := range senders {
 		s := &hbSender{idx: i, spec: &spec, keys: prepared}
 		senders[i] = s
-		wg.Add(1)
-		go func() { // sockets and pools in parallel
-			defer wg.Done()
-			errs[i] = s.prepare(target)
-		}()
+		wg.Go(func() { errs[i] = s.prepare(target) }) // sockets and pools in parallel
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return 0, err
+		return err
 	}
-	emit(evReady, 0)
+	c.Emit(&childMsg{T: "ready"})
 	var (
 		sent    atomic.Uint64
 		cpu     atomic.Int64
@@ -735,12 +474,10 @@ func sendHeartbeats(ctx context.Context, spec senderSpec, emit func(string, uint
 	)
 	start := time.Now()
 	deadline := start.Add(spec.Duration)
-	emit(evStart, 0)
+	c.Emit(&childMsg{T: "start"})
 	for _, s := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if lockThreads {
+		wg.Go(func() {
+			if spec.LockThreads {
 				runtime.LockOSThread()
 				defer runtime.UnlockOSThread()
 				t0 := threadCPU()
@@ -748,25 +485,16 @@ func sendHeartbeats(ctx context.Context, spec senderSpec, emit func(string, uint
 			}
 			var n uint64
 			if spec.Rate > 0 {
-				n = s.paced(ctx, start, deadline, func() { stopped.Do(func() { emit(evStopped, uint64(spec.StopHost)) }) })
+				n = s.paced(ctx, start, deadline, func() { stopped.Do(func() { c.Emit(&childMsg{T: "stopped", N: uint64(spec.StopHost)}) }) })
 			} else {
 				n = s.blast(ctx, deadline)
 			}
 			sent.Add(n)
-		}()
+		})
 	}
 	wg.Wait()
-	emit(evDone, sent.Load())
-	return time.Duration(cpu.Load()), ctx.Err()
-}
-
-// threadCPU returns the calling thread's CPU time.
-func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	c.Emit(&childMsg{T: "done", N: sent.Load(), CPU: time.Duration(cpu.Load())})
+	return nil
 }
 
 // hbSender is one sender goroutine: sockets on its own loopback addresses,
@@ -837,8 +565,6 @@ func (s *hbSender) close() {
 		c.Close()
 	}
 }
-
-const sendBatch = 64
 
 // blast sends the pools as fast as the sockets take them, until the
 // deadline or the pools are used up.

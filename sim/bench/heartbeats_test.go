@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/weftnet/weft/sim"
 )
 
 func TestMain(m *testing.M) {
-	// The heartbeat benchmark re-executes this binary for its senders.
-	if ok, err := RunChild(context.Background()); ok {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
+	// The benchmarks re-execute this binary for their load generators.
+	if len(os.Args) > 1 && os.Args[1] == sim.ChildCommand {
+		if err := sim.RunChild(context.Background(), os.Stdin, os.Stdout, os.Stderr, ChildRoles()); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)

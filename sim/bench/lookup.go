@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/bits"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -21,6 +20,7 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/southbound/udp"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/sim"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -47,8 +47,8 @@ type LookupConfig struct {
 	Duration time.Duration
 	// Sockets and ReadBatch configure the server (defaults: udp.Config's).
 	Sockets, ReadBatch int
-	// InProcess runs the clients in this process instead of a child (see
-	// HeartbeatsConfig.InProcess).
+	// InProcess runs the clients in this process instead of a child
+	// process (see HeartbeatsConfig.InProcess).
 	InProcess bool
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
@@ -56,26 +56,15 @@ type LookupConfig struct {
 }
 
 func (c *LookupConfig) setDefaults() {
-	def := func(p *int, v int) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	def(&c.Rate, 200_000)
-	def(&c.Batch, 1)
-	def(&c.Clients, 1000)
-	def(&c.ClientSockets, 8)
-	def(&c.Endpoints, 100_000)
-	def(&c.EndpointHosts, 1000)
-	if c.Misses == 0 {
-		c.Misses = 0.1
-	}
-	if c.Duration == 0 {
-		c.Duration = 5 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	setDefault(&c.Rate, 200_000)
+	setDefault(&c.Batch, 1)
+	setDefault(&c.Clients, 1000)
+	setDefault(&c.ClientSockets, 8)
+	setDefault(&c.Endpoints, 100_000)
+	setDefault(&c.EndpointHosts, 1000)
+	setDefault(&c.Misses, 0.1)
+	setDefault(&c.Duration, 5*time.Second)
+	setDefault(&c.Logger, slog.New(slog.DiscardHandler))
 }
 
 func (c *LookupConfig) validate() error {
@@ -135,18 +124,14 @@ type LookupReport struct {
 // key) send LookupRequests at a target rate, open loop, to a udp.Server
 // whose Locator indexes Endpoints endpoints, verify the replies and
 // record each query's latency from send to answer. The clients run in a
-// child process (see RunChild) unless cfg.InProcess, so that the server's
+// child process (see ChildRoles) unless cfg.InProcess, so that the server's
 // CPU is measured alone and the two do not share one Go scheduler.
 func Lookup(ctx context.Context, cfg LookupConfig) (*LookupReport, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	progress := func(format string, a ...any) {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, format+"\n", a...)
-		}
-	}
+	progress := progressTo(cfg.Progress)
 	rep := &LookupReport{Bench: "lookup", TargetRate: cfg.Rate, Batch: cfg.Batch, Clients: cfg.Clients,
 		Endpoints: cfg.Endpoints, Misses: cfg.Misses, Duration: cfg.Duration.String(), CPUs: runtime.NumCPU(),
 		ClientMode: "process", GoalRate: GoalLookupRate, GoalP99Ms: GoalLookupP99Ms}
@@ -163,7 +148,7 @@ func Lookup(ctx context.Context, cfg LookupConfig) (*LookupReport, error) {
 		return nil, err
 	}
 	defer loc.Close()
-	spec := lookupSpec{Role: roleLookupClients, Rate: cfg.Rate, Batch: cfg.Batch, Clients: cfg.Clients,
+	spec := lookupSpec{Rate: cfg.Rate, Batch: cfg.Batch, Clients: cfg.Clients,
 		ClientSockets: cfg.ClientSockets, Endpoints: cfg.Endpoints, Misses: cfg.Misses, Duration: cfg.Duration,
 		Seed: []byte("weft lookup bench")}
 	keys := hostKeys(spec.Seed, cfg.Clients)
@@ -185,48 +170,33 @@ func Lookup(ctx context.Context, cfg LookupConfig) (*LookupReport, error) {
 	}
 	defer srv.Close()
 	spec.Target = srv.LocalAddr().String()
-	rep.Sockets = socketsOf(HeartbeatsConfig{Sockets: cfg.Sockets})
+	rep.Sockets = serverSockets(cfg.Sockets)
 	progress("lookup: %d endpoints indexed; %d clients on %d sockets ask %d lookups/s in batches of %d (%.0f%% misses) for %s",
 		loc.Len(), cfg.Clients, cfg.ClientSockets, cfg.Rate, cfg.Batch, cfg.Misses*100, cfg.Duration)
 
-	tick := func(line string) { progress("  %s", line) }
-	var (
-		res   *lookupResult
-		cpu0  time.Duration
-		start time.Time
-	)
-	if rep.ClientMode == "process" {
-		var resErr error
-		wait, err := startChild(ctx, spec, func(name, payload string) {
-			switch name {
-			case "progress":
-				tick(payload)
-			case "result":
-				res = &lookupResult{}
-				resErr = json.Unmarshal([]byte(payload), res)
+	ch, err := startChild(ctx, "lookup clients", roleLookupClients, spec, cfg.InProcess)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	start, cpu0 := time.Now(), processCPU()
+	var res *lookupResult
+	for res == nil && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case cm, open := <-ch.Messages():
+			var m childMsg
+			if m, err = childLine(ch, cm, open); err == nil && m.T == "progress" {
+				progress("  %s", m.Line)
 			}
-		})
-		switch {
-		case errors.Is(err, errNoChildHook):
-			progress("lookup: the binary does not run bench children (main must call bench.RunChild): clients run in-process")
-			rep.ClientMode = "in-process"
-		case err != nil:
-			return nil, err
-		default:
-			start, cpu0 = time.Now(), processCPU()
-			if err := wait(); err != nil {
-				return nil, err
-			}
-			if resErr != nil || res == nil {
-				return nil, fmt.Errorf("lookup: the clients sent no result: %v", resErr)
-			}
+			res = m.Result
 		}
 	}
-	if rep.ClientMode == "in-process" {
-		start, cpu0 = time.Now(), processCPU()
-		if res, err = runLookupClients(ctx, spec, func() {}, tick); err != nil {
-			return nil, err
-		}
+	if cerr := ch.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
 	}
 	cpu := processCPU() - cpu0
 	secs := time.Since(start).Seconds()
@@ -247,13 +217,10 @@ func Lookup(ctx context.Context, cfg LookupConfig) (*LookupReport, error) {
 	return rep, ctx.Err()
 }
 
-// ---- clients ----
+// ---- clients: a child (process or in-process) ----
 
-const roleLookupClients = "lookup-clients"
-
-// lookupSpec tells the clients what to do; a child gets it as JSON.
+// lookupSpec tells the clients (role lookup-clients) what to do.
 type lookupSpec struct {
-	Role          string        `json:"role"`
 	Target        string        `json:"target"`
 	Rate          int           `json:"rate"`
 	Batch         int           `json:"batch"`
@@ -287,56 +254,44 @@ func (r *lookupResult) hist() *latencyHist {
 	return h
 }
 
-// lookupChild runs the clients in a child process.
-func lookupChild(ctx context.Context, spec lookupSpec, out *lineWriter) error {
-	res, err := runLookupClients(ctx, spec, func() { out.event(evReady, 0) }, func(line string) { out.line("progress", line) })
-	if err != nil {
-		return err
-	}
-	js, err := json.Marshal(res)
-	if err != nil {
+// runLookupClients is the role lookup-clients: it runs the clients
+// against spec.Target for spec.Duration, writing "ready" once the sockets
+// are open, a "progress" line every second and the "result".
+func runLookupClients(ctx context.Context, c sim.ChildIO) error {
+	var spec lookupSpec
+	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return fmt.Errorf("lookup clients: %w", err)
 	}
-	out.line("result", string(js))
-	return nil
-}
-
-// runLookupClients runs the clients against spec.Target for
-// spec.Duration: it calls ready once the sockets are open, then tick with
-// a progress line every second.
-func runLookupClients(ctx context.Context, spec lookupSpec, ready func(), tick func(string)) (*lookupResult, error) {
 	target, err := net.ResolveUDPAddr("udp", spec.Target)
 	if err != nil {
-		return nil, fmt.Errorf("lookup clients: target: %w", err)
+		return fmt.Errorf("lookup clients: target: %w", err)
 	}
 	keys := hostKeys(spec.Seed, spec.Clients)
 	clients := make([]*lookupClient, spec.ClientSockets)
 	defer func() {
-		for _, c := range clients {
-			if c != nil {
-				c.conn.Close()
+		for _, lc := range clients {
+			if lc != nil {
+				lc.conn.Close()
 			}
 		}
 	}()
 	for i := range clients {
-		c, err := newLookupClient(i, &spec, keys, target)
+		lc, err := newLookupClient(i, &spec, keys, target)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		clients[i] = c
+		clients[i] = lc
 	}
-	ready()
+	c.Emit(&childMsg{T: "ready"})
 	start := time.Now()
 	warmEnd := start.Add(min(time.Second, spec.Duration/5))
 	deadline := start.Add(spec.Duration)
 	var swg, rwg sync.WaitGroup
 	recvDone := make(chan struct{})
-	for _, c := range clients {
-		c.start = start
-		swg.Add(1)
-		go func() { defer swg.Done(); c.send(ctx, start, deadline) }()
-		rwg.Add(1)
-		go func() { defer rwg.Done(); c.receive(warmEnd, recvDone) }()
+	for _, lc := range clients {
+		lc.start = start
+		swg.Go(func() { lc.send(ctx, start, deadline) })
+		rwg.Go(func() { lc.receive(warmEnd, recvDone) })
 	}
 	sendersDone := make(chan struct{})
 	go func() { swg.Wait(); close(sendersDone) }()
@@ -351,16 +306,16 @@ func runLookupClients(ctx context.Context, spec lookupSpec, ready func(), tick f
 		case now := <-ticker.C:
 			var answered uint64
 			var h latencyHist
-			for _, c := range clients {
-				answered += c.answered.Load()
-				c.mu.Lock()
-				h.merge(&c.interval)
-				c.interval = latencyHist{}
-				c.mu.Unlock()
+			for _, lc := range clients {
+				answered += lc.answered.Load()
+				lc.mu.Lock()
+				h.merge(&lc.interval)
+				lc.interval = latencyHist{}
+				lc.mu.Unlock()
 			}
 			secs := now.Sub(lastT).Seconds()
-			tick(fmt.Sprintf("%4.0fs  %9.0f lookups/s answered  p50 %.3fms  p99 %.3fms", now.Sub(start).Seconds(),
-				float64(answered-last)/secs, h.percentileMs(50), h.percentileMs(99)))
+			c.Emit(&childMsg{T: "progress", Line: fmt.Sprintf("%4.0fs  %9.0f lookups/s answered  p50 %.3fms  p99 %.3fms",
+				now.Sub(start).Seconds(), float64(answered-last)/secs, h.percentileMs(50), h.percentileMs(99))})
 			last, lastT = answered, now
 		}
 	}
@@ -368,17 +323,17 @@ func runLookupClients(ctx context.Context, spec lookupSpec, ready func(), tick f
 	// Let the last replies arrive, then stop the receivers.
 	time.Sleep(100 * time.Millisecond)
 	close(recvDone)
-	for _, c := range clients {
-		_ = c.conn.SetReadDeadline(time.Now())
+	for _, lc := range clients {
+		_ = lc.conn.SetReadDeadline(time.Now())
 	}
 	rwg.Wait()
 	res := &lookupResult{Secs: end.Sub(start).Seconds(), Buckets: map[int]uint64{}}
 	var h latencyHist
-	for _, c := range clients {
-		res.Sent += c.sent.Load()
-		res.Answered += c.answered.Load()
-		res.Found += c.found.Load()
-		h.merge(&c.hist)
+	for _, lc := range clients {
+		res.Sent += lc.sent.Load()
+		res.Answered += lc.answered.Load()
+		res.Found += lc.found.Load()
+		h.merge(&lc.hist)
 	}
 	for i, n := range h.counts {
 		if n != 0 {
@@ -386,7 +341,8 @@ func runLookupClients(ctx context.Context, spec lookupSpec, ready func(), tick f
 		}
 	}
 	res.Max = h.max
-	return res, ctx.Err()
+	c.Emit(&childMsg{T: "result", Result: res})
+	return nil
 }
 
 // lookupClient is one client socket shared by a subset of the hosts.
@@ -613,63 +569,3 @@ func (s *staticSource) Get(kind, tenant, name string) (apiv1.Object, bool) {
 }
 
 func (s *staticSource) EndpointsByHost(string) []*apiv1.Endpoint { return nil }
-
-// ---- latency histogram ----
-
-// latencyHist is a log-linear histogram of nanoseconds: exact below 64,
-// then 64 buckets per power of two (at most 1.6% error).
-type latencyHist struct {
-	counts [64 + 58*64]uint64
-	n      uint64
-	max    int64
-}
-
-func histBucket(v int64) int {
-	if v < 64 {
-		return int(max(v, 0))
-	}
-	shift := bits.Len64(uint64(v)) - 7
-	return 64 + shift*64 + int(v>>shift) - 64
-}
-
-// histValue is the middle of a bucket.
-func histValue(i int) int64 {
-	if i < 64 {
-		return int64(i)
-	}
-	shift := (i - 64) / 64
-	m := int64((i-64)%64 + 64)
-	return m<<shift + (int64(1)<<shift)/2
-}
-
-func (h *latencyHist) add(v int64) {
-	h.counts[histBucket(v)]++
-	h.n++
-	h.max = max(h.max, v)
-}
-
-func (h *latencyHist) merge(o *latencyHist) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
-func (h *latencyHist) percentileMs(p float64) float64 {
-	if h.n == 0 {
-		return 0
-	}
-	rank := uint64(p / 100 * float64(h.n))
-	if rank >= h.n {
-		rank = h.n - 1
-	}
-	var cum uint64
-	for i, c := range h.counts {
-		cum += c
-		if cum > rank {
-			return float64(min(histValue(i), h.max)) / 1e6
-		}
-	}
-	return float64(h.max) / 1e6
-}

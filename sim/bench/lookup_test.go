@@ -38,25 +38,3 @@ func lookupSmoke(t *testing.T, inProcess bool) {
 		t.Errorf("the server rejected datagrams: %v", rep.Rejected)
 	}
 }
-
-func TestLatencyHist(t *testing.T) {
-	var h latencyHist
-	for v := int64(1); v <= 100_000; v++ {
-		h.add(v * 1000) // 1µs .. 100ms
-	}
-	tests := []struct {
-		p    float64
-		want float64 // ms
-	}{{50, 50}, {99, 99}, {100, 100}}
-	for _, tc := range tests {
-		got := h.percentileMs(tc.p)
-		if got < tc.want*0.98 || got > tc.want*1.02 {
-			t.Errorf("p%v = %.3fms, want %.3fms ± 2%%", tc.p, got, tc.want)
-		}
-	}
-	for _, v := range []int64{0, 63, 64, 1 << 40, 1<<63 - 1} {
-		if i := histBucket(v); i < 0 || i >= len(h.counts) {
-			t.Errorf("bucket of %d: %d out of range", v, i)
-		}
-	}
-}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
-	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/sim"
 )
 
@@ -74,36 +74,17 @@ type MigrateReport struct {
 // and measures until every interested host's driver learned the new
 // location (or forgot the old one).
 func Migrate(ctx context.Context, cfg MigrateConfig) (rep *MigrateReport, err error) {
-	if cfg.Hosts == 0 {
-		cfg.Hosts = 1000
-	}
-	if cfg.Endpoints == 0 {
-		cfg.Endpoints = 10 * cfg.Hosts
-	}
-	if cfg.VPCs == 0 {
-		cfg.VPCs = 100
-	}
-	if cfg.Moves == 0 {
-		cfg.Moves = 100
-	}
-	if cfg.Interested == 0 {
-		cfg.Interested = 10
-	}
-	if cfg.WaitTimeout == 0 {
-		cfg.WaitTimeout = 5 * time.Second
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Minute
-	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	if cfg.Settle == 0 {
-		cfg.Settle = 5 * time.Second
-	}
-	progress := simProgress(cfg.Progress)
+	setDefault(&cfg.Hosts, 1000)
+	setDefault(&cfg.Endpoints, 10*cfg.Hosts)
+	setDefault(&cfg.VPCs, 100)
+	setDefault(&cfg.Moves, 100)
+	setDefault(&cfg.Interested, 10)
+	setDefault(&cfg.WaitTimeout, 5*time.Second)
+	setDefault(&cfg.Seed, 1)
+	setDefault(&cfg.Settle, 5*time.Second)
+	progress := progressTo(cfg.Progress)
 	rep = &MigrateReport{Bench: "migrate", Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs, Moves: cfg.Moves,
-		Interested: cfg.Interested, GoalP99Ms: GoalMigrateP99Ms, CPUs: runtime.NumCPU(), LoadAvg: simLoadAvg()}
+		Interested: cfg.Interested, GoalP99Ms: GoalMigrateP99Ms, CPUs: runtime.NumCPU(), LoadAvg: loadAvg()}
 	defer func() {
 		if err != nil {
 			rep.Error = err.Error()
@@ -112,37 +93,14 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (rep *MigrateReport, err er
 	if cfg.Endpoints < 2*cfg.VPCs {
 		return rep, fmt.Errorf("migrate: %d endpoints over %d VPCs: want at least 2 per VPC", cfg.Endpoints, cfg.VPCs)
 	}
-	scfg := cfg.simConfig()
-	scfg.WatchLearn = true
-	c, err := sim.Start(ctx, scfg)
+	r, err := startSim(ctx, rep.Bench, cfg.SimConfig, func(c *sim.Config) { c.WatchLearn = true }, cfg.Settle)
+	defer func() { err = errors.Join(err, r.Close()) }()
+	rep.Replicas, rep.ColdstartSeconds = r.replicas, r.coldstart.Seconds()
 	if err != nil {
 		return rep, err
 	}
-	defer func() { err = errors.Join(err, c.Close()) }()
-	rep.Replicas = len(c.Replicas())
-	if _, err := c.StartAgents(ctx); err != nil {
-		return rep, err
-	}
-	d, err := c.WaitProgrammed(ctx, cfg.Timeout)
-	if err != nil {
-		return rep, err
-	}
-	rep.ColdstartSeconds = d.Seconds()
-	if cfg.Settle > 0 {
-		progress("%s: all programmed after %.3fs; settling for %s", rep.Bench, d.Seconds(), cfg.Settle)
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-time.After(cfg.Settle):
-		}
-	}
-	cl, err := client.New("http://"+c.APIAddr(), client.WithTimeout(30*time.Second))
-	if err != nil {
-		return rep, fmt.Errorf("migrate: %w", err)
-	}
-	defer cl.Close()
 
-	l := c.Layout()
+	l := r.c.Layout()
 	byVPC := make([][]int32, cfg.VPCs)
 	for e := range cfg.Endpoints {
 		v := l.EndpointVPC(e)
@@ -162,7 +120,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (rep *MigrateReport, err er
 		moved[e] = true
 		v, from := l.EndpointVPC(e), l.EndpointHost(e)
 		tenant, _, _ := l.VPC(v)
-		obj, err := cl.Get(ctx, apiv1.KindEndpoint, tenant, sim.EndpointName(e))
+		obj, err := r.cl.Get(ctx, apiv1.KindEndpoint, tenant, sim.EndpointName(e))
 		if err != nil {
 			return rep, fmt.Errorf("migrate: get endpoint %d: %w", e, err)
 		}
@@ -185,13 +143,13 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (rep *MigrateReport, err er
 				continue
 			}
 			hosts[h] = true
-			if err := c.Resolve(h, l.EndpointID(s), ip); err != nil {
+			if err := r.c.Resolve(h, l.EndpointID(s), ip); err != nil {
 				return rep, err
 			}
 		}
 		oldUnderlay := sim.HostUnderlay(from).String()
-		waiting := simCopySet(hosts)
-		if err := simWaitAll(ctx, c, cfg.WaitTimeout, waiting, func(ev sim.Event) bool {
+		waiting := maps.Clone(hosts)
+		if _, err := r.waitAll(ctx, cfg.WaitTimeout, waiting, func(ev sim.Event) bool {
 			return ev.Kind == "learned" && ev.VNI == vni && ev.IP == ip && ev.Underlay == oldUnderlay
 		}); err != nil {
 			return rep, err
@@ -210,19 +168,15 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (rep *MigrateReport, err er
 		}
 		newUnderlay := sim.HostUnderlay(to).String()
 		ep.Spec.Host = sim.HostName(to)
-		waiting = simCopySet(hosts)
-		got := map[int]time.Time{}
+		waiting = maps.Clone(hosts)
 		t0 := time.Now()
-		if _, err := cl.Update(ctx, ep); err != nil {
+		if _, err := r.cl.Update(ctx, ep); err != nil {
 			return rep, fmt.Errorf("migrate: move %s to %s: %w", l.EndpointID(e), ep.Spec.Host, err)
 		}
-		if err := simWaitAll(ctx, c, cfg.WaitTimeout, waiting, func(ev sim.Event) bool {
-			ok := ev.VNI == vni && ev.IP == ip && (ev.Kind == "learned" && ev.Underlay == newUnderlay || ev.Kind == "forgot")
-			if ok && waiting[ev.Host] {
-				got[ev.Host] = ev.At
-			}
-			return ok
-		}); err != nil {
+		got, err := r.waitAll(ctx, cfg.WaitTimeout, waiting, func(ev sim.Event) bool {
+			return ev.VNI == vni && ev.IP == ip && (ev.Kind == "learned" && ev.Underlay == newUnderlay || ev.Kind == "forgot")
+		})
+		if err != nil {
 			return rep, err
 		}
 		var worst time.Duration
@@ -246,36 +200,6 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (rep *MigrateReport, err er
 	}
 	rep.P50Ms, rep.P99Ms, rep.MaxMs = percentileMs(perMove, 50), percentileMs(perMove, 99), percentileMs(perMove, 100)
 	rep.HostP50Ms, rep.HostP99Ms = percentileMs(perHost, 50), percentileMs(perHost, 99)
-	rep.Controllers = c.Usage()
+	rep.Controllers = r.c.Usage()
 	return rep, nil
-}
-
-// simCopySet copies a set.
-func simCopySet(s map[int]bool) map[int]bool {
-	out := make(map[int]bool, len(s))
-	for k := range s {
-		out[k] = true
-	}
-	return out
-}
-
-// simWaitAll waits up to timeout until an event that match accepts came
-// from every host in waiting, deleting each host as it does; the hosts
-// left in waiting timed out.
-func simWaitAll(ctx context.Context, c *sim.Cluster, timeout time.Duration, waiting map[int]bool, match func(sim.Event) bool) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for len(waiting) > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			return nil
-		case ev := <-c.Events():
-			if match(ev) {
-				delete(waiting, ev.Host)
-			}
-		}
-	}
-	return nil
 }

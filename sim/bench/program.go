@@ -9,7 +9,6 @@ import (
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
-	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/sim"
 )
 
@@ -60,69 +59,29 @@ type ProgramReport struct {
 // endpoints through the REST API one at a time, each on a random host, and
 // measures API write → the target agent applied the view holding it.
 func Program(ctx context.Context, cfg ProgramConfig) (rep *ProgramReport, err error) {
-	if cfg.Hosts == 0 {
-		cfg.Hosts = 10_000
-	}
-	if cfg.Endpoints == 0 {
-		cfg.Endpoints = 2 * cfg.Hosts
-	}
-	if cfg.VPCs == 0 {
-		cfg.VPCs = 100
-	}
-	if cfg.Writes == 0 {
-		cfg.Writes = 200
-	}
-	if cfg.WaitTimeout == 0 {
-		cfg.WaitTimeout = 5 * time.Second
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Minute
-	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	if cfg.Settle == 0 {
-		cfg.Settle = 5 * time.Second
-	}
-	progress := simProgress(cfg.Progress)
+	setDefault(&cfg.Hosts, 10_000)
+	setDefault(&cfg.Endpoints, 2*cfg.Hosts)
+	setDefault(&cfg.VPCs, 100)
+	setDefault(&cfg.Writes, 200)
+	setDefault(&cfg.WaitTimeout, 5*time.Second)
+	setDefault(&cfg.Seed, 1)
+	setDefault(&cfg.Settle, 5*time.Second)
+	progress := progressTo(cfg.Progress)
 	rep = &ProgramReport{Bench: "program", Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs, Writes: cfg.Writes,
-		GoalP99Ms: GoalProgramP99Ms, CPUs: runtime.NumCPU(), LoadAvg: simLoadAvg()}
+		GoalP99Ms: GoalProgramP99Ms, CPUs: runtime.NumCPU(), LoadAvg: loadAvg()}
 	defer func() {
 		if err != nil {
 			rep.Error = err.Error()
 		}
 	}()
-	scfg := cfg.simConfig()
-	scfg.WatchPrefix = "p-"
-	c, err := sim.Start(ctx, scfg)
+	r, err := startSim(ctx, rep.Bench, cfg.SimConfig, func(c *sim.Config) { c.WatchPrefix = "p-" }, cfg.Settle)
+	defer func() { err = errors.Join(err, r.Close()) }()
+	rep.Replicas, rep.ColdstartSeconds = r.replicas, r.coldstart.Seconds()
 	if err != nil {
 		return rep, err
 	}
-	defer func() { err = errors.Join(err, c.Close()) }()
-	rep.Replicas = len(c.Replicas())
-	if _, err := c.StartAgents(ctx); err != nil {
-		return rep, err
-	}
-	d, err := c.WaitProgrammed(ctx, cfg.Timeout)
-	if err != nil {
-		return rep, err
-	}
-	rep.ColdstartSeconds = d.Seconds()
-	if cfg.Settle > 0 {
-		progress("%s: all programmed after %.3fs; settling for %s", rep.Bench, d.Seconds(), cfg.Settle)
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-time.After(cfg.Settle):
-		}
-	}
-	cl, err := client.New("http://"+c.APIAddr(), client.WithTimeout(30*time.Second))
-	if err != nil {
-		return rep, fmt.Errorf("program: %w", err)
-	}
-	defer cl.Close()
 
-	l := c.Layout()
+	l := r.c.Layout()
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0))
 	var lat, api []time.Duration
 	progress("program: creating %d endpoints one at a time on random hosts of %d", cfg.Writes, cfg.Hosts)
@@ -139,15 +98,15 @@ func Program(ctx context.Context, cfg ProgramConfig) (rep *ProgramReport, err er
 		}
 		id := tenant + "/" + name
 		t0 := time.Now()
-		if _, err := cl.Create(ctx, ep); err != nil {
+		if _, err := r.cl.Create(ctx, ep); err != nil {
 			return rep, fmt.Errorf("program: create %s: %w", id, err)
 		}
 		api = append(api, time.Since(t0))
-		at, ok, err := simWaitEvent(ctx, c, cfg.WaitTimeout, func(ev sim.Event) bool { return ev.Kind == "applied" && ev.ID == id && ev.Host == h })
+		got, err := r.waitAll(ctx, cfg.WaitTimeout, map[int]bool{h: true}, func(ev sim.Event) bool { return ev.Kind == "applied" && ev.ID == id })
 		if err != nil {
 			return rep, err
 		}
-		if ok {
+		if at, ok := got[h]; ok {
 			lat = append(lat, at.Sub(t0))
 		} else {
 			rep.Lost++
@@ -160,34 +119,6 @@ func Program(ctx context.Context, cfg ProgramConfig) (rep *ProgramReport, err er
 	rep.Applied = len(lat)
 	rep.P50Ms, rep.P99Ms, rep.MaxMs = percentileMs(lat, 50), percentileMs(lat, 99), percentileMs(lat, 100)
 	rep.APIP50Ms, rep.APIP99Ms = percentileMs(api, 50), percentileMs(api, 99)
-	rep.Controllers = c.Usage()
+	rep.Controllers = r.c.Usage()
 	return rep, nil
-}
-
-// simWaitEvent waits up to timeout for an event that match accepts and
-// returns its time; other events are dropped.
-func simWaitEvent(ctx context.Context, c *sim.Cluster, timeout time.Duration, match func(sim.Event) bool) (time.Time, bool, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return time.Time{}, false, ctx.Err()
-		case <-t.C:
-			return time.Time{}, false, nil
-		case ev := <-c.Events():
-			if match(ev) {
-				return ev.At, true, nil
-			}
-		}
-	}
-}
-
-// simProgress returns a function printing progress lines to w (nil: none).
-func simProgress(w interface{ Write([]byte) (int, error) }) func(string, ...any) {
-	return func(format string, a ...any) {
-		if w != nil {
-			fmt.Fprintf(w, format+"\n", a...)
-		}
-	}
 }

@@ -10,20 +10,19 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weftnet/weft/internal/lifecycle"
+	"github.com/weftnet/weft/sim"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -49,14 +48,11 @@ type StreamCompareConfig struct {
 	DialConcurrency int
 	// Timeout bounds each transport's run (default 5m).
 	Timeout time.Duration
-	// AgentsInChild runs the agents in a child process (AgentCommand), so
-	// that the memory, goroutine and CPU figures are the server's alone and
-	// N may go up to ~19,000 (one fd per connection in each process).
+	// AgentsInChild runs the agents in a child process (this binary's
+	// hidden sim.ChildCommand, which must run ChildRoles), so that the
+	// memory, goroutine and CPU figures are the server's alone and N may go
+	// up to ~19,000 (one fd per connection in each process).
 	AgentsInChild bool
-	// AgentCommand builds the child's command; it must run
-	// StreamCompareAgents with the spec it is given (as JSON) and exit when
-	// its stdin closes. Required with AgentsInChild.
-	AgentCommand func(ctx context.Context, spec []byte) *exec.Cmd
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -178,14 +174,9 @@ func StreamCompare(ctx context.Context, cfg StreamCompareConfig) (*StreamCompare
 	}
 	rep := &StreamCompareReport{N: cfg.N, K: cfg.K, SnapshotBytes: len(sb), DeltaBytes: len(db)}
 	for _, tr := range cfg.Transports {
-		var t scTransport
-		switch tr {
-		case TransportLean:
-			t = &scLean{}
-		case TransportGRPC:
-			t = &scGRPC{}
-		default:
-			return rep, fmt.Errorf("stream compare: unknown transport %q", tr)
+		t, err := scTransportFor(tr, "")
+		if err != nil {
+			return rep, err
 		}
 		res, err := scRun(ctx, cfg, tr, t, snap, deltas)
 		if err != nil {
@@ -217,6 +208,18 @@ func scView(k int) (*wire.Delta, []*wire.Delta) {
 		deltas[j] = &wire.Delta{FromVersion: uint64(j + 1), ToVersion: uint64(j + 2), Upserts: []wire.Resource{ep(j%10, j+2)}}
 	}
 	return snap, deltas
+}
+
+// scTransportFor returns the transport called name, whose server is at
+// addr ("": not started yet).
+func scTransportFor(name, addr string) (scTransport, error) {
+	switch name {
+	case TransportLean:
+		return &scLean{addrStr: addr}, nil
+	case TransportGRPC:
+		return &scGRPC{addrStr: addr}, nil
+	}
+	return nil, fmt.Errorf("stream compare: unknown transport %q", name)
 }
 
 // scTransport is one transport under test. The server calls serve for
@@ -387,52 +390,22 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	defer func() { close(progDone); prog.Wait() }()
 
 	// Open.
-	cpu0 := scCPU()
+	cpu0 := processCPU()
 	t0 := time.Now()
+	var child *sim.Child
+	var childDone <-chan struct{} // never closed without a child
 	if cfg.AgentsInChild {
-		if cfg.AgentCommand == nil {
-			return nil, errors.New("AgentsInChild without AgentCommand")
-		}
-		spec, err := json.Marshal(scAgentSpec{Transport: name, Addr: t.addr(), N: cfg.N, DialConcurrency: cfg.DialConcurrency})
+		ch, err := startChild(ctx, "stream compare agents", roleStreamAgents,
+			scAgentSpec{Transport: name, Addr: t.addr(), N: cfg.N, DialConcurrency: cfg.DialConcurrency}, false)
 		if err != nil {
-			return nil, fmt.Errorf("encode agent spec: %w", err)
+			return nil, err
 		}
-		cmd := cfg.AgentCommand(ctx, spec)
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, fmt.Errorf("agent child stdin: %w", err)
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start agent child: %w", err)
-		}
-		childDone := make(chan error, 1)
-		go func() { childDone <- cmd.Wait() }()
 		defer func() {
-			stdin.Close()
-			var err error
-			select {
-			case err = <-childDone:
-			case <-time.After(30 * time.Second):
-				cmd.Process.Kill() //nolint:errcheck // best effort; Wait reports
-				err = <-childDone
-			}
-			if err != nil {
+			if err := ch.Close(); err != nil {
 				log.Warn("agent child", "err", err)
 			}
 		}()
-		// The server registers a session once it read the Hello and sent
-		// the Welcome.
-		for st.opened.Load() < int64(cfg.N) {
-			select {
-			case err := <-childDone:
-				childDone <- err
-				return nil, fmt.Errorf("agent child exited early with %d of %d open: %v", st.opened.Load(), cfg.N, err)
-			case <-ctx.Done():
-				return nil, fmt.Errorf("open: %d of %d: %w", st.opened.Load(), cfg.N, ctx.Err())
-			case <-time.After(time.Millisecond):
-			}
-		}
-		dialed.Store(st.opened.Load())
+		child, childDone = ch, ch.Done()
 	} else {
 		var openErr error
 		pprof.Do(ctx, pprof.Labels(scLabel, "client"), func(context.Context) {
@@ -442,11 +415,21 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 			return nil, openErr
 		}
 	}
-	// Every client got its Welcome, so its session is registered.
+	// The server registers a session once it read the Hello and sent the
+	// Welcome (a moment after the agent got it).
+	for st.opened.Load() < int64(cfg.N) {
+		select {
+		case <-childDone:
+			return nil, fmt.Errorf("agent child exited early with %d of %d open: %v", st.opened.Load(), cfg.N, child.Err())
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open: %d of %d: %w", st.opened.Load(), cfg.N, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
 	res.OpenTime = time.Since(t0)
-	res.CPUOpen = scCPU() - cpu0
-	if o := st.opened.Load(); o != int64(cfg.N) {
-		return nil, fmt.Errorf("%d sessions opened, want %d", o, cfg.N)
+	res.CPUOpen = processCPU() - cpu0
+	if cfg.AgentsInChild {
+		dialed.Store(st.opened.Load())
 	}
 	if !cfg.AgentsInChild {
 		pprof.Do(ctx, pprof.Labels(scLabel, "client"), func(context.Context) {
@@ -474,7 +457,7 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 	log.Info("opened", "n", cfg.N, "took", res.OpenTime)
 
 	// Deliver: the snapshot, then K rounds of one small delta.
-	cpu1 := scCPU()
+	cpu1 := processCPU()
 	tDeliver := time.Now()
 	for r := range st.rounds {
 		if r == 0 {
@@ -494,7 +477,7 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 		}
 	}
 	res.DeltaTime = time.Since(tDeliver) - res.SnapshotTime
-	res.CPUTotal = scCPU() - cpu1
+	res.CPUTotal = processCPU() - cpu1
 	res.CPUPerDelta = res.CPUTotal / time.Duration(cfg.N*(cfg.K+1))
 	phase.Store("measure")
 	heap2, rss2, err := scMem()
@@ -511,8 +494,8 @@ func scRun(parent context.Context, cfg StreamCompareConfig, name string, t scTra
 		snapRTT = append(snapRTT, row[0])
 		rtt = append(rtt, row[1:]...)
 	}
-	res.SnapshotRTTP50, res.SnapshotRTTP99 = scPct(snapRTT, 0.50), scPct(snapRTT, 0.99)
-	res.RTTP50, res.RTTP99, res.RTTMax = scPct(rtt, 0.50), scPct(rtt, 0.99), scPct(rtt, 1)
+	res.SnapshotRTTP50, res.SnapshotRTTP99 = percentile(snapRTT, 50), percentile(snapRTT, 99)
+	res.RTTP50, res.RTTP99, res.RTTMax = percentile(rtt, 50), percentile(rtt, 99), percentile(rtt, 100)
 	phase.Store("close")
 	log.Info("done", "snapshot", res.SnapshotTime, "deltas", res.DeltaTime)
 	return res, nil
@@ -560,33 +543,26 @@ type scAgentSpec struct {
 	DialConcurrency int    `json:"dialConcurrency"`
 }
 
-// StreamCompareAgents is the agent child of StreamCompare (see
-// StreamCompareConfig.AgentCommand): it opens the agents spec describes,
-// acks every delta, and returns when stop is closed or ctx is done.
-func StreamCompareAgents(ctx context.Context, spec []byte, stop <-chan struct{}) error {
+// runStreamAgents is the role streamcmp-agents, the agents of StreamCompare
+// with AgentsInChild: it writes "ready", opens the agents scAgentSpec
+// describes and acks every delta until its stdin closes.
+func runStreamAgents(ctx context.Context, c sim.ChildIO) error {
 	var sp scAgentSpec
-	if err := json.Unmarshal(spec, &sp); err != nil {
+	if err := json.Unmarshal(c.Spec, &sp); err != nil {
 		return fmt.Errorf("stream compare agents: decode spec: %w", err)
 	}
-	var t scTransport
-	switch sp.Transport {
-	case TransportLean:
-		t = &scLean{addrStr: sp.Addr}
-	case TransportGRPC:
-		t = &scGRPC{addrStr: sp.Addr}
-	default:
-		return fmt.Errorf("stream compare agents: unknown transport %q", sp.Transport)
+	t, err := scTransportFor(sp.Transport, sp.Addr)
+	if err != nil {
+		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	c.Emit(&childMsg{T: "ready"})
 	clients := make([]scClientStream, sp.N)
 	var dialed atomic.Int64
 	var agents sync.WaitGroup
 	defer func() {
-		cancel()
-		for _, c := range clients {
-			if c != nil {
-				c.close()
+		for _, cs := range clients {
+			if cs != nil {
+				cs.close()
 			}
 		}
 		agents.Wait()
@@ -594,13 +570,10 @@ func StreamCompareAgents(ctx context.Context, spec []byte, stop <-chan struct{})
 	if err := scDialAll(ctx, t, clients, max(sp.DialConcurrency, 1), &dialed); err != nil {
 		return fmt.Errorf("stream compare agents: %w", err)
 	}
-	for _, c := range clients {
-		agents.Go(func() { scAgent(ctx, c) })
+	for _, cs := range clients {
+		agents.Go(func() { scAgent(ctx, cs) })
 	}
-	select {
-	case <-stop:
-	case <-ctx.Done():
-	}
+	<-ctx.Done()
 	return nil
 }
 
@@ -640,16 +613,6 @@ func scMerge(a, b context.Context) context.Context {
 	return ctx
 }
 
-func scPct(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(p * float64(len(s)-1))
-	return s[i]
-}
-
 // scMem returns HeapInuse and VmRSS after a GC.
 func scMem() (heap, rss int64, err error) {
 	runtime.GC()
@@ -672,74 +635,73 @@ func scMem() (heap, rss int64, err error) {
 	return 0, 0, errors.New("read rss: no VmRSS in /proc/self/status")
 }
 
-// scCPU returns this process's user + system CPU time.
-func scCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // ---- lean: wire.Conn over TCP ----
 
 type scLean struct {
 	addrStr string
 	ln      net.Listener
+	life    lifecycle.Group
 	mu      sync.Mutex
 	conns   map[*wire.Conn]struct{}
-	wg      sync.WaitGroup
-	ctx     context.Context
-	stopF   context.CancelFunc
 }
 
-func (l *scLean) start(serve func(ctx context.Context, s scServerStream) error) error {
+// scListen listens on a free port of 127.0.0.1.
+func scListen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return nil, fmt.Errorf("listen: %w", err)
 	}
-	l.ln = ln
-	l.addrStr = ln.Addr().String()
+	return ln, nil
+}
+
+func (l *scLean) start(serve func(ctx context.Context, s scServerStream) error) (err error) {
+	if _, err := l.life.Start(); err != nil {
+		return err
+	}
+	if l.ln, err = scListen(); err != nil {
+		return err
+	}
+	l.addrStr = l.ln.Addr().String()
 	l.conns = make(map[*wire.Conn]struct{})
-	l.ctx, l.stopF = context.WithCancel(context.Background())
-	l.wg.Go(func() {
+	l.life.Go(func(context.Context) {
 		for {
-			nc, err := ln.Accept()
+			nc, err := l.ln.Accept()
 			if err != nil {
 				return
 			}
 			c := wire.NewConn(nc, 0)
 			l.mu.Lock()
-			if l.ctx.Err() != nil {
-				l.mu.Unlock()
-				c.Close()
-				return
-			}
 			l.conns[c] = struct{}{}
 			l.mu.Unlock()
-			l.wg.Go(func() {
-				defer func() {
-					c.Close()
-					l.mu.Lock()
-					delete(l.conns, c)
-					l.mu.Unlock()
-				}()
-				m, err := c.ReadMessage(l.ctx)
-				if err != nil {
-					return
-				}
-				h, ok := m.(*wire.Hello)
-				if !ok {
-					return
-				}
-				if err := c.WriteMessage(l.ctx, &wire.Welcome{HostID: h.HostID, Snapshot: true}); err != nil {
-					return
-				}
-				serve(l.ctx, scLeanStream{c}) //nolint:errcheck // failures are counted by the session
-			})
+			if !l.life.Go(func(ctx context.Context) { l.session(ctx, c, serve) }) {
+				c.Close() // stopping
+				return
+			}
 		}
 	})
 	return nil
+}
+
+// session answers one agent's Hello and serves its stream.
+func (l *scLean) session(ctx context.Context, c *wire.Conn, serve func(ctx context.Context, s scServerStream) error) {
+	defer func() {
+		c.Close()
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+	}()
+	m, err := c.ReadMessage(ctx)
+	if err != nil {
+		return
+	}
+	h, ok := m.(*wire.Hello)
+	if !ok {
+		return
+	}
+	if err := c.WriteMessage(ctx, &wire.Welcome{HostID: h.HostID, Snapshot: true}); err != nil {
+		return
+	}
+	serve(ctx, scLeanStream{c}) //nolint:errcheck // failures are counted by the session
 }
 
 func (l *scLean) dial(ctx context.Context, id int) (scClientStream, error) {
@@ -768,17 +730,17 @@ func (l *scLean) dial(ctx context.Context, id int) (scClientStream, error) {
 func (l *scLean) addr() string { return l.addrStr }
 
 func (l *scLean) stop() {
-	if l.ln == nil {
-		return
-	}
-	l.mu.Lock()
-	l.stopF()
-	for c := range l.conns {
-		c.Close()
-	}
-	l.mu.Unlock()
-	l.ln.Close()
-	l.wg.Wait()
+	_ = l.life.Close(func() error {
+		l.mu.Lock()
+		for c := range l.conns {
+			c.Close()
+		}
+		l.mu.Unlock()
+		if l.ln == nil {
+			return nil
+		}
+		return l.ln.Close()
+	})
 }
 
 type scLeanStream struct{ c *wire.Conn }
@@ -861,21 +823,22 @@ var scServiceDesc = grpc.ServiceDesc{
 
 type scGRPC struct {
 	addrStr string
-	ln      net.Listener
 	srv     *grpc.Server
-	wg      sync.WaitGroup
+	life    lifecycle.Group
 }
 
 func (g *scGRPC) start(serve func(ctx context.Context, s scServerStream) error) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+	if _, err := g.life.Start(); err != nil {
+		return err
 	}
-	g.ln = ln
+	ln, err := scListen()
+	if err != nil {
+		return err
+	}
 	g.addrStr = ln.Addr().String()
 	g.srv = grpc.NewServer(grpc.ForceServerCodec(scJSONCodec{}), grpc.WaitForHandlers(true))
 	g.srv.RegisterService(&scServiceDesc, &scGRPCService{serve: serve})
-	g.wg.Go(func() { g.srv.Serve(ln) }) //nolint:errcheck // ends with Stop
+	g.life.Go(func(context.Context) { g.srv.Serve(ln) }) //nolint:errcheck // ends with Stop
 	return nil
 }
 
@@ -909,11 +872,12 @@ func (g *scGRPC) dial(ctx context.Context, id int) (scClientStream, error) {
 func (g *scGRPC) addr() string { return g.addrStr }
 
 func (g *scGRPC) stop() {
-	if g.srv == nil {
-		return
-	}
-	g.srv.Stop()
-	g.wg.Wait()
+	_ = g.life.Close(func() error {
+		if g.srv != nil {
+			g.srv.Stop()
+		}
+		return nil
+	})
 }
 
 type scGRPCServerStream struct{ ss grpc.ServerStream }

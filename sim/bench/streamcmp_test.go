@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,35 +11,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 )
-
-// agentChildEnv carries the agent spec to the child that
-// TestStreamCompareAgentChild runs.
-const agentChildEnv = "WEFT_STREAMCMP_AGENTS"
-
-func agentCommand(ctx context.Context, spec []byte) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStreamCompareAgentChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), agentChildEnv+"="+string(spec))
-	cmd.Stderr = os.Stderr
-	return cmd
-}
-
-// TestStreamCompareAgentChild is the agent child of StreamCompare with
-// AgentsInChild; it is skipped unless run as one.
-func TestStreamCompareAgentChild(t *testing.T) {
-	spec := os.Getenv(agentChildEnv)
-	if spec == "" {
-		t.Skip("only runs as StreamCompare's agent child")
-	}
-	stop := make(chan struct{})
-	go func() {
-		defer close(stop)
-		io.Copy(io.Discard, os.Stdin) //nolint:errcheck // EOF or error: stop either way
-	}()
-	if err := StreamCompareAgents(context.Background(), []byte(spec), stop); err != nil {
-		t.Fatal(err)
-	}
-	<-stop
-}
 
 func TestStreamCompareSmoke(t *testing.T) {
 	for _, child := range []bool{false, true} {
@@ -56,9 +25,7 @@ func testStreamCompareSmoke(t *testing.T, child bool) {
 	defer cancel()
 	var progress strings.Builder
 	cfg := StreamCompareConfig{N: 50, K: 3, Timeout: 20 * time.Second, Progress: &progress}
-	if child {
-		cfg.AgentsInChild, cfg.AgentCommand = true, agentCommand
-	}
+	cfg.AgentsInChild = child
 	rep, err := StreamCompare(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -104,9 +71,7 @@ func BenchmarkStreamCompare(b *testing.B) {
 		}
 		cfg.N = n
 	}
-	if os.Getenv("WEFT_STREAMCMP_CHILD") != "" {
-		cfg.AgentsInChild, cfg.AgentCommand = true, agentCommand
-	}
+	cfg.AgentsInChild = os.Getenv("WEFT_STREAMCMP_CHILD") != ""
 	if s := os.Getenv("WEFT_STREAMCMP_TRANSPORTS"); s != "" {
 		cfg.Transports = strings.Split(s, ",")
 	}
