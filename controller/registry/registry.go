@@ -94,6 +94,8 @@ type Registry struct {
 	// allocated in; see pools.go.
 	pools subnetPools
 	hooks testHooks
+	// statusLocks serialise the status writes of each object (status.go).
+	statusLocks objectLocks
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -820,96 +822,6 @@ func (r *Registry) dependents(o apiv1.Object) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// ---- status ----
-
-// UpdateStatus replaces an object's status (the controller's and agents'
-// view of the world), leaving spec and labels alone. Writers that own only
-// some status fields use PatchStatus, which cannot overwrite the others.
-func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
-	if _, err := kindOf(obj); err != nil {
-		return nil, err
-	}
-	status := reflect.ValueOf(obj).Elem().FieldByName("Status")
-	return r.PatchStatus(ctx, apiv1.RefOf(obj), func(next apiv1.Object) bool {
-		reflect.ValueOf(next).Elem().FieldByName("Status").Set(status)
-		return true
-	})
-}
-
-// PatchStatus changes an object's status with patch, applied to a copy of
-// the stored object as it is when the write is attempted (again if a
-// concurrent write wins): a writer changes only the fields it owns and
-// keeps everyone else's. patch must replace, not modify in place, any map
-// or slice of the status (the copy shares them with the cache) and returns
-// false when nothing needs writing; PatchStatus then returns the stored
-// object unchanged. Spec, metadata and allocated status fields are kept.
-func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error) {
-	if _, ok := apiv1.LookupKind(ref.Kind); !ok {
-		return nil, apiv1.NewBadRequest("unknown kind %q", ref.Kind)
-	}
-	objKey := r.st.ObjectKey(ref)
-	// Status writers of one object (liveness, the config stream, agents)
-	// often race; a patch is cheap to plan again.
-	a, rev, err := r.runN(ctx, statusAttempts, func() (*attempt, error) {
-		old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
-		if !ok {
-			return nil, apiv1.NewNotFound(ref)
-		}
-		// Shallow copies: patch sees the whole object, but only its
-		// status is taken, onto a copy whose spec and metadata are old's.
-		shallow := func() reflect.Value {
-			v := reflect.New(reflect.TypeOf(old).Elem())
-			v.Elem().Set(reflect.ValueOf(old).Elem())
-			return v
-		}
-		patched, v := shallow(), shallow()
-		if !v.Elem().FieldByName("Status").IsValid() {
-			return nil, apiv1.NewBadRequest("%s has no status", ref.Kind)
-		}
-		if !patch(patched.Interface().(apiv1.Object)) {
-			return &attempt{obj: old, noop: true}, nil
-		}
-		v.Elem().FieldByName("Status").Set(patched.Elem().FieldByName("Status"))
-		next := v.Interface().(apiv1.Object)
-		keepAllocations(next, old)
-		next.GetObjectMeta().ResourceVersion = ""
-		oldRev, _ := strconv.ParseInt(old.GetObjectMeta().ResourceVersion, 10, 64)
-		val, err := encode(next)
-		if err != nil {
-			return nil, err
-		}
-		a := &attempt{obj: next}
-		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(objKey), "=", oldRev))
-		a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(objKey, val))
-		return a, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if a.noop {
-		return a.obj, nil
-	}
-	a.obj.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
-	return a.obj, nil
-}
-
-// keepAllocations restores the status fields that the registry allocated
-// (host ID, VNI, address, MAC, placement): a status writer such as an agent
-// or the liveness tracker reports observations and cannot change them.
-func keepAllocations(next, old apiv1.Object) {
-	switch n := next.(type) {
-	case *apiv1.Host:
-		n.Status.HostID = old.(*apiv1.Host).Status.HostID
-	case *apiv1.VPC:
-		n.Status.VNI = old.(*apiv1.VPC).Status.VNI
-	case *apiv1.Subnet:
-		n.Status.VNI = old.(*apiv1.Subnet).Status.VNI
-	case *apiv1.Endpoint:
-		o := old.(*apiv1.Endpoint).Status
-		n.Status.IP, n.Status.MAC, n.Status.VNI, n.Status.Host = o.IP, o.MAC, o.VNI, o.Host
-	}
 }
 
 // ---- helpers ----
