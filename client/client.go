@@ -27,6 +27,9 @@ const DefaultTimeout = 30 * time.Second
 // APIPrefix is the path under which the weft/v1 API is served.
 const APIPrefix = "/apis/weft/v1"
 
+// mergePatchType is the media type of a JSON merge patch (RFC 7386).
+const mergePatchType = "application/merge-patch+json"
+
 // maxErrorBody caps how much of an error response is read.
 const maxErrorBody = 1 << 20
 
@@ -168,6 +171,55 @@ func (c *Client) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, er
 		return nil, fmt.Errorf("update %s: %w", ref, err)
 	}
 	return c.objectCall(ctx, k, http.MethodPut, p, nil, body)
+}
+
+// UpdateStatus replaces obj's status with the one in obj (PUT .../status)
+// and returns the stored object. Labels and spec in obj are ignored, and so
+// are the status fields the controller allocated (addresses, VNIs, host
+// IDs). A status has several writers, each owning some fields: one that
+// owns only some uses PatchStatus, which keeps the others' fields.
+func (c *Client) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	k, ref, err := refOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	p, err := itemPath(k, ref.Tenant, ref.Name)
+	if err != nil {
+		return nil, fmt.Errorf("update status of %s: %w", ref, err)
+	}
+	body, err := encode(obj, k)
+	if err != nil {
+		return nil, fmt.Errorf("update status of %s: %w", ref, err)
+	}
+	return c.objectCall(ctx, k, http.MethodPut, p+"/status", nil, body)
+}
+
+// PatchStatus changes some fields of an object's status with a JSON merge
+// patch (RFC 7386; PATCH .../status) and returns the stored object. status
+// is the patch's status member, encoded as JSON: a map or a struct that
+// holds only the fields to change; a nil value (JSON null) removes a field,
+// and fields it does not name stay as stored. The controller applies the
+// patch to the status as stored when it writes, so concurrent writers of
+// other fields keep theirs; allocated fields do not change. A patch that
+// changes nothing writes nothing. Fields the kind's status does not have
+// give a BadRequest *v1.StatusError naming them.
+func (c *Client) PatchStatus(ctx context.Context, kind, tenant, name string, status any) (apiv1.Object, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	ref := apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}
+	p, err := itemPath(k, tenant, name)
+	if err != nil {
+		return nil, fmt.Errorf("patch status of %s: %w", ref, err)
+	}
+	body, err := json.Marshal(struct {
+		Status any `json:"status"`
+	}{status})
+	if err != nil {
+		return nil, fmt.Errorf("patch status of %s: encode: %w", ref, err)
+	}
+	return c.objectCall(ctx, k, http.MethodPatch, p+"/status", nil, body)
 }
 
 // Get returns one object. kind is a kind, plural or short name ("Endpoint",
@@ -312,7 +364,11 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "weft-client")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		ct := "application/json"
+		if method == http.MethodPatch {
+			ct = mergePatchType // the API's only PATCH
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	return c.hc.Do(req)
 }
