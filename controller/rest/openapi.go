@@ -56,6 +56,17 @@ func openAPI(version string) []byte {
 			"put":    op("replace a "+k.Kind+"'s labels and spec", "200", true, one),
 			"delete": op("delete a "+k.Kind, "200", false, one),
 		}
+		if st, ok := t.FieldByName("Status"); ok {
+			patch := op("change some fields of a "+k.Kind+"'s status with a JSON merge patch (RFC 7386): null removes a field, fields not named are kept", "200", false, one)
+			patch["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+				mergePatchType: map[string]any{"schema": map[string]any{
+					"type": "object", "properties": map[string]any{"status": schemaOf(st.Type, schemas)}, "additionalProperties": false,
+				}}}}
+			paths[item+"/status"] = map[string]any{
+				"put":   op("replace a "+k.Kind+"'s status", "200", true, one),
+				"patch": patch,
+			}
+		}
 	}
 	doc := map[string]any{
 		"openapi":    "3.0.3",

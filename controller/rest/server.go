@@ -10,6 +10,11 @@
 //	/apis/weft/v1/{plural}/{name}[/status]            cluster-scoped objects
 //	/apis/weft/v1/tenants/{tenant}/{plural}           tenant-scoped kinds
 //	/apis/weft/v1/tenants/{tenant}/{plural}/{name}[/status]
+//
+// A status is replaced with PUT .../status (the whole status) or changed
+// with PATCH .../status and a JSON merge patch (RFC 7386, Content-Type
+// application/merge-patch+json) such as {"status": {"phase": "Ready"}}:
+// each of its writers sends only the fields it owns.
 package rest
 
 import (
@@ -19,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,6 +42,7 @@ type Backend interface {
 	Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
 	Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
 	UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	MergePatchStatus(ctx context.Context, ref apiv1.Ref, patch []byte) (apiv1.Object, error)
 	Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
 	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
 	List(ctx context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64)
@@ -95,12 +102,14 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("PUT "+base+"{plural}/{name}", s.update)
 	mux.HandleFunc("DELETE "+base+"{plural}/{name}", s.delete)
 	mux.HandleFunc("PUT "+base+"{plural}/{name}/status", s.updateStatus)
+	mux.HandleFunc("PATCH "+base+"{plural}/{name}/status", s.patchStatus)
 	mux.HandleFunc("GET "+base+"tenants/{tenant}/{plural}", s.list)
 	mux.HandleFunc("POST "+base+"tenants/{tenant}/{plural}", s.create)
 	mux.HandleFunc("GET "+base+"tenants/{tenant}/{plural}/{name}", s.get)
 	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}", s.update)
 	mux.HandleFunc("DELETE "+base+"tenants/{tenant}/{plural}/{name}", s.delete)
 	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}/status", s.updateStatus)
+	mux.HandleFunc("PATCH "+base+"tenants/{tenant}/{plural}/{name}/status", s.patchStatus)
 	mux.HandleFunc("/apis/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "no such API path %s %s", r.Method, r.URL.Path))
 	})
@@ -156,9 +165,8 @@ func knownPlurals() string {
 	return strings.Join(p, ", ")
 }
 
-// readObject decodes a request body (JSON or YAML, one object, strict) and
-// checks it against the path.
-func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, ref apiv1.Ref) (apiv1.Object, error) {
+// readBody reads a request body of at most MaxBodyBytes.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -166,6 +174,16 @@ func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.Kin
 			return nil, apiv1.NewStatus(http.StatusRequestEntityTooLarge, apiv1.ReasonTooLarge, "request body larger than %d bytes", mbe.Limit)
 		}
 		return nil, apiv1.NewBadRequest("read request body: %v", err)
+	}
+	return body, nil
+}
+
+// readObject decodes a request body (JSON or YAML, one object, strict) and
+// checks it against the path.
+func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, ref apiv1.Ref) (apiv1.Object, error) {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return nil, err
 	}
 	obj, err := apiv1.DecodeObject(body)
 	if err != nil {
@@ -246,6 +264,36 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, do func(context.Con
 		return
 	}
 	out, err := do(r.Context(), obj)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// mergePatchType is the media type of a JSON merge patch (RFC 7386), the
+// only one PATCH .../status takes.
+const mergePatchType = "application/merge-patch+json"
+
+// patchStatus applies a JSON merge patch to an object's status.
+func (s *server) patchStatus(w http.ResponseWriter, r *http.Request) {
+	_, ref, err := target(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != mergePatchType {
+		writeError(w, apiv1.NewStatus(http.StatusUnsupportedMediaType, apiv1.ReasonUnsupportedMedia,
+			"Content-Type %q: PATCH of a status takes a JSON merge patch (RFC 7386), %s", ct, mergePatchType))
+		return
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.cfg.Backend.MergePatchStatus(r.Context(), ref, body)
 	if err != nil {
 		writeError(w, err)
 		return
