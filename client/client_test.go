@@ -14,11 +14,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
-	"github.com/weftnet/weft/internal/fakeapi"
+	"github.com/weftnet/weft/internal/apitest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, apitest.LeakOptions()...) }
 
 // ---- fixtures ----
 
@@ -56,16 +56,12 @@ func endpoint(tenant, name, subnet, host string) *apiv1.Endpoint {
 	return o
 }
 
-// newClient starts a fake controller and a client for it.
-func newClient(t *testing.T, opts ...client.Option) (*client.Client, *fakeapi.Server) {
+// newClient starts the API (real handler, registry and etcd) and returns
+// its client.
+func newClient(t *testing.T, opts ...apitest.Options) (*client.Client, *apitest.Server) {
 	t.Helper()
-	fake, url := fakeapi.Serve(t)
-	c, err := client.New(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() }) // runs before the server's cleanup
-	return c, fake
+	srv := apitest.Start(t, opts...)
+	return srv.Client, srv
 }
 
 func mustCreate(t *testing.T, c *client.Client, objs ...apiv1.Object) {
@@ -297,7 +293,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestClientSideErrors(t *testing.T) {
-	c, fake := newClient(t)
+	c, srv := newClient(t)
 	ctx := t.Context()
 	for _, tc := range []struct {
 		name string
@@ -316,7 +312,7 @@ func TestClientSideErrors(t *testing.T) {
 			}
 		})
 	}
-	if got := fake.Requests(); len(got) != 0 {
+	if got := srv.Requests(); len(got) != 0 {
 		t.Errorf("client-side errors sent requests: %v", got)
 	}
 }
@@ -399,7 +395,88 @@ func TestRaw(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
 		t.Errorf("GET /healthz = %d %q, want 200 ok", resp.StatusCode, body)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	c, srv := newClient(t)
+	ctx := t.Context()
+	mustCreate(t, c, tenant("acme"), host("h1", "192.0.2.11"), vpc("acme", "main", nil, "10.0.0.0/16"),
+		subnet("acme", "a", "main", "10.0.1.0/24"), endpoint("acme", "web", "a", "h1"))
+	created, err := c.Get(ctx, "ep", "acme", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc := created.(*apiv1.Endpoint).Status // ip, mac, host, vni, phase Pending
+	withPhase := func(netns, phase, msg string) apiv1.EndpointStatus {
+		s := alloc
+		s.Netns, s.Phase, s.Message = netns, phase, msg
+		return s
+	}
+
+	for _, step := range []struct {
+		name  string
+		write func() (apiv1.Object, error)
+		want  apiv1.EndpointStatus
+	}{
+		{"patch sets the named fields", func() (apiv1.Object, error) {
+			return c.PatchStatus(ctx, "endpoints", "acme", "web", map[string]string{"phase": "Failed", "message": "veth: EEXIST"})
+		}, withPhase("", "Failed", "veth: EEXIST")},
+		{"patch keeps the others and null removes", func() (apiv1.Object, error) {
+			return c.PatchStatus(ctx, "ep", "acme", "web", map[string]any{"netns": "/run/netns/x", "phase": "Ready", "message": nil})
+		}, withPhase("/run/netns/x", "Ready", "")},
+		{"update replaces the whole status but the allocations", func() (apiv1.Object, error) {
+			ep := endpoint("acme", "web", "a", "h1")
+			ep.Status = apiv1.EndpointStatus{IP: "10.0.1.99", Phase: "Lost"}
+			return c.UpdateStatus(ctx, ep)
+		}, withPhase("", "Lost", "")},
+	} {
+		got, err := step.write()
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if diff := cmp.Diff(step.want, got.(*apiv1.Endpoint).Status); diff != "" {
+			t.Errorf("%s: returned status (-want +got):\n%s", step.name, diff)
+		}
+		stored, err := srv.Env.Registry.Get(ctx, apiv1.RefOf(got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(step.want, stored.(*apiv1.Endpoint).Status); diff != "" {
+			t.Errorf("%s: stored status (-want +got):\n%s", step.name, diff)
+		}
+	}
+
+	for _, tc := range []struct {
+		name       string
+		call       func() error
+		wantReason string
+		wantMsg    string
+	}{
+		{"unknown field", func() error {
+			_, err := c.PatchStatus(ctx, "ep", "acme", "web", map[string]string{"phse": "Ready"})
+			return err
+		}, apiv1.ReasonBadRequest, `unknown field "status.phse"`},
+		{"missing object", func() error {
+			_, err := c.PatchStatus(ctx, "hosts", "", "nope", map[string]string{"liveness": "Alive"})
+			return err
+		}, apiv1.ReasonNotFound, "host/nope not found"},
+		{"kind without status", func() error {
+			_, err := c.PatchStatus(ctx, "tenants", "", "acme", map[string]string{"x": "y"})
+			return err
+		}, apiv1.ReasonBadRequest, "Tenant has no status"},
+		{"no tenant (client-side)", func() error {
+			_, err := c.PatchStatus(ctx, "ep", "", "web", nil)
+			return err
+		}, "", "endpoint is tenant-scoped"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if err == nil || apiv1.ReasonOf(err) != tc.wantReason || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Errorf("error %v (reason %q), want reason %q and %q", err, apiv1.ReasonOf(err), tc.wantReason, tc.wantMsg)
+			}
+		})
 	}
 }

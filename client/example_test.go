@@ -3,22 +3,36 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
+	"os"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
-	"github.com/weftnet/weft/internal/fakeapi"
+	"github.com/weftnet/weft/controller"
 )
 
 // Apply is idempotent: applying the same objects twice changes nothing.
 func ExampleClient_Apply() {
-	// A fake controller stands in for `weft controller` in this example.
-	fake := fakeapi.New()
-	ts := httptest.NewServer(fake)
-	defer ts.Close()
-	defer fake.Close()
+	ctx := context.Background()
+	// A controller as `weft controller` runs it (API only, etcd embedded
+	// in a scratch directory) stands in for yours in this example.
+	dir, err := os.MkdirTemp("", "weft-example-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	ctrl, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "off"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := ctrl.Start(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ctrl.Close()
 
-	c, err := client.New(ts.URL) // e.g. "http://127.0.0.1:7443"
+	c, err := client.New(ctrl.APIAddr()) // e.g. "http://127.0.0.1:7443"
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -34,7 +48,7 @@ func ExampleClient_Apply() {
 	}
 	for range 2 {
 		for _, o := range []apiv1.Object{tenant, vpc} {
-			result, _, err := c.Apply(context.Background(), o)
+			result, _, err := c.Apply(ctx, o)
 			if err != nil {
 				fmt.Println(err)
 				return

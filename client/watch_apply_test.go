@@ -12,7 +12,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
-	"github.com/weftnet/weft/internal/fakeapi"
+	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/apitest"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // next reads one event, failing the test if the stream closed.
@@ -95,37 +97,59 @@ func TestWatchFromResourceVersion(t *testing.T) {
 
 func TestWatchErrors(t *testing.T) {
 	t.Run("gone", func(t *testing.T) {
-		c, fake := newClient(t)
+		// The store keeps one event in memory: older history is read from
+		// etcd, which compacted it.
+		c, srv := newClient(t, apitest.Options{Store: func(c *store.Config) { c.RingSize = 1 }})
 		mustCreate(t, c, tenant("acme"), tenant("beta"))
-		fake.Compact()
+		if _, err := srv.Env.Client.Compact(t.Context(), srv.Env.Registry.Revision(), clientv3.WithCompactPhysical()); err != nil {
+			t.Fatal(err)
+		}
 		_, err := c.Watch(t.Context(), "tenants", "", "", "1")
 		if se := statusOf(t, err); se.Code != http.StatusGone || se.Reason != apiv1.ReasonGone {
 			t.Errorf("watch from a compacted revision: %+v, want 410 Gone", se)
 		}
 	})
 	t.Run("error event", func(t *testing.T) {
-		c, fake := newClient(t)
+		c, srv := newClient(t)
 		mustCreate(t, c, tenant("acme"))
 		events, err := c.Watch(t.Context(), "tenants", "", "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		next(t, events) // ADDED acme
-		fake.BreakWatches(apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "store lost"))
+		// The store drops its watches (as it drops a slow one): the server
+		// says so in an ERROR event and ends the stream.
+		srv.Env.Store.Close()
 		ev := next(t, events)
-		if ev.Type != client.Error || ev.Object != nil || !strings.Contains(ev.Err.Error(), "store lost") || apiv1.ReasonOf(ev.Err) != apiv1.ReasonInternal {
+		if ev.Type != client.Error || ev.Object != nil || !strings.Contains(ev.Err.Error(), "watch closed by the server") || apiv1.ReasonOf(ev.Err) != apiv1.ReasonGone {
 			t.Errorf("got %+v, want an ERROR event carrying the StatusError", ev)
+		}
+		for ev := range events {
+			t.Errorf("event after the ERROR: %s", eventString(ev))
 		}
 	})
 	t.Run("stream ends", func(t *testing.T) {
-		c, fake := newClient(t)
+		// A stream that ends cleanly closes the channel, with no ERROR.
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintln(w, `{"type":"ADDED","object":{"apiVersion":"weft/v1","kind":"Tenant","metadata":{"name":"a"}}}`)
+		}))
+		defer ts.Close()
+		c, err := client.New(ts.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
 		events, err := c.Watch(t.Context(), "tenants", "", "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		fake.Close() // ends every watch stream
+		var got []string
 		for ev := range events {
-			t.Errorf("unexpected event %s", eventString(ev))
+			got = append(got, eventString(ev))
+		}
+		if diff := cmp.Diff([]string{"ADDED tenant/a map[]"}, got); diff != "" {
+			t.Errorf("events (-want +got):\n%s", diff)
 		}
 	})
 	t.Run("garbage", func(t *testing.T) {
@@ -155,7 +179,7 @@ func TestWatchErrors(t *testing.T) {
 }
 
 func TestApply(t *testing.T) {
-	c, fake := newClient(t)
+	c, srv := newClient(t)
 	ctx := t.Context()
 	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
 
@@ -178,7 +202,7 @@ func TestApply(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.edit()
-		before := len(fake.Writes())
+		before := len(srv.Writes())
 		got, obj, err := c.Apply(ctx, sn)
 		if err != nil {
 			t.Fatalf("%s: %v", st.name, err)
@@ -186,7 +210,7 @@ func TestApply(t *testing.T) {
 		if got != st.want {
 			t.Errorf("%s: Apply = %q, want %q", st.name, got, st.want)
 		}
-		if n := len(fake.Writes()) - before; n != st.writes {
+		if n := len(srv.Writes()) - before; n != st.writes {
 			t.Errorf("%s: %d writes, want %d", st.name, n, st.writes)
 		}
 		if diff := cmp.Diff(sn.Metadata.Labels, obj.GetObjectMeta().Labels, cmpEmptyMaps); diff != "" {
@@ -206,18 +230,19 @@ var cmpEmptyMaps = cmp.Comparer(func(a, b map[string]string) bool {
 })
 
 func TestApplyRetriesLostRace(t *testing.T) {
-	c, fake := newClient(t)
+	c, srv := newClient(t)
 	ctx := t.Context()
 	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
 
 	// Another writer changes the VPC between Apply's GET and its first PUT.
 	var raced atomic.Bool
-	fake.OnRequest(func(r *http.Request) {
+	srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPut && raced.CompareAndSwap(false, true) {
-			other, _ := fake.Get("vpc", "acme", "main")
-			other.GetObjectMeta().Labels = map[string]string{"by": "other"}
-			fake.Put(other)
+			if _, err := srv.Env.Registry.Update(r.Context(), vpc("acme", "main", map[string]string{"by": "other"}, "10.0.0.0/16")); err != nil {
+				t.Errorf("the other writer: %v", err)
+			}
 		}
+		return false
 	})
 	want := vpc("acme", "main", map[string]string{"by": "apply"}, "10.0.0.0/16")
 	result, obj, err := c.Apply(ctx, want)
@@ -228,43 +253,36 @@ func TestApplyRetriesLostRace(t *testing.T) {
 		t.Errorf("Apply = %q %v, want configured with by=apply", result, obj.GetObjectMeta().Labels)
 	}
 	var puts int
-	for _, r := range fake.Writes() {
+	for _, r := range srv.Writes() {
 		if strings.HasPrefix(r, "PUT ") {
 			puts++
 		}
 	}
 	if puts != 2 {
-		t.Errorf("%d PUTs, want 2 (one refused, one retried): %v", puts, fake.Writes())
+		t.Errorf("%d PUTs, want 2 (one refused, one retried): %v", puts, srv.Writes())
 	}
 }
 
 func TestApplyDoesNotRetryPermanentConflict(t *testing.T) {
 	// A controller that refuses every update with a Conflict that is not a
 	// stale resourceVersion (the object does not change between attempts).
-	fake := fakeapi.New()
+	c, srv := newClient(t)
 	var puts atomic.Int32
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut {
-			puts.Add(1)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusConflict)
-			fmt.Fprint(w, `{"code":409,"reason":"Conflict","message":"address 10.0.1.5 is taken"}`)
-			return
+	srv.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPut {
+			return false
 		}
-		fake.ServeHTTP(w, r)
-	}))
-	defer ts.Close()
-	defer fake.Close()
-	c, err := client.New(ts.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+		puts.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		fmt.Fprint(w, `{"code":409,"reason":"Conflict","message":"address 10.0.1.5 is taken"}`)
+		return true
+	})
 	mustCreate(t, c, tenant("acme"))
 
 	tn := tenant("acme")
 	tn.Spec.Description = "changed"
-	_, _, err = c.Apply(t.Context(), tn)
+	_, _, err := c.Apply(t.Context(), tn)
 	if !apiv1.IsConflict(err) || !strings.Contains(err.Error(), "address 10.0.1.5 is taken") {
 		t.Errorf("Apply error = %v, want the controller's Conflict", err)
 	}

@@ -28,11 +28,11 @@ func TestApply(t *testing.T) {
 	checkResult(t, h.run("apply", "-f", "testdata/network.yaml"), 0, networkCreated, "")
 
 	// Again: nothing to do, and nothing written.
-	writes := len(h.fake.Writes())
+	writes := len(h.srv.Writes())
 	checkResult(t, h.run("apply", "-f", "testdata/network.yaml"), 0,
 		strings.ReplaceAll(networkCreated, "created", "unchanged"), "")
-	if n := len(h.fake.Writes()) - writes; n != 0 {
-		t.Errorf("re-applying wrote %d times: %v", n, h.fake.Writes()[writes:])
+	if n := len(h.srv.Writes()) - writes; n != 0 {
+		t.Errorf("re-applying wrote %d times: %v", n, h.srv.Writes()[writes:])
 	}
 
 	// One edited object is configured, from stdin this time.
@@ -44,7 +44,7 @@ func TestApply(t *testing.T) {
 	r := h.runIn(t.Context(), edited, "apply", "-f", "-")
 	checkResult(t, r, 0, strings.Replace(strings.ReplaceAll(networkCreated, "created", "unchanged"),
 		"vpc/acme/main unchanged", "vpc/acme/main configured", 1), "")
-	if o, _ := h.fake.Get("vpc", "acme", "main"); o.GetObjectMeta().Labels["env"] != "staging" {
+	if o := h.stored("vpc", "acme", "main"); o.GetObjectMeta().Labels["env"] != "staging" {
 		t.Errorf("stored labels %v, want env=staging", o.GetObjectMeta().Labels)
 	}
 }
@@ -72,7 +72,7 @@ func TestApplyMalformedAppliesNothing(t *testing.T) {
 	// A good file first, then one whose second document is malformed.
 	r := h.run("apply", "-f", "testdata/beta.json", "-f", "testdata/malformed.yaml")
 	checkResult(t, r, 1, "", "error: testdata/malformed.yaml: document 2 (line 5): unknown field \"spec.cidrz\"\n")
-	if w := h.fake.Writes(); len(w) != 0 {
+	if w := h.srv.Writes(); len(w) != 0 {
 		t.Errorf("a malformed input still wrote: %v", w)
 	}
 }
@@ -124,7 +124,9 @@ func TestApplyTenant(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.ok("apply", "-f", "testdata/beta.json")
-			h.fake.Put(mustDecode(t, "apiVersion: weft/v1\nkind: Tenant\nmetadata: {name: acme}\n"))
+			if _, err := h.srv.Env.Registry.Create(t.Context(), mustDecode(t, "apiVersion: weft/v1\nkind: Tenant\nmetadata: {name: acme}\n")); err != nil {
+				t.Fatal(err)
+			}
 			h.env["WEFT_TENANT"] = tc.envTenant
 			r := h.runIn(t.Context(), tc.input, append(tc.args, "apply", "-f", "-")...)
 			checkResult(t, r, tc.want.code, tc.want.stdout, tc.want.stderr)
@@ -158,7 +160,7 @@ func TestApplyGetRoundTrip(t *testing.T) {
 
 // unchangedWrites returns the writes after the seed's 10 creates.
 func unchangedWrites(h *harness) []string {
-	w := h.fake.Writes()
+	w := h.srv.Writes()
 	if len(w) <= 10 {
 		return nil
 	}

@@ -61,14 +61,14 @@ func TestDeleteOne(t *testing.T) {
 		want result
 	}{
 		{"has dependents", []string{"delete", "vpc", "main", "--tenant", "acme"}, result{code: 1,
-			stderr: lines("error: cannot delete vpc/acme/main: 1 object(s) depend on it", "  depended on by subnet/acme/a")}},
+			stderr: lines("error: vpc/acme/main is still in use by 1 object(s); delete them first", "  depended on by subnet/acme/a")}},
 		{"endpoint", []string{"delete", "ep", "web-1", "--tenant", "acme"}, result{stdout: "endpoint/acme/web-1 deleted\n"}},
 		{"not found", []string{"delete", "ep", "web-1", "--tenant", "acme"}, result{code: 1,
 			stderr: "error: endpoint/acme/web-1 not found\n"}},
 		{"not found, ignored", []string{"delete", "ep", "web-1", "--tenant", "acme", "--ignore-not-found"},
 			result{stdout: "endpoint/acme/web-1 not found\n"}},
 		{"cluster-scoped", []string{"delete", "tenant", "beta"}, result{code: 1,
-			stderr: lines("error: cannot delete tenant/beta: 1 object(s) depend on it", "  depended on by vpc/beta/main")}},
+			stderr: lines("error: tenant/beta is still in use by 1 object(s); delete them first", "  depended on by vpc/beta/main")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			checkResult(t, h.run(tc.args...), tc.want.code, tc.want.stdout, tc.want.stderr)

@@ -8,6 +8,8 @@ import (
 func TestDescribe(t *testing.T) {
 	h := newHarness(t)
 	h.seed()
+	// Set by the controller: creation time, UID, resourceVersion.
+	vpc, beta := h.stored("vpc", "acme", "main").GetObjectMeta(), h.stored("tenant", "", "beta").GetObjectMeta()
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -18,15 +20,15 @@ func TestDescribe(t *testing.T) {
 			"Name:             main",
 			"Tenant:           acme",
 			"Labels:           env=prod",
-			"Created:          2026-01-02T03:04:05Z (90m ago)",
-			"UID:              00000000-0000-4000-8000-000000000005",
-			"ResourceVersion:  5",
+			"Created:          "+vpc.CreationTimestamp+" (90m ago)",
+			"UID:              "+vpc.UID,
+			"ResourceVersion:  "+vpc.ResourceVersion,
 			"Generation:       1",
 			"Spec:",
 			"  cidrs:",
 			"  - 10.0.0.0/16",
 			"Status:",
-			"  vni: 101",
+			"  vni: 4096",
 			"Subnets (1):",
 			"  NAME   CIDR          GATEWAY",
 			"  a      10.0.1.0/24   10.0.1.1",
@@ -35,9 +37,9 @@ func TestDescribe(t *testing.T) {
 			"Kind:             Tenant",
 			"Name:             beta",
 			"Labels:           <none>",
-			"Created:          2026-01-02T03:04:05Z (90m ago)",
-			"UID:              00000000-0000-4000-8000-000000000002",
-			"ResourceVersion:  2",
+			"Created:          "+beta.CreationTimestamp+" (90m ago)",
+			"UID:              "+beta.UID,
+			"ResourceVersion:  "+beta.ResourceVersion,
 			"Generation:       1",
 			"Spec:             <none>",
 		)},
@@ -60,10 +62,10 @@ func TestDescribe(t *testing.T) {
 			"  TENANT   NAME    SUBNET   IP          PHASE\n",
 			"  acme     db-1    a        10.0.1.50   Pending\n",
 			"  acme     web-1   a        10.0.1.2    Pending\n",
-			"  liveness: Unknown\n",
+			"  hostID: 1\n",
 		}},
 		{"endpoint", []string{"describe", "ep", "web-1", "--tenant", "acme"}, []string{
-			"Labels:           app=web\n", "  qosClass: gold\n", "  ip: 10.0.1.2\n", "  netns: /var/run/netns/weft-acme-web-1\n",
+			"Labels:           app=web\n", "  qosClass: gold\n", "  ip: 10.0.1.2\n", "  mac: 0a:58:0a:00:01:02\n", "  phase: Pending\n",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,21 +28,21 @@ func TestGetTable(t *testing.T) {
 		)},
 		{"hosts", []string{"get", "host"}, lines(
 			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   SINCE     VIEW",
-			"h1     192.0.2.11    10Gbit     Unknown    <never>   -",
+			"h1     192.0.2.11    10Gbit     <none>     <never>   -",
 		)},
 		{"vpcs across tenants", []string{"get", "vpcs"}, lines(
-			"TENANT   NAME   CIDRS         VNI   AGE",
-			"acme     main   10.0.0.0/16   101   90m",
-			"beta     main   10.0.0.0/16   102   90m",
+			"TENANT   NAME   CIDRS         VNI    AGE",
+			"acme     main   10.0.0.0/16   4096   90m",
+			"beta     main   10.0.0.0/16   4097   90m",
 		)},
 		{"vpcs in a tenant", []string{"get", "vpcs", "--tenant", "acme"}, lines(
-			"NAME   CIDRS         VNI   AGE",
-			"main   10.0.0.0/16   101   90m",
+			"NAME   CIDRS         VNI    AGE",
+			"main   10.0.0.0/16   4096   90m",
 		)},
 		{"all tenants wins over tenant", []string{"get", "vpcs", "--tenant", "acme", "--all-tenants"}, lines(
-			"TENANT   NAME   CIDRS         VNI   AGE",
-			"acme     main   10.0.0.0/16   101   90m",
-			"beta     main   10.0.0.0/16   102   90m",
+			"TENANT   NAME   CIDRS         VNI    AGE",
+			"acme     main   10.0.0.0/16   4096   90m",
+			"beta     main   10.0.0.0/16   4097   90m",
 		)},
 		{"subnets", []string{"get", "sn", "--tenant", "acme"}, lines(
 			"NAME   VPC    CIDR          GATEWAY",
@@ -50,12 +50,12 @@ func TestGetTable(t *testing.T) {
 		)},
 		{"endpoints", []string{"get", "ep"}, lines(
 			"TENANT   NAME    SUBNET   HOST   IP          MAC                 PHASE",
-			"acme     db-1    a        h1     10.0.1.50   02:00:0a:00:01:32   Pending",
-			"acme     web-1   a        h1     10.0.1.2    02:00:0a:00:01:02   Pending",
+			"acme     db-1    a        h1     10.0.1.50   0a:58:0a:00:01:32   Pending",
+			"acme     web-1   a        h1     10.0.1.2    0a:58:0a:00:01:02   Pending",
 		)},
 		{"endpoints by label", []string{"get", "endpoints", "-l", "app=web", "--all-tenants"}, lines(
 			"TENANT   NAME    SUBNET   HOST   IP         MAC                 PHASE",
-			"acme     web-1   a        h1     10.0.1.2   02:00:0a:00:01:02   Pending",
+			"acme     web-1   a        h1     10.0.1.2   0a:58:0a:00:01:02   Pending",
 		)},
 		{"policies", []string{"get", "policy", "--tenant", "acme"}, lines(
 			"NAME     SELECTOR   INGRESS   EGRESS",
@@ -67,11 +67,11 @@ func TestGetTable(t *testing.T) {
 		)},
 		{"one endpoint", []string{"get", "Endpoint", "web-1", "--tenant", "acme"}, lines(
 			"NAME    SUBNET   HOST   IP         MAC                 PHASE",
-			"web-1   a        h1     10.0.1.2   02:00:0a:00:01:02   Pending",
+			"web-1   a        h1     10.0.1.2   0a:58:0a:00:01:02   Pending",
 		)},
 		{"one host, tenant ignored", []string{"get", "hosts", "h1", "--tenant", "acme"}, lines(
 			"NAME   UNDERLAY-IP   CAPACITY   LIVENESS   SINCE     VIEW",
-			"h1     192.0.2.11    10Gbit     Unknown    <never>   -",
+			"h1     192.0.2.11    10Gbit     <none>     <never>   -",
 		)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +89,7 @@ func TestGetEmpty(t *testing.T) {
 		`  "apiVersion": "weft/v1",`,
 		`  "kind": "List",`,
 		`  "metadata": {`,
-		`    "resourceVersion": "10"`,
+		`    "resourceVersion": "`+h.revision()+`"`,
 		`  },`,
 		`  "items": []`,
 		`}`,
@@ -101,7 +101,7 @@ func TestGetJSONAndYAML(t *testing.T) {
 	h.seed()
 
 	// One object: the object itself, as the API returns it.
-	want, _ := h.fake.Get("vpc", "acme", "main")
+	want := h.stored("vpc", "acme", "main")
 	for _, format := range []string{"json", "yaml"} {
 		t.Run("one "+format, func(t *testing.T) {
 			out := h.ok("get", "vpc", "main", "--tenant", "acme", "-o", format)
@@ -112,16 +112,17 @@ func TestGetJSONAndYAML(t *testing.T) {
 		})
 	}
 	t.Run("one json exactly", func(t *testing.T) {
+		m := h.stored("tenant", "", "beta").GetObjectMeta() // what the controller set
 		checkResult(t, h.run("get", "tenant", "beta", "-o", "json"), 0, lines(
 			`{`,
 			`  "apiVersion": "weft/v1",`,
 			`  "kind": "Tenant",`,
 			`  "metadata": {`,
 			`    "name": "beta",`,
-			`    "uid": "00000000-0000-4000-8000-000000000002",`,
-			`    "resourceVersion": "2",`,
+			`    "uid": "`+m.UID+`",`,
+			`    "resourceVersion": "`+m.ResourceVersion+`",`,
 			`    "generation": 1,`,
-			`    "creationTimestamp": "2026-01-02T03:04:05Z"`,
+			`    "creationTimestamp": "`+m.CreationTimestamp+`"`,
 			`  },`,
 			`  "spec": {}`,
 			`}`,
@@ -149,9 +150,9 @@ func TestGetJSONAndYAML(t *testing.T) {
 			if err := json.Unmarshal(data, &list); err != nil {
 				t.Fatal(err)
 			}
-			if list.Kind != "List" || list.Metadata.ResourceVersion != "10" || len(list.Items) != 2 {
-				t.Errorf("got kind %q resourceVersion %q with %d items, want a List at 10 with 2 items:\n%s",
-					list.Kind, list.Metadata.ResourceVersion, len(list.Items), out)
+			if rev := h.revision(); list.Kind != "List" || list.Metadata.ResourceVersion != rev || len(list.Items) != 2 {
+				t.Errorf("got kind %q resourceVersion %q with %d items, want a List at %s with 2 items:\n%s",
+					list.Kind, list.Metadata.ResourceVersion, len(list.Items), rev, out)
 			}
 			objs, err := apiv1.DecodeDocuments([]byte(out))
 			if err != nil {
@@ -179,11 +180,11 @@ func TestGetWatch(t *testing.T) {
 			args: []string{"get", "vpcs", "-w"},
 			waits: []string{
 				lines(
-					"EVENT      TENANT   NAME   CIDRS         VNI   AGE",
-					"ADDED      acme     main   10.0.0.0/16   101   90m",
-					"ADDED      beta     main   10.0.0.0/16   102   90m",
+					"EVENT      TENANT   NAME   CIDRS         VNI    AGE",
+					"ADDED      acme     main   10.0.0.0/16   4096   90m",
+					"ADDED      beta     main   10.0.0.0/16   4097   90m",
 				),
-				"\nMODIFIED   acme     main   10.0.0.0/16   101   90m\n",
+				"\nMODIFIED   acme     main   10.0.0.0/16   4096   90m\n",
 			},
 		},
 		{

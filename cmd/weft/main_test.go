@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -11,32 +12,45 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/cobra"
-	"github.com/weftnet/weft/internal/fakeapi"
 	"go.uber.org/goleak"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/apitest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, apitest.LeakOptions()...) }
 
-// created is when the fake controller stamps every object; the CLI's clock
-// reads now, so every AGE is 90m.
-var (
-	created = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	now     = created.Add(90 * time.Minute)
-)
+// later is how far ahead of the controller's clock the CLI's runs, so that
+// every AGE reads 90m (a test takes well under a minute).
+const later = 90 * time.Minute
 
-// harness runs the CLI against a fake controller.
+// harness runs the CLI against the real API (handler, registry, etcd),
+// which reports the version `weft controller` of this build would.
 type harness struct {
-	t    *testing.T
-	fake *fakeapi.Server
-	url  string
-	env  map[string]string
+	t   *testing.T
+	srv *apitest.Server
+	url string
+	env map[string]string
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	fake, url := fakeapi.Serve(t, fakeapi.WithClock(func() time.Time { return created }))
-	return &harness{t: t, fake: fake, url: url, env: map[string]string{"WEFT_SERVER": url}}
+	srv := apitest.Start(t, apitest.Options{Version: clientVersion().Version})
+	return &harness{t: t, srv: srv, url: srv.URL, env: map[string]string{"WEFT_SERVER": srv.URL}}
 }
+
+// stored returns an object as the controller stores it.
+func (h *harness) stored(kind, tenant, name string) apiv1.Object {
+	h.t.Helper()
+	o, err := h.srv.Env.Registry.Get(h.t.Context(), apiv1.Ref{Kind: apiv1.MustKind(kind).Kind, Tenant: tenant, Name: name})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return o
+}
+
+// revision is the store's revision: the resourceVersion of a list.
+func (h *harness) revision() string { return strconv.FormatInt(h.srv.Env.Registry.Revision(), 10) }
 
 // result is what one CLI run printed and returned.
 type result struct {
@@ -56,7 +70,7 @@ func (h *harness) envWith(stdin string) env {
 	return env{
 		getenv: func(k string) string { return h.env[k] },
 		stdin:  strings.NewReader(stdin),
-		now:    func() time.Time { return now },
+		now:    func() time.Time { return time.Now().Add(later) },
 	}
 }
 
@@ -110,8 +124,8 @@ func TestEnvironment(t *testing.T) {
 	h.seed()
 	h.env["WEFT_TENANT"] = "beta"
 	checkResult(t, h.run("get", "vpc", "main"), 0, lines(
-		"NAME   CIDRS         VNI   AGE",
-		"main   10.0.0.0/16   102   90m",
+		"NAME   CIDRS         VNI    AGE",
+		"main   10.0.0.0/16   4097   90m",
 	), "")
 	// --server beats WEFT_SERVER.
 	h.env["WEFT_SERVER"] = "http://127.0.0.1:1"
@@ -127,7 +141,7 @@ func TestUnreachable(t *testing.T) {
 	}
 	dead := "http://" + l.Addr().String()
 	l.Close()
-	h := newHarness(t)
+	h := &harness{t: t}
 	r := h.run("--server", dead, "apply", "-f", "testdata/network.yaml")
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: ") ||
 		!strings.Contains(r.stderr, "cannot reach the weft controller at "+dead) ||
@@ -188,7 +202,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	h := newHarness(t)
+	h := &harness{t: t} // no controller needed
 	for _, cmd := range []string{"apply", "get", "describe", "delete", "version"} {
 		t.Run(cmd, func(t *testing.T) {
 			r := h.run(cmd, "--help")
@@ -209,7 +223,7 @@ func TestHelp(t *testing.T) {
 func TestVersion(t *testing.T) {
 	h := newHarness(t)
 	out := h.ok("version")
-	if !strings.HasPrefix(out, "Client: weft ") || !strings.Contains(out, "Server: fakeapi ("+h.url+")") {
+	if !strings.HasPrefix(out, "Client: weft ") || !strings.Contains(out, "Server: "+clientVersion().Version+" ("+h.url+")") {
 		t.Errorf("weft version:\n%s", out)
 	}
 	if out := h.ok("version", "--client", "--server", "http://127.0.0.1:1"); strings.Contains(out, "Server") {
