@@ -1,9 +1,10 @@
 // Package restreport implements agent.Reporter over the controller's REST
 // API (package client): it registers the agent's Host if none exists yet,
 // and writes each local endpoint's status.netns, status.phase and
-// status.message through the status subresource
-// (PUT /apis/weft/v1/tenants/{tenant}/endpoints/{name}/status), leaving
-// the rest of the status (address, MAC, VNI: the controller's) as it is.
+// status.message with a merge patch of the status subresource
+// (client.PatchStatus: PATCH /apis/weft/v1/tenants/{tenant}/endpoints/{name}/status),
+// leaving the rest of the status (address, MAC, VNI: the controller's) as
+// it is.
 //
 //	c, err := client.New("http://controller:7443")
 //	...

@@ -1,14 +1,10 @@
 package restreport
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/weftnet/weft/agent"
@@ -49,9 +45,9 @@ func (r *Reporter) Register(ctx context.Context, host, underlayIP string) error 
 	return nil
 }
 
-// ReportEndpoints writes each report into its endpoint's status. An
-// endpoint that no longer exists is skipped; a status that already says
-// the same is not written again. It tries every report and returns the
+// ReportEndpoints writes each report into its endpoint's status, one
+// merge patch each. An endpoint that no longer exists is skipped; a status
+// that already says the same is not written again. It tries every report and returns the
 // joined errors; the error wraps agent.ErrRejected only if every failure
 // does.
 func (r *Reporter) ReportEndpoints(ctx context.Context, reports []agent.EndpointReport) error {
@@ -79,47 +75,19 @@ func (r *Reporter) report(ctx context.Context, rep agent.EndpointReport) error {
 	if !ok || tenant == "" || name == "" {
 		return fmt.Errorf("report endpoint %q: %w: ID is not tenant/name", rep.ID, agent.ErrRejected)
 	}
-	obj, err := r.c.Get(ctx, apiv1.KindEndpoint, tenant, name)
+	// Only the fields the agent owns, all three (an empty one is cleared);
+	// the rest of the status is the controller's. A status that already
+	// says the same is not written again.
+	_, err := r.c.PatchStatus(ctx, apiv1.KindEndpoint, tenant, name, map[string]string{
+		"netns": rep.Netns, "phase": rep.Phase, "message": rep.Message,
+	})
 	if apiv1.IsNotFound(err) {
 		return nil // deleted meanwhile: nothing to report
 	}
 	if err != nil {
-		return fmt.Errorf("report endpoint %s: get it: %w", rep.ID, err)
-	}
-	ep, ok := obj.(*apiv1.Endpoint)
-	if !ok {
-		return fmt.Errorf("report endpoint %s: got a %T", rep.ID, obj)
-	}
-	if ep.Status.Netns == rep.Netns && ep.Status.Phase == rep.Phase && ep.Status.Message == rep.Message {
-		return nil
-	}
-	ep.Status.Netns, ep.Status.Phase, ep.Status.Message = rep.Netns, rep.Phase, rep.Message
-	body, err := json.Marshal(ep)
-	if err != nil {
-		return fmt.Errorf("report endpoint %s: encode: %w", rep.ID, err)
-	}
-	path := client.APIPrefix + "/tenants/" + url.PathEscape(tenant) + "/endpoints/" + url.PathEscape(name) + "/status"
-	resp, err := r.c.Raw(ctx, http.MethodPut, path, bytes.NewReader(body))
-	if err != nil {
 		return fmt.Errorf("report endpoint %s: %w", rep.ID, err)
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
-		return nil
-	case resp.StatusCode == http.StatusNotFound:
-		return nil // deleted between the GET and the PUT
-	}
-	se := &apiv1.StatusError{}
-	if json.Unmarshal(data, se) != nil || se.Reason == "" {
-		se = &apiv1.StatusError{Code: resp.StatusCode, Reason: apiv1.ReasonInternal,
-			Message: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))}
-	}
-	if se.Code == 0 {
-		se.Code = resp.StatusCode
-	}
-	return fmt.Errorf("report endpoint %s: PUT %s: %w", rep.ID, path, se)
+	return nil
 }
 
 // classify wraps agent.ErrRejected around errors that retrying cannot fix:
