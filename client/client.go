@@ -158,19 +158,7 @@ func (c *Client) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, er
 // empty resourceVersion means last write wins. Status in obj is ignored by
 // the controller.
 func (c *Client) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
-	k, ref, err := refOf(obj)
-	if err != nil {
-		return nil, err
-	}
-	p, err := itemPath(k, ref.Tenant, ref.Name)
-	if err != nil {
-		return nil, fmt.Errorf("update %s: %w", ref, err)
-	}
-	body, err := encode(obj, k)
-	if err != nil {
-		return nil, fmt.Errorf("update %s: %w", ref, err)
-	}
-	return c.objectCall(ctx, k, http.MethodPut, p, nil, body)
+	return c.put(ctx, obj, "", "update")
 }
 
 // UpdateStatus replaces obj's status with the one in obj (PUT .../status)
@@ -179,19 +167,24 @@ func (c *Client) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, er
 // IDs). A status has several writers, each owning some fields: one that
 // owns only some uses PatchStatus, which keeps the others' fields.
 func (c *Client) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+	return c.put(ctx, obj, "/status", "update the status of")
+}
+
+// put PUTs obj to its path plus sub; what names the call in errors.
+func (c *Client) put(ctx context.Context, obj apiv1.Object, sub, what string) (apiv1.Object, error) {
 	k, ref, err := refOf(obj)
 	if err != nil {
 		return nil, err
 	}
 	p, err := itemPath(k, ref.Tenant, ref.Name)
 	if err != nil {
-		return nil, fmt.Errorf("update status of %s: %w", ref, err)
+		return nil, fmt.Errorf("%s %s: %w", what, ref, err)
 	}
 	body, err := encode(obj, k)
 	if err != nil {
-		return nil, fmt.Errorf("update status of %s: %w", ref, err)
+		return nil, fmt.Errorf("%s %s: %w", what, ref, err)
 	}
-	return c.objectCall(ctx, k, http.MethodPut, p+"/status", nil, body)
+	return c.objectCall(ctx, k, http.MethodPut, p+sub, nil, body)
 }
 
 // PatchStatus changes some fields of an object's status with a JSON merge
@@ -211,13 +204,13 @@ func (c *Client) PatchStatus(ctx context.Context, kind, tenant, name string, sta
 	ref := apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}
 	p, err := itemPath(k, tenant, name)
 	if err != nil {
-		return nil, fmt.Errorf("patch status of %s: %w", ref, err)
+		return nil, fmt.Errorf("patch the status of %s: %w", ref, err)
 	}
 	body, err := json.Marshal(struct {
 		Status any `json:"status"`
 	}{status})
 	if err != nil {
-		return nil, fmt.Errorf("patch status of %s: encode: %w", ref, err)
+		return nil, fmt.Errorf("patch the status of %s: encode: %w", ref, err)
 	}
 	return c.objectCall(ctx, k, http.MethodPatch, p+"/status", nil, body)
 }
