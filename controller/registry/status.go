@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -100,12 +99,7 @@ func statusPatch(ki apiv1.KindInfo, patch []byte) (status any, ok bool, err erro
 		return nil, false, apiv1.NewBadRequest("merge patch: %v", err)
 	}
 	if _, err := apiv1.DecodeObject(check); err != nil {
-		msg := err.Error()
-		var se *apiv1.StatusError
-		if errors.As(err, &se) {
-			msg = se.Message
-		}
-		return nil, false, apiv1.NewBadRequest("merge patch: %s", msg)
+		return nil, false, apiv1.NewBadRequest("merge patch: %v", err)
 	}
 	if status, err = decodeJSON(raw); err != nil {
 		return nil, false, apiv1.NewBadRequest("merge patch: %v", err)
