@@ -36,7 +36,8 @@ func startController(t *testing.T) (*controller.Controller, string) {
 
 func startControllerIn(t *testing.T, dir string) (*controller.Controller, string) {
 	t.Helper()
-	c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0"})
+	// API only: a fixed southbound port would clash with other tests.
+	c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "off"})
 	if err != nil {
 		t.Fatal(err)
 	}
