@@ -25,6 +25,7 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -105,12 +106,11 @@ type Keyring struct {
 	secret []byte
 	st     *store.Store
 	log    *slog.Logger
+	life   lifecycle.Group
 
-	mu     sync.RWMutex
-	byID   map[uint32][]byte
-	idOf   map[string]uint32
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	mu   sync.RWMutex
+	byID map[uint32][]byte
+	idOf map[string]uint32
 }
 
 // NewKeyring returns a Keyring for the hosts in st; call Start.
@@ -118,63 +118,46 @@ func NewKeyring(secret []byte, st *store.Store, log *slog.Logger) *Keyring {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Keyring{secret: secret, st: st, log: log.With("subsystem", "hostkey"),
-		byID: map[uint32][]byte{}, idOf: map[string]uint32{}}
+	return &Keyring{secret: secret, st: st, log: log.With("subsystem", "hostkey")}
 }
 
-// Start loads the current hosts and follows Host changes until Close.
-func (k *Keyring) Start(ctx context.Context) error {
-	rev := k.st.Revision()
-	for _, o := range k.st.List(apiv1.KindHost, "") {
-		k.observe(store.EventAdded, o.(*apiv1.Host))
+// Start loads the current hosts, then follows Host changes until Close.
+func (k *Keyring) Start(context.Context) error {
+	if _, err := k.life.Start(); err != nil {
+		return fmt.Errorf("hostkey: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	ch, err := k.st.Watch(wctx, apiv1.KindHost, "", rev)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("hostkey: watch hosts: %w", err)
-	}
-	k.cancel = cancel
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		for {
-			for ev := range ch {
-				k.observe(ev.Type, ev.Object.(*apiv1.Host))
-				rev = ev.Revision
-			}
-			if wctx.Err() != nil {
-				return
-			}
-			// Dropped as a slow subscriber: resume from the last event.
-			var err error
-			if ch, err = k.st.Watch(wctx, apiv1.KindHost, "", rev); err != nil {
-				k.log.Warn("re-watch hosts failed; reloading", "err", err)
-				rev = k.st.Revision()
-				for _, o := range k.st.List(apiv1.KindHost, "") {
-					k.observe(store.EventAdded, o.(*apiv1.Host))
-				}
-				if ch, err = k.st.Watch(wctx, apiv1.KindHost, "", rev); err != nil {
-					return
-				}
-			}
-		}
-	}()
+	hosts, rev := k.st.ListSelector(apiv1.KindHost, "", nil)
+	k.reset(hosts, rev)
+	k.life.Go(func(ctx context.Context) {
+		_ = store.Follow(ctx, k.st, store.FollowConfig{Name: "hostkey", Kind: apiv1.KindHost, From: rev,
+			OnEvents: k.apply, OnReset: k.reset, Logger: k.log})
+	})
 	return nil
 }
 
-// Close stops following the store; idempotent.
-func (k *Keyring) Close() error {
-	if k.cancel != nil {
-		k.cancel()
-	}
-	k.wg.Wait()
-	return nil
-}
+// Close stops following the store and waits; idempotent.
+func (k *Keyring) Close() error { return k.life.Close() }
 
-func (k *Keyring) observe(typ string, h *apiv1.Host) {
+// reset makes the hosts the keyring knows exactly hosts.
+func (k *Keyring) reset(hosts []apiv1.Object, _ int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.byID, k.idOf = map[uint32][]byte{}, map[string]uint32{}
+	for _, o := range hosts {
+		k.observe(store.EventAdded, o.(*apiv1.Host))
+	}
+}
+
+func (k *Keyring) apply(evs []store.Event) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ev := range evs {
+		k.observe(ev.Type, ev.Object.(*apiv1.Host))
+	}
+}
+
+// observe applies one change of a host; k.mu is held.
+func (k *Keyring) observe(typ string, h *apiv1.Host) {
 	name, id := h.Metadata.Name, h.Status.HostID
 	if typ == store.EventDeleted {
 		if k.idOf[name] == id {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/etcdtest"
 )
 
@@ -96,5 +98,93 @@ func TestSecretAndKeyring(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("keyring kept the key of a deleted host")
 		}
+	}
+}
+
+// TestKeyringForgetsHostDeletedInCompactedGap: a keyring that loses its
+// watch (the store drops it as a slow subscriber) while one Host is deleted
+// and another created, and whose history to resume from is then compacted,
+// must stop answering for the deleted host and answer for the new one.
+func TestKeyringForgetsHostDeletedInCompactedGap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	env := etcdtest.Start(t, etcdtest.Options{Store: func(c *store.Config) { c.RingSize, c.SubscriberBacklog = 4, 4 }})
+	cli, st, reg := env.Client, env.Store, env.Registry
+	mustCreate := func(name, ip string) *apiv1.Host {
+		t.Helper()
+		out, err := reg.Create(ctx, etcdtest.Host(name, ip))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*apiv1.Host)
+	}
+	// touch changes h0: an event the keyring follows.
+	touch := func(n int) int64 {
+		t.Helper()
+		h := etcdtest.Host("h0", "192.0.2.100")
+		h.Metadata.Labels = map[string]string{"n": strconv.Itoa(n)}
+		out, err := reg.Update(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, _ := strconv.ParseInt(out.GetObjectMeta().ResourceVersion, 10, 64)
+		return rev
+	}
+	mustCreate("h0", "192.0.2.100")
+	gone := mustCreate("h1", "192.0.2.1").Status.HostID
+
+	secret := bytes.Repeat([]byte{7}, SecretSize)
+	kr := NewKeyring(secret, st, nil)
+	if err := kr.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer kr.Close()
+	if _, ok := kr.ByID(gone); !ok {
+		t.Fatal("keyring does not know h1 after Start")
+	}
+
+	// Hold the keyring's follow goroutine in its first event while more
+	// than its backlog happens: the store drops it. Then, unseen, delete h1,
+	// create h2, and compact the history the keyring would resume from.
+	kr.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			kr.mu.Unlock()
+		}
+	}()
+	for i := range 16 {
+		touch(i)
+	}
+	if _, err := reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	added := mustCreate("h2", "192.0.2.2").Status.HostID
+	var last int64
+	for i := range 8 {
+		last = touch(100 + i)
+	}
+	if _, err := cli.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if st.Stats().DroppedWatchers == 0 {
+		t.Fatal("the store dropped no watcher: the test did not exercise a lost watch")
+	}
+	kr.mu.Unlock()
+	locked = false
+
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, stale := kr.ByID(gone)
+		_, fresh := kr.ByID(added)
+		if !stale && fresh {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the compacted gap: key of deleted h1 (ID %d) known = %v, key of new h2 (ID %d) known = %v; want false, true",
+				gone, stale, added, fresh)
+		}
+	}
+	if _, ok := kr.HostID("h1"); ok {
+		t.Error("HostID still answers for the deleted h1")
 	}
 }

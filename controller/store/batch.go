@@ -380,7 +380,6 @@ func addAll(s map[string]struct{}, keys []string) map[string]struct{} {
 
 // batchWorker sends batches until the Store closes.
 func (s *Store) batchWorker() {
-	defer s.wg.Done()
 	for {
 		batch := s.batcher.next(s.ctx)
 		if batch == nil {

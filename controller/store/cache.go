@@ -530,7 +530,8 @@ func (s *Store) List(kind, tenant string) []apiv1.Object {
 
 // ListSelector is List restricted to objects whose labels satisfy match
 // (nil matches all); it also returns the cache revision the list reflects,
-// from which Watch continues without a gap.
+// from which Watch continues without a gap. Kind "" (or unknown) lists
+// nothing and returns the revision alone.
 func (s *Store) ListSelector(kind, tenant string, match func(labels map[string]string) bool) ([]apiv1.Object, int64) {
 	k, ok := s.kinds.lookup(kind)
 	c := s.cache

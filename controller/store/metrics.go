@@ -20,6 +20,9 @@ type metrics struct {
 	dropped       *counter
 	decodeErrors  *counter
 
+	// Of Follow and FollowKeys, by follower name.
+	followRewatches, followResets, followErrors *prometheus.CounterVec
+
 	batches, txns, maxBatch atomic.Int64
 
 	// lag holds (revision, commit time) of recent Commits, oldest first,
@@ -66,12 +69,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "weft_store_watchers_dropped_total", Help: "Watch subscribers closed because they fell too far behind."})},
 		decodeErrors: &counter{c: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_store_decode_errors_total", Help: "Stored objects the cache could not decode."})},
+		followRewatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_store_follow_rewatches_total", Help: "Follower watches that ended (a slow subscriber dropped, a broken stream) and were resumed."},
+			[]string{"follower"}),
+		followResets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_store_follow_resets_total", Help: "Follower state resets from a relist, after the history to resume from was compacted."},
+			[]string{"follower"}),
+		followErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_store_follow_errors_total", Help: "Failed follower watches and relists, retried with backoff."},
+			[]string{"follower"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commitSeconds, m.batchSize, m.txnSeconds, m.cacheRevision,
-		m.watchLag, m.relists.c, m.dropped.c, m.decodeErrors.c} {
+		m.watchLag, m.relists.c, m.dropped.c, m.decodeErrors.c, m.followRewatches, m.followResets, m.followErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // Sentinel errors of the store.
@@ -140,16 +141,10 @@ type Store struct {
 	cache   *cache
 	batcher *batcher
 
-	// ctx lives from Start to Close; every goroutine stops when it ends.
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	starting atomic.Bool // Start was called
-	started  atomic.Bool // Start succeeded
-	closing  sync.Once
-	// lifeMu orders Start's goroutine launch against Close.
-	lifeMu sync.Mutex
-	closed bool
+	// life owns the goroutines; ctx, its lifetime context, ends at Close.
+	life    lifecycle.Group
+	ctx     context.Context
+	started atomic.Bool // Start succeeded
 
 	// progressReq asks the sync loop for a watch progress notification.
 	progressReq chan struct{}
@@ -189,7 +184,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.cache = newCache(s.kinds, cfg.RingSize, m)
 	s.batcher = newBatcher(cfg.MaxBatchOps, cfg.MaxBatchBytes)
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.ctx = s.life.Context()
 	return s, nil
 }
 
@@ -198,32 +193,24 @@ func New(cfg Config) (*Store, error) {
 // cache is primed. ctx bounds only the initial load; the Store runs until
 // Close.
 func (s *Store) Start(ctx context.Context) error {
-	if s.ctx.Err() != nil {
-		return ErrClosed
-	}
-	if !s.starting.CompareAndSwap(false, true) {
-		return errors.New("store: Start called twice")
+	if _, err := s.life.Start(); err != nil {
+		return fmt.Errorf("start store: %w", err)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	defer context.AfterFunc(s.ctx, stop)() // Close during the initial list ends it too
 	snap, rev, err := s.list(ctx)
 	if err != nil {
-		s.starting.Store(false)
 		return fmt.Errorf("start store: %w", err)
 	}
 	s.cache.load(snap, rev)
 	s.log.Info("store cache primed", "revision", rev, "objects", len(snap))
-
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	s.wg.Add(1 + s.cfg.MaxInFlight)
-	go s.syncLoop()
+	s.life.Go(func(context.Context) { s.syncLoop() })
 	for range s.cfg.MaxInFlight {
-		go s.batchWorker()
+		s.life.Go(func(context.Context) { s.batchWorker() })
+	}
+	if s.life.Closed() {
+		return fmt.Errorf("start store: %w", ErrClosed)
 	}
 	s.started.Store(true)
 	return nil
@@ -232,16 +219,11 @@ func (s *Store) Start(ctx context.Context) error {
 // Close stops every goroutine of the Store and waits for them. Pending
 // Commits fail with ErrClosed and Watch channels close. It is idempotent.
 func (s *Store) Close() error {
-	s.closing.Do(func() {
-		s.lifeMu.Lock()
-		s.closed = true
-		s.lifeMu.Unlock()
+	return s.life.Close(func() error {
 		s.cache.closeSubscribers()
 		s.batcher.close()
-		s.cancel()
-		s.wg.Wait()
+		return nil
 	})
-	return nil
 }
 
 // Prefix returns the key prefix of the Store.

@@ -90,9 +90,7 @@ func (s *Store) decodeChange(kv *mvccpb.KeyValue, deleted bool) (change, bool) {
 // revision, watches again when the watch breaks and relists when etcd has
 // compacted revisions the cache has not seen.
 func (s *Store) syncLoop() {
-	defer s.wg.Done()
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
-	backoff := minBackoff
+	var b backoff
 	relist := false
 	for {
 		if relist {
@@ -104,28 +102,27 @@ func (s *Store) syncLoop() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("store relist failed", "err", err, "retry_in", backoff)
+			s.log.Warn("store relist failed", "err", err)
 		} else {
 			got, err := s.watchOnce(s.Revision())
 			if s.ctx.Err() != nil {
 				return
 			}
 			if got {
-				backoff = minBackoff
+				b.reset()
 			}
 			if errors.Is(err, ErrCompacted) {
 				s.log.Warn("store watch fell behind compaction, relisting", "err", err)
 				relist = true
 				continue
 			}
-			s.log.Warn("store watch broken, watching again", "err", err, "retry_in", backoff)
+			s.log.Warn("store watch broken, watching again", "err", err)
 		}
 		select {
-		case <-time.After(backoff):
+		case <-time.After(b.next()):
 		case <-s.ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

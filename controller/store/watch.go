@@ -94,8 +94,12 @@ func (s *Store) Watch(ctx context.Context, kind, tenant string, fromRev int64) (
 			sub.queue = append(early, c.replay(from, sub)...)
 			sub.undelivered.Store(int64(len(sub.queue)))
 			sub.wake <- struct{}{} // deliver the replay first
+			// Under c.mu: Close marks the cache closed before it waits.
+			if !s.life.Go(func(context.Context) { s.serve(ctx, sub) }) {
+				c.mu.Unlock()
+				return nil, fmt.Errorf("watch %s: %w", kindName(k), ErrClosed)
+			}
 			c.subs[sub] = struct{}{}
-			s.wg.Add(1) // under c.mu: Close marks the cache closed before it waits
 			c.mu.Unlock()
 			break
 		}
@@ -110,7 +114,6 @@ func (s *Store) Watch(ctx context.Context, kind, tenant string, fromRev int64) (
 		early = append(early, evs...)
 		from = target
 	}
-	go s.serve(ctx, sub)
 	return sub.out, nil
 }
 
@@ -295,7 +298,6 @@ func (sub *subscriber) offer(evs []Event) {
 // serve forwards sub's events to its channel until ctx ends, the Store
 // closes or the subscriber is dropped.
 func (s *Store) serve(ctx context.Context, sub *subscriber) {
-	defer s.wg.Done()
 	defer close(sub.out)
 	defer func() {
 		s.cache.mu.Lock()
