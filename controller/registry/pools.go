@@ -38,9 +38,10 @@ import (
 //     pool's subnet at S or before (replays after a re-watch, and events
 //     that it had queued while the pool was built).
 //
-// When the follow goroutine cannot resume its watch and reseeds instead, it
-// may have missed events, so it drops every pool (under mu, reading the
-// revision it resumes from under mu too); the pools are rebuilt on next use.
+// When the history to resume a watch from is compacted, the follow
+// goroutine may have missed events, so it drops every pool; the pools are
+// rebuilt on next use, at the cache revision then, which is at or after
+// the one it resumes from.
 //
 // A pool also records which Subnet object it was built for (UID, CIDR,
 // gateway): a write to a subnet deleted and created again under the same
@@ -283,28 +284,11 @@ func (ps *subnetPools) forget(k subnetKey, rev int64) {
 	}
 }
 
-// prune drops the pools of subnets that the cache no longer holds, or
-// holds as a different subnet.
-func (r *Registry) prunePools() {
+// resetPools drops every pool.
+func (r *Registry) resetPools() {
 	ps := &r.pools
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	for k, sp := range ps.m {
-		if o, ok := r.st.Get(apiv1.KindSubnet, k.tenant, k.name); !ok || !sp.builtFor(o.(*apiv1.Subnet)) {
-			delete(ps.m, k)
-		}
-	}
-}
-
-// resetPools drops every pool and returns the cache revision from which
-// the Endpoint follow goroutine must resume: pools built afterwards are
-// built at that revision or later.
-func (r *Registry) resetPools() int64 {
-	ps := &r.pools
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	rev := r.st.Revision()
 	clear(ps.m)
 	ps.held = nil
-	return rev
 }

@@ -540,10 +540,12 @@ func TestPoolBuildInterleavesWithFollow(t *testing.T) {
 	}
 }
 
-// TestReseedDropsPools: when the Endpoint watch cannot resume (this
-// replica fell behind a compaction), the follow goroutine may have missed
-// deletes: it drops the pools, which are rebuilt, exact, on next use.
-func TestReseedDropsPools(t *testing.T) {
+// TestResetAfterCompactedGap: a replica that loses its watch (the store
+// drops it as a slow subscriber) while endpoints and a Host are deleted and
+// others created, and whose history to resume from is then compacted, may
+// have missed deletes: it drops its pools, which are rebuilt, exact, on
+// next use, and releases the deleted Host's ID while it knows the new one's.
+func TestResetAfterCompactedGap(t *testing.T) {
 	ctx := context.Background()
 	emb := startEtcd(t)
 	writer := startRegistry(t, startStore(t, emb))
@@ -558,6 +560,15 @@ func TestReseedDropsPools(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	reader := startRegistry(t, st)
 	base(t, writer)
+	createHost := func(name, ip string) uint32 {
+		t.Helper()
+		out, err := writer.Create(ctx, host(name, ip))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*apiv1.Host).Status.HostID
+	}
+	gone := createHost("h8", "192.0.2.8")
 	var eps []apiv1.Object
 	for i := range 4 {
 		out, err := writer.Create(ctx, endpoint("acme", fmt.Sprint("e", i), "a", "h1"))
@@ -574,34 +585,55 @@ func TestReseedDropsPools(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitObserved(t, reader, revOf(eps[3]))
+	if !reader.hostIDs.InUse(gone) {
+		t.Fatalf("reader does not hold h8's host ID %d", gone)
+	}
 
 	// Stall the reader's follow goroutine while more than its backlog
-	// happens, then compact the history it would resume from.
-	reader.pools.mu.Lock()
-	for _, ep := range eps[:3] {
-		if _, err := writer.Delete(ctx, apiv1.RefOf(ep)); err != nil {
-			reader.pools.mu.Unlock()
+	// happens (it is dropped), delete h8 and create h9 unseen, then compact
+	// the history it would resume from.
+	var added uint32
+	func() {
+		reader.pools.mu.Lock()
+		defer reader.pools.mu.Unlock()
+		for _, ep := range eps[:3] {
+			if _, err := writer.Delete(ctx, apiv1.RefOf(ep)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var last apiv1.Object
+		for i := range 8 {
+			if last, err = writer.Create(ctx, endpoint("acme", fmt.Sprint("f", i), "a", "h2")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.WaitForRevision(ctx, revOf(last)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	var last apiv1.Object
-	for i := range 8 {
-		if last, err = writer.Create(ctx, endpoint("acme", fmt.Sprint("f", i), "a", "h2")); err != nil {
-			reader.pools.mu.Unlock()
+		if _, err := writer.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h8"}); err != nil {
 			t.Fatal(err)
 		}
+		added = createHost("h9", "192.0.2.9")
+		for i := range 4 {
+			if last, err = writer.Create(ctx, endpoint("acme", fmt.Sprint("g", i), "a", "h2")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := cli.Compact(ctx, revOf(last)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.WaitForRevision(ctx, revOf(last)); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	if t.Failed() {
+		t.FailNow()
 	}
-	if _, err := cli.Compact(ctx, revOf(last)); err != nil {
-		reader.pools.mu.Unlock()
-		t.Fatal(err)
-	}
-	if err := st.WaitForRevision(ctx, revOf(last)); err != nil {
-		reader.pools.mu.Unlock()
-		t.Fatal(err)
-	}
-	reader.pools.mu.Unlock()
 
-	eventually(t, "pools after the reseed", func() string { return cmp.Diff(0, reader.pools.len()) })
+	eventually(t, "pools after the reset", func() string { return cmp.Diff(0, reader.pools.len()) })
+	eventually(t, "host IDs (h8's, h9's) in use after the reset", func() string {
+		return cmp.Diff([]bool{false, true}, []bool{reader.hostIDs.InUse(gone), reader.hostIDs.InUse(added)})
+	})
 	p2, err := reader.pool("acme", "a")
 	if err != nil {
 		t.Fatal(err)

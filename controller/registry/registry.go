@@ -25,7 +25,6 @@ import (
 	"reflect"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -33,6 +32,7 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/alloc"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // maxAttempts bounds how often one request retries a transaction that lost
@@ -93,13 +93,13 @@ type Registry struct {
 	// pools holds the address pools of the subnets that this replica has
 	// allocated in; see pools.go.
 	pools subnetPools
-	hooks testHooks
+	// hostHigh and vniHigh are the highest host ID and VNI observed (the
+	// follow goroutine's, and Start's before it runs).
+	hostHigh, vniHigh uint32
+	hooks             testHooks
 	// statusLocks serialise the status writes of each object (status.go).
 	statusLocks objectLocks
-
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed sync.Once
+	life        lifecycle.Group
 }
 
 // testHooks let tests act at points of interest; all nil outside tests.
@@ -133,89 +133,69 @@ func New(cfg Config) (*Registry, error) {
 }
 
 // Start seeds the VNI and host ID allocators from the store (which must be
-// started) and follows the store's events so that allocations made by
-// other replicas, and releases of deleted objects, reach this replica's
-// allocators. Address pools are built on first use (see pools.go).
-func (r *Registry) Start(ctx context.Context) error {
+// started) and follows the store's events until Close, so that
+// allocations made by other replicas, and releases of deleted objects,
+// reach this replica's allocators. Address pools are built on first use
+// (see pools.go).
+func (r *Registry) Start(context.Context) error {
+	if _, err := r.life.Start(); err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
 	rev := r.st.Revision()
 	for _, kind := range []string{apiv1.KindHost, apiv1.KindVPC} {
 		for _, o := range r.st.List(kind, "") {
 			r.observe(store.Event{Type: store.EventAdded, Object: o, Revision: rev})
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	for _, kind := range []string{apiv1.KindHost, apiv1.KindVPC, apiv1.KindSubnet, apiv1.KindEndpoint} {
-		ch, err := r.st.Watch(ctx, kind, "", rev)
-		if err != nil {
-			cancel()
-			r.wg.Wait()
-			return fmt.Errorf("registry: watch %s: %w", kind, err)
-		}
-		r.wg.Add(1)
-		go r.follow(ctx, kind, ch)
-	}
-	return nil
-}
-
-// Close stops following the store. It is idempotent.
-func (r *Registry) Close() error {
-	r.closed.Do(func() {
-		if r.cancel != nil {
-			r.cancel()
-		}
-		r.wg.Wait()
+	r.life.Go(func(ctx context.Context) {
+		_ = store.Follow(ctx, r.st, store.FollowConfig{Name: "registry", From: rev,
+			OnEvents: func(evs []store.Event) {
+				for _, ev := range evs {
+					r.observe(ev)
+				}
+			},
+			OnReset: r.reset, Logger: r.log})
 	})
 	return nil
 }
 
-// follow applies store events to the allocators until ctx ends. A watch
-// that the store closes (a slow subscriber) is re-opened from the last
-// revision seen; if that fails (the history is gone), the allocators of
-// the kind are reseeded and the watch resumes from the reseed's revision.
-func (r *Registry) follow(ctx context.Context, kind string, ch <-chan store.Event) {
-	defer r.wg.Done()
-	var last int64
-	for {
-		for ev := range ch {
-			r.observe(ev)
-			last = ev.Revision
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		var err error
-		for ctx.Err() == nil {
-			if ch, err = r.st.Watch(ctx, kind, "", last); err == nil {
-				break
-			}
-			if errors.Is(err, store.ErrClosed) {
-				r.log.Warn("store closed; no longer following", "kind", kind)
-				return
-			}
-			r.log.Warn("re-watch failed; reseeding allocators", "kind", kind, "err", err)
-			last = r.reseed(kind)
-		}
+// Close stops following the store and waits. It is idempotent.
+func (r *Registry) Close() error { return r.life.Close() }
+
+// reset brings the allocators in line with the store after the events
+// since the last one observed were lost (compacted): the host IDs and
+// VNIs that no Host or VPC holds any more are released, and every address
+// pool is dropped, to be rebuilt on next use.
+func (r *Registry) reset([]apiv1.Object, int64) {
+	hostIDs, vnis := map[uint32]bool{}, map[uint32]bool{}
+	for _, o := range r.st.List(apiv1.KindHost, "") {
+		hostIDs[o.(*apiv1.Host).Status.HostID] = true
 	}
+	for _, o := range r.st.List(apiv1.KindVPC, "") {
+		vnis[o.(*apiv1.VPC).Status.VNI] = true
+	}
+	r.hostHigh = resetIDs(r.hostIDs, hostIDs, r.hostHigh)
+	r.vniHigh = resetIDs(r.vnis, vnis, r.vniHigh)
+	r.resetPools()
 }
 
-// reseed brings the allocators of a kind in line with the cache after
-// events may have been missed, and returns the revision to watch from.
-func (r *Registry) reseed(kind string) int64 {
-	switch kind {
-	case apiv1.KindEndpoint:
-		// Deletes may have been missed: rebuild the pools on next use.
-		return r.resetPools()
-	case apiv1.KindSubnet:
-		rev := r.st.Revision()
-		r.prunePools()
-		return rev
+// resetIDs makes held the IDs in use in ids, up to the highest ID ever
+// observed (high, or one of held), which it returns. It may release an ID
+// that a write of this replica has just taken: etcd's compare on the ID's
+// reservation then refuses a second taker, which retries.
+func resetIDs(ids *alloc.VNIs, held map[uint32]bool, high uint32) uint32 {
+	for id := range held {
+		high = max(high, id)
 	}
-	rev := r.st.Revision()
-	for _, o := range r.st.List(kind, "") {
-		r.observe(store.Event{Type: store.EventAdded, Object: o, Revision: rev})
+	lo, _ := ids.Range()
+	for id := lo; id <= high; id++ {
+		if held[id] {
+			_ = ids.Reserve(id) // ErrInUse: already known
+		} else {
+			ids.Release(id)
+		}
 	}
-	return rev
+	return high
 }
 
 // observe keeps the allocators in step with the stored state. Replaying a
@@ -227,6 +207,7 @@ func (r *Registry) observe(ev store.Event) {
 		if o.Status.HostID == 0 {
 			return
 		}
+		r.hostHigh = max(r.hostHigh, o.Status.HostID)
 		if ev.Type == store.EventDeleted {
 			r.hostIDs.Release(o.Status.HostID)
 		} else {
@@ -236,6 +217,7 @@ func (r *Registry) observe(ev store.Event) {
 		if o.Status.VNI == 0 {
 			return
 		}
+		r.vniHigh = max(r.vniHigh, o.Status.VNI)
 		if ev.Type == store.EventDeleted {
 			r.vnis.Release(o.Status.VNI)
 		} else {
