@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
@@ -191,6 +192,11 @@ func TestIncremental(t *testing.T) {
 			tn := get[*apiv1.Tenant](e, apiv1.KindTenant, "", "acme")
 			tn.Spec.Description = "x"
 			e.update(tn)
+		}, map[string]int{}, nil},
+		{"endpoint status only (phase, message): no recompute", func() {
+			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-3")
+			ep.Status.Phase, ep.Status.Message = apiv1.PhaseFailed, "veth: no such device"
+			e.put(ep)
 		}, map[string]int{}, nil},
 		{"endpoint deleted on h1", func() { e.delete(apiv1.KindEndpoint, "acme", "db-1") },
 			map[string]int{"h1": 1}, []string{"h1"}},
@@ -456,61 +462,101 @@ func TestSubscribe(t *testing.T) {
 	}
 }
 
+// TestResumesAfterWatchDropped holds the compiler while more than its
+// backlog happens, so that the store drops its watch; in the compaction
+// case acme/web-2 is then deleted from h2 and acme/new created there,
+// unseen, and the history to resume from compacted.
 func TestResumesAfterWatchDropped(t *testing.T) {
-	block := make(chan struct{})
-	var armed atomic.Bool
-	blocked := false
-	metrics := prometheus.NewRegistry()
-	e := newEnv(t, envOpts{
-		beforeStart: world,
-		store: func(c *store.Config) {
-			c.SubscriberBacklog = 4
-			c.Registerer = metrics
-		},
-		// Hold the compile goroutine in its first recompute after Start so
-		// that the store drops its watch while events pile up.
-		onRecompute: func(string) {
-			if armed.Load() && !blocked {
-				blocked = true
-				<-block
+	for _, tc := range []struct {
+		name    string
+		compact bool
+	}{
+		{"dropped", false},
+		{"dropped and compacted", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			block := make(chan struct{})
+			var armed atomic.Bool
+			blocked := false
+			metrics := prometheus.NewRegistry()
+			e := newEnv(t, envOpts{
+				beforeStart: world,
+				store: func(c *store.Config) {
+					c.RingSize, c.SubscriberBacklog = 4, 4
+					c.Registerer = metrics
+				},
+				// Hold the compiler in its first recompute after Start so
+				// that the store drops its watch while events pile up.
+				onRecompute: func(string) {
+					if armed.Load() && !blocked {
+						blocked = true
+						<-block
+					}
+				},
+			})
+			armed.Store(true)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var last apiv1.Object
+			create := func(ep *apiv1.Endpoint) {
+				t.Helper()
+				o, err := e.reg.Create(ctx, ep)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last = o
 			}
-		},
-	})
-	armed.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var last apiv1.Object
-	for i := range 20 {
-		o, err := e.reg.Create(ctx, endpoint("acme", fmt.Sprintf("burst-%d", i), "a", "h2"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = o
-	}
-	close(block)
-	rev, err := strconv.ParseInt(last.GetObjectMeta().ResourceVersion, 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.c.WaitForRevision(ctx, rev); err != nil {
-		t.Fatal(err)
-	}
-	if got := gathered(t, metrics, "weft_store_watchers_dropped_total"); got < 1 {
-		t.Fatalf("store dropped %v watchers: the test did not exercise a dropped watch", got)
-	}
-	got := 0
-	for k := range e.snapshot("h2") {
-		if k.Type == view.TypeEndpoint {
-			got++
-		}
-	}
-	if got != 22 {
-		t.Errorf("h2 holds %d endpoints, want 22", got)
+			for i := range 20 {
+				create(endpoint("acme", fmt.Sprintf("burst-%d", i), "a", "h2"))
+			}
+			want := 22 // web-2, globex/web-1 and the burst
+			if tc.compact {
+				if err := e.st.WaitForRevision(ctx, e.st.Revision()); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "web-2"}); err != nil {
+					t.Fatal(err)
+				}
+				create(endpoint("acme", "new", "a", "h2"))
+				for i := range 5 {
+					create(endpoint("acme", fmt.Sprintf("h4-%d", i), "a", "h4"))
+				}
+				if _, err := e.cli.Compact(ctx, e.st.Revision()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(block)
+			rev, err := strconv.ParseInt(last.GetObjectMeta().ResourceVersion, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.c.WaitForRevision(ctx, rev); err != nil {
+				t.Fatal(err)
+			}
+			if got := gathered(t, metrics, "weft_store_watchers_dropped_total"); got < 1 {
+				t.Fatalf("store dropped %v watchers: the test did not exercise a dropped watch", got)
+			}
+			if tc.compact {
+				if got := gathered(t, metrics, "weft_store_follow_resets_total", "follower", "compile"); got < 1 {
+					t.Fatalf("%v follower resets: the test did not exercise a compacted history", got)
+				}
+			}
+			var got []string
+			for k, v := range e.snapshot("h2") {
+				if k.Type == view.TypeEndpoint {
+					got = append(got, v.(*view.Endpoint).Name)
+				}
+			}
+			if len(got) != want || slices.Contains(got, "web-2") != !tc.compact || slices.Contains(got, "new") != tc.compact {
+				t.Errorf("h2 holds endpoints %v: want %d, web-2 only if not deleted, new only if created", got, want)
+			}
+		})
 	}
 }
 
-// gathered returns the value of a counter or gauge in reg.
-func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// gathered returns the value of a counter or gauge in reg, summed over
+// the series whose labels include labels (name, value pairs).
+func gathered(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -521,7 +567,15 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			continue
 		}
 		sum := 0.0
+	series:
 		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+					return l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}) {
+					continue series
+				}
+			}
 			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 		return sum

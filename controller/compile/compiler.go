@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -95,10 +95,13 @@ type Compiler struct {
 
 	mu    sync.RWMutex
 	hosts map[string]*hostView // compiled views, and views waiting to be
-	// adopt receives hosts whose views must be compiled (compile goroutine).
+	// adopt receives hosts whose views must be compiled (by run).
 	adopt chan string
 
-	// Owned by the compile goroutine (and by Start before it runs).
+	// runMu is held while store events are applied, views adopted or
+	// swept; it guards the reverse indexes below.
+	runMu       sync.Mutex
+	dirty       map[string]struct{} // hosts an event batch touched
 	deps        map[string]deps
 	vpcHosts    map[tn]map[string]struct{}
 	tenantHosts map[string]map[string]struct{}
@@ -114,14 +117,9 @@ type Compiler struct {
 	rev   int64         // store revision of the last event applied
 	revCh chan struct{} // closed and replaced when rev advances
 
-	ready    chan struct{} // closed once Start compiled every view
-	starting atomic.Bool
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	lifeMu   sync.Mutex // orders Start's goroutine launch against Close
-	closed   bool
-	closing  sync.Once
+	ready chan struct{} // closed once Start has run
+	life  lifecycle.Group
+	ctx   context.Context // the lifetime: ends at Close
 
 	// onRecompute, if set (tests), is called after every host recompute.
 	onRecompute func(host string)
@@ -160,6 +158,7 @@ func New(cfg Config) (*Compiler, error) {
 		epoch:       epoch,
 		hosts:       map[string]*hostView{},
 		adopt:       make(chan string, adoptBatch),
+		dirty:       map[string]struct{}{},
 		deps:        map[string]deps{},
 		vpcHosts:    map[tn]map[string]struct{}{},
 		tenantHosts: map[string]map[string]struct{}{},
@@ -169,52 +168,32 @@ func New(cfg Config) (*Compiler, error) {
 		revCh:       make(chan struct{}),
 		ready:       make(chan struct{}),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ctx = c.life.Context()
 	return c, nil
 }
 
 // Start records the store revision the views will be compiled at, then
-// follows the store's events in a goroutine until Close. Views are
-// compiled when first asked for (see the package documentation). ctx is
-// not used after Start returns.
-func (c *Compiler) Start(ctx context.Context) error {
-	if c.ctx.Err() != nil {
-		return ErrClosed
-	}
-	if !c.starting.CompareAndSwap(false, true) {
-		return errors.New("compile: Start called twice")
+// follows the store's events until Close. Views are compiled when first
+// asked for (see the package documentation).
+func (c *Compiler) Start(context.Context) error {
+	if _, err := c.life.Start(); err != nil {
+		return fmt.Errorf("compile: %w", err)
 	}
 	rev := c.st.Revision()
-	ch, err := c.st.Watch(c.ctx, "", "", rev)
-	if err != nil {
-		return fmt.Errorf("compile: watch store from revision %d: %w", rev, err)
-	}
 	c.setRev(rev)
 	c.log.Info("compiler following the store", "revision", rev, "epoch", c.epoch)
-
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	if c.closed {
-		return ErrClosed
-	}
-	c.wg.Add(1)
-	go c.run(ch, rev)
-	close(c.ready)
-	return ctx.Err()
-}
-
-// Close stops following the store and waits for the compile goroutine.
-// It is idempotent.
-func (c *Compiler) Close() error {
-	c.closing.Do(func() {
-		c.lifeMu.Lock()
-		c.closed = true
-		c.lifeMu.Unlock()
-		c.cancel()
-		c.wg.Wait()
+	c.life.Go(func(ctx context.Context) {
+		_ = store.Follow(ctx, c.st, store.FollowConfig{Name: "compile", From: rev,
+			OnEvents: c.apply, OnReset: c.reset, Logger: c.log})
 	})
+	c.life.Go(c.run)
+	close(c.ready)
 	return nil
 }
+
+// Close stops following the store and waits for the compiler's
+// goroutines. It is idempotent.
+func (c *Compiler) Close() error { return c.life.Close() }
 
 // Ready is closed once Start has run; until then Delta fails with
 // ErrNotStarted.
@@ -318,7 +297,7 @@ func (c *Compiler) Subscribe(host string) (notify <-chan struct{}, cancel func()
 	}
 }
 
-// compiled returns host's view once the compile goroutine has built it.
+// compiled returns host's view once the compiler has built it.
 func (c *Compiler) compiled(ctx context.Context, host string) (*hostView, error) {
 	ask := false
 	hv := c.viewFor(host, func(hv *hostView) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -29,6 +30,7 @@ func TestMain(m *testing.M) {
 // env is embedded etcd, a store, a registry and a compiler.
 type env struct {
 	t   *testing.T
+	cli *clientv3.Client
 	st  *store.Store
 	reg *registry.Registry
 	c   *Compiler
@@ -42,7 +44,7 @@ type envOpts struct {
 	store   func(*store.Config)
 	// beforeStart runs with the world created but the compiler not started.
 	beforeStart func(*env)
-	// onRecompute runs on the compile goroutine after each recompute.
+	// onRecompute runs after each recompute, on the goroutine that made it.
 	onRecompute func(host string)
 }
 
@@ -54,7 +56,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	defer cancel()
 	etcd := etcdtest.Start(t, etcdtest.Options{Store: o.store})
 	st, reg := etcd.Store, etcd.Registry
-	e := &env{t: t, st: st, reg: reg, recomputes: map[string]int{}}
+	e := &env{t: t, cli: etcd.Client, st: st, reg: reg, recomputes: map[string]int{}}
 	if o.beforeStart != nil {
 		o.beforeStart(e)
 	}
@@ -127,6 +129,20 @@ func (e *env) create(objs ...apiv1.Object) {
 func (e *env) update(o apiv1.Object) {
 	e.t.Helper()
 	e.do(func(ctx context.Context) (apiv1.Object, error) { return e.reg.Update(ctx, o) })
+}
+
+// put stores o as it is, status included, as the registry's status
+// writes do.
+func (e *env) put(o apiv1.Object) {
+	e.t.Helper()
+	e.do(func(ctx context.Context) (apiv1.Object, error) {
+		b, err := store.EncodeObject(o)
+		if err != nil {
+			return nil, err
+		}
+		_, err = e.st.Commit(ctx, store.Txn{Ops: []clientv3.Op{clientv3.OpPut(e.st.ObjectKey(apiv1.RefOf(o)), string(b))}})
+		return o, err
+	})
 }
 
 func (e *env) delete(kind, tenant, name string) {

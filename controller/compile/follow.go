@@ -2,7 +2,7 @@ package compile
 
 import (
 	"context"
-	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -12,44 +12,48 @@ import (
 	"github.com/weftnet/weft/wire"
 )
 
-// run applies store events until Close: it coalesces the events waiting
-// (up to maxBatch) into a set of touched hosts and recomputes each once.
-// Between batches it compiles the views asked for and drops the views that
-// lingered unused.
-func (c *Compiler) run(ch <-chan store.Event, rev int64) {
-	defer c.wg.Done()
+// apply applies a batch of store events: it recomputes, once, each host
+// whose view they may change.
+func (c *Compiler) apply(evs []store.Event) {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	for _, ev := range evs {
+		c.mark(ev, c.dirty)
+	}
+	rev := evs[len(evs)-1].Revision
+	c.recomputeSet(c.dirty, rev)
+	c.setRev(rev)
+}
+
+// reset recompiles every view at revision rev after the store's history
+// to resume from was compacted.
+func (c *Compiler) reset(_ []apiv1.Object, rev int64) {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	c.vpcMu.Lock()
+	c.vpcCache = map[tn]wire.Resource{}
+	c.vpcMu.Unlock()
+	c.compileAll(c.ctx, makeVersion(c.epoch, uint64(rev)))
+	c.setRev(rev)
+}
+
+// run compiles the views asked for and drops the views that lingered
+// unused, until ctx ends.
+func (c *Compiler) run(ctx context.Context) {
 	sweep := time.NewTicker(max(c.cfg.Linger/4, 10*time.Millisecond))
 	defer sweep.Stop()
-	dirty := map[string]struct{}{}
 	for {
-		var ev store.Event
-		ok := false
 		select {
-		case ev, ok = <-ch:
 		case h := <-c.adopt:
-			c.adoptViews(h, rev)
-			continue
+			c.runMu.Lock()
+			c.adoptViews(h, c.Revision())
+			c.runMu.Unlock()
 		case now := <-sweep.C:
+			c.runMu.Lock()
 			c.sweep(now)
-			continue
-		case <-c.ctx.Done():
+			c.runMu.Unlock()
+		case <-ctx.Done():
 			return
-		}
-		for n := 0; ok; n++ {
-			c.mark(ev, dirty)
-			rev = max(rev, ev.Revision)
-			if n+1 >= maxBatch || !c.tryRecv(ch, &ev, &ok) {
-				break
-			}
-		}
-		c.recomputeSet(dirty, rev)
-		c.setRev(rev)
-		if !ok {
-			// The store closed the channel: Close, or this subscriber fell
-			// too far behind (then rev is complete and we resume from it).
-			if ch, rev = c.rewatch(rev); ch == nil {
-				return
-			}
 		}
 	}
 }
@@ -110,61 +114,9 @@ func (c *Compiler) sweep(now time.Time) {
 	}
 }
 
-// tryRecv receives from ch if an event is waiting.
-func (c *Compiler) tryRecv(ch <-chan store.Event, ev *store.Event, ok *bool) bool {
-	select {
-	case *ev, *ok = <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// rewatch opens the store watch again from rev. If the store no longer has
-// that history, it recompiles every view and watches from the revision it
-// compiled. It returns nil when the compiler or the store is closed.
-func (c *Compiler) rewatch(rev int64) (<-chan store.Event, int64) {
-	backoff := 50 * time.Millisecond
-	for {
-		if c.ctx.Err() != nil {
-			return nil, rev
-		}
-		ch, err := c.st.Watch(c.ctx, "", "", rev)
-		switch {
-		case err == nil:
-			c.log.Info("store watch resumed", "revision", rev)
-			return ch, rev
-		case errors.Is(err, store.ErrClosed):
-			c.log.Warn("store closed: views no longer follow it")
-			return nil, rev
-		case errors.Is(err, store.ErrCompacted):
-			c.log.Warn("store history compacted: recompiling every view", "revision", rev)
-			c.m.relists.Inc()
-			rev = c.st.Revision()
-			c.vpcMu.Lock()
-			c.vpcCache = map[tn]wire.Resource{}
-			c.vpcMu.Unlock()
-			if err := c.compileAll(c.ctx, makeVersion(c.epoch, uint64(rev))); err != nil {
-				return nil, rev
-			}
-			c.setRev(rev)
-			continue
-		}
-		c.log.Warn("store watch failed, retrying", "revision", rev, "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
-			return nil, rev
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
 // compileAll recomputes every compiled view at ver, after the store's
 // history was lost.
-func (c *Compiler) compileAll(ctx context.Context, ver uint64) error {
+func (c *Compiler) compileAll(ctx context.Context, ver uint64) {
 	var hosts []string
 	c.mu.RLock()
 	for h, hv := range c.hosts {
@@ -174,12 +126,11 @@ func (c *Compiler) compileAll(ctx context.Context, ver uint64) error {
 	}
 	c.mu.RUnlock()
 	c.buildAll(ctx, hosts, ver)
-	return ctx.Err()
 }
 
 // buildAll builds the views of hosts in parallel (the store's cache is safe
 // for concurrent readers) and applies them one by one at version ver;
-// compile goroutine only.
+// runMu is held.
 func (c *Compiler) buildAll(ctx context.Context, hosts []string, ver uint64) {
 	if len(hosts) <= 4 || c.workers <= 1 {
 		for _, h := range hosts {
@@ -241,8 +192,12 @@ func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 	t := ev.Object.GetObjectMeta().Tenant
 	switch o := ev.Object.(type) {
 	case *apiv1.Endpoint:
+		old, ok := ev.Old.(*apiv1.Endpoint)
+		if ok && ev.Type == store.EventModified && sameEndpointView(old, o) {
+			return // a status write (phase, agent reports): nothing a view holds
+		}
 		add(o.Spec.Host)
-		if old, ok := ev.Old.(*apiv1.Endpoint); ok {
+		if ok {
 			add(old.Spec.Host)
 		}
 	case *apiv1.Subnet:
@@ -270,6 +225,13 @@ func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 	}
 }
 
+// sameEndpointView reports whether two states of an Endpoint give the
+// same view.Endpoint and policies (see build).
+func sameEndpointView(a, b *apiv1.Endpoint) bool {
+	return a.Spec == b.Spec && a.Metadata.UID == b.Metadata.UID && maps.Equal(a.Metadata.Labels, b.Metadata.Labels) &&
+		a.Status.IP == b.Status.IP && a.Status.MAC == b.Status.MAC && a.Status.VNI == b.Status.VNI
+}
+
 // sameHostView reports whether two states of a Host give the same
 // view.Host (see build).
 func sameHostView(a, b *apiv1.Host) bool {
@@ -293,13 +255,13 @@ func (c *Compiler) recomputeSet(dirty map[string]struct{}, rev int64) {
 }
 
 // finish applies a built view at version ver and records its
-// dependencies; compile goroutine only.
+// dependencies; runMu is held.
 func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps, ver uint64, start time.Time) {
 	c.mu.RLock()
 	hv := c.hosts[host]
 	c.mu.RUnlock()
 	if hv == nil {
-		return // dropped meanwhile (only the compile goroutine drops)
+		return // dropped meanwhile (only sweep drops, under runMu)
 	}
 	c.setDeps(host, d)
 	if r := hv.apply(next, func() uint64 { return ver }, c.cfg.TombstoneHorizon); r.changed {

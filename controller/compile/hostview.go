@@ -26,7 +26,7 @@ type tombstone struct {
 	seq uint64
 }
 
-// hostView is the compiled view of one host. The compile goroutine writes
+// hostView is the compiled view of one host. The compiler writes (runMu)
 // it; stream sessions read deltas from it. Memory is O(resources +
 // tombstones kept), whatever the agents have acknowledged.
 type hostView struct {
@@ -45,7 +45,7 @@ type hostView struct {
 	// hash caches wire.ViewHash of res; nil when stale.
 	hash []byte
 
-	// built is closed once the compile goroutine has compiled the view;
+	// built is closed once the compiler has compiled the view;
 	// requested is set once somebody asked it to.
 	built     chan struct{}
 	requested bool

@@ -11,7 +11,6 @@ type metrics struct {
 	recomputes       prometheus.Counter
 	recomputeSeconds prometheus.Histogram
 	changes          prometheus.Counter
-	relists          prometheus.Counter
 	views            prometheus.Gauge
 	resources        prometheus.Gauge
 }
@@ -25,8 +24,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12)}), // 1µs .. 4s
 		changes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_compile_view_changes_total", Help: "Recomputes that changed a view (a new view version)."}),
-		relists: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weft_compile_relists_total", Help: "Full recompiles after the store watch was lost."}),
 		views: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_compile_views", Help: "Host views held."}),
 		resources: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -35,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.recomputes, m.recomputeSeconds, m.changes, m.relists, m.views, m.resources} {
+	for _, c := range []prometheus.Collector{m.recomputes, m.recomputeSeconds, m.changes, m.views, m.resources} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("compile: register metrics: %w", err)
 		}
