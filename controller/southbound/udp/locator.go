@@ -16,14 +16,14 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
 // Source is the part of the store the Locator reads; *store.Store
 // implements it. Returned objects are shared and never modified.
 type Source interface {
-	ListSelector(kind, tenant string, match func(labels map[string]string) bool) ([]apiv1.Object, int64)
-	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
+	store.Source
 	Get(kind, tenant, name string) (apiv1.Object, bool)
 	EndpointsByHost(host string) []*apiv1.Endpoint
 }
@@ -115,13 +115,8 @@ type Locator struct {
 	hosts map[string]hostState
 	buf   []uint32
 
-	m locatorMetrics
-
-	lifeMu  sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	m    locatorMetrics
+	life lifecycle.Group
 }
 
 // notifier delivers an Invalidate to hosts.
@@ -216,87 +211,39 @@ func NewLocator(cfg LocatorConfig) (*Locator, error) {
 	return l, nil
 }
 
-// Start loads the index from the store and follows its events until
+// Start loads the index from the store, then follows its events until
 // Close. The store must be started.
-func (l *Locator) Start(ctx context.Context) error {
-	l.lifeMu.Lock()
-	defer l.lifeMu.Unlock()
-	switch {
-	case l.closed:
-		return errors.New("udp locator: closed")
-	case l.started:
-		return errors.New("udp locator: Start called twice")
+func (l *Locator) Start(context.Context) error {
+	if _, err := l.life.Start(); err != nil {
+		return fmt.Errorf("udp locator: %w", err)
 	}
 	l.resync()
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ch, err := l.src.Watch(runCtx, "", "", l.rev.Load())
-	if err != nil {
-		cancel()
-		return fmt.Errorf("udp locator: watch store: %w", err)
-	}
-	l.started, l.cancel = true, cancel
-	l.wg.Add(1)
-	go l.run(runCtx, ch)
-	return nil
-}
-
-// Close stops following the store. It is idempotent.
-func (l *Locator) Close() error {
-	l.lifeMu.Lock()
-	l.closed = true
-	cancel := l.cancel
-	l.lifeMu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	l.wg.Wait()
-	return nil
-}
-
-func (l *Locator) run(ctx context.Context, ch <-chan store.Event) {
-	defer l.wg.Done()
-	tick := time.NewTicker(l.cfg.ExpireInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			l.m.interests.Set(float64(l.interest.expire(l.now())))
-		case ev, ok := <-ch:
-			if !ok {
-				if ch = l.rewatch(ctx); ch == nil {
-					return
+	l.life.Go(func(ctx context.Context) {
+		_ = store.Follow(ctx, l.src, store.FollowConfig{Name: "udp-locator", From: l.rev.Load(), Logger: l.log,
+			OnEvents: func(evs []store.Event) {
+				for _, ev := range evs {
+					l.apply(ev)
 				}
-				continue
+			},
+			OnReset: func([]apiv1.Object, int64) { l.resync() }})
+	})
+	l.life.Go(func(ctx context.Context) {
+		tick := time.NewTicker(l.cfg.ExpireInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				l.m.interests.Set(float64(l.interest.expire(l.now())))
 			}
-			l.apply(ev)
 		}
-	}
+	})
+	return nil
 }
 
-// rewatch re-opens the store watch after it closed (this subscriber fell
-// behind, or the store is closing), relisting if the store compacted the
-// revisions in between. It returns nil when ctx ends.
-func (l *Locator) rewatch(ctx context.Context) <-chan store.Event {
-	for {
-		ch, err := l.src.Watch(ctx, "", "", l.rev.Load())
-		if err == nil {
-			return ch
-		}
-		if errors.Is(err, store.ErrCompacted) {
-			l.log.Warn("store watch compacted: relisting", "revision", l.rev.Load())
-			l.resync()
-			continue
-		}
-		l.log.Warn("re-open store watch", "revision", l.rev.Load(), "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-}
+// Close stops following the store and waits. It is idempotent.
+func (l *Locator) Close() error { return l.life.Close() }
 
 // resync makes the index equal to a fresh list of hosts and endpoints.
 func (l *Locator) resync() {

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -11,9 +12,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -345,5 +348,83 @@ func TestInterestTable(t *testing.T) {
 	}
 	if n := it.expire(0); n != 0 {
 		t.Errorf("after take: %d interests remain", n)
+	}
+}
+
+// TestLocatorResetAfterCompactedGap: a Locator that loses its watch (the
+// store drops it as a slow subscriber) while an endpoint is deleted and
+// another created, and whose history to resume from is then compacted,
+// forgets the deleted one and answers for the new one.
+func TestLocatorResetAfterCompactedGap(t *testing.T) {
+	metrics := prometheus.NewRegistry()
+	env := etcdtest.Start(t, etcdtest.Options{Store: func(c *store.Config) {
+		c.RingSize, c.SubscriberBacklog, c.Registerer = 4, 4, metrics
+	}})
+	r, st := env.Registry, env.Store
+	create(t, r, &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: "acme"}},
+		hostObj("h1", "192.0.2.1"), hostObj("h2", "192.0.2.2"),
+		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
+		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
+	query := func(o apiv1.Object) wire.LookupQuery {
+		ep := o.(*apiv1.Endpoint)
+		return wire.LookupQuery{VNI: ep.Status.VNI, IP: netip.MustParseAddr(ep.Status.IP)}
+	}
+	old := query(create(t, r, endpointObj("old", "a", "h1"))[0])
+	loc := startLocator(t, st)
+	if !loc.Lookup(1, old).Found {
+		t.Fatal("the locator does not know acme/old after Start")
+	}
+
+	// Hold the follow goroutine in its first endpoint event (it indexes
+	// under the shard locks) while more than its backlog happens, then
+	// delete old and create added unseen, and compact the history.
+	for i := range loc.index {
+		loc.index[i].mu.Lock()
+	}
+	unlock := func() {
+		for i := range loc.index {
+			loc.index[i].mu.Unlock()
+		}
+	}
+	for i := range 12 {
+		if _, err := r.Create(context.Background(), endpointObj(fmt.Sprint("burst-", i), "a", "h2")); err != nil {
+			unlock()
+			t.Fatal(err)
+		}
+	}
+	_, err := r.Delete(context.Background(), apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "old"})
+	var added wire.LookupQuery
+	if err == nil {
+		var out apiv1.Object
+		if out, err = r.Create(context.Background(), endpointObj("added", "a", "h2")); err == nil {
+			added = query(out)
+			for i := 0; i < 5 && err == nil; i++ {
+				_, err = r.Create(context.Background(), endpointObj(fmt.Sprint("after-", i), "a", "h1"))
+			}
+		}
+	}
+	if err == nil {
+		_, err = env.Client.Compact(context.Background(), st.Revision())
+	}
+	unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, "old forgotten, added known", func() bool { return !loc.Lookup(1, old).Found && loc.Lookup(1, added).Found })
+	mfs, err := metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resets := 0.0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "weft_store_follow_resets_total" && m.GetLabel()[0].GetValue() == "udp-locator" {
+				resets += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if resets == 0 {
+		t.Error("the locator was not reset: the test did not exercise a compacted history")
 	}
 }

@@ -9,12 +9,12 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/controller/liveness"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -155,11 +155,9 @@ type Server struct {
 	m      *serverMetrics
 	totals totals
 
-	lifeMu  sync.Mutex
-	started bool
-	closed  bool
-	closing atomic.Bool
-	wg      sync.WaitGroup
+	life lifecycle.Group
+	// connsMu orders Start's sockets against Close's.
+	connsMu sync.Mutex
 }
 
 // reader is one socket's goroutine state: everything it decodes into and
@@ -209,13 +207,13 @@ func New(cfg Config) (*Server, error) {
 // Start opens the sockets and starts one reader per socket. It returns
 // once the server receives.
 func (s *Server) Start(ctx context.Context) (err error) {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	switch {
-	case s.closed:
-		return errors.New("udp server: closed")
-	case s.started:
-		return errors.New("udp server: Start called twice")
+	if _, err := s.life.Start(); err != nil {
+		return fmt.Errorf("udp server: %w", err)
+	}
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if s.life.Closed() {
+		return fmt.Errorf("udp server: %w", lifecycle.ErrClosed)
 	}
 	conns, err := listen(ctx, s.cfg.Addr, s.cfg.Sockets, s.cfg.RecvBuffer)
 	if err != nil {
@@ -241,10 +239,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.loc != nil && !s.loc.attach(s.sendInvalidate) {
 		return errors.New("udp server: the Locator already serves another server")
 	}
-	s.conns, s.started = conns, true
+	s.conns = conns
 	for _, r := range s.readers {
-		s.wg.Add(1)
-		go s.serve(r)
+		s.life.Go(func(context.Context) { s.serve(r) })
 	}
 	s.log.Info("udp server listening", "addr", conns[0].LocalAddr().String(), "sockets", len(conns),
 		"readBatch", s.cfg.ReadBatch, "discard", s.cfg.Discard)
@@ -253,8 +250,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 // LocalAddr returns the address the server listens on (nil before Start).
 func (s *Server) LocalAddr() net.Addr {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
 	if len(s.conns) == 0 {
 		return nil
 	}
@@ -263,30 +260,25 @@ func (s *Server) LocalAddr() net.Addr {
 
 // Close closes the sockets and waits for the readers. It is idempotent.
 func (s *Server) Close() error {
-	s.lifeMu.Lock()
-	defer s.lifeMu.Unlock()
-	if s.closed {
+	return s.life.Close(func() error {
+		s.connsMu.Lock()
+		defer s.connsMu.Unlock()
+		if s.conns != nil && s.loc != nil {
+			s.loc.attach(nil)
+		}
+		for _, c := range s.conns {
+			c.Close()
+		}
 		return nil
-	}
-	s.closed = true
-	s.closing.Store(true)
-	if s.started && s.loc != nil {
-		s.loc.attach(nil)
-	}
-	for _, c := range s.conns {
-		c.Close()
-	}
-	s.wg.Wait()
-	return nil
+	})
 }
 
 // serve reads batches from one socket until it closes.
 func (s *Server) serve(r *reader) {
-	defer s.wg.Done()
 	for {
 		n, err := r.io.recv()
 		if err != nil {
-			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+			if s.life.Closed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			s.log.Debug("udp read", "err", err)
