@@ -119,7 +119,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		return nil, err
 	}
 	sb.members, err = replicas.New(replicas.Config{
-		Client: cfg.Client, Prefix: cfg.Store.Key("replicas/"), Self: advertise, Logger: cfg.Logger,
+		Store: cfg.Store, Prefix: cfg.Store.Key("replicas/"), Self: advertise, Logger: cfg.Logger,
 		OnChange: func([]string) {
 			if sb.tracking.Load() {
 				sb.trackHosts(cfg.Store)

@@ -226,6 +226,10 @@ func (s *Store) Close() error {
 	})
 }
 
+// Client returns the etcd client the Store uses, for keys that are not
+// objects (leases, locks).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
 // Prefix returns the key prefix of the Store.
 func (s *Store) Prefix() string { return s.prefix }
 
