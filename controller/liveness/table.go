@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // State is a host's liveness as the controller sees it.
@@ -226,11 +227,7 @@ type Table struct {
 
 	m *metrics
 
-	lifeMu  sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	life lifecycle.Group
 }
 
 type pendingTransition struct {
@@ -615,29 +612,22 @@ func (t *Table) Pending() int {
 // Start runs the sweeper (every SweepInterval) and the flusher (every
 // FlushInterval) until Close. The flusher runs apart from the sweeper, so
 // a slow Sink never delays detection.
-func (t *Table) Start(ctx context.Context) error {
-	t.lifeMu.Lock()
-	defer t.lifeMu.Unlock()
-	switch {
-	case t.closed:
-		return errors.New("liveness: table closed")
-	case t.started:
-		return errors.New("liveness: Start called twice")
+func (t *Table) Start(context.Context) error {
+	if _, err := t.life.Start(); err != nil {
+		return fmt.Errorf("liveness: %w", err)
 	}
-	t.started = true
-	ctx, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	t.wg.Add(2)
-	go t.loop(ctx, t.cfg.SweepInterval, func() { t.Sweep(t.now()) })
-	go t.loop(ctx, t.cfg.FlushInterval, func() {
-		if err := t.Flush(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn("flush liveness transitions", "err", err)
-		}
+	t.life.Go(func(ctx context.Context) { t.loop(ctx, t.cfg.SweepInterval, func() { t.Sweep(t.now()) }) })
+	t.life.Go(func(ctx context.Context) {
+		t.loop(ctx, t.cfg.FlushInterval, func() {
+			if err := t.Flush(ctx); err != nil && ctx.Err() == nil {
+				t.log.Warn("flush liveness transitions", "err", err)
+			}
+		})
 	})
 	return nil
 }
 
 func (t *Table) loop(ctx context.Context, every time.Duration, f func()) {
-	defer t.wg.Done()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -653,14 +643,4 @@ func (t *Table) loop(ctx context.Context, every time.Duration, f func()) {
 // Close stops the sweeper and the flusher and waits for them; transitions
 // not yet flushed are dropped (call Flush first to hand them over). It is
 // idempotent.
-func (t *Table) Close() error {
-	t.lifeMu.Lock()
-	t.closed = true
-	cancel := t.cancel
-	t.lifeMu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
-	t.wg.Wait()
-	return nil
-}
+func (t *Table) Close() error { return t.life.Close() }
