@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +24,7 @@ import (
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // Config configures a controller replica.
@@ -71,10 +71,9 @@ type Controller struct {
 	ln       net.Listener
 	south    *southbound
 
-	served    chan struct{} // closed when the API server stops
-	serveErr  error
-	closeOnce sync.Once
-	closeErr  error
+	served   chan struct{} // closed when the API server stops
+	serveErr error
+	life     lifecycle.Group
 }
 
 // New checks the configuration; Start brings the replica up.
@@ -98,6 +97,9 @@ func New(cfg Config) (*Controller, error) {
 // allocators and begins serving the API. On error everything started is
 // stopped again.
 func (c *Controller) Start(ctx context.Context) (err error) {
+	if _, err := c.life.Start(); err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			_ = c.Close()
@@ -163,10 +165,10 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
 	}
 	c.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	go func() {
+	c.life.Go(func(context.Context) {
 		c.serveErr = c.http.Serve(c.ln)
 		close(c.served)
-	}()
+	})
 	c.log.Info("controller started", "api", c.APIAddr(), "agents", c.AgentAddr(), "etcd", endpoints, "embedded", c.embedded != nil)
 	return nil
 }
@@ -188,35 +190,34 @@ func (c *Controller) Err() error { return c.serveErr }
 
 // Close stops serving and releases everything, in reverse order of Start.
 // It is idempotent.
-func (c *Controller) Close() error {
-	c.closeOnce.Do(func() {
-		var errs []error
-		if c.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := c.http.Shutdown(ctx); err != nil {
-				_ = c.http.Close()
-			}
-			cancel()
-			<-c.served
+func (c *Controller) Close() error { return c.life.Close(c.stop) }
+
+func (c *Controller) stop() error {
+	var errs []error
+	if c.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := c.http.Shutdown(ctx); err != nil {
+			_ = c.http.Close()
 		}
-		if c.south != nil {
-			errs = append(errs, c.south.Close())
-		}
-		if c.registry != nil {
-			errs = append(errs, c.registry.Close())
-		}
-		if c.store != nil {
-			errs = append(errs, c.store.Close())
-		}
-		if c.cli != nil {
-			errs = append(errs, c.cli.Close())
-		}
-		if c.embedded != nil {
-			errs = append(errs, c.embedded.Close())
-		}
-		c.closeErr = errors.Join(errs...)
-	})
-	return c.closeErr
+		cancel()
+		<-c.served
+	}
+	if c.south != nil {
+		errs = append(errs, c.south.Close())
+	}
+	if c.registry != nil {
+		errs = append(errs, c.registry.Close())
+	}
+	if c.store != nil {
+		errs = append(errs, c.store.Close())
+	}
+	if c.cli != nil {
+		errs = append(errs, c.cli.Close())
+	}
+	if c.embedded != nil {
+		errs = append(errs, c.embedded.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // AgentAddr returns the southbound address agents connect to (TCP stream;

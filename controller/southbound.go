@@ -25,6 +25,7 @@ import (
 	"github.com/weftnet/weft/controller/southbound/stream"
 	"github.com/weftnet/weft/controller/southbound/udp"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/rendezvous"
 )
 
@@ -60,8 +61,7 @@ type southbound struct {
 	tracking atomic.Bool
 
 	serveDone chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+	life      lifecycle.Group
 }
 
 // startSouthbound starts the southbound parts in dependency order; on
@@ -210,37 +210,36 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 }
 
 // Close stops everything in reverse order; idempotent.
-func (sb *southbound) Close() error {
-	sb.closeOnce.Do(func() {
-		var errs []error
-		closeIf := func(c interface{ Close() error }, ok bool) {
-			if ok {
-				errs = append(errs, c.Close())
-			}
+func (sb *southbound) Close() error { return sb.life.Close(sb.stop) }
+
+func (sb *southbound) stop() error {
+	var errs []error
+	closeIf := func(c interface{ Close() error }, ok bool) {
+		if ok {
+			errs = append(errs, c.Close())
 		}
-		closeIf(sb.udp, sb.udp != nil)
-		closeIf(sb.locator, sb.locator != nil)
-		closeIf(sb.table, sb.table != nil)
-		if sb.stream != nil {
-			errs = append(errs, sb.stream.Close())
-			<-sb.serveDone
-		} else {
-			for _, ln := range sb.lns {
-				errs = append(errs, ln.Close())
-			}
+	}
+	closeIf(sb.udp, sb.udp != nil)
+	closeIf(sb.locator, sb.locator != nil)
+	closeIf(sb.table, sb.table != nil)
+	if sb.stream != nil {
+		errs = append(errs, sb.stream.Close())
+		<-sb.serveDone
+	} else {
+		for _, ln := range sb.lns {
+			errs = append(errs, ln.Close())
 		}
-		closeIf(sb.members, sb.members != nil)
-		closeIf(sb.sink, sb.sink != nil)
-		closeIf(sb.compiler, sb.compiler != nil)
-		closeIf(sb.keys, sb.keys != nil)
-		for i, e := range errs {
-			if errors.Is(e, stream.ErrServerClosed) || errors.Is(e, net.ErrClosed) {
-				errs[i] = nil
-			}
+	}
+	closeIf(sb.members, sb.members != nil)
+	closeIf(sb.sink, sb.sink != nil)
+	closeIf(sb.compiler, sb.compiler != nil)
+	closeIf(sb.keys, sb.keys != nil)
+	for i, e := range errs {
+		if errors.Is(e, stream.ErrServerClosed) || errors.Is(e, net.ErrClosed) {
+			errs[i] = nil
 		}
-		sb.closeErr = errors.Join(errs...)
-	})
-	return sb.closeErr
+	}
+	return errors.Join(errs...)
 }
 
 // streamListeners is how many listening sockets share the config stream's
