@@ -110,7 +110,7 @@ type Compiler struct {
 	// vpcCache holds encoded VPC resources, shared by every view.
 	vpcMu    sync.Mutex
 	vpcCache map[tn]wire.Resource
-	// workers is the number of parallel builds of compileAll.
+	// workers is the number of parallel builds of buildAll.
 	workers int
 
 	revMu sync.Mutex

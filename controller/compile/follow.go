@@ -33,7 +33,15 @@ func (c *Compiler) reset(_ []apiv1.Object, rev int64) {
 	c.vpcMu.Lock()
 	c.vpcCache = map[tn]wire.Resource{}
 	c.vpcMu.Unlock()
-	c.compileAll(c.ctx, makeVersion(c.epoch, uint64(rev)))
+	var hosts []string
+	c.mu.RLock()
+	for h, hv := range c.hosts {
+		if hv.isBuilt() {
+			hosts = append(hosts, h)
+		}
+	}
+	c.mu.RUnlock()
+	c.buildAll(c.ctx, hosts, makeVersion(c.epoch, uint64(rev)))
 	c.setRev(rev)
 }
 
@@ -112,20 +120,6 @@ func (c *Compiler) sweep(now time.Time) {
 	for _, h := range gone {
 		c.setDeps(h, deps{})
 	}
-}
-
-// compileAll recomputes every compiled view at ver, after the store's
-// history was lost.
-func (c *Compiler) compileAll(ctx context.Context, ver uint64) {
-	var hosts []string
-	c.mu.RLock()
-	for h, hv := range c.hosts {
-		if hv.isBuilt() {
-			hosts = append(hosts, h)
-		}
-	}
-	c.mu.RUnlock()
-	c.buildAll(ctx, hosts, ver)
 }
 
 // buildAll builds the views of hosts in parallel (the store's cache is safe

@@ -142,11 +142,7 @@ func (r *Registry) Start(context.Context) error {
 		return fmt.Errorf("registry: %w", err)
 	}
 	rev := r.st.Revision()
-	for _, kind := range []string{apiv1.KindHost, apiv1.KindVPC} {
-		for _, o := range r.st.List(kind, "") {
-			r.observe(store.Event{Type: store.EventAdded, Object: o, Revision: rev})
-		}
-	}
+	r.load(rev)
 	r.life.Go(func(ctx context.Context) {
 		_ = store.Follow(ctx, r.st, store.FollowConfig{Name: "registry", From: rev,
 			OnEvents: func(evs []store.Event) {
@@ -162,40 +158,33 @@ func (r *Registry) Start(context.Context) error {
 // Close stops following the store and waits. It is idempotent.
 func (r *Registry) Close() error { return r.life.Close() }
 
+// load reserves the host IDs and VNIs that the stored Hosts and VPCs hold.
+func (r *Registry) load(rev int64) {
+	for _, kind := range []string{apiv1.KindHost, apiv1.KindVPC} {
+		for _, o := range r.st.List(kind, "") {
+			r.observe(store.Event{Type: store.EventAdded, Object: o, Revision: rev})
+		}
+	}
+}
+
 // reset brings the allocators in line with the store after the events
-// since the last one observed were lost (compacted): the host IDs and
-// VNIs that no Host or VPC holds any more are released, and every address
-// pool is dropped, to be rebuilt on next use.
-func (r *Registry) reset([]apiv1.Object, int64) {
-	hostIDs, vnis := map[uint32]bool{}, map[uint32]bool{}
-	for _, o := range r.st.List(apiv1.KindHost, "") {
-		hostIDs[o.(*apiv1.Host).Status.HostID] = true
-	}
-	for _, o := range r.st.List(apiv1.KindVPC, "") {
-		vnis[o.(*apiv1.VPC).Status.VNI] = true
-	}
-	r.hostHigh = resetIDs(r.hostIDs, hostIDs, r.hostHigh)
-	r.vniHigh = resetIDs(r.vnis, vnis, r.vniHigh)
+// since the last one observed were lost (compacted): the host IDs and VNIs
+// are loaded again, and every address pool is dropped, to be rebuilt on
+// next use. (A write of this replica that takes an ID meanwhile may take
+// one in use: etcd's compare on the ID's reservation refuses it, and the
+// write retries.)
+func (r *Registry) reset(_ []apiv1.Object, rev int64) {
+	releaseTo(r.hostIDs, r.hostHigh)
+	releaseTo(r.vnis, r.vniHigh)
+	r.load(rev)
 	r.resetPools()
 }
 
-// resetIDs makes held the IDs in use in ids, up to the highest ID ever
-// observed (high, or one of held), which it returns. It may release an ID
-// that a write of this replica has just taken: etcd's compare on the ID's
-// reservation then refuses a second taker, which retries.
-func resetIDs(ids *alloc.VNIs, held map[uint32]bool, high uint32) uint32 {
-	for id := range held {
-		high = max(high, id)
+// releaseTo releases every ID of ids up to high.
+func releaseTo(ids *alloc.VNIs, high uint32) {
+	for id, _ := ids.Range(); id <= high; id++ {
+		ids.Release(id)
 	}
-	lo, _ := ids.Range()
-	for id := lo; id <= high; id++ {
-		if held[id] {
-			_ = ids.Reserve(id) // ErrInUse: already known
-		} else {
-			ids.Release(id)
-		}
-	}
-	return high
 }
 
 // observe keeps the allocators in step with the stored state. Replaying a
@@ -204,31 +193,28 @@ func resetIDs(ids *alloc.VNIs, held map[uint32]bool, high uint32) uint32 {
 func (r *Registry) observe(ev store.Event) {
 	switch o := ev.Object.(type) {
 	case *apiv1.Host:
-		if o.Status.HostID == 0 {
-			return
-		}
-		r.hostHigh = max(r.hostHigh, o.Status.HostID)
-		if ev.Type == store.EventDeleted {
-			r.hostIDs.Release(o.Status.HostID)
-		} else {
-			_ = r.hostIDs.Reserve(o.Status.HostID)
-		}
+		observeID(r.hostIDs, &r.hostHigh, o.Status.HostID, ev.Type == store.EventDeleted)
 	case *apiv1.VPC:
-		if o.Status.VNI == 0 {
-			return
-		}
-		r.vniHigh = max(r.vniHigh, o.Status.VNI)
-		if ev.Type == store.EventDeleted {
-			r.vnis.Release(o.Status.VNI)
-		} else {
-			_ = r.vnis.Reserve(o.Status.VNI) // ErrInUse: already known
-		}
+		observeID(r.vnis, &r.vniHigh, o.Status.VNI, ev.Type == store.EventDeleted)
 	case *apiv1.Subnet:
 		if ev.Type == store.EventDeleted {
 			r.pools.forget(subnetKey{o.Metadata.Tenant, o.Metadata.Name}, ev.Revision)
 		}
 	case *apiv1.Endpoint:
 		r.observeEndpoint(ev, o)
+	}
+}
+
+// observeID applies to ids a change of an object that holds id (0: none
+// yet); high is the highest ID observed.
+func observeID(ids *alloc.VNIs, high *uint32, id uint32, deleted bool) {
+	switch {
+	case id == 0:
+	case deleted:
+		ids.Release(id)
+	default:
+		*high = max(*high, id)
+		_ = ids.Reserve(id) // ErrInUse: already known
 	}
 }
 

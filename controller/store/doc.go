@@ -27,7 +27,9 @@
 //
 // Watch streams events to subscribers (REST watches, the compiler) from a
 // ring of recent events, or from etcd for older revisions; a subscriber too
-// slow to keep up is closed rather than allowed to stall the cache.
+// slow to keep up is closed rather than allowed to stall the cache. Follow
+// (FollowKeys for raw etcd keys) is the one way to stay in step: it
+// resumes such a watch, and relists when the history is compacted.
 //
 // StartEmbedded runs a single-member etcd inside the process for
 // deployments without an external cluster.

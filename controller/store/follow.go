@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,19 +27,17 @@ type FollowConfig struct {
 	Name string
 	// Kind and Tenant select the events as for Watch ("" for all).
 	Kind, Tenant string
-	// From is the revision the consumer's state reflects (that of the
-	// list it was built from): events after it are delivered. 0 starts
-	// with OnReset.
+	// From is the revision of the list the consumer's state was built
+	// from: the events after it are delivered. 0 starts with OnReset.
 	From int64
 	// OnEvents receives the events in revision order, in batches of those
 	// waiting; the slice is reused once it returns.
 	OnEvents func(evs []Event)
-	// OnReset is called when the events after the last delivered revision
-	// are gone (etcd compacted them): the consumer replaces its state with
-	// objs, every object of Kind and Tenant at revision rev, and the
-	// events after rev follow. With Kind "" objs is nil: read what you
-	// need from the Store, which reflects rev or later, and expect the
-	// events after rev to repeat some of it.
+	// OnReset replaces the consumer's state with objs, every object of
+	// Kind and Tenant at revision rev, when the events after the last one
+	// delivered are gone (compacted); the events after rev follow. With
+	// Kind "" objs is nil: read the Store, which reflects rev or later, and
+	// expect the events after rev to repeat some of what it holds.
 	OnReset func(objs []apiv1.Object, rev int64)
 	// Logger (default: discard).
 	Logger *slog.Logger
@@ -47,16 +46,16 @@ type FollowConfig struct {
 // followBatch bounds the events handed to OnEvents at once.
 const followBatch = 10_000
 
-// Follow keeps a consumer in step with the Source until ctx ends: it
-// watches from cfg.From and hands the events to cfg.OnEvents. When the
-// watch closes (a subscriber too slow for the store, see Watch) it
-// watches again from the last revision delivered, at once if the watch
-// delivered anything; when that history is compacted it relists and
-// calls cfg.OnReset; other failures are retried with jittered exponential
+// Follow keeps a consumer in step with src until ctx ends. It watches
+// from cfg.From and hands the events to cfg.OnEvents. When the watch
+// closes (a subscriber too slow for the store, see Watch) it watches
+// again from the last revision delivered, at once if the watch delivered
+// anything; when that history is compacted it relists and calls
+// cfg.OnReset; other failures are retried after a jittered exponential
 // backoff (backoffMin to backoffMax, reset by progress). The callbacks run
 // on the calling goroutine, one at a time. Follow returns nil when ctx
-// ends and an error wrapping ErrClosed when the Source closes. A Store
-// counts its followers in its metrics (weft_store_follow_*).
+// ends and an error wrapping ErrClosed when src closes. A Store counts its
+// followers in its metrics (weft_store_follow_*).
 func Follow(ctx context.Context, src Source, cfg FollowConfig) error {
 	var batch []Event
 	watch := func(ctx context.Context, from int64) (int64, error) {
@@ -64,16 +63,13 @@ func Follow(ctx context.Context, src Source, cfg FollowConfig) error {
 		if err != nil {
 			return from, err
 		}
-		for {
-			var ok bool
-			if batch, ok = receive(ctx, ch, batch[:0]); len(batch) > 0 {
+		for open := true; open; {
+			if batch, open = receive(ctx, ch, batch[:0]); len(batch) > 0 {
 				cfg.OnEvents(batch)
 				from = batch[len(batch)-1].Revision
 			}
-			if !ok {
-				return from, nil
-			}
 		}
+		return from, nil
 	}
 	reset := func(context.Context) (int64, error) {
 		objs, rev := src.ListSelector(cfg.Kind, cfg.Tenant, nil) // Kind "": none, and the revision
@@ -84,61 +80,45 @@ func Follow(ctx context.Context, src Source, cfg FollowConfig) error {
 	if s, ok := src.(*Store); ok {
 		m = s.metrics
 	}
-	return follow(ctx, newFollower(cfg.Name, cfg.Logger, m), cfg.From, watch, reset)
+	return follow(ctx, cfg.Name, cfg.Logger, m, cfg.From, watch, reset)
 }
 
 // receive appends to batch the next event of ch and those waiting after
-// it (at most followBatch); ok is false once ch is closed or ctx ended.
-func receive(ctx context.Context, ch <-chan Event, batch []Event) (_ []Event, ok bool) {
+// it, up to followBatch; open is false once ch is closed or ctx ended.
+func receive(ctx context.Context, ch <-chan Event, batch []Event) (_ []Event, open bool) {
 	select {
-	case ev, ok := <-ch:
-		if !ok {
-			return batch, false
-		}
-		batch = append(batch, ev)
 	case <-ctx.Done():
 		return batch, false
-	}
-	for len(batch) < followBatch {
-		select {
-		case ev, ok := <-ch:
-			if !ok {
-				return batch, false
+	case ev, ok := <-ch:
+		for ok {
+			if batch = append(batch, ev); len(batch) == followBatch {
+				return batch, true
 			}
-			batch = append(batch, ev)
-		default:
-			return batch, true
+			select {
+			case ev, ok = <-ch:
+			default:
+				return batch, true
+			}
 		}
+		return batch, false
 	}
-	return batch, true
 }
 
-// KeysConfig configures FollowKeys.
+// KeysConfig configures FollowKeys; its fields are FollowConfig's for
+// raw etcd keys under Prefix.
 type KeysConfig struct {
-	// Name names the follower in logs and in the metrics' "follower" label.
-	Name string
-	// Prefix selects the etcd keys.
-	Prefix string
-	// From is the revision of the list the consumer's state was built
-	// from; 0 starts with OnReset.
-	From int64
-	// OnEvents receives the events of one etcd watch response.
-	OnEvents func(evs []*clientv3.Event)
-	// OnReset replaces the consumer's state with kvs, every key under
-	// Prefix at revision rev, when the history after the last delivered
-	// revision is compacted.
-	OnReset func(kvs []*mvccpb.KeyValue, rev int64)
-	// Logger (default: the Store's).
-	Logger *slog.Logger
+	Name     string
+	Prefix   string
+	From     int64
+	OnEvents func(evs []*clientv3.Event) // the events of one watch response
+	OnReset  func(kvs []*mvccpb.KeyValue, rev int64)
+	Logger   *slog.Logger // default: the Store's
 }
 
-// FollowKeys is Follow for raw etcd keys (not objects) read with the
-// Store's client: the same resumption, relist and backoff. The watch
-// fails over to another member when its own loses the cluster leader.
+// FollowKeys is Follow for raw etcd keys (not objects), read with the
+// Store's client. Its watch fails over to another member when its own
+// loses the cluster leader.
 func (s *Store) FollowKeys(ctx context.Context, cfg KeysConfig) error {
-	if cfg.Logger == nil {
-		cfg.Logger = s.log
-	}
 	watch := func(ctx context.Context, from int64) (int64, error) {
 		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(from+1))
 		for resp := range wch {
@@ -163,40 +143,22 @@ func (s *Store) FollowKeys(ctx context.Context, cfg KeysConfig) error {
 		cfg.OnReset(resp.Kvs, resp.Header.Revision)
 		return resp.Header.Revision, nil
 	}
-	return follow(ctx, newFollower(cfg.Name, cfg.Logger, s.metrics), cfg.From, watch, reset)
-}
-
-// follower is what follow reports to.
-type follower struct {
-	name                     string
-	log                      *slog.Logger
-	rewatches, resets, fails interface{ Inc() }
-}
-
-type noCount struct{}
-
-func (noCount) Inc() {}
-
-func newFollower(name string, log *slog.Logger, m *metrics) follower {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	f := follower{name: name, log: log.With("follower", name), rewatches: noCount{}, resets: noCount{}, fails: noCount{}}
-	if m != nil {
-		f.rewatches = m.followRewatches.WithLabelValues(name)
-		f.resets = m.followResets.WithLabelValues(name)
-		f.fails = m.followErrors.WithLabelValues(name)
-	}
-	return f
+	return follow(ctx, cfg.Name, cmp.Or(cfg.Logger, s.log), s.metrics, cfg.From, watch, reset)
 }
 
 // follow is the loop of Follow and FollowKeys. watch delivers the events
 // after a revision until the watch ends and returns the last revision it
 // delivered; reset hands the consumer the current state and returns its
-// revision.
-func follow(ctx context.Context, f follower, from int64,
+// revision. m may be nil.
+func follow(ctx context.Context, name string, log *slog.Logger, m *metrics, from int64,
 	watch func(ctx context.Context, from int64) (int64, error),
 	reset func(ctx context.Context) (int64, error)) error {
+	log = cmp.Or(log, slog.New(slog.DiscardHandler)).With("follower", name)
+	count := func(what int) {
+		if m != nil {
+			m.follow[what].WithLabelValues(name).Inc()
+		}
+	}
 	var b backoff
 	relist := from == 0
 	for {
@@ -205,7 +167,7 @@ func follow(ctx context.Context, f follower, from int64,
 		if relist {
 			var rev int64
 			if rev, err = reset(ctx); err == nil {
-				f.resets.Inc()
+				count(followReset)
 				from, relist, progress = rev, false, true
 			}
 		} else {
@@ -213,8 +175,8 @@ func follow(ctx context.Context, f follower, from int64,
 			last, err = watch(ctx, from)
 			progress, from = last > from, last
 			if err == nil && ctx.Err() == nil {
-				f.rewatches.Inc()
-				f.log.Info("watch closed: resuming", "revision", from)
+				count(followRewatch)
+				log.Info("watch closed: resuming", "revision", from)
 			}
 		}
 		if ctx.Err() != nil {
@@ -222,13 +184,13 @@ func follow(ctx context.Context, f follower, from int64,
 		}
 		switch {
 		case errors.Is(err, ErrClosed):
-			return fmt.Errorf("follow %s: %w", f.name, err)
+			return fmt.Errorf("follow %s: %w", name, err)
 		case errors.Is(err, ErrCompacted):
 			relist = true
-			f.log.Warn("history to resume from is compacted: relisting", "revision", from)
+			log.Warn("history to resume from is compacted: relisting", "revision", from)
 		case err != nil:
-			f.fails.Inc()
-			f.log.Warn("follow failed, retrying", "revision", from, "err", err)
+			count(followError)
+			log.Warn("follow failed, retrying", "revision", from, "err", err)
 		}
 		if progress {
 			b.reset()

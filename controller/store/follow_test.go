@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,9 +74,11 @@ func TestFollowPolicy(t *testing.T) {
 				}
 				return tc.script[len(got)-1]
 			}
-			var rewatches, resets, fails counted
-			f := follower{name: "test", log: testLogger(), rewatches: &rewatches, resets: &resets, fails: &fails}
-			err := follow(ctx, f, tc.from,
+			m, err := newMetrics(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = follow(ctx, "test", testLogger(), m, tc.from,
 				func(_ context.Context, from int64) (int64, error) {
 					s := next(call{"watch", from})
 					return s.last, s.err
@@ -99,17 +100,16 @@ func TestFollowPolicy(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff([]int64{tc.rewatches, tc.resets, tc.errors},
-				[]int64{rewatches.Load(), resets.Load(), fails.Load()}); diff != "" {
+			var counts []int64
+			for _, vec := range m.follow {
+				counts = append(counts, int64(counterValue(t, vec.WithLabelValues("test"))))
+			}
+			if diff := cmp.Diff([]int64{tc.rewatches, tc.resets, tc.errors}, counts); diff != "" {
 				t.Errorf("rewatches, resets, errors (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
-
-type counted struct{ atomic.Int64 }
-
-func (c *counted) Inc() { c.Add(1) }
 
 func TestBackoffBounded(t *testing.T) {
 	var b backoff
@@ -244,10 +244,10 @@ func TestFollowStore(t *testing.T) {
 			if tc.compact {
 				wantResets = 1
 			}
-			if got := counterValue(t, s.metrics.followRewatches.WithLabelValues("hosts")); got < 1 {
+			if got := counterValue(t, s.metrics.follow[followRewatch].WithLabelValues("hosts")); got < 1 {
 				t.Errorf("rewatches = %v, want at least 1", got)
 			}
-			if got := counterValue(t, s.metrics.followResets.WithLabelValues("hosts")); got != wantResets {
+			if got := counterValue(t, s.metrics.follow[followReset].WithLabelValues("hosts")); got != wantResets {
 				t.Errorf("resets = %v, want %v", got, wantResets)
 			}
 			cancel()
@@ -338,7 +338,7 @@ func TestFollowKeys(t *testing.T) {
 		defer mu.Unlock()
 		return cmp.Equal(want, keys)
 	})
-	if got := counterValue(t, env.s.metrics.followResets.WithLabelValues("keys")); got != 1 {
+	if got := counterValue(t, env.s.metrics.follow[followReset].WithLabelValues("keys")); got != 1 {
 		t.Errorf("resets = %v, want 1", got)
 	}
 	cancel()

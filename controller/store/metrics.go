@@ -20,8 +20,9 @@ type metrics struct {
 	dropped       *counter
 	decodeErrors  *counter
 
-	// Of Follow and FollowKeys, by follower name.
-	followRewatches, followResets, followErrors *prometheus.CounterVec
+	// follow counts, by follower name, what Follow and FollowKeys do
+	// (followRewatch, followReset, followError).
+	follow [3]*prometheus.CounterVec
 
 	batches, txns, maxBatch atomic.Int64
 
@@ -69,27 +70,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "weft_store_watchers_dropped_total", Help: "Watch subscribers closed because they fell too far behind."})},
 		decodeErrors: &counter{c: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_store_decode_errors_total", Help: "Stored objects the cache could not decode."})},
-		followRewatches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weft_store_follow_rewatches_total", Help: "Follower watches that ended (a slow subscriber dropped, a broken stream) and were resumed."},
-			[]string{"follower"}),
-		followResets: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weft_store_follow_resets_total", Help: "Follower state resets from a relist, after the history to resume from was compacted."},
-			[]string{"follower"}),
-		followErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weft_store_follow_errors_total", Help: "Failed follower watches and relists, retried with backoff."},
-			[]string{"follower"}),
+	}
+	for i, n := range [...]struct{ name, help string }{
+		followRewatch: {"rewatches", "Follower watches that ended (a slow subscriber dropped, a broken stream) and were resumed."},
+		followReset:   {"resets", "Follower state resets from a relist, after the history to resume from was compacted."},
+		followError:   {"errors", "Failed follower watches and relists, retried with backoff."},
+	} {
+		m.follow[i] = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_store_follow_" + n.name + "_total", Help: n.help}, []string{"follower"})
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commitSeconds, m.batchSize, m.txnSeconds, m.cacheRevision,
-		m.watchLag, m.relists.c, m.dropped.c, m.decodeErrors.c, m.followRewatches, m.followResets, m.followErrors} {
+		m.watchLag, m.relists.c, m.dropped.c, m.decodeErrors.c, m.follow[0], m.follow[1], m.follow[2]} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}
 	}
 	return m, nil
 }
+
+// What a follower does, counted in metrics.follow.
+const (
+	followRewatch = iota
+	followReset
+	followError
+)
 
 // batchSent records one etcd txn of n Txns.
 func (m *metrics) batchSent(n int, d time.Duration) {

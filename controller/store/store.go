@@ -205,7 +205,7 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.cache.load(snap, rev)
 	s.log.Info("store cache primed", "revision", rev, "objects", len(snap))
-	s.life.Go(func(context.Context) { s.syncLoop() })
+	s.life.Go(s.syncLoop)
 	for range s.cfg.MaxInFlight {
 		s.life.Go(func(context.Context) { s.batchWorker() })
 	}

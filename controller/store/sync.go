@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -86,44 +85,19 @@ func (s *Store) decodeChange(kv *mvccpb.KeyValue, deleted bool) (change, bool) {
 	return ch, true
 }
 
-// syncLoop keeps the cache current: it watches the prefix from the cache
-// revision, watches again when the watch breaks and relists when etcd has
-// compacted revisions the cache has not seen.
-func (s *Store) syncLoop() {
-	var b backoff
-	relist := false
-	for {
-		if relist {
+// syncLoop keeps the cache current with follow's policy: it watches the
+// prefix from the cache revision, watches again when the watch breaks and
+// relists when etcd has compacted revisions the cache has not seen.
+func (s *Store) syncLoop(ctx context.Context) {
+	_ = follow(ctx, "cache", s.log, nil, s.Revision(),
+		func(_ context.Context, from int64) (int64, error) {
+			err := s.watchOnce(from)
+			return s.Revision(), err
+		},
+		func(context.Context) (int64, error) {
 			err := s.relist()
-			if err == nil {
-				relist = false
-				continue
-			}
-			if s.ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("store relist failed", "err", err)
-		} else {
-			got, err := s.watchOnce(s.Revision())
-			if s.ctx.Err() != nil {
-				return
-			}
-			if got {
-				b.reset()
-			}
-			if errors.Is(err, ErrCompacted) {
-				s.log.Warn("store watch fell behind compaction, relisting", "err", err)
-				relist = true
-				continue
-			}
-			s.log.Warn("store watch broken, watching again", "err", err)
-		}
-		select {
-		case <-time.After(b.next()):
-		case <-s.ctx.Done():
-			return
-		}
-	}
+			return s.Revision(), err
+		})
 }
 
 // relist replaces the cache with a fresh list and publishes the difference.
@@ -139,8 +113,8 @@ func (s *Store) relist() error {
 }
 
 // watchOnce applies the prefix's events after fromRev until the watch
-// breaks; got reports whether any response arrived.
-func (s *Store) watchOnce(fromRev int64) (got bool, err error) {
+// breaks.
+func (s *Store) watchOnce(fromRev int64) error {
 	// A stream of its own (the metadata names it), so that progress
 	// requests do not reach other watches sharing the client, and one that
 	// fails when the member loses its leader.
@@ -158,14 +132,13 @@ func (s *Store) watchOnce(fromRev int64) (got bool, err error) {
 		select {
 		case resp, ok := <-wch:
 			if !ok {
-				return got, fmt.Errorf("watch %s (started at revision %d): channel closed: %w", s.prefix, fromRev+1, cmpErr(wctx.Err(), errors.New("no reason given")))
+				return fmt.Errorf("watch %s (started at revision %d): channel closed: %w", s.prefix, fromRev+1, cmpErr(wctx.Err(), errors.New("no reason given")))
 			}
-			got = true
 			if resp.CompactRevision != 0 {
-				return got, fmt.Errorf("watch %s (started at revision %d): compacted at %d: %w", s.prefix, fromRev+1, resp.CompactRevision, ErrCompacted)
+				return fmt.Errorf("watch %s (started at revision %d): compacted at %d: %w", s.prefix, fromRev+1, resp.CompactRevision, ErrCompacted)
 			}
 			if err := resp.Err(); err != nil {
-				return got, fmt.Errorf("watch %s (started at revision %d): %w", s.prefix, fromRev+1, err)
+				return fmt.Errorf("watch %s (started at revision %d): %w", s.prefix, fromRev+1, err)
 			}
 			if resp.IsProgressNotify() {
 				s.cache.progress(resp.Header.Revision)
