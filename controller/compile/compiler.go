@@ -28,9 +28,6 @@ var (
 // DefaultTombstoneHorizon is the default Config.TombstoneHorizon.
 const DefaultTombstoneHorizon = 4096
 
-// maxBatch bounds the store events coalesced into one recompute pass.
-const maxBatch = 10_000
-
 // adoptBatch bounds the views compiled together on first use (they are
 // built in parallel).
 const adoptBatch = 4096
