@@ -166,8 +166,8 @@ func follow(ctx context.Context, name string, log *slog.Logger, m *metrics, from
 		progress := false
 		if relist {
 			var rev int64
+			count(followReset) // before the consumer sees it
 			if rev, err = reset(ctx); err == nil {
-				count(followReset)
 				from, relist, progress = rev, false, true
 			}
 		} else {

@@ -56,7 +56,7 @@ func TestFollowPolicy(t *testing.T) {
 			{call{"reset", 0}, 0, errDown},
 			{call{"reset", 0}, 7, nil},
 			{call{"watch", 7}, 8, nil},
-		}, rewatches: 1, resets: 1, errors: 1},
+		}, rewatches: 1, resets: 2, errors: 1},
 		{name: "a closed source ends it", from: 10, script: []step{
 			{call{"watch", 10}, 10, ErrClosed},
 		}, wantErr: ErrClosed},

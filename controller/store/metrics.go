@@ -73,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for i, n := range [...]struct{ name, help string }{
 		followRewatch: {"rewatches", "Follower watches that ended (a slow subscriber dropped, a broken stream) and were resumed."},
-		followReset:   {"resets", "Follower state resets from a relist, after the history to resume from was compacted."},
+		followReset:   {"resets", "Follower relists (state resets), after the history to resume from was compacted."},
 		followError:   {"errors", "Failed follower watches and relists, retried with backoff."},
 	} {
 		m.follow[i] = prometheus.NewCounterVec(prometheus.CounterOpts{
