@@ -72,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "weft_store_decode_errors_total", Help: "Stored objects the cache could not decode."})},
 	}
 	for i, n := range [...]struct{ name, help string }{
-		followRewatch: {"rewatches", "Follower watches that ended (a slow subscriber dropped, a broken stream) and were resumed."},
+		followRewatch: {"rewatches", "Follower watches that their source closed (a slow subscriber dropped) and that were opened again."},
 		followReset:   {"resets", "Follower relists (state resets), after the history to resume from was compacted."},
 		followError:   {"errors", "Failed follower watches and relists, retried with backoff."},
 	} {
