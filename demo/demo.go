@@ -1,13 +1,16 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +27,7 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
 )
@@ -169,16 +173,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	apiURL := "http://" + apiAddr
 
 	step("starting the controller (embedded etcd in %s): API %s, agents %s", dir, apiURL, agentAddr)
-	ctl, err = controller.New(controller.Config{DataDir: filepath.Join(dir, "etcd"), APIListen: apiAddr, AgentListen: agentAddr, Logger: log, Version: "demo"})
+	ctl, err = controller.New(controller.Config{DataDir: filepath.Join(dir, "etcd"), APIListen: apiAddr, AgentListen: agentAddr, Logger: log, Version: "demo",
+		InsecureHTTP: true})
 	if err != nil {
 		return err
 	}
 	if err := ctl.Start(ctx); err != nil {
 		return fmt.Errorf("start the controller: %w", err)
-	}
-	keyFile := filepath.Join(dir, "cluster.key")
-	if err := hostkey.WriteFile(keyFile, ctl.ClusterSecret()); err != nil {
-		return fmt.Errorf("write the cluster key: %w", err)
 	}
 	cl, err := client.New(apiURL, client.WithTimeout(10*time.Second))
 	if err != nil {
@@ -203,8 +204,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("make the agent log: %w", err)
 		}
 		defer lf.Close()
+		keyFile := filepath.Join(dir, "agent-"+h.Name+".key")
+		if err := enrol(ctx, cl, h.Name, h.UnderlayIP.String(), keyFile); err != nil {
+			return err
+		}
 		a, err := lab.StartAgent(h, AgentConfig{
-			Binary: cfg.Binary, Controller: agentAddr, API: apiURL, ClusterKeyFile: keyFile,
+			Binary: cfg.Binary, Controller: agentAddr, API: apiURL, KeyFile: keyFile,
 			StateDir: filepath.Join(dir, "agent-"+h.Name), Log: lf,
 		})
 		if err != nil {
@@ -453,4 +458,23 @@ func printHints(w io.Writer, apiURL string, eps []*apiv1.Endpoint, lab *Lab, dir
 	fmt.Fprintf(w, "  # migrate acme/web-2 to %s:\n", last.Name)
 	fmt.Fprintf(w, "  echo '{apiVersion: weft/v1, kind: Endpoint, metadata: {name: web-2, tenant: acme, labels: {role: web}}, spec: {subnet: web, host: %s, qosClass: gold}}' | weft apply -f -\n", last.Name)
 	fmt.Fprintf(w, "Logs: %s (controller.log, agent-hN.log)\n", dir)
+}
+
+// enrol enrols a host as the operator would and writes its key file.
+func enrol(ctx context.Context, cl *client.Client, host, underlayIP, keyFile string) error {
+	body, _ := json.Marshal(hostkey.EnrollRequest{Host: host, UnderlayIP: underlayIP})
+	resp, err := cl.Raw(ctx, http.MethodPost, "/apis/weft/v1/enroll", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("enrol %s: %w", host, err)
+	}
+	defer resp.Body.Close()
+	var e hostkey.Enrolment
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("enrol %s: %s (%v)", host, resp.Status, err)
+	}
+	key, err := secrets.ParseKey(e.HostKey)
+	if err != nil {
+		return fmt.Errorf("enrol %s: %w", host, err)
+	}
+	return secrets.WriteKeyFile(keyFile, key)
 }

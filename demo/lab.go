@@ -71,8 +71,8 @@ type AgentConfig struct {
 	// Controller is the southbound address (host:port); API the REST URL.
 	Controller string
 	API        string
-	// ClusterKeyFile is the controller's cluster key file.
-	ClusterKeyFile string
+	// KeyFile is the host's key file.
+	KeyFile string
 	// StateDir is the agent's state directory.
 	StateDir string
 	// Log receives the agent's stderr (JSON logs); nil discards them.
@@ -97,7 +97,7 @@ func (l *Lab) StartAgent(h *testnet.Host, c AgentConfig) (*Agent, error) {
 		c.LogLevel = "info"
 	}
 	args := []string{"agent", "--datapath", "linux", "--host", h.Name, "--underlay-ip", h.UnderlayIP.String(),
-		"--underlay-dev", h.UnderlayDev, "--controller", c.Controller, "--cluster-key-file", c.ClusterKeyFile,
+		"--underlay-dev", h.UnderlayDev, "--controller", c.Controller, "--key-file", c.KeyFile,
 		"--state-dir", c.StateDir, "--netns-prefix", l.Prefix(), "--log-level", c.LogLevel}
 	if c.API != "" {
 		args = append(args, "--api", c.API)

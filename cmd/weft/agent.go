@@ -23,7 +23,6 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/restreport"
 	"github.com/weftnet/weft/client"
-	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/datapath/sim"
@@ -32,19 +31,18 @@ import (
 
 // agentOptions are the flags of `weft agent`.
 type agentOptions struct {
-	controllers    string
-	host           string
-	underlayIP     string
-	underlayDev    string
-	datapath       string
-	udp            string
-	keyFile        string
-	clusterKeyFile string
-	api            string
-	stateDir       string
-	logLevel       string
-	metricsListen  string
-	netnsPrefix    string
+	controllers   string
+	host          string
+	underlayIP    string
+	underlayDev   string
+	datapath      string
+	udp           string
+	keyFile       string
+	api           string
+	stateDir      string
+	logLevel      string
+	metricsListen string
+	netnsPrefix   string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -85,7 +83,6 @@ yet, and reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux or sim")
 	f.StringVar(&o.udp, "udp", "", "controller UDP address for heartbeats and lookups (default: the first --controller address; the controller serves UDP on the same port)")
 	f.StringVar(&o.keyFile, "key-file", "", "file holding the host's key, 64 hex digits (from `weft host-key`)")
-	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "lab/demo alternative to --key-file: the controller's cluster key (DATA-DIR/cluster.key); the host key is derived from it")
 	f.StringVar(&o.api, "api", "", "URL of the controller's REST API, to register the Host and report endpoint status (optional)")
 	f.StringVar(&o.stateDir, "state-dir", "", "directory of the persisted view (default /var/lib/weft/agent-HOST)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -186,22 +183,14 @@ func (o *agentOptions) config() (agent.Config, error) {
 		return cfg, usageErrorf("--udp %q: want host:port: %v", cfg.UDPAddr, err)
 	}
 	switch {
-	case o.keyFile != "" && o.clusterKeyFile != "":
-		return cfg, usageErrorf("give --key-file or --cluster-key-file, not both")
 	case o.keyFile != "":
 		key, err := readKeyFile(o.keyFile)
 		if err != nil {
 			return cfg, err
 		}
 		cfg.Key = key
-	case o.clusterKeyFile != "":
-		secret, err := hostkey.ReadFile(o.clusterKeyFile)
-		if err != nil {
-			return cfg, fmt.Errorf("--cluster-key-file: %w", err)
-		}
-		cfg.Key = hostkey.Derive(secret, o.host)
 	default:
-		return cfg, usageErrorf("--key-file (or, for a lab, --cluster-key-file) is required")
+		return cfg, usageErrorf("--key-file is required")
 	}
 	if o.underlayIP != "" {
 		ip, err := netip.ParseAddr(o.underlayIP)

@@ -78,7 +78,7 @@ func TestAgentCmdUsage(t *testing.T) {
 	}{
 		{"no controller", without("--controller"), "--controller is required"},
 		{"no host", without("--host"), "--host is required"},
-		{"no key", without("--key-file"), "--key-file (or, for a lab, --cluster-key-file) is required"},
+		{"no key", without("--key-file"), "--key-file is required"},
 		{"controller without port", append(without("--controller"), "--controller", "10.0.0.1"), "want host:port"},
 		{"bad key", append(without("--key-file"), "--key-file", bad), "want 64 hex digits"},
 		{"missing key file", append(without("--key-file"), "--key-file", bad+".nope"), "no such file"},

@@ -127,7 +127,6 @@ tenants. Tenants and hosts are cluster-scoped.`,
 	root.AddCommand(
 		newControllerCmd(),
 		newAgentCmd(),
-		newHostKeyCmd(),
 		newDemoCmd(),
 		newSimCmd(),
 		newSimChildCmd(),
