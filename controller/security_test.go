@@ -476,7 +476,7 @@ func TestRevocationOnTwoReplicas(t *testing.T) {
 	}
 	a.must(t, a.admin, "POST", "/hosts", obj("Host", "", "h0", `{"underlayIP":"192.0.2.100"}`), http.StatusCreated)
 	id, viewer := a.token(t, "cluster-admin", "", "")
-	waitFor(t, "the new token on replica B", func() bool { return b.must(t, viewer, "GET", "/hosts", "", 200) != "" })
+	waitFor(t, "the new token on replica B", func() bool { code, _ := b.do(t, viewer, "GET", "/hosts", ""); return code == http.StatusOK })
 	t0 := time.Now()
 	a.must(t, a.admin, "DELETE", "/tokens/"+id, "", http.StatusOK)
 	refusedWithin("revoked token", t0, func(r *secure) bool {
@@ -498,7 +498,7 @@ func TestRevocationOnTwoReplicas(t *testing.T) {
 	refusedWithin("deleted host's key", t0, func(r *secure) bool { return !hello(t, r.c.AgentAddr(), "h1", key) })
 
 	a.must(t, a.admin, "POST", "/hosts", obj("Host", "", "h1", `{"underlayIP":"192.0.2.1"}`), http.StatusCreated)
-	waitFor(t, "the new h1 on replica B", func() bool { return b.must(t, b.admin, "GET", "/hosts/h1", "", 200) != "" })
+	waitFor(t, "the new h1 on replica B", func() bool { code, _ := b.do(t, b.admin, "GET", "/hosts/h1", ""); return code == http.StatusOK })
 	for _, r := range replicas {
 		if works(r, e.Token) || hello(t, r.c.AgentAddr(), "h1", key) {
 			t.Errorf("%s: the deleted h1's credentials work for the new h1", r.base)
