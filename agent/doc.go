@@ -8,11 +8,13 @@
 // New validates a Config; Start loads the view persisted in StateDir and
 // programs it before it returns (a restarted agent forwards without a
 // controller: headless restart), binds the UDP socket and starts the loops
-// below; Close stops them and waits. An agent runs one goroutine of its own,
-// the config stream; its timers (reconciler, learning) run a goroutine only
-// while they fire, and its UDP socket is served by a UDPMux: a private one
-// (its own socket, a reader and a heartbeat goroutine) or, in a process
-// that simulates many hosts, one shared by them all (Config.UDPMux). Neither Close nor a lost controller
+// below. Start's context bounds that startup only; the agent runs until
+// Close, which stops the loops and waits for them. An agent runs one
+// goroutine of its own, the config stream; its timers (reconciler,
+// learning) run a goroutine only while they fire, and its UDP side is a
+// Transport: its own socket, with a reader and a heartbeat goroutine (udp.go),
+// or, in a process that simulates many hosts, one that they all share
+// (Config.Transport, sim/udpmux). Neither Close nor a lost controller
 // touches the data plane: forwarding goes on from the last state.
 //
 // # The loops
@@ -36,15 +38,12 @@
 // cut off by a controller failure, come back spread over time rather than
 // in one wave.
 //
-// Heartbeats (udp.go, udpmux.go). Every HeartbeatInterval a Heartbeat
-// datagram, sealed with the host key and a strictly increasing sequence
-// number, carries the view version applied, the endpoint count and health
-// flags (Ready, Degraded after a failed Set, Headless without a config
-// stream). The mux's heartbeat goroutine sends it (a shared mux batches the
-// heartbeats of its members falling due together into one sendmmsg, those
-// to one controller address as one UDP-segmented send where the kernel
-// offers it: the same datagrams, a fraction of the kernel's work). Nothing is sent before the
-// host has an ID (from a Welcome or the persisted view).
+// Heartbeats (udp.go). Every HeartbeatInterval a Heartbeat datagram,
+// sealed with the host key and a strictly increasing sequence number,
+// carries the view version applied, the endpoint count and health flags
+// (Ready, Degraded after a failed Set, Headless without a config stream).
+// The Transport sends it. Nothing is sent before the host has an ID (from
+// a Welcome or the persisted view).
 //
 // Learning (learner.go, package learn). The driver reports misses: a local
 // endpoint sends to an address of its VPC that is neither local nor

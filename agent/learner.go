@@ -21,13 +21,13 @@ type missNotifier interface {
 
 // startLearning turns data-plane misses into lookups, from the driver's
 // callback or from a goroutine reading Misses.
-func (a *Agent) startLearning(ctx context.Context) {
+func (a *Agent) startLearning() {
 	if n, ok := a.driver.(missNotifier); ok {
 		n.NotifyMisses(a.onMiss)
 		return
 	}
 	misses := a.driver.Misses()
-	a.wg.Go(func() {
+	a.life.Go(func(ctx context.Context) {
 		for {
 			select {
 			case <-ctx.Done():
@@ -174,7 +174,7 @@ func (a *Agent) flushLookups(now time.Time) {
 			continue
 		}
 		buf = pkt
-		if err := a.mux.send(pkt, a.udpTarget()); err != nil {
+		if err := a.cfg.Transport.Send(pkt, a.udpTarget()); err != nil {
 			a.log.Debug("send lookup request", "err", err)
 			continue
 		}

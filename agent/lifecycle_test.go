@@ -189,11 +189,14 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestStopsWithContext: the agent's loops end when Start's context ends.
-func TestStopsWithContext(t *testing.T) {
+// TestStartContextIsStartupOnly: the context given to Start bounds the
+// startup only; the agent runs (config stream, heartbeats) until Close.
+func TestStartContextIsStartupOnly(t *testing.T) {
 	raw := testKey(t.Name())
-	udp := newFakeUDP(t, raw, 1)
-	a, err := New(Config{Host: "x", StreamAddrs: []string{"127.0.0.1:1"}, UDPAddr: udp.addr(), Key: raw, Driver: newSim(t)})
+	stream, udp := newFakeStream(t, raw, testHostID), newFakeUDP(t, raw, testHostID)
+	a, err := New(Config{Host: testHost, StreamAddrs: []string{stream.addr()}, UDPAddr: udp.addr(), Key: raw,
+		Driver: newSim(t), HeartbeatInterval: 5 * time.Millisecond, Logger: testLogger(t),
+		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,20 +204,20 @@ func TestStopsWithContext(t *testing.T) {
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	cancel()
-	done := make(chan struct{})
-	go func() {
-		a.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(waitTimeout):
-		t.Fatal("the agent's goroutines did not end with the context")
+	s := stream.accept(t)
+	s.send(t, baseSnapshot(t, 1))
+	if got := s.answer(t); got != "ack 1" {
+		t.Fatalf("snapshot answered %q, want ack 1", got)
 	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "a heartbeat of the applied view", func() bool {
+		return next(t, udp.heartbeats, "heartbeat").body.(*wire.Heartbeat).ViewVersion == 1
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -237,6 +240,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative interval", func(c *Config) { c.HeartbeatInterval = -time.Second }, "HeartbeatInterval -1s is negative"},
 		{"backoff", func(c *Config) { c.Backoff = backoff.Policy{Min: time.Second, Max: time.Millisecond} }, "Backoff"},
 		{"zoned underlay", func(c *Config) { c.UnderlayIP = mustAddr("fe80::1%eth0") }, "zones"},
+		{"listen on a shared transport", func(c *Config) { c.Transport, c.UDPListen = (*socket)(nil), "127.0.0.1:0" }, "binds none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good()
