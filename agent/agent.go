@@ -41,7 +41,9 @@ type Agent struct {
 
 	// setMu serializes programming: Driver.Set, adopting a view, persisting.
 	// Lock order: setMu, then mu, then learnMu.
-	setMu sync.Mutex
+	setMu  sync.Mutex
+	stream *wire.Conn // the config stream's connection, nil between sessions; setMu
+	told   string     // the programming error the controller last heard ("": none); setMu
 
 	mu        sync.Mutex // guards the fields below
 	view      *state.View
@@ -66,15 +68,13 @@ type Agent struct {
 	reportKick    signal
 
 	member Membership                     // in Config.Transport; set by Start
-	ownUDP bool                           // Config.Transport is the agent's own socket
 	udpDst atomic.Pointer[netip.AddrPort] // the controller's UDP address
 
 	// life guards Start and Close; lifeMu makes a Close that comes while
 	// Start runs wait for it.
 	life       lifecycle.Group
 	lifeMu     sync.Mutex
-	runCtx     context.Context // the lifetime context, set by Start
-	wg         sync.WaitGroup  // runs of the timers
+	wg         sync.WaitGroup // runs of the timers
 	startTime  time.Time
 	collectors []prometheus.Collector
 }
@@ -130,9 +130,8 @@ func New(cfg Config) (*Agent, error) {
 // the agent runs until Close. Start fails only for local problems (the UDP
 // socket); a controller that cannot be reached is retried in the
 // background.
-func (a *Agent) Start(ctx context.Context) (err error) {
-	life, err := a.life.Start()
-	if err != nil {
+func (a *Agent) Start(ctx context.Context) error {
+	if _, err := a.life.Start(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.lifeMu.Lock()
@@ -152,12 +151,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		a.cfg.Transport, a.ownUDP = s, true
+		a.cfg.Transport = s
 	}
 
 	a.loadPersisted(ctx)
 
-	a.runCtx = life
 	a.member = a.cfg.Transport.Join(a)
 	a.startLearning()
 	a.reconcileKick.reset(a.cfg.ReconcileInterval)
@@ -185,8 +183,8 @@ func (a *Agent) shutdown() error {
 			n.NotifyMisses(nil)
 		}
 		a.member.Leave()
-	} else if a.ownUDP {
-		a.cfg.Transport.(*socket).Leave() // Start failed after binding it
+	} else if s, ok := a.cfg.Transport.(*socket); ok {
+		s.Leave() // Start failed after binding the agent's own socket
 	}
 	a.wg.Wait()
 	return nil

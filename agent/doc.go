@@ -31,8 +31,11 @@
 // translate it strictly to a datapath.Desired (any resource that does not
 // parse fails the whole delta: Nack with the error, view unchanged), call
 // Driver.Set, then persist the view (one JSON file, written atomically)
-// and Ack{ToVersion}. A Set that fails is Nacked with its error; the view
-// is kept as the desired state and the reconciler retries it. Between
+// and Ack{ToVersion}. A Set that fails is not a refused view: the view is
+// adopted as the desired state and Acked with the Set's error in
+// Ack.Error (a snapshot would not help), and the reconciler retries it;
+// when the outcome changes (the retry succeeded) the agent sends another
+// Ack of the version, which clears the error in the Host's status. Between
 // sessions the agent waits a full-jitter exponential backoff (also before
 // the first one), so that 100,000 agents restarted by a power restore, or
 // cut off by a controller failure, come back spread over time rather than

@@ -50,7 +50,7 @@ func (a *Agent) startLearning() {
 // locations whose TTL ran out), so an idle agent costs no wake-ups beyond
 // its sweeps, and no goroutine.
 func (a *Agent) onMiss(m datapath.Miss) {
-	ctx := a.runCtx
+	ctx := a.life.Context()
 	if ctx.Err() != nil {
 		return
 	}
@@ -91,7 +91,7 @@ func (a *Agent) learnTick() {
 		a.flushLookups(now)
 	}
 	if sweep {
-		a.sweep(a.runCtx, now)
+		a.sweep(a.life.Context(), now)
 	}
 	a.armLearn()
 }

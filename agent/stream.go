@@ -126,6 +126,17 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 	a.counters.connects.Add(1)
 	a.connected.Store(true)
 	defer a.connected.Store(false)
+	// The reconciler tells the controller about programming errors on
+	// this connection, starting with any the controller has not heard.
+	a.setMu.Lock()
+	a.stream = conn
+	a.tell(ctx)
+	a.setMu.Unlock()
+	defer func() {
+		a.setMu.Lock()
+		a.stream = nil
+		a.setMu.Unlock()
+	}()
 	a.log.Info("config stream up", "addr", addr, "host_id", a.hostID.Load(), "held_version", a.version.Load(), "snapshot", w.Snapshot)
 
 	var frames []*wire.Delta // the frames of a multi-frame delta so far
@@ -137,7 +148,6 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		if err != nil {
 			return true, fmt.Errorf("read config stream from %s: %w", addr, err)
 		}
-		var reply wire.Message
 		switch m := m.(type) {
 		case *wire.Welcome:
 			if !a.welcome(m, addr) {
@@ -156,17 +166,15 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 			if m.More {
 				continue
 			}
-			reply = a.applyDelta(ctx, frames)
+			err := a.applyDelta(ctx, conn, frames)
 			frames = nil
+			if err != nil {
+				return true, err
+			}
 		case *wire.Invalidate:
 			a.invalidate(ctx, m)
 		default:
 			a.log.Warn("unexpected config stream message ignored", "addr", addr, "type", m.FrameType())
-		}
-		if reply != nil {
-			if err := a.reply(ctx, conn, reply); err != nil {
-				return true, err
-			}
 		}
 	}
 }

@@ -81,7 +81,7 @@ type DatagramScratch struct {
 // HandleDatagram implements Member: a lookup reply, an invalidation or a
 // heartbeat ack. A body that does not decode is counted and dropped.
 func (a *Agent) HandleDatagram(hdr wire.Header, body []byte, sc *DatagramScratch) {
-	ctx := a.runCtx
+	ctx := a.life.Context()
 	switch hdr.Type {
 	case wire.TypeLookupReply:
 		if err := sc.reply.UnmarshalBinary(body); err != nil {
