@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/weftnet/weft/agent/backoff"
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -177,8 +179,8 @@ func TestFailedSetRetried(t *testing.T) {
 
 func TestLifecycle(t *testing.T) {
 	h := newHarness(t)
-	if err := h.agent.Start(t.Context()); err == nil {
-		t.Error("second Start succeeded")
+	if err := h.agent.Start(t.Context()); !errors.Is(err, lifecycle.ErrStarted) {
+		t.Errorf("second Start = %v, want ErrStarted", err)
 	}
 	if err := h.agent.Close(); err != nil {
 		t.Fatal(err)
@@ -186,8 +188,8 @@ func TestLifecycle(t *testing.T) {
 	if err := h.agent.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := h.agent.Start(t.Context()); err == nil {
-		t.Error("Start after Close succeeded")
+	if err := h.agent.Start(t.Context()); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
 	// Close without Start.
 	a, err := New(Config{Host: "x", StreamAddrs: []string{"127.0.0.1:1"}, UDPAddr: "127.0.0.1:1", Key: h.raw, Driver: newSim(t)})

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // fakeHosts is a StatusWriter over an in-memory set of hosts that records
@@ -160,5 +161,35 @@ func TestRegistrySinkLiveness(t *testing.T) {
 	s.flush(ctx)
 	if got := f.hosts["h1"]; got.Liveness != apiv1.LivenessSuspect || got.LastSeen != t0.Add(time.Minute).Format(time.RFC3339Nano) || len(f.writes) != 1 {
 		t.Errorf("liveness %q lastSeen %q (%d writes), want Suspect, %s, 1 write", got.Liveness, got.LastSeen, len(f.writes), t0.Add(time.Minute).Format(time.RFC3339Nano))
+	}
+}
+
+// TestRegistrySinkLifecycle: Start once (its ctx bounds nothing after it),
+// Close idempotent with one last flush of what is pending.
+func TestRegistrySinkLifecycle(t *testing.T) {
+	f := &fakeHosts{hosts: map[string]apiv1.HostStatus{"h1": {}}}
+	s, err := NewRegistrySink(RegistrySinkConfig{Registry: f, Workers: 1, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := s.Start(context.Background()); !errors.Is(err, lifecycle.ErrStarted) {
+		t.Errorf("second Start = %v, want ErrStarted", err)
+	}
+	s.Acked("h1", 4, "")
+	for range 2 {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{`h1 view=4 err="" agent=""`}, f.writes); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+	if err := s.Start(context.Background()); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
 }
