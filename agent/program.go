@@ -71,21 +71,13 @@ func (a *Agent) persist(v *state.View) {
 }
 
 // applyDelta applies the frames of one delta (one frame, or several with
-// More set on all but the last) and answers the controller on conn: Nack
-// if the view is refused (it stays as it was; a snapshot follows), Ack if
-// it was adopted, with the error of programming it if that failed (the
-// reconciler retries; a snapshot would not help). The answer is written
-// under setMu, so that it reaches the controller before any later status
-// Ack of the reconciler (tell).
-func (a *Agent) applyDelta(ctx context.Context, conn *wire.Conn, frames []*wire.Delta) error {
-	a.setMu.Lock()
-	defer a.setMu.Unlock()
-	return a.reply(ctx, conn, a.apply(ctx, frames))
-}
-
-// apply applies the frames of one delta and returns the answer for the
-// controller. The caller holds setMu.
-func (a *Agent) apply(ctx context.Context, frames []*wire.Delta) wire.Message {
+// More set on all but the last) and returns the answer for the controller:
+// Nack if the view is refused (it stays as it was; a snapshot follows), Ack
+// if it was adopted, with the error of programming it if that failed (the
+// reconciler retries; a snapshot would not help). The caller holds setMu,
+// and writes the answer before releasing it, so that the answer reaches
+// the controller before any later status Ack of the reconciler (tell).
+func (a *Agent) applyDelta(ctx context.Context, frames []*wire.Delta) wire.Message {
 	first := frames[0]
 	to := first.ToVersion
 	a.mu.Lock()
