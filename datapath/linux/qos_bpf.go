@@ -13,16 +13,18 @@ import (
 )
 
 // qosProgram is the tc classifier the driver attaches (direct action) to
-// the clsact ingress and egress of a shaped endpoint's veth: it sets
-// skb->priority to the endpoint's HTB class and redirects the packet to an
-// ifb of the VPC. Six instructions stand in for the skbedit and mirred
-// actions, because this kernel has no skbedit, and a priority must be set
-// before HTB sees the packet: HTB classifies by skb->priority first, and
-// a workload (root in its namespace) can put any value there (SO_PRIORITY)
-// that the veth carries across. The program overwrites it.
+// the clsact ingress and egress of a shaped endpoint's veth, ahead of the
+// mirred action that redirects the packet to an ifb of the VPC: it sets
+// skb->priority to the endpoint's HTB class and lets the next filter run.
+// Four instructions stand in for the skbedit action, which this kernel
+// lacks. A priority must be set before HTB sees the packet: HTB classifies
+// by skb->priority first, and a workload (root in its namespace) can put
+// any value there (SO_PRIORITY), which the veth carries across; the
+// program overwrites it. (bpf_redirect could replace the mirred action on
+// ingress, but not on egress: unlike mirred it does not record the device
+// in skb_iif, where the ifb returns the packet.)
 type qosProgram struct {
 	classid uint32 // skb->priority to set
-	ifindex int    // the ifb to redirect to (its egress)
 }
 
 // qosFilterName names the driver's cls_bpf filters (TCA_BPF_NAME).
@@ -32,10 +34,9 @@ const qosFilterName = "wft-qos"
 const (
 	bpfMovImm      = 0xb7 // BPF_ALU64 | BPF_MOV | BPF_K
 	bpfStxMemW     = 0x63 // BPF_STX | BPF_MEM | BPF_W
-	bpfCall        = 0x85 // BPF_JMP | BPF_CALL
 	bpfExit        = 0x95 // BPF_JMP | BPF_EXIT
-	bpfFuncRedir   = 23   // bpf_redirect(ifindex, flags)
 	skbPriorityOff = 32   // offsetof(struct __sk_buff, priority)
+	tcActUnspec    = -1   // TC_ACT_UNSPEC: go on with the next filter
 )
 
 func (p qosProgram) insns() []byte {
@@ -44,12 +45,10 @@ func (p qosProgram) insns() []byte {
 		b = binary.LittleEndian.AppendUint16(b, uint16(off))
 		return binary.LittleEndian.AppendUint32(b, uint32(imm))
 	}
-	b := make([]byte, 0, 6*8)
+	b := make([]byte, 0, 4*8)
 	b = ins(b, bpfMovImm, 2, 0, 0, int32(p.classid)) // r2 = classid
 	b = ins(b, bpfStxMemW, 1, 2, skbPriorityOff, 0)  // skb->priority = r2
-	b = ins(b, bpfMovImm, 1, 0, 0, int32(p.ifindex)) // r1 = ifindex
-	b = ins(b, bpfMovImm, 2, 0, 0, 0)                // r2 = 0: to the ifb's egress
-	b = ins(b, bpfCall, 0, 0, 0, bpfFuncRedir)       // r0 = bpf_redirect(r1, r2) = TC_ACT_REDIRECT
+	b = ins(b, bpfMovImm, 0, 0, 0, tcActUnspec)      // r0 = TC_ACT_UNSPEC
 	return ins(b, bpfExit, 0, 0, 0, 0)
 }
 

@@ -12,9 +12,10 @@ import (
 )
 
 // The VPC namespace's part of QoS: the caps. A shaped endpoint's veth gets
-// a clsact qdisc whose ingress (what the endpoint sends) and egress (what
-// it receives) each run a qosProgram into one of the VPC's two ifbs, where
-// an HTB tree holds the VPC's cap and the endpoint's.
+// a clsact qdisc; its ingress (what the endpoint sends) and its egress
+// (what it receives) each run a qosProgram, which sets the endpoint's
+// class, then a mirred action into one of the VPC's two ifbs, where an HTB
+// tree holds the VPC's cap and the endpoint's.
 
 // convergeVPCQoS programs the ifbs of one VPC and the filters of its
 // endpoints' veths. An error is the VPC's alone: it is recorded in the plan
@@ -63,12 +64,11 @@ func (d *Driver) convergeVPCQoSErr(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
 		if !strings.HasPrefix(name, vethLinkPrefix) {
 			continue
 		}
-		var progs []qosProgram
+		var want *vethQoS
 		if qe := shaped[name]; qe != nil {
-			class := netlink.MakeHandle(QoSHandle, qe.minor)
-			progs = []qosProgram{{class, ifbs[0].Attrs().Index}, {class, ifbs[1].Attrs().Index}}
+			want = &vethQoS{qosProgram{netlink.MakeHandle(QoSHandle, qe.minor)}, [2]int{ifbs[0].Attrs().Index, ifbs[1].Attrs().Index}}
 		}
-		if err := d.convergeVethQoS(vs.h, l, qs, progs); err != nil {
+		if err := d.convergeVethQoS(vs.h, l, qs, want); err != nil {
 			errs = append(errs, fmt.Errorf("endpoint veth %s (%s): %w", name, l.Attrs().Alias, err))
 		}
 	}
@@ -86,6 +86,11 @@ func (d *Driver) convergeVPCQoSErr(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
 	return nil
 }
 
+// qosIfbQueue is the transmit queue length of the ifbs, which is the
+// packet limit of the fifo of each HTB class on them: 100 packets (the
+// kernel makes ifbs with 32, the library with 0, which drops everything).
+const qosIfbQueue = 100
+
 // ensureIfb makes sure the VPC namespace has an ifb named name, up.
 func (d *Driver) ensureIfb(vs *vpcNS, scan *vpcScan, name string) (netlink.Link, error) {
 	l := scan.links[name]
@@ -96,7 +101,8 @@ func (d *Driver) ensureIfb(vs *vpcNS, scan *vpcScan, name string) (netlink.Link,
 		l = nil
 	}
 	if l == nil {
-		if err := d.ops.write(opLinkAdd, func() error { return vs.h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name}}) }); err != nil {
+		ifb := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, TxQLen: qosIfbQueue}}
+		if err := d.ops.write(opLinkAdd, func() error { return vs.h.LinkAdd(ifb) }); err != nil {
 			return nil, fmt.Errorf("add ifb %s: %w", name, err)
 		}
 		var err error
@@ -113,69 +119,103 @@ func (d *Driver) ensureIfb(vs *vpcNS, scan *vpcScan, name string) (netlink.Link,
 	return l, nil
 }
 
-var qosParents = [2]uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS}
+// vethQoS is what a shaped endpoint's veth runs: at the clsact ingress
+// and egress, the program (filter priority 1), then a redirect to the
+// transmit and the receive ifb (u32 matching all, mirred) at priority 2 on
+// ingress and 3 on egress: u32 keeps the hash tables of all its filters
+// under one qdisc in one list, which the kernel dumps by priority, so
+// distinct priorities keep each direction's dump to its own.
+type vethQoS struct {
+	prog qosProgram
+	ifbs [2]int // ifindex of the transmit and the receive ifb
+}
 
-// convergeVethQoS gives a veth a clsact qdisc whose ingress and egress run
-// progs[0] and progs[1], and nothing else; no progs: no clsact qdisc.
-func (d *Driver) convergeVethQoS(h *netlink.Handle, l netlink.Link, qs []netlink.Qdisc, progs []qosProgram) error {
+var (
+	qosParents       = [2]uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS}
+	qosRedirectPrios = [2]uint16{2, 3}
+)
+
+// convergeVethQoS gives a veth exactly the clsact qdisc and filters of want
+// (nil: no clsact qdisc). Filters that differ are not patched: the clsact
+// qdisc is made afresh.
+func (d *Driver) convergeVethQoS(h *netlink.Handle, l netlink.Link, qs []netlink.Qdisc, want *vethQoS) error {
 	var clsact netlink.Qdisc
 	for _, q := range qs {
 		if q.Attrs().LinkIndex == l.Attrs().Index && q.Attrs().Parent == netlink.HANDLE_CLSACT {
 			clsact = q
 		}
 	}
-	if progs == nil {
-		if clsact == nil {
+	if clsact != nil {
+		ok := want != nil
+		for i := 0; ok && i < 2; i++ {
+			have, err := dump("filters", func() ([]netlink.Filter, error) { return h.FilterList(l, qosParents[i]) })
+			if err != nil {
+				return err
+			}
+			ok = want.filtersOK(have, qosRedirectPrios[i], want.ifbs[i])
+		}
+		if ok {
 			return nil
 		}
-		return d.ops.write(opQdiscDel, func() error { return h.QdiscDel(clsact) })
-	}
-	if clsact == nil {
-		q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
-			Parent: netlink.HANDLE_CLSACT, Handle: netlink.MakeHandle(netlink.HANDLE_CLSACT>>16, 0)}}
-		if err := d.ops.write(opQdiscAdd, func() error { return h.QdiscAdd(q) }); err != nil {
-			return fmt.Errorf("add clsact: %w", err)
+		if err := d.ops.write(opQdiscDel, func() error { return h.QdiscDel(clsact) }); err != nil {
+			return fmt.Errorf("delete clsact: %w", err)
 		}
 	}
+	if want == nil {
+		return nil
+	}
+	q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
+		Parent: netlink.HANDLE_CLSACT, Handle: netlink.MakeHandle(netlink.HANDLE_CLSACT>>16, 0)}}
+	if err := d.ops.write(opQdiscAdd, func() error { return h.QdiscAdd(q) }); err != nil {
+		return fmt.Errorf("add clsact: %w", err)
+	}
+	fd, err := want.prog.load()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
 	for i, parent := range qosParents {
-		have, err := dump("filters", func() ([]netlink.Filter, error) { return h.FilterList(l, parent) })
-		if err != nil {
-			return err
+		attrs := func(prio uint16) netlink.FilterAttrs {
+			return netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: parent, Handle: 1, Priority: prio, Protocol: unix.ETH_P_ALL}
 		}
-		if len(have) == 1 {
-			if f, ok := have[0].(*netlink.BpfFilter); ok && f.Name == qosFilterName && f.DirectAction && progs[i].isTag(f.Tag) {
-				continue
-			}
-		}
-		if err := d.ops.write(opFilterSet, func() error { return setQoSFilter(h, l, parent, have, progs[i]) }); err != nil {
-			return err
+		bpf := &netlink.BpfFilter{FilterAttrs: attrs(1), Fd: fd, Name: qosFilterName, DirectAction: true}
+		redirect := &netlink.U32{FilterAttrs: attrs(qosRedirectPrios[i]), Actions: []netlink.Action{netlink.NewMirredAction(want.ifbs[i])}}
+		redirect.Handle = 0 // u32 numbers its own
+		if err := d.ops.write(opFilterSet, func() error { return errors.Join(h.FilterAdd(bpf), h.FilterAdd(redirect)) }); err != nil {
+			return fmt.Errorf("add filters: %w", err)
 		}
 	}
 	return nil
 }
 
-// setQoSFilter replaces the filters at parent with one running prog.
-func setQoSFilter(h *netlink.Handle, l netlink.Link, parent uint32, have []netlink.Filter, prog qosProgram) error {
+// filtersOK reports whether the filters at a clsact parent are exactly
+// ours: the program, then the redirect to ifb.
+func (w *vethQoS) filtersOK(have []netlink.Filter, prio uint16, ifb int) bool {
+	prog, redirect := false, false
 	for _, f := range have {
-		if err := h.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("delete filter: %w", err)
+		switch f := f.(type) {
+		case *netlink.BpfFilter:
+			if prog || f.Priority != 1 || f.Name != qosFilterName || !f.DirectAction || !w.prog.isTag(f.Tag) {
+				return false
+			}
+			prog = true
+		case *netlink.U32:
+			if f.Priority != prio {
+				return false
+			}
+			if len(f.Actions) == 0 && f.Sel == nil {
+				continue // the u32 hash table the filter lives in
+			}
+			m, ok := f.Actions[0].(*netlink.MirredAction)
+			if redirect || len(f.Actions) != 1 || !ok || m.MirredAction != netlink.TCA_EGRESS_REDIR || m.Ifindex != ifb || m.Action != netlink.TC_ACT_STOLEN {
+				return false
+			}
+			redirect = true
+		default:
+			return false
 		}
 	}
-	fd, err := prog.load()
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	f := &netlink.BpfFilter{
-		FilterAttrs:  netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: parent, Handle: 1, Priority: 1, Protocol: unix.ETH_P_ALL},
-		Fd:           fd,
-		Name:         qosFilterName,
-		DirectAction: true,
-	}
-	if err := h.FilterAdd(f); err != nil {
-		return fmt.Errorf("add filter: %w", err)
-	}
-	return nil
+	return prog && redirect
 }
 
 // snapshotVPCQoS reads what a VPC namespace enforces: the classes of its
