@@ -61,6 +61,11 @@ func TestNormalizeQoS(t *testing.T) {
 	if ep.QoS == d.Endpoints[0].QoS || n.VPC(200).QoS == d.VPCs[0].QoS {
 		t.Error("Normalize shares QoS with its input, want a deep copy")
 	}
+	d = base()
+	d.Host.CapacityBps = 500
+	if _, err := d.Normalize(); err == nil {
+		t.Error("Normalize accepted a capacity of 500 bit/s")
+	}
 	for _, bad := range []datapath.QoS{{DSCP: 64}, {Priority: 8}, {Priority: -1}, {MaxRateBps: 999}, {MaxRateBps: 1e6, MinRateBps: 2e6}, {MinRateBps: datapath.MaxRateBps + 1}} {
 		d := base()
 		d.Endpoints[0].QoS = &bad

@@ -48,6 +48,9 @@ func (d *Desired) Normalize() (*Desired, error) {
 	if h.MTU < 0 || (h.MTU > 0 && h.MTU-VXLANOverhead < 576) {
 		bad("host %q: underlay MTU %d leaves less than 576 for the overlay", h.Name, h.MTU)
 	}
+	if _, _, err := normRates(h.CapacityBps, 0); err != nil {
+		bad("host %q: capacity: %v", h.Name, err)
+	}
 
 	type subnetKey struct {
 		vni  uint32

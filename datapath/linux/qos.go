@@ -260,13 +260,13 @@ func sortClasses(cs []htbClass) {
 // ticksPerSec: psched ticks are 64 ns (PSCHED_SHIFT 6 in the kernel).
 const ticksPerSec = 1e9 / 64
 
-// nl is the class as the kernel gets and reports it (a root class's
+// htb is the class as the kernel gets and reports it (a root class's
 // parent is TC_H_ROOT). The burst (Buffer, Cbuffer: the time to send it at
 // the rate) is 64 KiB plus a millisecond at the rate, so that a whole GSO
 // packet fits; the quantum, which shares borrowed bandwidth between the
 // classes of a priority, is the kernel's default made explicit: rate/10
 // within 2,000..200,000 bytes.
-func (c htbClass) nl(link int) *netlink.HtbClass {
+func (c htbClass) htb(link int) *netlink.HtbClass {
 	burst := func(rate uint64) uint32 {
 		b := 64<<10 + rate/1000
 		return uint32(min(b*ticksPerSec/rate, 1<<32-1))
@@ -357,7 +357,7 @@ func (d *Driver) convergeHTB(h *netlink.Handle, link netlink.Link, root netlink.
 	}
 	wantBy := map[uint16]*netlink.HtbClass{}
 	for _, c := range want {
-		wantBy[c.minor] = c.nl(index)
+		wantBy[c.minor] = c.htb(index)
 	}
 	// Delete what is not wanted, or wanted under another parent (a class
 	// cannot move), children first.

@@ -28,7 +28,7 @@ func (d *Driver) convergeVPCQoS(vs *vpcNS, scan *vpcScan, p *qosPlan, vni uint32
 	if vp == nil {
 		vp = &qosVPC{}
 	}
-	if err := d.convergeVPCQoSErr(vs, scan, vp); err != nil {
+	if err := d.programVPCQoS(vs, scan, vp); err != nil {
 		vp.err = fmt.Errorf("vpc %d: qos: %w", vni, err)
 		p.vpcs[vni] = vp
 		return vp.err
@@ -36,7 +36,7 @@ func (d *Driver) convergeVPCQoS(vs *vpcNS, scan *vpcScan, p *qosPlan, vni uint32
 	return nil
 }
 
-func (d *Driver) convergeVPCQoSErr(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
+func (d *Driver) programVPCQoS(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
 	qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return vs.h.QdiscList(nil) })
 	if err != nil {
 		return err
