@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // BenchmarkQoSOverhead is the cost of QoS to an endpoint without a cap:
@@ -31,7 +32,7 @@ import (
 // WEFT_QOS_ROUNDS sets the rounds (default 15).
 func BenchmarkQoSOverhead(b *testing.B) {
 	rounds := envInt(b, "WEFT_QOS_ROUNDS", 15)
-	n := testnet.New(b, testnet.Options{Hosts: 2})
+	n := nettest.New(b, testnet.Options{Hosts: 2})
 	c := &dc{net: n, ctl: newController(b), vpcs: twoTenants()[:1], eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}}
 	c.ctx = b.Context()
 	for _, h := range n.Hosts() {

@@ -26,7 +26,9 @@ import (
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/conformance"
 	"github.com/weftnet/weft/datapath/linux"
+	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
+	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // Rates in these tests are payload rates. The shapers count whole frames:
@@ -209,7 +211,7 @@ func (f flood) sender(ns string, dst netip.Addr) (send func() error, stop func()
 		}
 	}
 	var conn net.Conn
-	if err := testnet.Do(ns, func() error {
+	if err := netnsfile.Do(ns, func() error {
 		var err error
 		conn, err = (&net.Dialer{Control: control}).Dial(network, addr)
 		return err
@@ -222,7 +224,7 @@ func (f flood) sender(ns string, dst netip.Addr) (send func() error, stop func()
 // receiver counts the payload bytes arriving at dst from src until stop.
 func (f flood) receiver(ns string, src, dst netip.Addr, got *atomic.Uint64) (stop func(), err error) {
 	var pc net.PacketConn
-	if err := testnet.Do(ns, func() error {
+	if err := netnsfile.Do(ns, func() error {
 		var err error
 		if f.icmp {
 			pc, err = net.ListenPacket("ip4:icmp", dst.String())
@@ -390,7 +392,7 @@ func flushInside(t *testing.T, ns string) {
 			t.Fatalf("replace qdisc of %s: %v", l.Attrs().Name, err)
 		}
 	}
-	if err := testnet.Do(ns, func() error {
+	if err := netnsfile.Do(ns, func() error {
 		c, err := nftables.New()
 		if err != nil {
 			return err
@@ -543,7 +545,7 @@ func startCapture(t *testing.T, ns, dev string) *capture {
 	t.Helper()
 	c := &capture{done: make(chan struct{}), seen: map[netip.Addr][2]byte{}}
 	proto := int(binary.BigEndian.Uint16(binary.NativeEndian.AppendUint16(nil, unix.ETH_P_IP)))
-	if err := testnet.Do(ns, func() error {
+	if err := netnsfile.Do(ns, func() error {
 		l, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err
@@ -618,7 +620,7 @@ func qosDesired(h *testnet.Host) *datapath.Desired {
 // a write (the class numbers persist in the kernel); QoS that is no longer
 // wanted leaves nothing behind, nor does Teardown.
 func TestQoSRestartAndPrune(t *testing.T) {
-	n := testnet.New(t, testnet.Options{})
+	n := nettest.New(t, testnet.Options{})
 	h := n.Host(0)
 	d1 := startDriver(t, n, h)
 	want := qosDesired(h)
@@ -698,7 +700,7 @@ func qosLeftovers(t *testing.T, n *testnet.Net, h *testnet.Host) []string {
 		}
 		nh.Close()
 	}
-	if err := testnet.Do(h.Path, func() error {
+	if err := netnsfile.Do(h.Path, func() error {
 		c, err := nftables.New()
 		if err != nil {
 			return err
@@ -727,7 +729,7 @@ func isFile(p string) bool {
 // forwarding, and the other VPC's QoS is programmed; once the obstacle is
 // gone the next Set programs it.
 func TestQoSContainedPerVPC(t *testing.T) {
-	n := testnet.New(t, testnet.Options{})
+	n := nettest.New(t, testnet.Options{})
 	h := n.Host(0)
 	d := startDriver(t, n, h)
 	want := qosDesired(h)
