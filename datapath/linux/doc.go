@@ -280,9 +280,9 @@
 // Why so, on this kernel: it has htb, tbf, clsact, ifb, u32, mirred and
 // cls_bpf, but no fq, skbedit, police or matchall. HTB classifies by
 // skb->priority before its filters, and a workload can put any priority
-// on its packets (SO_PRIORITY) that the veth carries across, so priority
-// 7766:0 would bypass HTB and a neighbour's class would borrow its cap;
-// the four-instruction program (loaded with bpf(2), checked by its tag,
+// on its packets (SO_PRIORITY) that the veth carries across: a packet of
+// priority 7766:0 would pass HTB unshaped, one naming a faster neighbour's
+// class would get that class's cap. The four-instruction program (loaded with bpf(2), checked by its tag,
 // the SHA-256 of its instructions) overwrites it, which TestQoSCaps proves
 // for 7766:0, 7766:1 and a faster neighbour's class. An nftables egress
 // hook on the ifb would have done it, but packets redirected from a tc
@@ -323,7 +323,19 @@
 // 277.0 and 92.4 Mbit/s of payload, the minimums exactly in 1514-byte
 // wire frames, and best effort the rest (92.2); a VPC cap of 200 Mbit/s
 // over two endpoints gave 191.1 sent and 190.7 received (191.0).
-// QOSOVERHEAD
+//
+// The cost to an endpoint without a cap (BenchmarkQoSOverhead: one TCP
+// stream between two hosts, 15 interleaved rounds with the QoS tree on
+// both hosts and without): four runs on a machine shared with other work
+// (load average 3.8 to 8.9; single rounds ranged from 2.5 to 14.7 Gbit/s)
+// gave median ratios of 0.79, 1.11, 0.99 and 0.92, 0.97 over all 60
+// rounds (geometric mean 0.99): what the stream pays, a table rule and an
+// HTB qdisc on the uplink per packet, is below what this machine resolves.
+// A stream through the ifbs too (its VPC capped far above the path) paid
+// more: 0.87 over the 60 rounds (an ifb queue and softirq hop each way).
+// An unchanged Set of a host without QoS reads its state (the uplink's
+// qdisc, the host's tables, a qdisc dump per VPC namespace): 0.63 -> 0.82
+// ms for 10 endpoints (BenchmarkSetUnchanged, resync 1m).
 //
 // Not done yet: IPv6 overlay and underlay, security identity in the packet
 // (VXLAN GBP), policies.
