@@ -99,8 +99,12 @@ func (d *Driver) planQoS(n *datapath.Desired) *qosPlan {
 		vp.eps = append(vp.eps, qe)
 		p.eps = append(p.eps, qe)
 	}
-	if p.host, p.err = d.readHostQoS(n.Host.UnderlayDev); p.err != nil {
-		p.err = fmt.Errorf("qos: %w", p.err)
+	c, err := d.nftHost()
+	if err == nil {
+		p.host, err = readHostQoS(d.host, c, n.Host.UnderlayDev)
+	}
+	if err != nil {
+		p.err = fmt.Errorf("qos: %w", err)
 		return p
 	}
 	p.err = p.allocate()

@@ -42,34 +42,42 @@ func (d *Driver) nftHost() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// readHostQoS reads the underlay device's root qdisc and our classes, and
-// our table.
-func (d *Driver) readHostQoS(dev string) (*hostQoS, error) {
+// readHostQoS reads our table, and the root qdisc and our classes of the
+// underlay device dev ("": of the device that holds our HTB, if any).
+func readHostQoS(h *netlink.Handle, c *nftables.Conn, dev string) (*hostQoS, error) {
 	hs := &hostQoS{minors: map[qosKey]uint16{}, dscp: map[uint16]uint8{}}
-	if dev != "" {
-		l, err := d.host.LinkByName(dev)
+	var err error
+	if dev == "" {
+		qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(nil) })
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range qs {
+			if q.Attrs().Parent == netlink.HANDLE_ROOT && q.Attrs().Handle == netlink.MakeHandle(QoSHandle, 0) {
+				if hs.uplink, err = h.LinkByIndex(q.Attrs().LinkIndex); err != nil {
+					return nil, err
+				}
+				hs.root = q
+			}
+		}
+	} else {
 		var nf netlink.LinkNotFoundError
-		switch {
-		case errors.As(err, &nf):
-		case err != nil:
+		if hs.uplink, err = h.LinkByName(dev); errors.As(err, &nf) {
+			hs.uplink = nil
+		} else if err != nil {
 			return nil, fmt.Errorf("underlay device %s: %w", dev, err)
-		default:
-			hs.uplink = l
-			qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return d.host.QdiscList(l) })
+		} else {
+			qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(hs.uplink) })
 			if err != nil {
 				return nil, fmt.Errorf("underlay device %s: %w", dev, err)
 			}
-			hs.root = rootQdisc(qs, l.Attrs().Index)
-			if hs.root != nil && hs.root.Attrs().Handle == netlink.MakeHandle(QoSHandle, 0) {
-				if hs.classes, err = htbClasses(d.host, l); err != nil {
-					return nil, fmt.Errorf("underlay device %s: %w", dev, err)
-				}
-			}
+			hs.root = rootQdisc(qs, hs.uplink.Attrs().Index)
 		}
 	}
-	c, err := d.nftHost()
-	if err != nil {
-		return nil, err
+	if hs.root != nil && hs.root.Attrs().Handle == netlink.MakeHandle(QoSHandle, 0) {
+		if hs.classes, err = htbClasses(h, hs.uplink); err != nil {
+			return nil, fmt.Errorf("underlay device %s: %w", hs.uplink.Attrs().Name, err)
+		}
 	}
 	if hs.table, err = readQoSTable(c, hs); err != nil {
 		return nil, fmt.Errorf("read table %s: %w", QoSTable, err)
@@ -130,8 +138,8 @@ func (d *Driver) convergeHost(p *qosPlan) error {
 	return errors.Join(errs...)
 }
 
-// teardownHostQoS removes our table and every root HTB of ours in the host
-// namespace. It opens its own handles: Teardown works on a closed driver.
+// teardownHostQoS removes our table and the uplink's HTB. It opens its own
+// handles: Teardown works on a closed driver.
 func (d *Driver) teardownHostQoS() error {
 	ns, err := netns.GetFromPath(d.cfg.HostNetns)
 	if err != nil {
@@ -143,22 +151,22 @@ func (d *Driver) teardownHostQoS() error {
 		return fmt.Errorf("qos: netlink in host netns: %w", err)
 	}
 	defer h.Close()
-	var errs []error
-	qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(nil) })
-	errs = append(errs, err)
-	for _, q := range qs {
-		if q.Attrs().Parent == netlink.HANDLE_ROOT && q.Attrs().Handle == netlink.MakeHandle(QoSHandle, 0) {
-			errs = append(errs, d.ops.write(opQdiscDel, func() error { return h.QdiscDel(q) }))
-		}
-	}
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err == nil {
-		var table []string
-		if table, err = readQoSTable(c, &hostQoS{minors: map[qosKey]uint16{}, dscp: map[uint16]uint8{}}); err == nil && table != nil {
-			err = d.ops.write(opQoSTable, func() error { return writeQoSTable(c, nil, true) })
-		}
+	if err != nil {
+		return fmt.Errorf("qos: nftables in host netns: %w", err)
 	}
-	if err := errors.Join(append(errs, err)...); err != nil {
+	hs, err := readHostQoS(h, c, "")
+	if err != nil {
+		return fmt.Errorf("qos: %w", err)
+	}
+	var errs []error
+	if hs.root != nil {
+		errs = append(errs, d.ops.write(opQdiscDel, func() error { return h.QdiscDel(hs.root) }))
+	}
+	if hs.table != nil {
+		errs = append(errs, d.ops.write(opQoSTable, func() error { return writeQoSTable(c, nil, true) }))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("qos: %w", err)
 	}
 	return nil
@@ -436,37 +444,20 @@ func writeQoSTable(c *nftables.Conn, t *qosTable, exists bool) error {
 	return c.Flush()
 }
 
-// snapshotHostQoS is what Snapshot needs of the host: the capacity the
-// uplink is shaped at (bytes/s, 0: not shaped), and per endpoint key its
-// class minor.
+// snapshotHostQoS is what Snapshot needs of the host: the classes and
+// table, and the capacity the uplink is shaped at (bytes/s, 0: not shaped).
 func (d *Driver) snapshotHostQoS() (*hostQoS, uint64, error) {
-	hs := &hostQoS{minors: map[qosKey]uint16{}, dscp: map[uint16]uint8{}}
-	qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return d.host.QdiscList(nil) })
-	if err != nil {
-		return nil, 0, err
-	}
-	for _, q := range qs {
-		if q.Attrs().Parent != netlink.HANDLE_ROOT || q.Attrs().Handle != netlink.MakeHandle(QoSHandle, 0) {
-			continue
-		}
-		l, err := d.host.LinkByIndex(q.Attrs().LinkIndex)
-		if err != nil {
-			return nil, 0, err
-		}
-		if hs.classes, err = htbClasses(d.host, l); err != nil {
-			return nil, 0, err
-		}
-	}
-	var capacity uint64
-	if r := hs.classes[qosRootMinor]; r != nil {
-		capacity = r.Rate
-	}
 	c, err := d.nftHost()
 	if err != nil {
 		return nil, 0, err
 	}
-	if _, err := readQoSTable(c, hs); err != nil {
+	hs, err := readHostQoS(d.host, c, "")
+	if err != nil {
 		return nil, 0, err
+	}
+	var capacity uint64
+	if r := hs.classes[qosRootMinor]; r != nil {
+		capacity = r.Rate
 	}
 	return hs, capacity, nil
 }
