@@ -103,7 +103,14 @@ func (d *Driver) planQoS(n *datapath.Desired) *qosPlan {
 	if err == nil {
 		p.host, err = readHostQoS(d.host, c, n.Host.UnderlayDev)
 	}
-	if err != nil {
+	switch {
+	case err != nil && len(p.eps) == 0 && p.capacity == 0:
+		// Nothing is wanted, and what cannot be read (a kernel without
+		// nftables) cannot be ours either.
+		d.log.Debug("qos state unreadable, none wanted", "err", err)
+		p.host = &hostQoS{}
+		return p
+	case err != nil:
 		p.err = fmt.Errorf("qos: %w", err)
 		return p
 	}
