@@ -46,7 +46,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		mtu = l.Attrs().MTU
 	}
 	mtu -= datapath.VXLANOverhead
-	refused := refusals(n)
+	refused := refusals(desired) // not n: Normalize does not carry VPC.QoS (yet)
 
 	// 1. The VXLAN device, its programs and the config map.
 	if err := d.ensureVXLAN(n.Host, mtu); err != nil {
