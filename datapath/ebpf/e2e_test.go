@@ -294,6 +294,12 @@ func TestConnectivityMatrix(t *testing.T) {
 	if len(firstICMP) == 0 || len(firstTCP) == 0 {
 		t.Errorf("no first-packet probes measured (icmp %d, tcp %d)", len(firstICMP), len(firstTCP))
 	}
+	for _, id := range []string{"acme/e0", "zeta/e1"} {
+		cnt, ok, err := c.drivers[c.hostOf[id]].Counters(id)
+		if err != nil || !ok || cnt.TxPackets == 0 || cnt.RxPackets == 0 || cnt.TxBytes < cnt.TxPackets*28 {
+			t.Errorf("Counters(%s) = %+v, %v, %v; want traffic both ways", id, cnt, ok, err)
+		}
+	}
 
 	t.Run("no cross-VPC", func(t *testing.T) {
 		only := netip.MustParseAddr("10.0.1.200")
