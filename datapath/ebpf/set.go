@@ -46,7 +46,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		mtu = l.Attrs().MTU
 	}
 	mtu -= datapath.VXLANOverhead
-	refused := refusals(desired) // not n: Normalize does not carry VPC.QoS (yet)
+	refused := refusals(n)
 
 	// 1. The VXLAN device, its programs and the config map.
 	if err := d.ensureVXLAN(n.Host, mtu); err != nil {
@@ -185,13 +185,17 @@ func (d *Driver) check(n *datapath.Desired) error {
 }
 
 // refusals are the VPCs that ask for what the driver cannot enforce yet:
-// an isolating security policy or a QoS. Each fails alone; the others are
-// programmed.
+// an isolating security policy or a QoS that is more than best effort
+// (datapath.QoS.Enforced). Each fails alone; the others are programmed.
 func refusals(n *datapath.Desired) map[uint32]refusal {
 	out := map[uint32]refusal{}
 	why := map[uint32][]string{}
+	local := map[uint32]bool{}
+	for _, e := range n.Endpoints {
+		local[e.VNI] = true
+	}
 	for _, v := range n.VPCs {
-		if v.QoS != nil && *v.QoS != (datapath.VPCQoS{}) {
+		if v.QoS.Enforced(n.Host.CapacityBps, local[v.VNI]) != nil {
 			r := out[v.VNI]
 			r.qos = true
 			out[v.VNI] = r
@@ -204,7 +208,7 @@ func refusals(n *datapath.Desired) map[uint32]refusal {
 			r.policy = true
 			why[e.VNI] = append(why[e.VNI], fmt.Sprintf("the security policy of %s", e.ID))
 		}
-		if e.QoS != nil && *e.QoS != (datapath.QoS{}) {
+		if e.QoS.Enforced(n.Host.CapacityBps) != nil {
 			r.qos = true
 			why[e.VNI] = append(why[e.VNI], fmt.Sprintf("the QoS of %s", e.ID))
 		}
