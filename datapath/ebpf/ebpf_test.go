@@ -2,9 +2,13 @@ package ebpf_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +22,28 @@ import (
 	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	sweepPins()
+	goleak.VerifyTestMain(m)
+}
+
+// sweepPins removes the pin directories of test runs (testnet's default
+// prefix) whose process is gone: testnet.Sweep deletes their namespaces,
+// but their programs and maps stay pinned until this.
+func sweepPins() {
+	dir := filepath.Dir(ebpf.PinDir("/sys/fs/bpf", "p", "h"))
+	ents, _ := os.ReadDir(dir)
+	re := regexp.MustCompile(`^wftt([0-9]+)r[0-9a-f]+`)
+	for _, e := range ents {
+		m := re.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[1]); errors.Is(err, os.ErrNotExist) {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
 
 func logger(t testing.TB) *slog.Logger {
 	level := slog.LevelInfo

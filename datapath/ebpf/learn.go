@@ -82,12 +82,15 @@ func (d *Driver) releaseHeld(k datapath.RemoteKey) {
 	}
 	n := &netlink.Neigh{LinkIndex: d.vxIndex, Family: unix.AF_INET6, State: netlink.NUD_REACHABLE,
 		IP: holdAddr(k.VNI, k.IP), HardwareAddr: holdMAC(k.VNI)}
-	if err := d.ops.write(opNeighSet, func() error { return d.nl.NeighSet(n) }); err != nil {
+	// One counted write, counted before the packets go: whoever sees them
+	// arrive sees the count.
+	if err := d.ops.write(opNeighRelease, func() error {
+		if err := d.nl.NeighSet(n); err != nil {
+			return err
+		}
+		return d.nl.NeighDel(n)
+	}); err != nil {
 		d.log.Warn("cannot release held packets", "vni", k.VNI, "ip", k.IP, "err", err)
-		return
-	}
-	if err := d.ops.write(opNeighDel, func() error { return d.nl.NeighDel(n) }); err != nil {
-		d.log.Warn("cannot delete hold neighbour", "vni", k.VNI, "ip", k.IP, "err", err)
 	}
 }
 

@@ -26,8 +26,7 @@ const (
 	opAddrDel
 	opRouteAdd
 	opRouteDel
-	opNeighSet
-	opNeighDel
+	opNeighRelease
 	opSysctlSet
 	opMapCreate
 	opMapPut
@@ -48,7 +47,7 @@ var opNames = [numOps]string{
 	"link/add", "link/set", "link/del",
 	"addr/add", "addr/del",
 	"route/add", "route/del",
-	"neigh/set", "neigh/del",
+	"neigh/release",
 	"sysctl/set",
 	"map/create", "map/put", "map/del",
 	"prog/load", "prog/pin", "prog/unpin",
@@ -74,7 +73,7 @@ func (c *opCounts) write(o op, fn func() error) error {
 	c[o].Add(1)
 	err := fn()
 	switch o {
-	case opNetnsDel, opLinkDel, opAddrDel, opRouteDel, opNeighDel, opMapDel, opProgUnpin, opBPFLinkDel, opPinDel:
+	case opNetnsDel, opLinkDel, opAddrDel, opRouteDel, opMapDel, opProgUnpin, opBPFLinkDel, opPinDel:
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV) ||
 			errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
