@@ -99,14 +99,14 @@
 //
 // Measured (BenchmarkFirstPacket, two hosts, an in-process table answers
 // misses, the peer's host has forgotten the sender too, so request and
-// reply both miss; 100 peers held, 10 dropped; load average 9.4-9.7 on 2
-// cores, other work running):
+// reply both miss; 100 peers held, 10 dropped; two runs on 2 cores shared
+// with other work, load average 9.4-9.7 and 15.7-17.3):
 //
-//   - hold: ICMP echo p50 0.19 ms, p99 4.3 ms, none lost; TCP
-//     connect+hello p50 0.42 ms, p99 5.6 ms;
-//   - drop: TCP connect+hello p50 and p99 2.05 s (the SYN and then the
-//     SYN-ACK are each retransmitted after 1 s); a single ping never
-//     returns.
+//   - hold: ICMP echo p50 0.19 / 0.19 ms, p99 4.3 / 3.8 ms, none lost; TCP
+//     connect+hello p50 0.42 / 0.42 ms, p99 5.6 / 15.7 ms;
+//   - drop: TCP connect+hello p50 2.05 s, p99 2.05 / 2.07 s (the SYN and
+//     then the SYN-ACK are each retransmitted after 1 s); a single ping
+//     never returns.
 //
 // Holding is kept: it is three to four orders of magnitude faster. The p99
 // is the scheduling of the reader and the answering goroutine on a loaded
@@ -165,15 +165,21 @@
 //
 // BenchmarkThroughput: one TCP stream (testnet.Stream) over this driver's
 // overlay, the linux driver's and a plain veth pair, 15 interleaved rounds
-// of 1 s after 200 ms, medians and the range of the per-round ratios to
-// the veth pair, on a machine with load average 7.8-10.3 on 2 cores:
+// of 1 s after 200 ms, medians in Gbit/s and the overlay/veth ratio's
+// median and range over the rounds, two runs on 2 cores shared with other
+// work (load average 7.8-10.3, then 13.7-16.6):
 //
-//	underlay MTU 1500:  veth 9.87 Gbit/s; ebpf 10.19, 0.894 (0.45..2.57); linux 10.12, 0.895 (0.34..2.49)
-//	underlay MTU 9000:  veth 12.83 Gbit/s; ebpf 10.32, 0.768 (0.44..0.99); linux 10.06, 0.737 (0.45..1.32)
+//	MTU 1500  run 1: veth 9.87; ebpf 10.19, 0.894 (0.45..2.57); linux 10.12, 0.895 (0.34..2.49)
+//	          run 2: veth 8.17; ebpf  6.94, 0.997 (0.35..2.26); linux  6.16, 0.745 (0.33..1.91)
+//	MTU 9000  run 1: veth 12.83; ebpf 10.32, 0.768 (0.44..0.99); linux 10.06, 0.737 (0.45..1.32)
+//	          run 2: veth  7.68; ebpf  4.36, 0.621 (0.16..1.69); linux  5.31, 0.561 (0.28..1.72)
 //
-// On a machine this loaded the rounds vary by a factor of four and the
-// two overlays cannot be told apart; most of the overlay's cost is the
-// tunnel itself (see datapath/linux, "Tuning"), which both drivers share.
+// On a machine this loaded single rounds vary by a factor of four or more
+// and the two overlays cannot be told apart; the 0.95 goal needs a quiet
+// machine to judge. What the ebpf path saves is an IP forward and a
+// backlog queue on each side (redirect to the VXLAN device, redirect_peer
+// into the endpoint); most of the overlay's cost is the tunnel itself
+// (datapath/linux, "Tuning"), which both drivers share.
 //
 // # Building the programs
 //
