@@ -51,6 +51,46 @@ spec:
 `
 )
 
+// appIntentYAML is the AppIntent of the API's design, with status.
+const appIntentYAML = `apiVersion: weft/v1
+kind: AppIntent
+metadata: {name: shop, tenant: acme}
+spec:
+  vpc: main                       # same defaulting rule as SecurityPolicy
+  selector: {matchLabels: {app: shop}}
+  bandwidth: {min: 100Mbit, max: 1Gbit}   # optional; either may be empty
+  latency: low
+  talksTo:
+  - {selector: {matchLabels: {app: db}}, ports: [{protocol: TCP, port: 5432}]}
+  - {cidr: 192.0.2.0/24}
+  exposes:
+  - ports: [{protocol: TCP, port: 443}]
+    from: [{cidr: 0.0.0.0/0}]     # empty from = anyone
+status:
+  observedGeneration: 3
+  objects: [{kind: SecurityPolicy, name: appintent-shop}, {kind: QoSClass, name: appintent-shop}]
+  unmet: ["bandwidth.min: host h1 has capacity 1Gbit with 950Mbit committed"]
+`
+
+// wantIntent returns the object of appIntentYAML.
+func wantIntent() *AppIntent {
+	return typed(&AppIntent{Metadata: meta("acme", "shop"), Spec: AppIntentSpec{
+		VPC:       "main",
+		Selector:  LabelSelector{MatchLabels: map[string]string{"app": "shop"}},
+		Bandwidth: &IntentBandwidth{Min: "100Mbit", Max: "1Gbit"},
+		Latency:   LatencyLow,
+		TalksTo: []IntentDestination{
+			{PolicyPeer: PolicyPeer{Selector: &LabelSelector{MatchLabels: map[string]string{"app": "db"}}}, Ports: []PolicyPort{{Protocol: "TCP", Port: 5432}}},
+			{PolicyPeer: PolicyPeer{CIDR: "192.0.2.0/24"}},
+		},
+		Exposes: []IntentExposure{{Ports: []PolicyPort{{Protocol: "TCP", Port: 443}}, From: []PolicyPeer{{CIDR: "0.0.0.0/0"}}}},
+	}, Status: AppIntentStatus{
+		ObservedGeneration: 3,
+		Objects:            []LocalObjectReference{{Kind: KindSecurityPolicy, Name: "appintent-shop"}, {Kind: KindQoSClass, Name: "appintent-shop"}},
+		Unmet:              []string{"bandwidth.min: host h1 has capacity 1Gbit with 950Mbit committed"},
+	}})
+}
+
 var (
 	wantVPC    = typed(&VPC{Metadata: meta("acme", "main"), Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16"}}})
 	wantSubnet = typed(&Subnet{Metadata: ObjectMeta{Name: "a", Tenant: "acme", Labels: map[string]string{"tier": "1"}},
@@ -100,6 +140,51 @@ func TestDecodeDocuments(t *testing.T) {
 		{name: "YAML List",
 			in:   "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: weft/v1, kind: Tenant, metadata: {name: a}}\n- {apiVersion: weft/v1, kind: Tenant, metadata: {name: b}}\n",
 			want: []Object{tenantNamed("a"), tenantNamed("b")}},
+		{name: "AppIntent with every field", in: appIntentYAML, want: []Object{wantIntent()}},
+		{name: "new metadata, policy and status fields",
+			in: `apiVersion: weft/v1
+kind: SecurityPolicy
+metadata:
+  name: appintent-shop
+  tenant: acme
+  annotations: {argocd.argoproj.io/sync-wave: "2"}
+  ownerReferences: [{kind: AppIntent, name: shop, uid: u-1}]
+spec:
+  vpc: main
+  selector: {}
+  egress:
+  - ports: [{protocol: ICMP, icmpType: 8, icmpCode: 0}]
+---
+apiVersion: weft/v1
+kind: Endpoint
+metadata: {name: e, tenant: acme}
+spec: {subnet: a, host: h1}
+status:
+  identity: 70000
+  conditions:
+  - {type: PolicyProgrammed, status: "True", reason: Programmed, observedGeneration: 3, lastTransitionTime: "2024-01-02T03:04:05Z"}
+---
+apiVersion: weft/v1
+kind: Tenant
+metadata: {name: acme}
+spec: {quota: {endpoints: 100, vpcs: 2, policies: 10}}
+---
+apiVersion: weft/v1
+kind: VPC
+metadata: {name: main, tenant: acme}
+spec: {cidrs: [10.0.0.0/16], defaultPolicy: deny, qos: {maxRate: 10Gbit, minRate: 1000000000}}
+`,
+			want: []Object{
+				typed(&SecurityPolicy{Metadata: ObjectMeta{Name: "appintent-shop", Tenant: "acme",
+					Annotations:     map[string]string{"argocd.argoproj.io/sync-wave": "2"},
+					OwnerReferences: []OwnerReference{{Kind: KindAppIntent, Name: "shop", UID: "u-1"}}},
+					Spec: SecurityPolicySpec{VPC: "main", Egress: []PolicyRule{{Ports: []PolicyPort{{Protocol: "ICMP", ICMPType: new(8), ICMPCode: new(0)}}}}}}),
+				typed(&Endpoint{Metadata: meta("acme", "e"), Spec: EndpointSpec{Subnet: "a", Host: "h1"}, Status: EndpointStatus{Identity: 70000,
+					Conditions: []Condition{{Type: ConditionPolicyProgrammed, Status: ConditionTrue, Reason: "Programmed", ObservedGeneration: 3, LastTransitionTime: "2024-01-02T03:04:05Z"}}}}),
+				typed(&Tenant{Metadata: meta("", "acme"), Spec: TenantSpec{Quota: &TenantQuota{Endpoints: 100, VPCs: 2, Policies: 10}}}),
+				typed(&VPC{Metadata: meta("acme", "main"), Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16"}, DefaultPolicy: DefaultPolicyDeny,
+					QoS: &VPCQoS{MaxRate: "10Gbit", MinRate: "1000000000"}}}),
+			}},
 		{name: "empty input", in: "", want: nil},
 		{name: "only comments and separators", in: "# nothing\n---\n\n---\n   \n", want: nil},
 		{name: "null document", in: "null\n---\n~\n", want: nil},
@@ -110,6 +195,18 @@ func TestDecodeDocuments(t *testing.T) {
 		{name: "unknown nested fields are all reported, with their paths",
 			in:      "apiVersion: weft/v1\nkind: SecurityPolicy\nmetadata: {name: p, tenant: acme, nmae: x}\nspec:\n  ingress:\n  - ports:\n    - {port: 80, prot: TCP}\n",
 			wantErr: `document 1 (line 1): unknown field "metadata.nmae"; document 1 (line 1): unknown field "spec.ingress[0].ports[0].prot"`},
+		{name: "unknown fields in the new fields are reported with their paths",
+			in: strings.Replace(strings.Replace(appIntentYAML, "ports: [{protocol: TCP, port: 5432}]", "ports: [{protocol: TCP, prot: 5432}]", 1),
+				"{cidr: 192.0.2.0/24}", "{cidr: 192.0.2.0/24, except: [192.0.2.1/32]}", 1) +
+				"---\napiVersion: weft/v1\nkind: Host\nmetadata: {name: h, ownerReferences: [{apiVersion: v1, kind: Tenant, name: t, uid: u}]}\n" +
+				"---\napiVersion: weft/v1\nkind: Endpoint\nmetadata: {name: e, tenant: t}\nstatus: {conditions: [{type: A, status: \"True\", time: now}]}\n",
+			wantErr: `document 1 (line 1): unknown field "spec.talksTo[0].ports[0].prot"; document 1 (line 1): unknown field "spec.talksTo[1].except"; ` +
+				`document 2 (line 20): unknown field "metadata.ownerReferences[0].apiVersion"; document 3 (line 24): unknown field "status.conditions[0].time"`},
+		{name: "new fields with wrong types",
+			in: "apiVersion: weft/v1\nkind: SecurityPolicy\nmetadata: {name: p, tenant: t, annotations: {a: 1}}\nspec: {vpc: 1, egress: [{ports: [{protocol: ICMP, icmpType: echo}]}]}\n" +
+				"---\napiVersion: weft/v1\nkind: Endpoint\nmetadata: {name: e, tenant: t}\nstatus: {identity: -1}\n",
+			wantErr: `document 1 (line 1): metadata.annotations[a]: want a string, got number; document 1 (line 1): spec.egress[0].ports[0].icmpType: want an integer that fits in int, got string; ` +
+				`document 1 (line 1): spec.vpc: want a string, got number; document 2 (line 6): status.identity: want an integer that fits in uint32, got number`},
 		{name: "field names are case-sensitive",
 			in:      `{"apiVersion":"weft/v1","kind":"Tenant","Metadata":{"name":"a"}}`,
 			wantErr: `document 1 (line 1): unknown field "Metadata"`},
@@ -332,20 +429,28 @@ status: {}
 func everyKind() []Object {
 	prio := 2
 	return []Object{
-		typed(&Tenant{Metadata: ObjectMeta{Name: "acme", UID: "u1", ResourceVersion: "12", Generation: 3, CreationTimestamp: "2024-01-02T03:04:05Z"},
-			Spec: TenantSpec{Description: "line one\nline two: \"quoted\""}}),
+		typed(&Tenant{Metadata: ObjectMeta{Name: "acme", UID: "u1", ResourceVersion: "12", Generation: 3, CreationTimestamp: "2024-01-02T03:04:05Z",
+			Annotations: map[string]string{"note": "a: b\n- c"}},
+			Spec: TenantSpec{Description: "line one\nline two: \"quoted\"", Quota: &TenantQuota{Endpoints: 5}}}),
 		typed(&Host{Metadata: meta("", "h1"), Spec: HostSpec{UnderlayIP: "192.0.2.11", Capacity: "10Gbit"},
 			Status: HostStatus{Liveness: LivenessAlive, ViewVersion: 1 << 40}}),
 		typed(&QoSClass{Metadata: meta("acme", "gold"), Spec: QoSClassSpec{MinRate: "1G", MaxRate: "2G", Priority: &prio, DSCP: 46}}),
-		typed(&VPC{Metadata: meta("acme", "main"), Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16", "fd00::/48"}}, Status: VPCStatus{VNI: 4096}}),
+		typed(&VPC{Metadata: meta("acme", "main"), Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16", "fd00::/48"}, DefaultPolicy: DefaultPolicyDeny,
+			QoS: &VPCQoS{MaxRate: "1G"}}, Status: VPCStatus{VNI: 4096}}),
 		typed(&Subnet{Metadata: meta("acme", "a"), Spec: SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24", Gateway: "10.0.1.1"}}),
-		typed(&SecurityPolicy{Metadata: meta("acme", "p"), Spec: SecurityPolicySpec{
-			Selector: LabelSelector{MatchExpressions: []LabelSelectorRequirement{{Key: "app", Operator: OpIn, Values: []string{"web", "api"}}}},
-			Ingress:  []PolicyRule{{Peers: []PolicyPeer{{CIDR: "0.0.0.0/0"}, {Selector: &LabelSelector{}}}, Ports: []PolicyPort{{Protocol: "TCP", Port: 80, EndPort: 81}}}},
-		}}),
+		typed(&SecurityPolicy{Metadata: ObjectMeta{Name: "p", Tenant: "acme", OwnerReferences: []OwnerReference{{Kind: KindAppIntent, Name: "shop", UID: "u2"}}},
+			Spec: SecurityPolicySpec{
+				VPC:      "main",
+				Selector: LabelSelector{MatchExpressions: []LabelSelectorRequirement{{Key: "app", Operator: OpIn, Values: []string{"web", "api"}}}},
+				Ingress: []PolicyRule{{Peers: []PolicyPeer{{CIDR: "0.0.0.0/0"}, {Selector: &LabelSelector{}}},
+					Ports: []PolicyPort{{Protocol: "TCP", Port: 80, EndPort: 81}, {Protocol: "ICMP", ICMPType: new(3), ICMPCode: new(4)}}}},
+			}}),
+		wantIntent(),
 		typed(&Endpoint{Metadata: ObjectMeta{Name: "web-1", Tenant: "acme", Labels: map[string]string{"app": "web", "yes": "no"}},
-			Spec:   EndpointSpec{Subnet: "a", Host: "h1", MAC: "02:00:00:00:00:01"},
-			Status: EndpointStatus{IP: "10.0.1.10", Phase: PhaseReady, VNI: 4096}}),
+			Spec: EndpointSpec{Subnet: "a", Host: "h1", MAC: "02:00:00:00:00:01"},
+			Status: EndpointStatus{IP: "10.0.1.10", Phase: PhaseReady, VNI: 4096, Identity: 65535, Conditions: []Condition{
+				{Type: ConditionPolicyProgrammed, Status: ConditionTrue, ObservedGeneration: 2, LastTransitionTime: "2024-01-02T03:04:05Z"},
+				{Type: ConditionQoSProgrammed, Status: ConditionFalse, Reason: "NoCapacity", Message: "host h1: no capacity"}}}}),
 	}
 }
 
@@ -406,6 +511,13 @@ func FuzzDecodeDocuments(f *testing.F) {
 		"apiVersion: weft/v1\nkind: SecurityPolicy\nmetadata: {name: p, tenant: acme}\nspec:\n  selector: {matchExpressions: [{key: a, operator: In, values: [b]}]}\n  ingress:\n  - peers: [{cidr: 10.0.0.0/8}, {selector: {}}]\n    ports: [{protocol: udp, port: 53}]\n",
 		"apiVersion: weft/v1\nkind: Endpoint\nmetadata: {name: e, tenant: acme, labels: {a: b}}\nspec: {subnet: a, host: h1, ip: 10.0.1.10, mac: 02:00:00:00:00:01, qosClass: gold}\nstatus: {ip: 10.0.1.10}\n",
 		"apiVersion: weft/v1\nkind: QoSClass\nmetadata: {name: q, tenant: t}\nspec: {minRate: 1G, maxRate: 2G, priority: 3, dscp: 46}\n",
+		appIntentYAML,
+		"apiVersion: weft/v1\nkind: SecurityPolicy\nmetadata: {name: p, tenant: acme, annotations: {a: b}, ownerReferences: [{kind: AppIntent, name: i, uid: u}]}\n" +
+			"spec: {selector: {}, egress: [{ports: [{protocol: ICMP, icmpType: 8, icmpCode: 0}]}]}\n",
+		"apiVersion: weft/v1\nkind: VPC\nmetadata: {name: v, tenant: acme}\nspec: {cidrs: [10.0.0.0/16, fd00::/48], defaultPolicy: deny, qos: {minRate: 1G, maxRate: 2G}}\n",
+		"apiVersion: weft/v1\nkind: Tenant\nmetadata: {name: t}\nspec: {quota: {endpoints: 10, vpcs: 1, policies: -1}}\n",
+		"apiVersion: weft/v1\nkind: Endpoint\nmetadata: {name: e, tenant: acme}\nspec: {subnet: a, host: h1}\n" +
+			"status: {identity: 7, conditions: [{type: QoSProgrammed, status: \"False\", reason: NoCapacity, message: m, observedGeneration: 2, lastTransitionTime: \"2024-01-02T03:04:05Z\"}]}\n",
 		"a: &x [*x]\n",
 		"a: b\n  c: d\n",
 		"{\"a\":\n",
@@ -443,6 +555,8 @@ func FuzzDecodeDocuments(f *testing.F) {
 			}
 			// Defaulting and validation never panic.
 			Default(o)
+			DefaultRefs(o, o, l)
+			_ = ValidateStatus(o)
 			_ = ValidateObject(o)
 			_ = ValidateCreate(o, l)
 			_ = ValidateUpdate(o, o, l)

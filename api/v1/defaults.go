@@ -3,6 +3,7 @@ package v1
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -16,7 +17,10 @@ const DefaultPriority = 4
 //   - apiVersion and kind, if empty;
 //   - Subnet: spec.gateway is the first host address of spec.cidr;
 //   - QoSClass: spec.priority is DefaultPriority;
-//   - SecurityPolicy: a port's protocol is TCP, and protocols are upper case;
+//   - VPC: spec.defaultPolicy is allow;
+//   - AppIntent: spec.latency is normal;
+//   - SecurityPolicy and AppIntent: a port's protocol is TCP, and protocols
+//     are upper case;
 //   - CIDRs and IPs are rewritten in canonical form (2001:DB8::/32 →
 //     2001:db8::/32) when they parse; a CIDR with host bits set is left
 //     alone for validation to reject, never silently masked;
@@ -36,6 +40,9 @@ func Default(o Object) {
 		for i, c := range o.Spec.CIDRs {
 			o.Spec.CIDRs[i] = canonicalPrefix(c)
 		}
+		if o.Spec.DefaultPolicy == "" {
+			o.Spec.DefaultPolicy = DefaultPolicyAllow
+		}
 	case *Subnet:
 		o.Spec.CIDR = canonicalPrefix(o.Spec.CIDR)
 		if o.Spec.Gateway == "" {
@@ -50,30 +57,79 @@ func Default(o Object) {
 		o.Spec.IP = canonicalAddr(o.Spec.IP)
 		o.Spec.MAC = canonicalMAC(o.Spec.MAC)
 	case *SecurityPolicy:
-		defaultRules(o.Spec.Ingress)
-		defaultRules(o.Spec.Egress)
+		for _, r := range slices.Concat(o.Spec.Ingress, o.Spec.Egress) {
+			defaultPeers(r.Peers)
+			defaultPorts(r.Ports)
+		}
 	case *QoSClass:
 		if o.Spec.Priority == nil {
 			p := DefaultPriority
 			o.Spec.Priority = &p
 		}
+	case *AppIntent:
+		if o.Spec.Latency == "" {
+			o.Spec.Latency = LatencyNormal
+		}
+		for i := range o.Spec.TalksTo {
+			d := &o.Spec.TalksTo[i]
+			d.CIDR = canonicalPrefix(d.CIDR)
+			defaultPorts(d.Ports)
+		}
+		for _, e := range o.Spec.Exposes {
+			defaultPeers(e.From)
+			defaultPorts(e.Ports)
+		}
 	}
 }
 
-func defaultRules(rules []PolicyRule) {
-	for i := range rules {
-		r := &rules[i]
-		for j := range r.Peers {
-			r.Peers[j].CIDR = canonicalPrefix(r.Peers[j].CIDR)
+func defaultPeers(peers []PolicyPeer) {
+	for i := range peers {
+		peers[i].CIDR = canonicalPrefix(peers[i].CIDR)
+	}
+}
+
+func defaultPorts(ports []PolicyPort) {
+	for i := range ports {
+		p := &ports[i]
+		if p.Protocol == "" {
+			p.Protocol = ProtocolTCP
 		}
-		for j := range r.Ports {
-			p := &r.Ports[j]
-			if p.Protocol == "" {
-				p.Protocol = "TCP"
-			}
-			p.Protocol = strings.ToUpper(p.Protocol)
+		p.Protocol = strings.ToUpper(p.Protocol)
+	}
+}
+
+// DefaultRefs fills in the defaults that depend on other objects, read
+// through l; the controller applies it after Default, before validation,
+// and must make the write conditional on what it read:
+//
+//   - SecurityPolicy and AppIntent: an empty spec.vpc is the stored
+//     object's (old, nil on create), else the name of the tenant's VPC if
+//     the tenant has exactly one.
+func DefaultRefs(o, old Object, l Lookup) {
+	vpc := vpcRef(o)
+	if vpc == nil || *vpc != "" {
+		return
+	}
+	if old != nil {
+		if ov := vpcRef(old); ov != nil && *ov != "" {
+			*vpc = *ov
+			return
 		}
 	}
+	if vpcs := l.List(KindVPC, o.GetObjectMeta().Tenant); len(vpcs) == 1 {
+		*vpc = vpcs[0].GetObjectMeta().Name
+	}
+}
+
+// vpcRef returns the spec.vpc of a SecurityPolicy or AppIntent, else nil.
+func vpcRef(o Object) *string {
+	switch o := o.(type) {
+	case *SecurityPolicy:
+		return &o.Spec.VPC
+	case *AppIntent:
+		return &o.Spec.VPC
+	}
+	return nil
 }
 
 // kindOf returns the Kind of o's Go type.
@@ -93,6 +149,8 @@ func kindOf(o Object) string {
 		return KindSecurityPolicy
 	case *QoSClass:
 		return KindQoSClass
+	case *AppIntent:
+		return KindAppIntent
 	}
 	return ""
 }

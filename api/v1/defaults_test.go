@@ -39,7 +39,10 @@ func TestDefault(t *testing.T) {
 			want: &Subnet{TypeMeta: TypeMeta{APIVersion, KindSubnet}, Spec: SubnetSpec{CIDR: "nonsense"}}},
 		{name: "vpc cidrs canonical, host bits left alone",
 			in:   &VPC{Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16", "2001:DB8::/32", "10.1.2.3/16"}}},
-			want: &VPC{TypeMeta: TypeMeta{APIVersion, KindVPC}, Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16", "2001:db8::/32", "10.1.2.3/16"}}}},
+			want: &VPC{TypeMeta: TypeMeta{APIVersion, KindVPC}, Spec: VPCSpec{CIDRs: []string{"10.0.0.0/16", "2001:db8::/32", "10.1.2.3/16"}, DefaultPolicy: DefaultPolicyAllow}}},
+		{name: "vpc default policy kept",
+			in:   &VPC{Spec: VPCSpec{DefaultPolicy: DefaultPolicyDeny}},
+			want: &VPC{TypeMeta: TypeMeta{APIVersion, KindVPC}, Spec: VPCSpec{DefaultPolicy: DefaultPolicyDeny}}},
 		{name: "qos priority",
 			in:   &QoSClass{},
 			want: &QoSClass{TypeMeta: TypeMeta{APIVersion, KindQoSClass}, Spec: QoSClassSpec{Priority: &four}}},
@@ -64,6 +67,19 @@ func TestDefault(t *testing.T) {
 				Ingress: []PolicyRule{{Ports: []PolicyPort{{Protocol: "TCP", Port: 80}, {Protocol: "UDP"}}, Peers: []PolicyPeer{{CIDR: "fd00::/8"}}}},
 				Egress:  []PolicyRule{{Ports: []PolicyPort{{Protocol: "ICMP"}}}},
 			}}},
+		{name: "intent latency, protocols and peers",
+			in: &AppIntent{Spec: AppIntentSpec{
+				TalksTo: []IntentDestination{{PolicyPeer: PolicyPeer{CIDR: "010.0.0.0/8"}, Ports: []PolicyPort{{Port: 5432}}}, {PolicyPeer: PolicyPeer{CIDR: "FD00:0::/16"}}},
+				Exposes: []IntentExposure{{Ports: []PolicyPort{{Protocol: "sctp", Port: 9}, {Protocol: "icmp", ICMPType: &two}}, From: []PolicyPeer{{CIDR: "FD00::/8"}}}},
+			}},
+			want: &AppIntent{TypeMeta: TypeMeta{APIVersion, KindAppIntent}, Spec: AppIntentSpec{
+				Latency: LatencyNormal,
+				TalksTo: []IntentDestination{{PolicyPeer: PolicyPeer{CIDR: "010.0.0.0/8"}, Ports: []PolicyPort{{Protocol: "TCP", Port: 5432}}}, {PolicyPeer: PolicyPeer{CIDR: "fd00::/16"}}},
+				Exposes: []IntentExposure{{Ports: []PolicyPort{{Protocol: "SCTP", Port: 9}, {Protocol: "ICMP", ICMPType: &two}}, From: []PolicyPeer{{CIDR: "fd00::/8"}}}},
+			}}},
+		{name: "intent latency kept",
+			in:   &AppIntent{Spec: AppIntentSpec{Latency: LatencyLow}},
+			want: &AppIntent{TypeMeta: TypeMeta{APIVersion, KindAppIntent}, Spec: AppIntentSpec{Latency: LatencyLow}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,12 +9,16 @@ import (
 
 // Reasons carried by StatusError; each maps to one HTTP status.
 const (
-	ReasonBadRequest       = "BadRequest"    // 400: malformed body or query
-	ReasonInvalid          = "Invalid"       // 422: well-formed but fails validation
-	ReasonNotFound         = "NotFound"      // 404
-	ReasonAlreadyExists    = "AlreadyExists" // 409
-	ReasonConflict         = "Conflict"      // 409: stale resourceVersion, address taken, dependents exist
-	ReasonGone             = "Gone"          // 410: watch from a compacted revision
+	ReasonBadRequest       = "BadRequest"      // 400: malformed body or query
+	ReasonUnauthorized     = "Unauthorized"    // 401: no valid credential
+	ReasonForbidden        = "Forbidden"       // 403: the credential may not do this
+	ReasonQuotaExceeded    = "QuotaExceeded"   // 403: a create over its tenant's spec.quota
+	ReasonInvalid          = "Invalid"         // 422: well-formed but fails validation
+	ReasonTooManyRequests  = "TooManyRequests" // 429: over a rate or count limit
+	ReasonNotFound         = "NotFound"        // 404
+	ReasonAlreadyExists    = "AlreadyExists"   // 409
+	ReasonConflict         = "Conflict"        // 409: stale resourceVersion, address taken, dependents exist
+	ReasonGone             = "Gone"            // 410: watch from a compacted revision
 	ReasonTooLarge         = "RequestEntityTooLarge"
 	ReasonMethodNotAllowed = "MethodNotAllowed"
 	ReasonUnsupportedMedia = "UnsupportedMediaType"
@@ -65,6 +69,17 @@ func NewBadRequest(format string, a ...any) *StatusError {
 	return &StatusError{Code: http.StatusBadRequest, Reason: ReasonBadRequest, Message: fmt.Sprintf(format, a...)}
 }
 
+// NewUnauthorized reports a request without a valid credential.
+func NewUnauthorized(format string, a ...any) *StatusError {
+	return NewStatus(http.StatusUnauthorized, ReasonUnauthorized, format, a...)
+}
+
+// NewForbidden reports a request its credential does not allow. The
+// message must not reveal objects the credential cannot see.
+func NewForbidden(format string, a ...any) *StatusError {
+	return NewStatus(http.StatusForbidden, ReasonForbidden, format, a...)
+}
+
 // NewNotFound reports a missing object.
 func NewNotFound(r Ref) *StatusError {
 	return &StatusError{Code: http.StatusNotFound, Reason: ReasonNotFound, Message: fmt.Sprintf("%s not found", r)}
@@ -99,6 +114,9 @@ func IsNotFound(err error) bool { return ReasonOf(err) == ReasonNotFound }
 
 // IsAlreadyExists reports whether err is an AlreadyExists StatusError.
 func IsAlreadyExists(err error) bool { return ReasonOf(err) == ReasonAlreadyExists }
+
+// IsForbidden reports whether err is a Forbidden StatusError.
+func IsForbidden(err error) bool { return ReasonOf(err) == ReasonForbidden }
 
 // IsConflict reports whether err is a Conflict StatusError.
 func IsConflict(err error) bool { return ReasonOf(err) == ReasonConflict }

@@ -2,6 +2,7 @@ package v1_test
 
 import (
 	"fmt"
+	"time"
 
 	v1 "github.com/weftnet/weft/api/v1"
 )
@@ -54,4 +55,17 @@ func ExampleParseSelector() {
 	// true
 	// false
 	// app=web,tier in (front,edge),!legacy
+}
+
+func ExampleSetCondition() {
+	var ep v1.Endpoint
+	t0 := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	v1.SetCondition(&ep.Status.Conditions, v1.Condition{Type: v1.ConditionPolicyProgrammed, Status: v1.ConditionTrue, ObservedGeneration: 1}, t0)
+	// A newer generation programmed: the status did not change, so
+	// neither does the transition time.
+	changed := v1.SetCondition(&ep.Status.Conditions, v1.Condition{Type: v1.ConditionPolicyProgrammed, Status: v1.ConditionTrue, ObservedGeneration: 2}, t0.Add(time.Minute))
+	c := v1.FindCondition(ep.Status.Conditions, v1.ConditionPolicyProgrammed)
+	fmt.Println(changed, c.Status, c.ObservedGeneration, c.LastTransitionTime)
+	// Output:
+	// true True 2 2024-01-02T03:04:05Z
 }

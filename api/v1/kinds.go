@@ -32,6 +32,7 @@ var kinds = [...]KindInfo{
 	{Kind: KindVPC, Plural: "vpcs", Short: []string{"vpc"}, Namespaced: true, newObj: func() Object { return &VPC{} }},
 	{Kind: KindSubnet, Plural: "subnets", Short: []string{"subnet", "sn"}, Namespaced: true, newObj: func() Object { return &Subnet{} }},
 	{Kind: KindSecurityPolicy, Plural: "securitypolicies", Short: []string{"securitypolicy", "policy", "policies", "sp"}, Namespaced: true, newObj: func() Object { return &SecurityPolicy{} }},
+	{Kind: KindAppIntent, Plural: "appintents", Short: []string{"appintent", "intent", "ai"}, Namespaced: true, newObj: func() Object { return &AppIntent{} }},
 	{Kind: KindEndpoint, Plural: "endpoints", Short: []string{"endpoint", "ep"}, Namespaced: true, newObj: func() Object { return &Endpoint{} }},
 }
 

@@ -51,11 +51,19 @@ func (r LabelSelectorRequirement) matches(labels map[string]string) bool {
 // Validate checks the selector's keys, values and operators. path names
 // the selector in the errors ("spec.selector"); it may be empty.
 func (s LabelSelector) Validate(path string) []FieldError {
+	if n := len(s.MatchLabels) + len(s.MatchExpressions); n > MaxSelectorRequirements {
+		return []FieldError{{Field: path, Message: fmt.Sprintf(
+			"must have at most %d requirements (matchLabels and matchExpressions together), got %d", MaxSelectorRequirements, n)}}
+	}
 	errs := validateLabels(joinPath(path, "matchLabels"), s.MatchLabels)
 	for i, r := range s.MatchExpressions {
 		p := joinPath(path, "matchExpressions") + "[" + strconv.Itoa(i) + "]"
 		if msg := labelKeyError(r.Key); msg != "" {
 			errs = append(errs, FieldError{Field: p + ".key", Message: msg})
+		}
+		if len(r.Values) > MaxSelectorValues {
+			errs = append(errs, FieldError{Field: p + ".values", Message: fmt.Sprintf("must have at most %d values, got %d", MaxSelectorValues, len(r.Values))})
+			continue
 		}
 		switch r.Operator {
 		case OpIn, OpNotIn:
@@ -153,6 +161,9 @@ func ParseSelector(s string) (LabelSelector, error) {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
 			msgs[i] = e.Error()
+			if e.Field == "" { // the whole selector
+				msgs[i] = e.Message
+			}
 		}
 		return LabelSelector{}, fmt.Errorf("label selector %q: %s", s, strings.Join(msgs, "; "))
 	}

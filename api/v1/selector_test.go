@@ -67,6 +67,10 @@ func TestParseSelector(t *testing.T) {
 		{name: "invalid key", in: "-a=b", wantErr: "invalid label key"},
 		{name: "invalid value", in: "a=b.", wantErr: `invalid label value "b."`},
 		{name: "invalid value in a set", in: "a in (ok,-no)", wantErr: `matchExpressions[0].values[1]: invalid label value "-no"`},
+		{name: "33 requirements", in: strings.Repeat("a,", 32) + "a",
+			wantErr: `": must have at most 32 requirements (matchLabels and matchExpressions together), got 33`},
+		{name: "65 values", in: "a in (" + strings.Repeat("v,", 64) + "v)",
+			wantErr: "matchExpressions[0].values: must have at most 64 values, got 65"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,7 +189,8 @@ func TestSelectorMatches(t *testing.T) {
 }
 
 func FuzzParseSelector(f *testing.F) {
-	for _, s := range []string{"", "a=b,c!=d,e in (x,y),f notin (z),g,!h", "a==b", "a in (,)", "x/y=z", "a=b,a=c"} {
+	for _, s := range []string{"", "a=b,c!=d,e in (x,y),f notin (z),g,!h", "a==b", "a in (,)", "x/y=z", "a=b,a=c",
+		strings.Repeat("a,", 31) + "b", "a in (" + strings.Repeat("v,", 64) + "v)"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -12,6 +12,7 @@ const (
 	KindEndpoint       = "Endpoint"
 	KindSecurityPolicy = "SecurityPolicy"
 	KindQoSClass       = "QoSClass"
+	KindAppIntent      = "AppIntent"
 )
 
 // TypeMeta names the schema of an object.
@@ -24,9 +25,23 @@ type TypeMeta struct {
 // tenant-scoped kinds, Tenant are set by the user; the rest is set by the
 // controller.
 type ObjectMeta struct {
-	Name   string            `json:"name"`
-	Tenant string            `json:"tenant,omitempty"`
+	Name   string `json:"name"`
+	Tenant string `json:"tenant,omitempty"`
+	// Labels are what selectors match: at most MaxLabels, keys and values
+	// in the Kubernetes syntax ("app", "weft.io/tier").
 	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations are stored and returned, never interpreted: tools
+	// (Argo CD, Helm, kubectl) keep their notes here. At most
+	// MaxAnnotations entries with label-syntax keys, MaxAnnotationsSize
+	// bytes of keys and values together. Changing them does not change
+	// Generation.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// OwnerReferences name the objects this one belongs to: the
+	// controller keeps an owned object in step with its owner and deletes
+	// it with the owner (an AppIntent owns the SecurityPolicy and QoSClass
+	// it generates). An owner of a tenant-scoped kind is in the object's
+	// own tenant.
+	OwnerReferences []OwnerReference `json:"ownerReferences,omitempty"`
 	// UID is unique per incarnation of a name (delete and re-create gives a new UID).
 	UID string `json:"uid,omitempty"`
 	// ResourceVersion is the etcd mod revision of the object, in decimal.
@@ -37,6 +52,16 @@ type ObjectMeta struct {
 	Generation int64 `json:"generation,omitempty"`
 	// CreationTimestamp is RFC 3339, UTC.
 	CreationTimestamp string `json:"creationTimestamp,omitempty"`
+}
+
+// OwnerReference names the owner of an object.
+type OwnerReference struct {
+	// Kind is the owner's kind, exactly as in its "kind" ("AppIntent").
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// UID is the owner's metadata.uid: an owner deleted and re-created
+	// under the same name is another owner.
+	UID string `json:"uid"`
 }
 
 // Object is implemented by every weft/v1 resource.
@@ -63,6 +88,18 @@ type Tenant struct {
 type TenantSpec struct {
 	// Description is free text for operators.
 	Description string `json:"description,omitempty"`
+	// Quota caps what the tenant may create; nil means no caps.
+	Quota *TenantQuota `json:"quota,omitempty"`
+}
+
+// TenantQuota caps the number of a tenant's objects; 0 means unlimited.
+// A create that would exceed a cap is refused, checked in the same
+// transaction as the write.
+type TenantQuota struct {
+	Endpoints int `json:"endpoints,omitempty"`
+	VPCs      int `json:"vpcs,omitempty"`
+	// Policies counts SecurityPolicies, those an AppIntent generates included.
+	Policies int `json:"policies,omitempty"`
 }
 
 // ---- Host ----
@@ -80,7 +117,9 @@ type HostSpec struct {
 	// UnderlayIP is the address VXLAN traffic to this host is sent to.
 	UnderlayIP string `json:"underlayIP"`
 	// Capacity is the NIC bandwidth, e.g. "10Gbit", "25G", "1000Mbit" or a
-	// plain number of bit/s.
+	// plain number of bit/s. Guaranteed minimum rates (QoSClass and VPC
+	// minRate) are admitted against it: the minimums committed on the host
+	// never add up to more, and a Host without capacity admits none.
 	Capacity Bandwidth `json:"capacity,omitempty"`
 }
 
@@ -123,9 +162,40 @@ type VPC struct {
 	Status   VPCStatus  `json:"status,omitempty"`
 }
 
-// VPCSpec lists the VPC's address ranges.
+// VPCSpec lists the VPC's address ranges and its network-wide policy and
+// quality of service.
 type VPCSpec struct {
+	// CIDRs are IPv4 ranges (/8../30) that do not overlap each other. IPv6
+	// is refused until the data plane supports it.
 	CIDRs []string `json:"cidrs"`
+	// DefaultPolicy is DefaultPolicyAllow (the default) or
+	// DefaultPolicyDeny. Deny isolates both directions of every endpoint
+	// of the VPC, as if a policy selecting each of them listed both
+	// directions: then only what some SecurityPolicy allows passes. Empty
+	// (objects stored before the field existed) means allow.
+	DefaultPolicy string `json:"defaultPolicy,omitempty"`
+	// QoS is an aggregate shared by the VPC's endpoints on each host; nil
+	// means none.
+	QoS *VPCQoS `json:"qos,omitempty"`
+}
+
+// VPC default policies (VPCSpec.DefaultPolicy).
+const (
+	DefaultPolicyAllow = "allow"
+	DefaultPolicyDeny  = "deny"
+)
+
+// VPCQoS is a VPC's per-host aggregate: it applies on every host
+// separately, to the VPC's endpoints on that host together.
+type VPCQoS struct {
+	// MaxRate caps the traffic of the VPC's endpoints on a host together,
+	// in each direction (as QoSClassSpec.MaxRate does for one endpoint).
+	MaxRate Bandwidth `json:"maxRate,omitempty"`
+	// MinRate is guaranteed to the VPC's endpoints on a host together on
+	// the host's underlay uplink, and admitted against Host.spec.capacity
+	// on every host the VPC has endpoints on. Must not exceed MaxRate when
+	// both are set.
+	MinRate Bandwidth `json:"minRate,omitempty"`
 }
 
 // VPCStatus is written by the controller.
@@ -148,8 +218,8 @@ type Subnet struct {
 type SubnetSpec struct {
 	// VPC is the name of a VPC of the same tenant. Immutable.
 	VPC string `json:"vpc"`
-	// CIDR must lie inside one of the VPC's CIDRs and not overlap another
-	// subnet of the VPC. Immutable.
+	// CIDR is an IPv4 range that must lie inside one of the VPC's CIDRs and
+	// not overlap another subnet of the VPC. Immutable.
 	CIDR string `json:"cidr"`
 	// Gateway defaults to the first host address of CIDR.
 	Gateway string `json:"gateway,omitempty"`
@@ -206,13 +276,35 @@ type EndpointStatus struct {
 	Phase string `json:"phase,omitempty"`
 	// Message explains a Failed or Lost phase.
 	Message string `json:"message,omitempty"`
+	// Identity is the endpoint's security identity, allocated by the
+	// controller per distinct label set per VPC (endpoints of one VPC with
+	// equal labels share it; 0 until allocated). Packets carry it so that
+	// the receiving host enforces policy without knowing the sender's
+	// address. Status writers cannot change it.
+	Identity uint32 `json:"identity,omitempty"`
+	// Conditions report what the endpoint's agent has programmed:
+	// ConditionPolicyProgrammed and ConditionQoSProgrammed, each True once
+	// the kernel accepted the rules of the generation it names.
+	Conditions []Condition `json:"conditions,omitempty"`
 }
 
 // ---- SecurityPolicy ----
 
-// SecurityPolicy allows traffic to and from the endpoints it selects. Once
-// any policy selects an endpoint in a direction, only what some policy
-// allows in that direction passes.
+// SecurityPolicy allows traffic to and from the endpoints it selects, with
+// the semantics of a Kubernetes NetworkPolicy:
+//
+//   - An endpoint selected by any policy is isolated in each direction
+//     that a selecting policy lists (ingress, egress): only what some rule
+//     of some selecting policy allows in that direction passes; the rules
+//     of all selecting policies are ORed. An endpoint that no policy
+//     selects allows everything, unless its VPC's defaultPolicy is deny.
+//   - A policy lists a direction when it has rules in it; one with no rules
+//     in a direction leaves that direction alone.
+//   - Connections are stateful: replies of an allowed connection pass both
+//     ways. A change applies to new connections at once and drops the
+//     established connections it no longer allows within a second.
+//   - Enforcement sits outside the endpoint's network namespace, where the
+//     workload cannot remove it.
 type SecurityPolicy struct {
 	TypeMeta `json:",inline"`
 	Metadata ObjectMeta         `json:"metadata"`
@@ -221,37 +313,58 @@ type SecurityPolicy struct {
 
 // SecurityPolicySpec selects endpoints and lists allowed peers.
 type SecurityPolicySpec struct {
-	// Selector picks the endpoints (of the same tenant) the policy applies to;
-	// an empty selector selects all of the tenant's endpoints.
+	// VPC is the VPC of the same tenant the policy applies in: it selects
+	// endpoints of that VPC, and its selector peers are endpoints of that
+	// VPC. It may be left empty only while the tenant has exactly one VPC:
+	// the controller then writes that VPC's name (see DefaultRefs).
+	VPC string `json:"vpc,omitempty"`
+	// Selector picks the endpoints of the VPC the policy applies to; an
+	// empty selector selects all of them.
 	Selector LabelSelector `json:"selector"`
-	Ingress  []PolicyRule  `json:"ingress,omitempty"`
-	Egress   []PolicyRule  `json:"egress,omitempty"`
+	// Ingress rules allow traffic to the selected endpoints, Egress rules
+	// traffic from them; at most MaxRules each.
+	Ingress []PolicyRule `json:"ingress,omitempty"`
+	Egress  []PolicyRule `json:"egress,omitempty"`
 }
 
 // PolicyRule allows traffic from (ingress) or to (egress) any of Peers on
-// any of Ports. No peers means any peer; no ports means any port.
+// any of Ports. No peers means any peer, inside the VPC or outside; no
+// ports means all traffic. At most MaxPeers peers and MaxPorts ports.
 type PolicyRule struct {
 	Peers []PolicyPeer `json:"peers,omitempty"`
 	Ports []PolicyPort `json:"ports,omitempty"`
 }
 
-// PolicyPeer is either endpoints selected by labels or an address range.
+// PolicyPeer is exactly one of: the endpoints of the policy's VPC that a
+// selector matches (an empty selector matches all of them; one that
+// matches none allows nothing), or an IPv4 address range, inside the VPC
+// or outside it.
 type PolicyPeer struct {
 	Selector *LabelSelector `json:"selector,omitempty"`
 	CIDR     string         `json:"cidr,omitempty"`
 }
 
-// PolicyPort is a protocol and an optional port range.
+// PolicyPort is a protocol with a destination port range (TCP, UDP,
+// SCTP) or an ICMP type and code.
 type PolicyPort struct {
 	// Protocol is TCP, UDP, SCTP or ICMP (default TCP).
 	Protocol string `json:"protocol,omitempty"`
-	// Port is the first port; 0 means all ports. Not allowed with ICMP.
+	// Port is the first destination port, 1..65535; 0 means all ports. Not
+	// allowed with ICMP.
 	Port int `json:"port,omitempty"`
-	// EndPort, if set, makes Port..EndPort a range.
+	// EndPort, if set, makes Port..EndPort a range (EndPort >= Port).
 	EndPort int `json:"endPort,omitempty"`
+	// ICMPType (0..255) limits an ICMP port to one message type; nil means
+	// every type. Only with protocol ICMP.
+	ICMPType *int `json:"icmpType,omitempty"`
+	// ICMPCode (0..255) limits it further to one code of ICMPType; nil
+	// means every code. Requires ICMPType.
+	ICMPCode *int `json:"icmpCode,omitempty"`
 }
 
-// LabelSelector matches labels. All requirements must hold.
+// LabelSelector matches labels. All requirements must hold. A selector has
+// at most MaxSelectorRequirements requirements (matchLabels entries and
+// matchExpressions together).
 type LabelSelector struct {
 	MatchLabels      map[string]string          `json:"matchLabels,omitempty"`
 	MatchExpressions []LabelSelectorRequirement `json:"matchExpressions,omitempty"`
@@ -265,7 +378,8 @@ const (
 	OpDoesNotExist = "DoesNotExist"
 )
 
-// LabelSelectorRequirement is one set-based requirement.
+// LabelSelectorRequirement is one set-based requirement, with at most
+// MaxSelectorValues values.
 type LabelSelectorRequirement struct {
 	Key      string   `json:"key"`
 	Operator string   `json:"operator"`
@@ -281,16 +395,113 @@ type QoSClass struct {
 	Spec     QoSClassSpec `json:"spec"`
 }
 
-// QoSClassSpec sets bandwidth, priority and marking.
+// QoSClassSpec sets bandwidth, priority and marking, per endpoint.
 type QoSClassSpec struct {
-	// MinRate is the guaranteed egress rate per endpoint.
+	// MinRate is guaranteed to each endpoint of the class on its host's
+	// underlay uplink. It is admitted against Host.spec.capacity: a
+	// create, migration, class change or capacity change that would make
+	// a host's committed minimums exceed its capacity is refused, and a
+	// Host without capacity admits no minRate.
 	MinRate Bandwidth `json:"minRate,omitempty"`
-	// MaxRate caps the egress rate per endpoint; must be >= MinRate.
+	// MaxRate caps each endpoint's traffic in both directions (what it
+	// sends and what is sent to it), for every protocol, same-host traffic
+	// included; must be >= MinRate.
 	MaxRate Bandwidth `json:"maxRate,omitempty"`
-	// Priority 0 (highest) to 7 (lowest); default 4.
+	// Priority 0 (highest) to 7 (lowest) orders the endpoint's traffic
+	// when the uplink is contended; default 4.
 	Priority *int `json:"priority,omitempty"`
-	// DSCP 0..63 written into the outer and inner IP header.
+	// DSCP 0..63 is written into the outer (underlay) IP header of the
+	// endpoint's encapsulated traffic, so that the physical network can
+	// honour it; the inner header is left as the workload wrote it.
 	DSCP int `json:"dscp,omitempty"`
+}
+
+// ---- AppIntent ----
+
+// AppIntent states what an application needs from the network, not how to
+// provide it: the controller compiles it into SecurityPolicy and QoSClass
+// objects it owns (metadata.ownerReferences), keeps them in step on every
+// change and deletes them with the intent. Its status lists those objects
+// and every need it could not meet.
+type AppIntent struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta      `json:"metadata"`
+	Spec     AppIntentSpec   `json:"spec"`
+	Status   AppIntentStatus `json:"status,omitempty"`
+}
+
+// AppIntentSpec names the application's endpoints and states their needs.
+// Each need that is absent leaves that aspect alone.
+type AppIntentSpec struct {
+	// VPC is the VPC of the same tenant the intent applies in, defaulted
+	// as SecurityPolicySpec.VPC is.
+	VPC string `json:"vpc,omitempty"`
+	// Selector picks the application's endpoints in the VPC; an empty
+	// selector picks all of them.
+	Selector LabelSelector `json:"selector"`
+	// Bandwidth asks for a guaranteed minimum and a cap per endpoint
+	// (QoSClassSpec's minRate and maxRate, admitted the same way).
+	Bandwidth *IntentBandwidth `json:"bandwidth,omitempty"`
+	// Latency is LatencyNormal (the default) or LatencyLow. Low gives the
+	// endpoints' traffic QoS priority 0 and DSCP 46 (EF); normal priority 4
+	// and DSCP 0.
+	Latency string `json:"latency,omitempty"`
+	// TalksTo lists what the endpoints may open connections to. When
+	// present, their egress is isolated to exactly these (and replies);
+	// when absent, the intent does not constrain egress. At most MaxRules.
+	TalksTo []IntentDestination `json:"talksTo,omitempty"`
+	// Exposes lists the ports the endpoints accept connections on, and
+	// from whom. When present, their ingress is isolated to exactly these;
+	// when absent, the intent does not constrain ingress. At most MaxRules.
+	Exposes []IntentExposure `json:"exposes,omitempty"`
+}
+
+// AppIntent latencies (AppIntentSpec.Latency).
+const (
+	LatencyNormal = "normal"
+	LatencyLow    = "low"
+)
+
+// IntentBandwidth is a per-endpoint bandwidth need; either rate may be
+// empty, and Min must not exceed Max when both are set.
+type IntentBandwidth struct {
+	Min Bandwidth `json:"min,omitempty"`
+	Max Bandwidth `json:"max,omitempty"`
+}
+
+// IntentDestination is one peer (a selector or a CIDR, as in a
+// PolicyPeer) and the ports the endpoints may reach on it; no ports means
+// all traffic.
+type IntentDestination struct {
+	PolicyPeer `json:",inline"`
+	Ports      []PolicyPort `json:"ports,omitempty"`
+}
+
+// IntentExposure is a set of ports the endpoints accept connections on
+// and the peers allowed to connect; no peers in From means anyone, no
+// ports means all traffic.
+type IntentExposure struct {
+	Ports []PolicyPort `json:"ports,omitempty"`
+	From  []PolicyPeer `json:"from,omitempty"`
+}
+
+// AppIntentStatus is written by the controller.
+type AppIntentStatus struct {
+	// ObservedGeneration is the generation of the spec the status describes.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Objects are the objects the controller generated for the intent, in
+	// the intent's tenant.
+	Objects []LocalObjectReference `json:"objects,omitempty"`
+	// Unmet lists the needs that could not be met, each with its field and
+	// the reason ("bandwidth.min: host h1 has capacity 1Gbit with 950Mbit
+	// committed").
+	Unmet []string `json:"unmet,omitempty"`
+}
+
+// LocalObjectReference names an object in the same tenant.
+type LocalObjectReference struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
 }
 
 // GetObjectMeta implements Object.
@@ -314,6 +525,9 @@ func (o *SecurityPolicy) GetObjectMeta() *ObjectMeta { return &o.Metadata }
 // GetObjectMeta implements Object.
 func (o *QoSClass) GetObjectMeta() *ObjectMeta { return &o.Metadata }
 
+// GetObjectMeta implements Object.
+func (o *AppIntent) GetObjectMeta() *ObjectMeta { return &o.Metadata }
+
 // Compile-time checks that every kind is an Object.
 var (
 	_ Object = (*Tenant)(nil)
@@ -323,4 +537,5 @@ var (
 	_ Object = (*Endpoint)(nil)
 	_ Object = (*SecurityPolicy)(nil)
 	_ Object = (*QoSClass)(nil)
+	_ Object = (*AppIntent)(nil)
 )

@@ -2,9 +2,11 @@ package v1
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -20,12 +22,29 @@ type Lookup interface {
 	List(kind, tenant string) []Object
 }
 
-// Limits checked by validation.
+// Limits checked by validation. They bound the work one object can cost
+// the controller and every agent it reaches; errors name the field and the
+// limit.
 const (
-	MaxDescriptionLen = 1024 // Tenant spec.description, in characters
-	MaxPriority       = 7    // QoSClass spec.priority: 0 (highest) .. 7 (lowest)
-	MaxDSCP           = 63
-	MaxPort           = 65535
+	MaxDescriptionLen  = 1024 // Tenant spec.description, in characters
+	MaxPriority        = 7    // QoSClass spec.priority: 0 (highest) .. 7 (lowest)
+	MaxDSCP            = 63
+	MaxPort            = 65535
+	MaxICMPTypeOrCode  = 255
+	MaxLabels          = 64        // metadata.labels entries
+	MaxAnnotations     = 64        // metadata.annotations entries
+	MaxAnnotationsSize = 256 << 10 // bytes of annotation keys and values together
+	MaxOwnerReferences = 16
+	// MaxRules is the limit on a SecurityPolicy's rules per direction, and
+	// on an AppIntent's talksTo and exposes entries.
+	MaxRules = 1000
+	MaxPeers = 100 // per rule (an AppIntent exposure's from)
+	MaxPorts = 100 // per rule (an AppIntent destination or exposure)
+	// MaxSelectorRequirements limits a selector's matchLabels entries and
+	// matchExpressions together; MaxSelectorValues the values of one
+	// requirement.
+	MaxSelectorRequirements = 32
+	MaxSelectorValues       = 64
 )
 
 // Policy port protocols; Default upper-cases them.
@@ -41,6 +60,10 @@ const (
 const (
 	MsgRequired  = "is required"
 	MsgImmutable = "field is immutable"
+	// MsgIPv6 refuses IPv6 ranges: the data plane does not carry IPv6 yet,
+	// and a range it cannot program is refused here rather than left to
+	// fail on a host.
+	MsgIPv6 = "IPv6 is not supported by the data plane yet"
 )
 
 // ValidateObject runs the checks that need nothing but o itself: syntax of
@@ -55,6 +78,11 @@ func ValidateObject(o Object) []FieldError {
 		if n := utf8.RuneCountInString(o.Spec.Description); n > MaxDescriptionLen {
 			v.add("spec.description", fmt.Sprintf("must be at most %d characters, got %d", MaxDescriptionLen, n))
 		}
+		if q := o.Spec.Quota; q != nil {
+			v.nonNegative("spec.quota.endpoints", q.Endpoints, " (0 means unlimited)")
+			v.nonNegative("spec.quota.vpcs", q.VPCs, " (0 means unlimited)")
+			v.nonNegative("spec.quota.policies", q.Policies, " (0 means unlimited)")
+		}
 	case *Host:
 		v.host(o)
 	case *VPC:
@@ -67,6 +95,8 @@ func ValidateObject(o Object) []FieldError {
 		v.policy(o)
 	case *QoSClass:
 		v.qos(o)
+	case *AppIntent:
+		v.appIntent(o)
 	}
 	return v
 }
@@ -74,7 +104,8 @@ func ValidateObject(o Object) []FieldError {
 // ValidateCreate validates an object about to be created: ValidateObject
 // plus the checks that read other objects through l (the tenant and every
 // referenced object exist, a subnet lies inside its VPC and overlaps no
-// sibling, an endpoint's address lies inside its subnet). A nil l skips the
+// sibling, an endpoint's address lies inside its subnet, a policy or
+// intent without spec.vpc is in a tenant with exactly one VPC). A nil l skips the
 // reference checks. It returns nil or a *StatusError with ReasonInvalid
 // whose Causes list every problem.
 func ValidateCreate(o Object, l Lookup) error {
@@ -113,6 +144,23 @@ func (v *fieldErrors) add(field, msg string) {
 
 func (v *fieldErrors) addAll(errs []FieldError) { *v = append(*v, errs...) }
 
+// tooMany reports a list of n items at field that is longer than limit,
+// and says so: the caller then skips checking the items, so that the work
+// and the error stay bounded.
+func (v *fieldErrors) tooMany(field string, n, limit int, what string) bool {
+	if n <= limit {
+		return false
+	}
+	v.add(field, fmt.Sprintf("must have at most %d %s, got %d", limit, what, n))
+	return true
+}
+
+func (v *fieldErrors) nonNegative(field string, n int, note string) {
+	if n < 0 {
+		v.add(field, "must not be negative"+note)
+	}
+}
+
 func (v fieldErrors) err(o Object) error {
 	if len(v) == 0 {
 		return nil
@@ -146,7 +194,55 @@ func (v *fieldErrors) meta(o Object) {
 	} else if m.Tenant != "" {
 		v.add("metadata.tenant", "must not be set for cluster-scoped kind "+kind)
 	}
-	v.addAll(validateLabels("metadata.labels", m.Labels))
+	if !v.tooMany("metadata.labels", len(m.Labels), MaxLabels, "labels") {
+		v.addAll(validateLabels("metadata.labels", m.Labels))
+	}
+	v.annotations(m.Annotations)
+	v.owners(kind, m.OwnerReferences)
+}
+
+func (v *fieldErrors) annotations(a map[string]string) {
+	if v.tooMany("metadata.annotations", len(a), MaxAnnotations, "annotations") {
+		return
+	}
+	size := 0
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		if msg := labelKeyError(k); msg != "" {
+			v.add("metadata.annotations["+k+"]", strings.Replace(msg, "label key", "annotation key", 1))
+		}
+		size += len(k) + len(a[k])
+	}
+	if size > MaxAnnotationsSize {
+		v.add("metadata.annotations", fmt.Sprintf("keys and values must total at most %d bytes, got %d", MaxAnnotationsSize, size))
+	}
+}
+
+func (v *fieldErrors) owners(kind string, refs []OwnerReference) {
+	if v.tooMany("metadata.ownerReferences", len(refs), MaxOwnerReferences, "owner references") {
+		return
+	}
+	for i, r := range refs {
+		f := "metadata.ownerReferences[" + strconv.Itoa(i) + "]"
+		switch k, ok := LookupKind(r.Kind); {
+		case r.Kind == "":
+			v.add(f+".kind", MsgRequired)
+		case !ok || k.Kind != r.Kind:
+			v.add(f+".kind", fmt.Sprintf("unknown kind %q", r.Kind))
+		case k.Namespaced && !namespaced(kind):
+			// A cluster-scoped object has no tenant to find the owner in.
+			v.add(f+".kind", fmt.Sprintf("must be a cluster-scoped kind: %s is tenant-scoped and %s is not", r.Kind, kind))
+		}
+		v.name(f+".name", r.Name, true)
+		if r.UID == "" {
+			v.add(f+".uid", MsgRequired)
+		}
+		for j := range i {
+			if refs[j].Kind == r.Kind && refs[j].Name == r.Name {
+				v.add(f, fmt.Sprintf("duplicate of metadata.ownerReferences[%d]", j))
+				break
+			}
+		}
+	}
 }
 
 func namespaced(kind string) bool {
@@ -168,18 +264,13 @@ func (v *fieldErrors) host(o *Host) {
 func (v *fieldErrors) vpc(o *VPC) {
 	if len(o.Spec.CIDRs) == 0 {
 		v.add("spec.cidrs", "at least one CIDR is required")
-		return
 	}
 	valid := make([]netip.Prefix, len(o.Spec.CIDRs)) // zero where invalid
 	for i, s := range o.Spec.CIDRs {
 		field := "spec.cidrs[" + strconv.Itoa(i) + "]"
 		p, msg := parseCIDR(s)
-		if msg == "" {
-			if p.Addr().Is4() && (p.Bits() < 8 || p.Bits() > 30) {
-				msg = "IPv4 prefix length must be between /8 and /30"
-			} else if p.Addr().Is6() && (p.Bits() < 16 || p.Bits() > 64) {
-				msg = "IPv6 prefix length must be between /16 and /64"
-			}
+		if msg == "" && (p.Bits() < 8 || p.Bits() > 30) {
+			msg = "IPv4 prefix length must be between /8 and /30"
 		}
 		if msg != "" {
 			v.add(field, msg)
@@ -193,6 +284,14 @@ func (v *fieldErrors) vpc(o *VPC) {
 		}
 		valid[i] = p
 	}
+	switch o.Spec.DefaultPolicy {
+	case "", DefaultPolicyAllow, DefaultPolicyDeny:
+	default:
+		v.add("spec.defaultPolicy", fmt.Sprintf("unknown default policy %q, want %s or %s", o.Spec.DefaultPolicy, DefaultPolicyAllow, DefaultPolicyDeny))
+	}
+	if q := o.Spec.QoS; q != nil {
+		v.rates("spec.qos.minRate", q.MinRate, "spec.qos.maxRate", q.MaxRate)
+	}
 }
 
 func (v *fieldErrors) subnet(o *Subnet) {
@@ -202,12 +301,8 @@ func (v *fieldErrors) subnet(o *Subnet) {
 		return
 	}
 	p, msg := parseCIDR(o.Spec.CIDR)
-	if msg == "" {
-		if p.Addr().Is4() && p.Bits() > 30 {
-			msg = "IPv4 prefix length must be at most /30 (2 usable addresses)"
-		} else if p.Addr().Is6() && p.Bits() > 126 {
-			msg = "IPv6 prefix length must be at most /126"
-		}
+	if msg == "" && p.Bits() > 30 {
+		msg = "IPv4 prefix length must be at most /30 (2 usable addresses)"
 	}
 	if msg != "" {
 		v.add("spec.cidr", msg)
@@ -266,42 +361,59 @@ func macError(s string) string {
 }
 
 func (v *fieldErrors) policy(o *SecurityPolicy) {
+	v.name("spec.vpc", o.Spec.VPC, false)
 	v.addAll(o.Spec.Selector.Validate("spec.selector"))
 	v.rules("spec.ingress", o.Spec.Ingress)
 	v.rules("spec.egress", o.Spec.Egress)
 }
 
 func (v *fieldErrors) rules(field string, rules []PolicyRule) {
-	for i, r := range rules {
-		rf := field + "[" + strconv.Itoa(i) + "]"
-		for j, peer := range r.Peers {
-			pf := rf + ".peers[" + strconv.Itoa(j) + "]"
-			switch {
-			case (peer.Selector == nil) == (peer.CIDR == ""):
-				v.add(pf, "must set exactly one of selector or cidr")
-			case peer.Selector != nil:
-				v.addAll(peer.Selector.Validate(pf + ".selector"))
-			default:
-				if _, msg := parseCIDR(peer.CIDR); msg != "" {
-					v.add(pf+".cidr", msg)
-				}
-			}
-		}
-		for j, port := range r.Ports {
-			v.port(rf+".ports["+strconv.Itoa(j)+"]", port)
+	each(v, field, rules, MaxRules, "rules", func(f string, r PolicyRule) {
+		each(v, f+".peers", r.Peers, MaxPeers, "peers", v.peer)
+		each(v, f+".ports", r.Ports, MaxPorts, "ports", v.port)
+	})
+}
+
+// each checks every item of a list at field, unless the list is longer
+// than limit: then it says so once (see tooMany).
+func each[T any](v *fieldErrors, field string, items []T, limit int, what string, check func(field string, item T)) {
+	if v.tooMany(field, len(items), limit, what) {
+		return
+	}
+	for i, it := range items {
+		check(field+"["+strconv.Itoa(i)+"]", it)
+	}
+}
+
+func (v *fieldErrors) peer(field string, peer PolicyPeer) {
+	switch {
+	case (peer.Selector == nil) == (peer.CIDR == ""):
+		v.add(field, "must set exactly one of selector or cidr")
+	case peer.Selector != nil:
+		v.addAll(peer.Selector.Validate(field + ".selector"))
+	default:
+		if _, msg := parseCIDR(peer.CIDR); msg != "" {
+			v.add(field+".cidr", msg)
 		}
 	}
 }
 
 func (v *fieldErrors) port(field string, p PolicyPort) {
 	proto := strings.ToUpper(p.Protocol)
-	switch proto {
-	case "", ProtocolTCP, ProtocolUDP, ProtocolSCTP:
-	case ProtocolICMP:
+	if proto == ProtocolICMP {
 		if p.Port != 0 || p.EndPort != 0 {
 			v.add(field+".port", "must not be set for protocol ICMP")
 		}
+		v.icmp(field+".icmpType", p.ICMPType)
+		if p.ICMPCode != nil && p.ICMPType == nil {
+			v.add(field+".icmpCode", "requires icmpType")
+		} else {
+			v.icmp(field+".icmpCode", p.ICMPCode)
+		}
 		return
+	}
+	switch proto {
+	case "", ProtocolTCP, ProtocolUDP, ProtocolSCTP:
 	default:
 		v.add(field+".protocol", fmt.Sprintf("unknown protocol %q, want one of TCP, UDP, SCTP, ICMP", p.Protocol))
 	}
@@ -317,29 +429,70 @@ func (v *fieldErrors) port(field string, p PolicyPort) {
 	case p.EndPort < p.Port:
 		v.add(field+".endPort", fmt.Sprintf("must be at least port (%d)", p.Port))
 	}
+	if p.ICMPType != nil {
+		v.add(field+".icmpType", "must only be set for protocol ICMP")
+	}
+	if p.ICMPCode != nil {
+		v.add(field+".icmpCode", "must only be set for protocol ICMP")
+	}
+}
+
+// icmp checks an ICMP type or code, if set.
+func (v *fieldErrors) icmp(field string, n *int) {
+	if n != nil && (*n < 0 || *n > MaxICMPTypeOrCode) {
+		v.add(field, fmt.Sprintf("must be between 0 and %d", MaxICMPTypeOrCode))
+	}
+}
+
+func (v *fieldErrors) appIntent(o *AppIntent) {
+	s := o.Spec
+	v.name("spec.vpc", s.VPC, false)
+	v.addAll(s.Selector.Validate("spec.selector"))
+	if b := s.Bandwidth; b != nil {
+		v.rates("spec.bandwidth.min", b.Min, "spec.bandwidth.max", b.Max)
+	}
+	switch s.Latency {
+	case "", LatencyNormal, LatencyLow:
+	default:
+		v.add("spec.latency", fmt.Sprintf("unknown latency %q, want %s or %s", s.Latency, LatencyLow, LatencyNormal))
+	}
+	each(v, "spec.talksTo", s.TalksTo, MaxRules, "entries", func(f string, d IntentDestination) {
+		v.peer(f, d.PolicyPeer)
+		each(v, f+".ports", d.Ports, MaxPorts, "ports", v.port)
+	})
+	each(v, "spec.exposes", s.Exposes, MaxRules, "entries", func(f string, e IntentExposure) {
+		each(v, f+".ports", e.Ports, MaxPorts, "ports", v.port)
+		each(v, f+".from", e.From, MaxPeers, "peers", v.peer)
+	})
 }
 
 func (v *fieldErrors) qos(o *QoSClass) {
 	s := o.Spec
-	minRate, minErr := s.MinRate.BitsPerSecond()
-	if minErr != nil {
-		v.add("spec.minRate", minErr.Error())
-	}
-	maxRate, maxErr := s.MaxRate.BitsPerSecond()
-	switch {
-	case maxErr != nil:
-		v.add("spec.maxRate", maxErr.Error())
-	case s.MaxRate == "":
-	case maxRate == 0:
-		v.add("spec.maxRate", "must be greater than zero")
-	case minErr == nil && maxRate < minRate:
-		v.add("spec.maxRate", fmt.Sprintf("must be at least spec.minRate (%s)", s.MinRate))
-	}
+	v.rates("spec.minRate", s.MinRate, "spec.maxRate", s.MaxRate)
 	if s.Priority != nil && (*s.Priority < 0 || *s.Priority > MaxPriority) {
 		v.add("spec.priority", fmt.Sprintf("must be between 0 and %d", MaxPriority))
 	}
 	if s.DSCP < 0 || s.DSCP > MaxDSCP {
 		v.add("spec.dscp", fmt.Sprintf("must be between 0 and %d", MaxDSCP))
+	}
+}
+
+// rates checks a guaranteed minimum and a cap: both parse, and a cap that
+// is set is neither zero nor below the minimum.
+func (v *fieldErrors) rates(minField string, minRate Bandwidth, maxField string, maxRate Bandwidth) {
+	lo, minErr := minRate.BitsPerSecond()
+	if minErr != nil {
+		v.add(minField, minErr.Error())
+	}
+	hi, maxErr := maxRate.BitsPerSecond()
+	switch {
+	case maxErr != nil:
+		v.add(maxField, maxErr.Error())
+	case maxRate == "":
+	case hi == 0:
+		v.add(maxField, "must be greater than zero")
+	case minErr == nil && hi < lo:
+		v.add(maxField, fmt.Sprintf("must be at least %s (%s)", minField, minRate))
 	}
 }
 
@@ -390,6 +543,27 @@ func (v *fieldErrors) refs(o Object, l Lookup) {
 		v.subnetRefs(o, l)
 	case *Endpoint:
 		v.endpointRefs(o, l)
+	case *SecurityPolicy, *AppIntent:
+		v.vpcRefs(m.Tenant, *vpcRef(o), l)
+	}
+}
+
+// vpcRefs checks the spec.vpc of a policy or intent: a VPC of the tenant,
+// or empty while the tenant has exactly one VPC (DefaultRefs fills it in).
+func (v *fieldErrors) vpcRefs(tenant, vpc string, l Lookup) {
+	if vpc != "" {
+		if nameError(vpc) == "" {
+			if _, ok := getAs[*VPC](l, KindVPC, tenant, vpc); !ok {
+				v.add("spec.vpc", fmt.Sprintf("VPC %q not found", vpc))
+			}
+		}
+		return
+	}
+	switch n := len(l.List(KindVPC, tenant)); {
+	case n == 0:
+		v.add("spec.vpc", fmt.Sprintf("%s (tenant %q has no VPC)", MsgRequired, tenant))
+	case n > 1:
+		v.add("spec.vpc", fmt.Sprintf("%s when the tenant has more than one VPC (tenant %q has %d)", MsgRequired, tenant, n))
 	}
 }
 
@@ -514,14 +688,17 @@ func getAs[T Object](l Lookup, kind, tenant, name string) (T, bool) {
 	return t, ok
 }
 
-// parseCIDR parses a CIDR that must be in canonical form (no host bits).
+// parseCIDR parses an IPv4 CIDR that must be in canonical form (no host
+// bits).
 func parseCIDR(s string) (netip.Prefix, string) {
 	p, err := netip.ParsePrefix(s)
-	if err != nil {
+	switch {
+	case err != nil:
 		return netip.Prefix{}, fmt.Sprintf("invalid CIDR %q, want an address and a prefix length such as 10.0.0.0/16", s)
-	}
-	if m := p.Masked(); m != p {
-		return netip.Prefix{}, fmt.Sprintf("host bits set in %s (did you mean %s?)", s, m)
+	case p.Masked() != p:
+		return netip.Prefix{}, fmt.Sprintf("host bits set in %s (did you mean %s?)", s, p.Masked())
+	case !p.Addr().Is4():
+		return netip.Prefix{}, MsgIPv6 + ": " + s
 	}
 	return p, ""
 }
