@@ -27,6 +27,9 @@ import (
 //	h2: acme/web-2 (main/a, app=web), globex/web-1 (main/a, app=web)
 //	h3: globex/x (main/a), acme/o-1 (other/c)
 //	h4: nothing
+//
+// Policies: acme/allow-web (main, app=web), acme/all (main, all),
+// acme/all-other (other, all), globex/db (main, app=db).
 func world(e *env) {
 	h3 := host("h3", "192.0.2.3")
 	h3.Spec.Capacity = "10Gbit"
@@ -36,9 +39,10 @@ func world(e *env) {
 		subnet("acme", "a", "main", "10.0.1.0/24"), subnet("acme", "b", "main", "10.0.2.0/24"),
 		subnet("acme", "c", "other", "10.1.0.0/24"), subnet("globex", "a", "main", "10.0.1.0/24"),
 		qos("acme", "gold", "1Gbit", "2Gbit", 46),
-		policy("acme", "allow-web", map[string]string{"app": "web"}),
-		policy("acme", "all", nil),
-		policy("globex", "db", map[string]string{"app": "db"}),
+		policy("acme", "main", "allow-web", map[string]string{"app": "web"}),
+		policy("acme", "main", "all", nil),
+		policy("acme", "other", "all-other", nil),
+		policy("globex", "main", "db", map[string]string{"app": "db"}),
 	)
 	web1 := endpoint("acme", "web-1", "a", "h1", "app", "web")
 	web1.Spec.QoSClass = "gold"
@@ -53,7 +57,8 @@ func wantEP(e *env, tenant, name, vpcName, sn, cidr, gw string, labels map[strin
 	ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, tenant, name)
 	v := get[*apiv1.VPC](e, apiv1.KindVPC, tenant, vpcName)
 	return &view.Endpoint{Tenant: tenant, Name: name, UID: ep.Metadata.UID, VPC: vpcName, VNI: v.Status.VNI,
-		Subnet: sn, CIDR: cidr, Gateway: gw, IP: ep.Status.IP, MAC: ep.Status.MAC, QoSClass: qos, Labels: labels}
+		Subnet: sn, CIDR: cidr, Gateway: gw, IP: ep.Status.IP, MAC: ep.Status.MAC, QoSClass: qos, Labels: labels,
+		Identity: ep.Status.Identity, Generation: ep.Metadata.Generation}
 }
 
 // wantHost is the view of a stored host; the host ID is allocated.
@@ -70,10 +75,14 @@ func wantVPC(e *env, tenant, name string, cidr string, subnets ...view.Subnet) *
 	return &view.VPC{Tenant: tenant, Name: name, VNI: v.Status.VNI, CIDRs: []string{cidr}, Subnets: subnets}
 }
 
-func wantPolicy(e *env, tenant, name string, applies ...string) *view.Policy {
-	p := get[*apiv1.SecurityPolicy](e, apiv1.KindSecurityPolicy, tenant, name)
-	return &view.Policy{Tenant: tenant, Name: name, Spec: p.Spec, Applies: applies}
+// wantPolicy is the view of a policy made by policy().
+func wantPolicy(tenant, vpc, name string, applies ...string) *view.Policy {
+	return &view.Policy{Tenant: tenant, Name: name, VPC: vpc, IngressIsolated: true,
+		Ingress: []view.Rule{{Name: tenant + "/" + name + " ingress[0]", AllPeers: true, Ports: []view.Port{tcp80}}},
+		Applies: applies}
 }
+
+var tcp80 = view.Port{Protocol: 6, First: 80, Last: 80, ICMPType: -1, ICMPCode: -1}
 
 func byKey(t *testing.T, vs ...any) map[wire.ResourceKey]any {
 	t.Helper()
@@ -104,8 +113,8 @@ func TestViewContents(t *testing.T) {
 			wantEP(e, "acme", "web-1", "main", "a", "10.0.1.0/24", "10.0.1.1", web, "gold"),
 			wantEP(e, "acme", "db-1", "main", "b", "10.0.2.0/24", "10.0.2.1", map[string]string{"app": "db"}, ""),
 			acmeMain,
-			wantPolicy(e, "acme", "allow-web", "acme/web-1"),
-			wantPolicy(e, "acme", "all", "acme/db-1", "acme/web-1"),
+			wantPolicy("acme", "main", "allow-web", "acme/web-1"),
+			wantPolicy("acme", "main", "all", "acme/db-1", "acme/web-1"),
 			&view.QoS{Tenant: "acme", Name: "gold", MinRateBps: 1e9, MaxRateBps: 2e9, Priority: 4, DSCP: 46},
 		}},
 		{"h2", []any{
@@ -113,8 +122,8 @@ func TestViewContents(t *testing.T) {
 			wantEP(e, "acme", "web-2", "main", "a", "10.0.1.0/24", "10.0.1.1", web, ""),
 			wantEP(e, "globex", "web-1", "main", "a", "10.0.1.0/24", "10.0.1.1", web, ""),
 			acmeMain, globexMain,
-			wantPolicy(e, "acme", "allow-web", "acme/web-2"),
-			wantPolicy(e, "acme", "all", "acme/web-2"),
+			wantPolicy("acme", "main", "allow-web", "acme/web-2"),
+			wantPolicy("acme", "main", "all", "acme/web-2"),
 		}},
 		{"h3", []any{
 			wantHost(e, "h3", "192.0.2.3", 10e9),
@@ -122,7 +131,7 @@ func TestViewContents(t *testing.T) {
 			wantEP(e, "acme", "o-1", "other", "c", "10.1.0.0/24", "10.1.0.1", nil, ""),
 			globexMain,
 			wantVPC(e, "acme", "other", "10.1.0.0/16", view.Subnet{Name: "c", CIDR: "10.1.0.0/24", Gateway: "10.1.0.1"}),
-			wantPolicy(e, "acme", "all", "acme/o-1"),
+			wantPolicy("acme", "other", "all-other", "acme/o-1"),
 		}},
 		{"h4", []any{wantHost(e, "h4", "192.0.2.4", 0)}},
 		{"no-such-host", nil},
@@ -174,10 +183,12 @@ func TestIncremental(t *testing.T) {
 			v.Spec.CIDRs = append(v.Spec.CIDRs, "10.9.0.0/16")
 			e.update(v)
 		}, map[string]int{"h2": 1, "h3": 1}, []string{"h2", "h3"}},
-		{"globex policy selecting nothing", func() { e.create(policy("globex", "none", map[string]string{"app": "nope"})) },
-			map[string]int{"h2": 1, "h3": 1}, nil},
-		{"globex policy selecting web", func() { e.create(policy("globex", "web", map[string]string{"app": "web"})) },
-			map[string]int{"h2": 1, "h3": 1}, []string{"h2"}},
+		{"globex policy selecting nothing: no recompute", func() {
+			e.create(policy("globex", "main", "none", map[string]string{"app": "nope"}))
+		}, map[string]int{}, nil},
+		{"globex policy selecting web: the hosts of what it selects", func() {
+			e.create(policy("globex", "main", "web", map[string]string{"app": "web"}))
+		}, map[string]int{"h2": 1}, []string{"h2"}},
 		{"qos gold changes", func() {
 			q := get[*apiv1.QoSClass](e, apiv1.KindQoSClass, "acme", "gold")
 			q.Spec.DSCP = 10
@@ -277,7 +288,7 @@ func TestDeltaSinceVersion(t *testing.T) {
 	e.delete(apiv1.KindEndpoint, "acme", "db-1")
 	history = append(history, hold())
 	e.create(endpoint("acme", "new", "a", "h1", "app", "web"))
-	e.create(policy("acme", "new-only", map[string]string{"app": "nope"})) // selects nothing: no change
+	e.create(policy("acme", "main", "new-only", map[string]string{"app": "nope"})) // selects nothing: no change
 	history = append(history, hold())
 
 	t.Run("exact changes since the first version", func(t *testing.T) {

@@ -208,9 +208,12 @@ var (
 	endpoint = etcdtest.Endpoint
 )
 
-func policy(t, name string, match map[string]string) *apiv1.SecurityPolicy {
+// policy returns a policy of VPC t/vpc selecting match, with one ingress
+// rule: TCP port 80 from anyone.
+func policy(t, vpc, name string, match map[string]string) *apiv1.SecurityPolicy {
 	return &apiv1.SecurityPolicy{TypeMeta: tm(apiv1.KindSecurityPolicy), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},
 		Spec: apiv1.SecurityPolicySpec{
+			VPC:      vpc,
 			Selector: apiv1.LabelSelector{MatchLabels: match},
 			Ingress:  []apiv1.PolicyRule{{Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 80}}}},
 		}}
