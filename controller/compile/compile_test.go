@@ -29,13 +29,17 @@ import (
 //	h4: nothing
 //
 // Policies: acme/allow-web (main, app=web), acme/all (main, all),
-// acme/all-other (other, all), globex/db (main, app=db).
+// acme/all-other (other, all), globex/db (main, app=db). acme/other is
+// default deny with a QoS aggregate; h1 and h3 have capacities.
 func world(e *env) {
-	h3 := host("h3", "192.0.2.3")
-	h3.Spec.Capacity = "10Gbit"
+	h1, h3 := host("h1", "192.0.2.1"), host("h3", "192.0.2.3")
+	h1.Spec.Capacity, h3.Spec.Capacity = "25Gbit", "10Gbit"
+	other := vpc("acme", "other", "10.1.0.0/16")
+	other.Spec.DefaultPolicy = apiv1.DefaultPolicyDeny
+	other.Spec.QoS = &apiv1.VPCQoS{MaxRate: "1Gbit", MinRate: "100Mbit"}
 	e.create(tenant("acme"), tenant("globex"),
-		host("h1", "192.0.2.1"), host("h2", "192.0.2.2"), h3, host("h4", "192.0.2.4"),
-		vpc("acme", "main", "10.0.0.0/16"), vpc("acme", "other", "10.1.0.0/16"), vpc("globex", "main", "10.0.0.0/16"),
+		h1, host("h2", "192.0.2.2"), h3, host("h4", "192.0.2.4"),
+		vpc("acme", "main", "10.0.0.0/16"), other, vpc("globex", "main", "10.0.0.0/16"),
 		subnet("acme", "a", "main", "10.0.1.0/24"), subnet("acme", "b", "main", "10.0.2.0/24"),
 		subnet("acme", "c", "other", "10.1.0.0/24"), subnet("globex", "a", "main", "10.0.1.0/24"),
 		qos("acme", "gold", "1Gbit", "2Gbit", 46),
@@ -109,7 +113,7 @@ func TestViewContents(t *testing.T) {
 		want []any
 	}{
 		{"h1", []any{
-			wantHost(e, "h1", "192.0.2.1", 0),
+			wantHost(e, "h1", "192.0.2.1", 25e9),
 			wantEP(e, "acme", "web-1", "main", "a", "10.0.1.0/24", "10.0.1.1", web, "gold"),
 			wantEP(e, "acme", "db-1", "main", "b", "10.0.2.0/24", "10.0.2.1", map[string]string{"app": "db"}, ""),
 			acmeMain,
@@ -130,7 +134,11 @@ func TestViewContents(t *testing.T) {
 			wantEP(e, "globex", "x", "main", "a", "10.0.1.0/24", "10.0.1.1", nil, ""),
 			wantEP(e, "acme", "o-1", "other", "c", "10.1.0.0/24", "10.1.0.1", nil, ""),
 			globexMain,
-			wantVPC(e, "acme", "other", "10.1.0.0/16", view.Subnet{Name: "c", CIDR: "10.1.0.0/24", Gateway: "10.1.0.1"}),
+			func() *view.VPC {
+				v := wantVPC(e, "acme", "other", "10.1.0.0/16", view.Subnet{Name: "c", CIDR: "10.1.0.0/24", Gateway: "10.1.0.1"})
+				v.DefaultDeny, v.MaxRateBps, v.MinRateBps = true, 1e9, 1e8
+				return v
+			}(),
 			wantPolicy("acme", "other", "all-other", "acme/o-1"),
 		}},
 		{"h4", []any{wantHost(e, "h4", "192.0.2.4", 0)}},
