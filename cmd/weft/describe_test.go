@@ -27,6 +27,7 @@ func TestDescribe(t *testing.T) {
 			"Spec:",
 			"  cidrs:",
 			"  - 10.0.0.0/16",
+			"  defaultPolicy: allow",
 			"Status:",
 			"  vni: 4096",
 			"Subnets (1):",

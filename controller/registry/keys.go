@@ -49,3 +49,12 @@ func qosRefPrefix(tenant, qos string) string { return "refs/qos/" + tenant + "/"
 
 // hostIDKey reserves one host ID for one Host.
 func hostIDKey(id uint32) string { return fmt.Sprintf("hostid/%d", id) }
+
+// vpcUseKey marks that a SecurityPolicy or AppIntent (by its kind's plural)
+// applies in a VPC.
+func vpcUseKey(tenant, vpc, plural, name string) string {
+	return "refs/vpcuse/" + tenant + "/" + vpc + "/" + plural + "/" + name
+}
+
+// vpcUsePrefix covers the policies and intents of a VPC.
+func vpcUsePrefix(tenant, vpc string) string { return "refs/vpcuse/" + tenant + "/" + vpc + "/" }

@@ -20,9 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -346,9 +348,11 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 	clearStatus(obj)
 	ref := apiv1.RefOf(obj)
 	objKey := r.st.ObjectKey(ref)
+	reqVPC := vpcOf(obj)
 
 	a, rev, err := r.run(ctx, func() (*attempt, error) {
 		cacheRev := r.st.Revision()
+		r.defaultRefs(obj, nil, reqVPC)
 		if err := apiv1.ValidateCreate(obj, r.st); err != nil {
 			return nil, err
 		}
@@ -383,6 +387,8 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 			if err := r.planEndpointCreate(a, o, alreadyExists); err != nil {
 				return nil, err
 			}
+		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+			r.planVPCUse(a, o, "")
 		}
 		val, err := encode(obj)
 		if err != nil {
@@ -398,6 +404,45 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 	out.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
 	r.log.Debug("created", "ref", ref.String(), "rev", rev)
 	return out, nil
+}
+
+// vpcOf returns the spec.vpc of a SecurityPolicy or AppIntent, else "".
+func vpcOf(o apiv1.Object) string {
+	switch o := o.(type) {
+	case *apiv1.SecurityPolicy:
+		return o.Spec.VPC
+	case *apiv1.AppIntent:
+		return o.Spec.VPC
+	}
+	return ""
+}
+
+// defaultRefs applies apiv1.DefaultRefs to o, starting again from the
+// requested spec.vpc (req) at each attempt, so that a retry reads the
+// cache afresh; planVPCUse makes the write conditional on the VPC chosen.
+func (r *Registry) defaultRefs(o, old apiv1.Object, req string) {
+	switch o := o.(type) {
+	case *apiv1.SecurityPolicy:
+		o.Spec.VPC = req
+	case *apiv1.AppIntent:
+		o.Spec.VPC = req
+	default:
+		return
+	}
+	apiv1.DefaultRefs(o, old, r.st)
+}
+
+// planVPCUse makes the write of a SecurityPolicy or AppIntent conditional
+// on its VPC's existence and records that it uses the VPC, so that the
+// VPC's delete compares it away; oldVPC is the stored object's.
+func (r *Registry) planVPCUse(a *attempt, o apiv1.Object, oldVPC string) {
+	m, vpc := o.GetObjectMeta(), vpcOf(o)
+	ki, _ := apiv1.LookupKind(o.GetTypeMeta().Kind)
+	if oldVPC != "" && oldVPC != vpc {
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vpcUseKey(m.Tenant, oldVPC, ki.Plural, m.Name))))
+	}
+	a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindVPC, m.Tenant, vpc))
+	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(vpcUseKey(m.Tenant, vpc, ki.Plural, m.Name)), ""))
 }
 
 // exists compares that an object exists.
@@ -558,11 +603,13 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		}
 	}
 	var unchanged apiv1.Object
+	reqVPC := vpcOf(obj)
 	a, rev, err := r.run(ctx, func() (*attempt, error) {
 		oldObj, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
 			return nil, apiv1.NewNotFound(ref)
 		}
+		r.defaultRefs(obj, oldObj, reqVPC)
 		oldMeta := oldObj.GetObjectMeta()
 		if wantRV != "" && wantRV != oldMeta.ResourceVersion {
 			return nil, apiv1.NewConflict("%s has been modified (resourceVersion %s, yours %s): read it again and retry", ref, oldMeta.ResourceVersion, wantRV)
@@ -594,6 +641,8 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		switch n := next.(type) {
 		case *apiv1.Endpoint:
 			r.planEndpointUpdate(a, oldObj.(*apiv1.Endpoint), n)
+		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+			r.planVPCUse(a, n, vpcOf(oldObj))
 		}
 		val, err := encode(next)
 		if err != nil {
@@ -616,36 +665,27 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 var errUnchanged = errors.New("unchanged")
 
 // merge builds the next stored object from the old one and the requested
-// labels and spec; nil means nothing changes.
+// labels, annotations, owner references and spec; nil means nothing
+// changes. Only a change of spec or labels is a new generation.
 func merge(oldObj, req apiv1.Object) (apiv1.Object, error) {
+	om, rm := oldObj.GetObjectMeta(), req.GetObjectMeta()
+	oldSpec, reqSpec := specOf(oldObj), specOf(req)
+	newGen := !reflect.DeepEqual(oldSpec.Interface(), reqSpec.Interface()) || !maps.Equal(om.Labels, rm.Labels)
+	if !newGen && maps.Equal(om.Annotations, rm.Annotations) && slices.Equal(om.OwnerReferences, rm.OwnerReferences) {
+		return nil, nil
+	}
 	next, err := clone(oldObj)
 	if err != nil {
 		return nil, err
 	}
-	oldSpec, reqSpec := specOf(oldObj), specOf(req)
-	sameSpec := reflect.DeepEqual(oldSpec.Interface(), reqSpec.Interface())
-	sameLabels := labelsEqual(oldObj.GetObjectMeta().Labels, req.GetObjectMeta().Labels)
-	if sameSpec && sameLabels {
-		return nil, nil
-	}
 	specOf(next).Set(reqSpec)
 	m := next.GetObjectMeta()
-	m.Labels = req.GetObjectMeta().Labels
-	m.Generation++
+	m.Labels, m.Annotations, m.OwnerReferences = rm.Labels, rm.Annotations, rm.OwnerReferences
+	if newGen {
+		m.Generation++
+	}
 	m.ResourceVersion = ""
 	return next, nil
-}
-
-func labelsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }
 
 // specOf returns the Spec field of an object.
@@ -742,7 +782,7 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 	case *apiv1.QoSClass:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(qosRefPrefix(t, name)))
 	case *apiv1.VPC:
-		a.txn.Compares = append(a.txn.Compares, r.noneUnder(subnetRefPrefix(t, name)))
+		a.txn.Compares = append(a.txn.Compares, r.noneUnder(subnetRefPrefix(t, name)), r.noneUnder(vpcUsePrefix(t, name)))
 		if o.Status.VNI != 0 {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vniKey(o.Status.VNI))))
 		}
@@ -757,6 +797,9 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 		if o.Spec.QoSClass != "" {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(qosRefKey(t, o.Spec.QoSClass, name))))
 		}
+	case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+		ki, _ := apiv1.LookupKind(o.GetTypeMeta().Kind)
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vpcUseKey(t, vpcOf(o), ki.Plural, name))))
 	}
 }
 
@@ -781,6 +824,13 @@ func (r *Registry) dependents(o apiv1.Object) []string {
 		}
 	case *apiv1.VPC:
 		deps = r.subnetsOf(m.Tenant, m.Name)
+		for _, kind := range []string{apiv1.KindSecurityPolicy, apiv1.KindAppIntent} {
+			for _, p := range r.st.List(kind, m.Tenant) {
+				if vpcOf(p) == m.Name {
+					deps = append(deps, p)
+				}
+			}
+		}
 	case *apiv1.Subnet:
 		deps = r.endpointsOf(m.Tenant, m.Name)
 	}

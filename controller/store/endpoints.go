@@ -136,6 +136,7 @@ func (t *epTable) drop(r *epRecord) {
 		t.strs.release(id)
 	}
 	t.labels.release(r.labels, &t.strs)
+	t.releaseConditions(r)
 }
 
 // reindex moves slot s from the index buckets of old to those of cur
