@@ -140,8 +140,11 @@ func (e *env) put(o apiv1.Object) {
 		if err != nil {
 			return nil, err
 		}
-		_, err = e.st.Commit(ctx, store.Txn{Ops: []clientv3.Op{clientv3.OpPut(e.st.ObjectKey(apiv1.RefOf(o)), string(b))}})
-		return o, err
+		res, err := e.st.Commit(ctx, store.Txn{Ops: []clientv3.Op{clientv3.OpPut(e.st.ObjectKey(apiv1.RefOf(o)), string(b))}})
+		if err != nil {
+			return nil, err
+		}
+		return o, e.st.WaitForRevision(ctx, res.Revision) // in the cache, as a registry write is
 	})
 }
 
