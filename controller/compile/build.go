@@ -100,11 +100,9 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 			if len(applies) == 0 {
 				continue
 			}
-			cp := c.compiledRules(x, pe)
 			d.policies = append(d.policies, tn{vk.tenant, name})
-			c.put(out, &view.Policy{Tenant: vk.tenant, Name: name, VPC: vk.name,
-				IngressIsolated: pe.p.Spec.Ingress != nil, EgressIsolated: pe.p.Spec.Egress != nil,
-				Ingress: cp.ingress, Egress: cp.egress, Applies: applies})
+			k := wire.ResourceKey{Type: view.TypePolicy, ID: view.ID(vk.tenant, name)}
+			out[k] = policyData(c.compiledPolicy(x, pe), applies)
 		}
 	}
 	for _, q := range d.qos {

@@ -1,7 +1,10 @@
 package compile
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/json"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -36,20 +39,24 @@ type vpcIndex struct {
 	sets        map[string]*labelSet // canonical labels →
 }
 
-// policyEntry is one policy of a VPC and, once a view needed them, its
-// compiled rules.
+// policyEntry is one policy of a VPC and, once a view needed it, the
+// policy compiled: its rules with the peers resolved, the same for every
+// host that holds it, as the encoded view.Policy up to the value of its
+// last field, applies (see policyData).
 type policyEntry struct {
 	p  *apiv1.SecurityPolicy // shared with the store: read only
 	rv int64
 
 	mu       sync.Mutex
-	compiled *compiledPolicy // nil until a build needs it
+	compiled []byte // nil until a build needs it
 }
 
-// compiledPolicy is a policy's rules with its peers resolved: what every
-// host that holds the policy gets, whatever endpoints it applies to there.
-type compiledPolicy struct {
-	ingress, egress []view.Rule
+// policyData completes a compiled policy for a host where it applies to
+// applies: the bytes view.Encode writes for the host's view.Policy.
+func policyData(compiled []byte, applies []string) []byte {
+	a, _ := json.Marshal(applies) // cannot fail
+	b := make([]byte, 0, len(compiled)+len(a)+1)
+	return append(append(append(b, compiled...), a...), '}')
 }
 
 // member is an endpoint of the VPC as the index last saw it.
@@ -254,56 +261,56 @@ func selectsPeer(rules []apiv1.PolicyRule, labels map[string]string) bool {
 	return false
 }
 
-// compiledRules returns pe's compiled rules, compiling them on first use.
-// Builds call it in parallel.
-func (c *Compiler) compiledRules(x *vpcIndex, pe *policyEntry) *compiledPolicy {
+// compiledPolicy returns pe compiled, compiling it on first use. Builds
+// call it in parallel.
+func (c *Compiler) compiledPolicy(x *vpcIndex, pe *policyEntry) []byte {
 	pe.mu.Lock()
 	defer pe.mu.Unlock()
 	if pe.compiled == nil {
-		cp := c.compilePolicy(x, pe.p)
-		pe.compiled = &cp
+		pe.compiled = c.compilePolicy(x, pe.p)
 	}
 	return pe.compiled
 }
 
 // recompile compiles pe again after its peers may have changed; it reports
-// whether the rules changed. A policy no view has needed stays
+// whether the result changed. A policy no view has needed stays
 // uncompiled. Called from mark (no builds run).
 func (c *Compiler) recompile(x *vpcIndex, pe *policyEntry) bool {
 	if pe.compiled == nil {
 		return false
 	}
-	cp := c.compilePolicy(x, pe.p)
-	if slices.EqualFunc(cp.ingress, pe.compiled.ingress, equalRule) && slices.EqualFunc(cp.egress, pe.compiled.egress, equalRule) {
+	b := c.compilePolicy(x, pe.p)
+	if bytes.Equal(b, pe.compiled) {
 		return false
 	}
-	pe.compiled = &cp
+	pe.compiled = b
 	return true
 }
 
-func equalRule(a, b view.Rule) bool {
-	return a.Name == b.Name && a.AllPeers == b.AllPeers && slices.Equal(a.Identities, b.Identities) &&
-		slices.Equal(a.Prefixes, b.Prefixes) && slices.Equal(a.Ports, b.Ports)
-}
-
 // compilePolicy resolves p's rules against the members of x (see
-// view.Rule). What cannot be compiled (validation refuses it: an unknown
-// protocol, a bad CIDR) fails closed: the peer, or the whole rule for a
-// port, is left out, so the rule allows less, never more.
-func (c *Compiler) compilePolicy(x *vpcIndex, p *apiv1.SecurityPolicy) compiledPolicy {
+// view.Rule) and encodes them (see policyEntry). What cannot be compiled
+// (validation refuses it: an unknown protocol, a bad CIDR) fails closed:
+// the peer, or the whole rule for a port, is left out, so the rule allows
+// less, never more.
+func (c *Compiler) compilePolicy(x *vpcIndex, p *apiv1.SecurityPolicy) []byte {
 	prefix := p.Metadata.Tenant + "/" + p.Metadata.Name
-	var cp compiledPolicy
+	v := view.Policy{Tenant: p.Metadata.Tenant, Name: p.Metadata.Name, VPC: p.Spec.VPC,
+		IngressIsolated: p.Spec.Ingress != nil, EgressIsolated: p.Spec.Egress != nil}
 	for i, r := range p.Spec.Ingress {
 		if vr, ok := c.compileRule(x, prefix+" ingress["+strconv.Itoa(i)+"]", r, true); ok {
-			cp.ingress = append(cp.ingress, vr)
+			v.Ingress = append(v.Ingress, vr)
 		}
 	}
 	for i, r := range p.Spec.Egress {
 		if vr, ok := c.compileRule(x, prefix+" egress["+strconv.Itoa(i)+"]", r, false); ok {
-			cp.egress = append(cp.egress, vr)
+			v.Egress = append(v.Egress, vr)
 		}
 	}
-	return cp
+	b, err := json.Marshal(&v)
+	if err != nil || !bytes.HasSuffix(b, []byte(`"applies":null}`)) { // cannot happen: applies is the last field
+		panic(fmt.Sprintf("compile: view.Policy encodes as %q, %v", b, err))
+	}
+	return b[:len(b)-len("null}")]
 }
 
 func (c *Compiler) compileRule(x *vpcIndex, name string, r apiv1.PolicyRule, ingress bool) (view.Rule, bool) {

@@ -171,6 +171,21 @@ func TestCompiledRules(t *testing.T) {
 			if diff := cmp.Diff(&want, e.snapshot("h1")[key]); diff != "" {
 				t.Errorf("policy on h1 (-want +got):\n%s", diff)
 			}
+			// The resource, encoded once per policy and completed per
+			// host, is what view.Encode writes.
+			d, err := e.c.Delta("h1", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc, err := view.Encode(&want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range d.Upserts {
+				if r.Key == key && string(r.Data) != string(enc.Data) {
+					t.Errorf("resource data\n%s\nview.Encode writes\n%s", r.Data, enc.Data)
+				}
+			}
 		})
 	}
 }
