@@ -238,13 +238,6 @@ func TestPeerDependencies(t *testing.T) {
 		e.create(in, out)
 	}})
 	hosts := []string{"h1", "h2", "h3", "h4", "h5"}
-	versions := func() map[string]uint64 {
-		m := map[string]uint64{}
-		for _, h := range hosts {
-			m[h] = e.c.Version(h)
-		}
-		return m
-	}
 	// Relabel and create in one write with the identity, as the registry
 	// allocates it in the endpoint's write.
 	relabel := func(name string, kv ...string) {
@@ -262,12 +255,7 @@ func TestPeerDependencies(t *testing.T) {
 			MAC: fmt.Sprintf("02:00:00:00:00:%02x", next), Host: ep.Spec.Host, VNI: sn.Status.VNI, Identity: identityFor(e, ep)}
 		e.put(ep)
 	}
-	steps := []struct {
-		name       string
-		do         func()
-		recomputed []string // each once
-		changed    []string
-	}{
+	steps := []step{
 		{"an endpoint with an existing identity: egress peers (h2) and its host", func() {
 			create(endpoint("acme", "db-3", "a", "h4", "app", "db"))
 		}, []string{"h2", "h4"}, []string{"h2", "h4"}},
@@ -341,28 +329,5 @@ func TestPeerDependencies(t *testing.T) {
 			e.update(v)
 		}, nil, nil},
 	}
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
-			e.takeRecomputes()
-			before := versions()
-			s.do()
-			want := map[string]int{}
-			for _, h := range s.recomputed {
-				want[h] = 1
-			}
-			if diff := cmp.Diff(want, e.takeRecomputes()); diff != "" {
-				t.Errorf("recomputed hosts (-want +got):\n%s", diff)
-			}
-			var changed []string
-			for h, v := range versions() {
-				if v != before[h] {
-					changed = append(changed, h)
-				}
-			}
-			slices.Sort(changed)
-			if diff := cmp.Diff(s.changed, changed); diff != "" {
-				t.Errorf("changed views (-want +got):\n%s", diff)
-			}
-		})
-	}
+	e.steps(t, hosts, steps)
 }
