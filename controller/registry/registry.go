@@ -54,6 +54,10 @@ type Config struct {
 	BlockSize int
 	// Now returns the time for creationTimestamp (default time.Now).
 	Now func() time.Time
+	// IdentityGCInterval is how often the security identities that no
+	// endpoint uses are looked for; one is released when two looks in a
+	// row found it unused (default 5 minutes).
+	IdentityGCInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -71,6 +75,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.IdentityGCInterval == 0 {
+		c.IdentityGCInterval = 5 * time.Minute
 	}
 }
 
@@ -95,6 +102,9 @@ type Registry struct {
 	// pools holds the address pools of the subnets that this replica has
 	// allocated in; see pools.go.
 	pools subnetPools
+	// ids holds the identity tables of the VPCs that this replica has
+	// written endpoints in; see identity.go.
+	ids identities
 	// hostHigh and vniHigh are the highest host ID and VNI observed (the
 	// follow goroutine's, and Start's before it runs).
 	hostHigh, vniHigh uint32
@@ -154,6 +164,7 @@ func (r *Registry) Start(context.Context) error {
 			},
 			OnReset: r.reset, Logger: r.log})
 	})
+	r.life.Go(r.sweepIdentities)
 	return nil
 }
 
@@ -198,6 +209,9 @@ func (r *Registry) observe(ev store.Event) {
 		observeID(r.hostIDs, &r.hostHigh, o.Status.HostID, ev.Type == store.EventDeleted)
 	case *apiv1.VPC:
 		observeID(r.vnis, &r.vniHigh, o.Status.VNI, ev.Type == store.EventDeleted)
+		if ev.Type == store.EventDeleted {
+			r.dropIDTable(vpcKey{o.Metadata.Tenant, o.Metadata.Name})
+		}
 	case *apiv1.Subnet:
 		if ev.Type == store.EventDeleted {
 			r.pools.forget(subnetKey{o.Metadata.Tenant, o.Metadata.Name}, ev.Revision)
@@ -384,7 +398,7 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		case *apiv1.Subnet:
 			r.planSubnetCreate(a, o, cacheRev)
 		case *apiv1.Endpoint:
-			if err := r.planEndpointCreate(a, o, alreadyExists); err != nil {
+			if err := r.planEndpointCreate(ctx, a, o, alreadyExists); err != nil {
 				return nil, err
 			}
 		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
@@ -500,7 +514,7 @@ func (r *Registry) planSubnetCreate(a *attempt, o *apiv1.Subnet, cacheRev int64)
 	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(subnetRefKey(t, o.Spec.VPC, o.Metadata.Name)), ""))
 }
 
-func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExists func(store.Result) bool) error {
+func (r *Registry) planEndpointCreate(ctx context.Context, a *attempt, o *apiv1.Endpoint, alreadyExists func(store.Result) bool) error {
 	t, name := o.Metadata.Tenant, o.Metadata.Name
 	p, err := r.pool(t, o.Spec.Subnet)
 	if errors.Is(err, errSubnetChanging) {
@@ -568,9 +582,9 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 		}
 		return nil // taken: try another address
 	}
-	vni := uint32(0)
+	vni, vpc := uint32(0), ""
 	if sn, ok := r.st.Get(apiv1.KindSubnet, t, o.Spec.Subnet); ok {
-		vni = sn.(*apiv1.Subnet).Status.VNI
+		vni, vpc = sn.(*apiv1.Subnet).Status.VNI, sn.(*apiv1.Subnet).Spec.VPC
 	}
 	mac := o.Spec.MAC
 	if mac == "" {
@@ -579,7 +593,7 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 	o.Status = apiv1.EndpointStatus{
 		IP: ip.String(), MAC: mac, Host: o.Spec.Host, Netns: o.Spec.Netns, VNI: vni, Phase: apiv1.PhasePending,
 	}
-	return nil
+	return r.planIdentity(ctx, a, o, vpc)
 }
 
 // Update replaces an object's labels and spec. The status is kept (it is
@@ -640,7 +654,9 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		}
 		switch n := next.(type) {
 		case *apiv1.Endpoint:
-			r.planEndpointUpdate(a, oldObj.(*apiv1.Endpoint), n)
+			if err := r.planEndpointUpdate(ctx, a, oldObj.(*apiv1.Endpoint), n); err != nil {
+				return nil, err
+			}
 		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
 			r.planVPCUse(a, n, vpcOf(oldObj))
 		}
@@ -693,7 +709,7 @@ func specOf(o apiv1.Object) reflect.Value {
 	return reflect.ValueOf(o).Elem().FieldByName("Spec")
 }
 
-func (r *Registry) planEndpointUpdate(a *attempt, old, next *apiv1.Endpoint) {
+func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next *apiv1.Endpoint) error {
 	t, name := next.Metadata.Tenant, next.Metadata.Name
 	if old.Spec.Host != next.Spec.Host {
 		// A migration: the endpoint now belongs to the new host.
@@ -718,6 +734,21 @@ func (r *Registry) planEndpointUpdate(a *attempt, old, next *apiv1.Endpoint) {
 	if next.Spec.MAC != "" {
 		next.Status.MAC = next.Spec.MAC
 	}
+	// Relabelled (or stored before identities): the identity of the new
+	// label set.
+	if old.Status.Identity == 0 || labelsHash(old.Metadata.Labels) != labelsHash(next.Metadata.Labels) {
+		vpc, ok := r.identityVPC(t, next.Spec.Subnet)
+		if !ok {
+			return apiv1.NewConflict("subnet %s/%s of endpoint %s is gone; retry", t, next.Spec.Subnet, name)
+		}
+		if err := r.planIdentity(ctx, a, next, vpc); err != nil {
+			return err
+		}
+		if old.Status.Identity != next.Status.Identity {
+			r.planIdentityRelease(a, old)
+		}
+	}
+	return nil
 }
 
 // Delete removes an object unless others still refer to it.
@@ -786,6 +817,11 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 		if o.Status.VNI != 0 {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vniKey(o.Status.VNI))))
 		}
+		// Without subnets it has no endpoints, so no identity in use.
+		k := vpcKey{t, name}
+		a.txn.Ops = append(a.txn.Ops,
+			clientv3.OpDelete(r.st.Key(identityPrefix(k)), clientv3.WithPrefix()),
+			clientv3.OpDelete(r.st.Key(identityIDPrefix(k)), clientv3.WithPrefix()))
 	case *apiv1.Subnet:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(ipamPrefix(t, name)))
 		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(subnetRefKey(t, o.Spec.VPC, name))))
@@ -797,6 +833,7 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 		if o.Spec.QoSClass != "" {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(qosRefKey(t, o.Spec.QoSClass, name))))
 		}
+		r.planIdentityRelease(a, o)
 	case *apiv1.SecurityPolicy, *apiv1.AppIntent:
 		ki, _ := apiv1.LookupKind(o.GetTypeMeta().Kind)
 		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vpcUseKey(t, vpcOf(o), ki.Plural, name))))

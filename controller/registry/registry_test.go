@@ -135,7 +135,7 @@ func TestCreateAllocatesAndFillsStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := out.(*apiv1.Endpoint)
-	want := apiv1.EndpointStatus{IP: "10.0.1.2", MAC: "0a:58:0a:00:01:02", Host: "h1", VNI: av, Phase: apiv1.PhasePending}
+	want := apiv1.EndpointStatus{IP: "10.0.1.2", MAC: "0a:58:0a:00:01:02", Host: "h1", VNI: av, Phase: apiv1.PhasePending, Identity: 1}
 	if diff := cmp.Diff(want, ep.Status); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}
