@@ -56,9 +56,13 @@ func world(e *env) {
 }
 
 // wantEP is the view of a stored endpoint; the allocated fields (IP, MAC,
-// UID, VNI) are read from the store, the rest is spelled out.
+// UID, VNI, identity, generation) are read from the store, the rest is
+// spelled out.
 func wantEP(e *env, tenant, name, vpcName, sn, cidr, gw string, labels map[string]string, qos string) *view.Endpoint {
 	ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, tenant, name)
+	if ep.Status.Identity == 0 {
+		e.t.Errorf("endpoint %s/%s has no identity", tenant, name)
+	}
 	v := get[*apiv1.VPC](e, apiv1.KindVPC, tenant, vpcName)
 	return &view.Endpoint{Tenant: tenant, Name: name, UID: ep.Metadata.UID, VPC: vpcName, VNI: v.Status.VNI,
 		Subnet: sn, CIDR: cidr, Gateway: gw, IP: ep.Status.IP, MAC: ep.Status.MAC, QoSClass: qos, Labels: labels,

@@ -1,10 +1,8 @@
 package compile
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -40,7 +38,6 @@ func peerWorld(e *env) {
 		endpoint("acme", "x", "a", "h4"),
 		endpoint("acme", "o-db", "c", "h5", "app", "db"),
 		endpoint("globex", "g-db", "a", "h5", "app", "db"))
-	giveIdentities(e)
 }
 
 // idOf returns the identity the registry gave an endpoint.
@@ -190,36 +187,6 @@ func TestCompiledRules(t *testing.T) {
 	}
 }
 
-// giveIdentities (until the registry allocates them) gives every endpoint
-// without identity the one of its label set in its VPC (identityFor).
-func giveIdentities(e *env) {
-	for _, o := range e.st.List(apiv1.KindEndpoint, "") {
-		if ep := o.(*apiv1.Endpoint); ep.Status.Identity == 0 {
-			cp := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, ep.Metadata.Tenant, ep.Metadata.Name)
-			cp.Status.Identity = identityFor(e, cp)
-			e.put(cp)
-		}
-	}
-}
-
-// identityFor returns the identity of ep's label set in its VPC: that of
-// another endpoint with those labels, else a new one.
-func identityFor(e *env, ep *apiv1.Endpoint) uint32 {
-	vpcOf := func(ep *apiv1.Endpoint) string {
-		return get[*apiv1.Subnet](e, apiv1.KindSubnet, ep.Metadata.Tenant, ep.Spec.Subnet).Spec.VPC
-	}
-	var top uint32
-	for _, o := range e.st.List(apiv1.KindEndpoint, "") {
-		other := o.(*apiv1.Endpoint)
-		top = max(top, other.Status.Identity)
-		if other.Metadata.Name != ep.Metadata.Name && other.Status.Identity != 0 && other.Metadata.Tenant == ep.Metadata.Tenant &&
-			vpcOf(other) == vpcOf(ep) && labelKey(other.Metadata.Labels) == labelKey(ep.Metadata.Labels) {
-			return other.Status.Identity
-		}
-	}
-	return top + 1
-}
-
 // TestPeerDependencies runs writes that change, or do not change, the
 // compiled peers of policies, and checks which hosts were recomputed and
 // whose views changed: exactly the hosts whose views change.
@@ -238,29 +205,17 @@ func TestPeerDependencies(t *testing.T) {
 		e.create(in, out)
 	}})
 	hosts := []string{"h1", "h2", "h3", "h4", "h5"}
-	// Relabel and create in one write with the identity, as the registry
-	// allocates it in the endpoint's write.
 	relabel := func(name string, kv ...string) {
 		ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", name)
 		ep.Metadata.Labels = sel(kv...).MatchLabels
-		ep.Status.Identity = identityFor(e, ep)
-		e.put(ep)
-	}
-	next := 200
-	create := func(ep *apiv1.Endpoint) {
-		sn := get[*apiv1.Subnet](e, apiv1.KindSubnet, ep.Metadata.Tenant, ep.Spec.Subnet)
-		next++
-		ep.Metadata.UID = fmt.Sprintf("uid-%d", next)
-		ep.Status = apiv1.EndpointStatus{IP: fmt.Sprintf("%s.%d", strings.TrimSuffix(sn.Spec.CIDR, ".0/24"), next),
-			MAC: fmt.Sprintf("02:00:00:00:00:%02x", next), Host: ep.Spec.Host, VNI: sn.Status.VNI, Identity: identityFor(e, ep)}
-		e.put(ep)
+		e.update(ep)
 	}
 	steps := []step{
 		{"an endpoint with an existing identity: egress peers (h2) and its host", func() {
-			create(endpoint("acme", "db-3", "a", "h4", "app", "db"))
+			e.create(endpoint("acme", "db-3", "a", "h4", "app", "db"))
 		}, []string{"h2", "h4"}, []string{"h2", "h4"}},
 		{"an endpoint with a new identity: ingress (h1, h2), egress (h2) and its host", func() {
-			create(endpoint("acme", "db-4", "a", "h4", "app", "db", "tier", "x"))
+			e.create(endpoint("acme", "db-4", "a", "h4", "app", "db", "tier", "x"))
 		}, []string{"h1", "h2", "h4"}, []string{"h1", "h2", "h4"}},
 		{"relabelled out of the selectors: its identity and address go", func() {
 			relabel("db-4", "app", "cache")
@@ -272,7 +227,7 @@ func TestPeerDependencies(t *testing.T) {
 			e.delete(apiv1.KindEndpoint, "acme", "db-3")
 		}, []string{"h2", "h4"}, []string{"h2", "h4"}},
 		{"an endpoint no selector matches: its host only", func() {
-			create(endpoint("acme", "c-2", "a", "h3", "app", "cache"))
+			e.create(endpoint("acme", "c-2", "a", "h3", "app", "cache"))
 		}, []string{"h3"}, []string{"h3"}},
 		{"re-addressed: egress peers and its host", func() {
 			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "db-1")
@@ -285,10 +240,10 @@ func TestPeerDependencies(t *testing.T) {
 			e.put(ep)
 		}, nil, nil},
 		{"an endpoint of another VPC matching the selectors: its host only", func() {
-			create(endpoint("acme", "o-db-2", "c", "h5", "app", "db", "tier", "y"))
+			e.create(endpoint("acme", "o-db-2", "c", "h5", "app", "db", "tier", "y"))
 		}, []string{"h5"}, []string{"h5"}},
 		{"an endpoint of another tenant: its host only", func() {
-			create(endpoint("globex", "g-db-2", "a", "h5", "app", "db", "tier", "y"))
+			e.create(endpoint("globex", "g-db-2", "a", "h5", "app", "db", "tier", "y"))
 		}, []string{"h5"}, []string{"h5"}},
 		{"policy peers changed: the hosts that hold it", func() {
 			p := get[*apiv1.SecurityPolicy](e, apiv1.KindSecurityPolicy, "acme", "in-db")

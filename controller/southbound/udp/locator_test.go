@@ -128,6 +128,9 @@ func TestLookupOverUDP(t *testing.T) {
 		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
 		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
 	web := create(t, r, endpointObj("web", "a", "h1"))[0].(*apiv1.Endpoint)
+	if web.Status.Identity == 0 {
+		t.Fatal("the registry gave web no identity")
+	}
 	loc := startLocator(t, st)
 	srv := startServer(t, Config{Keys: newKeyring(2), Locator: loc, Sockets: 1})
 	a := newAgent(t, 2, srv.LocalAddr())
@@ -213,7 +216,7 @@ func TestMigrationInvalidatesExactlyInterested(t *testing.T) {
 	}
 	newEpoch, _ := strconv.ParseUint(out.GetObjectMeta().ResourceVersion, 10, 64)
 	wantMoved := wire.Invalidate{VNI: vmQ.VNI, IP: vmQ.IP, Epoch: newEpoch, HasLocation: true,
-		Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.2"), MAC: mustMAC(t, vm.Status.MAC)}}
+		Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.2"), MAC: mustMAC(t, vm.Status.MAC), Identity: vm.Status.Identity}}
 	for id := 1; id <= 3; id++ {
 		if diff := cmp.Diff(wantMoved, invalidation(t, agents[id]), addrCmp); diff != "" {
 			t.Errorf("host %d: invalidate (-want +got):\n%s", id, diff)
