@@ -265,22 +265,13 @@ func (r *Registry) learnIdentity(t *idTable, hash string, id uint32, byHash, byI
 	return has
 }
 
-// identityVPC returns the VPC of an endpoint's subnet, from the cache.
-func (r *Registry) identityVPC(tenant, subnet string) (string, bool) {
-	o, ok := r.st.Get(apiv1.KindSubnet, tenant, subnet)
-	if !ok {
-		return "", false
-	}
-	return o.(*apiv1.Subnet).Spec.VPC, true
-}
-
 // planIdentityRelease deletes the reference of a deleted or relabelled
 // endpoint to its identity, in a's transaction.
 func (r *Registry) planIdentityRelease(a *attempt, ep *apiv1.Endpoint) {
 	if ep.Status.Identity == 0 {
 		return
 	}
-	if vpc, ok := r.identityVPC(ep.Metadata.Tenant, ep.Spec.Subnet); ok {
+	if vpc, ok := r.vpcOfSubnet(ep.Metadata.Tenant, ep.Spec.Subnet); ok {
 		k := vpcKey{ep.Metadata.Tenant, vpc}
 		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(identityRefKey(k, ep.Status.Identity, ep.Metadata.Name))))
 	}

@@ -44,6 +44,10 @@ const maxAttempts = 8
 // statusAttempts is maxAttempts for status patches.
 const statusAttempts = 64
 
+// admissionAttempts is maxAttempts for writes that take turns (see
+// serialize): they lose only to other replicas.
+const admissionAttempts = 64
+
 // Config configures a Registry.
 type Config struct {
 	Store  *store.Store
@@ -111,7 +115,9 @@ type Registry struct {
 	hooks             testHooks
 	// statusLocks serialise the status writes of each object (status.go).
 	statusLocks objectLocks
-	life        lifecycle.Group
+	// writeLocks serialise the writes that need admission (admission.go).
+	writeLocks objectLocks
+	life       lifecycle.Group
 }
 
 // testHooks let tests act at points of interest; all nil outside tests.
@@ -119,6 +125,8 @@ type testHooks struct {
 	// poolSnapshot runs when buildPool has read a subnet's endpoints at
 	// revision rev, before it registers the pool.
 	poolSnapshot func(rev int64)
+	// admitted runs when a write has passed admission, before it commits.
+	admitted func()
 }
 
 // New returns a Registry; call Start before serving requests.
@@ -363,8 +371,13 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 	ref := apiv1.RefOf(obj)
 	objKey := r.st.ObjectKey(ref)
 	reqVPC := vpcOf(obj)
+	unlock, attempts, err := r.serialize(ctx, obj, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
-	a, rev, err := r.run(ctx, func() (*attempt, error) {
+	a, rev, err := r.runN(ctx, attempts, func() (*attempt, error) {
 		cacheRev := r.st.Revision()
 		r.defaultRefs(obj, nil, reqVPC)
 		if err := apiv1.ValidateCreate(obj, r.st); err != nil {
@@ -398,6 +411,12 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		case *apiv1.Subnet:
 			r.planSubnetCreate(a, o, cacheRev)
 		case *apiv1.Endpoint:
+			if r.involvesMinimum(o) {
+				if err := r.admit(o.Spec.Host, overrides{ep: o}, ref, "spec.host"); err != nil {
+					return nil, err
+				}
+				r.planAdmission(a, cacheRev)
+			}
 			if err := r.planEndpointCreate(ctx, a, o, alreadyExists); err != nil {
 				return nil, err
 			}
@@ -593,7 +612,11 @@ func (r *Registry) planEndpointCreate(ctx context.Context, a *attempt, o *apiv1.
 	o.Status = apiv1.EndpointStatus{
 		IP: ip.String(), MAC: mac, Host: o.Spec.Host, Netns: o.Spec.Netns, VNI: vni, Phase: apiv1.PhasePending,
 	}
-	return r.planIdentity(ctx, a, o, vpc)
+	if err := r.planIdentity(ctx, a, o, vpc); err != nil {
+		a.undo() // the address
+		return err
+	}
+	return nil
 }
 
 // Update replaces an object's labels and spec. The status is kept (it is
@@ -618,7 +641,13 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 	}
 	var unchanged apiv1.Object
 	reqVPC := vpcOf(obj)
-	a, rev, err := r.run(ctx, func() (*attempt, error) {
+	unlock, attempts, err := r.serialize(ctx, obj, false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	a, rev, err := r.runN(ctx, attempts, func() (*attempt, error) {
+		cacheRev := r.st.Revision()
 		oldObj, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
 			return nil, apiv1.NewNotFound(ref)
@@ -654,11 +683,15 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		}
 		switch n := next.(type) {
 		case *apiv1.Endpoint:
-			if err := r.planEndpointUpdate(ctx, a, oldObj.(*apiv1.Endpoint), n); err != nil {
+			if err := r.planEndpointUpdate(ctx, a, oldObj.(*apiv1.Endpoint), n, cacheRev); err != nil {
 				return nil, err
 			}
 		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
 			r.planVPCUse(a, n, vpcOf(oldObj))
+		case *apiv1.QoSClass, *apiv1.VPC, *apiv1.Host:
+			if err := r.admitUpdate(a, oldObj, n, cacheRev); err != nil {
+				return nil, err
+			}
 		}
 		val, err := encode(next)
 		if err != nil {
@@ -709,8 +742,18 @@ func specOf(o apiv1.Object) reflect.Value {
 	return reflect.ValueOf(o).Elem().FieldByName("Spec")
 }
 
-func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next *apiv1.Endpoint) error {
+func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next *apiv1.Endpoint, cacheRev int64) error {
 	t, name := next.Metadata.Tenant, next.Metadata.Name
+	if (old.Spec.Host != next.Spec.Host || old.Spec.QoSClass != next.Spec.QoSClass) && r.involvesMinimum(next) {
+		field := "spec.host"
+		if old.Spec.Host == next.Spec.Host {
+			field = "spec.qosClass"
+		}
+		if err := r.admit(next.Spec.Host, overrides{ep: next}, apiv1.RefOf(next), field); err != nil {
+			return err
+		}
+		r.planAdmission(a, cacheRev)
+	}
 	if old.Spec.Host != next.Spec.Host {
 		// A migration: the endpoint now belongs to the new host.
 		a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindHost, "", next.Spec.Host))
@@ -737,7 +780,7 @@ func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next
 	// Relabelled (or stored before identities): the identity of the new
 	// label set.
 	if old.Status.Identity == 0 || labelsHash(old.Metadata.Labels) != labelsHash(next.Metadata.Labels) {
-		vpc, ok := r.identityVPC(t, next.Spec.Subnet)
+		vpc, ok := r.vpcOfSubnet(t, next.Spec.Subnet)
 		if !ok {
 			return apiv1.NewConflict("subnet %s/%s of endpoint %s is gone; retry", t, next.Spec.Subnet, name)
 		}
