@@ -337,7 +337,14 @@ func (c *Controller) finish(k key, err error, now time.Time) {
 	if _, marked := c.dirty[k]; !marked {
 		r.at = now.Add(d)
 	}
-	c.log.Info("reconcile failed, retrying", "tenant", k.tenant, "intent", k.name, "in", d, "err", err)
+	level := slog.LevelWarn
+	switch {
+	case errors.Is(err, errRefused):
+		level = slog.LevelInfo // reported in the status
+	case apiv1.IsConflict(err), apiv1.IsAlreadyExists(err), apiv1.IsNotFound(err):
+		level = slog.LevelDebug // a race with a user or another replica
+	}
+	c.log.Log(context.Background(), level, "reconcile failed, retrying", "tenant", k.tenant, "intent", k.name, "in", d, "err", err)
 }
 
 // ---- reconciling one intent ----
@@ -534,24 +541,28 @@ func (c *Controller) selectionUnmet(in *apiv1.AppIntent) []string {
 	t := in.Metadata.Tenant
 	var selected, own, other []string
 	var others []string // the intents whose class the endpoints in other take
+	subnets := map[string]bool{}
 	for _, sn := range c.st.SubnetsByVPC(t, in.Spec.VPC) {
-		for _, ep := range c.st.EndpointsBySubnet(t, sn.Metadata.Name) {
-			if !in.Spec.Selector.Matches(ep.Metadata.Labels) {
-				continue
-			}
-			selected = append(selected, ep.Metadata.Name)
-			if !WantsClass(in) {
-				continue
-			}
-			switch q := ClassOf(c.st, ep); {
-			case q == Name(in.Metadata.Name):
-			case ep.Spec.QoSClass != "":
-				own = append(own, ep.Metadata.Name)
-			default:
-				other = append(other, ep.Metadata.Name)
-				if n := strings.TrimPrefix(q, Prefix); !slices.Contains(others, n) {
-					others = append(others, n)
-				}
+		subnets[sn.Metadata.Name] = true
+	}
+	eps, _ := c.st.ListSelector(apiv1.KindEndpoint, t, in.Spec.Selector.Matches)
+	for _, o := range eps {
+		ep := o.(*apiv1.Endpoint)
+		if !subnets[ep.Spec.Subnet] {
+			continue
+		}
+		selected = append(selected, ep.Metadata.Name)
+		if !WantsClass(in) {
+			continue
+		}
+		switch q := ClassOf(c.st, ep); {
+		case q == Name(in.Metadata.Name):
+		case ep.Spec.QoSClass != "":
+			own = append(own, ep.Metadata.Name)
+		default:
+			other = append(other, ep.Metadata.Name)
+			if n := strings.TrimPrefix(q, Prefix); !slices.Contains(others, n) {
+				others = append(others, n)
 			}
 		}
 	}
