@@ -1,10 +1,12 @@
 package intent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -491,15 +493,24 @@ func needsOf(in *apiv1.AppIntent, o apiv1.Object) string {
 	return strings.Join(f, ", ")
 }
 
-// ownedBy lists the objects that name intent k as an owner.
+// formerNeeds names the needs an owned object of a kind served, for the
+// status of an intent that no longer has them.
+func formerNeeds(kind string) string {
+	if kind == apiv1.KindQoSClass {
+		return "bandwidth, latency"
+	}
+	return "talksTo, exposes"
+}
+
+// ownedBy lists the objects that name intent k as an owner, by kind and
+// name.
 func (c *Controller) ownedBy(k key) []apiv1.Ref {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	refs := make([]apiv1.Ref, 0, len(c.owned[k]))
-	for r := range c.owned[k] {
-		refs = append(refs, r)
-	}
-	return refs
+	// Sorted: the status lists what it finds in this order.
+	return slices.SortedFunc(maps.Keys(c.owned[k]), func(a, b apiv1.Ref) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
+	})
 }
 
 // collect deletes an object owned by an intent that does not want it
@@ -526,7 +537,7 @@ func (c *Controller) collect(ctx context.Context, ref apiv1.Ref, in *apiv1.AppIn
 		return "", nil
 	case refused(err):
 		// A QoSClass that endpoints still name in spec.qosClass.
-		return fmt.Sprintf("%s %s is no longer needed but cannot be deleted: %v", ref.Kind, ref.Name, err),
+		return fmt.Sprintf("%s: %s %s is no longer needed but cannot be deleted: %v", formerNeeds(ref.Kind), ref.Kind, ref.Name, err),
 			fmt.Errorf("delete %s: %w: %w", ref, errRefused, err)
 	}
 	return "", fmt.Errorf("delete %s: %w", ref, err)

@@ -268,6 +268,15 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("labels %v: the user's labels should stay", got)
 		}
 	})
+	t.Run("owner reference dropped by hand", func(t *testing.T) {
+		p := get[*apiv1.SecurityPolicy](w.st, apiv1.KindSecurityPolicy, "appintent-shop")
+		p.Metadata.OwnerReferences = nil
+		w.update(t, p)
+		if got := get[*apiv1.SecurityPolicy](w.st, apiv1.KindSecurityPolicy, "appintent-shop"); got.Metadata.OwnerReferences != nil {
+			t.Fatalf("the registry kept the owner references of an update without them: %+v", got.Metadata.OwnerReferences)
+		}
+		w.settle(t, "shop", one)
+	})
 	t.Run("policy deleted by hand", func(t *testing.T) {
 		w.delete(t, apiv1.KindSecurityPolicy, "appintent-shop")
 		w.settle(t, "shop", one)
@@ -278,13 +287,27 @@ func TestLifecycle(t *testing.T) {
 	})
 }
 
+// TestAdopt: an object of an intent's generated name that names no owner
+// (made by hand) is taken over, not replaced.
+func TestAdopt(t *testing.T) {
+	w := newWorld(t)
+	orphan := w.create(t, &apiv1.SecurityPolicy{TypeMeta: etcdtest.TypeMeta(apiv1.KindSecurityPolicy),
+		Metadata: apiv1.ObjectMeta{Name: "appintent-shop", Tenant: "acme"}, Spec: apiv1.SecurityPolicySpec{VPC: "main"}})
+	w.create(t, appIntent("shop", talksToDB))
+	w.settle(t, "shop", []*replica{&w.replica})
+	if got := get[*apiv1.SecurityPolicy](w.st, apiv1.KindSecurityPolicy, "appintent-shop"); got.Metadata.UID != orphan.GetObjectMeta().UID {
+		t.Errorf("the policy was replaced (uid %s, was %s), not adopted", got.Metadata.UID, orphan.GetObjectMeta().UID)
+	}
+}
+
 // TestRestartReconcile: what changed while no controller ran is caught up
 // when one starts: the objects of an intent deleted meanwhile go, a hand
-// edit is undone, an intent created meanwhile gets its objects.
+// edit is undone, an intent created meanwhile gets its objects, one
+// deleted and created again keeps them.
 func TestRestartReconcile(t *testing.T) {
 	w := newWorld(t)
 	one := []*replica{&w.replica}
-	for _, name := range []string{"gone", "kept"} {
+	for _, name := range []string{"gone", "kept", "again"} {
 		w.create(t, appIntent(name, talksToDB))
 		w.settle(t, name, one)
 	}
@@ -296,6 +319,9 @@ func TestRestartReconcile(t *testing.T) {
 	p.Spec.Egress = nil
 	w.update(t, p)
 	w.create(t, appIntent("new", func(s *apiv1.AppIntentSpec) { s.Latency = apiv1.LatencyLow }))
+	before := get[*apiv1.SecurityPolicy](w.st, apiv1.KindSecurityPolicy, "appintent-again")
+	w.delete(t, apiv1.KindAppIntent, "again")
+	w.create(t, appIntent("again", talksToDB))
 	if s := stateOf(w.st, "gone"); len(s.Owned) != 1 {
 		t.Fatalf("with no controller running, the deleted intent's objects are %v, want its policy still", s.Owned)
 	}
@@ -304,6 +330,11 @@ func TestRestartReconcile(t *testing.T) {
 	w.gone(t, "gone", one)
 	w.settle(t, "kept", one)
 	w.settle(t, "new", one)
+	// The objects of an intent deleted and created again pass to the new one.
+	w.settle(t, "again", one)
+	if p := get[*apiv1.SecurityPolicy](w.st, apiv1.KindSecurityPolicy, "appintent-again"); p.Metadata.UID != before.Metadata.UID {
+		t.Errorf("the policy of the re-created intent was replaced (uid %s, was %s), not passed on", p.Metadata.UID, before.Metadata.UID)
+	}
 }
 
 // TestTwoReplicas: two replicas reconcile every intent at once; they end
@@ -458,7 +489,7 @@ func TestUnmet(t *testing.T) {
 		waitFor(t, "class kept and reported", func() bool {
 			s := stateOf(w.st, "pinned").Status
 			return s.ObservedGeneration == 2 && len(s.Unmet) == 1 &&
-				strings.HasPrefix(s.Unmet[0], "QoSClass appintent-pinned is no longer needed but cannot be deleted")
+				strings.HasPrefix(s.Unmet[0], "bandwidth, latency: QoSClass appintent-pinned is no longer needed but cannot be deleted")
 		}, func() string { return cmp.Diff(nil, stateOf(w.st, "pinned").Status) })
 		w.delete(t, apiv1.KindEndpoint, "pin-1")
 		w.settle(t, "pinned", one)
