@@ -167,19 +167,7 @@ func (c *Controller) observe(evs []store.Event) {
 // sameSelection reports whether two states of an endpoint are selected,
 // and use a class, alike.
 func sameSelection(a, b *apiv1.Endpoint) bool {
-	return a.Spec.Subnet == b.Spec.Subnet && a.Spec.QoSClass == b.Spec.QoSClass && labelsEqual(a.Metadata.Labels, b.Metadata.Labels)
-}
-
-func labelsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
+	return a.Spec.Subnet == b.Spec.Subnet && a.Spec.QoSClass == b.Spec.QoSClass && maps.Equal(a.Metadata.Labels, b.Metadata.Labels)
 }
 
 // index adds (or removes) an object that may be owned to the owner index
@@ -193,15 +181,15 @@ func (c *Controller) index(o apiv1.Object, add bool) {
 		}
 		k := key{m.Tenant, r.Name}
 		c.dirty[k] = struct{}{}
-		switch set := c.owned[k]; {
-		case add && set == nil:
-			c.owned[k] = refSet{ref: {}}
-		case add:
-			set[ref] = struct{}{}
-		default:
-			if delete(set, ref); len(set) == 0 {
+		switch {
+		case !add:
+			if delete(c.owned[k], ref); len(c.owned[k]) == 0 {
 				delete(c.owned, k)
 			}
+		case c.owned[k] == nil:
+			c.owned[k] = refSet{ref: {}}
+		default:
+			c.owned[k][ref] = struct{}{}
 		}
 	}
 	if name, ok := strings.CutPrefix(m.Name, Prefix); ok && name != "" {
@@ -265,13 +253,7 @@ func (c *Controller) run(ctx context.Context) {
 	for {
 		k, ok, wait := c.next(time.Now())
 		if !ok {
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(wait)
+			timer.Reset(wait) // since Go 1.23 no stale tick survives a Reset
 			select {
 			case <-c.wake:
 			case <-timer.C:

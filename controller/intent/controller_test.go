@@ -15,17 +15,11 @@ import (
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/internal/apitest"
 	"github.com/weftnet/weft/internal/etcdtest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// etcd's embedded server and client keep a few process-wide goroutines.
-		goleak.IgnoreTopFunction("go.etcd.io/etcd/pkg/v3/logutil.(*MergeLogger).outputLoop"),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, apitest.LeakOptions()...) }
 
 // replica is one controller replica's store, registry and intent controller.
 type replica struct {
