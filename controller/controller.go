@@ -27,6 +27,7 @@ import (
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/lifecycle"
+	"github.com/weftnet/weft/web"
 )
 
 // Config configures a controller replica.
@@ -171,11 +172,19 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
 	}
+	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new web UI: %w", err)
+	}
 	c.ln, err = net.Listen("tcp", c.cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
 	}
-	c.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle(web.Prefix, ui)
+	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
+	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	c.life.Go(func(context.Context) {
 		c.serveErr = c.http.Serve(c.ln)
 		close(c.served)
