@@ -147,11 +147,16 @@ func (b *browser) shot(name string) {
 // class, a policy and three endpoints on hosts h1..h6, and globex with one
 // of each.
 func seed(t *testing.T, e *env) {
-	e.putHosts(t, []*apiv1.Host{
+	hosts := []*apiv1.Host{
 		host("h1", "192.0.2.11", apiv1.LivenessAlive, "10.9.0.1:7444"), host("h2", "192.0.2.12", apiv1.LivenessAlive, "10.9.0.1:7444"),
 		host("h3", "192.0.2.13", apiv1.LivenessAlive, "10.9.0.2:7444"), host("h4", "192.0.2.14", apiv1.LivenessSuspect, "10.9.0.2:7444"),
 		host("h5", "192.0.2.15", apiv1.LivenessDead, ""), host("h6", "192.0.2.16", apiv1.LivenessUnknown, ""),
-	})
+	}
+	for _, h := range hosts {
+		h.Spec.Capacity = "10Gbit" // room for the gold class's minimum
+		h.Status.AgentVersion, h.Status.LastSeen = "v1.0.0", time.Now().UTC().Format(time.RFC3339)
+	}
+	e.putHosts(t, hosts)
 	prio := 1
 	web1 := etcdtest.Endpoint("acme", "web-1", "web", "h1", "app", "web", "tier", "frontend")
 	web1.Spec.QoSClass = "gold"
@@ -162,10 +167,10 @@ func seed(t *testing.T, e *env) {
 		etcdtest.Subnet("acme", "web", "main", "10.0.1.0/24"), etcdtest.Subnet("acme", "db", "main", "10.0.2.0/24"),
 		etcdtest.Subnet("acme", "dev-a", "dev", "10.1.1.0/24"), etcdtest.Subnet("globex", "core-a", "core", "10.0.1.0/24"),
 		&apiv1.SecurityPolicy{TypeMeta: etcdtest.TypeMeta(apiv1.KindSecurityPolicy), Metadata: apiv1.ObjectMeta{Name: "web-allow", Tenant: "acme"},
-			Spec: apiv1.SecurityPolicySpec{Selector: apiv1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Spec: apiv1.SecurityPolicySpec{VPC: "main", Egress: []apiv1.PolicyRule{}, Selector: apiv1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 				Ingress: []apiv1.PolicyRule{{Peers: []apiv1.PolicyPeer{{CIDR: "0.0.0.0/0"}}, Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 443}}}}}},
 		&apiv1.SecurityPolicy{TypeMeta: etcdtest.TypeMeta(apiv1.KindSecurityPolicy), Metadata: apiv1.ObjectMeta{Name: "db-from-web", Tenant: "acme"},
-			Spec: apiv1.SecurityPolicySpec{Selector: apiv1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Spec: apiv1.SecurityPolicySpec{VPC: "main", Selector: apiv1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
 				Ingress: []apiv1.PolicyRule{{Peers: []apiv1.PolicyPeer{{Selector: &apiv1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}},
 					Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 5432}}}}}},
 		web1, etcdtest.Endpoint("acme", "web-2", "web", "h2", "app", "web"), etcdtest.Endpoint("acme", "db-1", "db", "h3", "app", "db"),
@@ -177,6 +182,7 @@ func seed(t *testing.T, e *env) {
 // with a token: the pages load, show the stored counts, follow changes
 // without a reload, refuse writes without the CSRF token, and log out.
 func TestBrowser(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t, envOptions{auth: true})
 	seed(t, e)
 	b := newBrowser(t, e.URL+"/")
@@ -219,9 +225,20 @@ func TestBrowser(t *testing.T) {
 	b.open("#/t/acme/ep/web-1", "endpoint")
 	b.wait("web-1's policies and QoS", text("policy-count")+`.startsWith('1 policy selects') && document.querySelector('[data-policy="web-allow"]') !== null && `+
 		text("qos")+`.includes('gold') && `+text("qos")+`.includes('5Gbit')`)
-	if got := eval[string](b, `document.querySelector('[data-policy="web-allow"]').textContent`); !strings.Contains(got, "allow from 0.0.0.0/0 on tcp/443") {
-		t.Errorf("policy shown as %q", got)
+	for sel, want := range map[string]string{
+		`[data-policy="web-allow"]`: "allow from 0.0.0.0/0 on tcp/443",
+		`#isolation`:                "ingressisolated by 1 policy: 1 rule allowsegressisolated by 1 policy: nothing allowed",
+	} {
+		if got := eval[string](b, `document.querySelector('`+sel+`').textContent`); !strings.Contains(got, want) {
+			t.Errorf("%s shows %q, want %q", sel, got, want)
+		}
 	}
+	// The agent's report arrives as a status change.
+	if _, err := e.Env.Registry.MergePatchStatus(context.Background(), apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "web-1"},
+		[]byte(`{"status":{"phase":"Ready","conditions":[{"type":"PolicyProgrammed","status":"True","observedGeneration":1},{"type":"QoSProgrammed","status":"True","observedGeneration":1}]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("web-1 programmed", `document.getElementById('main').innerText.includes('QoSProgrammed') && document.querySelector('#main .phase-Ready') !== null`)
 	b.shot("endpoint")
 
 	b.open("#/hosts", "hosts")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
@@ -227,7 +228,7 @@ func (e *env) putHosts(t testing.TB, hosts []*apiv1.Host) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	const perTxn = 5000
+	const perTxn = 2000
 	var (
 		g   errgroup.Group
 		mu  sync.Mutex
@@ -245,7 +246,12 @@ func (e *env) putHosts(t testing.TB, hosts []*apiv1.Host) {
 				}
 				ops[j] = clientv3.OpPut(e.Env.Store.ObjectKey(apiv1.RefOf(h)), string(b))
 			}
+			// Puts are idempotent: a txn that timed out on a loaded
+			// machine is sent again.
 			res, err := e.Env.Client.Txn(ctx).Then(ops...).Commit()
+			for try := 0; err != nil && errors.Is(err, rpctypes.ErrTimeout) && try < 3; try++ {
+				res, err = e.Env.Client.Txn(ctx).Then(ops...).Commit()
+			}
 			if err != nil {
 				return err
 			}
@@ -266,6 +272,6 @@ func (e *env) putHosts(t testing.TB, hosts []*apiv1.Host) {
 // host builds a Host with a liveness state and a replica.
 func host(name, ip, liveness, replica string) *apiv1.Host {
 	h := etcdtest.Host(name, ip)
-	h.Status = apiv1.HostStatus{Liveness: liveness, Replica: replica, AgentVersion: "test", LastSeen: time.Now().UTC().Format(time.RFC3339)}
+	h.Status = apiv1.HostStatus{Liveness: liveness, Replica: replica}
 	return h
 }

@@ -17,6 +17,7 @@ import (
 // of the aggregate and drawing, measured by the page with
 // performance.now), grouped by state, by replica and by name prefix.
 func TestBrowserHostMap100k(t *testing.T) {
+	t.Parallel()
 	const n = 100_000
 	e := startEnv(t, envOptions{})
 	hosts := make([]*apiv1.Host, 0, n)

@@ -125,6 +125,7 @@ func serveList(w http.ResponseWriter, r *http.Request, items []json.RawMessage) 
 // their download and flow top talkers from the documented shapes, on a
 // controller without authentication.
 func TestBrowserObservability(t *testing.T) {
+	t.Parallel()
 	fx := newObserveFixture()
 	e := startEnv(t, envOptions{front: fx.front})
 	seed(t, e)

@@ -486,7 +486,7 @@
   }
 
   // ---- a tenant's network: VPC → subnet → endpoint ----
-  const tenantResources = t => ['vpcs', 'subnets', 'endpoints', 'securitypolicies', 'qosclasses'].map(p => 'tenants/' + encodeURIComponent(t) + '/' + p);
+  const tenantResources = t => ['vpcs', 'subnets', 'endpoints', 'securitypolicies', 'qosclasses', 'appintents'].map(p => 'tenants/' + encodeURIComponent(t) + '/' + p);
   const opened = new Map(); // "tenant/vpc" and "tenant/vpc/subnet" → open?
   const shown = new Map(); // "tenant/subnet" → endpoints listed
 
@@ -496,9 +496,10 @@
     show(el('h1', {}, 'Tenant ', el('span', { class: 'mono' }, t)), counts, tree);
     const c = collections(tenantResources(t), render);
     function render() {
-      const [vpcs, subnets, eps, pols, qos] = [0, 1, 2, 3, 4].map(c.list);
+      const [vpcs, subnets, eps, pols, qos, intents] = [0, 1, 2, 3, 4, 5].map(c.list);
       fill(counts, card('count-vpcs', fmt(vpcs.length), 'VPCs'), card('count-subnets', fmt(subnets.length), 'subnets'),
-        card('count-endpoints', fmt(eps.length), 'endpoints'), card('count-policies', fmt(pols.length), 'policies'), card('count-qos', fmt(qos.length), 'QoS classes'));
+        card('count-endpoints', fmt(eps.length), 'endpoints'), card('count-policies', fmt(pols.length), 'policies'), card('count-qos', fmt(qos.length), 'QoS classes'),
+        card('count-intents', fmt(intents.length), 'app intents'));
       const err = c.errors.find(e => e);
       const epsBySubnet = new Map();
       for (const e of eps) {
@@ -528,7 +529,8 @@
       fill(tree, err ? el('p', { class: 'error' }, err.message) : null,
         vpcs.length ? null : el('p', { class: 'muted' }, 'No VPCs.'),
         vpcs.map(v => fold(t + '/' + nameOf(v), true, 'vpc',
-          [el('b', {}, 'VPC ' + nameOf(v)), ' ', el('span', { class: 'mono' }, (v.spec.cidrs || []).join(', ')), v.status.vni ? el('span', { class: 'muted' }, '  VNI ' + v.status.vni) : null],
+          [el('b', {}, 'VPC ' + nameOf(v)), ' ', el('span', { class: 'mono' }, (v.spec.cidrs || []).join(', ')), v.status.vni ? el('span', { class: 'muted' }, '  VNI ' + v.status.vni + ' ') : null,
+            v.spec.defaultPolicy === 'deny' ? el('span', { class: 'tag' }, 'default deny') : null, v.spec.qos ? el('span', { class: 'tag' }, 'QoS ' + qosText(v.spec.qos)) : null],
           (subnetsByVPC.get(nameOf(v)) || []).map(s => {
             const list = epsBySubnet.get(nameOf(s)) || [];
             return fold(t + '/' + nameOf(v) + '/' + nameOf(s), !many, 'subnet',
@@ -558,11 +560,34 @@
     }
     return parts.length ? parts.join(', ') : 'everything';
   }
+  function portText(p) {
+    const proto = (p.protocol || 'TCP').toLowerCase();
+    if (proto === 'icmp') return 'icmp' + (p.icmpType !== undefined ? ' type ' + p.icmpType + (p.icmpCode !== undefined ? ' code ' + p.icmpCode : '') : '');
+    return proto + (p.port ? '/' + p.port + (p.endPort ? '-' + p.endPort : '') : '');
+  }
   function ruleText(r, dir) {
     const peers = (r.peers || []).map(p => p.cidr ? p.cidr : 'endpoints {' + selectorText(p.selector) + '}');
-    const ports = (r.ports || []).map(p => (p.protocol || 'any').toLowerCase() + (p.port ? '/' + p.port + (p.endPort ? '-' + p.endPort : '') : ''));
+    const ports = (r.ports || []).map(portText);
     return 'allow ' + dir + ' ' + (peers.length ? peers.join(', ') : 'anywhere') + (ports.length ? ' on ' + ports.join(', ') : ' on any port');
   }
+  const qosText = q => [q.minRate ? 'min ' + q.minRate : '', q.maxRate ? 'max ' + q.maxRate : ''].filter(Boolean).join(', ') || 'none';
+  // directionText says what a policy does in one direction: a policy that
+  // lists a direction (even empty) isolates it; one that does not leaves
+  // it alone (see SecurityPolicy in the API).
+  function directionText(spec, dir) {
+    if (!(dir in spec)) return null;
+    const rules = spec[dir] || [];
+    return rules.length ? rules.map(r => el('li', {}, ruleText(r, dir === 'ingress' ? 'from' : 'to'))) : el('li', { class: 'error' }, 'isolates ' + dir + ' and allows nothing');
+  }
+  // isolation sums up a direction over the policies that select the endpoint.
+  function isolation(pols, dir, deny) {
+    const isolating = pols.filter(p => dir in p.spec);
+    if (!isolating.length) return deny ? 'isolated by the VPC\'s default deny: nothing allowed' : 'not isolated: everything allowed';
+    const rules = isolating.reduce((n, p) => n + (p.spec[dir] || []).length, 0);
+    return 'isolated by ' + isolating.length + (isolating.length === 1 ? ' policy' : ' policies') + ': ' + (rules ? rules + (rules === 1 ? ' rule allows' : ' rules allow') : 'nothing allowed');
+  }
+  const ownedBy = o => (o.metadata.ownerReferences || []).map(r => r.kind + ' ' + r.name).join(', ');
+
   function endpointView(params, t, name) {
     const box = el('div');
     show(el('p', {}, el('a', { href: '#/t/' + encodeURIComponent(t) }, '‹ tenant ' + t)), el('h1', {}, 'Endpoint ', el('span', { class: 'mono', id: 'endpoint-name' }, name)), box);
@@ -571,27 +596,40 @@
       const ep = c.cols[2].get(t + '/' + name);
       if (!ep) { fill(box, el('p', { class: 'muted' }, 'No endpoint ' + name + ' (yet).')); return; }
       const sn = c.cols[1].get(t + '/' + ep.spec.subnet);
-      const vpc = sn ? sn.spec.vpc : '';
-      const pols = c.list(3).filter(p => selectorMatches(p.spec.selector, ep.metadata.labels) && (!p.spec.vpc || p.spec.vpc === vpc));
-      const qos = ep.spec.qosClass ? c.cols[4].get(t + '/' + ep.spec.qosClass) : null;
-      const kv = pairs => el('dl', { class: 'kv' }, pairs.filter(([, v]) => v !== undefined && v !== '' && v !== null).map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+      const vpcName = sn ? sn.spec.vpc : '', vpc = c.cols[0].get(t + '/' + vpcName);
+      const labels = ep.metadata.labels;
+      const pols = c.list(3).filter(p => (!p.spec.vpc || p.spec.vpc === vpcName) && selectorMatches(p.spec.selector, labels));
+      // The class: its own, else that of the first AppIntent (by name) of
+      // its VPC that selects it and owns a class (the controller's rule).
+      const intent = ep.spec.qosClass ? null : c.list(5).find(i => i.spec.vpc === vpcName && selectorMatches(i.spec.selector, labels) &&
+        ((i.status || {}).objects || []).some(o => o.kind === 'QoSClass'));
+      const className = ep.spec.qosClass || (intent ? intent.status.objects.find(o => o.kind === 'QoSClass').name : '');
+      const qos = className ? c.cols[4].get(t + '/' + className) : null;
+      const deny = vpc && vpc.spec.defaultPolicy === 'deny';
+      const kv = pairs => el('dl', { class: 'kv' }, pairs.filter(([, v]) => v !== undefined && v !== '' && v !== null && v !== 0).map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+      const conds = ep.status.conditions || [];
       fill(box,
-        el('div', { class: 'panel' }, kv([['VPC', vpc], ['subnet', ep.spec.subnet], ['host', ep.status.host || ep.spec.host],
-          ['IP', ep.status.ip || ep.spec.ip], ['MAC', ep.status.mac || ep.spec.mac], ['VNI', ep.status.vni], ['netns', ep.status.netns],
+        el('div', { class: 'panel' }, kv([['VPC', vpcName], ['subnet', ep.spec.subnet], ['host', ep.status.host || ep.spec.host],
+          ['IP', ep.status.ip || ep.spec.ip], ['MAC', ep.status.mac || ep.spec.mac], ['VNI', ep.status.vni], ['identity', ep.status.identity], ['netns', ep.status.netns],
           ['phase', el('span', { class: 'phase-' + (ep.status.phase || '') }, ep.status.phase || '')], ['message', ep.status.message],
-          ['labels', Object.entries(ep.metadata.labels || {}).map(([k, v]) => el('span', { class: 'tag' }, k + '=' + v))],
-          ['created', ago(ep.metadata.creationTimestamp)]])),
-        (ep.status.conditions || []).length ? [el('h2', {}, 'Conditions'), table(['type', 'status', 'reason', 'message'],
-          ep.status.conditions.map(x => el('tr', {}, el('td', {}, x.type), el('td', {}, x.status), el('td', {}, x.reason || ''), el('td', {}, x.message || ''))))] : null,
+          ['labels', Object.entries(labels || {}).map(([k, v]) => el('span', { class: 'tag' }, k + '=' + v))],
+          ['generation', ep.metadata.generation], ['created', ago(ep.metadata.creationTimestamp)]])),
+        conds.length ? [el('h2', {}, 'Programmed'), table(['condition', 'status', 'generation', 'reason', 'message'],
+          conds.map(x => el('tr', {}, el('td', {}, x.type), el('td', { class: x.status === 'True' ? 'state-Alive' : x.status === 'False' ? 'error' : '' }, x.status),
+            el('td', {}, (x.observedGeneration || '') + (x.observedGeneration && x.observedGeneration < ep.metadata.generation ? ' (stale)' : '')),
+            el('td', {}, x.reason || ''), el('td', {}, x.message || ''))))] : null,
         el('h2', {}, 'Quality of service'),
-        ep.spec.qosClass ? (qos ? el('div', { class: 'panel', id: 'qos' }, kv([['class', nameOf(qos)], ['min rate', qos.spec.minRate], ['max rate', qos.spec.maxRate],
-          ['priority', qos.spec.priority], ['DSCP', qos.spec.dscp]])) : el('p', { class: 'error' }, 'QoS class ' + ep.spec.qosClass + ' does not exist.'))
-          : el('p', { class: 'muted', id: 'qos' }, 'Best effort (no QoS class).'),
+        !className ? el('p', { class: 'muted', id: 'qos' }, 'Best effort (no QoS class).')
+          : qos ? el('div', { class: 'panel', id: 'qos' }, kv([['class', nameOf(qos)], ['from', intent ? 'AppIntent ' + nameOf(intent) : 'spec.qosClass'],
+            ['min rate', qos.spec.minRate], ['max rate', qos.spec.maxRate], ['priority', qos.spec.priority === undefined ? '4 (default)' : String(qos.spec.priority)], ['DSCP', qos.spec.dscp]]))
+            : el('p', { class: 'error', id: 'qos' }, 'QoS class ' + className + ' does not exist: best effort.'),
+        vpc && vpc.spec.qos ? el('p', { class: 'muted' }, 'VPC ' + vpcName + ' shares ' + qosText(vpc.spec.qos) + ' per host among its endpoints.') : null,
         el('h2', {}, 'Security policies'),
-        el('p', { class: 'muted', id: 'policy-count' }, pols.length + (pols.length === 1 ? ' policy selects' : ' policies select') + ' this endpoint.'),
-        pols.map(p => el('div', { class: 'panel policy', 'data-policy': nameOf(p) }, el('b', {}, nameOf(p)), el('span', { class: 'muted' }, '  selects {' + selectorText(p.spec.selector) + '}'),
-          el('ul', {}, (p.spec.ingress || []).map(r => el('li', {}, ruleText(r, 'from'))), (p.spec.egress || []).map(r => el('li', {}, ruleText(r, 'to'))),
-            !(p.spec.ingress || []).length && !(p.spec.egress || []).length ? el('li', { class: 'muted' }, 'no rules') : null))),
+        el('p', { class: 'muted', id: 'policy-count' }, pols.length + (pols.length === 1 ? ' policy selects' : ' policies select') + ' this endpoint' + (deny ? '; VPC ' + vpcName + ' denies by default.' : '.')),
+        el('div', { class: 'panel', id: 'isolation' }, kv([['ingress', isolation(pols, 'ingress', deny)], ['egress', isolation(pols, 'egress', deny)]])),
+        pols.map(p => el('div', { class: 'panel policy', 'data-policy': nameOf(p) }, el('b', {}, nameOf(p)), el('span', { class: 'muted' }, '  selects {' + selectorText(p.spec.selector) + '}' + (ownedBy(p) ? ' · from ' + ownedBy(p) : '')),
+          el('ul', {}, directionText(p.spec, 'ingress'), directionText(p.spec, 'egress'),
+            !('ingress' in p.spec) && !('egress' in p.spec) ? el('li', { class: 'muted' }, 'lists no direction: no effect') : null))),
         el('p', {}, el('a', { href: '#/t/' + encodeURIComponent(t) + '/traces?from=' + encodeURIComponent(name) }, 'Trace from this endpoint'), ' · ',
           el('a', { href: '#/t/' + encodeURIComponent(t) + '/flows?endpoint=' + encodeURIComponent(name) }, 'Its top talkers')));
       ui.ready = 'endpoint';
