@@ -5,8 +5,9 @@
 //
 // The packages below it hold the parts: store (etcd, group commit, cache
 // and index), alloc (VNIs and addresses), registry (the write path),
-// secrets (the cluster key, sealed secrets, the CA), auth (tokens, roles),
-// hostkey (agents' keys and enrolment) and rest (the HTTP API).
+// intent (AppIntents compiled into the objects they own), secrets (the
+// cluster key, sealed secrets, the CA), auth (tokens, roles), hostkey
+// (agents' keys and enrolment) and rest (the HTTP API).
 package controller
 
 import (
@@ -29,10 +30,12 @@ import (
 
 	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/lifecycle"
+	"github.com/weftnet/weft/web"
 )
 
 // Config configures a controller replica.
@@ -103,6 +106,7 @@ type Controller struct {
 	store    *store.Store
 	registry *registry.Registry
 	creds    *credentials
+	intents  *intent.Controller
 	http     *http.Server
 	ln       net.Listener
 	metrics  *http.Server
@@ -190,6 +194,14 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.registry.Start(ctx); err != nil {
 		return fmt.Errorf("start registry: %w", err)
 	}
+	// Every replica runs it: its writes are idempotent and compare-guarded.
+	c.intents, err = intent.New(intent.Config{Store: c.store, Writer: c.registry, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new intent controller: %w", err)
+	}
+	if err = c.intents.Start(ctx); err != nil {
+		return fmt.Errorf("start intent controller: %w", err)
+	}
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent, Keys: c.creds.keys,
@@ -209,6 +221,10 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
 	}
+	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new web UI: %w", err)
+	}
 	c.ln, err = net.Listen("tcp", c.cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
@@ -223,7 +239,11 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		}
 		ln = tls.NewListener(c.ln, tc)
 	}
-	c.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle(web.Prefix, ui)
+	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
+	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(c.cfg.Logger.With("subsystem", "http").Handler(), slog.LevelDebug)}
 	c.life.Go(func(context.Context) {
 		c.serveErr = c.http.Serve(ln)
@@ -280,6 +300,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.intents != nil {
+		errs = append(errs, c.intents.Close())
 	}
 	if c.registry != nil {
 		errs = append(errs, c.registry.Close())
