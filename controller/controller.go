@@ -211,9 +211,10 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	authn := auth.NewAuthenticator(c.creds.tokens, c.store)
 	h, err := rest.NewHandler(rest.Config{
 		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.reg, Version: c.cfg.Version,
-		Authenticator: auth.NewAuthenticator(c.creds.tokens, c.store), Lookup: c.store, Insecure: c.cfg.InsecureHTTP,
+		Authenticator: authn, Lookup: c.store, Insecure: c.cfg.InsecureHTTP,
 		Tokens: c.creds.tokens, CA: c.creds.ca,
 		Enroller: hostkey.NewEnroller(hostkey.EnrollerConfig{Store: c.store, Registry: c.registry, Tokens: c.creds.tokens,
 			Keyring: c.creds.keys, Sealer: c.creds.sealer, CA: c.creds.ca.CertPEM()}),
@@ -221,7 +222,11 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
 	}
-	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Logger: c.cfg.Logger})
+	var login web.Authenticator // an insecure API needs no login
+	if !c.cfg.InsecureHTTP {
+		login = webLogin{authn}
+	}
+	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Auth: login, Logger: c.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("new web UI: %w", err)
 	}

@@ -15,10 +15,12 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/controller/store"
+	"github.com/weftnet/weft/web"
 )
 
 // credentials are a replica's trust roots and the credentials it follows:
@@ -134,6 +136,18 @@ func servingNames(cfg Config, addr net.Addr) []string {
 		}
 	}
 	return append(names, cfg.TLSSANs...)
+}
+
+// webLogin checks the web UI's login tokens as the API checks bearer
+// tokens.
+type webLogin struct{ a *auth.Authenticator }
+
+func (l webLogin) Authenticate(_ context.Context, token string) (web.Identity, error) {
+	id, err := l.a.Token(token)
+	if err != nil {
+		return web.Identity{}, apiv1.NewUnauthorized("%v", err)
+	}
+	return web.Identity{Subject: id.Subject, Role: id.Role, Tenant: id.Tenant}, nil
 }
 
 // adminConfig is the CLI configuration written to DATA-DIR/admin.config

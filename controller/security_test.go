@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -631,5 +632,33 @@ func TestMetricsListener(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "weft_api_requests_total") {
 		t.Errorf("metrics listener: %s", resp.Status)
+	}
+}
+
+// TestWebLogin: on a secure controller the web UI asks for a login with a
+// token the API accepts, and calls the API with it.
+func TestWebLogin(t *testing.T) {
+	s := startSecure(t, controller.Config{DataDir: t.TempDir()}, nil)
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := s.client(t)
+	hc.Jar = jar
+	if code, _ := doWith(t, hc, "", "GET", s.base+"/ui/apis/weft/v1/tenants", ""); code != http.StatusUnauthorized {
+		t.Errorf("the UI's API without a login: %d, want 401", code)
+	}
+	if code, _ := doWith(t, hc, "", "POST", s.base+"/ui/login", `{"token":"weft_0011223344556677_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`); code != http.StatusUnauthorized {
+		t.Errorf("login with an unknown token: %d, want 401", code)
+	}
+	_, viewer := s.token(t, "tenant-viewer", "acme", "")
+	if code, body := doWith(t, hc, "", "POST", s.base+"/ui/login", `{"token":"`+viewer+`"}`); code != http.StatusOK || !strings.Contains(body, `"tenant-viewer"`) {
+		t.Fatalf("login: %d %s", code, body)
+	}
+	if code, body := doWith(t, hc, "", "GET", s.base+"/ui/apis/weft/v1/tenants/acme/vpcs", ""); code != http.StatusOK {
+		t.Errorf("the UI's API as the viewer: %d %s", code, body)
+	}
+	if code, _ := doWith(t, hc, "", "GET", s.base+"/ui/apis/weft/v1/hosts", ""); code != http.StatusForbidden {
+		t.Errorf("the UI's API lists hosts for a viewer: %d, want 403", code)
 	}
 }

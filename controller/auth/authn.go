@@ -31,10 +31,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Identity, error) {
 		if !ok {
 			return nil, ErrUnauthenticated
 		}
-		var err error
-		if id, err = a.tokens.lookup(strings.TrimSpace(tok)); err != nil {
-			return nil, err
-		}
+		return a.Token(strings.TrimSpace(tok))
 	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		leaf := r.TLS.VerifiedChains[0][0]
 		if len(leaf.URIs) != 1 {
@@ -48,8 +45,23 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Identity, error) {
 	} else {
 		return nil, nil
 	}
+	return a.bound(id)
+}
+
+// Token returns the identity of a bearer token, or ErrUnauthenticated.
+func (a *Authenticator) Token(tok string) (*Identity, error) {
+	id, err := a.tokens.lookup(tok)
+	if err != nil {
+		return nil, err
+	}
+	return a.bound(id)
+}
+
+// bound refuses an agent credential whose Host is gone, or is another
+// Host of the same name.
+func (a *Authenticator) bound(id *Identity) (*Identity, error) {
 	if uid, _ := HostUID(a.hosts, id.Host); id.Role == RoleAgent && uid != id.HostUID {
-		return nil, ErrUnauthenticated // the Host is gone, or another of the same name
+		return nil, ErrUnauthenticated
 	}
 	return id, nil
 }
