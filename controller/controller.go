@@ -5,9 +5,9 @@
 //
 // The packages below it hold the parts: store (etcd, group commit, cache
 // and index), alloc (VNIs and addresses), registry (the write path),
-// intent (AppIntents compiled into the objects they own), secrets (the
-// cluster key, sealed secrets, the CA), auth (tokens, roles), hostkey
-// (agents' keys and enrolment) and rest (the HTTP API).
+// secrets (the cluster key, sealed secrets, the CA), auth (tokens, roles),
+// hostkey (agents' keys and enrolment), intent (AppIntents compiled into
+// the objects they own) and rest (the HTTP API).
 package controller
 
 import (

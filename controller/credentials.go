@@ -15,7 +15,6 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/secrets"
@@ -138,18 +137,6 @@ func servingNames(cfg Config, addr net.Addr) []string {
 	return append(names, cfg.TLSSANs...)
 }
 
-// webLogin checks the web UI's login tokens as the API checks bearer
-// tokens.
-type webLogin struct{ a *auth.Authenticator }
-
-func (l webLogin) Authenticate(_ context.Context, token string) (web.Identity, error) {
-	id, err := l.a.Token(token)
-	if err != nil {
-		return web.Identity{}, apiv1.NewUnauthorized("%v", err)
-	}
-	return web.Identity{Subject: id.Subject, Role: id.Role, Tenant: id.Tenant}, nil
-}
-
 // adminConfig is the CLI configuration written to DATA-DIR/admin.config
 // (see the weft CLI's config file).
 type adminConfig struct {
@@ -189,4 +176,16 @@ func (c *credentials) writeAdminConfig(ctx context.Context, path, server string)
 	}
 	c.log.Info("wrote a cluster-admin CLI configuration", "file", path)
 	return nil
+}
+
+// webLogin checks the web UI's login tokens as the API checks bearer
+// tokens (a refusal is a 401).
+type webLogin struct{ a *auth.Authenticator }
+
+func (l webLogin) Authenticate(_ context.Context, token string) (web.Identity, error) {
+	id, err := l.a.Token(token)
+	if err != nil {
+		return web.Identity{}, err
+	}
+	return web.Identity{Subject: id.Subject, Role: id.Role, Tenant: id.Tenant}, nil
 }
