@@ -461,34 +461,38 @@
 //
 //   - The cost per packet does not grow with the rules (BenchmarkPolicyRuleCost:
 //     `go test ./datapath/linux -run '^$' -bench PolicyRuleCost -benchtime 1x
-//     -policy.rounds 15 -policy.duration 1s -v`): a client on one host and
+//     -policy.rounds 45 -policy.duration 1s -v`): a client on one host and
 //     a server on another in a VPC with 10, 1k, 10k and 100k rules (half on
 //     the server's ingress, by identity, /32 address and port range, half on
 //     the client's egress; the server admits the client by address, so the
-//     identity map misses first), 15 interleaved rounds of 1 s per rule count
+//     identity map misses first), interleaved rounds of 1 s per rule count
 //     and mode. Per round the rate is taken from the median transaction time
-//     (the count per second is also reported: on this loaded machine it
+//     (the count per second is also reported: on this shared machine it
 //     measures the client's share of the CPU more than the data path).
-//     Load 5.7-6.9: a new TCP connection each (every first packet judged on
-//     both hosts) 4,869 / 5,441 / 5,514 / 5,597 per s, ratio 100k/10 of the
-//     medians 1.149, per round 1.002 (0.767..1.509); one connection,
-//     request/response 35,585 / 35,597 / 35,648 / 35,585 per s, ratio 1.000
-//     (per round 0.999, 0.998..1.004). An earlier run at load 12-15: 1.003
-//     (per round 1.034, 0.720..2.947) and 1.001 (0.976..1.013).
-//   - Installing them: a Set of those 4 VPCs, 55,505 rules per host, 191 /
-//     295 ms (load 6); TestPolicyRuleCounts, 10,000 rules on one endpoint,
+//     45 rounds, load 4-5: a new TCP connection each (every first packet
+//     judged on both hosts) 4,706 / 4,685 / 4,782 / 4,629 per s, ratio
+//     100k/10 of the medians 0.984, per round 1.039 (0.657..1.803); one
+//     connection, request/response 35,257 / 35,221 / 35,221 / 35,170 per s,
+//     ratio 0.998 (per round 0.999, 0.743..1.337). Rounds vary far more than
+//     the effect sought: 15-round runs gave for connections 0.897 (per round
+//     0.985) at load 4-5, 1.149 (1.002) at load 6-7 and 1.003 (1.034) at
+//     load 12-15, and for request/response 0.996, 1.000 and 1.001.
+//   - Installing them: a Set of those 4 VPCs, 55,505 rules per host, 322 /
+//     527 ms (load 5; 191 / 295 ms in an earlier run at load 6);
+//     TestPolicyRuleCounts, 10,000 rules on one endpoint,
 //     116-266 ms; compiling 100,000 rules 87 ms (BenchmarkCompilePolicies,
 //     load 8), then cached while the policies stay the same.
 //   - A policy change on a host with 1,000 endpoints in 10 VPCs, each with a
 //     policy (BenchmarkPolicyChange: `go test ./datapath/linux -run '^$'
 //     -bench PolicyChange -benchtime 1x -policy.changes 100 -v`), changing
-//     an endpoint of the VPC converged last, load 4.5-5.4: in force (its
+//     an endpoint of the VPC converged last, load 4-5: in force (its
 //     transaction committed, seen as the namespace's new nftables
-//     generation) p50 5.3 ms, p99 67 ms after the Set began; the Set returns
-//     after p50 59 ms, p99 136 ms, most of which an unchanged Set costs too
-//     (p50 39 ms: reading the VPC namespaces). With EndpointResync 0 (every
-//     endpoint namespace re-read) in force p50 5.0 ms, p99 34 ms, returned
-//     p50 334 ms.
+//     generation) p50 6.4 ms, p99 23 ms after the Set began; the Set returns
+//     after p50 67 ms, p99 108 ms, most of which an unchanged Set costs too
+//     (p50 43 ms: reading the VPC namespaces). With EndpointResync 0 (every
+//     endpoint namespace re-read) in force p50 5.0 ms, p99 27 ms, returned
+//     p50 375 ms. (At load 7: in force p50 26 ms, p99 129 ms, before every
+//     VPC's policy was committed ahead of the namespaces' reads.)
 //
 // Not done yet: IPv6 overlay and underlay.
 package linux
