@@ -115,7 +115,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err != nil {
 		return nil, err
 	}
-	if err = sb.sink.Start(); err != nil {
+	if err = sb.sink.Start(ctx); err != nil {
 		return nil, err
 	}
 	sb.members, err = replicas.New(replicas.Config{

@@ -141,7 +141,9 @@ type HostStatus struct {
 	AgentVersion string `json:"agentVersion,omitempty"`
 	// ViewVersion is the version of the host's compiled view the agent last acknowledged.
 	ViewVersion uint64 `json:"viewVersion,omitempty"`
-	// LastError is the agent's error from its last NACK, empty after an ACK.
+	// LastError is the agent's error: why it refused its last view (NACK),
+	// or why programming the view it acknowledged failed; empty once a view
+	// is programmed.
 	LastError string `json:"lastError,omitempty"`
 	// Replica is the southbound address of the controller replica the
 	// host's agent last connected to: that replica speaks for the host's
