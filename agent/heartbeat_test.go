@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/view"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -163,9 +166,82 @@ func TestReporterFailedSet(t *testing.T) {
 	}
 	waitFor(t, "the report", func() bool { _, r := rec.snapshot(); return len(r) == 1 })
 	_, reps := rec.snapshot()
-	want := []EndpointReport{{ID: "acme/web", Phase: PhaseFailed, Message: "program datapath: injected failure"}}
+	const msg = "program datapath: injected failure"
+	want := []EndpointReport{{ID: "acme/web", Phase: PhaseFailed, Message: msg, PolicyErr: msg, QoSErr: msg}}
 	if diff := cmp.Diff(want, reps[0]); diff != "" {
 		t.Errorf("report (-want +got):\n%s", diff)
+	}
+}
+
+// qosRefuser is a driver whose Status says that the QoS of the endpoints
+// of VNI refuse is not enforced.
+type qosRefuser struct {
+	datapath.Driver
+	refuse uint32
+	vnis   map[string]uint32
+}
+
+func (q *qosRefuser) Set(ctx context.Context, d *datapath.Desired) error {
+	for _, e := range d.Endpoints {
+		q.vnis[e.ID] = e.VNI
+	}
+	return q.Driver.Set(ctx, d)
+}
+
+func (q *qosRefuser) Status(id string) (datapath.EndpointStatus, bool) {
+	st, ok := q.Driver.Status(id)
+	if ok && q.vnis[id] == q.refuse {
+		st.QoSErr = "vpc 200: injected"
+	}
+	return st, ok
+}
+
+// TestReporterConditions: reports carry the endpoint's generation from
+// the view and the datapath's policy and QoS errors of the endpoint alone
+// (another VPC's endpoints report none); a new generation is reported; an
+// endpoint that leaves is reported Gone once.
+func TestReporterConditions(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, func(c *Config) {
+		c.Reporter = rec
+		c.Driver = &qosRefuser{Driver: newSim(t), refuse: 200, vnis: map[string]uint32{}}
+	})
+	ep := func(tenant, name string, vni uint32, last byte, gen int64) wire.Resource {
+		return mustRes(t, &view.Endpoint{Tenant: tenant, Name: name, VPC: "main", VNI: vni, Subnet: "a",
+			IP: fmt.Sprintf("10.0.1.%d", last), MAC: fmt.Sprintf("02:00:0a:00:01:%02x", last), Generation: gen})
+	}
+	s := h.stream.accept(t)
+	s.send(t, &wire.Delta{ToVersion: 1, Snapshot: true, Upserts: []wire.Resource{hostRes(t),
+		vpcRes(t, "acme", 100), vpcRes(t, "globex", 200), ep("acme", "web", 100, 10, 3), ep("globex", "db", 200, 10, 1)}})
+	if got := s.answer(t); got != "ack 1" {
+		t.Fatalf("answer %q", got)
+	}
+	steps := []struct {
+		name  string
+		delta *wire.Delta
+		want  []EndpointReport
+	}{
+		{name: "first", want: []EndpointReport{
+			{ID: "acme/web", Netns: "sim:/h1/acme/web", Phase: PhaseReady, Generation: 3},
+			{ID: "globex/db", Netns: "sim:/h1/globex/db", Phase: PhaseReady, Generation: 1, QoSErr: "vpc 200: injected"},
+		}},
+		{name: "a new generation", delta: &wire.Delta{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{ep("acme", "web", 100, 10, 4)}},
+			want: []EndpointReport{{ID: "acme/web", Netns: "sim:/h1/acme/web", Phase: PhaseReady, Generation: 4}}},
+		{name: "gone", delta: &wire.Delta{FromVersion: 2, ToVersion: 3, Deletes: []wire.ResourceKey{key("endpoint", "globex/db")}},
+			want: []EndpointReport{{ID: "globex/db", Gone: true}}},
+	}
+	for i, st := range steps {
+		if st.delta != nil {
+			s.send(t, st.delta)
+			if got, want := s.answer(t), fmt.Sprint("ack ", st.delta.ToVersion); got != want {
+				t.Fatalf("%s: answer %q, want %q", st.name, got, want)
+			}
+		}
+		waitFor(t, st.name+" report", func() bool { _, r := rec.snapshot(); return len(r) == i+1 })
+		_, reps := rec.snapshot()
+		if diff := cmp.Diff(st.want, sortReports(reps[i])); diff != "" {
+			t.Errorf("%s report (-want +got):\n%s", st.name, diff)
+		}
 	}
 }
 
