@@ -54,7 +54,7 @@ func TestPolicyKernelSmoke(t *testing.T) {
 		t.Errorf("ratios %v %v", rc.RRRatio, rc.CRRRatio)
 	}
 	k := rep.Kernel
-	if k == nil || k.Changes != 3 || k.Incomplete != 0 || k.AffectedHosts != 2 || k.P99Ms <= 0 {
+	if k == nil || k.Changes != 3 || k.Incomplete != 0 || k.AffectedHosts != 2 || k.P99Ms <= 0 || k.SetP99Ms <= 0 {
 		t.Errorf("kernel part %+v, want 3 complete changes reaching both hosts", k)
 	}
 	leftOver(t)
