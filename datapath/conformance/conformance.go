@@ -27,6 +27,43 @@ type Prober interface {
 	// endpoint id of d to dst and returns nil once the reply arrives, or an
 	// error when ctx ends first.
 	Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error
+	// Probe sends one request of f from f.From and returns nil once f.To
+	// answered it, or an error when ctx ends first (denied or not routed).
+	// The prober plays both ends.
+	Probe(ctx context.Context, d datapath.Driver, f Flow) error
+	// Connect opens a connection for f (TCP) and exchanges one request over
+	// it.
+	Connect(ctx context.Context, d datapath.Driver, f Flow) (Conn, error)
+}
+
+// Flow is test traffic from one local endpoint to another.
+type Flow struct {
+	From, To string     // endpoint IDs
+	Src, Dst netip.Addr // their addresses
+	Proto    datapath.Protocol
+	// SrcPort is the sender's port (0: any); Port the destination's.
+	SrcPort, Port uint16
+	// ICMPType is the request sent: 8 (echo) or 13 (timestamp).
+	ICMPType uint8
+}
+
+func (f Flow) String() string {
+	switch f.Proto {
+	case datapath.ProtoICMP:
+		return fmt.Sprintf("%s->%s icmp/%d", f.From, f.To, f.ICMPType)
+	case datapath.ProtoTCP:
+		return fmt.Sprintf("%s->%s tcp/%d", f.From, f.To, f.Port)
+	case datapath.ProtoUDP:
+		return fmt.Sprintf("%s->%s udp/%d", f.From, f.To, f.Port)
+	}
+	return fmt.Sprintf("%s->%s proto %d port %d", f.From, f.To, f.Proto, f.Port)
+}
+
+// Conn is a live connection from a Connect.
+type Conn interface {
+	// Exchange sends one request and waits for its answer until ctx ends.
+	Exchange(ctx context.Context) error
+	Close() error
 }
 
 // Timeouts of the suite. A reply on a local path takes microseconds; a
@@ -57,6 +94,11 @@ func Run(t *testing.T, newDriver NewDriver, probe Prober) {
 		{"LearnDuringSet", false, testLearnDuringSet},
 		{"Reachability", true, testReachability},
 		{"MissForUnknownDestination", true, testMiss},
+		{"InvalidVPCContained", false, testInvalidVPCContained},
+		{"PolicyTruthTable", true, testPolicyTruthTable},
+		{"PolicyGateway", true, testPolicyGateway},
+		{"PolicyLiveConnections", true, testPolicyLiveConnections},
+		{"PolicyTenantsShareNoState", true, testPolicyTenantsShareNoState},
 		{"CloseIdempotent", false, testClose},
 		{"QoS", false, testQoS},
 	}
@@ -185,7 +227,7 @@ func Expected(d *datapath.Desired, remotes []datapath.Remote) datapath.Snapshot 
 	}
 	for _, e := range n.Endpoints {
 		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: e.ID, VNI: e.VNI, IP: e.IP, MAC: e.MAC.String(),
-			QoS: e.QoS.Enforced(n.Host.CapacityBps)})
+			Identity: e.Identity, QoS: e.QoS.Enforced(n.Host.CapacityBps)})
 	}
 	latest := map[datapath.RemoteKey]datapath.Remote{}
 	for _, r := range remotes {
@@ -221,7 +263,7 @@ func mac(vni uint32, a netip.Addr) net.HardwareAddr {
 
 func ep(id string, vni uint32, subnet, addr string) datapath.Endpoint {
 	a := ip(addr)
-	return datapath.Endpoint{ID: id, VNI: vni, Subnet: subnet, IP: a, MAC: mac(vni, a), Identity: vni*1000 + uint32(a.As4()[3])}
+	return datapath.Endpoint{ID: id, VNI: vni, Subnet: subnet, IP: a, MAC: mac(vni, a), Identity: vni + uint32(a.As4()[2])<<8 + uint32(a.As4()[3])}
 }
 
 func vpcAcme() datapath.VPC {

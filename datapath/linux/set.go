@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,8 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
-	if err := d.check(n); err != nil {
+	failed, err := d.check(n)
+	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
 	d.mu.Lock()
@@ -86,6 +88,11 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("linux set: %w", err)
 		}
+		if ferr := failed[v.VNI]; ferr != nil {
+			// Left as programmed: its endpoints keep their rules.
+			errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: ferr})
+			continue
+		}
 		vs, scan, err := d.ensureVPC(v, hc)
 		if err != nil {
 			errs = append(errs, err)
@@ -96,25 +103,36 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			d.smu.Unlock()
 			continue
 		}
+		// The policy before the endpoints: a new endpoint's veth comes up
+		// with its rules in place, and if the kernel refuses them the VPC
+		// is left as it was (the batch is atomic).
+		if err := d.ensurePolicy(vs, byVNI[v.VNI]); err != nil {
+			failed[v.VNI] = err
+			errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: err})
+			continue
+		}
 		errs = append(errs, d.removeStaleEndpoints(vs, scan, byVNI[v.VNI]))
 		passes = append(passes, pass{vs, scan, v})
 	}
-	// Forget endpoints that are gone everywhere.
+	// Forget endpoints that are gone everywhere (a failed VPC keeps its
+	// own).
 	wantEP := map[string]bool{}
 	for _, e := range n.Endpoints {
 		wantEP[e.ID] = true
 	}
 	d.smu.Lock()
-	for id := range d.eps {
-		if !wantEP[id] {
+	for id, st := range d.eps {
+		if !wantEP[id] && failed[st.ep.VNI] == nil {
 			delete(d.eps, id)
 		}
 	}
+	d.failed = failed
 	d.smu.Unlock()
 
 	// 3. Endpoints, then the routes and neighbours of each VPC namespace,
-	// then its QoS; then the host's QoS (see qos.go).
-	qos := d.planQoS(n)
+	// then its QoS; then the host's QoS (see qos.go), which counts a failed
+	// VPC's endpoints as they are programmed.
+	qos := d.planQoS(d.asProgrammed(n, failed))
 	for _, p := range passes {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("linux set: %w", err)
@@ -129,6 +147,11 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	for _, e := range n.Endpoints {
 		if e.Netns == "" {
 			ownNS[d.names.endpoint(e.ID)] = true
+		}
+	}
+	for id, st := range d.eps {
+		if failed[st.ep.VNI] != nil && st.ep.Netns == "" {
+			ownNS[d.names.endpoint(id)] = true
 		}
 	}
 	for name := range epNS {
@@ -147,8 +170,37 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	return nil
 }
 
-// check rejects what this driver cannot program yet.
-func (d *Driver) check(n *datapath.Desired) error {
+// asProgrammed returns n with the endpoints of the failed VPCs as they
+// are programmed (n itself when none failed). The caller holds mu.
+func (d *Driver) asProgrammed(n *datapath.Desired, failed map[uint32]error) *datapath.Desired {
+	if len(failed) == 0 {
+		return n
+	}
+	p := *n
+	p.Endpoints = make([]datapath.Endpoint, 0, len(n.Endpoints))
+	ids := make(map[string]bool, len(n.Endpoints))
+	for _, e := range n.Endpoints {
+		if failed[e.VNI] == nil {
+			p.Endpoints = append(p.Endpoints, e)
+			ids[e.ID] = true
+		}
+	}
+	for _, st := range d.eps {
+		if failed[st.ep.VNI] != nil && n.VPC(st.ep.VNI) != nil && !ids[st.ep.ID] {
+			p.Endpoints = append(p.Endpoints, st.ep)
+		}
+	}
+	slices.SortFunc(p.Endpoints, func(a, b datapath.Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	return &p
+}
+
+// check rejects what this driver cannot program yet: the whole state, or
+// (failed, with Normalize's Invalid) single VPCs.
+func (d *Driver) check(n *datapath.Desired) (failed map[uint32]error, err error) {
+	failed = make(map[uint32]error, len(n.Invalid))
+	for vni, err := range n.Invalid {
+		failed[vni] = err
+	}
 	var errs []error
 	if n.Host.Name != d.cfg.HostName {
 		errs = append(errs, fmt.Errorf("%w: host %q, but the driver runs for %q", datapath.ErrInvalid, n.Host.Name, d.cfg.HostName))
@@ -161,12 +213,12 @@ func (d *Driver) check(n *datapath.Desired) error {
 	}
 	for _, v := range n.VPCs {
 		for _, s := range v.Subnets {
-			if !s.CIDR.Addr().Is4() {
-				errs = append(errs, fmt.Errorf("%w: vpc %d subnet %q: only IPv4 is supported", datapath.ErrInvalid, v.VNI, s.Name))
+			if !s.CIDR.Addr().Is4() && failed[v.VNI] == nil {
+				failed[v.VNI] = fmt.Errorf("%w: subnet %q: only IPv4 is supported", datapath.ErrInvalid, s.Name)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
 type hostCfg struct {
@@ -291,6 +343,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 			SrcAddr:   hc.underlay.AsSlice(),
 			Port:      VXLANPort,
 			Learning:  false,
+			GBP:       true, // the sender's identity travels in the packet
 		}
 		// Created through the host namespace's socket, so its UDP socket
 		// lives there (on the underlay), and placed in the VPC namespace.
@@ -343,7 +396,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 func vxlanImmutableOK(vx *netlink.Vxlan, vni uint32, underlay netip.Addr) bool {
 	groupOK := len(vx.Group) == 0 || vx.Group.IsUnspecified()
 	return vx.VxlanId == int(vni) && ipAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
-		!vx.Learning && !vx.FlowBased && groupOK
+		!vx.Learning && !vx.FlowBased && groupOK && vx.GBP
 }
 
 // removeStaleEndpoints deletes the veths of endpoints that are no longer
