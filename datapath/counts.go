@@ -88,9 +88,6 @@ type SnapshotEndpoint struct {
 	MAC string
 	// QoS is what is enforced of the endpoint's QoS (QoS.Enforced).
 	QoS *QoS
-	// Identity is the security identity the data plane stamps on the
-	// endpoint's packets.
-	Identity uint32
 }
 
 // SnapshotRemote is a programmed remote location.

@@ -197,7 +197,7 @@ func (s *suite) probeAll(t *testing.T, probes []probe) {
 	for i, p := range probes {
 		cases[i] = Case{p.flow(), p.want}
 	}
-	for _, w := range CheckAll(t.Context(), cases, func(ctx context.Context, f Flow) error { return s.probe.Probe(ctx, s.d, f) }) {
+	for _, w := range CheckAll(t.Context(), cases, func(ctx context.Context, f Flow) error { return s.flows.Probe(ctx, s.d, f) }) {
 		t.Error(w)
 	}
 }
@@ -400,7 +400,7 @@ func (s *suite) connect(t *testing.T, f Flow) Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), positiveWait)
 	defer cancel()
-	c, err := s.probe.Connect(ctx, s.d, f)
+	c, err := s.flows.Connect(ctx, s.d, f)
 	if err != nil {
 		t.Fatalf("connect %s: %v", f, err)
 	}
@@ -425,7 +425,7 @@ func testPolicyTenantsShareNoState(t *testing.T, s *suite) {
 	zeta.SrcPort = 40123
 	ctx, cancel := context.WithTimeout(t.Context(), negativeWait)
 	defer cancel()
-	if err := s.probe.Probe(ctx, s.d, zeta); err == nil {
+	if err := s.flows.Probe(ctx, s.d, zeta); err == nil {
 		t.Errorf("%s passed zeta/db's closed ingress while acme had the same connection open", zeta)
 	}
 	ctx, cancel = context.WithTimeout(t.Context(), positiveWait)

@@ -90,7 +90,7 @@ func crr(ctx context.Context, ns string, dst string, d time.Duration) (float64, 
 		b := make([]byte, 1)
 		start := time.Now()
 		for time.Since(start) < d && ctx.Err() == nil {
-			c, err := net.DialTimeout("tcp", dst, time.Second)
+			c, err := net.DialTimeout("tcp", dst, 10*time.Second)
 			if err != nil {
 				return err
 			}
@@ -117,7 +117,7 @@ func rr(ctx context.Context, ns string, dst string, d time.Duration) (float64, e
 	var c net.Conn
 	if err := netnsfile.Do(ns, func() error {
 		var err error
-		c, err = net.DialTimeout("tcp", dst, time.Second)
+		c, err = net.DialTimeout("tcp", dst, 10*time.Second)
 		return err
 	}); err != nil {
 		return 0, err

@@ -790,30 +790,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(ks)
 	return ks
 }
-
-// readMarks reads the identities the table stamps, by veth name (for
-// Snapshot); none when the namespace has no table (yet).
-func readMarks(ns netns.NsHandle) (map[string]uint32, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		return nil, err
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return nil, fmt.Errorf("list nftables tables: %w", err)
-	}
-	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == PolicyTable }) {
-		return nil, nil
-	}
-	es, err := c.GetSetElements(&nftables.Set{Table: ptable(), Name: setMarks})
-	if err != nil {
-		return nil, fmt.Errorf("list elements of %s: %w", setMarks, err)
-	}
-	m := make(map[string]uint32, len(es))
-	for _, e := range es {
-		if len(e.Val) == 4 {
-			m[keyIfname(e.Key)] = binaryutil.NativeEndian.Uint32(e.Val)
-		}
-	}
-	return m, nil
-}

@@ -16,10 +16,9 @@ import (
 // Snapshot implements datapath.Snapshotter. It reads the kernel, not the
 // driver's memory: VPCs from the VXLAN devices in the driver's namespaces,
 // subnets from its routes through them, gateways from loopback addresses,
-// endpoints from the veth aliases with their /32 routes and neighbours and
-// their identities from the policy table, remotes from the permanent
-// neighbours and FDB entries of the VXLAN devices, QoS from the HTB classes
-// and the host's QoS table.
+// endpoints from the veth aliases with their /32 routes and neighbours, and
+// remotes from the permanent neighbours and FDB entries of the VXLAN devices,
+// QoS from the HTB classes and the host's QoS table.
 func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -97,10 +96,6 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string, hq *
 			epMAC[n.LinkIndex] = n.HardwareAddr.String()
 		}
 	}
-	marks, err := readMarks(fd)
-	if err != nil {
-		return fmt.Errorf("read identities: %w", err)
-	}
 	for _, l := range scan.links {
 		id, ok := strings.CutPrefix(l.Attrs().Alias, AliasPrefix)
 		if !ok || l.Type() != "veth" {
@@ -108,7 +103,7 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string, hq *
 		}
 		ip := epIP[l.Attrs().Index]
 		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: id, VNI: v.VNI, IP: ip, MAC: epMAC[l.Attrs().Index],
-			Identity: marks[l.Attrs().Name] & datapath.MarkIdentityMask, QoS: hq.enforcedQoS(qosKey{v.VNI, ip}, tx, capacity)})
+			QoS: hq.enforcedQoS(qosKey{v.VNI, ip}, tx, capacity)})
 	}
 	hostOf := map[string]netip.Addr{}
 	for _, f := range scan.fdb {

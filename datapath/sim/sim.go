@@ -480,7 +480,7 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	}
 	for _, e := range d.eps {
 		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: e.ID, VNI: e.VNI, IP: e.IP, MAC: e.MAC.String(),
-			Identity: e.Identity, QoS: e.QoS.Enforced(d.host.CapacityBps)})
+			QoS: e.QoS.Enforced(d.host.CapacityBps)})
 	}
 	for _, r := range d.remotes {
 		s.Remotes = append(s.Remotes, datapath.SnapshotRemote{VNI: r.VNI, IP: r.IP, Host: r.HostUnderlay})
