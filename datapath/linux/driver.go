@@ -83,6 +83,10 @@ type vpcNS struct {
 	// compiled is the table last compiled, from compiledFor.
 	compiled    *policyTable
 	compiledFor []policyInput
+	// verified is the table last written or found in the kernel, at
+	// nftables generation verifiedGen (nil: not known).
+	verified    *policyTable
+	verifiedGen uint32
 	ctChecked   bool // the conntrack sysctls were verified
 	// flushPending says a policy change was committed but the connections
 	// it no longer allows may not all be flushed yet.

@@ -531,9 +531,25 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 	}
 	var w policyWrite
 	err = vs.nft.withDeadline(func() error {
-		var err error
-		w, err = writePolicy(vs.nft.Conn, want, flush)
-		return err
+		// When the table was last found as wanted and no transaction has
+		// been committed in the namespace since, nothing can differ: a
+		// Set that changes no policy of the VPC costs one request.
+		gen, err := vs.nft.generation()
+		if err != nil {
+			return err
+		}
+		if vs.verified == want && gen == vs.verifiedGen {
+			return nil
+		}
+		vs.verified = nil
+		if w, err = writePolicy(vs.nft.Conn, want, flush); err != nil {
+			return err
+		}
+		if vs.verifiedGen, err = vs.nft.generation(); err != nil {
+			return err
+		}
+		vs.verified = want
+		return nil
 	})
 	if err != nil {
 		_ = vs.nft.CloseLasting()

@@ -600,3 +600,58 @@ func TestVPCFailuresContained(t *testing.T) {
 		c.probeAll(t, []flowCase{webToDB, {"zeta/newer", "zeta/web", datapath.ProtoICMP, 8, true}})
 	})
 }
+
+// TestPolicyDriftRepaired: the policy table changed behind the driver's
+// back (deleted, a dispatch element or a base rule removed) is repaired by
+// the next Set, which otherwise writes nothing.
+func TestPolicyDriftRepaired(t *testing.T) {
+	c := newDC(t, 1, twoTenants()[:1])
+	c.add(0, "acme/web", 100, "a", "10.0.1.10")
+	c.add(0, "acme/db", 100, "b", "10.0.2.10")
+	c.update("acme/web", func(e *datapath.Endpoint) { e.Identity = 10 })
+	c.update("acme/db", func(e *datapath.Endpoint) {
+		e.Policy = &datapath.EndpointPolicy{IngressIsolated: true, Ingress: []datapath.Rule{{Identities: []uint32{10},
+			Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: 5432}}}}}
+	})
+	c.setAll()
+	cases := []flowCase{
+		{"acme/web", "acme/db", datapath.ProtoTCP, 5432, true},
+		{"acme/web", "acme/db", datapath.ProtoTCP, 5433, false},
+	}
+	tb := &nftables.Table{Name: linux.PolicyTable, Family: nftables.TableFamilyIPv4}
+	tests := []struct {
+		name   string
+		tamper func(c *nftables.Conn)
+	}{
+		{"table deleted", func(c *nftables.Conn) { c.DelTable(tb) }},
+		{"dispatch element deleted", func(c *nftables.Conn) {
+			key := make([]byte, 16)
+			copy(key, linux.VethName("acme/db"))
+			if err := c.SetDeleteElements(&nftables.Set{Table: tb, Name: "ingress"}, []nftables.SetElement{{Key: key}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"base chain flushed", func(c *nftables.Conn) { c.FlushChain(&nftables.Chain{Table: tb, Name: "forward"}) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			withNftables(t, c.vpcNS(0, 100), func(n *nftables.Conn) {
+				tc.tamper(n)
+				if err := n.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			})
+			before := c.drivers[0].Counts()
+			c.setAll()
+			if w := c.drivers[0].Counts().Sub(before); w["nftables/commit"] != 1 {
+				t.Errorf("repair wrote %s; want one nftables commit", w)
+			}
+			before = c.drivers[0].Counts()
+			c.setAll()
+			if w := c.drivers[0].Counts().Sub(before); len(w) != 0 {
+				t.Errorf("Set after the repair wrote %s", w)
+			}
+			c.probeAll(t, cases)
+		})
+	}
+}

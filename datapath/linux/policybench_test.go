@@ -81,15 +81,39 @@ func newCostPair(rules int, vni uint32) costPair {
 	return p
 }
 
+// rate is what one measuring window saw: transactions per second, and the
+// median transaction time (a robust figure on a loaded machine, where a
+// lost SYN costs one window a second-long retransmission).
+type rate struct {
+	perSec float64
+	median time.Duration
+	slow   int // transactions that took over 500 ms
+}
+
+func rateOf(ts []time.Duration, d time.Duration) rate {
+	r := rate{perSec: float64(len(ts)) / d.Seconds()}
+	if len(ts) > 0 {
+		slices.Sort(ts)
+		r.median = ts[len(ts)/2]
+		for _, t := range ts {
+			if t > 500*time.Millisecond {
+				r.slow++
+			}
+		}
+	}
+	return r
+}
+
 // crr opens a connection, exchanges one byte each way and closes it (with
 // a reset, so that no TIME_WAIT is left), as often as it can for d, from
-// inside the client namespace; it returns connections per second.
-func crr(ctx context.Context, ns string, dst string, d time.Duration) (float64, error) {
-	var n int
+// inside the client namespace.
+func crr(ctx context.Context, ns string, dst string, d time.Duration) (rate, error) {
+	var ts []time.Duration
 	err := netnsfile.Do(ns, func() error {
 		b := make([]byte, 1)
 		start := time.Now()
 		for time.Since(start) < d && ctx.Err() == nil {
+			t0 := time.Now()
 			c, err := net.DialTimeout("tcp", dst, 10*time.Second)
 			if err != nil {
 				return err
@@ -104,38 +128,39 @@ func crr(ctx context.Context, ns string, dst string, d time.Duration) (float64, 
 			}
 			_ = c.(*net.TCPConn).SetLinger(0)
 			c.Close()
-			n++
+			ts = append(ts, time.Since(t0))
 		}
 		return nil
 	})
-	return float64(n) / d.Seconds(), err
+	return rateOf(ts, d), err
 }
 
 // rr exchanges one byte each way over one connection as often as it can
-// for d; it returns round trips per second.
-func rr(ctx context.Context, ns string, dst string, d time.Duration) (float64, error) {
+// for d.
+func rr(ctx context.Context, ns string, dst string, d time.Duration) (rate, error) {
 	var c net.Conn
 	if err := netnsfile.Do(ns, func() error {
 		var err error
 		c, err = net.DialTimeout("tcp", dst, 10*time.Second)
 		return err
 	}); err != nil {
-		return 0, err
+		return rate{}, err
 	}
 	defer c.Close()
 	b := make([]byte, 1)
-	n := 0
+	var ts []time.Duration
 	start := time.Now()
 	for time.Since(start) < d && ctx.Err() == nil {
+		t0 := time.Now()
 		if _, err := c.Write(b); err != nil {
-			return 0, err
+			return rate{}, err
 		}
 		if _, err := io.ReadFull(c, b); err != nil {
-			return 0, err
+			return rate{}, err
 		}
-		n++
+		ts = append(ts, time.Since(t0))
 	}
-	return float64(n) / d.Seconds(), nil
+	return rateOf(ts, d), nil
 }
 
 // serveRR answers every byte with a byte on every connection to l until l
@@ -267,7 +292,8 @@ func BenchmarkPolicyRuleCost(b *testing.B) {
 		}
 	}
 	load := loadavg()
-	rates := map[string][][]float64{"connections/s": make([][]float64, len(pairs)), "round trips/s": make([][]float64, len(pairs))}
+	modes := []string{"connections", "round trips"}
+	rates := [2][][]rate{make([][]rate, len(pairs)), make([][]rate, len(pairs))}
 	for r := range *policyRounds {
 		for k := range pairs {
 			i := (k + r) % len(pairs)
@@ -280,26 +306,52 @@ func BenchmarkPolicyRuleCost(b *testing.B) {
 			if err != nil {
 				b.Fatalf("round %d, %d rules: %v", r, p.rules, err)
 			}
-			rates["connections/s"][i] = append(rates["connections/s"][i], c)
-			rates["round trips/s"][i] = append(rates["round trips/s"][i], t)
+			rates[0][i] = append(rates[0][i], c)
+			rates[1][i] = append(rates[1][i], t)
 		}
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "%d interleaved rounds of %v per rule count and mode; load average %s before, %s after\n", *policyRounds, *policyDuration, load, loadavg())
-	for _, mode := range []string{"connections/s", "round trips/s"} {
+	fmt.Fprintf(&out, "per round: transactions/s counted, and 1/(median transaction time); median and range over the rounds\n")
+	for m, mode := range modes {
+		counted := func(i int) []float64 {
+			var v []float64
+			for _, r := range rates[m][i] {
+				v = append(v, r.perSec)
+			}
+			return v
+		}
+		fromMedian := func(i int) []float64 {
+			var v []float64
+			for _, r := range rates[m][i] {
+				v = append(v, 1/r.median.Seconds())
+			}
+			return v
+		}
 		for i, p := range pairs {
-			s := spreadOf(rates[mode][i])
-			fmt.Fprintf(&out, "%-14s rules=%-6d median %8.0f  range %8.0f .. %8.0f\n", mode, p.rules, s.median, s.min, s.max)
+			c, f := spreadOf(counted(i)), spreadOf(fromMedian(i))
+			slow := 0
+			for _, r := range rates[m][i] {
+				slow += r.slow
+			}
+			fmt.Fprintf(&out, "%-11s rules=%-6d counted median %6.0f/s range %6.0f..%6.0f | 1/median %6.0f/s range %6.0f..%6.0f | over 500ms: %d\n",
+				mode, p.rules, c.median, c.min, c.max, f.median, f.min, f.max, slow)
 		}
-		base, top := rates[mode][0], rates[mode][len(pairs)-1]
-		var ratios []float64
-		for r := range base {
-			ratios = append(ratios, top[r]/base[r])
+		for _, series := range []struct {
+			name string
+			of   func(int) []float64
+		}{{"counted", counted}, {"1/median", fromMedian}} {
+			base, top := series.of(0), series.of(len(pairs)-1)
+			var ratios []float64
+			for r := range base {
+				ratios = append(ratios, top[r]/base[r])
+			}
+			rs := spreadOf(ratios)
+			fmt.Fprintf(&out, "%-11s ratio %d/%d (%s): of the medians %.3f; per round median %.3f range %.3f..%.3f\n", mode,
+				counts[len(counts)-1], counts[0], series.name, spreadOf(top).median/spreadOf(base).median, rs.median, rs.min, rs.max)
 		}
-		rs := spreadOf(ratios)
-		fmt.Fprintf(&out, "%-14s ratio %d/%d: of medians %.3f; per round median %.3f range %.3f .. %.3f\n", mode, counts[len(counts)-1], counts[0],
-			spreadOf(top).median/spreadOf(base).median, rs.median, rs.min, rs.max)
-		b.ReportMetric(spreadOf(top).median/spreadOf(base).median, "ratio-"+strings.Split(mode, " ")[0]+"-100k/10")
+		base, top := fromMedian(0), fromMedian(len(pairs)-1)
+		b.ReportMetric(spreadOf(top).median/spreadOf(base).median, "ratio-"+strings.ReplaceAll(mode, " ", "-")+"-100k/10")
 	}
 	b.Log("\n" + out.String())
 }

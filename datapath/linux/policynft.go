@@ -101,6 +101,34 @@ func newNftConn(ns netns.NsHandle) (*nftConn, error) {
 	return nc, nil
 }
 
+// generation returns the namespace's nftables generation, which every
+// committed transaction (ours or anyone's) changes.
+func (c *nftConn) generation() (uint32, error) {
+	msgs, err := c.sock.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{Type: mdnetlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: mdnetlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("nftables generation: %w", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := mdnetlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			continue
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("nftables generation: no answer")
+}
+
 // withDeadline runs fn with the socket's deadline nftTimeout away. After
 // an error the connection may hold a late answer: the caller closes it.
 func (c *nftConn) withDeadline(fn func() error) error {

@@ -103,7 +103,7 @@ func connect(ctx context.Context, from, to string, f conformance.Flow) (*tcpConn
 	if err != nil {
 		return nil, err
 	}
-	stop := serveEchoOnce(l)
+	stop, accepted := serveEchoOnce(l)
 	var c net.Conn
 	err = netnsfile.Do(from, func() error {
 		d := net.Dialer{}
@@ -117,6 +117,14 @@ func connect(ctx context.Context, from, to string, f conformance.Flow) (*tcpConn
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("connect %s: %w", l.Addr(), err)
+	}
+	// The port is free again once the server accepted.
+	select {
+	case <-accepted:
+	case <-ctx.Done():
+		c.Close()
+		stop()
+		return nil, fmt.Errorf("connect %s: not accepted: %w", l.Addr(), ctx.Err())
 	}
 	return &tcpConn{c: c, stop: stop}, nil
 }
@@ -143,10 +151,10 @@ func (t *tcpConn) Close() error {
 }
 
 // serveEchoOnce accepts one connection on l, closes l (so that the port
-// is free for other probes) and echoes the connection until the returned
-// stop, which closes it and waits.
-func serveEchoOnce(l net.Listener) (stop func()) {
-	done := make(chan struct{})
+// is free for other probes; accepted is closed then) and echoes the
+// connection until stop, which closes it and waits.
+func serveEchoOnce(l net.Listener) (stop func(), accepted <-chan struct{}) {
+	done, acc := make(chan struct{}), make(chan struct{})
 	var mu sync.Mutex
 	var conn net.Conn
 	stopped := false
@@ -154,6 +162,7 @@ func serveEchoOnce(l net.Listener) (stop func()) {
 		defer close(done)
 		c, err := l.Accept()
 		l.Close()
+		close(acc)
 		if err != nil {
 			return
 		}
@@ -185,7 +194,7 @@ func serveEchoOnce(l net.Listener) (stop func()) {
 		}
 		mu.Unlock()
 		<-done
-	}
+	}, acc
 }
 
 // udpProbe sends one datagram to an echo socket in to and waits for the
