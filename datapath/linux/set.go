@@ -83,7 +83,12 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		scan *vpcScan
 		v    datapath.VPC
 	}
-	var passes []pass
+	// Every VPC's policy first, so that a change is in force after a
+	// namespace operation or two per VPC, not after reading every VPC;
+	// and before its endpoints, so that a new endpoint's veth comes up
+	// with its rules in place. If the kernel refuses a VPC's rules, the
+	// VPC is left as it was (the transaction is atomic).
+	opened := map[uint32]*vpcNS{}
 	for _, v := range n.VPCs {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("linux set: %w", err)
@@ -93,22 +98,35 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: ferr})
 			continue
 		}
-		vs, scan, err := d.ensureVPC(v, hc)
+		vs, err := d.openedVPC(v)
+		if err == nil {
+			err = d.ensurePolicy(vs, byVNI[v.VNI])
+			if err != nil {
+				failed[v.VNI] = err
+				errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: err})
+				continue
+			}
+		}
 		if err != nil {
 			errs = append(errs, err)
-			d.smu.Lock()
-			for _, e := range byVNI[v.VNI] {
-				delete(d.eps, e.ID)
-			}
-			d.smu.Unlock()
+			d.forgetEndpoints(byVNI[v.VNI])
 			continue
 		}
-		// The policy before the endpoints: a new endpoint's veth comes up
-		// with its rules in place, and if the kernel refuses them the VPC
-		// is left as it was (the batch is atomic).
-		if err := d.ensurePolicy(vs, byVNI[v.VNI]); err != nil {
-			failed[v.VNI] = err
-			errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: err})
+		opened[v.VNI] = vs
+	}
+	var passes []pass
+	for _, v := range n.VPCs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("linux set: %w", err)
+		}
+		vs := opened[v.VNI]
+		if vs == nil {
+			continue
+		}
+		scan, err := d.ensureVPC(vs, hc)
+		if err != nil {
+			errs = append(errs, err)
+			d.forgetEndpoints(byVNI[v.VNI])
 			continue
 		}
 		errs = append(errs, d.removeStaleEndpoints(vs, scan, byVNI[v.VNI]))
@@ -168,6 +186,16 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		return fmt.Errorf("linux set: %w", err)
 	}
 	return nil
+}
+
+// forgetEndpoints drops the state of endpoints whose VPC could not be
+// set up: they are not programmed.
+func (d *Driver) forgetEndpoints(eps []*datapath.Endpoint) {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	for _, e := range eps {
+		delete(d.eps, e.ID)
+	}
 }
 
 // asProgrammed returns n with the endpoints of the failed VPCs as they
@@ -269,9 +297,8 @@ func (vs *vpcNS) scan(withFDB bool) (*vpcScan, error) {
 	return s, nil
 }
 
-// ensureVPC makes sure the VPC namespace exists with a correct, up VXLAN
-// device and an up loopback, and returns its scan.
-func (d *Driver) ensureVPC(v datapath.VPC, hc hostCfg) (*vpcNS, *vpcScan, error) {
+// openedVPC opens (or makes) the VPC's namespace and its miss listener.
+func (d *Driver) openedVPC(v datapath.VPC) (*vpcNS, error) {
 	vs := d.vpcs[v.VNI]
 	if vs != nil && !sameFile(vs.path, vs.ns) {
 		// Someone deleted (or replaced) the namespace behind our back.
@@ -282,29 +309,35 @@ func (d *Driver) ensureVPC(v datapath.VPC, hc hostCfg) (*vpcNS, *vpcScan, error)
 	if vs == nil {
 		var err error
 		if vs, err = d.openVPC(v.VNI, true); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if vs.listenDied.Load() {
 		d.log.Warn("restarting miss listener", "vni", v.VNI)
 		vs.stopListener()
 		if err := d.startListener(vs); err != nil {
-			return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+			return nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
 		}
 	}
+	return vs, nil
+}
+
+// ensureVPC makes sure the VPC namespace (opened by openedVPC) has a
+// correct, up VXLAN device and an up loopback, and returns its scan.
+func (d *Driver) ensureVPC(vs *vpcNS, hc hostCfg) (*vpcScan, error) {
 	scan, err := vs.scan(false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+		return nil, fmt.Errorf("vpc %d: %w", vs.vni, err)
 	}
 	if lo := scan.links["lo"]; lo != nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(lo) }); err != nil {
-			return nil, nil, fmt.Errorf("vpc %d: set lo up: %w", v.VNI, err)
+			return nil, fmt.Errorf("vpc %d: set lo up: %w", vs.vni, err)
 		}
 	}
 	if err := d.ensureVXLAN(vs, scan, hc); err != nil {
-		return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+		return nil, fmt.Errorf("vpc %d: %w", vs.vni, err)
 	}
-	return vs, scan, nil
+	return scan, nil
 }
 
 // dropDetached forgets a VPC namespace whose pin was removed by someone
