@@ -450,7 +450,36 @@
 // Measured on this 2-core machine, shared with other jobs (load average
 // given with each figure):
 //
-//	POLICY_FIGURES
+//   - The cost per packet does not grow with the rules (BenchmarkPolicyRuleCost:
+//     `go test ./datapath/linux -run '^$' -bench PolicyRuleCost -benchtime 1x
+//     -policy.rounds 15 -policy.duration 1s -v`): a client on one host and
+//     a server on another in a VPC with 10, 1k, 10k and 100k rules (half on
+//     the server's ingress, by identity, /32 address and port range, half on
+//     the client's egress; the server admits the client by address, so the
+//     identity map misses first), 15 interleaved rounds of 1 s per rule count
+//     and mode. Per round the rate is taken from the median transaction time
+//     (the count per second is also reported: on this loaded machine it
+//     measures the client's share of the CPU more than the data path).
+//     Load 5.7-6.9: a new TCP connection each (every first packet judged on
+//     both hosts) 4,869 / 5,441 / 5,514 / 5,597 per s, ratio 100k/10 of the
+//     medians 1.149, per round 1.002 (0.767..1.509); one connection,
+//     request/response 35,585 / 35,597 / 35,648 / 35,585 per s, ratio 1.000
+//     (per round 0.999, 0.998..1.004). An earlier run at load 12-15: 1.003
+//     (per round 1.034, 0.720..2.947) and 1.001 (0.976..1.013).
+//   - Installing them: a Set of those 4 VPCs, 55,505 rules per host, 191 /
+//     295 ms (load 6); TestPolicyRuleCounts, 10,000 rules on one endpoint,
+//     116-266 ms; compiling 100,000 rules 143 ms (BenchmarkCompilePolicies,
+//     load 10), then cached while the policies stay the same.
+//   - A policy change on a host with 1,000 endpoints in 10 VPCs, each with a
+//     policy (BenchmarkPolicyChange: `go test ./datapath/linux -run '^$'
+//     -bench PolicyChange -benchtime 1x -policy.changes 100 -v`), changing
+//     an endpoint of the VPC converged last, load 4.5-5.4: in force (its
+//     transaction committed, seen as the namespace's new nftables
+//     generation) p50 5.3 ms, p99 67 ms after the Set began; the Set returns
+//     after p50 59 ms, p99 136 ms, most of which an unchanged Set costs too
+//     (p50 39 ms: reading the VPC namespaces). With EndpointResync 0 (every
+//     endpoint namespace re-read) in force p50 5.0 ms, p99 34 ms, returned
+//     p50 334 ms.
 //
 // Not done yet: IPv6 overlay and underlay.
 package linux
