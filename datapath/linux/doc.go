@@ -468,8 +468,8 @@
 //     (per round 1.034, 0.720..2.947) and 1.001 (0.976..1.013).
 //   - Installing them: a Set of those 4 VPCs, 55,505 rules per host, 191 /
 //     295 ms (load 6); TestPolicyRuleCounts, 10,000 rules on one endpoint,
-//     116-266 ms; compiling 100,000 rules 143 ms (BenchmarkCompilePolicies,
-//     load 10), then cached while the policies stay the same.
+//     116-266 ms; compiling 100,000 rules 87 ms (BenchmarkCompilePolicies,
+//     load 8), then cached while the policies stay the same.
 //   - A policy change on a host with 1,000 endpoints in 10 VPCs, each with a
 //     policy (BenchmarkPolicyChange: `go test ./datapath/linux -run '^$'
 //     -bench PolicyChange -benchtime 1x -policy.changes 100 -v`), changing

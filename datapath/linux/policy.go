@@ -96,12 +96,6 @@ func (b *codeBitmap) addRange(lo, hi int) {
 	}
 }
 
-// icmpRange is the types typLo..typHi with the codes codeLo..codeHi.
-type icmpRange struct {
-	typLo, typHi   uint8
-	codeLo, codeHi uint8
-}
-
 // add adds the ports of one rule (none: everything).
 func (s *portSet) add(ports []datapath.Port) {
 	if len(ports) == 0 {
@@ -183,43 +177,6 @@ func (s *portSet) canon() {
 	s.l4 = l4
 }
 
-// icmpRanges returns the ICMP types and codes allowed as disjoint ranges,
-// sorted: consecutive types allowing the same codes share their ranges.
-func (s *portSet) icmpRanges() []icmpRange {
-	if len(s.icmp) == 0 {
-		return nil
-	}
-	var out []icmpRange
-	for t := 0; t < 256; {
-		b, ok := s.icmp[uint8(t)]
-		if !ok {
-			t++
-			continue
-		}
-		hi := t
-		for hi < 255 {
-			if nb, ok := s.icmp[uint8(hi+1)]; !ok || nb != b {
-				break
-			}
-			hi++
-		}
-		for c := 0; c < 256; {
-			if b[c/64]&(1<<(c%64)) == 0 {
-				c++
-				continue
-			}
-			end := c
-			for end < 255 && b[(end+1)/64]&(1<<((end+1)%64)) != 0 {
-				end++
-			}
-			out = append(out, icmpRange{uint8(t), uint8(hi), uint8(c), uint8(end)})
-			c = end + 1
-		}
-		t = hi + 1
-	}
-	return out
-}
-
 // portBlock is 2^bits ports from first (aligned): how a port range is
 // matched with exact lookups (the port with its low bits cleared).
 type portBlock struct {
@@ -245,7 +202,8 @@ func (s *portSet) blocks() []portBlock {
 	return out
 }
 
-// key is the set's canonical text, e.g. "6:80-80,6:443-443|8-8:0-255".
+// key is the set's canonical text, e.g. "6:80-80,6:443-443|8:1.0.0.0,"
+// (ICMP types with their codes as a bitmap).
 func (s *portSet) key() string {
 	if s.k != "" {
 		return s.k
@@ -266,11 +224,10 @@ func (s *portSet) key() string {
 		b = strconv.AppendUint(b, uint64(r.last), 10)
 	}
 	b = append(b, '|')
-	for i, r := range s.icmpRanges() {
-		if i > 0 {
-			b = append(b, ',')
+	for t := 0; t < 256 && len(s.icmp) > 0; t++ {
+		if codes, ok := s.icmp[uint8(t)]; ok {
+			b = fmt.Appendf(b, "%d:%x.%x.%x.%x,", t, codes[0], codes[1], codes[2], codes[3])
 		}
-		b = fmt.Appendf(b, "%d-%d:%d-%d", r.typLo, r.typHi, r.codeLo, r.codeHi)
 	}
 	s.k = string(b)
 	return s.k
