@@ -180,7 +180,6 @@ func TestWatchErrors(t *testing.T) {
 
 func TestApply(t *testing.T) {
 	c, srv := newClient(t)
-	ctx := t.Context()
 	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
 
 	// The subnet has no gateway: the controller defaults it, and a second
@@ -202,17 +201,7 @@ func TestApply(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.edit()
-		before := len(srv.Writes())
-		got, obj, err := c.Apply(ctx, sn)
-		if err != nil {
-			t.Fatalf("%s: %v", st.name, err)
-		}
-		if got != st.want {
-			t.Errorf("%s: Apply = %q, want %q", st.name, got, st.want)
-		}
-		if n := len(srv.Writes()) - before; n != st.writes {
-			t.Errorf("%s: %d writes, want %d", st.name, n, st.writes)
-		}
+		obj := applyStep(t, c, srv, st.name, sn, st.want, st.writes)
 		if diff := cmp.Diff(sn.Metadata.Labels, obj.GetObjectMeta().Labels, cmpEmptyMaps); diff != "" {
 			t.Errorf("%s: stored labels (-want +got):\n%s", st.name, diff)
 		}
@@ -227,7 +216,6 @@ func TestApply(t *testing.T) {
 // owner references are applied like labels (without a new generation).
 func TestApplyPolicy(t *testing.T) {
 	c, srv := newClient(t)
-	ctx := t.Context()
 	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
 	p := apiv1.MustKind(apiv1.KindSecurityPolicy).New().(*apiv1.SecurityPolicy)
 	p.Metadata = apiv1.ObjectMeta{Name: "web", Tenant: "acme"}
@@ -253,18 +241,7 @@ func TestApplyPolicy(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.edit()
-		before := len(srv.Writes())
-		got, obj, err := c.Apply(ctx, p)
-		if err != nil {
-			t.Fatalf("%s: %v", st.name, err)
-		}
-		if got != st.want {
-			t.Errorf("%s: Apply = %q, want %q", st.name, got, st.want)
-		}
-		if n := len(srv.Writes()) - before; n != st.writes {
-			t.Errorf("%s: %d writes, want %d", st.name, n, st.writes)
-		}
-		stored := obj.(*apiv1.SecurityPolicy)
+		stored := applyStep(t, c, srv, st.name, p, st.want, st.writes).(*apiv1.SecurityPolicy)
 		if stored.Spec.VPC != "main" || stored.Metadata.Generation != st.wantGen {
 			t.Errorf("%s: stored spec.vpc %q generation %d, want main and %d", st.name, stored.Spec.VPC, stored.Metadata.Generation, st.wantGen)
 		}
@@ -275,6 +252,24 @@ func TestApplyPolicy(t *testing.T) {
 			t.Errorf("%s: stored owner references (-want +got):\n%s", st.name, diff)
 		}
 	}
+}
+
+// applyStep applies obj and checks the result and how many writes it
+// sent; it returns the stored object.
+func applyStep(t *testing.T, c *client.Client, srv *apitest.Server, step string, obj apiv1.Object, want string, writes int) apiv1.Object {
+	t.Helper()
+	before := len(srv.Writes())
+	got, stored, err := c.Apply(t.Context(), obj)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	if got != want {
+		t.Errorf("%s: Apply = %q, want %q", step, got, want)
+	}
+	if n := len(srv.Writes()) - before; n != writes {
+		t.Errorf("%s: %d writes, want %d", step, n, writes)
+	}
+	return stored
 }
 
 var cmpEmptyMaps = cmp.Comparer(func(a, b map[string]string) bool {

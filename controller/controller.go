@@ -3,8 +3,9 @@
 // validates, allocates and commits objects, and the REST API.
 //
 // The packages below it hold the parts: store (etcd, group commit, cache
-// and index), alloc (VNIs and addresses), registry (the write path) and
-// rest (the HTTP API).
+// and index), alloc (VNIs and addresses), registry (the write path),
+// intent (AppIntents compiled into the objects they own) and rest (the
+// HTTP API).
 package controller
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
@@ -67,6 +69,7 @@ type Controller struct {
 	cli      *clientv3.Client
 	store    *store.Store
 	registry *registry.Registry
+	intents  *intent.Controller
 	http     *http.Server
 	ln       net.Listener
 	south    *southbound
@@ -145,6 +148,14 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.registry.Start(ctx); err != nil {
 		return fmt.Errorf("start registry: %w", err)
 	}
+	// Every replica runs it: its writes are idempotent and compare-guarded.
+	c.intents, err = intent.New(intent.Config{Store: c.store, Writer: c.registry, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new intent controller: %w", err)
+	}
+	if err = c.intents.Start(ctx); err != nil {
+		return fmt.Errorf("start intent controller: %w", err)
+	}
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent,
@@ -204,6 +215,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.intents != nil {
+		errs = append(errs, c.intents.Close())
 	}
 	if c.registry != nil {
 		errs = append(errs, c.registry.Close())

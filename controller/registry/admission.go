@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -170,9 +171,6 @@ func (r *Registry) planAdmission(a *attempt, cacheRev int64) {
 	k := r.st.Key(admissionKey)
 	a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(k), "<", cacheRev+1))
 	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(k, ""))
-	if h := r.hooks.admitted; h != nil {
-		h()
-	}
 }
 
 // admitUpdate checks an update of a QoSClass, VPC or Host that may raise
@@ -250,17 +248,34 @@ func formatRate(bps uint64) string {
 	return strconv.FormatUint(bps, 10) + "bit"
 }
 
-// serialize makes the writes of obj that may need admission (or, with
-// quotas, the counted creates of a tenant) take turns on this replica,
-// and returns how many attempts the write may take: such writes retry
-// when another replica's wins.
+// serialize makes the writes of obj that may need admission, and the
+// counted creates of a tenant with a quota, take turns on this replica
+// (tenant first, then admission), and returns how many attempts the write
+// may take: such writes retry when another replica's wins.
 func (r *Registry) serialize(ctx context.Context, obj apiv1.Object, create bool) (unlock func(), attempts int, err error) {
-	if !r.mayNeedAdmission(obj, create) {
-		return func() {}, maxAttempts, nil
+	var keys []string
+	if k := r.quotaLock(obj, create); k != "" {
+		keys = append(keys, k)
 	}
-	unlock, err = r.writeLocks.lock(ctx, admissionKey)
-	if err != nil {
-		return nil, 0, storeError(err)
+	if r.mayNeedAdmission(obj, create) {
+		keys = append(keys, admissionKey)
+	}
+	var unlocks []func()
+	unlock = func() {
+		for _, u := range slices.Backward(unlocks) {
+			u()
+		}
+	}
+	for _, k := range keys {
+		u, err := r.writeLocks.lock(ctx, k)
+		if err != nil {
+			unlock()
+			return nil, 0, storeError(err)
+		}
+		unlocks = append(unlocks, u)
+	}
+	if len(keys) == 0 {
+		return unlock, maxAttempts, nil
 	}
 	return unlock, admissionAttempts, nil
 }

@@ -108,7 +108,7 @@ func TestAdmissionCompare(t *testing.T) {
 	both.Add(2)
 	for _, r := range rs {
 		var once sync.Once
-		r.hooks.admitted = func() { once.Do(func() { both.Done(); both.Wait() }) }
+		r.hooks.planned = func() { once.Do(func() { both.Done(); both.Wait() }) }
 	}
 	errs := make([]error, 2)
 	var wg sync.WaitGroup

@@ -22,15 +22,7 @@ import (
 // identities every interval.
 func startRegistryGC(tb testing.TB, st *store.Store, interval time.Duration) *Registry {
 	tb.Helper()
-	r, err := New(Config{Store: st, IdentityGCInterval: interval})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := r.Start(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { r.Close() })
-	return r
+	return startRegistryWith(tb, Config{Store: st, IdentityGCInterval: interval})
 }
 
 func labelled(ep *apiv1.Endpoint, labels map[string]string) *apiv1.Endpoint {

@@ -115,7 +115,8 @@ type Registry struct {
 	hooks             testHooks
 	// statusLocks serialise the status writes of each object (status.go).
 	statusLocks objectLocks
-	// writeLocks serialise the writes that need admission (admission.go).
+	// writeLocks serialise the writes that need admission and the counted
+	// creates of tenants with quotas (admission.go, quota.go).
 	writeLocks objectLocks
 	life       lifecycle.Group
 }
@@ -125,8 +126,8 @@ type testHooks struct {
 	// poolSnapshot runs when buildPool has read a subnet's endpoints at
 	// revision rev, before it registers the pool.
 	poolSnapshot func(rev int64)
-	// admitted runs when a write has passed admission, before it commits.
-	admitted func()
+	// planned runs when a write is planned, before it commits.
+	planned func()
 }
 
 // New returns a Registry; call Start before serving requests.
@@ -311,6 +312,9 @@ func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error
 		if a.noop {
 			return a, 0, nil
 		}
+		if h := r.hooks.planned; h != nil {
+			h()
+		}
 		res, err := r.st.Commit(ctx, a.txn)
 		if err != nil {
 			if a.undo != nil {
@@ -391,6 +395,9 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
 		if ki.Namespaced {
 			a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", ref.Tenant))
+		}
+		if err := r.planQuota(a, obj, cacheRev); err != nil {
+			return nil, err
 		}
 		alreadyExists := func(res store.Result) bool { return len(res.Else) > 0 && rangeCount(res.Else[0]) > 0 }
 		a.diagnose = func(res store.Result) error {
@@ -848,6 +855,7 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 				a.txn.Compares = append(a.txn.Compares, r.noneUnder("v1/"+k.Plural+"/"+name+"/"))
 			}
 		}
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(quotaKey(name))))
 	case *apiv1.Host:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(hostRefPrefix(name)))
 		if o.Status.HostID != 0 {

@@ -70,7 +70,13 @@ func startStore(tb testing.TB, emb *store.Embedded) *store.Store {
 // startRegistry starts a Registry on st.
 func startRegistry(tb testing.TB, st *store.Store) *Registry {
 	tb.Helper()
-	r, err := New(Config{Store: st})
+	return startRegistryWith(tb, Config{Store: st})
+}
+
+// startRegistryWith starts a Registry configured with cfg.
+func startRegistryWith(tb testing.TB, cfg Config) *Registry {
+	tb.Helper()
+	r, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -172,6 +172,16 @@ func (t *epTable) reindex(s uint32, old, cur *epRecord) {
 // len returns the number of endpoints.
 func (t *epTable) len() int { return t.n }
 
+// countTenant returns the number of endpoints of a tenant.
+func (t *epTable) countTenant(tenant string) int {
+	if id, ok := t.strs.lookup(tenant); ok {
+		if tree := t.byTenant[id]; tree != nil {
+			return tree.Len()
+		}
+	}
+	return 0
+}
+
 // ---- reads ----
 
 // endpoints returns the endpoints in slots, built from their records.

@@ -323,10 +323,16 @@ func TestCacheRoundTrip(t *testing.T) {
 		if diff := cmp.Diff(list, s.List(apiv1.KindEndpoint, tenant)); diff != "" {
 			t.Errorf("List %s (-want +got):\n%s", tenant, diff)
 		}
+		if got := s.Count(apiv1.KindEndpoint, tenant); got != len(list) {
+			t.Errorf("Count %s = %d, want %d", tenant, got, len(list))
+		}
 	}
 	sortObjects(all)
 	if diff := cmp.Diff(all, s.List(apiv1.KindEndpoint, "")); diff != "" {
 		t.Errorf("List (-want +got):\n%s", diff)
+	}
+	if got := s.Count(apiv1.KindEndpoint, ""); got != len(all) {
+		t.Errorf("Count = %d, want %d", got, len(all))
 	}
 	for h, want := range byHost {
 		sortObjects(want)

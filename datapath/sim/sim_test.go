@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -27,7 +28,7 @@ var host = datapath.HostConfig{Name: "h1", UnderlayIP: netip.MustParseAddr("192.
 type prober struct{}
 
 func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error {
-	dec, err := d.(*sim.Driver).Resolve(id, dst)
+	dec, err := d.(*sim.Driver).Send(id, sim.Packet{Dst: dst, Proto: datapath.ProtoICMP, ICMPType: 8})
 	if err != nil {
 		return err
 	}
@@ -37,6 +38,65 @@ func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.
 	}
 	<-ctx.Done()
 	return fmt.Errorf("no reply (%s): %w", dec.Verdict, ctx.Err())
+}
+
+// Probe sends a request and its answer through Send, each judged by
+// policy (the answer of an allowed request passes as part of its
+// connection).
+func (p prober) Probe(ctx context.Context, d datapath.Driver, f conformance.Flow) error {
+	sc := &simConn{d: d.(*sim.Driver), f: f, sport: f.SrcPort}
+	if sc.sport == 0 {
+		sc.sport = uint16(33000 + ports.Add(1)%20000)
+	}
+	return sc.roundTrip(ctx, false)
+}
+
+func (p prober) Connect(ctx context.Context, d datapath.Driver, f conformance.Flow) (conformance.Conn, error) {
+	sc := &simConn{d: d.(*sim.Driver), f: f, sport: f.SrcPort}
+	if sc.sport == 0 {
+		sc.sport = uint16(33000 + ports.Add(1)%20000)
+	}
+	return sc, sc.roundTrip(ctx, false)
+}
+
+var ports atomic.Uint32
+
+// simConn is a simulated connection: its first round trip opens it, the
+// later ones are mid-stream segments.
+type simConn struct {
+	d     *sim.Driver
+	f     conformance.Flow
+	sport uint16
+}
+
+func (c *simConn) Exchange(ctx context.Context) error { return c.roundTrip(ctx, true) }
+
+func (c *simConn) Close() error { return nil }
+
+func (c *simConn) roundTrip(ctx context.Context, midstream bool) error {
+	f := c.f
+	req := sim.Packet{Dst: f.Dst, Proto: f.Proto, SrcPort: c.sport, DstPort: f.Port, ICMPType: f.ICMPType, Midstream: midstream}
+	answer := sim.Packet{Dst: f.Src, Proto: f.Proto, SrcPort: f.Port, DstPort: c.sport, Midstream: f.Proto == datapath.ProtoTCP}
+	switch f.ICMPType {
+	case 8:
+		answer.ICMPType = 0
+	case 13:
+		answer.ICMPType = 14
+	}
+	for _, leg := range []struct {
+		from, to string
+		p        sim.Packet
+	}{{f.From, f.To, req}, {f.To, f.From, answer}} {
+		dec, err := c.d.Send(leg.from, leg.p)
+		if err != nil {
+			return err
+		}
+		if dec.Verdict != sim.VerdictLocal || dec.Endpoint != leg.to {
+			<-ctx.Done()
+			return fmt.Errorf("%s -> %s: %s %s: %w", leg.from, leg.p.Dst, dec.Verdict, dec.Reason, ctx.Err())
+		}
+	}
+	return nil
 }
 
 func TestConformance(t *testing.T) {
@@ -303,7 +363,7 @@ func TestComparedFields(t *testing.T) {
 	for _, c := range []struct {
 		v    any
 		want int
-	}{{datapath.Desired{}, 3}, {datapath.VPC{}, 5}, {datapath.Endpoint{}, 11}} {
+	}{{datapath.Desired{}, 4}, {datapath.VPC{}, 5}, {datapath.Endpoint{}, 12}} {
 		if n := reflect.TypeOf(c.v).NumField(); n != c.want {
 			t.Errorf("%T has %d fields, the sim driver compares %d: update Driver.programmed and sameEndpoint", c.v, n, c.want)
 		}
