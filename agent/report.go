@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -26,12 +27,16 @@ func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error)
 	reports := make([]EndpointReport, 0, len(d.Endpoints))
 	for _, e := range d.Endpoints {
 		r := EndpointReport{ID: e.ID, Generation: generation(&dec, v, e.ID)}
+		// A VPC that failed alone keeps what was programmed before: its
+		// endpoints forward, but not under the state of this view.
+		vpcErr := vpcError(setErr, e.VNI)
 		st, ok := a.driver.Status(e.ID)
 		switch {
 		case ok:
-			r.Netns, r.Phase, r.PolicyErr, r.QoSErr = st.Netns, PhaseReady, st.PolicyErr, st.QoSErr
+			r.Netns, r.Phase = st.Netns, PhaseReady
+			r.PolicyErr, r.QoSErr = cmp.Or(st.PolicyErr, vpcErr), cmp.Or(st.QoSErr, vpcErr)
 		case setErr != nil:
-			r.Phase, r.Message = PhaseFailed, setErr.Error()
+			r.Phase, r.Message = PhaseFailed, cmp.Or(vpcErr, setErr.Error())
 		default:
 			r.Phase, r.Message = PhaseFailed, "not programmed by the datapath"
 		}
@@ -46,6 +51,27 @@ func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error)
 		kick(a.reportKick)
 	}
 	a.mu.Unlock()
+}
+
+// vpcError returns the text of the datapath.VPCError of VNI vni in err's
+// tree, "" if there is none.
+func vpcError(err error, vni uint32) string {
+	switch e := err.(type) {
+	case nil:
+		return ""
+	case *datapath.VPCError:
+		if e.VNI == vni {
+			return e.Error()
+		}
+	case interface{ Unwrap() []error }:
+		for _, err := range e.Unwrap() {
+			if s := vpcError(err, vni); s != "" {
+				return s
+			}
+		}
+		return ""
+	}
+	return vpcError(errors.Unwrap(err), vni)
 }
 
 // generation returns the generation of endpoint id in v (0 if unknown).
