@@ -253,8 +253,8 @@ type policyEnv struct {
 func (e *policyEnv) ep(p pep) *apiv1.Endpoint { return e.eps[p.id()] }
 
 // serveAll starts, in every endpoint, TCP servers on the probed ports that
-// write the endpoint's name and then echo lines, and a UDP server that
-// answers every datagram with the name.
+// write the endpoint's name and a newline and then echo, and a UDP server
+// that answers every datagram with the name.
 func (e *policyEnv) serveAll() {
 	t := e.t
 	t.Helper()
@@ -266,7 +266,7 @@ func (e *policyEnv) serveAll() {
 			if err != nil {
 				t.Fatalf("server on %s: %v", epID(ep), err)
 			}
-			e.servers[fmt.Sprint(epID(ep), " tcp ", port)] = serveNamedEcho(ln, epID(ep))
+			e.servers[fmt.Sprint(epID(ep), " tcp ", port)] = testnet.ServeEcho(ln, epID(ep)+"\n")
 		}
 		var pc net.PacketConn
 		if err := netnsfile.Do(ep.Status.Netns, func() error {
@@ -277,52 +277,6 @@ func (e *policyEnv) serveAll() {
 			t.Fatalf("udp server on %s: %v", epID(ep), err)
 		}
 		e.servers[epID(ep)+" udp"] = serveNamedUDP(pc, epID(ep))
-	}
-}
-
-// serveNamedEcho accepts connections on l; to each it writes name and a
-// newline, then echoes what it reads. stop closes l and every connection
-// and waits.
-func serveNamedEcho(l net.Listener, name string) (stop func()) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Minute))
-				if _, err := io.WriteString(c, name+"\n"); err != nil {
-					return
-				}
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	}
 }
 
@@ -895,7 +849,7 @@ spec: {subnet: %s, host: %s, ip: %s}
 		e.mu.Unlock()
 		t.Fatal(err)
 	}
-	e.servers[wh2.id()+" tcp 7003"] = serveNamedEcho(ln, wh2.id())
+	e.servers[wh2.id()+" tcp 7003"] = testnet.ServeEcho(ln, wh2.id()+"\n")
 	e.mu.Unlock()
 	etl1 := e.eps["globex/etl-1"]
 	for _, c := range []struct {

@@ -2,12 +2,10 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/weftnet/weft/datapath"
@@ -172,7 +170,7 @@ func (r *dpRun) ruleCost(ctx context.Context, cfg *PolicyConfig) (*RuleCostPart,
 		if err != nil {
 			return nil, err
 		}
-		defer serveRR(l)()
+		defer testnet.ServeEcho(l, "")()
 		// The allowed port answers; another is closed to the client.
 		if _, err := crr(ctx, ns(ds[0], p.client.ID), dst, 100*time.Millisecond); err != nil {
 			return nil, fmt.Errorf("%d rules: %w", p.rules, err)
@@ -269,53 +267,4 @@ func rrRate(ctx context.Context, ns, dst string, d time.Duration) (float64, erro
 		}
 	}
 	return float64(n) / d.Seconds(), nil
-}
-
-// serveRR answers every byte with a byte on every connection to l until
-// the returned function closes l and them, and waits.
-func serveRR(l net.Listener) (stop func()) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if err != nil {
-				continue
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
-				b := make([]byte, 1)
-				for {
-					if _, err := c.Read(b); err != nil {
-						return
-					}
-					if _, err := c.Write(b); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}
 }
