@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/netnsfile"
-	"github.com/weftnet/weft/internal/testnet"
 )
 
 // PolicyConfig configures the security policy benchmark (Policy). Counts
@@ -142,7 +141,9 @@ func Policy(ctx context.Context, cfg PolicyConfig) (*PolicyReport, error) {
 	start := time.Now()
 	rep := &PolicyReport{Bench: "policy", Env: DatapathEnv{Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg1()},
 		Goals: PolicyGoals{RuleCostRatio: GoalRuleCostRatio, ChangeP99Ms: GoalPolicyChangeP99Ms}}
-	r := newKernelRun(cfg.NetnsDir, &cfg.SimConfig, "policy", start)
+	dcfg := &DatapathConfig{NetnsDir: cfg.NetnsDir, Progress: cfg.Progress, Logger: cfg.Logger}
+	dcfg.setDefaults()
+	r := newDPRun(dcfg, "policy", start)
 	defer r.status.Close()
 	var err error
 	for _, p := range cfg.Phases {
@@ -169,19 +170,6 @@ func Policy(ctx context.Context, cfg PolicyConfig) (*PolicyReport, error) {
 	rep.Took = time.Since(start).Round(time.Millisecond).String()
 	rep.Env.LoadEnd = loadAvg1()
 	return rep, err
-}
-
-// newKernelRun is a dpRun for a benchmark other than Datapath: its own
-// namespace prefix and status line, the shared defaults.
-func newKernelRun(netnsDir string, sc *SimConfig, name string, start time.Time) *dpRun {
-	cfg := &DatapathConfig{NetnsDir: netnsDir, Progress: sc.Progress, Logger: sc.Logger}
-	cfg.setDefaults()
-	if removed, err := testnet.Sweep(cfg.NetnsDir); err != nil {
-		cfg.Logger.Warn("sweep of crashed runs failed", "err", err)
-	} else if len(removed) > 0 {
-		cfg.Logger.Info("swept namespaces of crashed runs", "namespaces", len(removed))
-	}
-	return &dpRun{cfg: cfg, prefix: testnet.DefaultPrefix(), status: newStatusLine(cfg.Progress, name, start)}
 }
 
 // spreadOf returns the median, smallest and largest of v.

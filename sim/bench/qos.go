@@ -84,14 +84,14 @@ func QoS(ctx context.Context, cfg QoSConfig) (*QoSReport, error) {
 		return nil, errors.New("qos: needs root (creates network namespaces, veths and VXLAN devices)")
 	}
 	start := time.Now()
-	sc := &SimConfig{Progress: cfg.Progress, Logger: cfg.Logger}
-	r := newKernelRun(cfg.NetnsDir, sc, "qos", start)
-	defer r.status.Close()
-	r.cfg.Warmup, r.cfg.Duration, r.cfg.Tool, r.cfg.PinCPUs = cfg.Warmup, cfg.Duration, cfg.Tool, cfg.PinCPUs
-	r.cfg.setDefaults()
-	if err := r.cfg.validate(); err != nil {
+	dcfg := &DatapathConfig{Warmup: cfg.Warmup, Duration: cfg.Duration, Tool: cfg.Tool, PinCPUs: cfg.PinCPUs,
+		NetnsDir: cfg.NetnsDir, Progress: cfg.Progress, Logger: cfg.Logger}
+	dcfg.setDefaults()
+	if err := dcfg.validate(); err != nil {
 		return nil, fmt.Errorf("qos: %w", err)
 	}
+	r := newDPRun(dcfg, "qos", start)
+	defer r.status.Close()
 	if r.cfg.Tool != "go" {
 		_, err := exec.LookPath("iperf3")
 		r.iperf3 = err == nil
