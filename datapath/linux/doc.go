@@ -376,13 +376,13 @@
 //	  set egress_drops, ingress_drops { ifname, dynamic }  per endpoint drop counters
 //	  chain prerouting (filter, priority mangle)
 //	    meta mark set iifname map @marks
-//	    ct state established,related accept
+//	    ct state established,related accept     (* only with an isolated endpoint)
 //	    iifname vmap @egress
 //	    iifname "wfte*" update @egress_drops { iifname counter }
 //	    iifname "wfte*" drop    denied, or a veth the table does not know (fail closed)
 //	  chain forward (filter, priority filter)
-//	    ct state established,related accept
-//	    ct mark set meta mark   the sender's identity, for the flush below
+//	    ct state established,related accept     (*)
+//	    ct mark set meta mark   (*) the sender's identity, for the flush below
 //	    oifname vmap @ingress
 //	    oifname "wfte*" update @ingress_drops { oifname counter }
 //	    oifname "wfte*" drop
@@ -424,7 +424,13 @@
 // new veth comes up with its rules in place.
 //
 // Connection state. Conntrack is per namespace, so per VPC: overlapping
-// tenants never share it. After a transaction that changed an endpoint's
+// tenants never share it. Only the table of a VPC with an isolated
+// endpoint on the host has the rules marked (*): where nothing is judged,
+// nothing needs state, and the router's packets pay no conntrack (the
+// QoS floods of TestQoSCaps lost about a tenth of their rate to it on this
+// loaded machine). The first isolated endpoint rebuilds the table with
+// them, in one transaction; connections open before are then judged
+// packet by packet, as below. After a transaction that changed an endpoint's
 // class or identity, every entry of the namespace is judged again like
 // the connection's first packet (with the current identity of a local
 // sender, or the remote sender's from the entry's mark), and the entries

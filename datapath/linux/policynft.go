@@ -235,8 +235,10 @@ func ctEstablished() []expr.Any {
 	}
 }
 
-// baseRules are the rules of the base chains, in order.
-func baseRules() []baseRule {
+// baseRules are the rules of the base chains, in order. Without an
+// isolated endpoint (stateful false) the table judges nothing and uses no
+// connection state: the router's packets pay no conntrack.
+func baseRules(stateful bool) []baseRule {
 	dir := func(chain string, key expr.MetaKey, dispatch, drops, what string) []baseRule {
 		return []baseRule{
 			{chain, what + " by endpoint", []expr.Any{
@@ -256,16 +258,19 @@ func baseRules() []baseRule {
 			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: setMarks},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 		}},
-		{chainPrerouting, "established and related", ctEstablished()},
+	}
+	if stateful {
+		rs = append(rs, baseRule{chainPrerouting, "established and related", ctEstablished()})
 	}
 	rs = append(rs, dir(chainPrerouting, expr.MetaKeyIIFNAME, setEgress, setEgressDrops, "egress")...)
-	rs = append(rs,
-		baseRule{chainForward, "established and related", ctEstablished()},
-		baseRule{chainForward, "remember the sender's identity", []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-			&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true},
-		}},
-	)
+	if stateful {
+		rs = append(rs,
+			baseRule{chainForward, "established and related", ctEstablished()},
+			baseRule{chainForward, "remember the sender's identity", []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+				&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true},
+			}})
+	}
 	return append(rs, dir(chainForward, expr.MetaKeyOIFNAME, setIngress, setIngressDrops, "ingress")...)
 }
 
@@ -302,9 +307,10 @@ type kernelPolicy struct {
 	drops           [2][]string // counted interfaces (egress, ingress)
 }
 
-// readPolicy reads the VPC's table. An error after the table was found
-// comes with what was read (exists set).
-func readPolicy(c *nftables.Conn) (*kernelPolicy, error) {
+// readPolicy reads the VPC's table; its fixed part is compared with the
+// one written for stateful. An error after the table was found comes with
+// what was read (exists set).
+func readPolicy(c *nftables.Conn, stateful bool) (*kernelPolicy, error) {
 	k := &kernelPolicy{chains: map[string]bool{}, sets: map[string]bool{}}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
@@ -364,7 +370,7 @@ func readPolicy(c *nftables.Conn) (*kernelPolicy, error) {
 		}
 	}
 	var want []string
-	for _, r := range baseRules() {
+	for _, r := range baseRules(stateful) {
 		want = append(want, r.chain+": "+policyLayout+": "+r.comment)
 	}
 	if !slices.Equal(comments, want) {
@@ -499,7 +505,7 @@ func (b *batch) addBase(want *policyTable) error {
 		b.c.AddChain(ch)
 		b.ops++
 	}
-	for _, r := range baseRules() {
+	for _, r := range baseRules(want.stateful()) {
 		b.addRule(r.chain, comment(r.comment), r.exprs...)
 	}
 	return nil
@@ -689,7 +695,7 @@ type policyWrite struct {
 //
 // flush commits what was queued on c.
 func writePolicy(c *nftables.Conn, want *policyTable, flush func() error) (policyWrite, error) {
-	have, err := readPolicy(c)
+	have, err := readPolicy(c, want.stateful())
 	if err != nil && have == nil {
 		return policyWrite{}, err
 	}
