@@ -445,22 +445,19 @@ func (b *batch) addSet(s *nftables.Set, elems []nftables.SetElement) error {
 }
 
 func (b *batch) addElems(s *nftables.Set, elems []nftables.SetElement) error {
-	for len(elems) > 0 {
-		n := min(len(elems), elemChunk)
-		if err := b.c.SetAddElements(s, elems[:n]); err != nil {
-			return fmt.Errorf("add elements to %s: %w", s.Name, err)
-		}
-		elems = elems[n:]
-		b.ops++
-	}
-	return nil
+	return b.chunked(elems, func(es []nftables.SetElement) error { return b.c.SetAddElements(s, es) }, "add elements to "+s.Name)
 }
 
 func (b *batch) delElems(s *nftables.Set, elems []nftables.SetElement) error {
+	return b.chunked(elems, func(es []nftables.SetElement) error { return b.c.SetDeleteElements(s, es) }, "delete elements of "+s.Name)
+}
+
+// chunked queues elems with queue, a message per elemChunk.
+func (b *batch) chunked(elems []nftables.SetElement, queue func([]nftables.SetElement) error, what string) error {
 	for len(elems) > 0 {
 		n := min(len(elems), elemChunk)
-		if err := b.c.SetDeleteElements(s, elems[:n]); err != nil {
-			return fmt.Errorf("delete elements of %s: %w", s.Name, err)
+		if err := queue(elems[:n]); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		elems = elems[n:]
 		b.ops++
