@@ -390,7 +390,8 @@
 //	    meta mark & 0xffff -> @i_<hash>_ids -> port set ID; ID . l4proto . th dport in @i_<hash>_l4b0 accept
 //	    ... the same ID . l4proto . (th dport & ~(2^b-1)) in @..._l4b<b> accept, ICMP in @..._icmpt/_icmpc,
 //	        everything in @..._all
-//	    ip saddr -> @i_<hash>_nets (interval map) -> port set ID; the same lookups
+//	    ip saddr -> @i_<hash>_addrs (single addresses) -> port set ID; the same lookups
+//	    ip saddr -> @i_<hash>_nets (address ranges, an interval map) -> port set ID; the same
 //	  chain e_<hash>           the same by ip daddr
 //
 // Egress is judged in prerouting, so it covers the gateway too; ingress
@@ -403,9 +404,10 @@
 // peer (identity, or address) to a port set ID and looks (ID, protocol,
 // port) up in sets keyed exactly; port ranges are split into aligned
 // blocks (at most 32 per range) matched by masking the port. Every lookup
-// is a hash lookup but the address one, an interval tree (O(log n)); a
-// class chain has at most one rule per peer kind and port set kind,
-// however many rules it compiles. Not used: concatenated interval sets
+// is a hash lookup but the one of address ranges, an interval tree
+// (O(log n) in the ranges; single addresses, as the /32 peers a selector
+// resolves to, are hashed); a class chain has at most one rule per peer
+// kind and port set kind, however many rules it compiles. Not used: concatenated interval sets
 // (pipapo), whose lookup walks bitmaps as long as the set; and a chain
 // per distinct port set, which made thousands of kernel objects for
 // rules with distinct ports (1,000 such rules overflowed the socket with

@@ -537,21 +537,34 @@ func (b *batch) addClass(name string, c *policyClass) error {
 			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
 		}})
 	}
-	if len(c.nets) > 0 {
-		elems := make([]nftables.SetElement, 0, 2*len(c.nets))
-		for _, j := range c.nets {
-			elems = append(elems, nftables.SetElement{Key: be32(j.first), Val: ne32(j.ports)})
-			if j.last != 0xffffffff {
-				elems = append(elems, nftables.SetElement{Key: be32(j.last + 1), IntervalEnd: true})
-			}
+	// Peers by address: single addresses (the /32 peers) in a hash map,
+	// ranges in an interval map.
+	offset := uint32(16) // destination address
+	if c.ingress {
+		offset = 12 // source address
+	}
+	var addrs, ranges []nftables.SetElement
+	for _, j := range c.nets {
+		if j.first == j.last {
+			addrs = append(addrs, nftables.SetElement{Key: be32(j.first), Val: ne32(j.ports)})
+			continue
 		}
-		s := &nftables.Set{Name: name + "_nets", IsMap: true, Interval: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark}
-		if err := b.addSet(s, elems); err != nil {
+		ranges = append(ranges, nftables.SetElement{Key: be32(j.first), Val: ne32(j.ports)})
+		if j.last != 0xffffffff {
+			ranges = append(ranges, nftables.SetElement{Key: be32(j.last + 1), IntervalEnd: true})
+		}
+	}
+	for _, m := range []struct {
+		suffix   string
+		interval bool
+		elems    []nftables.SetElement
+	}{{"_addrs", false, addrs}, {"_nets", true, ranges}} {
+		if len(m.elems) == 0 {
+			continue
+		}
+		s := &nftables.Set{Name: name + m.suffix, IsMap: true, Interval: m.interval, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark}
+		if err := b.addSet(s, m.elems); err != nil {
 			return err
-		}
-		offset := uint32(16) // destination address
-		if c.ingress {
-			offset = 12 // source address
 		}
 		paths = append(paths, peerPath{s.Name, []expr.Any{
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
