@@ -35,6 +35,9 @@ type policyTable struct {
 	classes         map[string]*policyClass // by chain name
 }
 
+// stateful says some endpoint is isolated: the table tracks connections.
+func (t *policyTable) stateful() bool { return len(t.classes) > 0 }
+
 // policyClass is the rules of one isolated direction, shared by every
 // endpoint whose rules in that direction are the same. A peer is looked
 // up by the sender's identity (ingress) or by its address, giving the set

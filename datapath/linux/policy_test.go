@@ -427,28 +427,6 @@ func TestPolicyMatrix(t *testing.T) {
 	})
 }
 
-// manyRules returns n ingress rules none of which allows identity 10 on
-// TCP 5432: a third by identity and port, a third by /32 address, a third
-// by port range.
-func manyRules(n int) []datapath.Rule {
-	rs := make([]datapath.Rule, 0, n)
-	for i := range n {
-		switch i % 3 {
-		case 0:
-			rs = append(rs, datapath.Rule{Identities: []uint32{uint32(1000 + i%60000)},
-				Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: uint16(10000 + i%50000)}}})
-		case 1:
-			ip := netip.AddrFrom4([4]byte{172, 16 + byte(i>>16), byte(i >> 8), byte(i)})
-			rs = append(rs, datapath.Rule{Prefixes: []netip.Prefix{netip.PrefixFrom(ip, 32)},
-				Ports: []datapath.Port{{Protocol: datapath.ProtoUDP, First: uint16(1 + i%60000)}}})
-		default:
-			first := uint16(20000 + i%40000)
-			rs = append(rs, datapath.Rule{Identities: []uint32{20}, Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: first, Last: first + 100}}})
-		}
-	}
-	return rs
-}
-
 // TestPolicyRuleCounts: an isolated endpoint with no rule admits nothing;
 // with 10,000 rules plus one for its client it admits exactly that; the
 // Sets that install and repeat them are timed.
@@ -461,7 +439,7 @@ func TestPolicyRuleCounts(t *testing.T) {
 	c.update("acme/other", func(e *datapath.Endpoint) { e.Identity = 11 })
 	for _, n := range []int{0, 10000} {
 		t.Run(fmt.Sprintf("rules=%d", n), func(t *testing.T) {
-			rules := manyRules(n)
+			rules := costRules(n, true) // none admits web or other on TCP
 			if n > 0 {
 				rules = append(rules, datapath.Rule{Identities: []uint32{10}, Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: 5432}}})
 			}

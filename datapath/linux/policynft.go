@@ -235,8 +235,10 @@ func ctEstablished() []expr.Any {
 	}
 }
 
-// baseRules are the rules of the base chains, in order.
-func baseRules() []baseRule {
+// baseRules are the rules of the base chains, in order. Without an
+// isolated endpoint (stateful false) the table judges nothing and uses no
+// connection state: the router's packets pay no conntrack.
+func baseRules(stateful bool) []baseRule {
 	dir := func(chain string, key expr.MetaKey, dispatch, drops, what string) []baseRule {
 		return []baseRule{
 			{chain, what + " by endpoint", []expr.Any{
@@ -256,16 +258,19 @@ func baseRules() []baseRule {
 			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: setMarks},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 		}},
-		{chainPrerouting, "established and related", ctEstablished()},
+	}
+	if stateful {
+		rs = append(rs, baseRule{chainPrerouting, "established and related", ctEstablished()})
 	}
 	rs = append(rs, dir(chainPrerouting, expr.MetaKeyIIFNAME, setEgress, setEgressDrops, "egress")...)
-	rs = append(rs,
-		baseRule{chainForward, "established and related", ctEstablished()},
-		baseRule{chainForward, "remember the sender's identity", []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-			&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true},
-		}},
-	)
+	if stateful {
+		rs = append(rs,
+			baseRule{chainForward, "established and related", ctEstablished()},
+			baseRule{chainForward, "remember the sender's identity", []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+				&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true},
+			}})
+	}
 	return append(rs, dir(chainForward, expr.MetaKeyOIFNAME, setIngress, setIngressDrops, "ingress")...)
 }
 
@@ -302,9 +307,10 @@ type kernelPolicy struct {
 	drops           [2][]string // counted interfaces (egress, ingress)
 }
 
-// readPolicy reads the VPC's table. An error after the table was found
-// comes with what was read (exists set).
-func readPolicy(c *nftables.Conn) (*kernelPolicy, error) {
+// readPolicy reads the VPC's table; its fixed part is compared with the
+// one written for stateful. An error after the table was found comes with
+// what was read (exists set).
+func readPolicy(c *nftables.Conn, stateful bool) (*kernelPolicy, error) {
 	k := &kernelPolicy{chains: map[string]bool{}, sets: map[string]bool{}}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
@@ -364,7 +370,7 @@ func readPolicy(c *nftables.Conn) (*kernelPolicy, error) {
 		}
 	}
 	var want []string
-	for _, r := range baseRules() {
+	for _, r := range baseRules(stateful) {
 		want = append(want, r.chain+": "+policyLayout+": "+r.comment)
 	}
 	if !slices.Equal(comments, want) {
@@ -439,22 +445,19 @@ func (b *batch) addSet(s *nftables.Set, elems []nftables.SetElement) error {
 }
 
 func (b *batch) addElems(s *nftables.Set, elems []nftables.SetElement) error {
-	for len(elems) > 0 {
-		n := min(len(elems), elemChunk)
-		if err := b.c.SetAddElements(s, elems[:n]); err != nil {
-			return fmt.Errorf("add elements to %s: %w", s.Name, err)
-		}
-		elems = elems[n:]
-		b.ops++
-	}
-	return nil
+	return b.chunked(elems, func(es []nftables.SetElement) error { return b.c.SetAddElements(s, es) }, "add elements to "+s.Name)
 }
 
 func (b *batch) delElems(s *nftables.Set, elems []nftables.SetElement) error {
+	return b.chunked(elems, func(es []nftables.SetElement) error { return b.c.SetDeleteElements(s, es) }, "delete elements of "+s.Name)
+}
+
+// chunked queues elems with queue, a message per elemChunk.
+func (b *batch) chunked(elems []nftables.SetElement, queue func([]nftables.SetElement) error, what string) error {
 	for len(elems) > 0 {
 		n := min(len(elems), elemChunk)
-		if err := b.c.SetDeleteElements(s, elems[:n]); err != nil {
-			return fmt.Errorf("delete elements of %s: %w", s.Name, err)
+		if err := queue(elems[:n]); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		elems = elems[n:]
 		b.ops++
@@ -499,7 +502,7 @@ func (b *batch) addBase(want *policyTable) error {
 		b.c.AddChain(ch)
 		b.ops++
 	}
-	for _, r := range baseRules() {
+	for _, r := range baseRules(want.stateful()) {
 		b.addRule(r.chain, comment(r.comment), r.exprs...)
 	}
 	return nil
@@ -534,21 +537,34 @@ func (b *batch) addClass(name string, c *policyClass) error {
 			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: s.Name, SetID: s.ID},
 		}})
 	}
-	if len(c.nets) > 0 {
-		elems := make([]nftables.SetElement, 0, 2*len(c.nets))
-		for _, j := range c.nets {
-			elems = append(elems, nftables.SetElement{Key: be32(j.first), Val: ne32(j.ports)})
-			if j.last != 0xffffffff {
-				elems = append(elems, nftables.SetElement{Key: be32(j.last + 1), IntervalEnd: true})
-			}
+	// Peers by address: single addresses (the /32 peers) in a hash map,
+	// ranges in an interval map.
+	offset := uint32(16) // destination address
+	if c.ingress {
+		offset = 12 // source address
+	}
+	var addrs, ranges []nftables.SetElement
+	for _, j := range c.nets {
+		if j.first == j.last {
+			addrs = append(addrs, nftables.SetElement{Key: be32(j.first), Val: ne32(j.ports)})
+			continue
 		}
-		s := &nftables.Set{Name: name + "_nets", IsMap: true, Interval: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark}
-		if err := b.addSet(s, elems); err != nil {
+		ranges = append(ranges, nftables.SetElement{Key: be32(j.first), Val: ne32(j.ports)})
+		if j.last != 0xffffffff {
+			ranges = append(ranges, nftables.SetElement{Key: be32(j.last + 1), IntervalEnd: true})
+		}
+	}
+	for _, m := range []struct {
+		suffix   string
+		interval bool
+		elems    []nftables.SetElement
+	}{{"_addrs", false, addrs}, {"_nets", true, ranges}} {
+		if len(m.elems) == 0 {
+			continue
+		}
+		s := &nftables.Set{Name: name + m.suffix, IsMap: true, Interval: m.interval, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeMark}
+		if err := b.addSet(s, m.elems); err != nil {
 			return err
-		}
-		offset := uint32(16) // destination address
-		if c.ingress {
-			offset = 12 // source address
 		}
 		paths = append(paths, peerPath{s.Name, []expr.Any{
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
@@ -689,7 +705,7 @@ type policyWrite struct {
 //
 // flush commits what was queued on c.
 func writePolicy(c *nftables.Conn, want *policyTable, flush func() error) (policyWrite, error) {
-	have, err := readPolicy(c)
+	have, err := readPolicy(c, want.stateful())
 	if err != nil && have == nil {
 		return policyWrite{}, err
 	}

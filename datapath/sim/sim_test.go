@@ -427,3 +427,68 @@ func TestNormalized(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyAcrossHosts: the sender's host judges egress (a remote
+// destination's ingress is its own host's), the receiver's host judges
+// ingress by the identity the packet carries; answers of a connection
+// pass on both.
+func TestPolicyAcrossHosts(t *testing.T) {
+	ctx := t.Context()
+	a, b := sim.New(sim.Config{}), sim.New(sim.Config{})
+	defer a.Close()
+	defer b.Close()
+	hostB := datapath.HostConfig{Name: "h2", UnderlayIP: netip.MustParseAddr("192.0.2.12"), UnderlayDev: "eth0", MTU: 1500}
+	vpc := []datapath.VPC{{Tenant: "acme", Name: "main", VNI: 100, Subnets: []datapath.Subnet{{Name: "a", CIDR: netip.MustParsePrefix("10.0.1.0/24")}}}}
+	web := datapath.Endpoint{ID: "acme/web", VNI: 100, Subnet: "a", IP: netip.MustParseAddr("10.0.1.10"), MAC: mac("02:00:0a:00:01:0a"), Identity: 10,
+		Policy: &datapath.EndpointPolicy{EgressIsolated: true, Egress: []datapath.Rule{{AllPeers: true, Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: 5432}}}}}}
+	db := datapath.Endpoint{ID: "acme/db", VNI: 100, Subnet: "a", IP: netip.MustParseAddr("10.0.1.20"), MAC: mac("02:00:0a:00:01:14"), Identity: 20,
+		Policy: &datapath.EndpointPolicy{IngressIsolated: true, EgressIsolated: true, Ingress: []datapath.Rule{{Identities: []uint32{10}}}}}
+	if err := a.Set(ctx, &datapath.Desired{Host: host, VPCs: vpc, Endpoints: []datapath.Endpoint{web}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(ctx, &datapath.Desired{Host: hostB, VPCs: vpc, Endpoints: []datapath.Endpoint{db}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Learn(ctx, []datapath.Remote{{VNI: 100, IP: db.IP, HostUnderlay: hostB.UnderlayIP, Identity: 20, Epoch: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Learn(ctx, []datapath.Remote{{VNI: 100, IP: web.IP, HostUnderlay: host.UnderlayIP, Identity: 10, Epoch: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	syn := sim.Packet{Dst: db.IP, Proto: datapath.ProtoTCP, SrcPort: 40000, DstPort: 5432}
+	tests := []struct {
+		name string
+		got  func() (sim.Decision, error)
+		want sim.Verdict
+	}{
+		{"egress allowed", func() (sim.Decision, error) { return a.Send("acme/web", syn) }, sim.VerdictRemote},
+		{"egress denied", func() (sim.Decision, error) {
+			p := syn
+			p.DstPort = 80
+			return a.Send("acme/web", p)
+		}, sim.VerdictDenied},
+		{"ingress by identity", func() (sim.Decision, error) { return b.Deliver(100, web.IP, 10, syn) }, sim.VerdictLocal},
+		{"ingress, other identity", func() (sim.Decision, error) {
+			p := syn
+			p.SrcPort = 40001
+			return b.Deliver(100, web.IP, 11, p)
+		}, sim.VerdictDenied},
+		{"answer passes the receiver's closed egress", func() (sim.Decision, error) {
+			return b.Send("acme/db", sim.Packet{Dst: web.IP, Proto: datapath.ProtoTCP, SrcPort: 5432, DstPort: 40000, Midstream: true})
+		}, sim.VerdictRemote},
+		{"the receiver's closed egress", func() (sim.Decision, error) {
+			return b.Send("acme/db", sim.Packet{Dst: web.IP, Proto: datapath.ProtoTCP, SrcPort: 5432, DstPort: 40001})
+		}, sim.VerdictDenied},
+		{"answer passes the sender's ingress", func() (sim.Decision, error) {
+			return a.Deliver(100, db.IP, 20, sim.Packet{Dst: web.IP, Proto: datapath.ProtoTCP, SrcPort: 5432, DstPort: 40000, Midstream: true})
+		}, sim.VerdictLocal},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dec, err := tc.got()
+			if err != nil || dec.Verdict != tc.want {
+				t.Errorf("= %v %s, %v; want %v", dec.Verdict, dec.Reason, err, tc.want)
+			}
+		})
+	}
+}
