@@ -71,6 +71,12 @@ func TestNormalizeInvalidVPC(t *testing.T) {
 					t.Errorf("Invalid[%d] = %v; want ErrInvalid mentioning %q", vni, err, tc.want)
 				}
 			}
+			// A driver normalizes the copy it is given again (an agent
+			// hands it Normalize's result): the same VPCs fail.
+			again, err := n.Normalize()
+			if err != nil || len(again.Invalid) != len(n.Invalid) {
+				t.Errorf("Normalize of the normalized copy: Invalid = %v, %v; want VPCs %v", again.Invalid, err, tc.vnis)
+			}
 		})
 	}
 	// Normalize recomputes Invalid: a stale one on the input is ignored.

@@ -143,6 +143,9 @@ func (d *Desired) Normalize() (*Desired, error) {
 		if e.Policy != nil {
 			var perr error
 			if ne.Policy, perr = normalizePolicy(e.Policy); perr != nil {
+				// Kept as given, so that normalizing the copy again (a
+				// driver normalizes what an agent normalized) finds it.
+				ne.Policy = e.Policy
 				vpcBad(e.VNI, "endpoint %q: %v", e.ID, perr)
 			}
 		}

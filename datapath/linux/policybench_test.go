@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -163,50 +162,6 @@ func rr(ctx context.Context, ns string, dst string, d time.Duration) (rate, erro
 	return rateOf(ts, d), nil
 }
 
-// serveRR answers every byte with a byte on every connection to l until l
-// is closed.
-func serveRR(l net.Listener) (stop func()) {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
-				b := make([]byte, 1)
-				for {
-					if _, err := c.Read(b); err != nil {
-						return
-					}
-					if _, err := c.Write(b); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}
-}
-
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.Join(strings.Fields(string(b))[:3], " ")
@@ -281,7 +236,7 @@ func BenchmarkPolicyRuleCost(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(serveRR(l))
+		b.Cleanup(testnet.ServeEcho(l, ""))
 		// Warm: the first packets learn the remote.
 		if _, err := crr(ctx, ns(0, p.client.ID), dst, 100*time.Millisecond); err != nil {
 			b.Fatalf("%d rules: %v", p.rules, err)
