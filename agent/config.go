@@ -130,7 +130,8 @@ type Reporter interface {
 	// is success).
 	Register(ctx context.Context, host, underlayIP string) error
 	// ReportEndpoints records the status of local endpoints. The agent
-	// reports an endpoint only when its report changed.
+	// reports an endpoint only when its report changed, and once Gone
+	// when it is no longer local.
 	ReportEndpoints(ctx context.Context, reports []EndpointReport) error
 }
 
@@ -150,6 +151,17 @@ type EndpointReport struct {
 	Phase string
 	// Message explains PhaseFailed.
 	Message string
+	// Generation is the endpoint's metadata.generation in the view: the
+	// observedGeneration of the conditions below.
+	Generation int64
+	// PolicyErr and QoSErr say why the endpoint's security policy or
+	// QoS (its class and its VPC's aggregate) of Generation is not
+	// enforced; "" once the data plane enforces it (or there is none to
+	// enforce): the conditions PolicyProgrammed and QoSProgrammed.
+	PolicyErr, QoSErr string
+	// Gone says the endpoint is no longer on this host (deleted, moved):
+	// the reporter writes nothing for it and forgets what it kept.
+	Gone bool
 }
 
 // Sentinel errors.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/weftnet/weft/agent/state"
@@ -18,9 +19,14 @@ import (
 // not match its content, or a desired state the datapath would refuse
 // (datapath.Desired.Normalize) fails the whole view with ErrInvalidView and
 // every problem found. Resource types this agent does not know are skipped
-// (a newer controller may send them); policies and QoS classes are decoded
-// (so a bad one is refused) but not yet programmed: Desired has no fields
-// for them yet.
+// (a newer controller may send them).
+//
+// An endpoint's policy is the OR of the compiled policies whose Applies
+// list it: a direction is isolated if one of them isolates it or if its
+// VPC is default-deny, and its rules are theirs, in the order of the
+// policies' IDs (Applies entries that name no endpoint of the view are
+// ignored). Its QoS is its class's; the view's host capacity and the VPCs'
+// aggregates go to HostConfig.CapacityBps and VPC.QoS.
 func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 	sc := translations.Get().(*translation)
 	defer sc.release()
@@ -53,6 +59,7 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 				}
 				d.Host.UnderlayIP = ip
 			}
+			d.Host.CapacityBps = o.CapacityBps
 		case *view.VPC:
 			if id := view.ID(o.Tenant, o.Name); r.Key.ID != id {
 				bad("%s: resource holds VPC %q", r.Key, id)
@@ -72,8 +79,15 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 				}
 				sc.subnets = append(sc.subnets, datapath.Subnet{Name: s.Name, CIDR: cidr, Gateway: gw})
 			}
-			d.VPCs = append(d.VPCs, datapath.VPC{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI,
-				Subnets: sc.subnets[first:len(sc.subnets):len(sc.subnets)]})
+			vpc := datapath.VPC{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI,
+				Subnets: sc.subnets[first:len(sc.subnets):len(sc.subnets)]}
+			if o.MaxRateBps != 0 || o.MinRateBps != 0 {
+				vpc.QoS = &datapath.VPCQoS{MaxRateBps: o.MaxRateBps, MinRateBps: o.MinRateBps}
+			}
+			if o.DefaultDeny {
+				sc.denyVNIs = append(sc.denyVNIs, o.VNI)
+			}
+			d.VPCs = append(d.VPCs, vpc)
 		case *view.Endpoint:
 			id := view.ID(o.Tenant, o.Name)
 			if r.Key.ID != id {
@@ -86,15 +100,31 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 				continue
 			}
 			d.Endpoints = append(d.Endpoints, ep)
+			sc.eps = append(sc.eps, epRefs{vpc: o.VPC, class: o.QoSClass})
 		case *view.Policy:
 			if id := view.ID(o.Tenant, o.Name); r.Key.ID != id {
 				bad("%s: resource holds policy %q", r.Key, id)
+				continue
 			}
+			sc.policies = append(sc.policies, o) // a new *Policy per Decode
 		case *view.QoS:
 			if id := view.ID(o.Tenant, o.Name); r.Key.ID != id {
 				bad("%s: resource holds QoS class %q", r.Key, id)
+				continue
 			}
+			q, err := qos(o)
+			if err != nil {
+				bad("%s: %w", r.Key, err)
+				continue
+			}
+			if sc.classes == nil {
+				sc.classes = map[string]*datapath.QoS{}
+			}
+			sc.classes[r.Key.ID] = q
 		}
+	}
+	if len(errs) == 0 {
+		errs = sc.resolve(d)
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w at version %d: %w", ErrInvalidView, v.Version, errors.Join(errs...))
@@ -114,16 +144,148 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 	return n, nil
 }
 
+// resolve gives the endpoints of d their policies and QoS, from the
+// policies, classes and default-deny VPCs of the view.
+func (sc *translation) resolve(d *datapath.Desired) []error {
+	var errs []error
+	var applies map[string][]int // endpoint ID → indexes into sc.policies
+	for i, p := range sc.policies {
+		for _, id := range p.Applies {
+			if applies == nil {
+				applies = map[string][]int{}
+			}
+			applies[id] = append(applies[id], i)
+		}
+	}
+	compiled := make([]*datapath.EndpointPolicy, len(sc.policies)) // nil: not yet
+	for i := range d.Endpoints {
+		e, refs := &d.Endpoints[i], sc.eps[i]
+		if refs.class != "" {
+			q, ok := sc.classes[view.ID(tenantOf(e.ID), refs.class)]
+			if !ok {
+				errs = append(errs, fmt.Errorf("endpoint/%s: QoS class %q is not in the view", e.ID, refs.class))
+				continue
+			}
+			e.QoS = q
+		}
+		var pols []*datapath.EndpointPolicy
+		for _, j := range applies[e.ID] {
+			p := sc.policies[j]
+			if p.VPC != refs.vpc {
+				errs = append(errs, fmt.Errorf("policy/%s: of VPC %q, applies to endpoint %s of VPC %q", view.ID(p.Tenant, p.Name), p.VPC, e.ID, refs.vpc))
+				continue
+			}
+			if compiled[j] == nil {
+				cp, err := policy(p)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("policy/%s: %w", view.ID(p.Tenant, p.Name), err))
+					continue
+				}
+				compiled[j] = cp
+			}
+			pols = append(pols, compiled[j])
+		}
+		e.Policy = orPolicies(pols, slices.Contains(sc.denyVNIs, e.VNI))
+	}
+	return errs
+}
+
+// orPolicies is the policy of an endpoint that the policies pols apply to,
+// in a default-deny VPC or not: nil if it isolates neither direction (it
+// allows everything). An only policy is shared, not copied.
+func orPolicies(pols []*datapath.EndpointPolicy, deny bool) *datapath.EndpointPolicy {
+	if len(pols) == 1 && !deny {
+		if p := pols[0]; p.IngressIsolated || p.EgressIsolated {
+			return p
+		}
+		return nil
+	}
+	or := &datapath.EndpointPolicy{IngressIsolated: deny, EgressIsolated: deny}
+	for _, p := range pols {
+		or.IngressIsolated = or.IngressIsolated || p.IngressIsolated
+		or.EgressIsolated = or.EgressIsolated || p.EgressIsolated
+		or.Ingress = append(or.Ingress, p.Ingress...)
+		or.Egress = append(or.Egress, p.Egress...)
+	}
+	if !or.IngressIsolated && !or.EgressIsolated {
+		return nil
+	}
+	return or
+}
+
+// policy translates a compiled policy's isolation and rules.
+func policy(p *view.Policy) (*datapath.EndpointPolicy, error) {
+	out := &datapath.EndpointPolicy{IngressIsolated: p.IngressIsolated, EgressIsolated: p.EgressIsolated}
+	var err error
+	if out.Ingress, err = rules(p.Ingress); err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
+	}
+	if out.Egress, err = rules(p.Egress); err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	return out, nil
+}
+
+func rules(rs []view.Rule) ([]datapath.Rule, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	out := make([]datapath.Rule, len(rs))
+	for i, r := range rs {
+		dr := datapath.Rule{Name: r.Name, AllPeers: r.AllPeers, Identities: r.Identities}
+		if len(r.Prefixes) > 0 {
+			dr.Prefixes = make([]netip.Prefix, len(r.Prefixes))
+			for j, s := range r.Prefixes {
+				p, err := parsePrefix(s)
+				if err != nil {
+					return nil, fmt.Errorf("rule %q: peer: %w", r.Name, err)
+				}
+				dr.Prefixes[j] = p
+			}
+		}
+		if len(r.Ports) > 0 {
+			dr.Ports = make([]datapath.Port, len(r.Ports))
+			for j, pt := range r.Ports {
+				dr.Ports[j] = datapath.Port{Protocol: datapath.Protocol(pt.Protocol), First: pt.First, Last: pt.Last,
+					ICMPType: pt.ICMPType, ICMPCode: pt.ICMPCode}
+			}
+		}
+		out[i] = dr
+	}
+	return out, nil
+}
+
+// qos translates a QoS class.
+func qos(o *view.QoS) (*datapath.QoS, error) {
+	if o.DSCP < 0 || o.DSCP > datapath.MaxDSCP {
+		return nil, fmt.Errorf("DSCP %d out of range 0..%d", o.DSCP, datapath.MaxDSCP)
+	}
+	return &datapath.QoS{MaxRateBps: o.MaxRateBps, MinRateBps: o.MinRateBps, Priority: o.Priority, DSCP: uint8(o.DSCP)}, nil
+}
+
+// tenantOf returns the tenant of an ID "tenant/name".
+func tenantOf(id string) string {
+	t, _, _ := strings.Cut(id, "/")
+	return t
+}
+
 // translation is the scratch memory of one translate: the view's
 // resources are decoded into it and turned into a Desired that Normalize
 // copies. It is lent from translations, so that agents translating views
 // at once (a cold start) share a few instead of allocating one per view,
 // and agents at rest hold none.
 type translation struct {
-	dec     view.Decoder
-	in      datapath.Desired  // Normalize's input
-	subnets []datapath.Subnet // of in.VPCs
+	dec      view.Decoder
+	in       datapath.Desired  // Normalize's input
+	subnets  []datapath.Subnet // of in.VPCs
+	eps      []epRefs          // of in.Endpoints, by index
+	policies []*view.Policy
+	classes  map[string]*datapath.QoS // by QoS resource ID
+	denyVNIs []uint32                 // of the default-deny VPCs
 }
+
+// epRefs is what an endpoint of the view refers to by name.
+type epRefs struct{ vpc, class string }
 
 var translations = sync.Pool{New: func() any { return new(translation) }}
 
@@ -133,8 +295,11 @@ func (sc *translation) release() {
 	clear(sc.in.VPCs)
 	clear(sc.in.Endpoints)
 	clear(sc.subnets)
+	clear(sc.eps)
+	clear(sc.policies)
 	sc.in = datapath.Desired{VPCs: sc.in.VPCs[:0], Endpoints: sc.in.Endpoints[:0]}
-	sc.subnets = sc.subnets[:0]
+	sc.subnets, sc.eps, sc.policies, sc.denyVNIs = sc.subnets[:0], sc.eps[:0], sc.policies[:0], sc.denyVNIs[:0]
+	sc.classes = nil
 	translations.Put(sc)
 }
 

@@ -28,8 +28,10 @@
 // version held (a Snapshot replaces the view; the frames of a multi-frame
 // delta are applied together at the last one), else it is Nacked and the
 // controller sends a snapshot. Applying a delta means: build the new view,
-// translate it strictly to a datapath.Desired (any resource that does not
-// parse fails the whole delta: Nack with the error, view unchanged), call
+// translate it strictly to a datapath.Desired (endpoints with the OR of
+// the policies that apply to them, their QoS class, the VPCs' aggregates;
+// any resource that does not parse fails the whole delta: Nack with the
+// error, view unchanged), call
 // Driver.Set, then persist the view (one JSON file, written atomically)
 // and Ack{ToVersion}. A Set that fails is not a refused view: the view is
 // adopted as the desired state and Acked with the Set's error in
@@ -70,7 +72,12 @@
 // Reporter (report.go). If Config.Reporter is set (package restreport
 // implements it over the REST API), the agent registers its Host if none
 // exists yet, and after each Set reports every local endpoint whose
-// status (network namespace, Ready or Failed) changed.
+// status changed: its network namespace, Ready or Failed, and whether the
+// data plane enforces its security policy and QoS (the datapath's
+// EndpointStatus.PolicyErr and QoSErr; an endpoint that is not attached
+// enforces neither), with the endpoint's generation from the view, which
+// become the conditions PolicyProgrammed and QoSProgrammed. An endpoint
+// that leaves the host is reported Gone once.
 //
 // Counters are available as Stats and, with Config.Registerer, as
 // Prometheus metrics (weft_agent_*).

@@ -2,15 +2,19 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/view"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -163,9 +167,82 @@ func TestReporterFailedSet(t *testing.T) {
 	}
 	waitFor(t, "the report", func() bool { _, r := rec.snapshot(); return len(r) == 1 })
 	_, reps := rec.snapshot()
-	want := []EndpointReport{{ID: "acme/web", Phase: PhaseFailed, Message: "program datapath: injected failure"}}
+	const msg = "program datapath: injected failure"
+	want := []EndpointReport{{ID: "acme/web", Phase: PhaseFailed, Message: msg, PolicyErr: msg, QoSErr: msg}}
 	if diff := cmp.Diff(want, reps[0]); diff != "" {
 		t.Errorf("report (-want +got):\n%s", diff)
+	}
+}
+
+// qosRefuser is a driver whose Status says that the QoS of the endpoints
+// of VNI refuse is not enforced.
+type qosRefuser struct {
+	datapath.Driver
+	refuse uint32
+	vnis   map[string]uint32
+}
+
+func (q *qosRefuser) Set(ctx context.Context, d *datapath.Desired) error {
+	for _, e := range d.Endpoints {
+		q.vnis[e.ID] = e.VNI
+	}
+	return q.Driver.Set(ctx, d)
+}
+
+func (q *qosRefuser) Status(id string) (datapath.EndpointStatus, bool) {
+	st, ok := q.Driver.Status(id)
+	if ok && q.vnis[id] == q.refuse {
+		st.QoSErr = "vpc 200: injected"
+	}
+	return st, ok
+}
+
+// TestReporterConditions: reports carry the endpoint's generation from
+// the view and the datapath's policy and QoS errors of the endpoint alone
+// (another VPC's endpoints report none); a new generation is reported; an
+// endpoint that leaves is reported Gone once.
+func TestReporterConditions(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, func(c *Config) {
+		c.Reporter = rec
+		c.Driver = &qosRefuser{Driver: newSim(t), refuse: 200, vnis: map[string]uint32{}}
+	})
+	ep := func(tenant, name string, vni uint32, last byte, gen int64) wire.Resource {
+		return mustRes(t, &view.Endpoint{Tenant: tenant, Name: name, VPC: "main", VNI: vni, Subnet: "a",
+			IP: fmt.Sprintf("10.0.1.%d", last), MAC: fmt.Sprintf("02:00:0a:00:01:%02x", last), Generation: gen})
+	}
+	s := h.stream.accept(t)
+	s.send(t, &wire.Delta{ToVersion: 1, Snapshot: true, Upserts: []wire.Resource{hostRes(t),
+		vpcRes(t, "acme", 100), vpcRes(t, "globex", 200), ep("acme", "web", 100, 10, 3), ep("globex", "db", 200, 10, 1)}})
+	if got := s.answer(t); got != "ack 1" {
+		t.Fatalf("answer %q", got)
+	}
+	steps := []struct {
+		name  string
+		delta *wire.Delta
+		want  []EndpointReport
+	}{
+		{name: "first", want: []EndpointReport{
+			{ID: "acme/web", Netns: "sim:/h1/acme/web", Phase: PhaseReady, Generation: 3},
+			{ID: "globex/db", Netns: "sim:/h1/globex/db", Phase: PhaseReady, Generation: 1, QoSErr: "vpc 200: injected"},
+		}},
+		{name: "a new generation", delta: &wire.Delta{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{ep("acme", "web", 100, 10, 4)}},
+			want: []EndpointReport{{ID: "acme/web", Netns: "sim:/h1/acme/web", Phase: PhaseReady, Generation: 4}}},
+		{name: "gone", delta: &wire.Delta{FromVersion: 2, ToVersion: 3, Deletes: []wire.ResourceKey{key("endpoint", "globex/db")}},
+			want: []EndpointReport{{ID: "globex/db", Gone: true}}},
+	}
+	for i, st := range steps {
+		if st.delta != nil {
+			s.send(t, st.delta)
+			if got, want := s.answer(t), fmt.Sprint("ack ", st.delta.ToVersion); got != want {
+				t.Fatalf("%s: answer %q, want %q", st.name, got, want)
+			}
+		}
+		waitFor(t, st.name+" report", func() bool { _, r := rec.snapshot(); return len(r) == i+1 })
+		_, reps := rec.snapshot()
+		if diff := cmp.Diff(st.want, sortReports(reps[i])); diff != "" {
+			t.Errorf("%s report (-want +got):\n%s", st.name, diff)
+		}
 	}
 }
 
@@ -196,4 +273,52 @@ func TestUDPFollowsStream(t *testing.T) {
 	next(t, onStreamPort.heartbeats, "second heartbeat on the stream's port")
 	next(t, onStreamPort.heartbeats, "third heartbeat on the stream's port")
 	none(t, h.udp.heartbeats, "heartbeat to the configured UDPAddr after connecting")
+}
+
+// TestReporterVPCContained: a VPC whose policy the datapath refuses fails
+// alone: the other VPC's endpoint reports Ready with its policy and QoS
+// programmed; the failed VPC's new endpoint reports Failed with that VPC's
+// error, and Ready once the policy is fixed.
+func TestReporterVPCContained(t *testing.T) {
+	rec := &recorder{}
+	h := newHarness(t, func(c *Config) { c.Reporter = rec })
+	ep := func(tenant, name string, vni uint32) wire.Resource {
+		return mustRes(t, &view.Endpoint{Tenant: tenant, Name: name, VPC: "main", VNI: vni, Subnet: "a",
+			IP: "10.0.1.10", MAC: "02:00:0a:00:01:0a", Generation: 1})
+	}
+	policy := func(tenant, applies string, identity uint32) wire.Resource {
+		return mustRes(t, &view.Policy{Tenant: tenant, Name: "p", VPC: "main", IngressIsolated: true, Applies: []string{applies},
+			Ingress: []view.Rule{{Name: tenant + "/p ingress[0]", Identities: []uint32{identity}}}})
+	}
+	s := h.stream.accept(t)
+	s.send(t, &wire.Delta{ToVersion: 1, Snapshot: true, Upserts: []wire.Resource{hostRes(t),
+		vpcRes(t, "acme", 100), vpcRes(t, "globex", 200), ep("acme", "web", 100), ep("globex", "db", 200),
+		policy("acme", "acme/web", 7), policy("globex", "globex/db", 0)}})
+	ack := s.answer(t)
+	if !strings.HasPrefix(ack, "ack 1: ") || !strings.Contains(ack, "vpc 200") || strings.Contains(ack, "vpc 100") {
+		t.Fatalf("answer %q, want an ack with VPC 200's error only", ack)
+	}
+	waitFor(t, "the first report", func() bool { _, r := rec.snapshot(); return len(r) == 1 })
+	_, reps := rec.snapshot()
+	got := sortReports(reps[0])
+	if len(got) != 2 {
+		t.Fatalf("reports %+v", got)
+	}
+	if want := (EndpointReport{ID: "acme/web", Netns: "sim:/h1/acme/web", Phase: PhaseReady, Generation: 1}); got[0] != want {
+		t.Errorf("acme/web: %+v, want %+v", got[0], want)
+	}
+	if db := got[1]; db.Phase != PhaseFailed || !strings.HasPrefix(db.Message, "vpc 200: ") || !strings.Contains(db.Message, "identity 0") ||
+		db.PolicyErr != db.Message || db.QoSErr != db.Message {
+		t.Errorf("globex/db: %+v, want Failed with VPC 200's error", db)
+	}
+	s.send(t, &wire.Delta{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{policy("globex", "globex/db", 9)}})
+	if got := s.answer(t); got != "ack 2" {
+		t.Fatalf("answer %q after the fix", got)
+	}
+	waitFor(t, "the report after the fix", func() bool { _, r := rec.snapshot(); return len(r) == 2 })
+	_, reps = rec.snapshot()
+	want := []EndpointReport{{ID: "globex/db", Netns: "sim:/h1/globex/db", Phase: PhaseReady, Generation: 1}}
+	if diff := cmp.Diff(want, reps[1]); diff != "" {
+		t.Errorf("report after the fix (-want +got):\n%s", diff)
+	}
 }

@@ -40,7 +40,7 @@ func (a *Agent) adopt(v *state.View, d *datapath.Desired, setErr error) {
 		a.cache.Retain(func(vni uint32) bool { return keep[vni] })
 		a.learnMu.Unlock()
 	}
-	a.publishReports(d, setErr)
+	a.publishReports(v, d, setErr)
 }
 
 func sameVNIs(a, b *datapath.Desired) bool {
@@ -211,7 +211,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	a.tell(ctx)
 	// Endpoint status may have changed (a retry attached what had failed);
 	// only changes reach the Reporter.
-	a.publishReports(d, err)
+	a.publishReports(v, d, err)
 	if err == nil && failing {
 		a.log.Info("datapath programmed after retry", "version", v.Version)
 	}

@@ -1,34 +1,49 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
 	"time"
 
+	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/view"
+	"github.com/weftnet/weft/wire"
 )
 
 // reportTimeout bounds one Register or ReportEndpoints call.
 const reportTimeout = 30 * time.Second
 
-// publishReports computes the status of every local endpoint of d after a
-// Set whose result was setErr and hands it to the reporter loop.
-func (a *Agent) publishReports(d *datapath.Desired, setErr error) {
+// publishReports computes the status of every local endpoint of d, the
+// translation of v, after a Set whose result was setErr and hands it to
+// the reporter loop.
+func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error) {
 	if a.cfg.Reporter == nil {
 		return
 	}
+	var dec view.Decoder
 	reports := make([]EndpointReport, 0, len(d.Endpoints))
 	for _, e := range d.Endpoints {
+		r := EndpointReport{ID: e.ID, Generation: generation(&dec, v, e.ID)}
+		// A VPC that failed alone keeps what was programmed before: its
+		// endpoints forward, but not under the state of this view.
+		vpcErr := vpcError(setErr, e.VNI)
 		st, ok := a.driver.Status(e.ID)
 		switch {
 		case ok:
-			reports = append(reports, EndpointReport{ID: e.ID, Netns: st.Netns, Phase: PhaseReady})
+			r.Netns, r.Phase = st.Netns, PhaseReady
+			r.PolicyErr, r.QoSErr = cmp.Or(st.PolicyErr, vpcErr), cmp.Or(st.QoSErr, vpcErr)
 		case setErr != nil:
-			reports = append(reports, EndpointReport{ID: e.ID, Phase: PhaseFailed, Message: setErr.Error()})
+			r.Phase, r.Message = PhaseFailed, cmp.Or(vpcErr, setErr.Error())
 		default:
-			reports = append(reports, EndpointReport{ID: e.ID, Phase: PhaseFailed, Message: "not programmed by the datapath"})
+			r.Phase, r.Message = PhaseFailed, "not programmed by the datapath"
 		}
+		if !ok { // nothing of it is enforced
+			r.PolicyErr, r.QoSErr = r.Message, r.Message
+		}
+		reports = append(reports, r)
 	}
 	a.mu.Lock()
 	if !slices.Equal(a.reports, reports) {
@@ -36,6 +51,40 @@ func (a *Agent) publishReports(d *datapath.Desired, setErr error) {
 		kick(a.reportKick)
 	}
 	a.mu.Unlock()
+}
+
+// vpcError returns the text of the datapath.VPCError of VNI vni in err's
+// tree, "" if there is none.
+func vpcError(err error, vni uint32) string {
+	switch e := err.(type) {
+	case nil:
+		return ""
+	case *datapath.VPCError:
+		if e.VNI == vni {
+			return e.Error()
+		}
+	case interface{ Unwrap() []error }:
+		for _, err := range e.Unwrap() {
+			if s := vpcError(err, vni); s != "" {
+				return s
+			}
+		}
+		return ""
+	}
+	return vpcError(errors.Unwrap(err), vni)
+}
+
+// generation returns the generation of endpoint id in v (0 if unknown).
+func generation(dec *view.Decoder, v *state.View, id string) int64 {
+	r, ok := v.Get(wire.ResourceKey{Type: view.TypeEndpoint, ID: id})
+	if !ok {
+		return 0
+	}
+	o, err := dec.Decode(r)
+	if err != nil { // translated already: cannot happen
+		return 0
+	}
+	return o.(*view.Endpoint).Generation
 }
 
 // reportLoop registers the host (until it succeeds) and then reports each
@@ -84,7 +133,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			}
 			for id := range sent {
 				if !keep[id] {
-					delete(sent, id)
+					changed = append(changed, EndpointReport{ID: id, Gone: true})
 				}
 			}
 			if len(changed) > 0 {
@@ -100,7 +149,11 @@ func (a *Agent) reportLoop(ctx context.Context) {
 						a.log.Error("endpoint status refused", "err", err)
 					}
 					for _, r := range changed {
-						sent[r.ID] = r
+						if r.Gone {
+							delete(sent, r.ID)
+						} else {
+							sent[r.ID] = r
+						}
 					}
 				default:
 					failed = true

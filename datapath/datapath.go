@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 )
@@ -14,7 +15,11 @@ type Driver interface {
 	// twice with the same state is a no-op (no writes to the data plane).
 	// Remotes learned with Learn survive a Set as long as their VPC is still
 	// desired. An error names every object that could not be converged; the
-	// rest is programmed, so the caller retries the same state later.
+	// rest is programmed, so the caller retries the same state later. A VPC
+	// that cannot be programmed as a whole (Desired.Invalid, a capability
+	// the driver lacks, rules the kernel refuses) fails alone: Set's error
+	// wraps a *VPCError for it, the VPC keeps what was programmed before,
+	// and every other VPC is programmed.
 	Set(ctx context.Context, d *Desired) error
 	// Learn installs or updates the locations of remote endpoints answered by
 	// the controller (the fast path, no full Set). A Remote whose Epoch is
@@ -75,7 +80,24 @@ type Desired struct {
 	Host      HostConfig
 	VPCs      []VPC
 	Endpoints []Endpoint
+	// Invalid is filled by Normalize (its input is ignored): the VPCs, by
+	// VNI, whose part of the state is invalid, each error wrapping
+	// ErrInvalid. A driver leaves such a VPC as it was programmed and fails
+	// it alone (see Driver.Set); nil when every VPC is valid.
+	Invalid map[uint32]error
 }
+
+// VPCError is the failure of one VPC in a Set whose other VPCs were
+// programmed. The VPC keeps the state programmed before (an endpoint new
+// in it is not attached), so it stays enforced as it was.
+type VPCError struct {
+	VNI uint32
+	Err error
+}
+
+func (e *VPCError) Error() string { return fmt.Sprintf("vpc %d: %v", e.VNI, e.Err) }
+
+func (e *VPCError) Unwrap() error { return e.Err }
 
 // HostConfig describes the host the driver runs on.
 type HostConfig struct {

@@ -96,9 +96,6 @@ func TestNormalizeRejects(t *testing.T) {
 		{"short MAC", func(d *datapath.Desired) { d.Endpoints[0].MAC = net.HardwareAddr{2, 0, 0} }, "MAC"},
 		{"zero MAC", func(d *datapath.Desired) { d.Endpoints[0].MAC = make(net.HardwareAddr, 6) }, "MAC"},
 		{"long ifname", func(d *datapath.Desired) { d.Endpoints[0].IfName = "abcdefghijklmnop" }, "interface name"},
-		{"same netns and ifname", func(d *datapath.Desired) {
-			d.Endpoints[0].Netns, d.Endpoints[0].IfName = "/proc/1/ns/net", "net1"
-		}, "already used"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

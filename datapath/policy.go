@@ -26,7 +26,11 @@ import "net/netip"
 // between VPCs, so overlapping addresses of different tenants cannot
 // answer each other's connections. When a policy change stops allowing an
 // established connection, the driver drops it within a second (it flushes
-// the connection's state).
+// the connection's state). A packet of a connection the data plane holds
+// no state for (flushed, or begun before the data plane saw it, as after
+// a migration) is judged on its own, in the direction it goes, and makes
+// no state: a TCP segment that is not a SYN never starts a connection, so
+// a flushed connection stays dead whatever its peer sends.
 
 // MaxIdentity is the largest security identity: the VXLAN-GBP group policy
 // ID has 16 bits.

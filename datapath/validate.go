@@ -16,11 +16,16 @@ import (
 const MaxVNI = 1<<24 - 1
 
 // Normalize returns a deep copy of d with defaults filled in (subnet
-// gateways, endpoint Gateway/Prefix/IfName), QoS rates rounded down to whole
-// bytes per second, and slices in canonical order
+// gateways, endpoint Gateway/Prefix/IfName, a port rule's Last), QoS rates
+// rounded down to whole bytes per second, and slices in canonical order
 // (VPCs by VNI, subnets by CIDR, endpoints by ID), or an error wrapping
-// ErrInvalid that lists every problem. Drivers program the copy, so a caller
-// may reuse d after Set returns.
+// ErrInvalid that lists every problem. Drivers program the copy, so a
+// caller may reuse d after Set returns.
+//
+// Problems confined to one VPC (an endpoint's policy, its identity, two
+// endpoints attached to the same interface of one namespace) do not fail
+// the whole state: they are listed in the copy's Invalid, and a driver
+// fails only those VPCs.
 func (d *Desired) Normalize() (*Desired, error) {
 	if d == nil {
 		return nil, fmt.Errorf("%w: nil desired state", ErrInvalid)
@@ -28,6 +33,16 @@ func (d *Desired) Normalize() (*Desired, error) {
 	n := &Desired{Host: d.Host}
 	var errs invalidErrs
 	bad := errs.add
+	var vpcErrs map[uint32]*invalidErrs
+	vpcBad := func(vni uint32, format string, args ...any) {
+		if vpcErrs == nil {
+			vpcErrs = map[uint32]*invalidErrs{}
+		}
+		if vpcErrs[vni] == nil {
+			vpcErrs[vni] = new(invalidErrs)
+		}
+		vpcErrs[vni].add(format, args...)
+	}
 	// Sized up front: an agent normalizes every view it applies, and a
 	// simulated host's share of a cold start was mostly these slices
 	// growing. Empty stays nil.
@@ -114,10 +129,26 @@ func (d *Desired) Normalize() (*Desired, error) {
 		ip  netip.Addr
 	}
 	ips := make(map[ipKey]string, len(d.Endpoints))
-	var attach map[string]string // netns+ifname -> endpoint ID
+	type attached struct {
+		id  string
+		vni uint32
+	}
+	var attach map[string]attached // netns+ifname -> endpoint
 	for _, e := range d.Endpoints {
 		ne := e
 		ne.MAC = slices.Clone(e.MAC)
+		if e.Identity > MaxIdentity {
+			vpcBad(e.VNI, "endpoint %q: identity %d out of range 0..%d", e.ID, e.Identity, MaxIdentity)
+		}
+		if e.Policy != nil {
+			var perr error
+			if ne.Policy, perr = normalizePolicy(e.Policy); perr != nil {
+				// Kept as given, so that normalizing the copy again (a
+				// driver normalizes what an agent normalized) finds it.
+				ne.Policy = e.Policy
+				vpcBad(e.VNI, "endpoint %q: %v", e.ID, perr)
+			}
+		}
 		if e.ID == "" {
 			bad("endpoint with empty ID (ip %s)", e.IP)
 		}
@@ -167,12 +198,14 @@ func (d *Desired) Normalize() (*Desired, error) {
 		if e.Netns != "" {
 			k := e.Netns + "\x00" + ne.IfName
 			if other, dup := attach[k]; dup {
-				bad("endpoint %q: %s in %s already used by %q", e.ID, ne.IfName, e.Netns, other)
+				// Both VPCs fail: neither endpoint may take the interface.
+				vpcBad(e.VNI, "endpoint %q: %s in %s already used by %q", e.ID, ne.IfName, e.Netns, other.id)
+				vpcBad(other.vni, "endpoint %q: %s in %s also wanted by %q", other.id, ne.IfName, e.Netns, e.ID)
 			}
 			if attach == nil {
-				attach = map[string]string{}
+				attach = map[string]attached{}
 			}
-			attach[k] = e.ID
+			attach[k] = attached{e.ID, e.VNI}
 		}
 		n.Endpoints = append(n.Endpoints, ne)
 	}
@@ -185,7 +218,78 @@ func (d *Desired) Normalize() (*Desired, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	for vni, e := range vpcErrs {
+		if n.Invalid == nil {
+			n.Invalid = make(map[uint32]error, len(vpcErrs))
+		}
+		n.Invalid[vni] = errors.Join(*e...)
+	}
 	return n, nil
+}
+
+// normalizePolicy returns a deep copy of p with defaults filled in (a port
+// rule's Last defaults to First), or why p cannot be programmed.
+func normalizePolicy(p *EndpointPolicy) (*EndpointPolicy, error) {
+	np := &EndpointPolicy{IngressIsolated: p.IngressIsolated, EgressIsolated: p.EgressIsolated}
+	var errs []error
+	rules := func(dir string, rs []Rule) []Rule {
+		if len(rs) == 0 {
+			return nil
+		}
+		out := make([]Rule, len(rs))
+		for i, r := range rs {
+			r.Identities, r.Prefixes, r.Ports = slices.Clone(r.Identities), slices.Clone(r.Prefixes), slices.Clone(r.Ports)
+			if err := normalizeRule(&r, dir == "egress"); err != nil {
+				errs = append(errs, fmt.Errorf("%s[%d] %q: %w", dir, i, r.Name, err))
+			}
+			out[i] = r
+		}
+		return out
+	}
+	np.Ingress = rules("ingress", p.Ingress)
+	np.Egress = rules("egress", p.Egress)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("policy: %w", errors.Join(errs...))
+	}
+	return np, nil
+}
+
+func normalizeRule(r *Rule, egress bool) error {
+	if egress && len(r.Identities) > 0 {
+		return errors.New("identities are ingress peers only (an egress peer is an address)")
+	}
+	for _, id := range r.Identities {
+		if id == 0 || id > MaxIdentity {
+			return fmt.Errorf("identity %d out of range 1..%d", id, MaxIdentity)
+		}
+	}
+	for _, p := range r.Prefixes {
+		if !p.IsValid() || p != p.Masked() {
+			return fmt.Errorf("peer %s is not a network prefix", p)
+		}
+	}
+	for i := range r.Ports {
+		pt := &r.Ports[i]
+		switch pt.Protocol {
+		case ProtoTCP, ProtoUDP, ProtoSCTP:
+			if pt.Last == 0 {
+				pt.Last = pt.First
+			}
+			if pt.First == 0 && pt.Last != 0 || pt.First > pt.Last {
+				return fmt.Errorf("port range %d..%d (want 1 <= first <= last, or 0..0 for every port)", pt.First, pt.Last)
+			}
+		case ProtoICMP:
+			if pt.First != 0 || pt.Last != 0 {
+				return errors.New("an ICMP rule has a type and code, not ports")
+			}
+			if pt.ICMPType < -1 || pt.ICMPType > 255 || pt.ICMPCode < -1 || pt.ICMPCode > 255 || pt.ICMPType == -1 && pt.ICMPCode != -1 {
+				return fmt.Errorf("ICMP type %d code %d (want -1..255, and a code only with a type)", pt.ICMPType, pt.ICMPCode)
+			}
+		default:
+			return fmt.Errorf("protocol %d (want ICMP, TCP, UDP or SCTP)", pt.Protocol)
+		}
+	}
+	return nil
 }
 
 // invalidErrs collects the ErrInvalid errors of a Normalize.

@@ -15,12 +15,13 @@ import (
 	"github.com/weftnet/weft/internal/testnet"
 )
 
-// Result is one reachability or isolation check.
+// Result is one check of the demo's table.
 type Result struct {
 	From, To string // "tenant/name"
 	Addr     string // what was probed: IP or IP:port
-	Proto    string // "icmp" or "tcp"
-	Want     string // "reach" or "isolated"
+	Proto    string // "icmp" or "tcp", or "tcp stream" for a rate check
+	Want     string // "reach", "denied" (by policy), "isolated" (other tenant) or a rate cap
+	Why      string // the policy, tenant boundary or QoS class that decides
 	Got      string // what happened
 	OK       bool
 }
@@ -28,29 +29,43 @@ type Result struct {
 // PrintResults writes results as a table.
 func PrintResults(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  FROM\tTO\tPROBE\tWANT\tGOT\tRESULT")
+	fmt.Fprintln(tw, "  FROM\tTO\tPROBE\tWANT\tBECAUSE\tGOT\tRESULT")
 	for _, r := range results {
 		res := "ok"
 		if !r.OK {
 			res = "FAIL"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s %s\t%s\t%s\t%s\n", r.From, r.To, r.Proto, r.Addr, r.Want, r.Got, res)
+		fmt.Fprintf(tw, "  %s\t%s\t%s %s\t%s\t%s\t%s\t%s\n", r.From, r.To, r.Proto, r.Addr, r.Want, r.Why, r.Got, res)
 	}
 	tw.Flush()
 }
 
-// Service ports of the demo's hello servers.
+// Service ports of the demo's hello servers, and the port of its rate
+// check (inside the range warehouse-from-etl allows).
 const (
 	acmePort   = 5432
 	globexPort = 9000
+	streamPort = 9005
 )
 
-// Check runs the demo's checks on the Ready endpoints eps: acme/web-1 reaches
-// acme/db-1 and globex/etl-1 reaches globex/wh-1 (ICMP echo and a TCP
-// service that answers with its endpoint's name), although both db-1 and
-// wh-1 are 10.0.2.10; acme/web-1 cannot reach globex's service nor any
-// globex address acme does not use itself, and the other way round.
-func Check(ctx context.Context, eps []*apiv1.Endpoint) ([]Result, error) {
+// The policies and class of the example that the checks exercise.
+const (
+	dbFromWeb        = "policy acme/db-from-web"
+	warehouseFromETL = "policy globex/warehouse-from-etl"
+	otherTenant      = "other tenant's VPC"
+)
+
+// Check runs the demo's checks on the Ready endpoints eps. Inside each
+// tenant, policy decides: acme/web-1 reaches acme/db-1 by ICMP and on TCP
+// 5432 (acme/db-from-web), globex/etl-1 reaches globex/wh-1 on TCP 9000 but
+// not by ICMP (globex/warehouse-from-etl allows TCP 9000-9010 only).
+// Between tenants nothing passes, although acme/db-1 and globex/wh-1 are
+// both 10.0.2.10: acme/web-1 cannot reach globex's service nor any globex
+// address acme does not use itself, and the other way round. Last, a TCP
+// stream from globex/etl-2 to globex/wh-1 stays under the maxRate of its
+// class globex/bulk.
+// classes are the example's QoS classes, for the rate check.
+func Check(ctx context.Context, eps []*apiv1.Endpoint, classes []*apiv1.QoSClass) ([]Result, error) {
 	by := map[string]*apiv1.Endpoint{}
 	for _, e := range eps {
 		by[epName(e)] = e
@@ -61,21 +76,17 @@ func Check(ctx context.Context, eps []*apiv1.Endpoint) ([]Result, error) {
 		}
 		return nil, fmt.Errorf("demo check: endpoint %s missing or without status", n)
 	}
-	web, err := need("acme/web-1")
-	if err != nil {
-		return nil, err
-	}
-	db, err := need("acme/db-1")
-	if err != nil {
-		return nil, err
-	}
-	etl, err := need("globex/etl-1")
-	if err != nil {
-		return nil, err
-	}
-	wh, err := need("globex/wh-1")
-	if err != nil {
-		return nil, err
+	var (
+		web, db, etl, etl2, wh *apiv1.Endpoint
+		err                    error
+	)
+	for _, p := range []struct {
+		name string
+		ep   **apiv1.Endpoint
+	}{{"acme/web-1", &web}, {"acme/db-1", &db}, {"globex/etl-1", &etl}, {"globex/etl-2", &etl2}, {"globex/wh-1", &wh}} {
+		if *p.ep, err = need(p.name); err != nil {
+			return nil, err
+		}
 	}
 	for _, s := range []struct {
 		e    *apiv1.Endpoint
@@ -89,10 +100,14 @@ func Check(ctx context.Context, eps []*apiv1.Endpoint) ([]Result, error) {
 		defer stop()
 	}
 
-	var rs []Result
-	rs = append(rs, ping(ctx, web, db, true), hello(ctx, web, db, acmePort, true))
-	rs = append(rs, ping(ctx, etl, wh, true), hello(ctx, etl, wh, globexPort, true))
-	rs = append(rs, hello(ctx, web, wh, globexPort, false), hello(ctx, etl, db, acmePort, false))
+	rs := []Result{
+		ping(ctx, web, db, "reach", dbFromWeb),
+		hello(ctx, web, db, acmePort, "reach", dbFromWeb),
+		hello(ctx, etl, wh, globexPort, "reach", warehouseFromETL),
+		ping(ctx, etl, wh, "denied", warehouseFromETL+" (TCP 9000-9010 only)"),
+		hello(ctx, web, wh, globexPort, "isolated", otherTenant),
+		hello(ctx, etl, db, acmePort, "isolated", otherTenant),
+	}
 	// ICMP isolation needs an address the source's tenant does not use.
 	used := map[string]map[string]bool{}
 	for _, e := range eps {
@@ -101,20 +116,53 @@ func Check(ctx context.Context, eps []*apiv1.Endpoint) ([]Result, error) {
 		}
 		used[e.Metadata.Tenant][e.Status.IP] = true
 	}
-	for _, pair := range [][2]*apiv1.Endpoint{{web, nil}, {etl, nil}} {
-		src := pair[0]
+	for _, src := range []*apiv1.Endpoint{web, etl} {
 		for _, e := range eps {
 			if e.Metadata.Tenant != src.Metadata.Tenant && !used[src.Metadata.Tenant][e.Status.IP] {
-				rs = append(rs, ping(ctx, src, e, false))
+				rs = append(rs, ping(ctx, src, e, "isolated", otherTenant))
 				break
 			}
 		}
 	}
-	return rs, nil
+	return append(rs, capped(ctx, etl2, wh, streamPort, classes)), nil
 }
 
-func ping(ctx context.Context, from, to *apiv1.Endpoint, reach bool) Result {
-	r := Result{From: epName(from), To: epName(to), Addr: to.Status.IP, Proto: "icmp", Want: want(reach)}
+// capped measures a one-second TCP stream from one endpoint to another and
+// checks it against the maxRate of the sender's QoS class (the cap holds in
+// both directions; the demo measures the sender's). A stream slower than
+// half the cap fails too: the path is far faster than the demo's caps.
+func capped(ctx context.Context, from, to *apiv1.Endpoint, port int, classes []*apiv1.QoSClass) Result {
+	addr := netip.AddrPortFrom(netip.MustParseAddr(to.Status.IP), uint16(port))
+	r := Result{From: epName(from), To: epName(to), Addr: addr.String(), Proto: "tcp stream",
+		Why: "class " + from.Metadata.Tenant + "/" + from.Spec.QoSClass}
+	var capBps uint64
+	for _, c := range classes {
+		if c.Metadata.Tenant == from.Metadata.Tenant && c.Metadata.Name == from.Spec.QoSClass {
+			capBps, _ = c.Spec.MaxRate.BitsPerSecond()
+		}
+	}
+	if capBps == 0 {
+		r.Want, r.Got = "capped", "the sender's class has no maxRate"
+		return r
+	}
+	r.Want = fmt.Sprintf("<= %d Mbit/s", capBps/1e6)
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := testnet.Stream(sctx, testnet.StreamOptions{From: from.Status.Netns, To: to.Status.Netns, Addr: addr,
+		Duration: time.Second, SenderCPU: -1, ReceiverCPU: -1})
+	if err != nil {
+		r.Got = "no stream: " + err.Error()
+		return r
+	}
+	got := res.Gbps() * 1e9
+	r.Got = fmt.Sprintf("%.0f Mbit/s", got/1e6)
+	r.OK = got <= float64(capBps)*1.05 && got >= float64(capBps)/2
+	return r
+}
+
+func ping(ctx context.Context, from, to *apiv1.Endpoint, want, why string) Result {
+	reach := want == "reach"
+	r := Result{From: epName(from), To: epName(to), Addr: to.Status.IP, Proto: "icmp", Want: want, Why: why}
 	wait := 2 * time.Second
 	if !reach {
 		wait = 500 * time.Millisecond
@@ -130,9 +178,10 @@ func ping(ctx context.Context, from, to *apiv1.Endpoint, reach bool) Result {
 	return r
 }
 
-func hello(ctx context.Context, from, to *apiv1.Endpoint, port int, reach bool) Result {
+func hello(ctx context.Context, from, to *apiv1.Endpoint, port int, want, why string) Result {
+	reach := want == "reach"
 	addr := net.JoinHostPort(to.Status.IP, fmt.Sprint(port))
-	r := Result{From: epName(from), To: epName(to), Addr: addr, Proto: "tcp", Want: want(reach)}
+	r := Result{From: epName(from), To: epName(to), Addr: addr, Proto: "tcp", Want: want, Why: why}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	got, err := testnet.Hello(hctx, from.Status.Netns, addr)
@@ -146,11 +195,4 @@ func hello(ctx context.Context, from, to *apiv1.Endpoint, port int, reach bool) 
 	}
 	r.OK = (got == epName(to)) == reach
 	return r
-}
-
-func want(reach bool) string {
-	if reach {
-		return "reach"
-	}
-	return "isolated"
 }

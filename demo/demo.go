@@ -220,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	step("waiting for every endpoint to be Ready")
 	start := time.Now()
-	eps, err := waitReady(ctx, cl, len(endpointsOf(objs)), 60*time.Second, func(s string) { fmt.Fprintf(out, "    %s\n", s) })
+	eps, err := waitReady(ctx, cl, len(objectsOf[*apiv1.Endpoint](objs)), 60*time.Second, func(s string) { fmt.Fprintf(out, "    %s\n", s) })
 	if err != nil {
 		return err
 	}
@@ -229,8 +229,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	fmt.Fprintf(out, "    %d endpoints Ready and %d hosts Alive in %s\n", len(eps), len(lab.Hosts()), time.Since(start).Round(time.Millisecond))
 
-	step("checking reachability inside each tenant and isolation between them")
-	results, err := Check(ctx, eps)
+	step("checking what policy allows and denies inside each tenant, isolation between them, and a rate cap")
+	results, err := Check(ctx, eps, objectsOf[*apiv1.QoSClass](objs))
 	if err != nil {
 		return err
 	}
@@ -348,14 +348,15 @@ func exampleFor(hosts []*testnet.Host) ([]apiv1.Object, error) {
 	return append(extra, out...), nil
 }
 
-func endpointsOf(objs []apiv1.Object) []*apiv1.Endpoint {
-	var eps []*apiv1.Endpoint
+// objectsOf returns the objects of one kind among objs.
+func objectsOf[T apiv1.Object](objs []apiv1.Object) []T {
+	var out []T
 	for _, o := range objs {
-		if e, ok := o.(*apiv1.Endpoint); ok {
-			eps = append(eps, e)
+		if t, ok := o.(T); ok {
+			out = append(out, t)
 		}
 	}
-	return eps
+	return out
 }
 
 // waitReady waits until n endpoints exist and all are Ready, and returns

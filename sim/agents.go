@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,10 @@ type agentsSpec struct {
 	// WatchPrefix: endpoints whose name starts with it are reported
 	// ("applied") when they first reach their host's driver.
 	WatchPrefix string `json:"watchPrefix,omitempty"`
+	// WatchPolicy: security policies whose name starts with it are
+	// reported ("policy", ID "tenant/name") when a rule of theirs first
+	// reaches the host's driver.
+	WatchPolicy string `json:"watchPolicy,omitempty"`
 	// WatchLearn reports every Learn and Forget ("learned", "forgot").
 	WatchLearn bool `json:"watchLearn,omitempty"`
 	// CPUProfile, if set, is where a child process writes a CPU profile,
@@ -90,6 +95,7 @@ type simDriver struct {
 	host   int
 	em     *emitter
 	prefix string
+	policy string // WatchPolicy
 	learn  bool
 
 	nEP   atomic.Int64
@@ -121,6 +127,9 @@ func (d *simDriver) Set(ctx context.Context, desired *datapath.Desired) error {
 			}
 		}
 	}
+	if d.policy != "" {
+		d.watchPolicies(desired, now)
+	}
 	if d.prefix != "" {
 		d.mu.Lock()
 		for i := range desired.Endpoints {
@@ -137,6 +146,45 @@ func (d *simDriver) Set(ctx context.Context, desired *datapath.Desired) error {
 		d.mu.Unlock()
 	}
 	return nil
+}
+
+// watchPolicies reports the watched policies whose rules desired holds
+// for the first time.
+func (d *simDriver) watchPolicies(desired *datapath.Desired, now int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range PolicyIDs(desired, d.policy) {
+		if d.seen["policy "+id] {
+			continue
+		}
+		if d.seen == nil {
+			d.seen = map[string]bool{}
+		}
+		d.seen["policy "+id] = true
+		d.em.emit(&message{T: "policy", Host: d.host, ID: id, At: now})
+	}
+}
+
+// PolicyIDs returns the policies ("tenant/name", distinct) whose name
+// starts with prefix and that have a rule in desired (a rule's name is
+// "tenant/policy ingress[i]" or "... egress[i]").
+func PolicyIDs(desired *datapath.Desired, prefix string) []string {
+	var ids []string
+	for i := range desired.Endpoints {
+		p := desired.Endpoints[i].Policy
+		if p == nil {
+			continue
+		}
+		for _, rs := range [][]datapath.Rule{p.Ingress, p.Egress} {
+			for _, r := range rs {
+				id, _, _ := strings.Cut(r.Name, " ")
+				if _, name, _ := strings.Cut(id, "/"); strings.HasPrefix(name, prefix) && !slices.Contains(ids, id) {
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	return ids
 }
 
 func (d *simDriver) Learn(ctx context.Context, rs []datapath.Remote) error {
@@ -211,7 +259,7 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		// The agent takes misses from the driver's callback (no channel),
 		// and Sets only what its translation normalized: the driver keeps
 		// the agent's desired state rather than a copy.
-		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true}), host: h, em: em, prefix: spec.WatchPrefix, learn: spec.WatchLearn}
+		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true}), host: h, em: em, prefix: spec.WatchPrefix, policy: spec.WatchPolicy, learn: spec.WatchLearn}
 		a, err := agent.New(agent.Config{
 			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
 			Transport: muxes[i/AgentsPerSocket],

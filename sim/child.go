@@ -56,7 +56,7 @@ type childHeader struct {
 
 // message is one line a simulation child writes on its stdout.
 type message struct {
-	T string `json:"t"` // ready, started, stats, applied, learned, forgot, error
+	T string `json:"t"` // ready, started, stats, applied, policy, learned, forgot, error
 
 	// ready (replica)
 	PID   int      `json:"pid,omitempty"`

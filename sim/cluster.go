@@ -45,9 +45,10 @@ type Config struct {
 	// BackoffMin is the cap of the agents' first (random) connect delay
 	// (default: the agent's, 1 s: a power restore spreads over it).
 	BackoffMin time.Duration
-	// WatchPrefix and WatchLearn turn on the events the benchmarks wait
-	// for (Events).
+	// WatchPrefix, WatchPolicy and WatchLearn turn on the events the
+	// benchmarks wait for (Events).
 	WatchPrefix string
+	WatchPolicy string
 	WatchLearn  bool
 	// CPUProfileDir, if set, gets a CPU profile of every child process
 	// (controller-N.pprof, agents-N.pprof) from the agents' start until
@@ -174,10 +175,12 @@ type agentGroup struct {
 // Event is something an agent observed that a benchmark waits for.
 type Event struct {
 	// Kind is "applied" (a watched endpoint reached its host's driver),
-	// "learned" (Driver.Learn of a location) or "forgot" (Driver.Forget).
+	// "policy" (the rules of a watched policy did), "learned"
+	// (Driver.Learn of a location) or "forgot" (Driver.Forget).
 	Kind string
 	Host int
-	// ID is the endpoint ("tenant/name") of "applied".
+	// ID is the endpoint ("tenant/name") of "applied", the policy of
+	// "policy".
 	ID string
 	// VNI, IP and Underlay are the location of "learned" and "forgot".
 	VNI      uint32
@@ -327,7 +330,7 @@ func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 		n := min(per, c.cfg.Hosts-first)
 		spec := agentsSpec{Layout: c.layout, First: first, Count: n, Secret: c.secret, Replicas: addrs,
 			HeartbeatInterval: c.cfg.HeartbeatInterval, BackoffMin: c.cfg.BackoffMin,
-			WatchPrefix: c.cfg.WatchPrefix, WatchLearn: c.cfg.WatchLearn}
+			WatchPrefix: c.cfg.WatchPrefix, WatchPolicy: c.cfg.WatchPolicy, WatchLearn: c.cfg.WatchLearn}
 		if c.cfg.Exec != "" {
 			spec.MemoryLimit = agentsMemoryLimit(n)
 		}
@@ -415,7 +418,7 @@ func (c *Cluster) follow(g *agentGroup) {
 			g.lastErr = m.Err
 			g.mu.Unlock()
 			c.log.Warn("agents child error", "child", g.c.Name(), "err", m.Err)
-		case "applied", "learned", "forgot":
+		case "applied", "policy", "learned", "forgot":
 			ev := Event{Kind: m.T, Host: m.Host, ID: m.ID, VNI: m.VNI, IP: m.IP, Underlay: m.Underlay, At: time.Unix(0, m.At)}
 			select {
 			case c.events <- ev:

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
 
 	"github.com/weftnet/weft/agent"
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -14,13 +18,29 @@ import (
 
 // Reporter is an agent.Reporter over a REST client.
 type Reporter struct {
-	c *client.Client
+	c   *client.Client
+	now func() time.Time
+
+	mu sync.Mutex
+	// conds are the stored conditions of the endpoints reported, as the
+	// last write or read returned them, so that a condition whose status
+	// stays keeps its lastTransitionTime (apiv1.SetCondition) without a
+	// read per report. Gone reports remove their endpoint's.
+	conds map[string][]apiv1.Condition
 }
 
 var _ agent.Reporter = (*Reporter)(nil)
 
 // New returns a Reporter that uses c. The caller closes c.
-func New(c *client.Client) *Reporter { return &Reporter{c: c} }
+func New(c *client.Client) *Reporter {
+	return &Reporter{c: c, now: time.Now, conds: map[string][]apiv1.Condition{}}
+}
+
+// Condition reasons the Reporter writes.
+const (
+	ReasonProgrammed    = "Programmed"    // True: the data plane enforces it
+	ReasonNotProgrammed = "NotProgrammed" // False: the message says why
+)
 
 // Register creates the Host host with spec.underlayIP underlayIP unless a
 // Host of that name exists (an operator may have created it with more
@@ -46,8 +66,11 @@ func (r *Reporter) Register(ctx context.Context, host, underlayIP string) error 
 }
 
 // ReportEndpoints writes each report into its endpoint's status, one
-// merge patch each. An endpoint that no longer exists is skipped; a status
-// that already says the same is not written again. It tries every report and returns the
+// merge patch each: netns, phase, message and the conditions
+// PolicyProgrammed and QoSProgrammed (the first report of an endpoint
+// reads its stored status first, to keep their lastTransitionTime). An
+// endpoint that no longer exists is skipped, a Gone one too; a status that
+// already says the same is not written again. It tries every report and returns the
 // joined errors; the error wraps agent.ErrRejected only if every failure
 // does.
 func (r *Reporter) ReportEndpoints(ctx context.Context, reports []agent.EndpointReport) error {
@@ -75,19 +98,68 @@ func (r *Reporter) report(ctx context.Context, rep agent.EndpointReport) error {
 	if !ok || tenant == "" || name == "" {
 		return fmt.Errorf("report endpoint %q: %w: ID is not tenant/name", rep.ID, agent.ErrRejected)
 	}
-	// Only the fields the agent owns, all three (an empty one is cleared);
-	// the rest of the status is the controller's. A status that already
-	// says the same is not written again.
-	_, err := r.c.PatchStatus(ctx, apiv1.KindEndpoint, tenant, name, map[string]string{
-		"netns": rep.Netns, "phase": rep.Phase, "message": rep.Message,
-	})
-	if apiv1.IsNotFound(err) {
-		return nil // deleted meanwhile: nothing to report
+	r.mu.Lock()
+	stored, known := r.conds[rep.ID]
+	if rep.Gone {
+		delete(r.conds, rep.ID)
 	}
-	if err != nil {
+	r.mu.Unlock()
+	if rep.Gone {
+		return nil
+	}
+	if !known { // first report of this endpoint: read what is stored
+		o, err := r.c.Get(ctx, apiv1.KindEndpoint, tenant, name)
+		if apiv1.IsNotFound(err) {
+			return nil // deleted meanwhile: nothing to report
+		}
+		if err != nil {
+			return fmt.Errorf("report endpoint %s: read its status: %w", rep.ID, err)
+		}
+		stored = o.(*apiv1.Endpoint).Status.Conditions
+	}
+	conds := slices.Clone(stored)
+	now := r.now()
+	apiv1.SetCondition(&conds, condition(apiv1.ConditionPolicyProgrammed, rep.PolicyErr, rep.Generation), now)
+	apiv1.SetCondition(&conds, condition(apiv1.ConditionQoSProgrammed, rep.QoSErr, rep.Generation), now)
+	// Only the fields the agent owns, all of them (an empty one is
+	// cleared); the rest of the status is the controller's. A status that
+	// already says the same is not written again.
+	o, err := r.c.PatchStatus(ctx, apiv1.KindEndpoint, tenant, name, map[string]any{
+		"netns": rep.Netns, "phase": rep.Phase, "message": truncate(rep.Message), "conditions": conds,
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case apiv1.IsNotFound(err):
+		delete(r.conds, rep.ID)
+		return nil // deleted meanwhile: nothing to report
+	case err != nil:
+		delete(r.conds, rep.ID) // read it again next time
 		return fmt.Errorf("report endpoint %s: %w", rep.ID, err)
 	}
+	r.conds[rep.ID] = o.(*apiv1.Endpoint).Status.Conditions
 	return nil
+}
+
+// condition is a condition of type typ: True without an error, False with
+// it as the message.
+func condition(typ, errText string, generation int64) apiv1.Condition {
+	if errText == "" {
+		return apiv1.Condition{Type: typ, Status: apiv1.ConditionTrue, Reason: ReasonProgrammed, ObservedGeneration: generation}
+	}
+	return apiv1.Condition{Type: typ, Status: apiv1.ConditionFalse, Reason: ReasonNotProgrammed,
+		Message: truncate(errText), ObservedGeneration: generation}
+}
+
+// truncate shortens s to apiv1.MaxMessageLen characters, which the API
+// takes.
+func truncate(s string) string {
+	if utf8.RuneCountInString(s) <= apiv1.MaxMessageLen {
+		return s
+	}
+	const more = "…"
+	runes := []rune(s)
+	return string(runes[:apiv1.MaxMessageLen-1]) + more
 }
 
 // classify wraps agent.ErrRejected around errors that retrying cannot fix:

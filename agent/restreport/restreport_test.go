@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
@@ -131,30 +134,47 @@ func TestReportEndpoints(t *testing.T) {
 	network(t, srv, "web", "db")
 	web := apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "web"}
 	db := apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "db"}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(tm time.Time) func() time.Time { return func() time.Time { return tm } }
+	r.now = at(t0)
 	// The controller's part of the status, kept by every report.
-	allocated := func(ref apiv1.Ref, netns, phase, msg string) apiv1.EndpointStatus {
+	allocated := func(ref apiv1.Ref, netns, phase, msg string, conds ...apiv1.Condition) apiv1.EndpointStatus {
 		st := stored(t, srv, ref).(*apiv1.Endpoint).Status
-		st.Netns, st.Phase, st.Message = netns, phase, msg
+		st.Netns, st.Phase, st.Message, st.Conditions = netns, phase, msg, conds
 		return st
 	}
-	wantWeb := allocated(web, "/var/run/netns/wft-h1-e1", agent.PhaseReady, "")
-	wantDB := allocated(db, "", agent.PhaseFailed, "veth: EEXIST")
+	cond := func(typ, status, msg string, gen int64, since time.Time) apiv1.Condition {
+		reason := ReasonProgrammed
+		if status == apiv1.ConditionFalse {
+			reason = ReasonNotProgrammed
+		}
+		return apiv1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
+			LastTransitionTime: since.Format(time.RFC3339)}
+	}
+	const policy, qos, yes, no = apiv1.ConditionPolicyProgrammed, apiv1.ConditionQoSProgrammed, apiv1.ConditionTrue, apiv1.ConditionFalse
+	check := func(step string, want map[apiv1.Ref]apiv1.EndpointStatus) {
+		t.Helper()
+		for ref, w := range want {
+			if diff := cmp.Diff(w, stored(t, srv, ref).(*apiv1.Endpoint).Status); diff != "" {
+				t.Errorf("%s: %s status (-want +got):\n%s", step, ref, diff)
+			}
+		}
+	}
+	wantWeb := allocated(web, "/var/run/netns/wft-h1-e1", agent.PhaseReady, "", cond(policy, yes, "", 1, t0), cond(qos, yes, "", 1, t0))
+	wantDB := allocated(db, "", agent.PhaseFailed, "veth: EEXIST", cond(policy, no, "veth: EEXIST", 1, t0), cond(qos, no, "veth: EEXIST", 1, t0))
 
 	reps := []agent.EndpointReport{
-		{ID: "acme/web", Netns: "/var/run/netns/wft-h1-e1", Phase: agent.PhaseReady},
-		{ID: "acme/db", Phase: agent.PhaseFailed, Message: "veth: EEXIST"},
+		{ID: "acme/web", Netns: "/var/run/netns/wft-h1-e1", Phase: agent.PhaseReady, Generation: 1},
+		{ID: "acme/db", Phase: agent.PhaseFailed, Message: "veth: EEXIST", Generation: 1, PolicyErr: "veth: EEXIST", QoSErr: "veth: EEXIST"},
 		{ID: "acme/gone", Phase: agent.PhaseReady}, // deleted meanwhile: skipped
 	}
 	if err := r.ReportEndpoints(ctx, reps); err != nil {
 		t.Fatal(err)
 	}
-	for ref, want := range map[apiv1.Ref]apiv1.EndpointStatus{web: wantWeb, db: wantDB} {
-		if diff := cmp.Diff(want, stored(t, srv, ref).(*apiv1.Endpoint).Status); diff != "" {
-			t.Errorf("%s status (-want +got):\n%s", ref, diff)
-		}
-	}
+	check("first reports", map[apiv1.Ref]apiv1.EndpointStatus{web: wantWeb, db: wantDB})
 
-	// The same reports again write nothing.
+	// The same reports again write nothing, later too.
+	r.now = at(t0.Add(time.Minute))
 	rev := srv.Env.Registry.Revision()
 	if err := r.ReportEndpoints(ctx, reps); err != nil {
 		t.Fatal(err)
@@ -163,12 +183,58 @@ func TestReportEndpoints(t *testing.T) {
 		t.Errorf("unchanged reports wrote: revision %d -> %d", rev, got)
 	}
 
-	// A report clears what it no longer says (db's message).
-	if err := r.ReportEndpoints(ctx, []agent.EndpointReport{{ID: "acme/db", Netns: "/var/run/netns/wft-h1-e2", Phase: agent.PhaseReady}}); err != nil {
+	// A report clears what it no longer says (db's message); a condition
+	// that changes status moves its transition time, one that keeps it
+	// keeps it whatever else changes.
+	t1 := t0.Add(2 * time.Minute)
+	r.now = at(t1)
+	if err := r.ReportEndpoints(ctx, []agent.EndpointReport{{ID: "acme/db", Netns: "/var/run/netns/wft-h1-e2", Phase: agent.PhaseReady,
+		Generation: 2, QoSErr: "vpc 7: htb: EINVAL"}}); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(allocated(db, "/var/run/netns/wft-h1-e2", agent.PhaseReady, ""), stored(t, srv, db).(*apiv1.Endpoint).Status); diff != "" {
-		t.Errorf("db status after Ready (-want +got):\n%s", diff)
+	wantDB = allocated(db, "/var/run/netns/wft-h1-e2", agent.PhaseReady, "", cond(policy, yes, "", 2, t1), cond(qos, no, "vpc 7: htb: EINVAL", 2, t0))
+	check("db Ready", map[apiv1.Ref]apiv1.EndpointStatus{db: wantDB})
+
+	// A new reporter (the agent restarted) reads the stored conditions
+	// first: the same report writes nothing, transition times are kept.
+	r2 := New(srv.Client)
+	r2.now = at(t1.Add(time.Hour))
+	rev = srv.Env.Registry.Revision()
+	if err := r2.ReportEndpoints(ctx, reps[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Env.Registry.Revision(); got != rev {
+		t.Errorf("a restarted reporter rewrote an unchanged status: revision %d -> %d", rev, got)
+	}
+	check("after a restart", map[apiv1.Ref]apiv1.EndpointStatus{web: wantWeb})
+
+	// Gone: nothing is written, the reporter forgets the endpoint.
+	before := len(srv.Requests())
+	if err := r2.ReportEndpoints(ctx, []agent.EndpointReport{{ID: "acme/web", Gone: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := srv.Requests()[before:]; len(reqs) > 0 {
+		t.Errorf("a Gone report made requests %v", reqs)
+	}
+	if _, ok := r2.conds["acme/web"]; ok {
+		t.Errorf("a Gone endpoint's conditions are still kept")
+	}
+}
+
+// TestReportLongMessage: messages longer than the API takes are cut.
+func TestReportLongMessage(t *testing.T) {
+	srv, r := newAPI(t)
+	network(t, srv, "web")
+	long := strings.Repeat("é", apiv1.MaxMessageLen+10)
+	if err := r.ReportEndpoints(t.Context(), []agent.EndpointReport{{ID: "acme/web", Phase: agent.PhaseFailed, Message: long,
+		PolicyErr: long, QoSErr: long}}); err != nil {
+		t.Fatal(err)
+	}
+	st := stored(t, srv, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "web"}).(*apiv1.Endpoint).Status
+	for _, m := range []string{st.Message, st.Conditions[0].Message, st.Conditions[1].Message} {
+		if n := utf8.RuneCountInString(m); n != apiv1.MaxMessageLen || !strings.HasSuffix(m, "…") {
+			t.Errorf("message of %d characters ending %q, want %d ending …", n, m[len(m)-8:], apiv1.MaxMessageLen)
+		}
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // Endpoint's phase Lost while the host is dead and Ready when it is back),
 // the config stream's sink (Host agentVersion, replica, viewVersion,
 // lastError) and this reporter over the REST API (the Endpoint's netns,
-// phase and message). At the end every field holds its writer's last
+// phase, message and conditions). At the end every field holds its writer's last
 // value: no writer overwrote another's, and the allocated fields are kept.
 func TestStatusWritersKeepEachOthersFields(t *testing.T) {
 	const rounds = 40
@@ -29,6 +29,7 @@ func TestStatusWritersKeepEachOthersFields(t *testing.T) {
 	network(t, srv, "web")
 	hostRef := apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}
 	epRef := apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "acme", Name: "web"}
+	reporter.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
 	host0 := stored(t, srv, hostRef).(*apiv1.Host)
 	ep0 := stored(t, srv, epRef).(*apiv1.Endpoint)
 
@@ -103,6 +104,10 @@ func TestStatusWritersKeepEachOthersFields(t *testing.T) {
 	// write returned the endpoint from Lost to Ready (or found it Ready).
 	wantEP := ep0.Status // ip, mac, vni, host: allocated, kept
 	wantEP.Netns, wantEP.Phase, wantEP.Message = netns(rounds-1), apiv1.PhaseReady, ""
+	for _, typ := range []string{apiv1.ConditionPolicyProgrammed, apiv1.ConditionQoSProgrammed} {
+		wantEP.Conditions = append(wantEP.Conditions, apiv1.Condition{Type: typ, Status: apiv1.ConditionTrue,
+			Reason: ReasonProgrammed, LastTransitionTime: "2026-01-02T03:04:05Z"})
+	}
 	if diff := cmp.Diff(wantEP, stored(t, srv, epRef).(*apiv1.Endpoint).Status); diff != "" {
 		t.Errorf("endpoint status (-want +got):\n%s", diff)
 	}

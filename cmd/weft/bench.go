@@ -17,13 +17,14 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench NAME",
-		Short: "Run a benchmark (churn)",
+		Short: "Run a benchmark (churn, program, datapath, policy, qos, ...)",
 		Long: `Run one of weft's benchmarks. Each starts the real parts it measures,
 prints progress once a second on stderr and a final report on stdout
 (-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
 	}
 	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd(),
-		newBenchColdstartCmd(), newBenchProgramCmd(), newBenchMigrateCmd(), newBenchDatapathCmd())
+		newBenchColdstartCmd(), newBenchProgramCmd(), newBenchMigrateCmd(), newBenchDatapathCmd(),
+		newBenchPolicyCmd(), newBenchQoSCmd())
 	return cmd
 }
 
@@ -255,6 +256,96 @@ Needs root; removes every namespace it made.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved throughput rounds (default 7)")
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
+	return cmd
+}
+
+func newBenchPolicyCmd() *cobra.Command {
+	var (
+		cfg    bench.PolicyConfig
+		phases []string
+	)
+	cmd := simBenchCmd(&cobra.Command{
+		Use:   "policy",
+		Short: "Security policy: per-packet cost against the rule count; policy change -> enforced on every host (root for the kernel phases)",
+		Long: `Measure in one run, by phase:
+  rulecost  TCP request/response and connection rates between two endpoints on
+            two hosts (linux driver, network namespaces) with 10 to 100,000 rules
+            in their VPC, in interleaved rounds: median, range, and the ratio of
+            the most rules to the fewest (goal >= 0.95)
+  kernel    a controller and agents on the linux driver with --kernel-endpoints
+            endpoints: a policy created through the API -> enforced on every host
+            with an endpoint it selects (p50/p99; goal p99 <= 100 ms)
+  sim       the same with --hosts simulated hosts on the sim driver (the
+            machinery of 'weft bench program')
+The rulecost and kernel phases need root and remove every namespace they make.`,
+		Example: `  sudo weft bench policy
+  sudo weft bench policy --phases rulecost --rounds 15
+  weft bench policy --phases sim --hosts 10000 --changes 100`,
+	}, &cfg.SimConfig, func(ctx context.Context) (*bench.PolicyReport, error) {
+		cfg.Phases = phases
+		return bench.Policy(ctx, cfg)
+	}, func(w io.Writer, rep *bench.PolicyReport) {
+		fmt.Fprintf(w, "policy: took %s; load %.2f -> %.2f on %d CPUs (kernel %s)\n", rep.Took, rep.Env.LoadStart, rep.Env.LoadEnd, rep.Env.CPUs, rep.Env.Kernel)
+		if rc := rep.RuleCost; rc != nil {
+			for _, c := range rc.Counts {
+				fmt.Fprintf(w, "  rulecost %7d rules: request/response %8.0f/s (%.0f..%.0f), connections %7.0f/s (%.0f..%.0f)\n",
+					c.Rules, c.RRPerSec, c.RRMin, c.RRMax, c.CRRPerSec, c.CRRMin, c.CRRMax)
+			}
+			fmt.Fprintf(w, "  rulecost most/fewest rules, %d rounds of %s: request/response %.3f (%.3f..%.3f), connections %.3f (%.3f..%.3f) (goal >= %.2f)\n",
+				rc.Rounds, rc.Duration, rc.RRRatio, rc.RRRatioMin, rc.RRRatioMax, rc.CRRRatio, rc.CRRRatioMin, rc.CRRRatioMax, rep.Goals.RuleCostRatio)
+		}
+		for _, p := range []struct {
+			name string
+			part *bench.PolicyChangePart
+		}{{"kernel", rep.Kernel}, {"sim", rep.Sim}} {
+			if c := p.part; c != nil {
+				fmt.Fprintf(w, "  %s: %d hosts, %d endpoints, %d changes reaching %.1f hosts each (%d incomplete): enforced on all p50 %.3f ms, p99 %.3f ms, max %.3f ms; per host p99 %.3f ms; API p99 %.3f ms (goal p99 <= %.0f ms)\n",
+					p.name, c.Hosts, c.Endpoints, c.Changes, c.AffectedHosts, c.Incomplete, c.P50Ms, c.P99Ms, c.MaxMs, c.HostP99Ms, c.APIP99Ms, rep.Goals.ChangeP99Ms)
+			}
+		}
+	})
+	f := cmd.Flags()
+	f.StringSliceVar(&phases, "phases", nil, "phases to run: rulecost, kernel, sim (default all)")
+	f.IntSliceVar(&cfg.RuleCounts, "rule-counts", nil, "rules per VPC of the rulecost phase (default 10,1000,10000,100000)")
+	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved rounds of the rulecost phase (default 15)")
+	f.DurationVar(&cfg.Duration, "duration", 0, "measuring time per rule count, mode and round (default 1s)")
+	f.IntVar(&cfg.KernelHosts, "kernel-hosts", 0, "hosts of the kernel phase (default 2)")
+	f.IntVar(&cfg.KernelEndpoints, "kernel-endpoints", 0, "endpoints of the kernel phase, in VPCs of 100 (default 1000)")
+	f.DurationVar(&cfg.KernelResync, "endpoint-resync", 0, "the linux driver's EndpointResync in the kernel phase (default 0, as weft agent)")
+	f.IntVar(&cfg.Changes, "changes", 0, "policies created one at a time in the kernel and sim phases (default 50)")
+	// The sim phase's sizes default to 'weft bench program''s: 2
+	// endpoints per host in 100 VPCs (Policy fills in zeros).
+	cfg.Endpoints, cfg.VPCs = 0, 0
+	f.Lookup("endpoints").DefValue, f.Lookup("vpcs").DefValue = "2 per host", "100"
+	return cmd
+}
+
+func newBenchQoSCmd() *cobra.Command {
+	var cfg bench.QoSConfig
+	cmd := reportCmd(&cobra.Command{
+		Use:   "qos",
+		Short: "QoS (root): throughput of an endpoint without QoS with the QoS tree installed vs without",
+		Long: `Build two hosts in network namespaces with the linux driver (no controller)
+and measure one TCP stream between two endpoints that have no QoS of their
+own, in interleaved rounds with the QoS tree installed (uplinks shaped, a
+neighbour under a capped, guaranteed, marked class in the same VPC) and
+without it. Reports the medians, ranges and the ratio (goal >= 0.95). Needs
+root; removes every namespace it made.`,
+		Example: `  sudo weft bench qos
+  sudo weft bench qos --rounds 15 -o json`,
+	}, func(cmd *cobra.Command) (*bench.QoSReport, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		return bench.QoS(cmd.Context(), cfg)
+	}, func(w io.Writer, rep *bench.QoSReport) {
+		fmt.Fprintf(w, "qos: %d rounds (%s): with the tree %.2f Gbit/s (%.2f..%.2f), without %.2f Gbit/s (%.2f..%.2f): ratio %.3f (%.3f..%.3f) (goal >= %.2f); load %.2f -> %.2f\n",
+			rep.Rounds, rep.Tool, rep.WithGbps, rep.WithMin, rep.WithMax, rep.WithoutGbps, rep.WithoutMin, rep.WithoutMax,
+			rep.Ratio, rep.RatioMin, rep.RatioMax, rep.Goal, rep.Env.LoadStart, rep.Env.LoadEnd)
+		fmt.Fprintf(w, "  tree: %s\n", rep.Tree)
+	})
+	f := cmd.Flags()
+	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved rounds (default 15)")
+	f.DurationVar(&cfg.Duration, "duration", 0, "measured time per stream (default 1s)")
+	f.StringVar(&cfg.Tool, "tool", "", "sender: go (default), iperf3, or auto")
 	return cmd
 }
 

@@ -29,6 +29,50 @@ type Prober interface {
 	Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error
 }
 
+// FlowProber is a Prober that also sends TCP, UDP and ICMP flows between
+// local endpoints, playing both ends. The policy tests need one: a driver
+// that does not enforce security policies yet passes a plain Prober, and
+// they are skipped.
+type FlowProber interface {
+	Prober
+	// Probe sends one request of f from f.From and returns nil once f.To
+	// answered it, or an error when ctx ends first (denied or not routed).
+	Probe(ctx context.Context, d datapath.Driver, f Flow) error
+	// Connect opens a connection for f (TCP) and exchanges one request over
+	// it.
+	Connect(ctx context.Context, d datapath.Driver, f Flow) (Conn, error)
+}
+
+// Flow is test traffic from one local endpoint to another.
+type Flow struct {
+	From, To string     // endpoint IDs
+	Src, Dst netip.Addr // their addresses
+	Proto    datapath.Protocol
+	// SrcPort is the sender's port (0: any); Port the destination's.
+	SrcPort, Port uint16
+	// ICMPType is the request sent: 8 (echo) or 13 (timestamp).
+	ICMPType uint8
+}
+
+func (f Flow) String() string {
+	switch f.Proto {
+	case datapath.ProtoICMP:
+		return fmt.Sprintf("%s->%s icmp/%d", f.From, f.To, f.ICMPType)
+	case datapath.ProtoTCP:
+		return fmt.Sprintf("%s->%s tcp/%d", f.From, f.To, f.Port)
+	case datapath.ProtoUDP:
+		return fmt.Sprintf("%s->%s udp/%d", f.From, f.To, f.Port)
+	}
+	return fmt.Sprintf("%s->%s proto %d port %d", f.From, f.To, f.Proto, f.Port)
+}
+
+// Conn is a live connection from a Connect.
+type Conn interface {
+	// Exchange sends one request and waits for its answer until ctx ends.
+	Exchange(ctx context.Context) error
+	Close() error
+}
+
 // Timeouts of the suite. A reply on a local path takes microseconds; a
 // negative probe waits negativeWait for nothing.
 const (
@@ -41,33 +85,47 @@ const (
 // Run runs the suite. probe may be nil: the tests that need traffic are then
 // skipped.
 func Run(t *testing.T, newDriver NewDriver, probe Prober) {
+	flows, _ := probe.(FlowProber)
+	const (
+		none = iota
+		ping
+		flow
+	)
 	tests := []struct {
 		name  string
-		probe bool
+		probe int
 		fn    func(t *testing.T, s *suite)
 	}{
-		{"SetAndSnapshot", false, testSetAndSnapshot},
-		{"SetIdempotent", false, testSetIdempotent},
-		{"Transitions", false, testTransitions},
-		{"EmptyRemovesEverything", false, testEmptyRemovesEverything},
-		{"InvalidStateWritesNothing", false, testInvalid},
-		{"LearnForget", false, testLearnForget},
-		{"LearnUnknownVNI", false, testLearnUnknownVNI},
-		{"RemotesFollowVPC", false, testRemotesFollowVPC},
-		{"LearnDuringSet", false, testLearnDuringSet},
-		{"Reachability", true, testReachability},
-		{"MissForUnknownDestination", true, testMiss},
-		{"CloseIdempotent", false, testClose},
-		{"QoS", false, testQoS},
+		{"SetAndSnapshot", none, testSetAndSnapshot},
+		{"SetIdempotent", none, testSetIdempotent},
+		{"Transitions", none, testTransitions},
+		{"EmptyRemovesEverything", none, testEmptyRemovesEverything},
+		{"InvalidStateWritesNothing", none, testInvalid},
+		{"LearnForget", none, testLearnForget},
+		{"LearnUnknownVNI", none, testLearnUnknownVNI},
+		{"RemotesFollowVPC", none, testRemotesFollowVPC},
+		{"LearnDuringSet", none, testLearnDuringSet},
+		{"Reachability", ping, testReachability},
+		{"MissForUnknownDestination", ping, testMiss},
+		{"InvalidVPCContained", none, testInvalidVPCContained},
+		{"PolicyTruthTable", flow, testPolicyTruthTable},
+		{"PolicyGateway", flow, testPolicyGateway},
+		{"PolicyLiveConnections", flow, testPolicyLiveConnections},
+		{"PolicyTenantsShareNoState", flow, testPolicyTenantsShareNoState},
+		{"CloseIdempotent", none, testClose},
+		{"QoS", none, testQoS},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.probe && probe == nil {
+			switch {
+			case tc.probe == ping && probe == nil:
 				t.Skip("no prober given for this driver")
+			case tc.probe == flow && flows == nil:
+				t.Skip("the prober given for this driver sends no flows")
 			}
 			d, host := newDriver(t)
 			t.Cleanup(func() { _ = d.Close() })
-			s := &suite{d: d, host: host, probe: probe}
+			s := &suite{d: d, host: host, probe: probe, flows: flows}
 			var ok bool
 			if s.counter, ok = d.(datapath.Counter); !ok {
 				t.Fatalf("driver %T does not implement datapath.Counter", d)
@@ -84,6 +142,7 @@ type suite struct {
 	d       datapath.Driver
 	host    datapath.HostConfig
 	probe   Prober
+	flows   FlowProber
 	counter datapath.Counter
 	snap    datapath.Snapshotter
 }
@@ -221,7 +280,7 @@ func mac(vni uint32, a netip.Addr) net.HardwareAddr {
 
 func ep(id string, vni uint32, subnet, addr string) datapath.Endpoint {
 	a := ip(addr)
-	return datapath.Endpoint{ID: id, VNI: vni, Subnet: subnet, IP: a, MAC: mac(vni, a), Identity: vni*1000 + uint32(a.As4()[3])}
+	return datapath.Endpoint{ID: id, VNI: vni, Subnet: subnet, IP: a, MAC: mac(vni, a), Identity: vni + uint32(a.As4()[2])<<8 + uint32(a.As4()[3])}
 }
 
 func vpcAcme() datapath.VPC {

@@ -184,9 +184,10 @@ func (d *Driver) check(n *datapath.Desired) error {
 	return errors.Join(errs...)
 }
 
-// refusals are the VPCs that ask for what the driver cannot enforce yet:
-// an isolating security policy or a QoS that is more than best effort
-// (datapath.QoS.Enforced). Each fails alone; the others are programmed.
+// refusals are the VPCs that ask for what the driver cannot enforce yet
+// (an isolating security policy or a QoS that is more than best effort,
+// datapath.QoS.Enforced) and those Normalize found invalid
+// (datapath.Desired.Invalid). Each fails alone; the others are programmed.
 func refusals(n *datapath.Desired) map[uint32]refusal {
 	out := map[uint32]refusal{}
 	why := map[uint32][]string{}
@@ -223,6 +224,10 @@ func refusals(n *datapath.Desired) map[uint32]refusal {
 		}
 		r.err = fmt.Errorf("%w: vpc %d refused: %s cannot be enforced by the ebpf datapath yet", ErrUnsupported, vni, strings.Join(w, ", "))
 		out[vni] = r
+	}
+	// VPCs Normalize found invalid fail alone too.
+	for vni, err := range n.Invalid {
+		out[vni] = refusal{policy: true, err: &datapath.VPCError{VNI: vni, Err: err}}
 	}
 	return out
 }

@@ -79,7 +79,9 @@
 // Namespaces named "<prefix>-<host>-v<vni>" and "<prefix>-<host>-e<hash>"
 // (named namespaces are global on a machine, so the host name is part of
 // the mark); inside them, links "wftx<vni>" and "wfte<hash>" (alias
-// "weft:<endpoint ID>"); routes of protocol RouteProtocol (87). Set diffs
+// "weft:<endpoint ID>"); routes of protocol RouteProtocol (87); in each
+// VPC namespace the nftables table "ip weft" (PolicyTable, see "Security
+// policy"). Set diffs
 // the whole desired state against the kernel (VPC namespaces are re-read
 // on every Set; endpoint namespaces too unless Config.EndpointResync says
 // the cache may be trusted) and writes only what differs: a second Set of
@@ -337,6 +339,160 @@
 // qdisc, the host's tables, a qdisc dump per VPC namespace): 0.63 -> 0.82
 // ms for 10 endpoints (BenchmarkSetUnchanged, resync 1m).
 //
-// Not done yet: IPv6 overlay and underlay, security identity in the packet
-// (VXLAN GBP), policies.
+// # Security policy
+//
+// The semantics are datapath.EndpointPolicy's (Kubernetes NetworkPolicy);
+// datapath.Flow's methods are their reference, which the sim driver
+// decides with and the tests compare this driver's verdicts to. All of
+// it lives in the VPC's router namespace, outside the endpoint's, where
+// the workload (root in its own namespace) cannot touch it: flushing its
+// nftables, deleting its qdiscs, rewriting its routes, marking its packets
+// or taking another endpoint's address (the router's strict rp_filter
+// drops that) lifts nothing (TestPolicyHoldsAgainstWorkload).
+//
+// Identity. The router marks every packet from an endpoint's veth with
+// the endpoint's identity and datapath.MarkPolicyApplied (its egress is
+// enforced here), whatever mark it came with (crossing the veth scrubbed
+// it anyway). The VXLAN devices are created with "gbp": on transmit the
+// kernel copies the mark's bits 0-15, 19 and 22 into the VXLAN-GBP header
+// (group policy ID, A and D bits), and on receive back into the mark,
+// after vxlan_rcv scrubbed the packet crossing from the host namespace
+// into the router's. TestPolicyIdentityOverGBP proves it on this kernel:
+// identity 0x1234 with the trace bit and a drop reason set on the sender
+// arrives as 0x1234|A|D, without the drop reason, which stays host-local
+// (datapath.Mark*). A receiving host enforces ingress by that identity
+// without knowing the sender; the underlay is trusted to carry it. A VXLAN
+// device without gbp (an older driver's) is re-created; a host without
+// gbp drops packets with the GBP flag (a reserved bit to it), so the hosts
+// of a VPC move to GBP together.
+//
+// The table, in each VPC namespace, programmed over netlink
+// (google/nftables) in one transaction per VPC per Set:
+//
+//	table ip weft
+//	  map marks    { ifname : mark }     every local endpoint veth -> identity|A
+//	  map egress   { ifname : verdict }  accept (not isolated) or jump e_<hash>
+//	  map ingress  { ifname : verdict }  accept or jump i_<hash>
+//	  set egress_drops, ingress_drops { ifname, dynamic }  per endpoint drop counters
+//	  chain prerouting (filter, priority mangle)
+//	    meta mark set iifname map @marks
+//	    ct state established,related accept     (* only with an isolated endpoint)
+//	    iifname vmap @egress
+//	    iifname "wfte*" update @egress_drops { iifname counter }
+//	    iifname "wfte*" drop    denied, or a veth the table does not know (fail closed)
+//	  chain forward (filter, priority filter)
+//	    ct state established,related accept     (*)
+//	    ct mark set meta mark   (*) the sender's identity, for the flush below
+//	    oifname vmap @ingress
+//	    oifname "wfte*" update @ingress_drops { oifname counter }
+//	    oifname "wfte*" drop
+//	  chain i_<hash> (a class: one isolated direction's rules)
+//	    meta mark & 0xffff -> @i_<hash>_ids -> port set ID; ID . l4proto . th dport in @i_<hash>_l4b0 accept
+//	    ... the same ID . l4proto . (th dport & ~(2^b-1)) in @..._l4b<b> accept, ICMP in @..._icmpt/_icmpc,
+//	        everything in @..._all
+//	    ip saddr -> @i_<hash>_addrs (single addresses) -> port set ID; the same lookups
+//	    ip saddr -> @i_<hash>_nets (address ranges, an interval map) -> port set ID; the same
+//	  chain e_<hash>           the same by ip daddr
+//
+// Egress is judged in prerouting, so it covers the gateway too; ingress
+// in forward. Traffic between two endpoints of a host crosses both
+// chains of one router: the sender's egress, then the receiver's ingress
+// with the sender's identity from the mark. Across hosts, the sender's
+// router judges egress and the receiver's ingress.
+//
+// Why the cost of a packet does not grow with the rules: a class maps the
+// peer (identity, or address) to a port set ID and looks (ID, protocol,
+// port) up in sets keyed exactly; port ranges are split into aligned
+// blocks (at most 32 per range) matched by masking the port. Every lookup
+// is a hash lookup but the one of address ranges, an interval tree
+// (O(log n) in the ranges; single addresses, as the /32 peers a selector
+// resolves to, are hashed); a class chain has at most one rule per peer
+// kind and port set kind, however many rules it compiles. Not used: concatenated interval sets
+// (pipapo), whose lookup walks bitmaps as long as the set; and a chain
+// per distinct port set, which made thousands of kernel objects for
+// rules with distinct ports (1,000 such rules overflowed the socket with
+// acknowledgements).
+//
+// Classes are named by a hash of their compiled content (and of the
+// layout's version): endpoints with the same rules in a direction share
+// one, a class never changes, a changed policy makes a new class, the
+// dispatch maps switch to it and the classes no longer used are deleted,
+// all in one transaction, so no packet sees half a change. A Set reads the
+// table back (chains and sets by name, the dispatch maps' elements, the
+// base chains' rules by their comments) and writes nothing when it
+// matches, which is also how a restarted driver adopts it; a table whose
+// fixed part is not as this driver writes it is rebuilt whole, still in
+// one transaction. The table is written before the VPC's endpoints, so a
+// new veth comes up with its rules in place.
+//
+// Connection state. Conntrack is per namespace, so per VPC: overlapping
+// tenants never share it. Only the table of a VPC with an isolated
+// endpoint on the host has the rules marked (*): where nothing is judged,
+// nothing needs state, and the router's packets pay no conntrack (with
+// it, TestQoSCaps's ICMP flood under a 97.1 Mbit/s cap reached 86.7 and
+// 86.8 Mbit/s in two runs at load 8-9, without it 94.7). The first
+// isolated endpoint rebuilds the table with
+// them, in one transaction; connections open before are then judged
+// packet by packet, as below. After a transaction that changed an endpoint's
+// class or identity, every entry of the namespace is judged again like
+// the connection's first packet (with the current identity of a local
+// sender, or the remote sender's from the entry's mark), and the entries
+// no longer allowed are deleted before Set returns: the connection is
+// dead when Set returns (TestPolicyMatrix, the conformance suite), and
+// allowed connections never notice. The router runs with
+// nf_conntrack_tcp_loose=0: a TCP segment without state is invalid and
+// makes none, and invalid packets are judged on their own, in the
+// direction they go. With loose pickup, the answer of a flushed
+// connection's peer would have been taken for a new connection the other
+// way, and the flushed side's segments for its replies. A connection that
+// began before its router saw it (the endpoint migrated here) keeps
+// passing as far as the policies allow each direction on its own.
+//
+// Failures stay in their VPC: a VPC whose transaction the kernel refuses
+// keeps its last rules (the transaction is atomic), its new endpoints are
+// not attached, its endpoints report the error in PolicyErr, and Set's
+// error wraps a datapath.VPCError for it; the other VPCs are programmed.
+// The same holds for a VPC Normalize found invalid (Desired.Invalid) and
+// one this driver cannot program (an IPv6 subnet)
+// (TestVPCFailuresContained, the conformance suite).
+//
+// Measured on this 2-core machine, shared with other jobs (load average
+// given with each figure):
+//
+//   - The cost per packet does not grow with the rules (BenchmarkPolicyRuleCost:
+//     `go test ./datapath/linux -run '^$' -bench PolicyRuleCost -benchtime 1x
+//     -policy.rounds 45 -policy.duration 1s -v`): a client on one host and
+//     a server on another in a VPC with 10, 1k, 10k and 100k rules (half on
+//     the server's ingress, by identity, /32 address and port range, half on
+//     the client's egress; the server admits the client by address, so the
+//     identity map misses first), interleaved rounds of 1 s per rule count
+//     and mode. Per round the rate is taken from the median transaction time
+//     (the count per second is also reported: on this shared machine it
+//     measures the client's share of the CPU more than the data path).
+//     45 rounds, load 4-5: a new TCP connection each (every first packet
+//     judged on both hosts) 4,706 / 4,685 / 4,782 / 4,629 per s, ratio
+//     100k/10 of the medians 0.984, per round 1.039 (0.657..1.803); one
+//     connection, request/response 35,257 / 35,221 / 35,221 / 35,170 per s,
+//     ratio 0.998 (per round 0.999, 0.743..1.337). Rounds vary far more than
+//     the effect sought: 15-round runs gave for connections 0.897 (per round
+//     0.985) at load 4-5, 1.149 (1.002) at load 6-7 and 1.003 (1.034) at
+//     load 12-15, and for request/response 0.996, 1.000 and 1.001.
+//   - Installing them: a Set of those 4 VPCs, 55,505 rules per host, 322 /
+//     527 ms (load 5; 191 / 295 ms in an earlier run at load 6);
+//     TestPolicyRuleCounts, 10,000 rules on one endpoint,
+//     116-266 ms; compiling 100,000 rules 87 ms (BenchmarkCompilePolicies,
+//     load 8), then cached while the policies stay the same.
+//   - A policy change on a host with 1,000 endpoints in 10 VPCs, each with a
+//     policy (BenchmarkPolicyChange: `go test ./datapath/linux -run '^$'
+//     -bench PolicyChange -benchtime 1x -policy.changes 100 -v`), changing
+//     an endpoint of the VPC converged last, load 4-5: in force (its
+//     transaction committed, seen as the namespace's new nftables
+//     generation) p50 6.4 ms, p99 23 ms after the Set began; the Set returns
+//     after p50 67 ms, p99 108 ms, most of which an unchanged Set costs too
+//     (p50 43 ms: reading the VPC namespaces). With EndpointResync 0 (every
+//     endpoint namespace re-read) in force p50 5.0 ms, p99 27 ms, returned
+//     p50 375 ms. (At load 7: in force p50 26 ms, p99 129 ms, before every
+//     VPC's policy was committed ahead of the namespaces' reads.)
+//
+// Not done yet: IPv6 overlay and underlay.
 package linux

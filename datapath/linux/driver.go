@@ -55,6 +55,11 @@ type Driver struct {
 	vpcs     map[uint32]*vpcNS
 	eps      map[string]*epState // programmed endpoints, by ID
 	underlay netip.Addr          // of the last Set
+	failed   map[uint32]error    // the VPCs the last Set left as they were
+
+	// policyFault, set by tests only, makes the policy batches of the VPCs
+	// it returns true for carry a rule the kernel refuses.
+	policyFault func(vni uint32) bool
 }
 
 // vpcNS is the driver's handle on one VPC router namespace.
@@ -73,6 +78,19 @@ type vpcNS struct {
 	vxChecked bool                   // the VXLAN device's sysctls were verified
 	remotes   map[netip.Addr]*remote // learned, by endpoint IP
 	fdb       map[netip.Addr]int     // remote host underlay -> remotes using it
+
+	nft *nftConn // to the policy table
+	// compiled is the table last compiled, from compiledFor.
+	compiled    *policyTable
+	compiledFor []policyInput
+	// verified is the table last written or found in the kernel, at
+	// nftables generation verifiedGen (nil: not known).
+	verified    *policyTable
+	verifiedGen uint32
+	ctChecked   bool // the conntrack sysctls were verified
+	// flushPending says a policy change was committed but the connections
+	// it no longer allows may not all be flushed yet.
+	flushPending bool
 }
 
 type remote struct {
@@ -266,6 +284,10 @@ func (vs *vpcNS) close() {
 		vs.h.Close()
 		vs.h = nil
 	}
+	if vs.nft != nil {
+		_ = vs.nft.CloseLasting()
+		vs.nft = nil
+	}
 	vs.ns.Close()
 }
 
@@ -369,7 +391,11 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 	if st == nil || d.closed {
 		return datapath.EndpointStatus{}, false
 	}
-	return st.status, true
+	s := st.status
+	if err := d.failed[st.ep.VNI]; err != nil {
+		s.PolicyErr = err.Error()
+	}
+	return s, true
 }
 
 // Close implements datapath.Driver: it stops the miss listeners and closes

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -55,18 +54,6 @@ func startDriver(t testing.TB, n *testnet.Net, h *testnet.Host, mod ...func(*lin
 
 func hostConfig(h *testnet.Host) datapath.HostConfig {
 	return datapath.HostConfig{Name: h.Name, UnderlayIP: h.UnderlayIP, UnderlayDev: h.UnderlayDev}
-}
-
-// prober pings from inside the endpoint's namespace (as reported by Status).
-type prober struct{}
-
-func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error {
-	st, ok := d.Status(id)
-	if !ok {
-		return fmt.Errorf("endpoint %q not programmed", id)
-	}
-	_, err := testnet.Ping(ctx, st.Netns, dst)
-	return err
 }
 
 func TestConformance(t *testing.T) {

@@ -40,6 +40,8 @@ const (
 	opClassDel
 	opFilterSet
 	opQoSTable
+	opNftCommit
+	opConntrackDel
 	numOps
 )
 
@@ -55,6 +57,7 @@ var opNames = [numOps]string{
 	"class/add", "class/set", "class/del",
 	"filter/set",
 	"qos-table/set",
+	"nftables/commit", "conntrack/del",
 }
 
 type opCounts [numOps]atomic.Uint64

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +29,8 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
-	if err := d.check(n); err != nil {
+	failed, err := d.check(n)
+	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
 	d.mu.Lock()
@@ -81,40 +83,74 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		scan *vpcScan
 		v    datapath.VPC
 	}
+	// Every VPC's policy first, so that a change is in force after a
+	// namespace operation or two per VPC, not after reading every VPC;
+	// and before its endpoints, so that a new endpoint's veth comes up
+	// with its rules in place. If the kernel refuses a VPC's rules, the
+	// VPC is left as it was (the transaction is atomic).
+	opened := map[uint32]*vpcNS{}
+	for _, v := range n.VPCs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("linux set: %w", err)
+		}
+		if ferr := failed[v.VNI]; ferr != nil {
+			// Left as programmed: its endpoints keep their rules.
+			errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: ferr})
+			continue
+		}
+		vs, err := d.openedVPC(v)
+		if err == nil {
+			err = d.ensurePolicy(vs, byVNI[v.VNI])
+			if err != nil {
+				failed[v.VNI] = err
+				errs = append(errs, &datapath.VPCError{VNI: v.VNI, Err: err})
+				continue
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+			d.forgetEndpoints(byVNI[v.VNI])
+			continue
+		}
+		opened[v.VNI] = vs
+	}
 	var passes []pass
 	for _, v := range n.VPCs {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("linux set: %w", err)
 		}
-		vs, scan, err := d.ensureVPC(v, hc)
+		vs := opened[v.VNI]
+		if vs == nil {
+			continue
+		}
+		scan, err := d.ensureVPC(vs, hc)
 		if err != nil {
 			errs = append(errs, err)
-			d.smu.Lock()
-			for _, e := range byVNI[v.VNI] {
-				delete(d.eps, e.ID)
-			}
-			d.smu.Unlock()
+			d.forgetEndpoints(byVNI[v.VNI])
 			continue
 		}
 		errs = append(errs, d.removeStaleEndpoints(vs, scan, byVNI[v.VNI]))
 		passes = append(passes, pass{vs, scan, v})
 	}
-	// Forget endpoints that are gone everywhere.
+	// Forget endpoints that are gone everywhere (a failed VPC keeps its
+	// own).
 	wantEP := map[string]bool{}
 	for _, e := range n.Endpoints {
 		wantEP[e.ID] = true
 	}
 	d.smu.Lock()
-	for id := range d.eps {
-		if !wantEP[id] {
+	for id, st := range d.eps {
+		if !wantEP[id] && failed[st.ep.VNI] == nil {
 			delete(d.eps, id)
 		}
 	}
+	d.failed = failed
 	d.smu.Unlock()
 
 	// 3. Endpoints, then the routes and neighbours of each VPC namespace,
-	// then its QoS; then the host's QoS (see qos.go).
-	qos := d.planQoS(n)
+	// then its QoS; then the host's QoS (see qos.go), which counts a failed
+	// VPC's endpoints as they are programmed.
+	qos := d.planQoS(d.asProgrammed(n, failed))
 	for _, p := range passes {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("linux set: %w", err)
@@ -129,6 +165,11 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	for _, e := range n.Endpoints {
 		if e.Netns == "" {
 			ownNS[d.names.endpoint(e.ID)] = true
+		}
+	}
+	for id, st := range d.eps {
+		if failed[st.ep.VNI] != nil && st.ep.Netns == "" {
+			ownNS[d.names.endpoint(id)] = true
 		}
 	}
 	for name := range epNS {
@@ -147,8 +188,47 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	return nil
 }
 
-// check rejects what this driver cannot program yet.
-func (d *Driver) check(n *datapath.Desired) error {
+// forgetEndpoints drops the state of endpoints whose VPC could not be
+// set up: they are not programmed.
+func (d *Driver) forgetEndpoints(eps []*datapath.Endpoint) {
+	d.smu.Lock()
+	defer d.smu.Unlock()
+	for _, e := range eps {
+		delete(d.eps, e.ID)
+	}
+}
+
+// asProgrammed returns n with the endpoints of the failed VPCs as they
+// are programmed (n itself when none failed). The caller holds mu.
+func (d *Driver) asProgrammed(n *datapath.Desired, failed map[uint32]error) *datapath.Desired {
+	if len(failed) == 0 {
+		return n
+	}
+	p := *n
+	p.Endpoints = make([]datapath.Endpoint, 0, len(n.Endpoints))
+	ids := make(map[string]bool, len(n.Endpoints))
+	for _, e := range n.Endpoints {
+		if failed[e.VNI] == nil {
+			p.Endpoints = append(p.Endpoints, e)
+			ids[e.ID] = true
+		}
+	}
+	for _, st := range d.eps {
+		if failed[st.ep.VNI] != nil && n.VPC(st.ep.VNI) != nil && !ids[st.ep.ID] {
+			p.Endpoints = append(p.Endpoints, st.ep)
+		}
+	}
+	slices.SortFunc(p.Endpoints, func(a, b datapath.Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	return &p
+}
+
+// check rejects what this driver cannot program yet: the whole state, or
+// (failed, with Normalize's Invalid) single VPCs.
+func (d *Driver) check(n *datapath.Desired) (failed map[uint32]error, err error) {
+	failed = make(map[uint32]error, len(n.Invalid))
+	for vni, err := range n.Invalid {
+		failed[vni] = err
+	}
 	var errs []error
 	if n.Host.Name != d.cfg.HostName {
 		errs = append(errs, fmt.Errorf("%w: host %q, but the driver runs for %q", datapath.ErrInvalid, n.Host.Name, d.cfg.HostName))
@@ -161,12 +241,12 @@ func (d *Driver) check(n *datapath.Desired) error {
 	}
 	for _, v := range n.VPCs {
 		for _, s := range v.Subnets {
-			if !s.CIDR.Addr().Is4() {
-				errs = append(errs, fmt.Errorf("%w: vpc %d subnet %q: only IPv4 is supported", datapath.ErrInvalid, v.VNI, s.Name))
+			if !s.CIDR.Addr().Is4() && failed[v.VNI] == nil {
+				failed[v.VNI] = fmt.Errorf("%w: subnet %q: only IPv4 is supported", datapath.ErrInvalid, s.Name)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
 type hostCfg struct {
@@ -217,9 +297,8 @@ func (vs *vpcNS) scan(withFDB bool) (*vpcScan, error) {
 	return s, nil
 }
 
-// ensureVPC makes sure the VPC namespace exists with a correct, up VXLAN
-// device and an up loopback, and returns its scan.
-func (d *Driver) ensureVPC(v datapath.VPC, hc hostCfg) (*vpcNS, *vpcScan, error) {
+// openedVPC opens (or makes) the VPC's namespace and its miss listener.
+func (d *Driver) openedVPC(v datapath.VPC) (*vpcNS, error) {
 	vs := d.vpcs[v.VNI]
 	if vs != nil && !sameFile(vs.path, vs.ns) {
 		// Someone deleted (or replaced) the namespace behind our back.
@@ -230,29 +309,35 @@ func (d *Driver) ensureVPC(v datapath.VPC, hc hostCfg) (*vpcNS, *vpcScan, error)
 	if vs == nil {
 		var err error
 		if vs, err = d.openVPC(v.VNI, true); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if vs.listenDied.Load() {
 		d.log.Warn("restarting miss listener", "vni", v.VNI)
 		vs.stopListener()
 		if err := d.startListener(vs); err != nil {
-			return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+			return nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
 		}
 	}
+	return vs, nil
+}
+
+// ensureVPC makes sure the VPC namespace (opened by openedVPC) has a
+// correct, up VXLAN device and an up loopback, and returns its scan.
+func (d *Driver) ensureVPC(vs *vpcNS, hc hostCfg) (*vpcScan, error) {
 	scan, err := vs.scan(false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+		return nil, fmt.Errorf("vpc %d: %w", vs.vni, err)
 	}
 	if lo := scan.links["lo"]; lo != nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(lo) }); err != nil {
-			return nil, nil, fmt.Errorf("vpc %d: set lo up: %w", v.VNI, err)
+			return nil, fmt.Errorf("vpc %d: set lo up: %w", vs.vni, err)
 		}
 	}
 	if err := d.ensureVXLAN(vs, scan, hc); err != nil {
-		return nil, nil, fmt.Errorf("vpc %d: %w", v.VNI, err)
+		return nil, fmt.Errorf("vpc %d: %w", vs.vni, err)
 	}
-	return vs, scan, nil
+	return scan, nil
 }
 
 // dropDetached forgets a VPC namespace whose pin was removed by someone
@@ -291,6 +376,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 			SrcAddr:   hc.underlay.AsSlice(),
 			Port:      VXLANPort,
 			Learning:  false,
+			GBP:       true, // the sender's identity travels in the packet
 		}
 		// Created through the host namespace's socket, so its UDP socket
 		// lives there (on the underlay), and placed in the VPC namespace.
@@ -343,7 +429,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 func vxlanImmutableOK(vx *netlink.Vxlan, vni uint32, underlay netip.Addr) bool {
 	groupOK := len(vx.Group) == 0 || vx.Group.IsUnspecified()
 	return vx.VxlanId == int(vni) && ipAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
-		!vx.Learning && !vx.FlowBased && groupOK
+		!vx.Learning && !vx.FlowBased && groupOK && vx.GBP
 }
 
 // removeStaleEndpoints deletes the veths of endpoints that are no longer

@@ -28,6 +28,8 @@ const (
 	// VerdictMiss: the location is unknown; a Miss was emitted and the packet
 	// is held (the real driver holds it until Learn or a 1 s timeout).
 	VerdictMiss
+	// VerdictDenied: dropped by policy (Send, Deliver).
+	VerdictDenied
 )
 
 func (v Verdict) String() string {
@@ -42,6 +44,8 @@ func (v Verdict) String() string {
 		return "remote"
 	case VerdictMiss:
 		return "miss"
+	case VerdictDenied:
+		return "denied"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }

@@ -54,7 +54,13 @@ type Driver struct {
 	// Set (nil: not built).
 	byIP    map[datapath.RemoteKey]int
 	remotes map[datapath.RemoteKey]*datapath.Remote
-	counts  [numKinds][numVerbs]uint64
+	// conns is the connection state (conntrack) of every VPC on the host,
+	// made by Send and Deliver (nil: none yet).
+	conns map[connKey]*conn
+	// failed says why each VPC left as it was by the last Set failed (nil:
+	// none).
+	failed map[uint32]error
+	counts [numKinds][numVerbs]uint64
 }
 
 type kind uint8
@@ -65,11 +71,12 @@ const (
 	kindSubnet
 	kindEndpoint
 	kindRemote
-	kindQoS // an endpoint's or a VPC's QoS
+	kindQoS  // an endpoint's or a VPC's QoS
+	kindConn // a connection's state (flushed when a policy stops allowing it)
 	numKinds
 )
 
-var kindNames = [numKinds]string{"host", "vpc", "subnet", "endpoint", "remote", "qos"}
+var kindNames = [numKinds]string{"host", "vpc", "subnet", "endpoint", "remote", "qos", "conn"}
 
 type verb uint8
 
@@ -124,6 +131,11 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	defer d.mu.Unlock()
 	if d.closed {
 		return datapath.ErrClosed
+	}
+	var failed error
+	d.failed = nil
+	if len(n.Invalid) > 0 {
+		n, failed = d.keepInvalid(n)
 	}
 	if d.host != n.Host {
 		if d.host == (datapath.HostConfig{}) {
@@ -188,6 +200,10 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	}
 	d.eps = n.Endpoints
 	d.byIP = nil // endpoints may swap addresses in one Set: rebuilt when needed
+	d.flushDenied()
+	if failed != nil {
+		return fmt.Errorf("sim set: %w", failed)
+	}
 	return nil
 }
 
@@ -201,7 +217,7 @@ func sorted(desired *datapath.Desired) bool {
 // programmed reports whether desired is exactly the programmed state. The
 // caller holds mu.
 func (d *Driver) programmed(desired *datapath.Desired) bool {
-	if desired.Host != d.host || d.host == (datapath.HostConfig{}) ||
+	if desired.Host != d.host || d.host == (datapath.HostConfig{}) || len(desired.Invalid) > 0 ||
 		len(desired.VPCs) != len(d.vpcs) || len(desired.Endpoints) != len(d.eps) {
 		return false
 	}
@@ -299,7 +315,7 @@ func (d *Driver) diffSubnets(old, cur []datapath.Subnet) {
 func sameEndpoint(a, b *datapath.Endpoint) bool {
 	return a.ID == b.ID && a.VNI == b.VNI && a.Subnet == b.Subnet && a.IP == b.IP &&
 		bytes.Equal(a.MAC, b.MAC) && a.Gateway == b.Gateway && a.Prefix == b.Prefix &&
-		a.Netns == b.Netns && a.IfName == b.IfName && a.Identity == b.Identity
+		a.Netns == b.Netns && a.IfName == b.IfName && a.Identity == b.Identity && a.Policy.Equal(b.Policy)
 }
 
 // Learn implements datapath.Driver.
@@ -407,6 +423,9 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 	if st.Netns == "" {
 		st.Netns = "sim:/" + d.host.Name + "/" + e.ID
 	}
+	if err := d.failed[e.VNI]; err != nil {
+		st.PolicyErr = err.Error()
+	}
 	return st, true
 }
 
@@ -425,7 +444,9 @@ func (d *Driver) Close() error {
 }
 
 // Counts implements datapath.Counter. Kinds are host, vpc, subnet, endpoint,
-// remote and qos (of an endpoint or a VPC); verbs add, update and del.
+// remote, qos (of an endpoint or a VPC) and conn; verbs add, update and
+// del (conn: del only, a connection flushed because a policy no longer
+// allows it).
 func (d *Driver) Counts() datapath.Counts {
 	d.mu.Lock()
 	defer d.mu.Unlock()

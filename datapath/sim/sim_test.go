@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -27,7 +28,7 @@ var host = datapath.HostConfig{Name: "h1", UnderlayIP: netip.MustParseAddr("192.
 type prober struct{}
 
 func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error {
-	dec, err := d.(*sim.Driver).Resolve(id, dst)
+	dec, err := d.(*sim.Driver).Send(id, sim.Packet{Dst: dst, Proto: datapath.ProtoICMP, ICMPType: 8})
 	if err != nil {
 		return err
 	}
@@ -37,6 +38,65 @@ func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.
 	}
 	<-ctx.Done()
 	return fmt.Errorf("no reply (%s): %w", dec.Verdict, ctx.Err())
+}
+
+// Probe sends a request and its answer through Send, each judged by
+// policy (the answer of an allowed request passes as part of its
+// connection).
+func (p prober) Probe(ctx context.Context, d datapath.Driver, f conformance.Flow) error {
+	sc := &simConn{d: d.(*sim.Driver), f: f, sport: f.SrcPort}
+	if sc.sport == 0 {
+		sc.sport = uint16(33000 + ports.Add(1)%20000)
+	}
+	return sc.roundTrip(ctx, false)
+}
+
+func (p prober) Connect(ctx context.Context, d datapath.Driver, f conformance.Flow) (conformance.Conn, error) {
+	sc := &simConn{d: d.(*sim.Driver), f: f, sport: f.SrcPort}
+	if sc.sport == 0 {
+		sc.sport = uint16(33000 + ports.Add(1)%20000)
+	}
+	return sc, sc.roundTrip(ctx, false)
+}
+
+var ports atomic.Uint32
+
+// simConn is a simulated connection: its first round trip opens it, the
+// later ones are mid-stream segments.
+type simConn struct {
+	d     *sim.Driver
+	f     conformance.Flow
+	sport uint16
+}
+
+func (c *simConn) Exchange(ctx context.Context) error { return c.roundTrip(ctx, true) }
+
+func (c *simConn) Close() error { return nil }
+
+func (c *simConn) roundTrip(ctx context.Context, midstream bool) error {
+	f := c.f
+	req := sim.Packet{Dst: f.Dst, Proto: f.Proto, SrcPort: c.sport, DstPort: f.Port, ICMPType: f.ICMPType, Midstream: midstream}
+	answer := sim.Packet{Dst: f.Src, Proto: f.Proto, SrcPort: f.Port, DstPort: c.sport, Midstream: f.Proto == datapath.ProtoTCP}
+	switch f.ICMPType {
+	case 8:
+		answer.ICMPType = 0
+	case 13:
+		answer.ICMPType = 14
+	}
+	for _, leg := range []struct {
+		from, to string
+		p        sim.Packet
+	}{{f.From, f.To, req}, {f.To, f.From, answer}} {
+		dec, err := c.d.Send(leg.from, leg.p)
+		if err != nil {
+			return err
+		}
+		if dec.Verdict != sim.VerdictLocal || dec.Endpoint != leg.to {
+			<-ctx.Done()
+			return fmt.Errorf("%s -> %s: %s %s: %w", leg.from, leg.p.Dst, dec.Verdict, dec.Reason, ctx.Err())
+		}
+	}
+	return nil
 }
 
 func TestConformance(t *testing.T) {
@@ -303,7 +363,7 @@ func TestComparedFields(t *testing.T) {
 	for _, c := range []struct {
 		v    any
 		want int
-	}{{datapath.Desired{}, 3}, {datapath.VPC{}, 5}, {datapath.Endpoint{}, 11}} {
+	}{{datapath.Desired{}, 4}, {datapath.VPC{}, 5}, {datapath.Endpoint{}, 12}} {
 		if n := reflect.TypeOf(c.v).NumField(); n != c.want {
 			t.Errorf("%T has %d fields, the sim driver compares %d: update Driver.programmed and sameEndpoint", c.v, n, c.want)
 		}
@@ -363,6 +423,71 @@ func TestNormalized(t *testing.T) {
 			}
 			if diff := cmp.Diff(plain.Counts(), trusting.Counts()); diff != "" {
 				t.Errorf("counts (-normalizing +trusting):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPolicyAcrossHosts: the sender's host judges egress (a remote
+// destination's ingress is its own host's), the receiver's host judges
+// ingress by the identity the packet carries; answers of a connection
+// pass on both.
+func TestPolicyAcrossHosts(t *testing.T) {
+	ctx := t.Context()
+	a, b := sim.New(sim.Config{}), sim.New(sim.Config{})
+	defer a.Close()
+	defer b.Close()
+	hostB := datapath.HostConfig{Name: "h2", UnderlayIP: netip.MustParseAddr("192.0.2.12"), UnderlayDev: "eth0", MTU: 1500}
+	vpc := []datapath.VPC{{Tenant: "acme", Name: "main", VNI: 100, Subnets: []datapath.Subnet{{Name: "a", CIDR: netip.MustParsePrefix("10.0.1.0/24")}}}}
+	web := datapath.Endpoint{ID: "acme/web", VNI: 100, Subnet: "a", IP: netip.MustParseAddr("10.0.1.10"), MAC: mac("02:00:0a:00:01:0a"), Identity: 10,
+		Policy: &datapath.EndpointPolicy{EgressIsolated: true, Egress: []datapath.Rule{{AllPeers: true, Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: 5432}}}}}}
+	db := datapath.Endpoint{ID: "acme/db", VNI: 100, Subnet: "a", IP: netip.MustParseAddr("10.0.1.20"), MAC: mac("02:00:0a:00:01:14"), Identity: 20,
+		Policy: &datapath.EndpointPolicy{IngressIsolated: true, EgressIsolated: true, Ingress: []datapath.Rule{{Identities: []uint32{10}}}}}
+	if err := a.Set(ctx, &datapath.Desired{Host: host, VPCs: vpc, Endpoints: []datapath.Endpoint{web}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(ctx, &datapath.Desired{Host: hostB, VPCs: vpc, Endpoints: []datapath.Endpoint{db}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Learn(ctx, []datapath.Remote{{VNI: 100, IP: db.IP, HostUnderlay: hostB.UnderlayIP, Identity: 20, Epoch: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Learn(ctx, []datapath.Remote{{VNI: 100, IP: web.IP, HostUnderlay: host.UnderlayIP, Identity: 10, Epoch: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	syn := sim.Packet{Dst: db.IP, Proto: datapath.ProtoTCP, SrcPort: 40000, DstPort: 5432}
+	tests := []struct {
+		name string
+		got  func() (sim.Decision, error)
+		want sim.Verdict
+	}{
+		{"egress allowed", func() (sim.Decision, error) { return a.Send("acme/web", syn) }, sim.VerdictRemote},
+		{"egress denied", func() (sim.Decision, error) {
+			p := syn
+			p.DstPort = 80
+			return a.Send("acme/web", p)
+		}, sim.VerdictDenied},
+		{"ingress by identity", func() (sim.Decision, error) { return b.Deliver(100, web.IP, 10, syn) }, sim.VerdictLocal},
+		{"ingress, other identity", func() (sim.Decision, error) {
+			p := syn
+			p.SrcPort = 40001
+			return b.Deliver(100, web.IP, 11, p)
+		}, sim.VerdictDenied},
+		{"answer passes the receiver's closed egress", func() (sim.Decision, error) {
+			return b.Send("acme/db", sim.Packet{Dst: web.IP, Proto: datapath.ProtoTCP, SrcPort: 5432, DstPort: 40000, Midstream: true})
+		}, sim.VerdictRemote},
+		{"the receiver's closed egress", func() (sim.Decision, error) {
+			return b.Send("acme/db", sim.Packet{Dst: web.IP, Proto: datapath.ProtoTCP, SrcPort: 5432, DstPort: 40001})
+		}, sim.VerdictDenied},
+		{"answer passes the sender's ingress", func() (sim.Decision, error) {
+			return a.Deliver(100, db.IP, 20, sim.Packet{Dst: web.IP, Proto: datapath.ProtoTCP, SrcPort: 5432, DstPort: 40000, Midstream: true})
+		}, sim.VerdictLocal},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dec, err := tc.got()
+			if err != nil || dec.Verdict != tc.want {
+				t.Errorf("= %v %s, %v; want %v", dec.Verdict, dec.Reason, err, tc.want)
 			}
 		})
 	}

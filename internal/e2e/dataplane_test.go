@@ -38,8 +38,9 @@ import (
 // The data-plane tests run the real chain: a `weft controller` process and
 // one `weft agent --datapath linux` process per host, each inside its own
 // namespace of a demo.Lab (the controller in the underlay namespace, so
-// nothing is added to the root namespace), with the two-tenant example plus
-// a few endpoints.
+// nothing is added to the root namespace). TestDataPlane runs the
+// two-tenant example without its security policies (it checks plain
+// connectivity) plus a few endpoints; TestPolicy and TestQoS their own.
 
 // dataplaneExtra adds endpoints to the example: 10 in all, both tenants on
 // all three hosts, two subnets each.
@@ -122,7 +123,21 @@ func startIn(t *testing.T, nsPath string, args ...string) *nsProc {
 	return p
 }
 
-func newDPEnv(t *testing.T) *dpEnv {
+// dataplaneDoc is the example without its security policies, plus
+// dataplaneExtra.
+func dataplaneDoc() []byte {
+	var docs []string
+	for _, d := range strings.Split(string(demo.Example()), "\n---\n") {
+		if !strings.Contains(d, "kind: "+apiv1.KindSecurityPolicy+"\n") {
+			docs = append(docs, d)
+		}
+	}
+	return []byte(strings.Join(docs, "\n---\n") + dataplaneExtra)
+}
+
+// newDPEnv builds a lab of three hosts, starts its controller, applies doc
+// and starts the agents.
+func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
@@ -171,7 +186,7 @@ func newDPEnv(t *testing.T) *dpEnv {
 	e.startController()
 
 	e.file = filepath.Join(t.TempDir(), "dataplane.yaml")
-	if err := os.WriteFile(e.file, append(demo.Example(), dataplaneExtra...), 0o644); err != nil {
+	if err := os.WriteFile(e.file, doc, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, code := e.weft("apply", "-f", e.file); code != 0 {
@@ -332,7 +347,7 @@ func helloAddr(ep *apiv1.Endpoint) string {
 // build on each other's state): the connectivity matrix, a migration, an
 // agent killed with SIGKILL, the controller down, and deleting everything.
 func TestDataPlane(t *testing.T) {
-	e := newDPEnv(t)
+	e := newDPEnv(t, dataplaneDoc())
 	eps := e.waitReady(10, 60*time.Second)
 	for _, ep := range eps {
 		e.serve(ep)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -125,6 +126,54 @@ func ServeHello(l net.Listener, hello string) (stop func()) {
 	return func() {
 		l.Close()
 		<-done
+	}
+}
+
+// ServeEcho accepts connections on l; on each it writes greeting (if any),
+// then echoes what it reads until the peer closes, each read written back
+// at once (a request/response server). The returned function closes l and
+// every connection, and waits for the server to stop.
+func ServeEcho(l net.Listener, greeting string) (stop func()) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { mu.Lock(); delete(conns, c); mu.Unlock(); c.Close() }()
+				if greeting != "" {
+					if _, err := io.WriteString(c, greeting); err != nil {
+						return
+					}
+				}
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return func() {
+		l.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
 	}
 }
 

@@ -1,9 +1,11 @@
 package testnet_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -201,5 +203,36 @@ func TestSweep(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, name)); (err == nil) != want {
 			t.Errorf("%s exists = %v, want %v", name, err == nil, want)
 		}
+	}
+}
+
+// TestServeEcho: the greeting, then each write echoed; stop ends the
+// server and a connection still open.
+func TestServeEcho(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := testnet.ServeEcho(l, "hi\n")
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	for _, want := range []string{"hi\n", "x\n", "yz\n"} {
+		if want != "hi\n" {
+			if _, err := io.WriteString(c, want); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err := r.ReadString('\n'); got != want || err != nil {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	stop()
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Errorf("the connection is still open after stop")
 	}
 }

@@ -224,12 +224,7 @@ func Datapath(ctx context.Context, cfg DatapathConfig) (*DatapathReport, error) 
 		b, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
 		rep.Config.CongestionControl = strings.TrimSpace(string(b)) + " (kernel default)"
 	}
-	if removed, err := testnet.Sweep(cfg.NetnsDir); err != nil {
-		cfg.Logger.Warn("sweep of crashed runs failed", "err", err)
-	} else if len(removed) > 0 {
-		cfg.Logger.Info("swept namespaces of crashed runs", "namespaces", len(removed))
-	}
-	r := &dpRun{cfg: &cfg, prefix: testnet.DefaultPrefix(), status: newStatusLine(cfg.Progress, "datapath", start)}
+	r := newDPRun(&cfg, "datapath", start)
 	defer r.status.Close()
 	var err error
 	for _, p := range cfg.Phases {
@@ -263,6 +258,17 @@ type dpRun struct {
 	nets   int  // test nets made so far
 	iperf3 bool // the throughput streams run iperf3
 	status *statusLine
+}
+
+// newDPRun starts a run of the benchmark name on cfg (with its defaults)
+// after sweeping the namespaces of crashed runs.
+func newDPRun(cfg *DatapathConfig, name string, start time.Time) *dpRun {
+	if removed, err := testnet.Sweep(cfg.NetnsDir); err != nil {
+		cfg.Logger.Warn("sweep of crashed runs failed", "err", err)
+	} else if len(removed) > 0 {
+		cfg.Logger.Info("swept namespaces of crashed runs", "namespaces", len(removed))
+	}
+	return &dpRun{cfg: cfg, prefix: testnet.DefaultPrefix(), status: newStatusLine(cfg.Progress, name, start)}
 }
 
 // newNet builds a test data centre whose namespaces all start with the

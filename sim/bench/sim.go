@@ -117,9 +117,16 @@ func (r *simRun) Close() error {
 }
 
 // waitAll waits up to timeout until an event that match accepts came from
-// every host in waiting, deleting each host as it does, and returns the
-// time of each host's event; the hosts left in waiting timed out.
+// every host in waiting (waitEvents of the simulation's events).
 func (r *simRun) waitAll(ctx context.Context, timeout time.Duration, waiting map[int]bool, match func(sim.Event) bool) (map[int]time.Time, error) {
+	return waitEvents(ctx, r.c.Events(), timeout, waiting, match)
+}
+
+// waitEvents waits up to timeout until an event of events that match
+// accepts came from every host in waiting, deleting each host as it does,
+// and returns the time of each host's event; the hosts left in waiting
+// timed out.
+func waitEvents(ctx context.Context, events <-chan sim.Event, timeout time.Duration, waiting map[int]bool, match func(sim.Event) bool) (map[int]time.Time, error) {
 	got := make(map[int]time.Time, len(waiting))
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -129,7 +136,7 @@ func (r *simRun) waitAll(ctx context.Context, timeout time.Duration, waiting map
 			return got, ctx.Err()
 		case <-t.C:
 			return got, nil
-		case ev := <-r.c.Events():
+		case ev := <-events:
 			if waiting[ev.Host] && match(ev) {
 				got[ev.Host] = ev.At
 				delete(waiting, ev.Host)

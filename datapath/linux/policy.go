@@ -1,0 +1,538 @@
+package linux
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"github.com/weftnet/weft/datapath"
+)
+
+// Compiling a VPC's policies into the content of its nftables table (see
+// "Security policy" in the package documentation). This file is pure: it
+// turns endpoints into a policyTable; policynft.go writes one.
+
+// policyLayout names the way tables are rendered. It is part of every
+// content hash, so a driver that renders differently never mistakes an
+// older driver's objects for its own.
+const policyLayout = "weft-policy-v1"
+
+// policyTable is the desired content of one VPC's table.
+type policyTable struct {
+	// marks, egress and ingress are keyed by the VPC-side veth name of
+	// every local endpoint: its packet mark, and the chain judging its
+	// egress and ingress ("" for a direction that is not isolated).
+	marks           map[string]uint32
+	egress, ingress map[string]string
+	classes         map[string]*policyClass // by chain name
+}
+
+// stateful says some endpoint is isolated: the table tracks connections.
+func (t *policyTable) stateful() bool { return len(t.classes) > 0 }
+
+// policyClass is the rules of one isolated direction, shared by every
+// endpoint whose rules in that direction are the same. A peer is looked
+// up by the sender's identity (ingress) or by its address, giving the set
+// of ports it may use (by its index in ports, the class's port set ID).
+type policyClass struct {
+	ingress bool
+	ids     []idRef           // by source identity, sorted (ingress only)
+	nets    []netRef          // by peer address: disjoint, sorted
+	ports   []*portSet        // by port set ID
+	keys    map[string]uint32 // port set key -> ID, while compiling
+}
+
+// idRef gives the port set of one identity.
+type idRef struct {
+	id, ports uint32
+}
+
+// netRef gives the port set of the addresses first..last.
+type netRef struct {
+	first, last uint32
+	ports       uint32
+}
+
+// portSetID returns the class's ID of ps.
+func (c *policyClass) portSetID(ps *portSet) uint32 {
+	k := ps.key()
+	if id, ok := c.keys[k]; ok {
+		return id
+	}
+	id := uint32(len(c.ports))
+	c.ports = append(c.ports, ps)
+	c.keys[k] = id
+	return id
+}
+
+// portSet is what a class allows of a peer: everything, or some ports of
+// TCP/UDP/SCTP and some ICMP types and codes.
+type portSet struct {
+	all  bool
+	l4   []l4Range            // sorted by protocol and port, merged
+	icmp map[uint8]codeBitmap // the codes allowed, by type
+	k    string               // key, once computed (a set is not changed after)
+}
+
+type l4Range struct {
+	proto       uint8
+	first, last uint16
+}
+
+// codeBitmap is a set of ICMP codes.
+type codeBitmap [4]uint64
+
+// fullCodes holds every code.
+var fullCodes = codeBitmap{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+
+func (b *codeBitmap) addRange(lo, hi int) {
+	for c := lo; c <= hi; c++ {
+		b[c/64] |= 1 << (c % 64)
+	}
+}
+
+// add adds the ports of one rule (none: everything).
+func (s *portSet) add(ports []datapath.Port) {
+	if len(ports) == 0 {
+		s.all = true
+		return
+	}
+	for _, p := range ports {
+		switch p.Protocol {
+		case datapath.ProtoICMP:
+			if s.icmp == nil {
+				s.icmp = map[uint8]codeBitmap{}
+			}
+			typLo, typHi, codeLo, codeHi := int(p.ICMPType), int(p.ICMPType), int(p.ICMPCode), int(p.ICMPCode)
+			if p.ICMPType < 0 {
+				typLo, typHi = 0, 255
+			}
+			if p.ICMPCode < 0 {
+				codeLo, codeHi = 0, 255
+			}
+			for t := typLo; t <= typHi; t++ {
+				b := s.icmp[uint8(t)]
+				b.addRange(codeLo, codeHi)
+				s.icmp[uint8(t)] = b
+			}
+		default:
+			first, last := p.First, p.Last
+			if first == 0 && last == 0 {
+				last = 65535
+			} else if last == 0 {
+				last = first
+			}
+			s.l4 = append(s.l4, l4Range{uint8(p.Protocol), first, last})
+		}
+	}
+}
+
+// union returns a new set holding both.
+func (s *portSet) union(o *portSet) *portSet {
+	u := &portSet{all: s.all || o.all}
+	if !u.all {
+		u.l4 = append(slices.Clone(s.l4), o.l4...)
+		if len(s.icmp)+len(o.icmp) > 0 {
+			u.icmp = make(map[uint8]codeBitmap, len(s.icmp)+len(o.icmp))
+			for _, m := range []map[uint8]codeBitmap{s.icmp, o.icmp} {
+				for t, b := range m {
+					c := u.icmp[t]
+					for i := range c {
+						c[i] |= b[i]
+					}
+					u.icmp[t] = c
+				}
+			}
+		}
+	}
+	u.canon()
+	return u
+}
+
+func (s *portSet) empty() bool { return !s.all && len(s.l4) == 0 && len(s.icmp) == 0 }
+
+// canon sorts and merges the port ranges (so that equal sets are equal,
+// and the kernel's interval set gets disjoint elements).
+func (s *portSet) canon() {
+	if s.all {
+		s.l4, s.icmp = nil, nil
+		return
+	}
+	slices.SortFunc(s.l4, func(a, b l4Range) int {
+		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.first, b.first), cmp.Compare(a.last, b.last))
+	})
+	l4 := s.l4[:0]
+	for _, r := range s.l4 {
+		if n := len(l4); n > 0 && l4[n-1].proto == r.proto && uint32(r.first) <= uint32(l4[n-1].last)+1 {
+			l4[n-1].last = max(l4[n-1].last, r.last)
+			continue
+		}
+		l4 = append(l4, r)
+	}
+	s.l4 = l4
+}
+
+// portBlock is 2^bits ports from first (aligned): how a port range is
+// matched with exact lookups (the port with its low bits cleared).
+type portBlock struct {
+	proto uint8
+	first uint16
+	bits  int
+}
+
+// blocks splits the port ranges into aligned blocks, at most 2*16 per
+// range.
+func (s *portSet) blocks() []portBlock {
+	var out []portBlock
+	for _, r := range s.l4 {
+		for a, b := uint32(r.first), uint32(r.last); a <= b; {
+			bits := 0
+			for bits < 16 && a&(1<<(bits+1)-1) == 0 && a+1<<(bits+1)-1 <= b {
+				bits++
+			}
+			out = append(out, portBlock{r.proto, uint16(a), bits})
+			a += 1 << bits
+		}
+	}
+	return out
+}
+
+// key is the set's canonical text, e.g. "6:80-80,6:443-443|8:1.0.0.0,"
+// (ICMP types with their codes as a bitmap).
+func (s *portSet) key() string {
+	if s.k != "" {
+		return s.k
+	}
+	if s.all {
+		s.k = "all"
+		return s.k
+	}
+	b := make([]byte, 0, 16*len(s.l4)+8)
+	for i, r := range s.l4 {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(r.proto), 10)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(r.first), 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(r.last), 10)
+	}
+	b = append(b, '|')
+	for t := 0; t < 256 && len(s.icmp) > 0; t++ {
+		if codes, ok := s.icmp[uint8(t)]; ok {
+			b = fmt.Appendf(b, "%d:%x.%x.%x.%x,", t, codes[0], codes[1], codes[2], codes[3])
+		}
+	}
+	s.k = string(b)
+	return s.k
+}
+
+// contentName names an object by a hash of the layout and its content.
+func contentName(prefix, content string) string {
+	h := sha256.Sum256([]byte(policyLayout + "\x00" + content))
+	return prefix + hex.EncodeToString(h[:10])
+}
+
+// compilePolicies compiles the policies of one VPC's local endpoints. It
+// fails only for what validation lets through but the linux driver cannot
+// express (IPv6 peers).
+func compilePolicies(eps []*datapath.Endpoint) (*policyTable, error) {
+	t := &policyTable{
+		marks:   make(map[string]uint32, len(eps)),
+		egress:  make(map[string]string, len(eps)),
+		ingress: make(map[string]string, len(eps)),
+		classes: map[string]*policyClass{},
+	}
+	for _, e := range eps {
+		veth := VethName(e.ID)
+		t.marks[veth] = e.Identity | datapath.MarkPolicyApplied
+		var err error
+		if e.Policy != nil && e.Policy.EgressIsolated {
+			if t.egress[veth], err = t.class(e.Policy.Egress, false); err != nil {
+				return nil, fmt.Errorf("endpoint %q egress: %w", e.ID, err)
+			}
+		} else {
+			t.egress[veth] = ""
+		}
+		if e.Policy != nil && e.Policy.IngressIsolated {
+			if t.ingress[veth], err = t.class(e.Policy.Ingress, true); err != nil {
+				return nil, fmt.Errorf("endpoint %q ingress: %w", e.ID, err)
+			}
+		} else {
+			t.ingress[veth] = ""
+		}
+	}
+	return t, nil
+}
+
+// class compiles the rules of one isolated direction and returns the name
+// of its chain.
+func (t *policyTable) class(rules []datapath.Rule, ingress bool) (string, error) {
+	ids := map[uint32]*portSet{}
+	nets := map[netip.Prefix]*portSet{}
+	all := &portSet{}
+	for _, r := range rules {
+		ps := &portSet{}
+		ps.add(r.Ports)
+		ps.canon()
+		if r.AllPeers {
+			all = all.union(ps)
+			continue
+		}
+		if ingress {
+			for _, id := range r.Identities {
+				if cur := ids[id]; cur != nil {
+					ids[id] = cur.union(ps)
+				} else {
+					ids[id] = ps
+				}
+			}
+		}
+		for _, p := range r.Prefixes {
+			if !p.Addr().Is4() {
+				return "", fmt.Errorf("%w: rule %q: peer %s: only IPv4 is supported", datapath.ErrInvalid, r.Name, p)
+			}
+			if cur := nets[p]; cur != nil {
+				nets[p] = cur.union(ps)
+			} else {
+				nets[p] = ps
+			}
+		}
+	}
+	c := &policyClass{ingress: ingress, keys: map[string]uint32{}}
+	// Port set IDs in a canonical order (identities, then addresses), so
+	// that the same rules make the same class.
+	idList := make([]uint32, 0, len(ids))
+	for id := range ids {
+		idList = append(idList, id)
+	}
+	slices.Sort(idList)
+	for _, id := range idList {
+		c.ids = append(c.ids, idRef{id, c.portSetID(ids[id])})
+	}
+	for _, iv := range partition(nets, all) {
+		c.nets = append(c.nets, netRef{iv.first, iv.last, c.portSetID(iv.ports)})
+	}
+	c.keys = nil
+	b := make([]byte, 0, 16*(len(c.ids)+len(c.nets)+len(c.ports)))
+	b = strconv.AppendBool(b, ingress)
+	for _, j := range c.ids {
+		b = append(b, ";i"...)
+		b = strconv.AppendUint(b, uint64(j.id), 10)
+		b = append(b, '>')
+		b = strconv.AppendUint(b, uint64(j.ports), 10)
+	}
+	for _, j := range c.nets {
+		b = append(b, ";n"...)
+		b = strconv.AppendUint(b, uint64(j.first), 16)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(j.last), 16)
+		b = append(b, '>')
+		b = strconv.AppendUint(b, uint64(j.ports), 10)
+	}
+	for i, ps := range c.ports {
+		b = append(b, ";p"...)
+		b = strconv.AppendUint(b, uint64(i), 10)
+		b = append(b, '=')
+		b = append(b, ps.key()...)
+	}
+	prefix := "e_"
+	if ingress {
+		prefix = "i_"
+	}
+	name := contentName(prefix, string(b))
+	t.classes[name] = c
+	return name, nil
+}
+
+// interval is a range of IPv4 addresses and what is allowed of them.
+type interval struct {
+	first, last uint32
+	ports       *portSet
+}
+
+// partition turns prefixes (each allowing its ports) and what every peer
+// is allowed (all) into disjoint, sorted address intervals, each allowing
+// the union of what covers it; addresses allowed nothing are left out.
+// Prefixes nest or are disjoint, so a sweep with a stack of the prefixes
+// containing the current address does it in O(n log n).
+func partition(nets map[netip.Prefix]*portSet, all *portSet) []interval {
+	type span struct {
+		first, last uint32
+		bits        int
+		ports       *portSet
+	}
+	spans := make([]span, 0, len(nets))
+	for p, ps := range nets {
+		a := binary.BigEndian.Uint32(p.Addr().AsSlice())
+		size := uint64(1) << (32 - p.Bits())
+		spans = append(spans, span{a, uint32(uint64(a) + size - 1), p.Bits(), ps})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Or(cmp.Compare(a.first, b.first), cmp.Compare(a.bits, b.bits)) })
+
+	var out []interval
+	emit := func(first, last uint32, ps *portSet) {
+		if ps.empty() {
+			return
+		}
+		if n := len(out); n > 0 && uint64(out[n-1].last)+1 == uint64(first) && out[n-1].ports.key() == ps.key() {
+			out[n-1].last = last
+			return
+		}
+		out = append(out, interval{first, last, ps})
+	}
+	type open struct {
+		last  uint32
+		ports *portSet // the union of every open span and all
+	}
+	var stack []open
+	top := func() *portSet {
+		if len(stack) == 0 {
+			return all
+		}
+		return stack[len(stack)-1].ports
+	}
+	var cur uint64 // the first address not yet emitted
+	closeUntil := func(next uint64) {
+		for len(stack) > 0 && uint64(stack[len(stack)-1].last) < next {
+			o := stack[len(stack)-1]
+			if cur <= uint64(o.last) {
+				emit(uint32(cur), o.last, o.ports)
+			}
+			cur = uint64(o.last) + 1
+			stack = stack[:len(stack)-1]
+		}
+	}
+	for _, s := range spans {
+		closeUntil(uint64(s.first))
+		if cur < uint64(s.first) {
+			emit(uint32(cur), s.first-1, top())
+			cur = uint64(s.first)
+		}
+		stack = append(stack, open{s.last, top().union(s.ports)})
+	}
+	closeUntil(1 << 32)
+	if cur <= 0xffffffff {
+		emit(uint32(cur), 0xffffffff, all)
+	}
+	return out
+}
+
+// policyInput is what a VPC's table is compiled from, per endpoint.
+type policyInput struct {
+	id       string
+	identity uint32
+	policy   *datapath.EndpointPolicy
+}
+
+func policyInputs(eps []*datapath.Endpoint) []policyInput {
+	in := make([]policyInput, len(eps))
+	for i, e := range eps {
+		in[i] = policyInput{e.ID, e.Identity, e.Policy}
+	}
+	return in
+}
+
+// samePolicies reports whether eps compile to the table compiled from in
+// (a Set that changes no policy recompiles nothing).
+func samePolicies(in []policyInput, eps []*datapath.Endpoint) bool {
+	if len(in) != len(eps) {
+		return false
+	}
+	for i, e := range eps {
+		if in[i].id != e.ID || in[i].identity != e.Identity || !in[i].policy.Equal(e.Policy) {
+			return false
+		}
+	}
+	return true
+}
+
+// conntrackSysctls make a mid-stream TCP segment without connection state
+// invalid instead of the start of a connection (loose pickup): a
+// connection whose state a policy change flushed cannot come back, in
+// either direction.
+var conntrackSysctls = []sysctl{{"net/netfilter/nf_conntrack_tcp_loose", "0"}}
+
+// ensurePolicy converges the policy table of a VPC to its local endpoints
+// in one transaction, then flushes the connections it no longer allows.
+func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
+	want := vs.compiled
+	if want == nil || !samePolicies(vs.compiledFor, eps) {
+		var err error
+		if want, err = compilePolicies(eps); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		vs.compiled, vs.compiledFor = want, policyInputs(eps)
+	}
+	var err error
+	if vs.nft == nil {
+		if vs.nft, err = newNftConn(vs.ns); err != nil {
+			return fmt.Errorf("policy: nftables: %w", err)
+		}
+	}
+	flush := func() error {
+		if d.policyFault != nil && d.policyFault(vs.vni) {
+			// A rule in a chain that does not exist: the kernel refuses
+			// the whole batch.
+			t := ptable()
+			vs.nft.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Table: t, Name: "no such chain"},
+				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
+		}
+		return d.ops.write(opNftCommit, vs.nft.Flush)
+	}
+	var w policyWrite
+	err = vs.nft.withDeadline(func() error {
+		// When the table was last found as wanted and no transaction has
+		// been committed in the namespace since, nothing can differ: a
+		// Set that changes no policy of the VPC costs one request.
+		gen, err := vs.nft.generation()
+		if err != nil {
+			return err
+		}
+		if vs.verified == want && gen == vs.verifiedGen {
+			return nil
+		}
+		vs.verified = nil
+		if w, err = writePolicy(vs.nft.Conn, want, flush); err != nil {
+			return err
+		}
+		if vs.verifiedGen, err = vs.nft.generation(); err != nil {
+			return err
+		}
+		vs.verified = want
+		return nil
+	})
+	if err != nil {
+		_ = vs.nft.CloseLasting()
+		vs.nft = nil
+		return fmt.Errorf("policy: %w", err)
+	}
+	if !vs.ctChecked {
+		if err := d.convergeSysctls(vs.ns, conntrackSysctls, false); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		vs.ctChecked = true
+	}
+	if w.judged || vs.flushPending {
+		vs.flushPending = true
+		n, err := flushDenied(vs.ns, eps)
+		d.ops[opConntrackDel].Add(uint64(n))
+		if err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		vs.flushPending = false
+		if n > 0 {
+			d.log.Info("connections no longer allowed flushed", "vni", vs.vni, "connections", n)
+		}
+	}
+	return nil
+}
