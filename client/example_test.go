@@ -32,7 +32,7 @@ func ExampleClient_Apply() {
 	}
 	defer ctrl.Close()
 
-	c, err := client.New(ctrl.APIAddr()) // e.g. "http://127.0.0.1:7443"
+	c, err := client.New("http://" + ctrl.APIAddr())
 	if err != nil {
 		fmt.Println(err)
 		return
