@@ -1,13 +1,18 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 )
 
@@ -170,4 +175,73 @@ func (c *Client) jsonCall(ctx context.Context, method, path string, in, out any)
 		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}
 	return nil
+}
+
+// PinnedCA learns the CA from a fingerprint given out of band (`weft token
+// create --role bootstrap` prints it): it fetches the CA certificate from
+// the controller at server (an https URL) and returns its PEM if the
+// SHA-256 of its DER is fingerprint and the certificate the controller
+// presented chains to it for the server's host name; else an error.
+func PinnedCA(ctx context.Context, server string, fingerprint []byte) ([]byte, error) {
+	base, err := normalizeServer(server)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "https" {
+		return nil, fmt.Errorf("client: a pinned CA needs an https server, not %s", server)
+	}
+	var (
+		mu   sync.Mutex
+		peer []*x509.Certificate
+	)
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The CA is not known yet: the controller's certificate is
+		// verified below, against the CA the fingerprint authenticates,
+		// before anything from this connection is trusted.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			mu.Lock()
+			defer mu.Unlock()
+			peer = cs.PeerCertificates
+			return nil
+		},
+	}
+	t := &http.Transport{TLSClientConfig: tc, TLSHandshakeTimeout: 5 * time.Second, DisableKeepAlives: true}
+	c := &Client{base: base, hc: &http.Client{Transport: t}, timeout: DefaultTimeout}
+	defer c.Close()
+	caPEM, err := c.CA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(caPEM)
+	sum := sha256.Sum256(b.Bytes)
+	if !bytes.Equal(sum[:], fingerprint) {
+		return nil, &CertificateError{Server: base, Problem: "the pinned CA fingerprint does not match",
+			Err: fmt.Errorf("the controller's CA is sha256:%x, the pin sha256:%x", sum, fingerprint)}
+	}
+	ca, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("client: the controller's CA: %w", err)
+	}
+	mu.Lock()
+	chain := peer
+	mu.Unlock()
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("client: %s presented no certificate", base)
+	}
+	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(), DNSName: u.Hostname()}
+	opts.Roots.AddCert(ca)
+	for _, ic := range chain[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	if _, err := chain[0].Verify(opts); err != nil {
+		why := certificateProblem(err)
+		if why == "" {
+			why = "its certificate does not chain to the pinned CA"
+		}
+		return nil, &CertificateError{Server: base, Problem: why, Err: err}
+	}
+	return caPEM, nil
 }
