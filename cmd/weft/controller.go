@@ -104,27 +104,3 @@ func newLogger(w interface{ Write([]byte) (int, error) }, level string) (*slog.L
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
-
-func newHostKeyCmd() *cobra.Command {
-	var clusterKeyFile string
-	cmd := &cobra.Command{
-		Use:   "host-key NAME",
-		Short: "Print the key of a host (for its agent's --key-file)",
-		Long: `Print the per-host key of host NAME, 64 hex digits, derived from the
-cluster key that 'weft controller' keeps in etcd and writes to
-DATA-DIR/cluster.key. Install it on the host (mode 0600) and pass it to
-'weft agent --key-file'.`,
-		Example: `  weft host-key h1 --cluster-key-file weft-data/cluster.key > /etc/weft/h1.key`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			secret, err := hostkey.ReadFile(clusterKeyFile)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%x\n", hostkey.Derive(secret, args[0]))
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&clusterKeyFile, "cluster-key-file", "weft-data/cluster.key", "the controller's cluster key file")
-	return cmd
-}
