@@ -21,7 +21,7 @@ func ExampleClient_Apply() {
 		return
 	}
 	defer os.RemoveAll(dir)
-	ctrl, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "off"})
+	ctrl, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "off", InsecureHTTP: true})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/controller"
-	"github.com/weftnet/weft/controller/hostkey"
 )
 
 func newControllerCmd() *cobra.Command {
@@ -64,12 +62,6 @@ cluster instead, and several replicas can share it.`,
 			ctx := cmd.Context()
 			if err := c.Start(ctx); err != nil {
 				return err
-			}
-			if secret := c.ClusterSecret(); secret != nil && dataDir != "" {
-				// Local tools (weft host-key, weft demo, lab agents) derive host keys from it.
-				if err := hostkey.WriteFile(filepath.Join(dataDir, "cluster.key"), secret); err != nil {
-					log.Warn("cannot write the cluster key file", "err", err)
-				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "weft controller serving the API on http://%s and agents on %s (Ctrl-C to stop)\n", c.APIAddr(), c.AgentAddr())
 			select {

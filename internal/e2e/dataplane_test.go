@@ -232,7 +232,7 @@ func (e *dpEnv) startAgent(host string) *demo.Agent {
 	}
 	a, err := e.lab.StartAgent(e.lab.HostByName(host), demo.AgentConfig{
 		Binary: binary(t), Controller: net.JoinHostPort(e.ctlIP, "7444"), API: e.apiURL(),
-		ClusterKeyFile: filepath.Join(e.dataDir, "cluster.key"), StateDir: e.states[host], Log: e.logs[host],
+		KeyFile: filepath.Join(e.dataDir, host+".key"), StateDir: e.states[host], Log: e.logs[host],
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -2,15 +2,21 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
@@ -35,6 +41,9 @@ type ChurnConfig struct {
 	// BaselineOpsPerTxn and BaselineConcurrency shape the raw batched-etcd
 	// put baseline (default 50 ops/txn, 8 writers).
 	BaselineOpsPerTxn, BaselineConcurrency int
+	// InsecureHTTP runs the controller's API over plain HTTP without
+	// credentials, the baseline of the default: HTTPS with a bearer token.
+	InsecureHTTP bool
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -45,6 +54,7 @@ type ChurnReport struct {
 	Bench        string  `json:"bench"`
 	Duration     string  `json:"duration"`
 	Concurrency  int     `json:"concurrency"`
+	Transport    string  `json:"transport"` // "https+token" or "http"
 	Creates      int64   `json:"creates"`
 	Deletes      int64   `json:"deletes"`
 	Errors       int64   `json:"errors"`
@@ -76,7 +86,11 @@ func (c *ChurnConfig) setDefaults() {
 func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 	cfg.setDefaults()
 	progress := progressTo(cfg.Progress)
-	rep := &ChurnReport{Bench: "churn", Concurrency: cfg.Concurrency, GoalOpsSec: 20000, CPUs: runtime.NumCPU()}
+	rep := &ChurnReport{Bench: "churn", Concurrency: cfg.Concurrency, GoalOpsSec: 20000, CPUs: runtime.NumCPU(), Transport: "https+token"}
+	if cfg.InsecureHTTP {
+		rep.Transport = "http"
+	}
+	opts := []client.Option{client.WithMaxIdleConnsPerHost(cfg.Concurrency * 2), client.WithTimeout(30 * time.Second)}
 	server := cfg.Server
 	if server == "" {
 		dir := cfg.DataDir
@@ -88,7 +102,8 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 			defer os.RemoveAll(d)
 			dir = d
 		}
-		c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", Logger: cfg.Logger})
+		c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "127.0.0.1:0",
+			Logger: cfg.Logger, InsecureHTTP: cfg.InsecureHTTP})
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +112,14 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 			return nil, fmt.Errorf("churn: start controller: %w", err)
 		}
 		defer c.Close()
-		server = "http://" + c.APIAddr()
+		server = c.ServerURL()
+		if !cfg.InsecureHTTP {
+			hc, err := adminHTTPClient(c, filepath.Join(dir, "admin.config"), cfg.Concurrency*2)
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, client.WithHTTPClient(hc))
+		}
 
 		progress("baseline: raw etcd puts in %d-op transactions, %d writers, %s", cfg.BaselineOpsPerTxn, cfg.BaselineConcurrency, cfg.Duration/2)
 		cli, err := c.EtcdClient()
@@ -111,7 +133,7 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 		rep.EtcdPutRate, rep.EtcdOpsInTxn = rate, cfg.BaselineOpsPerTxn
 		progress("baseline: %.0f puts/s", rate)
 	}
-	cl, err := client.New(server, client.WithMaxIdleConnsPerHost(cfg.Concurrency*2), client.WithTimeout(30*time.Second))
+	cl, err := client.New(server, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -228,3 +250,38 @@ func churnSetup(ctx context.Context, cl *client.Client, hosts int) error {
 }
 
 func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
+
+// adminHTTPClient is an HTTP client of c's API that trusts its CA and sends
+// the cluster-admin token of its admin.config.
+func adminHTTPClient(c *controller.Controller, adminConfig string, maxIdle int) (*http.Client, error) {
+	b, err := os.ReadFile(adminConfig)
+	if err != nil {
+		return nil, fmt.Errorf("churn: %w", err)
+	}
+	var conf struct {
+		Contexts []struct {
+			Token string `json:"token"`
+		} `json:"contexts"`
+	}
+	if err := yaml.Unmarshal(b, &conf); err != nil || len(conf.Contexts) == 0 {
+		return nil, fmt.Errorf("churn: %s: no context (%v)", adminConfig, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CACert())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConns: maxIdle, MaxIdleConnsPerHost: maxIdle}
+	return &http.Client{Transport: bearer{token: conf.Contexts[0].Token, next: tr}}, nil
+}
+
+// bearer adds a bearer token to each request.
+type bearer struct {
+	token string
+	next  *http.Transport
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+func (b bearer) CloseIdleConnections() { b.next.CloseIdleConnections() }
