@@ -438,11 +438,7 @@ func waitAlive(parent context.Context, cl *client.Client, n int, timeout time.Du
 
 // adminSettings reads the cluster-admin context the controller wrote.
 func adminSettings(path string) (*clientconfig.Settings, error) {
-	cfg, err := clientconfig.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	s, err := cfg.Resolve(clientconfig.Overrides{})
+	s, err := clientconfig.LoadSettings(path)
 	if err != nil {
 		return nil, err
 	}

@@ -120,6 +120,23 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// LoadSettings reads the file at path, which must exist and hold a current
+// context (as DATA-DIR/admin.config of a controller does), and resolves it
+// without overrides.
+func LoadSettings(path string) (*Settings, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("clientconfig: %w", err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if c.CurrentContext == "" {
+		return nil, fmt.Errorf("clientconfig: %s has no current context", path)
+	}
+	return c.Resolve(Overrides{})
+}
+
 // Path returns the file the Config was loaded from.
 func (c *Config) Path() string { return c.path }
 

@@ -192,3 +192,28 @@ func TestResolve(t *testing.T) {
 		t.Errorf("Resolve without contexts = %+v", s)
 	}
 }
+
+func TestLoadSettings(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := clientconfig.LoadSettings(filepath.Join(dir, "none")); err == nil {
+		t.Error("LoadSettings of a missing file succeeded")
+	}
+	c := clientconfig.New(filepath.Join(dir, "config"))
+	c.SetContext(clientconfig.Context{Name: "admin", Server: "https://10.0.0.1:7443", Token: "weft_a_b"})
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clientconfig.LoadSettings(c.Path()); err == nil || !strings.Contains(err.Error(), "no current context") {
+		t.Errorf("LoadSettings without a current context: %v", err)
+	}
+	if err := c.UseContext("admin"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := clientconfig.LoadSettings(c.Path())
+	if err != nil || s.Server != "https://10.0.0.1:7443" || s.Token != "weft_a_b" {
+		t.Errorf("LoadSettings = %+v, %v", s, err)
+	}
+}

@@ -143,7 +143,7 @@ func (a *app) newConfigUseContextCmd() *cobra.Command {
 }
 
 func (a *app) newConfigSetContextCmd() *cobra.Command {
-	var caFile, tokenFile, certFile, keyFile string
+	var creds credentialFlags
 	cmd := &cobra.Command{
 		Use:   "set-context NAME",
 		Short: "Create or change the context NAME",
@@ -173,33 +173,8 @@ first context of the file becomes the current one.`,
 			if f.Changed("insecure-http") {
 				x.InsecureHTTP = a.insecureHTTP
 			}
-			if caFile != "" {
-				pem, err := readCAFile(caFile)
-				if err != nil {
-					return err
-				}
-				x.CertificateAuthority, x.CertificateAuthorityData = "", clientconfig.EncodeCA(pem)
-			}
-			if tokenFile != "" {
-				if _, err := clientconfig.ReadToken(tokenFile); err != nil {
-					return err
-				}
-				if x.TokenFile, err = filepath.Abs(tokenFile); err != nil {
-					return err
-				}
-				x.Token, x.ClientCertificate, x.ClientKey = "", "", ""
-			}
-			if (certFile == "") != (keyFile == "") {
-				return usageErrorf("give --client-certificate and --client-key together")
-			}
-			if certFile != "" {
-				if x.ClientCertificate, err = filepath.Abs(certFile); err != nil {
-					return err
-				}
-				if x.ClientKey, err = filepath.Abs(keyFile); err != nil {
-					return err
-				}
-				x.Token, x.TokenFile = "", ""
+			if err := creds.apply(&x, false); err != nil {
+				return err
 			}
 			cfg.SetContext(x)
 			if cfg.CurrentContext == "" {
@@ -216,12 +191,68 @@ first context of the file becomes the current one.`,
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signs the controller's certificate (copied into the context)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the context's token")
-	f.StringVar(&certFile, "client-certificate", "", "PEM file of a client certificate from the weft CA ('weft cert create')")
-	f.StringVar(&keyFile, "client-key", "", "PEM file of the client certificate's key")
+	creds.register(cmd, "file holding the context's token (read at each use)")
 	return cmd
+}
+
+// credentialFlags give a context its CA and its credential.
+type credentialFlags struct {
+	caFile, tokenFile, certFile, keyFile string
+}
+
+func (c *credentialFlags) register(cmd *cobra.Command, tokenHelp string) {
+	f := cmd.Flags()
+	f.StringVar(&c.caFile, "ca-file", "", "PEM file of the CA that signs the controller's certificate, copied into the context (DATA-DIR/admin.config holds it; the API serves it at /apis/weft/v1/ca)")
+	f.StringVar(&c.tokenFile, "token-file", "", tokenHelp)
+	f.StringVar(&c.certFile, "client-certificate", "", "PEM file of a client certificate from the weft CA ('weft cert create')")
+	f.StringVar(&c.keyFile, "client-key", "", "PEM file of the client certificate's key")
+}
+
+// given reports whether a credential was given.
+func (c *credentialFlags) given() bool {
+	return c.tokenFile != "" || c.certFile != "" || c.keyFile != ""
+}
+
+// apply sets x's CA and credential from the flags given: the CA is copied
+// in; the token is copied in with embedToken, else its file is named; a
+// token replaces a certificate and the other way round.
+func (c *credentialFlags) apply(x *clientconfig.Context, embedToken bool) error {
+	switch {
+	case c.tokenFile != "" && c.certFile != "":
+		return usageErrorf("give --token-file or --client-certificate, not both")
+	case (c.certFile == "") != (c.keyFile == ""):
+		return usageErrorf("give --client-certificate and --client-key together")
+	}
+	if c.caFile != "" {
+		pem, err := readCAFile(c.caFile)
+		if err != nil {
+			return err
+		}
+		x.CertificateAuthority, x.CertificateAuthorityData = "", clientconfig.EncodeCA(pem)
+	}
+	var err error
+	switch {
+	case c.tokenFile != "":
+		tok, err := clientconfig.ReadToken(c.tokenFile)
+		if err != nil {
+			return err
+		}
+		x.Token, x.TokenFile, x.ClientCertificate, x.ClientKey = "", "", "", ""
+		if embedToken {
+			x.Token = tok
+		} else if x.TokenFile, err = filepath.Abs(c.tokenFile); err != nil {
+			return err
+		}
+	case c.certFile != "":
+		if x.ClientCertificate, err = filepath.Abs(c.certFile); err != nil {
+			return err
+		}
+		if x.ClientKey, err = filepath.Abs(c.keyFile); err != nil {
+			return err
+		}
+		x.Token, x.TokenFile = "", ""
+	}
+	return nil
 }
 
 // readCAFile reads a PEM file of CA certificates.

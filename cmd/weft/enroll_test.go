@@ -71,19 +71,7 @@ func TestAgentEnrol(t *testing.T) {
 	ctl, adminConfig := secureController(t, true)
 	admin := &harness{t: t, env: map[string]string{clientconfig.EnvPath: adminConfig}}
 	admin.ok("apply", "-f", "testdata/network.yaml")
-	cfg, err := clientconfig.Load(adminConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := cfg.Resolve(clientconfig.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := s.NewClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := adminClient(t, adminConfig)
 	dir := t.TempDir()
 	ca := writeFile(t, filepath.Join(dir, "ca.pem"), ctl.CACert())
 	bootstrap := func(host string) (file, fingerprint string) {

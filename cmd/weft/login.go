@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +13,7 @@ import (
 )
 
 func (a *app) newLoginCmd() *cobra.Command {
-	var caFile, tokenFile, certFile, keyFile string
+	var creds credentialFlags
 	cmd := &cobra.Command{
 		Use:   "login --server URL --ca-file FILE (--token-file FILE | --client-certificate FILE --client-key FILE)",
 		Short: "Check a controller and a credential, and save them as a context",
@@ -39,35 +38,12 @@ the file (mode 0600); the certificate and key files are referred to.`,
 			if name == "" {
 				name = "default"
 			}
-			x := clientconfig.Context{Name: name, Server: server, Tenant: a.flagTenant, InsecureHTTP: a.insecureHTTP}
-			switch {
-			case tokenFile != "" && certFile != "":
-				return usageErrorf("give --token-file or --client-certificate, not both")
-			case tokenFile != "":
-				tok, err := clientconfig.ReadToken(tokenFile)
-				if err != nil {
-					return err
-				}
-				x.Token = tok
-			case certFile != "" && keyFile != "":
-				var err error
-				if x.ClientCertificate, err = filepath.Abs(certFile); err != nil {
-					return err
-				}
-				if x.ClientKey, err = filepath.Abs(keyFile); err != nil {
-					return err
-				}
-			case certFile != "" || keyFile != "":
-				return usageErrorf("give --client-certificate and --client-key together")
-			default:
+			if !creds.given() {
 				return usageErrorf("a credential is required: --token-file, or --client-certificate and --client-key")
 			}
-			if caFile != "" {
-				pem, err := readCAFile(caFile)
-				if err != nil {
-					return err
-				}
-				x.CertificateAuthorityData = clientconfig.EncodeCA(pem)
+			x := clientconfig.Context{Name: name, Server: server, Tenant: a.flagTenant, InsecureHTTP: a.insecureHTTP}
+			if err := creds.apply(&x, true); err != nil {
+				return err
 			}
 			cfg, err := a.loadConfig()
 			if err != nil {
@@ -89,11 +65,7 @@ the file (mode 0600); the certificate and key files are referred to.`,
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signs the controller's certificate (DATA-DIR/admin.config holds it; the API serves it at /apis/weft/v1/ca)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding a token from 'weft token create'")
-	f.StringVar(&certFile, "client-certificate", "", "PEM file of a client certificate from 'weft cert create'")
-	f.StringVar(&keyFile, "client-key", "", "PEM file of the client certificate's key")
+	creds.register(cmd, "file holding a token from 'weft token create' (copied into the context)")
 	return cmd
 }
 

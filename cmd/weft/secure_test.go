@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/controller"
 )
@@ -37,6 +38,21 @@ func secureController(t *testing.T, agents bool) (*controller.Controller, string
 		}
 	})
 	return c, filepath.Join(dir, "admin.config")
+}
+
+// adminClient is a client of the context of the admin.config at path.
+func adminClient(t *testing.T, path string) *client.Client {
+	t.Helper()
+	s, err := clientconfig.LoadSettings(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := s.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
 }
 
 func writeFile(t *testing.T, path string, data []byte) string {
@@ -173,19 +189,7 @@ func TestGetPages(t *testing.T) {
 		t.Fatalf("apply: %+v", r)
 	}
 	// The controller pages at the size asked for.
-	cfg, err := clientconfig.Load(adminConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := cfg.Resolve(clientconfig.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := s.NewClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := adminClient(t, adminConfig)
 	resp, err := cl.Raw(t.Context(), http.MethodGet, "/apis/weft/v1/tenants?limit=5", nil)
 	if err != nil {
 		t.Fatal(err)

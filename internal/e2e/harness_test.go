@@ -129,16 +129,9 @@ func readyz(path string, dial func(ctx context.Context, network, addr string) (n
 // adminClient is a client of the cluster-admin context a controller wrote
 // to path, dialling with dial if not nil.
 func adminClient(path string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*client.Client, error) {
-	cfg, err := clientconfig.Load(path)
+	s, err := clientconfig.LoadSettings(path)
 	if err != nil {
 		return nil, err
-	}
-	s, err := cfg.Resolve(clientconfig.Overrides{})
-	if err != nil {
-		return nil, err
-	}
-	if len(cfg.Contexts) == 0 {
-		return nil, fmt.Errorf("no %s yet", path)
 	}
 	opts := []client.Option{client.WithTimeout(10 * time.Second)}
 	if dial != nil {

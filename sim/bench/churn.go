@@ -110,11 +110,7 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 		defer c.Close()
 		server = c.ServerURL()
 		// The cluster-admin context the controller wrote: its CA and token.
-		admin, err := clientconfig.Load(filepath.Join(dir, "admin.config"))
-		if err != nil {
-			return nil, fmt.Errorf("churn: %w", err)
-		}
-		s, err := admin.Resolve(clientconfig.Overrides{})
+		s, err := clientconfig.LoadSettings(filepath.Join(dir, "admin.config"))
 		if err != nil {
 			return nil, fmt.Errorf("churn: %w", err)
 		}
