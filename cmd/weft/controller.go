@@ -54,9 +54,10 @@ cluster instead, and several replicas can share it.`,
   weft controller --data-dir ./weft-data
   export WEFT_CONFIG=$PWD/weft-data/admin.config
 
-  # a replica on an external etcd cluster, sharing the first one's cluster key
-  weft controller --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 --api-listen 10.0.0.5:7443 \
-      --cluster-key-file /etc/weft/cluster.key --tls-san weft.example.net`,
+  # a replica on an external etcd cluster over TLS, sharing the first one's cluster key
+  weft controller --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
+      --etcd-cacert etcd-ca.pem --etcd-cert weft.pem --etcd-key weft-key.pem \
+      --api-listen 10.0.0.5:7443 --cluster-key-file /etc/weft/cluster.key --tls-san weft.example.net`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
@@ -90,6 +91,11 @@ cluster instead, and several replicas can share it.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "weft-data", "directory of the embedded etcd's data (unless --etcd-endpoints), the cluster key and admin.config")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
+	f.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "PEM file of the CA of the external etcd members' certificates (https:// endpoints)")
+	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "PEM client certificate for the external etcd")
+	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "PEM key of --etcd-cert")
+	f.StringVar(&cfg.EtcdUser, "etcd-user", "", "user of the external etcd's authentication")
+	f.StringVar(&cfg.EtcdPassword, "etcd-password", "", "password of --etcd-user (other local users can see it in the process list)")
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:7443", "address of the REST API")
 	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:7444", "southbound address for agents: config stream on TCP, heartbeats and lookups on UDP, same port (\"off\" disables it)")
 	f.StringVar(&cfg.AdvertiseAgent, "advertise-agent", "", "southbound address told to agents (default: the bound --agent-listen address)")

@@ -218,3 +218,29 @@ func TestGetPages(t *testing.T) {
 		})
 	}
 }
+
+// TestControllerSecurityFlags: the controller's TLS and etcd flags reach
+// its configuration (its checks refuse these combinations).
+func TestControllerSecurityFlags(t *testing.T) {
+	h := &harness{t: t, env: map[string]string{}}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"etcd TLS to plain HTTP", []string{"--etcd-endpoints", "http://127.0.0.1:1", "--etcd-cacert", "ca.pem"}, "plain HTTP"},
+		{"etcd certificate without key", []string{"--etcd-endpoints", "https://127.0.0.1:1", "--etcd-cert", "c.pem"}, "both an etcd client certificate and its key"},
+		{"etcd password without user", []string{"--etcd-endpoints", "https://127.0.0.1:1", "--etcd-password", "p"}, "without a user"},
+		{"etcd TLS without endpoints", []string{"--etcd-key", "k.pem", "--etcd-cert", "c.pem"}, "external etcd"},
+		{"TLS certificate without key", []string{"--tls-cert", "c.pem"}, "both a TLS certificate and its key"},
+		{"TLS files with plain HTTP", []string{"--insecure-http", "--client-ca", "ca.pem"}, "TLS files given with InsecureHTTP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.run(append([]string{"controller", "--data-dir", dir}, tc.args...)...)
+			if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("weft controller %v = %+v, want exit 1 and %q", tc.args, r, tc.want)
+			}
+		})
+	}
+}
