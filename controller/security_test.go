@@ -476,13 +476,35 @@ func TestRevocationOnTwoReplicas(t *testing.T) {
 	}
 	a.must(t, a.admin, "POST", "/hosts", obj("Host", "", "h0", `{"underlayIP":"192.0.2.100"}`), http.StatusCreated)
 	id, viewer := a.token(t, "cluster-admin", "", "")
-	waitFor(t, "the new token on replica B", func() bool { return b.must(t, viewer, "GET", "/hosts", "", 200) != "" })
+	waitFor(t, "the new token on replica B", func() bool { code, _ := b.do(t, viewer, "GET", "/hosts", ""); return code == http.StatusOK })
+	// A watch opened with the token ends when it is revoked.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/hosts?watch=true", nil)
+	req.Header.Set("Authorization", "Bearer "+viewer)
+	resp, err := b.hc.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("watch: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	if !lines.Scan() { // h0
+		t.Fatal("watch ended")
+	}
 	t0 := time.Now()
 	a.must(t, a.admin, "DELETE", "/tokens/"+id, "", http.StatusOK)
 	refusedWithin("revoked token", t0, func(r *secure) bool {
 		code, _ := r.do(t, viewer, "GET", "/hosts", "")
 		return code == http.StatusUnauthorized
 	})
+	for lines.Scan() {
+		if l := lines.Text(); !strings.Contains(l, `"type":"ERROR"`) || !strings.Contains(l, "Unauthorized") {
+			t.Errorf("the revoked token's watch went on: %s", l)
+		}
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("the revoked token's watch ended %v after the revocation, want within a second or so", d)
+	}
 
 	e := a.enrol(t, "h1", "192.0.2.1")
 	key, err := secrets.ParseKey(e.HostKey)
@@ -498,7 +520,7 @@ func TestRevocationOnTwoReplicas(t *testing.T) {
 	refusedWithin("deleted host's key", t0, func(r *secure) bool { return !hello(t, r.c.AgentAddr(), "h1", key) })
 
 	a.must(t, a.admin, "POST", "/hosts", obj("Host", "", "h1", `{"underlayIP":"192.0.2.1"}`), http.StatusCreated)
-	waitFor(t, "the new h1 on replica B", func() bool { return b.must(t, b.admin, "GET", "/hosts/h1", "", 200) != "" })
+	waitFor(t, "the new h1 on replica B", func() bool { code, _ := b.do(t, b.admin, "GET", "/hosts/h1", ""); return code == http.StatusOK })
 	for _, r := range replicas {
 		if works(r, e.Token) || hello(t, r.c.AgentAddr(), "h1", key) {
 			t.Errorf("%s: the deleted h1's credentials work for the new h1", r.base)

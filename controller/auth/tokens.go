@@ -231,7 +231,8 @@ func (t *Tokens) Wait(ctx context.Context, rev int64) error {
 func (t *Tokens) key(id string) string { return t.prefix + id }
 
 // Prepare makes a token for req, bound to hostUID if it is an agent's,
-// and the etcd operation that stores it; it does not store it.
+// and the etcd operation that stores it (for a transaction of the
+// caller's, which then Waits for its revision); it does not store it.
 func (t *Tokens) Prepare(req TokenRequest, hostUID string) (NewToken, clientv3.Op, error) {
 	if err := req.Validate(); err != nil {
 		return NewToken{}, clientv3.Op{}, err
@@ -259,20 +260,6 @@ func (t *Tokens) Prepare(req TokenRequest, hostUID string) (NewToken, clientv3.O
 	return NewToken{Token: r.Token, Secret: tok}, clientv3.OpPut(t.key(id), string(b)), nil
 }
 
-// Commit runs a transaction that writes tokens (made with Prepare or
-// deleted with DeleteOps) and waits until this replica follows its
-// outcome; it reports whether the compares held.
-func (t *Tokens) Commit(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op) (bool, error) {
-	resp, err := t.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		return false, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "storage unavailable: %v", err)
-	}
-	if err := t.Wait(ctx, resp.Header.Revision); err != nil {
-		return false, err
-	}
-	return resp.Succeeded, nil
-}
-
 // Create stores a new token. An agent token is bound to the UID of its
 // Host, which must exist.
 func (t *Tokens) Create(ctx context.Context, req TokenRequest) (NewToken, error) {
@@ -287,10 +274,11 @@ func (t *Tokens) Create(ctx context.Context, req TokenRequest) (NewToken, error)
 	if err != nil {
 		return NewToken{}, err
 	}
-	if _, err := t.Commit(ctx, nil, []clientv3.Op{op}); err != nil {
-		return NewToken{}, err
+	resp, err := t.cli.Txn(ctx).Then(op).Commit()
+	if err != nil {
+		return NewToken{}, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "storage unavailable: %v", err)
 	}
-	return nt, nil
+	return nt, t.Wait(ctx, resp.Header.Revision) // usable here at once
 }
 
 // List returns every token, by creation time.

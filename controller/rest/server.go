@@ -498,6 +498,10 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// credentialRecheck is how often a watch checks that its credential is
+// still valid.
+const credentialRecheck = 500 * time.Millisecond
+
 // watchEvent is one line of a watch stream.
 type watchEvent struct {
 	Type   string `json:"type"`
@@ -551,10 +555,22 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 	if rc.Flush() != nil {
 		return
 	}
+	// A credential revoked (or an agent's Host deleted) meanwhile ends
+	// the watch.
+	recheck := time.NewTicker(credentialRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-recheck.C:
+			if s.cfg.Authenticator == nil {
+				continue
+			}
+			if _, err := s.cfg.Authenticator.Authenticate(r); err != nil {
+				send(watchEvent{Type: "ERROR", Object: apiv1.NewUnauthorized("%v", err)})
+				return
+			}
 		case ev, ok := <-ch:
 			if !ok {
 				if ctx.Err() == nil {
