@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/agent/learn"
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/rendezvous"
 	"github.com/weftnet/weft/wire"
 )
@@ -40,7 +41,9 @@ type Agent struct {
 
 	// setMu serializes programming: Driver.Set, adopting a view, persisting.
 	// Lock order: setMu, then mu, then learnMu.
-	setMu sync.Mutex
+	setMu  sync.Mutex
+	stream *wire.Conn // the config stream's connection, nil between sessions; setMu
+	told   string     // the programming error the controller last heard ("": none); setMu
 
 	mu        sync.Mutex // guards the fields below
 	view      *state.View
@@ -64,19 +67,14 @@ type Agent struct {
 	reconAttempt  atomic.Int64 // reconcile failures in a row
 	reportKick    signal
 
-	mux     *UDPMux                        // the UDP socket: Config.UDPMux or a private one
-	ownMux  bool                           // the mux is private: Close closes it
-	hbEntry *hbEntry                       // in mux's heartbeat schedule; mux.hbMu
-	joined  bool                           // a member of mux; mux.mu
-	udpDst  atomic.Pointer[netip.AddrPort] // the controller's UDP address
+	member Membership                     // in Config.Transport; set by Start
+	udpDst atomic.Pointer[netip.AddrPort] // the controller's UDP address
 
+	// life guards Start and Close; lifeMu makes a Close that comes while
+	// Start runs wait for it.
+	life       lifecycle.Group
 	lifeMu     sync.Mutex
-	started    bool
-	closed     bool
-	runCtx     context.Context // of the loops and timers, set by Start
-	cancel     context.CancelFunc
-	stopOnce   sync.Once
-	wg         sync.WaitGroup
+	wg         sync.WaitGroup // runs of the timers
 	startTime  time.Time
 	collectors []prometheus.Collector
 }
@@ -128,109 +126,68 @@ func New(cfg Config) (*Agent, error) {
 // Start loads the persisted view and programs it (so that a restarted agent
 // forwards even if no controller answers), binds the UDP socket and starts
 // the agent's loops: config stream, heartbeats, learning, reconciler and
-// reporter. The agent runs until ctx is done or Close is called. Start
-// fails only for local problems (the UDP socket); a controller that cannot
-// be reached is retried in the background.
-func (a *Agent) Start(ctx context.Context) (err error) {
+// reporter. ctx bounds only that startup (programming the persisted view);
+// the agent runs until Close. Start fails only for local problems (the UDP
+// socket); a controller that cannot be reached is retried in the
+// background.
+func (a *Agent) Start(ctx context.Context) error {
+	if _, err := a.life.Start(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	a.lifeMu.Lock()
 	defer a.lifeMu.Unlock()
-	switch {
-	case a.closed:
-		return errors.New("agent: start after close")
-	case a.started:
-		return errors.New("agent: already started")
+	if a.life.Closed() {
+		return fmt.Errorf("agent: %w", lifecycle.ErrClosed)
 	}
 	a.startTime = time.Now()
-
 	dst, err := net.ResolveUDPAddr("udp", a.cfg.UDPAddr)
 	if err != nil {
 		return fmt.Errorf("agent: resolve controller UDP address %q: %w", a.cfg.UDPAddr, err)
 	}
 	dstAP := dst.AddrPort()
 	a.setUDPTarget(dstAP)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer func() {
+	if a.cfg.Transport == nil {
+		s, err := listenUDP(dstAP, a.cfg.UDPListen, a.log)
 		if err != nil {
-			cancel()
-		}
-	}()
-	if a.mux = a.cfg.UDPMux; a.mux == nil {
-		if a.mux, err = a.privateMux(runCtx, dstAP); err != nil {
 			return err
 		}
-		a.ownMux = true
-		defer func() {
-			if err != nil {
-				a.mux.Close()
-			}
-		}()
+		a.cfg.Transport = s
 	}
 
 	a.loadPersisted(ctx)
 
-	a.runCtx, a.cancel = runCtx, cancel
-	a.started = true
-	a.mux.join(a)
-	a.startLearning(runCtx)
+	a.member = a.cfg.Transport.Join(a)
+	a.startLearning()
 	a.reconcileKick.reset(a.cfg.ReconcileInterval)
-	context.AfterFunc(runCtx, a.shutdown)
-	a.wg.Go(func() { a.streamLoop(runCtx) })
+	a.life.Go(a.streamLoop)
 	if a.cfg.Reporter != nil {
-		a.wg.Go(func() { a.reportLoop(runCtx) })
+		a.life.Go(a.reportLoop)
 	}
 	if a.log.Enabled(ctx, slog.LevelInfo) {
 		a.log.Info("agent started", "controllers", a.cfg.StreamAddrs, "udp", a.udpTarget().String(),
-			"local_udp", a.mux.LocalAddr().String(), "view_version", a.version.Load())
+			"local_udp", a.cfg.Transport.LocalAddr().String(), "view_version", a.version.Load())
 	}
 	return nil
 }
 
-// privateMux binds the agent's own UDP socket, for datagrams to dst, and
-// runs a mux of one member on it.
-func (a *Agent) privateMux(ctx context.Context, dst netip.AddrPort) (*UDPMux, error) {
-	network := "udp4"
-	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
-		network = "udp6"
-	}
-	var laddr *net.UDPAddr
-	if a.cfg.UDPListen != "" {
-		var err error
-		if laddr, err = net.ResolveUDPAddr(network, a.cfg.UDPListen); err != nil {
-			return nil, fmt.Errorf("agent: resolve UDP listen address %q: %w", a.cfg.UDPListen, err)
-		}
-	}
-	conn, err := net.ListenUDP(network, laddr)
-	if err != nil {
-		return nil, fmt.Errorf("agent: bind UDP socket: %w", err)
-	}
-	// One member: no batching, heartbeats exactly on time.
-	m, err := newUDPMux(UDPMuxConfig{MaxHeartbeatBatch: 1, Logger: a.log})
-	if err == nil {
-		m.owner = a
-		err = m.start(ctx, conn)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return m, nil
-}
-
-// shutdown stops what runs outside the agent's goroutines: the timers, the
-// membership of the mux (a private mux is closed), the driver's miss
-// callback. It runs once, when the run context ends; Close waits for it.
-func (a *Agent) shutdown() {
-	a.stopOnce.Do(func() {
-		a.learnTimer.stop()
-		a.reconcileKick.stop()
+// shutdown stops what runs outside the agent's goroutines: the timers (and
+// waits for a run in progress), the membership of the transport (the
+// agent's own socket is closed), the driver's miss callback.
+func (a *Agent) shutdown() error {
+	a.lifeMu.Lock()
+	defer a.lifeMu.Unlock()
+	a.learnTimer.stop()
+	a.reconcileKick.stop()
+	if a.member != nil {
 		if n, ok := a.driver.(missNotifier); ok {
 			n.NotifyMisses(nil)
 		}
-		a.mux.leave(a)
-		if a.ownMux {
-			a.mux.Close()
-		}
-	})
+		a.member.Leave()
+	} else if s, ok := a.cfg.Transport.(*socket); ok {
+		s.Leave() // Start failed after binding the agent's own socket
+	}
+	a.wg.Wait()
+	return nil
 }
 
 // loadPersisted adopts and programs the view saved in StateDir, if any.
@@ -256,7 +213,7 @@ func (a *Agent) loadPersisted(ctx context.Context) {
 		return
 	}
 	if v.HostID != 0 {
-		a.hostID.Store(v.HostID) // before Start joins the mux
+		a.hostID.Store(v.HostID) // before Start joins the transport
 	}
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
@@ -278,23 +235,13 @@ func (a *Agent) loadPersisted(ctx context.Context) {
 // programmed (headless forwarding); the driver is not closed. Close is
 // idempotent.
 func (a *Agent) Close() error {
-	a.lifeMu.Lock()
-	defer a.lifeMu.Unlock()
-	if a.closed {
+	return a.life.Close(a.shutdown, func() error {
+		for _, c := range a.collectors {
+			a.cfg.Registerer.Unregister(c)
+		}
+		a.log.Info("agent stopped", "view_version", a.version.Load())
 		return nil
-	}
-	a.closed = true
-	if a.started {
-		a.cancel()
-		a.shutdown()
-		a.wg.Wait()
-	}
-	for _, c := range a.collectors {
-		a.cfg.Registerer.Unregister(c)
-	}
-	a.connected.Store(false)
-	a.log.Info("agent stopped", "view_version", a.version.Load())
-	return nil
+	})
 }
 
 // ViewVersion returns the version of the view the agent holds (0: none).
@@ -323,15 +270,9 @@ func (a *Agent) Replicas() []string {
 	return rendezvous.Order(a.cfg.Host, a.replicas)
 }
 
-// LocalUDPAddr returns the address of the agent's UDP socket (after Start).
-func (a *Agent) LocalUDPAddr() net.Addr {
-	a.lifeMu.Lock()
-	defer a.lifeMu.Unlock()
-	if a.mux == nil {
-		return nil
-	}
-	return a.mux.LocalAddr()
-}
+// LocalUDPAddr returns the address the agent's datagrams leave from (once
+// Start has returned).
+func (a *Agent) LocalUDPAddr() net.Addr { return a.cfg.Transport.LocalAddr() }
 
 // Stats returns a snapshot of the agent's counters.
 func (a *Agent) Stats() Stats { return a.counters.snapshot() }
@@ -361,8 +302,8 @@ func (a *Agent) setHostID(id uint32) bool {
 	if old == id {
 		return false
 	}
-	if a.mux != nil { // set by Start before any loop runs
-		a.mux.setID(a, old, id)
+	if a.member != nil { // set by Start before any loop runs
+		a.member.SetHostID(old, id)
 	}
 	return true
 }

@@ -3,7 +3,6 @@ package agent
 import (
 	"cmp"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"syscall"
@@ -108,69 +107,6 @@ func BenchmarkApplySnapshot(b *testing.B) {
 			}
 		})
 	}
-}
-
-// BenchmarkHeartbeats runs a shared UDP mux of 4096 agents (sim's
-// AgentsPerSocket) heartbeating every 100 ms to a socket that nobody reads,
-// and reports the process CPU time per heartbeat (cpu-ns/hb): scheduling,
-// building, sealing and sending. One op is one heartbeat; ns/op is wall
-// time and only says that the mux keeps up.
-func BenchmarkHeartbeats(b *testing.B) {
-	const members, interval = 4096, 100 * time.Millisecond
-	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sink.Close()
-	_ = sink.SetReadBuffer(1 << 16) // full at once: the kernel drops the rest
-	to := netip.MustParseAddrPort(sink.LocalAddr().String())
-
-	mux, err := NewUDPMux(UDPMuxConfig{Listen: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := mux.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	defer mux.Close()
-	agents := make([]*Agent, members)
-	for i := range agents {
-		name := fmt.Sprintf("h%d", i)
-		a, err := New(Config{Host: name, StreamAddrs: []string{"127.0.0.1:1"}, UDPAddr: to.String(), UDPMux: mux,
-			Key: testKey(name), Driver: sim.New(sim.Config{}), HeartbeatInterval: interval})
-		if err != nil {
-			b.Fatal(err)
-		}
-		a.mux, a.startTime = mux, time.Now()
-		a.setUDPTarget(to)
-		a.hostID.Store(uint32(i + 1))
-		agents[i] = a
-	}
-	sent := func() (n uint64) {
-		for _, a := range agents {
-			n += a.counters.heartbeats.Load()
-		}
-		return n
-	}
-	for _, a := range agents {
-		mux.join(a)
-	}
-	defer func() {
-		for _, a := range agents {
-			mux.leave(a)
-		}
-	}()
-	time.Sleep(2 * interval) // every member past its first, random, phase
-
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0, n0 := cpuTime(b), sent()
-	for sent()-n0 < uint64(b.N) {
-		time.Sleep(interval / 10)
-	}
-	cpu, n := cpuTime(b)-cpu0, sent()-n0
-	b.StopTimer()
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/hb")
 }
 
 // reportCPU starts measuring the process CPU time; the function it returns

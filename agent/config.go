@@ -58,11 +58,11 @@ type Config struct {
 	// an ephemeral port). The controller answers lookups and sends
 	// invalidations to the address heartbeats come from.
 	UDPListen string
-	// UDPMux, if set, is a started UDP socket the agent shares with other
-	// agents of this process (a simulator's hosts) instead of binding its
-	// own; UDPListen must then be empty. The caller closes it after the
-	// agents.
-	UDPMux *UDPMux
+	// Transport, if set, is the UDP side the agent shares with other
+	// agents of this process (a simulator's hosts, sim/udpmux) instead of
+	// binding its own socket; UDPListen must then be empty. The caller
+	// closes it after the agents.
+	Transport Transport
 	// Key is the host's raw key, wire.KeySize bytes: it signs the Hello
 	// and authenticates every datagram in both directions.
 	Key []byte
@@ -212,8 +212,8 @@ func (c Config) Validate() error {
 	if c.UDPAddr == "" {
 		bad("UDPAddr is required")
 	}
-	if c.UDPMux != nil && c.UDPListen != "" {
-		bad("UDPListen %q: the agent shares UDPMux's socket, it binds none", c.UDPListen)
+	if c.Transport != nil && c.UDPListen != "" {
+		bad("UDPListen %q: the agent shares Transport's socket, it binds none", c.UDPListen)
 	}
 	if len(c.Key) != wire.KeySize {
 		bad("Key is %d bytes, want %d", len(c.Key), wire.KeySize)

@@ -10,7 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/weftnet/weft/agent/state"
-	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/view"
 	"github.com/weftnet/weft/wire"
@@ -49,7 +48,7 @@ func TestTranslate(t *testing.T) {
 					hostRes(t), vpcRes(t, "acme", 100),
 					mustRes(t, &view.Endpoint{Tenant: "acme", Name: "vm", VNI: 100, Subnet: "a", IP: "10.0.1.9",
 						MAC: "02:00:0a:00:01:09", Netns: "/var/run/netns/vm", Identity: 42}),
-					mustRes(t, &view.Policy{Tenant: "acme", Name: "p", Spec: apiv1.SecurityPolicySpec{}, Applies: []string{"acme/vm"}}),
+					mustRes(t, &view.Policy{Tenant: "acme", Name: "p", VPC: "main", Applies: []string{"acme/vm"}}),
 					mustRes(t, &view.QoS{Tenant: "acme", Name: "gold", MaxRateBps: 1e9}),
 					{Key: key("route", "anything"), Data: []byte(`"not even an object"`)},
 				}

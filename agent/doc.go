@@ -8,11 +8,13 @@
 // New validates a Config; Start loads the view persisted in StateDir and
 // programs it before it returns (a restarted agent forwards without a
 // controller: headless restart), binds the UDP socket and starts the loops
-// below; Close stops them and waits. An agent runs one goroutine of its own,
-// the config stream; its timers (reconciler, learning) run a goroutine only
-// while they fire, and its UDP socket is served by a UDPMux: a private one
-// (its own socket, a reader and a heartbeat goroutine) or, in a process
-// that simulates many hosts, one shared by them all (Config.UDPMux). Neither Close nor a lost controller
+// below. Start's context bounds that startup only; the agent runs until
+// Close, which stops the loops and waits for them. An agent runs one
+// goroutine of its own, the config stream; its timers (reconciler,
+// learning) run a goroutine only while they fire, and its UDP side is a
+// Transport: its own socket, with a reader and a heartbeat goroutine (udp.go),
+// or, in a process that simulates many hosts, one that they all share
+// (Config.Transport, sim/udpmux). Neither Close nor a lost controller
 // touches the data plane: forwarding goes on from the last state.
 //
 // # The loops
@@ -29,22 +31,22 @@
 // translate it strictly to a datapath.Desired (any resource that does not
 // parse fails the whole delta: Nack with the error, view unchanged), call
 // Driver.Set, then persist the view (one JSON file, written atomically)
-// and Ack{ToVersion}. A Set that fails is Nacked with its error; the view
-// is kept as the desired state and the reconciler retries it. Between
+// and Ack{ToVersion}. A Set that fails is not a refused view: the view is
+// adopted as the desired state and Acked with the Set's error in
+// Ack.Error (a snapshot would not help), and the reconciler retries it;
+// when the outcome changes (the retry succeeded) the agent sends another
+// Ack of the version, which clears the error in the Host's status. Between
 // sessions the agent waits a full-jitter exponential backoff (also before
 // the first one), so that 100,000 agents restarted by a power restore, or
 // cut off by a controller failure, come back spread over time rather than
 // in one wave.
 //
-// Heartbeats (udp.go, udpmux.go). Every HeartbeatInterval a Heartbeat
-// datagram, sealed with the host key and a strictly increasing sequence
-// number, carries the view version applied, the endpoint count and health
-// flags (Ready, Degraded after a failed Set, Headless without a config
-// stream). The mux's heartbeat goroutine sends it (a shared mux batches the
-// heartbeats of its members falling due together into one sendmmsg, those
-// to one controller address as one UDP-segmented send where the kernel
-// offers it: the same datagrams, a fraction of the kernel's work). Nothing is sent before the
-// host has an ID (from a Welcome or the persisted view).
+// Heartbeats (udp.go). Every HeartbeatInterval a Heartbeat datagram,
+// sealed with the host key and a strictly increasing sequence number,
+// carries the view version applied, the endpoint count and health flags
+// (Ready, Degraded after a failed Set, Headless without a config stream).
+// The Transport sends it. Nothing is sent before the host has an ID (from
+// a Welcome or the persisted view).
 //
 // Learning (learner.go, package learn). The driver reports misses: a local
 // endpoint sends to an address of its VPC that is neither local nor

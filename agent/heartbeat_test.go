@@ -158,7 +158,7 @@ func TestReporterFailedSet(t *testing.T) {
 	})
 	s := h.stream.accept(t)
 	s.send(t, baseSnapshot(t, 1))
-	if got := s.answer(t); got != "nack 1: program datapath: injected failure" {
+	if got := s.answer(t); got != "ack 1: program datapath: injected failure" {
 		t.Fatalf("answer %q", got)
 	}
 	waitFor(t, "the report", func() bool { _, r := rec.snapshot(); return len(r) == 1 })

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/wire"
 )
@@ -328,5 +329,20 @@ func TestRelearnFromCache(t *testing.T) {
 	none(t, h.udp.lookups, "lookup for a cached location")
 	if st := h.agent.Stats(); st.Relearns == 0 {
 		t.Errorf("Relearns = 0, want the misses answered from the cache")
+	}
+}
+
+// channelDriver hides the sim driver's miss callback, so the agent reads
+// the Misses channel as it does with the linux driver.
+type channelDriver struct{ datapath.Driver }
+
+// TestMissesChannel: misses of a driver without a callback are read from
+// its channel and become lookups.
+func TestMissesChannel(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Driver = channelDriver{c.Driver} })
+	h.connect(t)
+	h.learned(t)
+	if st := h.agent.Stats(); st.LookupRequests != 1 || st.AnswersFound != 1 {
+		t.Errorf("stats %+v: want 1 lookup request, 1 answer found", st)
 	}
 }

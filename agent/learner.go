@@ -21,13 +21,13 @@ type missNotifier interface {
 
 // startLearning turns data-plane misses into lookups, from the driver's
 // callback or from a goroutine reading Misses.
-func (a *Agent) startLearning(ctx context.Context) {
+func (a *Agent) startLearning() {
 	if n, ok := a.driver.(missNotifier); ok {
 		n.NotifyMisses(a.onMiss)
 		return
 	}
 	misses := a.driver.Misses()
-	a.wg.Go(func() {
+	a.life.Go(func(ctx context.Context) {
 		for {
 			select {
 			case <-ctx.Done():
@@ -50,7 +50,7 @@ func (a *Agent) startLearning(ctx context.Context) {
 // locations whose TTL ran out), so an idle agent costs no wake-ups beyond
 // its sweeps, and no goroutine.
 func (a *Agent) onMiss(m datapath.Miss) {
-	ctx := a.runCtx
+	ctx := a.life.Context()
 	if ctx.Err() != nil {
 		return
 	}
@@ -91,7 +91,7 @@ func (a *Agent) learnTick() {
 		a.flushLookups(now)
 	}
 	if sweep {
-		a.sweep(a.runCtx, now)
+		a.sweep(a.life.Context(), now)
 	}
 	a.armLearn()
 }
@@ -174,7 +174,7 @@ func (a *Agent) flushLookups(now time.Time) {
 			continue
 		}
 		buf = pkt
-		if err := a.mux.send(pkt, a.udpTarget()); err != nil {
+		if err := a.cfg.Transport.Send(pkt, a.udpTarget()); err != nil {
 			a.log.Debug("send lookup request", "err", err)
 			continue
 		}

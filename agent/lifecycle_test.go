@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/weftnet/weft/agent/backoff"
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -133,8 +135,10 @@ func (f *flaky) Set(ctx context.Context, d *datapath.Desired) error {
 	return f.Driver.Set(ctx, d)
 }
 
-// TestFailedSetRetried: a Set that fails is nacked with its error, and the
-// reconciler retries it with backoff until it succeeds, then persists it.
+// TestFailedSetRetried: a view whose Set fails is adopted and acked with
+// the error (no snapshot can help), and the reconciler retries it with
+// backoff until it succeeds, then persists it and tells the controller
+// with a second Ack of the version, without an error.
 func TestFailedSetRetried(t *testing.T) {
 	drv := newSim(t)
 	f := &flaky{Driver: drv}
@@ -142,33 +146,41 @@ func TestFailedSetRetried(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Driver = f })
 	s := h.stream.accept(t)
 	s.send(t, baseSnapshot(t, 1))
-	if got := s.answer(t); !strings.HasPrefix(got, "nack 1: ") || !strings.Contains(got, errInjected.Error()) {
-		t.Fatalf("snapshot answered %q, want nack 1 with the Set error", got)
+	const failed = "ack 1: program datapath: injected failure"
+	if got := s.answer(t); got != failed {
+		t.Fatalf("snapshot answered %q, want %q", got, failed)
 	}
 	// The view is held (a delta from 1 would apply), not yet applied.
 	if v := h.agent.ViewVersion(); v != 1 {
 		t.Errorf("ViewVersion = %d, want 1", v)
 	}
-	waitFor(t, "the reconciler to program the view", func() bool { return h.agent.AppliedVersion() == 1 })
+	// The retries fail with the same error, which the controller knows:
+	// the next answer is the success.
+	if got := s.answer(t); got != "ack 1" {
+		t.Fatalf("after the retries the agent said %q, want ack 1", got)
+	}
+	if got := h.agent.AppliedVersion(); got != 1 {
+		t.Errorf("AppliedVersion = %d, want 1", got)
+	}
 	if diff := cmp.Diff(state_(epLine("acme/web", 10)), lines(drv.State())); diff != "" {
 		t.Errorf("programmed state (-want +got):\n%s", diff)
 	}
-	if n := f.sets.Load(); n < 4 {
-		t.Errorf("%d Set calls, want at least 4 (3 failures and a success)", n)
+	if n := f.sets.Load(); n != 4 {
+		t.Errorf("%d Set calls, want 4 (3 failures and a success)", n)
 	}
-	waitFor(t, "the view to be persisted", func() bool {
-		v, err := state.Load(h.dir)
-		return err == nil && v.Version == 1
-	})
-	if got := h.agent.Stats().SetErrors; got != 3 {
-		t.Errorf("Stats.SetErrors = %d, want 3", got)
+	v, err := state.Load(h.dir)
+	if err != nil || v.Version != 1 {
+		t.Errorf("persisted view: version %v, %v; want 1", v, err)
+	}
+	if st := h.agent.Stats(); st.SetErrors != 3 || st.Nacks != 0 {
+		t.Errorf("Stats: %d Set errors, %d nacks; want 3 and 0", st.SetErrors, st.Nacks)
 	}
 }
 
 func TestLifecycle(t *testing.T) {
 	h := newHarness(t)
-	if err := h.agent.Start(t.Context()); err == nil {
-		t.Error("second Start succeeded")
+	if err := h.agent.Start(t.Context()); !errors.Is(err, lifecycle.ErrStarted) {
+		t.Errorf("second Start = %v, want ErrStarted", err)
 	}
 	if err := h.agent.Close(); err != nil {
 		t.Fatal(err)
@@ -176,8 +188,8 @@ func TestLifecycle(t *testing.T) {
 	if err := h.agent.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := h.agent.Start(t.Context()); err == nil {
-		t.Error("Start after Close succeeded")
+	if err := h.agent.Start(t.Context()); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
 	// Close without Start.
 	a, err := New(Config{Host: "x", StreamAddrs: []string{"127.0.0.1:1"}, UDPAddr: "127.0.0.1:1", Key: h.raw, Driver: newSim(t)})
@@ -189,11 +201,14 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestStopsWithContext: the agent's loops end when Start's context ends.
-func TestStopsWithContext(t *testing.T) {
+// TestStartContextIsStartupOnly: the context given to Start bounds the
+// startup only; the agent runs (config stream, heartbeats) until Close.
+func TestStartContextIsStartupOnly(t *testing.T) {
 	raw := testKey(t.Name())
-	udp := newFakeUDP(t, raw, 1)
-	a, err := New(Config{Host: "x", StreamAddrs: []string{"127.0.0.1:1"}, UDPAddr: udp.addr(), Key: raw, Driver: newSim(t)})
+	stream, udp := newFakeStream(t, raw, testHostID), newFakeUDP(t, raw, testHostID)
+	a, err := New(Config{Host: testHost, StreamAddrs: []string{stream.addr()}, UDPAddr: udp.addr(), Key: raw,
+		Driver: newSim(t), HeartbeatInterval: 5 * time.Millisecond, Logger: testLogger(t),
+		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,20 +216,20 @@ func TestStopsWithContext(t *testing.T) {
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	cancel()
-	done := make(chan struct{})
-	go func() {
-		a.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(waitTimeout):
-		t.Fatal("the agent's goroutines did not end with the context")
+	s := stream.accept(t)
+	s.send(t, baseSnapshot(t, 1))
+	if got := s.answer(t); got != "ack 1" {
+		t.Fatalf("snapshot answered %q, want ack 1", got)
 	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "a heartbeat of the applied view", func() bool {
+		return next(t, udp.heartbeats, "heartbeat").body.(*wire.Heartbeat).ViewVersion == 1
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -237,6 +252,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative interval", func(c *Config) { c.HeartbeatInterval = -time.Second }, "HeartbeatInterval -1s is negative"},
 		{"backoff", func(c *Config) { c.Backoff = backoff.Policy{Min: time.Second, Max: time.Millisecond} }, "Backoff"},
 		{"zoned underlay", func(c *Config) { c.UnderlayIP = mustAddr("fe80::1%eth0") }, "zones"},
+		{"listen on a shared transport", func(c *Config) { c.Transport, c.UDPListen = (*socket)(nil), "127.0.0.1:0" }, "binds none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good()

@@ -187,11 +187,15 @@ func (s *fakeSession) recv(t *testing.T) wire.Message {
 	return m
 }
 
-// answer reads the agent's answer as text: "ack V" or "nack V: error".
+// answer reads the agent's answer as text: "ack V", "ack V: programming
+// error" or "nack V: error".
 func (s *fakeSession) answer(t *testing.T) string {
 	t.Helper()
 	switch m := s.recv(t).(type) {
 	case *wire.Ack:
+		if m.Error != "" {
+			return fmt.Sprintf("ack %d: %s", m.Version, m.Error)
+		}
 		return fmt.Sprintf("ack %d", m.Version)
 	case *wire.Nack:
 		return fmt.Sprintf("nack %d: %s", m.Version, m.Error)

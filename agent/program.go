@@ -72,12 +72,14 @@ func (a *Agent) persist(v *state.View) {
 
 // applyDelta applies the frames of one delta (one frame, or several with
 // More set on all but the last) and returns the answer for the controller:
-// Ack{ToVersion} if the view was adopted and programmed, Nack otherwise.
+// Nack if the view is refused (it stays as it was; a snapshot follows), Ack
+// if it was adopted, with the error of programming it if that failed (the
+// reconciler retries; a snapshot would not help). The caller holds setMu,
+// and writes the answer before releasing it, so that the answer reaches
+// the controller before any later status Ack of the reconciler (tell).
 func (a *Agent) applyDelta(ctx context.Context, frames []*wire.Delta) wire.Message {
 	first := frames[0]
 	to := first.ToVersion
-	a.setMu.Lock()
-	defer a.setMu.Unlock()
 	a.mu.Lock()
 	cur := a.view
 	a.mu.Unlock()
@@ -106,16 +108,43 @@ func (a *Agent) applyDelta(ctx context.Context, frames []*wire.Delta) wire.Messa
 	}
 	setErr := a.set(ctx, d)
 	a.adopt(next, d, setErr)
+	a.counters.acks.Add(1)
+	a.told = errText(setErr)
 	if setErr != nil {
 		a.log.Error("programming the view failed; the reconciler retries", "version", to, "err", setErr)
 		kick(a.reconcileKick)
-		return a.nack(to, setErr.Error())
+		return &wire.Ack{Version: to, Error: a.told}
 	}
 	a.persist(next)
-	a.counters.acks.Add(1)
 	a.log.Debug("view applied", "version", to, "snapshot", first.Snapshot, "frames", len(frames),
 		"endpoints", len(d.Endpoints), "vpcs", len(d.VPCs))
 	return &wire.Ack{Version: to}
+}
+
+// tell sends the controller, unasked, an Ack of the view held if the
+// error of programming it (the reconciler's latest result) is not the one
+// the controller last heard: the Host's status then shows the error, or no
+// longer shows it. The caller holds setMu.
+func (a *Agent) tell(ctx context.Context) {
+	a.mu.Lock()
+	version, msg := a.view.Version, errText(a.setErr)
+	a.mu.Unlock()
+	if a.stream == nil || version == 0 || msg == a.told {
+		return
+	}
+	if err := a.reply(ctx, a.stream, &wire.Ack{Version: version, Error: msg}); err != nil {
+		a.log.Debug("tell the controller the programming status", "version", version, "err", err)
+		return // the session sees the connection fail
+	}
+	a.told = msg
+}
+
+// errText is err's text, "" for nil.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func (a *Agent) nack(version uint64, msg string) *wire.Nack {
@@ -128,7 +157,7 @@ func (a *Agent) nack(version uint64, msg string) *wire.Nack {
 // after a failure to a backoff delay growing with each failure in a row. A
 // kick (a Set failed elsewhere) sets it to the current backoff delay.
 func (a *Agent) reconcileTick() {
-	ctx := a.runCtx
+	ctx := a.life.Context()
 	err := a.reconcile(ctx)
 	if ctx.Err() != nil {
 		return
@@ -179,6 +208,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if persist {
 		a.persist(v)
 	}
+	a.tell(ctx)
 	// Endpoint status may have changed (a retry attached what had failed);
 	// only changes reach the Reporter.
 	a.publishReports(d, err)

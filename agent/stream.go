@@ -123,9 +123,8 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		}
 	}
 	a.welcome(w, addr)
-	a.counters.connects.Add(1)
-	a.connected.Store(true)
-	defer a.connected.Store(false)
+	a.connect(ctx, conn)
+	defer a.disconnect()
 	a.log.Info("config stream up", "addr", addr, "host_id", a.hostID.Load(), "held_version", a.version.Load(), "snapshot", w.Snapshot)
 
 	var frames []*wire.Delta // the frames of a multi-frame delta so far
@@ -137,7 +136,6 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		if err != nil {
 			return true, fmt.Errorf("read config stream from %s: %w", addr, err)
 		}
-		var reply wire.Message
 		switch m := m.(type) {
 		case *wire.Welcome:
 			if !a.welcome(m, addr) {
@@ -156,17 +154,17 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 			if m.More {
 				continue
 			}
-			reply = a.applyDelta(ctx, frames)
+			a.setMu.Lock()
+			err := a.reply(ctx, conn, a.applyDelta(ctx, frames))
+			a.setMu.Unlock()
 			frames = nil
+			if err != nil {
+				return true, err
+			}
 		case *wire.Invalidate:
 			a.invalidate(ctx, m)
 		default:
 			a.log.Warn("unexpected config stream message ignored", "addr", addr, "type", m.FrameType())
-		}
-		if reply != nil {
-			if err := a.reply(ctx, conn, reply); err != nil {
-				return true, err
-			}
 		}
 	}
 }
@@ -224,6 +222,26 @@ func (a *Agent) welcome(w *wire.Welcome, addr string) bool {
 		a.log.Info("controller replicas updated", "replicas", w.Replicas, "version", w.ReplicasVersion)
 	}
 	return slices.Contains(a.replicas, addr)
+}
+
+// connect marks the session up on conn: the reconciler tells the
+// controller about programming errors on it (tell), starting with any the
+// controller has not heard.
+func (a *Agent) connect(ctx context.Context, conn *wire.Conn) {
+	a.counters.connects.Add(1)
+	a.connected.Store(true)
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	a.stream = conn
+	a.tell(ctx)
+}
+
+// disconnect marks the session down.
+func (a *Agent) disconnect() {
+	a.connected.Store(false)
+	a.setMu.Lock()
+	a.stream = nil
+	a.setMu.Unlock()
 }
 
 func sameDelta(a, b *wire.Delta) bool {

@@ -1,25 +1,87 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
 	"time"
 
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
-// datagramScratch holds the decoded bodies of datagrams, reused by the
+// Transport is an agent's UDP side: it sends the agent's heartbeats and
+// datagrams to the controller and hands it the authentic datagrams
+// addressed to its host. Without Config.Transport an agent binds its own
+// socket (socket, below); a process that simulates many hosts passes one
+// that many agents share (sim/udpmux).
+type Transport interface {
+	// Join makes m a member: from then on the transport sends m's
+	// heartbeat every m.HeartbeatInterval() (nothing while m has no host
+	// ID) and hands m every datagram that names its host ID, once it has
+	// authenticated it with m's key and checked it against the host's
+	// replay window.
+	Join(m Member) Membership
+	// Send writes one datagram.
+	Send(pkt []byte, to netip.AddrPort) error
+	// LocalAddr returns the address the datagrams leave from.
+	LocalAddr() net.Addr
+}
+
+// Membership is a member's place in a Transport.
+type Membership interface {
+	// SetHostID says that the member's host ID changed from old to id
+	// (0: none).
+	SetHostID(old, id uint32)
+	// Leave ends the membership: once it returns, the member gets no
+	// datagram and sends no heartbeat.
+	Leave()
+}
+
+// Member is what a Transport needs of an agent; *Agent is one.
+type Member interface {
+	// HostID returns the host's UDP-channel ID (0: none yet).
+	HostID() uint32
+	// HostKey returns the host's raw key, which authenticates the
+	// datagrams addressed to it.
+	HostKey() []byte
+	// HeartbeatInterval is the period of the member's heartbeats.
+	HeartbeatInterval() time.Duration
+	// AppendHeartbeat appends the member's sealed heartbeat to buf, built
+	// in hb (the caller's long-lived scratch), and returns it with the
+	// address it goes to; ok is false (nothing appended) while the host
+	// has no ID.
+	AppendHeartbeat(buf []byte, hb *wire.Heartbeat) (pkt []byte, to netip.AddrPort, ok bool)
+	// HeartbeatSent counts a heartbeat the transport sent.
+	HeartbeatSent()
+	// HandleDatagram takes an authentic datagram for the member's host;
+	// sc is the reading goroutine's scratch memory.
+	HandleDatagram(hdr wire.Header, body []byte, sc *DatagramScratch)
+	// RejectDatagram counts a datagram for the member's host that failed
+	// authentication or the replay check.
+	RejectDatagram(err error)
+}
+
+var (
+	_ Member    = (*Agent)(nil)
+	_ Transport = (*socket)(nil)
+)
+
+// DatagramScratch holds the decoded bodies of datagrams, reused by the
 // goroutine that reads them.
-type datagramScratch struct {
+type DatagramScratch struct {
 	reply wire.LookupReply
 	inv   wire.Invalidate
 	ack   wire.HeartbeatAck
 }
 
-// handleDatagram takes an authentic datagram for this host, read by the
-// mux (authenticated with the host key and checked against the replay
-// window): a lookup reply, an invalidation or a heartbeat ack. A body that
-// does not decode is counted and dropped.
-func (a *Agent) handleDatagram(hdr wire.Header, body []byte, sc *datagramScratch) {
-	ctx := a.runCtx
+// HandleDatagram implements Member: a lookup reply, an invalidation or a
+// heartbeat ack. A body that does not decode is counted and dropped.
+func (a *Agent) HandleDatagram(hdr wire.Header, body []byte, sc *DatagramScratch) {
+	ctx := a.life.Context()
 	switch hdr.Type {
 	case wire.TypeLookupReply:
 		if err := sc.reply.UnmarshalBinary(body); err != nil {
@@ -42,21 +104,28 @@ func (a *Agent) handleDatagram(hdr wire.Header, body []byte, sc *datagramScratch
 	}
 }
 
-// rejectDatagram counts a datagram for this host that failed
-// authentication or the replay check.
-func (a *Agent) rejectDatagram(err error) {
+// RejectDatagram implements Member.
+func (a *Agent) RejectDatagram(err error) {
 	a.counters.rejected.Add(1)
 	a.log.Debug("datagram rejected", "err", err)
 }
 
-// appendHeartbeat appends the host's heartbeat, sealed, to buf, built in
-// hb (the caller's long-lived scratch: a body passed to wire.Seal escapes).
-// It reports false (and appends nothing) before the controller numbered
-// the host. The mux sends it, every HeartbeatInterval, to udpTarget.
-func (a *Agent) appendHeartbeat(buf []byte, hb *wire.Heartbeat) ([]byte, bool) {
+// HostKey implements Member.
+func (a *Agent) HostKey() []byte { return a.cfg.Key }
+
+// HeartbeatInterval implements Member.
+func (a *Agent) HeartbeatInterval() time.Duration { return a.cfg.HeartbeatInterval }
+
+// HeartbeatSent implements Member.
+func (a *Agent) HeartbeatSent() { a.counters.heartbeats.Add(1) }
+
+// AppendHeartbeat implements Member: the heartbeat carries the view
+// version applied, the endpoint count and the health flags, and goes to
+// the controller's UDP address.
+func (a *Agent) AppendHeartbeat(buf []byte, hb *wire.Heartbeat) ([]byte, netip.AddrPort, bool) {
 	id := a.hostID.Load()
 	if id == 0 {
-		return buf, false
+		return buf, netip.AddrPort{}, false
 	}
 	a.mu.Lock()
 	*hb = wire.Heartbeat{ViewVersion: a.applied, UptimeSeconds: uint32(time.Since(a.startTime) / time.Second)}
@@ -76,7 +145,133 @@ func (a *Agent) appendHeartbeat(buf []byte, hb *wire.Heartbeat) ([]byte, bool) {
 	pkt, err := wire.Seal(buf, wire.Header{HostID: id, Seq: a.seq.Next()}, hb, &a.key)
 	if err != nil {
 		a.log.Error("seal heartbeat", "err", err)
-		return buf, false
+		return buf, netip.AddrPort{}, false
 	}
-	return pkt, true
+	return pkt, a.udpTarget(), true
+}
+
+// socket is the Transport of an agent that has its host to itself: its
+// own UDP socket, a goroutine that reads it and one that heartbeats, for
+// its one member. Leave closes it.
+type socket struct {
+	conn     *net.UDPConn
+	log      *slog.Logger
+	verifier *wire.Verifier
+	m        Member // set by Join, before the goroutines start
+	life     lifecycle.Group
+}
+
+// listenUDP binds a socket for datagrams to dst, on listen if set (else
+// any address, an ephemeral port).
+func listenUDP(dst netip.AddrPort, listen string, log *slog.Logger) (*socket, error) {
+	network := "udp4"
+	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
+		network = "udp6"
+	}
+	var laddr *net.UDPAddr
+	if listen != "" {
+		var err error
+		if laddr, err = net.ResolveUDPAddr(network, listen); err != nil {
+			return nil, fmt.Errorf("agent: resolve UDP listen address %q: %w", listen, err)
+		}
+	}
+	conn, err := net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, fmt.Errorf("agent: bind UDP socket: %w", err)
+	}
+	s := &socket{conn: conn, log: log}
+	s.verifier, err = wire.NewVerifier(wire.VerifierConfig{
+		// Controller → host datagrams carry the receiving host's ID.
+		Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
+			if id == 0 || id != s.m.HostID() {
+				return nil, false
+			}
+			return s.m.HostKey(), true
+		}),
+		Accept: wire.ToAgent,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return s, nil
+}
+
+// Join implements Transport; a socket takes one member.
+func (s *socket) Join(m Member) Membership {
+	s.m = m
+	if _, err := s.life.Start(); err != nil {
+		panic("agent: a second member joined an agent's own socket")
+	}
+	s.life.Go(s.readLoop)
+	s.life.Go(s.heartbeatLoop)
+	return s
+}
+
+// SetHostID implements Membership.
+func (s *socket) SetHostID(old, _ uint32) {
+	if old != 0 {
+		s.verifier.Forget(old)
+	}
+}
+
+// Leave implements Membership: it closes the socket and waits for its
+// goroutines.
+func (s *socket) Leave() { _ = s.life.Close(s.conn.Close) }
+
+// Send implements Transport.
+func (s *socket) Send(pkt []byte, to netip.AddrPort) error {
+	_, err := s.conn.WriteToUDPAddrPort(pkt, to)
+	return err
+}
+
+// LocalAddr implements Transport.
+func (s *socket) LocalAddr() net.Addr { return s.conn.LocalAddr() }
+
+// readLoop reads the datagrams the controller sends: lookup replies,
+// invalidations and heartbeat acks.
+func (s *socket) readLoop(ctx context.Context) {
+	buf := make([]byte, wire.MaxDatagramSize+1)
+	var sc DatagramScratch
+	for {
+		n, _, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("read UDP", "err", err)
+			if !sleep(ctx, 10*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		hdr, body, err := s.verifier.Open(buf[:n])
+		if err != nil {
+			s.m.RejectDatagram(err)
+			continue
+		}
+		s.m.HandleDatagram(hdr, body, &sc)
+	}
+}
+
+// heartbeatLoop heartbeats at once and then every HeartbeatInterval.
+func (s *socket) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(s.m.HeartbeatInterval())
+	defer t.Stop()
+	var hb wire.Heartbeat
+	buf := make([]byte, 0, wire.MaxDatagramSize)
+	for {
+		if pkt, to, ok := s.m.AppendHeartbeat(buf[:0], &hb); ok {
+			if err := s.Send(pkt, to); err != nil {
+				s.log.Debug("send heartbeat", "err", err)
+			} else {
+				s.m.HeartbeatSent()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

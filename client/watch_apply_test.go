@@ -180,7 +180,6 @@ func TestWatchErrors(t *testing.T) {
 
 func TestApply(t *testing.T) {
 	c, srv := newClient(t)
-	ctx := t.Context()
 	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
 
 	// The subnet has no gateway: the controller defaults it, and a second
@@ -202,17 +201,7 @@ func TestApply(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.edit()
-		before := len(srv.Writes())
-		got, obj, err := c.Apply(ctx, sn)
-		if err != nil {
-			t.Fatalf("%s: %v", st.name, err)
-		}
-		if got != st.want {
-			t.Errorf("%s: Apply = %q, want %q", st.name, got, st.want)
-		}
-		if n := len(srv.Writes()) - before; n != st.writes {
-			t.Errorf("%s: %d writes, want %d", st.name, n, st.writes)
-		}
+		obj := applyStep(t, c, srv, st.name, sn, st.want, st.writes)
 		if diff := cmp.Diff(sn.Metadata.Labels, obj.GetObjectMeta().Labels, cmpEmptyMaps); diff != "" {
 			t.Errorf("%s: stored labels (-want +got):\n%s", st.name, diff)
 		}
@@ -220,6 +209,67 @@ func TestApply(t *testing.T) {
 	if sn.Metadata.ResourceVersion != "" || sn.Metadata.UID != "" {
 		t.Errorf("Apply modified its argument: %+v", sn.Metadata)
 	}
+}
+
+// TestApplyPolicy: a policy applied without spec.vpc in a tenant with one
+// VPC is stored with it and re-applies as unchanged, and annotations and
+// owner references are applied like labels (without a new generation).
+func TestApplyPolicy(t *testing.T) {
+	c, srv := newClient(t)
+	mustCreate(t, c, tenant("acme"), vpc("acme", "main", nil, "10.0.0.0/16"))
+	p := apiv1.MustKind(apiv1.KindSecurityPolicy).New().(*apiv1.SecurityPolicy)
+	p.Metadata = apiv1.ObjectMeta{Name: "web", Tenant: "acme"}
+	p.Spec.Ingress = []apiv1.PolicyRule{{Ports: []apiv1.PolicyPort{{Port: 80}}}}
+	steps := []struct {
+		name    string
+		edit    func()
+		want    string
+		writes  int
+		wantGen int64
+	}{
+		{"create", func() {}, client.Created, 1, 1},
+		{"same again", func() {}, client.Unchanged, 0, 1},
+		{"explicit vpc", func() { p.Spec.VPC = "main" }, client.Unchanged, 0, 1},
+		{"vpc left out again", func() { p.Spec.VPC = "" }, client.Unchanged, 0, 1},
+		{"annotation", func() { p.Metadata.Annotations = map[string]string{"note": "x"} }, client.Configured, 1, 1},
+		{"annotation kept", func() {}, client.Unchanged, 0, 1},
+		{"owner", func() {
+			p.Metadata.OwnerReferences = []apiv1.OwnerReference{{Kind: apiv1.KindAppIntent, Name: "shop", UID: "u1"}}
+		}, client.Configured, 1, 1},
+		{"annotation gone", func() { p.Metadata.Annotations = nil }, client.Configured, 1, 1},
+		{"spec change", func() { p.Spec.Ingress[0].Ports[0].Port = 81 }, client.Configured, 1, 2},
+	}
+	for _, st := range steps {
+		st.edit()
+		stored := applyStep(t, c, srv, st.name, p, st.want, st.writes).(*apiv1.SecurityPolicy)
+		if stored.Spec.VPC != "main" || stored.Metadata.Generation != st.wantGen {
+			t.Errorf("%s: stored spec.vpc %q generation %d, want main and %d", st.name, stored.Spec.VPC, stored.Metadata.Generation, st.wantGen)
+		}
+		if diff := cmp.Diff(p.Metadata.Annotations, stored.Metadata.Annotations, cmpEmptyMaps); diff != "" {
+			t.Errorf("%s: stored annotations (-want +got):\n%s", st.name, diff)
+		}
+		if diff := cmp.Diff(p.Metadata.OwnerReferences, stored.Metadata.OwnerReferences); diff != "" {
+			t.Errorf("%s: stored owner references (-want +got):\n%s", st.name, diff)
+		}
+	}
+}
+
+// applyStep applies obj and checks the result and how many writes it
+// sent; it returns the stored object.
+func applyStep(t *testing.T, c *client.Client, srv *apitest.Server, step string, obj apiv1.Object, want string, writes int) apiv1.Object {
+	t.Helper()
+	before := len(srv.Writes())
+	got, stored, err := c.Apply(t.Context(), obj)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	if got != want {
+		t.Errorf("%s: Apply = %q, want %q", step, got, want)
+	}
+	if n := len(srv.Writes()) - before; n != writes {
+		t.Errorf("%s: %d writes, want %d", step, n, writes)
+	}
+	return stored
 }
 
 var cmpEmptyMaps = cmp.Comparer(func(a, b map[string]string) bool {

@@ -6,7 +6,8 @@
 // The packages below it hold the parts: store (etcd, group commit, cache
 // and index), alloc (VNIs and addresses), registry (the write path),
 // secrets (the cluster key, sealed secrets, the CA), auth (tokens, roles),
-// hostkey (agents' keys and enrolment) and rest (the HTTP API).
+// hostkey (agents' keys and enrolment), intent (AppIntents compiled into
+// the objects they own) and rest (the HTTP API).
 package controller
 
 import (
@@ -29,6 +30,7 @@ import (
 
 	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
@@ -109,6 +111,7 @@ type Controller struct {
 	store    *store.Store
 	registry *registry.Registry
 	creds    *credentials
+	intents  *intent.Controller
 	http     *http.Server
 	ln       net.Listener
 	metrics  *http.Server
@@ -200,6 +203,14 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.registry.Start(ctx); err != nil {
 		return fmt.Errorf("start registry: %w", err)
 	}
+	// Every replica runs it: its writes are idempotent and compare-guarded.
+	c.intents, err = intent.New(intent.Config{Store: c.store, Writer: c.registry, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new intent controller: %w", err)
+	}
+	if err = c.intents.Start(ctx); err != nil {
+		return fmt.Errorf("start intent controller: %w", err)
+	}
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent, Keys: c.creds.keys,
@@ -290,6 +301,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.intents != nil {
+		errs = append(errs, c.intents.Close())
 	}
 	if c.registry != nil {
 		errs = append(errs, c.registry.Close())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftnet/weft/controller/compile"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/replicas"
@@ -85,6 +86,10 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	sb.compiler, err = compile.New(compile.Config{
 		Store: cfg.Store, Logger: cfg.Logger, Registerer: cfg.Registerer,
 		Epoch: compile.EpochFromClusterID(probe.Header.ClusterId),
+		// An endpoint without a class of its own uses the class of the
+		// AppIntent that selects it (the one rule, shared with the intent
+		// controller).
+		ClassOf: intent.ClassOf,
 	})
 	if err != nil {
 		return nil, err
@@ -108,7 +113,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err != nil {
 		return nil, err
 	}
-	if err = sb.sink.Start(); err != nil {
+	if err = sb.sink.Start(ctx); err != nil {
 		return nil, err
 	}
 	sb.members, err = replicas.New(replicas.Config{

@@ -76,6 +76,8 @@ type SnapshotVPC struct {
 	VNI      uint32
 	CIDRs    []netip.Prefix // sorted
 	Gateways []netip.Addr   // sorted
+	// QoS is the aggregate enforced on this host (VPCQoS.Enforced).
+	QoS *VPCQoS
 }
 
 // SnapshotEndpoint is a programmed local endpoint.
@@ -84,6 +86,8 @@ type SnapshotEndpoint struct {
 	VNI uint32
 	IP  netip.Addr
 	MAC string
+	// QoS is what is enforced of the endpoint's QoS (QoS.Enforced).
+	QoS *QoS
 }
 
 // SnapshotRemote is a programmed remote location.

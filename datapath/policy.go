@@ -158,8 +158,9 @@ type QoS struct {
 	// underlay uplink; 0 means none. The controller admits the sum of
 	// minimums on a host up to HostConfig.CapacityBps.
 	MinRateBps uint64
-	// Priority 0 (highest) .. 7 (lowest) orders the endpoint's traffic
-	// against others when the uplink is contended.
+	// Priority 0 (highest) .. 7 (lowest, BestEffortPriority: that of
+	// traffic without QoS) orders the endpoint's traffic against others
+	// when the uplink is contended.
 	Priority int
 	// DSCP is written into the outer (underlay) IP header of the
 	// endpoint's encapsulated traffic so the physical network can honour

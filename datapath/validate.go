@@ -16,7 +16,8 @@ import (
 const MaxVNI = 1<<24 - 1
 
 // Normalize returns a deep copy of d with defaults filled in (subnet
-// gateways, endpoint Gateway/Prefix/IfName) and slices in canonical order
+// gateways, endpoint Gateway/Prefix/IfName), QoS rates rounded down to whole
+// bytes per second, and slices in canonical order
 // (VPCs by VNI, subnets by CIDR, endpoints by ID), or an error wrapping
 // ErrInvalid that lists every problem. Drivers program the copy, so a caller
 // may reuse d after Set returns.
@@ -47,6 +48,9 @@ func (d *Desired) Normalize() (*Desired, error) {
 	if h.MTU < 0 || (h.MTU > 0 && h.MTU-VXLANOverhead < 576) {
 		bad("host %q: underlay MTU %d leaves less than 576 for the overlay", h.Name, h.MTU)
 	}
+	if _, _, err := normRates(h.CapacityBps, 0); err != nil {
+		bad("host %q: capacity: %v", h.Name, err)
+	}
 
 	type subnetKey struct {
 		vni  uint32
@@ -64,6 +68,10 @@ func (d *Desired) Normalize() (*Desired, error) {
 		}
 		if v.VNI == 0 || v.VNI > MaxVNI {
 			bad("vpc %s/%s: VNI %d out of range 1..%d", v.Tenant, v.Name, v.VNI, MaxVNI)
+		}
+		var err error
+		if nv.QoS, err = normVPCQoS(v.QoS); err != nil {
+			bad("vpc %d: qos: %v", v.VNI, err)
 		}
 		for _, s := range v.Subnets {
 			if s.Name == "" {
@@ -112,6 +120,10 @@ func (d *Desired) Normalize() (*Desired, error) {
 		ne.MAC = slices.Clone(e.MAC)
 		if e.ID == "" {
 			bad("endpoint with empty ID (ip %s)", e.IP)
+		}
+		var err error
+		if ne.QoS, err = normQoS(e.QoS); err != nil {
+			bad("endpoint %q: qos: %v", e.ID, err)
 		}
 		if ne.IfName == "" {
 			ne.IfName = DefaultIfName

@@ -20,6 +20,7 @@ import (
 	"github.com/weftnet/weft/datapath"
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/rendezvous"
+	"github.com/weftnet/weft/sim/udpmux"
 )
 
 // AgentsPerSourceAddr is how many agents bind their UDP sockets on one
@@ -32,8 +33,8 @@ const simHandshakeTimeout = time.Minute
 // startWorkers is the number of goroutines that start a child's agents.
 const startWorkers = 256
 
-// AgentsPerSocket is how many agents of a child share one UDP socket (an
-// agent.UDPMux, bound on the SourceAddr of its first host): their datagrams
+// AgentsPerSocket is how many agents of a child share one UDP socket (a
+// udpmux.Mux, bound on the SourceAddr of its first host): their datagrams
 // leave from one address, their heartbeats in batches, and the replies are
 // told apart by host ID.
 const AgentsPerSocket = 4096
@@ -186,14 +187,14 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 	}
 	// The sockets, one per AgentsPerSocket agents, started now and closed
 	// after the agents.
-	var muxes []*agent.UDPMux
+	var muxes []*udpmux.Mux
 	defer func() {
 		for _, m := range muxes {
 			_ = m.Close()
 		}
 	}()
 	for i := 0; i < spec.Count; i += AgentsPerSocket {
-		m, err := agent.NewUDPMux(agent.UDPMuxConfig{
+		m, err := udpmux.New(udpmux.Config{
 			Listen: netip.AddrPortFrom(SourceAddr(spec.First+i), 0).String(), Logger: logger,
 		})
 		if err == nil {
@@ -213,7 +214,7 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true}), host: h, em: em, prefix: spec.WatchPrefix, learn: spec.WatchLearn}
 		a, err := agent.New(agent.Config{
 			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
-			UDPMux: muxes[i/AgentsPerSocket],
+			Transport: muxes[i/AgentsPerSocket],
 			// Spread over 127.0.0.0/8: one source address has ~28,000
 			// ephemeral ports, and connect() slows down long before
 			// they run out.

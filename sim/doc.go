@@ -2,7 +2,7 @@
 // replicas sharing one etcd) and N simulated hosts, each a real agent
 // (package agent) with its own TCP config stream, host key and host ID,
 // speaking the real southbound protocol over loopback to a datapath/sim
-// driver. The agents of a process share UDP sockets (agent.UDPMux,
+// driver. The agents of a process share UDP sockets (udpmux.Mux,
 // AgentsPerSocket agents each): every agent still seals its datagrams with
 // its own key, ID and sequence numbers, the controller answers to the
 // address they come from, and the mux hands each answer to the agent whose

@@ -3,14 +3,15 @@ package view
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/weftnet/weft/wire"
 )
 
 // Decode turns a wire.Resource back into *Host, *VPC, *Endpoint, *Policy or
-// *QoS. The result is exactly what json.Unmarshal makes of r.Data (Host,
-// VPC, Endpoint and QoS are decoded in one pass without reflection when
-// their JSON is in the plain form Encode writes).
+// *QoS. The result is exactly what json.Unmarshal makes of r.Data (every
+// type is decoded in one pass without reflection when its JSON is in the
+// plain form Encode writes).
 func Decode(r wire.Resource) (any, error) {
 	var v any
 	ok := false
@@ -25,7 +26,11 @@ func Decode(r wire.Resource) (any, error) {
 		e := &Endpoint{}
 		v, ok = e, fastEndpoint(r.Data, e, nil)
 	case TypePolicy:
-		v = &Policy{}
+		p := &Policy{}
+		if ok = fastPolicy(r.Data, p); !ok {
+			*p = Policy{}
+		}
+		v = p
 	case TypeQoS:
 		q := &QoS{}
 		v, ok = q, fastQoS(r.Data, q)
@@ -49,7 +54,8 @@ func slowDecode(r wire.Resource, v any) (any, error) {
 
 // Decoder decodes view resources as Decode does, reusing its memory from
 // one call to the next: the value a call returns (a pointer into the
-// Decoder, for every type but Policy) and its slices and maps are valid
+// Decoder, for every type but Policy, which is new each time: an agent
+// keeps its rules) and its slices and maps are valid
 // only until the next call that returns the same type. Strings are never
 // reused. A program that translates a view resource by resource, keeping
 // only some fields, decodes it with one Decoder at a fraction of the
@@ -95,7 +101,11 @@ func (dec *Decoder) Decode(r wire.Resource) (any, error) {
 			dec.ep = Endpoint{}
 		}
 	case TypePolicy:
-		v = &Policy{}
+		p := &Policy{}
+		if ok = fastPolicy(r.Data, p); !ok {
+			*p = Policy{}
+		}
+		v = p
 	case TypeQoS:
 		dec.qos = QoS{}
 		v, ok = &dec.qos, fastQoS(r.Data, &dec.qos)
@@ -136,7 +146,7 @@ func fastHost(b []byte, h *Host) bool {
 }
 
 var (
-	vpcFields    = []string{"tenant", "name", "vni", "cidrs", "subnets"}
+	vpcFields    = []string{"tenant", "name", "vni", "cidrs", "subnets", "defaultDeny", "maxRateBps", "minRateBps"}
 	subnetFields = []string{"name", "cidr", "gateway"}
 )
 
@@ -171,6 +181,12 @@ func fastVPC(b []byte, v *VPC, sc *scratch) bool {
 			ok := d.subnets(&sc.subnets)
 			v.Subnets = sc.subnets
 			return ok
+		case "defaultDeny":
+			return d.Once(5) && d.Bool(&v.DefaultDeny)
+		case "maxRateBps":
+			return d.Once(6) && d.Uint64(&v.MaxRateBps)
+		case "minRateBps":
+			return d.Once(7) && d.Uint64(&v.MinRateBps)
 		}
 		return d.UnknownField(key, vpcFields)
 	})
@@ -203,7 +219,7 @@ func (d *fastDecoder) subnets(v *[]Subnet) bool {
 }
 
 var endpointFields = []string{"tenant", "name", "uid", "vpc", "vni", "subnet", "cidr", "gateway", "ip", "mac",
-	"netns", "qosClass", "labels", "identity"}
+	"netns", "qosClass", "labels", "identity", "generation"}
 
 func fastEndpoint(b []byte, e *Endpoint, sc *scratch) bool {
 	var d fastDecoder
@@ -253,6 +269,13 @@ func fastEndpoint(b []byte, e *Endpoint, sc *scratch) bool {
 			return d.labels(m)
 		case "identity":
 			return d.Once(13) && d.Uint32(&e.Identity)
+		case "generation":
+			var g int
+			if !d.Once(14) || !d.Int(&g) {
+				return false
+			}
+			e.Generation = int64(g)
+			return true
 		}
 		return d.UnknownField(key, endpointFields)
 	})
@@ -280,4 +303,101 @@ func fastQoS(b []byte, q *QoS) bool {
 		}
 		return d.UnknownField(key, qosFields)
 	})
+}
+
+var (
+	policyFields = []string{"tenant", "name", "vpc", "ingressIsolated", "egressIsolated", "ingress", "egress", "applies"}
+	ruleFields   = []string{"name", "allPeers", "identities", "prefixes", "ports"}
+	portFields   = []string{"protocol", "first", "last", "icmpType", "icmpCode"}
+)
+
+func fastPolicy(b []byte, p *Policy) bool {
+	var d fastDecoder
+	d.Reset(b)
+	return d.Document(func(key []byte) bool {
+		switch string(key) {
+		case "tenant":
+			return d.Once(0) && d.String(&p.Tenant)
+		case "name":
+			return d.Once(1) && d.String(&p.Name)
+		case "vpc":
+			return d.Once(2) && d.String(&p.VPC)
+		case "ingressIsolated":
+			return d.Once(3) && d.Bool(&p.IngressIsolated)
+		case "egressIsolated":
+			return d.Once(4) && d.Bool(&p.EgressIsolated)
+		case "ingress":
+			return d.Once(5) && d.rules(&p.Ingress)
+		case "egress":
+			return d.Once(6) && d.rules(&p.Egress)
+		case "applies":
+			return d.Once(7) && d.strings(&p.Applies)
+		}
+		return d.UnknownField(key, policyFields)
+	})
+}
+
+// rules decodes an array of rules into a new slice (empty, not nil, for
+// an empty array).
+func (d *fastDecoder) rules(v *[]Rule) bool {
+	s := []Rule{}
+	ok := d.Array(func() bool {
+		s = append(s, Rule{})
+		r := &s[len(s)-1]
+		return d.Object(func(key []byte) bool {
+			switch string(key) {
+			case "name":
+				return d.Once(0) && d.String(&r.Name)
+			case "allPeers":
+				return d.Once(1) && d.Bool(&r.AllPeers)
+			case "identities":
+				return d.Once(2) && d.uint32s(&r.Identities)
+			case "prefixes":
+				return d.Once(3) && d.strings(&r.Prefixes)
+			case "ports":
+				return d.Once(4) && d.ports(&r.Ports)
+			}
+			return d.UnknownField(key, ruleFields)
+		})
+	})
+	*v = s
+	return ok
+}
+
+// ports decodes an array of ports into a new slice.
+func (d *fastDecoder) ports(v *[]Port) bool {
+	s := []Port{}
+	ok := d.Array(func() bool {
+		s = append(s, Port{})
+		p := &s[len(s)-1]
+		return d.Object(func(key []byte) bool {
+			var n uint64
+			var i int
+			switch string(key) {
+			case "protocol":
+				ok := d.Once(0) && d.Uint64(&n) && n <= math.MaxUint8
+				p.Protocol = uint8(n)
+				return ok
+			case "first":
+				ok := d.Once(1) && d.Uint64(&n) && n <= math.MaxUint16
+				p.First = uint16(n)
+				return ok
+			case "last":
+				ok := d.Once(2) && d.Uint64(&n) && n <= math.MaxUint16
+				p.Last = uint16(n)
+				return ok
+			case "icmpType":
+				ok := d.Once(3) && d.Int(&i) && i >= math.MinInt16 && i <= math.MaxInt16
+				p.ICMPType = int16(i)
+				return ok
+			case "icmpCode":
+				ok := d.Once(4) && d.Int(&i) && i >= math.MinInt16 && i <= math.MaxInt16
+				p.ICMPCode = int16(i)
+				return ok
+			}
+			return d.UnknownField(key, portFields)
+		})
+	})
+	*v = s
+	return ok
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -29,16 +28,27 @@ func samples() []any {
 			{Name: "a", CIDR: "10.0.1.0/24", Gateway: "10.0.1.1"}, {Name: "b", CIDR: "10.0.2.0/24"},
 		}},
 		&VPC{Tenant: "t0", Name: "v0", VNI: 1 << 24, CIDRs: []string{}, Subnets: []Subnet{}},
+		&VPC{Tenant: "t0", Name: "deny", VNI: 7, CIDRs: []string{"10.0.0.0/8"}, Subnets: []Subnet{},
+			DefaultDeny: true, MaxRateBps: 1e9, MinRateBps: 1e8},
 		&Endpoint{Tenant: "acme", Name: "web", UID: "0f2a3c4d-0001-4001-8000-000000000001", VPC: "main", VNI: 100,
 			Subnet: "a", CIDR: "10.0.1.0/24", Gateway: "10.0.1.1", IP: "10.0.1.10", MAC: "02:00:0a:00:01:0a",
 			Netns: "/var/run/netns/web", QoSClass: "gold", Labels: map[string]string{"app": "web", "tier": "frontend"},
-			Identity: 4242},
+			Identity: 4242, Generation: 3},
 		&Endpoint{Tenant: "t0", Name: "e1", VPC: "v0", VNI: 1000, Subnet: "s0", CIDR: "10.0.0.0/16", IP: "10.0.0.2",
 			MAC: "02:00:0a:00:00:02"},
-		&Policy{Tenant: "acme", Name: "p", Spec: apiv1.SecurityPolicySpec{
-			Selector: apiv1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Ingress:  []apiv1.PolicyRule{{Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 80}}}},
-		}, Applies: []string{"acme/web"}},
+		&Policy{Tenant: "acme", Name: "p", VPC: "main", IngressIsolated: true, EgressIsolated: true,
+			Ingress: []Rule{
+				{Name: "acme/p ingress[0]", Identities: []uint32{1, 65535},
+					Ports: []Port{{Protocol: 6, First: 80, Last: 80, ICMPType: -1, ICMPCode: -1}}},
+				{Name: "acme/p ingress[1]", AllPeers: true,
+					Ports: []Port{{Protocol: 1, ICMPType: 8, ICMPCode: -1}, {Protocol: 17, First: 1000, Last: 2000, ICMPType: -1, ICMPCode: -1}}},
+			},
+			Egress: []Rule{
+				{Name: "acme/p egress[0]", Prefixes: []string{"10.0.1.5/32", "192.0.2.0/24"}},
+				{Name: "acme/p egress[1]"},
+			},
+			Applies: []string{"acme/web", "acme/web-2"}},
+		&Policy{Tenant: "acme", Name: "deny-in", VPC: "main", IngressIsolated: true, Applies: []string{"acme/db"}},
 		&QoS{Tenant: "acme", Name: "gold", MinRateBps: 1e8, MaxRateBps: 1e9, Priority: -3, DSCP: 46},
 		&QoS{Tenant: "acme", Name: "bronze"},
 	}
@@ -91,6 +101,28 @@ var edgeSeeds = []struct {
 	{TypeQoS, `{"priority":-}`},
 	{TypeQoS, `{"priority":-0,"dscp":-5}`},
 	{TypePolicy, `{"tenant":"acme","name":"p","spec":{"selector":{}},"applies":["acme/web"]}`},
+	{TypePolicy, `{"ingress":[],"egress":null,"applies":[]}`},
+	{TypePolicy, `{"ingress":[null]}`},
+	{TypePolicy, `{"ingress":[{"identities":[],"prefixes":[],"ports":[]}]}`},
+	{TypePolicy, `{"ingress":[{"identities":null,"prefixes":null,"ports":null}]}`},
+	{TypePolicy, `{"ingress":[{"identities":[4294967296]}]}`},
+	{TypePolicy, `{"ingress":[{"identities":[1,-1]}]}`},
+	{TypePolicy, `{"ingress":[{"name":"a","NAME":"b"}]}`},
+	{TypePolicy, `{"egress":[{"ports":[{"protocol":256}]}]}`},
+	{TypePolicy, `{"egress":[{"ports":[{"protocol":255,"first":65535,"last":65536}]}]}`},
+	{TypePolicy, `{"egress":[{"ports":[{"icmpType":-32768,"icmpCode":32767}]}]}`},
+	{TypePolicy, `{"egress":[{"ports":[{"icmpType":-32769}]}]}`},
+	{TypePolicy, `{"egress":[{"ports":[{"icmpCode":32768}]}]}`},
+	{TypePolicy, `{"egress":[{"ports":[{"Protocol":6,"extra":[1]}]}]}`},
+	{TypePolicy, `{"egress":[{"allPeers":true,"allPeers":false}]}`},
+	{TypePolicy, `{"ingressIsolated":1}`},
+	{TypePolicy, `{"ingressIsolated":null,"egressIsolated":true}`},
+	{TypeVPC, `{"defaultDeny":true,"maxRateBps":18446744073709551615,"minRateBps":0}`},
+	{TypeVPC, `{"defaultDeny":"true"}`},
+	{TypeVPC, `{"minRateBps":-1}`},
+	{TypeEndpoint, `{"generation":-9223372036854775808}`},
+	{TypeEndpoint, `{"generation":9223372036854775808}`},
+	{TypeEndpoint, `{"generation":1.5}`},
 }
 
 // reference decodes r the way Decode is specified to: json.Unmarshal into
@@ -206,10 +238,12 @@ func TestFastPath(t *testing.T) {
 			ok = fastVPC(r.Data, &VPC{}, nil)
 		case TypeEndpoint:
 			ok = fastEndpoint(r.Data, &Endpoint{}, &scratch{})
+		case TypePolicy:
+			ok = fastPolicy(r.Data, &Policy{})
 		case TypeQoS:
 			ok = fastQoS(r.Data, &QoS{})
 		default:
-			continue
+			t.Fatalf("no fast decoder for %s", r.Key.Type)
 		}
 		if !ok {
 			t.Errorf("%s %s: the fast decoder gave up on %s", r.Key.Type, r.Key.ID, r.Data)

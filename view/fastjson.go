@@ -3,7 +3,7 @@ package view
 import "github.com/weftnet/weft/internal/jsonscan"
 
 // A one-pass decoder for the JSON of the view resources an agent decodes
-// by the thousand: Host, VPC, Endpoint and QoS. encoding/json reads a
+// by the thousand: Host, VPC, Endpoint, Policy and QoS. encoding/json reads a
 // resource twice (a validity scan, then the decoding) and walks every
 // field by reflection; this decoder reads each byte once, straight into
 // the struct. The scanning is jsonscan's, shared with wire's decoder of
@@ -22,6 +22,20 @@ import "github.com/weftnet/weft/internal/jsonscan"
 // fastDecoder is a jsonscan.Scanner with the types of the view.
 type fastDecoder struct {
 	jsonscan.Scanner
+}
+
+// uint32s decodes an array of uint32 into a new slice (empty, not nil,
+// for an empty array).
+func (d *fastDecoder) uint32s(v *[]uint32) bool {
+	s := []uint32{}
+	ok := d.Array(func() bool {
+		var e uint32
+		ok := d.Uint32(&e)
+		s = append(s, e)
+		return ok
+	})
+	*v = s
+	return ok
 }
 
 // strings decodes an array of strings into (*v)[:0], reusing its storage;

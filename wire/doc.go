@@ -156,6 +156,19 @@
 // same versions, all but the last with More set. Unknown JSON fields are
 // ignored, so fields can be added without a new codec version.
 //
+// Nack means "view refused": the delta does not start at the version the
+// agent holds, the view it leads to does not match its hash, or it cannot
+// be translated into a data-plane state. The agent keeps its view; only a
+// snapshot can help. Ack with Error set means "programming failed": the
+// view is fine and adopted, the kernel refused part of it. A snapshot
+// would bring the same view, so the controller sends none: the agent
+// retries locally (its reconciler), and whenever the programming error of
+// the view it holds changes (a retry succeeded, or failed differently) it
+// sends, unasked, another Ack of that version with the new Error (empty
+// once programmed). The controller takes an Ack of the version it believes
+// the agent holds as such a status report, also while a delta is in
+// flight, and records Error as the Host's status.lastError.
+//
 // View versions are epoch<<44 | etcd revision, the epoch derived from the
 // etcd cluster ID: every controller replica of one cluster numbers a view
 // the same way, so an agent that moves to another replica resumes with a

@@ -58,14 +58,17 @@ func fastDecodeAck(b []byte, m *Ack) bool {
 	var d fastDecoder
 	d.Reset(b)
 	return d.Document(func(key []byte) bool {
-		if string(key) == "version" {
+		switch string(key) {
+		case "version":
 			return d.Once(0) && d.Uint64(&m.Version)
+		case "error":
+			return d.Once(1) && d.String(&m.Error)
 		}
 		return d.UnknownField(key, ackFields)
 	})
 }
 
-var ackFields = []string{"version"}
+var ackFields = []string{"version", "error"}
 
 // fastDecoder is a jsonscan.Scanner with the types of a Delta.
 type fastDecoder struct {

@@ -137,7 +137,7 @@ func (s *fuzzSource) message() Message {
 		}
 		return m
 	case FrameAck:
-		return &Ack{Version: s.u64()}
+		return &Ack{Version: s.u64(), Error: s.str(40)}
 	case FrameNack:
 		return &Nack{Version: s.u64(), Error: s.str(40)}
 	default:
@@ -662,13 +662,18 @@ var fastDecodeSeeds = []string{
 	`{"Version":42}`,
 	`[{"version":42}]`,
 	`{"version":"42"}`,
+	`{"version":42,"error":"program datapath: boom"}`,
+	`{"version":42,"error":"a \"quoted\" reason"}`,
+	`{"version":42,"error":null}`,
+	`{"version":42,"Error":"x","error":"y"}`,
+	`{"version":42,"error":"é\xff"}`,
 }
 
 // FuzzFastDecode checks the one-pass decoder of Delta and Ack bodies
 // against json.Unmarshal: whenever it decodes a body, json.Unmarshal
 // decodes it without error to exactly the same value.
 func FuzzFastDecode(f *testing.F) {
-	for _, m := range []Message{sampleMessages()["delta"], sampleMessages()["ack"], snapshotDelta(f)} {
+	for _, m := range []Message{sampleMessages()["delta"], sampleMessages()["ack"], sampleMessages()["ack with a programming error"], snapshotDelta(f)} {
 		b, err := AppendMessage(nil, m, 0)
 		if err != nil {
 			f.Fatal(err)

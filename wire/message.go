@@ -164,9 +164,14 @@ func (k ResourceKey) validate() error {
 	return nil
 }
 
-// Ack says the agent applied the view up to Version (agent → controller).
+// Ack says the agent adopted the view at Version (agent → controller).
+// Error, if set, says that programming it into the data plane failed: the
+// view is fine and the agent holds it, retries locally and needs no
+// snapshot. An agent sends another Ack of the version it holds, unasked,
+// when that error changes (a retry succeeded: Error empty).
 type Ack struct {
 	Version uint64 `json:"version"`
+	Error   string `json:"error,omitempty"`
 }
 
 // FrameType implements Message.
@@ -175,8 +180,10 @@ func (*Ack) FrameType() FrameType { return FrameAck }
 // Validate implements Message.
 func (*Ack) Validate() error { return nil }
 
-// Nack says the agent could not apply the delta to Version (agent →
-// controller); the controller answers with a snapshot.
+// Nack says the agent refused the delta to Version (agent → controller):
+// it does not start at the version held, the view it leads to does not
+// match the hash or cannot be translated. The view stays as it was and the
+// controller answers with a snapshot.
 type Nack struct {
 	Version uint64 `json:"version"`
 	Error   string `json:"error"`

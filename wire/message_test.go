@@ -26,8 +26,9 @@ func sampleMessages() map[string]Message {
 		},
 		"snapshot chunk": &Delta{ToVersion: 44, Snapshot: true, More: true,
 			Upserts: []Resource{{Key: ResourceKey{Type: "vpc", ID: "acme/main"}}}},
-		"ack":  &Ack{Version: 44},
-		"nack": &Nack{Version: 44, Error: "program vxlan 100: no such device"},
+		"ack":                          &Ack{Version: 44},
+		"ack with a programming error": &Ack{Version: 44, Error: "program datapath: link vx100: no buffer space"},
+		"nack":                         &Nack{Version: 44, Error: "program vxlan 100: no such device"},
 		"invalidate": &Invalidate{VNI: 100, IP: netip.MustParseAddr("2001:db8::5"), Epoch: 12, HasLocation: true,
 			Location: Location{HostIP: netip.MustParseAddr("192.0.2.12"), MAC: MACAddr{2, 0, 0, 0, 0, 5}, Identity: 9}},
 	}
@@ -136,6 +137,7 @@ func TestMessageJSONNames(t *testing.T) {
 		want string
 	}{
 		{"ack", &Ack{Version: 3}, `{"version":3}`},
+		{"ack with an error", &Ack{Version: 3, Error: "e"}, `{"version":3,"error":"e"}`},
 		{"nack", &Nack{Version: 3, Error: "e"}, `{"version":3,"error":"e"}`},
 		{"delta", &Delta{FromVersion: 1, ToVersion: 2, Upserts: []Resource{{Key: ResourceKey{Type: "vpc", ID: "a"}, Data: json.RawMessage(`{}`)}}},
 			`{"fromVersion":1,"toVersion":2,"upserts":[{"key":{"type":"vpc","id":"a"},"data":{}}]}`},
@@ -163,7 +165,8 @@ func TestMessageJSONNames(t *testing.T) {
 // it agrees with json.Unmarshal; this checks that it is used).
 func TestFastDecodeTakesPlainBodies(t *testing.T) {
 	msgs := sampleMessages()
-	for name, m := range map[string]Message{"delta": msgs["delta"], "snapshot": snapshotDelta(t), "ack": msgs["ack"], "empty delta": &Delta{}} {
+	for name, m := range map[string]Message{"delta": msgs["delta"], "snapshot": snapshotDelta(t), "ack": msgs["ack"],
+		"ack with an error": msgs["ack with a programming error"], "empty delta": &Delta{}} {
 		t.Run(name, func(t *testing.T) {
 			b := mustAppendMessage(t, m)[FrameHeaderLen:]
 			var ok bool

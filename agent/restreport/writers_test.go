@@ -44,7 +44,7 @@ func TestStatusWritersKeepEachOthersFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := streams.Start(); err != nil {
+	if err := streams.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	defer streams.Close()
@@ -69,7 +69,7 @@ func TestStatusWritersKeepEachOthersFields(t *testing.T) {
 	g.Go(func() error { // the config stream: connects, acks, and last a nack
 		for i := range rounds {
 			streams.Connected("h1", fmt.Sprint("agent-", i))
-			streams.Acked("h1", uint64(i+1))
+			streams.Acked("h1", uint64(i+1), "")
 			time.Sleep(time.Millisecond) // let flushes interleave with the other writers
 		}
 		streams.Nacked("h1", rounds+1, "veth: EEXIST")

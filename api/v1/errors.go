@@ -12,6 +12,7 @@ const (
 	ReasonBadRequest       = "BadRequest"      // 400: malformed body or query
 	ReasonUnauthorized     = "Unauthorized"    // 401: no valid credential
 	ReasonForbidden        = "Forbidden"       // 403: the credential may not do this
+	ReasonQuotaExceeded    = "QuotaExceeded"   // 403: a create over its tenant's spec.quota
 	ReasonInvalid          = "Invalid"         // 422: well-formed but fails validation
 	ReasonTooManyRequests  = "TooManyRequests" // 429: over a rate or count limit
 	ReasonNotFound         = "NotFound"        // 404

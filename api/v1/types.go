@@ -141,7 +141,9 @@ type HostStatus struct {
 	AgentVersion string `json:"agentVersion,omitempty"`
 	// ViewVersion is the version of the host's compiled view the agent last acknowledged.
 	ViewVersion uint64 `json:"viewVersion,omitempty"`
-	// LastError is the agent's error from its last NACK, empty after an ACK.
+	// LastError is the agent's error: why it refused its last view (NACK),
+	// or why programming the view it acknowledged failed; empty once a view
+	// is programmed.
 	LastError string `json:"lastError,omitempty"`
 	// Replica is the southbound address of the controller replica the
 	// host's agent last connected to: that replica speaks for the host's
@@ -296,8 +298,10 @@ type EndpointStatus struct {
 //     of some selecting policy allows in that direction passes; the rules
 //     of all selecting policies are ORed. An endpoint that no policy
 //     selects allows everything, unless its VPC's defaultPolicy is deny.
-//   - A policy lists a direction when it has rules in it; one with no rules
-//     in a direction leaves that direction alone.
+//   - A policy lists a direction when its spec has the field, even empty:
+//     "ingress: []" isolates ingress and allows nothing in (deny all), a
+//     policy without "ingress" (absent or null) leaves ingress alone;
+//     egress likewise.
 //   - Connections are stateful: replies of an allowed connection pass both
 //     ways. A change applies to new connections at once and drops the
 //     established connections it no longer allows within a second.
@@ -320,9 +324,12 @@ type SecurityPolicySpec struct {
 	// empty selector selects all of them.
 	Selector LabelSelector `json:"selector"`
 	// Ingress rules allow traffic to the selected endpoints, Egress rules
-	// traffic from them; at most MaxRules each.
-	Ingress []PolicyRule `json:"ingress,omitempty"`
-	Egress  []PolicyRule `json:"egress,omitempty"`
+	// traffic from them; at most MaxRules each. A nil list (the field
+	// absent or null) leaves its direction alone; a non-nil one, even
+	// empty, isolates it (see SecurityPolicy), so an empty list is kept
+	// as such when stored (omitzero).
+	Ingress []PolicyRule `json:"ingress,omitzero"`
+	Egress  []PolicyRule `json:"egress,omitzero"`
 }
 
 // PolicyRule allows traffic from (ingress) or to (egress) any of Peers on

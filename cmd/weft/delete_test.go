@@ -61,7 +61,8 @@ func TestDeleteOne(t *testing.T) {
 		want result
 	}{
 		{"has dependents", []string{"delete", "vpc", "main", "--tenant", "acme"}, result{code: 1,
-			stderr: lines("error: vpc/acme/main is still in use by 1 object(s); delete them first", "  depended on by subnet/acme/a")}},
+			stderr: lines("error: vpc/acme/main is still in use by 2 object(s); delete them first",
+				"  depended on by securitypolicy/acme/web-in", "  depended on by subnet/acme/a")}},
 		{"endpoint", []string{"delete", "ep", "web-1", "--tenant", "acme"}, result{stdout: "endpoint/acme/web-1 deleted\n"}},
 		{"not found", []string{"delete", "ep", "web-1", "--tenant", "acme"}, result{code: 1,
 			stderr: "error: endpoint/acme/web-1 not found\n"}},

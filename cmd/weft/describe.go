@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/controller/intent"
 	"sigs.k8s.io/yaml"
 )
 
@@ -19,13 +20,15 @@ func (a *app) newDescribeCmd() *cobra.Command {
 		Short: "Show one object in detail, with related objects",
 		Long: `Show one object for humans: its metadata, labels, spec and status, and
 related objects: a VPC's subnets, a subnet's number of endpoints, a host's
-endpoints (across tenants).
+endpoints (across tenants), an AppIntent's needs, each with the object and
+the rule that meet it.
 
 KIND is a kind, plural or short name; tenant-scoped kinds need --tenant. For
 scripts use 'weft get KIND NAME -o json' instead: this format may change.`,
 		Example: `  weft describe vpc main --tenant acme
   weft describe host h1
-  weft describe ep web-1 --tenant acme`,
+  weft describe ep web-1 --tenant acme
+  weft describe appintent shop --tenant acme`,
 		Args: exactArgs(2, "KIND NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := lookupKind(args[0])
@@ -77,6 +80,13 @@ func (a *app) describe(ctx context.Context, cl *client.Client, o apiv1.Object) e
 	field("UID", orNone(m.UID))
 	field("ResourceVersion", orNone(m.ResourceVersion))
 	field("Generation", fmt.Sprint(m.Generation))
+	for i, r := range m.OwnerReferences {
+		name := ""
+		if i == 0 {
+			name = "Owners"
+		}
+		field(name, r.Kind+" "+r.Name+" ("+r.UID+")")
+	}
 
 	sections, err := specAndStatus(o)
 	if err != nil {
@@ -172,6 +182,12 @@ func (a *app) describeRelated(ctx context.Context, cl *client.Client, o apiv1.Ob
 			}
 		}
 		writeRelated(b, "Endpoints", []string{"TENANT", "NAME", "SUBNET", "IP", "PHASE"}, rows)
+	case *apiv1.AppIntent:
+		var rows [][]string
+		for _, m := range intent.Explain(o) {
+			rows = append(rows, []string{m.Need, m.Object, m.Rule})
+		}
+		writeRelated(b, "Needs", []string{"NEED", "OBJECT", "RULE"}, rows)
 	}
 	return nil
 }

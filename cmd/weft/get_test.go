@@ -80,6 +80,26 @@ func TestGetTable(t *testing.T) {
 	}
 }
 
+func TestGetAppIntentTable(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	intent := lines(
+		"apiVersion: weft/v1",
+		"kind: AppIntent",
+		"metadata: {name: shop, tenant: acme}",
+		"spec:",
+		"  selector: {matchLabels: {app: web}}",
+		"  bandwidth: {max: 1Gbit}",
+	)
+	if r := h.runIn(t.Context(), intent, "apply", "-f", "-"); r.code != 0 {
+		t.Fatalf("apply: %s", r.stderr)
+	}
+	checkResult(t, h.run("get", "intent", "--tenant", "acme"), 0, lines(
+		"NAME   VPC    SELECTOR   OBJECTS   UNMET",
+		"shop   main   app=web    0         0",
+	), "")
+}
+
 func TestGetEmpty(t *testing.T) {
 	h := newHarness(t)
 	h.seed()

@@ -50,6 +50,8 @@ func tableHeaders(k apiv1.KindInfo, showTenant bool) []string {
 		h = []string{"NAME", "SELECTOR", "INGRESS", "EGRESS"}
 	case apiv1.KindQoSClass:
 		h = []string{"NAME", "MIN", "MAX", "PRIO", "DSCP"}
+	case apiv1.KindAppIntent:
+		h = []string{"NAME", "VPC", "SELECTOR", "OBJECTS", "UNMET"}
 	default:
 		h = []string{"NAME", "AGE"}
 	}
@@ -90,6 +92,9 @@ func tableRow(k apiv1.KindInfo, o apiv1.Object, showTenant bool, now time.Time) 
 			prio = strconv.Itoa(*o.Spec.Priority)
 		}
 		r = []string{m.Name, orNone(string(o.Spec.MinRate)), orNone(string(o.Spec.MaxRate)), prio, strconv.Itoa(o.Spec.DSCP)}
+	case *apiv1.AppIntent:
+		r = []string{m.Name, orNone(o.Spec.VPC), formatSelector(o.Spec.Selector),
+			strconv.Itoa(len(o.Status.Objects)), strconv.Itoa(len(o.Status.Unmet))}
 	default: // Tenant, and any kind added later
 		r = []string{m.Name, age(m.CreationTimestamp, now, "<unknown>")}
 	}

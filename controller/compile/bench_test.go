@@ -23,10 +23,10 @@ const (
 	benchTenants   = 100
 )
 
-// benchStore starts a store holding the benchmark world, written directly
-// as objects (with the status the registry would have allocated), so that
-// setting up 110,000 objects takes seconds.
-func benchStore(b *testing.B) *store.Store {
+// benchStore starts a store holding the benchmark world (peers: see
+// benchWorld), written directly as objects (with the status the registry
+// would have allocated), so that setting up 110,000 objects takes seconds.
+func benchStore(b *testing.B, peers bool) *store.Store {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -53,7 +53,7 @@ func benchStore(b *testing.B) *store.Store {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(objs)
-		for _, o := range benchWorld() {
+		for _, o := range benchWorld(peers) {
 			select {
 			case objs <- o:
 			case <-gctx.Done():
@@ -115,9 +115,13 @@ func benchStore(b *testing.B) *store.Store {
 
 // benchWorld returns the objects in creation order. Endpoint i lives on
 // host i/10 and in VPC i%1000: every host holds 10 endpoints in 10 VPCs,
-// every VPC spans 100 hosts. Each tenant has a policy selecting app=web
-// (half its endpoints) and a QoS class used by a quarter of them.
-func benchWorld() []apiv1.Object {
+// every VPC spans 100 hosts. Each tenant has a QoS class used by a quarter
+// of its endpoints, and a policy in its first VPC selecting app=web (half
+// its endpoints there) that allows TCP port 80 from anyone. With peers,
+// every VPC has instead a policy selecting app=web that allows TCP port 80
+// from app=db and egress to app=db (its 50 app=db endpoints): the peers
+// are compiled. Endpoints have identities 1 (app=web) and 2 (app=db).
+func benchWorld(peers bool) []apiv1.Object {
 	var out []apiv1.Object
 	for t := range benchTenants {
 		tname := fmt.Sprintf("t%03d", t)
@@ -125,7 +129,10 @@ func benchWorld() []apiv1.Object {
 		q := qos(tname, "gold", "1Gbit", "2Gbit", 46)
 		p := 4
 		q.Spec.Priority = &p
-		out = append(out, q, policy(tname, "web", map[string]string{"app": "web"}))
+		out = append(out, q)
+		if !peers {
+			out = append(out, policy(tname, fmt.Sprintf("v%04d", t), "web", map[string]string{"app": "web"}))
+		}
 	}
 	for h := range benchHosts {
 		hh := host(fmt.Sprintf("h%05d", h), fmt.Sprintf("10.%d.%d.%d", 200+h>>16, h>>8&255, h&255))
@@ -140,13 +147,20 @@ func benchWorld() []apiv1.Object {
 		sn.Spec.Gateway = "10.0.0.1"
 		sn.Status.VNI = vp.Status.VNI
 		out = append(out, vp, sn)
+		if peers {
+			db := &apiv1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
+			p := policy(tname, vp.Metadata.Name, "web-"+vp.Metadata.Name, map[string]string{"app": "web"})
+			p.Spec.Ingress[0].Peers = []apiv1.PolicyPeer{{Selector: db}}
+			p.Spec.Egress = []apiv1.PolicyRule{{Peers: []apiv1.PolicyPeer{{Selector: db}}}}
+			out = append(out, p)
+		}
 	}
 	for i := range benchEndpoints {
 		v := i % benchVPCs
 		tname := fmt.Sprintf("t%03d", v%benchTenants)
-		app := "web"
+		app, id := "web", uint32(1)
 		if i%2 == 1 {
-			app = "db"
+			app, id = "db", 2
 		}
 		n := i / benchVPCs // index inside the VPC
 		ep := endpoint(tname, fmt.Sprintf("ep%06d", i), fmt.Sprintf("v%04d-a", v), fmt.Sprintf("h%05d", i/10), "app", app)
@@ -155,7 +169,7 @@ func benchWorld() []apiv1.Object {
 		}
 		ep.Status = apiv1.EndpointStatus{IP: fmt.Sprintf("10.0.%d.%d", (n+2)>>8, (n+2)&255),
 			MAC: fmt.Sprintf("0a:58:0a:00:%02x:%02x", (n+2)>>8, (n+2)&255), Host: ep.Spec.Host,
-			VNI: uint32(4096 + v), Phase: apiv1.PhaseReady}
+			VNI: uint32(4096 + v), Phase: apiv1.PhaseReady, Identity: id}
 		out = append(out, ep)
 	}
 	return out
@@ -171,8 +185,14 @@ func heapInUse() uint64 {
 // BenchmarkCompile measures, on 10,000 hosts / 100,000 endpoints / 1,000
 // VPCs: compiling every view (Start), the heap the views hold, one host's
 // recompute+diff, and a snapshot Delta.
-func BenchmarkCompile(b *testing.B) {
-	st := benchStore(b)
+func BenchmarkCompile(b *testing.B) { benchCompile(b, false) }
+
+// BenchmarkCompilePeers is BenchmarkCompile with a policy with selector
+// peers in every VPC (see benchWorld).
+func BenchmarkCompilePeers(b *testing.B) { benchCompile(b, true) }
+
+func benchCompile(b *testing.B, peers bool) {
+	st := benchStore(b, peers)
 	for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
 		b.Run(fmt.Sprintf("start-all-views/workers=%d", workers), func(b *testing.B) {
 			benchStart(b, st, workers)

@@ -8,19 +8,21 @@ import (
 	"github.com/weftnet/weft/wire"
 )
 
-// tn names a tenant's object (a VPC, a QoS class).
+// tn names a tenant's object (a VPC, a policy, a QoS class).
 type tn struct{ tenant, name string }
 
 // deps are the objects a host's view was built from, beyond its Host and
 // its endpoints: the reverse indexes map them back to the host.
 type deps struct {
-	vpcs    []tn
-	tenants []string
-	qos     []tn
+	vpcs     []tn
+	policies []tn
+	qos      []tn
 }
 
 // build computes the resources of host's view from the store's cache. It
-// only reads shared state, so several builds may run at once.
+// only reads shared state (and makes the VPC indexes and compiled
+// policies it needs, under their locks), so several builds may run at
+// once.
 func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 	out := map[wire.ResourceKey][]byte{}
 	var d deps
@@ -32,16 +34,15 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		}
 		c.put(out, &view.Host{Name: host, HostID: h.Status.HostID, UnderlayIP: h.Spec.UnderlayIP, CapacityBps: capBps})
 	}
-	eps := c.st.EndpointsByHost(host)
-	local := map[string][]*apiv1.Endpoint{} // tenant → its endpoints here, sorted by name
-	for _, ep := range eps {
+	local := map[tn][]*apiv1.Endpoint{} // VPC → its endpoints here, sorted by name
+	for _, ep := range c.st.EndpointsByHost(host) {
 		t := ep.Metadata.Tenant
-		if !slices.Contains(d.tenants, t) {
-			d.tenants = append(d.tenants, t)
+		class := ep.Spec.QoSClass
+		if c.cfg.ClassOf != nil {
+			class = c.cfg.ClassOf(c.st, ep)
 		}
-		local[t] = append(local[t], ep)
-		if q := ep.Spec.QoSClass; q != "" && !slices.Contains(d.qos, tn{t, q}) {
-			d.qos = append(d.qos, tn{t, q})
+		if class != "" && !slices.Contains(d.qos, tn{t, class}) {
+			d.qos = append(d.qos, tn{t, class})
 		}
 		o, ok := c.st.Get(apiv1.KindSubnet, t, ep.Spec.Subnet)
 		if !ok {
@@ -64,38 +65,44 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		if r, ok := c.vpcResource(vk, vpc); ok {
 			out[r.Key] = r.Data
 		}
+		local[vk] = append(local[vk], ep)
 		vni := vpc.Status.VNI
 		if vni == 0 {
 			vni = ep.Status.VNI
 		}
 		c.put(out, &view.Endpoint{
-			Tenant:   t,
-			Name:     ep.Metadata.Name,
-			UID:      ep.Metadata.UID,
-			VPC:      vpc.Metadata.Name,
-			VNI:      vni,
-			Subnet:   sn.Metadata.Name,
-			CIDR:     sn.Spec.CIDR,
-			Gateway:  sn.Spec.Gateway,
-			IP:       ep.Status.IP,
-			MAC:      ep.Status.MAC,
-			Netns:    ep.Spec.Netns,
-			QoSClass: ep.Spec.QoSClass,
-			Labels:   ep.Metadata.Labels,
+			Tenant:     t,
+			Name:       ep.Metadata.Name,
+			UID:        ep.Metadata.UID,
+			VPC:        vpc.Metadata.Name,
+			VNI:        vni,
+			Subnet:     sn.Metadata.Name,
+			CIDR:       sn.Spec.CIDR,
+			Gateway:    sn.Spec.Gateway,
+			IP:         ep.Status.IP,
+			MAC:        ep.Status.MAC,
+			Netns:      ep.Spec.Netns,
+			QoSClass:   class,
+			Labels:     ep.Metadata.Labels,
+			Identity:   ep.Status.Identity,
+			Generation: ep.Metadata.Generation,
 		})
 	}
-	for _, t := range d.tenants {
-		for _, o := range c.st.List(apiv1.KindSecurityPolicy, t) {
-			p := o.(*apiv1.SecurityPolicy)
+	for _, vk := range d.vpcs {
+		x := c.index(vk)
+		for name, pe := range x.policies {
 			var applies []string
-			for _, ep := range local[t] {
-				if p.Spec.Selector.Matches(ep.Metadata.Labels) {
-					applies = append(applies, view.ID(t, ep.Metadata.Name))
+			for _, ep := range local[vk] {
+				if pe.p.Spec.Selector.Matches(ep.Metadata.Labels) {
+					applies = append(applies, view.ID(vk.tenant, ep.Metadata.Name))
 				}
 			}
-			if len(applies) > 0 {
-				c.put(out, &view.Policy{Tenant: t, Name: p.Metadata.Name, Spec: p.Spec, Applies: applies})
+			if len(applies) == 0 {
+				continue
 			}
+			d.policies = append(d.policies, tn{vk.tenant, name})
+			k := wire.ResourceKey{Type: view.TypePolicy, ID: view.ID(vk.tenant, name)}
+			out[k] = policyData(c.compiledPolicy(x, pe), applies)
 		}
 	}
 	for _, q := range d.qos {
@@ -133,7 +140,17 @@ func (c *Compiler) vpcResource(k tn, vpc *apiv1.VPC) (wire.Resource, bool) {
 	if ok {
 		return r, true
 	}
-	v := &view.VPC{Tenant: k.tenant, Name: k.name, VNI: vpc.Status.VNI, CIDRs: vpc.Spec.CIDRs, Subnets: []view.Subnet{}}
+	v := &view.VPC{Tenant: k.tenant, Name: k.name, VNI: vpc.Status.VNI, CIDRs: vpc.Spec.CIDRs, Subnets: []view.Subnet{},
+		DefaultDeny: vpc.Spec.DefaultPolicy == apiv1.DefaultPolicyDeny}
+	if q := vpc.Spec.QoS; q != nil {
+		var err error
+		if v.MaxRateBps, err = q.MaxRate.BitsPerSecond(); err != nil {
+			c.log.Warn("vpc qos maxRate unparsable, using 0", "tenant", k.tenant, "vpc", k.name, "err", err)
+		}
+		if v.MinRateBps, err = q.MinRate.BitsPerSecond(); err != nil {
+			c.log.Warn("vpc qos minRate unparsable, using 0", "tenant", k.tenant, "vpc", k.name, "err", err)
+		}
+	}
 	for _, sn := range c.st.SubnetsByVPC(k.tenant, k.name) {
 		v.Subnets = append(v.Subnets, view.Subnet{Name: sn.Metadata.Name, CIDR: sn.Spec.CIDR, Gateway: sn.Spec.Gateway})
 	}

@@ -27,18 +27,26 @@ import (
 //	h2: acme/web-2 (main/a, app=web), globex/web-1 (main/a, app=web)
 //	h3: globex/x (main/a), acme/o-1 (other/c)
 //	h4: nothing
+//
+// Policies: acme/allow-web (main, app=web), acme/all (main, all),
+// acme/all-other (other, all), globex/db (main, app=db). acme/other is
+// default deny with a QoS aggregate; h1 and h3 have capacities.
 func world(e *env) {
-	h3 := host("h3", "192.0.2.3")
-	h3.Spec.Capacity = "10Gbit"
+	h1, h3 := host("h1", "192.0.2.1"), host("h3", "192.0.2.3")
+	h1.Spec.Capacity, h3.Spec.Capacity = "25Gbit", "10Gbit"
+	other := vpc("acme", "other", "10.1.0.0/16")
+	other.Spec.DefaultPolicy = apiv1.DefaultPolicyDeny
+	other.Spec.QoS = &apiv1.VPCQoS{MaxRate: "1Gbit", MinRate: "100Mbit"}
 	e.create(tenant("acme"), tenant("globex"),
-		host("h1", "192.0.2.1"), host("h2", "192.0.2.2"), h3, host("h4", "192.0.2.4"),
-		vpc("acme", "main", "10.0.0.0/16"), vpc("acme", "other", "10.1.0.0/16"), vpc("globex", "main", "10.0.0.0/16"),
+		h1, host("h2", "192.0.2.2"), h3, host("h4", "192.0.2.4"),
+		vpc("acme", "main", "10.0.0.0/16"), other, vpc("globex", "main", "10.0.0.0/16"),
 		subnet("acme", "a", "main", "10.0.1.0/24"), subnet("acme", "b", "main", "10.0.2.0/24"),
 		subnet("acme", "c", "other", "10.1.0.0/24"), subnet("globex", "a", "main", "10.0.1.0/24"),
 		qos("acme", "gold", "1Gbit", "2Gbit", 46),
-		policy("acme", "allow-web", map[string]string{"app": "web"}),
-		policy("acme", "all", nil),
-		policy("globex", "db", map[string]string{"app": "db"}),
+		policy("acme", "main", "allow-web", map[string]string{"app": "web"}),
+		policy("acme", "main", "all", nil),
+		policy("acme", "other", "all-other", nil),
+		policy("globex", "main", "db", map[string]string{"app": "db"}),
 	)
 	web1 := endpoint("acme", "web-1", "a", "h1", "app", "web")
 	web1.Spec.QoSClass = "gold"
@@ -48,12 +56,17 @@ func world(e *env) {
 }
 
 // wantEP is the view of a stored endpoint; the allocated fields (IP, MAC,
-// UID, VNI) are read from the store, the rest is spelled out.
+// UID, VNI, identity, generation) are read from the store, the rest is
+// spelled out.
 func wantEP(e *env, tenant, name, vpcName, sn, cidr, gw string, labels map[string]string, qos string) *view.Endpoint {
 	ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, tenant, name)
+	if ep.Status.Identity == 0 {
+		e.t.Errorf("endpoint %s/%s has no identity", tenant, name)
+	}
 	v := get[*apiv1.VPC](e, apiv1.KindVPC, tenant, vpcName)
 	return &view.Endpoint{Tenant: tenant, Name: name, UID: ep.Metadata.UID, VPC: vpcName, VNI: v.Status.VNI,
-		Subnet: sn, CIDR: cidr, Gateway: gw, IP: ep.Status.IP, MAC: ep.Status.MAC, QoSClass: qos, Labels: labels}
+		Subnet: sn, CIDR: cidr, Gateway: gw, IP: ep.Status.IP, MAC: ep.Status.MAC, QoSClass: qos, Labels: labels,
+		Identity: ep.Status.Identity, Generation: ep.Metadata.Generation}
 }
 
 // wantHost is the view of a stored host; the host ID is allocated.
@@ -70,10 +83,14 @@ func wantVPC(e *env, tenant, name string, cidr string, subnets ...view.Subnet) *
 	return &view.VPC{Tenant: tenant, Name: name, VNI: v.Status.VNI, CIDRs: []string{cidr}, Subnets: subnets}
 }
 
-func wantPolicy(e *env, tenant, name string, applies ...string) *view.Policy {
-	p := get[*apiv1.SecurityPolicy](e, apiv1.KindSecurityPolicy, tenant, name)
-	return &view.Policy{Tenant: tenant, Name: name, Spec: p.Spec, Applies: applies}
+// wantPolicy is the view of a policy made by policy().
+func wantPolicy(tenant, vpc, name string, applies ...string) *view.Policy {
+	return &view.Policy{Tenant: tenant, Name: name, VPC: vpc, IngressIsolated: true,
+		Ingress: []view.Rule{{Name: tenant + "/" + name + " ingress[0]", AllPeers: true, Ports: []view.Port{tcp80}}},
+		Applies: applies}
 }
+
+var tcp80 = view.Port{Protocol: 6, First: 80, Last: 80, ICMPType: -1, ICMPCode: -1}
 
 func byKey(t *testing.T, vs ...any) map[wire.ResourceKey]any {
 	t.Helper()
@@ -100,12 +117,12 @@ func TestViewContents(t *testing.T) {
 		want []any
 	}{
 		{"h1", []any{
-			wantHost(e, "h1", "192.0.2.1", 0),
+			wantHost(e, "h1", "192.0.2.1", 25e9),
 			wantEP(e, "acme", "web-1", "main", "a", "10.0.1.0/24", "10.0.1.1", web, "gold"),
 			wantEP(e, "acme", "db-1", "main", "b", "10.0.2.0/24", "10.0.2.1", map[string]string{"app": "db"}, ""),
 			acmeMain,
-			wantPolicy(e, "acme", "allow-web", "acme/web-1"),
-			wantPolicy(e, "acme", "all", "acme/db-1", "acme/web-1"),
+			wantPolicy("acme", "main", "allow-web", "acme/web-1"),
+			wantPolicy("acme", "main", "all", "acme/db-1", "acme/web-1"),
 			&view.QoS{Tenant: "acme", Name: "gold", MinRateBps: 1e9, MaxRateBps: 2e9, Priority: 4, DSCP: 46},
 		}},
 		{"h2", []any{
@@ -113,16 +130,20 @@ func TestViewContents(t *testing.T) {
 			wantEP(e, "acme", "web-2", "main", "a", "10.0.1.0/24", "10.0.1.1", web, ""),
 			wantEP(e, "globex", "web-1", "main", "a", "10.0.1.0/24", "10.0.1.1", web, ""),
 			acmeMain, globexMain,
-			wantPolicy(e, "acme", "allow-web", "acme/web-2"),
-			wantPolicy(e, "acme", "all", "acme/web-2"),
+			wantPolicy("acme", "main", "allow-web", "acme/web-2"),
+			wantPolicy("acme", "main", "all", "acme/web-2"),
 		}},
 		{"h3", []any{
 			wantHost(e, "h3", "192.0.2.3", 10e9),
 			wantEP(e, "globex", "x", "main", "a", "10.0.1.0/24", "10.0.1.1", nil, ""),
 			wantEP(e, "acme", "o-1", "other", "c", "10.1.0.0/24", "10.1.0.1", nil, ""),
 			globexMain,
-			wantVPC(e, "acme", "other", "10.1.0.0/16", view.Subnet{Name: "c", CIDR: "10.1.0.0/24", Gateway: "10.1.0.1"}),
-			wantPolicy(e, "acme", "all", "acme/o-1"),
+			func() *view.VPC {
+				v := wantVPC(e, "acme", "other", "10.1.0.0/16", view.Subnet{Name: "c", CIDR: "10.1.0.0/24", Gateway: "10.1.0.1"})
+				v.DefaultDeny, v.MaxRateBps, v.MinRateBps = true, 1e9, 1e8
+				return v
+			}(),
+			wantPolicy("acme", "other", "all-other", "acme/o-1"),
 		}},
 		{"h4", []any{wantHost(e, "h4", "192.0.2.4", 0)}},
 		{"no-such-host", nil},
@@ -141,89 +162,57 @@ func TestViewContents(t *testing.T) {
 func TestIncremental(t *testing.T) {
 	e := newEnv(t, envOpts{beforeStart: world})
 	hosts := []string{"h1", "h2", "h3", "h4"}
-	versions := func() map[string]uint64 {
-		m := map[string]uint64{}
-		for _, h := range hosts {
-			m[h] = e.c.Version(h)
-		}
-		return m
-	}
-	steps := []struct {
-		name       string
-		do         func()
-		recomputed map[string]int
-		changed    []string
-	}{
+	steps := []step{
 		{"endpoint label on h1", func() {
 			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "db-1")
 			ep.Metadata.Labels["tier"] = "1"
 			e.update(ep)
-		}, map[string]int{"h1": 1}, []string{"h1"}},
+		}, []string{"h1"}, []string{"h1"}},
 		{"endpoint created on h3", func() { e.create(endpoint("acme", "web-3", "a", "h3", "app", "web")) },
-			map[string]int{"h3": 1}, []string{"h3"}},
+			[]string{"h3"}, []string{"h3"}},
 		{"migration h2 to h4", func() {
 			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-2")
 			ep.Spec.Host = "h4"
 			e.update(ep)
-		}, map[string]int{"h2": 1, "h4": 1}, []string{"h2", "h4"}},
+		}, []string{"h2", "h4"}, []string{"h2", "h4"}},
 		{"subnet added to acme/main", func() { e.create(subnet("acme", "d", "main", "10.0.3.0/24")) },
 			// acme/main endpoints: web-1, db-1 (h1), web-3 (h3), web-2 (now h4).
-			map[string]int{"h1": 1, "h3": 1, "h4": 1}, []string{"h1", "h3", "h4"}},
+			[]string{"h1", "h3", "h4"}, []string{"h1", "h3", "h4"}},
 		{"vpc globex/main grows", func() {
 			v := get[*apiv1.VPC](e, apiv1.KindVPC, "globex", "main")
 			v.Spec.CIDRs = append(v.Spec.CIDRs, "10.9.0.0/16")
 			e.update(v)
-		}, map[string]int{"h2": 1, "h3": 1}, []string{"h2", "h3"}},
-		{"globex policy selecting nothing", func() { e.create(policy("globex", "none", map[string]string{"app": "nope"})) },
-			map[string]int{"h2": 1, "h3": 1}, nil},
-		{"globex policy selecting web", func() { e.create(policy("globex", "web", map[string]string{"app": "web"})) },
-			map[string]int{"h2": 1, "h3": 1}, []string{"h2"}},
+		}, []string{"h2", "h3"}, []string{"h2", "h3"}},
+		{"globex policy selecting nothing: no recompute", func() {
+			e.create(policy("globex", "main", "none", map[string]string{"app": "nope"}))
+		}, nil, nil},
+		{"globex policy selecting web: the hosts of what it selects", func() {
+			e.create(policy("globex", "main", "web", map[string]string{"app": "web"}))
+		}, []string{"h2"}, []string{"h2"}},
 		{"qos gold changes", func() {
 			q := get[*apiv1.QoSClass](e, apiv1.KindQoSClass, "acme", "gold")
 			q.Spec.DSCP = 10
 			e.update(q)
-		}, map[string]int{"h1": 1}, []string{"h1"}},
+		}, []string{"h1"}, []string{"h1"}},
 		{"host label (not in the view): no recompute", func() {
 			h := get[*apiv1.Host](e, apiv1.KindHost, "", "h4")
 			h.Metadata.Labels = map[string]string{"rack": "r1"}
 			e.update(h)
-		}, map[string]int{}, nil},
+		}, nil, nil},
 		{"tenant change touches nothing", func() {
 			tn := get[*apiv1.Tenant](e, apiv1.KindTenant, "", "acme")
 			tn.Spec.Description = "x"
 			e.update(tn)
-		}, map[string]int{}, nil},
+		}, nil, nil},
 		{"endpoint status only (phase, message): no recompute", func() {
 			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-3")
 			ep.Status.Phase, ep.Status.Message = apiv1.PhaseFailed, "veth: no such device"
 			e.put(ep)
-		}, map[string]int{}, nil},
+		}, nil, nil},
 		{"endpoint deleted on h1", func() { e.delete(apiv1.KindEndpoint, "acme", "db-1") },
-			map[string]int{"h1": 1}, []string{"h1"}},
+			[]string{"h1"}, []string{"h1"}},
 	}
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
-			e.takeRecomputes()
-			before := versions()
-			s.do()
-			if diff := cmp.Diff(s.recomputed, e.takeRecomputes()); diff != "" {
-				t.Errorf("recomputed hosts (-want +got):\n%s", diff)
-			}
-			after := versions()
-			var changed []string
-			for _, h := range hosts {
-				if after[h] != before[h] {
-					changed = append(changed, h)
-				}
-				if after[h] < before[h] {
-					t.Errorf("%s went back from version %d to %d", h, before[h], after[h])
-				}
-			}
-			if diff := cmp.Diff(s.changed, changed); diff != "" {
-				t.Errorf("changed views (-want +got):\n%s", diff)
-			}
-		})
-	}
+	e.steps(t, hosts, steps)
 }
 
 // applyDelta applies d to a view held as key → data.
@@ -277,7 +266,7 @@ func TestDeltaSinceVersion(t *testing.T) {
 	e.delete(apiv1.KindEndpoint, "acme", "db-1")
 	history = append(history, hold())
 	e.create(endpoint("acme", "new", "a", "h1", "app", "web"))
-	e.create(policy("acme", "new-only", map[string]string{"app": "nope"})) // selects nothing: no change
+	e.create(policy("acme", "main", "new-only", map[string]string{"app": "nope"})) // selects nothing: no change
 	history = append(history, hold())
 
 	t.Run("exact changes since the first version", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
@@ -55,6 +56,15 @@ type Config struct {
 	// resumes with a true delta; later, with an empty delta if its view
 	// hash still matches, else a snapshot.
 	Linger time.Duration
+	// ClassOf, if set, names the QoS class an endpoint uses ("" for none)
+	// in place of its spec.qosClass: the controller sets the AppIntent
+	// rule (intent.ClassOf), under which an endpoint that names no class
+	// uses the class of an AppIntent that selects it. It may depend only
+	// on the endpoint, its subnet's VPC and its tenant's AppIntents (an
+	// AppIntent change recomputes the hosts of the endpoints in its VPC
+	// that its old or new selector matches), must only read l, and is
+	// called by parallel builds.
+	ClassOf func(l apiv1.Lookup, ep *apiv1.Endpoint) string
 }
 
 // DefaultLinger is the default Config.Linger.
@@ -96,13 +106,18 @@ type Compiler struct {
 	adopt chan string
 
 	// runMu is held while store events are applied, views adopted or
-	// swept; it guards the reverse indexes below.
+	// swept; it guards the reverse indexes below and the contents of
+	// the VPC indexes (see vpcIndex).
 	runMu       sync.Mutex
 	dirty       map[string]struct{} // hosts an event batch touched
 	deps        map[string]deps
 	vpcHosts    map[tn]map[string]struct{}
-	tenantHosts map[string]map[string]struct{}
+	policyHosts map[tn]map[string]struct{}
 	qosHosts    map[tn]map[string]struct{}
+
+	// idx holds the VPC indexes of the VPCs compiled views hold.
+	idxMu sync.Mutex
+	idx   map[tn]*vpcIndex
 
 	// vpcCache holds encoded VPC resources, shared by every view.
 	vpcMu    sync.Mutex
@@ -158,8 +173,9 @@ func New(cfg Config) (*Compiler, error) {
 		dirty:       map[string]struct{}{},
 		deps:        map[string]deps{},
 		vpcHosts:    map[tn]map[string]struct{}{},
-		tenantHosts: map[string]map[string]struct{}{},
+		policyHosts: map[tn]map[string]struct{}{},
 		qosHosts:    map[tn]map[string]struct{}{},
+		idx:         map[tn]*vpcIndex{},
 		vpcCache:    map[tn]wire.Resource{},
 		workers:     runtime.GOMAXPROCS(0),
 		revCh:       make(chan struct{}),

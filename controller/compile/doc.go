@@ -5,12 +5,37 @@
 // # What a view holds
 //
 // A host's view is its own view.Host, every endpoint whose spec.host is the
-// host (addresses from the endpoint's status, VPC, VNI, CIDR and gateway
-// from its subnet and VPC), the VPC of each such endpoint with all its
-// subnets, each security policy of those endpoints' tenants that selects at
-// least one of them (Applies lists those local endpoints) and each QoS
-// class a local endpoint uses. Remote endpoints are not in it: agents learn
-// them on demand.
+// host (addresses, identity from the endpoint's status, VPC, VNI, CIDR and
+// gateway from its subnet and VPC), the VPC of each such endpoint with all
+// its subnets, default policy and QoS aggregate, each security policy of
+// those VPCs (spec.vpc) that selects at least one of them (Applies lists
+// those local endpoints) and each QoS class a local endpoint uses (its
+// own, or through Config.ClassOf an AppIntent's). Remote endpoints are not
+// in it: agents learn them on demand.
+//
+// # Policies
+//
+// A policy is compiled once for every host that holds it (its rules do
+// not depend on the host): a rule without peers allows all peers; an
+// ingress selector peer becomes the identities of the VPC's endpoints it
+// matches (status.identity: the receiving host matches the identity the
+// packet carries), an egress selector peer the /32 of each endpoint of the
+// VPC it matches, on any host (a sender does not know a never-seen
+// destination's identity); CIDR peers stay prefixes; ports become protocol
+// numbers with port ranges or ICMP type and code. A policy isolates a
+// direction when its spec lists it, even empty (see apiv1.SecurityPolicy).
+// A policy whose spec.vpc is empty (stored before the field existed)
+// applies nowhere until it is written again.
+//
+// To compile and to know whom a change concerns, the compiler keeps an
+// index per VPC that a compiled view holds: the VPC's policies and its
+// endpoints grouped by label set, with each set's identities, addresses
+// and hosts counted. Only what changes a view recomputes it: an endpoint
+// event recomputes its old and new host and, if an identity appeared in or
+// left the VPC where an ingress selector matches it, or an address where
+// an egress selector does, the hosts that hold the policies whose rules
+// changed; a policy event the hosts that held it and those of the
+// endpoints its selector matches now.
 //
 // # Which views a replica holds
 //
@@ -24,13 +49,15 @@
 // # Incremental compilation
 //
 // The compiler follows store.Watch from the revision Start saw. Each event
-// marks the compiled views it may touch: an endpoint its old and new host;
-// a subnet or VPC the hosts with endpoints in that VPC; a policy the hosts
-// with endpoints of its tenant; a QoS class the hosts that use it; a Host
-// that host, unless only fields the view does not hold changed (status
-// writes: liveness, acknowledged versions). The compiler keeps these
-// reverse indexes (VPC → hosts, tenant → hosts, QoS class → hosts) from what
-// each view was last built from. Waiting events are coalesced (a burst that
+// marks the compiled views it may touch: an endpoint its old and new host
+// (and the holders of the policies whose peers it changes, above); a
+// subnet or VPC the hosts with endpoints in that VPC; a policy its holders
+// and the hosts of what it selects; a QoS class the hosts that use it; an
+// AppIntent (with ClassOf) the hosts of the endpoints it selects; a Host
+// that host; none of them if only fields the view does not hold changed
+// (status writes: liveness, acknowledged versions; labels of a policy).
+// The compiler keeps these reverse indexes (VPC → hosts, policy → hosts,
+// QoS class → hosts) from what each view was last built from. Waiting events are coalesced (a burst that
 // touches one host a thousand times recomputes it once); a touched host's
 // resource set is rebuilt from the cache and diffed against the current one
 // by comparing the encoded JSON, so only resources whose bytes changed get

@@ -3,10 +3,12 @@ package compile
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
@@ -140,8 +142,11 @@ func (e *env) put(o apiv1.Object) {
 		if err != nil {
 			return nil, err
 		}
-		_, err = e.st.Commit(ctx, store.Txn{Ops: []clientv3.Op{clientv3.OpPut(e.st.ObjectKey(apiv1.RefOf(o)), string(b))}})
-		return o, err
+		res, err := e.st.Commit(ctx, store.Txn{Ops: []clientv3.Op{clientv3.OpPut(e.st.ObjectKey(apiv1.RefOf(o)), string(b))}})
+		if err != nil {
+			return nil, err
+		}
+		return o, e.st.WaitForRevision(ctx, res.Revision) // in the cache, as a registry write is
 	})
 }
 
@@ -196,6 +201,54 @@ func decodeAll(t *testing.T, rs []wire.Resource) map[wire.ResourceKey]any {
 	return out
 }
 
+// step is one write of a dependency test: the hosts it must recompute,
+// once each, and those whose views it must change (sorted).
+type step struct {
+	name                string
+	do                  func()
+	recomputed, changed []string
+}
+
+// steps runs each step as a subtest and checks which of hosts it
+// recomputed and changed (a view never goes back in version).
+func (e *env) steps(t *testing.T, hosts []string, steps []step) {
+	versions := func() map[string]uint64 {
+		m := map[string]uint64{}
+		for _, h := range hosts {
+			m[h] = e.c.Version(h)
+		}
+		return m
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			e.takeRecomputes()
+			before := versions()
+			s.do()
+			want := map[string]int{}
+			for _, h := range s.recomputed {
+				want[h] = 1
+			}
+			if diff := cmp.Diff(want, e.takeRecomputes()); diff != "" {
+				t.Errorf("recomputed hosts (-want +got):\n%s", diff)
+			}
+			after := versions()
+			var changed []string
+			for _, h := range hosts {
+				if after[h] != before[h] {
+					changed = append(changed, h)
+				}
+				if after[h] < before[h] {
+					t.Errorf("%s went back from version %d to %d", h, before[h], after[h])
+				}
+			}
+			slices.Sort(changed)
+			if diff := cmp.Diff(s.changed, changed); diff != "" {
+				t.Errorf("changed views (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // ---- objects ----
 
 // Object builders shared with the other controller packages' tests.
@@ -208,9 +261,12 @@ var (
 	endpoint = etcdtest.Endpoint
 )
 
-func policy(t, name string, match map[string]string) *apiv1.SecurityPolicy {
+// policy returns a policy of VPC t/vpc selecting match, with one ingress
+// rule: TCP port 80 from anyone.
+func policy(t, vpc, name string, match map[string]string) *apiv1.SecurityPolicy {
 	return &apiv1.SecurityPolicy{TypeMeta: tm(apiv1.KindSecurityPolicy), Metadata: apiv1.ObjectMeta{Name: name, Tenant: t},
 		Spec: apiv1.SecurityPolicySpec{
+			VPC:      vpc,
 			Selector: apiv1.LabelSelector{MatchLabels: match},
 			Ingress:  []apiv1.PolicyRule{{Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 80}}}},
 		}}

@@ -3,6 +3,7 @@ package compile
 import (
 	"context"
 	"maps"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -33,6 +34,9 @@ func (c *Compiler) reset(_ []apiv1.Object, rev int64) {
 	c.vpcMu.Lock()
 	c.vpcCache = map[tn]wire.Resource{}
 	c.vpcMu.Unlock()
+	c.idxMu.Lock()
+	c.idx = map[tn]*vpcIndex{} // the builds below load them again
+	c.idxMu.Unlock()
 	var hosts []string
 	c.mu.RLock()
 	for h, hv := range c.hosts {
@@ -120,6 +124,13 @@ func (c *Compiler) sweep(now time.Time) {
 	for _, h := range gone {
 		c.setDeps(h, deps{})
 	}
+	c.idxMu.Lock()
+	for k := range c.idx {
+		if len(c.vpcHosts[k]) == 0 {
+			delete(c.idx, k)
+		}
+	}
+	c.idxMu.Unlock()
 }
 
 // buildAll builds the views of hosts in parallel (the store's cache is safe
@@ -171,7 +182,8 @@ func (c *Compiler) buildAll(ctx context.Context, hosts []string, ver uint64) {
 	}
 }
 
-// mark adds the hosts whose views an event may change to dirty.
+// mark adds the hosts whose views an event may change to dirty, and
+// keeps the VPC indexes current.
 func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 	add := func(h string) {
 		if h != "" {
@@ -183,17 +195,19 @@ func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 			dirty[h] = struct{}{}
 		}
 	}
+	modified := ev.Type == store.EventModified
 	t := ev.Object.GetObjectMeta().Tenant
 	switch o := ev.Object.(type) {
 	case *apiv1.Endpoint:
-		old, ok := ev.Old.(*apiv1.Endpoint)
-		if ok && ev.Type == store.EventModified && sameEndpointView(old, o) {
+		old, _ := ev.Old.(*apiv1.Endpoint)
+		if modified && old != nil && sameEndpointView(old, o) {
 			return // a status write (phase, agent reports): nothing a view holds
 		}
 		add(o.Spec.Host)
-		if ok {
+		if old != nil {
 			add(old.Spec.Host)
 		}
+		c.markPeers(ev, o, dirty)
 	case *apiv1.Subnet:
 		vpcs := []tn{{t, o.Spec.VPC}}
 		if old, ok := ev.Old.(*apiv1.Subnet); ok && old.Spec.VPC != o.Spec.VPC {
@@ -204,26 +218,141 @@ func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 			addAll(c.vpcHosts[k])
 		}
 	case *apiv1.VPC:
+		if old, ok := ev.Old.(*apiv1.VPC); ok && modified && sameVPCView(old, o) {
+			return
+		}
 		k := tn{t, o.Metadata.Name}
 		c.forgetVPC(k)
 		addAll(c.vpcHosts[k])
 	case *apiv1.SecurityPolicy:
-		addAll(c.tenantHosts[t])
+		c.markPolicy(ev, o, dirty)
 	case *apiv1.QoSClass:
+		if old, ok := ev.Old.(*apiv1.QoSClass); ok && modified && reflect.DeepEqual(old.Spec, o.Spec) {
+			return
+		}
 		addAll(c.qosHosts[tn{t, o.Metadata.Name}])
+	case *apiv1.AppIntent:
+		if c.cfg.ClassOf == nil {
+			return
+		}
+		old, _ := ev.Old.(*apiv1.AppIntent)
+		if modified && old != nil && reflect.DeepEqual(old.Spec, o.Spec) {
+			return
+		}
+		c.markSelected(o.Metadata.Tenant, o.Spec.VPC, o.Spec.Selector, dirty)
+		if old != nil {
+			c.markSelected(old.Metadata.Tenant, old.Spec.VPC, old.Spec.Selector, dirty)
+		}
 	case *apiv1.Host:
-		if old, ok := ev.Old.(*apiv1.Host); ok && ev.Type == store.EventModified && sameHostView(old, o) {
+		if old, ok := ev.Old.(*apiv1.Host); ok && modified && sameHostView(old, o) {
 			return // a status write (liveness, acks): nothing a view holds
 		}
 		add(o.Metadata.Name)
 	}
 }
 
+// markPeers applies an endpoint event to the index of its VPC and marks
+// the hosts holding a policy whose compiled rules it changes: an identity
+// that appears in, or leaves, the VPC and an ingress selector matches it;
+// an address that does and an egress selector matches it.
+func (c *Compiler) markPeers(ev store.Event, ep *apiv1.Endpoint, dirty map[string]struct{}) {
+	t, name := ep.Metadata.Tenant, ep.Metadata.Name
+	var x *vpcIndex
+	if o, ok := c.st.Get(apiv1.KindSubnet, t, ep.Spec.Subnet); ok {
+		x = c.existingIndex(tn{t, o.(*apiv1.Subnet).Spec.VPC})
+	} else {
+		x = c.memberIndex(t, name) // its subnet is gone (deleted after it)
+	}
+	if x == nil || !x.loaded.Load() {
+		return // no view holds the VPC, or no policy has needed its members
+	}
+	var ch []touched
+	if ev.Type == store.EventDeleted {
+		ch = x.remove(name, ev.Revision)
+	} else {
+		ch = x.set(ep, ev.Revision)
+	}
+	if len(ch) == 0 {
+		return
+	}
+	for pname, pe := range x.policies {
+		if affects(pe.p, ch) && c.recompile(x, pe) {
+			for h := range c.policyHosts[tn{t, pname}] {
+				dirty[h] = struct{}{}
+			}
+		}
+	}
+}
+
+// memberIndex returns the loaded index of tenant's VPCs that has endpoint
+// name as a member, or nil.
+func (c *Compiler) memberIndex(tenant, name string) *vpcIndex {
+	c.idxMu.Lock()
+	defer c.idxMu.Unlock()
+	for k, x := range c.idx {
+		if k.tenant == tenant && x.loaded.Load() && x.members[name] != nil {
+			return x
+		}
+	}
+	return nil
+}
+
+// markPolicy applies a policy event to the index of its VPC (and of its
+// old VPC) and marks the hosts that held it and those with an endpoint its
+// selector now matches.
+func (c *Compiler) markPolicy(ev store.Event, p *apiv1.SecurityPolicy, dirty map[string]struct{}) {
+	old, _ := ev.Old.(*apiv1.SecurityPolicy)
+	if ev.Type == store.EventModified && old != nil && reflect.DeepEqual(old.Spec, p.Spec) {
+		return // labels, annotations, owners: nothing a view holds
+	}
+	t, name := p.Metadata.Tenant, p.Metadata.Name
+	for h := range c.policyHosts[tn{t, name}] {
+		dirty[h] = struct{}{}
+	}
+	vpcs := []string{p.Spec.VPC}
+	if old != nil && old.Spec.VPC != p.Spec.VPC {
+		vpcs = append(vpcs, old.Spec.VPC)
+	}
+	for _, v := range vpcs {
+		x := c.existingIndex(tn{t, v})
+		if x == nil {
+			continue // no view holds the VPC
+		}
+		pe := x.policies[name]
+		if pe != nil && pe.rv >= ev.Revision {
+			continue // the index loaded a later state
+		}
+		if ev.Type == store.EventDeleted || p.Spec.VPC != v {
+			delete(x.policies, name)
+			continue
+		}
+		x.policies[name] = &policyEntry{p: p, rv: ev.Revision}
+		c.ensureMembers(x)
+		x.hostsSelected(p.Spec.Selector, dirty)
+	}
+}
+
+// markSelected marks the hosts of the endpoints of a tenant's VPC that sel
+// matches.
+func (c *Compiler) markSelected(tenant, vpc string, sel apiv1.LabelSelector, dirty map[string]struct{}) {
+	if x := c.existingIndex(tn{tenant, vpc}); x != nil {
+		c.ensureMembers(x)
+		x.hostsSelected(sel, dirty)
+	}
+}
+
 // sameEndpointView reports whether two states of an Endpoint give the
-// same view.Endpoint and policies (see build).
+// same view.Endpoint, policies and peers (see build).
 func sameEndpointView(a, b *apiv1.Endpoint) bool {
-	return a.Spec == b.Spec && a.Metadata.UID == b.Metadata.UID && maps.Equal(a.Metadata.Labels, b.Metadata.Labels) &&
-		a.Status.IP == b.Status.IP && a.Status.MAC == b.Status.MAC && a.Status.VNI == b.Status.VNI
+	return a.Spec == b.Spec && a.Metadata.UID == b.Metadata.UID && a.Metadata.Generation == b.Metadata.Generation &&
+		maps.Equal(a.Metadata.Labels, b.Metadata.Labels) && a.Status.IP == b.Status.IP && a.Status.MAC == b.Status.MAC &&
+		a.Status.VNI == b.Status.VNI && a.Status.Identity == b.Status.Identity
+}
+
+// sameVPCView reports whether two states of a VPC give the same view.VPC.
+func sameVPCView(a, b *apiv1.VPC) bool {
+	return slices.Equal(a.Spec.CIDRs, b.Spec.CIDRs) && a.Spec.DefaultPolicy == b.Spec.DefaultPolicy &&
+		reflect.DeepEqual(a.Spec.QoS, b.Spec.QoS) && a.Status.VNI == b.Status.VNI
 }
 
 // sameHostView reports whether two states of a Host give the same
@@ -272,13 +401,13 @@ func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps,
 // setDeps records what host's view was built from in the reverse indexes.
 func (c *Compiler) setDeps(host string, d deps) {
 	old := c.deps[host]
-	if len(d.vpcs)+len(d.tenants)+len(d.qos) == 0 {
+	if len(d.vpcs)+len(d.policies)+len(d.qos) == 0 {
 		delete(c.deps, host)
 	} else {
 		c.deps[host] = d
 	}
 	reindex(c.vpcHosts, host, old.vpcs, d.vpcs)
-	reindex(c.tenantHosts, host, old.tenants, d.tenants)
+	reindex(c.policyHosts, host, old.policies, d.policies)
 	reindex(c.qosHosts, host, old.qos, d.qos)
 }
 

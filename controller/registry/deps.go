@@ -22,6 +22,15 @@ func (r *Registry) endpointsOnHost(host string) []apiv1.Object {
 	return objects(r.st.EndpointsByHost(host))
 }
 
+// vpcOfSubnet returns the VPC of a subnet, from the cache.
+func (r *Registry) vpcOfSubnet(tenant, subnet string) (string, bool) {
+	o, ok := r.st.Get(apiv1.KindSubnet, tenant, subnet)
+	if !ok {
+		return "", false
+	}
+	return o.(*apiv1.Subnet).Spec.VPC, true
+}
+
 func objects[T apiv1.Object](in []T) []apiv1.Object {
 	out := make([]apiv1.Object, len(in))
 	for i, o := range in {

@@ -20,9 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -42,6 +44,10 @@ const maxAttempts = 8
 // statusAttempts is maxAttempts for status patches.
 const statusAttempts = 64
 
+// admissionAttempts is maxAttempts for writes that take turns (see
+// serialize): they lose only to other replicas.
+const admissionAttempts = 64
+
 // Config configures a Registry.
 type Config struct {
 	Store  *store.Store
@@ -55,6 +61,10 @@ type Config struct {
 	// HostDeleteOps, if set, returns more deletes for the transaction that
 	// deletes a Host: its credentials (package hostkey).
 	HostDeleteOps func(h *apiv1.Host) []clientv3.Op
+	// IdentityGCInterval is how often the security identities that no
+	// endpoint uses are looked for; one is released when two looks in a
+	// row found it unused (default 5 minutes).
+	IdentityGCInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +82,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.IdentityGCInterval == 0 {
+		c.IdentityGCInterval = 5 * time.Minute
 	}
 }
 
@@ -96,13 +109,19 @@ type Registry struct {
 	// pools holds the address pools of the subnets that this replica has
 	// allocated in; see pools.go.
 	pools subnetPools
+	// ids holds the identity tables of the VPCs that this replica has
+	// written endpoints in; see identity.go.
+	ids identities
 	// hostHigh and vniHigh are the highest host ID and VNI observed (the
 	// follow goroutine's, and Start's before it runs).
 	hostHigh, vniHigh uint32
 	hooks             testHooks
 	// statusLocks serialise the status writes of each object (status.go).
 	statusLocks objectLocks
-	life        lifecycle.Group
+	// writeLocks serialise the writes that need admission and the counted
+	// creates of tenants with quotas (admission.go, quota.go).
+	writeLocks objectLocks
+	life       lifecycle.Group
 }
 
 // testHooks let tests act at points of interest; all nil outside tests.
@@ -110,6 +129,8 @@ type testHooks struct {
 	// poolSnapshot runs when buildPool has read a subnet's endpoints at
 	// revision rev, before it registers the pool.
 	poolSnapshot func(rev int64)
+	// planned runs when a write is planned, before it commits.
+	planned func()
 }
 
 // New returns a Registry; call Start before serving requests.
@@ -155,6 +176,7 @@ func (r *Registry) Start(context.Context) error {
 			},
 			OnReset: r.reset, Logger: r.log})
 	})
+	r.life.Go(r.sweepIdentities)
 	return nil
 }
 
@@ -199,6 +221,9 @@ func (r *Registry) observe(ev store.Event) {
 		observeID(r.hostIDs, &r.hostHigh, o.Status.HostID, ev.Type == store.EventDeleted)
 	case *apiv1.VPC:
 		observeID(r.vnis, &r.vniHigh, o.Status.VNI, ev.Type == store.EventDeleted)
+		if ev.Type == store.EventDeleted {
+			r.dropIDTable(vpcKey{o.Metadata.Tenant, o.Metadata.Name})
+		}
 	case *apiv1.Subnet:
 		if ev.Type == store.EventDeleted {
 			r.pools.forget(subnetKey{o.Metadata.Tenant, o.Metadata.Name}, ev.Revision)
@@ -290,6 +315,9 @@ func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error
 		if a.noop {
 			return a, 0, nil
 		}
+		if h := r.hooks.planned; h != nil {
+			h()
+		}
 		res, err := r.st.Commit(ctx, a.txn)
 		if err != nil {
 			if a.undo != nil {
@@ -349,9 +377,16 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 	clearStatus(obj)
 	ref := apiv1.RefOf(obj)
 	objKey := r.st.ObjectKey(ref)
+	reqVPC := vpcOf(obj)
+	unlock, attempts, err := r.serialize(ctx, obj, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
-	a, rev, err := r.run(ctx, func() (*attempt, error) {
+	a, rev, err := r.runN(ctx, attempts, func() (*attempt, error) {
 		cacheRev := r.st.Revision()
+		r.defaultRefs(obj, nil, reqVPC)
 		if err := apiv1.ValidateCreate(obj, r.st); err != nil {
 			return nil, err
 		}
@@ -363,6 +398,9 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
 		if ki.Namespaced {
 			a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", ref.Tenant))
+		}
+		if err := r.planQuota(a, obj, cacheRev); err != nil {
+			return nil, err
 		}
 		alreadyExists := func(res store.Result) bool { return len(res.Else) > 0 && rangeCount(res.Else[0]) > 0 }
 		a.diagnose = func(res store.Result) error {
@@ -383,9 +421,17 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		case *apiv1.Subnet:
 			r.planSubnetCreate(a, o, cacheRev)
 		case *apiv1.Endpoint:
-			if err := r.planEndpointCreate(a, o, alreadyExists); err != nil {
+			if r.involvesMinimum(o) {
+				if err := r.admit(o.Spec.Host, overrides{ep: o}, ref, "spec.host"); err != nil {
+					return nil, err
+				}
+				r.planAdmission(a, cacheRev)
+			}
+			if err := r.planEndpointCreate(ctx, a, o, alreadyExists); err != nil {
 				return nil, err
 			}
+		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+			r.planVPCUse(a, o, "")
 		}
 		val, err := encode(obj)
 		if err != nil {
@@ -401,6 +447,45 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 	out.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
 	r.log.Debug("created", "ref", ref.String(), "rev", rev)
 	return out, nil
+}
+
+// vpcOf returns the spec.vpc of a SecurityPolicy or AppIntent, else "".
+func vpcOf(o apiv1.Object) string {
+	switch o := o.(type) {
+	case *apiv1.SecurityPolicy:
+		return o.Spec.VPC
+	case *apiv1.AppIntent:
+		return o.Spec.VPC
+	}
+	return ""
+}
+
+// defaultRefs applies apiv1.DefaultRefs to o, starting again from the
+// requested spec.vpc (req) at each attempt, so that a retry reads the
+// cache afresh; planVPCUse makes the write conditional on the VPC chosen.
+func (r *Registry) defaultRefs(o, old apiv1.Object, req string) {
+	switch o := o.(type) {
+	case *apiv1.SecurityPolicy:
+		o.Spec.VPC = req
+	case *apiv1.AppIntent:
+		o.Spec.VPC = req
+	default:
+		return
+	}
+	apiv1.DefaultRefs(o, old, r.st)
+}
+
+// planVPCUse makes the write of a SecurityPolicy or AppIntent conditional
+// on its VPC's existence and records that it uses the VPC, so that the
+// VPC's delete compares it away; oldVPC is the stored object's.
+func (r *Registry) planVPCUse(a *attempt, o apiv1.Object, oldVPC string) {
+	m, vpc := o.GetObjectMeta(), vpcOf(o)
+	ki, _ := apiv1.LookupKind(o.GetTypeMeta().Kind)
+	if oldVPC != "" && oldVPC != vpc {
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vpcUseKey(m.Tenant, oldVPC, ki.Plural, m.Name))))
+	}
+	a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindVPC, m.Tenant, vpc))
+	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(vpcUseKey(m.Tenant, vpc, ki.Plural, m.Name)), ""))
 }
 
 // exists compares that an object exists.
@@ -458,7 +543,7 @@ func (r *Registry) planSubnetCreate(a *attempt, o *apiv1.Subnet, cacheRev int64)
 	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(subnetRefKey(t, o.Spec.VPC, o.Metadata.Name)), ""))
 }
 
-func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExists func(store.Result) bool) error {
+func (r *Registry) planEndpointCreate(ctx context.Context, a *attempt, o *apiv1.Endpoint, alreadyExists func(store.Result) bool) error {
 	t, name := o.Metadata.Tenant, o.Metadata.Name
 	p, err := r.pool(t, o.Spec.Subnet)
 	if errors.Is(err, errSubnetChanging) {
@@ -526,9 +611,9 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 		}
 		return nil // taken: try another address
 	}
-	vni := uint32(0)
+	vni, vpc := uint32(0), ""
 	if sn, ok := r.st.Get(apiv1.KindSubnet, t, o.Spec.Subnet); ok {
-		vni = sn.(*apiv1.Subnet).Status.VNI
+		vni, vpc = sn.(*apiv1.Subnet).Status.VNI, sn.(*apiv1.Subnet).Spec.VPC
 	}
 	mac := o.Spec.MAC
 	if mac == "" {
@@ -536,6 +621,10 @@ func (r *Registry) planEndpointCreate(a *attempt, o *apiv1.Endpoint, alreadyExis
 	}
 	o.Status = apiv1.EndpointStatus{
 		IP: ip.String(), MAC: mac, Host: o.Spec.Host, Netns: o.Spec.Netns, VNI: vni, Phase: apiv1.PhasePending,
+	}
+	if err := r.planIdentity(ctx, a, o, vpc); err != nil {
+		a.undo() // the address
+		return err
 	}
 	return nil
 }
@@ -561,11 +650,19 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		}
 	}
 	var unchanged apiv1.Object
-	a, rev, err := r.run(ctx, func() (*attempt, error) {
+	reqVPC := vpcOf(obj)
+	unlock, attempts, err := r.serialize(ctx, obj, false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	a, rev, err := r.runN(ctx, attempts, func() (*attempt, error) {
+		cacheRev := r.st.Revision()
 		oldObj, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
 			return nil, apiv1.NewNotFound(ref)
 		}
+		r.defaultRefs(obj, oldObj, reqVPC)
 		oldMeta := oldObj.GetObjectMeta()
 		if wantRV != "" && wantRV != oldMeta.ResourceVersion {
 			return nil, apiv1.NewConflict("%s has been modified (resourceVersion %s, yours %s): read it again and retry", ref, oldMeta.ResourceVersion, wantRV)
@@ -596,7 +693,15 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		}
 		switch n := next.(type) {
 		case *apiv1.Endpoint:
-			r.planEndpointUpdate(a, oldObj.(*apiv1.Endpoint), n)
+			if err := r.planEndpointUpdate(ctx, a, oldObj.(*apiv1.Endpoint), n, cacheRev); err != nil {
+				return nil, err
+			}
+		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+			r.planVPCUse(a, n, vpcOf(oldObj))
+		case *apiv1.QoSClass, *apiv1.VPC, *apiv1.Host:
+			if err := r.admitUpdate(a, oldObj, n, cacheRev); err != nil {
+				return nil, err
+			}
 		}
 		val, err := encode(next)
 		if err != nil {
@@ -619,36 +724,27 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 var errUnchanged = errors.New("unchanged")
 
 // merge builds the next stored object from the old one and the requested
-// labels and spec; nil means nothing changes.
+// labels, annotations, owner references and spec; nil means nothing
+// changes. Only a change of spec or labels is a new generation.
 func merge(oldObj, req apiv1.Object) (apiv1.Object, error) {
+	om, rm := oldObj.GetObjectMeta(), req.GetObjectMeta()
+	oldSpec, reqSpec := specOf(oldObj), specOf(req)
+	newGen := !reflect.DeepEqual(oldSpec.Interface(), reqSpec.Interface()) || !maps.Equal(om.Labels, rm.Labels)
+	if !newGen && maps.Equal(om.Annotations, rm.Annotations) && slices.Equal(om.OwnerReferences, rm.OwnerReferences) {
+		return nil, nil
+	}
 	next, err := clone(oldObj)
 	if err != nil {
 		return nil, err
 	}
-	oldSpec, reqSpec := specOf(oldObj), specOf(req)
-	sameSpec := reflect.DeepEqual(oldSpec.Interface(), reqSpec.Interface())
-	sameLabels := labelsEqual(oldObj.GetObjectMeta().Labels, req.GetObjectMeta().Labels)
-	if sameSpec && sameLabels {
-		return nil, nil
-	}
 	specOf(next).Set(reqSpec)
 	m := next.GetObjectMeta()
-	m.Labels = req.GetObjectMeta().Labels
-	m.Generation++
+	m.Labels, m.Annotations, m.OwnerReferences = rm.Labels, rm.Annotations, rm.OwnerReferences
+	if newGen {
+		m.Generation++
+	}
 	m.ResourceVersion = ""
 	return next, nil
-}
-
-func labelsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if bv, ok := b[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }
 
 // specOf returns the Spec field of an object.
@@ -656,8 +752,18 @@ func specOf(o apiv1.Object) reflect.Value {
 	return reflect.ValueOf(o).Elem().FieldByName("Spec")
 }
 
-func (r *Registry) planEndpointUpdate(a *attempt, old, next *apiv1.Endpoint) {
+func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next *apiv1.Endpoint, cacheRev int64) error {
 	t, name := next.Metadata.Tenant, next.Metadata.Name
+	if (old.Spec.Host != next.Spec.Host || old.Spec.QoSClass != next.Spec.QoSClass) && r.involvesMinimum(next) {
+		field := "spec.host"
+		if old.Spec.Host == next.Spec.Host {
+			field = "spec.qosClass"
+		}
+		if err := r.admit(next.Spec.Host, overrides{ep: next}, apiv1.RefOf(next), field); err != nil {
+			return err
+		}
+		r.planAdmission(a, cacheRev)
+	}
 	if old.Spec.Host != next.Spec.Host {
 		// A migration: the endpoint now belongs to the new host.
 		a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindHost, "", next.Spec.Host))
@@ -681,6 +787,21 @@ func (r *Registry) planEndpointUpdate(a *attempt, old, next *apiv1.Endpoint) {
 	if next.Spec.MAC != "" {
 		next.Status.MAC = next.Spec.MAC
 	}
+	// Relabelled (or stored before identities): the identity of the new
+	// label set.
+	if old.Status.Identity == 0 || labelsHash(old.Metadata.Labels) != labelsHash(next.Metadata.Labels) {
+		vpc, ok := r.vpcOfSubnet(t, next.Spec.Subnet)
+		if !ok {
+			return apiv1.NewConflict("subnet %s/%s of endpoint %s is gone; retry", t, next.Spec.Subnet, name)
+		}
+		if err := r.planIdentity(ctx, a, next, vpc); err != nil {
+			return err
+		}
+		if old.Status.Identity != next.Status.Identity {
+			r.planIdentityRelease(a, old)
+		}
+	}
+	return nil
 }
 
 // Delete removes an object unless others still refer to it.
@@ -737,6 +858,7 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 				a.txn.Compares = append(a.txn.Compares, r.noneUnder("v1/"+k.Plural+"/"+name+"/"))
 			}
 		}
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(quotaKey(name))))
 	case *apiv1.Host:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(hostRefPrefix(name)))
 		if o.Status.HostID != 0 {
@@ -748,10 +870,15 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 	case *apiv1.QoSClass:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(qosRefPrefix(t, name)))
 	case *apiv1.VPC:
-		a.txn.Compares = append(a.txn.Compares, r.noneUnder(subnetRefPrefix(t, name)))
+		a.txn.Compares = append(a.txn.Compares, r.noneUnder(subnetRefPrefix(t, name)), r.noneUnder(vpcUsePrefix(t, name)))
 		if o.Status.VNI != 0 {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vniKey(o.Status.VNI))))
 		}
+		// Without subnets it has no endpoints, so no identity in use.
+		k := vpcKey{t, name}
+		a.txn.Ops = append(a.txn.Ops,
+			clientv3.OpDelete(r.st.Key(identityPrefix(k)), clientv3.WithPrefix()),
+			clientv3.OpDelete(r.st.Key(identityIDPrefix(k)), clientv3.WithPrefix()))
 	case *apiv1.Subnet:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(ipamPrefix(t, name)))
 		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(subnetRefKey(t, o.Spec.VPC, name))))
@@ -763,6 +890,10 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 		if o.Spec.QoSClass != "" {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(qosRefKey(t, o.Spec.QoSClass, name))))
 		}
+		r.planIdentityRelease(a, o)
+	case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+		ki, _ := apiv1.LookupKind(o.GetTypeMeta().Kind)
+		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(vpcUseKey(t, vpcOf(o), ki.Plural, name))))
 	}
 }
 
@@ -787,6 +918,13 @@ func (r *Registry) dependents(o apiv1.Object) []string {
 		}
 	case *apiv1.VPC:
 		deps = r.subnetsOf(m.Tenant, m.Name)
+		for _, kind := range []string{apiv1.KindSecurityPolicy, apiv1.KindAppIntent} {
+			for _, p := range r.st.List(kind, m.Tenant) {
+				if vpcOf(p) == m.Name {
+					deps = append(deps, p)
+				}
+			}
+		}
 	case *apiv1.Subnet:
 		deps = r.endpointsOf(m.Tenant, m.Name)
 	}

@@ -70,7 +70,13 @@ func startStore(tb testing.TB, emb *store.Embedded) *store.Store {
 // startRegistry starts a Registry on st.
 func startRegistry(tb testing.TB, st *store.Store) *Registry {
 	tb.Helper()
-	r, err := New(Config{Store: st})
+	return startRegistryWith(tb, Config{Store: st})
+}
+
+// startRegistryWith starts a Registry configured with cfg.
+func startRegistryWith(tb testing.TB, cfg Config) *Registry {
+	tb.Helper()
+	r, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -135,7 +141,7 @@ func TestCreateAllocatesAndFillsStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := out.(*apiv1.Endpoint)
-	want := apiv1.EndpointStatus{IP: "10.0.1.2", MAC: "0a:58:0a:00:01:02", Host: "h1", VNI: av, Phase: apiv1.PhasePending}
+	want := apiv1.EndpointStatus{IP: "10.0.1.2", MAC: "0a:58:0a:00:01:02", Host: "h1", VNI: av, Phase: apiv1.PhasePending, Identity: 1}
 	if diff := cmp.Diff(want, ep.Status); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}

@@ -174,7 +174,8 @@ func decodeJSON(data []byte) (any, error) {
 // keeps everyone else's. patch must replace, not modify in place, any map
 // or slice of the status (the copy shares them with the cache) and returns
 // false when nothing needs writing; PatchStatus then returns the stored
-// object unchanged. Spec, metadata and allocated status fields are kept.
+// object unchanged. Spec, metadata and allocated status fields are kept; a
+// status that apiv1.ValidateStatus refuses is refused (Invalid).
 func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error) {
 	if _, ok := apiv1.LookupKind(ref.Kind); !ok {
 		return nil, apiv1.NewBadRequest("unknown kind %q", ref.Kind)
@@ -212,6 +213,9 @@ func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(ne
 		v.Elem().FieldByName("Status").Set(patched.Elem().FieldByName("Status"))
 		next := v.Interface().(apiv1.Object)
 		keepAllocations(next, old)
+		if errs := apiv1.ValidateStatus(next); len(errs) > 0 {
+			return nil, apiv1.NewInvalid(ref, errs)
+		}
 		next.GetObjectMeta().ResourceVersion = ""
 		oldRev, _ := strconv.ParseInt(old.GetObjectMeta().ResourceVersion, 10, 64)
 		val, err := encode(next)
@@ -275,7 +279,7 @@ func (l *objectLocks) lock(ctx context.Context, key string) (unlock func(), err 
 }
 
 // keepAllocations restores the status fields that the registry allocated
-// (host ID, VNI, address, MAC, placement): a status writer such as an agent
+// (host ID, VNI, address, MAC, placement, identity): a status writer such as an agent
 // or the liveness tracker reports observations and cannot change them.
 func keepAllocations(next, old apiv1.Object) {
 	switch n := next.(type) {
@@ -288,5 +292,6 @@ func keepAllocations(next, old apiv1.Object) {
 	case *apiv1.Endpoint:
 		o := old.(*apiv1.Endpoint).Status
 		n.Status.IP, n.Status.MAC, n.Status.VNI, n.Status.Host = o.IP, o.MAC, o.VNI, o.Host
+		n.Status.Identity = o.Identity
 	}
 }

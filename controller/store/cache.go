@@ -519,6 +519,38 @@ func (s *Store) Get(kind, tenant, name string) (apiv1.Object, bool) {
 	return nil, false
 }
 
+// Count returns the number of cached objects of a kind in a tenant (in
+// all tenants if tenant is ""), without building them.
+func (s *Store) Count(kind, tenant string) int {
+	k, ok := s.kinds.lookup(kind)
+	if !ok {
+		return 0
+	}
+	all := !k.info.Namespaced || tenant == ""
+	c := s.cache
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if k == c.epKind {
+		if all {
+			return c.eps.len()
+		}
+		return c.eps.countTenant(tenant)
+	}
+	order := c.byKind[k.idx].order
+	if all {
+		return order.Len()
+	}
+	n := 0
+	order.AscendGreaterOrEqual(&entry{meta: &apiv1.ObjectMeta{Tenant: tenant}}, func(e *entry) bool {
+		if e.meta.Tenant != tenant {
+			return false
+		}
+		n++
+		return true
+	})
+	return n
+}
+
 // List returns the cached objects of a kind sorted by tenant and name:
 // those of one tenant, or of all tenants if tenant is "" (tenant is ignored
 // for cluster-scoped kinds). An unknown kind gives nil. The objects are

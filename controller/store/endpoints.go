@@ -136,6 +136,7 @@ func (t *epTable) drop(r *epRecord) {
 		t.strs.release(id)
 	}
 	t.labels.release(r.labels, &t.strs)
+	t.releaseConditions(r)
 }
 
 // reindex moves slot s from the index buckets of old to those of cur
@@ -170,6 +171,16 @@ func (t *epTable) reindex(s uint32, old, cur *epRecord) {
 
 // len returns the number of endpoints.
 func (t *epTable) len() int { return t.n }
+
+// countTenant returns the number of endpoints of a tenant.
+func (t *epTable) countTenant(tenant string) int {
+	if id, ok := t.strs.lookup(tenant); ok {
+		if tree := t.byTenant[id]; tree != nil {
+			return tree.Len()
+		}
+	}
+	return 0
+}
 
 // ---- reads ----
 

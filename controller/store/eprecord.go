@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -26,6 +27,10 @@ import (
 //     gives back (a lower-case UUID, an RFC 3339 UTC time in seconds, an
 //     IP or MAC address in canonical form, a resourceVersion that is the
 //     ModRevision), as text otherwise, so that every value round-trips.
+//   - The fields that are not strings come first in data: the security
+//     identity as a uvarint, the conditions (which most endpoints carry:
+//     interned type, status and reason, times in seconds) and, rarely
+//     set, the annotations and owner references.
 //
 // A record is never modified once in the cache, except for refs, under the
 // cache's lock: the cache and the events of the ring share it. Readers
@@ -67,8 +72,15 @@ const (
 	fStatusNetns                    //
 	fPhase                          // encBinary: 1 byte, the index in epPhases
 	fMessage                        //
-	numEpFields
+	// The fields below are not strings; they come first in data.
+	fIdentity   // encBinary: Status.Identity as a uvarint; encAbsent: 0
+	fConditions // encBinary: see appendConditions; encAbsent: nil
+	fMeta       // encBinary: annotations and owner references, see appendMeta; encAbsent: both nil
+	numEpFields // 16: enc has no room for more
 )
+
+// numStrFields is the number of string fields, the first ones.
+const numStrFields = fIdentity
 
 // Encodings of an epField.
 const (
@@ -81,9 +93,9 @@ const (
 // epPhases are the phases kept as one byte.
 var epPhases = [...]string{apiv1.PhasePending, apiv1.PhaseReady, apiv1.PhaseFailed, apiv1.PhaseLost}
 
-// epFields returns pointers to ep's fields kept in data, by epField.
-func epFields(ep *apiv1.Endpoint) [numEpFields]*string {
-	return [numEpFields]*string{
+// epFields returns pointers to ep's string fields kept in data, by epField.
+func epFields(ep *apiv1.Endpoint) [numStrFields]*string {
+	return [numStrFields]*string{
 		fAPIVersion:      &ep.APIVersion,
 		fKind:            &ep.Kind,
 		fUID:             &ep.Metadata.UID,
@@ -124,6 +136,18 @@ func (t *epTable) newRecord(ep *apiv1.Endpoint, createRev, modRev int64) *epReco
 	}
 	var buf [192]byte
 	b := buf[:0]
+	if id := ep.Status.Identity; id != 0 {
+		b = binary.AppendUvarint(b, uint64(id))
+		r.enc |= encBinary << (2 * fIdentity)
+	}
+	if c := ep.Status.Conditions; c != nil {
+		b = t.appendConditions(b, c)
+		r.enc |= encBinary << (2 * fConditions)
+	}
+	if m.Annotations != nil || m.OwnerReferences != nil {
+		b = appendMeta(b, m)
+		r.enc |= encBinary << (2 * fMeta)
+	}
 	for f, p := range epFields(ep) {
 		var enc uint32
 		b, enc = appendField(b, epField(f), *p, modRev)
@@ -131,6 +155,99 @@ func (t *epTable) newRecord(ep *apiv1.Endpoint, createRev, modRev int64) *epReco
 	}
 	r.data = string(b)
 	return r
+}
+
+// appendConditions appends conditions to b: their number, then for each
+// the strTable IDs of type, status and reason (acquired), the message as
+// text, observedGeneration as a varint and lastTransitionTime, either
+// a 1 and a varint Unix time (RFC 3339 UTC seconds) or a 0 and text.
+func (t *epTable) appendConditions(b []byte, conds []apiv1.Condition) []byte {
+	b = binary.AppendUvarint(b, uint64(len(conds)))
+	for _, c := range conds {
+		for _, s := range [...]string{c.Type, c.Status, c.Reason} {
+			b = binary.AppendUvarint(b, uint64(t.strs.acquire(s)))
+		}
+		b = appendText(b, c.Message)
+		b = binary.AppendVarint(b, c.ObservedGeneration)
+		if sec, ok := parseSeconds(c.LastTransitionTime); ok {
+			b = binary.AppendVarint(append(b, 1), sec)
+		} else {
+			b = appendText(append(b, 0), c.LastTransitionTime)
+		}
+	}
+	return b
+}
+
+// appendMeta appends the annotations (their number plus one, 0 for nil,
+// then keys and values as text, by key) and the owner references (as
+// many plus one, then kind, name and UID as text) to b.
+func appendMeta(b []byte, m *apiv1.ObjectMeta) []byte {
+	if m.Annotations == nil {
+		b = append(b, 0)
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(m.Annotations))+1)
+		for _, k := range slices.Sorted(maps.Keys(m.Annotations)) {
+			b = appendText(appendText(b, k), m.Annotations[k])
+		}
+	}
+	if m.OwnerReferences == nil {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.OwnerReferences))+1)
+	for _, o := range m.OwnerReferences {
+		b = appendText(appendText(appendText(b, o.Kind), o.Name), o.UID)
+	}
+	return b
+}
+
+// releaseConditions releases the strTable IDs of r's conditions.
+func (t *epTable) releaseConditions(r *epRecord) {
+	if r.encoding(fConditions) == encAbsent {
+		return
+	}
+	d := r.data
+	if r.encoding(fIdentity) != encAbsent {
+		_, k := uvarintString(d)
+		d = d[k:]
+	}
+	n, k := uvarintString(d)
+	d = d[k:]
+	for range n {
+		var c condRecord
+		c, d = nextCondition(d)
+		for _, id := range c.ids {
+			t.strs.release(id)
+		}
+	}
+}
+
+// condRecord is a condition as data holds it (see appendConditions).
+type condRecord struct {
+	ids     [3]uint32 // type, status, reason
+	message string
+	gen     int64
+	// time is lastTransitionTime as text, unless binTime: then sec.
+	time    string
+	sec     int64
+	binTime bool
+}
+
+// nextCondition decodes the condition at the start of d and returns the
+// rest of d.
+func nextCondition(d string) (c condRecord, rest string) {
+	for i := range c.ids {
+		id, k := uvarintString(d)
+		c.ids[i], d = uint32(id), d[k:]
+	}
+	c.message, d = textString(d)
+	gen, k := varintString(d)
+	c.gen, d = gen, d[k:]
+	if c.binTime = d[0] == 1; c.binTime {
+		c.sec, k = varintString(d[1:])
+		return c, d[1+k:]
+	}
+	c.time, d = textString(d[1:])
+	return c, d
 }
 
 // appendField appends field f of value s to b and returns its encoding.
@@ -241,24 +358,34 @@ func (n epNames) endpoint(r *epRecord) *apiv1.Endpoint {
 		},
 		Status: apiv1.EndpointStatus{Host: n.strs[r.statusHost], VNI: r.vni},
 	}
-	fields := epFields(ep)
-	d := r.data
-	// Binary fields are formatted into one string, text fields are pieces
-	// of data.
+	// Binary fields (and the conditions' binary times) are formatted into
+	// one string, text fields are pieces of data.
 	var (
-		stack [256]byte
-		buf   = stack[:0]
-		spans [numEpFields][2]uint16
+		stack     [256]byte
+		buf       = stack[:0]
+		spans     [numStrFields][2]int
+		timeStack [4][2]int
+		times     = timeStack[:0] // by condition
 	)
-	for f := range numEpFields {
+	d := r.data
+	if r.encoding(fIdentity) != encAbsent {
+		id, k := uvarintString(d)
+		ep.Status.Identity, d = uint32(id), d[k:]
+	}
+	if r.encoding(fConditions) != encAbsent {
+		ep.Status.Conditions, buf, times, d = n.conditions(d, buf, times)
+	}
+	if r.encoding(fMeta) != encAbsent {
+		d = readMeta(d, &ep.Metadata)
+	}
+	fields := epFields(ep)
+	for f := range numStrFields {
 		enc := r.encoding(f)
 		switch {
 		case enc == encAbsent:
 			continue
 		case enc == encText:
-			n, k := uvarintString(d)
-			*fields[f] = d[k : k+int(n)]
-			d = d[k+int(n):]
+			*fields[f], d = textString(d)
 			continue
 		case f == fPhase:
 			*fields[f] = epPhases[d[0]]
@@ -267,17 +394,72 @@ func (n epNames) endpoint(r *epRecord) *apiv1.Endpoint {
 		}
 		start := len(buf)
 		buf, d = appendBinary(buf, f, enc, d, r.modRev)
-		spans[f] = [2]uint16{uint16(start), uint16(len(buf))}
+		spans[f] = [2]int{start, len(buf)}
 	}
 	if len(buf) > 0 {
 		s := string(buf)
-		for f := range numEpFields {
+		for f := range numStrFields {
 			if sp := spans[f]; sp[1] > sp[0] {
 				*fields[f] = s[sp[0]:sp[1]]
 			}
 		}
+		for i, sp := range times {
+			if sp[1] > sp[0] {
+				ep.Status.Conditions[i].LastTransitionTime = s[sp[0]:sp[1]]
+			}
+		}
 	}
 	return ep
+}
+
+// conditions decodes the conditions at the start of d (see
+// appendConditions). It formats their binary times onto buf and appends
+// the span in buf of each condition's time (empty: the time is text) to
+// times, and returns the rest of d.
+func (n epNames) conditions(d string, buf []byte, times [][2]int) ([]apiv1.Condition, []byte, [][2]int, string) {
+	cnt, k := uvarintString(d)
+	d = d[k:]
+	conds := make([]apiv1.Condition, cnt)
+	for i := range conds {
+		var c condRecord
+		c, d = nextCondition(d)
+		conds[i] = apiv1.Condition{Type: n.strs[c.ids[0]], Status: n.strs[c.ids[1]], Reason: n.strs[c.ids[2]],
+			Message: c.message, ObservedGeneration: c.gen, LastTransitionTime: c.time}
+		start := len(buf)
+		if c.binTime {
+			buf = time.Unix(c.sec, 0).UTC().AppendFormat(buf, time.RFC3339)
+		}
+		times = append(times, [2]int{start, len(buf)})
+	}
+	return conds, buf, times, d
+}
+
+// readMeta decodes the annotations and owner references at the start of d
+// into m (see appendMeta) and returns the rest of d.
+func readMeta(d string, m *apiv1.ObjectMeta) string {
+	n, k := uvarintString(d)
+	d = d[k:]
+	if n > 0 {
+		m.Annotations = make(map[string]string, n-1)
+		for range n - 1 {
+			var k, v string
+			k, d = textString(d)
+			v, d = textString(d)
+			m.Annotations[k] = v
+		}
+	}
+	n, k = uvarintString(d)
+	d = d[k:]
+	if n > 0 {
+		m.OwnerReferences = make([]apiv1.OwnerReference, n-1)
+		for i := range m.OwnerReferences {
+			o := &m.OwnerReferences[i]
+			o.Kind, d = textString(d)
+			o.Name, d = textString(d)
+			o.UID, d = textString(d)
+		}
+	}
+	return d
 }
 
 // appendBinary formats the binary field f at the start of d onto buf and
@@ -398,6 +580,13 @@ func parseSeconds(s string) (int64, bool) {
 	}
 	var b [32]byte
 	return t.Unix(), string(time.Unix(t.Unix(), 0).UTC().AppendFormat(b[:0], time.RFC3339)) == s
+}
+
+// textString returns the text at the start of d (see appendText) and the
+// rest of d.
+func textString(d string) (string, string) {
+	n, k := uvarintString(d)
+	return d[k : k+int(n)], d[k+int(n):]
 }
 
 // uvarintString is binary.Uvarint on a string holding a valid uvarint.

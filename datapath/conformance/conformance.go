@@ -58,6 +58,7 @@ func Run(t *testing.T, newDriver NewDriver, probe Prober) {
 		{"Reachability", true, testReachability},
 		{"MissForUnknownDestination", true, testMiss},
 		{"CloseIdempotent", false, testClose},
+		{"QoS", false, testQoS},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,7 +175,8 @@ func Expected(d *datapath.Desired, remotes []datapath.Remote) datapath.Snapshot 
 	}
 	var s datapath.Snapshot
 	for _, v := range n.VPCs {
-		sv := datapath.SnapshotVPC{VNI: v.VNI}
+		local := slices.ContainsFunc(n.Endpoints, func(e datapath.Endpoint) bool { return e.VNI == v.VNI })
+		sv := datapath.SnapshotVPC{VNI: v.VNI, QoS: v.QoS.Enforced(n.Host.CapacityBps, local)}
 		for _, sn := range v.Subnets {
 			sv.CIDRs = append(sv.CIDRs, sn.CIDR)
 			sv.Gateways = append(sv.Gateways, sn.Gateway)
@@ -182,7 +184,8 @@ func Expected(d *datapath.Desired, remotes []datapath.Remote) datapath.Snapshot 
 		s.VPCs = append(s.VPCs, sv)
 	}
 	for _, e := range n.Endpoints {
-		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: e.ID, VNI: e.VNI, IP: e.IP, MAC: e.MAC.String()})
+		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: e.ID, VNI: e.VNI, IP: e.IP, MAC: e.MAC.String(),
+			QoS: e.QoS.Enforced(n.Host.CapacityBps)})
 	}
 	latest := map[datapath.RemoteKey]datapath.Remote{}
 	for _, r := range remotes {

@@ -399,9 +399,10 @@ func (d *Driver) Close() error {
 }
 
 // Teardown removes everything the driver owns on this host: every VPC
-// namespace with its devices and every endpoint namespace it made (veths
-// into namespaces it was given are deleted with their VPC side). It works on
-// a closed driver too, so an agent can clean up after Close.
+// namespace with its devices, the host's QoS table and uplink qdisc, and
+// every endpoint namespace it made (veths into namespaces it was given are
+// deleted with their VPC side). It works on a closed driver too, so an
+// agent can clean up after Close.
 func (d *Driver) Teardown(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -422,6 +423,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	for name := range eps {
 		errs = append(errs, d.ops.write(opNetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
 	}
+	errs = append(errs, d.teardownHostQoS())
 	d.smu.Lock()
 	clear(d.eps)
 	d.smu.Unlock()

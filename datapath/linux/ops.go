@@ -33,6 +33,13 @@ const (
 	opFDBAdd
 	opFDBDel
 	opSysctlSet
+	opQdiscAdd
+	opQdiscDel
+	opClassAdd
+	opClassSet
+	opClassDel
+	opFilterSet
+	opQoSTable
 	numOps
 )
 
@@ -44,6 +51,10 @@ var opNames = [numOps]string{
 	"neigh/add", "neigh/set", "neigh/del",
 	"fdb/add", "fdb/del",
 	"sysctl/set",
+	"qdisc/add", "qdisc/del",
+	"class/add", "class/set", "class/del",
+	"filter/set",
+	"qos-table/set",
 }
 
 type opCounts [numOps]atomic.Uint64
@@ -64,7 +75,7 @@ func (c *opCounts) write(o op, fn func() error) error {
 	c[o].Add(1)
 	err := fn()
 	switch o {
-	case opNetnsDel, opLinkDel, opAddrDel, opRouteDel, opNeighDel, opFDBDel:
+	case opNetnsDel, opLinkDel, opAddrDel, opRouteDel, opNeighDel, opFDBDel, opQdiscDel, opClassDel:
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EADDRNOTAVAIL) {
 			return nil
 		}

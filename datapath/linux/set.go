@@ -112,13 +112,17 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	}
 	d.smu.Unlock()
 
-	// 3. Endpoints, then the routes and neighbours of each VPC namespace.
+	// 3. Endpoints, then the routes and neighbours of each VPC namespace,
+	// then its QoS; then the host's QoS (see qos.go).
+	qos := d.planQoS(n)
 	for _, p := range passes {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("linux set: %w", err)
 		}
 		errs = append(errs, d.convergeVPC(ctx, p.vs, p.scan, p.v, byVNI[p.v.VNI], hc))
+		errs = append(errs, d.convergeVPCQoS(p.vs, p.scan, qos, p.v.VNI))
 	}
+	errs = append(errs, d.convergeHostQoS(qos))
 
 	// 4. Endpoint namespaces the driver made and no longer needs.
 	ownNS := map[string]bool{}

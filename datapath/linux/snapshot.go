@@ -17,7 +17,8 @@ import (
 // driver's memory: VPCs from the VXLAN devices in the driver's namespaces,
 // subnets from its routes through them, gateways from loopback addresses,
 // endpoints from the veth aliases with their /32 routes and neighbours, and
-// remotes from the permanent neighbours and FDB entries of the VXLAN devices.
+// remotes from the permanent neighbours and FDB entries of the VXLAN devices,
+// QoS from the HTB classes and the host's QoS table.
 func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -26,11 +27,15 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	if err != nil {
 		return s, fmt.Errorf("snapshot: %w", err)
 	}
+	hq, capacity, err := d.snapshotHostQoS()
+	if err != nil {
+		return s, fmt.Errorf("snapshot: qos: %w", err)
+	}
 	for vni, name := range vpcs {
 		if err := ctx.Err(); err != nil {
 			return s, fmt.Errorf("snapshot: %w", err)
 		}
-		if err := d.snapshotVPC(&s, vni, name); err != nil {
+		if err := d.snapshotVPC(&s, vni, name, hq, capacity); err != nil {
 			return s, fmt.Errorf("snapshot vpc %d: %w", vni, err)
 		}
 	}
@@ -38,7 +43,7 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	return s, nil
 }
 
-func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string) error {
+func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string, hq *hostQoS, capacity uint64) error {
 	fd, err := netns.GetFromPath(d.nsPath(name))
 	if err != nil {
 		return err
@@ -73,6 +78,11 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string) erro
 			epIP[r.LinkIndex] = p.Addr()
 		}
 	}
+	tx, err := snapshotVPCQoS(h, scan)
+	if err != nil {
+		return err
+	}
+	v.QoS = hq.vpcQoS(v.VNI, tx, capacity)
 	s.VPCs = append(s.VPCs, v)
 	epMAC := map[int]string{}
 	remoteMAC := map[netip.Addr]string{}
@@ -91,7 +101,9 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string) erro
 		if !ok || l.Type() != "veth" {
 			continue
 		}
-		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: id, VNI: v.VNI, IP: epIP[l.Attrs().Index], MAC: epMAC[l.Attrs().Index]})
+		ip := epIP[l.Attrs().Index]
+		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: id, VNI: v.VNI, IP: ip, MAC: epMAC[l.Attrs().Index],
+			QoS: hq.enforcedQoS(qosKey{v.VNI, ip}, tx, capacity)})
 	}
 	hostOf := map[string]netip.Addr{}
 	for _, f := range scan.fdb {

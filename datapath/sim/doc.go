@@ -7,7 +7,9 @@
 // host 100,000 of them (see BenchmarkMemory for bytes per driver). Resolve
 // decides a packet's fate the way the linux driver's per-VPC router does,
 // including the on-demand learn path: an unknown destination inside the VPC
-// emits a Miss; once Learn'd, it forwards to the remote host.
+// emits a Miss; once Learn'd, it forwards to the remote host. QoS is kept
+// as state: Snapshot reports what the linux driver enforces of it
+// (datapath.QoS.Enforced), Counts its changes (kind "qos").
 //
 //	d := sim.New(sim.Config{})
 //	_ = d.Set(ctx, desired)

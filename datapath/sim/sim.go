@@ -65,10 +65,11 @@ const (
 	kindSubnet
 	kindEndpoint
 	kindRemote
+	kindQoS // an endpoint's or a VPC's QoS
 	numKinds
 )
 
-var kindNames = [numKinds]string{"host", "vpc", "subnet", "endpoint", "remote"}
+var kindNames = [numKinds]string{"host", "vpc", "subnet", "endpoint", "remote", "qos"}
 
 type verb uint8
 
@@ -141,6 +142,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			for range old[i].Subnets {
 				d.count(kindSubnet, verbDel)
 			}
+			d.countQoS(old[i].QoS != nil, false, false)
 			d.count(kindVPC, verbDel)
 			d.dropRemotes(old[i].VNI)
 			i++
@@ -149,12 +151,14 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			for range n.VPCs[j].Subnets {
 				d.count(kindSubnet, verbAdd)
 			}
+			d.countQoS(false, n.VPCs[j].QoS != nil, false)
 			j++
 		default:
 			if old[i].Tenant != n.VPCs[j].Tenant || old[i].Name != n.VPCs[j].Name {
 				d.count(kindVPC, verbUpdate)
 			}
 			d.diffSubnets(old[i].Subnets, n.VPCs[j].Subnets)
+			d.countQoS(old[i].QoS != nil, n.VPCs[j].QoS != nil, !sameVPCQoS(old[i].QoS, n.VPCs[j].QoS))
 			i++
 			j++
 		}
@@ -167,14 +171,17 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		switch {
 		case j == len(n.Endpoints) || i < len(oldEPs) && oldEPs[i].ID < n.Endpoints[j].ID:
 			d.count(kindEndpoint, verbDel)
+			d.countQoS(oldEPs[i].QoS != nil, false, false)
 			i++
 		case i == len(oldEPs) || n.Endpoints[j].ID < oldEPs[i].ID:
 			d.count(kindEndpoint, verbAdd)
+			d.countQoS(false, n.Endpoints[j].QoS != nil, false)
 			j++
 		default:
 			if !sameEndpoint(&oldEPs[i], &n.Endpoints[j]) {
 				d.count(kindEndpoint, verbUpdate)
 			}
+			d.countQoS(oldEPs[i].QoS != nil, n.Endpoints[j].QoS != nil, !sameQoS(oldEPs[i].QoS, n.Endpoints[j].QoS))
 			i++
 			j++
 		}
@@ -200,17 +207,32 @@ func (d *Driver) programmed(desired *datapath.Desired) bool {
 	}
 	for i := range d.vpcs {
 		a, b := &desired.VPCs[i], &d.vpcs[i]
-		if a.Tenant != b.Tenant || a.Name != b.Name || a.VNI != b.VNI || !slices.Equal(a.Subnets, b.Subnets) {
+		if a.Tenant != b.Tenant || a.Name != b.Name || a.VNI != b.VNI || !slices.Equal(a.Subnets, b.Subnets) || !sameVPCQoS(a.QoS, b.QoS) {
 			return false
 		}
 	}
 	for i := range d.eps {
-		if !sameEndpoint(&desired.Endpoints[i], &d.eps[i]) {
+		if !sameEndpoint(&desired.Endpoints[i], &d.eps[i]) || !sameQoS(desired.Endpoints[i].QoS, d.eps[i].QoS) {
 			return false
 		}
 	}
 	return true
 }
+
+// countQoS counts a QoS that was (had) and is (has) there, and changed.
+func (d *Driver) countQoS(had, has, changed bool) {
+	switch {
+	case !had && has:
+		d.count(kindQoS, verbAdd)
+	case had && !has:
+		d.count(kindQoS, verbDel)
+	case had && changed:
+		d.count(kindQoS, verbUpdate)
+	}
+}
+
+func sameQoS(a, b *datapath.QoS) bool       { return a == b || a != nil && b != nil && *a == *b }
+func sameVPCQoS(a, b *datapath.VPCQoS) bool { return a == b || a != nil && b != nil && *a == *b }
 
 // dropRemotes forgets the learned remotes of a VPC no longer carried.
 func (d *Driver) dropRemotes(vni uint32) {
@@ -402,8 +424,8 @@ func (d *Driver) Close() error {
 	return nil
 }
 
-// Counts implements datapath.Counter. Kinds are host, vpc, subnet, endpoint
-// and remote; verbs add, update and del.
+// Counts implements datapath.Counter. Kinds are host, vpc, subnet, endpoint,
+// remote and qos (of an endpoint or a VPC); verbs add, update and del.
 func (d *Driver) Counts() datapath.Counts {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -423,8 +445,12 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var s datapath.Snapshot
+	local := map[uint32]bool{}
+	for _, e := range d.eps {
+		local[e.VNI] = true
+	}
 	for _, v := range d.vpcs {
-		sv := datapath.SnapshotVPC{VNI: v.VNI}
+		sv := datapath.SnapshotVPC{VNI: v.VNI, QoS: v.QoS.Enforced(d.host.CapacityBps, local[v.VNI])}
 		for _, sn := range v.Subnets {
 			sv.CIDRs = append(sv.CIDRs, sn.CIDR)
 			sv.Gateways = append(sv.Gateways, sn.Gateway)
@@ -432,7 +458,8 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 		s.VPCs = append(s.VPCs, sv)
 	}
 	for _, e := range d.eps {
-		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: e.ID, VNI: e.VNI, IP: e.IP, MAC: e.MAC.String()})
+		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: e.ID, VNI: e.VNI, IP: e.IP, MAC: e.MAC.String(),
+			QoS: e.QoS.Enforced(d.host.CapacityBps)})
 	}
 	for _, r := range d.remotes {
 		s.Remotes = append(s.Remotes, datapath.SnapshotRemote{VNI: r.VNI, IP: r.IP, Host: r.HostUnderlay})
@@ -449,9 +476,15 @@ func (d *Driver) State() string {
 	if d.host != (datapath.HostConfig{}) {
 		h := d.host
 		lines = append(lines, fmt.Sprintf("host %s underlay=%s dev=%s mtu=%d", h.Name, h.UnderlayIP, h.UnderlayDev, h.MTU))
+		if h.CapacityBps != 0 {
+			lines = append(lines, fmt.Sprintf("host %s capacity=%d", h.Name, h.CapacityBps))
+		}
 	}
 	for _, v := range d.vpcs {
 		lines = append(lines, fmt.Sprintf("vpc %d %s/%s", v.VNI, v.Tenant, v.Name))
+		if q := v.QoS; q != nil {
+			lines = append(lines, fmt.Sprintf("vpc %d qos max=%d min=%d", v.VNI, q.MaxRateBps, q.MinRateBps))
+		}
 		for _, s := range v.Subnets {
 			lines = append(lines, fmt.Sprintf("vpc %d subnet %s %s gw=%s", v.VNI, s.Name, s.CIDR, s.Gateway))
 		}
@@ -459,6 +492,9 @@ func (d *Driver) State() string {
 	for _, e := range d.eps {
 		lines = append(lines, fmt.Sprintf("endpoint %s vni=%d subnet=%s ip=%s/%d mac=%s gw=%s if=%s netns=%q identity=%d",
 			e.ID, e.VNI, e.Subnet, e.IP, e.Prefix.Bits(), e.MAC, e.Gateway, e.IfName, e.Netns, e.Identity))
+		if q := e.QoS; q != nil {
+			lines = append(lines, fmt.Sprintf("endpoint %s qos max=%d min=%d priority=%d dscp=%d", e.ID, q.MaxRateBps, q.MinRateBps, q.Priority, q.DSCP))
+		}
 	}
 	for _, r := range d.remotes {
 		lines = append(lines, fmt.Sprintf("remote %d %s host=%s mac=%s identity=%d epoch=%d",

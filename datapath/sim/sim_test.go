@@ -303,7 +303,7 @@ func TestComparedFields(t *testing.T) {
 	for _, c := range []struct {
 		v    any
 		want int
-	}{{datapath.Desired{}, 3}, {datapath.VPC{}, 4}, {datapath.Endpoint{}, 10}} {
+	}{{datapath.Desired{}, 3}, {datapath.VPC{}, 5}, {datapath.Endpoint{}, 11}} {
 		if n := reflect.TypeOf(c.v).NumField(); n != c.want {
 			t.Errorf("%T has %d fields, the sim driver compares %d: update Driver.programmed and sameEndpoint", c.v, n, c.want)
 		}

@@ -18,8 +18,8 @@ import (
 // one subnet each, n/10 hosts, then the endpoints, spread over hosts and
 // VPCs, with a UID, a creation time and two labels (150 label sets). With
 // pending the endpoints have no status address yet (as created, before
-// the controller and agent fill it); otherwise they are Ready with IP, MAC
-// and VNI.
+// the controller and agent fill it); otherwise they are Ready with IP,
+// MAC, VNI, a security identity and two True conditions.
 func Objects(n int, pending bool) []apiv1.Object {
 	hosts, vpcs := max(n/10, 1), max(n/100, 1)
 	tm := func(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
@@ -60,6 +60,13 @@ func Objects(n int, pending bool) []apiv1.Object {
 			ep.Status.MAC = fmt.Sprintf("02:00:0a:%02x:%02x:%02x", k%100, byte(j>>8), byte(j))
 			ep.Status.VNI = uint32(1000 + k)
 			ep.Status.Phase = apiv1.PhaseReady
+			ep.Status.Identity = uint32(1 + e%150) // one per label set
+			ep.Status.Conditions = []apiv1.Condition{
+				{Type: apiv1.ConditionPolicyProgrammed, Status: apiv1.ConditionTrue, Reason: "Programmed",
+					ObservedGeneration: 1, LastTransitionTime: "2025-06-01T12:00:01Z"},
+				{Type: apiv1.ConditionQoSProgrammed, Status: apiv1.ConditionTrue, Reason: "Programmed",
+					ObservedGeneration: 1, LastTransitionTime: "2025-06-01T12:00:01Z"},
+			}
 		}
 		objs = append(objs, ep)
 	}

@@ -30,8 +30,13 @@
 // bounds. Each session runs in its own goroutines, so one stalled stream
 // never delays another.
 //
-// An Ack advances the held version and is reported to StatusSink.Acked.
-// A Nack is reported to StatusSink.Nacked and answered with a snapshot, at
+// An Ack advances the held version and is reported to StatusSink.Acked,
+// with the error of programming the view if the agent could not (the view
+// is adopted and retried by the agent: no snapshot is sent). An Ack of the
+// version already held, also while a delta is in flight, is the agent's
+// report that this error changed, and only reaches StatusSink.Acked (see
+// package wire). A Nack (the agent refused the view) is reported to
+// StatusSink.Nacked and answered with a snapshot, at
 // once for the first Nack and after a backoff (100ms doubling to 30s) for
 // further Nacks without an Ack between, so that an agent that cannot apply
 // any view does not keep the controller in a tight loop. No answer within
@@ -41,6 +46,7 @@
 // # Status
 //
 // RegistrySink is the StatusSink that writes Host.status (viewVersion,
-// lastError, agentVersion) through the registry, coalesced to at most one
-// write per host per interval and only when something changed.
+// lastError: a Nack's error or an Ack's programming error, at most 1 KiB;
+// agentVersion) through the registry, coalesced to at most one write per
+// host per interval and only when something changed.
 package stream

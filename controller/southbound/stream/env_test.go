@@ -98,7 +98,7 @@ func newSenv(t *testing.T, o senvOpts) *senv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sink.Start(); err != nil {
+		if err := sink.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { sink.Close() })
@@ -247,7 +247,13 @@ func (r *recSink) Connected(host, agentVersion string) {
 	r.add("connected " + host + " " + agentVersion)
 	r.connected <- host
 }
-func (r *recSink) Acked(host string, v uint64) { r.add(fmt.Sprintf("acked %s %d", host, v)) }
+func (r *recSink) Acked(host string, v uint64, programErr string) {
+	if programErr != "" {
+		r.add(fmt.Sprintf("acked %s %d %s", host, v, programErr))
+		return
+	}
+	r.add(fmt.Sprintf("acked %s %d", host, v))
+}
 func (r *recSink) Nacked(host string, v uint64, err string) {
 	r.add(fmt.Sprintf("nacked %s %d %s", host, v, err))
 }

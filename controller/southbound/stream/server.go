@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/controller/compile"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -37,9 +38,11 @@ type KeyFunc func(host string) (key []byte, ok bool)
 type StatusSink interface {
 	// Connected: host's agent (agentVersion) completed a handshake.
 	Connected(host, agentVersion string)
-	// Acked: host applied its view up to version.
-	Acked(host string, version uint64)
-	// Nacked: host failed to apply the delta to version.
+	// Acked: host holds its view at version; programErr is the error of
+	// programming it into the data plane ("": programmed). It is called
+	// again for the same version when that error changes.
+	Acked(host string, version uint64, programErr string)
+	// Nacked: host refused the delta to version.
 	Nacked(host string, version uint64, err string)
 	// Disconnected: host's session ended and no newer one replaced it.
 	Disconnected(host string)
@@ -151,9 +154,8 @@ type Server struct {
 	m      *metrics
 	nonces *nonceCache
 
-	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	life lifecycle.Group // the sessions' goroutines
+	ctx  context.Context // the lifetime context: life's, ended by Close
 	// admit holds a token per connection whose first view is not yet
 	// written (Config.MaxHandshakes).
 	admit chan struct{}
@@ -161,11 +163,12 @@ type Server struct {
 	mu        sync.Mutex
 	sessions  map[string]*session // by host: the current session
 	listeners map[net.Listener]struct{}
-	closed    bool
-	closeOnce sync.Once
+	closed    bool // no more listeners
 }
 
-// New returns a Server; call Serve to accept agents.
+// New returns a Server; call Serve to accept agents and Close to end it.
+// A Server has no Start: each Serve call runs for as long as its listener
+// serves.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -185,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 		listeners: map[net.Listener]struct{}{},
 		admit:     make(chan struct{}, cfg.MaxHandshakes),
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.ctx = s.life.Context()
 	return s, nil
 }
 
@@ -244,33 +247,28 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			nc.Close()
+		if !s.life.Go(func(context.Context) { s.handle(nc, sync.OnceFunc(func() { <-s.admit })) }) {
+			nc.Close() // closed meanwhile
 			<-s.admit
 			return nil
 		}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.handle(nc, sync.OnceFunc(func() { <-s.admit }))
 	}
 }
 
 // Close stops accepting, closes every session and waits for every
 // goroutine of the server. It is idempotent.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		s.cancel() // first: Serve then takes the listener's error for a shutdown
+	// The lifetime context ends first: Serve then takes the listener's
+	// error for a shutdown.
+	return s.life.Close(func() error {
 		s.mu.Lock()
 		s.closed = true
 		for l := range s.listeners {
 			l.Close()
 		}
 		s.mu.Unlock()
-		s.wg.Wait()
+		return nil
 	})
-	return nil
 }
 
 // Sessions returns the number of hosts with an established session.
@@ -324,6 +322,6 @@ func isTemporary(err error) bool {
 type nopSink struct{}
 
 func (nopSink) Connected(string, string)      {}
-func (nopSink) Acked(string, uint64)          {}
+func (nopSink) Acked(string, uint64, string)  {}
 func (nopSink) Nacked(string, uint64, string) {}
 func (nopSink) Disconnected(string)           {}

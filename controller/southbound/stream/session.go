@@ -42,7 +42,6 @@ func (s *session) end(reason string) string {
 
 // handle runs one connection: handshake, then the session.
 func (s *Server) handle(nc net.Conn, admitted func()) {
-	defer s.wg.Done()
 	defer admitted()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
@@ -144,7 +143,6 @@ type readResult struct {
 
 // read forwards the agent's messages until an error or ctx ends.
 func (s *Server) read(ctx context.Context, wc *wire.Conn, out chan<- readResult) {
-	defer s.wg.Done()
 	for {
 		m, err := wc.ReadMessage(ctx)
 		if errors.Is(err, wire.ErrUnknownType) {
@@ -193,8 +191,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 	}
 	wc.SetMaxFrame(s.cfg.MaxFrame)
 	msgs := make(chan readResult)
-	s.wg.Add(1)
-	go s.read(ctx, wc, msgs)
+	s.life.Go(func(context.Context) { s.read(ctx, wc, msgs) })
 
 	var (
 		held  = h.ViewVersion // the version the agent holds
@@ -232,7 +229,8 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 					continue
 				}
 				if a, ok := r.m.(*wire.Ack); ok && a.Version == held {
-					continue // a repeated Ack: harmless
+					s.cfg.Status.Acked(host, held, a.Error) // a status report
+					continue
 				}
 				return reasonProtocol, fmt.Errorf("unexpected %v while no delta is outstanding", r.m.FrameType())
 			case <-ctx.Done():
@@ -245,7 +243,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 		admitted() // its first view is on the way: let the next one in
 		// Window of one: nothing more is sent until the agent answers.
 		// Changes meanwhile coalesce into the next delta.
-		m, reason, err := s.awaitAnswer(ctx, msgs)
+		m, reason, err := s.awaitAnswer(ctx, msgs, host, held, d.ToVersion)
 		if err != nil {
 			return reason, err
 		}
@@ -256,7 +254,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 			}
 			held, nacks = d.ToVersion, 0
 			s.m.acks.Inc()
-			s.cfg.Status.Acked(host, held)
+			s.cfg.Status.Acked(host, held, m.Error)
 		case *wire.Nack:
 			s.nacked(host, m)
 			nacks++
@@ -292,24 +290,34 @@ func (s *Server) nackBackoff(ctx context.Context, n int) error {
 	}
 }
 
-// awaitAnswer waits AckTimeout for the Ack or Nack of the delta in flight.
-func (s *Server) awaitAnswer(ctx context.Context, msgs <-chan readResult) (wire.Message, string, error) {
+// awaitAnswer waits AckTimeout for the Ack or Nack of the delta in flight,
+// to version to. An Ack of held, the version the agent had before, is the
+// agent's status report (wire.Ack): recorded, and the wait goes on.
+func (s *Server) awaitAnswer(ctx context.Context, msgs <-chan readResult, host string, held, to uint64) (wire.Message, string, error) {
 	t := time.NewTimer(s.cfg.AckTimeout)
 	defer t.Stop()
-	select {
-	case r := <-msgs:
-		if r.err != nil {
-			return nil, reasonRead, r.err
+	for {
+		select {
+		case r := <-msgs:
+			if r.err != nil {
+				return nil, reasonRead, r.err
+			}
+			switch m := r.m.(type) {
+			case *wire.Ack:
+				if m.Version == held && held != to {
+					s.cfg.Status.Acked(host, held, m.Error)
+					continue
+				}
+				return m, "", nil
+			case *wire.Nack:
+				return m, "", nil
+			}
+			return nil, reasonProtocol, fmt.Errorf("unexpected %v while a delta is outstanding", r.m.FrameType())
+		case <-t.C:
+			return nil, reasonAckTimeout, fmt.Errorf("no ack within %v", s.cfg.AckTimeout)
+		case <-ctx.Done():
+			return nil, reasonShutdown, ctx.Err()
 		}
-		switch r.m.(type) {
-		case *wire.Ack, *wire.Nack:
-			return r.m, "", nil
-		}
-		return nil, reasonProtocol, fmt.Errorf("unexpected %v while a delta is outstanding", r.m.FrameType())
-	case <-t.C:
-		return nil, reasonAckTimeout, fmt.Errorf("no ack within %v", s.cfg.AckTimeout)
-	case <-ctx.Done():
-		return nil, reasonShutdown, ctx.Err()
 	}
 }
 

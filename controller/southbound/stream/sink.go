@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // Defaults of RegistrySinkConfig.
@@ -52,7 +54,8 @@ type RegistrySinkConfig struct {
 }
 
 // RegistrySink is a StatusSink that writes Host.status.viewVersion,
-// lastError (set on Nack, cleared on Ack), agentVersion and replica, and the
+// lastError (set on Nack, set to an Ack's programming error: cleared by an
+// Ack without one), agentVersion and replica, and the
 // liveness and lastSeen that the liveness tracker queues (QueueLiveness),
 // through the registry, coalesced: the calls only update a pending record in memory,
 // and a background flusher writes each changed host at most once per
@@ -70,10 +73,8 @@ type RegistrySink struct {
 	mu      sync.Mutex
 	pending map[string]*statusUpdate
 
-	cancel  context.CancelFunc
-	done    chan struct{}
-	started bool
-	closing sync.Once
+	life      lifecycle.Group
+	lastFlush sync.Once // Close's
 }
 
 // statusUpdate is what is known about a host since its last write.
@@ -146,7 +147,6 @@ func NewRegistrySink(cfg RegistrySinkConfig) (*RegistrySink, error) {
 		pendingGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_stream_status_pending", Help: "Hosts whose status waits for the next flush."}),
 		pending: map[string]*statusUpdate{},
-		done:    make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.writes, s.errs, s.skipped, s.pendingGauge} {
@@ -158,41 +158,29 @@ func NewRegistrySink(cfg RegistrySinkConfig) (*RegistrySink, error) {
 	return s, nil
 }
 
-// Start begins flushing every Interval until Close.
-func (s *RegistrySink) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return errors.New("stream: registry sink started twice")
+// Start begins flushing every Interval until Close. ctx is not used:
+// starting blocks on nothing.
+func (s *RegistrySink) Start(context.Context) error {
+	if _, err := s.life.Start(); err != nil {
+		return fmt.Errorf("stream: registry sink: %w", err)
 	}
-	s.started = true
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	go s.loop(ctx)
+	s.life.Go(s.loop)
 	return nil
 }
 
 // Close stops the flusher, then flushes what is pending one last time
 // (bounded by a few seconds). It is idempotent.
 func (s *RegistrySink) Close() error {
-	s.closing.Do(func() {
-		s.mu.Lock()
-		started := s.started
-		s.started = true // no Start after Close
-		s.mu.Unlock()
-		if started && s.cancel != nil {
-			s.cancel()
-			<-s.done
-		}
+	err := s.life.Close()
+	s.lastFlush.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
 		defer cancel()
 		s.flush(ctx)
 	})
-	return nil
+	return err
 }
 
 func (s *RegistrySink) loop(ctx context.Context) {
-	defer close(s.done)
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -215,9 +203,10 @@ func (s *RegistrySink) Connected(host, agentVersion string) {
 	s.update(host, u)
 }
 
-// Acked implements StatusSink: viewVersion is set and lastError cleared.
-func (s *RegistrySink) Acked(host string, version uint64) {
-	s.update(host, &statusUpdate{setView: true, viewVersion: version, setError: true})
+// Acked implements StatusSink: viewVersion is set, and lastError to the
+// programming error (cleared if none).
+func (s *RegistrySink) Acked(host string, version uint64, programErr string) {
+	s.update(host, &statusUpdate{setView: true, viewVersion: version, setError: true, lastError: bounded(programErr)})
 }
 
 // Nacked implements StatusSink: lastError is set.
@@ -225,7 +214,24 @@ func (s *RegistrySink) Nacked(host string, _ uint64, err string) {
 	if err == "" {
 		err = "agent refused the view without a reason"
 	}
-	s.update(host, &statusUpdate{setError: true, lastError: err})
+	s.update(host, &statusUpdate{setError: true, lastError: bounded(err)})
+}
+
+// maxLastError bounds the bytes of an agent's error kept in
+// Host.status.lastError; a longer one is cut, marked with "…".
+const maxLastError = 1024
+
+// bounded cuts msg to maxLastError bytes, at a UTF-8 character boundary.
+func bounded(msg string) string {
+	if len(msg) <= maxLastError {
+		return msg
+	}
+	const mark = "…"
+	cut := maxLastError - len(mark)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + mark
 }
 
 // QueueLiveness implements liveness.HostStatusQueue: a host's liveness

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/internal/lifecycle"
 )
 
 // fakeHosts is a StatusWriter over an in-memory set of hosts that records
@@ -55,22 +57,28 @@ func TestRegistrySinkCoalesces(t *testing.T) {
 		{"a thousand acks are one write", func() {
 			s.Connected("h1", "agent/1")
 			for v := uint64(1); v <= 1000; v++ {
-				s.Acked("h1", v)
+				s.Acked("h1", v, "")
 			}
 		}, 0, []string{`h1 view=1000 err="" agent="agent/1"`}},
 		{"nothing pending, nothing written", func() {}, 0, nil},
-		{"an unchanged status is not written", func() { s.Acked("h1", 1000) }, 0, nil},
+		{"an unchanged status is not written", func() { s.Acked("h1", 1000, "") }, 0, nil},
 		{"nack sets lastError", func() { s.Nacked("h2", 7, "boom") }, 0, []string{`h2 view=0 err="boom" agent=""`}},
 		{"nack then ack in one interval clears it", func() {
 			s.Nacked("h2", 8, "again")
-			s.Acked("h2", 8)
+			s.Acked("h2", 8, "")
 		}, 0, []string{`h2 view=8 err="" agent=""`}},
 		{"ack then nack keeps both", func() {
-			s.Acked("h1", 1001)
+			s.Acked("h1", 1001, "")
 			s.Nacked("h1", 1002, "bad")
 		}, 0, []string{`h1 view=1001 err="bad" agent="agent/1"`}},
-		{"unknown host is skipped", func() { s.Acked("ghost", 1) }, 0, nil},
-		{"a failed write is retried at the next flush", func() { s.Acked("h2", 9) }, 1, nil},
+		{"an ack with a programming error sets lastError", func() { s.Acked("h1", 1002, "program datapath: EBUSY") }, 0,
+			[]string{`h1 view=1002 err="program datapath: EBUSY" agent="agent/1"`}},
+		{"the same version acked without one clears it", func() { s.Acked("h1", 1002, "") }, 0,
+			[]string{`h1 view=1002 err="" agent="agent/1"`}},
+		{"a long error is cut", func() { s.Nacked("h1", 1003, strings.Repeat("é", maxLastError)) }, 0,
+			[]string{fmt.Sprintf(`h1 view=1002 err=%q agent="agent/1"`, strings.Repeat("é", (maxLastError-3)/2)+"…")}},
+		{"unknown host is skipped", func() { s.Acked("ghost", 1, "") }, 0, nil},
+		{"a failed write is retried at the next flush", func() { s.Acked("h2", 9, "") }, 1, nil},
 		{"retry, merged under a newer update", func() { s.Connected("h2", "agent/2") }, 0, []string{`h2 view=9 err="" agent="agent/2"`}},
 	}
 	for _, st := range steps {
@@ -99,7 +107,7 @@ func TestRegistrySinkReplica(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	s.Acked("h1", 3)
+	s.Acked("h1", 3, "")
 	s.flush(ctx)
 	if got := f.hosts["h1"].Replica; got != "10.0.0.9:7444" {
 		t.Errorf("after an ack: replica %q, want the previous one kept", got)
@@ -125,7 +133,7 @@ func TestRegistrySinkLiveness(t *testing.T) {
 
 	s.Connected("h1", "agent/1")
 	s.QueueLiveness("h1", apiv1.LivenessAlive, t0)
-	s.Acked("h1", 5)
+	s.Acked("h1", 5, "")
 	s.flush(ctx)
 	want := apiv1.HostStatus{AgentVersion: "agent/1", Replica: "10.0.0.1:7444", ViewVersion: 5,
 		Liveness: apiv1.LivenessAlive, LastSeen: t0.Format(time.RFC3339Nano)}
@@ -153,5 +161,35 @@ func TestRegistrySinkLiveness(t *testing.T) {
 	s.flush(ctx)
 	if got := f.hosts["h1"]; got.Liveness != apiv1.LivenessSuspect || got.LastSeen != t0.Add(time.Minute).Format(time.RFC3339Nano) || len(f.writes) != 1 {
 		t.Errorf("liveness %q lastSeen %q (%d writes), want Suspect, %s, 1 write", got.Liveness, got.LastSeen, len(f.writes), t0.Add(time.Minute).Format(time.RFC3339Nano))
+	}
+}
+
+// TestRegistrySinkLifecycle: Start once (its ctx bounds nothing after it),
+// Close idempotent with one last flush of what is pending.
+func TestRegistrySinkLifecycle(t *testing.T) {
+	f := &fakeHosts{hosts: map[string]apiv1.HostStatus{"h1": {}}}
+	s, err := NewRegistrySink(RegistrySinkConfig{Registry: f, Workers: 1, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := s.Start(context.Background()); !errors.Is(err, lifecycle.ErrStarted) {
+		t.Errorf("second Start = %v, want ErrStarted", err)
+	}
+	s.Acked("h1", 4, "")
+	for range 2 {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff([]string{`h1 view=4 err="" agent=""`}, f.writes); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+	if err := s.Start(context.Background()); !errors.Is(err, lifecycle.ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
 }

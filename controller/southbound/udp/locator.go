@@ -440,7 +440,7 @@ func (l *Locator) resolve(ep *apiv1.Endpoint) (locKey, wire.Location, bool) {
 	if !hs.ip.IsValid() {
 		return locKey{}, wire.Location{}, false
 	}
-	loc := wire.Location{HostIP: hs.ip}
+	loc := wire.Location{HostIP: hs.ip, Identity: ep.Status.Identity}
 	if hw, err := net.ParseMAC(ep.Status.MAC); err == nil && len(hw) == len(loc.MAC) {
 		copy(loc.MAC[:], hw)
 	}

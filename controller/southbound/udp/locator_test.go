@@ -128,6 +128,9 @@ func TestLookupOverUDP(t *testing.T) {
 		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
 		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
 	web := create(t, r, endpointObj("web", "a", "h1"))[0].(*apiv1.Endpoint)
+	if web.Status.Identity == 0 {
+		t.Fatal("the registry gave web no identity")
+	}
 	loc := startLocator(t, st)
 	srv := startServer(t, Config{Keys: newKeyring(2), Locator: loc, Sockets: 1})
 	a := newAgent(t, 2, srv.LocalAddr())
@@ -143,7 +146,7 @@ func TestLookupOverUDP(t *testing.T) {
 	negEpoch := uint64(loc.Revision())
 	want := []wire.LookupAnswer{
 		{RequestID: 1, VNI: vni, IP: ip, Found: true, Epoch: rv, TTL: 60,
-			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr(hw)}},
+			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr(hw), Identity: web.Status.Identity}},
 		{RequestID: 2, VNI: vni, IP: netip.MustParseAddr("10.0.1.99"), Epoch: negEpoch, TTL: 5},
 		{RequestID: 3, VNI: vni + 1, IP: ip, Epoch: negEpoch, TTL: 5},
 	}
@@ -213,7 +216,7 @@ func TestMigrationInvalidatesExactlyInterested(t *testing.T) {
 	}
 	newEpoch, _ := strconv.ParseUint(out.GetObjectMeta().ResourceVersion, 10, 64)
 	wantMoved := wire.Invalidate{VNI: vmQ.VNI, IP: vmQ.IP, Epoch: newEpoch, HasLocation: true,
-		Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.2"), MAC: mustMAC(t, vm.Status.MAC)}}
+		Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.2"), MAC: mustMAC(t, vm.Status.MAC), Identity: vm.Status.Identity}}
 	for id := 1; id <= 3; id++ {
 		if diff := cmp.Diff(wantMoved, invalidation(t, agents[id]), addrCmp); diff != "" {
 			t.Errorf("host %d: invalidate (-want +got):\n%s", id, diff)
@@ -276,17 +279,24 @@ func TestLocatorEvents(t *testing.T) {
 		t.Fatalf("before creation: %+v", ans[0])
 	}
 
-	t.Run("created after a negative answer", func(t *testing.T) {
-		src.put(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100))
+	withID := func(ep *apiv1.Endpoint, id uint32) *apiv1.Endpoint {
+		ep.Status.Identity = id
+		return ep
+	}
+	t.Run("created after a negative answer, with its identity", func(t *testing.T) {
+		src.put(withID(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100), 42))
 		got := invalidation(t, a)
 		want := wire.Invalidate{VNI: 100, IP: q.IP, Epoch: 3, HasLocation: true,
-			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr{2, 0, 0, 0, 0, 5}}}
+			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr{2, 0, 0, 0, 0, 5}, Identity: 42}}
 		if diff := cmp.Diff(want, got, addrCmp); diff != "" {
 			t.Errorf("invalidate (-want +got):\n%s", diff)
 		}
+		if ans := a.lookup(q); !ans[0].Found || ans[0].Location.Identity != 42 {
+			t.Errorf("answer %+v, want identity 42", ans[0])
+		}
 	})
 	t.Run("a change that does not move it is silent", func(t *testing.T) {
-		ep := fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100)
+		ep := withID(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100), 42)
 		ep.Status.Phase = apiv1.PhaseReady
 		src.put(ep)
 		waitFor(t, "the locator to apply revision 4", func() bool { return loc.Revision() >= 4 })
@@ -294,11 +304,21 @@ func TestLocatorEvents(t *testing.T) {
 			t.Errorf("after a status change: %+v, want epoch 3", ans[0])
 		}
 	})
+	t.Run("a new identity (relabelled) invalidates with it", func(t *testing.T) {
+		src.put(withID(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100), 43))
+		got := invalidation(t, a)
+		if got.Epoch != 5 || !got.HasLocation || got.Location.Identity != 43 {
+			t.Errorf("invalidate: %+v, want epoch 5 with identity 43", got)
+		}
+		if ans := a.lookup(q); ans[0].Location.Identity != 43 || ans[0].Epoch != 5 {
+			t.Errorf("answer %+v, want identity 43 at epoch 5", ans[0])
+		}
+	})
 	t.Run("host address change moves its endpoints", func(t *testing.T) {
 		src.put(hostObj("h1", "192.0.2.11"))
 		got := invalidation(t, a)
-		if got.Epoch != 5 || got.Location.HostIP != netip.MustParseAddr("192.0.2.11") {
-			t.Errorf("invalidate: %+v, want epoch 5 at 192.0.2.11", got)
+		if got.Epoch != 6 || got.Location.HostIP != netip.MustParseAddr("192.0.2.11") || got.Location.Identity != 43 {
+			t.Errorf("invalidate: %+v, want epoch 6 at 192.0.2.11 with identity 43", got)
 		}
 	})
 	t.Run("watch re-opened after the store closed it", func(t *testing.T) {
@@ -310,8 +330,8 @@ func TestLocatorEvents(t *testing.T) {
 		})
 		src.put(fakeEndpoint("e", "h2", "10.0.0.5", "02:00:00:00:00:05", 100))
 		got := invalidation(t, a)
-		if got.Epoch != 6 || got.Location.HostIP != netip.MustParseAddr("192.0.2.2") {
-			t.Errorf("invalidate: %+v, want epoch 6 at 192.0.2.2", got)
+		if got.Epoch != 7 || got.Location.HostIP != netip.MustParseAddr("192.0.2.2") {
+			t.Errorf("invalidate: %+v, want epoch 7 at 192.0.2.2", got)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package agent
+package udpmux
 
 import (
 	"encoding/binary"
@@ -13,7 +13,7 @@ import (
 // sendmsg hands the kernel several datagrams for one destination, of one
 // size, in one buffer; it builds and routes them as one, and splits them
 // into the very same datagrams separate sends would make, at the latest
-// on the receiving socket. A shared mux sends the heartbeats of a batch
+// on the receiving socket. A mux sends the heartbeats of a batch
 // going to one controller address this way: over loopback, where `weft
 // sim` runs, this costs a sixth of the kernel time sendmmsg spends on
 // each datagram. The receiver sees no difference (it does not enable

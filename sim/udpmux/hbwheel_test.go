@@ -1,4 +1,4 @@
-package agent
+package udpmux
 
 import (
 	"fmt"
@@ -28,12 +28,14 @@ func testHBWheel(t *testing.T, members int) {
 		time.Second, 7300 * time.Millisecond, 100 * time.Second, time.Hour}
 	rng := rand.New(rand.NewPCG(3, 4))
 	w := newHBWheel(time.Now(), time.Duration(window))
-	due := map[*hbEntry]int64{} // the live members' next heartbeats
+	due := map[*member]int64{} // the live members' next heartbeats
+	iv := map[*member]int64{}  // their intervals
 	var clock int64
 	left := false
 	join := func() {
-		e := &hbEntry{iv: int64(intervals[rng.IntN(len(intervals))])}
-		d := clock + rng.Int64N(e.iv)
+		e := &member{}
+		iv[e] = int64(intervals[rng.IntN(len(intervals))])
+		d := clock + rng.Int64N(iv[e])
 		due[e] = d
 		w.push(e, d)
 	}
@@ -85,9 +87,9 @@ func testHBWheel(t *testing.T, members int) {
 			}
 		}
 		for _, x := range out {
-			d := x.due + x.e.iv
+			d := x.due + iv[x.e]
 			if d < clock {
-				d = clock + x.e.iv - (clock-d)%x.e.iv
+				d = clock + iv[x.e] - (clock-d)%iv[x.e]
 			}
 			due[x.e] = d
 			w.push(x.e, d)
@@ -110,15 +112,15 @@ func testHBWheel(t *testing.T, members int) {
 // bound.
 func TestHBWheelWidens(t *testing.T) {
 	w := newHBWheel(time.Now(), time.Millisecond)
-	e := &hbEntry{iv: int64(24 * time.Hour)}
-	w.push(e, e.iv)
+	e, iv := &member{}, int64(24*time.Hour)
+	w.push(e, iv)
 	if len(w.slots) > 2*hbMaxSlots {
 		t.Errorf("%d slots, want at most %d", len(w.slots), 2*hbMaxSlots)
 	}
-	if d, ok := w.next(); !ok || d != e.iv {
-		t.Errorf("next = %d, %v; want %d", d, ok, e.iv)
+	if d, ok := w.next(); !ok || d != iv {
+		t.Errorf("next = %d, %v; want %d", d, ok, iv)
 	}
-	if out := w.popDue(e.iv, 1, nil); len(out) != 1 || out[0].e != e {
+	if out := w.popDue(iv, 1, nil); len(out) != 1 || out[0].e != e {
 		t.Errorf("popDue at the due time took %v", out)
 	}
 }

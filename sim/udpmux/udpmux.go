@@ -1,4 +1,10 @@
-package agent
+// Package udpmux is the simulator's UDP transport for agents: one socket
+// shared by the agents of a process (package agent's Transport), with a
+// timing wheel that schedules their heartbeats and UDP segmentation offload
+// that sends them in batches. A real agent has its host to itself and
+// binds its own socket (package agent); this is what lets one process run
+// thousands of simulated hosts.
+package udpmux
 
 import (
 	"context"
@@ -15,20 +21,22 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
-// muxReadBuffer is the receive buffer a shared mux asks for.
-const muxReadBuffer = 4 << 20
+// readBuffer is the receive buffer a mux asks for.
+const readBuffer = 4 << 20
 
-// Defaults of the UDPMuxConfig fields.
+// Defaults of the Config fields.
 const (
 	DefaultHeartbeatBatchWindow = 10 * time.Millisecond
 	DefaultMaxHeartbeatBatch    = 64
 )
 
-// UDPMuxConfig configures a UDPMux.
-type UDPMuxConfig struct {
+// Config configures a Mux.
+type Config struct {
 	// Listen is the local UDP address to bind (host:port; default: any
 	// IPv4 address, an ephemeral port).
 	Listen string
@@ -42,67 +50,76 @@ type UDPMuxConfig struct {
 	Logger *slog.Logger
 }
 
-// UDPMux is a UDP socket shared by the agents of one process, with the two
-// loops that serve it: a reader, which authenticates each datagram with the
-// key of the host its header names and hands it to that host's agent, and
-// a heartbeat scheduler, which sends every member's heartbeats on time,
-// those falling due within HeartbeatBatchWindow of each other in one batch:
-// one sendmmsg, in which the heartbeats to one address are one message
-// segmented by the kernel (UDP GSO, gso.go) where it offers it. The
-// schedule is a timing wheel (hbwheel.go): O(1) per heartbeat.
+// Mux is a UDP socket shared by the agents of one process (an
+// agent.Transport), with the two loops that serve it: a reader, which
+// authenticates each datagram with the key of the host its header names
+// and hands it to that host's agent, and a heartbeat scheduler, which sends
+// every member's heartbeats on time, those falling due within
+// HeartbeatBatchWindow of each other in one batch: one sendmmsg, in which
+// the heartbeats to one address are one message segmented by the kernel
+// (UDP GSO, gso.go) where it offers it. The schedule is a timing wheel
+// (hbwheel.go): O(1) per heartbeat.
 //
-// A real agent has no use for it: without Config.UDPMux an agent binds its
-// own socket (a private mux of one member). A process that simulates many
-// hosts shares one mux between many agents: one socket, one table of replay
-// windows and two goroutines instead of a socket, a Verifier and three
-// goroutines per agent. Each member keeps its own host ID, key, sequence
-// numbers and controller address, so the datagrams are those separate
-// sockets would send, from one source address; the controller answers to
-// the address a host's datagrams come from, and the reader demultiplexes
-// the answers by host ID.
+// One socket, one table of replay windows and two goroutines serve all
+// the members, instead of a socket, a Verifier and two goroutines per
+// agent. Each member keeps its own host ID, key, sequence numbers and
+// controller address, so the datagrams are those separate sockets would
+// send, from one source address; the controller answers to the address a
+// host's datagrams come from, and the reader demultiplexes the answers by
+// host ID. Members that join spread their first heartbeats over their
+// interval, as hosts that did not start together would, so that agents
+// started at once do not all heartbeat in the same few milliseconds of
+// every interval.
 //
-// Build it with NewUDPMux, Start it, pass it to agents in Config.UDPMux,
-// and Close it after closing them.
-type UDPMux struct {
-	cfg      UDPMuxConfig
+// Build it with New, Start it, pass it to agents in
+// agent.Config.Transport, and Close it after closing them.
+type Mux struct {
+	cfg      Config
 	log      *slog.Logger
 	verifier *wire.Verifier
-	owner    *Agent // of a private mux: every datagram on its socket is for it
 
 	conn     *net.UDPConn
 	batchOut *ipv4.PacketConn // sendmmsg; nil if the socket is not IPv4
 	// gso: a batch's heartbeats to one address leave as one segmented
-	// datagram (gso.go). Set by start; then only the heartbeat loop
+	// datagram (gso.go). Set by Start; then only the heartbeat loop
 	// uses it, and turns it off if the kernel refuses a send.
 	gso bool
 
-	// mu guards byID. The reader holds it (read) while an agent handles a
-	// datagram, so an agent that leaves gets no datagram afterwards.
-	// Lock order: mu before an agent's own locks.
+	// mu guards byID and the members' joined flags. The reader holds it
+	// (read) while an agent handles a datagram, so an agent that leaves
+	// gets no datagram afterwards. Lock order: mu before an agent's own
+	// locks.
 	mu   sync.RWMutex
-	byID map[uint32]*Agent
+	byID map[uint32]*member
 
-	// hbMu guards the heartbeat schedule.
+	// hbMu guards the heartbeat schedule and the members' dead flags.
 	hbMu   sync.Mutex
 	hb     *hbWheel
-	hbWake signal
+	hbWake chan struct{}
 	// batchMu is held while a batch of heartbeats is built and sent, so an
 	// agent that leaves sends no heartbeat afterwards.
 	batchMu sync.Mutex
 
-	rejected atomic.Uint64 // datagrams for no member, or not authentic
+	rejected atomic.Uint64 // datagrams for no member
 
-	lifeMu  sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	life lifecycle.Group
 }
 
-// NewUDPMux validates cfg and returns a mux that is not started.
-func NewUDPMux(cfg UDPMuxConfig) (*UDPMux, error) {
+var _ agent.Transport = (*Mux)(nil)
+
+// member is an agent in a Mux: its agent.Membership, and its entry in the
+// heartbeat schedule. An agent that leaves and joins again gets a new one.
+type member struct {
+	mux    *Mux
+	a      agent.Member
+	joined bool // in the mux (Mux.mu)
+	dead   bool // left: dropped from the schedule when its slot comes (Mux.hbMu)
+}
+
+// New validates cfg and returns a mux that is not started.
+func New(cfg Config) (*Mux, error) {
 	if cfg.HeartbeatBatchWindow < 0 || cfg.MaxHeartbeatBatch < 0 {
-		return nil, errors.New("agent: udp mux config: negative HeartbeatBatchWindow or MaxHeartbeatBatch")
+		return nil, errors.New("udpmux: config: negative HeartbeatBatchWindow or MaxHeartbeatBatch")
 	}
 	if cfg.HeartbeatBatchWindow == 0 {
 		cfg.HeartbeatBatchWindow = DefaultHeartbeatBatchWindow
@@ -116,46 +133,37 @@ func NewUDPMux(cfg UDPMuxConfig) (*UDPMux, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.Logger = cfg.Logger.With("subsystem", "agent-udp")
-	return newUDPMux(cfg)
-}
-
-// newUDPMux returns a mux for a valid cfg, defaults applied.
-func newUDPMux(cfg UDPMuxConfig) (*UDPMux, error) {
-	// The wheel's slots are a batch window wide (a mux without batching,
-	// private to one agent, takes the default: the slots only index the
-	// schedule, the window decides what leaves early).
-	tick := cfg.HeartbeatBatchWindow
-	if tick <= 0 {
-		tick = DefaultHeartbeatBatchWindow
-	}
-	m := &UDPMux{cfg: cfg, log: cfg.Logger, byID: map[uint32]*Agent{}, hbWake: make(signal, 1),
-		hb: newHBWheel(time.Now(), tick)}
+	m := &Mux{cfg: cfg, log: cfg.Logger.With("subsystem", "udpmux"), byID: map[uint32]*member{},
+		hbWake: make(chan struct{}, 1), hb: newHBWheel(time.Now(), cfg.HeartbeatBatchWindow)}
 	var err error
 	m.verifier, err = wire.NewVerifier(wire.VerifierConfig{
 		// Controller → host datagrams carry the receiving host's ID: only
 		// a member's is accepted, with that member's key.
 		Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
-			a := m.byID[id] // the reader holds mu
-			if a == nil {
+			e := m.byID[id] // the reader holds mu
+			if e == nil {
 				return nil, false
 			}
-			return a.cfg.Key, true
+			return e.a.HostKey(), true
 		}),
 		Accept: wire.ToAgent,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("udpmux: %w", err)
 	}
 	return m, nil
 }
 
 // Start binds the socket and starts the reader and the heartbeat
-// scheduler; they run until ctx is done or Close is called.
-func (m *UDPMux) Start(ctx context.Context) error {
+// scheduler, which run until Close. ctx is not used: binding does not
+// block.
+func (m *Mux) Start(context.Context) error {
+	if _, err := m.life.Start(); err != nil {
+		return fmt.Errorf("udpmux: %w", err)
+	}
 	laddr, err := net.ResolveUDPAddr("udp", m.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("agent: resolve UDP listen address %q: %w", m.cfg.Listen, err)
+		return fmt.Errorf("udpmux: resolve UDP listen address %q: %w", m.cfg.Listen, err)
 	}
 	network := "udp4"
 	if laddr.IP != nil && laddr.IP.To4() == nil {
@@ -163,61 +171,34 @@ func (m *UDPMux) Start(ctx context.Context) error {
 	}
 	conn, err := net.ListenUDP(network, laddr)
 	if err != nil {
-		return fmt.Errorf("agent: bind UDP socket: %w", err)
+		return fmt.Errorf("udpmux: bind UDP socket: %w", err)
 	}
 	// Many hosts' answers arrive here: ask for a deep receive queue (the
 	// system may grant less; a lost answer is retried).
-	_ = conn.SetReadBuffer(muxReadBuffer)
-	if err := m.start(ctx, conn); err != nil {
-		conn.Close()
-		return err
-	}
-	return nil
-}
-
-// start runs the mux on conn, which it then owns.
-func (m *UDPMux) start(ctx context.Context, conn *net.UDPConn) error {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
-	switch {
-	case m.closed:
-		return errors.New("agent: udp mux: start after close")
-	case m.started:
-		return errors.New("agent: udp mux: already started")
-	}
+	_ = conn.SetReadBuffer(readBuffer)
 	m.conn = conn
 	if ap := conn.LocalAddr().(*net.UDPAddr).AddrPort(); ap.Addr().Unmap().Is4() && m.cfg.MaxHeartbeatBatch > 1 {
 		m.batchOut = ipv4.NewPacketConn(conn)
 		m.gso = gsoSupported(conn)
 	}
-	ctx, m.cancel = context.WithCancel(ctx)
-	m.started = true
-	m.wg.Go(func() { <-ctx.Done(); conn.Close() })
-	m.wg.Go(func() { m.readLoop(ctx) })
-	m.wg.Go(func() { m.heartbeatLoop(ctx) })
+	m.life.Go(m.readLoop)
+	m.life.Go(m.heartbeatLoop)
 	return nil
 }
 
-// Close stops the loops, waits for them and closes the socket. It is
+// Close stops the loops, closes the socket and waits for the loops. It is
 // idempotent. Members still joined can no longer send.
-func (m *UDPMux) Close() error {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
-	if m.closed {
+func (m *Mux) Close() error {
+	return m.life.Close(func() error {
+		if m.conn != nil {
+			m.conn.Close()
+		}
 		return nil
-	}
-	m.closed = true
-	if m.started {
-		m.cancel()
-		m.wg.Wait()
-	}
-	return nil
+	})
 }
 
-// LocalAddr returns the socket's address (nil before Start).
-func (m *UDPMux) LocalAddr() net.Addr {
-	m.lifeMu.Lock()
-	defer m.lifeMu.Unlock()
+// LocalAddr implements agent.Transport (nil before Start).
+func (m *Mux) LocalAddr() net.Addr {
 	if m.conn == nil {
 		return nil
 	}
@@ -225,74 +206,64 @@ func (m *UDPMux) LocalAddr() net.Addr {
 }
 
 // Rejected is the number of datagrams that named no member. (Those that
-// fail for a member count in its Stats.DatagramsRejected.)
-func (m *UDPMux) Rejected() uint64 { return m.rejected.Load() }
+// fail for a member count in its agent's Stats.DatagramsRejected.)
+func (m *Mux) Rejected() uint64 { return m.rejected.Load() }
 
-// send writes one datagram.
-func (m *UDPMux) send(pkt []byte, to netip.AddrPort) error {
+// Send implements agent.Transport.
+func (m *Mux) Send(pkt []byte, to netip.AddrPort) error {
 	_, err := m.conn.WriteToUDPAddrPort(pkt, to)
 	return err
 }
 
-// join adds a to the members. The only member of a private mux heartbeats
-// at once (as an agent always did); a shared mux spreads its members'
-// first heartbeats over their interval, as hosts that did not start
-// together would be, so that agents started at once do not all heartbeat
-// in the same few milliseconds of every interval.
-func (m *UDPMux) join(a *Agent) {
-	m.mu.Lock()
-	a.joined = true
-	m.mu.Unlock()
-	if id := a.hostID.Load(); id != 0 {
-		m.setID(a, 0, id)
+// Join implements agent.Transport: a's first heartbeat falls at a random
+// point of its first interval.
+func (m *Mux) Join(a agent.Member) agent.Membership {
+	e := &member{mux: m, a: a, joined: true}
+	if id := a.HostID(); id != 0 {
+		e.SetHostID(0, id)
 	}
-	iv := a.cfg.HeartbeatInterval
 	m.hbMu.Lock()
-	due := m.hb.now()
-	if m.owner == nil {
-		due += int64(rand.N(iv))
-	}
-	a.hbEntry = &hbEntry{a: a, iv: int64(iv)}
-	m.hb.push(a.hbEntry, due)
+	m.hb.push(e, m.hb.now()+int64(rand.N(a.HeartbeatInterval())))
 	m.hbMu.Unlock()
-	kick(m.hbWake)
+	select {
+	case m.hbWake <- struct{}{}:
+	default:
+	}
+	return e
 }
 
-// leave removes a: once it returns, a gets no datagram and sends no
-// heartbeat.
-func (m *UDPMux) leave(a *Agent) {
+// Leave implements agent.Membership.
+func (e *member) Leave() {
+	m := e.mux
 	m.hbMu.Lock()
-	if e := a.hbEntry; e != nil {
-		e.dead = true // dropped from the schedule when its slot comes
-	}
-	a.hbEntry = nil
+	e.dead = true
 	m.hbMu.Unlock()
-	m.batchMu.Lock() // wait out a batch that may hold a
+	m.batchMu.Lock() // wait out a batch that may hold e
 	//lint:ignore SA2001 an empty critical section is the point
 	m.batchMu.Unlock()
 	m.mu.Lock()
-	a.joined = false
-	if id := a.hostID.Load(); id != 0 && m.byID[id] == a {
+	e.joined = false
+	if id := e.a.HostID(); id != 0 && m.byID[id] == e {
 		delete(m.byID, id)
 		m.verifier.Forget(id)
 	}
 	m.mu.Unlock()
 }
 
-// setID moves a from host ID old to id (0: none).
-func (m *UDPMux) setID(a *Agent, old, id uint32) {
+// SetHostID implements agent.Membership.
+func (e *member) SetHostID(old, id uint32) {
+	m := e.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if old != 0 && m.byID[old] == a {
+	if old != 0 && m.byID[old] == e {
 		delete(m.byID, old)
 		m.verifier.Forget(old)
 	}
-	if id != 0 && a.joined {
-		if cur := m.byID[id]; cur != nil && cur != a {
-			m.log.Error("two agents of one UDP mux claim one host ID; the later one wins", "host_id", id,
-				"host", a.cfg.Host, "other", cur.cfg.Host)
+	if id != 0 && e.joined {
+		if cur := m.byID[id]; cur != nil && cur != e {
+			m.log.Error("two agents of one UDP mux claim one host ID; the later one wins", "host_id", id)
 		}
-		m.byID[id] = a
+		m.byID[id] = e
 	}
 }
 
@@ -300,9 +271,9 @@ func (m *UDPMux) setID(a *Agent, old, id uint32) {
 // replies, invalidations and heartbeat acks. Each is authenticated with the
 // key of the host it names and checked against that host's replay window
 // before it is decoded; anything else is counted and dropped.
-func (m *UDPMux) readLoop(ctx context.Context) {
+func (m *Mux) readLoop(ctx context.Context) {
 	buf := make([]byte, wire.MaxDatagramSize+1)
-	var sc datagramScratch
+	var sc agent.DatagramScratch
 	for {
 		n, _, err := m.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -310,8 +281,10 @@ func (m *UDPMux) readLoop(ctx context.Context) {
 				return
 			}
 			m.log.Warn("read UDP", "err", err)
-			if !sleep(ctx, 10*time.Millisecond) {
+			select {
+			case <-ctx.Done():
 				return
+			case <-time.After(10 * time.Millisecond):
 			}
 			continue
 		}
@@ -319,32 +292,28 @@ func (m *UDPMux) readLoop(ctx context.Context) {
 	}
 }
 
-func (m *UDPMux) dispatch(pkt []byte, sc *datagramScratch) {
+func (m *Mux) dispatch(pkt []byte, sc *agent.DatagramScratch) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	hdr, body, err := m.verifier.Open(pkt)
 	if err != nil {
 		if h, perr := wire.ParseHeader(pkt); perr == nil && m.byID[h.HostID] != nil {
-			m.byID[h.HostID].rejectDatagram(err)
-			return
-		}
-		if m.owner != nil && m.owner.joined {
-			m.owner.rejectDatagram(err)
+			m.byID[h.HostID].a.RejectDatagram(err)
 			return
 		}
 		m.rejected.Add(1)
 		m.log.Debug("datagram rejected", "err", err)
 		return
 	}
-	if a := m.byID[hdr.HostID]; a != nil {
-		a.handleDatagram(hdr, body, sc)
+	if e := m.byID[hdr.HostID]; e != nil {
+		e.a.HandleDatagram(hdr, body, sc)
 	}
 }
 
 // heartbeatLoop sends each member's heartbeat every HeartbeatInterval of
 // that member, starting when it joins; heartbeats due within the batch
 // window leave together.
-func (m *UDPMux) heartbeatLoop(ctx context.Context) {
+func (m *Mux) heartbeatLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	b := newHBBatch(m.cfg.MaxHeartbeatBatch, m.batchOut != nil)
@@ -385,7 +354,7 @@ type hbBatch struct {
 	bufs    [][]byte
 	pkts    [][]byte
 	to      []netip.AddrPort
-	senders []*Agent // of pkts
+	senders []agent.Member // of pkts
 	// sendmmsg
 	msgs  []ipv4.Message
 	addrs []net.UDPAddr
@@ -406,7 +375,7 @@ type hbGroup struct {
 
 func newHBBatch(n int, mmsg bool) *hbBatch {
 	b := &hbBatch{due: make([]hbBeat, 0, n), bufs: make([][]byte, n), pkts: make([][]byte, 0, n),
-		to: make([]netip.AddrPort, 0, n), senders: make([]*Agent, 0, n)}
+		to: make([]netip.AddrPort, 0, n), senders: make([]agent.Member, 0, n)}
 	for i := range b.bufs {
 		b.bufs[i] = make([]byte, 0, wire.MaxDatagramSize)
 	}
@@ -424,7 +393,7 @@ func newHBBatch(n int, mmsg bool) *hbBatch {
 }
 
 // sendDue sends every heartbeat due within the batch window, in batches.
-func (m *UDPMux) sendDue(b *hbBatch) {
+func (m *Mux) sendDue(b *hbBatch) {
 	m.batchMu.Lock()
 	defer m.batchMu.Unlock()
 	for {
@@ -434,7 +403,7 @@ func (m *UDPMux) sendDue(b *hbBatch) {
 		for _, x := range b.due {
 			// Keep the member's phase; skip the beats missed while late
 			// (as a time.Ticker does).
-			iv := x.e.iv
+			iv := int64(x.e.a.HeartbeatInterval())
 			due := x.due + iv
 			if due < now {
 				due = now + iv - (now-due)%iv
@@ -448,9 +417,9 @@ func (m *UDPMux) sendDue(b *hbBatch) {
 		b.pkts, b.to, b.senders = b.pkts[:0], b.to[:0], b.senders[:0]
 		for _, x := range b.due {
 			a := x.e.a
-			if pkt, ok := a.appendHeartbeat(b.bufs[len(b.pkts)][:0], &b.hb); ok {
+			if pkt, to, ok := a.AppendHeartbeat(b.bufs[len(b.pkts)][:0], &b.hb); ok {
 				b.pkts = append(b.pkts, pkt)
-				b.to = append(b.to, a.udpTarget())
+				b.to = append(b.to, to)
 				b.senders = append(b.senders, a)
 			}
 		}
@@ -462,14 +431,14 @@ func (m *UDPMux) sendDue(b *hbBatch) {
 }
 
 // write sends the batch's packets, counting each one sent on its sender.
-func (m *UDPMux) write(b *hbBatch) {
+func (m *Mux) write(b *hbBatch) {
 	if m.batchOut == nil || len(b.pkts) == 1 {
 		for i, pkt := range b.pkts {
-			if err := m.send(pkt, b.to[i]); err != nil {
+			if err := m.Send(pkt, b.to[i]); err != nil {
 				m.log.Debug("send heartbeat", "err", err)
 				continue
 			}
-			b.senders[i].counters.heartbeats.Add(1)
+			b.senders[i].HeartbeatSent()
 		}
 		return
 	}
@@ -488,7 +457,7 @@ func (m *UDPMux) write(b *hbBatch) {
 		n, err := m.batchOut.WriteBatch(msgs[i:], 0)
 		n = max(n, 0) // -1 when the first message fails
 		for _, a := range b.senders[i : i+n] {
-			a.counters.heartbeats.Add(1)
+			a.HeartbeatSent()
 		}
 		i += n
 		if err != nil || n == 0 {
@@ -502,7 +471,7 @@ func (m *UDPMux) write(b *hbBatch) {
 // (of one size) in one segmented message, and reports true. If the kernel
 // refuses segmentation, it turns GSO off, leaves in b the packets not yet
 // sent and reports false: write sends them one by one.
-func (m *UDPMux) writeGSO(b *hbBatch) bool {
+func (m *Mux) writeGSO(b *hbBatch) bool {
 	ng := 0
 	for i, pkt := range b.pkts {
 		g := -1
@@ -540,7 +509,7 @@ func (m *UDPMux) writeGSO(b *hbBatch) bool {
 		n = max(n, 0) // -1 when the first message fails
 		for _, gr := range b.groups[j : j+n] {
 			for _, i := range gr.pkts {
-				b.senders[i].counters.heartbeats.Add(1)
+				b.senders[i].HeartbeatSent()
 			}
 		}
 		j += n

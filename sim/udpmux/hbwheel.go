@@ -1,4 +1,4 @@
-package agent
+package udpmux
 
 import "time"
 
@@ -30,15 +30,7 @@ type hbWheel struct {
 // hbBeat is one member's next heartbeat, in its slot.
 type hbBeat struct {
 	due int64
-	e   *hbEntry
-}
-
-// hbEntry is a member in the heartbeat schedule; a member that leaves and
-// joins again gets a new one.
-type hbEntry struct {
-	a    *Agent
-	iv   int64 // the member's heartbeat interval
-	dead bool  // the member left
+	e   *member
 }
 
 // Bounds of the wheel's geometry.
@@ -64,7 +56,7 @@ func (w *hbWheel) slot(due int64) int64 { return max(due/w.tick, w.cur) }
 
 // push schedules e's next heartbeat at due; a time already behind the
 // wheel is due at once.
-func (w *hbWheel) push(e *hbEntry, due int64) {
+func (w *hbWheel) push(e *member, due int64) {
 	if s := w.slot(due); s-w.cur >= int64(len(w.slots)) {
 		w.fit(s - w.cur + 1)
 	}

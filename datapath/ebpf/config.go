@@ -1,0 +1,95 @@
+package ebpf
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/weftnet/weft/internal/netnsfile"
+)
+
+// MissMode says what the data plane does with a packet to a destination
+// it has not learned, while the agent asks for it.
+type MissMode string
+
+// Miss modes. See "Learning" in the package documentation for what each
+// measured.
+const (
+	// MissHold queues the packet in the kernel until the agent's Learn
+	// releases it (or about a second passes): the first packet arrives.
+	MissHold MissMode = "hold"
+	// MissDrop drops the packet: the sender's retransmission gets through.
+	MissDrop MissMode = "drop"
+)
+
+// Config configures a Driver. HostName is required; the rest has defaults.
+type Config struct {
+	// HostName is the host's name. Desired.Host.Name must match it. It is
+	// part of every namespace name and of the pin directory.
+	HostName string
+	// Prefix starts every namespace name the driver makes and names its
+	// pin directory with HostName (default "wft"). Tests use their testnet
+	// prefix so that cleanup finds everything.
+	Prefix string
+	// HostNetns is the path of the host's network namespace, which holds the
+	// underlay device, the VXLAN device and the host side of every
+	// endpoint's veth; "" means the process's own (/proc/self/ns/net).
+	HostNetns string
+	// NetnsDir holds named namespaces (default /var/run/netns, as `ip netns`).
+	NetnsDir string
+	// BPFFS is where bpffs is (or is mounted if it is not; default
+	// /sys/fs/bpf).
+	BPFFS string
+	// MissMode is what happens to a packet that misses (default MissHold).
+	MissMode MissMode
+	// Logger receives the driver's logs (default: discarded).
+	Logger *slog.Logger
+	// MissBuffer is the capacity of the Misses channel (default 1024).
+	MissBuffer int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = "wft"
+	}
+	if c.NetnsDir == "" {
+		c.NetnsDir = netnsfile.DefaultDir
+	}
+	if c.HostNetns == "" {
+		c.HostNetns = "/proc/self/ns/net"
+	}
+	if c.BPFFS == "" {
+		c.BPFFS = "/sys/fs/bpf"
+	}
+	if c.MissMode == "" {
+		c.MissMode = MissHold
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.MissBuffer <= 0 {
+		c.MissBuffer = 1024
+	}
+	return c
+}
+
+// Validate checks c (after defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if err := checkName("host name", c.HostName); err != nil {
+		return fmt.Errorf("ebpf datapath config: %w", err)
+	}
+	if err := checkName("prefix", c.Prefix); err != nil {
+		return fmt.Errorf("ebpf datapath config: %w", err)
+	}
+	for _, p := range []string{c.NetnsDir, c.HostNetns, c.BPFFS} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("ebpf datapath config: path %q must be absolute", p)
+		}
+	}
+	if c.MissMode != MissHold && c.MissMode != MissDrop {
+		return fmt.Errorf("ebpf datapath config: miss mode %q: want %q or %q", c.MissMode, MissHold, MissDrop)
+	}
+	return nil
+}
