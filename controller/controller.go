@@ -44,6 +44,12 @@ type Config struct {
 	DataDir string
 	// EtcdEndpoints selects an external etcd cluster instead of the embedded one.
 	EtcdEndpoints []string
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files for TLS with the
+	// external cluster (https:// endpoints): the CA of its members'
+	// certificates, and this replica's client certificate and key.
+	// EtcdUser and EtcdPassword log in to etcd's authentication.
+	EtcdCACert, EtcdCert, EtcdKey string
+	EtcdUser, EtcdPassword        string
 	// APIListen is the REST API's address (default 127.0.0.1:7443; port 0 picks one).
 	APIListen string
 	// AgentListen is the southbound address: the config stream on TCP and
@@ -92,7 +98,7 @@ func (c *Config) Validate() error {
 	case c.InsecureHTTP && (c.TLSCertFile != "" || c.ClientCAFile != ""):
 		return errors.New("controller: TLS files given with InsecureHTTP")
 	}
-	return nil
+	return c.validateEtcd()
 }
 
 // Controller is one running replica.
@@ -164,7 +170,11 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		}
 		c.cli, err = c.embedded.Client()
 	} else {
-		c.cli, err = clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+		var ec clientv3.Config
+		if ec, err = etcdClientConfig(c.cfg); err != nil {
+			return err
+		}
+		c.cli, err = clientv3.New(ec)
 	}
 	if err != nil {
 		return fmt.Errorf("connect to etcd: %w", err)

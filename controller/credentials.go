@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,8 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
+	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/secrets"
@@ -137,22 +135,6 @@ func servingNames(cfg Config, addr net.Addr) []string {
 	return append(names, cfg.TLSSANs...)
 }
 
-// adminConfig is the CLI configuration written to DATA-DIR/admin.config
-// (see the weft CLI's config file).
-type adminConfig struct {
-	APIVersion     string         `json:"apiVersion"`
-	Kind           string         `json:"kind"`
-	CurrentContext string         `json:"currentContext"`
-	Contexts       []adminContext `json:"contexts"`
-}
-
-type adminContext struct {
-	Name                     string `json:"name"`
-	Server                   string `json:"server"`
-	CertificateAuthorityData string `json:"certificateAuthorityData,omitempty"`
-	Token                    string `json:"token"`
-}
-
 // writeAdminConfig writes, unless it exists, a CLI configuration at path
 // with a new cluster-admin token and the CA, like kubeadm's admin.conf.
 func (c *credentials) writeAdminConfig(ctx context.Context, path, server string) error {
@@ -163,15 +145,16 @@ func (c *credentials) writeAdminConfig(ctx context.Context, path, server string)
 	if err != nil {
 		return fmt.Errorf("admin config: %w", err)
 	}
-	ctxt := adminContext{Name: "admin", Server: server, Token: tok.Secret}
+	x := clientconfig.Context{Name: "admin", Server: server, Token: tok.Secret}
 	if strings.HasPrefix(server, "https:") {
-		ctxt.CertificateAuthorityData = base64.StdEncoding.EncodeToString(c.ca.CertPEM())
+		x.CertificateAuthorityData = clientconfig.EncodeCA(c.ca.CertPEM())
+	} else {
+		x.InsecureHTTP = true
 	}
-	b, err := yaml.Marshal(adminConfig{APIVersion: "weft/v1", Kind: "Config", CurrentContext: "admin", Contexts: []adminContext{ctxt}})
-	if err != nil {
-		return fmt.Errorf("admin config: %w", err)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	cfg := clientconfig.New(path)
+	cfg.SetContext(x)
+	cfg.CurrentContext = x.Name
+	if err := cfg.Save(); err != nil {
 		return fmt.Errorf("admin config: %w", err)
 	}
 	c.log.Info("wrote a cluster-admin CLI configuration", "file", path)

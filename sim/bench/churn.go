@@ -2,13 +2,10 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,10 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/store"
 )
@@ -113,13 +109,12 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 		}
 		defer c.Close()
 		server = c.ServerURL()
-		if !cfg.InsecureHTTP {
-			hc, err := adminHTTPClient(c, filepath.Join(dir, "admin.config"), cfg.Concurrency*2)
-			if err != nil {
-				return nil, err
-			}
-			opts = append(opts, client.WithHTTPClient(hc))
+		// The cluster-admin context the controller wrote: its CA and token.
+		s, err := clientconfig.LoadSettings(filepath.Join(dir, "admin.config"))
+		if err != nil {
+			return nil, fmt.Errorf("churn: %w", err)
 		}
+		opts = append(opts, s.ClientOptions()...)
 
 		progress("baseline: raw etcd puts in %d-op transactions, %d writers, %s", cfg.BaselineOpsPerTxn, cfg.BaselineConcurrency, cfg.Duration/2)
 		cli, err := c.EtcdClient()
@@ -250,38 +245,3 @@ func churnSetup(ctx context.Context, cl *client.Client, hosts int) error {
 }
 
 func tm(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
-
-// adminHTTPClient is an HTTP client of c's API that trusts its CA and sends
-// the cluster-admin token of its admin.config.
-func adminHTTPClient(c *controller.Controller, adminConfig string, maxIdle int) (*http.Client, error) {
-	b, err := os.ReadFile(adminConfig)
-	if err != nil {
-		return nil, fmt.Errorf("churn: %w", err)
-	}
-	var conf struct {
-		Contexts []struct {
-			Token string `json:"token"`
-		} `json:"contexts"`
-	}
-	if err := yaml.Unmarshal(b, &conf); err != nil || len(conf.Contexts) == 0 {
-		return nil, fmt.Errorf("churn: %s: no context (%v)", adminConfig, err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.CACert())
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConns: maxIdle, MaxIdleConnsPerHost: maxIdle}
-	return &http.Client{Transport: bearer{token: conf.Contexts[0].Token, next: tr}}, nil
-}
-
-// bearer adds a bearer token to each request.
-type bearer struct {
-	token string
-	next  *http.Transport
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
-}
-
-func (b bearer) CloseIdleConnections() { b.next.CloseIdleConnections() }
