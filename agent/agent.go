@@ -28,7 +28,7 @@ type Agent struct {
 	cfg      Config
 	log      *slog.Logger
 	driver   datapath.Driver
-	key      wire.Key // cfg.Key prepared for sealing datagrams
+	dgKey    atomic.Pointer[datagramKey] // of the latest config-stream session; nil before the first
 	seq      *wire.Sequence
 	counters counters
 
@@ -87,10 +87,6 @@ func New(cfg Config) (*Agent, error) {
 	cfg = cfg.withDefaults()
 	cfg.Key = slices.Clone(cfg.Key)
 	cfg.StreamAddrs = slices.Clone(cfg.StreamAddrs)
-	key, err := wire.NewKey(cfg.Key)
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
 	cache, err := learn.New(learn.Config{
 		TTL: cfg.LearnTTL, NegativeTTL: cfg.NegativeTTL, RetryTimeout: cfg.LookupTimeout, MaxTries: cfg.LookupTries,
 	})
@@ -101,7 +97,6 @@ func New(cfg Config) (*Agent, error) {
 		cfg:        cfg,
 		log:        cfg.Logger.With("subsystem", "agent", "host", cfg.Host),
 		driver:     cfg.Driver,
-		key:        key,
 		seq:        wire.NewSequence(time.Now()),
 		view:       state.New(cfg.Host),
 		replicas:   cfg.StreamAddrs,

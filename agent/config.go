@@ -29,6 +29,8 @@ const (
 	DefaultHandshakeTimeout  = 15 * time.Second
 	DefaultBackoffMin        = time.Second
 	DefaultBackoffMax        = 30 * time.Second
+	// DefaultMaxDeltaBytes bounds a delta split over several frames.
+	DefaultMaxDeltaBytes = 8 * wire.DefaultMaxFrame
 )
 
 // Config configures an Agent. Host, StreamAddrs, UDPAddr, Key and Driver
@@ -63,8 +65,10 @@ type Config struct {
 	// binding its own socket; UDPListen must then be empty. The caller
 	// closes it after the agents.
 	Transport Transport
-	// Key is the host's raw key, wire.KeySize bytes: it signs the Hello
-	// and authenticates every datagram in both directions.
+	// Key is the host's raw key, wire.KeySize bytes: the config stream's
+	// handshake proves it to the controller (and the controller's to the
+	// agent), and each session's keys, which seal every frame and
+	// authenticate the datagrams, derive from it.
 	Key []byte
 	// Driver programs the data plane. The agent does not close it: the
 	// caller closes it after Close (or keeps it, to forward headless).
@@ -113,6 +117,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds Hello → Welcome (default 15 s).
 	HandshakeTimeout time.Duration
+	// MaxDeltaBytes bounds the memory a delta split over several frames
+	// may take before its last frame (default DefaultMaxDeltaBytes,
+	// about what its frames hold decoded); a larger one is refused with
+	// a Nack.
+	MaxDeltaBytes int
 	// Backoff is the reconnect backoff (default 1 s to 30 s, full jitter)
 	// and the retry backoff of a failed Set or report.
 	Backoff backoff.Policy
@@ -199,6 +208,9 @@ func (c Config) withDefaults() Config {
 	if c.LookupTries == 0 {
 		c.LookupTries = DefaultLookupTries
 	}
+	if c.MaxDeltaBytes == 0 {
+		c.MaxDeltaBytes = DefaultMaxDeltaBytes
+	}
 	if c.Backoff.IsZero() {
 		c.Backoff = backoff.Policy{Min: DefaultBackoffMin, Max: DefaultBackoffMax}
 	}
@@ -253,6 +265,9 @@ func (c Config) Validate() error {
 	}
 	if c.LookupTries < 0 {
 		bad("LookupTries %d is negative", c.LookupTries)
+	}
+	if c.MaxDeltaBytes < 0 {
+		bad("MaxDeltaBytes %d is negative", c.MaxDeltaBytes)
 	}
 	if err := c.Backoff.Validate(); err != nil {
 		bad("Backoff: %v", err)

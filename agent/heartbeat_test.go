@@ -250,17 +250,17 @@ func TestReporterConditions(t *testing.T) {
 // port of the replica whose config stream the agent is connected to, not
 // to the configured UDPAddr.
 func TestUDPFollowsStream(t *testing.T) {
-	var onStreamPort *fakeUDP
+	port := 0
 	h := newHarness(t, func(c *Config) {
 		c.HeartbeatInterval = 5 * time.Millisecond
 		c.UDPFollowsStream = true
-		_, port, err := net.SplitHostPort(c.StreamAddrs[0])
+		_, p, err := net.SplitHostPort(c.StreamAddrs[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, _ := strconv.Atoi(port)
-		onStreamPort = newFakeUDPOn(t, testKey(t.Name()), testHostID, n)
+		port, _ = strconv.Atoi(p)
 	})
+	onStreamPort := newFakeUDPOn(t, h.stream, port)
 	h.connect(t)
 	d := next(t, onStreamPort.heartbeats, "heartbeat on the stream's port")
 	if d.hdr.HostID != testHostID {

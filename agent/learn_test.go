@@ -67,7 +67,7 @@ func (h *harness) lookup(t *testing.T) (*wire.LookupRequest, netip.AddrPort) {
 
 func (h *harness) reply(t *testing.T, to netip.AddrPort, answers ...wire.LookupAnswer) {
 	t.Helper()
-	h.udp.sealTo(t, to, testHostID, &wire.LookupReply{Answers: answers}, &h.udp.key)
+	h.udp.sealTo(t, to, testHostID, &wire.LookupReply{Answers: answers}, h.udp.key(t))
 }
 
 func foundAt(q wire.LookupQuery, host netip.Addr, epoch uint64) wire.LookupAnswer {
@@ -226,15 +226,15 @@ func TestInvalidate(t *testing.T) {
 		h := newHarness(t)
 		h.connect(t)
 		h.learned(t)
-		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host3), &h.udp.key)
+		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host3), h.udp.key(t))
 		h.waitWhere(t, dst, "remote 192.0.2.13")
 		// A stale invalidation (epoch 2 again, pointing elsewhere) is ignored.
-		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host2), &h.udp.key)
+		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host2), h.udp.key(t))
 		waitFor(t, "the stale invalidation", func() bool { return h.agent.Stats().InvalidStale == 1 })
 		if got := h.where(t, dst); got != "remote 192.0.2.13" {
 			t.Errorf("after a stale invalidation: %s", got)
 		}
-		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(3, netip.Addr{}), &h.udp.key)
+		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(3, netip.Addr{}), h.udp.key(t))
 		waitFor(t, "the forget", func() bool { return h.agent.Stats().Invalidations == 2 })
 		if got := h.where(t, dst); got != "miss" {
 			t.Errorf("after the endpoint is gone: %s, want miss", got)
@@ -260,14 +260,14 @@ func TestInvalidate(t *testing.T) {
 		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(9, netip.Addr{}), &wrong)
 		waitFor(t, "the forged invalidation to be rejected", func() bool { return h.agent.Stats().DatagramsRejected == 1 })
 		// Another host's ID with its own valid-looking tag.
-		h.udp.sealTo(t, h.agentUDP(t), testHostID+1, inv(9, netip.Addr{}), &h.udp.key)
+		h.udp.sealTo(t, h.agentUDP(t), testHostID+1, inv(9, netip.Addr{}), h.udp.key(t))
 		waitFor(t, "the misaddressed invalidation to be rejected", func() bool { return h.agent.Stats().DatagramsRejected == 2 })
 		if got := h.where(t, dst); got != "remote 192.0.2.12" {
 			t.Fatalf("after forged invalidations: %s", got)
 		}
 		// An authentic one, then the same bytes again after the location
 		// was re-learned: the replay is refused.
-		pkt := h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host3), &h.udp.key)
+		pkt := h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host3), h.udp.key(t))
 		h.waitWhere(t, dst, "remote 192.0.2.13")
 		h.udp.sendRaw(t, h.agentUDP(t), pkt)
 		waitFor(t, "the replay to be rejected", func() bool { return h.agent.Stats().DatagramsRejected == 3 })
@@ -279,7 +279,7 @@ func TestInvalidate(t *testing.T) {
 		h := newHarness(t)
 		h.connect(t)
 		h.agentUDP(t)
-		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host3), &h.udp.key)
+		h.udp.sealTo(t, h.agentUDP(t), testHostID, inv(2, host3), h.udp.key(t))
 		waitFor(t, "the invalidation", func() bool { return h.agent.Stats().InvalidIgnored == 1 })
 		if got := h.where(t, dst); got != "miss" {
 			t.Errorf("an invalidation of an address never looked up installed it: %s", got)

@@ -154,10 +154,10 @@ func (a *Agent) flushLookups(now time.Time) {
 	if len(qs) == 0 {
 		return
 	}
-	id := a.hostID.Load()
-	if id == 0 {
-		// Not numbered yet: the queries time out and are retried, by which
-		// time a Welcome may have given the host its ID.
+	id, dk := a.hostID.Load(), a.dgKey.Load()
+	if id == 0 || dk == nil {
+		// No session yet: the queries time out and are retried, by which
+		// time a Welcome may have given the host its ID and key.
 		return
 	}
 	bp := lookupBufs.Get().(*[]byte)
@@ -168,7 +168,7 @@ func (a *Agent) flushLookups(now time.Time) {
 		n := min(len(qs), wire.MaxLookupBatch)
 		req.Queries = qs[:n]
 		qs = qs[n:]
-		pkt, err := wire.Seal(buf[:0], wire.Header{HostID: id, Seq: a.seq.Next()}, &req, &a.key)
+		pkt, err := wire.Seal(buf[:0], wire.Header{HostID: id, Seq: a.seq.Next()}, &req, &dk.key)
 		if err != nil {
 			a.log.Error("seal lookup request", "err", err)
 			continue

@@ -205,7 +205,8 @@ func TestLifecycle(t *testing.T) {
 // startup only; the agent runs (config stream, heartbeats) until Close.
 func TestStartContextIsStartupOnly(t *testing.T) {
 	raw := testKey(t.Name())
-	stream, udp := newFakeStream(t, raw, testHostID), newFakeUDP(t, raw, testHostID)
+	stream := newFakeStream(t, raw, testHostID)
+	udp := newFakeUDP(t, stream)
 	a, err := New(Config{Host: testHost, StreamAddrs: []string{stream.addr()}, UDPAddr: udp.addr(), Key: raw,
 		Driver: newSim(t), HeartbeatInterval: 5 * time.Millisecond, Logger: testLogger(t),
 		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}})

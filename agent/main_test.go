@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -56,17 +57,54 @@ func testLogger(t *testing.T) *slog.Logger {
 // ---- a fake controller: config stream ----
 
 // fakeStream is a config-stream server on loopback: it verifies each Hello
-// with the host key and answers with the Welcome of its welcome func.
+// with the host key and answers with the Welcome of its welcome func: in
+// clear if it refuses the agent, else after an Accept, sealed. Its keys
+// hold the datagram key of each host's latest session.
 type fakeStream struct {
 	t        *testing.T
 	ln       net.Listener
 	key      []byte
+	keys     *sessionKeys
 	welcome  func(h *wire.Hello) *wire.Welcome
 	sessions chan *fakeSession
 	wg       sync.WaitGroup
 
 	mu    sync.Mutex
 	conns []net.Conn
+}
+
+// sessionKeys are the datagram keys of the hosts' latest sessions
+// (a wire.Keyring), as a controller replica keeps them.
+type sessionKeys struct {
+	mu  sync.Mutex
+	raw map[uint32][]byte
+}
+
+func (k *sessionKeys) Key(id uint32) ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	raw, ok := k.raw[id]
+	return raw, ok
+}
+
+func (k *sessionKeys) set(id uint32, raw []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.raw[id] = raw
+}
+
+// sealKey returns the datagram key of host id's latest session, prepared.
+func (k *sessionKeys) sealKey(t *testing.T, id uint32) *wire.Key {
+	t.Helper()
+	raw, ok := k.Key(id)
+	if !ok {
+		t.Fatalf("no session of host ID %d", id)
+	}
+	key, err := wire.NewKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &key
 }
 
 type fakeSession struct {
@@ -81,7 +119,7 @@ func newFakeStream(t *testing.T, key []byte, hostID uint32) *fakeStream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeStream{t: t, ln: ln, key: key, sessions: make(chan *fakeSession, 16),
+	f := &fakeStream{t: t, ln: ln, key: key, keys: &sessionKeys{raw: map[uint32][]byte{}}, sessions: make(chan *fakeSession, 16),
 		welcome: func(*wire.Hello) *wire.Welcome { return &wire.Welcome{HostID: hostID, Epoch: 1} }}
 	f.wg.Go(f.serve)
 	t.Cleanup(f.close)
@@ -134,11 +172,18 @@ func (f *fakeStream) handshake(nc net.Conn) {
 	welcome := f.welcome
 	f.mu.Unlock()
 	w := welcome(h)
-	if err := c.WriteMessage(ctx, w); err != nil {
+	if w.Error != "" {
+		_ = c.WriteMessage(ctx, w)
 		c.Close()
 		return
 	}
-	if w.Error != "" {
+	dk, err := c.AcceptHello(ctx, h, f.key)
+	if err != nil {
+		c.Close()
+		return
+	}
+	f.keys.set(cmp.Or(w.HostID, h.HostID), dk)
+	if err := c.WriteMessage(ctx, w); err != nil {
 		c.Close()
 		return
 	}
@@ -214,11 +259,11 @@ type datagram struct {
 }
 
 // fakeUDP is the controller's UDP side on loopback: it authenticates
-// everything it receives with the host key and hands heartbeats and lookup
-// requests to the test.
+// everything it receives with the datagram key of the host's latest
+// session (keys) and hands heartbeats and lookup requests to the test.
 type fakeUDP struct {
 	conn       *net.UDPConn
-	key        wire.Key
+	keys       *sessionKeys
 	seq        *wire.Sequence
 	verifier   *wire.Verifier
 	heartbeats chan datagram
@@ -226,37 +271,24 @@ type fakeUDP struct {
 	wg         sync.WaitGroup
 }
 
-func newFakeUDP(t *testing.T, raw []byte, hostID uint32) *fakeUDP {
+// newFakeUDP is the UDP side of the controller of stream.
+func newFakeUDP(t *testing.T, stream *fakeStream) *fakeUDP {
 	t.Helper()
-	return newFakeUDPOn(t, raw, hostID, 0)
+	return newFakeUDPOn(t, stream, 0)
 }
 
 // newFakeUDPOn is newFakeUDP on a given port of 127.0.0.1 (0: any).
-func newFakeUDPOn(t *testing.T, raw []byte, hostID uint32, port int) *fakeUDP {
+func newFakeUDPOn(t *testing.T, stream *fakeStream, port int) *fakeUDP {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := wire.NewKey(raw)
+	v, err := wire.NewVerifier(wire.VerifierConfig{Accept: wire.ToController, Keyring: stream.keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newFakeUDPKeys(t, conn, key, map[uint32][]byte{hostID: raw})
-}
-
-// newFakeUDPKeys is a fake controller on conn that knows the hosts of keys;
-// key is the one sealTo callers usually use.
-func newFakeUDPKeys(t *testing.T, conn *net.UDPConn, key wire.Key, keys map[uint32][]byte) *fakeUDP {
-	t.Helper()
-	v, err := wire.NewVerifier(wire.VerifierConfig{Accept: wire.ToController, Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
-		raw, ok := keys[id]
-		return raw, ok
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &fakeUDP{conn: conn, key: key, seq: wire.NewSequence(time.Now()), verifier: v,
+	u := &fakeUDP{conn: conn, keys: stream.keys, seq: wire.NewSequence(time.Now()), verifier: v,
 		heartbeats: make(chan datagram, 4096), lookups: make(chan datagram, 4096)}
 	u.wg.Go(func() { u.serve(t) })
 	t.Cleanup(func() {
@@ -265,6 +297,9 @@ func newFakeUDPKeys(t *testing.T, conn *net.UDPConn, key wire.Key, keys map[uint
 	})
 	return u
 }
+
+// key returns the datagram key of the test host's latest session.
+func (u *fakeUDP) key(t *testing.T) *wire.Key { t.Helper(); return u.keys.sealKey(t, testHostID) }
 
 func (u *fakeUDP) addr() string { return u.conn.LocalAddr().String() }
 
@@ -408,11 +443,11 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	raw := testKey(t.Name())
 	h := &harness{
 		stream: newFakeStream(t, raw, testHostID),
-		udp:    newFakeUDP(t, raw, testHostID),
 		drv:    sim.New(sim.Config{MissBuffer: 256}),
 		dir:    t.TempDir(),
 		raw:    raw,
 	}
+	h.udp = newFakeUDP(t, h.stream)
 	t.Cleanup(func() { h.drv.Close() })
 	cfg := Config{
 		Host: testHost, StreamAddrs: []string{h.stream.addr()}, UDPAddr: h.udp.addr(), Key: raw,

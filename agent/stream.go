@@ -107,12 +107,16 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 	conn := wire.NewConn(nc, 0)
 	defer conn.Close()
 
-	w, err := a.handshake(ctx, conn)
+	w, dk, err := a.handshake(ctx, conn)
 	if err != nil {
 		return false, fmt.Errorf("config stream %s: %w", addr, err)
 	}
 	if w.Error != "" {
 		return false, fmt.Errorf("config stream %s: %w: %s", addr, ErrRefused, w.Error)
+	}
+	// Set before welcome() hands out the host ID that heartbeats wait for.
+	if err := a.setDatagramKey(dk); err != nil {
+		return false, err
 	}
 	if a.cfg.UDPFollowsStream {
 		// The replica serves UDP on the stream's host:port: heartbeats and
@@ -127,7 +131,15 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 	defer a.disconnect()
 	a.log.Info("config stream up", "addr", addr, "host_id", a.hostID.Load(), "held_version", a.version.Load(), "snapshot", w.Snapshot)
 
-	var frames []*wire.Delta // the frames of a multi-frame delta so far
+	// The frames of a multi-frame delta so far (head: the versions of the
+	// first), and their size; past MaxDeltaBytes the frames are dropped,
+	// size keeps counting, and the delta is refused when its last frame
+	// arrives.
+	var (
+		frames []*wire.Delta
+		head   *wire.Delta
+		size   int
+	)
 	for {
 		m, err := conn.ReadMessage(ctx)
 		if errors.Is(err, wire.ErrUnknownType) {
@@ -142,22 +154,36 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 				return true, errReplicaRemoved
 			}
 		case *wire.Delta:
-			if len(frames) > 0 && !sameDelta(frames[0], m) {
+			if head != nil && !sameDelta(head, m) {
 				// A new delta began before the previous one's last frame.
-				a.log.Warn("incomplete multi-frame delta", "to", frames[0].ToVersion, "frames", len(frames))
-				if err := a.reply(ctx, conn, a.nack(frames[0].ToVersion, "incomplete multi-frame delta")); err != nil {
+				a.log.Warn("incomplete multi-frame delta", "to", head.ToVersion, "frames", len(frames))
+				if err := a.reply(ctx, conn, a.nack(head.ToVersion, "incomplete multi-frame delta")); err != nil {
 					return true, err
 				}
+				frames, head, size = nil, nil, 0
+			}
+			if head == nil {
+				head = &wire.Delta{FromVersion: m.FromVersion, ToVersion: m.ToVersion, Snapshot: m.Snapshot}
+			}
+			if size += deltaSize(m); size <= a.cfg.MaxDeltaBytes {
+				frames = append(frames, m)
+			} else {
 				frames = nil
 			}
-			frames = append(frames, m)
 			if m.More {
 				continue
 			}
+			var reply wire.Message
 			a.setMu.Lock()
-			err := a.reply(ctx, conn, a.applyDelta(ctx, frames))
+			if size > a.cfg.MaxDeltaBytes {
+				reply = a.nack(m.ToVersion, fmt.Sprintf("delta to version %d of about %d bytes exceeds the agent's limit of %d bytes",
+					m.ToVersion, size, a.cfg.MaxDeltaBytes))
+			} else {
+				reply = a.applyDelta(ctx, frames)
+			}
+			err := a.reply(ctx, conn, reply)
 			a.setMu.Unlock()
-			frames = nil
+			frames, head, size = nil, nil, 0
 			if err != nil {
 				return true, err
 			}
@@ -169,13 +195,15 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 	}
 }
 
-// handshake sends a signed Hello with the version held and reads the Welcome.
-func (a *Agent) handshake(ctx context.Context, conn *wire.Conn) (*wire.Welcome, error) {
+// handshake sends a signed Hello with the version held and reads the
+// answer: a refusal, or the Welcome of an authenticated controller and
+// the session's datagram key (wire.Conn.Handshake).
+func (a *Agent) handshake(ctx context.Context, conn *wire.Conn) (*wire.Welcome, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
 	defer cancel()
 	nonce, err := wire.NewNonce()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a.mu.Lock()
 	held := a.view
@@ -189,21 +217,7 @@ func (a *Agent) handshake(ctx context.Context, conn *wire.Conn) (*wire.Welcome, 
 		// confirm that the agent is current instead of sending a snapshot.
 		h.ViewVersion, h.ViewHash = held.Version, held.Hash()
 	}
-	if err := wire.SignHello(h, a.cfg.Key); err != nil {
-		return nil, err
-	}
-	if err := conn.WriteMessage(ctx, h); err != nil {
-		return nil, fmt.Errorf("send hello: %w", err)
-	}
-	m, err := conn.ReadMessage(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read welcome: %w", err)
-	}
-	w, ok := m.(*wire.Welcome)
-	if !ok {
-		return nil, fmt.Errorf("read welcome: got %v: %w", m.FrameType(), wire.ErrMalformed)
-	}
-	return w, nil
+	return conn.Handshake(ctx, h, a.cfg.Key)
 }
 
 // welcome takes the host ID and replica list of a Welcome. It reports
@@ -242,6 +256,19 @@ func (a *Agent) disconnect() {
 	a.setMu.Lock()
 	a.stream = nil
 	a.setMu.Unlock()
+}
+
+// deltaSize is about the bytes a delta frame holds in memory once decoded:
+// its resources' data and keys and a fixed cost per entry.
+func deltaSize(d *wire.Delta) int {
+	n := 64 + len(d.ViewHash)
+	for _, r := range d.Upserts {
+		n += 64 + len(r.Key.Type) + len(r.Key.ID) + len(r.Data)
+	}
+	for _, k := range d.Deletes {
+		n += 32 + len(k.Type) + len(k.ID)
+	}
+	return n
 }
 
 func sameDelta(a, b *wire.Delta) bool {

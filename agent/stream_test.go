@@ -328,7 +328,7 @@ func TestReplicaFailover(t *testing.T) {
 	good.setWelcome(func(*wire.Hello) *wire.Welcome {
 		return &wire.Welcome{HostID: testHostID, Replicas: []string{good.addr(), later.addr()}, ReplicasVersion: 2}
 	})
-	udp := newFakeUDP(t, raw, testHostID)
+	udp := newFakeUDP(t, good)
 	drv := newSim(t)
 	a := startAgent(t, Config{Host: host, StreamAddrs: addrs, UDPAddr: udp.addr(), Key: raw, Driver: drv,
 		Logger: testLogger(t), Backoff: backoff.Policy{Min: time.Millisecond, Max: 5 * time.Millisecond}})

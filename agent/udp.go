@@ -22,8 +22,8 @@ type Transport interface {
 	// Join makes m a member: from then on the transport sends m's
 	// heartbeat every m.HeartbeatInterval() (nothing while m has no host
 	// ID) and hands m every datagram that names its host ID, once it has
-	// authenticated it with m's key and checked it against the host's
-	// replay window.
+	// authenticated it with m's datagram key and checked it against the
+	// replay window of that key.
 	Join(m Member) Membership
 	// Send writes one datagram.
 	Send(pkt []byte, to netip.AddrPort) error
@@ -45,9 +45,10 @@ type Membership interface {
 type Member interface {
 	// HostID returns the host's UDP-channel ID (0: none yet).
 	HostID() uint32
-	// HostKey returns the host's raw key, which authenticates the
-	// datagrams addressed to it.
-	HostKey() []byte
+	// DatagramKey returns the raw key that authenticates the datagrams
+	// addressed to the host: the key of its latest config-stream session
+	// (nil before the first).
+	DatagramKey() []byte
 	// HeartbeatInterval is the period of the member's heartbeats.
 	HeartbeatInterval() time.Duration
 	// AppendHeartbeat appends the member's sealed heartbeat to buf, built
@@ -110,8 +111,31 @@ func (a *Agent) RejectDatagram(err error) {
 	a.log.Debug("datagram rejected", "err", err)
 }
 
-// HostKey implements Member.
-func (a *Agent) HostKey() []byte { return a.cfg.Key }
+// datagramKey is the datagram key of a config-stream session, raw and
+// prepared for sealing.
+type datagramKey struct {
+	raw []byte
+	key wire.Key
+}
+
+// setDatagramKey makes raw, the datagram key of a new session, the one the
+// agent's datagrams are sealed with and the controller's are checked with.
+func (a *Agent) setDatagramKey(raw []byte) error {
+	k, err := wire.NewKey(raw)
+	if err != nil {
+		return fmt.Errorf("agent: datagram key: %w", err)
+	}
+	a.dgKey.Store(&datagramKey{raw: raw, key: k})
+	return nil
+}
+
+// DatagramKey implements Member.
+func (a *Agent) DatagramKey() []byte {
+	if k := a.dgKey.Load(); k != nil {
+		return k.raw
+	}
+	return nil
+}
 
 // HeartbeatInterval implements Member.
 func (a *Agent) HeartbeatInterval() time.Duration { return a.cfg.HeartbeatInterval }
@@ -121,10 +145,11 @@ func (a *Agent) HeartbeatSent() { a.counters.heartbeats.Add(1) }
 
 // AppendHeartbeat implements Member: the heartbeat carries the view
 // version applied, the endpoint count and the health flags, and goes to
-// the controller's UDP address.
+// the controller's UDP address. There is none before the first session
+// (no host ID, no datagram key).
 func (a *Agent) AppendHeartbeat(buf []byte, hb *wire.Heartbeat) ([]byte, netip.AddrPort, bool) {
-	id := a.hostID.Load()
-	if id == 0 {
+	id, dk := a.hostID.Load(), a.dgKey.Load()
+	if id == 0 || dk == nil {
 		return buf, netip.AddrPort{}, false
 	}
 	a.mu.Lock()
@@ -142,7 +167,7 @@ func (a *Agent) AppendHeartbeat(buf []byte, hb *wire.Heartbeat) ([]byte, netip.A
 	if !a.connected.Load() {
 		hb.Health |= wire.HealthHeadless
 	}
-	pkt, err := wire.Seal(buf, wire.Header{HostID: id, Seq: a.seq.Next()}, hb, &a.key)
+	pkt, err := wire.Seal(buf, wire.Header{HostID: id, Seq: a.seq.Next()}, hb, &dk.key)
 	if err != nil {
 		a.log.Error("seal heartbeat", "err", err)
 		return buf, netip.AddrPort{}, false
@@ -186,7 +211,8 @@ func listenUDP(dst netip.AddrPort, listen string, log *slog.Logger) (*socket, er
 			if id == 0 || id != s.m.HostID() {
 				return nil, false
 			}
-			return s.m.HostKey(), true
+			k := s.m.DatagramKey()
+			return k, k != nil
 		}),
 		Accept: wire.ToAgent,
 	})

@@ -22,8 +22,10 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -418,25 +420,31 @@ func TestTenantIsolation(t *testing.T) {
 // replica welcomes it.
 func hello(t *testing.T, addr, host string, key []byte) bool {
 	t.Helper()
+	wc := openSession(t, addr, host, key)
+	if wc != nil {
+		wc.Close()
+	}
+	return wc != nil
+}
+
+// openSession opens a config stream with the key of host: the connection,
+// sealed, once the replica welcomed it; nil if it refused it.
+func openSession(t *testing.T, addr, host string, key []byte) *wire.Conn {
+	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wc := wire.NewConn(nc, 0)
-	defer wc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	nonce, _ := wire.NewNonce()
-	h := &wire.Hello{Host: host, Nonce: nonce, Time: time.Now().Unix()}
-	if err := wire.SignHello(h, key); err != nil {
-		t.Fatal(err)
+	w, _, err := wc.Handshake(ctx, &wire.Hello{Host: host, Nonce: nonce, Time: time.Now().Unix()}, key)
+	if err != nil || w.Error != "" {
+		wc.Close()
+		return nil
 	}
-	if err := wc.WriteMessage(ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	m, err := wc.ReadMessage(ctx)
-	w, ok := m.(*wire.Welcome)
-	return err == nil && ok && w.Error == ""
+	return wc
 }
 
 // TestRevocationOnTwoReplicas: a revoked token, and a deleted Host's agent
@@ -515,10 +523,33 @@ func TestRevocationOnTwoReplicas(t *testing.T) {
 	waitFor(t, "the agent token and key on both replicas", func() bool {
 		return works(a, e.Token) && works(b, e.Token) && hello(t, a.c.AgentAddr(), "h1", key) && hello(t, b.c.AgentAddr(), "h1", key)
 	})
+	// A session open on each replica is cut when the Host goes.
+	var cut [2]atomic.Bool
+	var readers sync.WaitGroup
+	defer readers.Wait()
+	for i, r := range replicas {
+		wc := openSession(t, r.c.AgentAddr(), "h1", key)
+		if wc == nil {
+			t.Fatalf("%s refused h1", r.base)
+		}
+		defer wc.Close()
+		readers.Go(func() {
+			for {
+				if _, err := wc.ReadMessage(context.Background()); err != nil {
+					cut[i].Store(true)
+					return
+				}
+			}
+		})
+	}
 	t0 = time.Now()
 	a.must(t, a.admin, "DELETE", "/hosts/h1", "", http.StatusOK)
 	refusedWithin("deleted host's agent token", t0, func(r *secure) bool { return !works(r, e.Token) })
 	refusedWithin("deleted host's key", t0, func(r *secure) bool { return !hello(t, r.c.AgentAddr(), "h1", key) })
+	refusedWithin("deleted host's open sessions", t0, func(r *secure) bool {
+		i := slices.Index(replicas, r)
+		return cut[i].Load()
+	})
 
 	a.must(t, a.admin, "POST", "/hosts", obj("Host", "", "h1", `{"underlayIP":"192.0.2.1"}`), http.StatusCreated)
 	waitFor(t, "the new h1 on replica B", func() bool { code, _ := b.do(t, b.admin, "GET", "/hosts/h1", ""); return code == http.StatusOK })

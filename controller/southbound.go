@@ -150,6 +150,8 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err != nil {
 		return nil, err
 	}
+	// A host whose key is deleted or replaced loses its sessions at once.
+	sb.keys.OnChange(sb.stream.KeysChanged)
 	var serving sync.WaitGroup
 	for _, ln := range sb.lns {
 		serving.Go(func() { _ = sb.stream.Serve(context.Background(), ln) })
@@ -195,7 +197,9 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	_, port, _ := net.SplitHostPort(sb.addr)
 	host, _, _ := net.SplitHostPort(cfg.Listen)
 	sb.udp, err = udp.New(udp.Config{
-		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator,
+		// Datagrams are authenticated with the keys of the hosts' latest
+		// sessions with this replica.
+		Addr: net.JoinHostPort(host, port), Keys: sb.stream, Liveness: sb.table, Locator: sb.locator,
 		Logger: cfg.Logger, Registerer: cfg.Registerer,
 	})
 	if err != nil {
@@ -221,6 +225,7 @@ func (sb *southbound) stop() error {
 	closeIf(sb.locator, sb.locator != nil)
 	closeIf(sb.table, sb.table != nil)
 	if sb.stream != nil {
+		sb.keys.OnChange(nil)
 		errs = append(errs, sb.stream.Close())
 		<-sb.serveDone
 	} else {

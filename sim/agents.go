@@ -262,7 +262,10 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true}), host: h, em: em, prefix: spec.WatchPrefix, policy: spec.WatchPolicy, learn: spec.WatchLearn}
 		a, err := agent.New(agent.Config{
 			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
-			Transport: muxes[i/AgentsPerSocket],
+			// Datagram keys are per session: heartbeats and lookups go to
+			// the replica of the session, also after a failover.
+			UDPFollowsStream: true,
+			Transport:        muxes[i/AgentsPerSocket],
 			// Spread over 127.0.0.0/8: one source address has ~28,000
 			// ephemeral ports, and connect() slows down long before
 			// they run out.

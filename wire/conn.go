@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"net"
@@ -9,7 +10,8 @@ import (
 	"time"
 )
 
-// Conn carries config stream messages over a stream connection. One
+// Conn carries config stream messages over a stream connection: in clear
+// until the handshake (Handshake, AcceptHello), sealed after it. One
 // goroutine may read while others write: reads are serialized by one lock,
 // writes by another. After ReadMessage or WriteMessage fails with anything
 // but ErrUnknownType (a complete frame of a type this code does not know,
@@ -26,11 +28,13 @@ type Conn struct {
 	rmu   sync.Mutex
 	fr    FrameReader
 	rwait ctxWatch
+	open  *frameSealer // after the handshake: opens the frames read
 
 	wmu      sync.Mutex
 	maxWrite int
 	wsize    int // size of the last frame written: the buffer to borrow next
 	wwait    ctxWatch
+	seal     *frameSealer // after the handshake: seals the frames written
 }
 
 // NewConn wraps c. maxFrame bounds the frames read and written (type byte
@@ -66,6 +70,9 @@ func (c *Conn) ReadMessage(ctx context.Context) (Message, error) {
 	}
 	t, body, err := c.fr.Next()
 	c.rwait.end()
+	if err == nil && c.open != nil {
+		body, err = c.open.open(t, body)
+	}
 	if err != nil {
 		c.fr.release()
 		return nil, c.rwait.ioError(ctx, err)
@@ -84,7 +91,14 @@ func (c *Conn) WriteMessage(ctx context.Context, m Message) error {
 	defer c.wmu.Unlock()
 	bp := getBuf(c.wsize)
 	defer putBuf(bp)
-	b, err := AppendMessage((*bp)[:0], m, c.maxWrite)
+	limit := c.maxWrite
+	if c.seal != nil {
+		limit -= SealOverhead
+	}
+	b, err := AppendMessage((*bp)[:0], m, limit)
+	if err == nil && c.seal != nil {
+		b, err = c.seal.seal(b, 0)
+	}
 	*bp = b[:0] // b may have outgrown the buffer borrowed
 	if err != nil {
 		return err
@@ -99,6 +113,17 @@ func (c *Conn) WriteMessage(ctx context.Context, m Message) error {
 		return c.wwait.ioError(ctx, fmt.Errorf("wire: write %v frame: %w", m.FrameType(), err))
 	}
 	return nil
+}
+
+// secure makes the Conn seal what it writes with send and open what it
+// reads with recv, from the next frame on.
+func (c *Conn) secure(send, recv cipher.AEAD) {
+	c.wmu.Lock()
+	c.seal = &frameSealer{aead: send}
+	c.wmu.Unlock()
+	c.rmu.Lock()
+	c.open = &frameSealer{aead: recv}
+	c.rmu.Unlock()
 }
 
 // Close closes the connection; a blocked ReadMessage or WriteMessage

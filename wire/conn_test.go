@@ -48,6 +48,8 @@ func loopbackPair(t testing.TB) (client, server net.Conn) {
 	return client, r.c
 }
 
+// TestConnSession runs a whole session: Hello, Accept, then sealed frames
+// both ways, two of them written concurrently.
 func TestConnSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -56,10 +58,11 @@ func TestConnSession(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	msgs := sampleMessages()
 
-	// The controller: verify the Hello, welcome, send a delta and an
-	// invalidate from two goroutines, then read the Ack.
+	// The controller: verify the Hello, accept it, welcome, send a delta
+	// and an invalidate from two goroutines, then read the Ack.
 	var wg sync.WaitGroup
 	ctrlErr := make(chan error, 1)
+	ctrlKey := make(chan []byte, 1)
 	wg.Go(func() {
 		ctrlErr <- func() error {
 			m, err := ctrl.ReadMessage(ctx)
@@ -73,6 +76,11 @@ func TestConnSession(t *testing.T) {
 			if err := VerifyHello(h, rawKey(h.HostID), now, time.Minute); err != nil {
 				return err
 			}
+			dk, err := ctrl.AcceptHello(ctx, h, rawKey(h.HostID))
+			if err != nil {
+				return err
+			}
+			ctrlKey <- dk
 			ctrl.SetMaxFrame(0)
 			if err := ctrl.WriteMessage(ctx, &Welcome{HostID: h.HostID, Snapshot: true}); err != nil {
 				return err
@@ -100,11 +108,12 @@ func TestConnSession(t *testing.T) {
 	})
 
 	hello := signedHello(t, now)
-	if err := agent.WriteMessage(ctx, hello); err != nil {
+	w, agentKey, err := agent.Handshake(ctx, hello, rawKey(1))
+	if err != nil {
 		t.Fatal(err)
 	}
-	var got []Message
-	for range 3 {
+	got := []Message{w}
+	for range 2 {
 		m, err := agent.ReadMessage(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -117,6 +126,9 @@ func TestConnSession(t *testing.T) {
 	wg.Wait()
 	if err := <-ctrlErr; err != nil {
 		t.Fatalf("controller: %v", err)
+	}
+	if dk := <-ctrlKey; len(agentKey) != KeySize || string(dk) != string(agentKey) {
+		t.Errorf("datagram keys: agent %x, controller %x: want the same %d bytes", agentKey, dk, KeySize)
 	}
 	// The delta and the invalidate race; order them by frame type.
 	sort.Slice(got[1:], func(i, j int) bool { return got[1+i].FrameType() < got[1+j].FrameType() })

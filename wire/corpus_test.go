@@ -158,6 +158,15 @@ func generatedSeeds(t *testing.T) map[string][][]any {
 		add("FuzzDecodeMessage", byte(m.FrameType()), b[FrameHeaderLen:])
 	}
 	for i := range 4 {
+		seal, _ := sealers(t, true)
+		s := src(1500)
+		var msgs []Message
+		for range 1 + i {
+			msgs = append(msgs, s.message())
+		}
+		add("FuzzSealedFrames", sealStream(t, seal, msgs...), uint16(rng.Uint32()))
+	}
+	for i := range 4 {
 		add("FuzzHello", randBytes(10+20*i), rng.Uint32(), rng.Uint64(), int64(rng.Uint64()), uint8(i*3))
 	}
 	for range 4 {

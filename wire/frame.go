@@ -36,6 +36,7 @@ const (
 	FrameAck        FrameType = 4 // agent → controller
 	FrameNack       FrameType = 5 // agent → controller
 	FrameInvalidate FrameType = 6 // controller → agent
+	FrameAccept     FrameType = 7 // controller → agent, in clear
 )
 
 var frameNames = [...]string{
@@ -45,10 +46,11 @@ var frameNames = [...]string{
 	FrameAck:        "Ack",
 	FrameNack:       "Nack",
 	FrameInvalidate: "Invalidate",
+	FrameAccept:     "Accept",
 }
 
 func (t FrameType) String() string {
-	if t >= FrameHello && t <= FrameInvalidate {
+	if t >= FrameHello && t <= FrameAccept {
 		return frameNames[t]
 	}
 	return fmt.Sprintf("FrameType(%d)", uint8(t))

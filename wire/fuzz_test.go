@@ -107,7 +107,7 @@ func (s *fuzzSource) resourceKey() ResourceKey {
 }
 
 func (s *fuzzSource) message() Message {
-	switch FrameType(1 + s.intn(6)) {
+	switch FrameType(1 + s.intn(7)) {
 	case FrameHello:
 		return &Hello{Host: "h" + s.str(16), HostID: s.u32(), AgentVersion: s.str(8), ViewVersion: s.u64(),
 			Nonce: s.bytes(s.intn(MaxNonceLen + 1)), Time: int64(s.u64()), MAC: s.bytes(s.intn(40))}
@@ -140,6 +140,8 @@ func (s *fuzzSource) message() Message {
 		return &Ack{Version: s.u64(), Error: s.str(40)}
 	case FrameNack:
 		return &Nack{Version: s.u64(), Error: s.str(40)}
+	case FrameAccept:
+		return &Accept{Nonce: s.bytes(AcceptNonceLen)}
 	default:
 		return s.body(TypeInvalidate).(*Invalidate)
 	}
@@ -531,7 +533,7 @@ func mustJSON(t testing.TB, v any) []byte {
 // FuzzMessageRoundTrip builds messages of every type from the input and
 // sends them through the frame encoder, the frame reader and the decoder.
 func FuzzMessageRoundTrip(f *testing.F) {
-	for i := range 6 {
+	for i := range 7 {
 		f.Add([]byte{byte(i)})
 		f.Add(append([]byte{byte(i)}, bytes.Repeat([]byte{byte(i * 37)}, 120)...))
 	}

@@ -17,7 +17,7 @@ const (
 	// helloLabel separates Hello MACs from datagram tags made with the
 	// same host key: a datagram's MAC input starts with Magic, never with
 	// this label.
-	helloLabel = "weft-hello-v1\x00"
+	helloLabel = "weft-hello-v2\x00"
 )
 
 // NewNonce returns MinNonceLen random bytes for Hello.Nonce.

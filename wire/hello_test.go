@@ -64,7 +64,7 @@ func TestVerifyHello(t *testing.T) {
 // TestHelloMACInput pins the MAC input documented in doc.go.
 func TestHelloMACInput(t *testing.T) {
 	h := signedHello(t, time.Unix(1_700_000_000, 0))
-	in := []byte("weft-hello-v1\x00")
+	in := []byte("weft-hello-v2\x00")
 	in = append(in, 0, 0, 0, 2, 'h', '1')
 	in = append(in, 0, 0, 0, 1)
 	in = append(in, 0, 0, 0, 2, 'v', '1')

@@ -9,8 +9,8 @@ import (
 	"sync"
 )
 
-// Message is a config stream message: *Hello, *Welcome, *Delta, *Ack,
-// *Nack or *Invalidate. Bodies use the v1 body codec, encoding/json of
+// Message is a config stream message: *Hello, *Accept, *Welcome, *Delta,
+// *Ack, *Nack or *Invalidate. Bodies use the v1 body codec, encoding/json of
 // these structs; the config stream carries no per-packet hot path, so
 // readability and easy evolution (unknown fields are ignored) win over
 // speed here.
@@ -29,6 +29,7 @@ var (
 	_ Message = (*Ack)(nil)
 	_ Message = (*Nack)(nil)
 	_ Message = (*Invalidate)(nil)
+	_ Message = (*Accept)(nil)
 )
 
 // Hello opens a config stream (agent → controller). It is authenticated
@@ -225,6 +226,8 @@ func NewMessage(t FrameType) Message {
 		return &Nack{}
 	case FrameInvalidate:
 		return &Invalidate{}
+	case FrameAccept:
+		return &Accept{}
 	}
 	return nil
 }

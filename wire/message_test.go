@@ -17,6 +17,7 @@ func sampleMessages() map[string]Message {
 			Nonce: bytes.Repeat([]byte{1}, MinNonceLen), Time: 1_700_000_000, MAC: bytes.Repeat([]byte{2}, 32)},
 		"welcome":         &Welcome{HostID: 7, Epoch: 3, Replicas: []string{"10.0.0.1:7000", "10.0.0.2:7000"}, ReplicasVersion: 2, Snapshot: true},
 		"welcome refusal": &Welcome{Error: "unknown host h9"},
+		"accept":          &Accept{Nonce: bytes.Repeat([]byte{3}, AcceptNonceLen)},
 		"delta": &Delta{FromVersion: 41, ToVersion: 44,
 			Upserts: []Resource{
 				{Key: ResourceKey{Type: "endpoint", ID: "acme/web-1"}, Data: json.RawMessage(`{"ip":"10.0.1.10","mac":"02:00:00:00:00:01"}`)},
@@ -104,7 +105,8 @@ func TestDecodeMessageErrors(t *testing.T) {
 		want error
 	}{
 		{"unknown type", FrameType(0), `{}`, ErrUnknownType},
-		{"unknown type 7", FrameType(7), `{}`, ErrUnknownType},
+		{"unknown type 8", FrameType(8), `{}`, ErrUnknownType},
+		{"accept without a nonce", FrameAccept, `{}`, ErrMalformed},
 		{"not json", FrameAck, `version=1`, ErrMalformed},
 		{"empty body", FrameAck, ``, ErrMalformed},
 		{"trailing data", FrameAck, `{"version":1} {}`, ErrMalformed},

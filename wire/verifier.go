@@ -48,7 +48,8 @@ const verifierShards = 256
 // Verifier authenticates received datagrams and rejects replays. For each
 // host it keeps a 112-byte state: the 64-entry sliding replay window (16
 // bytes), the host's key prepared for HMAC (64) and the raw key (32), to
-// notice a key change. With the map around it that is 170 to 270 bytes per
+// notice a key change. The window belongs to the key: a new key (a new
+// session) starts a new window. With the map around it that is 170 to 270 bytes per
 // host, depending on where the maps are in their growth
 // (BenchmarkVerifierMemory: 168 at 100,000 hosts, 268 at 1,000,000); no
 // pointers, so the garbage collector does not scan it. State exists only
@@ -101,7 +102,10 @@ func (v *Verifier) shard(hostID uint32) *verifierShard {
 
 // lookup returns the host's state with a key prepared from the keyring's
 // current key. A key seen for the first time (new host or new key) is
-// prepared and stored at once, so that a flood of forged datagrams for a
+// prepared and stored at once, with a fresh replay window: datagrams
+// sealed with the old key fail authentication, so the window of the old
+// key has nothing left to guard, and the sender of the new one (a new
+// session) may count from anywhere. A flood of forged datagrams for a
 // known host costs one HMAC each, not a key preparation too; state is only
 // ever created for hosts the keyring knows.
 func (v *Verifier) lookup(hostID uint32) (hostState, error) {
@@ -116,14 +120,16 @@ func (v *Verifier) lookup(hostID uint32) (hostState, error) {
 	if st.raw == [KeySize]byte(raw) && st.key != (Key{}) {
 		return st, nil
 	}
-	st.raw = [KeySize]byte(raw)
+	st = hostState{raw: [KeySize]byte(raw)}
 	st.key = newKey(&st.raw)
 	sh.mu.Lock()
-	cur := sh.m[hostID] // keep the current window
-	cur.raw, cur.key = st.raw, st.key
-	sh.store(hostID, cur)
+	if cur, ok := sh.m[hostID]; !ok || cur.raw != st.raw {
+		sh.store(hostID, st)
+	} else {
+		st = cur // another goroutine stored this key first: keep its window
+	}
 	sh.mu.Unlock()
-	return cur, nil
+	return st, nil
 }
 
 // Open authenticates a datagram and checks it against the host's replay
@@ -154,18 +160,23 @@ func (v *Verifier) Open(pkt []byte) (Header, []byte, error) {
 	}
 	// Commit against the current window: another goroutine may have
 	// accepted this or a later sequence number meanwhile (or the host was
-	// forgotten: then the state is stored again).
+	// forgotten: then the state is stored again; or its key changed: then
+	// this datagram is of an older key, and refused).
 	sh := v.shard(h.HostID)
 	sh.mu.Lock()
 	cur, ok := sh.m[h.HostID]
 	if !ok {
-		cur.raw, cur.key = st.raw, st.key
+		cur = hostState{raw: st.raw, key: st.key}
 	}
-	accepted := cur.win.accept(h.Seq)
+	stale := cur.raw != st.raw
+	accepted := !stale && cur.win.accept(h.Seq)
 	if accepted {
 		sh.store(h.HostID, cur)
 	}
 	sh.mu.Unlock()
+	if stale {
+		return Header{}, nil, ErrAuth
+	}
 	if !accepted {
 		return Header{}, nil, ErrReplay
 	}

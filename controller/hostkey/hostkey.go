@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -65,6 +66,30 @@ type Keyring struct {
 	byID   map[uint32][]byte // derived from the two above
 	keyRev int64             // the revision the keys reflect
 	keyCh  chan struct{}     // closed and replaced when keyRev advances
+
+	// onChange is called with the hosts whose key may have changed, after
+	// the change (OnChange).
+	onChange atomic.Pointer[func(hosts []string)]
+}
+
+// OnChange makes f the function called, from the goroutines that follow
+// the store, with the names of the hosts whose key may have changed (their
+// Host or key was created, changed or deleted), once ByName and ByID answer
+// with the change: the config stream cuts the sessions of a host whose key
+// went. f must not block for long; nil stops the calls.
+func (k *Keyring) OnChange(f func(hosts []string)) {
+	if f == nil {
+		k.onChange.Store(nil)
+		return
+	}
+	k.onChange.Store(&f)
+}
+
+// changed calls the OnChange function; k.mu must not be held.
+func (k *Keyring) changed(hosts []string) {
+	if f := k.onChange.Load(); f != nil && len(hosts) > 0 {
+		(*f)(hosts)
+	}
 }
 
 // NewKeyring returns a Keyring of the hosts in st whose keys open with
@@ -104,21 +129,47 @@ func (k *Keyring) Close() error { return k.life.Close() }
 
 func (k *Keyring) resetHosts(hosts []apiv1.Object, _ int64) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
+	names := k.names(nil)
 	k.hosts = make(map[string]host, len(hosts))
 	for _, o := range hosts {
 		k.observeHost(store.EventAdded, o.(*apiv1.Host))
 	}
 	k.index()
+	names = k.names(names)
+	k.mu.Unlock()
+	k.changed(names)
 }
 
 func (k *Keyring) applyHosts(evs []store.Event) {
+	names := make([]string, 0, len(evs))
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	for _, ev := range evs {
-		k.observeHost(ev.Type, ev.Object.(*apiv1.Host))
+		h := ev.Object.(*apiv1.Host)
+		k.observeHost(ev.Type, h)
+		names = append(names, h.Metadata.Name)
 	}
 	k.index()
+	k.mu.Unlock()
+	k.changed(names)
+}
+
+// names appends the names of the hosts known to dst; k.mu is held.
+func (k *Keyring) names(dst []string) []string {
+	for name := range k.hosts {
+		dst = append(dst, name)
+	}
+	return dst
+}
+
+// namesOf returns the hosts whose UID is in uids; k.mu is held.
+func (k *Keyring) namesOf(uids map[string]bool) []string {
+	var out []string
+	for name, h := range k.hosts {
+		if uids[h.uid] {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // observeHost applies one change of a Host; k.mu is held.
@@ -134,31 +185,37 @@ func (k *Keyring) observeHost(typ string, h *apiv1.Host) {
 
 func (k *Keyring) resetKeys(kvs []*mvccpb.KeyValue, rev int64) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.keys = make(map[string][]byte, len(kvs))
 	for _, kv := range kvs {
 		k.observeKey(kv, false)
 	}
 	k.index()
 	k.advance(rev)
+	names := k.names(nil)
+	k.mu.Unlock()
+	k.changed(names)
 }
 
 func (k *Keyring) applyKeys(evs []*clientv3.Event) {
+	uids := make(map[string]bool, len(evs))
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	for _, ev := range evs {
-		k.observeKey(ev.Kv, ev.Type == clientv3.EventTypeDelete)
+		uids[k.observeKey(ev.Kv, ev.Type == clientv3.EventTypeDelete)] = true
 	}
 	k.index()
 	k.advance(evs[len(evs)-1].Kv.ModRevision)
+	names := k.namesOf(uids)
+	k.mu.Unlock()
+	k.changed(names)
 }
 
-// observeKey applies one change of a stored key; k.mu is held.
-func (k *Keyring) observeKey(kv *mvccpb.KeyValue, deleted bool) {
+// observeKey applies one change of a stored key and returns the Host UID
+// it belongs to; k.mu is held.
+func (k *Keyring) observeKey(kv *mvccpb.KeyValue, deleted bool) string {
 	uid := strings.TrimPrefix(string(kv.Key), k.st.Key(prefix))
 	if deleted {
 		delete(k.keys, uid)
-		return
+		return uid
 	}
 	key, err := k.sealer.Open(string(kv.Key), kv.Value)
 	if err == nil && len(key) != wire.KeySize {
@@ -167,9 +224,10 @@ func (k *Keyring) observeKey(kv *mvccpb.KeyValue, deleted bool) {
 	if err != nil {
 		delete(k.keys, uid)
 		k.log.Error("ignoring a host key that does not open", "hostUID", uid, "err", err)
-		return
+		return uid
 	}
 	k.keys[uid] = key
+	return uid
 }
 
 // index rebuilds byID; k.mu is held.

@@ -59,14 +59,34 @@ func newMux(tb testing.TB) *Mux {
 }
 
 // welcomer is a fake controller's config stream: it welcomes each host
-// with its ID and sends nothing more.
+// with its ID and sends nothing more. It keeps the datagram key of each
+// host's latest session (a wire.Keyring).
 type welcomer struct {
 	ln  net.Listener
 	ids map[string]uint32
 	wg  sync.WaitGroup
 
-	mu    sync.Mutex
-	conns []net.Conn
+	mu     sync.Mutex
+	conns  []net.Conn
+	dgKeys map[uint32][]byte
+}
+
+// Key implements wire.Keyring.
+func (w *welcomer) Key(id uint32) ([]byte, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k, ok := w.dgKeys[id]
+	return k, ok
+}
+
+// key returns the datagram key of host id's latest session.
+func (w *welcomer) key(t *testing.T, id uint32) []byte {
+	t.Helper()
+	k, ok := w.Key(id)
+	if !ok {
+		t.Fatalf("no session of host ID %d", id)
+	}
+	return k
 }
 
 // newWelcomer serves ids (host name → host ID) until the test ends; the
@@ -77,7 +97,7 @@ func newWelcomer(tb testing.TB, ids map[string]uint32) *welcomer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w := &welcomer{ln: ln, ids: ids}
+	w := &welcomer{ln: ln, ids: ids, dgKeys: map[uint32][]byte{}}
 	w.wg.Go(w.serve)
 	tb.Cleanup(func() {
 		ln.Close()
@@ -103,12 +123,20 @@ func (w *welcomer) serve() {
 		w.wg.Go(func() {
 			c := wire.NewConn(nc, 0)
 			defer c.Close()
-			m, err := c.ReadMessage(context.Background())
+			ctx := context.Background()
+			m, err := c.ReadMessage(ctx)
 			h, ok := m.(*wire.Hello)
-			if err != nil || !ok {
+			if err != nil || !ok || wire.VerifyHello(h, hostKey(h.Host), time.Now(), time.Minute) != nil {
 				return
 			}
-			if err := c.WriteMessage(context.Background(), &wire.Welcome{HostID: w.ids[h.Host], Epoch: 1}); err != nil {
+			dk, err := c.AcceptHello(ctx, h, hostKey(h.Host))
+			if err != nil {
+				return
+			}
+			w.mu.Lock()
+			w.dgKeys[w.ids[h.Host]] = dk
+			w.mu.Unlock()
+			if err := c.WriteMessage(ctx, &wire.Welcome{HostID: w.ids[h.Host], Epoch: 1}); err != nil {
 				return
 			}
 			for {
@@ -152,27 +180,21 @@ type datagram struct {
 }
 
 // controllerUDP is a fake controller's UDP side: it authenticates every
-// heartbeat it receives with the key of the host it names.
+// heartbeat it receives with the datagram key of the latest session of
+// the host it names.
 type controllerUDP struct {
 	conn       *net.UDPConn
 	seq        *wire.Sequence
 	heartbeats chan datagram
 }
 
-func newControllerUDP(t *testing.T, ids map[string]uint32) *controllerUDP {
+func newControllerUDP(t *testing.T, w *welcomer) *controllerUDP {
 	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := map[uint32][]byte{}
-	for h, id := range ids {
-		keys[id] = hostKey(h)
-	}
-	v, err := wire.NewVerifier(wire.VerifierConfig{Accept: wire.ToController, Keyring: wire.KeyringFunc(func(id uint32) ([]byte, bool) {
-		k, ok := keys[id]
-		return k, ok
-	})})
+	v, err := wire.NewVerifier(wire.VerifierConfig{Accept: wire.ToController, Keyring: w})
 	if err != nil {
 		t.Fatal(err)
 	}

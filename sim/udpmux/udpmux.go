@@ -144,7 +144,8 @@ func New(cfg Config) (*Mux, error) {
 			if e == nil {
 				return nil, false
 			}
-			return e.a.HostKey(), true
+			k := e.a.DatagramKey()
+			return k, k != nil
 		}),
 		Accept: wire.ToAgent,
 	})

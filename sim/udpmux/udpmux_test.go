@@ -26,8 +26,8 @@ import (
 func TestShared(t *testing.T) {
 	const idA, idB = 7, 8
 	ids := map[string]uint32{"h1": idA, "h2": idB}
-	ctrl := newControllerUDP(t, ids)
 	w := newWelcomer(t, ids)
+	ctrl := newControllerUDP(t, w)
 	mux := newMux(t)
 	muxAddr := netip.MustParseAddrPort(mux.LocalAddr().String())
 
@@ -49,15 +49,17 @@ func TestShared(t *testing.T) {
 		return seen[idA] && seen[idB]
 	})
 
-	// Datagrams reach the host they name, checked with its key.
-	ctrl.sealTo(t, muxAddr, idB, &wire.HeartbeatAck{}, hostKey("h2"))
+	// Datagrams reach the host they name, checked with its session's key.
+	ctrl.sealTo(t, muxAddr, idB, &wire.HeartbeatAck{}, w.key(t, idB))
 	waitFor(t, "B's ack", func() bool { return b.Stats().HeartbeatAcks == 1 })
-	ctrl.sealTo(t, muxAddr, idA, &wire.HeartbeatAck{}, hostKey("h2")) // A's ID, B's key
+	ctrl.sealTo(t, muxAddr, idA, &wire.HeartbeatAck{}, w.key(t, idB)) // A's ID, B's key
 	waitFor(t, "the forged datagram to be rejected", func() bool { return a.Stats().DatagramsRejected == 1 })
-	ctrl.sealTo(t, muxAddr, 99, &wire.HeartbeatAck{}, hostKey("h1")) // nobody's
+	ctrl.sealTo(t, muxAddr, idB, &wire.HeartbeatAck{}, hostKey("h2")) // B's host key: not a datagram key
+	waitFor(t, "the datagram sealed with the host key to be rejected", func() bool { return b.Stats().DatagramsRejected == 1 })
+	ctrl.sealTo(t, muxAddr, 99, &wire.HeartbeatAck{}, w.key(t, idA)) // nobody's
 	waitFor(t, "the datagram for no member to be rejected", func() bool { return mux.Rejected() == 1 })
-	if sa, sb := a.Stats(), b.Stats(); sa.HeartbeatAcks != 0 || sb.DatagramsRejected != 0 {
-		t.Errorf("A: %d acks, B: %d rejected; want 0 and 0", sa.HeartbeatAcks, sb.DatagramsRejected)
+	if sa, sb := a.Stats(), b.Stats(); sa.HeartbeatAcks != 0 || sb.DatagramsRejected != 1 {
+		t.Errorf("A: %d acks, B: %d rejected; want 0 and 1", sa.HeartbeatAcks, sb.DatagramsRejected)
 	}
 
 	// A leaves: B keeps beating, A is silent and unknown.
@@ -79,7 +81,7 @@ func TestShared(t *testing.T) {
 		}
 	}
 	waitFor(t, "B's next heartbeat", func() bool { return b.Stats().HeartbeatsSent > sentB })
-	ctrl.sealTo(t, muxAddr, idA, &wire.HeartbeatAck{}, hostKey("h1"))
+	ctrl.sealTo(t, muxAddr, idA, &wire.HeartbeatAck{}, w.key(t, idA))
 	waitFor(t, "the datagram for the closed agent to be rejected", func() bool { return mux.Rejected() == 2 })
 }
 
@@ -116,7 +118,7 @@ func TestLifecycle(t *testing.T) {
 type sender struct{ sent atomic.Int32 }
 
 func (*sender) HostID() uint32                   { return 1 }
-func (*sender) HostKey() []byte                  { return nil }
+func (*sender) DatagramKey() []byte              { return nil }
 func (*sender) HeartbeatInterval() time.Duration { return time.Hour }
 func (*sender) AppendHeartbeat(buf []byte, _ *wire.Heartbeat) ([]byte, netip.AddrPort, bool) {
 	return buf, netip.AddrPort{}, false

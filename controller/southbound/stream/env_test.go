@@ -288,23 +288,39 @@ type agent struct {
 	nc      net.Conn
 	wc      *wire.Conn
 	welcome *wire.Welcome
+	dgKey   []byte // the session's datagram key
 	version uint64
 	view    map[wire.ResourceKey]string
 }
 
-// signedHello returns a Hello signed with key, sent at now.
-func signedHello(t *testing.T, host string, key []byte, version uint64, now time.Time) *wire.Hello {
+// newHello returns a Hello of host holding version, sent at now (not
+// signed yet).
+func newHello(t *testing.T, host string, version uint64, now time.Time) *wire.Hello {
 	t.Helper()
 	nonce, err := wire.NewNonce()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &wire.Hello{Host: host, HostID: knownHosts[host], AgentVersion: "test-agent/1", ViewVersion: version,
+	return &wire.Hello{Host: host, HostID: knownHosts[host], AgentVersion: "test-agent/1", ViewVersion: version,
 		Nonce: nonce, Time: now.Unix()}
+}
+
+// signedHello returns a Hello signed with key, sent at now.
+func signedHello(t *testing.T, host string, key []byte, version uint64, now time.Time) *wire.Hello {
+	t.Helper()
+	h := newHello(t, host, version, now)
 	if err := wire.SignHello(h, key); err != nil {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// handshake runs the agent's end of the handshake on wc.
+func handshake(t *testing.T, wc *wire.Conn, host string, key []byte, version uint64) (*wire.Welcome, []byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return wc.Handshake(ctx, newHello(t, host, version, time.Now()), key)
 }
 
 // dialRaw opens a connection to the server.
@@ -341,19 +357,17 @@ func recv(t *testing.T, wc *wire.Conn) (wire.Message, error) {
 func (e *senv) connect(host string, version uint64, held map[wire.ResourceKey]string) *agent {
 	e.t.Helper()
 	nc, wc := e.dialRaw()
-	send(e.t, wc, signedHello(e.t, host, keyOf(host), version, time.Now()))
-	m, err := recv(e.t, wc)
+	w, dk, err := handshake(e.t, wc, host, keyOf(host), version)
 	if err != nil {
-		e.t.Fatalf("read welcome: %v", err)
+		e.t.Fatalf("handshake: %v", err)
 	}
-	w, ok := m.(*wire.Welcome)
-	if !ok || w.Error != "" {
-		e.t.Fatalf("want a Welcome, got %#v", m)
+	if w.Error != "" {
+		e.t.Fatalf("refused: %s", w.Error)
 	}
 	if held == nil {
 		held = map[wire.ResourceKey]string{}
 	}
-	return &agent{t: e.t, host: host, nc: nc, wc: wc, welcome: w, version: version, view: held}
+	return &agent{t: e.t, host: host, nc: nc, wc: wc, welcome: w, dgKey: dk, version: version, view: held}
 }
 
 // next reads one delta, joining its frames.

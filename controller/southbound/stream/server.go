@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,10 +19,12 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultAckTimeout       = 30 * time.Second
-	DefaultClockSkew        = 30 * time.Second
-	DefaultMaxHandshakes    = 1024
+	DefaultHandshakeTimeout    = 2 * time.Second
+	DefaultAckTimeout          = 30 * time.Second
+	DefaultClockSkew           = 30 * time.Second
+	DefaultMaxHandshakes       = 1024
+	DefaultMaxPreAuth          = 4096
+	DefaultMaxPreAuthPerSource = 2048
 	// helloMaxFrame bounds frames read before the Hello is verified.
 	helloMaxFrame = 4 << 10
 )
@@ -65,8 +68,18 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// MaxFrame bounds frames after the handshake (default wire.DefaultMaxFrame).
 	MaxFrame int
-	// HandshakeTimeout bounds the wait for a Hello (default DefaultHandshakeTimeout).
+	// HandshakeTimeout bounds the time from accept to an authentic Hello
+	// (default DefaultHandshakeTimeout): an agent sends its Hello as soon
+	// as it is connected, so only a connection that does not mean to
+	// authenticate needs longer.
 	HandshakeTimeout time.Duration
+	// MaxPreAuth bounds the connections accepted that have not sent an
+	// authentic Hello yet (default DefaultMaxPreAuth); past it the oldest
+	// is closed. MaxPreAuthPerSource bounds those of one source address
+	// (default DefaultMaxPreAuthPerSource); past it a new one is closed.
+	// The simulator puts 10,000 agents on one source address, which all
+	// connect at once, but each waits only until its Hello is read.
+	MaxPreAuth, MaxPreAuthPerSource int
 	// AckTimeout bounds writing a delta and waiting for its Ack or Nack
 	// (default DefaultAckTimeout); when it passes the session is closed and
 	// the agent reconnects.
@@ -85,16 +98,15 @@ type Config struct {
 	// process's open-file limit, which agents failing over to this replica
 	// under overload would otherwise exhaust.
 	MaxSessions int
-	// MaxHandshakes bounds the connections between accept and the moment
-	// their first view is written, over all listeners (default
-	// DefaultMaxHandshakes). When agents arrive faster than views can be
-	// compiled and sent (a power restore), the others wait in the kernel's
-	// accept queue instead of each holding a file, a goroutine and half-done
-	// work: the controller degrades into a queue, not a collapse. The
-	// token is not held while the agent applies its view: a slow agent
-	// costs the replica nothing more then, and holding the door for it made
-	// the agents queued behind it wait past the Hello's freshness window
-	// (refused as stale) in a 100,000-host cold start.
+	// MaxHandshakes bounds the authenticated agents between their Hello
+	// and the moment their first view is written, over all listeners
+	// (default DefaultMaxHandshakes). When agents arrive faster than views
+	// can be compiled and sent (a power restore), the others wait, each
+	// with its connection and a goroutine but no half-done work: the
+	// controller degrades into a queue, not a collapse. A connection gets
+	// no token before its Hello verifies, so connections that never
+	// authenticate cannot hold them. The token is not held while the agent
+	// applies its view: a slow agent costs the replica nothing more then.
 	MaxHandshakes int
 }
 
@@ -107,8 +119,9 @@ func (c *Config) Validate() error {
 	if c.Keys == nil {
 		errs = append(errs, errors.New("Keys is required"))
 	}
-	if c.MaxFrame < 0 || c.HandshakeTimeout < 0 || c.AckTimeout < 0 || c.ClockSkew < 0 {
-		errs = append(errs, errors.New("MaxFrame and timeouts must not be negative"))
+	if c.MaxFrame < 0 || c.HandshakeTimeout < 0 || c.AckTimeout < 0 || c.ClockSkew < 0 ||
+		c.MaxHandshakes < 0 || c.MaxPreAuth < 0 || c.MaxPreAuthPerSource < 0 {
+		errs = append(errs, errors.New("limits and timeouts must not be negative"))
 	}
 	if c.MaxFrame > 0 && c.MaxFrame < helloMaxFrame {
 		errs = append(errs, fmt.Errorf("MaxFrame %d below %d", c.MaxFrame, helloMaxFrame))
@@ -135,6 +148,12 @@ func (c *Config) setDefaults() {
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if c.MaxPreAuth == 0 {
+		c.MaxPreAuth = DefaultMaxPreAuth
+	}
+	if c.MaxPreAuthPerSource == 0 {
+		c.MaxPreAuthPerSource = DefaultMaxPreAuthPerSource
+	}
 	if c.ClockSkew == 0 {
 		c.ClockSkew = DefaultClockSkew
 	}
@@ -156,9 +175,11 @@ type Server struct {
 
 	life lifecycle.Group // the sessions' goroutines
 	ctx  context.Context // the lifetime context: life's, ended by Close
-	// admit holds a token per connection whose first view is not yet
-	// written (Config.MaxHandshakes).
-	admit chan struct{}
+	// admit holds a token per authenticated agent whose first view is not
+	// yet written (Config.MaxHandshakes).
+	admit   chan struct{}
+	preAuth *preAuth
+	dgKeys  *datagramKeys
 
 	mu        sync.Mutex
 	sessions  map[string]*session // by host: the current session
@@ -187,6 +208,8 @@ func New(cfg Config) (*Server, error) {
 		sessions:  map[string]*session{},
 		listeners: map[net.Listener]struct{}{},
 		admit:     make(chan struct{}, cfg.MaxHandshakes),
+		preAuth:   newPreAuth(cfg.MaxPreAuth, cfg.MaxPreAuthPerSource),
+		dgKeys:    newDatagramKeys(),
 	}
 	s.ctx = s.life.Context()
 	return s, nil
@@ -215,16 +238,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 	backoff := time.Duration(0)
 	for {
-		select {
-		case s.admit <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		case <-s.ctx.Done():
-			return nil
-		}
 		nc, err := l.Accept()
 		if err != nil {
-			<-s.admit
 			if ctx.Err() != nil || s.ctx.Err() != nil {
 				return nil
 			}
@@ -247,9 +262,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if !s.life.Go(func(context.Context) { s.handle(nc, sync.OnceFunc(func() { <-s.admit })) }) {
+		pc, evicted := s.preAuth.admit(nc)
+		s.m.refused.WithLabelValues("evicted").Add(float64(evicted))
+		if pc == nil {
+			s.m.refused.WithLabelValues("source_limit").Inc()
+			nc.Close()
+			continue
+		}
+		if !s.life.Go(func(context.Context) { s.handle(pc) }) {
+			s.preAuth.done(pc)
 			nc.Close() // closed meanwhile
-			<-s.admit
 			return nil
 		}
 	}
@@ -309,6 +331,36 @@ func (s *Server) unregister(sess *session) bool {
 	delete(s.sessions, sess.host)
 	s.m.sessions.Dec()
 	return true
+}
+
+// Key returns the datagram key of the host with this host ID: the key of
+// its latest session with this replica (wire.Keyring). The replica's UDP
+// server authenticates the host's datagrams with it, so that a datagram of
+// an older session, or of a session with another replica or with this one
+// before it restarted, is refused: each session starts a fresh replay
+// window under a fresh key.
+func (s *Server) Key(hostID uint32) ([]byte, bool) { return s.dgKeys.get(hostID) }
+
+var _ wire.Keyring = (*Server)(nil)
+
+// KeysChanged tells the server that the keys of these hosts may have
+// changed (the Host or its key was deleted, or the host enrolled again):
+// the session of a host whose key is not the one it authenticated with is
+// cut, and its datagram key dropped.
+func (s *Server) KeysChanged(hosts []string) {
+	for _, h := range hosts {
+		key, ok := s.cfg.Keys(h)
+		if !ok {
+			key = nil
+		}
+		s.dgKeys.dropUnless(h, key)
+		s.mu.Lock()
+		sess := s.sessions[h]
+		s.mu.Unlock()
+		if sess != nil && (!ok || !bytes.Equal(sess.hostKey, key)) {
+			sess.end(reasonRevoked)
+		}
+	}
 }
 
 // isTemporary reports accept errors worth retrying (EMFILE, ENFILE,

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -25,25 +26,28 @@ func TestHandshake(t *testing.T) {
 	e := newSenv(t, senvOpts{})
 	e.base(1)
 	now := time.Now()
-	replayed := signedHello(t, "h2", keyOf("h2"), 0, now)
+	replayed := newHello(t, "h2", 0, now)
 	tests := []struct {
 		name string
 		// before runs first (e.g. uses the Hello once).
-		before     func()
-		msg        wire.Message
-		wantReason string // "" = accepted
+		before func()
+		hello  *wire.Hello // signed with key by the agent's handshake
+		key    []byte
+		raw    wire.Message // sent instead of a Hello
+		// wantReason is the refusal counted ("": accepted).
+		wantReason string
 	}{
-		{name: "ok", msg: signedHello(t, "h1", keyOf("h1"), 0, now)},
-		{name: "bad mac", msg: signedHello(t, "h1", keyOf("h2"), 0, now), wantReason: "auth"},
-		{name: "unknown host", msg: signedHello(t, "nope", keyOf("nope"), 0, now), wantReason: "unknown_host"},
-		{name: "stale time", msg: signedHello(t, "h1", keyOf("h1"), 0, now.Add(-time.Hour)), wantReason: "stale"},
-		{name: "time in the future", msg: signedHello(t, "h1", keyOf("h1"), 0, now.Add(time.Hour)), wantReason: "stale"},
-		{name: "not a hello", msg: &wire.Ack{Version: 1}, wantReason: "protocol"},
-		{name: "replayed hello", msg: replayed, wantReason: "replay", before: func() {
+		{name: "ok", hello: newHello(t, "h1", 0, now), key: keyOf("h1")},
+		{name: "bad mac", hello: newHello(t, "h1", 0, now), key: keyOf("h2"), wantReason: "auth"},
+		{name: "unknown host", hello: newHello(t, "nope", 0, now), key: keyOf("nope"), wantReason: "unknown_host"},
+		{name: "stale time", hello: newHello(t, "h1", 0, now.Add(-time.Hour)), key: keyOf("h1"), wantReason: "stale"},
+		{name: "time in the future", hello: newHello(t, "h1", 0, now.Add(time.Hour)), key: keyOf("h1"), wantReason: "stale"},
+		{name: "not a hello", raw: &wire.Ack{Version: 1}, wantReason: "protocol"},
+		{name: "replayed hello", hello: replayed, key: keyOf("h2"), wantReason: "replay", before: func() {
 			_, wc := e.dialRaw()
-			send(t, wc, replayed)
-			if m, err := recv(t, wc); err != nil || m.(*wire.Welcome).Error != "" {
-				t.Fatalf("first use of the hello refused: %v %#v", err, m)
+			h := *replayed
+			if w, _, err := handshake2(t, wc, &h, keyOf("h2")); err != nil || w.Error != "" {
+				t.Fatalf("first use of the hello refused: %v %#v", err, w)
 			}
 		}},
 	}
@@ -54,23 +58,32 @@ func TestHandshake(t *testing.T) {
 			}
 			before := e.counter("weft_stream_handshake_failures_total", tt.wantReason)
 			_, wc := e.dialRaw()
-			send(t, wc, tt.msg)
-			m, err := recv(t, wc)
-			if err != nil {
-				t.Fatalf("read welcome: %v", err)
-			}
-			w, ok := m.(*wire.Welcome)
-			if !ok {
-				t.Fatalf("want a Welcome, got %#v", m)
+			var w *wire.Welcome
+			var dk []byte
+			if tt.raw != nil {
+				send(t, wc, tt.raw)
+				m, err := recv(t, wc)
+				if err != nil {
+					t.Fatalf("read welcome: %v", err)
+				}
+				w = m.(*wire.Welcome)
+			} else {
+				var err error
+				if w, dk, err = handshake2(t, wc, tt.hello, tt.key); err != nil {
+					t.Fatalf("handshake: %v", err)
+				}
 			}
 			if tt.wantReason == "" {
 				want := &wire.Welcome{HostID: 1, Epoch: e.c.Epoch(), Replicas: []string{"127.0.0.1:7001", "127.0.0.1:7002"}, Snapshot: true}
 				if diff := gocmp.Diff(want, w); diff != "" {
 					t.Errorf("welcome (-want +got):\n%s", diff)
 				}
+				if got, ok := e.srv.Key(1); !ok || !bytes.Equal(got, dk) {
+					t.Errorf("the server's datagram key of host 1 is %x, the agent's %x", got, dk)
+				}
 				return
 			}
-			if w.Error == "" {
+			if w.Error == "" || dk != nil {
 				t.Fatalf("accepted, want refused (%s)", tt.wantReason)
 			}
 			if _, err := recv(t, wc); err == nil {
@@ -81,6 +94,14 @@ func TestHandshake(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handshake2 runs the agent's end of the handshake with a given Hello.
+func handshake2(t *testing.T, wc *wire.Conn, h *wire.Hello, key []byte) (*wire.Welcome, []byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return wc.Handshake(ctx, h, key)
 }
 
 func TestHandshakeTimeout(t *testing.T) {
@@ -337,16 +358,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	})
 	e.base(1)
 	// h1's snapshot is far larger than the socket buffers.
-	var big []apiv1.Object
-	for i := range 100 {
-		ep := endpoint("acme", fmt.Sprintf("big-%d", i), "a", "h1")
-		ep.Metadata.Labels = map[string]string{}
-		for j := range 20 {
-			ep.Metadata.Labels[fmt.Sprintf("key-%02d", j)] = fmt.Sprintf("%060d", j)
-		}
-		big = append(big, ep)
-	}
-	e.createMany(big...)
+	e.createMany(bigEndpoints("h1")...)
 	snap, err := e.c.Delta("h1", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -362,17 +374,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	}
 
 	// The stalled agent says hello and never reads.
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
-		})
-		return cmp.Or(err, serr)
-	}}
-	nc, err := d.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := stalledDial(t, e.addr)
 	defer nc.Close()
 	send(t, wire.NewConn(nc, 0), signedHello(t, "h1", keyOf("h1"), 0, time.Now()))
 	if h := <-rec.connected; h != "h1" {
@@ -477,51 +479,65 @@ func TestViewResourcesDecode(t *testing.T) {
 	}
 }
 
-// TestAdmission: with MaxHandshakes 1, a second agent gets no Welcome until
-// the first has acknowledged its view; an agent that gave up while it
-// waited in the accept queue costs no compile and no session.
+// TestAdmission: with MaxHandshakes 1, a connection that has not sent a
+// Hello holds no token; an agent whose first view cannot be written (it
+// does not read) holds the only one, and a second agent gets no Welcome
+// until that write fails; an agent that gave up while it waited for a
+// token costs no compile and no session.
 func TestAdmission(t *testing.T) {
 	rec := newRecSink()
-	e := newSenv(t, senvOpts{cfg: func(c *Config) { c.MaxHandshakes = 1; c.Status = rec }})
-	e.base(3)
-	// h1 connects and says nothing yet: it holds the only token.
-	nc1, wc1 := e.dialRaw()
-	defer nc1.Close()
-	time.Sleep(100 * time.Millisecond) // accepted before the others dial
+	e := newSenv(t, senvOpts{
+		cfg:      func(c *Config) { c.MaxHandshakes = 1; c.Status = rec; c.AckTimeout = 5 * time.Minute },
+		listener: func(l net.Listener) net.Listener { return smallBuffers{l} },
+	})
+	e.base(1)
+	e.createMany(bigEndpoints("h1")...)
 
-	// h3 connects, says Hello and hangs up before being admitted.
+	// A silent connection takes no token: h2 gets in past it.
+	silent, _ := e.dialRaw()
+	defer silent.Close()
+	a := e.connect("h2", 0, nil)
+	<-rec.connected
+	a.mustNext()
+	a.close()
+
+	// h1 says Hello and never reads: the write of its snapshot stalls
+	// with the only token.
+	stalled := stalledDial(t, e.addr)
+	defer stalled.Close()
+	send(t, wire.NewConn(stalled, 0), signedHello(t, "h1", keyOf("h1"), 0, time.Now()))
+	if h := <-rec.connected; h != "h1" {
+		t.Fatalf("connected %s, want h1", h)
+	}
+	// h3 says Hello and hangs up before being admitted.
 	nc3, wc3 := e.dialRaw()
 	send(t, wc3, signedHello(t, "h3", keyOf("h3"), 0, time.Now()))
+	time.Sleep(100 * time.Millisecond) // verified and waiting before h2
 	nc3.Close()
-	// h2 connects and waits.
-	nc2, wc2 := e.dialRaw()
-	defer nc2.Close()
-	send(t, wc2, signedHello(t, "h2", keyOf("h2"), 0, time.Now()))
-	got := make(chan wire.Message, 1)
+	// h2 waits.
+	_, wc2 := e.dialRaw()
+	got := make(chan error, 1)
 	go func() {
-		m, _ := recv(t, wc2)
-		got <- m
+		w, _, err := handshake(t, wc2, "h2", keyOf("h2"), 0)
+		if err == nil && w.Error != "" {
+			err = fmt.Errorf("refused: %s", w.Error)
+		}
+		got <- err
 	}()
 	select {
-	case m := <-got:
-		t.Fatalf("second agent answered (%T) while the first held the only handshake", m)
+	case err := <-got:
+		t.Fatalf("second agent answered (%v) while the first held the only handshake", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	// h1 says Hello and gets its view; it never acknowledges it. Its
-	// token is released once the view is written: h2 gets in.
-	send(t, wc1, signedHello(t, "h1", keyOf("h1"), 0, time.Now()))
-	if m, err := recv(t, wc1); err != nil {
-		t.Fatalf("first agent: %v", err)
-	} else if w, ok := m.(*wire.Welcome); !ok || w.Error != "" {
-		t.Fatalf("first agent got %#v, want a Welcome", m)
-	}
+	// h1 goes away: its write fails, h2 gets in.
+	stalled.Close()
 	select {
-	case m := <-got:
-		if w, ok := m.(*wire.Welcome); !ok || w.Error != "" {
-			t.Fatalf("second agent got %#v, want a Welcome", m)
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("second agent: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("second agent not welcomed after the first's view was written")
+		t.Fatal("second agent not welcomed after the first's write failed")
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for e.counter("weft_stream_handshake_failures_total", "abandoned") != 1 && time.Now().Before(deadline) {
@@ -537,6 +553,39 @@ func TestAdmission(t *testing.T) {
 	}
 }
 
+// bigEndpoints returns endpoints that make host's snapshot far larger
+// than the socket buffers of smallBuffers and stalledDial.
+func bigEndpoints(host string) []apiv1.Object {
+	var big []apiv1.Object
+	for i := range 100 {
+		ep := endpoint("acme", fmt.Sprintf("big-%d", i), "a", host)
+		ep.Metadata.Labels = map[string]string{}
+		for j := range 20 {
+			ep.Metadata.Labels[fmt.Sprintf("key-%02d", j)] = fmt.Sprintf("%060d", j)
+		}
+		big = append(big, ep)
+	}
+	return big
+}
+
+// stalledDial connects with a 4 KiB receive buffer (the kernel doubles
+// it and turns off autotuning), for an agent that will not read.
+func stalledDial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+		})
+		return cmp.Or(err, serr)
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
 // TestMaxSessions: a replica with MaxSessions established refuses a new
 // agent ("replica full"), but lets a connected agent replace its session.
 func TestMaxSessions(t *testing.T) {
@@ -546,13 +595,12 @@ func TestMaxSessions(t *testing.T) {
 	first.mustNext()
 	first.ack()
 	_, wc := e.dialRaw()
-	send(t, wc, signedHello(t, "h2", keyOf("h2"), 0, time.Now()))
-	m, err := recv(t, wc)
+	w, _, err := handshake(t, wc, "h2", keyOf("h2"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w, ok := m.(*wire.Welcome); !ok || !strings.Contains(w.Error, "replica full") {
-		t.Fatalf("agent beyond MaxSessions got %#v, want a Welcome refusing it (replica full)", m)
+	if !strings.Contains(w.Error, "replica full") {
+		t.Fatalf("agent beyond MaxSessions got %#v, want a Welcome refusing it (replica full)", w)
 	}
 	if n := e.counter("weft_stream_handshake_failures_total", "full"); n != 1 {
 		t.Errorf("refusals counted %v, want 1", n)

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,14 +24,17 @@ const (
 	reasonProtocol   = "protocol"    // an unexpected message
 	reasonShutdown   = "shutdown"
 	reasonCompile    = "compile_error"
+	reasonAuth       = "auth"    // a frame that failed authentication
+	reasonRevoked    = "revoked" // the host's key changed or went
 )
 
 // session is one host's established stream.
 type session struct {
-	host   string
-	cancel context.CancelFunc
-	once   sync.Once
-	reason string // the first reason given to end
+	host    string
+	hostKey []byte // the key the Hello verified with
+	cancel  context.CancelFunc
+	once    sync.Once
+	reason  string // the first reason given to end
 }
 
 // end records why the session ends (the first reason wins) and stops it.
@@ -40,9 +44,11 @@ func (s *session) end(reason string) string {
 	return s.reason
 }
 
-// handle runs one connection: handshake, then the session.
-func (s *Server) handle(nc net.Conn, admitted func()) {
-	defer admitted()
+// handle runs one connection: the Hello (within HandshakeTimeout, while
+// the connection counts as unauthenticated), an admission token, the
+// Accept that seals the stream, then the session.
+func (s *Server) handle(pc *pending) {
+	nc := pc.nc
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	// NewConn's limit also bounds writes (SetMaxFrame changes only reads):
@@ -53,25 +59,36 @@ func (s *Server) handle(nc net.Conn, admitted func()) {
 	// Closing the connection unblocks the reader goroutine too.
 	defer context.AfterFunc(ctx, func() { wc.Close() })()
 
-	h, err := s.handshake(ctx, wc)
+	h, key, err := s.handshake(ctx, wc)
+	s.preAuth.done(pc)
 	if err != nil {
 		s.log.Debug("handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 		return
 	}
+	select {
+	case s.admit <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	admitted := sync.OnceFunc(func() { <-s.admit })
+	defer admitted()
 	if peerClosed(nc) {
-		// It waited in the accept queue past the agent's patience: the
-		// agent gave up and will try again; compiling for it is waste.
+		// It waited for a token past the agent's patience: the agent gave
+		// up and will try again; compiling for it is waste.
 		s.m.refused.WithLabelValues("abandoned").Inc()
 		return
 	}
-	sess := &session{host: h.Host, cancel: cancel}
+	sess := &session{host: h.Host, hostKey: key, cancel: cancel}
 	if !s.register(sess) {
 		_ = s.refuse(ctx, wc, "full", fmt.Sprintf("replica full: %d agents connected", s.cfg.MaxSessions))
 		return
 	}
-	s.log.Debug("agent connected", "host", h.Host, "agentVersion", h.AgentVersion, "viewVersion", h.ViewVersion,
-		"remote", nc.RemoteAddr().String())
-	reason, err := s.serve(ctx, wc, h, admitted)
+	reason, err := s.accept(ctx, wc, h, sess)
+	if err == nil {
+		s.log.Debug("agent connected", "host", h.Host, "agentVersion", h.AgentVersion, "viewVersion", h.ViewVersion,
+			"remote", nc.RemoteAddr().String())
+		reason, err = s.serve(ctx, wc, h, admitted)
+	}
 	if ctx.Err() != nil && s.ctx.Err() != nil {
 		reason = reasonShutdown
 	}
@@ -83,9 +100,41 @@ func (s *Server) handle(nc net.Conn, admitted func()) {
 	s.log.Debug("agent session ended", "host", h.Host, "reason", reason, "err", err)
 }
 
-// handshake reads and verifies the Hello. A refused agent gets a Welcome
-// with Error before the connection closes.
-func (s *Server) handshake(ctx context.Context, wc *wire.Conn) (*wire.Hello, error) {
+// accept seals the stream of a registered session and makes its datagram
+// key the host's. A key changed meanwhile (KeysChanged ran before the
+// session was registered) ends the session.
+func (s *Server) accept(ctx context.Context, wc *wire.Conn, h *wire.Hello, sess *session) (string, error) {
+	actx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
+	defer cancel()
+	dk, err := wc.AcceptHello(actx, h, sess.hostKey)
+	if err != nil {
+		return reasonWrite, err
+	}
+	if id, ok := s.hostID(h); ok {
+		s.dgKeys.set(h.Host, id, sess.hostKey, dk)
+	}
+	if key, ok := s.cfg.Keys(h.Host); !ok || !bytes.Equal(key, sess.hostKey) {
+		s.dgKeys.dropUnless(h.Host, key)
+		return reasonRevoked, errors.New("the host's key changed during the handshake")
+	}
+	return "", nil
+}
+
+// hostID returns the host ID of h's host: Config.HostID's, or the Hello's
+// (authenticated) one.
+func (s *Server) hostID(h *wire.Hello) (uint32, bool) {
+	if s.cfg.HostID != nil {
+		if id, ok := s.cfg.HostID(h.Host); ok {
+			return id, id != 0
+		}
+	}
+	return h.HostID, h.HostID != 0
+}
+
+// handshake reads and verifies the Hello and returns it with the host's
+// key. A refused agent gets a Welcome in clear with Error before the
+// connection closes.
+func (s *Server) handshake(ctx context.Context, wc *wire.Conn) (*wire.Hello, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	m, err := wc.ReadMessage(ctx)
@@ -98,32 +147,32 @@ func (s *Server) handshake(ctx context.Context, wc *wire.Conn) (*wire.Hello, err
 			reason = "malformed"
 		}
 		s.m.refused.WithLabelValues(reason).Inc()
-		return nil, fmt.Errorf("read hello: %w", err)
+		return nil, nil, fmt.Errorf("read hello: %w", err)
 	}
 	h, ok := m.(*wire.Hello)
 	if !ok {
-		return nil, s.refuse(ctx, wc, "protocol", fmt.Sprintf("want a Hello first, got %v", m.FrameType()))
+		return nil, nil, s.refuse(ctx, wc, "protocol", fmt.Sprintf("want a Hello first, got %v", m.FrameType()))
 	}
 	key, ok := s.cfg.Keys(h.Host)
 	if !ok {
-		return nil, s.refuse(ctx, wc, "unknown_host", fmt.Sprintf("unknown host %q", h.Host))
+		return nil, nil, s.refuse(ctx, wc, "unknown_host", fmt.Sprintf("unknown host %q", h.Host))
 	}
 	now := s.cfg.Now()
 	if err := wire.VerifyHello(h, key, now, s.cfg.ClockSkew); err != nil {
 		switch {
 		case errors.Is(err, wire.ErrAuth):
-			return nil, s.refuse(ctx, wc, "auth", "authentication failed")
+			return nil, nil, s.refuse(ctx, wc, "auth", "authentication failed")
 		case errors.Is(err, wire.ErrStale):
-			return nil, s.refuse(ctx, wc, "stale", fmt.Sprintf("hello time %s is more than %v from the controller's clock %s",
+			return nil, nil, s.refuse(ctx, wc, "stale", fmt.Sprintf("hello time %s is more than %v from the controller's clock %s",
 				time.Unix(h.Time, 0).UTC().Format(time.RFC3339), s.cfg.ClockSkew, now.UTC().Format(time.RFC3339)))
 		default:
-			return nil, s.refuse(ctx, wc, "malformed", err.Error())
+			return nil, nil, s.refuse(ctx, wc, "malformed", err.Error())
 		}
 	}
 	if !s.nonces.add(h.Host, h.Nonce, h.Time, now) {
-		return nil, s.refuse(ctx, wc, "replay", "replayed hello")
+		return nil, nil, s.refuse(ctx, wc, "replay", "replayed hello")
 	}
-	return h, nil
+	return h, key, nil
 }
 
 // refuse counts a refused handshake and tells the agent why.
@@ -177,12 +226,8 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 	if err != nil {
 		return reasonCompile, err
 	}
-	w := &wire.Welcome{HostID: h.HostID, Epoch: s.c.Epoch(), Snapshot: first.Snapshot}
-	if s.cfg.HostID != nil {
-		if id, ok := s.cfg.HostID(host); ok {
-			w.HostID = id
-		}
-	}
+	w := &wire.Welcome{Epoch: s.c.Epoch(), Snapshot: first.Snapshot}
+	w.HostID, _ = s.hostID(h)
 	if s.cfg.Replicas != nil {
 		w.Replicas = s.cfg.Replicas()
 	}
@@ -221,7 +266,7 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 				continue
 			case r := <-msgs:
 				if r.err != nil {
-					return reasonRead, r.err
+					return readReason(r.err), r.err
 				}
 				if n, ok := r.m.(*wire.Nack); ok {
 					s.nacked(host, n)
@@ -262,6 +307,14 @@ func (s *Server) serve(ctx context.Context, wc *wire.Conn, h *wire.Hello, admitt
 	}
 }
 
+// readReason is the session end reason of a read error.
+func readReason(err error) string {
+	if errors.Is(err, wire.ErrAuth) {
+		return reasonAuth
+	}
+	return reasonRead
+}
+
 // Backoff between snapshots an agent keeps refusing.
 const (
 	minNackBackoff = 100 * time.Millisecond
@@ -300,7 +353,7 @@ func (s *Server) awaitAnswer(ctx context.Context, msgs <-chan readResult, host s
 		select {
 		case r := <-msgs:
 			if r.err != nil {
-				return nil, reasonRead, r.err
+				return nil, readReason(r.err), r.err
 			}
 			switch m := r.m.(type) {
 			case *wire.Ack:
@@ -337,7 +390,7 @@ func (s *Server) send(ctx context.Context, wc *wire.Conn, d wire.Delta) error {
 	}
 	s.m.deltas.WithLabelValues(kind).Inc()
 	s.m.resources.Observe(float64(len(d.Upserts) + len(d.Deletes)))
-	for _, f := range split(d, s.cfg.MaxFrame) {
+	for _, f := range split(d, s.cfg.MaxFrame-wire.SealOverhead) {
 		if err := wc.WriteMessage(ctx, &f); err != nil {
 			return fmt.Errorf("send %s %d→%d: %w", kind, d.FromVersion, d.ToVersion, err)
 		}
