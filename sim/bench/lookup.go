@@ -75,6 +75,7 @@ func (c *LookupConfig) validate() error {
 		return fmt.Errorf("lookup: %d clients on %d sockets: want 1..250 sockets, at least one client each", c.Clients, c.ClientSockets)
 	case c.Endpoints < 1 || c.Endpoints > 1<<24 || c.EndpointHosts < 1 || c.EndpointHosts > 1<<16:
 		return fmt.Errorf("lookup: %d endpoints on %d hosts: out of range", c.Endpoints, c.EndpointHosts)
+
 	case c.Misses < 0 || c.Misses > 1:
 		return fmt.Errorf("lookup: Misses %v out of range 0..1", c.Misses)
 	}
@@ -139,7 +140,7 @@ func Lookup(ctx context.Context, cfg LookupConfig) (*LookupReport, error) {
 		rep.ClientMode = "in-process"
 	}
 
-	src := newStaticSource(cfg.Endpoints, cfg.EndpointHosts)
+	src := newStaticSource(cfg.Endpoints, cfg.EndpointHosts, cfg.Clients)
 	loc, err := udp.NewLocator(udp.LocatorConfig{Store: src, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -161,7 +162,8 @@ func Lookup(ctx context.Context, cfg LookupConfig) (*LookupReport, error) {
 	perHost := cfg.Rate/cfg.Clients + 1
 	srv, err := udp.New(udp.Config{Addr: "127.0.0.1:0", Keys: keyring, Locator: loc, Sockets: cfg.Sockets,
 		ReadBatch: cfg.ReadBatch, MaxHosts: cfg.Clients + 1,
-		RateLimit: udp.RateLimit{PerSecond: 4 * perHost, Burst: min(udp.MaxBurst, 8*perHost)}, Logger: cfg.Logger})
+		RateLimit:       udp.RateLimit{PerSecond: 4 * perHost, Burst: min(udp.MaxBurst, 8*perHost)},
+		TenantRateLimit: udp.RateLimit{PerSecond: 4 * cfg.Rate, Burst: min(udp.MaxBurst, 8*cfg.Rate)}, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -507,42 +509,74 @@ type staticSource struct {
 
 var _ udp.Source = (*staticSource)(nil)
 
-func newStaticSource(endpoints, hosts int) *staticSource {
+// newStaticSource places endpoints on hosts, in runs of lookupVNIs (one in
+// each VNI) per host. The clients are hosts too (host ID i+1 is host hi):
+// a host may look up only in the VNIs where it has an endpoint, so a
+// client without one in a VNI gets one there, without an address.
+func newStaticSource(endpoints, hosts, clients int) *staticSource {
 	s := &staticSource{byRef: map[apiv1.Ref]apiv1.Object{}}
-	for h := 0; h < hosts; h++ {
+	add := func(o apiv1.Object) { s.byRef[apiv1.RefOf(o)] = o }
+	for h := range max(hosts, clients) {
 		o := &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("h%d", h), ResourceVersion: "1"},
-			Spec: apiv1.HostSpec{UnderlayIP: fmt.Sprintf("192.168.%d.%d", h>>8, h&255)}}
+			Spec: apiv1.HostSpec{UnderlayIP: fmt.Sprintf("192.168.%d.%d", h>>8, h&255)}, Status: apiv1.HostStatus{HostID: uint32(h + 1)}}
 		s.hosts = append(s.hosts, o)
-		s.byRef[apiv1.RefOf(o)] = o
+		add(o)
 	}
+	member := make([][lookupVNIs]bool, clients)
 	for i := 0; i < endpoints; i++ {
 		ip, vni := endpointAddr(i)
+		h := i / lookupVNIs % hosts
+		if h < clients {
+			member[h][vni-lookupFirstVNI] = true
+		}
 		o := &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint),
 			Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("ep%d", i), Tenant: "bench", ResourceVersion: "2"},
-			Spec:     apiv1.EndpointSpec{Subnet: "s", Host: fmt.Sprintf("h%d", i%hosts)},
-			Status: apiv1.EndpointStatus{IP: ip.String(), VNI: vni, Host: fmt.Sprintf("h%d", i%hosts),
+			Spec:     apiv1.EndpointSpec{Subnet: "s", Host: fmt.Sprintf("h%d", h)},
+			Status: apiv1.EndpointStatus{IP: ip.String(), VNI: vni, Host: fmt.Sprintf("h%d", h),
 				MAC: fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))}}
 		s.eps = append(s.eps, o)
-		s.byRef[apiv1.RefOf(o)] = o
+		add(o)
+	}
+	for h := range member {
+		for v, ok := range member[h] {
+			if ok {
+				continue
+			}
+			o := &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint),
+				Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("member-%d-%d", h, v), Tenant: "bench", ResourceVersion: "2"},
+				Spec:     apiv1.EndpointSpec{Subnet: "s", Host: fmt.Sprintf("h%d", h)},
+				Status:   apiv1.EndpointStatus{VNI: lookupFirstVNI + uint32(v), Host: fmt.Sprintf("h%d", h)}}
+			s.eps = append(s.eps, o)
+			add(o)
+		}
 	}
 	return s
 }
 
-// endpointAddr places endpoint i in one of 100 VNIs, at 10.x.y.z.
+// The lookup benchmark's endpoints are in lookupVNIs VNIs from
+// lookupFirstVNI.
+const (
+	lookupVNIs     = 100
+	lookupFirstVNI = 1000
+)
+
+// endpointAddr places endpoint i in one of lookupVNIs VNIs, at 10.x.y.z.
 func endpointAddr(i int) (netip.Addr, uint32) {
-	n := uint32(i/100) + 1
-	return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), 1000 + uint32(i%100)
+	n := uint32(i/lookupVNIs) + 1
+	return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), lookupFirstVNI + uint32(i%lookupVNIs)
 }
 
 // lookupQueries returns n queries over the endpoints, a fraction misses
-// of them for addresses that do not exist.
+// of them for addresses that do not exist (in the same VNIs: a host asks
+// only in its own).
 func lookupQueries(endpoints int, misses float64, n int, seed uint64) []wire.LookupQuery {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	qs := make([]wire.LookupQuery, n)
 	for i := range qs {
 		ip, vni := endpointAddr(rng.IntN(endpoints))
 		if rng.Float64() < misses {
-			vni += 200 // no endpoint lives there
+			a := ip.As4()
+			ip = netip.AddrFrom4([4]byte{11, a[1], a[2], a[3]}) // no endpoint lives there
 		}
 		qs[i] = wire.LookupQuery{VNI: vni, IP: ip}
 	}

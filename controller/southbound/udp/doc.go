@@ -17,11 +17,16 @@
 // counted.
 //
 // Every datagram is authenticated by a wire.Verifier (size, magic,
-// version, direction, host key, HMAC tag, replay window) before anything
-// else, and every rejection is counted by reason in
+// version, direction, key, HMAC tag, replay window) before anything else,
+// and every rejection is counted by reason in
 // weft_udp_rejected_total{reason}: short, too_large, bad_magic, version,
 // unknown_type, direction, unknown_host, auth, replay, malformed,
-// rate_limited, host_id_range, no_locator. A reader never blocks on one
+// rate_limited, host_id_range, no_locator. In a controller the keys
+// (Config.Keys) are those of the hosts' latest config-stream sessions with
+// this replica (stream.Server.Key): a datagram of an older session, or
+// sent to another replica, or to this one before it restarted, fails
+// authentication, and each session's replay window starts fresh, so a
+// failover to a replica whose sequence numbers are lower loses nothing. A reader never blocks on one
 // host: per-host state is a slot indexed by host ID (PeerBytes bytes)
 // updated with atomics — the host's last source address (where replies
 // and invalidations go) and its lookup token bucket. The heartbeat path
@@ -29,6 +34,17 @@
 // liveness.Table.Observe (three atomic stores), counters summed per batch.
 //
 // # Lookups, interest and invalidation
+//
+// A host may look up addresses only in the VNIs where it has endpoints of
+// its own: the Locator counts each host ID's endpoints per VNI (its
+// scope), and a query outside it gets no answer (counted as
+// weft_udp_lookup_queries_total{result="out_of_scope"}), so that no host
+// can map another tenant's placements. Lookups are rate limited by token
+// buckets per host (Config.RateLimit; the request is refused:
+// rejected{reason="rate_limited"}) and per tenant of the VNI
+// (Config.TenantRateLimit; the query is refused:
+// queries{result="tenant_rate_limited"}), so one tenant's flood leaves the
+// others their share.
 //
 // The Locator follows the store's Endpoint and Host events and indexes
 // every endpoint by (VNI, IP) → location: the underlay IP of its host, its

@@ -226,6 +226,13 @@ func hostObj(name, ip string) *apiv1.Host {
 	return &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: name}, Spec: apiv1.HostSpec{UnderlayIP: ip}}
 }
 
+// hostWithID is a Host as the registry numbers it.
+func hostWithID(name, ip string, id uint32) *apiv1.Host {
+	h := hostObj(name, ip)
+	h.Status.HostID = id
+	return h
+}
+
 func endpointObj(name, subnet, host string) *apiv1.Endpoint {
 	return &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: name, Tenant: "acme"},
 		Spec: apiv1.EndpointSpec{Subnet: subnet, Host: host}}

@@ -110,10 +110,15 @@ type Locator struct {
 	// notify sends invalidations; set by the Server while it runs.
 	notify atomic.Pointer[notifier]
 
+	// scope says which hosts may look up which VNIs (scope.go).
+	scope scopeTable
+
 	// Owned by the follow goroutine (and Start, before it runs).
-	eps   map[epRef]epState
-	hosts map[string]hostState
-	buf   []uint32
+	eps     map[epRef]epState
+	hosts   map[string]hostState
+	scopes  map[epRef]epScope
+	tenants map[string]int32
+	buf     []uint32
 
 	m    locatorMetrics
 	life lifecycle.Group
@@ -135,6 +140,7 @@ type epState struct {
 
 type hostState struct {
 	ip netip.Addr
+	id uint32
 	rv int64
 }
 
@@ -187,6 +193,8 @@ func NewLocator(cfg LocatorConfig) (*Locator, error) {
 		negTTLSc: uint16(max(cfg.NegativeTTL/time.Second, 1)),
 		eps:      map[epRef]epState{},
 		hosts:    map[string]hostState{},
+		scopes:   map[epRef]epScope{},
+		tenants:  map[string]int32{},
 		m: locatorMetrics{
 			endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
 				Name: "weft_locator_endpoints", Help: "Endpoint addresses the locator can answer for."}),
@@ -260,11 +268,15 @@ func (l *Locator) resync() {
 			delete(l.hosts, name)
 		}
 	}
+	l.scope.clear()
+	clear(l.scopes)
 	seen := make(map[epRef]bool, len(eps))
 	for _, o := range eps {
 		ep := o.(*apiv1.Endpoint)
-		seen[epRef{ep.Metadata.Tenant, ep.Metadata.Name}] = true
+		ref := epRef{ep.Metadata.Tenant, ep.Metadata.Name}
+		seen[ref] = true
 		l.updateEndpoint(ep, 0)
+		l.rescope(ref, ep)
 	}
 	for ref, st := range l.eps {
 		if !seen[ref] {
@@ -286,8 +298,10 @@ func (l *Locator) apply(ev store.Event) {
 			if st, ok := l.eps[ref]; ok && st.rv < ev.Revision {
 				l.remove(ref, st, uint64(ev.Revision))
 			}
+			l.rescope(ref, nil)
 		} else {
 			l.updateEndpoint(o, 0)
+			l.rescope(ref, o)
 		}
 		l.m.endpoints.Set(float64(len(l.eps)))
 	case *apiv1.Host:
@@ -295,6 +309,7 @@ func (l *Locator) apply(ev store.Event) {
 			if st, ok := l.hosts[o.Metadata.Name]; ok && st.rv < ev.Revision {
 				delete(l.hosts, o.Metadata.Name)
 				l.rehome(o.Metadata.Name, ev.Revision)
+				l.rescopeHost(o.Metadata.Name)
 			}
 		} else {
 			l.applyHost(o)
@@ -319,9 +334,12 @@ func (l *Locator) applyHost(h *apiv1.Host) {
 		return
 	}
 	ip := parseHostIP(h.Spec.UnderlayIP)
-	l.hosts[h.Metadata.Name] = hostState{ip: ip, rv: rv}
+	l.hosts[h.Metadata.Name] = hostState{ip: ip, id: h.Status.HostID, rv: rv}
 	if had && old.ip != ip {
 		l.rehome(h.Metadata.Name, rv)
+	}
+	if had && old.id != h.Status.HostID {
+		l.rescopeHost(h.Metadata.Name)
 	}
 }
 
@@ -429,14 +447,7 @@ func (l *Locator) resolve(ep *apiv1.Endpoint) (locKey, wire.Location, bool) {
 	if vni == 0 || vni > wire.MaxVNI {
 		return locKey{}, wire.Location{}, false
 	}
-	hs, ok := l.hosts[ep.Spec.Host]
-	if !ok {
-		if o, found := l.src.Get(apiv1.KindHost, "", ep.Spec.Host); found {
-			h := o.(*apiv1.Host)
-			hs = hostState{ip: parseHostIP(h.Spec.UnderlayIP), rv: resourceVersion(h)}
-			l.hosts[ep.Spec.Host] = hs
-		}
-	}
+	hs, _ := l.host(ep.Spec.Host)
 	if !hs.ip.IsValid() {
 		return locKey{}, wire.Location{}, false
 	}
@@ -445,6 +456,20 @@ func (l *Locator) resolve(ep *apiv1.Endpoint) (locKey, wire.Location, bool) {
 		copy(loc.MAC[:], hw)
 	}
 	return newLocKey(vni, ip), loc, true
+}
+
+// host returns what the Locator knows of a host, read from the store the
+// first time it is needed (before the host's event).
+func (l *Locator) host(name string) (hostState, bool) {
+	hs, ok := l.hosts[name]
+	if !ok {
+		if o, found := l.src.Get(apiv1.KindHost, "", name); found {
+			h := o.(*apiv1.Host)
+			hs, ok = hostState{ip: parseHostIP(h.Spec.UnderlayIP), id: h.Status.HostID, rv: resourceVersion(h)}, true
+			l.hosts[name] = hs
+		}
+	}
+	return hs, ok
 }
 
 // subnetVNI returns the VNI of a subnet's VPC, or 0.

@@ -127,7 +127,7 @@ func TestLookupOverUDP(t *testing.T) {
 		hostObj("h1", "192.0.2.1"), hostObj("h2", "192.0.2.2"),
 		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
 		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
-	web := create(t, r, endpointObj("web", "a", "h1"))[0].(*apiv1.Endpoint)
+	web := create(t, r, endpointObj("web", "a", "h1"), endpointObj("client", "a", "h2"))[0].(*apiv1.Endpoint)
 	if web.Status.Identity == 0 {
 		t.Fatal("the registry gave web no identity")
 	}
@@ -144,16 +144,16 @@ func TestLookupOverUDP(t *testing.T) {
 		wire.LookupQuery{RequestID: 3, VNI: vni + 1, IP: ip},
 	)
 	negEpoch := uint64(loc.Revision())
+	// Host 2 has an endpoint in vni, none in vni+1: that query is refused.
 	want := []wire.LookupAnswer{
 		{RequestID: 1, VNI: vni, IP: ip, Found: true, Epoch: rv, TTL: 60,
 			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr(hw), Identity: web.Status.Identity}},
 		{RequestID: 2, VNI: vni, IP: netip.MustParseAddr("10.0.1.99"), Epoch: negEpoch, TTL: 5},
-		{RequestID: 3, VNI: vni + 1, IP: ip, Epoch: negEpoch, TTL: 5},
 	}
 	if diff := cmp.Diff(want, got, addrCmp); diff != "" {
 		t.Errorf("answers (-want +got):\n%s", diff)
 	}
-	if st := srv.Stats(); st.Found != 1 || st.NotFound != 2 || st.Lookups != 1 {
+	if st := srv.Stats(); st.Found != 1 || st.NotFound != 1 || st.OutOfScope != 1 || st.Lookups != 1 {
 		t.Errorf("stats: %+v", st)
 	}
 }
@@ -181,7 +181,9 @@ func TestMigrationInvalidatesExactlyInterested(t *testing.T) {
 	create(t, r,
 		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "main", Tenant: "acme"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
 		&apiv1.Subnet{TypeMeta: tm(apiv1.KindSubnet), Metadata: apiv1.ObjectMeta{Name: "a", Tenant: "acme"}, Spec: apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.1.0/24"}})
-	objs := create(t, r, endpointObj("vm", "a", "h1"), endpointObj("marker", "a", "h5"))
+	// Every host has an endpoint in the VPC: the lookups it may make.
+	objs := create(t, r, endpointObj("vm", "a", "h1"), endpointObj("marker", "a", "h5"),
+		endpointObj("m2", "a", "h2"), endpointObj("m3", "a", "h3"), endpointObj("m4", "a", "h4"))
 	vm, marker := objs[0].(*apiv1.Endpoint), objs[1].(*apiv1.Endpoint)
 	loc := startLocator(t, st)
 	srv := startServer(t, Config{Keys: newKeyring(1, 2, 3, 4, 5), Locator: loc, Sockets: 2})
@@ -269,6 +271,9 @@ func mustMAC(t *testing.T, s string) wire.MACAddr {
 // store closed it.
 func TestLocatorEvents(t *testing.T) {
 	src := &fakeSource{}
+	// Host 7 asks; its endpoint in VNI 100 lets it.
+	src.put(hostWithID("h7", "192.0.2.7", 7))
+	src.put(fakeEndpoint("client", "h7", "10.0.0.7", "02:00:00:00:00:07", 100))
 	src.put(hostObj("h1", "192.0.2.1"))
 	src.put(hostObj("h2", "192.0.2.2"))
 	loc := startLocator(t, src)
@@ -286,7 +291,7 @@ func TestLocatorEvents(t *testing.T) {
 	t.Run("created after a negative answer, with its identity", func(t *testing.T) {
 		src.put(withID(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100), 42))
 		got := invalidation(t, a)
-		want := wire.Invalidate{VNI: 100, IP: q.IP, Epoch: 3, HasLocation: true,
+		want := wire.Invalidate{VNI: 100, IP: q.IP, Epoch: 5, HasLocation: true,
 			Location: wire.Location{HostIP: netip.MustParseAddr("192.0.2.1"), MAC: wire.MACAddr{2, 0, 0, 0, 0, 5}, Identity: 42}}
 		if diff := cmp.Diff(want, got, addrCmp); diff != "" {
 			t.Errorf("invalidate (-want +got):\n%s", diff)
@@ -299,26 +304,26 @@ func TestLocatorEvents(t *testing.T) {
 		ep := withID(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100), 42)
 		ep.Status.Phase = apiv1.PhaseReady
 		src.put(ep)
-		waitFor(t, "the locator to apply revision 4", func() bool { return loc.Revision() >= 4 })
-		if ans := a.lookup(q); !ans[0].Found || ans[0].Epoch != 3 {
-			t.Errorf("after a status change: %+v, want epoch 3", ans[0])
+		waitFor(t, "the locator to apply revision 6", func() bool { return loc.Revision() >= 6 })
+		if ans := a.lookup(q); !ans[0].Found || ans[0].Epoch != 5 {
+			t.Errorf("after a status change: %+v, want epoch 5", ans[0])
 		}
 	})
 	t.Run("a new identity (relabelled) invalidates with it", func(t *testing.T) {
 		src.put(withID(fakeEndpoint("e", "h1", "10.0.0.5", "02:00:00:00:00:05", 100), 43))
 		got := invalidation(t, a)
-		if got.Epoch != 5 || !got.HasLocation || got.Location.Identity != 43 {
-			t.Errorf("invalidate: %+v, want epoch 5 with identity 43", got)
+		if got.Epoch != 7 || !got.HasLocation || got.Location.Identity != 43 {
+			t.Errorf("invalidate: %+v, want epoch 7 with identity 43", got)
 		}
-		if ans := a.lookup(q); ans[0].Location.Identity != 43 || ans[0].Epoch != 5 {
-			t.Errorf("answer %+v, want identity 43 at epoch 5", ans[0])
+		if ans := a.lookup(q); ans[0].Location.Identity != 43 || ans[0].Epoch != 7 {
+			t.Errorf("answer %+v, want identity 43 at epoch 7", ans[0])
 		}
 	})
 	t.Run("host address change moves its endpoints", func(t *testing.T) {
 		src.put(hostObj("h1", "192.0.2.11"))
 		got := invalidation(t, a)
-		if got.Epoch != 6 || got.Location.HostIP != netip.MustParseAddr("192.0.2.11") || got.Location.Identity != 43 {
-			t.Errorf("invalidate: %+v, want epoch 6 at 192.0.2.11 with identity 43", got)
+		if got.Epoch != 8 || got.Location.HostIP != netip.MustParseAddr("192.0.2.11") || got.Location.Identity != 43 {
+			t.Errorf("invalidate: %+v, want epoch 8 at 192.0.2.11 with identity 43", got)
 		}
 	})
 	t.Run("watch re-opened after the store closed it", func(t *testing.T) {
@@ -330,8 +335,8 @@ func TestLocatorEvents(t *testing.T) {
 		})
 		src.put(fakeEndpoint("e", "h2", "10.0.0.5", "02:00:00:00:00:05", 100))
 		got := invalidation(t, a)
-		if got.Epoch != 7 || got.Location.HostIP != netip.MustParseAddr("192.0.2.2") {
-			t.Errorf("invalidate: %+v, want epoch 7 at 192.0.2.2", got)
+		if got.Epoch != 9 || got.Location.HostIP != netip.MustParseAddr("192.0.2.2") {
+			t.Errorf("invalidate: %+v, want epoch 9 at 192.0.2.2", got)
 		}
 	})
 }
@@ -446,5 +451,85 @@ func TestLocatorResetAfterCompactedGap(t *testing.T) {
 	}
 	if resets == 0 {
 		t.Error("the locator was not reset: the test did not exercise a compacted history")
+	}
+}
+
+// del deletes o at the next revision and emits the event.
+func (f *fakeSource) del(o apiv1.Object) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rev++
+	delete(f.objs, apiv1.RefOf(o))
+	for _, ch := range f.subs {
+		ch <- store.Event{Type: store.EventDeleted, Object: o, Revision: f.rev}
+	}
+}
+
+// TestLookupScope: a host may look up addresses only in the VNIs where it
+// has an endpoint; a refused query is counted, answered with nothing and
+// leaves no interest behind.
+func TestLookupScope(t *testing.T) {
+	src := &fakeSource{}
+	src.put(hostWithID("h1", "192.0.2.1", 1))
+	src.put(hostWithID("h2", "192.0.2.2", 2))
+	src.put(fakeEndpoint("web", "h1", "10.0.0.5", "02:00:00:00:00:05", 100))
+	src.put(fakeEndpoint("other", "h2", "10.1.0.5", "02:00:00:00:01:05", 200))
+	loc := startLocator(t, src)
+	srv := startServer(t, Config{Keys: newKeyring(2), Locator: loc, Sockets: 1})
+	a := newAgent(t, 2, srv.LocalAddr())
+	web := wire.LookupQuery{RequestID: 1, VNI: 100, IP: netip.MustParseAddr("10.0.0.5")}
+	own := wire.LookupQuery{RequestID: 2, VNI: 200, IP: netip.MustParseAddr("10.1.0.9")}
+
+	refused := func(what string, want uint64) {
+		t.Helper()
+		a.send(&wire.LookupRequest{Queries: []wire.LookupQuery{web}})
+		waitFor(t, what, func() bool { return srv.Stats().OutOfScope == want })
+	}
+	refused("a query in another VNI refused", 1)
+	if got := loc.Interested(web.VNI, web.IP); len(got) != 0 {
+		t.Errorf("interest %v registered for a refused query", got)
+	}
+	if ans := a.lookup(web, own); len(ans) != 1 || ans[0].RequestID != 2 {
+		t.Errorf("a batch across VNIs: answers %+v, want the one in the host's VNI", ans)
+	}
+	if n := srv.Stats().OutOfScope; n != 2 {
+		t.Errorf("%d queries out of scope, want 2", n)
+	}
+
+	joined := fakeEndpoint("joined", "h2", "10.0.0.9", "02:00:00:00:00:09", 100)
+	src.put(joined)
+	waitFor(t, "host 2 in VNI 100", func() bool { return loc.Scope(2, 100) })
+	if ans := a.lookup(web); !ans[0].Found {
+		t.Errorf("once host 2 has an endpoint in VNI 100: %+v, want found", ans[0])
+	}
+	src.del(joined)
+	waitFor(t, "host 2 out of VNI 100", func() bool { return !loc.Scope(2, 100) })
+	refused("a query in a VNI the host left", 3)
+}
+
+// TestTenantRateLimit: the lookups in one tenant's VNIs share a bucket;
+// another tenant's hosts are not held back by it.
+func TestTenantRateLimit(t *testing.T) {
+	src := &fakeSource{}
+	for id := uint32(1); id <= 3; id++ {
+		src.put(hostWithID(fmt.Sprint("h", id), fmt.Sprint("192.0.2.", id), id))
+	}
+	src.put(fakeEndpoint("a1", "h1", "10.0.0.1", "02:00:00:00:00:01", 100))
+	src.put(fakeEndpoint("a3", "h3", "10.0.0.3", "02:00:00:00:00:03", 100))
+	globex := fakeEndpoint("g2", "h2", "10.0.0.2", "02:00:00:00:00:02", 200)
+	globex.Metadata.Tenant = "globex"
+	src.put(globex)
+	loc := startLocator(t, src)
+	srv := startServer(t, Config{Keys: newKeyring(1, 2, 3), Locator: loc, Sockets: 1,
+		TenantRateLimit: RateLimit{PerSecond: 1, Burst: 3}})
+	q := func(vni uint32) wire.LookupQuery { return wire.LookupQuery{VNI: vni, IP: netip.MustParseAddr("10.0.0.9")} }
+	h1, h2, h3 := newAgent(t, 1, srv.LocalAddr()), newAgent(t, 2, srv.LocalAddr()), newAgent(t, 3, srv.LocalAddr())
+	if ans := h1.lookup(q(100), q(100), q(100)); len(ans) != 3 { // acme's whole burst
+		t.Fatalf("acme's first lookups: %d answers, want 3", len(ans))
+	}
+	h3.send(&wire.LookupRequest{Queries: []wire.LookupQuery{q(100)}})
+	waitFor(t, "acme's limit", func() bool { return srv.Stats().TenantLimited == 1 })
+	if ans := h2.lookup(q(200), q(200), q(200)); len(ans) != 3 {
+		t.Errorf("globex: %d answers, want 3", len(ans))
 	}
 }

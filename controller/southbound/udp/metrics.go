@@ -73,6 +73,7 @@ func reasonOf(err error) int {
 type counts struct {
 	received, heartbeats, lookups uint64
 	found, notFound               uint64
+	outOfScope, tenantLimited     uint64
 	acks, replies                 uint64
 	sent, sendDropped             uint64
 	rejected                      [numReasons]uint64
@@ -82,6 +83,7 @@ type counts struct {
 type totals struct {
 	received, heartbeats, lookups atomic.Uint64
 	found, notFound               atomic.Uint64
+	outOfScope, tenantLimited     atomic.Uint64
 	sent, sendDropped             atomic.Uint64
 	invalidations                 atomic.Uint64
 	rejected                      [numReasons]atomic.Uint64
@@ -96,6 +98,8 @@ type serverMetrics struct {
 	rejectedBy      [numReasons]prometheus.Counter
 	queries         *prometheus.CounterVec
 	found, notFound prometheus.Counter
+	outOfScope      prometheus.Counter
+	tenantLimited   prometheus.Counter
 	sent            *prometheus.CounterVec
 	acks, replies   prometheus.Counter
 	invalidations   prometheus.Counter
@@ -112,7 +116,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_udp_rejected_total", Help: "Datagrams rejected, by reason."}, []string{"reason"}),
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weft_udp_lookup_queries_total", Help: "Lookup queries answered, by result."}, []string{"result"}),
+			Name: "weft_udp_lookup_queries_total", Help: "Lookup queries, by result: found, not_found (answered), out_of_scope (refused: the host has no endpoint in the VNI), tenant_rate_limited (refused: the VNI's tenant asked too much)."}, []string{"result"}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_udp_sent_total", Help: "Datagrams handed to the socket, by type (some may then be dropped: weft_udp_send_dropped_total)."}, []string{"type"}),
 		sendDropped: prometheus.NewCounter(prometheus.CounterOpts{
@@ -128,6 +132,8 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 	}
 	m.found = m.queries.WithLabelValues("found")
 	m.notFound = m.queries.WithLabelValues("not_found")
+	m.outOfScope = m.queries.WithLabelValues("out_of_scope")
+	m.tenantLimited = m.queries.WithLabelValues("tenant_rate_limited")
 	m.acks = m.sent.WithLabelValues(wire.TypeHeartbeatAck.String())
 	m.replies = m.sent.WithLabelValues(wire.TypeLookupReply.String())
 	m.invalidations = m.sent.WithLabelValues(wire.TypeInvalidate.String())
@@ -156,6 +162,8 @@ func (s *Server) addCounts(c *counts) {
 	add(c.lookups, &t.lookups, m.lookups)
 	add(c.found, &t.found, m.found)
 	add(c.notFound, &t.notFound, m.notFound)
+	add(c.outOfScope, &t.outOfScope, m.outOfScope)
+	add(c.tenantLimited, &t.tenantLimited, m.tenantLimited)
 	add(c.sendDropped, &t.sendDropped, m.sendDropped)
 	if c.sent != 0 {
 		t.sent.Add(c.sent)

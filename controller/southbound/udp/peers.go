@@ -11,11 +11,14 @@ type peer struct {
 	// where replies and invalidations go. It is replaced (one allocation)
 	// only when it changes.
 	addr atomic.Pointer[netip.AddrPort]
-	// bucket is the host's lookup token bucket: tokens in the low
-	// bucketTokenBits bits, the time of the last refill (ms since the
-	// server started) above them.
-	bucket atomic.Uint64
+	// bucket is the host's lookup token bucket.
+	bucket tokenBucket
 }
+
+// tokenBucket is a token bucket in one word: tokens in the low
+// bucketTokenBits bits, the time of the last refill (ms since the server
+// started) above them. Lock-free.
+type tokenBucket struct{ v atomic.Uint64 }
 
 // PeerBytes is the server's memory per host slot (plus 32 bytes per host
 // once it has sent a datagram: its address).
@@ -45,12 +48,12 @@ func (p *peer) address() (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// take removes n tokens from the host's bucket, refilled at rate tokens
-// per second up to burst, and reports whether there were enough. nowMs is
-// the time in ms since the server started. Lock-free.
-func (p *peer) take(n, nowMs, rate, burst uint64) bool {
+// take removes n tokens from the bucket, refilled at rate tokens per
+// second up to burst, and reports whether there were enough. nowMs is the
+// time in ms since the server started.
+func (b *tokenBucket) take(n, nowMs, rate, burst uint64) bool {
 	for {
-		old := p.bucket.Load()
+		old := b.v.Load()
 		tokens, last := old&bucketTokenMask, old>>bucketTokenBits
 		if old == 0 {
 			tokens, last = burst, nowMs // first use: a full bucket
@@ -72,7 +75,7 @@ func (p *peer) take(n, nowMs, rate, burst uint64) bool {
 		if next == 0 {
 			next = 1 << bucketTokenBits // 0 means "never used"
 		}
-		if p.bucket.CompareAndSwap(old, next) {
+		if b.v.CompareAndSwap(old, next) {
 			return true
 		}
 	}

@@ -25,10 +25,13 @@ const (
 	// DefaultLookupRate is the sustained lookup queries per second a host
 	// may ask; the burst defaults to twice that.
 	DefaultLookupRate = 1000
+	// DefaultTenantLookupRate is the sustained lookup queries per second
+	// the hosts of one tenant may ask together (per replica), so that one
+	// tenant's flood leaves the others their share.
+	DefaultTenantLookupRate = 100_000
 )
 
-// RateLimit bounds the lookup queries of each host with a token bucket
-// kept in the host's slot.
+// RateLimit bounds lookup queries with a token bucket.
 type RateLimit struct {
 	// PerSecond is the sustained rate (default DefaultLookupRate); a
 	// negative value disables the limit.
@@ -65,8 +68,11 @@ type Config struct {
 	// Locator answers lookups (nil: lookups are rejected, reason
 	// no_locator). One Locator serves one Server.
 	Locator *Locator
-	// RateLimit bounds each host's lookups.
+	// RateLimit bounds each host's lookups (a bucket in the host's slot).
 	RateLimit RateLimit
+	// TenantRateLimit bounds the lookups in each tenant's VNIs (default
+	// DefaultTenantLookupRate).
+	TenantRateLimit RateLimit
 	// Ack makes the server answer every heartbeat with a HeartbeatAck
 	// carrying Epoch.
 	Ack   bool
@@ -102,6 +108,12 @@ func (c *Config) setDefaults() {
 	if c.RateLimit.Burst == 0 {
 		c.RateLimit.Burst = min(2*c.RateLimit.PerSecond, MaxBurst)
 	}
+	if c.TenantRateLimit.PerSecond == 0 {
+		c.TenantRateLimit.PerSecond = DefaultTenantLookupRate
+	}
+	if c.TenantRateLimit.Burst == 0 {
+		c.TenantRateLimit.Burst = min(2*c.TenantRateLimit.PerSecond, MaxBurst)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,8 +134,13 @@ func (c Config) Validate() error {
 	if c.MaxHosts > 1<<32 {
 		errs = append(errs, fmt.Errorf("MaxHosts %d above 2^32", c.MaxHosts))
 	}
-	if c.RateLimit.Burst < 0 || c.RateLimit.Burst > MaxBurst {
-		errs = append(errs, fmt.Errorf("RateLimit.Burst %d out of range 0..%d", c.RateLimit.Burst, MaxBurst))
+	for _, r := range []struct {
+		name string
+		l    RateLimit
+	}{{"RateLimit", c.RateLimit}, {"TenantRateLimit", c.TenantRateLimit}} {
+		if r.l.Burst < 0 || r.l.Burst > MaxBurst {
+			errs = append(errs, fmt.Errorf("%s.Burst %d out of range 0..%d", r.name, r.l.Burst, MaxBurst))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("udp server config: %w", err)
@@ -144,6 +161,8 @@ type Server struct {
 	loc      *Locator
 	rate     uint64 // 0: no limit
 	burst    uint64
+	tRate    uint64 // per tenant; 0: no limit
+	tBurst   uint64
 
 	conns   []*net.UDPConn
 	readers []*reader
@@ -195,6 +214,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RateLimit.PerSecond > 0 {
 		s.rate, s.burst = uint64(cfg.RateLimit.PerSecond), uint64(cfg.RateLimit.Burst)
+	}
+	if cfg.TenantRateLimit.PerSecond > 0 {
+		s.tRate, s.tBurst = uint64(cfg.TenantRateLimit.PerSecond), uint64(cfg.TenantRateLimit.Burst)
 	}
 	if cfg.Keys != nil {
 		if s.verifier, err = wire.NewVerifier(wire.VerifierConfig{Keyring: cfg.Keys, Accept: wire.ToController}); err != nil {
@@ -361,14 +383,25 @@ func (s *Server) handle(r *reader, pkt []byte, from netip.AddrPort, now, lnow in
 			r.c.rejected[reasonNoLocator]++
 			return
 		}
-		if s.rate != 0 && !p.take(uint64(len(r.req.Queries)), nowMs, s.rate, s.burst) {
+		if s.rate != 0 && !p.bucket.take(uint64(len(r.req.Queries)), nowMs, s.rate, s.burst) {
 			r.c.rejected[reasonRateLimited]++
 			return
 		}
 		r.c.lookups++
 		r.rep.Answers = r.rep.Answers[:0]
 		for i := range r.req.Queries {
-			a := s.loc.lookup(hdr.HostID, &r.req.Queries[i], lnow)
+			q := &r.req.Queries[i]
+			// Only in the host's own VNIs, within its tenant's rate.
+			sc, ok := s.loc.scope.get(hdr.HostID, q.VNI)
+			if !ok {
+				r.c.outOfScope++
+				continue
+			}
+			if b := s.loc.scope.bucket(sc.tenant); s.tRate != 0 && b != nil && !b.take(1, nowMs, s.tRate, s.tBurst) {
+				r.c.tenantLimited++
+				continue
+			}
+			a := s.loc.lookup(hdr.HostID, q, lnow)
 			if a.Found {
 				r.c.found++
 			} else {
@@ -376,7 +409,7 @@ func (s *Server) handle(r *reader, pkt []byte, from netip.AddrPort, now, lnow in
 			}
 			r.rep.Answers = append(r.rep.Answers, a)
 		}
-		if s.reply(r, hdr.HostID, from, &r.rep) {
+		if len(r.rep.Answers) > 0 && s.reply(r, hdr.HostID, from, &r.rep) {
 			r.c.replies++
 		}
 	default:
@@ -461,9 +494,13 @@ type Stats struct {
 	// Heartbeats and Lookups count authentic datagrams processed.
 	Heartbeats uint64 `json:"heartbeats"`
 	Lookups    uint64 `json:"lookups"`
-	// Found and NotFound count the lookup queries answered.
-	Found    uint64 `json:"found"`
-	NotFound uint64 `json:"notFound"`
+	// Found and NotFound count the lookup queries answered; OutOfScope
+	// those refused for a VNI in which the asking host has no endpoint,
+	// TenantLimited those refused by the rate limit of the VNI's tenant.
+	Found         uint64 `json:"found"`
+	NotFound      uint64 `json:"notFound"`
+	OutOfScope    uint64 `json:"outOfScope,omitempty"`
+	TenantLimited uint64 `json:"tenantLimited,omitempty"`
 	// Rejected counts rejected datagrams by reason (the reason label of
 	// weft_udp_rejected_total); reasons with no rejection are absent.
 	Rejected map[string]uint64 `json:"rejected,omitempty"`
@@ -479,7 +516,7 @@ func (s *Server) Stats() Stats {
 	t := &s.totals
 	st := Stats{
 		Received: t.received.Load(), Heartbeats: t.heartbeats.Load(), Lookups: t.lookups.Load(),
-		Found: t.found.Load(), NotFound: t.notFound.Load(),
+		Found: t.found.Load(), NotFound: t.notFound.Load(), OutOfScope: t.outOfScope.Load(), TenantLimited: t.tenantLimited.Load(),
 		Sent: t.sent.Load(), SendDropped: t.sendDropped.Load(), Invalidations: t.invalidations.Load(),
 	}
 	for i := range t.rejected {

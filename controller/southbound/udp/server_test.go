@@ -232,7 +232,7 @@ func TestTokenBucket(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var p peer
 			for i, st := range tc.steps {
-				if got := p.take(st.n, st.at+1000, 10, 20); got != st.ok { // 10/s, burst 20
+				if got := p.bucket.take(st.n, st.at+1000, 10, 20); got != st.ok { // 10/s, burst 20
 					t.Errorf("step %d: take %d at %dms = %v, want %v", i, st.n, st.at, got, st.ok)
 				}
 			}
@@ -242,6 +242,8 @@ func TestTokenBucket(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	st := &fakeSource{}
+	st.put(hostWithID("h1", "192.0.2.1", 1))
+	st.put(fakeEndpoint("e1", "h1", "10.0.0.2", "02:00:00:00:00:02", 5))
 	loc := startLocator(t, st)
 	srv := startServer(t, Config{Keys: newKeyring(1), Locator: loc, RateLimit: RateLimit{PerSecond: 1, Burst: 3}, Sockets: 1})
 	a := newAgent(t, 1, srv.LocalAddr())
