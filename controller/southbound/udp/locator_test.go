@@ -522,7 +522,9 @@ func TestTenantRateLimit(t *testing.T) {
 	loc := startLocator(t, src)
 	srv := startServer(t, Config{Keys: newKeyring(1, 2, 3), Locator: loc, Sockets: 1,
 		TenantRateLimit: RateLimit{PerSecond: 1, Burst: 3}})
-	q := func(vni uint32) wire.LookupQuery { return wire.LookupQuery{VNI: vni, IP: netip.MustParseAddr("10.0.0.9")} }
+	q := func(vni uint32) wire.LookupQuery {
+		return wire.LookupQuery{VNI: vni, IP: netip.MustParseAddr("10.0.0.9")}
+	}
 	h1, h2, h3 := newAgent(t, 1, srv.LocalAddr()), newAgent(t, 2, srv.LocalAddr()), newAgent(t, 3, srv.LocalAddr())
 	if ans := h1.lookup(q(100), q(100), q(100)); len(ans) != 3 { // acme's whole burst
 		t.Fatalf("acme's first lookups: %d answers, want 3", len(ans))
