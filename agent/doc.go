@@ -23,10 +23,15 @@
 // replica, chosen by rendezvous hashing of the host name over the replica
 // addresses (the next in that order on failure; the list a Welcome carries
 // replaces the configured one). The agent opens with a Hello signed with
-// the host key, carrying the view version it holds, and the controller
-// answers with Deltas. A delta is applied only if its FromVersion is the
+// the host key, carrying the view version it holds; the controller proves
+// it holds the key too (wire.Conn.Handshake: a controller that cannot seal
+// the Welcome is refused), every later frame is sealed with the session's
+// keys, and a frame that fails authentication ends the session (the view
+// stays as it was; the agent reconnects). The controller answers with
+// Deltas. A delta is applied only if its FromVersion is the
 // version held (a Snapshot replaces the view; the frames of a multi-frame
-// delta are applied together at the last one), else it is Nacked and the
+// delta are applied together at the last one, and refused past
+// MaxDeltaBytes), else it is Nacked and the
 // controller sends a snapshot. Applying a delta means: build the new view,
 // translate it strictly to a datapath.Desired (endpoints with the OR of
 // the policies that apply to them, their QoS class, the VPCs' aggregates;
@@ -44,11 +49,12 @@
 // in one wave.
 //
 // Heartbeats (udp.go). Every HeartbeatInterval a Heartbeat datagram,
-// sealed with the host key and a strictly increasing sequence number,
+// sealed with the datagram key of the latest config-stream session and a
+// strictly increasing sequence number,
 // carries the view version applied, the endpoint count and health flags
 // (Ready, Degraded after a failed Set, Headless without a config stream).
-// The Transport sends it. Nothing is sent before the host has an ID (from
-// a Welcome or the persisted view).
+// The Transport sends it to the replica of that session (UDPFollowsStream)
+// or to UDPAddr. Nothing is sent before the first session (no ID, no key).
 //
 // Learning (learner.go, package learn). The driver reports misses: a local
 // endpoint sends to an address of its VPC that is neither local nor
@@ -59,8 +65,9 @@
 // Driver.Learn and cached with its epoch for min(LearnTTL, its TTL); a
 // not-found answer is cached for NegativeTTL, during which misses for the
 // address send nothing. An Invalidate from the controller (UDP, its tag
-// verified with the host key and its sequence number against a replay
-// window; or on the config stream) newer than the cached epoch moves the
+// verified with the session's datagram key and its sequence number against
+// that key's replay window; or on the config stream) newer than the cached
+// epoch moves the
 // location (Learn) or removes it (Forget); forged, replayed and stale ones
 // are counted and dropped. When a location's TTL runs out it is forgotten:
 // the backstop for a lost invalidation.

@@ -4,16 +4,33 @@
 //
 // # Handshake
 //
-// An agent opens with a Hello within HandshakeTimeout. The server checks it
-// with the host's key (wire.VerifyHello: MAC, then clock skew) and refuses
-// a Hello whose nonce it has already accepted within the skew (a replay).
-// A refused agent gets a Welcome with Error and the connection closes;
+// A connection counts as unauthenticated from accept until its Hello
+// verifies. It must send the Hello within HandshakeTimeout (2 s); at most
+// MaxPreAuth such connections are kept (past that the oldest is closed)
+// and MaxPreAuthPerSource from one address (past that the new one is
+// closed). The server checks the Hello with the host's key
+// (wire.VerifyHello: MAC, then clock skew) and refuses a Hello whose nonce
+// it has already accepted within the skew (a replay). A refused agent gets
+// a Welcome in clear with Error and the connection closes;
 // weft_stream_handshake_failures_total counts refusals by reason
 // (unknown_host, auth, stale, replay, malformed, protocol, timeout,
-// read_error). An accepted agent gets a Welcome with its host ID, the
-// compiler's epoch, the replica list and Snapshot set when its ViewVersion
-// cannot be resumed. A second connection for the same host replaces the
-// first, which is closed.
+// read_error, evicted, source_limit, abandoned, full). Only then does the
+// agent wait for an admission token (MaxHandshakes), so connections that
+// never authenticate cannot take the tokens from agents. An admitted
+// agent's connection is sealed (wire.Conn.AcceptHello: both ends derive
+// the session's keys; the controller proves it holds the host key by
+// sealing the Welcome) and it gets a Welcome with its host ID, the
+// compiler's epoch, the replica list and Snapshot set when its
+// ViewVersion cannot be resumed. A second connection for the same host
+// replaces the first, which is closed; a frame that fails authentication
+// ends the session.
+//
+// The session's datagram key becomes the host's (Server.Key, the keyring
+// of the replica's UDP server) and stays so after the session, until the
+// host connects again or its key changes. KeysChanged, which the
+// controller calls when Hosts or their keys change (hostkey.Keyring
+// OnChange), cuts the sessions of a host whose key was deleted or
+// replaced, on every replica, and drops its datagram key.
 //
 // # One delta in flight
 //

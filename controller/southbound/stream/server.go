@@ -23,8 +23,8 @@ const (
 	DefaultAckTimeout          = 30 * time.Second
 	DefaultClockSkew           = 30 * time.Second
 	DefaultMaxHandshakes       = 1024
-	DefaultMaxPreAuth          = 4096
-	DefaultMaxPreAuthPerSource = 2048
+	DefaultMaxPreAuth          = 16384
+	DefaultMaxPreAuthPerSource = 12288
 	// helloMaxFrame bounds frames read before the Hello is verified.
 	helloMaxFrame = 4 << 10
 )
@@ -75,10 +75,12 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxPreAuth bounds the connections accepted that have not sent an
 	// authentic Hello yet (default DefaultMaxPreAuth); past it the oldest
-	// is closed. MaxPreAuthPerSource bounds those of one source address
-	// (default DefaultMaxPreAuthPerSource); past it a new one is closed.
-	// The simulator puts 10,000 agents on one source address, which all
-	// connect at once, but each waits only until its Hello is read.
+	// is closed: to push out an agent's connection, which waits only for
+	// its Hello to be read (a round trip), a flood must open MaxPreAuth
+	// connections in that time. MaxPreAuthPerSource bounds those of one
+	// source address (default DefaultMaxPreAuthPerSource); past it a new
+	// one is closed. The default stays above the 10,000 agents the
+	// simulator puts on one address, which may all connect at once.
 	MaxPreAuth, MaxPreAuthPerSource int
 	// AckTimeout bounds writing a delta and waiting for its Ack or Nack
 	// (default DefaultAckTimeout); when it passes the session is closed and
@@ -212,6 +214,13 @@ func New(cfg Config) (*Server, error) {
 		dgKeys:    newDatagramKeys(),
 	}
 	s.ctx = s.life.Context()
+	if cfg.Registerer != nil {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_stream_unauthenticated_connections",
+			Help: "Connections accepted that have not sent an authentic Hello yet."}, func() float64 { return float64(s.preAuth.len()) })
+		if err := cfg.Registerer.Register(g); err != nil {
+			return nil, fmt.Errorf("stream: register metrics: %w", err)
+		}
+	}
 	return s, nil
 }
 
