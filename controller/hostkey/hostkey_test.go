@@ -274,3 +274,51 @@ func TestKeyringForgetsHostDeletedInCompactedGap(t *testing.T) {
 		t.Error("HostID still answers for the deleted h1")
 	}
 }
+
+// TestKeyringOnChange: the OnChange function hears of a host when it
+// enrols, when it enrols again (a new key) and when its Host is deleted,
+// each time once the keyring answers with the change.
+func TestKeyringOnChange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := start(t)
+	type change struct {
+		host string
+		key  []byte // ByName's answer when the change was heard
+	}
+	changes := make(chan change, 1024)
+	e.keys.OnChange(func(hosts []string) {
+		for _, h := range hosts {
+			k, _ := e.keys.ByName(h)
+			changes <- change{h, k}
+		}
+	})
+	defer e.keys.OnChange(nil)
+	admin := &auth.Identity{Role: auth.RoleClusterAdmin}
+	// heard waits for a change of h1 whose key is want (nil: none).
+	heard := func(what string, want []byte) {
+		t.Helper()
+		for {
+			select {
+			case c := <-changes:
+				if c.host == "h1" && bytes.Equal(c.key, want) {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: not heard within 10s", what)
+			}
+		}
+	}
+	for i := range 2 {
+		got, err := e.enr.Enroll(ctx, admin, EnrollRequest{Host: "h1", UnderlayIP: "192.0.2.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := hex.DecodeString(got.HostKey)
+		heard("enrolment "+strconv.Itoa(i+1), key)
+	}
+	if _, err := e.reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	heard("the Host's delete", nil)
+}
