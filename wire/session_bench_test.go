@@ -86,15 +86,7 @@ func BenchmarkHandshake(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			cn, sn := net.Pipe()
-			tc, ts := tls.Client(cn, client), tls.Server(sn, server)
-			errc := make(chan error, 1)
-			go func() { errc <- ts.Handshake() }()
-			if err := tc.Handshake(); err != nil {
-				b.Fatal(err)
-			}
-			if err := <-errc; err != nil {
-				b.Fatal(err)
-			}
+			tlsHandshake(b, client, server, cn, sn)
 			cn.Close()
 			sn.Close()
 		}
@@ -165,6 +157,22 @@ func tlsConfigs(tb testing.TB) (server, client *tls.Config) {
 	return server, client
 }
 
+// tlsHandshake wraps both ends of a connection in TLS 1.3 and runs the
+// handshake.
+func tlsHandshake(tb testing.TB, client, server *tls.Config, cn, sn net.Conn) (net.Conn, net.Conn) {
+	tb.Helper()
+	tc, ts := tls.Client(cn, client), tls.Server(sn, server)
+	errc := make(chan error, 1)
+	go func() { errc <- ts.Handshake() }()
+	if err := tc.Handshake(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		tb.Fatal(err)
+	}
+	return tc, ts
+}
+
 // BenchmarkSecuredRoundTrip is BenchmarkConnRoundTrip (a 5 KB snapshot to
 // the agent, its Ack back, over net.Pipe) in clear, with sealed frames and
 // over TLS 1.3.
@@ -177,16 +185,7 @@ func BenchmarkSecuredRoundTrip(b *testing.B) {
 			b.Cleanup(func() { cn.Close(); sn.Close() })
 			if mode == "tls13" {
 				server, client := tlsConfigs(b)
-				tc, ts := tls.Client(cn, client), tls.Server(sn, server)
-				errc := make(chan error, 1)
-				go func() { errc <- ts.Handshake() }()
-				if err := tc.Handshake(); err != nil {
-					b.Fatal(err)
-				}
-				if err := <-errc; err != nil {
-					b.Fatal(err)
-				}
-				cn, sn = tc, ts
+				cn, sn = tlsHandshake(b, client, server, cn, sn)
 			}
 			agent, ctrl := NewConn(cn, 0), NewConn(sn, 0)
 			if mode == "sealed" {
@@ -297,16 +296,7 @@ func securedIdleBytes(tb testing.TB, n int, mode string) float64 {
 	for i, p := range pairs {
 		sn, cn := p[0], p[1]
 		if mode == "tls13" {
-			tc, ts := tls.Client(cn, client), tls.Server(sn, server)
-			errc := make(chan error, 1)
-			go func() { errc <- tc.Handshake() }()
-			if err := ts.Handshake(); err != nil {
-				tb.Fatal(err)
-			}
-			if err := <-errc; err != nil {
-				tb.Fatal(err)
-			}
-			sn, cn = ts, tc
+			cn, sn = tlsHandshake(tb, client, server, cn, sn)
 		}
 		ctrl, agent := NewConn(sn, 0), NewConn(cn, 0)
 		if mode == "sealed" {
