@@ -48,8 +48,9 @@ type Config struct {
 	UDPAddr string
 	// UDPFollowsStream sends heartbeats and lookups to the replica the
 	// config stream is connected to (same host:port; a controller serves
-	// both there) once connected, instead of UDPAddr, which is then used
-	// only until the first connection.
+	// both there) once connected, instead of UDPAddr. Datagrams are
+	// authenticated with a key of the session with one replica, which the
+	// others do not know: with several replicas, set it.
 	UDPFollowsStream bool
 	// StreamSource, if set, is the local address the config stream is
 	// dialled from (default: the kernel's choice). The port is picked at

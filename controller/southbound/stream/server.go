@@ -57,8 +57,9 @@ type Config struct {
 	Compiler *compile.Compiler
 	// Keys authenticates Hellos (required).
 	Keys KeyFunc
-	// HostID, if set, gives the host ID sent in the Welcome; otherwise the
-	// (authenticated) ID of the Hello is echoed.
+	// HostID, if set, gives the host ID sent in the Welcome, under which
+	// the session's datagram key is kept; otherwise the ID the Hello
+	// claims is taken (tests).
 	HostID func(host string) (uint32, bool)
 	// Status, if set, learns connects, acks, nacks and disconnects.
 	Status StatusSink

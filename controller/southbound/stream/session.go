@@ -111,7 +111,13 @@ func (s *Server) accept(ctx context.Context, wc *wire.Conn, h *wire.Hello, sess 
 		return reasonWrite, err
 	}
 	if id, ok := s.hostID(h); ok {
-		s.dgKeys.set(h.Host, id, sess.hostKey, dk)
+		// Only the host's current session sets its key: one it replaced
+		// meanwhile must not overwrite the newer one's.
+		s.mu.Lock()
+		if s.sessions[h.Host] == sess {
+			s.dgKeys.set(h.Host, id, sess.hostKey, dk)
+		}
+		s.mu.Unlock()
 	}
 	if key, ok := s.cfg.Keys(h.Host); !ok || !bytes.Equal(key, sess.hostKey) {
 		s.dgKeys.dropUnless(h.Host, key)
@@ -120,13 +126,12 @@ func (s *Server) accept(ctx context.Context, wc *wire.Conn, h *wire.Hello, sess 
 	return "", nil
 }
 
-// hostID returns the host ID of h's host: Config.HostID's, or the Hello's
-// (authenticated) one.
+// hostID returns the host ID of h's host: Config.HostID's; without
+// Config.HostID, the one the Hello claims.
 func (s *Server) hostID(h *wire.Hello) (uint32, bool) {
 	if s.cfg.HostID != nil {
-		if id, ok := s.cfg.HostID(h.Host); ok {
-			return id, id != 0
-		}
+		id, ok := s.cfg.HostID(h.Host)
+		return id, ok && id != 0
 	}
 	return h.HostID, h.HostID != 0
 }
