@@ -122,7 +122,7 @@ func generatedSeeds(t *testing.T) map[string][][]any {
 		typ  Type
 	}{
 		{"FuzzHeartbeat", TypeHeartbeat}, {"FuzzHeartbeatAck", TypeHeartbeatAck}, {"FuzzLookupRequest", TypeLookupRequest},
-		{"FuzzLookupReply", TypeLookupReply}, {"FuzzInvalidate", TypeInvalidate},
+		{"FuzzLookupReply", TypeLookupReply}, {"FuzzInvalidate", TypeInvalidate}, {"FuzzFlowReport", TypeFlowReport},
 	} {
 		for range 4 {
 			enc, err := src(1200).body(b.typ).AppendBinary(nil)
