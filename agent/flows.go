@@ -68,9 +68,9 @@ type observer struct {
 	lookupSeconds prometheus.Histogram
 
 	mu      sync.Mutex
-	last    *datapath.Traffic            // the latest read
-	vpcs    map[uint32]datapath.VPC      // names of the VPCs in last
-	prev    map[string]endpointCount     // per endpoint, at the previous report
+	last    *datapath.Traffic        // the latest read
+	vpcs    map[uint32]datapath.VPC  // names of the VPCs in last
+	prev    map[string]endpointCount // per endpoint, at the previous report
 	prevVPC map[uint32][datapath.NumDropReasons]uint64
 	tracker flows.Tracker
 	sampled int // flows sampled at the latest read
