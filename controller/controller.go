@@ -16,12 +16,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
@@ -71,6 +74,7 @@ type Controller struct {
 	store    *store.Store
 	registry *registry.Registry
 	intents  *intent.Controller
+	flows    *flowagg.Aggregator
 	http     *http.Server
 	ln       net.Listener
 	south    *southbound
@@ -157,17 +161,25 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.intents.Start(ctx); err != nil {
 		return fmt.Errorf("start intent controller: %w", err)
 	}
+	c.flows, err = flowagg.New(flowagg.Config{Store: c.store, Logger: c.cfg.Logger, Registerer: c.reg})
+	if err != nil {
+		return fmt.Errorf("new flow aggregator: %w", err)
+	}
+	if err = c.flows.Start(ctx); err != nil {
+		return fmt.Errorf("start flow aggregator: %w", err)
+	}
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent,
-			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg,
+			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Flows: c.flows,
 		})
 		if err != nil {
 			return err
 		}
 	}
 	h, err := rest.NewHandler(rest.Config{
-		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.reg, Version: c.cfg.Version,
+		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
+		Flows: c.flows.Query,
 	})
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
@@ -191,6 +203,27 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	})
 	c.log.Info("controller started", "api", c.APIAddr(), "agents", c.AgentAddr(), "etcd", endpoints, "embedded", c.embedded != nil)
 	return nil
+}
+
+// gatherer is what /metrics serves: the replica's registry and, with an
+// embedded etcd, etcd's own metrics, which etcd registers with the
+// default registry (its families are the etcd_ and grpc_server_ ones;
+// the default registry's Go and process collectors would repeat the
+// replica's).
+func (c *Controller) gatherer() prometheus.Gatherer {
+	if c.embedded == nil {
+		return c.reg
+	}
+	return prometheus.Gatherers{c.reg, prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := prometheus.DefaultGatherer.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			if n := mf.GetName(); strings.HasPrefix(n, "etcd_") || strings.HasPrefix(n, "grpc_server_") {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})}
 }
 
 // APIAddr returns the address the API listens on.
@@ -224,6 +257,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.flows != nil {
+		errs = append(errs, c.flows.Close())
 	}
 	if c.intents != nil {
 		errs = append(errs, c.intents.Close())

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/controller/compile"
+	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
@@ -37,6 +38,8 @@ type southboundConfig struct {
 	Registry          *registry.Registry
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer
+	// Flows takes the agents' flow reports and times their Acks.
+	Flows *flowagg.Aggregator
 }
 
 // southbound is everything that talks to agents: the compiler and the
@@ -150,7 +153,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		Compiler: sb.compiler,
 		Keys:     func(host string) ([]byte, bool) { return sb.keys.ByName(host), true },
 		HostID:   sb.keys.HostID,
-		Status:   sb.sink,
+		Status:   cfg.Flows.WrapStatus(sb.sink),
 		Logger:   cfg.Logger, Registerer: cfg.Registerer,
 		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
 	})
@@ -202,7 +205,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	_, port, _ := net.SplitHostPort(sb.addr)
 	host, _, _ := net.SplitHostPort(cfg.Listen)
 	sb.udp, err = udp.New(udp.Config{
-		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator,
+		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator, Flows: cfg.Flows,
 		Logger: cfg.Logger, Registerer: cfg.Registerer,
 	})
 	if err != nil {
