@@ -136,6 +136,7 @@ tenants. Tenants and hosts are cluster-scoped.`,
 		a.newGetCmd(),
 		a.newDescribeCmd(),
 		a.newDeleteCmd(),
+		a.newFlowsCmd(),
 		a.newVersionCmd(),
 	)
 	return root
