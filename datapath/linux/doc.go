@@ -506,12 +506,15 @@
 //     what the endpoint sent (dropped by policy or not), its transmit side
 //     what was delivered to it. A GSO packet counts once with all its
 //     bytes, as everywhere in the kernel;
+//
 //   - per endpoint, the policy table's drop counters (egress_drops,
 //     ingress_drops) and, with the hooks, its TCP connections: a rule per
 //     direction counts SYNs without ACK in egress_conns / ingress_conns;
+//
 //   - per VPC, its router's drops that belong to no endpoint: no route
 //     (Ip OutNoRoutes, IpExt InNoRoutes of the namespace's SNMP counters),
 //     MTU (Ip FragFails) and QoS (the drops of its ifbs' HTB roots);
+//
 //   - sampled flows: before the egress dispatch (every packet an endpoint
 //     sends) and before the ingress dispatch (packets from the VXLAN
 //     device to an endpoint; a local sender's were sampled on its egress),
@@ -526,11 +529,13 @@
 //     holds at most 65,536 flows per VPC; past that, new flows are not
 //     sampled until idle ones time out.
 //
-//	  chain prerouting:  mark; count egress connections; sample 1 in N egress
-//	                     port flows; ... icmp flows; [ct]; dispatch; count drops;
-//	                     sample dropped egress flows (port, icmp); drop
-//	  chain forward:     count ingress connections; sample 1 in N ingress
-//	                     flows from wftx*; [ct]; dispatch; ...; drop
+// The hooks' rules in the base chains, in order:
+//
+//	prerouting: mark; count egress connections; sample 1 in N egress port
+//	            flows, icmp flows; [ct]; dispatch; count drops; sample the
+//	            dropped egress flows (port, icmp); drop
+//	forward:    count ingress connections; sample 1 in N ingress flows
+//	            from wftx*; [ct]; dispatch; ...; drop
 //
 // Measured (go test -run 'TestTrafficCounters|TestFlowSampling', real
 // namespaces): 300 pings counted 303-305 packets each way (the extra ones
