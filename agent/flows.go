@@ -287,21 +287,24 @@ func (a *Agent) sendFlowReport(r *wire.FlowReport) {
 		send(cur)
 		cur = &wire.FlowReport{IntervalMs: r.IntervalMs, HeartbeatsSent: r.HeartbeatsSent, Sampling: r.Sampling}
 	}
-	for _, v := range r.VPCs {
-		cur.VPCs = append(cur.VPCs, v)
-		if size() > wire.MaxFlowReportBody || len(cur.VPCs) == 255 {
-			cur.VPCs = cur.VPCs[:len(cur.VPCs)-1]
-			flush()
-			cur.VPCs = append(cur.VPCs, v)
-		}
-	}
-	for _, f := range r.Flows {
-		cur.Flows = append(cur.Flows, f)
-		if size() > wire.MaxFlowReportBody || len(cur.Flows) == 255 {
-			cur.Flows = cur.Flows[:len(cur.Flows)-1]
-			flush()
-			cur.Flows = append(cur.Flows, f)
-		}
-	}
+	full := func(n int) bool { return size() > wire.MaxFlowReportBody || n > 255 }
+	packInto(r.VPCs, func() *[]wire.VPCCounters { return &cur.VPCs }, full, flush)
+	packInto(r.Flows, func() *[]wire.FlowEntry { return &cur.Flows }, full, flush)
 	flush() // the last, or the only one (heartbeat count and interval even when idle)
+}
+
+// packInto appends items to the list of the report being filled (list
+// returns it); when an item makes the report full, it is sent without it
+// (flush starts the next one) and the item goes into the next.
+func packInto[T any](items []T, list func() *[]T, full func(n int) bool, flush func()) {
+	for _, it := range items {
+		l := list()
+		*l = append(*l, it)
+		if full(len(*l)) {
+			*l = (*l)[:len(*l)-1]
+			flush()
+			l = list()
+			*l = append(*l, it)
+		}
+	}
 }

@@ -124,3 +124,32 @@ weft_agent_vpc_drops_total{reason="qos",tenant="acme",vpc="main"} 0
 		t.Error(err)
 	}
 }
+
+// TestFlowReportSplit: a report larger than a datagram goes out as
+// several, each within the limit, together carrying everything.
+func TestFlowReportSplit(t *testing.T) {
+	h := newHarness(t)
+	h.connect(t)
+	r := &wire.FlowReport{IntervalMs: 1000, HeartbeatsSent: 3}
+	for i := range 40 {
+		r.VPCs = append(r.VPCs, wire.VPCCounters{VNI: uint32(100 + i), SentBytes: 1 << 40, ReceivedBytes: 1 << 40})
+	}
+	for i := range 100 {
+		r.Flows = append(r.Flows, wire.FlowEntry{VNI: 100, Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"),
+			Proto: 6, SrcPort: uint16(i), DstPort: 80, Bytes: 1 << 40, Packets: 1 << 30})
+	}
+	h.agent.sendFlowReport(r)
+	var vpcs, flows int
+	for vpcs < 40 || flows < 100 {
+		d := next(t, h.udp.reports, "flow report")
+		got := d.body.(*wire.FlowReport)
+		if got.HeartbeatsSent != 3 || got.IntervalMs != 1000 {
+			t.Errorf("part %+v lost the report's header fields", got)
+		}
+		vpcs += len(got.VPCs)
+		flows += len(got.Flows)
+	}
+	if vpcs != 40 || flows != 100 {
+		t.Errorf("parts carried %d VPCs and %d flows, want 40 and 100", vpcs, flows)
+	}
+}
