@@ -59,8 +59,8 @@ const (
 // endpoints (whose addresses name flows' ends), and the change stream it
 // times revisions by. *store.Store is one.
 type Store interface {
+	store.Source
 	List(kind, tenant string) []apiv1.Object
-	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -154,48 +154,35 @@ func New(cfg Config) (*Aggregator, error) {
 	return a, nil
 }
 
-// Start follows the store's changes to time revisions. ctx bounds only
-// the first watch.
-func (a *Aggregator) Start(ctx context.Context) error {
+// Start follows the store's changes (store.Follow) to time revisions.
+func (a *Aggregator) Start(context.Context) error {
 	if _, err := a.life.Start(); err != nil {
 		return fmt.Errorf("flowagg: %w", err)
 	}
-	ch, err := a.cfg.Store.Watch(ctx, "", "", 0)
-	if err != nil {
-		return fmt.Errorf("flowagg: watch the store: %w", err)
-	}
-	a.life.Go(func(ctx context.Context) { a.followRevisions(ctx, ch) })
+	a.life.Go(func(ctx context.Context) {
+		_ = store.Follow(ctx, a.cfg.Store, store.FollowConfig{Name: "flowagg", Logger: a.log,
+			OnEvents: a.observeRevisions,
+			// The times of compacted revisions are unknown: nothing to reset.
+			OnReset: func([]apiv1.Object, int64) {}})
+	})
 	return nil
 }
 
 // Close stops following the store. It is idempotent.
 func (a *Aggregator) Close() error { return a.life.Close(nil) }
 
-// followRevisions records when each revision was seen (within
-// milliseconds of its commit), watching again when the watch ends.
-func (a *Aggregator) followRevisions(ctx context.Context, ch <-chan store.Event) {
-	for {
-		for ev := range ch {
-			a.revMu.Lock()
-			if n := len(a.revs); n == 0 || a.revs[n-1].rev < ev.Revision {
-				if n == revisionRing {
-					a.revs = append(a.revs[:0], a.revs[n/2:]...)
-				}
-				a.revs = append(a.revs, revTime{ev.Revision, a.cfg.Now()})
+// observeRevisions records when each revision was seen (within
+// milliseconds of its commit).
+func (a *Aggregator) observeRevisions(evs []store.Event) {
+	now := a.cfg.Now()
+	a.revMu.Lock()
+	defer a.revMu.Unlock()
+	for _, ev := range evs {
+		if n := len(a.revs); n == 0 || a.revs[n-1].rev < ev.Revision {
+			if n == revisionRing {
+				a.revs = append(a.revs[:0], a.revs[n/2:]...)
 			}
-			a.revMu.Unlock()
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			var err error
-			if ch, err = a.cfg.Store.Watch(ctx, "", "", 0); err == nil {
-				break
-			}
-			a.log.Warn("watch the store again", "err", err)
+			a.revs = append(a.revs, revTime{ev.Revision, now})
 		}
 	}
 }

@@ -58,6 +58,10 @@ func (s *fakeStore) List(kind, tenant string) []apiv1.Object {
 	return out
 }
 
+func (s *fakeStore) ListSelector(kind, tenant string, _ func(map[string]string) bool) ([]apiv1.Object, int64) {
+	return s.List(kind, tenant), 1
+}
+
 func (s *fakeStore) Watch(ctx context.Context, _, _ string, _ int64) (<-chan store.Event, error) {
 	out := make(chan store.Event)
 	go func() {
