@@ -297,6 +297,7 @@ type fakeUDP struct {
 	verifier   *wire.Verifier
 	heartbeats chan datagram
 	lookups    chan datagram
+	reports    chan datagram // flow reports
 	wg         sync.WaitGroup
 }
 
@@ -318,7 +319,7 @@ func newFakeUDPOn(t *testing.T, stream *fakeStream, port int) *fakeUDP {
 		t.Fatal(err)
 	}
 	u := &fakeUDP{conn: conn, keys: stream.keys, seq: wire.NewSequence(time.Now()), verifier: v,
-		heartbeats: make(chan datagram, 4096), lookups: make(chan datagram, 4096)}
+		heartbeats: make(chan datagram, 4096), lookups: make(chan datagram, 4096), reports: make(chan datagram, 4096)}
 	u.wg.Go(func() { u.serve(t) })
 	t.Cleanup(func() {
 		conn.Close()
@@ -365,6 +366,16 @@ func (u *fakeUDP) serve(t *testing.T) {
 			}
 			select {
 			case u.lookups <- datagram{hdr, &req, from}:
+			default:
+			}
+		case wire.TypeFlowReport:
+			var r wire.FlowReport
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Errorf("fake controller: flow report: %v", err)
+				continue
+			}
+			select {
+			case u.reports <- datagram{hdr, &r, from}:
 			default:
 			}
 		default:
