@@ -15,6 +15,10 @@ const (
 	// DefaultMaxFrame bounds a frame (type byte plus body) when no other
 	// limit is given.
 	DefaultMaxFrame = 16 << 20
+	// MaxHandshakeFrame bounds the frames each end reads in clear, before
+	// the other is authenticated: the Hello, the Accept, a refusing
+	// Welcome.
+	MaxHandshakeFrame = 4 << 10
 	// frameChunk is the first step in which a frame body buffer grows as
 	// its bytes arrive, so memory follows the bytes received rather than
 	// the length a peer announces.

@@ -182,7 +182,8 @@ func (c *Conn) AcceptHello(ctx context.Context, h *Hello, hostKey []byte) ([]byt
 // Handshake returns it with the session's datagram key, and the Conn seals
 // and opens every later frame. Any other answer fails with ErrAuth
 // (a Welcome in clear without an Error, a sealed frame that does not open:
-// a controller without the host key) or ErrMalformed.
+// a controller without the host key) or ErrMalformed. The answer in clear
+// is read with a limit of MaxHandshakeFrame.
 func (c *Conn) Handshake(ctx context.Context, h *Hello, hostKey []byte) (*Welcome, []byte, error) {
 	if err := SignHello(h, hostKey); err != nil {
 		return nil, nil, err
@@ -190,7 +191,12 @@ func (c *Conn) Handshake(ctx context.Context, h *Hello, hostKey []byte) (*Welcom
 	if err := c.WriteMessage(ctx, h); err != nil {
 		return nil, nil, fmt.Errorf("wire: send hello: %w", err)
 	}
+	c.rmu.Lock()
+	limit := c.fr.max
+	c.fr.SetMaxFrame(min(limit, MaxHandshakeFrame))
+	c.rmu.Unlock()
 	m, err := c.ReadMessage(ctx)
+	c.SetMaxFrame(limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wire: read the answer to hello: %w", err)
 	}

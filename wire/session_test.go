@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +197,15 @@ func TestHandshakeAuthenticatesTheController(t *testing.T) {
 		{"a refusal in clear", func(ctx context.Context, c *Conn, h *Hello) error {
 			return c.WriteMessage(ctx, &Welcome{Error: "unknown host"})
 		}, nil, "unknown host"},
+		{"a refusal in clear above MaxHandshakeFrame", func(ctx context.Context, c *Conn, h *Hello) error {
+			return c.WriteMessage(ctx, &Welcome{Error: strings.Repeat("x", MaxHandshakeFrame)})
+		}, ErrTooLarge, ""},
+		{"a sealed welcome above MaxHandshakeFrame", func(ctx context.Context, c *Conn, h *Hello) error {
+			if _, err := c.AcceptHello(ctx, h, rawKey(1)); err != nil {
+				return err
+			}
+			return c.WriteMessage(ctx, &Welcome{HostID: 1, Replicas: slices.Repeat([]string{"192.0.2.1:7444"}, MaxHandshakeFrame/16)})
+		}, nil, ""},
 		{"a delta instead of an accept", func(ctx context.Context, c *Conn, h *Hello) error {
 			return c.WriteMessage(ctx, &Delta{ToVersion: 1})
 		}, ErrMalformed, ""},

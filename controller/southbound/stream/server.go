@@ -25,8 +25,6 @@ const (
 	DefaultMaxHandshakes       = 1024
 	DefaultMaxPreAuth          = 16384
 	DefaultMaxPreAuthPerSource = 12288
-	// helloMaxFrame bounds frames read before the Hello is verified.
-	helloMaxFrame = 4 << 10
 )
 
 // ErrServerClosed is returned by Serve after Close.
@@ -126,8 +124,8 @@ func (c *Config) Validate() error {
 		c.MaxHandshakes < 0 || c.MaxPreAuth < 0 || c.MaxPreAuthPerSource < 0 {
 		errs = append(errs, errors.New("limits and timeouts must not be negative"))
 	}
-	if c.MaxFrame > 0 && c.MaxFrame < helloMaxFrame {
-		errs = append(errs, fmt.Errorf("MaxFrame %d below %d", c.MaxFrame, helloMaxFrame))
+	if c.MaxFrame > 0 && c.MaxFrame < wire.MaxHandshakeFrame {
+		errs = append(errs, fmt.Errorf("MaxFrame %d below %d", c.MaxFrame, wire.MaxHandshakeFrame))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("stream config: %w", err)

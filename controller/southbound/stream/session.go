@@ -54,7 +54,7 @@ func (s *Server) handle(pc *pending) {
 	// NewConn's limit also bounds writes (SetMaxFrame changes only reads):
 	// reads stay small until the Hello is verified.
 	wc := wire.NewConn(nc, s.cfg.MaxFrame)
-	wc.SetMaxFrame(helloMaxFrame)
+	wc.SetMaxFrame(wire.MaxHandshakeFrame)
 	defer wc.Close()
 	// Closing the connection unblocks the reader goroutine too.
 	defer context.AfterFunc(ctx, func() { wc.Close() })()
