@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"net"
@@ -46,39 +47,49 @@ func idleConns(t *testing.T, addr string, n, perSource int) []net.Conn {
 }
 
 // TestPreAuthFlood: 2,000 idle connections that never authenticate, from
-// many source addresses, do not keep an agent from connecting within 2 s:
-// they hold no admission token, at most MaxPreAuth of them are kept (the
-// oldest go first) and each goes after HandshakeTimeout.
+// many source addresses, do not keep an agent from connecting: they hold
+// no admission token, at most MaxPreAuth of them are kept (the oldest go
+// first) and each goes after HandshakeTimeout. The agent's wait is logged,
+// not bounded (the goal is 2 s; a loaded machine can exceed any
+// bound): that the idle connections are all still held when the agent has
+// its view shows that it did not wait for them to go.
 func TestPreAuthFlood(t *testing.T) {
+	const handshakeTimeout = 10 * time.Second
 	for _, tc := range []struct {
 		name    string
 		maxPre  int // 0: the default
 		evicted bool
+		held    int // idle connections still held once the agent has its view
 	}{
-		{"default limits", 0, false},
-		{"more idle connections than MaxPreAuth", 500, true},
+		{"default limits", 0, false, 2000},
+		// The agent's connection pushes out one more idle one.
+		{"more idle connections than MaxPreAuth", 500, true, 499},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newSenv(t, senvOpts{cfg: func(c *Config) { c.MaxPreAuth = tc.maxPre; c.MaxHandshakes = 1 }})
+			e := newSenv(t, senvOpts{cfg: func(c *Config) {
+				c.MaxPreAuth = tc.maxPre
+				c.MaxHandshakes = 1
+				c.HandshakeTimeout = handshakeTimeout
+			}})
 			e.base(1)
 			start := time.Now()
 			idle := idleConns(t, e.addr, 2000, 10)
 			t.Logf("2000 idle connections open after %v", time.Since(start).Round(time.Millisecond))
+			waitFor(t, "the idle connections accepted", func() bool { return e.srv.preAuth.len() == min(2000, cmp.Or(tc.maxPre, 2000)) })
 
 			start = time.Now()
 			a := e.connect("h1", 0, nil)
 			a.mustNext()
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("the agent's view came %v after it connected, want within 2s", d)
-			} else {
-				t.Logf("the agent got its view %v after it connected", d.Round(time.Millisecond))
+			t.Logf("the agent got its view %v after it connected", time.Since(start).Round(time.Millisecond))
+			if n := e.srv.preAuth.len(); n != tc.held {
+				t.Errorf("%d idle connections held when the agent had its view, want %d", n, tc.held)
 			}
 			if got := e.counter("weft_stream_handshake_failures_total", "evicted") > 0; got != tc.evicted {
 				t.Errorf("evictions counted: %v, want %v", got, tc.evicted)
 			}
 			// Every idle connection is closed by the server: evicted, or
 			// after HandshakeTimeout.
-			deadline := time.Now().Add(DefaultHandshakeTimeout + 10*time.Second)
+			deadline := time.Now().Add(handshakeTimeout + 10*time.Second)
 			buf := make([]byte, 1)
 			for i, c := range idle {
 				if err := c.SetReadDeadline(deadline); err != nil {
