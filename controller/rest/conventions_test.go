@@ -179,7 +179,7 @@ func TestPatchObject(t *testing.T) {
 				}
 			}},
 		{name: "JSON patch whose test fails", who: "acme-admin", path: ep, ctype: apiv1.JSONPatchType,
-			body: `[{"op":"test","path":"/metadata/labels/app","value":"web"},{"op":"replace","path":"/metadata/labels/app","value":"web"}]`,
+			body:     `[{"op":"test","path":"/metadata/labels/app","value":"web"},{"op":"replace","path":"/metadata/labels/app","value":"web"}]`,
 			wantCode: 422, wantReason: apiv1.ReasonInvalid, wantMsg: `the value is \"front\", not \"web\"`},
 		{name: "a field the credential may not change", who: "acme-admin", path: ep, ctype: apiv1.MergePatchType,
 			body: `{"spec":{"host":"h2"}}`, wantCode: 403, wantReason: apiv1.ReasonForbidden, wantMsg: "spec.host"},
