@@ -135,12 +135,12 @@ func unifiedDiff(a, b, nameA, nameB string) string {
 		case i < len(x) && j < len(y) && x[i] == y[j]:
 			script = append(script, edit{' ', x[i]})
 			i, j = i+1, j+1
-		case j < len(y) && (i == len(x) || lcs[i][j+1] >= lcs[i+1][j]):
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
+			script = append(script, edit{'-', x[i]}) // deletions first, as diff -u
+			i++
+		default:
 			script = append(script, edit{'+', y[j]})
 			j++
-		default:
-			script = append(script, edit{'-', x[i]})
-			i++
 		}
 	}
 	var out strings.Builder
