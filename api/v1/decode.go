@@ -577,7 +577,7 @@ func jsonTypeName(v any) string {
 		return "string"
 	case bool:
 		return "boolean"
-	case int64, float64:
+	case int64, float64, json.Number:
 		return "number"
 	}
 	return "null"

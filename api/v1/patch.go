@@ -260,7 +260,7 @@ func pointerGet(doc any, path []string) (any, error) {
 			}
 			doc = n[i]
 		default:
-			return nil, fmt.Errorf("%q is inside a %s", tok, jsonKind(doc))
+			return nil, fmt.Errorf("%q is inside a %s", tok, jsonTypeName(doc))
 		}
 	}
 	return doc, nil
@@ -296,7 +296,7 @@ func pointerEdit(doc any, path []string, edit func(parent any, key string, v any
 		n[i] = c
 		return n, nil
 	}
-	return nil, fmt.Errorf("%q is inside a %s", path[0], jsonKind(doc))
+	return nil, fmt.Errorf("%q is inside a %s", path[0], jsonTypeName(doc))
 }
 
 // addAt adds v at key of parent: a member set, or an element inserted
@@ -316,7 +316,7 @@ func addAt(parent any, key string, v any) (any, error) {
 		}
 		return append(n[:i], append([]any{v}, n[i:]...)...), nil
 	}
-	return nil, fmt.Errorf("%q is inside a %s", key, jsonKind(parent))
+	return nil, fmt.Errorf("%q is inside a %s", key, jsonTypeName(parent))
 }
 
 // removeAt removes key, which must exist, from parent.
@@ -335,7 +335,7 @@ func removeAt(parent any, key string, _ any) (any, error) {
 		}
 		return append(n[:i], n[i+1:]...), nil
 	}
-	return nil, fmt.Errorf("%q is inside a %s", key, jsonKind(parent))
+	return nil, fmt.Errorf("%q is inside a %s", key, jsonTypeName(parent))
 }
 
 // replaceAt sets key, which must exist, of parent to v.
@@ -355,7 +355,7 @@ func replaceAt(parent any, key string, v any) (any, error) {
 		n[i] = v
 		return n, nil
 	}
-	return nil, fmt.Errorf("%q is inside a %s", key, jsonKind(parent))
+	return nil, fmt.Errorf("%q is inside a %s", key, jsonTypeName(parent))
 }
 
 // arrayIndex parses the index token of an array of n elements: below n,
@@ -369,22 +369,6 @@ func arrayIndex(tok string, n int, insert bool) (int, error) {
 		return 0, fmt.Errorf("index %d is out of range (the array has %d elements)", i, n)
 	}
 	return i, nil
-}
-
-func jsonKind(v any) string {
-	switch v.(type) {
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	case string:
-		return "string"
-	case json.Number:
-		return "number"
-	case bool:
-		return "boolean"
-	}
-	return "null"
 }
 
 // jsonEqual compares decoded JSON values; numbers are equal if their

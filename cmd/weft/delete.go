@@ -67,23 +67,8 @@ whether each delete would succeed.`,
 			case len(args) == 0:
 				return &usageError{cmd: cmd.CommandPath(), err: errors.New("want KIND NAME, KIND/NAME, KIND -l SELECTOR or -f FILE")}
 			}
-			targets, err := parseTargets(args)
+			targets, err := selectTargets(args, selector, fields, allObj)
 			if err != nil {
-				return err
-			}
-			bySelector := selector != "" || fields != "" || allObj
-			switch {
-			case named(targets) && bySelector:
-				return usageErrorf("give NAMEs, or -l, --field-selector or --all, not both")
-			case !named(targets) && !bySelector:
-				return usageErrorf("no objects named: give NAMEs, -l SELECTOR, --field-selector or --all")
-			}
-			if selector != "" {
-				if _, err := apiv1.ParseSelector(selector); err != nil {
-					return usageErrorf("-l: %v", err)
-				}
-			}
-			if err := fieldSelectorFor(targets, fields); err != nil {
 				return err
 			}
 			c, err := a.client()
@@ -99,7 +84,7 @@ whether each delete would succeed.`,
 					}
 					refs = append(refs, apiv1.Ref{Kind: t.kind.Kind, Tenant: tenant, Name: name})
 				}
-				if bySelector {
+				if len(t.names) == 0 {
 					objs, _, err := c.List(cmd.Context(), t.kind.Kind, a.listTenant(t.kind), selector, client.WithFieldSelector(fields))
 					if err != nil {
 						return err

@@ -74,6 +74,29 @@ func named(ts []target) bool {
 	return false
 }
 
+// selectTargets reads the object arguments of delete and wait, which name
+// objects, or a kind and the selectors (-l, --field-selector or --all
+// for every object) that pick its objects, but not both.
+func selectTargets(args []string, selector, fields string, all bool) ([]target, error) {
+	targets, err := parseTargets(args)
+	if err != nil {
+		return nil, err
+	}
+	bySelector := selector != "" || fields != "" || all
+	switch {
+	case named(targets) && bySelector:
+		return nil, usageErrorf("give NAMEs, or -l, --field-selector or --all, not both")
+	case !named(targets) && !bySelector:
+		return nil, usageErrorf("no objects named: give NAMEs, -l SELECTOR, --field-selector or --all")
+	}
+	if selector != "" {
+		if _, err := apiv1.ParseSelector(selector); err != nil {
+			return nil, usageErrorf("-l: %v", err)
+		}
+	}
+	return targets, fieldSelectorFor(targets, fields)
+}
+
 // fieldSelectorFor checks a --field-selector against every kind of ts.
 func fieldSelectorFor(ts []target, sel string) error {
 	for _, t := range ts {

@@ -52,23 +52,8 @@ After --timeout (default 30s) it fails, naming the objects still waited for.`,
 			if err != nil {
 				return err
 			}
-			targets, err := parseTargets(args)
+			targets, err := selectTargets(args, selector, fields, all)
 			if err != nil {
-				return err
-			}
-			bySelector := selector != "" || fields != "" || all
-			switch {
-			case named(targets) && bySelector:
-				return usageErrorf("give NAMEs, or -l, --field-selector or --all, not both")
-			case !named(targets) && !bySelector:
-				return usageErrorf("no objects named: give NAMEs, -l SELECTOR, --field-selector or --all")
-			}
-			if selector != "" {
-				if _, err := apiv1.ParseSelector(selector); err != nil {
-					return usageErrorf("-l: %v", err)
-				}
-			}
-			if err := fieldSelectorFor(targets, fields); err != nil {
 				return err
 			}
 			cl, err := a.client()

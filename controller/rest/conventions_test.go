@@ -267,7 +267,19 @@ func TestPatchObject(t *testing.T) {
 func TestDryRunWrites(t *testing.T) {
 	e := startConventions(t)
 	const js = "application/json"
-	rev := e.env.Registry.Revision()
+	// The objects of acme as stored (the revision moves with the
+	// tokens' bookkeeping, so it does not tell).
+	stored := func() []string {
+		var out []string
+		for _, kind := range []string{apiv1.KindVPC, apiv1.KindSubnet, apiv1.KindEndpoint} {
+			objs, _ := e.env.Registry.List(context.Background(), kind, "acme", apiv1.LabelSelector{})
+			for _, o := range objs {
+				out = append(out, apiv1.RefOf(o).String()+"@"+o.GetObjectMeta().ResourceVersion)
+			}
+		}
+		return out
+	}
+	before := stored()
 	for _, tc := range []struct {
 		name, method, path, ctype, body string
 		wantCode                        int
@@ -302,11 +314,8 @@ func TestDryRunWrites(t *testing.T) {
 	if r := e.do(t, "acme-viewer", "DELETE", "/tenants/acme/endpoints/db-1?dryRun=All", "", ""); r.code != 403 {
 		t.Errorf("a viewer's dry-run delete: %d %s, want 403", r.code, r.body)
 	}
-	if got := e.env.Registry.Revision(); got != rev {
-		t.Errorf("dry runs wrote: revision %d, was %d", got, rev)
-	}
-	if got := names(t, e.do(t, "admin", "GET", "/tenants/acme/endpoints", "", "")); !cmp.Equal(got, []string{"db-1", "web-1"}) {
-		t.Errorf("endpoints after dry runs: %v", got)
+	if d := cmp.Diff(before, stored()); d != "" {
+		t.Errorf("dry runs wrote (-before +after):\n%s", d)
 	}
 }
 
