@@ -2,11 +2,14 @@ package rest_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +29,25 @@ type conventionsEnv struct {
 	api string
 	// tokens by role: "admin", "acme-admin", "acme-viewer".
 	tokens map[string]string
+	logs   *lockedBuffer // the server's log, JSON lines
+}
+
+// lockedBuffer is a bytes.Buffer safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func startConventions(t *testing.T) *conventionsEnv {
@@ -47,7 +69,7 @@ func startConventions(t *testing.T) *conventionsEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tokens.Close() })
-	e := &conventionsEnv{env: env, tokens: map[string]string{}}
+	e := &conventionsEnv{env: env, tokens: map[string]string{}, logs: &lockedBuffer{}}
 	for name, s := range map[string]auth.Scope{"admin": {Role: auth.RoleClusterAdmin},
 		"acme-admin": {Role: auth.RoleTenantAdmin, Tenant: "acme"}, "acme-viewer": {Role: auth.RoleTenantViewer, Tenant: "acme"}} {
 		nt, err := tokens.Create(ctx, auth.TokenRequest{Scope: s})
@@ -56,7 +78,8 @@ func startConventions(t *testing.T) *conventionsEnv {
 		}
 		e.tokens[name] = nt.Secret
 	}
-	h, err := rest.NewHandler(rest.Config{Backend: env.Registry, Authenticator: auth.NewAuthenticator(tokens, env.Store), Lookup: env.Store})
+	h, err := rest.NewHandler(rest.Config{Backend: env.Registry, Authenticator: auth.NewAuthenticator(tokens, env.Store), Lookup: env.Store,
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +116,19 @@ func (e *conventionsEnv) do(t *testing.T, who, method, path, contentType, body s
 }
 
 // watch opens a watch as the cluster admin and returns its next event,
-// as "TYPE name labels" of the object it carries.
+// as "TYPE name labels phase" of the object it carries.
 func (e *conventionsEnv) watch(t *testing.T, path string) func() string {
+	t.Helper()
+	return e.watchAs(t, "admin", path)
+}
+
+// watchAs is watch with the credential of who.
+func (e *conventionsEnv) watchAs(t *testing.T, who, path string) func() string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, "GET", e.api+path, nil)
-	req.Header.Set("Authorization", "Bearer "+e.tokens["admin"])
+	req.Header.Set("Authorization", "Bearer "+e.tokens[who])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -311,11 +340,118 @@ func TestDryRunWrites(t *testing.T) {
 	if r := e.do(t, "acme-admin", "DELETE", "/tenants/acme/endpoints/db-1?dryRun=true", "", ""); r.code != 400 || !strings.Contains(r.body, "the only dry run is All") {
 		t.Errorf("dryRun=true: %d %s", r.code, r.body)
 	}
-	if r := e.do(t, "acme-viewer", "DELETE", "/tenants/acme/endpoints/db-1?dryRun=All", "", ""); r.code != 403 {
-		t.Errorf("a viewer's dry-run delete: %d %s, want 403", r.code, r.body)
+	// A dry run is authorized as the write: what a credential may not do
+	// it may not try either, field by field for a patch.
+	for _, tc := range []struct {
+		name, who, method, path, ctype, body string
+		wantCode                             int
+	}{
+		{"a field the credential may not change", "acme-admin", "PATCH", "/tenants/acme/endpoints/web-1", apiv1.MergePatchType, `{"spec":{"host":"h2"}}`, 403},
+		{"a viewer's patch", "acme-viewer", "PATCH", "/tenants/acme/endpoints/web-1", apiv1.MergePatchType, `{"metadata":{"labels":{"app":"x"}}}`, 403},
+		{"a viewer's delete", "acme-viewer", "DELETE", "/tenants/acme/endpoints/db-1", "", "", 403},
+		{"another tenant's create", "acme-admin", "POST", "/tenants/beta/vpcs", js, `{"apiVersion":"weft/v1","kind":"VPC","metadata":{"name":"x"},"spec":{"cidrs":["10.0.0.0/16"]}}`, 403},
+		{"another tenant's apply", "acme-admin", "PATCH", "/tenants/beta/vpcs/x", apiv1.ApplyPatchType, "apiVersion: weft/v1\nkind: VPC\nmetadata: {name: x}\nspec: {cidrs: [10.0.0.0/16]}\n", 403},
+		{"no credential", "", "POST", "/tenants/acme/endpoints", js, `{"apiVersion":"weft/v1","kind":"Endpoint","metadata":{"name":"new"},"spec":{"subnet":"a","host":"h1"}}`, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := e.do(t, tc.who, tc.method, tc.path+"?dryRun=All", tc.ctype, tc.body); r.code != tc.wantCode {
+				t.Errorf("got %d %s, want %d", r.code, r.body, tc.wantCode)
+			}
+		})
 	}
 	if d := cmp.Diff(before, stored()); d != "" {
 		t.Errorf("dry runs wrote (-before +after):\n%s", d)
+	}
+	// Each request left an audit line that says it was a dry run.
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		var line struct {
+			Subsystem string `json:"subsystem"`
+			Verb      string `json:"verb"`
+			Object    string `json:"object"`
+			DryRun    bool   `json:"dryRun"`
+		}
+		if err := json.Unmarshal([]byte(l), &line); err != nil || line.Subsystem != "audit" {
+			continue
+		}
+		n++
+		if !line.DryRun {
+			t.Errorf("the audit line of a dry run does not say so: %s", l)
+		}
+	}
+	if n != 15 {
+		t.Errorf("%d audit lines, want one per request (15); log:\n%s", n, e.logs.String())
+	}
+}
+
+// TestFieldSelectorTenants: a field selector narrows what a credential may
+// see and never widens it: a tenant's credential that asks for another
+// tenant's objects by field, across tenants or on a watch, gets none of
+// them.
+func TestFieldSelectorTenants(t *testing.T) {
+	e := startConventions(t)
+	ctx := context.Background()
+	// beta uses the same names and addresses as acme, on the same host.
+	for _, o := range []apiv1.Object{etcdtest.VPC("beta", "main", "10.0.0.0/16"), etcdtest.Subnet("beta", "a", "main", "10.0.1.0/24"),
+		etcdtest.Endpoint("beta", "web-1", "a", "h1", "app", "web")} {
+		if _, err := e.env.Registry.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, who, path string
+		wantCode        int
+		want            []string // tenant/name
+	}{
+		{"the cluster admin sees both", "admin", "/endpoints?fieldSelector=spec.host%3Dh1", 200, []string{"acme/web-1", "beta/web-1"}},
+		{"by host, across tenants", "acme-viewer", "/endpoints?fieldSelector=spec.host%3Dh1", 200, []string{"acme/web-1"}},
+		{"by phase, across tenants", "acme-viewer", "/endpoints?fieldSelector=status.phase%3DPending", 200, []string{"acme/db-1", "acme/web-1"}},
+		{"by the other tenant", "acme-viewer", "/endpoints?fieldSelector=metadata.tenant%3Dbeta", 200, nil},
+		{"by the other tenant, in its own", "acme-admin", "/tenants/acme/endpoints?fieldSelector=metadata.tenant%3Dbeta", 200, nil},
+		{"subnets by VPC", "acme-viewer", "/subnets?fieldSelector=spec.vpc%3Dmain", 200, []string{"acme/a"}},
+		{"the other tenant by name", "acme-viewer", "/tenants?fieldSelector=metadata.name%3Dbeta", 200, nil},
+		{"its own tenant by name", "acme-viewer", "/tenants?fieldSelector=metadata.name%3Dacme", 200, []string{"/acme"}},
+		{"in the other tenant's path", "acme-admin", "/tenants/beta/endpoints?fieldSelector=spec.host%3Dh1", 403, nil},
+		{"without a credential", "", "/endpoints?fieldSelector=spec.host%3Dh1", 401, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(t, tc.who, "GET", tc.path, "", "")
+			if r.code != tc.wantCode {
+				t.Fatalf("got %d %s, want %d", r.code, r.body, tc.wantCode)
+			}
+			if r.code != 200 {
+				return
+			}
+			var l struct {
+				Items []struct {
+					Metadata apiv1.ObjectMeta `json:"metadata"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(r.body), &l); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, i := range l.Items {
+				got = append(got, i.Metadata.Tenant+"/"+i.Metadata.Name)
+			}
+			if !cmp.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	// A watch across tenants by field: beta's endpoints on h1 never come.
+	next := e.watchAs(t, "acme-viewer", "/endpoints?watch=true&fieldSelector=spec.host%3Dh1")
+	if got := next(); got != "ADDED web-1 app=web Pending" {
+		t.Fatalf("initial: %s", got)
+	}
+	for _, o := range []apiv1.Object{etcdtest.Endpoint("beta", "leak", "a", "h1", "app", "web"), etcdtest.Endpoint("acme", "new", "a", "h1", "app", "web")} {
+		if _, err := e.env.Registry.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := next(); got != "ADDED new app=web Pending" {
+		t.Errorf("after beta's endpoint leak and acme's new on h1: %s, want acme's new", got)
 	}
 }
 

@@ -8,8 +8,9 @@
 // a credential (a bearer token or a client certificate, see package auth):
 // without one it gets 401, and what it may do is decided per request (403;
 // lists and watches narrowed to what the credential may see). Every write
-// is logged on one line (subsystem "audit"). Credentials are managed under
-// /apis/weft/v1/tokens, /enroll and /certificates (credentials.go).
+// is logged on one line (subsystem "audit"; a dry run's with dryRun true).
+// Credentials are managed under /apis/weft/v1/tokens, /enroll and
+// /certificates (credentials.go).
 //
 // Paths:
 //
@@ -883,7 +884,8 @@ func (s *statusRecorder) Flush() {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // instrument counts and times requests, and logs one audit line per
-// write (a request other than GET/HEAD that got past authentication).
+// write (a request other than GET/HEAD that got past authentication); the
+// line of a dry run says so (dryRun true), as it changed nothing.
 func (s *server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -912,8 +914,12 @@ func (s *server) instrument(next http.Handler) http.Handler {
 			if obj == "" {
 				obj = r.URL.Path
 			}
-			s.audit.Info("write", "subject", id.Subject, "role", id.Role, "tenant", id.Tenant, "host", id.Host,
-				"verb", verbOf(r), "object", obj, "code", rec.code)
+			attrs := []any{"subject", id.Subject, "role", id.Role, "tenant", id.Tenant, "host", id.Host,
+				"verb", verbOf(r), "object", obj, "code", rec.code}
+			if r.URL.Query().Has("dryRun") {
+				attrs = append(attrs, "dryRun", true) // changed nothing
+			}
+			s.audit.Info("write", attrs...)
 		}
 	})
 }
