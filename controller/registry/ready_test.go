@@ -75,3 +75,41 @@ func TestEndpointReady(t *testing.T) {
 		t.Error("a report changing only the derived Ready was written")
 	}
 }
+
+// TestHostConditionsFollowGeneration: a new generation of a host's spec
+// restamps its Alive and ViewApplied conditions (they describe the host,
+// not its spec), so that a wait for them at the current generation ends.
+func TestHostConditionsFollowGeneration(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	mustCreate(t, r, host("h1", "192.0.2.1"))
+	ref := apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}
+	// As the liveness and config-stream sinks write it.
+	if _, err := r.PatchStatus(ctx, ref, func(next apiv1.Object) bool {
+		h := next.(*apiv1.Host)
+		h.Status.Liveness, h.Status.ViewVersion = apiv1.LivenessAlive, 7
+		return apiv1.SetHostConditions(h, r.cfg.Now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conds := func() string {
+		o, _ := r.Get(ctx, ref)
+		h := o.(*apiv1.Host)
+		out := fmt.Sprintf("gen %d:", h.Metadata.Generation)
+		for _, c := range h.Status.Conditions {
+			out += fmt.Sprintf(" %s=%s@%d", c.Type, c.Status, c.ObservedGeneration)
+		}
+		return out
+	}
+	if got, want := conds(), "gen 1: Alive=True@1 ViewApplied=True@1"; got != want {
+		t.Fatalf("after the sinks' write: %s, want %s", got, want)
+	}
+	h := host("h1", "192.0.2.1")
+	h.Spec.Capacity = "1Gbit"
+	if _, err := r.Update(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := conds(), "gen 2: Alive=True@2 ViewApplied=True@2"; got != want {
+		t.Errorf("after a new spec: %s, want %s", got, want)
+	}
+}

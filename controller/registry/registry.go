@@ -767,6 +767,12 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.W
 			if err := r.admitUpdate(a, oldObj, n, cacheRev); err != nil {
 				return nil, err
 			}
+			if h, ok := n.(*apiv1.Host); ok {
+				// Alive and ViewApplied hold for the new generation too:
+				// liveness does not depend on the spec, and the next Ack
+				// or Nack of a view writes ViewApplied again.
+				apiv1.SetHostConditions(h, r.cfg.Now())
+			}
 		}
 		val, err := encode(next)
 		if err != nil {
