@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
@@ -28,8 +29,8 @@ var (
 	_ datapath.Snapshotter = (*Driver)(nil)
 )
 
-// ErrUnsupported marks a VPC the driver refuses because it cannot enforce
-// what it asks for (today: security policy and QoS).
+// ErrUnsupported marks a VPC the driver refuses because it cannot program
+// what it asks for (today: an IPv6 subnet).
 var ErrUnsupported = errors.New("ebpf datapath: not supported")
 
 // Driver programs the eBPF data plane of one host. See the package
@@ -43,7 +44,7 @@ type Driver struct {
 	nl     *netlink.Handle // in the host namespace
 	objs   *objects
 	ring   *ringbuf.Reader
-	ops    opCounts
+	ops    writes.Counter
 	life   lifecycle.Group // the miss reader
 
 	misses    chan datapath.Miss
@@ -58,12 +59,17 @@ type Driver struct {
 	closed   bool
 	vpcs     map[uint32]*vpcState // programmed VPCs
 	eps      map[string]*epState  // programmed endpoints, by ID
-	refused  map[uint32]refusal   // VPCs of the last Set the driver cannot enforce
+	policies map[string]*epPolicy // their compiled policies, by ID
+	refused  map[uint32]refusal   // VPCs of the last Set that failed alone
+	qosErr   error                // why the uplink's QoS is not programmed
 	underlay netip.Addr           // of the last Set
 	vxIndex  int                  // the VXLAN device
 	// pending are the misses reported since about a second (how long the
 	// kernel holds their packets), to be released by Learn.
 	pending map[datapath.RemoteKey]time.Time
+	// flushedFor is the policy digest the tracked connections were last
+	// judged by (policyDigest).
+	flushedFor string
 }
 
 type vpcState struct {
@@ -80,10 +86,12 @@ type remote struct {
 type epState struct {
 	ep      datapath.Endpoint
 	status  datapath.EndpointStatus
-	ifindex int // of the host-side veth
+	ifindex int  // of the host-side veth
+	qos     bool // under QoS: it or its VPC has some
 }
 
-// refusal is why a VPC is not programmed as asked.
+// refusal is why a VPC is not programmed as asked, and whether its
+// endpoints report it as a policy error, a QoS error or both.
 type refusal struct {
 	policy, qos bool
 	err         error
@@ -99,16 +107,17 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{
-		cfg:     cfg,
-		log:     cfg.Logger.With("subsystem", "datapath/ebpf", "host", cfg.HostName),
-		names:   newNames(cfg.Prefix, cfg.HostName),
-		pinDir:  PinDir(cfg.BPFFS, cfg.Prefix, cfg.HostName),
-		misses:  make(chan datapath.Miss, cfg.MissBuffer),
-		vpcs:    map[uint32]*vpcState{},
-		eps:     map[string]*epState{},
-		refused: map[uint32]refusal{},
-		pending: map[datapath.RemoteKey]time.Time{},
-		hostNS:  -1,
+		cfg:      cfg,
+		log:      cfg.Logger.With("subsystem", "datapath/ebpf", "host", cfg.HostName),
+		names:    newNames(cfg.Prefix, cfg.HostName),
+		pinDir:   PinDir(cfg.BPFFS, cfg.Prefix, cfg.HostName),
+		misses:   make(chan datapath.Miss, cfg.MissBuffer),
+		vpcs:     map[uint32]*vpcState{},
+		eps:      map[string]*epState{},
+		policies: map[string]*epPolicy{},
+		refused:  map[uint32]refusal{},
+		pending:  map[datapath.RemoteKey]time.Time{},
+		hostNS:   -1,
 	}
 	ok := false
 	defer func() {
@@ -214,7 +223,7 @@ func (d *Driver) MissDrops() uint64 { return d.missDrops.Load() }
 
 // Counts implements datapath.Counter: every write to the maps, links,
 // namespaces and pins since New.
-func (d *Driver) Counts() datapath.Counts { return d.ops.counts() }
+func (d *Driver) Counts() datapath.Counts { return d.ops.Counts() }
 
 // Status implements datapath.Driver.
 func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
@@ -225,6 +234,9 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 		return datapath.EndpointStatus{}, false
 	}
 	s := st.status
+	if d.qosErr != nil && st.qos {
+		s.QoSErr = d.qosErr.Error()
+	}
 	if r, ok := d.refused[st.ep.VNI]; ok {
 		if r.policy {
 			s.PolicyErr = r.err.Error()
@@ -297,13 +309,13 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	}
 	defer nl.Close()
 	var errs []error
-	links, err := dump("links", nl.LinkList)
+	links, err := writes.Dump("links", nl.LinkList)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, l := range links {
 		if name := l.Attrs().Name; name == VXLANName || isVethName(name) {
-			errs = append(errs, d.ops.write(opLinkDel, func() error { return nl.LinkDel(l) }))
+			errs = append(errs, d.ops.Write(writes.LinkDel, func() error { return nl.LinkDel(l) }))
 		}
 	}
 	ents, err := os.ReadDir(d.cfg.NetnsDir)
@@ -312,7 +324,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	}
 	for _, e := range ents {
 		if d.names.isEndpoint(e.Name()) {
-			errs = append(errs, d.ops.write(opNetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, e.Name()) }))
+			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, e.Name()) }))
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -320,7 +332,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	}
 	// Unpinning the links detaches them; the programs and maps go with
 	// their last reference.
-	errs = append(errs, d.ops.write(opPinDel, func() error { return os.RemoveAll(d.pinDir) }))
+	errs = append(errs, d.ops.Write(writes.PinDel, func() error { return os.RemoveAll(d.pinDir) }))
 	_ = os.Remove(filepath.Dir(d.pinDir)) // the shared "weft" directory, once empty
 	d.smu.Lock()
 	clear(d.eps)

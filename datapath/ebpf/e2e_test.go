@@ -604,8 +604,8 @@ func TestTeardown(t *testing.T) {
 	dir := c.pinDir(0)
 	objs := pinnedObjects(t, dir)
 	t.Logf("pinned on h0: %d programs, %d maps, %d links", len(objs.progs), len(objs.maps), len(objs.links))
-	if len(objs.progs) != 3 || len(objs.maps) != 9 || len(objs.links) != 4 {
-		t.Errorf("pinned %d programs, %d maps, %d links; want 3, 9 and 4 (two endpoints, two VXLAN hooks)", len(objs.progs), len(objs.maps), len(objs.links))
+	if len(objs.progs) != 3 || len(objs.maps) != 16 || len(objs.links) != 4 {
+		t.Errorf("pinned %d programs, %d maps, %d links; want 3, 16 and 4 (two endpoints, two VXLAN hooks)", len(objs.progs), len(objs.maps), len(objs.links))
 	}
 	ns := c.netns("acme/a")
 	if err := c.drivers[0].Teardown(c.ctx); err != nil {
@@ -640,9 +640,9 @@ func TestTeardown(t *testing.T) {
 	}
 }
 
-// TestRefusedVPC: a VPC whose endpoint asks for a security policy (or
-// QoS) fails alone, with the reason in its endpoints' status; it keeps
-// what was programmed, and the other VPC is programmed.
+// TestRefusedVPC: a VPC the driver cannot program (an IPv6 subnet) fails
+// alone, with the reason in its endpoints' status; it keeps what was
+// programmed, and the other VPC is programmed.
 func TestRefusedVPC(t *testing.T) {
 	c := newDC(t, 1, twoTenants())
 	c.add(0, "acme/a", 100, "a", "10.0.1.10")
@@ -660,11 +660,9 @@ func TestRefusedVPC(t *testing.T) {
 		qos      bool
 		contains string
 	}{
-		{"policy", func(s *datapath.Desired) {
-			s.Endpoints[1].Policy = &datapath.EndpointPolicy{IngressIsolated: true}
-		}, true, false, "security policy of zeta/a"},
-		{"endpoint QoS", func(s *datapath.Desired) { s.Endpoints[1].QoS = &datapath.QoS{MaxRateBps: 1e6} }, false, true, "QoS of zeta/a"},
-		{"VPC QoS", func(s *datapath.Desired) { s.VPCs[1].QoS = &datapath.VPCQoS{MaxRateBps: 1e6} }, false, true, "the VPC's QoS"},
+		{"IPv6 subnet", func(s *datapath.Desired) {
+			s.VPCs[1].Subnets = append(s.VPCs[1].Subnets, datapath.Subnet{Name: "v6", CIDR: netip.MustParsePrefix("fd00::/64")})
+		}, true, true, "only IPv4"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
 
@@ -27,7 +28,7 @@ func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int
 		nsPath = filepath.Join(d.cfg.NetnsDir, d.names.endpoint(e.ID))
 	}
 	if link != nil && link.Type() != "veth" {
-		if err := d.ops.write(opLinkDel, func() error { return d.nl.LinkDel(link) }); err != nil {
+		if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(link) }); err != nil {
 			return nil, fmt.Errorf("delete non-veth %s: %w", name, err)
 		}
 		link = nil
@@ -48,7 +49,7 @@ func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int
 			// The veth's peer is not in the endpoint's namespace (the
 			// namespace changed or was re-made): start over.
 			d.log.Info("endpoint veth peer elsewhere, re-creating", "endpoint", e.ID, "netns", nsPath)
-			if err := d.ops.write(opLinkDel, func() error { return d.nl.LinkDel(link) }); err != nil {
+			if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(link) }); err != nil {
 				return nil, fmt.Errorf("delete veth %s: %w", name, err)
 			}
 			link = nil
@@ -73,7 +74,7 @@ var errPeerElsewhere = errors.New("veth peer is not in the endpoint namespace")
 func (d *Driver) createVeth(e *datapath.Endpoint, name, nsPath string, own bool, mtu int) (netlink.Link, error) {
 	if own && !isNetns(nsPath) {
 		nsName := filepath.Base(nsPath)
-		if err := d.ops.write(opNetnsAdd, func() error {
+		if err := d.ops.Write(writes.NetnsAdd, func() error {
 			// A leftover file that is not a pinned namespace is replaced.
 			if err := netnsfile.Delete(d.cfg.NetnsDir, nsName); err != nil {
 				return err
@@ -96,7 +97,7 @@ func (d *Driver) createVeth(e *datapath.Endpoint, name, nsPath string, own bool,
 		PeerMTU:          uint32(mtu),
 		PeerNamespace:    netlink.NsFd(fd),
 	}
-	if err := d.ops.write(opLinkAdd, func() error { return d.nl.LinkAdd(veth) }); err != nil {
+	if err := d.ops.Write(writes.LinkAdd, func() error { return d.nl.LinkAdd(veth) }); err != nil {
 		return nil, fmt.Errorf("add veth %s <-> %s in %s: %w", name, e.IfName, nsPath, err)
 	}
 	link, err := d.nl.LinkByName(name)
@@ -104,7 +105,7 @@ func (d *Driver) createVeth(e *datapath.Endpoint, name, nsPath string, own bool,
 		return nil, fmt.Errorf("find new veth %s: %w", name, err)
 	}
 	if link.Attrs().Alias != aliasOf(e.ID) {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
 			return nil, fmt.Errorf("set alias of %s: %w", name, err)
 		}
 	}
@@ -117,22 +118,22 @@ func (d *Driver) createVeth(e *datapath.Endpoint, name, nsPath string, own bool,
 func (d *Driver) fixHostVeth(link netlink.Link, e *datapath.Endpoint, mtu int) (wentUp bool, err error) {
 	a := link.Attrs()
 	if a.MTU != mtu {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetMTU(link, mtu) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetMTU(link, mtu) }); err != nil {
 			return false, fmt.Errorf("set %s mtu: %w", a.Name, err)
 		}
 	}
 	if !bytes.Equal(a.HardwareAddr, GatewayMAC()) {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetHardwareAddr(link, GatewayMAC()) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetHardwareAddr(link, GatewayMAC()) }); err != nil {
 			return false, fmt.Errorf("set %s mac: %w", a.Name, err)
 		}
 	}
 	if a.Alias != aliasOf(e.ID) {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
 			return false, fmt.Errorf("set %s alias: %w", a.Name, err)
 		}
 	}
 	if a.Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetUp(link) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetUp(link) }); err != nil {
 			return false, fmt.Errorf("set %s up: %w", a.Name, err)
 		}
 		return true, nil
@@ -173,18 +174,18 @@ func (d *Driver) ensureInside(host netlink.Link, e *datapath.Endpoint, nsPath st
 	}
 	a := peer.Attrs()
 	if a.MTU != mtu {
-		if err := d.ops.write(opLinkSet, func() error { return h.LinkSetMTU(peer, mtu) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetMTU(peer, mtu) }); err != nil {
 			return fmt.Errorf("set %s mtu: %w", e.IfName, err)
 		}
 	}
 	if !bytes.Equal(a.HardwareAddr, e.MAC) {
-		if err := d.ops.write(opLinkSet, func() error { return h.LinkSetHardwareAddr(peer, e.MAC) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetHardwareAddr(peer, e.MAC) }); err != nil {
 			return fmt.Errorf("set %s mac: %w", e.IfName, err)
 		}
 	}
 	sync := hostWentUp
 	if a.Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return h.LinkSetUp(peer) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetUp(peer) }); err != nil {
 			return fmt.Errorf("set %s up: %w", e.IfName, err)
 		}
 		sync = true
@@ -203,7 +204,7 @@ func (d *Driver) ensureInside(host netlink.Link, e *datapath.Endpoint, nsPath st
 			return fmt.Errorf("find lo: %w", err)
 		}
 		if lo.Attrs().Flags&net.FlagUp == 0 {
-			if err := d.ops.write(opLinkSet, func() error { return h.LinkSetUp(lo) }); err != nil {
+			if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetUp(lo) }); err != nil {
 				return fmt.Errorf("set lo up: %w", err)
 			}
 		}
@@ -217,7 +218,7 @@ func (d *Driver) ensureInside(host netlink.Link, e *datapath.Endpoint, nsPath st
 // convergeAddr makes want (without a prefix route) the peer's only IPv4
 // address.
 func (d *Driver) convergeAddr(h *netlink.Handle, peer netlink.Link, want netip.Prefix) error {
-	addrs, err := dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) })
+	addrs, err := writes.Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) })
 	if err != nil {
 		return err
 	}
@@ -227,7 +228,7 @@ func (d *Driver) convergeAddr(h *netlink.Handle, peer netlink.Link, want netip.P
 			have = true
 			continue
 		}
-		if err := d.ops.write(opAddrDel, func() error { return h.AddrDel(peer, &a) }); err != nil {
+		if err := d.ops.Write(writes.AddrDel, func() error { return h.AddrDel(peer, &a) }); err != nil {
 			return fmt.Errorf("delete address %s: %w", prefixOf(a.IPNet), err)
 		}
 	}
@@ -235,7 +236,7 @@ func (d *Driver) convergeAddr(h *netlink.Handle, peer netlink.Link, want netip.P
 		return nil
 	}
 	addr := &netlink.Addr{IPNet: ipNet(want), Flags: unix.IFA_F_NOPREFIXROUTE}
-	if err := d.ops.write(opAddrAdd, func() error { return h.AddrReplace(peer, addr) }); err != nil {
+	if err := d.ops.Write(writes.AddrAdd, func() error { return h.AddrReplace(peer, addr) }); err != nil {
 		return fmt.Errorf("add address %s: %w", want, err)
 	}
 	return nil
@@ -245,7 +246,7 @@ func (d *Driver) convergeAddr(h *netlink.Handle, peer netlink.Link, want netip.P
 // ours through peer.
 func (d *Driver) convergeDefaultRoute(h *netlink.Handle, peer netlink.Link, gw netip.Addr) error {
 	idx := peer.Attrs().Index
-	routes, err := dump("routes", func() ([]netlink.Route, error) {
+	routes, err := writes.Dump("routes", func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: idx},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	})
@@ -259,7 +260,7 @@ func (d *Driver) convergeDefaultRoute(h *netlink.Handle, peer netlink.Link, gw n
 			have = true
 			continue
 		}
-		if err := d.ops.write(opRouteDel, func() error { return h.RouteDel(&r) }); err != nil {
+		if err := d.ops.Write(writes.RouteDel, func() error { return h.RouteDel(&r) }); err != nil {
 			return fmt.Errorf("delete route %s: %w", prefixOf(r.Dst), err)
 		}
 	}
@@ -276,7 +277,7 @@ func (d *Driver) convergeDefaultRoute(h *netlink.Handle, peer netlink.Link, gw n
 		Table:     unix.RT_TABLE_MAIN,
 		Type:      unix.RTN_UNICAST,
 	}
-	if err := d.ops.write(opRouteAdd, func() error { return h.RouteReplace(def) }); err != nil {
+	if err := d.ops.Write(writes.RouteAdd, func() error { return h.RouteReplace(def) }); err != nil {
 		return fmt.Errorf("add default route via %s: %w", gw, err)
 	}
 	return nil

@@ -24,7 +24,7 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 	if err != nil {
-		t.Fatalf("load: %v", err)
+		t.Fatalf("load: %+v", err)
 	}
 	defer coll.Close()
 	for name, p := range coll.Programs {

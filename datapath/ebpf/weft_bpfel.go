@@ -29,20 +29,119 @@ type weftCounters struct {
 	Drops     [8]uint64
 }
 
+type weftCt struct {
+	_        structs.HostLayout
+	Seen     uint64
+	Identity uint32
+	Flags    uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      uint8
+}
+
+type weftCtKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Src   uint32
+	Dst   uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type weftFragKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Src   uint32
+	Dst   uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type weftIcmpCodes struct {
+	_    structs.HostLayout
+	Bits [4]uint64
+}
+
+type weftIcmpKey struct {
+	_    structs.HostLayout
+	Set  uint64
+	Type uint8
+	Pad  [7]uint8
+}
+
+type weftIdKey struct {
+	_        structs.HostLayout
+	Class    uint64
+	Identity uint32
+	Pad      uint32
+}
+
 type weftIface struct {
 	_        structs.HostLayout
 	Vni      uint32
 	Ip       uint32
 	Identity uint32
 	Mac      [6]uint8
-	Pad      uint16
+	Flags    uint16
+	Priority uint32
+	EgClass  uint64
+	Tx       weftRate
+	Tos      uint8
+	Pad2     [7]uint8
 }
 
 type weftLocalEp struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Mac     [6]uint8
-	Pad     uint16
+	Flags   uint16
+	Pad     uint32
+	InClass uint64
+	Rx      weftRate
+}
+
+type weftNetKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	ClassLo   uint32
+	ClassHi   uint32
+	Ip        uint32
+}
+
+type weftPolPeer struct {
+	_      structs.HostLayout
+	Set    uint64
+	Flags  uint32
+	Blocks uint32
+}
+
+type weftPortKey struct {
+	_     structs.HostLayout
+	Set   uint64
+	Proto uint8
+	Bits  uint8
+	Port  uint16
+	Pad   uint32
+}
+
+type weftRate struct {
+	_           structs.HostLayout
+	BytesPerSec uint64
+	BurstNs     uint64
+}
+
+type weftRateKey struct {
+	_    structs.HostLayout
+	Id   uint32
+	Kind uint32
+}
+
+type weftRateState struct {
+	_   structs.HostLayout
+	Tat uint64
 }
 
 type weftRemoteEp struct {
@@ -73,6 +172,9 @@ type weftVip struct {
 type weftVpc struct {
 	_     structs.HostLayout
 	Flags uint32
+	Minor uint32
+	Tx    weftRate
+	Rx    weftRate
 }
 
 // Names of all BPF objects in the ELF.
@@ -80,11 +182,18 @@ type weftVpc struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	weftMapConfig     = "config"
+	weftMapConns      = "conns"
 	weftMapCounters   = "counters"
 	weftMapEvents     = "events"
+	weftMapFrags      = "frags"
 	weftMapIfaces     = "ifaces"
 	weftMapLocals     = "locals"
 	weftMapMissSeen   = "miss_seen"
+	weftMapPolIcmp    = "pol_icmp"
+	weftMapPolIds     = "pol_ids"
+	weftMapPolNets    = "pol_nets"
+	weftMapPolPorts   = "pol_ports"
+	weftMapRates      = "rates"
 	weftMapRemotes    = "remotes"
 	weftMapSubnets    = "subnets"
 	weftMapVpcs       = "vpcs"
@@ -145,11 +254,18 @@ type weftProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftMapSpecs struct {
 	Config   *ebpf.MapSpec `ebpf:"config"`
+	Conns    *ebpf.MapSpec `ebpf:"conns"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Frags    *ebpf.MapSpec `ebpf:"frags"`
 	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
 	Locals   *ebpf.MapSpec `ebpf:"locals"`
 	MissSeen *ebpf.MapSpec `ebpf:"miss_seen"`
+	PolIcmp  *ebpf.MapSpec `ebpf:"pol_icmp"`
+	PolIds   *ebpf.MapSpec `ebpf:"pol_ids"`
+	PolNets  *ebpf.MapSpec `ebpf:"pol_nets"`
+	PolPorts *ebpf.MapSpec `ebpf:"pol_ports"`
+	Rates    *ebpf.MapSpec `ebpf:"rates"`
 	Remotes  *ebpf.MapSpec `ebpf:"remotes"`
 	Subnets  *ebpf.MapSpec `ebpf:"subnets"`
 	Vpcs     *ebpf.MapSpec `ebpf:"vpcs"`
@@ -182,11 +298,18 @@ func (o *weftObjects) Close() error {
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftMaps struct {
 	Config   *ebpf.Map `ebpf:"config"`
+	Conns    *ebpf.Map `ebpf:"conns"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Frags    *ebpf.Map `ebpf:"frags"`
 	Ifaces   *ebpf.Map `ebpf:"ifaces"`
 	Locals   *ebpf.Map `ebpf:"locals"`
 	MissSeen *ebpf.Map `ebpf:"miss_seen"`
+	PolIcmp  *ebpf.Map `ebpf:"pol_icmp"`
+	PolIds   *ebpf.Map `ebpf:"pol_ids"`
+	PolNets  *ebpf.Map `ebpf:"pol_nets"`
+	PolPorts *ebpf.Map `ebpf:"pol_ports"`
+	Rates    *ebpf.Map `ebpf:"rates"`
 	Remotes  *ebpf.Map `ebpf:"remotes"`
 	Subnets  *ebpf.Map `ebpf:"subnets"`
 	Vpcs     *ebpf.Map `ebpf:"vpcs"`
@@ -195,11 +318,18 @@ type weftMaps struct {
 func (m *weftMaps) Close() error {
 	return _WeftClose(
 		m.Config,
+		m.Conns,
 		m.Counters,
 		m.Events,
+		m.Frags,
 		m.Ifaces,
 		m.Locals,
 		m.MissSeen,
+		m.PolIcmp,
+		m.PolIds,
+		m.PolNets,
+		m.PolPorts,
+		m.Rates,
 		m.Remotes,
 		m.Subnets,
 		m.Vpcs,

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/weftnet/weft/datapath/internal/writes"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,7 +89,7 @@ func (d *Driver) convergeRoutes(h *netlink.Handle, have, want []netlink.Route) e
 			matched[i] = true
 			continue
 		}
-		if err := d.ops.write(opRouteDel, func() error { return h.RouteDel(&r) }); err != nil {
+		if err := d.ops.Write(writes.RouteDel, func() error { return h.RouteDel(&r) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", netPrefix(r.Dst), err))
 		}
 	}
@@ -96,7 +97,7 @@ func (d *Driver) convergeRoutes(h *netlink.Handle, have, want []netlink.Route) e
 		if matched[j] {
 			continue
 		}
-		if err := d.ops.write(opRouteAdd, func() error { return h.RouteReplace(&w) }); err != nil {
+		if err := d.ops.Write(writes.RouteAdd, func() error { return h.RouteReplace(&w) }); err != nil {
 			errs = append(errs, fmt.Errorf("add route %s: %w", netPrefix(w.Dst), err))
 		}
 	}
@@ -130,7 +131,7 @@ func (d *Driver) convergeAddrs(h *netlink.Handle, link netlink.Link, have []netl
 			// Right address, wrong flags: replace in place.
 			continue
 		}
-		if err := d.ops.write(opAddrDel, func() error { return h.AddrDel(link, &a) }); err != nil {
+		if err := d.ops.Write(writes.AddrDel, func() error { return h.AddrDel(link, &a) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete address %s: %w", p, err))
 		}
 	}
@@ -138,14 +139,14 @@ func (d *Driver) convergeAddrs(h *netlink.Handle, link netlink.Link, have []netl
 		if matched[j] {
 			continue
 		}
-		o := opAddrAdd
+		o := writes.AddrAdd
 		for _, a := range have {
 			if netPrefix(a.IPNet) == w {
-				o = opAddrSet
+				o = writes.AddrSet
 			}
 		}
 		addr := &netlink.Addr{IPNet: prefixNet(w), Flags: flags}
-		if err := d.ops.write(o, func() error { return h.AddrReplace(link, addr) }); err != nil {
+		if err := d.ops.Write(o, func() error { return h.AddrReplace(link, addr) }); err != nil {
 			errs = append(errs, fmt.Errorf("add address %s: %w", w, err))
 		}
 	}
@@ -174,16 +175,16 @@ func (d *Driver) convergePermanentNeighs(h *netlink.Handle, have, want []netlink
 		if ok && bytes.Equal(c.HardwareAddr, w.HardwareAddr) {
 			continue
 		}
-		o := opNeighAdd
+		o := writes.NeighAdd
 		if ok {
-			o = opNeighSet
+			o = writes.NeighSet
 		}
-		if err := d.ops.write(o, func() error { return h.NeighSet(&w) }); err != nil {
+		if err := d.ops.Write(o, func() error { return h.NeighSet(&w) }); err != nil {
 			errs = append(errs, fmt.Errorf("set neighbour %s: %w", k.ip, err))
 		}
 	}
 	for k, c := range cur {
-		if err := d.ops.write(opNeighDel, func() error { return h.NeighDel(&c) }); err != nil {
+		if err := d.ops.Write(writes.NeighDel, func() error { return h.NeighDel(&c) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete neighbour %s: %w", k.ip, err))
 		}
 	}

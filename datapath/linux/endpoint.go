@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // ensureEndpoint converges the veth of one endpoint and, when needed, the
@@ -26,7 +27,7 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 	}
 	link := scan.links[name]
 	if link != nil && link.Type() != "veth" {
-		if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(link) }); err != nil {
+		if err := d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(link) }); err != nil {
 			return nil, fmt.Errorf("delete non-veth %s: %w", name, err)
 		}
 		link = nil
@@ -57,7 +58,7 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 			// The veth's peer is not in the endpoint's namespace (the
 			// namespace changed or was re-made): start over.
 			d.log.Info("endpoint veth peer elsewhere, re-creating", "endpoint", e.ID, "netns", nsPath)
-			if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(link) }); err != nil {
+			if err := d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(link) }); err != nil {
 				return nil, fmt.Errorf("delete veth %s: %w", name, err)
 			}
 			delete(scan.links, name)
@@ -87,7 +88,7 @@ var errPeerElsewhere = errors.New("veth peer is not in the endpoint namespace")
 func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string, own bool, hc hostCfg) (netlink.Link, error) {
 	if own && !isNetns(nsPath) {
 		nsName := d.names.endpoint(e.ID)
-		if err := d.ops.write(opNetnsAdd, func() error {
+		if err := d.ops.Write(writes.NetnsAdd, func() error {
 			// A leftover file that is not a pinned namespace is replaced.
 			if err := deleteNamedNS(d.cfg.NetnsDir, nsName); err != nil {
 				return err
@@ -109,7 +110,7 @@ func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string
 		PeerMTU:          uint32(hc.mtu),
 		PeerNamespace:    netlink.NsFd(fd),
 	}
-	if err := d.ops.write(opLinkAdd, func() error { return vs.h.LinkAdd(veth) }); err != nil {
+	if err := d.ops.Write(writes.LinkAdd, func() error { return vs.h.LinkAdd(veth) }); err != nil {
 		return nil, fmt.Errorf("add veth %s <-> %s in %s: %w", name, e.IfName, nsPath, err)
 	}
 	link, err := vs.h.LinkByName(name)
@@ -117,7 +118,7 @@ func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string
 		return nil, fmt.Errorf("find new veth %s: %w", name, err)
 	}
 	if link.Attrs().Alias != aliasOf(e.ID) {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
 			return nil, fmt.Errorf("set alias of %s: %w", name, err)
 		}
 		link.Attrs().Alias = aliasOf(e.ID)
@@ -131,22 +132,22 @@ func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string
 func (d *Driver) fixHostVeth(vs *vpcNS, link netlink.Link, e *datapath.Endpoint, hc hostCfg) (wentUp bool, err error) {
 	a := link.Attrs()
 	if a.MTU != hc.mtu {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetMTU(link, hc.mtu) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetMTU(link, hc.mtu) }); err != nil {
 			return false, fmt.Errorf("set %s mtu: %w", a.Name, err)
 		}
 	}
 	if !bytes.Equal(a.HardwareAddr, GatewayMAC()) {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetHardwareAddr(link, GatewayMAC()) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetHardwareAddr(link, GatewayMAC()) }); err != nil {
 			return false, fmt.Errorf("set %s mac: %w", a.Name, err)
 		}
 	}
 	if a.Alias != aliasOf(e.ID) {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetAlias(link, aliasOf(e.ID)) }); err != nil {
 			return false, fmt.Errorf("set %s alias: %w", a.Name, err)
 		}
 	}
 	if a.Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(link) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetUp(link) }); err != nil {
 			return false, fmt.Errorf("set %s up: %w", a.Name, err)
 		}
 		return true, nil
@@ -191,18 +192,18 @@ func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint
 	}
 	a := peer.Attrs()
 	if a.MTU != hc.mtu {
-		if err := d.ops.write(opLinkSet, func() error { return h.LinkSetMTU(peer, hc.mtu) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetMTU(peer, hc.mtu) }); err != nil {
 			return fmt.Errorf("set %s mtu: %w", e.IfName, err)
 		}
 	}
 	if !bytes.Equal(a.HardwareAddr, e.MAC) {
-		if err := d.ops.write(opLinkSet, func() error { return h.LinkSetHardwareAddr(peer, e.MAC) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetHardwareAddr(peer, e.MAC) }); err != nil {
 			return fmt.Errorf("set %s mac: %w", e.IfName, err)
 		}
 	}
 	sync := hostWentUp
 	if a.Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return h.LinkSetUp(peer) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetUp(peer) }); err != nil {
 			return fmt.Errorf("set %s up: %w", e.IfName, err)
 		}
 		sync = true
@@ -221,19 +222,19 @@ func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint
 			return fmt.Errorf("find lo: %w", err)
 		}
 		if lo.Attrs().Flags&net.FlagUp == 0 {
-			if err := d.ops.write(opLinkSet, func() error { return h.LinkSetUp(lo) }); err != nil {
+			if err := d.ops.Write(writes.LinkSet, func() error { return h.LinkSetUp(lo) }); err != nil {
 				return fmt.Errorf("set lo up: %w", err)
 			}
 		}
 	}
-	addrs, err := dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) })
+	addrs, err := writes.Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) })
 	if err != nil {
 		return err
 	}
 	if err := d.convergeAddrs(h, peer, addrs, []netip.Prefix{netip.PrefixFrom(e.IP, e.Prefix.Bits())}, unix.IFA_F_NOPREFIXROUTE, false); err != nil {
 		return err
 	}
-	neighs, err := dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(peer.Attrs().Index, netlink.FAMILY_V4) })
+	neighs, err := writes.Dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(peer.Attrs().Index, netlink.FAMILY_V4) })
 	if err != nil {
 		return err
 	}
@@ -241,7 +242,7 @@ func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint
 	if err := d.convergePermanentNeighs(h, neighs, []netlink.Neigh{gwNeigh}, func(netlink.Neigh) bool { return true }); err != nil {
 		return err
 	}
-	routes, err := dump("routes", func() ([]netlink.Route, error) {
+	routes, err := writes.Dump("routes", func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: peer.Attrs().Index},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
 	})

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // remoteNeigh is the neighbour entry that sends traffic for a remote
@@ -79,16 +80,16 @@ func (d *Driver) learn(r datapath.Remote) error {
 	}
 	// FDB first, so the packets the neighbour update releases can leave.
 	if vs.fdb[r.HostUnderlay] == 0 {
-		if err := d.ops.write(opFDBAdd, func() error { return vs.h.NeighSet(fdbEntry(idx, r.HostUnderlay)) }); err != nil {
+		if err := d.ops.Write(writes.FDBAdd, func() error { return vs.h.NeighSet(fdbEntry(idx, r.HostUnderlay)) }); err != nil {
 			return fmt.Errorf("add fdb for host %s: %w", r.HostUnderlay, err)
 		}
 	}
 	vs.fdb[r.HostUnderlay]++
-	o := opNeighAdd
+	o := writes.NeighAdd
 	if cur != nil {
-		o = opNeighSet
+		o = writes.NeighSet
 	}
-	if err := d.ops.write(o, func() error { return vs.h.NeighSet(remoteNeigh(idx, r.IP, r.HostUnderlay)) }); err != nil {
+	if err := d.ops.Write(o, func() error { return vs.h.NeighSet(remoteNeigh(idx, r.IP, r.HostUnderlay)) }); err != nil {
 		d.releaseFDB(vs, idx, r.HostUnderlay)
 		return fmt.Errorf("set neighbour: %w", err)
 	}
@@ -107,7 +108,7 @@ func (d *Driver) releaseFDB(vs *vpcNS, idx int, host netip.Addr) {
 		return
 	}
 	delete(vs.fdb, host)
-	if err := d.ops.write(opFDBDel, func() error { return vs.h.NeighDel(fdbEntry(idx, host)) }); err != nil {
+	if err := d.ops.Write(writes.FDBDel, func() error { return vs.h.NeighDel(fdbEntry(idx, host)) }); err != nil {
 		// Set removes unreferenced FDB entries.
 		d.log.Warn("cannot delete fdb entry", "vni", vs.vni, "host", host, "err", err)
 	}
@@ -135,7 +136,7 @@ func (d *Driver) Forget(ctx context.Context, keys []datapath.RemoteKey) error {
 			continue
 		}
 		idx := int(vs.vxIndex.Load())
-		if err := d.ops.write(opNeighDel, func() error { return vs.h.NeighDel(remoteNeigh(idx, k.IP, cur.host)) }); err != nil {
+		if err := d.ops.Write(writes.NeighDel, func() error { return vs.h.NeighDel(remoteNeigh(idx, k.IP, cur.host)) }); err != nil {
 			errs = append(errs, fmt.Errorf("linux forget %d/%s: %w", k.VNI, k.IP, err))
 			continue
 		}
@@ -184,11 +185,11 @@ func (d *Driver) adoptRemotes(vs *vpcNS) error {
 }
 
 func (vs *vpcNS) readRemotes(vxIndex int) (neighs, fdb []netlink.Neigh, err error) {
-	neighs, err = dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, netlink.FAMILY_V4) })
+	neighs, err = writes.Dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, nil, err
 	}
-	fdb, err = dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, unix.AF_BRIDGE) })
+	fdb, err = writes.Dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, unix.AF_BRIDGE) })
 	return neighs, fdb, err
 }
 
@@ -219,12 +220,12 @@ func (d *Driver) convergeRemotes(vs *vpcNS, vxIndex int) error {
 			delete(wantFDB, mac)
 			continue
 		}
-		if err := d.ops.write(opFDBDel, func() error { return vs.h.NeighDel(&f) }); err != nil {
+		if err := d.ops.Write(writes.FDBDel, func() error { return vs.h.NeighDel(&f) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete fdb %s: %w", mac, err))
 		}
 	}
 	for _, host := range wantFDB {
-		if err := d.ops.write(opFDBAdd, func() error { return vs.h.NeighSet(fdbEntry(vxIndex, host)) }); err != nil {
+		if err := d.ops.Write(writes.FDBAdd, func() error { return vs.h.NeighSet(fdbEntry(vxIndex, host)) }); err != nil {
 			errs = append(errs, fmt.Errorf("add fdb for host %s: %w", host, err))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/internal/ports"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // Compiling a VPC's policies into the content of its nftables table (see
@@ -323,7 +324,7 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 			vs.nft.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Table: t, Name: "no such chain"},
 				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
 		}
-		return d.ops.write(opNftCommit, vs.nft.Flush)
+		return d.ops.Write(writes.NftCommit, vs.nft.Flush)
 	}
 	var w policyWrite
 	err = vs.nft.withDeadline(func() error {
@@ -361,7 +362,7 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 	if w.judged || vs.flushPending {
 		vs.flushPending = true
 		n, err := flushDenied(vs.ns, eps)
-		d.ops[opConntrackDel].Add(uint64(n))
+		d.ops.Add(writes.ConntrackDel, uint64(n))
 		if err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
