@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/htb"
 	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -60,10 +61,13 @@ type Driver struct {
 	vpcs     map[uint32]*vpcState // programmed VPCs
 	eps      map[string]*epState  // programmed endpoints, by ID
 	policies map[string]*epPolicy // their compiled policies, by ID
-	refused  map[uint32]refusal   // VPCs of the last Set that failed alone
-	qosErr   error                // why the uplink's QoS is not programmed
-	underlay netip.Addr           // of the last Set
-	vxIndex  int                  // the VXLAN device
+	// vpcDesired are the programmed VPCs as last asked for (a refused
+	// VPC's QoS stays as it was).
+	vpcDesired map[uint32]*datapath.VPC
+	refused    map[uint32]refusal // VPCs of the last Set that failed alone
+	qosErr     error              // why the uplink's QoS is not programmed
+	underlay   netip.Addr         // of the last Set
+	vxIndex    int                // the VXLAN device
 	// pending are the misses reported since about a second (how long the
 	// kernel holds their packets), to be released by Learn.
 	pending map[datapath.RemoteKey]time.Time
@@ -287,9 +291,9 @@ func (d *Driver) release() {
 }
 
 // Teardown removes everything the driver owns on this host: the VXLAN
-// device, every host-side veth (with its peer; endpoint namespaces the
-// driver made are deleted), every link, program and map pinned in its pin
-// directory, and the directory. It closes the driver first and works
+// device, the shaper veth, every host-side veth (with its peer; endpoint
+// namespaces the driver made are deleted), the uplink's HTB tree, every
+// link, program and map pinned in its pin directory, and the directory. It closes the driver first and works
 // without a Set, so a restarted agent can clean up what an earlier one
 // left.
 func (d *Driver) Teardown(ctx context.Context) error {
@@ -313,9 +317,15 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return nl.QdiscList(nil) })
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, l := range links {
-		if name := l.Attrs().Name; name == VXLANName || isVethName(name) {
+		if name := l.Attrs().Name; name == VXLANName || name == ShaperName || isVethName(name) {
 			errs = append(errs, d.ops.Write(writes.LinkDel, func() error { return nl.LinkDel(l) }))
+		} else if root := htb.Root(qs, l.Attrs().Index); htb.Ours(root) {
+			errs = append(errs, htb.Converge(nl, &d.ops, l, root, nil, 0))
 		}
 	}
 	ents, err := os.ReadDir(d.cfg.NetnsDir)

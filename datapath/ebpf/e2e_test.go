@@ -91,13 +91,15 @@ type dc struct {
 	eps     map[int][]datapath.Endpoint // by host index
 	hostOf  map[string]int              // endpoint ID -> host index
 	nsPath  map[string]string           // endpoint ID -> netns, once programmed
-	ctx     context.Context
+	// capacity is each host's uplink capacity (HostConfig.CapacityBps).
+	capacity map[int]uint64
+	ctx      context.Context
 }
 
 func newDC(t *testing.T, hosts int, vpcs []datapath.VPC) *dc {
 	n := nettest.New(t, testnet.Options{Hosts: hosts})
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	c := &dc{t: t, net: n, ctl: newController(t), vpcs: vpcs, eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}, ctx: ctx}
+	c := &dc{t: t, net: n, ctl: newController(t), vpcs: vpcs, eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}, capacity: map[int]uint64{}, ctx: ctx}
 	for _, h := range n.Hosts() {
 		c.drivers = append(c.drivers, startDriver(t, n, h))
 	}
@@ -127,7 +129,9 @@ func (c *dc) add(host int, id string, vni uint32, subnet, ip string) {
 }
 
 func (c *dc) desired(host int) *datapath.Desired {
-	return &datapath.Desired{Host: hostConfig(c.net.Host(host)), VPCs: c.vpcs, Endpoints: c.eps[host]}
+	hc := hostConfig(c.net.Host(host))
+	hc.CapacityBps = c.capacity[host]
+	return &datapath.Desired{Host: hc, VPCs: c.vpcs, Endpoints: c.eps[host]}
 }
 
 // setAll programs every host and returns the writes per host.
@@ -604,8 +608,8 @@ func TestTeardown(t *testing.T) {
 	dir := c.pinDir(0)
 	objs := pinnedObjects(t, dir)
 	t.Logf("pinned on h0: %d programs, %d maps, %d links", len(objs.progs), len(objs.maps), len(objs.links))
-	if len(objs.progs) != 3 || len(objs.maps) != 16 || len(objs.links) != 4 {
-		t.Errorf("pinned %d programs, %d maps, %d links; want 3, 16 and 4 (two endpoints, two VXLAN hooks)", len(objs.progs), len(objs.maps), len(objs.links))
+	if len(objs.progs) != 4 || len(objs.maps) != 15 || len(objs.links) != 5 {
+		t.Errorf("pinned %d programs, %d maps, %d links; want 4, 15 and 5 (two endpoints, two VXLAN hooks, the shaper's)", len(objs.progs), len(objs.maps), len(objs.links))
 	}
 	ns := c.netns("acme/a")
 	if err := c.drivers[0].Teardown(c.ctx); err != nil {

@@ -9,13 +9,17 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+
+	"github.com/weftnet/weft/datapath"
 )
 
 // What the driver owns is marked so that a restarted driver adopts and
 // repairs it, and prunes only its own orphans:
 //
 //   - in the host namespace, links "wftb<hash>" (the host side of an
-//     endpoint's veth, alias "weft:<id>") and VXLANName;
+//     endpoint's veth, alias "weft:<id>"), VXLANName and the shaper veth
+//     pair (ShaperName), and the HTB qdiscs (handle 7766:) of the shaper and
+//     the underlay device;
 //   - named namespaces "<prefix>-<host>-e<hash>" (an endpoint namespace the
 //     driver made);
 //   - under bpffs, the directory "<bpffs>/weft/<prefix>-<host>" with every
@@ -25,6 +29,10 @@ const (
 	LinkPrefix = "wftb"
 	// VXLANName is the host's one collect-metadata VXLAN device.
 	VXLANName = LinkPrefix + "x"
+	// ShaperName is the end of the shaper veth pair whose HTB tree holds
+	// shaped traffic (see "Quality of service"); shaperPeer the other.
+	ShaperName = LinkPrefix + "q"
+	shaperPeer = LinkPrefix + "r"
 	// VXLANPort is the IANA VXLAN UDP port.
 	VXLANPort = 4789
 	// AliasPrefix starts the alias of an endpoint's host-side veth; the
@@ -121,6 +129,9 @@ func be32(a netip.Addr) uint32 {
 	b := a.As4()
 	return binary.NativeEndian.Uint32(b[:])
 }
+
+// vipOf is an endpoint's key in the locals map.
+func vipOf(e *datapath.Endpoint) weftVip { return weftVip{Vni: e.VNI, Ip: be32(e.IP)} }
 
 func addrOf(v uint32) netip.Addr {
 	var b [4]byte

@@ -99,7 +99,7 @@ func loadObjects(dir string, ops *writes.Counter, log *slog.Logger) (*objects, e
 	ops.Add(writes.MapCreate, uint64(missing))
 
 	progDir := filepath.Join(dir, "progs-"+objectHash())
-	progs := map[string]**ebpf.Program{"from_ep": &o.FromEp, "from_vxlan": &o.FromVxlan, "to_vxlan": &o.ToVxlan}
+	progs := map[string]**ebpf.Program{"from_ep": &o.FromEp, "from_vxlan": &o.FromVxlan, "to_vxlan": &o.ToVxlan, "from_shaper": &o.FromShaper}
 	adopted := 0
 	for name, p := range progs {
 		if *p, err = ebpf.LoadPinnedProgram(filepath.Join(progDir, name), nil); err == nil {

@@ -19,8 +19,8 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
 	}
-	if len(spec.Programs) != 3 {
-		t.Errorf("object has %d programs, want 3", len(spec.Programs))
+	if len(spec.Programs) != 4 {
+		t.Errorf("object has %d programs, want 4", len(spec.Programs))
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 	if err != nil {

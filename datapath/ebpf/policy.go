@@ -28,7 +28,8 @@ const policyLayout = "weft-ebpf-policy-v1"
 const (
 	epEgressIsolated  = 1
 	epIngressIsolated = 2
-	epVPCCapped       = 4
+	epTxShaped        = 4
+	epRxShaped        = 8
 
 	psAll  = 1
 	psICMP = 2

@@ -117,7 +117,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		errs = append(errs, err)
 	}
 	for _, name := range pinned {
-		if name != hookVXLANIn && name != hookVXLANOut && !wantVeth[name] {
+		if !isHostHook(name) && !wantVeth[name] {
 			errs = append(errs, d.dropLink(name))
 		}
 	}
@@ -140,11 +140,17 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 
 	// 4. The maps, from the endpoints that are attached; then the policy
 	// entries no endpoint points at any more; then the uplink.
-	plan, qerr := planQoS(n, eps, cur.ifaces, cur.vpcs)
+	vpcOf := func(vni uint32) *datapath.VPC {
+		if _, ok := refused[vni]; ok {
+			return d.vpcDesired[vni]
+		}
+		return n.VPC(vni)
+	}
+	plan, qerr := planQoS(n.Host.CapacityBps, eps, vpcOf, cur)
 	errs = append(errs, d.convergeMaps(n, eps, refused, pols, plan, cur))
 	errs = append(errs, d.deletePolicies(policyMapsOf(slices.Collect(maps.Values(pols))), cur))
 	if qerr == nil {
-		qerr = d.convergeUplink(n.Host.UnderlayDev, plan.uplinkTree(n, eps))
+		qerr = d.convergeQoSTrees(n.Host.UnderlayDev, plan.shaperTree(), plan.uplinkTree(eps))
 	}
 	errs = append(errs, qerr)
 
@@ -183,9 +189,16 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		}
 	}
 
-	for _, st := range eps {
-		st.qos = underQoS(&st.ep, n.VPC(st.ep.VNI))
+	for id, st := range eps {
+		st.qos = plan.eps[id] != nil
 	}
+	programmed := map[uint32]*datapath.VPC{}
+	for i := range n.VPCs {
+		if v := vpcOf(n.VPCs[i].VNI); v != nil {
+			programmed[v.VNI] = v
+		}
+	}
+	d.vpcDesired = programmed
 	d.smu.Lock()
 	d.eps, d.refused, d.policies, d.qosErr = eps, refused, pols, qerr
 	for k, t := range d.pending {
@@ -244,11 +257,18 @@ func refusals(n *datapath.Desired) map[uint32]refusal {
 	return out
 }
 
-// Pin names of the VXLAN device's links.
+// Pin names of the links of the VXLAN device and of the shaper.
 const (
-	hookVXLANIn  = "vxlan-ingress"
-	hookVXLANOut = "vxlan-egress"
+	hookVXLANIn   = "vxlan-ingress"
+	hookVXLANOut  = "vxlan-egress"
+	hookShaperOut = "shaper-ingress"
 )
+
+// isHostHook reports whether a pinned link is one of the host's, not an
+// endpoint's.
+func isHostHook(name string) bool {
+	return name == hookVXLANIn || name == hookVXLANOut || name == hookShaperOut
+}
 
 // vxlanSysctls let the kernel hold a miss's packets on the VXLAN device's
 // IPv6 neighbour for fd77:7766::<vni>:<ip> and tell no one but userspace
@@ -319,7 +339,11 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 			return err
 		}
 	}
-	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP)}
+	shaper, err := d.ensureShaper(mtu)
+	if err != nil {
+		return err
+	}
+	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP), ShaperIfindex: uint32(shaper)}
 	if d.cfg.MissMode == MissHold {
 		want.Flags |= cfgHold
 	}
@@ -334,12 +358,74 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 	return nil
 }
 
+// shaperTxQLen is the shaper veth's queue length: each class of its HTB
+// tree holds this many packets.
+const shaperTxQLen = 100
+
+// ensureShaper converges the shaper veth pair (ShaperName, whose HTB tree
+// holds the shaped traffic, and its peer, whose tcx ingress program sends
+// it on; overlay MTU, up) and returns the index of ShaperName.
+func (d *Driver) ensureShaper(mtu int) (int, error) {
+	l, err := d.nl.LinkByName(ShaperName)
+	var nf netlink.LinkNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return 0, fmt.Errorf("find %s: %w", ShaperName, err)
+	}
+	var peer netlink.Link
+	if l != nil {
+		peer, err = d.nl.LinkByName(shaperPeer)
+		if l.Type() != "veth" || err != nil || peer.Attrs().ParentIndex != l.Attrs().Index {
+			d.log.Warn("shaper veth has wrong settings, re-creating", "dev", ShaperName)
+			if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(l) }); err != nil {
+				return 0, fmt.Errorf("delete %s: %w", ShaperName, err)
+			}
+			l = nil
+		}
+	}
+	if l == nil {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ShaperName, MTU: mtu, TxQLen: shaperTxQLen, Flags: net.FlagUp},
+			PeerName: shaperPeer, PeerMTU: uint32(mtu)}
+		if err := d.ops.Write(writes.LinkAdd, func() error { return d.nl.LinkAdd(veth) }); err != nil {
+			return 0, fmt.Errorf("add %s: %w", ShaperName, err)
+		}
+		if l, err = d.nl.LinkByName(ShaperName); err != nil {
+			return 0, fmt.Errorf("find new %s: %w", ShaperName, err)
+		}
+		if peer, err = d.nl.LinkByName(shaperPeer); err != nil {
+			return 0, fmt.Errorf("find new %s: %w", shaperPeer, err)
+		}
+	}
+	for _, x := range []netlink.Link{l, peer} {
+		a := x.Attrs()
+		if a.MTU != mtu {
+			if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetMTU(x, mtu) }); err != nil {
+				return 0, fmt.Errorf("set %s mtu: %w", a.Name, err)
+			}
+		}
+		if a.Flags&net.FlagUp == 0 {
+			if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetUp(x) }); err != nil {
+				return 0, fmt.Errorf("set %s up: %w", a.Name, err)
+			}
+		}
+	}
+	if l.Attrs().TxQLen != shaperTxQLen {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetTxQLen(l, shaperTxQLen) }); err != nil {
+			return 0, fmt.Errorf("set %s txqueuelen: %w", ShaperName, err)
+		}
+	}
+	if err := d.ensureLink(tcxHook{name: hookShaperOut, ifindex: peer.Attrs().Index, attach: ebpf.AttachTCXIngress, prog: d.objs.FromShaper}); err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
 // cfgHold is the config map's flag for MissHold (CFG_HOLD in weft.c).
 const cfgHold = 1
 
 // mapState is what the maps Set converges held when it began.
 type mapState struct {
 	ifaces map[uint32]weftIface
+	locals map[weftVip]weftLocalEp
 	vpcs   map[uint32]weftVpc
 	pol    *policyMaps
 }
@@ -349,6 +435,7 @@ func (d *Driver) readMaps() (*mapState, error) {
 	var err error
 	for _, r := range []error{
 		readMap(d.objs.Ifaces, "ifaces", &s.ifaces),
+		readMap(d.objs.Locals, "locals", &s.locals),
 		readMap(d.objs.Vpcs, "vpcs", &s.vpcs),
 		readMap(d.objs.PolIds, "pol_ids", &s.pol.ids),
 		readMap(d.objs.PolNets, "pol_nets", &s.pol.nets),
@@ -396,9 +483,9 @@ func (d *Driver) deletePolicies(want *policyMaps, cur *mapState) error {
 		delMap(&d.ops, d.objs.PolPorts, "pol_ports", want.ports, cur.pol.ports, nil))
 }
 
-// convergeMaps makes the vpcs, subnets, locals, ifaces, counters and
-// rates maps exactly what the VPCs and attached endpoints want (a refused
-// VPC keeps its entries), then the remotes map what Learn installed.
+// convergeMaps makes the vpcs, subnets, locals, ifaces and counters maps
+// exactly what the VPCs and attached endpoints want (a refused VPC keeps
+// its entries), then the remotes map what Learn installed.
 func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refused map[uint32]refusal, pols map[string]*epPolicy, plan *qosPlan, cur *mapState) error {
 	isRefused := func(vni uint32) bool { _, ok := refused[vni]; return ok }
 	vpcs := map[uint32]weftVpc{}
@@ -408,11 +495,9 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 			continue
 		}
 		var vv weftVpc
-		if v.QoS != nil {
-			vv.Tx = rateOf(v.QoS.MaxRateBps)
-			vv.Rx = vv.Tx
+		if vq := plan.vpcs[v.VNI]; vq != nil {
+			vv.Minor, vv.TxMinor, vv.RxMinor = vq.minor, vq.txMinor, vq.rxMinor
 		}
-		vv.Minor = uint32(plan.vpcs[v.VNI])
 		vpcs[v.VNI] = vv
 		for _, s := range v.Subnets {
 			subnets[weftSubnetKey{Prefixlen: 32 + uint32(s.CIDR.Bits()), Vni: v.VNI, Ip: be32(s.CIDR.Addr())}] = weftSubnet{Gateway: be32(s.Gateway)}
@@ -420,35 +505,25 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	}
 	locals := map[weftVip]weftLocalEp{}
 	ifaces := map[uint32]weftIface{}
-	rates := map[weftRateKey]bool{}
 	for id, st := range eps {
 		e := &st.ep
 		var mac [6]byte
 		copy(mac[:], e.MAC)
 		p := pols[id]
-		flags := p.flags()
-		if v := n.VPC(e.VNI); v != nil && v.QoS != nil && v.QoS.MaxRateBps > 0 {
-			flags |= epVPCCapped
-			rates[weftRateKey{Id: e.VNI, Kind: rateVPCTx}] = true
-			rates[weftRateKey{Id: e.VNI, Kind: rateVPCRx}] = true
-		} else if isRefused(e.VNI) && cur.vpcs[e.VNI].Tx.BytesPerSec > 0 {
-			flags |= epVPCCapped // as programmed
+		l := weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac, Flags: p.flags(), InClass: classID(p.ingress)}
+		f := weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac, Flags: p.flags(), EgClass: classID(p.egress)}
+		if e.QoS != nil {
+			f.Tos = e.QoS.DSCP << 2
 		}
-		l := weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac, Flags: flags, InClass: classID(p.ingress)}
-		f := weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac, Flags: flags, EgClass: classID(p.egress)}
-		if q := e.QoS; q != nil {
-			f.Tx, l.Rx, f.Tos = rateOf(q.MaxRateBps), rateOf(q.MaxRateBps), q.DSCP<<2
-			if q.MaxRateBps > 0 {
-				rates[weftRateKey{Id: uint32(st.ifindex), Kind: rateEPTx}] = true
-				rates[weftRateKey{Id: uint32(st.ifindex), Kind: rateEPRx}] = true
+		if eq := plan.eps[id]; eq != nil {
+			f.Priority = htb.ClassID(eq.minor)
+			if eq.shaped {
+				f.Flags |= epTxShaped
+				l.Flags |= epRxShaped
+				l.RxClass = htb.ClassID(eq.rxMinor)
 			}
 		}
-		if m := plan.eps[id]; m != 0 {
-			f.Priority = htb.ClassID(m)
-		} else if isRefused(e.VNI) {
-			f.Priority = cur.ifaces[uint32(st.ifindex)].Priority
-		}
-		locals[weftVip{Vni: e.VNI, Ip: be32(e.IP)}] = l
+		locals[vipOf(e)] = l
 		ifaces[uint32(st.ifindex)] = f
 	}
 	var errs []error
@@ -458,7 +533,6 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 		convergeMap(&d.ops, d.objs.Ifaces, "ifaces", ifaces, nil),
 		convergeMap(&d.ops, d.objs.Locals, "locals", locals, nil),
 		d.convergeCounters(ifaces),
-		d.pruneRates(rates, refused),
 	)
 
 	// Learned remotes follow their VPC; drift is repaired from memory. Read
@@ -486,31 +560,6 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	}
 	d.vpcs = next
 	errs = append(errs, convergeMap(&d.ops, d.objs.Remotes, "remotes", want, nil))
-	return errors.Join(errs...)
-}
-
-// Token bucket kinds (RATE_* in weft.c).
-const (
-	rateEPTx = iota
-	rateEPRx
-	rateVPCTx
-	rateVPCRx
-)
-
-// pruneRates deletes the token buckets of caps that are gone (the
-// programs create them). A refused VPC's are kept.
-func (d *Driver) pruneRates(want map[weftRateKey]bool, refused map[uint32]refusal) error {
-	var cur map[weftRateKey]weftRateState
-	if err := readMap(d.objs.Rates, "rates", &cur); err != nil {
-		return err
-	}
-	var errs []error
-	for k := range cur {
-		if _, r := refused[k.Id]; want[k] || r && k.Kind >= rateVPCTx {
-			continue
-		}
-		errs = append(errs, d.ops.Write(writes.MapDel, func() error { return d.objs.Rates.Delete(k) }))
-	}
 	return errors.Join(errs...)
 }
 

@@ -13,8 +13,8 @@ import (
 // Snapshot implements datapath.Snapshotter. It reads the maps and the
 // uplink, not the driver's memory: VPCs from the vpcs and subnets maps,
 // endpoints from the locals and ifaces maps (their IDs from the aliases of
-// the host-side veths), remotes from the remotes map, QoS from the caps in
-// the maps and the classes on the uplink.
+// the host-side veths), remotes from the remotes map, QoS from the HTB
+// classes the maps name.
 func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -40,9 +40,9 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 			return s, fmt.Errorf("snapshot: %w", err)
 		}
 	}
-	classes, capacity, err := d.uplinkClasses()
+	shaper, uplink, capacity, err := d.qosTrees()
 	if err != nil {
-		return s, fmt.Errorf("snapshot: uplink: %w", err)
+		return s, fmt.Errorf("snapshot: qos: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return s, fmt.Errorf("snapshot: %w", err)
@@ -61,11 +61,11 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	for k, l := range locals {
 		local[k.Vni] = true
 		s.Endpoints = append(s.Endpoints, datapath.SnapshotEndpoint{ID: idOf[l.Ifindex], VNI: k.Vni, IP: addrOf(k.Ip), MAC: macString(l.Mac),
-			QoS: enforcedQoS(ifaces[l.Ifindex], classes, capacity)})
+			QoS: enforcedQoS(ifaces[l.Ifindex], shaper, uplink, capacity)})
 	}
 	byVNI := map[uint32]*datapath.SnapshotVPC{}
 	for vni, v := range vpcs {
-		byVNI[vni] = &datapath.SnapshotVPC{VNI: vni, QoS: enforcedVPCQoS(v, classes, capacity, local[vni])}
+		byVNI[vni] = &datapath.SnapshotVPC{VNI: vni, QoS: enforcedVPCQoS(v, shaper, uplink, capacity, local[vni])}
 	}
 	for k, sn := range subnets {
 		if sv := byVNI[k.Vni]; sv != nil {

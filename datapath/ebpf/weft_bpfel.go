@@ -14,10 +14,11 @@ import (
 )
 
 type weftConfig struct {
-	_            structs.HostLayout
-	VxlanIfindex uint32
-	Underlay     uint32
-	Flags        uint32
+	_             structs.HostLayout
+	VxlanIfindex  uint32
+	Underlay      uint32
+	Flags         uint32
+	ShaperIfindex uint32
 }
 
 type weftCounters struct {
@@ -87,10 +88,10 @@ type weftIface struct {
 	Mac      [6]uint8
 	Flags    uint16
 	Priority uint32
-	EgClass  uint64
-	Tx       weftRate
 	Tos      uint8
-	Pad2     [7]uint8
+	Pad      [3]uint8
+	_        [4]byte
+	EgClass  uint64
 }
 
 type weftLocalEp struct {
@@ -98,9 +99,8 @@ type weftLocalEp struct {
 	Ifindex uint32
 	Mac     [6]uint8
 	Flags   uint16
-	Pad     uint32
+	RxClass uint32
 	InClass uint64
-	Rx      weftRate
 }
 
 type weftNetKey struct {
@@ -125,23 +125,6 @@ type weftPortKey struct {
 	Bits  uint8
 	Port  uint16
 	Pad   uint32
-}
-
-type weftRate struct {
-	_           structs.HostLayout
-	BytesPerSec uint64
-	BurstNs     uint64
-}
-
-type weftRateKey struct {
-	_    structs.HostLayout
-	Id   uint32
-	Kind uint32
-}
-
-type weftRateState struct {
-	_   structs.HostLayout
-	Tat uint64
 }
 
 type weftRemoteEp struct {
@@ -170,36 +153,37 @@ type weftVip struct {
 }
 
 type weftVpc struct {
-	_     structs.HostLayout
-	Flags uint32
-	Minor uint32
-	Tx    weftRate
-	Rx    weftRate
+	_       structs.HostLayout
+	Flags   uint32
+	Minor   uint16
+	TxMinor uint16
+	RxMinor uint16
+	Pad     uint16
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	weftMapConfig     = "config"
-	weftMapConns      = "conns"
-	weftMapCounters   = "counters"
-	weftMapEvents     = "events"
-	weftMapFrags      = "frags"
-	weftMapIfaces     = "ifaces"
-	weftMapLocals     = "locals"
-	weftMapMissSeen   = "miss_seen"
-	weftMapPolIcmp    = "pol_icmp"
-	weftMapPolIds     = "pol_ids"
-	weftMapPolNets    = "pol_nets"
-	weftMapPolPorts   = "pol_ports"
-	weftMapRates      = "rates"
-	weftMapRemotes    = "remotes"
-	weftMapSubnets    = "subnets"
-	weftMapVpcs       = "vpcs"
-	weftProgFromEp    = "from_ep"
-	weftProgFromVxlan = "from_vxlan"
-	weftProgToVxlan   = "to_vxlan"
+	weftMapConfig      = "config"
+	weftMapConns       = "conns"
+	weftMapCounters    = "counters"
+	weftMapEvents      = "events"
+	weftMapFrags       = "frags"
+	weftMapIfaces      = "ifaces"
+	weftMapLocals      = "locals"
+	weftMapMissSeen    = "miss_seen"
+	weftMapPolIcmp     = "pol_icmp"
+	weftMapPolIds      = "pol_ids"
+	weftMapPolNets     = "pol_nets"
+	weftMapPolPorts    = "pol_ports"
+	weftMapRemotes     = "remotes"
+	weftMapSubnets     = "subnets"
+	weftMapVpcs        = "vpcs"
+	weftProgFromEp     = "from_ep"
+	weftProgFromShaper = "from_shaper"
+	weftProgFromVxlan  = "from_vxlan"
+	weftProgToVxlan    = "to_vxlan"
 )
 
 // loadWeft returns the embedded CollectionSpec for weft.
@@ -244,9 +228,10 @@ type weftSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftProgramSpecs struct {
-	FromEp    *ebpf.ProgramSpec `ebpf:"from_ep"`
-	FromVxlan *ebpf.ProgramSpec `ebpf:"from_vxlan"`
-	ToVxlan   *ebpf.ProgramSpec `ebpf:"to_vxlan"`
+	FromEp     *ebpf.ProgramSpec `ebpf:"from_ep"`
+	FromShaper *ebpf.ProgramSpec `ebpf:"from_shaper"`
+	FromVxlan  *ebpf.ProgramSpec `ebpf:"from_vxlan"`
+	ToVxlan    *ebpf.ProgramSpec `ebpf:"to_vxlan"`
 }
 
 // weftMapSpecs contains maps before they are loaded into the kernel.
@@ -265,7 +250,6 @@ type weftMapSpecs struct {
 	PolIds   *ebpf.MapSpec `ebpf:"pol_ids"`
 	PolNets  *ebpf.MapSpec `ebpf:"pol_nets"`
 	PolPorts *ebpf.MapSpec `ebpf:"pol_ports"`
-	Rates    *ebpf.MapSpec `ebpf:"rates"`
 	Remotes  *ebpf.MapSpec `ebpf:"remotes"`
 	Subnets  *ebpf.MapSpec `ebpf:"subnets"`
 	Vpcs     *ebpf.MapSpec `ebpf:"vpcs"`
@@ -309,7 +293,6 @@ type weftMaps struct {
 	PolIds   *ebpf.Map `ebpf:"pol_ids"`
 	PolNets  *ebpf.Map `ebpf:"pol_nets"`
 	PolPorts *ebpf.Map `ebpf:"pol_ports"`
-	Rates    *ebpf.Map `ebpf:"rates"`
 	Remotes  *ebpf.Map `ebpf:"remotes"`
 	Subnets  *ebpf.Map `ebpf:"subnets"`
 	Vpcs     *ebpf.Map `ebpf:"vpcs"`
@@ -329,7 +312,6 @@ func (m *weftMaps) Close() error {
 		m.PolIds,
 		m.PolNets,
 		m.PolPorts,
-		m.Rates,
 		m.Remotes,
 		m.Subnets,
 		m.Vpcs,
@@ -346,14 +328,16 @@ type weftVariables struct {
 //
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftPrograms struct {
-	FromEp    *ebpf.Program `ebpf:"from_ep"`
-	FromVxlan *ebpf.Program `ebpf:"from_vxlan"`
-	ToVxlan   *ebpf.Program `ebpf:"to_vxlan"`
+	FromEp     *ebpf.Program `ebpf:"from_ep"`
+	FromShaper *ebpf.Program `ebpf:"from_shaper"`
+	FromVxlan  *ebpf.Program `ebpf:"from_vxlan"`
+	ToVxlan    *ebpf.Program `ebpf:"to_vxlan"`
 }
 
 func (p *weftPrograms) Close() error {
 	return _WeftClose(
 		p.FromEp,
+		p.FromShaper,
 		p.FromVxlan,
 		p.ToVxlan,
 	)

@@ -176,10 +176,10 @@ func (p *qosPlan) uplinkTree() []htb.Class {
 // the root class at the VPC's cap, and a leaf per shaped endpoint at its
 // own cap, guaranteed an equal share of the VPC's.
 func (vp *qosVPC) ifbTree() []htb.Class {
-	var shaped []*qosEP
+	var shaped []htb.Capped
 	for _, qe := range vp.eps {
 		if qe.shaped {
-			shaped = append(shaped, qe)
+			shaped = append(shaped, htb.Capped{Minor: qe.minor, Cap: qe.own.MaxRateBps / 8})
 		}
 	}
 	if len(shaped) == 0 {
@@ -189,18 +189,5 @@ func (vp *qosVPC) ifbTree() []htb.Class {
 	if vp.q.MaxRateBps > 0 {
 		root.Rate, root.Ceil = vp.q.MaxRateBps/8, vp.q.MaxRateBps/8
 	}
-	out := []htb.Class{root}
-	for _, qe := range shaped {
-		l := htb.Class{Minor: qe.minor, Parent: htb.RootMinor, Ceil: htb.Unlimited}
-		if qe.own.MaxRateBps > 0 {
-			l.Ceil = qe.own.MaxRateBps / 8
-		}
-		l.Rate = l.Ceil
-		if vp.q.MaxRateBps > 0 {
-			l.Rate = max(htb.Floor, min(l.Ceil, root.Rate/uint64(len(shaped))))
-		}
-		out = append(out, l)
-	}
-	htb.Sort(out[1:])
-	return out
+	return htb.CapTree(root, shaped)
 }

@@ -37,7 +37,6 @@ struct icmphdr {
 #define DROP_POLICY 1
 #define DROP_NO_ROUTE 2
 #define DROP_NO_LOCATION 3
-#define DROP_QOS 5
 #define NUM_DROP_REASONS 8
 
 // The packet mark (datapath.Mark*): the sender's identity, "egress policy
@@ -54,7 +53,8 @@ struct icmphdr {
 #define EP_EGRESS_ISOLATED 1
 #define EP_INGRESS_ISOLATED 2
 #define EP_ISOLATED (EP_EGRESS_ISOLATED | EP_INGRESS_ISOLATED)
-#define EP_VPC_CAPPED 4 // its VPC has a cap on this host (vpcs)
+#define EP_TX_SHAPED 4 // what it sends is shaped (iface.priority is its class)
+#define EP_RX_SHAPED 8 // what it receives is shaped (local_ep.rx_class)
 
 // Port set flags (pol_peer.flags).
 #define PS_ALL 1  // everything
@@ -98,28 +98,29 @@ struct vip {
 	__be32 ip;
 };
 
-// rate is a cap: a token bucket (GCRA) allowing bytes_per_sec with bursts
-// of burst_ns worth of it; bytes_per_sec 0 means no cap.
-struct rate {
-	__u64 bytes_per_sec;
-	__u64 burst_ns;
-};
+// Shaped traffic goes through the HTB tree of the shaper veth, in the
+// class the skb priority names, with the VNI and what is left to do in
+// its destination MAC: SHAPE_MAC0, SHAPE_MAC1, the stage, the VNI's three
+// bytes. from_shaper takes it on from the veth's peer.
+#define SHAPE_MAC0 0x02
+#define SHAPE_MAC1 0x77
+#define STAGE_TX 0x01 // after its sender's class: its receiver's may follow
+#define STAGE_RX 0x02 // after its receiver's class: deliver
 
 // local_ep is an endpoint on this host, as a destination: its host-side
-// veth, its MAC, its ingress policy (class) and its cap on what it
+// veth, its MAC, its ingress policy (class) and the HTB class of what it
 // receives.
 struct local_ep {
 	__u32 ifindex;
 	__u8 mac[ETH_ALEN];
 	__u16 flags;
-	__u32 _pad;
+	__u32 rx_class;
 	__u64 in_class;
-	struct rate rx;
 };
 
 // iface is the endpoint behind a host-side veth, by the veth's ifindex, as
-// a sender: its egress policy (class), its cap on what it sends, and what
-// marks its traffic on the uplink (skb priority: its HTB class; the outer
+// a sender: its egress policy (class) and what classifies its traffic (skb
+// priority: its HTB class on the VXLAN device and the uplink; the outer
 // TOS).
 struct iface {
 	__u32 vni;
@@ -128,10 +129,9 @@ struct iface {
 	__u8 mac[ETH_ALEN];
 	__u16 flags;
 	__u32 priority;
-	__u64 eg_class;
-	struct rate tx;
 	__u8 tos;
-	__u8 _pad2[7];
+	__u8 _pad[3];
+	__u64 eg_class;
 };
 
 // remote_ep is a learned endpoint on another host.
@@ -153,19 +153,22 @@ struct subnet {
 	__be32 gateway;
 };
 
-// vpc is a VPC this host carries: its aggregate caps on what its
-// endpoints send and receive, and its class on the uplink (Go's).
+// vpc is a VPC this host carries, with the minors of its HTB classes
+// (its guaranteed minimum on the uplink, its caps on the VXLAN device; 0:
+// none), which only the driver reads.
 struct vpc {
 	__u32 flags;
-	__u32 minor;
-	struct rate tx;
-	struct rate rx;
+	__u16 minor;
+	__u16 tx_minor;
+	__u16 rx_minor;
+	__u16 _pad;
 };
 
 struct config {
 	__u32 vxlan_ifindex;
 	__be32 underlay;
 	__u32 flags;
+	__u32 shaper_ifindex; // the shaper veth's end with the HTB tree
 };
 
 // counters are an endpoint's traffic, per CPU: tx is what it sent, rx what
@@ -280,22 +283,6 @@ struct frag_key {
 	__be16 id;
 	__u8 proto;
 	__u8 _pad;
-};
-
-// rate_key names a token bucket: an endpoint (host-side ifindex) or a VPC
-// (VNI), per direction.
-struct rate_key {
-	__u32 id;
-	__u32 kind;
-};
-
-#define RATE_EP_TX 0
-#define RATE_EP_RX 1
-#define RATE_VPC_TX 2
-#define RATE_VPC_RX 3
-
-struct rate_state {
-	__u64 tat; // theoretical arrival time of the next byte
 };
 
 struct {
@@ -422,14 +409,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct rate_key);
-	__type(value, struct rate_state);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} rates SEC(".maps");
-
 static __always_inline struct config *get_config(void)
 {
 	__u32 zero = 0;
@@ -493,35 +472,6 @@ static __always_inline int set_tunnel(struct __sk_buff *skb, struct config *cfg,
 	struct vxlan_md md = {.gbp = mark & MARK_GBP};
 	if (bpf_skb_set_tunnel_opt(skb, &md, sizeof(md)) < 0)
 		return -1;
-	return 0;
-}
-
-// over_rate charges len bytes to a token bucket and reports whether it is
-// over its rate (the packet is then dropped and not charged).
-static __noinline int over_rate(__u32 id, __u32 kind, struct rate *r, __u32 len)
-{
-	__u64 bps = r->bytes_per_sec;
-	if (!bps)
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	struct rate_key k = {.id = id, .kind = kind};
-	struct rate_state *s = bpf_map_lookup_elem(&rates, &k);
-	if (!s) {
-		struct rate_state z = {.tat = now};
-		bpf_map_update_elem(&rates, &k, &z, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&rates, &k);
-		if (!s)
-			return 0;
-	}
-	__u64 cost = (__u64)len * NSEC / bps;
-	__u64 old = s->tat;
-	if (old < now)
-		__sync_val_compare_and_swap(&s->tat, old, now);
-	__u64 tat = __sync_fetch_and_add(&s->tat, cost) + cost;
-	if (tat > now + r->burst_ns) {
-		__sync_fetch_and_add(&s->tat, -cost);
-		return 1;
-	}
 	return 0;
 }
 
@@ -728,18 +678,25 @@ static __noinline int enforce(struct pkt *p, struct iface *src, struct local_ep 
 	return 0;
 }
 
-// deliver_caps applies a local destination's caps on what it receives
-// (its own, its VPC's); it returns nonzero when the packet is over one.
-static __always_inline int over_rx(struct local_ep *l, __u32 vni, __u32 len)
+// to_shaper sends a packet whose destination MAC names its VNI and stage
+// into the shaper's HTB class.
+static __noinline int to_shaper(struct __sk_buff *skb, __u32 class)
 {
-	if (over_rate(l->ifindex, RATE_EP_RX, &l->rx, len))
-		return 1;
-	if (l->flags & EP_VPC_CAPPED) {
-		struct vpc *v = bpf_map_lookup_elem(&vpcs, &vni);
-		if (v && over_rate(vni, RATE_VPC_RX, &v->rx, len))
-			return 1;
-	}
-	return 0;
+	struct config *cfg = get_config();
+	if (!cfg || !cfg->shaper_ifindex)
+		return TC_ACT_SHOT;
+	skb->priority = class;
+	return bpf_redirect(cfg->shaper_ifindex, 0);
+}
+
+static __always_inline void put_shape_mac(__u8 *m, __u8 stage, __u32 vni)
+{
+	m[0] = SHAPE_MAC0;
+	m[1] = SHAPE_MAC1;
+	m[2] = stage;
+	m[3] = vni >> 16;
+	m[4] = vni >> 8;
+	m[5] = vni;
 }
 
 // arp_reply answers an endpoint's ARP request for any address of its VPC's
@@ -873,20 +830,19 @@ int from_ep(struct __sk_buff *skb)
 		if (parse(skb, ip, vni, src->identity, &p) < 0 || enforce(&p, src, l) < 0)
 			return drop(skb, c, DROP_POLICY);
 	}
-	if (over_rate(ifindex, RATE_EP_TX, &src->tx, len))
-		return drop(skb, c, DROP_QOS);
-	if (src->flags & EP_VPC_CAPPED) {
-		struct vpc *v = bpf_map_lookup_elem(&vpcs, &vni);
-		if (v && over_rate(vni, RATE_VPC_TX, &v->tx, len))
-			return drop(skb, c, DROP_QOS);
-	}
 	if (gw)
 		return gateway_reply(skb, eth, end, ifindex, c);
 	if (l) {
-		if (over_rx(l, vni, len))
-			return drop(skb, c, DROP_QOS);
 		if (ttl_dec(ip) < 0)
 			return drop(skb, c, DROP_NO_ROUTE);
+		if (src->flags & EP_TX_SHAPED) {
+			put_shape_mac(eth->h_dest, STAGE_TX, vni);
+			return to_shaper(skb, src->priority);
+		}
+		if (l->flags & EP_RX_SHAPED) {
+			put_shape_mac(eth->h_dest, STAGE_RX, vni);
+			return to_shaper(skb, l->rx_class);
+		}
 		__builtin_memcpy(eth->h_dest, l->mac, ETH_ALEN);
 		put_gateway_mac(eth->h_source);
 		count_rx(l->ifindex, len);
@@ -899,6 +855,12 @@ int from_ep(struct __sk_buff *skb)
 			return drop(skb, c, DROP_NO_ROUTE);
 		if (ttl_dec(ip) < 0)
 			return drop(skb, c, DROP_NO_ROUTE);
+		if (src->flags & EP_TX_SHAPED) {
+			// The tunnel key is per CPU until the packet is sent: it is
+			// set once the packet is out of the shaper's queue.
+			put_shape_mac(eth->h_dest, STAGE_TX, vni);
+			return to_shaper(skb, src->priority);
+		}
 		// The inner source MAC stays the sender's: the receiving VXLAN
 		// device drops frames from its own MAC (the gateway's) as loops.
 		put_gateway_mac(eth->h_dest);
@@ -941,8 +903,10 @@ int from_vxlan(struct __sk_buff *skb)
 		if (parse(skb, ip, vni, md.gbp & MARK_IDENTITY, &p) < 0 || enforce(&p, 0, l) < 0)
 			return drop(skb, c, DROP_POLICY);
 	}
-	if (over_rx(l, vni, len))
-		return drop(skb, c, DROP_QOS);
+	if (l->flags & EP_RX_SHAPED) {
+		put_shape_mac(eth->h_dest, STAGE_RX, vni);
+		return to_shaper(skb, l->rx_class);
+	}
 	__builtin_memcpy(eth->h_dest, l->mac, ETH_ALEN);
 	put_gateway_mac(eth->h_source);
 	if (c) {
@@ -1010,10 +974,64 @@ int to_vxlan(struct __sk_buff *skb)
 		if (parse(skb, ip, vni, identity, &p) < 0 || enforce(&p, 0, l) < 0)
 			return TC_ACT_SHOT;
 	}
-	if (over_rx(l, vni, len))
-		return TC_ACT_SHOT;
+	if (l->flags & EP_RX_SHAPED) {
+		put_shape_mac(eth->h_dest, STAGE_RX, vni);
+		return to_shaper(skb, l->rx_class);
+	}
 	__builtin_memcpy(eth->h_dest, l->mac, ETH_ALEN);
 	put_gateway_mac(eth->h_source);
 	count_rx(l->ifindex, len);
 	return bpf_redirect(l->ifindex, 0);
+}
+
+// from_shaper runs on tc ingress of the shaper veth's peer: packets out of
+// their class, sent on: after the sender's class to the receiver's class
+// if it has one, else to a local endpoint, or to a remote one through the
+// VXLAN device with its tunnel key (set here, after the queue: the kernel
+// keeps a tunnel key per CPU until the packet is sent).
+SEC("tcx/ingress")
+int from_shaper(struct __sk_buff *skb)
+{
+	__u32 len = skb->len;
+	__u32 mark = skb->mark; // kept by the veth within the namespace
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || eth->h_dest[0] != SHAPE_MAC0 ||
+	    eth->h_dest[1] != SHAPE_MAC1)
+		return TC_ACT_SHOT;
+	__u8 stage = eth->h_dest[2];
+	__u32 vni = ((__u32)eth->h_dest[3] << 16) | ((__u32)eth->h_dest[4] << 8) | eth->h_dest[5];
+	struct vip key = {.vni = vni, .ip = ip->daddr};
+	struct local_ep *l = bpf_map_lookup_elem(&locals, &key);
+	if (l) {
+		if (stage == STAGE_TX && (l->flags & EP_RX_SHAPED)) {
+			eth->h_dest[2] = STAGE_RX;
+			return to_shaper(skb, l->rx_class);
+		}
+		__builtin_memcpy(eth->h_dest, l->mac, ETH_ALEN);
+		put_gateway_mac(eth->h_source);
+		count_rx(l->ifindex, len);
+		return bpf_redirect_peer(l->ifindex, 0);
+	}
+	struct remote_ep *r = bpf_map_lookup_elem(&remotes, &key);
+	struct config *cfg = get_config();
+	if (!r || !cfg || !cfg->vxlan_ifindex)
+		return TC_ACT_SHOT;
+	__u32 prio = 0;
+	__u8 tos = 0;
+	struct vip skey = {.vni = vni, .ip = ip->saddr};
+	struct local_ep *sl = bpf_map_lookup_elem(&locals, &skey);
+	if (sl) {
+		struct iface *src = bpf_map_lookup_elem(&ifaces, &sl->ifindex);
+		if (src) {
+			prio = src->priority;
+			tos = src->tos;
+		}
+	}
+	put_gateway_mac(eth->h_dest);
+	skb->priority = prio;
+	if (set_tunnel(skb, cfg, vni, r->host, tos, mark) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(cfg->vxlan_ifindex, 0);
 }

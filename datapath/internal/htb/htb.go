@@ -104,6 +104,34 @@ func Uplink(capacity uint64, groups []Group) []Class {
 	return append(out, leaves...)
 }
 
+// Capped is an endpoint held to a cap: its class and its own cap
+// (bytes/s, 0: none, only its group's).
+type Capped struct {
+	Minor uint16
+	Cap   uint64
+}
+
+// CapTree is group and, under it, a class per capped endpoint whose
+// ceiling is the endpoint's cap; a group with a cap (Ceil below
+// Unlimited) guarantees each endpoint an equal share of it. The group
+// comes first.
+func CapTree(group Class, leaves []Capped) []Class {
+	out := []Class{group}
+	for _, l := range leaves {
+		c := Class{Minor: l.Minor, Parent: group.Minor, Ceil: Unlimited}
+		if l.Cap > 0 {
+			c.Ceil = l.Cap
+		}
+		c.Rate = c.Ceil
+		if group.Ceil != Unlimited {
+			c.Rate = max(Floor, min(c.Ceil, group.Rate/uint64(len(leaves))))
+		}
+		out = append(out, c)
+	}
+	Sort(out[1:])
+	return out
+}
+
 // Minors allocates class minors on one host: the ones the kernel has are
 // taken back first, then the lowest free.
 type Minors struct {
