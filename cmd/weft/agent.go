@@ -25,6 +25,7 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/ebpf"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/wire"
@@ -57,7 +58,8 @@ func newAgentCmd() *cobra.Command {
 The agent connects to a controller replica's config stream (--controller),
 authenticates with the host's key (--key-file, from 'weft host-key'), receives
 the host's view (its endpoints, their VPCs, policies, QoS) and programs the
-data plane (--datapath linux, or sim: in memory, for tests). It heartbeats
+data plane (--datapath linux: namespaces and kernel routing; ebpf: tc
+programs and BPF maps; or sim: in memory, for tests). It heartbeats
 and looks up remote endpoints on demand over UDP (--udp; default: the same
 host:port as the first --controller).
 
@@ -82,7 +84,7 @@ yet, and reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.host, "host", "", "this host's name: the name of its Host object (required)")
 	f.StringVar(&o.underlayIP, "underlay-ip", "", "this host's underlay address (registered with --api; the controller's Host record wins)")
 	f.StringVar(&o.underlayDev, "underlay-dev", "", "interface holding the underlay address (default: found from --underlay-ip)")
-	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux or sim")
+	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux, ebpf or sim")
 	f.StringVar(&o.udp, "udp", "", "controller UDP address for heartbeats and lookups (default: the first --controller address; the controller serves UDP on the same port)")
 	f.StringVar(&o.keyFile, "key-file", "", "file holding the host's key, 64 hex digits (from `weft host-key`)")
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "lab/demo alternative to --key-file: the controller's cluster key (DATA-DIR/cluster.key); the host key is derived from it")
@@ -90,7 +92,7 @@ yet, and reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.stateDir, "state-dir", "", "directory of the persisted view (default /var/lib/weft/agent-HOST)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (default: none)")
-	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux datapath makes (default wft)")
+	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux and ebpf datapaths make (default wft)")
 	return cmd
 }
 
@@ -211,7 +213,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.UnderlayIP = ip
 	}
 	cfg.UnderlayDev = o.underlayDev
-	if cfg.UnderlayDev == "" && cfg.UnderlayIP.IsValid() && o.datapath == "linux" {
+	if cfg.UnderlayDev == "" && cfg.UnderlayIP.IsValid() && o.datapath != "sim" {
 		cfg.UnderlayDev = interfaceWith(cfg.UnderlayIP)
 	}
 	cfg.Host = o.host
@@ -220,17 +222,24 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.StateDir = filepath.Join("/var/lib/weft", "agent-"+o.host)
 	}
 	switch o.datapath {
-	case "linux", "sim":
+	case "linux", "ebpf", "sim":
 	default:
-		return cfg, usageErrorf("--datapath %q: want linux or sim", o.datapath)
+		return cfg, usageErrorf("--datapath %q: want linux, ebpf or sim", o.datapath)
 	}
 	return cfg, nil
 }
 
 // driver makes the data plane driver.
 func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.Logger) (datapath.Driver, error) {
-	if o.datapath == "sim" {
+	switch o.datapath {
+	case "sim":
 		return sim.New(sim.Config{MissBuffer: 1024}), nil
+	case "ebpf":
+		d, err := ebpf.New(ctx, ebpf.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("start the ebpf datapath: %w", err)
+		}
+		return d, nil
 	}
 	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
 	if err != nil {

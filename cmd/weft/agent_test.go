@@ -82,7 +82,7 @@ func TestAgentCmdUsage(t *testing.T) {
 		{"controller without port", append(without("--controller"), "--controller", "10.0.0.1"), "want host:port"},
 		{"bad key", append(without("--key-file"), "--key-file", bad), "want 64 hex digits"},
 		{"missing key file", append(without("--key-file"), "--key-file", bad+".nope"), "no such file"},
-		{"datapath", append(base, "--datapath", "ebpf"), `--datapath "ebpf": want linux or sim`},
+		{"datapath", append(base, "--datapath", "dpdk"), `--datapath "dpdk": want linux, ebpf or sim`},
 		{"underlay", append(base, "--underlay-ip", "192.0.2"), "is not an IP address"},
 		{"udp", append(base, "--udp", "nowhere"), "--udp"},
 		{"log level", append(base, "--log-level", "loud"), "--log-level"},

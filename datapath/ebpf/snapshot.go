@@ -2,9 +2,13 @@ package ebpf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/internal/writes"
@@ -81,4 +85,24 @@ func (d *Driver) Snapshot(ctx context.Context) (datapath.Snapshot, error) {
 	}
 	s.Sort()
 	return s, nil
+}
+
+// LookupRemote reads, from the maps a driver pinned in pinDir (PinDir),
+// the host that the data plane sends VNI k.VNI's packets for k.IP to: a
+// learned remote's underlay address. ok is false when it has none. It is
+// for tools and tests that watch a running agent's data plane.
+func LookupRemote(pinDir string, k datapath.RemoteKey) (host netip.Addr, ok bool, err error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "remotes"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return host, false, fmt.Errorf("open remotes map: %w", err)
+	}
+	defer m.Close()
+	var r weftRemoteEp
+	switch err := m.Lookup(weftVip{Vni: k.VNI, Ip: be32(k.IP)}, &r); {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return host, false, nil
+	case err != nil:
+		return host, false, fmt.Errorf("look up %d/%s: %w", k.VNI, k.IP, err)
+	}
+	return addrOf(r.Host), true, nil
 }
