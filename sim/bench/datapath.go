@@ -255,7 +255,7 @@ func Datapath(ctx context.Context, cfg DatapathConfig) (*DatapathReport, error) 
 			UnderlayMTUs: cfg.UnderlayMTUs, Tunings: *cfg.Tunings, WriteSize: cfg.WriteSize, PinCPUs: cfg.PinCPUs,
 			CongestionControl: cfg.CongestionControl,
 			Attach:            cfg.Attach, Peers: cfg.Peers, Resync: cfg.Resync, ResyncVPCs: cfg.ResyncVPCs, PingInterval: cfg.PingInterval.String()},
-		Env:   DatapathEnv{Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg1()},
+		Env: DatapathEnv{Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg1()},
 		Goals: DatapathGoals{OverlayRatio: GoalOverlayRatio, EBPFOverlayRatio: GoalEBPFOverlayRatio, FirstPacketMs: GoalFirstPacketMs,
 			EBPFFirstPacketMs: GoalEBPFFirstPacketMs, ResyncMs: GoalResyncMs, ResyncLost: goalResyncLostPacket},
 	}

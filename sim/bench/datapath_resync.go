@@ -15,7 +15,7 @@ import (
 type ResyncPart struct {
 	Datapath  string `json:"datapath"`
 	Endpoints int    `json:"endpoints"`
-	VPCs      int `json:"vpcs"`
+	VPCs      int    `json:"vpcs"`
 	// BuildMs is the first driver's one Set of everything.
 	BuildMs float64 `json:"buildMs"`
 	// NewMs (linux.New, adopting the namespaces) + SetMs (the same desired
