@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/internal/htb"
+	"github.com/weftnet/weft/datapath/internal/owned"
 	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -39,7 +40,7 @@ var ErrUnsupported = errors.New("ebpf datapath: not supported")
 type Driver struct {
 	cfg    Config
 	log    *slog.Logger
-	names  names
+	names  owned.Netns
 	pinDir string
 	hostNS netns.NsHandle
 	nl     *netlink.Handle // in the host namespace
@@ -113,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	d := &Driver{
 		cfg:      cfg,
 		log:      cfg.Logger.With("subsystem", "datapath/ebpf", "host", cfg.HostName),
-		names:    newNames(cfg.Prefix, cfg.HostName),
+		names:    owned.NewNetns(cfg.Prefix, cfg.HostName),
 		pinDir:   PinDir(cfg.BPFFS, cfg.Prefix, cfg.HostName),
 		misses:   make(chan datapath.Miss, cfg.MissBuffer),
 		vpcs:     map[uint32]*vpcState{},
@@ -333,7 +334,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, e := range ents {
-		if d.names.isEndpoint(e.Name()) {
+		if d.names.IsEndpoint(e.Name()) {
 			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, e.Name()) }))
 		}
 	}

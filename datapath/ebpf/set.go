@@ -171,12 +171,12 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	ownNS := map[string]bool{}
 	for _, st := range eps {
 		if st.ep.Netns == "" {
-			ownNS[d.names.endpoint(st.ep.ID)] = true
+			ownNS[d.names.Endpoint(st.ep.ID)] = true
 		}
 	}
 	for _, e := range n.Endpoints {
 		if e.Netns == "" {
-			ownNS[d.names.endpoint(e.ID)] = true // kept even if it failed: retried
+			ownNS[d.names.Endpoint(e.ID)] = true // kept even if it failed: retried
 		}
 	}
 	ents, err := os.ReadDir(d.cfg.NetnsDir)
@@ -184,7 +184,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		errs = append(errs, err)
 	}
 	for _, ent := range ents {
-		if name := ent.Name(); d.names.isEndpoint(name) && !ownNS[name] {
+		if name := ent.Name(); d.names.IsEndpoint(name) && !ownNS[name] {
 			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, name) }))
 		}
 	}

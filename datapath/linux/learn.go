@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/nlconv"
 	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
@@ -162,7 +163,7 @@ func (d *Driver) adoptRemotes(vs *vpcNS) error {
 	}
 	hostOf := map[string]netip.Addr{}
 	for _, f := range fdb {
-		if dst := ipAddr(f.IP); dst.IsValid() && f.LinkIndex == idx {
+		if dst := nlconv.IPAddr(f.IP); dst.IsValid() && f.LinkIndex == idx {
 			hostOf[f.HardwareAddr.String()] = dst
 		}
 	}
@@ -174,7 +175,7 @@ func (d *Driver) adoptRemotes(vs *vpcNS) error {
 		if !ok || !bytes.Equal(VTEPMAC(host), n.HardwareAddr) {
 			continue // not one of ours: the next Set removes it
 		}
-		vs.remotes[ipAddr(n.IP)] = &remote{host: host}
+		vs.remotes[nlconv.IPAddr(n.IP)] = &remote{host: host}
 		vs.fdb[host]++
 	}
 	vs.vxIndex.Store(int32(idx))
@@ -211,7 +212,7 @@ func (d *Driver) convergeRemotes(vs *vpcNS, vxIndex int) error {
 		wantFDB[VTEPMAC(host).String()] = host
 	}
 	for _, f := range fdb {
-		dst := ipAddr(f.IP)
+		dst := nlconv.IPAddr(f.IP)
 		if f.LinkIndex != vxIndex || !dst.IsValid() {
 			continue
 		}
@@ -233,6 +234,6 @@ func (d *Driver) convergeRemotes(vs *vpcNS, vxIndex int) error {
 	for ip, r := range vs.remotes {
 		want = append(want, *remoteNeigh(vxIndex, ip, r.host))
 	}
-	errs = append(errs, d.convergePermanentNeighs(vs.h, neighs, want, func(n netlink.Neigh) bool { return n.LinkIndex == vxIndex }))
+	errs = append(errs, nlconv.PermanentNeighs(vs.h, &d.ops, neighs, want, func(n netlink.Neigh) bool { return n.LinkIndex == vxIndex }))
 	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/nlconv"
 	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
@@ -165,12 +166,12 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	ownNS := map[string]bool{}
 	for _, e := range n.Endpoints {
 		if e.Netns == "" {
-			ownNS[d.names.endpoint(e.ID)] = true
+			ownNS[d.names.Endpoint(e.ID)] = true
 		}
 	}
 	for id, st := range d.eps {
 		if failed[st.ep.VNI] != nil && st.ep.Netns == "" {
-			ownNS[d.names.endpoint(id)] = true
+			ownNS[d.names.Endpoint(id)] = true
 		}
 	}
 	for name := range epNS {
@@ -367,7 +368,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 			return fmt.Errorf("delete vxlan: %w", err)
 		}
 		delete(scan.links, name)
-		scan.neighs, scan.fdb = dropLink(scan.neighs, l.Attrs().Index), nil
+		scan.neighs, scan.fdb = nlconv.DropLink(scan.neighs, l.Attrs().Index), nil
 		cur = nil
 	}
 	if cur == nil {
@@ -429,7 +430,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 
 func vxlanImmutableOK(vx *netlink.Vxlan, vni uint32, underlay netip.Addr) bool {
 	groupOK := len(vx.Group) == 0 || vx.Group.IsUnspecified()
-	return vx.VxlanId == int(vni) && ipAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
+	return vx.VxlanId == int(vni) && nlconv.IPAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
 		!vx.Learning && !vx.FlowBased && groupOK && vx.GBP
 }
 
@@ -451,8 +452,8 @@ func (d *Driver) removeStaleEndpoints(vs *vpcNS, scan *vpcScan, eps []*datapath.
 		}
 		d.log.Info("endpoint removed", "vni", vs.vni, "veth", name, "alias", l.Attrs().Alias)
 		delete(scan.links, name)
-		scan.neighs = dropLink(scan.neighs, l.Attrs().Index)
-		scan.routes = dropRoutes(scan.routes, l.Attrs().Index)
+		scan.neighs = nlconv.DropLink(scan.neighs, l.Attrs().Index)
+		scan.routes = nlconv.DropRoutes(scan.routes, l.Attrs().Index)
 	}
 	return errors.Join(errs...)
 }
@@ -488,9 +489,9 @@ func (d *Driver) convergeVPC(ctx context.Context, vs *vpcNS, scan *vpcScan, v da
 	for _, s := range v.Subnets {
 		gws = append(gws, netip.PrefixFrom(s.Gateway, 32))
 	}
-	errs = append(errs, d.convergeAddrs(vs.h, scan.links["lo"], scan.loAddrs, gws, 0, true))
-	errs = append(errs, d.convergeRoutes(vs.h, scan.routes, routes))
-	errs = append(errs, d.convergePermanentNeighs(vs.h, scan.neighs, neighs, func(n netlink.Neigh) bool {
+	errs = append(errs, nlconv.Addrs(vs.h, &d.ops, scan.links["lo"], scan.loAddrs, gws, 0, true))
+	errs = append(errs, nlconv.Routes(vs.h, &d.ops, scan.routes, routes))
+	errs = append(errs, nlconv.PermanentNeighs(vs.h, &d.ops, scan.neighs, neighs, func(n netlink.Neigh) bool {
 		return n.LinkIndex != vx.Attrs().Index
 	}))
 	errs = append(errs, d.convergeRemotes(vs, vx.Attrs().Index))
