@@ -83,7 +83,7 @@ func (c *controller) serve(ctx context.Context, d datapath.Driver) {
 // dc is a data centre under test: hosts with a driver each, a controller
 // answering misses, and the desired state of every host.
 type dc struct {
-	t       *testing.T
+	t       testing.TB
 	net     *testnet.Net
 	drivers []*ebpf.Driver
 	ctl     *controller
@@ -341,7 +341,7 @@ func twoHostDC(t *testing.T) *dc {
 
 // handleIn opens a netlink handle in a namespace for the test to play the
 // "someone else" who changes things behind the driver's back.
-func handleIn(t *testing.T, path string) *netlink.Handle {
+func handleIn(t testing.TB, path string) *netlink.Handle {
 	t.Helper()
 	fd, err := netns.GetFromPath(path)
 	if err != nil {
@@ -441,11 +441,17 @@ func TestDriftRepair(t *testing.T) {
 }
 
 // TestRestartAdoptsWithoutWrites: the agent dies (Close) with a ping
-// running across the host, a new driver adopts the pinned state: New, Set
-// of the same state and Learn of the same remotes write nothing, and not
-// one ping is lost.
+// running across the host, a new driver adopts the pinned state (with a
+// policy, a cap, a minimum on the uplink and a tracked connection): New,
+// Set of the same state and Learn of the same remotes write nothing, and
+// not one ping is lost.
 func TestRestartAdoptsWithoutWrites(t *testing.T) {
 	c := twoHostDC(t)
+	c.capacity[0] = 1000 * mbit
+	c.eps[0][0].Policy = &datapath.EndpointPolicy{IngressIsolated: true, EgressIsolated: true,
+		Ingress: []datapath.Rule{{Name: "acme", Identities: []uint32{100}}}, Egress: []datapath.Rule{{Name: "vpc", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}}}}
+	c.eps[0][0].QoS = &datapath.QoS{MaxRateBps: 500 * mbit, MinRateBps: 100 * mbit, Priority: 2, DSCP: 10}
+	c.setAll()
 	c.mustReach(t, "acme/a", "10.0.2.11")
 	c.mustReach(t, "acme/b", "10.0.1.10")
 	desired := c.desired(0)
@@ -487,7 +493,7 @@ func TestRestartAdoptsWithoutWrites(t *testing.T) {
 	if n := d.Counts(); len(n) != 0 {
 		t.Errorf("Set after restart wrote %s; want no writes of correct state", n)
 	}
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // pings after the Set, too
 	st, err := pinger.Stop(500 * time.Millisecond)
 	if err != nil {
 		t.Error(err)
@@ -600,10 +606,13 @@ func (o kernelObjects) alive() []string {
 	return out
 }
 
-// TestTeardown: Teardown leaves no program, map, link, pin, device or
-// namespace of the driver's.
+// TestTeardown: Teardown leaves no program, map, link, pin, device,
+// qdisc or namespace of the driver's.
 func TestTeardown(t *testing.T) {
 	c := twoHostDC(t)
+	c.capacity[0] = 1000 * mbit
+	c.eps[0][0].QoS = &datapath.QoS{MaxRateBps: 500 * mbit, MinRateBps: 100 * mbit}
+	c.setAll()
 	c.mustReach(t, "acme/a", "10.0.2.11")
 	dir := c.pinDir(0)
 	objs := pinnedObjects(t, dir)
@@ -621,13 +630,23 @@ func TestTeardown(t *testing.T) {
 	if _, err := os.Stat(ns); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("endpoint namespace %s: %v; want it gone", ns, err)
 	}
-	links, err := handleIn(t, c.net.Host(0).Path).LinkList()
+	h0 := handleIn(t, c.net.Host(0).Path)
+	links, err := h0.LinkList()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Name, ebpf.LinkPrefix) {
 			t.Errorf("link %s left on h0", l.Attrs().Name)
+		}
+	}
+	qs, err := h0.QdiscList(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Attrs().Handle>>16 == 0x7766 {
+			t.Errorf("qdisc %s %x left on h0", q.Type(), q.Attrs().Handle)
 		}
 	}
 	// The kernel frees maps after an RCU grace period: wait for it.

@@ -817,8 +817,11 @@ int from_ep(struct __sk_buff *skb)
 	__u32 vni = src->vni;
 	struct vip key = {.vni = vni, .ip = ip->daddr};
 	struct local_ep *l = bpf_map_lookup_elem(&locals, &key);
+	struct remote_ep *r = 0;
 	int gw = 0;
-	if (!l) {
+	if (!l && !(r = bpf_map_lookup_elem(&remotes, &key))) {
+		// Neither a local endpoint nor a learned one: a gateway, an
+		// address of the VPC to learn, or no route.
 		struct subnet_key sk = {.prefixlen = 64, .vni = vni, .ip = ip->daddr};
 		struct subnet *s = bpf_map_lookup_elem(&subnets, &sk);
 		if (!s)
@@ -848,7 +851,6 @@ int from_ep(struct __sk_buff *skb)
 		count_rx(l->ifindex, len);
 		return bpf_redirect_peer(l->ifindex, 0);
 	}
-	struct remote_ep *r = bpf_map_lookup_elem(&remotes, &key);
 	if (r) {
 		struct config *cfg = get_config();
 		if (!cfg || !cfg->vxlan_ifindex)
