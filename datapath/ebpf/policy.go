@@ -315,6 +315,9 @@ func policyDigest(eps map[string]*epState, pols map[string]*epPolicy) string {
 	b := make([]byte, 0, 64*len(ids))
 	for _, id := range ids {
 		st, p := eps[id], pols[id]
+		if p == nil {
+			p = &epPolicy{}
+		}
 		b = fmt.Appendf(b, "%s %d %s %d %x %x\n", id, st.ep.VNI, st.ep.IP, st.ep.Identity, classID(p.egress), classID(p.ingress))
 	}
 	return string(b)

@@ -510,6 +510,9 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 		var mac [6]byte
 		copy(mac[:], e.MAC)
 		p := pols[id]
+		if p == nil {
+			p = &epPolicy{}
+		}
 		l := weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac, Flags: p.flags(), InClass: classID(p.ingress)}
 		f := weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac, Flags: p.flags(), EgClass: classID(p.egress)}
 		if e.QoS != nil {
