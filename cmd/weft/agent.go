@@ -108,7 +108,7 @@ reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (default: none)")
 	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux and ebpf datapaths make (default wft)")
-	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows)")
+	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows; --datapath ebpf samples none, it counts per endpoint)")
 	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
 	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
 	return cmd

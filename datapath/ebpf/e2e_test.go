@@ -298,10 +298,18 @@ func TestConnectivityMatrix(t *testing.T) {
 	if len(firstICMP) == 0 || len(firstTCP) == 0 {
 		t.Errorf("no first-packet probes measured (icmp %d, tcp %d)", len(firstICMP), len(firstTCP))
 	}
-	for _, id := range []string{"acme/e0", "zeta/e1"} {
-		cnt, ok, err := c.drivers[c.hostOf[id]].Counters(id)
-		if err != nil || !ok || cnt.TxPackets == 0 || cnt.RxPackets == 0 || cnt.TxBytes < cnt.TxPackets*28 {
-			t.Errorf("Counters(%s) = %+v, %v, %v; want traffic both ways", id, cnt, ok, err)
+	for id, vni := range map[string]uint32{"acme/e0": 100, "zeta/e1": 200} {
+		tr, err := c.drivers[c.hostOf[id]].Traffic(t.Context())
+		if err != nil {
+			t.Fatalf("Traffic: %v", err)
+		}
+		i := slices.IndexFunc(tr.Endpoints, func(e datapath.EndpointTraffic) bool { return e.ID == id })
+		if i < 0 {
+			t.Errorf("Traffic: no counters of %s in %+v", id, tr.Endpoints)
+			continue
+		}
+		if e := tr.Endpoints[i]; e.SentPackets == 0 || e.ReceivedPackets == 0 || e.SentBytes < e.SentPackets*28 || e.VNI != vni {
+			t.Errorf("Traffic of %s = %+v; want traffic both ways in its VPC", id, e)
 		}
 	}
 
