@@ -297,7 +297,18 @@
 //
 // # Performance
 //
-// PERFORMANCE
+// weft bench datapath --datapath linux,ebpf (7 rounds, one run on 2 cores
+// shared with other work, load average 25-30, so the ratios spread
+// widely): overlay/veth TCP throughput median 0.726 (0.644..1.292) at MTU
+// 1500 against the linux driver's 0.607 (0.404..0.754), 0.677 against
+// 0.508 at 9000; CPU per GB sender/receiver 3634/3720 ms against
+// 4614/5039 (veth 3036/2536); TCP request/response p50 23.0 µs against
+// 28.2 (veth 14.4); first packet to a never-seen peer p99 1.7 ms against
+// 17.7; a restart's resync of 1,000 endpoints 0 writes and 0 lost echoes
+// for both. Attaching endpoints one Set each runs at 7.7/s against 6.7/s,
+// but 200 endpoints in one Set at 52/s against 221/s: attaching a tcx
+// program waits for an RCU grace period under the RTNL lock (about 10 ms
+// of each endpoint's 16 ms here), so attaches do not overlap.
 //
 // # Building the programs
 //

@@ -1042,16 +1042,20 @@ func leftovers(t *testing.T, path string) []string {
 }
 
 // TestDemoNoWait runs the demo flow (what `weft demo --no-wait` runs) with
-// this test's weft binary as agent, on ports of its own: every check
-// passes and nothing is left behind.
-func TestDemoNoWait(t *testing.T) {
+// this test's weft binary as agent, on ports of its own, on each data
+// plane: every check of the table passes (so both data planes show the
+// same table: its WANT column is the example's) and nothing is left
+// behind.
+func TestDemoNoWait(t *testing.T) { forEachDatapath(t, testDemoNoWait) }
+
+func testDemoNoWait(t *testing.T, datapath string) {
 	nettest.RequireRoot(t)
 	prefix := "wftdtest" // fixed: a run sweeps what a killed one left
 	var out lockedWriter
 	out.w = &bytes.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := demo.Run(ctx, demo.Config{Binary: binary(t), NoWait: true, Prefix: prefix, APIPort: 17443, AgentPort: 17444, Out: &out})
+	err := demo.Run(ctx, demo.Config{Binary: binary(t), Datapath: datapath, NoWait: true, Prefix: prefix, APIPort: 17443, AgentPort: 17444, Out: &out})
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("demo: %v", err)
@@ -1075,6 +1079,10 @@ func TestDemoNoWait(t *testing.T) {
 	}
 	if _, err := netlink.LinkByName(prefix + "-ctl"); err == nil {
 		t.Errorf("link %s-ctl left behind", prefix)
+	}
+	pins, _ := filepath.Glob(filepath.Join(filepath.Dir(ebpf.PinDir("/sys/fs/bpf", prefix, "h")), prefix+"-*"))
+	if len(pins) > 0 {
+		t.Errorf("BPF pins left behind: %v", pins)
 	}
 }
 
