@@ -100,7 +100,9 @@
 //
 // Drops are counted per endpoint by datapath.DropReason (policy, no-route,
 // unknown-location), at the sender and, for ingress policy, at the
-// destination.
+// destination, beside the packets and bytes each endpoint sent and
+// received; Traffic (datapath.TrafficReader) reads them for the agent's
+// flow reports. No flow is sampled.
 //
 // # Learning
 //
