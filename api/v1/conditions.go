@@ -98,6 +98,8 @@ func ValidateStatus(o Object) []FieldError {
 		v.conditions("status.conditions", o.Status.Conditions)
 	case *Host:
 		v.message("status.lastError", o.Status.LastError)
+	case *Trace, *Capture:
+		v.observeStatus(o)
 	}
 	return v
 }
