@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/controller/intent"
+	"github.com/weftnet/weft/controller/observe"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
@@ -71,6 +74,7 @@ type Controller struct {
 	store    *store.Store
 	registry *registry.Registry
 	intents  *intent.Controller
+	observe  *observe.Controller
 	http     *http.Server
 	ln       net.Listener
 	south    *southbound
@@ -180,8 +184,12 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
 	}
+	if err = c.startObserve(ctx); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
+	c.observe.Mount(mux)
 	mux.Handle(web.Prefix, ui)
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
 	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -224,6 +232,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.observe != nil {
+		errs = append(errs, c.observe.Close())
 	}
 	if c.intents != nil {
 		errs = append(errs, c.intents.Close())
@@ -268,4 +279,25 @@ func (c *Controller) EtcdClient() (*clientv3.Client, error) {
 		return nil, errors.New("controller: not started")
 	}
 	return c.cli, nil
+}
+
+// startObserve starts traces and captures (package observe); this
+// replica collects captures in DataDir/captures, or a temporary directory
+// with an external etcd and no DataDir.
+func (c *Controller) startObserve(ctx context.Context) error {
+	dir := filepath.Join(c.cfg.DataDir, "captures")
+	if c.cfg.DataDir == "" {
+		dir = filepath.Join(os.TempDir(), "weft-captures-"+strconv.Itoa(os.Getpid()))
+	}
+	var err error
+	c.observe, err = observe.New(observe.Config{
+		Store: c.store, Writer: c.registry, Dir: dir, Advertise: "http://" + c.ln.Addr().String(), Logger: c.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("new observe controller: %w", err)
+	}
+	if err := c.observe.Start(ctx); err != nil {
+		return fmt.Errorf("start observe controller: %w", err)
+	}
+	return nil
 }
