@@ -28,6 +28,17 @@ type Observer interface {
 	Captured() <-chan CapturedPacket
 }
 
+// ObserveError is the failure of one trace or capture in an Observe whose
+// others are set up.
+type ObserveError struct {
+	ID  string
+	Err error
+}
+
+func (e *ObserveError) Error() string { return e.ID + ": " + e.Err.Error() }
+
+func (e *ObserveError) Unwrap() error { return e.Err }
+
 // TraceMode says how a trace gets its packets.
 type TraceMode uint8
 

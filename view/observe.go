@@ -15,6 +15,8 @@ const (
 type Trace struct {
 	Tenant string `json:"tenant"`
 	Name   string `json:"name"`
+	// UID is the trace's metadata.uid, which the host's reports carry.
+	UID string `json:"uid"`
 	// Mode is "probe" or "live".
 	Mode string `json:"mode"`
 	// Fire releases the trace once every host is armed.
@@ -42,6 +44,8 @@ type Trace struct {
 type Capture struct {
 	Tenant string `json:"tenant"`
 	Name   string `json:"name"`
+	// UID is the capture's metadata.uid, which the host's upload carries.
+	UID string `json:"uid"`
 	// Endpoints are the local endpoints it selects (names), sorted.
 	Endpoints []string `json:"endpoints"`
 	// Program is the compiled filter ([code, jt, jf, k] per instruction);

@@ -42,7 +42,7 @@ func traceView(tr *apiv1.Trace, host string) *view.Trace {
 		return nil
 	}
 	v := &view.Trace{
-		Tenant: tr.Metadata.Tenant, Name: tr.Metadata.Name, Mode: tr.Spec.Mode, Fire: s.Phase == apiv1.PhaseRunning,
+		Tenant: tr.Metadata.Tenant, Name: tr.Metadata.Name, UID: tr.Metadata.UID, Mode: tr.Spec.Mode, Fire: s.Phase == apiv1.PhaseRunning,
 		VNI: s.VNI, Token: uint16(s.Token), Proto: protoNumbers[tr.Spec.Proto], Src: s.Source.IP, Dst: s.Destination.IP,
 		SPort: uint16(cmpOr(s.SPort, tr.Spec.SPort)), DPort: uint16(tr.Spec.DPort), Count: tr.Spec.Count,
 	}
@@ -75,7 +75,7 @@ func (c *Compiler) captureView(cp *apiv1.Capture, local []*apiv1.Endpoint) *view
 		return nil
 	}
 	v := &view.Capture{
-		Tenant: cp.Metadata.Tenant, Name: cp.Metadata.Name, Program: cp.Status.Program, Direction: cp.Spec.Direction,
+		Tenant: cp.Metadata.Tenant, Name: cp.Metadata.Name, UID: cp.Metadata.UID, Program: cp.Status.Program, Direction: cp.Spec.Direction,
 		DroppedOnly: cp.Spec.DroppedOnly, Snaplen: cp.Spec.Snaplen, Rate: cp.Spec.RatePerHost, Count: cp.Spec.Count,
 		Collector: cp.Status.Collector, Until: cp.Status.Ends,
 	}
