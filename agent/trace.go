@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/agent/state"
+	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/observe/capture"
 	"github.com/weftnet/weft/observe/trace"
