@@ -53,7 +53,7 @@ type Agent struct {
 	setErr    error             // error of the last Set (nil after a success)
 	replicas  []string          // controller replicas, from Config then Welcome
 	reports   []EndpointReport  // latest endpoint reports, for the reporter loop
-	obs       *observer         // traces and captures (nil: the driver or reporter cannot)
+	tracer    *tracer           // traces and captures (nil: the driver or reporter cannot)
 
 	learnMu    sync.Mutex
 	cache      *learn.Cache
@@ -78,6 +78,7 @@ type Agent struct {
 	wg         sync.WaitGroup // runs of the timers
 	startTime  time.Time
 	collectors []prometheus.Collector
+	obs        *observer // traffic counting and flow export
 }
 
 // New validates cfg and returns an agent that is not started.
@@ -116,6 +117,7 @@ func New(cfg Config) (*Agent, error) {
 	a.reconcileKick = &funcTimer{f: a.reconcileTick, wg: &a.wg, kickDelay: func() time.Duration {
 		return a.cfg.Backoff.Delay(int(a.reconAttempt.Load()), nil)
 	}}
+	a.obs = a.newObserver()
 	if cfg.Registerer != nil {
 		if err := a.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
@@ -158,6 +160,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.loadPersisted(ctx)
 	a.startObserver()
 
+	if err := a.startFlows(ctx); err != nil {
+		return err // Close leaves the socket
+	}
 	a.member = a.cfg.Transport.Join(a)
 	a.startLearning()
 	a.reconcileKick.reset(a.cfg.ReconcileInterval)
@@ -180,6 +185,7 @@ func (a *Agent) shutdown() error {
 	defer a.lifeMu.Unlock()
 	a.learnTimer.stop()
 	a.reconcileKick.stop()
+	a.obs.stop()
 	if a.member != nil {
 		if n, ok := a.driver.(missNotifier); ok {
 			n.NotifyMisses(nil)
@@ -189,6 +195,7 @@ func (a *Agent) shutdown() error {
 		s.Leave() // Start failed after binding the agent's own socket
 	}
 	a.wg.Wait()
+	a.obs.close()
 	return nil
 }
 

@@ -36,7 +36,7 @@ type upload struct {
 // syncUploads starts an upload for each new capture and ends those of
 // captures that left the view.
 func (a *Agent) syncUploads(ctx context.Context, caps map[string]*view.Capture) {
-	o := a.obs
+	o := a.tracer
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for id, u := range o.uploads {
@@ -61,7 +61,7 @@ func (a *Agent) syncUploads(ctx context.Context, caps map[string]*view.Capture) 
 // endUpload sends a capture's End and lets its sender finish. The caller
 // holds o.mu.
 func (a *Agent) endUpload(id string, u *upload) {
-	delete(a.obs.uploads, id)
+	delete(a.tracer.uploads, id)
 	select {
 	case u.recs <- capture.Record{Type: capture.RecEnd, Lost: u.lost + u.driverLost}:
 	default:
@@ -71,7 +71,7 @@ func (a *Agent) endUpload(id string, u *upload) {
 
 // endUploads ends every upload (the loop stops).
 func (a *Agent) endUploads() {
-	o := a.obs
+	o := a.tracer
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for id, u := range o.uploads {
@@ -87,7 +87,7 @@ func (a *Agent) send(ctx context.Context, u *upload) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() { // owned: send waits for it below
-		done <- a.obs.sink.UploadCapture(ctx, u.tenant, u.name, u.uid, a.cfg.Host, pr)
+		done <- a.tracer.sink.UploadCapture(ctx, u.tenant, u.name, u.uid, a.cfg.Host, pr)
 		_ = pr.Close()
 	}()
 	w := capture.NewWriter(pw)
@@ -114,7 +114,7 @@ func (a *Agent) send(ctx context.Context, u *upload) {
 
 // capturePacket queues a captured packet on its capture's upload.
 func (a *Agent) capturePacket(p datapath.CapturedPacket) {
-	o := a.obs
+	o := a.tracer
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	u := o.uploads[p.Capture]
@@ -144,7 +144,7 @@ func (a *Agent) capturePacket(p datapath.CapturedPacket) {
 // markUploads tells the collector that nothing earlier than now-markLag
 // follows.
 func (a *Agent) markUploads(now time.Time) {
-	o := a.obs
+	o := a.tracer
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, u := range o.uploads {

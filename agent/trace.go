@@ -41,8 +41,8 @@ type ObservationReporter interface {
 // hopBatch is how long hops wait to share a report.
 const hopBatch = 5 * time.Millisecond
 
-// observer is the agent's state of its traces and captures.
-type observer struct {
+// tracer is the agent's state of its traces and captures.
+type tracer struct {
 	drv  datapath.Observer
 	sink ObservationReporter
 	kick signal
@@ -68,11 +68,11 @@ func (a *Agent) startObserver() {
 	if !ok || !ok2 {
 		return
 	}
-	o := &observer{drv: drv, sink: sink, kick: make(signal, 1), traces: map[string]*view.Trace{}, armed: map[string]string{},
+	o := &tracer{drv: drv, sink: sink, kick: make(signal, 1), traces: map[string]*view.Trace{}, armed: map[string]string{},
 		pending: map[string][]apiv1.TraceHop{}, uploads: map[string]*upload{}, reports: make(chan traceReport, 256)}
 	a.mu.Lock()
 	o.view = a.view
-	a.obs = o
+	a.tracer = o
 	a.mu.Unlock()
 	kick(o.kick)
 	a.life.Go(a.observeLoop)
@@ -82,7 +82,7 @@ func (a *Agent) startObserver() {
 // observeView hands the observer loop a newly adopted view. The caller
 // holds a.mu.
 func (a *Agent) observeView(v *state.View) {
-	if o := a.obs; o != nil {
+	if o := a.tracer; o != nil {
 		o.mu.Lock()
 		o.view = v
 		o.mu.Unlock()
@@ -91,7 +91,7 @@ func (a *Agent) observeView(v *state.View) {
 }
 
 func (a *Agent) observeLoop(ctx context.Context) {
-	o := a.obs
+	o := a.tracer
 	marks := time.NewTicker(200 * time.Millisecond)
 	defer marks.Stop()
 	var flush <-chan time.Time
@@ -130,7 +130,7 @@ func (a *Agent) observeLoop(ctx context.Context) {
 // observe converges the driver to the view's traces and captures and
 // reports what changed.
 func (a *Agent) observe(ctx context.Context) {
-	o := a.obs
+	o := a.tracer
 	o.mu.Lock()
 	v := o.view
 	o.mu.Unlock()
@@ -300,7 +300,7 @@ func captureOf(c *view.Capture) (datapath.Capture, error) {
 
 // addHop queues a hop the driver saw for the next report.
 func (a *Agent) addHop(h datapath.TraceHop) {
-	o := a.obs
+	o := a.tracer
 	hop := apiv1.TraceHop{Host: a.cfg.Host, Point: h.Point, Verdict: h.Verdict, Detail: h.Detail, Rule: h.Rule,
 		Time: apiv1.FormatTime(h.Time), Packet: h.Packet, Attrs: h.Attrs}
 	if h.Reason != datapath.DropNone {
@@ -347,7 +347,7 @@ func (a *Agent) isolatedBy(ep string, ingress bool) string {
 
 // flushHops queues a report per trace with hops.
 func (a *Agent) flushHops() {
-	o := a.obs
+	o := a.tracer
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for id, hops := range o.pending {
@@ -368,7 +368,7 @@ func (a *Agent) flushHops() {
 // dropped (the trace then times out).
 func (a *Agent) queueReport(tenant, name string, r trace.Report) {
 	select {
-	case a.obs.reports <- traceReport{tenant, name, r}:
+	case a.tracer.reports <- traceReport{tenant, name, r}:
 	default:
 		a.log.Warn("trace report dropped: too many waiting", "trace", view.ID(tenant, name))
 	}
@@ -380,9 +380,9 @@ func (a *Agent) sendReports(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-a.obs.reports:
+		case r := <-a.tracer.reports:
 			rctx, cancel := context.WithTimeout(ctx, reportTimeout)
-			err := a.obs.sink.ReportTrace(rctx, r.tenant, r.name, &r.r)
+			err := a.tracer.sink.ReportTrace(rctx, r.tenant, r.name, &r.r)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				a.log.Warn("trace report failed", "trace", view.ID(r.tenant, r.name), "err", err)

@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +21,7 @@ import (
 )
 
 // DefaultServer is the controller address used when none is configured.
-const DefaultServer = "http://127.0.0.1:7443"
+const DefaultServer = "https://127.0.0.1:7443"
 
 // DefaultTimeout bounds each request (other than Watch and Raw) unless
 // WithTimeout says otherwise.
@@ -36,9 +39,11 @@ const maxErrorBody = 1 << 20
 // Client talks to one weft controller. It is safe for concurrent use.
 // Close releases its idle connections.
 type Client struct {
-	base    string // scheme://host[:port][/prefix], no trailing slash
-	hc      *http.Client
-	timeout time.Duration
+	base     string // scheme://host[:port][/prefix], no trailing slash
+	hc       *http.Client
+	timeout  time.Duration
+	auth     string // Authorization header value; "" none
+	pageSize int
 }
 
 // Option modifies a Client built by New.
@@ -48,12 +53,36 @@ type config struct {
 	httpClient *http.Client
 	timeout    time.Duration
 	maxIdle    int
+	ca         []byte
+	certs      []tls.Certificate
+	token      string
+	pageSize   int
 }
 
 // WithHTTPClient makes the Client use hc instead of its own pooled
 // http.Client. hc must not set http.Client.Timeout if Watch is used (a
-// watch is a long-lived response).
+// watch is a long-lived response). It cannot be combined with WithCA or
+// WithClientCertificate, which configure the Client's own transport.
 func WithHTTPClient(hc *http.Client) Option { return func(c *config) { c.httpClient = hc } }
+
+// WithCA makes the Client trust the CAs in pem (PEM certificates: the weft
+// CA) for the controller's certificate, instead of the system's roots.
+func WithCA(pem []byte) Option { return func(c *config) { c.ca = pem } }
+
+// WithClientCertificate makes the Client present cert (a certificate from
+// the weft CA and its key) as its credential.
+func WithClientCertificate(cert tls.Certificate) Option {
+	return func(c *config) { c.certs = append(c.certs, cert) }
+}
+
+// WithToken makes the Client send token as its credential
+// ("Authorization: Bearer TOKEN").
+func WithToken(token string) Option { return func(c *config) { c.token = token } }
+
+// WithPageSize makes List ask for pages of at most n objects (the
+// controller caps pages at its own maximum); List follows the pages and
+// returns them all. Zero or less: the controller's page size.
+func WithPageSize(n int) Option { return func(c *config) { c.pageSize = n } }
 
 // WithTimeout sets the per-request timeout of every call except Watch and
 // Raw (which are bounded by their context only). Zero or less disables it.
@@ -65,7 +94,7 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 func WithMaxIdleConnsPerHost(n int) Option { return func(c *config) { c.maxIdle = n } }
 
 // New returns a Client for the controller at server, e.g.
-// "http://127.0.0.1:7443". A server without a scheme gets "http://".
+// "https://127.0.0.1:7443". A server without a scheme gets "https://".
 func New(server string, opts ...Option) (*Client, error) {
 	cfg := config{timeout: DefaultTimeout, maxIdle: 1024}
 	for _, o := range opts {
@@ -77,28 +106,48 @@ func New(server string, opts ...Option) (*Client, error) {
 	}
 	hc := cfg.httpClient
 	if hc == nil {
-		hc = &http.Client{Transport: newTransport(cfg.maxIdle)}
+		t, err := newTransport(cfg)
+		if err != nil {
+			return nil, err
+		}
+		hc = &http.Client{Transport: t}
+	} else if cfg.ca != nil || cfg.certs != nil {
+		return nil, errors.New("client: WithHTTPClient cannot be combined with WithCA or WithClientCertificate")
 	}
-	return &Client{base: base, hc: hc, timeout: cfg.timeout}, nil
+	c := &Client{base: base, hc: hc, timeout: cfg.timeout, pageSize: cfg.pageSize}
+	if cfg.token != "" {
+		c.auth = "Bearer " + cfg.token
+	}
+	return c, nil
 }
 
 // newTransport is a keep-alive transport with bounded connect times and no
 // overall response timeout (watches are long-lived; per-request timeouts come
-// from contexts).
-func newTransport(maxIdle int) *http.Transport {
+// from contexts), verifying the controller's certificate against the CA of
+// WithCA (else the system's roots). Nothing skips that verification.
+func newTransport(cfg config) (*http.Transport, error) {
+	maxIdle := cfg.maxIdle
 	if maxIdle <= 0 {
 		maxIdle = 1024
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: cfg.certs}
+	if cfg.ca != nil {
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(cfg.ca) {
+			return nil, errors.New("client: the CA holds no PEM certificate")
+		}
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           d.DialContext,
+		TLSClientConfig:       tc,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConns:          maxIdle,
 		MaxIdleConnsPerHost:   maxIdle,
-	}
+	}, nil
 }
 
 func normalizeServer(server string) (string, error) {
@@ -107,7 +156,7 @@ func normalizeServer(server string) (string, error) {
 		return "", errors.New("client: empty server URL")
 	}
 	if !strings.Contains(s, "://") {
-		s = "http://" + s
+		s = "https://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -248,38 +297,64 @@ func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (apiv1.O
 // List returns the objects of a kind and the resourceVersion of the list
 // (start a Watch from it to follow changes without missing any). tenant ""
 // with a tenant-scoped kind lists across all tenants. selector is a label
-// selector ("app=web,tier in (a,b)"); "" selects everything.
+// selector ("app=web,tier in (a,b)"); "" selects everything. The controller
+// returns long lists in pages (WithPageSize); List follows them all and
+// returns the resourceVersion of the first, which the controller keeps for
+// the pages after it.
 func (c *Client) List(ctx context.Context, kind, tenant, selector string) ([]apiv1.Object, string, error) {
 	k, err := lookupKind(kind)
 	if err != nil {
 		return nil, "", err
 	}
-	q := url.Values{}
-	if selector != "" {
-		q.Set("labelSelector", selector)
-	}
-	data, err := c.call(ctx, http.MethodGet, collectionPath(k, tenant), q, nil)
-	if err != nil {
-		return nil, "", err
-	}
-	var list struct {
-		Metadata struct {
-			ResourceVersion string `json:"resourceVersion"`
-		} `json:"metadata"`
-		Items []json.RawMessage `json:"items"`
-	}
-	if err := json.Unmarshal(data, &list); err != nil {
-		return nil, "", fmt.Errorf("list %s: decode response: %w", k.Plural, err)
-	}
-	out := make([]apiv1.Object, 0, len(list.Items))
-	for i, raw := range list.Items {
-		o, err := decodeObject(k, raw)
-		if err != nil {
-			return nil, "", fmt.Errorf("list %s: item %d: %w", k.Plural, i, err)
+	var (
+		out  []apiv1.Object
+		rv   string
+		cont string
+	)
+	for page := 0; ; page++ {
+		q := url.Values{}
+		if selector != "" {
+			q.Set("labelSelector", selector)
 		}
-		out = append(out, o)
+		if c.pageSize > 0 {
+			q.Set("limit", strconv.Itoa(c.pageSize))
+		}
+		if cont != "" {
+			q.Set("continue", cont)
+		}
+		data, err := c.call(ctx, http.MethodGet, collectionPath(k, tenant), q, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		var list struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+				Continue        string `json:"continue"`
+			} `json:"metadata"`
+			Items []json.RawMessage `json:"items"`
+		}
+		if err := json.Unmarshal(data, &list); err != nil {
+			return nil, "", fmt.Errorf("list %s: decode response: %w", k.Plural, err)
+		}
+		if page == 0 {
+			rv = list.Metadata.ResourceVersion
+			out = make([]apiv1.Object, 0, len(list.Items))
+		}
+		for i, raw := range list.Items {
+			o, err := decodeObject(k, raw)
+			if err != nil {
+				return nil, "", fmt.Errorf("list %s: item %d: %w", k.Plural, len(out)+i, err)
+			}
+			out = append(out, o)
+		}
+		if list.Metadata.Continue == "" {
+			return out, rv, nil
+		}
+		if list.Metadata.Continue == cont {
+			return nil, "", fmt.Errorf("list %s: the controller returned the same continue token twice", k.Plural)
+		}
+		cont = list.Metadata.Continue
 	}
-	return out, list.Metadata.ResourceVersion, nil
 }
 
 // Raw sends one request to path (e.g. "/healthz", "/metrics") on the
@@ -293,6 +368,9 @@ func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader) (
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -356,6 +434,9 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "weft-client")
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
 	if body != nil {
 		ct := "application/json"
 		if method == http.MethodPatch {
@@ -375,7 +456,51 @@ func (c *Client) transportError(ctx, rctx context.Context, method, path string, 
 	case rctx.Err() != nil:
 		return fmt.Errorf("%s %s%s: the weft controller did not answer within %s: %w", method, c.base, path, c.timeout, context.DeadlineExceeded)
 	}
+	if why := certificateProblem(err); why != "" {
+		return &CertificateError{Server: c.base, Problem: why, Err: err}
+	}
 	return &UnreachableError{Server: c.base, Err: err}
+}
+
+// CertificateError reports that the TLS handshake with the controller
+// failed over a certificate: the controller's is not trusted (wrong or
+// missing CA, a name it is not valid for, expired), or the controller
+// refused the Client's.
+type CertificateError struct {
+	Server  string // base URL of the controller
+	Problem string // what went wrong, in words
+	Err     error  // the TLS error
+}
+
+func (e *CertificateError) Error() string {
+	return fmt.Sprintf("TLS with the weft controller at %s failed: %s: %v", e.Server, e.Problem, e.Err)
+}
+
+func (e *CertificateError) Unwrap() error { return e.Err }
+
+// certificateProblem explains a TLS failure over a certificate, or
+// returns "" for other errors.
+func certificateProblem(err error) string {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		op       *net.OpError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return "its certificate is not signed by the CA this client trusts (wrong or missing CA: the certificateAuthority of your context, or --ca-file)"
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("its certificate is not valid for %s (the controller adds names with --tls-san)", hostname.Host)
+	case errors.As(err, &invalid):
+		return "its certificate is not valid"
+	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the controller
+		return "the controller refused the TLS handshake (this client's certificate?)"
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// net/http reports this with an untyped error.
+		return "the controller serves plain HTTP (started with --insecure-http?): use an http:// server with --insecure-http"
+	}
+	return ""
 }
 
 // UnreachableError reports that no response came from the controller.
@@ -416,6 +541,12 @@ func reasonFor(code int) string {
 	switch code {
 	case http.StatusBadRequest:
 		return apiv1.ReasonBadRequest
+	case http.StatusUnauthorized:
+		return apiv1.ReasonUnauthorized
+	case http.StatusForbidden:
+		return apiv1.ReasonForbidden
+	case http.StatusTooManyRequests:
+		return apiv1.ReasonTooManyRequests
 	case http.StatusNotFound:
 		return apiv1.ReasonNotFound
 	case http.StatusConflict:

@@ -97,7 +97,7 @@ func TestNew(t *testing.T) {
 		name, server, want, wantErr string
 	}{
 		{name: "plain", server: "http://127.0.0.1:7443", want: "http://127.0.0.1:7443"},
-		{name: "no scheme", server: "127.0.0.1:7443", want: "http://127.0.0.1:7443"},
+		{name: "no scheme", server: "127.0.0.1:7443", want: "https://127.0.0.1:7443"},
 		{name: "trailing slash", server: "https://weft.example/", want: "https://weft.example"},
 		{name: "path prefix", server: "http://h:1/weft/", want: "http://h:1/weft"},
 		{name: "empty", server: " ", wantErr: "empty server URL"},

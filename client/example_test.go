@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/controller"
 )
 
@@ -32,7 +34,19 @@ func ExampleClient_Apply() {
 	}
 	defer ctrl.Close()
 
-	c, err := client.New(ctrl.APIAddr()) // e.g. "http://127.0.0.1:7443"
+	// The controller wrote a context with its URL, its CA and a
+	// cluster-admin token: the CLI's configuration ($WEFT_CONFIG) works too.
+	cfg, err := clientconfig.Load(filepath.Join(dir, "admin.config"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	settings, err := cfg.Resolve(clientconfig.Overrides{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	c, err := client.New(settings.Server, client.WithCA(settings.CA), client.WithToken(settings.Token))
 	if err != nil {
 		fmt.Println(err)
 		return

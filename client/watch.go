@@ -40,7 +40,7 @@ type WatchEvent struct {
 //
 // Errors before the stream starts are returned (a *v1.StatusError with reason
 // Gone if resourceVersion is older than the controller keeps). Errors after
-// it started arrive as an event of Type Error, normally the last one. The
+// it started arrive as an event of Type Error, the last one. The
 // channel is closed when ctx ends or the stream ends; a close while ctx is
 // still live means the controller ended the stream (re-watch from the last
 // seen resourceVersion). The goroutine behind the channel is bounded by ctx:
@@ -113,8 +113,8 @@ func (c *Client) readWatch(ctx context.Context, k apiv1.KindInfo, path string, b
 			send(WatchEvent{Type: Error, Err: fmt.Errorf("watch %s: unknown event type %q", path, raw.Type)})
 			return
 		}
-		if !send(ev) {
-			return
+		if !send(ev) || ev.Type == Error {
+			return // the controller ends a watch after an ERROR
 		}
 	}
 }

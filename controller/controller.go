@@ -1,15 +1,18 @@
 // Package controller assembles one weft controller replica: the etcd
 // store (embedded single node, or an external cluster), the registry that
-// validates, allocates and commits objects, and the REST API.
+// validates, allocates and commits objects, the cluster's trust roots and
+// credentials, and the REST API (HTTPS with authentication by default).
 //
 // The packages below it hold the parts: store (etcd, group commit, cache
 // and index), alloc (VNIs and addresses), registry (the write path),
-// intent (AppIntents compiled into the objects they own) and rest (the
-// HTTP API).
+// secrets (the cluster key, sealed secrets, the CA), auth (tokens, roles),
+// hostkey (agents' keys and enrolment), intent (AppIntents compiled into
+// the objects they own) and rest (the HTTP API).
 package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +21,18 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/flowagg"
+	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/observe"
 	"github.com/weftnet/weft/controller/registry"
@@ -39,6 +48,12 @@ type Config struct {
 	DataDir string
 	// EtcdEndpoints selects an external etcd cluster instead of the embedded one.
 	EtcdEndpoints []string
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files for TLS with the
+	// external cluster (https:// endpoints): the CA of its members'
+	// certificates, and this replica's client certificate and key.
+	// EtcdUser and EtcdPassword log in to etcd's authentication.
+	EtcdCACert, EtcdCert, EtcdKey string
+	EtcdUser, EtcdPassword        string
 	// APIListen is the REST API's address (default 127.0.0.1:7443; port 0 picks one).
 	APIListen string
 	// AgentListen is the southbound address: the config stream on TCP and
@@ -53,14 +68,41 @@ type Config struct {
 	Logger *slog.Logger
 	// Version is reported by /version.
 	Version string
+
+	// ClusterKeyFile is the cluster key (package secrets), which seals the
+	// secrets kept in etcd (default DATA-DIR/cluster.key); a missing file
+	// is created. Every replica of one etcd cluster needs the same file.
+	ClusterKeyFile string
+	// TLSCertFile and TLSKeyFile are the API's serving certificate; without
+	// them the replica issues itself one from the cluster CA for its listen
+	// address, loopback, its host name and TLSSANs. ClientCAFile adds CAs
+	// (PEM) whose client certificates are accepted besides the cluster
+	// CA's.
+	TLSCertFile, TLSKeyFile, ClientCAFile string
+	TLSSANs                               []string
+	// InsecureHTTP serves the API over plain HTTP and lets requests without
+	// a credential act as a cluster admin: for labs and tests only (it is
+	// logged as a warning). Credentials that are presented are still
+	// checked.
+	InsecureHTTP bool
+	// MetricsListen, if set, also serves /metrics without a credential on
+	// this address (keep it on loopback).
+	MetricsListen string
 }
 
 // Validate reports missing or conflicting settings.
 func (c *Config) Validate() error {
-	if c.DataDir == "" && len(c.EtcdEndpoints) == 0 {
+	switch {
+	case c.DataDir == "" && len(c.EtcdEndpoints) == 0:
 		return errors.New("controller: need a data dir for the embedded etcd or etcd endpoints")
+	case c.DataDir == "" && c.ClusterKeyFile == "":
+		return errors.New("controller: need a cluster key file (the one of the cluster's other replicas) or a data dir to keep one in")
+	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
+		return errors.New("controller: give both a TLS certificate and its key, or neither")
+	case c.InsecureHTTP && (c.TLSCertFile != "" || c.ClientCAFile != ""):
+		return errors.New("controller: TLS files given with InsecureHTTP")
 	}
-	return nil
+	return c.validateEtcd()
 }
 
 // Controller is one running replica.
@@ -73,10 +115,14 @@ type Controller struct {
 	cli      *clientv3.Client
 	store    *store.Store
 	registry *registry.Registry
+	creds    *credentials
 	intents  *intent.Controller
 	observe  *observe.Controller
+	flows    *flowagg.Aggregator
 	http     *http.Server
 	ln       net.Listener
+	metrics  *http.Server
+	metricLn net.Listener
 	south    *southbound
 
 	served   chan struct{} // closed when the API server stops
@@ -94,6 +140,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ClusterKeyFile == "" && cfg.DataDir != "" {
+		cfg.ClusterKeyFile = filepath.Join(cfg.DataDir, "cluster.key")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -127,7 +176,11 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		}
 		c.cli, err = c.embedded.Client()
 	} else {
-		c.cli, err = clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+		var ec clientv3.Config
+		if ec, err = etcdClientConfig(c.cfg); err != nil {
+			return err
+		}
+		c.cli, err = clientv3.New(ec)
 	}
 	if err != nil {
 		return fmt.Errorf("connect to etcd: %w", err)
@@ -146,7 +199,11 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.store.Start(ctx); err != nil {
 		return fmt.Errorf("start store: %w", err)
 	}
-	c.registry, err = registry.New(registry.Config{Store: c.store, Logger: c.cfg.Logger})
+	if c.creds, err = startCredentials(ctx, c.cfg, c.store); err != nil {
+		return err
+	}
+	c.registry, err = registry.New(registry.Config{Store: c.store, Logger: c.cfg.Logger,
+		HostDeleteOps: hostkey.DeleteOps(c.store, c.creds.tokens)})
 	if err != nil {
 		return fmt.Errorf("new registry: %w", err)
 	}
@@ -161,22 +218,39 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.intents.Start(ctx); err != nil {
 		return fmt.Errorf("start intent controller: %w", err)
 	}
+	c.flows, err = flowagg.New(flowagg.Config{Store: c.store, Logger: c.cfg.Logger, Registerer: c.reg})
+	if err != nil {
+		return fmt.Errorf("new flow aggregator: %w", err)
+	}
+	if err = c.flows.Start(ctx); err != nil {
+		return fmt.Errorf("start flow aggregator: %w", err)
+	}
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
-			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent,
-			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg,
+			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent, Keys: c.creds.keys,
+			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Flows: c.flows,
 		})
 		if err != nil {
 			return err
 		}
 	}
+	authn := auth.NewAuthenticator(c.creds.tokens, c.store)
 	h, err := rest.NewHandler(rest.Config{
-		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.reg, Version: c.cfg.Version,
+		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
+		Authenticator: authn, Lookup: c.store, Insecure: c.cfg.InsecureHTTP,
+		Tokens: c.creds.tokens, CA: c.creds.ca,
+		Enroller: hostkey.NewEnroller(hostkey.EnrollerConfig{Store: c.store, Registry: c.registry, Tokens: c.creds.tokens,
+			Keyring: c.creds.keys, Sealer: c.creds.sealer, CA: c.creds.ca.CertPEM()}),
+		Flows: c.flows.Query,
 	})
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
 	}
-	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Logger: c.cfg.Logger})
+	var login web.Authenticator // an insecure API needs no login
+	if !c.cfg.InsecureHTTP {
+		login = webLogin{authn}
+	}
+	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Auth: login, Logger: c.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("new web UI: %w", err)
 	}
@@ -184,21 +258,63 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
 	}
-	if err = c.startObserve(ctx); err != nil {
+	if err = c.startObserve(ctx, authn); err != nil {
 		return err
+	}
+	ln := c.ln
+	if c.cfg.InsecureHTTP {
+		c.log.Warn("serving the API over plain HTTP without requiring credentials (InsecureHTTP): for labs and tests only", "api", c.APIAddr())
+	} else {
+		tc, err := c.creds.serverTLS(c.cfg, c.ln.Addr())
+		if err != nil {
+			return err
+		}
+		ln = tls.NewListener(c.ln, tc)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
 	c.observe.Mount(mux)
 	mux.Handle(web.Prefix, ui)
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
-	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(c.cfg.Logger.With("subsystem", "http").Handler(), slog.LevelDebug)}
 	c.life.Go(func(context.Context) {
-		c.serveErr = c.http.Serve(c.ln)
+		c.serveErr = c.http.Serve(ln)
 		close(c.served)
 	})
+	if c.cfg.MetricsListen != "" {
+		if err = c.serveMetrics(); err != nil {
+			return err
+		}
+	}
+	if c.cfg.DataDir != "" {
+		if err = c.creds.writeAdminConfig(ctx, filepath.Join(c.cfg.DataDir, "admin.config"), c.serverURL()); err != nil {
+			return err
+		}
+	}
 	c.log.Info("controller started", "api", c.APIAddr(), "agents", c.AgentAddr(), "etcd", endpoints, "embedded", c.embedded != nil)
 	return nil
+}
+
+// gatherer is what /metrics serves: the replica's registry and, with an
+// embedded etcd, etcd's own metrics, which etcd registers with the
+// default registry (its families are the etcd_ and grpc_server_ ones;
+// the default registry's Go and process collectors would repeat the
+// replica's).
+func (c *Controller) gatherer() prometheus.Gatherer {
+	if c.embedded == nil {
+		return c.reg
+	}
+	return prometheus.Gatherers{c.reg, prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := prometheus.DefaultGatherer.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			if n := mf.GetName(); strings.HasPrefix(n, "etcd_") || strings.HasPrefix(n, "grpc_server_") {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})}
 }
 
 // APIAddr returns the address the API listens on.
@@ -222,6 +338,12 @@ func (c *Controller) Close() error { return c.life.Close(c.stop) }
 
 func (c *Controller) stop() error {
 	var errs []error
+	if c.metrics != nil {
+		errs = append(errs, c.metrics.Close())
+	}
+	if c.http == nil && c.ln != nil { // Start failed before serving
+		errs = append(errs, c.ln.Close())
+	}
 	if c.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := c.http.Shutdown(ctx); err != nil {
@@ -236,11 +358,17 @@ func (c *Controller) stop() error {
 	if c.observe != nil {
 		errs = append(errs, c.observe.Close())
 	}
+	if c.flows != nil {
+		errs = append(errs, c.flows.Close())
+	}
 	if c.intents != nil {
 		errs = append(errs, c.intents.Close())
 	}
 	if c.registry != nil {
 		errs = append(errs, c.registry.Close())
+	}
+	if c.creds != nil {
+		errs = append(errs, c.creds.Close())
 	}
 	if c.store != nil {
 		errs = append(errs, c.store.Close())
@@ -263,13 +391,53 @@ func (c *Controller) AgentAddr() string {
 	return c.south.addr
 }
 
-// ClusterSecret returns the secret that host keys are derived from (see
-// package hostkey); tools that provision hosts (demo, sim) need it.
-func (c *Controller) ClusterSecret() []byte {
-	if c.south == nil {
-		return nil
+// ServerURL returns the API's base URL (https://ADDR, or http:// with
+// InsecureHTTP), with a loopback address if it listens on all of them.
+func (c *Controller) ServerURL() string { return c.serverURL() }
+
+func (c *Controller) serverURL() string {
+	scheme := "https://"
+	if c.cfg.InsecureHTTP {
+		scheme = "http://"
 	}
-	return append([]byte(nil), c.south.secret...)
+	a, ok := c.ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return scheme + c.ln.Addr().String()
+	}
+	ip := a.IP
+	if ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return scheme + net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
+}
+
+// CACert returns the cluster CA's certificate (PEM), which clients trust.
+func (c *Controller) CACert() []byte { return c.creds.ca.CertPEM() }
+
+// ClusterKeyFile returns the path of the cluster key file in use (for the
+// cluster's other replicas and for tools that provision hosts directly).
+func (c *Controller) ClusterKeyFile() string { return c.cfg.ClusterKeyFile }
+
+// serveMetrics serves /metrics on MetricsListen without a credential.
+func (c *Controller) serveMetrics() error {
+	ln, err := net.Listen("tcp", c.cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("listen for metrics on %s: %w", c.cfg.MetricsListen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.gatherer(), promhttp.HandlerOpts{}))
+	c.metrics, c.metricLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln
+	c.life.Go(func(context.Context) { _ = c.metrics.Serve(ln) })
+	return nil
+}
+
+// MetricsAddr returns the address of the credential-free /metrics
+// listener, "" without one.
+func (c *Controller) MetricsAddr() string {
+	if c.metricLn == nil {
+		return ""
+	}
+	return c.metricLn.Addr().String()
 }
 
 // EtcdClient returns the replica's etcd client (for benchmarks and tools
@@ -284,14 +452,16 @@ func (c *Controller) EtcdClient() (*clientv3.Client, error) {
 // startObserve starts traces and captures (package observe); this
 // replica collects captures in DataDir/captures, or a temporary directory
 // with an external etcd and no DataDir.
-func (c *Controller) startObserve(ctx context.Context) error {
+func (c *Controller) startObserve(ctx context.Context, authn *auth.Authenticator) error {
 	dir := filepath.Join(c.cfg.DataDir, "captures")
 	if c.cfg.DataDir == "" {
 		dir = filepath.Join(os.TempDir(), "weft-captures-"+strconv.Itoa(os.Getpid()))
 	}
 	var err error
 	c.observe, err = observe.New(observe.Config{
-		Store: c.store, Writer: c.registry, Dir: dir, Advertise: "http://" + c.ln.Addr().String(), Logger: c.cfg.Logger,
+		Store: c.store, Writer: c.registry, Dir: dir, Advertise: c.serverURL(), Logger: c.cfg.Logger,
+		Authenticator: authn, Insecure: c.cfg.InsecureHTTP, // Forwarded uploads and downloads reach the collector's API.
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.creds.ca.Pool(), MinVersion: tls.VersionTLS12}},
 	})
 	if err != nil {
 		return fmt.Errorf("new observe controller: %w", err)

@@ -2,7 +2,9 @@ package controller_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -19,6 +21,7 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/secrets"
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/sim"
@@ -34,9 +37,11 @@ func TestMain(m *testing.M) {
 	)
 }
 
+// startReplica starts a replica with a plain-HTTP API without credentials
+// (the API's security is the subject of security_test.go).
 func startReplica(t *testing.T, cfg controller.Config) *controller.Controller {
 	t.Helper()
-	cfg.APIListen, cfg.AgentListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.APIListen, cfg.AgentListen, cfg.InsecureHTTP = "127.0.0.1:0", "127.0.0.1:0", true
 	c, err := controller.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +76,31 @@ func counter(t *testing.T, c *controller.Controller, series string) float64 {
 	return 0
 }
 
+// enrolled is what enrol returns.
+type enrolled struct {
+	hostkey.Enrolment
+	key []byte
+}
+
+// enrol enrols a host through the API as a cluster admin.
+func enrol(t *testing.T, api *client.Client, host, ip string) enrolled {
+	t.Helper()
+	body, _ := json.Marshal(hostkey.EnrollRequest{Host: host, UnderlayIP: ip})
+	resp, err := api.Raw(context.Background(), http.MethodPost, "/apis/weft/v1/enroll", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e enrolled
+	if err := json.NewDecoder(resp.Body).Decode(&e.Enrolment); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("enrol %s: %s %v", host, resp.Status, err)
+	}
+	if e.key, err = secrets.ParseKey(e.HostKey); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
@@ -91,7 +121,7 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints()})
+	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints(), ClusterKeyFile: a.ClusterKeyFile()})
 	replicas := []string{a.AgentAddr(), b.AgentAddr()}
 	host := ""
 	for i := range 1000 {
@@ -119,7 +149,7 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 	drv := simdp.New(simdp.Config{})
 	ag, err := agent.New(agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
-		Key: hostkey.Derive(a.ClusterSecret(), host), Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
+		Key: enrol(t, api, host, "192.0.2.10").key, Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
 		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond},
 	})
 	if err != nil {
@@ -169,7 +199,7 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 // one fails to start instead of sharing the port (SO_REUSEPORT).
 func TestAgentPortTaken(t *testing.T) {
 	a := startReplica(t, controller.Config{DataDir: t.TempDir()})
-	c, err := controller.New(controller.Config{DataDir: t.TempDir(), APIListen: "127.0.0.1:0", AgentListen: a.AgentAddr()})
+	c, err := controller.New(controller.Config{DataDir: t.TempDir(), APIListen: "127.0.0.1:0", AgentListen: a.AgentAddr(), InsecureHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +240,7 @@ func TestLivenessOfAnotherReplicasHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints()})
+	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints(), ClusterKeyFile: a.ClusterKeyFile()})
 	if api, err = client.New("http://" + b.APIAddr()); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +258,7 @@ func TestLivenessOfAnotherReplicasHost(t *testing.T) {
 	}
 	ag, err := agent.New(agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
-		Key: hostkey.Derive(a.ClusterSecret(), host), Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
+		Key: enrol(t, api, host, "192.0.2.10").key, Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
 		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}, HeartbeatInterval: 200 * time.Millisecond,
 	})
 	if err != nil {

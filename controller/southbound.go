@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/controller/compile"
+	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
@@ -32,19 +33,21 @@ import (
 
 type southboundConfig struct {
 	Listen, Advertise string
+	Keys              *hostkey.Keyring
 	Client            *clientv3.Client
 	Store             *store.Store
 	Registry          *registry.Registry
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer
+	// Flows takes the agents' flow reports and times their Acks.
+	Flows *flowagg.Aggregator
 }
 
 // southbound is everything that talks to agents: the compiler and the
-// config stream (TCP), heartbeats, liveness and lookups (UDP), host keys
-// and replica membership.
+// config stream (TCP), heartbeats, liveness and lookups (UDP) and replica
+// membership. It uses the host keys (the Keyring) of the controller.
 type southbound struct {
-	addr   string
-	secret []byte
+	addr string
 
 	keys     *hostkey.Keyring
 	compiler *compile.Compiler
@@ -76,17 +79,10 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 			sb = nil
 		}
 	}()
-	sb.secret, err = hostkey.LoadOrCreateSecret(ctx, cfg.Client, cfg.Store.Key("secrets/cluster"))
-	if err != nil {
-		return nil, err
-	}
-	sb.keys = hostkey.NewKeyring(sb.secret, cfg.Store, cfg.Logger)
-	if err = sb.keys.Start(ctx); err != nil {
-		return nil, err
-	}
+	sb.keys = cfg.Keys
 	// Every replica of one etcd cluster numbers views alike: the epoch
 	// comes from the cluster ID, the rest of a version is a revision.
-	probe, err := cfg.Client.Get(ctx, cfg.Store.Key("secrets/cluster"), clientv3.WithCountOnly())
+	probe, err := cfg.Client.Get(ctx, cfg.Store.Key("ca/cert"), clientv3.WithCountOnly())
 	if err != nil {
 		return nil, fmt.Errorf("read the etcd cluster ID: %w", err)
 	}
@@ -148,9 +144,9 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	}
 	sb.stream, err = stream.New(stream.Config{
 		Compiler: sb.compiler,
-		Keys:     func(host string) ([]byte, bool) { return sb.keys.ByName(host), true },
+		Keys:     sb.keys.ByName,
 		HostID:   sb.keys.HostID,
-		Status:   sb.sink,
+		Status:   cfg.Flows.WrapStatus(sb.sink),
 		Logger:   cfg.Logger, Registerer: cfg.Registerer,
 		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
 	})
@@ -202,7 +198,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	_, port, _ := net.SplitHostPort(sb.addr)
 	host, _, _ := net.SplitHostPort(cfg.Listen)
 	sb.udp, err = udp.New(udp.Config{
-		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator,
+		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator, Flows: cfg.Flows,
 		Logger: cfg.Logger, Registerer: cfg.Registerer,
 	})
 	if err != nil {
@@ -238,7 +234,6 @@ func (sb *southbound) stop() error {
 	closeIf(sb.members, sb.members != nil)
 	closeIf(sb.sink, sb.sink != nil)
 	closeIf(sb.compiler, sb.compiler != nil)
-	closeIf(sb.keys, sb.keys != nil)
 	for i, e := range errs {
 		if errors.Is(e, stream.ErrServerClosed) || errors.Is(e, net.ErrClosed) {
 			errs[i] = nil

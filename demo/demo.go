@@ -22,8 +22,8 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/controller"
-	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet"
 )
@@ -166,25 +166,33 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	ctlIP := lab.ControllerIP()
 	apiAddr := net.JoinHostPort(ctlIP.String(), fmt.Sprint(cfg.APIPort))
 	agentAddr := net.JoinHostPort(ctlIP.String(), fmt.Sprint(cfg.AgentPort))
-	apiURL := "http://" + apiAddr
+	dataDir := filepath.Join(dir, "etcd")
 
-	step("starting the controller (embedded etcd in %s): API %s, agents %s", dir, apiURL, agentAddr)
-	ctl, err = controller.New(controller.Config{DataDir: filepath.Join(dir, "etcd"), APIListen: apiAddr, AgentListen: agentAddr, Logger: log, Version: "demo"})
+	step("starting the controller (embedded etcd in %s): API https://%s, agents %s", dataDir, apiAddr, agentAddr)
+	ctl, err = controller.New(controller.Config{DataDir: dataDir, APIListen: apiAddr, AgentListen: agentAddr, Logger: log, Version: "demo"})
 	if err != nil {
 		return err
 	}
 	if err := ctl.Start(ctx); err != nil {
 		return fmt.Errorf("start the controller: %w", err)
 	}
-	keyFile := filepath.Join(dir, "cluster.key")
-	if err := hostkey.WriteFile(keyFile, ctl.ClusterSecret()); err != nil {
-		return fmt.Errorf("write the cluster key: %w", err)
+	// The controller wrote a cluster-admin context for its CLI users: the
+	// demo is one.
+	configFile := filepath.Join(dataDir, "admin.config")
+	admin, err := adminSettings(configFile)
+	if err != nil {
+		return err
 	}
-	cl, err := client.New(apiURL, client.WithTimeout(10*time.Second))
+	apiURL := admin.Server
+	cl, err := admin.NewClient(client.WithTimeout(10 * time.Second))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, admin.CA, 0o644); err != nil {
+		return fmt.Errorf("write the CA certificate: %w", err)
+	}
 
 	objs, err := exampleFor(lab.Hosts())
 	if err != nil {
@@ -203,8 +211,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return fmt.Errorf("make the agent log: %w", err)
 		}
 		defer lf.Close()
+		// Enrol the host as an operator would: a one-time bootstrap token
+		// and the CA for its agent.
+		tokenFile, err := bootstrapToken(ctx, cl, h.Name, dir)
+		if err != nil {
+			return err
+		}
 		a, err := lab.StartAgent(h, AgentConfig{
-			Binary: cfg.Binary, Controller: agentAddr, API: apiURL, ClusterKeyFile: keyFile,
+			Binary: cfg.Binary, Controller: agentAddr, API: apiURL, BootstrapTokenFile: tokenFile, CAFile: caFile,
 			StateDir: filepath.Join(dir, "agent-"+h.Name), Log: lf,
 		})
 		if err != nil {
@@ -246,7 +260,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		fmt.Fprintf(out, "\n%v; the lab stays up for inspection (logs in %s)\n", err, dir)
 	}
-	printHints(out, apiURL, eps, lab, dir)
+	printHints(out, configFile, eps, lab, dir)
 	if cfg.NoWait {
 		return nil
 	}
@@ -423,9 +437,35 @@ func waitAlive(parent context.Context, cl *client.Client, n int, timeout time.Du
 	}
 }
 
+// adminSettings reads the cluster-admin context the controller wrote.
+func adminSettings(path string) (*clientconfig.Settings, error) {
+	s, err := clientconfig.LoadSettings(path)
+	if err != nil {
+		return nil, err
+	}
+	if s.Token == "" || s.CA == nil {
+		return nil, fmt.Errorf("%s lacks the cluster-admin token or the CA", path)
+	}
+	return s, nil
+}
+
+// bootstrapToken creates a bootstrap token for host and writes it to
+// dir/HOST.token (mode 0600).
+func bootstrapToken(ctx context.Context, cl *client.Client, host, dir string) (string, error) {
+	tok, err := cl.CreateToken(ctx, client.TokenRequest{Role: "bootstrap", Host: host, Description: "weft demo"})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, host+".token")
+	if err := clientconfig.WriteFile(path, []byte(tok.Secret+"\n")); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
 func epName(e *apiv1.Endpoint) string { return e.Metadata.Tenant + "/" + e.Metadata.Name }
 
-func printHints(w io.Writer, apiURL string, eps []*apiv1.Endpoint, lab *Lab, dir string) {
+func printHints(w io.Writer, configFile string, eps []*apiv1.Endpoint, lab *Lab, dir string) {
 	var web, db *apiv1.Endpoint
 	for _, e := range eps {
 		switch epName(e) {
@@ -440,7 +480,7 @@ func printHints(w io.Writer, apiURL string, eps []*apiv1.Endpoint, lab *Lab, dir
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nTry, as root in another shell:\n")
 	line := func(cmd, what string) { fmt.Fprintf(tw, "  %s\t# %s\n", cmd, what) }
-	line("export WEFT_SERVER="+apiURL, "the demo's controller")
+	line("export WEFT_CONFIG="+configFile, "the demo's controller, its CA and a cluster-admin token")
 	line("weft get hosts", "the agents heartbeat over UDP")
 	line("weft get endpoints --all-tenants", "two tenants, the same addresses")
 	line("weft get endpoints --tenant acme -o yaml", "status: ip, mac, host, netns")

@@ -71,8 +71,9 @@ type AgentConfig struct {
 	// Controller is the southbound address (host:port); API the REST URL.
 	Controller string
 	API        string
-	// ClusterKeyFile is the controller's cluster key file.
-	ClusterKeyFile string
+	// BootstrapTokenFile holds the host's bootstrap token (needed on the
+	// agent's first start in StateDir) and CAFile the CA of the API.
+	BootstrapTokenFile, CAFile string
 	// StateDir is the agent's state directory.
 	StateDir string
 	// Log receives the agent's stderr (JSON logs); nil discards them.
@@ -97,10 +98,12 @@ func (l *Lab) StartAgent(h *testnet.Host, c AgentConfig) (*Agent, error) {
 		c.LogLevel = "info"
 	}
 	args := []string{"agent", "--datapath", "linux", "--host", h.Name, "--underlay-ip", h.UnderlayIP.String(),
-		"--underlay-dev", h.UnderlayDev, "--controller", c.Controller, "--cluster-key-file", c.ClusterKeyFile,
+		"--underlay-dev", h.UnderlayDev, "--controller", c.Controller,
 		"--state-dir", c.StateDir, "--netns-prefix", l.Prefix(), "--log-level", c.LogLevel}
-	if c.API != "" {
-		args = append(args, "--api", c.API)
+	for _, f := range [][2]string{{"--api", c.API}, {"--bootstrap-token-file", c.BootstrapTokenFile}, {"--ca-file", c.CAFile}} {
+		if f[1] != "" {
+			args = append(args, f[0], f[1])
+		}
 	}
 	args = append(args, c.Args...)
 	cmd := exec.Command(c.Binary, args...)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/backoff"
-	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/datapath"
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/rendezvous"
@@ -47,7 +46,7 @@ type agentsSpec struct {
 	// First and Count select hosts First..First+Count-1.
 	First int `json:"first"`
 	Count int `json:"count"`
-	// Secret is the cluster secret the host keys derive from.
+	// Secret is the cluster key the sim derives host keys from (HostKey).
 	Secret []byte `json:"secret"`
 	// Replicas are the southbound addresses of every replica.
 	Replicas          []string      `json:"replicas"`
@@ -272,7 +271,7 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			// cores with 100,000 others and the replicas, and one that
 			// gives up after the default 15 s only queues again.
 			HandshakeTimeout: simHandshakeTimeout,
-			Key:              hostkey.Derive(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
+			Key:              HostKey(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
 			HeartbeatInterval: spec.HeartbeatInterval, Backoff: bo, Logger: logger,
 		})
 		if err != nil {

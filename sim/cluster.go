@@ -144,6 +144,7 @@ type Cluster struct {
 	tmpDir         string
 
 	secret   []byte
+	keyFile  string
 	replicas []Replica
 	etcd     []string
 	repChild []*Child // the replicas' children, in order
@@ -227,7 +228,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.secret, c.SetupDuration = res.Secret, res.Duration
+	c.secret, c.keyFile, c.SetupDuration = res.Secret, res.ClusterKeyFile, res.Duration
 	c.prog("setup: %d objects loaded in %s", res.Objects, res.Duration.Round(time.Millisecond))
 	// The load cached every object in this process; give that memory back
 	// now, before the replicas and agents need it (the runtime would return
@@ -240,7 +241,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	hr := headroom(cfg.Hosts, cfg.Endpoints, cfg.Replicas, cfg.Procs, memAvailable())
 	c.prog("setup: replicas' memory limits at %.2f× their live estimates", hr)
 	startReplica := func(i int) (*Child, error) {
-		spec := replicaSpec{Index: i, InProcess: cfg.Exec == "",
+		spec := replicaSpec{Index: i, InProcess: cfg.Exec == "", ClusterKeyFile: c.keyFile,
 			MemoryLimit: memoryLimit(i, cfg.Hosts, cfg.Endpoints, cfg.Replicas, hr),
 			Hosts:       (cfg.Hosts + cfg.Replicas - 1) / max(cfg.Replicas, 1)}
 		if i == 0 {

@@ -2,10 +2,13 @@ package sim
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +16,7 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/controller/store"
 )
 
@@ -27,15 +31,19 @@ type loadConfig struct {
 
 // loadResult is what a bulk load made.
 type loadResult struct {
-	Secret   []byte
-	Duration time.Duration
-	Objects  int
+	// Secret is the cluster key (in ClusterKeyFile): the sim derives the
+	// hosts' keys from it (HostKey) and stores them as enrolment would.
+	Secret         []byte
+	ClusterKeyFile string
+	Duration       time.Duration
+	Objects        int
 }
 
 // load starts the embedded etcd on cfg.Dir, creates every object of the
 // layout through the registry with cfg.Writers concurrent writers (the
-// store groups their transactions), makes the cluster secret and stops
-// etcd again, so that the controller replicas start on the loaded state.
+// store groups their transactions), makes the cluster key and stores every
+// host's key (as enrolment would), and stops etcd again, so that the
+// controller replicas start on the loaded state.
 func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
 	start := time.Now()
 	emb, err := store.StartEmbedded(ctx, store.EmbedConfig{Dir: cfg.Dir, Logger: cfg.Logger})
@@ -64,7 +72,11 @@ func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
 		return res, fmt.Errorf("sim load: start registry: %w", err)
 	}
 	defer func() { err = errors.Join(err, reg.Close()) }()
-	res.Secret, err = hostkey.LoadOrCreateSecret(ctx, cli, st.Key("secrets/cluster"))
+	res.ClusterKeyFile = filepath.Join(cfg.Dir, "cluster.key")
+	if res.Secret, _, err = secrets.LoadOrCreateKeyFile(res.ClusterKeyFile); err != nil {
+		return res, fmt.Errorf("sim load: %w", err)
+	}
+	sealer, err := secrets.NewSealer(res.Secret)
 	if err != nil {
 		return res, fmt.Errorf("sim load: %w", err)
 	}
@@ -108,6 +120,11 @@ func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
 		}
 		res.Objects += ph.n
 		cfg.Progress("setup: %d %s in %s", ph.n, ph.name, time.Since(t0).Round(time.Millisecond))
+		if ph.name == "hosts" {
+			if err := putHostKeys(ctx, st, sealer, res.Secret, cfg.Writers); err != nil {
+				return res, err
+			}
+		}
 	}
 	res.Duration = time.Since(start)
 	return res, nil
@@ -174,4 +191,42 @@ func progressTo(w io.Writer) func(string, ...any) {
 		defer mu.Unlock()
 		fmt.Fprintf(w, format+"\n", a...)
 	}
+}
+
+// HostKey is the key of a simulated host: the sim derives it from the
+// cluster key, so that its agent processes need no copy of 100,000 keys.
+func HostKey(clusterKey []byte, host string) []byte {
+	m := hmac.New(sha256.New, clusterKey)
+	m.Write([]byte("weft sim host key\x00" + host))
+	return m.Sum(nil)
+}
+
+// putHostKeys stores the key of every Host in st, sealed as enrolment
+// stores it, in transactions of up to 128 keys.
+func putHostKeys(ctx context.Context, st *store.Store, sealer *secrets.Sealer, clusterKey []byte, writers int) error {
+	hosts := st.List(apiv1.KindHost, "")
+	const per = 128
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	errs := make([]error, max(writers, 1))
+	for w := range errs {
+		wg.Go(func() {
+			for errs[w] == nil {
+				i := int(next.Add(per)) - per
+				if i >= len(hosts) {
+					return
+				}
+				var txn store.Txn
+				for _, o := range hosts[i:min(i+per, len(hosts))] {
+					m := o.GetObjectMeta()
+					txn.Ops = append(txn.Ops, hostkey.PutOp(st, sealer, m.UID, HostKey(clusterKey, m.Name)))
+				}
+				if _, err := st.Commit(ctx, txn); err != nil {
+					errs[w] = fmt.Errorf("sim load: host keys: %w", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

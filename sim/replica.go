@@ -21,6 +21,8 @@ type replicaSpec struct {
 	// DataDir: the embedded etcd's data dir (replica 0); ignored with EtcdEndpoints.
 	DataDir       string   `json:"dataDir,omitempty"`
 	EtcdEndpoints []string `json:"etcdEndpoints,omitempty"`
+	// ClusterKeyFile is the cluster's key (made by the load).
+	ClusterKeyFile string `json:"clusterKeyFile,omitempty"`
 	// CPUProfile, if set, is where the replica writes a CPU profile (a
 	// child process only) from the command "profile-start" (sent when the
 	// agents start) to "profile-stop" (sent before the cluster stops), so
@@ -46,8 +48,11 @@ func runReplica(ctx context.Context, spec replicaSpec, cmds <-chan string, em *e
 	var prof profileWindow
 	defer prof.stop()
 	c, err := controller.New(controller.Config{
-		DataDir: spec.DataDir, EtcdEndpoints: spec.EtcdEndpoints,
-		APIListen: "127.0.0.1:0", AgentListen: "127.0.0.1:0",
+		DataDir: spec.DataDir, EtcdEndpoints: spec.EtcdEndpoints, ClusterKeyFile: spec.ClusterKeyFile,
+		// A lab harness: its tools read the replicas' API and metrics
+		// over plain HTTP on loopback.
+		InsecureHTTP: true,
+		APIListen:    "127.0.0.1:0", AgentListen: "127.0.0.1:0",
 		Logger: logger.With("replica", spec.Index),
 	})
 	if err != nil {

@@ -153,7 +153,7 @@ func TestLogout(t *testing.T) {
 func TestControllerServesUI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := controller.New(controller.Config{DataDir: t.TempDir(), APIListen: "127.0.0.1:0", AgentListen: "off"})
+	c, err := controller.New(controller.Config{DataDir: t.TempDir(), APIListen: "127.0.0.1:0", AgentListen: "off", InsecureHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,29 +21,32 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/restreport"
-	"github.com/weftnet/weft/client"
-	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/datapath/sim"
-	"github.com/weftnet/weft/wire"
 )
 
 // agentOptions are the flags of `weft agent`.
 type agentOptions struct {
-	controllers    string
-	host           string
-	underlayIP     string
-	underlayDev    string
-	datapath       string
-	udp            string
-	keyFile        string
-	clusterKeyFile string
-	api            string
-	stateDir       string
-	logLevel       string
-	metricsListen  string
-	netnsPrefix    string
+	controllers   string
+	host          string
+	underlayIP    string
+	underlayDev   string
+	datapath      string
+	udp           string
+	api           string
+	stateDir      string
+	logLevel      string
+	metricsListen string
+	netnsPrefix   string
+	flowSampling  uint32
+	flowInterval  time.Duration
+	ipfix         string
+
+	bootstrapTokenFile string
+	caFile             string
+	caSHA256           string
+	insecureHTTP       bool
 }
 
 func newAgentCmd() *cobra.Command {
@@ -54,24 +56,36 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run the weft agent of one host (programs its data plane)",
 		Long: `Run the weft agent of one host.
 
+On its first start the agent enrols its host: it sends the one-time
+bootstrap token of --bootstrap-token-file (from 'weft token create --role
+bootstrap --host NAME') to the REST API at --api, trusting the CA of
+--ca-file (or the CA whose SHA-256 fingerprint is --ca-sha256), and gets
+the host's key, its API token and the CA, which it keeps in
+STATE-DIR/credentials (mode 0600) and uses on every later start. The
+controller creates the Host if none exists yet. Deleting the Host revokes
+these credentials; a host enrolled again needs a new bootstrap token (and
+the credentials file removed).
+
 The agent connects to a controller replica's config stream (--controller),
-authenticates with the host's key (--key-file, from 'weft host-key'), receives
-the host's view (its endpoints, their VPCs, policies, QoS) and programs the
-data plane (--datapath linux, or sim: in memory, for tests). It heartbeats
-and looks up remote endpoints on demand over UDP (--udp; default: the same
-host:port as the first --controller).
+authenticates with the host's key, receives the host's view (its endpoints,
+their VPCs, policies, QoS) and programs the data plane (--datapath linux, or
+sim: in memory, for tests). It heartbeats and looks up remote endpoints on
+demand over UDP (--udp; default: the same host:port as the first
+--controller).
 
 The last applied view is kept in --state-dir: an agent restarted while the
 controller is unreachable programs it at once and keeps forwarding
 (headless); when it stops, the data plane stays as it is.
 
-With --api the agent registers its Host through the REST API if none exists
-yet, and reports each endpoint's network namespace and phase.`,
-		Example: `  weft agent --controller 10.0.0.1:7444 --host h1 --underlay-ip 192.0.2.11 \
-      --key-file /etc/weft/h1.key --api http://10.0.0.1:7443
+Through the API (--api, default: the one it enrolled with) the agent
+reports each endpoint's network namespace and phase.`,
+		Example: `  # first start: enrol with a bootstrap token
+  weft agent --controller 10.0.0.1:7444 --host h1 --underlay-ip 192.0.2.11 \
+      --api https://10.0.0.1:7443 --ca-file ca.pem --bootstrap-token-file h1.token
 
-  # several replicas; the agent picks one by consistent hashing of --host
-  weft agent --controller 10.0.0.1:7444,10.0.0.2:7444 --host h1 --key-file h1.key`,
+  # later starts use STATE-DIR/credentials; several replicas: the agent
+  # picks one by consistent hashing of --host
+  weft agent --controller 10.0.0.1:7444,10.0.0.2:7444 --host h1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -84,13 +98,18 @@ yet, and reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.underlayDev, "underlay-dev", "", "interface holding the underlay address (default: found from --underlay-ip)")
 	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux or sim")
 	f.StringVar(&o.udp, "udp", "", "controller UDP address for heartbeats and lookups (default: the first --controller address; the controller serves UDP on the same port)")
-	f.StringVar(&o.keyFile, "key-file", "", "file holding the host's key, 64 hex digits (from `weft host-key`)")
-	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "lab/demo alternative to --key-file: the controller's cluster key (DATA-DIR/cluster.key); the host key is derived from it")
-	f.StringVar(&o.api, "api", "", "URL of the controller's REST API, to register the Host and report endpoint status (optional)")
-	f.StringVar(&o.stateDir, "state-dir", "", "directory of the persisted view (default /var/lib/weft/agent-HOST)")
+	f.StringVar(&o.api, "api", "", "URL of the controller's REST API, to enrol and to report endpoint status (default: the one enrolled with)")
+	f.StringVar(&o.bootstrapTokenFile, "bootstrap-token-file", "", "file holding the host's one-time bootstrap token (first start only)")
+	f.StringVar(&o.caFile, "ca-file", "", "PEM file of the CA that signs the controller's API certificate (default: the CA from enrolment)")
+	f.StringVar(&o.caSHA256, "ca-sha256", "", "instead of --ca-file at enrolment: the SHA-256 fingerprint of the CA, which is then fetched from --api")
+	f.BoolVar(&o.insecureHTTP, "insecure-http", false, "allow a plain http:// --api (labs only: no TLS, the token in clear text)")
+	f.StringVar(&o.stateDir, "state-dir", "", "directory of the persisted view and the credentials (default /var/lib/weft/agent-HOST)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (default: none)")
 	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux datapath makes (default wft)")
+	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows)")
+	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
+	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
 	return cmd
 }
 
@@ -114,14 +133,19 @@ func (o *agentOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registerer = reg
 
-	if o.api != "" {
-		c, err := client.New(o.api)
-		if err != nil {
-			return usageErrorf("--api: %v", err)
-		}
-		defer c.Close()
-		cfg.Reporter = restreport.New(c)
+	creds, err := o.credentials(ctx, cfg.StateDir, stdout)
+	if err != nil {
+		return err
 	}
+	if cfg.Key, err = creds.key(); err != nil {
+		return err
+	}
+	c, err := o.apiClient(creds)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cfg.Reporter = restreport.New(c)
 
 	drv, err := o.driver(ctx, cfg, log)
 	if err != nil {
@@ -185,23 +209,8 @@ func (o *agentOptions) config() (agent.Config, error) {
 	} else if _, _, err := net.SplitHostPort(cfg.UDPAddr); err != nil {
 		return cfg, usageErrorf("--udp %q: want host:port: %v", cfg.UDPAddr, err)
 	}
-	switch {
-	case o.keyFile != "" && o.clusterKeyFile != "":
-		return cfg, usageErrorf("give --key-file or --cluster-key-file, not both")
-	case o.keyFile != "":
-		key, err := readKeyFile(o.keyFile)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.Key = key
-	case o.clusterKeyFile != "":
-		secret, err := hostkey.ReadFile(o.clusterKeyFile)
-		if err != nil {
-			return cfg, fmt.Errorf("--cluster-key-file: %w", err)
-		}
-		cfg.Key = hostkey.Derive(secret, o.host)
-	default:
-		return cfg, usageErrorf("--key-file (or, for a lab, --cluster-key-file) is required")
+	if err := o.checkPlainHTTP(o.api); err != nil {
+		return cfg, err
 	}
 	if o.underlayIP != "" {
 		ip, err := netip.ParseAddr(o.underlayIP)
@@ -215,6 +224,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.UnderlayDev = interfaceWith(cfg.UnderlayIP)
 	}
 	cfg.Host = o.host
+	cfg.Flows = agent.FlowConfig{Interval: o.flowInterval, Collector: o.ipfix}
 	cfg.StateDir = o.stateDir
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join("/var/lib/weft", "agent-"+o.host)
@@ -230,26 +240,13 @@ func (o *agentOptions) config() (agent.Config, error) {
 // driver makes the data plane driver.
 func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.Logger) (datapath.Driver, error) {
 	if o.datapath == "sim" {
-		return sim.New(sim.Config{MissBuffer: 1024}), nil
+		return sim.New(sim.Config{MissBuffer: 1024, FlowSampling: o.flowSampling}), nil
 	}
-	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
+	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log, FlowSampling: o.flowSampling})
 	if err != nil {
 		return nil, fmt.Errorf("start the linux datapath: %w", err)
 	}
 	return d, nil
-}
-
-// readKeyFile reads a host key: 64 hex digits, surrounding space ignored.
-func readKeyFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("--key-file: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != wire.KeySize {
-		return nil, fmt.Errorf("--key-file %s: want %d hex digits (a %d-byte key)", path, 2*wire.KeySize, wire.KeySize)
-	}
-	return key, nil
 }
 
 // interfaceWith returns the name of the interface holding ip, or "".

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent/state"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/view"
 	"github.com/weftnet/weft/wire"
 )
@@ -37,13 +38,21 @@ func (b *agentTestBuffer) String() string {
 	return b.buf.String()
 }
 
-func writeAgentKey(t *testing.T) string {
+// writeAgentCredentials writes the credentials of an enrolled host h1
+// into a new state directory and returns it.
+func writeAgentCredentials(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "h1.key")
-	if err := os.WriteFile(p, []byte(hex.EncodeToString(bytes.Repeat([]byte{7}, wire.KeySize))+"\n"), 0o600); err != nil {
+	dir := t.TempDir()
+	data, err := json.Marshal(hostCredentials{Host: "h1", Server: "https://127.0.0.1:1", Enrollment: client.Enrollment{
+		HostUID: "uid-1", HostKey: hex.EncodeToString(bytes.Repeat([]byte{7}, wire.KeySize)), Token: "weft_1_x", CA: "",
+	}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	if err := os.WriteFile(filepath.Join(dir, credentialsFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func runAgentCmd(ctx context.Context, args []string, stdout, stderr *agentTestBuffer) error {
@@ -56,12 +65,8 @@ func runAgentCmd(ctx context.Context, args []string, stdout, stderr *agentTestBu
 }
 
 func TestAgentCmdUsage(t *testing.T) {
-	key := writeAgentKey(t)
-	bad := filepath.Join(t.TempDir(), "bad.key")
-	if err := os.WriteFile(bad, []byte("abcd"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	base := []string{"--controller", "127.0.0.1:1", "--host", "h1", "--key-file", key, "--datapath", "sim", "--state-dir", t.TempDir()}
+	enrolled := writeAgentCredentials(t)
+	base := []string{"--controller", "127.0.0.1:1", "--host", "h1", "--datapath", "sim", "--state-dir", enrolled}
 	without := func(flag string) []string {
 		var out []string
 		for i := 0; i < len(base); i += 2 {
@@ -71,6 +76,14 @@ func TestAgentCmdUsage(t *testing.T) {
 		}
 		return out
 	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.MkdirAll(bad, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bad, credentialsFile), []byte(`{"host":"h1","hostKey":"abcd"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh := t.TempDir()
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -78,10 +91,14 @@ func TestAgentCmdUsage(t *testing.T) {
 	}{
 		{"no controller", without("--controller"), "--controller is required"},
 		{"no host", without("--host"), "--host is required"},
-		{"no key", without("--key-file"), "--key-file (or, for a lab, --cluster-key-file) is required"},
+		{"not enrolled", append(without("--state-dir"), "--state-dir", fresh), "host h1 is not enrolled yet"},
+		{"no API to enrol with", append(without("--state-dir"), "--state-dir", fresh, "--bootstrap-token-file", bad), "needs --bootstrap-token-file"},
+		{"another host's credentials", append(without("--host"), "--host", "h2"), `holds the credentials of host "h1", not "h2"`},
+		{"bad credentials", append(without("--state-dir"), "--state-dir", bad), "want 64 hex digits"},
+		{"plain HTTP API", append(base, "--api", "http://127.0.0.1:1"), "is plain HTTP"},
+		{"two CAs", append(without("--state-dir"), "--state-dir", fresh, "--api", "https://127.0.0.1:1", "--bootstrap-token-file", filepath.Join(bad, credentialsFile),
+			"--ca-file", "x", "--ca-sha256", "y"), "give --ca-file or --ca-sha256, not both"},
 		{"controller without port", append(without("--controller"), "--controller", "10.0.0.1"), "want host:port"},
-		{"bad key", append(without("--key-file"), "--key-file", bad), "want 64 hex digits"},
-		{"missing key file", append(without("--key-file"), "--key-file", bad+".nope"), "no such file"},
 		{"datapath", append(base, "--datapath", "ebpf"), `--datapath "ebpf": want linux or sim`},
 		{"underlay", append(base, "--underlay-ip", "192.0.2"), "is not an IP address"},
 		{"udp", append(base, "--udp", "nowhere"), "--udp"},
@@ -99,7 +116,7 @@ func TestAgentCmdUsage(t *testing.T) {
 }
 
 func TestAgentCmdConfig(t *testing.T) {
-	o := agentOptions{controllers: "10.0.0.1:7444, 10.0.0.2:7444", host: "h1", keyFile: writeAgentKey(t), datapath: "sim"}
+	o := agentOptions{controllers: "10.0.0.1:7444, 10.0.0.2:7444", host: "h1", datapath: "sim"}
 	cfg, err := o.config()
 	if err != nil {
 		t.Fatal(err)
@@ -113,16 +130,13 @@ func TestAgentCmdConfig(t *testing.T) {
 	if cfg.StateDir != "/var/lib/weft/agent-h1" {
 		t.Errorf("default StateDir = %s", cfg.StateDir)
 	}
-	if !bytes.Equal(cfg.Key, bytes.Repeat([]byte{7}, wire.KeySize)) {
-		t.Errorf("key = %x", cfg.Key)
-	}
 }
 
 // TestAgentCmdHeadless runs `weft agent --datapath sim` with a persisted
 // view and no controller: it programs the view, serves metrics and stops
 // cleanly when its context ends.
 func TestAgentCmdHeadless(t *testing.T) {
-	dir := t.TempDir()
+	dir := writeAgentCredentials(t)
 	var res []wire.Resource
 	for _, r := range []any{
 		&view.Host{Name: "h1", HostID: 3, UnderlayIP: "192.0.2.11"},
@@ -148,7 +162,7 @@ func TestAgentCmdHeadless(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runAgentCmd(ctx, []string{"--controller", "127.0.0.1:1", "--udp", "127.0.0.1:9", "--host", "h1",
-			"--key-file", writeAgentKey(t), "--datapath", "sim", "--state-dir", dir, "--metrics-listen", "127.0.0.1:0"}, &out, &errOut)
+			"--datapath", "sim", "--state-dir", dir, "--metrics-listen", "127.0.0.1:0"}, &out, &errOut)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "programmed view version 12") {

@@ -101,9 +101,11 @@ func newBenchChurnCmd() *cobra.Command {
 the raw batched-etcd put rate as a baseline, then let --concurrency workers
 create and delete endpoints over real HTTP for --duration. Every create and
 delete is acknowledged only after etcd committed it. Reports ops/s, p50/p99
-latency and the ratio to the etcd baseline measured in the same run.`,
+latency and the ratio to the etcd baseline measured in the same run. The API
+is HTTPS with a bearer token, as by default; --insecure-http measures plain
+HTTP without credentials, the baseline of that cost.`,
 		Example: `  weft bench churn --duration 20s --concurrency 128
-  weft bench churn -o json`,
+  weft bench churn --insecure-http -o json`,
 	}, func(cmd *cobra.Command) (*bench.ChurnReport, error) {
 		cfg.Progress = cmd.ErrOrStderr()
 		stop, err := startCPUProfile(cpuProfile)
@@ -113,8 +115,8 @@ latency and the ratio to the etcd baseline measured in the same run.`,
 		defer stop()
 		return bench.Churn(cmd.Context(), cfg)
 	}, func(w io.Writer, rep *bench.ChurnReport) {
-		fmt.Fprintf(w, "churn: %.0f endpoint ops/s (%d creates + %d deletes in %s, %d workers, %d errors)\n",
-			rep.OpsPerSec, rep.Creates, rep.Deletes, rep.Duration, rep.Concurrency, rep.Errors)
+		fmt.Fprintf(w, "churn: %.0f endpoint ops/s over %s (%d creates + %d deletes in %s, %d workers, %d errors)\n",
+			rep.OpsPerSec, rep.Transport, rep.Creates, rep.Deletes, rep.Duration, rep.Concurrency, rep.Errors)
 		fmt.Fprintf(w, "  create p50 %.2f ms  p99 %.2f ms;  delete p50 %.2f ms  p99 %.2f ms\n",
 			rep.CreateP50Ms, rep.CreateP99Ms, rep.DeleteP50Ms, rep.DeleteP99Ms)
 		if rep.EtcdPutRate > 0 {
@@ -128,6 +130,7 @@ latency and the ratio to the etcd baseline measured in the same run.`,
 	f.IntVar(&cfg.Hosts, "hosts", 16, "hosts the endpoints are spread over")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "embedded etcd data dir (default: a temporary one)")
 	f.StringVar(&cfg.Server, "server", "", "benchmark a running controller at this URL instead (no etcd baseline)")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP without credentials (the baseline of the default, HTTPS with a token)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (controller and clients) to this file")
 	return cmd
 }

@@ -4,23 +4,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/controller"
-	"github.com/weftnet/weft/controller/hostkey"
 )
 
 func newControllerCmd() *cobra.Command {
 	var (
-		dataDir     string
-		etcd        string
-		apiListen   string
-		agentListen string
-		advertise   string
-		logLevel    string
+		cfg      controller.Config
+		etcd     string
+		logLevel string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -29,35 +24,51 @@ func newControllerCmd() *cobra.Command {
 
 The controller holds the desired state of every tenant's virtual networks in
 etcd and serves the declarative API under /apis/weft/v1 (used by 'weft apply',
-'weft get', ...), plus /healthz, /readyz, /metrics and /openapi.json.
+'weft get', ...), plus /healthz, /readyz, /version, /metrics and
+/openapi.json.
+
+The API is HTTPS. On a cluster's first start the controller creates the
+cluster key (--cluster-key-file, default DATA-DIR/cluster.key: every replica
+of the cluster needs the same file; keep a copy) and the cluster's CA, kept
+in etcd under that key; each replica then issues itself a serving
+certificate for its listen address, loopback, its host name and --tls-san
+names, unless --tls-cert/--tls-key give one. Every request but /healthz,
+/readyz, /version and the CA needs a credential: a token ('weft token
+create') or a client certificate ('weft cert create'; --client-ca accepts
+another CA's). On its first start the controller also writes
+DATA-DIR/admin.config, a CLI configuration with a cluster-admin token and the
+CA: export WEFT_CONFIG=DATA-DIR/admin.config. /metrics is also served without
+a credential on --metrics-listen (loopback). --insecure-http serves plain HTTP
+and lets requests without a credential act as a cluster admin: labs only.
 
 Agents connect to --agent-listen: a TCP config stream that carries each
 host's compiled view as versioned deltas, and UDP (same port) for heartbeats
-and on-demand lookups. Host keys are derived from the cluster key, written to
-DATA-DIR/cluster.key; 'weft host-key NAME' prints a host's key.
+and on-demand lookups, authenticated with each host's key, which the host's
+agent gets by enrolling with a bootstrap token ('weft token create --role
+bootstrap --host NAME').
 
 By default it runs a single-node etcd embedded in --data-dir (durable: every
 acknowledged write is fsynced). With --etcd-endpoints it uses an external etcd
 cluster instead, and several replicas can share it.`,
 		Example: `  # single node, state in ./weft-data, API on 127.0.0.1:7443
   weft controller --data-dir ./weft-data
+  export WEFT_CONFIG=$PWD/weft-data/admin.config
 
-  # a replica on an external etcd cluster
-  weft controller --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --api-listen :7443`,
+  # a replica on an external etcd cluster over TLS, sharing the first one's cluster key
+  weft controller --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
+      --etcd-cacert etcd-ca.pem --etcd-cert weft.pem --etcd-key weft-key.pem \
+      --api-listen 10.0.0.5:7443 --cluster-key-file /etc/weft/cluster.key --tls-san weft.example.net`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
 			if err != nil {
 				return err
 			}
-			var endpoints []string
 			if etcd != "" {
-				endpoints = strings.Split(etcd, ",")
+				cfg.EtcdEndpoints = strings.Split(etcd, ",")
 			}
-			c, err := controller.New(controller.Config{
-				DataDir: dataDir, EtcdEndpoints: endpoints, APIListen: apiListen, AgentListen: agentListen,
-				AdvertiseAgent: advertise, Logger: log, Version: clientVersion().Version,
-			})
+			cfg.Logger, cfg.Version = log, clientVersion().Version
+			c, err := controller.New(cfg)
 			if err != nil {
 				return err
 			}
@@ -65,13 +76,7 @@ cluster instead, and several replicas can share it.`,
 			if err := c.Start(ctx); err != nil {
 				return err
 			}
-			if secret := c.ClusterSecret(); secret != nil && dataDir != "" {
-				// Local tools (weft host-key, weft demo, lab agents) derive host keys from it.
-				if err := hostkey.WriteFile(filepath.Join(dataDir, "cluster.key"), secret); err != nil {
-					log.Warn("cannot write the cluster key file", "err", err)
-				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "weft controller serving the API on http://%s and agents on %s (Ctrl-C to stop)\n", c.APIAddr(), c.AgentAddr())
+			fmt.Fprintf(cmd.OutOrStdout(), "weft controller serving the API on %s and agents on %s (Ctrl-C to stop)\n", c.ServerURL(), c.AgentAddr())
 			select {
 			case <-ctx.Done():
 			case <-c.Done():
@@ -84,11 +89,23 @@ cluster instead, and several replicas can share it.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", "weft-data", "directory of the embedded etcd's data (ignored with --etcd-endpoints)")
+	f.StringVar(&cfg.DataDir, "data-dir", "weft-data", "directory of the embedded etcd's data (unless --etcd-endpoints), the cluster key and admin.config")
 	f.StringVar(&etcd, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd)")
-	f.StringVar(&apiListen, "api-listen", "127.0.0.1:7443", "address of the REST API")
-	f.StringVar(&agentListen, "agent-listen", "127.0.0.1:7444", "southbound address for agents: config stream on TCP, heartbeats and lookups on UDP, same port (\"off\" disables it)")
-	f.StringVar(&advertise, "advertise-agent", "", "southbound address told to agents (default: the bound --agent-listen address)")
+	f.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "PEM file of the CA of the external etcd members' certificates (https:// endpoints)")
+	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "PEM client certificate for the external etcd")
+	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "PEM key of --etcd-cert")
+	f.StringVar(&cfg.EtcdUser, "etcd-user", "", "user of the external etcd's authentication")
+	f.StringVar(&cfg.EtcdPassword, "etcd-password", "", "password of --etcd-user (other local users can see it in the process list)")
+	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:7443", "address of the REST API")
+	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:7444", "southbound address for agents: config stream on TCP, heartbeats and lookups on UDP, same port (\"off\" disables it)")
+	f.StringVar(&cfg.AdvertiseAgent, "advertise-agent", "", "southbound address told to agents (default: the bound --agent-listen address)")
+	f.StringVar(&cfg.ClusterKeyFile, "cluster-key-file", "", "the cluster key, which seals the CA's key and the host keys in etcd (default DATA-DIR/cluster.key, created if missing; the same file on every replica)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM serving certificate of the API (default: one issued by the cluster CA)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM key of --tls-cert")
+	f.StringVar(&cfg.ClientCAFile, "client-ca", "", "PEM file of CAs whose client certificates are accepted besides the cluster CA's")
+	f.StringSliceVar(&cfg.TLSSANs, "tls-san", nil, "extra DNS names or IPs of the issued serving certificate (repeatable)")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "127.0.0.1:7445", "address serving /metrics without a credential (\"\" for none; keep it on loopback)")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP, requests without a credential acting as cluster-admin (labs only; logged as a warning)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
@@ -103,28 +120,4 @@ func newLogger(w interface{ Write([]byte) (int, error) }, level string) (*slog.L
 		w = os.Stderr
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-func newHostKeyCmd() *cobra.Command {
-	var clusterKeyFile string
-	cmd := &cobra.Command{
-		Use:   "host-key NAME",
-		Short: "Print the key of a host (for its agent's --key-file)",
-		Long: `Print the per-host key of host NAME, 64 hex digits, derived from the
-cluster key that 'weft controller' keeps in etcd and writes to
-DATA-DIR/cluster.key. Install it on the host (mode 0600) and pass it to
-'weft agent --key-file'.`,
-		Example: `  weft host-key h1 --cluster-key-file weft-data/cluster.key > /etc/weft/h1.key`,
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			secret, err := hostkey.ReadFile(clusterKeyFile)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%x\n", hostkey.Derive(secret, args[0]))
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&clusterKeyFile, "cluster-key-file", "weft-data/cluster.key", "the controller's cluster key file")
-	return cmd
 }

@@ -20,7 +20,11 @@ starts a controller in this process (embedded etcd in a temporary directory)
 reached over a veth from this namespace (wftdemo-ctl, 198.51.100.1/24, or
 203.0.113.1/24 if the machine routes 198.51.100.0/24), applies the two-tenant
 example (acme and globex, both on 10.0.0.0/16), and runs one
-'weft agent --datapath linux' in each host namespace. The agents make a
+'weft agent --datapath linux' in each host namespace, enrolled like an
+operator would: a bootstrap token per host and the controller's CA. The
+controller serves HTTPS and writes a cluster-admin configuration,
+DATA-DIR/admin.config: the hints say which WEFT_CONFIG to export so that
+'weft get ...' in another shell talks to the demo. The agents make a
 router namespace per VPC (wftdemo-hN-vVNI) and a namespace per endpoint
 (wftdemo-hN-eHASH, its status.netns).
 

@@ -96,6 +96,7 @@ interrupted.`,
 	cmd.Flags().StringVarP(&output, "output", "o", formatTable, "output format: table, json or yaml")
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector, e.g. 'app=web,tier in (a,b)'")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "after the current objects, print every change until interrupted")
+	cmd.Flags().IntVar(&a.pageSize, "chunk-size", 500, "list in pages of this many objects (0: the controller's page size)")
 	return cmd
 }
 

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/client/clientconfig"
 )
 
 func main() {
@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // env is what the CLI takes from its process; tests supply their own.
 type env struct {
-	getenv func(string) string // WEFT_SERVER, WEFT_TENANT
+	getenv func(string) string // WEFT_SERVER, WEFT_TENANT, WEFT_CONFIG, HOME
 	stdin  io.Reader           // `-f -`
 	now    func() time.Time    // ages in tables
 }
@@ -65,11 +65,19 @@ type app struct {
 	env            env
 	stdout, stderr io.Writer
 
-	server     string
-	tenant     string
-	allTenants bool
+	flagServer   string // --server
+	flagTenant   string // --tenant
+	allTenants   bool
+	context      string // --context
+	insecureHTTP bool   // --insecure-http
+	pageSize     int    // --chunk-size of get
 
-	cl *client.Client
+	server string // resolved: --server, else $WEFT_SERVER, else the context's
+	tenant string // resolved: --tenant, else $WEFT_TENANT, else the context's
+
+	settings    *clientconfig.Settings // resolved by resolve
+	settingsErr error                  // why the settings could not be resolved
+	cl          *client.Client
 }
 
 func (a *app) close() {
@@ -78,12 +86,58 @@ func (a *app) close() {
 	}
 }
 
-// client returns the API client for --server, making it on first use.
+// configFile loads the configuration file ($WEFT_CONFIG or
+// ~/.config/weft/config; empty if there is none).
+func (a *app) configFile() (*clientconfig.Config, error) {
+	path, err := clientconfig.DefaultPath(a.env.getenv)
+	if err != nil {
+		return clientconfig.New(""), nil // no file to read: no contexts
+	}
+	return clientconfig.Load(path)
+}
+
+// resolve settles the server, tenant and credential of this run: flags,
+// then the environment, then the context of the configuration file. It
+// runs before every command; an error is reported only by the commands
+// that use the API (client, tenantFor).
+func (a *app) resolve() {
+	a.server, a.tenant = a.flagServer, a.flagTenant
+	if a.server == "" {
+		a.server = a.env.getenv("WEFT_SERVER")
+	}
+	if a.tenant == "" {
+		a.tenant = a.env.getenv("WEFT_TENANT")
+	}
+	cfg, err := a.configFile()
+	if err == nil {
+		a.settings, err = cfg.Resolve(clientconfig.Overrides{Context: a.context, Server: a.server, Tenant: a.tenant, InsecureHTTP: a.insecureHTTP})
+	}
+	if err != nil {
+		a.settingsErr = usageErrorf("%v", err)
+		return
+	}
+	a.server, a.tenant = a.settings.Server, a.settings.Tenant
+}
+
+// client returns the API client of the resolved settings, making it on
+// first use.
 func (a *app) client() (*client.Client, error) {
+	if a.settingsErr != nil {
+		return nil, a.settingsErr
+	}
 	if a.cl == nil {
-		cl, err := client.New(a.server)
+		if a.settings == nil {
+			a.resolve() // commands run without the root (tests)
+			if a.settingsErr != nil {
+				return nil, a.settingsErr
+			}
+		}
+		cl, err := a.settings.NewClient(client.WithPageSize(a.pageSize))
 		if err != nil {
 			return nil, usageErrorf("--server: %v", err)
+		}
+		if a.insecureHTTP && strings.HasPrefix(a.settings.Server, "http://") {
+			fmt.Fprintf(a.stderr, "warning: --insecure-http: talking to %s in clear text, without authenticating it\n", a.settings.Server)
 		}
 		a.cl = cl
 	}
@@ -97,11 +151,18 @@ func (a *app) newRootCmd() *cobra.Command {
 		Long: `weft runs the SDN control plane (controller, agent) and is the operator's CLI
 for its REST API.
 
-The CLI commands (apply, get, describe, delete) talk to the controller given by
---server, or $WEFT_SERVER, or ` + client.DefaultServer + `. Objects of
-tenant-scoped kinds (vpc, subnet, endpoint, securitypolicy, qosclass) belong to
-a tenant: pick it with --tenant or $WEFT_TENANT; --all-tenants lists across
-tenants. Tenants and hosts are cluster-scoped.`,
+The CLI commands (apply, get, describe, delete, ...) talk to the controller
+of the current context of the configuration file ($WEFT_CONFIG, else
+~/.config/weft/config; see 'weft config' and 'weft login'), which also gives
+the CA that signs the controller's certificate and the credential (a token or
+a client certificate); --context picks another context. --server or
+$WEFT_SERVER overrides the context's controller (default ` + client.DefaultServer + `).
+Plain http:// needs --insecure-http.
+
+Objects of tenant-scoped kinds (vpc, subnet, endpoint, securitypolicy,
+qosclass) belong to a tenant: pick it with --tenant or $WEFT_TENANT (else the
+context's tenant); --all-tenants lists across tenants. Tenants and hosts are
+cluster-scoped.`,
 		Example: `  weft controller --data-dir /var/lib/weft
   weft apply -f network.yaml
   weft get vpcs --tenant acme
@@ -111,23 +172,21 @@ tenants. Tenants and hosts are cluster-scoped.`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+		PersistentPreRun:  func(*cobra.Command, []string) { a.resolve() },
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd.CommandPath(), err: err}
 	})
-	server := a.env.getenv("WEFT_SERVER")
-	if server == "" {
-		server = client.DefaultServer
-	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.server, "server", server, "URL of the weft controller's API (env WEFT_SERVER)")
-	pf.StringVar(&a.tenant, "tenant", a.env.getenv("WEFT_TENANT"), "tenant of tenant-scoped kinds (env WEFT_TENANT)")
+	pf.StringVar(&a.flagServer, "server", "", "URL of the weft controller's API (env WEFT_SERVER; default: the context's, else "+client.DefaultServer+")")
+	pf.StringVar(&a.flagTenant, "tenant", "", "tenant of tenant-scoped kinds (env WEFT_TENANT; default: the context's)")
 	pf.BoolVar(&a.allTenants, "all-tenants", false, "list tenant-scoped kinds across all tenants (overrides --tenant)")
+	pf.StringVar(&a.context, "context", "", "context of the configuration file to use (default: its current context; env WEFT_CONFIG names the file)")
+	pf.BoolVar(&a.insecureHTTP, "insecure-http", false, "allow a plain http:// controller: no TLS, credentials in clear text (labs only)")
 
 	root.AddCommand(
 		newControllerCmd(),
 		newAgentCmd(),
-		newHostKeyCmd(),
 		newDemoCmd(),
 		newSimCmd(),
 		newSimChildCmd(),
@@ -136,7 +195,12 @@ tenants. Tenants and hosts are cluster-scoped.`,
 		a.newGetCmd(),
 		a.newDescribeCmd(),
 		a.newDeleteCmd(),
+		a.newFlowsCmd(),
 		a.newVersionCmd(),
+		a.newConfigCmd(),
+		a.newLoginCmd(),
+		a.newTokenCmd(),
+		a.newCertCmd(),
 	)
 	return root
 }
@@ -183,6 +247,12 @@ func printError(w io.Writer, err error) {
 		for _, d := range se.Dependents {
 			fmt.Fprintf(w, "  depended on by %s\n", d)
 		}
+		switch se.Reason {
+		case apiv1.ReasonUnauthorized:
+			fmt.Fprintf(w, "  the controller did not accept this command's credential (none, wrong, expired or revoked): see 'weft config get-contexts' and 'weft login'\n")
+		case apiv1.ReasonForbidden:
+			fmt.Fprintf(w, "  the credential is valid, but its role may not do this\n")
+		}
 	}
 	var ue *usageError
 	if errors.As(err, &ue) && ue.cmd != "" {
@@ -211,6 +281,9 @@ func (a *app) tenantFor(k apiv1.KindInfo) (string, error) {
 		return "", nil
 	}
 	if a.tenant == "" {
+		if a.settingsErr != nil {
+			return "", a.settingsErr
+		}
 		return "", usageErrorf("%s is tenant-scoped: pass --tenant TENANT (or set WEFT_TENANT)", strings.ToLower(k.Kind))
 	}
 	return a.tenant, nil
@@ -301,16 +374,11 @@ controller is an error.`,
 			}
 			switch output {
 			case formatJSON, formatYAML:
-				data, err := json.MarshalIndent(out, "", "  ")
+				data, err := marshalValue(out, output)
 				if err != nil {
-					return fmt.Errorf("encode version: %w", err)
+					return fmt.Errorf("version: %w", err)
 				}
-				if output == formatYAML {
-					if data, err = yaml.JSONToYAML(data); err != nil {
-						return fmt.Errorf("encode version: %w", err)
-					}
-				}
-				_, _ = a.stdout.Write(ensureNewline(data))
+				_, _ = a.stdout.Write(data)
 			default:
 				c := out.Client
 				rev := c.Revision

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/internal/apitest"
 )
 
@@ -36,7 +38,14 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	srv := apitest.Start(t, apitest.Options{Version: clientVersion().Version})
-	return &harness{t: t, srv: srv, url: srv.URL, env: map[string]string{"WEFT_SERVER": srv.URL}}
+	// The test API is plain HTTP: a context allows it.
+	cfg := clientconfig.New(filepath.Join(t.TempDir(), "config"))
+	cfg.SetContext(clientconfig.Context{Name: "test", Server: srv.URL, InsecureHTTP: true})
+	cfg.CurrentContext = "test"
+	if err := cfg.Save(); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, srv: srv, url: srv.URL, env: map[string]string{clientconfig.EnvPath: cfg.Path()}}
 }
 
 // stored returns an object as the controller stores it.
@@ -111,7 +120,7 @@ func TestRunRealEntry(t *testing.T) {
 	// run() reads the process environment; --server overrides it.
 	h := newHarness(t)
 	var out, errOut bytes.Buffer
-	if code := run(t.Context(), []string{"--server", h.url, "get", "tenants", "-o", "json"}, &out, &errOut); code != 0 {
+	if code := run(t.Context(), []string{"--server", h.url, "--insecure-http", "get", "tenants", "-o", "json"}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	if !strings.Contains(out.String(), `"kind": "List"`) {
@@ -142,8 +151,9 @@ func TestUnreachable(t *testing.T) {
 	dead := "http://" + l.Addr().String()
 	l.Close()
 	h := &harness{t: t}
-	r := h.run("--server", dead, "apply", "-f", "testdata/network.yaml")
-	if r.code != 1 || !strings.HasPrefix(r.stderr, "error: ") ||
+	r := h.run("--server", dead, "--insecure-http", "apply", "-f", "testdata/network.yaml")
+	warning := "warning: --insecure-http: talking to " + dead + " in clear text, without authenticating it\n"
+	if r.code != 1 || !strings.HasPrefix(r.stderr, warning+"error: ") ||
 		!strings.Contains(r.stderr, "cannot reach the weft controller at "+dead) ||
 		!strings.Contains(r.stderr, "is `weft controller` running?") {
 		t.Errorf("got %+v, want exit 1 and an error naming %s", r, dead)

@@ -1,136 +1,100 @@
-// Package hostkey gives every host the key that authenticates its agent on
-// the southbound channels (the Hello of the config stream, every UDP
-// datagram). Keys are derived, not stored: a host's key is
-// HMAC-SHA256(cluster secret, "weft/v1 host key" || 0 || host name), so
-// every controller replica that shares the cluster secret (kept in etcd)
-// computes the same keys, and an operator provisions a host with
-// `weft host-key NAME`. A Keyring follows the store's Host objects and
-// answers key lookups by host name and by host ID without I/O.
+// Package hostkey keeps the keys that authenticate each host's agent on the
+// southbound channels (the Hello of the config stream, every UDP datagram).
+//
+// A host's key is random, made when the host enrols (see Enroller) and
+// stored sealed under the cluster key (package secrets) at
+// hostkeys/<Host UID> in etcd; deleting the Host deletes it in the same
+// transaction (see DeleteOps). Keys are bound to the Host's UID, not its
+// name: a Host deleted and created again under the same name gets a new UID
+// and no key until it enrols again, so a leaked key dies with its Host. A
+// Keyring follows the Hosts and the keys and answers lookups by host name
+// and by host ID without I/O.
 package hostkey
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/wire"
 )
 
-// SecretSize is the length of the cluster secret.
-const SecretSize = 32
+// prefix is where host keys live, under the store's prefix.
+const prefix = "hostkeys/"
 
-// Derive returns the per-host key of host under the cluster secret.
-func Derive(secret []byte, host string) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("weft/v1 host key"))
-	m.Write([]byte{0})
-	m.Write([]byte(host))
-	return m.Sum(nil)[:wire.KeySize]
+// etcdKey returns the etcd key of the key of the Host with this UID.
+func etcdKey(st *store.Store, hostUID string) string { return st.Key(prefix + hostUID) }
+
+// PutOp returns the operation that stores key as the key of the Host with
+// this UID, sealed.
+func PutOp(st *store.Store, s *secrets.Sealer, hostUID string, key []byte) clientv3.Op {
+	k := etcdKey(st, hostUID)
+	return clientv3.OpPut(k, string(s.Seal(k, key)))
 }
 
-// LoadOrCreateSecret returns the cluster secret stored at key in etcd,
-// creating a random one if there is none yet (in one transaction, so
-// replicas starting together agree on one secret).
-func LoadOrCreateSecret(ctx context.Context, cli *clientv3.Client, key string) ([]byte, error) {
-	fresh := make([]byte, SecretSize)
-	if _, err := rand.Read(fresh); err != nil {
-		return nil, fmt.Errorf("cluster secret: %w", err)
-	}
-	resp, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, hex.EncodeToString(fresh))).
-		Else(clientv3.OpGet(key)).
-		Commit()
-	if err != nil {
-		return nil, fmt.Errorf("cluster secret: %w", err)
-	}
-	if resp.Succeeded {
-		return fresh, nil
-	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) != 1 {
-		return nil, errors.New("cluster secret: vanished while read")
-	}
-	return ParseHex(string(kvs[0].Value))
+// DeleteOp returns the operation that deletes the key of a Host.
+func DeleteOp(st *store.Store, hostUID string) clientv3.Op {
+	return clientv3.OpDelete(etcdKey(st, hostUID))
 }
 
-// ParseHex decodes a hex key (a cluster secret or a host key), as written
-// in key files; surrounding white space is ignored.
-func ParseHex(s string) ([]byte, error) {
-	b, err := hex.DecodeString(strings.TrimSpace(s))
-	if err != nil {
-		return nil, fmt.Errorf("key: not hex: %w", err)
-	}
-	if len(b) != SecretSize {
-		return nil, fmt.Errorf("key: %d bytes, want %d", len(b), SecretSize)
-	}
-	return b, nil
-}
-
-// ReadFile reads a hex key file.
-func ReadFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
-	}
-	k, err := ParseHex(string(b))
-	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	return k, nil
-}
-
-// WriteFile writes a hex key file readable only by its owner.
-func WriteFile(path string, key []byte) error {
-	if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	return nil
+// host is what the Keyring knows of a Host.
+type host struct {
+	uid string
+	id  uint32
 }
 
 // Keyring maps host names and host IDs to keys, following the store.
 type Keyring struct {
-	secret []byte
 	st     *store.Store
+	sealer *secrets.Sealer
 	log    *slog.Logger
 	life   lifecycle.Group
 
-	mu   sync.RWMutex
-	byID map[uint32][]byte
-	idOf map[string]uint32
+	mu     sync.RWMutex
+	hosts  map[string]host   // by name
+	keys   map[string][]byte // by Host UID
+	byID   map[uint32][]byte // derived from the two above
+	keyRev int64             // the revision the keys reflect
+	keyCh  chan struct{}     // closed and replaced when keyRev advances
 }
 
-// NewKeyring returns a Keyring for the hosts in st; call Start.
-func NewKeyring(secret []byte, st *store.Store, log *slog.Logger) *Keyring {
+// NewKeyring returns a Keyring of the hosts in st whose keys open with
+// sealer; call Start.
+func NewKeyring(st *store.Store, sealer *secrets.Sealer, log *slog.Logger) *Keyring {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Keyring{secret: secret, st: st, log: log.With("subsystem", "hostkey")}
+	return &Keyring{st: st, sealer: sealer, log: log.With("subsystem", "hostkey"), keyCh: make(chan struct{})}
 }
 
-// Start loads the current hosts, then follows Host changes until Close.
-func (k *Keyring) Start(context.Context) error {
+// Start loads the current hosts and keys, then follows both until Close.
+func (k *Keyring) Start(ctx context.Context) error {
 	if _, err := k.life.Start(); err != nil {
 		return fmt.Errorf("hostkey: %w", err)
 	}
+	resp, err := k.st.Client().Get(ctx, k.st.Key(prefix), clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("hostkey: load keys: %w", err)
+	}
+	k.resetKeys(resp.Kvs, resp.Header.Revision)
 	hosts, rev := k.st.ListSelector(apiv1.KindHost, "", nil)
-	k.reset(hosts, rev)
+	k.resetHosts(hosts, rev)
 	k.life.Go(func(ctx context.Context) {
-		_ = store.Follow(ctx, k.st, store.FollowConfig{Name: "hostkey", Kind: apiv1.KindHost, From: rev,
-			OnEvents: k.apply, OnReset: k.reset, Logger: k.log})
+		_ = store.Follow(ctx, k.st, store.FollowConfig{Name: "hostkey-hosts", Kind: apiv1.KindHost, From: rev,
+			OnEvents: k.applyHosts, OnReset: k.resetHosts, Logger: k.log})
+	})
+	k.life.Go(func(ctx context.Context) {
+		_ = k.st.FollowKeys(ctx, store.KeysConfig{Name: "hostkey-keys", Prefix: k.st.Key(prefix), From: resp.Header.Revision,
+			OnEvents: k.applyKeys, OnReset: k.resetKeys, Logger: k.log})
 	})
 	return nil
 }
@@ -138,47 +102,124 @@ func (k *Keyring) Start(context.Context) error {
 // Close stops following the store and waits; idempotent.
 func (k *Keyring) Close() error { return k.life.Close() }
 
-// reset makes the hosts the keyring knows exactly hosts.
-func (k *Keyring) reset(hosts []apiv1.Object, _ int64) {
+func (k *Keyring) resetHosts(hosts []apiv1.Object, _ int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.byID, k.idOf = map[uint32][]byte{}, map[string]uint32{}
+	k.hosts = make(map[string]host, len(hosts))
 	for _, o := range hosts {
-		k.observe(store.EventAdded, o.(*apiv1.Host))
+		k.observeHost(store.EventAdded, o.(*apiv1.Host))
 	}
+	k.index()
 }
 
-func (k *Keyring) apply(evs []store.Event) {
+func (k *Keyring) applyHosts(evs []store.Event) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, ev := range evs {
-		k.observe(ev.Type, ev.Object.(*apiv1.Host))
+		k.observeHost(ev.Type, ev.Object.(*apiv1.Host))
 	}
+	k.index()
 }
 
-// observe applies one change of a host; k.mu is held.
-func (k *Keyring) observe(typ string, h *apiv1.Host) {
-	name, id := h.Metadata.Name, h.Status.HostID
+// observeHost applies one change of a Host; k.mu is held.
+func (k *Keyring) observeHost(typ string, h *apiv1.Host) {
 	if typ == store.EventDeleted {
-		if k.idOf[name] == id {
-			delete(k.idOf, name)
+		if k.hosts[h.Metadata.Name].uid == h.Metadata.UID {
+			delete(k.hosts, h.Metadata.Name)
 		}
-		delete(k.byID, id)
 		return
 	}
-	if id == 0 {
-		return
-	}
-	if old, ok := k.idOf[name]; ok && old != id {
-		delete(k.byID, old)
-	}
-	k.idOf[name] = id
-	k.byID[id] = Derive(k.secret, name)
+	k.hosts[h.Metadata.Name] = host{uid: h.Metadata.UID, id: h.Status.HostID}
 }
 
-// ByName returns the key of a host by name; any name has a key, whether or
-// not the Host exists yet (an agent registers its Host with it).
-func (k *Keyring) ByName(host string) []byte { return Derive(k.secret, host) }
+func (k *Keyring) resetKeys(kvs []*mvccpb.KeyValue, rev int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys = make(map[string][]byte, len(kvs))
+	for _, kv := range kvs {
+		k.observeKey(kv, false)
+	}
+	k.index()
+	k.advance(rev)
+}
+
+func (k *Keyring) applyKeys(evs []*clientv3.Event) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ev := range evs {
+		k.observeKey(ev.Kv, ev.Type == clientv3.EventTypeDelete)
+	}
+	k.index()
+	k.advance(evs[len(evs)-1].Kv.ModRevision)
+}
+
+// observeKey applies one change of a stored key; k.mu is held.
+func (k *Keyring) observeKey(kv *mvccpb.KeyValue, deleted bool) {
+	uid := strings.TrimPrefix(string(kv.Key), k.st.Key(prefix))
+	if deleted {
+		delete(k.keys, uid)
+		return
+	}
+	key, err := k.sealer.Open(string(kv.Key), kv.Value)
+	if err == nil && len(key) != wire.KeySize {
+		err = fmt.Errorf("%d bytes, want %d", len(key), wire.KeySize)
+	}
+	if err != nil {
+		delete(k.keys, uid)
+		k.log.Error("ignoring a host key that does not open", "hostUID", uid, "err", err)
+		return
+	}
+	k.keys[uid] = key
+}
+
+// index rebuilds byID; k.mu is held.
+func (k *Keyring) index() {
+	k.byID = make(map[uint32][]byte, len(k.hosts))
+	for _, h := range k.hosts {
+		if key, ok := k.keys[h.uid]; ok && h.id != 0 {
+			k.byID[h.id] = key
+		}
+	}
+}
+
+// advance notes that the keys reflect rev; k.mu is held.
+func (k *Keyring) advance(rev int64) {
+	if rev > k.keyRev {
+		k.keyRev = rev
+		close(k.keyCh)
+		k.keyCh = make(chan struct{})
+	}
+}
+
+// wait returns once the keys reflect rev.
+func (k *Keyring) wait(ctx context.Context, rev int64) error {
+	for {
+		k.mu.RLock()
+		done, ch := k.keyRev >= rev, k.keyCh
+		k.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("hostkey: wait for revision %d: %w", rev, ctx.Err())
+		}
+	}
+}
+
+// ByName returns the key of a host by name: the key of the Host of that
+// name as it exists now, false if there is none or it has not enrolled.
+func (k *Keyring) ByName(name string) ([]byte, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	h, ok := k.hosts[name]
+	if !ok {
+		return nil, false
+	}
+	key, ok := k.keys[h.uid]
+	return key, ok
+}
 
 // ByID returns the key of the host with this host ID (wire.Keyring).
 func (k *Keyring) ByID(id uint32) ([]byte, bool) {
@@ -192,11 +233,11 @@ func (k *Keyring) ByID(id uint32) ([]byte, bool) {
 func (k *Keyring) Key(id uint32) ([]byte, bool) { return k.ByID(id) }
 
 // HostID returns the host ID of a host by name.
-func (k *Keyring) HostID(host string) (uint32, bool) {
+func (k *Keyring) HostID(name string) (uint32, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	id, ok := k.idOf[host]
-	return id, ok
+	h, ok := k.hosts[name]
+	return h.id, ok && h.id != 0
 }
 
 var _ wire.Keyring = (*Keyring)(nil)

@@ -3,14 +3,19 @@ package hostkey
 import (
 	"bytes"
 	"context"
-	"path/filepath"
+	"encoding/hex"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/registry"
+	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/etcdtest"
 )
@@ -22,169 +27,250 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func TestDerive(t *testing.T) {
-	s1, s2 := bytes.Repeat([]byte{1}, SecretSize), bytes.Repeat([]byte{2}, SecretSize)
-	a, b := Derive(s1, "h1"), Derive(s1, "h1")
-	if !bytes.Equal(a, b) || len(a) != SecretSize {
-		t.Fatalf("Derive not deterministic or wrong size: %x %x", a, b)
-	}
-	for _, other := range [][]byte{Derive(s1, "h2"), Derive(s2, "h1"), Derive(s1, "h1\x00")} {
-		if bytes.Equal(a, other) {
-			t.Errorf("distinct inputs give the same key %x", a)
-		}
-	}
-	path := filepath.Join(t.TempDir(), "k")
-	if err := WriteFile(path, a); err != nil {
+// env is a store with tokens, a keyring and a registry that deletes a
+// Host's credentials with it.
+type env struct {
+	st     *store.Store
+	cli    *clientv3.Client
+	reg    *registry.Registry
+	tokens *auth.Tokens
+	keys   *Keyring
+	sealer *secrets.Sealer
+	enr    *Enroller
+	authn  *auth.Authenticator
+}
+
+func start(t *testing.T, opts ...etcdtest.Options) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := etcdtest.Start(t, opts...)
+	sealer, err := secrets.NewSealer(bytes.Repeat([]byte{7}, secrets.KeySize))
+	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadFile(path)
-	if err != nil || !bytes.Equal(got, a) {
-		t.Errorf("key file round trip: %x %v", got, err)
+	tokens, err := auth.NewTokens(auth.TokensConfig{Store: e.Store})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []string{"zz", "abcd", ""} {
-		if _, err := ParseHex(bad); err == nil {
-			t.Errorf("ParseHex(%q) accepted", bad)
+	if err := tokens.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tokens.Close() })
+	reg, err := registry.New(registry.Config{Store: e.Store, HostDeleteOps: DeleteOps(e.Store, tokens)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	keys := NewKeyring(e.Store, sealer, nil)
+	if err := keys.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keys.Close() })
+	return &env{st: e.Store, cli: e.Client, reg: reg, tokens: tokens, keys: keys, sealer: sealer,
+		enr:   NewEnroller(EnrollerConfig{Store: e.Store, Registry: reg, Tokens: tokens, Keyring: keys, Sealer: sealer, CA: []byte("CA")}),
+		authn: auth.NewAuthenticator(tokens, e.Store)}
+}
+
+// identity authenticates a token as the API does.
+func (e *env) identity(tok string) (*auth.Identity, error) {
+	r, _ := http.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return e.authn.Authenticate(r)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
 		}
 	}
 }
 
-func TestSecretAndKeyring(t *testing.T) {
+// TestEnrollAndDelete: a bootstrap token enrols its host once; the key and
+// the agent token work until the Host is deleted, and a Host created again
+// under the same name revives neither.
+func TestEnrollAndDelete(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	env := etcdtest.Start(t)
-	cli, st, reg := env.Client, env.Store, env.Registry
-	s1, err := LoadOrCreateSecret(ctx, cli, "/weft/secrets/cluster")
+	e := start(t)
+	boot, err := e.tokens.Create(ctx, auth.TokenRequest{Scope: auth.Scope{Role: auth.RoleBootstrap, Host: "h1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, err := LoadOrCreateSecret(ctx, cli, "/weft/secrets/cluster")
-	if err != nil || !bytes.Equal(s1, s2) {
-		t.Fatalf("second load gave another secret (%v)", err)
-	}
-	kr := NewKeyring(s1, st, nil)
-	if err := kr.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer kr.Close()
-	out, err := reg.Create(ctx, &apiv1.Host{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindHost},
-		Metadata: apiv1.ObjectMeta{Name: "h1"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.1"}})
+	bootID, err := e.identity(boot.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := out.(*apiv1.Host).Status.HostID
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if key, ok := kr.ByID(id); ok {
-			if !bytes.Equal(key, Derive(s1, "h1")) {
-				t.Fatalf("ByID key differs from Derive")
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("keyring never learned host ID %d", id)
-		}
-		time.Sleep(5 * time.Millisecond)
+	req := EnrollRequest{Host: "h1", UnderlayIP: "192.0.2.1"}
+	if _, err := e.enr.Enroll(ctx, bootID, EnrollRequest{Host: "h2", UnderlayIP: "192.0.2.2"}); !apiv1.IsForbidden(err) {
+		t.Fatalf("bootstrap token of h1 enrolling h2: %v, want 403", err)
 	}
-	if got, ok := kr.HostID("h1"); !ok || got != id {
-		t.Errorf("HostID(h1) = %d %v, want %d", got, ok, id)
-	}
-	if _, err := reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
+	got, err := e.enr.Enroll(ctx, bootID, req)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline = time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, ok := kr.ByID(id); !ok {
-			break
+	if _, err := e.enr.Enroll(ctx, bootID, req); apiv1.ReasonOf(err) != apiv1.ReasonUnauthorized {
+		t.Fatalf("second enrolment with the bootstrap token: %v, want 401", err)
+	}
+	if _, err := e.identity(boot.Secret); err == nil {
+		t.Fatal("the used bootstrap token still authenticates")
+	}
+	key, _ := hex.DecodeString(got.HostKey)
+	h, ok := e.st.Get(apiv1.KindHost, "", "h1")
+	if !ok || h.GetObjectMeta().UID != got.HostUID || got.CA != "CA" {
+		t.Fatalf("enrolment %+v for Host %v", got, h)
+	}
+	id := h.(*apiv1.Host).Status.HostID
+	// Enroll returns once this replica knows the key and the token.
+	if k, ok := e.keys.ByName("h1"); !ok || !bytes.Equal(k, key) {
+		t.Fatalf("ByName(h1) = %x %v, want the enrolled key", k, ok)
+	}
+	if k, ok := e.keys.ByID(id); !ok || !bytes.Equal(k, key) {
+		t.Fatalf("ByID(%d) = %x %v, want the enrolled key", id, k, ok)
+	}
+	agent, err := e.identity(got.Token)
+	if err != nil || agent.Role != auth.RoleAgent || agent.Host != "h1" || agent.HostUID != got.HostUID {
+		t.Fatalf("agent token: %+v %v", agent, err)
+	}
+
+	if _, err := e.reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the deleted host's key and token refused", func() bool {
+		_, byName := e.keys.ByName("h1")
+		_, byID := e.keys.ByID(id)
+		_, err := e.identity(got.Token)
+		return !byName && !byID && err != nil
+	})
+	resp, err := e.cli.Get(ctx, e.st.Key(prefix), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Errorf("host keys left in etcd after the delete: %d (%v)", resp.Count, err)
+	}
+	for _, tok := range e.tokens.List() {
+		t.Errorf("token left after the Host's delete: %+v", tok)
+	}
+
+	// Same name, new Host: nothing of the old one works.
+	if _, err := e.reg.Create(ctx, etcdtest.Host("h1", "192.0.2.1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.keys.ByName("h1"); ok {
+		t.Error("a re-created Host has the deleted one's key")
+	}
+	if _, err := e.identity(got.Token); err == nil {
+		t.Error("the deleted Host's agent token works for the re-created Host")
+	}
+}
+
+// TestKeyringRefusesForeignKeys: a key sealed under another cluster key,
+// or copied to another Host's place, is not used.
+func TestKeyringRefusesForeignKeys(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := start(t)
+	var uids []string
+	for i, name := range []string{"h1", "h2", "h3"} {
+		out, err := e.reg.Create(ctx, etcdtest.Host(name, "192.0.2."+strconv.Itoa(i+1)))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("keyring kept the key of a deleted host")
+		uids = append(uids, out.GetObjectMeta().UID)
+	}
+	other, _ := secrets.NewSealer(bytes.Repeat([]byte{8}, secrets.KeySize))
+	good := PutOp(e.st, e.sealer, uids[0], bytes.Repeat([]byte{1}, 32))
+	moved := clientv3.OpPut(e.st.Key(prefix+uids[2]), string(e.sealer.Seal(e.st.Key(prefix+uids[0]), bytes.Repeat([]byte{1}, 32))))
+	if _, err := e.cli.Txn(ctx).Then(good, PutOp(e.st, other, uids[1], bytes.Repeat([]byte{2}, 32)), moved).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "h1's key", func() bool { _, ok := e.keys.ByName("h1"); return ok })
+	for _, h := range []string{"h2", "h3"} {
+		if _, ok := e.keys.ByName(h); ok {
+			t.Errorf("%s: a key that does not open for it is used", h)
 		}
 	}
 }
 
 // TestKeyringForgetsHostDeletedInCompactedGap: a keyring that loses its
-// watch (the store drops it as a slow subscriber) while one Host is deleted
-// and another created, and whose history to resume from is then compacted,
-// must stop answering for the deleted host and answer for the new one.
+// watches (the store drops it as a slow subscriber) while one Host is
+// deleted and another enrolled, and whose history to resume from is then
+// compacted, must stop answering for the deleted host and answer for the
+// new one.
 func TestKeyringForgetsHostDeletedInCompactedGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	env := etcdtest.Start(t, etcdtest.Options{Store: func(c *store.Config) { c.RingSize, c.SubscriberBacklog = 4, 4 }})
-	cli, st, reg := env.Client, env.Store, env.Registry
-	mustCreate := func(name, ip string) *apiv1.Host {
+	e := start(t, etcdtest.Options{Store: func(c *store.Config) { c.RingSize, c.SubscriberBacklog = 4, 4 }})
+	enrol := func(name, ip string) uint32 {
 		t.Helper()
-		out, err := reg.Create(ctx, etcdtest.Host(name, ip))
-		if err != nil {
+		if _, err := e.enr.Enroll(ctx, &auth.Anonymous, EnrollRequest{Host: name, UnderlayIP: ip}); err != nil {
 			t.Fatal(err)
 		}
-		return out.(*apiv1.Host)
+		h, _ := e.st.Get(apiv1.KindHost, "", name)
+		return h.(*apiv1.Host).Status.HostID
 	}
 	// touch changes h0: an event the keyring follows.
 	touch := func(n int) int64 {
 		t.Helper()
 		h := etcdtest.Host("h0", "192.0.2.100")
 		h.Metadata.Labels = map[string]string{"n": strconv.Itoa(n)}
-		out, err := reg.Update(ctx, h)
+		out, err := e.reg.Update(ctx, h)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rev, _ := strconv.ParseInt(out.GetObjectMeta().ResourceVersion, 10, 64)
 		return rev
 	}
-	mustCreate("h0", "192.0.2.100")
-	gone := mustCreate("h1", "192.0.2.1").Status.HostID
+	enrol("h0", "192.0.2.100")
+	gone := enrol("h1", "192.0.2.1")
 
-	secret := bytes.Repeat([]byte{7}, SecretSize)
-	kr := NewKeyring(secret, st, nil)
-	if err := kr.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer kr.Close()
-	if _, ok := kr.ByID(gone); !ok {
-		t.Fatal("keyring does not know h1 after Start")
-	}
-
-	// Hold the keyring's follow goroutine in its first event while more
-	// than its backlog happens: the store drops it. Then, unseen, delete h1,
-	// create h2, and compact the history the keyring would resume from.
-	kr.mu.Lock()
+	// Hold the keyring's follow goroutines while more than their backlog
+	// happens: the store drops them. Then, unseen, delete h1, enrol h2,
+	// and compact the history the keyring would resume from.
+	e.keys.mu.Lock()
 	locked := true
 	defer func() {
 		if locked {
-			kr.mu.Unlock()
+			e.keys.mu.Unlock()
 		}
 	}()
 	for i := range 16 {
 		touch(i)
 	}
-	if _, err := reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
+	if _, err := e.reg.Delete(ctx, apiv1.Ref{Kind: apiv1.KindHost, Name: "h1"}); err != nil {
 		t.Fatal(err)
 	}
-	added := mustCreate("h2", "192.0.2.2").Status.HostID
+	// Enrol h2 by hand (Enroll waits for the held keyring).
+	out, err := e.reg.Create(ctx, etcdtest.Host("h2", "192.0.2.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := out.(*apiv1.Host).Status.HostID
+	if _, err := e.cli.Txn(ctx).Then(PutOp(e.st, e.sealer, out.GetObjectMeta().UID, bytes.Repeat([]byte{2}, 32))).Commit(); err != nil {
+		t.Fatal(err)
+	}
 	var last int64
 	for i := range 8 {
 		last = touch(100 + i)
 	}
-	if _, err := cli.Compact(ctx, last); err != nil {
+	if _, err := e.cli.Compact(ctx, last); err != nil {
 		t.Fatal(err)
 	}
-	if st.Stats().DroppedWatchers == 0 {
+	if e.st.Stats().DroppedWatchers == 0 {
 		t.Fatal("the store dropped no watcher: the test did not exercise a lost watch")
 	}
-	kr.mu.Unlock()
+	e.keys.mu.Unlock()
 	locked = false
 
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		_, stale := kr.ByID(gone)
-		_, fresh := kr.ByID(added)
-		if !stale && fresh {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the compacted gap: key of deleted h1 (ID %d) known = %v, key of new h2 (ID %d) known = %v; want false, true",
-				gone, stale, added, fresh)
-		}
-	}
-	if _, ok := kr.HostID("h1"); ok {
+	waitUntil(t, "the keys after the compacted gap", func() bool {
+		_, stale := e.keys.ByID(gone)
+		_, fresh := e.keys.ByID(added)
+		return !stale && fresh
+	})
+	if _, ok := e.keys.HostID("h1"); ok {
 		t.Error("HostID still answers for the deleted h1")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/observe/capture"
 )
@@ -248,12 +249,12 @@ func (c *Controller) sweepSessions(ctx context.Context) {
 func (c *Controller) upload(w http.ResponseWriter, r *http.Request) {
 	ref := apiv1.Ref{Kind: apiv1.KindCapture, Tenant: r.PathValue("tenant"), Name: r.PathValue("name")}
 	host := r.URL.Query().Get("host")
-	if err := c.authorize(r, "status", ref); err != nil {
+	o, _ := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
+	if _, err := c.authorize(r, auth.VerbStatus, ref, o); err != nil {
 		writeError(w, err)
 		return
 	}
-	o, ok := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
-	if !ok || o.GetObjectMeta().UID != r.URL.Query().Get("uid") {
+	if o.GetObjectMeta().UID != r.URL.Query().Get("uid") {
 		writeError(w, apiv1.NewNotFound(ref))
 		return
 	}
@@ -325,13 +326,9 @@ func (r readerCtx) Read(p []byte) (int, error) {
 // away before stops the capture on every host.
 func (c *Controller) download(w http.ResponseWriter, r *http.Request) {
 	ref := apiv1.Ref{Kind: apiv1.KindCapture, Tenant: r.PathValue("tenant"), Name: r.PathValue("name")}
-	if err := c.authorize(r, "get", ref); err != nil {
+	o, _ := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
+	if _, err := c.authorize(r, auth.VerbGet, ref, o); err != nil {
 		writeError(w, err)
-		return
-	}
-	o, ok := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
-	if !ok {
-		writeError(w, apiv1.NewNotFound(ref))
 		return
 	}
 	cp := o.(*apiv1.Capture)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/observe/capture"
@@ -26,10 +27,11 @@ type Writer interface {
 	Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
 }
 
-// Authorizer decides whether a request may do verb ("get", "status") on
-// the object ref; nil lets every request through (an API without
-// authentication). The REST API's authorizer plugs in here.
-type Authorizer func(r *http.Request, verb string, ref apiv1.Ref) error
+// Authenticator tells who a request is (nil: no credential); the REST
+// API's (auth.Authenticator) plugs in here.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*auth.Identity, error)
+}
 
 // Config configures a Controller.
 type Config struct {
@@ -43,8 +45,11 @@ type Config struct {
 	Advertise string
 	// Compiler compiles capture filters.
 	Compiler capture.Compiler
-	// Authorize guards the handler's endpoints (nil: open).
-	Authorize Authorizer
+	// Authenticator authenticates the handler's requests; Insecure lets
+	// requests without a credential act as cluster admins, as the REST
+	// API does. With neither, every request is refused.
+	Authenticator Authenticator
+	Insecure      bool
 	// Transport reaches other replicas (default http.DefaultTransport).
 	Transport http.RoundTripper
 	Logger    *slog.Logger

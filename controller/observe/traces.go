@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/observe/trace"
 )
 
@@ -133,7 +134,9 @@ const maxBody = trace.MaxReportBytes
 // releases the trace once every host is armed, and merges the hops.
 func (c *Controller) report(w http.ResponseWriter, r *http.Request) {
 	ref := apiv1.Ref{Kind: apiv1.KindTrace, Tenant: r.PathValue("tenant"), Name: r.PathValue("name")}
-	if err := c.authorize(r, "status", ref); err != nil {
+	o, _ := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
+	id, err := c.authorize(r, auth.VerbStatus, ref, o)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -147,13 +150,12 @@ func (c *Controller) report(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiv1.NewBadRequest("%v", err))
 		return
 	}
-	o, ok := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
-	if !ok || o.(*apiv1.Trace).Metadata.UID != rep.UID {
+	tr := o.(*apiv1.Trace)
+	if tr.Metadata.UID != rep.UID {
 		writeError(w, apiv1.NewNotFound(ref))
 		return
 	}
-	tr := o.(*apiv1.Trace)
-	if !slices.Contains(tr.Status.Hosts, rep.Host) {
+	if !slices.Contains(tr.Status.Hosts, rep.Host) || (id.Role == auth.RoleAgent && rep.Host != id.Host) {
 		writeError(w, apiv1.NewForbidden("host %q takes no part in trace %s", rep.Host, ref))
 		return
 	}

@@ -58,6 +58,9 @@ type Config struct {
 	BlockSize int
 	// Now returns the time for creationTimestamp (default time.Now).
 	Now func() time.Time
+	// HostDeleteOps, if set, returns more deletes for the transaction that
+	// deletes a Host: its credentials (package hostkey).
+	HostDeleteOps func(h *apiv1.Host) []clientv3.Op
 	// IdentityGCInterval is how often the security identities that no
 	// endpoint uses are looked for; one is released when two looks in a
 	// row found it unused (default 5 minutes).
@@ -860,6 +863,9 @@ func (r *Registry) planDelete(a *attempt, old apiv1.Object) {
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(hostRefPrefix(name)))
 		if o.Status.HostID != 0 {
 			a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(r.st.Key(hostIDKey(o.Status.HostID))))
+		}
+		if r.cfg.HostDeleteOps != nil {
+			a.txn.Ops = append(a.txn.Ops, r.cfg.HostDeleteOps(o)...)
 		}
 	case *apiv1.QoSClass:
 		a.txn.Compares = append(a.txn.Compares, r.noneUnder(qosRefPrefix(t, name)))

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/hostkey"
 )
 
 // openAPI builds the OpenAPI 3 document of the API from the Go types, so
@@ -24,8 +26,9 @@ func openAPI(version string) []byte {
 		list := map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{
 			"type": "object", "properties": map[string]any{
 				"apiVersion": map[string]any{"type": "string"}, "kind": map[string]any{"type": "string"},
-				"metadata": map[string]any{"type": "object", "properties": map[string]any{"resourceVersion": map[string]any{"type": "string"}}},
-				"items":    map[string]any{"type": "array", "items": ref},
+				"metadata": map[string]any{"type": "object", "properties": map[string]any{
+					"resourceVersion": map[string]any{"type": "string"}, "continue": map[string]any{"type": "string"}}},
+				"items": map[string]any{"type": "array", "items": ref},
 			}}}}}
 		op := func(summary string, ok string, body bool, resp map[string]any, params ...map[string]any) map[string]any {
 			o := map[string]any{"summary": summary, "tags": []string{k.Kind},
@@ -42,13 +45,15 @@ func openAPI(version string) []byte {
 		sel := map[string]any{"name": "labelSelector", "in": "query", "schema": map[string]any{"type": "string"}}
 		watch := map[string]any{"name": "watch", "in": "query", "schema": map[string]any{"type": "boolean"}, "description": "stream newline-delimited JSON events"}
 		rv := map[string]any{"name": "resourceVersion", "in": "query", "schema": map[string]any{"type": "string"}, "description": "watch from this revision (410 if compacted)"}
+		limit := map[string]any{"name": "limit", "in": "query", "schema": map[string]any{"type": "integer"}, "description": "the most objects of a page (the server caps it)"}
+		cont := map[string]any{"name": "continue", "in": "query", "schema": map[string]any{"type": "string"}, "description": "the previous page's metadata.continue"}
 		coll, item := "/apis/weft/v1/"+k.Plural, "/apis/weft/v1/"+k.Plural+"/{name}"
 		if k.Namespaced {
-			paths[coll] = map[string]any{"get": op("list "+k.Plural+" of all tenants", "200", false, list, sel, watch, rv)}
+			paths[coll] = map[string]any{"get": op("list "+k.Plural+" of all tenants (those the credential may see)", "200", false, list, sel, watch, rv, limit, cont)}
 			coll, item = "/apis/weft/v1/tenants/{tenant}/"+k.Plural, "/apis/weft/v1/tenants/{tenant}/"+k.Plural+"/{name}"
 		}
 		paths[coll] = map[string]any{
-			"get":  op("list "+k.Plural, "200", false, list, sel, watch, rv),
+			"get":  op("list "+k.Plural, "200", false, list, sel, watch, rv, limit, cont),
 			"post": op("create a "+k.Kind, "201", true, one),
 		}
 		paths[item] = map[string]any{
@@ -68,14 +73,52 @@ func openAPI(version string) []byte {
 			}
 		}
 	}
+	credentialPaths(paths, schemas, errResp)
 	doc := map[string]any{
-		"openapi":    "3.0.3",
-		"info":       map[string]any{"title": "weft API", "version": version},
-		"paths":      paths,
-		"components": map[string]any{"schemas": schemas},
+		"openapi":  "3.0.3",
+		"info":     map[string]any{"title": "weft API", "version": version},
+		"paths":    paths,
+		"security": []any{map[string]any{"bearer": []string{}}, map[string]any{"clientCertificate": []string{}}},
+		"components": map[string]any{"schemas": schemas, "securitySchemes": map[string]any{
+			"bearer":            map[string]any{"type": "http", "scheme": "bearer", "description": "a weft token, weft_<id>_<secret>"},
+			"clientCertificate": map[string]any{"type": "mutualTLS", "description": "a client certificate from the cluster CA"},
+		}},
 	}
 	b, _ := json.MarshalIndent(doc, "", "  ")
 	return b
+}
+
+// credentialPaths describes the credential endpoints (credentials.go).
+func credentialPaths(paths, schemas map[string]any, errResp map[string]any) {
+	body := func(t reflect.Type) map[string]any {
+		schemas[t.Name()] = schemaOf(t, schemas)
+		return map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/" + t.Name()}}}}
+	}
+	op := func(summary, ok string, req, resp map[string]any) map[string]any {
+		o := map[string]any{"summary": summary, "tags": []string{"credentials"},
+			"responses": map[string]any{ok: withDesc(resp, summary), "default": errResp}}
+		if req != nil {
+			o["requestBody"] = withDesc(req, summary)
+			o["requestBody"].(map[string]any)["required"] = true
+		}
+		return o
+	}
+	token, newToken := body(reflect.TypeOf(auth.Token{})), body(reflect.TypeOf(auth.NewToken{}))
+	tokens := map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{
+		"type": "object", "properties": map[string]any{"items": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Token"}}}}}}}
+	pemBody := map[string]any{"content": map[string]any{"application/x-pem-file": map[string]any{"schema": map[string]any{"type": "string"}}}}
+	paths["/apis/weft/v1/tokens"] = map[string]any{
+		"post": op("create a token (cluster-admin); its secret is in this answer only", "201", body(reflect.TypeOf(auth.TokenRequest{})), newToken),
+		"get":  op("list the tokens, without secrets (cluster-admin)", "200", nil, tokens),
+	}
+	paths["/apis/weft/v1/tokens/{id}"] = map[string]any{"delete": op("revoke a token (cluster-admin)", "200", nil, token)}
+	paths["/apis/weft/v1/enroll"] = map[string]any{"post": op("enrol a host with its one-time bootstrap token: its key, agent token and the CA",
+		"200", body(reflect.TypeOf(hostkey.EnrollRequest{})), body(reflect.TypeOf(hostkey.Enrolment{})))}
+	paths["/apis/weft/v1/certificates"] = map[string]any{"post": op("sign a CSR into a client certificate (cluster-admin)",
+		"201", body(reflect.TypeOf(certRequest{})), body(reflect.TypeOf(certAnswer{})))}
+	ca := op("the cluster CA certificate (no credential needed)", "200", nil, pemBody)
+	ca["security"] = []any{}
+	paths["/apis/weft/v1/ca"] = map[string]any{"get": ca}
 }
 
 func withDesc(m map[string]any, d string) map[string]any {

@@ -1,8 +1,15 @@
 // Package rest is the controller's northbound HTTP API under
-// /apis/weft/v1: create, get, list (label selectors), update, delete and
-// streamed watch of every kind, plus /healthz, /readyz, /metrics, /version
-// and an OpenAPI document at /openapi.json. Every error is a JSON
+// /apis/weft/v1: create, get, list (label selectors, pages), update, delete
+// and streamed watch of every kind, plus /healthz, /readyz, /metrics,
+// /version and an OpenAPI document at /openapi.json. Every error is a JSON
 // apiv1.StatusError with an HTTP status, a reason and field causes.
+//
+// Every request but /healthz, /readyz, /version and /apis/weft/v1/ca needs
+// a credential (a bearer token or a client certificate, see package auth):
+// without one it gets 401, and what it may do is decided per request (403;
+// lists and watches narrowed to what the credential may see). Every write
+// is logged on one line (subsystem "audit"). Credentials are managed under
+// /apis/weft/v1/tokens, /enroll and /certificates (credentials.go).
 //
 // Paths:
 //
@@ -10,6 +17,9 @@
 //	/apis/weft/v1/{plural}/{name}[/status]            cluster-scoped objects
 //	/apis/weft/v1/tenants/{tenant}/{plural}           tenant-scoped kinds
 //	/apis/weft/v1/tenants/{tenant}/{plural}/{name}[/status]
+//
+// Lists return at most Config.MaxPage objects (?limit=N for fewer) and a
+// metadata.continue token to pass as ?continue= for the next page.
 //
 // A status is replaced with PUT .../status (the whole status) or changed
 // with PATCH .../status and a JSON merge patch (RFC 7386, Content-Type
@@ -28,12 +38,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/controller/auth"
 	"github.com/weftnet/weft/controller/store"
 )
 
@@ -49,33 +61,93 @@ type Backend interface {
 	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
 }
 
+// Authenticator tells who a request is (package auth): nil without a
+// credential, an error for an invalid one.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*auth.Identity, error)
+}
+
 // Config configures the API handler.
 type Config struct {
 	Backend Backend
 	Logger  *slog.Logger
+	// Authenticator identifies requests; Lookup is what authorization
+	// reads (the store). Both are required unless Insecure.
+	Authenticator Authenticator
+	Lookup        auth.Lookup
+	// Insecure serves requests without a credential as a cluster admin
+	// (a plain-HTTP lab or test); credentials that are presented are still
+	// checked.
+	Insecure bool
+	// Tokens, Enroller and CA serve the credential endpoints; each nil one
+	// answers 404.
+	Tokens   Tokens
+	Enroller Enroller
+	CA       CA
 	// Registerer receives the API metrics; Gatherer serves /metrics. Both may be nil.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
 	// MaxBodyBytes caps request bodies (default 3 MiB); larger ones get 413.
 	MaxBodyBytes int64
+	// MaxPage caps the objects of one list response (default 5,000).
+	MaxPage int
+	// MaxWatches caps the watches open at once per credential (default 64);
+	// more get 429.
+	MaxWatches int
+	// WatchWriteTimeout bounds each write of a watch stream (default
+	// 10s): a watcher that stops reading is disconnected instead of
+	// blocking its handler.
+	WatchWriteTimeout time.Duration
 	// Ready reports whether the controller can serve (nil = ready).
 	Ready func() error
 	// Version is reported by /version.
 	Version string
+	// Flows, if set, answers GET /apis/weft/v1/tenants/{tenant}/flows
+	// ?top=N&endpoint=E, the tenant's top talkers (a JSON document; an
+	// error wrapping a StatusError keeps its status).
+	Flows func(ctx context.Context, tenant, endpoint string, top int) (any, error)
 }
 
 // Validate reports a missing setting.
 func (c *Config) Validate() error {
-	if c.Backend == nil {
+	switch {
+	case c.Backend == nil:
 		return errors.New("rest: Backend is required")
+	case c.Authenticator == nil && !c.Insecure:
+		return errors.New("rest: an Authenticator is required unless Insecure")
+	case c.Authenticator != nil && c.Lookup == nil:
+		return errors.New("rest: Lookup is required with an Authenticator")
 	}
 	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 3 << 20
+	}
+	if c.MaxPage == 0 {
+		c.MaxPage = 5000
+	}
+	if c.MaxWatches == 0 {
+		c.MaxWatches = 64
+	}
+	if c.WatchWriteTimeout == 0 {
+		c.WatchWriteTimeout = 10 * time.Second
+	}
 }
 
 type server struct {
 	cfg     Config
 	log     *slog.Logger
+	audit   *slog.Logger
 	metrics *metrics
+	authz   *auth.Authorizer
+
+	watchMu sync.Mutex
+	watches map[string]int // open watches by credential subject
 }
 
 // NewHandler returns the API's http.Handler.
@@ -83,17 +155,16 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 3 << 20
-	}
+	cfg.setDefaults()
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, log: cfg.Logger.With("subsystem", "rest"), metrics: m}
+	s := &server{cfg: cfg, log: cfg.Logger.With("subsystem", "rest"), audit: cfg.Logger.With("subsystem", "audit"),
+		metrics: m, watches: map[string]int{}}
+	if cfg.Lookup != nil {
+		s.authz = auth.NewAuthorizer(cfg.Lookup)
+	}
 	mux := http.NewServeMux()
 	const base = "/apis/weft/v1/"
 	mux.HandleFunc("GET "+base+"{plural}", s.list)
@@ -110,6 +181,11 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("DELETE "+base+"tenants/{tenant}/{plural}/{name}", s.delete)
 	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}/status", s.updateStatus)
 	mux.HandleFunc("PATCH "+base+"tenants/{tenant}/{plural}/{name}/status", s.patchStatus)
+	s.credentialRoutes(mux, base)
+
+	if cfg.Flows != nil {
+		mux.HandleFunc("GET "+base+"tenants/{tenant}/flows", s.flows)
+	}
 	mux.HandleFunc("/apis/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "no such API path %s %s", r.Method, r.URL.Path))
 	})
@@ -124,9 +200,16 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		_, _ = w.Write(spec)
 	})
 	if cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+		metrics := promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			if id := identity(r); id.Role != auth.RoleClusterAdmin {
+				writeError(w, apiv1.NewForbidden("forbidden: /metrics takes a cluster-admin credential"))
+				return
+			}
+			metrics.ServeHTTP(w, r)
+		})
 	}
-	return s.instrument(mux), nil
+	return s.instrument(s.authenticate(mux)), nil
 }
 
 func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -154,6 +237,7 @@ func target(r *http.Request) (apiv1.KindInfo, apiv1.Ref, error) {
 	if tenant == "" && ki.Namespaced && ref.Name != "" {
 		return ki, ref, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "%s are tenant-scoped: use /apis/weft/v1/tenants/{tenant}/%s/%s", ki.Plural, ki.Plural, ref.Name)
 	}
+	setAudit(r, ref.String())
 	return ki, ref, nil
 }
 
@@ -163,6 +247,28 @@ func knownPlurals() string {
 		p = append(p, k.Plural)
 	}
 	return strings.Join(p, ", ")
+}
+
+// authorize decides a request on one object for the request's identity.
+// For credentials below cluster-admin it reads the stored object first
+// when the decision depends on it (old is then that object, or nil).
+func (s *server) authorize(r *http.Request, verb string, ref apiv1.Ref, obj apiv1.Object) (old apiv1.Object, err error) {
+	id := identity(r)
+	if id.Role == auth.RoleClusterAdmin {
+		return nil, nil
+	}
+	req := auth.Request{Verb: verb, Kind: ref.Kind, Tenant: ref.Tenant, Name: ref.Name, Obj: obj}
+	if auth.NeedsOld(id, verb) {
+		// The tenant is checked first, so that nothing is read of a tenant
+		// the credential may not see.
+		if err := s.authz.Authorize(id, auth.Request{Verb: verb, Kind: ref.Kind, Tenant: ref.Tenant, Name: ref.Name}); err != nil && !apiv1.IsNotFound(err) {
+			return nil, err
+		}
+		if o, err := s.cfg.Backend.Get(r.Context(), ref); err == nil {
+			req.Old, old = o, o
+		}
+	}
+	return old, s.authz.Authorize(id, req)
 }
 
 // readBody reads a request body of at most MaxBodyBytes.
@@ -213,11 +319,18 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 	if err == nil && ki.Namespaced && ref.Tenant == "" {
 		err = apiv1.NewStatus(http.StatusMethodNotAllowed, apiv1.ReasonMethodNotAllowed, "%s are tenant-scoped: POST to /apis/weft/v1/tenants/{tenant}/%s", ki.Plural, ki.Plural)
 	}
-	if err != nil {
-		writeError(w, err)
-		return
+	if err == nil {
+		_, err = s.authorize(r, auth.VerbCreate, ref, nil) // the scope, before the body
 	}
-	obj, err := s.readObject(w, r, ki, ref)
+	var obj apiv1.Object
+	if err == nil {
+		obj, err = s.readObject(w, r, ki, ref)
+	}
+	if err == nil {
+		ref.Name = obj.GetObjectMeta().Name
+		setAudit(r, ref.String())
+		_, err = s.authorize(r, auth.VerbCreate, ref, obj) // and the fields
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -236,6 +349,10 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if _, err := s.authorize(r, auth.VerbGet, ref, nil); err != nil {
+		writeError(w, err)
+		return
+	}
 	out, err := s.cfg.Backend.Get(r.Context(), ref)
 	if err != nil {
 		writeError(w, err)
@@ -245,20 +362,30 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) update(w http.ResponseWriter, r *http.Request) {
-	s.put(w, r, s.cfg.Backend.Update)
+	s.put(w, r, auth.VerbUpdate, s.cfg.Backend.Update)
 }
 
 func (s *server) updateStatus(w http.ResponseWriter, r *http.Request) {
-	s.put(w, r, s.cfg.Backend.UpdateStatus)
+	s.put(w, r, auth.VerbStatus, s.cfg.Backend.UpdateStatus)
 }
 
-func (s *server) put(w http.ResponseWriter, r *http.Request, do func(context.Context, apiv1.Object) (apiv1.Object, error)) {
+func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do func(context.Context, apiv1.Object) (apiv1.Object, error)) {
 	ki, ref, err := target(r)
-	if err != nil {
-		writeError(w, err)
-		return
+	if err == nil {
+		_, err = s.authorize(r, verb, ref, nil) // the scope and the stored object, before the body
 	}
-	obj, err := s.readObject(w, r, ki, ref)
+	var obj apiv1.Object
+	if err == nil {
+		obj, err = s.readObject(w, r, ki, ref)
+	}
+	if err == nil && verb == auth.VerbUpdate {
+		var old apiv1.Object
+		if old, err = s.authorize(r, verb, ref, obj); err == nil && old != nil && obj.GetObjectMeta().ResourceVersion == "" {
+			// The decision read old: the update holds only if nothing
+			// changed it since.
+			obj.GetObjectMeta().ResourceVersion = old.GetObjectMeta().ResourceVersion
+		}
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -278,6 +405,9 @@ const mergePatchType = "application/merge-patch+json"
 // patchStatus applies a JSON merge patch to an object's status.
 func (s *server) patchStatus(w http.ResponseWriter, r *http.Request) {
 	_, ref, err := target(r)
+	if err == nil {
+		_, err = s.authorize(r, auth.VerbStatus, ref, nil)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -303,6 +433,9 @@ func (s *server) patchStatus(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) delete(w http.ResponseWriter, r *http.Request) {
 	_, ref, err := target(r)
+	if err == nil {
+		_, err = s.authorize(r, auth.VerbDelete, ref, nil)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -325,6 +458,8 @@ type listObject struct {
 
 type listMeta struct {
 	ResourceVersion string `json:"resourceVersion"`
+	// Continue, if set, asks for the next page (?continue=).
+	Continue string `json:"continue,omitempty"`
 }
 
 func (s *server) list(w http.ResponseWriter, r *http.Request) {
@@ -333,24 +468,80 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	q := r.URL.Query()
-	sel, err := apiv1.ParseSelector(q.Get("labelSelector"))
+	lq, err := parseListQuery(r.URL.Query(), s.cfg.MaxPage)
 	if err != nil {
-		writeError(w, apiv1.NewBadRequest("labelSelector: %v", err))
+		writeError(w, err)
 		return
 	}
-	if wv := q.Get("watch"); wv == "true" || wv == "1" {
-		s.watch(w, r, ki, ref.Tenant, sel, q.Get("resourceVersion"))
+	verb := auth.VerbList
+	if lq.watch {
+		verb = auth.VerbWatch
+	}
+	tenant, keep := ref.Tenant, func(apiv1.Object) bool { return true }
+	if id := identity(r); id.Role != auth.RoleClusterAdmin {
+		if err := s.authz.Authorize(id, auth.Request{Verb: verb, Kind: ki.Kind, Tenant: ref.Tenant}); err != nil {
+			writeError(w, err)
+			return
+		}
+		var k func(apiv1.Object) bool
+		if tenant, k = s.authz.Filter(id, ki.Kind, ref.Tenant); k != nil {
+			keep = k
+		}
+	}
+	if lq.watch {
+		s.watch(w, r, ki, tenant, lq, keep)
 		return
 	}
-	items, rev := s.cfg.Backend.List(r.Context(), ki.Kind, ref.Tenant, sel)
-	if items == nil {
-		items = []apiv1.Object{}
+	items, rev := s.cfg.Backend.List(r.Context(), ki.Kind, tenant, lq.sel)
+	page, next := lq.page(items, rev, keep)
+	if page == nil {
+		page = []apiv1.Object{}
+	}
+	if lq.cont != nil {
+		rev = lq.cont.Rev
 	}
 	writeJSON(w, http.StatusOK, listObject{
 		APIVersion: apiv1.APIVersion, Kind: "List",
-		Metadata: listMeta{ResourceVersion: strconv.FormatInt(rev, 10)}, Items: items,
+		Metadata: listMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: next}, Items: page,
 	})
+}
+
+// credentialRecheck is how often a watch checks that its credential is
+// still valid.
+const credentialRecheck = 500 * time.Millisecond
+
+// KindFlow names flow records in authorization requests: they are not
+// objects, and a credential reads them as it lists its tenant's objects.
+const KindFlow = "Flow"
+
+// flows answers a top-talkers query (Config.Flows).
+func (s *server) flows(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	top := 10
+	if v := q.Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, apiv1.NewBadRequest("top %q: want a number from 1 to 1000", v))
+			return
+		}
+		top = n
+	}
+	tenant := r.PathValue("tenant")
+	if id := identity(r); id.Role != auth.RoleClusterAdmin {
+		// Flows are read like the tenant's objects: its own credentials
+		// (admin or viewer) and cluster admins, never another tenant's
+		// or an agent's.
+		if err := s.authz.Authorize(id, auth.Request{Verb: auth.VerbList, Kind: KindFlow, Tenant: tenant}); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	out, err := s.cfg.Flows(r.Context(), tenant, q.Get("endpoint"), top)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // watchEvent is one line of a watch stream.
@@ -359,21 +550,22 @@ type watchEvent struct {
 	Object any    `json:"object"`
 }
 
-// watch streams newline-delimited JSON events. Without a resourceVersion it
-// starts with an ADDED event for every current object.
-func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, tenant string, sel apiv1.LabelSelector, rvParam string) {
+// watch streams newline-delimited JSON events of the objects keep admits.
+// Without a resourceVersion it starts with an ADDED event for every
+// current object. An object that stops being admitted (an endpoint moved
+// off an agent's host) ends with a DELETED event.
+func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, tenant string, lq listQuery, keep func(apiv1.Object) bool) {
 	ctx := r.Context()
-	var from int64
+	release, err := s.openWatch(identity(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
+	from := lq.rv
 	var initial []apiv1.Object
-	if rvParam != "" && rvParam != "0" {
-		rv, err := strconv.ParseInt(rvParam, 10, 64)
-		if err != nil || rv < 0 {
-			writeError(w, apiv1.NewBadRequest("resourceVersion %q: want a non-negative integer", rvParam))
-			return
-		}
-		from = rv
-	} else {
-		initial, from = s.cfg.Backend.List(ctx, ki.Kind, tenant, sel)
+	if from == 0 {
+		initial, from = s.cfg.Backend.List(ctx, ki.Kind, tenant, lq.sel)
 	}
 	ch, err := s.cfg.Backend.Watch(ctx, ki.Kind, tenant, from)
 	if err != nil {
@@ -384,32 +576,43 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 		writeError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "watch: %v", err))
 		return
 	}
-	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }() // for the connection's next request
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	send := func(ev watchEvent) bool {
-		if err := enc.Encode(ev); err != nil {
-			return false
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return true
+		// A watcher that stops reading fails the write at the deadline
+		// and ends the watch.
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
+		return enc.Encode(ev) == nil && rc.Flush() == nil
 	}
 	for _, o := range initial {
-		if !send(watchEvent{Type: store.EventAdded, Object: o}) {
+		if keep(o) && !send(watchEvent{Type: store.EventAdded, Object: o}) {
 			return
 		}
 	}
-	if flusher != nil {
-		flusher.Flush()
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
+	if rc.Flush() != nil {
+		return
 	}
+	// A credential revoked (or an agent's Host deleted) meanwhile ends
+	// the watch.
+	recheck := time.NewTicker(credentialRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-recheck.C:
+			if s.cfg.Authenticator == nil {
+				continue
+			}
+			if _, err := s.cfg.Authenticator.Authenticate(r); err != nil {
+				send(watchEvent{Type: "ERROR", Object: apiv1.NewUnauthorized("%v", err)})
+				return
+			}
 		case ev, ok := <-ch:
 			if !ok {
 				if ctx.Err() == nil {
@@ -417,14 +620,39 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 				}
 				return
 			}
-			if !sel.Empty() && !sel.Matches(ev.Object.GetObjectMeta().Labels) {
+			typ, obj := ev.Type, ev.Object
+			switch {
+			case !keep(obj) && (ev.Old == nil || ev.Type == store.EventDeleted || !keep(ev.Old)):
+				continue
+			case !keep(obj):
+				typ, obj = store.EventDeleted, ev.Old
+			}
+			if !lq.sel.Empty() && !lq.sel.Matches(obj.GetObjectMeta().Labels) {
 				continue
 			}
-			if !send(watchEvent{Type: ev.Type, Object: ev.Object}) {
+			if !send(watchEvent{Type: typ, Object: obj}) {
 				return
 			}
 		}
 	}
+}
+
+// openWatch counts a watch of id against MaxWatches; release uncounts it.
+func (s *server) openWatch(id *auth.Identity) (release func(), err error) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.watches[id.Subject] >= s.cfg.MaxWatches {
+		return nil, apiv1.NewStatus(http.StatusTooManyRequests, apiv1.ReasonTooManyRequests,
+			"this credential has %d watches open, the most allowed: close one first", s.cfg.MaxWatches)
+	}
+	s.watches[id.Subject]++
+	return func() {
+		s.watchMu.Lock()
+		defer s.watchMu.Unlock()
+		if s.watches[id.Subject]--; s.watches[id.Subject] == 0 {
+			delete(s.watches, id.Subject)
+		}
+	}, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -501,10 +729,14 @@ func (s *statusRecorder) Flush() {
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// instrument counts and times requests, and logs one audit line per
+// write (a request other than GET/HEAD that got past authentication).
 func (s *server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
+		c := &call{}
+		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 		s.metrics.inflight.Inc()
 		next.ServeHTTP(rec, r)
 		s.metrics.inflight.Dec()
@@ -519,7 +751,33 @@ func (s *server) instrument(next http.Handler) http.Handler {
 		if rec.code >= 500 {
 			s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", rec.code)
 		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			id, obj := c.id, c.object
+			if id == nil {
+				id = &auth.Identity{Subject: "unauthenticated"}
+			}
+			if obj == "" {
+				obj = r.URL.Path
+			}
+			s.audit.Info("write", "subject", id.Subject, "role", id.Role, "tenant", id.Tenant, "host", id.Host,
+				"verb", verbOf(r), "object", obj, "code", rec.code)
+		}
 	})
+}
+
+// verbOf names a write for the audit log.
+func verbOf(r *http.Request) string {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/status"):
+		return auth.VerbStatus
+	case r.Method == http.MethodPost:
+		return auth.VerbCreate
+	case r.Method == http.MethodPut:
+		return auth.VerbUpdate
+	case r.Method == http.MethodDelete:
+		return auth.VerbDelete
+	}
+	return strings.ToLower(r.Method)
 }
 
 // resourceOf returns the plural a path addresses, or the path for other
@@ -537,8 +795,15 @@ func resourceOf(path string) string {
 	if len(parts) >= 3 && parts[0] == "tenants" {
 		parts = parts[2:]
 	}
+	if parts[0] == "flows" {
+		return "flows"
+	}
 	if ki, ok := apiv1.LookupKind(parts[0]); ok {
 		return ki.Plural
+	}
+	switch parts[0] {
+	case "tokens", "enroll", "certificates", "ca":
+		return parts[0]
 	}
 	return "unknown"
 }

@@ -61,7 +61,7 @@ func Start(t testing.TB, opts ...Options) *Server {
 		o = opts[len(opts)-1]
 	}
 	env := etcdtest.Start(t, etcdtest.Options{Store: o.Store})
-	h, err := rest.NewHandler(rest.Config{Backend: env.Registry, Version: o.Version})
+	h, err := rest.NewHandler(rest.Config{Backend: env.Registry, Version: o.Version, Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,12 +18,7 @@ import (
 // tests that need no data plane.
 func apiEnv(t *testing.T) (context.Context, *client.Client) {
 	t.Helper()
-	ctl := startController(t, t.TempDir(), freePort(t))
-	cl, err := client.New(ctl.url(), client.WithTimeout(20*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
+	cl := startController(t, t.TempDir(), freePort(t)).client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx, cl

@@ -11,15 +11,14 @@ import (
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
-	"github.com/weftnet/weft/client"
 )
 
 // startAgent runs `weft agent --datapath sim` as a subprocess.
 func startAgent(t *testing.T, ctl *controllerProc, host string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(binary(t), "agent", "--controller", ctl.agentAddr, "--host", host, "--datapath", "sim",
-		"--cluster-key-file", filepath.Join(ctl.dataDir, "cluster.key"), "--api", ctl.url(),
-		"--state-dir", filepath.Join(t.TempDir(), host), "--log-level", "warn")
+	args := append([]string{"agent", "--controller", ctl.agentAddr, "--host", host, "--datapath", "sim", "--api", ctl.url(),
+		"--state-dir", filepath.Join(t.TempDir(), host), "--log-level", "warn"}, bootstrap(t, ctl.client(), host, t.TempDir())...)
+	cmd := exec.Command(binary(t), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start agent %s: %v", host, err)
@@ -50,18 +49,14 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, s
 // its endpoints Lost within the liveness bound.
 func TestAgentsProgramAndDie(t *testing.T) {
 	ctl := startControllerWithAgents(t, t.TempDir(), freePort(t), freePort(t))
-	if _, errOut, code := weft(t, ctl.url(), "", "apply", "-f", examplesFile(t)); code != 0 {
+	if _, errOut, code := weft(t, ctl, "", "apply", "-f", examplesFile(t)); code != 0 {
 		t.Fatalf("apply: %s", errOut)
 	}
 	agents := map[string]*exec.Cmd{}
 	for _, h := range []string{"h1", "h2", "h3"} {
 		agents[h] = startAgent(t, ctl, h)
 	}
-	cl, err := client.New(ctl.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := ctl.client()
 	ctx := context.Background()
 	hostStates := func() (map[string]apiv1.HostStatus, string) {
 		hs, _, err := cl.List(ctx, apiv1.KindHost, "", "")

@@ -45,11 +45,10 @@ func examplesFile(t *testing.T) string {
 
 func TestCLIAgainstController(t *testing.T) {
 	ctl := startController(t, t.TempDir(), freePort(t))
-	srv := ctl.url()
 	example := examplesFile(t)
 
 	// apply: everything created, in dependency order.
-	out, errOut, code := weft(t, srv, "", "apply", "-f", example)
+	out, errOut, code := weft(t, ctl, "", "apply", "-f", example)
 	if code != 0 {
 		t.Fatalf("apply exit %d: %s", code, errOut)
 	}
@@ -67,7 +66,7 @@ func TestCLIAgainstController(t *testing.T) {
 	}
 
 	// apply again: unchanged.
-	out, _, code = weft(t, srv, "", "apply", "-f", example)
+	out, _, code = weft(t, ctl, "", "apply", "-f", example)
 	if code != 0 || strings.Count(out, " unchanged") != 21 {
 		t.Fatalf("second apply (exit %d) not all unchanged:\n%s", code, out)
 	}
@@ -78,13 +77,13 @@ kind: Endpoint
 metadata: {name: web-1, tenant: acme, labels: {role: web, tier: front}}
 spec: {subnet: web, host: h1, qosClass: gold}
 `
-	out, errOut, code = weft(t, srv, changed, "apply", "-f", "-")
+	out, errOut, code = weft(t, ctl, changed, "apply", "-f", "-")
 	if code != 0 || strings.TrimSpace(out) != "endpoint/acme/web-1 configured" {
 		t.Fatalf("apply change: exit %d out %q err %q", code, out, errOut)
 	}
 
 	// get -o json: every endpoint has a distinct address inside its subnet.
-	out, errOut, code = weft(t, srv, "", "get", "endpoints", "--all-tenants", "-o", "json")
+	out, errOut, code = weft(t, ctl, "", "get", "endpoints", "--all-tenants", "-o", "json")
 	if code != 0 {
 		t.Fatalf("get endpoints: exit %d: %s", code, errOut)
 	}
@@ -130,18 +129,18 @@ spec: {subnet: web, host: h1, qosClass: gold}
 	}
 
 	// get one object as yaml; label selector; table.
-	out, _, code = weft(t, srv, "", "get", "vpc", "main", "--tenant", "globex", "-o", "yaml")
+	out, _, code = weft(t, ctl, "", "get", "vpc", "main", "--tenant", "globex", "-o", "yaml")
 	if code != 0 || !strings.Contains(out, "vni:") || !strings.Contains(out, "10.0.0.0/16") {
 		t.Errorf("get vpc -o yaml (exit %d):\n%s", code, out)
 	}
-	out, _, code = weft(t, srv, "", "get", "ep", "--tenant", "acme", "-l", "role=web", "-o", "json")
+	out, _, code = weft(t, ctl, "", "get", "ep", "--tenant", "acme", "-l", "role=web", "-o", "json")
 	if code != 0 {
 		t.Fatalf("get -l: exit %d", code)
 	}
 	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Items) != 2 {
 		t.Errorf("get -l role=web: want 2 items, got %d (%v)", len(l.Items), err)
 	}
-	out, _, code = weft(t, srv, "", "get", "hosts")
+	out, _, code = weft(t, ctl, "", "get", "hosts")
 	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "192.0.2.13") {
 		t.Errorf("get hosts table (exit %d):\n%s", code, out)
 	}
@@ -161,7 +160,7 @@ spec: {subnet: web, host: h1, qosClass: gold}
 		{"missing reference", "apiVersion: weft/v1\nkind: Endpoint\nmetadata: {name: x, tenant: acme}\nspec: {subnet: nope, host: h1}\n", []string{"apply", "-f", "-"}, "spec.subnet"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, errOut, code := weft(t, srv, tc.stdin, tc.args...)
+			_, errOut, code := weft(t, ctl, tc.stdin, tc.args...)
 			if code == 0 {
 				t.Fatalf("exit 0, want an error")
 			}
@@ -170,13 +169,13 @@ spec: {subnet: web, host: h1, qosClass: gold}
 			}
 		})
 	}
-	out, _, _ = weft(t, srv, "", "get", "tenants", "-o", "json")
+	out, _, _ = weft(t, ctl, "", "get", "tenants", "-o", "json")
 	if strings.Contains(out, `"zz"`) {
 		t.Errorf("a failed apply stored tenant zz:\n%s", out)
 	}
 
 	// delete -f removes everything, dependents first.
-	out, errOut, code = weft(t, srv, "", "delete", "-f", example)
+	out, errOut, code = weft(t, ctl, "", "delete", "-f", example)
 	if code != 0 {
 		t.Fatalf("delete -f: exit %d: %s\n%s", code, errOut, out)
 	}
@@ -184,7 +183,7 @@ spec: {subnet: web, host: h1, qosClass: gold}
 		t.Errorf("delete -f deleted %d objects, want 21:\n%s", n, out)
 	}
 	for _, kind := range []string{"endpoints", "subnets", "vpcs", "tenants", "hosts"} {
-		out, _, _ = weft(t, srv, "", "get", kind, "-o", "json")
+		out, _, _ = weft(t, ctl, "", "get", kind, "-o", "json")
 		if err := json.Unmarshal([]byte(out), &l); err != nil {
 			t.Fatalf("get %s: %v", kind, err)
 		}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
-	"github.com/weftnet/weft/client"
 )
 
 // TestCrashKeepsAcknowledgedWrites kills the controller with SIGKILL in the
@@ -21,11 +20,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	ctl := startController(t, dir, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl, err := client.New(ctl.url(), client.WithTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := ctl.client()
 	setup := []apiv1.Object{
 		&apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: "t"}},
 		&apiv1.VPC{TypeMeta: tm(apiv1.KindVPC), Metadata: apiv1.ObjectMeta{Name: "v", Tenant: "t"}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}},
@@ -97,11 +92,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	mu.Unlock()
 
 	ctl2 := startController(t, dir, addr)
-	cl2, err := client.New(ctl2.url(), client.WithTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl2.Close()
+	cl2 := ctl2.client()
 	// After the restart, allocation continues without reusing anything.
 	for i := 0; i < 100; i++ {
 		name := fmt.Sprintf("after-%d", i)

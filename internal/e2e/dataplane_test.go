@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -139,6 +138,18 @@ func dataplaneDoc() []byte {
 // and starts the agents.
 func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 	t.Helper()
+	e := newDPLab(t, doc)
+	for _, h := range e.lab.Hosts() {
+		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
+		e.startAgent(h.Name)
+	}
+	return e
+}
+
+// newDPLab builds a lab of three hosts, starts its controller and applies
+// doc; it starts no agent.
+func newDPLab(t *testing.T, doc []byte) *dpEnv {
+	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
@@ -167,22 +178,6 @@ func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 			}
 		}
 	})
-	ul := lab.UnderlayPath()
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := netnsfile.Do(ul, func() error {
-			var d net.Dialer
-			var err error
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}}
-	e.cl, err = client.New(e.apiURL(), client.WithHTTPClient(hc), client.WithTimeout(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.cl.Close() })
 	e.startController()
 
 	e.file = filepath.Join(t.TempDir(), "dataplane.yaml")
@@ -191,10 +186,6 @@ func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 	}
 	if out, code := e.weft("apply", "-f", e.file); code != 0 {
 		t.Fatalf("apply: %s", out)
-	}
-	for _, h := range lab.Hosts() {
-		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
-		e.startAgent(h.Name)
 	}
 	return e
 }
@@ -207,7 +198,21 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (e *dpEnv) apiURL() string { return "http://" + net.JoinHostPort(e.ctlIP, "7443") }
+func (e *dpEnv) apiURL() string { return "https://" + net.JoinHostPort(e.ctlIP, "7443") }
+
+// dialUnderlay dials from the underlay namespace, where the controller is.
+func (e *dpEnv) dialUnderlay(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := netnsfile.Do(e.lab.UnderlayPath(), func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+func (e *dpEnv) adminConfig() string { return filepath.Join(e.dataDir, "admin.config") }
 
 // startController runs `weft controller` in the underlay namespace on the
 // env's data dir and waits until it answers.
@@ -218,14 +223,10 @@ func (e *dpEnv) startController() {
 		"--api-listen", net.JoinHostPort(e.ctlIP, "7443"), "--agent-listen", net.JoinHostPort(e.ctlIP, "7444"), "--log-level", "warn")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := e.cl.Raw(context.Background(), http.MethodGet, "/readyz", nil)
+		// The controller writes its admin.config once it serves.
+		err := readyz(e.adminConfig(), e.dialUnderlay)
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				if _, err := os.Stat(filepath.Join(e.dataDir, "cluster.key")); err == nil {
-					return
-				}
-			}
+			break
 		}
 		select {
 		case <-e.ctl.done:
@@ -237,6 +238,14 @@ func (e *dpEnv) startController() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if e.cl == nil {
+		cl, err := adminClient(e.adminConfig(), e.dialUnderlay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.cl = cl
+		t.Cleanup(func() { cl.Close() })
+	}
 }
 
 func (e *dpEnv) startAgent(host string) *demo.Agent {
@@ -245,10 +254,16 @@ func (e *dpEnv) startAgent(host string) *demo.Agent {
 	if e.logs[host] == nil {
 		e.logs[host] = &lockedWriter{w: &bytes.Buffer{}}
 	}
-	a, err := e.lab.StartAgent(e.lab.HostByName(host), demo.AgentConfig{
+	ac := demo.AgentConfig{
 		Binary: binary(t), Controller: net.JoinHostPort(e.ctlIP, "7444"), API: e.apiURL(),
-		ClusterKeyFile: filepath.Join(e.dataDir, "cluster.key"), StateDir: e.states[host], Log: e.logs[host],
-	})
+		StateDir: e.states[host], Log: e.logs[host],
+	}
+	if _, err := os.Stat(filepath.Join(e.states[host], "credentials")); err != nil {
+		// First start: enrol (later starts use the stored credentials).
+		f := bootstrap(t, e.cl, host, t.TempDir())
+		ac.BootstrapTokenFile, ac.CAFile = f[1], f[3]
+	}
+	a, err := e.lab.StartAgent(e.lab.HostByName(host), ac)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +276,7 @@ func (e *dpEnv) weft(args ...string) (string, int) {
 	e.t.Helper()
 	var out bytes.Buffer
 	cmd := exec.Command(binary(e.t), args...)
-	cmd.Env = append(os.Environ(), "WEFT_SERVER="+e.apiURL())
+	cmd.Env = append(os.Environ(), "WEFT_CONFIG="+e.adminConfig())
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := netnsfile.Do(e.lab.UnderlayPath(), cmd.Start); err != nil {
 		e.t.Fatalf("weft %v: %v", args, err)
@@ -830,15 +845,39 @@ func testControllerDown(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) 
 	return eps
 }
 
-// testDeleteEverything deletes every object; the agents remove their
-// data planes; then they are stopped and torn down, and nothing of ours is
-// left in any host namespace.
+// testDeleteEverything deletes every object but the Hosts (deleting a
+// Host revokes its agent's credentials, so an agent that is reconnecting
+// then would never hear of the rest); the agents remove their data planes;
+// then the Hosts are deleted, the agents stopped and torn down, and nothing
+// of ours is left in any host namespace.
 func testDeleteEverything(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[string]*apiv1.Endpoint {
 	e.stopServers()
 	if _, err := e.cl.Delete(context.Background(), apiv1.KindEndpoint, "acme", "web-9"); err != nil {
 		t.Fatalf("delete acme/web-9: %v", err)
 	}
-	if out, code := e.weft("delete", "-f", e.file); code != 0 {
+	data, err := os.ReadFile(e.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := apiv1.DecodeDocuments(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs [][]byte
+	for _, o := range objs {
+		if _, ok := o.(*apiv1.Host); !ok {
+			doc, err := apiv1.Marshal(o, "yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			docs = append(docs, doc)
+		}
+	}
+	noHosts := filepath.Join(t.TempDir(), "no-hosts.yaml")
+	if err := os.WriteFile(noHosts, bytes.Join(docs, []byte("---\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := e.weft("delete", "-f", noHosts); code != 0 {
 		t.Fatalf("delete -f: exit %d: %s", code, out)
 	}
 	agentNS := func() ([]string, string) {
@@ -855,6 +894,9 @@ func testDeleteEverything(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint
 		ns, s := agentNS()
 		return len(ns) == 0, s
 	})
+	if out, code := e.weft("delete", "-f", e.file, "--ignore-not-found"); code != 0 {
+		t.Fatalf("delete -f: exit %d: %s", code, out)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, h := range e.lab.Hosts() {
@@ -950,7 +992,7 @@ func TestDemoNoWait(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v", err)
 	}
-	for _, want := range []string{"acme/web-1", "globex/wh-1", "export WEFT_SERVER=", "weft get endpoints --all-tenants", "cleaning up"} {
+	for _, want := range []string{"acme/web-1", "globex/wh-1", "export WEFT_CONFIG=", "weft get endpoints --all-tenants", "cleaning up"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q", want)
 		}

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/client/clientconfig"
 )
 
 // weftBinary builds cmd/weft once per test binary run.
@@ -71,8 +76,15 @@ func startController(t *testing.T, dataDir, addr string) *controllerProc {
 // startControllerWithAgents also sets the southbound address.
 func startControllerWithAgents(t *testing.T, dataDir, addr, agentAddr string) *controllerProc {
 	t.Helper()
+	return startControllerBin(t, binary(t), dataDir, addr, agentAddr)
+}
+
+// startControllerBin runs `bin controller`.
+func startControllerBin(t *testing.T, bin, dataDir, addr, agentAddr string) *controllerProc {
+	t.Helper()
 	p := &controllerProc{t: t, addr: addr, agentAddr: agentAddr, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), "controller", "--data-dir", dataDir, "--api-listen", addr, "--agent-listen", p.agentAddr, "--log-level", "warn")
+	p.cmd = exec.Command(bin, "controller", "--data-dir", dataDir, "--api-listen", addr, "--agent-listen", p.agentAddr,
+		"--metrics-listen=", "--log-level", "warn")
 	p.cmd.Stderr = &lockedWriter{w: p.stderr}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -82,12 +94,10 @@ func startControllerWithAgents(t *testing.T, dataDir, addr, agentAddr string) *c
 	t.Cleanup(func() { p.kill() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		// The controller writes its admin.config once it serves.
+		err := readyz(p.config(), nil)
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
+			return p
 		}
 		select {
 		case <-p.done:
@@ -101,7 +111,82 @@ func startControllerWithAgents(t *testing.T, dataDir, addr, agentAddr string) *c
 	}
 }
 
-func (p *controllerProc) url() string { return "http://" + p.addr }
+// readyz asks the controller of the admin.config at path for /readyz (over
+// hc's transport if not nil).
+func readyz(path string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) error {
+	cl, err := adminClient(path, dial)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cl.Raw(ctx, http.MethodGet, "/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/readyz: %s", resp.Status)
+	}
+	return nil
+}
+
+// adminClient is a client of the cluster-admin context a controller wrote
+// to path, dialling with dial if not nil.
+func adminClient(path string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*client.Client, error) {
+	s, err := clientconfig.LoadSettings(path)
+	if err != nil {
+		return nil, err
+	}
+	opts := []client.Option{client.WithTimeout(10 * time.Second)}
+	if dial != nil {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(s.CA)
+		hc := &http.Client{Transport: &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		opts = append(opts, client.WithHTTPClient(hc), client.WithToken(s.Token))
+		return client.New(s.Server, opts...)
+	}
+	return s.NewClient(opts...)
+}
+
+// config is the controller's admin.config.
+func (p *controllerProc) config() string { return filepath.Join(p.dataDir, "admin.config") }
+
+// client is a cluster-admin client of the controller.
+func (p *controllerProc) client() *client.Client {
+	p.t.Helper()
+	cl, err := adminClient(p.config(), nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func (p *controllerProc) url() string { return "https://" + p.addr }
+
+// bootstrap writes a bootstrap token for host and the CA into dir and
+// returns the agent flags that enrol with them.
+func bootstrap(t *testing.T, cl *client.Client, host, dir string) []string {
+	t.Helper()
+	tok, err := cl.CreateToken(context.Background(), client.TokenRequest{Role: "bootstrap", Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := cl.CA(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf, cf := filepath.Join(dir, host+".token"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(tf, []byte(tok.Secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cf, ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--bootstrap-token-file", tf, "--ca-file", cf}
+}
 
 // kill sends SIGKILL (a crash, no clean shutdown) and waits for the exit.
 func (p *controllerProc) kill() {
@@ -136,13 +221,14 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-// weft runs the CLI and returns stdout, stderr and the exit code.
-func weft(t *testing.T, server string, stdin string, args ...string) (string, string, int) {
+// weft runs the CLI as the controller's cluster admin and returns stdout,
+// stderr and the exit code.
+func weft(t *testing.T, ctl *controllerProc, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), args...)
-	cmd.Env = append(os.Environ(), "WEFT_SERVER="+server)
+	cmd.Env = append(os.Environ(), "WEFT_CONFIG="+ctl.config())
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/client/clientconfig"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/store"
 )
@@ -35,6 +37,9 @@ type ChurnConfig struct {
 	// BaselineOpsPerTxn and BaselineConcurrency shape the raw batched-etcd
 	// put baseline (default 50 ops/txn, 8 writers).
 	BaselineOpsPerTxn, BaselineConcurrency int
+	// InsecureHTTP runs the controller's API over plain HTTP without
+	// credentials, the baseline of the default: HTTPS with a bearer token.
+	InsecureHTTP bool
 	// Progress receives one line per second (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -45,6 +50,7 @@ type ChurnReport struct {
 	Bench        string  `json:"bench"`
 	Duration     string  `json:"duration"`
 	Concurrency  int     `json:"concurrency"`
+	Transport    string  `json:"transport"` // "https+token" or "http"
 	Creates      int64   `json:"creates"`
 	Deletes      int64   `json:"deletes"`
 	Errors       int64   `json:"errors"`
@@ -76,7 +82,11 @@ func (c *ChurnConfig) setDefaults() {
 func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 	cfg.setDefaults()
 	progress := progressTo(cfg.Progress)
-	rep := &ChurnReport{Bench: "churn", Concurrency: cfg.Concurrency, GoalOpsSec: 20000, CPUs: runtime.NumCPU()}
+	rep := &ChurnReport{Bench: "churn", Concurrency: cfg.Concurrency, GoalOpsSec: 20000, CPUs: runtime.NumCPU(), Transport: "https+token"}
+	if cfg.InsecureHTTP {
+		rep.Transport = "http"
+	}
+	opts := []client.Option{client.WithMaxIdleConnsPerHost(cfg.Concurrency * 2), client.WithTimeout(30 * time.Second)}
 	server := cfg.Server
 	if server == "" {
 		dir := cfg.DataDir
@@ -88,7 +98,8 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 			defer os.RemoveAll(d)
 			dir = d
 		}
-		c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", Logger: cfg.Logger})
+		c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "127.0.0.1:0",
+			Logger: cfg.Logger, InsecureHTTP: cfg.InsecureHTTP})
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +108,13 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 			return nil, fmt.Errorf("churn: start controller: %w", err)
 		}
 		defer c.Close()
-		server = "http://" + c.APIAddr()
+		server = c.ServerURL()
+		// The cluster-admin context the controller wrote: its CA and token.
+		s, err := clientconfig.LoadSettings(filepath.Join(dir, "admin.config"))
+		if err != nil {
+			return nil, fmt.Errorf("churn: %w", err)
+		}
+		opts = append(opts, s.ClientOptions()...)
 
 		progress("baseline: raw etcd puts in %d-op transactions, %d writers, %s", cfg.BaselineOpsPerTxn, cfg.BaselineConcurrency, cfg.Duration/2)
 		cli, err := c.EtcdClient()
@@ -111,7 +128,7 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 		rep.EtcdPutRate, rep.EtcdOpsInTxn = rate, cfg.BaselineOpsPerTxn
 		progress("baseline: %.0f puts/s", rate)
 	}
-	cl, err := client.New(server, client.WithMaxIdleConnsPerHost(cfg.Concurrency*2), client.WithTimeout(30*time.Second))
+	cl, err := client.New(server, opts...)
 	if err != nil {
 		return nil, err
 	}

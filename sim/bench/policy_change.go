@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
@@ -20,6 +23,7 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/hostkey"
+	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -240,7 +244,9 @@ func (r *dpRun) policyKernel(ctx context.Context, cfg *PolicyConfig) (*PolicyCha
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", Logger: r.cfg.Logger})
+	// A lab in this process: the API over plain HTTP without credentials.
+	c, err := controller.New(controller.Config{DataDir: dir, APIListen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", Logger: r.cfg.Logger,
+		InsecureHTTP: true})
 	if err != nil {
 		return nil, err
 	}
@@ -311,8 +317,12 @@ func (r *dpRun) policyKernel(ctx context.Context, cfg *PolicyConfig) (*PolicyCha
 		}
 		w := &policyWatch{Driver: d, host: i, events: events, seen: map[string]bool{}}
 		watches = append(watches, w)
+		key, err := enrol(ctx, cl, h.Name)
+		if err != nil {
+			return nil, err
+		}
 		a, err := agent.New(agent.Config{Host: h.Name, StreamAddrs: []string{c.AgentAddr()}, UDPAddr: c.AgentAddr(),
-			Key: hostkey.Derive(c.ClusterSecret(), h.Name), Driver: w, UnderlayIP: h.UnderlayIP, UnderlayDev: h.UnderlayDev,
+			Key: key, Driver: w, UnderlayIP: h.UnderlayIP, UnderlayDev: h.UnderlayDev,
 			Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: time.Second}, Logger: r.cfg.Logger})
 		if err != nil {
 			return nil, err
@@ -489,4 +499,20 @@ func sendEvery(ctx context.Context, ns string, dst netip.AddrPort, interval time
 		}
 	}()
 	return func() { cancel(); <-done; c.Close() }, nil
+}
+
+// enrol enrols an existing host as the (insecure API's) cluster admin and
+// returns its key.
+func enrol(ctx context.Context, cl *client.Client, host string) ([]byte, error) {
+	body, _ := json.Marshal(hostkey.EnrollRequest{Host: host})
+	resp, err := cl.Raw(ctx, http.MethodPost, "/apis/weft/v1/enroll", bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("enrol %s: %w", host, err)
+	}
+	defer resp.Body.Close()
+	var e hostkey.Enrolment
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("enrol %s: %s (%v)", host, resp.Status, err)
+	}
+	return secrets.ParseKey(e.HostKey)
 }

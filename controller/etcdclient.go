@@ -1,0 +1,61 @@
+package controller
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// validateEtcd checks the options of an external etcd cluster.
+func (c *Config) validateEtcd() error {
+	withTLS := c.EtcdCACert != "" || c.EtcdCert != "" || c.EtcdKey != ""
+	switch {
+	case len(c.EtcdEndpoints) == 0 && (withTLS || c.EtcdUser != "" || c.EtcdPassword != ""):
+		return errors.New("controller: etcd TLS files and users are for an external etcd cluster (etcd endpoints)")
+	case (c.EtcdCert == "") != (c.EtcdKey == ""):
+		return errors.New("controller: give both an etcd client certificate and its key, or neither")
+	case c.EtcdPassword != "" && c.EtcdUser == "":
+		return errors.New("controller: an etcd password without a user")
+	}
+	for _, e := range c.EtcdEndpoints {
+		if withTLS && strings.HasPrefix(e, "http://") {
+			return fmt.Errorf("controller: etcd endpoint %s is plain HTTP: with TLS files, use https://", e)
+		}
+	}
+	return nil
+}
+
+// etcdClientConfig is the client configuration of the external etcd
+// cluster: its endpoints, TLS (verifying the members against EtcdCACert,
+// presenting EtcdCert) and user.
+func etcdClientConfig(cfg Config) (clientv3.Config, error) {
+	ec := clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Username: cfg.EtcdUser, Password: cfg.EtcdPassword}
+	if cfg.EtcdCACert == "" && cfg.EtcdCert == "" {
+		return ec, nil
+	}
+	ec.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.EtcdCACert != "" {
+		pem, err := os.ReadFile(cfg.EtcdCACert)
+		if err != nil {
+			return ec, fmt.Errorf("etcd CA: %w", err)
+		}
+		ec.TLS.RootCAs = x509.NewCertPool()
+		if !ec.TLS.RootCAs.AppendCertsFromPEM(pem) {
+			return ec, fmt.Errorf("etcd CA %s: no PEM certificate in it", cfg.EtcdCACert)
+		}
+	}
+	if cfg.EtcdCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.EtcdCert, cfg.EtcdKey)
+		if err != nil {
+			return ec, fmt.Errorf("etcd client certificate: %w", err)
+		}
+		ec.TLS.Certificates = []tls.Certificate{cert}
+	}
+	return ec, nil
+}
