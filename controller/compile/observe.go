@@ -23,7 +23,13 @@ var protoNumbers = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
 // observeResources adds the host's traces and captures to out.
 func (c *Compiler) observeResources(host string, local []*apiv1.Endpoint, out map[wire.ResourceKey][]byte) {
 	for _, o := range c.st.List(apiv1.KindTrace, "") {
-		if v := traceView(o.(*apiv1.Trace), host); v != nil {
+		tr := o.(*apiv1.Trace)
+		if v := traceView(tr, host); v != nil {
+			// The destination host names the rule that admits the source
+			// by its security identity.
+			if src, ok := c.st.Get(apiv1.KindEndpoint, tr.Metadata.Tenant, tr.Status.Source.Endpoint); ok {
+				v.SourceIdentity = src.(*apiv1.Endpoint).Status.Identity
+			}
 			c.put(out, v)
 		}
 	}

@@ -287,7 +287,7 @@ func (c *Controller) upload(w http.ResponseWriter, r *http.Request) {
 	for {
 		err := rd.Next(&rec)
 		if err != nil {
-			if errors.Is(err, capture.ErrMalformed) {
+			if errors.Is(err, capture.ErrMalformed) && ctx.Err() == nil {
 				c.log.Warn("capture upload refused", "ref", ref.String(), "host", host, "err", err)
 				writeError(w, apiv1.NewBadRequest("%v", err))
 				return
