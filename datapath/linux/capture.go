@@ -428,8 +428,11 @@ func (d *Driver) onCaptureEvent(l *traceListener, chain string, ev nftEvent, now
 	switch {
 	case ev.table == PolicyTable && ev.typ == unix.NFT_TRACETYPE_RULE && expr.VerdictKind(ev.verdict) == expr.VerdictDrop:
 		reason = datapath.DropPolicy
-	case ev.table == TraceTable && ev.chain == chainTMark && ev.typ == unix.NFT_TRACETYPE_RULE:
-		reason = datapath.DropNoRoute // the route check matched: routing drops it
+	case ev.table == TraceTable && ev.chain == chainTMark && ev.typ == unix.NFT_TRACETYPE_RULE && ev.handle != 0:
+		// The route check matched: routing drops it. (The kernel also
+		// reports a packet leaving the chain's end as a rule event, with
+		// no rule handle.)
+		reason = datapath.DropNoRoute
 	default:
 		return
 	}

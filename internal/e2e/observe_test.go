@@ -123,7 +123,7 @@ func TestObserve(t *testing.T) {
 			if os.Getenv("CI") != "" {
 				t.Fatal("tshark is not installed (.ci/run installs it)")
 			}
-			t.Skip("tshark is not installed")
+			t.Skip("tshark is not installed (apt-get install tshark): skipping the capture read-back")
 		}
 		file := filepath.Join(t.TempDir(), "acme.pcapng")
 		cmd := exec.Command(binary(t), "capture", "--tenant", "acme", "--vpc", "main", "--filter", "icmp", "--duration", "20s", "-w", file)
