@@ -215,6 +215,76 @@ func TestObserve(t *testing.T) {
 		}
 	})
 
+	t.Run("capture bounded and expired", func(t *testing.T) {
+		if _, err := exec.LookPath("tshark"); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatal("tshark is not installed (.ci/run installs it)")
+			}
+			t.Skip("tshark is not installed (apt-get install tshark): skipping the capture read-back")
+		}
+		p := startPinger(t, web1.Status.Netns, netip.MustParseAddr(db1.Status.IP), 50*time.Millisecond)
+		defer p.stop()
+		file := filepath.Join(t.TempDir(), "five.pcapng")
+		// It ends by itself at its count, long before its duration.
+		out, code := e.weft("capture", "--tenant", "acme", "--endpoint", "db-1", "--filter", "icmp", "--count", "5",
+			"--duration", "1m", "--ttl", "3s", "--name", "five", "-w", file)
+		if code != 0 {
+			t.Fatalf("weft capture: exit %d: %s", code, out)
+		}
+		n, err := exec.Command("tshark", "-r", file, "-T", "fields", "-e", "frame.number").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(string(n), "\n"); got != 5 {
+			t.Errorf("the capture of count 5 holds %d packets; %s", got, out)
+		}
+		// It expires with its packets.
+		files := func() []string {
+			m, _ := filepath.Glob(filepath.Join(e.dataDir, "captures", "*", "*.pcapng"))
+			return m
+		}
+		if len(files()) == 0 {
+			t.Errorf("no capture file in the controller's %s", filepath.Join(e.dataDir, "captures"))
+		}
+		eventually(t, 30*time.Second, "the capture expired with its packets", func() (bool, string) {
+			_, err := e.cl.Get(context.Background(), apiv1.KindCapture, "acme", "five")
+			return apiv1.IsNotFound(err) && len(files()) <= 1, fmt.Sprint(err, files()) // the first capture's file stays
+		})
+	})
+
+	t.Run("trace latency", func(t *testing.T) {
+		// Command (the API's create) to merged path, cross host.
+		var ds []time.Duration
+		ctx := context.Background()
+		for i := range 20 {
+			tr := &apiv1.Trace{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindTrace},
+				Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("lat-%d", i), Tenant: "acme"},
+				Spec:     apiv1.TraceSpec{From: "web-1", To: "db-1", Proto: "tcp", DPort: 5432, TTL: "1m"}}
+			start := time.Now()
+			if _, err := e.cl.Create(ctx, tr); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				o, err := e.cl.Get(ctx, apiv1.KindTrace, "acme", tr.Metadata.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := o.(*apiv1.Trace).Status; st.Phase == apiv1.PhaseCompleted {
+					if st.Verdict != apiv1.VerdictDelivered {
+						t.Errorf("trace %s: %s (%s)", tr.Metadata.Name, st.Verdict, st.Reason)
+					}
+					break
+				}
+				if time.Since(start) > 30*time.Second {
+					t.Fatalf("trace %s not completed after 30s", tr.Metadata.Name)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		t.Logf("trace end to end (create → merged path), cross host, 20 runs: %s", stats(ds))
+	})
+
 	t.Run("tenant scoped", func(t *testing.T) {
 		ctx := context.Background()
 		tok, err := e.cl.CreateToken(ctx, client.TokenRequest{Role: "tenant-admin", Tenant: "globex"})
