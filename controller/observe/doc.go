@@ -42,7 +42,12 @@
 //
 // # Authorization
 //
-// Config.Authorize guards the three paths as the REST API's authorizer
-// would the Trace's or Capture's status (verb "status": the agents of its
-// hosts) and the Capture itself (verb "get": who may read it).
+// The three paths authenticate as the REST API does (Config.Authenticator;
+// Config.Insecure lets requests without a credential through as cluster
+// admins). A download is authorized like a read of the Capture (its own
+// tenant's credentials and cluster admins; another tenant's get 403). An
+// agent may post a report of a trace its host takes part in, as that
+// host, and upload to a capture of a tenant with endpoints on its host,
+// as that host; to an agent every other trace or capture does not exist
+// (404).
 package observe

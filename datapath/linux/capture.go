@@ -25,7 +25,7 @@ import (
 // capture's program attached, so the kernel hands over only what the
 // filter takes, and only from that interface; a dropped-only capture
 // instead traces the endpoints' packets in the trace table and records
-// those the data plane drops. See "Trace and capture" in trace_doc.go.
+// those the data plane drops. See "Trace and capture" in the package documentation.
 
 // captureRun is a capture on this host.
 type captureRun struct {

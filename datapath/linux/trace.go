@@ -21,8 +21,7 @@ import (
 	"github.com/weftnet/weft/datapath"
 )
 
-// Traces: see "Trace and capture" in the package documentation (doc.go
-// of this file's pair, trace_doc.go).
+// Traces: see "Trace and capture" in the package documentation.
 
 var _ datapath.Observer = (*Driver)(nil)
 

@@ -325,7 +325,7 @@ func traceTables(t *testing.T, c *dc, host int) int {
 }
 
 // udpProgram takes IPv4 UDP frames.
-func udpProgram(t *testing.T) []bpf.RawInstruction {
+func udpProgram(t testing.TB) []bpf.RawInstruction {
 	p, err := bpf.Assemble([]bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x0800, SkipTrue: 3},

@@ -118,6 +118,25 @@ func TestObserve(t *testing.T) {
 		}
 	})
 
+	t.Run("live trace", func(t *testing.T) {
+		// The next 3 real echoes of web-1 to db-1 are tagged and followed.
+		p := startPinger(t, web1.Status.Netns, netip.MustParseAddr(db1.Status.IP), 100*time.Millisecond)
+		defer p.stop()
+		tr := trace(t, "--tenant", "acme", "--from", "web-1", "--to", "db-1", "--mode", "live", "--count", "3", "--duration", "20s")
+		delivered := map[int]bool{}
+		for _, h := range tr.Status.Hops {
+			if h.Point == apiv1.HopDeliver && h.Host == "h3" {
+				delivered[h.Packet] = true
+			}
+		}
+		if tr.Status.Verdict != apiv1.VerdictDelivered || tr.Status.Packets != 3 || len(delivered) != 3 {
+			t.Errorf("live trace: %s (%s), %d packets, delivered %v; path %v", tr.Status.Verdict, tr.Status.Reason, tr.Status.Packets, delivered, points(tr))
+		}
+		if sent, lost, _, _ := p.result(); lost > 1 { // the last may be in flight
+			t.Errorf("a live trace lost real packets: %d of %d", lost, sent)
+		}
+	})
+
 	t.Run("capture read by tshark", func(t *testing.T) {
 		if _, err := exec.LookPath("tshark"); err != nil {
 			if os.Getenv("CI") != "" {
