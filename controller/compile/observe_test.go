@@ -29,7 +29,13 @@ func TestTracesAndCapturesInViews(t *testing.T) {
 		Source:      &apiv1.TraceEnd{Endpoint: "web-1", Host: "h1", IP: "10.0.1.2"},
 		Destination: &apiv1.TraceEnd{Endpoint: "web-2", Host: "h2", IP: "10.0.1.3"}}
 	e.put(tr)
-	want := &view.Trace{Tenant: "acme", Name: "t1", UID: tr.Metadata.UID, Mode: "probe", VNI: 4096, Token: 77, Proto: 17, Src: "10.0.1.2", Dst: "10.0.1.3", SPort: 50000, DPort: 53}
+	// Both ends carry the source's identity (the destination's policy
+	// names the rule that admits it).
+	id := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-1").Status.Identity
+	if id == 0 {
+		t.Fatal("web-1 has no identity")
+	}
+	want := &view.Trace{Tenant: "acme", Name: "t1", UID: tr.Metadata.UID, Mode: "probe", VNI: 4096, Token: 77, Proto: 17, Src: "10.0.1.2", Dst: "10.0.1.3", SPort: 50000, DPort: 53, SourceIdentity: id}
 	src, dst := *want, *want
 	src.Source, dst.Dest = "web-1", "web-2"
 	if diff := gocmp.Diff(&src, e.snapshot("h1")[traceKey]); diff != "" {
