@@ -246,20 +246,26 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
 	}
-	var login web.Authenticator // an insecure API needs no login
-	if !c.cfg.InsecureHTTP {
-		login = webLogin{authn}
-	}
-	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Auth: login, Logger: c.cfg.Logger})
-	if err != nil {
-		return fmt.Errorf("new web UI: %w", err)
-	}
 	c.ln, err = net.Listen("tcp", c.cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
 	}
 	if err = c.startObserve(ctx, authn); err != nil {
 		return err
+	}
+	// The API: the REST handler and, beside it, the traces' and captures'
+	// paths (reports, uploads, pcapng downloads); the web UI forwards to
+	// both.
+	api := http.NewServeMux()
+	api.Handle("/", h)
+	c.observe.Mount(api)
+	var login web.Authenticator // an insecure API needs no login
+	if !c.cfg.InsecureHTTP {
+		login = webLogin{authn}
+	}
+	ui, err := web.New(web.Config{API: api, Hosts: c.registry, Auth: login, Logger: c.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("new web UI: %w", err)
 	}
 	ln := c.ln
 	if c.cfg.InsecureHTTP {
@@ -272,8 +278,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		ln = tls.NewListener(c.ln, tc)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	c.observe.Mount(mux)
+	mux.Handle("/", api)
 	mux.Handle(web.Prefix, ui)
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
 	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
