@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // Traces: see "Trace and capture" in the package documentation.
@@ -485,7 +486,7 @@ func (d *Driver) writeTraceTable(ns uint32, spec *tableSpec) error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Table: t, Name: r.chain}, Exprs: r.exprs})
 		}
 	}
-	if err := d.ops.write(opNftCommit, c.Flush); err != nil {
+	if err := d.ops.Write(writes.NftCommit, c.Flush); err != nil {
 		return fmt.Errorf("commit nftables table %s: %w", TraceTable, err)
 	}
 	if key == "" {
