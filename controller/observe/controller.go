@@ -24,7 +24,7 @@ import (
 // Writer writes statuses and deletes expired objects: the registry.
 type Writer interface {
 	PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error)
-	Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
+	Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error)
 }
 
 // Authenticator tells who a request is (nil: no credential); the REST
