@@ -95,7 +95,9 @@ func TestFailoverKeepsLookups(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "session on replica A", func() bool { return ag.Connected() && ag.Stats().StreamConnects == 2 })
+	// A second session (or later: a loaded machine may cut one) is with A,
+	// the only replica left.
+	waitFor(t, "session on replica A", func() bool { return ag.Connected() && ag.Stats().StreamConnects >= 2 })
 	resolves("db2 located through replica A", ipOf("db2"), "192.0.2.20")
 
 	ep, err := api.Get(ctx, apiv1.KindEndpoint, "acme", "db2")
