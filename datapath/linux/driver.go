@@ -56,6 +56,7 @@ type Driver struct {
 	eps      map[string]*epState // programmed endpoints, by ID
 	underlay netip.Addr          // of the last Set
 	failed   map[uint32]error    // the VPCs the last Set left as they were
+	last     lastFull            // what a quick attach trusts (attach.go); mu
 
 	// policyFault, set by tests only, makes the policy batches of the VPCs
 	// it returns true for carry a rule the kernel refuses.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"time"
@@ -48,11 +49,11 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 		}
 		st := d.eps[e.ID]
 		deep := fresh || wentUp || st == nil || !sameEndpoint(&st.ep, e) || st.hostIndex != link.Attrs().Index || st.mtu != hc.mtu ||
-			d.cfg.EndpointResync == 0 || time.Since(st.verified) >= d.cfg.EndpointResync
+			d.resyncDue(e.ID, st.verified)
 		if !deep {
 			return link, nil
 		}
-		err := d.ensureInside(vs, link, e, nsPath, own, hc, fresh || wentUp)
+		err := d.ensureInside(vs, link, e, nsPath, own, hc, fresh, fresh || wentUp)
 		if errors.Is(err, errPeerElsewhere) && attempt == 0 {
 			// The veth's peer is not in the endpoint's namespace (the
 			// namespace changed or was re-made): start over.
@@ -83,6 +84,20 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 }
 
 var errPeerElsewhere = errors.New("veth peer is not in the endpoint namespace")
+
+// resyncDue says the inside of endpoint id, last read at verified, is to be
+// read again (Config.EndpointResync): after the interval shortened by up
+// to half of it, by a hash of id.
+func (d *Driver) resyncDue(id string, verified time.Time) bool {
+	r := d.cfg.EndpointResync
+	if r < 0 {
+		return true
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	r -= time.Duration(float64(r/2) * float64(h.Sum32()) / (1 << 32))
+	return time.Since(verified) >= r
+}
 
 func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string, own bool, hc hostCfg) (netlink.Link, error) {
 	if own && !isNetns(nsPath) {
@@ -165,7 +180,10 @@ func (d *Driver) fixHostVeth(vs *vpcNS, link netlink.Link, e *datapath.Endpoint,
 // either end went up, ensureInside therefore finishes with an RTM_GETLINK
 // request for each end, which makes the kernel run pending linkwatch work
 // for that device (linkwatch_sync_dev in rtnl_getlink) before answering.
-func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint, nsPath string, own bool, hc hostCfg, hostWentUp bool) error {
+//
+// A fresh peer (its veth was just created) has no addresses, neighbours
+// or routes: they are added without reading first.
+func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint, nsPath string, own bool, hc hostCfg, fresh, hostWentUp bool) error {
 	fd, err := netns.GetFromPath(nsPath)
 	if err != nil {
 		if own {
@@ -226,27 +244,34 @@ func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint
 			}
 		}
 	}
-	addrs, err := dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) })
-	if err != nil {
-		return err
+	var addrs []netlink.Addr
+	if !fresh {
+		if addrs, err = dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) }); err != nil {
+			return err
+		}
 	}
 	if err := d.convergeAddrs(h, peer, addrs, []netip.Prefix{netip.PrefixFrom(e.IP, e.Prefix.Bits())}, unix.IFA_F_NOPREFIXROUTE, false); err != nil {
 		return err
 	}
-	neighs, err := dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(peer.Attrs().Index, netlink.FAMILY_V4) })
-	if err != nil {
-		return err
+	var neighs []netlink.Neigh
+	if !fresh {
+		if neighs, err = dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(peer.Attrs().Index, netlink.FAMILY_V4) }); err != nil {
+			return err
+		}
 	}
 	gwNeigh := netlink.Neigh{LinkIndex: peer.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: e.Gateway.AsSlice(), HardwareAddr: GatewayMAC()}
 	if err := d.convergePermanentNeighs(h, neighs, []netlink.Neigh{gwNeigh}, func(netlink.Neigh) bool { return true }); err != nil {
 		return err
 	}
-	routes, err := dump("routes", func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: peer.Attrs().Index},
-			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
-	})
-	if err != nil {
-		return err
+	var routes []netlink.Route
+	if !fresh {
+		routes, err = dump("routes", func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: peer.Attrs().Index},
+				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+		})
+		if err != nil {
+			return err
+		}
 	}
 	def := netlink.Route{
 		LinkIndex: peer.Attrs().Index,

@@ -21,9 +21,10 @@ import (
 var nativeEndian = binary.NativeEndian
 
 // Set implements datapath.Driver. It reads the kernel state of every VPC
-// namespace (links, routes, addresses, neighbours, FDB), and of every
-// endpoint namespace unless Config.EndpointResync allows trusting the cache,
-// and writes only what differs.
+// namespace (links, routes, addresses, neighbours, FDB), and of the
+// endpoint namespaces that Config.EndpointResync does not let it trust,
+// and writes only what differs; a Set that only attaches new endpoints
+// soon after a full one skips the reads (attach.go).
 func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	n, err := desired.Normalize()
 	if err != nil {
@@ -53,6 +54,19 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	d.underlay = n.Host.UnderlayIP
 	d.smu.Unlock()
 	hc := hostCfg{underlay: n.Host.UnderlayIP, mtu: mtu - datapath.VXLANOverhead}
+
+	if added := d.addedOnly(n, failed, hc); added != nil {
+		err := d.attachAdded(ctx, n, added, hc)
+		if err == nil {
+			d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "attached", len(added),
+				"writes", d.ops.counts().Sub(before).String(), "took", time.Since(start))
+			return nil
+		}
+		if !errors.Is(err, errNotQuick) {
+			d.log.Info("quick attach failed, setting in full", "err", err)
+		}
+	}
+	d.last = lastFull{}
 
 	onDisk, epNS, err := d.listOwned()
 	if err != nil {
@@ -179,6 +193,9 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	}
 
 	err = errors.Join(errs...)
+	if err == nil && len(failed) == 0 {
+		d.last = lastFull{read: start, host: n.Host, hc: hc, vpcs: n.VPCs}
+	}
 	if c := d.ops.counts().Sub(before); len(c) > 0 || err != nil {
 		d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "writes", c.String(), "took", time.Since(start), "err", err)
 	}
