@@ -311,7 +311,7 @@ The rulecost and kernel phases need root and remove every namespace they make.`,
 	f.DurationVar(&cfg.Duration, "duration", 0, "measuring time per rule count, mode and round (default 1s)")
 	f.IntVar(&cfg.KernelHosts, "kernel-hosts", 0, "hosts of the kernel phase (default 2)")
 	f.IntVar(&cfg.KernelEndpoints, "kernel-endpoints", 0, "endpoints of the kernel phase, in VPCs of 100 (default 1000)")
-	f.DurationVar(&cfg.KernelResync, "endpoint-resync", 0, "the linux driver's EndpointResync in the kernel phase (default 0, as weft agent)")
+	f.DurationVar(&cfg.KernelResync, "endpoint-resync", 0, "the linux driver's EndpointResync in the kernel phase (0: the driver's default, as weft agent; negative: every Set)")
 	f.IntVar(&cfg.Changes, "changes", 0, "policies created one at a time in the kernel and sim phases (default 50)")
 	// The sim phase's sizes default to 'weft bench program''s: 2
 	// endpoints per host in 100 VPCs (Policy fills in zeros).
