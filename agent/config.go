@@ -119,6 +119,12 @@ type Config struct {
 	// Reporter, if set, registers the Host and reports endpoint status to
 	// the controller's API.
 	Reporter Reporter
+	// IfName, if set, names an endpoint's interface inside its network
+	// namespace (datapath.Endpoint.IfName; "" for the default), by the
+	// endpoint's ID: the CNI server's answer for the endpoints it made,
+	// whose runtime chose the name. It is called while views are
+	// translated, so it must be fast and safe for concurrent use.
+	IfName func(endpointID string) string
 }
 
 // Reporter tells the controller's API about the host and its endpoints.
@@ -151,6 +157,10 @@ type EndpointReport struct {
 	Phase string
 	// Message explains PhaseFailed.
 	Message string
+	// UID is the endpoint's metadata.uid in the view: an endpoint deleted
+	// and created again under its name is reported again, even if all else
+	// is the same.
+	UID string
 	// Generation is the endpoint's metadata.generation in the view: the
 	// observedGeneration of the conditions below.
 	Generation int64

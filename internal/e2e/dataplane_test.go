@@ -80,6 +80,8 @@ type dpEnv struct {
 	states  map[string]string
 	cl      *client.Client
 	file    string // the applied YAML
+	// agentArgs returns flags appended to an agent's (nil: none).
+	agentArgs func(host string) []string
 
 	mu      sync.Mutex
 	servers map[string]func() // hello servers by endpoint
@@ -136,19 +138,24 @@ func dataplaneDoc() []byte {
 
 // newDPEnv builds a lab of three hosts, starts its controller, applies doc
 // and starts the agents.
-func newDPEnv(t *testing.T, doc []byte) *dpEnv {
+func newDPEnv(t *testing.T, doc []byte) *dpEnv { return newLabEnv(t, doc, 3, nil) }
+
+// newLabEnv is newDPEnv with hosts hosts whose agents get the flags
+// agentArgs returns (nil: none) appended.
+func newLabEnv(t *testing.T, doc []byte, hosts int, agentArgs func(host string) []string) *dpEnv {
 	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
 	}
 	prefix := testnet.DefaultPrefix()
-	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: 3}})
+	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: hosts}})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
 	e := &dpEnv{t: t, lab: lab, dataDir: t.TempDir(), ctlIP: lab.ControllerIP().String(),
-		agents: map[string]*demo.Agent{}, logs: map[string]*lockedWriter{}, states: map[string]string{}, servers: map[string]func(){}}
+		agents: map[string]*demo.Agent{}, logs: map[string]*lockedWriter{}, states: map[string]string{}, servers: map[string]func(){},
+		agentArgs: agentArgs}
 	t.Cleanup(func() {
 		e.stopServers()
 		if err := lab.Close(); err != nil {
@@ -249,6 +256,9 @@ func (e *dpEnv) startAgent(host string) *demo.Agent {
 	ac := demo.AgentConfig{
 		Binary: binary(t), Controller: net.JoinHostPort(e.ctlIP, "7444"), API: e.apiURL(),
 		StateDir: e.states[host], Log: e.logs[host],
+	}
+	if e.agentArgs != nil {
+		ac.Args = e.agentArgs(host)
 	}
 	if _, err := os.Stat(filepath.Join(e.states[host], "credentials")); err != nil {
 		// First start: enrol (later starts use the stored credentials).
