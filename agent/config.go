@@ -145,6 +145,9 @@ type Reporter interface {
 const (
 	PhaseReady  = "Ready"
 	PhaseFailed = "Failed"
+	// PhasePending: the endpoint waits for its network namespace
+	// (datapath.EndpointStatus.Waiting).
+	PhasePending = "Pending"
 )
 
 // EndpointReport is the agent's part of an endpoint's status.
@@ -153,9 +156,9 @@ type EndpointReport struct {
 	ID string
 	// Netns is the path of the endpoint's network namespace (status.netns).
 	Netns string
-	// Phase is PhaseReady or PhaseFailed.
+	// Phase is PhaseReady, PhasePending or PhaseFailed.
 	Phase string
-	// Message explains PhaseFailed.
+	// Message explains PhasePending and PhaseFailed.
 	Message string
 	// UID is the endpoint's metadata.uid in the view: an endpoint deleted
 	// and created again under its name is reported again, even if all else

@@ -33,6 +33,9 @@ func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error)
 		vpcErr := vpcError(setErr, e.VNI)
 		st, ok := a.driver.Status(e.ID)
 		switch {
+		case ok && st.Waiting != "":
+			r.Netns, r.Phase, r.Message = st.Netns, PhasePending, st.Waiting
+			r.PolicyErr, r.QoSErr = st.Waiting, st.Waiting // nothing of it is enforced
 		case ok:
 			r.Netns, r.Phase = st.Netns, PhaseReady
 			r.PolicyErr, r.QoSErr = cmp.Or(st.PolicyErr, vpcErr), cmp.Or(st.QoSErr, vpcErr)

@@ -68,17 +68,31 @@ func (s *Server) add(ctx context.Context, req *cnirpc.Request) (res json.RawMess
 			return nil, err
 		}
 	}
-	var ep *apiv1.Endpoint
-	if ip == "" && mac == "" {
-		ep, err = s.pool.claim(ctx, c, sel)
-		if err != nil {
-			return nil, err
+	if err := s.waitAdopted(ctx); err != nil {
+		return nil, err
+	}
+	ep := s.indexed(c.att)
+	if ep != nil && attachedTo(ep) != req.Netns {
+		// Attached elsewhere: the runtime's latest word wins.
+		if err := s.remove(ctx, ep); err != nil {
+			return nil, cniError(types.ErrTryAgainLater, "replace the endpoint", err)
 		}
+		ep = nil
+	}
+	switch {
+	case ep != nil && ep.Metadata.Annotations[AnnotationPool] != "":
+		ep, err = s.pool.claim(ctx, c, sel, ep) // again
+	case ep == nil && ip == "" && mac == "":
+		ep, err = s.pool.claim(ctx, c, sel, nil)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if ep == nil {
 		if ep, err = s.create(ctx, c, sel, ip, mac); err != nil {
 			return nil, err
 		}
+		s.setIndex(c.att, ep)
 	}
 	defer func() {
 		if err != nil {
@@ -147,6 +161,15 @@ func (s *Server) create(ctx context.Context, c *call, sel *selection, ip, mac st
 	}
 }
 
+// attachedTo is the namespace the attachment of ep is in (a pool
+// endpoint's spec.netns is its pin).
+func attachedTo(ep *apiv1.Endpoint) string {
+	if ns := ep.Metadata.Annotations[AnnotationNetns]; ns != "" {
+		return ns
+	}
+	return ep.Spec.Netns
+}
+
 // owns says ep is the endpoint of a (by its annotations).
 func (a attachment) owns(ep *apiv1.Endpoint) bool {
 	an := ep.Metadata.Annotations
@@ -168,6 +191,7 @@ func (s *Server) remove(ctx context.Context, ep *apiv1.Endpoint) error {
 	if _, err := s.cfg.API.Delete(ctx, apiv1.KindEndpoint, ep.Metadata.Tenant, ep.Metadata.Name); err != nil && !apiv1.IsNotFound(err) {
 		return err
 	}
+	s.unindex(ep)
 	s.pool.released(ep)
 	s.log.Info("endpoint deleted", "endpoint", ep.Metadata.Tenant+"/"+ep.Metadata.Name)
 	return nil

@@ -22,32 +22,33 @@ import (
 const detachWait = 5 * time.Second
 
 // find returns the endpoint of c's attachment, nil if there is none: the
-// one its name says in the configured tenant, else (a pool endpoint,
-// another tenant) one of this host's endpoints whose annotations name
-// the attachment.
+// one the index knows, else the one its name says in the configured
+// tenant (an index that missed it: it was made before the last listing).
 func (s *Server) find(ctx context.Context, c *call) (*apiv1.Endpoint, error) {
-	if sel, err := c.nc.selection(s.cfg.Default); err == nil {
-		o, err := s.cfg.API.Get(ctx, apiv1.KindEndpoint, sel.tenant, c.att.endpointName())
-		switch {
-		case err == nil && c.att.owns(o.(*apiv1.Endpoint)):
-			return o.(*apiv1.Endpoint), nil
-		case err != nil && !apiv1.IsNotFound(err):
-			return nil, err
-		}
-	}
-	eps, err := s.attachments(ctx)
-	if err != nil {
+	if err := s.waitAdopted(ctx); err != nil {
 		return nil, err
 	}
-	for _, ep := range eps {
-		if c.att.owns(ep) {
-			return ep, nil
-		}
+	if ep := s.indexed(c.att); ep != nil {
+		return ep, nil
+	}
+	sel, err := c.nc.selection(s.cfg.Default)
+	if err != nil {
+		return nil, nil // it can have made none
+	}
+	o, err := s.cfg.API.Get(ctx, apiv1.KindEndpoint, sel.tenant, c.att.endpointName())
+	switch {
+	case apiv1.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case c.att.owns(o.(*apiv1.Endpoint)):
+		return o.(*apiv1.Endpoint), nil
 	}
 	return nil, nil
 }
 
-// attachments lists the endpoints of CNI attachments on this host.
+// attachments lists the endpoints of CNI attachments and of the warm
+// pool on this host.
 func (s *Server) attachments(ctx context.Context) ([]*apiv1.Endpoint, error) {
 	objs, _, err := s.cfg.API.List(ctx, apiv1.KindEndpoint, "", "")
 	if err != nil {
@@ -56,7 +57,7 @@ func (s *Server) attachments(ctx context.Context) ([]*apiv1.Endpoint, error) {
 	var eps []*apiv1.Endpoint
 	for _, o := range objs {
 		ep := o.(*apiv1.Endpoint)
-		if ep.Spec.Host == s.cfg.Host && ep.Metadata.Annotations[AnnotationContainerID] != "" {
+		if an := ep.Metadata.Annotations; ep.Spec.Host == s.cfg.Host && (an[AnnotationContainerID] != "" || an[AnnotationPool] != "") {
 			eps = append(eps, ep)
 		}
 	}
@@ -213,7 +214,7 @@ func (s *Server) gc(ctx context.Context, req *cnirpc.Request) error {
 	var failed []string
 	for _, ep := range eps {
 		an := ep.Metadata.Annotations
-		if an[AnnotationNetwork] != nc.Name || valid[types.GCAttachment{ContainerID: an[AnnotationContainerID], IfName: an[AnnotationIfName]}] {
+		if an[AnnotationContainerID] == "" || an[AnnotationNetwork] != nc.Name || valid[types.GCAttachment{ContainerID: an[AnnotationContainerID], IfName: an[AnnotationIfName]}] {
 			continue
 		}
 		if err := s.remove(ctx, ep); err != nil {

@@ -113,9 +113,14 @@ type Server struct {
 	srv  *http.Server
 	pool *pool
 
+	// adopted is closed once the endpoints of this host's attachments
+	// were listed (adopt): calls wait for it.
+	adopted chan struct{}
+
 	mu      sync.Mutex
-	hostUID string                 // of this host's Host, once read
-	subnets map[string]*subnetInfo // by "tenant/name", once read
+	hostUID string                         // of this host's Host, once read
+	subnets map[string]*subnetInfo         // by "tenant/name", once read
+	index   map[attachment]*apiv1.Endpoint // the endpoints of this host's attachments
 }
 
 // subnetInfo is what a result needs of a subnet.
@@ -131,7 +136,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger.With("subsystem", "agent/cniserver", "host", cfg.Host), subnets: map[string]*subnetInfo{}}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("subsystem", "agent/cniserver", "host", cfg.Host), adopted: make(chan struct{}),
+		subnets: map[string]*subnetInfo{}, index: map[attachment]*apiv1.Endpoint{}}
 	s.pool = newPool(s)
 	return s, nil
 }
@@ -172,9 +178,86 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("cni server stopped", "err", err)
 		}
 	})
-	s.pool.start()
+	s.life.Go(s.run)
 	s.log.Info("cni server started", "socket", s.cfg.Socket, "pool_max", s.cfg.Pool.Max)
 	return nil
+}
+
+// run adopts this host's attachments (until the API answers), then runs
+// the warm pool.
+func (s *Server) run(ctx context.Context) {
+	for attempt := 1; ; attempt++ {
+		err := s.adopt(ctx)
+		if err == nil {
+			break
+		}
+		s.log.Warn("cni server: listing this host's attachments failed, retrying", "err", err)
+		if !sleepCtx(ctx, min(time.Duration(attempt)*100*time.Millisecond, 5*time.Second)) {
+			return
+		}
+	}
+	close(s.adopted)
+	s.pool.run(ctx)
+}
+
+// adopt indexes the endpoints of this host's attachments, which an
+// earlier agent made, and hands the pool its own.
+func (s *Server) adopt(ctx context.Context) error {
+	eps, err := s.attachments(ctx)
+	if err != nil {
+		return err
+	}
+	undo, err := s.pool.adopt(eps)
+	if err != nil {
+		return err
+	}
+	for _, ep := range undo {
+		if err := s.remove(ctx, ep); err != nil {
+			return err
+		}
+	}
+	for _, ep := range eps {
+		an := ep.Metadata.Annotations
+		if id := an[AnnotationContainerID]; id != "" {
+			s.setIndex(attachment{network: an[AnnotationNetwork], containerID: id, ifName: an[AnnotationIfName]}, ep)
+		}
+	}
+	return nil
+}
+
+// waitAdopted waits until the server adopted this host's attachments.
+func (s *Server) waitAdopted(ctx context.Context) error {
+	select {
+	case <-s.adopted:
+		return nil
+	case <-ctx.Done():
+		return types.NewError(types.ErrTryAgainLater, "the weft agent has not listed its attachments yet (is the controller's API reachable?)", ctx.Err().Error())
+	}
+}
+
+// indexed returns the endpoint of attachment a, nil if none is known.
+func (s *Server) indexed(a attachment) *apiv1.Endpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.index[a]
+}
+
+// setIndex records ep as the endpoint of a.
+func (s *Server) setIndex(a attachment, ep *apiv1.Endpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index[a] = ep
+}
+
+// unindex forgets the attachment of ep.
+func (s *Server) unindex(ep *apiv1.Endpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for a, e := range s.index {
+		if e.Metadata.UID == ep.Metadata.UID {
+			delete(s.index, a)
+		}
+	}
 }
 
 // Close stops serving (calls in progress are cancelled and waited for)

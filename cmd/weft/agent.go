@@ -44,6 +44,7 @@ type agentOptions struct {
 	cniSocket     string
 	cniSubnet     string
 	cniPool       int
+	cniPoolMin    int
 
 	bootstrapTokenFile string
 	caFile             string
@@ -115,7 +116,8 @@ network configuration names, or --cni-subnet.`,
 	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux datapath makes (default wft)")
 	f.StringVar(&o.cniSocket, "cni-socket", "", "serve the weft-cni plugin on this unix socket (e.g. /run/weft/cni.sock; default: no CNI)")
 	f.StringVar(&o.cniSubnet, "cni-subnet", "", "TENANT/SUBNET[@VPC] that CNI attachments join when their network configuration names none")
-	f.IntVar(&o.cniPool, "cni-pool", 0, "most endpoints the CNI warm pool keeps ready per network (0: no pool)")
+	f.IntVar(&o.cniPool, "cni-pool", 0, "most endpoints the CNI warm pool keeps ready per selection, sized to the recent attach rate (0: no pool)")
+	f.IntVar(&o.cniPoolMin, "cni-pool-min", 0, "fewest endpoints the CNI warm pool keeps ready per selection it serves")
 	return cmd
 }
 
@@ -281,7 +283,7 @@ func (o *agentOptions) cniServer(cfg agent.Config, c *client.Client, tap *cniser
 		def.VPC = vpc
 	}
 	return cniserver.New(cniserver.Config{Socket: o.cniSocket, Host: cfg.Host, API: c, Tap: tap, Agent: a,
-		Default: def, Pool: cniserver.PoolConfig{Max: o.cniPool}, Logger: log})
+		Default: def, Pool: cniserver.PoolConfig{Max: o.cniPool, Min: o.cniPoolMin}, Logger: log})
 }
 
 // interfaceWith returns the name of the interface holding ip, or "".

@@ -34,11 +34,15 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
+	n, waiting := splitWaiting(n)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return datapath.ErrClosed
 	}
+	d.smu.Lock()
+	d.waiting = waiting
+	d.smu.Unlock()
 	start := time.Now()
 	before := d.ops.counts()
 
@@ -203,6 +207,32 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		return fmt.Errorf("linux set: %w", err)
 	}
 	return nil
+}
+
+// splitWaiting returns n without the endpoints whose given namespace does
+// not exist (yet), which Set leaves unattached, and their status.
+func splitWaiting(n *datapath.Desired) (*datapath.Desired, map[string]datapath.EndpointStatus) {
+	var waiting map[string]datapath.EndpointStatus
+	for _, e := range n.Endpoints {
+		if e.Netns != "" && !isNetns(e.Netns) {
+			if waiting == nil {
+				waiting = map[string]datapath.EndpointStatus{}
+			}
+			waiting[e.ID] = datapath.EndpointStatus{Netns: e.Netns, IfName: e.IfName,
+				Waiting: fmt.Sprintf("waiting for a network namespace at %s", e.Netns)}
+		}
+	}
+	if waiting == nil {
+		return n, nil
+	}
+	m := *n
+	m.Endpoints = make([]datapath.Endpoint, 0, len(n.Endpoints)-len(waiting))
+	for _, e := range n.Endpoints {
+		if _, ok := waiting[e.ID]; !ok {
+			m.Endpoints = append(m.Endpoints, e)
+		}
+	}
+	return &m, waiting
 }
 
 // forgetEndpoints drops the state of endpoints whose VPC could not be

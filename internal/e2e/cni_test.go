@@ -97,22 +97,35 @@ func newCNIEnv(t *testing.T, agentFlags ...string) *cniEnv {
 }
 
 // confList is the network configuration list of host: network "weft",
-// subnet acme/pods (the agent's default), DNS and the capabilities.
-func (e *cniEnv) confList(host string) []byte {
-	b, _ := json.Marshal(map[string]any{
-		"cniVersion": "1.1.0", "name": "weft",
-		"plugins": []map[string]any{{
-			"type": "weft-cni", "agentSocket": e.sockets[host], "vpc": "main", "labels": map[string]string{"app": "ctr"},
-			"dns":          map[string]any{"nameservers": []string{"10.20.0.2"}, "search": []string{"acme.internal"}},
-			"capabilities": map[string]bool{"ips": true, "mac": true, "bandwidth": true, "io.kubernetes.cri.pod-annotations": true},
-		}},
-	})
+// subnet acme/pods (the agent's default) in VPC main, label app=ctr, DNS
+// and the capabilities.
+func (e *cniEnv) confList(host string) []byte { return e.conf(host, true) }
+
+// conf is confList, without the VPC and the label unless selective: then
+// it selects exactly the agent's default.
+func (e *cniEnv) conf(host string, selective bool) []byte {
+	plugin := map[string]any{
+		"type": "weft-cni", "agentSocket": e.sockets[host],
+		"dns":          map[string]any{"nameservers": []string{"10.20.0.2"}, "search": []string{"acme.internal"}},
+		"capabilities": map[string]bool{"ips": true, "mac": true, "bandwidth": true, "io.kubernetes.cri.pod-annotations": true},
+	}
+	if selective {
+		plugin["vpc"], plugin["labels"] = "main", map[string]string{"app": "ctr"}
+	}
+	b, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "weft", "plugins": []map[string]any{plugin}})
 	return b
 }
 
-func (e *cniEnv) list(host string) *libcni.NetworkConfigList {
+func (e *cniEnv) list(host string) *libcni.NetworkConfigList { return e.parseList(e.confList(host)) }
+
+// defaultList is the list that selects the agent's default.
+func (e *cniEnv) defaultList(host string) *libcni.NetworkConfigList {
+	return e.parseList(e.conf(host, false))
+}
+
+func (e *cniEnv) parseList(b []byte) *libcni.NetworkConfigList {
 	e.t.Helper()
-	l, err := libcni.ConfListFromBytes(e.confList(host))
+	l, err := libcni.ConfListFromBytes(b)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -433,4 +446,145 @@ func TestCNI(t *testing.T) {
 func cnitoolID(netns string) string {
 	h := sha512.Sum512([]byte(netns))
 	return fmt.Sprintf("cnitool-%x", h[:10])
+}
+
+// poolEndpoints returns the unclaimed warm-pool endpoints on host.
+func (e *cniEnv) poolEndpoints(host string) []*apiv1.Endpoint {
+	e.t.Helper()
+	eps, err := e.endpoints()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*apiv1.Endpoint
+	for _, ep := range eps {
+		an := ep.Metadata.Annotations
+		if ep.Spec.Host == host && an[cniserver.AnnotationPool] != "" && an[cniserver.AnnotationContainerID] == "" {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// waitPool waits until host's pool holds at least n endpoints its agent
+// reported Pending (reserved, waiting to be attached), and returns them.
+func (e *cniEnv) waitPool(host string, n int) []*apiv1.Endpoint {
+	e.t.Helper()
+	var eps []*apiv1.Endpoint
+	eventually(e.t, 60*time.Second, fmt.Sprintf("%d pool endpoints Pending on %s", n, host), func() (bool, string) {
+		eps = e.poolEndpoints(host)
+		pending := 0
+		var s []string
+		for _, ep := range eps {
+			s = append(s, ep.Metadata.Name+"="+ep.Status.Phase)
+			if ep.Status.Phase == apiv1.PhasePending && strings.HasPrefix(ep.Status.Message, "waiting for a network namespace") {
+				pending++
+			}
+		}
+		return pending >= n, fmt.Sprint(s)
+	})
+	return eps
+}
+
+// TestCNIWarmPool attaches containers to the warm pool's endpoints: an
+// ADD claims a reserved endpoint (its address and name stay), traffic
+// flows, DEL deletes it and unpins the namespace, GC collects claimed ones,
+// and a restarted agent adopts its pool.
+func TestCNIWarmPool(t *testing.T) {
+	e := newCNIEnv(t, "--cni-pool", "6", "--cni-pool-min", "3")
+	ctx := t.Context()
+	cn := e.libcni()
+	pool := e.waitPool("h1", 3)
+	reserved := map[string]string{} // name -> address
+	for _, ep := range pool {
+		reserved[ep.Metadata.Name] = ep.Status.IP
+	}
+
+	a, b := e.netns("pool-a"), e.netns("pool-b")
+	rtA := &libcni.RuntimeConf{ContainerID: "pool-a", NetNS: a, IfName: "eth0"}
+	r, err := cn.AddNetworkList(ctx, e.defaultList("h1"), rtA)
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	res := checkResult(t, r, a, "eth0")
+	ep := e.endpoint("pool-a", "eth0")
+	switch {
+	case ep == nil:
+		t.Fatal("no endpoint records the attachment")
+	case reserved[ep.Metadata.Name] == "":
+		for _, p := range e.poolEndpoints("h1") {
+			t.Logf("pool endpoint %s: %s %q netns %s conditions %+v", p.Metadata.Name, p.Status.Phase, p.Status.Message, p.Status.Netns, p.Status.Conditions)
+		}
+		t.Errorf("ADD did not take a pool endpoint: %s", ep.Metadata.Name)
+	case reserved[ep.Metadata.Name] != ep.Status.IP || res.IPs[0].Address.IP.String() != ep.Status.IP:
+		t.Errorf("claimed %s: address %s, reserved %s, result %s", ep.Metadata.Name, ep.Status.IP, reserved[ep.Metadata.Name], res.IPs[0].Address.String())
+	case ep.Status.Phase != apiv1.PhaseReady || ep.Metadata.Annotations[cniserver.AnnotationNetns] != a:
+		t.Errorf("claimed endpoint: phase %s, annotations %v", ep.Status.Phase, ep.Metadata.Annotations)
+	}
+	if err := cn.CheckNetworkList(ctx, e.defaultList("h1"), rtA); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	// ADD twice: the same endpoint.
+	if _, err := cn.AddNetworkList(ctx, e.defaultList("h1"), rtA); err != nil {
+		t.Errorf("second ADD: %v", err)
+	} else if again := e.endpoint("pool-a", "eth0"); again == nil || again.Metadata.UID != ep.Metadata.UID {
+		t.Errorf("second ADD changed the endpoint")
+	}
+	rB, err := cn.AddNetworkList(ctx, e.list("h2"), &libcni.RuntimeConf{ContainerID: "pool-b", NetNS: b, IfName: "eth0"})
+	if err != nil {
+		t.Fatalf("ADD on h2: %v", err)
+	}
+	to, _ := netip.AddrFromSlice(checkResult(t, rB, b, "eth0").IPs[0].Address.IP)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if _, err := testnet.Ping(pctx, a, to.Unmap()); err != nil {
+		t.Errorf("ping from the pool-attached container: %v", err)
+	}
+	cancel()
+	// The pool refills.
+	e.waitPool("h1", 3)
+
+	// Killed and restarted, the agent adopts its pool and its claims.
+	e.agents["h1"].Kill()
+	e.startAgent("h1")
+	e.waitServing("h1")
+	if err := cn.CheckNetworkList(ctx, e.defaultList("h1"), rtA); err != nil {
+		t.Errorf("CHECK after a restart: %v", err)
+	}
+	rtC := &libcni.RuntimeConf{ContainerID: "pool-c", NetNS: e.netns("pool-c"), IfName: "eth0"}
+	if _, err := cn.AddNetworkList(ctx, e.defaultList("h1"), rtC); err != nil {
+		t.Fatalf("ADD after a restart: %v", err)
+	}
+	if c := e.endpoint("pool-c", "eth0"); c == nil || c.Metadata.Annotations[cniserver.AnnotationPool] == "" {
+		t.Errorf("ADD after a restart did not claim from the adopted pool: %+v", c)
+	}
+
+	// DEL deletes the endpoint and unpins the container's namespace; GC
+	// collects the others.
+	if err := cn.DelNetworkList(ctx, e.defaultList("h1"), rtA); err != nil {
+		t.Errorf("DEL: %v", err)
+	}
+	if got := e.endpoint("pool-a", "eth0"); got != nil {
+		t.Errorf("endpoint left after DEL: %s", epID(got))
+	}
+	if isMount(t, ep.Spec.Netns) {
+		t.Errorf("pin %s still holds a namespace after DEL", ep.Spec.Netns)
+	}
+	if err := cn.GCNetworkList(ctx, e.defaultList("h1"), &libcni.GCArgs{}); err != nil {
+		t.Errorf("GC: %v", err)
+	}
+	if c := e.endpoint("pool-c", "eth0"); c != nil {
+		t.Errorf("GC left %s", epID(c))
+	}
+	if n := len(e.poolEndpoints("h1")); n < 3 {
+		t.Errorf("GC took pool endpoints: %d left", n)
+	}
+}
+
+// isMount reports whether path is a namespace pin (a bind mount of one).
+func isMount(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), " "+path+" ")
 }
