@@ -100,11 +100,11 @@ const rateTau = 10 * time.Second
 
 // pool is the warm pool of a server.
 type pool struct {
-	s       *Server
-	cfg     PoolConfig
-	kick    chan struct{}
-	served  atomic.Int64
-	prog    programmer
+	s      *Server
+	cfg    PoolConfig
+	kick   chan struct{}
+	served atomic.Int64
+	prog   programmer
 
 	mu   sync.Mutex
 	keys map[string]*poolKey
@@ -115,8 +115,8 @@ type pool struct {
 type poolKey struct {
 	sel      selection
 	ifName   string
-	id       string                    // the AnnotationPool value
-	ready    []*apiv1.Endpoint         // reported Pending: claimable (LIFO)
+	id       string                     // the AnnotationPool value
+	ready    []*apiv1.Endpoint          // reported Pending: claimable (LIFO)
 	pending  map[string]*apiv1.Endpoint // created, not yet reported; by ID
 	creating int
 	// rate is the attach rate (per second) averaged until at; count the
