@@ -100,6 +100,7 @@ func (s *Server) add(ctx context.Context, req *cnirpc.Request) (res json.RawMess
 		}
 	}()
 	id := ep.Metadata.Tenant + "/" + ep.Metadata.Name
+	s.cfg.Tap.Known(ep)
 	r, err := s.cfg.Tap.Wait(ctx, id, ep.Metadata.UID, ep.Metadata.Generation)
 	switch {
 	case err != nil:

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/weftnet/weft/agent"
+	apiv1 "github.com/weftnet/weft/api/v1"
 )
 
 // Tap is the agent's Reporter, seen by the CNI server: it passes every
@@ -112,6 +113,20 @@ func (t *Tap) Wait(ctx context.Context, id, uid string, gen int64) (agent.Endpoi
 		default:
 		}
 		return agent.EndpointReport{}, ctx.Err()
+	}
+}
+
+// known is implemented by a Reporter that can be told the stored
+// conditions of an endpoint (restreport.Reporter.Known).
+type known interface {
+	Known(id string, conds []apiv1.Condition)
+}
+
+// Known tells the Reporter the stored conditions of ep, which the server
+// just created or read: its first report then needs no read.
+func (t *Tap) Known(ep *apiv1.Endpoint) {
+	if k, ok := t.inner.(known); ok {
+		k.Known(ep.Metadata.Tenant+"/"+ep.Metadata.Name, ep.Status.Conditions)
 	}
 }
 
