@@ -125,6 +125,9 @@ type Config struct {
 	// whose runtime chose the name. It is called while views are
 	// translated, so it must be fast and safe for concurrent use.
 	IfName func(endpointID string) string
+	// Flows configures traffic counting and flow export (a driver that
+	// implements datapath.TrafficReader).
+	Flows FlowConfig
 }
 
 // Reporter tells the controller's API about the host and its endpoints.

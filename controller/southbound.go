@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/controller/compile"
+	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
@@ -38,6 +39,8 @@ type southboundConfig struct {
 	Registry          *registry.Registry
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer
+	// Flows takes the agents' flow reports and times their Acks.
+	Flows *flowagg.Aggregator
 }
 
 // southbound is everything that talks to agents: the compiler and the
@@ -143,7 +146,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		Compiler: sb.compiler,
 		Keys:     sb.keys.ByName,
 		HostID:   sb.keys.HostID,
-		Status:   sb.sink,
+		Status:   cfg.Flows.WrapStatus(sb.sink),
 		Logger:   cfg.Logger, Registerer: cfg.Registerer,
 		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
 	})
@@ -195,7 +198,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	_, port, _ := net.SplitHostPort(sb.addr)
 	host, _, _ := net.SplitHostPort(cfg.Listen)
 	sb.udp, err = udp.New(udp.Config{
-		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator,
+		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator, Flows: cfg.Flows,
 		Logger: cfg.Logger, Registerer: cfg.Registerer,
 	})
 	if err != nil {

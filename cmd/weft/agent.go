@@ -45,6 +45,9 @@ type agentOptions struct {
 	cniSubnet     string
 	cniPool       int
 	cniPoolMin    int
+	flowSampling  uint32
+	flowInterval  time.Duration
+	ipfix         string
 
 	bootstrapTokenFile string
 	caFile             string
@@ -118,6 +121,9 @@ network configuration names, or --cni-subnet.`,
 	f.StringVar(&o.cniSubnet, "cni-subnet", "", "TENANT/SUBNET[@VPC] that CNI attachments join when their network configuration names none")
 	f.IntVar(&o.cniPool, "cni-pool", 0, "most endpoints the CNI warm pool keeps ready per selection, sized to the recent attach rate (0: no pool)")
 	f.IntVar(&o.cniPoolMin, "cni-pool-min", 0, "fewest endpoints the CNI warm pool keeps ready per selection it serves")
+	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows)")
+	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
+	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
 	return cmd
 }
 
@@ -247,6 +253,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.UnderlayDev = interfaceWith(cfg.UnderlayIP)
 	}
 	cfg.Host = o.host
+	cfg.Flows = agent.FlowConfig{Interval: o.flowInterval, Collector: o.ipfix}
 	cfg.StateDir = o.stateDir
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join("/var/lib/weft", "agent-"+o.host)
@@ -262,9 +269,9 @@ func (o *agentOptions) config() (agent.Config, error) {
 // driver makes the data plane driver.
 func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.Logger) (datapath.Driver, error) {
 	if o.datapath == "sim" {
-		return sim.New(sim.Config{MissBuffer: 1024}), nil
+		return sim.New(sim.Config{MissBuffer: 1024, FlowSampling: o.flowSampling}), nil
 	}
-	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
+	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log, FlowSampling: o.flowSampling})
 	if err != nil {
 		return nil, fmt.Errorf("start the linux datapath: %w", err)
 	}

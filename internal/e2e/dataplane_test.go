@@ -144,6 +144,22 @@ func newDPEnv(t *testing.T, doc []byte) *dpEnv { return newLabEnv(t, doc, 3, nil
 // agentArgs returns (nil: none) appended.
 func newLabEnv(t *testing.T, doc []byte, hosts int, agentArgs func(host string) []string) *dpEnv {
 	t.Helper()
+	e := newLabOf(t, doc, hosts)
+	e.agentArgs = agentArgs
+	for _, h := range e.lab.Hosts() {
+		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
+		e.startAgent(h.Name)
+	}
+	return e
+}
+
+// newDPLab builds a lab of three hosts, starts its controller and applies
+// doc; it starts no agent.
+func newDPLab(t *testing.T, doc []byte) *dpEnv { return newLabOf(t, doc, 3) }
+
+// newLabOf is newDPLab with hosts hosts.
+func newLabOf(t *testing.T, doc []byte, hosts int) *dpEnv {
+	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
@@ -154,8 +170,7 @@ func newLabEnv(t *testing.T, doc []byte, hosts int, agentArgs func(host string) 
 		t.Fatalf("lab: %v", err)
 	}
 	e := &dpEnv{t: t, lab: lab, dataDir: t.TempDir(), ctlIP: lab.ControllerIP().String(),
-		agents: map[string]*demo.Agent{}, logs: map[string]*lockedWriter{}, states: map[string]string{}, servers: map[string]func(){},
-		agentArgs: agentArgs}
+		agents: map[string]*demo.Agent{}, logs: map[string]*lockedWriter{}, states: map[string]string{}, servers: map[string]func(){}}
 	t.Cleanup(func() {
 		e.stopServers()
 		if err := lab.Close(); err != nil {
@@ -181,10 +196,6 @@ func newLabEnv(t *testing.T, doc []byte, hosts int, agentArgs func(host string) 
 	}
 	if out, code := e.weft("apply", "-f", e.file); code != 0 {
 		t.Fatalf("apply: %s", out)
-	}
-	for _, h := range lab.Hosts() {
-		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
-		e.startAgent(h.Name)
 	}
 	return e
 }
