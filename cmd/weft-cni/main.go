@@ -6,14 +6,21 @@
 // and the credentials; the plugin holds none. See package
 // github.com/weftnet/weft/agent/cniserver for what the calls do and the
 // network configuration they take.
+//
+// Run by hand, `weft-cni version [-o json]` prints the version and VCS
+// revision it was built from, as `weft version --client` does (runtimes
+// run plugins without arguments; run without CNI_COMMAND, it prints the
+// same on stderr).
 package main
 
 import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
-	"runtime/debug"
+	"io"
+	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -22,6 +29,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weftnet/weft/agent/cnirpc"
+	"github.com/weftnet/weft/internal/buildinfo"
 )
 
 // callTimeout bounds one call to the agent; the agent bounds its own
@@ -29,6 +37,13 @@ import (
 const callTimeout = 5 * time.Minute
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		if err := printVersion(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "weft-cni:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    call("ADD"),
 		Del:    call("DEL"),
@@ -68,14 +83,32 @@ func call(command string) func(*skel.CmdArgs) error {
 // about is printed when the plugin runs without CNI_COMMAND: its version
 // and the VCS revision it was built from.
 func about() string {
-	v, rev := "(devel)", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v = cmp.Or(bi.Main.Version, v)
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				rev = s.Value
-			}
-		}
+	return "weft-cni " + buildinfo.Read().String() + ": weft's CNI plugin; it asks the weft agent of this host"
+}
+
+// printVersion answers `weft-cni version [-o text|json]`.
+func printVersion(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	output := fs.String("o", "text", "output format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("version: %w", err)
 	}
-	return fmt.Sprintf("weft-cni %s (revision %s): weft's CNI plugin; it asks the weft agent of this host", v, rev)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("version: unexpected argument %q", fs.Arg(0))
+	}
+	bi := buildinfo.Read()
+	switch *output {
+	case "text":
+		_, err := fmt.Fprintf(w, "weft-cni %s\n", bi)
+		return err
+	case "json":
+		b, err := json.MarshalIndent(bi, "", "  ")
+		if err != nil {
+			return fmt.Errorf("version: %w", err)
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	}
+	return fmt.Errorf("version: -o %q: want text or json", *output)
 }
