@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weftnet/weft/agent/cniserver"
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -132,8 +134,33 @@ func (e *cniEnv) parseList(b []byte) *libcni.NetworkConfigList {
 	return l
 }
 
+// libcni returns a libcni client of the plugins. Its exec is given:
+// CNIConfig sets a missing one on first use, which races when goroutines
+// share the client.
 func (e *cniEnv) libcni() *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{e.bin}, e.cache, nil)
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir([]string{e.bin}, e.cache, exec)
+}
+
+// calls counts the plugin connections the agent of host has accepted
+// and not closed: the unix sockets bound to the CNI socket's path, but the
+// listener. The listener is in the agent's namespace, an accepted socket
+// in the plugin's (this process's).
+func (e *cniEnv) calls(host string) int {
+	e.t.Helper()
+	inodes := map[string]bool{}
+	for _, f := range []string{fmt.Sprintf("/proc/%d/net/unix", e.agents[host].Pid()), "/proc/self/net/unix"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) == 8 && f[7] == e.sockets[host] {
+				inodes[f[6]] = true
+			}
+		}
+	}
+	return len(inodes) - 1
 }
 
 // waitServing waits until the agent of host answers STATUS.
@@ -410,7 +437,10 @@ func TestCNI(t *testing.T) {
 			_, err := cn.AddNetworkList(ctx, l, rt)
 			done <- err
 		}()
-		time.Sleep(300 * time.Millisecond) // the plugin reaches the agent
+		eventually(t, 30*time.Second, "the plugin's call accepted by the agent", func() (bool, string) {
+			n := e.calls("h1")
+			return n > 0, fmt.Sprint(n, " calls")
+		})
 		e.agents["h1"].Kill()
 		resume()
 		if err := <-done; err == nil {
