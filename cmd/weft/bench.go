@@ -377,10 +377,6 @@ root; removes every namespace it made.`,
 	return cmd
 }
 
-// reportCmd completes cmd, a command that runs a benchmark or a
-// simulation: it adds -o and runs run, then prints the report run returns
-// (also one of a run that failed part-way) as one JSON object or, with -o
-// table, with text (nil: indented JSON).
 func newBenchCNICmd() *cobra.Command {
 	var cfg bench.CNIConfig
 	cmd := reportCmd(&cobra.Command{
@@ -416,6 +412,10 @@ attaches/s, p99 <= 10 ms with the pool). Needs root and the weft-cni binary
 	return cmd
 }
 
+// reportCmd completes cmd, a command that runs a benchmark or a
+// simulation: it adds -o and runs run, then prints the report run returns
+// (also one of a run that failed part-way) as one JSON object or, with -o
+// table, with text (nil: indented JSON).
 func reportCmd[R any](cmd *cobra.Command, run func(*cobra.Command) (*R, error), text func(io.Writer, *R)) *cobra.Command {
 	var output string
 	usage := "report format: table or json"
