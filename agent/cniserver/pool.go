@@ -46,10 +46,12 @@ import (
 //
 // Pool size: per selection, the attaches expected within Horizon at the
 // recent rate (an exponentially weighted average over 10 s), between Min
-// and Max; a selection unused for Idle is emptied. A restarted agent adopts
-// its pool endpoints from the API (the annotation names them), finishes
-// or undoes the claims it was killed in (an unrecorded bind is undone; the
-// runtime retries its ADD), and deletes pins no endpoint names.
+// and Max; a selection unused for Idle is emptied. A selection that still
+// has ready endpoints is refilled between bursts (refillQuiet), not while
+// ADDs claim them. A restarted agent adopts its pool endpoints from the
+// API (the annotation names them), finishes or undoes the claims it was
+// killed in (an unrecorded bind is undone; the runtime retries its ADD),
+// and deletes pins no endpoint names.
 
 // AnnotationPool marks a pool endpoint; its value is the selection it
 // serves (JSON).
@@ -97,6 +99,12 @@ func (c PoolConfig) validate() error {
 
 // rateTau is the time constant of the attach rate's average.
 const rateTau = 10 * time.Second
+
+// refillQuiet: a selection with ready endpoints is refilled once no ADD
+// claimed one for this long. A refill costs what an ADD without the pool
+// costs (an API create, the controller's compile, a Set, a report); done
+// during a burst, it competes with the ADDs the pool serves.
+const refillQuiet = 250 * time.Millisecond
 
 // pool is the warm pool of a server.
 type pool struct {
@@ -239,6 +247,9 @@ func (p *pool) tick(ctx context.Context) {
 		if target == 0 && len(k.pending) == 0 && k.creating == 0 && len(k.ready) == 0 {
 			delete(p.keys, id)
 			continue
+		}
+		if len(k.ready) > 0 && now.Sub(k.lastUse) < refillQuiet {
+			continue // claims are coming: refill after the burst
 		}
 		for have := len(k.ready) + len(k.pending) + k.creating; have < target && k.creating < 8 && now.After(k.retryAt); have++ {
 			k.creating++
