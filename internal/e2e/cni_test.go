@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -317,6 +318,10 @@ func TestCNI(t *testing.T) {
 
 	t.Run("libcni", func(t *testing.T) {
 		cn, l := e.libcni(), e.list("h1")
+		// VERSION, answered by the plugin itself.
+		if vi, err := cn.GetVersionInfo(ctx, "weft-cni"); err != nil || !slices.Contains(vi.SupportedVersions(), "1.1.0") {
+			t.Errorf("VERSION: %v, %v; want 1.1.0 among the versions", vi, err)
+		}
 		rts := make([]*libcni.RuntimeConf, 3)
 		for i := range rts {
 			ns := e.netns(fmt.Sprintf("lib-%d", i))
