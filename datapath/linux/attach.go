@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // A Set reads every VPC namespace (links, routes, addresses, neighbours,
@@ -110,11 +111,11 @@ func (d *Driver) attachAdded(ctx context.Context, n *datapath.Desired, added []*
 		}
 		idx := link.Attrs().Index
 		route := linkRoute(netip.PrefixFrom(e.IP, 32), idx)
-		if err := d.ops.write(opRouteAdd, func() error { return vs.h.RouteReplace(&route) }); err != nil {
+		if err := d.ops.Write(writes.RouteAdd, func() error { return vs.h.RouteReplace(&route) }); err != nil {
 			return fmt.Errorf("vpc %d: endpoint %q: add route: %w", e.VNI, e.ID, err)
 		}
 		neigh := netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: e.IP.AsSlice(), HardwareAddr: e.MAC}
-		if err := d.ops.write(opNeighAdd, func() error { return vs.h.NeighSet(&neigh) }); err != nil {
+		if err := d.ops.Write(writes.NeighAdd, func() error { return vs.h.NeighSet(&neigh) }); err != nil {
 			return fmt.Errorf("vpc %d: endpoint %q: set neighbour: %w", e.VNI, e.ID, err)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/weftnet/weft/agent/cniserver"
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/demo"
 	"github.com/weftnet/weft/internal/testnet"
 )
 
@@ -82,7 +83,7 @@ func newCNIEnv(t *testing.T, agentFlags ...string) *cniEnv {
 	dir := t.TempDir()
 	sock := func(host string) string { return filepath.Join(dir, host+".sock") }
 	e := &cniEnv{bin: bin, sockets: map[string]string{}, confDir: map[string]string{}, cache: filepath.Join(dir, "cache")}
-	e.dpEnv = newLabEnv(t, []byte(cniDoc), 2, func(host string) []string {
+	e.dpEnv = newLabEnv(t, []byte(cniDoc), demo.DatapathLinux, 2, func(host string) []string {
 		return append([]string{"--cni-socket", sock(host), "--cni-subnet", "acme/pods"}, agentFlags...)
 	})
 	for _, h := range e.lab.Hosts() {
