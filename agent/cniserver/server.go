@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftnet/weft/agent/cnirpc"
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/internal/lifecycle"
 )
 
@@ -27,11 +28,11 @@ const DefaultTimeout = time.Minute
 // API is what the server needs of the controller's REST API, with the
 // agent's credential (*client.Client).
 type API interface {
-	Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	Get(ctx context.Context, kind, tenant, name string) (apiv1.Object, error)
-	Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
-	Delete(ctx context.Context, kind, tenant, name string) (apiv1.Object, error)
-	List(ctx context.Context, kind, tenant, selector string) ([]apiv1.Object, string, error)
+	Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
+	Delete(ctx context.Context, kind, tenant, name string, opts ...apiv1.WriteOption) (apiv1.Object, error)
+	List(ctx context.Context, kind, tenant, selector string, opts ...client.ListOption) ([]apiv1.Object, string, error)
 }
 
 // Reconciler programs the agent's desired state again (*agent.Agent).

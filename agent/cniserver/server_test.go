@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/cnirpc"
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -73,7 +74,7 @@ func (f *fakeAPI) report(r agent.EndpointReport) {
 	go func() { _ = f.tap.ReportEndpoints(context.Background(), []agent.EndpointReport{r}) }()
 }
 
-func (f *fakeAPI) Create(_ context.Context, o apiv1.Object) (apiv1.Object, error) {
+func (f *fakeAPI) Create(_ context.Context, o apiv1.Object, _ ...apiv1.WriteOption) (apiv1.Object, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := o.GetObjectMeta()
@@ -108,7 +109,7 @@ func (f *fakeAPI) Get(_ context.Context, kind, tenant, name string) (apiv1.Objec
 	return copyOf(o), nil
 }
 
-func (f *fakeAPI) Update(_ context.Context, o apiv1.Object) (apiv1.Object, error) {
+func (f *fakeAPI) Update(_ context.Context, o apiv1.Object, _ ...apiv1.WriteOption) (apiv1.Object, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := o.GetObjectMeta()
@@ -121,7 +122,7 @@ func (f *fakeAPI) Update(_ context.Context, o apiv1.Object) (apiv1.Object, error
 	return copyOf(o), nil
 }
 
-func (f *fakeAPI) Delete(_ context.Context, kind, tenant, name string) (apiv1.Object, error) {
+func (f *fakeAPI) Delete(_ context.Context, kind, tenant, name string, _ ...apiv1.WriteOption) (apiv1.Object, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := key(kind, tenant, name)
@@ -137,7 +138,7 @@ func (f *fakeAPI) Delete(_ context.Context, kind, tenant, name string) (apiv1.Ob
 	return o, nil
 }
 
-func (f *fakeAPI) List(_ context.Context, kind, tenant, _ string) ([]apiv1.Object, string, error) {
+func (f *fakeAPI) List(_ context.Context, kind, tenant, _ string, _ ...client.ListOption) ([]apiv1.Object, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []apiv1.Object
