@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,10 +41,6 @@ type EmbedConfig struct {
 	// Dir is the etcd data directory (required). Restarting on the same Dir
 	// keeps all data.
 	Dir string
-	// ClientURL is where clients connect. The default is a unix socket
-	// "unix://<Dir>/etcd.sock", or a free port on 127.0.0.1 when the socket
-	// path would be too long. "http://127.0.0.1:0" picks a free port.
-	ClientURL string
 	// Logger receives the server's warnings and errors (nil: discarded).
 	Logger *slog.Logger
 	// AutoCompactionRetention is the periodic compaction window
@@ -57,9 +51,17 @@ type EmbedConfig struct {
 }
 
 // Embedded is a running single-member etcd server.
+//
+// It listens on no TCP port: clients connect to a unix socket,
+// Dir/etcd.sock, or, when that path is too long for a socket address, a
+// socket in a private (0700) directory made under os.TempDir and removed
+// by Close; a single member has no peer to talk to, so it opens no peer
+// listener. Only processes that can reach the socket file (the
+// controller's user) reach the store.
 type Embedded struct {
 	etcd      *embed.Etcd
 	endpoints []string
+	sockDir   string       // a private directory holding the socket, removed by Close ("": inside Dir)
 	quiet     *atomic.Bool // set while closing: shutdown errors are expected
 	closeOnce sync.Once
 }
@@ -67,7 +69,7 @@ type Embedded struct {
 // StartEmbedded starts an etcd server on cfg.Dir and waits until it serves
 // requests, ctx ends or a start timeout passes. Writes are fsynced: data
 // survives a crash of the process (kill -9) and a restart on the same Dir.
-func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("start embedded etcd: Dir is required")
 	}
@@ -81,16 +83,23 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	if cfg.QuotaBackendBytes == 0 {
 		cfg.QuotaBackendBytes = DefaultQuotaBackendBytes
 	}
-	if cfg.ClientURL == "" {
-		if sock := filepath.Join(dir, "etcd.sock"); len(sock) <= maxUnixSocketPath {
-			cfg.ClientURL = "unix://" + sock
-		} else {
-			cfg.ClientURL = "http://127.0.0.1:0"
-		}
-	}
 	// etcd wants its directory private; an existing one is left as it is.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	sock, sockDir := filepath.Join(dir, "etcd.sock"), ""
+	if len(sock) > maxUnixSocketPath {
+		if sockDir, err = os.MkdirTemp("", "weft-etcd-"); err != nil {
+			return nil, fmt.Errorf("start embedded etcd: socket directory: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				os.RemoveAll(sockDir)
+			}
+		}()
+		if sock = filepath.Join(sockDir, "etcd.sock"); len(sock) > maxUnixSocketPath {
+			return nil, fmt.Errorf("start embedded etcd: socket path %s is longer than %d bytes: set TMPDIR to a shorter directory", sock, maxUnixSocketPath)
+		}
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -98,18 +107,6 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 		defer cancel()
 	}
 
-	// A free port can be taken by someone else between probing and binding:
-	// retry a few times on a bind failure.
-	const attempts = 3
-	for i := 1; ; i++ {
-		e, err := startEmbeddedOnce(ctx, dir, cfg)
-		if err == nil || i == attempts || !isAddrInUse(err) || ctx.Err() != nil {
-			return e, err
-		}
-	}
-}
-
-func startEmbeddedOnce(ctx context.Context, dir string, cfg EmbedConfig) (*Embedded, error) {
 	ec := embed.NewConfig()
 	ec.Name = "weft"
 	ec.Dir = dir
@@ -127,56 +124,36 @@ func startEmbeddedOnce(ctx context.Context, dir string, cfg EmbedConfig) (*Embed
 	quiet := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Logger, quiet))
 
-	peer, err := freeLoopbackURL("http")
-	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd: peer url: %w", err)
-	}
-	client, err := url.Parse(cfg.ClientURL)
-	if err != nil {
-		return nil, fmt.Errorf("start embedded etcd: client url %q: %w", cfg.ClientURL, err)
-	}
-	advertise := *client
-	switch client.Scheme {
-	case "unix", "unixs":
-		// etcd insists that advertised URLs have host:port; a unix socket
-		// has neither. The advertised client URL of a single member is
-		// never dialled, so any well-formed value does.
-		advertise = url.URL{Scheme: client.Scheme, Host: "localhost:0"}
-	case "http", "https":
-		if client.Port() == "0" {
-			free, err := freeLoopbackURL(client.Scheme)
-			if err != nil {
-				return nil, fmt.Errorf("start embedded etcd: client url: %w", err)
-			}
-			client, advertise = free, *free
-		}
-	default:
-		return nil, fmt.Errorf("start embedded etcd: client url %q: unsupported scheme", cfg.ClientURL)
-	}
-	ec.ListenPeerUrls = []url.URL{*peer}
-	ec.AdvertisePeerUrls = []url.URL{*peer}
-	ec.ListenClientUrls = []url.URL{*client}
-	ec.AdvertiseClientUrls = []url.URL{advertise}
+	// A single member dials no peer and is dialled by none: it listens on
+	// no peer URL. The cluster still names one; it is never used.
+	peer := url.URL{Scheme: "http", Host: "localhost:2380"}
+	ec.ListenPeerUrls = nil
+	ec.AdvertisePeerUrls = []url.URL{peer}
 	ec.InitialCluster = ec.Name + "=" + peer.String()
 	ec.ClusterState = embed.ClusterStateFlagNew // ignored when Dir holds data
+	// etcd insists that advertised URLs have host:port; a unix socket has
+	// neither. The advertised client URL of a single member is never
+	// dialled, so any well-formed value does.
+	ec.ListenClientUrls = []url.URL{{Scheme: "unix", Path: sock}}
+	ec.AdvertiseClientUrls = []url.URL{{Scheme: "unix", Host: "localhost:0"}}
 
-	e, err := embed.StartEtcd(ec)
+	etcd, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
 	}
 	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
+	case <-etcd.Server.ReadyNotify():
+	case err := <-etcd.Err():
 		quiet.Store(true)
-		e.Close()
+		etcd.Close()
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
 	case <-ctx.Done():
 		quiet.Store(true)
-		e.Server.Stop()
-		e.Close()
+		etcd.Server.Stop()
+		etcd.Close()
 		return nil, fmt.Errorf("start embedded etcd in %s: wait for ready: %w", dir, ctx.Err())
 	}
-	return &Embedded{etcd: e, endpoints: []string{client.String()}, quiet: quiet}, nil
+	return &Embedded{etcd: etcd, endpoints: []string{"unix://" + sock}, sockDir: sockDir, quiet: quiet}, nil
 }
 
 // Endpoints returns the client URLs of the server.
@@ -203,24 +180,12 @@ func (e *Embedded) Close() error {
 	e.closeOnce.Do(func() {
 		e.quiet.Store(true)
 		e.etcd.Close()
+		if e.sockDir != "" {
+			os.RemoveAll(e.sockDir)
+		}
 	})
 	return nil
 }
-
-// freeLoopbackURL returns scheme://127.0.0.1:PORT with a port that was free a moment ago.
-func freeLoopbackURL(scheme string) (*url.URL, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		return nil, err
-	}
-	return &url.URL{Scheme: scheme, Host: addr}, nil
-}
-
-func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
 
 // maxLoggedValue is the longest string value forwarded from etcd's logs.
 const maxLoggedValue = 256
