@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/controller/secrets"
 )
 
 // validateEtcd checks the options of an external etcd cluster.
@@ -33,11 +36,26 @@ func (c *Config) validateEtcd() error {
 
 // etcdClientConfig is the client configuration of the external etcd
 // cluster: its endpoints, TLS (verifying the members against EtcdCACert,
-// presenting EtcdCert) and user.
+// presenting EtcdCert) and user. Without TLS files, https:// endpoints are
+// taken for the client URLs of embedded members (EtcdClientListen): the
+// replica trusts them and authenticates with the etcd CA of its cluster
+// key.
 func etcdClientConfig(cfg Config) (clientv3.Config, error) {
 	ec := clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Username: cfg.EtcdUser, Password: cfg.EtcdPassword}
 	if cfg.EtcdCACert == "" && cfg.EtcdCert == "" {
-		return ec, nil
+		if !slices.ContainsFunc(cfg.EtcdEndpoints, func(e string) bool { return strings.HasPrefix(e, "https://") }) {
+			return ec, nil
+		}
+		key, err := secrets.ReadKeyFile(cfg.ClusterKeyFile)
+		if err != nil {
+			return ec, fmt.Errorf("etcd client certificate from the cluster key: %w", err)
+		}
+		ca, err := secrets.EtcdCA(key)
+		if err != nil {
+			return ec, err
+		}
+		ec.TLS, err = ca.ClientTLS("weft controller", time.Now())
+		return ec, err
 	}
 	ec.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.EtcdCACert != "" {

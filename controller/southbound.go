@@ -21,6 +21,7 @@ import (
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
+	"github.com/weftnet/weft/controller/quorum"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/replicas"
 	"github.com/weftnet/weft/controller/southbound/stream"
@@ -38,6 +39,9 @@ type southboundConfig struct {
 	Registry          *registry.Registry
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer
+	// Quorum, if set, fences the agents off while the replica cannot write
+	// (see southbound.fence).
+	Quorum *quorum.Guard
 }
 
 // southbound is everything that talks to agents: the compiler and the
@@ -45,12 +49,17 @@ type southboundConfig struct {
 // membership. It uses the host keys (the Keyring) of the controller.
 type southbound struct {
 	addr string
+	log  *slog.Logger
 
 	keys     *hostkey.Keyring
 	compiler *compile.Compiler
 	sink     *stream.RegistrySink
-	stream   *stream.Server
-	lns      []net.Listener // config stream, one port (SO_REUSEPORT)
+	lns      []net.Listener // config stream, one port (SO_REUSEPORT), until the first stream server takes them
+	// streamCfg configures the config stream's server; streamMu guards
+	// the running one (nil while fenced).
+	streamCfg stream.Config
+	streamMu  sync.Mutex
+	stream    *runningStream
 	table    *liveness.Table
 	locator  *udp.Locator
 	udp      *udp.Server
@@ -61,14 +70,20 @@ type southbound struct {
 	// tracking is set once the liveness table tracks hosts.
 	tracking atomic.Bool
 
-	serveDone chan struct{}
-	life      lifecycle.Group
+	life lifecycle.Group
+}
+
+// runningStream is one config-stream server and the goroutines serving its
+// listeners.
+type runningStream struct {
+	srv  *stream.Server
+	done chan struct{} // closed when every listener's Serve returned
 }
 
 // startSouthbound starts the southbound parts in dependency order; on
 // error it closes what it started.
 func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound, err error) {
-	sb = &southbound{serveDone: make(chan struct{})}
+	sb = &southbound{log: cfg.Logger.With("subsystem", "southbound")}
 	started := sb // a failing return sets sb to nil before this runs
 	defer func() {
 		if err != nil {
@@ -139,25 +154,21 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 			return nil, fmt.Errorf("register replica metrics: %w", err)
 		}
 	}
-	sb.stream, err = stream.New(stream.Config{
+	sb.streamCfg = stream.Config{
 		Compiler: sb.compiler,
 		Keys:     sb.keys.ByName,
 		HostID:   sb.keys.HostID,
 		Status:   sb.sink,
-		Logger:   cfg.Logger, Registerer: cfg.Registerer,
+		Logger:   cfg.Logger, Registerer: reregisterer{cfg.Registerer},
 		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
-	})
-	if err != nil {
+	}
+	if err = sb.serveStream(sb.lns); err != nil {
 		return nil, err
 	}
-	var serving sync.WaitGroup
-	for _, ln := range sb.lns {
-		serving.Go(func() { _ = sb.stream.Serve(context.Background(), ln) })
+	sb.lns = nil // the stream server owns them
+	if cfg.Quorum != nil {
+		sb.life.Go(func(ctx context.Context) { sb.fence(ctx, cfg.Quorum) })
 	}
-	go func() {
-		defer close(sb.serveDone)
-		serving.Wait()
-	}()
 
 	livenessSink, err := liveness.NewRegistrySink(liveness.RegistrySinkConfig{
 		Store: cfg.Store, Registry: cfg.Registry, Logger: cfg.Logger,
@@ -210,6 +221,123 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 // Close stops everything in reverse order; idempotent.
 func (sb *southbound) Close() error { return sb.life.Close(sb.stop) }
 
+// serveStream starts a config-stream server on lns.
+func (sb *southbound) serveStream(lns []net.Listener) error {
+	srv, err := stream.New(sb.streamCfg)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+	rs := &runningStream{srv: srv, done: make(chan struct{})}
+	var serving sync.WaitGroup
+	for _, ln := range lns {
+		serving.Go(func() { _ = srv.Serve(context.Background(), ln) })
+	}
+	go func() {
+		defer close(rs.done)
+		serving.Wait()
+	}()
+	sb.streamMu.Lock()
+	sb.stream = rs
+	sb.streamMu.Unlock()
+	return nil
+}
+
+// closeStream closes the running config-stream server, its listeners and
+// sessions, and waits for it.
+func (sb *southbound) closeStream() error {
+	sb.streamMu.Lock()
+	rs := sb.stream
+	sb.stream = nil
+	sb.streamMu.Unlock()
+	if rs == nil {
+		return nil
+	}
+	err := rs.srv.Close()
+	<-rs.done
+	return err
+}
+
+// fenceAfter is how long a replica that cannot reach an etcd quorum keeps
+// its agents before it fences them off: past a leader election, which the
+// quorum guard itself waits out (quorum.DefaultLostAfter).
+const fenceAfter = 3 * time.Second
+
+// fence closes the config stream (its sessions and its port) while the
+// replica has had no etcd quorum for fenceAfter: its agents cannot learn of
+// changes through a replica cut off from etcd, and find a healthy replica
+// in their rendezvous order (this one refuses connections meanwhile). It
+// serves again, on the same port, once the quorum is back. A replica whose
+// etcd is only out of space keeps its agents: their views are still right.
+func (sb *southbound) fence(ctx context.Context, g *quorum.Guard) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var lostSince time.Time
+	fenced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := g.Err()
+		switch {
+		case errors.Is(err, quorum.ErrNoQuorum):
+			if lostSince.IsZero() {
+				lostSince = time.Now()
+			}
+			if !fenced && time.Since(lostSince) >= fenceAfter {
+				sb.log.Warn("no etcd quorum: closing the config stream so that agents move to a healthy replica", "err", err)
+				_ = sb.closeStream()
+				fenced = true
+			}
+		case err == nil:
+			lostSince = time.Time{}
+			if !fenced {
+				continue
+			}
+			lns, lerr := listenStream(ctx, sb.addr, streamListeners)
+			if lerr == nil {
+				lerr = sb.serveStream(lns)
+			}
+			if lerr != nil {
+				sb.log.Warn("etcd quorum back, but the config stream cannot serve again yet; retrying", "err", lerr)
+				continue
+			}
+			sb.log.Info("etcd quorum back: serving agents again", "addr", sb.addr)
+			fenced = false
+		}
+	}
+}
+
+// reregisterer registers a collector in place of one already registered
+// under the same descriptors: the config stream's server registers its
+// metrics anew each time the replica stops fencing its agents off (its
+// counters start again from zero then).
+type reregisterer struct{ prometheus.Registerer }
+
+func (r reregisterer) Register(c prometheus.Collector) error {
+	if r.Registerer == nil {
+		return nil
+	}
+	err := r.Registerer.Register(c)
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		r.Registerer.Unregister(are.ExistingCollector)
+		return r.Registerer.Register(c)
+	}
+	return err
+}
+
+func (r reregisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
 func (sb *southbound) stop() error {
 	var errs []error
 	closeIf := func(c interface{ Close() error }, ok bool) {
@@ -220,13 +348,9 @@ func (sb *southbound) stop() error {
 	closeIf(sb.udp, sb.udp != nil)
 	closeIf(sb.locator, sb.locator != nil)
 	closeIf(sb.table, sb.table != nil)
-	if sb.stream != nil {
-		errs = append(errs, sb.stream.Close())
-		<-sb.serveDone
-	} else {
-		for _, ln := range sb.lns {
-			errs = append(errs, ln.Close())
-		}
+	errs = append(errs, sb.closeStream())
+	for _, ln := range sb.lns {
+		errs = append(errs, ln.Close())
 	}
 	closeIf(sb.members, sb.members != nil)
 	closeIf(sb.sink, sb.sink != nil)

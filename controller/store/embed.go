@@ -149,17 +149,14 @@ func (m *MemberConfig) apply(ec *embed.Config) error {
 // and optionally for clients, on TCP with TLS and client certificates. It
 // advertises its configured peer URL, updating the cluster's record if it
 // has another (so a single member's data dir can become the first member
-// of a cluster), and a member added as a learner promotes itself once the
-// leader finds it in sync.
+// of a cluster), and a member added as a learner promotes itself, once the
+// leader finds it in sync, before StartEmbedded returns.
 type Embedded struct {
 	etcd      *embed.Etcd
 	endpoints []string
 	sockDir   string       // a private directory holding the socket, removed by Close ("": inside Dir)
 	quiet     *atomic.Bool // set while closing: shutdown errors are expected
 	closeOnce sync.Once
-	log       *slog.Logger
-	cancel    context.CancelFunc // ends promote
-	promoting sync.WaitGroup
 }
 
 // StartEmbedded starts an etcd server on cfg.Dir and waits until it serves
@@ -254,15 +251,16 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 		etcd.Close()
 		return nil, fmt.Errorf("start embedded etcd in %s: wait for ready: %w", dir, ctx.Err())
 	}
-	life, cancel := context.WithCancel(context.Background())
-	e = &Embedded{etcd: etcd, endpoints: []string{"unix://" + sock}, sockDir: sockDir, quiet: quiet,
-		cancel: cancel, log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)).With("subsystem", "etcd")}
+	e = &Embedded{etcd: etcd, endpoints: []string{"unix://" + sock}, sockDir: sockDir, quiet: quiet}
 	if cfg.Member != nil {
 		if err := e.advertise(ctx, cfg.Member.PeerURL); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
 		}
-		e.promoting.Go(func() { e.promote(life) })
+		if err := e.promote(ctx, cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
+		}
 	}
 	return e, nil
 }
@@ -284,27 +282,32 @@ func (e *Embedded) advertise(ctx context.Context, peerURL string) error {
 }
 
 // promoteInterval is how often a learner asks to become a voting member.
-const promoteInterval = 500 * time.Millisecond
+const promoteInterval = 200 * time.Millisecond
 
 // promote makes this member, if it was added as a learner, a voting member
-// as soon as the leader finds it in sync; it ends then or when ctx ends.
-func (e *Embedded) promote(ctx context.Context) {
+// as soon as the leader finds it in sync (a learner serves no client
+// requests); it fails when ctx ends first.
+func (e *Embedded) promote(ctx context.Context, log *slog.Logger) error {
 	t := time.NewTicker(promoteInterval)
 	defer t.Stop()
+	promoted := false // the leader took the promotion; this member applies it a moment later
+	var err error
 	for e.etcd.Server.IsLearner() {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := e.etcd.Server.PromoteMember(pctx, uint64(e.etcd.Server.MemberID()))
-		cancel()
-		if err == nil {
-			e.log.Info("etcd learner promoted to a voting member", "member", e.etcd.Server.MemberID().String())
-			return
+		if !promoted {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = e.etcd.Server.PromoteMember(pctx, uint64(e.etcd.Server.MemberID()))
+			cancel()
+			if promoted = err == nil; promoted {
+				log.Info("etcd learner promoted to a voting member", "subsystem", "etcd", "member", e.etcd.Server.MemberID().String())
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return fmt.Errorf("promote the learner (last refusal: %v): %w", err, ctx.Err())
 		case <-t.C:
 		}
 	}
+	return nil
 }
 
 // Endpoints returns the client URLs of the server.
@@ -329,8 +332,6 @@ func (e *Embedded) Client() (*clientv3.Client, error) {
 // returned by Client should be closed first.
 func (e *Embedded) Close() error {
 	e.closeOnce.Do(func() {
-		e.cancel()
-		e.promoting.Wait()
 		e.quiet.Store(true)
 		e.etcd.Close()
 		if e.sockDir != "" {

@@ -146,7 +146,9 @@ func TestEmbeddedCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer jc.Close()
-	waitUntil(t, ctx, "the learner promoted", func() bool { return !j.etcd.Server.IsLearner() })
+	if j.etcd.Server.IsLearner() {
+		t.Fatal("the joined member is still a learner after its start")
+	}
 	if r, err := jc.Get(ctx, "k"); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "v1" {
 		t.Fatalf("read through the new member: %v %v", r, err)
 	}
@@ -220,7 +222,9 @@ func TestSingleBecomesMember(t *testing.T) {
 	second.Member.InitialCluster = ml.Members[0].Name + "=" + first.Member.PeerURL + "," + second.Member.Name + "=" + second.Member.PeerURL
 	second.Member.Existing = true
 	s := startMembers(t, ctx, []EmbedConfig{second})[0]
-	waitUntil(t, ctx, "the second member promoted", func() bool { return !s.etcd.Server.IsLearner() })
+	if s.etcd.Server.IsLearner() {
+		t.Fatal("the second member is still a learner after its start")
+	}
 	c2, err := s.Client()
 	if err != nil {
 		t.Fatal(err)
