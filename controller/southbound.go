@@ -60,10 +60,10 @@ type southbound struct {
 	streamCfg stream.Config
 	streamMu  sync.Mutex
 	stream    *runningStream
-	table    *liveness.Table
-	locator  *udp.Locator
-	udp      *udp.Server
-	members  *replicas.Membership
+	table     *liveness.Table
+	locator   *udp.Locator
+	udp       *udp.Server
+	members   *replicas.Membership
 	// advertise is this replica's southbound address, as agents and the
 	// other replicas know it.
 	advertise string
