@@ -105,6 +105,10 @@ type Config struct {
 	// MetricsListen, if set, also serves /metrics without a credential on
 	// this address (keep it on loopback).
 	MetricsListen string
+
+	// trackGrace replaces the time hosts get to reach a replica before
+	// their silence counts (tests: export_test.go).
+	trackGrace time.Duration
 }
 
 // Validate reports missing or conflicting settings.
@@ -251,6 +255,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent, Keys: c.creds.keys,
 			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Quorum: c.quorum,
+			TrackGrace: c.cfg.trackGrace,
 		})
 		if err != nil {
 			return err

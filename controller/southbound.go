@@ -1,12 +1,12 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,6 +42,8 @@ type southboundConfig struct {
 	// Quorum, if set, fences the agents off while the replica cannot write
 	// (see southbound.fence).
 	Quorum *quorum.Guard
+	// TrackGrace replaces trackGrace (tests).
+	TrackGrace time.Duration
 }
 
 // southbound is everything that talks to agents: the compiler and the
@@ -68,7 +70,8 @@ type southbound struct {
 	// other replicas know it.
 	advertise string
 	// tracking is set once the liveness table tracks hosts.
-	tracking atomic.Bool
+	tracking   atomic.Bool
+	trackGrace time.Duration // 0: trackGrace
 
 	life lifecycle.Group
 }
@@ -83,7 +86,7 @@ type runningStream struct {
 // startSouthbound starts the southbound parts in dependency order; on
 // error it closes what it started.
 func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound, err error) {
-	sb = &southbound{log: cfg.Logger.With("subsystem", "southbound")}
+	sb = &southbound{log: cfg.Logger.With("subsystem", "southbound"), trackGrace: cfg.TrackGrace}
 	started := sb // a failing return sets sb to nil before this runs
 	defer func() {
 		if err != nil {
@@ -122,17 +125,8 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		advertise = sb.addr
 	}
 	sb.advertise = advertise
-	sb.sink, err = stream.NewRegistrySink(stream.RegistrySinkConfig{
-		Registry: cfg.Registry, Replica: advertise, Logger: cfg.Logger, Registerer: cfg.Registerer,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err = sb.sink.Start(ctx); err != nil {
-		return nil, err
-	}
 	sb.members, err = replicas.New(replicas.Config{
-		Store: cfg.Store, Prefix: cfg.Store.Key("replicas/"), Self: advertise, Logger: cfg.Logger,
+		Store: cfg.Store, Prefix: cfg.Store.Key("replicas/"), OwnerPrefix: cfg.Store.Key("owners/"), Self: advertise, Logger: cfg.Logger,
 		OnChange: func([]string) {
 			if sb.tracking.Load() {
 				sb.trackHosts(cfg.Store)
@@ -143,6 +137,15 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		return nil, err
 	}
 	if err = sb.members.Start(ctx); err != nil {
+		return nil, err
+	}
+	sb.sink, err = stream.NewRegistrySink(stream.RegistrySinkConfig{
+		Registry: cfg.Registry, Replica: advertise, Owns: sb.speaksFor, Logger: cfg.Logger, Registerer: cfg.Registerer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err = sb.sink.Start(ctx); err != nil {
 		return nil, err
 	}
 	if cfg.Registerer != nil {
@@ -407,21 +410,23 @@ func listenStream(ctx context.Context, addr string, n int) ([]net.Listener, erro
 	return lns, nil
 }
 
-// speaksFor reports whether this replica reports h's liveness when it
-// stops hearing from it: if h's agent last connected here; else, if the
-// replica it connected to is no longer a member (or none), if this replica
-// comes first in h's rendezvous order over the members, where h's agent
-// goes first too.
+// speaksFor reports whether this replica owns h's liveness, that is,
+// reports it Suspect or Dead when it stops hearing from it: if h's agent
+// last streamed from this replica; else, if the replica it streamed from
+// is neither live nor an owner any more (gone for the owner TTL,
+// replicas.DefaultOwnerTTL), if this replica comes first in h's
+// rendezvous order over the live members, where h's agent goes first too.
+// A host whose agent never connected is nobody's: there is nothing to
+// correct. So a replica that starts long before its peers, or outlives
+// them, leaves their hosts alone.
 func (sb *southbound) speaksFor(h *apiv1.Host) bool {
-	r := h.Status.Replica
-	if r == sb.advertise {
+	switch r := h.Status.Replica; {
+	case r == sb.advertise:
 		return true
-	}
-	members := sb.members.Members()
-	if r != "" && slices.Contains(members, r) {
+	case r == "" || sb.members.Present(r):
 		return false
 	}
-	return rendezvous.Top(h.Metadata.Name, members) == sb.advertise
+	return rendezvous.Top(h.Metadata.Name, sb.members.Members()) == sb.advertise
 }
 
 // trackGrace is how long a host that a replica starts to track (at start,
@@ -433,13 +438,16 @@ func (sb *southbound) speaksFor(h *apiv1.Host) bool {
 // back.
 const trackGrace = 45 * time.Second
 
+// grace is the configured track grace (trackGrace unless a test sets it).
+func (sb *southbound) grace() time.Duration { return cmp.Or(sb.trackGrace, trackGrace) }
+
 // trackHosts declares to the liveness table every known host this replica
 // speaks for, and drops the others it does not hear from: when a replica
 // joins, the hosts that now rank it first leave the others.
 func (sb *southbound) trackHosts(st *store.Store) {
 	// Tracking starts trackGrace ahead: a host counts as silent only from
 	// then on.
-	now := sb.table.Now() + int64(trackGrace)
+	now := sb.table.Now() + int64(sb.grace())
 	for _, o := range st.List(apiv1.KindHost, "") {
 		h := o.(*apiv1.Host)
 		switch id := h.Status.HostID; {
