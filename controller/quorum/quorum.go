@@ -58,7 +58,8 @@ type Config struct {
 	// successful one before the replica is unwritable, and AlarmInterval
 	// between alarm lists (defaults above).
 	Interval, Timeout, LostAfter, AlarmInterval time.Duration
-	Logger                                      *slog.Logger
+
+	Logger *slog.Logger
 	// Registerer receives weft_etcd_writable; nil means not registered.
 	Registerer prometheus.Registerer
 }
