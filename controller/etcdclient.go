@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/weftnet/weft/controller/secrets"
 )
@@ -32,6 +34,31 @@ func (c *Config) validateEtcd() error {
 		}
 	}
 	return nil
+}
+
+// EtcdClientConfig is the etcd client configuration of a tool that acts
+// on a cluster's etcd (weft etcd, weft backup), from a replica's options:
+// EtcdEndpoints with the TLS a replica would use, or, without endpoints,
+// the unix socket of the embedded etcd in DataDir.
+func EtcdClientConfig(cfg Config) (clientv3.Config, error) {
+	if cfg.ClusterKeyFile == "" && cfg.DataDir != "" {
+		cfg.ClusterKeyFile = filepath.Join(cfg.DataDir, "cluster.key")
+	}
+	if len(cfg.EtcdEndpoints) > 0 {
+		return etcdClientConfig(cfg)
+	}
+	if cfg.DataDir == "" {
+		return clientv3.Config{}, errors.New("controller: etcd client: give a data dir or etcd endpoints")
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return clientv3.Config{}, fmt.Errorf("controller: etcd client: %w", err)
+	}
+	sock := filepath.Join(dir, "etcd.sock")
+	if _, err := os.Stat(sock); err != nil {
+		return clientv3.Config{}, fmt.Errorf("controller: etcd client: no embedded etcd socket in %s (is the controller running? with a long data dir path, use the etcd endpoints): %w", dir, err)
+	}
+	return clientv3.Config{Endpoints: []string{"unix://" + sock}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}, nil
 }
 
 // etcdClientConfig is the client configuration of the external etcd

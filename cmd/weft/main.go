@@ -200,6 +200,9 @@ cluster-scoped.`,
 		a.newLoginCmd(),
 		a.newTokenCmd(),
 		a.newCertCmd(),
+		newEtcdCmd(),
+		newBackupCmd(),
+		newRestoreCmd(),
 	)
 	return root
 }

@@ -41,6 +41,15 @@ const (
 	defaultStartTimeout = 60 * time.Second
 )
 
+// The identity of a single member (a restore into a single member's data
+// dir must give the same), and the initial cluster token of a cluster of
+// members.
+const (
+	SingleMemberName    = "weft"
+	SingleMemberPeerURL = "http://localhost:2380"
+	ClusterToken        = "weft"
+)
+
 // EmbedConfig configures the etcd server run inside the controller process.
 type EmbedConfig struct {
 	// Dir is the etcd data directory (required). Restarting on the same Dir
@@ -115,7 +124,7 @@ func (m *MemberConfig) apply(ec *embed.Config) error {
 	ec.Name = m.Name
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
 	ec.InitialCluster = cmp.Or(m.InitialCluster, m.Name+"="+m.PeerURL)
-	ec.InitialClusterToken = "weft"
+	ec.InitialClusterToken = ClusterToken
 	if m.Existing {
 		ec.ClusterState = embed.ClusterStateFlagExisting
 	}
@@ -201,7 +210,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 	}
 
 	ec := embed.NewConfig()
-	ec.Name = "weft"
+	ec.Name = SingleMemberName
 	ec.Dir = dir
 	ec.SnapshotCount = embeddedSnapshotCount
 	ec.MaxTxnOps = EmbeddedMaxTxnOps
@@ -219,9 +228,9 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 
 	// A single member dials no peer and is dialled by none: it listens on
 	// no peer URL. The cluster still names one; it is never used.
-	peer := url.URL{Scheme: "http", Host: "localhost:2380"}
+	peer, _ := url.Parse(SingleMemberPeerURL)
 	ec.ListenPeerUrls = nil
-	ec.AdvertisePeerUrls = []url.URL{peer}
+	ec.AdvertisePeerUrls = []url.URL{*peer}
 	ec.InitialCluster = ec.Name + "=" + peer.String()
 	ec.ClusterState = embed.ClusterStateFlagNew // ignored when Dir holds data
 	// etcd insists that advertised URLs have host:port; a unix socket has
