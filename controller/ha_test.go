@@ -99,7 +99,8 @@ func readyz(c *controller.Controller) (int, string) {
 // others serve; a fourth joins the running cluster and a client-only
 // replica reaches the members' client URLs. When two of the three
 // original members stop, the last one refuses writes at once with the
-// reason, says so on /readyz and closes its agents' config streams;
+// reason, refuses gets (linearizable) but serves lists from its cache,
+// says so on /readyz and closes its agents' config streams;
 // once a member is back it serves writes and agents again.
 func TestEmbeddedHA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -178,8 +179,13 @@ func TestEmbeddedHA(t *testing.T) {
 	if took := time.Since(start); apiv1.ReasonOf(err) != apiv1.ReasonUnavailable || !strings.Contains(err.Error(), "quorum") || took > 2*time.Second {
 		t.Errorf("a write without quorum: %v after %s, want a 503 naming the quorum at once", err, took)
 	}
-	if _, err := a.Get(ctx, apiv1.KindEndpoint, "acme", "web-1"); err != nil {
-		t.Errorf("a read without quorum: %v", err)
+	if objs, _, err := a.List(ctx, apiv1.KindEndpoint, "acme", ""); err != nil || len(objs) != 2 {
+		t.Errorf("a list without quorum: %d objects, %v; want the 2 of the cache", len(objs), err)
+	}
+	start = time.Now()
+	_, err = a.Get(ctx, apiv1.KindEndpoint, "acme", "web-1")
+	if took := time.Since(start); apiv1.ReasonOf(err) != apiv1.ReasonUnavailable || took > 2*time.Second {
+		t.Errorf("a get without quorum: %v after %s, want a 503 at once (a get is linearizable)", err, took)
 	}
 	waitFor(t, "the agent fenced off", func() bool { return !ag.Connected() })
 
