@@ -77,6 +77,7 @@ type Agent struct {
 	wg         sync.WaitGroup // runs of the timers
 	startTime  time.Time
 	collectors []prometheus.Collector
+	obs        *observer // traffic counting and flow export
 }
 
 // New validates cfg and returns an agent that is not started.
@@ -115,6 +116,7 @@ func New(cfg Config) (*Agent, error) {
 	a.reconcileKick = &funcTimer{f: a.reconcileTick, wg: &a.wg, kickDelay: func() time.Duration {
 		return a.cfg.Backoff.Delay(int(a.reconAttempt.Load()), nil)
 	}}
+	a.obs = a.newObserver()
 	if cfg.Registerer != nil {
 		if err := a.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
@@ -156,6 +158,9 @@ func (a *Agent) Start(ctx context.Context) error {
 
 	a.loadPersisted(ctx)
 
+	if err := a.startFlows(ctx); err != nil {
+		return err // Close leaves the socket
+	}
 	a.member = a.cfg.Transport.Join(a)
 	a.startLearning()
 	a.reconcileKick.reset(a.cfg.ReconcileInterval)
@@ -178,6 +183,7 @@ func (a *Agent) shutdown() error {
 	defer a.lifeMu.Unlock()
 	a.learnTimer.stop()
 	a.reconcileKick.stop()
+	a.obs.stop()
 	if a.member != nil {
 		if n, ok := a.driver.(missNotifier); ok {
 			n.NotifyMisses(nil)
@@ -187,6 +193,7 @@ func (a *Agent) shutdown() error {
 		s.Leave() // Start failed after binding the agent's own socket
 	}
 	a.wg.Wait()
+	a.obs.close()
 	return nil
 }
 

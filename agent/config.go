@@ -119,6 +119,9 @@ type Config struct {
 	// Reporter, if set, registers the Host and reports endpoint status to
 	// the controller's API.
 	Reporter Reporter
+	// Flows configures traffic counting and flow export (a driver that
+	// implements datapath.TrafficReader).
+	Flows FlowConfig
 }
 
 // Reporter tells the controller's API about the host and its endpoints.

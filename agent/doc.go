@@ -43,6 +43,15 @@
 // cut off by a controller failure, come back spread over time rather than
 // in one wave.
 //
+// Traffic (flows.go). With a driver that counts its traffic
+// (datapath.TrafficReader), every FlowConfig.Interval the agent reads the
+// counters and exports them as Prometheus metrics per local endpoint and
+// per VPC (weft_agent_endpoint_*, weft_agent_vpc_*), turns the sampled
+// flows into flow records (observe/flows) for an IPFIX collector, and sends
+// the controller a FlowReport: each VPC's traffic of the interval, the
+// interval's largest flows and the heartbeats sent. The timer runs a
+// goroutine only while it fires, like the others.
+//
 // Heartbeats (udp.go). Every HeartbeatInterval a Heartbeat datagram,
 // sealed with the host key and a strictly increasing sequence number,
 // carries the view version applied, the endpoint count and health flags

@@ -204,6 +204,9 @@ func (a *Agent) answer(ctx context.Context, reply *wire.LookupReply) {
 	a.learnMu.Lock()
 	for i := range reply.Answers {
 		act := a.cache.Answer(&reply.Answers[i], now)
+		if act.Waited > 0 {
+			a.obs.lookupSeconds.Observe(act.Waited.Seconds())
+		}
 		switch act.Outcome {
 		case learn.Learn:
 			a.counters.answersFound.Add(1)

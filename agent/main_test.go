@@ -223,6 +223,7 @@ type fakeUDP struct {
 	verifier   *wire.Verifier
 	heartbeats chan datagram
 	lookups    chan datagram
+	reports    chan datagram // flow reports
 	wg         sync.WaitGroup
 }
 
@@ -257,7 +258,7 @@ func newFakeUDPKeys(t *testing.T, conn *net.UDPConn, key wire.Key, keys map[uint
 		t.Fatal(err)
 	}
 	u := &fakeUDP{conn: conn, key: key, seq: wire.NewSequence(time.Now()), verifier: v,
-		heartbeats: make(chan datagram, 4096), lookups: make(chan datagram, 4096)}
+		heartbeats: make(chan datagram, 4096), lookups: make(chan datagram, 4096), reports: make(chan datagram, 4096)}
 	u.wg.Go(func() { u.serve(t) })
 	t.Cleanup(func() {
 		conn.Close()
@@ -299,6 +300,16 @@ func (u *fakeUDP) serve(t *testing.T) {
 			}
 			select {
 			case u.lookups <- datagram{hdr, &req, from}:
+			default:
+			}
+		case wire.TypeFlowReport:
+			var r wire.FlowReport
+			if err := r.UnmarshalBinary(body); err != nil {
+				t.Errorf("fake controller: flow report: %v", err)
+				continue
+			}
+			select {
+			case u.reports <- datagram{hdr, &r, from}:
 			default:
 			}
 		default:

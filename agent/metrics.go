@@ -121,6 +121,8 @@ func (a *Agent) register(reg prometheus.Registerer) error {
 		counter("repairs_total", "Re-Sets that had to write to the data plane (drift repaired).", &c.repairs, nil),
 		counter("persist_errors_total", "Failures to persist the view.", &c.persistErrs, nil),
 		counter("report_errors_total", "Failed Register or ReportEndpoints calls.", &c.reportErr, nil),
+		a.obs.lookupSeconds,
+		&trafficCollector{a.obs},
 		gauge("connected", "1 while a config stream is up.", func() float64 {
 			if a.connected.Load() {
 				return 1

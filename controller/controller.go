@@ -21,14 +21,17 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/quorum"
@@ -139,6 +142,7 @@ type Controller struct {
 	registry *registry.Registry
 	creds    *credentials
 	intents  *intent.Controller
+	flows    *flowagg.Aggregator
 	http     *http.Server
 	ln       net.Listener
 	metrics  *http.Server
@@ -251,11 +255,18 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err = c.intents.Start(ctx); err != nil {
 		return fmt.Errorf("start intent controller: %w", err)
 	}
+	c.flows, err = flowagg.New(flowagg.Config{Store: c.store, Logger: c.cfg.Logger, Registerer: c.reg})
+	if err != nil {
+		return fmt.Errorf("new flow aggregator: %w", err)
+	}
+	if err = c.flows.Start(ctx); err != nil {
+		return fmt.Errorf("start flow aggregator: %w", err)
+	}
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent, Keys: c.creds.keys,
 			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Quorum: c.quorum,
-			TrackGrace: c.cfg.trackGrace,
+			TrackGrace: c.cfg.trackGrace, Flows: c.flows,
 		})
 		if err != nil {
 			return err
@@ -263,11 +274,12 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	}
 	authn := auth.NewAuthenticator(c.creds.tokens, c.store)
 	h, err := rest.NewHandler(rest.Config{
-		Backend: writeGate{Backend: c.registry, guard: c.quorum, store: c.store}, Ready: c.quorum.Err, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.reg, Version: c.cfg.Version,
+		Backend: writeGate{Backend: c.registry, guard: c.quorum, store: c.store}, Ready: c.quorum.Err, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
 		Authenticator: authn, Lookup: c.store, Insecure: c.cfg.InsecureHTTP,
 		Tokens: c.creds.tokens, CA: c.creds.ca,
 		Enroller: hostkey.NewEnroller(hostkey.EnrollerConfig{Store: c.store, Registry: c.registry, Tokens: c.creds.tokens,
 			Keyring: c.creds.keys, Sealer: c.creds.sealer, CA: c.creds.ca.CertPEM()}),
+		Flows: c.flows.Query,
 	})
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
@@ -318,6 +330,27 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+// gatherer is what /metrics serves: the replica's registry and, with an
+// embedded etcd, etcd's own metrics, which etcd registers with the
+// default registry (its families are the etcd_ and grpc_server_ ones;
+// the default registry's Go and process collectors would repeat the
+// replica's).
+func (c *Controller) gatherer() prometheus.Gatherer {
+	if c.embedded == nil {
+		return c.reg
+	}
+	return prometheus.Gatherers{c.reg, prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := prometheus.DefaultGatherer.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			if n := mf.GetName(); strings.HasPrefix(n, "etcd_") || strings.HasPrefix(n, "grpc_server_") {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})}
+}
+
 // APIAddr returns the address the API listens on.
 func (c *Controller) APIAddr() string {
 	if c.ln == nil {
@@ -355,6 +388,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.flows != nil {
+		errs = append(errs, c.flows.Close())
 	}
 	if c.intents != nil {
 		errs = append(errs, c.intents.Close())
@@ -423,7 +459,7 @@ func (c *Controller) serveMetrics() error {
 		return fmt.Errorf("listen for metrics on %s: %w", c.cfg.MetricsListen, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.gatherer(), promhttp.HandlerOpts{}))
 	c.metrics, c.metricLn = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln
 	c.life.Go(func(context.Context) { _ = c.metrics.Serve(ln) })
 	return nil

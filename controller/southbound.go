@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/controller/compile"
+	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
@@ -44,6 +45,8 @@ type southboundConfig struct {
 	Quorum *quorum.Guard
 	// TrackGrace replaces trackGrace (tests).
 	TrackGrace time.Duration
+	// Flows takes the agents' flow reports and times their Acks.
+	Flows *flowagg.Aggregator
 }
 
 // southbound is everything that talks to agents: the compiler and the
@@ -161,7 +164,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		Compiler: sb.compiler,
 		Keys:     sb.keys.ByName,
 		HostID:   sb.keys.HostID,
-		Status:   sb.sink,
+		Status:   cfg.Flows.WrapStatus(sb.sink),
 		Logger:   cfg.Logger, Registerer: reregisterer{cfg.Registerer},
 		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
 	}
@@ -209,7 +212,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	_, port, _ := net.SplitHostPort(sb.addr)
 	host, _, _ := net.SplitHostPort(cfg.Listen)
 	sb.udp, err = udp.New(udp.Config{
-		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator,
+		Addr: net.JoinHostPort(host, port), Keys: sb.keys, Liveness: sb.table, Locator: sb.locator, Flows: cfg.Flows,
 		Logger: cfg.Logger, Registerer: cfg.Registerer,
 	})
 	if err != nil {

@@ -75,7 +75,9 @@
 //	  download: GET /apis/weft/v1/tenants/T/captures/NAME/pcapng (the merged pcapng),
 //	  offered once packets > 0 or the phase is Completed.
 //
-//	Flows: GET /apis/weft/v1/tenants/T/flows?top=N[&endpoint=E] →
-//	  {items: [{src, dst, sport, dport, proto, srcEndpoint, dstEndpoint, bytes, packets,
-//	            verdict, duration}]}, the top talkers by bytes; polled every 5 s.
+//	Flows: GET /apis/weft/v1/tenants/T/flows?top=N[&endpoint=E] (controller/flowagg) →
+//	  {kind: FlowList, tenant, window, items: [{vpc, src, dst, sport, dport, proto,
+//	            srcEndpoint, dstEndpoint, bytes, packets, dropped, verdict: allow|drop|partial,
+//	            reason, duration, start, end, sampling}]}, the top talkers by bytes; polled
+//	  every 5 s.
 package web

@@ -37,6 +37,7 @@ const (
 	TypeLookupRequest Type = 3 // host → controller
 	TypeLookupReply   Type = 4 // controller → host
 	TypeInvalidate    Type = 5 // controller → host
+	TypeFlowReport    Type = 6 // host → controller
 )
 
 var typeNames = [...]string{
@@ -45,6 +46,7 @@ var typeNames = [...]string{
 	TypeLookupRequest: "LookupRequest",
 	TypeLookupReply:   "LookupReply",
 	TypeInvalidate:    "Invalidate",
+	TypeFlowReport:    "FlowReport",
 }
 
 func (t Type) String() string {
@@ -55,7 +57,7 @@ func (t Type) String() string {
 }
 
 // Known reports whether t is a datagram type this package decodes.
-func (t Type) Known() bool { return t >= TypeHeartbeat && t <= TypeInvalidate }
+func (t Type) Known() bool { return t >= TypeHeartbeat && t <= TypeFlowReport }
 
 // Direction says which way a datagram type travels.
 type Direction uint8
@@ -79,7 +81,7 @@ func (d Direction) String() string {
 // Direction returns the direction a known type travels in, or 0.
 func (t Type) Direction() Direction {
 	switch t {
-	case TypeHeartbeat, TypeLookupRequest:
+	case TypeHeartbeat, TypeLookupRequest, TypeFlowReport:
 		return ToController
 	case TypeHeartbeatAck, TypeLookupReply, TypeInvalidate:
 		return ToAgent
@@ -99,7 +101,7 @@ type Header struct {
 }
 
 // Body is a datagram body: Heartbeat, HeartbeatAck, LookupRequest,
-// LookupReply or Invalidate (all as pointers). AppendBinary appends the
+// LookupReply, Invalidate or FlowReport (all as pointers). AppendBinary appends the
 // body's encoding to dst; UnmarshalBinary decodes a body of the exact length
 // into the receiver, reusing its slices, and returns unwrapped sentinel
 // errors.
@@ -116,6 +118,7 @@ var (
 	_ Body = (*LookupRequest)(nil)
 	_ Body = (*LookupReply)(nil)
 	_ Body = (*Invalidate)(nil)
+	_ Body = (*FlowReport)(nil)
 )
 
 // AppendHeader appends the 16-byte datagram header to dst.

@@ -106,7 +106,7 @@ func TestParseHeaderErrors(t *testing.T) {
 		{"bad magic", with(0, 'X'), ErrBadMagic},
 		{"version 2", with(2, 2), ErrVersion},
 		{"type 0", with(3, 0), ErrUnknownType},
-		{"type 6", with(3, 6), ErrUnknownType},
+		{"type 7", with(3, 7), ErrUnknownType},
 		{"good", good, nil},
 	}
 	for _, tt := range tests {

@@ -38,6 +38,7 @@
 //	3     LookupRequest  host → controller    1 + 13 or 25 per query
 //	4     LookupReply    controller → host    1 + 35 to 63 per answer
 //	5     Invalidate     controller → host    29 to 57 bytes
+//	6     FlowReport     host → controller    14 + 17 to 134 per VPC + 23 to 89 per flow
 //
 // Addresses are encoded as a family byte followed by the address: 4 and
 // four bytes (IPv4), 6 and sixteen bytes (IPv6; an IPv4-mapped address
@@ -93,6 +94,27 @@
 //	        1|5|17 optaddr: underlay IP of the host   Invalidate.Location.HostIP
 //	        6     MAC address                         Invalidate.Location.MAC
 //	        4     security identity                   Invalidate.Location.Identity
+//
+// FlowReport (host → controller, every flow interval; counters are
+// unsigned varints of encoding/binary, minimally encoded):
+//
+//	0       4     interval, milliseconds              FlowReport.IntervalMs
+//	4       4     heartbeats sent, cumulative         FlowReport.HeartbeatsSent
+//	8       4     flow sampling N (1 in N; 0: none)   FlowReport.Sampling
+//	12      1     V, number of VPCs
+//	then V times:
+//	+0      4     VNI (24 bits)                       VPCCounters.VNI
+//	+4      6 varints: sent packets, sent bytes, received packets, received
+//	              bytes, connections out, connections in
+//	        7 varints: drops by reason 1..7             VPCCounters.Drops
+//	        1     F, number of flows
+//	then F times:
+//	+0      4     VNI (24 bits)                       FlowEntry.VNI
+//	+4      5|17  addr: source, then 5|17 destination
+//	        1     IP protocol; 2 source port; 2 destination port (ICMP: type<<8|code)
+//	        3 varints: bytes, packets, dropped packets
+//	        1     drop reason of the dropped packets
+//	        2 varints: duration and idle time, milliseconds (at most 2^32-1)
 //
 // A heartbeat datagram is 52 bytes; a LookupReply with 16 IPv6 answers,
 // the largest datagram, 1041.

@@ -97,6 +97,23 @@ func (s *fuzzSource) body(t Type) Body {
 				Found: s.bool(), Location: s.location(), Epoch: s.u64(), TTL: s.u16()})
 		}
 		return m
+	case TypeFlowReport:
+		m := &FlowReport{IntervalMs: s.u32(), HeartbeatsSent: s.u32(), Sampling: s.u32()}
+		varint := func() uint64 { return s.u64() >> (8 * s.intn(8)) }
+		for range s.intn(4) {
+			v := VPCCounters{VNI: s.u32() & MaxVNI, SentPackets: varint(), SentBytes: varint(), ReceivedPackets: varint(),
+				ReceivedBytes: varint(), ConnsOut: varint(), ConnsIn: varint()}
+			for i := range v.Drops {
+				v.Drops[i] = varint()
+			}
+			m.VPCs = append(m.VPCs, v)
+		}
+		for range s.intn(8) {
+			m.Flows = append(m.Flows, FlowEntry{VNI: s.u32() & MaxVNI, Src: s.addr(false), Dst: s.addr(false), Proto: s.byte(),
+				SrcPort: s.u16(), DstPort: s.u16(), Bytes: varint(), Packets: varint(), Dropped: varint(), Reason: s.byte(),
+				DurationMs: uint32(varint()), IdleMs: uint32(varint())})
+		}
+		return m
 	default:
 		return &Invalidate{VNI: s.u32() & MaxVNI, IP: s.addr(false), Epoch: s.u64(), HasLocation: s.bool(), Location: s.location()}
 	}
@@ -296,6 +313,7 @@ func FuzzHeartbeatAck(f *testing.F)  { fuzzBody(f, TypeHeartbeatAck) }
 func FuzzLookupRequest(f *testing.F) { fuzzBody(f, TypeLookupRequest) }
 func FuzzLookupReply(f *testing.F)   { fuzzBody(f, TypeLookupReply) }
 func FuzzInvalidate(f *testing.F)    { fuzzBody(f, TypeInvalidate) }
+func FuzzFlowReport(f *testing.F)    { fuzzBody(f, TypeFlowReport) }
 
 // FuzzSealOpen seals structured datagrams of every type and checks the
 // round trip, that flipping any single byte (with an input-chosen mask)
@@ -308,7 +326,7 @@ func FuzzSealOpen(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{0xa5, 0x3c}, 400))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src := fuzzSource{data}
-		typ := Type(1 + src.intn(5))
+		typ := Type(1 + src.intn(6))
 		host := uint32(1 + src.intn(3))
 		seq := src.u64()
 		if seq == 0 {

@@ -109,6 +109,14 @@ func sampleBodies() map[string]Body {
 		}},
 		"invalidate moved": &Invalidate{VNI: 100, IP: netip.MustParseAddr("10.0.1.10"), Epoch: 10, HasLocation: true, Location: loc},
 		"invalidate gone":  &Invalidate{VNI: 100, IP: netip.MustParseAddr("2001:db8::1"), Epoch: 11},
+		"flow report": &FlowReport{IntervalMs: 10000, HeartbeatsSent: 1 << 31, Sampling: 8,
+			VPCs: []VPCCounters{{VNI: 100, SentPackets: 12, SentBytes: 1 << 40, ReceivedPackets: 3, ConnsOut: 1, Drops: [NumDropCounters]uint64{4, 0, 0, 0, 2}}},
+			Flows: []FlowEntry{
+				{VNI: 100, Src: netip.MustParseAddr("10.0.1.10"), Dst: netip.MustParseAddr("10.0.2.11"), Proto: 6, SrcPort: 40000, DstPort: 443,
+					Bytes: 1 << 33, Packets: 5000, DurationMs: 9000, IdleMs: 3},
+				{VNI: MaxVNI, Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Proto: 1, DstPort: 8 << 8,
+					Bytes: 84, Packets: 1, Dropped: 1, Reason: 1},
+			}},
 	}
 }
 
@@ -125,6 +133,8 @@ func newBody(t Type) Body {
 		return &LookupReply{}
 	case TypeInvalidate:
 		return &Invalidate{}
+	case TypeFlowReport:
+		return &FlowReport{}
 	}
 	return nil
 }

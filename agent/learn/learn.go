@@ -110,6 +110,9 @@ type Action struct {
 	Key     Key
 	// Remote is the location to install (Outcome Learn).
 	Remote datapath.Remote
+	// Waited is how long the answered lookup waited since its first send
+	// (Outcome Learn and Negative; the lookup latency).
+	Waited time.Duration
 }
 
 // Entry is a cached answer.
@@ -128,6 +131,7 @@ type Entry struct {
 type pending struct {
 	tries    int       // sends so far
 	deadline time.Time // when the last send times out (zero: not sent yet)
+	first    time.Time // when it was first sent
 	reqIDs   []uint32  // request IDs of every send
 	minEpoch uint64    // answers below this epoch are outdated (an invalidation passed)
 }
@@ -239,6 +243,7 @@ func (c *Cache) Due(now time.Time) (qs []wire.LookupQuery, retries, gaveUp int) 
 		}
 		if p.tries == 0 {
 			c.queued--
+			p.first = now
 		} else {
 			retries++
 		}
@@ -294,6 +299,7 @@ func (c *Cache) Answer(a *wire.LookupAnswer, now time.Time) Action {
 		return Action{Outcome: Stale, Key: k}
 	}
 	c.resolve(k)
+	waited := now.Sub(p.first)
 	cur := c.entries[k]
 	if cur != nil && a.Epoch < cur.Epoch {
 		return Action{Outcome: Stale, Key: k}
@@ -301,16 +307,16 @@ func (c *Cache) Answer(a *wire.LookupAnswer, now time.Time) Action {
 	if !a.Found {
 		c.put(k, &Entry{Epoch: a.Epoch, Expires: now.Add(ttl(c.cfg.NegativeTTL, a.TTL))})
 		if cur != nil && cur.Found {
-			return Action{Outcome: Forget, Key: k}
+			return Action{Outcome: Forget, Key: k, Waited: waited}
 		}
-		return Action{Outcome: Negative, Key: k}
+		return Action{Outcome: Negative, Key: k, Waited: waited}
 	}
 	if !a.Location.HostIP.IsValid() {
 		return Action{Outcome: Invalid, Key: k}
 	}
 	r := remote(k, &a.Location, a.Epoch)
 	c.put(k, &Entry{Found: true, Remote: r, Epoch: a.Epoch, Expires: now.Add(ttl(c.cfg.TTL, a.TTL))})
-	return Action{Outcome: Learn, Key: k, Remote: cloneRemote(r)}
+	return Action{Outcome: Learn, Key: k, Remote: cloneRemote(r), Waited: waited}
 }
 
 // Invalidate applies a controller invalidation.

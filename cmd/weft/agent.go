@@ -39,6 +39,9 @@ type agentOptions struct {
 	logLevel      string
 	metricsListen string
 	netnsPrefix   string
+	flowSampling  uint32
+	flowInterval  time.Duration
+	ipfix         string
 
 	bootstrapTokenFile string
 	caFile             string
@@ -104,6 +107,9 @@ reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (default: none)")
 	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux datapath makes (default wft)")
+	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows)")
+	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
+	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
 	return cmd
 }
 
@@ -218,6 +224,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.UnderlayDev = interfaceWith(cfg.UnderlayIP)
 	}
 	cfg.Host = o.host
+	cfg.Flows = agent.FlowConfig{Interval: o.flowInterval, Collector: o.ipfix}
 	cfg.StateDir = o.stateDir
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join("/var/lib/weft", "agent-"+o.host)
@@ -233,9 +240,9 @@ func (o *agentOptions) config() (agent.Config, error) {
 // driver makes the data plane driver.
 func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.Logger) (datapath.Driver, error) {
 	if o.datapath == "sim" {
-		return sim.New(sim.Config{MissBuffer: 1024}), nil
+		return sim.New(sim.Config{MissBuffer: 1024, FlowSampling: o.flowSampling}), nil
 	}
-	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
+	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log, FlowSampling: o.flowSampling})
 	if err != nil {
 		return nil, fmt.Errorf("start the linux datapath: %w", err)
 	}

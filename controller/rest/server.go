@@ -102,6 +102,10 @@ type Config struct {
 	Ready func() error
 	// Version is reported by /version.
 	Version string
+	// Flows, if set, answers GET /apis/weft/v1/tenants/{tenant}/flows
+	// ?top=N&endpoint=E, the tenant's top talkers (a JSON document; an
+	// error wrapping a StatusError keeps its status).
+	Flows func(ctx context.Context, tenant, endpoint string, top int) (any, error)
 }
 
 // Validate reports a missing setting.
@@ -178,6 +182,10 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}/status", s.updateStatus)
 	mux.HandleFunc("PATCH "+base+"tenants/{tenant}/{plural}/{name}/status", s.patchStatus)
 	s.credentialRoutes(mux, base)
+
+	if cfg.Flows != nil {
+		mux.HandleFunc("GET "+base+"tenants/{tenant}/flows", s.flows)
+	}
 	mux.HandleFunc("/apis/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "no such API path %s %s", r.Method, r.URL.Path))
 	})
@@ -502,6 +510,40 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 // still valid.
 const credentialRecheck = 500 * time.Millisecond
 
+// KindFlow names flow records in authorization requests: they are not
+// objects, and a credential reads them as it lists its tenant's objects.
+const KindFlow = "Flow"
+
+// flows answers a top-talkers query (Config.Flows).
+func (s *server) flows(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	top := 10
+	if v := q.Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, apiv1.NewBadRequest("top %q: want a number from 1 to 1000", v))
+			return
+		}
+		top = n
+	}
+	tenant := r.PathValue("tenant")
+	if id := identity(r); id.Role != auth.RoleClusterAdmin {
+		// Flows are read like the tenant's objects: its own credentials
+		// (admin or viewer) and cluster admins, never another tenant's
+		// or an agent's.
+		if err := s.authz.Authorize(id, auth.Request{Verb: auth.VerbList, Kind: KindFlow, Tenant: tenant}); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	out, err := s.cfg.Flows(r.Context(), tenant, q.Get("endpoint"), top)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // watchEvent is one line of a watch stream.
 type watchEvent struct {
 	Type   string `json:"type"`
@@ -752,6 +794,9 @@ func resourceOf(path string) string {
 	parts := strings.Split(rest, "/")
 	if len(parts) >= 3 && parts[0] == "tenants" {
 		parts = parts[2:]
+	}
+	if parts[0] == "flows" {
+		return "flows"
 	}
 	if ki, ok := apiv1.LookupKind(parts[0]); ok {
 		return ki.Plural

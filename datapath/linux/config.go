@@ -39,6 +39,12 @@ type Config struct {
 	// documentation), for benchmarks that measure what they bring. The
 	// overlay MTU follows the underlay either way.
 	Untuned bool
+	// FlowSampling installs the flow hooks in every VPC's policy table:
+	// per-endpoint counts of new TCP connections and a sample of 1 in
+	// FlowSampling flows, counted by the kernel (see "Flows and counters"
+	// in the package documentation). 0 installs none; Traffic then reports
+	// the counters the kernel keeps anyway (veths, drops) and no flows.
+	FlowSampling uint32
 }
 
 func (c Config) withDefaults() Config {

@@ -33,6 +33,8 @@ type policyTable struct {
 	marks           map[string]uint32
 	egress, ingress map[string]string
 	classes         map[string]*policyClass // by chain name
+	// sampling is N of the flow hooks' 1-in-N (0: no flow hooks).
+	sampling uint32
 }
 
 // stateful says some endpoint is isolated: the table tracks connections.
@@ -471,6 +473,7 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 		if want, err = compilePolicies(eps); err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
+		want.sampling = d.cfg.FlowSampling
 		vs.compiled, vs.compiledFor = want, policyInputs(eps)
 	}
 	var err error

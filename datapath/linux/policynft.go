@@ -237,10 +237,20 @@ func ctEstablished() []expr.Any {
 
 // baseRules are the rules of the base chains, in order. Without an
 // isolated endpoint (stateful false) the table judges nothing and uses no
-// connection state: the router's packets pay no conntrack.
-func baseRules(stateful bool) []baseRule {
+// connection state: the router's packets pay no conntrack. With sampling
+// above 0 the flow hooks count connections and sample flows (flows.go).
+func baseRules(stateful bool, sampling uint32) []baseRule {
+	hooks := map[string][2][]baseRule{}
+	for _, d := range []struct {
+		chain string
+		key   expr.MetaKey
+		what  string
+	}{{chainPrerouting, expr.MetaKeyIIFNAME, "egress"}, {chainForward, expr.MetaKeyOIFNAME, "ingress"}} {
+		first, dropped := flowRules(d.chain, d.key, sampling, d.what)
+		hooks[d.what] = [2][]baseRule{first, dropped}
+	}
 	dir := func(chain string, key expr.MetaKey, dispatch, drops, what string) []baseRule {
-		return []baseRule{
+		return slices.Concat([]baseRule{
 			{chain, what + " by endpoint", []expr.Any{
 				&expr.Meta{Key: key, Register: reg1},
 				&expr.Lookup{SourceRegister: reg1, DestRegister: regVerdict, IsDestRegSet: true, SetName: dispatch},
@@ -248,9 +258,10 @@ func baseRules(stateful bool) []baseRule {
 			{chain, "count " + what + " drops", append(endpointVeth(key),
 				&expr.Meta{Key: key, Register: reg1},
 				&expr.Dynset{SrcRegKey: reg1, SetName: drops, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
-			)},
-			{chain, "drop " + what + " not allowed", append(endpointVeth(key), &expr.Verdict{Kind: expr.VerdictDrop})},
-		}
+			)}},
+			hooks[what][1],
+			[]baseRule{{chain, "drop " + what + " not allowed", append(endpointVeth(key), &expr.Verdict{Kind: expr.VerdictDrop})}},
+		)
 	}
 	rs := []baseRule{
 		{chainPrerouting, "mark packets of endpoints with their identity", []expr.Any{
@@ -259,10 +270,12 @@ func baseRules(stateful bool) []baseRule {
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 		}},
 	}
+	rs = append(rs, hooks["egress"][0]...)
 	if stateful {
 		rs = append(rs, baseRule{chainPrerouting, "established and related", ctEstablished()})
 	}
 	rs = append(rs, dir(chainPrerouting, expr.MetaKeyIIFNAME, setEgress, setEgressDrops, "egress")...)
+	rs = append(rs, hooks["ingress"][0]...)
 	if stateful {
 		rs = append(rs,
 			baseRule{chainForward, "established and related", ctEstablished()},
@@ -275,14 +288,14 @@ func baseRules(stateful bool) []baseRule {
 }
 
 // baseSets are the table's fixed sets.
-func baseSets(t *nftables.Table) []*nftables.Set {
-	return []*nftables.Set{
+func baseSets(t *nftables.Table, sampling uint32) []*nftables.Set {
+	return append([]*nftables.Set{
 		{Table: t, Name: setMarks, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeMark},
 		{Table: t, Name: setEgress, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict},
 		{Table: t, Name: setIngress, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict},
 		{Table: t, Name: setEgressDrops, Dynamic: true, Size: 1 << 16, KeyType: nftables.TypeIFName},
 		{Table: t, Name: setIngressDrops, Dynamic: true, Size: 1 << 16, KeyType: nftables.TypeIFName},
-	}
+	}, flowSets(t, sampling)...)
 }
 
 func baseChains(t *nftables.Table) []*nftables.Chain {
@@ -304,14 +317,18 @@ type kernelPolicy struct {
 	chains, sets    map[string]bool
 	marks           map[string]uint32
 	egress, ingress map[string]string
-	drops           [2][]string // counted interfaces (egress, ingress)
+	counted         map[string][]string // counted interfaces, by set (endpointCounters)
 }
 
+// endpointCounters are the sets that count per endpoint veth; a gone
+// endpoint's elements are deleted.
+var endpointCounters = []string{setEgressDrops, setIngressDrops, setEgressConns, setIngressConns}
+
 // readPolicy reads the VPC's table; its fixed part is compared with the
-// one written for stateful. An error after the table was found comes with
-// what was read (exists set).
-func readPolicy(c *nftables.Conn, stateful bool) (*kernelPolicy, error) {
-	k := &kernelPolicy{chains: map[string]bool{}, sets: map[string]bool{}}
+// one written for stateful and sampling. An error after the table was
+// found comes with what was read (exists set).
+func readPolicy(c *nftables.Conn, stateful bool, sampling uint32) (*kernelPolicy, error) {
+	k := &kernelPolicy{chains: map[string]bool{}, sets: map[string]bool{}, counted: map[string][]string{}}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		return nil, fmt.Errorf("list nftables tables: %w", err)
@@ -349,7 +366,7 @@ func readPolicy(c *nftables.Conn, stateful bool) (*kernelPolicy, error) {
 			k.base = false
 		}
 	}
-	for _, want := range baseSets(t) {
+	for _, want := range baseSets(t, sampling) {
 		got := have[want.Name]
 		if got == nil || got.IsMap != want.IsMap || got.Dynamic != want.Dynamic || got.Interval {
 			k.base = false
@@ -370,7 +387,7 @@ func readPolicy(c *nftables.Conn, stateful bool) (*kernelPolicy, error) {
 		}
 	}
 	var want []string
-	for _, r := range baseRules(stateful) {
+	for _, r := range baseRules(stateful, sampling) {
 		want = append(want, r.chain+": "+policyLayout+": "+r.comment)
 	}
 	if !slices.Equal(comments, want) {
@@ -411,13 +428,16 @@ func readPolicy(c *nftables.Conn, stateful bool) (*kernelPolicy, error) {
 			(*d.m)[keyIfname(e.Key)] = chain
 		}
 	}
-	for i, name := range []string{setEgressDrops, setIngressDrops} {
+	for _, name := range endpointCounters {
+		if !k.sets[name] {
+			continue
+		}
 		es, err := elems(name)
 		if err != nil {
 			return k, err
 		}
 		for _, e := range es {
-			k.drops[i] = append(k.drops[i], keyIfname(e.Key))
+			k.counted[name] = append(k.counted[name], keyIfname(e.Key))
 		}
 	}
 	return k, nil
@@ -478,9 +498,11 @@ func (b *batch) addChain(name string) {
 // addBase queues the table's fixed objects with the dispatch elements of
 // want (after the class chains they jump to).
 func (b *batch) addBase(want *policyTable) error {
-	for _, s := range baseSets(b.t) {
+	for _, s := range baseSets(b.t, want.sampling) {
 		var elems []nftables.SetElement
 		switch s.Name {
+		case setPortProtos:
+			elems = portProtos
 		case setMarks:
 			for veth, m := range want.marks {
 				elems = append(elems, nftables.SetElement{Key: ifnameKey(veth), Val: ne32(m)})
@@ -502,7 +524,7 @@ func (b *batch) addBase(want *policyTable) error {
 		b.c.AddChain(ch)
 		b.ops++
 	}
-	for _, r := range baseRules(want.stateful()) {
+	for _, r := range baseRules(want.stateful(), want.sampling) {
 		b.addRule(r.chain, comment(r.comment), r.exprs...)
 	}
 	return nil
@@ -705,7 +727,7 @@ type policyWrite struct {
 //
 // flush commits what was queued on c.
 func writePolicy(c *nftables.Conn, want *policyTable, flush func() error) (policyWrite, error) {
-	have, err := readPolicy(c, want.stateful())
+	have, err := readPolicy(c, want.stateful(), want.sampling)
 	if err != nil && have == nil {
 		return policyWrite{}, err
 	}
@@ -785,9 +807,9 @@ func updatePolicy(c *nftables.Conn, have *kernelPolicy, want *policyTable, flush
 	}
 	w.judged = w.judged || changed
 	// Counters of endpoints that are gone.
-	for i, set := range []string{setEgressDrops, setIngressDrops} {
+	for _, set := range endpointCounters {
 		var gone []nftables.SetElement
-		for _, veth := range have.drops[i] {
+		for _, veth := range have.counted[set] {
 			if _, ok := want.marks[veth]; !ok {
 				gone = append(gone, nftables.SetElement{Key: ifnameKey(veth)})
 			}
@@ -799,7 +821,7 @@ func updatePolicy(c *nftables.Conn, have *kernelPolicy, want *policyTable, flush
 	// What is no longer used, chains before the sets their rules use;
 	// anything else that is not ours goes too.
 	fixed := map[string]bool{chainPrerouting: true, chainForward: true}
-	for _, s := range baseSets(b.t) {
+	for _, s := range baseSets(b.t, want.sampling) {
 		fixed[s.Name] = true
 	}
 	for _, name := range sortedKeys(have.chains) {

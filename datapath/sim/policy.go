@@ -23,6 +23,8 @@ type Packet struct {
 	// none, as on linux (nf_conntrack_tcp_loose=0 in the VPC routers): a
 	// connection whose state a policy change flushed cannot come back.
 	Midstream bool
+	// Bytes is the packet's size, for the traffic counters.
+	Bytes int
 }
 
 // connKey is one direction of a connection in one VPC. An ICMP request
@@ -89,7 +91,7 @@ func startsConn(p Packet) bool {
 // (Deliver).
 func (d *Driver) Send(src string, p Packet) (Decision, error) {
 	dec, err := d.Resolve(src, p.Dst)
-	if err != nil || dec.Verdict == VerdictDrop || dec.Verdict == VerdictMiss {
+	if err != nil {
 		return dec, err
 	}
 	d.mu.Lock()
@@ -98,13 +100,23 @@ func (d *Driver) Send(src string, p Packet) (Decision, error) {
 	if e == nil {
 		return Decision{}, fmt.Errorf("send from %q: %w", src, ErrUnknownEndpoint)
 	}
+	switch dec.Verdict {
+	case VerdictDrop:
+		d.countPacket(e.VNI, e.IP, e, nil, p, datapath.DropNoRoute, nil)
+		return dec, nil
+	case VerdictMiss: // held until the location is learned
+		d.countPacket(e.VNI, e.IP, e, nil, p, datapath.DropNone, nil)
+		return dec, nil
+	}
 	var to *datapath.Endpoint
 	if dec.Verdict == VerdictLocal {
 		to = d.endpointAt(datapath.RemoteKey{VNI: e.VNI, IP: p.Dst})
 	}
-	if reason := d.judge(e.VNI, e.IP, e.Identity, e, to, p); reason != "" {
+	if reason, at := d.judge(e.VNI, e.IP, e.Identity, e, to, p); reason != "" {
+		d.countPacket(e.VNI, e.IP, e, to, p, datapath.DropPolicy, at)
 		return Decision{Verdict: VerdictDenied, VNI: e.VNI, Reason: reason}, nil
 	}
+	d.countPacket(e.VNI, e.IP, e, to, p, datapath.DropNone, nil)
 	return dec, nil
 }
 
@@ -122,22 +134,27 @@ func (d *Driver) Deliver(vni uint32, src netip.Addr, identity uint32, p Packet) 
 	if to == nil {
 		return Decision{Verdict: VerdictDrop, VNI: vni, Reason: "no local endpoint"}, nil
 	}
-	if reason := d.judge(vni, src, identity, nil, to, p); reason != "" {
+	if reason, at := d.judge(vni, src, identity, nil, to, p); reason != "" {
+		d.countPacket(vni, src, nil, to, p, datapath.DropPolicy, at)
 		return Decision{Verdict: VerdictDenied, VNI: vni, Reason: reason}, nil
 	}
+	d.countPacket(vni, src, nil, to, p, datapath.DropNone, nil)
 	return Decision{Verdict: VerdictLocal, VNI: vni, Endpoint: to.ID, Identity: to.Identity}, nil
 }
 
-// judge returns why policy drops p from (src, identity) to p.Dst, or ""
-// when it passes; from and to are the local endpoints at either end (nil:
-// not local). The caller holds mu.
-func (d *Driver) judge(vni uint32, src netip.Addr, identity uint32, from, to *datapath.Endpoint, p Packet) string {
+// judge returns why policy drops p from (src, identity) to p.Dst, and
+// the endpoint whose policy does, or "" when it passes; from and to are
+// the local endpoints at either end (nil: not local). The caller holds mu.
+func (d *Driver) judge(vni uint32, src netip.Addr, identity uint32, from, to *datapath.Endpoint, p Packet) (string, *datapath.Endpoint) {
 	k := key(vni, src, p)
 	if d.conns[k] != nil || d.conns[k.reverse()] != nil {
-		return ""
+		return "", nil
 	}
 	if reason := denies(from, to, src, identity, flow(p), p.Dst); reason != "" {
-		return reason
+		if from != nil && strings.HasPrefix(reason, "policy: egress") {
+			return reason, from
+		}
+		return reason, to
 	}
 	if startsConn(p) {
 		if d.conns == nil {
@@ -145,7 +162,7 @@ func (d *Driver) judge(vni uint32, src netip.Addr, identity uint32, from, to *da
 		}
 		d.conns[k] = &conn{identity: identity, icmpType: p.ICMPType, icmpCode: p.ICMPCode}
 	}
-	return ""
+	return "", nil
 }
 
 // denies returns why the first packet f of a connection from src to dst is

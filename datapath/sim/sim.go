@@ -32,6 +32,9 @@ type Config struct {
 	// copy of every host's state and half the work of each Set. A Desired
 	// that is visibly not normal (unsorted) is still normalized.
 	Normalized bool
+	// FlowSampling samples 1 in FlowSampling flows of what Send and
+	// Deliver see (Traffic); 0 samples none.
+	FlowSampling uint32
 }
 
 // Driver is an in-memory datapath.Driver. It starts no goroutines.
@@ -61,6 +64,10 @@ type Driver struct {
 	// none).
 	failed map[uint32]error
 	counts [numKinds][numVerbs]uint64
+	// traffic counts the packets of Send and Deliver (nil: none yet);
+	// sampling is Config.FlowSampling.
+	traffic  *traffic
+	sampling uint32
 }
 
 type kind uint8
@@ -100,7 +107,7 @@ func New(cfg Config) *Driver {
 	if cfg.MissBuffer <= 0 {
 		cfg.MissBuffer = 16
 	}
-	return &Driver{onMiss: cfg.OnMiss, missBuf: cfg.MissBuffer, normalized: cfg.Normalized}
+	return &Driver{onMiss: cfg.OnMiss, missBuf: cfg.MissBuffer, normalized: cfg.Normalized, sampling: cfg.FlowSampling}
 }
 
 func (d *Driver) count(k kind, v verb) { d.counts[k][v]++ }

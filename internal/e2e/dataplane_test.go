@@ -138,6 +138,18 @@ func dataplaneDoc() []byte {
 // and starts the agents.
 func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 	t.Helper()
+	e := newDPLab(t, doc)
+	for _, h := range e.lab.Hosts() {
+		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
+		e.startAgent(h.Name)
+	}
+	return e
+}
+
+// newDPLab builds a lab of three hosts, starts its controller and applies
+// doc; it starts no agent.
+func newDPLab(t *testing.T, doc []byte) *dpEnv {
+	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
@@ -174,10 +186,6 @@ func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 	}
 	if out, code := e.weft("apply", "-f", e.file); code != 0 {
 		t.Fatalf("apply: %s", out)
-	}
-	for _, h := range lab.Hosts() {
-		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
-		e.startAgent(h.Name)
 	}
 	return e
 }

@@ -76,8 +76,14 @@ func startController(t *testing.T, dataDir, addr string) *controllerProc {
 // startControllerWithAgents also sets the southbound address.
 func startControllerWithAgents(t *testing.T, dataDir, addr, agentAddr string) *controllerProc {
 	t.Helper()
+	return startControllerBin(t, binary(t), dataDir, addr, agentAddr)
+}
+
+// startControllerBin runs `bin controller`.
+func startControllerBin(t *testing.T, bin, dataDir, addr, agentAddr string) *controllerProc {
+	t.Helper()
 	p := &controllerProc{t: t, addr: addr, agentAddr: agentAddr, dataDir: dataDir, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), "controller", "--data-dir", dataDir, "--api-listen", addr, "--agent-listen", p.agentAddr,
+	p.cmd = exec.Command(bin, "controller", "--data-dir", dataDir, "--api-listen", addr, "--agent-listen", p.agentAddr,
 		"--metrics-listen=", "--log-level", "warn")
 	p.cmd.Stderr = &lockedWriter{w: p.stderr}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

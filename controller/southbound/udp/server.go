@@ -65,6 +65,9 @@ type Config struct {
 	// Locator answers lookups (nil: lookups are rejected, reason
 	// no_locator). One Locator serves one Server.
 	Locator *Locator
+	// Flows, if set, is told of every heartbeat and takes the flow
+	// reports (without it, they are verified and dropped).
+	Flows FlowSink
 	// RateLimit bounds each host's lookups.
 	RateLimit RateLimit
 	// Ack makes the server answer every heartbeat with a HeartbeatAck
@@ -131,6 +134,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// FlowSink takes what agents report of their traffic (controller/flowagg).
+// It is called from the readers' goroutines and must not block.
+type FlowSink interface {
+	Heartbeat(hostID uint32)
+	Report(hostID uint32, r *wire.FlowReport)
+}
+
 // Server is the controller's UDP endpoint for heartbeats and lookups. See
 // the package documentation.
 type Server struct {
@@ -169,6 +179,7 @@ type reader struct {
 	req wire.LookupRequest
 	rep wire.LookupReply
 	ack wire.HeartbeatAck
+	fr  wire.FlowReport
 	key wire.Key
 	out int // datagrams queued in io
 }
@@ -345,6 +356,9 @@ func (s *Server) handle(r *reader, pkt []byte, from netip.AddrPort, now, lnow in
 			return
 		}
 		r.c.heartbeats++
+		if s.cfg.Flows != nil {
+			s.cfg.Flows.Heartbeat(hdr.HostID)
+		}
 		if s.cfg.Ack {
 			r.ack = wire.HeartbeatAck{Epoch: s.cfg.Epoch, HeartbeatSeq: hdr.Seq}
 			if s.reply(r, hdr.HostID, from, &r.ack) {
@@ -378,6 +392,15 @@ func (s *Server) handle(r *reader, pkt []byte, from netip.AddrPort, now, lnow in
 		}
 		if s.reply(r, hdr.HostID, from, &r.rep) {
 			r.c.replies++
+		}
+	case wire.TypeFlowReport:
+		if r.fr.UnmarshalBinary(body) != nil {
+			r.c.rejected[reasonMalformed]++
+			return
+		}
+		p.remember(from)
+		if s.cfg.Flows != nil {
+			s.cfg.Flows.Report(hdr.HostID, &r.fr)
 		}
 	default:
 		r.c.rejected[reasonDirection]++ // the Verifier lets only host → controller types through
