@@ -22,8 +22,9 @@ func newBenchHACmd() *cobra.Command {
 		Short: "Faults on a 3-member embedded etcd cluster under API churn: unavailability, lost writes, linearizability",
 		Long: `Start --members controller replicas, each in a process of its own embedding a
 member of one etcd cluster (TLS peers), let --workers API clients create,
-update, delete and read --keys objects through them (a client moves to another
-replica when its own fails), and inject the faults one after another:
+update, delete and read --keys objects through them, and create and delete
+endpoints beside them (a client moves to another replica when its own fails),
+and inject the faults one after another:
 kill-leader (SIGKILL the etcd leader's replica, restart it after --hold),
 kill-follower (the same on a follower), pause-leader (SIGSTOP the leader's
 replica for --hold, past the election timeout, then SIGCONT).
@@ -31,8 +32,10 @@ replica for --hold, past the election timeout, then SIGCONT).
 The report gives each fault's worst write unavailability (the longest time
 without an acknowledged write, goal 5 s), the acknowledged writes lost (the
 last write of a key not read back at the end; must be 0) and porcupine's
-verdict on the linearizability of the whole recorded history (must be Ok).
-The command fails when a write was lost or the history is not linearizable.`,
+verdict on the linearizability of the whole recorded history (must be Ok),
+and the IPs and MACs held by more than one endpoint at the end (must be 0).
+The command fails when a write was lost, the history is not linearizable or
+an address is held twice.`,
 		Example: `  weft bench ha
   weft bench ha --faults kill-leader --hold 5s -o json`,
 	}, func(cmd *cobra.Command) (*bench.HAReport, error) {
@@ -45,8 +48,8 @@ The command fails when a write was lost or the history is not linearizable.`,
 			cfg.Faults = splitCSV(faults)
 		}
 		rep, err := bench.HA(cmd.Context(), cfg)
-		if err == nil && (rep.LostWrites > 0 || rep.Linearizable != "Ok") {
-			err = fmt.Errorf("bench ha: %d acknowledged writes lost, linearizability %s", rep.LostWrites, rep.Linearizable)
+		if err == nil && (rep.LostWrites > 0 || rep.Linearizable != "Ok" || rep.DuplicateAddresses > 0) {
+			err = fmt.Errorf("bench ha: %d acknowledged writes lost, linearizability %s, %d duplicate addresses", rep.LostWrites, rep.Linearizable, rep.DuplicateAddresses)
 		}
 		return rep, err
 	}, func(w io.Writer, rep *bench.HAReport) {
@@ -60,8 +63,8 @@ The command fails when a write was lost or the history is not linearizable.`,
 		if rep.WorstUnavailable > rep.GoalUnavailable {
 			verdict = "missed"
 		}
-		fmt.Fprintf(w, "  worst %s (goal ≤ %s: %s); lost acknowledged writes %d; linearizable (porcupine): %s\n",
-			rep.WorstUnavailable.Round(time.Millisecond), rep.GoalUnavailable, verdict, rep.LostWrites, rep.Linearizable)
+		fmt.Fprintf(w, "  worst %s (goal ≤ %s: %s); lost acknowledged writes %d; linearizable (porcupine): %s; %d endpoints, %d duplicate addresses\n",
+			rep.WorstUnavailable.Round(time.Millisecond), rep.GoalUnavailable, verdict, rep.LostWrites, rep.Linearizable, rep.Endpoints, rep.DuplicateAddresses)
 		fmt.Fprintf(w, "  %d CPUs, load %s\n", rep.CPUs, rep.Load)
 	})
 	f := cmd.Flags()

@@ -96,10 +96,15 @@ type HAReport struct {
 	LostWrites int `json:"lostWrites"`
 	// Linearizable is porcupine's verdict on the whole history: Ok,
 	// Illegal or Unknown (timed out).
-	Linearizable    string        `json:"linearizable"`
-	GoalUnavailable time.Duration `json:"goalUnavailable"`
-	CPUs            int           `json:"cpus"`
-	Load            string        `json:"load"`
+	Linearizable string `json:"linearizable"`
+	// Endpoints counts the endpoints left at the end (created and deleted
+	// beside the keys' churn); DuplicateAddresses the IPs and MACs held by
+	// more than one of them (must be 0).
+	Endpoints          int           `json:"endpoints"`
+	DuplicateAddresses int           `json:"duplicateAddresses"`
+	GoalUnavailable    time.Duration `json:"goalUnavailable"`
+	CPUs               int           `json:"cpus"`
+	Load               string        `json:"load"`
 }
 
 // HAFault is one fault of the timeline; times are from the run's start.
@@ -189,11 +194,15 @@ type haRun struct {
 	ops     []porcupine.Operation
 	acks    []time.Duration // of acknowledged writes
 	nextVal atomic.Int64
+
+	endpoints, dups int // at the end
 }
 
 // HA runs a cluster of replicas embedding a 3-member etcd cluster under
 // API churn (creates, updates, deletes and reads of Keys objects by
-// Workers clients, each moving to another replica when its own fails),
+// Workers clients, each moving to another replica when its own fails, and
+// endpoints created and deleted beside them, whose addresses must stay
+// unique),
 // injects the faults one after another, and reports each fault's worst
 // write unavailability, the acknowledged writes lost and porcupine's
 // verdict on the linearizability of the recorded history.
@@ -348,7 +357,85 @@ func (r *haRun) createKeys(ctx context.Context) error {
 			return fmt.Errorf("bench: ha: create %s: %w", haKey(k), err)
 		}
 	}
+	meta := func(kind, name string) (apiv1.TypeMeta, apiv1.ObjectMeta) {
+		tenant := haTenantName
+		if kind == apiv1.KindTenant || kind == apiv1.KindHost {
+			tenant = ""
+		}
+		return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind}, apiv1.ObjectMeta{Name: name, Tenant: tenant}
+	}
+	var (
+		t apiv1.Tenant
+		h apiv1.Host
+		v apiv1.VPC
+		n apiv1.Subnet
+	)
+	t.TypeMeta, t.Metadata = meta(apiv1.KindTenant, haTenantName)
+	h.TypeMeta, h.Metadata = meta(apiv1.KindHost, haHost)
+	h.Spec.UnderlayIP = "192.0.2.10"
+	v.TypeMeta, v.Metadata = meta(apiv1.KindVPC, "main")
+	v.Spec.CIDRs = []string{"10.0.0.0/16"}
+	n.TypeMeta, n.Metadata = meta(apiv1.KindSubnet, haSubnet)
+	n.Spec = apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.0.0/16"}
+	for _, o := range []apiv1.Object{&t, &h, &v, &n} {
+		if _, err := api.Create(ctx, o); err != nil {
+			return fmt.Errorf("bench: ha: create %s: %w", apiv1.RefOf(o), err)
+		}
+	}
 	return nil
+}
+
+// The network of the endpoints' churn.
+const (
+	haTenantName = "ha"
+	haHost       = "ha-h0"
+	haSubnet     = "a"
+)
+
+// endpointOp creates an endpoint of worker w or deletes one of its own;
+// the outcome is not modelled, only the addresses of those left are
+// checked at the end.
+func endpointOp(ctx context.Context, api *client.Client, w int, rng *rand.Rand, own *[]string, seq *int) error {
+	if len(*own) > 0 && rng.IntN(2) == 0 {
+		i := rng.IntN(len(*own))
+		name := (*own)[i]
+		_, err := api.Delete(ctx, apiv1.KindEndpoint, haTenantName, name)
+		if err == nil || apiv1.ReasonOf(err) == apiv1.ReasonNotFound {
+			*own = slices.Delete(*own, i, i+1)
+		}
+		return err
+	}
+	*seq++
+	name := fmt.Sprintf("ep-%d-%d", w, *seq)
+	ep := &apiv1.Endpoint{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindEndpoint},
+		Metadata: apiv1.ObjectMeta{Name: name, Tenant: haTenantName}, Spec: apiv1.EndpointSpec{Subnet: haSubnet, Host: haHost}}
+	*own = append(*own, name) // maybe created, even on an error
+	_, err := api.Create(ctx, ep)
+	return err
+}
+
+// duplicateAddresses lists the endpoints and counts the IPs and MACs held
+// by more than one.
+func duplicateAddresses(ctx context.Context, api *client.Client) (endpoints, dups int, err error) {
+	objs, _, err := api.List(ctx, apiv1.KindEndpoint, haTenantName, "")
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: ha: list endpoints: %w", err)
+	}
+	seen := map[string]int{}
+	for _, o := range objs {
+		ep := o.(*apiv1.Endpoint)
+		if ep.Status.IP == "" || ep.Status.MAC == "" {
+			return 0, 0, fmt.Errorf("bench: ha: endpoint %s has no address", ep.Metadata.Name)
+		}
+		seen["ip "+ep.Status.IP]++
+		seen["mac "+ep.Status.MAC]++
+	}
+	for _, n := range seen {
+		if n > 1 {
+			dups += n - 1
+		}
+	}
+	return len(objs), dups, nil
 }
 
 // The operations of the history.
@@ -390,7 +477,17 @@ func (r *haRun) work(ctx context.Context, w int) {
 		defer api.Close()
 		apis[i] = api
 	}
+	var (
+		own []string
+		seq int
+	)
 	for ctx.Err() == nil {
+		if rng.IntN(5) == 0 {
+			if err := endpointOp(ctx, apis[at], w, rng, &own, &seq); err != nil && apiv1.ReasonOf(err) == "" {
+				at = (at + 1) % len(apis)
+			}
+			continue
+		}
 		in := haInput{Key: rng.IntN(r.cfg.Keys)}
 		switch p := rng.IntN(100); {
 		case p < 40:
@@ -616,7 +713,9 @@ func (r *haRun) finalReads(ctx context.Context) (map[int]int64, error) {
 		r.ops = append(r.ops, porcupine.Operation{ClientId: r.cfg.Workers, Input: in, Call: int64(call), Output: out, Return: int64(time.Since(r.start))})
 		final[k] = out.Value
 	}
-	return final, nil
+	// The gets above brought the replica's cache up to date.
+	r.endpoints, r.dups, err = duplicateAddresses(ctx, api)
+	return final, err
 }
 
 func (r *haRun) report(faults []HAFault, final map[int]int64, duration time.Duration) *HAReport {
@@ -642,6 +741,7 @@ func (r *haRun) report(faults []HAFault, final map[int]int64, duration time.Dura
 		rep.WorstUnavailable = max(rep.WorstUnavailable, faults[i].Unavailable)
 	}
 	rep.Faults = faults
+	rep.Endpoints, rep.DuplicateAddresses = r.endpoints, r.dups
 	rep.LostWrites = lostWrites(r.ops, final)
 	rep.Linearizable = string(porcupine.CheckOperationsTimeout(haModel, r.ops, 2*time.Minute))
 	return rep

@@ -13,8 +13,8 @@ import (
 // embedding a 3-member etcd cluster under API churn; the etcd leader's
 // replica is killed with SIGKILL and restarted, then a follower's, then
 // the leader's is paused past the election timeout. No acknowledged write
-// may be lost, the history must be linearizable (porcupine), and writes
-// must resume after every fault.
+// may be lost, the history must be linearizable (porcupine), no address
+// held twice, and writes must resume after every fault.
 func TestHA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs about 30 s")
@@ -46,6 +46,10 @@ func TestHA(t *testing.T) {
 	}
 	if rep.Linearizable != string(porcupine.Ok) {
 		t.Errorf("history of %d operations: linearizability %s, want Ok", rep.Ops, rep.Linearizable)
+	}
+	t.Logf("%d endpoints left, %d duplicate addresses", rep.Endpoints, rep.DuplicateAddresses)
+	if rep.DuplicateAddresses != 0 {
+		t.Errorf("%d IPs or MACs held by more than one endpoint", rep.DuplicateAddresses)
 	}
 	if rep.AckedWrites == 0 {
 		t.Error("no write acknowledged")
