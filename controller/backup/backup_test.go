@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,6 +84,79 @@ func TestRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRestoreCluster restores one backup into three members of a new
+// cluster (each its name and peer URL, the same initial cluster), starts
+// them over TLS and reads the data through each.
+func TestRestoreCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := etcdtest.Start(t)
+	if _, err := env.Client.Put(ctx, "/weft/k", "kept"); err != nil {
+		t.Fatal(err)
+	}
+	key := secrets.NewKey()
+	file := filepath.Join(t.TempDir(), "weft.backup")
+	if _, err := backup.WriteFile(ctx, file, env.Client, key, backup.Lock{}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := secrets.EtcdCA(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgs []store.EmbedConfig
+	var initial []string
+	for i := range 3 {
+		dir := t.TempDir()
+		name := fmt.Sprintf("m%d", i)
+		files, err := ca.WriteMemberFiles(filepath.Join(dir, "tls"), name, []string{"127.0.0.1"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &store.MemberConfig{Name: name, PeerURL: "https://" + freeAddr(t), CAFile: files.CAFile, CertFile: files.CertFile, KeyFile: files.KeyFile}
+		initial = append(initial, name+"="+m.PeerURL)
+		cfgs = append(cfgs, store.EmbedConfig{Dir: filepath.Join(dir, "data"), Member: m})
+	}
+	members := make([]*store.Embedded, len(cfgs))
+	errs := make([]error, len(cfgs))
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		m := cfgs[i].Member
+		m.InitialCluster = strings.Join(initial, ",")
+		if _, err := backup.Restore(file, backup.RestoreConfig{DataDir: cfgs[i].Dir, Name: m.Name, PeerURL: m.PeerURL, InitialCluster: m.InitialCluster}); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { members[i], errs[i] = store.StartEmbedded(ctx, cfgs[i]) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("member %d: %v", i, err)
+		}
+		defer members[i].Close()
+	}
+	for i, e := range members {
+		cli, err := e.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := cli.Get(ctx, "/weft/k")
+		cli.Close()
+		if err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "kept" {
+			t.Errorf("member %d: %v %v", i, r, err)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // TestCorrupt: a flipped byte, a cut file or a wrong passphrase fail with
