@@ -223,10 +223,11 @@ func (e *env) create(t testing.TB, objs ...apiv1.Object) {
 
 // putHosts writes hosts, status included, straight into etcd (as their
 // agents and the liveness tracker would have, without running them) and
-// waits until the store has them.
+// waits until the store has them (100,000 take about 10 s, over a minute
+// on a loaded machine).
 func (e *env) putHosts(t testing.TB, hosts []*apiv1.Host) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const perTxn = 2000
 	var (

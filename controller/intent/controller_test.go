@@ -2,6 +2,7 @@ package intent_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,8 +40,10 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	env := etcdtest.Start(t)
 	w := &world{t: t, env: env, replica: replica{st: env.Store, reg: env.Registry}}
+	h1 := etcdtest.Host("h1", "192.0.2.1")
+	h1.Spec.Capacity = "1Gbit" // guaranteed minimums are admitted against it
 	for _, o := range []apiv1.Object{
-		etcdtest.Tenant("acme"), etcdtest.Host("h1", "192.0.2.1"), etcdtest.VPC("acme", "main", "10.0.0.0/16"),
+		etcdtest.Tenant("acme"), h1, etcdtest.VPC("acme", "main", "10.0.0.0/16"),
 		etcdtest.Subnet("acme", "a", "main", "10.0.1.0/24"),
 		etcdtest.Endpoint("acme", "shop-1", "a", "h1", "app", "shop"), etcdtest.Endpoint("acme", "db-1", "a", "h1", "app", "db"),
 	} {
@@ -468,6 +471,25 @@ func TestUnmet(t *testing.T) {
 		w.delete(t, apiv1.KindEndpoint, "vip-1")
 		w.delete(t, apiv1.KindEndpoint, "vip-2")
 		w.settle(t, "vip", one)
+	})
+
+	t.Run("over the host's capacity", func(t *testing.T) {
+		w.create(t, etcdtest.Endpoint("acme", "big-1", "a", "h1", "app", "big"))
+		w.create(t, appIntent("big", func(s *apiv1.AppIntentSpec) {
+			s.Bandwidth = &apiv1.IntentBandwidth{Min: "2Gbit"}
+			s.Selector = apiv1.LabelSelector{MatchLabels: map[string]string{"app": "big"}}
+		}))
+		waitFor(t, "admission's refusal reported", func() bool {
+			s := stateOf(w.st, "big").Status
+			return s.ObservedGeneration == 1 && len(s.Objects) == 0 && len(s.Unmet) == 1 &&
+				strings.HasPrefix(s.Unmet[0], "bandwidth: QoSClass appintent-big: ") &&
+				strings.Contains(s.Unmet[0], "spec.minRate: host h1 has capacity 1Gbit with ") &&
+				strings.HasSuffix(s.Unmet[0], "committed: 2Gbit more guaranteed minimum does not fit")
+		}, func() string { return fmt.Sprintf("%+v", stateOf(w.st, "big").Status) })
+		in := get[*apiv1.AppIntent](w.st, apiv1.KindAppIntent, "big")
+		in.Spec.Bandwidth.Min = "100M"
+		w.update(t, in)
+		w.settle(t, "big", one)
 	})
 
 	t.Run("class still named by an endpoint", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -9,18 +10,21 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	appintent "github.com/weftnet/weft/controller/intent"
 )
 
 // Admission of guaranteed minimum rates. What a host has committed is the
-// minRate of the QoSClass of each endpoint on it plus, once per VPC with
-// endpoints on it, the VPC's spec.qos.minRate; it must not exceed the
-// host's spec.capacity (a Host without capacity admits no minimum). A
-// write that raises what some host has committed (an endpoint's create,
-// migration or class change, a class's or a VPC's minRate raised) or
-// lowers a host's capacity is refused with 422 if it would not fit; a
-// write that does not raise it is not checked, so that a host committed
-// beyond its capacity (lowered while it was not checked) still takes
-// endpoints without minimums.
+// minRate of the QoSClass of each endpoint on it (the class it names, else
+// its AppIntent's: intent.ClassOf, the rule the compiler programs) plus,
+// once per VPC with endpoints on it, the VPC's spec.qos.minRate; it must
+// not exceed the host's spec.capacity (a Host without capacity admits no
+// minimum). A write that raises what some host has committed (an
+// endpoint's create, migration, class or label change, a class created
+// or its minRate raised, an AppIntent that gives its class to more
+// endpoints, a VPC's minRate raised) or lowers a host's capacity is
+// refused with 422 if it would not fit; a write that does not raise it is
+// not checked, so that a host committed beyond its capacity (lowered
+// while it was not checked) still takes endpoints without minimums.
 //
 // The decision is computed from the cache, and every write that may raise
 // what a host has committed bumps one cluster-wide key, admissionKey, in
@@ -38,9 +42,40 @@ const admissionKey = "admission/epoch"
 // overrides are the objects a planned write changes, seen in place of the
 // cached ones.
 type overrides struct {
-	ep  *apiv1.Endpoint
-	qos *apiv1.QoSClass
-	vpc *apiv1.VPC
+	ep     *apiv1.Endpoint
+	qos    *apiv1.QoSClass
+	vpc    *apiv1.VPC
+	intent *apiv1.AppIntent
+}
+
+// lookup is the cache as a write planned with o would leave it, for
+// intent.ClassOf: o.intent in place of the cached AppIntent of its name.
+type lookup struct {
+	apiv1.Lookup
+	intent *apiv1.AppIntent
+}
+
+func (l lookup) List(kind, tenant string) []apiv1.Object {
+	objs := l.Lookup.List(kind, tenant)
+	in := l.intent
+	if kind != apiv1.KindAppIntent || in == nil || in.Metadata.Tenant != tenant {
+		return objs
+	}
+	out := make([]apiv1.Object, 0, len(objs)+1)
+	for _, o := range objs {
+		if o.GetObjectMeta().Name != in.Metadata.Name {
+			out = append(out, o)
+		}
+	}
+	i, _ := slices.BinarySearchFunc(out, in.Metadata.Name, func(o apiv1.Object, name string) int {
+		return cmp.Compare(o.GetObjectMeta().Name, name)
+	})
+	return slices.Insert(out, i, apiv1.Object(in))
+}
+
+// classOf is the class ep uses with o in place of the cached objects.
+func (r *Registry) classOf(ep *apiv1.Endpoint, o overrides) string {
+	return appintent.ClassOf(lookup{r.st, o.intent}, ep)
 }
 
 // rate parses a validated bandwidth (0 if it does not parse).
@@ -82,7 +117,7 @@ func (r *Registry) vpcMin(k vpcKey, o overrides) uint64 {
 // involvesMinimum reports whether ep's class or VPC guarantees a minimum.
 func (r *Registry) involvesMinimum(ep *apiv1.Endpoint) bool {
 	t := ep.Metadata.Tenant
-	if r.classMin(t, ep.Spec.QoSClass, overrides{}) > 0 {
+	if r.classMin(t, r.classOf(ep, overrides{}), overrides{}) > 0 {
 		return true
 	}
 	vpc, ok := r.vpcOfSubnet(t, ep.Spec.Subnet)
@@ -96,7 +131,7 @@ func (r *Registry) committed(host string, o overrides) uint64 {
 	vpcs := map[vpcKey]bool{}
 	add := func(ep *apiv1.Endpoint) {
 		t := ep.Metadata.Tenant
-		sum += r.classMin(t, ep.Spec.QoSClass, o)
+		sum += r.classMin(t, r.classOf(ep, o), o)
 		if vpc, ok := r.vpcOfSubnet(t, ep.Spec.Subnet); ok && !vpcs[vpcKey{t, vpc}] {
 			vpcs[vpcKey{t, vpc}] = true
 			sum += r.vpcMin(vpcKey{t, vpc}, o)
@@ -173,23 +208,38 @@ func (r *Registry) planAdmission(a *attempt, cacheRev int64) {
 	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(k, ""))
 }
 
-// admitUpdate checks an update of a QoSClass, VPC or Host that may raise
-// what hosts have committed, and if so plans the admission.
-func (r *Registry) admitUpdate(a *attempt, oldObj, next apiv1.Object, cacheRev int64) error {
+// admitWrite checks a create (oldObj nil) or update of a QoSClass or
+// AppIntent, or an update of a VPC or Host, that may raise what hosts have
+// committed, and if so plans the admission.
+func (r *Registry) admitWrite(a *attempt, oldObj, next apiv1.Object, cacheRev int64) error {
 	var err error
 	switch n := next.(type) {
 	case *apiv1.QoSClass:
-		if rate(n.Spec.MinRate) <= rate(oldObj.(*apiv1.QoSClass).Spec.MinRate) {
+		old, _ := oldObj.(*apiv1.QoSClass)
+		if old == nil && rate(n.Spec.MinRate) == 0 || old != nil && rate(n.Spec.MinRate) <= rate(old.Spec.MinRate) {
 			return nil
 		}
 		var eps []*apiv1.Endpoint
 		for _, o := range r.st.List(apiv1.KindEndpoint, n.Metadata.Tenant) {
-			if ep := o.(*apiv1.Endpoint); ep.Spec.QoSClass == n.Metadata.Name {
+			if ep := o.(*apiv1.Endpoint); r.classOf(ep, overrides{}) == n.Metadata.Name {
 				eps = append(eps, ep)
 			}
 		}
 		err = r.admitOnHosts(eps, overrides{qos: n}, apiv1.RefOf(n), "spec.minRate")
+	case *apiv1.AppIntent:
+		if !appintent.WantsClass(n) {
+			return nil
+		}
+		// The endpoints whose class the intent may change: those of its VPC.
+		var eps []*apiv1.Endpoint
+		for _, sn := range r.st.SubnetsByVPC(n.Metadata.Tenant, n.Spec.VPC) {
+			eps = append(eps, r.st.EndpointsBySubnet(n.Metadata.Tenant, sn.Metadata.Name)...)
+		}
+		err = r.admitOnHosts(eps, overrides{intent: n}, apiv1.RefOf(n), "spec.selector")
 	case *apiv1.VPC:
+		if oldObj == nil {
+			return nil
+		}
 		if r.vpcMin(vpcKey{n.Metadata.Tenant, n.Metadata.Name}, overrides{vpc: n}) <= r.vpcMin(vpcKey{n.Metadata.Tenant, n.Metadata.Name}, overrides{vpc: oldObj.(*apiv1.VPC)}) {
 			return nil
 		}
@@ -199,8 +249,8 @@ func (r *Registry) admitUpdate(a *attempt, oldObj, next apiv1.Object, cacheRev i
 		}
 		err = r.admitOnHosts(eps, overrides{vpc: n}, apiv1.RefOf(n), "spec.qos.minRate")
 	case *apiv1.Host:
-		old := oldObj.(*apiv1.Host)
-		if rate(n.Spec.Capacity) >= rate(old.Spec.Capacity) {
+		old, _ := oldObj.(*apiv1.Host)
+		if old == nil || rate(n.Spec.Capacity) >= rate(old.Spec.Capacity) {
 			return nil
 		}
 		err = r.admitCapacity(old, n)
@@ -222,7 +272,9 @@ func (r *Registry) mayNeedAdmission(obj apiv1.Object, create bool) bool {
 	case *apiv1.Endpoint:
 		return r.involvesMinimum(o)
 	case *apiv1.QoSClass:
-		return !create && rate(o.Spec.MinRate) > 0
+		return rate(o.Spec.MinRate) > 0
+	case *apiv1.AppIntent:
+		return appintent.WantsClass(o)
 	case *apiv1.VPC:
 		return !create && o.Spec.QoS != nil && rate(o.Spec.QoS.MinRate) > 0
 	case *apiv1.Host:

@@ -189,3 +189,71 @@ func TestAdmission(t *testing.T) {
 		t.Errorf("h2 has %s committed, want 300Mbit (e4 and the VPC's 50Mbit)", formatRate(c))
 	}
 }
+
+// TestAdmissionIntents: an endpoint without a class of its own commits
+// the minimum of its AppIntent's class (intent.ClassOf, as the compiler
+// programs it), so the writes that give that class to more endpoints or
+// raise it are admitted like class changes: the class's create (as the
+// intent controller writes it) and raise, a wider intent selector, an
+// endpoint created or relabelled into the selection.
+func TestAdmissionIntents(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	labelled := func(name, app string) *apiv1.Endpoint {
+		ep := endpoint("acme", name, "a", "h1")
+		ep.Metadata.Labels = map[string]string{"app": app}
+		return ep
+	}
+	web := func(sel map[string]string) *apiv1.AppIntent {
+		in := intent("acme", "web", "main")
+		in.Spec.Selector = apiv1.LabelSelector{MatchLabels: sel}
+		in.Spec.Bandwidth = &apiv1.IntentBandwidth{Min: "100Mbit"}
+		return in
+	}
+	class := "appintent-web" // intent.Name("web")
+	mustCreate(t, r, tenant("acme"), hostCap("h1", "192.0.2.1", "300Mbit"), vpc("acme", "main", "10.0.0.0/16"),
+		subnet("acme", "a", "main", "10.0.1.0/24"), labelled("e1", "web"), labelled("e2", "web"), labelled("e3", "db"))
+	create := func(o apiv1.Object) func() (apiv1.Object, error) {
+		return func() (apiv1.Object, error) { return r.Create(ctx, o) }
+	}
+	update := func(o apiv1.Object) func() (apiv1.Object, error) {
+		return func() (apiv1.Object, error) { return r.Update(ctx, o) }
+	}
+	for _, st := range []struct {
+		name      string
+		do        func() (apiv1.Object, error)
+		wantErr   string // "field: message", "" for success
+		committed uint64 // h1's after the step
+	}{
+		{name: "intent before its class", do: create(web(map[string]string{"app": "web"}))},
+		{name: "the class, fits", do: create(qosClass("acme", class, "100Mbit")), committed: 200e6},
+		{name: "the class raised too far", do: update(qosClass("acme", class, "200Mbit")), committed: 200e6,
+			wantErr: "spec.minRate: host h1 has capacity 300Mbit with 200Mbit committed: 200Mbit more guaranteed minimum does not fit"},
+		{name: "an endpoint relabelled into the selection, fits", do: update(labelled("e3", "web")), committed: 300e6},
+		{name: "an endpoint created in the selection", do: create(labelled("e4", "web")), committed: 300e6,
+			wantErr: "spec.host: host h1 has capacity 300Mbit with 300Mbit committed: 100Mbit more guaranteed minimum does not fit"},
+		{name: "an endpoint outside it", do: create(labelled("e4", "batch")), committed: 300e6},
+		{name: "the selector widened", do: update(web(nil)), committed: 300e6,
+			wantErr: "spec.selector: host h1 has capacity 300Mbit with 300Mbit committed: 100Mbit more guaranteed minimum does not fit"},
+		{name: "relabelled into it", do: update(labelled("e4", "web")), committed: 300e6,
+			wantErr: "metadata.labels: host h1 has capacity 300Mbit with 300Mbit committed: 100Mbit more guaranteed minimum does not fit"},
+		{name: "a class without minimum", do: create(qosClass("acme", "plain", "")), committed: 300e6},
+		{name: "its own class wins over the intent's", do: update(withClass(labelled("e1", "web"), "plain")), committed: 200e6},
+		{name: "an endpoint relabelled out frees", do: update(labelled("e3", "db")), committed: 100e6},
+		{name: "then the selector widens", do: update(web(nil)), committed: 300e6},
+	} {
+		_, err := st.do()
+		got := ""
+		if se, ok := err.(*apiv1.StatusError); ok && se.Code == 422 && len(se.Causes) == 1 {
+			got = se.Causes[0].Error()
+		} else if err != nil {
+			got = err.Error()
+		}
+		if diff := cmp.Diff(st.wantErr, got); diff != "" {
+			t.Errorf("%s: error (-want +got):\n%s", st.name, diff)
+		}
+		if c := r.committed("h1", overrides{}); c != st.committed {
+			t.Errorf("%s: h1 has %s committed, want %s", st.name, formatRate(c), formatRate(st.committed))
+		}
+	}
+}

@@ -240,6 +240,10 @@ func TestIdentityReplicas(t *testing.T) {
 	}
 	base(t, rs[0])
 	ctx := context.Background()
+	// The second replica validates against its cache: let it see the base.
+	if err := rs[1].st.WaitForRevision(ctx, rs[0].st.Revision()); err != nil {
+		t.Fatal(err)
+	}
 	sets := []map[string]string{{"app": "a"}, {"app": "b"}, {"app": "c"}, {"app": "a", "v": "2"}}
 	const workers, rounds = 6, 15
 	var g errgroup.Group

@@ -430,8 +430,17 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 			if err := r.planEndpointCreate(ctx, a, o, alreadyExists); err != nil {
 				return nil, err
 			}
-		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+		case *apiv1.SecurityPolicy:
 			r.planVPCUse(a, o, "")
+		case *apiv1.AppIntent:
+			r.planVPCUse(a, o, "")
+			if err := r.admitWrite(a, nil, o, cacheRev); err != nil {
+				return nil, err
+			}
+		case *apiv1.QoSClass:
+			if err := r.admitWrite(a, nil, o, cacheRev); err != nil {
+				return nil, err
+			}
 		}
 		val, err := encode(obj)
 		if err != nil {
@@ -696,10 +705,15 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 			if err := r.planEndpointUpdate(ctx, a, oldObj.(*apiv1.Endpoint), n, cacheRev); err != nil {
 				return nil, err
 			}
-		case *apiv1.SecurityPolicy, *apiv1.AppIntent:
+		case *apiv1.SecurityPolicy:
 			r.planVPCUse(a, n, vpcOf(oldObj))
+		case *apiv1.AppIntent:
+			r.planVPCUse(a, n, vpcOf(oldObj))
+			if err := r.admitWrite(a, oldObj, n, cacheRev); err != nil {
+				return nil, err
+			}
 		case *apiv1.QoSClass, *apiv1.VPC, *apiv1.Host:
-			if err := r.admitUpdate(a, oldObj, n, cacheRev); err != nil {
+			if err := r.admitWrite(a, oldObj, n, cacheRev); err != nil {
 				return nil, err
 			}
 		}
@@ -754,10 +768,14 @@ func specOf(o apiv1.Object) reflect.Value {
 
 func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next *apiv1.Endpoint, cacheRev int64) error {
 	t, name := next.Metadata.Tenant, next.Metadata.Name
-	if (old.Spec.Host != next.Spec.Host || old.Spec.QoSClass != next.Spec.QoSClass) && r.involvesMinimum(next) {
+	if (old.Spec.Host != next.Spec.Host || r.classOf(old, overrides{}) != r.classOf(next, overrides{})) && r.involvesMinimum(next) {
 		field := "spec.host"
-		if old.Spec.Host == next.Spec.Host {
+		switch {
+		case old.Spec.Host != next.Spec.Host:
+		case old.Spec.QoSClass != next.Spec.QoSClass:
 			field = "spec.qosClass"
+		default: // the labels now select it for an AppIntent's class
+			field = "metadata.labels"
 		}
 		if err := r.admit(next.Spec.Host, overrides{ep: next}, apiv1.RefOf(next), field); err != nil {
 			return err

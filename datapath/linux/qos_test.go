@@ -279,26 +279,50 @@ func snmpCounter(path, prefix, name string) (uint64, error) {
 	return 0, fmt.Errorf("%s: no %s %s", path, prefix, name)
 }
 
-// capped checks a flood's rate against a cap: at most the cap, and the cap
-// (within tol) when the sender could offer clearly more. (A sender that
-// cannot, on a loaded machine or under the race detector, shows only the
-// ceiling.)
-func capped(t *testing.T, what string, got, offered, want, tol float64) {
+// attempts bounds the measurements of a rate that falls short: on a loaded
+// machine (or under the race detector) a sender starved of CPU offers
+// less than it could, so a short rate is measured again. A rate over its
+// cap is never measured again: that is the property under test.
+const attempts = 3
+
+// capped checks a flood's rate against a cap: at most the cap (+tol), and
+// at least what was offered up to the cap, less twice tol: a flood comes
+// in bursts, which the shaper's queue partly drops, where TCP paces itself
+// to the shaper. (A sender that cannot offer more than the cap, on a
+// loaded machine or under the race detector, shows only the ceiling.) A
+// short rate is measured again (see attempts).
+func capped(t *testing.T, what string, run func() (got, offered float64), want, tol float64) {
 	t.Helper()
-	t.Logf("%s: %.1f Mbit/s of %.1f offered (cap %.1f)", what, got, offered, want)
-	switch {
-	case got > want*(1+tol):
-		t.Errorf("%s: %.1f Mbit/s, over the cap %.1f +%.0f%%", what, got, want, tol*100)
-	case got < min(offered, want)*(1-tol):
-		t.Errorf("%s: %.1f Mbit/s of %.1f offered, want %.1f", what, got, offered, min(offered, want))
+	for i := 1; ; i++ {
+		got, offered := run()
+		floor := min(offered, want) * (1 - 2*tol)
+		t.Logf("%s: %.1f Mbit/s of %.1f offered (cap %.1f)", what, got, offered, want)
+		switch {
+		case got > want*(1+tol):
+			t.Errorf("%s: %.1f Mbit/s, over the cap %.1f +%.0f%%", what, got, want, tol*100)
+		case got < floor && i < attempts:
+			continue
+		case got < floor:
+			t.Errorf("%s: %.1f Mbit/s of %.1f offered, want at least %.1f (cap %.1f; %d attempts)", what, got, offered, floor, want, i)
+		}
+		return
 	}
 }
 
-func within(t *testing.T, what string, got, want, tol float64) {
+// within checks that a rate is want within tol, measuring a short one
+// again (see attempts).
+func within(t *testing.T, what string, run func() float64, want, tol float64) {
 	t.Helper()
-	t.Logf("%s: %.1f Mbit/s (want %.1f ±%.0f%%)", what, got, want, tol*100)
-	if got < want*(1-tol) || got > want*(1+tol) {
-		t.Errorf("%s: %.1f Mbit/s, want %.1f ±%.0f%%", what, got, want, tol*100)
+	for i := 1; ; i++ {
+		got := run()
+		t.Logf("%s: %.1f Mbit/s (want %.1f ±%.0f%%)", what, got, want, tol*100)
+		if got < want*(1-tol) && i < attempts {
+			continue
+		}
+		if got < want*(1-tol) || got > want*(1+tol) {
+			t.Errorf("%s: %.1f Mbit/s, want %.1f ±%.0f%%", what, got, want, tol*100)
+		}
+		return
 	}
 }
 
@@ -318,13 +342,13 @@ func TestQoSCaps(t *testing.T) {
 	c.warm("acme/capped", "acme/fast", "acme/peer")
 
 	remoteTCP := func(t *testing.T) {
-		within(t, "TCP sent to a remote endpoint", c.tcp("acme/capped", "acme/peer", 5201), 100*tcpPerFrame, 0.1)
-		within(t, "TCP received from a remote endpoint", c.tcp("acme/peer", "acme/capped", 5202), 100*tcpPerFrame, 0.1)
+		within(t, "TCP sent to a remote endpoint", func() float64 { return c.tcp("acme/capped", "acme/peer", 5201) }, 100*tcpPerFrame, 0.1)
+		within(t, "TCP received from a remote endpoint", func() float64 { return c.tcp("acme/peer", "acme/capped", 5202) }, 100*tcpPerFrame, 0.1)
 	}
 	t.Run("TCP", func(t *testing.T) {
 		remoteTCP(t)
-		within(t, "TCP sent on the same host", c.tcp("acme/capped", "acme/fast", 5203), 100*tcpPerFrame, 0.1)
-		within(t, "TCP received on the same host", c.tcp("acme/fast", "acme/capped", 5204), 100*tcpPerFrame, 0.1)
+		within(t, "TCP sent on the same host", func() float64 { return c.tcp("acme/capped", "acme/fast", 5203) }, 100*tcpPerFrame, 0.1)
+		within(t, "TCP received on the same host", func() float64 { return c.tcp("acme/fast", "acme/capped", 5204) }, 100*tcpPerFrame, 0.1)
 	})
 	t.Run("UDP and ICMP", func(t *testing.T) {
 		want := 100 * 1400.0 / 1442 // 1400-byte payloads in 1442-byte frames
@@ -338,8 +362,7 @@ func TestQoSCaps(t *testing.T) {
 			{"ICMP sent", flood{icmp: true}, "acme/capped", "acme/peer"},
 			{"ICMP received", flood{icmp: true}, "acme/peer", "acme/capped"},
 		} {
-			got, offered := tc.f.run(c, tc.from, tc.to)
-			capped(t, tc.what, got, offered, want, 0.1)
+			capped(t, tc.what, func() (float64, float64) { return tc.f.run(c, tc.from, tc.to) }, want, 0.1)
 		}
 	})
 	t.Run("workload priority ignored", func(t *testing.T) {
@@ -357,8 +380,9 @@ func TestQoSCaps(t *testing.T) {
 			t.Fatalf("no class for acme/fast among %v", tx)
 		}
 		for _, prio := range []uint32{linux.QoSHandle << 16, linux.QoSHandle<<16 | 1, other, 6} {
-			got, offered := flood{priority: int(prio)}.run(c, "acme/capped", "acme/peer")
-			capped(t, fmt.Sprintf("UDP sent with SO_PRIORITY %x", prio), got, offered, 100*1400.0/1442, 0.1)
+			capped(t, fmt.Sprintf("UDP sent with SO_PRIORITY %x", prio), func() (float64, float64) {
+				return flood{priority: int(prio)}.run(c, "acme/capped", "acme/peer")
+			}, 100*1400.0/1442, 0.1)
 		}
 	})
 	t.Run("namespace flushed", func(t *testing.T) {
@@ -440,13 +464,26 @@ func TestQoSMinimums(t *testing.T) {
 	c.warm("acme/silver", "acme/to-silver")
 	c.warm("acme/bulk", "acme/to-bulk")
 
-	got := c.tcpTogether([2]string{"acme/gold", "acme/to-gold"}, [2]string{"acme/silver", "acme/to-silver"},
-		[2]string{"acme/bulk", "acme/to-bulk"}, [2]string{"acme/bulk", "acme/to-bulk"})
-	t.Logf("gold %.1f, silver %.1f, bulk %.1f + %.1f Mbit/s (payload; the uplink carries 1514 bytes per 1398)", got[0], got[1], got[2], got[3])
-	for i, min := range []float64{300, 100} {
-		if want := 0.9 * min * tcpPerWire; got[i] < want {
-			t.Errorf("stream %d got %.1f Mbit/s, want its minimum: at least %.1f", i, got[i], want)
+	var got []float64
+	for i := 1; ; i++ {
+		got = c.tcpTogether([2]string{"acme/gold", "acme/to-gold"}, [2]string{"acme/silver", "acme/to-silver"},
+			[2]string{"acme/bulk", "acme/to-bulk"}, [2]string{"acme/bulk", "acme/to-bulk"})
+		t.Logf("gold %.1f, silver %.1f, bulk %.1f + %.1f Mbit/s (payload; the uplink carries 1514 bytes per 1398)", got[0], got[1], got[2], got[3])
+		var short []string
+		for i, min := range []float64{300, 100} {
+			if want := 0.9 * min * tcpPerWire; got[i] < want {
+				short = append(short, fmt.Sprintf("stream %d got %.1f Mbit/s, want its minimum: at least %.1f", i, got[i], want))
+			}
 		}
+		// A short minimum while the uplink is not full is a starved sender
+		// (see attempts): measure again.
+		if len(short) > 0 && got[0]+got[1]+got[2]+got[3] < 0.9*500*tcpPerWire && i < attempts {
+			continue
+		}
+		for _, s := range short {
+			t.Error(s)
+		}
+		break
 	}
 	if total := got[0] + got[1] + got[2] + got[3]; total > 1.1*500*tcpPerWire {
 		t.Errorf("total %.1f Mbit/s over the uplink's 500 Mbit/s", total)
@@ -502,8 +539,11 @@ func TestQoSVPCCap(t *testing.T) {
 		{"sent", [][2]string{{"acme/a", "acme/c"}, {"acme/b", "acme/d"}}},
 		{"received", [][2]string{{"acme/c", "acme/a"}, {"acme/d", "acme/b"}}},
 	} {
-		got := c.tcpTogether(dir.pairs...)
-		within(t, "VPC "+dir.name, got[0]+got[1], 200*tcpPerFrame, 0.1)
+		var got []float64
+		within(t, "VPC "+dir.name, func() float64 {
+			got = c.tcpTogether(dir.pairs...)
+			return got[0] + got[1]
+		}, 200*tcpPerFrame, 0.1)
 		for i, g := range got {
 			if g < 0.25*200*tcpPerFrame {
 				t.Errorf("%s by endpoint %d: %.1f Mbit/s, want a fair share of the VPC's cap", dir.name, i, g)

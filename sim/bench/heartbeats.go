@@ -292,12 +292,17 @@ func Heartbeats(ctx context.Context, cfg HeartbeatsConfig) (*HeartbeatsReport, e
 // datagrams still queued: they would be counted in the wrong phase, and
 // verified after newer ones from the same hosts (replays).
 func settle(ctx context.Context, count func() uint64) {
-	last := count()
-	for i := 0; i < 100 && ctx.Err() == nil; i++ {
+	// Still for quiet samples in a row: one still sample on a loaded
+	// machine is as likely a reader not scheduled as a backlog read.
+	const quiet = 4
+	last, still := count(), 0
+	for i := 0; i < 200 && ctx.Err() == nil && still < quiet; i++ {
 		time.Sleep(50 * time.Millisecond)
 		n := count()
 		if n == last {
-			return
+			still++
+		} else {
+			still = 0
 		}
 		last = n
 	}
