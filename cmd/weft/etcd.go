@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -43,10 +44,7 @@ func (e *etcdAccess) register(f *pflag.FlagSet) {
 func (e *etcdAccess) client() (*clientv3.Client, error) {
 	cfg := e.cfg
 	cfg.EtcdEndpoints = splitCSV(e.endpoints)
-	if cfg.ClusterKeyFile == "" {
-		cfg.ClusterKeyFile = cfg.DataDir + "/cluster.key"
-	}
-	cc, err := controller.EtcdClientConfig(cfg)
+	cc, err := controller.EtcdClientConfig(cfg) // the key file defaults to the data dir's
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +59,7 @@ func (e *etcdAccess) client() (*clientv3.Client, error) {
 func (e *etcdAccess) clusterKey() ([]byte, error) {
 	path := e.cfg.ClusterKeyFile
 	if path == "" {
-		path = e.cfg.DataDir + "/cluster.key"
+		path = filepath.Join(e.cfg.DataDir, "cluster.key")
 	}
 	return secrets.ReadKeyFile(path)
 }
