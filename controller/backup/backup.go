@@ -352,7 +352,14 @@ func nonce(prefix []byte, n uint32, last bool) []byte {
 // bodyWriter writes the body: plain with a trailing hash, or in sealed
 // chunks (each a 4-byte length and the sealed bytes).
 type bodyWriter struct {
-	w    io.Writer
+	w io.Writer
+	bodyCipher
+}
+
+// bodyCipher is what both ends of a body keep: the hash of a plain body,
+// or the cipher of an encrypted one with its additional data, the
+// current chunk and its number.
+type bodyCipher struct {
 	sum  hash.Hash // plain
 	aead cipher.AEAD
 	e    *Encryption
@@ -361,20 +368,26 @@ type bodyWriter struct {
 	n    uint32
 }
 
-func newBodyWriter(w io.Writer, meta Meta, head, passphrase []byte) (*bodyWriter, error) {
-	b := &bodyWriter{w: w}
+func newBodyCipher(meta Meta, head, passphrase []byte) (bodyCipher, error) {
 	if meta.Encryption == nil {
-		b.sum = sha256.New()
-		b.sum.Write(head)
-		return b, nil
+		sum := sha256.New()
+		sum.Write(head)
+		return bodyCipher{sum: sum}, nil
 	}
 	aead, err := aeadOf(meta.Encryption, passphrase)
 	if err != nil {
-		return nil, err
+		return bodyCipher{}, err
 	}
 	ad := sha256.Sum256(head)
-	b.aead, b.e, b.ad = aead, meta.Encryption, ad[:]
-	return b, nil
+	return bodyCipher{aead: aead, e: meta.Encryption, ad: ad[:]}, nil
+}
+
+func newBodyWriter(w io.Writer, meta Meta, head, passphrase []byte) (*bodyWriter, error) {
+	c, err := newBodyCipher(meta, head, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	return &bodyWriter{w: w, bodyCipher: c}, nil
 }
 
 func (b *bodyWriter) Write(p []byte) (int, error) {
@@ -420,30 +433,17 @@ func (b *bodyWriter) Close() error {
 // bodyReader reads what bodyWriter wrote and fails with ErrCorrupt at the
 // end of a body that does not check.
 type bodyReader struct {
-	r    *bufio.Reader
-	sum  hash.Hash
-	aead cipher.AEAD
-	e    *Encryption
-	ad   []byte
-	buf  []byte
-	n    uint32
+	r *bufio.Reader
+	bodyCipher
 	last bool
 }
 
 func newBodyReader(r *bufio.Reader, meta Meta, head, passphrase []byte) (*bodyReader, error) {
-	b := &bodyReader{r: r}
-	if meta.Encryption == nil {
-		b.sum = sha256.New()
-		b.sum.Write(head)
-		return b, nil
-	}
-	aead, err := aeadOf(meta.Encryption, passphrase)
+	c, err := newBodyCipher(meta, head, passphrase)
 	if err != nil {
 		return nil, err
 	}
-	ad := sha256.Sum256(head)
-	b.aead, b.e, b.ad = aead, meta.Encryption, ad[:]
-	return b, nil
+	return &bodyReader{r: r, bodyCipher: c}, nil
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
