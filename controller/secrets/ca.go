@@ -76,11 +76,17 @@ func newCA(now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets: CA key: %w", err)
 	}
+	return selfSigned(key, "weft cluster CA", serial(), now.Add(-time.Hour), now.Add(caValidity))
+}
+
+// selfSigned makes the self-signed certificate of a CA that issues leaf
+// certificates only.
+func selfSigned(key *ecdsa.PrivateKey, name string, serial *big.Int, notBefore, notAfter time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "weft cluster CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(caValidity),
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -88,11 +94,11 @@ func newCA(now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: CA certificate: %w", err)
+		return nil, fmt.Errorf("secrets: %s certificate: %w", name, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: CA certificate: %w", err)
+		return nil, fmt.Errorf("secrets: %s certificate: %w", name, err)
 	}
 	return &CA{cert: cert, certPEM: pemBlock("CERTIFICATE", der), key: key}, nil
 }

@@ -4,11 +4,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
 	"os"
@@ -47,25 +45,7 @@ func EtcdCA(clusterKey []byte) (*CA, error) {
 		key, _ = ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
 	}
 	epoch := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "weft etcd CA"},
-		NotBefore:             epoch,
-		NotAfter:              epoch.AddDate(100, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("secrets: etcd CA certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("secrets: etcd CA certificate: %w", err)
-	}
-	return &CA{cert: cert, certPEM: pemBlock("CERTIFICATE", der), key: key}, nil
+	return selfSigned(key, "weft etcd CA", big.NewInt(1), epoch, epoch.AddDate(100, 0, 0))
 }
 
 // MemberCert issues a certificate for an etcd member or client named
