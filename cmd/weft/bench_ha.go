@@ -27,7 +27,8 @@ endpoints beside them (a client moves to another replica when its own fails),
 and inject the faults one after another:
 kill-leader (SIGKILL the etcd leader's replica, restart it after --hold),
 kill-follower (the same on a follower), pause-leader (SIGSTOP the leader's
-replica for --hold, past the election timeout, then SIGCONT).
+replica for --hold, past the election timeout, then SIGCONT), pause-follower
+(the same on a follower).
 
 The report gives each fault's worst write unavailability (the longest time
 without an acknowledged write, goal 5 s), the acknowledged writes lost (the

@@ -34,13 +34,14 @@ import (
 
 // The faults HA injects, one after another, each on one member.
 const (
-	FaultKillLeader   = "kill-leader"   // SIGKILL the replica embedding the etcd leader, then restart it
-	FaultKillFollower = "kill-follower" // SIGKILL a follower's replica, then restart it
-	FaultPauseLeader  = "pause-leader"  // SIGSTOP the leader's replica past the election timeout, then SIGCONT
+	FaultKillLeader    = "kill-leader"    // SIGKILL the replica embedding the etcd leader, then restart it
+	FaultKillFollower  = "kill-follower"  // SIGKILL a follower's replica, then restart it
+	FaultPauseLeader   = "pause-leader"   // SIGSTOP the leader's replica past the election timeout, then SIGCONT
+	FaultPauseFollower = "pause-follower" // the same on a follower's
 )
 
 // HAFaults are the faults HA runs by default, in order.
-var HAFaults = []string{FaultKillLeader, FaultKillFollower, FaultPauseLeader}
+var HAFaults = []string{FaultKillLeader, FaultKillFollower, FaultPauseLeader, FaultPauseFollower}
 
 // roleHAReplica runs a controller replica embedding an etcd member.
 const roleHAReplica = "ha-replica"
@@ -628,7 +629,7 @@ func (r *haRun) inject(ctx context.Context) ([]HAFault, error) {
 			return faults, err
 		}
 		m := r.members[leader]
-		if kind == FaultKillFollower {
+		if kind == FaultKillFollower || kind == FaultPauseFollower {
 			m = r.members[(leader+1)%len(r.members)]
 		}
 		f := HAFault{Kind: kind, Member: m.spec.Name, At: time.Since(r.start)}
@@ -647,7 +648,7 @@ func (r *haRun) inject(ctx context.Context) ([]HAFault, error) {
 			if err := r.startMember(ctx, m); err != nil {
 				return faults, err
 			}
-		case FaultPauseLeader:
+		case FaultPauseLeader, FaultPauseFollower:
 			r.logf("%s: SIGSTOP %s (pid %d)", kind, m.spec.Name, pid)
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				return faults, fmt.Errorf("bench: ha: pause %s: %w", m.spec.Name, err)

@@ -12,7 +12,7 @@ import (
 // TestHA runs the short form of the HA benchmark: three replica processes
 // embedding a 3-member etcd cluster under API churn; the etcd leader's
 // replica is killed with SIGKILL and restarted, then a follower's, then
-// the leader's is paused past the election timeout. No acknowledged write
+// the leader's, then a follower's, are paused past the election timeout. No acknowledged write
 // may be lost, the history must be linearizable (porcupine), no address
 // held twice, and writes must resume after every fault.
 func TestHA(t *testing.T) {
