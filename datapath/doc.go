@@ -10,7 +10,8 @@
 //
 // Drivers:
 //
-//   - datapath/linux: the real one (network namespaces, veth, VXLAN).
+//   - datapath/linux: network namespaces, veth, VXLAN, nftables, tc.
+//   - datapath/ebpf: tc programs and BPF maps, one VXLAN device per host.
 //   - datapath/sim: in memory, cheap enough for 100,000 per process.
 //
 // Every driver passes the suite in datapath/conformance.

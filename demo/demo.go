@@ -43,6 +43,9 @@ type Config struct {
 	// Hosts is the number of hosts (default 3). The example's endpoints on
 	// hosts beyond it are placed on the others.
 	Hosts int
+	// Datapath is the agents' --datapath: DatapathLinux (default) or
+	// DatapathEBPF.
+	Datapath string
 	// Keep leaves everything in place on exit (for debugging).
 	Keep bool
 	// NoWait runs the checks, prints, cleans up and returns (an error if a
@@ -66,7 +69,7 @@ type Config struct {
 var ErrChecks = errors.New("demo: checks failed")
 
 // Run runs the demo: a controller in this process, a lab of Hosts host
-// namespaces with a `weft agent --datapath linux` each, the two-tenant
+// namespaces with a `weft agent --datapath <Datapath>` each, the two-tenant
 // example applied, every endpoint Ready, reachability and isolation
 // checked; then it waits for ctx to end (unless NoWait) and removes
 // everything it made (unless Keep), also when a step fails half-way.
@@ -159,7 +162,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	step("building a data centre of network namespaces: underlay bridge %s-ul, hosts %s-h1..h%d (underlay 192.0.2.0/24, controller link %s-ctl on %s)",
 		cfg.Prefix, cfg.Prefix, cfg.Hosts, cfg.Prefix, control)
-	lab, err = NewLab(LabConfig{Net: testnet.Options{Prefix: cfg.Prefix, Hosts: cfg.Hosts, Control: control, RootLink: true}, Logger: log})
+	lab, err = NewLab(LabConfig{Net: testnet.Options{Prefix: cfg.Prefix, Hosts: cfg.Hosts, Control: control, RootLink: true}, Datapath: cfg.Datapath, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -224,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err != nil {
 			return err
 		}
-		step("started weft agent --datapath linux --host %s in netns %s (pid %d, log %s)", h.Name, h.Netns, a.Pid(), lf.Name())
+		step("started weft agent --datapath %s --host %s in netns %s (pid %d, log %s)", lab.Datapath(), h.Name, h.Netns, a.Pid(), lf.Name())
 	}
 
 	step("waiting for every endpoint to be Ready")
@@ -488,7 +491,12 @@ func printHints(w io.Writer, configFile string, eps []*apiv1.Endpoint, lab *Lab,
 		line(fmt.Sprintf("nsenter --net=%s ping -c3 %s", web.Status.Netns, db.Status.IP), "acme/web-1 -> acme/db-1")
 		line(fmt.Sprintf("nsenter --net=%s ip route", web.Status.Netns), "inside an endpoint")
 	}
-	line("ip netns list | grep "+lab.Prefix()+"-", "hosts, VPC routers (-v<vni>), endpoints (-e<hash>)")
+	if lab.Datapath() == DatapathEBPF {
+		line("ip netns list | grep "+lab.Prefix()+"-", "hosts, endpoints (-e<hash>)")
+		line("ls -R /sys/fs/bpf/weft/"+lab.Prefix()+"-"+hosts[0].Name, "a host's BPF maps, programs and links, pinned")
+	} else {
+		line("ip netns list | grep "+lab.Prefix()+"-", "hosts, VPC routers (-v<vni>), endpoints (-e<hash>)")
+	}
 	line(fmt.Sprintf("nsenter --net=%s ip -d link", hosts[0].Path), "a host and its underlay ul0")
 	tw.Flush()
 	fmt.Fprintf(w, "  # migrate acme/web-2 to %s:\n", last.Name)

@@ -1,7 +1,7 @@
 // Package demo is weft's lab: a small data centre made of network
 // namespaces on one Linux machine (a testnet.Net), with a real `weft agent
-// --datapath linux` process in every host namespace, and the `weft demo`
-// flow built on it (Run).
+// --datapath linux` (or ebpf: LabConfig.Datapath) process in every host
+// namespace, and the `weft demo` flow built on it (Run).
 //
 // # The lab
 //
@@ -26,5 +26,5 @@
 //
 // Everything the lab makes is named with its prefix and removed by name by
 // Close, also after a failure half-way; Close first stops the agents and
-// tears down their data planes through the linux driver.
+// tears down their data planes through the lab's driver.
 package demo

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftnet/weft/datapath/ebpf"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -25,16 +26,27 @@ type LabConfig struct {
 	// 3 and Control to 198.51.100.0/24 (TEST-NET-2). The prefix is also
 	// the agents' --netns-prefix.
 	Net testnet.Options
+	// Datapath is the agents' --datapath: DatapathLinux (default) or
+	// DatapathEBPF.
+	Datapath string
 	// Logger receives the lab's logs (default: discarded).
 	Logger *slog.Logger
 }
 
+// The data planes a lab's agents may run.
+const (
+	DatapathLinux = "linux"
+	DatapathEBPF  = "ebpf"
+)
+
 // Lab is a running lab data centre: a testnet.Net whose hosts run `weft
-// agent --datapath linux` processes. Close removes everything it made.
+// agent --datapath linux` (or ebpf) processes. Close removes everything it
+// made.
 type Lab struct {
 	*testnet.Net
-	logger *slog.Logger // for the drivers of Teardown
-	log    *slog.Logger
+	datapath string
+	logger   *slog.Logger // for the drivers of Teardown
+	log      *slog.Logger
 
 	g      lifecycle.Group // guards Close and owns the agents' waiters
 	mu     sync.Mutex
@@ -55,12 +67,19 @@ func NewLab(cfg LabConfig) (*Lab, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	switch cfg.Datapath {
+	case "":
+		cfg.Datapath = DatapathLinux
+	case DatapathLinux, DatapathEBPF:
+	default:
+		return nil, fmt.Errorf("lab: datapath %q: want %s or %s", cfg.Datapath, DatapathLinux, DatapathEBPF)
+	}
 	n, err := testnet.Build(o)
 	if err != nil {
 		return nil, errors.Join(err, n.Close())
 	}
-	l := &Lab{Net: n, logger: cfg.Logger, log: cfg.Logger.With("subsystem", "demo/lab")}
-	l.log.Info("lab built", "prefix", n.Prefix(), "hosts", len(n.Hosts()), "controller", n.ControllerIP())
+	l := &Lab{Net: n, datapath: cfg.Datapath, logger: cfg.Logger, log: cfg.Logger.With("subsystem", "demo/lab")}
+	l.log.Info("lab built", "prefix", n.Prefix(), "hosts", len(n.Hosts()), "controller", n.ControllerIP(), "datapath", cfg.Datapath)
 	return l, nil
 }
 
@@ -84,20 +103,23 @@ type AgentConfig struct {
 	Args []string
 }
 
-// Agent is a `weft agent --datapath linux` process in a host namespace.
+// Datapath is the agents' --datapath.
+func (l *Lab) Datapath() string { return l.datapath }
+
+// Agent is a `weft agent` process in a host namespace.
 type Agent struct {
 	Host *testnet.Host
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// StartAgent starts `weft agent --datapath linux` inside h's namespace.
-// Close stops it if it is still running.
+// StartAgent starts `weft agent --datapath <the lab's>` inside h's
+// namespace. Close stops it if it is still running.
 func (l *Lab) StartAgent(h *testnet.Host, c AgentConfig) (*Agent, error) {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
-	args := []string{"agent", "--datapath", "linux", "--host", h.Name, "--underlay-ip", h.UnderlayIP.String(),
+	args := []string{"agent", "--datapath", l.datapath, "--host", h.Name, "--underlay-ip", h.UnderlayIP.String(),
 		"--underlay-dev", h.UnderlayDev, "--controller", c.Controller,
 		"--state-dir", c.StateDir, "--netns-prefix", l.Prefix(), "--log-level", c.LogLevel}
 	for _, f := range [][2]string{{"--api", c.API}, {"--bootstrap-token-file", c.BootstrapTokenFile}, {"--ca-file", c.CAFile}} {
@@ -171,10 +193,21 @@ func (a *Agent) Stop(timeout time.Duration) error {
 }
 
 // Teardown removes the data plane of host h's agent (its namespaces,
-// devices, routes) through the linux driver, as `weft agent` would. Stop
-// the agent first.
+// devices, routes; with ebpf its programs, maps and pins) through the
+// lab's driver, as `weft agent` would. Stop the agent first.
 func (l *Lab) Teardown(ctx context.Context, h *testnet.Host) error {
-	d, err := linux.New(ctx, linux.Config{HostName: h.Name, Prefix: l.Prefix(), HostNetns: h.Path, NetnsDir: l.Dir(), Logger: l.logger})
+	var (
+		d interface {
+			Teardown(context.Context) error
+			Close() error
+		}
+		err error
+	)
+	if l.datapath == DatapathEBPF {
+		d, err = ebpf.New(ctx, ebpf.Config{HostName: h.Name, Prefix: l.Prefix(), HostNetns: h.Path, NetnsDir: l.Dir(), Logger: l.logger})
+	} else {
+		d, err = linux.New(ctx, linux.Config{HostName: h.Name, Prefix: l.Prefix(), HostNetns: h.Path, NetnsDir: l.Dir(), Logger: l.logger})
+	}
 	if err != nil {
 		return fmt.Errorf("tear down %s: %w", h.Name, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/restreport"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/ebpf"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/datapath/sim"
 )
@@ -68,10 +69,10 @@ the credentials file removed).
 
 The agent connects to a controller replica's config stream (--controller),
 authenticates with the host's key, receives the host's view (its endpoints,
-their VPCs, policies, QoS) and programs the data plane (--datapath linux, or
-sim: in memory, for tests). It heartbeats and looks up remote endpoints on
-demand over UDP (--udp; default: the same host:port as the first
---controller).
+their VPCs, policies, QoS) and programs the data plane (--datapath linux:
+namespaces and kernel routing; ebpf: tc programs and BPF maps; or sim: in
+memory, for tests). It heartbeats and looks up remote endpoints on demand
+over UDP (--udp; default: the same host:port as the first --controller).
 
 The last applied view is kept in --state-dir: an agent restarted while the
 controller is unreachable programs it at once and keeps forwarding
@@ -96,7 +97,7 @@ reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.host, "host", "", "this host's name: the name of its Host object (required)")
 	f.StringVar(&o.underlayIP, "underlay-ip", "", "this host's underlay address (registered with --api; the controller's Host record wins)")
 	f.StringVar(&o.underlayDev, "underlay-dev", "", "interface holding the underlay address (default: found from --underlay-ip)")
-	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux or sim")
+	f.StringVar(&o.datapath, "datapath", "linux", "data plane driver: linux, ebpf or sim")
 	f.StringVar(&o.udp, "udp", "", "controller UDP address for heartbeats and lookups (default: the first --controller address; the controller serves UDP on the same port)")
 	f.StringVar(&o.api, "api", "", "URL of the controller's REST API, to enrol and to report endpoint status (default: the one enrolled with)")
 	f.StringVar(&o.bootstrapTokenFile, "bootstrap-token-file", "", "file holding the host's one-time bootstrap token (first start only)")
@@ -106,8 +107,8 @@ reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.stateDir, "state-dir", "", "directory of the persisted view and the credentials (default /var/lib/weft/agent-HOST)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (default: none)")
-	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux datapath makes (default wft)")
-	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows)")
+	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux and ebpf datapaths make (default wft)")
+	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows; --datapath ebpf samples none, it counts per endpoint)")
 	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
 	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
 	return cmd
@@ -220,7 +221,7 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.UnderlayIP = ip
 	}
 	cfg.UnderlayDev = o.underlayDev
-	if cfg.UnderlayDev == "" && cfg.UnderlayIP.IsValid() && o.datapath == "linux" {
+	if cfg.UnderlayDev == "" && cfg.UnderlayIP.IsValid() && o.datapath != "sim" {
 		cfg.UnderlayDev = interfaceWith(cfg.UnderlayIP)
 	}
 	cfg.Host = o.host
@@ -230,17 +231,24 @@ func (o *agentOptions) config() (agent.Config, error) {
 		cfg.StateDir = filepath.Join("/var/lib/weft", "agent-"+o.host)
 	}
 	switch o.datapath {
-	case "linux", "sim":
+	case "linux", "ebpf", "sim":
 	default:
-		return cfg, usageErrorf("--datapath %q: want linux or sim", o.datapath)
+		return cfg, usageErrorf("--datapath %q: want linux, ebpf or sim", o.datapath)
 	}
 	return cfg, nil
 }
 
 // driver makes the data plane driver.
 func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.Logger) (datapath.Driver, error) {
-	if o.datapath == "sim" {
+	switch o.datapath {
+	case "sim":
 		return sim.New(sim.Config{MissBuffer: 1024, FlowSampling: o.flowSampling}), nil
+	case "ebpf":
+		d, err := ebpf.New(ctx, ebpf.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("start the ebpf datapath: %w", err)
+		}
+		return d, nil
 	}
 	d, err := linux.New(ctx, linux.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log, FlowSampling: o.flowSampling})
 	if err != nil {

@@ -99,7 +99,7 @@ func TestAgentCmdUsage(t *testing.T) {
 		{"two CAs", append(without("--state-dir"), "--state-dir", fresh, "--api", "https://127.0.0.1:1", "--bootstrap-token-file", filepath.Join(bad, credentialsFile),
 			"--ca-file", "x", "--ca-sha256", "y"), "give --ca-file or --ca-sha256, not both"},
 		{"controller without port", append(without("--controller"), "--controller", "10.0.0.1"), "want host:port"},
-		{"datapath", append(base, "--datapath", "ebpf"), `--datapath "ebpf": want linux or sim`},
+		{"datapath", append(base, "--datapath", "dpdk"), `--datapath "dpdk": want linux, ebpf or sim`},
 		{"underlay", append(base, "--underlay-ip", "192.0.2"), "is not an IP address"},
 		{"udp", append(base, "--udp", "nowhere"), "--udp"},
 		{"log level", append(base, "--log-level", "loud"), "--log-level"},

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -239,24 +241,73 @@ func newBenchDatapathCmd() *cobra.Command {
 	var cfg bench.DatapathConfig
 	cmd := reportCmd(&cobra.Command{
 		Use:   "datapath",
-		Short: "Real data plane (root): overlay vs veth throughput, attach rate, first packet, resync",
-		Long: `Build two hosts in network namespaces with the linux driver (no controller:
-misses are answered from a table) and measure, in the same run: TCP
-throughput endpoint to endpoint across hosts over the VXLAN overlay against a
-plain veth pair and the bare underlay (interleaved rounds, underlay MTU 1500
-and 9000), endpoint attach rate and latency, the first packet to a never-seen
-peer, and a driver restart's resync of 1,000 endpoints with a ping running.
-Needs root; removes every namespace it made.`,
+		Short: "Real data plane (root): overlay vs veth throughput and latency, attach rate, first packet, resync; linux and ebpf drivers",
+		Long: `Build two hosts in network namespaces with the data plane drivers of
+--datapath (no controller: misses are answered from a table) and measure, in
+the same run, the drivers side by side: TCP throughput endpoint to endpoint
+across hosts over each driver's VXLAN overlay against a plain veth pair and
+the bare underlay (interleaved rounds, underlay MTU 1500 and 9000; the
+sender's and receiver's CPU per GB; the linux driver's tuning table), TCP
+request/response latency over the same paths, endpoint attach rate and
+latency, the first packet to a never-seen peer, and a driver restart's
+resync of 1,000 endpoints with a ping running. Needs root; removes every
+namespace (and every BPF pin) it made.`,
 		Example: `  sudo weft bench datapath
+  sudo weft bench datapath --datapath linux,ebpf --rounds 15
   sudo weft bench datapath --rounds 3 -o json`,
 	}, func(cmd *cobra.Command) (*bench.DatapathReport, error) {
 		cfg.Progress = cmd.ErrOrStderr()
 		return bench.Datapath(cmd.Context(), cfg)
-	}, nil)
+	}, datapathText)
 	f := cmd.Flags()
-	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved throughput rounds (default 7)")
+	f.StringSliceVar(&cfg.Datapaths, "datapath", nil, "drivers to measure, side by side: linux, ebpf, or linux,ebpf (default linux)")
+	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved throughput and latency rounds (default 7)")
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
 	return cmd
+}
+
+// datapathText prints a data plane report as a table per phase, a line per
+// driver.
+func datapathText(w io.Writer, rep *bench.DatapathReport) {
+	fmt.Fprintf(w, "datapath: %v, took %s; load %.2f -> %.2f on %d CPUs (kernel %s)\n",
+		rep.Config.Datapaths, rep.Took, rep.Env.LoadStart, rep.Env.LoadEnd, rep.Env.CPUs, rep.Env.Kernel)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	goal := func(dp string, linux, ebpf float64) float64 {
+		if dp == bench.DatapathEBPF {
+			return ebpf
+		}
+		return linux
+	}
+	if t := rep.Tput; t != nil {
+		fmt.Fprintf(tw, "throughput (%s, %d rounds)\tMTU\tveth Gbit/s\toverlay Gbit/s\toverlay/veth median (range)\tgoal\tCPU ms/GB sender, receiver (veth)\n", t.Tool, rep.Config.Rounds)
+		for _, r := range t.Final {
+			fmt.Fprintf(tw, "  %s\t%d\t%.2f\t%.2f\t%.3f (%.3f..%.3f)\t>= %.2f\t%.0f, %.0f (%.0f, %.0f)\n", r.Datapath, r.UnderlayMTU, r.VethGbps, r.OverlayGbps,
+				r.Ratio, r.RatioMin, r.RatioMax, goal(r.Datapath, rep.Goals.OverlayRatio, rep.Goals.EBPFOverlayRatio),
+				r.OverlayCPU.SenderMsPerGB, r.OverlayCPU.ReceiverMsPerGB, r.VethCPU.SenderMsPerGB, r.VethCPU.ReceiverMsPerGB)
+		}
+	}
+	if l := rep.Latency; l != nil {
+		fmt.Fprintf(tw, "TCP request/response (%d rounds of %s)\ttransactions\tp50 µs\tp99 µs\tper s\n", l.Rounds, l.Duration)
+		for _, p := range l.Paths {
+			fmt.Fprintf(tw, "  %s\t%d\t%.1f\t%.1f\t%.0f\n", p.Path, p.Transactions, p.P50Us, p.P99Us, p.PerSec)
+		}
+	}
+	for _, a := range rep.Attach {
+		fmt.Fprintf(tw, "attach %d endpoints\t%s\t", a.Endpoints, a.Datapath)
+		for _, s := range a.Successive {
+			fmt.Fprintf(tw, "successive%s %.1f/s (p50 %.2f, p99 %.2f ms); ", strings.TrimSuffix(" resync "+s.EndpointResync, " resync "), s.PerSec, s.P50Ms, s.P99Ms)
+		}
+		fmt.Fprintf(tw, "one Set %.1f/s, %.1f writes each\n", a.BatchPerSec, a.WritesPerEP)
+	}
+	for _, f := range rep.First {
+		fmt.Fprintf(tw, "first packet, %d peers\t%s\tp50 %.3f ms, p99 %.3f ms (goal <= %.0f ms), max %.3f ms, %d lost\n", f.Peers, f.Datapath,
+			f.P50Ms, f.P99Ms, goal(f.Datapath, rep.Goals.FirstPacketMs, rep.Goals.EBPFFirstPacketMs), f.MaxMs, f.Lost)
+	}
+	for _, r := range rep.Resync {
+		fmt.Fprintf(tw, "resync %d endpoints\t%s\tNew %.0f ms + Set %.0f ms, %d writes; ping %d sent, %d lost\n", r.Endpoints, r.Datapath,
+			r.NewMs, r.SetMs, r.Writes.Total(), r.PingSent, r.PingLost)
+	}
+	tw.Flush()
 }
 
 func newBenchPolicyCmd() *cobra.Command {

@@ -3,6 +3,7 @@ package ebpf_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"slices"
@@ -13,19 +14,9 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/ebpf"
-	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/testnet"
 	"github.com/weftnet/weft/internal/testnet/nettest"
 )
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
 
 func percentile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
@@ -47,126 +38,6 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
-}
-
-// overlay is one endpoint on each of two test hosts, learned both ways,
-// programmed by some driver.
-type overlay struct {
-	from, to string // endpoint namespaces
-	dst      netip.Addr
-}
-
-func pairState(h *testnet.Host, i int) (*datapath.Desired, datapath.Endpoint) {
-	ip := netip.AddrFrom4([4]byte{10, 0, 1, byte(10 + i)})
-	e := datapath.Endpoint{ID: fmt.Sprintf("bench/tp%d", i), VNI: 100, Subnet: "a", IP: ip, MAC: epMAC(100, ip), Identity: 100}
-	return &datapath.Desired{Host: hostConfig(h), VPCs: twoTenants()[:1], Endpoints: []datapath.Endpoint{e}}, e
-}
-
-// buildPair programs the two hosts of n with newDriver and learns each
-// endpoint on the other host.
-func buildPair(b *testing.B, n *testnet.Net, newDriver func(h *testnet.Host) datapath.Driver) overlay {
-	var ds []datapath.Driver
-	var eps []datapath.Endpoint
-	var ns []string
-	for i, h := range n.Hosts() {
-		d := newDriver(h)
-		st, e := pairState(h, i)
-		if err := d.Set(b.Context(), st); err != nil {
-			b.Fatal(err)
-		}
-		s, _ := d.Status(e.ID)
-		ds, eps, ns = append(ds, d), append(eps, e), append(ns, s.Netns)
-	}
-	for i, d := range ds {
-		j := 1 - i
-		if err := d.Learn(b.Context(), []datapath.Remote{{VNI: 100, IP: eps[j].IP, MAC: eps[j].MAC, HostUnderlay: n.Host(j).UnderlayIP, Identity: 100, Epoch: 1}}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(b.Context(), 2*time.Second)
-	defer cancel()
-	if _, err := testnet.Ping(ctx, ns[0], eps[1].IP); err != nil {
-		b.Fatal(err)
-	}
-	return overlay{from: ns[0], to: ns[1], dst: eps[1].IP}
-}
-
-// BenchmarkThroughput measures one TCP stream over the ebpf driver's
-// overlay, the linux driver's overlay and a plain veth pair, in
-// interleaved rounds (WEFT_BENCH_ROUNDS, default 15), each round starting
-// with another path, as sim/bench's datapath throughput phase does. It
-// reports the medians and the ranges of the per-round ratios to the veth
-// pair. Run it alone: go test -run - -bench Throughput -benchtime 1x.
-func BenchmarkThroughput(b *testing.B) {
-	for _, mtu := range []int{1500, 9000} {
-		b.Run(fmt.Sprintf("mtu=%d", mtu), func(b *testing.B) {
-			rounds := envInt("WEFT_BENCH_ROUNDS", 15)
-			en := nettest.New(b, testnet.Options{Hosts: 2, MTU: mtu})
-			eo := buildPair(b, en, func(h *testnet.Host) datapath.Driver { return startDriver(b, en, h) })
-			ln := nettest.New(b, testnet.Options{Hosts: 2, MTU: mtu})
-			lo := buildPair(b, ln, func(h *testnet.Host) datapath.Driver {
-				d, err := linux.New(b.Context(), linux.Config{HostName: h.Name, Prefix: ln.Prefix(), HostNetns: h.Path, NetnsDir: ln.Dir(), Logger: logger(b)})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() {
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					defer cancel()
-					_ = d.Teardown(ctx)
-					d.Close()
-				})
-				return d
-			})
-			vp, err := en.AddVethPair("vp", netip.MustParsePrefix("10.255.0.1/24"), netip.MustParsePrefix("10.255.0.2/24"), 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			type path struct {
-				name     string
-				from, to string
-				dst      netip.Addr
-				gbps     []float64
-				sndCPU   []float64 // ms per GB
-				rcvCPU   []float64
-			}
-			paths := []*path{
-				{name: "veth", from: vp.APath, to: vp.BPath, dst: vp.B.Addr()},
-				{name: "ebpf", from: eo.from, to: eo.to, dst: eo.dst},
-				{name: "linux", from: lo.from, to: lo.to, dst: lo.dst},
-			}
-			load := loadAvg()
-			for b.Loop() {
-				for r := range rounds {
-					for k := range paths {
-						p := paths[(r+k)%len(paths)]
-						res, err := testnet.Stream(b.Context(), testnet.StreamOptions{From: p.from, To: p.to, Addr: netip.AddrPortFrom(p.dst, 5201), SenderCPU: -1, ReceiverCPU: -1})
-						if err != nil {
-							b.Fatalf("%s: %v", p.name, err)
-						}
-						gb := float64(res.Bytes) / 1e9
-						p.gbps = append(p.gbps, res.Gbps())
-						p.sndCPU = append(p.sndCPU, float64(res.SenderCPU.Milliseconds())/gb)
-						p.rcvCPU = append(p.rcvCPU, float64(res.ReceiverCPU.Milliseconds())/gb)
-					}
-				}
-			}
-			veth := paths[0]
-			b.Logf("load average %s at the start, %s at the end; %d rounds", load, loadAvg(), rounds)
-			for _, p := range paths {
-				ratios := make([]float64, len(p.gbps))
-				for i := range p.gbps {
-					ratios[i] = p.gbps[i] / veth.gbps[i]
-				}
-				b.Logf("%-5s %6.2f Gbit/s (%.2f..%.2f), /veth %.3f (%.3f..%.3f), CPU ms/GB sender %.0f receiver %.0f",
-					p.name, median(p.gbps), slices.Min(p.gbps), slices.Max(p.gbps), median(ratios), slices.Min(ratios), slices.Max(ratios),
-					median(p.sndCPU), median(p.rcvCPU))
-				b.ReportMetric(median(p.gbps), p.name+"-Gbit/s")
-				if p != veth {
-					b.ReportMetric(median(ratios), p.name+"/veth")
-				}
-			}
-		})
-	}
 }
 
 // BenchmarkFirstPacket measures the first exchange with a never-seen peer
@@ -264,4 +135,107 @@ func BenchmarkFirstPacket(b *testing.B) {
 			b.ReportMetric(float64(percentile(tcp, 99).Microseconds())/1e3, "tcp-p99-ms")
 		})
 	}
+}
+
+// BenchmarkConntrackCost measures what policy costs a connection's
+// packets: TCP request/response (one byte each way, back to back) between
+// endpoints on two hosts, in interleaved rounds (WEFT_BENCH_ROUNDS,
+// default 15, of 1 s), with no policy and with both ends isolated by a
+// policy that allows everything (every packet is looked up in the
+// connection map on both hosts, and the first one judged). Run it alone:
+// go test -run - -bench ConntrackCost -benchtime 1x.
+func BenchmarkConntrackCost(b *testing.B) {
+	c := newBenchDC(b)
+	a, z := c.eps[0][0], c.eps[1][0]
+	l, err := testnet.ListenTCP(c.netns(z.ID), netip.AddrPortFrom(z.IP, 7000).String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(testnet.ServeEcho(l, ""))
+	open := &datapath.EndpointPolicy{IngressIsolated: true, EgressIsolated: true,
+		Ingress: []datapath.Rule{{Name: "all", AllPeers: true}}, Egress: []datapath.Rule{{Name: "all", AllPeers: true}}}
+	modes := []struct {
+		name   string
+		policy *datapath.EndpointPolicy
+		rates  []float64
+	}{{name: "none"}, {name: "isolated, allow all", policy: open}}
+	load := loadAvg()
+	rounds := envInt("WEFT_BENCH_ROUNDS", 15)
+	for b.Loop() {
+		for round := range rounds {
+			for k := range modes {
+				m := &modes[(round+k)%len(modes)]
+				for h := range c.eps {
+					c.eps[h][0].Policy = m.policy
+				}
+				c.setAll()
+				rate, err := rrRate(c.ctx, c.netns(a.ID), netip.AddrPortFrom(z.IP, 7000), time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				m.rates = append(m.rates, rate)
+			}
+		}
+	}
+	med := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	var ratios []float64
+	for i := range modes[0].rates {
+		ratios = append(ratios, modes[1].rates[i]/modes[0].rates[i])
+	}
+	b.Logf("load average %s at the start, %s at the end", load, loadAvg())
+	b.Logf("request/response per s, median of %d rounds: no policy %.0f, isolated %.0f; ratio %.3f (%.3f..%.3f)",
+		rounds, med(modes[0].rates), med(modes[1].rates), med(ratios), slices.Min(ratios), slices.Max(ratios))
+	b.ReportMetric(med(ratios), "isolated/none")
+}
+
+// newBenchDC is two hosts with one endpoint each, learned both ways.
+func newBenchDC(b *testing.B) *dc {
+	n := nettest.New(b, testnet.Options{Hosts: 2})
+	ctx, cancel := context.WithTimeout(b.Context(), 10*time.Minute)
+	b.Cleanup(cancel)
+	c := &dc{t: b, net: n, ctl: newController(b), vpcs: twoTenants()[:1], eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{},
+		nsPath: map[string]string{}, capacity: map[int]uint64{}, ctx: ctx}
+	for _, h := range n.Hosts() {
+		c.drivers = append(c.drivers, startDriver(b, n, h))
+	}
+	c.add(0, "acme/a", 100, "a", "10.0.1.10")
+	c.add(1, "acme/z", 100, "b", "10.0.2.10")
+	for i, d := range c.drivers {
+		if err := d.Set(ctx, c.desired(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i, d := range c.drivers {
+		j := 1 - i
+		e := c.eps[j][0]
+		if err := d.Learn(ctx, []datapath.Remote{{VNI: 100, IP: e.IP, MAC: e.MAC, HostUnderlay: n.Host(j).UnderlayIP, Identity: 100, Epoch: 1}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return c
+}
+
+// rrRate exchanges one byte each way over one connection from the
+// namespace at ns to dst, back to back, for d: the rate per second.
+func rrRate(ctx context.Context, ns string, dst netip.AddrPort, d time.Duration) (float64, error) {
+	conn, err := testnet.DialTCP(ctx, ns, dst.String())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	buf := make([]byte, 1)
+	n := 0
+	for start := time.Now(); time.Since(start) < d; n++ {
+		if _, err := conn.Write(buf); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / d.Seconds(), nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/weftnet/weft/datapath/internal/owned"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
 
@@ -77,10 +78,10 @@ func (c Config) withDefaults() Config {
 // Validate checks c (after defaults).
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	if err := checkName("host name", c.HostName); err != nil {
+	if err := owned.CheckName("host name", c.HostName); err != nil {
 		return fmt.Errorf("ebpf datapath config: %w", err)
 	}
-	if err := checkName("prefix", c.Prefix); err != nil {
+	if err := owned.CheckName("prefix", c.Prefix); err != nil {
 		return fmt.Errorf("ebpf datapath config: %w", err)
 	}
 	for _, p := range []string{c.NetnsDir, c.HostNetns, c.BPFFS} {

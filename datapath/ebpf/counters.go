@@ -1,45 +1,73 @@
 package ebpf
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/weftnet/weft/datapath"
 )
 
-// EndpointCounters is an endpoint's traffic as the BPF programs counted it
-// since it was attached: Tx is what it sent, Rx what was delivered to it,
-// Drops what was dropped of what it sent, by reason.
-type EndpointCounters struct {
-	TxPackets, TxBytes uint64
-	RxPackets, RxBytes uint64
-	Drops              map[datapath.DropReason]uint64
-}
+var _ datapath.TrafficReader = (*Driver)(nil)
 
-// Counters reads the counters of a programmed endpoint (summed over CPUs);
-// ok is false for an endpoint that is not programmed.
-func (d *Driver) Counters(id string) (c EndpointCounters, ok bool, err error) {
+// Traffic reads the counters the BPF programs keep per local endpoint (a
+// per-CPU hash entry per veth, summed here): what it sent (delivered or
+// not), what was delivered to it, and the drops of packets from it and,
+// for ingress policy, to it, by datapath.DropReason. A counter starts at
+// zero when the endpoint is attached (an endpoint whose entry is missing
+// reads zero; Set makes it). This driver samples no flows (Sampling 0),
+// counts no connections (ConnsOut, ConnsIn) and keeps no per-VPC drops:
+// every drop it makes belongs to an endpoint.
+func (d *Driver) Traffic(ctx context.Context) (*datapath.Traffic, error) {
+	type ep struct {
+		id      string
+		vni     uint32
+		ifindex uint32
+	}
+	d.mu.Lock() // the maps stay open: Close waits
+	defer d.mu.Unlock()
 	d.smu.Lock()
-	st := d.eps[id]
 	closed := d.closed
 	d.smu.Unlock()
-	if st == nil || closed {
-		return c, false, nil
+	if closed {
+		return nil, datapath.ErrClosed
 	}
+	eps := make([]ep, 0, len(d.eps))
+	for id, st := range d.eps {
+		eps = append(eps, ep{id, st.ep.VNI, uint32(st.ifindex)})
+	}
+	slices.SortFunc(eps, func(a, b ep) int { return strings.Compare(a.id, b.id) })
+
+	t := &datapath.Traffic{At: time.Now(), Endpoints: make([]datapath.EndpointTraffic, 0, len(eps))}
 	var per []weftCounters
-	if err := d.objs.Counters.Lookup(uint32(st.ifindex), &per); err != nil {
-		return c, false, fmt.Errorf("counters of %s: %w", id, err)
-	}
-	c.Drops = map[datapath.DropReason]uint64{}
-	for _, p := range per {
-		c.TxPackets += p.TxPackets
-		c.TxBytes += p.TxBytes
-		c.RxPackets += p.RxPackets
-		c.RxBytes += p.RxBytes
-		for r, n := range p.Drops {
-			if n != 0 {
-				c.Drops[datapath.DropReason(r)] += n
+	var errs []error
+	for _, e := range eps {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("ebpf traffic: %w", err)
+		}
+		et := datapath.EndpointTraffic{ID: e.id, VNI: e.vni}
+		per = per[:0]
+		if err := d.objs.Counters.Lookup(e.ifindex, &per); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("counters of %s: %w", e.id, err))
+		}
+		for _, p := range per {
+			et.SentPackets += p.TxPackets
+			et.SentBytes += p.TxBytes
+			et.ReceivedPackets += p.RxPackets
+			et.ReceivedBytes += p.RxBytes
+			for r, n := range p.Drops {
+				et.Drops[r] += n
 			}
 		}
+		t.Endpoints = append(t.Endpoints, et)
 	}
-	return c, true, nil
+	if err := errors.Join(errs...); err != nil {
+		return t, fmt.Errorf("ebpf traffic: %w", err)
+	}
+	return t, nil
 }

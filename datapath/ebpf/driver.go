@@ -18,6 +18,9 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/htb"
+	"github.com/weftnet/weft/datapath/internal/owned"
+	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
@@ -28,8 +31,8 @@ var (
 	_ datapath.Snapshotter = (*Driver)(nil)
 )
 
-// ErrUnsupported marks a VPC the driver refuses because it cannot enforce
-// what it asks for (today: security policy and QoS).
+// ErrUnsupported marks a VPC the driver refuses because it cannot program
+// what it asks for (today: an IPv6 subnet).
 var ErrUnsupported = errors.New("ebpf datapath: not supported")
 
 // Driver programs the eBPF data plane of one host. See the package
@@ -37,13 +40,13 @@ var ErrUnsupported = errors.New("ebpf datapath: not supported")
 type Driver struct {
 	cfg    Config
 	log    *slog.Logger
-	names  names
+	names  owned.Netns
 	pinDir string
 	hostNS netns.NsHandle
 	nl     *netlink.Handle // in the host namespace
 	objs   *objects
 	ring   *ringbuf.Reader
-	ops    opCounts
+	ops    writes.Counter
 	life   lifecycle.Group // the miss reader
 
 	misses    chan datapath.Miss
@@ -58,12 +61,20 @@ type Driver struct {
 	closed   bool
 	vpcs     map[uint32]*vpcState // programmed VPCs
 	eps      map[string]*epState  // programmed endpoints, by ID
-	refused  map[uint32]refusal   // VPCs of the last Set the driver cannot enforce
-	underlay netip.Addr           // of the last Set
-	vxIndex  int                  // the VXLAN device
+	policies map[string]*epPolicy // their compiled policies, by ID
+	// vpcDesired are the programmed VPCs as last asked for (a refused
+	// VPC's QoS stays as it was).
+	vpcDesired map[uint32]*datapath.VPC
+	refused    map[uint32]refusal // VPCs of the last Set that failed alone
+	qosErr     error              // why the uplink's QoS is not programmed
+	underlay   netip.Addr         // of the last Set
+	vxIndex    int                // the VXLAN device
 	// pending are the misses reported since about a second (how long the
 	// kernel holds their packets), to be released by Learn.
 	pending map[datapath.RemoteKey]time.Time
+	// flushedFor is the policy digest the tracked connections were last
+	// judged by (policyDigest).
+	flushedFor string
 }
 
 type vpcState struct {
@@ -80,10 +91,12 @@ type remote struct {
 type epState struct {
 	ep      datapath.Endpoint
 	status  datapath.EndpointStatus
-	ifindex int // of the host-side veth
+	ifindex int  // of the host-side veth
+	qos     bool // under QoS: it or its VPC has some
 }
 
-// refusal is why a VPC is not programmed as asked.
+// refusal is why a VPC is not programmed as asked, and whether its
+// endpoints report it as a policy error, a QoS error or both.
 type refusal struct {
 	policy, qos bool
 	err         error
@@ -99,16 +112,17 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{
-		cfg:     cfg,
-		log:     cfg.Logger.With("subsystem", "datapath/ebpf", "host", cfg.HostName),
-		names:   newNames(cfg.Prefix, cfg.HostName),
-		pinDir:  PinDir(cfg.BPFFS, cfg.Prefix, cfg.HostName),
-		misses:  make(chan datapath.Miss, cfg.MissBuffer),
-		vpcs:    map[uint32]*vpcState{},
-		eps:     map[string]*epState{},
-		refused: map[uint32]refusal{},
-		pending: map[datapath.RemoteKey]time.Time{},
-		hostNS:  -1,
+		cfg:      cfg,
+		log:      cfg.Logger.With("subsystem", "datapath/ebpf", "host", cfg.HostName),
+		names:    owned.NewNetns(cfg.Prefix, cfg.HostName),
+		pinDir:   PinDir(cfg.BPFFS, cfg.Prefix, cfg.HostName),
+		misses:   make(chan datapath.Miss, cfg.MissBuffer),
+		vpcs:     map[uint32]*vpcState{},
+		eps:      map[string]*epState{},
+		policies: map[string]*epPolicy{},
+		refused:  map[uint32]refusal{},
+		pending:  map[datapath.RemoteKey]time.Time{},
+		hostNS:   -1,
 	}
 	ok := false
 	defer func() {
@@ -214,7 +228,7 @@ func (d *Driver) MissDrops() uint64 { return d.missDrops.Load() }
 
 // Counts implements datapath.Counter: every write to the maps, links,
 // namespaces and pins since New.
-func (d *Driver) Counts() datapath.Counts { return d.ops.counts() }
+func (d *Driver) Counts() datapath.Counts { return d.ops.Counts() }
 
 // Status implements datapath.Driver.
 func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
@@ -225,6 +239,9 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 		return datapath.EndpointStatus{}, false
 	}
 	s := st.status
+	if d.qosErr != nil && st.qos {
+		s.QoSErr = d.qosErr.Error()
+	}
 	if r, ok := d.refused[st.ep.VNI]; ok {
 		if r.policy {
 			s.PolicyErr = r.err.Error()
@@ -275,9 +292,9 @@ func (d *Driver) release() {
 }
 
 // Teardown removes everything the driver owns on this host: the VXLAN
-// device, every host-side veth (with its peer; endpoint namespaces the
-// driver made are deleted), every link, program and map pinned in its pin
-// directory, and the directory. It closes the driver first and works
+// device, the shaper veth, every host-side veth (with its peer; endpoint
+// namespaces the driver made are deleted), the uplink's HTB tree, every
+// link, program and map pinned in its pin directory, and the directory. It closes the driver first and works
 // without a Set, so a restarted agent can clean up what an earlier one
 // left.
 func (d *Driver) Teardown(ctx context.Context) error {
@@ -297,13 +314,19 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	}
 	defer nl.Close()
 	var errs []error
-	links, err := dump("links", nl.LinkList)
+	links, err := writes.Dump("links", nl.LinkList)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return nl.QdiscList(nil) })
 	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, l := range links {
-		if name := l.Attrs().Name; name == VXLANName || isVethName(name) {
-			errs = append(errs, d.ops.write(opLinkDel, func() error { return nl.LinkDel(l) }))
+		if name := l.Attrs().Name; name == VXLANName || name == ShaperName || isVethName(name) {
+			errs = append(errs, d.ops.Write(writes.LinkDel, func() error { return nl.LinkDel(l) }))
+		} else if root := htb.Root(qs, l.Attrs().Index); htb.Ours(root) {
+			errs = append(errs, htb.Converge(nl, &d.ops, l, root, nil, 0))
 		}
 	}
 	ents, err := os.ReadDir(d.cfg.NetnsDir)
@@ -311,8 +334,8 @@ func (d *Driver) Teardown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, e := range ents {
-		if d.names.isEndpoint(e.Name()) {
-			errs = append(errs, d.ops.write(opNetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, e.Name()) }))
+		if d.names.IsEndpoint(e.Name()) {
+			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, e.Name()) }))
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -320,7 +343,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	}
 	// Unpinning the links detaches them; the programs and maps go with
 	// their last reference.
-	errs = append(errs, d.ops.write(opPinDel, func() error { return os.RemoveAll(d.pinDir) }))
+	errs = append(errs, d.ops.Write(writes.PinDel, func() error { return os.RemoveAll(d.pinDir) }))
 	_ = os.Remove(filepath.Dir(d.pinDir)) // the shared "weft" directory, once empty
 	d.smu.Lock()
 	clear(d.eps)

@@ -3,13 +3,10 @@ package ebpf_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/conformance"
+	"github.com/weftnet/weft/datapath/conformance/nsprobe"
 	"github.com/weftnet/weft/datapath/ebpf"
 	"github.com/weftnet/weft/internal/testnet"
 	"github.com/weftnet/weft/internal/testnet/nettest"
@@ -85,26 +83,11 @@ func hostConfig(h *testnet.Host) datapath.HostConfig {
 	return datapath.HostConfig{Name: h.Name, UnderlayIP: h.UnderlayIP, UnderlayDev: h.UnderlayDev}
 }
 
-// prober pings from inside the endpoint's namespace (as reported by Status).
-type prober struct{}
-
-func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error {
-	st, ok := d.Status(id)
-	if !ok {
-		return fmt.Errorf("endpoint %q not programmed", id)
-	}
-	_, err := testnet.Ping(ctx, st.Netns, dst)
-	return err
-}
-
 func TestConformance(t *testing.T) {
 	nettest.RequireRoot(t)
 	conformance.Run(t, func(t *testing.T) (datapath.Driver, datapath.HostConfig) {
-		if strings.HasSuffix(t.Name(), "/QoS") {
-			t.Skip("the ebpf driver refuses QoS until it enforces it (TestRefusedVPC)")
-		}
 		n := nettest.New(t, testnet.Options{Hosts: 1})
 		h := n.Host(0)
 		return startDriver(t, n, h), hostConfig(h)
-	}, prober{})
+	}, nsprobe.Prober{})
 }

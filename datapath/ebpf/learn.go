@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // Learn implements datapath.Driver: one remotes map entry per remote
@@ -58,7 +59,7 @@ func (d *Driver) learn(r datapath.Remote) error {
 	want := remote{host: r.HostUnderlay, identity: r.Identity, epoch: r.Epoch}
 	if !ok || cur != want {
 		k, v := weftVip{Vni: r.VNI, Ip: be32(r.IP)}, weftRemoteEp{Host: be32(r.HostUnderlay), Identity: r.Identity, Epoch: r.Epoch}
-		if err := d.ops.write(opMapPut, func() error { return d.objs.Remotes.Put(k, v) }); err != nil {
+		if err := d.ops.Write(writes.MapPut, func() error { return d.objs.Remotes.Put(k, v) }); err != nil {
 			return fmt.Errorf("put remote: %w", err)
 		}
 		vs.remotes[r.IP] = want
@@ -84,7 +85,7 @@ func (d *Driver) releaseHeld(k datapath.RemoteKey) {
 		IP: holdAddr(k.VNI, k.IP), HardwareAddr: holdMAC(k.VNI)}
 	// One counted write, counted before the packets go: whoever sees them
 	// arrive sees the count.
-	if err := d.ops.write(opNeighRelease, func() error {
+	if err := d.ops.Write(writes.NeighRelease, func() error {
 		if err := d.nl.NeighSet(n); err != nil {
 			return err
 		}
@@ -116,7 +117,7 @@ func (d *Driver) Forget(ctx context.Context, keys []datapath.RemoteKey) error {
 			continue
 		}
 		key := weftVip{Vni: k.VNI, Ip: be32(k.IP)}
-		if err := d.ops.write(opMapDel, func() error { return d.objs.Remotes.Delete(key) }); err != nil {
+		if err := d.ops.Write(writes.MapDel, func() error { return d.objs.Remotes.Delete(key) }); err != nil {
 			errs = append(errs, fmt.Errorf("ebpf forget %d/%s: %w", k.VNI, k.IP, err))
 			continue
 		}

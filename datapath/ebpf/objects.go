@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
 
@@ -45,7 +46,7 @@ func objectHash() string {
 var mountMu sync.Mutex
 
 // ensureBPFFS mounts bpffs at path unless it is there.
-func ensureBPFFS(path string, ops *opCounts) error {
+func ensureBPFFS(path string, ops *writes.Counter) error {
 	mountMu.Lock()
 	defer mountMu.Unlock()
 	var st unix.Statfs_t
@@ -55,7 +56,7 @@ func ensureBPFFS(path string, ops *opCounts) error {
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		return fmt.Errorf("bpffs: %w", err)
 	}
-	if err := ops.write(opBPFFSMount, func() error { return unix.Mount("bpf", path, "bpf", 0, "mode=0700") }); err != nil {
+	if err := ops.Write(writes.BPFFSMount, func() error { return unix.Mount("bpf", path, "bpf", 0, "mode=0700") }); err != nil {
 		return fmt.Errorf("mount bpffs at %s: %w", path, err)
 	}
 	return nil
@@ -65,7 +66,7 @@ func ensureBPFFS(path string, ops *opCounts) error {
 // missing) and the programs pinned under dir/progs-<objectHash> (loading
 // and pinning them if absent). Programs of another build are unpinned;
 // the links that still run them are moved to the new ones by Set.
-func loadObjects(dir string, ops *opCounts, log *slog.Logger) (*objects, error) {
+func loadObjects(dir string, ops *writes.Counter, log *slog.Logger) (*objects, error) {
 	spec, err := loadWeft()
 	if err != nil {
 		return nil, err
@@ -87,7 +88,7 @@ func loadObjects(dir string, ops *opCounts, log *slog.Logger) (*objects, error) 
 		// maps (Set programs them again; learned remotes are learned again).
 		log.Warn("pinned maps incompatible with this build, replacing them", "dir", dir, "err", err)
 		for name := range spec.Maps {
-			_ = ops.write(opPinDel, func() error { return os.Remove(filepath.Join(dir, name)) })
+			_ = ops.Write(writes.PinDel, func() error { return os.Remove(filepath.Join(dir, name)) })
 		}
 		missing = len(spec.Maps)
 		err = spec.LoadAndAssign(&o.weftMaps, opts)
@@ -95,10 +96,10 @@ func loadObjects(dir string, ops *opCounts, log *slog.Logger) (*objects, error) 
 	if err != nil {
 		return nil, fmt.Errorf("load maps: %w", err)
 	}
-	ops[opMapCreate].Add(uint64(missing))
+	ops.Add(writes.MapCreate, uint64(missing))
 
 	progDir := filepath.Join(dir, "progs-"+objectHash())
-	progs := map[string]**ebpf.Program{"from_ep": &o.FromEp, "from_vxlan": &o.FromVxlan, "to_vxlan": &o.ToVxlan}
+	progs := map[string]**ebpf.Program{"from_ep": &o.FromEp, "from_vxlan": &o.FromVxlan, "to_vxlan": &o.ToVxlan, "from_shaper": &o.FromShaper}
 	adopted := 0
 	for name, p := range progs {
 		if *p, err = ebpf.LoadPinnedProgram(filepath.Join(progDir, name), nil); err == nil {
@@ -108,7 +109,7 @@ func loadObjects(dir string, ops *opCounts, log *slog.Logger) (*objects, error) 
 	if adopted != len(progs) {
 		_ = o.weftPrograms.Close()
 		o.weftPrograms = weftPrograms{}
-		ops[opProgLoad].Add(uint64(len(progs)))
+		ops.Add(writes.ProgLoad, uint64(len(progs)))
 		if err := spec.LoadAndAssign(&o.weftPrograms, opts); err != nil {
 			o.close()
 			return nil, fmt.Errorf("load programs: %w", err)
@@ -119,7 +120,7 @@ func loadObjects(dir string, ops *opCounts, log *slog.Logger) (*objects, error) 
 		}
 		for name, p := range progs {
 			path := filepath.Join(progDir, name)
-			if err := ops.write(opProgPin, func() error {
+			if err := ops.Write(writes.ProgPin, func() error {
 				_ = os.Remove(path)
 				return (*p).Pin(path)
 			}); err != nil {
@@ -142,7 +143,7 @@ func loadObjects(dir string, ops *opCounts, log *slog.Logger) (*objects, error) 
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), "progs-") && e.Name() != filepath.Base(progDir) {
-			_ = ops.write(opProgUnpin, func() error { return os.RemoveAll(filepath.Join(dir, e.Name())) })
+			_ = ops.Write(writes.ProgUnpin, func() error { return os.RemoveAll(filepath.Join(dir, e.Name())) })
 		}
 	}
 	return o, nil
@@ -166,7 +167,7 @@ func (d *Driver) ensureLink(h tcxHook) error {
 		info, ierr := l.Info()
 		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == h.ifindex && uint32(info.TCX().AttachType) == uint32(h.attach) {
 			if info.Program != d.objs.ids[h.prog] {
-				if err := d.ops.write(opBPFLinkSet, func() error { return l.Update(h.prog) }); err != nil {
+				if err := d.ops.Write(writes.BPFLinkSet, func() error { return l.Update(h.prog) }); err != nil {
 					l.Close()
 					return fmt.Errorf("update link %s: %w", h.name, err)
 				}
@@ -174,11 +175,11 @@ func (d *Driver) ensureLink(h tcxHook) error {
 			return l.Close()
 		}
 		// Its device is gone or another one: let it go.
-		_ = d.ops.write(opBPFLinkDel, l.Unpin)
+		_ = d.ops.Write(writes.BPFLinkDel, l.Unpin)
 		l.Close()
 	}
 	var l link.Link
-	if err := d.ops.write(opBPFLinkAdd, func() error {
+	if err := d.ops.Write(writes.BPFLinkAdd, func() error {
 		return netnsfile.DoFd(int(d.hostNS), func() error {
 			var err error
 			l, err = link.AttachTCX(link.TCXOptions{Interface: h.ifindex, Program: h.prog, Attach: h.attach})
@@ -200,10 +201,10 @@ func (d *Driver) dropLink(name string) error {
 	path := filepath.Join(d.pinDir, "links", name)
 	l, err := link.LoadPinnedLink(path, nil)
 	if err != nil {
-		return d.ops.write(opPinDel, func() error { return os.Remove(path) })
+		return d.ops.Write(writes.PinDel, func() error { return os.Remove(path) })
 	}
 	defer l.Close()
-	return d.ops.write(opBPFLinkDel, l.Unpin)
+	return d.ops.Write(writes.BPFLinkDel, l.Unpin)
 }
 
 // pinnedLinks lists the names of the links pinned in the pin directory.

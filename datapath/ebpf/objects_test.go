@@ -19,12 +19,12 @@ func TestVerifierAcceptsPrograms(t *testing.T) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
 	}
-	if len(spec.Programs) != 3 {
-		t.Errorf("object has %d programs, want 3", len(spec.Programs))
+	if len(spec.Programs) != 4 {
+		t.Errorf("object has %d programs, want 4", len(spec.Programs))
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 	if err != nil {
-		t.Fatalf("load: %v", err)
+		t.Fatalf("load: %+v", err)
 	}
 	defer coll.Close()
 	for name, p := range coll.Programs {

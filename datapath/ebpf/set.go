@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,12 +17,14 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/htb"
+	"github.com/weftnet/weft/datapath/internal/writes"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
 
 // Set implements datapath.Driver. It reads what is programmed (the host
 // namespace's links, the pinned links, every map, each endpoint's
-// namespace) and writes only what differs.
+// namespace, the uplink's HTB tree) and writes only what differs.
 func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	n, err := desired.Normalize()
 	if err != nil {
@@ -35,7 +39,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		return datapath.ErrClosed
 	}
 	start := time.Now()
-	before := d.ops.counts()
+	before := d.ops.Counts()
 
 	mtu := n.Host.MTU
 	if mtu == 0 {
@@ -52,13 +56,30 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err := d.ensureVXLAN(n.Host, mtu); err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
+	cur, err := d.readMaps()
+	if err != nil {
+		return fmt.Errorf("ebpf set: %w", err)
+	}
 
-	// 2. Endpoints: a refused VPC keeps the endpoints programmed before
+	// 2. Policies: the classes of every VPC's endpoints go into the
+	// policy maps before any endpoint points at them; a VPC whose classes
+	// the maps refuse fails alone.
+	pols := map[string]*epPolicy{}
+	for i := range n.Endpoints {
+		e := &n.Endpoints[i]
+		if _, ok := refused[e.VNI]; !ok {
+			pols[e.ID] = d.compilePolicy(e)
+		}
+	}
+	d.putPolicies(n, pols, cur, refused)
+
+	// 3. Endpoints: a refused VPC keeps the endpoints programmed before
 	// (and gets no new ones); the veths of all others go.
 	kept := map[string]*epState{}
 	for id, st := range d.eps {
 		if _, ok := refused[st.ep.VNI]; ok {
 			kept[id] = st
+			pols[id] = d.policies[id]
 		}
 	}
 	var wantEPs []*datapath.Endpoint
@@ -73,7 +94,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			wantVeth[VethName(e.ID)] = true
 		}
 	}
-	links, err := dump("links", d.nl.LinkList)
+	links, err := writes.Dump("links", d.nl.LinkList)
 	if err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
@@ -82,7 +103,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	for _, l := range links {
 		name := l.Attrs().Name
 		if isVethName(name) && !wantVeth[name] {
-			if err := d.ops.write(opLinkDel, func() error { return d.nl.LinkDel(l) }); err != nil {
+			if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(l) }); err != nil {
 				errs = append(errs, fmt.Errorf("delete veth %s (%s): %w", name, l.Attrs().Alias, err))
 				continue
 			}
@@ -96,7 +117,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		errs = append(errs, err)
 	}
 	for _, name := range pinned {
-		if name != hookVXLANIn && name != hookVXLANOut && !wantVeth[name] {
+		if !isHostHook(name) && !wantVeth[name] {
 			errs = append(errs, d.dropLink(name))
 		}
 	}
@@ -111,24 +132,51 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		st, err := d.ensureEndpoint(e, byName[VethName(e.ID)], mtu)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %q: %w", e.ID, err))
+			delete(pols, e.ID)
 			continue
 		}
 		eps[e.ID] = st
 	}
 
-	// 3. The maps, from the endpoints that are attached.
-	errs = append(errs, d.convergeMaps(n, eps, refused))
+	// 4. The maps, from the endpoints that are attached; then the policy
+	// entries no endpoint points at any more; then the uplink.
+	vpcOf := func(vni uint32) *datapath.VPC {
+		if _, ok := refused[vni]; ok {
+			return d.vpcDesired[vni]
+		}
+		return n.VPC(vni)
+	}
+	plan, qerr := planQoS(n.Host.CapacityBps, eps, vpcOf, cur)
+	errs = append(errs, d.convergeMaps(n, eps, refused, pols, plan, cur))
+	errs = append(errs, d.deletePolicies(policyMapsOf(slices.Collect(maps.Values(pols))), cur))
+	if qerr == nil {
+		qerr = d.convergeQoSTrees(n.Host.UnderlayDev, plan.shaperTree(), plan.uplinkTree(eps))
+	}
+	errs = append(errs, qerr)
 
-	// 4. Endpoint namespaces the driver made and no longer needs.
+	// 5. Connections the policies no longer allow.
+	if digest := policyDigest(eps, pols); digest != d.flushedFor {
+		flushed, err := d.flushConns(eps)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy: %w", err))
+		} else {
+			d.flushedFor = digest
+		}
+		if flushed > 0 {
+			d.log.Info("connections no longer allowed flushed", "connections", flushed)
+		}
+	}
+
+	// 6. Endpoint namespaces the driver made and no longer needs.
 	ownNS := map[string]bool{}
 	for _, st := range eps {
 		if st.ep.Netns == "" {
-			ownNS[d.names.endpoint(st.ep.ID)] = true
+			ownNS[d.names.Endpoint(st.ep.ID)] = true
 		}
 	}
 	for _, e := range n.Endpoints {
 		if e.Netns == "" {
-			ownNS[d.names.endpoint(e.ID)] = true // kept even if it failed: retried
+			ownNS[d.names.Endpoint(e.ID)] = true // kept even if it failed: retried
 		}
 	}
 	ents, err := os.ReadDir(d.cfg.NetnsDir)
@@ -136,13 +184,23 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		errs = append(errs, err)
 	}
 	for _, ent := range ents {
-		if name := ent.Name(); d.names.isEndpoint(name) && !ownNS[name] {
-			errs = append(errs, d.ops.write(opNetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, name) }))
+		if name := ent.Name(); d.names.IsEndpoint(name) && !ownNS[name] {
+			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, name) }))
 		}
 	}
 
+	for id, st := range eps {
+		st.qos = plan.eps[id] != nil
+	}
+	programmed := map[uint32]*datapath.VPC{}
+	for i := range n.VPCs {
+		if v := vpcOf(n.VPCs[i].VNI); v != nil {
+			programmed[v.VNI] = v
+		}
+	}
+	d.vpcDesired = programmed
 	d.smu.Lock()
-	d.eps, d.refused = eps, refused
+	d.eps, d.refused, d.policies, d.qosErr = eps, refused, pols, qerr
 	for k, t := range d.pending {
 		if time.Since(t) > 2*time.Second {
 			delete(d.pending, k)
@@ -153,7 +211,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		errs = append(errs, r.err)
 	}
 	err = errors.Join(errs...)
-	if c := d.ops.counts().Sub(before); len(c) > 0 || err != nil {
+	if c := d.ops.Counts().Sub(before); len(c) > 0 || err != nil {
 		d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "writes", c.String(), "took", time.Since(start), "err", err)
 	}
 	if err != nil {
@@ -174,69 +232,43 @@ func (d *Driver) check(n *datapath.Desired) error {
 	if n.Host.MTU == 0 && n.Host.UnderlayDev == "" {
 		errs = append(errs, fmt.Errorf("%w: host %q: neither MTU nor underlay device", datapath.ErrInvalid, n.Host.Name))
 	}
-	for _, v := range n.VPCs {
-		for _, s := range v.Subnets {
-			if !s.CIDR.Addr().Is4() {
-				errs = append(errs, fmt.Errorf("%w: vpc %d subnet %q: only IPv4 is supported", datapath.ErrInvalid, v.VNI, s.Name))
-			}
-		}
+	if n.Host.CapacityBps > 0 && n.Host.UnderlayDev == "" {
+		errs = append(errs, fmt.Errorf("%w: host %q: a capacity without an underlay device to shape", datapath.ErrInvalid, n.Host.Name))
 	}
 	return errors.Join(errs...)
 }
 
-// refusals are the VPCs that ask for what the driver cannot enforce yet
-// (an isolating security policy or a QoS that is more than best effort,
-// datapath.QoS.Enforced) and those Normalize found invalid
-// (datapath.Desired.Invalid). Each fails alone; the others are programmed.
+// refusals are the VPCs Normalize found invalid (datapath.Desired.Invalid)
+// and those this driver cannot program (an IPv6 subnet): each fails alone
+// and keeps what was programmed; the others are programmed.
 func refusals(n *datapath.Desired) map[uint32]refusal {
 	out := map[uint32]refusal{}
-	why := map[uint32][]string{}
-	local := map[uint32]bool{}
-	for _, e := range n.Endpoints {
-		local[e.VNI] = true
-	}
 	for _, v := range n.VPCs {
-		if v.QoS.Enforced(n.Host.CapacityBps, local[v.VNI]) != nil {
-			r := out[v.VNI]
-			r.qos = true
-			out[v.VNI] = r
-			why[v.VNI] = append(why[v.VNI], "the VPC's QoS")
+		for _, s := range v.Subnets {
+			if !s.CIDR.Addr().Is4() {
+				out[v.VNI] = refusal{policy: true, qos: true, err: &datapath.VPCError{VNI: v.VNI,
+					Err: fmt.Errorf("%w: subnet %q (%s): only IPv4 is supported", ErrUnsupported, s.Name, s.CIDR)}}
+			}
 		}
 	}
-	for _, e := range n.Endpoints {
-		r := out[e.VNI]
-		if p := e.Policy; p != nil && (p.IngressIsolated || p.EgressIsolated) {
-			r.policy = true
-			why[e.VNI] = append(why[e.VNI], fmt.Sprintf("the security policy of %s", e.ID))
-		}
-		if e.QoS.Enforced(n.Host.CapacityBps) != nil {
-			r.qos = true
-			why[e.VNI] = append(why[e.VNI], fmt.Sprintf("the QoS of %s", e.ID))
-		}
-		if r.policy || r.qos {
-			out[e.VNI] = r
-		}
-	}
-	for vni, r := range out {
-		w := why[vni]
-		if len(w) > 3 {
-			w = append(w[:3], fmt.Sprintf("%d more", len(why[vni])-3))
-		}
-		r.err = fmt.Errorf("%w: vpc %d refused: %s cannot be enforced by the ebpf datapath yet", ErrUnsupported, vni, strings.Join(w, ", "))
-		out[vni] = r
-	}
-	// VPCs Normalize found invalid fail alone too.
 	for vni, err := range n.Invalid {
 		out[vni] = refusal{policy: true, err: &datapath.VPCError{VNI: vni, Err: err}}
 	}
 	return out
 }
 
-// Pin names of the VXLAN device's links.
+// Pin names of the links of the VXLAN device and of the shaper.
 const (
-	hookVXLANIn  = "vxlan-ingress"
-	hookVXLANOut = "vxlan-egress"
+	hookVXLANIn   = "vxlan-ingress"
+	hookVXLANOut  = "vxlan-egress"
+	hookShaperOut = "shaper-ingress"
 )
+
+// isHostHook reports whether a pinned link is one of the host's, not an
+// endpoint's.
+func isHostHook(name string) bool {
+	return name == hookVXLANIn || name == hookVXLANOut || name == hookShaperOut
+}
 
 // vxlanSysctls let the kernel hold a miss's packets on the VXLAN device's
 // IPv6 neighbour for fd77:7766::<vni>:<ip> and tell no one but userspace
@@ -261,7 +293,7 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 	if l != nil {
 		if vx, ok := l.(*netlink.Vxlan); !ok || !vx.FlowBased || !vx.GBP || vx.Learning || vx.Port != VXLANPort || vx.VxlanId != 0 {
 			d.log.Warn("vxlan device has wrong settings, re-creating", "dev", VXLANName)
-			if err := d.ops.write(opLinkDel, func() error { return d.nl.LinkDel(l) }); err != nil {
+			if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(l) }); err != nil {
 				return fmt.Errorf("delete %s: %w", VXLANName, err)
 			}
 			l = nil
@@ -273,7 +305,7 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 			LinkAttrs: netlink.LinkAttrs{Name: VXLANName, MTU: mtu, HardwareAddr: GatewayMAC()},
 			FlowBased: true, GBP: true, Learning: false, Port: VXLANPort,
 		}
-		if err := d.ops.write(opLinkAdd, func() error { return d.nl.LinkAdd(vx) }); err != nil {
+		if err := d.ops.Write(writes.LinkAdd, func() error { return d.nl.LinkAdd(vx) }); err != nil {
 			return fmt.Errorf("add %s: %w", VXLANName, err)
 		}
 		if l, err = d.nl.LinkByName(VXLANName); err != nil {
@@ -285,17 +317,17 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 	}
 	a := l.Attrs()
 	if a.MTU != mtu {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetMTU(l, mtu) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetMTU(l, mtu) }); err != nil {
 			return fmt.Errorf("set %s mtu: %w", VXLANName, err)
 		}
 	}
 	if !bytes.Equal(a.HardwareAddr, GatewayMAC()) {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetHardwareAddr(l, GatewayMAC()) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetHardwareAddr(l, GatewayMAC()) }); err != nil {
 			return fmt.Errorf("set %s mac: %w", VXLANName, err)
 		}
 	}
 	if a.Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return d.nl.LinkSetUp(l) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetUp(l) }); err != nil {
 			return fmt.Errorf("set %s up: %w", VXLANName, err)
 		}
 	}
@@ -307,12 +339,16 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 			return err
 		}
 	}
-	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP)}
+	shaper, err := d.ensureShaper(mtu)
+	if err != nil {
+		return err
+	}
+	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP), ShaperIfindex: uint32(shaper)}
 	if d.cfg.MissMode == MissHold {
 		want.Flags |= cfgHold
 	}
 	if cur, err := d.lookupConfig(); err != nil || cur != want {
-		if err := d.ops.write(opMapPut, func() error { return d.objs.Config.Put(uint32(0), want) }); err != nil {
+		if err := d.ops.Write(writes.MapPut, func() error { return d.objs.Config.Put(uint32(0), want) }); err != nil {
 			return fmt.Errorf("config map: %w", err)
 		}
 	}
@@ -322,13 +358,135 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 	return nil
 }
 
+// shaperTxQLen is the shaper veth's queue length: each class of its HTB
+// tree holds this many packets.
+const shaperTxQLen = 100
+
+// ensureShaper converges the shaper veth pair (ShaperName, whose HTB tree
+// holds the shaped traffic, and its peer, whose tcx ingress program sends
+// it on; overlay MTU, up) and returns the index of ShaperName.
+func (d *Driver) ensureShaper(mtu int) (int, error) {
+	l, err := d.nl.LinkByName(ShaperName)
+	var nf netlink.LinkNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return 0, fmt.Errorf("find %s: %w", ShaperName, err)
+	}
+	var peer netlink.Link
+	if l != nil {
+		peer, err = d.nl.LinkByName(shaperPeer)
+		if l.Type() != "veth" || err != nil || peer.Attrs().ParentIndex != l.Attrs().Index {
+			d.log.Warn("shaper veth has wrong settings, re-creating", "dev", ShaperName)
+			if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(l) }); err != nil {
+				return 0, fmt.Errorf("delete %s: %w", ShaperName, err)
+			}
+			l = nil
+		}
+	}
+	if l == nil {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ShaperName, MTU: mtu, TxQLen: shaperTxQLen, Flags: net.FlagUp},
+			PeerName: shaperPeer, PeerMTU: uint32(mtu)}
+		if err := d.ops.Write(writes.LinkAdd, func() error { return d.nl.LinkAdd(veth) }); err != nil {
+			return 0, fmt.Errorf("add %s: %w", ShaperName, err)
+		}
+		if l, err = d.nl.LinkByName(ShaperName); err != nil {
+			return 0, fmt.Errorf("find new %s: %w", ShaperName, err)
+		}
+		if peer, err = d.nl.LinkByName(shaperPeer); err != nil {
+			return 0, fmt.Errorf("find new %s: %w", shaperPeer, err)
+		}
+	}
+	for _, x := range []netlink.Link{l, peer} {
+		a := x.Attrs()
+		if a.MTU != mtu {
+			if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetMTU(x, mtu) }); err != nil {
+				return 0, fmt.Errorf("set %s mtu: %w", a.Name, err)
+			}
+		}
+		if a.Flags&net.FlagUp == 0 {
+			if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetUp(x) }); err != nil {
+				return 0, fmt.Errorf("set %s up: %w", a.Name, err)
+			}
+		}
+	}
+	if l.Attrs().TxQLen != shaperTxQLen {
+		if err := d.ops.Write(writes.LinkSet, func() error { return d.nl.LinkSetTxQLen(l, shaperTxQLen) }); err != nil {
+			return 0, fmt.Errorf("set %s txqueuelen: %w", ShaperName, err)
+		}
+	}
+	if err := d.ensureLink(tcxHook{name: hookShaperOut, ifindex: peer.Attrs().Index, attach: ebpf.AttachTCXIngress, prog: d.objs.FromShaper}); err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
 // cfgHold is the config map's flag for MissHold (CFG_HOLD in weft.c).
 const cfgHold = 1
+
+// mapState is what the maps Set converges held when it began.
+type mapState struct {
+	ifaces map[uint32]weftIface
+	locals map[weftVip]weftLocalEp
+	vpcs   map[uint32]weftVpc
+	pol    *policyMaps
+}
+
+func (d *Driver) readMaps() (*mapState, error) {
+	s := &mapState{pol: &policyMaps{}}
+	var err error
+	for _, r := range []error{
+		readMap(d.objs.Ifaces, "ifaces", &s.ifaces),
+		readMap(d.objs.Locals, "locals", &s.locals),
+		readMap(d.objs.Vpcs, "vpcs", &s.vpcs),
+		readMap(d.objs.PolIds, "pol_ids", &s.pol.ids),
+		readMap(d.objs.PolNets, "pol_nets", &s.pol.nets),
+		readMap(d.objs.PolPorts, "pol_ports", &s.pol.ports),
+		readMap(d.objs.PolIcmp, "pol_icmp", &s.pol.icmp),
+	} {
+		err = errors.Join(err, r)
+	}
+	return s, err
+}
+
+// putPolicies puts the policy entries of every VPC's endpoints that the
+// maps lack; a VPC whose entries do not go in is refused.
+func (d *Driver) putPolicies(n *datapath.Desired, pols map[string]*epPolicy, cur *mapState, refused map[uint32]refusal) {
+	byVNI := map[uint32][]*epPolicy{}
+	for i := range n.Endpoints {
+		if p := pols[n.Endpoints[i].ID]; p != nil {
+			byVNI[n.Endpoints[i].VNI] = append(byVNI[n.Endpoints[i].VNI], p)
+		}
+	}
+	for vni, ps := range byVNI {
+		m := policyMapsOf(ps)
+		err := errors.Join(
+			putMap(&d.ops, d.objs.PolPorts, "pol_ports", m.ports, cur.pol.ports),
+			putMap(&d.ops, d.objs.PolIcmp, "pol_icmp", m.icmp, cur.pol.icmp),
+			putMap(&d.ops, d.objs.PolIds, "pol_ids", m.ids, cur.pol.ids),
+			putMap(&d.ops, d.objs.PolNets, "pol_nets", m.nets, cur.pol.nets))
+		if err != nil {
+			refused[vni] = refusal{policy: true, err: &datapath.VPCError{VNI: vni, Err: fmt.Errorf("policy: %w", err)}}
+			for i := range n.Endpoints {
+				if n.Endpoints[i].VNI == vni {
+					delete(pols, n.Endpoints[i].ID)
+				}
+			}
+		}
+	}
+}
+
+// deletePolicies deletes the policy entries that are not wanted.
+func (d *Driver) deletePolicies(want *policyMaps, cur *mapState) error {
+	return errors.Join(
+		delMap(&d.ops, d.objs.PolNets, "pol_nets", want.nets, cur.pol.nets, nil),
+		delMap(&d.ops, d.objs.PolIds, "pol_ids", want.ids, cur.pol.ids, nil),
+		delMap(&d.ops, d.objs.PolIcmp, "pol_icmp", want.icmp, cur.pol.icmp, nil),
+		delMap(&d.ops, d.objs.PolPorts, "pol_ports", want.ports, cur.pol.ports, nil))
+}
 
 // convergeMaps makes the vpcs, subnets, locals, ifaces and counters maps
 // exactly what the VPCs and attached endpoints want (a refused VPC keeps
 // its entries), then the remotes map what Learn installed.
-func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refused map[uint32]refusal) error {
+func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refused map[uint32]refusal, pols map[string]*epPolicy, plan *qosPlan, cur *mapState) error {
 	isRefused := func(vni uint32) bool { _, ok := refused[vni]; return ok }
 	vpcs := map[uint32]weftVpc{}
 	subnets := map[weftSubnetKey]weftSubnet{}
@@ -336,19 +494,40 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 		if isRefused(v.VNI) {
 			continue
 		}
-		vpcs[v.VNI] = weftVpc{}
+		var vv weftVpc
+		if vq := plan.vpcs[v.VNI]; vq != nil {
+			vv.Minor, vv.TxMinor, vv.RxMinor = vq.minor, vq.txMinor, vq.rxMinor
+		}
+		vpcs[v.VNI] = vv
 		for _, s := range v.Subnets {
 			subnets[weftSubnetKey{Prefixlen: 32 + uint32(s.CIDR.Bits()), Vni: v.VNI, Ip: be32(s.CIDR.Addr())}] = weftSubnet{Gateway: be32(s.Gateway)}
 		}
 	}
 	locals := map[weftVip]weftLocalEp{}
 	ifaces := map[uint32]weftIface{}
-	for _, st := range eps {
+	for id, st := range eps {
 		e := &st.ep
 		var mac [6]byte
 		copy(mac[:], e.MAC)
-		locals[weftVip{Vni: e.VNI, Ip: be32(e.IP)}] = weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac}
-		ifaces[uint32(st.ifindex)] = weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac}
+		p := pols[id]
+		if p == nil {
+			p = &epPolicy{}
+		}
+		l := weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac, Flags: p.flags(), InClass: classID(p.ingress)}
+		f := weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac, Flags: p.flags(), EgClass: classID(p.egress)}
+		if e.QoS != nil {
+			f.Tos = e.QoS.DSCP << 2
+		}
+		if eq := plan.eps[id]; eq != nil {
+			f.Priority = htb.ClassID(eq.minor)
+			if eq.shaped {
+				f.Flags |= epTxShaped
+				l.Flags |= epRxShaped
+				l.RxClass = htb.ClassID(eq.rxMinor)
+			}
+		}
+		locals[vipOf(e)] = l
+		ifaces[uint32(st.ifindex)] = f
 	}
 	var errs []error
 	errs = append(errs,
@@ -387,37 +566,58 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	return errors.Join(errs...)
 }
 
-// convergeMap makes m hold exactly want, plus the entries keep selects:
-// changed entries are put first, then stale ones deleted.
-func convergeMap[K, V comparable](ops *opCounts, m *ebpf.Map, what string, want map[K]V, keep func(K, V) bool) error {
-	cur := map[K]V{}
+// readMap reads every entry of m into *out.
+func readMap[K comparable, V any](m *ebpf.Map, what string, out *map[K]V) error {
+	*out = map[K]V{}
 	var k K
 	var v V
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		cur[k] = v
+		(*out)[k] = v
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read %s map: %w", what, err)
 	}
+	return nil
+}
+
+// putMap puts the entries of want that cur lacks or holds otherwise.
+func putMap[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string, want, cur map[K]V) error {
 	var errs []error
 	for k, v := range want {
 		if c, ok := cur[k]; ok && c == v {
 			continue
 		}
-		if err := ops.write(opMapPut, func() error { return m.Put(k, v) }); err != nil {
+		if err := ops.Write(writes.MapPut, func() error { return m.Put(k, v) }); err != nil {
 			errs = append(errs, fmt.Errorf("put %s entry %+v: %w", what, k, err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// delMap deletes the entries of cur that want lacks, but those keep
+// selects.
+func delMap[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string, want, cur map[K]V, keep func(K, V) bool) error {
+	var errs []error
 	for k, v := range cur {
 		if _, ok := want[k]; ok || (keep != nil && keep(k, v)) {
 			continue
 		}
-		if err := ops.write(opMapDel, func() error { return m.Delete(k) }); err != nil {
+		if err := ops.Write(writes.MapDel, func() error { return m.Delete(k) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s entry %+v: %w", what, k, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// convergeMap makes m hold exactly want, plus the entries keep selects:
+// changed entries are put first, then stale ones deleted.
+func convergeMap[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string, want map[K]V, keep func(K, V) bool) error {
+	var cur map[K]V
+	if err := readMap(m, what, &cur); err != nil {
+		return err
+	}
+	return errors.Join(putMap(ops, m, what, want, cur), delMap(ops, m, what, want, cur, keep))
 }
 
 // convergeCounters gives every attached endpoint a (zeroed) counters
@@ -439,13 +639,13 @@ func (d *Driver) convergeCounters(ifaces map[uint32]weftIface) error {
 		if cur[k] {
 			continue
 		}
-		if err := d.ops.write(opMapPut, func() error { return d.objs.Counters.Update(k, zero, ebpf.UpdateNoExist) }); err != nil {
+		if err := d.ops.Write(writes.MapPut, func() error { return d.objs.Counters.Update(k, zero, ebpf.UpdateNoExist) }); err != nil {
 			errs = append(errs, fmt.Errorf("counters of ifindex %d: %w", k, err))
 		}
 	}
 	for k := range cur {
 		if _, ok := ifaces[k]; !ok {
-			errs = append(errs, d.ops.write(opMapDel, func() error { return d.objs.Counters.Delete(k) }))
+			errs = append(errs, d.ops.Write(writes.MapDel, func() error { return d.objs.Counters.Delete(k) }))
 		}
 	}
 	return errors.Join(errs...)
@@ -469,7 +669,7 @@ func (d *Driver) convergeSysctls(keys []sysctl, fresh bool) error {
 					continue
 				}
 			}
-			if err := d.ops.write(opSysctlSet, func() error { return os.WriteFile(path, []byte(k.value), 0o644) }); err != nil {
+			if err := d.ops.Write(writes.SysctlSet, func() error { return os.WriteFile(path, []byte(k.value), 0o644) }); err != nil {
 				return fmt.Errorf("write sysctl %s=%s: %w", k.key, k.value, err)
 			}
 		}

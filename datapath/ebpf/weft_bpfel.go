@@ -14,10 +14,11 @@ import (
 )
 
 type weftConfig struct {
-	_            structs.HostLayout
-	VxlanIfindex uint32
-	Underlay     uint32
-	Flags        uint32
+	_             structs.HostLayout
+	VxlanIfindex  uint32
+	Underlay      uint32
+	Flags         uint32
+	ShaperIfindex uint32
 }
 
 type weftCounters struct {
@@ -29,20 +30,101 @@ type weftCounters struct {
 	Drops     [8]uint64
 }
 
+type weftCt struct {
+	_        structs.HostLayout
+	Seen     uint64
+	Identity uint32
+	Flags    uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      uint8
+}
+
+type weftCtKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Src   uint32
+	Dst   uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type weftFragKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Src   uint32
+	Dst   uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type weftIcmpCodes struct {
+	_    structs.HostLayout
+	Bits [4]uint64
+}
+
+type weftIcmpKey struct {
+	_    structs.HostLayout
+	Set  uint64
+	Type uint8
+	Pad  [7]uint8
+}
+
+type weftIdKey struct {
+	_        structs.HostLayout
+	Class    uint64
+	Identity uint32
+	Pad      uint32
+}
+
 type weftIface struct {
 	_        structs.HostLayout
 	Vni      uint32
 	Ip       uint32
 	Identity uint32
 	Mac      [6]uint8
-	Pad      uint16
+	Flags    uint16
+	Priority uint32
+	Tos      uint8
+	Pad      [3]uint8
+	_        [4]byte
+	EgClass  uint64
 }
 
 type weftLocalEp struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Mac     [6]uint8
-	Pad     uint16
+	Flags   uint16
+	RxClass uint32
+	InClass uint64
+}
+
+type weftNetKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	ClassLo   uint32
+	ClassHi   uint32
+	Ip        uint32
+}
+
+type weftPolPeer struct {
+	_      structs.HostLayout
+	Set    uint64
+	Flags  uint32
+	Blocks uint32
+}
+
+type weftPortKey struct {
+	_     structs.HostLayout
+	Set   uint64
+	Proto uint8
+	Bits  uint8
+	Port  uint16
+	Pad   uint32
 }
 
 type weftRemoteEp struct {
@@ -71,26 +153,37 @@ type weftVip struct {
 }
 
 type weftVpc struct {
-	_     structs.HostLayout
-	Flags uint32
+	_       structs.HostLayout
+	Flags   uint32
+	Minor   uint16
+	TxMinor uint16
+	RxMinor uint16
+	Pad     uint16
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	weftMapConfig     = "config"
-	weftMapCounters   = "counters"
-	weftMapEvents     = "events"
-	weftMapIfaces     = "ifaces"
-	weftMapLocals     = "locals"
-	weftMapMissSeen   = "miss_seen"
-	weftMapRemotes    = "remotes"
-	weftMapSubnets    = "subnets"
-	weftMapVpcs       = "vpcs"
-	weftProgFromEp    = "from_ep"
-	weftProgFromVxlan = "from_vxlan"
-	weftProgToVxlan   = "to_vxlan"
+	weftMapConfig      = "config"
+	weftMapConns       = "conns"
+	weftMapCounters    = "counters"
+	weftMapEvents      = "events"
+	weftMapFrags       = "frags"
+	weftMapIfaces      = "ifaces"
+	weftMapLocals      = "locals"
+	weftMapMissSeen    = "miss_seen"
+	weftMapPolIcmp     = "pol_icmp"
+	weftMapPolIds      = "pol_ids"
+	weftMapPolNets     = "pol_nets"
+	weftMapPolPorts    = "pol_ports"
+	weftMapRemotes     = "remotes"
+	weftMapSubnets     = "subnets"
+	weftMapVpcs        = "vpcs"
+	weftProgFromEp     = "from_ep"
+	weftProgFromShaper = "from_shaper"
+	weftProgFromVxlan  = "from_vxlan"
+	weftProgToVxlan    = "to_vxlan"
 )
 
 // loadWeft returns the embedded CollectionSpec for weft.
@@ -135,9 +228,10 @@ type weftSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftProgramSpecs struct {
-	FromEp    *ebpf.ProgramSpec `ebpf:"from_ep"`
-	FromVxlan *ebpf.ProgramSpec `ebpf:"from_vxlan"`
-	ToVxlan   *ebpf.ProgramSpec `ebpf:"to_vxlan"`
+	FromEp     *ebpf.ProgramSpec `ebpf:"from_ep"`
+	FromShaper *ebpf.ProgramSpec `ebpf:"from_shaper"`
+	FromVxlan  *ebpf.ProgramSpec `ebpf:"from_vxlan"`
+	ToVxlan    *ebpf.ProgramSpec `ebpf:"to_vxlan"`
 }
 
 // weftMapSpecs contains maps before they are loaded into the kernel.
@@ -145,11 +239,17 @@ type weftProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type weftMapSpecs struct {
 	Config   *ebpf.MapSpec `ebpf:"config"`
+	Conns    *ebpf.MapSpec `ebpf:"conns"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Frags    *ebpf.MapSpec `ebpf:"frags"`
 	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
 	Locals   *ebpf.MapSpec `ebpf:"locals"`
 	MissSeen *ebpf.MapSpec `ebpf:"miss_seen"`
+	PolIcmp  *ebpf.MapSpec `ebpf:"pol_icmp"`
+	PolIds   *ebpf.MapSpec `ebpf:"pol_ids"`
+	PolNets  *ebpf.MapSpec `ebpf:"pol_nets"`
+	PolPorts *ebpf.MapSpec `ebpf:"pol_ports"`
 	Remotes  *ebpf.MapSpec `ebpf:"remotes"`
 	Subnets  *ebpf.MapSpec `ebpf:"subnets"`
 	Vpcs     *ebpf.MapSpec `ebpf:"vpcs"`
@@ -182,11 +282,17 @@ func (o *weftObjects) Close() error {
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftMaps struct {
 	Config   *ebpf.Map `ebpf:"config"`
+	Conns    *ebpf.Map `ebpf:"conns"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Frags    *ebpf.Map `ebpf:"frags"`
 	Ifaces   *ebpf.Map `ebpf:"ifaces"`
 	Locals   *ebpf.Map `ebpf:"locals"`
 	MissSeen *ebpf.Map `ebpf:"miss_seen"`
+	PolIcmp  *ebpf.Map `ebpf:"pol_icmp"`
+	PolIds   *ebpf.Map `ebpf:"pol_ids"`
+	PolNets  *ebpf.Map `ebpf:"pol_nets"`
+	PolPorts *ebpf.Map `ebpf:"pol_ports"`
 	Remotes  *ebpf.Map `ebpf:"remotes"`
 	Subnets  *ebpf.Map `ebpf:"subnets"`
 	Vpcs     *ebpf.Map `ebpf:"vpcs"`
@@ -195,11 +301,17 @@ type weftMaps struct {
 func (m *weftMaps) Close() error {
 	return _WeftClose(
 		m.Config,
+		m.Conns,
 		m.Counters,
 		m.Events,
+		m.Frags,
 		m.Ifaces,
 		m.Locals,
 		m.MissSeen,
+		m.PolIcmp,
+		m.PolIds,
+		m.PolNets,
+		m.PolPorts,
 		m.Remotes,
 		m.Subnets,
 		m.Vpcs,
@@ -216,14 +328,16 @@ type weftVariables struct {
 //
 // It can be passed to loadWeftObjects or ebpf.CollectionSpec.LoadAndAssign.
 type weftPrograms struct {
-	FromEp    *ebpf.Program `ebpf:"from_ep"`
-	FromVxlan *ebpf.Program `ebpf:"from_vxlan"`
-	ToVxlan   *ebpf.Program `ebpf:"to_vxlan"`
+	FromEp     *ebpf.Program `ebpf:"from_ep"`
+	FromShaper *ebpf.Program `ebpf:"from_shaper"`
+	FromVxlan  *ebpf.Program `ebpf:"from_vxlan"`
+	ToVxlan    *ebpf.Program `ebpf:"to_vxlan"`
 }
 
 func (p *weftPrograms) Close() error {
 	return _WeftClose(
 		p.FromEp,
+		p.FromShaper,
 		p.FromVxlan,
 		p.ToVxlan,
 	)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/weftnet/weft/datapath/internal/owned"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
 
@@ -69,10 +70,10 @@ func (c Config) withDefaults() Config {
 // Validate checks c (after defaults).
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	if err := checkName("host name", c.HostName); err != nil {
+	if err := owned.CheckName("host name", c.HostName); err != nil {
 		return fmt.Errorf("linux datapath config: %w", err)
 	}
-	if err := checkName("prefix", c.Prefix); err != nil {
+	if err := owned.CheckName("prefix", c.Prefix); err != nil {
 		return fmt.Errorf("linux datapath config: %w", err)
 	}
 	if !filepath.IsAbs(c.NetnsDir) || !filepath.IsAbs(c.HostNetns) {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 var (
@@ -35,7 +36,7 @@ type Driver struct {
 	names  names
 	hostNS netns.NsHandle
 	host   *netlink.Handle // in the host namespace: creates VXLAN devices
-	ops    opCounts
+	ops    writes.Counter
 
 	misses    chan datapath.Miss
 	missDrops atomic.Uint64
@@ -214,7 +215,7 @@ func (d *Driver) openVPC(vni uint32, create bool) (*vpcNS, error) {
 		if !create {
 			return nil, fmt.Errorf("vpc %d: %w", vni, err)
 		}
-		if err := d.ops.write(opNetnsAdd, func() error { return createNamedNS(d.cfg.NetnsDir, name) }); err != nil {
+		if err := d.ops.Write(writes.NetnsAdd, func() error { return createNamedNS(d.cfg.NetnsDir, name) }); err != nil {
 			return nil, fmt.Errorf("vpc %d: %w", vni, err)
 		}
 		created = true
@@ -273,7 +274,7 @@ func (d *Driver) convergeSysctls(ns netns.NsHandle, keys []sysctl, fresh bool) e
 	if len(todo) == 0 {
 		return nil
 	}
-	d.ops[opSysctlSet].Add(uint64(len(todo)))
+	d.ops.Add(writes.SysctlSet, uint64(len(todo)))
 	return writeSysctls(ns, todo)
 }
 
@@ -381,7 +382,7 @@ func (d *Driver) MissDrops() uint64 { return d.missDrops.Load() }
 
 // Counts implements datapath.Counter: every netlink write, namespace
 // add/delete and sysctl write since New.
-func (d *Driver) Counts() datapath.Counts { return d.ops.counts() }
+func (d *Driver) Counts() datapath.Counts { return d.ops.Counts() }
 
 // Status implements datapath.Driver.
 func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
@@ -447,7 +448,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 		errs = append(errs, d.removeVPC(vni))
 	}
 	for name := range eps {
-		errs = append(errs, d.ops.write(opNetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
+		errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
 	}
 	errs = append(errs, d.teardownHostQoS())
 	d.smu.Lock()
@@ -483,7 +484,7 @@ func (d *Driver) removeVPC(vni uint32) error {
 	}
 	var errs []error
 	if h != nil {
-		links, err := dump("links", h.LinkList)
+		links, err := writes.Dump("links", h.LinkList)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -491,14 +492,14 @@ func (d *Driver) removeVPC(vni uint32) error {
 			if l.Attrs().Name == "lo" {
 				continue
 			}
-			errs = append(errs, d.ops.write(opLinkDel, func() error { return h.LinkDel(l) }))
+			errs = append(errs, d.ops.Write(writes.LinkDel, func() error { return h.LinkDel(l) }))
 		}
 	}
 	if vs != nil {
 		vs.close()
 	}
 	name := d.names.vpc(vni)
-	errs = append(errs, d.ops.write(opNetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
+	errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
 	d.smu.Lock()
 	for id, st := range d.eps {
 		if st.ep.VNI == vni {

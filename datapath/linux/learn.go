@@ -11,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/nlconv"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // remoteNeigh is the neighbour entry that sends traffic for a remote
@@ -79,16 +81,16 @@ func (d *Driver) learn(r datapath.Remote) error {
 	}
 	// FDB first, so the packets the neighbour update releases can leave.
 	if vs.fdb[r.HostUnderlay] == 0 {
-		if err := d.ops.write(opFDBAdd, func() error { return vs.h.NeighSet(fdbEntry(idx, r.HostUnderlay)) }); err != nil {
+		if err := d.ops.Write(writes.FDBAdd, func() error { return vs.h.NeighSet(fdbEntry(idx, r.HostUnderlay)) }); err != nil {
 			return fmt.Errorf("add fdb for host %s: %w", r.HostUnderlay, err)
 		}
 	}
 	vs.fdb[r.HostUnderlay]++
-	o := opNeighAdd
+	o := writes.NeighAdd
 	if cur != nil {
-		o = opNeighSet
+		o = writes.NeighSet
 	}
-	if err := d.ops.write(o, func() error { return vs.h.NeighSet(remoteNeigh(idx, r.IP, r.HostUnderlay)) }); err != nil {
+	if err := d.ops.Write(o, func() error { return vs.h.NeighSet(remoteNeigh(idx, r.IP, r.HostUnderlay)) }); err != nil {
 		d.releaseFDB(vs, idx, r.HostUnderlay)
 		return fmt.Errorf("set neighbour: %w", err)
 	}
@@ -107,7 +109,7 @@ func (d *Driver) releaseFDB(vs *vpcNS, idx int, host netip.Addr) {
 		return
 	}
 	delete(vs.fdb, host)
-	if err := d.ops.write(opFDBDel, func() error { return vs.h.NeighDel(fdbEntry(idx, host)) }); err != nil {
+	if err := d.ops.Write(writes.FDBDel, func() error { return vs.h.NeighDel(fdbEntry(idx, host)) }); err != nil {
 		// Set removes unreferenced FDB entries.
 		d.log.Warn("cannot delete fdb entry", "vni", vs.vni, "host", host, "err", err)
 	}
@@ -135,7 +137,7 @@ func (d *Driver) Forget(ctx context.Context, keys []datapath.RemoteKey) error {
 			continue
 		}
 		idx := int(vs.vxIndex.Load())
-		if err := d.ops.write(opNeighDel, func() error { return vs.h.NeighDel(remoteNeigh(idx, k.IP, cur.host)) }); err != nil {
+		if err := d.ops.Write(writes.NeighDel, func() error { return vs.h.NeighDel(remoteNeigh(idx, k.IP, cur.host)) }); err != nil {
 			errs = append(errs, fmt.Errorf("linux forget %d/%s: %w", k.VNI, k.IP, err))
 			continue
 		}
@@ -161,7 +163,7 @@ func (d *Driver) adoptRemotes(vs *vpcNS) error {
 	}
 	hostOf := map[string]netip.Addr{}
 	for _, f := range fdb {
-		if dst := ipAddr(f.IP); dst.IsValid() && f.LinkIndex == idx {
+		if dst := nlconv.IPAddr(f.IP); dst.IsValid() && f.LinkIndex == idx {
 			hostOf[f.HardwareAddr.String()] = dst
 		}
 	}
@@ -173,7 +175,7 @@ func (d *Driver) adoptRemotes(vs *vpcNS) error {
 		if !ok || !bytes.Equal(VTEPMAC(host), n.HardwareAddr) {
 			continue // not one of ours: the next Set removes it
 		}
-		vs.remotes[ipAddr(n.IP)] = &remote{host: host}
+		vs.remotes[nlconv.IPAddr(n.IP)] = &remote{host: host}
 		vs.fdb[host]++
 	}
 	vs.vxIndex.Store(int32(idx))
@@ -184,11 +186,11 @@ func (d *Driver) adoptRemotes(vs *vpcNS) error {
 }
 
 func (vs *vpcNS) readRemotes(vxIndex int) (neighs, fdb []netlink.Neigh, err error) {
-	neighs, err = dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, netlink.FAMILY_V4) })
+	neighs, err = writes.Dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, nil, err
 	}
-	fdb, err = dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, unix.AF_BRIDGE) })
+	fdb, err = writes.Dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vxIndex, unix.AF_BRIDGE) })
 	return neighs, fdb, err
 }
 
@@ -210,7 +212,7 @@ func (d *Driver) convergeRemotes(vs *vpcNS, vxIndex int) error {
 		wantFDB[VTEPMAC(host).String()] = host
 	}
 	for _, f := range fdb {
-		dst := ipAddr(f.IP)
+		dst := nlconv.IPAddr(f.IP)
 		if f.LinkIndex != vxIndex || !dst.IsValid() {
 			continue
 		}
@@ -219,12 +221,12 @@ func (d *Driver) convergeRemotes(vs *vpcNS, vxIndex int) error {
 			delete(wantFDB, mac)
 			continue
 		}
-		if err := d.ops.write(opFDBDel, func() error { return vs.h.NeighDel(&f) }); err != nil {
+		if err := d.ops.Write(writes.FDBDel, func() error { return vs.h.NeighDel(&f) }); err != nil {
 			errs = append(errs, fmt.Errorf("delete fdb %s: %w", mac, err))
 		}
 	}
 	for _, host := range wantFDB {
-		if err := d.ops.write(opFDBAdd, func() error { return vs.h.NeighSet(fdbEntry(vxIndex, host)) }); err != nil {
+		if err := d.ops.Write(writes.FDBAdd, func() error { return vs.h.NeighSet(fdbEntry(vxIndex, host)) }); err != nil {
 			errs = append(errs, fmt.Errorf("add fdb for host %s: %w", host, err))
 		}
 	}
@@ -232,6 +234,6 @@ func (d *Driver) convergeRemotes(vs *vpcNS, vxIndex int) error {
 	for ip, r := range vs.remotes {
 		want = append(want, *remoteNeigh(vxIndex, ip, r.host))
 	}
-	errs = append(errs, d.convergePermanentNeighs(vs.h, neighs, want, func(n netlink.Neigh) bool { return n.LinkIndex == vxIndex }))
+	errs = append(errs, nlconv.PermanentNeighs(vs.h, &d.ops, neighs, want, func(n netlink.Neigh) bool { return n.LinkIndex == vxIndex }))
 	return errors.Join(errs...)
 }

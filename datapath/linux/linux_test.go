@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/conformance"
+	"github.com/weftnet/weft/datapath/conformance/nsprobe"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/testnet"
 	"github.com/weftnet/weft/internal/testnet/nettest"
@@ -62,7 +63,7 @@ func TestConformance(t *testing.T) {
 		n := nettest.New(t, testnet.Options{Hosts: 1})
 		h := n.Host(0)
 		return startDriver(t, n, h), hostConfig(h)
-	}, prober{})
+	}, nsprobe.Prober{})
 }
 
 // controller plays the controller for a set of drivers: it answers each

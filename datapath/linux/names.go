@@ -2,14 +2,14 @@ package linux
 
 import (
 	"crypto/sha256"
-	"encoding/base32"
-	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/datapath/internal/owned"
 )
 
 // What the driver owns is marked so that a restarted driver adopts and
@@ -32,21 +32,18 @@ const (
 	VXLANPort = 4789
 	// AliasPrefix starts the alias of an endpoint's VPC-side veth; the
 	// endpoint ID follows.
-	AliasPrefix = "weft:"
+	AliasPrefix = owned.AliasPrefix
 
 	vxlanLinkPrefix = LinkPrefix + "x"
 	vethLinkPrefix  = LinkPrefix + "e"
 	vethHashLen     = 11 // "wfte" + 11 = 15 = IFNAMSIZ-1
-	epNSHashLen     = 16
 )
-
-var gatewayMAC = [6]byte{0x02, 0x77, 0x66, 0x74, 0x67, 0x77}
 
 // GatewayMAC is the MAC of the distributed gateway (02:77:66:74:67:77, the
 // same on every host): the VPC side of every endpoint veth has it, and every
 // endpoint has a permanent neighbour entry gateway IP -> GatewayMAC, so
 // endpoints never ARP.
-func GatewayMAC() net.HardwareAddr { m := gatewayMAC; return m[:] }
+func GatewayMAC() net.HardwareAddr { return owned.GatewayMAC() }
 
 // VTEPMAC is the MAC of a host's VXLAN devices, derived from its underlay
 // address (02:77:a:b:c:d for IPv4). A sender resolves a remote endpoint IP
@@ -62,57 +59,37 @@ func VTEPMAC(underlay netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x76, s[0], s[1], s[2], s[3]}
 }
 
-var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-func hashID(id string, n int) string {
-	s := sha256.Sum256([]byte(id))
-	return b32.EncodeToString(s[:])[:n]
-}
-
 func vxlanName(vni uint32) string { return vxlanLinkPrefix + strconv.FormatUint(uint64(vni), 10) }
 
 // VethName is the name of the VPC-side veth of endpoint id.
-func VethName(id string) string { return vethLinkPrefix + hashID(id, vethHashLen) }
+func VethName(id string) string { return vethLinkPrefix + owned.Hash(id, vethHashLen) }
 
 // names builds and parses the driver's namespace names.
-type names struct {
-	base string // "<prefix>-<host>-"
-}
+type names struct{ owned.Netns }
 
-func newNames(prefix, host string) names { return names{base: prefix + "-" + host + "-"} }
+func newNames(prefix, host string) names { return names{owned.NewNetns(prefix, host)} }
 
-func (n names) vpc(vni uint32) string { return n.base + "v" + strconv.FormatUint(uint64(vni), 10) }
+func (n names) vpc(vni uint32) string { return n.Base() + "v" + strconv.FormatUint(uint64(vni), 10) }
 
 // VPCNetnsName is the name of the router namespace of VPC vni on host, as
 // a driver with Config.Prefix prefix names it (in Config.NetnsDir).
 func VPCNetnsName(prefix, host string, vni uint32) string { return newNames(prefix, host).vpc(vni) }
 
-func (n names) endpoint(id string) string { return n.base + "e" + hashID(id, epNSHashLen) }
-
 // parse reports whether name is one of ours: a VPC namespace (vni != 0) or
 // an endpoint namespace (ep true).
 func (n names) parse(name string) (vni uint32, ep bool) {
-	rest, ok := strings.CutPrefix(name, n.base)
-	if !ok || len(rest) < 2 {
-		return 0, false
-	}
-	switch rest[0] {
-	case 'v':
-		v, err := strconv.ParseUint(rest[1:], 10, 32)
-		if err != nil || v == 0 || strconv.FormatUint(v, 10) != rest[1:] {
-			return 0, false
-		}
-		return uint32(v), false
-	case 'e':
-		if len(rest) != 1+epNSHashLen {
-			return 0, false
-		}
-		if _, err := b32.DecodeString(rest[1:]); err != nil {
-			return 0, false
-		}
+	if n.IsEndpoint(name) {
 		return 0, true
 	}
-	return 0, false
+	rest, ok := strings.CutPrefix(name, n.Base()+"v")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(rest, 10, 32)
+	if err != nil || v == 0 || strconv.FormatUint(v, 10) != rest {
+		return 0, false
+	}
+	return uint32(v), false
 }
 
 func vniOfVxlan(name string) (uint32, bool) {
@@ -122,19 +99,4 @@ func vniOfVxlan(name string) (uint32, bool) {
 	}
 	v, err := strconv.ParseUint(s, 10, 32)
 	return uint32(v), err == nil
-}
-
-func aliasOf(id string) string { return AliasPrefix + id }
-
-func checkName(what, s string) error {
-	if s == "" || len(s) > 64 {
-		return fmt.Errorf("%s %q: want 1..64 characters", what, s)
-	}
-	for i, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || (i > 0 && (r == '-' || r == '_' || r == '.'))
-		if !ok {
-			return fmt.Errorf("%s %q: only letters, digits and (not first) '-', '_', '.'", what, s)
-		}
-	}
-	return nil
 }

@@ -10,7 +10,7 @@ import (
 
 func TestNames(t *testing.T) {
 	n := newNames("wft", "h1")
-	ep := n.endpoint("acme/web-1")
+	ep := n.Endpoint("acme/web-1")
 	tests := []struct {
 		name   string
 		in     string
@@ -24,7 +24,7 @@ func TestNames(t *testing.T) {
 		{"leading zero", "wft-h1-v0100", 0, false},
 		{"vni zero", "wft-h1-v0", 0, false},
 		{"short hash", "wft-h1-eabc", 0, false},
-		{"bad hash", "wft-h1-e" + strings.Repeat("1", epNSHashLen), 0, false},
+		{"bad hash", "wft-h1-e" + strings.Repeat("1", 16), 0, false},
 		{"other prefix", "wftt-h1-v100", 0, false},
 	}
 	for _, tc := range tests {

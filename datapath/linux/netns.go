@@ -59,9 +59,3 @@ func sameFile(path string, fd netns.NsHandle) bool {
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
 }
-
-// isNetns reports whether path is a pinned network namespace.
-func isNetns(path string) bool {
-	var fs unix.Statfs_t
-	return unix.Statfs(path, &fs) == nil && fs.Type == unix.NSFS_MAGIC
-}

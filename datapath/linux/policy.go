@@ -14,6 +14,8 @@ import (
 	"github.com/google/nftables/expr"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/ports"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // Compiling a VPC's policies into the content of its nftables table (see
@@ -48,7 +50,7 @@ type policyClass struct {
 	ingress bool
 	ids     []idRef           // by source identity, sorted (ingress only)
 	nets    []netRef          // by peer address: disjoint, sorted
-	ports   []*portSet        // by port set ID
+	ports   []*ports.Set      // by port set ID
 	keys    map[string]uint32 // port set key -> ID, while compiling
 }
 
@@ -64,8 +66,8 @@ type netRef struct {
 }
 
 // portSetID returns the class's ID of ps.
-func (c *policyClass) portSetID(ps *portSet) uint32 {
-	k := ps.key()
+func (c *policyClass) portSetID(ps *ports.Set) uint32 {
+	k := ps.Key()
 	if id, ok := c.keys[k]; ok {
 		return id
 	}
@@ -73,169 +75,6 @@ func (c *policyClass) portSetID(ps *portSet) uint32 {
 	c.ports = append(c.ports, ps)
 	c.keys[k] = id
 	return id
-}
-
-// portSet is what a class allows of a peer: everything, or some ports of
-// TCP/UDP/SCTP and some ICMP types and codes.
-type portSet struct {
-	all  bool
-	l4   []l4Range            // sorted by protocol and port, merged
-	icmp map[uint8]codeBitmap // the codes allowed, by type
-	k    string               // key, once computed (a set is not changed after)
-}
-
-type l4Range struct {
-	proto       uint8
-	first, last uint16
-}
-
-// codeBitmap is a set of ICMP codes.
-type codeBitmap [4]uint64
-
-// fullCodes holds every code.
-var fullCodes = codeBitmap{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
-
-func (b *codeBitmap) addRange(lo, hi int) {
-	for c := lo; c <= hi; c++ {
-		b[c/64] |= 1 << (c % 64)
-	}
-}
-
-// add adds the ports of one rule (none: everything).
-func (s *portSet) add(ports []datapath.Port) {
-	if len(ports) == 0 {
-		s.all = true
-		return
-	}
-	for _, p := range ports {
-		switch p.Protocol {
-		case datapath.ProtoICMP:
-			if s.icmp == nil {
-				s.icmp = map[uint8]codeBitmap{}
-			}
-			typLo, typHi, codeLo, codeHi := int(p.ICMPType), int(p.ICMPType), int(p.ICMPCode), int(p.ICMPCode)
-			if p.ICMPType < 0 {
-				typLo, typHi = 0, 255
-			}
-			if p.ICMPCode < 0 {
-				codeLo, codeHi = 0, 255
-			}
-			for t := typLo; t <= typHi; t++ {
-				b := s.icmp[uint8(t)]
-				b.addRange(codeLo, codeHi)
-				s.icmp[uint8(t)] = b
-			}
-		default:
-			first, last := p.First, p.Last
-			if first == 0 && last == 0 {
-				last = 65535
-			} else if last == 0 {
-				last = first
-			}
-			s.l4 = append(s.l4, l4Range{uint8(p.Protocol), first, last})
-		}
-	}
-}
-
-// union returns a new set holding both.
-func (s *portSet) union(o *portSet) *portSet {
-	u := &portSet{all: s.all || o.all}
-	if !u.all {
-		u.l4 = append(slices.Clone(s.l4), o.l4...)
-		if len(s.icmp)+len(o.icmp) > 0 {
-			u.icmp = make(map[uint8]codeBitmap, len(s.icmp)+len(o.icmp))
-			for _, m := range []map[uint8]codeBitmap{s.icmp, o.icmp} {
-				for t, b := range m {
-					c := u.icmp[t]
-					for i := range c {
-						c[i] |= b[i]
-					}
-					u.icmp[t] = c
-				}
-			}
-		}
-	}
-	u.canon()
-	return u
-}
-
-func (s *portSet) empty() bool { return !s.all && len(s.l4) == 0 && len(s.icmp) == 0 }
-
-// canon sorts and merges the port ranges (so that equal sets are equal,
-// and the kernel's interval set gets disjoint elements).
-func (s *portSet) canon() {
-	if s.all {
-		s.l4, s.icmp = nil, nil
-		return
-	}
-	slices.SortFunc(s.l4, func(a, b l4Range) int {
-		return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.first, b.first), cmp.Compare(a.last, b.last))
-	})
-	l4 := s.l4[:0]
-	for _, r := range s.l4 {
-		if n := len(l4); n > 0 && l4[n-1].proto == r.proto && uint32(r.first) <= uint32(l4[n-1].last)+1 {
-			l4[n-1].last = max(l4[n-1].last, r.last)
-			continue
-		}
-		l4 = append(l4, r)
-	}
-	s.l4 = l4
-}
-
-// portBlock is 2^bits ports from first (aligned): how a port range is
-// matched with exact lookups (the port with its low bits cleared).
-type portBlock struct {
-	proto uint8
-	first uint16
-	bits  int
-}
-
-// blocks splits the port ranges into aligned blocks, at most 2*16 per
-// range.
-func (s *portSet) blocks() []portBlock {
-	var out []portBlock
-	for _, r := range s.l4 {
-		for a, b := uint32(r.first), uint32(r.last); a <= b; {
-			bits := 0
-			for bits < 16 && a&(1<<(bits+1)-1) == 0 && a+1<<(bits+1)-1 <= b {
-				bits++
-			}
-			out = append(out, portBlock{r.proto, uint16(a), bits})
-			a += 1 << bits
-		}
-	}
-	return out
-}
-
-// key is the set's canonical text, e.g. "6:80-80,6:443-443|8:1.0.0.0,"
-// (ICMP types with their codes as a bitmap).
-func (s *portSet) key() string {
-	if s.k != "" {
-		return s.k
-	}
-	if s.all {
-		s.k = "all"
-		return s.k
-	}
-	b := make([]byte, 0, 16*len(s.l4)+8)
-	for i, r := range s.l4 {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendUint(b, uint64(r.proto), 10)
-		b = append(b, ':')
-		b = strconv.AppendUint(b, uint64(r.first), 10)
-		b = append(b, '-')
-		b = strconv.AppendUint(b, uint64(r.last), 10)
-	}
-	b = append(b, '|')
-	for t := 0; t < 256 && len(s.icmp) > 0; t++ {
-		if codes, ok := s.icmp[uint8(t)]; ok {
-			b = fmt.Appendf(b, "%d:%x.%x.%x.%x,", t, codes[0], codes[1], codes[2], codes[3])
-		}
-	}
-	s.k = string(b)
-	return s.k
 }
 
 // contentName names an object by a hash of the layout and its content.
@@ -279,21 +118,19 @@ func compilePolicies(eps []*datapath.Endpoint) (*policyTable, error) {
 // class compiles the rules of one isolated direction and returns the name
 // of its chain.
 func (t *policyTable) class(rules []datapath.Rule, ingress bool) (string, error) {
-	ids := map[uint32]*portSet{}
-	nets := map[netip.Prefix]*portSet{}
-	all := &portSet{}
+	ids := map[uint32]*ports.Set{}
+	nets := map[netip.Prefix]*ports.Set{}
+	all := &ports.Set{}
 	for _, r := range rules {
-		ps := &portSet{}
-		ps.add(r.Ports)
-		ps.canon()
+		ps := ports.Of(r.Ports)
 		if r.AllPeers {
-			all = all.union(ps)
+			all = all.Union(ps)
 			continue
 		}
 		if ingress {
 			for _, id := range r.Identities {
 				if cur := ids[id]; cur != nil {
-					ids[id] = cur.union(ps)
+					ids[id] = cur.Union(ps)
 				} else {
 					ids[id] = ps
 				}
@@ -304,7 +141,7 @@ func (t *policyTable) class(rules []datapath.Rule, ingress bool) (string, error)
 				return "", fmt.Errorf("%w: rule %q: peer %s: only IPv4 is supported", datapath.ErrInvalid, r.Name, p)
 			}
 			if cur := nets[p]; cur != nil {
-				nets[p] = cur.union(ps)
+				nets[p] = cur.Union(ps)
 			} else {
 				nets[p] = ps
 			}
@@ -345,7 +182,7 @@ func (t *policyTable) class(rules []datapath.Rule, ingress bool) (string, error)
 		b = append(b, ";p"...)
 		b = strconv.AppendUint(b, uint64(i), 10)
 		b = append(b, '=')
-		b = append(b, ps.key()...)
+		b = append(b, ps.Key()...)
 	}
 	prefix := "e_"
 	if ingress {
@@ -359,7 +196,7 @@ func (t *policyTable) class(rules []datapath.Rule, ingress bool) (string, error)
 // interval is a range of IPv4 addresses and what is allowed of them.
 type interval struct {
 	first, last uint32
-	ports       *portSet
+	ports       *ports.Set
 }
 
 // partition turns prefixes (each allowing its ports) and what every peer
@@ -367,11 +204,11 @@ type interval struct {
 // the union of what covers it; addresses allowed nothing are left out.
 // Prefixes nest or are disjoint, so a sweep with a stack of the prefixes
 // containing the current address does it in O(n log n).
-func partition(nets map[netip.Prefix]*portSet, all *portSet) []interval {
+func partition(nets map[netip.Prefix]*ports.Set, all *ports.Set) []interval {
 	type span struct {
 		first, last uint32
 		bits        int
-		ports       *portSet
+		ports       *ports.Set
 	}
 	spans := make([]span, 0, len(nets))
 	for p, ps := range nets {
@@ -382,11 +219,11 @@ func partition(nets map[netip.Prefix]*portSet, all *portSet) []interval {
 	slices.SortFunc(spans, func(a, b span) int { return cmp.Or(cmp.Compare(a.first, b.first), cmp.Compare(a.bits, b.bits)) })
 
 	var out []interval
-	emit := func(first, last uint32, ps *portSet) {
-		if ps.empty() {
+	emit := func(first, last uint32, ps *ports.Set) {
+		if ps.Empty() {
 			return
 		}
-		if n := len(out); n > 0 && uint64(out[n-1].last)+1 == uint64(first) && out[n-1].ports.key() == ps.key() {
+		if n := len(out); n > 0 && uint64(out[n-1].last)+1 == uint64(first) && out[n-1].ports.Key() == ps.Key() {
 			out[n-1].last = last
 			return
 		}
@@ -394,10 +231,10 @@ func partition(nets map[netip.Prefix]*portSet, all *portSet) []interval {
 	}
 	type open struct {
 		last  uint32
-		ports *portSet // the union of every open span and all
+		ports *ports.Set // the union of every open span and all
 	}
 	var stack []open
-	top := func() *portSet {
+	top := func() *ports.Set {
 		if len(stack) == 0 {
 			return all
 		}
@@ -420,7 +257,7 @@ func partition(nets map[netip.Prefix]*portSet, all *portSet) []interval {
 			emit(uint32(cur), s.first-1, top())
 			cur = uint64(s.first)
 		}
-		stack = append(stack, open{s.last, top().union(s.ports)})
+		stack = append(stack, open{s.last, top().Union(s.ports)})
 	}
 	closeUntil(1 << 32)
 	if cur <= 0xffffffff {
@@ -490,7 +327,7 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 			vs.nft.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Table: t, Name: "no such chain"},
 				Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}})
 		}
-		return d.ops.write(opNftCommit, vs.nft.Flush)
+		return d.ops.Write(writes.NftCommit, vs.nft.Flush)
 	}
 	var w policyWrite
 	err = vs.nft.withDeadline(func() error {
@@ -528,7 +365,7 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 	if w.judged || vs.flushPending {
 		vs.flushPending = true
 		n, err := flushDenied(vs.ns, eps)
-		d.ops[opConntrackDel].Add(uint64(n))
+		d.ops.Add(writes.ConntrackDel, uint64(n))
 		if err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/weftnet/weft/datapath"
 )
 
@@ -31,17 +29,7 @@ func (c *policyClass) judge(f datapath.Flow) bool {
 		}
 	}
 	for _, id := range ids {
-		ps := c.ports[id]
-		if ps.all {
-			return true
-		}
-		for _, b := range ps.blocks() {
-			mask := uint16(0xffff << b.bits)
-			if uint8(f.Proto) == b.proto && f.Proto != datapath.ProtoICMP && f.Port&mask == b.first {
-				return true
-			}
-		}
-		if codes, ok := ps.icmp[f.ICMPType]; ok && f.Proto == datapath.ProtoICMP && codes[f.ICMPCode/64]&(1<<(f.ICMPCode%64)) != 0 {
+		if c.ports[id].Allows(f) {
 			return true
 		}
 	}
@@ -140,25 +128,6 @@ func TestCompileMatchesSemantics(t *testing.T) {
 					t.Fatalf("case %d ingress=%v: rules %+v\nflow %+v: compiled %v, semantics %v", i, ingress, rules, f, got, want)
 				}
 			}
-		}
-	}
-}
-
-func TestPortBlocks(t *testing.T) {
-	tests := []struct {
-		first, last uint16
-		want        []portBlock
-	}{
-		{80, 80, []portBlock{{6, 80, 0}}},
-		{0, 65535, []portBlock{{6, 0, 16}}},
-		{8000, 8010, []portBlock{{6, 8000, 3}, {6, 8008, 1}, {6, 8010, 0}}},
-		{1, 7, []portBlock{{6, 1, 0}, {6, 2, 1}, {6, 4, 2}}},
-		{65534, 65535, []portBlock{{6, 65534, 1}}},
-	}
-	for _, tc := range tests {
-		ps := &portSet{l4: []l4Range{{6, tc.first, tc.last}}}
-		if diff := cmp.Diff(tc.want, ps.blocks(), cmp.AllowUnexported(portBlock{})); diff != "" {
-			t.Errorf("blocks(%d-%d) (-want +got):\n%s", tc.first, tc.last, diff)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/conformance"
+	"github.com/weftnet/weft/datapath/conformance/nsprobe"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/netnsfile"
 )
@@ -83,7 +84,7 @@ func (c *dc) probeAll(t *testing.T, cases []flowCase) {
 		cs[i] = conformance.Case{Flow: c.flow(f), Want: f.want}
 	}
 	for _, w := range conformance.CheckAll(c.ctx, cs, func(ctx context.Context, f conformance.Flow) error {
-		return probe(ctx, c.nsPath[f.From], c.nsPath[f.To], f)
+		return nsprobe.Send(ctx, c.nsPath[f.From], c.nsPath[f.To], f)
 	}) {
 		t.Error(w)
 	}
@@ -374,7 +375,7 @@ func TestPolicyMatrix(t *testing.T) {
 		open := func() conformance.Conn {
 			ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 			defer cancel()
-			conn, err := connect(ctx, c.netns(f.From), c.netns(f.To), f)
+			conn, err := nsprobe.Dial(ctx, c.netns(f.From), c.netns(f.To), f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -484,7 +485,7 @@ func TestPolicyRestartAdoptsWithoutWrites(t *testing.T) {
 	f := c.flow(flowCase{from: "acme/web", to: "acme/db", proto: datapath.ProtoTCP, port: 5432})
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	conn, err := connect(ctx, c.netns(f.From), c.netns(f.To), f)
+	conn, err := nsprobe.Dial(ctx, c.netns(f.From), c.netns(f.To), f)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/ports"
 )
 
 // Writing a VPC's policyTable into its router namespace as the nftables
@@ -608,20 +609,20 @@ func (b *batch) addClass(name string, c *policyClass) error {
 
 // addPortSets queues a class's port sets and returns, for each, the
 // expressions that look a packet up in it (with its port set ID in reg1).
-func (b *batch) addPortSets(class string, ports []*portSet) ([][]expr.Any, error) {
+func (b *batch) addPortSets(class string, sets []*ports.Set) ([][]expr.Any, error) {
 	var all, icmpType, icmpCode []nftables.SetElement
 	var l4 [17][]nftables.SetElement // by block bits
-	for id, ps := range ports {
+	for id, ps := range sets {
 		psid := ne32(uint32(id))
-		if ps.all {
+		if ps.All {
 			all = append(all, nftables.SetElement{Key: psid})
 			continue
 		}
-		for _, bl := range ps.blocks() {
-			l4[bl.bits] = append(l4[bl.bits], nftables.SetElement{Key: slices.Concat(psid, l4Key(bl.proto, bl.first))})
+		for _, bl := range ps.Blocks() {
+			l4[bl.Bits] = append(l4[bl.Bits], nftables.SetElement{Key: slices.Concat(psid, l4Key(bl.Proto, bl.First))})
 		}
-		for t, codes := range ps.icmp {
-			if codes == fullCodes {
+		for t, codes := range ps.ICMP {
+			if codes == ports.AllCodes {
 				icmpType = append(icmpType, nftables.SetElement{Key: slices.Concat(psid, []byte{t, 0, 0, 0})})
 				continue
 			}

@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/htb"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // The host namespace's part of QoS: the HTB tree on the underlay device
@@ -48,7 +50,7 @@ func readHostQoS(h *netlink.Handle, c *nftables.Conn, dev string) (*hostQoS, err
 	hs := &hostQoS{minors: map[qosKey]uint16{}, dscp: map[uint16]uint8{}}
 	var err error
 	if dev == "" {
-		qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(nil) })
+		qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(nil) })
 		if err != nil {
 			return nil, err
 		}
@@ -67,15 +69,15 @@ func readHostQoS(h *netlink.Handle, c *nftables.Conn, dev string) (*hostQoS, err
 		} else if err != nil {
 			return nil, fmt.Errorf("underlay device %s: %w", dev, err)
 		} else {
-			qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(hs.uplink) })
+			qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return h.QdiscList(hs.uplink) })
 			if err != nil {
 				return nil, fmt.Errorf("underlay device %s: %w", dev, err)
 			}
-			hs.root = rootQdisc(qs, hs.uplink.Attrs().Index)
+			hs.root = htb.Root(qs, hs.uplink.Attrs().Index)
 		}
 	}
 	if hs.root != nil && hs.root.Attrs().Handle == netlink.MakeHandle(QoSHandle, 0) {
-		if hs.classes, err = htbClasses(h, hs.uplink); err != nil {
+		if hs.classes, err = htb.Classes(h, hs.uplink); err != nil {
 			return nil, fmt.Errorf("underlay device %s: %w", hs.uplink.Attrs().Name, err)
 		}
 	}
@@ -118,18 +120,18 @@ func (d *Driver) convergeHost(p *qosPlan) error {
 	case p.capacity > 0 && hs.uplink == nil:
 		errs = append(errs, errors.New("qos: the host has a capacity but no underlay device to shape"))
 	case hs.uplink != nil:
-		var want []htbClass
+		var want []htb.Class
 		if p.capacity > 0 {
 			want = p.uplinkTree()
 		}
-		if err := d.convergeHTB(d.host, hs.uplink, hs.root, want, qosDefaultMinor); err != nil {
+		if err := htb.Converge(d.host, &d.ops, hs.uplink, hs.root, want, htb.DefaultMinor); err != nil {
 			errs = append(errs, fmt.Errorf("qos: uplink: %w", err))
 		}
 	}
 	if want := p.table(); !slices.Equal(want.contents(), hs.table) {
 		c, err := d.nftHost()
 		if err == nil {
-			err = d.ops.write(opQoSTable, func() error { return writeQoSTable(c, want, hs.table != nil) })
+			err = d.ops.Write(writes.QoSTable, func() error { return writeQoSTable(c, want, hs.table != nil) })
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("qos: table %s: %w", QoSTable, err))
@@ -161,10 +163,10 @@ func (d *Driver) teardownHostQoS() error {
 	}
 	var errs []error
 	if hs.root != nil {
-		errs = append(errs, d.ops.write(opQdiscDel, func() error { return h.QdiscDel(hs.root) }))
+		errs = append(errs, d.ops.Write(writes.QdiscDel, func() error { return h.QdiscDel(hs.root) }))
 	}
 	if hs.table != nil {
-		errs = append(errs, d.ops.write(opQoSTable, func() error { return writeQoSTable(c, nil, true) }))
+		errs = append(errs, d.ops.Write(writes.QoSTable, func() error { return writeQoSTable(c, nil, true) }))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("qos: %w", err)
@@ -456,7 +458,7 @@ func (d *Driver) snapshotHostQoS() (*hostQoS, uint64, error) {
 		return nil, 0, err
 	}
 	var capacity uint64
-	if r := hs.classes[qosRootMinor]; r != nil {
+	if r := hs.classes[htb.RootMinor]; r != nil {
 		capacity = r.Rate
 	}
 	return hs, capacity, nil
@@ -471,12 +473,12 @@ func (hs *hostQoS) enforcedQoS(k qosKey, tx map[uint16]*netlink.HtbClass, capaci
 		return nil
 	}
 	q := datapath.QoS{DSCP: hs.dscp[m], Priority: datapath.BestEffortPriority}
-	if c := tx[m]; c != nil && c.Ceil != qosUnlimited {
+	if c := tx[m]; c != nil && c.Ceil != htb.Unlimited {
 		q.MaxRateBps = c.Ceil * 8
 	}
 	if c := hs.classes[m]; c != nil {
 		q.Priority = int(c.Prio)
-		if c.Rate != qosFloor {
+		if c.Rate != htb.Floor {
 			q.MinRateBps = c.Rate * 8
 		}
 	}

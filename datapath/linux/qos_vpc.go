@@ -9,6 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/htb"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 // The VPC namespace's part of QoS: the caps. A shaped endpoint's veth gets
@@ -37,7 +39,7 @@ func (d *Driver) convergeVPCQoS(vs *vpcNS, scan *vpcScan, p *qosPlan, vni uint32
 }
 
 func (d *Driver) programVPCQoS(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
-	qs, err := dump("qdiscs", func() ([]netlink.Qdisc, error) { return vs.h.QdiscList(nil) })
+	qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return vs.h.QdiscList(nil) })
 	if err != nil {
 		return err
 	}
@@ -48,7 +50,7 @@ func (d *Driver) programVPCQoS(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
 			if ifbs[i], err = d.ensureIfb(vs, scan, name); err != nil {
 				return err
 			}
-			if err := d.convergeHTB(vs.h, ifbs[i], rootQdisc(qs, ifbs[i].Attrs().Index), tree, 0); err != nil {
+			if err := htb.Converge(vs.h, &d.ops, ifbs[i], htb.Root(qs, ifbs[i].Attrs().Index), tree, 0); err != nil {
 				return err
 			}
 		}
@@ -77,7 +79,7 @@ func (d *Driver) programVPCQoS(vs *vpcNS, scan *vpcScan, vp *qosVPC) error {
 	}
 	for _, name := range []string{qosIfbTx, qosIfbRx} {
 		if l := scan.links[name]; l != nil {
-			if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
+			if err := d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
 				return fmt.Errorf("delete %s: %w", name, err)
 			}
 			delete(scan.links, name)
@@ -95,14 +97,14 @@ const qosIfbQueue = 100
 func (d *Driver) ensureIfb(vs *vpcNS, scan *vpcScan, name string) (netlink.Link, error) {
 	l := scan.links[name]
 	if l != nil && l.Type() != "ifb" {
-		if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
+		if err := d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
 			return nil, fmt.Errorf("delete non-ifb %s: %w", name, err)
 		}
 		l = nil
 	}
 	if l == nil {
 		ifb := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, TxQLen: qosIfbQueue}}
-		if err := d.ops.write(opLinkAdd, func() error { return vs.h.LinkAdd(ifb) }); err != nil {
+		if err := d.ops.Write(writes.LinkAdd, func() error { return vs.h.LinkAdd(ifb) }); err != nil {
 			return nil, fmt.Errorf("add ifb %s: %w", name, err)
 		}
 		var err error
@@ -112,7 +114,7 @@ func (d *Driver) ensureIfb(vs *vpcNS, scan *vpcScan, name string) (netlink.Link,
 		scan.links[name] = l
 	}
 	if l.Attrs().Flags&unix.IFF_UP == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(l) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetUp(l) }); err != nil {
 			return nil, fmt.Errorf("set %s up: %w", name, err)
 		}
 	}
@@ -148,7 +150,7 @@ func (d *Driver) convergeVethQoS(h *netlink.Handle, l netlink.Link, qs []netlink
 	if clsact != nil {
 		ok := want != nil
 		for i := 0; ok && i < 2; i++ {
-			have, err := dump("filters", func() ([]netlink.Filter, error) { return h.FilterList(l, qosParents[i]) })
+			have, err := writes.Dump("filters", func() ([]netlink.Filter, error) { return h.FilterList(l, qosParents[i]) })
 			if err != nil {
 				return err
 			}
@@ -157,7 +159,7 @@ func (d *Driver) convergeVethQoS(h *netlink.Handle, l netlink.Link, qs []netlink
 		if ok {
 			return nil
 		}
-		if err := d.ops.write(opQdiscDel, func() error { return h.QdiscDel(clsact) }); err != nil {
+		if err := d.ops.Write(writes.QdiscDel, func() error { return h.QdiscDel(clsact) }); err != nil {
 			return fmt.Errorf("delete clsact: %w", err)
 		}
 	}
@@ -166,7 +168,7 @@ func (d *Driver) convergeVethQoS(h *netlink.Handle, l netlink.Link, qs []netlink
 	}
 	q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
 		Parent: netlink.HANDLE_CLSACT, Handle: netlink.MakeHandle(netlink.HANDLE_CLSACT>>16, 0)}}
-	if err := d.ops.write(opQdiscAdd, func() error { return h.QdiscAdd(q) }); err != nil {
+	if err := d.ops.Write(writes.QdiscAdd, func() error { return h.QdiscAdd(q) }); err != nil {
 		return fmt.Errorf("add clsact: %w", err)
 	}
 	fd, err := want.prog.load()
@@ -181,7 +183,7 @@ func (d *Driver) convergeVethQoS(h *netlink.Handle, l netlink.Link, qs []netlink
 		bpf := &netlink.BpfFilter{FilterAttrs: attrs(1), Fd: fd, Name: qosFilterName, DirectAction: true}
 		redirect := &netlink.U32{FilterAttrs: attrs(qosRedirectPrios[i]), Actions: []netlink.Action{netlink.NewMirredAction(want.ifbs[i])}}
 		redirect.Handle = 0 // u32 numbers its own
-		if err := d.ops.write(opFilterSet, func() error { return errors.Join(h.FilterAdd(bpf), h.FilterAdd(redirect)) }); err != nil {
+		if err := d.ops.Write(writes.FilterSet, func() error { return errors.Join(h.FilterAdd(bpf), h.FilterAdd(redirect)) }); err != nil {
 			return fmt.Errorf("add filters: %w", err)
 		}
 	}
@@ -225,7 +227,7 @@ func snapshotVPCQoS(h *netlink.Handle, scan *vpcScan) (map[uint16]*netlink.HtbCl
 	if l == nil {
 		return nil, nil
 	}
-	return htbClasses(h, l)
+	return htb.Classes(h, l)
 }
 
 // vpcQoS reconstructs a VPC's aggregate from the kernel: its cap from the
@@ -233,11 +235,11 @@ func snapshotVPCQoS(h *netlink.Handle, scan *vpcScan) (map[uint16]*netlink.HtbCl
 // (the parent of its endpoints' classes there).
 func (hs *hostQoS) vpcQoS(vni uint32, tx map[uint16]*netlink.HtbClass, capacity uint64) *datapath.VPCQoS {
 	var q datapath.VPCQoS
-	if c := tx[qosRootMinor]; c != nil && c.Ceil != qosUnlimited {
+	if c := tx[htb.RootMinor]; c != nil && c.Ceil != htb.Unlimited {
 		q.MaxRateBps = c.Ceil * 8
 	}
 	for k, m := range hs.minors {
-		if c := hs.classes[m]; k.vni == vni && c != nil && uint16(c.Parent) != qosRootMinor {
+		if c := hs.classes[m]; k.vni == vni && c != nil && uint16(c.Parent) != htb.RootMinor {
 			if vc := hs.classes[uint16(c.Parent)]; vc != nil {
 				q.MinRateBps = vc.Rate * 8
 			}

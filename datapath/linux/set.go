@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/nlconv"
+	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
 var nativeEndian = binary.NativeEndian
@@ -39,7 +41,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		return datapath.ErrClosed
 	}
 	start := time.Now()
-	before := d.ops.counts()
+	before := d.ops.Counts()
 
 	mtu := n.Host.MTU
 	if mtu == 0 {
@@ -164,22 +166,22 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	ownNS := map[string]bool{}
 	for _, e := range n.Endpoints {
 		if e.Netns == "" {
-			ownNS[d.names.endpoint(e.ID)] = true
+			ownNS[d.names.Endpoint(e.ID)] = true
 		}
 	}
 	for id, st := range d.eps {
 		if failed[st.ep.VNI] != nil && st.ep.Netns == "" {
-			ownNS[d.names.endpoint(id)] = true
+			ownNS[d.names.Endpoint(id)] = true
 		}
 	}
 	for name := range epNS {
 		if !ownNS[name] {
-			errs = append(errs, d.ops.write(opNetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
+			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
 		}
 	}
 
 	err = errors.Join(errs...)
-	if c := d.ops.counts().Sub(before); len(c) > 0 || err != nil {
+	if c := d.ops.Counts().Sub(before); len(c) > 0 || err != nil {
 		d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "writes", c.String(), "took", time.Since(start), "err", err)
 	}
 	if err != nil {
@@ -267,14 +269,14 @@ type vpcScan struct {
 // are re-read under the fast-path lock (see convergeRemotes).
 func (vs *vpcNS) scan(withFDB bool) (*vpcScan, error) {
 	s := &vpcScan{links: map[string]netlink.Link{}}
-	links, err := dump("links", vs.h.LinkList)
+	links, err := writes.Dump("links", vs.h.LinkList)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range links {
 		s.links[l.Attrs().Name] = l
 	}
-	s.routes, err = dump("routes", func() ([]netlink.Route, error) {
+	s.routes, err = writes.Dump("routes", func() ([]netlink.Route, error) {
 		return vs.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	})
@@ -282,15 +284,15 @@ func (vs *vpcNS) scan(withFDB bool) (*vpcScan, error) {
 		return nil, err
 	}
 	if lo := s.links["lo"]; lo != nil {
-		if s.loAddrs, err = dump("addresses", func() ([]netlink.Addr, error) { return vs.h.AddrList(lo, netlink.FAMILY_V4) }); err != nil {
+		if s.loAddrs, err = writes.Dump("addresses", func() ([]netlink.Addr, error) { return vs.h.AddrList(lo, netlink.FAMILY_V4) }); err != nil {
 			return nil, err
 		}
 	}
-	if s.neighs, err = dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(0, netlink.FAMILY_V4) }); err != nil {
+	if s.neighs, err = writes.Dump("neighbours", func() ([]netlink.Neigh, error) { return vs.h.NeighList(0, netlink.FAMILY_V4) }); err != nil {
 		return nil, err
 	}
 	if vx := s.links[vxlanName(vs.vni)]; vx != nil && withFDB {
-		if s.fdb, err = dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vx.Attrs().Index, unix.AF_BRIDGE) }); err != nil {
+		if s.fdb, err = writes.Dump("fdb", func() ([]netlink.Neigh, error) { return vs.h.NeighList(vx.Attrs().Index, unix.AF_BRIDGE) }); err != nil {
 			return nil, err
 		}
 	}
@@ -330,7 +332,7 @@ func (d *Driver) ensureVPC(vs *vpcNS, hc hostCfg) (*vpcScan, error) {
 		return nil, fmt.Errorf("vpc %d: %w", vs.vni, err)
 	}
 	if lo := scan.links["lo"]; lo != nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(lo) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetUp(lo) }); err != nil {
 			return nil, fmt.Errorf("vpc %d: set lo up: %w", vs.vni, err)
 		}
 	}
@@ -343,10 +345,10 @@ func (d *Driver) ensureVPC(vs *vpcNS, hc hostCfg) (*vpcScan, error) {
 // dropDetached forgets a VPC namespace whose pin was removed by someone
 // else, deleting its devices first so that its VNI is free again.
 func (d *Driver) dropDetached(vs *vpcNS) {
-	if links, err := dump("links", vs.h.LinkList); err == nil {
+	if links, err := writes.Dump("links", vs.h.LinkList); err == nil {
 		for _, l := range links {
 			if l.Attrs().Name != "lo" {
-				_ = d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) })
+				_ = d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(l) })
 			}
 		}
 	}
@@ -362,11 +364,11 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 	cur, _ := scan.links[name].(*netlink.Vxlan)
 	if l := scan.links[name]; l != nil && (cur == nil || !vxlanImmutableOK(cur, vs.vni, hc.underlay)) {
 		d.log.Warn("vxlan device has wrong settings, re-creating", "vni", vs.vni)
-		if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
+		if err := d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
 			return fmt.Errorf("delete vxlan: %w", err)
 		}
 		delete(scan.links, name)
-		scan.neighs, scan.fdb = dropLink(scan.neighs, l.Attrs().Index), nil
+		scan.neighs, scan.fdb = nlconv.DropLink(scan.neighs, l.Attrs().Index), nil
 		cur = nil
 	}
 	if cur == nil {
@@ -380,7 +382,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 		}
 		// Created through the host namespace's socket, so its UDP socket
 		// lives there (on the underlay), and placed in the VPC namespace.
-		if err := d.ops.write(opLinkAdd, func() error { return d.host.LinkAdd(vx) }); err != nil {
+		if err := d.ops.Write(writes.LinkAdd, func() error { return d.host.LinkAdd(vx) }); err != nil {
 			return fmt.Errorf("add vxlan %s: %w", name, err)
 		}
 		l, err := vs.h.LinkByName(name)
@@ -390,7 +392,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 		if err := d.convergeSysctls(vs.ns, vxlanSysctls(vs.vni), true); err != nil {
 			return err
 		}
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(l) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetUp(l) }); err != nil {
 			return fmt.Errorf("set %s up: %w", name, err)
 		}
 		vs.vxIndex.Store(int32(l.Attrs().Index))
@@ -409,17 +411,17 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 		vs.vxChecked = true
 	}
 	if cur.MTU != hc.mtu {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetMTU(cur, hc.mtu) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetMTU(cur, hc.mtu) }); err != nil {
 			return fmt.Errorf("set %s mtu: %w", name, err)
 		}
 	}
 	if !bytes.Equal(cur.HardwareAddr, mac) {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetHardwareAddr(cur, mac) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetHardwareAddr(cur, mac) }); err != nil {
 			return fmt.Errorf("set %s mac: %w", name, err)
 		}
 	}
 	if cur.Flags&net.FlagUp == 0 {
-		if err := d.ops.write(opLinkSet, func() error { return vs.h.LinkSetUp(cur) }); err != nil {
+		if err := d.ops.Write(writes.LinkSet, func() error { return vs.h.LinkSetUp(cur) }); err != nil {
 			return fmt.Errorf("set %s up: %w", name, err)
 		}
 	}
@@ -428,7 +430,7 @@ func (d *Driver) ensureVXLAN(vs *vpcNS, scan *vpcScan, hc hostCfg) error {
 
 func vxlanImmutableOK(vx *netlink.Vxlan, vni uint32, underlay netip.Addr) bool {
 	groupOK := len(vx.Group) == 0 || vx.Group.IsUnspecified()
-	return vx.VxlanId == int(vni) && ipAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
+	return vx.VxlanId == int(vni) && nlconv.IPAddr(vx.SrcAddr) == underlay && vx.Port == VXLANPort &&
 		!vx.Learning && !vx.FlowBased && groupOK && vx.GBP
 }
 
@@ -444,14 +446,14 @@ func (d *Driver) removeStaleEndpoints(vs *vpcNS, scan *vpcScan, eps []*datapath.
 		if !strings.HasPrefix(name, vethLinkPrefix) || want[name] {
 			continue
 		}
-		if err := d.ops.write(opLinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
+		if err := d.ops.Write(writes.LinkDel, func() error { return vs.h.LinkDel(l) }); err != nil {
 			errs = append(errs, fmt.Errorf("vpc %d: delete endpoint veth %s (%s): %w", vs.vni, name, l.Attrs().Alias, err))
 			continue
 		}
 		d.log.Info("endpoint removed", "vni", vs.vni, "veth", name, "alias", l.Attrs().Alias)
 		delete(scan.links, name)
-		scan.neighs = dropLink(scan.neighs, l.Attrs().Index)
-		scan.routes = dropRoutes(scan.routes, l.Attrs().Index)
+		scan.neighs = nlconv.DropLink(scan.neighs, l.Attrs().Index)
+		scan.routes = nlconv.DropRoutes(scan.routes, l.Attrs().Index)
 	}
 	return errors.Join(errs...)
 }
@@ -487,9 +489,9 @@ func (d *Driver) convergeVPC(ctx context.Context, vs *vpcNS, scan *vpcScan, v da
 	for _, s := range v.Subnets {
 		gws = append(gws, netip.PrefixFrom(s.Gateway, 32))
 	}
-	errs = append(errs, d.convergeAddrs(vs.h, scan.links["lo"], scan.loAddrs, gws, 0, true))
-	errs = append(errs, d.convergeRoutes(vs.h, scan.routes, routes))
-	errs = append(errs, d.convergePermanentNeighs(vs.h, scan.neighs, neighs, func(n netlink.Neigh) bool {
+	errs = append(errs, nlconv.Addrs(vs.h, &d.ops, scan.links["lo"], scan.loAddrs, gws, 0, true))
+	errs = append(errs, nlconv.Routes(vs.h, &d.ops, scan.routes, routes))
+	errs = append(errs, nlconv.PermanentNeighs(vs.h, &d.ops, scan.neighs, neighs, func(n netlink.Neigh) bool {
 		return n.LinkIndex != vx.Attrs().Index
 	}))
 	errs = append(errs, d.convergeRemotes(vs, vx.Attrs().Index))

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/nlconv"
 )
 
 // Snapshot implements datapath.Snapshotter. It reads the kernel, not the
@@ -65,13 +66,13 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string, hq *
 	}
 	v := datapath.SnapshotVPC{VNI: uint32(vx.VxlanId)}
 	for _, a := range scan.loAddrs {
-		if p := netPrefix(a.IPNet); !p.Addr().IsLoopback() {
+		if p := nlconv.NetPrefix(a.IPNet); !p.Addr().IsLoopback() {
 			v.Gateways = append(v.Gateways, p.Addr())
 		}
 	}
 	epIP := map[int]netip.Addr{}
 	for _, r := range scan.routes {
-		switch p := netPrefix(r.Dst); {
+		switch p := nlconv.NetPrefix(r.Dst); {
 		case r.LinkIndex == vx.Index:
 			v.CIDRs = append(v.CIDRs, p)
 		case p.Bits() == 32:
@@ -91,7 +92,7 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string, hq *
 			continue
 		}
 		if n.LinkIndex == vx.Index {
-			remoteMAC[ipAddr(n.IP)] = n.HardwareAddr.String()
+			remoteMAC[nlconv.IPAddr(n.IP)] = n.HardwareAddr.String()
 		} else {
 			epMAC[n.LinkIndex] = n.HardwareAddr.String()
 		}
@@ -108,7 +109,7 @@ func (d *Driver) snapshotVPC(s *datapath.Snapshot, vni uint32, name string, hq *
 	hostOf := map[string]netip.Addr{}
 	for _, f := range scan.fdb {
 		if f.State&netlink.NUD_PERMANENT != 0 && f.Family == unix.AF_BRIDGE {
-			hostOf[f.HardwareAddr.String()] = ipAddr(f.IP)
+			hostOf[f.HardwareAddr.String()] = nlconv.IPAddr(f.IP)
 		}
 	}
 	for ip, mac := range remoteMAC {

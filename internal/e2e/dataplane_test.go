@@ -27,6 +27,8 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/ebpf"
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/demo"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -35,11 +37,12 @@ import (
 )
 
 // The data-plane tests run the real chain: a `weft controller` process and
-// one `weft agent --datapath linux` process per host, each inside its own
-// namespace of a demo.Lab (the controller in the underlay namespace, so
-// nothing is added to the root namespace). TestDataPlane runs the
-// two-tenant example without its security policies (it checks plain
-// connectivity) plus a few endpoints; TestPolicy and TestQoS their own.
+// one `weft agent` process per host, each inside its own namespace of a
+// demo.Lab (the controller in the underlay namespace, so nothing is added
+// to the root namespace), once with `--datapath linux` and once with
+// `--datapath ebpf` (forEachDatapath). TestDataPlane runs the two-tenant
+// example without its security policies (it checks plain connectivity)
+// plus a few endpoints; TestPolicy and TestQoS their own.
 
 // dataplaneExtra adds endpoints to the example: 10 in all, both tenants on
 // all three hosts, two subnets each.
@@ -67,6 +70,19 @@ spec: {subnet: warehouse, host: h3, ip: 10.0.2.30}
 `
 
 const helloPort = 7000
+
+// migrationLossBound is the longest echo loss a migration may cause here.
+const migrationLossBound = 2 * time.Second
+
+// datapaths are the data planes the lab tests run on.
+var datapaths = []string{demo.DatapathLinux, demo.DatapathEBPF}
+
+// forEachDatapath runs fn in a subtest per data plane.
+func forEachDatapath(t *testing.T, fn func(t *testing.T, datapath string)) {
+	for _, dp := range datapaths {
+		t.Run(dp, func(t *testing.T) { fn(t, dp) })
+	}
+}
 
 // dpEnv is one lab with its controller and agents.
 type dpEnv struct {
@@ -134,11 +150,11 @@ func dataplaneDoc() []byte {
 	return []byte(strings.Join(docs, "\n---\n") + dataplaneExtra)
 }
 
-// newDPEnv builds a lab of three hosts, starts its controller, applies doc
-// and starts the agents.
-func newDPEnv(t *testing.T, doc []byte) *dpEnv {
+// newDPEnv builds a lab of three hosts whose agents run datapath, starts
+// its controller, applies doc and starts the agents.
+func newDPEnv(t *testing.T, doc []byte, datapath string) *dpEnv {
 	t.Helper()
-	e := newDPLab(t, doc)
+	e := newDPLab(t, doc, datapath)
 	for _, h := range e.lab.Hosts() {
 		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
 		e.startAgent(h.Name)
@@ -146,16 +162,16 @@ func newDPEnv(t *testing.T, doc []byte) *dpEnv {
 	return e
 }
 
-// newDPLab builds a lab of three hosts, starts its controller and applies
-// doc; it starts no agent.
-func newDPLab(t *testing.T, doc []byte) *dpEnv {
+// newDPLab builds a lab of three hosts for agents running datapath, starts
+// its controller and applies doc; it starts no agent.
+func newDPLab(t *testing.T, doc []byte, datapath string) *dpEnv {
 	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
 	}
 	prefix := testnet.DefaultPrefix()
-	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: 3}})
+	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: 3}, Datapath: datapath})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
@@ -361,8 +377,10 @@ func helloAddr(ep *apiv1.Endpoint) string {
 // TestDataPlane runs the data-plane scenarios in order on one lab (they
 // build on each other's state): the connectivity matrix, a migration, an
 // agent killed with SIGKILL, the controller down, and deleting everything.
-func TestDataPlane(t *testing.T) {
-	e := newDPEnv(t, dataplaneDoc())
+func TestDataPlane(t *testing.T) { forEachDatapath(t, testDataPlane) }
+
+func testDataPlane(t *testing.T, datapath string) {
+	e := newDPEnv(t, dataplaneDoc(), datapath)
 	eps := e.waitReady(10, 60*time.Second)
 	for _, ep := range eps {
 		e.serve(ep)
@@ -633,10 +651,8 @@ func testMigration(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	if err := os.WriteFile(f, []byte(moved), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// When does h1's VPC router send to h2? Its neighbour entry for
-	// 10.0.2.10 maps the address to the VTEP MAC of the host it is on.
-	vpcNS := filepath.Join(netnsfile.DefaultDir, fmt.Sprintf("%s-h1-v%d", e.lab.Prefix(), src.Status.VNI))
-	newMAC := linux.VTEPMAC(e.lab.HostByName("h2").UnderlayIP).String()
+	// When does h1 send to h2?
+	h2 := e.lab.HostByName("h2").UnderlayIP
 	switched := make(chan time.Duration, 1)
 	watchCtx, stopWatch := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stopWatch()
@@ -644,7 +660,7 @@ func testMigration(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	go func() {
 		defer close(switched)
 		for watchCtx.Err() == nil {
-			if mac, _ := neighMAC(vpcNS, fmt.Sprintf("wftx%d", src.Status.VNI), dst.Status.IP); mac == newMAC {
+			if to, _ := e.forwardsTo("h1", src.Status.VNI, dst.Status.IP); to == h2 {
 				switched <- time.Since(written)
 				return
 			}
@@ -658,7 +674,7 @@ func testMigration(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	ready := time.Since(written)
 	forwards, ok := <-switched
 	if !ok {
-		t.Errorf("h1's VPC router never mapped %s to h2's VTEP MAC %s", dst.Status.IP, newMAC)
+		t.Errorf("h1 never forwarded %s to h2 (%s)", dst.Status.IP, h2)
 	}
 	eventually(t, 5*time.Second, "echoes answered again after the move", func() (bool, string) {
 		return p.answeredTail(20), ""
@@ -672,6 +688,13 @@ func testMigration(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	} else {
 		t.Logf("migration h3 -> h2: %d echoes every 10 ms, %d lost, loss window %s (goal <= 200ms) starting %s after `weft apply` started; h1 forwards to h2 in %s, Ready on h2 in %s",
 			sent, lost, window.Round(time.Millisecond), firstLost.Sub(written).Round(time.Millisecond), forwards.Round(time.Millisecond), ready.Round(time.Millisecond))
+		// The goal (200 ms) is asserted only loosely: the window is how
+		// long h2's agent takes to make the endpoint, which a loaded
+		// machine stretches (585 ms seen with other work running); a
+		// broken hand-over loses seconds (an ARP retry, a lookup timeout).
+		if window > migrationLossBound {
+			t.Errorf("migration lost echoes for %s, want at most %s (goal 200ms)", window.Round(time.Millisecond), migrationLossBound)
+		}
 	}
 	db := eps["acme/db-1"]
 	if db.Status.Host != "h2" || !strings.Contains(db.Status.Netns, "-h2-") {
@@ -684,6 +707,25 @@ func testMigration(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 		t.Errorf("TCP to the moved acme/db-1: got %q, %v", got, err)
 	}
 	return eps
+}
+
+// forwardsTo returns the underlay address of the host that host sends
+// VNI vni's packets for ip to (invalid if none): with linux, the host whose
+// VTEP MAC the VPC router's neighbour entry names; with ebpf, the remote
+// the driver's pinned map holds.
+func (e *dpEnv) forwardsTo(host string, vni uint32, ip string) (netip.Addr, error) {
+	if e.lab.Datapath() == demo.DatapathEBPF {
+		a, _, err := ebpf.LookupRemote(ebpf.PinDir("/sys/fs/bpf", e.lab.Prefix(), host), datapath.RemoteKey{VNI: vni, IP: netip.MustParseAddr(ip)})
+		return a, err
+	}
+	vpcNS := filepath.Join(netnsfile.DefaultDir, linux.VPCNetnsName(e.lab.Prefix(), host, vni))
+	mac, err := neighMAC(vpcNS, fmt.Sprintf("wftx%d", vni), ip)
+	for _, h := range e.lab.Hosts() {
+		if mac != "" && linux.VTEPMAC(h.UnderlayIP).String() == mac {
+			return h.UnderlayIP, err
+		}
+	}
+	return netip.Addr{}, err
 }
 
 // neighMAC returns the link-layer address of ip's neighbour entry on dev in
@@ -716,7 +758,9 @@ func neighMAC(nsPath, dev, ip string) (string, error) {
 }
 
 // nsState is what identifies a host's data plane objects: the namespaces
-// of its agent (by inode) and the links in them (by ifindex).
+// of its agent (by inode), the links in them and the host's own (by
+// ifindex), and what the ebpf driver pinned (by the pin's inode: a map or
+// program made again is pinned again).
 func nsState(t *testing.T, e *dpEnv, host string) map[string]string {
 	t.Helper()
 	names, err := e.lab.Names()
@@ -724,6 +768,27 @@ func nsState(t *testing.T, e *dpEnv, host string) map[string]string {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
+	links := func(name, path string, keep func(string) bool) {
+		fd, err := netns.GetFromPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := netlink.NewHandleAt(fd)
+		fd.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := h.LinkList()
+		h.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range ls {
+			if keep(l.Attrs().Name) {
+				out[name+"/"+l.Attrs().Name] = fmt.Sprintf("ifindex %d", l.Attrs().Index)
+			}
+		}
+	}
 	for _, name := range names {
 		if !strings.HasPrefix(name, e.lab.Prefix()+"-"+host+"-") {
 			continue
@@ -734,31 +799,25 @@ func nsState(t *testing.T, e *dpEnv, host string) map[string]string {
 			t.Fatal(err)
 		}
 		out[name] = fmt.Sprintf("netns inode %d", st.Ino)
-		fd, err := netns.GetFromPath(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := netlink.NewHandleAt(fd)
-		fd.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		links, err := h.LinkList()
-		h.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range links {
-			out[name+"/"+l.Attrs().Name] = fmt.Sprintf("ifindex %d", l.Attrs().Index)
-		}
+		links(name, path, func(string) bool { return true })
 	}
+	links(host, e.lab.HostByName(host).Path, func(n string) bool { return strings.HasPrefix(n, linux.LinkPrefix) })
+	pins := ebpf.PinDir("/sys/fs/bpf", e.lab.Prefix(), host)
+	_ = filepath.WalkDir(pins, func(path string, d os.DirEntry, err error) error {
+		var st syscall.Stat_t
+		if err == nil && !d.IsDir() && syscall.Stat(path, &st) == nil {
+			out["pin "+strings.TrimPrefix(path, pins)] = fmt.Sprintf("inode %d", st.Ino)
+		}
+		return nil
+	})
 	return out
 }
 
 // testKillAgent kills h1's agent with SIGKILL while traffic flows from and
 // to h1 (an echo every 100 ms, none may be lost), restarts it, and checks
-// that it reconciled without replacing anything: the same namespaces and
-// links (inodes, ifindexes).
+// that it reconciled without replacing anything (the same namespaces,
+// links and pins: inodes, ifindexes) and without writing anything (its
+// driver logs every Set that writes).
 func testKillAgent(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[string]*apiv1.Endpoint {
 	before := nsState(t, e, "h1")
 	p1 := startPinger(t, eps["acme/web-1"].Status.Netns, netip.MustParseAddr(eps["acme/db-1"].Status.IP), 100*time.Millisecond)
@@ -766,6 +825,7 @@ func testKillAgent(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	time.Sleep(300 * time.Millisecond)
 	e.agents["h1"].Kill()
 	time.Sleep(1500 * time.Millisecond)
+	logFrom := len(e.logs["h1"].String())
 	e.startAgent("h1")
 	eventually(t, 30*time.Second, "h1 Alive again with its view acknowledged", func() (bool, string) {
 		o, err := e.cl.Get(context.Background(), apiv1.KindHost, "", "h1")
@@ -794,6 +854,9 @@ func testKillAgent(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint) map[s
 	}
 	if strings.Contains(e.logs["h1"].String(), "reconcile repaired drift") {
 		t.Errorf("the restarted agent repaired drift, want none:\n%s", tail(e.logs["h1"].String(), 20))
+	}
+	if log := e.logs["h1"].String()[logFrom:]; strings.Contains(log, `"msg":"datapath set"`) {
+		t.Errorf("the restarted agent wrote to its data plane, want no writes:\n%s", tail(log, 20))
 	}
 	// A peer never seen before the restart is learned by the new agent.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -914,8 +977,16 @@ func testDeleteEverything(t *testing.T, e *dpEnv, eps map[string]*apiv1.Endpoint
 		if left := leftovers(t, h.Path); len(left) > 0 {
 			t.Errorf("host %s: left behind: %v", h.Name, left)
 		}
+		if pins := ebpf.PinDir("/sys/fs/bpf", e.lab.Prefix(), h.Name); isDir(pins) {
+			t.Errorf("host %s: pins left in %s", h.Name, pins)
+		}
 	}
 	return nil
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }
 
 // leftovers lists what of ours is in the namespace at path: links named
@@ -978,16 +1049,20 @@ func leftovers(t *testing.T, path string) []string {
 }
 
 // TestDemoNoWait runs the demo flow (what `weft demo --no-wait` runs) with
-// this test's weft binary as agent, on ports of its own: every check
-// passes and nothing is left behind.
-func TestDemoNoWait(t *testing.T) {
+// this test's weft binary as agent, on ports of its own, on each data
+// plane: every check of the table passes (so both data planes show the
+// same table: its WANT column is the example's) and nothing is left
+// behind.
+func TestDemoNoWait(t *testing.T) { forEachDatapath(t, testDemoNoWait) }
+
+func testDemoNoWait(t *testing.T, datapath string) {
 	nettest.RequireRoot(t)
 	prefix := "wftdtest" // fixed: a run sweeps what a killed one left
 	var out lockedWriter
 	out.w = &bytes.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := demo.Run(ctx, demo.Config{Binary: binary(t), NoWait: true, Prefix: prefix, APIPort: 17443, AgentPort: 17444, Out: &out})
+	err := demo.Run(ctx, demo.Config{Binary: binary(t), Datapath: datapath, NoWait: true, Prefix: prefix, APIPort: 17443, AgentPort: 17444, Out: &out})
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("demo: %v", err)
@@ -1011,6 +1086,10 @@ func TestDemoNoWait(t *testing.T) {
 	}
 	if _, err := netlink.LinkByName(prefix + "-ctl"); err == nil {
 		t.Errorf("link %s-ctl left behind", prefix)
+	}
+	pins, _ := filepath.Glob(filepath.Join(filepath.Dir(ebpf.PinDir("/sys/fs/bpf", prefix, "h")), prefix+"-*"))
+	if len(pins) > 0 {
+		t.Errorf("BPF pins left behind: %v", pins)
 	}
 }
 

@@ -472,8 +472,10 @@ func (e *policyEnv) identities(t *testing.T) map[string]uint32 {
 // table, the conditions, identities, policies changed under live
 // connections, a controller restart, and a huge policy next to another
 // VPC's new endpoint.
-func TestPolicy(t *testing.T) {
-	e := &policyEnv{dpEnv: newDPEnv(t, policyDoc())}
+func TestPolicy(t *testing.T) { forEachDatapath(t, testPolicy) }
+
+func testPolicy(t *testing.T, datapath string) {
+	e := &policyEnv{dpEnv: newDPEnv(t, policyDoc(), datapath)}
 	e.eps = e.waitReady(len(policyEPs), 90*time.Second)
 	e.serveAll()
 	steps := []struct {

@@ -67,8 +67,10 @@ spec: {subnet: a, host: h1}
 // direction, to another host and on its own (the cap holds the Ethernet
 // frames: 1398 payload bytes of 1464 make the payload's ceiling 95.5), and
 // its QoSProgrammed condition is True.
-func TestQoS(t *testing.T) {
-	e := &policyEnv{dpEnv: newDPEnv(t, []byte(qosDoc))}
+func TestQoS(t *testing.T) { forEachDatapath(t, testQoS) }
+
+func testQoS(t *testing.T, datapath string) {
+	e := &policyEnv{dpEnv: newDPEnv(t, []byte(qosDoc), datapath)}
 	e.eps = e.waitReady(3, 90*time.Second)
 	e.waitProgrammed(t, 3)
 	capped, peer, neighbour := e.eps["acme/capped"], e.eps["acme/peer"], e.eps["acme/neighbour"]

@@ -286,7 +286,7 @@ func TestAgentUnit(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = netnsfile.Delete(netnsfile.DefaultDir, pinnedName) })
 	restoreNetnsDir(t)
-	e := newDPLab(t, append(demo.Example(), fmt.Sprintf(pinnedDoc, pinned)...))
+	e := newDPLab(t, append(demo.Example(), fmt.Sprintf(pinnedDoc, pinned)...), demo.DatapathLinux)
 
 	uu := newUnitUser(t)
 	unit.runExecPre(t, uu)

@@ -10,13 +10,14 @@ import (
 	"github.com/weftnet/weft/internal/testnet"
 )
 
-// AttachPart is the endpoint attach phase on one host.
+// AttachPart is the endpoint attach phase of one driver on one host.
 type AttachPart struct {
-	Endpoints int `json:"endpoints"`
+	Datapath  string `json:"datapath"`
+	Endpoints int    `json:"endpoints"`
 	// Successive: one Set per endpoint on a fresh host, each Set with one
-	// endpoint more; once with the driver's default configuration (as the
-	// agent runs it: every Set re-reads every endpoint namespace) and once
-	// with EndpointResync = 1m.
+	// endpoint more; with the driver's default configuration (as the agent
+	// runs it: every Set re-reads every endpoint namespace) and, linux,
+	// once more with EndpointResync = 1m.
 	Successive []SetSeries `json:"successive"`
 	// Batch: one Set of all endpoints on a fresh host.
 	BatchMs     float64         `json:"batchMs"`
@@ -28,7 +29,7 @@ type AttachPart struct {
 
 // SetSeries is a series of successive Sets, each attaching one endpoint.
 type SetSeries struct {
-	EndpointResync string  `json:"endpointResync"`
+	EndpointResync string  `json:"endpointResync,omitempty"`
 	PerSec         float64 `json:"attachPerSec"`
 	P50Ms          float64 `json:"p50Ms"`
 	P99Ms          float64 `json:"p99Ms"`
@@ -37,21 +38,25 @@ type SetSeries struct {
 	LastMs         float64 `json:"lastMs"`
 }
 
-func (r *dpRun) attach(ctx context.Context) (*AttachPart, error) {
-	part := &AttachPart{Endpoints: r.cfg.Attach}
+func (r *dpRun) attach(ctx context.Context, dp string) (*AttachPart, error) {
+	part := &AttachPart{Datapath: dp, Endpoints: r.cfg.Attach}
 	vpc := benchVPC(200, 1)
 	eps := make([]datapath.Endpoint, r.cfg.Attach)
 	for i := range eps {
 		eps[i] = benchEndpoint(fmt.Sprintf("bench/a%d", i), vpc.VNI, 1, i)
 	}
-	for _, resync := range []time.Duration{0, time.Minute} {
-		s, err := r.attachSuccessive(ctx, vpc, eps, resync)
+	resyncs := []time.Duration{0, time.Minute}
+	if dp == DatapathEBPF {
+		resyncs = resyncs[:1]
+	}
+	for _, resync := range resyncs {
+		s, err := r.attachSuccessive(ctx, dp, vpc, eps, resync)
 		if err != nil {
 			return part, err
 		}
 		part.Successive = append(part.Successive, *s)
-		r.status.printf("attach: %d successive Sets (EndpointResync %v): %.1f endpoints/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms (first %.2f, last %.2f)",
-			len(eps), resync, s.PerSec, s.P50Ms, s.P99Ms, s.MaxMs, s.FirstMs, s.LastMs)
+		r.status.printf("attach %s: %d successive Sets%s: %.1f endpoints/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms (first %.2f, last %.2f)",
+			dp, len(eps), resyncNote(dp, resync), s.PerSec, s.P50Ms, s.P99Ms, s.MaxMs, s.FirstMs, s.LastMs)
 	}
 
 	// One Set of all on a fresh host.
@@ -61,11 +66,11 @@ func (r *dpRun) attach(ctx context.Context) (*AttachPart, error) {
 	}
 	defer r.closeNet(n)
 	h := n.Host(0)
-	d, err := r.newDriver(ctx, n, h, linux.Config{})
+	d, err := r.newDataplane(ctx, dp, n, h, linux.Config{})
 	if err != nil {
 		return part, err
 	}
-	defer d.Close()
+	defer r.closeDataplane(d)
 	if err := d.Set(ctx, &datapath.Desired{Host: hostOf(h), VPCs: []datapath.VPC{vpc}}); err != nil {
 		return part, err
 	}
@@ -81,32 +86,40 @@ func (r *dpRun) attach(ctx context.Context) (*AttachPart, error) {
 	part.BatchMs = msOf(dt)
 	part.BatchPerSec = round3(float64(len(eps)) / dt.Seconds())
 	part.BatchMeanMs = round3(part.BatchMs / float64(len(eps)))
-	r.status.printf("attach: one Set of %d endpoints: %.0f ms, %.1f endpoints/s, %.1f writes each",
-		len(eps), part.BatchMs, part.BatchPerSec, part.WritesPerEP)
+	r.status.printf("attach %s: one Set of %d endpoints: %.0f ms, %.1f endpoints/s, %.1f writes each",
+		dp, len(eps), part.BatchMs, part.BatchPerSec, part.WritesPerEP)
 	return part, nil
+}
+
+// resyncNote says which EndpointResync a linux series ran with.
+func resyncNote(dp string, resync time.Duration) string {
+	if dp == DatapathEBPF {
+		return ""
+	}
+	return fmt.Sprintf(" (EndpointResync %v)", resync)
 }
 
 // attachSuccessive attaches eps on a fresh host one Set at a time, each
 // Set with one endpoint more than the one before.
-func (r *dpRun) attachSuccessive(ctx context.Context, vpc datapath.VPC, eps []datapath.Endpoint, resync time.Duration) (*SetSeries, error) {
+func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VPC, eps []datapath.Endpoint, resync time.Duration) (*SetSeries, error) {
 	n, err := r.newNet(testnet.Options{Hosts: 1})
 	if err != nil {
 		return nil, err
 	}
 	defer r.closeNet(n)
 	h := n.Host(0)
-	d, err := r.newDriver(ctx, n, h, linux.Config{EndpointResync: resync})
+	d, err := r.newDataplane(ctx, dp, n, h, linux.Config{EndpointResync: resync})
 	if err != nil {
 		return nil, err
 	}
-	defer d.Close()
+	defer r.closeDataplane(d)
 	if err := d.Set(ctx, &datapath.Desired{Host: hostOf(h), VPCs: []datapath.VPC{vpc}}); err != nil {
 		return nil, err
 	}
 	took := make([]time.Duration, 0, len(eps))
 	var total time.Duration
 	for i := range eps {
-		r.status.set("attach: successive Set %d/%d (EndpointResync %v)", i+1, len(eps), resync)
+		r.status.set("attach %s: successive Set %d/%d%s", dp, i+1, len(eps), resyncNote(dp, resync))
 		t0 := time.Now()
 		if err := d.Set(ctx, &datapath.Desired{Host: hostOf(h), VPCs: []datapath.VPC{vpc}, Endpoints: eps[:i+1]}); err != nil {
 			return nil, fmt.Errorf("successive set %d: %w", i+1, err)
@@ -115,7 +128,11 @@ func (r *dpRun) attachSuccessive(ctx context.Context, vpc datapath.VPC, eps []da
 		took = append(took, dt)
 		total += dt
 	}
-	return &SetSeries{EndpointResync: resync.String(), PerSec: round3(float64(len(eps)) / total.Seconds()),
+	s := &SetSeries{PerSec: round3(float64(len(eps)) / total.Seconds()),
 		P50Ms: percentileMs(took, 50), P99Ms: percentileMs(took, 99), MaxMs: percentileMs(took, 100),
-		FirstMs: msOf(took[0]), LastMs: msOf(took[len(took)-1])}, nil
+		FirstMs: msOf(took[0]), LastMs: msOf(took[len(took)-1])}
+	if dp != DatapathEBPF {
+		s.EndpointResync = resync.String()
+	}
+	return s, nil
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/weftnet/weft/internal/testnet"
 )
 
-// FirstPacket is the first-packet latency phase.
+// FirstPacket is the first-packet latency phase of one driver.
 type FirstPacket struct {
-	Peers int `json:"peers"`
+	Datapath string `json:"datapath"`
+	Peers    int    `json:"peers"`
 	// BothMiss: the peer's host has not learned the sender either, so the
 	// request and the reply are both held for a miss.
 	P50Ms  float64 `json:"p50Ms"`
@@ -79,8 +80,8 @@ func (a *missAnswerer) serve(d datapath.Driver) {
 // Close stops answering and waits for the answerers.
 func (a *missAnswerer) Close() error { return a.life.Close() }
 
-func (r *dpRun) firstPacket(ctx context.Context) (*FirstPacket, error) {
-	part := &FirstPacket{Peers: r.cfg.Peers}
+func (r *dpRun) firstPacket(ctx context.Context, dp string) (*FirstPacket, error) {
+	part := &FirstPacket{Datapath: dp, Peers: r.cfg.Peers}
 	n, err := r.newNet(testnet.Options{Hosts: 2})
 	if err != nil {
 		return nil, err
@@ -97,15 +98,15 @@ func (r *dpRun) firstPacket(ctx context.Context) (*FirstPacket, error) {
 	for _, p := range peers {
 		ans.table[datapath.RemoteKey{VNI: vpc.VNI, IP: p.IP}] = datapath.Remote{VNI: vpc.VNI, IP: p.IP, MAC: p.MAC, HostUnderlay: n.Host(1).UnderlayIP, Epoch: 1}
 	}
-	var ds []*linux.Driver
+	var ds []dataplane
 	defer func() {
 		ans.Close()
 		for _, d := range ds {
-			d.Close()
+			r.closeDataplane(d)
 		}
 	}()
 	for i, h := range n.Hosts() {
-		d, err := r.newDriver(ctx, n, h, linux.Config{})
+		d, err := r.newDataplane(ctx, dp, n, h, linux.Config{})
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +115,7 @@ func (r *dpRun) firstPacket(ctx context.Context) (*FirstPacket, error) {
 		if i == 1 {
 			want.Endpoints = peers
 		}
-		r.status.set("firstpacket: attaching %d endpoints on %s", len(want.Endpoints), h.Name)
+		r.status.set("firstpacket %s: attaching %d endpoints on %s", dp, len(want.Endpoints), h.Name)
 		if err := d.Set(ctx, want); err != nil {
 			return nil, err
 		}
@@ -124,7 +125,7 @@ func (r *dpRun) firstPacket(ctx context.Context) (*FirstPacket, error) {
 	var first, warm []time.Duration
 	srcKey := []datapath.RemoteKey{{VNI: vpc.VNI, IP: src.IP}}
 	for i, p := range peers {
-		r.status.set("firstpacket: peer %d/%d", i+1, len(peers))
+		r.status.set("firstpacket %s: peer %d/%d", dp, i+1, len(peers))
 		// The peer's host forgets the sender, so the reply misses too.
 		if err := ds[1].Forget(ctx, srcKey); err != nil {
 			return nil, err
@@ -153,8 +154,8 @@ func (r *dpRun) firstPacket(ctx context.Context) (*FirstPacket, error) {
 	ans.mu.Unlock()
 	part.P50Ms, part.P99Ms, part.MaxMs = percentileMs(first, 50), percentileMs(first, 99), percentileMs(first, 100)
 	part.WarmP50Ms = percentileMs(warm, 50)
-	r.status.printf("firstpacket: %d never-seen peers: p50 %.3f ms, p99 %.3f ms, max %.3f ms, %d lost (warm p50 %.3f ms; %d misses answered)",
-		len(peers), part.P50Ms, part.P99Ms, part.MaxMs, part.Lost, part.WarmP50Ms, part.Misses)
+	r.status.printf("firstpacket %s: %d never-seen peers: p50 %.3f ms, p99 %.3f ms, max %.3f ms, %d lost (warm p50 %.3f ms; %d misses answered)",
+		dp, len(peers), part.P50Ms, part.P99Ms, part.MaxMs, part.Lost, part.WarmP50Ms, part.Misses)
 	if lerr != nil {
 		return part, fmt.Errorf("learn: %w", lerr)
 	}

@@ -10,10 +10,12 @@ import (
 	"github.com/weftnet/weft/internal/testnet"
 )
 
-// ResyncPart is the restart phase: a fresh driver adopts a host's state.
+// ResyncPart is the restart phase of one driver: a fresh driver adopts a
+// host's state.
 type ResyncPart struct {
-	Endpoints int `json:"endpoints"`
-	VPCs      int `json:"vpcs"`
+	Datapath  string `json:"datapath"`
+	Endpoints int    `json:"endpoints"`
+	VPCs      int    `json:"vpcs"`
 	// BuildMs is the first driver's one Set of everything.
 	BuildMs float64 `json:"buildMs"`
 	// NewMs (linux.New, adopting the namespaces) + SetMs (the same desired
@@ -28,8 +30,8 @@ type ResyncPart struct {
 	PingMaxRTTMs float64 `json:"pingMaxRttMs"`
 }
 
-func (r *dpRun) resync(ctx context.Context) (*ResyncPart, error) {
-	part := &ResyncPart{Endpoints: r.cfg.Resync, VPCs: r.cfg.ResyncVPCs}
+func (r *dpRun) resync(ctx context.Context, dp string) (*ResyncPart, error) {
+	part := &ResyncPart{Datapath: dp, Endpoints: r.cfg.Resync, VPCs: r.cfg.ResyncVPCs}
 	n, err := r.newNet(testnet.Options{Hosts: 2})
 	if err != nil {
 		return nil, err
@@ -47,28 +49,28 @@ func (r *dpRun) resync(ctx context.Context) (*ResyncPart, error) {
 	// The ping target is endpoint 0 (VPC 1000); its peer lives on h1.
 	target := want.Endpoints[0]
 	peer := benchEndpoint("bench/peer", target.VNI, byte(10), r.cfg.Resync) // above every local index
-	d0, err := r.newDriver(ctx, n, h0, linux.Config{})
+	d0, err := r.newDataplane(ctx, dp, n, h0, linux.Config{})
 	if err != nil {
 		return nil, err
 	}
-	d1, err := r.newDriver(ctx, n, h1, linux.Config{})
+	d1, err := r.newDataplane(ctx, dp, n, h1, linux.Config{})
 	if err != nil {
-		d0.Close()
+		r.closeDataplane(d0)
 		return nil, err
 	}
-	var drivers = []*linux.Driver{d0, d1}
+	var drivers = []dataplane{d0, d1}
 	defer func() {
 		for _, d := range drivers {
-			d.Close()
+			r.closeDataplane(d)
 		}
 	}()
-	r.status.set("resync: attaching %d endpoints in %d VPCs", r.cfg.Resync, r.cfg.ResyncVPCs)
+	r.status.set("resync %s: attaching %d endpoints in %d VPCs", dp, r.cfg.Resync, r.cfg.ResyncVPCs)
 	t0 := time.Now()
 	if err := d0.Set(ctx, want); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
 	part.BuildMs = msOf(time.Since(t0))
-	r.status.printf("resync: %d endpoints in %d VPCs attached in one Set in %.0f ms", r.cfg.Resync, r.cfg.ResyncVPCs, part.BuildMs)
+	r.status.printf("resync %s: %d endpoints in %d VPCs attached in one Set in %.0f ms", dp, r.cfg.Resync, r.cfg.ResyncVPCs, part.BuildMs)
 	if err := d1.Set(ctx, &datapath.Desired{Host: hostOf(h1), VPCs: want.VPCs[:1], Endpoints: []datapath.Endpoint{peer}}); err != nil {
 		return nil, err
 	}
@@ -97,11 +99,12 @@ func (r *dpRun) resync(ctx context.Context) (*ResyncPart, error) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 
-	// The restart: the old driver goes, a new one adopts and converges.
-	r.status.set("resync: restarting the driver of %s", h0.Name)
+	// The restart: the old driver goes (its data plane stays), a new one
+	// adopts and converges.
+	r.status.set("resync %s: restarting the driver of %s", dp, h0.Name)
 	d0.Close()
 	t0 = time.Now()
-	nd, err := r.newDriver(ctx, n, h0, linux.Config{})
+	nd, err := r.newDataplane(ctx, dp, n, h0, linux.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("restart: %w", err)
 	}
@@ -119,7 +122,7 @@ func (r *dpRun) resync(ctx context.Context) (*ResyncPart, error) {
 	stopped = true
 	ps, perr := pinger.Stop(200 * time.Millisecond)
 	part.PingSent, part.PingLost, part.PingMaxRTTMs = ps.Sent, len(ps.Lost), msOf(ps.MaxRTT)
-	r.status.printf("resync: %d endpoints: New %.0f ms + Set %.0f ms = %.0f ms, %d writes; ping across it: %d sent, %d lost",
-		r.cfg.Resync, part.NewMs, part.SetMs, part.ResyncMs, part.Writes.Total(), part.PingSent, part.PingLost)
+	r.status.printf("resync %s: %d endpoints: New %.0f ms + Set %.0f ms = %.0f ms, %d writes; ping across it: %d sent, %d lost",
+		dp, r.cfg.Resync, part.NewMs, part.SetMs, part.ResyncMs, part.Writes.Total(), part.PingSent, part.PingLost)
 	return part, perr
 }

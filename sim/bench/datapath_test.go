@@ -13,8 +13,8 @@ import (
 )
 
 // TestDatapathSmoke runs every phase of the data plane benchmark at a tiny
-// size, so that CI exercises it. It checks that the run works and that the
-// figures are consistent, not how fast anything is.
+// size, with both drivers, so that CI exercises it. It checks that the run
+// works and that the figures are consistent, not how fast anything is.
 func TestDatapathSmoke(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the datapath benchmark creates network namespaces, veths and VXLAN devices")
@@ -22,8 +22,8 @@ func TestDatapathSmoke(t *testing.T) {
 	off := false
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	rep, err := Datapath(ctx, DatapathConfig{
-		Rounds: 1, Warmup: 50 * time.Millisecond, Duration: 200 * time.Millisecond, Tunings: &off,
+	rep, err := Datapath(ctx, DatapathConfig{Datapaths: []string{DatapathLinux, DatapathEBPF},
+		Rounds: 1, Warmup: 50 * time.Millisecond, Duration: 200 * time.Millisecond, Tunings: &off, LatencyDuration: 50 * time.Millisecond,
 		UnderlayMTUs: []int{1500}, Attach: 3, Peers: 3, Resync: 4, ResyncVPCs: 2, PingInterval: 5 * time.Millisecond,
 		Progress: t.Output(),
 	})
@@ -33,21 +33,26 @@ func TestDatapathSmoke(t *testing.T) {
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	t.Logf("report:\n%s", b)
 
-	if rep.Tput == nil || len(rep.Tput.Final) != 1 {
-		t.Fatalf("throughput: %+v, want one final result", rep.Tput)
+	if rep.Tput == nil || len(rep.Tput.Final) != 2 {
+		t.Fatalf("throughput: %+v, want a final result per driver", rep.Tput)
 	}
-	f := rep.Tput.Final[0]
-	if f.VethGbps <= 0 || f.OverlayGbps <= 0 || f.OverlayMTU != 1450 {
-		t.Errorf("throughput final = %+v, want both paths carrying data with an overlay MTU of 1450", f)
+	for i, dp := range []string{DatapathLinux, DatapathEBPF} {
+		f := rep.Tput.Final[i]
+		if f.Datapath != dp || f.VethGbps <= 0 || f.OverlayGbps <= 0 || f.OverlayMTU != 1450 {
+			t.Errorf("throughput final %d = %+v, want %s's and the veth pair carrying data with an overlay MTU of 1450", i, f, dp)
+		}
+		if a := rep.Attach[i]; a.Datapath != dp || a.Endpoints != 3 || len(a.Successive) == 0 || a.Successive[0].PerSec <= 0 || a.BatchPerSec <= 0 || a.BatchWrites.Total() == 0 {
+			t.Errorf("attach %s = %+v", dp, a)
+		}
+		if fp := rep.First[i]; fp.Datapath != dp || fp.Lost != 0 || fp.P50Ms <= 0 || fp.Misses < 3 {
+			t.Errorf("first packet = %+v, want %s's 3 peers answered, none lost", fp, dp)
+		}
+		if rs := rep.Resync[i]; rs.Datapath != dp || rs.Writes.Total() != 0 || rs.PingSent == 0 || rs.PingLost != 0 {
+			t.Errorf("resync = %+v, want %s with no writes and no lost ping", rs, dp)
+		}
 	}
-	if a := rep.Attach; a == nil || a.Endpoints != 3 || len(a.Successive) != 2 || a.Successive[0].PerSec <= 0 || a.BatchPerSec <= 0 || a.BatchWrites.Total() == 0 {
-		t.Errorf("attach = %+v", a)
-	}
-	if fp := rep.First; fp == nil || fp.Lost != 0 || fp.P50Ms <= 0 || fp.Misses < 3 {
-		t.Errorf("first packet = %+v, want 3 peers answered, none lost", fp)
-	}
-	if rs := rep.Resync; rs == nil || rs.Writes.Total() != 0 || rs.PingSent == 0 || rs.PingLost != 0 {
-		t.Errorf("resync = %+v, want no writes and no lost ping", rs)
+	if l := rep.Latency; l == nil || len(l.Paths) != 3 || l.Paths[2].Path != "overlay ebpf" || l.Paths[2].Transactions == 0 || l.Paths[2].P99Us <= 0 {
+		t.Errorf("latency = %+v, want the veth pair and both overlays measured", l)
 	}
 	leftOver(t)
 }
@@ -77,9 +82,16 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-// leftOver fails the test for every namespace of this process's runs.
+// leftOver fails the test for every namespace and ebpf pin directory of
+// this process's runs.
 func leftOver(t *testing.T) {
 	t.Helper()
+	pins, _ := os.ReadDir("/sys/fs/bpf/weft")
+	for _, e := range pins {
+		if ownedByThisProcess(e.Name()) {
+			t.Errorf("pins %s left behind", e.Name())
+		}
+	}
 	names, err := os.ReadDir("/var/run/netns")
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +121,9 @@ func TestDatapathPrint(t *testing.T) {
 	}
 	if p := os.Getenv("DP_PHASES"); p != "" {
 		cfg.Phases = strings.Split(p, ",")
+	}
+	if p := os.Getenv("DP_DATAPATHS"); p != "" {
+		cfg.Datapaths = strings.Split(p, ",")
 	}
 	if os.Getenv("DP_NO_TUNING") != "" {
 		off := false

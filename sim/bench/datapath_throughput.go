@@ -20,9 +20,10 @@ import (
 	"github.com/weftnet/weft/internal/testnet"
 )
 
-// ThroughputPart is the throughput phase: the tuning table (each step adds
-// one change to the kept ones before it, on the first underlay MTU) and the
-// final configuration on every underlay MTU.
+// ThroughputPart is the throughput phase: the linux driver's tuning table
+// (each step adds one change to the kept ones before it, on the first
+// underlay MTU) and the final configuration of every driver on every
+// underlay MTU, the drivers' overlays measured in the same rounds.
 type ThroughputPart struct {
 	Tool   string       `json:"tool"`
 	Tuning []TputResult `json:"tuning,omitempty"`
@@ -32,6 +33,7 @@ type ThroughputPart struct {
 // TputResult is one configuration measured against the veth baseline in
 // interleaved rounds.
 type TputResult struct {
+	Datapath    string `json:"datapath"`
 	Step        string `json:"step"`
 	Why         string `json:"why,omitempty"`
 	Kept        bool   `json:"kept"`
@@ -109,9 +111,10 @@ type tputStep struct {
 
 // tputSetup is what a step may change.
 type tputSetup struct {
-	net    testnet.Options
-	driver linux.Config
-	after  []func(context.Context, *overlayPair) error
+	net      testnet.Options
+	datapath string // default linux
+	untuned  bool   // linux.Config.Untuned
+	after    []func(context.Context, *overlayPair) error
 }
 
 func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
@@ -129,20 +132,21 @@ func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
 	}
 	steps := tuningSteps(r.cfg.UnderlayMTUs[0])
 	base := tputSetup{net: testnet.Options{Hosts: 2, MTU: r.cfg.UnderlayMTUs[0]}}
-	if *r.cfg.Tunings {
+	if *r.cfg.Tunings && slices.Contains(r.cfg.Datapaths, DatapathLinux) {
 		cur := base
 		cur.net.BridgeNetfilter = true
-		cur.driver.Untuned = true
+		cur.untuned = true
 		for i, st := range steps {
 			s := cur
 			s.after = slices.Clone(cur.after)
 			if st.apply != nil {
 				st.apply(&s)
 			}
-			res, err := r.measureSetup(ctx, s, fmt.Sprintf("tuning %d/%d %s", i+1, len(steps), st.name))
+			ress, err := r.measureSetup(ctx, []tputSetup{s}, fmt.Sprintf("tuning %d/%d %s", i+1, len(steps), st.name))
 			if err != nil {
 				return part, err
 			}
+			res := ress[0]
 			res.Step, res.Why, res.Kept = st.name, st.why, st.keep
 			part.Tuning = append(part.Tuning, *res)
 			r.status.printf("throughput: %-40s mtu %d: veth %.2f, underlay %.2f, overlay %.2f Gbit/s; overlay/veth %.3f (%.3f..%.3f), overlay/underlay %.3f; best rounds %.3f",
@@ -153,16 +157,23 @@ func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
 		}
 	}
 	for _, mtu := range r.cfg.UnderlayMTUs {
-		s := base
-		s.net.MTU = mtu
-		res, err := r.measureSetup(ctx, s, fmt.Sprintf("final mtu %d", mtu))
+		var setups []tputSetup
+		for _, dp := range r.cfg.Datapaths {
+			s := base
+			s.net.MTU, s.datapath = mtu, dp
+			setups = append(setups, s)
+		}
+		ress, err := r.measureSetup(ctx, setups, fmt.Sprintf("final mtu %d", mtu))
 		if err != nil {
 			return part, err
 		}
-		res.Step, res.Kept = "final", true
-		part.Final = append(part.Final, *res)
-		r.status.printf("throughput: final, underlay mtu %d: veth %.2f, underlay %.2f, overlay %.2f Gbit/s; overlay/veth %.3f (%.3f..%.3f), overlay/underlay %.3f; best rounds %.3f",
-			mtu, res.VethGbps, res.UnderlayGbps, res.OverlayGbps, res.Ratio, res.RatioMin, res.RatioMax, res.OverlayToUnderlay, res.BestRatio)
+		for _, res := range ress {
+			res.Step, res.Kept = "final", true
+			part.Final = append(part.Final, *res)
+			r.status.printf("throughput: final %s, underlay mtu %d: veth %.2f, underlay %.2f, overlay %.2f Gbit/s; overlay/veth %.3f (%.3f..%.3f), overlay/underlay %.3f; best rounds %.3f; CPU ms/GB sender %.1f receiver %.1f (veth %.1f, %.1f)",
+				res.Datapath, mtu, res.VethGbps, res.UnderlayGbps, res.OverlayGbps, res.Ratio, res.RatioMin, res.RatioMax, res.OverlayToUnderlay, res.BestRatio,
+				res.OverlayCPU.SenderMsPerGB, res.OverlayCPU.ReceiverMsPerGB, res.VethCPU.SenderMsPerGB, res.VethCPU.ReceiverMsPerGB)
+		}
 	}
 	return part, nil
 }
@@ -177,7 +188,7 @@ func tuningSteps(mtu int) []tputStep {
 			apply: func(s *tputSetup) { s.net.BridgeNetfilter = false }},
 		{name: "router namespace without early demux", keep: true,
 			why:   "driver tuning: a forwarding-only namespace has no sockets to demux to",
-			apply: func(s *tputSetup) { s.driver.Untuned = false }},
+			apply: func(s *tputSetup) { s.untuned = false }},
 		{name: "rp_filter off in the router namespaces", keep: false,
 			why:   "experiment, not kept: strict reverse-path filtering costs a FIB lookup per packet but stops endpoints from spoofing addresses",
 			apply: func(s *tputSetup) { s.after = append(s.after, rpFilterOff) }},
@@ -208,8 +219,9 @@ func rpFilterOff(_ context.Context, o *overlayPair) error {
 // overlayPair is the overlay of a throughput measurement: two hosts, one
 // endpoint each, learned both ways, and the veth pair to compare with.
 type overlayPair struct {
+	r       *dpRun
 	net     *testnet.Net
-	drivers []*linux.Driver
+	drivers []dataplane
 	eps     []datapath.EndpointStatus
 	ips     []netip.Addr
 	veth    *testnet.VethPair
@@ -218,7 +230,7 @@ type overlayPair struct {
 
 func (o *overlayPair) close() {
 	for _, d := range o.drivers {
-		d.Close()
+		o.r.closeDataplane(d)
 	}
 }
 
@@ -227,7 +239,7 @@ func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error
 	if err != nil {
 		return nil, err
 	}
-	o := &overlayPair{net: n, mtu: s.net.MTU - datapath.VXLANOverhead}
+	o := &overlayPair{r: r, net: n, mtu: s.net.MTU - datapath.VXLANOverhead}
 	ok := false
 	defer func() {
 		if !ok {
@@ -238,7 +250,7 @@ func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error
 	vpc := benchVPC(100, 0)
 	var eps []datapath.Endpoint
 	for i, h := range n.Hosts() {
-		d, err := r.newDriver(ctx, n, h, s.driver)
+		d, err := r.newDataplane(ctx, s.datapath, n, h, linux.Config{Untuned: s.untuned})
 		if err != nil {
 			return nil, err
 		}
@@ -317,18 +329,33 @@ func pathCheck(ctx context.Context, from string, dst netip.Addr) error {
 	return nil
 }
 
-func (r *dpRun) measureSetup(ctx context.Context, s tputSetup, label string) (*TputResult, error) {
-	o, err := r.buildPair(ctx, s)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", label, err)
+// measureSetup builds a pair for each setup (their test nets alike but
+// for the driver) and measures, in interleaved rounds, the veth pair and
+// the underlay of the first and every pair's overlay: a result per setup,
+// the baselines shared.
+func (r *dpRun) measureSetup(ctx context.Context, setups []tputSetup, label string) ([]*TputResult, error) {
+	var pairs []*overlayPair
+	defer func() {
+		for _, o := range pairs {
+			o.close()
+			r.closeNet(o.net)
+		}
+	}()
+	for _, s := range setups {
+		o, err := r.buildPair(ctx, s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", label, err)
+		}
+		pairs = append(pairs, o)
 	}
-	defer r.closeNet(o.net)
-	defer o.close()
+	o := pairs[0]
 	h0, h1 := o.net.Host(0), o.net.Host(1)
 	paths := []*tputPath{
 		{name: "veth", from: o.veth.APath, to: o.veth.BPath, dst: netip.AddrPortFrom(o.veth.B.Addr(), 5201)},
 		{name: "underlay", from: h0.Path, to: h1.Path, dst: netip.AddrPortFrom(h1.UnderlayIP, 5201)},
-		{name: "overlay", from: o.eps[0].Netns, to: o.eps[1].Netns, dst: netip.AddrPortFrom(o.ips[1], 5201)},
+	}
+	for i, p := range pairs {
+		paths = append(paths, &tputPath{name: "overlay " + dpName(setups[i].datapath), from: p.eps[0].Netns, to: p.eps[1].Netns, dst: netip.AddrPortFrom(p.ips[1], 5201)})
 	}
 	for round := range r.cfg.Rounds {
 		// Each round starts with another path, so that none is always
@@ -349,25 +376,40 @@ func (r *dpRun) measureSetup(ctx context.Context, s tputSetup, label string) (*T
 			p.gbps = append(p.gbps, round3(sr.Gbps()))
 			p.cpu, p.retrans, p.split = append(p.cpu, c), append(p.retrans, float64(sr.Retransmits)), append(p.split, split)
 		}
-		r.status.set("throughput: %s: round %d/%d: veth %.2f, underlay %.2f, overlay %.2f Gbit/s", label, round+1, r.cfg.Rounds,
-			paths[0].gbps[round], paths[1].gbps[round], paths[2].gbps[round])
+		line := fmt.Sprintf("throughput: %s: round %d/%d:", label, round+1, r.cfg.Rounds)
+		for _, p := range paths {
+			line += fmt.Sprintf(" %s %.2f", p.name, p.gbps[round])
+		}
+		r.status.set("%s Gbit/s", line)
 	}
-	v, u, ov := paths[0], paths[1], paths[2]
-	ratios := roundRatios(ov.gbps, v.gbps)
-	res := &TputResult{UnderlayMTU: s.net.MTU, OverlayMTU: o.mtu,
-		VethGbps: round3(median(v.gbps)), UnderlayGbps: round3(median(u.gbps)), OverlayGbps: round3(median(ov.gbps)),
-		Ratio: round3(median(ratios)), RatioMin: round3(slices.Min(ratios)), RatioMax: round3(slices.Max(ratios)),
-		UnderlayRatio:     round3(median(roundRatios(u.gbps, v.gbps))),
-		OverlayToUnderlay: round3(median(roundRatios(ov.gbps, u.gbps))),
-		VethBest:          slices.Max(v.gbps), UnderlayBest: slices.Max(u.gbps), OverlayBest: slices.Max(ov.gbps),
-		VethRounds: v.gbps, UnderlayRounds: u.gbps, OverlayRounds: ov.gbps,
-		VethCPU: medianCPU(v.cpu), OverlayCPU: medianCPU(ov.cpu),
-		VethRetrans: median(v.retrans), OverlayRetrans: median(ov.retrans),
-		MachineVeth: medianSplit(v.split), MachineOverlay: medianSplit(ov.split)}
-	if res.VethBest > 0 {
-		res.BestRatio = round3(res.OverlayBest / res.VethBest)
+	v, u := paths[0], paths[1]
+	var out []*TputResult
+	for i, ov := range paths[2:] {
+		ratios := roundRatios(ov.gbps, v.gbps)
+		res := &TputResult{Datapath: dpName(setups[i].datapath), UnderlayMTU: setups[i].net.MTU, OverlayMTU: pairs[i].mtu,
+			VethGbps: round3(median(v.gbps)), UnderlayGbps: round3(median(u.gbps)), OverlayGbps: round3(median(ov.gbps)),
+			Ratio: round3(median(ratios)), RatioMin: round3(slices.Min(ratios)), RatioMax: round3(slices.Max(ratios)),
+			UnderlayRatio:     round3(median(roundRatios(u.gbps, v.gbps))),
+			OverlayToUnderlay: round3(median(roundRatios(ov.gbps, u.gbps))),
+			VethBest:          slices.Max(v.gbps), UnderlayBest: slices.Max(u.gbps), OverlayBest: slices.Max(ov.gbps),
+			VethRounds: v.gbps, UnderlayRounds: u.gbps, OverlayRounds: ov.gbps,
+			VethCPU: medianCPU(v.cpu), OverlayCPU: medianCPU(ov.cpu),
+			VethRetrans: median(v.retrans), OverlayRetrans: median(ov.retrans),
+			MachineVeth: medianSplit(v.split), MachineOverlay: medianSplit(ov.split)}
+		if res.VethBest > 0 {
+			res.BestRatio = round3(res.OverlayBest / res.VethBest)
+		}
+		out = append(out, res)
 	}
-	return res, nil
+	return out, nil
+}
+
+// dpName is a setup's driver's name ("": linux).
+func dpName(dp string) string {
+	if dp == "" {
+		return DatapathLinux
+	}
+	return dp
 }
 
 // roundRatios divides a by b round by round.

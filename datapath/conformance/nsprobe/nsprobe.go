@@ -1,4 +1,7 @@
-package linux_test
+// Package nsprobe is the conformance suite's FlowProber for drivers whose
+// endpoints are real network namespaces (datapath/linux, datapath/ebpf):
+// it sends real ICMP, TCP and UDP between them, playing both ends.
+package nsprobe
 
 import (
 	"context"
@@ -20,11 +23,11 @@ import (
 	"github.com/weftnet/weft/internal/testnet"
 )
 
-// prober sends real traffic between endpoint namespaces (as Status reports
-// them): it plays both ends.
-type prober struct{}
+// Prober sends real traffic between endpoint namespaces (as Status
+// reports them).
+type Prober struct{}
 
-var _ conformance.Prober = prober{}
+var _ conformance.FlowProber = Prober{}
 
 func netnsOf(d datapath.Driver, id string) (string, error) {
 	st, ok := d.Status(id)
@@ -34,7 +37,8 @@ func netnsOf(d datapath.Driver, id string) (string, error) {
 	return st.Netns, nil
 }
 
-func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error {
+// Ping implements conformance.Prober.
+func (Prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.Addr) error {
 	ns, err := netnsOf(d, id)
 	if err != nil {
 		return err
@@ -43,7 +47,8 @@ func (prober) Ping(ctx context.Context, d datapath.Driver, id string, dst netip.
 	return err
 }
 
-func (prober) Probe(ctx context.Context, d datapath.Driver, f conformance.Flow) error {
+// Probe implements conformance.FlowProber.
+func (Prober) Probe(ctx context.Context, d datapath.Driver, f conformance.Flow) error {
 	from, err := netnsOf(d, f.From)
 	if err != nil {
 		return err
@@ -52,15 +57,15 @@ func (prober) Probe(ctx context.Context, d datapath.Driver, f conformance.Flow) 
 	if err != nil {
 		return err
 	}
-	return probe(ctx, from, to, f)
+	return Send(ctx, from, to, f)
 }
 
-// probe sends one request of f from the namespace from to the namespace
-// to, which answers it, and waits for the answer.
-func probe(ctx context.Context, from, to string, f conformance.Flow) error {
+// Send sends one request of f from the namespace at from to the namespace
+// at to, which answers it, and waits for the answer.
+func Send(ctx context.Context, from, to string, f conformance.Flow) error {
 	switch f.Proto {
 	case datapath.ProtoTCP:
-		c, err := connect(ctx, from, to, f)
+		c, err := Dial(ctx, from, to, f)
 		if err != nil {
 			return err
 		}
@@ -78,7 +83,8 @@ func probe(ctx context.Context, from, to string, f conformance.Flow) error {
 	return fmt.Errorf("probe: protocol %d not supported", f.Proto)
 }
 
-func (prober) Connect(ctx context.Context, d datapath.Driver, f conformance.Flow) (conformance.Conn, error) {
+// Connect implements conformance.FlowProber.
+func (Prober) Connect(ctx context.Context, d datapath.Driver, f conformance.Flow) (conformance.Conn, error) {
 	from, err := netnsOf(d, f.From)
 	if err != nil {
 		return nil, err
@@ -87,7 +93,7 @@ func (prober) Connect(ctx context.Context, d datapath.Driver, f conformance.Flow
 	if err != nil {
 		return nil, err
 	}
-	return connect(ctx, from, to, f)
+	return Dial(ctx, from, to, f)
 }
 
 // tcpConn is a TCP connection to an echo server that lives as long as it.
@@ -96,9 +102,9 @@ type tcpConn struct {
 	stop func()
 }
 
-// connect starts an echo server in to on f.Port and connects to it from
-// from (from f.SrcPort, if set).
-func connect(ctx context.Context, from, to string, f conformance.Flow) (*tcpConn, error) {
+// Dial starts an echo server in the namespace at to on f.Port and
+// connects to it from the namespace at from (from f.SrcPort, if set).
+func Dial(ctx context.Context, from, to string, f conformance.Flow) (conformance.Conn, error) {
 	l, err := testnet.ListenTCP(to, net.JoinHostPort(f.Dst.String(), strconv.Itoa(int(f.Port))))
 	if err != nil {
 		return nil, err
