@@ -27,8 +27,9 @@ const applyAttempts = 5
 // ("configured") with an update conditioned on the resourceVersion it just
 // read, retrying a few times if another writer got in between. Any
 // resourceVersion in obj is ignored. It returns the result and the stored
-// object; obj is not modified.
-func (c *Client) Apply(ctx context.Context, obj apiv1.Object) (string, apiv1.Object, error) {
+// object; obj is not modified. With v1.WithDryRun nothing is stored, and the
+// object returned is what would be (what `weft diff` compares).
+func (c *Client) Apply(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (string, apiv1.Object, error) {
 	k, ref, err := refOf(obj)
 	if err != nil {
 		return "", nil, err
@@ -41,7 +42,7 @@ func (c *Client) Apply(ctx context.Context, obj apiv1.Object) (string, apiv1.Obj
 	for range applyAttempts {
 		cur, err := c.Get(ctx, k.Kind, ref.Tenant, ref.Name)
 		if apiv1.IsNotFound(err) {
-			created, err := c.Create(ctx, obj)
+			created, err := c.Create(ctx, obj, opts...)
 			if apiv1.IsAlreadyExists(err) { // created concurrently: compare with it
 				lastErr = err
 				continue
@@ -72,7 +73,7 @@ func (c *Client) Apply(ctx context.Context, obj apiv1.Object) (string, apiv1.Obj
 			return "", nil, fmt.Errorf("apply %s: %w", ref, err)
 		}
 		upd.GetObjectMeta().ResourceVersion = rv
-		out, err := c.Update(ctx, upd)
+		out, err := c.Update(ctx, upd, opts...)
 		if apiv1.IsConflict(err) || apiv1.IsNotFound(err) { // lost a race with another writer
 			lastErr, lastRV = err, rv
 			continue

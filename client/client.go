@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -29,9 +30,6 @@ const DefaultTimeout = 30 * time.Second
 
 // APIPrefix is the path under which the weft/v1 API is served.
 const APIPrefix = "/apis/weft/v1"
-
-// mergePatchType is the media type of a JSON merge patch (RFC 7386).
-const mergePatchType = "application/merge-patch+json"
 
 // maxErrorBody caps how much of an error response is read.
 const maxErrorBody = 1 << 20
@@ -186,8 +184,9 @@ func (c *Client) Close() error {
 
 // Create creates obj (POST) and returns the stored object, with the
 // controller-set metadata and status. A name that exists gives an
-// AlreadyExists *v1.StatusError.
-func (c *Client) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+// AlreadyExists *v1.StatusError. With v1.WithDryRun the controller stores
+// nothing and returns the object as it would be stored.
+func (c *Client) Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error) {
 	k, ref, err := refOf(obj)
 	if err != nil {
 		return nil, err
@@ -199,15 +198,23 @@ func (c *Client) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, er
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", ref, err)
 	}
-	return c.objectCall(ctx, k, http.MethodPost, collectionPath(k, ref.Tenant), nil, body)
+	return c.objectCall(ctx, k, request{method: http.MethodPost, path: collectionPath(k, ref.Tenant), query: writeQuery(opts), body: body})
 }
 
 // Update replaces obj (PUT). If obj carries metadata.resourceVersion it must
 // match the stored one, else the result is a Conflict *v1.StatusError; an
 // empty resourceVersion means last write wins. Status in obj is ignored by
-// the controller.
-func (c *Client) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
-	return c.put(ctx, obj, "", "update")
+// the controller. With v1.WithDryRun nothing is stored.
+func (c *Client) Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	return c.put(ctx, obj, "", "update", writeQuery(opts))
+}
+
+// writeQuery is the query of a write with opts.
+func writeQuery(opts []apiv1.WriteOption) url.Values {
+	if apiv1.NewWriteOptions(opts...).DryRun {
+		return url.Values{"dryRun": {"All"}}
+	}
+	return nil
 }
 
 // UpdateStatus replaces obj's status with the one in obj (PUT .../status)
@@ -216,11 +223,11 @@ func (c *Client) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, er
 // IDs). A status has several writers, each owning some fields: one that
 // owns only some uses PatchStatus, which keeps the others' fields.
 func (c *Client) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
-	return c.put(ctx, obj, "/status", "update the status of")
+	return c.put(ctx, obj, "/status", "update the status of", nil)
 }
 
 // put PUTs obj to its path plus sub; what names the call in errors.
-func (c *Client) put(ctx context.Context, obj apiv1.Object, sub, what string) (apiv1.Object, error) {
+func (c *Client) put(ctx context.Context, obj apiv1.Object, sub, what string, q url.Values) (apiv1.Object, error) {
 	k, ref, err := refOf(obj)
 	if err != nil {
 		return nil, err
@@ -233,7 +240,7 @@ func (c *Client) put(ctx context.Context, obj apiv1.Object, sub, what string) (a
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", what, ref, err)
 	}
-	return c.objectCall(ctx, k, http.MethodPut, p+sub, nil, body)
+	return c.objectCall(ctx, k, request{method: http.MethodPut, path: p + sub, query: q, body: body})
 }
 
 // PatchStatus changes some fields of an object's status with a JSON merge
@@ -261,7 +268,61 @@ func (c *Client) PatchStatus(ctx context.Context, kind, tenant, name string, sta
 	if err != nil {
 		return nil, fmt.Errorf("patch the status of %s: encode: %w", ref, err)
 	}
-	return c.objectCall(ctx, k, http.MethodPatch, p+"/status", nil, body)
+	return c.objectCall(ctx, k, request{method: http.MethodPatch, path: p + "/status", body: body, contentType: apiv1.MergePatchType})
+}
+
+// Patch changes an object with patch, of media type patchType:
+// v1.MergePatchType (a JSON merge patch, RFC 7386: {"spec": {"host":
+// "h2"}}) or v1.JSONPatchType (a JSON patch, RFC 6902: [{"op": "replace",
+// "path": "/spec/host", "value": "h2"}]). The controller applies it to the
+// stored object (again if another writer got in between) and returns the
+// result; a JSON patch whose test fails gives an Invalid *v1.StatusError.
+func (c *Client) Patch(ctx context.Context, kind, tenant, name, patchType string, patch []byte, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	p, err := itemPath(k, tenant, name)
+	if err != nil {
+		return nil, fmt.Errorf("patch %s: %w", apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}, err)
+	}
+	return c.objectCall(ctx, k, request{method: http.MethodPatch, path: p, query: writeQuery(opts), body: patch, contentType: patchType})
+}
+
+// ServerSideApply applies a manifest (one object, YAML or JSON, as its
+// author wrote it) on the controller (v1.ApplyPatchType): it creates the
+// object if it does not exist ("created"), else sets the fields the
+// manifest names and keeps the others ("configured"). tenant is given to
+// a tenant-scoped manifest without one. With v1.WithDryRun nothing is
+// stored.
+func (c *Client) ServerSideApply(ctx context.Context, manifest []byte, tenant string, opts ...apiv1.WriteOption) (string, apiv1.Object, error) {
+	obj, err := apiv1.DecodeObject(manifest)
+	if err != nil {
+		return "", nil, err
+	}
+	k, ref, err := refOf(obj)
+	if err != nil {
+		return "", nil, err
+	}
+	if k.Namespaced && ref.Tenant == "" {
+		ref.Tenant = tenant
+	}
+	p, err := itemPath(k, ref.Tenant, ref.Name)
+	if err != nil {
+		return "", nil, fmt.Errorf("apply %s: %w", ref, err)
+	}
+	data, code, err := c.call(ctx, request{method: http.MethodPatch, path: p, query: writeQuery(opts), body: manifest, contentType: apiv1.ApplyPatchType})
+	if err != nil {
+		return "", nil, err
+	}
+	out, err := decodeObject(k, data)
+	if err != nil {
+		return "", nil, fmt.Errorf("apply %s: %w", ref, err)
+	}
+	if code == http.StatusCreated {
+		return Created, out, nil
+	}
+	return Configured, out, nil
 }
 
 // Get returns one object. kind is a kind, plural or short name ("Endpoint",
@@ -276,13 +337,13 @@ func (c *Client) Get(ctx context.Context, kind, tenant, name string) (apiv1.Obje
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}, err)
 	}
-	return c.objectCall(ctx, k, http.MethodGet, p, nil, nil)
+	return c.objectCall(ctx, k, request{method: http.MethodGet, path: p})
 }
 
 // Delete deletes one object and returns it as it was. Deleting an object
 // others depend on gives a Conflict *v1.StatusError whose Dependents name
-// them.
-func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (apiv1.Object, error) {
+// them. With v1.WithDryRun the controller only checks that it could.
+func (c *Client) Delete(ctx context.Context, kind, tenant, name string, opts ...apiv1.WriteOption) (apiv1.Object, error) {
 	k, err := lookupKind(kind)
 	if err != nil {
 		return nil, err
@@ -291,7 +352,20 @@ func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (apiv1.O
 	if err != nil {
 		return nil, fmt.Errorf("delete %s: %w", apiv1.Ref{Kind: k.Kind, Tenant: tenant, Name: name}, err)
 	}
-	return c.objectCall(ctx, k, http.MethodDelete, p, nil, nil)
+	return c.objectCall(ctx, k, request{method: http.MethodDelete, path: p, query: writeQuery(opts)})
+}
+
+// ListOption modifies a List or a Watch.
+type ListOption func(q url.Values)
+
+// WithFieldSelector selects by fields too: "spec.host=h1,status.phase!=Ready"
+// (v1.SelectableFields lists the fields of each kind).
+func WithFieldSelector(sel string) ListOption {
+	return func(q url.Values) {
+		if sel != "" {
+			q.Set("fieldSelector", sel)
+		}
+	}
 }
 
 // List returns the objects of a kind and the resourceVersion of the list
@@ -301,7 +375,7 @@ func (c *Client) Delete(ctx context.Context, kind, tenant, name string) (apiv1.O
 // returns long lists in pages (WithPageSize); List follows them all and
 // returns the resourceVersion of the first, which the controller keeps for
 // the pages after it.
-func (c *Client) List(ctx context.Context, kind, tenant, selector string) ([]apiv1.Object, string, error) {
+func (c *Client) List(ctx context.Context, kind, tenant, selector string, opts ...ListOption) ([]apiv1.Object, string, error) {
 	k, err := lookupKind(kind)
 	if err != nil {
 		return nil, "", err
@@ -322,7 +396,10 @@ func (c *Client) List(ctx context.Context, kind, tenant, selector string) ([]api
 		if cont != "" {
 			q.Set("continue", cont)
 		}
-		data, err := c.call(ctx, http.MethodGet, collectionPath(k, tenant), q, nil)
+		for _, o := range opts {
+			o(q)
+		}
+		data, _, err := c.call(ctx, request{method: http.MethodGet, path: collectionPath(k, tenant), query: q})
 		if err != nil {
 			return nil, "", err
 		}
@@ -379,56 +456,64 @@ func (c *Client) Raw(ctx context.Context, method, path string, body io.Reader) (
 	return resp, nil
 }
 
+// request is one API request.
+type request struct {
+	method, path string
+	query        url.Values
+	body         []byte
+	contentType  string // of body; "" is application/json
+}
+
 // objectCall performs a request whose 2xx response body is one object of kind k.
-func (c *Client) objectCall(ctx context.Context, k apiv1.KindInfo, method, path string, q url.Values, body []byte) (apiv1.Object, error) {
-	data, err := c.call(ctx, method, path, q, body)
+func (c *Client) objectCall(ctx context.Context, k apiv1.KindInfo, r request) (apiv1.Object, error) {
+	data, _, err := c.call(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	o, err := decodeObject(k, data)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
 	}
 	return o, nil
 }
 
-// call performs one bounded request and returns the body of a 2xx response;
-// any other status becomes a *apiv1.StatusError.
-func (c *Client) call(ctx context.Context, method, path string, q url.Values, body []byte) ([]byte, error) {
+// call performs one bounded request and returns the body and status of a
+// 2xx response; any other status becomes a *apiv1.StatusError.
+func (c *Client) call(ctx context.Context, r request) ([]byte, int, error) {
 	rctx := ctx
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	resp, err := c.send(rctx, method, path, q, body)
+	resp, err := c.send(rctx, r)
 	if err != nil {
-		return nil, c.transportError(ctx, rctx, method, path, err)
+		return nil, 0, c.transportError(ctx, rctx, r.method, r.path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		_, _ = io.Copy(io.Discard, resp.Body) // keep the connection reusable
-		return nil, statusError(method, path, resp.StatusCode, data)
+		return nil, 0, statusError(r.method, r.path, resp.StatusCode, data)
 	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, c.transportError(ctx, rctx, method, path, fmt.Errorf("read response: %w", err))
+		return nil, 0, c.transportError(ctx, rctx, r.method, r.path, fmt.Errorf("read response: %w", err))
 	}
-	return data, nil
+	return data, resp.StatusCode, nil
 }
 
 // send builds and sends a request; it does not read the response.
-func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte) (*http.Response, error) {
-	u := c.base + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
+func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
+	u := c.base + r.path
+	if len(r.query) > 0 {
+		u += "?" + r.query.Encode()
 	}
 	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	if r.body != nil {
+		rd = bytes.NewReader(r.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, r.method, u, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -437,12 +522,8 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 	if c.auth != "" {
 		req.Header.Set("Authorization", c.auth)
 	}
-	if body != nil {
-		ct := "application/json"
-		if method == http.MethodPatch {
-			ct = mergePatchType // the API's only PATCH
-		}
-		req.Header.Set("Content-Type", ct)
+	if r.body != nil {
+		req.Header.Set("Content-Type", cmp.Or(r.contentType, "application/json"))
 	}
 	return c.hc.Do(req)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/internal/apitest"
@@ -420,32 +421,36 @@ func TestStatus(t *testing.T) {
 		name  string
 		write func() (apiv1.Object, error)
 		want  apiv1.EndpointStatus
+		ready string // the reason of the derived Ready condition
 	}{
 		{"patch sets the named fields", func() (apiv1.Object, error) {
 			return c.PatchStatus(ctx, "endpoints", "acme", "web", map[string]string{"phase": "Failed", "message": "veth: EEXIST"})
-		}, withPhase("", "Failed", "veth: EEXIST")},
+		}, withPhase("", "Failed", "veth: EEXIST"), "Failed"},
 		{"patch keeps the others and null removes", func() (apiv1.Object, error) {
 			return c.PatchStatus(ctx, "ep", "acme", "web", map[string]any{"netns": "/run/netns/x", "phase": "Ready", "message": nil})
-		}, withPhase("/run/netns/x", "Ready", "")},
+		}, withPhase("/run/netns/x", "Ready", ""), "Programming"},
 		{"update replaces the whole status but the allocations", func() (apiv1.Object, error) {
 			ep := endpoint("acme", "web", "a", "h1")
 			ep.Status = apiv1.EndpointStatus{IP: "10.0.1.99", Phase: "Lost"}
 			return c.UpdateStatus(ctx, ep)
-		}, withPhase("", "Lost", "")},
+		}, withPhase("", "Lost", ""), "Lost"},
 	} {
 		got, err := step.write()
 		if err != nil {
 			t.Fatalf("%s: %v", step.name, err)
 		}
-		if diff := cmp.Diff(step.want, got.(*apiv1.Endpoint).Status); diff != "" {
-			t.Errorf("%s: returned status (-want +got):\n%s", step.name, diff)
-		}
 		stored, err := srv.Env.Registry.Get(ctx, apiv1.RefOf(got))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diff := cmp.Diff(step.want, stored.(*apiv1.Endpoint).Status); diff != "" {
-			t.Errorf("%s: stored status (-want +got):\n%s", step.name, diff)
+		for what, o := range map[string]apiv1.Object{"returned": got, "stored": stored} {
+			st := o.(*apiv1.Endpoint).Status
+			if diff := cmp.Diff(step.want, st, cmpopts.IgnoreFields(apiv1.EndpointStatus{}, "Conditions")); diff != "" {
+				t.Errorf("%s: %s status (-want +got):\n%s", step.name, what, diff)
+			}
+			if c := apiv1.FindCondition(st.Conditions, apiv1.ConditionReady); c == nil || c.Reason != step.ready {
+				t.Errorf("%s: %s Ready condition %+v, want reason %s", step.name, what, c, step.ready)
+			}
 		}
 	}
 

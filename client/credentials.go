@@ -144,7 +144,7 @@ func (c *Client) CreateCertificate(ctx context.Context, req CertificateRequest) 
 // CA returns the PEM of the cluster's CA certificate (public: asked
 // without a credential too).
 func (c *Client) CA(ctx context.Context) ([]byte, error) {
-	data, err := c.call(ctx, http.MethodGet, APIPrefix+"/ca", nil, nil)
+	data, _, err := c.call(ctx, request{method: http.MethodGet, path: APIPrefix + "/ca"})
 	if err != nil {
 		return nil, fmt.Errorf("get the CA certificate: %w", err)
 	}
@@ -164,7 +164,7 @@ func (c *Client) jsonCall(ctx context.Context, method, path string, in, out any)
 			return fmt.Errorf("encode: %w", err)
 		}
 	}
-	data, err := c.call(ctx, method, path, nil, body)
+	data, _, err := c.call(ctx, request{method: method, path: path, body: body})
 	if err != nil {
 		return err
 	}

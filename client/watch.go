@@ -33,7 +33,10 @@ type WatchEvent struct {
 }
 
 // Watch follows changes to the objects of a kind (tenant "" with a
-// tenant-scoped kind: all tenants), optionally filtered by a label selector.
+// tenant-scoped kind: all tenants), optionally filtered by a label selector
+// (and a field selector, WithFieldSelector): an object changed out of the
+// selectors arrives as Deleted (its last state that matched), one changed
+// into them as Added.
 // With resourceVersion "" the stream starts with an Added event per existing
 // object; with the resourceVersion of a List it carries exactly the changes
 // after that list.
@@ -45,7 +48,7 @@ type WatchEvent struct {
 // still live means the controller ended the stream (re-watch from the last
 // seen resourceVersion). The goroutine behind the channel is bounded by ctx:
 // callers that stop reading must cancel ctx.
-func (c *Client) Watch(ctx context.Context, kind, tenant, selector, resourceVersion string) (<-chan WatchEvent, error) {
+func (c *Client) Watch(ctx context.Context, kind, tenant, selector, resourceVersion string, opts ...ListOption) (<-chan WatchEvent, error) {
 	k, err := lookupKind(kind)
 	if err != nil {
 		return nil, err
@@ -58,7 +61,10 @@ func (c *Client) Watch(ctx context.Context, kind, tenant, selector, resourceVers
 	if resourceVersion != "" {
 		q.Set("resourceVersion", resourceVersion)
 	}
-	resp, err := c.send(ctx, http.MethodGet, path, q, nil)
+	for _, o := range opts {
+		o(q)
+	}
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path, query: q})
 	if err != nil {
 		return nil, c.transportError(ctx, ctx, http.MethodGet, path, err)
 	}

@@ -2,6 +2,7 @@ package v1
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -9,8 +10,7 @@ import (
 
 // Condition is one aspect of an object's state as the component that
 // handles it last saw it, in the Kubernetes style: a type, whether it
-// holds, and why. Endpoints carry them in status.conditions; other kinds
-// may later.
+// holds, and why. Endpoints and Hosts carry them in status.conditions.
 type Condition struct {
 	// Type names the aspect, in CamelCase (ConditionPolicyProgrammed).
 	Type string `json:"type"`
@@ -43,7 +43,99 @@ const (
 	// ConditionQoSProgrammed is the same for the endpoint's QoSClass and
 	// its VPC's QoS.
 	ConditionQoSProgrammed = "QoSProgrammed"
+	// ConditionReady is True when the endpoint's phase is Ready and both
+	// conditions above are True for its current generation: everything
+	// asked of it is programmed. The controller derives it on every write
+	// of the endpoint (SetEndpointReady); `weft wait` waits for it.
+	ConditionReady = "Ready"
 )
+
+// Host condition types, derived from the host's status fields by their
+// writers (SetHostConditions), at the host's generation.
+const (
+	// ConditionAlive is True while the host's heartbeats arrive
+	// (status.liveness Alive), Unknown while they are late (Suspect) or
+	// not heard yet, False once the host is Dead.
+	ConditionAlive = "Alive"
+	// ConditionViewApplied is True once the host's agent acknowledged a
+	// view (status.viewVersion) and programmed it, False with the agent's
+	// error (status.lastError) when it refused or failed to program one.
+	ConditionViewApplied = "ViewApplied"
+)
+
+// SetEndpointReady sets ep's ConditionReady from its phase and its
+// PolicyProgrammed and QoSProgrammed conditions, and reports whether that
+// changed it. A condition of an older generation than ep's is stale: Ready
+// is False (reason Programming) until the agent reports the current one.
+// The conditions slice is replaced, not modified, so ep may share it.
+func SetEndpointReady(ep *Endpoint, now time.Time) bool {
+	gen := ep.Metadata.Generation
+	c := Condition{Type: ConditionReady, Status: ConditionTrue, Reason: "Programmed", ObservedGeneration: gen}
+	if p := ep.Status.Phase; p != PhaseReady {
+		c.Status, c.Reason, c.Message = ConditionFalse, p, ep.Status.Message
+		if p == "" {
+			c.Reason = PhasePending
+		}
+	} else {
+		for _, typ := range []string{ConditionPolicyProgrammed, ConditionQoSProgrammed} {
+			switch p := FindCondition(ep.Status.Conditions, typ); {
+			case p == nil:
+				c.Status, c.Reason, c.Message = ConditionFalse, "Programming", typ+" is not reported yet"
+			case p.ObservedGeneration != 0 && p.ObservedGeneration < gen:
+				c.Status, c.Reason, c.Message = ConditionFalse, "Programming",
+					fmt.Sprintf("%s is of generation %d, the endpoint's is %d", typ, p.ObservedGeneration, gen)
+			case p.Status != ConditionTrue:
+				c.Status, c.Reason, c.Message = ConditionFalse, "Not"+typ, p.Message
+			default:
+				continue
+			}
+			break
+		}
+	}
+	return setCondition(&ep.Status.Conditions, c, now)
+}
+
+// SetHostConditions sets h's ConditionAlive from status.liveness and
+// ConditionViewApplied from status.viewVersion and lastError, at h's
+// generation, and reports whether that changed them. A condition whose
+// fields are unset (no liveness yet, no view acknowledged nor refused) is
+// left out. The conditions slice is replaced, not modified.
+func SetHostConditions(h *Host, now time.Time) bool {
+	gen, st := h.Metadata.Generation, &h.Status
+	changed := false
+	if st.Liveness != "" {
+		c := Condition{Type: ConditionAlive, Status: ConditionUnknown, Reason: "NotHeard", ObservedGeneration: gen}
+		switch st.Liveness {
+		case LivenessAlive:
+			c.Status, c.Reason = ConditionTrue, "Heartbeating"
+		case LivenessSuspect:
+			c.Reason, c.Message = "HeartbeatsLate", "no heartbeat for a while; dead soon unless one comes"
+		case LivenessDead:
+			c.Status, c.Reason, c.Message = ConditionFalse, "HeartbeatsStopped", "no heartbeat for too long"
+		}
+		changed = setCondition(&st.Conditions, c, now)
+	}
+	if st.ViewVersion != 0 || st.LastError != "" {
+		c := Condition{Type: ConditionViewApplied, Status: ConditionTrue, Reason: "Applied",
+			Message: "view version " + strconv.FormatUint(st.ViewVersion, 10), ObservedGeneration: gen}
+		if st.LastError != "" {
+			c.Status, c.Reason, c.Message = ConditionFalse, "NotApplied", st.LastError
+		}
+		changed = setCondition(&st.Conditions, c, now) || changed
+	}
+	return changed
+}
+
+// setCondition is SetCondition on a copy of *conds, which replaces *conds
+// if c changed it.
+func setCondition(conds *[]Condition, c Condition, now time.Time) bool {
+	cp := slices.Clone(*conds)
+	if !SetCondition(&cp, c, now) {
+		return false
+	}
+	*conds = cp
+	return true
+}
 
 // Limits on status written by agents and the controller.
 const (
@@ -98,6 +190,7 @@ func ValidateStatus(o Object) []FieldError {
 		v.conditions("status.conditions", o.Status.Conditions)
 	case *Host:
 		v.message("status.lastError", o.Status.LastError)
+		v.conditions("status.conditions", o.Status.Conditions)
 	}
 	return v
 }

@@ -130,3 +130,89 @@ func TestValidateStatus(t *testing.T) {
 		})
 	}
 }
+
+func TestSetEndpointReady(t *testing.T) {
+	now := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	ts := "2024-01-02T03:04:05Z"
+	cond := func(typ, status string, gen int64, msg string) Condition {
+		return Condition{Type: typ, Status: status, ObservedGeneration: gen, Message: msg, LastTransitionTime: ts}
+	}
+	policy, qos := cond(ConditionPolicyProgrammed, ConditionTrue, 2, ""), cond(ConditionQoSProgrammed, ConditionTrue, 2, "")
+	for _, tc := range []struct {
+		name          string
+		phase, msg    string
+		conds         []Condition
+		status        string
+		reason, wmsg  string
+		wantUnchanged bool
+	}{
+		{name: "new endpoint", status: ConditionFalse, reason: PhasePending},
+		{name: "pending", phase: PhasePending, conds: []Condition{policy, qos}, status: ConditionFalse, reason: PhasePending},
+		{name: "lost", phase: PhaseLost, msg: "host h1 is dead", conds: []Condition{policy, qos}, status: ConditionFalse, reason: PhaseLost, wmsg: "host h1 is dead"},
+		{name: "programmed", phase: PhaseReady, conds: []Condition{policy, qos}, status: ConditionTrue, reason: "Programmed"},
+		{name: "conditions without generation count", phase: PhaseReady,
+			conds:  []Condition{cond(ConditionPolicyProgrammed, ConditionTrue, 0, ""), cond(ConditionQoSProgrammed, ConditionTrue, 0, "")},
+			status: ConditionTrue, reason: "Programmed"},
+		{name: "QoS not reported", phase: PhaseReady, conds: []Condition{policy}, status: ConditionFalse, reason: "Programming", wmsg: "QoSProgrammed is not reported yet"},
+		{name: "stale policy", phase: PhaseReady, conds: []Condition{cond(ConditionPolicyProgrammed, ConditionTrue, 1, ""), qos},
+			status: ConditionFalse, reason: "Programming", wmsg: "PolicyProgrammed is of generation 1, the endpoint's is 2"},
+		{name: "QoS failed", phase: PhaseReady, conds: []Condition{policy, cond(ConditionQoSProgrammed, ConditionFalse, 2, "no HTB")},
+			status: ConditionFalse, reason: "NotQoSProgrammed", wmsg: "no HTB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := &Endpoint{Metadata: ObjectMeta{Generation: 2}, Status: EndpointStatus{Phase: tc.phase, Message: tc.msg, Conditions: tc.conds}}
+			shared := ep.Status.Conditions
+			if !SetEndpointReady(ep, now) {
+				t.Fatal("no change reported")
+			}
+			want := Condition{Type: ConditionReady, Status: tc.status, Reason: tc.reason, Message: tc.wmsg, ObservedGeneration: 2, LastTransitionTime: ts}
+			if d := gocmp.Diff(&want, FindCondition(ep.Status.Conditions, ConditionReady)); d != "" {
+				t.Errorf("Ready (-want +got):\n%s", d)
+			}
+			if d := gocmp.Diff(tc.conds, shared); d != "" {
+				t.Errorf("the slice the endpoint had was modified:\n%s", d)
+			}
+			if SetEndpointReady(ep, now.Add(time.Hour)) {
+				t.Error("setting Ready again reported a change")
+			}
+			if errs := ValidateStatus(ep); len(errs) > 0 {
+				t.Errorf("ValidateStatus: %v", errs)
+			}
+		})
+	}
+}
+
+func TestSetHostConditions(t *testing.T) {
+	now := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	ts := "2024-01-02T03:04:05Z"
+	for _, tc := range []struct {
+		name string
+		st   HostStatus
+		want []Condition
+	}{
+		{name: "nothing known"},
+		{name: "alive, view applied", st: HostStatus{Liveness: LivenessAlive, ViewVersion: 7}, want: []Condition{
+			{Type: ConditionAlive, Status: ConditionTrue, Reason: "Heartbeating", ObservedGeneration: 3, LastTransitionTime: ts},
+			{Type: ConditionViewApplied, Status: ConditionTrue, Reason: "Applied", Message: "view version 7", ObservedGeneration: 3, LastTransitionTime: ts}}},
+		{name: "suspect", st: HostStatus{Liveness: LivenessSuspect}, want: []Condition{
+			{Type: ConditionAlive, Status: ConditionUnknown, Reason: "HeartbeatsLate", Message: "no heartbeat for a while; dead soon unless one comes", ObservedGeneration: 3, LastTransitionTime: ts}}},
+		{name: "dead, view refused", st: HostStatus{Liveness: LivenessDead, ViewVersion: 7, LastError: "bad view"}, want: []Condition{
+			{Type: ConditionAlive, Status: ConditionFalse, Reason: "HeartbeatsStopped", Message: "no heartbeat for too long", ObservedGeneration: 3, LastTransitionTime: ts},
+			{Type: ConditionViewApplied, Status: ConditionFalse, Reason: "NotApplied", Message: "bad view", ObservedGeneration: 3, LastTransitionTime: ts}}},
+		{name: "unknown", st: HostStatus{Liveness: LivenessUnknown}, want: []Condition{
+			{Type: ConditionAlive, Status: ConditionUnknown, Reason: "NotHeard", ObservedGeneration: 3, LastTransitionTime: ts}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Host{Metadata: ObjectMeta{Generation: 3}, Status: tc.st}
+			if changed := SetHostConditions(h, now); changed != (tc.want != nil) {
+				t.Errorf("changed = %v", changed)
+			}
+			if d := gocmp.Diff(tc.want, h.Status.Conditions); d != "" {
+				t.Errorf("conditions (-want +got):\n%s", d)
+			}
+			if SetHostConditions(h, now.Add(time.Hour)) {
+				t.Error("setting them again reported a change")
+			}
+		})
+	}
+}

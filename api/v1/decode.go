@@ -40,6 +40,24 @@ const maxDecodeErrors = 20
 //
 // The objects are returned as decoded: call Default and validate them.
 func DecodeDocuments(data []byte) ([]Object, error) {
+	docs, err := DecodeDocumentsJSON(data)
+	var objs []Object
+	for _, d := range docs {
+		objs = append(objs, d.Object)
+	}
+	return objs, err
+}
+
+// Document is an object decoded from a file, with the JSON it was decoded
+// from (a YAML document converted to JSON): the fields its author wrote,
+// which a server-side apply sends.
+type Document struct {
+	Object Object
+	JSON   []byte
+}
+
+// DecodeDocumentsJSON is DecodeDocuments, each object with its JSON.
+func DecodeDocumentsJSON(data []byte) ([]Document, error) {
 	d := docDecoder{multi: true}
 	return d.decode(data)
 }
@@ -49,14 +67,14 @@ func DecodeDocuments(data []byte) ([]Object, error) {
 // line only when the input has more than one.
 func DecodeObject(data []byte) (Object, error) {
 	d := docDecoder{multi: false}
-	objs, err := d.decode(data)
+	docs, err := d.decode(data)
 	if err != nil {
 		return nil, err
 	}
-	if len(objs) != 1 {
-		return nil, NewBadRequest("want exactly one object, got %d", len(objs))
+	if len(docs) != 1 {
+		return nil, NewBadRequest("want exactly one object, got %d", len(docs))
 	}
-	return objs[0], nil
+	return docs[0].Object, nil
 }
 
 // DecodeInto decodes JSON known to be an object of kind, such as a value
@@ -168,7 +186,7 @@ type docDecoder struct {
 	yamlSyntax bool
 }
 
-func (d *docDecoder) decode(data []byte) ([]Object, error) {
+func (d *docDecoder) decode(data []byte) ([]Document, error) {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
 	d.oneLine = !bytes.Contains(bytes.TrimSpace(data), []byte("\n"))
 	if jerr := d.decodeJSON(data); jerr != nil {
@@ -182,10 +200,10 @@ func (d *docDecoder) decode(data []byte) ([]Object, error) {
 			*d = y
 		}
 	}
-	var objs []Object
+	var objs []Document
 	for _, r := range d.docs {
 		if o := d.object(r); o != nil {
-			objs = append(objs, o)
+			objs = append(objs, Document{o, r.json})
 		}
 	}
 	if len(d.errs) > 0 {
@@ -559,7 +577,7 @@ func jsonTypeName(v any) string {
 		return "string"
 	case bool:
 		return "boolean"
-	case int64, float64:
+	case int64, float64, json.Number:
 		return "number"
 	}
 	return "null"

@@ -595,3 +595,22 @@ func BenchmarkValidateCreateEndpoint(b *testing.B) {
 		}
 	}
 }
+
+func TestDecodeDocumentsJSON(t *testing.T) {
+	docs, err := DecodeDocumentsJSON([]byte("apiVersion: weft/v1\nkind: Tenant\nmetadata: {name: a}\n---\n" +
+		`{"apiVersion": "weft/v1", "kind": "VPC", "metadata": {"name": "v", "tenant": "a"}, "spec": {"cidrs": [], "defaultPolicy": null}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range docs {
+		got = append(got, RefOf(d.Object).String()+" "+string(d.JSON))
+	}
+	want := []string{
+		`tenant/a {"apiVersion":"weft/v1","kind":"Tenant","metadata":{"name":"a"}}`,
+		`vpc/a/v {"apiVersion":"weft/v1","kind":"VPC","metadata":{"name":"v","tenant":"a"},"spec":{"cidrs":[],"defaultPolicy":null}}`,
+	}
+	if d := gocmp.Diff(want, got); d != "" {
+		t.Errorf("-want +got:\n%s", d)
+	}
+}

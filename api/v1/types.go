@@ -149,6 +149,9 @@ type HostStatus struct {
 	// host's agent last connected to: that replica speaks for the host's
 	// liveness while it is a member.
 	Replica string `json:"replica,omitempty"`
+	// Conditions are ConditionAlive and ConditionViewApplied, kept in
+	// step with the fields above by their writers (SetHostConditions).
+	Conditions []Condition `json:"conditions,omitempty"`
 }
 
 // ---- VPC ----
@@ -284,7 +287,9 @@ type EndpointStatus struct {
 	Identity uint32 `json:"identity,omitempty"`
 	// Conditions report what the endpoint's agent has programmed:
 	// ConditionPolicyProgrammed and ConditionQoSProgrammed, each True once
-	// the kernel accepted the rules of the generation it names.
+	// the kernel accepted the rules of the generation it names; and
+	// ConditionReady, which the controller derives from them and the
+	// phase (SetEndpointReady).
 	Conditions []Condition `json:"conditions,omitempty"`
 }
 

@@ -16,7 +16,11 @@ import (
 )
 
 func (a *app) newApplyCmd() *cobra.Command {
-	var files []string
+	var (
+		files      []string
+		serverSide bool
+		dryRun     string
+	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|- [-f ...]",
 		Short: "Create or update objects from YAML or JSON files",
@@ -36,6 +40,17 @@ spec already match, or updated; one line per object says which:
   subnet/acme/a unchanged
   endpoint/acme/web-1 configured
 
+An update replaces the object's labels, annotations, owner references and
+spec with the file's. With --server-side the controller applies each
+document instead (a PATCH of type application/apply-patch+yaml): it creates
+the object if it does not exist, and otherwise sets exactly the fields the
+document names, keeping those it does not name (labels or annotations that
+other tools added, say); no field ownership is recorded, so a field the
+document stops naming is kept: name it with null to remove it.
+
+--dry-run=server sends every write as a dry run: the controller defaults,
+validates, admits and counts quota as it would, and stores nothing.
+
 A tenant-scoped object without metadata.tenant gets --tenant. An object the
 controller refuses is reported on stderr and the rest are still applied; the
 exit code is then 1.`,
@@ -46,13 +61,23 @@ exit code is then 1.`,
   weft apply -f manifests/ -f hosts.yaml
 
   # From standard input, into tenant acme where the files name no tenant
-  cat vpc.yaml | weft apply --tenant acme -f -`,
+  cat vpc.yaml | weft apply -n acme -f -
+
+  # Check what the controller would say, without writing
+  weft apply -f network.yaml --dry-run=server
+
+  # Set only the fields the file names
+  weft apply --server-side -f endpoint.yaml`,
 		Args: exactArgs(0, "no arguments (name files with -f)"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
 				return &usageError{cmd: cmd.CommandPath(), err: errors.New("no input: give -f FILE, -f DIR or -f -")}
 			}
-			objs, err := a.readObjects(files, cmd.Flags().Changed("tenant"))
+			opts, suffix, err := dryRunOptions(dryRun)
+			if err != nil {
+				return err
+			}
+			docs, err := a.readObjects(files, cmd.Flags().Changed("tenant"))
 			if err != nil {
 				return err
 			}
@@ -60,32 +85,58 @@ exit code is then 1.`,
 			if err != nil {
 				return err
 			}
-			sortByDependency(objs, false)
+			sortByDependency(docs, false)
 			failed := 0
-			for i, o := range objs {
-				ref := apiv1.RefOf(o)
-				result, _, err := cl.Apply(cmd.Context(), o)
+			for i, d := range docs {
+				ref := apiv1.RefOf(d.Object)
+				var result string
+				if serverSide {
+					result, _, err = cl.ServerSideApply(cmd.Context(), d.JSON, ref.Tenant, opts...)
+				} else {
+					result, _, err = cl.Apply(cmd.Context(), d.Object, opts...)
+				}
 				if err != nil {
-					if len(objs) == 1 {
+					if len(docs) == 1 {
 						return objectError(ref, err)
 					}
 					if fatal(cmd, err) {
-						return errors.Join(objectError(ref, err), fmt.Errorf("stopped after %d of %d objects", i, len(objs)))
+						return errors.Join(objectError(ref, err), fmt.Errorf("stopped after %d of %d objects", i, len(docs)))
 					}
 					printError(a.stderr, objectError(ref, err))
 					failed++
 					continue
 				}
-				fmt.Fprintf(a.stdout, "%s %s\n", ref, result)
+				fmt.Fprintf(a.stdout, "%s %s%s\n", ref, result, suffix)
 			}
 			if failed > 0 {
-				return fmt.Errorf("%d of %d objects failed to apply", failed, len(objs))
+				return fmt.Errorf("%d of %d objects failed to apply", failed, len(docs))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (stdin) to read objects from; repeatable")
+	cmd.Flags().BoolVar(&serverSide, "server-side", false, "let the controller apply each document: set the fields it names, keep the others")
+	addDryRunFlag(cmd, &dryRun)
 	return cmd
+}
+
+// addDryRunFlag adds --dry-run to a command that writes.
+func addDryRunFlag(cmd *cobra.Command, v *string) {
+	cmd.Flags().StringVar(v, "dry-run", "none", `"server": the controller checks every write as it would make it, and stores nothing`)
+	cmd.Flags().Lookup("dry-run").NoOptDefVal = "server"
+	_ = cmd.RegisterFlagCompletionFunc("dry-run", cobra.FixedCompletions([]string{"none", "server"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// dryRunOptions reads --dry-run: the write options, and what to say after
+// each object.
+func dryRunOptions(v string) ([]apiv1.WriteOption, string, error) {
+	switch v {
+	case "none", "":
+		return nil, "", nil
+	case "server":
+		return []apiv1.WriteOption{apiv1.WithDryRun()}, " (server dry run)", nil
+	}
+	return nil, "", usageErrorf("--dry-run %q: want none or server (the controller checks, nothing is stored)", v)
 }
 
 // fatal reports whether err means the remaining objects cannot fare better:
@@ -114,22 +165,23 @@ type source struct {
 // Tenant-scoped objects without a tenant get --tenant; explicitTenant says
 // --tenant was given on the command line, in which case an object naming
 // another tenant is an error (a tenant from WEFT_TENANT yields to the file).
-func (a *app) readObjects(files []string, explicitTenant bool) ([]apiv1.Object, error) {
+func (a *app) readObjects(files []string, explicitTenant bool) ([]apiv1.Document, error) {
 	srcs, err := a.readSources(files)
 	if err != nil {
 		return nil, err
 	}
 	var (
-		objs []apiv1.Object
+		objs []apiv1.Document
 		errs []error
 	)
 	for _, s := range srcs {
-		decoded, err := apiv1.DecodeDocuments(s.data)
+		decoded, err := apiv1.DecodeDocumentsJSON(s.data)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
 			continue
 		}
-		for _, o := range decoded {
+		for _, d := range decoded {
+			o := d.Object
 			k, ok := apiv1.LookupKind(o.GetTypeMeta().Kind)
 			if !ok { // DecodeDocuments only returns known kinds; be safe
 				errs = append(errs, fmt.Errorf("%s: unknown kind %q", s.name, o.GetTypeMeta().Kind))
@@ -149,7 +201,7 @@ func (a *app) readObjects(files []string, explicitTenant bool) ([]apiv1.Object, 
 					s.name, apiv1.RefOf(o), a.tenant))
 				continue
 			}
-			objs = append(objs, o)
+			objs = append(objs, d)
 		}
 	}
 	if len(errs) > 0 {
@@ -236,13 +288,13 @@ func fileError(path string, err error) error {
 
 // sortByDependency orders objects by the dependency order of their kinds
 // (apiv1.Kinds), or its reverse, keeping input order within a kind.
-func sortByDependency(objs []apiv1.Object, reverse bool) {
+func sortByDependency(objs []apiv1.Document, reverse bool) {
 	rank := map[string]int{}
 	for i, k := range apiv1.Kinds() {
 		rank[k.Kind] = i
 	}
 	sort.SliceStable(objs, func(i, j int) bool {
-		ri, rj := rank[objs[i].GetTypeMeta().Kind], rank[objs[j].GetTypeMeta().Kind]
+		ri, rj := rank[objs[i].Object.GetTypeMeta().Kind], rank[objs[j].Object.GetTypeMeta().Kind]
 		if reverse {
 			return ri > rj
 		}

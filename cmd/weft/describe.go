@@ -29,7 +29,8 @@ scripts use 'weft get KIND NAME -o json' instead: this format may change.`,
   weft describe host h1
   weft describe ep web-1 --tenant acme
   weft describe appintent shop --tenant acme`,
-		Args: exactArgs(2, "KIND NAME"),
+		Args:              exactArgs(2, "KIND NAME"),
+		ValidArgsFunction: a.completeObjects,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := lookupKind(args[0])
 			if err != nil {
@@ -137,49 +138,41 @@ func specAndStatus(o apiv1.Object) ([]section, error) {
 	return out, nil
 }
 
-// describeRelated appends the objects related to o. The related lists are
-// fetched and filtered here, client-side.
+// describeRelated appends the objects related to o, listed by field
+// selectors that the controller serves from its indexes.
 func (a *app) describeRelated(ctx context.Context, cl *client.Client, o apiv1.Object, b *strings.Builder) error {
 	m := o.GetObjectMeta()
 	switch o := o.(type) {
 	case *apiv1.VPC:
-		subnets, _, err := cl.List(ctx, apiv1.KindSubnet, m.Tenant, "")
+		subnets, _, err := cl.List(ctx, apiv1.KindSubnet, m.Tenant, "", client.WithFieldSelector("spec.vpc="+m.Name))
 		if err != nil {
 			fmt.Fprintf(b, "Subnets:          <unavailable>\n")
 			return fmt.Errorf("list subnets of %s: %w", apiv1.RefOf(o), err)
 		}
 		var rows [][]string
 		for _, s := range subnets {
-			if sn := s.(*apiv1.Subnet); sn.Spec.VPC == m.Name {
-				rows = append(rows, []string{sn.Metadata.Name, sn.Spec.CIDR, orNone(sn.Spec.Gateway)})
-			}
+			sn := s.(*apiv1.Subnet)
+			rows = append(rows, []string{sn.Metadata.Name, sn.Spec.CIDR, orNone(sn.Spec.Gateway)})
 		}
 		writeRelated(b, "Subnets", []string{"NAME", "CIDR", "GATEWAY"}, rows)
 	case *apiv1.Subnet:
-		eps, _, err := cl.List(ctx, apiv1.KindEndpoint, m.Tenant, "")
+		eps, _, err := cl.List(ctx, apiv1.KindEndpoint, m.Tenant, "", client.WithFieldSelector("spec.subnet="+m.Name))
 		if err != nil {
 			fmt.Fprintf(b, "Endpoints:        <unavailable>\n")
 			return fmt.Errorf("list endpoints of %s: %w", apiv1.RefOf(o), err)
 		}
-		n := 0
-		for _, e := range eps {
-			if e.(*apiv1.Endpoint).Spec.Subnet == m.Name {
-				n++
-			}
-		}
-		fmt.Fprintf(b, "%-17s %d\n", "Endpoints:", n)
+		fmt.Fprintf(b, "%-17s %d\n", "Endpoints:", len(eps))
 	case *apiv1.Host:
-		eps, _, err := cl.List(ctx, apiv1.KindEndpoint, "", "")
+		eps, _, err := cl.List(ctx, apiv1.KindEndpoint, "", "", client.WithFieldSelector("spec.host="+m.Name))
 		if err != nil {
 			fmt.Fprintf(b, "Endpoints:        <unavailable>\n")
 			return fmt.Errorf("list endpoints of %s: %w", apiv1.RefOf(o), err)
 		}
 		var rows [][]string
 		for _, e := range eps {
-			if ep := e.(*apiv1.Endpoint); ep.Spec.Host == m.Name {
-				rows = append(rows, []string{ep.Metadata.Tenant, ep.Metadata.Name, ep.Spec.Subnet,
-					first(ep.Status.IP, ep.Spec.IP, "<pending>"), orNone(ep.Status.Phase)})
-			}
+			ep := e.(*apiv1.Endpoint)
+			rows = append(rows, []string{ep.Metadata.Tenant, ep.Metadata.Name, ep.Spec.Subnet,
+				first(ep.Status.IP, ep.Spec.IP, "<pending>"), orNone(ep.Status.Phase)})
 		}
 		writeRelated(b, "Endpoints", []string{"TENANT", "NAME", "SUBNET", "IP", "PHASE"}, rows)
 	case *apiv1.AppIntent:

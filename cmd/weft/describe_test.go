@@ -82,6 +82,27 @@ func TestDescribe(t *testing.T) {
 			}
 		})
 	}
+	// The related objects are asked for by field selector, not listed
+	// whole and filtered here.
+	var lists []string
+	for _, r := range h.srv.Requests() {
+		if p, _, _ := strings.Cut(r, "?"); strings.HasPrefix(r, "GET ") && (strings.HasSuffix(p, "/endpoints") || strings.HasSuffix(p, "/subnets")) {
+			lists = append(lists, r)
+		}
+	}
+	want := []string{
+		"GET /apis/weft/v1/tenants/acme/subnets?fieldSelector=spec.vpc%3Dmain",
+		"GET /apis/weft/v1/tenants/acme/endpoints?fieldSelector=spec.subnet%3Da",
+		"GET /apis/weft/v1/endpoints?fieldSelector=spec.host%3Dh1",
+	}
+	if len(lists) != len(want) {
+		t.Fatalf("lists of related objects: %q, want %q", lists, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lists[i], w) {
+			t.Errorf("list %d: %s, want %s...", i, lists[i], w)
+		}
+	}
 }
 
 // TestDescribeAppIntent: describe shows an intent's needs, each with the

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,11 +55,34 @@ func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, e env)
 	root.SetErr(stderr)
 	root.SetIn(e.stdin)
 	if err := root.ExecuteContext(ctx); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil {
+				printError(stderr, ee.err)
+			}
+			return ee.code
+		}
 		printError(stderr, err)
 		return 1
 	}
 	return 0
 }
+
+// exitError ends a command with an exit code other than 1 (printing err
+// unless nil): `weft diff` exits 1 when it found differences, 2 on errors.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit code %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
 
 // app holds the global flags and the lazily made API client of one run.
 type app struct {
@@ -71,6 +95,7 @@ type app struct {
 	context      string // --context
 	insecureHTTP bool   // --insecure-http
 	pageSize     int    // --chunk-size of get
+	timeout      string // --request-timeout
 
 	server string // resolved: --server, else $WEFT_SERVER, else the context's
 	tenant string // resolved: --tenant, else $WEFT_TENANT, else the context's
@@ -132,7 +157,11 @@ func (a *app) client() (*client.Client, error) {
 				return nil, a.settingsErr
 			}
 		}
-		cl, err := a.settings.NewClient(client.WithPageSize(a.pageSize))
+		timeout, err := parseRequestTimeout(a.timeout)
+		if err != nil {
+			return nil, err
+		}
+		cl, err := a.settings.NewClient(client.WithPageSize(a.pageSize), client.WithTimeout(timeout))
 		if err != nil {
 			return nil, usageErrorf("--server: %v", err)
 		}
@@ -142,6 +171,19 @@ func (a *app) client() (*client.Client, error) {
 		a.cl = cl
 	}
 	return a.cl, nil
+}
+
+// parseRequestTimeout reads --request-timeout: a duration ("30s", "1m")
+// or a number of seconds; 0 waits as long as it takes.
+func parseRequestTimeout(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, usageErrorf("--request-timeout %q: want a duration such as 30s or 1m, or 0 for none", s)
+	}
+	return d, nil
 }
 
 func (a *app) newRootCmd() *cobra.Command {
@@ -160,27 +202,34 @@ $WEFT_SERVER overrides the context's controller (default ` + client.DefaultServe
 Plain http:// needs --insecure-http.
 
 Objects of tenant-scoped kinds (vpc, subnet, endpoint, securitypolicy,
-qosclass) belong to a tenant: pick it with --tenant or $WEFT_TENANT (else the
-context's tenant); --all-tenants lists across tenants. Tenants and hosts are
-cluster-scoped.`,
+qosclass, appintent) belong to a tenant: pick it with -n/--tenant or
+$WEFT_TENANT (else the context's tenant); -A/--all-tenants lists across
+tenants. Tenants and hosts are cluster-scoped.
+
+'weft completion bash|zsh|fish|powershell' prints a shell completion script
+that completes commands, flags, kinds, and object and tenant names (asked of
+the controller).`,
 		Example: `  weft controller --data-dir /var/lib/weft
   weft apply -f network.yaml
-  weft get vpcs --tenant acme
-  weft get endpoints --all-tenants -o yaml
-  weft describe vpc main --tenant acme
-  weft delete -f network.yaml`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
-		PersistentPreRun:  func(*cobra.Command, []string) { a.resolve() },
+  weft get vpcs -n acme
+  weft get endpoints -A -o yaml
+  weft describe vpc main -n acme
+  weft wait --for=condition=Ready endpoint/web-1 -n acme
+  weft delete -f network.yaml
+  source <(weft completion bash)`,
+		SilenceUsage:     true,
+		SilenceErrors:    true,
+		PersistentPreRun: func(*cobra.Command, []string) { a.resolve() },
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd.CommandPath(), err: err}
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.flagServer, "server", "", "URL of the weft controller's API (env WEFT_SERVER; default: the context's, else "+client.DefaultServer+")")
-	pf.StringVar(&a.flagTenant, "tenant", "", "tenant of tenant-scoped kinds (env WEFT_TENANT; default: the context's)")
-	pf.BoolVar(&a.allTenants, "all-tenants", false, "list tenant-scoped kinds across all tenants (overrides --tenant)")
+	pf.StringVarP(&a.flagTenant, "tenant", "n", "", "tenant of tenant-scoped kinds (env WEFT_TENANT; default: the context's)")
+	pf.BoolVarP(&a.allTenants, "all-tenants", "A", false, "list tenant-scoped kinds across all tenants (overrides --tenant)")
+	pf.StringVar(&a.timeout, "request-timeout", client.DefaultTimeout.String(), "how long to wait for each API request (a duration, or seconds; 0: no limit)")
+	_ = root.RegisterFlagCompletionFunc("tenant", a.completeTenants)
 	pf.StringVar(&a.context, "context", "", "context of the configuration file to use (default: its current context; env WEFT_CONFIG names the file)")
 	pf.BoolVar(&a.insecureHTTP, "insecure-http", false, "allow a plain http:// controller: no TLS, credentials in clear text (labs only)")
 
@@ -195,6 +244,8 @@ cluster-scoped.`,
 		a.newGetCmd(),
 		a.newDescribeCmd(),
 		a.newDeleteCmd(),
+		a.newDiffCmd(),
+		a.newWaitCmd(),
 		a.newFlowsCmd(),
 		a.newVersionCmd(),
 		a.newConfigCmd(),
@@ -287,13 +338,14 @@ func (a *app) tenantFor(k apiv1.KindInfo) (string, error) {
 		if a.settingsErr != nil {
 			return "", a.settingsErr
 		}
-		return "", usageErrorf("%s is tenant-scoped: pass --tenant TENANT (or set WEFT_TENANT)", strings.ToLower(k.Kind))
+		return "", usageErrorf("%s is tenant-scoped: pass -n/--tenant TENANT (or set WEFT_TENANT, or a tenant in the context)", strings.ToLower(k.Kind))
 	}
 	return a.tenant, nil
 }
 
 // listTenant returns the tenant to list kind k in: "" means all tenants
-// (cluster-scoped kinds, --all-tenants, or no --tenant).
+// (cluster-scoped kinds, --all-tenants, or no tenant from --tenant,
+// $WEFT_TENANT or the current context).
 func (a *app) listTenant(k apiv1.KindInfo) string {
 	if !k.Namespaced || a.allTenants {
 		return ""
@@ -310,6 +362,8 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		return nil
 	}
 }
+
+func minArgs(n int, what string) cobra.PositionalArgs { return rangeArgs(n, int(^uint(0)>>1), what) }
 
 func rangeArgs(lo, hi int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {

@@ -16,9 +16,12 @@ import (
 
 // Output formats of -o.
 const (
-	formatTable = "table"
-	formatJSON  = "json"
-	formatYAML  = "yaml"
+	formatTable    = "table"
+	formatJSON     = "json"
+	formatYAML     = "yaml"
+	formatWide     = "wide"      // get: the table with more columns
+	formatName     = "name"      // get: kind/name per line
+	formatJSONPath = "jsonpath=" // get: a template (jsonpath.go)
 )
 
 func checkFormat(f string) error {
@@ -29,43 +32,88 @@ func checkFormat(f string) error {
 	return usageErrorf("-o %q: want table, json or yaml", f)
 }
 
+// output is a parsed -o of get.
+type output struct {
+	format   string    // formatTable, formatWide, formatJSON, formatYAML, formatName or formatJSONPath
+	template *jsonPath // of formatJSONPath
+}
+
+// parseOutput reads -o of get: table, wide, json, yaml, name or
+// jsonpath=TEMPLATE (also jsonpath='TEMPLATE').
+func parseOutput(o string) (output, error) {
+	switch o {
+	case formatTable, formatWide, formatJSON, formatYAML, formatName:
+		return output{format: o}, nil
+	}
+	if tmpl, ok := strings.CutPrefix(o, formatJSONPath); ok {
+		if len(tmpl) >= 2 && tmpl[0] == '\'' && tmpl[len(tmpl)-1] == '\'' {
+			tmpl = tmpl[1 : len(tmpl)-1]
+		}
+		p, err := parseJSONPath(tmpl)
+		if err != nil {
+			return output{}, usageErrorf("-o: %v", err)
+		}
+		return output{format: formatJSONPath, template: p}, nil
+	}
+	return output{}, usageErrorf("-o %q: want table, wide, json, yaml, name or jsonpath=TEMPLATE", o)
+}
+
 const none = "<none>"
 
-// tableHeaders returns the table columns of a kind; showTenant adds a
-// TENANT column first (for tenant-scoped kinds listed across tenants).
-func tableHeaders(k apiv1.KindInfo, showTenant bool) []string {
-	var h []string
+// tableOpts are the optional columns of a table.
+type tableOpts struct {
+	showTenant bool // TENANT first (tenant-scoped kinds listed across tenants)
+	wide       bool // -o wide: more columns for each kind
+	labels     bool // --show-labels: LABELS last
+	kindPrefix bool // NAME as kind/name (several kinds in one get)
+}
+
+// tableHeaders returns the table columns of a kind.
+func tableHeaders(k apiv1.KindInfo, o tableOpts) []string {
+	var h, wide []string
 	switch k.Kind {
 	case apiv1.KindTenant:
-		h = []string{"NAME", "AGE"}
+		h, wide = []string{"NAME", "AGE"}, []string{"DESCRIPTION"}
 	case apiv1.KindHost:
-		h = []string{"NAME", "UNDERLAY-IP", "CAPACITY", "LIVENESS", "SINCE", "VIEW"}
+		h, wide = []string{"NAME", "UNDERLAY-IP", "CAPACITY", "LIVENESS", "SINCE", "VIEW"}, []string{"HOST-ID", "AGENT", "REPLICA", "ERROR"}
 	case apiv1.KindVPC:
-		h = []string{"NAME", "CIDRS", "VNI", "AGE"}
+		h, wide = []string{"NAME", "CIDRS", "VNI", "AGE"}, []string{"DEFAULT-POLICY"}
 	case apiv1.KindSubnet:
-		h = []string{"NAME", "VPC", "CIDR", "GATEWAY"}
+		h, wide = []string{"NAME", "VPC", "CIDR", "GATEWAY"}, []string{"VNI"}
 	case apiv1.KindEndpoint:
-		h = []string{"NAME", "SUBNET", "HOST", "IP", "MAC", "PHASE"}
+		h, wide = []string{"NAME", "SUBNET", "HOST", "IP", "MAC", "PHASE"}, []string{"READY", "QOS", "IDENTITY", "NETNS"}
 	case apiv1.KindSecurityPolicy:
-		h = []string{"NAME", "SELECTOR", "INGRESS", "EGRESS"}
+		h, wide = []string{"NAME", "SELECTOR", "INGRESS", "EGRESS"}, []string{"VPC"}
 	case apiv1.KindQoSClass:
 		h = []string{"NAME", "MIN", "MAX", "PRIO", "DSCP"}
 	case apiv1.KindAppIntent:
-		h = []string{"NAME", "VPC", "SELECTOR", "OBJECTS", "UNMET"}
+		h, wide = []string{"NAME", "VPC", "SELECTOR", "OBJECTS", "UNMET"}, []string{"LATENCY"}
 	default:
 		h = []string{"NAME", "AGE"}
 	}
-	if showTenant && k.Namespaced {
-		h = append([]string{"TENANT"}, h...)
-	}
-	return h
+	return decorate(k, o, h, wide, "TENANT", "LABELS")
 }
 
-// tableRow returns the cells of o for the columns of tableHeaders.
-func tableRow(k apiv1.KindInfo, o apiv1.Object, showTenant bool, now time.Time) []string {
-	m := o.GetObjectMeta()
-	var r []string
-	switch o := o.(type) {
+// decorate adds the optional columns of o to a row or header: first the
+// tenant, then the kind's own cells, the wide ones and the labels.
+func decorate(k apiv1.KindInfo, o tableOpts, cells, wide []string, tenant, labels string) []string {
+	if o.wide {
+		cells = append(cells, wide...)
+	}
+	if o.labels {
+		cells = append(cells, labels)
+	}
+	if o.showTenant && k.Namespaced {
+		cells = append([]string{tenant}, cells...)
+	}
+	return cells
+}
+
+// tableRow returns the cells of obj for the columns of tableHeaders.
+func tableRow(k apiv1.KindInfo, obj apiv1.Object, opts tableOpts, now time.Time) []string {
+	m := obj.GetObjectMeta()
+	var r, wide []string
+	switch o := obj.(type) {
 	case *apiv1.Host:
 		view := "-"
 		if o.Status.ViewVersion != 0 {
@@ -73,19 +121,29 @@ func tableRow(k apiv1.KindInfo, o apiv1.Object, showTenant bool, now time.Time) 
 		}
 		r = []string{m.Name, orNone(o.Spec.UnderlayIP), orNone(string(o.Spec.Capacity)),
 			orNone(o.Status.Liveness), age(o.Status.LastSeen, now, "<never>"), view}
+		wide = []string{strconv.FormatUint(uint64(o.Status.HostID), 10), orNone(o.Status.AgentVersion), orNone(o.Status.Replica),
+			orNone(cut(o.Status.LastError, 40))}
 	case *apiv1.VPC:
 		vni := "<pending>"
 		if o.Status.VNI != 0 {
 			vni = strconv.FormatUint(uint64(o.Status.VNI), 10)
 		}
 		r = []string{m.Name, orNone(strings.Join(o.Spec.CIDRs, ",")), vni, age(m.CreationTimestamp, now, "<unknown>")}
+		wide = []string{first(o.Spec.DefaultPolicy, apiv1.DefaultPolicyAllow)}
 	case *apiv1.Subnet:
 		r = []string{m.Name, o.Spec.VPC, o.Spec.CIDR, orNone(o.Spec.Gateway)}
+		wide = []string{strconv.FormatUint(uint64(o.Status.VNI), 10)}
 	case *apiv1.Endpoint:
 		r = []string{m.Name, o.Spec.Subnet, orNone(o.Spec.Host),
 			first(o.Status.IP, o.Spec.IP, "<pending>"), first(o.Status.MAC, o.Spec.MAC, "<pending>"), orNone(o.Status.Phase)}
+		ready := "<unknown>"
+		if c := apiv1.FindCondition(o.Status.Conditions, apiv1.ConditionReady); c != nil {
+			ready = c.Status
+		}
+		wide = []string{ready, orNone(o.Spec.QoSClass), strconv.FormatUint(uint64(o.Status.Identity), 10), orNone(o.Status.Netns)}
 	case *apiv1.SecurityPolicy:
 		r = []string{m.Name, formatSelector(o.Spec.Selector), strconv.Itoa(len(o.Spec.Ingress)), strconv.Itoa(len(o.Spec.Egress))}
+		wide = []string{orNone(o.Spec.VPC)}
 	case *apiv1.QoSClass:
 		prio := none
 		if o.Spec.Priority != nil {
@@ -95,13 +153,25 @@ func tableRow(k apiv1.KindInfo, o apiv1.Object, showTenant bool, now time.Time) 
 	case *apiv1.AppIntent:
 		r = []string{m.Name, orNone(o.Spec.VPC), formatSelector(o.Spec.Selector),
 			strconv.Itoa(len(o.Status.Objects)), strconv.Itoa(len(o.Status.Unmet))}
-	default: // Tenant, and any kind added later
+		wide = []string{first(o.Spec.Latency, apiv1.LatencyNormal)}
+	case *apiv1.Tenant:
+		r = []string{m.Name, age(m.CreationTimestamp, now, "<unknown>")}
+		wide = []string{orNone(cut(o.Spec.Description, 40))}
+	default: // any kind added later
 		r = []string{m.Name, age(m.CreationTimestamp, now, "<unknown>")}
 	}
-	if showTenant && k.Namespaced {
-		r = append([]string{m.Tenant}, r...)
+	if opts.kindPrefix {
+		r[0] = strings.ToLower(k.Kind) + "/" + r[0]
 	}
-	return r
+	return decorate(k, opts, r, wide, m.Tenant, orNone(strings.Join(formatLabels(m.Labels), ",")))
+}
+
+// cut shortens s to at most n characters, marking a cut with "…".
+func cut(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 // writeTable prints rows under headers, aligned with a tabwriter.
@@ -167,18 +237,20 @@ type listObject struct {
 	Items []json.RawMessage `json:"items"`
 }
 
-// marshalList renders objects as a List in JSON or YAML.
-func marshalList(objs []apiv1.Object, resourceVersion, format string) ([]byte, error) {
-	l := listObject{APIVersion: apiv1.APIVersion, Kind: "List", Items: []json.RawMessage{}}
+// newListObject returns objects as a List.
+func newListObject(objs []apiv1.Object, resourceVersion string) *listObject {
+	l := &listObject{APIVersion: apiv1.APIVersion, Kind: "List", Items: []json.RawMessage{}}
 	l.Metadata.ResourceVersion = resourceVersion
 	for _, o := range objs {
-		data, err := apiv1.Marshal(o, formatJSON)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s: %w", apiv1.RefOf(o), err)
-		}
+		data, _ := json.Marshal(o) // API objects always encode
 		l.Items = append(l.Items, data)
 	}
-	data, err := json.MarshalIndent(l, "", "  ")
+	return l
+}
+
+// marshalList renders objects as a List in JSON or YAML.
+func marshalList(objs []apiv1.Object, resourceVersion, format string) ([]byte, error) {
+	data, err := json.MarshalIndent(newListObject(objs, resourceVersion), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode list: %w", err)
 	}

@@ -34,7 +34,7 @@ type Enrolment struct {
 
 // HostCreator creates Hosts (the registry).
 type HostCreator interface {
-	Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
 }
 
 // EnrollerConfig configures an Enroller.

@@ -23,9 +23,9 @@ import (
 // intents' status: the registry, so that they pass its validation,
 // admission and compare-guarded transactions like any user's write.
 type Writer interface {
-	Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
-	Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
-	Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
+	Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
+	Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
+	Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error)
 }
 

@@ -1,6 +1,7 @@
 package liveness
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -461,6 +462,7 @@ func (s *RegistrySink) writeHost(ctx context.Context, h *apiv1.Host, t Transitio
 		if !t.LastSeen.IsZero() {
 			cur.Status.LastSeen = t.LastSeen.UTC().Format(time.RFC3339Nano)
 		}
+		apiv1.SetHostConditions(cur, cmp.Or(t.At, time.Now()))
 		return true
 	})
 	if err != nil {

@@ -138,6 +138,8 @@ func TestRegistrySink(t *testing.T) {
 	if got := hostStatus(t, st, "h1"); got.Liveness != apiv1.LivenessDead || got.HostID != h1 ||
 		got.LastSeen != tab.Time(int64(time.Second)).UTC().Format(time.RFC3339Nano) {
 		t.Errorf("h1 status after its death: %+v", got)
+	} else if c := apiv1.FindCondition(got.Conditions, apiv1.ConditionAlive); c == nil || c.Status != apiv1.ConditionFalse {
+		t.Errorf("h1 Alive condition after its death: %+v", c)
 	}
 	dead := DeadMessage("h1")
 	want := map[string]string{

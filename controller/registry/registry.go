@@ -259,19 +259,66 @@ func (r *Registry) Get(_ context.Context, ref apiv1.Ref) (apiv1.Object, error) {
 
 // List returns the objects of a kind in a tenant ("" = all tenants) that
 // match sel, and the cache revision they were read at.
-func (r *Registry) List(_ context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64) {
+func (r *Registry) List(ctx context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64) {
+	return r.Select(ctx, kind, tenant, sel, nil)
+}
+
+// Select is List of the objects that match both a label selector and a
+// field selector, sorted by tenant and name. The field selector is served
+// from the store's indexes where one fits: an endpoint's spec.host and
+// (within a tenant) spec.subnet, a subnet's spec.vpc, a name.
+func (r *Registry) Select(_ context.Context, kind, tenant string, labels apiv1.LabelSelector, fields apiv1.FieldSelector) ([]apiv1.Object, int64) {
 	rev := r.st.Revision()
-	all := r.st.List(kind, tenant)
-	if sel.Empty() {
-		return all, rev
+	ki, ok := apiv1.LookupKind(kind)
+	if !ok {
+		return nil, rev
 	}
-	out := make([]apiv1.Object, 0, len(all))
-	for _, o := range all {
-		if sel.Matches(o.GetObjectMeta().Labels) {
+	if t, ok := fields.Equals("metadata.tenant"); ok && ki.Namespaced {
+		if tenant != "" && t != tenant {
+			return nil, rev
+		}
+		tenant = t
+	}
+	var objs []apiv1.Object
+	name, byName := fields.Equals("metadata.name")
+	host, byHost := fields.Equals("spec.host")
+	subnet, bySubnet := fields.Equals("spec.subnet")
+	vpc, byVPC := fields.Equals("spec.vpc")
+	switch {
+	case byName && (tenant != "" || !ki.Namespaced):
+		if o, ok := r.st.Get(ki.Kind, tenant, name); ok {
+			objs = []apiv1.Object{o}
+		}
+	case ki.Kind == apiv1.KindEndpoint && byHost:
+		objs = endpoints(r.st.EndpointsByHost(host))
+	case ki.Kind == apiv1.KindEndpoint && bySubnet && tenant != "":
+		objs = endpoints(r.st.EndpointsBySubnet(tenant, subnet))
+	case ki.Kind == apiv1.KindSubnet && byVPC && tenant != "":
+		for _, sn := range r.st.SubnetsByVPC(tenant, vpc) {
+			objs = append(objs, sn)
+		}
+	default:
+		objs = r.st.List(ki.Kind, tenant)
+		if labels.Empty() && len(fields) == 0 {
+			return objs, rev
+		}
+	}
+	out := objs[:0:0]
+	for _, o := range objs {
+		m := o.GetObjectMeta()
+		if (tenant == "" || m.Tenant == tenant || !ki.Namespaced) && labels.Matches(m.Labels) && fields.Matches(o) {
 			out = append(out, o)
 		}
 	}
 	return out, rev
+}
+
+func endpoints(eps []*apiv1.Endpoint) []apiv1.Object {
+	out := make([]apiv1.Object, len(eps))
+	for i, e := range eps {
+		out[i] = e
+	}
+	return out
 }
 
 // Watch streams changes of a kind in a tenant after fromRev.
@@ -296,6 +343,9 @@ type attempt struct {
 	obj apiv1.Object
 	// noop: nothing to write; run returns obj without a transaction.
 	noop bool
+	// dryRun: run gives back what plan allocated (undo) and returns obj
+	// without a transaction.
+	dryRun bool
 }
 
 // run plans and commits a write, retrying lost races. plan is called
@@ -313,6 +363,12 @@ func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error
 			return nil, 0, err
 		}
 		if a.noop {
+			return a, 0, nil
+		}
+		if a.dryRun {
+			if a.undo != nil {
+				a.undo()
+			}
 			return a, 0, nil
 		}
 		if h := r.hooks.planned; h != nil {
@@ -362,8 +418,10 @@ func storeError(err error) error {
 	return apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "storage unavailable: %v", err)
 }
 
-// Create stores a new object and returns it as stored.
-func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+// Create stores a new object and returns it as stored (with
+// apiv1.WithDryRun, as it would be stored, and stores nothing).
+func (r *Registry) Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	dryRun := apiv1.NewWriteOptions(opts...).DryRun
 	ki, err := kindOf(obj)
 	if err != nil {
 		return nil, err
@@ -393,7 +451,7 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		if _, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name); ok {
 			return nil, apiv1.NewAlreadyExists(ref)
 		}
-		a := &attempt{obj: obj}
+		a := &attempt{obj: obj, dryRun: dryRun}
 		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(objKey), "=", 0))
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
 		if ki.Namespaced {
@@ -453,6 +511,9 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		return nil, err
 	}
 	out := a.obj
+	if dryRun {
+		return out, nil
+	}
 	out.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
 	r.log.Debug("created", "ref", ref.String(), "rev", rev)
 	return out, nil
@@ -631,6 +692,7 @@ func (r *Registry) planEndpointCreate(ctx context.Context, a *attempt, o *apiv1.
 	o.Status = apiv1.EndpointStatus{
 		IP: ip.String(), MAC: mac, Host: o.Spec.Host, Netns: o.Spec.Netns, VNI: vni, Phase: apiv1.PhasePending,
 	}
+	apiv1.SetEndpointReady(o, r.cfg.Now())
 	if err := r.planIdentity(ctx, a, o, vpc); err != nil {
 		a.undo() // the address
 		return err
@@ -638,9 +700,12 @@ func (r *Registry) planEndpointCreate(ctx context.Context, a *attempt, o *apiv1.
 	return nil
 }
 
-// Update replaces an object's labels and spec. The status is kept (it is
-// the controller's); a metadata.resourceVersion in obj must match.
-func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
+// Update replaces an object's labels, annotations, owner references and
+// spec. The status is kept (it is the controller's); a
+// metadata.resourceVersion in obj must match. With apiv1.WithDryRun it
+// returns the object as it would be stored, and stores nothing.
+func (r *Registry) Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	dryRun := apiv1.NewWriteOptions(opts...).DryRun
 	if _, err := kindOf(obj); err != nil {
 		return nil, err
 	}
@@ -688,7 +753,7 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 			return nil, errUnchanged
 		}
 		oldRev, _ := strconv.ParseInt(oldMeta.ResourceVersion, 10, 64)
-		a := &attempt{obj: next}
+		a := &attempt{obj: next, dryRun: dryRun}
 		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(objKey), "=", oldRev))
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
 		a.diagnose = func(res store.Result) error {
@@ -716,6 +781,12 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 			if err := r.admitWrite(a, oldObj, n, cacheRev); err != nil {
 				return nil, err
 			}
+			if h, ok := n.(*apiv1.Host); ok {
+				// Alive and ViewApplied hold for the new generation too:
+				// liveness does not depend on the spec, and the next Ack
+				// or Nack of a view writes ViewApplied again.
+				apiv1.SetHostConditions(h, r.cfg.Now())
+			}
 		}
 		val, err := encode(next)
 		if err != nil {
@@ -731,6 +802,13 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, 
 		return nil, err
 	}
 	out := a.obj
+	if dryRun {
+		rev = max(rev, 0)
+		if old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name); ok {
+			out.GetObjectMeta().ResourceVersion = old.GetObjectMeta().ResourceVersion
+		}
+		return out, nil
+	}
 	out.GetObjectMeta().ResourceVersion = strconv.FormatInt(rev, 10)
 	return out, nil
 }
@@ -805,6 +883,7 @@ func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next
 	if next.Spec.MAC != "" {
 		next.Status.MAC = next.Spec.MAC
 	}
+	apiv1.SetEndpointReady(next, r.cfg.Now()) // a new generation is not programmed yet
 	// Relabelled (or stored before identities): the identity of the new
 	// label set.
 	if old.Status.Identity == 0 || labelsHash(old.Metadata.Labels) != labelsHash(next.Metadata.Labels) {
@@ -822,8 +901,10 @@ func (r *Registry) planEndpointUpdate(ctx context.Context, a *attempt, old, next
 	return nil
 }
 
-// Delete removes an object unless others still refer to it.
-func (r *Registry) Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+// Delete removes an object unless others still refer to it, and returns
+// it as it was. With apiv1.WithDryRun it only checks that it could.
+func (r *Registry) Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	dryRun := apiv1.NewWriteOptions(opts...).DryRun
 	ki, ok := apiv1.LookupKind(ref.Kind)
 	if !ok {
 		return nil, apiv1.NewBadRequest("unknown kind %q", ref.Kind)
@@ -845,7 +926,7 @@ func (r *Registry) Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, err
 			e.Dependents = deps
 			return nil, e
 		}
-		a := &attempt{}
+		a := &attempt{dryRun: dryRun}
 		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(objKey), ">", 0))
 		a.txn.Ops = append(a.txn.Ops, clientv3.OpDelete(objKey))
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
@@ -141,8 +142,9 @@ func TestCreateAllocatesAndFillsStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := out.(*apiv1.Endpoint)
-	want := apiv1.EndpointStatus{IP: "10.0.1.2", MAC: "0a:58:0a:00:01:02", Host: "h1", VNI: av, Phase: apiv1.PhasePending, Identity: 1}
-	if diff := cmp.Diff(want, ep.Status); diff != "" {
+	want := apiv1.EndpointStatus{IP: "10.0.1.2", MAC: "0a:58:0a:00:01:02", Host: "h1", VNI: av, Phase: apiv1.PhasePending, Identity: 1,
+		Conditions: []apiv1.Condition{{Type: apiv1.ConditionReady, Status: apiv1.ConditionFalse, Reason: apiv1.PhasePending, ObservedGeneration: 1}}}
+	if diff := cmp.Diff(want, ep.Status, cmpopts.IgnoreFields(apiv1.Condition{}, "LastTransitionTime")); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}
 	if ep.Metadata.ResourceVersion == "" || ep.Metadata.UID == "" || ep.Metadata.Generation != 1 || ep.Metadata.CreationTimestamp == "" {

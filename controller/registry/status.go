@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -101,7 +100,7 @@ func statusPatch(ki apiv1.KindInfo, patch []byte) (status any, ok bool, err erro
 	if _, err := apiv1.DecodeObject(check); err != nil {
 		return nil, false, apiv1.NewBadRequest("merge patch: %v", err)
 	}
-	if status, err = decodeJSON(raw); err != nil {
+	if status, err = apiv1.DecodeJSONValue(raw); err != nil {
 		return nil, false, apiv1.NewBadRequest("merge patch: %v", err)
 	}
 	return status, true, nil
@@ -116,11 +115,11 @@ func mergeStatus(next apiv1.Object, patch any) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("merge patch: encode the status of %s: %w", apiv1.RefOf(next), err)
 	}
-	doc, err := decodeJSON(cur)
+	doc, err := apiv1.DecodeJSONValue(cur)
 	if err != nil {
 		return false, fmt.Errorf("merge patch: decode the status of %s: %w", apiv1.RefOf(next), err)
 	}
-	merged, err := json.Marshal(mergePatch(doc, patch))
+	merged, err := json.Marshal(apiv1.MergePatch(doc, patch))
 	if err != nil {
 		return false, fmt.Errorf("merge patch: encode the status of %s: %w", apiv1.RefOf(next), err)
 	}
@@ -133,39 +132,6 @@ func mergeStatus(next apiv1.Object, patch any) (bool, error) {
 	status.Set(v.Elem())
 	keepAllocations(next, old.Interface().(apiv1.Object))
 	return !reflect.DeepEqual(status.Interface(), old.Elem().FieldByName("Status").Interface()), nil
-}
-
-// mergePatch applies a JSON merge patch to a decoded JSON value (RFC 7386
-// section 2); it may modify target's maps.
-func mergePatch(target, patch any) any {
-	p, ok := patch.(map[string]any)
-	if !ok {
-		return patch
-	}
-	t, ok := target.(map[string]any)
-	if !ok {
-		t = map[string]any{}
-	}
-	for k, v := range p {
-		if v == nil {
-			delete(t, k)
-		} else {
-			t[k] = mergePatch(t[k], v)
-		}
-	}
-	return t
-}
-
-// decodeJSON decodes a JSON value keeping numbers exact (a uint64 view
-// version does not fit a float64).
-func decodeJSON(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	return v, nil
 }
 
 // PatchStatus changes an object's status with patch, applied to a copy of
@@ -213,6 +179,9 @@ func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(ne
 		v.Elem().FieldByName("Status").Set(patched.Elem().FieldByName("Status"))
 		next := v.Interface().(apiv1.Object)
 		keepAllocations(next, old)
+		if ep, ok := next.(*apiv1.Endpoint); ok {
+			apiv1.SetEndpointReady(ep, r.cfg.Now())
+		}
 		if errs := apiv1.ValidateStatus(next); len(errs) > 0 {
 			return nil, apiv1.NewInvalid(ref, errs)
 		}
@@ -279,8 +248,9 @@ func (l *objectLocks) lock(ctx context.Context, key string) (unlock func(), err 
 }
 
 // keepAllocations restores the status fields that the registry allocated
-// (host ID, VNI, address, MAC, placement, identity): a status writer such as an agent
-// or the liveness tracker reports observations and cannot change them.
+// (host ID, VNI, address, MAC, placement, identity) or derives (an
+// endpoint's Ready condition): a status writer such as an agent or the
+// liveness tracker reports observations and cannot change them.
 func keepAllocations(next, old apiv1.Object) {
 	switch n := next.(type) {
 	case *apiv1.Host:
@@ -293,5 +263,10 @@ func keepAllocations(next, old apiv1.Object) {
 		o := old.(*apiv1.Endpoint).Status
 		n.Status.IP, n.Status.MAC, n.Status.VNI, n.Status.Host = o.IP, o.MAC, o.VNI, o.Host
 		n.Status.Identity = o.Identity
+		conds := slices.DeleteFunc(slices.Clone(n.Status.Conditions), func(c apiv1.Condition) bool { return c.Type == apiv1.ConditionReady })
+		if c := apiv1.FindCondition(o.Conditions, apiv1.ConditionReady); c != nil {
+			conds = append(conds, *c)
+		}
+		n.Status.Conditions = conds
 	}
 }

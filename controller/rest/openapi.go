@@ -43,28 +43,39 @@ func openAPI(version string) []byte {
 			return o
 		}
 		sel := map[string]any{"name": "labelSelector", "in": "query", "schema": map[string]any{"type": "string"}}
+		fields := map[string]any{"name": "fieldSelector", "in": "query", "schema": map[string]any{"type": "string"},
+			"description": "field=value, field!=value, comma-separated; fields: " + strings.Join(apiv1.SelectableFields(k.Kind), ", ")}
+		dry := map[string]any{"name": "dryRun", "in": "query", "schema": map[string]any{"type": "string", "enum": []string{"All"}},
+			"description": "validate, default, admit and count quota, store nothing; the answer is what would be stored"}
 		watch := map[string]any{"name": "watch", "in": "query", "schema": map[string]any{"type": "boolean"}, "description": "stream newline-delimited JSON events"}
 		rv := map[string]any{"name": "resourceVersion", "in": "query", "schema": map[string]any{"type": "string"}, "description": "watch from this revision (410 if compacted)"}
 		limit := map[string]any{"name": "limit", "in": "query", "schema": map[string]any{"type": "integer"}, "description": "the most objects of a page (the server caps it)"}
 		cont := map[string]any{"name": "continue", "in": "query", "schema": map[string]any{"type": "string"}, "description": "the previous page's metadata.continue"}
 		coll, item := "/apis/weft/v1/"+k.Plural, "/apis/weft/v1/"+k.Plural+"/{name}"
 		if k.Namespaced {
-			paths[coll] = map[string]any{"get": op("list "+k.Plural+" of all tenants (those the credential may see)", "200", false, list, sel, watch, rv, limit, cont)}
+			paths[coll] = map[string]any{"get": op("list "+k.Plural+" of all tenants (those the credential may see)", "200", false, list, sel, fields, watch, rv, limit, cont)}
 			coll, item = "/apis/weft/v1/tenants/{tenant}/"+k.Plural, "/apis/weft/v1/tenants/{tenant}/"+k.Plural+"/{name}"
 		}
 		paths[coll] = map[string]any{
-			"get":  op("list "+k.Plural, "200", false, list, sel, watch, rv, limit, cont),
-			"post": op("create a "+k.Kind, "201", true, one),
+			"get":  op("list "+k.Plural, "200", false, list, sel, fields, watch, rv, limit, cont),
+			"post": op("create a "+k.Kind, "201", true, one, dry),
 		}
+		patch := op("change a "+k.Kind+" with a JSON merge patch (RFC 7386), a JSON patch (RFC 6902), or apply a manifest server-side (created if absent, else merged)", "200", false, one, dry)
+		patch["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+			apiv1.MergePatchType: map[string]any{"schema": map[string]any{"type": "object"}},
+			apiv1.JSONPatchType:  map[string]any{"schema": map[string]any{"type": "array", "items": map[string]any{"type": "object"}}},
+			apiv1.ApplyPatchType: map[string]any{"schema": ref},
+		}}
 		paths[item] = map[string]any{
 			"get":    op("read a "+k.Kind, "200", false, one),
-			"put":    op("replace a "+k.Kind+"'s labels and spec", "200", true, one),
-			"delete": op("delete a "+k.Kind, "200", false, one),
+			"put":    op("replace a "+k.Kind+"'s labels, annotations and spec", "200", true, one, dry),
+			"patch":  patch,
+			"delete": op("delete a "+k.Kind, "200", false, one, dry),
 		}
 		if st, ok := t.FieldByName("Status"); ok {
 			patch := op("change some fields of a "+k.Kind+"'s status with a JSON merge patch (RFC 7386): null removes a field, fields not named are kept", "200", false, one)
 			patch["requestBody"] = map[string]any{"required": true, "content": map[string]any{
-				mergePatchType: map[string]any{"schema": map[string]any{
+				apiv1.MergePatchType: map[string]any{"schema": map[string]any{
 					"type": "object", "properties": map[string]any{"status": schemaOf(st.Type, schemas)}, "additionalProperties": false,
 				}}}}
 			paths[item+"/status"] = map[string]any{

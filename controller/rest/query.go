@@ -12,11 +12,12 @@ import (
 
 // listQuery is the query of a list or watch request.
 type listQuery struct {
-	sel   apiv1.LabelSelector
-	watch bool
-	rv    int64 // watch from this revision (0: list first)
-	limit int   // the most objects of a page
-	cont  *continueToken
+	sel    apiv1.LabelSelector
+	fields apiv1.FieldSelector
+	watch  bool
+	rv     int64 // watch from this revision (0: list first)
+	limit  int   // the most objects of a page
+	cont   *continueToken
 }
 
 // continueToken says where the next page of a list starts: after the
@@ -27,13 +28,17 @@ type continueToken struct {
 	Name   string `json:"name"`
 }
 
-// parseListQuery reads labelSelector, watch, resourceVersion, limit and
-// continue; limit defaults to, and is capped at, maxPage.
-func parseListQuery(q url.Values, maxPage int) (listQuery, error) {
+// parseListQuery reads labelSelector, fieldSelector (of kind), watch,
+// resourceVersion, limit and continue; limit defaults to, and is capped
+// at, maxPage.
+func parseListQuery(q url.Values, kind string, maxPage int) (listQuery, error) {
 	lq := listQuery{limit: maxPage}
 	var err error
 	if lq.sel, err = apiv1.ParseSelector(q.Get("labelSelector")); err != nil {
 		return lq, apiv1.NewBadRequest("labelSelector: %v", err)
+	}
+	if lq.fields, err = apiv1.ParseFieldSelector(kind, q.Get("fieldSelector")); err != nil {
+		return lq, apiv1.NewBadRequest("fieldSelector: %v", err)
 	}
 	switch w := q.Get("watch"); w {
 	case "true", "1":

@@ -8,8 +8,9 @@
 // a credential (a bearer token or a client certificate, see package auth):
 // without one it gets 401, and what it may do is decided per request (403;
 // lists and watches narrowed to what the credential may see). Every write
-// is logged on one line (subsystem "audit"). Credentials are managed under
-// /apis/weft/v1/tokens, /enroll and /certificates (credentials.go).
+// is logged on one line (subsystem "audit"; a dry run's with dryRun true).
+// Credentials are managed under /apis/weft/v1/tokens, /enroll and
+// /certificates (credentials.go).
 //
 // Paths:
 //
@@ -18,13 +19,25 @@
 //	/apis/weft/v1/tenants/{tenant}/{plural}           tenant-scoped kinds
 //	/apis/weft/v1/tenants/{tenant}/{plural}/{name}[/status]
 //
-// Lists return at most Config.MaxPage objects (?limit=N for fewer) and a
-// metadata.continue token to pass as ?continue= for the next page.
+// Lists and watches take a labelSelector and a fieldSelector
+// (apiv1.SelectableFields: "spec.host=h1" for endpoints, served from the
+// store's indexes). Lists return at most Config.MaxPage objects (?limit=N
+// for fewer) and a metadata.continue token to pass as ?continue= for the
+// next page. A watch with a selector sees an object relabelled (or
+// changed) out of it as DELETED, with its last matching state, and one
+// that comes into it as ADDED, as Kubernetes does.
+//
+// PATCH of an object takes a JSON merge patch (RFC 7386, Content-Type
+// application/merge-patch+json), a JSON patch (RFC 6902,
+// application/json-patch+json) or a manifest to apply server-side
+// (application/apply-patch+yaml: created if absent, else merged; see
+// apiv1.ApplyPatchType). Every write (POST, PUT, PATCH, DELETE) takes
+// ?dryRun=All: defaulting, validation, admission and quota run, nothing
+// is stored, and the answer is what would be.
 //
 // A status is replaced with PUT .../status (the whole status) or changed
-// with PATCH .../status and a JSON merge patch (RFC 7386, Content-Type
-// application/merge-patch+json) such as {"status": {"phase": "Ready"}}:
-// each of its writers sends only the fields it owns.
+// with PATCH .../status and a JSON merge patch such as {"status":
+// {"phase": "Ready"}}: each of its writers sends only the fields it owns.
 package rest
 
 import (
@@ -51,13 +64,13 @@ import (
 
 // Backend is what the API serves: the controller's registry.
 type Backend interface {
-	Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
-	Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
+	Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
+	Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error)
 	MergePatchStatus(ctx context.Context, ref apiv1.Ref, patch []byte) (apiv1.Object, error)
-	Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
+	Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
-	List(ctx context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64)
+	Select(ctx context.Context, kind, tenant string, labels apiv1.LabelSelector, fields apiv1.FieldSelector) ([]apiv1.Object, int64)
 	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
 }
 
@@ -171,6 +184,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST "+base+"{plural}", s.create)
 	mux.HandleFunc("GET "+base+"{plural}/{name}", s.get)
 	mux.HandleFunc("PUT "+base+"{plural}/{name}", s.update)
+	mux.HandleFunc("PATCH "+base+"{plural}/{name}", s.patch)
 	mux.HandleFunc("DELETE "+base+"{plural}/{name}", s.delete)
 	mux.HandleFunc("PUT "+base+"{plural}/{name}/status", s.updateStatus)
 	mux.HandleFunc("PATCH "+base+"{plural}/{name}/status", s.patchStatus)
@@ -178,6 +192,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST "+base+"tenants/{tenant}/{plural}", s.create)
 	mux.HandleFunc("GET "+base+"tenants/{tenant}/{plural}/{name}", s.get)
 	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}", s.update)
+	mux.HandleFunc("PATCH "+base+"tenants/{tenant}/{plural}/{name}", s.patch)
 	mux.HandleFunc("DELETE "+base+"tenants/{tenant}/{plural}/{name}", s.delete)
 	mux.HandleFunc("PUT "+base+"tenants/{tenant}/{plural}/{name}/status", s.updateStatus)
 	mux.HandleFunc("PATCH "+base+"tenants/{tenant}/{plural}/{name}/status", s.patchStatus)
@@ -295,9 +310,15 @@ func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.Kin
 	if err != nil {
 		return nil, err
 	}
+	return obj, checkObject(obj, ki, ref)
+}
+
+// checkObject checks a decoded request object against the path, and
+// gives a tenant-scoped one without a tenant the path's.
+func checkObject(obj apiv1.Object, ki apiv1.KindInfo, ref apiv1.Ref) error {
 	tm := obj.GetTypeMeta()
 	if tm.Kind != ki.Kind {
-		return nil, apiv1.NewBadRequest("body has kind %q but the path is for %s", tm.Kind, ki.Kind)
+		return apiv1.NewBadRequest("body has kind %q but the path is for %s", tm.Kind, ki.Kind)
 	}
 	m := obj.GetObjectMeta()
 	if ki.Namespaced {
@@ -305,13 +326,25 @@ func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.Kin
 			m.Tenant = ref.Tenant
 		}
 		if m.Tenant != ref.Tenant {
-			return nil, apiv1.NewBadRequest("metadata.tenant %q does not match the path's tenant %q", m.Tenant, ref.Tenant)
+			return apiv1.NewBadRequest("metadata.tenant %q does not match the path's tenant %q", m.Tenant, ref.Tenant)
 		}
 	}
 	if ref.Name != "" && m.Name != ref.Name {
-		return nil, apiv1.NewBadRequest("metadata.name %q does not match the path's name %q", m.Name, ref.Name)
+		return apiv1.NewBadRequest("metadata.name %q does not match the path's name %q", m.Name, ref.Name)
 	}
-	return obj, nil
+	return nil
+}
+
+// writeOptions reads the query of a write: dryRun=All makes it a dry run.
+func writeOptions(r *http.Request) ([]apiv1.WriteOption, error) {
+	switch v := r.URL.Query()["dryRun"]; {
+	case len(v) == 0:
+		return nil, nil
+	case len(v) == 1 && v[0] == "All":
+		return []apiv1.WriteOption{apiv1.WithDryRun()}, nil
+	default:
+		return nil, apiv1.NewBadRequest("dryRun %q: the only dry run is All", strings.Join(v, ","))
+	}
 }
 
 func (s *server) create(w http.ResponseWriter, r *http.Request) {
@@ -321,6 +354,10 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		_, err = s.authorize(r, auth.VerbCreate, ref, nil) // the scope, before the body
+	}
+	var opts []apiv1.WriteOption
+	if err == nil {
+		opts, err = writeOptions(r)
 	}
 	var obj apiv1.Object
 	if err == nil {
@@ -335,7 +372,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	out, err := s.cfg.Backend.Create(r.Context(), obj)
+	out, err := s.cfg.Backend.Create(r.Context(), obj, opts...)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -366,13 +403,19 @@ func (s *server) update(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) updateStatus(w http.ResponseWriter, r *http.Request) {
-	s.put(w, r, auth.VerbStatus, s.cfg.Backend.UpdateStatus)
+	s.put(w, r, auth.VerbStatus, func(ctx context.Context, obj apiv1.Object, _ ...apiv1.WriteOption) (apiv1.Object, error) {
+		return s.cfg.Backend.UpdateStatus(ctx, obj)
+	})
 }
 
-func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do func(context.Context, apiv1.Object) (apiv1.Object, error)) {
+func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do func(context.Context, apiv1.Object, ...apiv1.WriteOption) (apiv1.Object, error)) {
 	ki, ref, err := target(r)
 	if err == nil {
 		_, err = s.authorize(r, verb, ref, nil) // the scope and the stored object, before the body
+	}
+	var opts []apiv1.WriteOption
+	if err == nil {
+		opts, err = s.writeOptions(r, verb)
 	}
 	var obj apiv1.Object
 	if err == nil {
@@ -390,7 +433,7 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do fun
 		writeError(w, err)
 		return
 	}
-	out, err := do(r.Context(), obj)
+	out, err := do(r.Context(), obj, opts...)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -398,9 +441,118 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do fun
 	writeJSON(w, http.StatusOK, out)
 }
 
-// mergePatchType is the media type of a JSON merge patch (RFC 7386), the
-// only one PATCH .../status takes.
-const mergePatchType = "application/merge-patch+json"
+// writeOptions is writeOptions for a write of verb: a status write takes
+// no dry run.
+func (s *server) writeOptions(r *http.Request, verb string) ([]apiv1.WriteOption, error) {
+	opts, err := writeOptions(r)
+	if err == nil && opts != nil && verb == auth.VerbStatus {
+		err = apiv1.NewBadRequest("dryRun: a status write cannot be a dry run")
+	}
+	return opts, err
+}
+
+// patchType returns the media type of a PATCH body.
+func patchType(r *http.Request) string {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt
+}
+
+// patchAttempts bounds how often a PATCH is applied again to an object
+// that another writer changed meanwhile.
+const patchAttempts = 5
+
+// patch applies a merge patch, a JSON patch or a server-side apply to an
+// object: to the stored object, then written as an update conditioned on
+// the resourceVersion it was read at, again if another writer got in
+// between. Each attempt is authorized as an update of the object it
+// would write (an apply of an absent object as its create).
+func (s *server) patch(w http.ResponseWriter, r *http.Request) {
+	ki, ref, err := target(r)
+	if err == nil {
+		_, err = s.authorize(r, auth.VerbUpdate, ref, nil) // the scope, before the body
+	}
+	var opts []apiv1.WriteOption
+	if err == nil {
+		opts, err = writeOptions(r)
+	}
+	var body []byte
+	if err == nil {
+		body, err = s.readBody(w, r)
+	}
+	typ := patchType(r)
+	if err == nil && typ == apiv1.ApplyPatchType {
+		var obj apiv1.Object
+		if obj, err = apiv1.DecodeObject(body); err == nil {
+			err = checkObject(obj, ki, ref)
+		}
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx := r.Context()
+	var lastErr error
+	lastRV := ""
+	for range patchAttempts {
+		cur, err := s.cfg.Backend.Get(ctx, ref)
+		if apiv1.IsNotFound(err) && typ == apiv1.ApplyPatchType {
+			s.applyCreate(w, r, ki, ref, body, opts)
+			return
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		rv := cur.GetObjectMeta().ResourceVersion
+		if lastErr != nil && rv == lastRV {
+			break // not a lost race: the object did not change
+		}
+		next, err := apiv1.PatchObject(cur, typ, body)
+		if err == nil {
+			_, err = s.authorize(r, auth.VerbUpdate, ref, next)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		m := next.GetObjectMeta()
+		precondition := m.ResourceVersion != rv // the patch set one
+		if !precondition {
+			m.ResourceVersion = rv
+		}
+		out, err := s.cfg.Backend.Update(ctx, next, opts...)
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, out)
+			return
+		case !apiv1.IsConflict(err) && !apiv1.IsNotFound(err) || precondition:
+			writeError(w, err)
+			return
+		}
+		lastErr, lastRV = err, rv
+	}
+	writeError(w, lastErr)
+}
+
+// applyCreate creates the object of a server-side apply that finds none.
+func (s *server) applyCreate(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, ref apiv1.Ref, body []byte, opts []apiv1.WriteOption) {
+	obj, err := apiv1.DecodeObject(body)
+	if err == nil {
+		err = checkObject(obj, ki, ref)
+	}
+	if err == nil {
+		_, err = s.authorize(r, auth.VerbCreate, ref, obj)
+	}
+	var out apiv1.Object
+	if err == nil {
+		out, err = s.cfg.Backend.Create(r.Context(), obj, opts...)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, out)
+}
 
 // patchStatus applies a JSON merge patch to an object's status.
 func (s *server) patchStatus(w http.ResponseWriter, r *http.Request) {
@@ -408,14 +560,16 @@ func (s *server) patchStatus(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		_, err = s.authorize(r, auth.VerbStatus, ref, nil)
 	}
+	if err == nil {
+		_, err = s.writeOptions(r, auth.VerbStatus)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	ct := r.Header.Get("Content-Type")
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != mergePatchType {
+	if typ := patchType(r); typ != apiv1.MergePatchType {
 		writeError(w, apiv1.NewStatus(http.StatusUnsupportedMediaType, apiv1.ReasonUnsupportedMedia,
-			"Content-Type %q: PATCH of a status takes a JSON merge patch (RFC 7386), %s", ct, mergePatchType))
+			"Content-Type %q: PATCH of a status takes a JSON merge patch (RFC 7386), %s", r.Header.Get("Content-Type"), apiv1.MergePatchType))
 		return
 	}
 	body, err := s.readBody(w, r)
@@ -436,11 +590,15 @@ func (s *server) delete(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		_, err = s.authorize(r, auth.VerbDelete, ref, nil)
 	}
+	var opts []apiv1.WriteOption
+	if err == nil {
+		opts, err = writeOptions(r)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	out, err := s.cfg.Backend.Delete(r.Context(), ref)
+	out, err := s.cfg.Backend.Delete(r.Context(), ref, opts...)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -468,7 +626,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	lq, err := parseListQuery(r.URL.Query(), s.cfg.MaxPage)
+	lq, err := parseListQuery(r.URL.Query(), ki.Kind, s.cfg.MaxPage)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -492,7 +650,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		s.watch(w, r, ki, tenant, lq, keep)
 		return
 	}
-	items, rev := s.cfg.Backend.List(r.Context(), ki.Kind, tenant, lq.sel)
+	items, rev := s.cfg.Backend.Select(r.Context(), ki.Kind, tenant, lq.sel, lq.fields)
 	page, next := lq.page(items, rev, keep)
 	if page == nil {
 		page = []apiv1.Object{}
@@ -550,10 +708,12 @@ type watchEvent struct {
 	Object any    `json:"object"`
 }
 
-// watch streams newline-delimited JSON events of the objects keep admits.
-// Without a resourceVersion it starts with an ADDED event for every
-// current object. An object that stops being admitted (an endpoint moved
-// off an agent's host) ends with a DELETED event.
+// watch streams newline-delimited JSON events of the objects keep and the
+// selectors admit. Without a resourceVersion it starts with an ADDED event
+// for every current object. An object that stops being admitted (an
+// endpoint moved off an agent's host, or relabelled out of the selector)
+// ends with a DELETED event, one that starts to be begins with ADDED
+// (store.Event.Filter).
 func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo, tenant string, lq listQuery, keep func(apiv1.Object) bool) {
 	ctx := r.Context()
 	release, err := s.openWatch(identity(r))
@@ -565,7 +725,7 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 	from := lq.rv
 	var initial []apiv1.Object
 	if from == 0 {
-		initial, from = s.cfg.Backend.List(ctx, ki.Kind, tenant, lq.sel)
+		initial, from = s.cfg.Backend.Select(ctx, ki.Kind, tenant, lq.sel, lq.fields)
 	}
 	ch, err := s.cfg.Backend.Watch(ctx, ki.Kind, tenant, from)
 	if err != nil {
@@ -587,6 +747,9 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 		// and ends the watch.
 		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WatchWriteTimeout))
 		return enc.Encode(ev) == nil && rc.Flush() == nil
+	}
+	match := func(o apiv1.Object) bool {
+		return keep(o) && lq.sel.Matches(o.GetObjectMeta().Labels) && lq.fields.Matches(o)
 	}
 	for _, o := range initial {
 		if keep(o) && !send(watchEvent{Type: store.EventAdded, Object: o}) {
@@ -620,17 +783,8 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 				}
 				return
 			}
-			typ, obj := ev.Type, ev.Object
-			switch {
-			case !keep(obj) && (ev.Old == nil || ev.Type == store.EventDeleted || !keep(ev.Old)):
-				continue
-			case !keep(obj):
-				typ, obj = store.EventDeleted, ev.Old
-			}
-			if !lq.sel.Empty() && !lq.sel.Matches(obj.GetObjectMeta().Labels) {
-				continue
-			}
-			if !send(watchEvent{Type: typ, Object: obj}) {
+			ev, ok = ev.Filter(match)
+			if ok && !send(watchEvent{Type: ev.Type, Object: ev.Object}) {
 				return
 			}
 		}
@@ -730,7 +884,8 @@ func (s *statusRecorder) Flush() {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // instrument counts and times requests, and logs one audit line per
-// write (a request other than GET/HEAD that got past authentication).
+// write (a request other than GET/HEAD that got past authentication); the
+// line of a dry run says so (dryRun true), as it changed nothing.
 func (s *server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -759,8 +914,12 @@ func (s *server) instrument(next http.Handler) http.Handler {
 			if obj == "" {
 				obj = r.URL.Path
 			}
-			s.audit.Info("write", "subject", id.Subject, "role", id.Role, "tenant", id.Tenant, "host", id.Host,
-				"verb", verbOf(r), "object", obj, "code", rec.code)
+			attrs := []any{"subject", id.Subject, "role", id.Role, "tenant", id.Tenant, "host", id.Host,
+				"verb", verbOf(r), "object", obj, "code", rec.code}
+			if r.URL.Query().Has("dryRun") {
+				attrs = append(attrs, "dryRun", true) // changed nothing
+			}
+			s.audit.Info("write", attrs...)
 		}
 	})
 }

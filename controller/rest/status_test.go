@@ -77,7 +77,11 @@ func TestPatchStatus(t *testing.T) {
 		{name: "allocated address, MAC and placement can't change", path: epPath,
 			body: `{"status":{"ip":"10.9.9.9","mac":null,"host":"h2","vni":1,"phase":"Ready","netns":"/run/netns/x"}}`,
 			want: func() any {
-				return epWith(func(s *apiv1.EndpointStatus) { s.Phase, s.Netns = "Ready", "/run/netns/x" })
+				return epWith(func(s *apiv1.EndpointStatus) {
+					s.Phase, s.Netns = "Ready", "/run/netns/x"
+					// Derived: Ready waits for the conditions the agent reports.
+					s.Conditions[0].Reason, s.Conditions[0].Message = "Programming", "PolicyProgrammed is not reported yet"
+				})
 			}},
 		{name: "unknown field refused with its path", path: epPath, body: `{"status":{"phase":"Ready","netNS":"/x"}}`,
 			wantCode: 400, wantReason: apiv1.ReasonBadRequest, wantMsg: `unknown field \"status.netNS\"`},

@@ -40,6 +40,30 @@ type Event struct {
 	Revision int64
 }
 
+// Filter returns ev as a watcher of the objects that match admits sees it
+// (a watch with a label or field selector, or of what a credential may
+// see), as Kubernetes does: a change that makes an object match is
+// EventAdded, one that makes it stop matching is EventDeleted carrying
+// its last matching state (Old), and changes of an object that matches
+// neither before nor after are dropped (ok false). A modification whose
+// old state is unknown (Old nil) counts as an addition if it matches.
+func (ev Event) Filter(match func(apiv1.Object) bool) (out Event, ok bool) {
+	now := match(ev.Object)
+	if ev.Type != EventModified {
+		return ev, now // an addition, or a deletion of its last state
+	}
+	was := ev.Old != nil && match(ev.Old)
+	switch {
+	case now && was:
+		return ev, true
+	case now:
+		return Event{Type: EventAdded, Object: ev.Object, Revision: ev.Revision}, true
+	case was:
+		return Event{Type: EventDeleted, Object: ev.Old, Old: ev.Old, Revision: ev.Revision}, true
+	}
+	return ev, false
+}
+
 // Watch streams the events of one kind ("" for all kinds) and one tenant
 // ("" for all tenants) that happen after revision fromRev; fromRev 0 means
 // from now (use the revision returned by ListSelector to list and then

@@ -330,3 +330,44 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+func TestEventFilter(t *testing.T) {
+	ep := func(app string) apiv1.Object {
+		return &apiv1.Endpoint{TypeMeta: apiv1.TypeMeta{Kind: apiv1.KindEndpoint},
+			Metadata: apiv1.ObjectMeta{Name: "e", Tenant: "t", Labels: map[string]string{"app": app}}}
+	}
+	web, db := ep("web"), ep("db")
+	sel, _ := apiv1.ParseSelector("app=web")
+	match := func(o apiv1.Object) bool { return sel.Matches(o.GetObjectMeta().Labels) }
+	for _, tc := range []struct {
+		name     string
+		in       Event
+		wantOK   bool
+		wantType string
+		wantObj  apiv1.Object
+		wantOld  apiv1.Object
+	}{
+		{"added, matching", Event{Type: EventAdded, Object: web}, true, EventAdded, web, nil},
+		{"added, not matching", Event{Type: EventAdded, Object: db}, false, "", nil, nil},
+		{"modified, matching before and after", Event{Type: EventModified, Object: web, Old: web}, true, EventModified, web, web},
+		{"relabelled out of the selector", Event{Type: EventModified, Object: db, Old: web}, true, EventDeleted, web, web},
+		{"relabelled into the selector", Event{Type: EventModified, Object: web, Old: db}, true, EventAdded, web, nil},
+		{"modified, matching neither", Event{Type: EventModified, Object: db, Old: db}, false, "", nil, nil},
+		{"modified, old unknown", Event{Type: EventModified, Object: web}, true, EventAdded, web, nil},
+		{"deleted, matching", Event{Type: EventDeleted, Object: web, Old: web}, true, EventDeleted, web, web},
+		{"deleted, not matching", Event{Type: EventDeleted, Object: db, Old: db}, false, "", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Revision = 7
+			got, ok := tc.in.Filter(match)
+			if ok != tc.wantOK {
+				t.Fatalf("ok = %v, want %v", ok, tc.wantOK)
+			}
+			if !ok {
+				return
+			}
+			if got.Type != tc.wantType || got.Object != tc.wantObj || got.Old != tc.wantOld || got.Revision != 7 {
+				t.Errorf("got %s %p old %p rev %d, want %s %p old %p rev 7", got.Type, got.Object, got.Old, got.Revision, tc.wantType, tc.wantObj, tc.wantOld)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -343,8 +344,10 @@ func (s *RegistrySink) write(ctx context.Context, host string, u *statusUpdate) 
 				st.LastSeen = u.lastSeen.UTC().Format(time.RFC3339Nano)
 			}
 		}
-		changed = st != h.Status
+		old := h.Status
 		h.Status = st
+		apiv1.SetHostConditions(h, time.Now()) // Alive and ViewApplied from the fields above
+		changed = !reflect.DeepEqual(h.Status, old)
 		return changed
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/internal/lifecycle"
@@ -136,8 +137,10 @@ func TestRegistrySinkLiveness(t *testing.T) {
 	s.Acked("h1", 5, "")
 	s.flush(ctx)
 	want := apiv1.HostStatus{AgentVersion: "agent/1", Replica: "10.0.0.1:7444", ViewVersion: 5,
-		Liveness: apiv1.LivenessAlive, LastSeen: t0.Format(time.RFC3339Nano)}
-	if diff := cmp.Diff(want, f.hosts["h1"]); diff != "" {
+		Liveness: apiv1.LivenessAlive, LastSeen: t0.Format(time.RFC3339Nano), Conditions: []apiv1.Condition{
+			{Type: apiv1.ConditionAlive, Status: apiv1.ConditionTrue, Reason: "Heartbeating"},
+			{Type: apiv1.ConditionViewApplied, Status: apiv1.ConditionTrue, Reason: "Applied", Message: "view version 5"}}}
+	if diff := cmp.Diff(want, f.hosts["h1"], cmpopts.IgnoreFields(apiv1.Condition{}, "LastTransitionTime")); diff != "" {
 		t.Errorf("status after connect+alive+ack (-want +got):\n%s", diff)
 	}
 	if len(f.writes) != 1 {
