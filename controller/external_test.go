@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/secrets"
 	"github.com/weftnet/weft/controller/store"
@@ -66,7 +67,7 @@ func TestExternalCluster(t *testing.T) {
 		t.Cleanup(func() { members[i].Close() })
 	}
 
-	client, err := ca.WriteMemberFiles(filepath.Join(t.TempDir(), "weft"), "weft", []string{"127.0.0.1"}, time.Now())
+	clientFiles, err := ca.WriteMemberFiles(filepath.Join(t.TempDir(), "weft"), "weft", []string{"127.0.0.1"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestExternalCluster(t *testing.T) {
 	}
 	replica := func() controller.Config {
 		return controller.Config{DataDir: t.TempDir(), ClusterKeyFile: key, AgentListen: "off", EtcdEndpoints: urls,
-			EtcdCACert: client.CAFile, EtcdCert: client.CertFile, EtcdKey: client.KeyFile}
+			EtcdCACert: clientFiles.CAFile, EtcdCert: clientFiles.CertFile, EtcdKey: clientFiles.KeyFile}
 	}
 	cs := startReplicas(t, replica(), replica())
 	a, b := apiClient(t, cs[0]), apiClient(t, cs[1])
@@ -106,9 +107,7 @@ func TestExternalCluster(t *testing.T) {
 		t.Fatal("no leader")
 	}
 	members[leader].Close()
-	for i, api := range []interface {
-		Create(context.Context, apiv1.Object) (apiv1.Object, error)
-	}{a, b} {
+	for i, api := range []*client.Client{a, b} {
 		name := fmt.Sprintf("after-%d", i)
 		waitFor(t, "a write through replica "+name+" with the leader member stopped", func() bool {
 			_, err := api.Create(ctx, etcdtest.Tenant(name))

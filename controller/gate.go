@@ -95,12 +95,12 @@ func (w writeGate) write(ctx context.Context, deleting, update bool, do func() (
 	return do()
 }
 
-func (w writeGate) Create(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
-	return w.write(ctx, false, false, func() (apiv1.Object, error) { return w.Backend.Create(ctx, obj) })
+func (w writeGate) Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	return w.write(ctx, false, false, func() (apiv1.Object, error) { return w.Backend.Create(ctx, obj, opts...) })
 }
 
-func (w writeGate) Update(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
-	return w.write(ctx, false, true, func() (apiv1.Object, error) { return w.Backend.Update(ctx, obj) })
+func (w writeGate) Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	return w.write(ctx, false, true, func() (apiv1.Object, error) { return w.Backend.Update(ctx, obj, opts...) })
 }
 
 func (w writeGate) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Object, error) {
@@ -111,6 +111,6 @@ func (w writeGate) MergePatchStatus(ctx context.Context, ref apiv1.Ref, patch []
 	return w.write(ctx, false, true, func() (apiv1.Object, error) { return w.Backend.MergePatchStatus(ctx, ref, patch) })
 }
 
-func (w writeGate) Delete(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error) {
-	return w.write(ctx, true, false, func() (apiv1.Object, error) { return w.Backend.Delete(ctx, ref) })
+func (w writeGate) Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error) {
+	return w.write(ctx, true, false, func() (apiv1.Object, error) { return w.Backend.Delete(ctx, ref, opts...) })
 }

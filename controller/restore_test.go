@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/backoff"
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/backup"
 	"github.com/weftnet/weft/controller/secrets"
@@ -60,9 +61,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 	waitFor(t, "h1 programmed", func() bool { return ag.AppliedVersion() != 0 && local() == 2 })
 
-	objects := func(api interface {
-		List(context.Context, string, string, string) ([]apiv1.Object, string, error)
-	}) map[string]string {
+	objects := func(api *client.Client) map[string]string {
 		out := map[string]string{}
 		for _, k := range []struct{ kind, tenant string }{{apiv1.KindTenant, ""}, {apiv1.KindHost, ""}, {apiv1.KindVPC, "acme"},
 			{apiv1.KindSubnet, "acme"}, {apiv1.KindEndpoint, "acme"}} {
