@@ -53,6 +53,7 @@ type Agent struct {
 	setErr    error             // error of the last Set (nil after a success)
 	replicas  []string          // controller replicas, from Config then Welcome
 	reports   []EndpointReport  // latest endpoint reports, for the reporter loop
+	tracer    *tracer           // traces and captures (nil: the driver or reporter cannot)
 
 	learnMu    sync.Mutex
 	cache      *learn.Cache
@@ -157,6 +158,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 
 	a.loadPersisted(ctx)
+	a.startObserver()
 
 	if err := a.startFlows(ctx); err != nil {
 		return err // Close leaves the socket

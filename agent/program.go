@@ -28,6 +28,7 @@ func (a *Agent) adopt(v *state.View, d *datapath.Desired, setErr error) {
 	if setErr == nil {
 		a.applied = v.Version
 	}
+	a.observeView(v)
 	a.mu.Unlock()
 	a.version.Store(v.Version)
 	if old != nil && !sameVNIs(old, d) {

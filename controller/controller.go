@@ -34,6 +34,7 @@ import (
 	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
+	"github.com/weftnet/weft/controller/observe"
 	"github.com/weftnet/weft/controller/quorum"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
@@ -142,6 +143,7 @@ type Controller struct {
 	registry *registry.Registry
 	creds    *credentials
 	intents  *intent.Controller
+	observe  *observe.Controller
 	flows    *flowagg.Aggregator
 	http     *http.Server
 	ln       net.Listener
@@ -284,17 +286,26 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("new API handler: %w", err)
 	}
+	c.ln, err = net.Listen("tcp", c.cfg.APIListen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
+	}
+	if err = c.startObserve(ctx, authn); err != nil {
+		return err
+	}
+	// The API: the REST handler and, beside it, the traces' and captures'
+	// paths (reports, uploads, pcapng downloads); the web UI forwards to
+	// both.
+	api := http.NewServeMux()
+	api.Handle("/", h)
+	c.observe.Mount(api)
 	var login web.Authenticator // an insecure API needs no login
 	if !c.cfg.InsecureHTTP {
 		login = webLogin{authn}
 	}
-	ui, err := web.New(web.Config{API: h, Hosts: c.registry, Auth: login, Logger: c.cfg.Logger})
+	ui, err := web.New(web.Config{API: api, Hosts: c.registry, Auth: login, Logger: c.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("new web UI: %w", err)
-	}
-	c.ln, err = net.Listen("tcp", c.cfg.APIListen)
-	if err != nil {
-		return fmt.Errorf("listen for the API on %s: %w", c.cfg.APIListen, err)
 	}
 	ln := c.ln
 	if c.cfg.InsecureHTTP {
@@ -307,7 +318,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		ln = tls.NewListener(c.ln, tc)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", h)
+	mux.Handle("/", api)
 	mux.Handle(web.Prefix, ui)
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
 	c.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
@@ -388,6 +399,9 @@ func (c *Controller) stop() error {
 	}
 	if c.south != nil {
 		errs = append(errs, c.south.Close())
+	}
+	if c.observe != nil {
+		errs = append(errs, c.observe.Close())
 	}
 	if c.flows != nil {
 		errs = append(errs, c.flows.Close())
@@ -481,4 +495,27 @@ func (c *Controller) EtcdClient() (*clientv3.Client, error) {
 		return nil, errors.New("controller: not started")
 	}
 	return c.cli, nil
+}
+
+// startObserve starts traces and captures (package observe); this
+// replica collects captures in DataDir/captures, or a temporary directory
+// with an external etcd and no DataDir.
+func (c *Controller) startObserve(ctx context.Context, authn *auth.Authenticator) error {
+	dir := filepath.Join(c.cfg.DataDir, "captures")
+	if c.cfg.DataDir == "" {
+		dir = filepath.Join(os.TempDir(), "weft-captures-"+strconv.Itoa(os.Getpid()))
+	}
+	var err error
+	c.observe, err = observe.New(observe.Config{
+		Store: c.store, Writer: c.registry, Dir: dir, Advertise: c.serverURL(), Logger: c.cfg.Logger,
+		Authenticator: authn, Insecure: c.cfg.InsecureHTTP, // Forwarded uploads and downloads reach the collector's API.
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.creds.ca.Pool(), MinVersion: tls.VersionTLS12}},
+	})
+	if err != nil {
+		return fmt.Errorf("new observe controller: %w", err)
+	}
+	if err := c.observe.Start(ctx); err != nil {
+		return fmt.Errorf("start observe controller: %w", err)
+	}
+	return nil
 }

@@ -19,8 +19,9 @@ import (
 
 // Config configures a simulation.
 type Config struct {
-	// Hosts, Endpoints and VPCs size the state (see Layout).
-	Hosts, Endpoints, VPCs int
+	// Hosts, Endpoints and VPCs size the state, Policies adds security
+	// policies and endpoint labels to it (see Layout).
+	Hosts, Endpoints, VPCs, Policies int
 	// Replicas is the number of controller replicas (default: one per
 	// MaxAgentsPerReplica hosts; always 1 without Exec).
 	Replicas int
@@ -100,7 +101,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports impossible settings.
 func (c *Config) Validate() error {
-	l := Layout{Hosts: c.Hosts, Endpoints: c.Endpoints, VPCs: c.VPCs}
+	l := Layout{Hosts: c.Hosts, Endpoints: c.Endpoints, VPCs: c.VPCs, Policies: c.Policies}
 	if err := l.Validate(); err != nil {
 		return err
 	}
@@ -154,9 +155,13 @@ type Cluster struct {
 	// SetupDuration is the bulk load; ReplicaStartDuration the replicas' start.
 	SetupDuration        time.Duration
 	ReplicaStartDuration time.Duration
-	agentsStart          time.Time
-	snapMu               sync.Mutex // serializes Snapshot
-	seq                  int
+	// Identities is the number of security identities the load allocated
+	// (counted only with Policies).
+	Identities int
+
+	agentsStart time.Time
+	snapMu      sync.Mutex // serializes Snapshot
+	seq         int
 }
 
 // agentGroup is one agents child and its latest counters.
@@ -196,7 +201,7 @@ func New(cfg Config) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Cluster{cfg: cfg, layout: Layout{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs},
+	return &Cluster{cfg: cfg, layout: Layout{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs, Policies: cfg.Policies},
 		log: cfg.Logger.With("subsystem", "sim"), prog: progressTo(cfg.Progress), events: make(chan Event, 1<<16)}, nil
 }
 
@@ -222,14 +227,17 @@ func (c *Cluster) Start(ctx context.Context) error {
 		}
 		dir = filepath.Join(c.tmpDir, "etcd")
 	}
-	c.prog("setup: loading %d tenants, %d VPCs, %d hosts, %d endpoints into etcd in %s (%d writers)",
-		c.layout.Tenants(), cfg.VPCs, cfg.Hosts, cfg.Endpoints, dir, cfg.Writers)
+	c.prog("setup: loading %d tenants, %d VPCs, %d hosts, %d endpoints, %d policies into etcd in %s (%d writers)",
+		c.layout.Tenants(), cfg.VPCs, cfg.Hosts, cfg.Endpoints, cfg.Policies, dir, cfg.Writers)
 	res, err := load(ctx, loadConfig{Dir: dir, Layout: c.layout, Writers: cfg.Writers, Progress: c.prog, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
-	c.secret, c.keyFile, c.SetupDuration = res.Secret, res.ClusterKeyFile, res.Duration
+	c.secret, c.keyFile, c.SetupDuration, c.Identities = res.Secret, res.ClusterKeyFile, res.Duration, res.Identities
 	c.prog("setup: %d objects loaded in %s", res.Objects, res.Duration.Round(time.Millisecond))
+	if cfg.Policies > 0 {
+		c.prog("setup: the endpoints have %d security identities", res.Identities)
+	}
 	// The load cached every object in this process; give that memory back
 	// now, before the replicas and agents need it (the runtime would return
 	// it only gradually).

@@ -41,12 +41,16 @@
 // # A run
 //
 // Setup bulk-loads the state before any agent starts: tenants, VPCs (one
-// subnet each), hosts and endpoints are created through the registry (the
-// controller's validating, allocating write path) by many concurrent
-// writers against the embedded etcd; then the replicas start on it. Layout
-// fixes where everything goes: endpoint e is on host e mod N, in VPC
-// (e + e/N) mod K, so each host's endpoints spread over VPCs and each
-// VPC's over hosts. An agent counts as programmed when its stream is up,
-// the view it holds is applied to its driver and that view holds exactly
-// the endpoints Layout puts on its host.
+// subnet each), hosts, endpoints and, if asked for, security policies are
+// created through the registry (the controller's validating, allocating
+// write path, which also gives every endpoint its security identity) by
+// many concurrent writers against the embedded etcd; then the replicas
+// start on it. Layout fixes where everything goes: endpoint e is on host
+// e mod N, in VPC (e + e/N) mod K, so each host's endpoints spread over
+// VPCs and each VPC's over hosts; with policies, endpoints carry an app
+// label and each policy selects one app of its VPC. An agent counts as
+// programmed when its stream is up, the view it holds is applied to its
+// driver and that view holds exactly the endpoints Layout puts on its host
+// (with the policies, compiled for them, that were loaded before the
+// replicas started).
 package sim

@@ -37,6 +37,9 @@ type loadResult struct {
 	ClusterKeyFile string
 	Duration       time.Duration
 	Objects        int
+	// Identities is the number of security identities the endpoints got
+	// (counted only with policies).
+	Identities int
 }
 
 // load starts the embedded etcd on cfg.Dir, creates every object of the
@@ -83,11 +86,12 @@ func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
 
 	l := cfg.Layout
 	tm := func(kind string) apiv1.TypeMeta { return apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: kind} }
-	phases := []struct {
+	type phase struct {
 		name string
 		n    int
 		obj  func(i int) apiv1.Object
-	}{
+	}
+	phases := []phase{
 		{"tenants", l.Tenants(), func(i int) apiv1.Object {
 			return &apiv1.Tenant{TypeMeta: tm(apiv1.KindTenant), Metadata: apiv1.ObjectMeta{Name: TenantName(i)}}
 		}},
@@ -107,9 +111,16 @@ func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
 		{"endpoints", l.Endpoints, func(e int) apiv1.Object {
 			k := l.EndpointVPC(e)
 			t, _, _ := l.VPC(k)
-			return &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: EndpointName(e), Tenant: t},
+			ep := &apiv1.Endpoint{TypeMeta: tm(apiv1.KindEndpoint), Metadata: apiv1.ObjectMeta{Name: EndpointName(e), Tenant: t},
 				Spec: apiv1.EndpointSpec{Subnet: SubnetName(k), Host: HostName(l.EndpointHost(e))}}
+			if a := l.EndpointApp(e); a >= 0 {
+				ep.Metadata.Labels = map[string]string{"app": AppName(a)}
+			}
+			return ep
 		}},
+	}
+	if l.Policies > 0 {
+		phases = append(phases, phase{"policies", l.Policies, func(p int) apiv1.Object { return policy(l, p) }})
 	}
 	for _, ph := range phases {
 		t0 := time.Now()
@@ -126,8 +137,48 @@ func load(ctx context.Context, cfg loadConfig) (res loadResult, err error) {
 			}
 		}
 	}
+	if l.Policies > 0 {
+		res.Identities = countIdentities(st)
+	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// policy returns policy p of l: in its VPC, for the endpoints of its app,
+// it allows TCP 8080 from the next app and ICMP from the whole VPC in, and
+// TCP 5432 and UDP 53 to the app after that out.
+func policy(l Layout, p int) *apiv1.SecurityPolicy {
+	t, vpc, _ := l.VPC(l.PolicyVPC(p))
+	a, apps := l.PolicyApp(p), l.Apps()
+	app := func(j int) *apiv1.LabelSelector {
+		return &apiv1.LabelSelector{MatchLabels: map[string]string{"app": AppName(j % apps)}}
+	}
+	return &apiv1.SecurityPolicy{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindSecurityPolicy},
+		Metadata: apiv1.ObjectMeta{Name: PolicyName(p), Tenant: t},
+		Spec: apiv1.SecurityPolicySpec{VPC: vpc, Selector: *app(a),
+			Ingress: []apiv1.PolicyRule{
+				{Peers: []apiv1.PolicyPeer{{Selector: app(a + 1)}}, Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 8080}}},
+				{Peers: []apiv1.PolicyPeer{{Selector: &apiv1.LabelSelector{}}}, Ports: []apiv1.PolicyPort{{Protocol: "ICMP"}}},
+			},
+			Egress: []apiv1.PolicyRule{
+				{Peers: []apiv1.PolicyPeer{{Selector: app(a + 2)}}, Ports: []apiv1.PolicyPort{{Protocol: "TCP", Port: 5432}, {Protocol: "UDP", Port: 53}}},
+			}}}
+}
+
+// countIdentities returns the number of distinct security identities
+// (per subnet, so per VPC) of the endpoints in st.
+func countIdentities(st *store.Store) int {
+	type id struct {
+		subnet string
+		id     uint32
+	}
+	seen := map[id]bool{}
+	for _, o := range st.List(apiv1.KindEndpoint, "") {
+		if ep, ok := o.(*apiv1.Endpoint); ok && ep.Status.Identity != 0 {
+			seen[id{ep.Metadata.Tenant + "/" + ep.Spec.Subnet, ep.Status.Identity}] = true
+		}
+	}
+	return len(seen)
 }
 
 // createAll creates objects 0..n-1 with writers concurrent writers; an

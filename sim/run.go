@@ -22,9 +22,13 @@ type RunConfig struct {
 
 // Report is the result of a Run.
 type Report struct {
-	Hosts      int `json:"hosts"`
-	Endpoints  int `json:"endpoints"`
-	VPCs       int `json:"vpcs"`
+	Hosts     int `json:"hosts"`
+	Endpoints int `json:"endpoints"`
+	VPCs      int `json:"vpcs"`
+	// Policies loaded, and the security identities of the endpoints
+	// (counted only with policies).
+	Policies   int `json:"policies,omitempty"`
+	Identities int `json:"identities,omitempty"`
 	Replicas   int `json:"replicas"`
 	AgentProcs int `json:"agentProcs"`
 
@@ -88,7 +92,8 @@ func Run(ctx context.Context, cfg RunConfig) (rep *Report, err error) {
 	if err := c.Start(ctx); err != nil {
 		return nil, err
 	}
-	rep = &Report{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs, Replicas: c.cfg.Replicas, AgentProcs: c.cfg.Procs,
+	rep = &Report{Hosts: cfg.Hosts, Endpoints: cfg.Endpoints, VPCs: cfg.VPCs, Policies: cfg.Policies, Identities: c.Identities,
+		Replicas: c.cfg.Replicas, AgentProcs: c.cfg.Procs,
 		SetupSeconds: c.SetupDuration.Seconds(), ReplicaStartSeconds: c.ReplicaStartDuration.Seconds()}
 	var before *Snapshot
 	holdStart := time.Now()

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/internal/lifecycle"
 )
 
@@ -58,6 +62,30 @@ func TestLayout(t *testing.T) {
 			}
 			if n := min(tt.l.VPCs, tt.l.Endpoints); len(vpcs) != n {
 				t.Errorf("endpoints use %d VPCs, want %d", len(vpcs), n)
+			}
+		})
+	}
+}
+
+// TestLayoutIdentities checks that the endpoints' app labels give every
+// VPC all its apps when it has enough endpoints: about one identity per
+// policy (or one per VPC without policies).
+func TestLayoutIdentities(t *testing.T) {
+	tests := []struct {
+		name string
+		l    Layout
+		want int
+	}{
+		{"no policies", Layout{Hosts: 3, Endpoints: 9, VPCs: 1}, 1},
+		{"small", Layout{Hosts: 20, Endpoints: 100, VPCs: 4, Policies: 50}, 52},
+		{"uneven", Layout{Hosts: 7, Endpoints: 100, VPCs: 5, Policies: 12}, 15},
+		{"10k hosts", Layout{Hosts: 10_000, Endpoints: 100_000, VPCs: 1000, Policies: 10_000}, 10_000},
+		{"fewer policies than VPCs", Layout{Hosts: 10_000, Endpoints: 100_000, VPCs: 1000, Policies: 10}, 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.l.Identities(); got != tt.want {
+				t.Errorf("Identities() = %d, want %d", got, tt.want)
 			}
 		})
 	}
@@ -239,5 +267,88 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 	if _, err := New(Config{Hosts: 0, VPCs: 1}); err == nil {
 		t.Error("New accepted 0 hosts")
+	}
+}
+
+// TestPolicies loads policies with a small cluster: every endpoint has the
+// identity of its app label in its VPC, the identities are as many as
+// Layout says, and every host with an endpoint a policy selects gets that
+// policy's rules in a view its driver applied.
+func TestPolicies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := New(Config{Hosts: 20, Endpoints: 100, VPCs: 4, Policies: 50, WatchPolicy: "sp", BackoffMin: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	if err := c.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	l := c.Layout()
+	cl, err := client.New("http://"+c.APIAddr(), client.WithTimeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+
+	policies, _, err := cl.List(ctx, apiv1.KindSecurityPolicy, "", "")
+	if err != nil || len(policies) != l.Policies {
+		t.Fatalf("list policies: %d, %v; want %d", len(policies), err, l.Policies)
+	}
+	eps, _, err := cl.List(ctx, apiv1.KindEndpoint, "", "")
+	if err != nil || len(eps) != l.Endpoints {
+		t.Fatalf("list endpoints: %d, %v; want %d", len(eps), err, l.Endpoints)
+	}
+	idOf := map[string]uint32{}     // subnet and labels → identity
+	labelsOf := map[string]string{} // subnet and identity → labels
+	for _, o := range eps {
+		ep := o.(*apiv1.Endpoint)
+		subnet, app := ep.Metadata.Tenant+"/"+ep.Spec.Subnet, ep.Metadata.Labels["app"]
+		id := ep.Status.Identity
+		if id == 0 || app == "" {
+			t.Fatalf("endpoint %s: identity %d, labels %v: want both", ep.Metadata.Name, id, ep.Metadata.Labels)
+		}
+		if got, ok := idOf[subnet+" "+app]; ok && got != id {
+			t.Errorf("%s app %s: identities %d and %d", subnet, app, got, id)
+		}
+		if got, ok := labelsOf[fmt.Sprint(subnet, " ", id)]; ok && got != app {
+			t.Errorf("%s identity %d: apps %s and %s", subnet, id, got, app)
+		}
+		idOf[subnet+" "+app], labelsOf[fmt.Sprint(subnet, " ", id)] = id, app
+	}
+	if len(idOf) != l.Identities() || c.Identities != l.Identities() || l.Identities() < l.Policies {
+		t.Errorf("%d identities listed, %d counted by the load, Layout.Identities %d: want equal and >= %d policies",
+			len(idOf), c.Identities, l.Identities(), l.Policies)
+	}
+
+	waiting := map[string]bool{} // "host policy" that must reach the host
+	for p := range l.Policies {
+		tenant, _, _ := l.VPC(l.PolicyVPC(p))
+		for e := range l.Endpoints {
+			if l.EndpointVPC(e) == l.PolicyVPC(p) && l.EndpointApp(e) == l.PolicyApp(p) {
+				waiting[fmt.Sprintf("%d %s/%s", l.EndpointHost(e), tenant, PolicyName(p))] = true
+			}
+		}
+	}
+	if _, err := c.StartAgents(ctx); err != nil {
+		t.Fatalf("StartAgents: %v", err)
+	}
+	if _, err := c.WaitProgrammed(ctx, 40*time.Second); err != nil {
+		t.Fatalf("WaitProgrammed: %v", err)
+	}
+	for len(waiting) > 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d host/policy pairs never applied, e.g. %v", len(waiting), slices.Collect(maps.Keys(waiting))[:1])
+		case ev := <-c.Events():
+			if ev.Kind == "policy" {
+				delete(waiting, fmt.Sprintf("%d %s", ev.Host, ev.ID))
+			}
+		}
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"github.com/weftnet/weft/wire"
 )
 
-// Decode turns a wire.Resource back into *Host, *VPC, *Endpoint, *Policy or
-// *QoS. The result is exactly what json.Unmarshal makes of r.Data (every
+// Decode turns a wire.Resource back into *Host, *VPC, *Endpoint, *Policy,
+// *QoS, *Trace or *Capture. The result is exactly what json.Unmarshal makes of r.Data (every
 // type is decoded in one pass without reflection when its JSON is in the
 // plain form Encode writes).
 func Decode(r wire.Resource) (any, error) {
@@ -34,6 +34,10 @@ func Decode(r wire.Resource) (any, error) {
 	case TypeQoS:
 		q := &QoS{}
 		v, ok = q, fastQoS(r.Data, q)
+	case TypeTrace:
+		v = &Trace{}
+	case TypeCapture:
+		v = &Capture{}
 	default:
 		return nil, fmt.Errorf("view: unknown resource type %q", r.Key.Type)
 	}
@@ -112,6 +116,8 @@ func (dec *Decoder) Decode(r wire.Resource) (any, error) {
 		if !ok {
 			dec.qos = QoS{}
 		}
+	case TypeTrace, TypeCapture:
+		return Decode(r) // rare: no reuse
 	default:
 		return nil, fmt.Errorf("view: unknown resource type %q", r.Key.Type)
 	}

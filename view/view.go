@@ -4,7 +4,8 @@
 // Data). A view holds only what the host needs: its own Host record, its
 // local endpoints, the VPCs (with all their subnets) those endpoints are
 // in, and the security policies and QoS classes that apply to them — never
-// every remote endpoint; remote locations are learned on demand.
+// every remote endpoint; remote locations are learned on demand — and the
+// traces and captures its data plane takes part in (observe.go).
 //
 // Encode turns a resource into its wire.Resource (encoding/json); Decode,
 // and a Decoder that reuses its memory from one resource to the next,
@@ -183,6 +184,10 @@ func Key(v any) (wire.ResourceKey, error) {
 		return wire.ResourceKey{Type: TypePolicy, ID: ID(r.Tenant, r.Name)}, nil
 	case *QoS:
 		return wire.ResourceKey{Type: TypeQoS, ID: ID(r.Tenant, r.Name)}, nil
+	case *Trace:
+		return wire.ResourceKey{Type: TypeTrace, ID: ID(r.Tenant, r.Name)}, nil
+	case *Capture:
+		return wire.ResourceKey{Type: TypeCapture, ID: ID(r.Tenant, r.Name)}, nil
 	}
 	return wire.ResourceKey{}, fmt.Errorf("view: unknown resource %T", v)
 }

@@ -191,6 +191,8 @@ func ValidateStatus(o Object) []FieldError {
 	case *Host:
 		v.message("status.lastError", o.Status.LastError)
 		v.conditions("status.conditions", o.Status.Conditions)
+	case *Trace, *Capture:
+		v.observeStatus(o)
 	}
 	return v
 }

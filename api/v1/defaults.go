@@ -66,6 +66,10 @@ func Default(o Object) {
 			p := DefaultPriority
 			o.Spec.Priority = &p
 		}
+	case *Trace:
+		defaultTrace(o)
+	case *Capture:
+		defaultCapture(o)
 	case *AppIntent:
 		if o.Spec.Latency == "" {
 			o.Spec.Latency = LatencyNormal
@@ -151,6 +155,10 @@ func kindOf(o Object) string {
 		return KindQoSClass
 	case *AppIntent:
 		return KindAppIntent
+	case *Trace:
+		return KindTrace
+	case *Capture:
+		return KindCapture
 	}
 	return ""
 }

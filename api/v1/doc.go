@@ -1,5 +1,5 @@
 // Package v1 is the weft/v1 resource schema: the kinds (Tenant, Host,
-// QoSClass, VPC, Subnet, SecurityPolicy, AppIntent, Endpoint), their
+// QoSClass, VPC, Subnet, SecurityPolicy, AppIntent, Endpoint, Trace, Capture), their
 // defaults and validation, strict YAML/JSON decoding, label selectors,
 // status conditions and the StatusError that every API error is. It does
 // no I/O: validation that needs other objects reads them through the

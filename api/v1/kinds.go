@@ -34,6 +34,8 @@ var kinds = [...]KindInfo{
 	{Kind: KindSecurityPolicy, Plural: "securitypolicies", Short: []string{"securitypolicy", "policy", "policies", "sp"}, Namespaced: true, newObj: func() Object { return &SecurityPolicy{} }},
 	{Kind: KindAppIntent, Plural: "appintents", Short: []string{"appintent", "intent", "ai"}, Namespaced: true, newObj: func() Object { return &AppIntent{} }},
 	{Kind: KindEndpoint, Plural: "endpoints", Short: []string{"endpoint", "ep"}, Namespaced: true, newObj: func() Object { return &Endpoint{} }},
+	{Kind: KindTrace, Plural: "traces", Short: []string{"trace", "tr"}, Namespaced: true, newObj: func() Object { return &Trace{} }},
+	{Kind: KindCapture, Plural: "captures", Short: []string{"capture", "cap"}, Namespaced: true, newObj: func() Object { return &Capture{} }},
 }
 
 // Kinds returns every served kind in dependency order.

@@ -19,8 +19,9 @@ func TestKinds(t *testing.T) {
 		}
 	}
 	// Dependency order: an object refers only to kinds before it (an
-	// AppIntent to its VPC; endpoints do not refer to intents).
-	want := []string{KindTenant, KindHost, KindQoSClass, KindVPC, KindSubnet, KindSecurityPolicy, KindAppIntent, KindEndpoint}
+	// AppIntent to its VPC; endpoints do not refer to intents; traces and
+	// captures to endpoints).
+	want := []string{KindTenant, KindHost, KindQoSClass, KindVPC, KindSubnet, KindSecurityPolicy, KindAppIntent, KindEndpoint, KindTrace, KindCapture}
 	if diff := gocmp.Diff(want, order); diff != "" {
 		t.Errorf("kinds (-want +got):\n%s", diff)
 	}

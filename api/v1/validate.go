@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,6 +98,10 @@ func ValidateObject(o Object) []FieldError {
 		v.qos(o)
 	case *AppIntent:
 		v.appIntent(o)
+	case *Trace:
+		v.trace(o)
+	case *Capture:
+		v.capture(o)
 	}
 	return v
 }
@@ -506,6 +511,14 @@ func (v *fieldErrors) immutable(newObj, oldObj Object) {
 		v.add("metadata.tenant", MsgImmutable)
 	}
 	switch n := newObj.(type) {
+	case *Trace:
+		if !reflect.DeepEqual(n.Spec, oldObj.(*Trace).Spec) {
+			v.add("spec", MsgImmutable)
+		}
+	case *Capture:
+		if !reflect.DeepEqual(n.Spec, oldObj.(*Capture).Spec) {
+			v.add("spec", MsgImmutable)
+		}
 	case *Subnet:
 		o := oldObj.(*Subnet)
 		if n.Spec.VPC != o.Spec.VPC {
@@ -545,6 +558,10 @@ func (v *fieldErrors) refs(o Object, l Lookup) {
 		v.endpointRefs(o, l)
 	case *SecurityPolicy, *AppIntent:
 		v.vpcRefs(m.Tenant, *vpcRef(o), l)
+	case *Trace:
+		v.traceRefs(o, l)
+	case *Capture:
+		v.captureRefs(o, l)
 	}
 }
 

@@ -183,12 +183,13 @@ func newBenchColdstartCmd() *cobra.Command {
 	cmd := simBenchCmd(&cobra.Command{
 		Use:   "coldstart",
 		Short: "All simulated hosts connect at once after a power loss: time until all are programmed",
-		Long: `Load the state (--hosts, --endpoints, --vpcs) into etcd, start the controller
-replicas, then start every simulated agent at once (sim datapath, real
-protocol over loopback, child processes under the open-file limit) and
-measure the time until every agent has applied its view, and the replicas'
-RSS and CPU.`,
-		Example: `  weft bench coldstart --hosts 10000 --endpoints 100000 --vpcs 1000`,
+		Long: `Load the state (--hosts, --endpoints, --vpcs, --policies) into etcd, start
+the controller replicas, then start every simulated agent at once (sim
+datapath, real protocol over loopback, child processes under the open-file
+limit) and measure the time until every agent has applied its view (with
+the compiled policies of its endpoints), and the replicas' RSS and CPU.`,
+		Example: `  weft bench coldstart --hosts 10000 --endpoints 100000 --vpcs 1000
+  weft bench coldstart --hosts 10000 --endpoints 100000 --vpcs 1000 --policies 10000`,
 	}, &cfg.SimConfig, func(ctx context.Context) (*bench.ColdstartReport, error) {
 		return bench.Coldstart(ctx, cfg)
 	}, func(w io.Writer, rep *bench.ColdstartReport) {
@@ -196,11 +197,15 @@ RSS and CPU.`,
 			rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
 		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
 			rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
+		if rep.Policies > 0 {
+			fmt.Fprintf(w, "  %d policies, %d security identities\n", rep.Policies, rep.Identities)
+		}
 		for _, c := range rep.Controllers {
 			b, _ := json.Marshal(c)
 			fmt.Fprintf(w, "  replica %s\n", b)
 		}
 	})
+	cmd.Flags().IntVar(&cfg.Policies, "policies", 0, policiesUsage)
 	return cmd
 }
 

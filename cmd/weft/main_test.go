@@ -173,7 +173,7 @@ func TestUsageErrors(t *testing.T) {
 		want string // stderr
 	}{
 		{"unknown kind", []string{"get", "gadgets"},
-			"error: unknown kind \"gadgets\" (known kinds: tenants, hosts, qosclasses, vpcs, subnets, securitypolicies, appintents, endpoints; singular and short names work too)\n"},
+			"error: unknown kind \"gadgets\" (known kinds: tenants, hosts, qosclasses, vpcs, subnets, securitypolicies, appintents, endpoints, traces, captures; singular and short names work too)\n"},
 		{"get NAME without tenant", []string{"get", "ep", "web-1"},
 			"error: endpoint is tenant-scoped: pass -n/--tenant TENANT (or set WEFT_TENANT, or a tenant in the context)\n"},
 		{"describe without tenant", []string{"describe", "subnet", "a"},

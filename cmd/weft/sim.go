@@ -23,10 +23,11 @@ func newSimCmd() *cobra.Command {
 	cmd := reportCmd(&cobra.Command{
 		Use:   "sim",
 		Short: "Run a scale simulation: a controller and N simulated hosts over loopback",
-		Long: `Bulk-load --endpoints endpoints in --vpcs VPCs on --hosts hosts into an
-embedded etcd, start --replicas controller replicas on it, then start one
-real agent per host (own TCP stream, own UDP socket, host key and host ID,
-sim datapath) in --procs child processes, all at once. Progress goes to
+		Long: `Bulk-load --endpoints endpoints in --vpcs VPCs on --hosts hosts (and
+--policies security policies) into an embedded etcd, start --replicas
+controller replicas on it, then start one real agent per host (own TCP
+stream, own UDP socket, host key and host ID, sim datapath) in --procs
+child processes, all at once. Progress goes to
 stderr every second; the final report (time from the agents' start to all
 programmed, heartbeat loss, lookups answered, each replica's RSS and CPU
 seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
@@ -50,6 +51,7 @@ seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
 	f.IntVar(&cfg.Hosts, "hosts", 1000, "simulated hosts (one agent each)")
 	f.IntVar(&cfg.Endpoints, "endpoints", 10000, "endpoints, spread over hosts and VPCs")
 	f.IntVar(&cfg.VPCs, "vpcs", 100, "VPCs (100 per tenant)")
+	f.IntVar(&cfg.Policies, "policies", 0, policiesUsage)
 	f.IntVar(&cfg.Replicas, "replicas", 0, fmt.Sprintf("controller replicas (default: one per %d hosts)", sim.MaxAgentsPerReplica))
 	f.IntVar(&cfg.Procs, "procs", 0, fmt.Sprintf("agent child processes (default: one per %d hosts)", sim.MaxAgentsPerProc))
 	f.IntVar(&cfg.Writers, "writers", 512, "concurrent writers of the bulk load")
@@ -79,9 +81,15 @@ func newSimChildCmd() *cobra.Command {
 	}
 }
 
+// policiesUsage is the help of --policies of weft sim and weft bench coldstart.
+const policiesUsage = "security policies, spread over the VPCs, each selecting one app label of the endpoints there (about as many identities)"
+
 func printSimReport(w io.Writer, r *sim.Report) {
 	fmt.Fprintf(w, "sim: %d hosts, %d endpoints, %d VPCs; %d controller replica(s), %d agent process(es)\n",
 		r.Hosts, r.Endpoints, r.VPCs, r.Replicas, r.AgentProcs)
+	if r.Policies > 0 {
+		fmt.Fprintf(w, "  policies                 %d, %d security identities\n", r.Policies, r.Identities)
+	}
 	fmt.Fprintf(w, "  setup (bulk load)        %.3f s\n", r.SetupSeconds)
 	fmt.Fprintf(w, "  replicas started         %.3f s\n", r.ReplicaStartSeconds)
 	fmt.Fprintf(w, "  all programmed           %.3f s after the agents started (%d/%d programmed, %d connected)\n",

@@ -17,8 +17,12 @@ func TestSimCmd(t *testing.T) {
 		name string
 		args []string
 		want int // hosts programmed
+		// wantPolicies and wantIdentities loaded (identities are counted
+		// only with policies; 5 of the 6 apps, 3 per VPC, have endpoints).
+		wantPolicies, wantIdentities int
 	}{
-		{"tiny", []string{"--in-process", "--hosts", "5", "--endpoints", "10", "--vpcs", "2", "--hold", "1s", "--backoff", "50ms", "-o", "json"}, 5},
+		{"tiny", []string{"--in-process", "--hosts", "5", "--endpoints", "10", "--vpcs", "2", "--hold", "1s", "--backoff", "50ms", "-o", "json"}, 5, 0, 0},
+		{"policies", []string{"--in-process", "--hosts", "5", "--endpoints", "10", "--vpcs", "2", "--policies", "6", "--hold", "1s", "--backoff", "50ms", "-o", "json"}, 5, 6, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -38,6 +42,9 @@ func TestSimCmd(t *testing.T) {
 			}
 			if rep.Programmed != tt.want || rep.ProgrammedSeconds <= 0 {
 				t.Errorf("programmed %d in %v s, want %d", rep.Programmed, rep.ProgrammedSeconds, tt.want)
+			}
+			if rep.Policies != tt.wantPolicies || rep.Identities != tt.wantIdentities {
+				t.Errorf("%d policies, %d identities; want %d, %d", rep.Policies, rep.Identities, tt.wantPolicies, tt.wantIdentities)
 			}
 		})
 	}

@@ -35,7 +35,9 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		c.put(out, &view.Host{Name: host, HostID: h.Status.HostID, UnderlayIP: h.Spec.UnderlayIP, CapacityBps: capBps})
 	}
 	local := map[tn][]*apiv1.Endpoint{} // VPC → its endpoints here, sorted by name
-	for _, ep := range c.st.EndpointsByHost(host) {
+	eps := c.st.EndpointsByHost(host)
+	c.observeResources(host, eps, out)
+	for _, ep := range eps {
 		t := ep.Metadata.Tenant
 		class := ep.Spec.QoSClass
 		if c.cfg.ClassOf != nil {

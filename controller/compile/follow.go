@@ -248,6 +248,8 @@ func (c *Compiler) mark(ev store.Event, dirty map[string]struct{}) {
 			return // a status write (liveness, acks): nothing a view holds
 		}
 		add(o.Metadata.Name)
+	case *apiv1.Trace, *apiv1.Capture:
+		c.markObserve(ev, dirty)
 	}
 }
 

@@ -558,5 +558,47 @@
 // on each router, for a packet that is usually a 64 KB GSO packet; the
 // goal (>= 0.99) is to be confirmed on a quiet machine.
 //
+// # Trace and capture
+//
+// The driver implements datapath.Observer. A hop of a trace is the
+// kernel's own observation of the marked packet, never the driver's
+// belief about its configuration: nftables trace events (NFTA_TRACE_*,
+// read from a netlink socket per namespace). While a trace or a
+// dropped-only capture needs it, and only then, a namespace (a VPC
+// router's, the host's) holds the table weft-trace (TraceTable): its
+// rules select the traced packets (the source veth and the 5-tuple; a
+// probe's IP identification is the trace's token; arriving encapsulated,
+// the VXLAN device and the mark) and set nftrace on them, so the kernel
+// reports every rule and chain verdict they meet: the policy table's
+// (allowed, or dropped with the rule), the route (a FIB check: no route
+// is a drop the kernel would make), the encapsulation (the host's
+// output, with the outer addresses, VNI and DSCP), the underlay, the
+// decapsulation, the remote policy and the delivery. The hops come from
+// those events and the packet headers they carry; the rule a policy
+// verdict names is found by the endpoint's policy semantics
+// (datapath.EndpointPolicy.Decide) on those headers. A packet sent to a
+// VXLAN device whose neighbour entry stays unresolved is dropped for an
+// unknown location.
+//
+// A probe is a real frame written into the source endpoint's namespace on
+// its interface (a packet socket), so the router sees it as the endpoint
+// would send it; the destination host's table drops it in postrouting on
+// the destination's veth, so it never reaches an application. A live
+// trace marks the next Count packets of its 5-tuple instead, until Until.
+// With no trace and no dropped-only capture, no table, rule or listener
+// is left: an idle host pays nothing.
+//
+// A capture is a packet socket (AF_PACKET) per captured veth (and the
+// underlay for its VNIs), with the capture's classic BPF program attached
+// so the kernel hands over only what the filter takes, and only from that
+// interface; a token bucket bounds each host's rate (the excess is
+// counted as lost). A dropped-only capture traces the endpoints' packets
+// in the trace table (within the rate, by an nftables limit) and records
+// those the policy drops and those the route check finds no route for.
+//
+// The cost to traffic a trace or capture does not select is measured by
+// BenchmarkObserveHooks (`go test ./datapath/linux -run '^$' -bench
+// ObserveHooks -benchtime 1x -v`).
+//
 // Not done yet: IPv6 overlay and underlay.
 package linux

@@ -58,6 +58,8 @@ type Driver struct {
 	underlay netip.Addr          // of the last Set
 	failed   map[uint32]error    // the VPCs the last Set left as they were
 
+	obs *observer // traces and captures (trace.go)
+
 	// policyFault, set by tests only, makes the policy batches of the VPCs
 	// it returns true for carry a rule the kernel refuses.
 	policyFault func(vni uint32) bool
@@ -134,6 +136,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		hostNS: hostNS,
 		host:   host,
 		misses: make(chan datapath.Miss, cfg.MissBuffer),
+		obs:    newObserver(),
 		vpcs:   map[uint32]*vpcNS{},
 		eps:    map[string]*epState{},
 	}
@@ -402,6 +405,7 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 // Close implements datapath.Driver: it stops the miss listeners and closes
 // the handles, and leaves the data plane in place.
 func (d *Driver) Close() error {
+	d.closeObserver()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.smu.Lock()

@@ -2,10 +2,7 @@ package linux_test
 
 import (
 	"net/netip"
-	"runtime"
-	"slices"
 	"testing"
-	"time"
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
@@ -65,48 +62,11 @@ func BenchmarkFlowHooks(b *testing.B) {
 			}
 		}
 	}
-	sc, rc := -1, -1
-	if runtime.NumCPU() > 1 {
-		sc, rc = 0, 1
-	}
 	from, _ := c.drivers[0].Status("acme/tp0")
 	to, _ := c.drivers[1].Status("acme/tp1")
-	gbps := make([][]float64, len(states))
-	cpuPerGB := make([][]float64, len(states)) // CPU seconds of the stream's threads per GB
-	for b.Loop() {
-		for r := range rounds {
-			for k := range states {
-				i := (r + k) % len(states)
-				set(i)
-				res, err := testnet.Stream(c.ctx, testnet.StreamOptions{From: from.Netns, To: to.Netns,
-					Addr: netip.MustParseAddrPort("10.0.1.20:5201"), Warmup: 200 * time.Millisecond, Duration: time.Second, SenderCPU: sc, ReceiverCPU: rc})
-				if err != nil {
-					b.Fatalf("%s: %v", states[i].name, err)
-				}
-				gbps[i] = append(gbps[i], res.Gbps())
-				cpuPerGB[i] = append(cpuPerGB[i], (res.SenderCPU+res.ReceiverCPU).Seconds()/(float64(res.Bytes)/1e9))
-			}
-		}
-	}
+	bs := make([]streamState, len(states))
 	for i := range states {
-		b.Logf("%-24s Gbit/s: median %.2f, rounds %.2f", states[i].name, median(gbps[i]), gbps[i])
-		b.Logf("%-24s CPU s/GB: median %.3f", states[i].name, median(cpuPerGB[i]))
+		bs[i] = streamState{states[i].name, func() { set(i) }}
 	}
-	for i, unit := range []string{"", "every-flow/without", "1-in-64/without"} {
-		if i == 0 {
-			continue
-		}
-		var ratios []float64
-		for r := range gbps[0] {
-			ratios = append(ratios, gbps[i][r]/gbps[0][r])
-		}
-		b.Logf("%s: median %.3f, range %.3f..%.3f over %d rounds", unit, median(ratios), slices.Min(ratios), slices.Max(ratios), len(ratios))
-		b.ReportMetric(median(ratios), unit)
-		var cost []float64 // CPU per byte without / with: >= 0.99 is at most 1% more work
-		for r := range cpuPerGB[0] {
-			cost = append(cost, cpuPerGB[0][r]/cpuPerGB[i][r])
-		}
-		b.Logf("%s, CPU per byte without/with: median %.3f, range %.3f..%.3f", unit, median(cost), slices.Min(cost), slices.Max(cost))
-		b.ReportMetric(median(cost), unit+"-cpu")
-	}
+	compareStreams(b, rounds, from.Netns, to.Netns, netip.MustParseAddrPort("10.0.1.20:5201"), bs, []string{"", "every-flow/without", "1-in-64/without"})
 }
