@@ -253,6 +253,9 @@ the controller).`,
 		a.newLoginCmd(),
 		a.newTokenCmd(),
 		a.newCertCmd(),
+		newEtcdCmd(),
+		newBackupCmd(),
+		newRestoreCmd(),
 	)
 	return root
 }

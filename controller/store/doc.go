@@ -32,5 +32,6 @@
 // resumes such a watch, and relists when the history is compacted.
 //
 // StartEmbedded runs a single-member etcd inside the process for
-// deployments without an external cluster.
+// deployments without an external cluster. It listens only on a unix
+// socket (never on TCP, where it would serve without TLS).
 package store
