@@ -129,6 +129,12 @@ type Config struct {
 	// Reporter, if set, registers the Host and reports endpoint status to
 	// the controller's API.
 	Reporter Reporter
+	// IfName, if set, names an endpoint's interface inside its network
+	// namespace (datapath.Endpoint.IfName; "" for the default), by the
+	// endpoint's ID: the CNI server's answer for the endpoints it made,
+	// whose runtime chose the name. It is called while views are
+	// translated, so it must be fast and safe for concurrent use.
+	IfName func(endpointID string) string
 	// Flows configures traffic counting and flow export (a driver that
 	// implements datapath.TrafficReader).
 	Flows FlowConfig
@@ -152,6 +158,9 @@ type Reporter interface {
 const (
 	PhaseReady  = "Ready"
 	PhaseFailed = "Failed"
+	// PhasePending: the endpoint waits for its network namespace
+	// (datapath.EndpointStatus.Waiting).
+	PhasePending = "Pending"
 )
 
 // EndpointReport is the agent's part of an endpoint's status.
@@ -160,10 +169,14 @@ type EndpointReport struct {
 	ID string
 	// Netns is the path of the endpoint's network namespace (status.netns).
 	Netns string
-	// Phase is PhaseReady or PhaseFailed.
+	// Phase is PhaseReady, PhasePending or PhaseFailed.
 	Phase string
-	// Message explains PhaseFailed.
+	// Message explains PhasePending and PhaseFailed.
 	Message string
+	// UID is the endpoint's metadata.uid in the view: an endpoint deleted
+	// and created again under its name is reported again, even if all else
+	// is the same.
+	UID string
 	// Generation is the endpoint's metadata.generation in the view: the
 	// observedGeneration of the conditions below.
 	Generation int64

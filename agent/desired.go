@@ -99,6 +99,9 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 				bad("%s: %w", r.Key, err)
 				continue
 			}
+			if cfg.IfName != nil {
+				ep.IfName = cfg.IfName(id)
+			}
 			d.Endpoints = append(d.Endpoints, ep)
 			sc.eps = append(sc.eps, epRefs{vpc: o.VPC, class: o.QoSClass})
 		case *view.Policy:

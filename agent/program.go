@@ -175,6 +175,12 @@ func (a *Agent) reconcileTick() {
 	a.reconcileKick.reset(a.cfg.ReconcileInterval)
 }
 
+// Reconcile programs the current desired state again now, as the
+// reconciler does every ReconcileInterval, and reports what changed: for
+// a caller that changed what the desired state refers to (the CNI server
+// bound a namespace to an endpoint's netns path).
+func (a *Agent) Reconcile(ctx context.Context) error { return a.reconcile(ctx) }
+
 // reconcile programs the current desired state again.
 func (a *Agent) reconcile(ctx context.Context) error {
 	a.setMu.Lock()

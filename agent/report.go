@@ -26,12 +26,16 @@ func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error)
 	var dec view.Decoder
 	reports := make([]EndpointReport, 0, len(d.Endpoints))
 	for _, e := range d.Endpoints {
-		r := EndpointReport{ID: e.ID, Generation: generation(&dec, v, e.ID)}
+		r := EndpointReport{ID: e.ID}
+		r.UID, r.Generation = incarnation(&dec, v, e.ID)
 		// A VPC that failed alone keeps what was programmed before: its
 		// endpoints forward, but not under the state of this view.
 		vpcErr := vpcError(setErr, e.VNI)
 		st, ok := a.driver.Status(e.ID)
 		switch {
+		case ok && st.Waiting != "":
+			r.Netns, r.Phase, r.Message = st.Netns, PhasePending, st.Waiting
+			r.PolicyErr, r.QoSErr = st.Waiting, st.Waiting // nothing of it is enforced
 		case ok:
 			r.Netns, r.Phase = st.Netns, PhaseReady
 			r.PolicyErr, r.QoSErr = cmp.Or(st.PolicyErr, vpcErr), cmp.Or(st.QoSErr, vpcErr)
@@ -74,17 +78,19 @@ func vpcError(err error, vni uint32) string {
 	return vpcError(errors.Unwrap(err), vni)
 }
 
-// generation returns the generation of endpoint id in v (0 if unknown).
-func generation(dec *view.Decoder, v *state.View, id string) int64 {
+// incarnation returns the UID and generation of endpoint id in v ("", 0 if
+// unknown).
+func incarnation(dec *view.Decoder, v *state.View, id string) (string, int64) {
 	r, ok := v.Get(wire.ResourceKey{Type: view.TypeEndpoint, ID: id})
 	if !ok {
-		return 0
+		return "", 0
 	}
 	o, err := dec.Decode(r)
 	if err != nil { // translated already: cannot happen
-		return 0
+		return "", 0
 	}
-	return o.(*view.Endpoint).Generation
+	e := o.(*view.Endpoint)
+	return e.UID, e.Generation
 }
 
 // reportLoop registers the host (until it succeeds) and then reports each

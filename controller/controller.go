@@ -35,6 +35,7 @@ import (
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/observe"
+	"github.com/weftnet/weft/controller/quorum"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/controller/store"
@@ -54,6 +55,26 @@ type Config struct {
 	// EtcdUser and EtcdPassword log in to etcd's authentication.
 	EtcdCACert, EtcdCert, EtcdKey string
 	EtcdUser, EtcdPassword        string
+	// EtcdPeerListen makes the embedded etcd one member of a cluster of
+	// several (embedded HA): the member's peer URL (https://IP:PORT),
+	// listened on and advertised. Peers and TCP clients use TLS with
+	// certificates of an etcd CA derived from the cluster key, so every
+	// member needs the same ClusterKeyFile. EtcdName names the member
+	// (required with it). EtcdClientListen, if set, also serves etcd
+	// clients on TCP (https://IP:PORT): replicas with EtcdEndpoints, weft
+	// etcd, weft backup.
+	EtcdPeerListen, EtcdName, EtcdClientListen string
+	// EtcdInitialCluster lists a new cluster's members, "name=peerURL,..."
+	// (etcd's --initial-cluster; default: this member alone). EtcdExisting
+	// starts a member added to a running cluster ('weft etcd member add')
+	// instead of a new cluster. Both are ignored once DataDir holds the
+	// member's data.
+	EtcdInitialCluster string
+	EtcdExisting       bool
+	// EtcdJoin is the client URL (or URLs, comma-separated) of a running
+	// member: the replica adds its member to that cluster, as a learner
+	// that promotes itself once in sync, and starts it.
+	EtcdJoin string
 	// APIListen is the REST API's address (default 127.0.0.1:7443; port 0 picks one).
 	APIListen string
 	// AgentListen is the southbound address: the config stream on TCP and
@@ -88,6 +109,10 @@ type Config struct {
 	// MetricsListen, if set, also serves /metrics without a credential on
 	// this address (keep it on loopback).
 	MetricsListen string
+
+	// trackGrace replaces the time hosts get to reach a replica before
+	// their silence counts (tests: export_test.go).
+	trackGrace time.Duration
 }
 
 // Validate reports missing or conflicting settings.
@@ -102,7 +127,7 @@ func (c *Config) Validate() error {
 	case c.InsecureHTTP && (c.TLSCertFile != "" || c.ClientCAFile != ""):
 		return errors.New("controller: TLS files given with InsecureHTTP")
 	}
-	return c.validateEtcd()
+	return errors.Join(c.validateEtcd(), c.validateMember())
 }
 
 // Controller is one running replica.
@@ -114,6 +139,7 @@ type Controller struct {
 	embedded *store.Embedded
 	cli      *clientv3.Client
 	store    *store.Store
+	quorum   *quorum.Guard
 	registry *registry.Registry
 	creds    *credentials
 	intents  *intent.Controller
@@ -170,7 +196,13 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		if err = os.MkdirAll(c.cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("create data dir: %w", err)
 		}
-		c.embedded, err = store.StartEmbedded(ctx, store.EmbedConfig{Dir: c.cfg.DataDir, Logger: c.cfg.Logger})
+		ecfg := store.EmbedConfig{Dir: c.cfg.DataDir, Logger: c.cfg.Logger}
+		if c.cfg.member() {
+			if ecfg.Member, err = c.memberConfig(ctx); err != nil {
+				return err
+			}
+		}
+		c.embedded, err = store.StartEmbedded(ctx, ecfg)
 		if err != nil {
 			return fmt.Errorf("start embedded etcd in %s: %w", c.cfg.DataDir, err)
 		}
@@ -198,6 +230,13 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	}
 	if err = c.store.Start(ctx); err != nil {
 		return fmt.Errorf("start store: %w", err)
+	}
+	c.quorum, err = quorum.New(quorum.Config{Client: c.cli, Key: c.store.Key("ca/cert"), Logger: c.cfg.Logger, Registerer: c.reg})
+	if err != nil {
+		return err
+	}
+	if err = c.quorum.Start(ctx); err != nil {
+		return err
 	}
 	if c.creds, err = startCredentials(ctx, c.cfg, c.store); err != nil {
 		return err
@@ -228,7 +267,8 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	if c.cfg.AgentListen != "off" {
 		c.south, err = startSouthbound(ctx, southboundConfig{
 			Listen: c.cfg.AgentListen, Advertise: c.cfg.AdvertiseAgent, Keys: c.creds.keys,
-			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Flows: c.flows,
+			Client: c.cli, Store: c.store, Registry: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Quorum: c.quorum,
+			TrackGrace: c.cfg.trackGrace, Flows: c.flows,
 		})
 		if err != nil {
 			return err
@@ -236,7 +276,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	}
 	authn := auth.NewAuthenticator(c.creds.tokens, c.store)
 	h, err := rest.NewHandler(rest.Config{
-		Backend: c.registry, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
+		Backend: writeGate{Backend: c.registry, guard: c.quorum, store: c.store}, Ready: c.quorum.Err, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
 		Authenticator: authn, Lookup: c.store, Insecure: c.cfg.InsecureHTTP,
 		Tokens: c.creds.tokens, CA: c.creds.ca,
 		Enroller: hostkey.NewEnroller(hostkey.EnrollerConfig{Store: c.store, Registry: c.registry, Tokens: c.creds.tokens,
@@ -374,6 +414,9 @@ func (c *Controller) stop() error {
 	}
 	if c.creds != nil {
 		errs = append(errs, c.creds.Close())
+	}
+	if c.quorum != nil {
+		errs = append(errs, c.quorum.Close())
 	}
 	if c.store != nil {
 		errs = append(errs, c.store.Close())

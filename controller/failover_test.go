@@ -3,6 +3,7 @@ package controller_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,7 +42,8 @@ func TestMain(m *testing.M) {
 // (the API's security is the subject of security_test.go).
 func startReplica(t *testing.T, cfg controller.Config) *controller.Controller {
 	t.Helper()
-	cfg.APIListen, cfg.AgentListen, cfg.InsecureHTTP = "127.0.0.1:0", "127.0.0.1:0", true
+	cfg.APIListen, cfg.InsecureHTTP = cmp.Or(cfg.APIListen, "127.0.0.1:0"), true
+	cfg.AgentListen = cmp.Or(cfg.AgentListen, "127.0.0.1:0")
 	c, err := controller.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,12 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +22,7 @@ import (
 	"github.com/weftnet/weft/controller/hostkey"
 	"github.com/weftnet/weft/controller/intent"
 	"github.com/weftnet/weft/controller/liveness"
+	"github.com/weftnet/weft/controller/quorum"
 	"github.com/weftnet/weft/controller/registry"
 	"github.com/weftnet/weft/controller/replicas"
 	"github.com/weftnet/weft/controller/southbound/stream"
@@ -29,6 +30,7 @@ import (
 	"github.com/weftnet/weft/controller/store"
 	"github.com/weftnet/weft/internal/lifecycle"
 	"github.com/weftnet/weft/rendezvous"
+	"github.com/weftnet/weft/wire"
 )
 
 type southboundConfig struct {
@@ -39,6 +41,11 @@ type southboundConfig struct {
 	Registry          *registry.Registry
 	Logger            *slog.Logger
 	Registerer        prometheus.Registerer
+	// Quorum, if set, fences the agents off while the replica cannot write
+	// (see southbound.fence).
+	Quorum *quorum.Guard
+	// TrackGrace replaces trackGrace (tests).
+	TrackGrace time.Duration
 	// Flows takes the agents' flow reports and times their Acks.
 	Flows *flowagg.Aggregator
 }
@@ -48,30 +55,42 @@ type southboundConfig struct {
 // membership. It uses the host keys (the Keyring) of the controller.
 type southbound struct {
 	addr string
+	log  *slog.Logger
 
 	keys     *hostkey.Keyring
 	compiler *compile.Compiler
 	sink     *stream.RegistrySink
-	stream   *stream.Server
-	lns      []net.Listener // config stream, one port (SO_REUSEPORT)
-	table    *liveness.Table
-	locator  *udp.Locator
-	udp      *udp.Server
-	members  *replicas.Membership
+	lns      []net.Listener // config stream, one port (SO_REUSEPORT), until the first stream server takes them
+	// streamCfg configures the config stream's server; streamMu guards
+	// the running one (nil while fenced).
+	streamCfg stream.Config
+	streamMu  sync.Mutex
+	stream    *runningStream
+	table     *liveness.Table
+	locator   *udp.Locator
+	udp       *udp.Server
+	members   *replicas.Membership
 	// advertise is this replica's southbound address, as agents and the
 	// other replicas know it.
 	advertise string
 	// tracking is set once the liveness table tracks hosts.
-	tracking atomic.Bool
+	tracking   atomic.Bool
+	trackGrace time.Duration // 0: trackGrace
 
-	serveDone chan struct{}
-	life      lifecycle.Group
+	life lifecycle.Group
+}
+
+// runningStream is one config-stream server and the goroutines serving its
+// listeners.
+type runningStream struct {
+	srv  *stream.Server
+	done chan struct{} // closed when every listener's Serve returned
 }
 
 // startSouthbound starts the southbound parts in dependency order; on
 // error it closes what it started.
 func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound, err error) {
-	sb = &southbound{serveDone: make(chan struct{})}
+	sb = &southbound{log: cfg.Logger.With("subsystem", "southbound"), trackGrace: cfg.TrackGrace}
 	started := sb // a failing return sets sb to nil before this runs
 	defer func() {
 		if err != nil {
@@ -110,17 +129,8 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 		advertise = sb.addr
 	}
 	sb.advertise = advertise
-	sb.sink, err = stream.NewRegistrySink(stream.RegistrySinkConfig{
-		Registry: cfg.Registry, Replica: advertise, Logger: cfg.Logger, Registerer: cfg.Registerer,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err = sb.sink.Start(ctx); err != nil {
-		return nil, err
-	}
 	sb.members, err = replicas.New(replicas.Config{
-		Store: cfg.Store, Prefix: cfg.Store.Key("replicas/"), Self: advertise, Logger: cfg.Logger,
+		Store: cfg.Store, Prefix: cfg.Store.Key("replicas/"), OwnerPrefix: cfg.Store.Key("owners/"), Self: advertise, Logger: cfg.Logger,
 		OnChange: func([]string) {
 			if sb.tracking.Load() {
 				sb.trackHosts(cfg.Store)
@@ -133,6 +143,15 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	if err = sb.members.Start(ctx); err != nil {
 		return nil, err
 	}
+	sb.sink, err = stream.NewRegistrySink(stream.RegistrySinkConfig{
+		Registry: cfg.Registry, Replica: advertise, Owns: sb.speaksFor, Logger: cfg.Logger, Registerer: cfg.Registerer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err = sb.sink.Start(ctx); err != nil {
+		return nil, err
+	}
 	if cfg.Registerer != nil {
 		lost := prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weft_replicas_leases_lost_total",
@@ -142,27 +161,29 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 			return nil, fmt.Errorf("register replica metrics: %w", err)
 		}
 	}
-	sb.stream, err = stream.New(stream.Config{
+	sb.streamCfg = stream.Config{
 		Compiler: sb.compiler,
 		Keys:     sb.keys.ByName,
 		HostID:   sb.keys.HostID,
 		Status:   cfg.Flows.WrapStatus(sb.sink),
-		Logger:   cfg.Logger, Registerer: cfg.Registerer,
+		Logger:   cfg.Logger, Registerer: reregisterer{cfg.Registerer},
 		Replicas: sb.members.Members, MaxSessions: sessionLimit(),
-	})
-	if err != nil {
+	}
+	if err = sb.serveStream(sb.lns); err != nil {
 		return nil, err
 	}
+	sb.lns = nil // the stream server owns them
 	// A host whose key is deleted or replaced loses its sessions at once.
-	sb.keys.OnChange(sb.stream.KeysChanged)
-	var serving sync.WaitGroup
-	for _, ln := range sb.lns {
-		serving.Go(func() { _ = sb.stream.Serve(context.Background(), ln) })
+	sb.keys.OnChange(func(hosts []string) {
+		sb.streamMu.Lock()
+		defer sb.streamMu.Unlock()
+		if sb.stream != nil {
+			sb.stream.srv.KeysChanged(hosts)
+		}
+	})
+	if cfg.Quorum != nil {
+		sb.life.Go(func(ctx context.Context) { sb.fence(ctx, cfg.Quorum) })
 	}
-	go func() {
-		defer close(sb.serveDone)
-		serving.Wait()
-	}()
 
 	livenessSink, err := liveness.NewRegistrySink(liveness.RegistrySinkConfig{
 		Store: cfg.Store, Registry: cfg.Registry, Logger: cfg.Logger,
@@ -202,7 +223,7 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 	sb.udp, err = udp.New(udp.Config{
 		// Datagrams are authenticated with the keys of the hosts' latest
 		// sessions with this replica.
-		Addr: net.JoinHostPort(host, port), Keys: sb.stream, Liveness: sb.table, Locator: sb.locator, Flows: cfg.Flows,
+		Addr: net.JoinHostPort(host, port), Keys: wire.KeyringFunc(sb.datagramKey), Liveness: sb.table, Locator: sb.locator, Flows: cfg.Flows,
 		Logger: cfg.Logger, Registerer: cfg.Registerer,
 	})
 	if err != nil {
@@ -217,6 +238,134 @@ func startSouthbound(ctx context.Context, cfg southboundConfig) (sb *southbound,
 // Close stops everything in reverse order; idempotent.
 func (sb *southbound) Close() error { return sb.life.Close(sb.stop) }
 
+// serveStream starts a config-stream server on lns.
+func (sb *southbound) serveStream(lns []net.Listener) error {
+	srv, err := stream.New(sb.streamCfg)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+	rs := &runningStream{srv: srv, done: make(chan struct{})}
+	var serving sync.WaitGroup
+	for _, ln := range lns {
+		serving.Go(func() { _ = srv.Serve(context.Background(), ln) })
+	}
+	go func() {
+		defer close(rs.done)
+		serving.Wait()
+	}()
+	sb.streamMu.Lock()
+	sb.stream = rs
+	sb.streamMu.Unlock()
+	return nil
+}
+
+// datagramKey is the datagram key of a host's latest session with the
+// running config-stream server; none while the stream is fenced.
+func (sb *southbound) datagramKey(hostID uint32) ([]byte, bool) {
+	sb.streamMu.Lock()
+	defer sb.streamMu.Unlock()
+	if sb.stream == nil {
+		return nil, false
+	}
+	return sb.stream.srv.Key(hostID)
+}
+
+// closeStream closes the running config-stream server, its listeners and
+// sessions, and waits for it.
+func (sb *southbound) closeStream() error {
+	sb.streamMu.Lock()
+	rs := sb.stream
+	sb.stream = nil
+	sb.streamMu.Unlock()
+	if rs == nil {
+		return nil
+	}
+	err := rs.srv.Close()
+	<-rs.done
+	return err
+}
+
+// fenceAfter is how long a replica that cannot reach an etcd quorum keeps
+// its agents before it fences them off: past a leader election, which the
+// quorum guard itself waits out (quorum.DefaultLostAfter).
+const fenceAfter = 3 * time.Second
+
+// fence closes the config stream (its sessions and its port) while the
+// replica has had no etcd quorum for fenceAfter: its agents cannot learn of
+// changes through a replica cut off from etcd, and find a healthy replica
+// in their rendezvous order (this one refuses connections meanwhile). It
+// serves again, on the same port, once the quorum is back. A replica whose
+// etcd is only out of space keeps its agents: their views are still right.
+func (sb *southbound) fence(ctx context.Context, g *quorum.Guard) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var lostSince time.Time
+	fenced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := g.Err()
+		switch {
+		case errors.Is(err, quorum.ErrNoQuorum):
+			if lostSince.IsZero() {
+				lostSince = time.Now()
+			}
+			if !fenced && time.Since(lostSince) >= fenceAfter {
+				sb.log.Warn("no etcd quorum: closing the config stream so that agents move to a healthy replica", "err", err)
+				_ = sb.closeStream()
+				fenced = true
+			}
+		case err == nil:
+			lostSince = time.Time{}
+			if !fenced {
+				continue
+			}
+			lns, lerr := listenStream(ctx, sb.addr, streamListeners)
+			if lerr == nil {
+				lerr = sb.serveStream(lns)
+			}
+			if lerr != nil {
+				sb.log.Warn("etcd quorum back, but the config stream cannot serve again yet; retrying", "err", lerr)
+				continue
+			}
+			sb.log.Info("etcd quorum back: serving agents again", "addr", sb.addr)
+			fenced = false
+		}
+	}
+}
+
+// reregisterer registers a collector in place of one already registered
+// under the same descriptors: the config stream's server registers its
+// metrics anew each time the replica stops fencing its agents off (its
+// counters start again from zero then).
+type reregisterer struct{ prometheus.Registerer }
+
+func (r reregisterer) Register(c prometheus.Collector) error {
+	if r.Registerer == nil {
+		return nil
+	}
+	err := r.Registerer.Register(c)
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		r.Registerer.Unregister(are.ExistingCollector)
+		return r.Registerer.Register(c)
+	}
+	return err
+}
+
+func (r reregisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
 func (sb *southbound) stop() error {
 	var errs []error
 	closeIf := func(c interface{ Close() error }, ok bool) {
@@ -227,14 +376,10 @@ func (sb *southbound) stop() error {
 	closeIf(sb.udp, sb.udp != nil)
 	closeIf(sb.locator, sb.locator != nil)
 	closeIf(sb.table, sb.table != nil)
-	if sb.stream != nil {
-		sb.keys.OnChange(nil)
-		errs = append(errs, sb.stream.Close())
-		<-sb.serveDone
-	} else {
-		for _, ln := range sb.lns {
-			errs = append(errs, ln.Close())
-		}
+	sb.keys.OnChange(nil)
+	errs = append(errs, sb.closeStream())
+	for _, ln := range sb.lns {
+		errs = append(errs, ln.Close())
 	}
 	closeIf(sb.members, sb.members != nil)
 	closeIf(sb.sink, sb.sink != nil)
@@ -291,21 +436,23 @@ func listenStream(ctx context.Context, addr string, n int) ([]net.Listener, erro
 	return lns, nil
 }
 
-// speaksFor reports whether this replica reports h's liveness when it
-// stops hearing from it: if h's agent last connected here; else, if the
-// replica it connected to is no longer a member (or none), if this replica
-// comes first in h's rendezvous order over the members, where h's agent
-// goes first too.
+// speaksFor reports whether this replica owns h's liveness, that is,
+// reports it Suspect or Dead when it stops hearing from it: if h's agent
+// last streamed from this replica; else, if the replica it streamed from
+// is neither live nor an owner any more (gone for the owner TTL,
+// replicas.DefaultOwnerTTL), if this replica comes first in h's
+// rendezvous order over the live members, where h's agent goes first too.
+// A host whose agent never connected is nobody's: there is nothing to
+// correct. So a replica that starts long before its peers, or outlives
+// them, leaves their hosts alone.
 func (sb *southbound) speaksFor(h *apiv1.Host) bool {
-	r := h.Status.Replica
-	if r == sb.advertise {
+	switch r := h.Status.Replica; {
+	case r == sb.advertise:
 		return true
-	}
-	members := sb.members.Members()
-	if r != "" && slices.Contains(members, r) {
+	case r == "" || sb.members.Present(r):
 		return false
 	}
-	return rendezvous.Top(h.Metadata.Name, members) == sb.advertise
+	return rendezvous.Top(h.Metadata.Name, sb.members.Members()) == sb.advertise
 }
 
 // trackGrace is how long a host that a replica starts to track (at start,
@@ -317,13 +464,16 @@ func (sb *southbound) speaksFor(h *apiv1.Host) bool {
 // back.
 const trackGrace = 45 * time.Second
 
+// grace is the configured track grace (trackGrace unless a test sets it).
+func (sb *southbound) grace() time.Duration { return cmp.Or(sb.trackGrace, trackGrace) }
+
 // trackHosts declares to the liveness table every known host this replica
 // speaks for, and drops the others it does not hear from: when a replica
 // joins, the hosts that now rank it first leave the others.
 func (sb *southbound) trackHosts(st *store.Store) {
 	// Tracking starts trackGrace ahead: a host counts as silent only from
 	// then on.
-	now := sb.table.Now() + int64(trackGrace)
+	now := sb.table.Now() + int64(sb.grace())
 	for _, o := range st.List(apiv1.KindHost, "") {
 		h := o.(*apiv1.Host)
 		switch id := h.Status.HostID; {

@@ -179,6 +179,11 @@ type EndpointStatus struct {
 	// last Set is not programmed; both are empty once the data plane
 	// enforces them (or when the endpoint has none).
 	PolicyErr, QoSErr string
+	// Waiting, if not empty, says why the endpoint is not attached yet:
+	// its Netns names no network namespace (yet). A driver that reports
+	// it attaches the endpoint by the first Set after the namespace
+	// appears, and does not fail a Set for it.
+	Waiting string
 }
 
 // Remote is the location of an endpoint on another host, as answered by the

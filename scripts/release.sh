@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Builds a release of the commit checked out here into dist/ ($DIST
 # overrides it):
-#   dist/linux-amd64/weft, dist/linux-arm64/weft  (and weft-cni, once
-#                              cmd/weft-cni exists)
+#   dist/linux-amd64/{weft,weft-cni}, dist/linux-arm64/{weft,weft-cni}
 #   dist/oci/                  an OCI image layout: one image per platform
 #                              and an index, tagged with the version (see
 #                              internal/mkimage)
@@ -22,7 +21,8 @@
 #   - -buildvcs=true: Go records the commit (vcs.revision, vcs.time) and
 #     derives the version from its git tag (v1.2.3; between tags a
 #     pseudo-version such as v1.2.4-0.20261207101500-0123456789ab), which
-#     `weft version` prints. The image is tagged with the same version.
+#     `weft version` and `weft-cni version` print. The image is tagged with
+#     the same version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dist=${DIST:-dist}
@@ -40,8 +40,7 @@ export GOTOOLCHAIN="go$(go list -m -f '{{.GoVersion}}')"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=true -mod=readonly" GOAMD64=v1 GOARM64=v8.0 GOEXPERIMENT= GOFIPS140=off
 ldflags="-s -w -buildid="
 
-cmds=(weft)
-[ -d cmd/weft-cni ] && cmds+=(weft-cni)
+cmds=(weft weft-cni)
 
 rm -rf "$dist"
 for p in "${platforms[@]}"; do
@@ -63,13 +62,15 @@ done
 
 version=$(go version -m "$dist/linux-amd64/weft" | awk '$1 == "mod" {print $3}')
 if [ "$(go env GOHOSTARCH)" = amd64 ]; then
-  # The release binary reports what it was built from.
-  v=$("$dist/linux-amd64/weft" version --client -o json)
-  if ! grep -qF "\"version\": \"$version\"" <<<"$v" || ! grep -qF "\"revision\": \"$revision\"" <<<"$v"; then
-    echo "release: weft version does not report $version $revision:" >&2
-    echo "$v" >&2
-    exit 1
-  fi
+  # The release binaries report what they were built from.
+  for c in "weft version --client" "weft-cni version"; do
+    v=$("$dist/linux-amd64/"$c -o json)
+    if ! grep -qF "\"version\": \"$version\"" <<<"$v" || ! grep -qF "\"revision\": \"$revision\"" <<<"$v"; then
+      echo "release: $c does not report $version $revision:" >&2
+      echo "$v" >&2
+      exit 1
+    fi
+  done
 fi
 
 echo "== OCI image $version"

@@ -36,6 +36,20 @@ func New(c *client.Client) *Reporter {
 	return &Reporter{c: c, now: time.Now, conds: map[string][]apiv1.Condition{}}
 }
 
+// maxInFlight bounds the status writes of one ReportEndpoints in flight.
+const maxInFlight = 16
+
+// Known records the stored conditions of an endpoint the caller has just
+// created or read (ID "tenant/name"), so that its first report does not
+// read them again.
+func (r *Reporter) Known(id string, conds []apiv1.Condition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.conds[id]; !ok {
+		r.conds[id] = slices.Clone(conds)
+	}
+}
+
 // Condition reasons the Reporter writes.
 const (
 	ReasonProgrammed    = "Programmed"    // True: the data plane enforces it
@@ -66,7 +80,7 @@ func (r *Reporter) Register(ctx context.Context, host, underlayIP string) error 
 }
 
 // ReportEndpoints writes each report into its endpoint's status, one
-// merge patch each: netns, phase, message and the conditions
+// merge patch each, up to maxInFlight at a time: netns, phase, message and the conditions
 // PolicyProgrammed and QoSProgrammed (the first report of an endpoint
 // reads its stored status first, to keep their lastTransitionTime). An
 // endpoint that no longer exists is skipped, a Gone one too; a status that
@@ -74,15 +88,29 @@ func (r *Reporter) Register(ctx context.Context, host, underlayIP string) error 
 // joined errors; the error wraps agent.ErrRejected only if every failure
 // does.
 func (r *Reporter) ReportEndpoints(ctx context.Context, reports []agent.EndpointReport) error {
-	var errs []error
-	retryable := false
+	var (
+		mu        sync.Mutex
+		errs      []error
+		retryable bool
+		wg        sync.WaitGroup
+		sem       = make(chan struct{}, maxInFlight)
+	)
+	// Several at a time: a burst of endpoints (containers starting) is
+	// reported in a round trip or a few, not one after the other.
 	for _, rep := range reports {
-		if err := r.report(ctx, rep); err != nil {
-			err = classify(err)
-			retryable = retryable || !errors.Is(err, agent.ErrRejected)
-			errs = append(errs, err)
-		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := r.report(ctx, rep); err != nil {
+				err = classify(err)
+				mu.Lock()
+				retryable = retryable || !errors.Is(err, agent.ErrRejected)
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	if len(errs) == 0 {
 		return nil
 	}

@@ -20,7 +20,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/agent/cniserver"
 	"github.com/weftnet/weft/agent/restreport"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/ebpf"
 	"github.com/weftnet/weft/datapath/linux"
@@ -40,6 +42,10 @@ type agentOptions struct {
 	logLevel      string
 	metricsListen string
 	netnsPrefix   string
+	cniSocket     string
+	cniSubnet     string
+	cniPool       int
+	cniPoolMin    int
 	flowSampling  uint32
 	flowInterval  time.Duration
 	ipfix         string
@@ -79,7 +85,11 @@ controller is unreachable programs it at once and keeps forwarding
 (headless); when it stops, the data plane stays as it is.
 
 Through the API (--api, default: the one it enrolled with) the agent
-reports each endpoint's network namespace and phase.`,
+reports each endpoint's network namespace and phase.
+
+With --cni-socket the agent serves the weft-cni plugin there: containers
+attach through CNI (see package agent/cniserver), joining the subnet their
+network configuration names, or --cni-subnet.`,
 		Example: `  # first start: enrol with a bootstrap token
   weft agent --controller 10.0.0.1:7444 --host h1 --underlay-ip 192.0.2.11 \
       --api https://10.0.0.1:7443 --ca-file ca.pem --bootstrap-token-file h1.token
@@ -108,6 +118,10 @@ reports each endpoint's network namespace and phase.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "address to serve Prometheus /metrics on (default: none)")
 	f.StringVar(&o.netnsPrefix, "netns-prefix", "", "prefix of the namespaces the linux and ebpf datapaths make (default wft)")
+	f.StringVar(&o.cniSocket, "cni-socket", "", "serve the weft-cni plugin on this unix socket (e.g. /run/weft/cni.sock; default: no CNI)")
+	f.StringVar(&o.cniSubnet, "cni-subnet", "", "TENANT/SUBNET[@VPC] that CNI attachments join when their network configuration names none")
+	f.IntVar(&o.cniPool, "cni-pool", 0, "most endpoints the CNI warm pool keeps ready per selection, sized to the recent attach rate (0: no pool)")
+	f.IntVar(&o.cniPoolMin, "cni-pool-min", 0, "fewest endpoints the CNI warm pool keeps ready per selection it serves")
 	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows; --datapath ebpf samples none, it counts per endpoint)")
 	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
 	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
@@ -147,6 +161,11 @@ func (o *agentOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 	}
 	defer c.Close()
 	cfg.Reporter = restreport.New(c)
+	var tap *cniserver.Tap
+	if o.cniSocket != "" {
+		tap = cniserver.NewTap(cfg.Reporter)
+		cfg.Reporter, cfg.IfName = tap, cniserver.IfName
+	}
 
 	drv, err := o.driver(ctx, cfg, log)
 	if err != nil {
@@ -165,6 +184,16 @@ func (o *agentOptions) run(ctx context.Context, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer a.Close()
+	if tap != nil {
+		srv, err := o.cniServer(cfg, c, tap, a, log)
+		if err != nil {
+			return err
+		}
+		if err := srv.Start(ctx); err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
 
 	if o.metricsListen != "" {
 		stop, err := serveMetrics(o.metricsListen, reg, log)
@@ -255,6 +284,21 @@ func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.L
 		return nil, fmt.Errorf("start the linux datapath: %w", err)
 	}
 	return d, nil
+}
+
+// cniServer makes the CNI server of --cni-socket.
+func (o *agentOptions) cniServer(cfg agent.Config, c *client.Client, tap *cniserver.Tap, a *agent.Agent, log *slog.Logger) (*cniserver.Server, error) {
+	var def cniserver.Selection
+	if o.cniSubnet != "" {
+		ts, vpc, _ := strings.Cut(o.cniSubnet, "@")
+		var ok bool
+		if def.Tenant, def.Subnet, ok = strings.Cut(ts, "/"); !ok || def.Tenant == "" || def.Subnet == "" {
+			return nil, usageErrorf("--cni-subnet %q: want TENANT/SUBNET[@VPC]", o.cniSubnet)
+		}
+		def.VPC = vpc
+	}
+	return cniserver.New(cniserver.Config{Socket: o.cniSocket, Host: cfg.Host, API: c, Tap: tap, Agent: a,
+		Default: def, Pool: cniserver.PoolConfig{Max: o.cniPool, Min: o.cniPoolMin}, Logger: log})
 }
 
 // interfaceWith returns the name of the interface holding ip, or "".

@@ -19,14 +19,14 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench NAME",
-		Short: "Run a benchmark (churn, program, datapath, policy, qos, ...)",
+		Short: "Run a benchmark (churn, program, datapath, policy, qos, cni, rollout, ha, ...)",
 		Long: `Run one of weft's benchmarks. Each starts the real parts it measures,
 prints progress once a second on stderr and a final report on stdout
 (-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
 	}
 	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd(),
 		newBenchColdstartCmd(), newBenchProgramCmd(), newBenchMigrateCmd(), newBenchDatapathCmd(),
-		newBenchPolicyCmd(), newBenchQoSCmd())
+		newBenchPolicyCmd(), newBenchQoSCmd(), newBenchCNICmd(), newBenchRolloutCmd(), newBenchHACmd())
 	return cmd
 }
 
@@ -225,6 +225,34 @@ func newBenchProgramCmd() *cobra.Command {
 	return cmd
 }
 
+func newBenchRolloutCmd() *cobra.Command {
+	var cfg bench.RolloutConfig
+	cmd := simBenchCmd(&cobra.Command{
+		Use:   "rollout",
+		Short: "Endpoints created concurrently through the API on many hosts: rate until all are programmed, p99 create -> programmed",
+		Long: `Connect --hosts simulated agents, then create --creates endpoints through the
+REST API, --concurrency at a time, spread evenly over the hosts, and measure
+until every one is programmed on its host (its agent's datapath Set holds
+it; goal >= 3,000 endpoints/s at 1,000 hosts), with each endpoint's
+create -> programmed latency.`,
+		Example: `  weft bench rollout --hosts 1000 --endpoints 1000 --vpcs 100 --creates 30000
+  weft bench rollout --hosts 100 --endpoints 100 --vpcs 10 --creates 2000`,
+	}, &cfg.SimConfig, func(ctx context.Context) (*bench.RolloutReport, error) {
+		return bench.Rollout(ctx, cfg)
+	}, func(w io.Writer, rep *bench.RolloutReport) {
+		fmt.Fprintf(w, "rollout: %d hosts, %d replicas, %d creates (%d at a time): %d programmed in %.3f s, %.0f endpoints/s (goal %.0f); %d lost\n",
+			rep.Hosts, rep.Replicas, rep.Creates, rep.Concurrency, rep.Programmed, rep.Seconds, rep.PerSec, rep.GoalPerSec, rep.Lost)
+		fmt.Fprintf(w, "  create -> programmed p50 %.3f ms, p99 %.3f ms, max %.3f ms; API creates %.0f/s, p50 %.3f ms, p99 %.3f ms; load %s -> %s\n",
+			rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.APIPerSec, rep.APIP50Ms, rep.APIP99Ms, rep.LoadAvg, rep.LoadAvgEnd)
+	})
+	cmd.Flags().IntVar(&cfg.Creates, "creates", 10000, "endpoints created")
+	cmd.Flags().IntVar(&cfg.Concurrency, "concurrency", 64, "API creates in flight")
+	f := cmd.Flags()
+	cfg.Hosts, cfg.Endpoints, cfg.VPCs = 1000, 1000, 100
+	f.Lookup("hosts").DefValue, f.Lookup("endpoints").DefValue, f.Lookup("vpcs").DefValue = "1000", "1000", "100"
+	return cmd
+}
+
 func newBenchMigrateCmd() *cobra.Command {
 	var cfg bench.MigrateConfig
 	cmd := simBenchCmd(&cobra.Command{
@@ -367,7 +395,7 @@ The rulecost and kernel phases need root and remove every namespace they make.`,
 	f.DurationVar(&cfg.Duration, "duration", 0, "measuring time per rule count, mode and round (default 1s)")
 	f.IntVar(&cfg.KernelHosts, "kernel-hosts", 0, "hosts of the kernel phase (default 2)")
 	f.IntVar(&cfg.KernelEndpoints, "kernel-endpoints", 0, "endpoints of the kernel phase, in VPCs of 100 (default 1000)")
-	f.DurationVar(&cfg.KernelResync, "endpoint-resync", 0, "the linux driver's EndpointResync in the kernel phase (default 0, as weft agent)")
+	f.DurationVar(&cfg.KernelResync, "endpoint-resync", 0, "the linux driver's EndpointResync in the kernel phase (0: the driver's default, as weft agent; negative: every Set)")
 	f.IntVar(&cfg.Changes, "changes", 0, "policies created one at a time in the kernel and sim phases (default 50)")
 	// The sim phase's sizes default to 'weft bench program''s: 2
 	// endpoints per host in 100 VPCs (Policy fills in zeros).
@@ -402,6 +430,41 @@ root; removes every namespace it made.`,
 	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved rounds (default 15)")
 	f.DurationVar(&cfg.Duration, "duration", 0, "measured time per stream (default 1s)")
 	f.StringVar(&cfg.Tool, "tool", "", "sender: go (default), iperf3, or auto")
+	return cmd
+}
+
+func newBenchCNICmd() *cobra.Command {
+	var cfg bench.CNIConfig
+	cmd := reportCmd(&cobra.Command{
+		Use:   "cni",
+		Short: "CNI attach (root): weft-cni ADDs, successive and concurrent, with the warm pool and without",
+		Long: `Start a controller and one host's agent with its CNI server (linux driver,
+in this process) and attach containers through the weft-cni plugin, each
+ADD timed from the plugin's exec to its result (the interface configured,
+the endpoint programmed and written Ready): one at a time, then
+--concurrency at a time; on a lab without the warm pool and on one with it.
+Reports rates, p50/p99 and the pool's ratio to the baseline (goal >= 1,000
+attaches/s, p99 <= 10 ms with the pool). Needs root and the weft-cni binary
+(next to weft, on PATH, or --plugin); removes every namespace it made.`,
+		Example: `  go build -o bin/ ./cmd/weft ./cmd/weft-cni && sudo bin/weft bench cni
+  sudo weft bench cni --attaches 500 --concurrency 32 -o json`,
+	}, func(cmd *cobra.Command) (*bench.CNIReport, error) {
+		cfg.Progress = cmd.ErrOrStderr()
+		return bench.CNI(cmd.Context(), cfg)
+	}, func(w io.Writer, rep *bench.CNIReport) {
+		fmt.Fprintf(w, "cni: took %s; load %.2f -> %.2f on %d CPUs (kernel %s)\n", rep.Took, rep.Env.LoadStart, rep.Env.LoadEnd, rep.Env.CPUs, rep.Env.Kernel)
+		for _, s := range rep.Series {
+			fmt.Fprintf(w, "  pool %-5v %4d ADDs, %2d at a time: %7.1f attaches/s, p50 %6.2f ms, p99 %6.2f ms, max %6.2f ms (%d from the pool)\n",
+				s.Pool, s.Attaches, s.Concurrency, s.PerSec, s.P50Ms, s.P99Ms, s.MaxMs, s.FromPool)
+		}
+		fmt.Fprintf(w, "  pool/baseline attach rate: successive %.2f, concurrent %.2f (goal >= %.0f attaches/s, p99 <= %.0f ms with the pool)\n",
+			rep.PoolRatio.Successive, rep.PoolRatio.Concurrent, rep.Goals.AttachesPerSec, rep.Goals.P99Ms)
+	})
+	f := cmd.Flags()
+	f.StringVar(&cfg.Plugin, "plugin", "", "the weft-cni binary (default: next to weft, else on PATH)")
+	f.IntVar(&cfg.Attaches, "attaches", 0, "containers attached per series (default 200)")
+	f.IntVar(&cfg.Concurrency, "concurrency", 0, "ADDs in flight in the concurrent series (default 32)")
+	f.IntVar(&cfg.Pool, "pool", 0, "warm pool size in the pooled lab (default: --attaches)")
 	return cmd
 }
 

@@ -13,9 +13,10 @@ import (
 
 func newControllerCmd() *cobra.Command {
 	var (
-		cfg      controller.Config
-		etcd     string
-		logLevel string
+		cfg          controller.Config
+		etcd         string
+		clusterState string
+		logLevel     string
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -49,7 +50,19 @@ bootstrap --host NAME').
 
 By default it runs a single-node etcd embedded in --data-dir (durable: every
 acknowledged write is fsynced). With --etcd-endpoints it uses an external etcd
-cluster instead, and several replicas can share it.`,
+cluster instead, and several replicas can share it.
+
+Embedded HA: with --etcd-peer-listen the embedded etcd is one member of a
+cluster of several controllers (three or five), each embedding a member: start
+them with the same --etcd-initial-cluster, or start one and let the others
+--join it (a joining member is added as a learner and promotes itself once it
+has caught up; 'weft etcd member list|add|remove' changes the membership at
+run time). Peers, and etcd clients on --etcd-client-listen, use TLS with
+certificates of an etcd CA derived from the cluster key, so every member needs
+the same --cluster-key-file before it starts (create it once with
+'umask 077; openssl rand -hex 32 > cluster.key'). A replica whose etcd loses
+its quorum refuses writes (503, with the reason) and says so on /readyz, and
+closes its agents' config streams so that they move to a healthy replica.`,
 		Example: `  # single node, state in ./weft-data, API on 127.0.0.1:7443
   weft controller --data-dir ./weft-data
   export WEFT_CONFIG=$PWD/weft-data/admin.config
@@ -57,7 +70,16 @@ cluster instead, and several replicas can share it.`,
   # a replica on an external etcd cluster over TLS, sharing the first one's cluster key
   weft controller --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
       --etcd-cacert etcd-ca.pem --etcd-cert weft.pem --etcd-key weft-key.pem \
-      --api-listen 10.0.0.5:7443 --cluster-key-file /etc/weft/cluster.key --tls-san weft.example.net`,
+      --api-listen 10.0.0.5:7443 --cluster-key-file /etc/weft/cluster.key --tls-san weft.example.net
+
+  # embedded HA: three controllers, each embedding a member of one etcd cluster
+  weft controller --data-dir /var/lib/weft --cluster-key-file /etc/weft/cluster.key \
+      --etcd-name a --etcd-peer-listen https://10.0.0.1:2380 --etcd-client-listen https://10.0.0.1:2379 \
+      --etcd-initial-cluster a=https://10.0.0.1:2380,b=https://10.0.0.2:2380,c=https://10.0.0.3:2380 \
+      --api-listen 10.0.0.1:7443 --agent-listen 10.0.0.1:7444
+  # (b and c alike) — or a fourth one joining the running cluster
+  weft controller --data-dir /var/lib/weft --cluster-key-file /etc/weft/cluster.key \
+      --etcd-name d --etcd-peer-listen https://10.0.0.4:2380 --join https://10.0.0.1:2379`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
@@ -66,6 +88,13 @@ cluster instead, and several replicas can share it.`,
 			}
 			if etcd != "" {
 				cfg.EtcdEndpoints = strings.Split(etcd, ",")
+			}
+			switch clusterState {
+			case "new":
+			case "existing":
+				cfg.EtcdExisting = true
+			default:
+				return fmt.Errorf("--etcd-initial-cluster-state %q: want new or existing", clusterState)
 			}
 			cfg.Logger, cfg.Version = log, clientVersion().Version
 			c, err := controller.New(cfg)
@@ -96,6 +125,12 @@ cluster instead, and several replicas can share it.`,
 	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "PEM key of --etcd-cert")
 	f.StringVar(&cfg.EtcdUser, "etcd-user", "", "user of the external etcd's authentication")
 	f.StringVar(&cfg.EtcdPassword, "etcd-password", "", "password of --etcd-user (other local users can see it in the process list)")
+	f.StringVar(&cfg.EtcdPeerListen, "etcd-peer-listen", "", "make the embedded etcd a member of a cluster: its peer URL (https://IP:PORT)")
+	f.StringVar(&cfg.EtcdName, "etcd-name", "", "name of this replica's etcd member (with --etcd-peer-listen)")
+	f.StringVar(&cfg.EtcdClientListen, "etcd-client-listen", "", "also serve etcd clients on this URL (https://IP:PORT, client certificates from the cluster key): other replicas' --etcd-endpoints, 'weft etcd', 'weft backup'")
+	f.StringVar(&cfg.EtcdInitialCluster, "etcd-initial-cluster", "", "members of a new etcd cluster, NAME=PEER-URL,... (default: this member alone)")
+	f.StringVar(&clusterState, "etcd-initial-cluster-state", "new", "new, or existing for a member added with 'weft etcd member add'")
+	f.StringVar(&cfg.EtcdJoin, "join", "", "client URL(s) of a running member: add this replica's member to that cluster and start it")
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:7443", "address of the REST API")
 	f.StringVar(&cfg.AgentListen, "agent-listen", "127.0.0.1:7444", "southbound address for agents: config stream on TCP, heartbeats and lookups on UDP, same port (\"off\" disables it)")
 	f.StringVar(&cfg.AdvertiseAgent, "advertise-agent", "", "southbound address told to agents (default: the bound --agent-listen address)")

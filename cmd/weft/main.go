@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +22,7 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/client/clientconfig"
+	"github.com/weftnet/weft/internal/buildinfo"
 )
 
 func main() {
@@ -254,6 +253,9 @@ the controller).`,
 		a.newLoginCmd(),
 		a.newTokenCmd(),
 		a.newCertCmd(),
+		newEtcdCmd(),
+		newBackupCmd(),
+		newRestoreCmd(),
 	)
 	return root
 }
@@ -375,31 +377,10 @@ func rangeArgs(lo, hi int, what string) cobra.PositionalArgs {
 
 // ---- version ----
 
-type versionInfo struct {
-	Version   string `json:"version"`
-	Revision  string `json:"revision,omitempty"`
-	Modified  bool   `json:"modified,omitempty"`
-	GoVersion string `json:"goVersion"`
-	Platform  string `json:"platform"`
-}
+// versionInfo is what `weft version` reports of a binary.
+type versionInfo = buildinfo.Info
 
-func clientVersion() versionInfo {
-	v := versionInfo{Version: "(devel)", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			v.Version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				v.Revision = s.Value
-			case "vcs.modified":
-				v.Modified = s.Value == "true"
-			}
-		}
-	}
-	return v
-}
+func clientVersion() versionInfo { return buildinfo.Read() }
 
 func (a *app) newVersionCmd() *cobra.Command {
 	var (
@@ -436,15 +417,7 @@ controller is an error.`,
 				}
 				_, _ = a.stdout.Write(data)
 			default:
-				c := out.Client
-				rev := c.Revision
-				if c.Modified {
-					rev += "-dirty"
-				}
-				if rev != "" {
-					rev = ", " + rev
-				}
-				fmt.Fprintf(a.stdout, "Client: weft %s (%s, %s%s)\n", c.Version, c.GoVersion, c.Platform, rev)
+				fmt.Fprintf(a.stdout, "Client: weft %s\n", out.Client)
 				if out.Server != nil {
 					var s struct {
 						Version string `json:"version"`

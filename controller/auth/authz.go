@@ -2,6 +2,8 @@ package auth
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 )
@@ -122,14 +124,18 @@ func (a *Authorizer) agent(id *Identity, req Request) error {
 				return denied(id, req, fmt.Sprintf("it may create endpoints on host %q only", id.Host))
 			}
 			return nil
-		case VerbGet, VerbDelete, VerbStatus:
+		case VerbGet, VerbDelete, VerbStatus, VerbUpdate:
 			// Endpoints on other hosts do not exist for it.
-			if old := asEndpoint(req.Old); old == nil || old.Spec.Host != id.Host {
+			old := asEndpoint(req.Old)
+			if old == nil || old.Spec.Host != id.Host {
 				return apiv1.NewNotFound(apiv1.Ref{Kind: req.Kind, Tenant: req.Tenant, Name: req.Name})
+			}
+			if ep := asEndpoint(req.Obj); req.Verb == VerbUpdate && ep != nil && !onlyAnnotations(ep, old) {
+				return denied(id, req, "it may change only the status and the annotations of the endpoints on its host")
 			}
 			return nil
 		}
-		return denied(id, req, "it may change only the status of the endpoints on its host")
+		return denied(id, req, "it may change only the status and the annotations of the endpoints on its host")
 	case apiv1.KindVPC, apiv1.KindSubnet, apiv1.KindSecurityPolicy, apiv1.KindQoSClass:
 		if read && (req.Tenant == "" || a.placed(id.Host, req.Tenant)) {
 			return nil
@@ -170,6 +176,15 @@ func (a *Authorizer) Filter(id *Identity, kind, tenant string) (string, func(api
 		return tenant, func(o apiv1.Object) bool { return a.placed(id.Host, o.GetObjectMeta().Tenant) }
 	}
 	return tenant, func(apiv1.Object) bool { return false }
+}
+
+// onlyAnnotations says ep differs from old at most in its annotations (an
+// agent's CNI server records the container it attached an endpoint of its
+// warm pool to).
+func onlyAnnotations(ep, old *apiv1.Endpoint) bool {
+	m, o := &ep.Metadata, &old.Metadata
+	return ep.Spec == old.Spec && m.Name == o.Name && m.Tenant == o.Tenant && maps.Equal(m.Labels, o.Labels) &&
+		slices.Equal(m.OwnerReferences, o.OwnerReferences)
 }
 
 func asEndpoint(o apiv1.Object) *apiv1.Endpoint {

@@ -34,6 +34,16 @@ func endpoint(tenant, name, host, netns string) *apiv1.Endpoint {
 	return &apiv1.Endpoint{Metadata: apiv1.ObjectMeta{Tenant: tenant, Name: name}, Spec: apiv1.EndpointSpec{Subnet: "a", Host: host, Netns: netns}}
 }
 
+func labelled(ep *apiv1.Endpoint, l map[string]string) *apiv1.Endpoint {
+	ep.Metadata.Labels = l
+	return ep
+}
+
+func annotated(ep *apiv1.Endpoint) *apiv1.Endpoint {
+	ep.Metadata.Annotations = map[string]string{"cni.weft.io/container-id": "c1"}
+	return ep
+}
+
 func TestAuthorize(t *testing.T) {
 	web, db := endpoint("acme", "web", "h1", ""), endpoint("acme", "db", "h2", "")
 	az := NewAuthorizer(&objects{eps: []*apiv1.Endpoint{web, db, endpoint("globex", "gx", "h2", "")}})
@@ -79,6 +89,9 @@ func TestAuthorize(t *testing.T) {
 		{"agent creates on its host", ag, req(VerbCreate, apiv1.KindEndpoint, "globex", "c", endpoint("globex", "c", "h1", "/run/netns/c"), nil), ok},
 		{"agent creates elsewhere", ag, req(VerbCreate, apiv1.KindEndpoint, "acme", "c", endpoint("acme", "c", "h2", ""), nil), forbidden},
 		{"agent updates an endpoint", ag, req(VerbUpdate, apiv1.KindEndpoint, "acme", "web", endpoint("acme", "web", "h1", "/x"), web), forbidden},
+		{"agent relabels an endpoint", ag, req(VerbUpdate, apiv1.KindEndpoint, "acme", "web", labelled(endpoint("acme", "web", "h1", ""), map[string]string{"a": "b"}), web), forbidden},
+		{"agent annotates its endpoint", ag, req(VerbUpdate, apiv1.KindEndpoint, "acme", "web", annotated(endpoint("acme", "web", "h1", "")), web), ok},
+		{"agent annotates another host's endpoint", ag, req(VerbUpdate, apiv1.KindEndpoint, "acme", "db", annotated(endpoint("acme", "db", "h2", "")), db), notFound},
 		{"agent reads a placed tenant's VPC", ag, req(VerbGet, apiv1.KindVPC, "acme", "main", nil, nil), ok},
 		{"agent reads another tenant's VPC", ag, req(VerbGet, apiv1.KindVPC, "globex", "main", nil, nil), forbidden},
 		{"agent writes a VPC", ag, req(VerbCreate, apiv1.KindVPC, "acme", "v", &apiv1.VPC{}, nil), forbidden},

@@ -13,8 +13,8 @@
 // Authorization: five roles. cluster-admin may do everything;
 // tenant-admin(T) writes tenant T's objects and reads T's Tenant;
 // tenant-viewer(T) only reads them; agent(H) reads its Host and the
-// endpoints placed on H, writes their status, creates endpoints on H (the
-// CNI path, which may name a netns) and reads the VPCs, subnets, policies
+// endpoints placed on H, writes their status and annotations, creates
+// endpoints on H (the CNI path, which may name a netns) and reads the VPCs, subnets, policies
 // and QoS classes of the tenants with endpoints on H; bootstrap(H) only
 // enrols host H, once. Host objects, Endpoint.spec.netns, the spec.host of
 // an existing endpoint and every status are privileged. A credential asking

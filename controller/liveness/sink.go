@@ -114,8 +114,10 @@ type RegistrySinkConfig struct {
 	// liveness when it stops hearing from it: with several replicas, each
 	// host heartbeats to one of them, and the others must not report it
 	// Suspect or Dead. A transition to Suspect or Dead of a host it does
-	// not speak for is not written, and the host is handed to Forget.
-	// Transitions to Alive are always written: its heartbeats arrive here.
+	// not speak for is not written, and the host is handed to Forget; the
+	// write itself asks again, on the stored host (a compare-and-swap), so
+	// that it never lands after the host moved. Transitions to Alive are
+	// always written: its heartbeats arrive here.
 	SpeaksFor func(h *apiv1.Host) bool
 	// Forget drops a host this replica does not speak for from the
 	// liveness table (Table.Forget); it tracks it again when it hears
@@ -448,6 +450,11 @@ func (s *RegistrySink) writeHost(ctx context.Context, h *apiv1.Host, t Transitio
 	_, err := s.reg.PatchStatus(ctx, apiv1.RefOf(h), func(next apiv1.Object) bool {
 		cur, ok := next.(*apiv1.Host)
 		if !ok {
+			return false
+		}
+		// Decided again on the stored host: it may have moved to another
+		// replica since the transition.
+		if t.To != Alive && s.speaksFor != nil && !s.speaksFor(cur) {
 			return false
 		}
 		// Only the liveness fields: the config stream writes the others.

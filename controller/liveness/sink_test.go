@@ -233,6 +233,40 @@ func TestRegistrySinkSpeaksFor(t *testing.T) {
 	}
 }
 
+// TestRegistrySinkWriteFollowsOwnership: a host that moves to another
+// replica between the sink's decision to report it Dead and the write is
+// not written Dead: the write asks again, on the stored host.
+func TestRegistrySinkWriteFollowsOwnership(t *testing.T) {
+	r, st := newRegistry(t)
+	ctx := context.Background()
+	mustCreate(t, r, &apiv1.Host{TypeMeta: tm(apiv1.KindHost), Metadata: apiv1.ObjectMeta{Name: "h"}, Spec: apiv1.HostSpec{UnderlayIP: "192.0.2.1"}})
+	ref := apiv1.Ref{Kind: apiv1.KindHost, Name: "h"}
+	setStatus(t, r, st, ref, func(h *apiv1.Host) { h.Status.Replica, h.Status.Liveness = "self", apiv1.LivenessAlive })
+	id := hostStatus(t, st, "h").HostID
+	moved := false
+	sink, err := NewRegistrySink(RegistrySinkConfig{Store: st, Registry: r,
+		SpeaksFor: func(h *apiv1.Host) bool {
+			if !moved { // the host's agent moves to another replica right after the decision
+				moved = true
+				setStatus(t, r, st, ref, func(h *apiv1.Host) { h.Status.Replica = "other" })
+				if err := st.WaitForRevision(ctx, st.Revision()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return h.Status.Replica == "self"
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Transitions(ctx, []Transition{{HostID: id, From: Alive, To: Dead, At: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := hostStatus(t, st, "h"); got.Liveness != apiv1.LivenessAlive || got.Replica != "other" {
+		t.Errorf("host after the move: liveness %q replica %q, want Alive on other", got.Liveness, got.Replica)
+	}
+}
+
 // TestRegistrySinkDisruption, on a real registry with the default guard:
 // a single dead host among 60 has its endpoint marked Lost; 36 more going
 // silent at once (62%) are written Dead (never Suspect) but none of their

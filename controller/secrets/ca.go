@@ -76,11 +76,17 @@ func newCA(now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets: CA key: %w", err)
 	}
+	return selfSigned(key, "weft cluster CA", serial(), now.Add(-time.Hour), now.Add(caValidity))
+}
+
+// selfSigned makes the self-signed certificate of a CA that issues leaf
+// certificates only.
+func selfSigned(key *ecdsa.PrivateKey, name string, serial *big.Int, notBefore, notAfter time.Time) (*CA, error) {
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "weft cluster CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(caValidity),
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -88,11 +94,11 @@ func newCA(now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: CA certificate: %w", err)
+		return nil, fmt.Errorf("secrets: %s certificate: %w", name, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("secrets: CA certificate: %w", err)
+		return nil, fmt.Errorf("secrets: %s certificate: %w", name, err)
 	}
 	return &CA{cert: cert, certPEM: pemBlock("CERTIFICATE", der), key: key}, nil
 }
@@ -130,17 +136,23 @@ func (ca *CA) Pool() *x509.CertPool {
 // in sans (entries that parse as IPs become IP SANs), valid from now for
 // ServingValidity, with a fresh key.
 func (ca *CA) ServingCert(sans []string, now time.Time) (tls.Certificate, error) {
+	return ca.issue("weft controller", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, ServingValidity, now)
+}
+
+// issue issues a certificate with a fresh key for the common name cn, the
+// names and addresses in sans and the extended key usages.
+func (ca *CA) issue(cn string, sans []string, usages []x509.ExtKeyUsage, validity time.Duration, now time.Time) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("secrets: serving key: %w", err)
+		return tls.Certificate{}, fmt.Errorf("secrets: certificate key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "weft controller"},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     ca.notAfter(now.Add(ServingValidity)),
+		NotAfter:     ca.notAfter(now.Add(validity)),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  usages,
 	}
 	for _, s := range sans {
 		if ip := net.ParseIP(s); ip != nil {
@@ -151,7 +163,7 @@ func (ca *CA) ServingCert(sans []string, now time.Time) (tls.Certificate, error)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("secrets: serving certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("secrets: certificate for %s: %w", cn, err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,12 +9,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -36,7 +41,16 @@ const (
 	defaultStartTimeout = 60 * time.Second
 )
 
-// EmbedConfig configures a single-member etcd server run inside the controller process.
+// The identity of a single member (a restore into a single member's data
+// dir must give the same), and the initial cluster token of a cluster of
+// members.
+const (
+	SingleMemberName    = "weft"
+	SingleMemberPeerURL = "http://localhost:2380"
+	ClusterToken        = "weft"
+)
+
+// EmbedConfig configures the etcd server run inside the controller process.
 type EmbedConfig struct {
 	// Dir is the etcd data directory (required). Restarting on the same Dir
 	// keeps all data.
@@ -48,16 +62,104 @@ type EmbedConfig struct {
 	AutoCompactionRetention time.Duration
 	// QuotaBackendBytes is the backend size quota (default DefaultQuotaBackendBytes).
 	QuotaBackendBytes int64
+	// Member makes the server one member of a cluster (nil: a single
+	// member on a unix socket only).
+	Member *MemberConfig
 }
 
-// Embedded is a running single-member etcd server.
+// MemberConfig makes an embedded server one member of an etcd cluster.
+// Peers talk TLS with client certificates: each member presents CertFile
+// and accepts peers (and TCP clients) whose certificate CAFile signed.
+type MemberConfig struct {
+	// Name is the member's name in the cluster (required).
+	Name string
+	// PeerURL is where the member listens for its peers and what it tells
+	// them (https://IP:PORT; required).
+	PeerURL string
+	// ClientURL, if set, is a TCP listener for clients on other machines
+	// (https://IP:PORT, client certificates from CAFile), besides the unix
+	// socket.
+	ClientURL string
+	// InitialCluster lists the members a new cluster starts with,
+	// "name=peerURL,..." (default Name=PeerURL: a cluster of one that
+	// others join).
+	InitialCluster string
+	// Existing joins a running cluster that has this member added
+	// (MemberAdd) instead of starting a new one.
+	Existing bool
+	// CAFile, CertFile and KeyFile are PEM files: the CA of the members'
+	// and clients' certificates, and this member's certificate (used as
+	// server and as client) and key. All required.
+	CAFile, CertFile, KeyFile string
+	// ElectionTimeout is raft's election timeout (default 1 s); the
+	// heartbeat is a tenth of it.
+	ElectionTimeout time.Duration
+}
+
+// Validate reports a missing setting.
+func (m *MemberConfig) Validate() error {
+	switch {
+	case m.Name == "" || m.PeerURL == "":
+		return errors.New("etcd member: a name and a peer URL are required")
+	case m.CAFile == "" || m.CertFile == "" || m.KeyFile == "":
+		return errors.New("etcd member: TLS files (CA, certificate, key) are required")
+	}
+	for _, u := range []string{m.PeerURL, m.ClientURL} {
+		if u != "" && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("etcd member: %s: want an https:// URL", u)
+		}
+	}
+	return nil
+}
+
+// apply sets the member's part of ec: name, cluster, listeners and TLS.
+func (m *MemberConfig) apply(ec *embed.Config) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	peer, err := url.Parse(m.PeerURL)
+	if err != nil {
+		return fmt.Errorf("etcd member: peer URL: %w", err)
+	}
+	ec.Name = m.Name
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	ec.InitialCluster = cmp.Or(m.InitialCluster, m.Name+"="+m.PeerURL)
+	ec.InitialClusterToken = ClusterToken
+	if m.Existing {
+		ec.ClusterState = embed.ClusterStateFlagExisting
+	}
+	if m.ClientURL != "" {
+		client, err := url.Parse(m.ClientURL)
+		if err != nil {
+			return fmt.Errorf("etcd member: client URL: %w", err)
+		}
+		ec.ListenClientUrls = append(ec.ListenClientUrls, *client)
+		ec.AdvertiseClientUrls = []url.URL{*client}
+	}
+	tlsInfo := transport.TLSInfo{CertFile: m.CertFile, KeyFile: m.KeyFile, TrustedCAFile: m.CAFile, ClientCertAuth: true}
+	ec.PeerTLSInfo, ec.ClientTLSInfo = tlsInfo, tlsInfo
+	if m.ElectionTimeout > 0 {
+		ec.ElectionMs = uint(m.ElectionTimeout.Milliseconds())
+		ec.TickMs = max(ec.ElectionMs/10, 1)
+	}
+	return nil
+}
+
+// Embedded is a running embedded etcd server.
 //
-// It listens on no TCP port: clients connect to a unix socket,
-// Dir/etcd.sock, or, when that path is too long for a socket address, a
-// socket in a private (0700) directory made under os.TempDir and removed
-// by Close; a single member has no peer to talk to, so it opens no peer
-// listener. Only processes that can reach the socket file (the
-// controller's user) reach the store.
+// A single member listens on no TCP port: clients connect to a unix
+// socket, Dir/etcd.sock, or, when that path is too long for a socket
+// address, a socket in a private (0700) directory made under os.TempDir
+// and removed by Close; a single member has no peer to talk to, so it
+// opens no peer listener. Only processes that can reach the socket file
+// (the controller's user) reach the store.
+//
+// A member of a cluster (EmbedConfig.Member) also listens for its peers,
+// and optionally for clients, on TCP with TLS and client certificates. It
+// advertises its configured peer URL, updating the cluster's record if it
+// has another (so a single member's data dir can become the first member
+// of a cluster), and a member added as a learner promotes itself, once the
+// leader finds it in sync, before StartEmbedded returns.
 type Embedded struct {
 	etcd      *embed.Etcd
 	endpoints []string
@@ -101,14 +203,14 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 			return nil, fmt.Errorf("start embedded etcd: socket path %s is longer than %d bytes: set TMPDIR to a shorter directory", sock, maxUnixSocketPath)
 		}
 	}
-	if _, ok := ctx.Deadline(); !ok {
+	if _, ok := ctx.Deadline(); !ok && cfg.Member == nil { // a member waits for its peers as long as ctx lets it
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultStartTimeout)
 		defer cancel()
 	}
 
 	ec := embed.NewConfig()
-	ec.Name = "weft"
+	ec.Name = SingleMemberName
 	ec.Dir = dir
 	ec.SnapshotCount = embeddedSnapshotCount
 	ec.MaxTxnOps = EmbeddedMaxTxnOps
@@ -126,9 +228,9 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 
 	// A single member dials no peer and is dialled by none: it listens on
 	// no peer URL. The cluster still names one; it is never used.
-	peer := url.URL{Scheme: "http", Host: "localhost:2380"}
+	peer, _ := url.Parse(SingleMemberPeerURL)
 	ec.ListenPeerUrls = nil
-	ec.AdvertisePeerUrls = []url.URL{peer}
+	ec.AdvertisePeerUrls = []url.URL{*peer}
 	ec.InitialCluster = ec.Name + "=" + peer.String()
 	ec.ClusterState = embed.ClusterStateFlagNew // ignored when Dir holds data
 	// etcd insists that advertised URLs have host:port; a unix socket has
@@ -136,6 +238,11 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 	// dialled, so any well-formed value does.
 	ec.ListenClientUrls = []url.URL{{Scheme: "unix", Path: sock}}
 	ec.AdvertiseClientUrls = []url.URL{{Scheme: "unix", Host: "localhost:0"}}
+	if cfg.Member != nil {
+		if err := cfg.Member.apply(ec); err != nil {
+			return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
+		}
+	}
 
 	etcd, err := embed.StartEtcd(ec)
 	if err != nil {
@@ -153,7 +260,63 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (e *Embedded, err error
 		etcd.Close()
 		return nil, fmt.Errorf("start embedded etcd in %s: wait for ready: %w", dir, ctx.Err())
 	}
-	return &Embedded{etcd: etcd, endpoints: []string{"unix://" + sock}, sockDir: sockDir, quiet: quiet}, nil
+	e = &Embedded{etcd: etcd, endpoints: []string{"unix://" + sock}, sockDir: sockDir, quiet: quiet}
+	if cfg.Member != nil {
+		if err := e.advertise(ctx, cfg.Member.PeerURL); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
+		}
+		if err := e.promote(ctx, cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
+		}
+	}
+	return e, nil
+}
+
+// advertise makes peerURL this member's peer URL in the cluster if it has
+// another: a single member's data dir becomes the first member of a
+// cluster, or a member moves to a new address.
+func (e *Embedded) advertise(ctx context.Context, peerURL string) error {
+	id := e.etcd.Server.MemberID()
+	m := e.etcd.Server.Cluster().Member(id)
+	if m == nil || slices.Equal(m.PeerURLs, []string{peerURL}) {
+		return nil
+	}
+	_, err := e.etcd.Server.UpdateMember(ctx, membership.Member{ID: id, RaftAttributes: membership.RaftAttributes{PeerURLs: []string{peerURL}}})
+	if err != nil {
+		return fmt.Errorf("advertise peer URL %s (was %v): %w", peerURL, m.PeerURLs, err)
+	}
+	return nil
+}
+
+// promoteInterval is how often a learner asks to become a voting member.
+const promoteInterval = 200 * time.Millisecond
+
+// promote makes this member, if it was added as a learner, a voting member
+// as soon as the leader finds it in sync (a learner serves no client
+// requests); it fails when ctx ends first.
+func (e *Embedded) promote(ctx context.Context, log *slog.Logger) error {
+	t := time.NewTicker(promoteInterval)
+	defer t.Stop()
+	promoted := false // the leader took the promotion; this member applies it a moment later
+	var err error
+	for e.etcd.Server.IsLearner() {
+		if !promoted {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = e.etcd.Server.PromoteMember(pctx, uint64(e.etcd.Server.MemberID()))
+			cancel()
+			if promoted = err == nil; promoted {
+				log.Info("etcd learner promoted to a voting member", "subsystem", "etcd", "member", e.etcd.Server.MemberID().String())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("promote the learner (last refusal: %v): %w", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Endpoints returns the client URLs of the server.
@@ -225,6 +388,9 @@ var benignWarnings = map[string]bool{
 	"Running http and grpc server on single port. This is not recommended for production.": true,
 	"exceeded recommended request limit":                                                   true,
 	"simple token is not cryptographically signed":                                         true,
+	// A member's TLS files also apply to its unix socket, which has no TLS.
+	"scheme is http or unix while key and cert files are present; ignoring key and cert files":           true,
+	"scheme is http or unix while --client-cert-auth is enabled; ignoring client cert auth for this URL": true,
 }
 
 func (c *slogCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {

@@ -82,16 +82,21 @@
 // "weft:<endpoint ID>"); routes of protocol RouteProtocol (87); in each
 // VPC namespace the nftables table "ip weft" (PolicyTable, see "Security
 // policy"). Set diffs
-// the whole desired state against the kernel (VPC namespaces are re-read
-// on every Set; endpoint namespaces too unless Config.EndpointResync says
-// the cache may be trusted) and writes only what differs: a second Set of
-// the same state, or the first Set of a restarted driver over intact state,
-// writes nothing (Counts proves it). Anything of ours that is not desired is
+// the whole desired state against the kernel and writes only what differs:
+// a second Set of the same state, or the first Set of a restarted driver
+// over intact state, writes nothing (Counts proves it). It re-reads the
+// VPC namespaces on every Set but one that only attaches new endpoints
+// within Config.VPCResync (1 s) of a full one (see "Attaching"), and an
+// endpoint's namespace when its Config.EndpointResync (20 s, below the
+// agent's 30 s reconcile) has passed or the endpoint changed. Anything of ours that is not desired is
 // removed, including namespaces of an earlier driver of the same host and
 // prefix. A restarted driver adopts learned remotes from the VXLAN
 // neighbour and FDB entries. Drift (a deleted veth, route, address,
 // neighbour, a VXLAN device set down or with wrong settings, a VPC
-// namespace unpinned behind our back) is repaired by the next Set.
+// namespace unpinned behind our back) is repaired by the next Set that
+// reads it: the next full Set in a VPC namespace, the first after the
+// resync interval inside an endpoint's (the agent's reconcile, every 30 s,
+// is one).
 //
 // Close leaves the data plane in place: packets keep flowing while the
 // agent is down (headless); only new misses go unanswered. Teardown removes
@@ -104,6 +109,35 @@
 // ends endpoint setup with an RTM_GETLINK for each end, which runs pending
 // linkwatch work for the device, so the endpoint's first packets are not
 // lost.
+//
+// # Attaching
+//
+// An agent attaching containers one after the other sets states that
+// differ by one endpoint each. What such a Set costs was once dominated by
+// reading: every endpoint namespace (a socket, a handle and four dumps
+// each) and every VPC namespace (links, routes, addresses, neighbours,
+// remotes, the policy table, qdiscs), all growing with the endpoints on
+// the host. Now:
+//
+//   - an endpoint namespace is re-read only when its resync interval
+//     (Config.EndpointResync, default 20 s, shortened by up to half by a
+//     hash of the endpoint's ID so that endpoints attached together are
+//     not all re-read by one Set) has passed or the endpoint changed; a
+//     fresh veth's peer is written without reading;
+//   - a Set whose only change is new endpoints (without QoS, in VPCs
+//     without QoS, on an unchanged host) within Config.VPCResync (1 s) of
+//     a full Set attaches them from what that Set read and wrote
+//     (attach.go): per endpoint the veth and its inside, a /32 route and a
+//     neighbour; per VPC the policy table, diffed against the table last
+//     written while the nftables generation says nobody else committed;
+//   - the connection-flush dump after a policy change is skipped in a VPC
+//     whose table judges nothing (no isolated endpoint): there everything
+//     is allowed.
+//
+// Drift is still repaired: by the first full Set (any Set that is not only
+// attaching, or comes later than VPCResync) in the VPC namespaces, and
+// after the resync interval inside the endpoint namespaces. Negative
+// intervals make every Set read everything, as before.
 //
 // # Why a namespace per VPC
 //

@@ -54,9 +54,11 @@ type Driver struct {
 	smu      sync.Mutex
 	closed   bool
 	vpcs     map[uint32]*vpcNS
-	eps      map[string]*epState // programmed endpoints, by ID
-	underlay netip.Addr          // of the last Set
-	failed   map[uint32]error    // the VPCs the last Set left as they were
+	eps      map[string]*epState                // programmed endpoints, by ID
+	waiting  map[string]datapath.EndpointStatus // endpoints of the last Set waiting for their namespace
+	underlay netip.Addr                         // of the last Set
+	failed   map[uint32]error                   // the VPCs the last Set left as they were
+	last     lastFull                           // what a quick attach trusts (attach.go); mu
 
 	obs *observer // traces and captures (trace.go)
 
@@ -392,8 +394,12 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 	d.smu.Lock()
 	defer d.smu.Unlock()
 	st := d.eps[id]
-	if st == nil || d.closed {
+	if d.closed {
 		return datapath.EndpointStatus{}, false
+	}
+	if st == nil {
+		w, ok := d.waiting[id]
+		return w, ok
 	}
 	s := st.status
 	if err := d.failed[st.ep.VNI]; err != nil {

@@ -44,12 +44,12 @@ type dc struct {
 	ctx     context.Context
 }
 
-func newDC(t *testing.T, hosts int, vpcs []datapath.VPC) *dc {
+func newDC(t *testing.T, hosts int, vpcs []datapath.VPC, mod ...func(*linux.Config)) *dc {
 	n := nettest.New(t, testnet.Options{Hosts: hosts})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	c := &dc{t: t, net: n, ctl: newController(t), vpcs: vpcs, eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}, ctx: ctx, cancel: cancel}
 	for _, h := range n.Hosts() {
-		c.drivers = append(c.drivers, startDriver(t, n, h))
+		c.drivers = append(c.drivers, startDriver(t, n, h, mod...))
 	}
 	// Registered after the drivers: runs before their teardown.
 	t.Cleanup(func() {
@@ -314,8 +314,8 @@ func handleIn(t *testing.T, path string) *netlink.Handle {
 	return h
 }
 
-func twoHostDC(t *testing.T) *dc {
-	c := newDC(t, 2, twoTenants()[:1])
+func twoHostDC(t *testing.T, mod ...func(*linux.Config)) *dc {
+	c := newDC(t, 2, twoTenants()[:1], mod...)
 	c.add(0, "acme/a", 100, "a", "10.0.1.10")
 	c.add(0, "acme/c", 100, "b", "10.0.2.12")
 	c.add(1, "acme/b", 100, "b", "10.0.2.11")
@@ -331,7 +331,11 @@ func (c *dc) mustReach(t *testing.T, from string, to string) {
 }
 
 func TestDriftRepair(t *testing.T) {
-	c := twoHostDC(t)
+	// Drift inside an endpoint namespace is repaired once its resync
+	// interval has passed (DefaultEndpointResync without a setting), here
+	// shortened so that the test need not wait.
+	const resync = 100 * time.Millisecond
+	c := twoHostDC(t, func(c *linux.Config) { c.EndpointResync = resync })
 	c.mustReach(t, "acme/a", "10.0.2.11")
 	c.mustReach(t, "acme/a", "10.0.2.12")
 	p := c.net.Dir() + "/" + c.net.Prefix()
@@ -384,6 +388,7 @@ func TestDriftRepair(t *testing.T) {
 		}
 	}
 
+	time.Sleep(resync)
 	writes := c.setAll()
 	t.Logf("repair writes on h0: %s", writes[0])
 	if writes[0].Total() == 0 {

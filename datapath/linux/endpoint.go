@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -46,11 +47,11 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 		}
 		st := d.eps[e.ID]
 		deep := fresh || wentUp || st == nil || !sameEndpoint(&st.ep, e) || st.hostIndex != link.Attrs().Index || st.mtu != hc.mtu ||
-			d.cfg.EndpointResync == 0 || time.Since(st.verified) >= d.cfg.EndpointResync
+			d.resyncDue(e.ID, st.verified)
 		if !deep {
 			return link, nil
 		}
-		err := d.ensureInside(vs, link, e, nsPath, own, hc, fresh || wentUp)
+		err := d.ensureInside(vs, link, e, nsPath, own, hc, fresh, fresh || wentUp)
 		if errors.Is(err, nlconv.ErrPeerElsewhere) && attempt == 0 {
 			// The veth's peer is not in the endpoint's namespace (the
 			// namespace changed or was re-made): start over.
@@ -80,6 +81,20 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 	}
 }
 
+// resyncDue says the inside of endpoint id, last read at verified, is to be
+// read again (Config.EndpointResync): after the interval shortened by up
+// to half of it, by a hash of id.
+func (d *Driver) resyncDue(id string, verified time.Time) bool {
+	r := d.cfg.EndpointResync
+	if r < 0 {
+		return true
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	r -= time.Duration(float64(r/2) * float64(h.Sum32()) / (1 << 32))
+	return time.Since(verified) >= r
+}
+
 // createVeth makes the endpoint's veth (nlconv.Veth.Create).
 func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string, own bool, hc hostCfg) (netlink.Link, error) {
 	link, err := d.veth(vs, e, name, hc).Create(&d.ops, nsPath, own, d.cfg.NetnsDir)
@@ -98,10 +113,11 @@ func (d *Driver) veth(vs *vpcNS, e *datapath.Endpoint, name string, hc hostCfg) 
 	return nlconv.Veth{Outer: vs.h, Name: name, Endpoint: e, MTU: hc.mtu, GatewayMAC: GatewayMAC()}
 }
 
-// ensureInside converges the endpoint's side (nlconv.ConvergeInside).
-func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint, nsPath string, own bool, hc hostCfg, hostWentUp bool) error {
+// ensureInside converges the endpoint's side (nlconv.ConvergeInside); a
+// fresh peer (its veth was just created) is not read first.
+func (d *Driver) ensureInside(vs *vpcNS, host netlink.Link, e *datapath.Endpoint, nsPath string, own bool, hc hostCfg, fresh, hostWentUp bool) error {
 	return nlconv.ConvergeInside(&d.ops, nlconv.Inside{Outer: vs.h, OuterLink: host, OuterWentUp: hostWentUp, Endpoint: e,
-		Netns: nsPath, Own: own, MTU: hc.mtu, GatewayMAC: GatewayMAC()})
+		Netns: nsPath, Own: own, Fresh: fresh, MTU: hc.mtu, GatewayMAC: GatewayMAC()})
 }
 
 func sameEndpoint(a, b *datapath.Endpoint) bool {

@@ -69,7 +69,7 @@ func TestConfigValidate(t *testing.T) {
 		{"slash in host", Config{HostName: "a/b"}, false},
 		{"leading dash", Config{HostName: "-h"}, false},
 		{"relative dir", Config{HostName: "h1", NetnsDir: "run/netns"}, false},
-		{"negative resync", Config{HostName: "h1", EndpointResync: -1}, false},
+		{"resync every Set", Config{HostName: "h1", EndpointResync: -1, VPCResync: -1}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -341,8 +341,13 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 		if vs.verified == want && gen == vs.verifiedGen {
 			return nil
 		}
+		// Unchanged since it was verified: diff against that, unread.
+		var known *kernelPolicy
+		if vs.verified != nil && gen == vs.verifiedGen {
+			known = vs.verified.known(want)
+		}
 		vs.verified = nil
-		if w, err = writePolicy(vs.nft.Conn, want, flush); err != nil {
+		if w, err = writePolicy(vs.nft.Conn, want, known, flush); err != nil {
 			return err
 		}
 		if vs.verifiedGen, err = vs.nft.generation(); err != nil {
@@ -362,7 +367,10 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 		}
 		vs.ctChecked = true
 	}
-	if w.judged || vs.flushPending {
+	// Without an isolated endpoint (a table without classes) every
+	// connection is allowed: there is nothing to judge, and the dump
+	// would cost a socket in the namespace per Set.
+	if (w.judged || vs.flushPending) && want.stateful() {
 		vs.flushPending = true
 		n, err := flushDenied(vs.ns, eps)
 		d.ops.Add(writes.ConntrackDel, uint64(n))

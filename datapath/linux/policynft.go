@@ -726,8 +726,15 @@ type policyWrite struct {
 // longer used, dispatch elements are diffed, and a table whose fixed part
 // is missing or not as this driver writes it is rebuilt whole.
 //
-// flush commits what was queued on c.
-func writePolicy(c *nftables.Conn, want *policyTable, flush func() error) (policyWrite, error) {
+// flush commits what was queued on c. known, if not nil, is the table in
+// the kernel (see policyTable.known): it is not read again.
+func writePolicy(c *nftables.Conn, want *policyTable, known *kernelPolicy, flush func() error) (policyWrite, error) {
+	if known != nil {
+		if w, err := updatePolicy(c, known, want, flush); err == nil {
+			return w, nil
+		}
+		// Refused (the batch is atomic, nothing changed): read what is there.
+	}
 	have, err := readPolicy(c, want.stateful(), want.sampling)
 	if err != nil && have == nil {
 		return policyWrite{}, err
@@ -847,6 +854,39 @@ func updatePolicy(c *nftables.Conn, have *kernelPolicy, want *policyTable, flush
 	}
 	w.wrote = true
 	return w, nil
+}
+
+// known returns what readPolicy would read of a kernel that holds exactly
+// t, as far as updating it to want needs: nil when that is not enough (the
+// update would delete a class or an endpoint, whose sets and counters it
+// does not list, or change the fixed part).
+func (t *policyTable) known(want *policyTable) *kernelPolicy {
+	if t.stateful() != want.stateful() || t.sampling != want.sampling {
+		return nil
+	}
+	for name := range t.classes {
+		if want.classes[name] == nil {
+			return nil
+		}
+	}
+	for veth := range t.marks {
+		if _, ok := want.marks[veth]; !ok {
+			return nil
+		}
+	}
+	k := &kernelPolicy{exists: true, base: true, chains: map[string]bool{}, sets: map[string]bool{},
+		marks: t.marks, egress: t.egress, ingress: t.ingress, counted: map[string][]string{}}
+	pt := ptable()
+	for _, c := range baseChains(pt) {
+		k.chains[c.Name] = true
+	}
+	for name := range t.classes {
+		k.chains[name] = true
+	}
+	for _, st := range baseSets(pt, t.sampling) {
+		k.sets[st.Name] = true
+	}
+	return k
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -23,9 +23,10 @@ import (
 var nativeEndian = binary.NativeEndian
 
 // Set implements datapath.Driver. It reads the kernel state of every VPC
-// namespace (links, routes, addresses, neighbours, FDB), and of every
-// endpoint namespace unless Config.EndpointResync allows trusting the cache,
-// and writes only what differs.
+// namespace (links, routes, addresses, neighbours, FDB), and of the
+// endpoint namespaces that Config.EndpointResync does not let it trust,
+// and writes only what differs; a Set that only attaches new endpoints
+// soon after a full one skips the reads (attach.go).
 func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	n, err := desired.Normalize()
 	if err != nil {
@@ -35,11 +36,15 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
+	n, waiting := splitWaiting(n)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return datapath.ErrClosed
 	}
+	d.smu.Lock()
+	d.waiting = waiting
+	d.smu.Unlock()
 	start := time.Now()
 	before := d.ops.Counts()
 
@@ -55,6 +60,19 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	d.underlay = n.Host.UnderlayIP
 	d.smu.Unlock()
 	hc := hostCfg{underlay: n.Host.UnderlayIP, mtu: mtu - datapath.VXLANOverhead}
+
+	if added := d.addedOnly(n, failed, hc); added != nil {
+		err := d.attachAdded(ctx, n, added, hc)
+		if err == nil {
+			d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "attached", len(added),
+				"writes", d.ops.Counts().Sub(before).String(), "took", time.Since(start))
+			return nil
+		}
+		if !errors.Is(err, errNotQuick) {
+			d.log.Info("quick attach failed, setting in full", "err", err)
+		}
+	}
+	d.last = lastFull{}
 
 	onDisk, epNS, err := d.listOwned()
 	if err != nil {
@@ -181,6 +199,9 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	}
 
 	err = errors.Join(errs...)
+	if err == nil && len(failed) == 0 {
+		d.last = lastFull{read: start, host: n.Host, hc: hc, vpcs: n.VPCs}
+	}
 	if c := d.ops.Counts().Sub(before); len(c) > 0 || err != nil {
 		d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "writes", c.String(), "took", time.Since(start), "err", err)
 	}
@@ -188,6 +209,32 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		return fmt.Errorf("linux set: %w", err)
 	}
 	return nil
+}
+
+// splitWaiting returns n without the endpoints whose given namespace does
+// not exist (yet), which Set leaves unattached, and their status.
+func splitWaiting(n *datapath.Desired) (*datapath.Desired, map[string]datapath.EndpointStatus) {
+	var waiting map[string]datapath.EndpointStatus
+	for _, e := range n.Endpoints {
+		if e.Netns != "" && !nlconv.IsNetns(e.Netns) {
+			if waiting == nil {
+				waiting = map[string]datapath.EndpointStatus{}
+			}
+			waiting[e.ID] = datapath.EndpointStatus{Netns: e.Netns, IfName: e.IfName,
+				Waiting: fmt.Sprintf("waiting for a network namespace at %s", e.Netns)}
+		}
+	}
+	if waiting == nil {
+		return n, nil
+	}
+	m := *n
+	m.Endpoints = make([]datapath.Endpoint, 0, len(n.Endpoints)-len(waiting))
+	for _, e := range n.Endpoints {
+		if _, ok := waiting[e.ID]; !ok {
+			m.Endpoints = append(m.Endpoints, e)
+		}
+	}
+	return &m, waiting
 }
 
 // forgetEndpoints drops the state of endpoints whose VPC could not be

@@ -96,6 +96,8 @@ type dpEnv struct {
 	states  map[string]string
 	cl      *client.Client
 	file    string // the applied YAML
+	// agentArgs returns flags appended to an agent's (nil: none).
+	agentArgs func(host string) []string
 
 	mu      sync.Mutex
 	servers map[string]func() // hello servers by endpoint
@@ -153,8 +155,15 @@ func dataplaneDoc() []byte {
 // newDPEnv builds a lab of three hosts whose agents run datapath, starts
 // its controller, applies doc and starts the agents.
 func newDPEnv(t *testing.T, doc []byte, datapath string) *dpEnv {
+	return newLabEnv(t, doc, datapath, 3, nil)
+}
+
+// newLabEnv is newDPEnv with hosts hosts whose agents get the flags
+// agentArgs returns (nil: none) appended.
+func newLabEnv(t *testing.T, doc []byte, datapath string, hosts int, agentArgs func(host string) []string) *dpEnv {
 	t.Helper()
-	e := newDPLab(t, doc, datapath)
+	e := newLabOf(t, doc, datapath, hosts)
+	e.agentArgs = agentArgs
 	for _, h := range e.lab.Hosts() {
 		e.states[h.Name] = filepath.Join(t.TempDir(), h.Name)
 		e.startAgent(h.Name)
@@ -164,14 +173,17 @@ func newDPEnv(t *testing.T, doc []byte, datapath string) *dpEnv {
 
 // newDPLab builds a lab of three hosts for agents running datapath, starts
 // its controller and applies doc; it starts no agent.
-func newDPLab(t *testing.T, doc []byte, datapath string) *dpEnv {
+func newDPLab(t *testing.T, doc []byte, datapath string) *dpEnv { return newLabOf(t, doc, datapath, 3) }
+
+// newLabOf is newDPLab with hosts hosts.
+func newLabOf(t *testing.T, doc []byte, datapath string, hosts int) *dpEnv {
 	t.Helper()
 	nettest.RequireRoot(t)
 	if removed, err := testnet.Sweep(netnsfile.DefaultDir); err == nil && len(removed) > 0 {
 		t.Logf("swept %d namespaces of crashed runs", len(removed))
 	}
 	prefix := testnet.DefaultPrefix()
-	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: 3}, Datapath: datapath})
+	lab, err := demo.NewLab(demo.LabConfig{Net: testnet.Options{Prefix: prefix, Hosts: hosts}, Datapath: datapath})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
@@ -273,6 +285,9 @@ func (e *dpEnv) startAgent(host string) *demo.Agent {
 	ac := demo.AgentConfig{
 		Binary: binary(t), Controller: net.JoinHostPort(e.ctlIP, "7444"), API: e.apiURL(),
 		StateDir: e.states[host], Log: e.logs[host],
+	}
+	if e.agentArgs != nil {
+		ac.Args = e.agentArgs(host)
 	}
 	if _, err := os.Stat(filepath.Join(e.states[host], "credentials")); err != nil {
 		// First start: enrol (later starts use the stored credentials).

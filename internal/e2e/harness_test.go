@@ -182,7 +182,12 @@ func bootstrap(t *testing.T, cl *client.Client, host, dir string) []string {
 	if err := os.WriteFile(tf, []byte(tok.Secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cf, ca, 0o644); err != nil {
+	// Replaced whole: an agent enrolled before may be reading it (one dir
+	// for several hosts).
+	if err := os.WriteFile(cf+"."+host, ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cf+"."+host, cf); err != nil {
 		t.Fatal(err)
 	}
 	return []string{"--bootstrap-token-file", tf, "--ca-file", cf}

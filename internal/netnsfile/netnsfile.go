@@ -33,19 +33,31 @@ func Create(dir, name string) (path string, err error) {
 	f.Close()
 	errc := make(chan error, 1)
 	go func() {
-		// This thread leaves the process's namespace and is never unlocked,
-		// so the runtime destroys it when the goroutine returns.
+		// The thread goes back to its namespace afterwards: destroying it
+		// instead would kill the children it forked with a parent-death
+		// signal (a test's agents). Only if that fails it stays locked,
+		// and the runtime destroys it when the goroutine returns.
 		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open the thread's netns: %w", err)
+			return
+		}
+		defer unix.Close(orig)
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
-			return
+		merr := unix.Mount(src, path, "none", unix.MS_BIND, "")
+		if merr != nil {
+			merr = fmt.Errorf("bind mount: %w", merr)
 		}
-		errc <- nil
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- merr
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(path)

@@ -28,6 +28,7 @@ func ChildRoles() sim.ChildRoles {
 		roleHeartbeatSenders: sendHeartbeats,
 		roleLookupClients:    runLookupClients,
 		roleStreamAgents:     runStreamAgents,
+		roleHAReplica:        runHAReplica,
 	}
 }
 

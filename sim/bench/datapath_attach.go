@@ -15,9 +15,10 @@ type AttachPart struct {
 	Datapath  string `json:"datapath"`
 	Endpoints int    `json:"endpoints"`
 	// Successive: one Set per endpoint on a fresh host, each Set with one
-	// endpoint more; with the driver's default configuration (as the agent
-	// runs it: every Set re-reads every endpoint namespace) and, linux,
-	// once more with EndpointResync = 1m.
+	// endpoint more; once with every Set reading every namespace
+	// (EndpointResync and VPCResync negative: the driver's behaviour before
+	// attaching was made fast) and once with the driver's default
+	// configuration, as the agent runs it; ebpf: with its defaults only.
 	Successive []SetSeries `json:"successive"`
 	// Batch: one Set of all endpoints on a fresh host.
 	BatchMs     float64         `json:"batchMs"`
@@ -45,9 +46,9 @@ func (r *dpRun) attach(ctx context.Context, dp string) (*AttachPart, error) {
 	for i := range eps {
 		eps[i] = benchEndpoint(fmt.Sprintf("bench/a%d", i), vpc.VNI, 1, i)
 	}
-	resyncs := []time.Duration{0, time.Minute}
+	resyncs := []time.Duration{-1, 0}
 	if dp == DatapathEBPF {
-		resyncs = resyncs[:1]
+		resyncs = resyncs[1:]
 	}
 	for _, resync := range resyncs {
 		s, err := r.attachSuccessive(ctx, dp, vpc, eps, resync)
@@ -96,11 +97,13 @@ func resyncNote(dp string, resync time.Duration) string {
 	if dp == DatapathEBPF {
 		return ""
 	}
-	return fmt.Sprintf(" (EndpointResync %v)", resync)
+	return " (" + resyncMode(resync) + ")"
 }
 
 // attachSuccessive attaches eps on a fresh host one Set at a time, each
-// Set with one endpoint more than the one before.
+// Set with one endpoint more than the one before; linux with its
+// EndpointResync and VPCResync at resync (negative: every Set reads every
+// namespace; 0: the defaults).
 func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VPC, eps []datapath.Endpoint, resync time.Duration) (*SetSeries, error) {
 	n, err := r.newNet(testnet.Options{Hosts: 1})
 	if err != nil {
@@ -108,7 +111,7 @@ func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VP
 	}
 	defer r.closeNet(n)
 	h := n.Host(0)
-	d, err := r.newDataplane(ctx, dp, n, h, linux.Config{EndpointResync: resync})
+	d, err := r.newDataplane(ctx, dp, n, h, linux.Config{EndpointResync: resync, VPCResync: resync})
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +135,15 @@ func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VP
 		P50Ms: percentileMs(took, 50), P99Ms: percentileMs(took, 99), MaxMs: percentileMs(took, 100),
 		FirstMs: msOf(took[0]), LastMs: msOf(took[len(took)-1])}
 	if dp != DatapathEBPF {
-		s.EndpointResync = resync.String()
+		s.EndpointResync = resyncMode(resync)
 	}
 	return s, nil
+}
+
+// resyncMode names the resync setting of a series.
+func resyncMode(resync time.Duration) string {
+	if resync < 0 {
+		return "every Set reads every namespace"
+	}
+	return "driver defaults"
 }

@@ -31,7 +31,7 @@ type PolicyConfig struct {
 	Duration   time.Duration
 	// KernelHosts and KernelEndpoints size the kernel phase (default 2
 	// hosts and 1,000 endpoints, in VPCs of 100); KernelResync is the
-	// linux driver's EndpointResync (default 0, what `weft agent` runs).
+	// linux driver's EndpointResync (0: the driver's default, what `weft agent` runs).
 	KernelHosts, KernelEndpoints int
 	KernelResync                 time.Duration
 	// Changes is the number of policies created one at a time in the

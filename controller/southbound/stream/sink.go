@@ -42,6 +42,12 @@ type RegistrySinkConfig struct {
 	// Replica is this replica's southbound address, written as
 	// Host.status.replica when an agent connects (empty: not written).
 	Replica string
+	// Owns, if set, reports whether this replica may write a host's
+	// liveness other than Alive (liveness.RegistrySinkConfig.SpeaksFor),
+	// decided on the stored host as it is to be written: a queued
+	// Suspect or Dead is dropped if the host moved to another replica
+	// meanwhile.
+	Owns func(h *apiv1.Host) bool
 	// Interval between flushes (default DefaultSinkInterval): a host's
 	// status is written at most once per interval, and only if it changed.
 	Interval time.Duration
@@ -328,7 +334,7 @@ func (s *RegistrySink) write(ctx context.Context, host string, u *statusUpdate) 
 		if u.setReplica {
 			st.Replica = u.replica
 		}
-		if u.setLiveness {
+		if u.setLiveness && (u.liveness == apiv1.LivenessAlive || s.cfg.Owns == nil || s.cfg.Owns(&apiv1.Host{Metadata: h.Metadata, Status: st})) {
 			st.Liveness = u.liveness
 		}
 		if !u.lastSeen.IsZero() {

@@ -167,6 +167,30 @@ func TestRegistrySinkLiveness(t *testing.T) {
 	}
 }
 
+// TestRegistrySinkLivenessOwner: a queued Suspect or Dead is written only
+// if the stored host is still this replica's (Owns); Alive always is.
+func TestRegistrySinkLivenessOwner(t *testing.T) {
+	f := &fakeHosts{hosts: map[string]apiv1.HostStatus{"h1": {Replica: "b", Liveness: apiv1.LivenessAlive}}}
+	s, err := NewRegistrySink(RegistrySinkConfig{Registry: f, Workers: 1, Replica: "a",
+		Owns: func(h *apiv1.Host) bool { return h.Status.Replica == "a" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	s.QueueLiveness("h1", apiv1.LivenessDead, time.Time{})
+	s.flush(ctx)
+	if got := f.hosts["h1"].Liveness; got != apiv1.LivenessAlive {
+		t.Errorf("Dead queued for a host of replica b: %q, want Alive kept", got)
+	}
+	s.Connected("h1", "agent/1") // the agent moves here: the host is a's
+	s.QueueLiveness("h1", apiv1.LivenessDead, time.Time{})
+	s.flush(ctx)
+	if got := f.hosts["h1"]; got.Liveness != apiv1.LivenessDead || got.Replica != "a" {
+		t.Errorf("Dead queued with the host's connect here: %q on %q, want Dead on a", got.Liveness, got.Replica)
+	}
+}
+
 // TestRegistrySinkLifecycle: Start once (its ctx bounds nothing after it),
 // Close idempotent with one last flush of what is pending.
 func TestRegistrySinkLifecycle(t *testing.T) {

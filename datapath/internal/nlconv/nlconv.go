@@ -217,6 +217,9 @@ type Inside struct {
 	// (then its loopback is the driver's to bring up).
 	Netns string
 	Own   bool
+	// Fresh says the veth was just created: its peer has no addresses,
+	// neighbours or routes, so they are added without reading first.
+	Fresh bool
 	MTU   int
 	// GatewayMAC is what the endpoint's gateway resolves to.
 	GatewayMAC net.HardwareAddr
@@ -296,27 +299,34 @@ func ConvergeInside(w *writes.Counter, in Inside) error {
 			}
 		}
 	}
-	addrs, err := writes.Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) })
-	if err != nil {
-		return err
+	var addrs []netlink.Addr
+	var neighs []netlink.Neigh
+	var routes []netlink.Route
+	if !in.Fresh {
+		if addrs, err = writes.Dump("addresses", func() ([]netlink.Addr, error) { return h.AddrList(peer, netlink.FAMILY_V4) }); err != nil {
+			return err
+		}
 	}
 	if err := Addrs(h, w, peer, addrs, []netip.Prefix{netip.PrefixFrom(e.IP, e.Prefix.Bits())}, unix.IFA_F_NOPREFIXROUTE, false); err != nil {
 		return err
 	}
-	neighs, err := writes.Dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(peer.Attrs().Index, netlink.FAMILY_V4) })
-	if err != nil {
-		return err
+	if !in.Fresh {
+		if neighs, err = writes.Dump("neighbours", func() ([]netlink.Neigh, error) { return h.NeighList(peer.Attrs().Index, netlink.FAMILY_V4) }); err != nil {
+			return err
+		}
 	}
 	gwNeigh := netlink.Neigh{LinkIndex: peer.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: e.Gateway.AsSlice(), HardwareAddr: in.GatewayMAC}
 	if err := PermanentNeighs(h, w, neighs, []netlink.Neigh{gwNeigh}, func(netlink.Neigh) bool { return true }); err != nil {
 		return err
 	}
-	routes, err := writes.Dump("routes", func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: peer.Attrs().Index},
-			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
-	})
-	if err != nil {
-		return err
+	if !in.Fresh {
+		routes, err = writes.Dump("routes", func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, LinkIndex: peer.Attrs().Index},
+				netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+		})
+		if err != nil {
+			return err
+		}
 	}
 	def := netlink.Route{
 		LinkIndex: peer.Attrs().Index,

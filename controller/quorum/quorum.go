@@ -1,0 +1,210 @@
+// Package quorum tells whether a controller replica reaches a working etcd
+// majority and may write. A Guard probes etcd through the replica's own
+// client with a linearizable read every Interval (a read the leader must
+// confirm with a majority, so a member cut off with a minority fails it)
+// and lists the cluster's alarms every AlarmInterval. The replica is
+// unwritable when no probe has succeeded for LostAfter, or while a
+// NOSPACE alarm is raised; Err then says why. The controller refuses
+// writes with that reason (503), reports it on /readyz and, when it lasts,
+// closes its agents' config streams so that they move to a healthy
+// replica.
+//
+// A leader election after a member's crash takes an election timeout and
+// a round or two (about 1–2 s): LostAfter is above that, so that a
+// majority's replicas do not refuse writes for every election.
+package quorum
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/internal/lifecycle"
+)
+
+// Errors that Err wraps.
+var (
+	// ErrNoQuorum: etcd did not confirm a read for LostAfter (no leader,
+	// or this replica's etcd is on the minority side of a partition).
+	ErrNoQuorum = errors.New("quorum: etcd has no quorum reachable from this replica")
+	// ErrNoSpace: etcd's backend reached its quota (NOSPACE alarm); it
+	// refuses writes until an operator compacts, defragments and disarms
+	// the alarm ('weft etcd defrag').
+	ErrNoSpace = errors.New("quorum: etcd is out of space (NOSPACE alarm)")
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval      = 250 * time.Millisecond
+	DefaultTimeout       = time.Second
+	DefaultLostAfter     = 2 * time.Second
+	DefaultAlarmInterval = 2 * time.Second
+)
+
+// Config configures a Guard.
+type Config struct {
+	// Client is the replica's etcd client (required).
+	Client *clientv3.Client
+	// Key is the key the probes read (required; one that exists or not).
+	Key string
+	// Interval between probes, Timeout of each, LostAfter without a
+	// successful one before the replica is unwritable, and AlarmInterval
+	// between alarm lists (defaults above).
+	Interval, Timeout, LostAfter, AlarmInterval time.Duration
+
+	Logger *slog.Logger
+	// Registerer receives weft_etcd_writable; nil means not registered.
+	Registerer prometheus.Registerer
+}
+
+// Guard follows the replica's reach of an etcd quorum.
+type Guard struct {
+	cfg  Config
+	log  *slog.Logger
+	life lifecycle.Group
+
+	mu       sync.Mutex
+	lastOK   time.Time // of the latest successful probe
+	probeErr error     // of the latest failed probe since lastOK
+	noSpace  string    // the members with a NOSPACE alarm ("" none)
+	err      error     // what Err returns
+}
+
+// New checks cfg.
+func New(cfg Config) (*Guard, error) {
+	if cfg.Client == nil || cfg.Key == "" {
+		return nil, errors.New("quorum: Client and Key are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = DefaultLostAfter
+	}
+	if cfg.AlarmInterval <= 0 {
+		cfg.AlarmInterval = DefaultAlarmInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Guard{cfg: cfg, log: cfg.Logger.With("subsystem", "quorum"), lastOK: time.Now()}
+	if cfg.Registerer != nil {
+		writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "weft_etcd_writable",
+			Help: "1 while this replica reaches an etcd quorum without a NOSPACE alarm, 0 while it refuses writes.",
+		}, func() float64 {
+			if g.Err() != nil {
+				return 0
+			}
+			return 1
+		})
+		if err := cfg.Registerer.Register(writable); err != nil {
+			return nil, fmt.Errorf("quorum: register metrics: %w", err)
+		}
+	}
+	return g, nil
+}
+
+// Start begins probing. The replica counts as writable until LostAfter
+// passes without a successful probe.
+func (g *Guard) Start(context.Context) error {
+	if _, err := g.life.Start(); err != nil {
+		return fmt.Errorf("quorum: %w", err)
+	}
+	g.life.Go(func(ctx context.Context) { g.loop(ctx, g.cfg.Interval, g.probe) })
+	g.life.Go(func(ctx context.Context) { g.loop(ctx, g.cfg.AlarmInterval, g.alarms) })
+	return nil
+}
+
+// Close stops probing; idempotent.
+func (g *Guard) Close() error { return g.life.Close() }
+
+// Err returns nil while the replica may write, else why not (wrapping
+// ErrNoQuorum or ErrNoSpace).
+func (g *Guard) Err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+func (g *Guard) loop(ctx context.Context, every time.Duration, f func(context.Context)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		f(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probe reads Key linearizably (count only).
+func (g *Guard) probe(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	_, err := g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	g.mu.Lock()
+	if err == nil {
+		g.lastOK, g.probeErr = time.Now(), nil
+	} else {
+		g.probeErr = err
+	}
+	g.update()
+}
+
+// alarms lists the cluster's alarms; a failed list changes nothing (the
+// probes judge the quorum).
+func (g *Guard) alarms(ctx context.Context) {
+	actx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	resp, err := g.cfg.Client.AlarmList(actx)
+	cancel()
+	if err != nil || ctx.Err() != nil {
+		return
+	}
+	noSpace := ""
+	for _, a := range resp.Alarms {
+		if a.Alarm == etcdserverpb.AlarmType_NOSPACE {
+			noSpace += fmt.Sprintf(" %x", a.MemberID)
+		}
+	}
+	g.mu.Lock()
+	g.noSpace = noSpace
+	g.update()
+}
+
+// update recomputes err and logs a change; g.mu is held and released.
+func (g *Guard) update() {
+	var err error
+	switch since := time.Since(g.lastOK); {
+	case g.probeErr != nil && since >= g.cfg.LostAfter:
+		err = fmt.Errorf("%w: no read confirmed for %s (last error: %v)", ErrNoQuorum, since.Round(100*time.Millisecond), g.probeErr)
+	case g.noSpace != "":
+		err = fmt.Errorf("%w on member(s)%s: writes are refused until the space is reclaimed (compact, defragment, disarm the alarm: 'weft etcd defrag')", ErrNoSpace, g.noSpace)
+	}
+	was := g.err
+	g.err = err
+	g.mu.Unlock()
+	if (was == nil) == (err == nil) {
+		return
+	}
+	if err != nil {
+		g.log.Warn("replica unwritable", "err", err)
+	} else {
+		g.log.Info("replica writable again", "was", was)
+	}
+}

@@ -1,0 +1,130 @@
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/writes"
+)
+
+// A Set reads every VPC namespace (links, routes, addresses, neighbours,
+// learned remotes, QoS): on a host with many endpoints that is most of
+// its cost, and an agent attaching containers one after the other sets a
+// state that differs from the last one only by a new endpoint. So a Set
+// whose only change since the last full Set is new endpoints (without QoS,
+// in VPCs without QoS, on an unchanged host), coming within VPCResync of
+// that full Set's reads, attaches them from what that Set read and wrote:
+// per endpoint its veth and inside (as a full Set does), its /32 route and
+// neighbour, and per VPC the policy table (whose generation still tells
+// whether someone else changed it). Anything else, an error included,
+// takes a full Set, which repairs drift.
+
+// lastFull is what the last full Set converged without error: what a quick
+// attach trusts. The zero value (read zero) trusts nothing.
+type lastFull struct {
+	read time.Time
+	host datapath.HostConfig
+	hc   hostCfg
+	vpcs []datapath.VPC
+}
+
+// errNotQuick makes Set fall back to a full Set.
+var errNotQuick = errors.New("not a quick attach")
+
+// addedOnly returns the endpoints of n that the last full Set did not
+// have, if they are n's only change since it and may be attached quickly;
+// nil otherwise. The caller holds mu.
+func (d *Driver) addedOnly(n *datapath.Desired, failed map[uint32]error, hc hostCfg) []*datapath.Endpoint {
+	l := &d.last
+	if d.cfg.VPCResync < 0 || l.read.IsZero() || time.Since(l.read) >= d.cfg.VPCResync ||
+		len(failed) > 0 || len(d.failed) > 0 || n.Host != l.host || hc != l.hc ||
+		!slices.EqualFunc(n.VPCs, l.vpcs, sameVPC) || len(n.Endpoints) <= len(d.eps) {
+		return nil
+	}
+	var added []*datapath.Endpoint
+	kept := 0
+	for i := range n.Endpoints {
+		e := &n.Endpoints[i]
+		st := d.eps[e.ID]
+		switch {
+		case st == nil && (e.QoS != nil || n.VPC(e.VNI).QoS != nil):
+			return nil
+		case st == nil:
+			added = append(added, e)
+		case !sameEndpoint(&st.ep, e) || !st.ep.Policy.Equal(e.Policy) || !sameQoS(st.ep.QoS, e.QoS):
+			return nil
+		default:
+			kept++
+		}
+	}
+	if kept != len(d.eps) {
+		return nil // some endpoint left
+	}
+	return added
+}
+
+// attachAdded attaches the endpoints addedOnly found. On an error the
+// caller sets in full. The caller holds mu.
+func (d *Driver) attachAdded(ctx context.Context, n *datapath.Desired, added []*datapath.Endpoint, hc hostCfg) error {
+	byVNI := map[uint32][]*datapath.Endpoint{}
+	for i := range n.Endpoints {
+		e := &n.Endpoints[i]
+		byVNI[e.VNI] = append(byVNI[e.VNI], e)
+	}
+	done := map[uint32]bool{}
+	for _, e := range added {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		vs := d.vpcs[e.VNI]
+		if vs == nil || !sameFile(vs.path, vs.ns) || vs.listenDied.Load() {
+			return errNotQuick
+		}
+		if !done[e.VNI] {
+			// The table first, so that the veth comes up with its rules.
+			if err := d.ensurePolicy(vs, byVNI[e.VNI]); err != nil {
+				return fmt.Errorf("vpc %d: %w", e.VNI, err)
+			}
+			done[e.VNI] = true
+		}
+		// What a scan would have found of it: normally nothing.
+		scan := &vpcScan{links: map[string]netlink.Link{}}
+		name := VethName(e.ID)
+		if l, err := vs.h.LinkByName(name); err == nil {
+			scan.links[name] = l
+		} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+			return fmt.Errorf("vpc %d: find %s: %w", e.VNI, name, err)
+		}
+		link, err := d.ensureEndpoint(vs, scan, e, hc)
+		if err != nil {
+			d.smu.Lock()
+			delete(d.eps, e.ID)
+			d.smu.Unlock()
+			return fmt.Errorf("vpc %d: endpoint %q: %w", e.VNI, e.ID, err)
+		}
+		idx := link.Attrs().Index
+		route := linkRoute(netip.PrefixFrom(e.IP, 32), idx)
+		if err := d.ops.Write(writes.RouteAdd, func() error { return vs.h.RouteReplace(&route) }); err != nil {
+			return fmt.Errorf("vpc %d: endpoint %q: add route: %w", e.VNI, e.ID, err)
+		}
+		neigh := netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: e.IP.AsSlice(), HardwareAddr: e.MAC}
+		if err := d.ops.Write(writes.NeighAdd, func() error { return vs.h.NeighSet(&neigh) }); err != nil {
+			return fmt.Errorf("vpc %d: endpoint %q: set neighbour: %w", e.VNI, e.ID, err)
+		}
+	}
+	return nil
+}
+
+func sameVPC(a, b datapath.VPC) bool {
+	return a.Tenant == b.Tenant && a.Name == b.Name && a.VNI == b.VNI && slices.Equal(a.Subnets, b.Subnets) &&
+		(a.QoS == b.QoS || a.QoS != nil && b.QoS != nil && *a.QoS == *b.QoS)
+}
+
+func sameQoS(a, b *datapath.QoS) bool { return a == b || a != nil && b != nil && *a == *b }
