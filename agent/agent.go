@@ -34,6 +34,9 @@ type Agent struct {
 
 	hostID    atomic.Uint32
 	connected atomic.Bool
+	// redial cuts the config stream's reconnect backoff short: lookups went
+	// unanswered while the stream was down (redialLookups).
+	redial signal
 	// lastStreamErr is the error text that ended the latest config-stream
 	// session or attempt (LastStreamError).
 	lastStreamErr atomic.Value
@@ -102,6 +105,7 @@ func New(cfg Config) (*Agent, error) {
 		seq:        wire.NewSequence(time.Now()),
 		view:       state.New(cfg.Host),
 		replicas:   cfg.StreamAddrs,
+		redial:     make(signal, 1),
 		cache:      cache,
 		sweepEvery: min(max(cfg.LearnTTL/8, 10*time.Millisecond), time.Second),
 	}

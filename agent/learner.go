@@ -151,10 +151,17 @@ func (a *Agent) flushLookups(now time.Time) {
 	a.learnMu.Unlock()
 	a.counters.lookupRetries.Add(uint64(retries))
 	a.counters.giveUps.Add(uint64(gaveUp))
+	id, dk := a.hostID.Load(), a.dgKey.Load()
+	if retries+gaveUp > 0 && dk != nil && !a.connected.Load() {
+		// Lookups sealed with the last session's key went unanswered while
+		// the stream is down: the controller may have restarted and lost
+		// that key. Reconnect now rather than after the backoff (not on a
+		// first start, whose jittered wait spreads agents out).
+		a.redial.kick()
+	}
 	if len(qs) == 0 {
 		return
 	}
-	id, dk := a.hostID.Load(), a.dgKey.Load()
 	if id == 0 || dk == nil {
 		// No session yet: the queries time out and are retried, by which
 		// time a Welcome may have given the host its ID and key.

@@ -26,16 +26,22 @@ var errReplicaRemoved = errors.New("agent: the controller replica left the repli
 // agent starts at once), then tries the replicas in rendezvous order until
 // one welcomes it. The backoff grows with every round that ends without a
 // session lasting Backoff.Max, and starts over after one that did.
+// Lookups unanswered while the stream is down cut the wait short (at most
+// once per redialEvery): a restarted controller knows none of the old
+// session keys, so the agent learns no new location until it has a session
+// again.
 func (a *Agent) streamLoop(ctx context.Context) {
 	attempt := 0
+	var last time.Time // the latest round's start
 	for {
 		d := a.cfg.Backoff.Delay(attempt, nil)
 		if attempt > 0 {
 			a.log.Debug("config stream: reconnecting", "attempt", attempt, "in", d)
 		}
-		if !sleep(ctx, d) {
+		if !a.waitRound(ctx, d, last) {
 			return
 		}
+		last = time.Now()
 		stable := false
 		for _, addr := range a.Replicas() {
 			start := time.Now()
@@ -57,6 +63,26 @@ func (a *Agent) streamLoop(ctx context.Context) {
 		} else {
 			attempt = min(attempt+1, 62)
 		}
+	}
+}
+
+// redialEvery bounds how often unanswered lookups start a reconnect round.
+const redialEvery = 200 * time.Millisecond
+
+// waitRound waits d before a reconnect round, or less on a redial kick
+// (but until redialEvery after the previous round's start). It reports
+// false once ctx is done.
+func (a *Agent) waitRound(ctx context.Context, d time.Duration, last time.Time) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-a.redial:
+		a.log.Debug("config stream: lookups unanswered, reconnecting now")
+		return sleep(ctx, time.Until(last.Add(redialEvery)))
 	}
 }
 
