@@ -46,7 +46,10 @@
 // sessions the agent waits a full-jitter exponential backoff (also before
 // the first one), so that 100,000 agents restarted by a power restore, or
 // cut off by a controller failure, come back spread over time rather than
-// in one wave.
+// in one wave. Lookups that go unanswered while the stream is down cut
+// that wait short (at most once per 200 ms): a restarted controller knows
+// none of the old sessions' datagram keys, so an agent with new peers to
+// learn reconnects at once; an idle one still waits its turn.
 //
 // Traffic (flows.go). With a driver that counts its traffic
 // (datapath.TrafficReader), every FlowConfig.Interval the agent reads the

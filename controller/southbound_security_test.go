@@ -242,7 +242,7 @@ func TestReplayAfterRestart(t *testing.T) {
 // while the controller was down (a cap of 16 s here); its unanswered
 // lookups make it reconnect at once instead, and it learns an endpoint
 // created after the restart within 3 s (about 0.1 s here; without the
-// fix, 9 to 12 s, though a short draw of the jitter can pass).
+// redial, 9 to 12 s, though a short draw of the jitter can pass).
 func TestRestartLookupsRedial(t *testing.T) {
 	dir := t.TempDir()
 	c := startReplica(t, controller.Config{DataDir: dir})
