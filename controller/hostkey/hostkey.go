@@ -145,10 +145,17 @@ func (k *Keyring) applyHosts(evs []store.Event) {
 	k.mu.Lock()
 	for _, ev := range evs {
 		h := ev.Object.(*apiv1.Host)
-		k.observeHost(ev.Type, h)
-		names = append(names, h.Metadata.Name)
+		if k.observeHost(ev.Type, h) {
+			names = append(names, h.Metadata.Name)
+		}
 	}
-	k.index()
+	// Most Host events are status writes (liveness, acks) that change
+	// neither UID nor host ID: the index stands (rebuilding it for each
+	// batch cost O(hosts) per batch, a quarter of a replica's CPU in a
+	// cold start), and no session is checked.
+	if len(names) > 0 {
+		k.index()
+	}
 	k.mu.Unlock()
 	k.changed(names)
 }
@@ -172,15 +179,20 @@ func (k *Keyring) namesOf(uids map[string]bool) []string {
 	return out
 }
 
-// observeHost applies one change of a Host; k.mu is held.
-func (k *Keyring) observeHost(typ string, h *apiv1.Host) {
+// observeHost applies one change of a Host and reports whether it changed
+// what the Keyring knows of it; k.mu is held.
+func (k *Keyring) observeHost(typ string, h *apiv1.Host) bool {
+	old, had := k.hosts[h.Metadata.Name]
 	if typ == store.EventDeleted {
-		if k.hosts[h.Metadata.Name].uid == h.Metadata.UID {
+		if had && old.uid == h.Metadata.UID {
 			delete(k.hosts, h.Metadata.Name)
+			return true
 		}
-		return
+		return false
 	}
-	k.hosts[h.Metadata.Name] = host{uid: h.Metadata.UID, id: h.Status.HostID}
+	next := host{uid: h.Metadata.UID, id: h.Status.HostID}
+	k.hosts[h.Metadata.Name] = next
+	return !had || old != next
 }
 
 func (k *Keyring) resetKeys(kvs []*mvccpb.KeyValue, rev int64) {

@@ -15,6 +15,7 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/observe/capture"
 )
@@ -251,11 +252,11 @@ func (c *Controller) upload(w http.ResponseWriter, r *http.Request) {
 	host := r.URL.Query().Get("host")
 	o, _ := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
 	if _, err := c.authorize(r, auth.VerbStatus, ref, o); err != nil {
-		writeError(w, err)
+		rest.WriteError(w, err)
 		return
 	}
 	if o.GetObjectMeta().UID != r.URL.Query().Get("uid") {
-		writeError(w, apiv1.NewNotFound(ref))
+		rest.WriteError(w, apiv1.NewNotFound(ref))
 		return
 	}
 	cp := o.(*apiv1.Capture)
@@ -264,12 +265,12 @@ func (c *Controller) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if cp.Status.Phase != apiv1.PhaseRunning || host == "" {
-		writeError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s is not running", ref))
+		rest.WriteError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s is not running", ref))
 		return
 	}
 	s := c.session(cp, true)
 	if s == nil {
-		writeError(w, apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "cannot store the capture"))
+		rest.WriteError(w, apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "cannot store the capture"))
 		return
 	}
 	// The request body is read until the host ends or the capture does.
@@ -289,7 +290,7 @@ func (c *Controller) upload(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			if errors.Is(err, capture.ErrMalformed) && ctx.Err() == nil {
 				c.log.Warn("capture upload refused", "ref", ref.String(), "host", host, "err", err)
-				writeError(w, apiv1.NewBadRequest("%v", err))
+				rest.WriteError(w, apiv1.NewBadRequest("%v", err))
 				return
 			}
 			break // the host ended, went away, or the capture ended
@@ -328,7 +329,7 @@ func (c *Controller) download(w http.ResponseWriter, r *http.Request) {
 	ref := apiv1.Ref{Kind: apiv1.KindCapture, Tenant: r.PathValue("tenant"), Name: r.PathValue("name")}
 	o, _ := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
 	if _, err := c.authorize(r, auth.VerbGet, ref, o); err != nil {
-		writeError(w, err)
+		rest.WriteError(w, err)
 		return
 	}
 	cp := o.(*apiv1.Capture)
@@ -343,11 +344,11 @@ func (c *Controller) download(w http.ResponseWriter, r *http.Request) {
 		s = c.session(cp, true)
 	case apiv1.PhaseCompleted:
 	case apiv1.PhaseFailed:
-		writeError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s failed: %s", ref, cp.Status.Message))
+		rest.WriteError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s failed: %s", ref, cp.Status.Message))
 		return
 	default:
 		if !follow {
-			writeError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s has not started", ref))
+			rest.WriteError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s has not started", ref))
 			return
 		}
 		// Wait for it to start (the filter is being compiled).
@@ -357,7 +358,7 @@ func (c *Controller) download(w http.ResponseWriter, r *http.Request) {
 			case <-r.Context().Done():
 				return
 			case <-deadline:
-				writeError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s did not start", ref))
+				rest.WriteError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s did not start", ref))
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
@@ -367,7 +368,7 @@ func (c *Controller) download(w http.ResponseWriter, r *http.Request) {
 				case apiv1.PhaseRunning:
 					s = c.session(cp, true)
 				case apiv1.PhaseFailed:
-					writeError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s failed: %s", ref, cp.Status.Message))
+					rest.WriteError(w, apiv1.NewStatus(http.StatusConflict, apiv1.ReasonConflict, "capture %s failed: %s", ref, cp.Status.Message))
 					return
 				}
 			}
@@ -375,7 +376,7 @@ func (c *Controller) download(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := os.Open(c.captureFile(cp))
 	if err != nil {
-		writeError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "capture %s has no packets on this replica", ref))
+		rest.WriteError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "capture %s has no packets on this replica", ref))
 		return
 	}
 	defer f.Close()

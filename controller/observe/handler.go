@@ -1,8 +1,6 @@
 package observe
 
 import (
-	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -10,6 +8,7 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/rest"
 )
 
 // Paths the Handler serves, below the REST API's.
@@ -81,23 +80,11 @@ func (c *Controller) authorize(r *http.Request, verb string, ref apiv1.Ref, obj 
 func (c *Controller) proxy(w http.ResponseWriter, r *http.Request, collector string) {
 	u, err := url.Parse(collector)
 	if err != nil || u.Host == "" {
-		writeError(w, apiv1.NewStatus(http.StatusBadGateway, apiv1.ReasonUnavailable, "capture collector %q unusable", collector))
+		rest.WriteError(w, apiv1.NewStatus(http.StatusBadGateway, apiv1.ReasonUnavailable, "capture collector %q unusable", collector))
 		return
 	}
 	p := httputil.NewSingleHostReverseProxy(u)
 	p.Transport = c.cfg.Transport
 	p.FlushInterval = -1
 	p.ServeHTTP(w, r)
-}
-
-// writeError answers with a StatusError as the REST API does.
-func writeError(w http.ResponseWriter, err error) {
-	var se *apiv1.StatusError
-	if !errors.As(err, &se) {
-		se = apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "%v", err)
-	}
-	b, _ := json.Marshal(se)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(se.Code)
-	_, _ = w.Write(append(b, '\n'))
 }

@@ -10,6 +10,7 @@ import (
 
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller/auth"
+	"github.com/weftnet/weft/controller/rest"
 	"github.com/weftnet/weft/observe/trace"
 )
 
@@ -137,26 +138,26 @@ func (c *Controller) report(w http.ResponseWriter, r *http.Request) {
 	o, _ := c.st.Get(ref.Kind, ref.Tenant, ref.Name)
 	id, err := c.authorize(r, auth.VerbStatus, ref, o)
 	if err != nil {
-		writeError(w, err)
+		rest.WriteError(w, err)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		writeError(w, apiv1.NewBadRequest("read report: %v", err))
+		rest.WriteError(w, apiv1.NewBadRequest("read report: %v", err))
 		return
 	}
 	rep, err := trace.DecodeReport(body)
 	if err != nil {
-		writeError(w, apiv1.NewBadRequest("%v", err))
+		rest.WriteError(w, apiv1.NewBadRequest("%v", err))
 		return
 	}
 	tr := o.(*apiv1.Trace)
 	if tr.Metadata.UID != rep.UID {
-		writeError(w, apiv1.NewNotFound(ref))
+		rest.WriteError(w, apiv1.NewNotFound(ref))
 		return
 	}
 	if !slices.Contains(tr.Status.Hosts, rep.Host) || (id.Role == auth.RoleAgent && rep.Host != id.Host) {
-		writeError(w, apiv1.NewForbidden("host %q takes no part in trace %s", rep.Host, ref))
+		rest.WriteError(w, apiv1.NewForbidden("host %q takes no part in trace %s", rep.Host, ref))
 		return
 	}
 	now := c.cfg.Now()

@@ -32,14 +32,14 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 		if s.cfg.Authenticator != nil {
 			var err error
 			if id, err = s.cfg.Authenticator.Authenticate(r); err != nil {
-				writeError(w, apiv1.NewUnauthorized("%v", err))
+				WriteError(w, apiv1.NewUnauthorized("%v", err))
 				return
 			}
 		}
 		if id == nil {
 			if !s.cfg.Insecure {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="weft"`)
-				writeError(w, apiv1.NewUnauthorized("this API needs a credential: a bearer token or a client certificate from the cluster CA"))
+				WriteError(w, apiv1.NewUnauthorized("this API needs a credential: a bearer token or a client certificate from the cluster CA"))
 				return
 			}
 			id = &auth.Anonymous

@@ -60,13 +60,13 @@ func (s *server) credentialRoutes(mux *http.ServeMux, base string) {
 		mux.HandleFunc("POST "+base+"tokens", s.admin(func(w http.ResponseWriter, r *http.Request) {
 			var req auth.TokenRequest
 			if err := s.readJSON(w, r, &req); err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			setAudit(r, "token role="+req.Role+" tenant="+req.Tenant+" host="+req.Host)
 			nt, err := t.Create(r.Context(), req)
 			if err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			setAudit(r, "token/"+nt.ID)
@@ -79,7 +79,7 @@ func (s *server) credentialRoutes(mux *http.ServeMux, base string) {
 			setAudit(r, "token/"+r.PathValue("id"))
 			tok, err := t.Revoke(r.Context(), r.PathValue("id"))
 			if err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			writeJSON(w, http.StatusOK, tok)
@@ -89,13 +89,13 @@ func (s *server) credentialRoutes(mux *http.ServeMux, base string) {
 		mux.HandleFunc("POST "+base+"enroll", func(w http.ResponseWriter, r *http.Request) {
 			var req hostkey.EnrollRequest
 			if err := s.readJSON(w, r, &req); err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			setAudit(r, apiv1.Ref{Kind: apiv1.KindHost, Name: req.Host}.String())
 			out, err := e.Enroll(r.Context(), identity(r), req)
 			if err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			writeJSON(w, http.StatusOK, out)
@@ -109,13 +109,13 @@ func (s *server) credentialRoutes(mux *http.ServeMux, base string) {
 		mux.HandleFunc("POST "+base+"certificates", s.admin(func(w http.ResponseWriter, r *http.Request) {
 			var req certRequest
 			if err := s.readJSON(w, r, &req); err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			setAudit(r, "certificate role="+req.Role+" tenant="+req.Tenant+" host="+req.Host)
 			cert, err := s.signCert(req)
 			if err != nil {
-				writeError(w, err)
+				WriteError(w, err)
 				return
 			}
 			writeJSON(w, http.StatusCreated, certAnswer{Certificate: string(cert), CA: string(ca.CertPEM())})
@@ -161,7 +161,7 @@ func (s *server) signCert(req certRequest) ([]byte, error) {
 func (s *server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if id := identity(r); id.Role != auth.RoleClusterAdmin {
-			writeError(w, apiv1.NewForbidden("forbidden: managing credentials takes a cluster-admin credential"))
+			WriteError(w, apiv1.NewForbidden("forbidden: managing credentials takes a cluster-admin credential"))
 			return
 		}
 		h(w, r)

@@ -202,7 +202,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		mux.HandleFunc("GET "+base+"tenants/{tenant}/flows", s.flows)
 	}
 	mux.HandleFunc("/apis/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "no such API path %s %s", r.Method, r.URL.Path))
+		WriteError(w, apiv1.NewStatus(http.StatusNotFound, apiv1.ReasonNotFound, "no such API path %s %s", r.Method, r.URL.Path))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -218,7 +218,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		metrics := promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 			if id := identity(r); id.Role != auth.RoleClusterAdmin {
-				writeError(w, apiv1.NewForbidden("forbidden: /metrics takes a cluster-admin credential"))
+				WriteError(w, apiv1.NewForbidden("forbidden: /metrics takes a cluster-admin credential"))
 				return
 			}
 			metrics.ServeHTTP(w, r)
@@ -230,7 +230,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
-			writeError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "not ready: %v", err))
+			WriteError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "not ready: %v", err))
 			return
 		}
 	}
@@ -369,12 +369,12 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 		_, err = s.authorize(r, auth.VerbCreate, ref, obj) // and the fields
 	}
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := s.cfg.Backend.Create(r.Context(), obj, opts...)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, out)
@@ -383,16 +383,16 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 func (s *server) get(w http.ResponseWriter, r *http.Request) {
 	_, ref, err := target(r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	if _, err := s.authorize(r, auth.VerbGet, ref, nil); err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := s.cfg.Backend.Get(r.Context(), ref)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -430,12 +430,12 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do fun
 		}
 	}
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := do(r.Context(), obj, opts...)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -487,7 +487,7 @@ func (s *server) patch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	ctx := r.Context()
@@ -500,7 +500,7 @@ func (s *server) patch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err != nil {
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
 		rv := cur.GetObjectMeta().ResourceVersion
@@ -512,7 +512,7 @@ func (s *server) patch(w http.ResponseWriter, r *http.Request) {
 			_, err = s.authorize(r, auth.VerbUpdate, ref, next)
 		}
 		if err != nil {
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
 		m := next.GetObjectMeta()
@@ -526,12 +526,12 @@ func (s *server) patch(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, out)
 			return
 		case !apiv1.IsConflict(err) && !apiv1.IsNotFound(err) || precondition:
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
 		lastErr, lastRV = err, rv
 	}
-	writeError(w, lastErr)
+	WriteError(w, lastErr)
 }
 
 // applyCreate creates the object of a server-side apply that finds none.
@@ -548,7 +548,7 @@ func (s *server) applyCreate(w http.ResponseWriter, r *http.Request, ki apiv1.Ki
 		out, err = s.cfg.Backend.Create(r.Context(), obj, opts...)
 	}
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, out)
@@ -564,22 +564,22 @@ func (s *server) patchStatus(w http.ResponseWriter, r *http.Request) {
 		_, err = s.writeOptions(r, auth.VerbStatus)
 	}
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	if typ := patchType(r); typ != apiv1.MergePatchType {
-		writeError(w, apiv1.NewStatus(http.StatusUnsupportedMediaType, apiv1.ReasonUnsupportedMedia,
+		WriteError(w, apiv1.NewStatus(http.StatusUnsupportedMediaType, apiv1.ReasonUnsupportedMedia,
 			"Content-Type %q: PATCH of a status takes a JSON merge patch (RFC 7386), %s", r.Header.Get("Content-Type"), apiv1.MergePatchType))
 		return
 	}
 	body, err := s.readBody(w, r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := s.cfg.Backend.MergePatchStatus(r.Context(), ref, body)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -595,12 +595,12 @@ func (s *server) delete(w http.ResponseWriter, r *http.Request) {
 		opts, err = writeOptions(r)
 	}
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := s.cfg.Backend.Delete(r.Context(), ref, opts...)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -623,12 +623,12 @@ type listMeta struct {
 func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	ki, ref, err := target(r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	lq, err := parseListQuery(r.URL.Query(), ki.Kind, s.cfg.MaxPage)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	verb := auth.VerbList
@@ -638,7 +638,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	tenant, keep := ref.Tenant, func(apiv1.Object) bool { return true }
 	if id := identity(r); id.Role != auth.RoleClusterAdmin {
 		if err := s.authz.Authorize(id, auth.Request{Verb: verb, Kind: ki.Kind, Tenant: ref.Tenant}); err != nil {
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
 		var k func(apiv1.Object) bool
@@ -679,7 +679,7 @@ func (s *server) flows(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("top"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, apiv1.NewBadRequest("top %q: want a number from 1 to 1000", v))
+			WriteError(w, apiv1.NewBadRequest("top %q: want a number from 1 to 1000", v))
 			return
 		}
 		top = n
@@ -690,13 +690,13 @@ func (s *server) flows(w http.ResponseWriter, r *http.Request) {
 		// (admin or viewer) and cluster admins, never another tenant's
 		// or an agent's.
 		if err := s.authz.Authorize(id, auth.Request{Verb: auth.VerbList, Kind: KindFlow, Tenant: tenant}); err != nil {
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
 	}
 	out, err := s.cfg.Flows(r.Context(), tenant, q.Get("endpoint"), top)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -718,7 +718,7 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 	ctx := r.Context()
 	release, err := s.openWatch(identity(r))
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	defer release()
@@ -730,10 +730,10 @@ func (s *server) watch(w http.ResponseWriter, r *http.Request, ki apiv1.KindInfo
 	ch, err := s.cfg.Backend.Watch(ctx, ki.Kind, tenant, from)
 	if err != nil {
 		if errors.Is(err, store.ErrCompacted) {
-			writeError(w, apiv1.NewStatus(http.StatusGone, apiv1.ReasonGone, "resourceVersion %d is too old (compacted): list again and watch from the list's resourceVersion", from))
+			WriteError(w, apiv1.NewStatus(http.StatusGone, apiv1.ReasonGone, "resourceVersion %d is too old (compacted): list again and watch from the list's resourceVersion", from))
 			return
 		}
-		writeError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "watch: %v", err))
+		WriteError(w, apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "watch: %v", err))
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -812,7 +812,7 @@ func (s *server) openWatch(id *auth.Identity) (release func(), err error) {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "encode response: %v", err))
+		WriteError(w, apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "encode response: %v", err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -820,8 +820,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// writeError answers with a StatusError; other errors become 500s.
-func writeError(w http.ResponseWriter, err error) {
+// WriteError answers with a StatusError, as every path of the API does
+// (the handlers mounted beside it too); other errors become 500s.
+func WriteError(w http.ResponseWriter, err error) {
 	var se *apiv1.StatusError
 	if !errors.As(err, &se) {
 		se = apiv1.NewStatus(http.StatusInternalServerError, apiv1.ReasonInternal, "%v", err)
