@@ -118,20 +118,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // revisions) and, finding the agent's view hash current, sends an empty
 // delta — no snapshot — and then ordinary deltas.
 func TestFailoverResumesFromVersion(t *testing.T) {
-	a := startReplica(t, controller.Config{DataDir: t.TempDir()})
-	cli, err := a.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints(), ClusterKeyFile: a.ClusterKeyFile()})
+	a, b := replicaPair(t, t.TempDir())
 	replicas := []string{a.AgentAddr(), b.AgentAddr()}
-	host := ""
-	for i := range 1000 {
-		if h := fmt.Sprintf("h%d", i); sim.ReplicaFor(h, replicas) == b.AgentAddr() {
-			host = h
-			break
-		}
-	}
+	host := rankingFirst(t, replicas, b.AgentAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	api, err := client.New("http://" + a.APIAddr())
@@ -237,27 +226,13 @@ func TestLivenessOfAnotherReplicasHost(t *testing.T) {
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
-	a := startReplica(t, controller.Config{DataDir: dir}) // alone: expects every host
-	cli, err := a.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints(), ClusterKeyFile: a.ClusterKeyFile()})
+	a, b := replicaPair(t, dir) // A alone at first: expects every host
 	if api, err = client.New("http://" + b.APIAddr()); err != nil {
 		t.Fatal(err)
 	}
 	defer api.Close()
 	replicas := []string{a.AgentAddr(), b.AgentAddr()}
-	host := ""
-	for _, h := range hosts {
-		if sim.ReplicaFor(h, replicas) == b.AgentAddr() {
-			host = h
-			break
-		}
-	}
-	if host == "" {
-		t.Fatal("no host ranks replica B first")
-	}
+	host := rankingFirst(t, replicas, b.AgentAddr(), hosts...)
 	ag, err := agent.New(agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
 		Key: enrol(t, api, host, "192.0.2.10").key, Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
@@ -288,4 +263,37 @@ func TestLivenessOfAnotherReplicasHost(t *testing.T) {
 	if st, now := status(); now != rv || st.Liveness != apiv1.LivenessAlive {
 		t.Errorf("host %s written while its agent ran on B: resourceVersion %s -> %s, liveness %q", host, rv, now, st.Liveness)
 	}
+}
+
+// replicaPair starts replica A with its embedded etcd in dir, then (10 ms
+// later, so that B's datagram sequence numbers start after A's) replica B
+// on A's etcd and cluster key.
+func replicaPair(t *testing.T, dir string) (a, b *controller.Controller) {
+	t.Helper()
+	a = startReplica(t, controller.Config{DataDir: dir})
+	cli, err := a.EtcdClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	b = startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints(), ClusterKeyFile: a.ClusterKeyFile()})
+	return a, b
+}
+
+// rankingFirst returns the first of names (default h0…h999) whose
+// rendezvous order over replicas puts want first.
+func rankingFirst(t *testing.T, replicas []string, want string, names ...string) string {
+	t.Helper()
+	if len(names) == 0 {
+		for i := range 1000 {
+			names = append(names, fmt.Sprintf("h%d", i))
+		}
+	}
+	for _, h := range names {
+		if sim.ReplicaFor(h, replicas) == want {
+			return h
+		}
+	}
+	t.Fatalf("no host ranks %s first", want)
+	return ""
 }

@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/weftnet/weft/controller"
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/etcdtest"
-	"github.com/weftnet/weft/sim"
 	"github.com/weftnet/weft/wire"
 )
 
@@ -26,21 +24,9 @@ import (
 // session has its own datagram key and replay window; one window per host
 // refused everything A sent as older than B's numbers).
 func TestFailoverKeepsLookups(t *testing.T) {
-	a := startReplica(t, controller.Config{DataDir: t.TempDir()})
-	time.Sleep(10 * time.Millisecond) // B's sequence numbers start later
-	cli, err := a.EtcdClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := startReplica(t, controller.Config{EtcdEndpoints: cli.Endpoints(), ClusterKeyFile: a.ClusterKeyFile()})
+	a, b := replicaPair(t, t.TempDir()) // B's sequence numbers start later
 	replicas := []string{a.AgentAddr(), b.AgentAddr()}
-	host := ""
-	for i := range 1000 {
-		if h := fmt.Sprintf("h%d", i); sim.ReplicaFor(h, replicas) == b.AgentAddr() {
-			host = h
-			break
-		}
-	}
+	host := rankingFirst(t, replicas, b.AgentAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	api, err := client.New("http://" + a.APIAddr())

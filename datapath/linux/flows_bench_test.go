@@ -6,8 +6,6 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
-	"github.com/weftnet/weft/internal/testnet"
-	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // BenchmarkFlowHooks is the cost of the flow hooks to the data path when
@@ -29,9 +27,8 @@ import (
 // WEFT_FLOW_ROUNDS sets the rounds (default 15).
 func BenchmarkFlowHooks(b *testing.B) {
 	rounds := envInt(b, "WEFT_FLOW_ROUNDS", 15)
-	n := nettest.New(b, testnet.Options{Hosts: 2})
-	c := &dc{net: n, ctl: newController(b), vpcs: twoTenants()[:1], eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}}
-	c.ctx = b.Context()
+	c := newBenchDC(b)
+	n := c.net
 	states := []struct {
 		name     string
 		sampling uint32

@@ -9,7 +9,6 @@ import (
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/internal/testnet"
-	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
 // streamState is one state of the data path a stream benchmark compares:
@@ -86,9 +85,8 @@ func compareStreams(b *testing.B, rounds int, from, to string, addr netip.AddrPo
 // WEFT_OBSERVE_ROUNDS sets the rounds (default 15).
 func BenchmarkObserveHooks(b *testing.B) {
 	rounds := envInt(b, "WEFT_OBSERVE_ROUNDS", 15)
-	n := nettest.New(b, testnet.Options{Hosts: 2})
-	c := &dc{net: n, ctl: newController(b), vpcs: twoTenants()[:1], eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}}
-	c.ctx = b.Context()
+	c := newBenchDC(b)
+	n := c.net
 	for _, h := range n.Hosts() {
 		c.drivers = append(c.drivers, startDriver(b, n, h))
 	}

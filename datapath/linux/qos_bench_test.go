@@ -14,6 +14,14 @@ import (
 	"github.com/weftnet/weft/internal/testnet/nettest"
 )
 
+// newBenchDC is the two hosts of the stream benchmarks, one VPC, drivers
+// not started (each benchmark starts them as its states need).
+func newBenchDC(b *testing.B) *dc {
+	n := nettest.New(b, testnet.Options{Hosts: 2})
+	return &dc{net: n, ctl: newController(b), vpcs: twoTenants()[:1], eps: map[int][]datapath.Endpoint{},
+		hostOf: map[string]int{}, nsPath: map[string]string{}, ctx: b.Context()}
+}
+
 // BenchmarkQoSOverhead is the cost of QoS to an endpoint without a cap:
 // one TCP stream between endpoints on two hosts (internal/testnet Stream,
 // as the data plane benchmark measures), with no QoS anywhere, against the
@@ -32,9 +40,8 @@ import (
 // WEFT_QOS_ROUNDS sets the rounds (default 15).
 func BenchmarkQoSOverhead(b *testing.B) {
 	rounds := envInt(b, "WEFT_QOS_ROUNDS", 15)
-	n := nettest.New(b, testnet.Options{Hosts: 2})
-	c := &dc{net: n, ctl: newController(b), vpcs: twoTenants()[:1], eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}}
-	c.ctx = b.Context()
+	c := newBenchDC(b)
+	n := c.net
 	for _, h := range n.Hosts() {
 		c.drivers = append(c.drivers, startDriver(b, n, h))
 	}
