@@ -256,8 +256,8 @@ type subscriber struct {
 	// undelivered counts the events queued or taken by serve but not yet
 	// received from out.
 	undelivered atomic.Int64
-	// gone is set when the subscriber fell too far behind; it receives no
-	// more events and its channel closes at the next revision boundary.
+	// gone is set when the subscriber fell too far behind; it gets no new
+	// events, and its channel closes once what was queued is delivered.
 	gone atomic.Bool
 }
 
@@ -303,7 +303,8 @@ func (sub *subscriber) offer(evs []Event) {
 			n++
 		}
 		if u := sub.undelivered.Load(); u > 0 && u+int64(n) > int64(sub.backlog) {
-			sub.queue = nil
+			// What is queued is still delivered: whole revisions, at most
+			// the backlog, then the channel closes.
 			sub.gone.Store(true)
 			sub.dropped.Inc()
 			break
@@ -336,25 +337,28 @@ func (s *Store) serve(ctx context.Context, sub *subscriber) {
 		case <-s.ctx.Done():
 			return
 		}
-		sub.mu.Lock()
-		batch := sub.queue
-		sub.queue = nil
-		sub.mu.Unlock()
-		for i, ev := range batch {
-			select {
-			case sub.out <- ev:
-				sub.undelivered.Add(-1)
-			case <-ctx.Done():
-				return
-			case <-s.ctx.Done():
-				return
+		for {
+			sub.mu.Lock()
+			batch := sub.queue
+			sub.queue = nil
+			gone := sub.gone.Load()
+			sub.mu.Unlock()
+			if len(batch) == 0 {
+				if gone {
+					return
+				}
+				break
 			}
-			if sub.gone.Load() && (i+1 == len(batch) || batch[i+1].Revision != ev.Revision) {
-				return
+			for _, ev := range batch {
+				select {
+				case sub.out <- ev:
+					sub.undelivered.Add(-1)
+				case <-ctx.Done():
+					return
+				case <-s.ctx.Done():
+					return
+				}
 			}
-		}
-		if sub.gone.Load() {
-			return
 		}
 	}
 }
