@@ -92,19 +92,27 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 	}
 	for _, vk := range d.vpcs {
 		x := c.index(vk)
-		for name, pe := range x.policies {
-			var applies []string
-			for _, ep := range local[vk] {
-				if pe.p.Spec.Selector.Matches(ep.Metadata.Labels) {
-					applies = append(applies, view.ID(vk.tenant, ep.Metadata.Name))
+		if len(x.policies) == 0 {
+			continue
+		}
+		c.ensureMembers(x)
+		var applies map[string][]string // policy name → local endpoints it selects, sorted
+		for _, ep := range local[vk] {
+			var id string
+			for _, name := range x.selecting(ep) {
+				if id == "" {
+					id = view.ID(vk.tenant, ep.Metadata.Name)
 				}
+				if applies == nil {
+					applies = map[string][]string{}
+				}
+				applies[name] = append(applies[name], id)
 			}
-			if len(applies) == 0 {
-				continue
-			}
+		}
+		for name, a := range applies {
 			d.policies = append(d.policies, tn{vk.tenant, name})
 			k := wire.ResourceKey{Type: view.TypePolicy, ID: view.ID(vk.tenant, name)}
-			out[k] = policyData(c.compiledPolicy(x, pe), applies)
+			out[k] = policyData(c.compiledPolicy(x, x.policies[name]), a)
 		}
 	}
 	for _, q := range d.qos {

@@ -324,6 +324,7 @@ func (c *Compiler) markPolicy(ev store.Event, p *apiv1.SecurityPolicy, dirty map
 		if pe != nil && pe.rv >= ev.Revision {
 			continue // the index loaded a later state
 		}
+		x.policyGen++ // its selector may have changed, or it is gone
 		if ev.Type == store.EventDeleted || p.Spec.VPC != v {
 			delete(x.policies, name)
 			continue

@@ -32,6 +32,11 @@ import (
 type vpcIndex struct {
 	key      tn
 	policies map[string]*policyEntry // by name: the tenant's policies whose spec.vpc is this VPC
+	// policyGen counts the changes of policies (each a new selector, maybe):
+	// a label set's selectedBy made at another generation is stale.
+	policyGen uint64
+	// selMu guards the label sets' selectedBy, which builds fill in.
+	selMu sync.Mutex
 
 	membersOnce sync.Once
 	loaded      atomic.Bool
@@ -52,11 +57,39 @@ type policyEntry struct {
 }
 
 // policyData completes a compiled policy for a host where it applies to
-// applies: the bytes view.Encode writes for the host's view.Policy.
+// applies (not empty): the bytes view.Encode writes for the host's
+// view.Policy. IDs are names the API validated, plain ASCII that JSON
+// writes as it is; any other goes through encoding/json.
 func policyData(compiled []byte, applies []string) []byte {
-	a, _ := json.Marshal(applies) // cannot fail
-	b := make([]byte, 0, len(compiled)+len(a)+1)
-	return append(append(append(b, compiled...), a...), '}')
+	n := len(compiled) + len("[]}")
+	for _, id := range applies {
+		n += len(id) + len(`"",`)
+	}
+	b := append(make([]byte, 0, n), compiled...)
+	b = append(b, '[')
+	for i, id := range applies {
+		if !plainJSON(id) {
+			a, _ := json.Marshal(applies) // cannot fail
+			return append(append(b[:len(compiled)], a...), '}')
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, '"'), id...), '"')
+	}
+	return append(b, ']', '}')
+}
+
+// plainJSON reports whether encoding/json writes s between quotes as it
+// is: printable ASCII without the characters it escapes.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // member is an endpoint of the VPC as the index last saw it.
@@ -78,6 +111,10 @@ type labelSet struct {
 	ids    map[uint32]int
 	addrs  map[netip.Addr]int
 	hosts  map[string]int
+	// selectedBy names the VPC's policies whose selector matches labels,
+	// sorted, as of the index's policyGen selGen (see vpcIndex.selecting).
+	selectedBy []string
+	selGen     uint64
 }
 
 // touched says what a member's change did to a label set: an identity or
@@ -94,7 +131,7 @@ func (c *Compiler) index(k tn) *vpcIndex {
 	defer c.idxMu.Unlock()
 	x := c.idx[k]
 	if x == nil {
-		x = &vpcIndex{key: k, policies: map[string]*policyEntry{}}
+		x = &vpcIndex{key: k, policies: map[string]*policyEntry{}, policyGen: 1}
 		for _, o := range c.st.List(apiv1.KindSecurityPolicy, k.tenant) {
 			if p := o.(*apiv1.SecurityPolicy); p.Spec.VPC == k.name {
 				x.policies[p.Metadata.Name] = &policyEntry{p: p, rv: resourceVersion(p)}
@@ -222,6 +259,40 @@ func decr[K comparable](m map[K]int, k K) bool {
 	}
 	delete(m, k)
 	return true
+}
+
+// selecting returns the names of the policies of x whose selector matches
+// the labels of ep, an endpoint of the VPC, sorted. The selectors are
+// matched once per label set (so per identity), not per endpoint: the
+// answer is kept with ep's label set until a policy changes. An endpoint
+// the index holds with other labels (its event is still to come) is
+// matched on its own. The members must be loaded (ensureMembers); builds
+// call it in parallel. The result is shared: read only.
+func (x *vpcIndex) selecting(ep *apiv1.Endpoint) []string {
+	m := x.members[ep.Metadata.Name]
+	if m == nil || !maps.Equal(m.set.labels, ep.Metadata.Labels) {
+		return x.matchPolicies(ep.Metadata.Labels)
+	}
+	s := m.set
+	x.selMu.Lock()
+	defer x.selMu.Unlock()
+	if s.selGen != x.policyGen {
+		s.selectedBy, s.selGen = x.matchPolicies(s.labels), x.policyGen
+	}
+	return s.selectedBy
+}
+
+// matchPolicies returns the names of the policies of x whose selector
+// matches labels, sorted.
+func (x *vpcIndex) matchPolicies(labels map[string]string) []string {
+	var names []string
+	for name, pe := range x.policies {
+		if pe.p.Spec.Selector.Matches(labels) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // hostsSelected adds to dirty the hosts of the members that sel matches.

@@ -1,6 +1,8 @@
 package compile
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"testing"
@@ -285,4 +287,99 @@ func TestPeerDependencies(t *testing.T) {
 		}, nil, nil},
 	}
 	e.steps(t, hosts, steps)
+}
+
+// TestPolicyData checks that a compiled policy completed for a host is
+// what view.Encode writes for the host's view.Policy, whatever the IDs.
+func TestPolicyData(t *testing.T) {
+	p := view.Policy{Tenant: "acme", Name: "p", VPC: "main", IngressIsolated: true,
+		Ingress: []view.Rule{{Name: "acme/p ingress[0]", AllPeers: true, Ports: []view.Port{tcp80}}}}
+	b, err := json.Marshal(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled := bytes.TrimSuffix(b, []byte("null}"))
+	for _, tc := range []struct {
+		name    string
+		applies []string
+	}{
+		{"one", []string{"acme/web-1"}},
+		{"several", []string{"acme/a", "acme/b.c", "acme/d-e"}},
+		{"escaped by encoding/json", []string{"acme/a", "acme/<b>&\"c\\"}},
+		{"not ASCII", []string{"acme/ü", "acme/\u2028", "acme/\xff"}},
+		{"control", []string{"acme/\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p.Applies = tc.applies
+			r, err := view.Encode(&p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := policyData(compiled, tc.applies); !bytes.Equal(got, r.Data) {
+				t.Errorf("policyData = %s, view.Encode = %s", got, r.Data)
+			}
+		})
+	}
+}
+
+// TestSelectionFollowsChanges checks which policies each host's view
+// holds, and for which of its endpoints, as endpoints are relabelled and
+// policies created, changed and deleted. The compiler matches selectors
+// once per label set and keeps the answer until a policy changes: web-1
+// (h1) and web-2 (h2) share a label set, db-1 and db-2 (h3) have two.
+func TestSelectionFollowsChanges(t *testing.T) {
+	e := newEnv(t, envOpts{beforeStart: peerWorld})
+	hosts := []string{"h1", "h2", "h3", "h4"}
+	held := func() map[string]map[string][]string { // host → policy → applies
+		out := map[string]map[string][]string{}
+		for _, h := range hosts {
+			for _, v := range e.snapshot(h) {
+				if p, ok := v.(*view.Policy); ok {
+					if out[h] == nil {
+						out[h] = map[string][]string{}
+					}
+					out[h][p.Name] = p.Applies
+				}
+			}
+		}
+		return out
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want map[string]map[string][]string
+	}{
+		{"policy p selects app=web", func() {
+			e.create(policy("acme", "main", "p", map[string]string{"app": "web"}))
+		}, map[string]map[string][]string{"h1": {"p": {"acme/web-1"}}, "h2": {"p": {"acme/web-2"}}}},
+		{"web-2 relabelled out of it", func() {
+			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-2")
+			ep.Metadata.Labels = map[string]string{"app": "db"}
+			e.update(ep)
+		}, map[string]map[string][]string{"h1": {"p": {"acme/web-1"}}}},
+		{"p's selector moves to app=db", func() {
+			p := get[*apiv1.SecurityPolicy](e, apiv1.KindSecurityPolicy, "acme", "p")
+			p.Spec.Selector = apiv1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}
+			e.update(p)
+		}, map[string]map[string][]string{"h2": {"p": {"acme/web-2"}}, "h3": {"p": {"acme/db-1", "acme/db-2"}}}},
+		{"policy q selects app=web", func() {
+			e.create(policy("acme", "main", "q", map[string]string{"app": "web"}))
+		}, map[string]map[string][]string{"h1": {"q": {"acme/web-1"}}, "h2": {"p": {"acme/web-2"}},
+			"h3": {"p": {"acme/db-1", "acme/db-2"}}}},
+		{"web-1 relabelled into p too", func() {
+			ep := get[*apiv1.Endpoint](e, apiv1.KindEndpoint, "acme", "web-1")
+			ep.Metadata.Labels = map[string]string{"app": "db", "also": "web"}
+			e.update(ep)
+		}, map[string]map[string][]string{"h1": {"p": {"acme/web-1"}}, "h2": {"p": {"acme/web-2"}},
+			"h3": {"p": {"acme/db-1", "acme/db-2"}}}},
+		{"p deleted", func() { e.delete(apiv1.KindSecurityPolicy, "acme", "p") }, map[string]map[string][]string{}},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do()
+			if diff := cmp.Diff(s.want, held()); diff != "" {
+				t.Errorf("policies held (-want +got):\n%s", diff)
+			}
+		})
+	}
 }
