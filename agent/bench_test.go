@@ -20,12 +20,17 @@ type benchView struct {
 	name   string
 	vpcs   int  // VPCs the endpoints are spread over
 	labels bool // endpoints carry a UID and two labels (internal/scaleobjects)
+	// policies: every endpoint has an app label and an identity, and one
+	// policy of its VPC applies to it, with the rules of `weft bench
+	// coldstart --policies` (sim/load.go) over 10 apps of 10 endpoints.
+	policies bool
 }
 
 // benchViews are the shapes of the benchmarks: 10 endpoints over 3 VPCs
 // with labels, and the shape of `weft bench coldstart` (sim/layout.go: 10
 // endpoints of one host are in 10 VPCs, no labels).
-var benchViews = []benchView{{"3vpcs-labels", 3, true}, {"coldstart", 10, false}}
+var benchViews = []benchView{{"3vpcs-labels", 3, true, false}, {"coldstart", 10, false, false},
+	{"coldstart-policies", 10, false, true}}
 
 // snapshot returns the snapshot the controller sends host h1 of shape bv,
 // encoded as the controller encodes it (view.Encode).
@@ -48,6 +53,10 @@ func (bv benchView) snapshot(tb testing.TB) *wire.Delta {
 			ep.UID = fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", e*2654435761&0xffffffff, e, e, e, e*0x9e3779b9)
 			ep.Labels = map[string]string{"app": fmt.Sprintf("app-%d", e%50), "tier": tiers[e%3]}
 		}
+		if bv.policies {
+			ep.Labels, ep.Identity = map[string]string{"app": fmt.Sprintf("a%d", e)}, uint32(e+1)
+			res = append(res, mustRes(tb, benchPolicy(ep, k)))
+		}
 		res = append(res, mustRes(tb, ep))
 	}
 	// Sorted by key, as the controller sends them.
@@ -55,6 +64,28 @@ func (bv benchView) snapshot(tb testing.TB) *wire.Delta {
 		return cmp.Or(cmp.Compare(a.Key.Type, b.Key.Type), cmp.Compare(a.Key.ID, b.Key.ID))
 	})
 	return &wire.Delta{ToVersion: 1, Snapshot: true, Upserts: res}
+}
+
+// benchPolicy is the policy of ep's app in VPC k: TCP 8080 from the next
+// app and ICMP from the VPC's 10 apps in, TCP 5432 and UDP 53 to the 10
+// endpoints of the app after out.
+func benchPolicy(ep *view.Endpoint, k int) *view.Policy {
+	id := view.ID(ep.Tenant, "sp"+ep.Name)
+	port := func(proto uint8, n uint16) view.Port {
+		return view.Port{Protocol: proto, First: n, Last: n, ICMPType: -1, ICMPCode: -1}
+	}
+	var prefixes []string
+	for i := range 10 {
+		prefixes = append(prefixes, fmt.Sprintf("10.%d.%d.%d/32", k, 1+i, 2+ep.Identity%10))
+	}
+	return &view.Policy{Tenant: ep.Tenant, Name: "sp" + ep.Name, VPC: ep.VPC, IngressIsolated: true, EgressIsolated: true,
+		Ingress: []view.Rule{
+			{Name: id + " ingress[0]", Identities: []uint32{ep.Identity%10 + 1}, Ports: []view.Port{port(6, 8080)}},
+			{Name: id + " ingress[1]", Identities: []uint32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+				Ports: []view.Port{{Protocol: 1, ICMPType: -1, ICMPCode: -1}}},
+		},
+		Egress:  []view.Rule{{Name: id + " egress[0]", Prefixes: prefixes, Ports: []view.Port{port(6, 5432), port(17, 53)}}},
+		Applies: []string{view.ID(ep.Tenant, ep.Name)}}
 }
 
 func benchConfig() *Config {

@@ -233,11 +233,19 @@ func rules(rs []view.Rule) ([]datapath.Rule, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	// One array each for the rules' prefixes and ports: an agent
+	// translates every policy of its view on every change.
+	var np, nport int
+	for _, r := range rs {
+		np, nport = np+len(r.Prefixes), nport+len(r.Ports)
+	}
+	prefixes, ports := make([]netip.Prefix, np), make([]datapath.Port, nport)
 	out := make([]datapath.Rule, len(rs))
 	for i, r := range rs {
-		dr := datapath.Rule{Name: r.Name, AllPeers: r.AllPeers, Identities: r.Identities}
-		if len(r.Prefixes) > 0 {
-			dr.Prefixes = make([]netip.Prefix, len(r.Prefixes))
+		dr := &out[i]
+		dr.Name, dr.AllPeers, dr.Identities = r.Name, r.AllPeers, r.Identities
+		if n := len(r.Prefixes); n > 0 {
+			dr.Prefixes, prefixes = prefixes[:n:n], prefixes[n:]
 			for j, s := range r.Prefixes {
 				p, err := parsePrefix(s)
 				if err != nil {
@@ -246,14 +254,13 @@ func rules(rs []view.Rule) ([]datapath.Rule, error) {
 				dr.Prefixes[j] = p
 			}
 		}
-		if len(r.Ports) > 0 {
-			dr.Ports = make([]datapath.Port, len(r.Ports))
+		if n := len(r.Ports); n > 0 {
+			dr.Ports, ports = ports[:n:n], ports[n:]
 			for j, pt := range r.Ports {
 				dr.Ports[j] = datapath.Port{Protocol: datapath.Protocol(pt.Protocol), First: pt.First, Last: pt.Last,
 					ICMPType: pt.ICMPType, ICMPCode: pt.ICMPCode}
 			}
 		}
-		out[i] = dr
 	}
 	return out, nil
 }

@@ -27,7 +27,7 @@ func Decode(r wire.Resource) (any, error) {
 		v, ok = e, fastEndpoint(r.Data, e, nil)
 	case TypePolicy:
 		p := &Policy{}
-		if ok = fastPolicy(r.Data, p); !ok {
+		if ok = fastPolicy(r.Data, p, &scratch{}); !ok {
 			*p = Policy{}
 		}
 		v = p
@@ -73,11 +73,18 @@ type Decoder struct {
 	sc   scratch
 }
 
-// scratch is the storage a Decoder lends to the values it decodes.
+// scratch is the storage a Decoder lends to the values it decodes, and
+// the room in which the arrays of a Policy (a new one each time, with
+// slices of their exact length) grow before they are copied out.
 type scratch struct {
 	cidrs   []string
 	subnets []Subnet
 	labels  map[string]string
+
+	raw   [][]byte // the strings of an array, before they are copied
+	ids   []uint32
+	rules []Rule
+	ports []Port
 }
 
 // Decode decodes r like the package function Decode (same results, same
@@ -106,7 +113,7 @@ func (dec *Decoder) Decode(r wire.Resource) (any, error) {
 		}
 	case TypePolicy:
 		p := &Policy{}
-		if ok = fastPolicy(r.Data, p); !ok {
+		if ok = fastPolicy(r.Data, p, &dec.sc); !ok {
 			*p = Policy{}
 		}
 		v = p
@@ -172,9 +179,9 @@ func fastVPC(b []byte, v *VPC, sc *scratch) bool {
 				return false
 			}
 			if sc == nil {
-				return d.strings(&v.CIDRs)
+				return d.strings(&v.CIDRs, &scratch{})
 			}
-			ok := d.strings(&sc.cidrs)
+			ok := d.strings(&sc.cidrs, sc)
 			v.CIDRs = sc.cidrs
 			return ok
 		case "subnets":
@@ -317,7 +324,7 @@ var (
 	portFields   = []string{"protocol", "first", "last", "icmpType", "icmpCode"}
 )
 
-func fastPolicy(b []byte, p *Policy) bool {
+func fastPolicy(b []byte, p *Policy, sc *scratch) bool {
 	var d fastDecoder
 	d.Reset(b)
 	return d.Document(func(key []byte) bool {
@@ -333,20 +340,20 @@ func fastPolicy(b []byte, p *Policy) bool {
 		case "egressIsolated":
 			return d.Once(4) && d.Bool(&p.EgressIsolated)
 		case "ingress":
-			return d.Once(5) && d.rules(&p.Ingress)
+			return d.Once(5) && d.rules(&p.Ingress, sc)
 		case "egress":
-			return d.Once(6) && d.rules(&p.Egress)
+			return d.Once(6) && d.rules(&p.Egress, sc)
 		case "applies":
-			return d.Once(7) && d.strings(&p.Applies)
+			return d.Once(7) && d.strings(&p.Applies, sc)
 		}
 		return d.UnknownField(key, policyFields)
 	})
 }
 
-// rules decodes an array of rules into a new slice (empty, not nil, for
-// an empty array).
-func (d *fastDecoder) rules(v *[]Rule) bool {
-	s := []Rule{}
+// rules decodes an array of rules into a new slice of its exact length
+// (empty, not nil, for an empty array), growing it in sc.
+func (d *fastDecoder) rules(v *[]Rule, sc *scratch) bool {
+	s := sc.rules[:0]
 	ok := d.Array(func() bool {
 		s = append(s, Rule{})
 		r := &s[len(s)-1]
@@ -357,22 +364,25 @@ func (d *fastDecoder) rules(v *[]Rule) bool {
 			case "allPeers":
 				return d.Once(1) && d.Bool(&r.AllPeers)
 			case "identities":
-				return d.Once(2) && d.uint32s(&r.Identities)
+				return d.Once(2) && d.uint32s(&r.Identities, sc)
 			case "prefixes":
-				return d.Once(3) && d.strings(&r.Prefixes)
+				return d.Once(3) && d.strings(&r.Prefixes, sc)
 			case "ports":
-				return d.Once(4) && d.ports(&r.Ports)
+				return d.Once(4) && d.ports(&r.Ports, sc)
 			}
 			return d.UnknownField(key, ruleFields)
 		})
 	})
-	*v = s
+	*v = append(make([]Rule, 0, len(s)), s...)
+	clear(s) // the rules' slices are the caller's now
+	sc.rules = s[:0]
 	return ok
 }
 
-// ports decodes an array of ports into a new slice.
-func (d *fastDecoder) ports(v *[]Port) bool {
-	s := []Port{}
+// ports decodes an array of ports into a new slice of its exact length,
+// growing it in sc.
+func (d *fastDecoder) ports(v *[]Port, sc *scratch) bool {
+	s := sc.ports[:0]
 	ok := d.Array(func() bool {
 		s = append(s, Port{})
 		p := &s[len(s)-1]
@@ -404,6 +414,7 @@ func (d *fastDecoder) ports(v *[]Port) bool {
 			return d.UnknownField(key, portFields)
 		})
 	})
-	*v = s
+	sc.ports = s
+	*v = append(make([]Port, 0, len(s)), s...)
 	return ok
 }

@@ -251,7 +251,7 @@ func TestFastPath(t *testing.T) {
 		case TypeEndpoint:
 			ok = fastEndpoint(r.Data, &Endpoint{}, &scratch{})
 		case TypePolicy:
-			ok = fastPolicy(r.Data, &Policy{})
+			ok = fastPolicy(r.Data, &Policy{}, &scratch{})
 		case TypeQoS:
 			ok = fastQoS(r.Data, &QoS{})
 		case TypeTrace, TypeCapture:

@@ -1,6 +1,10 @@
 package view
 
-import "github.com/weftnet/weft/internal/jsonscan"
+import (
+	"strings"
+
+	"github.com/weftnet/weft/internal/jsonscan"
+)
 
 // A one-pass decoder for the JSON of the view resources an agent decodes
 // by the thousand: Host, VPC, Endpoint, Policy and QoS. encoding/json reads a
@@ -24,35 +28,55 @@ type fastDecoder struct {
 	jsonscan.Scanner
 }
 
-// uint32s decodes an array of uint32 into a new slice (empty, not nil,
-// for an empty array).
-func (d *fastDecoder) uint32s(v *[]uint32) bool {
-	s := []uint32{}
+// uint32s decodes an array of uint32 into a new slice of its exact
+// length (empty, not nil, for an empty array), growing it in sc.
+func (d *fastDecoder) uint32s(v *[]uint32, sc *scratch) bool {
+	s := sc.ids[:0]
 	ok := d.Array(func() bool {
 		var e uint32
 		ok := d.Uint32(&e)
 		s = append(s, e)
 		return ok
 	})
-	*v = s
+	sc.ids = s
+	*v = append(make([]uint32, 0, len(s)), s...)
 	return ok
 }
 
-// strings decodes an array of strings into (*v)[:0], reusing its storage;
-// an empty array gives an empty slice, not nil (as json.Unmarshal).
-func (d *fastDecoder) strings(v *[]string) bool {
-	s := (*v)[:0]
-	if s == nil {
-		s = []string{}
-	}
+// strings decodes an array of strings into (*v)[:0], reusing its storage
+// (a new slice of the exact length if *v is nil); an empty array gives an
+// empty slice, not nil (as json.Unmarshal). The strings share one new
+// allocation: sc lends the room to gather them.
+func (d *fastDecoder) strings(v *[]string, sc *scratch) bool {
+	raw := sc.raw[:0]
+	defer func() { clear(raw); sc.raw = raw[:0] }() // slices of the input: not kept
 	ok := d.Array(func() bool {
-		var e string
-		ok := d.String(&e)
-		s = append(s, e)
+		b, ok := d.RawString()
+		raw = append(raw, b)
 		return ok
 	})
+	if !ok {
+		return false
+	}
+	n := 0
+	for _, b := range raw {
+		n += len(b)
+	}
+	var text strings.Builder
+	text.Grow(n)
+	for _, b := range raw {
+		text.Write(b)
+	}
+	all := text.String()
+	s := (*v)[:0]
+	if s == nil {
+		s = make([]string, 0, len(raw))
+	}
+	for _, b := range raw {
+		s, all = append(s, all[:len(b)]), all[len(b):]
+	}
 	*v = s
-	return ok
+	return true
 }
 
 // labels decodes an object of strings into m, which must be empty.
