@@ -4,7 +4,17 @@
 // confirm with a majority, so a member cut off with a minority fails it)
 // and lists the cluster's alarms every AlarmInterval. The replica is
 // unwritable when no probe has succeeded for LostAfter, or while a
-// NOSPACE alarm is raised; Err then says why. The controller refuses
+// NOSPACE alarm is raised; Err then says why.
+//
+// A busy etcd is not a lost quorum. When a probe's read times out, the
+// Guard asks the members it reaches for their status (answered by each
+// member locally, outside raft): a member that follows a leader is on the
+// majority's side, because etcd's leaders step down when they lose touch
+// with a majority (CheckQuorum) and a follower cut off drops its leader
+// when its election timeout passes (pre-vote). Such a probe counts as
+// answered. Without this, a cold start that loads etcd past the probe's
+// timeout made every replica refuse writes and fence its agents, whose
+// reconnections loaded etcd further. The controller refuses
 // writes with that reason (503), reports it on /readyz and, when it lasts,
 // closes its agents' config streams so that they move to a healthy
 // replica.
@@ -58,9 +68,13 @@ type Config struct {
 	// successful one before the replica is unwritable, and AlarmInterval
 	// between alarm lists (defaults above).
 	Interval, Timeout, LostAfter, AlarmInterval time.Duration
+	// StatusTimeout bounds each member status request that follows a
+	// probe's timed-out read (default DefaultTimeout).
+	StatusTimeout time.Duration
 
 	Logger *slog.Logger
-	// Registerer receives weft_etcd_writable; nil means not registered.
+	// Registerer receives weft_etcd_writable and
+	// weft_etcd_quorum_probes_slow_total; nil means not registered.
 	Registerer prometheus.Registerer
 }
 
@@ -68,6 +82,7 @@ type Config struct {
 type Guard struct {
 	cfg  Config
 	log  *slog.Logger
+	busy prometheus.Counter // probes answered by a member's status
 	life lifecycle.Group
 
 	mu       sync.Mutex
@@ -88,6 +103,9 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.StatusTimeout <= 0 {
+		cfg.StatusTimeout = DefaultTimeout
+	}
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = DefaultLostAfter
 	}
@@ -97,7 +115,13 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Guard{cfg: cfg, log: cfg.Logger.With("subsystem", "quorum"), lastOK: time.Now()}
+	g := &Guard{
+		cfg: cfg, log: cfg.Logger.With("subsystem", "quorum"), lastOK: time.Now(),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_etcd_quorum_probes_slow_total",
+			Help: "Quorum probes whose linearizable read timed out while a reachable etcd member followed a leader: etcd was busy, not cut off.",
+		}),
+	}
 	if cfg.Registerer != nil {
 		writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "weft_etcd_writable",
@@ -108,8 +132,10 @@ func New(cfg Config) (*Guard, error) {
 			}
 			return 1
 		})
-		if err := cfg.Registerer.Register(writable); err != nil {
-			return nil, fmt.Errorf("quorum: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{writable, g.busy} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("quorum: register metrics: %w", err)
+			}
 		}
 	}
 	return g, nil
@@ -150,13 +176,19 @@ func (g *Guard) loop(ctx context.Context, every time.Duration, f func(context.Co
 	}
 }
 
-// probe reads Key linearizably (count only).
+// probe reads Key linearizably (count only); a read that times out counts
+// as answered when a member reports a leader (see the package doc).
 func (g *Guard) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	_, err := g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
+	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
 	cancel()
 	if ctx.Err() != nil {
 		return
+	}
+	if err != nil && timedOut && g.followsLeader(ctx) {
+		g.busy.Inc()
+		err = nil
 	}
 	g.mu.Lock()
 	if err == nil {
@@ -165,6 +197,20 @@ func (g *Guard) probe(ctx context.Context) {
 		g.probeErr = err
 	}
 	g.update()
+}
+
+// followsLeader reports whether a member this replica reaches knows a
+// leader, by the members' own status (not through raft).
+func (g *Guard) followsLeader(ctx context.Context) bool {
+	for _, ep := range g.cfg.Client.Endpoints() {
+		sctx, cancel := context.WithTimeout(ctx, g.cfg.StatusTimeout)
+		st, err := g.cfg.Client.Status(sctx, ep)
+		cancel()
+		if err == nil && st.Leader != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // alarms lists the cluster's alarms; a failed list changes nothing (the
