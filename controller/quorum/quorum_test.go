@@ -57,14 +57,20 @@ func TestBusyEtcdKeepsQuorum(t *testing.T) {
 }
 
 // A member that is gone answers neither reads nor status: the replica
-// becomes unwritable after LostAfter, and says why.
+// cannot tell a saturated etcd from a lost one, waits SilentAfter rather
+// than LostAfter, then becomes unwritable and says why.
 func TestLostEtcdLosesQuorum(t *testing.T) {
-	g, stop := startGuard(t, Config{Timeout: 100 * time.Millisecond, StatusTimeout: 100 * time.Millisecond})
+	g, stop := startGuard(t, Config{Timeout: 100 * time.Millisecond, StatusTimeout: 100 * time.Millisecond,
+		SilentAfter: 5 * time.Second})
 	time.Sleep(100 * time.Millisecond)
 	if err := g.Err(); err != nil {
 		t.Fatalf("writable etcd: %v", err)
 	}
 	stop()
+	time.Sleep(time.Second) // five times LostAfter, a fifth of SilentAfter
+	if err := g.Err(); err != nil {
+		t.Errorf("lost before SilentAfter although nothing answered: %v", err)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !errors.Is(g.Err(), ErrNoQuorum) {
 		if time.Now().After(deadline) {
