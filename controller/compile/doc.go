@@ -30,7 +30,10 @@
 // To compile and to know whom a change concerns, the compiler keeps an
 // index per VPC that a compiled view holds: the VPC's policies and its
 // endpoints grouped by label set, with each set's identities, addresses
-// and hosts counted. Only what changes a view recomputes it: an endpoint
+// and hosts counted. Which policies select an endpoint is answered once
+// per label set (so per identity), and kept until a policy of the VPC
+// changes, not matched again for every host. Only what changes a view
+// recomputes it: an endpoint
 // event recomputes its old and new host and, if an identity appeared in or
 // left the VPC where an ingress selector matches it, or an address where
 // an egress selector does, the hosts that hold the policies whose rules
