@@ -67,6 +67,9 @@ type Config struct {
 	MissBuffer int
 	// Hooks is how programs are attached (default HooksAuto).
 	Hooks Hooks
+	// FlowSampling samples 1 in FlowSampling flows (0: none), which
+	// Traffic reports (see "Flows").
+	FlowSampling uint32
 }
 
 func (c Config) withDefaults() Config {

@@ -55,6 +55,8 @@
 //	pol_icmp  hash  (port set, type) → code bitmap                   ICMP of a port set
 //	conns     LRU   (vni, 5-tuple) → last seen, sender identity, flags, ICMP type/code
 //	frags     LRU   (vni, src, dst, IP ID, proto) → time             datagrams whose first fragment passed
+//	flows     LRU   (vni, 5-tuple) → packets, bytes, dropped,       sampled flows (Config.FlowSampling)
+//	                last seen, drop reason
 //
 // Set writes vpcs, subnets, locals, ifaces, counters, config and the
 // policy maps, and deletes connections a policy change no longer allows;
@@ -103,7 +105,24 @@
 // unknown-location), at the sender and, for ingress policy, at the
 // destination, beside the packets and bytes each endpoint sent and
 // received; Traffic (datapath.TrafficReader) reads them for the agent's
-// flow reports. No flow is sampled.
+// flow reports, and the sampled flows (see "Flows").
+//
+// # Flows
+//
+// With Config.FlowSampling N > 0, 1 in N flows (a VPC's 5-tuple; ICMP:
+// type and code as destination port, no source port) are counted in the
+// flows map, as the linux driver's flow hooks do: from_ep counts every
+// TCP, UDP, SCTP, UDP-Lite and ICMP packet an endpoint sends, from_vxlan
+// those arriving from another host for a local endpoint, each with the
+// packets and bytes, the time of the last one, and the packets dropped
+// after the flow was counted (policy, no route, unknown location) with
+// the last reason. A flow is chosen by a hash of its key with the same
+// seed on every host (MurmurHash3's finalizer over its words; not the
+// linux driver's Jenkins hash, so hosts of the two drivers may sample
+// different flows), so a sampled flow is counted on both hosts it
+// crosses. Traffic reports the flows seen within
+// datapath.FlowIdleTimeout and deletes older ones; the LRU map (65,536
+// flows per host) evicts the least recent when full. TestFlowSampling.
 //
 // # Learning
 //

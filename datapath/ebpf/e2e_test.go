@@ -625,8 +625,8 @@ func TestTeardown(t *testing.T) {
 	dir := c.pinDir(0)
 	objs := pinnedObjects(t, dir)
 	t.Logf("pinned on h0: %d programs, %d maps, %d links", len(objs.progs), len(objs.maps), len(objs.links))
-	if len(objs.progs) != 4 || len(objs.maps) != 15 || len(objs.links) != 3 {
-		t.Errorf("pinned %d programs, %d maps, %d links; want 4, 15 and 3 (two VXLAN hooks, the shaper's; endpoints have tc filters)", len(objs.progs), len(objs.maps), len(objs.links))
+	if len(objs.progs) != 4 || len(objs.maps) != 16 || len(objs.links) != 3 {
+		t.Errorf("pinned %d programs, %d maps, %d links; want 4, 16 and 3 (two VXLAN hooks, the shaper's; endpoints have tc filters)", len(objs.progs), len(objs.maps), len(objs.links))
 	}
 	ns := c.netns("acme/a")
 	if err := c.drivers[0].Teardown(c.ctx); err != nil {

@@ -348,7 +348,7 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int, clsact map[int]bool
 	if err != nil {
 		return err
 	}
-	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP), ShaperIfindex: uint32(shaper)}
+	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP), ShaperIfindex: uint32(shaper), Sampling: d.cfg.FlowSampling}
 	if d.cfg.MissMode == MissHold {
 		want.Flags |= cfgHold
 	}

@@ -19,6 +19,7 @@ type weftConfig struct {
 	Underlay      uint32
 	Flags         uint32
 	ShaperIfindex uint32
+	Sampling      uint32
 }
 
 type weftCounters struct {
@@ -41,6 +42,27 @@ type weftCt struct {
 }
 
 type weftCtKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Src   uint32
+	Dst   uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type weftFlow struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+	Dropped uint64
+	Last    uint64
+	Reason  uint32
+	Pad     uint32
+}
+
+type weftFlowKey struct {
 	_     structs.HostLayout
 	Vni   uint32
 	Src   uint32
@@ -169,6 +191,7 @@ const (
 	weftMapConns       = "conns"
 	weftMapCounters    = "counters"
 	weftMapEvents      = "events"
+	weftMapFlows       = "flows"
 	weftMapFrags       = "frags"
 	weftMapIfaces      = "ifaces"
 	weftMapLocals      = "locals"
@@ -242,6 +265,7 @@ type weftMapSpecs struct {
 	Conns    *ebpf.MapSpec `ebpf:"conns"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
 	Frags    *ebpf.MapSpec `ebpf:"frags"`
 	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
 	Locals   *ebpf.MapSpec `ebpf:"locals"`
@@ -285,6 +309,7 @@ type weftMaps struct {
 	Conns    *ebpf.Map `ebpf:"conns"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Flows    *ebpf.Map `ebpf:"flows"`
 	Frags    *ebpf.Map `ebpf:"frags"`
 	Ifaces   *ebpf.Map `ebpf:"ifaces"`
 	Locals   *ebpf.Map `ebpf:"locals"`
@@ -304,6 +329,7 @@ func (m *weftMaps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Events,
+		m.Flows,
 		m.Frags,
 		m.Ifaces,
 		m.Locals,
