@@ -23,6 +23,7 @@ func TestFlowSampling(t *testing.T) {
 		Ingress: []datapath.Rule{{Name: "from a", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.1.10/32")}}}}
 	c.setAll()
 	c.serveHello()
+	outer := t
 	a, b, cc := netip.MustParseAddr("10.0.1.10"), netip.MustParseAddr("10.0.2.11"), netip.MustParseAddr("10.0.2.12")
 	if got, _, err := c.hello("acme/a", b, 2*time.Second); err != nil || got != "acme/b" {
 		t.Fatalf("acme/a -> acme/b:8080 = %q, %v", got, err)
@@ -76,4 +77,34 @@ func TestFlowSampling(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("1 in 2", func(t *testing.T) {
+		if err := c.drivers[0].Close(); err != nil {
+			t.Fatal(err)
+		}
+		c.drivers[0] = startDriver(outer, c.net, c.net.Host(0), func(cfg *ebpf.Config) { cfg.FlowSampling = 2 })
+		c.setAll()
+		const conns = 24
+		for range conns {
+			if got, _, err := c.hello("acme/a", cc, 2*time.Second); err != nil || got != "acme/c" {
+				t.Fatalf("acme/a -> acme/c:8080 = %q, %v", got, err)
+			}
+		}
+		tr, err := c.drivers[0].Traffic(c.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sampled := 0
+		for _, f := range tr.Flows {
+			if f.Src == a && f.Dst == cc && f.DstPort == 8080 {
+				sampled++
+			}
+		}
+		// Each connection is a flow of its own (its source port): about
+		// half are sampled; none or all has a chance of 2^-23.
+		t.Logf("1 in 2: %d of %d connections sampled", sampled, conns)
+		if sampled == 0 || sampled == conns || tr.Sampling != 2 {
+			t.Errorf("sampling %d: %d of %d connections sampled; want some, not all", tr.Sampling, sampled, conns)
+		}
+	})
 }
