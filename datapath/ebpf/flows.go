@@ -20,10 +20,10 @@ func (d *Driver) sampledFlows(at time.Time) ([]datapath.FlowSample, error) {
 	}
 	now := ts.Nano()
 	var (
-		k     weftFlowKey
+		k     weftCtKey
 		v     weftFlow
 		out   []datapath.FlowSample
-		stale []weftFlowKey
+		stale []weftCtKey
 	)
 	it := d.objs.Flows.Iterate()
 	for it.Next(&k, &v) {

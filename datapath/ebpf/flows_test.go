@@ -15,13 +15,7 @@ import (
 // another host, on the receiver's, with its packets and bytes; and a flow
 // a policy drops with its dropped packets and the reason.
 func TestFlowSampling(t *testing.T) {
-	c := newDC(t, 2, twoTenants()[:1], func(cfg *ebpf.Config) { cfg.FlowSampling = 1 })
-	c.add(0, "acme/a", 100, "a", "10.0.1.10")
-	c.add(0, "acme/c", 100, "b", "10.0.2.12")
-	c.add(1, "acme/b", 100, "b", "10.0.2.11")
-	c.eps[0][1].Policy = &datapath.EndpointPolicy{IngressIsolated: true,
-		Ingress: []datapath.Rule{{Name: "from a", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.1.10/32")}}}}
-	c.setAll()
+	c := guardedDC(t, func(cfg *ebpf.Config) { cfg.FlowSampling = 1 })
 	c.serveHello()
 	outer := t
 	a, b, cc := netip.MustParseAddr("10.0.1.10"), netip.MustParseAddr("10.0.2.11"), netip.MustParseAddr("10.0.2.12")

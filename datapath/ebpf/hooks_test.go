@@ -89,6 +89,20 @@ func (c *dc) wantHooks(i int, ep, host string) map[string]string {
 	return want
 }
 
+// guardedDC is two hosts: acme/a (10.0.1.10) and acme/c (10.0.2.12) on h0,
+// acme/b (10.0.2.11) on h1; acme/c takes only what acme/a sends. The
+// drivers run with mod.
+func guardedDC(t *testing.T, mod func(*ebpf.Config)) *dc {
+	c := newDC(t, 2, twoTenants()[:1], mod)
+	c.add(0, "acme/a", 100, "a", "10.0.1.10")
+	c.add(0, "acme/c", 100, "b", "10.0.2.12")
+	c.add(1, "acme/b", 100, "b", "10.0.2.11")
+	c.eps[0][1].Policy = &datapath.EndpointPolicy{IngressIsolated: true,
+		Ingress: []datapath.Rule{{Name: "from a", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.1.10/32")}}}}
+	c.setAll()
+	return c
+}
+
 // TestLegacyTC runs the legacy tc path (clsact and cls_bpf, what a kernel
 // without tcx gets) forced by Config.Hooks: endpoints reach each other on
 // one host and across hosts (the first packet to a never-seen peer held,
@@ -99,14 +113,7 @@ func (c *dc) wantHooks(i int, ep, host string) map[string]string {
 // mode's hooks replace the other's without a lost ping, and the driver
 // adopts them with no write.
 func TestLegacyTC(t *testing.T) {
-	legacy := func(cfg *ebpf.Config) { cfg.Hooks = ebpf.HooksTC }
-	c := newDC(t, 2, twoTenants()[:1], legacy)
-	c.add(0, "acme/a", 100, "a", "10.0.1.10")
-	c.add(0, "acme/c", 100, "b", "10.0.2.12")
-	c.add(1, "acme/b", 100, "b", "10.0.2.11")
-	c.eps[0][1].Policy = &datapath.EndpointPolicy{IngressIsolated: true,
-		Ingress: []datapath.Rule{{Name: "from a", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.1.10/32")}}}}
-	c.setAll()
+	c := guardedDC(t, func(cfg *ebpf.Config) { cfg.Hooks = ebpf.HooksTC })
 	for i := range c.drivers {
 		if diff := cmp.Diff(c.wantHooks(i, "tc", "tc"), c.hooks(t, i)); diff != "" {
 			t.Errorf("hooks on host %d (-want +got):\n%s", i, diff)

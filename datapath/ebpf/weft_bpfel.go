@@ -62,17 +62,6 @@ type weftFlow struct {
 	Pad     uint32
 }
 
-type weftFlowKey struct {
-	_     structs.HostLayout
-	Vni   uint32
-	Src   uint32
-	Dst   uint32
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
-}
-
 type weftFragKey struct {
 	_     structs.HostLayout
 	Vni   uint32

@@ -253,7 +253,8 @@ struct icmp_codes {
 // timestamp request has its identifier as source port and its type as
 // destination port; its reply the request's type as source port and the
 // identifier as destination port: the reply's key is the request's
-// reversed.
+// reversed. It is a sampled flow's key too (flows), where ICMP has no
+// source port and its type and code as destination port.
 struct ct_key {
 	__u32 vni;
 	__be32 src;
@@ -273,18 +274,6 @@ struct ct {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 _pad;
-};
-
-// flow_key is a sampled flow: its VPC and 5-tuple (ICMP: no source port,
-// the type and code as destination port).
-struct flow_key {
-	__u32 vni;
-	__be32 src;
-	__be32 dst;
-	__be16 sport;
-	__be16 dport;
-	__u8 proto;
-	__u8 _pad[3];
 };
 
 // flow is what a sampled flow's packets added up to on this host.
@@ -435,7 +424,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
+	__type(key, struct ct_key);
 	__type(value, struct flow);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } flows SEC(".maps");
@@ -489,7 +478,7 @@ static __always_inline struct flow *sample(struct __sk_buff *skb, struct config 
 	if (!cfg || !cfg->sampling || (bpf_ntohs(ip->frag_off) & 0x1fff))
 		return 0;
 	__u32 sampling = cfg->sampling;
-	struct flow_key k = {.vni = vni, .src = ip->saddr, .dst = ip->daddr, .proto = ip->protocol};
+	struct ct_key k = {.vni = vni, .src = ip->saddr, .dst = ip->daddr, .proto = ip->protocol};
 	__u32 off = ETH_HLEN + ip->ihl * 4;
 	__u8 l4[4] = {};
 	switch (k.proto) {
