@@ -140,6 +140,7 @@ type Store struct {
 	metrics *metrics
 	cache   *cache
 	batcher *batcher
+	syncs   *syncReads
 
 	// life owns the goroutines; ctx, its lifetime context, ends at Close.
 	life    lifecycle.Group
@@ -161,6 +162,8 @@ type testHooks struct {
 	beforeWatch func(fromRev int64)
 	// beforeSend runs in a batch worker before a batch goes to etcd.
 	beforeSend func(n int)
+	// syncRead runs before each quorum read of the revision for Sync.
+	syncRead func()
 }
 
 // New returns a Store; call Start before using it.
@@ -184,6 +187,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.cache = newCache(s.kinds, cfg.RingSize, m)
 	s.batcher = newBatcher(cfg.MaxBatchOps, cfg.MaxBatchBytes)
+	s.syncs = newSyncReads()
 	s.ctx = s.life.Context()
 	return s, nil
 }
@@ -206,6 +210,7 @@ func (s *Store) Start(ctx context.Context) error {
 	s.cache.load(snap, rev)
 	s.log.Info("store cache primed", "revision", rev, "objects", len(snap))
 	s.life.Go(s.syncLoop)
+	s.life.Go(s.syncReader)
 	for range s.cfg.MaxInFlight {
 		s.life.Go(func(context.Context) { s.batchWorker() })
 	}
@@ -222,6 +227,7 @@ func (s *Store) Close() error {
 	return s.life.Close(func() error {
 		s.cache.closeSubscribers()
 		s.batcher.close()
+		s.syncs.close()
 		return nil
 	})
 }
