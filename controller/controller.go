@@ -223,6 +223,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		// etcd (store.EmbeddedMaxTxnOps): let group commit use them.
 		scfg.MaxBatchOps = 1024
 		scfg.MaxBatchBytes = 8 << 20
+		scfg.KV = c.embedded.KV() // no gRPC hop for the store's writes
 	}
 	c.store, err = store.New(scfg)
 	if err != nil {

@@ -132,7 +132,7 @@ func (s *Store) readRevision(ctx context.Context) (int64, error) {
 	if h := s.hooks.syncRead; h != nil {
 		h()
 	}
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithCountOnly())
+	resp, err := s.kv.Get(ctx, s.prefix, clientv3.WithCountOnly())
 	if err != nil {
 		return 0, fmt.Errorf("read the current revision: %w", err)
 	}

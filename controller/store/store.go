@@ -50,6 +50,11 @@ type Config struct {
 	// Client is the etcd client (required). The Store does not close it.
 	// For batches larger than 2 MiB raise its MaxCallSendMsgSize.
 	Client *clientv3.Client
+	// KV, if set, serves the Store's transactions and reads in place of
+	// Client's: Embedded.KV, the embedded server's in-process KV, skips
+	// the gRPC round trip (the writes still go through raft and fsync).
+	// Watches always use Client.
+	KV clientv3.KV
 	// Prefix of every key the Store owns (default DefaultPrefix); must end in "/".
 	Prefix string
 	// Logger (default: discard).
@@ -135,6 +140,7 @@ type Store struct {
 	cfg     Config
 	log     *slog.Logger
 	cli     *clientv3.Client
+	kv      clientv3.KV // cfg.KV, else cli
 	prefix  string
 	kinds   kindTable
 	metrics *metrics
@@ -180,10 +186,14 @@ func New(cfg Config) (*Store, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("subsystem", "store"),
 		cli:         cfg.Client,
+		kv:          cfg.KV,
 		prefix:      cfg.Prefix,
 		kinds:       newKindTable(),
 		metrics:     m,
 		progressReq: make(chan struct{}, 1),
+	}
+	if s.kv == nil {
+		s.kv = cfg.Client
 	}
 	s.cache = newCache(s.kinds, cfg.RingSize, m)
 	s.batcher = newBatcher(cfg.MaxBatchOps, cfg.MaxBatchBytes)
