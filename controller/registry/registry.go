@@ -518,10 +518,9 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.W
 		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(objKey), "=", 0))
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
 		if ki.Namespaced {
-			a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", ref.Tenant))
-		}
-		if err := r.planQuota(a, obj, cacheRev); err != nil {
-			return nil, err
+			if err := r.planTenant(a, obj, cacheRev); err != nil {
+				return nil, err
+			}
 		}
 		alreadyExists := func(res store.Result) bool { return len(res.Else) > 0 && rangeCount(res.Else[0]) > 0 }
 		a.diagnose = func(res store.Result) error {
