@@ -469,11 +469,12 @@ func (r *haRun) startMember(ctx context.Context, m *haMember) error {
 	if err != nil {
 		return err
 	}
-	if _, err := m.child.Await(ctx, "ready", 3*time.Minute); err != nil {
+	c := m.child
+	if _, err := c.Await(ctx, "ready", 3*time.Minute); err != nil {
 		return fmt.Errorf("bench: ha: %w", err)
 	}
 	go func() { // drain until the child ends
-		for range m.child.Messages() {
+		for range c.Messages() {
 		}
 	}()
 	return nil
