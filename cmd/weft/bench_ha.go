@@ -83,6 +83,9 @@ form for a release is every fault, several rounds, 1,000 hosts.`,
 			if f.MinorityRefused > 0 {
 				fmt.Fprintf(w, "; cut-off replica refused writes after %s", f.MinorityRefused.Round(time.Millisecond))
 			}
+			if f.CutOffSessions > 0 {
+				fmt.Fprintf(w, ", its %d agents moved after %s", f.CutOffSessions, f.Rehomed.Round(time.Millisecond))
+			}
 			if rep.Hosts > 0 {
 				fmt.Fprintf(w, "; %d hosts connected", f.HostsConnected)
 			}

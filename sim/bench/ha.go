@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -182,6 +183,12 @@ type HAFault struct {
 	// error.
 	MinorityRefused time.Duration `json:"minorityRefused,omitempty"`
 	MinorityReason  string        `json:"minorityReason,omitempty"`
+	// CutOffSessions, of a partition with simulated hosts, counts the
+	// agents streaming from the cut-off replica at the cut; Rehomed is how
+	// long after the cut it had none left and every host was connected (0:
+	// not before the partition healed).
+	CutOffSessions int           `json:"cutOffSessions,omitempty"`
+	Rehomed        time.Duration `json:"rehomed,omitempty"`
 	// HostsConnected counts the simulated hosts with a config stream up
 	// when the fault healed.
 	HostsConnected int `json:"hostsConnected,omitempty"`
@@ -205,6 +212,9 @@ func (rep *HAReport) Failures() []string {
 	for _, f := range rep.Faults {
 		if isPartition(f.Kind) && f.MinorityRefused == 0 {
 			out = append(out, fmt.Sprintf("%s (round %d): %s, cut off, did not refuse writes with 503 within %s", f.Kind, f.Round, f.Member, haMinorityTimeout))
+		}
+		if f.CutOffSessions > 0 && f.Rehomed == 0 {
+			out = append(out, fmt.Sprintf("%s (round %d): the %d agents of %s, cut off, did not move to another replica within %s", f.Kind, f.Round, f.CutOffSessions, f.Member, haMinorityTimeout))
 		}
 	}
 	if rep.HostsConverged < rep.Hosts {
@@ -953,11 +963,14 @@ func (r *haRun) fault(ctx context.Context, round int, kind string) (HAFault, err
 		if err := r.net.partition(i); err != nil {
 			return f, err
 		}
-		f.MinorityRefused, f.MinorityReason, err = r.awaitMinority(ctx, m, f.At)
+		err = r.awaitMinority(ctx, m, &f)
 		if f.MinorityRefused > 0 {
 			r.logf("%s: %s refused a write with 503 and said so on /readyz %.2fs after the cut: %s", kind, m.spec.Name, f.MinorityRefused.Seconds(), f.MinorityReason)
 		} else {
 			r.logf("%s: %s did not refuse writes within %s", kind, m.spec.Name, haMinorityTimeout)
+		}
+		if f.CutOffSessions > 0 {
+			r.logf("%s: the %d agents of %s moved to other replicas %.2fs after the cut (0: not)", kind, f.CutOffSessions, m.spec.Name, f.Rehomed.Seconds())
 		}
 		r.logf("%s: heal %s", kind, m.spec.Name)
 		if herr := r.net.heal(i); herr != nil || err != nil {
@@ -974,40 +987,76 @@ func (r *haRun) fault(ctx context.Context, round int, kind string) (HAFault, err
 	return f, nil
 }
 
-// awaitMinority probes the replica of m, cut off since cutAt, until it
+// awaitMinority probes the replica of m, cut off at f.At, until it
 // refuses a write with 503 (ReasonUnavailable) and says it is not ready
-// on /readyz, and Hold has passed, or for haMinorityTimeout. It returns
-// how long after the cut it refused (0: it did not) and the write's error.
-// The probes create tenants that no check reads.
-func (r *haRun) awaitMinority(ctx context.Context, m *haMember, cutAt time.Duration) (time.Duration, string, error) {
+// on /readyz, its agents (if any) moved to other replicas, and Hold has
+// passed, or for haMinorityTimeout; it records in f when it refused, the
+// write's error and when its agents had moved. The probes create tenants
+// that no check reads.
+func (r *haRun) awaitMinority(ctx context.Context, m *haMember, f *HAFault) error {
 	api, err := client.New("http://"+m.spec.API, client.WithTimeout(2*time.Second))
 	if err != nil {
-		return 0, "", err
+		return err
 	}
 	defer api.Close()
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
 	holdEnd, deadline := time.Now().Add(r.cfg.Hold), time.Now().Add(haMinorityTimeout)
-	var (
-		refused time.Duration
-		reason  string
-	)
+	if r.hosts != nil {
+		if f.CutOffSessions, err = streamSessions(ctx, hc, m.spec.API); err != nil {
+			return err
+		}
+	}
 	for probe := 0; ; probe++ {
-		if refused == 0 {
+		if f.MinorityRefused == 0 {
 			t := &apiv1.Tenant{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindTenant},
 				Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("ha-probe-%s-%d", m.spec.Name, probe)}}
 			_, werr := api.Create(ctx, t)
 			if apiv1.ReasonOf(werr) == apiv1.ReasonUnavailable && notReady(ctx, hc, m.spec.API) {
-				refused, reason = time.Since(r.start)-cutAt, werr.Error()
+				f.MinorityRefused, f.MinorityReason = time.Since(r.start)-f.At, werr.Error()
+			}
+		}
+		if f.CutOffSessions > 0 && f.Rehomed == 0 {
+			if n, err := streamSessions(ctx, hc, m.spec.API); err == nil && n == 0 && r.hosts.connected() == r.cfg.Hosts {
+				f.Rehomed = time.Since(r.start) - f.At
 			}
 		}
 		now := time.Now()
-		if (refused > 0 && !now.Before(holdEnd)) || now.After(deadline) {
-			return refused, reason, nil
+		if (f.MinorityRefused > 0 && (f.CutOffSessions == 0 || f.Rehomed > 0) && !now.Before(holdEnd)) || now.After(deadline) {
+			return nil
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return refused, reason, err
+			return err
 		}
 	}
+}
+
+// streamSessions reads the replica's agents with a config stream
+// (weft_stream_sessions) from its /metrics.
+func streamSessions(ctx context.Context, hc *http.Client, api string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+"/metrics", nil)
+	if err != nil {
+		return 0, fmt.Errorf("bench: ha: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("bench: ha: metrics of %s: %w", api, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "weft_stream_sessions "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("bench: ha: metrics of %s: %w", api, err)
+			}
+			return int(n), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("bench: ha: metrics of %s: %w", api, err)
+	}
+	return 0, nil // no stream server (yet, or any more)
 }
 
 // notReady reports whether the replica at api answers /readyz with 503.

@@ -27,8 +27,8 @@ import (
 // of each kind: the etcd leader's replica is killed with SIGKILL and
 // restarted, a follower's is paused past the election timeout and (as
 // root) the leader's member is cut off its peers by nftables in its
-// network namespace until its replica refuses writes with 503, then
-// healed. No acknowledged write may be lost, the history must be
+// network namespace until its replica refuses writes with 503 and its
+// agents moved to other replicas, then healed. No acknowledged write may be lost, the history must be
 // linearizable (porcupine), no IP, MAC, VNI or identity held twice, every
 // host must converge, writes must resume after every fault and no
 // namespace may be left.
