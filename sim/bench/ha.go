@@ -1118,10 +1118,19 @@ func (r *haRun) finalReads(ctx context.Context) (map[int]int64, error) {
 	}
 	defer api.Close()
 	final := map[int]int64{}
+	// A replica healed from a partition refuses reads (503) until it
+	// reaches its quorum again: a failed read tells nothing, try again.
+	deadline := time.Now().Add(time.Minute)
 	for k := range r.cfg.Keys {
 		in := haInput{Key: k, Kind: haGet}
 		call := time.Since(r.start)
 		out, err := r.do(ctx, api, in)
+		for ; err != nil && time.Now().Before(deadline); out, err = r.do(ctx, api, in) {
+			if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+				return nil, err
+			}
+			call = time.Since(r.start)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bench: ha: final read of %s: %w", haKey(k), err)
 		}
