@@ -114,7 +114,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.learnTimer = &funcTimer{f: a.learnTick, wg: &a.wg}
 	a.reconcileKick = &funcTimer{f: a.reconcileTick, wg: &a.wg, kickDelay: func() time.Duration {
-		return a.cfg.Backoff.Delay(int(a.reconAttempt.Load()), nil)
+		return a.cfg.Backoff.Delay(int(a.reconAttempt.Load()), a.cfg.BackoffRand)
 	}}
 	a.obs = a.newObserver()
 	if cfg.Registerer != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"time"
 
@@ -126,6 +127,9 @@ type Config struct {
 	// Backoff is the reconnect backoff (default 1 s to 30 s, full jitter)
 	// and the retry backoff of a failed Set or report.
 	Backoff backoff.Policy
+	// BackoffRand draws the backoff's jitter (nil: math/rand/v2's global
+	// source); it must be safe for concurrent use. Tests pin it.
+	BackoffRand *rand.Rand
 	// Reporter, if set, registers the Host and reports endpoint status to
 	// the controller's API.
 	Reporter Reporter

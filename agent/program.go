@@ -167,7 +167,7 @@ func (a *Agent) reconcileTick() {
 	if err != nil {
 		attempt := min(a.reconAttempt.Add(1), 62)
 		a.reconAttempt.Store(attempt)
-		d := a.cfg.Backoff.Delay(int(attempt), nil)
+		d := a.cfg.Backoff.Delay(int(attempt), a.cfg.BackoffRand)
 		a.log.Warn("reconcile failed, retrying", "err", err, "attempt", attempt, "in", d)
 		a.reconcileKick.reset(d)
 		return

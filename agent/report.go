@@ -214,7 +214,7 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			// Wait out the backoff even if reports change meanwhile (the
 			// kick stays pending; the retry sends the latest reports).
 			attempt = min(attempt+1, 62)
-			if !sleep(ctx, a.cfg.Backoff.Delay(attempt, nil)) {
+			if !sleep(ctx, a.cfg.Backoff.Delay(attempt, a.cfg.BackoffRand)) {
 				return
 			}
 			continue

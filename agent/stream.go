@@ -34,7 +34,7 @@ func (a *Agent) streamLoop(ctx context.Context) {
 	attempt := 0
 	var last time.Time // the latest round's start
 	for {
-		d := a.cfg.Backoff.Delay(attempt, nil)
+		d := a.cfg.Backoff.Delay(attempt, a.cfg.BackoffRand)
 		if attempt > 0 {
 			a.log.Debug("config stream: reconnecting", "attempt", attempt, "in", d)
 		}

@@ -2,6 +2,8 @@ package controller_test
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -225,10 +227,10 @@ func TestReplayAfterRestart(t *testing.T) {
 // TestRestartLookupsRedial: a restarted controller knows none of the old
 // sessions' datagram keys, so an agent whose stream is down cannot learn a
 // location until it has a new session. Its reconnect backoff has grown
-// while the controller was down (a cap of 16 s here); its unanswered
-// lookups make it reconnect at once instead, and it learns an endpoint
-// created after the restart within 3 s (about 0.1 s here; without the
-// redial, 9 to 12 s, though a short draw of the jitter can pass).
+// while the controller was down (the jitter is pinned to its cap, so the
+// next round is 8 to 16 s away); its unanswered lookups make it reconnect at
+// once instead, and it learns an endpoint created after the restart
+// within 3 s (about 0.1 s here; without the redial, 16 s).
 func TestRestartLookupsRedial(t *testing.T) {
 	dir := t.TempDir()
 	c := startReplica(t, controller.Config{DataDir: dir})
@@ -254,8 +256,9 @@ func TestRestartLookupsRedial(t *testing.T) {
 	defer drv.Close()
 	ag, err := agent.New(agent.Config{
 		Host: "h1", StreamAddrs: []string{addr}, UDPAddr: addr, Key: key, Driver: drv,
-		UnderlayIP: netip.MustParseAddr("192.0.2.10"),
-		Backoff:    backoff.Policy{Min: 250 * time.Millisecond, Max: time.Hour},
+		UnderlayIP:  netip.MustParseAddr("192.0.2.10"),
+		Backoff:     backoff.Policy{Min: 250 * time.Millisecond, Max: time.Hour},
+		BackoffRand: rand.New(capSource{}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +272,7 @@ func TestRestartLookupsRedial(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Five rounds fail: the next one waits up to 250 ms × 2⁶.
+	// Five rounds fail: the next one waits 250 ms × 2⁵ or 2⁶.
 	for deadline := time.Now().Add(60 * time.Second); ag.Stats().StreamFailed < 5; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("five failed reconnect rounds: not within 60s")
@@ -304,3 +307,8 @@ func TestRestartLookupsRedial(t *testing.T) {
 		t.Errorf("db located %v after the restart: the agent waited out its backoff", took)
 	}
 }
+
+// capSource makes every draw of the backoff's jitter its maximum.
+type capSource struct{}
+
+func (capSource) Uint64() uint64 { return math.MaxUint64 }

@@ -9,6 +9,19 @@
 // closes its agents' config streams so that they move to a healthy
 // replica.
 //
+// A busy etcd is not a lost quorum. When a probe's read times out, the
+// Guard asks the members it reaches for their status (answered by each
+// member locally, outside raft): a member that follows a leader is on the
+// majority's side, because etcd's leaders step down when they lose touch
+// with a majority (CheckQuorum) and a follower cut off drops its leader
+// when its election timeout passes (pre-vote); such a probe counts as
+// answered. A member that answers without a leader confirms the loss.
+// When nothing answers at all (etcd saturated, or every member cut off
+// from this replica) the replica waits SilentAfter instead of LostAfter.
+// Without this, a cold start that loaded etcd past the probe's timeout
+// made every replica refuse writes and fence its agents, whose
+// reconnections loaded etcd further.
+//
 // A leader election after a member's crash takes an election timeout and
 // a round or two (about 1–2 s): LostAfter is above that, so that a
 // majority's replicas do not refuse writes for every election.
@@ -46,6 +59,7 @@ const (
 	DefaultTimeout       = time.Second
 	DefaultLostAfter     = 2 * time.Second
 	DefaultAlarmInterval = 2 * time.Second
+	DefaultSilentAfter   = 10 * time.Second
 )
 
 // Config configures a Guard.
@@ -58,9 +72,16 @@ type Config struct {
 	// successful one before the replica is unwritable, and AlarmInterval
 	// between alarm lists (defaults above).
 	Interval, Timeout, LostAfter, AlarmInterval time.Duration
+	// StatusTimeout bounds each member status request that follows a
+	// probe's timed-out read (default DefaultTimeout).
+	StatusTimeout time.Duration
+	// SilentAfter replaces LostAfter while probes time out and no member
+	// answers its status either (default DefaultSilentAfter).
+	SilentAfter time.Duration
 
 	Logger *slog.Logger
-	// Registerer receives weft_etcd_writable; nil means not registered.
+	// Registerer receives weft_etcd_writable and
+	// weft_etcd_quorum_probes_slow_total; nil means not registered.
 	Registerer prometheus.Registerer
 }
 
@@ -68,11 +89,13 @@ type Config struct {
 type Guard struct {
 	cfg  Config
 	log  *slog.Logger
+	busy prometheus.Counter // probes answered by a member's status
 	life lifecycle.Group
 
 	mu       sync.Mutex
 	lastOK   time.Time // of the latest successful probe
 	probeErr error     // of the latest failed probe since lastOK
+	silent   bool      // that probe timed out and no member answered
 	noSpace  string    // the members with a NOSPACE alarm ("" none)
 	err      error     // what Err returns
 }
@@ -88,6 +111,12 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.SilentAfter <= 0 {
+		cfg.SilentAfter = DefaultSilentAfter
+	}
+	if cfg.StatusTimeout <= 0 {
+		cfg.StatusTimeout = DefaultTimeout
+	}
 	if cfg.LostAfter <= 0 {
 		cfg.LostAfter = DefaultLostAfter
 	}
@@ -97,7 +126,13 @@ func New(cfg Config) (*Guard, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Guard{cfg: cfg, log: cfg.Logger.With("subsystem", "quorum"), lastOK: time.Now()}
+	g := &Guard{
+		cfg: cfg, log: cfg.Logger.With("subsystem", "quorum"), lastOK: time.Now(),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_etcd_quorum_probes_slow_total",
+			Help: "Quorum probes whose linearizable read timed out while a reachable etcd member followed a leader: etcd was busy, not cut off.",
+		}),
+	}
 	if cfg.Registerer != nil {
 		writable := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "weft_etcd_writable",
@@ -108,8 +143,10 @@ func New(cfg Config) (*Guard, error) {
 			}
 			return 1
 		})
-		if err := cfg.Registerer.Register(writable); err != nil {
-			return nil, fmt.Errorf("quorum: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{writable, g.busy} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("quorum: register metrics: %w", err)
+			}
 		}
 	}
 	return g, nil
@@ -150,21 +187,54 @@ func (g *Guard) loop(ctx context.Context, every time.Duration, f func(context.Co
 	}
 }
 
-// probe reads Key linearizably (count only).
+// probe reads Key linearizably (count only); a read that times out is
+// judged by the members' status (see the package doc).
 func (g *Guard) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	_, err := g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
+	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
 	cancel()
+	silent := false
+	if err != nil && timedOut {
+		switch leader, answered := g.leader(ctx); {
+		case leader:
+			g.busy.Inc()
+			err = nil
+		case !answered:
+			silent = true
+		default:
+			err = fmt.Errorf("%w; the member reached has no leader", err)
+		}
+	}
 	if ctx.Err() != nil {
 		return
 	}
 	g.mu.Lock()
 	if err == nil {
-		g.lastOK, g.probeErr = time.Now(), nil
+		g.lastOK, g.probeErr, g.silent = time.Now(), nil, false
 	} else {
-		g.probeErr = err
+		g.probeErr, g.silent = err, silent
 	}
 	g.update()
+}
+
+// leader asks the members this replica reaches for their status (each
+// answers it locally, not through raft): whether one follows a leader,
+// and whether any answered.
+func (g *Guard) leader(ctx context.Context) (leader, answered bool) {
+	for _, ep := range g.cfg.Client.Endpoints() {
+		sctx, cancel := context.WithTimeout(ctx, g.cfg.StatusTimeout)
+		st, err := g.cfg.Client.Status(sctx, ep)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if st.Leader != 0 {
+			return true, true
+		}
+		answered = true
+	}
+	return false, answered
 }
 
 // alarms lists the cluster's alarms; a failed list changes nothing (the
@@ -190,8 +260,12 @@ func (g *Guard) alarms(ctx context.Context) {
 // update recomputes err and logs a change; g.mu is held and released.
 func (g *Guard) update() {
 	var err error
+	lostAfter := g.cfg.LostAfter
+	if g.silent {
+		lostAfter = max(lostAfter, g.cfg.SilentAfter)
+	}
 	switch since := time.Since(g.lastOK); {
-	case g.probeErr != nil && since >= g.cfg.LostAfter:
+	case g.probeErr != nil && since >= lostAfter:
 		err = fmt.Errorf("%w: no read confirmed for %s (last error: %v)", ErrNoQuorum, since.Round(100*time.Millisecond), g.probeErr)
 	case g.noSpace != "":
 		err = fmt.Errorf("%w on member(s)%s: writes are refused until the space is reclaimed (compact, defragment, disarm the alarm: 'weft etcd defrag')", ErrNoSpace, g.noSpace)
