@@ -86,7 +86,10 @@
 //
 // Reconciler (program.go). Level-based: every ReconcileInterval the whole
 // desired state is Set again, which repairs drift (a route or link someone
-// deleted); after a failed Set it retries with backoff instead.
+// deleted); after a failed Set it retries with backoff instead. Attach is
+// the exception the CNI warm pool needs: endpoints that waited for their
+// namespace are attached alone once it appears (a driver that cannot falls
+// back to a Set of the whole view).
 //
 // Reporter (report.go). If Config.Reporter is set (package restreport
 // implements it over the REST API), the agent registers its Host if none

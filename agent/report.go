@@ -25,29 +25,8 @@ func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error)
 	}
 	var dec view.Decoder
 	reports := make([]EndpointReport, 0, len(d.Endpoints))
-	for _, e := range d.Endpoints {
-		r := EndpointReport{ID: e.ID}
-		r.UID, r.Generation = incarnation(&dec, v, e.ID)
-		// A VPC that failed alone keeps what was programmed before: its
-		// endpoints forward, but not under the state of this view.
-		vpcErr := vpcError(setErr, e.VNI)
-		st, ok := a.driver.Status(e.ID)
-		switch {
-		case ok && st.Waiting != "":
-			r.Netns, r.Phase, r.Message = st.Netns, PhasePending, st.Waiting
-			r.PolicyErr, r.QoSErr = st.Waiting, st.Waiting // nothing of it is enforced
-		case ok:
-			r.Netns, r.Phase = st.Netns, PhaseReady
-			r.PolicyErr, r.QoSErr = cmp.Or(st.PolicyErr, vpcErr), cmp.Or(st.QoSErr, vpcErr)
-		case setErr != nil:
-			r.Phase, r.Message = PhaseFailed, cmp.Or(vpcErr, setErr.Error())
-		default:
-			r.Phase, r.Message = PhaseFailed, "not programmed by the datapath"
-		}
-		if !ok { // nothing of it is enforced
-			r.PolicyErr, r.QoSErr = r.Message, r.Message
-		}
-		reports = append(reports, r)
+	for i := range d.Endpoints {
+		reports = append(reports, a.endpointReport(&dec, v, &d.Endpoints[i], setErr))
 	}
 	a.mu.Lock()
 	if !slices.Equal(a.reports, reports) {
@@ -55,6 +34,69 @@ func (a *Agent) publishReports(v *state.View, d *datapath.Desired, setErr error)
 		kick(a.reportKick)
 	}
 	a.mu.Unlock()
+}
+
+// publishAttached is publishReports after Attach: only the reports of
+// endpoints ids change. The caller holds setMu.
+func (a *Agent) publishAttached(v *state.View, d *datapath.Desired, setErr error, ids []string) {
+	if a.cfg.Reporter == nil {
+		return
+	}
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	a.mu.Lock()
+	reports := slices.Clone(a.reports)
+	a.mu.Unlock()
+	// a.reports is of d (publishReports, under setMu): in its order.
+	if len(reports) != len(d.Endpoints) {
+		a.publishReports(v, d, setErr)
+		return
+	}
+	var dec view.Decoder
+	changed := false
+	for i := range reports {
+		if e := &d.Endpoints[i]; want[e.ID] && reports[i].ID == e.ID {
+			r := a.endpointReport(&dec, v, e, setErr)
+			changed = changed || r != reports[i]
+			reports[i] = r
+		}
+	}
+	if !changed {
+		return
+	}
+	a.mu.Lock()
+	a.reports = reports
+	kick(a.reportKick)
+	a.mu.Unlock()
+}
+
+// endpointReport is the status of local endpoint e of v after a Set whose
+// result was setErr.
+func (a *Agent) endpointReport(dec *view.Decoder, v *state.View, e *datapath.Endpoint, setErr error) EndpointReport {
+	r := EndpointReport{ID: e.ID}
+	r.UID, r.Generation = incarnation(dec, v, e.ID)
+	// A VPC that failed alone keeps what was programmed before: its
+	// endpoints forward, but not under the state of this view.
+	vpcErr := vpcError(setErr, e.VNI)
+	st, ok := a.driver.Status(e.ID)
+	switch {
+	case ok && st.Waiting != "":
+		r.Netns, r.Phase, r.Message = st.Netns, PhasePending, st.Waiting
+		r.PolicyErr, r.QoSErr = st.Waiting, st.Waiting // nothing of it is enforced
+	case ok:
+		r.Netns, r.Phase = st.Netns, PhaseReady
+		r.PolicyErr, r.QoSErr = cmp.Or(st.PolicyErr, vpcErr), cmp.Or(st.QoSErr, vpcErr)
+	case setErr != nil:
+		r.Phase, r.Message = PhaseFailed, cmp.Or(vpcErr, setErr.Error())
+	default:
+		r.Phase, r.Message = PhaseFailed, "not programmed by the datapath"
+	}
+	if !ok { // nothing of it is enforced
+		r.PolicyErr, r.QoSErr = r.Message, r.Message
+	}
+	return r
 }
 
 // vpcError returns the text of the datapath.VPCError of VNI vni in err's

@@ -223,6 +223,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 		// etcd (store.EmbeddedMaxTxnOps): let group commit use them.
 		scfg.MaxBatchOps = 1024
 		scfg.MaxBatchBytes = 8 << 20
+		scfg.KV = c.embedded.KV() // no gRPC hop for the store's writes
 	}
 	c.store, err = store.New(scfg)
 	if err != nil {
@@ -276,7 +277,7 @@ func (c *Controller) Start(ctx context.Context) (err error) {
 	}
 	authn := auth.NewAuthenticator(c.creds.tokens, c.store)
 	h, err := rest.NewHandler(rest.Config{
-		Backend: writeGate{Backend: c.registry, guard: c.quorum, store: c.store}, Ready: c.quorum.Err, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
+		Backend: writeGate{Backend: c.registry, guard: c.quorum}, Ready: c.quorum.Err, Logger: c.cfg.Logger, Registerer: c.reg, Gatherer: c.gatherer(), Version: c.cfg.Version,
 		Authenticator: authn, Lookup: c.store, Insecure: c.cfg.InsecureHTTP,
 		Tokens: c.creds.tokens, CA: c.creds.ca,
 		Enroller: hostkey.NewEnroller(hostkey.EnrollerConfig{Store: c.store, Registry: c.registry, Tokens: c.creds.tokens,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/agent/cnirpc"
 	apiv1 "github.com/weftnet/weft/api/v1"
+	"github.com/weftnet/weft/client"
 )
 
 // detachWait bounds how long a DEL waits for the agent to detach the
@@ -48,9 +49,10 @@ func (s *Server) find(ctx context.Context, c *call) (*apiv1.Endpoint, error) {
 }
 
 // attachments lists the endpoints of CNI attachments and of the warm
-// pool on this host.
+// pool on this host: the controller selects this host's (spec.host), so
+// that the answer does not grow with the cluster.
 func (s *Server) attachments(ctx context.Context) ([]*apiv1.Endpoint, error) {
-	objs, _, err := s.cfg.API.List(ctx, apiv1.KindEndpoint, "", "")
+	objs, _, err := s.cfg.API.List(ctx, apiv1.KindEndpoint, "", "", client.WithFieldSelector("spec.host="+s.cfg.Host))
 	if err != nil {
 		return nil, fmt.Errorf("list this host's endpoints: %w", err)
 	}

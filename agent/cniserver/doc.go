@@ -67,5 +67,6 @@
 // selection, their addresses and identities reserved and compiled into the
 // agent's view, waiting to be attached; an ADD then only binds the
 // container's namespace, records the attachment and has the agent attach
-// the endpoint. See pool.go for the design and the choices.
+// that endpoint alone (no reconcile of the agent's whole view). See
+// pool.go for the design and the choices.
 package cniserver

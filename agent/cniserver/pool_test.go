@@ -2,8 +2,8 @@ package cniserver
 
 import (
 	"context"
+	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,40 +45,63 @@ func TestPoolTarget(t *testing.T) {
 	}
 }
 
-// slowAgent counts Reconciles, each taking a while.
-type slowAgent struct{ n atomic.Int32 }
+// slowAgent records its Attaches, each taking a while.
+type slowAgent struct {
+	mu      sync.Mutex
+	batches [][]string
+}
 
-func (a *slowAgent) Reconcile(ctx context.Context) error {
-	a.n.Add(1)
+func (a *slowAgent) Attach(ctx context.Context, ids []string) error {
+	a.mu.Lock()
+	a.batches = append(a.batches, ids)
+	a.mu.Unlock()
 	time.Sleep(20 * time.Millisecond)
 	return nil
 }
 
-// TestProgrammerCoalesces: claims that ask while a Reconcile runs share
-// the next one; each waits for one that began after it asked.
+func (a *slowAgent) attached() (batches int, ids map[string]int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids = map[string]int{}
+	for _, b := range a.batches {
+		for _, id := range b {
+			ids[id]++
+		}
+	}
+	return len(a.batches), ids
+}
+
+// TestProgrammerCoalesces: claims that ask while an Attach runs share the
+// next one, which attaches each of their endpoints once; each waits for
+// one that began after it asked.
 func TestProgrammerCoalesces(t *testing.T) {
 	a := &slowAgent{}
 	g := &programmer{agent: a}
 	var life lifecycle.Group
 	defer life.Close()
 	var wg sync.WaitGroup
-	for range 50 {
+	for i := range 50 {
 		wg.Go(func() {
-			if err := g.do(t.Context(), &life); err != nil {
+			if err := g.do(t.Context(), &life, fmt.Sprintf("acme/ep-%d", i)); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
-	if n := a.n.Load(); n < 1 || n > 10 {
-		t.Errorf("%d Reconciles for 50 claims", n)
+	n, ids := a.attached()
+	if n < 1 || n > 10 {
+		t.Errorf("%d Attaches for 50 claims", n)
 	}
-	before := a.n.Load()
-	if err := g.do(t.Context(), &life); err != nil {
+	for i := range 50 {
+		if id := fmt.Sprintf("acme/ep-%d", i); ids[id] != 1 {
+			t.Errorf("%s attached %d times, want once", id, ids[id])
+		}
+	}
+	if err := g.do(t.Context(), &life, "acme/last"); err != nil {
 		t.Fatal(err)
 	}
-	if a.n.Load() != before+1 {
-		t.Error("a claim after the others did not get a Reconcile of its own")
+	if after, ids := a.attached(); after != n+1 || ids["acme/last"] != 1 {
+		t.Errorf("a claim after the others did not get an Attach of its own (%d Attaches, %v)", after-n, ids["acme/last"])
 	}
 }
 

@@ -35,9 +35,10 @@ type API interface {
 	List(ctx context.Context, kind, tenant, selector string, opts ...client.ListOption) ([]apiv1.Object, string, error)
 }
 
-// Reconciler programs the agent's desired state again (*agent.Agent).
-type Reconciler interface {
-	Reconcile(ctx context.Context) error
+// Attacher programs endpoints of the agent's view that waited for their
+// namespace, once it exists (*agent.Agent).
+type Attacher interface {
+	Attach(ctx context.Context, ids []string) error
 }
 
 // Selection is the subnet the attachments of a network configuration that
@@ -57,9 +58,9 @@ type Config struct {
 	API API
 	// Tap is the agent's Reporter (NewTap): ADDs wait on it.
 	Tap *Tap
-	// Agent is the agent, which the warm pool asks to program an endpoint
+	// Agent is the agent, which the warm pool asks to attach an endpoint
 	// once it bound its namespace (required with a pool).
-	Agent Reconciler
+	Agent Attacher
 	// Default is the subnet of network configurations that name none.
 	Default Selection
 	// Timeout bounds an ADD's wait for its endpoint (default

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +35,8 @@ type fakeAPI struct {
 	n      int
 	phase  string // what the agent reports of a new endpoint ("": nothing)
 	writes int
+	// endpointLists are the field selectors of the Endpoint lists.
+	endpointLists []string
 }
 
 func newFakeAPI() *fakeAPI {
@@ -138,16 +142,41 @@ func (f *fakeAPI) Delete(_ context.Context, kind, tenant, name string, _ ...apiv
 	return o, nil
 }
 
-func (f *fakeAPI) List(_ context.Context, kind, tenant, _ string, _ ...client.ListOption) ([]apiv1.Object, string, error) {
+// List lists kind; of Endpoints, it takes a field selector "spec.host=H"
+// (or none) and records it.
+func (f *fakeAPI) List(_ context.Context, kind, tenant, _ string, opts ...client.ListOption) ([]apiv1.Object, string, error) {
+	q := url.Values{}
+	for _, o := range opts {
+		o(q)
+	}
+	fields := q.Get("fieldSelector")
+	host, byHost := strings.CutPrefix(fields, "spec.host=")
+	if fields != "" && (!byHost || strings.ContainsAny(host, ",!=")) {
+		return nil, "", fmt.Errorf("fake API: field selector %q not understood", fields)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if kind == apiv1.KindEndpoint {
+		f.endpointLists = append(f.endpointLists, fields)
+	}
 	var out []apiv1.Object
 	for _, o := range f.objs {
-		if o.GetTypeMeta().Kind == kind && (tenant == "" || o.GetObjectMeta().Tenant == tenant) {
-			out = append(out, copyOf(o))
+		if o.GetTypeMeta().Kind != kind || tenant != "" && o.GetObjectMeta().Tenant != tenant {
+			continue
 		}
+		if ep, ok := o.(*apiv1.Endpoint); ok && byHost && ep.Spec.Host != host {
+			continue
+		}
+		out = append(out, copyOf(o))
 	}
 	return out, "", nil
+}
+
+// listedEndpoints returns the field selectors of the Endpoint lists so far.
+func (f *fakeAPI) listedEndpoints() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.endpointLists)
 }
 
 // endpoints returns the stored endpoints by name.
@@ -279,6 +308,11 @@ func TestAddDelGC(t *testing.T) {
 	}
 	if _, err := cniCall(t, sock, "CHECK", "never", nil); code(err) != types.ErrUnknownContainer {
 		t.Errorf("CHECK of no attachment: %v", err)
+	}
+	// The adoption at start and GC list this host's endpoints only, not
+	// every endpoint of the cluster.
+	if got := f.listedEndpoints(); len(got) < 2 || slices.ContainsFunc(got, func(s string) bool { return s != "spec.host=h1" }) {
+		t.Errorf("endpoint lists with field selectors %q, want spec.host=h1 each (adoption and GC)", got)
 	}
 }
 

@@ -122,7 +122,7 @@ network configuration names, or --cni-subnet.`,
 	f.StringVar(&o.cniSubnet, "cni-subnet", "", "TENANT/SUBNET[@VPC] that CNI attachments join when their network configuration names none")
 	f.IntVar(&o.cniPool, "cni-pool", 0, "most endpoints the CNI warm pool keeps ready per selection, sized to the recent attach rate (0: no pool)")
 	f.IntVar(&o.cniPoolMin, "cni-pool-min", 0, "fewest endpoints the CNI warm pool keeps ready per selection it serves")
-	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC keeps at most 65,536 sampled flows; --datapath ebpf samples none, it counts per endpoint)")
+	f.Uint32Var(&o.flowSampling, "flow-sampling", 1, "sample 1 in N flows for flow records and `weft flows` (0: no flow hooks in the data plane; raise it on busy hosts: each VPC (--datapath ebpf: each host) keeps at most 65,536 sampled flows)")
 	f.DurationVar(&o.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how often traffic counters are read and flows reported (negative: never)")
 	f.StringVar(&o.ipfix, "ipfix-collector", "", "host:port of an IPFIX collector to export every flow record to (UDP; default: none)")
 	return cmd
@@ -273,7 +273,7 @@ func (o *agentOptions) driver(ctx context.Context, cfg agent.Config, log *slog.L
 	case "sim":
 		return sim.New(sim.Config{MissBuffer: 1024, FlowSampling: o.flowSampling}), nil
 	case "ebpf":
-		d, err := ebpf.New(ctx, ebpf.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log})
+		d, err := ebpf.New(ctx, ebpf.Config{HostName: cfg.Host, Prefix: o.netnsPrefix, Logger: log, FlowSampling: o.flowSampling})
 		if err != nil {
 			return nil, fmt.Errorf("start the ebpf datapath: %w", err)
 		}

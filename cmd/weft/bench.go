@@ -435,6 +435,7 @@ root; removes every namespace it made.`,
 
 func newBenchCNICmd() *cobra.Command {
 	var cfg bench.CNIConfig
+	var cpuProfile string
 	cmd := reportCmd(&cobra.Command{
 		Use:   "cni",
 		Short: "CNI attach (root): weft-cni ADDs, successive and concurrent, with the warm pool and without",
@@ -450,9 +451,16 @@ attaches/s, p99 <= 10 ms with the pool). Needs root and the weft-cni binary
   sudo weft bench cni --attaches 500 --concurrency 32 -o json`,
 	}, func(cmd *cobra.Command) (*bench.CNIReport, error) {
 		cfg.Progress = cmd.ErrOrStderr()
+		stop, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
 		return bench.CNI(cmd.Context(), cfg)
 	}, func(w io.Writer, rep *bench.CNIReport) {
 		fmt.Fprintf(w, "cni: took %s; load %.2f -> %.2f on %d CPUs (kernel %s)\n", rep.Took, rep.Env.LoadStart, rep.Env.LoadEnd, rep.Env.CPUs, rep.Env.Kernel)
+		fmt.Fprintf(w, "  plugin alone (VERSION, the floor of an ADD) %4d runs:    %7.1f execs/s,    p50 %6.2f ms, p99 %6.2f ms\n",
+			rep.Exec.Runs, rep.Exec.PerSec, rep.Exec.P50Ms, rep.Exec.P99Ms)
 		for _, s := range rep.Series {
 			fmt.Fprintf(w, "  pool %-5v %4d ADDs, %2d at a time: %7.1f attaches/s, p50 %6.2f ms, p99 %6.2f ms, max %6.2f ms (%d from the pool)\n",
 				s.Pool, s.Attaches, s.Concurrency, s.PerSec, s.P50Ms, s.P99Ms, s.MaxMs, s.FromPool)
@@ -465,6 +473,7 @@ attaches/s, p99 <= 10 ms with the pool). Needs root and the weft-cni binary
 	f.IntVar(&cfg.Attaches, "attaches", 0, "containers attached per series (default 200)")
 	f.IntVar(&cfg.Concurrency, "concurrency", 0, "ADDs in flight in the concurrent series (default 32)")
 	f.IntVar(&cfg.Pool, "pool", 0, "warm pool size in the pooled lab (default: --attaches)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (controller, agent and CNI server; not the plugin processes) to this file")
 	return cmd
 }
 

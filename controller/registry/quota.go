@@ -2,6 +2,7 @@ package registry
 
 import (
 	"net/http"
+	"strconv"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -15,15 +16,17 @@ import (
 // compare that no other did since the cache revision it counted at, so
 // that racing creates cannot together go over; deletes leave the key
 // alone (they only make the count smaller). Every create of a counted kind
-// also compares that the Tenant is unchanged since that revision, so that
-// a quota set or lowered meanwhile is not missed.
+// also compares that the Tenant is the one whose quota it read (its
+// ModRevision, a compare that also says it exists), so that a quota set or
+// lowered meanwhile is not missed.
 
 // quotaKey is bumped by every counted create of a tenant with a quota.
 func quotaKey(tenant string) string { return "quota/" + tenant }
 
 // quotaOf returns the cap of the tenant's quota on obj's kind (0: none)
-// and the quota's field, for a counted kind.
-func (r *Registry) quotaOf(obj apiv1.Object) (limit int, field string, counted bool) {
+// and the quota's field, for a counted kind, and the revision of the
+// Tenant it read (0: not cached).
+func (r *Registry) quotaOf(obj apiv1.Object) (limit int, field string, counted bool, tenantRev int64) {
 	var get func(*apiv1.TenantQuota) int
 	switch obj.(type) {
 	case *apiv1.Endpoint:
@@ -33,29 +36,37 @@ func (r *Registry) quotaOf(obj apiv1.Object) (limit int, field string, counted b
 	case *apiv1.SecurityPolicy:
 		get, field = func(q *apiv1.TenantQuota) int { return q.Policies }, "policies"
 	default:
-		return 0, "", false
+		return 0, "", false, 0
 	}
 	if t, ok := r.st.Get(apiv1.KindTenant, "", obj.GetObjectMeta().Tenant); ok {
 		if q := t.(*apiv1.Tenant).Spec.Quota; q != nil {
 			limit = get(q)
 		}
+		tenantRev, _ = strconv.ParseInt(t.GetObjectMeta().ResourceVersion, 10, 64)
 	}
-	return limit, field, true
+	return limit, field, true, tenantRev
 }
 
-// planQuota refuses the create of obj if its tenant's quota is used up,
-// and makes a's transaction conditional on the count and the quota it
-// read at cacheRev.
-func (r *Registry) planQuota(a *attempt, obj apiv1.Object, cacheRev int64) error {
-	limit, field, counted := r.quotaOf(obj)
-	if !counted {
-		return nil
-	}
+// planTenant makes a's transaction, the create of obj of a namespaced
+// kind, conditional on its tenant: that it exists and, for a counted kind,
+// that it is the Tenant whose quota was read (one compare of its
+// ModRevision says both). It refuses the create if the tenant's quota is
+// used up, and makes the transaction conditional on the count it read at
+// cacheRev.
+func (r *Registry) planTenant(a *attempt, obj apiv1.Object, cacheRev int64) error {
 	tenant := obj.GetObjectMeta().Tenant
-	unchanged := func(key string) clientv3.Cmp {
-		return clientv3.Compare(clientv3.ModRevision(key), "<", cacheRev+1)
+	tk := r.st.ObjectKey(apiv1.Ref{Kind: apiv1.KindTenant, Name: tenant})
+	limit, field, counted, tenantRev := r.quotaOf(obj)
+	switch {
+	case !counted:
+		a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", tenant))
+		return nil
+	case tenantRev > 0:
+		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(tk), "=", tenantRev))
+	default: // not cached (validation refuses that first): it must exist and be unchanged
+		a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", tenant),
+			clientv3.Compare(clientv3.ModRevision(tk), "<", cacheRev+1))
 	}
-	a.txn.Compares = append(a.txn.Compares, unchanged(r.st.ObjectKey(apiv1.Ref{Kind: apiv1.KindTenant, Name: tenant})))
 	if limit == 0 {
 		return nil
 	}
@@ -65,8 +76,9 @@ func (r *Registry) planQuota(a *attempt, obj apiv1.Object, cacheRev int64) error
 			"%s: tenant %s has %d %s, its quota (spec.quota.%s) is %d: delete some or raise the quota",
 			apiv1.RefOf(obj), tenant, n, ki.Plural, field, limit)
 	}
-	a.txn.Compares = append(a.txn.Compares, unchanged(r.st.Key(quotaKey(tenant))))
-	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(r.st.Key(quotaKey(tenant)), ""))
+	qk := r.st.Key(quotaKey(tenant))
+	a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.ModRevision(qk), "<", cacheRev+1))
+	a.txn.Ops = append(a.txn.Ops, clientv3.OpPut(qk, ""))
 	return nil
 }
 
@@ -74,7 +86,7 @@ func (r *Registry) planQuota(a *attempt, obj apiv1.Object, cacheRev int64) error
 // tenant take turns on (see serialize), or "" if its quota does not cap
 // obj's kind.
 func (r *Registry) quotaLock(obj apiv1.Object, create bool) string {
-	if limit, _, _ := r.quotaOf(obj); create && limit > 0 {
+	if limit, _, _, _ := r.quotaOf(obj); create && limit > 0 {
 		return quotaKey(obj.GetObjectMeta().Tenant)
 	}
 	return ""

@@ -10,6 +10,17 @@
 // Reads (Get, List, Watch) are served from the store's watch-fed cache.
 // Every write waits until the cache has applied its revision before it
 // returns, so a client reads its own writes.
+//
+// Get and every answer of a write are linearizable, although the cache
+// may lag behind writes made through other replicas: an answer that a
+// committed transaction decided is current by itself (etcd evaluated its
+// compares); an answer read from the cache (Get, not found, already
+// exists, nothing to change, a dry run, a refusal) is given only from a
+// cache that holds every write acknowledged before the call: one that
+// store.Sync brought up to a quorum-read revision, or that has applied a
+// failed transaction of the call. Lists and watches are served from the
+// cache as it is, at the revision they report. Internal status writers
+// (PatchStatus) skip the Sync: they answer no client.
 package registry
 
 import (
@@ -248,8 +259,12 @@ func observeID(ids *alloc.VNIs, high *uint32, id uint32, deleted bool) {
 
 // ---- reads ----
 
-// Get returns one object from the cache.
-func (r *Registry) Get(_ context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+// Get returns one object from the cache, once the cache holds every write
+// acknowledged before the call (see the package documentation).
+func (r *Registry) Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error) {
+	if err := r.current(ctx); err != nil {
+		return nil, err
+	}
 	o, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 	if !ok {
 		return nil, apiv1.NewNotFound(ref)
@@ -261,6 +276,15 @@ func (r *Registry) Get(_ context.Context, ref apiv1.Ref) (apiv1.Object, error) {
 // match sel, and the cache revision they were read at.
 func (r *Registry) List(ctx context.Context, kind, tenant string, sel apiv1.LabelSelector) ([]apiv1.Object, int64) {
 	return r.Select(ctx, kind, tenant, sel, nil)
+}
+
+// current waits until the cache holds every write acknowledged before the
+// call (store.Sync), so that an answer read from it is linearizable.
+func (r *Registry) current(ctx context.Context) error {
+	if err := r.st.Sync(ctx); err != nil {
+		return apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "this replica cannot serve a current read: %v", err)
+	}
+	return nil
 }
 
 // Select is List of the objects that match both a label selector and a
@@ -350,15 +374,53 @@ type attempt struct {
 
 // run plans and commits a write, retrying lost races. plan is called
 // afresh for every attempt so that it sees the cache at least at the
-// revision of the previous failure.
-func (r *Registry) run(ctx context.Context, plan func() (*attempt, error)) (*attempt, int64, error) {
-	return r.runN(ctx, maxAttempts, plan)
+// revision of the previous failure. An answer that plan gives from the
+// cache alone (an error, a no-op) is made current first: plan runs again
+// after a store.Sync, unless a failed transaction of this call already
+// brought the cache past the call's start.
+func (r *Registry) run(ctx context.Context, dryRun bool, plan func() (*attempt, error)) (*attempt, int64, error) {
+	return r.runN(ctx, maxAttempts, freshnessOf(dryRun), plan)
 }
 
-// runN is run with at most n attempts.
-func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error)) (*attempt, int64, error) {
+// freshness is how run makes the answers it gives from the cache current.
+type freshness int
+
+const (
+	// syncAnswers: a Sync before an answer from the cache, and plan again.
+	syncAnswers freshness = iota
+	// syncFirst: a Sync before the first plan, for dry runs (every answer
+	// is from the cache; planning twice would allocate twice).
+	syncFirst
+	// cached: no Sync, for writers that answer no client.
+	cached
+)
+
+// freshnessOf is the freshness of an API write.
+func freshnessOf(dryRun bool) freshness {
+	if dryRun {
+		return syncFirst
+	}
+	return syncAnswers
+}
+
+// runN is run with at most n attempts and the given freshness.
+func (r *Registry) runN(ctx context.Context, n int, f freshness, plan func() (*attempt, error)) (*attempt, int64, error) {
+	synced := f == cached
+	if f == syncFirst {
+		if err := r.current(ctx); err != nil {
+			return nil, 0, err
+		}
+		synced = true
+	}
 	for i := 0; i < n; i++ {
 		a, err := plan()
+		if !synced && (err != nil || a.noop) {
+			synced = true
+			if err := r.current(ctx); err != nil {
+				return nil, 0, err
+			}
+			a, err = plan()
+		}
 		if err != nil {
 			return nil, 0, err
 		}
@@ -403,6 +465,7 @@ func (r *Registry) runN(ctx context.Context, n int, plan func() (*attempt, error
 		if err := r.st.WaitForRevision(ctx, res.Revision); err != nil {
 			return nil, 0, storeError(err)
 		}
+		synced = true // the cache holds res.Revision, read after the call began
 	}
 	return nil, 0, apiv1.NewConflict("gave up after %d attempts: the objects involved kept changing; retry", n)
 }
@@ -442,7 +505,7 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.W
 	}
 	defer unlock()
 
-	a, rev, err := r.runN(ctx, attempts, func() (*attempt, error) {
+	a, rev, err := r.runN(ctx, attempts, freshnessOf(dryRun), func() (*attempt, error) {
 		cacheRev := r.st.Revision()
 		r.defaultRefs(obj, nil, reqVPC)
 		if err := apiv1.ValidateCreate(obj, r.st); err != nil {
@@ -455,10 +518,9 @@ func (r *Registry) Create(ctx context.Context, obj apiv1.Object, opts ...apiv1.W
 		a.txn.Compares = append(a.txn.Compares, clientv3.Compare(clientv3.CreateRevision(objKey), "=", 0))
 		a.txn.Else = append(a.txn.Else, clientv3.OpGet(objKey, clientv3.WithKeysOnly()))
 		if ki.Namespaced {
-			a.txn.Compares = append(a.txn.Compares, r.exists(apiv1.KindTenant, "", ref.Tenant))
-		}
-		if err := r.planQuota(a, obj, cacheRev); err != nil {
-			return nil, err
+			if err := r.planTenant(a, obj, cacheRev); err != nil {
+				return nil, err
+			}
 		}
 		alreadyExists := func(res store.Result) bool { return len(res.Else) > 0 && rangeCount(res.Else[0]) > 0 }
 		a.diagnose = func(res store.Result) error {
@@ -730,7 +792,7 @@ func (r *Registry) Update(ctx context.Context, obj apiv1.Object, opts ...apiv1.W
 		return nil, err
 	}
 	defer unlock()
-	a, rev, err := r.runN(ctx, attempts, func() (*attempt, error) {
+	a, rev, err := r.runN(ctx, attempts, freshnessOf(dryRun), func() (*attempt, error) {
 		cacheRev := r.st.Revision()
 		oldObj, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
@@ -912,7 +974,7 @@ func (r *Registry) Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.Writ
 	ref.Kind = ki.Kind
 	objKey := r.st.ObjectKey(ref)
 	var deleted apiv1.Object
-	_, _, err := r.run(ctx, func() (*attempt, error) {
+	_, _, err := r.run(ctx, dryRun, func() (*attempt, error) {
 		old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
 			return nil, apiv1.NewNotFound(ref)

@@ -29,7 +29,7 @@ func (r *Registry) UpdateStatus(ctx context.Context, obj apiv1.Object) (apiv1.Ob
 		return nil, err
 	}
 	status := reflect.ValueOf(obj).Elem().FieldByName("Status")
-	return r.PatchStatus(ctx, apiv1.RefOf(obj), func(next apiv1.Object) bool {
+	return r.patchStatus(ctx, apiv1.RefOf(obj), syncAnswers, func(next apiv1.Object) bool {
 		reflect.ValueOf(next).Elem().FieldByName("Status").Set(status)
 		return true
 	})
@@ -53,7 +53,7 @@ func (r *Registry) MergePatchStatus(ctx context.Context, ref apiv1.Ref, patch []
 		return nil, err
 	}
 	var mergeErr error
-	out, err := r.PatchStatus(ctx, ref, func(next apiv1.Object) bool {
+	out, err := r.patchStatus(ctx, ref, syncAnswers, func(next apiv1.Object) bool {
 		if !ok {
 			return false // no status member: nothing to change
 		}
@@ -142,7 +142,16 @@ func mergeStatus(next apiv1.Object, patch any) (bool, error) {
 // false when nothing needs writing; PatchStatus then returns the stored
 // object unchanged. Spec, metadata and allocated status fields are kept; a
 // status that apiv1.ValidateStatus refuses is refused (Invalid).
+//
+// PatchStatus is for the controller's own status writers: unlike the
+// API's writes, its answers from the cache (not found, nothing to change)
+// are not made current with a Sync (see the package documentation).
 func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(next apiv1.Object) bool) (apiv1.Object, error) {
+	return r.patchStatus(ctx, ref, cached, patch)
+}
+
+// patchStatus is PatchStatus with the freshness of its answers (see run).
+func (r *Registry) patchStatus(ctx context.Context, ref apiv1.Ref, f freshness, patch func(next apiv1.Object) bool) (apiv1.Object, error) {
 	if _, ok := apiv1.LookupKind(ref.Kind); !ok {
 		return nil, apiv1.NewBadRequest("unknown kind %q", ref.Kind)
 	}
@@ -157,7 +166,7 @@ func (r *Registry) PatchStatus(ctx context.Context, ref apiv1.Ref, patch func(ne
 		return nil, storeError(err)
 	}
 	defer unlock()
-	a, rev, err := r.runN(ctx, statusAttempts, func() (*attempt, error) {
+	a, rev, err := r.runN(ctx, statusAttempts, f, func() (*attempt, error) {
 		old, ok := r.st.Get(ref.Kind, ref.Tenant, ref.Name)
 		if !ok {
 			return nil, apiv1.NewNotFound(ref)

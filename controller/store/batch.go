@@ -400,7 +400,7 @@ func (s *Store) sendBatch(batch []*pending) {
 		ops[i] = clientv3.OpTxn(p.txn.Compares, p.txn.Ops, p.txn.Else)
 	}
 	start := time.Now()
-	resp, err := s.cli.Txn(s.ctx).Then(ops...).Commit()
+	resp, err := s.kv.Txn(s.ctx).Then(ops...).Commit()
 	s.metrics.batchSent(len(batch), time.Since(start))
 	if err != nil && len(batch) > 1 && isRequestError(err) {
 		// One Txn can make etcd reject the whole batch (too large, too many

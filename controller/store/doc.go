@@ -21,7 +21,9 @@
 // are cached in a compact form rather than as objects, and every read of
 // one (Get, List, the indexes, Watch events) builds a new *apiv1.Endpoint,
 // equal to what was stored; other kinds are returned as cached. Revision
-// and WaitForRevision give read-your-writes after a Commit. When the watch
+// and WaitForRevision give read-your-writes after a Commit; Sync makes the
+// next cache read linearizable (concurrent Syncs share one quorum read of
+// etcd's revision). When the watch
 // falls behind etcd's compaction the cache lists again and publishes the
 // difference.
 //
@@ -33,5 +35,6 @@
 //
 // StartEmbedded runs a single-member etcd inside the process for
 // deployments without an external cluster. It listens only on a unix
-// socket (never on TCP, where it would serve without TLS).
+// socket (never on TCP, where it would serve without TLS); the Store's own
+// transactions and reads call its KV in process (Embedded.KV).
 package store

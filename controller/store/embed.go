@@ -19,6 +19,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3rpc"
+	"go.etcd.io/etcd/server/v3/proxy/grpcproxy/adapter"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -335,6 +337,14 @@ func (e *Embedded) Client() (*clientv3.Client, error) {
 		return nil, fmt.Errorf("embedded etcd client: %w", err)
 	}
 	return cli, nil
+}
+
+// KV returns the server's KV API in process, for Config.KV: requests are
+// function calls into the server, without the gRPC client, the socket and
+// the protobuf encoding a Client's requests take; they are served as a
+// Client's are (quota, limits, raft, fsync). It has nothing to close.
+func (e *Embedded) KV() clientv3.KV {
+	return clientv3.NewKVFromKVClient(adapter.KvServerToKvClient(v3rpc.NewQuotaKVServer(e.etcd.Server)), nil)
 }
 
 // Close stops the server and waits for it. It is idempotent. Clients

@@ -19,6 +19,7 @@ type metrics struct {
 	relists       *counter
 	dropped       *counter
 	decodeErrors  *counter
+	syncReads     *counter
 
 	// follow counts, by follower name, what Follow and FollowKeys do
 	// (followRewatch, followReset, followError).
@@ -70,6 +71,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "weft_store_watchers_dropped_total", Help: "Watch subscribers closed because they fell too far behind."})},
 		decodeErrors: &counter{c: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_store_decode_errors_total", Help: "Stored objects the cache could not decode."})},
+		syncReads: &counter{c: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_store_sync_reads_total", Help: "Quorum reads of the revision for Sync (concurrent Syncs share one)."})},
 	}
 	for i, n := range [...]struct{ name, help string }{
 		followRewatch: {"rewatches", "Follower watches that their source closed (a slow subscriber dropped) and that were opened again."},
@@ -83,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.commitSeconds, m.batchSize, m.txnSeconds, m.cacheRevision,
-		m.watchLag, m.relists.c, m.dropped.c, m.decodeErrors.c, m.follow[0], m.follow[1], m.follow[2]} {
+		m.watchLag, m.relists.c, m.dropped.c, m.decodeErrors.c, m.syncReads.c, m.follow[0], m.follow[1], m.follow[2]} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}
@@ -147,6 +150,8 @@ type Stats struct {
 	DroppedWatchers int64
 	// DecodeErrors counts stored objects the cache could not decode.
 	DecodeErrors int64
+	// SyncReads counts the quorum reads that Syncs shared.
+	SyncReads int64
 }
 
 // Stats returns the Store's counters.
@@ -159,5 +164,6 @@ func (s *Store) Stats() Stats {
 		Relists:         m.relists.n.Load(),
 		DroppedWatchers: m.dropped.n.Load(),
 		DecodeErrors:    m.decodeErrors.n.Load(),
+		SyncReads:       m.syncReads.n.Load(),
 	}
 }

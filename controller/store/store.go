@@ -50,6 +50,11 @@ type Config struct {
 	// Client is the etcd client (required). The Store does not close it.
 	// For batches larger than 2 MiB raise its MaxCallSendMsgSize.
 	Client *clientv3.Client
+	// KV, if set, serves the Store's transactions and reads in place of
+	// Client's: Embedded.KV, the embedded server's in-process KV, skips
+	// the gRPC round trip (the writes still go through raft and fsync).
+	// Watches always use Client.
+	KV clientv3.KV
 	// Prefix of every key the Store owns (default DefaultPrefix); must end in "/".
 	Prefix string
 	// Logger (default: discard).
@@ -135,11 +140,13 @@ type Store struct {
 	cfg     Config
 	log     *slog.Logger
 	cli     *clientv3.Client
+	kv      clientv3.KV // cfg.KV, else cli
 	prefix  string
 	kinds   kindTable
 	metrics *metrics
 	cache   *cache
 	batcher *batcher
+	syncs   *syncReads
 
 	// life owns the goroutines; ctx, its lifetime context, ends at Close.
 	life    lifecycle.Group
@@ -161,6 +168,8 @@ type testHooks struct {
 	beforeWatch func(fromRev int64)
 	// beforeSend runs in a batch worker before a batch goes to etcd.
 	beforeSend func(n int)
+	// syncRead runs before each quorum read of the revision for Sync.
+	syncRead func()
 }
 
 // New returns a Store; call Start before using it.
@@ -177,13 +186,18 @@ func New(cfg Config) (*Store, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("subsystem", "store"),
 		cli:         cfg.Client,
+		kv:          cfg.KV,
 		prefix:      cfg.Prefix,
 		kinds:       newKindTable(),
 		metrics:     m,
 		progressReq: make(chan struct{}, 1),
 	}
+	if s.kv == nil {
+		s.kv = cfg.Client
+	}
 	s.cache = newCache(s.kinds, cfg.RingSize, m)
 	s.batcher = newBatcher(cfg.MaxBatchOps, cfg.MaxBatchBytes)
+	s.syncs = newSyncReads()
 	s.ctx = s.life.Context()
 	return s, nil
 }
@@ -206,6 +220,7 @@ func (s *Store) Start(ctx context.Context) error {
 	s.cache.load(snap, rev)
 	s.log.Info("store cache primed", "revision", rev, "objects", len(snap))
 	s.life.Go(s.syncLoop)
+	s.life.Go(s.syncReader)
 	for range s.cfg.MaxInFlight {
 		s.life.Go(func(context.Context) { s.batchWorker() })
 	}
@@ -222,6 +237,7 @@ func (s *Store) Close() error {
 	return s.life.Close(func() error {
 		s.cache.closeSubscribers()
 		s.batcher.close()
+		s.syncs.close()
 		return nil
 	})
 }

@@ -238,6 +238,7 @@ func TestCommitConcurrent(t *testing.T) {
 		"weft_store_relists_total":          0,
 		"weft_store_watchers_dropped_total": 0,
 		"weft_store_decode_errors_total":    0,
+		"weft_store_sync_reads_total":       0,
 	}
 	if diff := cmp.Diff(want, counts); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)

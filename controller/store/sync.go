@@ -39,7 +39,7 @@ func (s *Store) listOnce(ctx context.Context) ([]change, int64, error) {
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.cli.Get(ctx, key, opts...)
+		resp, err := s.kv.Get(ctx, key, opts...)
 		if err != nil {
 			s.cache.discard(snap)
 			return nil, 0, fmt.Errorf("list %sv1/ at revision %d: %w", s.prefix, rev, err)

@@ -239,3 +239,58 @@ func rrRate(ctx context.Context, ns string, dst netip.AddrPort, d time.Duration)
 	}
 	return float64(n) / d.Seconds(), nil
 }
+
+// BenchmarkAttach measures one Set attaching WEFT_BENCH_ATTACH endpoints
+// (default 100) on a host with nothing attached, for each hook mode, in
+// interleaved rounds (WEFT_BENCH_ROUNDS, default 3; a driver torn down
+// after each): a tcx link costs each endpoint an RCU grace period, legacy
+// tc does not. Run it alone: go test -run - -bench Attach -benchtime 1x.
+func BenchmarkAttach(b *testing.B) {
+	n := nettest.New(b, testnet.Options{Hosts: 1})
+	h := n.Host(0)
+	vpcs := twoTenants()[:1]
+	var eps []datapath.Endpoint
+	for i := range envInt("WEFT_BENCH_ATTACH", 100) {
+		ip := netip.AddrFrom4([4]byte{10, 0, byte(1 + i/200), byte(10 + i%200)})
+		subnet := "a"
+		if i >= 200 {
+			subnet = "b"
+		}
+		eps = append(eps, datapath.Endpoint{ID: fmt.Sprintf("bench/a%d", i), VNI: 100, Subnet: subnet, IP: ip, MAC: epMAC(100, ip)})
+	}
+	modes := []ebpf.Hooks{ebpf.HooksTCX, ebpf.HooksTC, ebpf.HooksAuto}
+	rates := map[ebpf.Hooks][]float64{}
+	load := loadAvg()
+	rounds := envInt("WEFT_BENCH_ROUNDS", 3)
+	for b.Loop() {
+		for round := range rounds {
+			for k := range modes {
+				m := modes[(round+k)%len(modes)]
+				cfg := config(n, h, b)
+				cfg.Hooks = m
+				d, err := ebpf.New(b.Context(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				hc := hostConfig(h)
+				if err := d.Set(b.Context(), &datapath.Desired{Host: hc, VPCs: vpcs}); err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				err = d.Set(b.Context(), &datapath.Desired{Host: hc, VPCs: vpcs, Endpoints: eps})
+				took := time.Since(start)
+				if terr := d.Teardown(context.Background()); err != nil || terr != nil {
+					b.Fatal(err, terr)
+				}
+				rates[m] = append(rates[m], float64(len(eps))/took.Seconds())
+			}
+		}
+	}
+	b.Logf("load average %s at the start, %s at the end", load, loadAvg())
+	for _, m := range modes {
+		r := slices.Clone(rates[m])
+		slices.Sort(r)
+		b.Logf("hooks %s: one Set of %d endpoints, endpoints/s median %.1f (%.1f..%.1f) of %d rounds", m, len(eps), r[len(r)/2], r[0], r[len(r)-1], len(r))
+		b.ReportMetric(r[len(r)/2], string(m)+"-endpoints/s")
+	}
+}

@@ -24,6 +24,23 @@ const (
 	MissDrop MissMode = "drop"
 )
 
+// Hooks says how the driver attaches its programs to devices.
+type Hooks string
+
+// Hook modes. See "Attaching programs" in the package documentation.
+const (
+	// HooksAuto attaches to endpoint veths with legacy tc (a tcx link
+	// costs each endpoint an RCU grace period) and to the host's devices
+	// with tcx links, or legacy tc on a kernel without tcx.
+	HooksAuto Hooks = "auto"
+	// HooksTCX attaches every program with a tcx link (kernel ≥ 6.6).
+	HooksTCX Hooks = "tcx"
+	// HooksTC attaches every program with legacy tc: a clsact qdisc and a
+	// cls_bpf filter in direct-action mode. It is what a kernel without
+	// tcx gets (HooksAuto falls back to it); tests force it.
+	HooksTC Hooks = "tc"
+)
+
 // Config configures a Driver. HostName is required; the rest has defaults.
 type Config struct {
 	// HostName is the host's name. Desired.Host.Name must match it. It is
@@ -48,6 +65,11 @@ type Config struct {
 	Logger *slog.Logger
 	// MissBuffer is the capacity of the Misses channel (default 1024).
 	MissBuffer int
+	// Hooks is how programs are attached (default HooksAuto).
+	Hooks Hooks
+	// FlowSampling samples 1 in FlowSampling flows (0: none), which
+	// Traffic reports (see "Flows").
+	FlowSampling uint32
 }
 
 func (c Config) withDefaults() Config {
@@ -72,6 +94,9 @@ func (c Config) withDefaults() Config {
 	if c.MissBuffer <= 0 {
 		c.MissBuffer = 1024
 	}
+	if c.Hooks == "" {
+		c.Hooks = HooksAuto
+	}
 	return c
 }
 
@@ -91,6 +116,9 @@ func (c Config) Validate() error {
 	}
 	if c.MissMode != MissHold && c.MissMode != MissDrop {
 		return fmt.Errorf("ebpf datapath config: miss mode %q: want %q or %q", c.MissMode, MissHold, MissDrop)
+	}
+	if c.Hooks != HooksAuto && c.Hooks != HooksTCX && c.Hooks != HooksTC {
+		return fmt.Errorf("ebpf datapath config: hooks %q: want %q, %q or %q", c.Hooks, HooksAuto, HooksTCX, HooksTC)
 	}
 	return nil
 }

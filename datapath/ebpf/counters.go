@@ -20,9 +20,9 @@ var _ datapath.TrafficReader = (*Driver)(nil)
 // not), what was delivered to it, and the drops of packets from it and,
 // for ingress policy, to it, by datapath.DropReason. A counter starts at
 // zero when the endpoint is attached (an endpoint whose entry is missing
-// reads zero; Set makes it). This driver samples no flows (Sampling 0),
-// counts no connections (ConnsOut, ConnsIn) and keeps no per-VPC drops:
-// every drop it makes belongs to an endpoint.
+// reads zero; Set makes it). With Config.FlowSampling, the sampled flows
+// too (see "Flows"). It counts no connections (ConnsOut, ConnsIn) and
+// keeps no per-VPC drops: every drop it makes belongs to an endpoint.
 func (d *Driver) Traffic(ctx context.Context) (*datapath.Traffic, error) {
 	type ep struct {
 		id      string
@@ -65,6 +65,11 @@ func (d *Driver) Traffic(ctx context.Context) (*datapath.Traffic, error) {
 			}
 		}
 		t.Endpoints = append(t.Endpoints, et)
+	}
+	if t.Sampling = d.cfg.FlowSampling; t.Sampling > 0 {
+		flows, err := d.sampledFlows(t.At)
+		t.Flows = flows
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return t, fmt.Errorf("ebpf traffic: %w", err)

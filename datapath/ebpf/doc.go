@@ -1,6 +1,7 @@
-// Package ebpf is a datapath.Driver on eBPF: tc programs (tcx links) on
-// each endpoint's host-side veth and on one collect-metadata VXLAN device
-// per host, forwarding by lookups in BPF maps keyed by (VNI, address). It
+// Package ebpf is a datapath.Driver on eBPF: tc programs (legacy tc
+// filters or tcx links, see "Attaching programs") on each endpoint's
+// host-side veth and on one collect-metadata VXLAN device per host,
+// forwarding by lookups in BPF maps keyed by (VNI, address). It
 // needs no router namespace per VPC: the VNI in every key keeps tenants
 // whose addresses overlap apart. It enforces security policy and QoS with
 // the linux driver's semantics and passes datapath/conformance, policy and
@@ -13,11 +14,11 @@
 //	│ ul0 192.0.2.11 (underlay)                UDP :4789 (the VXLAN socket)   │
 //	│ wftbx   vxlan external (collect metadata), gbp, nolearning, port 4789,  │
 //	│         MAC = GatewayMAC, MTU = underlay - 50                           │
-//	│         tcx ingress: from_vxlan    tcx egress: to_vxlan                 │
+//	│         ingress: from_vxlan        egress: to_vxlan      (tcx)          │
 //	│ wftb<hash> veth, MAC = GatewayMAC, alias "weft:acme/web-1"              │
-//	│         tcx ingress: from_ep       (one per local endpoint)             │
+//	│         clsact ingress: from_ep    (one per local endpoint; tc)         │
 //	│ wftbq ── wftbr  the shaper veth pair: wftbq holds the HTB tree of the   │
-//	│         caps (see "Quality of service"); wftbr tcx ingress: from_shaper │
+//	│         caps (see "Quality of service"); wftbr ingress: from_shaper     │
 //	│ ul0 root qdisc htb 7766: with a capacity (minimums, priorities)         │
 //	└───────┬────────────────────────────────────────────────────────────────┘
 //	        │ veth
@@ -54,6 +55,8 @@
 //	pol_icmp  hash  (port set, type) → code bitmap                   ICMP of a port set
 //	conns     LRU   (vni, 5-tuple) → last seen, sender identity, flags, ICMP type/code
 //	frags     LRU   (vni, src, dst, IP ID, proto) → time             datagrams whose first fragment passed
+//	flows     LRU   (vni, 5-tuple) → packets, bytes, dropped,       sampled flows (Config.FlowSampling)
+//	                last seen, drop reason
 //
 // Set writes vpcs, subnets, locals, ifaces, counters, config and the
 // policy maps, and deletes connections a policy change no longer allows;
@@ -102,7 +105,24 @@
 // unknown-location), at the sender and, for ingress policy, at the
 // destination, beside the packets and bytes each endpoint sent and
 // received; Traffic (datapath.TrafficReader) reads them for the agent's
-// flow reports. No flow is sampled.
+// flow reports, and the sampled flows (see "Flows").
+//
+// # Flows
+//
+// With Config.FlowSampling N > 0, 1 in N flows (a VPC's 5-tuple; ICMP:
+// type and code as destination port, no source port) are counted in the
+// flows map, as the linux driver's flow hooks do: from_ep counts every
+// TCP, UDP, SCTP, UDP-Lite and ICMP packet an endpoint sends, from_vxlan
+// those arriving from another host for a local endpoint, each with the
+// packets and bytes, the time of the last one, and the packets dropped
+// after the flow was counted (policy, no route, unknown location) with
+// the last reason. A flow is chosen by a hash of its key with the same
+// seed on every host (MurmurHash3's finalizer over its words; not the
+// linux driver's Jenkins hash, so hosts of the two drivers may sample
+// different flows), so a sampled flow is counted on both hosts it
+// crosses. Traffic reports the flows seen within
+// datapath.FlowIdleTimeout and deletes older ones; the LRU map (65,536
+// flows per host) evicts the least recent when full. TestFlowSampling.
 //
 // # Learning
 //
@@ -251,14 +271,50 @@
 //
 //	<dir>/<map>                    every map (pinned by name by the loader)
 //	<dir>/progs-<hash>/<program>   the programs of the object with that hash
-//	<dir>/links/<veth name>        from_ep on that endpoint's veth
+//	<dir>/links/<veth name>        from_ep on that endpoint's veth (HooksTCX)
 //	<dir>/links/vxlan-ingress      from_vxlan
 //	<dir>/links/vxlan-egress       to_vxlan
 //	<dir>/links/shaper-ingress     from_shaper
 //
-// Links are tcx links (kernel ≥ 6.6), pinned so that they outlive the
-// agent: Close leaves the data plane in place and packets flow while no
-// agent runs (headless); only new misses go unanswered.
+// tcx links are pinned and legacy tc filters belong to their device, so
+// both outlive the agent: Close leaves the data plane in place and packets
+// flow while no agent runs (headless); only new misses go unanswered.
+//
+// # Attaching programs
+//
+// A program runs on a device's ingress or egress either through a tcx
+// link (kernel ≥ 6.6) or through legacy tc: a clsact qdisc and a cls_bpf
+// filter in direct-action mode (priority 1, handle 1, named "weft-" and
+// the program's name; the kernel holds the program). Config.Hooks
+// chooses:
+//
+//   - HooksAuto (the default): endpoint veths by legacy tc, the VXLAN
+//     device and the shaper by tcx links; on a kernel without tcx (an
+//     attach fails with ebpf.ErrNotSupported: link.AttachTCX runs
+//     cilium/ebpf's feature probe) by legacy tc too, for the driver's
+//     life.
+//   - HooksTCX: tcx links everywhere.
+//   - HooksTC: legacy tc everywhere, the fallback path, which tests force
+//     (TestLegacyTC).
+//
+// Why endpoints use legacy tc: attaching a tcx link swaps the device's
+// program array and waits for an RCU grace period (synchronize_rcu) under
+// the RTNL lock, about 10 ms on these machines, so attaches do not
+// overlap and each endpoint costs one; a cls_bpf filter's first insert
+// waits only for an expedited grace period, when it waits at all.
+// BenchmarkAttach (one Set of 200 endpoints on an empty host, 3
+// interleaved rounds, load average 9.9-11.4 on 2 cores): tcx links 66
+// endpoints/s (50..66), legacy tc 238 (217..257), HooksAuto 193
+// (168..366).
+//
+// A Set attaches in the new mode first, then removes what another mode
+// left (a pinned tcx link; a clsact qdisc holding a filter of ours): a
+// tcx program runs before tc's filters and ours pass nothing on to them,
+// so no packet goes unhandled while an agent restarted in another mode
+// moves the hooks (TestLegacyTC switches under a 5 ms ping). A filter
+// running another build's program is replaced in place. Set reads the
+// filters of a device only if it has a clsact qdisc (one qdisc dump per
+// Set tells).
 //
 // # Owned state, adoption, drift, teardown
 //
@@ -310,7 +366,17 @@
 // for both. Attaching endpoints one Set each runs at 7.7/s against 6.7/s,
 // but 200 endpoints in one Set at 52/s against 221/s: attaching a tcx
 // program waits for an RCU grace period under the RTNL lock (about 10 ms
-// of each endpoint's 16 ms here), so attaches do not overlap.
+// of each endpoint's 16 ms here), so attaches do not overlap. Endpoints
+// are now attached by legacy tc (see "Attaching programs"): two runs of
+// weft bench datapath --rounds 3 (2026-12-07, load average 19-23), one
+// with --datapath linux,ebpf and one with ebpf,linux, gave one Set of 200
+// endpoints 165.9/s and 259.5/s against the linux driver's 174.6/s and
+// 79.8/s in the same runs (whichever driver runs second is slower: the
+// first one's namespaces are still being freed); first packet p99 3.8 and
+// 3.5 ms against 1.3 and 0.4 ms; in the second, answering (a miss
+// received to Learn returned) took p99 0.53 ms: the rest lies between the
+// BPF program and the answerer (ring buffer, reader) or in the held
+// packet's release, not found yet.
 //
 // # Building the programs
 //
@@ -319,6 +385,5 @@
 // weft_bpfel.go are committed, so `go build` needs no clang. The object is
 // reproducible: the same source gives the same bytes in any directory.
 //
-// Not done yet: legacy tc (cls_bpf) for kernels without tcx, IPv6 overlay
-// and underlay.
+// Not done yet: IPv6 overlay and underlay, XDP.
 package ebpf

@@ -72,6 +72,9 @@ type Driver struct {
 	// pending are the misses reported since about a second (how long the
 	// kernel holds their packets), to be released by Learn.
 	pending map[datapath.RemoteKey]time.Time
+	// noTCX says an attach found the kernel without tcx (HooksAuto then
+	// uses legacy tc everywhere). Set's alone.
+	noTCX bool
 	// flushedFor is the policy digest the tracked connections were last
 	// judged by (policyDigest).
 	flushedFor string

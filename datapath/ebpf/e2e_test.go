@@ -96,12 +96,12 @@ type dc struct {
 	ctx      context.Context
 }
 
-func newDC(t *testing.T, hosts int, vpcs []datapath.VPC) *dc {
+func newDC(t *testing.T, hosts int, vpcs []datapath.VPC, mod ...func(*ebpf.Config)) *dc {
 	n := nettest.New(t, testnet.Options{Hosts: hosts})
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	c := &dc{t: t, net: n, ctl: newController(t), vpcs: vpcs, eps: map[int][]datapath.Endpoint{}, hostOf: map[string]int{}, nsPath: map[string]string{}, capacity: map[int]uint64{}, ctx: ctx}
 	for _, h := range n.Hosts() {
-		c.drivers = append(c.drivers, startDriver(t, n, h))
+		c.drivers = append(c.drivers, startDriver(t, n, h, mod...))
 	}
 	// Registered after the drivers: runs before their teardown.
 	t.Cleanup(func() {
@@ -625,8 +625,8 @@ func TestTeardown(t *testing.T) {
 	dir := c.pinDir(0)
 	objs := pinnedObjects(t, dir)
 	t.Logf("pinned on h0: %d programs, %d maps, %d links", len(objs.progs), len(objs.maps), len(objs.links))
-	if len(objs.progs) != 4 || len(objs.maps) != 15 || len(objs.links) != 5 {
-		t.Errorf("pinned %d programs, %d maps, %d links; want 4, 15 and 5 (two endpoints, two VXLAN hooks, the shaper's)", len(objs.progs), len(objs.maps), len(objs.links))
+	if len(objs.progs) != 4 || len(objs.maps) != 16 || len(objs.links) != 3 {
+		t.Errorf("pinned %d programs, %d maps, %d links; want 4, 16 and 3 (two VXLAN hooks, the shaper's; endpoints have tc filters)", len(objs.progs), len(objs.maps), len(objs.links))
 	}
 	ns := c.netns("acme/a")
 	if err := c.drivers[0].Teardown(c.ctx); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/datapath"
@@ -16,8 +15,8 @@ import (
 
 // ensureEndpoint converges one endpoint's veth (host side link, nil if
 // absent), the inside of its namespace and the from_ep program on the host
-// side.
-func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int) (*epState, error) {
+// side (clsact: the devices with a clsact qdisc).
+func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int, clsact map[int]bool) (*epState, error) {
 	name := VethName(e.ID)
 	nsPath, own := e.Netns, e.Netns == ""
 	if own {
@@ -57,7 +56,7 @@ func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int
 		break
 	}
 	idx := link.Attrs().Index
-	if err := d.ensureLink(tcxHook{name: name, ifindex: idx, attach: ebpf.AttachTCXIngress, prog: d.objs.FromEp}); err != nil {
+	if err := d.ensureHook(hook{name: name, ifindex: idx, prog: d.objs.FromEp, endpoint: true}, clsact); err != nil {
 		return nil, err
 	}
 	ep := *e

@@ -24,7 +24,8 @@ import (
 type objects struct {
 	weftMaps
 	weftPrograms
-	ids map[*ebpf.Program]ebpf.ProgramID
+	ids   map[*ebpf.Program]ebpf.ProgramID
+	names map[*ebpf.Program]string
 }
 
 func (o *objects) close() {
@@ -74,7 +75,7 @@ func loadObjects(dir string, ops *writes.Counter, log *slog.Logger) (*objects, e
 	if err := os.MkdirAll(filepath.Join(dir, "links"), 0o700); err != nil {
 		return nil, fmt.Errorf("pin directory: %w", err)
 	}
-	o := &objects{ids: map[*ebpf.Program]ebpf.ProgramID{}}
+	o := &objects{ids: map[*ebpf.Program]ebpf.ProgramID{}, names: map[*ebpf.Program]string{}}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}
 	missing := 0
 	for name := range spec.Maps {
@@ -130,7 +131,8 @@ func loadObjects(dir string, ops *writes.Counter, log *slog.Logger) (*objects, e
 		}
 		log.Info("bpf programs loaded", "dir", progDir)
 	}
-	for _, p := range progs {
+	for name, p := range progs {
+		o.names[*p] = name
 		info, err := (*p).Info()
 		if err != nil {
 			o.close()
@@ -149,23 +151,20 @@ func loadObjects(dir string, ops *writes.Counter, log *slog.Logger) (*objects, e
 	return o, nil
 }
 
-// tcxHook is one program attached to one device with tcx, pinned as
-// links/<name> in the pin directory.
-type tcxHook struct {
-	name    string
-	ifindex int
-	attach  ebpf.AttachType
-	prog    *ebpf.Program
-}
-
-// ensureLink makes sure hook is attached and pinned: a pinned link on the
-// right device and hook is kept (and moved to the current program if it
-// runs another one); anything else is replaced.
-func (d *Driver) ensureLink(h tcxHook) error {
+// ensureLink makes sure hook is attached with a tcx link, pinned as
+// links/<name>: a pinned link on the right device and hook is kept (and
+// moved to the current program if it runs another one); anything else is
+// replaced. On a kernel without tcx it fails with ebpf.ErrNotSupported
+// (link.AttachTCX runs cilium/ebpf's feature probe when an attach fails).
+func (d *Driver) ensureLink(h hook) error {
 	path := filepath.Join(d.pinDir, "links", h.name)
+	attach := ebpf.AttachTCXIngress
+	if h.egress {
+		attach = ebpf.AttachTCXEgress
+	}
 	if l, err := link.LoadPinnedLink(path, nil); err == nil {
 		info, ierr := l.Info()
-		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == h.ifindex && uint32(info.TCX().AttachType) == uint32(h.attach) {
+		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == h.ifindex && uint32(info.TCX().AttachType) == uint32(attach) {
 			if info.Program != d.objs.ids[h.prog] {
 				if err := d.ops.Write(writes.BPFLinkSet, func() error { return l.Update(h.prog) }); err != nil {
 					l.Close()
@@ -182,7 +181,7 @@ func (d *Driver) ensureLink(h tcxHook) error {
 	if err := d.ops.Write(writes.BPFLinkAdd, func() error {
 		return netnsfile.DoFd(int(d.hostNS), func() error {
 			var err error
-			l, err = link.AttachTCX(link.TCXOptions{Interface: h.ifindex, Program: h.prog, Attach: h.attach})
+			l, err = link.AttachTCX(link.TCXOptions{Interface: h.ifindex, Program: h.prog, Attach: attach})
 			return err
 		})
 	}); err != nil {

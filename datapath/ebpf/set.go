@@ -52,8 +52,13 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	mtu -= datapath.VXLANOverhead
 	refused := refusals(n)
 
+	clsact, err := d.clsactDevices()
+	if err != nil {
+		return fmt.Errorf("ebpf set: %w", err)
+	}
+
 	// 1. The VXLAN device, its programs and the config map.
-	if err := d.ensureVXLAN(n.Host, mtu); err != nil {
+	if err := d.ensureVXLAN(n.Host, mtu, clsact); err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
 	cur, err := d.readMaps()
@@ -129,7 +134,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("ebpf set: %w", err)
 		}
-		st, err := d.ensureEndpoint(e, byName[VethName(e.ID)], mtu)
+		st, err := d.ensureEndpoint(e, byName[VethName(e.ID)], mtu, clsact)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %q: %w", e.ID, err))
 			delete(pols, e.ID)
@@ -282,9 +287,9 @@ var vxlanSysctls = []sysctl{
 }
 
 // ensureVXLAN converges the collect-metadata VXLAN device (GBP, no
-// learning, port 4789, the gateway MAC, the overlay MTU, up), its tcx
-// programs and the config map.
-func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
+// learning, port 4789, the gateway MAC, the overlay MTU, up), its
+// programs and the config map. clsact are the devices with a clsact qdisc.
+func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int, clsact map[int]bool) error {
 	l, err := d.nl.LinkByName(VXLANName)
 	var nf netlink.LinkNotFoundError
 	if err != nil && !errors.As(err, &nf) {
@@ -331,19 +336,19 @@ func (d *Driver) ensureVXLAN(h datapath.HostConfig, mtu int) error {
 			return fmt.Errorf("set %s up: %w", VXLANName, err)
 		}
 	}
-	for _, hk := range []tcxHook{
-		{name: hookVXLANIn, ifindex: a.Index, attach: ebpf.AttachTCXIngress, prog: d.objs.FromVxlan},
-		{name: hookVXLANOut, ifindex: a.Index, attach: ebpf.AttachTCXEgress, prog: d.objs.ToVxlan},
+	for _, hk := range []hook{
+		{name: hookVXLANIn, ifindex: a.Index, prog: d.objs.FromVxlan},
+		{name: hookVXLANOut, ifindex: a.Index, egress: true, prog: d.objs.ToVxlan},
 	} {
-		if err := d.ensureLink(hk); err != nil {
+		if err := d.ensureHook(hk, clsact); err != nil {
 			return err
 		}
 	}
-	shaper, err := d.ensureShaper(mtu)
+	shaper, err := d.ensureShaper(mtu, clsact)
 	if err != nil {
 		return err
 	}
-	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP), ShaperIfindex: uint32(shaper)}
+	want := weftConfig{VxlanIfindex: uint32(a.Index), Underlay: be32(h.UnderlayIP), ShaperIfindex: uint32(shaper), Sampling: d.cfg.FlowSampling}
 	if d.cfg.MissMode == MissHold {
 		want.Flags |= cfgHold
 	}
@@ -365,7 +370,7 @@ const shaperTxQLen = 100
 // ensureShaper converges the shaper veth pair (ShaperName, whose HTB tree
 // holds the shaped traffic, and its peer, whose tcx ingress program sends
 // it on; overlay MTU, up) and returns the index of ShaperName.
-func (d *Driver) ensureShaper(mtu int) (int, error) {
+func (d *Driver) ensureShaper(mtu int, clsact map[int]bool) (int, error) {
 	l, err := d.nl.LinkByName(ShaperName)
 	var nf netlink.LinkNotFoundError
 	if err != nil && !errors.As(err, &nf) {
@@ -413,7 +418,7 @@ func (d *Driver) ensureShaper(mtu int) (int, error) {
 			return 0, fmt.Errorf("set %s txqueuelen: %w", ShaperName, err)
 		}
 	}
-	if err := d.ensureLink(tcxHook{name: hookShaperOut, ifindex: peer.Attrs().Index, attach: ebpf.AttachTCXIngress, prog: d.objs.FromShaper}); err != nil {
+	if err := d.ensureHook(hook{name: hookShaperOut, ifindex: peer.Attrs().Index, prog: d.objs.FromShaper}, clsact); err != nil {
 		return 0, err
 	}
 	return l.Attrs().Index, nil

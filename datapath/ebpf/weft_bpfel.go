@@ -19,6 +19,7 @@ type weftConfig struct {
 	Underlay      uint32
 	Flags         uint32
 	ShaperIfindex uint32
+	Sampling      uint32
 }
 
 type weftCounters struct {
@@ -49,6 +50,16 @@ type weftCtKey struct {
 	Dport uint16
 	Proto uint8
 	Pad   [3]uint8
+}
+
+type weftFlow struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+	Dropped uint64
+	Last    uint64
+	Reason  uint32
+	Pad     uint32
 }
 
 type weftFragKey struct {
@@ -169,6 +180,7 @@ const (
 	weftMapConns       = "conns"
 	weftMapCounters    = "counters"
 	weftMapEvents      = "events"
+	weftMapFlows       = "flows"
 	weftMapFrags       = "frags"
 	weftMapIfaces      = "ifaces"
 	weftMapLocals      = "locals"
@@ -242,6 +254,7 @@ type weftMapSpecs struct {
 	Conns    *ebpf.MapSpec `ebpf:"conns"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
 	Frags    *ebpf.MapSpec `ebpf:"frags"`
 	Ifaces   *ebpf.MapSpec `ebpf:"ifaces"`
 	Locals   *ebpf.MapSpec `ebpf:"locals"`
@@ -285,6 +298,7 @@ type weftMaps struct {
 	Conns    *ebpf.Map `ebpf:"conns"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
+	Flows    *ebpf.Map `ebpf:"flows"`
 	Frags    *ebpf.Map `ebpf:"frags"`
 	Ifaces   *ebpf.Map `ebpf:"ifaces"`
 	Locals   *ebpf.Map `ebpf:"locals"`
@@ -304,6 +318,7 @@ func (m *weftMaps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Events,
+		m.Flows,
 		m.Frags,
 		m.Ifaces,
 		m.Locals,

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/datapath/internal/nlconv"
 	"github.com/weftnet/weft/datapath/internal/writes"
 )
 
@@ -119,6 +121,76 @@ func (d *Driver) attachAdded(ctx context.Context, n *datapath.Desired, added []*
 			return fmt.Errorf("vpc %d: endpoint %q: set neighbour: %w", e.VNI, e.ID, err)
 		}
 	}
+	return nil
+}
+
+// Attach attaches endpoints of the last Set that waited for their
+// namespace (EndpointStatus.Waiting) and whose namespace exists now, as a
+// quick attach does, without a Set: the agent's CNI server binds a
+// container's namespace where a warm-pool endpoint waited, and the claim
+// then costs that endpoint's own writes (its veth and inside, /32 route,
+// neighbour, the VPC's policy table), not a Set's pass over the host's
+// state, however long ago the last full Set read the VPC namespaces (a
+// periodic Set repairs drift as before). Endpoints attached already are
+// skipped. Unless the last full Set converged without error and every
+// endpoint waited for a namespace that exists now, has no QoS and is in a
+// VPC without QoS, it fails and changes nothing; after a failure in the
+// kernel, the next Set reads everything. Either way the caller Sets the
+// whole state.
+func (d *Driver) Attach(ctx context.Context, ids []string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return datapath.ErrClosed
+	}
+	l := &d.last
+	if l.read.IsZero() || len(d.failed) > 0 {
+		return fmt.Errorf("linux attach: %w: the last full Set did not converge", errNotQuick)
+	}
+	var added []*datapath.Endpoint
+	vnis := map[uint32]bool{}
+	for _, id := range ids {
+		if d.eps[id] != nil {
+			continue
+		}
+		e, ok := d.held[id]
+		if !ok || !nlconv.IsNetns(e.Netns) {
+			return fmt.Errorf("linux attach: %w: endpoint %q does not wait for a namespace that exists", errNotQuick, id)
+		}
+		i := slices.IndexFunc(l.vpcs, func(v datapath.VPC) bool { return v.VNI == e.VNI })
+		if e.QoS != nil || i < 0 || l.vpcs[i].QoS != nil {
+			return fmt.Errorf("linux attach: %w: endpoint %q has QoS or its VPC changed", errNotQuick, id)
+		}
+		added = append(added, &e)
+		vnis[e.VNI] = true
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	// The endpoints of their VPCs as attached after this, in Set's order
+	// (by ID): what their policy tables are compiled from.
+	n := &datapath.Desired{}
+	for _, st := range d.eps {
+		if vnis[st.ep.VNI] {
+			n.Endpoints = append(n.Endpoints, st.ep)
+		}
+	}
+	for _, e := range added {
+		n.Endpoints = append(n.Endpoints, *e)
+	}
+	slices.SortFunc(n.Endpoints, func(a, b datapath.Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	start, before := time.Now(), d.ops.Counts()
+	if err := d.attachAdded(ctx, n, added, l.hc); err != nil {
+		d.last = lastFull{}
+		return fmt.Errorf("linux attach: %w", err)
+	}
+	d.smu.Lock()
+	for _, e := range added {
+		delete(d.waiting, e.ID)
+		delete(d.held, e.ID)
+	}
+	d.smu.Unlock()
+	d.log.Info("datapath attach", "attached", len(added), "writes", d.ops.Counts().Sub(before).String(), "took", time.Since(start))
 	return nil
 }
 

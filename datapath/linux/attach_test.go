@@ -137,3 +137,75 @@ func TestWaitingNetns(t *testing.T) {
 		t.Errorf("net1 in the bound namespace: %v", err)
 	}
 }
+
+// TestAttachWaiting: Attach attaches a waiting endpoint once its
+// namespace is bound at its path, without a Set and even with every Set
+// reading everything (VPCResync < 0); it writes what a Set would (the Set
+// after it writes nothing), and refuses, changing nothing, an endpoint
+// whose namespace does not exist yet.
+func TestAttachWaiting(t *testing.T) {
+	n := nettest.New(t, testnet.Options{Hosts: 1})
+	h := n.Host(0)
+	d := startDriver(t, n, h, func(c *linux.Config) { c.VPCResync = -1 })
+	ctx := t.Context()
+	dir := t.TempDir()
+	pins := [2]string{filepath.Join(dir, "pin0"), filepath.Join(dir, "pin1")}
+	for _, p := range pins {
+		if err := os.WriteFile(p, nil, 0o400); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ips := [3]netip.Addr{netip.MustParseAddr("10.0.1.10"), netip.MustParseAddr("10.0.1.11"), netip.MustParseAddr("10.0.1.12")}
+	desired := &datapath.Desired{Host: hostConfig(h), VPCs: twoTenants()[:1], Endpoints: []datapath.Endpoint{
+		{ID: "acme/a", VNI: 100, Subnet: "a", IP: ips[0], MAC: epMAC(100, ips[0]), Identity: 1},
+		{ID: "acme/p0", VNI: 100, Subnet: "a", IP: ips[1], MAC: epMAC(100, ips[1]), Identity: 2, Netns: pins[0]},
+		{ID: "acme/p1", VNI: 100, Subnet: "a", IP: ips[2], MAC: epMAC(100, ips[2]), Identity: 3, Netns: pins[1]},
+	}}
+	if err := d.Set(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Counts()
+	if err := d.Attach(ctx, []string{"acme/p0"}); err == nil {
+		t.Error("Attach of an endpoint whose namespace does not exist succeeded")
+	}
+	if st, _ := d.Status("acme/p0"); st.Waiting == "" || len(d.Counts().Sub(before)) != 0 {
+		t.Errorf("a refused Attach changed something: status %+v, writes %s", st, d.Counts().Sub(before))
+	}
+	ctr, err := n.AddNetns("ctr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(ctr, pins[0], "none", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(pins[0], unix.MNT_DETACH) })
+	if err := d.Attach(ctx, []string{"acme/p0"}); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if st, ok := d.Status("acme/p0"); !ok || st.Waiting != "" || st.Netns != pins[0] || st.HostIfName != linux.VethName("acme/p0") {
+		t.Errorf("Status after Attach = %+v, %v", st, ok)
+	}
+	if st, _ := d.Status("acme/p1"); st.Waiting == "" {
+		t.Errorf("acme/p1 no longer waits: %+v", st)
+	}
+	pctx, cancel := context.WithTimeout(ctx, firstPacketBudget)
+	defer cancel()
+	if _, err := testnet.Ping(pctx, ctr, ips[0]); err != nil {
+		t.Errorf("ping from the attached namespace: %v", err)
+	}
+	for _, step := range []struct {
+		name string
+		do   func() error
+	}{
+		{"Attach again", func() error { return d.Attach(ctx, []string{"acme/p0"}) }},
+		{"the Set after it", func() error { return d.Set(ctx, desired) }},
+	} {
+		before := d.Counts()
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if c := d.Counts().Sub(before); len(c) != 0 {
+			t.Errorf("%s wrote %s, want nothing", step.name, c)
+		}
+	}
+}

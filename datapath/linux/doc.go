@@ -620,7 +620,11 @@
 // the destination's veth, so it never reaches an application. A live
 // trace marks the next Count packets of its 5-tuple instead, until Until.
 // With no trace and no dropped-only capture, no table, rule or listener
-// is left: an idle host pays nothing.
+// is left: an idle host pays nothing. A table holds only the base chains
+// its traces use (a hook with an empty chain still costs every packet
+// through it), and the rules that select an encapsulated traced packet
+// test the trace mark (the GBP D bit) before anything the VNI's other
+// packets share with it.
 //
 // A capture is a packet socket (AF_PACKET) per captured veth (and the
 // underlay for its VNIs), with the capture's classic BPF program attached

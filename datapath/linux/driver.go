@@ -56,6 +56,7 @@ type Driver struct {
 	vpcs     map[uint32]*vpcNS
 	eps      map[string]*epState                // programmed endpoints, by ID
 	waiting  map[string]datapath.EndpointStatus // endpoints of the last Set waiting for their namespace
+	held     map[string]datapath.Endpoint       // the same endpoints, for Attach; mu
 	underlay netip.Addr                         // of the last Set
 	failed   map[uint32]error                   // the VPCs the last Set left as they were
 	last     lastFull                           // what a quick attach trusts (attach.go); mu

@@ -36,6 +36,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err != nil {
 		return fmt.Errorf("linux set: %w", err)
 	}
+	all := n
 	n, waiting := splitWaiting(n)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -45,6 +46,12 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	d.smu.Lock()
 	d.waiting = waiting
 	d.smu.Unlock()
+	d.held = make(map[string]datapath.Endpoint, len(waiting))
+	for i := range all.Endpoints {
+		if e := &all.Endpoints[i]; waiting[e.ID].Waiting != "" {
+			d.held[e.ID] = cloneEndpoint(e)
+		}
+	}
 	start := time.Now()
 	before := d.ops.Counts()
 

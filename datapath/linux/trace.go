@@ -216,16 +216,35 @@ type tableRule struct {
 }
 
 // tableSpec is the wanted content of one namespace's trace table: its
-// rules and the regular chains they jump to.
+// rules, the regular chains they jump to, and the base chains it needs
+// without rules of its own (their policy events are hops). A base chain
+// with neither is not created: every packet through its hook would pay
+// for it.
 type tableSpec struct {
 	rules  []tableRule
 	chains []string
+	bases  []string
+}
+
+// need asks for a base chain with no rules.
+func (s *tableSpec) need(base string) {
+	if !slices.Contains(s.bases, base) {
+		s.bases = append(s.bases, base)
+	}
+}
+
+// uses reports whether the table needs a base chain.
+func (s *tableSpec) uses(base string) bool {
+	return slices.Contains(s.bases, base) || slices.ContainsFunc(s.rules, func(r tableRule) bool { return r.chain == base })
 }
 
 func (s *tableSpec) key() string {
 	var b strings.Builder
 	for _, c := range s.chains {
 		b.WriteString(c + ";")
+	}
+	for _, c := range s.bases {
+		b.WriteString("+" + c + ";")
 	}
 	for _, r := range s.rules {
 		fmt.Fprintf(&b, "%s:%#v;", r.chain, r.exprs)
@@ -264,8 +283,10 @@ func (d *Driver) renderTables() map[uint32]*tableSpec {
 			// Routing would drop it too (with an ICMP error to the sender).
 			route := append(slices.Clone(sel), noRoute()...)
 			vs.rules = append(vs.rules, tableRule{chainTMark, append(route, &expr.Verdict{Kind: expr.VerdictDrop})})
+			vs.need(chainTFwd) // the route taken
 		}
 		if run.dst != nil {
+			vs.need(chainTPost) // the delivery
 			if run.src == nil { // arrives decapsulated
 				sel := append(append(ifname(expr.MetaKeyIIFNAME, vxlanName(t.VNI)), markedTrace()...), inner...)
 				vs.rules = append(vs.rules, tableRule{chainTPre, append(sel, jump(chain)...)})
@@ -281,6 +302,7 @@ func (d *Driver) renderTables() map[uint32]*tableSpec {
 			hchain, base := "ti_", chainTHIn
 			if run.src != nil {
 				hchain, base = "to_", chainTOut
+				hs.need(chainTHOut) // the underlay: the packet as it leaves
 			}
 			hchain += strconv.Itoa(int(t.VNI)) + "_" + strconv.Itoa(int(t.Token))
 			hs.chains = append(hs.chains, hchain)
@@ -352,18 +374,18 @@ func vxlanMatch(t datapath.Trace) []expr.Any {
 	const inner = 8 + 8 + 14
 	s, dst := t.Src.As4(), t.Dst.As4()
 	vni := []byte{byte(t.VNI >> 16), byte(t.VNI >> 8), byte(t.VNI)}
+	// The D bit first: it is what fails for the untraced packets of the
+	// VNI, so they leave the rule after three tests.
 	e := slices.Concat(
 		[]expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_UDP}},
-		},
-		payloadEq(expr.PayloadBaseTransportHeader, 2, be16(4789)),
-		payloadEq(expr.PayloadBaseTransportHeader, 12, vni),
-		[]expr.Any{
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 9, Len: 1},
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{0x40}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0x40}},
 		},
+		payloadEq(expr.PayloadBaseTransportHeader, 2, be16(4789)),
+		payloadEq(expr.PayloadBaseTransportHeader, 12, vni),
 		payloadEq(expr.PayloadBaseTransportHeader, inner+12, s[:]),
 		payloadEq(expr.PayloadBaseTransportHeader, inner+16, dst[:]),
 		payloadEq(expr.PayloadBaseTransportHeader, inner+9, []byte{byte(t.Proto)}),
@@ -467,7 +489,9 @@ func (d *Driver) writeTraceTable(ns uint32, spec *tableSpec) error {
 		c.AddTable(t)
 		accept := nftables.ChainPolicyAccept
 		base := func(name string, hook *nftables.ChainHook, prio *nftables.ChainPriority) {
-			c.AddChain(&nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook, Priority: prio, Policy: &accept})
+			if spec.uses(name) {
+				c.AddChain(&nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook, Priority: prio, Policy: &accept})
+			}
 		}
 		if ns == 0 {
 			base(chainTOut, nftables.ChainHookOutput, prioRaw)

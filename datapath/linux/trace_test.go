@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
@@ -22,6 +24,7 @@ import (
 	"github.com/weftnet/weft/datapath/linux"
 	"github.com/weftnet/weft/internal/netnsfile"
 	"github.com/weftnet/weft/internal/testnet/nettest"
+	observecapture "github.com/weftnet/weft/observe/capture"
 )
 
 // hops collects what the drivers of a dc observe.
@@ -366,23 +369,7 @@ func TestCapture(t *testing.T) {
 	h := watch(t, c)
 	send := func(from string, port, n int) {
 		t.Helper()
-		if err := netnsfile.Do(c.netns(from), func() error {
-			conn, err := net.ListenPacket("udp4", "0.0.0.0:0")
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			to := &net.UDPAddr{IP: net.IPv4(10, 0, 2, 10), Port: port}
-			for range n {
-				if _, err := conn.WriteTo([]byte("datagram"), to); err != nil {
-					return err
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		c.sendUDP(t, from, netip.AddrPortFrom(netip.MustParseAddr("10.0.2.10"), uint16(port)), n, 2*time.Millisecond)
 	}
 	send("acme/a1", 7000, 1) // learn the location first
 	send("zeta/a1", 7000, 1)
@@ -444,6 +431,164 @@ func TestCapture(t *testing.T) {
 		if n := traceTables(t, c, i); n != 0 {
 			t.Errorf("host %d keeps %d trace tables after the captures", i, n)
 		}
+	}
+}
+
+// sendUDP sends n datagrams from an endpoint to an address, gap apart.
+func (c *dc) sendUDP(t *testing.T, from string, to netip.AddrPort, n int, gap time.Duration) {
+	t.Helper()
+	if err := netnsfile.Do(c.netns(from), func() error {
+		conn, err := net.ListenPacket("udp4", "0.0.0.0:0")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for range n {
+			if _, err := conn.WriteTo([]byte("datagram"), net.UDPAddrFromAddrPort(to)); err != nil {
+				return err
+			}
+			if gap > 0 {
+				time.Sleep(gap)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCaptureUnderlay captures acme's VNI on both hosts' underlay while
+// acme and zeta send between the same addresses at the same time: every
+// packet recorded carries the VXLAN outer headers (IPv4 between the hosts'
+// underlay addresses, UDP to 4789) with acme's VNI, both hosts record
+// acme's datagrams (one sending, the other receiving), and none of zeta's
+// is recorded.
+func TestCaptureUnderlay(t *testing.T) {
+	nettest.RequireRoot(t)
+	c := newDC(t, 2, twoTenants())
+	for _, tn := range []string{"acme", "zeta"} {
+		vni := uint32(100)
+		if tn == "zeta" {
+			vni = 200
+		}
+		c.add(0, tn+"/a1", vni, "a", "10.0.1.10")
+		c.add(1, tn+"/b1", vni, "b", "10.0.2.10")
+	}
+	c.setAll()
+	h := watch(t, c)
+	to := netip.MustParseAddrPort("10.0.2.10:7000")
+	for _, from := range []string{"acme/a1", "zeta/a1"} {
+		// The locations are learned before the capture (to another port:
+		// this one may be held until then).
+		c.sendUDP(t, from, netip.MustParseAddrPort("10.0.2.10:7001"), 1, 0)
+	}
+	for _, d := range c.drivers {
+		if err := d.Observe(c.ctx, nil, []datapath.Capture{{ID: "acme/ul", Snaplen: 256, Rate: 1000,
+			Underlay: map[uint32][]bpf.RawInstruction{100: observecapture.UnderlayProgram(100)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 10 {
+		c.sendUDP(t, "acme/a1", to, 1, 0)
+		c.sendUDP(t, "zeta/a1", to, 1, 2*time.Millisecond)
+	}
+	hosts := [2]netip.Addr{c.net.Host(0).UnderlayIP, c.net.Host(1).UnderlayIP}
+	var got map[string]int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		h.mu.Lock()
+		pkts := append([]datapath.CapturedPacket(nil), h.pkts...)
+		h.mu.Unlock()
+		got = map[string]int{}
+		for _, p := range pkts {
+			pk := gopacket.NewPacket(p.Data, layers.LayerTypeEthernet, gopacket.Default)
+			outer, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			udp, _ := pk.Layer(layers.LayerTypeUDP).(*layers.UDP)
+			vx, _ := pk.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
+			if p.Endpoint != "" || outer == nil || udp == nil || vx == nil || udp.DstPort != 4789 || vx.VNI != 100 ||
+				!(outer.SrcIP.Equal(hosts[0].AsSlice()) && outer.DstIP.Equal(hosts[1].AsSlice()) || outer.SrcIP.Equal(hosts[1].AsSlice()) && outer.DstIP.Equal(hosts[0].AsSlice())) {
+				t.Fatalf("captured on %s (endpoint %q) a packet that is not acme's VXLAN between the hosts: %v", p.Interface, p.Endpoint, pk)
+			}
+			// The inner datagram, after the VXLAN header.
+			inner := gopacket.NewPacket(vx.LayerPayload(), layers.LayerTypeEthernet, gopacket.Default)
+			if in, _ := inner.Layer(layers.LayerTypeUDP).(*layers.UDP); in != nil && in.DstPort == 7000 {
+				got[map[bool]string{true: "sent", false: "received"}[p.Out]+" on "+outer.SrcIP.String()+"→"+outer.DstIP.String()]++
+			}
+		}
+		way := hosts[0].String() + "→" + hosts[1].String()
+		if got["sent on "+way] >= 10 && got["received on "+way] >= 10 || time.Now().After(deadline) {
+			break
+		}
+	}
+	want := map[string]int{
+		"sent on " + hosts[0].String() + "→" + hosts[1].String():     10,
+		"received on " + hosts[0].String() + "→" + hosts[1].String(): 10,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("acme's datagrams on the underlay %v, want %v", got, want)
+	}
+	for i, d := range c.drivers {
+		if err := d.Observe(c.ctx, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := traceTables(t, c, i); n != 0 {
+			t.Errorf("host %d keeps %d trace tables after the capture", i, n)
+		}
+	}
+}
+
+// TestCaptureBudget floods a capture with ten times its rate budget: the
+// host records no more than the budget allows (its burst, and its rate
+// over the time it ran) and reports the packets it did not record as
+// lost.
+func TestCaptureBudget(t *testing.T) {
+	nettest.RequireRoot(t)
+	c := newDC(t, 1, twoTenants()[:1])
+	c.add(0, "acme/a1", 100, "a", "10.0.1.10")
+	c.add(0, "acme/a2", 100, "a", "10.0.1.11")
+	c.setAll()
+	h := watch(t, c)
+	const rate = 50 // a burst of rate/10
+	start := time.Now()
+	if err := c.drivers[0].Observe(c.ctx, nil, []datapath.Capture{{ID: "acme/flood", Endpoints: []string{"acme/a1"},
+		Direction: datapath.DirOut, Program: udpProgram(t), Snaplen: 128, Rate: rate}}); err != nil {
+		t.Fatal(err)
+	}
+	// Fewer than a CPU's backlog (netdev_max_backlog, 1000) holds: the
+	// kernel drops none before the capture sees them.
+	const flood = 500
+	c.sendUDP(t, "acme/a1", netip.MustParseAddrPort("10.0.1.11:9"), flood, 0)
+	// Then a datagram to port 10 every 20 ms until one is recorded: the
+	// reader has read the flood, and that packet reports what it lost.
+	sent := flood
+	var last datapath.CapturedPacket
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		h.mu.Lock()
+		for _, p := range h.pkts {
+			if len(p.Data) >= 38 && p.Data[36] == 0 && p.Data[37] == 10 { // the UDP destination port
+				last = p
+			}
+		}
+		h.mu.Unlock()
+		if last.Capture != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no datagram recorded after the flood")
+		}
+		c.sendUDP(t, "acme/a1", netip.MustParseAddrPort("10.0.1.11:10"), 1, 0)
+		sent++
+	}
+	elapsed := time.Since(start)
+	h.mu.Lock()
+	recorded := len(h.pkts)
+	h.mu.Unlock()
+	limit := rate/10 + int(rate*elapsed.Seconds()) + 1
+	t.Logf("%d datagrams in %v: %d recorded (budget %d), %d reported lost", sent, elapsed.Round(time.Millisecond), recorded, limit, last.Lost)
+	if recorded > limit {
+		t.Errorf("recorded %d packets in %v, the budget allows %d", recorded, elapsed, limit)
+	}
+	if last.Lost < flood/2 || int(last.Lost)+recorded > sent {
+		t.Errorf("%d recorded and %d reported lost of %d sent, want at least %d lost", recorded, last.Lost, sent, flood/2)
 	}
 }
 

@@ -103,9 +103,11 @@ func (d *Driver) Send(src string, p Packet) (Decision, error) {
 	switch dec.Verdict {
 	case VerdictDrop:
 		d.countPacket(e.VNI, e.IP, e, nil, p, datapath.DropNoRoute, nil)
+		d.observeSent(e, nil, p, dec, datapath.DropNoRoute, nil)
 		return dec, nil
 	case VerdictMiss: // held until the location is learned
 		d.countPacket(e.VNI, e.IP, e, nil, p, datapath.DropNone, nil)
+		d.observeSent(e, nil, p, dec, datapath.DropNone, nil)
 		return dec, nil
 	}
 	var to *datapath.Endpoint
@@ -114,9 +116,11 @@ func (d *Driver) Send(src string, p Packet) (Decision, error) {
 	}
 	if reason, at := d.judge(e.VNI, e.IP, e.Identity, e, to, p); reason != "" {
 		d.countPacket(e.VNI, e.IP, e, to, p, datapath.DropPolicy, at)
+		d.observeSent(e, to, p, dec, datapath.DropPolicy, at)
 		return Decision{Verdict: VerdictDenied, VNI: e.VNI, Reason: reason}, nil
 	}
 	d.countPacket(e.VNI, e.IP, e, to, p, datapath.DropNone, nil)
+	d.observeSent(e, to, p, dec, datapath.DropNone, nil)
 	return dec, nil
 }
 
@@ -136,9 +140,11 @@ func (d *Driver) Deliver(vni uint32, src netip.Addr, identity uint32, p Packet) 
 	}
 	if reason, at := d.judge(vni, src, identity, nil, to, p); reason != "" {
 		d.countPacket(vni, src, nil, to, p, datapath.DropPolicy, at)
+		d.observeDelivered(vni, src, identity, to, p, datapath.DropPolicy)
 		return Decision{Verdict: VerdictDenied, VNI: vni, Reason: reason}, nil
 	}
 	d.countPacket(vni, src, nil, to, p, datapath.DropNone, nil)
+	d.observeDelivered(vni, src, identity, to, p, datapath.DropNone)
 	return Decision{Verdict: VerdictLocal, VNI: vni, Endpoint: to.ID, Identity: to.Identity}, nil
 }
 

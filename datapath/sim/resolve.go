@@ -80,45 +80,60 @@ func (d *Driver) Resolve(src string, dst netip.Addr) (Decision, error) {
 		d.mu.Unlock()
 		return Decision{}, fmt.Errorf("resolve from %q: %w", src, ErrUnknownEndpoint)
 	}
-	vni := e.VNI
-	k := datapath.RemoteKey{VNI: vni, IP: dst}
-	if to := d.endpointAt(k); to != nil {
-		d.mu.Unlock()
-		return Decision{Verdict: VerdictLocal, VNI: vni, Endpoint: to.ID, Identity: to.Identity}, nil
-	}
-	v := d.vpc(vni)
-	inside := false
-	for _, s := range v.Subnets {
-		if s.Gateway == dst {
-			d.mu.Unlock()
-			return Decision{Verdict: VerdictGateway, VNI: vni}, nil
-		}
-		inside = inside || s.CIDR.Contains(dst)
-	}
-	if r := d.remotes[k]; r != nil {
-		d.mu.Unlock()
-		return Decision{Verdict: VerdictRemote, VNI: vni, Host: r.HostUnderlay, Identity: r.Identity}, nil
-	}
-	if !inside {
-		d.mu.Unlock()
-		return Decision{Verdict: VerdictDrop, VNI: vni, Reason: "no route"}, nil
-	}
-	m := datapath.Miss{VNI: vni, IP: dst}
-	onMiss, ch := d.onMiss, d.misses
-	if onMiss == nil && ch != nil {
-		// Send under the lock so Close cannot close the channel under us.
-		select {
-		case ch <- m:
-		default:
-			d.missDrops.Add(1)
-		}
+	dec := d.lookup(e.VNI, dst)
+	var onMiss func(datapath.Miss)
+	m := datapath.Miss{VNI: e.VNI, IP: dst}
+	if dec.Verdict == VerdictMiss {
+		onMiss = d.queueMiss(m)
 	}
 	d.mu.Unlock()
-	switch {
-	case onMiss != nil:
+	if onMiss != nil {
 		onMiss(m)
-	case ch == nil:
+	}
+	return dec, nil
+}
+
+// lookup is Resolve's decision in VPC vni, without the miss. The caller
+// holds mu.
+func (d *Driver) lookup(vni uint32, dst netip.Addr) Decision {
+	k := datapath.RemoteKey{VNI: vni, IP: dst}
+	if to := d.endpointAt(k); to != nil {
+		return Decision{Verdict: VerdictLocal, VNI: vni, Endpoint: to.ID, Identity: to.Identity}
+	}
+	inside := false
+	if v := d.vpc(vni); v != nil {
+		for _, s := range v.Subnets {
+			if s.Gateway == dst {
+				return Decision{Verdict: VerdictGateway, VNI: vni}
+			}
+			inside = inside || s.CIDR.Contains(dst)
+		}
+	}
+	if r := d.remotes[k]; r != nil {
+		return Decision{Verdict: VerdictRemote, VNI: vni, Host: r.HostUnderlay, Identity: r.Identity}
+	}
+	if !inside {
+		return Decision{Verdict: VerdictDrop, VNI: vni, Reason: "no route"}
+	}
+	return Decision{Verdict: VerdictMiss, VNI: vni}
+}
+
+// queueMiss sends a miss on the Misses channel (dropped and counted when
+// it is full or was never asked for), or returns Config.OnMiss for the
+// caller to call once it has released mu. The caller holds mu, so Close
+// cannot close the channel under it.
+func (d *Driver) queueMiss(m datapath.Miss) func(datapath.Miss) {
+	switch {
+	case d.onMiss != nil:
+		return d.onMiss
+	case d.misses == nil:
+		d.missDrops.Add(1)
+		return nil
+	}
+	select {
+	case d.misses <- m:
+	default:
 		d.missDrops.Add(1)
 	}
-	return Decision{Verdict: VerdictMiss, VNI: vni}, nil
+	return nil
 }

@@ -35,6 +35,11 @@ type Config struct {
 	// FlowSampling samples 1 in FlowSampling flows of what Send and
 	// Deliver see (Traffic); 0 samples none.
 	FlowSampling uint32
+	// Underlay, if set, joins the driver to the other drivers of this
+	// process on it, by underlay address: a traced probe it encapsulates
+	// to a remote host arrives at that host's driver (observe.go). Nil: a
+	// probe leaves the host and reaches nobody.
+	Underlay *Underlay
 }
 
 // Driver is an in-memory datapath.Driver. It starts no goroutines.
@@ -68,6 +73,10 @@ type Driver struct {
 	// sampling is Config.FlowSampling.
 	traffic  *traffic
 	sampling uint32
+	// obs is the state of traces and captures (nil: none ever asked
+	// for); underlay is Config.Underlay.
+	obs      *observer
+	underlay *Underlay
 }
 
 type kind uint8
@@ -100,6 +109,7 @@ var (
 	_ datapath.Driver      = (*Driver)(nil)
 	_ datapath.Counter     = (*Driver)(nil)
 	_ datapath.Snapshotter = (*Driver)(nil)
+	_ datapath.Observer    = (*Driver)(nil)
 )
 
 // New returns an empty simulated driver.
@@ -107,7 +117,8 @@ func New(cfg Config) *Driver {
 	if cfg.MissBuffer <= 0 {
 		cfg.MissBuffer = 16
 	}
-	return &Driver{onMiss: cfg.OnMiss, missBuf: cfg.MissBuffer, normalized: cfg.Normalized, sampling: cfg.FlowSampling}
+	return &Driver{onMiss: cfg.OnMiss, missBuf: cfg.MissBuffer, normalized: cfg.Normalized, sampling: cfg.FlowSampling,
+		underlay: cfg.Underlay}
 }
 
 func (d *Driver) count(k kind, v verb) { d.counts[k][v]++ }
@@ -149,6 +160,10 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			d.count(kindHost, verbAdd)
 		} else {
 			d.count(kindHost, verbUpdate)
+		}
+		if u := d.underlay; u != nil && d.host.UnderlayIP != n.Host.UnderlayIP {
+			u.detach(d.host.UnderlayIP, d)
+			u.attach(n.Host.UnderlayIP, d)
 		}
 		d.host = n.Host
 	}
@@ -330,6 +345,10 @@ func (d *Driver) Learn(ctx context.Context, rs []datapath.Remote) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sim learn: %w", err)
 	}
+	// Probes that waited for a learned location cross the underlay once
+	// mu is released (deferred calls run last in, first out).
+	var crossing []arrival
+	defer func() { d.carry(crossing) }()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -366,6 +385,9 @@ func (d *Driver) Learn(ctx context.Context, rs []datapath.Remote) error {
 		}
 		r.MAC = slices.Clone(r.MAC)
 		d.remotes[k] = &r
+	}
+	if d.obs != nil && len(d.obs.held) > 0 {
+		crossing = d.resumeHeld()
 	}
 	return errors.Join(errs...)
 }
@@ -426,7 +448,7 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 	if e == nil || d.closed {
 		return datapath.EndpointStatus{}, false
 	}
-	st := datapath.EndpointStatus{Netns: e.Netns, IfName: e.IfName, HostIfName: "sim-" + e.ID}
+	st := datapath.EndpointStatus{Netns: e.Netns, IfName: e.IfName, HostIfName: hostIf(e.ID)}
 	if st.Netns == "" {
 		st.Netns = "sim:/" + d.host.Name + "/" + e.ID
 	}
@@ -446,6 +468,10 @@ func (d *Driver) Close() error {
 	d.closed = true
 	if d.misses != nil {
 		close(d.misses)
+	}
+	d.closeObserver()
+	if d.underlay != nil {
+		d.underlay.detach(d.host.UnderlayIP, d)
 	}
 	return nil
 }

@@ -18,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/weftnet/weft/agent/cniserver"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/demo"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -414,4 +416,83 @@ func TestControllerUnit(t *testing.T) {
 		return err == nil && ready == 6 && len(objs) == 6, fmt.Sprint(s, err)
 	})
 	ctl.stop()
+}
+
+// TestAgentUnitCNI serves CNI from an agent started as
+// deploy/weft-agent.service starts it (the unit's user, capabilities and
+// no_new_privs), with a warm pool: through libcni, an ADD claims a pool
+// endpoint (the agent bind-mounts the container's namespace on its pin and
+// makes a veth into it), CHECK passes, a second ADD gets its endpoint too,
+// and DEL deletes both and unpins the namespace.
+func TestAgentUnitCNI(t *testing.T) {
+	nettest.RequireRoot(t)
+	unit := readUnit(t, "weft-agent.service")
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux)")
+	}
+	bin, err := cniBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restoreNetnsDir(t) // before the lab: restored after it
+	e := newLabOf(t, []byte(cniDoc), demo.DatapathLinux, 1)
+	uu := newUnitUser(t)
+	unit.runExecPre(t, uu)
+	home := uu.dir(t)
+	h := e.lab.Hosts()[0]
+	f := bootstrap(t, e.cl, h.Name, home)
+	if err := os.Chown(f[1], uu.uid, uu.gid); err != nil { // the token, 0600
+		t.Fatal(err)
+	}
+	sock := filepath.Join(home, "cni.sock")
+	e.logs[h.Name] = &lockedWriter{w: &bytes.Buffer{}}
+	a, err := e.lab.StartAgent(h, demo.AgentConfig{Binary: unit.command(t, uu), Controller: net.JoinHostPort(e.ctlIP, "7444"), API: e.apiURL(),
+		BootstrapTokenFile: f[1], CAFile: f[3], StateDir: filepath.Join(home, h.Name), Log: e.logs[h.Name],
+		Args: []string{"--cni-socket", sock, "--cni-subnet", "acme/pods", "--cni-pool", "1", "--cni-pool-min", "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.agents[h.Name] = a
+	ce := &cniEnv{dpEnv: e, bin: bin, sockets: map[string]string{h.Name: sock}, cache: filepath.Join(t.TempDir(), "cache")}
+	ce.waitServing(h.Name) // the agent runs (past its wrapper's execs)
+	if diff := cmp.Diff(unit.wantPrivileges(uu), procPrivileges(t, a.Pid())); diff != "" {
+		t.Errorf("agent runs with other privileges than its unit's (-unit +process):\n%s", diff)
+	}
+	ce.waitPool(h.Name, 1)
+	ctx, cn := t.Context(), ce.libcni()
+	var rts []*libcni.RuntimeConf
+	pin := ""
+	for i, id := range []string{"unit-a", "unit-b"} {
+		ns := ce.netns(id)
+		rt := &libcni.RuntimeConf{ContainerID: id, NetNS: ns, IfName: "eth0"}
+		r, err := cn.AddNetworkList(ctx, ce.defaultList(h.Name), rt)
+		if err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+		rts = append(rts, rt)
+		checkResult(t, r, ns, "eth0")
+		if err := cn.CheckNetworkList(ctx, ce.defaultList(h.Name), rt); err != nil {
+			t.Errorf("CHECK %s: %v", id, err)
+		}
+		ep := ce.endpoint(id, "eth0")
+		switch {
+		case ep == nil:
+			t.Fatalf("no endpoint records %s", id)
+		case i == 0 && ep.Metadata.Annotations[cniserver.AnnotationPool] == "":
+			t.Errorf("the first ADD did not claim the pool's endpoint: %s", epID(ep))
+		case i == 0:
+			pin = ep.Spec.Netns
+		}
+	}
+	for _, rt := range rts {
+		if err := cn.DelNetworkList(ctx, ce.defaultList(h.Name), rt); err != nil {
+			t.Errorf("DEL %s: %v", rt.ContainerID, err)
+		}
+		if ep := ce.endpoint(rt.ContainerID, "eth0"); ep != nil {
+			t.Errorf("endpoint of %s left after DEL: %s", rt.ContainerID, epID(ep))
+		}
+	}
+	if pin != "" && isMount(t, pin) {
+		t.Errorf("pin %s still holds a namespace after DEL", pin)
+	}
 }

@@ -29,6 +29,7 @@ func ChildRoles() sim.ChildRoles {
 		roleLookupClients:    runLookupClients,
 		roleStreamAgents:     runStreamAgents,
 		roleHAReplica:        runHAReplica,
+		roleHAAgents:         runHAAgents,
 	}
 }
 

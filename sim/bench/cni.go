@@ -63,6 +63,10 @@ type CNIReport struct {
 	// Series are, without the pool and then with it, the successive ADDs
 	// (one at a time) and the concurrent ones.
 	Series []CNISeries `json:"series"`
+	// Exec is the plugin's own cost, the floor of every ADD: the plugin
+	// run for VERSION (which it answers without the agent), Attaches
+	// times one after the other.
+	Exec CNIExec `json:"exec"`
 	// PoolRatio is the attach rate with the pool over the rate without it,
 	// successive and concurrent.
 	PoolRatio struct {
@@ -88,6 +92,15 @@ type CNISeries struct {
 	MaxMs       float64 `json:"maxMs"`
 	// FromPool is how many ADDs the pool served.
 	FromPool int `json:"fromPool"`
+}
+
+// CNIExec is the time from the plugin's exec to its exit, for a call it
+// answers alone.
+type CNIExec struct {
+	Runs   int     `json:"runs"`
+	PerSec float64 `json:"perSec"`
+	P50Ms  float64 `json:"p50Ms"`
+	P99Ms  float64 `json:"p99Ms"`
 }
 
 func (c *CNIConfig) setDefaults() {
@@ -121,6 +134,10 @@ func CNI(ctx context.Context, cfg CNIConfig) (*CNIReport, error) {
 	rep.Goals.AttachesPerSec, rep.Goals.P99Ms = GoalCNIAttachesPerSec, GoalCNIP99Ms
 	r := newDPRun(&DatapathConfig{NetnsDir: cfg.NetnsDir, Logger: cfg.Logger, Progress: cfg.Progress}, "cni", start)
 	defer r.status.Close()
+	if rep.Exec, err = execFloor(ctx, plugin, cfg.Attaches); err != nil {
+		return rep, err
+	}
+	r.status.printf("cni: the plugin alone (VERSION), %d runs: %.1f/s, p50 %.2f ms, p99 %.2f ms", rep.Exec.Runs, rep.Exec.PerSec, rep.Exec.P50Ms, rep.Exec.P99Ms)
 	for _, pool := range []int{0, cfg.Pool} {
 		series, err := r.cniLab(ctx, &cfg, plugin, pool)
 		rep.Series = append(rep.Series, series...)
@@ -135,6 +152,25 @@ func CNI(ctx context.Context, cfg CNIConfig) (*CNIReport, error) {
 	rep.Took = time.Since(start).Round(time.Millisecond).String()
 	rep.Env.LoadEnd = loadAvg1()
 	return rep, nil
+}
+
+// execFloor runs the plugin for VERSION n times, one after the other.
+func execFloor(ctx context.Context, plugin string, n int) (CNIExec, error) {
+	took := make([]time.Duration, n)
+	conf := []byte(`{"cniVersion":"1.1.0","name":"bench","type":"weft-cni"}`)
+	t0 := time.Now()
+	for i := range took {
+		cmd := exec.CommandContext(ctx, plugin)
+		cmd.Env = []string{"CNI_COMMAND=VERSION", "CNI_PATH=" + filepath.Dir(plugin)}
+		cmd.Stdin = bytes.NewReader(conf)
+		start := time.Now()
+		if out, err := cmd.Output(); err != nil {
+			return CNIExec{}, fmt.Errorf("cni: %s VERSION: %w: %s", plugin, err, out)
+		}
+		took[i] = time.Since(start)
+	}
+	return CNIExec{Runs: n, PerSec: round3(float64(n) / time.Since(t0).Seconds()),
+		P50Ms: percentileMs(took, 50), P99Ms: percentileMs(took, 99)}, nil
 }
 
 // findPlugin returns the weft-cni binary to run.

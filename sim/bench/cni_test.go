@@ -39,6 +39,9 @@ func TestCNISmoke(t *testing.T) {
 			t.Errorf("series %d: %d ADDs from the pool, want %d", i, s.FromPool, want)
 		}
 	}
+	if e := rep.Exec; e.Runs != 4 || e.PerSec <= 0 || e.P50Ms <= 0 || e.P99Ms < e.P50Ms {
+		t.Errorf("plugin exec floor %+v", e)
+	}
 	if rep.PoolRatio.Successive <= 0 || rep.PoolRatio.Concurrent <= 0 {
 		t.Errorf("pool ratio %+v", rep.PoolRatio)
 	}

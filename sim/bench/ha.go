@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -8,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,6 +32,7 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/secrets"
+	"github.com/weftnet/weft/internal/testnet"
 	"github.com/weftnet/weft/sim"
 )
 
@@ -38,16 +42,33 @@ const (
 	FaultKillFollower  = "kill-follower"  // SIGKILL a follower's replica, then restart it
 	FaultPauseLeader   = "pause-leader"   // SIGSTOP the leader's replica past the election timeout, then SIGCONT
 	FaultPauseFollower = "pause-follower" // the same on a follower's
+	// FaultPartitionLeader cuts the leader's replica off its peers (nftables
+	// drops in its network namespace) until its replica refuses writes,
+	// then heals; FaultPartitionFollower the same on a follower's.
+	FaultPartitionLeader   = "partition-leader"
+	FaultPartitionFollower = "partition-follower"
 )
 
-// HAFaults are the faults HA runs by default, in order.
-var HAFaults = []string{FaultKillLeader, FaultKillFollower, FaultPauseLeader, FaultPauseFollower}
+// HAFaults are the faults HA runs by default, in order: the long form.
+var HAFaults = []string{FaultKillLeader, FaultKillFollower, FaultPauseLeader, FaultPauseFollower,
+	FaultPartitionLeader, FaultPartitionFollower}
+
+// HAShortFaults are one fault of each kind: the short form CI runs.
+var HAShortFaults = []string{FaultKillLeader, FaultPauseFollower, FaultPartitionLeader}
+
+func isPartition(fault string) bool {
+	return fault == FaultPartitionLeader || fault == FaultPartitionFollower
+}
 
 // roleHAReplica runs a controller replica embedding an etcd member.
 const roleHAReplica = "ha-replica"
 
 // HAGoalUnavailable is the worst write unavailability allowed per fault.
 const HAGoalUnavailable = 5 * time.Second
+
+// haMinorityTimeout bounds a partition: it heals once the cut-off replica
+// refused a write and Hold has passed, or after this.
+const haMinorityTimeout = 30 * time.Second
 
 // HAConfig configures the HA benchmark.
 type HAConfig struct {
@@ -57,15 +78,25 @@ type HAConfig struct {
 	// Workers are the API clients writing and reading (default 8), over
 	// Keys objects (default 16).
 	Workers, Keys int
-	// Faults to inject, in order (default HAFaults).
+	// Faults to inject, in order (default HAFaults), Rounds times
+	// (default 1). Partition faults need root: with one, every replica runs
+	// in a network namespace of its own (package testnet: a veth to a
+	// bridge, which the bench reaches over a root link), else on loopback.
 	Faults []string
+	Rounds int
 	// Hold is how long a fault lasts before it heals (default 3 s, above
-	// the election timeout); Settle is the time after healing before the
+	// the election timeout; a partition lasts until the cut-off replica
+	// refused a write too); Settle is the time after healing before the
 	// next fault (default 3 s).
 	Hold, Settle time.Duration
+	// Hosts is the number of simulated hosts (agents with the sim driver,
+	// in one child process) streaming from the replicas through the
+	// faults (default 0): each must hold, at the end, the view of the
+	// endpoints the API lists on it, applied.
+	Hosts int
 	// Exec is a binary with the hidden sim.ChildCommand running
 	// ChildRoles (required): the replicas run in processes of it, which
-	// the faults kill and pause.
+	// the faults kill and pause, and so do the simulated hosts.
 	Exec string
 	// Dir holds the replicas' data dirs (default: a temporary one).
 	Dir string
@@ -81,35 +112,64 @@ type HAReport struct {
 	Members  int           `json:"members"`
 	Workers  int           `json:"workers"`
 	Keys     int           `json:"keys"`
+	Rounds   int           `json:"rounds"`
 	Duration time.Duration `json:"duration"`
 	// Ops counts the operations recorded; AckedWrites the writes
 	// acknowledged, UnknownWrites those whose outcome the client could not
-	// know (a timeout, a killed replica), counted as maybe applied.
+	// know (a timeout, a killed replica, a 503), counted as maybe applied.
 	Ops           int `json:"ops"`
 	AckedWrites   int `json:"ackedWrites"`
 	UnknownWrites int `json:"unknownWrites"`
 	// Faults is the timeline, each with its worst write unavailability.
 	Faults []HAFault `json:"faults"`
-	// WorstUnavailable is the worst over the faults.
-	WorstUnavailable time.Duration `json:"worstUnavailable"`
+	// WorstUnavailable is the worst over the faults, WorstByKind the worst
+	// of each kind.
+	WorstUnavailable time.Duration            `json:"worstUnavailable"`
+	WorstByKind      map[string]time.Duration `json:"worstByKind"`
 	// LostWrites counts the keys whose last acknowledged write (with no
 	// other write after or during it) is not what the final read sees.
 	LostWrites int `json:"lostWrites"`
 	// Linearizable is porcupine's verdict on the whole history: Ok,
 	// Illegal or Unknown (timed out).
 	Linearizable string `json:"linearizable"`
-	// Endpoints counts the endpoints left at the end (created and deleted
-	// beside the keys' churn); DuplicateAddresses the IPs and MACs held by
-	// more than one of them (must be 0).
-	Endpoints          int           `json:"endpoints"`
-	DuplicateAddresses int           `json:"duplicateAddresses"`
-	GoalUnavailable    time.Duration `json:"goalUnavailable"`
-	CPUs               int           `json:"cpus"`
-	Load               string        `json:"load"`
+	// Endpoints, VPCs and Identities count what the churn beside the keys
+	// left at the end, read back through the API; Duplicates what they
+	// hold twice (must be 0).
+	Endpoints  int          `json:"endpoints"`
+	VPCs       int          `json:"vpcs"`
+	Identities int          `json:"identities"`
+	Duplicates HADuplicates `json:"duplicates"`
+	// Hosts simulated; HostsConverged of them held, ConvergedAfter the
+	// churn stopped, the endpoints the API lists on them, applied;
+	// NotConverged describes one that did not. HostStreamsLost counts
+	// the config streams the hosts lost (each moved to another replica).
+	Hosts           int           `json:"hosts"`
+	HostsConverged  int           `json:"hostsConverged"`
+	ConvergedAfter  time.Duration `json:"convergedAfter"`
+	NotConverged    string        `json:"notConverged,omitempty"`
+	HostStreamsLost uint64        `json:"hostStreamsLost"`
+
+	GoalUnavailable time.Duration `json:"goalUnavailable"`
+	CPUs            int           `json:"cpus"`
+	Load            string        `json:"load"`
 }
+
+// HADuplicates counts what more than one object holds: endpoint IPs and
+// MACs, VPC VNIs, and security identities (one identity for two label
+// sets of a VPC, or two identities for one).
+type HADuplicates struct {
+	IPs        int `json:"ips"`
+	MACs       int `json:"macs"`
+	VNIs       int `json:"vnis"`
+	Identities int `json:"identities"`
+}
+
+// Total is the sum of the duplicates.
+func (d HADuplicates) Total() int { return d.IPs + d.MACs + d.VNIs + d.Identities }
 
 // HAFault is one fault of the timeline; times are from the run's start.
 type HAFault struct {
+	Round  int           `json:"round"`
 	Kind   string        `json:"kind"`
 	Member string        `json:"member"`
 	At     time.Duration `json:"at"`
@@ -117,6 +177,50 @@ type HAFault struct {
 	// Unavailable is the longest time without an acknowledged write from
 	// the fault until the next one (or the end).
 	Unavailable time.Duration `json:"unavailable"`
+	// MinorityRefused, of a partition, is how long after the cut the
+	// cut-off replica refused a write with 503 and said so on /readyz (0:
+	// not before the partition healed); MinorityReason is the write's
+	// error.
+	MinorityRefused time.Duration `json:"minorityRefused,omitempty"`
+	MinorityReason  string        `json:"minorityReason,omitempty"`
+	// CutOffSessions, of a partition with simulated hosts, counts the
+	// agents streaming from the cut-off replica at the cut; Rehomed is how
+	// long after the cut it had none left and every host was connected (0:
+	// not before the partition healed).
+	CutOffSessions int           `json:"cutOffSessions,omitempty"`
+	Rehomed        time.Duration `json:"rehomed,omitempty"`
+	// HostsConnected counts the simulated hosts with a config stream up
+	// when the fault healed.
+	HostsConnected int `json:"hostsConnected,omitempty"`
+}
+
+// Failures lists what the run must not show: a lost acknowledged write, a
+// history that is not linearizable, a duplicate, a cut-off replica that
+// did not refuse writes, a host that did not converge. The write
+// unavailability goal is reported, not a failure.
+func (rep *HAReport) Failures() []string {
+	var out []string
+	if rep.LostWrites > 0 {
+		out = append(out, fmt.Sprintf("%d acknowledged writes lost", rep.LostWrites))
+	}
+	if rep.Linearizable != string(porcupine.Ok) {
+		out = append(out, fmt.Sprintf("history of %d operations: linearizability %s", rep.Ops, rep.Linearizable))
+	}
+	if d := rep.Duplicates; d.Total() > 0 {
+		out = append(out, fmt.Sprintf("duplicates: %d IPs, %d MACs, %d VNIs, %d identities", d.IPs, d.MACs, d.VNIs, d.Identities))
+	}
+	for _, f := range rep.Faults {
+		if isPartition(f.Kind) && f.MinorityRefused == 0 {
+			out = append(out, fmt.Sprintf("%s (round %d): %s, cut off, did not refuse writes with 503 within %s", f.Kind, f.Round, f.Member, haMinorityTimeout))
+		}
+		if f.CutOffSessions > 0 && f.Rehomed == 0 {
+			out = append(out, fmt.Sprintf("%s (round %d): the %d agents of %s, cut off, did not move to another replica within %s", f.Kind, f.Round, f.CutOffSessions, f.Member, haMinorityTimeout))
+		}
+	}
+	if rep.HostsConverged < rep.Hosts {
+		out = append(out, fmt.Sprintf("%d of %d hosts converged (%s)", rep.HostsConverged, rep.Hosts, rep.NotConverged))
+	}
+	return out
 }
 
 func (c *HAConfig) setDefaults() {
@@ -126,12 +230,17 @@ func (c *HAConfig) setDefaults() {
 	if c.Faults == nil {
 		c.Faults = HAFaults
 	}
+	c.Rounds = cmp.Or(c.Rounds, 1)
 	c.Hold = cmp.Or(c.Hold, 3*time.Second)
 	c.Settle = cmp.Or(c.Settle, 3*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// netns reports whether the replicas run in network namespaces (a
+// partition fault needs them).
+func (c *HAConfig) netns() bool { return slices.ContainsFunc(c.Faults, isPartition) }
 
 // Validate checks the configuration.
 func (c *HAConfig) Validate() error {
@@ -140,8 +249,12 @@ func (c *HAConfig) Validate() error {
 		return errors.New("bench: ha: the replicas' binary (Exec) is required")
 	case c.Members < 3:
 		return fmt.Errorf("bench: ha: %d members: a fault needs at least 3 to keep a quorum", c.Members)
-	case c.Workers < 1 || c.Keys < 1:
-		return fmt.Errorf("bench: ha: %d workers over %d keys", c.Workers, c.Keys)
+	case c.Workers < 1 || c.Keys < 1 || c.Rounds < 1:
+		return fmt.Errorf("bench: ha: %d workers over %d keys, %d rounds", c.Workers, c.Keys, c.Rounds)
+	case c.Hosts < 0 || c.Hosts > haMaxHosts:
+		return fmt.Errorf("bench: ha: %d hosts: want 0..%d (one process of agents)", c.Hosts, haMaxHosts)
+	case c.netns() && os.Geteuid() != 0:
+		return errors.New("bench: ha: partition faults need root (network namespaces and nftables): run as root or choose --faults without them")
 	}
 	for _, f := range c.Faults {
 		if !slices.Contains(HAFaults, f) {
@@ -154,6 +267,8 @@ func (c *HAConfig) Validate() error {
 // haReplicaSpec is the spec of a replica child.
 type haReplicaSpec struct {
 	DataDir, ClusterKeyFile, Name, PeerURL, ClientURL, InitialCluster, API string
+	// Agent is the southbound address ("off": none).
+	Agent string
 }
 
 // runHAReplica runs a replica until its parent ends it (or kills it).
@@ -164,7 +279,7 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	}
 	ctl, err := controller.New(controller.Config{DataDir: spec.DataDir, ClusterKeyFile: spec.ClusterKeyFile,
 		EtcdName: spec.Name, EtcdPeerListen: spec.PeerURL, EtcdClientListen: spec.ClientURL, EtcdInitialCluster: spec.InitialCluster,
-		APIListen: spec.API, AgentListen: "off", InsecureHTTP: true, Logger: c.Logger})
+		APIListen: spec.API, AgentListen: spec.Agent, InsecureHTTP: true, Logger: c.Logger})
 	if err != nil {
 		return err
 	}
@@ -178,9 +293,11 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	return ctl.Close()
 }
 
-// haMember is a replica of the run.
+// haMember is a replica of the run; ns is its network namespace (nil on
+// loopback).
 type haMember struct {
 	spec  haReplicaSpec
+	ns    *testnet.Host
 	child *sim.Child
 }
 
@@ -188,25 +305,27 @@ type haMember struct {
 type haRun struct {
 	cfg     HAConfig
 	start   time.Time
+	net     *haNet // nil: the replicas run on loopback
 	members []*haMember
 	etcd    *clientv3.Client
+	hosts   *haHosts // nil without Hosts
 
 	mu      sync.Mutex
 	ops     []porcupine.Operation
 	acks    []time.Duration // of acknowledged writes
 	nextVal atomic.Int64
-
-	endpoints, dups int // at the end
 }
 
 // HA runs a cluster of replicas embedding a 3-member etcd cluster under
 // API churn (creates, updates, deletes and reads of Keys objects by
 // Workers clients, each moving to another replica when its own fails, and
-// endpoints created and deleted beside them, whose addresses must stay
-// unique),
-// injects the faults one after another, and reports each fault's worst
-// write unavailability, the acknowledged writes lost and porcupine's
-// verdict on the linearizability of the recorded history.
+// beside them VPCs and labelled endpoints created and deleted, whose VNIs,
+// addresses and security identities must stay unique) with Hosts
+// simulated hosts streaming from the replicas, injects the faults one
+// after another, Rounds times, and reports each fault's worst write
+// unavailability, the acknowledged writes lost, porcupine's verdict on the
+// linearizability of the recorded history, the duplicates and whether
+// every host converged.
 func HA(ctx context.Context, cfg HAConfig) (*HAReport, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -223,11 +342,23 @@ func HA(ctx context.Context, cfg HAConfig) (*HAReport, error) {
 	}
 	r := &haRun{cfg: cfg}
 	defer r.close()
+	if cfg.netns() {
+		var err error
+		if r.net, err = newHANet(cfg.Members); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.startCluster(ctx, dir); err != nil {
 		return nil, err
 	}
 	if err := r.createKeys(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Hosts > 0 {
+		var err error
+		if r.hosts, err = r.startHosts(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	r.start = time.Now()
@@ -242,21 +373,40 @@ func HA(ctx context.Context, cfg HAConfig) (*HAReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	duration := time.Since(r.start)
+	stopped := time.Now()
+	duration := stopped.Sub(r.start)
 	final, err := r.finalReads(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return r.report(faults, final, duration), nil
+	rep := r.report(faults, final, duration)
+	if err := r.readBack(ctx, rep); err != nil {
+		return rep, err
+	}
+	if r.hosts != nil {
+		if err := r.converge(ctx, rep, stopped); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
 }
 
+// logf prints a line of the timeline, at its time since the churn began
+// (before: none).
 func (r *haRun) logf(format string, args ...any) {
-	if r.cfg.Progress != nil {
+	switch {
+	case r.cfg.Progress == nil:
+	case r.start.IsZero():
+		fmt.Fprintf(r.cfg.Progress, "          "+format+"\n", args...)
+	default:
 		fmt.Fprintf(r.cfg.Progress, "%7.2fs  "+format+"\n", append([]any{time.Since(r.start).Seconds()}, args...)...)
 	}
 }
 
-// startCluster starts the replicas together (each waits for a quorum).
+// startCluster starts the replicas together (each waits for a quorum):
+// on loopback, or each in its namespace, with its etcd peer URL on the
+// namespaces' underlay and its API, southbound and etcd client URL on the
+// control subnet that the bench reaches.
 func (r *haRun) startCluster(ctx context.Context, dir string) error {
 	key := filepath.Join(dir, "cluster.key")
 	if err := secrets.WriteKeyFile(key, secrets.NewKey()); err != nil {
@@ -264,16 +414,32 @@ func (r *haRun) startCluster(ctx context.Context, dir string) error {
 	}
 	var initial, clientURLs []string
 	for i := range r.cfg.Members {
-		s := haReplicaSpec{DataDir: filepath.Join(dir, fmt.Sprintf("m%d", i)), ClusterKeyFile: key, Name: fmt.Sprintf("m%d", i)}
-		var err error
-		for _, p := range []*string{&s.PeerURL, &s.ClientURL, &s.API} {
-			if *p, err = freeLoopback(); err != nil {
-				return err
+		s := haReplicaSpec{DataDir: filepath.Join(dir, fmt.Sprintf("m%d", i)), ClusterKeyFile: key, Name: fmt.Sprintf("m%d", i), Agent: "off"}
+		m := &haMember{}
+		if r.net != nil {
+			m.ns = r.net.net.Host(i)
+			ctl := m.ns.ControlIP.String()
+			s.PeerURL, s.ClientURL, s.API = "https://"+net.JoinHostPort(m.ns.UnderlayIP.String(), "2380"),
+				"https://"+net.JoinHostPort(ctl, "2379"), net.JoinHostPort(ctl, "7443")
+			if r.cfg.Hosts > 0 {
+				s.Agent = net.JoinHostPort(ctl, "7444")
 			}
+		} else {
+			ports := []*string{&s.PeerURL, &s.ClientURL, &s.API}
+			if r.cfg.Hosts > 0 {
+				ports = append(ports, &s.Agent)
+			}
+			for _, p := range ports {
+				var err error
+				if *p, err = freeLoopback(); err != nil {
+					return err
+				}
+			}
+			s.PeerURL, s.ClientURL = "https://"+s.PeerURL, "https://"+s.ClientURL
 		}
-		s.PeerURL, s.ClientURL = "https://"+s.PeerURL, "https://"+s.ClientURL
+		m.spec = s
 		initial, clientURLs = append(initial, s.Name+"="+s.PeerURL), append(clientURLs, s.ClientURL)
-		r.members = append(r.members, &haMember{spec: s})
+		r.members = append(r.members, m)
 	}
 	errs := make([]error, len(r.members))
 	var wg sync.WaitGroup
@@ -296,14 +462,24 @@ func (r *haRun) startCluster(ctx context.Context, dir string) error {
 	return nil
 }
 
-// startMember starts (or restarts) a member's replica and waits until it
-// serves.
+// startMember starts (or restarts) a member's replica, in its namespace if
+// it has one, and waits until it serves.
 func (r *haRun) startMember(ctx context.Context, m *haMember) error {
-	c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: r.cfg.ChildLog})
+	start := func() error {
+		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: r.cfg.ChildLog})
+		m.child = c
+		return err
+	}
+	var err error
+	if m.ns != nil {
+		err = m.ns.Do(start) // a process started on a thread in the namespace runs in it
+	} else {
+		err = start()
+	}
 	if err != nil {
 		return err
 	}
-	m.child = c
+	c := m.child
 	if _, err := c.Await(ctx, "ready", 3*time.Minute); err != nil {
 		return fmt.Errorf("bench: ha: %w", err)
 	}
@@ -323,7 +499,11 @@ func freeLoopback() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// close stops the hosts, then the replicas, then removes the namespaces.
 func (r *haRun) close() {
+	if r.hosts != nil {
+		_ = r.hosts.close()
+	}
 	if r.etcd != nil {
 		r.etcd.Close()
 	}
@@ -331,6 +511,11 @@ func (r *haRun) close() {
 		if m.child != nil {
 			_ = syscall.Kill(m.child.PID(), syscall.SIGCONT)
 			_ = m.child.Close()
+		}
+	}
+	if r.net != nil {
+		if err := r.net.close(); err != nil {
+			r.cfg.Logger.Warn("ha: remove the network namespaces", "err", err)
 		}
 	}
 }
@@ -374,10 +559,10 @@ func (r *haRun) createKeys(ctx context.Context) error {
 	t.TypeMeta, t.Metadata = meta(apiv1.KindTenant, haTenantName)
 	h.TypeMeta, h.Metadata = meta(apiv1.KindHost, haHost)
 	h.Spec.UnderlayIP = "192.0.2.10"
-	v.TypeMeta, v.Metadata = meta(apiv1.KindVPC, "main")
+	v.TypeMeta, v.Metadata = meta(apiv1.KindVPC, haVPC)
 	v.Spec.CIDRs = []string{"10.0.0.0/16"}
 	n.TypeMeta, n.Metadata = meta(apiv1.KindSubnet, haSubnet)
-	n.Spec = apiv1.SubnetSpec{VPC: "main", CIDR: "10.0.0.0/16"}
+	n.Spec = apiv1.SubnetSpec{VPC: haVPC, CIDR: "10.0.0.0/16"}
 	for _, o := range []apiv1.Object{&t, &h, &v, &n} {
 		if _, err := api.Create(ctx, o); err != nil {
 			return fmt.Errorf("bench: ha: create %s: %w", apiv1.RefOf(o), err)
@@ -389,54 +574,148 @@ func (r *haRun) createKeys(ctx context.Context) error {
 // The network of the endpoints' churn.
 const (
 	haTenantName = "ha"
-	haHost       = "ha-h0"
+	haHost       = "ha-h0" // the endpoints' host without simulated hosts
 	haSubnet     = "a"
+	haVPC        = "main"
+	// haApps is how many values the endpoints' label app takes: label
+	// sets, so security identities, of VPC main.
+	haApps = 6
 )
 
-// endpointOp creates an endpoint of worker w or deletes one of its own;
-// the outcome is not modelled, only the addresses of those left are
+// endpointOp creates an endpoint of worker w, labelled with one of haApps
+// apps, on a random simulated host (haHost without them), or deletes one
+// of its own; the outcome is not modelled, only the endpoints left are
 // checked at the end.
-func endpointOp(ctx context.Context, api *client.Client, w int, rng *rand.Rand, own *[]string, seq *int) error {
+func (r *haRun) endpointOp(ctx context.Context, api *client.Client, w int, rng *rand.Rand, own *[]string, seq *int) error {
 	if len(*own) > 0 && rng.IntN(2) == 0 {
-		i := rng.IntN(len(*own))
-		name := (*own)[i]
-		_, err := api.Delete(ctx, apiv1.KindEndpoint, haTenantName, name)
-		if err == nil || apiv1.ReasonOf(err) == apiv1.ReasonNotFound {
-			*own = slices.Delete(*own, i, i+1)
-		}
-		return err
+		return deleteOwn(ctx, api, apiv1.KindEndpoint, rng, own)
 	}
 	*seq++
 	name := fmt.Sprintf("ep-%d-%d", w, *seq)
+	host := haHost
+	if r.hosts != nil {
+		host = r.hosts.names[rng.IntN(len(r.hosts.names))]
+	}
 	ep := &apiv1.Endpoint{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindEndpoint},
-		Metadata: apiv1.ObjectMeta{Name: name, Tenant: haTenantName}, Spec: apiv1.EndpointSpec{Subnet: haSubnet, Host: haHost}}
+		Metadata: apiv1.ObjectMeta{Name: name, Tenant: haTenantName, Labels: map[string]string{"app": fmt.Sprintf("a%d", rng.IntN(haApps))}},
+		Spec:     apiv1.EndpointSpec{Subnet: haSubnet, Host: host}}
 	*own = append(*own, name) // maybe created, even on an error
 	_, err := api.Create(ctx, ep)
 	return err
 }
 
-// duplicateAddresses lists the endpoints and counts the IPs and MACs held
-// by more than one.
-func duplicateAddresses(ctx context.Context, api *client.Client) (endpoints, dups int, err error) {
-	objs, _, err := api.List(ctx, apiv1.KindEndpoint, haTenantName, "")
+// vpcOp creates a VPC of worker w (a VNI to allocate) or deletes one of
+// its own.
+func vpcOp(ctx context.Context, api *client.Client, w int, rng *rand.Rand, own *[]string, seq *int) error {
+	if len(*own) > 0 && rng.IntN(2) == 0 {
+		return deleteOwn(ctx, api, apiv1.KindVPC, rng, own)
+	}
+	*seq++
+	name := fmt.Sprintf("v-%d-%d", w, *seq)
+	v := &apiv1.VPC{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindVPC},
+		Metadata: apiv1.ObjectMeta{Name: name, Tenant: haTenantName}, Spec: apiv1.VPCSpec{CIDRs: []string{"10.0.0.0/16"}}}
+	*own = append(*own, name)
+	_, err := api.Create(ctx, v)
+	return err
+}
+
+// deleteOwn deletes a random one of own, and forgets it once it is gone.
+func deleteOwn(ctx context.Context, api *client.Client, kind string, rng *rand.Rand, own *[]string) error {
+	i := rng.IntN(len(*own))
+	_, err := api.Delete(ctx, kind, haTenantName, (*own)[i])
+	if err == nil || apiv1.ReasonOf(err) == apiv1.ReasonNotFound {
+		*own = slices.Delete(*own, i, i+1)
+	}
+	return err
+}
+
+// readBack lists the churn's endpoints and VPCs and counts what they hold
+// twice into rep.
+func (r *haRun) readBack(ctx context.Context, rep *HAReport) error {
+	api, err := client.New("http://"+r.members[0].spec.API, client.WithTimeout(30*time.Second))
 	if err != nil {
-		return 0, 0, fmt.Errorf("bench: ha: list endpoints: %w", err)
+		return err
 	}
-	seen := map[string]int{}
-	for _, o := range objs {
+	defer api.Close()
+	eps, _, err := api.List(ctx, apiv1.KindEndpoint, haTenantName, "")
+	if err != nil {
+		return fmt.Errorf("bench: ha: list endpoints: %w", err)
+	}
+	vpcs, _, err := api.List(ctx, apiv1.KindVPC, haTenantName, "")
+	if err != nil {
+		return fmt.Errorf("bench: ha: list VPCs: %w", err)
+	}
+	rep.Endpoints, rep.VPCs = len(eps), len(vpcs)
+	rep.Identities, rep.Duplicates, err = haDuplicates(eps, vpcs)
+	return err
+}
+
+// haDuplicates counts the IPs and MACs held by more than one endpoint, the
+// VNIs by more than one VPC, and the security identities of a VPC held by
+// more than one label set or label sets with more than one identity; and
+// the distinct identities. An endpoint without an address or identity, or
+// a VPC without a VNI, is an error: the API acknowledged it allocated.
+func haDuplicates(eps, vpcs []apiv1.Object) (identities int, d HADuplicates, err error) {
+	count := func(m map[string]int) int {
+		n := 0
+		for _, v := range m {
+			n += max(v-1, 0)
+		}
+		return n
+	}
+	ips, macs, vnis := map[string]int{}, map[string]int{}, map[string]int{}
+	// Per VPC (an endpoint's subnet names it within its tenant, one subnet
+	// per VPC here): the identities of each label set and the label sets
+	// of each identity.
+	type vpcID struct {
+		vpc string
+		id  uint32
+	}
+	idsOf, setsOf := map[string]map[uint32]bool{}, map[vpcID]map[string]bool{}
+	for _, o := range eps {
 		ep := o.(*apiv1.Endpoint)
-		if ep.Status.IP == "" || ep.Status.MAC == "" {
-			return 0, 0, fmt.Errorf("bench: ha: endpoint %s has no address", ep.Metadata.Name)
+		st := ep.Status
+		if st.IP == "" || st.MAC == "" || st.Identity == 0 {
+			return 0, d, fmt.Errorf("bench: ha: endpoint %s has no address or identity (ip %q, mac %q, identity %d)", ep.Metadata.Name, st.IP, st.MAC, st.Identity)
 		}
-		seen["ip "+ep.Status.IP]++
-		seen["mac "+ep.Status.MAC]++
-	}
-	for _, n := range seen {
-		if n > 1 {
-			dups += n - 1
+		ips[st.IP]++
+		macs[st.MAC]++
+		vpc := ep.Metadata.Tenant + "/" + ep.Spec.Subnet
+		set := vpc + " " + labelSet(ep.Metadata.Labels)
+		id := vpcID{vpc, st.Identity}
+		if idsOf[set] == nil {
+			idsOf[set] = map[uint32]bool{}
 		}
+		if setsOf[id] == nil {
+			setsOf[id] = map[string]bool{}
+		}
+		idsOf[set][st.Identity], setsOf[id][set] = true, true
 	}
-	return len(objs), dups, nil
+	for _, o := range vpcs {
+		v := o.(*apiv1.VPC)
+		if v.Status.VNI == 0 {
+			return 0, d, fmt.Errorf("bench: ha: VPC %s has no VNI", v.Metadata.Name)
+		}
+		vnis[strconv.FormatUint(uint64(v.Status.VNI), 10)]++
+	}
+	d = HADuplicates{IPs: count(ips), MACs: count(macs), VNIs: count(vnis)}
+	for _, ids := range idsOf {
+		d.Identities += len(ids) - 1
+	}
+	for _, sets := range setsOf {
+		d.Identities += len(sets) - 1
+	}
+	return len(setsOf), d, nil
+}
+
+// labelSet is a canonical text of labels.
+func labelSet(labels map[string]string) string {
+	keys := slices.Sorted(maps.Keys(labels))
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s,", k, labels[k])
+	}
+	return b.String()
 }
 
 // The operations of the history.
@@ -479,12 +758,20 @@ func (r *haRun) work(ctx context.Context, w int) {
 		apis[i] = api
 	}
 	var (
-		own []string
-		seq int
+		ownEPs, ownVPCs []string
+		seq             int
 	)
 	for ctx.Err() == nil {
-		if rng.IntN(5) == 0 {
-			if err := endpointOp(ctx, apis[at], w, rng, &own, &seq); err != nil && apiv1.ReasonOf(err) == "" {
+		// Beside the keys: endpoints (addresses, identities) and VPCs
+		// (VNIs), a tenth of the operations each.
+		if p := rng.IntN(10); p < 2 {
+			var err error
+			if p == 0 {
+				err = r.endpointOp(ctx, apis[at], w, rng, &ownEPs, &seq)
+			} else {
+				err = vpcOp(ctx, apis[at], w, rng, &ownVPCs, &seq)
+			}
+			if reason := apiv1.ReasonOf(err); err != nil && (reason == "" || reason == apiv1.ReasonUnavailable) {
 				at = (at + 1) % len(apis)
 			}
 			continue
@@ -608,68 +895,195 @@ var haModel = porcupine.Model{
 	DescribeOperation: func(input, output any) string { return fmt.Sprintf("%+v -> %+v", input, output) },
 }
 
-// inject runs the faults one after another.
+// inject runs the faults one after another, Rounds times.
 func (r *haRun) inject(ctx context.Context) ([]HAFault, error) {
-	sleep := func(d time.Duration) error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-			return nil
-		}
-	}
-	r.logf("churn started: %d workers over %d keys, %d members", r.cfg.Workers, r.cfg.Keys, len(r.members))
-	if err := sleep(r.cfg.Settle); err != nil {
+	r.logf("churn started: %d workers over %d keys, %d members, %d simulated hosts", r.cfg.Workers, r.cfg.Keys, len(r.members), r.cfg.Hosts)
+	if err := sleepCtx(ctx, r.cfg.Settle); err != nil {
 		return nil, err
 	}
 	var faults []HAFault
-	for _, kind := range r.cfg.Faults {
-		leader, err := r.leader(ctx)
-		if err != nil {
-			return faults, err
-		}
-		m := r.members[leader]
-		if kind == FaultKillFollower || kind == FaultPauseFollower {
-			m = r.members[(leader+1)%len(r.members)]
-		}
-		f := HAFault{Kind: kind, Member: m.spec.Name, At: time.Since(r.start)}
-		pid := m.child.PID()
-		switch kind {
-		case FaultKillLeader, FaultKillFollower:
-			r.logf("%s: SIGKILL %s (pid %d)", kind, m.spec.Name, pid)
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				return faults, fmt.Errorf("bench: ha: kill %s: %w", m.spec.Name, err)
-			}
-			_ = m.child.Close() // reaps it; its exit error is the kill
-			if err := sleep(r.cfg.Hold); err != nil {
+	for round := 1; round <= r.cfg.Rounds; round++ {
+		for _, kind := range r.cfg.Faults {
+			f, err := r.fault(ctx, round, kind)
+			if err != nil {
 				return faults, err
 			}
-			r.logf("%s: restart %s", kind, m.spec.Name)
-			if err := r.startMember(ctx, m); err != nil {
+			faults = append(faults, f)
+			if err := sleepCtx(ctx, r.cfg.Settle); err != nil {
 				return faults, err
 			}
-		case FaultPauseLeader, FaultPauseFollower:
-			r.logf("%s: SIGSTOP %s (pid %d)", kind, m.spec.Name, pid)
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-				return faults, fmt.Errorf("bench: ha: pause %s: %w", m.spec.Name, err)
-			}
-			if err := sleep(r.cfg.Hold); err != nil {
-				_ = syscall.Kill(pid, syscall.SIGCONT)
-				return faults, err
-			}
-			r.logf("%s: SIGCONT %s", kind, m.spec.Name)
-			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-				return faults, fmt.Errorf("bench: ha: resume %s: %w", m.spec.Name, err)
-			}
-		}
-		f.Healed = time.Since(r.start)
-		r.logf("%s: healed", kind)
-		faults = append(faults, f)
-		if err := sleep(r.cfg.Settle); err != nil {
-			return faults, err
 		}
 	}
 	return faults, nil
+}
+
+// fault injects one fault on the leader's member or a follower's, and
+// heals it.
+func (r *haRun) fault(ctx context.Context, round int, kind string) (HAFault, error) {
+	leader, err := r.leader(ctx)
+	if err != nil {
+		return HAFault{}, err
+	}
+	i := leader
+	if kind == FaultKillFollower || kind == FaultPauseFollower || kind == FaultPartitionFollower {
+		i = (leader + 1) % len(r.members)
+	}
+	m := r.members[i]
+	f := HAFault{Round: round, Kind: kind, Member: m.spec.Name, At: time.Since(r.start)}
+	pid := m.child.PID()
+	switch kind {
+	case FaultKillLeader, FaultKillFollower:
+		r.logf("%s: SIGKILL %s (pid %d)", kind, m.spec.Name, pid)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return f, fmt.Errorf("bench: ha: kill %s: %w", m.spec.Name, err)
+		}
+		_ = m.child.Close() // reaps it; its exit error is the kill
+		if err := sleepCtx(ctx, r.cfg.Hold); err != nil {
+			return f, err
+		}
+		r.logf("%s: restart %s", kind, m.spec.Name)
+		if err := r.startMember(ctx, m); err != nil {
+			return f, err
+		}
+	case FaultPauseLeader, FaultPauseFollower:
+		r.logf("%s: SIGSTOP %s (pid %d)", kind, m.spec.Name, pid)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			return f, fmt.Errorf("bench: ha: pause %s: %w", m.spec.Name, err)
+		}
+		if err := sleepCtx(ctx, r.cfg.Hold); err != nil {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+			return f, err
+		}
+		r.logf("%s: SIGCONT %s", kind, m.spec.Name)
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			return f, fmt.Errorf("bench: ha: resume %s: %w", m.spec.Name, err)
+		}
+	case FaultPartitionLeader, FaultPartitionFollower:
+		r.logf("%s: cut %s off its peers (nftables drops in its namespace)", kind, m.spec.Name)
+		if err := r.net.partition(i); err != nil {
+			return f, err
+		}
+		err = r.awaitMinority(ctx, m, &f)
+		if f.MinorityRefused > 0 {
+			r.logf("%s: %s refused a write with 503 and said so on /readyz %.2fs after the cut: %s", kind, m.spec.Name, f.MinorityRefused.Seconds(), f.MinorityReason)
+		} else {
+			r.logf("%s: %s did not refuse writes within %s", kind, m.spec.Name, haMinorityTimeout)
+		}
+		if f.CutOffSessions > 0 {
+			r.logf("%s: the %d agents of %s moved to other replicas %.2fs after the cut (0: not)", kind, f.CutOffSessions, m.spec.Name, f.Rehomed.Seconds())
+		}
+		r.logf("%s: heal %s", kind, m.spec.Name)
+		if herr := r.net.heal(i); herr != nil || err != nil {
+			return f, errors.Join(err, herr)
+		}
+	}
+	f.Healed = time.Since(r.start)
+	if r.hosts != nil {
+		f.HostsConnected = r.hosts.connected()
+		r.logf("%s: healed; %d of %d hosts connected", kind, f.HostsConnected, r.cfg.Hosts)
+	} else {
+		r.logf("%s: healed", kind)
+	}
+	return f, nil
+}
+
+// awaitMinority probes the replica of m, cut off at f.At, until it
+// refuses a write with 503 (ReasonUnavailable) and says it is not ready
+// on /readyz, its agents (if any) moved to other replicas, and Hold has
+// passed, or for haMinorityTimeout; it records in f when it refused, the
+// write's error and when its agents had moved. The probes create tenants
+// that no check reads.
+func (r *haRun) awaitMinority(ctx context.Context, m *haMember, f *HAFault) error {
+	api, err := client.New("http://"+m.spec.API, client.WithTimeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	holdEnd, deadline := time.Now().Add(r.cfg.Hold), time.Now().Add(haMinorityTimeout)
+	if r.hosts != nil {
+		if f.CutOffSessions, err = streamSessions(ctx, hc, m.spec.API); err != nil {
+			return err
+		}
+	}
+	for probe := 0; ; probe++ {
+		if f.MinorityRefused == 0 {
+			t := &apiv1.Tenant{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindTenant},
+				Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("ha-probe-%s-%d", m.spec.Name, probe)}}
+			_, werr := api.Create(ctx, t)
+			if apiv1.ReasonOf(werr) == apiv1.ReasonUnavailable && notReady(ctx, hc, m.spec.API) {
+				f.MinorityRefused, f.MinorityReason = time.Since(r.start)-f.At, werr.Error()
+			}
+		}
+		if f.CutOffSessions > 0 && f.Rehomed == 0 {
+			if n, err := streamSessions(ctx, hc, m.spec.API); err == nil && n == 0 && r.hosts.connected() == r.cfg.Hosts {
+				f.Rehomed = time.Since(r.start) - f.At
+			}
+		}
+		now := time.Now()
+		if (f.MinorityRefused > 0 && (f.CutOffSessions == 0 || f.Rehomed > 0) && !now.Before(holdEnd)) || now.After(deadline) {
+			return nil
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// streamSessions reads the replica's agents with a config stream
+// (weft_stream_sessions) from its /metrics.
+func streamSessions(ctx context.Context, hc *http.Client, api string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+"/metrics", nil)
+	if err != nil {
+		return 0, fmt.Errorf("bench: ha: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("bench: ha: metrics of %s: %w", api, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "weft_stream_sessions "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("bench: ha: metrics of %s: %w", api, err)
+			}
+			return int(n), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("bench: ha: metrics of %s: %w", api, err)
+	}
+	return 0, nil // no stream server (yet, or any more)
+}
+
+// notReady reports whether the replica at api answers /readyz with 503.
+func notReady(ctx context.Context, hc *http.Client, api string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusServiceUnavailable
+}
+
+// sleepCtx waits for d or the end of ctx.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // leader returns the index of the member that leads etcd.
@@ -704,23 +1118,31 @@ func (r *haRun) finalReads(ctx context.Context) (map[int]int64, error) {
 	}
 	defer api.Close()
 	final := map[int]int64{}
+	// A replica healed from a partition refuses reads (503) until it
+	// reaches its quorum again: a failed read tells nothing, try again.
+	deadline := time.Now().Add(time.Minute)
 	for k := range r.cfg.Keys {
 		in := haInput{Key: k, Kind: haGet}
 		call := time.Since(r.start)
 		out, err := r.do(ctx, api, in)
+		for ; err != nil && time.Now().Before(deadline); out, err = r.do(ctx, api, in) {
+			if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+				return nil, err
+			}
+			call = time.Since(r.start)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bench: ha: final read of %s: %w", haKey(k), err)
 		}
 		r.ops = append(r.ops, porcupine.Operation{ClientId: r.cfg.Workers, Input: in, Call: int64(call), Output: out, Return: int64(time.Since(r.start))})
 		final[k] = out.Value
 	}
-	// The gets above brought the replica's cache up to date.
-	r.endpoints, r.dups, err = duplicateAddresses(ctx, api)
-	return final, err
+	return final, nil
 }
 
 func (r *haRun) report(faults []HAFault, final map[int]int64, duration time.Duration) *HAReport {
-	rep := &HAReport{Members: len(r.members), Workers: r.cfg.Workers, Keys: r.cfg.Keys, Duration: duration, Ops: len(r.ops),
+	rep := &HAReport{Members: len(r.members), Workers: r.cfg.Workers, Keys: r.cfg.Keys, Rounds: r.cfg.Rounds, Hosts: r.cfg.Hosts,
+		Duration: duration, Ops: len(r.ops), WorstByKind: map[string]time.Duration{},
 		GoalUnavailable: HAGoalUnavailable, CPUs: runtime.NumCPU(), Load: loadAvg()}
 	for _, op := range r.ops {
 		in, out := op.Input.(haInput), op.Output.(haOutput)
@@ -740,9 +1162,9 @@ func (r *haRun) report(faults []HAFault, final map[int]int64, duration time.Dura
 		}
 		faults[i].Unavailable = worstGap(r.acks, faults[i].At, end)
 		rep.WorstUnavailable = max(rep.WorstUnavailable, faults[i].Unavailable)
+		rep.WorstByKind[faults[i].Kind] = max(rep.WorstByKind[faults[i].Kind], faults[i].Unavailable)
 	}
 	rep.Faults = faults
-	rep.Endpoints, rep.DuplicateAddresses = r.endpoints, r.dups
 	rep.LostWrites = lostWrites(r.ops, final)
 	rep.Linearizable = string(porcupine.CheckOperationsTimeout(haModel, r.ops, 2*time.Minute))
 	return rep

@@ -169,6 +169,7 @@ struct config {
 	__be32 underlay;
 	__u32 flags;
 	__u32 shaper_ifindex; // the shaper veth's end with the HTB tree
+	__u32 sampling;       // N of 1-in-N flow sampling; 0: none
 };
 
 // counters are an endpoint's traffic, per CPU: tx is what it sent, rx what
@@ -252,7 +253,8 @@ struct icmp_codes {
 // timestamp request has its identifier as source port and its type as
 // destination port; its reply the request's type as source port and the
 // identifier as destination port: the reply's key is the request's
-// reversed.
+// reversed. It is a sampled flow's key too (flows), where ICMP has no
+// source port and its type and code as destination port.
 struct ct_key {
 	__u32 vni;
 	__be32 src;
@@ -272,6 +274,16 @@ struct ct {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 _pad;
+};
+
+// flow is what a sampled flow's packets added up to on this host.
+struct flow {
+	__u64 packets;
+	__u64 bytes;
+	__u64 dropped;
+	__u64 last;   // bpf_ktime_get_ns of its last packet
+	__u32 reason; // why its last dropped packet was (DROP_*)
+	__u32 _pad;
 };
 
 // frag_key is an IPv4 datagram whose first fragment passed: its other
@@ -409,6 +421,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows SEC(".maps");
+
 static __always_inline struct config *get_config(void)
 {
 	__u32 zero = 0;
@@ -421,6 +441,85 @@ static __always_inline int drop(struct __sk_buff *skb, struct counters *c, int r
 	if (c)
 		c->drops[reason & (NUM_DROP_REASONS - 1)]++;
 	return TC_ACT_SHOT;
+}
+
+// drop_flow counts a dropped packet of a sampled flow (f: NULL when its
+// flow is not sampled).
+static __always_inline int drop_flow(struct __sk_buff *skb, struct counters *c, struct flow *f, int reason)
+{
+	if (f) {
+		__sync_fetch_and_add(&f->dropped, 1);
+		f->reason = reason;
+	}
+	return drop(skb, c, reason);
+}
+
+// FLOW_SEED seeds the sampling hash: every host the same, so that a flow
+// sampled at its sender's host is sampled at its receiver's too.
+#define FLOW_SEED 0x77656674 // "weft"
+
+// mix32 is MurmurHash3's finalizer.
+static __always_inline __u32 mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+// sample counts a packet of VPC vni at ip in its flow's entry if the flow
+// is sampled (1 in cfg->sampling, by a hash of its key) and returns the
+// entry, NULL otherwise. Flows of TCP, UDP, SCTP, UDP-Lite and ICMP are
+// sampled (as the linux driver does), not fragments after the first.
+static __always_inline struct flow *sample(struct __sk_buff *skb, struct config *cfg, struct iphdr *ip, __u32 vni, __u32 len)
+{
+	if (!cfg || !cfg->sampling || (bpf_ntohs(ip->frag_off) & 0x1fff))
+		return 0;
+	__u32 sampling = cfg->sampling;
+	struct ct_key k = {.vni = vni, .src = ip->saddr, .dst = ip->daddr, .proto = ip->protocol};
+	__u32 off = ETH_HLEN + ip->ihl * 4;
+	__u8 l4[4] = {};
+	switch (k.proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+	case IPPROTO_UDPLITE:
+		if (bpf_skb_load_bytes(skb, off, l4, 4) < 0)
+			return 0;
+		k.sport = l4[0] | (__u16)l4[1] << 8;
+		k.dport = l4[2] | (__u16)l4[3] << 8;
+		break;
+	case IPPROTO_ICMP:
+		if (bpf_skb_load_bytes(skb, off, l4, 2) < 0)
+			return 0;
+		k.dport = l4[0] | (__u16)l4[1] << 8;
+		break;
+	default:
+		return 0;
+	}
+	if (sampling > 1) {
+		__u32 h = mix32(FLOW_SEED ^ vni);
+		h = mix32(h ^ k.src);
+		h = mix32(h ^ k.dst);
+		h = mix32(h ^ (k.sport | (__u32)k.dport << 16));
+		h = mix32(h ^ k.proto);
+		if (h % sampling)
+			return 0;
+	}
+	struct flow *f = bpf_map_lookup_elem(&flows, &k);
+	if (!f) {
+		struct flow nf = {};
+		bpf_map_update_elem(&flows, &k, &nf, BPF_NOEXIST);
+		f = bpf_map_lookup_elem(&flows, &k);
+		if (!f)
+			return 0;
+	}
+	__sync_fetch_and_add(&f->packets, 1);
+	__sync_fetch_and_add(&f->bytes, len);
+	f->last = bpf_ktime_get_ns();
+	return f;
 }
 
 static __always_inline void count_rx(__u32 ifindex, __u32 len)
@@ -752,11 +851,11 @@ static __always_inline int gateway_reply(struct __sk_buff *skb, struct ethhdr *e
 
 // miss reports an unknown destination of a VPC to the agent and holds the
 // packet (or drops it: Config.MissMode).
-static __always_inline int miss(struct __sk_buff *skb, struct vip *key, struct counters *c)
+static __always_inline int miss(struct __sk_buff *skb, struct vip *key, struct counters *c, struct flow *f)
 {
 	struct config *cfg = get_config();
 	if (!cfg)
-		return drop(skb, c, DROP_NO_LOCATION);
+		return drop_flow(skb, c, f, DROP_NO_LOCATION);
 	__u64 now = bpf_ktime_get_ns();
 	__u64 *seen = bpf_map_lookup_elem(&miss_seen, key);
 	if (!seen || now - *seen > MISS_REPORT_NS) {
@@ -765,7 +864,7 @@ static __always_inline int miss(struct __sk_buff *skb, struct vip *key, struct c
 		bpf_ringbuf_output(&events, &ev, sizeof(ev), 0);
 	}
 	if (!(cfg->flags & CFG_HOLD) || !cfg->vxlan_ifindex)
-		return drop(skb, c, DROP_NO_LOCATION);
+		return drop_flow(skb, c, f, DROP_NO_LOCATION);
 	// The kernel queues the packet on an incomplete neighbour fd77:7766::
 	// <vni>:<ip> of the VXLAN device; the agent resolves it once it knows
 	// the location, and the queue drains through to_vxlan.
@@ -813,6 +912,7 @@ int from_ep(struct __sk_buff *skb)
 		return drop(skb, c, DROP_NO_ROUTE);
 	if (ip->saddr != src->ip)
 		return drop(skb, c, DROP_NO_ROUTE); // spoofed: no route back to it here
+	struct flow *f = sample(skb, get_config(), ip, src->vni, len);
 
 	__u32 vni = src->vni;
 	struct vip key = {.vni = vni, .ip = ip->daddr};
@@ -825,19 +925,19 @@ int from_ep(struct __sk_buff *skb)
 		struct subnet_key sk = {.prefixlen = 64, .vni = vni, .ip = ip->daddr};
 		struct subnet *s = bpf_map_lookup_elem(&subnets, &sk);
 		if (!s)
-			return drop(skb, c, DROP_NO_ROUTE);
+			return drop_flow(skb, c, f, DROP_NO_ROUTE);
 		gw = s->gateway == ip->daddr;
 	}
 	if ((src->flags | (l ? l->flags : 0)) & EP_ISOLATED) {
 		struct pkt p = {};
 		if (parse(skb, ip, vni, src->identity, &p) < 0 || enforce(&p, src, l) < 0)
-			return drop(skb, c, DROP_POLICY);
+			return drop_flow(skb, c, f, DROP_POLICY);
 	}
 	if (gw)
 		return gateway_reply(skb, eth, end, ifindex, c);
 	if (l) {
 		if (ttl_dec(ip) < 0)
-			return drop(skb, c, DROP_NO_ROUTE);
+			return drop_flow(skb, c, f, DROP_NO_ROUTE);
 		if (src->flags & EP_TX_SHAPED) {
 			put_shape_mac(eth->h_dest, STAGE_TX, vni);
 			return to_shaper(skb, src->priority);
@@ -854,9 +954,9 @@ int from_ep(struct __sk_buff *skb)
 	if (r) {
 		struct config *cfg = get_config();
 		if (!cfg || !cfg->vxlan_ifindex)
-			return drop(skb, c, DROP_NO_ROUTE);
+			return drop_flow(skb, c, f, DROP_NO_ROUTE);
 		if (ttl_dec(ip) < 0)
-			return drop(skb, c, DROP_NO_ROUTE);
+			return drop_flow(skb, c, f, DROP_NO_ROUTE);
 		if (src->flags & EP_TX_SHAPED) {
 			// The tunnel key is per CPU until the packet is sent: it is
 			// set once the packet is out of the shaper's queue.
@@ -867,12 +967,12 @@ int from_ep(struct __sk_buff *skb)
 		// device drops frames from its own MAC (the gateway's) as loops.
 		put_gateway_mac(eth->h_dest);
 		if (set_tunnel(skb, cfg, vni, r->host, src->tos, mark) < 0)
-			return drop(skb, c, DROP_NO_ROUTE);
+			return drop_flow(skb, c, f, DROP_NO_ROUTE);
 		return bpf_redirect(cfg->vxlan_ifindex, 0);
 	}
 	if (ttl_dec(ip) < 0)
-		return drop(skb, c, DROP_NO_ROUTE);
-	return miss(skb, &key, c);
+		return drop_flow(skb, c, f, DROP_NO_ROUTE);
+	return miss(skb, &key, c, f);
 }
 
 // from_vxlan runs on tc ingress of the VXLAN device: packets from other
@@ -900,10 +1000,11 @@ int from_vxlan(struct __sk_buff *skb)
 	if (!l)
 		return TC_ACT_SHOT;
 	struct counters *c = bpf_map_lookup_elem(&counters, &l->ifindex);
+	struct flow *f = sample(skb, get_config(), ip, vni, len);
 	if (l->flags & EP_ISOLATED) {
 		struct pkt p = {};
 		if (parse(skb, ip, vni, md.gbp & MARK_IDENTITY, &p) < 0 || enforce(&p, 0, l) < 0)
-			return drop(skb, c, DROP_POLICY);
+			return drop_flow(skb, c, f, DROP_POLICY);
 	}
 	if (l->flags & EP_RX_SHAPED) {
 		put_shape_mac(eth->h_dest, STAGE_RX, vni);
