@@ -299,6 +299,10 @@ const fenceAfter = 3 * time.Second
 // in their rendezvous order (this one refuses connections meanwhile). It
 // serves again, on the same port, once the quorum is back. A replica whose
 // etcd is only out of space keeps its agents: their views are still right.
+// So does one whose etcd does not answer at all (quorum.ErrUnresponsive):
+// a saturated etcd looks like that, and moving every replica's agents at
+// once would load it further (a 100,000-host cold start never converged).
+// Only a member that answers without a leader proves a cut.
 func (sb *southbound) fence(ctx context.Context, g *quorum.Guard) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -312,7 +316,7 @@ func (sb *southbound) fence(ctx context.Context, g *quorum.Guard) {
 		}
 		err := g.Err()
 		switch {
-		case errors.Is(err, quorum.ErrNoQuorum):
+		case errors.Is(err, quorum.ErrNoQuorum) && !errors.Is(err, quorum.ErrUnresponsive):
 			if lostSince.IsZero() {
 				lostSince = time.Now()
 			}

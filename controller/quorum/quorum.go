@@ -17,7 +17,9 @@
 // when its election timeout passes (pre-vote); such a probe counts as
 // answered. A member that answers without a leader confirms the loss.
 // When nothing answers at all (etcd saturated, or every member cut off
-// from this replica) the replica waits SilentAfter instead of LostAfter.
+// from this replica) the replica waits SilentAfter instead of LostAfter,
+// and Err wraps ErrUnresponsive too: the controller then refuses writes
+// but keeps its agents.
 // Without this, a cold start that loaded etcd past the probe's timeout
 // made every replica refuse writes and fence its agents, whose
 // reconnections loaded etcd further.
@@ -51,6 +53,11 @@ var (
 	// refuses writes until an operator compacts, defragments and disarms
 	// the alarm ('weft etcd defrag').
 	ErrNoSpace = errors.New("quorum: etcd is out of space (NOSPACE alarm)")
+	// ErrUnresponsive comes with ErrNoQuorum when no member answered at
+	// all, not even its status: etcd may be saturated rather than cut
+	// off, so the replica refuses writes but keeps its agents (moving
+	// them all would load etcd further).
+	ErrUnresponsive = errors.New("quorum: no etcd member answers")
 )
 
 // Defaults of Config.
@@ -265,6 +272,8 @@ func (g *Guard) update() {
 		lostAfter = max(lostAfter, g.cfg.SilentAfter)
 	}
 	switch since := time.Since(g.lastOK); {
+	case g.probeErr != nil && since >= lostAfter && g.silent:
+		err = fmt.Errorf("%w (%w): no read confirmed for %s (last error: %v)", ErrNoQuorum, ErrUnresponsive, since.Round(100*time.Millisecond), g.probeErr)
 	case g.probeErr != nil && since >= lostAfter:
 		err = fmt.Errorf("%w: no read confirmed for %s (last error: %v)", ErrNoQuorum, since.Round(100*time.Millisecond), g.probeErr)
 	case g.noSpace != "":

@@ -58,7 +58,8 @@ func TestBusyEtcdKeepsQuorum(t *testing.T) {
 
 // A member that is gone answers neither reads nor status: the replica
 // cannot tell a saturated etcd from a lost one, waits SilentAfter rather
-// than LostAfter, then becomes unwritable and says why.
+// than LostAfter, then becomes unwritable, unresponsive (so the controller
+// keeps its agents), and says why.
 func TestLostEtcdLosesQuorum(t *testing.T) {
 	g, stop := startGuard(t, Config{Timeout: 100 * time.Millisecond, StatusTimeout: 100 * time.Millisecond,
 		SilentAfter: 5 * time.Second})
@@ -72,7 +73,7 @@ func TestLostEtcdLosesQuorum(t *testing.T) {
 		t.Errorf("lost before SilentAfter although nothing answered: %v", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for !errors.Is(g.Err(), ErrNoQuorum) {
+	for !errors.Is(g.Err(), ErrNoQuorum) || !errors.Is(g.Err(), ErrUnresponsive) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no ErrNoQuorum 30s after etcd stopped (Err: %v)", g.Err())
 		}
