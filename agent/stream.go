@@ -21,21 +21,34 @@ const writeTimeout = 10 * time.Second
 // errReplicaRemoved ends a session whose replica left the replica list.
 var errReplicaRemoved = errors.New("agent: the controller replica left the replica list")
 
+// errMoved ends a session whose replica told the agent to move to another
+// one (a Welcome with an Error during the session): it lost its etcd
+// quorum and closes its config stream.
+var errMoved = errors.New("agent: the controller replica told its agents to move")
+
 // streamLoop keeps a config stream up. Before every round it waits a
 // full-jitter backoff delay (the first one too: after a power restore every
 // agent starts at once), then tries the replicas in rendezvous order until
 // one welcomes it. The backoff grows with every round that ends without a
-// session lasting Backoff.Max, and starts over after one that did.
+// session lasting Backoff.Max, and starts over after one that did. A
+// session whose replica told its agents to move (it lost its etcd quorum
+// and closes its port) is no failure: the next round begins after a
+// jitter of at most Backoff.Min, whatever the backoff has grown to, so
+// that the agents re-home at once but do not all arrive in the same
+// instant.
 // Lookups unanswered while the stream is down cut the wait short (at most
 // once per redialEvery): a restarted controller knows none of the old
 // session keys, so the agent learns no new location until it has a session
 // again.
 func (a *Agent) streamLoop(ctx context.Context) {
-	attempt := 0
+	attempt, moved := 0, false
 	var last time.Time // the latest round's start
 	for {
 		d := a.cfg.Backoff.Delay(attempt, a.cfg.BackoffRand)
-		if attempt > 0 {
+		if moved {
+			d = a.cfg.Backoff.Delay(0, a.cfg.BackoffRand)
+		}
+		if attempt > 0 || moved {
 			a.log.Debug("config stream: reconnecting", "attempt", attempt, "in", d)
 		}
 		if !a.waitRound(ctx, d, last) {
@@ -43,6 +56,7 @@ func (a *Agent) streamLoop(ctx context.Context) {
 		}
 		last = time.Now()
 		stable := false
+		moved = false
 		for _, addr := range a.Replicas() {
 			start := time.Now()
 			welcomed, err := a.session(ctx, addr)
@@ -52,15 +66,16 @@ func (a *Agent) streamLoop(ctx context.Context) {
 			a.noteStreamEnd(welcomed, err)
 			if welcomed {
 				lasted := time.Since(start)
-				stable = lasted >= a.cfg.Backoff.Max
+				stable, moved = lasted >= a.cfg.Backoff.Max, errors.Is(err, errMoved)
 				a.log.Warn("config stream lost; forwarding headless from the cached view", "addr", addr, "lasted", lasted, "err", err)
 				break
 			}
 			a.log.Warn("config stream: connect failed, trying the next replica", "addr", addr, "err", err)
 		}
-		if stable {
+		switch {
+		case stable:
 			attempt = 0
-		} else {
+		case !moved:
 			attempt = min(attempt+1, 62)
 		}
 	}
@@ -176,6 +191,9 @@ func (a *Agent) session(ctx context.Context, addr string) (welcomed bool, err er
 		}
 		switch m := m.(type) {
 		case *wire.Welcome:
+			if m.Error != "" {
+				return true, fmt.Errorf("config stream %s: %w: %s", addr, errMoved, m.Error)
+			}
 			if !a.welcome(m, addr) {
 				return true, errReplicaRemoved
 			}

@@ -398,3 +398,41 @@ func TestStreamSource(t *testing.T) {
 		t.Errorf("stream dialled from %v, want %v", got.Addr(), src)
 	}
 }
+
+// TestMoveNotice: a replica that tells its agents to move (a Welcome with
+// an Error during the session: it lost its etcd quorum) is left at once,
+// and moving is no failure: however often it happens, the agent is back
+// on a replica within the backoff's first cap, not after a grown backoff.
+func TestMoveNotice(t *testing.T) {
+	raw := testKey(t.Name())
+	a, b := newFakeStream(t, raw, testHostID), newFakeStream(t, raw, testHostID)
+	udp := newFakeUDP(t, a)
+	const minDelay = 50 * time.Millisecond
+	ag := startAgent(t, Config{Host: "h1", StreamAddrs: []string{a.addr(), b.addr()}, UDPAddr: udp.addr(), Key: raw, Driver: newSim(t),
+		Logger: testLogger(t), Backoff: backoff.Policy{Min: minDelay, Max: time.Minute}})
+	next := func() *fakeSession {
+		t.Helper()
+		select {
+		case s := <-a.sessions:
+			return s
+		case s := <-b.sessions:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("the agent did not move to a replica within 5s of the notice")
+			return nil
+		}
+	}
+	s := next()
+	// A grown backoff would reach 50ms·2^8 = 12.8s by the last move.
+	for i := range 8 {
+		start := time.Now()
+		s.send(t, &wire.Welcome{Error: "this replica lost its etcd quorum"})
+		s = next()
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("move %d: the agent took %s to move, want at most the first cap (%s) and some slack", i+1, took, minDelay)
+		}
+	}
+	if e := ag.LastStreamError(); !strings.Contains(e, "move") {
+		t.Errorf("LastStreamError = %q, want the move notice", e)
+	}
+}

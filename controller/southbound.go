@@ -274,8 +274,9 @@ func (sb *southbound) datagramKey(hostID uint32) ([]byte, bool) {
 }
 
 // closeStream closes the running config-stream server, its listeners and
-// sessions, and waits for it.
-func (sb *southbound) closeStream() error {
+// sessions, and waits for it. With a reason, the agents are first told to
+// move to another replica (stream.Server.Move), which they do at once.
+func (sb *southbound) closeStream(ctx context.Context, reason string) error {
 	sb.streamMu.Lock()
 	rs := sb.stream
 	sb.stream = nil
@@ -283,20 +284,26 @@ func (sb *southbound) closeStream() error {
 	if rs == nil {
 		return nil
 	}
+	if reason != "" {
+		rs.srv.Move(ctx, reason)
+	}
 	err := rs.srv.Close()
 	<-rs.done
 	return err
 }
 
 // fenceAfter is how long a replica that cannot reach an etcd quorum keeps
-// its agents before it fences them off: past a leader election, which the
-// quorum guard itself waits out (quorum.DefaultLostAfter).
+// its agents before it fences them off: past a leader election (about
+// 1–2 s), during which the quorum guard may report the member without a
+// leader.
 const fenceAfter = 3 * time.Second
 
 // fence closes the config stream (its sessions and its port) while the
 // replica has had no etcd quorum for fenceAfter: its agents cannot learn of
 // changes through a replica cut off from etcd, and find a healthy replica
-// in their rendezvous order (this one refuses connections meanwhile). It
+// in their rendezvous order (this one refuses connections meanwhile). They
+// are told to move first, so that they do at once rather than after their
+// reconnect backoff, which may have grown through earlier faults. It
 // serves again, on the same port, once the quorum is back. A replica whose
 // etcd is only out of space keeps its agents: their views are still right.
 // So does one whose etcd does not answer at all (quorum.ErrUnresponsive):
@@ -322,7 +329,7 @@ func (sb *southbound) fence(ctx context.Context, g *quorum.Guard) {
 			}
 			if !fenced && time.Since(lostSince) >= fenceAfter {
 				sb.log.Warn("no etcd quorum: closing the config stream so that agents move to a healthy replica", "err", err)
-				_ = sb.closeStream()
+				_ = sb.closeStream(ctx, fmt.Sprintf("this replica lost its etcd quorum: %v", err))
 				fenced = true
 			}
 		case err == nil:
@@ -381,7 +388,7 @@ func (sb *southbound) stop() error {
 	closeIf(sb.locator, sb.locator != nil)
 	closeIf(sb.table, sb.table != nil)
 	sb.keys.OnChange(nil)
-	errs = append(errs, sb.closeStream())
+	errs = append(errs, sb.closeStream(context.Background(), ""))
 	for _, ln := range sb.lns {
 		errs = append(errs, ln.Close())
 	}

@@ -248,7 +248,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	for {
 		nc, err := l.Accept()
 		if err != nil {
-			if ctx.Err() != nil || s.ctx.Err() != nil {
+			s.mu.Lock()
+			closed := s.closed // by Close or Move
+			s.mu.Unlock()
+			if closed || ctx.Err() != nil || s.ctx.Err() != nil {
 				return nil
 			}
 			if !isTemporary(err) {
@@ -299,6 +302,40 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		return nil
 	})
+}
+
+// moveTimeout bounds writing the notice of Move to one agent.
+const moveTimeout = time.Second
+
+// Move stops taking agents (it closes the listeners) and tells every
+// agent with a session to move to another replica now, with a Welcome
+// that carries reason as its Error (agents that know it reconnect
+// elsewhere at once instead of after their backoff; older ones ignore
+// it), and ends the sessions. Close is still to be called.
+func (s *Server) Move(ctx context.Context, reason string) {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, sess := range sessions {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			wctx, cancel := context.WithTimeout(ctx, moveTimeout)
+			defer cancel()
+			_ = sess.wc.WriteMessage(wctx, &wire.Welcome{Error: reason})
+			sess.end(reasonMoved)
+		})
+	}
+	wg.Wait()
 }
 
 // Sessions returns the number of hosts with an established session.

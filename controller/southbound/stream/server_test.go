@@ -608,3 +608,28 @@ func TestMaxSessions(t *testing.T) {
 	again := e.connect("h1", 0, nil) // replaces h1's own session
 	again.mustNext()
 }
+
+// TestMove: Move tells every agent with a session to move (a Welcome with
+// the reason as its Error), ends the sessions and takes no new agent.
+func TestMove(t *testing.T) {
+	e := newSenv(t, senvOpts{})
+	e.base(1)
+	a := e.connect("h1", 0, nil)
+	a.mustNext()
+	a.ack()
+	e.srv.Move(t.Context(), "lost its etcd quorum")
+	m, err := recv(t, a.wc)
+	if w, ok := m.(*wire.Welcome); err != nil || !ok || w.Error != "lost its etcd quorum" {
+		t.Fatalf("after Move: %v %v, want a Welcome with the reason", m, err)
+	}
+	if _, err := recv(t, a.wc); err == nil {
+		t.Error("the session is still open after Move")
+	}
+	if c, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {
+		c.Close()
+		t.Error("the server still takes connections after Move")
+	}
+	if got := e.counter("weft_stream_session_ends_total", reasonMoved); got != 1 {
+		t.Errorf("moved sessions counted: %v, want 1", got)
+	}
+}

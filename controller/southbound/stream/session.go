@@ -26,12 +26,14 @@ const (
 	reasonCompile    = "compile_error"
 	reasonAuth       = "auth"    // a frame that failed authentication
 	reasonRevoked    = "revoked" // the host's key changed or went
+	reasonMoved      = "moved"   // the server told the agent to move (Server.Move)
 )
 
 // session is one host's established stream.
 type session struct {
 	host    string
-	hostKey []byte // the key the Hello verified with
+	hostKey []byte     // the key the Hello verified with
+	wc      *wire.Conn // its connection, sealed once accepted
 	cancel  context.CancelFunc
 	once    sync.Once
 	reason  string // the first reason given to end
@@ -78,7 +80,7 @@ func (s *Server) handle(pc *pending) {
 		s.m.refused.WithLabelValues("abandoned").Inc()
 		return
 	}
-	sess := &session{host: h.Host, hostKey: key, cancel: cancel}
+	sess := &session{host: h.Host, hostKey: key, wc: wc, cancel: cancel}
 	if !s.register(sess) {
 		_ = s.refuse(ctx, wc, "full", fmt.Sprintf("replica full: %d agents connected", s.cfg.MaxSessions))
 		return
