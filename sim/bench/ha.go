@@ -66,6 +66,10 @@ const roleHAReplica = "ha-replica"
 // HAGoalUnavailable is the worst write unavailability allowed per fault.
 const HAGoalUnavailable = 5 * time.Second
 
+// haRetryPause is how long a client waits once every replica failed its
+// operations in a row.
+const haRetryPause = 50 * time.Millisecond
+
 // haMinorityTimeout bounds a partition: it heals once the cut-off replica
 // refused a write and Hold has passed, or after this.
 const haMinorityTimeout = 30 * time.Second
@@ -86,8 +90,11 @@ type HAConfig struct {
 	Rounds int
 	// Hold is how long a fault lasts before it heals (default 3 s, above
 	// the election timeout; a partition lasts until the cut-off replica
-	// refused a write too); Settle is the time after healing before the
-	// next fault (default 3 s).
+	// refused a write too); Settle is the least time after healing before
+	// the next fault (default 3 s): the next one also waits until the
+	// cluster is whole again (see HAFault.Recovered), so that no fault
+	// lands on a cluster still recovering from the previous one, which
+	// would make it a double fault.
 	Hold, Settle time.Duration
 	// Hosts is the number of simulated hosts (agents with the sim driver,
 	// in one child process) streaming from the replicas through the
@@ -175,8 +182,10 @@ type HAFault struct {
 	At     time.Duration `json:"at"`
 	Healed time.Duration `json:"healed"`
 	// Unavailable is the longest time without an acknowledged write from
-	// the fault until the next one (or the end).
-	Unavailable time.Duration `json:"unavailable"`
+	// the fault until the next one (or the end); UnavailableFrom is when
+	// (since the run's start) that longest time began.
+	Unavailable     time.Duration `json:"unavailable"`
+	UnavailableFrom time.Duration `json:"unavailableFrom"`
 	// MinorityRefused, of a partition, is how long after the cut the
 	// cut-off replica refused a write with 503 and said so on /readyz (0:
 	// not before the partition healed); MinorityReason is the write's
@@ -192,6 +201,10 @@ type HAFault struct {
 	// HostsConnected counts the simulated hosts with a config stream up
 	// when the fault healed.
 	HostsConnected int `json:"hostsConnected,omitempty"`
+	// Recovered is how long after the heal the cluster was whole again:
+	// every member following one leader and having applied every entry
+	// that leader had committed at the heal, every replica ready.
+	Recovered time.Duration `json:"recovered"`
 }
 
 // Failures lists what the run must not show: a lost acknowledged write, a
@@ -760,7 +773,17 @@ func (r *haRun) work(ctx context.Context, w int) {
 	var (
 		ownEPs, ownVPCs []string
 		seq             int
+		failed          int // operations failed in a row, each on the next replica
 	)
+	// next moves to the next replica after a failure; once every replica
+	// failed in a row (all refuse writes at once with 503 while no member
+	// has a leader, an election), it waits a little before the next round.
+	next := func() {
+		at = (at + 1) % len(apis)
+		if failed++; failed%len(apis) == 0 {
+			_ = sleepCtx(ctx, haRetryPause)
+		}
+	}
 	for ctx.Err() == nil {
 		// Beside the keys: endpoints (addresses, identities) and VPCs
 		// (VNIs), a tenth of the operations each.
@@ -772,7 +795,9 @@ func (r *haRun) work(ctx context.Context, w int) {
 				err = vpcOp(ctx, apis[at], w, rng, &ownVPCs, &seq)
 			}
 			if reason := apiv1.ReasonOf(err); err != nil && (reason == "" || reason == apiv1.ReasonUnavailable) {
-				at = (at + 1) % len(apis)
+				next()
+			} else {
+				failed = 0
 			}
 			continue
 		}
@@ -793,12 +818,14 @@ func (r *haRun) work(ctx context.Context, w int) {
 		call := time.Since(r.start)
 		out, err := r.do(ctx, apis[at], in)
 		ret := time.Since(r.start)
-		if err != nil { // a timeout, a killed replica, the end of the run: maybe applied
-			at = (at + 1) % len(apis)
+		if err != nil { // a timeout, a killed replica, a 503, the end of the run: maybe applied
+			next()
 			if in.Kind == haGet {
 				continue // a failed read tells nothing
 			}
 			out, ret = haOutput{Unknown: true}, math.MaxInt64
+		} else {
+			failed = 0
 		}
 		r.mu.Lock()
 		r.ops = append(r.ops, porcupine.Operation{ClientId: w, Input: in, Call: int64(call), Output: out, Return: int64(ret)})
@@ -901,6 +928,9 @@ func (r *haRun) inject(ctx context.Context) ([]HAFault, error) {
 	if err := sleepCtx(ctx, r.cfg.Settle); err != nil {
 		return nil, err
 	}
+	if err := r.awaitWhole(ctx); err != nil {
+		return nil, err
+	}
 	var faults []HAFault
 	for round := 1; round <= r.cfg.Rounds; round++ {
 		for _, kind := range r.cfg.Faults {
@@ -908,13 +938,81 @@ func (r *haRun) inject(ctx context.Context) ([]HAFault, error) {
 			if err != nil {
 				return faults, err
 			}
+			healed := time.Now()
+			rerr := r.awaitWhole(ctx)
+			f.Recovered = time.Since(healed)
 			faults = append(faults, f)
-			if err := sleepCtx(ctx, r.cfg.Settle); err != nil {
+			if rerr != nil {
+				return faults, rerr
+			}
+			r.logf("%s: cluster whole again %.2fs after the heal", kind, f.Recovered.Seconds())
+			if err := sleepCtx(ctx, r.cfg.Settle-time.Since(healed)); err != nil {
 				return faults, err
 			}
 		}
 	}
 	return faults, nil
+}
+
+// haRecoverTimeout bounds the wait for the cluster to be whole again after
+// a fault.
+const haRecoverTimeout = time.Minute
+
+// awaitWhole waits until every member follows one leader and has applied
+// every entry the leader had committed when the wait began, and every
+// replica says it is ready (it reaches its quorum). A member that healed
+// (restarted, resumed, reconnected) may still be far behind: a fault on
+// one of the others then leaves a majority that cannot commit until it
+// caught up.
+func (r *haRun) awaitWhole(ctx context.Context) error {
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	deadline := time.Now().Add(haRecoverTimeout)
+	var target uint64 // the leader's commit index, once known
+	why := "no member answered"
+	for {
+		leaders := map[uint64]bool{}
+		applied := make([]uint64, len(r.members))
+		whole := true
+		for i, m := range r.members {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := r.etcd.Status(sctx, m.spec.ClientURL)
+			cancel()
+			switch {
+			case err != nil:
+				whole, why = false, fmt.Sprintf("%s: status: %v", m.spec.Name, err)
+			case st.Leader == 0:
+				whole, why = false, fmt.Sprintf("%s has no leader", m.spec.Name)
+			default:
+				leaders[st.Leader] = true
+				applied[i] = st.RaftAppliedIndex
+				if target == 0 && st.Leader == st.Header.MemberId {
+					target = st.RaftIndex
+				}
+			}
+		}
+		if whole && len(leaders) != 1 {
+			whole, why = false, fmt.Sprintf("the members follow %d leaders", len(leaders))
+		}
+		for i, a := range applied {
+			if whole && (target == 0 || a < target) {
+				whole, why = false, fmt.Sprintf("%s applied index %d of %d", r.members[i].spec.Name, a, target)
+			}
+		}
+		for _, m := range r.members {
+			if whole && !ready(ctx, hc, m.spec.API) {
+				whole, why = false, m.spec.Name+" not ready"
+			}
+		}
+		if whole {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: ha: the cluster is not whole %s after a fault: %s", haRecoverTimeout, why)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // fault injects one fault on the leader's member or a follower's, and
@@ -1061,17 +1159,28 @@ func streamSessions(ctx context.Context, hc *http.Client, api string) (int, erro
 
 // notReady reports whether the replica at api answers /readyz with 503.
 func notReady(ctx context.Context, hc *http.Client, api string) bool {
+	return readyz(ctx, hc, api) == http.StatusServiceUnavailable
+}
+
+// ready reports whether the replica at api answers /readyz with 200.
+func ready(ctx context.Context, hc *http.Client, api string) bool {
+	return readyz(ctx, hc, api) == http.StatusOK
+}
+
+// readyz returns the status code of the replica's /readyz (0 if it did
+// not answer).
+func readyz(ctx context.Context, hc *http.Client, api string) int {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+"/readyz", nil)
 	if err != nil {
-		return false
+		return 0
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return false
+		return 0
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode == http.StatusServiceUnavailable
+	return resp.StatusCode
 }
 
 // sleepCtx waits for d or the end of ctx.
@@ -1160,9 +1269,12 @@ func (r *haRun) report(faults []HAFault, final map[int]int64, duration time.Dura
 		if i+1 < len(faults) {
 			end = faults[i+1].At
 		}
-		faults[i].Unavailable = worstGap(r.acks, faults[i].At, end)
+		faults[i].Unavailable, faults[i].UnavailableFrom = worstGap(r.acks, faults[i].At, end)
 		rep.WorstUnavailable = max(rep.WorstUnavailable, faults[i].Unavailable)
 		rep.WorstByKind[faults[i].Kind] = max(rep.WorstByKind[faults[i].Kind], faults[i].Unavailable)
+		f := faults[i]
+		r.logf("%s (round %d, at %.2fs): no write acknowledged from %.2fs to %.2fs (%s)", f.Kind, f.Round, f.At.Seconds(),
+			f.UnavailableFrom.Seconds(), (f.UnavailableFrom + f.Unavailable).Seconds(), f.Unavailable.Round(time.Millisecond))
 	}
 	rep.Faults = faults
 	rep.LostWrites = lostWrites(r.ops, final)
@@ -1171,9 +1283,8 @@ func (r *haRun) report(faults []HAFault, final map[int]int64, duration time.Dura
 }
 
 // worstGap is the longest time in [from, to] without an acknowledgement
-// in acks (sorted).
-func worstGap(acks []time.Duration, from, to time.Duration) time.Duration {
-	var worst time.Duration
+// in acks (sorted), and when it began.
+func worstGap(acks []time.Duration, from, to time.Duration) (worst, began time.Duration) {
 	last := from
 	for _, a := range acks {
 		if a < from {
@@ -1182,9 +1293,15 @@ func worstGap(acks []time.Duration, from, to time.Duration) time.Duration {
 		if a > to {
 			break
 		}
-		worst, last = max(worst, a-last), a
+		if a-last > worst {
+			worst, began = a-last, last
+		}
+		last = a
 	}
-	return max(worst, to-last)
+	if to-last > worst {
+		worst, began = to-last, last
+	}
+	return worst, began
 }
 
 // lostWrites counts the keys whose last acknowledged write, with no other

@@ -291,3 +291,27 @@ func TestHAModel(t *testing.T) {
 		t.Errorf("lostWrites = %d, want 1", n)
 	}
 }
+
+// TestWorstGap: a fault's longest time without an acknowledged write, and
+// when it began, counting from the fault to the next one.
+func TestWorstGap(t *testing.T) {
+	s := func(ms int) time.Duration { return time.Duration(ms) * time.Millisecond }
+	for _, tc := range []struct {
+		name            string
+		acks            []time.Duration
+		from, to        time.Duration
+		worst, wantFrom time.Duration
+	}{
+		{"no ack", nil, s(1000), s(4000), s(3000), s(1000)},
+		{"from the fault", []time.Duration{s(500), s(3000), s(3500)}, s(1000), s(4000), s(2000), s(1000)},
+		{"in the middle", []time.Duration{s(1200), s(1400), s(3900)}, s(1000), s(4000), s(2500), s(1400)},
+		{"to the next fault", []time.Duration{s(1100), s(1500), s(9000)}, s(1000), s(4000), s(2500), s(1500)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			worst, from := worstGap(tc.acks, tc.from, tc.to)
+			if worst != tc.worst || from != tc.wantFrom {
+				t.Errorf("worstGap = %s from %s, want %s from %s", worst, from, tc.worst, tc.wantFrom)
+			}
+		})
+	}
+}
