@@ -202,8 +202,9 @@ type HAFault struct {
 	// when the fault healed.
 	HostsConnected int `json:"hostsConnected,omitempty"`
 	// Recovered is how long after the heal the cluster was whole again:
-	// every member following one leader and having applied every entry
-	// that leader had committed at the heal, every replica ready.
+	// every member following one leader and having applied the entries
+	// that leader has committed (but for haCaughtUpSlack), every replica
+	// ready.
 	Recovered time.Duration `json:"recovered"`
 }
 
@@ -959,51 +960,17 @@ func (r *haRun) inject(ctx context.Context) ([]HAFault, error) {
 const haRecoverTimeout = time.Minute
 
 // awaitWhole waits until every member follows one leader and has applied
-// every entry the leader had committed when the wait began, and every
-// replica says it is ready (it reaches its quorum). A member that healed
-// (restarted, resumed, reconnected) may still be far behind: a fault on
-// one of the others then leaves a majority that cannot commit until it
-// caught up.
+// the entries that leader has committed (but for haCaughtUpSlack), and
+// every replica says it is ready (it reaches its quorum). A member that
+// healed (restarted, resumed, reconnected) may still be far behind: a
+// fault on one of the others then leaves a majority that cannot commit
+// until it has caught up.
 func (r *haRun) awaitWhole(ctx context.Context) error {
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
 	deadline := time.Now().Add(haRecoverTimeout)
-	var target uint64 // the leader's commit index, once known
-	why := "no member answered"
 	for {
-		leaders := map[uint64]bool{}
-		applied := make([]uint64, len(r.members))
-		whole := true
-		for i, m := range r.members {
-			sctx, cancel := context.WithTimeout(ctx, time.Second)
-			st, err := r.etcd.Status(sctx, m.spec.ClientURL)
-			cancel()
-			switch {
-			case err != nil:
-				whole, why = false, fmt.Sprintf("%s: status: %v", m.spec.Name, err)
-			case st.Leader == 0:
-				whole, why = false, fmt.Sprintf("%s has no leader", m.spec.Name)
-			default:
-				leaders[st.Leader] = true
-				applied[i] = st.RaftAppliedIndex
-				if target == 0 && st.Leader == st.Header.MemberId {
-					target = st.RaftIndex
-				}
-			}
-		}
-		if whole && len(leaders) != 1 {
-			whole, why = false, fmt.Sprintf("the members follow %d leaders", len(leaders))
-		}
-		for i, a := range applied {
-			if whole && (target == 0 || a < target) {
-				whole, why = false, fmt.Sprintf("%s applied index %d of %d", r.members[i].spec.Name, a, target)
-			}
-		}
-		for _, m := range r.members {
-			if whole && !ready(ctx, hc, m.spec.API) {
-				whole, why = false, m.spec.Name+" not ready"
-			}
-		}
-		if whole {
+		why := r.whole(ctx, hc)
+		if why == "" {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -1013,6 +980,47 @@ func (r *haRun) awaitWhole(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// haCaughtUpSlack is how many committed entries a member may not have
+// applied yet and count as caught up (a few heartbeats' worth of churn).
+const haCaughtUpSlack = 256
+
+// whole says why the cluster is not whole ("" if it is; see awaitWhole).
+func (r *haRun) whole(ctx context.Context, hc *http.Client) string {
+	leaders := map[uint64]bool{}
+	applied := make([]uint64, len(r.members))
+	var commit uint64 // the leader's
+	for i, m := range r.members {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := r.etcd.Status(sctx, m.spec.ClientURL)
+		cancel()
+		switch {
+		case err != nil:
+			return fmt.Sprintf("%s: status: %v", m.spec.Name, err)
+		case st.Leader == 0:
+			return m.spec.Name + " has no leader"
+		}
+		leaders[st.Leader] = true
+		applied[i] = st.RaftAppliedIndex
+		if st.Leader == st.Header.MemberId {
+			commit = st.RaftIndex
+		}
+	}
+	if len(leaders) != 1 || commit == 0 {
+		return fmt.Sprintf("the members follow %d leaders", len(leaders))
+	}
+	for i, a := range applied {
+		if a+haCaughtUpSlack < commit {
+			return fmt.Sprintf("%s applied index %d of %d", r.members[i].spec.Name, a, commit)
+		}
+	}
+	for _, m := range r.members {
+		if !ready(ctx, hc, m.spec.API) {
+			return m.spec.Name + " not ready"
+		}
+	}
+	return ""
 }
 
 // fault injects one fault on the leader's member or a follower's, and
