@@ -96,6 +96,10 @@ type epState struct {
 	status  datapath.EndpointStatus
 	ifindex int  // of the host-side veth
 	qos     bool // under QoS: it or its VPC has some
+	mtu     int  // of its veth
+	// verified is when its namespace and hook were last read
+	// (Config.EndpointResync).
+	verified time.Time
 }
 
 // refusal is why a VPC is not programmed as asked, and whether its

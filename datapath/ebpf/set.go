@@ -134,7 +134,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("ebpf set: %w", err)
 		}
-		st, err := d.ensureEndpoint(e, byName[VethName(e.ID)], mtu, clsact)
+		st, err := d.ensureEndpoint(e, d.eps[e.ID], byName[VethName(e.ID)], mtu, clsact)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %q: %w", e.ID, err))
 			delete(pols, e.ID)
@@ -536,10 +536,12 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	}
 	var errs []error
 	errs = append(errs,
-		convergeMap(&d.ops, d.objs.Vpcs, "vpcs", vpcs, func(k uint32, _ weftVpc) bool { return isRefused(k) }),
+		// vpcs, ifaces and locals as Set read them at its start (only Set
+		// writes them, under mu).
+		convergeFrom(&d.ops, d.objs.Vpcs, "vpcs", vpcs, cur.vpcs, func(k uint32, _ weftVpc) bool { return isRefused(k) }),
 		convergeMap(&d.ops, d.objs.Subnets, "subnets", subnets, func(k weftSubnetKey, _ weftSubnet) bool { return isRefused(k.Vni) }),
-		convergeMap(&d.ops, d.objs.Ifaces, "ifaces", ifaces, nil),
-		convergeMap(&d.ops, d.objs.Locals, "locals", locals, nil),
+		convergeFrom(&d.ops, d.objs.Ifaces, "ifaces", ifaces, cur.ifaces, nil),
+		convergeFrom(&d.ops, d.objs.Locals, "locals", locals, cur.locals, nil),
 		d.convergeCounters(ifaces),
 	)
 
@@ -622,6 +624,11 @@ func convergeMap[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string,
 	if err := readMap(m, what, &cur); err != nil {
 		return err
 	}
+	return convergeFrom(ops, m, what, want, cur, keep)
+}
+
+// convergeFrom is convergeMap with m's entries read already (cur).
+func convergeFrom[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string, want, cur map[K]V, keep func(K, V) bool) error {
 	return errors.Join(putMap(ops, m, what, want, cur), delMap(ops, m, what, want, cur, keep))
 }
 
