@@ -82,12 +82,26 @@ type Config struct {
 	// by every Set. Zero means DefaultEndpointResync, negative that every
 	// Set reads every endpoint.
 	EndpointResync time.Duration
+	// MapResync bounds how long Set trusts what it last read and wrote of
+	// the maps sized for a million entries, remotes and the policy maps,
+	// whose reading costs milliseconds however few entries they hold (the
+	// kernel walks every bucket): a Set within MapResync of the last one
+	// that read them writes only what differs from what that Set and
+	// Learn and Forget since wrote. Drift in them (an entry deleted
+	// behind the driver's back) is repaired by the first Set after the
+	// interval. Zero means DefaultMapResync, negative that every Set
+	// reads them.
+	MapResync time.Duration
 }
 
 // DefaultEndpointResync is Config.EndpointResync's default: below the
 // agent's reconcile interval (30 s), so that every reconcile repairs drift
 // inside the endpoint namespaces (the linux driver's default too).
 const DefaultEndpointResync = 20 * time.Second
+
+// DefaultMapResync is Config.MapResync's default (the linux driver's
+// VPCResync).
+const DefaultMapResync = time.Second
 
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
@@ -116,6 +130,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EndpointResync == 0 {
 		c.EndpointResync = DefaultEndpointResync
+	}
+	if c.MapResync == 0 {
+		c.MapResync = DefaultMapResync
 	}
 	return c
 }

@@ -78,6 +78,11 @@ type Driver struct {
 	// flushedFor is the policy digest the tracked connections were last
 	// judged by (policyDigest).
 	flushedFor string
+	// polCache is what the policy maps hold as the last Set left them
+	// (nil: unknown, read them) and mapsRead when a Set last read them and
+	// the remotes map (Config.MapResync). Set's alone.
+	polCache *policyMaps
+	mapsRead time.Time
 }
 
 type vpcState struct {
