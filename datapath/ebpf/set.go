@@ -52,7 +52,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	mtu -= datapath.VXLANOverhead
 	refused := refusals(n)
 
-	clsact, err := d.clsactDevices()
+	clsact, qdiscs, err := d.clsactDevices()
 	if err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
@@ -170,7 +170,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		}
 	}
 	if qerr == nil {
-		qerr = d.convergeQoSTrees(n.Host.UnderlayDev, plan.shaperTree(), plan.uplinkTree(eps))
+		qerr = d.convergeQoSTrees(n.Host.UnderlayDev, plan.shaperTree(), plan.uplinkTree(eps), slices.Collect(maps.Values(byName)), qdiscs)
 	}
 	errs = append(errs, qerr)
 
