@@ -306,7 +306,8 @@ namespace (and every BPF pin) it made.`,
 	f.StringSliceVar(&cfg.Datapaths, "datapath", nil, "drivers to measure, side by side: linux, ebpf, or linux,ebpf (default linux)")
 	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved throughput and latency rounds (default 7)")
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
-	f.UintSliceVar(&ebpfSampling, "ebpf-flow-sampling", nil, "the ebpf driver's flow sampling, as weft agent --flow-sampling (0: none); several values measure it once per value in the same rounds (default 1, the agent's)")
+	f.UintSliceVar(&ebpfSampling, "ebpf-flow-sampling", nil, "the ebpf driver's flow sampling, as weft agent --flow-sampling (0: none); several values measure it once per value in the same rounds (default: the agent's)")
+	f.Lookup("ebpf-flow-sampling").DefValue = "[1]"
 	return cmd
 }
 
