@@ -349,12 +349,16 @@
 // driver under a 5 ms ping and loses none.
 //
 // Set reads the host namespace's links and qdiscs, the pinned links and
-// every map, and writes only what differs (Counts proves idempotence): a
+// the maps, and writes only what differs (Counts proves idempotence): a
 // deleted veth, map entry or link, a VXLAN device set down or with wrong
 // settings are repaired (TestDriftRepair); veths "wftb<hash>", links, map
 // entries and endpoint namespaces "<prefix>-<host>-e<hash>" that are not
 // desired are removed. Learned remotes follow their VPC and are repaired
-// from memory. The inside of an endpoint's namespace (interface, address,
+// from memory. The maps sized for a million entries (remotes and the
+// policy maps: walking one costs milliseconds however empty, the kernel
+// visits every bucket) are read at most once per Config.MapResync (1 s);
+// a Set in between trusts what the last one read and wrote and what
+// Learn and Forget wrote since (TestMapResyncCache). The inside of an endpoint's namespace (interface, address,
 // gateway neighbour, default route) and its program's filter are read
 // when the endpoint is new or changed, its veth was re-made or set down,
 // its device lost its clsact qdisc, or Config.EndpointResync (20 s, below
