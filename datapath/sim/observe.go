@@ -146,14 +146,7 @@ func (d *Driver) observing() *observer {
 func (d *Driver) TraceHops() <-chan datapath.TraceHop {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.observing()
-	if o.hops == nil {
-		o.hops = make(chan datapath.TraceHop, hopBuffer)
-		if d.closed {
-			close(o.hops)
-		}
-	}
-	return o.hops
+	return lazyChan(&d.observing().hops, hopBuffer, d.closed)
 }
 
 // Captured implements datapath.Observer. The channel is allocated on first
@@ -161,14 +154,20 @@ func (d *Driver) TraceHops() <-chan datapath.TraceHop {
 func (d *Driver) Captured() <-chan datapath.CapturedPacket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.observing()
-	if o.packets == nil {
-		o.packets = make(chan datapath.CapturedPacket, packetBuffer)
-		if d.closed {
-			close(o.packets)
+	return lazyChan(&d.observing().packets, packetBuffer, d.closed)
+}
+
+// lazyChan returns *ch, made with capacity n on the first call (and
+// closed at once if the driver is closed: its reader ends). The caller
+// holds mu.
+func lazyChan[T any](ch *chan T, n int, closed bool) <-chan T {
+	if *ch == nil {
+		*ch = make(chan T, n)
+		if closed {
+			close(*ch)
 		}
 	}
-	return o.packets
+	return *ch
 }
 
 // Observe implements datapath.Observer: it keeps the traces and captures,
