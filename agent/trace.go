@@ -342,7 +342,13 @@ func (a *Agent) addHop(h datapath.TraceHop) {
 	if h.Reason != datapath.DropNone {
 		hop.Reason = h.Reason.String()
 		if h.Reason == datapath.DropPolicy && h.Rule == "" && h.Endpoint != "" {
-			hop.Rule = a.isolatedBy(h.Endpoint, h.Point == datapath.HopRemotePolicy)
+			// The drivers report a policy's drop as a drop hop: it is the
+			// ingress's when its endpoint is the trace's destination.
+			o.mu.Lock()
+			t := o.traces[h.Trace]
+			o.mu.Unlock()
+			ingress := h.Point == datapath.HopRemotePolicy || t != nil && t.Dest != "" && view.ID(t.Tenant, t.Dest) == h.Endpoint
+			hop.Rule = a.isolatedBy(h.Endpoint, ingress)
 		}
 	}
 	o.mu.Lock()
