@@ -330,13 +330,14 @@ func (c *Cluster) Events() <-chan Event { return c.events }
 // once and returns the time it did.
 func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 	addrs := make([]string, len(c.replicas))
+	apis := make([]string, len(c.replicas))
 	for i, r := range c.replicas {
-		addrs[i] = r.Agent
+		addrs[i], apis[i] = r.Agent, r.API
 	}
 	per := (c.cfg.Hosts + c.cfg.Procs - 1) / c.cfg.Procs
 	for first := 0; first < c.cfg.Hosts; first += per {
 		n := min(per, c.cfg.Hosts-first)
-		spec := agentsSpec{Layout: c.layout, First: first, Count: n, Secret: c.secret, Replicas: addrs,
+		spec := agentsSpec{Layout: c.layout, First: first, Count: n, Secret: c.secret, Replicas: addrs, APIs: apis,
 			HeartbeatInterval: c.cfg.HeartbeatInterval, BackoffMin: c.cfg.BackoffMin,
 			WatchPrefix: c.cfg.WatchPrefix, WatchPolicy: c.cfg.WatchPolicy, WatchLearn: c.cfg.WatchLearn}
 		if c.cfg.Exec != "" {
