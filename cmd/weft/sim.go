@@ -44,7 +44,7 @@ t0, t1, ... (100 VPCs each), VPCs v0, v1, ..., endpoints e0, e1, ...`,
   weft sim --hosts 50000 --endpoints 500000 --vpcs 5000 --lookups 20000 -o json
 
   # trace and capture while it holds (the API address is in the progress)
-  weft sim --hosts 10 --endpoints 40 --vpcs 2 --hold 10m
+  weft sim --hosts 10 --endpoints 40 --vpcs 1 --hold 10m
   weft trace --server http://127.0.0.1:PORT --insecure-http --tenant t0 --from e0 --to e1 --proto tcp --dport 80
   weft capture --server http://127.0.0.1:PORT --insecure-http --tenant t0 --vpc v0 --duration 10s -w v0.pcapng`,
 	}, func(cmd *cobra.Command) (*sim.Report, error) {
