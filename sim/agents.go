@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -260,7 +261,8 @@ func (r *reporters) of(host string) agent.ObservationReporter {
 
 // runAgents builds spec.Count agents, reports "ready", starts them all on
 // the command "start" and reports counters every second until ctx ends.
-// Commands: "start"; "resolve HOST SRC-ID DST-IP" (a packet from a local
+// Commands: "start"; "arrive CROSSING" (a traced probe from a host of
+// another process, JSON); "resolve HOST SRC-ID DST-IP" (a packet from a local
 // endpoint, through the driver: a miss becomes a lookup); "lookups N" (N
 // packets from random programmed agents to random addresses of their
 // subnet).
@@ -303,9 +305,11 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		muxes = append(muxes, m)
 	}
 	// The agents of this process share one simulated underlay (a traced
-	// probe crosses from one host's driver to another's) and, per
-	// replica, one reporter of traces and captures.
-	underlay := &simdp.Underlay{}
+	// probe crosses from one host's driver to another's; one for a host
+	// of another process goes to the parent, which hands it to that
+	// process: "crossing", then "arrive") and, per replica, one reporter
+	// of traces and captures.
+	underlay := &simdp.Underlay{Elsewhere: func(c simdp.Crossing) { em.emit(&message{T: "crossing", Crossing: &c}) }}
 	observations, err := observationReporters(spec)
 	if err != nil {
 		return err
@@ -499,7 +503,7 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 				prof.stop()
 				continue
 			}
-			if err := agentsCommand(c, spec, drivers, rng); err != nil {
+			if err := agentsCommand(c, spec, drivers, underlay, rng); err != nil {
 				em.emit(&message{T: "error", Err: err.Error()})
 			}
 		}
@@ -507,7 +511,17 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 }
 
 // agentsCommand runs one command line of the parent.
-func agentsCommand(c string, spec agentsSpec, drivers []*simDriver, rng *rand.Rand) error {
+func agentsCommand(c string, spec agentsSpec, drivers []*simDriver, underlay *simdp.Underlay, rng *rand.Rand) error {
+	if js, ok := strings.CutPrefix(c, "arrive "); ok {
+		var cr simdp.Crossing
+		if err := json.Unmarshal([]byte(js), &cr); err != nil {
+			return fmt.Errorf("arrive: %w", err)
+		}
+		if !underlay.Arrive(cr) {
+			return fmt.Errorf("arrive: no host at %s in this child", cr.To)
+		}
+		return nil
+	}
 	f := strings.Fields(c)
 	switch {
 	case len(f) == 4 && f[0] == "resolve":

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/lifecycle"
 )
 
@@ -427,6 +429,10 @@ func (c *Cluster) follow(g *agentGroup) {
 			g.lastErr = m.Err
 			g.mu.Unlock()
 			c.log.Warn("agents child error", "child", g.c.Name(), "err", m.Err)
+		case "crossing":
+			if m.Crossing != nil {
+				c.relay(m.Crossing)
+			}
 		case "applied", "policy", "learned", "forgot":
 			ev := Event{Kind: m.T, Host: m.Host, ID: m.ID, VNI: m.VNI, IP: m.IP, Underlay: m.Underlay, At: time.Unix(0, m.At)}
 			select {
@@ -434,6 +440,26 @@ func (c *Cluster) follow(g *agentGroup) {
 			default:
 			}
 		}
+	}
+}
+
+// relay hands a traced probe that left a host of one agents process to
+// the process of its destination host (none: it reaches nobody, as a
+// packet to an unknown underlay address).
+func (c *Cluster) relay(cr *simdp.Crossing) {
+	h := underlayHost(cr.To)
+	for _, g := range c.groups {
+		if h < g.first || h >= g.first+g.n {
+			continue
+		}
+		b, err := json.Marshal(cr)
+		if err == nil {
+			err = g.c.Send("arrive " + string(b))
+		}
+		if err != nil {
+			c.log.Warn("traced probe not relayed", "child", g.c.Name(), "to", cr.To, "err", err)
+		}
+		return
 	}
 }
 

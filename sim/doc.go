@@ -64,9 +64,10 @@
 // none), and the drivers of one agents process share one simulated
 // underlay (datapath/sim.Underlay), so a probe encapsulated on one host
 // arrives at the destination host's driver and both hosts report their
-// hops, merged by the controller into one path. A probe to a host in
-// another agents process leaves its host and reaches nobody (the trace
-// ends "not seen after underlay"). An agent keeps no goroutine or buffer
+// hops, merged by the controller into one path. A probe for a host of
+// another agents process goes to the parent as a "crossing" line, and
+// the parent hands it to that process with the command "arrive", whose
+// underlay delivers it. An agent keeps no goroutine or buffer
 // for observations until its view first holds a trace or a capture
 // (agent.Config.ObserveOnDemand), so 100,000 agents cost no more for it.
 package sim

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -234,6 +235,55 @@ func TestTraceAndCapture(t *testing.T) {
 			t.Errorf("the drop names rule %q, want the policy %s/deny-in", last.Rule, tenant)
 		}
 	})
+}
+
+// TestTraceAcrossProcesses runs the agents in two child processes (of
+// this test binary) and traces from a host of the first (h0) to a host of
+// the second (h2): the probe crosses through the parent, and both hosts
+// report their hops.
+func TestTraceAcrossProcesses(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c, err := New(Config{Hosts: 3, Endpoints: 3, VPCs: 1, Exec: exe, Procs: 2,
+		BackoffMin: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	if err := c.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if _, err := c.StartAgents(ctx); err != nil {
+		t.Fatalf("StartAgents: %v", err)
+	}
+	if _, err := c.WaitProgrammed(ctx, 60*time.Second); err != nil {
+		t.Fatalf("WaitProgrammed: %v", err)
+	}
+	if len(c.groups) != 2 || c.groups[1].first != 2 {
+		t.Fatalf("h2 is not in the second of two agents processes")
+	}
+	cl, err := client.New("http://"+c.APIAddr(), client.WithTimeout(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	tr := simTrace(ctx, t, cl, TenantName(0), "far", EndpointName(0), EndpointName(2))
+	want := []string{
+		"h0 source-veth forward", "h0 vpc-router forward", "h0 policy allow", "h0 route forward",
+		"h0 encap forward", "h0 underlay forward",
+		"h2 underlay forward", "h2 decap forward", "h2 remote-policy allow", "h2 deliver delivered",
+	}
+	if d := cmp.Diff(want, hopLines(tr)); d != "" || tr.Status.Verdict != apiv1.VerdictDelivered {
+		t.Errorf("verdict %s (%s); path (-want +got):\n%s", tr.Status.Verdict, tr.Status.Reason, d)
+	}
 }
 
 // simTrace creates a TCP probe trace from an endpoint to an endpoint or

@@ -36,8 +36,8 @@ The simulated hosts answer traces and captures as real ones do: while
 the run holds, point 'weft trace' and 'weft capture' at the API address
 the progress lines show (replica 0's: --server http://ADDR
 --insecure-http). A probe crosses from one simulated host to another
-(within one agent process, up to 16,000 hosts by default) and each host's
-agent reports the hops its datapath saw; a capture returns the
+(through this process when they are in different agent processes) and
+each host's agent reports the hops its datapath saw; a capture returns the
 synthesized packets of the tenant's endpoints as one pcapng. Tenants are
 t0, t1, ... (100 VPCs each), VPCs v0, v1, ..., endpoints e0, e1, ...`,
 		Example: `  weft sim --hosts 1000 --endpoints 10000 --vpcs 100
