@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -350,5 +351,21 @@ func TestPolicies(t *testing.T) {
 				delete(waiting, fmt.Sprintf("%d %s", ev.Host, ev.ID))
 			}
 		}
+	}
+}
+
+func TestUnderlayHost(t *testing.T) {
+	for _, h := range []int{0, 1, 255, 256, 65535, 65536, 99_999, 1<<22 - 1} {
+		if got := underlayHost(HostUnderlay(h)); got != h {
+			t.Errorf("underlayHost(HostUnderlay(%d) = %s) = %d", h, HostUnderlay(h), got)
+		}
+	}
+	for _, s := range []string{"10.0.0.1", "100.63.0.1", "100.128.0.1", "::1"} {
+		if got := underlayHost(netip.MustParseAddr(s)); got != -1 {
+			t.Errorf("underlayHost(%s) = %d, want -1", s, got)
+		}
+	}
+	if got := underlayHost(netip.Addr{}); got != -1 {
+		t.Errorf("underlayHost of the zero address = %d, want -1", got)
 	}
 }
