@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/lifecycle"
 )
@@ -540,6 +542,11 @@ type Snapshot struct {
 	LookupsFound         float64
 	LookupsNotFound      float64
 	Invalidations        float64
+	// AgentsAt and ControllersAt are when the two kinds of counters were
+	// read (the middle of each reading): the agents' and the replicas'
+	// counters are not read at one instant, so rates over two snapshots
+	// divide each by its own interval.
+	AgentsAt, ControllersAt time.Time
 }
 
 // Snapshot asks every agents group for its counters now, waits for them,
@@ -550,6 +557,7 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 	var s Snapshot
 	c.seq++
 	seq := strconv.Itoa(c.seq)
+	asked := time.Now()
 	for _, g := range c.groups {
 		if err := g.c.Send("report " + seq); err != nil {
 			return s, err
@@ -569,11 +577,25 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 		}
 	}
 	s.Agents = c.Stats()
-	for _, r := range c.replicas {
-		cc, err := scrape(ctx, r.API)
-		if err != nil {
-			return s, err
-		}
+	s.AgentsAt = asked.Add(time.Since(asked) / 2)
+	// The replicas at once, so that their counters are read at about one
+	// instant (one after another, a loaded replica's slow /metrics would
+	// shift the others' readings).
+	scraped := time.Now()
+	counters := make([]controllerCounters, len(c.replicas))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, r := range c.replicas {
+		g.Go(func() error {
+			var err error
+			counters[i], err = scrape(gctx, r.API)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return s, err
+	}
+	s.ControllersAt = scraped.Add(time.Since(scraped) / 2)
+	for _, cc := range counters {
 		s.ControllerHeartbeats += cc.Heartbeats
 		s.LookupsFound += cc.Found
 		s.LookupsNotFound += cc.NotFound

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
@@ -367,5 +368,33 @@ func TestUnderlayHost(t *testing.T) {
 	}
 	if got := underlayHost(netip.Addr{}); got != -1 {
 		t.Errorf("underlayHost of the zero address = %d, want -1", got)
+	}
+}
+
+// TestHeartbeatLoss: the loss compares rates, so counters read over
+// intervals of different lengths do not make a loss out of nothing (the
+// session 5 reports printed -0.27 and -0.59 for a lossless run whose
+// replicas were read later than the agents).
+func TestHeartbeatLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		sent          uint64
+		sentOver      time.Duration
+		processed     uint64
+		processedOver time.Duration
+		want          float64
+	}{
+		{"none lost, same interval", 1000, time.Second, 1000, time.Second, 0},
+		{"none lost, replicas read over a longer interval", 100_000, time.Second, 158_680, 1587 * time.Millisecond, 0.00013},
+		{"a tenth lost", 1000, time.Second, 1800, 2 * time.Second, 0.1},
+		{"no heartbeats", 0, time.Second, 0, time.Second, 0},
+		{"no interval", 1000, 0, 1000, time.Second, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := heartbeatLoss(tc.sent, tc.sentOver, tc.processed, tc.processedOver)
+			if math.Abs(got-tc.want) > 1e-4 {
+				t.Errorf("loss = %.5f, want %.5f", got, tc.want)
+			}
+		})
 	}
 }
