@@ -10,18 +10,18 @@
 // closes its agents' config streams so that they move to a healthy
 // replica.
 //
-// A probe whose read is not answered within Interval asks the members
-// it reaches for their status (answered by each member locally, outside
-// raft). A member that follows a leader is on the majority's side,
-// because etcd's leaders step down when they lose touch with a majority
-// (CheckQuorum) and a follower cut off drops its leader when its election
-// timeout passes (pre-vote). So when the members reached answer and none
-// follows a leader, the replica is unwritable at once, without waiting
-// LostAfter: a cut-off replica refuses writes about an election timeout
-// (and a probe) after the cut, and its clients move to another replica
-// instead of waiting for timeouts. (An election under way looks alike for
-// the few milliseconds it lasts once the followers' election timeout has
-// passed; writes could not commit then either.)
+// Every probe first asks the members it reaches for their status
+// (answered by each member locally, outside raft). A member that follows
+// a leader is on the majority's side, because etcd's leaders step down
+// when they lose touch with a majority (CheckQuorum) and a follower cut
+// off drops its leader when its election timeout passes (pre-vote). So
+// when the members reached answer and none follows a leader, the replica
+// is unwritable at once, without waiting LostAfter: a cut-off replica
+// refuses writes about an election timeout after the cut, and its
+// clients move to another replica instead of waiting for timeouts. (An
+// election under way looks alike for the few milliseconds it lasts once
+// the followers' election timeout has passed; writes could not commit
+// then either.)
 //
 // A busy etcd is not a lost quorum. When a probe's read times out, the
 // Guard asks for the members' status again: if one follows a leader, the
@@ -215,42 +215,29 @@ func (g *Guard) loop(ctx context.Context, every time.Duration, f func(context.Co
 	}
 }
 
-// probe reads Key linearizably (count only). A read not answered within
-// Interval makes it ask the members' status beside it, and one that timed
-// out is judged by their status again (see the package doc). The status
-// is not asked of a prompt read: clientv3 dials a connection for each.
+// probe asks the members' status, then reads Key linearizably (count
+// only); a read that times out is judged by the members' status again
+// (see the package doc).
 func (g *Guard) probe(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-	defer cancel()
-	read := make(chan error, 1)
-	go func() {
-		_, err := g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
-		read <- err
-	}()
 	var err error
 	silent, noLeader := false, false
-	slow := time.NewTimer(g.cfg.Interval)
-	select {
-	case err = <-read:
-	case <-slow.C:
-		if leader, answered := g.leader(ctx); answered && !leader {
-			cancel()
-			<-read
-			err, noLeader = errNoLeader, true
-		} else {
-			err = <-read
-		}
-	}
-	slow.Stop()
-	if err != nil && !noLeader && errors.Is(pctx.Err(), context.DeadlineExceeded) {
-		switch leader, answered := g.leader(ctx); {
-		case leader:
-			g.busy.Inc()
-			err = nil
-		case !answered:
-			silent = true
-		default:
-			err, noLeader = fmt.Errorf("%w (%w)", errNoLeader, err), true
+	if leader, answered := g.leader(ctx); answered && !leader {
+		err, noLeader = errNoLeader, true
+	} else {
+		pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+		_, err = g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
+		timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
+		cancel()
+		if err != nil && timedOut {
+			switch leader, answered := g.leader(ctx); {
+			case leader:
+				g.busy.Inc()
+				err = nil
+			case !answered:
+				silent = true
+			default:
+				err, noLeader = fmt.Errorf("%w (%w)", errNoLeader, err), true
+			}
 		}
 	}
 	if ctx.Err() != nil {
