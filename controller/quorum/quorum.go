@@ -3,32 +3,23 @@
 // client with a linearizable read every Interval (a read the leader must
 // confirm with a majority, so a member cut off with a minority fails it)
 // and lists the cluster's alarms every AlarmInterval. The replica is
-// unwritable when the members it reaches have no leader, when no probe
-// has succeeded for LostAfter, or while a NOSPACE alarm is raised; Err
-// then says why. The controller refuses
+// unwritable when no probe has succeeded for LostAfter, or while a
+// NOSPACE alarm is raised; Err then says why. The controller refuses
 // writes with that reason (503), reports it on /readyz and, when it lasts,
 // closes its agents' config streams so that they move to a healthy
 // replica.
 //
-// Every probe first asks the members it reaches for their status
-// (answered by each member locally, outside raft). A member that follows
-// a leader is on the majority's side, because etcd's leaders step down
-// when they lose touch with a majority (CheckQuorum) and a follower cut
-// off drops its leader when its election timeout passes (pre-vote). So
-// when the members reached answer and none follows a leader, the replica
-// is unwritable at once, without waiting LostAfter: a cut-off replica
-// refuses writes about an election timeout after the cut, and its
-// clients move to another replica instead of waiting for timeouts. (An
-// election under way looks alike for the few milliseconds it lasts once
-// the followers' election timeout has passed; writes could not commit
-// then either.)
-//
 // A busy etcd is not a lost quorum. When a probe's read times out, the
-// Guard asks for the members' status again: if one follows a leader, the
-// probe counts as answered. When nothing answers at all (etcd saturated,
-// or every member cut off from this replica) the replica waits
-// SilentAfter instead of LostAfter, and Err wraps ErrUnresponsive too:
-// the controller then refuses writes but keeps its agents.
+// Guard asks the members it reaches for their status (answered by each
+// member locally, outside raft): a member that follows a leader is on the
+// majority's side, because etcd's leaders step down when they lose touch
+// with a majority (CheckQuorum) and a follower cut off drops its leader
+// when its election timeout passes (pre-vote); such a probe counts as
+// answered. A member that answers without a leader confirms the loss.
+// When nothing answers at all (etcd saturated, or every member cut off
+// from this replica) the replica waits SilentAfter instead of LostAfter,
+// and Err wraps ErrUnresponsive too: the controller then refuses writes
+// but keeps its agents.
 // Without this, a cold start that loaded etcd past the probe's timeout
 // made every replica refuse writes and fence its agents, whose
 // reconnections loaded etcd further.
@@ -55,9 +46,8 @@ import (
 
 // Errors that Err wraps.
 var (
-	// ErrNoQuorum: the etcd members reached have no leader, or etcd did
-	// not confirm a read for LostAfter (this replica's etcd is on the
-	// minority side of a partition, or a majority is down).
+	// ErrNoQuorum: etcd did not confirm a read for LostAfter (no leader,
+	// or this replica's etcd is on the minority side of a partition).
 	ErrNoQuorum = errors.New("quorum: etcd has no quorum reachable from this replica")
 	// ErrNoSpace: etcd's backend reached its quota (NOSPACE alarm); it
 	// refuses writes until an operator compacts, defragments and disarms
@@ -79,20 +69,10 @@ const (
 	DefaultSilentAfter   = 10 * time.Second
 )
 
-// Etcd is what a Guard asks of etcd: *clientv3.Client.
-type Etcd interface {
-	Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error)
-	Status(ctx context.Context, endpoint string) (*clientv3.StatusResponse, error)
-	AlarmList(ctx context.Context) (*clientv3.AlarmResponse, error)
-	Endpoints() []string
-}
-
-var _ Etcd = (*clientv3.Client)(nil)
-
 // Config configures a Guard.
 type Config struct {
 	// Client is the replica's etcd client (required).
-	Client Etcd
+	Client *clientv3.Client
 	// Key is the key the probes read (required; one that exists or not).
 	Key string
 	// Interval between probes, Timeout of each, LostAfter without a
@@ -123,7 +103,6 @@ type Guard struct {
 	lastOK   time.Time // of the latest successful probe
 	probeErr error     // of the latest failed probe since lastOK
 	silent   bool      // that probe timed out and no member answered
-	noLeader bool      // that probe found members answering, none with a leader
 	noSpace  string    // the members with a NOSPACE alarm ("" none)
 	err      error     // what Err returns
 }
@@ -215,29 +194,23 @@ func (g *Guard) loop(ctx context.Context, every time.Duration, f func(context.Co
 	}
 }
 
-// probe asks the members' status, then reads Key linearizably (count
-// only); a read that times out is judged by the members' status again
-// (see the package doc).
+// probe reads Key linearizably (count only); a read that times out is
+// judged by the members' status (see the package doc).
 func (g *Guard) probe(ctx context.Context) {
-	var err error
-	silent, noLeader := false, false
-	if leader, answered := g.leader(ctx); answered && !leader {
-		err, noLeader = errNoLeader, true
-	} else {
-		pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
-		_, err = g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
-		timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
-		cancel()
-		if err != nil && timedOut {
-			switch leader, answered := g.leader(ctx); {
-			case leader:
-				g.busy.Inc()
-				err = nil
-			case !answered:
-				silent = true
-			default:
-				err, noLeader = fmt.Errorf("%w (%w)", errNoLeader, err), true
-			}
+	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	_, err := g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
+	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
+	cancel()
+	silent := false
+	if err != nil && timedOut {
+		switch leader, answered := g.leader(ctx); {
+		case leader:
+			g.busy.Inc()
+			err = nil
+		case !answered:
+			silent = true
+		default:
+			err = fmt.Errorf("%w; the member reached has no leader", err)
 		}
 	}
 	if ctx.Err() != nil {
@@ -245,15 +218,12 @@ func (g *Guard) probe(ctx context.Context) {
 	}
 	g.mu.Lock()
 	if err == nil {
-		g.lastOK, g.probeErr, g.silent, g.noLeader = time.Now(), nil, false, false
+		g.lastOK, g.probeErr, g.silent = time.Now(), nil, false
 	} else {
-		g.probeErr, g.silent, g.noLeader = err, silent, noLeader
+		g.probeErr, g.silent = err, silent
 	}
 	g.update()
 }
-
-// errNoLeader is the probe error of members that answer without a leader.
-var errNoLeader = errors.New("the etcd member reached has no leader (cut off from a majority, or an election under way)")
 
 // leader asks the members this replica reaches for their status (each
 // answers it locally, not through raft): whether one follows a leader,
@@ -302,8 +272,6 @@ func (g *Guard) update() {
 		lostAfter = max(lostAfter, g.cfg.SilentAfter)
 	}
 	switch since := time.Since(g.lastOK); {
-	case g.probeErr != nil && g.noLeader:
-		err = fmt.Errorf("%w: %w", ErrNoQuorum, g.probeErr)
 	case g.probeErr != nil && since >= lostAfter && g.silent:
 		err = fmt.Errorf("%w (%w): no read confirmed for %s (last error: %v)", ErrNoQuorum, ErrUnresponsive, since.Round(100*time.Millisecond), g.probeErr)
 	case g.probeErr != nil && since >= lostAfter:
