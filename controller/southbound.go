@@ -293,9 +293,8 @@ func (sb *southbound) closeStream(ctx context.Context, reason string) error {
 }
 
 // fenceAfter is how long a replica that cannot reach an etcd quorum keeps
-// its agents before it fences them off: past a leader election (about
-// 1–2 s), during which the quorum guard may report the member without a
-// leader.
+// its agents before it fences them off: past a leader election, which the
+// quorum guard itself waits out (quorum.DefaultLostAfter).
 const fenceAfter = 3 * time.Second
 
 // fence closes the config stream (its sessions and its port) while the
