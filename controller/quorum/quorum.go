@@ -15,7 +15,10 @@
 // majority's side, because etcd's leaders step down when they lose touch
 // with a majority (CheckQuorum) and a follower cut off drops its leader
 // when its election timeout passes (pre-vote); such a probe counts as
-// answered. A member that answers without a leader confirms the loss.
+// answered. A member that answers without a leader confirms the loss at
+// once, without waiting LostAfter: a cut-off replica refuses writes about
+// an election timeout and a probe timeout after the cut, and its clients
+// move to another replica instead of waiting for their own timeouts.
 // When nothing answers at all (etcd saturated, or every member cut off
 // from this replica) the replica waits SilentAfter instead of LostAfter,
 // and Err wraps ErrUnresponsive too: the controller then refuses writes
@@ -69,10 +72,20 @@ const (
 	DefaultSilentAfter   = 10 * time.Second
 )
 
+// Etcd is what a Guard asks of etcd: *clientv3.Client.
+type Etcd interface {
+	Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error)
+	Status(ctx context.Context, endpoint string) (*clientv3.StatusResponse, error)
+	AlarmList(ctx context.Context) (*clientv3.AlarmResponse, error)
+	Endpoints() []string
+}
+
+var _ Etcd = (*clientv3.Client)(nil)
+
 // Config configures a Guard.
 type Config struct {
 	// Client is the replica's etcd client (required).
-	Client *clientv3.Client
+	Client Etcd
 	// Key is the key the probes read (required; one that exists or not).
 	Key string
 	// Interval between probes, Timeout of each, LostAfter without a
@@ -103,6 +116,7 @@ type Guard struct {
 	lastOK   time.Time // of the latest successful probe
 	probeErr error     // of the latest failed probe since lastOK
 	silent   bool      // that probe timed out and no member answered
+	noLeader bool      // that probe timed out and the members answered without a leader
 	noSpace  string    // the members with a NOSPACE alarm ("" none)
 	err      error     // what Err returns
 }
@@ -201,7 +215,7 @@ func (g *Guard) probe(ctx context.Context) {
 	_, err := g.cfg.Client.Get(pctx, g.cfg.Key, clientv3.WithCountOnly())
 	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
 	cancel()
-	silent := false
+	silent, noLeader := false, false
 	if err != nil && timedOut {
 		switch leader, answered := g.leader(ctx); {
 		case leader:
@@ -210,7 +224,7 @@ func (g *Guard) probe(ctx context.Context) {
 		case !answered:
 			silent = true
 		default:
-			err = fmt.Errorf("%w; the member reached has no leader", err)
+			err, noLeader = fmt.Errorf("%w; the member reached has no leader", err), true
 		}
 	}
 	if ctx.Err() != nil {
@@ -218,9 +232,9 @@ func (g *Guard) probe(ctx context.Context) {
 	}
 	g.mu.Lock()
 	if err == nil {
-		g.lastOK, g.probeErr, g.silent = time.Now(), nil, false
+		g.lastOK, g.probeErr, g.silent, g.noLeader = time.Now(), nil, false, false
 	} else {
-		g.probeErr, g.silent = err, silent
+		g.probeErr, g.silent, g.noLeader = err, silent, noLeader
 	}
 	g.update()
 }
@@ -272,6 +286,8 @@ func (g *Guard) update() {
 		lostAfter = max(lostAfter, g.cfg.SilentAfter)
 	}
 	switch since := time.Since(g.lastOK); {
+	case g.probeErr != nil && g.noLeader:
+		err = fmt.Errorf("%w: %w", ErrNoQuorum, g.probeErr)
 	case g.probeErr != nil && since >= lostAfter && g.silent:
 		err = fmt.Errorf("%w (%w): no read confirmed for %s (last error: %v)", ErrNoQuorum, ErrUnresponsive, since.Round(100*time.Millisecond), g.probeErr)
 	case g.probeErr != nil && since >= lostAfter:
