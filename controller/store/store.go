@@ -147,6 +147,9 @@ type Store struct {
 	cache   *cache
 	batcher *batcher
 	syncs   *syncReads
+	// listPage is the number of keys a list reads per range request
+	// (listPageSize; tests make it small).
+	listPage int
 
 	// life owns the goroutines; ctx, its lifetime context, ends at Close.
 	life    lifecycle.Group
@@ -170,6 +173,9 @@ type testHooks struct {
 	beforeSend func(n int)
 	// syncRead runs before each quorum read of the revision for Sync.
 	syncRead func()
+	// listPage runs in a list once page page (0: the first request) of
+	// the list at revision rev is prepared.
+	listPage func(rev int64, page int)
 }
 
 // New returns a Store; call Start before using it.
@@ -191,6 +197,7 @@ func New(cfg Config) (*Store, error) {
 		kinds:       newKindTable(),
 		metrics:     m,
 		progressReq: make(chan struct{}, 1),
+		listPage:    listPageSize,
 	}
 	if s.kv == nil {
 		s.kv = cfg.Client

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -21,46 +24,155 @@ func (s *Store) list(ctx context.Context) ([]change, int64, error) {
 		snap, rev, err := s.listOnce(ctx)
 		// The pinned revision can be compacted between two pages: start over.
 		if errors.Is(err, rpctypes.ErrCompacted) && attempt < 5 {
+			s.log.Info("list revision compacted: listing again", "revision", rev, "attempt", attempt)
 			continue
 		}
 		return snap, rev, err
 	}
 }
 
-func (s *Store) listOnce(ctx context.Context) ([]change, int64, error) {
-	key := s.prefix + "v1/"
-	end := clientv3.GetPrefixRangeEnd(key)
-	var (
-		rev  int64
-		snap []change
-	)
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := s.kv.Get(ctx, key, opts...)
+// listOnce lists the prefix at one revision in time linear in the number
+// of keys. etcd walks its whole index range [key, end) for every range
+// request, limited or not, to count the keys it holds: paging through a
+// million keys with [last key, end of prefix) and a limit walks the rest
+// of the prefix for each page, quadratic in the keys (seconds per replica
+// start at a million endpoints). So only the first request, which is all
+// of a small list, spans the prefix; for the rest one keys-only read takes
+// a fence post every page of keys, and each page then reads the range
+// between two fence posts alone. Pages are read and decoded by several
+// workers at once, and become records in key order.
+func (s *Store) listOnce(ctx context.Context) (snap []change, rev int64, err error) {
+	start := s.prefix + "v1/"
+	end := clientv3.GetPrefixRangeEnd(start)
+	page := s.listPage
+	defer func() {
 		if err != nil {
 			s.cache.discard(snap)
-			return nil, 0, fmt.Errorf("list %sv1/ at revision %d: %w", s.prefix, rev, err)
+			snap = nil
 		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		page := len(snap)
-		for _, kv := range resp.Kvs {
-			if ch, ok := s.decodeChange(kv, false); ok {
-				snap = append(snap, ch)
-			}
-		}
-		// Endpoints become records page by page: a million decoded
-		// objects would take several times the memory of the cache.
-		s.cache.prepare(snap[page:])
-		if !resp.More || len(resp.Kvs) == 0 {
-			return snap, rev, nil
-		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}()
+	resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(int64(page)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", start, err)
 	}
+	rev = resp.Header.Revision
+	// resp.Count is the number of keys in the list: the snapshot's size,
+	// give or take the keys that are not objects.
+	snap = s.decodePage(resp.Kvs, make([]change, 0, min(resp.Count, 1<<24)))
+	s.cache.prepare(snap)
+	if h := s.hooks.listPage; h != nil {
+		h(rev, 0)
+	}
+	if !resp.More || len(resp.Kvs) == 0 {
+		return snap, rev, nil
+	}
+	from := string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	bounds, err := s.listFences(ctx, from, end, rev, page)
+	if err != nil {
+		return snap, rev, err
+	}
+	snap, err = s.listPages(ctx, bounds, rev, snap)
+	return snap, rev, err
+}
+
+// listFences returns the bounds of the pages of [from, end) at rev: every
+// page-th key of the range, then end. It reads the keys without their
+// values, in one range request.
+func (s *Store) listFences(ctx context.Context, from, end string, rev int64, page int) ([]string, error) {
+	resp, err := s.kv.Get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list the keys of [%s, %s) at revision %d: %w", from, end, rev, err)
+	}
+	bounds := make([]string, 0, len(resp.Kvs)/page+2)
+	for i := 0; i < len(resp.Kvs); i += page {
+		bounds = append(bounds, string(resp.Kvs[i].Key))
+	}
+	if len(bounds) == 0 {
+		return nil, nil // nothing after the first page (it was all of it)
+	}
+	return append(bounds, end), nil
+}
+
+// listPages reads the pages [bounds[i], bounds[i+1]) at rev and appends
+// their changes, prepared, to snap in key order. Several pages are read
+// and decoded at once; at most listWindow pages wait to be prepared.
+func (s *Store) listPages(ctx context.Context, bounds []string, rev int64, snap []change) ([]change, error) {
+	n := len(bounds) - 1
+	if n <= 0 {
+		return snap, nil
+	}
+	type result struct {
+		chs []change
+		err error
+	}
+	workers := min(max(runtime.GOMAXPROCS(0), 2), 8, n)
+	results := make([]chan result, n)
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	// A worker takes a token before it takes the next page, and the
+	// token is returned once the page is prepared: the pages in memory
+	// are bounded, and the next page to prepare is always taken.
+	tokens := make(chan struct{}, 2*workers)
+	var next atomic.Int64
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case tokens <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				chs, err := s.readPage(ctx, bounds[i], bounds[i+1], rev)
+				results[i] <- result{chs, err}
+			}
+		})
+	}
+	for i := range n {
+		var r result
+		select {
+		case r = <-results[i]:
+		case <-ctx.Done():
+			return snap, fmt.Errorf("list at revision %d: %w", rev, ctx.Err())
+		}
+		if r.err != nil {
+			return snap, r.err
+		}
+		s.cache.prepare(r.chs)
+		snap = append(snap, r.chs...)
+		<-tokens
+		if h := s.hooks.listPage; h != nil {
+			h(rev, i+1)
+		}
+	}
+	return snap, nil
+}
+
+// readPage reads and decodes the objects of [from, to) at rev.
+func (s *Store) readPage(ctx context.Context, from, to string, rev int64) ([]change, error) {
+	resp, err := s.kv.Get(ctx, from, clientv3.WithRange(to), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("list [%s, %s) at revision %d: %w", from, to, rev, err)
+	}
+	return s.decodePage(resp.Kvs, make([]change, 0, len(resp.Kvs))), nil
+}
+
+// decodePage appends the changes of a page's keys to chs.
+func (s *Store) decodePage(kvs []*mvccpb.KeyValue, chs []change) []change {
+	for _, kv := range kvs {
+		if ch, ok := s.decodeChange(kv, false); ok {
+			chs = append(chs, ch)
+		}
+	}
+	return chs
 }
 
 // decodeChange turns a stored key-value (or a deleted one) into a change;
