@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -12,6 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
 )
 
 // listPageSize is the number of keys per range request of a list.
@@ -37,21 +41,20 @@ func (s *Store) list(ctx context.Context) ([]change, int64, error) {
 // million keys with [last key, end of prefix) and a limit walks the rest
 // of the prefix for each page, quadratic in the keys (seconds per replica
 // start at a million endpoints). So only the first request, which is all
-// of a small list, spans the prefix; for the rest one keys-only read takes
-// a fence post every page of keys, and each page then reads the range
-// between two fence posts alone. Pages are read and decoded by several
-// workers at once, and become records in key order.
+// of a small list, spans the prefix; the rest is cut into ranges of about
+// a page each (see listPlan), and each range is read alone. The ranges
+// are read and decoded by several workers at once, and become records in
+// key order.
 func (s *Store) listOnce(ctx context.Context) (snap []change, rev int64, err error) {
 	start := s.prefix + "v1/"
 	end := clientv3.GetPrefixRangeEnd(start)
-	page := s.listPage
 	defer func() {
 		if err != nil {
 			s.cache.discard(snap)
 			snap = nil
 		}
 	}()
-	resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(int64(page)))
+	resp, err := s.kv.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(int64(s.listPage)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("list %s: %w", start, err)
 	}
@@ -67,38 +70,167 @@ func (s *Store) listOnce(ctx context.Context) (snap []change, rev int64, err err
 		return snap, rev, nil
 	}
 	from := string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-	bounds, err := s.listFences(ctx, from, end, rev, page)
+	plan, err := s.listPlan(ctx, from, end, rev)
 	if err != nil {
 		return snap, rev, err
 	}
-	snap, err = s.listPages(ctx, bounds, rev, snap)
+	snap, err = s.listRanges(ctx, plan, rev, snap)
 	return snap, rev, err
 }
 
-// listFences returns the bounds of the pages of [from, end) at rev: every
-// page-th key of the range, then end. It reads the keys without their
-// values, in one range request.
-func (s *Store) listFences(ctx context.Context, from, end string, rev int64, page int) ([]string, error) {
-	resp, err := s.kv.Get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithKeysOnly())
+// listRange is a key range of a list that one worker reads: in one
+// request, or, if paged, page by page (it holds at most listPagedMax
+// pages).
+type listRange struct {
+	from, to string
+	paged    bool
+}
+
+// listPagedMax is the most pages of a range read page by page: each
+// page's request walks the rest of the range, at most listPagedMax/2+1
+// times its keys in all.
+const listPagedMax = 4
+
+// maxTenantHints is the most tenants whose names cut a list's ranges.
+const maxTenantHints = 4096
+
+// listPlan cuts [from, end) at rev into ranges of at most listPagedMax
+// pages. It cuts at the kinds' prefixes and, inside a kind with more keys
+// than that, at the prefixes of the tenants that Tenant objects name (a
+// hint only: keys of other tenants fall in some range all the same);
+// count-only requests, which walk etcd's index but read no values, size
+// the ranges. A range still too large takes a fence post every page from
+// a keys-only read of its keys (listFences). Every request walks only its
+// own range: linear in the keys in all.
+func (s *Store) listPlan(ctx context.Context, from, end string, rev int64) ([]listRange, error) {
+	tenants, err := s.listTenants(ctx, rev)
 	if err != nil {
-		return nil, fmt.Errorf("list the keys of [%s, %s) at revision %d: %w", from, end, rev, err)
+		return nil, err
 	}
+	var kindBounds []string
+	for _, k := range s.kinds.all {
+		kindBounds = append(kindBounds, s.kindPrefix(k, ""))
+	}
+	var plan []listRange
+	// cut adds the ranges of [lo, hi), cut at bounds first if it is too
+	// large and bounds is not nil.
+	var cut func(lo, hi string, bounds func(lo, hi string) []string) error
+	cut = func(lo, hi string, bounds func(lo, hi string) []string) error {
+		resp, err := s.kv.Get(ctx, lo, clientv3.WithRange(hi), clientv3.WithRev(rev), clientv3.WithCountOnly())
+		if err != nil {
+			return fmt.Errorf("count the keys of [%s, %s) at revision %d: %w", lo, hi, rev, err)
+		}
+		page := int64(s.listPage)
+		switch n := resp.Count; {
+		case n == 0:
+		case n <= page:
+			plan = append(plan, listRange{from: lo, to: hi})
+		case n <= listPagedMax*page:
+			plan = append(plan, listRange{from: lo, to: hi, paged: true})
+		case bounds != nil && len(bounds(lo, hi)) > 2:
+			b := bounds(lo, hi)
+			for i := range len(b) - 1 {
+				if err := cut(b[i], b[i+1], nil); err != nil {
+					return err
+				}
+			}
+		default:
+			fences, err := s.listFences(ctx, lo, hi, rev)
+			if err != nil {
+				return err
+			}
+			for i := range len(fences) - 1 {
+				plan = append(plan, listRange{from: fences[i], to: fences[i+1]})
+			}
+		}
+		return nil
+	}
+	tenantBounds := func(lo, hi string) []string {
+		var b []string
+		if k := s.kindOf(lo); k != nil && k.info.Namespaced {
+			for _, t := range tenants {
+				b = append(b, s.kindPrefix(k, t))
+			}
+		}
+		return within(lo, hi, b)
+	}
+	b := within(from, end, kindBounds)
+	for i := range len(b) - 1 {
+		if err := cut(b[i], b[i+1], tenantBounds); err != nil {
+			return nil, err
+		}
+	}
+	return plan, nil
+}
+
+// kindOf returns the kind whose prefix key starts with, if any.
+func (s *Store) kindOf(key string) *kindDesc {
+	rest, ok := strings.CutPrefix(key, s.prefix+"v1/")
+	if !ok {
+		return nil
+	}
+	plural, _, ok := strings.Cut(rest, "/")
+	if !ok {
+		return nil
+	}
+	return s.kinds.byPlural[plural]
+}
+
+// within returns lo, the bounds strictly between lo and hi in order, and hi.
+func within(lo, hi string, bounds []string) []string {
+	out := []string{lo}
+	for _, b := range bounds {
+		if b > lo && b < hi {
+			out = append(out, b)
+		}
+	}
+	slices.Sort(out[1:])
+	return append(out, hi)
+}
+
+// listTenants returns the names of the Tenant objects at rev, or none if
+// there are more than maxTenantHints.
+func (s *Store) listTenants(ctx context.Context, rev int64) ([]string, error) {
+	p := s.kindPrefix(s.kinds.mustLookup(apiv1.KindTenant), "")
+	resp, err := s.kv.Get(ctx, p, clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)), clientv3.WithRev(rev),
+		clientv3.WithKeysOnly(), clientv3.WithLimit(maxTenantHints))
+	if err != nil {
+		return nil, fmt.Errorf("list the tenants at revision %d: %w", rev, err)
+	}
+	if resp.More {
+		return nil, nil
+	}
+	names := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if name := strings.TrimPrefix(string(kv.Key), p); name != "" && !strings.Contains(name, "/") {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// listFences returns the bounds of the pages of [from, to) at rev: every
+// page-th key of the range, then to. It reads the keys without their
+// values, in one range request.
+func (s *Store) listFences(ctx context.Context, from, to string, rev int64) ([]string, error) {
+	resp, err := s.kv.Get(ctx, from, clientv3.WithRange(to), clientv3.WithRev(rev), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list the keys of [%s, %s) at revision %d: %w", from, to, rev, err)
+	}
+	page := s.listPage
 	bounds := make([]string, 0, len(resp.Kvs)/page+2)
 	for i := 0; i < len(resp.Kvs); i += page {
 		bounds = append(bounds, string(resp.Kvs[i].Key))
 	}
-	if len(bounds) == 0 {
-		return nil, nil // nothing after the first page (it was all of it)
-	}
-	return append(bounds, end), nil
+	return append(bounds, to), nil
 }
 
-// listPages reads the pages [bounds[i], bounds[i+1]) at rev and appends
-// their changes, prepared, to snap in key order. Several pages are read
-// and decoded at once; at most listWindow pages wait to be prepared.
-func (s *Store) listPages(ctx context.Context, bounds []string, rev int64, snap []change) ([]change, error) {
-	n := len(bounds) - 1
-	if n <= 0 {
+// listRanges reads the ranges of a plan at rev and appends their changes,
+// prepared, to snap in key order. Several ranges are read and decoded at
+// once; at most two more than there are workers wait to be prepared.
+func (s *Store) listRanges(ctx context.Context, plan []listRange, rev int64, snap []change) ([]change, error) {
+	n := len(plan)
+	if n == 0 {
 		return snap, nil
 	}
 	type result struct {
@@ -114,10 +246,10 @@ func (s *Store) listPages(ctx context.Context, bounds []string, rev int64, snap 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	// A worker takes a token before it takes the next page, and the
-	// token is returned once the page is prepared: the pages in memory
-	// are bounded, and the next page to prepare is always taken.
-	tokens := make(chan struct{}, 2*workers)
+	// A worker takes a token before it takes the next range, and the
+	// token is returned once the range is prepared: the ranges in memory
+	// are bounded, and the next range to prepare is always taken.
+	tokens := make(chan struct{}, workers+2)
 	var next atomic.Int64
 	for range workers {
 		wg.Go(func() {
@@ -131,7 +263,7 @@ func (s *Store) listPages(ctx context.Context, bounds []string, rev int64, snap 
 				if i >= n {
 					return
 				}
-				chs, err := s.readPage(ctx, bounds[i], bounds[i+1], rev)
+				chs, err := s.readRange(ctx, plan[i], rev)
 				results[i] <- result{chs, err}
 			}
 		})
@@ -156,13 +288,28 @@ func (s *Store) listPages(ctx context.Context, bounds []string, rev int64, snap 
 	return snap, nil
 }
 
-// readPage reads and decodes the objects of [from, to) at rev.
-func (s *Store) readPage(ctx context.Context, from, to string, rev int64) ([]change, error) {
-	resp, err := s.kv.Get(ctx, from, clientv3.WithRange(to), clientv3.WithRev(rev))
-	if err != nil {
-		return nil, fmt.Errorf("list [%s, %s) at revision %d: %w", from, to, rev, err)
+// readRange reads and decodes the objects of a range at rev.
+func (s *Store) readRange(ctx context.Context, r listRange, rev int64) ([]change, error) {
+	var chs []change
+	key := r.from
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(r.to), clientv3.WithRev(rev)}
+		if r.paged {
+			opts = append(opts, clientv3.WithLimit(int64(s.listPage)))
+		}
+		resp, err := s.kv.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("list [%s, %s) at revision %d: %w", key, r.to, rev, err)
+		}
+		if chs == nil {
+			chs = make([]change, 0, resp.Count)
+		}
+		chs = s.decodePage(resp.Kvs, chs)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return chs, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	return s.decodePage(resp.Kvs, make([]change, 0, len(resp.Kvs))), nil
 }
 
 // decodePage appends the changes of a page's keys to chs.
