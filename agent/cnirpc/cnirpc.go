@@ -56,8 +56,9 @@ const MaxMessage = 1 << 20
 // The plugin runs once per CNI call, so its start is part of every ADD:
 // Call speaks HTTP/1.0 itself (one request, the answer read to the end of
 // the connection) rather than with net/http, which with crypto/tls and
-// its certificates would double the plugin's binary and its start
-// (TestPluginImports in cmd/weft-cni keeps it out).
+// x509 doubled the plugin's binary (9.6 against 4.7 MB) and made its
+// start about a quarter longer (TestPluginImports in cmd/weft-cni keeps
+// it out).
 func Call(ctx context.Context, socket string, req *Request) (json.RawMessage, error) {
 	body, err := json.Marshal(req)
 	if err != nil {

@@ -63,8 +63,9 @@ func TestVersion(t *testing.T) {
 // for every CNI call, so what it links and initializes is part of every
 // ADD. It may import the CNI library's skel and types, the protocol to the
 // agent (cnirpc) and buildinfo, and nothing heavy: no net/http (with
-// crypto/tls and x509 it doubled the binary and its start), no API
-// client, etcd, metrics, YAML or CLI framework, no netlink.
+// crypto/tls and x509 it doubled the binary and made its start about a
+// quarter longer), no API client, etcd, metrics, YAML or CLI framework,
+// no netlink.
 func TestPluginImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/weftnet/weft/cmd/weft-cni").Output()
 	if err != nil {

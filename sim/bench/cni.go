@@ -62,8 +62,8 @@ type CNIReport struct {
 	Env    DatapathEnv `json:"env"`
 	Plugin string      `json:"plugin"`
 	// PluginStatic says the plugin is statically linked, as release
-	// builds are (CGO_ENABLED=0); a dynamically linked one starts about
-	// twice as slowly (the loader and the C library).
+	// builds are (CGO_ENABLED=0); a dynamically linked one takes about
+	// 1.6 times as long to start (the loader and the C library).
 	PluginStatic bool `json:"pluginStatic"`
 	// Series are, without the pool and then with it, the successive ADDs
 	// (one at a time) and the concurrent ones.
@@ -143,7 +143,7 @@ func CNI(ctx context.Context, cfg CNIConfig) (*CNIReport, error) {
 		return rep, fmt.Errorf("cni: plugin %s: %w", plugin, err)
 	}
 	if !rep.PluginStatic {
-		r.status.printf("cni: %s is dynamically linked and starts about twice as slowly as a release build: build it with CGO_ENABLED=0", plugin)
+		r.status.printf("cni: %s is dynamically linked: it takes about 1.6 times as long to start as a release build (build it with CGO_ENABLED=0)", plugin)
 	}
 	if rep.Exec, err = execFloor(ctx, plugin, cfg.Attaches); err != nil {
 		return rep, err
