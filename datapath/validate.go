@@ -20,7 +20,9 @@ const MaxVNI = 1<<24 - 1
 // rounded down to whole bytes per second, and slices in canonical order
 // (VPCs by VNI, subnets by CIDR, endpoints by ID), or an error wrapping
 // ErrInvalid that lists every problem. Drivers program the copy, so a
-// caller may reuse d after Set returns.
+// caller may reuse d after Set returns. Endpoints that share one
+// *EndpointPolicy in d share one copy of it in the result (read-only, as
+// all of the result).
 //
 // Problems confined to one VPC (an endpoint's policy, its identity, two
 // endpoints attached to the same interface of one namespace) do not fail
@@ -134,6 +136,14 @@ func (d *Desired) Normalize() (*Desired, error) {
 		vni uint32
 	}
 	var attach map[string]attached // netns+ifname -> endpoint
+	// Endpoints that share one *EndpointPolicy (an agent gives every
+	// endpoint a policy selects the same one) share its normalized copy:
+	// a policy is copied once, not once per endpoint.
+	type normalized struct {
+		p   *EndpointPolicy
+		err error
+	}
+	var policies map[*EndpointPolicy]normalized
 	for _, e := range d.Endpoints {
 		ne := e
 		ne.MAC = slices.Clone(e.MAC)
@@ -141,8 +151,16 @@ func (d *Desired) Normalize() (*Desired, error) {
 			vpcBad(e.VNI, "endpoint %q: identity %d out of range 0..%d", e.ID, e.Identity, MaxIdentity)
 		}
 		if e.Policy != nil {
+			np, done := policies[e.Policy]
+			if !done {
+				np.p, np.err = normalizePolicy(e.Policy)
+				if policies == nil {
+					policies = map[*EndpointPolicy]normalized{}
+				}
+				policies[e.Policy] = np
+			}
 			var perr error
-			if ne.Policy, perr = normalizePolicy(e.Policy); perr != nil {
+			if ne.Policy, perr = np.p, np.err; perr != nil {
 				// Kept as given, so that normalizing the copy again (a
 				// driver normalizes what an agent normalized) finds it.
 				ne.Policy = e.Policy
