@@ -219,6 +219,12 @@ func (hv *hostView) delta(from uint64, agentHash []byte, epoch uint32, applied u
 	}
 	slices.SortFunc(d.Upserts, func(a, b wire.Resource) int { return compareKeys(a.Key, b.Key) })
 	slices.SortFunc(d.Deletes, compareKeys)
+	if snapshot && hv.hash == nil {
+		// The upserts are the whole view, sorted: hash them (ViewHash's
+		// sort then moves nothing) instead of gathering and sorting the
+		// resources again.
+		hv.hash = wire.ViewHash(d.Upserts)
+	}
 	d.ViewHash = hv.hashLocked()
 	return d
 }
