@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/base64"
+	"slices"
 	"strconv"
 
 	"github.com/weftnet/weft/internal/jsonscan"
@@ -25,6 +26,18 @@ import (
 // appendDeltaJSON appends the JSON of m to dst, or reports false with dst
 // unspecified past its original length.
 func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
+	// Grown once, with room for the seal (Conn.WriteMessage): a snapshot
+	// is the first frame on a connection, whose buffer starts small.
+	n := SealOverhead + len(`{"fromVersion":,"toVersion":,"snapshot":true,"more":true,"upserts":[],"deletes":[],"viewHash":""}`) +
+		2*20 + base64.StdEncoding.EncodedLen(len(m.ViewHash))
+	for i := range m.Upserts {
+		r := &m.Upserts[i]
+		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data)
+	}
+	for _, k := range m.Deletes {
+		n += len(`{"type":"","id":""},`) + len(k.Type) + len(k.ID)
+	}
+	dst = slices.Grow(dst, n)
 	dst = append(dst, `{"fromVersion":`...)
 	dst = strconv.AppendUint(dst, m.FromVersion, 10)
 	dst = append(dst, `,"toVersion":`...)
