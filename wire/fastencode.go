@@ -16,7 +16,8 @@ import (
 // This encoder writes the fields directly and splices each Data in one
 // copy, after a check that it is exactly one valid JSON value without
 // whitespace outside its strings (the form json.Marshal writes, which
-// encoding/json's compaction leaves unchanged). It writes exactly the bytes
+// encoding/json's compaction leaves unchanged), or without the check when
+// the sender vouches for that form (Delta.CompactData). It writes exactly the bytes
 // json.Encoder (without HTML escaping, without the trailing newline)
 // writes; on anything it does not handle (a key with a character
 // encoding/json would escape, a Data that is not compact or not valid) it
@@ -60,7 +61,7 @@ func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 				return dst, false
 			}
 			if len(r.Data) > 0 {
-				if !compactJSON(r.Data) {
+				if !m.CompactData && !compactJSON(r.Data) {
 					return dst, false
 				}
 				dst = append(append(dst, `,"data":`...), r.Data...)

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 )
 
@@ -87,4 +88,41 @@ func FuzzAppendDelta(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkAppendSnapshot: a controller's encoding of one host's snapshot
+// (snapshotDelta: a host, a VPC, 10 endpoints and their policy) into a
+// frame, in a buffer that starts small, as on a new connection.
+func BenchmarkAppendSnapshot(b *testing.B) {
+	for _, compact := range []bool{false, true} {
+		b.Run(fmt.Sprintf("compactData=%v", compact), func(b *testing.B) {
+			d := snapshotDelta(b)
+			d.CompactData = compact
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := AppendMessage(make([]byte, 0, 512), d, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestCompactDataUnchecked: with CompactData the encoder trusts the
+// sender and copies data as it is; without, it checks it.
+func TestCompactDataUnchecked(t *testing.T) {
+	d := &Delta{ToVersion: 1, Snapshot: true, Upserts: []Resource{{Key: ResourceKey{Type: "vpc", ID: "t/v"}, Data: json.RawMessage(`{"a":1}`)}}}
+	want, err := jsonFrame(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.CompactData = true
+	if got, ok := appendDeltaJSON(nil, d); !ok || !bytes.Equal(got, want) {
+		t.Fatalf("with CompactData: %q, %v; want %q", got, ok, want)
+	}
+	d.CompactData = false
+	d.Upserts[0].Data = json.RawMessage(`{"a":`)
+	if _, err := AppendMessage(nil, d, 0); err == nil {
+		t.Fatal("AppendMessage of invalid data without CompactData succeeded")
+	}
 }

@@ -131,6 +131,13 @@ type Delta struct {
 	// a Nack (then gets a snapshot), so a view that diverged from the
 	// controller's heals instead of drifting.
 	ViewHash []byte `json:"viewHash,omitempty"`
+	// CompactData is not sent: the sender vouches that the Data of every
+	// upsert is one valid JSON value with no whitespace outside its
+	// strings, as json.Marshal writes it, and AppendMessage copies it into
+	// the frame without checking it (otherwise it checks it, and leaves
+	// data it cannot copy as it is to encoding/json). A controller sets it
+	// on the views it encodes itself.
+	CompactData bool `json:"-"`
 }
 
 // FrameType implements Message.

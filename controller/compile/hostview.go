@@ -12,7 +12,10 @@ import (
 )
 
 // resource is one resource of a host's view: its encoded JSON and the
-// version at which it last changed. data is shared and never modified.
+// version at which it last changed. data is shared and never modified,
+// and compact as json.Marshal writes it (every resource is encoded by
+// view.Encode, or policyData from its output), so the deltas say so
+// (wire.Delta.CompactData) and their frames copy it unchecked.
 type resource struct {
 	data []byte
 	ver  uint64
@@ -197,7 +200,7 @@ func (hv *hostView) delta(from uint64, agentHash []byte, epoch uint32, applied u
 	case from < hv.floor:
 		snapshot = true // history pruned, or the view is younger than from
 	}
-	d := wire.Delta{FromVersion: from, ToVersion: hv.ver, Snapshot: snapshot}
+	d := wire.Delta{FromVersion: from, ToVersion: hv.ver, Snapshot: snapshot, CompactData: true}
 	if from == hv.ver && !snapshot {
 		return d
 	}
