@@ -103,6 +103,30 @@ func enrol(t *testing.T, api *client.Client, host, ip string) enrolled {
 	return e
 }
 
+// startAgent starts an agent with cfg, the test's defaults filled in: a
+// sim driver, underlay 192.0.2.10 and a 1-20 ms reconnect backoff. The
+// caller closes it (defer ag.Close(), in the order its test needs).
+func startAgent(ctx context.Context, t *testing.T, cfg agent.Config) *agent.Agent {
+	t.Helper()
+	if cfg.Driver == nil {
+		cfg.Driver = simdp.New(simdp.Config{})
+	}
+	if !cfg.UnderlayIP.IsValid() {
+		cfg.UnderlayIP = netip.MustParseAddr("192.0.2.10")
+	}
+	if cfg.Backoff == (backoff.Policy{}) {
+		cfg.Backoff = backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}
+	}
+	ag, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ag.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ag
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
@@ -138,17 +162,10 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 		}
 	}
 	drv := simdp.New(simdp.Config{})
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
-		Key: enrol(t, api, host, "192.0.2.10").key, Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
-		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond},
+		Key: enrol(t, api, host, "192.0.2.10").key, Driver: drv,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	waitFor(t, "view from replica B", func() bool { return ag.AppliedVersion() != 0 })
 	held := ag.AppliedVersion()
@@ -233,17 +250,10 @@ func TestLivenessOfAnotherReplicasHost(t *testing.T) {
 	defer api.Close()
 	replicas := []string{a.AgentAddr(), b.AgentAddr()}
 	host := rankingFirst(t, replicas, b.AgentAddr(), hosts...)
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
-		Key: enrol(t, api, host, "192.0.2.10").key, Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
-		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}, HeartbeatInterval: 200 * time.Millisecond,
+		Key: enrol(t, api, host, "192.0.2.10").key, HeartbeatInterval: 200 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	status := func() (apiv1.HostStatus, string) {
 		o, err := api.Get(ctx, apiv1.KindHost, "", host)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/agent"
-	"github.com/weftnet/weft/agent/backoff"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/flowagg"
 	"github.com/weftnet/weft/controller/secrets"
@@ -49,18 +48,11 @@ func TestFlowsEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	drv := simdp.New(simdp.Config{FlowSampling: 1})
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: "h1", StreamAddrs: []string{s.c.AgentAddr()}, UDPAddr: s.c.AgentAddr(),
-		Key: key, Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
-		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond},
-		Flows:   agent.FlowConfig{Interval: 50 * time.Millisecond},
+		Key: key, Driver: drv,
+		Flows: agent.FlowConfig{Interval: 50 * time.Millisecond},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	db := netip.MustParseAddr("10.0.1.20")
 	waitFor(t, "acme/web sends to acme/db", func() bool {

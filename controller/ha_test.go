@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller"
 	"github.com/weftnet/weft/controller/secrets"
-	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/etcdtest"
 )
 
@@ -152,17 +150,11 @@ func TestEmbeddedHA(t *testing.T) {
 	}
 
 	// An agent streams from replica 0, which then loses its quorum.
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: "h1", StreamAddrs: []string{cs[0].AgentAddr()}, UDPAddr: cs[0].AgentAddr(), UDPFollowsStream: true,
-		Key: enrol(t, a, "h1", "192.0.2.10").key, Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
+		Key:     enrol(t, a, "h1", "192.0.2.10").key,
 		Backoff: backoff.Policy{Min: time.Millisecond, Max: 100 * time.Millisecond},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	waitFor(t, "the agent connected", ag.Connected)
 	for _, r := range cs[1:] {

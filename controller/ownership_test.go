@@ -3,15 +3,12 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/agent"
-	"github.com/weftnet/weft/agent/backoff"
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/controller"
-	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/sim"
 )
@@ -50,17 +47,10 @@ func TestLivenessFollowsOwnership(t *testing.T) {
 		if _, err := api.Create(ctx, etcdtest.Host(h, "192.0.2.10")); err != nil {
 			t.Fatal(err)
 		}
-		ag, err := agent.New(agent.Config{
+		ag := startAgent(ctx, t, agent.Config{
 			Host: h, StreamAddrs: replicas, UDPAddr: sim.ReplicaFor(h, replicas), UDPFollowsStream: true,
-			Key: enrol(t, api, h, "192.0.2.10").key, Driver: simdp.New(simdp.Config{}), UnderlayIP: netip.MustParseAddr("192.0.2.10"),
-			Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond}, HeartbeatInterval: 200 * time.Millisecond,
+			Key: enrol(t, api, h, "192.0.2.10").key, HeartbeatInterval: 200 * time.Millisecond,
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ag.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		t.Cleanup(func() { ag.Close() })
 		agents[h] = ag
 	}

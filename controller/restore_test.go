@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -40,17 +39,11 @@ func TestBackupRestore(t *testing.T) {
 		}
 	}
 	drv := simdp.New(simdp.Config{})
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: "h1", StreamAddrs: []string{agentAddr}, UDPAddr: agentAddr, UDPFollowsStream: true,
-		Key: enrol(t, api, "h1", "192.0.2.10").key, Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
+		Key: enrol(t, api, "h1", "192.0.2.10").key, Driver: drv,
 		Backoff: backoff.Policy{Min: time.Millisecond, Max: 50 * time.Millisecond},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	local := func() int {
 		snap, err := drv.Snapshot(ctx)

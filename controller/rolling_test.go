@@ -49,17 +49,11 @@ func TestRollingRestart(t *testing.T) {
 	for h := range hosts {
 		name, ip := fmt.Sprintf("h%d", h), fmt.Sprintf("192.0.2.%d", 10+h)
 		drv := simdp.New(simdp.Config{})
-		ag, err := agent.New(agent.Config{
+		ag := startAgent(ctx, t, agent.Config{
 			Host: name, StreamAddrs: addrs, UDPAddr: addrs[0], UDPFollowsStream: true,
 			Key: enrol(t, api, name, ip).key, Driver: drv, UnderlayIP: netip.MustParseAddr(ip),
 			Backoff: backoff.Policy{Min: time.Millisecond, Max: 100 * time.Millisecond},
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ag.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		defer ag.Close()
 		hs = append(hs, host{ag, drv})
 	}

@@ -54,17 +54,10 @@ func TestFailoverKeepsLookups(t *testing.T) {
 	}
 	drv := simdp.New(simdp.Config{})
 	defer drv.Close()
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
-		Key: enrol(t, api, host, "192.0.2.10").key, Driver: drv, UnderlayIP: netip.MustParseAddr("192.0.2.10"),
-		Backoff: backoff.Policy{Min: time.Millisecond, Max: 20 * time.Millisecond},
+		Key: enrol(t, api, host, "192.0.2.10").key, Driver: drv,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	waitFor(t, "view from replica B", func() bool { return ag.AppliedVersion() != 0 })
 	// resolves waits until the packet web sends to ip goes to host.
@@ -254,18 +247,12 @@ func TestRestartLookupsRedial(t *testing.T) {
 	api.Close()
 	drv := simdp.New(simdp.Config{})
 	defer drv.Close()
-	ag, err := agent.New(agent.Config{
+	ag := startAgent(ctx, t, agent.Config{
 		Host: "h1", StreamAddrs: []string{addr}, UDPAddr: addr, Key: key, Driver: drv,
 		UnderlayIP:  netip.MustParseAddr("192.0.2.10"),
 		Backoff:     backoff.Policy{Min: 250 * time.Millisecond, Max: time.Hour},
 		BackoffRand: rand.New(capSource{}),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ag.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer ag.Close()
 	waitFor(t, "the agent's view", func() bool { return ag.AppliedVersion() != 0 })
 

@@ -9,3 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go test -count=1 -timeout 15m -race ./...
+# The config stream's benchmark baseline (wire: the weftclearstream tag,
+# frames not sealed) still builds and frames as the sealed stream does.
+go vet -tags weftclearstream ./wire ./cmd/weft
+go test -count=1 -tags weftclearstream -run TestClearStream ./wire

@@ -300,6 +300,19 @@
 //
 // The handshakes and sealed frames themselves take about 1% of the run's
 // CPU (samples in crypto/); the other differences are within the spread
-// between runs of one binary. The 100,000-host run this choice is meant
-// for was not repeated here.
+// between runs of one binary.
+//
+// To repeat the comparison on one build, build the baseline with the
+// weftclearstream tag, whose frames carry a zero tag instead of the AEAD's
+// (same framing and sizes, same handshake and datagram MACs, nothing
+// encrypted or checked; `weft version` shows the tag and the controller
+// warns at start; no flag turns it on and release builds never set it),
+// and run the two binaries in turn:
+//
+//	go build -o bin/weft ./cmd/weft
+//	go build -tags weftclearstream -o bin/weft-clear ./cmd/weft
+//	bin/weft-clear bench coldstart --hosts 100000 --endpoints 1000000 --vpcs 10000
+//	bin/weft bench coldstart --hosts 100000 --endpoints 1000000 --vpcs 10000
+//
+// BENCHMARKS.md has the figures.
 package wire

@@ -2,7 +2,6 @@ package wire
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -81,19 +80,6 @@ func deriveSession(hostKey, helloMAC, acceptNonce []byte) (sessionKeys, error) {
 		return sessionKeys{}, err
 	}
 	return ks, nil
-}
-
-// newAEAD returns AES-256-GCM with key.
-func newAEAD(key []byte) (cipher.AEAD, error) {
-	b, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("wire: session cipher: %w", err)
-	}
-	g, err := cipher.NewGCM(b)
-	if err != nil {
-		return nil, fmt.Errorf("wire: session cipher: %w", err)
-	}
-	return g, nil
 }
 
 // frameSealer seals (or opens) the frames of one direction of a session:

@@ -125,6 +125,9 @@ HTTP without credentials, the baseline of that cost.`,
 			fmt.Fprintf(w, "  baseline: raw etcd %.0f puts/s in %d-op txns; ratio %.2f\n", rep.EtcdPutRate, rep.EtcdOpsInTxn, rep.Ratio)
 		}
 		fmt.Fprintf(w, "  goal: %.0f ops/s on %d CPUs\n", rep.GoalOpsSec, rep.CPUs)
+		if rep.Calibration != nil {
+			fmt.Fprintf(w, "  %s\n", rep.Calibration)
+		}
 	})
 	f := cmd.Flags()
 	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the measured phase")
@@ -197,6 +200,9 @@ the compiled policies of its endpoints), and the replicas' RSS and CPU.`,
 			rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
 		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
 			rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
+		if rep.Calibration != nil {
+			fmt.Fprintf(w, "  %s\n", rep.Calibration)
+		}
 		if rep.Policies > 0 {
 			fmt.Fprintf(w, "  %d policies, %d security identities\n", rep.Policies, rep.Identities)
 		}

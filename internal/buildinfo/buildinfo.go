@@ -13,9 +13,12 @@ import (
 
 // Info is a binary's build information.
 type Info struct {
-	Version   string `json:"version"`
-	Revision  string `json:"revision,omitempty"`
-	Modified  bool   `json:"modified,omitempty"`
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	// Tags are the build tags (`go build -tags`), if any: weftclearstream
+	// marks the benchmark baseline whose config stream is not sealed.
+	Tags      string `json:"tags,omitempty"`
 	GoVersion string `json:"goVersion"`
 	Platform  string `json:"platform"`
 }
@@ -36,6 +39,8 @@ func Read() Info {
 			v.Revision = s.Value
 		case "vcs.modified":
 			v.Modified = s.Value == "true"
+		case "-tags":
+			v.Tags = s.Value
 		}
 	}
 	return v
@@ -50,6 +55,9 @@ func (i Info) String() string {
 	}
 	if rev != "" {
 		rev = ", " + rev
+	}
+	if i.Tags != "" {
+		rev += ", tags " + i.Tags
 	}
 	return fmt.Sprintf("%s (%s, %s%s)", i.Version, i.GoVersion, i.Platform, rev)
 }

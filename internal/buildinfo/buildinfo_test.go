@@ -14,6 +14,7 @@ func TestString(t *testing.T) {
 		{"release", Info{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.25", Platform: "linux/amd64"}, "v1.2.3 (go1.25, linux/amd64, abc)"},
 		{"dirty", Info{Version: "(devel)", Revision: "abc", Modified: true, GoVersion: "go1.25", Platform: "linux/arm64"}, "(devel) (go1.25, linux/arm64, abc-dirty)"},
 		{"no vcs", Info{Version: "(devel)", GoVersion: "go1.25", Platform: "linux/amd64"}, "(devel) (go1.25, linux/amd64)"},
+		{"tags", Info{Version: "(devel)", Revision: "abc", GoVersion: "go1.25", Platform: "linux/amd64", Tags: "weftclearstream"}, "(devel) (go1.25, linux/amd64, abc, tags weftclearstream)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.in.String(); got != tc.want {

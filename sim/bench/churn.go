@@ -65,6 +65,8 @@ type ChurnReport struct {
 	GoalOpsSec   float64 `json:"goalOpsPerSec"`
 	CPUs         int     `json:"cpus"`
 	FirstError   string  `json:"firstError,omitempty"`
+	// Calibration is this machine's measure, taken before the run.
+	Calibration *Calibration `json:"calibration,omitempty"`
 }
 
 func (c *ChurnConfig) setDefaults() {
@@ -86,6 +88,12 @@ func Churn(ctx context.Context, cfg ChurnConfig) (*ChurnReport, error) {
 	if cfg.InsecureHTTP {
 		rep.Transport = "http"
 	}
+	cal, err := Calibrate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.Calibration = &cal
+	progress("%s", cal)
 	opts := []client.Option{client.WithMaxIdleConnsPerHost(cfg.Concurrency * 2), client.WithTimeout(30 * time.Second)}
 	server := cfg.Server
 	if server == "" {

@@ -25,6 +25,8 @@ type ColdstartReport struct {
 	CPUs         int     `json:"cpus"`
 	// LoadAvg is /proc/loadavg when the run started (the machine is shared).
 	LoadAvg string `json:"loadAvg"`
+	// Calibration is this machine's measure, taken before the load.
+	Calibration *Calibration `json:"calibration,omitempty"`
 }
 
 // Coldstart loads the state for Hosts hosts, Endpoints endpoints and VPCs
@@ -38,6 +40,12 @@ func Coldstart(ctx context.Context, cfg ColdstartConfig) (*ColdstartReport, erro
 	setDefault(&cfg.VPCs, 100)
 	rep := &ColdstartReport{Bench: "coldstart", GoalSeconds: GoalColdstartSeconds, GoalRSSBytes: GoalColdstartRSS,
 		CPUs: runtime.NumCPU(), LoadAvg: loadAvg()}
+	cal, err := Calibrate(ctx)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep, err
+	}
+	rep.Calibration = &cal
 	scfg := cfg.simConfig()
 	scfg.Policies = cfg.Policies
 	r, err := sim.Run(ctx, sim.RunConfig{Config: scfg, Timeout: cfg.Timeout, Hold: time.Second})

@@ -213,6 +213,9 @@ func New(cfg Config) (*Server, error) {
 		dgKeys:    newDatagramKeys(),
 	}
 	s.ctx = s.life.Context()
+	if wire.ClearStream {
+		s.log.Warn("this binary was built with the weftclearstream tag: config-stream frames are NOT sealed (a benchmark baseline; never deploy it)")
+	}
 	if cfg.Registerer != nil {
 		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_stream_unauthenticated_connections",
 			Help: "Connections accepted that have not sent an authentic Hello yet."}, func() float64 { return float64(s.preAuth.len()) })
