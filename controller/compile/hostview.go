@@ -103,6 +103,9 @@ func (hv *hostView) apply(next map[wire.ResourceKey][]byte, nextVersion func() u
 	defer hv.mu.Unlock()
 	var r applyResult
 	var v uint64
+	if len(hv.res) == 0 && len(next) > 0 {
+		hv.res = make(map[wire.ResourceKey]*resource, len(next)) // the first build: not grown key by key
+	}
 	bump := func() {
 		if v == 0 {
 			v = nextVersion()
