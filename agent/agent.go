@@ -56,7 +56,11 @@ type Agent struct {
 	setErr    error             // error of the last Set (nil after a success)
 	replicas  []string          // controller replicas, from Config then Welcome
 	reports   []EndpointReport  // latest endpoint reports, for the reporter loop
-	tracer    *tracer           // traces and captures (nil: the driver or reporter cannot)
+	tracer    *tracer           // traces and captures (nil: the driver or reporter cannot, or none yet)
+	// canObserve: the driver and reporter can observe (set by Start);
+	// with ObserveOnDemand the tracer waits for a view with a trace or
+	// a capture.
+	canObserve bool
 
 	learnMu    sync.Mutex
 	cache      *learn.Cache

@@ -142,6 +142,15 @@ type Config struct {
 	// Flows configures traffic counting and flow export (a driver that
 	// implements datapath.TrafficReader).
 	Flows FlowConfig
+	// Observations, if set, carries trace reports and capture uploads to
+	// the controller (default: Reporter, if it is an ObservationReporter).
+	// A simulator's agents share one without reporting endpoint status.
+	Observations ObservationReporter
+	// ObserveOnDemand starts the observer of traces and captures (two
+	// goroutines, and the driver's hop and packet buffers) only once a
+	// view holds a trace or a capture, instead of at Start: a simulator's
+	// many agents, most never traced, keep nothing for it.
+	ObserveOnDemand bool
 }
 
 // Reporter tells the controller's API about the host and its endpoints.

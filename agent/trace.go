@@ -61,33 +61,69 @@ type traceReport struct {
 	r            trace.Report
 }
 
-// startObserver starts the observer loop if the driver and reporter can.
+// startObserver starts the observer loop if the driver and reporter can:
+// now, or with ObserveOnDemand once a view holds a trace or a capture.
 func (a *Agent) startObserver() {
-	drv, ok := a.driver.(datapath.Observer)
-	sink, ok2 := a.cfg.Reporter.(ObservationReporter)
-	if !ok || !ok2 {
+	if _, ok := a.observerParts(); !ok {
 		return
 	}
-	o := &tracer{drv: drv, sink: sink, kick: make(signal, 1), traces: map[string]*view.Trace{}, armed: map[string]string{},
-		pending: map[string][]apiv1.TraceHop{}, uploads: map[string]*upload{}, reports: make(chan traceReport, 256)}
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.canObserve = true
+	if !a.cfg.ObserveOnDemand || observes(a.view) {
+		a.runObserver()
+	}
+}
+
+// observerParts returns where observations go, and whether the driver
+// observes and there is such a place.
+func (a *Agent) observerParts() (ObservationReporter, bool) {
+	_, ok := a.driver.(datapath.Observer)
+	sink := a.cfg.Observations
+	if sink == nil {
+		sink, _ = a.cfg.Reporter.(ObservationReporter)
+	}
+	return sink, ok && sink != nil
+}
+
+// runObserver makes the tracer of the current view and starts its loops.
+// The caller holds a.mu.
+func (a *Agent) runObserver() {
+	sink, _ := a.observerParts()
+	o := &tracer{drv: a.driver.(datapath.Observer), sink: sink, kick: make(signal, 1), traces: map[string]*view.Trace{}, armed: map[string]string{},
+		pending: map[string][]apiv1.TraceHop{}, uploads: map[string]*upload{}, reports: make(chan traceReport, 256)}
 	o.view = a.view
 	a.tracer = o
-	a.mu.Unlock()
 	kick(o.kick)
 	a.life.Go(a.observeLoop)
 	a.life.Go(a.sendReports)
 }
 
-// observeView hands the observer loop a newly adopted view. The caller
-// holds a.mu.
-func (a *Agent) observeView(v *state.View) {
-	if o := a.tracer; o != nil {
-		o.mu.Lock()
-		o.view = v
-		o.mu.Unlock()
-		kick(o.kick)
+// observes reports whether v holds a trace or a capture.
+func observes(v *state.View) bool {
+	for r := range v.All() {
+		if r.Key.Type == view.TypeTrace || r.Key.Type == view.TypeCapture {
+			return true
+		}
 	}
+	return false
+}
+
+// observeView hands the observer loop a newly adopted view, starting the
+// loop (ObserveOnDemand) if this is the first view to hold a trace or a
+// capture. The caller holds a.mu.
+func (a *Agent) observeView(v *state.View) {
+	o := a.tracer
+	if o == nil {
+		if a.canObserve && observes(v) {
+			a.runObserver()
+		}
+		return
+	}
+	o.mu.Lock()
+	o.view = v
+	o.mu.Unlock()
+	kick(o.kick)
 }
 
 func (a *Agent) observeLoop(ctx context.Context) {
@@ -306,7 +342,13 @@ func (a *Agent) addHop(h datapath.TraceHop) {
 	if h.Reason != datapath.DropNone {
 		hop.Reason = h.Reason.String()
 		if h.Reason == datapath.DropPolicy && h.Rule == "" && h.Endpoint != "" {
-			hop.Rule = a.isolatedBy(h.Endpoint, h.Point == datapath.HopRemotePolicy)
+			// The drivers report a policy's drop as a drop hop: it is the
+			// ingress's when its endpoint is the trace's destination.
+			o.mu.Lock()
+			t := o.traces[h.Trace]
+			o.mu.Unlock()
+			ingress := h.Point == datapath.HopRemotePolicy || t != nil && t.Dest != "" && view.ID(t.Tenant, t.Dest) == h.Endpoint
+			hop.Rule = a.isolatedBy(h.Endpoint, ingress)
 		}
 	}
 	o.mu.Lock()

@@ -102,3 +102,39 @@ func TestTraceSimDriver(t *testing.T) {
 		}
 	}
 }
+
+// TestObserveOnDemand runs an agent whose observations go to
+// Config.Observations (no Reporter) with ObserveOnDemand: no observer
+// runs while its views hold no trace or capture; the first view with a
+// trace starts it, and the trace is reported armed and delivered.
+func TestObserveOnDemand(t *testing.T) {
+	sink := &obsSink{}
+	h := newHarness(t, func(c *Config) { c.Observations, c.ObserveOnDemand = sink, true })
+	s := h.connect(t)
+	observing := func() bool {
+		h.agent.mu.Lock()
+		defer h.agent.mu.Unlock()
+		return h.agent.tracer != nil
+	}
+	s.send(t, &wire.Delta{FromVersion: 1, ToVersion: 2, Upserts: []wire.Resource{epRes(t, "acme", "db", 100, 20)}})
+	if got := s.answer(t); got != "ack 2" {
+		t.Fatalf("delta answered %q, want ack 2", got)
+	}
+	if observing() {
+		t.Fatal("the observer runs with no trace or capture in the view")
+	}
+	s.send(t, &wire.Delta{FromVersion: 2, ToVersion: 3, Upserts: []wire.Resource{
+		mustRes(t, &view.Trace{Tenant: "acme", Name: "local", UID: "uid-local", Mode: apiv1.TraceProbe, Fire: true,
+			VNI: 100, Token: 1, Proto: 1, Src: "10.0.1.10", Dst: "10.0.1.20", Source: "web", Dest: "db"}),
+	}})
+	if got := s.answer(t); got != "ack 3" {
+		t.Fatalf("delta answered %q, want ack 3", got)
+	}
+	waitFor(t, "the trace reported armed and delivered", func() bool {
+		armed, hops := sink.trace("local")
+		return armed && len(hops) > 0 && hops[len(hops)-1].Point == apiv1.HopDeliver
+	})
+	if !observing() {
+		t.Error("no observer after a trace")
+	}
+}

@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/agent/backoff"
+	"github.com/weftnet/weft/agent/restreport"
+	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/datapath"
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/rendezvous"
@@ -49,7 +52,12 @@ type agentsSpec struct {
 	// Secret is the cluster key the sim derives host keys from (HostKey).
 	Secret []byte `json:"secret"`
 	// Replicas are the southbound addresses of every replica.
-	Replicas          []string      `json:"replicas"`
+	Replicas []string `json:"replicas"`
+	// APIs are the REST API addresses (host:port, plain HTTP) of the
+	// replicas, in the order of Replicas: an agent reports its traces and
+	// uploads its captures to its replica's (none: the agents observe
+	// nothing).
+	APIs              []string      `json:"apis,omitempty"`
 	HeartbeatInterval time.Duration `json:"heartbeatInterval,omitempty"`
 	// BackoffMin is the agents' first reconnect backoff cap (0: the agent's default).
 	BackoffMin time.Duration `json:"backoffMin,omitempty"`
@@ -209,9 +217,52 @@ func (d *simDriver) Forget(ctx context.Context, keys []datapath.RemoteKey) error
 	return err
 }
 
+// reporters are the trace and capture reporters of one agents process,
+// one per replica API (a Reporter over a client of that API).
+type reporters struct {
+	replicas  []string // southbound addresses, in the order of byReplica
+	byReplica []*restreport.Reporter
+	clients   []*client.Client
+}
+
+// observationReporters makes the reporters of spec.APIs. The replicas
+// serve their API over plain HTTP on loopback without credentials (a lab
+// harness): the agents present none.
+func observationReporters(spec agentsSpec) (*reporters, error) {
+	r := &reporters{replicas: spec.Replicas}
+	if len(spec.APIs) == 0 {
+		return r, nil
+	}
+	if len(spec.APIs) != len(spec.Replicas) {
+		return nil, fmt.Errorf("agents spec: %d API addresses for %d replicas", len(spec.APIs), len(spec.Replicas))
+	}
+	for _, api := range spec.APIs {
+		c, err := client.New("http://"+api, client.WithMaxIdleConnsPerHost(64))
+		if err != nil {
+			for _, c := range r.clients {
+				c.Close()
+			}
+			return nil, fmt.Errorf("API client of %s: %w", api, err)
+		}
+		r.clients = append(r.clients, c)
+		r.byReplica = append(r.byReplica, restreport.New(c))
+	}
+	return r, nil
+}
+
+// of returns the reporter of host's replica (nil: none, an
+// agent.ObservationReporter that is nil).
+func (r *reporters) of(host string) agent.ObservationReporter {
+	if len(r.byReplica) == 0 {
+		return nil
+	}
+	return r.byReplica[slices.Index(r.replicas, ReplicaFor(host, r.replicas))]
+}
+
 // runAgents builds spec.Count agents, reports "ready", starts them all on
 // the command "start" and reports counters every second until ctx ends.
-// Commands: "start"; "resolve HOST SRC-ID DST-IP" (a packet from a local
+// Commands: "start"; "arrive CROSSING" (a traced probe from a host of
+// another process, JSON); "resolve HOST SRC-ID DST-IP" (a packet from a local
 // endpoint, through the driver: a miss becomes a lookup); "lookups N" (N
 // packets from random programmed agents to random addresses of their
 // subnet).
@@ -253,13 +304,29 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 		}
 		muxes = append(muxes, m)
 	}
+	// The agents of this process share one simulated underlay (a traced
+	// probe crosses from one host's driver to another's; one for a host
+	// of another process goes to the parent, which hands it to that
+	// process: "crossing", then "arrive") and, per replica, one reporter
+	// of traces and captures.
+	underlay := &simdp.Underlay{Elsewhere: func(c simdp.Crossing) { em.emit(&message{T: "crossing", Crossing: &c}) }}
+	observations, err := observationReporters(spec)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, c := range observations.clients {
+			c.Close()
+		}
+	}()
 	for i := range spec.Count {
 		h := spec.First + i
 		name := HostName(h)
 		// The agent takes misses from the driver's callback (no channel),
 		// and Sets only what its translation normalized: the driver keeps
 		// the agent's desired state rather than a copy.
-		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true}), host: h, em: em, prefix: spec.WatchPrefix, policy: spec.WatchPolicy, learn: spec.WatchLearn}
+		d := &simDriver{Driver: simdp.New(simdp.Config{Normalized: true, Underlay: underlay}), host: h, em: em,
+			prefix: spec.WatchPrefix, policy: spec.WatchPolicy, learn: spec.WatchLearn}
 		a, err := agent.New(agent.Config{
 			Host: name, StreamAddrs: spec.Replicas, UDPAddr: ReplicaFor(name, spec.Replicas),
 			// Datagram keys are per session: heartbeats and lookups go to
@@ -276,6 +343,9 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			HandshakeTimeout: simHandshakeTimeout,
 			Key:              HostKey(spec.Secret, name), Driver: d, UnderlayIP: HostUnderlay(h),
 			HeartbeatInterval: spec.HeartbeatInterval, Backoff: bo, Logger: logger,
+			// Traces and captures as a real agent reports them, with no
+			// goroutine or buffer for them until a view holds one.
+			Observations: observations.of(name), ObserveOnDemand: true,
 		})
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", name, err)
@@ -433,7 +503,7 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 				prof.stop()
 				continue
 			}
-			if err := agentsCommand(c, spec, drivers, rng); err != nil {
+			if err := agentsCommand(c, spec, drivers, underlay, rng); err != nil {
 				em.emit(&message{T: "error", Err: err.Error()})
 			}
 		}
@@ -441,7 +511,17 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 }
 
 // agentsCommand runs one command line of the parent.
-func agentsCommand(c string, spec agentsSpec, drivers []*simDriver, rng *rand.Rand) error {
+func agentsCommand(c string, spec agentsSpec, drivers []*simDriver, underlay *simdp.Underlay, rng *rand.Rand) error {
+	if js, ok := strings.CutPrefix(c, "arrive "); ok {
+		var cr simdp.Crossing
+		if err := json.Unmarshal([]byte(js), &cr); err != nil {
+			return fmt.Errorf("arrive: %w", err)
+		}
+		if !underlay.Arrive(cr) {
+			return fmt.Errorf("arrive: no host at %s in this child", cr.To)
+		}
+		return nil
+	}
 	f := strings.Fields(c)
 	switch {
 	case len(f) == 4 && f[0] == "resolve":

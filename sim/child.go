@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/lifecycle"
 )
 
@@ -56,7 +57,7 @@ type childHeader struct {
 
 // message is one line a simulation child writes on its stdout.
 type message struct {
-	T string `json:"t"` // ready, started, stats, applied, policy, learned, forgot, error
+	T string `json:"t"` // ready, started, stats, applied, policy, learned, forgot, crossing, error
 
 	// ready (replica)
 	PID   int      `json:"pid,omitempty"`
@@ -90,6 +91,9 @@ type message struct {
 	IP       string `json:"ip,omitempty"`
 	Underlay string `json:"underlay,omitempty"`
 	At       int64  `json:"at,omitempty"` // unix ns
+
+	// crossing (event): a traced probe for a host of another process
+	Crossing *simdp.Crossing `json:"crossing,omitempty"`
 
 	Err string `json:"err,omitempty"`
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/internal/lifecycle"
 )
 
@@ -330,13 +334,14 @@ func (c *Cluster) Events() <-chan Event { return c.events }
 // once and returns the time it did.
 func (c *Cluster) StartAgents(ctx context.Context) (time.Time, error) {
 	addrs := make([]string, len(c.replicas))
+	apis := make([]string, len(c.replicas))
 	for i, r := range c.replicas {
-		addrs[i] = r.Agent
+		addrs[i], apis[i] = r.Agent, r.API
 	}
 	per := (c.cfg.Hosts + c.cfg.Procs - 1) / c.cfg.Procs
 	for first := 0; first < c.cfg.Hosts; first += per {
 		n := min(per, c.cfg.Hosts-first)
-		spec := agentsSpec{Layout: c.layout, First: first, Count: n, Secret: c.secret, Replicas: addrs,
+		spec := agentsSpec{Layout: c.layout, First: first, Count: n, Secret: c.secret, Replicas: addrs, APIs: apis,
 			HeartbeatInterval: c.cfg.HeartbeatInterval, BackoffMin: c.cfg.BackoffMin,
 			WatchPrefix: c.cfg.WatchPrefix, WatchPolicy: c.cfg.WatchPolicy, WatchLearn: c.cfg.WatchLearn}
 		if c.cfg.Exec != "" {
@@ -426,6 +431,10 @@ func (c *Cluster) follow(g *agentGroup) {
 			g.lastErr = m.Err
 			g.mu.Unlock()
 			c.log.Warn("agents child error", "child", g.c.Name(), "err", m.Err)
+		case "crossing":
+			if m.Crossing != nil {
+				c.relay(m.Crossing)
+			}
 		case "applied", "policy", "learned", "forgot":
 			ev := Event{Kind: m.T, Host: m.Host, ID: m.ID, VNI: m.VNI, IP: m.IP, Underlay: m.Underlay, At: time.Unix(0, m.At)}
 			select {
@@ -433,6 +442,26 @@ func (c *Cluster) follow(g *agentGroup) {
 			default:
 			}
 		}
+	}
+}
+
+// relay hands a traced probe that left a host of one agents process to
+// the process of its destination host (none: it reaches nobody, as a
+// packet to an unknown underlay address).
+func (c *Cluster) relay(cr *simdp.Crossing) {
+	h := underlayHost(cr.To)
+	for _, g := range c.groups {
+		if h < g.first || h >= g.first+g.n {
+			continue
+		}
+		b, err := json.Marshal(cr)
+		if err == nil {
+			err = g.c.Send("arrive " + string(b))
+		}
+		if err != nil {
+			c.log.Warn("traced probe not relayed", "child", g.c.Name(), "to", cr.To, "err", err)
+		}
+		return
 	}
 }
 
@@ -513,6 +542,11 @@ type Snapshot struct {
 	LookupsFound         float64
 	LookupsNotFound      float64
 	Invalidations        float64
+	// AgentsAt and ControllersAt are when the two kinds of counters were
+	// read (the middle of each reading): the agents' and the replicas'
+	// counters are not read at one instant, so rates over two snapshots
+	// divide each by its own interval.
+	AgentsAt, ControllersAt time.Time
 }
 
 // Snapshot asks every agents group for its counters now, waits for them,
@@ -523,6 +557,7 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 	var s Snapshot
 	c.seq++
 	seq := strconv.Itoa(c.seq)
+	asked := time.Now()
 	for _, g := range c.groups {
 		if err := g.c.Send("report " + seq); err != nil {
 			return s, err
@@ -542,11 +577,25 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 		}
 	}
 	s.Agents = c.Stats()
-	for _, r := range c.replicas {
-		cc, err := scrape(ctx, r.API)
-		if err != nil {
-			return s, err
-		}
+	s.AgentsAt = asked.Add(time.Since(asked) / 2)
+	// The replicas at once, so that their counters are read at about one
+	// instant (one after another, a loaded replica's slow /metrics would
+	// shift the others' readings).
+	scraped := time.Now()
+	counters := make([]controllerCounters, len(c.replicas))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, r := range c.replicas {
+		g.Go(func() error {
+			var err error
+			counters[i], err = scrape(gctx, r.API)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return s, err
+	}
+	s.ControllersAt = scraped.Add(time.Since(scraped) / 2)
+	for _, cc := range counters {
 		s.ControllerHeartbeats += cc.Heartbeats
 		s.LookupsFound += cc.Found
 		s.LookupsNotFound += cc.NotFound

@@ -53,4 +53,21 @@
 // driver and that view holds exactly the endpoints Layout puts on its host
 // (with the policies, compiled for them, that were loaded before the
 // replicas started).
+//
+// # Traces and captures
+//
+// The simulated hosts answer traces and captures (weft trace, weft
+// capture, the Trace and Capture objects) as real ones do: each agent
+// reports what its driver observed to its replica's API, as a real agent
+// does with its ObservationReporter (the replicas serve their API over
+// plain HTTP on loopback without credentials, so the agents present
+// none), and the drivers of one agents process share one simulated
+// underlay (datapath/sim.Underlay), so a probe encapsulated on one host
+// arrives at the destination host's driver and both hosts report their
+// hops, merged by the controller into one path. A probe for a host of
+// another agents process goes to the parent as a "crossing" line, and
+// the parent hands it to that process with the command "arrive", whose
+// underlay delivers it. An agent keeps no goroutine or buffer
+// for observations until its view first holds a trace or a capture
+// (agent.Config.ObserveOnDemand), so 100,000 agents cost no more for it.
 package sim

@@ -35,6 +35,18 @@ func HostUnderlay(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(100), byte(64 + (i>>16)&63), byte(i >> 8), byte(i)})
 }
 
+// underlayHost returns the host whose HostUnderlay is ip (-1: none).
+func underlayHost(ip netip.Addr) int {
+	if !ip.Is4() {
+		return -1
+	}
+	b := ip.As4()
+	if b[0] != 100 || b[1] < 64 || b[1] >= 128 {
+		return -1
+	}
+	return int(b[1]-64)<<16 | int(b[2])<<8 | int(b[3])
+}
+
 // TenantName returns the name of tenant t.
 func TenantName(t int) string { return fmt.Sprintf("t%d", t) }
 

@@ -47,10 +47,12 @@ type Report struct {
 	Programmed        int     `json:"programmed"`
 
 	// Heartbeats: sent by the agents and processed by the replicas
-	// during Hold (both counted after the agents were all programmed, in
-	// the same order, so heartbeats in flight mostly cancel out); loss is
-	// 1 - processed/sent. With a short Hold the two windows differ by a
-	// few milliseconds, so a loss near 0 may come out slightly negative.
+	// during Hold (both counted after the agents were all programmed).
+	// The agents' and the replicas' counters are read at different
+	// moments, so loss compares rates, each over its own interval:
+	// 1 - (processed per second)/(sent per second). Heartbeats in flight
+	// at either end of the hold still make a loss near 0 come out a
+	// little above or below it.
 	HoldSeconds         float64 `json:"holdSeconds"`
 	HeartbeatsSent      uint64  `json:"heartbeatsSent"`
 	HeartbeatsProcessed uint64  `json:"heartbeatsProcessed"`
@@ -108,9 +110,8 @@ func Run(ctx context.Context, cfg RunConfig) (rep *Report, err error) {
 					rep.HoldSeconds = time.Since(holdStart).Seconds()
 					rep.HeartbeatsSent = s.HeartbeatsSent - b.HeartbeatsSent
 					rep.HeartbeatsProcessed = uint64(after.ControllerHeartbeats - before.ControllerHeartbeats)
-					if rep.HeartbeatsSent > 0 {
-						rep.HeartbeatLoss = 1 - float64(rep.HeartbeatsProcessed)/float64(rep.HeartbeatsSent)
-					}
+					rep.HeartbeatLoss = heartbeatLoss(rep.HeartbeatsSent, after.AgentsAt.Sub(before.AgentsAt),
+						rep.HeartbeatsProcessed, after.ControllersAt.Sub(before.ControllersAt))
 					rep.LookupQueries = s.LookupQueries - b.LookupQueries
 					rep.LookupsFound = uint64(after.LookupsFound - before.LookupsFound)
 					rep.LookupsNotFound = uint64(after.LookupsNotFound - before.LookupsNotFound)
@@ -167,4 +168,13 @@ func Run(ctx context.Context, cfg RunConfig) (rep *Report, err error) {
 func (r *Report) String() string {
 	return fmt.Sprintf("%d hosts, %d endpoints, %d VPCs: programmed %d/%d in %.3fs", r.Hosts, r.Endpoints, r.VPCs,
 		r.Programmed, r.Hosts, r.ProgrammedSeconds)
+}
+
+// heartbeatLoss is 1 - (processed per second)/(sent per second), each
+// counted over its own interval; 0 without heartbeats or intervals.
+func heartbeatLoss(sent uint64, sentOver time.Duration, processed uint64, processedOver time.Duration) float64 {
+	if sent == 0 || sentOver <= 0 || processedOver <= 0 {
+		return 0
+	}
+	return 1 - (float64(processed)/processedOver.Seconds())/(float64(sent)/sentOver.Seconds())
 }

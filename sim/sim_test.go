@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -350,5 +352,49 @@ func TestPolicies(t *testing.T) {
 				delete(waiting, fmt.Sprintf("%d %s", ev.Host, ev.ID))
 			}
 		}
+	}
+}
+
+func TestUnderlayHost(t *testing.T) {
+	for _, h := range []int{0, 1, 255, 256, 65535, 65536, 99_999, 1<<22 - 1} {
+		if got := underlayHost(HostUnderlay(h)); got != h {
+			t.Errorf("underlayHost(HostUnderlay(%d) = %s) = %d", h, HostUnderlay(h), got)
+		}
+	}
+	for _, s := range []string{"10.0.0.1", "100.63.0.1", "100.128.0.1", "::1"} {
+		if got := underlayHost(netip.MustParseAddr(s)); got != -1 {
+			t.Errorf("underlayHost(%s) = %d, want -1", s, got)
+		}
+	}
+	if got := underlayHost(netip.Addr{}); got != -1 {
+		t.Errorf("underlayHost of the zero address = %d, want -1", got)
+	}
+}
+
+// TestHeartbeatLoss: the loss compares rates, so counters read over
+// intervals of different lengths do not make a loss out of nothing (the
+// session 5 reports printed -0.27 and -0.59 for a lossless run whose
+// replicas were read later than the agents).
+func TestHeartbeatLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		sent          uint64
+		sentOver      time.Duration
+		processed     uint64
+		processedOver time.Duration
+		want          float64
+	}{
+		{"none lost, same interval", 1000, time.Second, 1000, time.Second, 0},
+		{"none lost, replicas read over a longer interval", 100_000, time.Second, 158_680, 1587 * time.Millisecond, 0.00013},
+		{"a tenth lost", 1000, time.Second, 1800, 2 * time.Second, 0.1},
+		{"no heartbeats", 0, time.Second, 0, time.Second, 0},
+		{"no interval", 1000, 0, 1000, time.Second, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := heartbeatLoss(tc.sent, tc.sentOver, tc.processed, tc.processedOver)
+			if math.Abs(got-tc.want) > 1e-4 {
+				t.Errorf("loss = %.5f, want %.5f", got, tc.want)
+			}
+		})
 	}
 }

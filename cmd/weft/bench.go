@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -277,7 +278,10 @@ func newBenchMigrateCmd() *cobra.Command {
 }
 
 func newBenchDatapathCmd() *cobra.Command {
-	var cfg bench.DatapathConfig
+	var (
+		cfg          bench.DatapathConfig
+		ebpfSampling []uint
+	)
 	cmd := reportCmd(&cobra.Command{
 		Use:   "datapath",
 		Short: "Real data plane (root): overlay vs veth throughput and latency, attach rate, first packet, resync; linux and ebpf drivers",
@@ -296,12 +300,20 @@ namespace (and every BPF pin) it made.`,
   sudo weft bench datapath --rounds 3 -o json`,
 	}, func(cmd *cobra.Command) (*bench.DatapathReport, error) {
 		cfg.Progress = cmd.ErrOrStderr()
+		for _, v := range ebpfSampling {
+			if v > math.MaxUint32 {
+				return nil, usageErrorf("--ebpf-flow-sampling %d: out of range", v)
+			}
+			cfg.EBPFFlowSampling = append(cfg.EBPFFlowSampling, uint32(v))
+		}
 		return bench.Datapath(cmd.Context(), cfg)
 	}, datapathText)
 	f := cmd.Flags()
 	f.StringSliceVar(&cfg.Datapaths, "datapath", nil, "drivers to measure, side by side: linux, ebpf, or linux,ebpf (default linux)")
 	f.IntVar(&cfg.Rounds, "rounds", 0, "interleaved throughput and latency rounds (default 7)")
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
+	f.UintSliceVar(&ebpfSampling, "ebpf-flow-sampling", nil, "the ebpf driver's flow sampling, as weft agent --flow-sampling (0: none); several values measure it once per value in the same rounds (default: the agent's)")
+	f.Lookup("ebpf-flow-sampling").DefValue = "[1]"
 	return cmd
 }
 
@@ -320,7 +332,7 @@ func datapathText(w io.Writer, rep *bench.DatapathReport) {
 	if t := rep.Tput; t != nil {
 		fmt.Fprintf(tw, "throughput (%s, %d rounds)\tMTU\tveth Gbit/s\toverlay Gbit/s\toverlay/veth median (range)\tgoal\tCPU ms/GB sender, receiver (veth)\n", t.Tool, rep.Config.Rounds)
 		for _, r := range t.Final {
-			fmt.Fprintf(tw, "  %s\t%d\t%.2f\t%.2f\t%.3f (%.3f..%.3f)\t>= %.2f\t%.0f, %.0f (%.0f, %.0f)\n", r.Datapath, r.UnderlayMTU, r.VethGbps, r.OverlayGbps,
+			fmt.Fprintf(tw, "  %s\t%d\t%.2f\t%.2f\t%.3f (%.3f..%.3f)\t>= %.2f\t%.0f, %.0f (%.0f, %.0f)\n", r.Name(), r.UnderlayMTU, r.VethGbps, r.OverlayGbps,
 				r.Ratio, r.RatioMin, r.RatioMax, goal(r.Datapath, rep.Goals.OverlayRatio, rep.Goals.EBPFOverlayRatio),
 				r.OverlayCPU.SenderMsPerGB, r.OverlayCPU.ReceiverMsPerGB, r.VethCPU.SenderMsPerGB, r.VethCPU.ReceiverMsPerGB)
 		}
@@ -453,7 +465,7 @@ the endpoint programmed and written Ready): one at a time, then
 Reports rates, p50/p99 and the pool's ratio to the baseline (goal >= 1,000
 attaches/s, p99 <= 10 ms with the pool). Needs root and the weft-cni binary
 (next to weft, on PATH, or --plugin); removes every namespace it made.`,
-		Example: `  go build -o bin/ ./cmd/weft ./cmd/weft-cni && sudo bin/weft bench cni
+		Example: `  go build -o bin/ ./cmd/weft && CGO_ENABLED=0 go build -o bin/ ./cmd/weft-cni && sudo bin/weft bench cni
   sudo weft bench cni --attaches 500 --concurrency 32 -o json`,
 	}, func(cmd *cobra.Command) (*bench.CNIReport, error) {
 		cfg.Progress = cmd.ErrOrStderr()

@@ -30,9 +30,23 @@ stream, own UDP socket, host key and host ID, sim datapath) in --procs
 child processes, all at once. Progress goes to
 stderr every second; the final report (time from the agents' start to all
 programmed, heartbeat loss, lookups answered, each replica's RSS and CPU
-seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.`,
+seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.
+
+The simulated hosts answer traces and captures as real ones do: while
+the run holds, point 'weft trace' and 'weft capture' at the API address
+the progress lines show (replica 0's: --server http://ADDR
+--insecure-http). A probe crosses from one simulated host to another
+(through this process when they are in different agent processes) and
+each host's agent reports the hops its datapath saw; a capture returns the
+synthesized packets of the tenant's endpoints as one pcapng. Tenants are
+t0, t1, ... (100 VPCs each), VPCs v0, v1, ..., endpoints e0, e1, ...`,
 		Example: `  weft sim --hosts 1000 --endpoints 10000 --vpcs 100
-  weft sim --hosts 50000 --endpoints 500000 --vpcs 5000 --lookups 20000 -o json`,
+  weft sim --hosts 50000 --endpoints 500000 --vpcs 5000 --lookups 20000 -o json
+
+  # trace and capture while it holds (the API address is in the progress)
+  weft sim --hosts 10 --endpoints 40 --vpcs 1 --hold 10m
+  weft trace --server http://127.0.0.1:PORT --insecure-http --tenant t0 --from e0 --to e1 --proto tcp --dport 80
+  weft capture --server http://127.0.0.1:PORT --insecure-http --tenant t0 --vpc v0 --duration 10s -w v0.pcapng`,
 	}, func(cmd *cobra.Command) (*sim.Report, error) {
 		cfg.Progress = cmd.ErrOrStderr()
 		if !inProcess {

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"regexp"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/sim"
 )
 
@@ -47,5 +52,55 @@ func TestSimCmd(t *testing.T) {
 				t.Errorf("%d policies, %d identities; want %d, %d", rep.Policies, rep.Identities, tt.wantPolicies, tt.wantIdentities)
 			}
 		})
+	}
+}
+
+// TestSimTrace runs `weft trace` against a running `weft sim`, as its help
+// says: at the API address of its progress lines, a probe from e0 (on h0)
+// to e1 (on h1) is delivered, with the hops of both hosts.
+func TestSimTrace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	simCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	progress := newSyncBuffer()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(simCtx, []string{"sim", "--in-process", "--hosts", "3", "--endpoints", "6", "--vpcs", "1", "--hold", "5m", "--backoff", "50ms"},
+			io.Discard, progress)
+	}()
+	defer func() {
+		stop()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Error("weft sim did not stop within 60 s of its interrupt")
+		}
+	}()
+	if !progress.waitFor(ctx, "all 3 agents programmed") {
+		t.Fatalf("weft sim never had its agents programmed:\n%s", progress.String())
+	}
+	m := regexp.MustCompile(`replica 0 up \(pid \d+, api (\S+),`).FindStringSubmatch(progress.String())
+	if m == nil {
+		t.Fatalf("no API address in the progress:\n%s", progress.String())
+	}
+	var out, errOut bytes.Buffer
+	if code := run(ctx, []string{"--server", "http://" + m[1], "--insecure-http", "trace", "--tenant", "t0",
+		"--from", "e0", "--to", "e1", "--proto", "tcp", "--dport", "80", "-o", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("weft trace: exit %d: %s", code, errOut.String())
+	}
+	var tr apiv1.Trace
+	if err := json.Unmarshal(out.Bytes(), &tr); err != nil {
+		t.Fatalf("decode the trace %q: %v", out.String(), err)
+	}
+	var points []string
+	for _, h := range tr.Status.Hops {
+		points = append(points, h.Host+" "+h.Point)
+	}
+	want := []string{"h0 source-veth", "h0 vpc-router", "h0 policy", "h0 route", "h0 encap", "h0 underlay",
+		"h1 underlay", "h1 decap", "h1 remote-policy", "h1 deliver"}
+	if d := cmp.Diff(want, points); d != "" || tr.Status.Verdict != apiv1.VerdictDelivered {
+		t.Errorf("trace %s (%s); hops (-want +got):\n%s", tr.Status.Verdict, tr.Status.Reason, d)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/weftnet/weft/datapath/internal/owned"
 	"github.com/weftnet/weft/internal/netnsfile"
@@ -70,7 +71,37 @@ type Config struct {
 	// FlowSampling samples 1 in FlowSampling flows (0: none), which
 	// Traffic reports (see "Flows").
 	FlowSampling uint32
+	// EndpointResync bounds how long Set trusts what it last read and
+	// wrote of an unchanged endpoint: the inside of its namespace
+	// (interface, address, neighbour, route) and its program's hook. A Set
+	// reads them again when the endpoint changed, its veth was re-made or
+	// set down, its device lost its clsact qdisc, or the interval passed
+	// (each endpoint's is shortened by up to half, by a hash of its ID, so
+	// that endpoints attached together are not all read by one Set). The
+	// maps, the host side of every veth and the host's devices are read
+	// by every Set. Zero means DefaultEndpointResync, negative that every
+	// Set reads every endpoint.
+	EndpointResync time.Duration
+	// MapResync bounds how long Set trusts what it last read and wrote of
+	// the maps sized for a million entries, remotes and the policy maps,
+	// whose reading costs milliseconds however few entries they hold (the
+	// kernel walks every bucket): a Set within MapResync of the last one
+	// that read them writes only what differs from what that Set and
+	// Learn and Forget since wrote. Drift in them (an entry deleted
+	// behind the driver's back) is repaired by the first Set after the
+	// interval. Zero means DefaultMapResync, negative that every Set
+	// reads them.
+	MapResync time.Duration
 }
+
+// DefaultEndpointResync is Config.EndpointResync's default: below the
+// agent's reconcile interval (30 s), so that every reconcile repairs drift
+// inside the endpoint namespaces (the linux driver's default too).
+const DefaultEndpointResync = 20 * time.Second
+
+// DefaultMapResync is Config.MapResync's default (the linux driver's
+// VPCResync).
+const DefaultMapResync = time.Second
 
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
@@ -96,6 +127,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Hooks == "" {
 		c.Hooks = HooksAuto
+	}
+	if c.EndpointResync == 0 {
+		c.EndpointResync = DefaultEndpointResync
+	}
+	if c.MapResync == 0 {
+		c.MapResync = DefaultMapResync
 	}
 	return c
 }

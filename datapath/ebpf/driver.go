@@ -78,6 +78,11 @@ type Driver struct {
 	// flushedFor is the policy digest the tracked connections were last
 	// judged by (policyDigest).
 	flushedFor string
+	// polCache is what the policy maps hold as the last Set left them
+	// (nil: unknown, read them) and mapsRead when a Set last read them and
+	// the remotes map (Config.MapResync). Set's alone.
+	polCache *policyMaps
+	mapsRead time.Time
 }
 
 type vpcState struct {
@@ -96,6 +101,10 @@ type epState struct {
 	status  datapath.EndpointStatus
 	ifindex int  // of the host-side veth
 	qos     bool // under QoS: it or its VPC has some
+	mtu     int  // of its veth
+	// verified is when its namespace and hook were last read
+	// (Config.EndpointResync).
+	verified time.Time
 }
 
 // refusal is why a VPC is not programmed as asked, and whether its

@@ -338,8 +338,8 @@ func TestConnectivityMatrix(t *testing.T) {
 	})
 }
 
-func twoHostDC(t *testing.T) *dc {
-	c := newDC(t, 2, twoTenants()[:1])
+func twoHostDC(t *testing.T, mod ...func(*ebpf.Config)) *dc {
+	c := newDC(t, 2, twoTenants()[:1], mod...)
 	c.add(0, "acme/a", 100, "a", "10.0.1.10")
 	c.add(0, "acme/c", 100, "b", "10.0.2.12")
 	c.add(1, "acme/b", 100, "b", "10.0.2.11")
@@ -379,7 +379,11 @@ func pinnedMap(t *testing.T, dir, name string) *cebpf.Map {
 }
 
 func TestDriftRepair(t *testing.T) {
-	c := twoHostDC(t)
+	// Drift inside an endpoint namespace and in the remotes map is
+	// repaired once its resync interval has passed (DefaultEndpointResync
+	// and DefaultMapResync without a setting), here shortened so that the
+	// test need not wait: the failing pings below take longer.
+	c := twoHostDC(t, func(c *ebpf.Config) { c.EndpointResync, c.MapResync = 100*time.Millisecond, 100*time.Millisecond })
 	c.mustReach(t, "acme/a", "10.0.2.11")
 	c.mustReach(t, "acme/a", "10.0.2.12")
 	h0 := handleIn(t, c.net.Host(0).Path)
@@ -741,5 +745,147 @@ func TestRefusedVPC(t *testing.T) {
 				t.Errorf("Status(zeta/a) = %+v after the fix", st)
 			}
 		})
+	}
+}
+
+// TestEndpointResyncCache: within EndpointResync an unchanged endpoint's
+// namespace and hook are trusted, not read (what keeps a Set that attaches
+// one endpoint from reading every other one); an endpoint whose device
+// lost its clsact qdisc is read again and repaired at once, as is every
+// endpoint after the interval.
+func TestEndpointResyncCache(t *testing.T) {
+	n := nettest.New(t, testnet.Options{Hosts: 1})
+	h := n.Host(0)
+	const resync = time.Hour
+	d := startDriver(t, n, h, func(c *ebpf.Config) { c.EndpointResync = resync })
+	a := netip.MustParseAddr("10.0.1.10")
+	desired := &datapath.Desired{Host: hostConfig(h), VPCs: twoTenants()[:1],
+		Endpoints: []datapath.Endpoint{{ID: "acme/a", VNI: 100, Subnet: "a", IP: a, MAC: epMAC(100, a)}}}
+	ctx := t.Context()
+	if err := d.Set(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := d.Status("acme/a")
+	inside := handleIn(t, st.Netns)
+	eth0, err := inside.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaultRoute := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}}
+	if err := inside.RouteDel(defaultRoute); err != nil {
+		t.Fatal(err)
+	}
+	set := func(what string, want datapath.Counts) {
+		t.Helper()
+		before := d.Counts()
+		if err := d.Set(ctx, desired); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, d.Counts().Sub(before)); diff != "" {
+			t.Errorf("%s: writes (-want +got):\n%s", what, diff)
+		}
+	}
+	// Trusted: the missing route is not seen, and attaching a second
+	// endpoint reads and writes only that one.
+	set("Set with a fresh cache", datapath.Counts{})
+	b := netip.MustParseAddr("10.0.1.11")
+	desired.Endpoints = append(desired.Endpoints, datapath.Endpoint{ID: "acme/b", VNI: 100, Subnet: "a", IP: b, MAC: epMAC(100, b)})
+	before := d.Counts()
+	if err := d.Set(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Counts().Sub(before)["route/add"]; got != 1 {
+		t.Errorf("attaching acme/b added %d routes, want 1 (its own default route; acme/a's is not read)", got)
+	}
+	// The veth lost its clsact qdisc (and so its program): the endpoint is
+	// read again, hook and inside.
+	host := handleIn(t, h.Path)
+	veth, err := host.LinkByName(ebpf.VethName("acme/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.QdiscDel(&netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: veth.Attrs().Index,
+		Parent: netlink.HANDLE_CLSACT, Handle: netlink.MakeHandle(netlink.HANDLE_CLSACT>>16, 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	set("Set after the clsact qdisc went", datapath.Counts{"qdisc/add": 1, "filter/set": 1, "route/add": 1})
+	if _, err := inside.RouteGet(net.IPv4(10, 0, 2, 1)); err != nil {
+		t.Errorf("acme/a has no route after the repair: %v", err)
+	}
+}
+
+// TestMapResyncCache: within MapResync a Set trusts the remotes map as
+// Learn and Forget left it (an entry deleted behind its back is not seen:
+// nothing was read) yet still deletes the remotes of a VPC that goes; the
+// first Set after the interval reads the map and repairs it.
+func TestMapResyncCache(t *testing.T) {
+	n := nettest.New(t, testnet.Options{Hosts: 1})
+	h := n.Host(0)
+	const resync = 300 * time.Millisecond
+	d := startDriver(t, n, h, func(c *ebpf.Config) { c.MapResync = resync })
+	ctx := t.Context()
+	desired := &datapath.Desired{Host: hostConfig(h), VPCs: twoTenants()}
+	set := func(what string, want datapath.Counts) {
+		t.Helper()
+		before := d.Counts()
+		if err := d.Set(ctx, desired); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, d.Counts().Sub(before)); diff != "" {
+			t.Errorf("%s: writes (-want +got):\n%s", what, diff)
+		}
+	}
+	if err := d.Set(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+	var rs []datapath.Remote
+	for _, r := range []struct {
+		vni uint32
+		ip  string
+	}{{100, "10.0.2.20"}, {100, "10.0.2.21"}, {200, "10.0.2.20"}} {
+		a := netip.MustParseAddr(r.ip)
+		rs = append(rs, datapath.Remote{VNI: r.vni, IP: a, MAC: epMAC(r.vni, a), HostUnderlay: netip.MustParseAddr("192.0.2.99"), Epoch: 1})
+	}
+	if err := d.Learn(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	remotes := pinnedMap(t, ebpf.PinDir("/sys/fs/bpf", n.Prefix(), h.Name), "remotes")
+	key := func(vni uint32, ip string) []byte {
+		b := make([]byte, 8)
+		b[0], b[1] = byte(vni), byte(vni>>8)
+		copy(b[4:], netip.MustParseAddr(ip).AsSlice())
+		return b
+	}
+	count := func() int {
+		n := 0
+		var k, v []byte
+		for it := remotes.Iterate(); it.Next(&k, &v); {
+			n++
+		}
+		return n
+	}
+	start := time.Now()
+	set("Set of the same state", datapath.Counts{})
+	if err := remotes.Delete(key(100, "10.0.2.21")); err != nil {
+		t.Fatal(err)
+	}
+	set("Set within MapResync after a remote went behind its back", datapath.Counts{})
+	if time.Since(start) >= resync {
+		t.Skipf("the machine is too slow for a %v interval", resync)
+	}
+	// VNI 200 goes: its remote goes with it, from memory.
+	desired.VPCs = desired.VPCs[:1]
+	before := d.Counts()
+	if err := d.Set(ctx, desired); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got != 1 {
+		t.Errorf("remotes map holds %d entries after VNI 200 went, want 1 (10.0.2.20 of VNI 100)", got)
+	}
+	t.Logf("writes when VNI 200 went: %s", d.Counts().Sub(before))
+	time.Sleep(resync)
+	set("first Set after MapResync", datapath.Counts{"map/put": 1})
+	if got := count(); got != 2 {
+		t.Errorf("remotes map holds %d entries after the repair, want 2", got)
 	}
 }

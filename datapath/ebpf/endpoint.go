@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -15,12 +17,30 @@ import (
 
 // ensureEndpoint converges one endpoint's veth (host side link, nil if
 // absent), the inside of its namespace and the from_ep program on the host
-// side (clsact: the devices with a clsact qdisc).
-func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int, clsact map[int]bool) (*epState, error) {
+// side (clsact: the devices with a clsact qdisc). prev is what the last Set
+// programmed for it (nil: nothing): an unchanged endpoint whose namespace
+// and hook prev verified within Config.EndpointResync is trusted, and
+// only its host side (already read) is checked.
+func (d *Driver) ensureEndpoint(e *datapath.Endpoint, prev *epState, link netlink.Link, mtu int, clsact map[int]bool) (*epState, error) {
 	name := VethName(e.ID)
 	nsPath, own := e.Netns, e.Netns == ""
 	if own {
 		nsPath = filepath.Join(d.cfg.NetnsDir, d.names.Endpoint(e.ID))
+	}
+	if prev != nil && link != nil && link.Type() == "veth" && link.Attrs().Index == prev.ifindex && prev.mtu == mtu &&
+		clsact[prev.ifindex] == d.legacy(hook{endpoint: true}) && sameEndpoint(&prev.ep, e) && !d.resyncDue(e.ID, prev.verified) {
+		wentUp, err := d.fixHostVeth(link, e, mtu)
+		if err != nil {
+			return nil, err
+		}
+		if !wentUp {
+			st := *prev
+			st.ep = *e // its identity, policy and QoS, which the maps take, may differ
+			st.ep.MAC = bytes.Clone(e.MAC)
+			return &st, nil
+		}
+		// Its host side was down: the inside is read too (and the queue
+		// of the veth's ends activated, see nlconv.ConvergeInside).
 	}
 	if link != nil && link.Type() != "veth" {
 		if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(link) }); err != nil {
@@ -39,7 +59,7 @@ func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int
 		} else if wentUp, err = d.fixHostVeth(link, e, mtu); err != nil {
 			return nil, err
 		}
-		err = d.ensureInside(link, e, nsPath, own, mtu, fresh || wentUp)
+		err = d.ensureInside(link, e, nsPath, own, mtu, fresh, fresh || wentUp)
 		if errors.Is(err, nlconv.ErrPeerElsewhere) && attempt == 0 {
 			// The veth's peer is not in the endpoint's namespace (the
 			// namespace changed or was re-made): start over.
@@ -61,7 +81,30 @@ func (d *Driver) ensureEndpoint(e *datapath.Endpoint, link netlink.Link, mtu int
 	}
 	ep := *e
 	ep.MAC = bytes.Clone(e.MAC)
-	return &epState{ep: ep, ifindex: idx, status: datapath.EndpointStatus{Netns: nsPath, IfName: e.IfName, HostIfName: name}}, nil
+	return &epState{ep: ep, ifindex: idx, mtu: mtu, verified: time.Now(),
+		status: datapath.EndpointStatus{Netns: nsPath, IfName: e.IfName, HostIfName: name}}, nil
+}
+
+// resyncDue says the namespace and hook of endpoint id, last verified at
+// verified, are to be read again (Config.EndpointResync): after the
+// interval shortened by up to half of it, by a hash of id, so that
+// endpoints attached together are not all read again by one Set.
+func (d *Driver) resyncDue(id string, verified time.Time) bool {
+	r := d.cfg.EndpointResync
+	if r < 0 {
+		return true
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	r -= time.Duration(float64(r/2) * float64(h.Sum32()) / (1 << 32))
+	return time.Since(verified) >= r
+}
+
+// sameEndpoint says a and b program the same veth and inside.
+func sameEndpoint(a, b *datapath.Endpoint) bool {
+	return a.ID == b.ID && a.VNI == b.VNI && a.Subnet == b.Subnet && a.IP == b.IP &&
+		bytes.Equal(a.MAC, b.MAC) && a.Gateway == b.Gateway && a.Prefix == b.Prefix &&
+		a.Netns == b.Netns && a.IfName == b.IfName
 }
 
 // createVeth makes the endpoint's veth (nlconv.Veth.Create).
@@ -82,8 +125,9 @@ func (d *Driver) veth(e *datapath.Endpoint, name string, mtu int) nlconv.Veth {
 	return nlconv.Veth{Outer: d.nl, Name: name, Endpoint: e, MTU: mtu, GatewayMAC: GatewayMAC()}
 }
 
-// ensureInside converges the endpoint's side (nlconv.ConvergeInside).
-func (d *Driver) ensureInside(host netlink.Link, e *datapath.Endpoint, nsPath string, own bool, mtu int, hostWentUp bool) error {
+// ensureInside converges the endpoint's side (nlconv.ConvergeInside); a
+// fresh peer (its veth was just created) is written without reading.
+func (d *Driver) ensureInside(host netlink.Link, e *datapath.Endpoint, nsPath string, own bool, mtu int, fresh, hostWentUp bool) error {
 	return nlconv.ConvergeInside(&d.ops, nlconv.Inside{Outer: d.nl, OuterLink: host, OuterWentUp: hostWentUp, Endpoint: e,
-		Netns: nsPath, Own: own, MTU: mtu, GatewayMAC: GatewayMAC()})
+		Netns: nsPath, Own: own, Fresh: fresh, MTU: mtu, GatewayMAC: GatewayMAC()})
 }

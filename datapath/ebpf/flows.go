@@ -15,7 +15,7 @@ import (
 // maps' state is the programs' here).
 func (d *Driver) sampledFlows(at time.Time) ([]datapath.FlowSample, error) {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil { // bpf_ktime_get_ns's clock
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil { // bpf_ktime_get_coarse_ns's clock
 		return nil, fmt.Errorf("read monotonic clock: %w", err)
 	}
 	now := ts.Nano()

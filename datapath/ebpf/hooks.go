@@ -161,11 +161,11 @@ func (d *Driver) dropFilter(h hook, clsact map[int]bool) error {
 }
 
 // clsactDevices are the devices of the host namespace with a clsact
-// qdisc (by ifindex).
-func (d *Driver) clsactDevices() (map[int]bool, error) {
+// qdisc (by ifindex), and every qdisc of it.
+func (d *Driver) clsactDevices() (map[int]bool, []netlink.Qdisc, error) {
 	qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return d.nl.QdiscList(nil) })
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[int]bool{}
 	for _, q := range qs {
@@ -173,7 +173,7 @@ func (d *Driver) clsactDevices() (map[int]bool, error) {
 			out[q.Attrs().LinkIndex] = true
 		}
 	}
-	return out, nil
+	return out, qs, nil
 }
 
 // clsactOf is the clsact qdisc of a device.

@@ -173,15 +173,11 @@ func (p *qosPlan) shaperTree() []htb.Class {
 
 // convergeQoSTrees makes the shaper's tree and the uplink's on the
 // underlay device what they should be (none of ours elsewhere).
-func (d *Driver) convergeQoSTrees(dev string, shaper, uplink []htb.Class) error {
-	links, err := writes.Dump("links", d.nl.LinkList)
-	if err != nil {
-		return err
-	}
-	qs, err := writes.Dump("qdiscs", func() ([]netlink.Qdisc, error) { return d.nl.QdiscList(nil) })
-	if err != nil {
-		return err
-	}
+//
+// links and qs are the host namespace's links and qdiscs as Set read them
+// (before it made the shaper, if it did: a fresh device has no root
+// qdisc; endpoint veths, made or deleted since, hold no tree of ours).
+func (d *Driver) convergeQoSTrees(dev string, shaper, uplink []htb.Class, links []netlink.Link, qs []netlink.Qdisc) error {
 	var errs []error
 	found := false
 	for _, l := range links {

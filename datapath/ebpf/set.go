@@ -52,7 +52,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	mtu -= datapath.VXLANOverhead
 	refused := refusals(n)
 
-	clsact, err := d.clsactDevices()
+	clsact, qdiscs, err := d.clsactDevices()
 	if err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
@@ -61,7 +61,10 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err := d.ensureVXLAN(n.Host, mtu, clsact); err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
-	cur, err := d.readMaps()
+	// The remotes and policy maps are read at most once per MapResync.
+	full := d.cfg.MapResync < 0 || d.polCache == nil || time.Since(d.mapsRead) >= d.cfg.MapResync
+	readAt := time.Now()
+	cur, err := d.readMaps(full)
 	if err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
@@ -76,7 +79,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 			pols[e.ID] = d.compilePolicy(e)
 		}
 	}
-	d.putPolicies(n, pols, cur, refused)
+	polFailed := d.putPolicies(n, pols, cur, refused)
 
 	// 3. Endpoints: a refused VPC keeps the endpoints programmed before
 	// (and gets no new ones); the veths of all others go.
@@ -134,7 +137,7 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("ebpf set: %w", err)
 		}
-		st, err := d.ensureEndpoint(e, byName[VethName(e.ID)], mtu, clsact)
+		st, err := d.ensureEndpoint(e, d.eps[e.ID], byName[VethName(e.ID)], mtu, clsact)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %q: %w", e.ID, err))
 			delete(pols, e.ID)
@@ -152,10 +155,22 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		return n.VPC(vni)
 	}
 	plan, qerr := planQoS(n.Host.CapacityBps, eps, vpcOf, cur)
-	errs = append(errs, d.convergeMaps(n, eps, refused, pols, plan, cur))
-	errs = append(errs, d.deletePolicies(policyMapsOf(slices.Collect(maps.Values(pols))), cur))
+	remErr := d.convergeMaps(n, eps, refused, pols, plan, cur, full)
+	wantPol := policyMapsOf(slices.Collect(maps.Values(pols)))
+	polErr := d.deletePolicies(wantPol, cur)
+	errs = append(errs, remErr, polErr)
+	// The policy maps now hold what the endpoints' classes want, unless a
+	// write failed: then the next Set reads them.
+	if polFailed || polErr != nil || remErr != nil {
+		d.polCache = nil
+	} else {
+		d.polCache = wantPol
+		if full {
+			d.mapsRead = readAt
+		}
+	}
 	if qerr == nil {
-		qerr = d.convergeQoSTrees(n.Host.UnderlayDev, plan.shaperTree(), plan.uplinkTree(eps))
+		qerr = d.convergeQoSTrees(n.Host.UnderlayDev, plan.shaperTree(), plan.uplinkTree(eps), slices.Collect(maps.Values(byName)), qdiscs)
 	}
 	errs = append(errs, qerr)
 
@@ -435,26 +450,30 @@ type mapState struct {
 	pol    *policyMaps
 }
 
-func (d *Driver) readMaps() (*mapState, error) {
-	s := &mapState{pol: &policyMaps{}}
-	var err error
-	for _, r := range []error{
+// readMaps reads the maps Set converges; the policy maps only when full
+// (otherwise what the last Set left in them, d.polCache).
+func (d *Driver) readMaps(full bool) (*mapState, error) {
+	s := &mapState{pol: d.polCache}
+	errs := []error{
 		readMap(d.objs.Ifaces, "ifaces", &s.ifaces),
 		readMap(d.objs.Locals, "locals", &s.locals),
 		readMap(d.objs.Vpcs, "vpcs", &s.vpcs),
-		readMap(d.objs.PolIds, "pol_ids", &s.pol.ids),
-		readMap(d.objs.PolNets, "pol_nets", &s.pol.nets),
-		readMap(d.objs.PolPorts, "pol_ports", &s.pol.ports),
-		readMap(d.objs.PolIcmp, "pol_icmp", &s.pol.icmp),
-	} {
-		err = errors.Join(err, r)
 	}
-	return s, err
+	if full {
+		s.pol = &policyMaps{}
+		errs = append(errs,
+			readMap(d.objs.PolIds, "pol_ids", &s.pol.ids),
+			readMap(d.objs.PolNets, "pol_nets", &s.pol.nets),
+			readMap(d.objs.PolPorts, "pol_ports", &s.pol.ports),
+			readMap(d.objs.PolIcmp, "pol_icmp", &s.pol.icmp))
+	}
+	return s, errors.Join(errs...)
 }
 
 // putPolicies puts the policy entries of every VPC's endpoints that the
-// maps lack; a VPC whose entries do not go in is refused.
-func (d *Driver) putPolicies(n *datapath.Desired, pols map[string]*epPolicy, cur *mapState, refused map[uint32]refusal) {
+// maps lack; a VPC whose entries do not go in is refused (failed says one
+// was).
+func (d *Driver) putPolicies(n *datapath.Desired, pols map[string]*epPolicy, cur *mapState, refused map[uint32]refusal) (failed bool) {
 	byVNI := map[uint32][]*epPolicy{}
 	for i := range n.Endpoints {
 		if p := pols[n.Endpoints[i].ID]; p != nil {
@@ -469,6 +488,7 @@ func (d *Driver) putPolicies(n *datapath.Desired, pols map[string]*epPolicy, cur
 			putMap(&d.ops, d.objs.PolIds, "pol_ids", m.ids, cur.pol.ids),
 			putMap(&d.ops, d.objs.PolNets, "pol_nets", m.nets, cur.pol.nets))
 		if err != nil {
+			failed = true
 			refused[vni] = refusal{policy: true, err: &datapath.VPCError{VNI: vni, Err: fmt.Errorf("policy: %w", err)}}
 			for i := range n.Endpoints {
 				if n.Endpoints[i].VNI == vni {
@@ -477,6 +497,7 @@ func (d *Driver) putPolicies(n *datapath.Desired, pols map[string]*epPolicy, cur
 			}
 		}
 	}
+	return failed
 }
 
 // deletePolicies deletes the policy entries that are not wanted.
@@ -490,8 +511,10 @@ func (d *Driver) deletePolicies(want *policyMaps, cur *mapState) error {
 
 // convergeMaps makes the vpcs, subnets, locals, ifaces and counters maps
 // exactly what the VPCs and attached endpoints want (a refused VPC keeps
-// its entries), then the remotes map what Learn installed.
-func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refused map[uint32]refusal, pols map[string]*epPolicy, plan *qosPlan, cur *mapState) error {
+// its entries), then the remotes map what Learn installed: read and
+// repaired when full, else trusted to hold what Learn and Forget wrote
+// (only the entries of VPCs that go are deleted).
+func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refused map[uint32]refusal, pols map[string]*epPolicy, plan *qosPlan, cur *mapState, full bool) error {
 	isRefused := func(vni uint32) bool { _, ok := refused[vni]; return ok }
 	vpcs := map[uint32]weftVpc{}
 	subnets := map[weftSubnetKey]weftSubnet{}
@@ -536,10 +559,12 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	}
 	var errs []error
 	errs = append(errs,
-		convergeMap(&d.ops, d.objs.Vpcs, "vpcs", vpcs, func(k uint32, _ weftVpc) bool { return isRefused(k) }),
+		// vpcs, ifaces and locals as Set read them at its start (only Set
+		// writes them, under mu).
+		convergeFrom(&d.ops, d.objs.Vpcs, "vpcs", vpcs, cur.vpcs, func(k uint32, _ weftVpc) bool { return isRefused(k) }),
 		convergeMap(&d.ops, d.objs.Subnets, "subnets", subnets, func(k weftSubnetKey, _ weftSubnet) bool { return isRefused(k.Vni) }),
-		convergeMap(&d.ops, d.objs.Ifaces, "ifaces", ifaces, nil),
-		convergeMap(&d.ops, d.objs.Locals, "locals", locals, nil),
+		convergeFrom(&d.ops, d.objs.Ifaces, "ifaces", ifaces, cur.ifaces, nil),
+		convergeFrom(&d.ops, d.objs.Locals, "locals", locals, cur.locals, nil),
 		d.convergeCounters(ifaces),
 	)
 
@@ -566,8 +591,22 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 			want[weftVip{Vni: vni, Ip: be32(ip)}] = weftRemoteEp{Host: be32(r.host), Identity: r.identity, Epoch: r.epoch}
 		}
 	}
+	if full {
+		errs = append(errs, convergeMap(&d.ops, d.objs.Remotes, "remotes", want, nil))
+	} else {
+		for vni, vs := range d.vpcs {
+			if next[vni] != nil {
+				continue
+			}
+			for ip := range vs.remotes {
+				k := weftVip{Vni: vni, Ip: be32(ip)}
+				if err := d.ops.Write(writes.MapDel, func() error { return d.objs.Remotes.Delete(k) }); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					errs = append(errs, fmt.Errorf("delete remotes entry %+v: %w", k, err))
+				}
+			}
+		}
+	}
 	d.vpcs = next
-	errs = append(errs, convergeMap(&d.ops, d.objs.Remotes, "remotes", want, nil))
 	return errors.Join(errs...)
 }
 
@@ -622,6 +661,11 @@ func convergeMap[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string,
 	if err := readMap(m, what, &cur); err != nil {
 		return err
 	}
+	return convergeFrom(ops, m, what, want, cur, keep)
+}
+
+// convergeFrom is convergeMap with m's entries read already (cur).
+func convergeFrom[K, V comparable](ops *writes.Counter, m *ebpf.Map, what string, want, cur map[K]V, keep func(K, V) bool) error {
 	return errors.Join(putMap(ops, m, what, want, cur), delMap(ops, m, what, want, cur, keep))
 }
 

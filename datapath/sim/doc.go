@@ -15,7 +15,8 @@
 // a probe takes the path Send would give it, hop by hop, with the policy
 // verdicts and the rule that decided, waits for an unknown location as a
 // packet does (and is dropped for it after LocationHold), and crosses to
-// the destination host's driver over a shared Underlay (Config.Underlay);
+// the destination host's driver over a shared Underlay (Config.Underlay;
+// to another process's through Underlay.Elsewhere and Underlay.Arrive);
 // a capture records well-formed synthesized frames of what Send and
 // Deliver see at its endpoints, through its BPF filter and budget (see
 // observe.go).

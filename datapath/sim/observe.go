@@ -62,8 +62,39 @@ const probePayload = "weft-trace probe"
 // host's underlay address arrives at the driver attached there. The zero
 // value is ready to use; share a pointer.
 type Underlay struct {
+	// Elsewhere, if set, takes the probes for underlay addresses no
+	// driver of this process is attached at: a simulator carries them to
+	// the process that holds the destination host, which hands them to
+	// its Underlay's Arrive. It is called without any driver's lock held.
+	// Set it before the drivers run.
+	Elsewhere func(Crossing)
+
 	mu    sync.Mutex
 	hosts map[netip.Addr]*Driver
+}
+
+// Crossing is a traced probe on the underlay, as it travels between
+// processes (Underlay.Elsewhere, Underlay.Arrive).
+type Crossing struct {
+	From, To netip.Addr // the hosts' underlay addresses
+	VNI      uint32
+	Identity uint32 // the sender's
+	DSCP     uint8
+	Src      netip.Addr // the inner source
+	Packet   Packet
+	Token    uint16
+}
+
+// Arrive hands a probe that crossed from another process to the driver
+// attached at its destination address, as if it came over this
+// Underlay. It reports false if no driver is attached there.
+func (u *Underlay) Arrive(c Crossing) bool {
+	d := u.at(c.To)
+	if d == nil {
+		return false
+	}
+	d.arrive(&arrival{from: c.From, to: c.To, vni: c.VNI, identity: c.Identity, dscp: c.DSCP, src: c.Src, p: c.Packet, token: c.Token})
+	return true
 }
 
 func (u *Underlay) attach(ip netip.Addr, d *Driver) {
@@ -146,14 +177,7 @@ func (d *Driver) observing() *observer {
 func (d *Driver) TraceHops() <-chan datapath.TraceHop {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.observing()
-	if o.hops == nil {
-		o.hops = make(chan datapath.TraceHop, hopBuffer)
-		if d.closed {
-			close(o.hops)
-		}
-	}
-	return o.hops
+	return lazyChan(&d.observing().hops, hopBuffer, d.closed)
 }
 
 // Captured implements datapath.Observer. The channel is allocated on first
@@ -161,14 +185,20 @@ func (d *Driver) TraceHops() <-chan datapath.TraceHop {
 func (d *Driver) Captured() <-chan datapath.CapturedPacket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.observing()
-	if o.packets == nil {
-		o.packets = make(chan datapath.CapturedPacket, packetBuffer)
-		if d.closed {
-			close(o.packets)
+	return lazyChan(&d.observing().packets, packetBuffer, d.closed)
+}
+
+// lazyChan returns *ch, made with capacity n on the first call (and
+// closed at once if the driver is closed: its reader ends). The caller
+// holds mu.
+func lazyChan[T any](ch *chan T, n int, closed bool) <-chan T {
+	if *ch == nil {
+		*ch = make(chan T, n)
+		if closed {
+			close(*ch)
 		}
 	}
-	return o.packets
+	return *ch
 }
 
 // Observe implements datapath.Observer: it keeps the traces and captures,
@@ -355,14 +385,20 @@ func (d *Driver) resumeHeld() []arrival {
 }
 
 // carry hands encapsulated packets to the drivers of the hosts they are
-// for, over the Underlay. The caller does not hold mu.
+// for, over the Underlay (or to its Elsewhere). The caller does not hold
+// mu.
 func (d *Driver) carry(as []arrival) {
 	if d.underlay == nil {
 		return
 	}
 	for i := range as {
-		if to := d.underlay.at(as[i].to); to != nil && to != d {
-			to.arrive(&as[i])
+		a := &as[i]
+		switch to := d.underlay.at(a.to); {
+		case to == d:
+		case to != nil:
+			to.arrive(a)
+		case d.underlay.Elsewhere != nil:
+			d.underlay.Elsewhere(Crossing{From: a.from, To: a.to, VNI: a.vni, Identity: a.identity, DSCP: a.dscp, Src: a.src, Packet: a.p, Token: a.token})
 		}
 	}
 }

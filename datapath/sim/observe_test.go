@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"maps"
 	"net"
 	"net/netip"
@@ -46,8 +47,15 @@ type hostHop struct {
 
 func newSimDC(t *testing.T) *simDC {
 	t.Helper()
-	c := &simDC{ctx: t.Context(), ul: [2]netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.12")}}
 	var u sim.Underlay
+	return newSimDCOn(t, [2]*sim.Underlay{&u, &u})
+}
+
+// newSimDCOn is a simDC whose hosts are on the underlays us (one, or one
+// each, as the hosts of two processes).
+func newSimDCOn(t *testing.T, us [2]*sim.Underlay) *simDC {
+	t.Helper()
+	c := &simDC{ctx: t.Context(), ul: [2]netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.12")}}
 	subnets := []datapath.Subnet{{Name: "a", CIDR: netip.MustParsePrefix("10.0.1.0/24")}, {Name: "b", CIDR: netip.MustParsePrefix("10.0.2.0/24")}}
 	vpcs := []datapath.VPC{{Tenant: "acme", Name: "main", VNI: 100, Subnets: subnets}, {Tenant: "zeta", Name: "main", VNI: 200, Subnets: subnets}}
 	ep := func(id, subnet, ip string, identity uint32) datapath.Endpoint {
@@ -67,7 +75,7 @@ func newSimDC(t *testing.T) *simDC {
 		{b1, ep("acme/b2", "b", "10.0.2.20", 13), ep("zeta/b1", "b", "10.0.2.10", 22)},
 	}
 	for i := range c.d {
-		c.d[i] = sim.New(sim.Config{Underlay: &u, OnMiss: func(m datapath.Miss) {
+		c.d[i] = sim.New(sim.Config{Underlay: us[i], OnMiss: func(m datapath.Miss) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.misses = append(c.misses, m)
@@ -267,6 +275,46 @@ func TestTrace(t *testing.T) {
 	}
 	if got := received(); got["acme/b1"] != 1 {
 		t.Errorf("a real datagram was not counted: %v", got)
+	}
+}
+
+// TestTraceElsewhere traces a probe between hosts on two underlays, as
+// a simulator's hosts in two processes: the probe leaves through the
+// first's Elsewhere, travels as JSON and arrives through the second's
+// Arrive, and the path is the one a shared underlay gives.
+func TestTraceElsewhere(t *testing.T) {
+	us := [2]*sim.Underlay{{}, {}}
+	var lost []sim.Crossing
+	for i, u := range us {
+		u.Elsewhere = func(c sim.Crossing) {
+			b, err := json.Marshal(c)
+			if err != nil {
+				t.Errorf("encode %+v: %v", c, err)
+				return
+			}
+			var back sim.Crossing
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Errorf("decode %s: %v", b, err)
+				return
+			}
+			if !us[1-i].Arrive(back) {
+				lost = append(lost, back)
+			}
+		}
+	}
+	c := newSimDCOn(t, us)
+	ip := netip.MustParseAddr
+	want := strings.Fields("h1:source-veth h1:vpc-router h1:policy h1:route h1:encap h1:underlay h2:underlay h2:decap h2:remote-policy h2:deliver")
+	tr := datapath.Trace{ID: "acme/cross", Token: 102, VNI: 100, Proto: datapath.ProtoUDP, SPort: 50000, DPort: 5353,
+		Src: ip("10.0.1.10"), Dst: ip("10.0.2.10"), Source: "acme/a1", Dest: "acme/b1", SourceIdentity: 11}
+	if points, _ := c.trace(t, tr, 0, 1, len(want), nil); !slices.Equal(points, want) {
+		t.Errorf("path %v, want %v", points, want)
+	}
+	if len(lost) > 0 {
+		t.Errorf("probes with no host: %+v", lost)
+	}
+	if us[0].Arrive(sim.Crossing{To: ip("192.0.2.99")}) {
+		t.Error("Arrive at an address no driver is attached at reported true")
 	}
 }
 

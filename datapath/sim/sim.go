@@ -416,13 +416,7 @@ func (d *Driver) Forget(ctx context.Context, keys []datapath.RemoteKey) error {
 func (d *Driver) Misses() <-chan datapath.Miss {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.misses == nil {
-		d.misses = make(chan datapath.Miss, d.missBuf)
-		if d.closed {
-			close(d.misses)
-		}
-	}
-	return d.misses
+	return lazyChan(&d.misses, d.missBuf, d.closed)
 }
 
 // NotifyMisses makes Resolve hand every miss to f, on its caller's

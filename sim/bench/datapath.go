@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,15 @@ type DatapathConfig struct {
 	Resync, ResyncVPCs int
 	PingInterval       time.Duration
 
+	// EBPFFlowSampling is the ebpf driver's flow sampling
+	// (ebpf.Config.FlowSampling, weft agent --flow-sampling; 0: none). With
+	// more than one value the throughput and latency phases measure the
+	// ebpf driver once per value, side by side in the same rounds, which
+	// shows what sampling costs; the other phases use the first value.
+	// Default: DefaultFlowSampling, what the agent runs with. The linux
+	// driver is measured without its flow hooks.
+	EBPFFlowSampling []uint32
+
 	// NetnsDir holds the named namespaces (default /var/run/netns).
 	NetnsDir string
 	// Progress receives a line per second (nil: none).
@@ -94,6 +104,10 @@ const (
 	PhaseFirstPacket = "firstpacket"
 	PhaseResync      = "resync"
 )
+
+// DefaultFlowSampling is weft agent's --flow-sampling default: every flow
+// is counted.
+const DefaultFlowSampling = 1
 
 // The drivers the benchmark measures.
 const (
@@ -123,6 +137,9 @@ func (c *DatapathConfig) setDefaults() {
 	}
 	setDefault(&c.Tunings, new(true))
 	setDefault(&c.Tool, "go")
+	if len(c.EBPFFlowSampling) == 0 {
+		c.EBPFFlowSampling = []uint32{DefaultFlowSampling}
+	}
 	setDefault(&c.NetnsDir, netnsfile.DefaultDir)
 	setDefault(&c.Logger, slog.New(slog.DiscardHandler))
 }
@@ -154,6 +171,14 @@ func (c *DatapathConfig) validate() error {
 		return fmt.Errorf("datapath: Tool %q: want go, iperf3 or auto", c.Tool)
 	case c.Duration < 100*time.Millisecond || c.Warmup < 0 || c.LatencyDuration < 10*time.Millisecond:
 		return fmt.Errorf("datapath: Duration %v (want ≥ 100ms), Warmup %v, LatencyDuration %v (want ≥ 10ms)", c.Duration, c.Warmup, c.LatencyDuration)
+	}
+	if len(c.EBPFFlowSampling) > 4 {
+		return fmt.Errorf("datapath: %d flow sampling settings: at most 4", len(c.EBPFFlowSampling))
+	}
+	for i, v := range c.EBPFFlowSampling {
+		if slices.Contains(c.EBPFFlowSampling[:i], v) {
+			return fmt.Errorf("datapath: flow sampling %v: each value once", c.EBPFFlowSampling)
+		}
 	}
 	for _, m := range c.UnderlayMTUs {
 		if m < 1280 || m > 65535 {
@@ -209,6 +234,9 @@ type DatapathEcho struct {
 	ResyncVPCs        int    `json:"resyncVPCs"`
 	PingInterval      string `json:"pingInterval"`
 	LatencyDuration   string `json:"latencyDuration"`
+	// EBPFFlowSampling is the ebpf driver's flow sampling, one value per
+	// variant measured.
+	EBPFFlowSampling []uint32 `json:"ebpfFlowSampling"`
 }
 
 // DatapathEnv describes the machine the run was on.
@@ -364,11 +392,64 @@ type dataplane interface {
 }
 
 // newDataplane starts a driver of datapath dp for host h of n; linux is
-// linux's configuration (the ebpf driver has no knobs the benchmark
-// turns).
+// linux's configuration; the ebpf driver runs with the first flow
+// sampling setting (DatapathConfig.EBPFFlowSampling).
 func (r *dpRun) newDataplane(ctx context.Context, dp string, n *testnet.Net, h *testnet.Host, linuxCfg linux.Config) (dataplane, error) {
-	if dp == DatapathEBPF {
-		return ebpf.New(ctx, ebpf.Config{HostName: h.Name, Prefix: n.Prefix(), HostNetns: h.Path, NetnsDir: n.Dir(), Logger: r.cfg.Logger})
+	return r.newVariant(ctx, variant{datapath: dp, sampling: r.cfg.EBPFFlowSampling[0]}, n, h, linuxCfg)
+}
+
+// variant is a driver as the throughput and latency phases measure it:
+// the ebpf driver once per flow sampling setting.
+type variant struct {
+	datapath string
+	sampling uint32 // ebpf.Config.FlowSampling
+	// label tells variants of one driver apart ("": the only one).
+	label string
+}
+
+// variants are the drivers of the run, the ebpf driver once per flow
+// sampling setting.
+func (r *dpRun) variants() []variant {
+	var out []variant
+	for _, dp := range r.cfg.Datapaths {
+		if dp != DatapathEBPF {
+			out = append(out, variant{datapath: dp})
+			continue
+		}
+		for _, s := range r.cfg.EBPFFlowSampling {
+			v := variant{datapath: dp, sampling: s}
+			if len(r.cfg.EBPFFlowSampling) > 1 {
+				v.label = samplingLabel(s)
+			}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// samplingLabel names a flow sampling setting.
+func samplingLabel(s uint32) string {
+	if s == 0 {
+		return "no flow sampling"
+	}
+	return fmt.Sprintf("flow sampling 1 in %d", s)
+}
+
+// name is how reports call v: the driver, and its label if any.
+func (v variant) name() string {
+	if v.label == "" {
+		return v.datapath
+	}
+	return v.datapath + " (" + v.label + ")"
+}
+
+// newVariant starts driver variant v for host h of n; linuxCfg is the
+// linux driver's configuration, whose EndpointResync the ebpf driver
+// takes too.
+func (r *dpRun) newVariant(ctx context.Context, v variant, n *testnet.Net, h *testnet.Host, linuxCfg linux.Config) (dataplane, error) {
+	if v.datapath == DatapathEBPF {
+		return ebpf.New(ctx, ebpf.Config{HostName: h.Name, Prefix: n.Prefix(), HostNetns: h.Path, NetnsDir: n.Dir(), Logger: r.cfg.Logger,
+			FlowSampling: v.sampling, EndpointResync: linuxCfg.EndpointResync})
 	}
 	return r.newDriver(ctx, n, h, linuxCfg)
 }

@@ -16,9 +16,9 @@ type AttachPart struct {
 	Endpoints int    `json:"endpoints"`
 	// Successive: one Set per endpoint on a fresh host, each Set with one
 	// endpoint more; once with every Set reading every namespace
-	// (EndpointResync and VPCResync negative: the driver's behaviour before
-	// attaching was made fast) and once with the driver's default
-	// configuration, as the agent runs it; ebpf: with its defaults only.
+	// (EndpointResync, and linux's VPCResync, negative: the drivers'
+	// behaviour before attaching was made fast) and once with the driver's
+	// default configuration, as the agent runs it.
 	Successive []SetSeries `json:"successive"`
 	// Batch: one Set of all endpoints on a fresh host.
 	BatchMs     float64         `json:"batchMs"`
@@ -46,18 +46,14 @@ func (r *dpRun) attach(ctx context.Context, dp string) (*AttachPart, error) {
 	for i := range eps {
 		eps[i] = benchEndpoint(fmt.Sprintf("bench/a%d", i), vpc.VNI, 1, i)
 	}
-	resyncs := []time.Duration{-1, 0}
-	if dp == DatapathEBPF {
-		resyncs = resyncs[1:]
-	}
-	for _, resync := range resyncs {
+	for _, resync := range []time.Duration{-1, 0} {
 		s, err := r.attachSuccessive(ctx, dp, vpc, eps, resync)
 		if err != nil {
 			return part, err
 		}
 		part.Successive = append(part.Successive, *s)
 		r.status.printf("attach %s: %d successive Sets%s: %.1f endpoints/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms (first %.2f, last %.2f)",
-			dp, len(eps), resyncNote(dp, resync), s.PerSec, s.P50Ms, s.P99Ms, s.MaxMs, s.FirstMs, s.LastMs)
+			dp, len(eps), resyncNote(resync), s.PerSec, s.P50Ms, s.P99Ms, s.MaxMs, s.FirstMs, s.LastMs)
 	}
 
 	// One Set of all on a fresh host.
@@ -92,18 +88,15 @@ func (r *dpRun) attach(ctx context.Context, dp string) (*AttachPart, error) {
 	return part, nil
 }
 
-// resyncNote says which EndpointResync a linux series ran with.
-func resyncNote(dp string, resync time.Duration) string {
-	if dp == DatapathEBPF {
-		return ""
-	}
+// resyncNote says which EndpointResync a series ran with.
+func resyncNote(resync time.Duration) string {
 	return " (" + resyncMode(resync) + ")"
 }
 
 // attachSuccessive attaches eps on a fresh host one Set at a time, each
-// Set with one endpoint more than the one before; linux with its
-// EndpointResync and VPCResync at resync (negative: every Set reads every
-// namespace; 0: the defaults).
+// Set with one endpoint more than the one before; the driver with its
+// EndpointResync (and linux's VPCResync) at resync (negative: every Set
+// reads every namespace; 0: the defaults).
 func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VPC, eps []datapath.Endpoint, resync time.Duration) (*SetSeries, error) {
 	n, err := r.newNet(testnet.Options{Hosts: 1})
 	if err != nil {
@@ -122,7 +115,7 @@ func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VP
 	took := make([]time.Duration, 0, len(eps))
 	var total time.Duration
 	for i := range eps {
-		r.status.set("attach %s: successive Set %d/%d%s", dp, i+1, len(eps), resyncNote(dp, resync))
+		r.status.set("attach %s: successive Set %d/%d%s", dp, i+1, len(eps), resyncNote(resync))
 		t0 := time.Now()
 		if err := d.Set(ctx, &datapath.Desired{Host: hostOf(h), VPCs: []datapath.VPC{vpc}, Endpoints: eps[:i+1]}); err != nil {
 			return nil, fmt.Errorf("successive set %d: %w", i+1, err)
@@ -134,9 +127,7 @@ func (r *dpRun) attachSuccessive(ctx context.Context, dp string, vpc datapath.VP
 	s := &SetSeries{PerSec: round3(float64(len(eps)) / total.Seconds()),
 		P50Ms: percentileMs(took, 50), P99Ms: percentileMs(took, 99), MaxMs: percentileMs(took, 100),
 		FirstMs: msOf(took[0]), LastMs: msOf(took[len(took)-1])}
-	if dp != DatapathEBPF {
-		s.EndpointResync = resyncMode(resync)
-	}
+	s.EndpointResync = resyncMode(resync)
 	return s, nil
 }
 

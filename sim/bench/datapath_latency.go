@@ -26,7 +26,8 @@ type LatencyPart struct {
 
 // LatencyResult is one path's transactions over every round.
 type LatencyResult struct {
-	// Path is "veth" or "overlay <driver>".
+	// Path is "veth" or "overlay <driver>" (with its variant: "overlay
+	// ebpf (no flow sampling)").
 	Path         string  `json:"path"`
 	Transactions int     `json:"transactions"`
 	P50Us        float64 `json:"p50Us"`
@@ -53,8 +54,8 @@ func (r *dpRun) latency(ctx context.Context) (*LatencyPart, error) {
 		rates    []float64
 	}
 	var paths []*path
-	for _, dp := range r.cfg.Datapaths {
-		o, err := r.buildPair(ctx, tputSetup{net: testnet.Options{Hosts: 2, MTU: r.cfg.UnderlayMTUs[0]}, datapath: dp})
+	for _, v := range r.variants() {
+		o, err := r.buildPair(ctx, tputSetup{net: testnet.Options{Hosts: 2, MTU: r.cfg.UnderlayMTUs[0]}, dp: v})
 		if err != nil {
 			return part, fmt.Errorf("latency: %w", err)
 		}
@@ -62,7 +63,7 @@ func (r *dpRun) latency(ctx context.Context) (*LatencyPart, error) {
 		if len(paths) == 0 {
 			paths = append(paths, &path{name: "veth", from: o.veth.APath, to: o.veth.BPath, dst: netip.AddrPortFrom(o.veth.B.Addr(), 5301)})
 		}
-		paths = append(paths, &path{name: "overlay " + dp, from: o.eps[0].Netns, to: o.eps[1].Netns, dst: netip.AddrPortFrom(o.ips[1], 5301)})
+		paths = append(paths, &path{name: "overlay " + v.name(), from: o.eps[0].Netns, to: o.eps[1].Netns, dst: netip.AddrPortFrom(o.ips[1], 5301)})
 	}
 	for _, p := range paths {
 		l, err := testnet.ListenTCP(p.to, p.dst.String())

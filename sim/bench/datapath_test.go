@@ -25,7 +25,7 @@ func TestDatapathSmoke(t *testing.T) {
 	rep, err := Datapath(ctx, DatapathConfig{Datapaths: []string{DatapathLinux, DatapathEBPF},
 		Rounds: 1, Warmup: 50 * time.Millisecond, Duration: 200 * time.Millisecond, Tunings: &off, LatencyDuration: 50 * time.Millisecond,
 		UnderlayMTUs: []int{1500}, Attach: 3, Peers: 3, Resync: 4, ResyncVPCs: 2, PingInterval: 5 * time.Millisecond,
-		Progress: t.Output(),
+		EBPFFlowSampling: []uint32{1, 0}, Progress: t.Output(),
 	})
 	if err != nil {
 		t.Fatalf("Datapath: %v", err)
@@ -33,8 +33,16 @@ func TestDatapathSmoke(t *testing.T) {
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	t.Logf("report:\n%s", b)
 
-	if rep.Tput == nil || len(rep.Tput.Final) != 2 {
-		t.Fatalf("throughput: %+v, want a final result per driver", rep.Tput)
+	if rep.Tput == nil || len(rep.Tput.Final) != 3 {
+		t.Fatalf("throughput: %+v, want a final result per driver and flow sampling variant", rep.Tput)
+	}
+	// The ebpf driver with flow sampling 1 in 1, then without.
+	if f := rep.Tput.Final[2]; f.Datapath != DatapathEBPF || f.Variant != "no flow sampling" || f.FlowSampling == nil || *f.FlowSampling != 0 ||
+		f.ToFirstVariant <= 0 || f.OverlayGbps <= 0 {
+		t.Errorf("throughput final 2 = %+v, want the ebpf driver without flow sampling, compared with the first variant", f)
+	}
+	if f := rep.Tput.Final[1]; f.Variant != "flow sampling 1 in 1" || f.FlowSampling == nil || *f.FlowSampling != 1 || f.ToFirstVariant != 0 {
+		t.Errorf("throughput final 1 = %+v, want the ebpf driver with flow sampling 1 in 1", f)
 	}
 	for i, dp := range []string{DatapathLinux, DatapathEBPF} {
 		f := rep.Tput.Final[i]
@@ -51,8 +59,8 @@ func TestDatapathSmoke(t *testing.T) {
 			t.Errorf("resync = %+v, want %s with no writes and no lost ping", rs, dp)
 		}
 	}
-	if l := rep.Latency; l == nil || len(l.Paths) != 3 || l.Paths[2].Path != "overlay ebpf" || l.Paths[2].Transactions == 0 || l.Paths[2].P99Us <= 0 {
-		t.Errorf("latency = %+v, want the veth pair and both overlays measured", l)
+	if l := rep.Latency; l == nil || len(l.Paths) != 4 || l.Paths[3].Path != "overlay ebpf (no flow sampling)" || l.Paths[3].Transactions == 0 || l.Paths[3].P99Us <= 0 {
+		t.Errorf("latency = %+v, want the veth pair and every overlay measured", l)
 	}
 	leftOver(t)
 }
@@ -124,6 +132,15 @@ func TestDatapathPrint(t *testing.T) {
 	}
 	if p := os.Getenv("DP_DATAPATHS"); p != "" {
 		cfg.Datapaths = strings.Split(p, ",")
+	}
+	if p := os.Getenv("DP_EBPF_SAMPLING"); p != "" {
+		for _, f := range strings.Split(p, ",") {
+			v, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				t.Fatalf("DP_EBPF_SAMPLING: %v", err)
+			}
+			cfg.EBPFFlowSampling = append(cfg.EBPFFlowSampling, uint32(v))
+		}
 	}
 	if os.Getenv("DP_NO_TUNING") != "" {
 		off := false

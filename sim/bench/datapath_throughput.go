@@ -33,7 +33,19 @@ type ThroughputPart struct {
 // TputResult is one configuration measured against the veth baseline in
 // interleaved rounds.
 type TputResult struct {
-	Datapath    string `json:"datapath"`
+	Datapath string `json:"datapath"`
+	// Variant tells the ebpf driver's variants of a run apart (its flow
+	// sampling, DatapathConfig.EBPFFlowSampling; "": the only one), and
+	// FlowSampling is the ebpf driver's setting.
+	Variant      string  `json:"variant,omitempty"`
+	FlowSampling *uint32 `json:"flowSampling,omitempty"`
+	// ToFirstVariant is, for a variant after the first of its driver, the
+	// median (and range) of the rounds' ratios of its overlay to the first
+	// variant's: the A/B of the two, measured in the same rounds.
+	ToFirstVariant    float64 `json:"toFirstVariant,omitempty"`
+	ToFirstVariantMin float64 `json:"toFirstVariantMin,omitempty"`
+	ToFirstVariantMax float64 `json:"toFirstVariantMax,omitempty"`
+
 	Step        string `json:"step"`
 	Why         string `json:"why,omitempty"`
 	Kept        bool   `json:"kept"`
@@ -111,10 +123,10 @@ type tputStep struct {
 
 // tputSetup is what a step may change.
 type tputSetup struct {
-	net      testnet.Options
-	datapath string // default linux
-	untuned  bool   // linux.Config.Untuned
-	after    []func(context.Context, *overlayPair) error
+	net     testnet.Options
+	dp      variant // datapath "": linux
+	untuned bool    // linux.Config.Untuned
+	after   []func(context.Context, *overlayPair) error
 }
 
 func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
@@ -158,9 +170,9 @@ func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
 	}
 	for _, mtu := range r.cfg.UnderlayMTUs {
 		var setups []tputSetup
-		for _, dp := range r.cfg.Datapaths {
+		for _, v := range r.variants() {
 			s := base
-			s.net.MTU, s.datapath = mtu, dp
+			s.net.MTU, s.dp = mtu, v
 			setups = append(setups, s)
 		}
 		ress, err := r.measureSetup(ctx, setups, fmt.Sprintf("final mtu %d", mtu))
@@ -171,8 +183,13 @@ func (r *dpRun) throughput(ctx context.Context) (*ThroughputPart, error) {
 			res.Step, res.Kept = "final", true
 			part.Final = append(part.Final, *res)
 			r.status.printf("throughput: final %s, underlay mtu %d: veth %.2f, underlay %.2f, overlay %.2f Gbit/s; overlay/veth %.3f (%.3f..%.3f), overlay/underlay %.3f; best rounds %.3f; CPU ms/GB sender %.1f receiver %.1f (veth %.1f, %.1f)",
-				res.Datapath, mtu, res.VethGbps, res.UnderlayGbps, res.OverlayGbps, res.Ratio, res.RatioMin, res.RatioMax, res.OverlayToUnderlay, res.BestRatio,
+				res.Name(), mtu, res.VethGbps, res.UnderlayGbps, res.OverlayGbps, res.Ratio, res.RatioMin, res.RatioMax, res.OverlayToUnderlay, res.BestRatio,
 				res.OverlayCPU.SenderMsPerGB, res.OverlayCPU.ReceiverMsPerGB, res.VethCPU.SenderMsPerGB, res.VethCPU.ReceiverMsPerGB)
+			if res.ToFirstVariant > 0 {
+				r.status.printf("throughput: %s / %s, underlay mtu %d, same rounds: %.3f (%.3f..%.3f)",
+					res.Name(), r.variants()[slices.IndexFunc(r.variants(), func(v variant) bool { return v.datapath == DatapathEBPF })].name(),
+					mtu, res.ToFirstVariant, res.ToFirstVariantMin, res.ToFirstVariantMax)
+			}
 		}
 	}
 	return part, nil
@@ -250,7 +267,7 @@ func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error
 	vpc := benchVPC(100, 0)
 	var eps []datapath.Endpoint
 	for i, h := range n.Hosts() {
-		d, err := r.newDataplane(ctx, s.datapath, n, h, linux.Config{Untuned: s.untuned})
+		d, err := r.newVariant(ctx, s.dp, n, h, linux.Config{Untuned: s.untuned})
 		if err != nil {
 			return nil, err
 		}
@@ -355,7 +372,7 @@ func (r *dpRun) measureSetup(ctx context.Context, setups []tputSetup, label stri
 		{name: "underlay", from: h0.Path, to: h1.Path, dst: netip.AddrPortFrom(h1.UnderlayIP, 5201)},
 	}
 	for i, p := range pairs {
-		paths = append(paths, &tputPath{name: "overlay " + dpName(setups[i].datapath), from: p.eps[0].Netns, to: p.eps[1].Netns, dst: netip.AddrPortFrom(p.ips[1], 5201)})
+		paths = append(paths, &tputPath{name: "overlay " + dpName(setups[i].dp).name(), from: p.eps[0].Netns, to: p.eps[1].Netns, dst: netip.AddrPortFrom(p.ips[1], 5201)})
 	}
 	for round := range r.cfg.Rounds {
 		// Each round starts with another path, so that none is always
@@ -386,7 +403,7 @@ func (r *dpRun) measureSetup(ctx context.Context, setups []tputSetup, label stri
 	var out []*TputResult
 	for i, ov := range paths[2:] {
 		ratios := roundRatios(ov.gbps, v.gbps)
-		res := &TputResult{Datapath: dpName(setups[i].datapath), UnderlayMTU: setups[i].net.MTU, OverlayMTU: pairs[i].mtu,
+		res := &TputResult{Datapath: dpName(setups[i].dp).datapath, Variant: setups[i].dp.label, UnderlayMTU: setups[i].net.MTU, OverlayMTU: pairs[i].mtu,
 			VethGbps: round3(median(v.gbps)), UnderlayGbps: round3(median(u.gbps)), OverlayGbps: round3(median(ov.gbps)),
 			Ratio: round3(median(ratios)), RatioMin: round3(slices.Min(ratios)), RatioMax: round3(slices.Max(ratios)),
 			UnderlayRatio:     round3(median(roundRatios(u.gbps, v.gbps))),
@@ -399,17 +416,29 @@ func (r *dpRun) measureSetup(ctx context.Context, setups []tputSetup, label stri
 		if res.VethBest > 0 {
 			res.BestRatio = round3(res.OverlayBest / res.VethBest)
 		}
+		if dp := setups[i].dp; dp.datapath == DatapathEBPF {
+			res.FlowSampling = &dp.sampling
+			if first := slices.IndexFunc(setups, func(s tputSetup) bool { return s.dp.datapath == DatapathEBPF }); first < i {
+				ab := roundRatios(ov.gbps, paths[2+first].gbps)
+				res.ToFirstVariant, res.ToFirstVariantMin, res.ToFirstVariantMax = round3(median(ab)), round3(slices.Min(ab)), round3(slices.Max(ab))
+			}
+		}
 		out = append(out, res)
 	}
 	return out, nil
 }
 
-// dpName is a setup's driver's name ("": linux).
-func dpName(dp string) string {
-	if dp == "" {
-		return DatapathLinux
+// dpName is a setup's driver with its name (datapath "": linux).
+func dpName(v variant) variant {
+	if v.datapath == "" {
+		v.datapath = DatapathLinux
 	}
-	return dp
+	return v
+}
+
+// Name is the result's driver and variant, as the report prints it.
+func (t TputResult) Name() string {
+	return variant{datapath: t.Datapath, label: t.Variant}.name()
 }
 
 // roundRatios divides a by b round by round.

@@ -281,7 +281,7 @@ struct flow {
 	__u64 packets;
 	__u64 bytes;
 	__u64 dropped;
-	__u64 last;   // bpf_ktime_get_ns of its last packet
+	__u64 last;   // bpf_ktime_get_coarse_ns of its last packet
 	__u32 reason; // why its last dropped packet was (DROP_*)
 	__u32 _pad;
 };
@@ -518,7 +518,9 @@ static __always_inline struct flow *sample(struct __sk_buff *skb, struct config 
 	}
 	__sync_fetch_and_add(&f->packets, 1);
 	__sync_fetch_and_add(&f->bytes, len);
-	f->last = bpf_ktime_get_ns();
+	// The tick's clock: a flow's last packet need not be known closer than
+	// that, and it costs less per packet than bpf_ktime_get_ns.
+	f->last = bpf_ktime_get_coarse_ns();
 	return f;
 }
 
