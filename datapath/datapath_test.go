@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -176,4 +177,30 @@ func Example() {
 	// miss 100 10.0.1.20
 	// remote 192.0.2.12
 	// sim:/h1/acme/web
+}
+
+// TestResyncDue: never before the interval's half, always after the
+// whole of it, always with a negative interval, and spread by id.
+func TestResyncDue(t *testing.T) {
+	const r = 20 * time.Second
+	now := time.Now()
+	due := 0
+	for i := range 100 {
+		id := fmt.Sprintf("acme/ep-%d", i)
+		if datapath.ResyncDue(r, id, now.Add(-r/2+time.Second)) {
+			t.Errorf("%s due before half the interval", id)
+		}
+		if !datapath.ResyncDue(r, id, now.Add(-r)) {
+			t.Errorf("%s not due after the interval", id)
+		}
+		if !datapath.ResyncDue(-1, id, now) {
+			t.Errorf("%s not due with a negative interval", id)
+		}
+		if datapath.ResyncDue(r, id, now.Add(-3*r/4)) {
+			due++
+		}
+	}
+	if due < 20 || due > 80 {
+		t.Errorf("%d of 100 endpoints due at three quarters of the interval, want them spread (about half)", due)
+	}
 }

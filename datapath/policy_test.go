@@ -2,6 +2,7 @@ package datapath_test
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -116,6 +117,37 @@ func TestNormalizePolicy(t *testing.T) {
 	got.Ingress[0].Prefixes[0] = p("10.0.0.0/8")
 	if pol.Ingress[0].Identities[0] != 7 || pol.Ingress[0].Ports[0].First != 80 || pol.Ingress[0].Prefixes[0] != p("192.0.2.0/24") {
 		t.Error("Normalize shares policy storage with its input")
+	}
+}
+
+// TestNormalizeSharedPolicy: endpoints given one policy share one
+// normalized copy of it (not one copy each), still apart from the input;
+// an invalid shared policy fails the VPC of each endpoint it applies to.
+func TestNormalizeSharedPolicy(t *testing.T) {
+	in := base()
+	in.Endpoints = append(in.Endpoints, datapath.Endpoint{ID: "acme/y", VNI: 100, Subnet: "a", IP: a("10.0.1.11"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 3}})
+	pol := &datapath.EndpointPolicy{IngressIsolated: true,
+		Ingress: []datapath.Rule{{Name: "web", Ports: []datapath.Port{{Protocol: datapath.ProtoTCP, First: 80}}}}}
+	in.Endpoints[1].Policy, in.Endpoints[2].Policy = pol, pol
+	n, err := in.Normalize()
+	if err != nil || n.Invalid != nil {
+		t.Fatalf("Normalize = %v, %v", n.Invalid, err)
+	}
+	x, y := n.Endpoints[0].Policy, n.Endpoints[1].Policy // acme/x, acme/y
+	if x == nil || x != y || x == pol {
+		t.Fatalf("policies of acme/x and acme/y: %p and %p (input %p); want one copy, not the input", x, y, pol)
+	}
+	if got := x.Ingress[0].Ports[0].Last; got != 80 || pol.Ingress[0].Ports[0].Last != 0 {
+		t.Errorf("Last: copy %d, input %d; want 80 and 0", got, pol.Ingress[0].Ports[0].Last)
+	}
+
+	in = base()
+	in.Endpoints = append(in.Endpoints, datapath.Endpoint{ID: "zeta/y", VNI: 200, Subnet: "a", IP: a("10.0.1.11"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 3}})
+	bad := &datapath.EndpointPolicy{IngressIsolated: true, Ingress: []datapath.Rule{{Identities: []uint32{0}}}}
+	in.Endpoints[1].Policy, in.Endpoints[2].Policy = bad, bad // acme/x, zeta/y
+	n, err = in.Normalize()
+	if err != nil || len(n.Invalid) != 2 || n.Invalid[100] == nil || n.Invalid[200] == nil {
+		t.Fatalf("Normalize = %v, %v; want VPCs 100 and 200 invalid", n.Invalid, err)
 	}
 }
 

@@ -20,7 +20,9 @@ const MaxVNI = 1<<24 - 1
 // rounded down to whole bytes per second, and slices in canonical order
 // (VPCs by VNI, subnets by CIDR, endpoints by ID), or an error wrapping
 // ErrInvalid that lists every problem. Drivers program the copy, so a
-// caller may reuse d after Set returns.
+// caller may reuse d after Set returns. Endpoints that share one
+// *EndpointPolicy in d share one copy of it in the result (read-only, as
+// all of the result).
 //
 // Problems confined to one VPC (an endpoint's policy, its identity, two
 // endpoints attached to the same interface of one namespace) do not fail
@@ -134,6 +136,14 @@ func (d *Desired) Normalize() (*Desired, error) {
 		vni uint32
 	}
 	var attach map[string]attached // netns+ifname -> endpoint
+	// Endpoints that share one *EndpointPolicy (an agent gives every
+	// endpoint a policy selects the same one) share its normalized copy:
+	// a policy is copied once, not once per endpoint.
+	type normalized struct {
+		p   *EndpointPolicy
+		err error
+	}
+	var policies map[*EndpointPolicy]normalized
 	for _, e := range d.Endpoints {
 		ne := e
 		ne.MAC = slices.Clone(e.MAC)
@@ -141,8 +151,16 @@ func (d *Desired) Normalize() (*Desired, error) {
 			vpcBad(e.VNI, "endpoint %q: identity %d out of range 0..%d", e.ID, e.Identity, MaxIdentity)
 		}
 		if e.Policy != nil {
+			np, done := policies[e.Policy]
+			if !done {
+				np.p, np.err = normalizePolicy(e.Policy)
+				if policies == nil {
+					policies = map[*EndpointPolicy]normalized{}
+				}
+				policies[e.Policy] = np
+			}
 			var perr error
-			if ne.Policy, perr = normalizePolicy(e.Policy); perr != nil {
+			if ne.Policy, perr = np.p, np.err; perr != nil {
 				// Kept as given, so that normalizing the copy again (a
 				// driver normalizes what an agent normalized) finds it.
 				ne.Policy = e.Policy
@@ -232,19 +250,32 @@ func (d *Desired) Normalize() (*Desired, error) {
 func normalizePolicy(p *EndpointPolicy) (*EndpointPolicy, error) {
 	np := &EndpointPolicy{IngressIsolated: p.IngressIsolated, EgressIsolated: p.EgressIsolated}
 	var errs []error
+	// One array each for the copies of all the rules' identities,
+	// prefixes and ports, and one for the rules: an agent normalizes every
+	// policy of its view on every change.
+	var nid, npfx, nport int
+	for _, rs := range [2][]Rule{p.Ingress, p.Egress} {
+		for _, r := range rs {
+			nid, npfx, nport = nid+len(r.Identities), npfx+len(r.Prefixes), nport+len(r.Ports)
+		}
+	}
+	ids, pfxs, ports := make([]uint32, 0, nid), make([]netip.Prefix, 0, npfx), make([]Port, 0, nport)
+	all := make([]Rule, 0, len(p.Ingress)+len(p.Egress))
 	rules := func(dir string, rs []Rule) []Rule {
 		if len(rs) == 0 {
 			return nil
 		}
-		out := make([]Rule, len(rs))
+		first := len(all)
 		for i, r := range rs {
-			r.Identities, r.Prefixes, r.Ports = slices.Clone(r.Identities), slices.Clone(r.Prefixes), slices.Clone(r.Ports)
+			r.Identities, ids = carve(ids, r.Identities)
+			r.Prefixes, pfxs = carve(pfxs, r.Prefixes)
+			r.Ports, ports = carve(ports, r.Ports)
 			if err := normalizeRule(&r, dir == "egress"); err != nil {
 				errs = append(errs, fmt.Errorf("%s[%d] %q: %w", dir, i, r.Name, err))
 			}
-			out[i] = r
+			all = append(all, r)
 		}
-		return out
+		return all[first:len(all):len(all)]
 	}
 	np.Ingress = rules("ingress", p.Ingress)
 	np.Egress = rules("egress", p.Egress)
@@ -252,6 +283,18 @@ func normalizePolicy(p *EndpointPolicy) (*EndpointPolicy, error) {
 		return nil, fmt.Errorf("policy: %w", errors.Join(errs...))
 	}
 	return np, nil
+}
+
+// carve appends src to buf, which has room for it, and returns the copy
+// (nil for an empty src, as slices.Clone of nil; capped so that appending
+// to it cannot reach into the rest of buf) and buf grown.
+func carve[T any](buf, src []T) (cp, grown []T) {
+	if src == nil {
+		return nil, buf
+	}
+	n := len(buf)
+	buf = append(buf, src...)
+	return buf[n:len(buf):len(buf)], buf
 }
 
 func normalizeRule(r *Rule, egress bool) error {

@@ -31,19 +31,8 @@ import (
 func TestTraceAndCapture(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	c, err := New(Config{Hosts: 3, Endpoints: 6, VPCs: 1, WatchPrefix: "x",
+	c := startCluster(ctx, t, Config{Hosts: 3, Endpoints: 6, VPCs: 1, WatchPrefix: "x",
 		BackoffMin: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}()
-	if err := c.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
 	if _, err := c.StartAgents(ctx); err != nil {
 		t.Fatalf("StartAgents: %v", err)
 	}
@@ -248,19 +237,8 @@ func TestTraceAcrossProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	c, err := New(Config{Hosts: 3, Endpoints: 3, VPCs: 1, Exec: exe, Procs: 2,
+	c := startCluster(ctx, t, Config{Hosts: 3, Endpoints: 3, VPCs: 1, Exec: exe, Procs: 2,
 		BackoffMin: 100 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}()
-	if err := c.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
 	if _, err := c.StartAgents(ctx); err != nil {
 		t.Fatalf("StartAgents: %v", err)
 	}

@@ -279,18 +279,7 @@ func TestClusterLifecycle(t *testing.T) {
 func TestPolicies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := New(Config{Hosts: 20, Endpoints: 100, VPCs: 4, Policies: 50, WatchPolicy: "sp", BackoffMin: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}()
-	if err := c.Start(ctx); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	c := startCluster(ctx, t, Config{Hosts: 20, Endpoints: 100, VPCs: 4, Policies: 50, WatchPolicy: "sp", BackoffMin: 100 * time.Millisecond})
 	l := c.Layout()
 	cl, err := client.New("http://"+c.APIAddr(), client.WithTimeout(20*time.Second))
 	if err != nil {
@@ -397,4 +386,23 @@ func TestHeartbeatLoss(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startCluster starts a simulation's controller with cfg (agents not yet
+// started) and closes it when the test ends.
+func startCluster(ctx context.Context, t *testing.T, cfg Config) *Cluster {
+	t.Helper()
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if err := c.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return c
 }

@@ -188,6 +188,10 @@ func generatedSeeds(t *testing.T) map[string][][]any {
 		}
 		add("FuzzFlowReport", enc)
 	}
+	for i := range 4 {
+		data := []string{`{"tenant":"t0","name":"sp1","applies":["t0/e1"]}`, ` {"a": 1}`, `[1,"\u00e9",null]`, `{"a":`}[i]
+		add("FuzzAppendDelta", string(randBytes(4+i)), "t/"+string(randBytes(i)), []byte(data), rng.Uint64(), i%2 == 0, randBytes(ViewHashSize*(i%2)))
+	}
 	return seeds
 }
 
@@ -202,6 +206,10 @@ func marshalCorpus(vals []any) []byte {
 			fmt.Fprintf(&b, "[]byte(%q)\n", v)
 		case byte:
 			fmt.Fprintf(&b, "byte(%q)\n", v)
+		case string:
+			fmt.Fprintf(&b, "string(%q)\n", v)
+		case bool:
+			fmt.Fprintf(&b, "bool(%v)\n", v)
 		case uint16, uint32, uint64, int64:
 			fmt.Fprintf(&b, "%T(%v)\n", v, v)
 		default:

@@ -13,7 +13,9 @@ import (
 // *Ack, *Nack or *Invalidate. Bodies use the v1 body codec, encoding/json of
 // these structs; the config stream carries no per-packet hot path, so
 // readability and easy evolution (unknown fields are ignored) win over
-// speed here.
+// speed here, except for the Delta, which a controller writes for every
+// host in a cold start: its body, the same JSON, is written without
+// reflection (fastencode.go), and decoded in one pass (fastjson.go).
 type Message interface {
 	FrameType() FrameType
 	// Validate checks the structural rules of the message; it is applied
@@ -129,6 +131,13 @@ type Delta struct {
 	// a Nack (then gets a snapshot), so a view that diverged from the
 	// controller's heals instead of drifting.
 	ViewHash []byte `json:"viewHash,omitempty"`
+	// CompactData is not sent: the sender vouches that the Data of every
+	// upsert is one valid JSON value with no whitespace outside its
+	// strings, as json.Marshal writes it, and AppendMessage copies it into
+	// the frame without checking it (otherwise it checks it, and leaves
+	// data it cannot copy as it is to encoding/json). A controller sets it
+	// on the views it encodes itself.
+	CompactData bool `json:"-"`
 }
 
 // FrameType implements Message.
@@ -244,16 +253,22 @@ func AppendMessage(dst []byte, m Message, maxFrame int) ([]byte, error) {
 		return dst, fmt.Errorf("wire: encode %v: %w", t, err)
 	}
 	start := len(dst)
-	e := encoderPool.Get().(*frameEncoder)
-	e.w.b = append(dst, 0, 0, 0, 0, byte(t))
-	err := e.enc.Encode(m)
-	b := e.w.b
-	e.w.b = nil
-	encoderPool.Put(e)
-	if err != nil {
-		return dst[:start], fmt.Errorf("wire: encode %v: %w", t, err)
+	b, ok := []byte(nil), false
+	if d, isDelta := m.(*Delta); isDelta {
+		b, ok = appendDeltaJSON(append(dst, 0, 0, 0, 0, byte(t)), d)
 	}
-	b = bytes.TrimSuffix(b, []byte("\n"))
+	if !ok {
+		e := encoderPool.Get().(*frameEncoder)
+		e.w.b = append(dst[:start], 0, 0, 0, 0, byte(t))
+		err := e.enc.Encode(m)
+		b = e.w.b
+		e.w.b = nil
+		encoderPool.Put(e)
+		if err != nil {
+			return dst[:start], fmt.Errorf("wire: encode %v: %w", t, err)
+		}
+		b = bytes.TrimSuffix(b, []byte("\n"))
+	}
 	n := len(b) - start - 4 // type byte plus body
 	if n > maxFrame {
 		return b[:start], fmt.Errorf("wire: encode %v: frame of %d bytes exceeds %d: %w", t, n, maxFrame, ErrTooLarge)

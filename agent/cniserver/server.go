@@ -170,7 +170,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	life := s.life.Context()
 	s.srv = &http.Server{
-		Handler:           cnirpc.Handler(s.handle),
+		Handler:           rpcHandler(s.handle),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Calls outlive the plugin's connection only by their own bound.
 		BaseContext: func(net.Listener) context.Context { return life },

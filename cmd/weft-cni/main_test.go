@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,5 +56,45 @@ func TestVersion(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPluginImports keeps the plugin's start short: the runtime execs it
+// for every CNI call, so what it links and initializes is part of every
+// ADD. It may import the CNI library's skel and types, the protocol to the
+// agent (cnirpc) and buildinfo, and nothing heavy: no net/http (with
+// crypto/tls and x509 it doubled the binary and made its start about a
+// quarter longer), no API client, etcd, metrics, YAML or CLI framework,
+// no netlink.
+func TestPluginImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/weftnet/weft/cmd/weft-cni").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("go list -deps: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("go list -deps: %v", err)
+	}
+	ours := []string{
+		"github.com/weftnet/weft/cmd/weft-cni",
+		"github.com/weftnet/weft/agent/cnirpc",
+		"github.com/weftnet/weft/internal/buildinfo",
+	}
+	heavy := []string{
+		"net/http", "crypto/tls", "crypto/x509", "compress/", "log/slog", "text/template", "html/",
+		"github.com/prometheus/", "go.etcd.io/", "google.golang.org/", "gopkg.in/", "sigs.k8s.io/",
+		"github.com/spf13/", "github.com/vishvananda/netlink", "golang.org/x/net/",
+	}
+	var bad []string
+	for _, pkg := range strings.Fields(string(out)) {
+		switch {
+		case strings.HasPrefix(pkg, "github.com/weftnet/weft/") && !slices.Contains(ours, pkg):
+			bad = append(bad, pkg)
+		case slices.ContainsFunc(heavy, func(h string) bool { return pkg == h || strings.HasSuffix(h, "/") && strings.HasPrefix(pkg, h) }):
+			bad = append(bad, pkg)
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("weft-cni imports %d packages it must not (they slow its start; see the test's comment):\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 }

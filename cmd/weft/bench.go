@@ -465,7 +465,7 @@ the endpoint programmed and written Ready): one at a time, then
 Reports rates, p50/p99 and the pool's ratio to the baseline (goal >= 1,000
 attaches/s, p99 <= 10 ms with the pool). Needs root and the weft-cni binary
 (next to weft, on PATH, or --plugin); removes every namespace it made.`,
-		Example: `  go build -o bin/ ./cmd/weft ./cmd/weft-cni && sudo bin/weft bench cni
+		Example: `  go build -o bin/ ./cmd/weft && CGO_ENABLED=0 go build -o bin/ ./cmd/weft-cni && sudo bin/weft bench cni
   sudo weft bench cni --attaches 500 --concurrency 32 -o json`,
 	}, func(cmd *cobra.Command) (*bench.CNIReport, error) {
 		cfg.Progress = cmd.ErrOrStderr()

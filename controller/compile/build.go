@@ -24,7 +24,10 @@ type deps struct {
 // policies it needs, under their locks), so several builds may run at
 // once.
 func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
-	out := map[wire.ResourceKey][]byte{}
+	eps := c.st.EndpointsByHost(host)
+	// Sized for the host, its endpoints, and about as many VPCs and
+	// policies: growing it was a good part of a cold start's garbage.
+	out := make(map[wire.ResourceKey][]byte, 1+3*len(eps))
 	var d deps
 	if o, ok := c.st.Get(apiv1.KindHost, "", host); ok {
 		h := o.(*apiv1.Host)
@@ -35,7 +38,6 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		c.put(out, &view.Host{Name: host, HostID: h.Status.HostID, UnderlayIP: h.Spec.UnderlayIP, CapacityBps: capBps})
 	}
 	local := map[tn][]*apiv1.Endpoint{} // VPC → its endpoints here, sorted by name
-	eps := c.st.EndpointsByHost(host)
 	c.observeResources(host, eps, out)
 	for _, ep := range eps {
 		t := ep.Metadata.Tenant

@@ -3,6 +3,7 @@ package compile
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -229,6 +230,12 @@ func applyDelta(t *testing.T, held map[wire.ResourceKey]string, d wire.Delta) ma
 	}
 	for _, r := range d.Upserts {
 		out[r.Key] = string(r.Data)
+		// The delta vouches that its data is compact JSON: the encoder
+		// copies it unchecked.
+		var c bytes.Buffer
+		if err := json.Compact(&c, r.Data); !d.CompactData || err != nil || !bytes.Equal(c.Bytes(), r.Data) {
+			t.Errorf("%s: data %q is not compact JSON (%v) or the delta does not say so (CompactData %v)", r.Key, r.Data, err, d.CompactData)
+		}
 	}
 	return out
 }

@@ -118,6 +118,11 @@ type Compiler struct {
 	// idx holds the VPC indexes of the VPCs compiled views hold.
 	idxMu sync.Mutex
 	idx   map[tn]*vpcIndex
+	// tenantPolicies, during a buildAll, holds the policies of each tenant
+	// an index was made for, by VPC: a cold start makes the index of every
+	// VPC, and listing the tenant's policies for each (a tenant's
+	// policies, its VPCs times over) dominated the builds.
+	tenantPolicies map[string]map[string][]*apiv1.SecurityPolicy
 
 	// vpcCache holds encoded VPC resources, shared by every view.
 	vpcMu    sync.Mutex

@@ -137,6 +137,14 @@ func (c *Compiler) sweep(now time.Time) {
 // for concurrent readers) and applies them one by one at version ver;
 // runMu is held.
 func (c *Compiler) buildAll(ctx context.Context, hosts []string, ver uint64) {
+	c.idxMu.Lock()
+	c.tenantPolicies = map[string]map[string][]*apiv1.SecurityPolicy{}
+	c.idxMu.Unlock()
+	defer func() {
+		c.idxMu.Lock()
+		c.tenantPolicies = nil
+		c.idxMu.Unlock()
+	}()
 	if len(hosts) <= 4 || c.workers <= 1 {
 		for _, h := range hosts {
 			start := time.Now()

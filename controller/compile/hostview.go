@@ -12,7 +12,10 @@ import (
 )
 
 // resource is one resource of a host's view: its encoded JSON and the
-// version at which it last changed. data is shared and never modified.
+// version at which it last changed. data is shared and never modified,
+// and compact as json.Marshal writes it (every resource is encoded by
+// view.Encode, or policyData from its output), so the deltas say so
+// (wire.Delta.CompactData) and their frames copy it unchecked.
 type resource struct {
 	data []byte
 	ver  uint64
@@ -100,6 +103,9 @@ func (hv *hostView) apply(next map[wire.ResourceKey][]byte, nextVersion func() u
 	defer hv.mu.Unlock()
 	var r applyResult
 	var v uint64
+	if len(hv.res) == 0 && len(next) > 0 {
+		hv.res = make(map[wire.ResourceKey]*resource, len(next)) // the first build: not grown key by key
+	}
 	bump := func() {
 		if v == 0 {
 			v = nextVersion()
@@ -197,7 +203,7 @@ func (hv *hostView) delta(from uint64, agentHash []byte, epoch uint32, applied u
 	case from < hv.floor:
 		snapshot = true // history pruned, or the view is younger than from
 	}
-	d := wire.Delta{FromVersion: from, ToVersion: hv.ver, Snapshot: snapshot}
+	d := wire.Delta{FromVersion: from, ToVersion: hv.ver, Snapshot: snapshot, CompactData: true}
 	if from == hv.ver && !snapshot {
 		return d
 	}
@@ -219,6 +225,12 @@ func (hv *hostView) delta(from uint64, agentHash []byte, epoch uint32, applied u
 	}
 	slices.SortFunc(d.Upserts, func(a, b wire.Resource) int { return compareKeys(a.Key, b.Key) })
 	slices.SortFunc(d.Deletes, compareKeys)
+	if snapshot && hv.hash == nil {
+		// The upserts are the whole view, sorted: hash them (ViewHash's
+		// sort then moves nothing) instead of gathering and sorting the
+		// resources again.
+		hv.hash = wire.ViewHash(d.Upserts)
+	}
 	d.ViewHash = hv.hashLocked()
 	return d
 }

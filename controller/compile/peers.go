@@ -132,14 +132,37 @@ func (c *Compiler) index(k tn) *vpcIndex {
 	x := c.idx[k]
 	if x == nil {
 		x = &vpcIndex{key: k, policies: map[string]*policyEntry{}, policyGen: 1}
-		for _, o := range c.st.List(apiv1.KindSecurityPolicy, k.tenant) {
-			if p := o.(*apiv1.SecurityPolicy); p.Spec.VPC == k.name {
-				x.policies[p.Metadata.Name] = &policyEntry{p: p, rv: resourceVersion(p)}
-			}
+		for _, p := range c.vpcPolicies(k) {
+			x.policies[p.Metadata.Name] = &policyEntry{p: p, rv: resourceVersion(p)}
 		}
 		c.idx[k] = x
 	}
 	return x
+}
+
+// vpcPolicies returns the policies of VPC k in the store; idxMu is held.
+// During a buildAll, a tenant's policies are listed once and grouped by
+// VPC (c.tenantPolicies): an index made from that list instead of a later
+// one is still current once the events after it are applied, as they are
+// after the builds (markPolicy compares revisions).
+func (c *Compiler) vpcPolicies(k tn) []*apiv1.SecurityPolicy {
+	list := func() map[string][]*apiv1.SecurityPolicy {
+		byVPC := map[string][]*apiv1.SecurityPolicy{}
+		for _, o := range c.st.List(apiv1.KindSecurityPolicy, k.tenant) {
+			p := o.(*apiv1.SecurityPolicy)
+			byVPC[p.Spec.VPC] = append(byVPC[p.Spec.VPC], p)
+		}
+		return byVPC
+	}
+	if c.tenantPolicies == nil {
+		return list()[k.name]
+	}
+	byVPC, ok := c.tenantPolicies[k.tenant]
+	if !ok {
+		byVPC = list()
+		c.tenantPolicies[k.tenant] = byVPC
+	}
+	return byVPC[k.name]
 }
 
 // existingIndex returns the index of VPC k if a view made it.

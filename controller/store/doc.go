@@ -14,6 +14,12 @@
 // or fails on its own, and Txns writing the same key commit in arrival
 // order. Commit returns once etcd has made the batch durable.
 //
+// Start primes the cache with a list of the prefix at one revision whose
+// cost is linear in the keys: etcd walks the whole key range of every
+// range request to count it, so the list reads ranges cut at kinds and
+// tenants and sized by count-only requests rather than paging through the
+// prefix (see listPlan), several at once.
+//
 // Reads: one etcd watch feeds a cache of typed objects with secondary
 // indexes (endpoints by host, by subnet and by label; subnets by VPC).
 // Objects read from the cache are shared by every reader and must never

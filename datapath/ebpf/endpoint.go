@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"path/filepath"
 	"time"
 
@@ -85,19 +84,10 @@ func (d *Driver) ensureEndpoint(e *datapath.Endpoint, prev *epState, link netlin
 		status: datapath.EndpointStatus{Netns: nsPath, IfName: e.IfName, HostIfName: name}}, nil
 }
 
-// resyncDue says the namespace and hook of endpoint id, last verified at
-// verified, are to be read again (Config.EndpointResync): after the
-// interval shortened by up to half of it, by a hash of id, so that
-// endpoints attached together are not all read again by one Set.
+// resyncDue says the kernel state of endpoint id, last verified at
+// verified, is to be read again (Config.EndpointResync).
 func (d *Driver) resyncDue(id string, verified time.Time) bool {
-	r := d.cfg.EndpointResync
-	if r < 0 {
-		return true
-	}
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	r -= time.Duration(float64(r/2) * float64(h.Sum32()) / (1 << 32))
-	return time.Since(verified) >= r
+	return datapath.ResyncDue(d.cfg.EndpointResync, id, verified)
 }
 
 // sameEndpoint says a and b program the same veth and inside.

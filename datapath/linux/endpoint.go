@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -81,18 +80,10 @@ func (d *Driver) ensureEndpoint(vs *vpcNS, scan *vpcScan, e *datapath.Endpoint, 
 	}
 }
 
-// resyncDue says the inside of endpoint id, last read at verified, is to be
-// read again (Config.EndpointResync): after the interval shortened by up
-// to half of it, by a hash of id.
+// resyncDue says the kernel state of endpoint id, last verified at
+// verified, is to be read again (Config.EndpointResync).
 func (d *Driver) resyncDue(id string, verified time.Time) bool {
-	r := d.cfg.EndpointResync
-	if r < 0 {
-		return true
-	}
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	r -= time.Duration(float64(r/2) * float64(h.Sum32()) / (1 << 32))
-	return time.Since(verified) >= r
+	return datapath.ResyncDue(d.cfg.EndpointResync, id, verified)
 }
 
 // createVeth makes the endpoint's veth (nlconv.Veth.Create).

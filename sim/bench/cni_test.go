@@ -18,7 +18,9 @@ func TestCNISmoke(t *testing.T) {
 		t.Skip("needs root: the CNI benchmark creates network namespaces")
 	}
 	plugin := filepath.Join(t.TempDir(), "weft-cni")
-	if out, err := exec.Command("go", "build", "-o", plugin, "github.com/weftnet/weft/cmd/weft-cni").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", plugin, "github.com/weftnet/weft/cmd/weft-cni")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as released
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build weft-cni: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -26,6 +28,9 @@ func TestCNISmoke(t *testing.T) {
 	rep, err := CNI(ctx, CNIConfig{Plugin: plugin, Attaches: 4, Concurrency: 2, Progress: t.Output()})
 	if err != nil {
 		t.Fatalf("CNI: %v", err)
+	}
+	if !rep.PluginStatic {
+		t.Errorf("the plugin built with CGO_ENABLED=0 is reported dynamically linked")
 	}
 	if len(rep.Series) != 4 {
 		t.Fatalf("series: %+v, want 4", rep.Series)

@@ -14,15 +14,15 @@ const (
 	entryOverhead = 48
 )
 
-// split cuts d into deltas whose frames fit maxFrame: the same versions and
-// Snapshot flag, More set on all but the last, which carries the view
-// hash. A delta with no resources
-// (an empty snapshot) is one frame. A single resource too large for a
+// split cuts d into deltas whose frames fit maxFrame: the same versions,
+// Snapshot and CompactData flags, More set on all but the last, which
+// carries the view hash. A delta with no resources (an empty snapshot) is
+// one frame. A single resource too large for a
 // frame goes alone, and its write fails with wire.ErrTooLarge.
 func split(d wire.Delta, maxFrame int) []wire.Delta {
 	budget := maxFrame - frameOverhead
 	part := func() wire.Delta {
-		return wire.Delta{FromVersion: d.FromVersion, ToVersion: d.ToVersion, Snapshot: d.Snapshot, More: true}
+		return wire.Delta{FromVersion: d.FromVersion, ToVersion: d.ToVersion, Snapshot: d.Snapshot, More: true, CompactData: d.CompactData}
 	}
 	var out []wire.Delta
 	cur, size := part(), 0

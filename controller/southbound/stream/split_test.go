@@ -37,6 +37,7 @@ func TestSplit(t *testing.T) {
 		{"empty snapshot is one frame", wire.Delta{ToVersion: 5, Snapshot: true}, 1},
 		{"small delta is one frame", wire.Delta{FromVersion: 3, ToVersion: 5, Upserts: resources(3, 100), Deletes: deletes(2)}, 1},
 		{"large snapshot", wire.Delta{ToVersion: 9, Snapshot: true, Upserts: resources(100, 500)}, 0},
+		{"large compact snapshot", wire.Delta{ToVersion: 9, Snapshot: true, Upserts: resources(100, 500), CompactData: true}, 0},
 		{"large delta with deletes", wire.Delta{FromVersion: 2, ToVersion: 9, Upserts: resources(40, 500), Deletes: deletes(500), ViewHash: make([]byte, wire.ViewHashSize)}, 0},
 		{"one resource larger than a frame goes alone", wire.Delta{ToVersion: 9, Snapshot: true, Upserts: resources(1, maxFrame)}, 1},
 	}
@@ -49,10 +50,10 @@ func TestSplit(t *testing.T) {
 			if tt.wantFrames == 0 && len(frames) < 2 {
 				t.Errorf("%d frames, want several", len(frames))
 			}
-			joined := wire.Delta{FromVersion: tt.d.FromVersion, ToVersion: tt.d.ToVersion, Snapshot: tt.d.Snapshot}
+			joined := wire.Delta{FromVersion: tt.d.FromVersion, ToVersion: tt.d.ToVersion, Snapshot: tt.d.Snapshot, CompactData: tt.d.CompactData}
 			for i, f := range frames {
-				if f.FromVersion != tt.d.FromVersion || f.ToVersion != tt.d.ToVersion || f.Snapshot != tt.d.Snapshot {
-					t.Errorf("frame %d: versions %d→%d snapshot=%v", i, f.FromVersion, f.ToVersion, f.Snapshot)
+				if f.FromVersion != tt.d.FromVersion || f.ToVersion != tt.d.ToVersion || f.Snapshot != tt.d.Snapshot || f.CompactData != tt.d.CompactData {
+					t.Errorf("frame %d: versions %d→%d snapshot=%v compactData=%v", i, f.FromVersion, f.ToVersion, f.Snapshot, f.CompactData)
 				}
 				if f.More != (i < len(frames)-1) {
 					t.Errorf("frame %d of %d: More=%v", i, len(frames), f.More)
