@@ -162,16 +162,21 @@ func TestFailoverResumesFromVersion(t *testing.T) {
 		}
 	}
 	drv := simdp.New(simdp.Config{})
+	key := enrol(t, api, host, "192.0.2.10").key
+	// The agent must get its first view from B, its first choice: a B
+	// that is not ready yet would send it on to A.
+	waitFor(t, "replica B ready", func() bool { code, _ := readyz(b); return code == http.StatusOK })
 	ag := startAgent(ctx, t, agent.Config{
 		Host: host, StreamAddrs: replicas, UDPAddr: b.AgentAddr(), UDPFollowsStream: true,
-		Key: enrol(t, api, host, "192.0.2.10").key, Driver: drv,
+		Key: key, Driver: drv,
 	})
 	defer ag.Close()
 	waitFor(t, "view from replica B", func() bool { return ag.AppliedVersion() != 0 })
 	held := ag.AppliedVersion()
 	const snapshots = `weft_stream_deltas_total{type="snapshot"}`
-	if n := counter(t, b, snapshots); n != 1 {
-		t.Fatalf("replica B sent %v snapshots, want 1 (the first view)", n)
+	if n, na := counter(t, b, snapshots), counter(t, a, snapshots); n != 1 {
+		t.Fatalf("replica B sent %v snapshots (A %v), want 1 (the first view); the agent's last stream error: %q",
+			n, na, ag.LastStreamError())
 	}
 
 	if err := b.Close(); err != nil {
