@@ -31,24 +31,29 @@ var _ datapath.Observer = (*Driver)(nil)
 // and the host namespace.
 const TraceTable = "weft-trace"
 
-// Chains of the trace table. Per-trace chains are named tr_<token> (VPC
-// namespaces), to_<vni>_<token> and ti_<vni>_<token> (the host's, out and
-// in); per-capture chains cap_<n>.
+// Chains of the trace table. A trace's chains are in the table of family
+// netdev: base chains bound to one device each (in_<dev> at its ingress,
+// eg_<dev> at its egress), so that only the traced endpoints' veths (and,
+// for a trace crossing hosts, the VPC's VXLAN device and the underlay
+// device) pay for them; per-trace chains tr_<token> (VPC namespaces; set
+// nftrace), nr_<token> (empty: the jump to it says the FIB has no route),
+// to_<vni>_<token> and ti_<vni>_<token> (the host's, out and in). The
+// dropped-only captures' rules are in the table of family ip, in the
+// router's hooks (pre, mark), and their chains are cap_<n>.
 const (
-	chainTPre  = "pre"  // prerouting, raw: select traced packets (jump to their chain)
-	chainTMark = "mark" // prerouting, after the policy table's mangle: mark, route check
-	chainTFwd  = "fwd"  // forward, raw: its policy event is the route taken
-	chainTPost = "post" // postrouting: consume a probe at its last hop
-	chainTOut  = "out"  // host: output, raw: select encapsulated traced packets
-	chainTHIn  = "in"   // host: prerouting, raw
-	chainTHOut = "hpost"
+	chainTPre  = "pre"  // prerouting, raw: select captured packets (jump to their chain)
+	chainTMark = "mark" // prerouting, after the policy table's mangle: route check
+	chainTFwd  = "fwd"  // forward, raw (unused by traces and captures today)
+	chainTPost = "post" // postrouting (unused by traces and captures today)
+
+	devIn  = "in_" // netdev ingress chain of a device
+	devOut = "eg_" // netdev egress chain of a device
 )
 
 // priorities of the trace table's base chains.
 var (
-	prioRaw   = nftables.ChainPriorityRaw
-	prioMark  = nftables.ChainPriorityRef(-100) // after the policy table's mangle (-150)
-	prioAfter = nftables.ChainPriorityRef(100)  // after the QoS table's DSCP (mangle)
+	prioRaw  = nftables.ChainPriorityRaw
+	prioMark = nftables.ChainPriorityRef(-100) // after the policy table's mangle (-150)
 )
 
 // probeTimeout bounds how long a probe to a VXLAN device is watched for
@@ -85,6 +90,7 @@ type traceRun struct {
 	seen             map[string]bool           // hops emitted, by namespace/packet/point
 	encap            map[int]bool              // packets seen encapsulated
 	ended            map[int]bool              // packets whose last hop was emitted
+	noRoute          map[int]bool              // packets the FIB had no route for
 	done             bool                      // a live trace has tagged Count packets
 }
 
@@ -136,7 +142,8 @@ func (d *Driver) Observe(ctx context.Context, traces []datapath.Trace, captures 
 	// Captures.
 	errs = append(errs, d.syncCaptures(captures)...)
 	// Tables and listeners, per namespace.
-	want := d.renderTables()
+	want, rerrs := d.renderTables()
+	errs = append(errs, rerrs...)
 	for ns := range o.written {
 		if _, ok := want[ns]; !ok {
 			want[ns] = nil // remove
@@ -215,15 +222,27 @@ type tableRule struct {
 	exprs []expr.Any
 }
 
-// tableSpec is the wanted content of one namespace's trace table: its
-// rules, the regular chains they jump to, and the base chains it needs
-// without rules of its own (their policy events are hops). A base chain
-// with neither is not created: every packet through its hook would pay
-// for it.
+// tableSpec is the wanted content of one namespace's trace tables. Of
+// the table of family ip (dropped-only captures): its rules, the regular
+// chains they jump to, and the base chains it needs without rules of its
+// own. A base chain with neither is not created: every packet through its
+// hook would pay for it. Of the table of family netdev (traces): its
+// device chains (each created even without rules: its policy event is a
+// hop), regular chains and rules.
 type tableSpec struct {
 	rules  []tableRule
 	chains []string
 	bases  []string
+
+	devs    []devChain
+	nchains []string
+	nrules  []tableRule
+}
+
+// devChain is a netdev base chain bound to one device.
+type devChain struct {
+	name, device string
+	egress       bool
 }
 
 // need asks for a base chain with no rules.
@@ -238,6 +257,28 @@ func (s *tableSpec) uses(base string) bool {
 	return slices.Contains(s.bases, base) || slices.ContainsFunc(s.rules, func(r tableRule) bool { return r.chain == base })
 }
 
+// dev returns the name of the netdev chain of a device's ingress or
+// egress, adding it when missing.
+func (s *tableSpec) dev(device string, egress bool) string {
+	name := devIn + device
+	if egress {
+		name = devOut + device
+	}
+	if !slices.ContainsFunc(s.devs, func(c devChain) bool { return c.name == name }) {
+		s.devs = append(s.devs, devChain{name: name, device: device, egress: egress})
+	}
+	return name
+}
+
+// nchain adds a regular chain to the netdev table.
+func (s *tableSpec) nchain(name string) {
+	if !slices.Contains(s.nchains, name) {
+		s.nchains = append(s.nchains, name)
+	}
+}
+
+func (s *tableSpec) empty() bool { return s == nil || len(s.rules) == 0 && len(s.nrules) == 0 }
+
 func (s *tableSpec) key() string {
 	var b strings.Builder
 	for _, c := range s.chains {
@@ -249,18 +290,48 @@ func (s *tableSpec) key() string {
 	for _, r := range s.rules {
 		fmt.Fprintf(&b, "%s:%#v;", r.chain, r.exprs)
 	}
+	b.WriteString("|netdev|")
+	for _, c := range s.devs {
+		fmt.Fprintf(&b, "%s@%s/%t;", c.name, c.device, c.egress)
+	}
+	for _, c := range s.nchains {
+		b.WriteString(c + ";")
+	}
+	for _, r := range s.nrules {
+		fmt.Fprintf(&b, "%s:%#v;", r.chain, r.exprs)
+	}
 	return b.String()
 }
 
-// renderTables computes every namespace's trace table.
-func (d *Driver) renderTables() map[uint32]*tableSpec {
+// renderTables computes every namespace's trace tables. A trace whose
+// host side (the underlay device) cannot be found is reported in errs.
+//
+// Per trace, in its VPC's namespace: at the ingress of the source
+// endpoint's veth, its packets jump to tr_<token>, which sets nftrace,
+// and to nr_<token> when the FIB has no route for them (reported as a
+// drop once the policy has let them pass); at the egress of the VXLAN
+// device, they get the trace mark, which VXLAN-GBP carries as its D bit;
+// arriving on the VXLAN device with the mark, they jump to tr_<token>;
+// at the egress of the destination's veth, a probe is dropped (consumed)
+// and a live trace's packet seen delivered. The hops between are the
+// policy table's own trace events (egress, route, ingress). In the host
+// namespace, at the underlay device's egress (or ingress), encapsulated
+// traced packets jump to to_ (ti_) chains.
+func (d *Driver) renderTables() (out map[uint32]*tableSpec, errs []error) {
 	o := d.obs
-	out := map[uint32]*tableSpec{}
+	out = map[uint32]*tableSpec{}
 	spec := func(ns uint32) *tableSpec {
 		if out[ns] == nil {
 			out[ns] = &tableSpec{}
 		}
 		return out[ns]
+	}
+	ul, ulErr := "", error(nil)
+	underlay := func() (string, error) {
+		if ul == "" && ulErr == nil {
+			ul, ulErr = d.underlayDev()
+		}
+		return ul, ulErr
 	}
 	ids := make([]string, 0, len(o.traces))
 	for id := range o.traces {
@@ -270,55 +341,73 @@ func (d *Driver) renderTables() map[uint32]*tableSpec {
 	for _, id := range ids {
 		run := o.traces[id]
 		t := run.t
+		tok := strconv.Itoa(int(t.Token))
+		crosses := run.src != nil && run.dst == nil || run.src == nil && run.dst != nil
+		hdev := ""
+		if crosses {
+			dev, err := underlay()
+			if err != nil {
+				errs = append(errs, &datapath.ObserveError{ID: t.ID, Err: fmt.Errorf("the underlay device: %w", err)})
+				continue
+			}
+			hdev = dev
+		}
 		vs := spec(t.VNI)
-		chain := "tr_" + strconv.Itoa(int(t.Token))
-		vs.chains = append(vs.chains, chain)
+		chain := "tr_" + tok
 		inner := innerMatch(t)
 		if run.src != nil && !run.done {
-			sel := append(ifname(expr.MetaKeyIIFNAME, run.srcVeth), inner...)
-			vs.rules = append(vs.rules,
-				tableRule{chainTPre, append(slices.Clone(sel), jump(chain)...)},
-				tableRule{chainTMark, append(slices.Clone(sel), markTrace()...)},
-			)
-			// Routing would drop it too (with an ICMP error to the sender).
-			route := append(slices.Clone(sel), noRoute()...)
-			vs.rules = append(vs.rules, tableRule{chainTMark, append(route, &expr.Verdict{Kind: expr.VerdictDrop})})
-			vs.need(chainTFwd) // the route taken
+			in := vs.dev(run.srcVeth, false)
+			vs.nchain(chain)
+			vs.nrules = append(vs.nrules, tableRule{in, append(slices.Clone(inner), jump(chain)...)})
+			// The kernel's own FIB lookup, as routing will do it.
+			nr := "nr_" + tok
+			vs.nchain(nr)
+			vs.nrules = append(vs.nrules, tableRule{in, slices.Concat(inner, noRoute(), jump(nr))})
+			if run.dst == nil {
+				out := vs.dev(vxlanName(t.VNI), true)
+				vs.nrules = append(vs.nrules, tableRule{out, append(slices.Clone(inner), markTrace()...)})
+			}
 		}
 		if run.dst != nil {
-			vs.need(chainTPost) // the delivery
-			if run.src == nil { // arrives decapsulated
-				sel := append(append(ifname(expr.MetaKeyIIFNAME, vxlanName(t.VNI)), markedTrace()...), inner...)
-				vs.rules = append(vs.rules, tableRule{chainTPre, append(sel, jump(chain)...)})
+			out := vs.dev(run.dstVeth, true) // its policy event is the delivery
+			if run.src == nil {              // arrives decapsulated
+				in := vs.dev(vxlanName(t.VNI), false)
+				vs.nchain(chain)
+				vs.nrules = append(vs.nrules, tableRule{in, slices.Concat(markedTrace(), inner, jump(chain))})
 			}
 			if t.Mode == datapath.TraceProbe {
-				sel := append(append(ifname(expr.MetaKeyOIFNAME, run.dstVeth), markedTrace()...), inner...)
-				vs.rules = append(vs.rules, tableRule{chainTPost, append(sel, &expr.Verdict{Kind: expr.VerdictDrop})})
+				vs.nrules = append(vs.nrules, tableRule{out, append(slices.Clone(inner), &expr.Verdict{Kind: expr.VerdictDrop})})
 			}
 		}
-		if run.src != nil && run.dst == nil || run.src == nil && run.dst != nil {
+		if crosses {
 			// Crosses the underlay: the host namespace sees it encapsulated.
 			hs := spec(0)
-			hchain, base := "ti_", chainTHIn
+			hchain := "ti_"
 			if run.src != nil {
-				hchain, base = "to_", chainTOut
-				hs.need(chainTHOut) // the underlay: the packet as it leaves
+				hchain = "to_"
 			}
-			hchain += strconv.Itoa(int(t.VNI)) + "_" + strconv.Itoa(int(t.Token))
-			hs.chains = append(hs.chains, hchain)
-			hs.rules = append(hs.rules, tableRule{base, append(vxlanMatch(t), jump(hchain)...)})
+			hchain += strconv.Itoa(int(t.VNI)) + "_" + tok
+			hs.nchain(hchain)
+			dev := hs.dev(hdev, run.src != nil)
+			hs.nrules = append(hs.nrules, tableRule{dev, append(vxlanMatch(t), jump(hchain)...)})
 		}
 	}
 	d.renderCaptureRules(spec)
+	setTrace := []expr.Any{
+		&expr.Immediate{Register: reg1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: reg1},
+	}
 	for _, s := range out {
 		for _, c := range s.chains {
-			s.rules = append(s.rules, tableRule{c, []expr.Any{
-				&expr.Immediate{Register: reg1, Data: []byte{1}},
-				&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: reg1},
-			}})
+			s.rules = append(s.rules, tableRule{c, setTrace})
+		}
+		for _, c := range s.nchains {
+			if !strings.HasPrefix(c, "nr_") {
+				s.nrules = append(s.nrules, tableRule{c, setTrace})
+			}
 		}
 	}
-	return out
+	return out, errs
 }
 
 func ifname(key expr.MetaKey, name string) []expr.Any {
@@ -374,15 +463,16 @@ func vxlanMatch(t datapath.Trace) []expr.Any {
 	const inner = 8 + 8 + 14
 	s, dst := t.Src.As4(), t.Dst.As4()
 	vni := []byte{byte(t.VNI >> 16), byte(t.VNI >> 8), byte(t.VNI)}
-	// The D bit first: it is what fails for the untraced packets of the
-	// VNI, so they leave the rule after three tests.
+	// The D bit first (before the protocol: a packet that is not UDP fails
+	// at one of the later tests): it is what fails for the untraced
+	// packets, so they leave the rule after three expressions.
 	e := slices.Concat(
 		[]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_UDP}},
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 9, Len: 1},
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{0x40}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0x40}},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_UDP}},
 		},
 		payloadEq(expr.PayloadBaseTransportHeader, 2, be16(4789)),
 		payloadEq(expr.PayloadBaseTransportHeader, 12, vni),
@@ -446,12 +536,12 @@ func (d *Driver) nsHandle(ns uint32) (netns.NsHandle, *netlink.Handle, error) {
 	return vs.ns, vs.h, nil
 }
 
-// writeTraceTable replaces a namespace's trace table with spec, in one
-// transaction (nil removes it), and starts or stops its listener.
+// writeTraceTable replaces a namespace's trace tables with spec, in one
+// transaction (nil removes them), and starts or stops its listener.
 func (d *Driver) writeTraceTable(ns uint32, spec *tableSpec) error {
 	o := d.obs
 	key := ""
-	if spec != nil && len(spec.rules) > 0 {
+	if !spec.empty() {
 		key = spec.key()
 	}
 	if cur, ok := o.written[ns]; ok && cur == key {
@@ -478,26 +568,25 @@ func (d *Driver) writeTraceTable(ns uint32, spec *tableSpec) error {
 	}
 	defer c.CloseLasting()
 	t := &nftables.Table{Name: TraceTable, Family: nftables.TableFamilyIPv4}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	nt := &nftables.Table{Name: TraceTable, Family: nftables.TableFamilyNetdev}
+	tables, err := c.ListTables()
 	if err != nil {
 		return fmt.Errorf("list nftables tables: %w", err)
 	}
-	if slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == TraceTable }) {
-		c.DelTable(t)
+	for _, x := range tables {
+		if x.Name == TraceTable && (x.Family == t.Family || x.Family == nt.Family) {
+			c.DelTable(x)
+		}
 	}
-	if key != "" {
+	accept := nftables.ChainPolicyAccept
+	if key != "" && len(spec.rules) > 0 {
 		c.AddTable(t)
-		accept := nftables.ChainPolicyAccept
 		base := func(name string, hook *nftables.ChainHook, prio *nftables.ChainPriority) {
 			if spec.uses(name) {
 				c.AddChain(&nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook, Priority: prio, Policy: &accept})
 			}
 		}
-		if ns == 0 {
-			base(chainTOut, nftables.ChainHookOutput, prioRaw)
-			base(chainTHIn, nftables.ChainHookPrerouting, prioRaw)
-			base(chainTHOut, nftables.ChainHookPostrouting, prioAfter)
-		} else {
+		if ns != 0 {
 			base(chainTPre, nftables.ChainHookPrerouting, prioRaw)
 			base(chainTMark, nftables.ChainHookPrerouting, prioMark)
 			base(chainTFwd, nftables.ChainHookForward, prioRaw)
@@ -508,6 +597,23 @@ func (d *Driver) writeTraceTable(ns uint32, spec *tableSpec) error {
 		}
 		for _, r := range spec.rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Table: t, Name: r.chain}, Exprs: r.exprs})
+		}
+	}
+	if key != "" && len(spec.nrules) > 0 {
+		c.AddTable(nt)
+		for _, dc := range spec.devs {
+			hook := nftables.ChainHookIngress
+			if dc.egress {
+				hook = nftables.ChainHookEgress
+			}
+			c.AddChain(&nftables.Chain{Table: nt, Name: dc.name, Type: nftables.ChainTypeFilter, Hooknum: hook,
+				Priority: nftables.ChainPriorityFilter, Policy: &accept, Device: dc.device})
+		}
+		for _, ch := range spec.nchains {
+			c.AddChain(&nftables.Chain{Table: nt, Name: ch})
+		}
+		for _, r := range spec.nrules {
+			c.AddRule(&nftables.Rule{Table: nt, Chain: &nftables.Chain{Table: nt, Name: r.chain}, Exprs: r.exprs})
 		}
 	}
 	if err := d.ops.Write(writes.NftCommit, c.Flush); err != nil {
@@ -722,6 +828,7 @@ func (d *Driver) traceEvent(l *traceListener, run *traceRun, ev nftEvent, now ti
 		return
 	}
 	verdict := expr.VerdictKind(ev.verdict)
+	tok := strconv.Itoa(int(t.Token))
 	switch {
 	case ev.table == TraceTable && strings.HasPrefix(ev.chain, "tr_") && ev.typ == unix.NFT_TRACETYPE_RULE:
 		switch {
@@ -731,10 +838,18 @@ func (d *Driver) traceEvent(l *traceListener, run *traceRun, ev nftEvent, now ti
 			h.Attrs = map[string]string{"vni": strconv.Itoa(int(t.VNI)), "identity": strconv.Itoa(int(ev.mark & datapath.MarkIdentityMask))}
 			emit(datapath.HopDecap, "forward", fmt.Sprintf("decapsulated on %s (VNI %d), sender identity %d", iif, t.VNI, ev.mark&datapath.MarkIdentityMask), false)
 		}
+	case ev.table == TraceTable && (ev.chain == "nr_"+tok || ev.jumpTo == "nr_"+tok):
+		// The FIB has no route for it: routing drops it once the policy
+		// has let it pass.
+		if run.noRoute == nil {
+			run.noRoute = map[int]bool{}
+		}
+		run.noRoute[pk] = true
 	case ev.table == PolicyTable && ev.chain == chainPrerouting && run.src != nil && iif == run.srcVeth:
 		emit(datapath.HopVPCRouter, "forward", fmt.Sprintf("VPC router of VNI %d: marked with identity %d", t.VNI, run.src.Identity), false)
 		if ev.typ == unix.NFT_TRACETYPE_RULE && verdict == expr.VerdictAccept {
 			d.policyHop(run, pkt, false, emit, &h)
+			d.noRouteHop(run, pk, emit, &h)
 		}
 		if ev.typ == unix.NFT_TRACETYPE_RULE && verdict == expr.VerdictDrop {
 			h.Reason, h.Endpoint = datapath.DropPolicy, t.Source
@@ -742,7 +857,29 @@ func (d *Driver) traceEvent(l *traceListener, run *traceRun, ev nftEvent, now ti
 		}
 	case ev.table == PolicyTable && strings.HasPrefix(ev.chain, "e_") && verdict == expr.VerdictAccept:
 		d.policyHop(run, pkt, false, emit, &h)
-	case ev.table == PolicyTable && (ev.chain == chainForward || strings.HasPrefix(ev.chain, "i_")) && ev.typ == unix.NFT_TRACETYPE_RULE:
+		d.noRouteHop(run, pk, emit, &h)
+	case ev.table == PolicyTable && (ev.chain == chainForward || strings.HasPrefix(ev.chain, "i_")):
+		if run.src != nil {
+			// Routed: the first event in the forward hook names the
+			// interface the kernel's route chose.
+			detail := "to " + oif
+			switch {
+			case oif == vxlanName(t.VNI):
+				detail = fmt.Sprintf("%s via %s (VXLAN, VNI %d)", t.Dst, oif, t.VNI)
+			case run.dst != nil && oif == run.dstVeth:
+				detail = fmt.Sprintf("%s via %s to endpoint %s on this host", t.Dst, oif, t.Dest)
+			}
+			k := strconv.Itoa(int(l.ns)) + "/" + strconv.Itoa(pk) + "/" + datapath.HopRoute
+			if !run.seen[k] {
+				emit(datapath.HopRoute, "forward", detail, false)
+				if oif == vxlanName(t.VNI) && t.Mode == datapath.TraceProbe && pk == 0 {
+					d.watchLocation(run)
+				}
+			}
+		}
+		if ev.typ != unix.NFT_TRACETYPE_RULE {
+			break
+		}
 		switch verdict {
 		case expr.VerdictAccept:
 			d.policyHop(run, pkt, true, emit, &h)
@@ -750,28 +887,23 @@ func (d *Driver) traceEvent(l *traceListener, run *traceRun, ev nftEvent, now ti
 			h.Reason, h.Endpoint = datapath.DropPolicy, t.Dest
 			emit(datapath.HopDrop, "dropped", "ingress of "+cmpOr(t.Dest, oif)+": not allowed by its policy", true)
 		}
-	case ev.table == TraceTable && ev.chain == chainTMark && verdict == expr.VerdictDrop:
-		h.Reason = datapath.DropNoRoute
-		emit(datapath.HopDrop, "dropped", fmt.Sprintf("no route to %s in the VPC router (the kernel's FIB lookup found none)", t.Dst), true)
-	case ev.table == TraceTable && ev.chain == chainTFwd && run.src != nil:
-		detail := "to " + oif
-		switch {
-		case oif == vxlanName(t.VNI):
-			detail = fmt.Sprintf("%s via %s (VXLAN, VNI %d)", t.Dst, oif, t.VNI)
-		case run.dst != nil && oif == run.dstVeth:
-			detail = fmt.Sprintf("%s via %s to endpoint %s on this host", t.Dst, oif, t.Dest)
-		}
-		emit(datapath.HopRoute, "forward", detail, false)
-		if oif == vxlanName(t.VNI) && t.Mode == datapath.TraceProbe && pk == 0 {
-			d.watchLocation(run)
-		}
-	case ev.table == TraceTable && ev.chain == chainTPost && run.dst != nil && oif == run.dstVeth:
+	case ev.table == TraceTable && ev.chain == devOut+run.dstVeth && run.dst != nil:
 		if verdict == expr.VerdictDrop {
-			emit(datapath.HopDeliver, "delivered", fmt.Sprintf("reached %s, the veth of endpoint %s; the probe is consumed there", oif, t.Dest), true)
-		} else if t.Mode == datapath.TraceLive {
-			emit(datapath.HopDeliver, "delivered", fmt.Sprintf("sent on %s to endpoint %s", oif, t.Dest), true)
+			emit(datapath.HopDeliver, "delivered", fmt.Sprintf("reached %s, the veth of endpoint %s; the probe is consumed there", run.dstVeth, t.Dest), true)
+		} else if t.Mode == datapath.TraceLive && ev.typ == unix.NFT_TRACETYPE_POLICY {
+			emit(datapath.HopDeliver, "delivered", fmt.Sprintf("sent on %s to endpoint %s", run.dstVeth, t.Dest), true)
 		}
 	}
+}
+
+// noRouteHop reports the drop of a packet the policy let pass when the
+// kernel's FIB lookup at the source veth found no route for it.
+func (d *Driver) noRouteHop(run *traceRun, pk int, emit func(string, string, string, bool), h *datapath.TraceHop) {
+	if !run.noRoute[pk] {
+		return
+	}
+	h.Reason = datapath.DropNoRoute
+	emit(datapath.HopDrop, "dropped", fmt.Sprintf("no route to %s in the VPC router (the kernel's FIB lookup found none)", run.t.Dst), true)
 }
 
 func cmpOr(a, b string) string {
@@ -824,7 +956,7 @@ func (d *Driver) hostEvent(run *traceRun, ev nftEvent, iif, oif string, emit fun
 		h.Attrs = attrs
 		run.encap[h.Packet] = true
 		emit(datapath.HopEncap, "forward", fmt.Sprintf("VXLAN VNI %d, GBP identity %d, %s → %s", run.t.VNI, run.src.Identity, outer.src, outer.dst), false)
-	case ev.table == TraceTable && ev.chain == chainTHOut && ev.typ == unix.NFT_TRACETYPE_POLICY:
+	case ev.table == TraceTable && strings.HasPrefix(ev.chain, devOut) && ev.typ == unix.NFT_TRACETYPE_POLICY:
 		h.Attrs = attrs
 		emit(datapath.HopUnderlay, "forward", fmt.Sprintf("sent on %s: %s → %s, DSCP %d", oif, outer.src, outer.dst, outer.dscp), false)
 	case ev.table == TraceTable && strings.HasPrefix(ev.chain, "ti_") && ev.typ == unix.NFT_TRACETYPE_RULE:
@@ -855,7 +987,8 @@ func (d *Driver) retag() {
 	if o.closed {
 		return
 	}
-	for ns, spec := range d.renderTables() {
+	want, _ := d.renderTables() // Observe reported those errors
+	for ns, spec := range want {
 		if err := d.writeTraceTable(ns, spec); err != nil {
 			d.log.Warn("stop tagging a live trace", "namespace", ns, "err", err)
 		}

@@ -315,7 +315,7 @@ func traceTables(t *testing.T, c *dc, host int) int {
 		}
 		nc, err := nftables.New(nftables.WithNetNSFd(int(fd)))
 		if err == nil {
-			tables, _ := nc.ListTablesOfFamily(nftables.TableFamilyIPv4)
+			tables, _ := nc.ListTables() // family ip (captures) and netdev (traces)
 			for _, tb := range tables {
 				if tb.Name == linux.TraceTable {
 					n++
