@@ -31,15 +31,38 @@ import (
 
 var _ datapath.TrafficReader = (*Driver)(nil)
 
-// Names of the flow hooks' sets.
+// Names of the flow hooks' sets, maps and chains.
 const (
 	setEgressConns  = "egress_conns"  // { ifname counter }: SYNs sent by the endpoint
 	setIngressConns = "ingress_conns" // { ifname counter }: SYNs sent to it
 	setFlows        = "flows"         // { 5-tuple counter, timeout }: sampled flows
 	setFlowsDropped = "flows_dropped" // the same, for their dropped packets
-	setPortProtos   = "port_protos"   // the protocols whose flows have ports
 	flowSetSize     = 1 << 16         // flows a VPC's table holds at most
+
+	// Verdict maps from the protocol to the flow chain of a direction.
+	mapFlowOut  = "flow_out_protos"
+	mapFlowIn   = "flow_in_protos"
+	mapFlowDrop = "flow_drop_protos"
+
+	chainFlowOutTCP  = "flow_out_tcp"  // count the connection, sample the flow
+	chainFlowOutPort = "flow_out_port" // sample a UDP, SCTP or UDP-Lite flow
+	chainFlowOutICMP = "flow_out_icmp"
+	chainFlowInTCP   = "flow_in_tcp" // the same, arriving: sampled from the VXLAN device only
+	chainFlowInPort  = "flow_in_port"
+	chainFlowInICMP  = "flow_in_icmp"
+	chainFlowDrop    = "flow_drop_port" // sample a dropped packet's flow
+	chainFlowDropICM = "flow_drop_icmp"
 )
+
+// flowChains are the flow hooks' chains (none when sampling is 0), in the
+// order their rules are listed.
+func flowChains(sampling uint32) []string {
+	if sampling == 0 {
+		return nil
+	}
+	return []string{chainFlowOutTCP, chainFlowOutPort, chainFlowOutICMP, chainFlowInTCP, chainFlowInPort, chainFlowInICMP,
+		chainFlowDrop, chainFlowDropICM}
+}
 
 // Registers of the flow key: source, destination, protocol, source port,
 // destination port, one 32-bit word each; the hash after them.
@@ -53,7 +76,8 @@ const flowKeyLen = 20
 // on its sender's host is sampled on its receiver's too.
 const flowHashSeed = 0x77656674 // "weft"
 
-// flowSets are the sets of the flow hooks (none when sampling is 0).
+// flowSets are the sets and maps of the flow hooks (none when sampling is
+// 0).
 func flowSets(t *nftables.Table, sampling uint32) []*nftables.Set {
 	if sampling == 0 {
 		return nil
@@ -62,33 +86,62 @@ func flowSets(t *nftables.Table, sampling uint32) []*nftables.Set {
 		return &nftables.Set{Table: t, Name: name, Dynamic: true, Size: flowSetSize, KeyType: flowKeyType,
 			Concatenation: true, HasTimeout: true, Timeout: datapath.FlowIdleTimeout}
 	}
+	protos := func(name string) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, Constant: true, IsMap: true, KeyType: nftables.TypeInetProto, DataType: nftables.TypeVerdict}
+	}
 	return []*nftables.Set{
 		{Table: t, Name: setEgressConns, Dynamic: true, Size: 1 << 16, KeyType: nftables.TypeIFName},
 		{Table: t, Name: setIngressConns, Dynamic: true, Size: 1 << 16, KeyType: nftables.TypeIFName},
 		flows(setFlows), flows(setFlowsDropped),
-		{Table: t, Name: setPortProtos, Constant: true, KeyType: nftables.TypeInetProto},
+		protos(mapFlowOut), protos(mapFlowIn), protos(mapFlowDrop),
 	}
 }
 
-// portProtos are the elements of setPortProtos: TCP, UDP, SCTP, UDP-Lite.
-var portProtos = []nftables.SetElement{{Key: []byte{unix.IPPROTO_TCP}}, {Key: []byte{unix.IPPROTO_UDP}},
-	{Key: []byte{unix.IPPROTO_SCTP}}, {Key: []byte{unix.IPPROTO_UDPLITE}}}
+// flowProtoElems are the elements of a flow map: TCP, UDP, SCTP, UDP-Lite
+// and ICMP to their chains (TCP to port when tcp is "").
+func flowProtoElems(tcp, port, icmp string) []nftables.SetElement {
+	if tcp == "" {
+		tcp = port
+	}
+	el := func(proto byte, chain string) nftables.SetElement {
+		return nftables.SetElement{Key: []byte{proto}, VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}
+	}
+	return []nftables.SetElement{el(unix.IPPROTO_TCP, tcp), el(unix.IPPROTO_UDP, port), el(unix.IPPROTO_SCTP, port),
+		el(unix.IPPROTO_UDPLITE, port), el(unix.IPPROTO_ICMP, icmp)}
+}
+
+// flowMapElems are the elements of the flow hooks' maps, by map.
+func flowMapElems() map[string][]nftables.SetElement {
+	return map[string][]nftables.SetElement{
+		mapFlowOut:  flowProtoElems(chainFlowOutTCP, chainFlowOutPort, chainFlowOutICMP),
+		mapFlowIn:   flowProtoElems(chainFlowInTCP, chainFlowInPort, chainFlowInICMP),
+		mapFlowDrop: flowProtoElems("", chainFlowDrop, chainFlowDropICM),
+	}
+}
+
+// flowDispatch jumps to the flow chain of the packet's protocol in a flow
+// map (and goes on when the map has none).
+func flowDispatch(m string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: regVerdict, IsDestRegSet: true, SetName: m},
+	}
+}
 
 // flowKey loads a packet's flow key (datapath.FlowKey's order) into
 // reg32(0..4): ports for protocols that have them, 0 and type.code for
-// ICMP.
+// ICMP. The flow chain of the packet's protocol runs it: the protocol is
+// known.
 func flowKey(icmp bool) []expr.Any {
 	e := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32(2)},
 	}
 	if icmp {
 		e = append(e,
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg32(2), Data: []byte{unix.IPPROTO_ICMP}},
 			&expr.Immediate{Register: reg32(3), Data: ne32(0)},
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg32(4), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
 	} else {
 		e = append(e,
-			&expr.Lookup{SourceRegister: reg32(2), SetName: setPortProtos},
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg32(3), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg32(4), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 	}
@@ -110,52 +163,55 @@ func sampleInto(set string, sampling uint32, icmp bool) []expr.Any {
 	return append(e, &expr.Dynset{SrcRegKey: reg32(0), SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}})
 }
 
-// tcpSYN matches a TCP segment with SYN and without ACK, FIN or RST.
+// tcpSYN matches a TCP segment (the caller knows it is one) with SYN and
+// without ACK, FIN or RST.
 func tcpSYN() []expr.Any {
 	const fin, syn, rst, ack = 0x01, 0x02, 0x04, 0x10
 	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{fin | syn | rst | ack}, Xor: []byte{0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{syn}},
 	}
 }
 
-// flowRules are the flow hooks of one direction of the base chains: the
-// ones that see every packet of an endpoint (first), and the ones that
-// see what the direction drops (before the drop). Egress samples every
-// flow an endpoint sends; ingress only those arriving from the VXLAN
-// device (a local sender's were sampled on its egress).
-func flowRules(chain string, key expr.MetaKey, sampling uint32, what string) (first, dropped []baseRule) {
+// flowChainRules are the rules of the flow hooks' chains (flowChains'
+// order). Egress samples every flow an endpoint sends; ingress only those
+// arriving from the VXLAN device (a local sender's were sampled on its
+// egress); both count the TCP connections.
+func flowChainRules(sampling uint32) []baseRule {
 	if sampling == 0 {
-		return nil, nil
-	}
-	conns := setEgressConns
-	if key == expr.MetaKeyOIFNAME {
-		conns = setIngressConns
-	}
-	first = []baseRule{{chain, "count " + what + " connections", slices.Concat(endpointVeth(key), tcpSYN(), []expr.Any{
-		&expr.Meta{Key: key, Register: reg1},
-		&expr.Dynset{SrcRegKey: reg1, SetName: conns, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
-	})}}
-	from := endpointVeth(key)
-	if key == expr.MetaKeyOIFNAME {
-		from = append(from, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte(vxlanLinkPrefix)})
+		return nil
 	}
 	n := strconv.FormatUint(uint64(sampling), 10)
-	for _, icmp := range []bool{false, true} {
+	count := func(chain string, key expr.MetaKey, set, what string) baseRule {
+		return baseRule{chain, "count " + what + " connections", append(tcpSYN(),
+			&expr.Meta{Key: key, Register: reg1},
+			&expr.Dynset{SrcRegKey: reg1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
+		)}
+	}
+	fromVXLAN := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte(vxlanLinkPrefix)},
+	}
+	sample := func(chain, set string, from []expr.Any, icmp bool, what string) baseRule {
 		kind := "port"
 		if icmp {
 			kind = "icmp"
 		}
-		first = append(first, baseRule{chain, fmt.Sprintf("sample 1 in %s %s %s flows", n, what, kind),
-			append(slices.Clone(from), sampleInto(setFlows, sampling, icmp)...)})
-		dropped = append(dropped, baseRule{chain, fmt.Sprintf("sample 1 in %s dropped %s %s flows", n, what, kind),
-			append(endpointVeth(key), sampleInto(setFlowsDropped, sampling, icmp)...)})
+		return baseRule{chain, fmt.Sprintf("sample 1 in %s %s %s flows", n, what, kind), append(slices.Clone(from), sampleInto(set, sampling, icmp)...)}
 	}
-	return first, dropped
+	return []baseRule{
+		count(chainFlowOutTCP, expr.MetaKeyIIFNAME, setEgressConns, "egress"),
+		sample(chainFlowOutTCP, setFlows, nil, false, "egress"),
+		sample(chainFlowOutPort, setFlows, nil, false, "egress"),
+		sample(chainFlowOutICMP, setFlows, nil, true, "egress"),
+		count(chainFlowInTCP, expr.MetaKeyOIFNAME, setIngressConns, "ingress"),
+		sample(chainFlowInTCP, setFlows, fromVXLAN, false, "ingress"),
+		sample(chainFlowInPort, setFlows, fromVXLAN, false, "ingress"),
+		sample(chainFlowInICMP, setFlows, fromVXLAN, true, "ingress"),
+		sample(chainFlowDrop, setFlowsDropped, nil, false, "dropped"),
+		sample(chainFlowDropICM, setFlowsDropped, nil, true, "dropped"),
+	}
 }
 
 // Traffic implements datapath.TrafficReader: per endpoint, the router-side

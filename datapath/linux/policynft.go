@@ -236,47 +236,59 @@ func ctEstablished() []expr.Any {
 	}
 }
 
-// baseRules are the rules of the base chains, in order. Without an
-// isolated endpoint (stateful false) the table judges nothing and uses no
-// connection state: the router's packets pay no conntrack. With sampling
-// above 0 the flow hooks count connections and sample flows (flows.go).
+// Regular chains of the table's fixed part: where a packet of an endpoint
+// veth that its direction's dispatch did not accept is counted and dropped.
+const (
+	chainEgressDeny  = "egress_deny"
+	chainIngressDeny = "ingress_deny"
+)
+
+// fixedChains are the table's fixed regular chains, in the order of their
+// rules in baseRules (after the base chains').
+func fixedChains(sampling uint32) []string {
+	return append([]string{chainEgressDeny, chainIngressDeny}, flowChains(sampling)...)
+}
+
+// ruleChains are the chains whose rules baseRules lists, in its order.
+func ruleChains(sampling uint32) []string {
+	return append([]string{chainPrerouting, chainForward}, fixedChains(sampling)...)
+}
+
+// baseRules are the rules of the table's fixed chains, in order
+// (ruleChains). Without an isolated endpoint (stateful false) the table
+// judges nothing and uses no connection state: the router's packets pay
+// no conntrack. With sampling above 0 the flow hooks count connections
+// and sample flows (flows.go): the rule that marks an endpoint's packets
+// goes on to its protocol's flow chain (a packet from anywhere else
+// leaves that rule at its first lookup), and the packets to an endpoint
+// veth go to theirs, so that a packet's cost grows by one protocol lookup
+// and its flow's key and counter, and traffic to or from no endpoint by
+// at most one compare.
 func baseRules(stateful bool, sampling uint32) []baseRule {
-	hooks := map[string][2][]baseRule{}
-	for _, d := range []struct {
-		chain string
-		key   expr.MetaKey
-		what  string
-	}{{chainPrerouting, expr.MetaKeyIIFNAME, "egress"}, {chainForward, expr.MetaKeyOIFNAME, "ingress"}} {
-		first, dropped := flowRules(d.chain, d.key, sampling, d.what)
-		hooks[d.what] = [2][]baseRule{first, dropped}
+	hooks := sampling > 0
+	mark := baseRule{chainPrerouting, "mark packets of endpoints with their identity", []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: setMarks},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
+	}}
+	if hooks {
+		mark.comment += ", sample their flows"
+		mark.exprs = append(mark.exprs, flowDispatch(mapFlowOut)...)
 	}
-	dir := func(chain string, key expr.MetaKey, dispatch, drops, what string) []baseRule {
-		return slices.Concat([]baseRule{
-			{chain, what + " by endpoint", []expr.Any{
-				&expr.Meta{Key: key, Register: reg1},
-				&expr.Lookup{SourceRegister: reg1, DestRegister: regVerdict, IsDestRegSet: true, SetName: dispatch},
-			}},
-			{chain, "count " + what + " drops", append(endpointVeth(key),
-				&expr.Meta{Key: key, Register: reg1},
-				&expr.Dynset{SrcRegKey: reg1, SetName: drops, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
-			)}},
-			hooks[what][1],
-			[]baseRule{{chain, "drop " + what + " not allowed", append(endpointVeth(key), &expr.Verdict{Kind: expr.VerdictDrop})}},
-		)
-	}
-	rs := []baseRule{
-		{chainPrerouting, "mark packets of endpoints with their identity", []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: setMarks},
-			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
-		}},
-	}
-	rs = append(rs, hooks["egress"][0]...)
+	rs := []baseRule{mark}
 	if stateful {
 		rs = append(rs, baseRule{chainPrerouting, "established and related", ctEstablished()})
 	}
-	rs = append(rs, dir(chainPrerouting, expr.MetaKeyIIFNAME, setEgress, setEgressDrops, "egress")...)
-	rs = append(rs, hooks["ingress"][0]...)
+	rs = append(rs,
+		baseRule{chainPrerouting, "egress by endpoint", []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Lookup{SourceRegister: reg1, DestRegister: regVerdict, IsDestRegSet: true, SetName: setEgress},
+		}},
+		baseRule{chainPrerouting, "egress not allowed", append(endpointVeth(expr.MetaKeyIIFNAME), jump(chainEgressDeny)...)},
+	)
+	if hooks {
+		rs = append(rs, baseRule{chainForward, "sample ingress flows", append(endpointVeth(expr.MetaKeyOIFNAME), flowDispatch(mapFlowIn)...)})
+	}
 	if stateful {
 		rs = append(rs,
 			baseRule{chainForward, "established and related", ctEstablished()},
@@ -285,7 +297,27 @@ func baseRules(stateful bool, sampling uint32) []baseRule {
 				&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true},
 			}})
 	}
-	return append(rs, dir(chainForward, expr.MetaKeyOIFNAME, setIngress, setIngressDrops, "ingress")...)
+	rs = append(rs,
+		baseRule{chainForward, "ingress by endpoint", []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+			&expr.Lookup{SourceRegister: reg1, DestRegister: regVerdict, IsDestRegSet: true, SetName: setIngress},
+		}},
+		baseRule{chainForward, "ingress not allowed", append(endpointVeth(expr.MetaKeyOIFNAME), jump(chainIngressDeny)...)},
+	)
+	// denied, or a veth the table does not know (fail closed)
+	deny := func(chain string, key expr.MetaKey, drops, what string) []baseRule {
+		r := []baseRule{{chain, "count " + what + " drops", []expr.Any{
+			&expr.Meta{Key: key, Register: reg1},
+			&expr.Dynset{SrcRegKey: reg1, SetName: drops, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{&expr.Counter{}}},
+		}}}
+		if hooks {
+			r = append(r, baseRule{chain, "sample dropped " + what + " flows", flowDispatch(mapFlowDrop)})
+		}
+		return append(r, baseRule{chain, "drop " + what + " not allowed", []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})
+	}
+	rs = append(rs, deny(chainEgressDeny, expr.MetaKeyIIFNAME, setEgressDrops, "egress")...)
+	rs = append(rs, deny(chainIngressDeny, expr.MetaKeyOIFNAME, setIngressDrops, "ingress")...)
+	return append(rs, flowChainRules(sampling)...)
 }
 
 // baseSets are the table's fixed sets.
@@ -367,6 +399,11 @@ func readPolicy(c *nftables.Conn, stateful bool, sampling uint32) (*kernelPolicy
 			k.base = false
 		}
 	}
+	for _, name := range fixedChains(sampling) {
+		if !k.chains[name] {
+			k.base = false
+		}
+	}
 	for _, want := range baseSets(t, sampling) {
 		got := have[want.Name]
 		if got == nil || got.IsMap != want.IsMap || got.Dynamic != want.Dynamic || got.Interval {
@@ -377,7 +414,7 @@ func readPolicy(c *nftables.Conn, stateful bool, sampling uint32) (*kernelPolicy
 		return k, nil
 	}
 	var comments []string
-	for _, ch := range []string{chainPrerouting, chainForward} {
+	for _, ch := range ruleChains(sampling) {
 		rules, err := c.GetRules(t, &nftables.Chain{Table: t, Name: ch})
 		if err != nil {
 			return k, fmt.Errorf("list rules of %s: %w", ch, err)
@@ -499,11 +536,16 @@ func (b *batch) addChain(name string) {
 // addBase queues the table's fixed objects with the dispatch elements of
 // want (after the class chains they jump to).
 func (b *batch) addBase(want *policyTable) error {
+	// The regular chains first: the flow maps' elements jump to them.
+	for _, name := range fixedChains(want.sampling) {
+		b.addChain(name)
+	}
+	flowMaps := flowMapElems()
 	for _, s := range baseSets(b.t, want.sampling) {
 		var elems []nftables.SetElement
 		switch s.Name {
-		case setPortProtos:
-			elems = portProtos
+		case mapFlowOut, mapFlowIn, mapFlowDrop:
+			elems = flowMaps[s.Name]
 		case setMarks:
 			for veth, m := range want.marks {
 				elems = append(elems, nftables.SetElement{Key: ifnameKey(veth), Val: ne32(m)})
@@ -829,6 +871,9 @@ func updatePolicy(c *nftables.Conn, have *kernelPolicy, want *policyTable, flush
 	// What is no longer used, chains before the sets their rules use;
 	// anything else that is not ours goes too.
 	fixed := map[string]bool{chainPrerouting: true, chainForward: true}
+	for _, name := range fixedChains(want.sampling) {
+		fixed[name] = true
+	}
 	for _, s := range baseSets(b.t, want.sampling) {
 		fixed[s.Name] = true
 	}
@@ -879,6 +924,9 @@ func (t *policyTable) known(want *policyTable) *kernelPolicy {
 	pt := ptable()
 	for _, c := range baseChains(pt) {
 		k.chains[c.Name] = true
+	}
+	for _, name := range fixedChains(t.sampling) {
+		k.chains[name] = true
 	}
 	for name := range t.classes {
 		k.chains[name] = true

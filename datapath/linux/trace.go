@@ -855,10 +855,15 @@ func (d *Driver) traceEvent(l *traceListener, run *traceRun, ev nftEvent, now ti
 			h.Reason, h.Endpoint = datapath.DropPolicy, t.Source
 			emit(datapath.HopDrop, "dropped", "egress of "+t.Source+": not allowed by its policy", true)
 		}
+	case ev.table == PolicyTable && ev.chain == chainEgressDeny && run.src != nil && iif == run.srcVeth:
+		if ev.typ == unix.NFT_TRACETYPE_RULE && verdict == expr.VerdictDrop {
+			h.Reason, h.Endpoint = datapath.DropPolicy, t.Source
+			emit(datapath.HopDrop, "dropped", "egress of "+t.Source+": not allowed by its policy", true)
+		}
 	case ev.table == PolicyTable && strings.HasPrefix(ev.chain, "e_") && verdict == expr.VerdictAccept:
 		d.policyHop(run, pkt, false, emit, &h)
 		d.noRouteHop(run, pk, emit, &h)
-	case ev.table == PolicyTable && (ev.chain == chainForward || strings.HasPrefix(ev.chain, "i_")):
+	case ev.table == PolicyTable && (ev.chain == chainForward || ev.chain == chainIngressDeny || strings.HasPrefix(ev.chain, "i_")):
 		if run.src != nil {
 			// Routed: the first event in the forward hook names the
 			// interface the kernel's route chose.
