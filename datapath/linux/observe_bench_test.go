@@ -2,10 +2,13 @@ package linux_test
 
 import (
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/internal/testnet"
@@ -25,12 +28,16 @@ type streamState struct {
 // per byte (the stream threads', the softirq work in their context
 // included) against the first state's: the median of the per-round ratios
 // with their range, as the metric unit names (units[i] for states[i]; the
-// first is the baseline and has none).
+// first is the baseline and has none). With WEFT_STREAM_WINDOWS set it
+// logs each round's CLOCK_MONOTONIC window and bytes, so that a system
+// profile can be cut by state (CPU per byte of a hook's functions, which
+// other work on the machine does not inflate the way it does throughput).
 func compareStreams(b *testing.B, rounds int, from, to string, addr netip.AddrPort, states []streamState, units []string) {
 	sc, rc := -1, -1
 	if runtime.NumCPU() > 1 {
 		sc, rc = 0, 1
 	}
+	windows := os.Getenv("WEFT_STREAM_WINDOWS") != ""
 	gbps := make([][]float64, len(states))
 	cpuPerGB := make([][]float64, len(states)) // CPU seconds of the stream's threads per GB
 	for b.Loop() {
@@ -38,10 +45,16 @@ func compareStreams(b *testing.B, rounds int, from, to string, addr netip.AddrPo
 			for k := range states {
 				i := (r + k) % len(states)
 				states[i].set()
+				t0 := monotonic()
 				res, err := testnet.Stream(b.Context(), testnet.StreamOptions{From: from, To: to,
 					Addr: addr, Warmup: 200 * time.Millisecond, Duration: time.Second, SenderCPU: sc, ReceiverCPU: rc})
 				if err != nil {
 					b.Fatalf("%s: %v", states[i].name, err)
+				}
+				if windows {
+					// For a profile taken with `perf record -k CLOCK_MONOTONIC`:
+					// the state's window and what it carried.
+					b.Logf("window %q %d %d %d", states[i].name, t0, monotonic(), res.Bytes)
 				}
 				gbps[i] = append(gbps[i], res.Gbps())
 				cpuPerGB[i] = append(cpuPerGB[i], (res.SenderCPU+res.ReceiverCPU).Seconds()/(float64(res.Bytes)/1e9))
@@ -67,6 +80,13 @@ func compareStreams(b *testing.B, rounds int, from, to string, addr netip.AddrPo
 		b.Logf("%s, CPU per byte without/with: median %.3f, range %.3f..%.3f", unit, median(cost), slices.Min(cost), slices.Max(cost))
 		b.ReportMetric(median(cost), unit+"-cpu")
 	}
+}
+
+// monotonic reads CLOCK_MONOTONIC in nanoseconds.
+func monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // BenchmarkObserveHooks is the cost of traces and captures to the traffic
