@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/internal/nlconv"
@@ -96,15 +97,18 @@ func (d *Driver) attachAdded(ctx context.Context, n *datapath.Desired, added []*
 			}
 			done[e.VNI] = true
 		}
-		// What a scan would have found of it: normally nothing.
+		// What a scan would have found of it: nothing, as the full Set
+		// found less than a VPCResync ago. (A veth of that name made
+		// since, by someone else, makes the creation fail with EEXIST:
+		// then a full Set reads and repairs.)
 		scan := &vpcScan{links: map[string]netlink.Link{}}
-		name := VethName(e.ID)
-		if l, err := vs.h.LinkByName(name); err == nil {
-			scan.links[name] = l
-		} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
-			return fmt.Errorf("vpc %d: find %s: %w", e.VNI, name, err)
-		}
 		link, err := d.ensureEndpoint(vs, scan, e, hc)
+		if errors.Is(err, unix.EEXIST) {
+			d.smu.Lock()
+			delete(d.eps, e.ID)
+			d.smu.Unlock()
+			return errNotQuick
+		}
 		if err != nil {
 			d.smu.Lock()
 			delete(d.eps, e.ID)

@@ -65,6 +65,11 @@ type Config struct {
 	// in the package documentation). 0 installs none; Traffic then reports
 	// the counters the kernel keeps anyway (veths, drops) and no flows.
 	FlowSampling uint32
+	// NetnsPool is how many empty endpoint namespaces the driver keeps
+	// made ahead for endpoints that come without one (see nspool.go): 0
+	// means 4, negative none. The pool starts with the first such
+	// endpoint.
+	NetnsPool int
 }
 
 func (c Config) withDefaults() Config {
@@ -88,6 +93,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VPCResync == 0 {
 		c.VPCResync = DefaultVPCResync
+	}
+	if c.NetnsPool == 0 {
+		c.NetnsPool = defaultNetnsPool
 	}
 	return c
 }

@@ -61,7 +61,8 @@ type Driver struct {
 	failed   map[uint32]error                   // the VPCs the last Set left as they were
 	last     lastFull                           // what a quick attach trusts (attach.go); mu
 
-	obs *observer // traces and captures (trace.go)
+	obs  *observer // traces and captures (trace.go)
+	pool *nsPool   // empty endpoint namespaces made ahead (nspool.go)
 
 	// policyFault, set by tests only, makes the policy batches of the VPCs
 	// it returns true for carry a rule the kernel refuses.
@@ -143,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		vpcs:   map[uint32]*vpcNS{},
 		eps:    map[string]*epState{},
 	}
+	d.pool = newNSPool(cfg.NetnsDir, d.names.Base()+"p", cfg.NetnsPool, d.log)
 	vpcNames, _, err := d.listOwned()
 	if err != nil {
 		d.Close()
@@ -413,6 +415,9 @@ func (d *Driver) Status(id string) (datapath.EndpointStatus, bool) {
 // the handles, and leaves the data plane in place.
 func (d *Driver) Close() error {
 	d.closeObserver()
+	if err := d.pool.close(false); err != nil {
+		d.log.Warn("delete pooled namespaces", "err", err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.smu.Lock()
@@ -461,7 +466,7 @@ func (d *Driver) Teardown(ctx context.Context) error {
 	for name := range eps {
 		errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return deleteNamedNS(d.cfg.NetnsDir, name) }))
 	}
-	errs = append(errs, d.teardownHostQoS())
+	errs = append(errs, d.teardownHostQoS(), d.pool.close(true))
 	d.smu.Lock()
 	clear(d.eps)
 	d.smu.Unlock()

@@ -88,6 +88,9 @@ func (d *Driver) resyncDue(id string, verified time.Time) bool {
 
 // createVeth makes the endpoint's veth (nlconv.Veth.Create).
 func (d *Driver) createVeth(vs *vpcNS, e *datapath.Endpoint, name, nsPath string, own bool, hc hostCfg) (netlink.Link, error) {
+	if own && !nlconv.IsNetns(nsPath) && d.pool.take(nsPath) {
+		d.ops.Add(writes.NetnsAdd, 1)
+	}
 	link, err := d.veth(vs, e, name, hc).Create(&d.ops, nsPath, own, d.cfg.NetnsDir)
 	if err == nil {
 		d.log.Info("endpoint veth created", "endpoint", e.ID, "vni", e.VNI, "veth", name, "netns", nsPath)

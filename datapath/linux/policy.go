@@ -350,8 +350,15 @@ func (d *Driver) ensurePolicy(vs *vpcNS, eps []*datapath.Endpoint) error {
 		if w, err = writePolicy(vs.nft.Conn, want, known, flush); err != nil {
 			return err
 		}
-		if vs.verifiedGen, err = vs.nft.generation(); err != nil {
-			return err
+		// Every commit adds one to the generation (skipping 0): with ours,
+		// gen+1 unless someone else committed since gen was read, and then
+		// the generation is further on, differs from what is recorded, and
+		// the next Set reads the table. No second request.
+		vs.verifiedGen = gen
+		if w.wrote {
+			if vs.verifiedGen++; vs.verifiedGen == 0 {
+				vs.verifiedGen = 1
+			}
 		}
 		vs.verified = want
 		return nil
