@@ -132,7 +132,13 @@
 //     written while the nftables generation says nobody else committed;
 //   - the connection-flush dump after a policy change is skipped in a VPC
 //     whose table judges nothing (no isolated endpoint): there everything
-//     is allowed.
+//     is allowed;
+//   - an endpoint without a namespace of its own gets one made ahead
+//     (nspool.go: Config.NetnsPool, 4 by default, pinned as
+//     "<prefix>-<host>-p<n>" and refilled in the background; making a
+//     namespace was a fifth of an attach), and a quick attach neither
+//     looks its veth up before creating it nor reads the nftables
+//     generation a second time after its commit (every commit adds one).
 //
 // Drift is still repaired: by the first full Set (any Set that is not only
 // attaching, or comes later than VPCResync) in the VPC namespaces, and
@@ -409,19 +415,21 @@
 //	  map ingress  { ifname : verdict }  accept or jump i_<hash>
 //	  set egress_drops, ingress_drops { ifname, dynamic }  per endpoint drop counters
 //	  (with flow hooks, see "Flows and counters": egress_conns, ingress_conns,
-//	   flows, flows_dropped, port_protos, and their rules)
+//	   flows, flows_dropped, the maps flow_*_protos and the chains flow_*)
 //	  chain prerouting (filter, priority mangle)
 //	    meta mark set iifname map @marks
 //	    ct state established,related accept     (* only with an isolated endpoint)
 //	    iifname vmap @egress
-//	    iifname "wfte*" update @egress_drops { iifname counter }
-//	    iifname "wfte*" drop    denied, or a veth the table does not know (fail closed)
+//	    iifname "wfte*" jump egress_deny   denied, or a veth the table does not know (fail closed)
 //	  chain forward (filter, priority filter)
 //	    ct state established,related accept     (*)
 //	    ct mark set meta mark   (*) the sender's identity, for the flush below
 //	    oifname vmap @ingress
-//	    oifname "wfte*" update @ingress_drops { oifname counter }
-//	    oifname "wfte*" drop
+//	    oifname "wfte*" jump ingress_deny
+//	  chain egress_deny
+//	    update @egress_drops { iifname counter }
+//	    drop
+//	  chain ingress_deny       the same with oifname and ingress_drops
 //	  chain i_<hash> (a class: one isolated direction's rules)
 //	    meta mark & 0xffff -> @i_<hash>_ids -> port set ID; ID . l4proto . th dport in @i_<hash>_l4b0 accept
 //	    ... the same ID . l4proto . (th dport & ~(2^b-1)) in @..._l4b<b> accept, ICMP in @..._icmpt/_icmpc,
@@ -429,6 +437,10 @@
 //	    ip saddr -> @i_<hash>_addrs (single addresses) -> port set ID; the same lookups
 //	    ip saddr -> @i_<hash>_nets (address ranges, an interval map) -> port set ID; the same
 //	  chain e_<hash>           the same by ip daddr
+//
+// A packet to or from no endpoint (from the VXLAN device, to it) leaves
+// each rule at its first test, and the drop path's counting is a chain of
+// its own, so such a packet meets one compare per direction there.
 //
 // Egress is judged in prerouting, so it covers the gateway too; ingress
 // in forward. Traffic between two endpoints of a host crosses both
@@ -563,13 +575,23 @@
 //     holds at most 65,536 flows per VPC; past that, new flows are not
 //     sampled until idle ones time out.
 //
-// The hooks' rules in the base chains, in order:
+// The hooks' rules, in order:
 //
-//	prerouting: mark; count egress connections; sample 1 in N egress port
-//	            flows, icmp flows; [ct]; dispatch; count drops; sample the
-//	            dropped egress flows (port, icmp); drop
-//	forward:    count ingress connections; sample 1 in N ingress flows
-//	            from wftx*; [ct]; dispatch; ...; drop
+//	prerouting: meta mark set iifname map @marks meta l4proto vmap @flow_out_protos
+//	            (the marking rule goes on to the flow chain of the packet's
+//	            protocol: tcp, udp/sctp/udplite, icmp; a packet from no
+//	            endpoint has left it at the marks lookup); [ct]; dispatch;
+//	            deny
+//	forward:    oifname "wfte*" meta l4proto vmap @flow_in_protos; [ct];
+//	            dispatch; deny
+//	egress_deny, ingress_deny: count drops; meta l4proto vmap
+//	            @flow_drop_protos; drop
+//	flow_out_tcp: count the SYN (tcp flags & (fin|syn|rst|ack) == syn)
+//	            in egress_conns; sample the flow in flows
+//	flow_out_port, flow_out_icmp: sample the flow
+//	flow_in_tcp: count the SYN in ingress_conns; iifname "wftx*" sample
+//	flow_in_port, flow_in_icmp: iifname "wftx*" sample
+//	flow_drop_port, flow_drop_icmp: sample into flows_dropped
 //
 // Measured (go test -run 'TestTrafficCounters|TestFlowSampling', real
 // namespaces): 300 pings counted 303-305 packets each way (the extra ones
@@ -581,38 +603,55 @@
 // The hooks' cost to a stream, installed and idle (BenchmarkFlowHooks:
 // `WEFT_FLOW_ROUNDS=N go test ./datapath/linux -run '^$' -bench FlowHooks
 // -benchtime 1x -v`, one TCP stream between two hosts, interleaved
-// rounds), could not be resolved on this machine while it was shared: 15
-// rounds at load 6-8 gave median ratios with/without of 0.891 (every flow,
-// range 0.629..1.776) and 1.062 (1 in 64, 0.530..2.096); 45 rounds at
-// load 15-24, 0.989 (0.115..7.986) and 0.907 (0.067..8.460); 30 rounds at
-// load 21-25, 0.927 and 0.747 (single rounds 0.08 to 10). What the hooks
-// add per packet is a few nftables expressions (a prefix compare, a
-// protocol lookup, five loads, for 1 in N a Jenkins hash of 20 bytes, a
-// dynamic set update for sampled flows only), at most two rules' worth
-// on each router, for a packet that is usually a 64 KB GSO packet; the
-// goal (>= 0.99) is to be confirmed on a quiet machine.
+// rounds): what a packet pays is the protocol lookup, a jump, the SYN
+// test for TCP, the five loads of the flow key (for 1 in N a Jenkins hash
+// of it) and, for a sampled flow, the dynamic set's update and counter.
+// Before the hooks were chains of their own (each hook a rule of the
+// base chains that loaded the interface name again) the idle cost was
+// 0.980 (every flow) and 0.974 (1 in 64) on a quiet machine, 31 rounds.
+// On a loaded machine throughput measures the CPU share the stream gets
+// more than the path's cost: WEFT_STREAM_WINDOWS=1 logs each round's
+// window, and the nftables functions' CPU per GB can then be cut from a
+// system profile (`perf record -k CLOCK_MONOTONIC -a -g`) by state.
 //
 // # Trace and capture
 //
 // The driver implements datapath.Observer. A hop of a trace is the
 // kernel's own observation of the marked packet, never the driver's
 // belief about its configuration: nftables trace events (NFTA_TRACE_*,
-// read from a netlink socket per namespace). While a trace or a
-// dropped-only capture needs it, and only then, a namespace (a VPC
-// router's, the host's) holds the table weft-trace (TraceTable): its
-// rules select the traced packets (the source veth and the 5-tuple; a
-// probe's IP identification is the trace's token; arriving encapsulated,
-// the VXLAN device and the mark) and set nftrace on them, so the kernel
-// reports every rule and chain verdict they meet: the policy table's
-// (allowed, or dropped with the rule), the route (a FIB check: no route
-// is a drop the kernel would make), the encapsulation (the host's
-// output, with the outer addresses, VNI and DSCP), the underlay, the
-// decapsulation, the remote policy and the delivery. The hops come from
-// those events and the packet headers they carry; the rule a policy
-// verdict names is found by the endpoint's policy semantics
-// (datapath.EndpointPolicy.Decide) on those headers. A packet sent to a
-// VXLAN device whose neighbour entry stays unresolved is dropped for an
-// unknown location.
+// read from a netlink socket per namespace). While a trace needs it, and
+// only then, a namespace (a VPC router's, the host's) holds the table
+// "netdev weft-trace" (TraceTable), whose base chains are bound to single
+// devices, so that traffic no trace selects passes none of them but on
+// the devices a crossing trace needs:
+//
+//   - at the ingress of the source endpoint's veth, the trace's packets
+//     (the 5-tuple; a probe's IP identification is the trace's token)
+//     jump to tr_<token>, which sets nftrace, and to the empty nr_<token>
+//     when the kernel's FIB lookup finds no route for them;
+//   - at the egress of the VPC's VXLAN device (a trace leaving the host),
+//     they get the trace mark, which VXLAN-GBP carries as its D bit;
+//   - in the host namespace, at the underlay device's egress (ingress on
+//     the destination's host), encapsulated traced packets (the D bit
+//     tested first, then the VNI and the inner header) jump to
+//     to_<vni>_<token> (ti_);
+//   - at the ingress of the VXLAN device on the destination's host,
+//     packets with the mark and the trace's header jump to tr_<token>;
+//   - at the egress of the destination endpoint's veth, a probe is
+//     dropped (consumed) and a live trace's packet seen delivered.
+//
+// With nftrace set, the kernel reports every rule and chain verdict the
+// packet meets, and the hops come from those events and the headers they
+// carry: the source veth, the policy table's prerouting (the VPC router,
+// the egress verdict), its forward hook (the route taken: the output
+// interface of its first event there; the ingress verdict), the
+// encapsulation (outer addresses, VNI, DSCP), the underlay, the
+// decapsulation and the delivery. The rule a policy verdict names is
+// found by the endpoint's policy semantics
+// (datapath.EndpointPolicy.Decide) on those headers. A packet the FIB had
+// no route for is reported dropped for no route once the policy has let
+// it pass (routing drops it then); a packet sent to a VXLAN device whose
+// neighbour entry stays unresolved is dropped for an unknown location.
 //
 // A probe is a real frame written into the source endpoint's namespace on
 // its interface (a packet socket), so the router sees it as the endpoint
@@ -620,19 +659,16 @@
 // the destination's veth, so it never reaches an application. A live
 // trace marks the next Count packets of its 5-tuple instead, until Until.
 // With no trace and no dropped-only capture, no table, rule or listener
-// is left: an idle host pays nothing. A table holds only the base chains
-// its traces use (a hook with an empty chain still costs every packet
-// through it), and the rules that select an encapsulated traced packet
-// test the trace mark (the GBP D bit) before anything the VNI's other
-// packets share with it.
+// is left: an idle host pays nothing.
 //
 // A capture is a packet socket (AF_PACKET) per captured veth (and the
 // underlay for its VNIs), with the capture's classic BPF program attached
 // so the kernel hands over only what the filter takes, and only from that
 // interface; a token bucket bounds each host's rate (the excess is
 // counted as lost). A dropped-only capture traces the endpoints' packets
-// in the trace table (within the rate, by an nftables limit) and records
-// those the policy drops and those the route check finds no route for.
+// in the table "ip weft-trace" (in the router's prerouting hook, within
+// the rate, by an nftables limit) and records those the policy drops and
+// those the route check after it finds no route for.
 //
 // The cost to traffic a trace or capture does not select is measured by
 // BenchmarkObserveHooks (`go test ./datapath/linux -run '^$' -bench
