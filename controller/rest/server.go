@@ -306,11 +306,7 @@ func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.Kin
 	if err != nil {
 		return nil, err
 	}
-	obj, err := apiv1.DecodeObject(body)
-	if err != nil {
-		return nil, err
-	}
-	return obj, checkObject(obj, ki, ref)
+	return decodeChecked(body, ki, ref)
 }
 
 // checkObject checks a decoded request object against the path, and
@@ -417,28 +413,77 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do fun
 	if err == nil {
 		opts, err = s.writeOptions(r, verb)
 	}
-	var obj apiv1.Object
+	var body []byte
 	if err == nil {
-		obj, err = s.readObject(w, r, ki, ref)
+		body, err = s.readBody(w, r)
 	}
-	if err == nil && verb == auth.VerbUpdate {
-		var old apiv1.Object
-		if old, err = s.authorize(r, verb, ref, obj); err == nil && old != nil && obj.GetObjectMeta().ResourceVersion == "" {
-			// The decision read old: the update holds only if nothing
-			// changed it since.
-			obj.GetObjectMeta().ResourceVersion = old.GetObjectMeta().ResourceVersion
+	var out apiv1.Object
+	if err == nil {
+		if verb == auth.VerbUpdate {
+			out, err = s.updateAuthorized(r, ki, ref, body, opts)
+		} else {
+			var obj apiv1.Object
+			if obj, err = decodeChecked(body, ki, ref); err == nil {
+				out, err = do(r.Context(), obj, opts...)
+			}
 		}
 	}
 	if err != nil {
 		WriteError(w, err)
 		return
 	}
-	out, err := do(r.Context(), obj, opts...)
-	if err != nil {
-		WriteError(w, err)
-		return
-	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// decodeChecked decodes a request object (JSON or YAML, one object,
+// strict) and checks it against the path.
+func decodeChecked(body []byte, ki apiv1.KindInfo, ref apiv1.Ref) (apiv1.Object, error) {
+	obj, err := apiv1.DecodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	return obj, checkObject(obj, ki, ref)
+}
+
+// updateAuthorized authorizes and makes an update (PUT). A decision that read the
+// stored object holds only for that object, so the update is sent on the
+// condition that the object is still the one read (its resourceVersion).
+// When the request itself carries no resourceVersion (last write wins),
+// that condition is the server's, not the client's: if another writer
+// changed the object in between (an agent's status write, say), the
+// object is read and authorized again and the update made again, instead
+// of answering 409 to a request that asked for no precondition.
+func (s *server) updateAuthorized(r *http.Request, ki apiv1.KindInfo, ref apiv1.Ref, body []byte, opts []apiv1.WriteOption) (apiv1.Object, error) {
+	var lastErr error
+	lastRV := ""
+	for range patchAttempts {
+		// Decoded afresh: the backend defaults the object it is given.
+		obj, err := decodeChecked(body, ki, ref)
+		if err != nil {
+			return nil, err
+		}
+		old, err := s.authorize(r, auth.VerbUpdate, ref, obj)
+		if err != nil {
+			return nil, err
+		}
+		m := obj.GetObjectMeta()
+		if old == nil || m.ResourceVersion != "" {
+			// No decision on the stored object, or the client's own
+			// precondition: the backend's answer is the answer.
+			return s.cfg.Backend.Update(r.Context(), obj, opts...)
+		}
+		rv := old.GetObjectMeta().ResourceVersion
+		if lastErr != nil && rv == lastRV {
+			break // not a lost race: the object did not change
+		}
+		m.ResourceVersion = rv
+		out, err := s.cfg.Backend.Update(r.Context(), obj, opts...)
+		if err == nil || !apiv1.IsConflict(err) {
+			return out, err
+		}
+		lastErr, lastRV = err, rv
+	}
+	return nil, lastErr
 }
 
 // writeOptions is writeOptions for a write of verb: a status write takes
