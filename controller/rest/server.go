@@ -71,6 +71,9 @@ type Backend interface {
 	Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
 	Select(ctx context.Context, kind, tenant string, labels apiv1.LabelSelector, fields apiv1.FieldSelector) ([]apiv1.Object, int64)
+	// ListPage reads a page after the first of a list, at the list's
+	// revision (store.ListAt).
+	ListPage(ctx context.Context, q store.PageQuery) (store.Page, error)
 	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
 }
 
@@ -695,18 +698,50 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		s.watch(w, r, ki, tenant, lq, keep)
 		return
 	}
-	items, rev := s.cfg.Backend.Select(r.Context(), ki.Kind, tenant, lq.sel, lq.fields)
-	page, next := lq.page(items, rev, keep)
+	var (
+		page []apiv1.Object
+		next string
+		rev  int64
+	)
+	if c := lq.cont; c != nil {
+		// A next page: read at the list's revision from where the last
+		// one ended, not the whole kind.
+		rev = c.Rev
+		p, err := s.cfg.Backend.ListPage(r.Context(), store.PageQuery{Kind: ki.Kind, Tenant: tenant, Rev: c.Rev,
+			AfterTenant: c.Tenant, AfterName: c.Name, Limit: lq.limit, Keep: func(o apiv1.Object) bool {
+				return keep(o) && lq.sel.Matches(o.GetObjectMeta().Labels) && lq.fields.Matches(o)
+			}})
+		if err != nil {
+			WriteError(w, listPageError(err, c.Rev))
+			return
+		}
+		page = p.Objects
+		if p.More {
+			next = lq.token(c.Rev, page[len(page)-1])
+		}
+	} else {
+		var items []apiv1.Object
+		items, rev = s.cfg.Backend.Select(r.Context(), ki.Kind, tenant, lq.sel, lq.fields)
+		page, next = lq.page(items, rev, keep)
+	}
 	if page == nil {
 		page = []apiv1.Object{}
-	}
-	if lq.cont != nil {
-		rev = lq.cont.Rev
 	}
 	writeJSON(w, http.StatusOK, listObject{
 		APIVersion: apiv1.APIVersion, Kind: "List",
 		Metadata: listMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: next}, Items: page,
 	})
+}
+
+// listPageError is the answer to a failed read of a next page: 410 Gone
+// when the list's revision was compacted (Kubernetes: the continue token
+// expired), else 503.
+func listPageError(err error, rev int64) error {
+	if errors.Is(err, store.ErrCompacted) {
+		return apiv1.NewStatus(http.StatusGone, apiv1.ReasonGone,
+			"continue token expired: the list's resourceVersion %d is compacted; list again without continue", rev)
+	}
+	return apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "list the next page: %v", err)
 }
 
 // credentialRecheck is how often a watch checks that its credential is
