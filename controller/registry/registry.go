@@ -339,11 +339,16 @@ func (r *Registry) Select(_ context.Context, kind, tenant string, labels apiv1.L
 	return out, rev
 }
 
-// ListPage reads a page of a list that continues one begun at q.Rev, from
-// etcd at that revision (store.ListAt): a page costs what it reads, not
-// the size of the kind, and every page of a list shows the same revision.
-// A compacted q.Rev gives an error wrapping store.ErrCompacted.
+// ListPage reads a page of a list. The first (q.Rev 0) is read from the
+// cache, at its revision (store.ListHead); a next one, of a list begun at
+// q.Rev, from etcd at that revision (store.ListAt). A page costs what it
+// reads, not the size of the kind, and every page of a list shows the
+// same revision. A compacted q.Rev gives an error wrapping
+// store.ErrCompacted.
 func (r *Registry) ListPage(ctx context.Context, q store.PageQuery) (store.Page, error) {
+	if q.Rev == 0 {
+		return r.st.ListHead(q)
+	}
 	return r.st.ListAt(ctx, q)
 }
 

@@ -71,8 +71,8 @@ type Backend interface {
 	Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
 	Select(ctx context.Context, kind, tenant string, labels apiv1.LabelSelector, fields apiv1.FieldSelector) ([]apiv1.Object, int64)
-	// ListPage reads a page after the first of a list, at the list's
-	// revision (store.ListAt).
+	// ListPage reads a page of a list: the first from the cache, a next
+	// one at the list's revision (store.ListHead, store.ListAt).
 	ListPage(ctx context.Context, q store.PageQuery) (store.Page, error)
 	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
 }
@@ -703,21 +703,24 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		next string
 		rev  int64
 	)
-	if c := lq.cont; c != nil {
-		// A next page: read at the list's revision from where the last
-		// one ended, not the whole kind.
-		rev = c.Rev
-		p, err := s.cfg.Backend.ListPage(r.Context(), store.PageQuery{Kind: ki.Kind, Tenant: tenant, Rev: c.Rev,
-			AfterTenant: c.Tenant, AfterName: c.Name, Limit: lq.limit, Keep: func(o apiv1.Object) bool {
-				return keep(o) && lq.sel.Matches(o.GetObjectMeta().Labels) && lq.fields.Matches(o)
-			}})
+	if c := lq.cont; c != nil || len(lq.fields) == 0 {
+		// A page read from where the last one ended (a next page: at the
+		// list's revision), up to the limit, not the whole kind. (A first
+		// page with a field selector is Select's: it uses the indexes.)
+		q := store.PageQuery{Kind: ki.Kind, Tenant: tenant, Limit: lq.limit, Keep: func(o apiv1.Object) bool {
+			return keep(o) && lq.sel.Matches(o.GetObjectMeta().Labels) && lq.fields.Matches(o)
+		}}
+		if c != nil {
+			q.Rev, q.AfterTenant, q.AfterName = c.Rev, c.Tenant, c.Name
+		}
+		p, err := s.cfg.Backend.ListPage(r.Context(), q)
 		if err != nil {
-			WriteError(w, listPageError(err, c.Rev))
+			WriteError(w, listPageError(err, q.Rev))
 			return
 		}
-		page = p.Objects
+		page, rev = p.Objects, p.Rev
 		if p.More {
-			next = lq.token(c.Rev, page[len(page)-1])
+			next = lq.token(rev, page[len(page)-1])
 		}
 	} else {
 		var items []apiv1.Object

@@ -35,8 +35,61 @@ type Page struct {
 	// More reports that at least one more admitted object follows.
 	More bool
 	// Decoded is the number of stored objects the page read and decoded
-	// (those Keep refused included).
+	// (those Keep refused included); for ListHead, the cached objects it
+	// looked at.
 	Decoded int
+	// Rev is the revision the page is at: the query's, or for ListHead the
+	// cache's.
+	Rev int64
+}
+
+// ListHead reads the first page of a list from the cache: the first
+// q.Limit objects in the order of List that q.Keep admits (q.Rev and the
+// After fields are ignored), and the cache revision they are at, from
+// which ListAt reads the next pages. It looks at the objects in order
+// until the page is full, not at the whole kind.
+func (s *Store) ListHead(q PageQuery) (Page, error) {
+	k, ok := s.kinds.lookup(q.Kind)
+	if !ok {
+		return Page{}, fmt.Errorf("list %s: unknown kind", q.Kind)
+	}
+	if q.Limit < 1 {
+		return Page{}, fmt.Errorf("list %s: limit %d: want a positive one", k.info.Plural, q.Limit)
+	}
+	tenant := q.Tenant
+	if !k.info.Namespaced {
+		tenant = ""
+	}
+	var out Page
+	visit := func(o apiv1.Object) bool {
+		out.Decoded++
+		if q.Keep == nil || q.Keep(o) {
+			out.Objects = append(out.Objects, o)
+		}
+		return len(out.Objects) <= q.Limit
+	}
+	c := s.cache
+	c.mu.RLock()
+	if k == c.epKind {
+		names := c.eps.names()
+		c.eps.ascend(tenant, func(r *epRecord) bool { return visit(names.endpoint(r)) })
+	} else {
+		order := c.byKind[k.idx].order
+		each := func(e *entry) bool { return visit(e.obj) }
+		if tenant == "" {
+			order.Ascend(each)
+		} else {
+			order.AscendGreaterOrEqual(&entry{meta: &apiv1.ObjectMeta{Tenant: tenant}}, func(e *entry) bool {
+				return e.meta.Tenant == tenant && each(e)
+			})
+		}
+	}
+	out.Rev = c.rev
+	c.mu.RUnlock()
+	if len(out.Objects) > q.Limit {
+		out.Objects, out.More = out.Objects[:q.Limit], true
+	}
+	return out, nil
 }
 
 // pageChunkMin is the fewest keys ListAt asks etcd for at once.
@@ -79,6 +132,7 @@ func (s *Store) ListAt(ctx context.Context, q PageQuery) (Page, error) {
 	if len(pg.out.Objects) > q.Limit {
 		pg.out.Objects, pg.out.More = pg.out.Objects[:q.Limit], true
 	}
+	pg.out.Rev = q.Rev
 	return pg.out, nil
 }
 

@@ -99,7 +99,8 @@ func TestListAtOrderAndRevision(t *testing.T) {
 }
 
 // TestListAtCostFlat: a page decodes about as many objects as it holds,
-// whether the kind has 100 or 2,000 objects.
+// whether the kind has 100 or 2,000 objects; a first page (ListHead)
+// looks at no more than it holds plus one.
 func TestListAtCostFlat(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	const limit = 10
@@ -119,6 +120,15 @@ func TestListAtCostFlat(t *testing.T) {
 			t.Fatalf("%d hosts: page of %d objects (more %v), want %d and more", n, len(p.Objects), p.More, limit)
 		}
 		decodedAt[n] = p.Decoded
+		waitRev(t, e.s, rev)
+		head, err := e.s.ListHead(PageQuery{Kind: apiv1.KindHost, Limit: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(head.Objects) != limit || !head.More || head.Rev < rev || head.Decoded > limit+1 {
+			t.Errorf("%d hosts: first page of %d objects (more %v) at revision %d, looked at %d; want %d, more, at %d or later, looked at <= %d",
+				n, len(head.Objects), head.More, head.Rev, head.Decoded, limit, rev, limit+1)
+		}
 	}
 	// limit+1 objects are enough to fill a page and tell that more follow;
 	// reads come in chunks of at least pageChunkMin.
