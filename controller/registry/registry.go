@@ -347,7 +347,7 @@ func (r *Registry) Select(_ context.Context, kind, tenant string, labels apiv1.L
 // store.ErrCompacted.
 func (r *Registry) ListPage(ctx context.Context, q store.PageQuery) (store.Page, error) {
 	if q.Rev == 0 {
-		return r.st.ListHead(q)
+		return r.st.ListHead(ctx, q)
 	}
 	return r.st.ListAt(ctx, q)
 }

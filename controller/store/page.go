@@ -43,12 +43,15 @@ type Page struct {
 	Rev int64
 }
 
-// ListHead reads the first page of a list from the cache: the first
-// q.Limit objects in the order of List that q.Keep admits (q.Rev and the
-// After fields are ignored), and the cache revision they are at, from
-// which ListAt reads the next pages. It looks at the objects in order
-// until the page is full, not at the whole kind.
-func (s *Store) ListHead(q PageQuery) (Page, error) {
+// ListHead reads the first page of a list: the first q.Limit objects in
+// the order of List that q.Keep admits (q.Rev and the After fields are
+// ignored), at the cache's revision, which it returns in the Page and from
+// which ListAt reads the next pages. It takes the first q.Limit+1 objects
+// from the cache and, if q.Keep refuses some, reads on from etcd at that
+// revision (ListAt): it looks at about as many objects as the page needs,
+// not at the whole kind. q.Keep runs without the cache's lock held (it may
+// read the Store).
+func (s *Store) ListHead(ctx context.Context, q PageQuery) (Page, error) {
 	k, ok := s.kinds.lookup(q.Kind)
 	if !ok {
 		return Page{}, fmt.Errorf("list %s: unknown kind", q.Kind)
@@ -60,36 +63,56 @@ func (s *Store) ListHead(q PageQuery) (Page, error) {
 	if !k.info.Namespaced {
 		tenant = ""
 	}
-	var out Page
-	visit := func(o apiv1.Object) bool {
-		out.Decoded++
+	head, rev := s.cache.head(k, tenant, q.Limit+1)
+	out := Page{Rev: rev, Decoded: len(head)}
+	for _, o := range head {
 		if q.Keep == nil || q.Keep(o) {
 			out.Objects = append(out.Objects, o)
 		}
-		return len(out.Objects) <= q.Limit
 	}
-	c := s.cache
-	c.mu.RLock()
-	if k == c.epKind {
-		names := c.eps.names()
-		c.eps.ascend(tenant, func(r *epRecord) bool { return visit(names.endpoint(r)) })
-	} else {
-		order := c.byKind[k.idx].order
-		each := func(e *entry) bool { return visit(e.obj) }
-		if tenant == "" {
-			order.Ascend(each)
-		} else {
-			order.AscendGreaterOrEqual(&entry{meta: &apiv1.ObjectMeta{Tenant: tenant}}, func(e *entry) bool {
-				return e.meta.Tenant == tenant && each(e)
-			})
+	if len(out.Objects) <= q.Limit && len(head) == q.Limit+1 {
+		// Keep refused some: the rest of the page is read on, at rev.
+		last := head[len(head)-1].GetObjectMeta()
+		rest, err := s.ListAt(ctx, PageQuery{Kind: q.Kind, Tenant: q.Tenant, Rev: rev, AfterTenant: last.Tenant, AfterName: last.Name,
+			Limit: q.Limit - len(out.Objects) + 1, Keep: q.Keep})
+		if err != nil {
+			return Page{}, err
 		}
+		out.Objects, out.Decoded = append(out.Objects, rest.Objects...), out.Decoded+rest.Decoded
 	}
-	out.Rev = c.rev
-	c.mu.RUnlock()
 	if len(out.Objects) > q.Limit {
 		out.Objects, out.More = out.Objects[:q.Limit], true
 	}
 	return out, nil
+}
+
+// head returns the first n cached objects of kind k in tenant ("": all),
+// in List's order, and the revision they are at.
+func (c *cache) head(k *kindDesc, tenant string, n int) ([]apiv1.Object, int64) {
+	var objs []apiv1.Object
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if k == c.epKind {
+		names := c.eps.names()
+		c.eps.ascend(tenant, func(r *epRecord) bool {
+			objs = append(objs, names.endpoint(r))
+			return len(objs) < n
+		})
+		return objs, c.rev
+	}
+	order := c.byKind[k.idx].order
+	visit := func(e *entry) bool {
+		objs = append(objs, e.obj)
+		return len(objs) < n
+	}
+	if tenant == "" {
+		order.Ascend(visit)
+	} else {
+		order.AscendGreaterOrEqual(&entry{meta: &apiv1.ObjectMeta{Tenant: tenant}}, func(e *entry) bool {
+			return e.meta.Tenant == tenant && visit(e)
+		})
+	}
+	return objs, c.rev
 }
 
 // pageChunkMin is the fewest keys ListAt asks etcd for at once.

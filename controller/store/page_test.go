@@ -75,6 +75,28 @@ func TestListAtOrderAndRevision(t *testing.T) {
 	rev := putAll(t, e, objs)
 	waitRev(t, e.s, rev)
 	want := refs(e.s.List(apiv1.KindEndpoint, ""))
+	odd := func(o apiv1.Object) bool { return o.GetObjectMeta().Labels["i"] == "1" }
+	var wantOdd []string
+	for _, o := range e.s.List(apiv1.KindEndpoint, "") {
+		if odd(o) {
+			wantOdd = append(wantOdd, apiv1.RefOf(o).String())
+		}
+	}
+	// A first page from the cache whose Keep refuses most objects reads on
+	// from etcd at the cache's revision; the next pages follow at it. Keep
+	// may read the Store (the cache's lock is not held).
+	head, err := e.s.ListHead(testCtx(t), PageQuery{Kind: apiv1.KindEndpoint, Limit: 2, Keep: func(o apiv1.Object) bool {
+		_, ok := e.s.Get(apiv1.KindTenant, "", o.GetObjectMeta().Tenant)
+		return ok && odd(o)
+	}})
+	if err != nil || head.Rev != rev || !head.More {
+		t.Fatalf("first page: %v at %d (more %v), want more at %d", err, head.Rev, head.More, rev)
+	}
+	m := head.Objects[len(head.Objects)-1].GetObjectMeta()
+	got, _ := pages(t, e, PageQuery{Kind: apiv1.KindEndpoint, Rev: rev, Limit: 2, Keep: odd, AfterTenant: m.Tenant, AfterName: m.Name})
+	if diff := cmp.Diff(wantOdd, append(refs(head.Objects), got...)); diff != "" {
+		t.Errorf("filtered pages (-want +got):\n%s", diff)
+	}
 	// Writes after rev: a page of the list at rev does not show them.
 	put(t, e.s, endpoint("a", "ep-00", "h1", "s", nil))
 	del(t, e.s, apiv1.Ref{Kind: apiv1.KindEndpoint, Tenant: "b", Name: "ep-4"})
@@ -84,8 +106,7 @@ func TestListAtOrderAndRevision(t *testing.T) {
 			t.Errorf("limit %d: pages differ from the list at revision %d (-want +got):\n%s", limit, rev, diff)
 		}
 	}
-	odd := func(o apiv1.Object) bool { return o.GetObjectMeta().Labels["i"] == "1" }
-	got, _ := pages(t, e, PageQuery{Kind: apiv1.KindEndpoint, Tenant: "a-b", Rev: rev, Limit: 1, Keep: odd})
+	got, _ = pages(t, e, PageQuery{Kind: apiv1.KindEndpoint, Tenant: "a-b", Rev: rev, Limit: 1, Keep: odd})
 	if diff := cmp.Diff([]string{"endpoint/a-b/ep-1", "endpoint/a-b/ep-3"}, got); diff != "" {
 		t.Errorf("one tenant, filtered (-want +got):\n%s", diff)
 	}
@@ -121,7 +142,7 @@ func TestListAtCostFlat(t *testing.T) {
 		}
 		decodedAt[n] = p.Decoded
 		waitRev(t, e.s, rev)
-		head, err := e.s.ListHead(PageQuery{Kind: apiv1.KindHost, Limit: limit})
+		head, err := e.s.ListHead(testCtx(t), PageQuery{Kind: apiv1.KindHost, Limit: limit})
 		if err != nil {
 			t.Fatal(err)
 		}
