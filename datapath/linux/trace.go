@@ -41,10 +41,12 @@ const TraceTable = "weft-trace"
 // dropped-only captures' rules are in the table of family ip, in the
 // router's hooks (pre, mark), and their chains are cap_<n>.
 const (
-	chainTPre  = "pre"  // prerouting, raw: select captured packets (jump to their chain)
-	chainTMark = "mark" // prerouting, after the policy table's mangle: route check
-	chainTFwd  = "fwd"  // forward, raw (unused by traces and captures today)
-	chainTPost = "post" // postrouting (unused by traces and captures today)
+	chainTPre  = "pre"   // prerouting, raw: select captured packets (jump to their chain)
+	chainTMark = "mark"  // prerouting, after the policy table's mangle: route check
+	chainTFwd  = "fwd"   // forward, raw (unused today)
+	chainTPost = "post"  // postrouting, raw: consume a probe (a shaped source's trace)
+	chainTOut  = "out"   // host: output, raw: select encapsulated traced packets (the same)
+	chainTHOut = "hpost" // host: postrouting, after QoS's DSCP: the underlay hop (the same)
 
 	devIn  = "in_" // netdev ingress chain of a device
 	devOut = "eg_" // netdev egress chain of a device
@@ -52,8 +54,9 @@ const (
 
 // priorities of the trace table's base chains.
 var (
-	prioRaw  = nftables.ChainPriorityRaw
-	prioMark = nftables.ChainPriorityRef(-100) // after the policy table's mangle (-150)
+	prioRaw   = nftables.ChainPriorityRaw
+	prioMark  = nftables.ChainPriorityRef(-100) // after the policy table's mangle (-150)
+	prioAfter = nftables.ChainPriorityRef(100)  // after the QoS table's DSCP (mangle)
 )
 
 // probeTimeout bounds how long a probe to a VXLAN device is watched for
@@ -355,20 +358,44 @@ func (d *Driver) renderTables() (out map[uint32]*tableSpec, errs []error) {
 		vs := spec(t.VNI)
 		chain := "tr_" + tok
 		inner := innerMatch(t)
+		// A shaped endpoint's packets are redirected to an ifb by tc at
+		// its veth's ingress, before the netdev hook, and come back past
+		// it, marked to skip every netdev egress hook on this host: such a
+		// trace is selected and followed here in the hooks of family ip
+		// (every packet of the namespaces passes those chains while the
+		// trace lasts).
+		shaped := run.src != nil && d.tcIngress(t.VNI, run.srcVeth)
 		if run.src != nil && !run.done {
-			in := vs.dev(run.srcVeth, false)
-			vs.nchain(chain)
-			vs.nrules = append(vs.nrules, tableRule{in, append(slices.Clone(inner), jump(chain)...)})
-			// The kernel's own FIB lookup, as routing will do it.
 			nr := "nr_" + tok
-			vs.nchain(nr)
-			vs.nrules = append(vs.nrules, tableRule{in, slices.Concat(inner, noRoute(), jump(nr))})
-			if run.dst == nil {
+			if shaped {
+				sel := append(ifname(expr.MetaKeyIIFNAME, run.srcVeth), inner...)
+				vs.chains = append(vs.chains, chain, nr)
+				vs.rules = append(vs.rules,
+					tableRule{chainTPre, append(slices.Clone(sel), jump(chain)...)},
+					tableRule{chainTPre, slices.Concat(sel, noRoute(), jump(nr))})
+				if run.dst == nil {
+					vs.rules = append(vs.rules, tableRule{chainTMark, append(slices.Clone(sel), markTrace()...)})
+				}
+			} else {
+				in := vs.dev(run.srcVeth, false)
+				vs.nchain(chain)
+				vs.nrules = append(vs.nrules, tableRule{in, append(slices.Clone(inner), jump(chain)...)})
+				// The kernel's own FIB lookup, as routing will do it.
+				vs.nchain(nr)
+				vs.nrules = append(vs.nrules, tableRule{in, slices.Concat(inner, noRoute(), jump(nr))})
+			}
+			if run.dst == nil && !shaped {
 				out := vs.dev(vxlanName(t.VNI), true)
 				vs.nrules = append(vs.nrules, tableRule{out, append(slices.Clone(inner), markTrace()...)})
 			}
 		}
-		if run.dst != nil {
+		if run.dst != nil && shaped { // from a shaped source on this host
+			vs.need(chainTPost) // its policy event is the delivery
+			if t.Mode == datapath.TraceProbe {
+				sel := append(ifname(expr.MetaKeyOIFNAME, run.dstVeth), inner...)
+				vs.rules = append(vs.rules, tableRule{chainTPost, append(sel, &expr.Verdict{Kind: expr.VerdictDrop})})
+			}
+		} else if run.dst != nil {
 			out := vs.dev(run.dstVeth, true) // its policy event is the delivery
 			if run.src == nil {              // arrives decapsulated
 				in := vs.dev(vxlanName(t.VNI), false)
@@ -387,9 +414,15 @@ func (d *Driver) renderTables() (out map[uint32]*tableSpec, errs []error) {
 				hchain = "to_"
 			}
 			hchain += strconv.Itoa(int(t.VNI)) + "_" + tok
-			hs.nchain(hchain)
-			dev := hs.dev(hdev, run.src != nil)
-			hs.nrules = append(hs.nrules, tableRule{dev, append(vxlanMatch(t), jump(hchain)...)})
+			if shaped {
+				hs.chains = append(hs.chains, hchain)
+				hs.need(chainTHOut) // the underlay: the packet as it leaves
+				hs.rules = append(hs.rules, tableRule{chainTOut, append(vxlanMatch(t), jump(hchain)...)})
+			} else {
+				hs.nchain(hchain)
+				dev := hs.dev(hdev, run.src != nil)
+				hs.nrules = append(hs.nrules, tableRule{dev, append(vxlanMatch(t), jump(hchain)...)})
+			}
 		}
 	}
 	d.renderCaptureRules(spec)
@@ -399,7 +432,9 @@ func (d *Driver) renderTables() (out map[uint32]*tableSpec, errs []error) {
 	}
 	for _, s := range out {
 		for _, c := range s.chains {
-			s.rules = append(s.rules, tableRule{c, setTrace})
+			if !strings.HasPrefix(c, "nr_") {
+				s.rules = append(s.rules, tableRule{c, setTrace})
+			}
 		}
 		for _, c := range s.nchains {
 			if !strings.HasPrefix(c, "nr_") {
@@ -408,6 +443,25 @@ func (d *Driver) renderTables() (out map[uint32]*tableSpec, errs []error) {
 		}
 	}
 	return out, errs
+}
+
+// tcIngress reports whether a device of a VPC namespace has a clsact
+// qdisc (a shaped endpoint's veth: its ingress filters redirect what it
+// sends to an ifb, which hands it back past the netdev ingress hook).
+func (d *Driver) tcIngress(vni uint32, dev string) bool {
+	_, h, err := d.nsHandle(vni)
+	if err != nil {
+		return false
+	}
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return false
+	}
+	qs, err := h.QdiscList(l)
+	if err != nil {
+		return true // cannot tell: the hook that always sees it
+	}
+	return slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { return q.Attrs().Parent == netlink.HANDLE_CLSACT })
 }
 
 func ifname(key expr.MetaKey, name string) []expr.Any {
@@ -586,7 +640,10 @@ func (d *Driver) writeTraceTable(ns uint32, spec *tableSpec) error {
 				c.AddChain(&nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook, Priority: prio, Policy: &accept})
 			}
 		}
-		if ns != 0 {
+		if ns == 0 {
+			base(chainTOut, nftables.ChainHookOutput, prioRaw)
+			base(chainTHOut, nftables.ChainHookPostrouting, prioAfter)
+		} else {
 			base(chainTPre, nftables.ChainHookPrerouting, prioRaw)
 			base(chainTMark, nftables.ChainHookPrerouting, prioMark)
 			base(chainTFwd, nftables.ChainHookForward, prioRaw)
@@ -892,7 +949,7 @@ func (d *Driver) traceEvent(l *traceListener, run *traceRun, ev nftEvent, now ti
 			h.Reason, h.Endpoint = datapath.DropPolicy, t.Dest
 			emit(datapath.HopDrop, "dropped", "ingress of "+cmpOr(t.Dest, oif)+": not allowed by its policy", true)
 		}
-	case ev.table == TraceTable && ev.chain == devOut+run.dstVeth && run.dst != nil:
+	case ev.table == TraceTable && (ev.chain == devOut+run.dstVeth || ev.chain == chainTPost && oif == run.dstVeth) && run.dst != nil:
 		if verdict == expr.VerdictDrop {
 			emit(datapath.HopDeliver, "delivered", fmt.Sprintf("reached %s, the veth of endpoint %s; the probe is consumed there", run.dstVeth, t.Dest), true)
 		} else if t.Mode == datapath.TraceLive && ev.typ == unix.NFT_TRACETYPE_POLICY {
@@ -961,7 +1018,7 @@ func (d *Driver) hostEvent(run *traceRun, ev nftEvent, iif, oif string, emit fun
 		h.Attrs = attrs
 		run.encap[h.Packet] = true
 		emit(datapath.HopEncap, "forward", fmt.Sprintf("VXLAN VNI %d, GBP identity %d, %s → %s", run.t.VNI, run.src.Identity, outer.src, outer.dst), false)
-	case ev.table == TraceTable && strings.HasPrefix(ev.chain, devOut) && ev.typ == unix.NFT_TRACETYPE_POLICY:
+	case ev.table == TraceTable && (strings.HasPrefix(ev.chain, devOut) || ev.chain == chainTHOut) && ev.typ == unix.NFT_TRACETYPE_POLICY:
 		h.Attrs = attrs
 		emit(datapath.HopUnderlay, "forward", fmt.Sprintf("sent on %s: %s → %s, DSCP %d", oif, outer.src, outer.dst, outer.dscp), false)
 	case ev.table == TraceTable && strings.HasPrefix(ev.chain, "ti_") && ev.typ == unix.NFT_TRACETYPE_RULE:
