@@ -640,6 +640,18 @@
 //   - at the egress of the destination endpoint's veth, a probe is
 //     dropped (consumed) and a live trace's packet seen delivered.
 //
+// A shaped endpoint (QoS) is the exception: tc redirects what it sends to
+// an ifb at its veth's ingress, before the netdev hook, and the ifb hands
+// the packet back past that hook with the flag that makes it skip every
+// netdev egress hook on the host. A trace from such an endpoint is
+// selected and followed in the table "ip weft-trace" instead, as all
+// traces once were: in the router's prerouting (select, FIB check, and
+// after the policy's mangle the trace mark), its postrouting (a probe
+// consumed on the same host) and the host's output and postrouting (the
+// encapsulated packet): every packet of those namespaces passes those
+// chains while such a trace lasts (internal/e2e TestObserve, whose source
+// is shaped, follows it).
+//
 // With nftrace set, the kernel reports every rule and chain verdict the
 // packet meets, and the hops come from those events and the headers they
 // carry: the source veth, the policy table's prerouting (the VPC router,
