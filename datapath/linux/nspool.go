@@ -91,12 +91,18 @@ func (p *nsPool) take(path string) bool {
 		return false
 	}
 	err := pinAt(filepath.Join(p.dir, name), path)
-	p.mu.Lock()
 	if err != nil {
 		p.log.Warn("pooled namespace not used", "netns", name, "err", err)
 	}
-	p.retired = append(p.retired, name) // given or broken: unpinned either way
+	p.mu.Lock()
+	closed := p.closed
+	if !closed {
+		p.retired = append(p.retired, name) // given or broken: unpinned either way
+	}
 	p.mu.Unlock()
+	if closed { // close did not see it
+		_ = netnsfile.Delete(p.dir, name)
+	}
 	p.refill()
 	return err == nil
 }
