@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/datapath/internal/nlconv"
@@ -18,7 +20,7 @@ import (
 
 // Making a network namespace (unshare and a bind mount) is a fifth of what
 // attaching an endpoint that has none costs. So the driver keeps a few
-// empty namespaces made ahead, pinned as "<prefix>-<host>-p<n>", and
+// empty namespaces made ahead (their loopback up), pinned as "<prefix>-<host>-p<n>", and
 // gives one to such an endpoint by pinning it at the endpoint's name too
 // (a bind mount); unpinning the pool's name, and making the next one, is
 // done off the attach path. The pool is started by the first endpoint
@@ -186,7 +188,7 @@ func (p *nsPool) run() {
 				}
 				continue
 			}
-			if _, err := netnsfile.Create(p.dir, mk); err != nil {
+			if err := makePooled(p.dir, mk); err != nil {
 				p.log.Warn("make pooled namespace", "netns", mk, "err", err)
 				_ = netnsfile.Delete(p.dir, mk)
 				break // the next take tries again
@@ -200,6 +202,33 @@ func (p *nsPool) run() {
 			p.mu.Unlock()
 		}
 	}
+}
+
+// makePooled makes a pooled namespace with its loopback up, as an
+// endpoint's namespace the driver makes is wanted.
+func makePooled(dir, name string) error {
+	path, err := netnsfile.Create(dir, name)
+	if err != nil {
+		return err
+	}
+	fd, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("set lo up in %s: %w", path, err)
+	}
+	return nil
 }
 
 // close stops the pool and deletes its namespaces (and those an earlier

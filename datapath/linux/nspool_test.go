@@ -2,6 +2,7 @@ package linux_test
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -67,10 +68,19 @@ func TestNetnsPool(t *testing.T) {
 		if !ok || !strings.HasPrefix(s.Netns, tn.Dir()+"/") {
 			t.Fatalf("endpoint %d: status %+v", i, s)
 		}
-		// Its namespace holds its interface, whichever way it was made.
+		// Its namespace has its interface and loopback up, whichever way
+		// it was made.
 		if err := netnsfile.Do(s.Netns, func() error {
-			_, err := os.Stat("/proc/thread-self/net/dev")
-			return err
+			for _, name := range []string{"lo", s.IfName} {
+				ifi, err := net.InterfaceByName(name)
+				if err != nil {
+					return err
+				}
+				if ifi.Flags&net.FlagUp == 0 {
+					return fmt.Errorf("%s is down", name)
+				}
+			}
+			return nil
 		}); err != nil {
 			t.Fatalf("endpoint %d: %v", i, err)
 		}
