@@ -133,12 +133,13 @@
 //   - the connection-flush dump after a policy change is skipped in a VPC
 //     whose table judges nothing (no isolated endpoint): there everything
 //     is allowed;
-//   - an endpoint without a namespace of its own gets one made ahead
-//     (nspool.go: Config.NetnsPool, 4 by default, pinned as
-//     "<prefix>-<host>-p<n>" and refilled in the background; making a
-//     namespace was a fifth of an attach), and a quick attach neither
-//     looks its veth up before creating it nor reads the nftables
-//     generation a second time after its commit (every commit adds one).
+//   - a quick attach neither looks its veth up before creating it nor
+//     reads the nftables generation a second time after its commit
+//     (every commit adds one); with Config.NetnsPool, an endpoint without
+//     a namespace of its own gets one made ahead (nspool.go, pinned as
+//     "<prefix>-<host>-p<n>" and refilled in the background). What an
+//     attach costs is now mostly the kernel's: creating the veth pair
+//     (about half), the endpoint's namespace (a fifth), its inside.
 //
 // Drift is still repaired: by the first full Set (any Set that is not only
 // attaching, or comes later than VPCResync) in the VPC namespaces, and
