@@ -20,14 +20,14 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench NAME",
-		Short: "Run a benchmark (churn, program, datapath, policy, qos, cni, rollout, ha, ...)",
+		Short: "Run a benchmark (churn, program, datapath, policy, qos, cni, rollout, ha, replicastart, rolling, ...)",
 		Long: `Run one of weft's benchmarks. Each starts the real parts it measures,
 prints progress once a second on stderr and a final report on stdout
 (-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
 	}
 	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd(),
 		newBenchColdstartCmd(), newBenchProgramCmd(), newBenchMigrateCmd(), newBenchDatapathCmd(),
-		newBenchPolicyCmd(), newBenchQoSCmd(), newBenchCNICmd(), newBenchRolloutCmd(), newBenchHACmd())
+		newBenchPolicyCmd(), newBenchQoSCmd(), newBenchCNICmd(), newBenchRolloutCmd(), newBenchHACmd(), newBenchReplicaStartCmd(), newBenchRollingCmd())
 	return cmd
 }
 

@@ -283,6 +283,10 @@ type haReplicaSpec struct {
 	DataDir, ClusterKeyFile, Name, PeerURL, ClientURL, InitialCluster, API string
 	// Agent is the southbound address ("off": none).
 	Agent string
+	// EtcdEndpoints, if set, makes the replica a client of that etcd
+	// instead of embedding one (Name, PeerURL, ClientURL and
+	// InitialCluster empty).
+	EtcdEndpoints []string `json:",omitempty"`
 }
 
 // runHAReplica runs a replica until its parent ends it (or kills it).
@@ -291,7 +295,7 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return fmt.Errorf("ha replica: spec: %w", err)
 	}
-	ctl, err := controller.New(controller.Config{DataDir: spec.DataDir, ClusterKeyFile: spec.ClusterKeyFile,
+	ctl, err := controller.New(controller.Config{DataDir: spec.DataDir, ClusterKeyFile: spec.ClusterKeyFile, EtcdEndpoints: spec.EtcdEndpoints,
 		EtcdName: spec.Name, EtcdPeerListen: spec.PeerURL, EtcdClientListen: spec.ClientURL, EtcdInitialCluster: spec.InitialCluster,
 		APIListen: spec.API, AgentListen: spec.Agent, InsecureHTTP: true, Logger: c.Logger})
 	if err != nil {
