@@ -488,7 +488,7 @@ func (r *rollRun) setup(ctx context.Context) error {
 	t0 := time.Now()
 	// Through one replica: replicas that allocate host IDs and address
 	// blocks at once conflict, and enrolment gives up after a few tries.
-	err := parallel(ctx, 16, r.cfg.Hosts, func(_, i int) error {
+	err := parallel(ctx, 16, r.cfg.Hosts, func(n int) { r.logf("setup: %d/%d hosts enrolled", n, r.cfg.Hosts) }, func(_, i int) error {
 		name, ip := fmt.Sprintf("rh%d", i), sim.HostUnderlay(i)
 		e, err := apis[0].Enroll(ctx, client.EnrollRequest{Host: name, UnderlayIP: ip.String()})
 		if err != nil {
@@ -506,7 +506,7 @@ func (r *rollRun) setup(ctx context.Context) error {
 	}
 	r.logf("setup: %d hosts enrolled in %s", r.cfg.Hosts, time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
-	err = parallel(ctx, 32, eps, func(_, e int) error {
+	err = parallel(ctx, 32, eps, func(n int) { r.logf("setup: %d/%d endpoints created", n, eps) }, func(_, e int) error {
 		h, k := e%r.cfg.Hosts, e/rollingPerVPC
 		ep := &apiv1.Endpoint{TypeMeta: apiv1.TypeMeta{APIVersion: apiv1.APIVersion, Kind: apiv1.KindEndpoint},
 			Metadata: apiv1.ObjectMeta{Name: fmt.Sprintf("re%d", e), Tenant: rollingTenant},
@@ -574,12 +574,13 @@ func (r *rollRun) setup(ctx context.Context) error {
 	return nil
 }
 
-// parallel runs f(worker, i) for i in 0..n-1 on workers goroutines and
-// returns the first error.
-func parallel(ctx context.Context, workers, n int, f func(w, i int) error) error {
+// parallel runs f(worker, i) for i in 0..n-1 on workers goroutines,
+// calling tick with the count done once a second, and returns the first
+// error.
+func parallel(ctx context.Context, workers, n int, tick func(done int), f func(w, i int) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var next atomic.Int64
+	var next, done atomic.Int64
 	var wg sync.WaitGroup
 	for w := range min(workers, n) {
 		wg.Go(func() {
@@ -592,10 +593,27 @@ func parallel(ctx context.Context, workers, n int, f func(w, i int) error) error
 					cancel(err)
 					return
 				}
+				done.Add(1)
 			}
 		})
 	}
+	stop := make(chan struct{})
+	var tw sync.WaitGroup
+	tw.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				tick(int(done.Load()))
+			}
+		}
+	})
 	wg.Wait()
+	close(stop)
+	tw.Wait()
 	return context.Cause(ctx)
 }
 
