@@ -85,5 +85,6 @@ first in the same run and the load average of the machine.`,
 	f.IntVar(&cfg.Writers, "writers", 64, "concurrent writers of the load")
 	f.StringVar(&cfg.Dir, "data-dir", "", "directory of the loaded data (default: a temporary one, removed at the end)")
 	f.DurationVar(&cfg.StartTimeout, "start-timeout", 5*time.Minute, "bound of one start")
+	f.StringVar(&cfg.CPUProfiles, "cpuprofile-dir", "", "directory where each replica writes a CPU profile of its start, SHAPE-N.pprof (go tool pprof)")
 	return cmd
 }

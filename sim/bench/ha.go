@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -287,6 +288,9 @@ type haReplicaSpec struct {
 	// instead of embedding one (Name, PeerURL, ClientURL and
 	// InitialCluster empty).
 	EtcdEndpoints []string `json:",omitempty"`
+	// CPUProfile, if set, is a file the replica writes a CPU profile of
+	// its start to (from before its controller is made until it serves).
+	CPUProfile string `json:",omitempty"`
 }
 
 // runHAReplica runs a replica until its parent ends it (or kills it).
@@ -294,6 +298,20 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	var spec haReplicaSpec
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return fmt.Errorf("ha replica: spec: %w", err)
+	}
+	stopProfile := func() {}
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("ha replica: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("ha replica: %w", err)
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
+		defer stopProfile()
 	}
 	ctl, err := controller.New(controller.Config{DataDir: spec.DataDir, ClusterKeyFile: spec.ClusterKeyFile, EtcdEndpoints: spec.EtcdEndpoints,
 		EtcdName: spec.Name, EtcdPeerListen: spec.PeerURL, EtcdClientListen: spec.ClientURL, EtcdInitialCluster: spec.InitialCluster,
@@ -306,6 +324,7 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	if err := ctl.Start(startCtx); err != nil {
 		return err
 	}
+	stopProfile()
 	c.Emit(childMsg{T: "ready"})
 	<-ctx.Done()
 	return ctl.Close()

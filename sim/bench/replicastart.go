@@ -59,6 +59,10 @@ type ReplicaStartConfig struct {
 	Dir string
 	// StartTimeout bounds one start (default 5 minutes).
 	StartTimeout time.Duration
+	// CPUProfiles, if set, is a directory each replica writes a CPU
+	// profile of its start to (from its first line of work until its
+	// controller serves), SHAPE-N.pprof.
+	CPUProfiles string
 	// NoCalibration skips the calibration (tests).
 	NoCalibration bool
 	// Progress receives the load's progress and a line per start (nil:
@@ -236,6 +240,9 @@ func startShape(ctx context.Context, cfg ReplicaStartConfig, shape, dir, data, k
 	for i := range cfg.Starts {
 		if spec.API, err = freeLoopback(); err != nil {
 			return runs, 0, err
+		}
+		if cfg.CPUProfiles != "" {
+			spec.CPUProfile = filepath.Join(cfg.CPUProfiles, fmt.Sprintf("%s-%d.pprof", shape, i+1))
 		}
 		run, err := startOnce(ctx, cfg, spec)
 		run.Shape = shape
