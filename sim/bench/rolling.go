@@ -90,6 +90,10 @@ func (c *RollingConfig) Validate() error {
 		return fmt.Errorf("bench: rolling: %d members: a restart needs at least 3 to keep a quorum", c.Members)
 	case c.Hosts < 1 || c.EndpointsPerHost < 1:
 		return fmt.Errorf("bench: rolling: %d hosts with %d endpoints each: want at least 1 of each", c.Hosts, c.EndpointsPerHost)
+	case c.Hosts > (c.Members-1)*18_000:
+		// While one replica restarts, the others hold every agent's
+		// config stream (20,000 open files per process at most).
+		return fmt.Errorf("bench: rolling: %d hosts on %d members: at most %d (18,000 streams on each member still up)", c.Hosts, c.Members, (c.Members-1)*18_000)
 	case c.Hosts*c.EndpointsPerHost > 256*rollingPerVPC:
 		return fmt.Errorf("bench: rolling: %d endpoints: at most %d", c.Hosts*c.EndpointsPerHost, 256*rollingPerVPC)
 	}
