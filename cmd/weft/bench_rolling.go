@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +15,10 @@ import (
 )
 
 func newBenchRollingCmd() *cobra.Command {
-	var cfg bench.RollingConfig
+	var (
+		cfg     bench.RollingConfig
+		logFile string
+	)
 	cmd := reportCmd(&cobra.Command{
 		Use:   "rolling",
 		Short: "Rolling restart (or upgrade, --from-binary) of 3 embedded-HA replicas with 10,000 simulated hosts: no host reprogrammed, no endpoint Lost",
@@ -58,6 +62,14 @@ object written through one replica was read back through the others.`,
 			return nil, fmt.Errorf("find the weft binary for the replicas: %w", err)
 		}
 		cfg.Exec, cfg.Progress = exe, cmd.ErrOrStderr()
+		if logFile != "" {
+			f, err := os.Create(logFile)
+			if err != nil {
+				return nil, fmt.Errorf("--log: %w", err)
+			}
+			defer f.Close()
+			cfg.ChildLog = &lockedWriter{w: f}
+		}
 		rep, err := bench.Rolling(cmd.Context(), cfg)
 		if err == nil {
 			if fails := rep.Failures(); len(fails) > 0 {
@@ -91,6 +103,20 @@ object written through one replica was read back through the others.`,
 	f.StringVar(&cfg.FromBinary, "from-binary", "", "an older weft binary: start the replicas from it and restart each into this build (a rolling upgrade)")
 	f.DurationVar(&cfg.Settle, "settle", 2*time.Second, "least time between two steps")
 	f.DurationVar(&cfg.StepTimeout, "step-timeout", 5*time.Minute, "bound of one step (and of the setup's wait)")
+	f.StringVar(&logFile, "log", "", "file the replicas' and the simulated hosts' logs go to (default: discarded)")
 	f.StringVar(&cfg.Dir, "data-dir", "", "directory of the replicas' data dirs (default: a temporary one)")
 	return cmd
+}
+
+// lockedWriter serialises the writes of several children's log copiers
+// to one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -503,7 +503,7 @@ func (r *haRun) startCluster(ctx context.Context, dir string) error {
 // it has one, and waits until it serves.
 func (r *haRun) startMember(ctx context.Context, m *haMember) error {
 	start := func() error {
-		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: r.cfg.ChildLog})
+		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: prefixLines(r.cfg.ChildLog, m.spec.Name+": ")})
 		m.child = c
 		return err
 	}

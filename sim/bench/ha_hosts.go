@@ -303,7 +303,7 @@ func (r *haRun) startHosts(ctx context.Context) (*haHosts, error) {
 		return nil, err
 	}
 	r.logf("setup: %d hosts enrolled in %s", r.cfg.Hosts, time.Since(t0).Round(time.Millisecond))
-	c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "simulated hosts", Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: r.cfg.ChildLog})
+	c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "simulated hosts", Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: prefixLines(r.cfg.ChildLog, "hosts: ")})
 	if err != nil {
 		return nil, err
 	}

@@ -382,7 +382,8 @@ func (r *rollRun) startMember(ctx context.Context, m *rollMember, old bool) erro
 			"--etcd-name", s.Name, "--etcd-peer-listen", s.PeerURL, "--etcd-client-listen", s.ClientURL,
 			"--etcd-initial-cluster", s.InitialCluster, "--api-listen", s.API, "--agent-listen", s.Agent,
 			"--metrics-listen", "", "--insecure-http", "--log-level", "warn")
-		cmd.Stdout, cmd.Stderr = r.childLog(), r.childLog()
+		log := prefixLines(r.childLog(), s.Name+": ")
+		cmd.Stdout, cmd.Stderr = log, log
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("bench: rolling: start %s from %s: %w", s.Name, r.cfg.FromBinary, err)
@@ -390,7 +391,7 @@ func (r *rollRun) startMember(ctx context.Context, m *rollMember, old bool) erro
 		m.proc, m.exit = cmd, make(chan struct{})
 		go func() { _ = cmd.Wait(); close(m.exit) }()
 	} else {
-		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: r.cfg.ChildLog})
+		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: prefixLines(r.cfg.ChildLog, m.spec.Name+": ")})
 		if err != nil {
 			return fmt.Errorf("bench: rolling: %w", err)
 		}
@@ -530,7 +531,7 @@ func (r *rollRun) setup(ctx context.Context) error {
 	}
 	for first := 0; first < len(hosts); first += rollingHostsPerProcess {
 		spec := haAgentsSpec{Replicas: agentAddrs, Hosts: hosts[first:min(first+rollingHostsPerProcess, len(hosts))]}
-		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: fmt.Sprintf("simulated hosts %d-", first), Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: r.cfg.ChildLog})
+		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: fmt.Sprintf("simulated hosts %d-", first), Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: prefixLines(r.cfg.ChildLog, "hosts: ")})
 		if err != nil {
 			return fmt.Errorf("bench: rolling: %w", err)
 		}
