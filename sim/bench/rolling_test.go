@@ -112,3 +112,21 @@ func (connectedAgent) Stats() agent.Stats     { return agent.Stats{StreamConnect
 func (connectedAgent) Connected() bool        { return true }
 func (connectedAgent) ViewVersion() uint64    { return 1 }
 func (connectedAgent) AppliedVersion() uint64 { return 1 }
+
+// TestPrefixLines: whole lines are copied with the prefix, however the
+// writes cut them; a partial line waits for its end.
+func TestPrefixLines(t *testing.T) {
+	var b bytes.Buffer
+	w := prefixLines(&b, "m0: ")
+	for _, p := range []string{"a", "b\nc\n", "d"} {
+		if _, err := w.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := b.String(), "m0: ab\nm0: c\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if prefixLines(nil, "x") != nil {
+		t.Error("a nil log gave a writer")
+	}
+}
