@@ -38,6 +38,10 @@ type haAgentsSpec struct {
 	// Replicas are the replicas' southbound addresses.
 	Replicas []string     `json:"replicas"`
 	Hosts    []haHostSpec `json:"hosts"`
+	// APIs, if set, are the replicas' API addresses (plain HTTP): the
+	// agents report their endpoints' status through them, as real ones
+	// do, moving to the next when one fails.
+	APIs []string `json:"apis,omitempty"`
 }
 
 // haHostSpec is one enrolled host.
@@ -119,6 +123,7 @@ func runHAAgents(ctx context.Context, c sim.ChildIO) (err error) {
 		agents  []*agent.Agent
 		drivers []*simdp.Driver
 		marks   []datapath.Counts // "mark"'s
+		clients []*client.Client  // of the reporters, closed after the agents
 	)
 	defer func() {
 		var wg sync.WaitGroup
@@ -131,12 +136,27 @@ func runHAAgents(ctx context.Context, c sim.ChildIO) (err error) {
 		for _, d := range drivers {
 			err = errors.Join(err, d.Close())
 		}
+		for _, c := range clients {
+			c.Close()
+		}
 	}()
-	for _, h := range spec.Hosts {
+	var reporter func(first int) *failoverReporter
+	if len(spec.APIs) > 0 {
+		cs, f, err := newFailoverReporters(spec.APIs)
+		if err != nil {
+			return fmt.Errorf("ha agents: %w", err)
+		}
+		clients, reporter = cs, f
+	}
+	for i, h := range spec.Hosts {
 		d := simdp.New(simdp.Config{})
 		drivers = append(drivers, d)
+		var rep agent.Reporter
+		if reporter != nil {
+			rep = reporter(i)
+		}
 		a, err := agent.New(agent.Config{Host: h.Name, StreamAddrs: spec.Replicas, UDPAddr: sim.ReplicaFor(h.Name, spec.Replicas),
-			UDPFollowsStream: true, Key: h.Key, Driver: d, UnderlayIP: h.Underlay,
+			UDPFollowsStream: true, Key: h.Key, Driver: d, UnderlayIP: h.Underlay, Reporter: rep,
 			// They share two cores with the replicas under faults.
 			HandshakeTimeout: time.Minute, Logger: c.Logger})
 		if err != nil {

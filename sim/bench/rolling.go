@@ -116,7 +116,7 @@ type RollingReport struct {
 	From        string `json:"from,omitempty"`
 	FromVersion string `json:"fromVersion,omitempty"`
 	// Setup is the time from the replicas' start until every host was
-	// programmed.
+	// programmed and every endpoint Ready.
 	Setup time.Duration `json:"setup"`
 	Steps []RollingStep `json:"steps"`
 	// WorstStep is the longest step (stop to re-homed).
@@ -221,7 +221,8 @@ type rollRun struct {
 
 // Rolling starts Members replicas embedding a 3-member etcd cluster, with
 // Hosts simulated hosts streaming from them and EndpointsPerHost
-// endpoints each, waits until every host is programmed, then restarts each replica in turn (stop, start, wait until it is
+// endpoints each, waits until every host is programmed and every endpoint
+// Ready (the agents report through the replicas' APIs), then restarts each replica in turn (stop, start, wait until it is
 // ready, every host connected and the cluster whole) — into this build
 // from FromBinary's when set — and reports each step's times, the
 // datapath writes after the initial programming (must be 0), the
@@ -260,7 +261,7 @@ func Rolling(ctx context.Context, cfg RollingConfig) (*RollingReport, error) {
 		return rep, err
 	}
 	rep.Setup = time.Since(r.start)
-	r.logf("setup: %d hosts programmed with %d endpoints", cfg.Hosts, rep.Endpoints)
+	r.logf("setup: %d hosts programmed, %d endpoints Ready", cfg.Hosts, rep.Endpoints)
 	var (
 		before hostsSummary
 		err    error
@@ -460,10 +461,9 @@ func (r *rollRun) close() {
 
 // setup creates the tenant, VPCs and subnets, enrols the hosts and
 // creates their endpoints through the replicas' APIs, starts the hosts'
-// agents and waits until every host is programmed; then it records every
-// endpoint's resourceVersion. The hosts report no endpoint status (as in
-// HA), so their endpoints stay Pending; Lost is what liveness writes when
-// it takes a host for dead.
+// agents, which report their endpoints' status through the replicas' APIs
+// as real agents do, and waits until every host is programmed and every
+// endpoint Ready; then it records every endpoint's resourceVersion.
 func (r *rollRun) setup(ctx context.Context) error {
 	apis := make([]*client.Client, len(r.members))
 	for i, m := range r.members {
@@ -525,12 +525,12 @@ func (r *rollRun) setup(ctx context.Context) error {
 		return err
 	}
 	r.logf("setup: %d endpoints created in %s", eps, time.Since(t0).Round(time.Millisecond))
-	var agentAddrs []string
+	var agentAddrs, apiAddrs []string
 	for _, m := range r.members {
-		agentAddrs = append(agentAddrs, m.spec.Agent)
+		agentAddrs, apiAddrs = append(agentAddrs, m.spec.Agent), append(apiAddrs, m.spec.API)
 	}
 	for first := 0; first < len(hosts); first += rollingHostsPerProcess {
-		spec := haAgentsSpec{Replicas: agentAddrs, Hosts: hosts[first:min(first+rollingHostsPerProcess, len(hosts))]}
+		spec := haAgentsSpec{Replicas: agentAddrs, APIs: apiAddrs, Hosts: hosts[first:min(first+rollingHostsPerProcess, len(hosts))]}
 		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: fmt.Sprintf("simulated hosts %d-", first), Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: prefixLines(r.cfg.ChildLog, "hosts: ")})
 		if err != nil {
 			return fmt.Errorf("bench: rolling: %w", err)
@@ -552,12 +552,16 @@ func (r *rollRun) setup(ctx context.Context) error {
 			}
 			sum.add(*s.Summary)
 		}
-		r.logf("setup: %d/%d hosts connected, %d programmed", sum.Connected, r.cfg.Hosts, sum.Programmed)
-		if sum.Programmed == r.cfg.Hosts {
+		ready, err := r.endpointsReady(ctx)
+		if err != nil {
+			return err
+		}
+		r.logf("setup: %d/%d hosts connected, %d programmed; %d/%d endpoints Ready", sum.Connected, r.cfg.Hosts, sum.Programmed, ready, eps)
+		if sum.Programmed == r.cfg.Hosts && ready == eps {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: rolling: %d of %d hosts programmed after %s", sum.Programmed, r.cfg.Hosts, time.Since(r.start).Round(time.Second))
+			return fmt.Errorf("bench: rolling: %d of %d hosts programmed, %d of %d endpoints Ready after %s", sum.Programmed, r.cfg.Hosts, ready, eps, time.Since(r.start).Round(time.Second))
 		}
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return err
@@ -644,6 +648,21 @@ func (r *rollRun) listEndpoints(ctx context.Context) ([]apiv1.Object, error) {
 		return nil, fmt.Errorf("bench: rolling: list endpoints: %w", err)
 	}
 	return list, nil
+}
+
+// endpointsReady counts the Ready endpoints.
+func (r *rollRun) endpointsReady(ctx context.Context) (int, error) {
+	list, err := r.listEndpoints(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, o := range list {
+		if o.(*apiv1.Endpoint).Status.Phase == apiv1.PhaseReady {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // checkObjects records the endpoints Lost and the hosts Dead now, and
