@@ -26,8 +26,8 @@ func newBenchRollingCmd() *cobra.Command {
 a member of one etcd cluster (TLS peers), enrol --hosts simulated hosts
 through their API and create --endpoints-per-host endpoints on each, start
 the hosts (real agents with the sim driver, up to 5,000 in each child
-process) and wait until every host holds its applied view and every
-endpoint is Ready. Then restart the replicas one after another: stop one
+process, reporting their endpoints' status through the replicas' APIs) and
+wait until every host holds its applied view and every endpoint is Ready. Then restart the replicas one after another: stop one
 (SIGTERM to a 'weft controller' process, the end of its input to a replica
 of this build), start it again from this build on the same data dir, and
 wait until it is ready, every host is connected holding its applied view
@@ -52,7 +52,9 @@ written after its initial programming (the sim driver counts every
 write), no endpoint was seen Lost and no host Dead (checked after every
 step and at the end), the replicas sent no full snapshot to an agent that
 failed over (each must resume from its version with a delta), and every
-object written through one replica was read back through the others.`,
+object written through one replica was read back through the others. It
+also counts the endpoints whose stored object changed during the roll (an
+agent's report written again after a move).`,
 		Example: `  weft bench rolling                                    # 10,000 hosts, rolling restart
   weft bench rolling --from-binary /tmp/weft-old/weft   # rolling upgrade
   weft bench rolling --hosts 200 -o json                # the CI smoke size`,
