@@ -83,6 +83,9 @@ type Driver struct {
 	// the remotes map (Config.MapResync). Set's alone.
 	polCache *policyMaps
 	mapsRead time.Time
+	// last is what the last full Set read and programmed, if it had no
+	// error (setNewEndpoints). Set's alone.
+	last *lastSet
 }
 
 type vpcState struct {
