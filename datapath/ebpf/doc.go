@@ -456,6 +456,21 @@
 // when bound to the underlay device, which this driver's collect-metadata
 // device is not, and that they are segmented in software before the wire.
 //
+// Tried, not kept: decapsulating in a tc program on the underlay device's
+// ingress (bpf_skb_adjust_room, then bpf_redirect_peer to the endpoint),
+// which skips the IP stack, the UDP socket and the GRO cell. An
+// experimental program, not in the tree, measured as a variant in the
+// same rounds (three runs, 6-9 rounds at MTU 1500, load average 8-15):
+// TCP request/response p50 10.9 -> 9.8 µs each time, bulk throughput 0.76,
+// 1.23 and 1.12 of the driver's without it (too spread to call). It is not
+// kept because on this kernel a program cannot clear a decapsulated GSO
+// packet's tunnel state (SKB_GSO_UDP_TUNNEL, skb->encapsulation), which the
+// kernel's VXLAN receive clears: an endpoint that forwards such a packet
+// (a router or NAT in a VM) would have it segmented as a tunnel packet.
+// bpf_skb_adjust_room's BPF_F_ADJ_ROOM_DECAP_L4_UDP, in later kernels,
+// clears it; with it, or for packets that are not GSO, this is the next
+// step for the receive path.
+//
 // Attaching one endpoint per Set (a Set with one endpoint more than the
 // last, as an agent attaching containers one by one calls it) re-read
 // every endpoint's namespace and filters and walked the remotes and
@@ -505,10 +520,10 @@
 // net's underlay veths of both hosts), as a variant of the ebpf driver in
 // the same interleaved rounds as the driver without it (the benchmark's
 // DatapathConfig.EBPFUnderlayXDP; MTU 1500, two runs of 5 and 6 rounds,
-// load average 5-7): its overlay carried 0.323 (0.200..0.449) and 0.424
-// (0.349..0.575) of the driver's without it, at 3.6-4.6 times the CPU per
-// GB; its TCP request/response p50 10.8 -> 11.8 µs, p99 45 -> 68 µs (one
-// run). A veth with an XDP program receives in NAPI mode and copies every
+// load average 5-7 in the first, the second under a profiler): its
+// overlay carried 0.323 (0.200..0.449) and 0.424 (0.349..0.575) of the
+// driver's without it, at 2.5-4.6 times the CPU per GB; its TCP
+// request/response p50 10.8 -> 11.8 µs, p99 45 -> 68 µs (first run). A veth with an XDP program receives in NAPI mode and copies every
 // packet that is not one linear buffer, every 64 KB GSO packet of a
 // stream, into page-pool pages before the program runs (skb_pp_cow_data
 // under veth_xdp_rcv_skb in a profile of the run): that copy alone costs
