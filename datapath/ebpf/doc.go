@@ -460,8 +460,8 @@
 // ingress (bpf_skb_adjust_room, then bpf_redirect_peer to the endpoint),
 // which skips the IP stack, the UDP socket and the GRO cell. An
 // experimental program, not in the tree, measured as a variant in the
-// same rounds (three runs, 6-9 rounds at MTU 1500, load average 8-15):
-// TCP request/response p50 10.9 -> 9.8 µs each time, bulk throughput 0.76,
+// same rounds (three runs, 6-9 rounds at MTU 1500, load average 8-16):
+// TCP request/response p50 10.8-10.9 -> 9.8-9.9 µs, bulk throughput 0.76,
 // 1.23 and 1.12 of the driver's without it (too spread to call). It is not
 // kept because on this kernel a program cannot clear a decapsulated GSO
 // packet's tunnel state (SKB_GSO_UDP_TUNNEL, skb->encapsulation), which the
