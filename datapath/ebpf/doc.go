@@ -373,7 +373,7 @@
 // inside, filter, policy classes, map entries) without dumping the host
 // namespace's links and qdiscs, reading the VXLAN device, its sysctls and
 // hooks, the shaper, the uplink's tree or any map: those grew with the
-// endpoints and cost three fifths of such a Set at 200 endpoints. Drift
+// endpoints and cost about two thirds of such a Set at 200 endpoints. Drift
 // elsewhere (a veth deleted behind its back) waits for the next Set of
 // any other change or the first after the interval
 // (TestAttachTrustsWithinMapResync), as the linux driver's VPCResync
@@ -495,11 +495,13 @@
 // again 0.14 (no endpoint was isolated), and the VXLAN device's sysctls
 // and hooks, the shaper and the underlay's MTU 0.50. A Set that only
 // attaches endpoints now skips all of it (setNewEndpoints, see "Owned
-// state, adoption, drift, teardown"). The attach phase alone, both
-// drivers in one run, twice (2026-12-07, load average 5.7-8.0, other
-// work on the machine): one Set per endpoint 417.2/s (p50 1.89 ms)
-// against the linux driver's 213.0/s (p50 2.48 ms) with the ebpf driver
-// first, 302.5/s (2.44 ms) against 147.5/s (3.99 ms) with linux first.
+// state, adoption, drift, teardown"). One Set per endpoint, both drivers
+// in the same run (2026-12-07, other work on the machine, load average
+// 5.7-12): the attach phase alone with the ebpf driver first 417.2/s (p50
+// 1.89 ms) and 428.5/s against the linux driver's 213.0/s (2.48 ms) and
+// 268.3/s, with linux first 302.5/s (2.44 ms) and 288.9/s against 147.5/s
+// (3.99 ms) and 184.2/s; weft bench datapath --datapath linux,ebpf
+// --rounds 3, 292.5/s (p50 2.44 ms) against 176.6/s (3.13 ms).
 //
 // # Building the programs
 //
@@ -523,9 +525,10 @@
 // load average 5-7 in the first, the second under a profiler): its
 // overlay carried 0.323 (0.200..0.449) and 0.424 (0.349..0.575) of the
 // driver's without it, at 2.5-4.6 times the CPU per GB; its TCP
-// request/response p50 10.8 -> 11.8 µs, p99 45 -> 68 µs (first run). A veth with an XDP program receives in NAPI mode and copies every
-// packet that is not one linear buffer, every 64 KB GSO packet of a
-// stream, into page-pool pages before the program runs (skb_pp_cow_data
+// request/response p50 10.8 -> 11.8 µs, p99 45 -> 68 µs (first run). A
+// veth with an XDP program receives in NAPI mode and copies every packet
+// that is not one linear buffer, every 64 KB GSO packet of a stream,
+// into page-pool pages before the program runs (skb_pp_cow_data
 // under veth_xdp_rcv_skb in a profile of the run): that copy alone costs
 // more than a decapsulating program could save. An endpoint's veth is the
 // same; the VXLAN device runs XDP only in generic mode, after the packet
