@@ -467,9 +467,11 @@
 // packet's tunnel state (SKB_GSO_UDP_TUNNEL, skb->encapsulation), which the
 // kernel's VXLAN receive clears: an endpoint that forwards such a packet
 // (a router or NAT in a VM) would have it segmented as a tunnel packet.
-// bpf_skb_adjust_room's BPF_F_ADJ_ROOM_DECAP_L4_UDP, in later kernels,
-// clears it; with it, or for packets that are not GSO, this is the next
-// step for the receive path.
+// bpf_skb_adjust_room's BPF_F_ADJ_ROOM_DECAP_L4_UDP (1 << 10) clears it
+// in later kernels; this one refuses the flag (a test run of the program
+// with it took the helper's error path, without it decapsulated). With
+// it, or for packets that are not GSO, this is the next step for the
+// receive path.
 //
 // Attaching one endpoint per Set (a Set with one endpoint more than the
 // last, as an agent attaching containers one by one calls it) re-read
