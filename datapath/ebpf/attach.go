@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/internal/writes"
+	"github.com/weftnet/weft/internal/netnsfile"
 )
 
 // lastSet is what the last Set that read the host namespace (a full Set)
@@ -26,22 +30,23 @@ type lastSet struct {
 }
 
 // setNewEndpoints programs a Set whose only change from the last one is
-// endpoints more (without QoS, on a host and VPCs without QoS, nothing
-// refused or invalid) within Config.MapResync of the last full Set (and
-// with a non-negative Config.EndpointResync), which
-// read the host namespace and the maps and had no error: it trusts what
-// that Set read and what the Sets since wrote, and makes only the new
-// endpoints (veth, inside, hook, their map entries and policy classes),
+// endpoints more or fewer (none under QoS, on a host and VPCs without
+// QoS, nothing refused or invalid) within Config.MapResync of the last
+// full Set (and with a non-negative Config.EndpointResync), which read
+// the host namespace and the maps and had no error: it trusts what that
+// Set read and what the Sets since wrote, removes the endpoints that went
+// (veth, hook, namespace, map entries, policy classes no one uses) and
+// makes the new ones (veth, inside, hook, map entries, policy classes),
 // without dumping the host namespace's links and qdiscs or reading any
-// map, so attaching one endpoint costs the same on a host with 10 or
-// 1,000. Anything else, or a failure on the way, is left to the full Set
-// (done false), which reads everything and repairs drift, as the first
-// Set after the interval does.
+// map, so attaching or detaching one endpoint costs the same on a host
+// with 10 or 1,000. Anything else, or a failure on the way, is left to
+// the full Set (done false), which reads everything and repairs drift, as
+// the first Set after the interval does.
 func (d *Driver) setNewEndpoints(ctx context.Context, n *datapath.Desired) (done bool, err error) {
 	l := d.last
 	if l == nil || d.cfg.MapResync < 0 || d.cfg.EndpointResync < 0 || time.Since(l.read) >= d.cfg.MapResync || d.polCache == nil || d.qosErr != nil ||
 		len(d.refused) > 0 || len(n.Invalid) > 0 || n.Host != l.host || n.Host.CapacityBps != 0 ||
-		len(n.Endpoints) <= len(d.eps) || !reflect.DeepEqual(n.VPCs, l.vpcs) {
+		!reflect.DeepEqual(n.VPCs, l.vpcs) {
 		return false, nil
 	}
 	for _, v := range n.VPCs {
@@ -50,12 +55,14 @@ func (d *Driver) setNewEndpoints(ctx context.Context, n *datapath.Desired) (done
 		}
 	}
 	var fresh []*datapath.Endpoint
+	kept := 0
 	for i := range n.Endpoints {
 		e := &n.Endpoints[i]
 		if prev := d.eps[e.ID]; prev != nil {
 			if !reflect.DeepEqual(&prev.ep, e) {
 				return false, nil
 			}
+			kept++
 			continue
 		}
 		if e.QoS != nil {
@@ -63,33 +70,62 @@ func (d *Driver) setNewEndpoints(ctx context.Context, n *datapath.Desired) (done
 		}
 		fresh = append(fresh, e)
 	}
-	if len(fresh) != len(n.Endpoints)-len(d.eps) {
-		return false, nil // an endpoint went
+	gone := make(map[string]*epState, len(d.eps)-kept)
+	if kept < len(d.eps) {
+		want := make(map[string]bool, len(n.Endpoints))
+		for i := range n.Endpoints {
+			want[n.Endpoints[i].ID] = true
+		}
+		for id, st := range d.eps {
+			if !want[id] {
+				if st.qos || st.ep.QoS != nil {
+					return false, nil
+				}
+				gone[id] = st
+			}
+		}
 	}
-	if len(refusals(n)) > 0 {
+	if len(fresh) == 0 && len(gone) == 0 || len(refusals(n)) > 0 {
 		return false, nil
 	}
 
 	start := time.Now()
 	before := d.ops.Counts()
+	eps := maps.Clone(d.eps)
 	pols := maps.Clone(d.policies)
+	// The endpoints that went first: a new one may take the address of
+	// one that went (its locals entry).
+	for id, st := range gone {
+		if err := d.removeEndpoint(st); err != nil {
+			d.log.Info("removing an endpoint failed, reading the host", "endpoint", id, "err", err)
+			d.last = nil
+			d.publish(eps, d.refused, pols, d.qosErr)
+			return false, nil
+		}
+		delete(eps, id)
+		delete(pols, id)
+	}
 	for _, e := range fresh {
 		pols[e.ID] = d.compilePolicy(e)
 	}
 	refused := map[uint32]refusal{}
 	if d.putPolicies(n, pols, &mapState{pol: d.polCache}, refused) {
+		d.last = nil
+		d.publish(eps, d.refused, pols, d.qosErr)
 		return false, nil
 	}
-	eps := maps.Clone(d.eps)
 	clsact := map[int]bool{} // fresh veths have no qdisc
 	for _, e := range fresh {
 		if err := ctx.Err(); err != nil {
+			d.last = nil
+			d.publish(eps, d.refused, pols, d.qosErr)
 			return true, fmt.Errorf("ebpf set: %w", err)
 		}
 		st, err := d.ensureEndpoint(e, nil, nil, l.mtu, clsact)
 		if err != nil {
 			d.log.Info("attaching a new endpoint failed, reading the host", "endpoint", e.ID, "err", err)
 			d.last = nil
+			d.publish(eps, d.refused, pols, d.qosErr)
 			return false, nil
 		}
 		eps[e.ID] = st
@@ -117,7 +153,13 @@ func (d *Driver) setNewEndpoints(ctx context.Context, n *datapath.Desired) (done
 		d.publish(eps, d.refused, pols, d.qosErr)
 		return false, nil
 	}
-	d.polCache = policyMapsOf(slices.Collect(maps.Values(pols)))
+	wantPol := policyMapsOf(slices.Collect(maps.Values(pols)))
+	if err := d.deletePolicies(wantPol, &mapState{pol: d.polCache}); err != nil {
+		errs = append(errs, err)
+		d.polCache = nil
+	} else {
+		d.polCache = wantPol
+	}
 	if err := d.flushIfIsolated(eps, pols); err != nil {
 		errs = append(errs, fmt.Errorf("policy: %w", err))
 	}
@@ -126,12 +168,55 @@ func (d *Driver) setNewEndpoints(ctx context.Context, n *datapath.Desired) (done
 	if err != nil {
 		d.last = nil
 	}
-	d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "new", len(fresh),
+	d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "new", len(fresh), "gone", len(gone),
 		"writes", d.ops.Counts().Sub(before).String(), "took", time.Since(start), "err", err)
 	if err != nil {
 		return true, fmt.Errorf("ebpf set: %w", err)
 	}
 	return true, nil
+}
+
+// removeEndpoint removes an endpoint the last Set programmed: its veth
+// (with its peer and filter; a veth of that name with another index is
+// not ours to delete, and fails it), its pinned link, the namespace the
+// driver made for it and its map entries.
+func (d *Driver) removeEndpoint(st *epState) error {
+	name := st.status.HostIfName
+	link, err := d.nl.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case errors.As(err, &nf):
+	case err != nil:
+		return fmt.Errorf("find veth %s: %w", name, err)
+	case link.Attrs().Index != st.ifindex || link.Type() != "veth":
+		return fmt.Errorf("veth %s: index %d, type %s, want the veth %d", name, link.Attrs().Index, link.Type(), st.ifindex)
+	default:
+		if err := d.ops.Write(writes.LinkDel, func() error { return d.nl.LinkDel(link) }); err != nil {
+			return fmt.Errorf("delete veth %s: %w", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d.pinDir, "links", name)); err == nil {
+		if err := d.dropLink(name); err != nil {
+			return err
+		}
+	}
+	if st.ep.Netns == "" {
+		ns := d.names.Endpoint(st.ep.ID)
+		if err := d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, ns) }); err != nil {
+			return err
+		}
+	}
+	ifindex := uint32(st.ifindex)
+	for _, del := range []struct {
+		m   *ebpf.Map
+		key any
+	}{{d.objs.Locals, vipOf(&st.ep)}, {d.objs.Ifaces, ifindex}, {d.objs.Counters, ifindex}} {
+		if err := d.ops.Write(writes.MapDel, func() error { return del.m.Delete(del.key) }); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete the map entries of %s: %w", st.ep.ID, err)
+		}
+	}
+	d.log.Info("endpoint removed", "veth", name, "endpoint", st.ep.ID)
+	return nil
 }
 
 // flushIfIsolated deletes the tracked connections the policies no longer

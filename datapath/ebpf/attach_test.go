@@ -2,7 +2,9 @@ package ebpf_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -15,11 +17,11 @@ import (
 )
 
 // TestAttachTrustsWithinMapResync: a Set whose only change is a new
-// endpoint, within MapResync of the last Set that read the host, makes
-// that endpoint alone (its policy included) and reads nothing else: a
-// veth deleted behind the driver's back is not seen. A Set of another
-// change reads the host and repairs it, as does the first Set after the
-// interval.
+// endpoint, or one fewer, within MapResync of the last Set that read the
+// host, makes or removes that endpoint alone (its policy included) and
+// reads nothing else: a veth deleted behind the driver's back is not
+// seen. A Set of another change reads the host and repairs it, as does
+// the first Set after the interval.
 func TestAttachTrustsWithinMapResync(t *testing.T) {
 	n := nettest.New(t, testnet.Options{Hosts: 1})
 	h := n.Host(0)
@@ -74,6 +76,22 @@ func TestAttachTrustsWithinMapResync(t *testing.T) {
 	reach("acme/c", "10.0.1.10", true)  // its egress is open: the reply passes as tracked
 	reach("acme/a", "10.0.1.12", false) // identity 100 may not reach it
 	reach("acme/a", "10.0.1.11", false) // not repaired yet
+
+	// acme/c goes again: its veth, namespace, map entries and policy
+	// class, nothing else.
+	cNetns := netns("acme/c")
+	desired.Endpoints = desired.Endpoints[:2]
+	w = set("detach acme/c")
+	if w["link/del"] != 1 || w["netns/del"] != 1 || w["map/del"] < 3 || w["link/add"] != 0 {
+		t.Errorf("detaching acme/c wrote %s, want its veth, namespace and map entries deleted and nothing added", w)
+	}
+	if _, ok := d.Status("acme/c"); ok {
+		t.Error("acme/c has a status after it went")
+	}
+	if _, err := os.Stat(cNetns); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("acme/c's namespace %s: %v, want it gone", cNetns, err)
+	}
+	reach("acme/a", "10.0.1.11", false) // still not repaired
 
 	// A Set of the same endpoints reads the host and repairs acme/b.
 	w = set("Set of the same state")

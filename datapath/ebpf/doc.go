@@ -366,21 +366,23 @@
 // endpoint's ID) passed since they were last read; a fresh veth's peer is
 // written without reading (TestEndpointResyncCache). So a Set that
 // attaches one endpoint more reads one namespace and one device's filters,
-// not every endpoint's. A Set whose only change is endpoints more (none
-// under QoS, on a host and VPCs without QoS, nothing refused), within
-// Config.MapResync of the last Set that read the host and had no error,
-// goes further (setNewEndpoints): it makes the new endpoints (veth,
-// inside, filter, policy classes, map entries) without dumping the host
-// namespace's links and qdiscs, reading the VXLAN device, its sysctls and
-// hooks, the shaper, the uplink's tree or any map: those grew with the
-// endpoints and cost about two thirds of such a Set at 200 endpoints. Drift
-// elsewhere (a veth deleted behind its back) waits for the next Set of
-// any other change or the first after the interval
+// not every endpoint's. A Set whose only change is endpoints more or
+// fewer (none under QoS, on a host and VPCs without QoS, nothing
+// refused), within Config.MapResync of the last Set that read the host
+// and had no error, goes further (setNewEndpoints): it removes the ones
+// that went (veth, link, namespace, map entries, unused policy classes)
+// and makes the new ones (veth, inside, filter, policy classes, map
+// entries) without dumping the host namespace's links and qdiscs,
+// reading the VXLAN device, its sysctls and hooks, the shaper, the
+// uplink's tree or any map: those grew with the endpoints and cost about
+// two thirds of an attaching Set at 200 endpoints. Drift elsewhere (a
+// veth deleted behind its back) waits for the next Set of any other
+// change or the first after the interval
 // (TestAttachTrustsWithinMapResync), as the linux driver's VPCResync
 // does; a failure on the way sends the Set down the full path. So
-// attaching one endpoint per Set costs the same on a host with 10 or
-// 1,000 endpoints (see "Performance"). A negative interval (either)
-// makes every Set read everything. Tracked connections are judged again
+// attaching or detaching one endpoint per Set costs the same on a host
+// with 10 or 1,000 endpoints (see "Performance"). A negative interval
+// (either) makes every Set read everything. Tracked connections are judged again
 // only while some endpoint is isolated (no program looks them up
 // otherwise; the first Set that isolates one judges them all).
 //

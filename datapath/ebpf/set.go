@@ -25,8 +25,8 @@ import (
 // Set implements datapath.Driver. It reads what is programmed (the host
 // namespace's links, the pinned links, every map, each endpoint's
 // namespace, the uplink's HTB tree) and writes only what differs; a Set
-// that only attaches endpoints soon after one that read everything makes
-// them alone (setNewEndpoints).
+// that only attaches or detaches endpoints soon after one that read
+// everything makes or removes them alone (setNewEndpoints).
 func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	n, err := desired.Normalize()
 	if err != nil {
