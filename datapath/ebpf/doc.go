@@ -380,9 +380,10 @@
 // change or the first after the interval
 // (TestAttachTrustsWithinMapResync), as the linux driver's VPCResync
 // does; a failure on the way sends the Set down the full path. So
-// attaching or detaching one endpoint per Set costs the same on a host
-// with 10 or 1,000 endpoints (see "Performance"). A negative interval
-// (either) makes every Set read everything. Tracked connections are judged again
+// attaching one endpoint per Set costs the same on a host with 10 or
+// 1,000 endpoints (see "Performance"), and detaching one reads nothing of
+// the others either (not measured apart). A negative interval (either)
+// makes every Set read everything. Tracked connections are judged again
 // only while some endpoint is isolated (no program looks them up
 // otherwise; the first Set that isolates one judges them all).
 //
