@@ -314,6 +314,7 @@ namespace (and every BPF pin) it made.`,
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
 	f.UintSliceVar(&ebpfSampling, "ebpf-flow-sampling", nil, "the ebpf driver's flow sampling, as weft agent --flow-sampling (0: none); several values measure it once per value in the same rounds (default: the agent's)")
 	f.Lookup("ebpf-flow-sampling").DefValue = "[1]"
+	f.BoolVar(&cfg.EBPFUnderlayXDP, "ebpf-underlay-xdp", false, "also measure the ebpf driver with an XDP program that passes every packet on both hosts' underlay devices, in the same rounds (what any XDP program there costs; see the ebpf driver's package doc)")
 	return cmd
 }
 
