@@ -29,16 +29,7 @@ import (
 func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 	// Grown once, with room for the seal (Conn.WriteMessage): a snapshot
 	// is the first frame on a connection, whose buffer starts small.
-	n := SealOverhead + len(`{"fromVersion":,"toVersion":,"snapshot":true,"more":true,"upserts":[],"deletes":[],"viewHash":""}`) +
-		2*20 + base64.StdEncoding.EncodedLen(len(m.ViewHash))
-	for i := range m.Upserts {
-		r := &m.Upserts[i]
-		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data)
-	}
-	for _, k := range m.Deletes {
-		n += len(`{"type":"","id":""},`) + len(k.Type) + len(k.ID)
-	}
-	dst = slices.Grow(dst, n)
+	dst = slices.Grow(dst, deltaFrameSize(m))
 	dst = append(dst, `{"fromVersion":`...)
 	dst = strconv.AppendUint(dst, m.FromVersion, 10)
 	dst = append(dst, `,"toVersion":`...)
@@ -89,6 +80,21 @@ func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 		dst = append(dst, '"')
 	}
 	return append(dst, '}'), true
+}
+
+// deltaFrameSize returns an upper bound of the size of m's frame in the
+// plain form appendDeltaJSON writes, with its header and seal.
+func deltaFrameSize(m *Delta) int {
+	n := 5 + SealOverhead + len(`{"fromVersion":,"toVersion":,"snapshot":true,"more":true,"upserts":[],"deletes":[],"viewHash":""}`) +
+		2*20 + base64.StdEncoding.EncodedLen(len(m.ViewHash))
+	for i := range m.Upserts {
+		r := &m.Upserts[i]
+		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data)
+	}
+	for _, k := range m.Deletes {
+		n += len(`{"type":"","id":""},`) + len(k.Type) + len(k.ID)
+	}
+	return n
 }
 
 // appendKeyJSON appends {"type":…,"id":…}, or reports false if a string
