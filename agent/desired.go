@@ -235,7 +235,7 @@ func (sc *translation) policy(r wire.Resource, cache *PolicyCache) (policyRef, e
 	split := false
 	if cache != nil {
 		var applies []string
-		if shared, applies, split = view.SplitPolicy(r.Data); split {
+		if shared, applies, split = view.SplitPolicy(r.Bytes()); split {
 			if sp := cache.get(shared); sp != nil {
 				return policyRef{sp, applies}, nil
 			}

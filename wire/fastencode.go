@@ -52,10 +52,10 @@ func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 				return dst, false
 			}
 			if len(r.Data) > 0 {
-				if !m.CompactData && !compactJSON(r.Data) {
-					return dst, false
+				if !m.CompactData && (len(r.Tail) > 0 || !compactJSON(r.Data)) {
+					return dst, false // encoding/json checks it, joined
 				}
-				dst = append(append(dst, `,"data":`...), r.Data...)
+				dst = append(append(append(dst, `,"data":`...), r.Data...), r.Tail...)
 			}
 			dst = append(dst, '}')
 		}
@@ -89,7 +89,7 @@ func deltaFrameSize(m *Delta) int {
 		2*20 + base64.StdEncoding.EncodedLen(len(m.ViewHash))
 	for i := range m.Upserts {
 		r := &m.Upserts[i]
-		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data)
+		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data) + len(r.Tail)
 	}
 	for _, k := range m.Deletes {
 		n += len(`{"type":"","id":""},`) + len(k.Type) + len(k.ID)

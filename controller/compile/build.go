@@ -23,11 +23,11 @@ type deps struct {
 // only reads shared state (and makes the VPC indexes and compiled
 // policies it needs, under their locks), so several builds may run at
 // once.
-func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
+func (c *Compiler) build(host string) (map[wire.ResourceKey]encoded, deps) {
 	eps := c.st.EndpointsByHost(host)
 	// Sized for the host, its endpoints, and about as many VPCs and
 	// policies: growing it was a good part of a cold start's garbage.
-	out := make(map[wire.ResourceKey][]byte, 1+3*len(eps))
+	out := make(map[wire.ResourceKey]encoded, 1+3*len(eps))
 	var d deps
 	if o, ok := c.st.Get(apiv1.KindHost, "", host); ok {
 		h := o.(*apiv1.Host)
@@ -67,7 +67,7 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		}
 		vpc := o.(*apiv1.VPC)
 		if r, ok := c.vpcResource(vk, vpc); ok {
-			out[r.Key] = r.Data
+			out[r.Key] = encoded{data: r.Data}
 		}
 		local[vk] = append(local[vk], ep)
 		vni := vpc.Status.VNI
@@ -114,7 +114,7 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		for name, a := range applies {
 			d.policies = append(d.policies, tn{vk.tenant, name})
 			k := wire.ResourceKey{Type: view.TypePolicy, ID: view.ID(vk.tenant, name)}
-			out[k] = policyData(c.compiledPolicy(x, x.policies[name]), a)
+			out[k] = encoded{c.compiledPolicy(x, x.policies[name]), policyTail(a)}
 		}
 	}
 	for _, q := range d.qos {
@@ -185,11 +185,11 @@ func (c *Compiler) forgetVPC(k tn) {
 }
 
 // put encodes a view resource into out.
-func (c *Compiler) put(out map[wire.ResourceKey][]byte, v any) {
+func (c *Compiler) put(out map[wire.ResourceKey]encoded, v any) {
 	r, err := view.Encode(v)
 	if err != nil { // cannot happen: view structs always encode
 		c.log.Error("encode view resource", "err", err)
 		return
 	}
-	out[r.Key] = r.Data
+	out[r.Key] = encoded{data: r.Data}
 }

@@ -155,7 +155,7 @@ func (c *Compiler) buildAll(ctx context.Context, hosts []string, ver uint64) {
 	}
 	type built struct {
 		host  string
-		next  map[wire.ResourceKey][]byte
+		next  map[wire.ResourceKey]encoded
 		deps  deps
 		start time.Time
 	}
@@ -390,7 +390,7 @@ func (c *Compiler) recomputeSet(dirty map[string]struct{}, rev int64) {
 
 // finish applies a built view at version ver and records its
 // dependencies; runMu is held.
-func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps, ver uint64, start time.Time) {
+func (c *Compiler) finish(host string, next map[wire.ResourceKey]encoded, d deps, ver uint64, start time.Time) {
 	c.mu.RLock()
 	hv := c.hosts[host]
 	c.mu.RUnlock()
