@@ -337,7 +337,7 @@ func (c *Compiler) markPolicy(ev store.Event, p *apiv1.SecurityPolicy, dirty map
 			delete(x.policies, name)
 			continue
 		}
-		x.policies[name] = &policyEntry{p: p, rv: ev.Revision}
+		x.policies[name] = newPolicyEntry(p, ev.Revision)
 		c.ensureMembers(x)
 		x.hostsSelected(p.Spec.Selector, dirty)
 	}

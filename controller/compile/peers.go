@@ -51,9 +51,14 @@ type vpcIndex struct {
 type policyEntry struct {
 	p  *apiv1.SecurityPolicy // shared with the store: read only
 	rv int64
+	id string // "tenant/name", its resource ID in the views
 
 	mu       sync.Mutex
 	compiled []byte // nil until a build needs it
+}
+
+func newPolicyEntry(p *apiv1.SecurityPolicy, rv int64) *policyEntry {
+	return &policyEntry{p: p, rv: rv, id: view.ID(p.Metadata.Tenant, p.Metadata.Name)}
 }
 
 // policyTail completes a compiled policy for a host where it applies to
@@ -136,7 +141,7 @@ func (c *Compiler) index(k tn) *vpcIndex {
 	if x == nil {
 		x = &vpcIndex{key: k, policies: map[string]*policyEntry{}, policyGen: 1}
 		for _, p := range c.vpcPolicies(k) {
-			x.policies[p.Metadata.Name] = &policyEntry{p: p, rv: resourceVersion(p)}
+			x.policies[p.Metadata.Name] = newPolicyEntry(p, resourceVersion(p))
 		}
 		c.idx[k] = x
 	}
