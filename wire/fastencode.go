@@ -51,7 +51,7 @@ func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 			if dst, ok = appendKeyJSON(append(dst, `{"key":`...), r.Key); !ok {
 				return dst, false
 			}
-			if len(r.Data) > 0 {
+			if len(r.Data) > 0 || len(r.Tail) > 0 {
 				if !m.CompactData && (len(r.Tail) > 0 || !compactJSON(r.Data)) {
 					return dst, false // encoding/json checks it, joined
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -86,6 +87,27 @@ func FuzzAppendDelta(f *testing.F) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("fast encoder wrote\n%q\nencoding/json\n%q", got, want)
 			}
+		}
+		// The data split into Data and Tail anywhere: the same frame, or
+		// the same failure, and the same hash.
+		cut := int(ver % uint64(len(data)+1))
+		split := *d
+		split.Upserts = slices.Clone(d.Upserts)
+		split.Upserts[0].Data, split.Upserts[0].Tail = data[:cut:cut], data[cut:]
+		for _, compact := range []bool{false, true} {
+			if compact && werr != nil {
+				continue // the sender vouches for the data: only valid data
+			}
+			d.CompactData, split.CompactData = compact, compact
+			whole, err := AppendMessage(nil, d, 0)
+			got, serr := AppendMessage(nil, &split, 0)
+			if (err == nil) != (serr == nil) || !bytes.Equal(got, whole) {
+				t.Fatalf("compact %v: with data %q and tail %q the frame is %q (%v), whole %q (%v)",
+					compact, data[:cut], data[cut:], got, serr, whole, err)
+			}
+		}
+		if h, hs := ViewHash(slices.Clone(d.Upserts)), ViewHash(slices.Clone(split.Upserts)); !bytes.Equal(h, hs) {
+			t.Fatalf("view hash with a tail %x, whole %x", hs, h)
 		}
 	})
 }

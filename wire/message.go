@@ -113,7 +113,7 @@ type Resource struct {
 	Key  ResourceKey     `json:"key"`
 	Data json.RawMessage `json:"data,omitempty"`
 	// Tail, if set, is the end of the resource's JSON, which is then Data
-	// followed by Tail (Bytes); it is set only with Data. A sender uses it
+	// followed by Tail (Bytes). A sender uses it
 	// to send bytes that many resources start with, such as a compiled
 	// policy that the hosts holding it complete each with the endpoints
 	// it applies to, without a copy per resource: the encoders write Data
