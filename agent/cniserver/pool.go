@@ -397,18 +397,7 @@ func (p *pool) record(ctx context.Context, c *call, ep *apiv1.Endpoint) (*apiv1.
 	next.Metadata.Annotations = annotations(c.att, c.req.Netns, c.req.Args, c.nc.RuntimeConfig.PodAnnotations)
 	next.Metadata.Annotations[AnnotationPool] = ep.Metadata.Annotations[AnnotationPool]
 	next.Metadata.ResourceVersion = "" // the agent's status writes do not conflict
-	// Without a resourceVersion the update should not conflict, but a
-	// replica answering from a cache that has not seen the agent's status
-	// write yet may still refuse it as modified (409): the write is
-	// whole, so it is simply made again.
-	var o apiv1.Object
-	var err error
-	for attempt := 1; ; attempt++ {
-		o, err = p.s.cfg.API.Update(ctx, &next)
-		if err == nil || !apiv1.IsConflict(err) || attempt == 5 || ctx.Err() != nil {
-			break
-		}
-	}
+	o, err := p.s.cfg.API.Update(ctx, &next)
 	if err != nil {
 		return nil, fmt.Errorf("record the attachment on %s/%s: %w", ep.Metadata.Tenant, ep.Metadata.Name, err)
 	}

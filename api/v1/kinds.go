@@ -42,14 +42,19 @@ var kinds = [...]KindInfo{
 func Kinds() []KindInfo { return kinds[:] }
 
 // LookupKind finds a kind by its Kind, plural or short name, case-insensitively.
+// It allocates nothing: the API resolves a kind on every request.
 func LookupKind(name string) (KindInfo, bool) {
-	n := strings.ToLower(name)
 	for _, k := range kinds {
-		if strings.ToLower(k.Kind) == n || k.Plural == n {
+		if k.Kind == name {
+			return k, true
+		}
+	}
+	for _, k := range kinds {
+		if strings.EqualFold(k.Kind, name) || strings.EqualFold(k.Plural, name) {
 			return k, true
 		}
 		for _, s := range k.Short {
-			if s == n {
+			if strings.EqualFold(s, name) {
 				return k, true
 			}
 		}

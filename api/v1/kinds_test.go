@@ -39,6 +39,8 @@ func TestLookupKind(t *testing.T) {
 		{"intent", KindAppIntent, true},
 		{"ai", KindAppIntent, true},
 		{"APPINTENT", KindAppIntent, true},
+		{"SP", KindSecurityPolicy, true},
+		{"Hosts", KindHost, false},
 		{"sp", KindSecurityPolicy, true},
 		{"hosts", KindHost, false},
 		{"intents", "", false},
@@ -50,5 +52,15 @@ func TestLookupKind(t *testing.T) {
 				t.Errorf("LookupKind(%q) = %s (namespaced %v), %v; want %q (namespaced %v)", tt.name, k.Kind, k.Namespaced, ok, tt.want, tt.namespaced)
 			}
 		})
+	}
+}
+
+// TestLookupKindAllocates nothing: the REST server resolves a kind on
+// every request.
+func TestLookupKindAllocates(t *testing.T) {
+	for _, name := range []string{"Endpoint", "endpoints", "EP", "nosuchkind"} {
+		if n := testing.AllocsPerRun(100, func() { LookupKind(name) }); n != 0 {
+			t.Errorf("LookupKind(%q) allocates %v times per call", name, n)
+		}
 	}
 }

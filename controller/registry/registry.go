@@ -322,7 +322,9 @@ func (r *Registry) Select(_ context.Context, kind, tenant string, labels apiv1.L
 			objs = append(objs, sn)
 		}
 	default:
-		objs = r.st.List(ki.Kind, tenant)
+		// The objects and the revision they are at, together: a list's
+		// next pages are read at that revision (ListPage).
+		objs, rev = r.st.ListSelector(ki.Kind, tenant, nil)
 		if labels.Empty() && len(fields) == 0 {
 			return objs, rev
 		}
@@ -335,6 +337,19 @@ func (r *Registry) Select(_ context.Context, kind, tenant string, labels apiv1.L
 		}
 	}
 	return out, rev
+}
+
+// ListPage reads a page of a list. The first (q.Rev 0) is read from the
+// cache, at its revision (store.ListHead); a next one, of a list begun at
+// q.Rev, from etcd at that revision (store.ListAt). A page costs what it
+// reads, not the size of the kind, and every page of a list shows the
+// same revision. A compacted q.Rev gives an error wrapping
+// store.ErrCompacted.
+func (r *Registry) ListPage(ctx context.Context, q store.PageQuery) (store.Page, error) {
+	if q.Rev == 0 {
+		return r.st.ListHead(ctx, q)
+	}
+	return r.st.ListAt(ctx, q)
 }
 
 func endpoints(eps []*apiv1.Endpoint) []apiv1.Object {

@@ -52,6 +52,14 @@ func (b *lockedBuffer) String() string {
 
 func startConventions(t *testing.T) *conventionsEnv {
 	t.Helper()
+	return startConventionsWith(t, nil)
+}
+
+// startConventionsWith is startConventions with the API's backend made by
+// wrap from the registry (nil: the registry itself), and a credential of
+// the agent of host h1 ("h1-agent").
+func startConventionsWith(t *testing.T, wrap func(rest.Backend) rest.Backend) *conventionsEnv {
+	t.Helper()
 	env := etcdtest.Start(t)
 	ctx := context.Background()
 	for _, o := range []apiv1.Object{etcdtest.Tenant("acme"), etcdtest.Tenant("beta"), etcdtest.Host("h1", "192.0.2.1"), etcdtest.Host("h2", "192.0.2.2"),
@@ -71,14 +79,19 @@ func startConventions(t *testing.T) *conventionsEnv {
 	t.Cleanup(func() { tokens.Close() })
 	e := &conventionsEnv{env: env, tokens: map[string]string{}, logs: &lockedBuffer{}}
 	for name, s := range map[string]auth.Scope{"admin": {Role: auth.RoleClusterAdmin},
-		"acme-admin": {Role: auth.RoleTenantAdmin, Tenant: "acme"}, "acme-viewer": {Role: auth.RoleTenantViewer, Tenant: "acme"}} {
+		"acme-admin": {Role: auth.RoleTenantAdmin, Tenant: "acme"}, "acme-viewer": {Role: auth.RoleTenantViewer, Tenant: "acme"},
+		"h1-agent": {Role: auth.RoleAgent, Host: "h1"}} {
 		nt, err := tokens.Create(ctx, auth.TokenRequest{Scope: s})
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.tokens[name] = nt.Secret
 	}
-	h, err := rest.NewHandler(rest.Config{Backend: env.Registry, Authenticator: auth.NewAuthenticator(tokens, env.Store), Lookup: env.Store,
+	var backend rest.Backend = env.Registry
+	if wrap != nil {
+		backend = wrap(backend)
+	}
+	h, err := rest.NewHandler(rest.Config{Backend: backend, Authenticator: auth.NewAuthenticator(tokens, env.Store), Lookup: env.Store,
 		Logger: slog.New(slog.NewJSONHandler(e.logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -244,3 +244,46 @@ func TestStalledWatcher(t *testing.T) {
 		}
 	}
 }
+
+// TestPaginationAtTokenRevision: a next page shows the list as it was at
+// the first page's resourceVersion (objects created or deleted since do
+// not change it), and once that revision is compacted a next page is 410
+// Gone, the continue token expired.
+func TestPaginationAtTokenRevision(t *testing.T) {
+	env, api, _ := limited(t)
+	createTenants(t, env, "t", 8, "")
+	type page struct {
+		Metadata struct{ ResourceVersion, Continue string }
+		Items    []apiv1.Tenant
+	}
+	get := func(query string) (page, response) {
+		t.Helper()
+		r := do(t, "GET", api+"/tenants"+query, "", "")
+		var p page
+		if r.code == http.StatusOK && json.Unmarshal([]byte(r.body), &p) != nil {
+			t.Fatalf("GET /tenants%s: %s", query, r.body)
+		}
+		return p, r
+	}
+	first, _ := get("?limit=3")
+	ctx := context.Background()
+	createTenants(t, env, "t002x", 1, "") // sorts right after t002
+	if _, err := env.Registry.Delete(ctx, apiv1.Ref{Kind: apiv1.KindTenant, Name: "t004"}); err != nil {
+		t.Fatal(err)
+	}
+	next, r := get("?limit=3&continue=" + first.Metadata.Continue)
+	var names []string
+	for _, it := range next.Items {
+		names = append(names, it.Metadata.Name)
+	}
+	if r.code != http.StatusOK || fmt.Sprint(names) != "[t003 t004 t005]" || next.Metadata.ResourceVersion != first.Metadata.ResourceVersion {
+		t.Errorf("next page: %d %v at %s, want [t003 t004 t005] at the first page's %s", r.code, names, next.Metadata.ResourceVersion, first.Metadata.ResourceVersion)
+	}
+
+	if _, err := env.Client.Compact(ctx, env.Store.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := get("?limit=3&continue=" + next.Metadata.Continue); r.code != http.StatusGone || !strings.Contains(r.body, "continue token expired") {
+		t.Errorf("a page of a compacted revision: %d %s, want 410 continue token expired", r.code, r.body)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
-	"sort"
 	"strconv"
 
 	apiv1 "github.com/weftnet/weft/api/v1"
@@ -73,29 +72,27 @@ func parseListQuery(q url.Values, kind string, maxPage int) (listQuery, error) {
 	return lq, nil
 }
 
-// page returns the page of items (sorted by tenant and name, as the store
-// lists them, read at rev) that lq asks for among those keep admits, and
-// the continue token of the next page ("" if this is the last).
+// page returns the first page of a list: of items (sorted by tenant and
+// name, as the store lists them, read at rev) those keep admits, at most
+// lq.limit, and the continue token of the next page ("" if this is the
+// last). Next pages are read by Backend.ListPage.
 func (lq listQuery) page(items []apiv1.Object, rev int64, keep func(apiv1.Object) bool) ([]apiv1.Object, string) {
-	start := 0
-	if c := lq.cont; c != nil {
-		rev = c.Rev
-		start = sort.Search(len(items), func(i int) bool {
-			m := items[i].GetObjectMeta()
-			return m.Tenant > c.Tenant || m.Tenant == c.Tenant && m.Name > c.Name
-		})
-	}
 	var out []apiv1.Object
-	for i := start; i < len(items); i++ {
-		if !keep(items[i]) {
+	for _, o := range items {
+		if !keep(o) {
 			continue
 		}
 		if len(out) == lq.limit {
-			m := out[len(out)-1].GetObjectMeta()
-			b, _ := json.Marshal(continueToken{Rev: rev, Tenant: m.Tenant, Name: m.Name})
-			return out, base64.RawURLEncoding.EncodeToString(b)
+			return out, lq.token(rev, out[len(out)-1])
 		}
-		out = append(out, items[i])
+		out = append(out, o)
 	}
 	return out, ""
+}
+
+// token is the continue token of the page after last, of a list at rev.
+func (lq listQuery) token(rev int64, last apiv1.Object) string {
+	m := last.GetObjectMeta()
+	b, _ := json.Marshal(continueToken{Rev: rev, Tenant: m.Tenant, Name: m.Name})
+	return base64.RawURLEncoding.EncodeToString(b)
 }

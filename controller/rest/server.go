@@ -71,6 +71,9 @@ type Backend interface {
 	Delete(ctx context.Context, ref apiv1.Ref, opts ...apiv1.WriteOption) (apiv1.Object, error)
 	Get(ctx context.Context, ref apiv1.Ref) (apiv1.Object, error)
 	Select(ctx context.Context, kind, tenant string, labels apiv1.LabelSelector, fields apiv1.FieldSelector) ([]apiv1.Object, int64)
+	// ListPage reads a page of a list: the first from the cache, a next
+	// one at the list's revision (store.ListHead, store.ListAt).
+	ListPage(ctx context.Context, q store.PageQuery) (store.Page, error)
 	Watch(ctx context.Context, kind, tenant string, fromRev int64) (<-chan store.Event, error)
 }
 
@@ -306,11 +309,7 @@ func (s *server) readObject(w http.ResponseWriter, r *http.Request, ki apiv1.Kin
 	if err != nil {
 		return nil, err
 	}
-	obj, err := apiv1.DecodeObject(body)
-	if err != nil {
-		return nil, err
-	}
-	return obj, checkObject(obj, ki, ref)
+	return decodeChecked(body, ki, ref)
 }
 
 // checkObject checks a decoded request object against the path, and
@@ -417,28 +416,77 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, verb string, do fun
 	if err == nil {
 		opts, err = s.writeOptions(r, verb)
 	}
-	var obj apiv1.Object
+	var body []byte
 	if err == nil {
-		obj, err = s.readObject(w, r, ki, ref)
+		body, err = s.readBody(w, r)
 	}
-	if err == nil && verb == auth.VerbUpdate {
-		var old apiv1.Object
-		if old, err = s.authorize(r, verb, ref, obj); err == nil && old != nil && obj.GetObjectMeta().ResourceVersion == "" {
-			// The decision read old: the update holds only if nothing
-			// changed it since.
-			obj.GetObjectMeta().ResourceVersion = old.GetObjectMeta().ResourceVersion
+	var out apiv1.Object
+	if err == nil {
+		if verb == auth.VerbUpdate {
+			out, err = s.updateAuthorized(r, ki, ref, body, opts)
+		} else {
+			var obj apiv1.Object
+			if obj, err = decodeChecked(body, ki, ref); err == nil {
+				out, err = do(r.Context(), obj, opts...)
+			}
 		}
 	}
 	if err != nil {
 		WriteError(w, err)
 		return
 	}
-	out, err := do(r.Context(), obj, opts...)
-	if err != nil {
-		WriteError(w, err)
-		return
-	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// decodeChecked decodes a request object (JSON or YAML, one object,
+// strict) and checks it against the path.
+func decodeChecked(body []byte, ki apiv1.KindInfo, ref apiv1.Ref) (apiv1.Object, error) {
+	obj, err := apiv1.DecodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	return obj, checkObject(obj, ki, ref)
+}
+
+// updateAuthorized authorizes and makes an update (PUT). A decision that read the
+// stored object holds only for that object, so the update is sent on the
+// condition that the object is still the one read (its resourceVersion).
+// When the request itself carries no resourceVersion (last write wins),
+// that condition is the server's, not the client's: if another writer
+// changed the object in between (an agent's status write, say), the
+// object is read and authorized again and the update made again, instead
+// of answering 409 to a request that asked for no precondition.
+func (s *server) updateAuthorized(r *http.Request, ki apiv1.KindInfo, ref apiv1.Ref, body []byte, opts []apiv1.WriteOption) (apiv1.Object, error) {
+	var lastErr error
+	lastRV := ""
+	for range patchAttempts {
+		// Decoded afresh: the backend defaults the object it is given.
+		obj, err := decodeChecked(body, ki, ref)
+		if err != nil {
+			return nil, err
+		}
+		old, err := s.authorize(r, auth.VerbUpdate, ref, obj)
+		if err != nil {
+			return nil, err
+		}
+		m := obj.GetObjectMeta()
+		if old == nil || m.ResourceVersion != "" {
+			// No decision on the stored object, or the client's own
+			// precondition: the backend's answer is the answer.
+			return s.cfg.Backend.Update(r.Context(), obj, opts...)
+		}
+		rv := old.GetObjectMeta().ResourceVersion
+		if lastErr != nil && rv == lastRV {
+			break // not a lost race: the object did not change
+		}
+		m.ResourceVersion = rv
+		out, err := s.cfg.Backend.Update(r.Context(), obj, opts...)
+		if err == nil || !apiv1.IsConflict(err) {
+			return out, err
+		}
+		lastErr, lastRV = err, rv
+	}
+	return nil, lastErr
 }
 
 // writeOptions is writeOptions for a write of verb: a status write takes
@@ -650,18 +698,53 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		s.watch(w, r, ki, tenant, lq, keep)
 		return
 	}
-	items, rev := s.cfg.Backend.Select(r.Context(), ki.Kind, tenant, lq.sel, lq.fields)
-	page, next := lq.page(items, rev, keep)
+	var (
+		page []apiv1.Object
+		next string
+		rev  int64
+	)
+	if c := lq.cont; c != nil || len(lq.fields) == 0 {
+		// A page read from where the last one ended (a next page: at the
+		// list's revision), up to the limit, not the whole kind. (A first
+		// page with a field selector is Select's: it uses the indexes.)
+		q := store.PageQuery{Kind: ki.Kind, Tenant: tenant, Limit: lq.limit, Keep: func(o apiv1.Object) bool {
+			return keep(o) && lq.sel.Matches(o.GetObjectMeta().Labels) && lq.fields.Matches(o)
+		}}
+		if c != nil {
+			q.Rev, q.AfterTenant, q.AfterName = c.Rev, c.Tenant, c.Name
+		}
+		p, err := s.cfg.Backend.ListPage(r.Context(), q)
+		if err != nil {
+			WriteError(w, listPageError(err, q.Rev))
+			return
+		}
+		page, rev = p.Objects, p.Rev
+		if p.More {
+			next = lq.token(rev, page[len(page)-1])
+		}
+	} else {
+		var items []apiv1.Object
+		items, rev = s.cfg.Backend.Select(r.Context(), ki.Kind, tenant, lq.sel, lq.fields)
+		page, next = lq.page(items, rev, keep)
+	}
 	if page == nil {
 		page = []apiv1.Object{}
-	}
-	if lq.cont != nil {
-		rev = lq.cont.Rev
 	}
 	writeJSON(w, http.StatusOK, listObject{
 		APIVersion: apiv1.APIVersion, Kind: "List",
 		Metadata: listMeta{ResourceVersion: strconv.FormatInt(rev, 10), Continue: next}, Items: page,
 	})
+}
+
+// listPageError is the answer to a failed read of a next page: 410 Gone
+// when the list's revision was compacted (Kubernetes: the continue token
+// expired), else 503.
+func listPageError(err error, rev int64) error {
+	if errors.Is(err, store.ErrCompacted) {
+		return apiv1.NewStatus(http.StatusGone, apiv1.ReasonGone,
+			"continue token expired: the list's resourceVersion %d is compacted; list again without continue", rev)
+	}
+	return apiv1.NewStatus(http.StatusServiceUnavailable, apiv1.ReasonUnavailable, "list the next page: %v", err)
 }
 
 // credentialRecheck is how often a watch checks that its credential is
