@@ -199,7 +199,7 @@ the compiled policies of its endpoints), and the replicas' RSS and CPU.`,
 	}, func(w io.Writer, rep *bench.ColdstartReport) {
 		fmt.Fprintf(w, "coldstart: %d hosts, %d endpoints, %d VPCs, %d replicas, %d agent procs: %d/%d programmed in %.3f s (goal %.0f s)\n",
 			rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
-		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
+		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f (kernel drops at the replicas' sockets per heartbeat sent), load %s\n",
 			rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
 		if rep.Calibration != nil {
 			fmt.Fprintf(w, "  %s\n", rep.Calibration)
