@@ -111,6 +111,27 @@ func BenchmarkTranslate(b *testing.B) {
 			}
 		})
 	}
+	// With a PolicyCache that holds the view's policies (another agent
+	// of the process translated them, or this one before the change).
+	bv := benchViews[len(benchViews)-1]
+	b.Run(bv.name+"-cached", func(b *testing.B) {
+		v, err := state.New(testHost).Apply(bv.snapshot(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := benchConfig()
+		cfg.PolicyCache = NewPolicyCache(0)
+		if _, err := translate(v, cfg); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		defer reportCPU(b)()
+		for b.Loop() {
+			if _, err := translate(v, cfg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkApplySnapshot is what an agent does with its first snapshot

@@ -151,6 +151,13 @@ type Config struct {
 	// view holds a trace or a capture, instead of at Start: a simulator's
 	// many agents, most never traced, keep nothing for it.
 	ObserveOnDemand bool
+	// PolicyCache, if set, keeps the policies the agent translated by
+	// their compiled bytes, so that a view change does not decode and
+	// translate again the policies it did not change; agents of one
+	// process that hold the same policies (a simulator's hosts) share one
+	// and translate each policy once. Nil: every view is translated in
+	// full.
+	PolicyCache *PolicyCache
 }
 
 // Reporter tells the controller's API about the host and its endpoints.

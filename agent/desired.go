@@ -12,6 +12,7 @@ import (
 	"github.com/weftnet/weft/agent/state"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/view"
+	"github.com/weftnet/weft/wire"
 )
 
 // translate turns a view into the desired state of the data plane. It is
@@ -36,7 +37,19 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for r := range v.All() {
 		switch r.Key.Type {
-		case view.TypeHost, view.TypeVPC, view.TypeEndpoint, view.TypePolicy, view.TypeQoS:
+		case view.TypeHost, view.TypeVPC, view.TypeEndpoint, view.TypeQoS:
+		case view.TypePolicy:
+			ref, err := sc.policy(r, cfg.PolicyCache)
+			if err != nil {
+				bad("%w", err)
+				continue
+			}
+			if id := view.ID(ref.tenant, ref.name); r.Key.ID != id {
+				bad("%s: resource holds policy %q", r.Key, id)
+				continue
+			}
+			sc.policies = append(sc.policies, ref)
+			continue
 		default:
 			continue
 		}
@@ -104,12 +117,6 @@ func translate(v *state.View, cfg *Config) (*datapath.Desired, error) {
 			}
 			d.Endpoints = append(d.Endpoints, ep)
 			sc.eps = append(sc.eps, epRefs{vpc: o.VPC, class: o.QoSClass})
-		case *view.Policy:
-			if id := view.ID(o.Tenant, o.Name); r.Key.ID != id {
-				bad("%s: resource holds policy %q", r.Key, id)
-				continue
-			}
-			sc.policies = append(sc.policies, o) // a new *Policy per Decode
 		case *view.QoS:
 			if id := view.ID(o.Tenant, o.Name); r.Key.ID != id {
 				bad("%s: resource holds QoS class %q", r.Key, id)
@@ -153,14 +160,13 @@ func (sc *translation) resolve(d *datapath.Desired) []error {
 	var errs []error
 	var applies map[string][]int // endpoint ID → indexes into sc.policies
 	for i, p := range sc.policies {
-		for _, id := range p.Applies {
+		for _, id := range p.applies {
 			if applies == nil {
 				applies = map[string][]int{}
 			}
 			applies[id] = append(applies[id], i)
 		}
 	}
-	compiled := make([]*datapath.EndpointPolicy, len(sc.policies)) // nil: not yet
 	for i := range d.Endpoints {
 		e, refs := &d.Endpoints[i], sc.eps[i]
 		if refs.class != "" {
@@ -174,19 +180,15 @@ func (sc *translation) resolve(d *datapath.Desired) []error {
 		var pols []*datapath.EndpointPolicy
 		for _, j := range applies[e.ID] {
 			p := sc.policies[j]
-			if p.VPC != refs.vpc {
-				errs = append(errs, fmt.Errorf("policy/%s: of VPC %q, applies to endpoint %s of VPC %q", view.ID(p.Tenant, p.Name), p.VPC, e.ID, refs.vpc))
+			if p.vpc != refs.vpc {
+				errs = append(errs, fmt.Errorf("policy/%s: of VPC %q, applies to endpoint %s of VPC %q", view.ID(p.tenant, p.name), p.vpc, e.ID, refs.vpc))
 				continue
 			}
-			if compiled[j] == nil {
-				cp, err := policy(p)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("policy/%s: %w", view.ID(p.Tenant, p.Name), err))
-					continue
-				}
-				compiled[j] = cp
+			if p.err != nil {
+				errs = append(errs, fmt.Errorf("policy/%s: %w", view.ID(p.tenant, p.name), p.err))
+				continue
 			}
-			pols = append(pols, compiled[j])
+			pols = append(pols, p.pol)
 		}
 		e.Policy = orPolicies(pols, slices.Contains(sc.denyVNIs, e.VNI))
 	}
@@ -214,6 +216,44 @@ func orPolicies(pols []*datapath.EndpointPolicy, deny bool) *datapath.EndpointPo
 		return nil
 	}
 	return or
+}
+
+// policyRef is a policy resource of the view: the policy translated,
+// shared with every view that holds the same compiled policy, and the
+// local endpoints it applies to.
+type policyRef struct {
+	*sharedPolicy
+	applies []string
+}
+
+// policy decodes and translates the policy resource r, or takes the
+// translation of its shared bytes from cache (nil: none) and decodes
+// only the endpoints it applies to. A policy that cannot be translated
+// is not an error here: resolve reports it if it applies to an endpoint.
+func (sc *translation) policy(r wire.Resource, cache *PolicyCache) (policyRef, error) {
+	var shared []byte
+	split := false
+	if cache != nil {
+		var applies []string
+		if shared, applies, split = view.SplitPolicy(r.Bytes()); split {
+			if sp := cache.get(shared); sp != nil {
+				return policyRef{sp, applies}, nil
+			}
+		}
+	}
+	obj, err := sc.dec.Decode(r)
+	if err != nil {
+		return policyRef{}, err
+	}
+	p := obj.(*view.Policy) // a new *Policy per Decode
+	sp := &sharedPolicy{tenant: p.Tenant, name: p.Name, vpc: p.VPC}
+	sp.pol, sp.err = policy(p)
+	if split {
+		// Valid JSON: so is every data with these shared bytes, and it
+		// decodes to this policy but for its Applies (view.SplitPolicy).
+		cache.put(shared, sp)
+	}
+	return policyRef{sp, p.Applies}, nil
 }
 
 // policy translates a compiled policy's isolation and rules.
@@ -289,7 +329,7 @@ type translation struct {
 	in       datapath.Desired  // Normalize's input
 	subnets  []datapath.Subnet // of in.VPCs
 	eps      []epRefs          // of in.Endpoints, by index
-	policies []*view.Policy
+	policies []policyRef
 	classes  map[string]*datapath.QoS // by QoS resource ID
 	denyVNIs []uint32                 // of the default-deny VPCs
 }

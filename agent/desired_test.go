@@ -34,6 +34,9 @@ func withEP(e datapath.Endpoint, change func(*datapath.Endpoint)) datapath.Endpo
 
 func TestTranslate(t *testing.T) {
 	cfg := &Config{Host: testHost, UnderlayIP: mustAddr("198.51.100.1"), UnderlayDev: "eth1", MTU: 9000}
+	cached := new(Config)
+	*cached = *cfg
+	cached.PolicyCache = NewPolicyCache(0)
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
 	vpc := datapath.VPC{Tenant: "acme", Name: "main", VNI: 100, Subnets: []datapath.Subnet{
 		{Name: "a", CIDR: netip.MustParsePrefix("10.0.1.0/24"), Gateway: mustAddr("10.0.1.1")},
@@ -229,22 +232,33 @@ func TestTranslate(t *testing.T) {
 			errHas: `qos/acme/gold: DSCP 300 out of range 0..63`,
 		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := translate(viewOf(t, tc.res(t)...), cfg)
-			if tc.errHas != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.errHas) || !errors.Is(err, ErrInvalidView) {
-					t.Fatalf("translate = %v, want an ErrInvalidView containing %q", err, tc.errHas)
+		// Without a PolicyCache, then with one shared by every case:
+		// the first translation of a policy fills it, the second finds
+		// it (as may a later case's view that holds the same policy).
+		for _, c := range []struct {
+			name string
+			cfg  *Config
+		}{{"", cfg}, {"/cache", cached}, {"/cached", cached}} {
+			t.Run(tc.name+c.name, func(t *testing.T) {
+				got, err := translate(viewOf(t, tc.res(t)...), c.cfg)
+				if tc.errHas != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.errHas) || !errors.Is(err, ErrInvalidView) {
+						t.Fatalf("translate = %v, want an ErrInvalidView containing %q", err, tc.errHas)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
-				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
-				t.Errorf("desired (-want +got):\n%s", diff)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+					cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+					t.Errorf("desired (-want +got):\n%s", diff)
+				}
+			})
+		}
+	}
+	if st := cached.PolicyCache.Stats(); st.Hits == 0 || st.Misses == 0 {
+		t.Errorf("policy cache %+v: want hits and misses", st)
 	}
 	t.Run("no underlay address anywhere", func(t *testing.T) {
 		_, err := translate(viewOf(t), &Config{Host: testHost})

@@ -319,6 +319,9 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			c.Close()
 		}
 	}()
+	// The agents of this process share the translations of the policies
+	// they hold (most policies are held by several hosts).
+	policies := agent.NewPolicyCache(0)
 	for i := range spec.Count {
 		h := spec.First + i
 		name := HostName(h)
@@ -346,6 +349,7 @@ func runAgents(ctx context.Context, spec agentsSpec, cmds <-chan string, em *emi
 			// Traces and captures as a real agent reports them, with no
 			// goroutine or buffer for them until a view holds one.
 			Observations: observations.of(name), ObserveOnDemand: true,
+			PolicyCache: policies,
 		})
 		if err != nil {
 			return fmt.Errorf("agent %s: %w", name, err)

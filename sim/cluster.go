@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -547,6 +549,41 @@ type Snapshot struct {
 	// counters are not read at one instant, so rates over two snapshots
 	// divide each by its own interval.
 	AgentsAt, ControllersAt time.Time
+	// ReplicaUDP is the kernel's account of the replicas' southbound UDP
+	// sockets: datagrams dropped for a full receive buffer, bytes queued.
+	ReplicaUDP udpSockets
+}
+
+// replicaSockets reads the kernel's UDP tables for the replicas'
+// southbound ports (the replicas and the harness share the network
+// namespace).
+func (c *Cluster) replicaSockets() (udpSockets, error) {
+	ports := map[uint16]bool{}
+	for _, r := range c.replicas {
+		ap, err := netip.ParseAddrPort(r.Agent)
+		if err != nil {
+			return udpSockets{}, fmt.Errorf("sim: replica %d's agent address %q: %w", r.Index, r.Agent, err)
+		}
+		ports[ap.Port()] = true
+	}
+	var sum udpSockets
+	for _, path := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		f, err := os.Open(path)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // no IPv6
+			}
+			return sum, fmt.Errorf("sim: %w", err)
+		}
+		s, err := readUDPSockets(f, ports)
+		f.Close()
+		if err != nil {
+			return sum, fmt.Errorf("sim: %s: %w", path, err)
+		}
+		sum.Drops += s.Drops
+		sum.Queued += s.Queued
+	}
+	return sum, nil
 }
 
 // Snapshot asks every agents group for its counters now, waits for them,
@@ -595,6 +632,11 @@ func (c *Cluster) Snapshot(ctx context.Context) (Snapshot, error) {
 		return s, err
 	}
 	s.ControllersAt = scraped.Add(time.Since(scraped) / 2)
+	udp, err := c.replicaSockets()
+	if err != nil {
+		return s, err
+	}
+	s.ReplicaUDP = udp
 	for _, cc := range counters {
 		s.ControllerHeartbeats += cc.Heartbeats
 		s.LookupsFound += cc.Found

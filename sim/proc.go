@@ -53,3 +53,10 @@ func readProc(pid int) (procUsage, error) {
 	}
 	return u, nil
 }
+
+// ProcessUsage returns a process's resident memory (bytes) and its user +
+// system CPU time, from /proc.
+func ProcessUsage(pid int) (rss int64, cpu time.Duration, err error) {
+	u, err := readProc(pid)
+	return u.RSS, u.CPU, err
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -360,31 +361,78 @@ func TestUnderlayHost(t *testing.T) {
 	}
 }
 
-// TestHeartbeatLoss: the loss compares rates, so counters read over
-// intervals of different lengths do not make a loss out of nothing (the
-// session 5 reports printed -0.27 and -0.59 for a lossless run whose
-// replicas were read later than the agents).
+// TestHeartbeatLoss: the loss is the drops per heartbeat sent, never
+// below 0 (processed against sent printed -0.27 to -0.46 for lossless
+// 100,000-host runs whose replicas were still working off the storm's
+// queue when the hold began).
 func TestHeartbeatLoss(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
-		sent          uint64
-		sentOver      time.Duration
-		processed     uint64
-		processedOver time.Duration
+		sent, dropped uint64
 		want          float64
 	}{
-		{"none lost, same interval", 1000, time.Second, 1000, time.Second, 0},
-		{"none lost, replicas read over a longer interval", 100_000, time.Second, 158_680, 1587 * time.Millisecond, 0.00013},
-		{"a tenth lost", 1000, time.Second, 1800, 2 * time.Second, 0.1},
-		{"no heartbeats", 0, time.Second, 0, time.Second, 0},
-		{"no interval", 1000, 0, 1000, time.Second, 0},
+		{"none lost", 1000, 0, 0},
+		{"a tenth lost", 1000, 100, 0.1},
+		{"no heartbeats", 0, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := heartbeatLoss(tc.sent, tc.sentOver, tc.processed, tc.processedOver)
-			if math.Abs(got-tc.want) > 1e-4 {
+			if got := heartbeatLoss(tc.sent, tc.dropped); math.Abs(got-tc.want) > 1e-9 {
 				t.Errorf("loss = %.5f, want %.5f", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestReadUDPSockets(t *testing.T) {
+	const table = `   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  101: 0100007F:1D14 00000000:0000 07 00000000:00000300 00:00000000 00000000     0        0 1234 2 0000000000000000 7
+  102: 0100007F:1D14 00000000:0000 07 00000000:00000100 00:00000000 00000000     0        0 1235 2 0000000000000000 5
+  103: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1236 2 0000000000000000 99
+`
+	got, err := readUDPSockets(strings.NewReader(table), map[uint16]bool{0x1d14: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (udpSockets{Drops: 12, Queued: 0x400}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if _, err := readUDPSockets(strings.NewReader("header\n  1: 0100007F:1D14 short\n"), map[uint16]bool{0x1d14: true}); err == nil {
+		t.Error("a short line: no error")
+	}
+}
+
+// TestReadUDPSocketsKernel: a socket whose receive buffer overflows shows
+// its queue and its drops in the kernel's table as readUDPSockets reads it.
+func TestReadUDPSocketsKernel(t *testing.T) {
+	rc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if err := rc.SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := net.DialUDP("udp4", nil, rc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	for range 200 {
+		if _, err := sc.Write(make([]byte, 512)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open("/proc/net/udp")
+	if err != nil {
+		t.Skipf("no /proc/net/udp: %v", err)
+	}
+	defer f.Close()
+	got, err := readUDPSockets(f, map[uint16]bool{uint16(rc.LocalAddr().(*net.UDPAddr).Port): true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Drops == 0 || got.Queued == 0 {
+		t.Errorf("200 datagrams into a 4 KB buffer: %+v, want drops and a queue", got)
 	}
 }
 

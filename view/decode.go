@@ -9,10 +9,14 @@ import (
 )
 
 // Decode turns a wire.Resource back into *Host, *VPC, *Endpoint, *Policy,
-// *QoS, *Trace or *Capture. The result is exactly what json.Unmarshal makes of r.Data (every
+// *QoS, *Trace or *Capture. The result is exactly what json.Unmarshal makes
+// of r.Bytes(): r.Data, followed by r.Tail if a sender split it. Every
 // type is decoded in one pass without reflection when its JSON is in the
-// plain form Encode writes).
+// plain form Encode writes.
 func Decode(r wire.Resource) (any, error) {
+	if len(r.Tail) > 0 {
+		r.Data, r.Tail = r.Bytes(), nil
+	}
 	var v any
 	ok := false
 	switch r.Key.Type {
@@ -90,6 +94,9 @@ type scratch struct {
 // Decode decodes r like the package function Decode (same results, same
 // errors), into memory the Decoder reuses.
 func (dec *Decoder) Decode(r wire.Resource) (any, error) {
+	if len(r.Tail) > 0 {
+		r.Data, r.Tail = r.Bytes(), nil
+	}
 	var v any
 	ok := false
 	switch r.Key.Type {

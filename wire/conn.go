@@ -89,7 +89,14 @@ func (c *Conn) ReadMessage(ctx context.Context) (Message, error) {
 func (c *Conn) WriteMessage(ctx context.Context, m Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	bp := getBuf(c.wsize)
+	size := c.wsize
+	if d, ok := m.(*Delta); ok {
+		// A snapshot follows the small frames of the handshake: borrow a
+		// buffer of its size class rather than outgrow a small one (a
+		// new allocation per snapshot, as many as hosts in a cold start).
+		size = max(size, deltaFrameSize(d))
+	}
+	bp := getBuf(size)
 	defer putBuf(bp)
 	limit := c.maxWrite
 	if c.seal != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -356,5 +357,47 @@ func TestConnContextReuse(t *testing.T) {
 	}
 	if ca.rwait.done != nil {
 		t.Errorf("read after Close registered the context")
+	}
+}
+
+// discardConn is a net.Conn whose writes succeed and go nowhere.
+type discardConn struct{ net.Conn }
+
+func (discardConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+func (discardConn) SetReadDeadline(time.Time) error  { return nil }
+
+// TestWriteSnapshotBuffer checks that a snapshot written after a small
+// frame, as on every new connection, is assembled in a pooled buffer of
+// its size, not in a small one grown by a new allocation each time.
+func TestWriteSnapshotBuffer(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items on purpose under the race detector")
+	}
+	snap := &Delta{ToVersion: 9, Snapshot: true, CompactData: true}
+	for i := range 40 {
+		snap.Upserts = append(snap.Upserts, Resource{Key: ResourceKey{Type: "policy", ID: fmt.Sprintf("t/p%d", i)},
+			Data: []byte(`{"name":"` + strings.Repeat("x", 400) + `"}`)})
+	}
+	write := func() {
+		c := NewConn(discardConn{}, 0)
+		if err := c.WriteMessage(context.Background(), &Welcome{HostID: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WriteMessage(context.Background(), snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const n = 50
+	for range n {
+		write()
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 4096 {
+		t.Errorf("a new connection's welcome and %d-byte snapshot allocate %d bytes, want the snapshot's buffer from the pool",
+			deltaFrameSize(snap), per)
 	}
 }

@@ -29,16 +29,7 @@ import (
 func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 	// Grown once, with room for the seal (Conn.WriteMessage): a snapshot
 	// is the first frame on a connection, whose buffer starts small.
-	n := SealOverhead + len(`{"fromVersion":,"toVersion":,"snapshot":true,"more":true,"upserts":[],"deletes":[],"viewHash":""}`) +
-		2*20 + base64.StdEncoding.EncodedLen(len(m.ViewHash))
-	for i := range m.Upserts {
-		r := &m.Upserts[i]
-		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data)
-	}
-	for _, k := range m.Deletes {
-		n += len(`{"type":"","id":""},`) + len(k.Type) + len(k.ID)
-	}
-	dst = slices.Grow(dst, n)
+	dst = slices.Grow(dst, deltaFrameSize(m))
 	dst = append(dst, `{"fromVersion":`...)
 	dst = strconv.AppendUint(dst, m.FromVersion, 10)
 	dst = append(dst, `,"toVersion":`...)
@@ -60,11 +51,11 @@ func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 			if dst, ok = appendKeyJSON(append(dst, `{"key":`...), r.Key); !ok {
 				return dst, false
 			}
-			if len(r.Data) > 0 {
-				if !m.CompactData && !compactJSON(r.Data) {
-					return dst, false
+			if len(r.Data) > 0 || len(r.Tail) > 0 {
+				if !m.CompactData && (len(r.Tail) > 0 || !compactJSON(r.Data)) {
+					return dst, false // encoding/json checks it, joined
 				}
-				dst = append(append(dst, `,"data":`...), r.Data...)
+				dst = append(append(append(dst, `,"data":`...), r.Data...), r.Tail...)
 			}
 			dst = append(dst, '}')
 		}
@@ -89,6 +80,21 @@ func appendDeltaJSON(dst []byte, m *Delta) ([]byte, bool) {
 		dst = append(dst, '"')
 	}
 	return append(dst, '}'), true
+}
+
+// deltaFrameSize returns an upper bound of the size of m's frame in the
+// plain form appendDeltaJSON writes, with its header and seal.
+func deltaFrameSize(m *Delta) int {
+	n := 5 + SealOverhead + len(`{"fromVersion":,"toVersion":,"snapshot":true,"more":true,"upserts":[],"deletes":[],"viewHash":""}`) +
+		2*20 + base64.StdEncoding.EncodedLen(len(m.ViewHash))
+	for i := range m.Upserts {
+		r := &m.Upserts[i]
+		n += len(`{"key":{"type":"","id":""},"data":},`) + len(r.Key.Type) + len(r.Key.ID) + len(r.Data) + len(r.Tail)
+	}
+	for _, k := range m.Deletes {
+		n += len(`{"type":"","id":""},`) + len(k.Type) + len(k.ID)
+	}
+	return n
 }
 
 // appendKeyJSON appends {"type":…,"id":…}, or reports false if a string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -87,6 +88,27 @@ func FuzzAppendDelta(f *testing.F) {
 				t.Fatalf("fast encoder wrote\n%q\nencoding/json\n%q", got, want)
 			}
 		}
+		// The data split into Data and Tail anywhere: the same frame, or
+		// the same failure, and the same hash.
+		cut := int(ver % uint64(len(data)+1))
+		split := *d
+		split.Upserts = slices.Clone(d.Upserts)
+		split.Upserts[0].Data, split.Upserts[0].Tail = data[:cut:cut], data[cut:]
+		for _, compact := range []bool{false, true} {
+			if compact && werr != nil {
+				continue // the sender vouches for the data: only valid data
+			}
+			d.CompactData, split.CompactData = compact, compact
+			whole, err := AppendMessage(nil, d, 0)
+			got, serr := AppendMessage(nil, &split, 0)
+			if (err == nil) != (serr == nil) || !bytes.Equal(got, whole) {
+				t.Fatalf("compact %v: with data %q and tail %q the frame is %q (%v), whole %q (%v)",
+					compact, data[:cut], data[cut:], got, serr, whole, err)
+			}
+		}
+		if h, hs := ViewHash(slices.Clone(d.Upserts)), ViewHash(slices.Clone(split.Upserts)); !bytes.Equal(h, hs) {
+			t.Fatalf("view hash with a tail %x, whole %x", hs, h)
+		}
 	})
 }
 
@@ -124,5 +146,63 @@ func TestCompactDataUnchecked(t *testing.T) {
 	d.Upserts[0].Data = json.RawMessage(`{"a":`)
 	if _, err := AppendMessage(nil, d, 0); err == nil {
 		t.Fatal("AppendMessage of invalid data without CompactData succeeded")
+	}
+}
+
+// TestResourceTail checks that a resource whose JSON is Data followed by
+// Tail is written, hashed and decoded as the one with the whole JSON in
+// Data, by the fast encoder and by encoding/json (which the encoder falls
+// back to when it cannot vouch for the data, and for a key it would
+// have to escape).
+func TestResourceTail(t *testing.T) {
+	whole := []byte(`{"tenant":"t","name":"p","applies":["t/a","t/b"]}`)
+	cut := bytes.Index(whole, []byte(`"applies"`))
+	for _, tc := range []struct {
+		name    string
+		compact bool
+		key     ResourceKey
+	}{
+		{"compact", true, ResourceKey{Type: "policy", ID: "t/p"}},
+		{"checked", false, ResourceKey{Type: "policy", ID: "t/p"}},
+		{"escaped key", true, ResourceKey{Type: "policy", ID: "t/\"p\""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			split := &Delta{ToVersion: 4, Snapshot: true, CompactData: tc.compact, Upserts: []Resource{
+				{Key: ResourceKey{Type: "host", ID: "h"}, Data: []byte(`{"name":"h"}`)},
+				{Key: tc.key, Data: whole[:cut:cut], Tail: whole[cut:]},
+			}}
+			one := &Delta{ToVersion: 4, Snapshot: true, CompactData: tc.compact, Upserts: []Resource{
+				{Key: ResourceKey{Type: "host", ID: "h"}, Data: []byte(`{"name":"h"}`)},
+				{Key: tc.key, Data: whole},
+			}}
+			if got, want := ViewHash(split.Upserts), ViewHash(one.Upserts); !bytes.Equal(got, want) {
+				t.Errorf("ViewHash with a tail %x, without %x", got, want)
+			}
+			got, err := AppendMessage(nil, split, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := AppendMessage(nil, one, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("with a tail the frame is\n%s\nwithout\n%s", got, want)
+			}
+			if n := deltaFrameSize(split); n < len(got)+SealOverhead {
+				t.Errorf("deltaFrameSize %d < frame %d + seal", n, len(got))
+			}
+			m, err := DecodeMessage(FrameDelta, got[5:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := m.(*Delta).Upserts[1]
+			if !bytes.Equal(r.Data, whole) || r.Tail != nil || !bytes.Equal(r.Bytes(), whole) {
+				t.Errorf("decoded resource data %q tail %q, want %q and none", r.Data, r.Tail, whole)
+			}
+			if !bytes.Equal(split.Upserts[1].Data, whole[:cut]) {
+				t.Errorf("encoding changed the sender's resource: data %q", split.Upserts[1].Data)
+			}
+		})
 	}
 }

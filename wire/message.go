@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -111,6 +112,40 @@ func (k ResourceKey) String() string { return k.Type + "/" + k.ID }
 type Resource struct {
 	Key  ResourceKey     `json:"key"`
 	Data json.RawMessage `json:"data,omitempty"`
+	// Tail, if set, is the end of the resource's JSON, which is then Data
+	// followed by Tail (Bytes). A sender uses it
+	// to send bytes that many resources start with, such as a compiled
+	// policy that the hosts holding it complete each with the endpoints
+	// it applies to, without a copy per resource: the encoders write Data
+	// then Tail, ViewHash hashes them as one, and the frame carries the
+	// whole JSON in "data". It is not sent as such: a decoded Resource
+	// has the whole JSON in Data and no Tail.
+	Tail []byte `json:"-"`
+}
+
+// Bytes returns the resource's JSON: Data, or Data followed by Tail (a new
+// slice).
+func (r *Resource) Bytes() []byte {
+	if len(r.Tail) == 0 {
+		return r.Data
+	}
+	return append(append(make([]byte, 0, len(r.Data)+len(r.Tail)), r.Data...), r.Tail...)
+}
+
+// joined returns m with every upsert's Tail joined to its Data (m itself
+// if none has one), for encoding/json, which knows nothing of Tail.
+func (m *Delta) joined() *Delta {
+	i := slices.IndexFunc(m.Upserts, func(r Resource) bool { return len(r.Tail) > 0 })
+	if i < 0 {
+		return m
+	}
+	j := *m
+	j.Upserts = slices.Clone(m.Upserts)
+	for i := range j.Upserts {
+		r := &j.Upserts[i]
+		r.Data, r.Tail = r.Bytes(), nil
+	}
+	return &j
 }
 
 // Delta moves an agent's view from FromVersion to ToVersion (controller →
@@ -132,7 +167,7 @@ type Delta struct {
 	// controller's heals instead of drifting.
 	ViewHash []byte `json:"viewHash,omitempty"`
 	// CompactData is not sent: the sender vouches that the Data of every
-	// upsert is one valid JSON value with no whitespace outside its
+	// upsert (followed by its Tail) is one valid JSON value with no whitespace outside its
 	// strings, as json.Marshal writes it, and AppendMessage copies it into
 	// the frame without checking it (otherwise it checks it, and leaves
 	// data it cannot copy as it is to encoding/json). A controller sets it
@@ -255,7 +290,9 @@ func AppendMessage(dst []byte, m Message, maxFrame int) ([]byte, error) {
 	start := len(dst)
 	b, ok := []byte(nil), false
 	if d, isDelta := m.(*Delta); isDelta {
-		b, ok = appendDeltaJSON(append(dst, 0, 0, 0, 0, byte(t)), d)
+		if b, ok = appendDeltaJSON(append(dst, 0, 0, 0, 0, byte(t)), d); !ok {
+			m = d.joined()
+		}
 	}
 	if !ok {
 		e := encoderPool.Get().(*frameEncoder)

@@ -12,7 +12,7 @@ const ViewHashSize = 16
 
 // ViewHash returns a digest of a set of resources: the first ViewHashSize
 // bytes of SHA-256 over the resources sorted by type, then ID, each as its
-// type, ID and data, every field prefixed with its 4-byte length. Two sets
+// type, ID and data (Data followed by Tail), every field prefixed with its 4-byte length. Two sets
 // have the same hash when they have the same keys with the same bytes,
 // whatever their order. rs is sorted in place.
 func ViewHash(rs []Resource) []byte {
@@ -29,7 +29,10 @@ func ViewHash(rs []Resource) []byte {
 	for _, r := range rs {
 		put([]byte(r.Key.Type))
 		put([]byte(r.Key.ID))
-		put(r.Data)
+		binary.BigEndian.PutUint32(n[:], uint32(len(r.Data)+len(r.Tail)))
+		h.Write(n[:])
+		h.Write(r.Data)
+		h.Write(r.Tail)
 	}
 	var sum [sha256.Size]byte
 	return h.Sum(sum[:0])[:ViewHashSize]

@@ -255,6 +255,8 @@ func (o *agentOptions) config() (agent.Config, error) {
 	}
 	cfg.Host = o.host
 	cfg.Flows = agent.FlowConfig{Interval: o.flowInterval, Collector: o.ipfix}
+	// A view change translates only the policies it changed.
+	cfg.PolicyCache = agent.NewPolicyCache(0)
 	cfg.StateDir = o.stateDir
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join("/var/lib/weft", "agent-"+o.host)

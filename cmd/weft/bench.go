@@ -20,14 +20,14 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench NAME",
-		Short: "Run a benchmark (churn, program, datapath, policy, qos, cni, rollout, ha, ...)",
+		Short: "Run a benchmark (churn, program, datapath, policy, qos, cni, rollout, ha, replicastart, rolling, ...)",
 		Long: `Run one of weft's benchmarks. Each starts the real parts it measures,
 prints progress once a second on stderr and a final report on stdout
 (-o json: one JSON object). The numbers in BENCHMARKS.md come from these.`,
 	}
 	cmd.AddCommand(newBenchChurnCmd(), newBenchHeartbeatsCmd(), newBenchLookupCmd(),
 		newBenchColdstartCmd(), newBenchProgramCmd(), newBenchMigrateCmd(), newBenchDatapathCmd(),
-		newBenchPolicyCmd(), newBenchQoSCmd(), newBenchCNICmd(), newBenchRolloutCmd(), newBenchHACmd())
+		newBenchPolicyCmd(), newBenchQoSCmd(), newBenchCNICmd(), newBenchRolloutCmd(), newBenchHACmd(), newBenchReplicaStartCmd(), newBenchRollingCmd())
 	return cmd
 }
 
@@ -199,7 +199,7 @@ the compiled policies of its endpoints), and the replicas' RSS and CPU.`,
 	}, func(w io.Writer, rep *bench.ColdstartReport) {
 		fmt.Fprintf(w, "coldstart: %d hosts, %d endpoints, %d VPCs, %d replicas, %d agent procs: %d/%d programmed in %.3f s (goal %.0f s)\n",
 			rep.Hosts, rep.Endpoints, rep.VPCs, rep.Replicas, rep.AgentProcs, rep.Programmed, rep.Hosts, rep.ProgrammedSeconds, rep.GoalSeconds)
-		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f, load %s\n",
+		fmt.Fprintf(w, "  setup %.1f s, replica start %.1f s, longest agent-process start %.1f s, heartbeat loss %.4f (kernel drops at the replicas' sockets per heartbeat sent), load %s\n",
 			rep.SetupSeconds, rep.ReplicaStartSeconds, rep.AgentStartSeconds, rep.HeartbeatLoss, rep.LoadAvg)
 		if rep.Calibration != nil {
 			fmt.Fprintf(w, "  %s\n", rep.Calibration)
@@ -314,6 +314,7 @@ namespace (and every BPF pin) it made.`,
 	f.StringVar(&cfg.Tool, "tool", "", "throughput sender: go (default), iperf3, or auto")
 	f.UintSliceVar(&ebpfSampling, "ebpf-flow-sampling", nil, "the ebpf driver's flow sampling, as weft agent --flow-sampling (0: none); several values measure it once per value in the same rounds (default: the agent's)")
 	f.Lookup("ebpf-flow-sampling").DefValue = "[1]"
+	f.BoolVar(&cfg.EBPFUnderlayXDP, "ebpf-underlay-xdp", false, "also measure the ebpf driver with an XDP program that passes every packet on both hosts' underlay devices, in the same rounds (what any XDP program there costs; see the ebpf driver's package doc)")
 	return cmd
 }
 

@@ -16,8 +16,9 @@ import (
 
 func newBenchHACmd() *cobra.Command {
 	var (
-		cfg    bench.HAConfig
-		faults string
+		cfg     bench.HAConfig
+		faults  string
+		logFile string
 	)
 	cmd := reportCmd(&cobra.Command{
 		Use:   "ha",
@@ -64,6 +65,14 @@ form for a release is every fault, several rounds, 1,000 hosts.`,
 			return nil, fmt.Errorf("find the weft binary for the replicas: %w", err)
 		}
 		cfg.Exec, cfg.Progress = exe, cmd.ErrOrStderr()
+		if logFile != "" {
+			f, err := os.Create(logFile)
+			if err != nil {
+				return nil, fmt.Errorf("--log: %w", err)
+			}
+			defer f.Close()
+			cfg.ChildLog = &lockedWriter{w: f}
+		}
 		if faults != "" {
 			cfg.Faults = splitCSV(faults)
 		}
@@ -123,6 +132,7 @@ form for a release is every fault, several rounds, 1,000 hosts.`,
 	f.IntVar(&cfg.Hosts, "hosts", 0, "simulated hosts streaming from the replicas (the long form: 1000)")
 	f.DurationVar(&cfg.Hold, "hold", 3*time.Second, "how long a fault lasts before it heals")
 	f.DurationVar(&cfg.Settle, "settle", 3*time.Second, "time after healing before the next fault")
+	f.StringVar(&logFile, "log", "", "file the replicas' and the simulated hosts' logs go to (default: discarded)")
 	f.StringVar(&cfg.Dir, "data-dir", "", "directory of the replicas' data dirs (default: a temporary one)")
 	return cmd
 }

@@ -220,6 +220,12 @@ func TestUsageErrors(t *testing.T) {
 			"error: read testdata/nope.yaml: no such file or directory\n"},
 		{"not found", []string{"get", "ep", "nope", "--tenant", "acme"},
 			"error: endpoint/acme/nope not found\n"},
+		{"rolling on two members", []string{"bench", "rolling", "--members", "2"},
+			"error: bench: rolling: 2 members: a restart needs at least 3 to keep a quorum\n"},
+		{"rolling from a missing binary", []string{"bench", "rolling", "--from-binary", "testdata/nope"},
+			"error: bench: rolling: --from-binary: stat testdata/nope: no such file or directory\n"},
+		{"replicastart in an unknown shape", []string{"bench", "replicastart", "--shapes", "external"},
+			"error: bench: replicastart: unknown shape \"external\" (want embedded or client)\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := h.run(tc.args...)

@@ -29,7 +29,8 @@ controller replicas on it, then start one real agent per host (own TCP
 stream, own UDP socket, host key and host ID, sim datapath) in --procs
 child processes, all at once. Progress goes to
 stderr every second; the final report (time from the agents' start to all
-programmed, heartbeat loss, lookups answered, each replica's RSS and CPU
+programmed, heartbeat loss (datagrams the kernel dropped at the
+replicas' southbound sockets per heartbeat sent), lookups answered, each replica's RSS and CPU
 seconds) to stdout. Everything stops and is removed at the end or on Ctrl-C.
 
 The simulated hosts answer traces and captures as real ones do: while
@@ -108,7 +109,8 @@ func printSimReport(w io.Writer, r *sim.Report) {
 	fmt.Fprintf(w, "  replicas started         %.3f s\n", r.ReplicaStartSeconds)
 	fmt.Fprintf(w, "  all programmed           %.3f s after the agents started (%d/%d programmed, %d connected)\n",
 		r.ProgrammedSeconds, r.Programmed, r.Hosts, r.Connected)
-	fmt.Fprintf(w, "  heartbeats (%.1f s hold) %d sent, %d processed, loss %.4f\n", r.HoldSeconds, r.HeartbeatsSent, r.HeartbeatsProcessed, r.HeartbeatLoss)
+	fmt.Fprintf(w, "  heartbeats (%.1f s hold) %d sent, %d processed, loss %.4f (%d datagrams dropped by the kernel at the replicas' sockets; %d bytes queued there when the hold began)\n",
+		r.HoldSeconds, r.HeartbeatsSent, r.HeartbeatsProcessed, r.HeartbeatLoss, r.ReplicaSocketDrops, r.ReplicaQueuedBytes)
 	fmt.Fprintf(w, "  lookups                  %d queries; answered %d found + %d not found; %d answers applied\n",
 		r.LookupQueries, r.LookupsFound, r.LookupsNotFound, r.AgentAnswersApplied)
 	fmt.Fprintln(w, "  replica  pid      RSS MiB  CPU s")

@@ -23,11 +23,11 @@ type deps struct {
 // only reads shared state (and makes the VPC indexes and compiled
 // policies it needs, under their locks), so several builds may run at
 // once.
-func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
+func (c *Compiler) build(host string) (map[wire.ResourceKey]encoded, deps) {
 	eps := c.st.EndpointsByHost(host)
 	// Sized for the host, its endpoints, and about as many VPCs and
 	// policies: growing it was a good part of a cold start's garbage.
-	out := make(map[wire.ResourceKey][]byte, 1+3*len(eps))
+	out := make(map[wire.ResourceKey]encoded, 1+3*len(eps))
 	var d deps
 	if o, ok := c.st.Get(apiv1.KindHost, "", host); ok {
 		h := o.(*apiv1.Host)
@@ -67,7 +67,7 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		}
 		vpc := o.(*apiv1.VPC)
 		if r, ok := c.vpcResource(vk, vpc); ok {
-			out[r.Key] = r.Data
+			out[r.Key] = encoded{data: r.Data}
 		}
 		local[vk] = append(local[vk], ep)
 		vni := vpc.Status.VNI
@@ -98,23 +98,20 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 			continue
 		}
 		c.ensureMembers(x)
-		var applies map[string][]string // policy name → local endpoints it selects, sorted
+		var sel selections
 		for _, ep := range local[vk] {
 			var id string
 			for _, name := range x.selecting(ep) {
 				if id == "" {
 					id = view.ID(vk.tenant, ep.Metadata.Name)
 				}
-				if applies == nil {
-					applies = map[string][]string{}
-				}
-				applies[name] = append(applies[name], id)
+				sel.add(name, id)
 			}
 		}
-		for name, a := range applies {
-			d.policies = append(d.policies, tn{vk.tenant, name})
-			k := wire.ResourceKey{Type: view.TypePolicy, ID: view.ID(vk.tenant, name)}
-			out[k] = policyData(c.compiledPolicy(x, x.policies[name]), a)
+		for _, s := range sel.list {
+			pe := x.policies[s.name]
+			d.policies = append(d.policies, tn{vk.tenant, s.name})
+			out[wire.ResourceKey{Type: view.TypePolicy, ID: pe.id}] = encoded{c.compiledPolicy(x, pe), policyTail(s.applies)}
 		}
 	}
 	for _, q := range d.qos {
@@ -125,6 +122,45 @@ func (c *Compiler) build(host string) (map[wire.ResourceKey][]byte, deps) {
 		c.put(out, c.qosView(o.(*apiv1.QoSClass)))
 	}
 	return out, d
+}
+
+// selections are the policies of a VPC that select local endpoints, and
+// those endpoints ("tenant/name", sorted), in the order first seen. A
+// host holds a few of a VPC's policies: they are kept in a list, with a
+// map to find them only once there are many.
+type selections struct {
+	list  []selection
+	index map[string]int // into list, once it is long
+}
+
+type selection struct {
+	name    string
+	applies []string
+}
+
+// add records that policy name selects endpoint id.
+func (s *selections) add(name, id string) {
+	i := -1
+	if s.index != nil {
+		if j, ok := s.index[name]; ok {
+			i = j
+		}
+	} else {
+		i = slices.IndexFunc(s.list, func(e selection) bool { return e.name == name })
+	}
+	if i < 0 {
+		i = len(s.list)
+		s.list = append(s.list, selection{name: name})
+		if s.index != nil {
+			s.index[name] = i
+		} else if len(s.list) > 16 {
+			s.index = make(map[string]int, 2*len(s.list))
+			for j, e := range s.list {
+				s.index[e.name] = j
+			}
+		}
+	}
+	s.list[i].applies = append(s.list[i].applies, id)
 }
 
 func (c *Compiler) qosView(q *apiv1.QoSClass) *view.QoS {
@@ -185,11 +221,11 @@ func (c *Compiler) forgetVPC(k tn) {
 }
 
 // put encodes a view resource into out.
-func (c *Compiler) put(out map[wire.ResourceKey][]byte, v any) {
+func (c *Compiler) put(out map[wire.ResourceKey]encoded, v any) {
 	r, err := view.Encode(v)
 	if err != nil { // cannot happen: view structs always encode
 		c.log.Error("encode view resource", "err", err)
 		return
 	}
-	out[r.Key] = r.Data
+	out[r.Key] = encoded{data: r.Data}
 }

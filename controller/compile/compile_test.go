@@ -229,12 +229,13 @@ func applyDelta(t *testing.T, held map[wire.ResourceKey]string, d wire.Delta) ma
 		delete(out, k)
 	}
 	for _, r := range d.Upserts {
-		out[r.Key] = string(r.Data)
+		data := r.Bytes()
+		out[r.Key] = string(data)
 		// The delta vouches that its data is compact JSON: the encoder
 		// copies it unchecked.
 		var c bytes.Buffer
-		if err := json.Compact(&c, r.Data); !d.CompactData || err != nil || !bytes.Equal(c.Bytes(), r.Data) {
-			t.Errorf("%s: data %q is not compact JSON (%v) or the delta does not say so (CompactData %v)", r.Key, r.Data, err, d.CompactData)
+		if err := json.Compact(&c, data); !d.CompactData || err != nil || !bytes.Equal(c.Bytes(), data) {
+			t.Errorf("%s: data %q is not compact JSON (%v) or the delta does not say so (CompactData %v)", r.Key, data, err, d.CompactData)
 		}
 	}
 	return out

@@ -155,7 +155,7 @@ func (c *Compiler) buildAll(ctx context.Context, hosts []string, ver uint64) {
 	}
 	type built struct {
 		host  string
-		next  map[wire.ResourceKey][]byte
+		next  map[wire.ResourceKey]encoded
 		deps  deps
 		start time.Time
 	}
@@ -337,7 +337,7 @@ func (c *Compiler) markPolicy(ev store.Event, p *apiv1.SecurityPolicy, dirty map
 			delete(x.policies, name)
 			continue
 		}
-		x.policies[name] = &policyEntry{p: p, rv: ev.Revision}
+		x.policies[name] = newPolicyEntry(p, ev.Revision)
 		c.ensureMembers(x)
 		x.hostsSelected(p.Spec.Selector, dirty)
 	}
@@ -390,7 +390,7 @@ func (c *Compiler) recomputeSet(dirty map[string]struct{}, rev int64) {
 
 // finish applies a built view at version ver and records its
 // dependencies; runMu is held.
-func (c *Compiler) finish(host string, next map[wire.ResourceKey][]byte, d deps, ver uint64, start time.Time) {
+func (c *Compiler) finish(host string, next map[wire.ResourceKey]encoded, d deps, ver uint64, start time.Time) {
 	c.mu.RLock()
 	hv := c.hosts[host]
 	c.mu.RUnlock()

@@ -12,13 +12,41 @@ import (
 )
 
 // resource is one resource of a host's view: its encoded JSON and the
-// version at which it last changed. data is shared and never modified,
-// and compact as json.Marshal writes it (every resource is encoded by
-// view.Encode, or policyData from its output), so the deltas say so
-// (wire.Delta.CompactData) and their frames copy it unchecked.
+// version at which it last changed.
 type resource struct {
-	data []byte
-	ver  uint64
+	encoded
+	ver uint64
+}
+
+// encoded is the JSON of a resource: data, followed by tail if set (a
+// compiled policy, shared by every view that holds it, and the endpoints
+// it applies to on the host: policyTail). Both are shared and never
+// modified, and together compact as json.Marshal writes them (every
+// resource is encoded by view.Encode, or compiled from its output), so
+// the deltas say so (wire.Delta.CompactData) and their frames copy them
+// unchecked.
+type encoded struct{ data, tail []byte }
+
+// equal reports whether e and o are the same JSON, however split.
+func (e encoded) equal(o encoded) bool {
+	if len(e.data)+len(e.tail) != len(o.data)+len(o.tail) {
+		return false
+	}
+	a, a2, b, b2 := e.data, e.tail, o.data, o.tail
+	for len(a)+len(a2) > 0 {
+		if len(a) == 0 {
+			a, a2 = a2, nil
+		}
+		if len(b) == 0 {
+			b, b2 = b2, nil
+		}
+		n := min(len(a), len(b))
+		if !bytes.Equal(a[:n], b[:n]) {
+			return false
+		}
+		a, b = a[n:], b[n:]
+	}
+	return true
 }
 
 // tombstone records that key was deleted at version ver, the seq-th change
@@ -98,7 +126,7 @@ type applyResult struct {
 // whose bytes are unchanged keep their version; if anything changed, the
 // view moves to the version nextVersion returns (called at most once),
 // tombstones beyond the horizon are pruned and subscribers are poked.
-func (hv *hostView) apply(next map[wire.ResourceKey][]byte, nextVersion func() uint64, horizon int) applyResult {
+func (hv *hostView) apply(next map[wire.ResourceKey]encoded, nextVersion func() uint64, horizon int) applyResult {
 	hv.mu.Lock()
 	defer hv.mu.Unlock()
 	var r applyResult
@@ -111,20 +139,20 @@ func (hv *hostView) apply(next map[wire.ResourceKey][]byte, nextVersion func() u
 			v = nextVersion()
 		}
 	}
-	for k, data := range next {
+	for k, e := range next {
 		old := hv.res[k]
-		if old != nil && bytes.Equal(old.data, data) {
+		if old != nil && old.equal(e) {
 			continue
 		}
 		bump()
 		r.upserts++
 		if old == nil {
-			hv.res[k] = &resource{data: data, ver: v}
+			hv.res[k] = &resource{encoded: e, ver: v}
 			delete(hv.tomb, k)
 			r.sizeDelta++
 			continue
 		}
-		old.data, old.ver = data, v
+		old.encoded, old.ver = e, v
 	}
 	for k := range hv.res {
 		if _, ok := next[k]; ok {
@@ -213,7 +241,7 @@ func (hv *hostView) delta(from uint64, agentHash []byte, epoch uint32, applied u
 	}
 	for k, r := range hv.res {
 		if snapshot || r.ver > from {
-			d.Upserts = append(d.Upserts, wire.Resource{Key: k, Data: json.RawMessage(r.data)})
+			d.Upserts = append(d.Upserts, wire.Resource{Key: k, Data: json.RawMessage(r.data), Tail: r.tail})
 		}
 	}
 	if !snapshot {
@@ -240,7 +268,7 @@ func (hv *hostView) hashLocked() []byte {
 	if hv.hash == nil {
 		rs := make([]wire.Resource, 0, len(hv.res))
 		for k, r := range hv.res {
-			rs = append(rs, wire.Resource{Key: k, Data: r.data})
+			rs = append(rs, wire.Resource{Key: k, Data: r.data, Tail: r.tail})
 		}
 		hv.hash = wire.ViewHash(rs)
 	}

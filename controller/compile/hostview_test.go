@@ -1,7 +1,9 @@
 package compile
 
 import (
+	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -20,11 +22,18 @@ type clockView struct {
 
 func newClockView() *clockView { return &clockView{hv: newHostView(makeVersion(testEpoch, 0))} }
 
-// set makes the view hold exactly res (key ID → data) and returns its version.
+// encodedOf is data, split into data and tail at a '|' if it has one.
+func encodedOf(data string) encoded {
+	d, t, _ := strings.Cut(data, "|")
+	return encoded{data: []byte(d), tail: []byte(t)}
+}
+
+// set makes the view hold exactly res (key ID → data, see encodedOf) and
+// returns its version.
 func (cv *clockView) set(horizon int, res map[string]string) uint64 {
-	next := map[wire.ResourceKey][]byte{}
+	next := map[wire.ResourceKey]encoded{}
 	for id, data := range res {
-		next[wire.ResourceKey{Type: "t", ID: id}] = []byte(data)
+		next[wire.ResourceKey{Type: "t", ID: id}] = encodedOf(data)
 	}
 	cv.hv.apply(next, func() uint64 { cv.clock++; return makeVersion(testEpoch, cv.clock) }, horizon)
 	return cv.hv.version()
@@ -32,7 +41,7 @@ func (cv *clockView) set(horizon int, res map[string]string) uint64 {
 
 func ids(d wire.Delta) (up, del []string) {
 	for _, r := range d.Upserts {
-		up = append(up, r.Key.ID+"="+string(r.Data))
+		up = append(up, r.Key.ID+"="+string(r.Bytes()))
 	}
 	for _, k := range d.Deletes {
 		del = append(del, k.ID)
@@ -149,10 +158,10 @@ func TestHostViewResume(t *testing.T) {
 	// A view compiled at revision 100 (its floor), changed at 120.
 	hv := newHostView(makeVersion(testEpoch, 0))
 	hv.start(makeVersion(testEpoch, 100))
-	next := func(res map[string]string) map[wire.ResourceKey][]byte {
-		m := map[wire.ResourceKey][]byte{}
+	next := func(res map[string]string) map[wire.ResourceKey]encoded {
+		m := map[wire.ResourceKey]encoded{}
 		for id, data := range res {
-			m[wire.ResourceKey{Type: "t", ID: id}] = []byte(data)
+			m[wire.ResourceKey{Type: "t", ID: id}] = encodedOf(data)
 		}
 		return m
 	}
@@ -244,5 +253,44 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want ok=%v", err, tt.ok)
 			}
 		})
+	}
+}
+
+// TestApplySplitData checks that a resource whose JSON is split into
+// shared data and a tail (a compiled policy) changes when, and only when,
+// its whole JSON does, however it is split, and that the deltas and the
+// view hash carry the whole JSON.
+func TestApplySplitData(t *testing.T) {
+	cv := newClockView()
+	v1 := cv.set(10, map[string]string{"p": `{"a":1,|"applies":["x"]}`, "q": `{"b":2}`})
+	for _, tc := range []struct {
+		name    string
+		res     map[string]string
+		changed bool
+	}{
+		{"same split", map[string]string{"p": `{"a":1,|"applies":["x"]}`, "q": `{"b":2}`}, false},
+		{"split elsewhere", map[string]string{"p": `{"a":1,"applies":|["x"]}`, "q": `{"b":2}`}, false},
+		{"not split", map[string]string{"p": `{"a":1,"applies":["x"]}`, "q": `{"b":2}`}, false},
+		{"split now", map[string]string{"p": `{"a":1,"applies":["x"]}`, "q": `{|"b":2}`}, false},
+		{"tail changed", map[string]string{"p": `{"a":1,|"applies":["y"]}`, "q": `{"b":2}`}, true},
+		{"data changed", map[string]string{"p": `{"a":2,|"applies":["y"]}`, "q": `{"b":2}`}, true},
+		{"longer tail", map[string]string{"p": `{"a":2,|"applies":["y","z"]}`, "q": `{"b":2}`}, true},
+	} {
+		before := cv.hv.version()
+		after := cv.set(10, tc.res)
+		if changed := after != before; changed != tc.changed {
+			t.Errorf("%s: version %d → %d, want changed %v", tc.name, before, after, tc.changed)
+		}
+	}
+	d := cv.hv.delta(v1, nil, testEpoch, 0)
+	up, _ := ids(d)
+	if want := []string{`p={"a":2,"applies":["y","z"]}`}; !cmp.Equal(up, want) {
+		t.Errorf("delta upserts %q, want %q", up, want)
+	}
+	snap := cv.hv.delta(0, nil, testEpoch, 0)
+	whole := []wire.Resource{{Key: wire.ResourceKey{Type: "t", ID: "p"}, Data: []byte(`{"a":2,"applies":["y","z"]}`)},
+		{Key: wire.ResourceKey{Type: "t", ID: "q"}, Data: []byte(`{"b":2}`)}}
+	if want := wire.ViewHash(whole); !bytes.Equal(snap.ViewHash, want) {
+		t.Errorf("view hash %x, want %x (of the whole JSON)", snap.ViewHash, want)
 	}
 }

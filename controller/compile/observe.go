@@ -21,7 +21,7 @@ import (
 var protoNumbers = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
 
 // observeResources adds the host's traces and captures to out.
-func (c *Compiler) observeResources(host string, local []*apiv1.Endpoint, out map[wire.ResourceKey][]byte) {
+func (c *Compiler) observeResources(host string, local []*apiv1.Endpoint, out map[wire.ResourceKey]encoded) {
 	for _, o := range c.st.List(apiv1.KindTrace, "") {
 		tr := o.(*apiv1.Trace)
 		if v := traceView(tr, host); v != nil {

@@ -47,30 +47,38 @@ type vpcIndex struct {
 // policyEntry is one policy of a VPC and, once a view needed it, the
 // policy compiled: its rules with the peers resolved, the same for every
 // host that holds it, as the encoded view.Policy up to the value of its
-// last field, applies (see policyData).
+// last field, applies (see policyTail).
 type policyEntry struct {
 	p  *apiv1.SecurityPolicy // shared with the store: read only
 	rv int64
+	id string // "tenant/name", its resource ID in the views
 
 	mu       sync.Mutex
 	compiled []byte // nil until a build needs it
 }
 
-// policyData completes a compiled policy for a host where it applies to
-// applies (not empty): the bytes view.Encode writes for the host's
-// view.Policy. IDs are names the API validated, plain ASCII that JSON
-// writes as it is; any other goes through encoding/json.
-func policyData(compiled []byte, applies []string) []byte {
-	n := len(compiled) + len("[]}")
+func newPolicyEntry(p *apiv1.SecurityPolicy, rv int64) *policyEntry {
+	return &policyEntry{p: p, rv: rv, id: view.ID(p.Metadata.Tenant, p.Metadata.Name)}
+}
+
+// policyTail completes a compiled policy for a host where it applies to
+// applies (not empty): the compiled bytes followed by the tail are what
+// view.Encode writes for the host's view.Policy. The view shares the
+// compiled bytes with every other view that holds the policy, and sends
+// them with the tail (wire.Resource.Tail) without joining them. IDs are
+// names the API validated, plain ASCII that JSON writes as it is; any
+// other goes through encoding/json.
+func policyTail(applies []string) []byte {
+	n := len("[]}")
 	for _, id := range applies {
 		n += len(id) + len(`"",`)
 	}
-	b := append(make([]byte, 0, n), compiled...)
+	b := make([]byte, 0, n)
 	b = append(b, '[')
 	for i, id := range applies {
 		if !plainJSON(id) {
 			a, _ := json.Marshal(applies) // cannot fail
-			return append(append(b[:len(compiled)], a...), '}')
+			return append(a, '}')
 		}
 		if i > 0 {
 			b = append(b, ',')
@@ -133,7 +141,7 @@ func (c *Compiler) index(k tn) *vpcIndex {
 	if x == nil {
 		x = &vpcIndex{key: k, policies: map[string]*policyEntry{}, policyGen: 1}
 		for _, p := range c.vpcPolicies(k) {
-			x.policies[p.Metadata.Name] = &policyEntry{p: p, rv: resourceVersion(p)}
+			x.policies[p.Metadata.Name] = newPolicyEntry(p, resourceVersion(p))
 		}
 		c.idx[k] = x
 	}

@@ -3,6 +3,7 @@ package compile
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -181,8 +182,8 @@ func TestCompiledRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range d.Upserts {
-				if r.Key == key && string(r.Data) != string(enc.Data) {
-					t.Errorf("resource data\n%s\nview.Encode writes\n%s", r.Data, enc.Data)
+				if r.Key == key && string(r.Bytes()) != string(enc.Data) {
+					t.Errorf("resource data\n%s\nview.Encode writes\n%s", r.Bytes(), enc.Data)
 				}
 			}
 		})
@@ -315,8 +316,8 @@ func TestPolicyData(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := policyData(compiled, tc.applies); !bytes.Equal(got, r.Data) {
-				t.Errorf("policyData = %s, view.Encode = %s", got, r.Data)
+			if got := append(slices.Clip(compiled), policyTail(tc.applies)...); !bytes.Equal(got, r.Data) {
+				t.Errorf("compiled and policyTail = %s, view.Encode = %s", got, r.Data)
 			}
 		})
 	}
@@ -379,6 +380,40 @@ func TestSelectionFollowsChanges(t *testing.T) {
 			s.do()
 			if diff := cmp.Diff(s.want, held()); diff != "" {
 				t.Errorf("policies held (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSelections checks the policies a host's build finds selecting its
+// endpoints, with few policies (a list) and with many (a map too).
+func TestSelections(t *testing.T) {
+	for _, n := range []int{1, 3, 16, 17, 40} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			var s selections
+			want := map[string][]string{}
+			var order []string
+			for ep := range 3 {
+				for p := range n {
+					if (p+ep)%2 == 0 || ep == 1 {
+						name, id := fmt.Sprintf("p%d", (p*7)%n), fmt.Sprintf("t/e%d", ep)
+						s.add(name, id)
+						if want[name] == nil {
+							order = append(order, name)
+						}
+						want[name] = append(want[name], id)
+					}
+				}
+			}
+			var got []string
+			for _, e := range s.list {
+				got = append(got, e.name)
+				if diff := cmp.Diff(want[e.name], e.applies); diff != "" {
+					t.Errorf("%s applies (-want +got):\n%s", e.name, diff)
+				}
+			}
+			if diff := cmp.Diff(order, got); diff != "" {
+				t.Errorf("policies (-want +got):\n%s", diff)
 			}
 		})
 	}

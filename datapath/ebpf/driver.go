@@ -83,6 +83,9 @@ type Driver struct {
 	// the remotes map (Config.MapResync). Set's alone.
 	polCache *policyMaps
 	mapsRead time.Time
+	// last is what the last full Set read and programmed, if it had no
+	// error (setNewEndpoints). Set's alone.
+	last *lastSet
 }
 
 type vpcState struct {
@@ -350,12 +353,12 @@ func (d *Driver) Teardown(ctx context.Context) error {
 			errs = append(errs, d.ops.Write(writes.NetnsDel, func() error { return netnsfile.Delete(d.cfg.NetnsDir, e.Name()) }))
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("teardown: %w", err)
-	}
 	// Unpinning the links detaches them; the programs and maps go with
-	// their last reference.
-	errs = append(errs, d.ops.Write(writes.PinDel, func() error { return os.RemoveAll(d.pinDir) }))
+	// their last reference. The pins go even when ctx ended while the
+	// devices went (a host of many endpoints, a short deadline): left,
+	// they would hold the programs and maps in the kernel until a later
+	// Teardown, and removing them takes microseconds.
+	errs = append(errs, ctx.Err(), d.ops.Write(writes.PinDel, func() error { return os.RemoveAll(d.pinDir) }))
 	_ = os.Remove(filepath.Dir(d.pinDir)) // the shared "weft" directory, once empty
 	d.smu.Lock()
 	clear(d.eps)

@@ -24,7 +24,9 @@ import (
 
 // Set implements datapath.Driver. It reads what is programmed (the host
 // namespace's links, the pinned links, every map, each endpoint's
-// namespace, the uplink's HTB tree) and writes only what differs.
+// namespace, the uplink's HTB tree) and writes only what differs; a Set
+// that only attaches or detaches endpoints soon after one that read
+// everything makes or removes them alone (setNewEndpoints).
 func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	n, err := desired.Normalize()
 	if err != nil {
@@ -37,6 +39,9 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	defer d.mu.Unlock()
 	if d.closed {
 		return datapath.ErrClosed
+	}
+	if done, err := d.setNewEndpoints(ctx, n); done {
+		return err
 	}
 	start := time.Now()
 	before := d.ops.Counts()
@@ -61,7 +66,6 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	if err := d.ensureVXLAN(n.Host, mtu, clsact); err != nil {
 		return fmt.Errorf("ebpf set: %w", err)
 	}
-	// The remotes and policy maps are read at most once per MapResync.
 	full := d.cfg.MapResync < 0 || d.polCache == nil || time.Since(d.mapsRead) >= d.cfg.MapResync
 	readAt := time.Now()
 	cur, err := d.readMaps(full)
@@ -175,16 +179,8 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 	errs = append(errs, qerr)
 
 	// 5. Connections the policies no longer allow.
-	if digest := policyDigest(eps, pols); digest != d.flushedFor {
-		flushed, err := d.flushConns(eps)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy: %w", err))
-		} else {
-			d.flushedFor = digest
-		}
-		if flushed > 0 {
-			d.log.Info("connections no longer allowed flushed", "connections", flushed)
-		}
+	if err := d.flushIfIsolated(eps, pols); err != nil {
+		errs = append(errs, fmt.Errorf("policy: %w", err))
 	}
 
 	// 6. Endpoint namespaces the driver made and no longer needs.
@@ -219,18 +215,15 @@ func (d *Driver) Set(ctx context.Context, desired *datapath.Desired) error {
 		}
 	}
 	d.vpcDesired = programmed
-	d.smu.Lock()
-	d.eps, d.refused, d.policies, d.qosErr = eps, refused, pols, qerr
-	for k, t := range d.pending {
-		if time.Since(t) > 2*time.Second {
-			delete(d.pending, k)
-		}
-	}
-	d.smu.Unlock()
+	d.publish(eps, refused, pols, qerr)
 	for _, r := range refused {
 		errs = append(errs, r.err)
 	}
 	err = errors.Join(errs...)
+	d.last = nil
+	if err == nil {
+		d.last = &lastSet{host: n.Host, vpcs: n.VPCs, mtu: mtu, read: start}
+	}
 	if c := d.ops.Counts().Sub(before); len(c) > 0 || err != nil {
 		d.log.Info("datapath set", "vpcs", len(n.VPCs), "endpoints", len(n.Endpoints), "writes", c.String(), "took", time.Since(start), "err", err)
 	}
@@ -534,27 +527,8 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	locals := map[weftVip]weftLocalEp{}
 	ifaces := map[uint32]weftIface{}
 	for id, st := range eps {
-		e := &st.ep
-		var mac [6]byte
-		copy(mac[:], e.MAC)
-		p := pols[id]
-		if p == nil {
-			p = &epPolicy{}
-		}
-		l := weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac, Flags: p.flags(), InClass: classID(p.ingress)}
-		f := weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac, Flags: p.flags(), EgClass: classID(p.egress)}
-		if e.QoS != nil {
-			f.Tos = e.QoS.DSCP << 2
-		}
-		if eq := plan.eps[id]; eq != nil {
-			f.Priority = htb.ClassID(eq.minor)
-			if eq.shaped {
-				f.Flags |= epTxShaped
-				l.Flags |= epRxShaped
-				l.RxClass = htb.ClassID(eq.rxMinor)
-			}
-		}
-		locals[vipOf(e)] = l
+		l, f := endpointEntries(st, pols[id], plan.eps[id])
+		locals[vipOf(&st.ep)] = l
 		ifaces[uint32(st.ifindex)] = f
 	}
 	var errs []error
@@ -608,6 +582,31 @@ func (d *Driver) convergeMaps(n *datapath.Desired, eps map[string]*epState, refu
 	}
 	d.vpcs = next
 	return errors.Join(errs...)
+}
+
+// endpointEntries are an attached endpoint's locals and ifaces entries:
+// its policy classes (p, nil: none) and QoS classes (eq, nil: none).
+func endpointEntries(st *epState, p *epPolicy, eq *epQoS) (weftLocalEp, weftIface) {
+	e := &st.ep
+	var mac [6]byte
+	copy(mac[:], e.MAC)
+	if p == nil {
+		p = &epPolicy{}
+	}
+	l := weftLocalEp{Ifindex: uint32(st.ifindex), Mac: mac, Flags: p.flags(), InClass: classID(p.ingress)}
+	f := weftIface{Vni: e.VNI, Ip: be32(e.IP), Identity: e.Identity, Mac: mac, Flags: p.flags(), EgClass: classID(p.egress)}
+	if e.QoS != nil {
+		f.Tos = e.QoS.DSCP << 2
+	}
+	if eq != nil {
+		f.Priority = htb.ClassID(eq.minor)
+		if eq.shaped {
+			f.Flags |= epTxShaped
+			l.Flags |= epRxShaped
+			l.RxClass = htb.ClassID(eq.rxMinor)
+		}
+	}
+	return l, f
 }
 
 // readMap reads every entry of m into *out.

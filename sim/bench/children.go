@@ -30,6 +30,7 @@ func ChildRoles() sim.ChildRoles {
 		roleStreamAgents:     runStreamAgents,
 		roleHAReplica:        runHAReplica,
 		roleHAAgents:         runHAAgents,
+		roleEtcdServer:       runEtcdServer,
 	}
 }
 

@@ -88,6 +88,13 @@ type DatapathConfig struct {
 	// Default: DefaultFlowSampling, what the agent runs with. The linux
 	// driver is measured without its flow hooks.
 	EBPFFlowSampling []uint32
+	// EBPFUnderlayXDP measures, in the throughput and latency phases, the
+	// ebpf driver once more with an XDP program that passes every packet
+	// (XDP_PASS) on both hosts' underlay devices, side by side in the same
+	// rounds: the least any XDP program there costs (the veth runs in NAPI
+	// mode with one attached), where one decapsulating the VXLAN traffic
+	// would run.
+	EBPFUnderlayXDP bool
 
 	// NetnsDir holds the named namespaces (default /var/run/netns).
 	NetnsDir string
@@ -237,6 +244,9 @@ type DatapathEcho struct {
 	// EBPFFlowSampling is the ebpf driver's flow sampling, one value per
 	// variant measured.
 	EBPFFlowSampling []uint32 `json:"ebpfFlowSampling"`
+	// EBPFUnderlayXDP says the ebpf driver was measured once more with an
+	// XDP_PASS program on the underlay devices.
+	EBPFUnderlayXDP bool `json:"ebpfUnderlayXDP,omitempty"`
 }
 
 // DatapathEnv describes the machine the run was on.
@@ -282,7 +292,8 @@ func Datapath(ctx context.Context, cfg DatapathConfig) (*DatapathReport, error) 
 		Config: DatapathEcho{Datapaths: cfg.Datapaths, Phases: cfg.Phases, Rounds: cfg.Rounds, LatencyDuration: cfg.LatencyDuration.String(), Warmup: cfg.Warmup.String(), Duration: cfg.Duration.String(),
 			UnderlayMTUs: cfg.UnderlayMTUs, Tunings: *cfg.Tunings, WriteSize: cfg.WriteSize, PinCPUs: cfg.PinCPUs,
 			CongestionControl: cfg.CongestionControl,
-			Attach:            cfg.Attach, Peers: cfg.Peers, Resync: cfg.Resync, ResyncVPCs: cfg.ResyncVPCs, PingInterval: cfg.PingInterval.String()},
+			Attach:            cfg.Attach, Peers: cfg.Peers, Resync: cfg.Resync, ResyncVPCs: cfg.ResyncVPCs, PingInterval: cfg.PingInterval.String(),
+			EBPFUnderlayXDP: cfg.EBPFUnderlayXDP},
 		Env: DatapathEnv{Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg1()},
 		Goals: DatapathGoals{OverlayRatio: GoalOverlayRatio, EBPFOverlayRatio: GoalEBPFOverlayRatio, FirstPacketMs: GoalFirstPacketMs,
 			EBPFFirstPacketMs: GoalEBPFFirstPacketMs, ResyncMs: GoalResyncMs, ResyncLost: goalResyncLostPacket},
@@ -403,6 +414,9 @@ func (r *dpRun) newDataplane(ctx context.Context, dp string, n *testnet.Net, h *
 type variant struct {
 	datapath string
 	sampling uint32 // ebpf.Config.FlowSampling
+	// xdp attaches an XDP_PASS program to both hosts' underlay devices
+	// (DatapathConfig.EBPFUnderlayXDP).
+	xdp bool
 	// label tells variants of one driver apart ("": the only one).
 	label string
 }
@@ -420,6 +434,13 @@ func (r *dpRun) variants() []variant {
 			v := variant{datapath: dp, sampling: s}
 			if len(r.cfg.EBPFFlowSampling) > 1 {
 				v.label = samplingLabel(s)
+			}
+			out = append(out, v)
+		}
+		if r.cfg.EBPFUnderlayXDP {
+			v := variant{datapath: dp, sampling: r.cfg.EBPFFlowSampling[0], xdp: true, label: "XDP_PASS on the underlay"}
+			if len(r.cfg.EBPFFlowSampling) > 1 {
+				v.label += ", " + samplingLabel(v.sampling)
 			}
 			out = append(out, v)
 		}

@@ -25,7 +25,7 @@ func TestDatapathSmoke(t *testing.T) {
 	rep, err := Datapath(ctx, DatapathConfig{Datapaths: []string{DatapathLinux, DatapathEBPF},
 		Rounds: 1, Warmup: 50 * time.Millisecond, Duration: 200 * time.Millisecond, Tunings: &off, LatencyDuration: 50 * time.Millisecond,
 		UnderlayMTUs: []int{1500}, Attach: 3, Peers: 3, Resync: 4, ResyncVPCs: 2, PingInterval: 5 * time.Millisecond,
-		EBPFFlowSampling: []uint32{1, 0}, Progress: t.Output(),
+		EBPFFlowSampling: []uint32{1, 0}, EBPFUnderlayXDP: true, Progress: t.Output(),
 	})
 	if err != nil {
 		t.Fatalf("Datapath: %v", err)
@@ -33,8 +33,12 @@ func TestDatapathSmoke(t *testing.T) {
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	t.Logf("report:\n%s", b)
 
-	if rep.Tput == nil || len(rep.Tput.Final) != 3 {
-		t.Fatalf("throughput: %+v, want a final result per driver and flow sampling variant", rep.Tput)
+	if rep.Tput == nil || len(rep.Tput.Final) != 4 {
+		t.Fatalf("throughput: %+v, want a final result per driver and ebpf variant", rep.Tput)
+	}
+	// Then once more with XDP_PASS on the underlay devices.
+	if f := rep.Tput.Final[3]; f.Datapath != DatapathEBPF || f.Variant != "XDP_PASS on the underlay, flow sampling 1 in 1" || f.ToFirstVariant <= 0 || f.OverlayGbps <= 0 {
+		t.Errorf("throughput final 3 = %+v, want the ebpf driver with XDP_PASS on the underlay, compared with the first variant", f)
 	}
 	// The ebpf driver with flow sampling 1 in 1, then without.
 	if f := rep.Tput.Final[2]; f.Datapath != DatapathEBPF || f.Variant != "no flow sampling" || f.FlowSampling == nil || *f.FlowSampling != 0 ||
@@ -59,7 +63,8 @@ func TestDatapathSmoke(t *testing.T) {
 			t.Errorf("resync = %+v, want %s with no writes and no lost ping", rs, dp)
 		}
 	}
-	if l := rep.Latency; l == nil || len(l.Paths) != 4 || l.Paths[3].Path != "overlay ebpf (no flow sampling)" || l.Paths[3].Transactions == 0 || l.Paths[3].P99Us <= 0 {
+	if l := rep.Latency; l == nil || len(l.Paths) != 5 || l.Paths[3].Path != "overlay ebpf (no flow sampling)" || l.Paths[3].Transactions == 0 || l.Paths[3].P99Us <= 0 ||
+		l.Paths[4].Transactions == 0 {
 		t.Errorf("latency = %+v, want the veth pair and every overlay measured", l)
 	}
 	leftOver(t)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +15,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	cebpf "github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/datapath/linux"
@@ -243,12 +249,45 @@ type overlayPair struct {
 	ips     []netip.Addr
 	veth    *testnet.VethPair
 	mtu     int
+	xdp     []io.Closer // XDP_PASS on the underlay devices (variant.xdp)
 }
 
 func (o *overlayPair) close() {
+	for _, x := range o.xdp {
+		x.Close()
+	}
 	for _, d := range o.drivers {
 		o.r.closeDataplane(d)
 	}
+}
+
+// underlayXDP attaches a program that passes every packet (XDP_PASS) to
+// the underlay device of every host of o, in native mode (the veth's).
+func (o *overlayPair) underlayXDP() error {
+	prog, err := cebpf.NewProgram(&cebpf.ProgramSpec{Name: "weft_bench_pass", Type: cebpf.XDP, License: "Dual BSD/GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()}})
+	if err != nil {
+		return fmt.Errorf("load XDP_PASS: %w", err)
+	}
+	defer prog.Close() // the links hold it
+	for _, h := range o.net.Hosts() {
+		err := netnsfile.Do(h.Path, func() error {
+			dev, err := net.InterfaceByName(h.UnderlayDev)
+			if err != nil {
+				return err
+			}
+			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: dev.Index, Flags: link.XDPDriverMode})
+			if err != nil {
+				return err
+			}
+			o.xdp = append(o.xdp, l)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("XDP_PASS on %s of %s: %w", h.UnderlayDev, h.Name, err)
+		}
+	}
+	return nil
 }
 
 func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error) {
@@ -284,6 +323,11 @@ func (r *dpRun) buildPair(ctx context.Context, s tputSetup) (*overlayPair, error
 	for i, d := range o.drivers {
 		j := 1 - i
 		if err := d.Learn(ctx, []datapath.Remote{{VNI: vpc.VNI, IP: eps[j].IP, MAC: eps[j].MAC, HostUnderlay: n.Host(j).UnderlayIP, Epoch: 1}}); err != nil {
+			return nil, err
+		}
+	}
+	if s.dp.xdp {
+		if err := o.underlayXDP(); err != nil {
 			return nil, err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -283,6 +284,13 @@ type haReplicaSpec struct {
 	DataDir, ClusterKeyFile, Name, PeerURL, ClientURL, InitialCluster, API string
 	// Agent is the southbound address ("off": none).
 	Agent string
+	// EtcdEndpoints, if set, makes the replica a client of that etcd
+	// instead of embedding one (Name, PeerURL, ClientURL and
+	// InitialCluster empty).
+	EtcdEndpoints []string `json:",omitempty"`
+	// CPUProfile, if set, is a file the replica writes a CPU profile of
+	// its start to (from before its controller is made until it serves).
+	CPUProfile string `json:",omitempty"`
 }
 
 // runHAReplica runs a replica until its parent ends it (or kills it).
@@ -291,7 +299,21 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return fmt.Errorf("ha replica: spec: %w", err)
 	}
-	ctl, err := controller.New(controller.Config{DataDir: spec.DataDir, ClusterKeyFile: spec.ClusterKeyFile,
+	stopProfile := func() {}
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("ha replica: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("ha replica: %w", err)
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
+		defer stopProfile()
+	}
+	ctl, err := controller.New(controller.Config{DataDir: spec.DataDir, ClusterKeyFile: spec.ClusterKeyFile, EtcdEndpoints: spec.EtcdEndpoints,
 		EtcdName: spec.Name, EtcdPeerListen: spec.PeerURL, EtcdClientListen: spec.ClientURL, EtcdInitialCluster: spec.InitialCluster,
 		APIListen: spec.API, AgentListen: spec.Agent, InsecureHTTP: true, Logger: c.Logger})
 	if err != nil {
@@ -302,6 +324,7 @@ func runHAReplica(ctx context.Context, c sim.ChildIO) error {
 	if err := ctl.Start(startCtx); err != nil {
 		return err
 	}
+	stopProfile()
 	c.Emit(childMsg{T: "ready"})
 	<-ctx.Done()
 	return ctl.Close()
@@ -480,7 +503,7 @@ func (r *haRun) startCluster(ctx context.Context, dir string) error {
 // it has one, and waits until it serves.
 func (r *haRun) startMember(ctx context.Context, m *haMember) error {
 	start := func() error {
-		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: r.cfg.ChildLog})
+		c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "replica " + m.spec.Name, Exe: r.cfg.Exec, Role: roleHAReplica, Spec: m.spec, Log: prefixLines(r.cfg.ChildLog, m.spec.Name+": ")})
 		m.child = c
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	apiv1 "github.com/weftnet/weft/api/v1"
 	"github.com/weftnet/weft/client"
 	"github.com/weftnet/weft/controller/secrets"
+	"github.com/weftnet/weft/datapath"
 	simdp "github.com/weftnet/weft/datapath/sim"
 	"github.com/weftnet/weft/sim"
 )
@@ -37,6 +38,10 @@ type haAgentsSpec struct {
 	// Replicas are the replicas' southbound addresses.
 	Replicas []string     `json:"replicas"`
 	Hosts    []haHostSpec `json:"hosts"`
+	// APIs, if set, are the replicas' API addresses (plain HTTP): the
+	// agents report their endpoints' status through them, as real ones
+	// do, moving to the next when one fails.
+	APIs []string `json:"apis,omitempty"`
 }
 
 // haHostSpec is one enrolled host.
@@ -44,6 +49,9 @@ type haHostSpec struct {
 	Name     string     `json:"name"`
 	Key      []byte     `json:"key"`
 	Underlay netip.Addr `json:"underlay"`
+	// Endpoints, if set, is how many endpoints the host must hold to
+	// count as programmed in a "summary".
+	Endpoints int `json:"endpoints,omitempty"`
 }
 
 // haHostState is a host as its agent holds it.
@@ -58,12 +66,50 @@ type haHostState struct {
 }
 
 // haAgentsMsg is a line of the hosts' child: "ready"; "stats" once a
-// second; "state", the answer to the command "state".
+// second; "state", the answer to the command "state"; "marked", the
+// answer to "mark" (each driver's write counts are taken as the baseline
+// of the summaries); "summary", the answer to "summary".
 type haAgentsMsg struct {
 	T           string        `json:"t"`
 	Connected   int           `json:"connected,omitempty"`
 	StreamsLost uint64        `json:"streamsLost,omitempty"`
 	Hosts       []haHostState `json:"hosts,omitempty"`
+	Summary     *hostsSummary `json:"summary,omitempty"`
+}
+
+// hostsSummary is what a group of simulated hosts did, in a few numbers.
+type hostsSummary struct {
+	Hosts     int `json:"hosts"`
+	Connected int `json:"connected"`
+	// Programmed counts the hosts connected, holding an applied view with
+	// the endpoints their spec says.
+	Programmed int `json:"programmed"`
+	// Written counts the hosts whose driver was written since the mark
+	// (since it was made without one), Writes the writes, WriteSample
+	// one such host's writes.
+	Written     int    `json:"written"`
+	Writes      uint64 `json:"writes"`
+	WriteSample string `json:"writeSample,omitempty"`
+	// StreamConnects are the sessions welcomed, StreamsLost those that
+	// ended, StreamFailed attempts without a Welcome, over all hosts.
+	StreamConnects uint64 `json:"streamConnects"`
+	StreamsLost    uint64 `json:"streamsLost"`
+	StreamFailed   uint64 `json:"streamFailed"`
+}
+
+// add sums o into s.
+func (s *hostsSummary) add(o hostsSummary) {
+	s.Hosts += o.Hosts
+	s.Connected += o.Connected
+	s.Programmed += o.Programmed
+	s.Written += o.Written
+	s.Writes += o.Writes
+	if s.WriteSample == "" {
+		s.WriteSample = o.WriteSample
+	}
+	s.StreamConnects += o.StreamConnects
+	s.StreamsLost += o.StreamsLost
+	s.StreamFailed += o.StreamFailed
 }
 
 // runHAAgents runs the simulated hosts of the spec until its parent ends
@@ -76,6 +122,8 @@ func runHAAgents(ctx context.Context, c sim.ChildIO) (err error) {
 	var (
 		agents  []*agent.Agent
 		drivers []*simdp.Driver
+		marks   []datapath.Counts // "mark"'s
+		clients []*client.Client  // of the reporters, closed after the agents
 	)
 	defer func() {
 		var wg sync.WaitGroup
@@ -88,12 +136,27 @@ func runHAAgents(ctx context.Context, c sim.ChildIO) (err error) {
 		for _, d := range drivers {
 			err = errors.Join(err, d.Close())
 		}
+		for _, c := range clients {
+			c.Close()
+		}
 	}()
-	for _, h := range spec.Hosts {
+	var reporter func(first int) *failoverReporter
+	if len(spec.APIs) > 0 {
+		cs, f, err := newFailoverReporters(spec.APIs)
+		if err != nil {
+			return fmt.Errorf("ha agents: %w", err)
+		}
+		clients, reporter = cs, f
+	}
+	for i, h := range spec.Hosts {
 		d := simdp.New(simdp.Config{})
 		drivers = append(drivers, d)
+		var rep agent.Reporter
+		if reporter != nil {
+			rep = reporter(i)
+		}
 		a, err := agent.New(agent.Config{Host: h.Name, StreamAddrs: spec.Replicas, UDPAddr: sim.ReplicaFor(h.Name, spec.Replicas),
-			UDPFollowsStream: true, Key: h.Key, Driver: d, UnderlayIP: h.Underlay,
+			UDPFollowsStream: true, Key: h.Key, Driver: d, UnderlayIP: h.Underlay, Reporter: rep,
 			// They share two cores with the replicas under faults.
 			HandshakeTimeout: time.Minute, Logger: c.Logger})
 		if err != nil {
@@ -124,7 +187,23 @@ func runHAAgents(ctx context.Context, c sim.ChildIO) (err error) {
 			if !ok {
 				return nil
 			}
-			if cmd != "state" {
+			switch cmd {
+			case "mark":
+				marks = make([]datapath.Counts, len(drivers))
+				for i, d := range drivers {
+					marks[i] = d.Counts()
+				}
+				c.Emit(haAgentsMsg{T: "marked"})
+				continue
+			case "summary":
+				sum, err := summarise(ctx, spec.Hosts, agents, drivers, marks)
+				if err != nil {
+					return err
+				}
+				c.Emit(haAgentsMsg{T: "summary", Summary: &sum})
+				continue
+			case "state":
+			default:
 				continue
 			}
 			m := haAgentsMsg{T: "state", Hosts: make([]haHostState, len(agents))}
@@ -145,12 +224,58 @@ func runHAAgents(ctx context.Context, c sim.ChildIO) (err error) {
 	}
 }
 
+// summarisedAgent is what summarise reads of an agent.
+type summarisedAgent interface {
+	Stats() agent.Stats
+	Connected() bool
+	ViewVersion() uint64
+	AppliedVersion() uint64
+}
+
+var _ summarisedAgent = (*agent.Agent)(nil)
+
+// summarise sums up the hosts: marks, if set, are their drivers' counts
+// to take the writes from.
+func summarise[A summarisedAgent](ctx context.Context, hosts []haHostSpec, agents []A, drivers []*simdp.Driver, marks []datapath.Counts) (hostsSummary, error) {
+	s := hostsSummary{Hosts: len(agents)}
+	for i, a := range agents {
+		st := a.Stats()
+		s.StreamConnects += st.StreamConnects
+		s.StreamsLost += st.StreamLost
+		s.StreamFailed += st.StreamFailed
+		if !a.Connected() {
+			continue
+		}
+		s.Connected++
+		snap, err := drivers[i].Snapshot(ctx)
+		if err != nil {
+			return s, fmt.Errorf("ha agents: %s: %w", hosts[i].Name, err)
+		}
+		if v := a.ViewVersion(); v != 0 && a.AppliedVersion() == v && len(snap.Endpoints) == hosts[i].Endpoints {
+			s.Programmed++
+		}
+		var base datapath.Counts
+		if marks != nil {
+			base = marks[i]
+		}
+		if d := drivers[i].Counts().Sub(base); len(d) > 0 {
+			s.Written++
+			s.Writes += d.Total()
+			if s.WriteSample == "" {
+				s.WriteSample = hosts[i].Name + ": " + d.String()
+			}
+		}
+	}
+	return s, nil
+}
+
 // haHosts is the parent's end of the simulated hosts.
 type haHosts struct {
-	child  *sim.Child
-	names  []string
-	states chan []haHostState
-	done   chan struct{} // the reader ended
+	child   *sim.Child
+	names   []string
+	states  chan []haHostState
+	replies chan haAgentsMsg // "marked" and "summary"
+	done    chan struct{}    // the reader ended
 
 	mu    sync.Mutex
 	stats haAgentsMsg
@@ -198,11 +323,11 @@ func (r *haRun) startHosts(ctx context.Context) (*haHosts, error) {
 		return nil, err
 	}
 	r.logf("setup: %d hosts enrolled in %s", r.cfg.Hosts, time.Since(t0).Round(time.Millisecond))
-	c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "simulated hosts", Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: r.cfg.ChildLog})
+	c, err := sim.StartChild(ctx, sim.ChildConfig{Name: "simulated hosts", Exe: r.cfg.Exec, Role: roleHAAgents, Spec: spec, Log: prefixLines(r.cfg.ChildLog, "hosts: ")})
 	if err != nil {
 		return nil, err
 	}
-	h := &haHosts{child: c, states: make(chan []haHostState, 1), done: make(chan struct{})}
+	h := &haHosts{child: c, states: make(chan []haHostState, 1), replies: make(chan haAgentsMsg, 1), done: make(chan struct{})}
 	for _, s := range spec.Hosts {
 		h.names = append(h.names, s.Name)
 	}
@@ -241,6 +366,11 @@ func (h *haHosts) read() {
 			case h.states <- m.Hosts:
 			default:
 			}
+		case "marked", "summary":
+			select {
+			case h.replies <- m:
+			default:
+			}
 		}
 	}
 }
@@ -269,6 +399,25 @@ func (h *haHosts) state(ctx context.Context) ([]haHostState, error) {
 		return nil, errors.New("bench: ha: no state from the simulated hosts within a minute")
 	case s := <-h.states:
 		return s, nil
+	}
+}
+
+// ask sends the child cmd ("mark" or "summary") and returns its reply.
+func (h *haHosts) ask(ctx context.Context, cmd string) (haAgentsMsg, error) {
+	if err := h.child.Send(cmd); err != nil {
+		return haAgentsMsg{}, err
+	}
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return haAgentsMsg{}, ctx.Err()
+	case <-h.done:
+		return haAgentsMsg{}, fmt.Errorf("bench: the simulated hosts ended: %w", h.child.Err())
+	case <-t.C:
+		return haAgentsMsg{}, fmt.Errorf("bench: no answer to %q from the simulated hosts within a minute", cmd)
+	case m := <-h.replies:
+		return m, nil
 	}
 }
 

@@ -449,7 +449,7 @@ func (e *senv) compiled(host string) (map[wire.ResourceKey]string, uint64) {
 	}
 	out := map[wire.ResourceKey]string{}
 	for _, r := range d.Upserts {
-		out[r.Key] = string(r.Data)
+		out[r.Key] = string(r.Bytes())
 	}
 	return out, d.ToVersion
 }

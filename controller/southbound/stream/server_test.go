@@ -367,7 +367,7 @@ func TestStalledStreamDoesNotBlockOthers(t *testing.T) {
 	}
 	size := 0
 	for _, r := range snap.Upserts {
-		size += len(r.Data)
+		size += len(r.Data) + len(r.Tail)
 	}
 	// Both socket buffers are set to 4 KiB (the kernel doubles that and
 	// turns off autotuning): together they hold a few tens of KiB at most.

@@ -34,7 +34,7 @@ func split(d wire.Delta, maxFrame int) []wire.Delta {
 		size += next
 	}
 	for _, r := range d.Upserts {
-		flush(len(r.Data) + len(r.Key.Type) + len(r.Key.ID) + entryOverhead)
+		flush(len(r.Data) + len(r.Tail) + len(r.Key.Type) + len(r.Key.ID) + entryOverhead)
 		cur.Upserts = append(cur.Upserts, r)
 	}
 	for _, k := range d.Deletes {
