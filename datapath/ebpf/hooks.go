@@ -62,7 +62,7 @@ func (d *Driver) ensureHook(h hook, clsact map[int]bool) error {
 		if err != nil || !clsact[h.ifindex] {
 			return err
 		}
-		return d.dropFilter(h, clsact)
+		return d.dropFilter(h)
 	}
 	if err := d.ensureFilter(h, clsact); err != nil {
 		return err
@@ -139,21 +139,19 @@ func isOurs(f, want *netlink.BpfFilter) bool {
 	return f.Priority == want.Priority && f.Handle == want.Handle && f.Name == want.Name && f.DirectAction
 }
 
-// dropFilter removes the clsact qdisc of h's device if it holds a legacy
-// tc filter of ours in h's direction (the device is ours: the qdisc was
-// made for our filters).
-func (d *Driver) dropFilter(h hook, clsact map[int]bool) error {
+// dropFilter removes a legacy tc filter of ours in h's direction. Its
+// clsact qdisc stays (empty, on a device of ours that Teardown deletes):
+// deleting a clsact qdisc can lose a packet passing the device.
+func (d *Driver) dropFilter(h hook) error {
 	have, err := d.filters(h)
 	if err != nil {
 		return fmt.Errorf("hook %s: %w", h.name, err)
 	}
 	for _, f := range have {
 		if b, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(b.Name, filterPrefix) {
-			q := clsactOf(h.ifindex)
-			if err := d.ops.Write(writes.QdiscDel, func() error { return d.nl.QdiscDel(q) }); err != nil {
-				return fmt.Errorf("hook %s: delete legacy clsact: %w", h.name, err)
+			if err := d.ops.Write(writes.FilterDel, func() error { return d.nl.FilterDel(b) }); err != nil {
+				return fmt.Errorf("hook %s: delete legacy filter: %w", h.name, err)
 			}
-			delete(clsact, h.ifindex)
 			return nil
 		}
 	}

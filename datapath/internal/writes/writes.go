@@ -44,6 +44,7 @@ const (
 	ClassSet
 	ClassDel
 	FilterSet
+	FilterDel
 	QoSTable
 	NftCommit
 	ConntrackDel
@@ -71,7 +72,7 @@ var names = [numOps]string{
 	"sysctl/set",
 	"qdisc/add", "qdisc/del",
 	"class/add", "class/set", "class/del",
-	"filter/set",
+	"filter/set", "filter/del",
 	"qos-table/set",
 	"nftables/commit", "conntrack/del",
 	"map/create", "map/put", "map/del",
