@@ -684,6 +684,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		verb = auth.VerbWatch
 	}
 	tenant, keep := ref.Tenant, func(apiv1.Object) bool { return true }
+	filtered := false // a credential's filter may refuse objects
 	if id := identity(r); id.Role != auth.RoleClusterAdmin {
 		if err := s.authz.Authorize(id, auth.Request{Verb: verb, Kind: ki.Kind, Tenant: ref.Tenant}); err != nil {
 			WriteError(w, err)
@@ -691,7 +692,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		var k func(apiv1.Object) bool
 		if tenant, k = s.authz.Filter(id, ki.Kind, ref.Tenant); k != nil {
-			keep = k
+			keep, filtered = k, true
 		}
 	}
 	if lq.watch {
@@ -703,10 +704,13 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		next string
 		rev  int64
 	)
-	if c := lq.cont; c != nil || len(lq.fields) == 0 {
+	if c := lq.cont; c != nil || len(lq.fields) == 0 && lq.sel.Empty() && !filtered {
 		// A page read from where the last one ended (a next page: at the
-		// list's revision), up to the limit, not the whole kind. (A first
-		// page with a field selector is Select's: it uses the indexes.)
+		// list's revision), up to the limit, not the whole kind. A first
+		// page with a selector or a credential's filter is Select's: in
+		// the cache, with its indexes; read on from etcd, a selector that
+		// matches few objects would decode the whole kind (the web UI's
+		// probe of 100,000 hosts took 13 s).
 		q := store.PageQuery{Kind: ki.Kind, Tenant: tenant, Limit: lq.limit, Keep: func(o apiv1.Object) bool {
 			return keep(o) && lq.sel.Matches(o.GetObjectMeta().Labels) && lq.fields.Matches(o)
 		}}
