@@ -1009,20 +1009,22 @@ func (r *haRun) awaitWhole(ctx context.Context) error {
 // applied yet and count as caught up (a few heartbeats' worth of churn).
 const haCaughtUpSlack = 256
 
-// whole says why the cluster is not whole ("" if it is; see awaitWhole).
-func (r *haRun) whole(ctx context.Context, hc *http.Client) string {
+// membersCaughtUp says why the etcd members of specs are not one caught-up
+// cluster ("" if they are): every member following one leader and within
+// haCaughtUpSlack of the leader's committed index.
+func membersCaughtUp(ctx context.Context, etcd *clientv3.Client, specs []haReplicaSpec) string {
 	leaders := map[uint64]bool{}
-	applied := make([]uint64, len(r.members))
+	applied := make([]uint64, len(specs))
 	var commit uint64 // the leader's
-	for i, m := range r.members {
+	for i, spec := range specs {
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := r.etcd.Status(sctx, m.spec.ClientURL)
+		st, err := etcd.Status(sctx, spec.ClientURL)
 		cancel()
 		switch {
 		case err != nil:
-			return fmt.Sprintf("%s: status: %v", m.spec.Name, err)
+			return fmt.Sprintf("%s: status: %v", spec.Name, err)
 		case st.Leader == 0:
-			return m.spec.Name + " has no leader"
+			return spec.Name + " has no leader"
 		}
 		leaders[st.Leader] = true
 		applied[i] = st.RaftAppliedIndex
@@ -1035,8 +1037,20 @@ func (r *haRun) whole(ctx context.Context, hc *http.Client) string {
 	}
 	for i, a := range applied {
 		if a+haCaughtUpSlack < commit {
-			return fmt.Sprintf("%s applied index %d of %d", r.members[i].spec.Name, a, commit)
+			return fmt.Sprintf("%s applied index %d of %d", specs[i].Name, a, commit)
 		}
+	}
+	return ""
+}
+
+// whole says why the cluster is not whole ("" if it is; see awaitWhole).
+func (r *haRun) whole(ctx context.Context, hc *http.Client) string {
+	specs := make([]haReplicaSpec, len(r.members))
+	for i, m := range r.members {
+		specs[i] = m.spec
+	}
+	if why := membersCaughtUp(ctx, r.etcd, specs); why != "" {
+		return why
 	}
 	for _, m := range r.members {
 		if !ready(ctx, hc, m.spec.API) {

@@ -788,32 +788,12 @@ func (r *rollRun) step(ctx context.Context, i int, rep *RollingReport) (RollingS
 // whole says why the cluster is not whole ("" if it is): every member
 // following one leader and caught up, every replica ready.
 func (r *rollRun) whole(ctx context.Context) string {
-	leaders := map[uint64]bool{}
-	applied := make([]uint64, len(r.members))
-	var commit uint64
+	specs := make([]haReplicaSpec, len(r.members))
 	for i, m := range r.members {
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := r.etcd.Status(sctx, m.spec.ClientURL)
-		cancel()
-		switch {
-		case err != nil:
-			return fmt.Sprintf("%s: status: %v", m.spec.Name, err)
-		case st.Leader == 0:
-			return m.spec.Name + " has no leader"
-		}
-		leaders[st.Leader] = true
-		applied[i] = st.RaftAppliedIndex
-		if st.Leader == st.Header.MemberId {
-			commit = st.RaftIndex
-		}
+		specs[i] = m.spec
 	}
-	if len(leaders) != 1 || commit == 0 {
-		return fmt.Sprintf("the members follow %d leaders", len(leaders))
-	}
-	for i, a := range applied {
-		if a+haCaughtUpSlack < commit {
-			return fmt.Sprintf("%s applied index %d of %d", r.members[i].spec.Name, a, commit)
-		}
+	if why := membersCaughtUp(ctx, r.etcd, specs); why != "" {
+		return why
 	}
 	for _, m := range r.members {
 		if readyz(ctx, r.hc, m.spec.API) != http.StatusOK {
